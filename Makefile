@@ -1,0 +1,88 @@
+# aisentinel developer entry points. On a fresh Debian 12 machine (as root):
+#   make demo   - venv + install + run the daemon on a bundled attack scenario
+#   make test   - install what the tests need (apt + venv) and run lint, types and tests
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+
+# Debian packages the tests use for real (servers, firewall tools, compilers, packaging).
+APT_TEST := python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev \
+	nginx nftables fail2ban ufw prometheus prometheus-alertmanager iproute2 \
+	systemd-journal-remote debootstrap lintian dpkg-dev fakeroot curl
+# What `make demo` needs on a fresh machine.
+APT_DEMO := python3-venv python3-pip
+
+.PHONY: help demo test lint typecheck pytest deb bench accuracy clean system-deps-test system-deps-demo
+
+help:
+	@echo "make demo | make test | make lint | make deb | make bench | make accuracy | make clean"
+
+# Installs the named Debian packages that are missing (root + apt-get only; never services).
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "missing Debian packages:$$missing (run as root on Debian to install them)"; exit 0; fi; \
+	echo "installing:$$missing"; \
+	apt-get update -q && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 \
+	  apt-get install -y -q --no-install-recommends $$missing
+endef
+
+system-deps-test:
+	$(call apt_install,$(APT_TEST))
+
+system-deps-demo:
+	$(call apt_install,$(APT_DEMO))
+
+$(STAMPS)/venv: pyproject.toml
+	@mkdir -p $(STAMPS)
+	@if ! $(PYTHON) -m venv --help >/dev/null 2>&1 || ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	  echo "$(PYTHON) cannot make virtual environments; run as root to install python3-venv"; exit 1; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	touch $@
+
+$(STAMPS)/install-demo: $(STAMPS)/venv pyproject.toml
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(STAMPS)/install-test: $(STAMPS)/venv pyproject.toml
+	@extras="dev,docker"; \
+	if pkg-config --exists libsystemd 2>/dev/null; then extras="$$extras,systemd"; fi; \
+	echo "pip install -e .[$$extras]"; $(PY) -m pip install -q -e ".[$$extras]"
+	touch $@ $(STAMPS)/install-demo
+
+demo: system-deps-demo $(STAMPS)/install-demo
+	$(VENV)/bin/aisentinel demo
+
+lint: $(STAMPS)/install-test
+	$(VENV)/bin/ruff check aisentinel tests bench
+	$(VENV)/bin/ruff format --check aisentinel tests bench
+
+typecheck: $(STAMPS)/install-test
+	$(VENV)/bin/mypy
+
+pytest: $(STAMPS)/install-test
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: system-deps-test $(STAMPS)/install-test lint typecheck pytest
+
+deb: system-deps-test
+	packaging/build-deb.sh
+
+accuracy: $(STAMPS)/install-demo
+	$(PY) bench/accuracy.py
+
+bench: system-deps-test $(STAMPS)/install-demo
+	$(PY) bench/accuracy.py
+	$(PY) bench/throughput.py
+	$(PY) bench/latency.py
+	$(PY) bench/rss.py
+	$(PY) bench/memory.py
+
+clean:
+	rm -rf $(STAMPS) dist build *.egg-info .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,111 @@
+"""Docker: AI containers publish only on loopback and sit on a user-defined network.
+
+Read through the Docker Engine API (the ``docker`` SDK, ``DOCKER_HOST`` honoured).
+Without an engine both checks are ``unknown`` with the reason; list them in
+``[audit] skip`` on hosts without Docker. Ports Docker publishes bypass ufw's INPUT
+rules, so a 0.0.0.0 publication is reachable even behind "default deny".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aisentinel.audit.checks.base import Verdict, register
+from aisentinel.audit.context import AuditContext
+from aisentinel.audit.model import Status
+
+_WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 - addresses compared, not bound
+
+PORTS_FIX = (
+    "Publish on loopback only and put nginx (auth + TLS) in front:\n"
+    "  docker run -p 127.0.0.1:11434:11434 ollama/ollama\n"
+    '  compose:  ports: ["127.0.0.1:11434:11434"]\n'
+    "(Docker-published ports bypass ufw's INPUT rules.)"
+)
+
+NETWORK_FIX = (
+    "Use a user-defined network:\n"
+    "  docker network create ai\n"
+    "  docker network connect ai <container> && docker network disconnect bridge <container>\n"
+    "  compose: services get a project network by default (do not set network_mode: bridge)"
+)
+
+
+def ai_containers(ctx: AuditContext) -> tuple[list[Mapping[str, Any]], int]:
+    """Inspect data of running AI containers and the number of running containers."""
+
+    def load() -> tuple[list[Mapping[str, Any]], int]:
+        containers = ctx.docker(ctx.config.docker_timeout)
+        images = [image.lower() for image in ctx.config.ai_images]
+        ai = [c for c in containers if any(i in _image(c).lower() for i in images)]
+        return ai, len(containers)
+
+    return ctx.memo("docker", load)
+
+
+def _image(container: Mapping[str, Any]) -> str:
+    return str((container.get("Config") or {}).get("Image", ""))
+
+
+def _name(container: Mapping[str, Any]) -> str:
+    return str(container.get("Name", "?")).lstrip("/") + f" ({_image(container)})"
+
+
+def _none_found(total: int) -> Verdict:
+    return Verdict.of(Status.PASS, [f"{total} running containers, none from an AI image"])
+
+
+def _ports(ctx: AuditContext) -> Verdict:
+    containers, total = ai_containers(ctx)
+    if not containers:
+        return _none_found(total)
+    status = Status.PASS
+    lines = []
+    for container in containers:
+        network_mode = str((container.get("HostConfig") or {}).get("NetworkMode", ""))
+        if network_mode == "host":
+            lines.append(
+                f"{_name(container)}: host network, binds host ports directly"
+                " (see exposure.ai-ports)"
+            )
+            status = Status.FAIL if status is Status.FAIL else Status.WARN
+            continue
+        ports = (container.get("NetworkSettings") or {}).get("Ports") or {}
+        bindings = [
+            (str(b.get("HostIp") or ""), f"{b.get('HostPort')}->{port}")
+            for port, port_bindings in ports.items()
+            for b in port_bindings or ()
+        ]
+        published = [f"{ip or '*'}:{rest}" for ip, rest in bindings]
+        public = [f"{ip or '*'}:{rest}" for ip, rest in bindings if ip in _WILDCARD]
+        if public:
+            status = Status.FAIL
+            lines.append(f"{_name(container)}: published on every interface: {', '.join(public)}")
+        else:
+            lines.append(f"{_name(container)}: published {', '.join(published) or 'nothing'}")
+    return Verdict.of(status, lines, PORTS_FIX)
+
+
+def _network(ctx: AuditContext) -> Verdict:
+    containers, total = ai_containers(ctx)
+    if not containers:
+        return _none_found(total)
+    lines = []
+    on_bridge = False
+    for container in containers:
+        networks = sorted(((container.get("NetworkSettings") or {}).get("Networks") or {}).keys())
+        if "bridge" in networks:
+            on_bridge = True
+            lines.append(f"{_name(container)}: on the default bridge network")
+        else:
+            lines.append(f"{_name(container)}: networks {', '.join(networks) or 'none'}")
+    return Verdict.of(Status.WARN if on_bridge else Status.PASS, lines, NETWORK_FIX)
+
+
+register("docker.ai-ports", "AI containers publish ports on loopback only", _ports)
+register(
+    "docker.ai-network",
+    "AI containers use a user-defined network, not the default bridge",
+    _network,
+)

@@ -1,0 +1,166 @@
+"""AI services not exposed: AI ports listening beyond loopback, and ``OLLAMA_HOST``.
+
+Listening sockets come from ``<proc_root>/net/tcp{,6}``; the firewall state from
+:func:`~aisentinel.audit.checks.firewall.firewall_state`. A service on a Unix
+socket never appears in those tables and counts as safe.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shlex
+
+from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
+from aisentinel.audit.checks.firewall import firewall_state
+from aisentinel.audit.context import AuditContext
+from aisentinel.audit.fwstate import Reach
+from aisentinel.audit.model import Status
+from aisentinel.audit.runner import CommandError
+from aisentinel.audit.sockets import ListeningSocket, is_lan, listening_sockets
+from aisentinel.audit.units import systemd_absent, unit_environment
+
+
+def all_listeners(ctx: AuditContext) -> list[ListeningSocket]:
+    """Every TCP listening socket (computed once per context; raises ProcNetError)."""
+    return ctx.memo("sockets", lambda: listening_sockets(ctx.config.proc_root))
+
+
+def exposed_ai_listeners(ctx: AuditContext) -> list[ListeningSocket]:
+    """Sockets on an AI port bound to a non-loopback address."""
+    ports = set(ctx.config.ai_ports)
+    return [s for s in all_listeners(ctx) if s.port in ports and not s.loopback]
+
+
+BIND_FIX = (
+    "Bind the service to loopback and publish it through nginx with auth + TLS:\n"
+    "  Ollama:  systemctl edit ollama  ->  [Service]\n"
+    '           Environment="OLLAMA_HOST=127.0.0.1:11434"\n'
+    "  vLLM:    vllm serve ... --host 127.0.0.1\n"
+    "  Docker:  -p 127.0.0.1:11434:11434   (not -p 11434:11434)\n"
+    "or at least limit it to the LAN:\n"
+    "  ufw allow from 192.168.1.0/24 to any port {port} proto tcp && ufw deny {port}/tcp"
+)
+
+
+def _ai_ports(ctx: AuditContext) -> Verdict:
+    sockets = all_listeners(ctx)
+    ports = set(ctx.config.ai_ports)
+    ai = [s for s in sockets if s.port in ports]
+    exposed = [s for s in ai if not s.loopback]
+    if not exposed:
+        if ai:
+            local = ", ".join(str(s) for s in ai)
+            return Verdict.of(Status.PASS, [f"AI ports listen on loopback only: {local}"])
+        listed = ", ".join(str(p) for p in sorted(ports))
+        return Verdict.of(Status.PASS, [f"nothing listens on the AI ports ({listed})"])
+    try:
+        state = firewall_state(ctx).state
+    except CannotCheckError as exc:
+        lines = [f"{s} listens beyond loopback; firewall unknown ({exc})" for s in exposed]
+        return Verdict.of(Status.FAIL, lines, BIND_FIX.format(port=exposed[0].port))
+    status = Status.PASS
+    lines = []
+    for sock in exposed:
+        access = state.access(sock.port)
+        lines.append(f"{sock} listens beyond loopback; {state.backend}: {access.describe()}")
+        if access.reach is Reach.OPEN:
+            status = Status.FAIL
+        elif access.reach is Reach.RESTRICTED and status is Status.PASS:
+            status = Status.WARN
+    worst = next((s for s in exposed if state.access(s.port).reach is not Reach.CLOSED), exposed[0])
+    return Verdict.of(status, lines, BIND_FIX.format(port=worst.port))
+
+
+def _ollama_bind(value: str) -> tuple[Status, str]:
+    """Classify an ``OLLAMA_HOST`` value: wildcard or public = fail, LAN = warn, loopback = pass."""
+    text = value.strip().split("://", 1)[-1].split("/", 1)[0]
+    if text.startswith("["):
+        host = text[1 : text.find("]")] if "]" in text else text[1:]
+    elif text.count(":") == 1:
+        host = text.split(":", 1)[0]
+    else:
+        host = text
+    if host in ("", "*"):
+        return Status.FAIL, "every interface"
+    if host == "localhost":
+        return Status.PASS, "loopback"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return Status.WARN, f"host name {host!r} (resolves at start)"
+    if address.is_unspecified:
+        return Status.FAIL, "every interface"
+    if address.is_loopback:
+        return Status.PASS, "loopback"
+    if is_lan(address):
+        return Status.WARN, f"LAN address {address}"
+    return Status.FAIL, f"public address {address}"
+
+
+def _ollama_host(ctx: AuditContext) -> Verdict:
+    units = [u for u in ctx.config.ai_units if u.startswith("ollama")]
+    if not units:
+        return Verdict.of(Status.PASS, ["no ollama unit in [audit] ai_units"])
+    status = Status.PASS
+    lines: list[str] = []
+    for unit in units:
+        env = _environment(ctx, unit)
+        if env is None:
+            lines.append(f"{unit} is not installed")
+            continue
+        values, origin = env
+        value = values.get("OLLAMA_HOST")
+        if value is None:
+            lines.append(f"{unit}: OLLAMA_HOST not set ({origin}): Ollama binds 127.0.0.1:11434")
+            continue
+        verdict, where = _ollama_bind(value)
+        lines.append(f"{unit}: OLLAMA_HOST={value} binds {where} ({origin})")
+        if verdict is Status.FAIL or (verdict is Status.WARN and status is Status.PASS):
+            status = verdict
+    fix = (
+        "systemctl edit ollama.service   # then write:\n"
+        "[Service]\n"
+        'Environment="OLLAMA_HOST=127.0.0.1:11434"\n'
+        "# and: systemctl restart ollama.service"
+    )
+    return Verdict.of(status, lines, fix)
+
+
+def _environment(ctx: AuditContext, unit: str) -> tuple[dict[str, str], str] | None:
+    """The unit's environment and where it was read, or ``None`` if the unit does not exist."""
+    try:
+        result = ctx.tool("systemctl", "show", "-p", "LoadState", "-p", "Environment", unit)
+    except CommandError as exc:
+        reason = str(exc)
+    else:
+        if result.ok:
+            props = dict(line.partition("=")[::2] for line in result.stdout.splitlines())
+            if props.get("LoadState") == "not-found":
+                return None
+            env = _parse_env_words(props.get("Environment", ""))
+            return env, "systemctl show"
+        reason = result.message()
+    from_files = unit_environment(ctx.config.unit_dirs, unit)
+    if from_files is None:
+        dirs = ", ".join(str(d) for d in ctx.config.unit_dirs)
+        if ctx.has_tool("systemctl") and not systemd_absent(reason):
+            raise CannotCheckError(f"{reason}; and no {unit} file under {dirs}")
+        return None
+    return from_files, f"unit files; systemctl unavailable: {reason}"
+
+
+def _parse_env_words(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    for word in words:
+        key, sep, value = word.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+register("exposure.ai-ports", "AI ports listen on loopback only (or are firewalled)", _ai_ports)
+register("exposure.ollama-host", "Ollama's OLLAMA_HOST does not bind every interface", _ollama_host)

@@ -1,0 +1,87 @@
+"""``aisentinel audit``: run the hardening checks once and print the result.
+
+The top-level CLI owns the sub-command and the config file; it calls
+:func:`add_arguments` on the sub-parser and :func:`run` with the parsed arguments,
+the ``[audit]`` table and the exporter's listen address. Exit codes: 0 every check
+passed (warnings allowed), 1 a check failed, 2 the audit could not run completely
+(a check is ``unknown``, or bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TextIO
+
+from aisentinel.audit.checks import CHECKS
+from aisentinel.audit.config import AuditConfig
+from aisentinel.audit.context import AuditContext
+from aisentinel.audit.engine import UnknownCheckError, run_audit, select_checks
+from aisentinel.audit.render import render_json, render_table, wants_colour
+
+EXIT_COULD_NOT_RUN = 2
+
+
+def _id_list(text: str) -> list[str]:
+    ids = [part.strip() for part in text.split(",") if part.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError("expected check ids separated by commas")
+    return ids
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``audit`` options to ``parser``."""
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--only",
+        type=_id_list,
+        metavar="ID[,ID...]",
+        help="run only these checks (overrides [audit] skip); see --list",
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="also show the evidence of passing checks"
+    )
+    parser.add_argument("--list", action="store_true", help="list the check ids and exit")
+
+
+def run(
+    args: argparse.Namespace,
+    config: AuditConfig,
+    *,
+    metrics_listen: str,
+    enforcement: str | None = None,
+    context: AuditContext | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the audit as ``args`` ask and print it; returns the exit code.
+
+    ``metrics_listen`` is the exporter's ``host:port`` ("" when off); ``enforcement``
+    describes aisentinel's own ban responder when one is enabled. ``context`` and the
+    streams are for tests.
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    if getattr(args, "list", False):
+        for entry in CHECKS:
+            print(f"{entry.name:<26} {entry.factory.title}", file=out)
+        return 0
+    only = getattr(args, "only", None)
+    try:
+        checks = select_checks(only=only, skip=() if only else config.skip)
+    except UnknownCheckError as exc:
+        print(f"aisentinel audit: {exc}", file=err)
+        return EXIT_COULD_NOT_RUN
+    ctx = context or AuditContext.for_host(
+        config, metrics_listen=metrics_listen, enforcement=enforcement
+    )
+    report = run_audit(ctx, checks)
+    if getattr(args, "json", False):
+        print(render_json(report), file=out)
+    else:
+        colour = wants_colour(out, os.environ)
+        print(
+            render_table(report, colour=colour, verbose=getattr(args, "verbose", False)), file=out
+        )
+    return report.exit_code()

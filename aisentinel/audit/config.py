@@ -1,0 +1,159 @@
+"""The ``[audit]`` config table.
+
+Every data source the checks read is configurable here, so tests (and unusual
+hosts) point the audit at fixture trees, other binaries or a network namespace::
+
+    [audit]
+    interval = "1h"
+    ai_ports = [11434, 8000, 8080, 3000, 7860, 5000]
+    skip = ["docker.ai-ports", "docker.ai-network"]   # no Docker on this host
+
+    [audit.tools]
+    nginx = "/usr/local/nginx/sbin/nginx"
+
+The metrics address of aisentinel itself is not configured here: the caller passes
+the exporter's listen address to the audit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from aisentinel.configtypes import Duration, StrictModel
+
+DEFAULT_AI_PORTS: tuple[int, ...] = (11434, 8000, 8080, 3000, 7860, 5000)
+"""Ollama, vLLM, LocalAI / Open WebUI, Open WebUI (dev) / Grafana-style UIs, Gradio, Flask UIs."""
+
+
+class AuditTools(StrictModel):
+    """Programs the checks run; a bare name is looked up on PATH and the sbin dirs."""
+
+    ufw: str = "ufw"
+    nft: str = "nft"
+    iptables: str = "iptables"
+    nginx: str = "nginx"
+    fail2ban_client: str = "fail2ban-client"
+    sshd: str = "sshd"
+    systemctl: str = "systemctl"
+
+
+class AuditConfig(StrictModel):
+    """Keys of the ``[audit]`` table; every key has a safe default."""
+
+    enabled: bool = True
+    """Whether the daemon runs the audit on a schedule (``aisentinel audit`` always can)."""
+
+    interval: Duration = 3600.0
+    """How often the daemon re-runs the audit."""
+
+    skip: tuple[str, ...] = ()
+    """Check ids not to run on this host (e.g. the Docker checks where there is no Docker)."""
+
+    ai_ports: tuple[int, ...] = DEFAULT_AI_PORTS
+    """TCP ports of AI services (listening checks, nginx upstream detection, probes)."""
+
+    ai_units: tuple[str, ...] = (
+        "ollama.service",
+        "vllm.service",
+        "open-webui.service",
+        "localai.service",
+    )
+    """systemd units of AI services (resource limits, ``OLLAMA_HOST``)."""
+
+    ai_images: tuple[str, ...] = (
+        "ollama/ollama",
+        "vllm/vllm-openai",
+        "open-webui/open-webui",
+        "localai/localai",
+        "text-generation-inference",
+        "lmsysorg/sglang",
+        "ghcr.io/ggml-org/llama.cpp",
+    )
+    """Substrings of container image names that mark an AI container."""
+
+    ai_upstream_names: tuple[str, ...] = (
+        "ollama",
+        "vllm",
+        "openwebui",
+        "open-webui",
+        "open_webui",
+        "localai",
+        "local-ai",
+        "tgi",
+        "text-generation",
+        "llama",
+        "sglang",
+        "lmstudio",
+        "comfyui",
+        "gradio",
+    )
+    """Substrings of nginx upstream / proxy host names that mark an AI backend."""
+
+    ssh_ports: tuple[int, ...] = (22,)
+    """Ports the admin reaches SSH on (the firewall fix must keep them open)."""
+
+    proc_root: Path = Path("/proc")
+    """Where ``net/tcp`` and ``net/tcp6`` are read from."""
+
+    unit_dirs: tuple[Path, ...] = (
+        Path("/etc/systemd/system"),
+        Path("/run/systemd/system"),
+        Path("/usr/lib/systemd/system"),
+        Path("/lib/systemd/system"),
+    )
+    """Where unit files and ``<unit>.d/*.conf`` drop-ins are read when systemctl cannot answer."""
+
+    nginx_conf: Path | None = None
+    """Main nginx config for ``nginx -T -c``; ``None`` uses nginx's compiled-in default."""
+
+    command_prefix: tuple[str, ...] = ()
+    """Prepended to every command, e.g. ``["ip", "netns", "exec", "ns1"]``."""
+
+    tools: AuditTools = Field(default_factory=AuditTools)
+
+    command_timeout: Duration = 5.0
+    """Per-command limit; a command that runs longer makes its check ``unknown``."""
+
+    probe_timeout: Duration = 2.0
+    """Per-request limit of the unauthenticated-access HTTP probe."""
+
+    probe_paths: tuple[str, ...] = ("/api/tags", "/v1/models")
+    """Paths probed without credentials on each exposed AI port."""
+
+    docker_timeout: Duration = 3.0
+    """Docker Engine API timeout."""
+
+    @field_validator("ai_ports", "ssh_ports")
+    @classmethod
+    def _ports_in_range(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [port for port in value if not 1 <= port <= 65535]
+        if bad:
+            raise ValueError(f"ports must be 1-65535, got {bad}")
+        return value
+
+    @field_validator("probe_paths")
+    @classmethod
+    def _paths_absolute(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [path for path in value if not path.startswith("/")]
+        if bad:
+            raise ValueError(f"probe paths start with '/', got {bad}")
+        return value
+
+    @field_validator("interval", "command_timeout", "probe_timeout", "docker_timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be more than 0 seconds")
+        return value
+
+    @field_validator("skip")
+    @classmethod
+    def _known_checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from aisentinel.audit.checks import CHECKS  # noqa: PLC0415 - checks import this module
+
+        unknown = [check_id for check_id in value if check_id not in CHECKS]
+        if unknown:
+            raise ValueError(f"unknown check ids {unknown} (known: {', '.join(CHECKS.names())})")
+        return value

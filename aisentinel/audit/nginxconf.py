@@ -1,0 +1,376 @@
+"""Parsing ``nginx -T`` output and finding the locations that proxy to an AI backend.
+
+``nginx -T`` prints every config file it read, each after a ``# configuration file
+PATH:`` line, with ``include`` directives left in place. :func:`parse_dump` splits
+the dump into files, tokenizes them (quotes, comments, braces) and rebuilds one tree
+by resolving each ``include`` against the dumped file names, as nginx does (relative
+patterns against the main file's directory, glob matches in sorted order).
+
+:func:`ai_locations` then walks ``http > server > location`` and, for each location
+whose ``proxy_pass`` reaches an AI upstream, works out the *effective* auth and
+rate-limit directives with nginx's inheritance rule: a directive set at an inner
+level replaces the outer level's, otherwise the outer one applies.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+_HEADER = re.compile(r"^# configuration file (?P<path>.+):$")
+_MAX_INCLUDE_DEPTH = 16
+
+
+class NginxParseError(Exception):
+    """The dump could not be parsed; the message names file and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Directive:
+    """One directive: name, arguments, child block (``None`` for simple ones), origin."""
+
+    name: str
+    args: tuple[str, ...]
+    block: tuple[Directive, ...] | None
+    file: str
+    line: int
+
+    @property
+    def where(self) -> str:
+        """``file:line``."""
+        return f"{self.file}:{self.line}"
+
+    def children(self, name: str) -> list[Directive]:
+        """Direct children called ``name``."""
+        return [d for d in self.block or () if d.name == name]
+
+
+def split_dump(text: str) -> dict[str, str]:
+    """``{path: content}`` of the files in an ``nginx -T`` dump, in dump order."""
+    files: dict[str, str] = {}
+    current: str | None = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        header = _HEADER.match(line)
+        if header:
+            if current is not None:
+                files[current] = "\n".join(lines)
+            current, lines = header.group("path"), []
+        elif current is not None:
+            lines.append(line)
+    if current is not None:
+        files[current] = "\n".join(lines)
+    return files
+
+
+def _tokens(text: str, file: str) -> Iterator[tuple[str, int, bool]]:
+    """``(token, line, is_syntax)``; syntax tokens are ``{``, ``}`` and ``;``."""
+    i, line, n = 0, 1, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+            i += 1
+        elif ch.isspace():
+            i += 1
+        elif ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+        elif ch in "{};":
+            yield ch, line, True
+            i += 1
+        elif ch in "\"'":
+            start_line, quote, i = line, ch, i + 1
+            out = []
+            while i < n and text[i] != quote:
+                if text[i] == "\\" and i + 1 < n:
+                    i += 1
+                if text[i] == "\n":
+                    line += 1
+                out.append(text[i])
+                i += 1
+            if i >= n:
+                raise NginxParseError(f"{file}:{start_line}: unterminated quoted string")
+            i += 1
+            yield "".join(out), start_line, False
+        else:
+            start = i
+            while i < n and not text[i].isspace() and text[i] not in ";{}":
+                if text[i] == "$" and i + 1 < n and text[i + 1] == "{":  # ${var}
+                    close = text.find("}", i)
+                    i = close if close != -1 else i + 1
+                i += 1
+            yield text[start:i], line, False
+
+
+def _parse_block(
+    tokens: Iterator[tuple[str, int, bool]], file: str, *, top: bool
+) -> tuple[Directive, ...]:
+    out: list[Directive] = []
+    words: list[str] = []
+    first_line = 0
+    for token, line, syntax in tokens:
+        if not syntax:
+            if not words:
+                first_line = line
+            words.append(token)
+            continue
+        if token == ";":  # noqa: S105 - a config token, not a secret
+            if not words:
+                continue
+            out.append(Directive(words[0], tuple(words[1:]), None, file, first_line))
+        elif token == "{":  # noqa: S105 - a config token, not a secret
+            if not words:
+                raise NginxParseError(f"{file}:{line}: block without a directive name")
+            block = _parse_block(tokens, file, top=False)
+            out.append(Directive(words[0], tuple(words[1:]), block, file, first_line))
+        else:  # "}"
+            if top:
+                raise NginxParseError(f"{file}:{line}: unexpected '}}'")
+            if words:
+                raise NginxParseError(f"{file}:{line}: directive {words[0]!r} has no ';'")
+            return tuple(out)
+        words = []
+    if words:
+        raise NginxParseError(f"{file}: directive {words[0]!r} at line {first_line} has no ';'")
+    if not top:
+        raise NginxParseError(f"{file}: unexpected end of file (missing '}}')")
+    return tuple(out)
+
+
+def parse_file(text: str, file: str) -> tuple[Directive, ...]:
+    """The directives of one config file (``include`` not resolved)."""
+    return _parse_block(_tokens(text, file), file, top=True)
+
+
+def parse_dump(text: str) -> tuple[Directive, ...]:
+    """The whole configuration of an ``nginx -T`` dump, with includes resolved."""
+    files = split_dump(text)
+    if not files:
+        raise NginxParseError("no '# configuration file' sections in nginx -T output")
+    parsed = {path: parse_file(content, path) for path, content in files.items()}
+    main = next(iter(files))
+    conf_dir = posixpath.dirname(main)
+    return _resolve(parsed[main], parsed, conf_dir, 0)
+
+
+def _resolve(
+    block: tuple[Directive, ...],
+    parsed: dict[str, tuple[Directive, ...]],
+    conf_dir: str,
+    depth: int,
+) -> tuple[Directive, ...]:
+    if depth > _MAX_INCLUDE_DEPTH:
+        raise NginxParseError("include nesting too deep")
+    out: list[Directive] = []
+    for d in block:
+        if d.name == "include" and d.block is None and d.args:
+            pattern = d.args[0]
+            if not pattern.startswith("/"):
+                pattern = posixpath.join(conf_dir, pattern)
+            for path in sorted(p for p in parsed if fnmatch.fnmatchcase(p, pattern)):
+                out.extend(_resolve(parsed[path], parsed, conf_dir, depth + 1))
+        elif d.block is not None:
+            inner = _resolve(d.block, parsed, conf_dir, depth + 1)
+            out.append(Directive(d.name, d.args, inner, d.file, d.line))
+        else:
+            out.append(d)
+    return tuple(out)
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+@dataclass(frozen=True, slots=True)
+class Listen:
+    """One ``listen`` of a server block."""
+
+    text: str
+    tls: bool
+    loopback: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AiLocation:
+    """A location that proxies to an AI upstream, with what protects it."""
+
+    server: str
+    location: str
+    target: str
+    where: str
+    auth: str | None
+    """``auth_basic``, ``auth_request /x``, ``auth_jwt`` or ``bearer check``; ``None`` if open."""
+    address_filter: bool
+    """``deny all`` with ``allow`` rules applies (an address allowlist, not authentication)."""
+    rate_limit: str | None
+    """The effective ``limit_req`` arguments, or ``None``."""
+    listens: tuple[Listen, ...]
+
+    def label(self) -> str:
+        """``server X location /y -> target (file:line)``."""
+        return f"server {self.server} location {self.location} -> {self.target} ({self.where})"
+
+
+def _effective(chain: Sequence[Directive], *names: str) -> list[Directive]:
+    """The directives called ``names`` at the innermost level of ``chain`` that sets any."""
+    for level in reversed(chain):
+        found = [d for d in level.block or () if d.name in names]
+        if found:
+            return found
+    return []
+
+
+def _listen(d: Directive) -> Listen:
+    address = d.args[0] if d.args else "80"
+    params = set(d.args[1:])
+    host = address.rsplit(":", 1)[0] if ":" in address and not address.startswith("[") else address
+    if address.startswith("["):
+        host = address[1 : address.find("]")]
+    loopback = (
+        address.startswith("unix:") or host.startswith("127.") or host in ("::1", "localhost")
+    )
+    return Listen(" ".join(d.args), bool(params & {"ssl", "quic"}), loopback)
+
+
+def _server_label(server: Directive) -> str:
+    names = [a for d in server.children("server_name") for a in d.args]
+    if names:
+        return names[0] if len(names) == 1 else f"{names[0]} (+{len(names) - 1})"
+    listens = [" ".join(d.args) for d in server.children("listen")]
+    return f"listen {listens[0]}" if listens else "(default)"
+
+
+def _upstream_servers(http: Directive) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for upstream in http.children("upstream"):
+        if upstream.args:
+            out[upstream.args[0]] = [d.args[0] for d in upstream.children("server") if d.args]
+    return out
+
+
+def _host_port(address: str, default_port: int) -> tuple[str, int | None]:
+    if address.startswith("unix:"):
+        return address, None
+    if address.startswith("["):
+        end = address.find("]")
+        rest = address[end + 1 :]
+        port = int(rest[1:]) if rest.startswith(":") and rest[1:].isdigit() else default_port
+        return address[1:end], port
+    host, sep, port_text = address.rpartition(":")
+    if sep and port_text.isdigit():
+        return host, int(port_text)
+    return address, default_port
+
+
+def is_ai_target(
+    proxy_pass: str,
+    upstreams: dict[str, list[str]],
+    ai_ports: Sequence[int],
+    ai_names: Sequence[str],
+) -> bool:
+    """Whether a ``proxy_pass`` URL reaches an AI backend (by port or by name)."""
+    url = proxy_pass
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        rest, scheme = url, "http"
+    if rest.startswith("unix:"):
+        address = rest.rsplit(":", 1)[0] if rest.count(":") > 1 else rest
+    else:
+        address = rest.split("/", 1)[0]
+    default_port = 443 if scheme == "https" else 80
+
+    def named(text: str) -> bool:
+        lower = text.lower()
+        return any(name.lower() in lower for name in ai_names)
+
+    if address in upstreams:
+        if named(address):
+            return True
+        for server in upstreams[address]:
+            host, port = _host_port(server, 80)
+            if named(host) or (port is not None and port in ai_ports):
+                return True
+        return False
+    host, port = _host_port(address, default_port)
+    return named(host) or (port is not None and port in ai_ports)
+
+
+def _bearer_vars(http: Directive) -> set[str]:
+    out = {"$http_authorization"}
+    for m in http.children("map"):
+        if len(m.args) >= 2 and m.args[0].lower() in out:
+            out.add(m.args[1].lower())
+    return out
+
+
+def _auth(chain: Sequence[Directive], bearer_vars: set[str]) -> str | None:
+    basic = _effective(chain, "auth_basic")
+    if basic and basic[-1].args and basic[-1].args[0] != "off":
+        return "auth_basic"
+    request = _effective(chain, "auth_request")
+    if request and request[-1].args and request[-1].args[0] != "off":
+        return f"auth_request {request[-1].args[0]}"
+    jwt = _effective(chain, "auth_jwt")
+    if jwt and jwt[-1].args and jwt[-1].args[0] != "off":
+        return "auth_jwt"
+    for level in chain[1:]:  # server and locations
+        for d in level.children("if"):
+            condition = " ".join(d.args).lower()
+            refused = any(r.args and r.args[0] in ("401", "403") for r in d.children("return"))
+            if refused and any(var in condition for var in bearer_vars):
+                return f"bearer check (if {' '.join(d.args)} at {d.where})"
+    return None
+
+
+def _address_filter(chain: Sequence[Directive]) -> bool:
+    rules = _effective(chain, "allow", "deny")
+    return any(d.name == "deny" and d.args == ("all",) for d in rules)
+
+
+def _locations(chain: list[Directive]) -> Iterator[list[Directive]]:
+    for d in chain[-1].block or ():
+        if d.name == "location" and d.block is not None:
+            yield [*chain, d]
+            yield from _locations([*chain, d])
+
+
+def ai_locations(
+    config: Sequence[Directive], ai_ports: Sequence[int], ai_names: Sequence[str]
+) -> tuple[list[AiLocation], int]:
+    """The locations proxying to an AI upstream, and the number of server blocks seen."""
+    found: list[AiLocation] = []
+    servers_seen = 0
+    for http in (d for d in config if d.name == "http" and d.block is not None):
+        upstreams = _upstream_servers(http)
+        bearer = _bearer_vars(http)
+        for server in http.children("server"):
+            servers_seen += 1
+            ssl_on = any(d.args == ("on",) for d in server.children("ssl"))
+            listens = tuple(
+                Listen(ls.text, ls.tls or ssl_on, ls.loopback)
+                for ls in (_listen(d) for d in server.children("listen"))
+            ) or (Listen("80 (default)", ssl_on, False),)
+            for chain in _locations([http, server]):
+                location = chain[-1]
+                for proxy in location.children("proxy_pass"):
+                    if not proxy.args or not is_ai_target(
+                        proxy.args[0], upstreams, ai_ports, ai_names
+                    ):
+                        continue
+                    limit = _effective(chain, "limit_req")
+                    found.append(
+                        AiLocation(
+                            server=_server_label(server),
+                            location=" ".join(location.args),
+                            target=proxy.args[0],
+                            where=proxy.where,
+                            auth=_auth(chain, bearer),
+                            address_filter=_address_filter(chain),
+                            rate_limit=" ".join(limit[0].args) if limit else None,
+                            listens=listens,
+                        )
+                    )
+    return found, servers_seen

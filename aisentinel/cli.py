@@ -1,0 +1,155 @@
+"""The ``aisentinel`` command: run, check-config, replay, audit, demo.
+
+Each sub-command is a small function returning the process exit status; argument
+parsing is argparse, with no global state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aisentinel import __version__
+from aisentinel.config import Config, ConfigError, load_config
+
+
+def _load(path: Path | None) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"aisentinel: config error: {issue}", file=sys.stderr)
+        return None
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the daemon in the foreground (systemd runs it this way)."""
+    from aisentinel.daemon import Daemon  # noqa: PLC0415 - keep other commands light
+    from aisentinel.logsetup import configure_logging  # noqa: PLC0415
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    configure_logging(args.log_format or config.daemon.log_format, config.daemon.log_level)
+    daemon = Daemon(config, config_path=args.config)
+    daemon.install_signal_handlers()
+    return daemon.run()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the config file; print the effective config with --print."""
+    config = _load(args.path)
+    if config is None:
+        return 1
+    if args.print:
+        print(json.dumps(config.to_dict(), indent=2))
+    else:
+        where = config.path
+        print(f"{where}: OK ({len(config.sources)} sources, {len(config.detectors)} detectors)")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Run parsers, detectors and decisions offline over log files."""
+    from aisentinel.replay import print_summary, replay  # noqa: PLC0415
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    missing = [p for p in args.files if not p.is_file()]
+    if missing:
+        for p in missing:
+            print(f"aisentinel: replay: no such file: {p}", file=sys.stderr)
+        return 2
+    if args.format == "auto":
+        from aisentinel.replay import detect_format  # noqa: PLC0415
+
+        for p in args.files:
+            try:
+                detect_format(p)
+            except ValueError as exc:
+                print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
+                return 2
+    out = sys.stdout
+    summary = replay(list(args.files), args.format, config, out, as_json=args.json)
+    print_summary(summary, out, as_json=args.json)
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Check this host against the AI-server hardening checklist."""
+    from aisentinel.audit.cli import run as run_audit  # noqa: PLC0415
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    from aisentinel.daemon import metrics_address  # noqa: PLC0415
+
+    return run_audit(args, config.audit, metrics_listen=metrics_address(config))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the daemon on a generated scenario and show what it detects and would do."""
+    from aisentinel.demo.runner import run_demo  # noqa: PLC0415
+
+    return run_demo(duration=args.duration, seed=args.seed, workdir=args.workdir)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and man-page generation)."""
+    from aisentinel.audit.cli import add_arguments as audit_arguments  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(
+        prog="aisentinel",
+        description="Security daemon for self-hosted AI servers.",
+    )
+    parser.add_argument("--version", action="version", version=f"aisentinel {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon in the foreground")
+    run.add_argument("--config", type=Path, default=None, help="TOML config file")
+    run.add_argument("--log-format", choices=["auto", "json", "console", "journal"], default=None)
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="validate a config file (exit 1 if bad)")
+    check.add_argument("path", type=Path, nargs="?", default=None)
+    check.add_argument("--print", action="store_true", help="print the effective config")
+    check.set_defaults(func=cmd_check_config)
+
+    rep = sub.add_parser("replay", help="run detection offline over log files")
+    rep.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    rep.add_argument(
+        "--format", choices=["nginx", "nginx-json", "nginx-error", "sshd", "auto"], default="auto"
+    )
+    rep.add_argument("--json", action="store_true", help="JSON Lines output")
+    rep.add_argument("--config", type=Path, default=None)
+    rep.set_defaults(func=cmd_replay)
+
+    audit = sub.add_parser("audit", help="audit host hardening")
+    audit.add_argument("--config", type=Path, default=None)
+    audit_arguments(audit)
+    audit.set_defaults(func=cmd_audit)
+
+    demo = sub.add_parser("demo", help="run on a bundled attack scenario (dry-run)")
+    demo.add_argument("--duration", type=float, default=45.0, help="seconds of traffic")
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``aisentinel`` command."""
+    args = build_parser().parse_args(argv)
+    if args.command != "run":
+        # Only warnings, on stderr: stdout carries the command's own output (JSON, tables).
+        from aisentinel.logsetup import configure_logging  # noqa: PLC0415
+
+        configure_logging("auto", "warning", sys.stderr)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,305 @@
+"""Loading and strict validation of the TOML configuration.
+
+The file has one table per stage: ``[daemon]``, ``[exporter]``, ``[parsers]``,
+``[[sources]]``, ``[detectors.<name>]``, ``[decisions]``, ``[responders.<name>]``
+and ``[audit]``. Plug-in tables are validated by the config model their plug-in
+registered, so adding a plug-in never touches this module. Every problem is
+reported as a :class:`ConfigIssue` naming the file, the dotted key and the reason;
+:class:`ConfigError` carries all of them at once.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+
+from aisentinel.audit.config import AuditConfig
+from aisentinel.configtypes import Duration, StrictModel
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.detectors import REGISTRY as DETECTORS
+from aisentinel.detectors.base import DetectorConfigBase
+from aisentinel.parsers.base import ParsersConfig
+from aisentinel.responders import REGISTRY as RESPONDERS
+from aisentinel.responders.base import ResponderConfigBase
+from aisentinel.sources import REGISTRY as SOURCES
+from aisentinel.sources.base import SourceConfigBase
+
+DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
+DEFAULT_METRICS_PORT = 9847
+"""Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
+
+JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
+
+
+class DaemonConfig(StrictModel):
+    """``[daemon]``: process-wide settings."""
+
+    state_dir: Path = Path("/var/lib/aisentinel")
+    log_format: Literal["auto", "json", "console", "journal"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    heartbeat_interval: Duration = 5.0
+    """How often the pipeline proves it is alive (systemd watchdog, STATUS line)."""
+    expire_interval: Duration = 10.0
+    """How often idle detector keys and expired bans are dropped."""
+    queue_batches: int = Field(default=256, ge=1, le=65536)
+    """Batches waiting between the sources and the pipeline before sources wait."""
+
+
+class ExporterConfig(StrictModel):
+    """``[exporter]``: the Prometheus endpoint."""
+
+    enabled: bool = True
+    listen: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
+    """0 picks a free port (tests); the chosen one is logged."""
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError(f"not an IP address: {value!r}") from None
+
+
+class _Root(BaseModel):
+    """The file's top level; plug-in tables are checked afterwards by their own models."""
+
+    model_config = {"extra": "forbid"}
+
+    daemon: dict[str, Any] = Field(default_factory=dict)
+    exporter: dict[str, Any] = Field(default_factory=dict)
+    parsers: dict[str, Any] = Field(default_factory=dict)
+    sources: list[dict[str, Any]] | None = None
+    detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    decisions: dict[str, Any] = Field(default_factory=dict)
+    responders: dict[str, dict[str, Any]] | None = None
+    audit: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    """One problem: which file, which dotted key, and why."""
+
+    file: str
+    key: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.key or '<top level>'}: {self.reason}"
+
+
+class ConfigError(Exception):
+    """The configuration was refused; ``issues`` lists every problem found."""
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(issues)
+        super().__init__("\n".join(str(i) for i in self.issues))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The validated configuration, every plug-in table typed by its own model."""
+
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    exporter: ExporterConfig = field(default_factory=ExporterConfig)
+    parsers: ParsersConfig = field(default_factory=ParsersConfig)
+    sources: tuple[SourceConfigBase, ...] = ()
+    detectors: Mapping[str, DetectorConfigBase] = field(default_factory=dict)
+    decisions: DecisionsConfig = field(default_factory=DecisionsConfig)
+    responders: Mapping[str, ResponderConfigBase] = field(default_factory=dict)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    path: str = "<defaults>"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective configuration as plain data (for ``check-config --print``)."""
+        return {
+            "daemon": self.daemon.model_dump(mode="json"),
+            "exporter": self.exporter.model_dump(mode="json"),
+            "parsers": self.parsers.model_dump(mode="json"),
+            "sources": [s.model_dump(mode="json") for s in self.sources],
+            "detectors": {k: v.model_dump(mode="json") for k, v in self.detectors.items()},
+            "decisions": self.decisions.model_dump(mode="json"),
+            "responders": {k: v.model_dump(mode="json") for k, v in self.responders.items()},
+            "audit": self.audit.model_dump(mode="json"),
+        }
+
+
+def journald_usable() -> bool:
+    """True when systemd-python imports and a journal directory exists on this host."""
+    try:
+        from systemd import journal  # noqa: F401, PLC0415 - optional extra
+    except ImportError:
+        return False
+    return any(d.is_dir() for d in JOURNAL_DIRS)
+
+
+def default_sources(*, journald: bool | None = None) -> list[dict[str, Any]]:
+    """The sources used when the file has no ``[[sources]]``.
+
+    nginx's access and error logs at their Debian paths, and sshd from journald when
+    journald can be read (Debian 12 has no /var/log/auth.log by default), else from
+    /var/log/auth.log. Never both: the same attempt would be counted twice.
+    """
+    use_journald = journald_usable() if journald is None else journald
+    sources: list[dict[str, Any]] = [
+        {
+            "name": "nginx-access",
+            "type": "file",
+            "parser": "nginx",
+            "paths": ["/var/log/nginx/access.log"],
+        },
+        {
+            "name": "nginx-error",
+            "type": "file",
+            "parser": "nginx-error",
+            "paths": ["/var/log/nginx/error.log"],
+        },
+    ]
+    if use_journald:
+        sources.append({"name": "sshd-journal", "type": "journald", "parser": "sshd"})
+    else:
+        sources.append(
+            {"name": "sshd", "type": "file", "parser": "sshd", "paths": ["/var/log/auth.log"]}
+        )
+    return sources
+
+
+def _loc(prefix: str, loc: Sequence[int | str]) -> str:
+    parts = [prefix] if prefix else []
+    for item in loc:
+        if isinstance(item, int):
+            if parts:
+                parts[-1] = f"{parts[-1]}[{item}]"
+            else:
+                parts.append(f"[{item}]")
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def _validate(
+    model: type[BaseModel], data: Any, file: str, prefix: str, issues: list[ConfigIssue]
+) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors():
+            reason = err["msg"]
+            if err["type"] == "extra_forbidden":
+                reason = "unknown key"
+            elif reason.startswith("Value error, "):
+                reason = reason.removeprefix("Value error, ")
+            issues.append(ConfigIssue(file, _loc(prefix, err["loc"]), reason))
+        return None
+
+
+def _validate_sources(
+    raw: list[dict[str, Any]], file: str, issues: list[ConfigIssue]
+) -> list[SourceConfigBase]:
+    out: list[SourceConfigBase] = []
+    seen: set[str] = set()
+    for i, table in enumerate(raw):
+        prefix = f"sources[{i}]"
+        kind = table.get("type")
+        if not isinstance(kind, str) or kind not in SOURCES:
+            known = ", ".join(SOURCES.names())
+            issues.append(ConfigIssue(file, f"{prefix}.type", f"must be one of: {known}"))
+            continue
+        model = SOURCES.get(kind).config_model
+        cfg = _validate(model, table, file, prefix, issues)
+        if cfg is None:
+            continue
+        if cfg.name in seen:
+            issues.append(ConfigIssue(file, f"{prefix}.name", f"duplicate source {cfg.name!r}"))
+            continue
+        seen.add(cfg.name)
+        out.append(cfg)
+    return out
+
+
+def _validate_plugins(
+    registry: Any, raw: Mapping[str, Any], file: str, section: str, issues: list[ConfigIssue]
+) -> dict[str, Any]:
+    """Every registered plug-in with defaults, overridden by its table; unknown names are errors."""
+    out: dict[str, Any] = {}
+    for name in raw:
+        if name not in registry:
+            known = ", ".join(registry.names())
+            issues.append(ConfigIssue(file, f"{section}.{name}", f"unknown; known: {known}"))
+    for entry in registry:
+        table = raw.get(entry.name, {})
+        if not isinstance(table, dict):
+            issues.append(ConfigIssue(file, f"{section}.{entry.name}", "must be a table"))
+            continue
+        cfg = _validate(entry.config_model, table, file, f"{section}.{entry.name}", issues)
+        if cfg is not None:
+            out[entry.name] = cfg
+    return out
+
+
+def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
+    """Validate already-parsed TOML data; raise :class:`ConfigError` listing every issue."""
+    issues: list[ConfigIssue] = []
+    root = _validate(_Root, data, file, "", issues)
+    if root is None:
+        raise ConfigError(issues)
+    daemon = _validate(DaemonConfig, root.daemon, file, "daemon", issues)
+    exporter = _validate(ExporterConfig, root.exporter, file, "exporter", issues)
+    parsers = _validate(ParsersConfig, root.parsers, file, "parsers", issues)
+    decisions = _validate(DecisionsConfig, root.decisions, file, "decisions", issues)
+    audit = _validate(AuditConfig, root.audit, file, "audit", issues)
+    raw_sources = root.sources if root.sources is not None else default_sources()
+    sources = _validate_sources(raw_sources, file, issues)
+    detectors = _validate_plugins(DETECTORS, root.detectors, file, "detectors", issues)
+    raw_responders = root.responders if root.responders is not None else {"dryrun": {}}
+    responders = _validate_plugins(RESPONDERS, raw_responders, file, "responders", issues)
+    if root.responders is not None:
+        # Only the responders named in the file are active; the rest are disabled.
+        responders = {k: v for k, v in responders.items() if k in root.responders}
+    else:
+        responders = {k: v for k, v in responders.items() if k == "dryrun"}
+    if issues:
+        raise ConfigError(issues)
+    return Config(
+        daemon=daemon,
+        exporter=exporter,
+        parsers=parsers,
+        sources=tuple(sources),
+        detectors=detectors,
+        decisions=decisions,
+        responders=responders,
+        audit=audit,
+        path=file,
+    )
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate ``path``; ``None`` means the default path if it exists, else defaults.
+
+    ``AISENTINEL_CONFIG`` in the environment overrides the default path.
+    """
+    if path is None:
+        env = os.environ.get("AISENTINEL_CONFIG")
+        path = Path(env) if env else DEFAULT_CONFIG_PATH
+        if not path.exists() and not env:
+            return parse_config({})
+    file = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(file, "", f"cannot read: {exc.strerror}")]) from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue(file, "", "not UTF-8 text")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigIssue(file, "", f"TOML syntax: {exc}")]) from None
+    return parse_config(data, file)

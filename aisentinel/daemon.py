@@ -1,0 +1,380 @@
+"""The long-running service: sources feed a queue, one pipeline thread drains it.
+
+Threads: one reader per source (owned by the source), the metrics HTTP server, the
+audit scheduler, and the main thread, which runs the pipeline loop. The main loop is
+also the heartbeat: it sends ``WATCHDOG=1`` only after it has processed the queue, so
+a hung pipeline trips systemd's watchdog instead of hiding behind a live process.
+
+Signals only set flags; the loop acts on them: SIGTERM/SIGINT stop (flush state,
+exit within a few seconds), SIGHUP reloads the config without dropping bans (a bad
+new config is logged and the old one kept).
+"""
+
+from __future__ import annotations
+
+import queue
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import structlog
+from prometheus_client import CollectorRegistry, start_http_server
+
+from aisentinel import __version__
+from aisentinel.audit.scheduler import AuditScheduler
+from aisentinel.clock import Clock, SystemClock
+from aisentinel.config import Config, ConfigError, load_config
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import Ledger
+from aisentinel.detectors import build_detectors
+from aisentinel.events import Decision, Finding, LineBatch
+from aisentinel.exporter import DaemonCollector
+from aisentinel.pipeline import Pipeline
+from aisentinel.responders import REGISTRY as RESPONDERS
+from aisentinel.responders.base import Responder
+from aisentinel.responders.runner import ResponderRunner
+from aisentinel.sdnotify import Notifier
+from aisentinel.sources import REGISTRY as SOURCES
+from aisentinel.sources.base import Source, SourceConfigBase
+
+log = structlog.get_logger("aisentinel.daemon")
+
+DRAIN_BATCHES = 64
+"""Batches processed per loop turn before the loop looks at timers and signals."""
+STOP_DRAIN_SECONDS = 3.0
+"""At shutdown, time allowed to process batches already read (their positions are saved)."""
+
+
+def finding_fields(finding: Finding) -> dict[str, Any]:
+    """A finding as log/JSON fields."""
+    return {
+        "detector": finding.detector,
+        "severity": finding.severity.label,
+        "client": finding.client,
+        "key": finding.key,
+        "count": finding.count,
+        "window": finding.window,
+        "message": finding.message,
+        "evidence": list(finding.evidence),
+        "source": finding.source,
+    }
+
+
+def decision_fields(decision: Decision) -> dict[str, Any]:
+    """A decision as log/JSON fields."""
+    return {
+        "action": decision.action.value,
+        "target": decision.target,
+        "detector": decision.detector,
+        "severity": decision.severity.label,
+        "reason": decision.reason,
+        "ttl": decision.ttl,
+        "expires_at": decision.expires_at,
+        "offence": decision.offence,
+        "simulated": decision.simulated,
+        "evidence_count": decision.evidence_count,
+    }
+
+
+def metrics_address(config: Config) -> str:
+    """``host:port`` of the metrics endpoint as configured (for the self-audit)."""
+    listen = config.exporter.listen
+    host = f"[{listen}]" if ":" in listen else listen
+    return f"{host}:{config.exporter.port}" if config.exporter.enabled else ""
+
+
+class Daemon:
+    """aisentinel's service process. ``run()`` blocks until stopped."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: Path | None = None,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self.notifier = notifier or Notifier.from_env()
+        self.state_dir = config.daemon.state_dir
+        self.queue: queue.Queue[LineBatch] = queue.Queue(maxsize=config.daemon.queue_batches)
+        self._stop = threading.Event()
+        self._reload = threading.Event()
+        self._closed = threading.Event()
+        self.sources: dict[str, Source] = {}
+        self.metrics_port: int | None = None
+        self.started = threading.Event()
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._httpd: Any = None
+        self.audit: AuditScheduler | None = None
+        self.last_heartbeat = 0.0
+        self.reloads = {"ok": 0, "failed": 0}
+
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.ledger = Ledger(self.state_dir / "decisions.sqlite3", self.clock)
+        self.engine = DecisionEngine(config.decisions, self.ledger, self.clock)
+        self.runner = ResponderRunner(self._build_responders(config), self.clock)
+        self.pipeline = Pipeline(
+            detectors=build_detectors(config.detectors, self.clock),
+            engine=self.engine,
+            runner=self.runner,
+            clock=self.clock,
+            parsers_config=config.parsers,
+            on_finding=self._log_finding,
+            on_decision=self._log_decision,
+        )
+
+    # ------------------------------------------------------------------ building
+
+    def _build_responders(self, config: Config) -> list[Responder]:
+        out: list[Responder] = []
+        for name, cfg in config.responders.items():
+            if cfg.enabled:
+                out.append(RESPONDERS.get(name).factory(cfg, self.clock))
+        return out
+
+    def _build_source(self, cfg: SourceConfigBase) -> Source:
+        return SOURCES.get(cfg.type).factory(cfg, clock=self.clock, state_dir=self.state_dir)
+
+    def _emit(self, batch: LineBatch) -> None:
+        # Blocks while the queue is full: sources wait instead of memory growing. At
+        # shutdown the loop keeps draining until the sources have stopped, so a batch
+        # whose position a source is about to save is still processed.
+        while True:
+            try:
+                self.queue.put(batch, timeout=0.5)
+            except queue.Full:
+                if self._closed.is_set():
+                    log.error("pipeline closed; batch dropped", source=batch.source)  # noqa: TRY400
+                    return
+                continue
+            return
+
+    # ------------------------------------------------------------------ hooks
+
+    def _log_finding(self, finding: Finding) -> None:
+        log.info("finding", **finding_fields(finding))
+
+    def _log_decision(self, decision: Decision) -> None:
+        log.info("decision", **decision_fields(decision))
+
+    # ------------------------------------------------------------------ signals
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop (thread-safe, signal-safe)."""
+        self._stop.set()
+
+    def request_reload(self) -> None:
+        """Ask the loop to reload the config file (thread-safe, signal-safe)."""
+        self._reload.set()
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            self.request_reload()
+        else:
+            self.request_stop()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT stop, SIGHUP reloads. Main thread only."""
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_signal)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def _start_exporter(self) -> None:
+        cfg = self.config.exporter
+        self.registry.register(DaemonCollector(self))
+        self.registry.register(self.pipeline.latency)
+        if not cfg.enabled:
+            return
+        if cfg.listen not in ("127.0.0.1", "::1"):
+            log.warning(
+                "metrics endpoint is reachable beyond loopback; protect it with a firewall",
+                listen=cfg.listen,
+            )
+        httpd, _thread = start_http_server(cfg.port, addr=cfg.listen, registry=self.registry)
+        self._httpd = httpd
+        self.metrics_port = int(httpd.server_port)
+        host = f"[{cfg.listen}]" if ":" in cfg.listen else cfg.listen
+        log.info("metrics endpoint up", url=f"http://{host}:{self.metrics_port}/metrics")
+
+    def _start_sources(self) -> None:
+        for cfg in self.config.sources:
+            self._start_source(cfg)
+
+    def _start_source(self, cfg: SourceConfigBase) -> None:
+        try:
+            source = self._build_source(cfg)
+            source.start(self._emit)
+        except Exception:  # a broken source must not take the others down
+            log.exception("source failed to start", source=cfg.name)
+            return
+        self.sources[cfg.name] = source
+        log.info("source started", source=cfg.name, type=cfg.type, parser=cfg.parser)
+
+    def _start_audit(self) -> None:
+        try:
+            self.audit = AuditScheduler(
+                self.config.audit, metrics_listen=metrics_address(self.config), clock=self.clock
+            )
+            self.registry.register(self.audit.collector)
+            self.audit.start()
+        except Exception:
+            log.exception("audit scheduler failed to start")
+            self.audit = None
+
+    def run(self) -> int:
+        """Start everything, loop until stopped, flush, return the exit status."""
+        log.info("aisentinel starting", version=__version__, config=self.config.path)
+        active = self.engine.active()
+        self.runner.reconcile(active)
+        log.info("decisions restored", active_bans=len(active))
+        self._start_exporter()
+        self._start_sources()
+        if self.config.audit.enabled:
+            self._start_audit()
+        self.notifier.ready()
+        self.started.set()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+        return 0
+
+    def _heartbeat_every(self) -> float:
+        every = self.config.daemon.heartbeat_interval
+        wd = self.notifier.watchdog_interval()
+        if wd is not None:
+            every = min(every, wd / 2)
+        return max(every, 0.05)
+
+    def _loop(self) -> None:
+        clock = self.clock
+        next_beat = clock.monotonic()
+        next_tick = next_beat + 1.0
+        next_expire = next_beat + self.config.daemon.expire_interval
+        while not self._stop.is_set():
+            self._drain(timeout=0.2)
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            now_m = clock.monotonic()
+            if now_m >= next_tick:
+                self.runner.tick(clock.now())
+                next_tick = now_m + 1.0
+            if now_m >= next_expire:
+                self.pipeline.expire(clock.now())
+                next_expire = now_m + self.config.daemon.expire_interval
+            if now_m >= next_beat:
+                self._heartbeat()
+                next_beat = now_m + self._heartbeat_every()
+
+    def _drain(self, timeout: float) -> int:
+        try:
+            batch = self.queue.get(timeout=timeout)
+        except queue.Empty:
+            return 0
+        self.pipeline.process(batch)
+        done = 1
+        while done < DRAIN_BATCHES:
+            try:
+                batch = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            self.pipeline.process(batch)
+            done += 1
+        return done
+
+    def status_line(self) -> str:
+        """A one-line summary for systemd's STATUS=."""
+        lines = sum(c.lines for c in self.pipeline.sources.values())
+        findings = sum(self.pipeline.findings.values())
+        up = sum(1 for s in self.sources.values() if s.stats.up)
+        return (
+            f"{lines} lines, {findings} findings, {len(self.engine.active())} active bans, "
+            f"{up}/{len(self.config.sources)} sources up"
+        )
+
+    def _heartbeat(self) -> None:
+        self.last_heartbeat = self.clock.now()
+        self.notifier.watchdog()
+        self.notifier.status(self.status_line())
+
+    def reload(self) -> bool:
+        """Re-read the config file; keep bans and unchanged sources/detectors. False if refused."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as exc:
+            for issue in exc.issues:
+                log.error("reload refused: bad config", issue=str(issue))  # noqa: TRY400
+            self.reloads["failed"] += 1
+            self.notifier.ready()
+            return False
+        old = self.config
+        # Sources: restart the ones whose table changed, stop removed, start new.
+        old_src = {s.name: s for s in old.sources}
+        new_src = {s.name: s for s in new.sources}
+        for name, cfg in old_src.items():
+            if new_src.get(name) != cfg and name in self.sources:
+                self.sources.pop(name).stop()
+        self.config = new
+        for name, cfg in new_src.items():
+            if name not in self.sources:
+                self._start_source(cfg)
+        # Detectors: keep the windows of those whose table did not change.
+        previous = {d.name: d for d in self.pipeline.detectors}
+        detectors = [
+            previous[d.name] if d.name in previous and previous[d.name].config == d.config else d
+            for d in build_detectors(new.detectors, self.clock)
+        ]
+        self.engine.reconfigure(new.decisions)
+        if new.responders != old.responders:
+            self.runner.close()
+            self.runner = ResponderRunner(self._build_responders(new), self.clock)
+        self.runner.reconcile(self.engine.active())
+        self.pipeline.reconfigure(
+            detectors=detectors,
+            engine=self.engine,
+            runner=self.runner,
+            parsers_config=new.parsers,
+        )
+        if new.exporter != old.exporter:
+            log.warning("exporter settings change on restart only")
+        self.reloads["ok"] += 1
+        log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
+        self.notifier.ready()
+        return True
+
+    def _stop_sources(self) -> None:
+        for source in list(self.sources.values()):
+            try:
+                source.stop()
+            except Exception:
+                log.exception("source failed to stop cleanly", source=source.name)
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("aisentinel stopping")
+        stopper = threading.Thread(target=self._stop_sources, name="stop-sources")
+        stopper.start()
+        deadline = self.clock.monotonic() + STOP_DRAIN_SECONDS
+        while self.clock.monotonic() < deadline:
+            if self._drain(timeout=0.05) == 0 and not stopper.is_alive():
+                break
+        self._closed.set()
+        stopper.join(timeout=STOP_DRAIN_SECONDS)
+        if self.audit is not None:
+            self.audit.shutdown()
+        self.runner.tick(self.clock.now())
+        self.runner.close()
+        self.ledger.close()
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+        log.info("aisentinel stopped")

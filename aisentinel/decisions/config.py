@@ -1,0 +1,78 @@
+"""The ``[decisions]`` table: when to ban, for how long, and whom never to ban."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Self
+
+from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
+
+from aisentinel.configtypes import Duration, Network, StrictModel
+from aisentinel.events import Severity
+
+_DAY = 86_400.0
+
+
+def _parse_severity(value: Any) -> Severity:
+    if isinstance(value, Severity):
+        return value
+    if isinstance(value, str):
+        try:
+            return Severity[value.strip().upper()]
+        except KeyError:
+            pass
+    known = ", ".join(s.label for s in Severity)
+    raise ValueError(f"bad severity {value!r}: use one of {known}")
+
+
+def _severity_label(value: Severity) -> str:
+    return value.label
+
+
+SeverityName = Annotated[
+    Severity,
+    BeforeValidator(_parse_severity),
+    PlainSerializer(_severity_label, return_type=str),
+]
+"""A :class:`Severity` written in config by its lower-case name (``"high"``)."""
+
+
+class DecisionsConfig(StrictModel):
+    """How findings become bans or alerts.
+
+    Loopback addresses (``127.0.0.0/8``, ``::1``) are always allowed; there is no key
+    to turn that off. ``allowlist`` adds networks, ``allow_host_addresses`` adds the
+    host's own addresses. The allowlist always wins over any finding.
+    """
+
+    simulate: bool = False
+    """Decide and record in the ledger, but never call the responders."""
+    ban_ttl: Duration = 3600.0
+    """Ban length for a first offence."""
+    escalation_factor: float = Field(default=4.0, ge=1.0, le=1000.0)
+    """Each earlier ban of the same address within ``recidive_window`` multiplies the TTL."""
+    recidive_window: Duration = 7 * _DAY
+    max_ttl: Duration = 30 * _DAY
+    allowlist: tuple[Network, ...] = ()
+    allow_host_addresses: bool = True
+    """Never ban the host's own addresses (read from /proc at start and every few minutes)."""
+    ban_severity: SeverityName = Severity.HIGH
+    """Findings at or above this severity are bans, below it alerts."""
+    alert_only_detectors: tuple[str, ...] = ()
+    """Detectors whose findings are only ever alerts."""
+    max_bans_per_minute: int = Field(default=60, ge=1)
+    """Brake against mass bans: beyond this many bans in 60 s, bans become alerts."""
+    ledger_retention: Duration = 30 * _DAY
+    """How long decision history is kept (it feeds the escalation)."""
+
+    @model_validator(mode="after")
+    def _check_durations(self) -> Self:
+        if self.ban_ttl <= 0:
+            raise ValueError("ban_ttl must be longer than 0s")
+        if self.max_ttl < self.ban_ttl:
+            raise ValueError("max_ttl must be at least ban_ttl")
+        if self.ledger_retention < self.recidive_window:
+            raise ValueError(
+                "ledger_retention must be at least recidive_window "
+                "(older history is purged and could not count as an offence)"
+            )
+        return self

@@ -1,0 +1,92 @@
+"""Detectors: typed events in, findings out, with bounded per-key windows.
+
+Each plug-in module registers itself in ``REGISTRY`` under the name of its
+``[detectors.<name>]`` config table; this package imports them all explicitly.
+:func:`build_detectors` builds the enabled ones from validated configs; a
+detector without a config table runs with its defaults, which are the
+production defaults.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aisentinel.clock import Clock
+from aisentinel.detectors import (
+    ai_recon,
+    credential_stuffing,
+    http_auth,
+    model_exploit,
+    rate_abuse,
+    scanning,
+    ssh_bruteforce,
+)
+from aisentinel.detectors.ai_recon import AiReconConfig
+from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase, WindowedConfig
+from aisentinel.detectors.credential_stuffing import CredentialStuffingConfig
+from aisentinel.detectors.http_auth import HttpAuthConfig
+from aisentinel.detectors.model_exploit import ModelExploitConfig
+from aisentinel.detectors.rate_abuse import RateAbuseConfig
+from aisentinel.detectors.scanning import ScanningConfig
+from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig
+
+__all__ = [
+    "REGISTRY",
+    "AiReconConfig",
+    "CredentialStuffingConfig",
+    "Detector",
+    "DetectorConfigBase",
+    "HttpAuthConfig",
+    "ModelExploitConfig",
+    "RateAbuseConfig",
+    "ScanningConfig",
+    "SshBruteforceConfig",
+    "WindowedConfig",
+    "build_detectors",
+    "default_configs",
+]
+
+_PLUGINS = (
+    ssh_bruteforce,
+    http_auth,
+    credential_stuffing,
+    rate_abuse,
+    scanning,
+    ai_recon,
+    model_exploit,
+)  # imported for their REGISTRY.register side effect
+
+
+def default_configs() -> dict[str, DetectorConfigBase]:
+    """Every registered detector's default config, by name."""
+    configs: dict[str, DetectorConfigBase] = {}
+    for entry in REGISTRY:
+        config = entry.config_model()
+        if not isinstance(config, DetectorConfigBase):
+            raise TypeError(f"detector {entry.name!r}: config model is not a DetectorConfigBase")
+        configs[entry.name] = config
+    return configs
+
+
+def build_detectors(configs: Mapping[str, DetectorConfigBase], clock: Clock) -> list[Detector]:
+    """The enabled detectors, in registration order.
+
+    A registered detector missing from ``configs`` gets its default config. A name
+    that is not registered raises ``KeyError`` naming the known ones; a config of
+    the wrong model raises ``TypeError``; a path list that cannot be read raises
+    ``OSError``/``ValueError`` naming the file.
+    """
+    for name in configs:
+        REGISTRY.get(name)
+    detectors: list[Detector] = []
+    defaults = default_configs()
+    for entry in REGISTRY:
+        config = configs.get(entry.name, defaults[entry.name])
+        if not isinstance(config, entry.config_model):
+            raise TypeError(
+                f"detector {entry.name!r} needs a {entry.config_model.__name__}, "
+                f"not a {type(config).__name__}"
+            )
+        if config.enabled:
+            detectors.append(entry.factory(config, clock))
+    return detectors

@@ -1,0 +1,113 @@
+"""``ai_recon``: reconnaissance of AI endpoints by clients that never authenticated.
+
+Model lists, running models, versions, model details and UI configuration
+(``/api/tags``, ``/api/ps``, ``/v1/models``, ``/api/config`` ...) tell an attacker
+what a server runs and whether it is open. A client that has made an
+authenticated request (``HttpRequest.user`` or ``key_id`` set and status < 400)
+within ``authenticated_ttl`` is a known user and is not counted; others are:
+``threshold`` requests within ``window`` (default 3 in 10 minutes) give a MEDIUM
+finding.
+
+Deployments whose web UI polls the inference server itself (Open WebUI polls
+Ollama's ``/api/tags``) should allowlist the UI's address in the decisions stage:
+detectors report every address.
+"""
+
+from __future__ import annotations
+
+from pydantic import field_validator
+
+from aisentinel.clock import Clock
+from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.paths import PathSignatures, normalise_path
+from aisentinel.detectors.window import EventWindows, RecentSet
+from aisentinel.events import Event, Finding, HttpRequest, Severity
+
+DEFAULT_RECON_PATHS = (
+    "/api/tags",
+    "/api/ps",
+    "/api/version",
+    "/api/show",
+    "/api/config",
+    "/api/models",
+    "/api/v1/models*",
+    "/api/v1/auths",
+    "/api/v1/configs*",
+    "/api/v1/users*",
+    "/v1/models*",
+    "/ollama/api/tags",
+    "/ollama/api/ps",
+    "/ollama/api/version",
+    "/ollama/api/show",
+    "/openai/models",
+    "/version",
+    "/openapi.json",
+    "/docs",
+    "/redoc",
+)
+"""Recon endpoints (Ollama, OpenAI-compatible/vLLM, Open WebUI) in :mod:`~.paths` syntax."""
+
+
+class AiReconConfig(WindowedConfig):
+    """``[detectors.ai_recon]``."""
+
+    max_keys: MaxKeys = 100_000
+    threshold: Threshold = 3
+    window: Window = 600.0
+    paths: tuple[str, ...] = DEFAULT_RECON_PATHS
+    authenticated_ttl: Window = 86_400.0
+    """How long a client that authenticated once is trusted."""
+
+    @field_validator("paths")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        PathSignatures(patterns)
+        return patterns
+
+
+class AiReconDetector(Detector):
+    """MEDIUM when an unauthenticated client probes AI recon endpoints."""
+
+    name = "ai_recon"
+    consumes = (HttpRequest,)
+
+    def __init__(self, config: AiReconConfig, clock: Clock) -> None:
+        super().__init__(config, clock)
+        self._cfg = config
+        self._paths = PathSignatures(config.paths)
+        self._authenticated = RecentSet(config.authenticated_ttl, config.max_keys)
+        self._windows = EventWindows(config.threshold, config.window, config.max_keys)
+
+    def observe(self, event: Event) -> Finding | None:
+        if not isinstance(event, HttpRequest):
+            return None
+        if (event.user is not None or event.key_id is not None) and event.status < 400:
+            self._authenticated.add(event.client, event.ts)
+            return None
+        if not self._paths.match(event.path) or self._authenticated.seen(event.client, event.ts):
+            return None
+        crossing = self._windows.hit(event.client, event.ts, normalise_path(event.path)[:200])
+        if crossing is None:
+            return None
+        return crossing_finding(
+            crossing,
+            ts=event.ts,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            client=event.client,
+            key=event.client,
+            what="unauthenticated AI recon requests",
+            threshold=self._cfg.threshold,
+            window=self._cfg.window,
+            source=event.source,
+        )
+
+    def expire(self, now: float) -> int:
+        return self._windows.expire(now) + self._authenticated.expire(now)
+
+    def tracked_keys(self) -> int:
+        return len(self._windows) + len(self._authenticated)
+
+
+REGISTRY.register("ai_recon", AiReconConfig, AiReconDetector)

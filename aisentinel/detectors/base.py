@@ -1,0 +1,61 @@
+"""The detector contract: events in, findings out, with bounded memory.
+
+A detector declares the event types it ``consumes``; the pipeline calls
+``observe(event)`` for each of them, from one thread. Time inside a detector is
+the event's own ``ts`` (so replaying old logs gives the same answer as live), and
+``expire(now)`` drops keys idle for longer than the window. Every per-key table is
+capped (``max_keys``) with least-recently-used eviction, so no input can grow
+memory without limit.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from aisentinel.clock import Clock
+from aisentinel.configtypes import Duration, StrictModel
+from aisentinel.events import Event, Finding
+from aisentinel.registry import Registry
+
+
+class DetectorConfigBase(StrictModel):
+    """Keys every ``[detectors.<name>]`` table has."""
+
+    enabled: bool = True
+    max_keys: int = 100_000
+    """Most keys (addresses, usernames) tracked at once; the least recently seen go first."""
+
+
+class WindowedConfig(DetectorConfigBase):
+    """A threshold of events within a sliding window."""
+
+    threshold: int = 5
+    window: Duration = 600.0
+
+
+class Detector(ABC):
+    """One detection rule family. Register subclasses in ``REGISTRY``."""
+
+    name: ClassVar[str]
+    consumes: ClassVar[tuple[type, ...]]
+
+    def __init__(self, config: DetectorConfigBase, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+
+    @abstractmethod
+    def observe(self, event: Event) -> Finding | None:
+        """Account for one event; a finding when a threshold is crossed, else ``None``."""
+
+    @abstractmethod
+    def expire(self, now: float) -> int:
+        """Forget keys idle since before ``now - window``; returns how many were dropped."""
+
+    @abstractmethod
+    def tracked_keys(self) -> int:
+        """How many keys the detector holds now (exported as a gauge)."""
+
+
+REGISTRY: Registry[type[Detector]] = Registry("detector")
+"""Detectors by name; each plug-in module registers itself in one line."""

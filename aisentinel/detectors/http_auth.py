@@ -1,0 +1,127 @@
+"""``http_auth``: HTTP authentication brute force per client address.
+
+Two independent counters per client, so one attempt seen in both logs is never
+counted twice against one threshold:
+
+* nginx error-log failures (:class:`HttpAuthFailure`: "user ... was not found",
+  "password mismatch", PAM failures): ``threshold`` in ``window``, by default 5 in
+  10 minutes - exactly fail2ban's stock ``nginx-http-auth`` jail (``maxretry =
+  5``, ``findtime = 10m``, which reads only this log), so every client that jail
+  bans is flagged here as well;
+* access-log rejections (:class:`HttpRequest`): any 401, and the statuses in
+  ``auth_path_statuses`` (400, 403) on login endpoints (``auth_paths``, prefixes;
+  Open WebUI answers a wrong password on ``/api/v1/auths/signin`` with 400):
+  ``status_threshold`` in ``status_window``, by default 10 in 5 minutes. This
+  counter is more tolerant because a browser's first request for a basic-auth
+  page, and an expired web-UI session, also produce 401s.
+
+Either counter crossing gives a HIGH finding about the client.
+"""
+
+from __future__ import annotations
+
+from aisentinel.clock import Clock
+from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.paths import PrefixMatcher
+from aisentinel.detectors.window import EventWindows
+from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
+
+DEFAULT_AUTH_PATHS = (
+    "/api/v1/auths/signin",
+    "/api/v1/auths/ldap",
+    "/api/v1/auths/signup",
+    "/api/v1/auths/api_key",
+    "/login",
+    "/signin",
+    "/sign_in",
+    "/auth/login",
+    "/api/login",
+    "/api/auth",
+    "/api/signin",
+    "/oauth/token",
+    "/oauth2/token",
+    "/user/login",
+    "/users/sign_in",
+)
+"""Path prefixes of login endpoints (Open WebUI and common web applications)."""
+
+
+class HttpAuthConfig(WindowedConfig):
+    """``[detectors.http_auth]``; ``threshold``/``window`` apply to error-log failures."""
+
+    max_keys: MaxKeys = 100_000
+    threshold: Threshold = 5
+    window: Window = 600.0
+    status_threshold: Threshold = 10
+    """Rejected requests (access log) within ``status_window`` that make a finding."""
+    status_window: Window = 300.0
+    auth_paths: tuple[str, ...] = DEFAULT_AUTH_PATHS
+    """Prefixes of login endpoints, where ``auth_path_statuses`` also count."""
+    auth_path_statuses: tuple[int, ...] = (400, 401, 403)
+
+
+class HttpAuthDetector(Detector):
+    """HIGH when a client fails HTTP authentication too often (see module doc)."""
+
+    name = "http_auth"
+    consumes = (HttpAuthFailure, HttpRequest)
+
+    def __init__(self, config: HttpAuthConfig, clock: Clock) -> None:
+        super().__init__(config, clock)
+        self._cfg = config
+        self._auth_paths = PrefixMatcher(config.auth_paths)
+        self._auth_statuses = frozenset(config.auth_path_statuses) - {401}
+        self._failures = EventWindows(config.threshold, config.window, config.max_keys)
+        self._rejections = EventWindows(
+            config.status_threshold, config.status_window, config.max_keys
+        )
+
+    def observe(self, event: Event) -> Finding | None:
+        if isinstance(event, HttpRequest):
+            status = event.status
+            if status != 401 and (
+                status not in self._auth_statuses or not self._auth_paths.match(event.path)
+            ):
+                return None
+            crossing = self._rejections.hit(event.client, event.ts, event.path[:200])
+            if crossing is None:
+                return None
+            return crossing_finding(
+                crossing,
+                ts=event.ts,
+                detector=self.name,
+                severity=Severity.HIGH,
+                client=event.client,
+                key=event.client,
+                what="rejected http logins",
+                threshold=self._cfg.status_threshold,
+                window=self._cfg.status_window,
+                source=event.source,
+            )
+        if not isinstance(event, HttpAuthFailure):
+            return None
+        crossing = self._failures.hit(event.client, event.ts, event.user)
+        if crossing is None:
+            return None
+        return crossing_finding(
+            crossing,
+            ts=event.ts,
+            detector=self.name,
+            severity=Severity.HIGH,
+            client=event.client,
+            key=event.client,
+            what="http auth failures",
+            threshold=self._cfg.threshold,
+            window=self._cfg.window,
+            source=event.source,
+        )
+
+    def expire(self, now: float) -> int:
+        return self._failures.expire(now) + self._rejections.expire(now)
+
+    def tracked_keys(self) -> int:
+        return len(self._failures) + len(self._rejections)
+
+
+REGISTRY.register("http_auth", HttpAuthConfig, HttpAuthDetector)

@@ -1,0 +1,94 @@
+"""``ssh_bruteforce``: failed sshd authentications per client address.
+
+Counts every sshd event that fail2ban's stock ``sshd`` filter counts, one per
+line, as fail2ban does: one password attempt usually logs a PAM failure *and* a
+"Failed password" line, and an unknown user logs "Invalid user" *and* "Failed
+password for invalid user"; each is an event and each counts. With the default
+5 events in 10 minutes (fail2ban's stock jail: ``maxretry = 5``, ``findtime =
+10m``) every client that jail bans is flagged here too, no later than fail2ban.
+
+Public-key failures are *not* counted by default: a client whose agent offers
+several keys logs one failure per rejected key before the right one is accepted,
+and fail2ban marks them ``NOFAIL`` for the same reason. "Too many
+authentication failures" (``MAX_AUTH``) is counted, so a client that exhausts
+``MaxAuthTries`` with keys is still seen. Set ``count_pubkey_failures = true`` to
+count them anyway.
+"""
+
+from __future__ import annotations
+
+from aisentinel.clock import Clock
+from aisentinel.configtypes import Duration
+from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.window import EventWindows
+from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
+
+_FAILURES = frozenset(
+    {
+        SshKind.FAILED_PASSWORD,
+        SshKind.INVALID_USER,
+        SshKind.PREAUTH,
+        SshKind.PAM_FAILURE,
+        SshKind.MAX_AUTH,
+    }
+)
+
+
+class SshBruteforceConfig(WindowedConfig):
+    """``[detectors.ssh_bruteforce]``."""
+
+    max_keys: MaxKeys = 100_000
+    threshold: Threshold = 5
+    window: Window = 600.0
+    count_pubkey_failures: bool = False
+    """Count "Failed publickey" lines too (off: clients offering several keys log them)."""
+    count_preauth: bool = True
+    """Count connections dropped before authentication ("Connection closed ... [preauth]")."""
+
+
+class SshBruteforceDetector(Detector):
+    """HIGH when a client has ``threshold`` failed sshd authentications within ``window``."""
+
+    name = "ssh_bruteforce"
+    consumes = (SshEvent,)
+
+    def __init__(self, config: SshBruteforceConfig, clock: Clock) -> None:
+        super().__init__(config, clock)
+        kinds = set(_FAILURES)
+        if config.count_pubkey_failures:
+            kinds.add(SshKind.FAILED_PUBKEY)
+        if not config.count_preauth:
+            kinds.discard(SshKind.PREAUTH)
+        self._kinds = frozenset(kinds)
+        self._threshold = config.threshold
+        self._window: Duration = config.window
+        self._windows = EventWindows(config.threshold, config.window, config.max_keys)
+
+    def observe(self, event: Event) -> Finding | None:
+        if not isinstance(event, SshEvent) or event.kind not in self._kinds:
+            return None
+        crossing = self._windows.hit(event.client, event.ts, event.user)
+        if crossing is None:
+            return None
+        return crossing_finding(
+            crossing,
+            ts=event.ts,
+            detector=self.name,
+            severity=Severity.HIGH,
+            client=event.client,
+            key=event.client,
+            what="failed ssh logins",
+            threshold=self._threshold,
+            window=self._window,
+            source=event.source,
+        )
+
+    def expire(self, now: float) -> int:
+        return self._windows.expire(now)
+
+    def tracked_keys(self) -> int:
+        return len(self._windows)
+
+
+REGISTRY.register("ssh_bruteforce", SshBruteforceConfig, SshBruteforceDetector)

@@ -1,0 +1,404 @@
+"""Bounded per-key sliding windows: the detectors' only state.
+
+Every store here maps a key (an address, a username, an API key id) to a small
+fixed-size state, keeps keys in least-recently-seen order in an ``OrderedDict``
+and holds at most ``max_keys`` of them (the least recently seen key goes first),
+so no input can grow memory without limit. ``expire(now)`` drops keys idle for
+longer than the window, walking from the oldest end and stopping at the first
+live key, so it costs O(dropped).
+
+Three counting schemes, each the cheapest that gives the detector its answer:
+
+* :class:`EventWindows`: exact "``threshold`` events within ``window``". Per key it
+  keeps only the last ``threshold`` timestamps, in a ring inside one
+  ``array('d')`` (no per-event allocation, invisible to the garbage collector).
+  The key crosses when the oldest of those is no older than ``window``.
+* :class:`RateWindows`: request rates with large thresholds (hundreds per minute),
+  where keeping every timestamp would cost kilobytes per key. It uses the
+  two-bucket sliding-window estimate (the previous bucket's count weighted by its
+  overlap with the window, plus the current bucket's count): five floats per key,
+  a dict lookup and a little arithmetic per event. Exact for a burst inside the
+  first bucket; otherwise an estimate that assumes the previous bucket's events
+  were spread evenly.
+* :class:`DistinctWindows`: "``threshold`` distinct values within ``window``"
+  (credential stuffing). Per key it keeps at most ``threshold + margin`` values
+  with their last-seen time in a flat list; a new value replaces the stalest.
+
+Re-firing (the same in all three): when a key crosses, the store reports one
+:class:`Crossing` and then stays quiet for that key until ``window`` has passed
+since that report. After that a continuing attack crosses again as soon as the
+threshold is met within the window again, so an ongoing attack is reported at
+most once per window (decisions dedupe bans; escalation counts repeat offences).
+An :class:`EventWindows` report counts the events since the previous report, a
+:class:`RateWindows` report the estimated rate, a :class:`DistinctWindows` report
+the distinct values in the window.
+
+Evidence samples (usernames, paths) are kept apart from the counters, in one
+small LRU per store (``evidence_keys`` keys x ``evidence_max`` distinct samples),
+so that a flood of distinct addresses costs counters only. A key that is being
+hammered stays in that LRU; under a flood of many addresses some findings may
+carry fewer samples.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections import OrderedDict
+from typing import Any, NamedTuple
+
+_NEG_INF = -math.inf
+
+# EventWindows state layout (one array('d') per key).
+_QUIET = 0  # no new crossing before this time
+_COUNT = 1  # events since the previous crossing (or since the key appeared)
+_FIRST = 2  # time of the first of those events
+_IDX = 3  # ring index of the next slot to write (= the oldest of the last n)
+_RING = 4  # ring of the last ``threshold`` timestamps starts here
+
+
+class Crossing(NamedTuple):
+    """A key crossed its threshold: what the detector needs to build a finding.
+
+    ``events`` is the number of events since the previous crossing of this key (or
+    since it was first seen, within one window gap), ``first_ts`` the time of the
+    first of them, ``evidence`` a few distinct samples, oldest first.
+    """
+
+    events: int
+    first_ts: float
+    evidence: tuple[str, ...]
+
+
+def _check(threshold: int, window: float, max_keys: int) -> None:
+    if threshold < 1:
+        raise ValueError(f"threshold must be at least 1, not {threshold}")
+    if window <= 0:
+        raise ValueError(f"window must be positive, not {window}")
+    if max_keys < 1:
+        raise ValueError(f"max_keys must be at least 1, not {max_keys}")
+
+
+class _Evidence:
+    """A small LRU of distinct samples per key, cleared when the key crosses."""
+
+    __slots__ = ("_data", "_max_keys", "_max_samples")
+
+    def __init__(self, max_keys: int, max_samples: int) -> None:
+        self._data: OrderedDict[str, list[str]] = OrderedDict()
+        self._max_keys = max_keys
+        self._max_samples = max_samples
+
+    def add(self, key: str, sample: str) -> None:
+        samples = self._data.get(key)
+        if samples is None:
+            if len(self._data) >= self._max_keys:
+                self._data.popitem(last=False)
+            self._data[key] = [sample]
+            return
+        self._data.move_to_end(key)
+        if len(samples) < self._max_samples and sample not in samples:
+            samples.append(sample)
+
+    def take(self, key: str) -> tuple[str, ...]:
+        samples = self._data.pop(key, None)
+        return tuple(samples) if samples else ()
+
+    def drop(self, key: str) -> None:
+        self._data.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+class EventWindows:
+    """Exact ``threshold`` events within ``window`` seconds, per key.
+
+    Memory per key: one ``array('d')`` of ``threshold + 4`` doubles plus the
+    ``OrderedDict`` entry; at most ``max_keys`` keys.
+    """
+
+    __slots__ = ("_evidence", "_keys", "evicted", "max_keys", "threshold", "window")
+
+    def __init__(
+        self,
+        threshold: int,
+        window: float,
+        max_keys: int,
+        *,
+        evidence_keys: int = 4096,
+        evidence_max: int = 5,
+    ) -> None:
+        _check(threshold, window, max_keys)
+        self.threshold = threshold
+        self.window = window
+        self.max_keys = max_keys
+        self.evicted = 0
+        """Keys dropped because the table was full (not by expiry)."""
+        self._keys: OrderedDict[str, array[float]] = OrderedDict()
+        self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
+
+    def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
+        """Count one event for ``key`` at ``ts``; a :class:`Crossing` when it crosses."""
+        keys = self._keys
+        state = keys.get(key)
+        n = self.threshold
+        if state is None:
+            if len(keys) >= self.max_keys:
+                old, _ = keys.popitem(last=False)
+                self._evidence.drop(old)
+                self.evicted += 1
+            state = array("d", (_NEG_INF, 0.0, ts, 0.0))
+            state.extend([_NEG_INF] * n)
+            keys[key] = state
+            idx = 0
+        else:
+            keys.move_to_end(key)
+            idx = int(state[_IDX])
+            # A gap longer than the window starts a new episode.
+            if ts - state[_RING + (idx - 1) % n] > self.window:
+                state[_COUNT] = 0.0
+                state[_FIRST] = ts
+        state[_RING + idx] = ts
+        idx += 1
+        if idx == n:
+            idx = 0
+        state[_IDX] = idx
+        count = state[_COUNT] + 1.0
+        state[_COUNT] = count
+        if sample is not None:
+            self._evidence.add(key, sample)
+        if ts - state[_RING + idx] > self.window or ts < state[_QUIET]:
+            return None
+        state[_QUIET] = ts + self.window
+        state[_COUNT] = 0.0
+        first = state[_FIRST]
+        state[_FIRST] = ts
+        return Crossing(int(count), first, self._evidence.take(key))
+
+    def expire(self, now: float) -> int:
+        """Drop keys whose newest event is older than ``now - window``; how many."""
+        keys = self._keys
+        n = self.threshold
+        horizon = now - self.window
+        dropped = 0
+        while keys:
+            key, state = next(iter(keys.items()))
+            if state[_RING + (int(state[_IDX]) - 1) % n] >= horizon:
+                break
+            del keys[key]
+            self._evidence.drop(key)
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+# RateWindows state layout.
+_R_START = 0  # start of the current bucket
+_R_CUR = 1  # events in the current bucket
+_R_PREV = 2  # events in the previous bucket
+_R_QUIET = 3
+_R_LAST = 4  # newest event (for expiry)
+
+
+class RateWindows:
+    """Approximate ``threshold`` events per ``window`` seconds, per key (see module doc).
+
+    A crossing's ``events`` is the estimated number of events in the window ending
+    at that event. Memory per key: one ``array('d')`` of 5 doubles plus the
+    ``OrderedDict`` entry.
+    """
+
+    __slots__ = ("_keys", "evicted", "max_keys", "threshold", "window")
+
+    def __init__(self, threshold: int, window: float, max_keys: int) -> None:
+        _check(threshold, window, max_keys)
+        self.threshold = threshold
+        self.window = window
+        self.max_keys = max_keys
+        self.evicted = 0
+        self._keys: OrderedDict[str, array[float]] = OrderedDict()
+
+    def hit(self, key: str, ts: float) -> Crossing | None:
+        """Count one event for ``key`` at ``ts``; a :class:`Crossing` when the rate crosses."""
+        keys = self._keys
+        state = keys.get(key)
+        window = self.window
+        if state is None:
+            if len(keys) >= self.max_keys:
+                keys.popitem(last=False)
+                self.evicted += 1
+            state = array("d", (ts, 0.0, 0.0, _NEG_INF, ts))
+            keys[key] = state
+        else:
+            keys.move_to_end(key)
+            state[_R_LAST] = ts
+            start = state[_R_START]
+            if ts >= start + window:
+                buckets = (ts - start) // window
+                state[_R_PREV] = state[_R_CUR] if buckets == 1 else 0.0
+                state[_R_CUR] = 0.0
+                state[_R_START] = start + buckets * window
+        cur = state[_R_CUR] + 1.0
+        state[_R_CUR] = cur
+        prev = state[_R_PREV]
+        estimate = cur + prev * (1.0 - (ts - state[_R_START]) / window) if prev else cur
+        if estimate < self.threshold or ts < state[_R_QUIET]:
+            return None
+        state[_R_QUIET] = ts + window
+        # The estimate is of the rate over the last window (exact within the first bucket).
+        first = ts - window if prev else state[_R_START]
+        return Crossing(int(estimate), first, ())
+
+    def release(self, key: str) -> None:
+        """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
+        state = self._keys.get(key)
+        if state is not None:
+            state[_R_QUIET] = _NEG_INF
+
+    def expire(self, now: float) -> int:
+        """Drop keys whose newest event is older than ``now - window``; how many."""
+        keys = self._keys
+        horizon = now - self.window
+        dropped = 0
+        while keys:
+            key, state = next(iter(keys.items()))
+            if state[_R_LAST] >= horizon:
+                break
+            del keys[key]
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class DistinctWindows:
+    """``threshold`` distinct values within ``window`` seconds, per key.
+
+    Per key: a flat list ``[quiet_until, value, last_seen, value, last_seen, ...]``
+    with at most ``threshold + margin`` values; when full, a new value replaces
+    the one seen longest ago. The crossing's evidence is the distinct values seen
+    within the window, oldest first.
+    """
+
+    __slots__ = ("_cap", "_keys", "evicted", "max_keys", "threshold", "window")
+
+    def __init__(self, threshold: int, window: float, max_keys: int, *, margin: int = 2) -> None:
+        _check(threshold, window, max_keys)
+        if margin < 0:
+            raise ValueError(f"margin cannot be negative, not {margin}")
+        self.threshold = threshold
+        self.window = window
+        self.max_keys = max_keys
+        self.evicted = 0
+        self._cap = threshold + margin
+        # Flat [quiet_until, value, seen, value, seen, ...]: one small list per key.
+        self._keys: OrderedDict[str, list[Any]] = OrderedDict()
+
+    def hit(self, key: str, value: str, ts: float) -> Crossing | None:
+        """Record ``value`` for ``key`` at ``ts``; a :class:`Crossing` when enough are distinct."""
+        keys = self._keys
+        state = keys.get(key)
+        if state is None:
+            if len(keys) >= self.max_keys:
+                keys.popitem(last=False)
+                self.evicted += 1
+            keys[key] = [_NEG_INF, value, ts]
+            if self.threshold > 1:
+                return None
+            state = keys[key]
+        else:
+            keys.move_to_end(key)
+            size = len(state)
+            for i in range(1, size, 2):
+                if state[i] == value:
+                    state[i + 1] = ts
+                    break
+            else:
+                if size < 1 + 2 * self._cap:
+                    state.append(value)
+                    state.append(ts)
+                else:
+                    stalest = min(range(2, size, 2), key=state.__getitem__)
+                    state[stalest - 1] = value
+                    state[stalest] = ts
+        horizon = ts - self.window
+        live = [
+            (seen, state[i - 1]) for i in range(2, len(state), 2) if (seen := state[i]) >= horizon
+        ]
+        if len(live) < self.threshold or ts < state[0]:
+            return None
+        state[0] = ts + self.window
+        live.sort()
+        first = live[0][0]
+        return Crossing(len(live), float(first), tuple(str(v) for _, v in live))
+
+    def release(self, key: str) -> None:
+        """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
+        state = self._keys.get(key)
+        if state is not None:
+            state[0] = _NEG_INF
+
+    def expire(self, now: float) -> int:
+        """Drop keys whose newest value is older than ``now - window``; how many."""
+        keys = self._keys
+        horizon = now - self.window
+        dropped = 0
+        while keys:
+            key, state = next(iter(keys.items()))
+            if max(state[2::2]) >= horizon:
+                break
+            del keys[key]
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+class RecentSet:
+    """Keys seen within ``ttl`` seconds (e.g. clients that authenticated), LRU-capped."""
+
+    __slots__ = ("_keys", "max_keys", "ttl")
+
+    def __init__(self, ttl: float, max_keys: int) -> None:
+        _check(1, ttl, max_keys)
+        self.ttl = ttl
+        self.max_keys = max_keys
+        self._keys: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str, ts: float) -> None:
+        """Mark ``key`` as seen at ``ts``."""
+        keys = self._keys
+        if key in keys:
+            keys.move_to_end(key)
+        elif len(keys) >= self.max_keys:
+            keys.popitem(last=False)
+        keys[key] = ts
+
+    def seen(self, key: str, ts: float) -> bool:
+        """Whether ``key`` was marked no longer than ``ttl`` before ``ts``."""
+        last = self._keys.get(key)
+        return last is not None and ts - last <= self.ttl
+
+    def expire(self, now: float) -> int:
+        """Drop keys marked before ``now - ttl``; how many."""
+        keys = self._keys
+        horizon = now - self.ttl
+        dropped = 0
+        while keys:
+            key, last = next(iter(keys.items()))
+            if last >= horizon:
+                break
+            del keys[key]
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._keys)

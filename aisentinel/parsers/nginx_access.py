@@ -1,0 +1,100 @@
+"""``nginx``: the access log in nginx's ``combined`` format.
+
+``$remote_addr - $remote_user [$time_local] "$request" $status $body_bytes_sent
+"$http_referer" "$http_user_agent"``, optionally followed by more fields; a third
+quoted field is read as ``$http_x_forwarded_for``. Referer and user agent may be
+missing (``common`` format). nginx escapes ``"`` inside fields as ``\\x22``, so a
+quoted field never contains a bare quote. A request line that is not
+``METHOD TARGET HTTP/x`` (``"-"``, ``""``, a TLS handshake sent to a plain-HTTP
+port) is kept: ``method`` is ``""`` and ``path`` is the request text as logged.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aisentinel.configtypes import StrictModel
+from aisentinel.events import HttpRequest
+from aisentinel.parsers.base import REGISTRY, Parser, ParserContext
+from aisentinel.parsers.proxy import ProxyResolver, normalize_addr
+from aisentinel.parsers.timestamps import NginxTimeLocal
+
+_LINE = re.compile(
+    r'([0-9A-Fa-f.:]+) \S+ (\S+) \[([^\]]{26})\] "(?:([A-Z]+) ([^" ]*) HTTP/[\d.]+|([^"]*))" '
+    r'(\d{3}) (\d+|-)(?: "([^"]*)")?(?: "([^"]*)")?(?: "([^"]*)")?'
+)
+"""One combined line; the request is split by the regex when it is well formed."""
+
+_new = tuple.__new__
+
+
+def split_request(request: str) -> tuple[str, str]:
+    """``"GET /x HTTP/1.1"`` -> ``("GET", "/x")``; anything else -> ``("", request)``."""
+    parts = request.split(" ")
+    if len(parts) == 3 and parts[2].startswith("HTTP/"):
+        return parts[0], parts[1]
+    if len(parts) == 2 and parts[0].isalpha() and parts[0].isupper():
+        return parts[0], parts[1]  # HTTP/0.9 style "GET /"
+    return "", request
+
+
+class NginxAccessConfig(StrictModel):
+    """``[parsers.nginx]``: no settings of its own (trusted proxies are in ``[parsers]``)."""
+
+
+class NginxAccessParser(Parser):
+    """Parses ``combined`` access-log lines into :class:`HttpRequest`."""
+
+    name = "nginx"
+
+    def __init__(self, ctx: ParserContext) -> None:
+        super().__init__(ctx)
+        self._match = _LINE.match
+        self._time = NginxTimeLocal()
+        self._time_cache = self._time.cache
+        proxy = ProxyResolver(ctx.trusted_proxies)
+        self._resolve = proxy.client if proxy.enabled else None
+
+    def parse(self, line: str) -> HttpRequest | None:
+        """The request this line records, or ``None`` if it is not a combined line."""
+        m = self._match(line)
+        if m is None:
+            return None
+        peer, user, when, method, path, raw, status, sent, _referer, agent, xff = m.groups()
+        ts = self._time_cache.get(when)
+        if ts is None:
+            ts = self._time(when)
+            if ts is None:
+                return None
+        if peer[0] == ":":
+            peer = normalize_addr(peer)
+        if method is None:
+            method, path = split_request(raw)
+        if user == "-":
+            user = None
+        elif user[0] == '"':
+            user = user.strip('"') or None
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path); the
+        # field order is HttpRequest's.
+        return _new(
+            HttpRequest,
+            (
+                ts,
+                self.source,
+                peer if self._resolve is None else self._resolve(peer, xff),
+                method,
+                path,
+                int(status),
+                0 if sent == "-" else int(sent),
+                user,
+                agent or "",
+                None,
+                None,
+                None,
+                None,
+                None,
+            ),
+        )
+
+
+REGISTRY.register("nginx", NginxAccessConfig, NginxAccessParser)

@@ -1,0 +1,271 @@
+"""``sshd``: OpenSSH authentication events from syslog or the journal.
+
+Headers understood: classic syslog (``Nov 25 23:14:30 host sshd[123]: ``, local
+time, year inferred from the clock), RFC 3339 (``2026-11-25T23:14:30.123456+00:00
+host sshd[123]: ``, as the journald source writes) and RFC 5424 (``<38>1 TS host
+sshd 123 - - ``). The program may be ``sshd``, ``sshd-session`` or ``[sshd]``.
+
+Messages -> :class:`SshKind` (everything else, e.g. sessions opened, normal
+disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
+
+===========================================================  ==================
+``Failed password|keyboard-interactive|none|... for [invalid user] U from A``  FAILED_PASSWORD
+``Failed publickey for U from A`` (an existing user)          FAILED_PUBKEY
+``Failed publickey for invalid user U from A``                INVALID_USER
+``Invalid user U from A``; ``User U from A not allowed``;     INVALID_USER
+``ROOT LOGIN REFUSED FROM A``; ``PAM: ... for illegal user``
+``maximum authentication attempts exceeded for U from A``    MAX_AUTH
+``pam_*(sshd:auth): authentication failure; ... rhost=A``;    PAM_FAILURE
+``error: PAM: Authentication failure|error for U from A``
+``Connection closed|reset by [invalid|authenticating user U] A ... [preauth]``;  PREAUTH
+``Disconnected from ... [preauth]``; ``Disconnecting invalid user ...``;
+``Received disconnect from A ... [preauth]`` (or ``Auth fail``);
+``Did not receive identification string``; ``Bad protocol version``;
+``Unable to negotiate with A``; ``banner exchange``; ``ssh_dispatch_run_fatal``;
+``Timeout before authentication``; ``drop connection #N`` (PerSourcePenalties);
+``refused connect from`` (tcp wrappers)
+``Accepted METHOD for U from A``                              ACCEPTED
+===========================================================  ==================
+
+Weight of the kinds, for detectors: FAILED_PASSWORD, INVALID_USER and MAX_AUTH are
+failures. PAM_FAILURE repeats, from PAM's side, an attempt sshd also logs as
+``Failed password`` (and appears alone when a later PAM module accepts), so it must
+not be added to FAILED_PASSWORD. FAILED_PUBKEY for an existing user is what a client
+with several keys in its agent produces on every login. PREAUTH marks scanners and
+connection floods (fail2ban's ``ddos`` mode). Those three are weak signals.
+
+User names are chosen by the client and may contain ``from 1.2.3.4 port 22``; each
+pattern is anchored on the text sshd itself writes after the address, so such a name
+cannot move the reported address (the fail2ban corpus has these cases).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from aisentinel.configtypes import StrictModel
+from aisentinel.events import SshEvent, SshKind
+from aisentinel.parsers.base import REGISTRY, Parser, ParserContext
+from aisentinel.parsers.proxy import ADDR_RE, normalize_addr
+from aisentinel.parsers.timestamps import IsoTime, SyslogTime
+
+_A = r"(" + ADDR_RE + r")(?:%[\w.-]+)?"  # an address, maybe with an IPv6 zone
+_PORT = r"(?: port (\d+))?"
+
+
+def _re(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    return re.compile(pattern.replace("{A}", _A).replace("{PORT}", _PORT)).match
+
+
+_FAILED = _re(
+    r"Failed (\S+) for (invalid user )?(.*?) from {A}{PORT}(?: ssh\d?)?(?: \[preauth\])?(?:$|: )"
+)
+_INVALID = _re(r"Invalid user (.*?) from {A}{PORT}(?: \[preauth\])?$")
+_ACCEPTED = _re(r"Accepted \S+ for (.*?) from {A}{PORT}(?: ssh\d?)?(?:$|: )")
+_CLOSED = _re(
+    r"Connection (?:closed|reset) by (?:(?:invalid|authenticating) user (.*) )?"
+    r"{A}{PORT} \[preauth\]$"
+)
+_DISCONNECTED = _re(
+    r"Disconnected from (?:(?:invalid|authenticating) user (.*) )?{A}{PORT} \[preauth\]$"
+)
+_DISCONNECTING = _re(r"Disconnecting (?:invalid|authenticating) user (.*) {A} port (\d+): ")
+_RECEIVED = _re(r"Received disconnect from {A}{PORT}:\s*\d+: ")
+_NO_IDENT = _re(r"Did not receive identification string from {A}{PORT}$")
+_BAD_PROTO = _re(r"Bad protocol version identification .* from {A}{PORT}(?: \[preauth\])?$")
+_NEGOTIATE = _re(r"Unable to negotiate with {A} port (\d+): ")
+_NOT_ALLOWED = _re(r"User (.*) from {A} not allowed because [^:]*$")
+_ROOT_REFUSED = _re(r"ROOT LOGIN REFUSED FROM {A}{PORT}(?: \[preauth\])?$")
+_REFUSED_CONNECT = _re(r"refused connect from .*\({A}\)$")
+_MAX_AUTH = _re(
+    r"maximum authentication attempts exceeded for (invalid user )?(.*) from {A} port (\d+)"
+    r"(?: ssh\d?)?(?: \[preauth\])?$"
+)
+_PAM_SSHD = _re(
+    r"PAM: (?:([Aa]uthentication (?:failure|error))|User not known to the underlying "
+    r"authentication module|unknown user) for (?:illegal user )?(.*) from {A}(?: via \S+)?\s*$"
+)
+_PAM_MODULE = _re(
+    r"pam_\w+\(sshd:auth\): authentication failure;.*? rhost={A}(?=\s|$)(?:\s+user=(\S*))?"
+)
+_CONNECTION_FROM = _re(
+    r"(?:banner exchange|ssh_dispatch_run_fatal): Connection from {A} port (\d+): "
+)
+_TIMEOUT = _re(r"Timeout before authentication for (?:connection from )?{A}(?:$| |,)")
+_DROP = _re(r"drop connection #\d+ from \[{A}\]:(\d+) on ")
+_KERNEL = re.compile(r"kernel:\s*\[\s*[\d.]+\]:?\s*")
+_RFC5424 = re.compile(
+    r"<\d{1,3}>1 (\S+) \S+ (sshd\S*) \S+ \S+ (?:-|(?:\[(?:[^\]\"\\]|\"(?:[^\"\\]|\\.)*\")*\])+) "
+)
+
+_PRE = SshKind.PREAUTH
+_new = tuple.__new__
+
+
+class SshdConfig(StrictModel):
+    """``[parsers.sshd]``: no settings of its own."""
+
+
+class SshdParser(Parser):
+    """Parses sshd syslog/journal lines into :class:`SshEvent`."""
+
+    name = "sshd"
+
+    def __init__(self, ctx: ParserContext) -> None:
+        super().__init__(ctx)
+        self._syslog_time = SyslogTime(ctx.clock.now)
+        self._syslog_cache = self._syslog_time.cache
+        self._iso_time = IsoTime()
+
+    def parse(self, line: str) -> SshEvent | None:
+        """The authentication event this line reports, or ``None``."""
+        if "sshd" not in line:
+            return None
+        split = self._split(line)
+        if split is None:
+            return None
+        stamp, msg = split
+        found = self._message(msg)
+        if found is None:
+            return None
+        kind, addr, user, port = found
+        ts = self._syslog_cache.get(stamp)
+        if ts is None:
+            ts = self._iso_time(stamp) if stamp[0].isdigit() else self._syslog_time(stamp)
+            if ts is None:
+                return None
+        if addr[0] == ":":
+            addr = normalize_addr(addr)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path).
+        return _new(SshEvent, (ts, self.source, addr, kind, user, int(port) if port else None))
+
+    @staticmethod
+    def is_sshd_line(line: str) -> bool:
+        """Whether ``line`` is an sshd log line at all (used to sniff formats)."""
+        return "sshd" in line and SshdParser._split(line) is not None
+
+    @staticmethod
+    def _split(line: str) -> tuple[str, str] | None:
+        """(timestamp text, message) of an sshd line, or ``None`` for another program."""
+        first = line[:1]
+        if first.isalpha():  # "Nov 25 23:14:30 host sshd[1]: " or "Nov 5 ..."
+            stamp = line[:15] if line[6:7] == " " else line[:14]
+            start = len(stamp)
+        elif first.isdigit():  # "2026-11-25T23:14:30.1+00:00 host sshd[1]: "
+            start = line.find(" ")
+            if start < 0:
+                return None
+            stamp = line[:start]
+        elif first == "<":
+            m = _RFC5424.match(line)
+            if m is None:
+                return None
+            return m.group(1), line[m.end() :]
+        else:
+            return None
+        if line.startswith(" [sshd] ", start):  # an old writer: no colon after the tag
+            return stamp, line[start + 8 :]
+        end = line.find(": ", start)
+        if end < 0:
+            return None
+        tag = line[line.rfind(" ", start, end) + 1 : end]
+        if not (tag.startswith(("sshd", "[sshd")) and tag.endswith(("]", "sshd"))):
+            return None
+        return stamp, line[end + 2 :]
+
+    @staticmethod
+    def _message(msg: str) -> tuple[SshKind, str, str | None, str | None] | None:
+        """(kind, address, user, port) for a message sshd writes about authentication."""
+        if msg.startswith(("error: ", "fatal: ")):
+            msg = msg[7:]
+        elif msg.startswith("[ID "):
+            msg = msg[msg.find("] ") + 2 :]
+        elif msg.startswith("kernel:"):
+            msg = _KERNEL.sub("", msg, count=1)
+        c = msg[:3]
+        if c == "Fai":
+            m = _FAILED(msg)
+            if m is None:
+                return None
+            method, invalid, user, addr, port = m.groups()
+            if method == "publickey":
+                kind = SshKind.INVALID_USER if invalid else SshKind.FAILED_PUBKEY
+            else:
+                kind = SshKind.FAILED_PASSWORD
+            return kind, addr, user, port
+        if c == "Inv":
+            m = _INVALID(msg)
+            return None if m is None else (SshKind.INVALID_USER, m[2], m[1], m[3])
+        if c == "Con":
+            if not msg.endswith("[preauth]"):
+                return None
+            m = _CLOSED(msg)
+            return None if m is None else (_PRE, m[2], m[1], m[3])
+        if c == "Dis":
+            if msg.startswith("Disconnected"):
+                if not msg.endswith("[preauth]"):
+                    return None
+                m = _DISCONNECTED(msg)
+                return None if m is None else (_PRE, m[2], m[1], m[3])
+            m = _DISCONNECTING(msg)
+            return None if m is None else (_PRE, m[2], m[1], m[3])
+        if c == "Acc":
+            m = _ACCEPTED(msg)
+            return None if m is None else (SshKind.ACCEPTED, m[2], m[1], m[3])
+        if c == "Rec":
+            if not msg.endswith(("[preauth]", "Auth fail")):
+                return None
+            m = _RECEIVED(msg)
+            return None if m is None else (_PRE, m[1], None, m[2])
+        if c == "pam":
+            if "(sshd:auth): authentication failure;" not in msg:
+                return None
+            m = _PAM_MODULE(msg)
+            return None if m is None else (SshKind.PAM_FAILURE, m[1], m[2] or None, None)
+        return SshdParser._rare(msg)
+
+    @staticmethod
+    def _rare(msg: str) -> tuple[SshKind, str, str | None, str | None] | None:
+        """Less frequent messages, tried in turn."""
+        m: re.Match[str] | None
+        if msg.startswith("User "):
+            m = _NOT_ALLOWED(msg)
+            return None if m is None else (SshKind.INVALID_USER, m[2], m[1], None)
+        if msg.startswith("maximum auth"):
+            m = _MAX_AUTH(msg)
+            return None if m is None else (SshKind.MAX_AUTH, m[3], m[2], m[4])
+        if msg.startswith("PAM: "):
+            m = _PAM_SSHD(msg)
+            if m is None:
+                return None
+            kind = SshKind.PAM_FAILURE if m[1] else SshKind.INVALID_USER
+            return kind, m[3], m[2], None
+        if msg.startswith("Did not receive"):
+            m = _NO_IDENT(msg)
+            return None if m is None else (_PRE, m[1], None, m[2])
+        if msg.startswith("Bad protocol"):
+            m = _BAD_PROTO(msg)
+            return None if m is None else (_PRE, m[1], None, m[2])
+        if msg.startswith("Unable to negotiate with "):
+            m = _NEGOTIATE(msg)
+            return None if m is None else (_PRE, m[1], None, m[2])
+        if msg.startswith(("banner exchange", "ssh_dispatch_run_fatal")):
+            m = _CONNECTION_FROM(msg)
+            return None if m is None else (_PRE, m[1], None, m[2])
+        if msg.startswith("Timeout before"):
+            m = _TIMEOUT(msg)
+            return None if m is None else (_PRE, m[1], None, None)
+        if msg.startswith("drop connection"):
+            m = _DROP(msg)
+            return None if m is None else (_PRE, m[1], None, m[2])
+        if msg.startswith("ROOT LOGIN REFUSED"):
+            m = _ROOT_REFUSED(msg)
+            return None if m is None else (SshKind.INVALID_USER, m[1], "root", m[2])
+        if msg.startswith("refused connect"):
+            m = _REFUSED_CONNECT(msg)
+            return None if m is None else (_PRE, m[1], None, None)
+        return None
+
+
+REGISTRY.register("sshd", SshdConfig, SshdParser)

@@ -1,0 +1,81 @@
+"""The source contract: something that reads log lines and hands them on in batches.
+
+A source owns its reader thread(s). ``start(emit)`` returns at once; from then on
+the source calls ``emit`` with :class:`~aisentinel.events.LineBatch` values from its
+own thread, in order, one batch at a time. ``emit`` is thread-safe and never blocks
+for long (the pipeline queues). ``stop()`` stops the threads, saves the read
+position and returns within a second or two. A source never raises out of its
+thread: failures are logged, counted in :class:`SourceStats` and retried.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from aisentinel.clock import Clock
+from aisentinel.configtypes import StrictModel
+from aisentinel.events import LineBatch
+from aisentinel.registry import Registry
+
+Emit = Callable[[LineBatch], None]
+
+
+class SourceConfigBase(StrictModel):
+    """Keys every ``[[sources]]`` table has; plug-ins subclass it with their own keys."""
+
+    name: str
+    type: str
+    parser: Literal["nginx", "nginx-json", "nginx-error", "sshd", "auto"]
+
+
+@dataclass(slots=True)
+class SourceStats:
+    """Counters a source keeps; the exporter reads them at scrape time.
+
+    Written only by the source's own thread; read (without a lock) by the exporter,
+    which tolerates a slightly stale value.
+    """
+
+    lines_read: int = 0
+    bytes_read: int = 0
+    lines_truncated: int = 0
+    rotations: int = 0
+    errors: int = 0
+    up: bool = False
+    lag_bytes: int = 0
+    lag_seconds: float = 0.0
+    last_error: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+class Source(ABC):
+    """A running log source. Subclasses register with ``REGISTRY`` in their module."""
+
+    def __init__(self, config: SourceConfigBase, *, clock: Clock, state_dir: Path) -> None:
+        self.config = config
+        self.name = config.name
+        self.parser = config.parser
+        self.clock = clock
+        self.state_dir = state_dir
+        self.stats = SourceStats()
+
+    @abstractmethod
+    def start(self, emit: Emit) -> None:
+        """Open what can be opened, start the reader thread(s), and return at once."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop reading, persist positions/cursors, join the threads."""
+
+    def ready(self) -> bool:
+        """True once the source has opened (or is watching for) everything it follows."""
+        return True
+
+
+REGISTRY: Registry[type[Source]] = Registry("source")
+"""Sources by name; each plug-in module registers itself in one line."""

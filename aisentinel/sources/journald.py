@@ -1,0 +1,288 @@
+"""The ``journald`` source: sshd (or other) entries from the systemd journal.
+
+Needs the optional ``systemd-python`` package (``pip install aisentinel[systemd]``).
+Without it the source logs one warning at ``start()``, reports ``stats.up = False`` and
+does nothing else.
+
+Each entry becomes one syslog-like line that the sshd parser reads::
+
+    2026-11-25T23:14:30.123456+00:00 HOSTNAME sshd[PID]: MESSAGE
+
+(time from ``__REALTIME_TIMESTAMP`` in UTC, host from ``_HOSTNAME``, identifier from
+``SYSLOG_IDENTIFIER`` or ``_COMM``, pid from ``_PID`` or ``SYSLOG_PID``; newlines inside a
+message become spaces). ``matches`` are OR-ed.
+
+The cursor of the last entry handed to ``emit`` is saved (atomically) in
+``state_dir/journald-<name>.cursor`` at most every ``SAVE_INTERVAL`` seconds and at
+``stop()``; a restart seeks to it and skips that entry, so nothing is replayed or missed
+(entries are only duplicated after a crash between an emit and the next save).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import Field, field_validator
+
+from aisentinel.clock import Clock
+from aisentinel.configtypes import Duration
+from aisentinel.events import LineBatch
+from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
+from aisentinel.sources.positions import atomic_write
+
+try:
+    from systemd import journal as _journal
+except ImportError:  # optional dependency
+    _journal = None
+
+_log = structlog.get_logger(__name__)
+
+SAVE_INTERVAL = 1.0
+"""The cursor is saved at most this often (seconds) while running."""
+
+BATCH_LINES = 1024
+"""Entries handed to ``emit`` in one batch at most."""
+
+_MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def journald_available() -> bool:
+    """True when ``systemd-python`` is importable."""
+    return _journal is not None
+
+
+class JournaldSourceConfig(SourceConfigBase):
+    """``[[sources]]`` with ``type = "journald"``."""
+
+    type: Literal["journald"]
+    matches: list[str] = Field(
+        default_factory=lambda: ["_COMM=sshd", "SYSLOG_IDENTIFIER=sshd"], min_length=1
+    )
+    start_at: Literal["end", "beginning"] = "end"
+    directory: str | None = None
+    poll_interval: Duration = 1.0
+
+    @field_validator("matches")
+    @classmethod
+    def _match_form(cls, value: list[str]) -> list[str]:
+        for match in value:
+            if not _MATCH.match(match) or match.startswith("__"):
+                raise ValueError(
+                    f"journal match {match!r} must be FIELD=value with an upper-case field name"
+                )
+        return value
+
+    @field_validator("poll_interval")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("poll_interval must be more than 0")
+        return value
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return _text(value[0]) if value else None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def format_entry(entry: Mapping[str, Any]) -> str:
+    """One syslog-like line for a journal entry (raw ``__REALTIME_TIMESTAMP`` in µs)."""
+    micros = int(entry.get("__REALTIME_TIMESTAMP", 0))
+    stamp = (_EPOCH + dt.timedelta(microseconds=micros)).isoformat(timespec="microseconds")
+    host = _text(entry.get("_HOSTNAME")) or "localhost"
+    ident = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM")) or "unknown"
+    pid = _text(entry.get("_PID")) or _text(entry.get("SYSLOG_PID"))
+    message = _text(entry.get("MESSAGE")) or ""
+    if "\n" in message or "\r" in message:
+        message = message.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    tag = f"{ident}[{pid}]" if pid else ident
+    return f"{stamp} {host} {tag}: {message}"
+
+
+class JournaldSource(Source):
+    """Reads matching journal entries in a thread; see the module docstring."""
+
+    config: JournaldSourceConfig
+
+    def __init__(self, config: JournaldSourceConfig, *, clock: Clock, state_dir: Path) -> None:
+        super().__init__(config, clock=clock, state_dir=state_dir)
+        self.config = config
+        self.cursor_path = state_dir / f"journald-{config.name}.cursor"
+        self._cursor: str | None = None
+        self._saved_cursor: str | None = None
+        self._next_save = 0.0
+        self._stopping = threading.Event()
+        self._tried = threading.Event()
+        self._last_failure = ""
+        self._pending: dict[str, Any] | None = None
+        self._thread: threading.Thread | None = None
+        self._disabled = False
+
+    def start(self, emit: Emit) -> None:
+        """Start the reader thread; without systemd-python, warn once and stay down."""
+        if self._thread is not None or self._disabled:
+            raise RuntimeError(f"journald source {self.name!r} is already started")
+        if _journal is None:
+            self._disabled = True
+            self.stats.up = False
+            _log.warning(
+                f"journald source {self.name} disabled: systemd-python not installed "
+                "(pip install aisentinel[systemd])",
+                source=self.name,
+            )
+            return
+        self._thread = threading.Thread(
+            target=self._run, args=(emit,), name=f"aisentinel-source-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and save the cursor."""
+        thread = self._thread
+        if thread is None:
+            return
+        self._stopping.set()
+        thread.join(timeout=5.0)
+        if thread.is_alive():
+            _log.warning("journald reader did not stop in time", source=self.name)
+            self._save(force=True)
+        self._thread = None
+
+    def ready(self) -> bool:
+        """True once opening the journal was tried (retries follow), or when disabled."""
+        return self._disabled or self._tried.is_set()
+
+    # ------------------------------------------------------------------ thread
+
+    def _run(self, emit: Emit) -> None:
+        wait = min(self.config.poll_interval, 0.5)
+        while not self._stopping.is_set():
+            try:
+                reader = self._open()
+            except Exception as exc:  # noqa: BLE001 - never raise out of the thread; retry
+                self._fail("cannot open the journal", exc)
+                self._tried.set()
+                self._stopping.wait(self.config.poll_interval)
+                continue
+            try:
+                self._follow(reader, emit, wait)
+            except Exception as exc:  # noqa: BLE001 - reopen and go on from the cursor
+                self._fail("journal read failed", exc)
+                self._stopping.wait(self.config.poll_interval)
+            finally:
+                reader.close()
+        self._save(force=True)
+        self.stats.up = False
+
+    def _open(self) -> Any:
+        assert _journal is not None  # noqa: S101 - start() checked
+        converters = {"__REALTIME_TIMESTAMP": int, "__MONOTONIC_TIMESTAMP": _identity}
+        if self.config.directory is not None:
+            reader = _journal.Reader(path=self.config.directory, converters=converters)
+        else:
+            reader = _journal.Reader(converters=converters)
+        for match in self.config.matches:
+            reader.add_match(match)
+            reader.add_disjunction()
+        self._position(reader)
+        self._tried.set()
+        self._last_failure = ""
+        self.stats.up = True
+        return reader
+
+    def _position(self, reader: Any) -> None:
+        cursor = self._cursor or self._load_cursor()
+        if cursor is not None:
+            reader.seek_cursor(cursor)
+            entry = reader.get_next()
+            if entry and not reader.test_cursor(cursor):
+                self._pending = entry  # the saved entry is gone: this one is still unread
+            self._cursor = cursor
+        elif self.config.start_at == "beginning":
+            reader.seek_head()
+        else:
+            reader.seek_tail()
+            reader.get_previous()
+
+    def _follow(self, reader: Any, emit: Emit, wait: float) -> None:
+        while not self._stopping.is_set():
+            lines: list[str] = []
+            size = 0
+            last_ts = 0
+            read_at = self.clock.monotonic()
+            while len(lines) < BATCH_LINES:
+                entry, self._pending = self._pending or reader.get_next(), None
+                if not entry:
+                    break
+                line = format_entry(entry)
+                lines.append(line)
+                size += len(line)
+                self._cursor = entry.get("__CURSOR")
+                last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
+            if lines:
+                emit(LineBatch(self.name, self.parser, lines, read_at))
+                self.stats.lines_read += len(lines)
+                self.stats.bytes_read += size
+                behind = self.clock.now() - last_ts / 1e6 if len(lines) == BATCH_LINES else 0.0
+                self.stats.lag_seconds = max(0.0, behind)
+                self._save(force=False)
+                continue
+            self._save(force=False)
+            reader.wait(wait)
+
+    # ------------------------------------------------------------------ cursor
+
+    def _load_cursor(self) -> str | None:
+        try:
+            text = self.cursor_path.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            _log.warning(
+                "unreadable journal cursor ignored", path=str(self.cursor_path), reason=str(exc)
+            )
+            return None
+        return text or None
+
+    def _save(self, *, force: bool) -> None:
+        now = time.monotonic()
+        cursor = self._cursor
+        if cursor is None or cursor == self._saved_cursor or (not force and now < self._next_save):
+            return
+        try:
+            atomic_write(self.cursor_path, cursor.encode() + b"\n")
+        except OSError as exc:
+            self._fail("cannot save the journal cursor", exc)
+            return
+        self._saved_cursor = cursor
+        self._next_save = now + SAVE_INTERVAL
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        self.stats.errors += 1
+        self.stats.up = False
+        self.stats.last_error = f"{what}: {exc}"
+        if self.stats.last_error != self._last_failure:  # log a failure once, not every retry
+            self._last_failure = self.stats.last_error
+            _log.warning(what, source=self.name, reason=str(exc))
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+REGISTRY.register("journald", JournaldSourceConfig, JournaldSource)
+
+__all__ = ["JournaldSource", "JournaldSourceConfig", "format_entry", "journald_available"]

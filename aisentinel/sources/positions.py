@@ -1,0 +1,178 @@
+"""Read positions of file sources, kept across restarts in ``state_dir/positions.json``.
+
+One JSON file holds the positions of every file source, each under its own name::
+
+    {"version": 1,
+     "sources": {"nginx": {"/var/log/nginx/access.log":
+         {"dev": 64768, "ino": 1312, "offset": 8812, "head_len": 128, "head_sha256": "..."}}}}
+
+``offset`` is the byte offset just past the last line handed to ``emit``; the head
+hash (sha256 of the file's first ``head_len`` <= 128 bytes) tells a file that was
+truncated and rewritten, or a new file that reused the inode number, from the one
+that was being read. Writes are atomic (temp file, fsync, ``os.replace``, fsync of the
+directory), so a crash leaves the old or the new file, never half of one. A file that
+cannot be parsed is logged, moved aside to ``positions.json.corrupt`` and treated as
+empty: the sources start as if fresh rather than crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+_log = structlog.get_logger(__name__)
+
+HEAD_BYTES = 128
+"""How many leading bytes of a file the head hash covers (at most)."""
+
+POSITIONS_FILE = "positions.json"
+_VERSION = 1
+_FIELDS = ("dev", "ino", "offset", "head_len")
+
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+
+
+def _lock_for(path: Path) -> threading.Lock:
+    """One lock per positions file, shared by every source of this process."""
+    key = str(path.absolute())
+    with _locks_guard:
+        return _locks.setdefault(key, threading.Lock())
+
+
+def head_sha256(head: bytes) -> str:
+    """Hex sha256 of a file's head bytes."""
+    return hashlib.sha256(head).hexdigest()
+
+
+def read_head(fd: int, length: int = HEAD_BYTES) -> bytes:
+    """The first ``length`` bytes of an open file (fewer if it is shorter)."""
+    return os.pread(fd, length, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class FilePosition:
+    """Where reading of one file stopped: its identity, offset and head hash."""
+
+    dev: int
+    ino: int
+    offset: int
+    head_len: int
+    head_sha256: str
+
+    def head_matches(self, fd: int) -> bool:
+        """True if the open file starts with the same ``head_len`` bytes as when saved."""
+        head = read_head(fd, self.head_len)
+        return len(head) == self.head_len and head_sha256(head) == self.head_sha256
+
+    @classmethod
+    def from_json(cls, value: Any) -> FilePosition:
+        """Parse one entry; ``ValueError`` when a field is missing or has the wrong type."""
+        if not isinstance(value, dict):
+            raise ValueError("a position is an object")
+        ints = []
+        for name in _FIELDS:
+            item = value.get(name)
+            if not isinstance(item, int) or isinstance(item, bool) or item < 0:
+                raise ValueError(f"{name} must be a non-negative integer")
+            ints.append(item)
+        digest = value.get("head_sha256")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ValueError("head_sha256 must be a sha256 hex digest")
+        if ints[3] > HEAD_BYTES:
+            raise ValueError(f"head_len is at most {HEAD_BYTES}")
+        return cls(ints[0], ints[1], ints[2], ints[3], digest)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (temp file + fsync + rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        Path(tmp).replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            Path(tmp).unlink()
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class PositionStore:
+    """Load and save the positions of one named source in a shared positions file."""
+
+    def __init__(self, state_dir: Path, source: str) -> None:
+        self.path = state_dir / POSITIONS_FILE
+        self.source = source
+        self._lock = _lock_for(self.path)
+
+    def load(self) -> dict[str, FilePosition]:
+        """This source's saved positions by path; empty when none or the file is corrupt."""
+        with self._lock:
+            data = self._read_all()
+        section = data.get(self.source, {})
+        out: dict[str, FilePosition] = {}
+        for path, value in section.items():
+            try:
+                out[path] = FilePosition.from_json(value)
+            except ValueError as exc:
+                _log.warning(
+                    "ignoring bad saved position", source=self.source, path=path, reason=str(exc)
+                )
+        return out
+
+    def save(self, positions: Mapping[str, FilePosition]) -> None:
+        """Replace this source's positions, keeping the other sources' entries."""
+        with self._lock:
+            data = self._read_all()
+            data[self.source] = {path: asdict(pos) for path, pos in sorted(positions.items())}
+            text = json.dumps({"version": _VERSION, "sources": data}, indent=1, sort_keys=True)
+            atomic_write(self.path, text.encode() + b"\n")
+
+    def _read_all(self) -> dict[str, dict[str, Any]]:
+        """Every source's raw section; a corrupt file is moved aside and reads as empty."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return {}
+        try:
+            sources = _parse_document(raw)
+        except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            _log.error(
+                "corrupt positions file moved aside; file sources start as if fresh",
+                path=str(self.path),
+                moved_to=str(aside),
+                reason=str(exc),
+            )
+            self.path.replace(aside)
+            return {}
+        return sources
+
+
+def _parse_document(raw: bytes) -> dict[str, dict[str, Any]]:
+    """The ``sources`` mapping of a positions document; ``ValueError`` if malformed."""
+    doc = json.loads(raw)  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+    if not isinstance(doc, dict) or doc.get("version") != _VERSION:
+        raise ValueError(f"not a version {_VERSION} positions document")
+    sources = doc.get("sources")
+    if not isinstance(sources, dict) or not all(isinstance(v, dict) for v in sources.values()):
+        raise ValueError("'sources' must map source names to objects")
+    return sources

@@ -1,0 +1,298 @@
+#!/usr/bin/env python3
+"""Offline throughput: ``aisentinel replay`` against Debian's ``fail2ban-regex``.
+
+Generates (with the demo scenario) an nginx access log, an nginx error log and an
+sshd auth.log, then times on the same files, best of ``--runs`` wall-clock runs
+(process start-up included, stdout to a file):
+
+* ``aisentinel replay FILE --format F --json``
+* ``fail2ban-regex -o row FILE FILTER`` with Debian's filters (sshd, nginx-botsearch,
+  nginx-http-auth, nginx-limit-req). ``-o row`` prints one line per match (host and
+  time) and skips the statistics, which is both the fastest mode and what the
+  coverage check needs;
+* a bare-Python ceiling: one compiled regex matched against every line, nothing else.
+
+Coverage: a host "fail2ban would ban" has >= maxretry (5) matches within findtime
+(10 min), the defaults of Debian's jail.conf for these jails; every such host must
+be flagged by aisentinel (a finding about it or a decision on it). Recall against the
+scenario's ground truth and flags on benign addresses are printed too.
+
+    .venv/bin/python bench/throughput.py [--lines 1000000] [--runs 3] [--seed 1] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gen import aisentinel_cmd, aisentinel_env
+
+from aisentinel.demo.scenario import AttackKind, Manifest, generate
+
+FAIL2BAN = "/usr/bin/fail2ban-regex"
+FILTERS = Path("/etc/fail2ban/filter.d")
+MAXRETRY = 5
+FINDTIME = 600.0
+ROW_RE = re.compile(r"^\['([^']+)',\s*([0-9.]+),")
+
+# What a parser has to recognise, as one regex per format: the ceiling a pure-Python
+# line loop reaches before it builds any event.
+CEILING = {
+    "sshd": r"^(\w{3} [ \d]\d \d\d:\d\d:\d\d) (\S+) sshd\[(\d+)\]: (?:Failed \S+ for "
+    r"(?:invalid user )?(\S+) from ([0-9a-fA-F.:]+) port (\d+)|Invalid user (\S*) from "
+    r"([0-9a-fA-F.:]+))",
+    "nginx": r'^([0-9a-fA-F.:]+) - (\S+) \[([^\]]+)\] "(\S+) (\S+) [^"]*" (\d{3}) (\d+) '
+    r'"([^"]*)" "([^"]*)"',
+    "nginx-error": r"^(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[(\w+)\] \d+#\d+: \*\d+ (.*?), "
+    r"client: ([0-9a-fA-F.:]+), server: ",
+}
+
+
+@dataclass
+class Job:
+    """One log file, its aisentinel format, its fail2ban filters, its ground truth."""
+
+    name: str
+    path: Path
+    fmt: str
+    filters: tuple[str, ...]
+    kinds: frozenset[AttackKind]
+    lines: int = 0
+    results: dict[str, Any] = field(default_factory=dict)
+
+
+def best_of(argv: list[str], runs: int, out: Path, env: dict[str, str] | None = None) -> float:
+    """Best wall time of ``runs`` runs of ``argv`` with stdout into ``out``; raises on failure."""
+    best = float("inf")
+    for _ in range(runs):
+        with out.open("wb") as fh:
+            t0 = time.perf_counter()
+            proc = subprocess.run(
+                argv, stdout=fh, stderr=subprocess.PIPE, env=env, timeout=900, check=False
+            )
+            took = time.perf_counter() - t0
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{' '.join(argv[:3])}... exited {proc.returncode}: {err}")
+        best = min(best, took)
+    return best
+
+
+def ceiling(path: Path, fmt: str, runs: int) -> float:
+    """Best seconds to match the format's regex against every line of ``path``."""
+    rx = re.compile(CEILING[fmt])
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        with path.open(encoding="utf-8") as fh:
+            match = rx.match
+            for line in fh:
+                match(line)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def would_ban(rows_path: Path) -> tuple[set[str], int]:
+    """Hosts with >= MAXRETRY matches within FINDTIME in ``fail2ban-regex -o row`` output."""
+    times: dict[str, deque[float]] = defaultdict(deque)
+    banned: set[str] = set()
+    matches = 0
+    with rows_path.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            m = ROW_RE.match(line)
+            if not m:
+                continue
+            matches += 1
+            host, ts = m[1], float(m[2])
+            if host in banned:
+                continue
+            dq = times[host]
+            dq.append(ts)
+            while dq and ts - dq[0] > FINDTIME:
+                dq.popleft()
+            if len(dq) >= MAXRETRY:
+                banned.add(host)
+    return banned, matches
+
+
+def flagged(jsonl: Path) -> tuple[set[str], dict[str, Any] | None, int]:
+    """Addresses named by aisentinel's findings/decisions, the summary, non-JSON lines."""
+    hosts: set[str] = set()
+    summary = None
+    junk = 0
+    with jsonl.open(encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                junk += 1
+                continue
+            if not isinstance(obj, dict):
+                junk += 1
+                continue
+            kind = obj.get("type")
+            if kind == "finding":
+                if obj.get("client"):
+                    hosts.add(obj["client"])
+                hosts.update(obj.get("clients") or ())
+            elif kind == "decision" and obj.get("target"):
+                hosts.add(obj["target"].removesuffix("/32").removesuffix("/128"))
+            elif kind == "summary":
+                summary = obj
+    return hosts, summary, junk
+
+
+def make_jobs(work: Path, manifest: Manifest) -> list[Job]:
+    """The three files and what to run on each."""
+    return [
+        Job("auth.log", work / "auth.log", "sshd", ("sshd",),
+            frozenset({AttackKind.SSH_BRUTE_FORCE, AttackKind.SSH_CREDENTIAL_STUFFING}),
+            manifest.lines["auth"]),
+        Job("access.log", work / "access.log", "nginx", ("nginx-botsearch",),
+            frozenset({AttackKind.SCAN, AttackKind.AI_RECON, AttackKind.OLLAMA_EXPLOIT,
+                       AttackKind.HTTP_AUTH_BRUTE_FORCE, AttackKind.RATE_ABUSE}),
+            manifest.lines["access"]),
+        Job("error.log", work / "error.log", "nginx-error",
+            ("nginx-http-auth", "nginx-limit-req"),
+            frozenset({AttackKind.HTTP_AUTH_BRUTE_FORCE, AttackKind.RATE_ABUSE}),
+            manifest.lines["error"]),
+    ]  # fmt: skip
+
+
+def run_job(job: Job, args: argparse.Namespace, manifest: Manifest, work: Path) -> None:
+    """Time everything on one file and fill ``job.results``."""
+    r = job.results
+    r["ceiling_s"] = ceiling(job.path, job.fmt, args.runs)
+    f2b_hosts: set[str] = set()
+    if not args.no_fail2ban and Path(FAIL2BAN).exists():
+        r["fail2ban"] = {}
+        for flt in job.filters:
+            out = work / f"f2b-{job.name}-{flt}.txt"
+            argv = [FAIL2BAN, "-o", "row", str(job.path), str(FILTERS / f"{flt}.conf")]
+            secs = best_of(argv, args.runs, out)
+            hosts, matches = would_ban(out)
+            f2b_hosts |= hosts
+            r["fail2ban"][flt] = {"seconds": secs, "matches": matches, "would_ban": len(hosts)}
+        r["fail2ban_would_ban"] = len(f2b_hosts)
+    truth = {a for a, atk in manifest.attacks.items() if atk.kind in job.kinds}
+    r["truth"] = len(truth)
+    if args.no_aisentinel:
+        return
+    out = work / f"ais-{job.name}.jsonl"
+    argv = [*aisentinel_cmd(args.aisentinel), "replay", str(job.path), "--format", job.fmt]
+    argv += ["--json"] + (["--config", str(args.config)] if args.config else [])
+    try:
+        secs = best_of(argv, args.runs, out, env=aisentinel_env())
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        r["aisentinel_error"] = str(exc)
+        return
+    hosts, summary, junk = flagged(out)
+    missed = sorted(f2b_hosts - hosts)
+    r["aisentinel"] = {
+        "seconds": secs,
+        "flagged": len(hosts),
+        "summary": summary,
+        "non_json_lines": junk,
+        "fail2ban_would_ban_not_flagged": missed,
+        "recall": len(hosts & truth) / len(truth) if truth else None,
+        "benign_flagged": sorted(hosts & set(manifest.benign)),
+    }
+
+
+def rate(lines: int, secs: float | None) -> str:
+    return f"{lines / secs:>11,.0f}/s" if secs else f"{'n/a':>13}"
+
+
+def print_table(jobs: list[Job], args: argparse.Namespace, gen_rate: float) -> None:
+    print(f"scenario: seed {args.seed}, generated at {gen_rate:,.0f} lines/s; best of {args.runs}")
+    print("wall time per run includes process start-up; lines/s = file lines / best wall time\n")
+    head = f"{'file':<11} {'lines':>10} {'aisentinel':>13} {'fail2ban-regex':>13} {'filter':<16}"
+    print(head + f" {'ais/f2b':>7} {'bare regex':>13}")
+    for job in jobs:
+        r = job.results
+        ais = r.get("aisentinel", {}).get("seconds")
+        f2b = r.get("fail2ban", {})
+        first = True
+        for flt, fr in f2b.items() or {"-": {"seconds": None}}.items():
+            ratio = f"{fr['seconds'] / ais:>6.1f}x" if ais and fr["seconds"] else f"{'':>7}"
+            print(
+                f"{job.name if first else '':<11} {job.lines if first else '':>10} "
+                f"{rate(job.lines, ais) if first else '':>13} {rate(job.lines, fr['seconds'])} "
+                f"{flt:<16} {ratio} {rate(job.lines, r['ceiling_s']) if first else '':>13}"
+            )
+            first = False
+        if "aisentinel_error" in r:
+            print(f"  aisentinel replay failed: {r['aisentinel_error']}")
+    print("\ncoverage (fail2ban would ban = >= 5 matches within 10 min)")
+    print(f"{'file':<11} {'f2b bans':>9} {'ais flagged':>11} {'missed':>7} {'truth':>6} "
+          f"{'recall':>7} {'benign flagged':>15}")  # fmt: skip
+    for job in jobs:
+        r = job.results
+        bans = r.get("fail2ban_would_ban", 0)
+        a = r.get("aisentinel")
+        if a is None:
+            print(f"{job.name:<11} {bans:>9} {'n/a':>11}")
+            continue
+        recall = f"{a['recall']:.1%}" if a["recall"] is not None else "-"
+        print(
+            f"{job.name:<11} {bans:>9} {a['flagged']:>11} "
+            f"{len(a['fail2ban_would_ban_not_flagged']):>7} {r['truth']:>6} {recall:>7} "
+            f"{len(a['benign_flagged']):>15}"
+        )
+        if a["fail2ban_would_ban_not_flagged"]:
+            print(f"  not flagged: {', '.join(a['fail2ban_would_ban_not_flagged'][:10])}")
+        if a["non_json_lines"]:
+            print(f"  note: {a['non_json_lines']} non-JSON line(s) on replay's stdout")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--lines", type=int, default=1_000_000, help="access and auth lines")
+    ap.add_argument("--error-lines", type=int, default=None, help="default: --lines / 5")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=3, help="best of N")
+    ap.add_argument("--json", action="store_true", help="print one JSON object, no table")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep the files here")
+    ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
+    ap.add_argument("--config", type=Path, default=None, help="passed to aisentinel replay")
+    ap.add_argument("--no-fail2ban", action="store_true")
+    ap.add_argument("--no-aisentinel", action="store_true")
+    args = ap.parse_args(argv)
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="aisentinel-bench-"))
+    try:
+        t0 = time.perf_counter()
+        error_lines = args.lines // 5 if args.error_lines is None else args.error_lines
+        manifest = generate(
+            work, lines_nginx=args.lines, lines_sshd=args.lines, lines_error=error_lines,
+            seed=args.seed,
+        )  # fmt: skip
+        gen_rate = sum(manifest.lines.values()) / (time.perf_counter() - t0)
+        jobs = make_jobs(work, manifest)
+        for job in jobs:
+            run_job(job, args, manifest, work)
+        if args.json:
+            print(json.dumps({
+                "seed": args.seed, "runs": args.runs, "generate_lines_per_s": gen_rate,
+                "files": {j.name: {"lines": j.lines, **j.results} for j in jobs},
+            }, indent=1))  # fmt: skip
+        else:
+            print_table(jobs, args, gen_rate)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Shared test helpers: a deadline-based wait and log-line builders.
+
+Test data is generated here, never copied from the shared corpus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def syslog_ts(epoch: float) -> str:
+    """``Nov 25 23:14:30`` for an epoch (UTC)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%b %d %H:%M:%S")
+
+
+def nginx_ts(epoch: float) -> str:
+    """``25/Nov/2026:23:14:30 +0000`` for an epoch (UTC)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%d/%b/%Y:%H:%M:%S +0000")
+
+
+def ssh_fail(epoch: float, ip: str, user: str = "root", pid: int = 4242) -> str:
+    """A classic-syslog sshd failed-password line."""
+    return (
+        f"{syslog_ts(epoch)} gpu-box sshd[{pid}]: Failed password for {user} from {ip} "
+        f"port 52144 ssh2"
+    )
+
+
+def nginx_line(epoch: float, ip: str, path: str, status: int = 200, user: str = "-") -> str:
+    """A combined-format access log line."""
+    return (
+        f'{ip} - {user} [{nginx_ts(epoch)}] "GET {path} HTTP/1.1" {status} 512 "-" '
+        f'"Mozilla/5.0 (X11; Linux x86_64)"'
+    )
+
+
+@pytest.fixture
+def now_epoch() -> float:
+    """A fixed, recent epoch so syslog timestamps (no year) resolve to the right year."""
+    return float(int(time.time()) - 60)

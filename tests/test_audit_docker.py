@@ -1,0 +1,110 @@
+"""Docker checks: containers' inspect data from a fake engine; no engine gives unknown."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from aisentinel.audit.checks import CHECKS
+from aisentinel.audit.context import DockerUnavailableError, docker_sdk_inspector
+from aisentinel.audit.engine import run_check
+from aisentinel.audit.model import CheckResult, Status
+from aisentinel.audit.testing import fake_docker, make_context, no_docker
+
+
+def container(
+    name: str,
+    image: str,
+    ports: Mapping[str, list[dict[str, str]] | None],
+    networks: tuple[str, ...] = ("ai",),
+    mode: str = "ai",
+) -> dict[str, Any]:
+    """Inspect data shaped like the Engine API's ``GET /containers/{id}/json``."""
+    return {
+        "Name": f"/{name}",
+        "Config": {"Image": image},
+        "HostConfig": {"NetworkMode": mode},
+        "NetworkSettings": {"Ports": dict(ports), "Networks": {n: {} for n in networks}},
+    }
+
+
+def run(check_id: str, containers: list[dict[str, Any]]) -> CheckResult:
+    """Run a docker check against ``containers``."""
+    return run_check(CHECKS.get(check_id).factory, make_context(docker=fake_docker(containers)))
+
+
+def test_ai_container_published_on_all_interfaces_fails() -> None:
+    """ollama published as 11434:11434 (0.0.0.0 and ::) fails and says it bypasses ufw."""
+    ollama = container(
+        "ollama",
+        "ollama/ollama:0.5.7",
+        {
+            "11434/tcp": [
+                {"HostIp": "0.0.0.0", "HostPort": "11434"},
+                {"HostIp": "::", "HostPort": "11434"},
+            ]
+        },
+    )
+    result = run("docker.ai-ports", [ollama])
+    assert result.status is Status.FAIL
+    assert "ollama (ollama/ollama:0.5.7): published on every interface" in result.evidence[0]
+    assert "127.0.0.1:11434:11434" in result.remediation
+    assert "bypass ufw" in result.remediation
+
+
+def test_loopback_published_and_non_ai_containers_pass() -> None:
+    """An AI container on 127.0.0.1 passes; a non-AI container on 0.0.0.0 is not judged."""
+    vllm = container(
+        "vllm",
+        "vllm/vllm-openai:latest",
+        {"8000/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8000"}], "9000/tcp": None},
+    )
+    web = container("web", "nginx:1.27", {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "80"}]})
+    result = run("docker.ai-ports", [vllm, web])
+    assert result.status is Status.PASS
+    assert result.evidence == (
+        "vllm (vllm/vllm-openai:latest): published 127.0.0.1:8000->8000/tcp",
+    )
+
+
+def test_host_network_ai_container_warns() -> None:
+    """An AI container with host networking warns and points at the socket check."""
+    result = run(
+        "docker.ai-ports", [container("ow", "ghcr.io/open-webui/open-webui:main", {}, (), "host")]
+    )
+    assert result.status is Status.WARN
+
+
+def test_default_bridge_warns() -> None:
+    """An AI container on the default bridge warns with the user-defined network fix."""
+    on_bridge = container("ollama", "ollama/ollama", {}, ("bridge",))
+    result = run("docker.ai-network", [on_bridge, container("vllm", "vllm/vllm-openai", {})])
+    assert result.status is Status.WARN
+    assert result.evidence[0].endswith("on the default bridge network")
+    assert "docker network create ai" in result.remediation
+
+
+def test_no_ai_containers_pass() -> None:
+    """No AI image among the running containers: both checks pass, counting containers."""
+    result = run("docker.ai-network", [container("db", "postgres:16", {})])
+    assert result.status is Status.PASS
+    assert result.evidence == ("1 running containers, none from an AI image",)
+
+
+def test_no_engine_is_unknown_with_reason() -> None:
+    """Without an engine both checks are unknown and carry the reason."""
+    ctx = make_context(docker=no_docker("no Docker engine: socket missing"))
+    for check_id in ("docker.ai-ports", "docker.ai-network"):
+        result = run_check(CHECKS.get(check_id).factory, ctx)
+        assert result.status is Status.UNKNOWN
+        assert result.evidence == ("no Docker engine: socket missing",)
+
+
+def test_real_sdk_without_engine_raises_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real docker SDK inspector reports an absent engine as DockerUnavailableError."""
+    pytest.importorskip("docker")
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/aisentinel-test.sock")
+    with pytest.raises(DockerUnavailableError, match="Docker"):
+        docker_sdk_inspector(1.0)

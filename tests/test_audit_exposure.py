@@ -1,0 +1,260 @@
+"""AI port exposure and OLLAMA_HOST: real listening sockets from the real /proc, unit fixtures."""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aisentinel.audit.checks import CHECKS
+from aisentinel.audit.config import AuditConfig
+from aisentinel.audit.engine import run_check
+from aisentinel.audit.model import Status
+from aisentinel.audit.runner import CommandResult, FakeRunner
+from aisentinel.audit.sockets import (
+    ListeningSocket,
+    ProcNetError,
+    listening_sockets,
+    parse_proc_net_tcp,
+)
+from aisentinel.audit.testing import make_context
+
+FIXTURES = Path(__file__).parent / "fixtures" / "audit"
+UFW = ("ufw", "status", "verbose")
+PROC_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+
+
+def listener(host: str, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A TCP socket listening on a free port of ``host``."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(1)
+    return sock
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets a test opens; all closed afterwards."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def ufw_runner(name: str) -> FakeRunner:
+    """A runner whose ufw prints fixture ``name``."""
+    return FakeRunner({UFW: CommandResult(UFW, 0, (FIXTURES / name).read_text(), "")})
+
+
+def test_parse_proc_net_tcp_fixture_lines() -> None:
+    """Kernel hex addresses decode (v4 and v6, little-endian words); only LISTEN rows count."""
+    v4 = PROC_HEADER + (
+        "   0: 0100007F:2CAA 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 1\n"
+        "   1: 00000000:1F40 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0 0 2\n"
+        "   2: 0101A8C0:0016 0201A8C0:D431 01 00000000:00000000 00:00000000 00000000  0 0 3\n"
+    )
+    got = parse_proc_net_tcp(v4, v6=False)
+    assert got == [
+        ListeningSocket(11434, ipaddress.IPv4Address("127.0.0.1")),
+        ListeningSocket(8000, ipaddress.IPv4Address("0.0.0.0")),
+    ]
+    assert got[0].loopback
+    assert not got[1].loopback
+    assert got[1].wildcard
+    v6 = PROC_HEADER + (
+        "   0: 00000000000000000000000001000000:2CAA 00000000000000000000000000000000:0000 0A x\n"
+        "   1: 0000000000000000FFFF00000100007F:1F90 00000000000000000000000000000000:0000 0A x\n"
+        "   2: 000080FE000000000000000001000000:1F90 00000000000000000000000000000000:0000 0A x\n"
+    )
+    got6 = parse_proc_net_tcp(v6, v6=True)
+    assert [(s.address, s.port) for s in got6] == [
+        (ipaddress.IPv6Address("::1"), 11434),
+        (ipaddress.IPv6Address("::ffff:127.0.0.1"), 8080),
+        (ipaddress.IPv6Address("fe80::1"), 8080),
+    ]
+    assert got6[0].loopback
+    assert got6[1].loopback
+    assert not got6[2].loopback
+
+
+def test_bad_proc_file_is_an_error(tmp_path: Path) -> None:
+    """A missing net/tcp or a malformed row raises ProcNetError naming the file."""
+    with pytest.raises(ProcNetError, match="does not exist"):
+        listening_sockets(tmp_path)
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "tcp").write_text(PROC_HEADER + "   0: zz\n")
+    with pytest.raises(ProcNetError, match="net/tcp"):
+        listening_sockets(tmp_path)
+
+
+def test_real_sockets_from_real_proc(sockets: list[socket.socket]) -> None:
+    """Sockets the test opens on 0.0.0.0 and 127.0.0.1 appear in the real /proc with their binds."""
+    public = listener("0.0.0.0")
+    local = listener("127.0.0.1")
+    sockets += [public, local]
+    found = listening_sockets(Path("/proc"))
+    assert ListeningSocket(public.getsockname()[1], ipaddress.IPv4Address("0.0.0.0")) in found
+    assert ListeningSocket(local.getsockname()[1], ipaddress.IPv4Address("127.0.0.1")) in found
+
+
+def test_exposed_ai_port_without_firewall_fails(sockets: list[socket.socket]) -> None:
+    """An AI port bound to 0.0.0.0 with no default-deny firewall fails; loopback ones are fine."""
+    public, local = listener("0.0.0.0"), listener("127.0.0.1")
+    sockets += [public, local]
+    pub_port, local_port = public.getsockname()[1], local.getsockname()[1]
+    config = AuditConfig(ai_ports=(pub_port, local_port))
+    ctx = make_context(config, runner=ufw_runner("ufw_allow_default.txt"))
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is Status.FAIL
+    assert result.evidence == (
+        f"0.0.0.0:{pub_port} listens beyond loopback; ufw: not filtered (no default-deny firewall)",
+    )
+    assert "OLLAMA_HOST=127.0.0.1:11434" in result.remediation
+
+
+def test_loopback_only_ai_port_passes(sockets: list[socket.socket]) -> None:
+    """AI ports bound to 127.0.0.1 only pass, with the socket as evidence."""
+    local = listener("127.0.0.1")
+    sockets.append(local)
+    port = local.getsockname()[1]
+    result = run_check(
+        CHECKS.get("exposure.ai-ports").factory, make_context(AuditConfig(ai_ports=(port,)))
+    )
+    assert result.status is Status.PASS
+    assert f"127.0.0.1:{port}" in result.evidence[0]
+
+
+def test_exposed_port_firewalled_to_lan_warns(tmp_path: Path) -> None:
+    """A 0.0.0.0:11434 listener that ufw only accepts from a LAN CIDR warns, naming the CIDR."""
+    proc = tmp_path / "net"
+    proc.mkdir()
+    (proc / "tcp").write_text(
+        PROC_HEADER
+        + "   0: 00000000:2CAA 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0\n"
+    )
+    ctx = make_context(AuditConfig(proc_root=tmp_path), runner=ufw_runner("ufw_active.txt"))
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is Status.WARN
+    assert "from 192.168.1.0/24" in result.evidence[0]
+
+
+def test_exposed_port_closed_by_firewall_passes(tmp_path: Path) -> None:
+    """A wildcard listener that default deny accepts from nowhere passes, saying so."""
+    proc = tmp_path / "net"
+    proc.mkdir()
+    (proc / "tcp").write_text(
+        PROC_HEADER
+        + "   0: 00000000:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0\n"
+    )
+    ctx = make_context(AuditConfig(proc_root=tmp_path), runner=ufw_runner("ufw_active.txt"))
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is Status.PASS
+    assert "0.0.0.0:5000" in result.evidence[0]
+    assert "default deny" in result.evidence[0]
+
+
+def test_exposed_port_with_unreadable_firewall_fails(sockets: list[socket.socket]) -> None:
+    """If the firewall cannot be read, an exposed AI port is a fail, not a pass."""
+    public = listener("0.0.0.0")
+    sockets.append(public)
+    ctx = make_context(AuditConfig(ai_ports=(public.getsockname()[1],)))
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is Status.FAIL
+    assert "firewall unknown" in result.evidence[0]
+
+
+def test_unreadable_proc_is_unknown(tmp_path: Path) -> None:
+    """No /proc/net/tcp: the exposure check is unknown with the path in the reason."""
+    result = run_check(
+        CHECKS.get("exposure.ai-ports").factory, make_context(AuditConfig(proc_root=tmp_path))
+    )
+    assert result.status is Status.UNKNOWN
+    assert str(tmp_path) in result.evidence[0]
+
+
+# --------------------------------------------------------------------------- OLLAMA_HOST
+
+
+def unit_dirs(tmp_path: Path) -> tuple[Path, Path]:
+    """The fixture unit tree copied to ``tmp_path``: (etc dir, lib dir)."""
+    shutil.copytree(FIXTURES / "units", tmp_path / "units")
+    return tmp_path / "units" / "etc", tmp_path / "units" / "lib"
+
+
+def test_ollama_host_from_dropin_overrides_unit(tmp_path: Path) -> None:
+    """Without systemd, a drop-in's OLLAMA_HOST=0.0.0.0 (overriding the unit's 127.0.0.1) fails."""
+    config = AuditConfig(unit_dirs=unit_dirs(tmp_path))
+    result = run_check(CHECKS.get("exposure.ollama-host").factory, make_context(config))
+    assert result.status is Status.FAIL
+    assert "OLLAMA_HOST=0.0.0.0:11434 binds every interface" in result.evidence[0]
+    assert 'Environment="OLLAMA_HOST=127.0.0.1:11434"' in result.remediation
+
+
+def test_ollama_host_loopback_in_unit_passes(tmp_path: Path) -> None:
+    """The unit file alone (127.0.0.1) passes."""
+    etc, lib = unit_dirs(tmp_path)
+    shutil.rmtree(etc / "ollama.service.d")
+    config = AuditConfig(unit_dirs=(etc, lib))
+    result = run_check(CHECKS.get("exposure.ollama-host").factory, make_context(config))
+    assert result.status is Status.PASS
+    assert "binds loopback" in result.evidence[0]
+
+
+def test_ollama_host_from_systemctl_show() -> None:
+    """systemctl show's Environment (quoted words) is parsed; a 0.0.0.0 bind fails."""
+    argv = ("systemctl", "show", "-p", "LoadState", "-p", "Environment", "ollama.service")
+    text = (FIXTURES / "systemctl_show_env_wildcard.txt").read_text()
+    runner = FakeRunner({argv: CommandResult(argv, 0, text, "")})
+    config = AuditConfig(ai_units=("ollama.service",))
+    result = run_check(
+        CHECKS.get("exposure.ollama-host").factory, make_context(config, runner=runner)
+    )
+    assert result.status is Status.FAIL
+    assert "(systemctl show)" in result.evidence[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("0.0.0.0", Status.FAIL),
+        (":11434", Status.FAIL),
+        ("http://[::]:11434", Status.FAIL),
+        ("203.0.113.7:11434", Status.FAIL),
+        ("192.168.1.10", Status.WARN),
+        ("localhost:11434", Status.PASS),
+        ("[::1]:11434", Status.PASS),
+        ("127.0.0.1", Status.PASS),
+    ],
+)
+def test_ollama_host_values(tmp_path: Path, value: str, expected: Status) -> None:
+    """OLLAMA_HOST values: wildcard/public fail, LAN warns, loopback passes."""
+    (tmp_path / "ollama.service").write_text(f'[Service]\nEnvironment="OLLAMA_HOST={value}"\n')
+    config = AuditConfig(unit_dirs=(tmp_path,))
+    assert (
+        run_check(CHECKS.get("exposure.ollama-host").factory, make_context(config)).status
+        is expected
+    )
+
+
+def test_ollama_not_installed_passes(tmp_path: Path) -> None:
+    """No ollama unit anywhere (and no systemd): pass with "not installed"."""
+    config = AuditConfig(unit_dirs=(tmp_path,))
+    result = run_check(CHECKS.get("exposure.ollama-host").factory, make_context(config))
+    assert result.status is Status.PASS
+    assert result.evidence == ("ollama.service is not installed",)
+
+
+def test_systemctl_error_without_unit_files_is_unknown(tmp_path: Path) -> None:
+    """systemctl present but failing (not "no systemd") and no unit files: unknown."""
+    argv = ("systemctl", "show", "-p", "LoadState", "-p", "Environment", "ollama.service")
+    runner = FakeRunner({argv: CommandResult(argv, 1, "", "Access denied")})
+    config = AuditConfig(unit_dirs=(tmp_path,))
+    result = run_check(
+        CHECKS.get("exposure.ollama-host").factory, make_context(config, runner=runner)
+    )
+    assert result.status is Status.UNKNOWN
+    assert "Access denied" in result.evidence[0]

@@ -1,0 +1,203 @@
+"""nginx checks: the real nginx validates and dumps each fixture config; the checks judge it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aisentinel.audit.checks import CHECKS
+from aisentinel.audit.config import AuditConfig, AuditTools
+from aisentinel.audit.engine import run_check
+from aisentinel.audit.model import Status
+from aisentinel.audit.nginxconf import (
+    NginxParseError,
+    ai_locations,
+    is_ai_target,
+    parse_dump,
+    parse_file,
+)
+from aisentinel.audit.runner import CommandResult, FakeRunner, SubprocessRunner
+from aisentinel.audit.testing import empty_proc, make_context
+
+CASES = Path(__file__).parent / "fixtures" / "audit" / "nginx"
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")
+needs_nginx = pytest.mark.skipif(NGINX is None, reason="nginx is not installed")
+NGINX_CHECKS = ("nginx.auth", "nginx.rate-limit", "nginx.tls")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throw-away self-signed certificate for the TLS server blocks."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    out = tmp_path_factory.mktemp("certs")
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=ai.example.test",
+         "-keyout", str(out / "key.pem"), "-out", str(out / "cert.pem")],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return out
+
+
+def install_case(case: Path, prefix: Path, certs: Path) -> Path:
+    """Copy a case folder to ``prefix`` with its placeholders filled; returns nginx.conf."""
+    for src in case.rglob("*.conf"):
+        dst = prefix / src.relative_to(case)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        text = src.read_text().replace("@PREFIX@", str(prefix)).replace("@CERTS@", str(certs))
+        dst.write_text(text)
+    return prefix / "nginx.conf"
+
+
+@needs_nginx
+@pytest.mark.parametrize("case", sorted(p.name for p in CASES.iterdir() if p.is_dir()))
+def test_fixture_case_with_real_nginx(case: str, tmp_path: Path, certs: Path) -> None:
+    """Each case config is valid for the real nginx, and the checks give its expected statuses."""
+    conf = install_case(CASES / case, tmp_path, certs)
+    check = subprocess.run(
+        [str(NGINX), "-t", "-c", str(conf), "-p", str(tmp_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert check.returncode == 0, check.stderr
+    expected = json.loads((CASES / case / "expected.json").read_text())
+    config = AuditConfig(
+        nginx_conf=conf, tools=AuditTools(nginx=str(NGINX)), proc_root=empty_proc(tmp_path)
+    )
+    ctx = make_context(config, runner=SubprocessRunner())
+    results = {cid: run_check(CHECKS.get(cid).factory, ctx) for cid in NGINX_CHECKS}
+    assert {cid: r.status.value for cid, r in results.items()} == {
+        cid: expected[cid] for cid in NGINX_CHECKS
+    }, results
+    dump = ctx.tool("nginx", "-T", "-c", str(conf)).stdout
+    found, _ = ai_locations(parse_dump(dump), config.ai_ports, config.ai_upstream_names)
+    assert len(found) == expected["ai_locations"]
+
+
+@needs_nginx
+def test_mixed_case_evidence_names_the_open_location(tmp_path: Path, certs: Path) -> None:
+    """The fail names the location whose auth was switched off, with file and line."""
+    conf = install_case(CASES / "mixed", tmp_path, certs)
+    config = AuditConfig(
+        nginx_conf=conf, tools=AuditTools(nginx=str(NGINX)), proc_root=empty_proc(tmp_path)
+    )
+    result = run_check(
+        CHECKS.get("nginx.auth").factory, make_context(config, runner=SubprocessRunner())
+    )
+    open_lines = [line for line in result.evidence if "NO authentication" in line]
+    assert len(open_lines) == 1
+    assert "location /api/" in open_lines[0]
+    assert f"{tmp_path}/conf.d/ai.conf:" in open_lines[0]
+    assert any("address allowlist only" in line and "/lan/" in line for line in result.evidence)
+    assert "auth_basic_user_file" in result.remediation
+
+
+@needs_nginx
+def test_broken_config_is_unknown_not_pass(tmp_path: Path) -> None:
+    """When nginx -T rejects the config the checks are unknown with nginx's message."""
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"error_log {tmp_path}/e.log; pid {tmp_path}/p; events {{}}"
+        " http { server { listen 80 } }"
+    )
+    config = AuditConfig(
+        nginx_conf=conf, tools=AuditTools(nginx=str(NGINX)), proc_root=empty_proc(tmp_path)
+    )
+    result = run_check(
+        CHECKS.get("nginx.auth").factory, make_context(config, runner=SubprocessRunner())
+    )
+    assert result.status is Status.UNKNOWN
+    assert "nginx" in result.evidence[0]
+
+
+def test_not_installed_and_no_web_port_passes(tmp_path: Path) -> None:
+    """Without nginx and with nothing on 80/443 the nginx checks pass as "not installed"."""
+    ctx = make_context(AuditConfig(proc_root=empty_proc(tmp_path)))
+    result = run_check(CHECKS.get("nginx.tls").factory, ctx)
+    assert result.status is Status.PASS
+    assert "not installed" in result.evidence[0]
+
+
+def test_not_installed_but_port_443_listening_is_unknown(tmp_path: Path) -> None:
+    """Without nginx but with something public on 443 the checks cannot vouch: unknown."""
+    proc = empty_proc(tmp_path)
+    (proc / "net" / "tcp").write_text(
+        "  sl  local_address rem_address   st\n"
+        "   0: 00000000:01BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0\n"
+    )
+    ctx = make_context(AuditConfig(proc_root=proc))
+    result = run_check(CHECKS.get("nginx.auth").factory, ctx)
+    assert result.status is Status.UNKNOWN
+    assert "0.0.0.0:443" in result.evidence[0]
+
+
+def test_dump_with_include_and_quotes_parses() -> None:
+    """Includes resolve against dumped files; quoted braces and comments do not break parsing."""
+    dump = (
+        "# configuration file /etc/nginx/nginx.conf:\n"
+        "http { include sites/*.conf; }\n\n"
+        "# configuration file /etc/nginx/sites/b.conf:\n"
+        "server { listen 443 ssl; location / { proxy_pass http://127.0.0.1:8000; } }\n"
+        "# configuration file /etc/nginx/sites/a.conf:\n"
+        "server { # a comment with { brace\n"
+        "  listen 80; location = \"/x;y\" { return 200 '{;}'; }\n"
+        "  location /o/ { proxy_pass http://ollama.internal:9999; } }\n"
+    )
+    tree = parse_dump(dump)
+    http = tree[0]
+    servers = http.children("server")
+    assert [s.file for s in servers] == ["/etc/nginx/sites/a.conf", "/etc/nginx/sites/b.conf"]
+    found, count = ai_locations(tree, (8000,), ("ollama",))
+    assert count == 2
+    assert sorted(loc.target for loc in found) == [
+        "http://127.0.0.1:8000",
+        "http://ollama.internal:9999",
+    ]
+
+
+def test_parse_errors_name_file_and_line() -> None:
+    """Unbalanced braces and a missing semicolon are errors naming file and line."""
+    with pytest.raises(NginxParseError, match=r"f\.conf:3"):
+        parse_file("http {\n}\n}", "f.conf")
+    with pytest.raises(NginxParseError, match=r"f\.conf"):
+        parse_file("http { listen 80 }", "f.conf")
+    with pytest.raises(NginxParseError, match="no '# configuration file'"):
+        parse_dump("nginx: [emerg] unexpected end of file")
+
+
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("http://127.0.0.1:11434", True),
+        ("http://localhost:8000/v1/", True),
+        ("http://ai_pool", True),  # upstream with an AI port
+        ("http://openwebui", True),  # by name
+        ("http://unix:/run/ollama/ollama.sock:/", True),
+        ("https://[::1]:7860", True),
+        ("http://127.0.0.1:9090", False),
+        ("http://backend", False),
+        ("https://example.org", False),
+    ],
+)
+def test_ai_target_detection(target: str, expected: bool) -> None:
+    """proxy_pass targets count as AI by port (direct or via upstream) or by name."""
+    upstreams = {"ai_pool": ["10.0.0.5:11434"], "backend": ["10.0.0.6:9000"], "openwebui": []}
+    assert is_ai_target(target, upstreams, (11434, 8000, 7860), ("ollama", "openwebui")) is expected
+
+
+def test_fake_runner_dump_drives_checks(tmp_path: Path) -> None:
+    """With a recorded nginx -T dump the checks need no nginx binary (fixture-driven use)."""
+    dump = (
+        "# configuration file /etc/nginx/nginx.conf:\n"
+        "http { server { listen 443 ssl; auth_request /auth; limit_req zone=z;\n"
+        "  location / { proxy_pass http://127.0.0.1:11434; } } }\n"
+    )
+    runner = FakeRunner({("nginx", "-T"): CommandResult(("nginx", "-T"), 0, dump, "")})
+    ctx = make_context(AuditConfig(proc_root=empty_proc(tmp_path)), runner=runner)
+    statuses = {cid: run_check(CHECKS.get(cid).factory, ctx).status for cid in NGINX_CHECKS}
+    assert statuses == dict.fromkeys(NGINX_CHECKS, Status.PASS)
+    assert runner.calls.count(("nginx", "-T")) == 1  # one dump shared by the three checks

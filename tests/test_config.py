@@ -1,0 +1,96 @@
+"""Strict config validation: every bad file names file, key and reason."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aisentinel.config import ConfigError, default_sources, load_config, parse_config
+
+FIXTURES = Path(__file__).parent / "fixtures" / "config"
+BAD = sorted((FIXTURES / "bad").glob("*.toml"))
+
+
+def _expectation(path: Path) -> tuple[str, str]:
+    first = path.read_text().splitlines()[0]
+    key, reason = first.removeprefix("# expect:").split("|", 1)
+    return key.strip(), reason.strip()
+
+
+@pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
+def test_bad_config_is_refused_with_key_and_reason(path: Path) -> None:
+    """Each bad fixture is refused, and the error names the file, the key and the reason."""
+    key, reason = _expectation(path)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    issues = info.value.issues
+    assert any(i.file == str(path) and i.key == key and reason in i.reason for i in issues), issues
+
+
+def test_full_config_loads_typed_plugins() -> None:
+    """A config using every table loads, and plug-in tables get their own typed models."""
+    cfg = load_config(FIXTURES / "good" / "full.toml")
+    assert cfg.detectors["ssh_bruteforce"].threshold == 3  # type: ignore[attr-defined]
+    assert cfg.detectors["ssh_bruteforce"].window == 300.0  # type: ignore[attr-defined]
+    assert cfg.decisions.ban_ttl == 7200.0
+    assert [s.name for s in cfg.sources] == ["nginx-access", "auth"]
+    assert set(cfg.responders) == {"dryrun"}
+    assert cfg.exporter.port == 0
+
+
+def test_defaults_need_no_file() -> None:
+    """With no file, every registered detector is on, dry-run responds, metrics bind loopback."""
+    cfg = parse_config({})
+    assert cfg.exporter.listen == "127.0.0.1"
+    assert set(cfg.responders) == {"dryrun"}
+    assert "ssh_bruteforce" in cfg.detectors
+    assert all(d.enabled for d in cfg.detectors.values())
+    assert {s.name for s in cfg.sources} >= {"nginx-access", "nginx-error"}
+
+
+def test_default_sshd_source_follows_journald_availability() -> None:
+    """Debian 12 without auth.log still gets sshd events: journald when usable, else auth.log."""
+    with_journal = default_sources(journald=True)
+    without = default_sources(journald=False)
+    assert any(s["type"] == "journald" and s["parser"] == "sshd" for s in with_journal)
+    assert not any(s.get("paths") == ["/var/log/auth.log"] for s in with_journal)
+    assert any(s.get("paths") == ["/var/log/auth.log"] for s in without)
+
+
+def test_all_issues_reported_at_once(tmp_path: Path) -> None:
+    """Several mistakes in one file are all reported, not just the first."""
+    path = tmp_path / "c.toml"
+    path.write_text('[daemon]\nbogus = 1\n[exporter]\nport = -1\n[decisions]\nban_ttl = "x"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    keys = {i.key for i in info.value.issues}
+    assert keys == {"daemon.bogus", "exporter.port", "decisions.ban_ttl"}
+
+
+def test_unreadable_file_is_an_error(tmp_path: Path) -> None:
+    """A missing explicit config file is refused with the reason, not replaced by defaults."""
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
+    """`aisentinel check-config` exits 0 on a good file and 1 with file:key: reason on a bad one."""
+    good = subprocess.run(
+        [sys.executable, "-m", "aisentinel", "check-config", str(FIXTURES / "good" / "full.toml")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert good.returncode == 0, good.stderr
+    bad_path = FIXTURES / "bad" / "bad-cidr-allowlist.toml"
+    bad = subprocess.run(
+        [sys.executable, "-m", "aisentinel", "check-config", str(bad_path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+    assert f"{bad_path}: decisions.allowlist[1]: bad CIDR" in bad.stderr

@@ -1,0 +1,181 @@
+"""The daemon end to end: files in, bans and metrics out, restart and reload safe."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import threading
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import nginx_line, ssh_fail, wait_for
+
+from aisentinel.config import Config, load_config
+from aisentinel.daemon import Daemon
+
+CONFIG = """
+[daemon]
+state_dir = "{state}"
+log_format = "json"
+heartbeat_interval = "200ms"
+expire_interval = "1s"
+
+[exporter]
+port = 0
+
+[[sources]]
+name = "auth"
+type = "file"
+parser = "sshd"
+paths = ["{logs}/auth.log"]
+
+[[sources]]
+name = "web"
+type = "file"
+parser = "nginx"
+paths = ["{logs}/access.log"]
+
+[detectors.ssh_bruteforce]
+threshold = {threshold}
+"""
+
+
+def _write_config(tmp: Path, threshold: int = 5) -> Path:
+    path = tmp / "aisentinel.toml"
+    path.write_text(CONFIG.format(state=tmp / "state", logs=tmp / "logs", threshold=threshold))
+    return path
+
+
+class Running:
+    """A daemon running in a background thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.config: Config = load_config(path)
+        self.daemon = Daemon(self.config, config_path=path)
+        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+        self.thread.start()
+        assert self.daemon.started.wait(10)
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+    def scrape(self) -> str:
+        url = f"http://127.0.0.1:{self.daemon.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def active(self) -> set[str]:
+        return {d.target for d in self.daemon.engine.active() if d.target}
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    """A log directory (created empty: the files appear later)."""
+    d = tmp_path / "logs"
+    d.mkdir()
+    return d
+
+
+@pytest.fixture
+def running(tmp_path: Path, logs: Path) -> Iterator[Running]:
+    """A daemon on two not-yet-existing log files."""
+    r = Running(_write_config(tmp_path))
+    yield r
+    if r.thread.is_alive():
+        r.stop()
+
+
+def _append(path: Path, lines: list[str]) -> None:
+    with path.open("a") as fh:
+        fh.write("".join(line + "\n" for line in lines))
+
+
+def _metric(text: str, name: str, labels: str = "") -> float:
+    prefix = f"{name}{{{labels}}} " if labels else f"{name} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    raise AssertionError(f"{prefix!r} not in scrape")
+
+
+def test_log_appearing_later_is_followed_and_attack_banned(
+    running: Running, logs: Path, now_epoch: float
+) -> None:
+    """A log created after start is picked up, and 6 failures ban the attacker (dry-run)."""
+    _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.10") for i in range(6)])
+    assert wait_for(lambda: "198.51.100.10" in running.active(), timeout=15)
+    text = running.scrape()
+    assert _metric(text, "aisentinel_source_lines_read_total", 'source="auth"') == 6
+    assert _metric(text, "aisentinel_source_lines_parsed_total", 'source="auth"') == 6
+    assert _metric(text, "aisentinel_decisions_active") == 1
+    assert (
+        _metric(text, "aisentinel_findings_total", 'detector="ssh_bruteforce",severity="high"') == 1
+    )
+    assert _metric(text, "aisentinel_pipeline_latency_seconds_count") >= 1
+    assert "198.51.100.10" not in text  # no per-address labels
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
+def test_real_scrape_passes_promtool(running: Running, logs: Path, now_epoch: float) -> None:
+    """`promtool check metrics` accepts a real scrape of the daemon."""
+    _append(logs / "access.log", [nginx_line(now_epoch, "203.0.113.4", "/api/tags", 200)])
+    _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.11") for i in range(6)])
+    assert wait_for(lambda: "198.51.100.11" in running.active(), timeout=15)
+    text = running.scrape()
+    res = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_restart_keeps_bans_and_neither_replays_nor_misses(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """After a restart bans stay, old lines are not re-read, lines written while down are."""
+    path = _write_config(tmp_path)
+    first = Running(path)
+    _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.20") for i in range(6)])
+    assert wait_for(lambda: "198.51.100.20" in first.active(), timeout=15)
+    first.stop()
+    _append(logs / "auth.log", [ssh_fail(now_epoch + 10 + i, "198.51.100.21") for i in range(6)])
+    second = Running(path)
+    try:
+        assert "198.51.100.20" in second.active()
+        assert wait_for(lambda: "198.51.100.21" in second.active(), timeout=15)
+        assert wait_for(
+            lambda: (
+                second.daemon.pipeline.sources.get("auth") is not None
+                and second.daemon.pipeline.sources["auth"].lines == 6
+            )
+        )
+    finally:
+        second.stop()
+
+
+def test_reload_applies_new_config_and_keeps_bans(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """SIGHUP-style reload keeps active bans and applies a new threshold; a bad file is refused."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.30") for i in range(6)])
+        assert wait_for(lambda: "198.51.100.30" in r.active(), timeout=15)
+        path.write_text(path.read_text().replace("threshold = 5", "threshold = 2"))
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["ok"] == 1)
+        assert "198.51.100.30" in r.active()
+        _append(
+            logs / "auth.log", [ssh_fail(now_epoch + 20 + i, "198.51.100.31") for i in range(2)]
+        )
+        assert wait_for(lambda: "198.51.100.31" in r.active(), timeout=15)
+        path.write_text("[daemon]\nbogus = 1\n")
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["failed"] == 1)
+        assert r.daemon.config.detectors["ssh_bruteforce"].threshold == 2  # type: ignore[attr-defined]
+    finally:
+        r.stop()

@@ -1,0 +1,462 @@
+"""The decision engine: the order of checks, escalation, brake, expiry and restart."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from aisentinel.clock import EventClock, FakeClock
+from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger, ban_ttl
+from aisentinel.decisions.engine import HOST_REFRESH_SECONDS, PURGE_INTERVAL_SECONDS
+from aisentinel.events import Action, Decision, Finding, Severity
+
+T0 = 1_764_000_000.0
+HOUR = 3600.0
+DAY = 86400.0
+ATTACKER = "203.0.113.7"
+
+
+def finding(
+    client: str | None = ATTACKER,
+    severity: Severity = Severity.HIGH,
+    detector: str = "ssh_bruteforce",
+) -> Finding:
+    return Finding(
+        ts=T0 - 30,
+        detector=detector,
+        severity=severity,
+        client=client,
+        key=client or "root",
+        count=12,
+        window=600.0,
+        message="12 failed logins in 10m",
+    )
+
+
+def no_hosts() -> Iterable[str]:
+    return ()
+
+
+class Env:
+    """A clock, a ledger file and a way to (re)start engines over it."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock(T0)
+        self.path = tmp_path / "ledger.sqlite"
+        self.ledgers: list[Ledger] = []
+
+    def engine(self, **config: Any) -> DecisionEngine:
+        ledger = Ledger(self.path, self.clock)
+        self.ledgers.append(ledger)
+        return DecisionEngine(
+            DecisionsConfig(**config), ledger, self.clock, host_addresses=no_hosts
+        )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_config_defaults() -> None:
+    """Defaults: 1h first ban, x4 escalation within 7d, 30d cap, bans from high severity."""
+    cfg = DecisionsConfig()
+    assert (cfg.ban_ttl, cfg.escalation_factor, cfg.recidive_window) == (HOUR, 4.0, 7 * DAY)
+    assert (cfg.max_ttl, cfg.ledger_retention) == (30 * DAY, 30 * DAY)
+    assert cfg.ban_severity is Severity.HIGH
+    assert cfg.max_bans_per_minute == 60
+    assert not cfg.simulate
+
+
+def test_config_parses_names_and_durations() -> None:
+    """Severity names, duration strings and CIDRs load into typed values and dump back."""
+    cfg = DecisionsConfig.model_validate(
+        {"ban_severity": "Medium", "ban_ttl": "10m", "allowlist": ["10.0.0.0/8", "192.0.2.1"]}
+    )
+    assert cfg.ban_severity is Severity.MEDIUM
+    assert cfg.ban_ttl == 600.0
+    assert [str(n) for n in cfg.allowlist] == ["10.0.0.0/8", "192.0.2.1/32"]
+    dumped = cfg.model_dump(mode="json")
+    assert dumped["ban_severity"] == "medium"
+    assert dumped["ban_ttl"] == "10m"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"ban_severity": "urgent"}, "bad severity 'urgent'"),
+        ({"ban_ttl": 0}, "ban_ttl must be longer than 0s"),
+        ({"ban_ttl": "2d", "max_ttl": "1d"}, "max_ttl must be at least ban_ttl"),
+        ({"ledger_retention": "1d"}, "ledger_retention must be at least recidive_window"),
+        ({"escalation_factor": 0.5}, "greater than or equal to 1"),
+        ({"max_bans_per_minute": 0}, "greater than or equal to 1"),
+        ({"allow_loopback": False}, "Extra inputs are not permitted"),
+        ({"allowlist": ["10.0.0.300/8"]}, "bad CIDR"),
+    ],
+)
+def test_config_rejects_bad_values(values: dict[str, Any], message: str) -> None:
+    """Each invalid ``[decisions]`` value is refused with a message naming the problem."""
+    with pytest.raises(ValidationError, match=message):
+        DecisionsConfig.model_validate(values)
+
+
+# --------------------------------------------------------------------------- decide
+
+
+def test_first_offence_is_a_ban_for_ban_ttl(env: Env) -> None:
+    """A high finding bans its client for ``ban_ttl`` from now, and the ban is recorded."""
+    engine = env.engine()
+    d = engine.decide(finding())
+    assert d.action is Action.BAN
+    assert (d.target, d.ttl, d.expires_at, d.offence) == (ATTACKER, HOUR, T0 + HOUR, 1)
+    assert d.ts == T0
+    assert not d.simulated
+    assert d.evidence_count == 12
+    assert d.finding is not None
+    assert "offence 1" in d.reason
+    assert engine.ledger.active(T0) == [d]
+    assert engine.active() == [d]
+    assert engine.is_banned("::ffff:203.0.113.7")
+
+
+def test_target_is_canonical(env: Env) -> None:
+    """An IPv4-mapped client is banned as its IPv4 address; IPv6 is compressed."""
+    engine = env.engine()
+    assert engine.decide(finding("::ffff:203.0.113.9")).target == "203.0.113.9"
+    assert engine.decide(finding("2001:DB8:0::5")).target == "2001:db8::5"
+
+
+def test_no_client_is_an_alert(env: Env) -> None:
+    """A finding without a single address is an alert, recorded without target."""
+    engine = env.engine()
+    d = engine.decide(finding(None))
+    assert (d.action, d.target, d.reason) == (Action.ALERT, None, "no single address to ban")
+    assert engine.ledger.counts()[Action.ALERT] == 1
+
+
+def test_invalid_address_is_none_and_not_recorded(env: Env) -> None:
+    """A client that is not an IP address yields NONE naming it, and nothing is recorded."""
+    engine = env.engine()
+    d = engine.decide(finding("evil.example"))
+    assert (d.action, d.target, d.reason) == (Action.NONE, None, "invalid address 'evil.example'")
+    assert engine.ledger.counts() == {Action.BAN: 0, Action.ALERT: 0, Action.NONE: 0}
+
+
+@pytest.mark.parametrize(
+    ("client", "network"),
+    [
+        ("10.1.2.3", "10.0.0.0/8"),
+        ("::ffff:10.9.9.9", "10.0.0.0/8"),
+        ("127.0.0.1", "127.0.0.0/8"),
+        ("::1", "::1/128"),
+        ("192.0.2.2", "192.0.2.2/32"),
+    ],
+)
+def test_allowlist_always_wins(tmp_path: Path, client: str, network: str) -> None:
+    """Configured, loopback and host addresses are never banned, even for critical findings."""
+    clock = FakeClock(T0)
+    engine = DecisionEngine(
+        DecisionsConfig.model_validate({"allowlist": ["10.0.0.0/8"], "ban_severity": "info"}),
+        Ledger(tmp_path / "l.sqlite", clock),
+        clock,
+        host_addresses=lambda: ["192.0.2.2"],
+    )
+    d = engine.decide(finding(client, Severity.CRITICAL))
+    assert d.action is Action.NONE
+    assert d.reason == f"allowlisted ({network})"
+    assert engine.ledger.counts()[Action.BAN] == 0
+
+
+def test_host_addresses_ignored_when_disabled(tmp_path: Path) -> None:
+    """With ``allow_host_addresses`` off, the host's addresses can be banned."""
+    clock = FakeClock(T0)
+    engine = DecisionEngine(
+        DecisionsConfig(allow_host_addresses=False),
+        Ledger(tmp_path / "l.sqlite", clock),
+        clock,
+        host_addresses=lambda: ["192.0.2.2"],
+    )
+    assert engine.decide(finding("192.0.2.2")).action is Action.BAN
+
+
+def test_host_addresses_are_refreshed(tmp_path: Path) -> None:
+    """A host address that appears later is allowlisted after the refresh interval."""
+    clock = FakeClock(T0)
+    hosts: list[str] = []
+    engine = DecisionEngine(
+        DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=lambda: hosts
+    )
+    hosts.append("198.51.100.50")
+    clock.advance(HOST_REFRESH_SECONDS - 1)
+    assert engine.decide(finding("198.51.100.50")).action is Action.BAN
+    engine.unban("198.51.100.50")
+    clock.advance(1)
+    assert engine.decide(finding("198.51.100.50")).action is Action.NONE
+
+
+def test_failing_host_probe_keeps_last_known(tmp_path: Path) -> None:
+    """When reading host addresses fails, the previous set stays allowlisted."""
+    clock = FakeClock(T0)
+    calls = 0
+
+    def hosts() -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise OSError("procfs went away")
+        return ["198.51.100.50"]
+
+    engine = DecisionEngine(
+        DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=hosts
+    )
+    clock.advance(HOST_REFRESH_SECONDS)
+    assert engine.decide(finding("198.51.100.50")).action is Action.NONE
+    assert calls == 2
+
+
+def test_already_banned_is_none(env: Env) -> None:
+    """A second finding about a banned address does nothing and says until when."""
+    engine = env.engine()
+    engine.decide(finding())
+    env.clock.advance(60)
+    d = engine.decide(finding("::ffff:203.0.113.7"))
+    assert d.action is Action.NONE
+    assert d.reason == "already banned until 2025-11-24T17:00:00+00:00"
+    assert engine.ledger.counts()[Action.BAN] == 1
+
+
+def test_below_ban_severity_is_alert(env: Env) -> None:
+    """A finding below ``ban_severity`` is an alert about its client."""
+    engine = env.engine(ban_severity="critical")
+    d = engine.decide(finding(severity=Severity.HIGH))
+    assert (d.action, d.target) == (Action.ALERT, ATTACKER)
+    assert d.reason == "severity high is below ban_severity critical"
+    assert engine.active() == []
+
+
+def test_alert_only_detector_is_alert(env: Env) -> None:
+    """Findings of an alert-only detector never ban, whatever their severity."""
+    engine = env.engine(alert_only_detectors=["gpu_abuse"])
+    d = engine.decide(finding(severity=Severity.CRITICAL, detector="gpu_abuse"))
+    assert d.action is Action.ALERT
+    assert d.reason == "detector 'gpu_abuse' is alert-only"
+    assert engine.decide(finding(detector="ssh_bruteforce")).action is Action.BAN
+
+
+def test_simulate_marks_decisions(env: Env) -> None:
+    """In simulate mode bans are decided, recorded and tracked, but marked simulated."""
+    engine = env.engine(simulate=True)
+    d = engine.decide(finding())
+    assert d.action is Action.BAN
+    assert d.simulated
+    assert engine.ledger.active(T0)[0].simulated
+    assert engine.decide(finding()).action is Action.NONE
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+def test_repeat_offences_escalate(env: Env) -> None:
+    """Each earlier ban within the recidive window multiplies the TTL by the factor."""
+    engine = env.engine()
+    ttls = []
+    for _ in range(3):
+        d = engine.decide(finding())
+        ttls.append((d.offence, d.ttl))
+        env.clock.advance(d.ttl or 0)
+        assert [e.target for e in engine.expire()] == [ATTACKER]
+    assert ttls == [(1, HOUR), (2, 4 * HOUR), (3, 16 * HOUR)]
+
+
+def test_escalation_is_capped_and_never_overflows() -> None:
+    """The TTL stops at ``max_ttl``, even for absurd offence counts."""
+    cfg = DecisionsConfig.model_validate({"max_ttl": "1d"})
+    assert ban_ttl(cfg, 1) == HOUR
+    assert ban_ttl(cfg, 3) == 16 * HOUR
+    assert ban_ttl(cfg, 4) == DAY
+    assert ban_ttl(cfg, 100_000) == DAY
+
+
+def test_offences_outside_the_window_do_not_count(env: Env) -> None:
+    """A ban older than ``recidive_window`` does not escalate the next one."""
+    engine = env.engine(recidive_window="1d", ledger_retention="1d")
+    engine.decide(finding())
+    env.clock.advance(DAY + 1)
+    engine.expire()
+    d = engine.decide(finding())
+    assert (d.offence, d.ttl) == (1, HOUR)
+
+
+def test_manual_unban_lifts_and_forgives(env: Env) -> None:
+    """``unban`` returns the lifted ban and the next ban is a first offence again."""
+    engine = env.engine()
+    first = engine.decide(finding())
+    assert engine.unban("::ffff:203.0.113.7") == first
+    assert engine.active() == []
+    assert engine.unban(ATTACKER) is None
+    d = engine.decide(finding())
+    assert (d.action, d.offence) == (Action.BAN, 1)
+    with pytest.raises(ValueError, match="does not appear"):
+        engine.unban("nope")
+
+
+# --------------------------------------------------------------------------- brake
+
+
+def test_ban_brake_turns_bans_into_alerts(env: Env) -> None:
+    """Beyond ``max_bans_per_minute`` bans become alerts until the minute has passed."""
+    engine = env.engine(max_bans_per_minute=3)
+    actions = [engine.decide(finding(f"203.0.113.{i}")).action for i in range(5)]
+    assert actions == [Action.BAN] * 3 + [Action.ALERT] * 2
+    braked = engine.decide(finding("203.0.113.99"))
+    assert braked.reason.startswith("ban brake engaged")
+    assert engine.counters().bans_braked == 3
+    env.clock.advance(60)
+    assert engine.decide(finding("203.0.113.99")).action is Action.BAN
+
+
+def test_ban_brake_counts_in_decision_time(tmp_path: Path) -> None:
+    """In a replay (wall time = event time) the brake window follows the events' time."""
+    clock = EventClock(T0)
+    engine = DecisionEngine(
+        DecisionsConfig(max_bans_per_minute=2),
+        Ledger(tmp_path / "l.sqlite", clock),
+        clock,
+        host_addresses=no_hosts,
+    )
+    assert engine.decide(finding("203.0.113.1")).action is Action.BAN
+    assert engine.decide(finding("203.0.113.2")).action is Action.BAN
+    assert engine.decide(finding("203.0.113.3")).action is Action.ALERT
+    clock.set(T0 + 61)
+    assert engine.decide(finding("203.0.113.3")).action is Action.BAN
+
+
+# --------------------------------------------------------------------------- expiry, restart
+
+
+def test_expire_returns_due_bans_once(env: Env) -> None:
+    """``expire`` hands over each ban exactly once when its time is up."""
+    engine = env.engine()
+    a = engine.decide(finding("203.0.113.1"))
+    env.clock.advance(1800)
+    b = engine.decide(finding("203.0.113.2"))
+    assert engine.expire() == []
+    env.clock.advance(1800)
+    assert engine.expire() == [a]
+    assert engine.active() == [b]
+    assert engine.expire() == []
+    assert engine.counters().expired == 1
+
+
+def test_restart_restores_active_bans(env: Env) -> None:
+    """A new engine on the same ledger knows the active bans and still refuses duplicates."""
+    first = env.engine()
+    d = first.decide(finding())
+    second = env.engine()
+    assert second.active() == [d]
+    assert second.decide(finding()).action is Action.NONE
+    assert second.expire() == []
+
+
+def test_bans_expired_while_down_are_reported_once(env: Env) -> None:
+    """Bans that ran out while the daemon was down are reported by the first expire only."""
+    first = env.engine()
+    d = first.decide(finding())
+    env.clock.advance(2 * HOUR)
+    second = env.engine()
+    assert second.active() == []
+    assert second.expire() == [d]
+    third = env.engine()
+    assert third.expire() == []
+
+
+def test_restored_ban_of_now_allowlisted_address_is_lifted(env: Env) -> None:
+    """A ban whose address is allowlisted since is handed back for lifting after restart."""
+    first = env.engine()
+    d = first.decide(finding())
+    second = env.engine(allowlist=["203.0.113.0/24"])
+    assert second.active() == []
+    assert second.expire() == [d]
+    assert env.engine().active() == []
+
+
+def test_restored_garbage_target_is_dropped(env: Env) -> None:
+    """A ledger row whose target is not an address does not stop the engine from starting."""
+    ledger = Ledger(env.path, env.clock)
+    ledger.record(Decision(T0, Action.BAN, "not-an-ip", "x", Severity.HIGH, "r", HOUR, T0 + HOUR))
+    ledger.close()
+    engine = env.engine()
+    assert engine.active() == []
+    assert engine.expire() == []
+    assert engine.ledger.open_bans() == []
+
+
+def test_simulated_bans_are_dropped_when_simulate_is_off(env: Env) -> None:
+    """Leaving simulate mode forgets simulated bans, so real bans follow at once."""
+    env.engine(simulate=True).decide(finding())
+    real = env.engine()
+    assert real.active() == []
+    assert real.expire() == []
+    d = real.decide(finding())
+    assert d.action is Action.BAN
+    assert not d.simulated
+
+
+def test_reconfigure_keeps_bans_and_applies_allowlist(env: Env) -> None:
+    """A reload keeps active bans and counters but lifts bans the new allowlist covers."""
+    engine = env.engine()
+    kept = engine.decide(finding("198.51.100.1"))
+    lifted = engine.decide(finding("203.0.113.1"))
+    engine.reconfigure(DecisionsConfig.model_validate({"allowlist": ["203.0.113.0/24"]}))
+    assert engine.active() == [kept]
+    assert engine.expire() == [lifted]
+    assert engine.counters().decisions[Action.BAN] == 2
+
+
+def test_expire_purges_old_history(env: Env) -> None:
+    """History older than the retention is purged, at most once per purge interval."""
+    engine = env.engine(ledger_retention="7d")
+    engine.decide(finding(None))
+    engine.expire()
+    later = T0 + 8 * DAY
+    engine.expire(later)
+    assert engine.ledger.counts()[Action.ALERT] == 1
+    env.clock.advance(PURGE_INTERVAL_SECONDS)
+    engine.expire(later)
+    assert engine.ledger.counts()[Action.ALERT] == 0
+
+
+# --------------------------------------------------------------------------- metrics, errors
+
+
+def test_counters(env: Env) -> None:
+    """Counters count decisions per action and gauge the bans in force."""
+    engine = env.engine()
+    engine.decide(finding("203.0.113.1"))
+    engine.decide(finding("203.0.113.1"))
+    engine.decide(finding(None))
+    engine.decide(finding("bad"))
+    c = engine.counters()
+    assert dict(c.decisions) == {Action.BAN: 1, Action.ALERT: 1, Action.NONE: 2}
+    assert c.active_bans == 1
+    env.clock.advance(HOUR)
+    assert engine.counters().active_bans == 0
+
+
+def test_ledger_failure_does_not_stop_decisions(env: Env) -> None:
+    """When the ledger fails, bans are still decided and enforced; the error is counted."""
+    engine = env.engine()
+    engine.ledger.close()
+    d = engine.decide(finding())
+    assert d.action is Action.BAN
+    assert engine.active() == [d]
+    env.clock.advance(HOUR)
+    assert engine.expire() == [d]
+    assert engine.counters().ledger_errors >= 3

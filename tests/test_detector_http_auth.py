@@ -1,0 +1,76 @@
+"""http_auth: HTTP authentication brute force per client."""
+
+from __future__ import annotations
+
+from aisentinel.clock import FakeClock
+from aisentinel.detectors.http_auth import HttpAuthConfig, HttpAuthDetector
+from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
+
+T0 = 1_764_000_000.0
+CLIENT = "203.0.113.9"
+
+
+def req(ts: float, path: str = "/", status: int = 401, client: str = CLIENT) -> HttpRequest:
+    return HttpRequest(T0 + ts, "nginx", client, "POST", path, status, 0, None, "curl/8")
+
+
+def fail(ts: float, user: str = "admin", client: str = CLIENT) -> HttpAuthFailure:
+    return HttpAuthFailure(T0 + ts, "nginx-error", client, user, "password_mismatch")
+
+
+def feed(events: list[Event], **kw: object) -> list[Finding]:
+    det = HttpAuthDetector(HttpAuthConfig.model_validate(kw), FakeClock(T0))
+    return [f for e in events if (f := det.observe(e)) is not None]
+
+
+def test_error_log_failures_match_fail2ban_nginx_http_auth() -> None:
+    """5 error-log failures within 10 minutes (fail2ban's stock jail) give a HIGH finding."""
+    found = feed([fail(i * 140.0, f"u{i}") for i in range(5)])
+    assert len(found) == 1
+    assert found[0].severity is Severity.HIGH
+    assert found[0].client == CLIENT
+    assert found[0].evidence == ("u0", "u1", "u2", "u3", "u4")
+    assert feed([fail(i * 151.0) for i in range(5)]) == []
+
+
+def test_access_log_401s_cross_at_status_threshold() -> None:
+    """Ten 401s within 5 minutes give a finding; nine do not."""
+    assert len(feed([req(i * 30.0) for i in range(10)])) == 1
+    assert feed([req(i * 30.0) for i in range(9)]) == []
+
+
+def test_403_and_400_count_only_on_auth_endpoints() -> None:
+    """400/403 count on login endpoints (Open WebUI signin), not elsewhere."""
+    signin = [req(i, "/api/v1/auths/signin", 400) for i in range(10)]
+    assert len(feed(signin)) == 1
+    elsewhere = [req(i, "/api/chat", 403) for i in range(30)]
+    assert feed(elsewhere) == []
+
+
+def test_success_and_other_statuses_ignored() -> None:
+    """2xx, 404 and 500 responses are not authentication failures."""
+    events: list[Event] = [req(i, "/login", s) for i in range(20) for s in (200, 302, 404, 500)]
+    assert feed(events) == []
+
+
+def test_custom_auth_paths() -> None:
+    """auth_paths is configurable."""
+    events: list[Event] = [req(i, "/my/login", 403) for i in range(3)]
+    assert len(feed(events, auth_paths=["/my/login"], status_threshold=3)) == 1
+
+
+def test_ipv6_and_refire_once_per_window() -> None:
+    """IPv6 clients are tracked; an ongoing attack re-fires once per window."""
+    events: list[Event] = [fail(float(i), client="2001:db8::7") for i in range(0, 1300, 10)]
+    found = feed(events)
+    assert [f.client for f in found] == ["2001:db8::7"] * 3
+
+
+def test_expire_and_tracked_keys() -> None:
+    """Both counters expire idle clients."""
+    det = HttpAuthDetector(HttpAuthConfig(), FakeClock(T0))
+    det.observe(fail(0))
+    det.observe(req(0))
+    assert det.tracked_keys() == 2
+    assert det.expire(T0 + 601) == 2
+    assert det.tracked_keys() == 0

@@ -1,0 +1,81 @@
+"""rate_abuse: request rates per client and per API key, and limit_req hits."""
+
+from __future__ import annotations
+
+from aisentinel.clock import FakeClock
+from aisentinel.detectors.rate_abuse import RateAbuseConfig, RateAbuseDetector
+from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Severity
+
+T0 = 1_764_000_000.0
+
+
+def req(
+    ts: float, path: str = "/api/chat", client: str = "203.0.113.4", key_id: str | None = None
+) -> HttpRequest:
+    return HttpRequest(T0 + ts, "nginx", client, "POST", path, 200, 10, None, "ua", key_id=key_id)
+
+
+def feed(events: list[Event], **kw: object) -> list[Finding]:
+    det = RateAbuseDetector(RateAbuseConfig.model_validate(kw), FakeClock(T0))
+    return [f for e in events if (f := det.observe(e)) is not None]
+
+
+def test_ai_endpoint_rate_crosses_at_threshold() -> None:
+    """The 120th AI request within a minute gives a MEDIUM finding; 119 do not."""
+    found = feed([req(i * 0.4) for i in range(120)])
+    assert len(found) == 1
+    assert found[0].severity is Severity.MEDIUM
+    assert found[0].count == 120
+    assert found[0].evidence == ("/api/chat",)
+    assert feed([req(i * 0.4) for i in range(119)]) == []
+
+
+def test_non_ai_paths_only_count_globally() -> None:
+    """Static requests never hit the AI limit; the global limit (HIGH) still applies."""
+    assert feed([req(i * 0.01, "/static/app.js") for i in range(1000)]) == []
+    found = feed([req(i * 0.01, "/static/app.js") for i in range(1200)])
+    assert [f.severity for f in found] == [Severity.HIGH]
+
+
+def test_ai_prefixes_configurable() -> None:
+    """ai_paths replaces the default prefixes."""
+    events: list[Event] = [req(i, "/custom/infer") for i in range(3)]
+    assert len(feed(events, ai_paths=["/custom/"], ai_threshold=3)) == 1
+    assert (
+        feed([req(i, "/api/chat") for i in range(3)], ai_paths=["/custom/"], ai_threshold=3) == []
+    )
+
+
+def test_per_key_limit_reports_the_key() -> None:
+    """An API key used from many addresses is reported per key, with no client to ban."""
+    events: list[Event] = [
+        req(i * 0.05, key_id="k-123", client=f"192.0.2.{i % 50}") for i in range(600)
+    ]
+    found = feed(events)
+    assert len(found) == 1
+    assert found[0].client is None
+    assert found[0].key == "key_id:k-123"
+    assert found[0].clients == ("192.0.2.49",)
+
+
+def test_limit_req_hits() -> None:
+    """Ten nginx limit_req rejections within a minute give a MEDIUM finding."""
+    events: list[Event] = [HttpRateLimited(T0 + i, "err", "2001:db8::9", "api") for i in range(10)]
+    found = feed(events)
+    assert [(f.client, f.severity) for f in found] == [("2001:db8::9", Severity.MEDIUM)]
+    assert feed(events[:9]) == []
+
+
+def test_simultaneous_crossings_are_both_reported() -> None:
+    """When one request crosses two limits, the second is reported on the next request."""
+    events: list[Event] = [req(i * 0.01) for i in range(5)]
+    found = feed(events, ai_threshold=3, global_threshold=3)
+    assert [f.severity for f in found] == [Severity.HIGH, Severity.MEDIUM]
+
+
+def test_steady_below_limit_and_expiry() -> None:
+    """A steady rate below the limits never fires; idle clients are expired."""
+    det = RateAbuseDetector(RateAbuseConfig(), FakeClock(T0))
+    assert all(det.observe(req(float(i))) is None for i in range(600))  # 60/min
+    assert det.tracked_keys() == 2
+    assert det.expire(T0 + 700) == 2

@@ -1,0 +1,128 @@
+"""scanning: sensitive-path probes and 404 bursts per client."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from aisentinel.clock import FakeClock
+from aisentinel.detectors.paths import PathSignatures, builtin_patterns, normalise_path
+from aisentinel.detectors.scanning import ScanningConfig, ScanningDetector
+from aisentinel.events import Event, Finding, HttpRequest, Severity
+
+T0 = 1_764_000_000.0
+CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+APACHE = CORPUS / "elastic-apache-logs" / "apache_logs"
+
+
+def req(ts: float, path: str, status: int = 404, client: str = "203.0.113.8") -> HttpRequest:
+    return HttpRequest(T0 + ts, "nginx", client, "GET", path, status, 0, None, "ua")
+
+
+def feed(events: list[Event], **kw: object) -> list[Finding]:
+    det = ScanningDetector(ScanningConfig.model_validate(kw), FakeClock(T0))
+    return [f for e in events if (f := det.observe(e)) is not None]
+
+
+def test_three_sensitive_paths_is_high() -> None:
+    """Three sensitive-path requests in 10 minutes give HIGH, whatever the status."""
+    events: list[Event] = [req(0, "/.env"), req(60, "/.git/config", 200), req(120, "/wp-login.php")]
+    found = feed(events)
+    assert [f.severity for f in found] == [Severity.HIGH]
+    assert found[0].evidence == ("/.env", "/.git/config", "/wp-login.php")
+    assert feed(events[:2]) == []
+
+
+def test_404_burst_is_medium_and_ignores_noise_paths() -> None:
+    """Twenty 404s within a minute are MEDIUM; favicon/robots 404s do not count."""
+    burst: list[Event] = [req(i * 2.0, f"/page{i}") for i in range(20)]
+    assert [f.severity for f in feed(burst)] == [Severity.MEDIUM]
+    assert feed(burst[:19]) == []
+    noise: list[Event] = [
+        req(i * 0.5, p) for i in range(50) for p in ("/favicon.ico", "/robots.txt")
+    ]
+    assert feed(noise) == []
+
+
+def test_extra_path_files(tmp_path: Path) -> None:
+    """extra_path_files add patterns; a bad file is a config error naming file and line."""
+    extra = tmp_path / "mine.txt"
+    extra.write_text("# mine\n/secret-admin*\n")
+    events: list[Event] = [req(float(i), f"/secret-admin/{i}", 200) for i in range(3)]
+    assert len(feed(events, extra_path_files=[str(extra)])) == 1
+    assert feed(events) == []
+    bad = tmp_path / "bad.txt"
+    bad.write_text("/ok\n/a*b\n")
+    with pytest.raises(ValidationError, match=r"bad\.txt:2"):
+        ScanningConfig(extra_path_files=(str(bad),))
+    with pytest.raises(ValidationError, match="cannot read"):
+        ScanningConfig(extra_path_files=(str(tmp_path / "missing.txt"),))
+
+
+@pytest.mark.parametrize(
+    ("path", "hit"),
+    [
+        ("/.env", True),
+        ("/app/.env", True),
+        ("/.ENV?x=1", True),
+        ("//.git//config", True),
+        ("/phpMyAdmin/index.php", True),
+        ("/actuator/env", True),
+        ("/server-status", True),
+        ("/.aws/credentials", True),
+        ("/dump.sql", True),
+        ("/api/tags", False),
+        ("/api/chat", False),
+        ("/v1/chat/completions", False),
+        ("/", False),
+        ("/admin", False),
+        ("/static/app.js", False),
+    ],
+)
+def test_builtin_signatures(path: str, hit: bool) -> None:
+    """The shipped list catches common probes and leaves AI server routes alone."""
+    sigs = PathSignatures(builtin_patterns())
+    assert sigs.match(path) is hit
+    assert len(sigs) > 300
+
+
+def test_normalise_and_fast_reject_agree() -> None:
+    """Fast rejection on the path head gives the same answer as full matching."""
+    sigs = PathSignatures(["/api/pull", "/api/blobs*"])
+    for path in ("/api/pull", "/API/pull?x", "//api/pull", "/api/blobs/sha", "/apx", "/a", ""):
+        assert sigs.match(path) is sigs.match_normalised(normalise_path(path))
+
+
+def _apache_events() -> list[Event]:
+    rx = re.compile(r'(\S+) \S+ \S+ \[([^\]]+)\] "(\S+) (\S+)[^"]*" (\d{3}) ')
+    events: list[Event] = []
+    for line in APACHE.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = rx.match(line)
+        if m:
+            ts = datetime.strptime(m.group(2), "%d/%b/%Y:%H:%M:%S %z").timestamp()
+            events.append(
+                HttpRequest(
+                    ts, "apache", m.group(1), m.group(3), m.group(4), int(m.group(5)), 0, None, ""
+                )
+            )
+    return events
+
+
+@pytest.mark.skipif(not APACHE.exists(), reason="shared corpus (elastic-apache-logs) not present")
+def test_benign_apache_log_gives_no_findings() -> None:
+    """The real benign Apache log (10k lines, 2015) gives no scanning findings."""
+    events = _apache_events()
+    assert len(events) > 9000
+    assert feed(events) == []
+
+
+def test_ipv6_and_expiry() -> None:
+    """IPv6 clients are tracked in both tables and expire when idle."""
+    det = ScanningDetector(ScanningConfig(), FakeClock(T0))
+    det.observe(req(0, "/.env", client="2001:db8::8"))
+    assert det.tracked_keys() == 2
+    assert det.expire(T0 + 601) == 2

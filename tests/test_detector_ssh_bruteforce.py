@@ -1,0 +1,104 @@
+"""ssh_bruteforce: failed sshd logins per client."""
+
+from __future__ import annotations
+
+from aisentinel.clock import FakeClock
+from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
+from aisentinel.events import Finding, Severity, SshEvent, SshKind
+
+T0 = 1_764_000_000.0
+
+
+def ssh(
+    ts: float,
+    kind: SshKind = SshKind.FAILED_PASSWORD,
+    client: str = "203.0.113.7",
+    user: str | None = "root",
+) -> SshEvent:
+    return SshEvent(T0 + ts, "auth", client, kind, user, 22)
+
+
+def feed(det: SshBruteforceDetector, events: list[SshEvent]) -> list[Finding]:
+    return [f for e in events if (f := det.observe(e)) is not None]
+
+
+def make(**kw: object) -> SshBruteforceDetector:
+    return SshBruteforceDetector(SshBruteforceConfig.model_validate(kw), FakeClock(T0))
+
+
+def test_defaults_match_fail2ban_sshd_jail() -> None:
+    """Defaults are fail2ban's stock sshd jail: 5 failures in 10 minutes."""
+    cfg = SshBruteforceConfig()
+    assert (cfg.threshold, cfg.window, cfg.enabled) == (5, 600.0, True)
+
+
+def test_fifth_failure_in_window_is_high_finding() -> None:
+    """Five failures within 10 minutes give one HIGH finding about the client."""
+    det = make()
+    found = feed(det, [ssh(i * 100.0, user=f"u{i}") for i in range(5)])
+    assert len(found) == 1
+    finding = found[0]
+    assert finding.severity is Severity.HIGH
+    assert finding.client == finding.key == "203.0.113.7"
+    assert finding.count == 5
+    assert finding.detector == "ssh_bruteforce"
+    assert finding.message == "5 failed ssh logins in 6m40s (threshold 5 in 10m)"
+    assert finding.evidence == ("u0", "u1", "u2", "u3", "u4")
+    assert finding.source == "auth"
+    assert finding.ts == T0 + 400
+
+
+def test_four_failures_or_slow_failures_do_not_fire() -> None:
+    """Four failures, or five spread over more than the window, give nothing."""
+    assert feed(make(), [ssh(i) for i in range(4)]) == []
+    assert feed(make(), [ssh(i * 151.0) for i in range(5)]) == []
+
+
+def test_pam_and_failed_password_lines_both_count() -> None:
+    """Each line counts, as in fail2ban: PAM failure + Failed password is two."""
+    events = [
+        ssh(0, SshKind.PAM_FAILURE),
+        ssh(1),
+        ssh(2, SshKind.PAM_FAILURE),
+        ssh(3),
+        ssh(4, SshKind.INVALID_USER),
+    ]
+    assert len(feed(make(), events)) == 1
+
+
+def test_pubkey_failures_and_accepted_not_counted_by_default() -> None:
+    """Publickey failures (agents offering keys) and successes are not failures."""
+    events = [ssh(i, SshKind.FAILED_PUBKEY) for i in range(10)] + [ssh(11, SshKind.ACCEPTED)]
+    assert feed(make(), events) == []
+    assert len(feed(make(count_pubkey_failures=True), events)) == 1
+
+
+def test_preauth_and_max_auth_count() -> None:
+    """Pre-auth disconnects and MaxAuthTries exhaustion count unless preauth is disabled."""
+    events = [ssh(i, SshKind.PREAUTH, user=None) for i in range(4)] + [ssh(5, SshKind.MAX_AUTH)]
+    assert len(feed(make(), events)) == 1
+    assert feed(make(count_preauth=False), events) == []
+
+
+def test_ipv6_clients_and_no_allowlist() -> None:
+    """IPv6 and private/loopback clients are reported: allowlisting is the decisions' job."""
+    for client in ("2001:db8::dead:beef", "127.0.0.1", "10.0.0.5"):
+        found = feed(make(), [ssh(i, client=client) for i in range(5)])
+        assert [f.client for f in found] == [client]
+
+
+def test_continuing_attack_refires_once_per_window() -> None:
+    """One failure a second for 25 minutes gives three findings (t=4s, ~10m, ~20m)."""
+    found = feed(make(), [ssh(float(i)) for i in range(1500)])
+    assert [f.ts - T0 for f in found] == [4.0, 604.0, 1204.0]
+    assert found[1].count == 600
+
+
+def test_expire_and_lru_cap() -> None:
+    """Idle clients are expired; at most max_keys clients are tracked."""
+    det = make(max_keys=3)
+    for i in range(10):
+        det.observe(ssh(float(i), client=f"198.51.100.{i}"))
+    assert det.tracked_keys() == 3
+    assert det.expire(T0 + 608.5) == 2
+    assert det.tracked_keys() == 1

@@ -1,0 +1,206 @@
+"""The .deb: build, lintian, contents, and install -> upgrade -> purge on this machine.
+
+The install test needs root and changes the machine (a package, a system user); it
+purges everything it installed, also on failure, and refuses to run where aisentinel is
+already installed, so it never overwrites a real installation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD = REPO / "packaging" / "build-deb.sh"
+SNIPPET = REPO / "packaging" / "nginx" / "ai-location-auth-ratelimit.conf"
+CONFFILE = Path("/etc/aisentinel/aisentinel.toml")
+STATE_DIR = Path("/var/lib/aisentinel")
+
+
+def _project_version() -> str:
+    text = (REPO / "aisentinel" / "__init__.py").read_text()
+    match = re.search(r'^__version__ = "([^"]+)"$', text, re.M)
+    assert match
+    return match.group(1)
+
+
+def _build(dist: Path, version: str | None = None) -> Path:
+    env = dict(os.environ, DIST_DIR=str(dist), AISENTINEL_DEB_LINTIAN="0")
+    if version is not None:
+        env["AISENTINEL_DEB_VERSION"] = version
+    result = subprocess.run(
+        ["bash", str(BUILD)], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    deb = Path(result.stdout.strip().splitlines()[-1])
+    assert deb.is_file()
+    return deb
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def _installed() -> bool:
+    result = _run("dpkg-query", "-W", "-f=${Status}", "aisentinel")
+    return result.returncode == 0 and "installed" in result.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def deb() -> Iterator[Path]:
+    """The package built from this checkout by packaging/build-deb.sh."""
+    dist = Path(tempfile.mkdtemp(prefix="aisentinel-dist-"))
+    try:
+        yield _build(dist)
+    finally:
+        shutil.rmtree(dist, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="building the .deb needs root")
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="not a Debian system")
+def test_file_name_and_control_fields(deb: Path) -> None:
+    """dist/aisentinel_<version>_<arch>.deb, depending on Debian's python3 (>= 3.11)."""
+    arch = _run("dpkg", "--print-architecture").stdout.strip()
+    assert deb.name == f"aisentinel_{_project_version()}_{arch}.deb"
+    fields = _run("dpkg-deb", "-f", str(deb), "Package", "Version", "Depends").stdout
+    assert "Package: aisentinel" in fields
+    depends = re.search(r"^Depends: (.*)$", fields, re.M)
+    assert depends
+    assert "python3 (>= 3.11)" in depends.group(1)
+    assert "adduser" in depends.group(1)
+    control = _run("dpkg-deb", "-I", str(deb), "conffiles").stdout
+    assert control.split() == [str(CONFFILE)]
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="building the .deb needs root")
+@pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="not a Debian system")
+def test_package_contents(deb: Path) -> None:
+    """The tree holds the command, unit, conffile, examples, snippets, docs; no byte-code."""
+    listing = _run("dpkg-deb", "-c", str(deb)).stdout
+    paths = {line.split()[5].removeprefix(".") for line in listing.splitlines()}
+    expected = {
+        "/usr/bin/aisentinel",
+        "/lib/systemd/system/aisentinel.service",
+        "/etc/aisentinel/aisentinel.toml",
+        "/opt/aisentinel/venv/bin/aisentinel",
+        "/usr/share/aisentinel/examples/aisentinel-nftables.conf",
+        "/usr/share/aisentinel/examples/ollama-limits.conf",
+        "/usr/share/aisentinel/examples/vllm-limits.conf",
+        "/usr/share/aisentinel/nginx/ai-location-auth-ratelimit.conf",
+        "/usr/share/doc/aisentinel/copyright",
+        "/usr/share/doc/aisentinel/changelog.gz",
+        "/usr/share/man/man1/aisentinel.1.gz",
+    }
+    assert expected <= paths
+    for snippet in (REPO / "packaging" / "nginx").glob("*.conf"):
+        assert f"/usr/share/aisentinel/nginx/{snippet.name}" in paths
+    for board in (REPO / "dashboards").rglob("*"):
+        if board.is_file() and not board.name.startswith("."):
+            rel = board.relative_to(REPO / "dashboards")
+            assert f"/usr/share/aisentinel/dashboards/{rel}" in paths
+    assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+    assert "/usr/bin/aisentinel -> /opt/aisentinel/venv/bin/aisentinel" in listing
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="building the .deb needs root")
+@pytest.mark.skipif(shutil.which("lintian") is None, reason="lintian is not installed")
+def test_lintian_reports_no_errors(deb: Path) -> None:
+    """lintian finds no error-level tag (warnings are printed for the record)."""
+    result = _run("lintian", "--no-tag-display-limit", str(deb), timeout=600)
+    tags = [line for line in result.stdout.splitlines() if re.match(r"^[EW]: ", line)]
+    print("\n".join(tags) or "lintian: no errors, no warnings")
+    assert not [t for t in tags if t.startswith("E: ")], tags
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing the .deb needs root")
+@pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian system")
+def test_install_upgrade_purge(deb: Path, tmp_path: Path) -> None:
+    """Installed commands work; an upgrade keeps config edits and state; purge removes all."""
+    if _installed():
+        pytest.skip("aisentinel is installed on this machine; not touching that install")
+    try:
+        result = _run("apt-get", "install", "-y", str(deb))
+        assert result.returncode == 0, result.stdout + result.stderr
+        groups = set(_run("id", "-nG", "aisentinel").stdout.split())
+        assert {"aisentinel", "adm"} <= groups
+        assert STATE_DIR.is_dir()
+        assert oct(STATE_DIR.stat().st_mode & 0o777) == "0o750"
+
+        version = _run("/usr/bin/aisentinel", "--version")
+        assert version.returncode == 0, version.stderr
+        assert _project_version() in version.stdout
+        check = _run("/usr/bin/aisentinel", "check-config")
+        assert check.returncode == 0, check.stdout + check.stderr
+        audit = _run("/usr/bin/aisentinel", "audit", "--json")
+        assert audit.returncode in (0, 1), audit.stderr
+        json.loads(audit.stdout)
+
+        CONFFILE.write_text(CONFFILE.read_text() + "# edited by the upgrade test\n")
+        edited = CONFFILE.read_text()
+        (STATE_DIR / "upgrade-marker").write_text("state")
+
+        newer = _build(tmp_path, version=_project_version() + "+upgradetest1")
+        result = _run("apt-get", "install", "-y", str(newer))
+        assert result.returncode == 0, result.stdout + result.stderr
+        status = _run("dpkg-query", "-W", "-f=${Version}", "aisentinel").stdout
+        assert status == _project_version() + "+upgradetest1"
+        assert CONFFILE.read_text() == edited
+        assert (STATE_DIR / "upgrade-marker").read_text() == "state"
+        assert _run("/usr/bin/aisentinel", "--version").returncode == 0
+
+        result = _run("apt-get", "purge", "-y", "aisentinel")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert not _installed()
+        assert not STATE_DIR.exists()
+        assert not CONFFILE.parent.exists()
+        assert not Path("/opt/aisentinel").exists()
+        assert not Path("/usr/bin/aisentinel").exists()
+        assert _run("getent", "passwd", "aisentinel").returncode != 0
+    finally:
+        if _installed() or _run("dpkg-query", "-W", "aisentinel").returncode == 0:
+            _run("apt-get", "purge", "-y", "aisentinel")
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_ai_location_snippet_is_valid(tmp_path: Path) -> None:
+    """The auth + limit_req example passes `nginx -t` with its server part uncommented."""
+    text = SNIPPET.read_text()
+    http_part, _, server_part = text.partition("# ---- server context")
+    location = "\n".join(
+        line.removeprefix("# ")
+        for line in server_part.splitlines()[1:]
+        if line.startswith("# ") or line == "#"
+    )
+    assert "auth_basic" in location
+    assert "limit_req zone=ai_api" in location
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
+        "events {}\n"
+        "http {\n"
+        f"  access_log off;\n  client_body_temp_path {tmp_path};\n"
+        f"  proxy_temp_path {tmp_path}/p;\n  fastcgi_temp_path {tmp_path}/f;\n"
+        f"  uwsgi_temp_path {tmp_path}/u;\n  scgi_temp_path {tmp_path}/s;\n"
+        f"{http_part}\n"
+        "  server {\n    listen 127.0.0.1:18080;\n"
+        f"{location}\n"
+        "  }\n}\n"
+    )
+    result = _run("nginx", "-t", "-q", "-c", str(conf), "-p", str(tmp_path))
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,203 @@
+"""nginx access parsers: combined and the aisentinel JSON format, proxies, fuzzing."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import string
+
+import pytest
+
+from aisentinel.clock import FakeClock
+from aisentinel.events import HttpRequest
+from aisentinel.parsers import Parser, ParserContext, build_parser
+from aisentinel.parsers.proxy import ProxyResolver
+
+LINE = (
+    '203.0.113.7 - alice [20/Jan/2015:19:53:28 +0100] "POST /v1/chat/completions HTTP/1.1" '
+    '401 47 "https://example.com/" "curl/8.5.0"'
+)
+EPOCH_1953 = 1421780008.0  # 2015-01-20T18:53:28Z
+
+
+def _parser(name: str, proxies: tuple[str, ...] = ()) -> Parser:
+    nets = tuple(ipaddress.ip_network(p) for p in proxies)
+    return build_parser(name, ParserContext(source="t", clock=FakeClock(), trusted_proxies=nets))
+
+
+def _parse(name: str, line: str, proxies: tuple[str, ...] = ()) -> HttpRequest | None:
+    parser = _parser(name, proxies)
+    event = parser.parse(line)
+    assert event is None or isinstance(event, HttpRequest)
+    return event
+
+
+def _one(name: str, line: str, proxies: tuple[str, ...] = ()) -> HttpRequest:
+    event = _parse(name, line, proxies)
+    assert event is not None
+    return event
+
+
+def test_combined_line_fields() -> None:
+    """A combined line yields every field, with the time offset applied."""
+    event = _parse("nginx", LINE)
+    assert event == HttpRequest(
+        EPOCH_1953,
+        "t",
+        "203.0.113.7",
+        "POST",
+        "/v1/chat/completions",
+        401,
+        47,
+        "alice",
+        "curl/8.5.0",
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_text", "method", "path"),
+    [
+        ("", "", ""),
+        ("-", "", "-"),
+        ("HELP", "", "HELP"),
+        ("\\x16\\x03\\x01\\x00\\xA5\\x01", "", "\\x16\\x03\\x01\\x00\\xA5\\x01"),
+        ("CONNECT 123.123.123.123 HTTP/1.1", "CONNECT", "123.123.123.123"),
+        ("GET /a\\x22b HTTP/1.0", "GET", "/a\\x22b"),
+    ],
+)
+def test_odd_request_lines_are_kept(request_text: str, method: str, path: str) -> None:
+    """Garbage or empty request lines are valid lines with method "" and the raw path."""
+    line = f'198.51.100.1 - - [20/Jan/2015:19:53:28 +0100] "{request_text}" 400 0 "-" "-"'
+    event = _parse("nginx", line)
+    assert event is not None
+    assert (event.method, event.path, event.status) == (method, path, 400)
+
+
+def test_common_format_and_trailing_fields() -> None:
+    """Lines without referer/agent, or with extra trailing fields, still parse."""
+    common = '10.0.0.1 - - [20/Jan/2015:19:53:28 +0000] "GET /x HTTP/1.1" 404 -'
+    extra = LINE + ' "-" (2.681)'
+    assert _parse("nginx", common) is not None
+    assert _parse("nginx", extra) is not None
+    assert _one("nginx", common).bytes_sent == 0
+
+
+def test_ipv4_mapped_peer_is_normalised() -> None:
+    """An IPv4-mapped IPv6 peer is reported as the IPv4 address."""
+    event = _parse("nginx", LINE.replace("203.0.113.7", "::ffff:203.0.113.7"))
+    assert event is not None
+    assert event.client == "203.0.113.7"
+
+
+def test_xff_ignored_without_trusted_proxy() -> None:
+    """X-Forwarded-For is not believed unless the peer is a trusted proxy."""
+    line = LINE + ' "6.6.6.6"'
+    assert _one("nginx", line).client == "203.0.113.7"
+    assert _one("nginx", line, ("10.0.0.0/8",)).client == "203.0.113.7"
+
+
+def test_xff_from_trusted_proxy_takes_rightmost_untrusted() -> None:
+    """Behind trusted proxies the client is the right-most XFF entry not itself trusted."""
+    line = LINE.replace("203.0.113.7", "10.0.0.2") + ' "6.6.6.6, 198.51.100.9, 10.0.0.3"'
+    assert _one("nginx", line, ("10.0.0.0/8",)).client == "198.51.100.9"
+
+
+def test_proxy_resolver_edge_cases() -> None:
+    """Malformed or all-trusted XFF values fall back safely."""
+    proxy = ProxyResolver((ipaddress.ip_network("10.0.0.0/8"),))
+    assert proxy.client("10.0.0.1", "garbage") == "10.0.0.1"
+    assert proxy.client("10.0.0.1", "10.0.0.5, 10.0.0.6") == "10.0.0.5"
+    assert proxy.client("10.0.0.1", "-") == "10.0.0.1"
+    assert proxy.client("10.0.0.1", "::ffff:10.0.0.9, 2001:db8::1") == "2001:db8::1"
+    assert proxy.is_trusted("::ffff:10.1.2.3")
+
+
+def _json_line(**over: object) -> str:
+    record: dict[str, object] = {
+        "time": "1764112470.250",
+        "remote_addr": "203.0.113.7",
+        "xff": "",
+        "remote_user": "",
+        "request_method": "POST",
+        "request_uri": "/api/chat",
+        "status": "200",
+        "body_bytes_sent": "512",
+        "request_time": "1.500",
+        "upstream_response_time": "1.200, 0.100",
+        "http_user_agent": "ollama-python/0.4",
+        "http_referer": "",
+        "host": "gpu.example.com",
+        "key_id": "AbCd1234",
+        "request_body": "",
+    }
+    record.update(over)
+    return json.dumps(record)
+
+
+def test_json_line_fields() -> None:
+    """The JSON format yields timings, key id and host; empty fields become None."""
+    event = _parse("nginx-json", _json_line())
+    assert event is not None
+    assert event.ts == pytest.approx(1764112470.25)
+    assert (event.client, event.method, event.path, event.status) == (
+        "203.0.113.7",
+        "POST",
+        "/api/chat",
+        200,
+    )
+    assert event.request_time == pytest.approx(1.5)
+    assert event.upstream_time == pytest.approx(1.3)
+    assert (event.key_id, event.host, event.user, event.body) == (
+        "AbCd1234",
+        "gpu.example.com",
+        None,
+        None,
+    )
+
+
+def test_json_iso_time_and_forwarded() -> None:
+    """$time_iso8601 is honoured and xff is believed only from a trusted peer."""
+    line = _json_line(time="2015-01-20T19:53:28+01:00", remote_addr="10.0.0.2", xff="6.6.6.6")
+    assert _one("nginx-json", line).ts == EPOCH_1953
+    assert _one("nginx-json", line).client == "10.0.0.2"
+    assert _one("nginx-json", line, ("10.0.0.0/8",)).client == "6.6.6.6"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "",
+        "{",
+        "[1, 2]",
+        '{"remote_addr": "x y", "status": "200", "time": "1"}',
+        _json_line(status="abc"),
+        _json_line(time="nan"),
+        _json_line(remote_addr=None),
+        "[" * 100_000,
+    ],
+)
+def test_json_rejects_bad_lines(line: str) -> None:
+    """Malformed JSON lines give None, not an exception."""
+    assert _parse("nginx-json", line) is None
+
+
+def test_fuzz_never_raises() -> None:
+    """Random text, bytes-as-text and mutated real lines never make a parser raise."""
+    rng = random.Random(1234)
+    alphabet = string.printable + '\x00\x16\xff\u2028[]"{}:,'
+    samples = [LINE, _json_line()]
+    parsers = [_parser(n) for n in ("nginx", "nginx-json")]
+    for _ in range(3000):
+        if rng.random() < 0.5:
+            text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(80)))
+        else:
+            base = list(rng.choice(samples))
+            for _ in range(rng.randrange(1, 6)):
+                base[rng.randrange(len(base))] = rng.choice(alphabet)
+            text = "".join(base)
+        for parser in parsers:
+            parser.parse(text)
+    raw = bytes(rng.randrange(256) for _ in range(4000)).decode("latin-1")
+    for parser in parsers:
+        assert parser.parse(raw) is None

@@ -1,0 +1,43 @@
+"""Format sniffing for ``--format auto`` and the parser registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisentinel.parsers import REGISTRY, ParserContext, build_parser, sniff
+
+NGINX = '1.2.3.4 - - [20/Jan/2015:19:53:28 +0100] "GET / HTTP/1.1" 200 5 "-" "curl/8"'
+JSON = '{"time": "1764112470.1", "remote_addr": "1.2.3.4", "status": "200"}'
+ERROR = (
+    '2015/01/21 10:56:10 [error] 2833#0: *1 open() "/x" failed (2: No such file), client: 1.2.3.4'
+)
+SSHD = "Nov 25 23:14:30 host sshd[1]: pam_unix(sshd:session): session opened for user a"
+
+
+@pytest.mark.parametrize(
+    ("lines", "expected"),
+    [
+        ([NGINX, NGINX, ""], "nginx"),
+        ([JSON, JSON], "nginx-json"),
+        ([ERROR, "garbage"], "nginx-error"),
+        ([SSHD, SSHD.replace("session opened", "session closed")], "sshd"),
+        ([NGINX, SSHD, SSHD], "sshd"),
+    ],
+)
+def test_sniff_picks_the_majority_format(lines: list[str], expected: str) -> None:
+    """Sniffing votes per line, counting irrelevant lines of a format as that format."""
+    assert sniff(lines) == expected
+
+
+def test_sniff_refuses_unknown_input() -> None:
+    """Unrecognisable samples raise ValueError naming the formats."""
+    with pytest.raises(ValueError, match="nginx-json"):
+        sniff(["hello", "", "world"])
+
+
+def test_registry_and_build_parser() -> None:
+    """All four formats are registered and build_parser names the known ones on a typo."""
+    assert set(REGISTRY.names()) >= {"nginx", "nginx-json", "nginx-error", "sshd"}
+    assert build_parser("sshd", ParserContext()).name == "sshd"
+    with pytest.raises(KeyError, match="nginx-json"):
+        build_parser("apache", ParserContext())

@@ -1,0 +1,294 @@
+"""The responder runner: fan-out, retries with back-off, give-up, stats, simulate."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from typing import ClassVar
+
+import pytest
+from structlog.testing import capture_logs
+
+from aisentinel.clock import FakeClock
+from aisentinel.events import Action, Decision, Severity
+from aisentinel.responders import (
+    Operation,
+    Responder,
+    ResponderConfigBase,
+    ResponderError,
+    ResponderHealth,
+    ResponderRunner,
+)
+
+T0 = 1_764_000_000.0
+
+
+def ban(target: str = "203.0.113.7", ttl: float = 3600.0, *, simulated: bool = False) -> Decision:
+    return Decision(
+        ts=T0,
+        action=Action.BAN,
+        target=target,
+        detector="ssh_bruteforce",
+        severity=Severity.HIGH,
+        reason="test",
+        ttl=ttl,
+        expires_at=T0 + ttl,
+        simulated=simulated,
+    )
+
+
+class Flaky(Responder):
+    """Fails its next ``failures`` calls, then works; records what succeeded."""
+
+    name: ClassVar[str] = "flaky"
+
+    def __init__(self, clock: FakeClock, failures: int = 0, name: str = "flaky") -> None:
+        super().__init__(ResponderConfigBase(), clock)
+        self.name = name  # type: ignore[misc]
+        self.failures = failures
+        self.error: Exception = ResponderError("backend down")
+        self.calls: list[tuple[str, object, float]] = []
+        self.done: list[tuple[str, object]] = []
+        self.healthy = True
+        self.closed = False
+
+    def _step(self, op: str, arg: object) -> None:
+        self.calls.append((op, arg, self.clock.monotonic()))
+        if self.failures > 0:
+            self.failures -= 1
+            raise self.error
+        self.done.append((op, arg))
+
+    def add(self, decision: Decision) -> None:
+        self._step("add", decision.target)
+
+    def delete(self, target: str) -> None:
+        self._step("delete", target)
+
+    def reconcile(self, active: Sequence[Decision]) -> None:
+        self._step("reconcile", sorted(d.target or "" for d in active))
+
+    def health(self) -> ResponderHealth:
+        if not self.healthy:
+            raise ResponderError("no nft binary")
+        return ResponderHealth(ok=True, detail="fine")
+
+    def close(self) -> None:
+        self.closed = True
+        raise ResponderError("close failed")
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(T0)
+
+
+def run_until(runner: ResponderRunner, clock: FakeClock, seconds: float) -> None:
+    """Tick once a second for ``seconds`` seconds of fake time."""
+    for _ in range(int(seconds)):
+        clock.advance(1)
+        runner.tick()
+
+
+def test_ban_reaches_every_responder(clock: FakeClock) -> None:
+    """A ban is added on each responder; alerts and NONE decisions reach none."""
+    a, b = Flaky(clock, name="a"), Flaky(clock, name="b")
+    runner = ResponderRunner([a, b], clock)
+    runner.submit(ban())
+    runner.submit(Decision(T0, Action.ALERT, "198.51.100.1", "x", Severity.LOW, "alert"))
+    runner.submit(Decision(T0, Action.NONE, "198.51.100.2", "x", Severity.LOW, "none"))
+    assert a.done == b.done == [("add", "203.0.113.7")]
+    assert [s.ok[Operation.ADD] for s in runner.stats()] == [1, 1]
+
+
+def test_simulated_decisions_never_reach_responders(clock: FakeClock) -> None:
+    """Simulated bans are not added, deleted or reconciled on any responder."""
+    r = Flaky(clock)
+    runner = ResponderRunner([r], clock)
+    runner.submit(ban(simulated=True))
+    runner.submit_expired([ban(simulated=True)])
+    runner.reconcile([ban("198.51.100.1", simulated=True), ban("198.51.100.2")])
+    assert r.done == [("reconcile", ["198.51.100.2"])]
+    assert runner.skipped_simulated == 1
+
+
+def test_failure_is_retried_after_backoff(clock: FakeClock) -> None:
+    """A failed add is retried by tick after 1 s, then 2 s, and counted as it goes."""
+    r = Flaky(clock, failures=2)
+    runner = ResponderRunner([r], clock)
+    runner.submit(ban())
+    assert runner.pending() == 1
+    assert runner.tick() == 0
+    run_until(runner, clock, 5)
+    assert [t for _, _, t in r.calls] == [0.0, 1.0, 3.0]
+    assert r.done == [("add", "203.0.113.7")]
+    (stats,) = runner.stats()
+    assert (stats.ok[Operation.ADD], stats.failed[Operation.ADD]) == (1, 2)
+    assert (stats.retried[Operation.ADD], stats.given_up[Operation.ADD], stats.pending) == (2, 0, 0)
+
+
+def test_tick_with_wall_clock_now_keeps_the_backoff(clock: FakeClock) -> None:
+    """Passing the wall-clock ``now`` to tick does not make a retry due early."""
+    r = Flaky(clock, failures=1)
+    runner = ResponderRunner([r], clock, backoff=5.0)
+    runner.submit(ban())
+    clock.advance(1)
+    assert runner.tick(clock.now()) == 0
+    clock.advance(4)
+    assert runner.tick(clock.now()) == 1
+    assert r.done == [("add", "203.0.113.7")]
+
+
+def test_backoff_doubles_up_to_the_cap(clock: FakeClock) -> None:
+    """Retry delays are 1, 2, 4, 8 ... seconds, never more than ``backoff_cap``."""
+    r = Flaky(clock, failures=100)
+    runner = ResponderRunner([r], clock, max_attempts=8, backoff_cap=10.0)
+    runner.submit(ban("203.0.113.7", ttl=86400))
+    run_until(runner, clock, 120)
+    times = [t for _, _, t in r.calls]
+    assert [b - a for a, b in itertools.pairwise(times)] == [1, 2, 4, 8, 10, 10, 10]
+
+
+def test_gives_up_after_max_attempts(clock: FakeClock) -> None:
+    """After ``max_attempts`` failures the operation is dropped with an error log."""
+    r = Flaky(clock, failures=100)
+    runner = ResponderRunner([r], clock, max_attempts=3)
+    with capture_logs() as logs:
+        runner.submit(ban())
+        run_until(runner, clock, 30)
+    assert len(r.calls) == 3
+    (stats,) = runner.stats()
+    assert (stats.failed[Operation.ADD], stats.given_up[Operation.ADD], stats.pending) == (3, 1, 0)
+    given_up = [e for e in logs if e["event"] == "responder operation given up"]
+    assert len(given_up) == 1
+    assert given_up[0]["log_level"] == "error"
+    assert given_up[0]["target"] == "203.0.113.7"
+
+
+def test_unexpected_exceptions_are_failures_too(clock: FakeClock) -> None:
+    """A responder raising something other than ResponderError is logged and retried."""
+    r = Flaky(clock, failures=1)
+    r.error = KeyError("bug")
+    runner = ResponderRunner([r], clock)
+    with capture_logs() as logs:
+        runner.submit(ban())
+    assert any(e["event"] == "responder operation raised unexpectedly" for e in logs)
+    run_until(runner, clock, 2)
+    assert r.done == [("add", "203.0.113.7")]
+
+
+def test_one_broken_responder_does_not_hold_back_another(clock: FakeClock) -> None:
+    """A healthy responder acts at once while a broken one waits for its retry."""
+    good, bad = Flaky(clock, name="good"), Flaky(clock, failures=1, name="bad")
+    runner = ResponderRunner([bad, good], clock)
+    runner.submit(ban())
+    assert good.done == [("add", "203.0.113.7")]
+    assert bad.done == []
+    assert [(s.name, s.pending) for s in runner.stats()] == [("bad", 1), ("good", 0)]
+
+
+def test_delete_replaces_a_pending_add(clock: FakeClock) -> None:
+    """A delete for a target whose add waits for retry replaces that add."""
+    r = Flaky(clock, failures=1)
+    runner = ResponderRunner([r], clock)
+    runner.submit(ban())
+    runner.submit_expired([ban()])
+    run_until(runner, clock, 10)
+    assert r.done == [("delete", "203.0.113.7")]
+    assert runner.pending() == 0
+
+
+def test_retry_of_an_expired_ban_is_dropped(clock: FakeClock) -> None:
+    """An add still failing when its ban has run out is not retried any more."""
+    r = Flaky(clock, failures=1)
+    runner = ResponderRunner([r], clock, backoff=5.0)
+    runner.submit(ban(ttl=3))
+    run_until(runner, clock, 10)
+    assert len(r.calls) == 1
+    assert runner.pending() == 0
+
+
+def test_reconcile_filters_and_retries_with_current_state(clock: FakeClock) -> None:
+    """A retried reconcile includes later adds, excludes later deletes and expired bans."""
+    r = Flaky(clock, failures=1)
+    runner = ResponderRunner([r], clock, backoff=5.0)
+    runner.reconcile([ban("198.51.100.1"), ban("198.51.100.2"), ban("198.51.100.3", ttl=2)])
+    runner.submit(ban("198.51.100.9"))
+    runner.submit_expired([ban("198.51.100.1")])
+    run_until(runner, clock, 6)
+    assert r.done == [
+        ("add", "198.51.100.9"),
+        ("delete", "198.51.100.1"),
+        ("reconcile", ["198.51.100.2", "198.51.100.9"]),
+    ]
+
+
+def test_reconcile_replaces_queued_operations(clock: FakeClock) -> None:
+    """A reconcile supersedes the responder's queued adds and deletes."""
+    r = Flaky(clock, failures=1)
+    runner = ResponderRunner([r], clock)
+    runner.submit(ban("198.51.100.1"))
+    runner.reconcile([ban("198.51.100.1")])
+    assert runner.pending() == 0
+    assert r.done == [("reconcile", ["198.51.100.1"])]
+    assert runner.stats()[0].ok[Operation.RECONCILE] == 1
+
+
+def test_health_is_checked_by_tick(clock: FakeClock) -> None:
+    """Tick records each responder's health; a raising check counts as unhealthy."""
+    r = Flaky(clock)
+    runner = ResponderRunner([r], clock, health_interval=30.0)
+    runner.tick()
+    assert runner.stats()[0].health == ResponderHealth(ok=True, detail="fine")
+    r.healthy = False
+    run_until(runner, clock, 29)
+    assert runner.stats()[0].health == ResponderHealth(ok=True, detail="fine")
+    with capture_logs() as logs:
+        run_until(runner, clock, 1)
+    health = runner.stats()[0].health
+    assert health is not None
+    assert not health.ok
+    assert "no nft binary" in health.detail
+    assert runner.stats()[0].health_checked_at == T0 + 30
+    assert any(e["event"] == "responder health changed" for e in logs)
+
+
+def test_full_retry_queue_gives_up_at_once(clock: FakeClock) -> None:
+    """When ``max_pending`` retries are queued, a further failure is given up."""
+    r = Flaky(clock, failures=100)
+    runner = ResponderRunner([r], clock, max_pending=2)
+    for i in range(3):
+        runner.submit(ban(f"198.51.100.{i}"))
+    (stats,) = runner.stats()
+    assert (stats.pending, stats.given_up[Operation.ADD]) == (2, 1)
+
+
+def test_close_closes_all_and_drops_retries(clock: FakeClock) -> None:
+    """Closing closes every responder even when one raises, and empties the queue."""
+    a, b = Flaky(clock, failures=1, name="a"), Flaky(clock, name="b")
+    runner = ResponderRunner([a, b], clock)
+    runner.submit(ban())
+    runner.close()
+    assert a.closed
+    assert b.closed
+    assert runner.pending() == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"max_attempts": 0}, "max_attempts must be at least 1"),
+        ({"backoff": 0}, "backoff must be positive"),
+        ({"backoff": 10, "backoff_cap": 5}, "backoff_cap at least backoff"),
+    ],
+)
+def test_bad_settings_are_refused(clock: FakeClock, kwargs: dict[str, float], message: str) -> None:
+    """Nonsensical retry settings are a ValueError at construction."""
+    with pytest.raises(ValueError, match=message):
+        ResponderRunner([], clock, **kwargs)  # type: ignore[arg-type]
+
+
+def test_duplicate_responder_names_are_refused(clock: FakeClock) -> None:
+    """Two responders with one name would share counters and queue keys: refused."""
+    with pytest.raises(ValueError, match="repeated: x"):
+        ResponderRunner([Flaky(clock, name="x"), Flaky(clock, name="x")], clock)

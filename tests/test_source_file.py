@@ -1,0 +1,576 @@
+"""The file source against real files, real threads and real inotify."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from aisentinel.clock import FakeClock, SystemClock
+from aisentinel.events import LineBatch
+from aisentinel.sources import REGISTRY
+from aisentinel.sources.file import FileSource, FileSourceConfig
+
+DEADLINE = 10.0
+
+
+class Collector:
+    """A thread-safe ``emit`` that keeps every batch."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._batches: list[LineBatch] = []
+
+    def __call__(self, batch: LineBatch) -> None:
+        with self._lock:
+            self._batches.append(batch)
+
+    @property
+    def batches(self) -> list[LineBatch]:
+        with self._lock:
+            return list(self._batches)
+
+    @property
+    def lines(self) -> list[str]:
+        return [line for batch in self.batches for line in batch.lines]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
+    """Poll ``predicate`` until true; fail with ``what`` at the deadline."""
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
+class Harness:
+    """Builds sources over ``tmp_path``, starts them and stops them at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp = tmp_path
+        self.state = tmp_path / "state"
+        self.started: list[FileSource] = []
+
+    def config(self, paths: list[Path | str], **kw: Any) -> FileSourceConfig:
+        kw.setdefault("poll_interval", 0.2)
+        return FileSourceConfig(
+            name="web", type="file", parser="nginx", paths=[str(p) for p in paths], **kw
+        )
+
+    def start(
+        self, paths: list[Path | str], clock: Any = None, **kw: Any
+    ) -> tuple[FileSource, Collector]:
+        source = FileSource(
+            self.config(paths, **kw), clock=clock or SystemClock(), state_dir=self.state
+        )
+        out = Collector()
+        source.start(out)
+        self.started.append(source)
+        wait_for(source.ready, "the source to be ready")
+        return source, out
+
+    def stop_all(self) -> None:
+        for source in self.started:
+            source.stop()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    h = Harness(tmp_path)
+    yield h
+    h.stop_all()
+
+
+def expect(out: Collector, lines: list[str]) -> None:
+    wait_for(lambda: len(out.lines) >= len(lines), f"lines {lines}")
+    assert out.lines == lines
+
+
+# ------------------------------------------------------------------ lines
+
+
+def test_reads_existing_and_appended_lines(harness: Harness, tmp_path: Path) -> None:
+    """start_at=beginning reads what is there, then follows appends in order."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"one\ntwo\n")
+    source, out = harness.start([log], start_at="beginning")
+    expect(out, ["one", "two"])
+    append(log, b"three\nfour\n")
+    expect(out, ["one", "two", "three", "four"])
+    assert source.stats.lines_read == 4
+    assert source.stats.bytes_read == len(b"one\ntwo\nthree\nfour\n")
+    assert source.stats.up
+    assert all(b.source == "web" and b.parser == "nginx" for b in out.batches)
+
+
+def test_start_at_end_skips_existing_lines(harness: Harness, tmp_path: Path) -> None:
+    """start_at=end ignores complete old lines but finishes a partial last line."""
+    log = tmp_path / "access.log"
+    log.write_bytes(b"old\nhalf")
+    _, out = harness.start([log])
+    append(log, b"-line\nnew\n")
+    expect(out, ["half-line", "new"])
+
+
+def test_partial_line_held_until_newline(harness: Harness, tmp_path: Path) -> None:
+    """A line without its newline is not emitted until the newline arrives."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log])
+    append(log, b"first\npart")
+    wait_for(lambda: source.stats.bytes_read == 10, "the partial line to be read")
+    assert out.lines == ["first"]
+    append(log, b"ial\n")
+    expect(out, ["first", "partial"])
+
+
+def test_crlf_and_invalid_utf8(harness: Harness, tmp_path: Path) -> None:
+    """CRLF endings lose the CR; invalid UTF-8 becomes U+FFFD; a lone CR stays."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    _, out = harness.start([log])
+    append(log, b"dos\r\ncaf\xe9 ok\nin\rside\n\r\n")
+    expect(out, ["dos", "caf\ufffd ok", "in\rside", ""])
+
+
+def test_crlf_split_across_writes(harness: Harness, tmp_path: Path) -> None:
+    """A CR at the end of one write and its LF in the next still end one line."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log])
+    append(log, b"abc\r")
+    wait_for(lambda: source.stats.bytes_read == 4, "the first half")
+    append(log, b"\n")
+    expect(out, ["abc"])
+
+
+def test_overlong_lines_are_cut(harness: Harness, tmp_path: Path) -> None:
+    """Lines over max_line_bytes are cut at the cap, counted, and their rest discarded."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log], max_line_bytes=64)
+    append(log, b"x" * 200 + b"\nok\n")
+    expect(out, ["x" * 64, "ok"])
+    append(log, b"y" * 100)  # no newline yet: cut now, not buffered forever
+    expect(out, ["x" * 64, "ok", "y" * 64])
+    append(log, b"y" * 5000 + b"\nnext\n")
+    expect(out, ["x" * 64, "ok", "y" * 64, "next"])
+    assert source.stats.lines_truncated == 2
+
+
+def test_batches_respect_batch_lines(harness: Harness, tmp_path: Path) -> None:
+    """No batch holds more than batch_lines lines."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"".join(b"l%d\n" % i for i in range(7)))
+    _, out = harness.start([log], start_at="beginning", batch_lines=2)
+    expect(out, [f"l{i}" for i in range(7)])
+    assert max(len(b.lines) for b in out.batches) == 2
+
+
+def test_large_file_read_in_chunks(harness: Harness, tmp_path: Path) -> None:
+    """A file bigger than several read chunks is delivered completely and in order."""
+    log = tmp_path / "big.log"
+    count = 200_000
+    log.write_bytes(b"".join(b"line %07d padding padding\n" % i for i in range(count)))
+    _, out = harness.start([log], start_at="beginning")
+    wait_for(lambda: len(out.lines) >= count, "all lines")
+    lines = out.lines
+    assert len(lines) == count
+    assert lines[0] == "line 0000000 padding padding"
+    assert lines[-1] == f"line {count - 1:07d} padding padding"
+
+
+# ------------------------------------------------------------------ rotation
+
+
+def test_rename_and_create_rotation(harness: Harness, tmp_path: Path) -> None:
+    """logrotate's default: the old file is read to its end, then the new one from 0."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log])
+    append(log, b"a1\n")
+    expect(out, ["a1"])
+    append(log, b"a2\n")
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"b1\n")
+    expect(out, ["a1", "a2", "b1"])
+    append(tmp_path / "a.log.1", b"late\n")  # writer not yet reopened: still read
+    append(log, b"b2\n")
+    wait_for(lambda: len(out.lines) == 5, "the late line and b2")
+    assert set(out.lines[3:]) == {"late", "b2"}
+    assert source.stats.rotations == 1
+
+
+def test_copytruncate_rotation(harness: Harness, tmp_path: Path) -> None:
+    """A file shorter than the offset was truncated: read it again from 0."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log])
+    append(log, b"old line one\nold line two\n")
+    expect(out, ["old line one", "old line two"])
+    with log.open("r+b") as handle:
+        handle.truncate(0)
+    append(log, b"new\n")
+    expect(out, ["old line one", "old line two", "new"])
+    assert source.stats.rotations >= 1
+
+
+def test_rewrite_in_place_detected_by_head(harness: Harness, tmp_path: Path) -> None:
+    """Same inode, size not smaller, but different first bytes: read again from 0."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"aaaa\nbbbb\n")
+    source, out = harness.start([log], start_at="beginning", inotify=False, poll_interval=0.05)
+    expect(out, ["aaaa", "bbbb"])
+    fd = os.open(log, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"cccc\ndddd\neeee\n", 0)
+    finally:
+        os.close(fd)
+    expect(out, ["aaaa", "bbbb", "cccc", "dddd", "eeee"])
+    assert source.stats.rotations == 1
+
+
+def test_delete_and_recreate(harness: Harness, tmp_path: Path) -> None:
+    """A deleted file that comes back (a new inode) is read from its beginning."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log])
+    append(log, b"one\n")
+    expect(out, ["one"])
+    log.unlink()
+    log.write_bytes(b"two\n")
+    expect(out, ["one", "two"])
+    assert source.stats.rotations == 1
+
+
+def test_file_appears_later_in_missing_directory(harness: Harness, tmp_path: Path) -> None:
+    """A missing log and directory are waited for and read from 0 once they appear."""
+    log = tmp_path / "not" / "yet" / "a.log"
+    source, out = harness.start([log])
+    assert source.stats.up
+    assert out.lines == []
+    log.parent.mkdir(parents=True)
+    log.write_bytes(b"hello\n")
+    expect(out, ["hello"])
+    append(log, b"world\n")
+    expect(out, ["hello", "world"])
+
+
+def test_directory_removed_and_recreated(harness: Harness, tmp_path: Path) -> None:
+    """The log's directory vanishing and coming back is followed, not fatal."""
+    logdir = tmp_path / "logs"
+    logdir.mkdir()
+    log = logdir / "a.log"
+    log.write_bytes(b"")
+    _, out = harness.start([log])
+    append(log, b"one\n")
+    expect(out, ["one"])
+    log.unlink()
+    logdir.rmdir()
+    logdir.mkdir()
+    log.write_bytes(b"two\n")
+    expect(out, ["one", "two"])
+
+
+def test_symlink_repointed(harness: Harness, tmp_path: Path) -> None:
+    """A symlinked path follows its target; re-pointing the link is a rotation."""
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "t1.log").write_bytes(b"")
+    link = tmp_path / "current.log"
+    link.symlink_to(real / "t1.log")
+    source, out = harness.start([link])
+    append(real / "t1.log", b"from t1\n")
+    expect(out, ["from t1"])
+    (real / "t2.log").write_bytes(b"from t2\n")
+    tmp_link = tmp_path / "current.tmp"
+    tmp_link.symlink_to(real / "t2.log")
+    tmp_link.replace(link)
+    expect(out, ["from t1", "from t2"])
+    append(real / "t2.log", b"more\n")
+    expect(out, ["from t1", "from t2", "more"])
+    assert source.stats.rotations == 1
+
+
+def test_glob_pattern_picks_up_new_files(harness: Harness, tmp_path: Path) -> None:
+    """Glob paths follow existing matches (start_at) and read new matches from 0."""
+    (tmp_path / "a.log").write_bytes(b"old\n")
+    _, out = harness.start([tmp_path / "*.log"])
+    (tmp_path / "b.log").write_bytes(b"b1\n")
+    expect(out, ["b1"])
+    append(tmp_path / "a.log", b"a1\n")
+    expect(out, ["b1", "a1"])
+    (tmp_path / "c.txt").write_bytes(b"ignored\n")
+    append(tmp_path / "a.log", b"a2\n")
+    expect(out, ["b1", "a1", "a2"])
+
+
+def test_polling_fallback(harness: Harness, tmp_path: Path) -> None:
+    """With inotify off, appends and a rename rotation are still followed."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log], inotify=False, poll_interval=0.05)
+    assert source._observer is None
+    append(log, b"one\n")
+    expect(out, ["one"])
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"two\n")
+    expect(out, ["one", "two"])
+
+
+def test_inotify_unavailable_falls_back_to_polling(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An observer that cannot start (no inotify) means polling, not a crash."""
+    import watchdog.observers
+
+    class Broken:
+        daemon = False
+
+        def start(self) -> None:
+            raise OSError(38, "inotify not supported")
+
+    monkeypatch.setattr(watchdog.observers, "Observer", Broken)
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log], poll_interval=0.05)
+    assert source._observer is None
+    append(log, b"one\n")
+    expect(out, ["one"])
+
+
+# ------------------------------------------------------------------ restart and positions
+
+
+def test_restart_resumes_without_replay_or_loss(harness: Harness, tmp_path: Path) -> None:
+    """Lines written while stopped are read after a restart; none are read twice."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\ntwo\n")
+    first, out = harness.start([log], start_at="beginning")
+    expect(out, ["one", "two"])
+    first.stop()
+    append(log, b"three\nfour\n")
+    _, out2 = harness.start([log], start_at="beginning")
+    expect(out2, ["three", "four"])
+
+
+def test_positions_file_records_offset(harness: Harness, tmp_path: Path) -> None:
+    """stop() saves dev, inode and the offset just past the last delivered line."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\npartial")
+    source, out = harness.start([log], start_at="beginning")
+    expect(out, ["one"])
+    source.stop()
+    doc = json.loads((harness.state / "positions.json").read_text())
+    entry = doc["sources"]["web"][str(log)]
+    st = log.stat()
+    assert (entry["dev"], entry["ino"], entry["offset"]) == (st.st_dev, st.st_ino, 4)
+    assert entry["head_len"] == len(b"one\npartial")
+
+
+def test_positions_saved_while_running(harness: Harness, tmp_path: Path) -> None:
+    """Positions reach disk while the source runs, not only at stop() (crash safety)."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\n")
+    _, out = harness.start([log], start_at="beginning", poll_interval=0.05)
+    expect(out, ["one"])
+    append(log, b"two\n")
+    expect(out, ["one", "two"])
+    path = harness.state / "positions.json"
+
+    def saved_offset() -> int:
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            return -1
+        offset: int = doc["sources"]["web"][str(log)]["offset"]
+        return offset
+
+    wait_for(lambda: saved_offset() == 8, "the offset of both lines to be saved")
+
+
+def test_rotated_while_stopped(harness: Harness, tmp_path: Path) -> None:
+    """After a restart, the rest of the rotated file comes first, then the new file."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    first, out = harness.start([log], start_at="beginning")
+    expect(out, ["a1"])
+    first.stop()
+    append(log, b"a2\n")
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"b1\n")
+    source, out2 = harness.start([log])
+    expect(out2, ["a2", "b1"])
+    assert source.stats.rotations == 1
+
+
+def test_rotated_while_stopped_found_by_inode(harness: Harness, tmp_path: Path) -> None:
+    """A rotated file with an unusual name is found among the siblings by its inode."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    first, out = harness.start([log], start_at="beginning")
+    expect(out, ["a1"])
+    first.stop()
+    append(log, b"a2\n")
+    log.rename(tmp_path / "old-access")
+    log.write_bytes(b"b1\n")
+    _, out2 = harness.start([log])
+    expect(out2, ["a2", "b1"])
+
+
+def test_restart_with_path_missing_reads_rotated_tail(harness: Harness, tmp_path: Path) -> None:
+    """Rotated while stopped and not recreated yet: the tail is read, then the new file."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    first, out = harness.start([log], start_at="beginning")
+    expect(out, ["a1"])
+    first.stop()
+    append(log, b"a2\n")
+    log.rename(tmp_path / "a.log.1")
+    _, out2 = harness.start([log])
+    expect(out2, ["a2"])
+    log.write_bytes(b"b1\n")
+    expect(out2, ["a2", "b1"])
+
+
+def test_rewritten_while_stopped_starts_over(harness: Harness, tmp_path: Path) -> None:
+    """Same inode but a different head (reused or rewritten) means reading from 0."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"aaaa\nbbbb\n")
+    first, out = harness.start([log], start_at="beginning")
+    expect(out, ["aaaa", "bbbb"])
+    first.stop()
+    fd = os.open(log, os.O_WRONLY)
+    try:
+        os.pwrite(fd, b"cccc\ndddd\neeee\n", 0)
+    finally:
+        os.close(fd)
+    _, out2 = harness.start([log])
+    expect(out2, ["cccc", "dddd", "eeee"])
+
+
+def test_unconfigured_saved_path_is_forgotten(harness: Harness, tmp_path: Path) -> None:
+    """A saved position for a path no longer configured is neither read nor kept."""
+    old, new = tmp_path / "old.log", tmp_path / "new.log"
+    old.write_bytes(b"o1\n")
+    first, out = harness.start([old], start_at="beginning")
+    expect(out, ["o1"])
+    first.stop()
+    append(old, b"o2\n")
+    new.write_bytes(b"n1\n")
+    second, out2 = harness.start([new], start_at="beginning")
+    expect(out2, ["n1"])
+    second.stop()
+    doc = json.loads((harness.state / "positions.json").read_text())
+    assert list(doc["sources"]["web"]) == [str(new)]
+    assert out2.lines == ["n1"]
+
+
+def test_corrupt_positions_file(harness: Harness, tmp_path: Path) -> None:
+    """A corrupt positions file is moved aside and the source starts fresh."""
+    harness.state.mkdir()
+    (harness.state / "positions.json").write_text("{not json")
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\n")
+    source, out = harness.start([log], start_at="beginning")
+    expect(out, ["one"])
+    assert (harness.state / "positions.json.corrupt").read_text() == "{not json"
+    source.stop()
+    doc = json.loads((harness.state / "positions.json").read_text())
+    assert doc["sources"]["web"][str(log)]["offset"] == 4
+
+
+# ------------------------------------------------------------------ stats, lifecycle, config
+
+
+def test_lag_stats(harness: Harness, tmp_path: Path) -> None:
+    """Undelivered bytes count as lag; lag_seconds is now minus the file's mtime."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"done\npending")
+    clock = FakeClock()
+    source, out = harness.start([log], clock=clock, start_at="beginning", poll_interval=0.05)
+    expect(out, ["done"])
+    clock.set(log.stat().st_mtime + 7.0)
+    wait_for(lambda: source.stats.lag_seconds > 6.9, "lag_seconds to follow the clock")
+    assert source.stats.lag_bytes == len(b"pending")
+    append(log, b"\n")
+    wait_for(lambda: source.stats.lag_bytes == 0, "lag to clear")
+    assert source.stats.lag_seconds == 0.0
+
+
+def test_read_at_uses_the_clock(harness: Harness, tmp_path: Path) -> None:
+    """Batches carry the clock's monotonic reading at read time."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"x\n")
+    clock = FakeClock()
+    clock.advance(42.0)
+    _, out = harness.start([log], clock=clock, start_at="beginning")
+    expect(out, ["x"])
+    assert out.batches[0].read_at == 42.0
+
+
+def test_stop_is_prompt(harness: Harness, tmp_path: Path) -> None:
+    """stop() wakes the reader instead of waiting out a long poll_interval."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, _ = harness.start([log], poll_interval=120)
+    thread = source._thread
+    assert thread is not None
+    began = time.monotonic()
+    source.stop()
+    assert time.monotonic() - began < 5.0
+    assert not thread.is_alive()
+    assert not source.stats.up
+
+
+def test_unreadable_file_is_an_error_not_a_crash(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An open failure is counted and retried; the source keeps running."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\n")
+    real_open = os.open
+    denied = {"on": True}
+
+    def fake_open(path: Any, flags: int, *args: Any) -> int:
+        if denied["on"] and os.fspath(path) == str(log):
+            raise PermissionError(13, "Permission denied", str(log))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    source, out = harness.start([log], start_at="beginning", poll_interval=0.05)
+    wait_for(lambda: source.stats.errors >= 1, "the error to be counted")
+    assert "Permission denied" in source.stats.last_error
+    denied["on"] = False
+    expect(out, ["one"])
+
+
+def test_config_validation() -> None:
+    """Relative paths, directories and a zero poll interval are config errors."""
+    base: dict[str, Any] = {"name": "x", "type": "file", "parser": "nginx"}
+    with pytest.raises(ValidationError, match="absolute"):
+        FileSourceConfig.model_validate({**base, "paths": ["var/log/a.log"]})
+    with pytest.raises(ValidationError, match="directory"):
+        FileSourceConfig.model_validate({**base, "paths": ["/var/log/"]})
+    with pytest.raises(ValidationError, match="poll_interval"):
+        FileSourceConfig.model_validate({**base, "paths": ["/var/log/a.log"], "poll_interval": 0})
+    with pytest.raises(ValidationError):
+        FileSourceConfig.model_validate({**base, "paths": []})
+    cfg = FileSourceConfig.model_validate(
+        {**base, "paths": ["/var/log/a.log"], "poll_interval": "500ms"}
+    )
+    assert cfg.poll_interval == 0.5
+    assert REGISTRY.get("file").factory is FileSource

@@ -1,0 +1,116 @@
+"""The positions store: atomic, shared between sources, robust to corrupt files."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from aisentinel.sources.positions import (
+    HEAD_BYTES,
+    FilePosition,
+    PositionStore,
+    atomic_write,
+    head_sha256,
+)
+
+
+def pos(offset: int = 10, head: bytes = b"head") -> FilePosition:
+    return FilePosition(
+        dev=1, ino=2, offset=offset, head_len=len(head), head_sha256=head_sha256(head)
+    )
+
+
+def test_round_trip(tmp_path: Path) -> None:
+    """What is saved for a source is loaded back unchanged."""
+    store = PositionStore(tmp_path, "web")
+    store.save({"/var/log/a.log": pos(10), "/var/log/b.log": pos(20)})
+    assert PositionStore(tmp_path, "web").load() == {
+        "/var/log/a.log": pos(10),
+        "/var/log/b.log": pos(20),
+    }
+
+
+def test_missing_file_loads_empty(tmp_path: Path) -> None:
+    """No positions file means no saved positions (and no error)."""
+    assert PositionStore(tmp_path / "nope", "web").load() == {}
+
+
+def test_sources_keep_their_own_sections(tmp_path: Path) -> None:
+    """Saving one source leaves the other sources' positions in place."""
+    PositionStore(tmp_path, "web").save({"/a": pos(1)})
+    PositionStore(tmp_path, "ssh").save({"/b": pos(2)})
+    PositionStore(tmp_path, "web").save({"/a": pos(3)})
+    assert PositionStore(tmp_path, "ssh").load() == {"/b": pos(2)}
+    assert PositionStore(tmp_path, "web").load() == {"/a": pos(3)}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"{not json",
+        b"\xff\xfe",
+        b"[]",
+        b'{"version": 99, "sources": {}}',
+        b'{"version": 1, "sources": []}',
+        b'{"version": 1, "sources": {"web": 3}}',
+    ],
+)
+def test_corrupt_file_moved_aside(tmp_path: Path, content: bytes) -> None:
+    """A file that is not a valid positions document is moved to .corrupt and reads empty."""
+    (tmp_path / "positions.json").write_bytes(content)
+    assert PositionStore(tmp_path, "web").load() == {}
+    assert (tmp_path / "positions.json.corrupt").read_bytes() == content
+    assert not (tmp_path / "positions.json").exists()
+
+
+def test_bad_entry_ignored_others_kept(tmp_path: Path) -> None:
+    """One malformed entry is dropped; the valid ones of the same source still load."""
+    good = {"dev": 1, "ino": 2, "offset": 3, "head_len": 4, "head_sha256": "0" * 64}
+    doc = {
+        "version": 1,
+        "sources": {"web": {"/good": good, "/bad": {**good, "offset": -1}, "/worse": "x"}},
+    }
+    (tmp_path / "positions.json").write_text(json.dumps(doc))
+    loaded = PositionStore(tmp_path, "web").load()
+    assert list(loaded) == ["/good"]
+    assert loaded["/good"].offset == 3
+
+
+def test_from_json_rejects_bad_values() -> None:
+    """Entries with missing fields, booleans, bad digests or a long head are rejected."""
+    good = {"dev": 1, "ino": 2, "offset": 3, "head_len": 4, "head_sha256": "a" * 64}
+    assert FilePosition.from_json(good).ino == 2
+    for bad, reason in (
+        ({**good, "dev": True}, "dev must be"),
+        ({**good, "head_sha256": "abc"}, "sha256"),
+        ({**good, "head_len": HEAD_BYTES + 1}, "head_len is at most"),
+        ({k: v for k, v in good.items() if k != "ino"}, "ino must be"),
+        ([], "an object"),
+    ):
+        with pytest.raises(ValueError, match=reason):
+            FilePosition.from_json(bad)
+
+
+def test_head_matches(tmp_path: Path) -> None:
+    """head_matches compares the hash of the first head_len bytes of the open file."""
+    path = tmp_path / "f"
+    path.write_bytes(b"head and more")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert pos(head=b"head").head_matches(fd)
+        assert not pos(head=b"hexd").head_matches(fd)
+        assert not pos(head=b"head and more and more").head_matches(fd)
+    finally:
+        os.close(fd)
+
+
+def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
+    """atomic_write creates missing directories, replaces content and leaves no temp file."""
+    target = tmp_path / "sub" / "file"
+    atomic_write(target, b"one")
+    atomic_write(target, b"two")
+    assert target.read_bytes() == b"two"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file"]

@@ -1,0 +1,219 @@
+"""Bounded sliding-window stores used by every detector."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisentinel.detectors.window import DistinctWindows, EventWindows, RateWindows, RecentSet
+
+T0 = 1_764_000_000.0
+
+
+def test_event_windows_crosses_at_threshold_within_window() -> None:
+    """The threshold-th event within the window crosses, not earlier."""
+    win = EventWindows(3, 60.0, 10)
+    assert win.hit("a", T0) is None
+    assert win.hit("a", T0 + 10) is None
+    crossing = win.hit("a", T0 + 20)
+    assert crossing is not None
+    assert crossing.events == 3
+    assert crossing.first_ts == T0
+
+
+def test_event_windows_spread_beyond_window_does_not_cross() -> None:
+    """Events further apart than the window never add up to a crossing."""
+    win = EventWindows(3, 60.0, 10)
+    for i in range(10):
+        assert win.hit("a", T0 + i * 31) is None
+
+
+def test_event_windows_slides() -> None:
+    """Old events fall out of the window; recent ones still count."""
+    win = EventWindows(3, 60.0, 10)
+    win.hit("a", T0)
+    win.hit("a", T0 + 50)
+    assert win.hit("a", T0 + 70) is None  # T0 fell out
+    assert win.hit("a", T0 + 80) is not None  # 50, 70, 80
+
+
+def test_event_windows_refires_at_most_once_per_window() -> None:
+    """A continuing attack crosses once, then again only after a full window."""
+    win = EventWindows(2, 60.0, 10)
+    fired = [t for t in range(0, 300, 5) if win.hit("a", T0 + t) is not None]
+    assert fired == [5, 65, 125, 185, 245]
+
+
+def test_event_windows_refire_counts_events_since_previous() -> None:
+    """A re-fire reports every event since the previous crossing."""
+    win = EventWindows(2, 60.0, 10)
+    crossings = [win.hit("a", T0 + t) for t in range(0, 70, 5)]
+    found = [c for c in crossings if c is not None]
+    assert [c.events for c in found] == [2, 12]
+
+
+def test_event_windows_keys_are_independent() -> None:
+    """Each key has its own window (IPv4 and IPv6 alike)."""
+    win = EventWindows(2, 60.0, 10)
+    assert win.hit("192.0.2.1", T0) is None
+    assert win.hit("2001:db8::1", T0) is None
+    assert win.hit("2001:db8::1", T0 + 1) is not None
+
+
+def test_event_windows_lru_cap_evicts_least_recent() -> None:
+    """At max_keys the least recently seen key is dropped first."""
+    win = EventWindows(2, 60.0, 2)
+    win.hit("a", T0)
+    win.hit("b", T0)
+    win.hit("a", T0 + 1)  # crosses; a is now most recent
+    win.hit("c", T0 + 2)  # evicts b
+    assert len(win) == 2
+    assert "b" not in win
+    assert "a" in win
+    assert win.evicted == 1
+
+
+def test_event_windows_expire_drops_idle_keys_only() -> None:
+    """expire() drops keys idle for longer than the window and reports how many."""
+    win = EventWindows(3, 60.0, 10)
+    win.hit("old", T0)
+    win.hit("new", T0 + 50)
+    assert win.expire(T0 + 100) == 1
+    assert "new" in win
+    assert "old" not in win
+
+
+def test_event_windows_gap_starts_new_episode() -> None:
+    """After a gap longer than the window the count starts again."""
+    win = EventWindows(2, 60.0, 10)
+    win.hit("a", T0)
+    win.hit("a", T0 + 1000)
+    crossing = win.hit("a", T0 + 1001)
+    assert crossing is not None
+    assert crossing.events == 2
+    assert crossing.first_ts == T0 + 1000
+
+
+def test_event_windows_evidence_is_distinct_and_bounded() -> None:
+    """Evidence holds at most evidence_max distinct samples."""
+    win = EventWindows(10, 60.0, 10, evidence_max=3)
+    crossing = None
+    for i in range(10):
+        crossing = win.hit("a", T0 + i, f"user{i % 5}")
+    assert crossing is not None
+    assert crossing.evidence == ("user0", "user1", "user2")
+
+
+def test_threshold_one_fires_on_first_event() -> None:
+    """threshold 1 crosses on the first event and then stays quiet for the window."""
+    win = EventWindows(1, 60.0, 10)
+    assert win.hit("a", T0) is not None
+    assert win.hit("a", T0 + 30) is None
+    assert win.hit("a", T0 + 61) is not None
+
+
+@pytest.mark.parametrize(
+    ("threshold", "window", "max_keys"), [(0, 1.0, 1), (1, 0.0, 1), (1, 1.0, 0)]
+)
+def test_stores_reject_nonsense_limits(threshold: int, window: float, max_keys: int) -> None:
+    """Zero thresholds, windows or capacities are programming errors."""
+    with pytest.raises(ValueError, match="must be"):
+        EventWindows(threshold, window, max_keys)
+    with pytest.raises(ValueError, match="must be"):
+        RateWindows(threshold, window, max_keys)
+    with pytest.raises(ValueError, match="must be"):
+        DistinctWindows(threshold, window, max_keys)
+
+
+def test_rate_windows_exact_within_first_bucket() -> None:
+    """A burst within one window of the first event crosses exactly at the threshold."""
+    rate = RateWindows(100, 60.0, 10)
+    results = [rate.hit("a", T0 + i * 0.5) for i in range(100)]
+    assert all(r is None for r in results[:99])
+    assert results[99] is not None
+    assert results[99].events == 100
+
+
+def test_rate_windows_steady_rate_below_limit_never_crosses() -> None:
+    """A steady rate below the threshold never crosses across bucket boundaries."""
+    rate = RateWindows(100, 60.0, 10)
+    assert all(rate.hit("a", T0 + i) is None for i in range(600))  # 60 a minute
+
+
+def test_rate_windows_steady_rate_above_limit_crosses_once_per_window() -> None:
+    """A steady rate above the threshold crosses, then once per window."""
+    rate = RateWindows(100, 60.0, 10)
+    fired = [i for i in range(1200) if rate.hit("a", T0 + i * 0.25) is not None]  # 240/min
+    assert len(fired) == 5
+    assert fired[0] == 99
+
+
+def test_rate_windows_expire_and_cap() -> None:
+    """Rate keys expire when idle and are capped at max_keys."""
+    rate = RateWindows(5, 60.0, 2)
+    rate.hit("a", T0)
+    rate.hit("b", T0 + 30)
+    rate.hit("c", T0 + 31)
+    assert len(rate) == 2
+    assert rate.evicted == 1
+    assert rate.expire(T0 + 90.5) == 1
+    assert len(rate) == 1
+
+
+def test_distinct_windows_crosses_on_distinct_values_only() -> None:
+    """Repeating one value never crosses; enough distinct ones within the window do."""
+    dist = DistinctWindows(3, 60.0, 10)
+    assert all(dist.hit("ip", "root", T0 + i) is None for i in range(20))
+    assert dist.hit("ip", "admin", T0 + 21) is None
+    crossing = dist.hit("ip", "oracle", T0 + 22)
+    assert crossing is not None
+    assert set(crossing.evidence) == {"root", "admin", "oracle"}
+    assert crossing.events == 3
+
+
+def test_distinct_windows_values_outside_window_do_not_count() -> None:
+    """Distinct values seen longer ago than the window are not counted."""
+    dist = DistinctWindows(3, 60.0, 10)
+    dist.hit("ip", "u1", T0)
+    dist.hit("ip", "u2", T0 + 10)
+    assert dist.hit("ip", "u3", T0 + 65) is None
+
+
+def test_distinct_windows_bounded_per_key() -> None:
+    """A key holds at most threshold + margin values whatever the attacker rotates."""
+    dist = DistinctWindows(3, 1.0, 10, margin=2)
+    for i in range(1000):
+        dist.hit("ip", f"user{i}", T0 + i * 10)  # never crosses: 1 value per window
+    state = dist._keys["ip"]
+    assert (len(state) - 1) // 2 <= 5
+
+
+def test_distinct_windows_release_allows_next_hit_to_cross() -> None:
+    """release() ends the quiet period so the next hit reports again."""
+    dist = DistinctWindows(2, 60.0, 10)
+    dist.hit("k", "a", T0)
+    assert dist.hit("k", "b", T0 + 1) is not None
+    assert dist.hit("k", "c", T0 + 2) is None
+    dist.release("k")
+    assert dist.hit("k", "d", T0 + 3) is not None
+
+
+def test_distinct_windows_expire() -> None:
+    """Idle distinct-value keys are expired."""
+    dist = DistinctWindows(3, 60.0, 10)
+    dist.hit("a", "x", T0)
+    dist.hit("b", "x", T0 + 100)
+    assert dist.expire(T0 + 120) == 1
+    assert len(dist) == 1
+
+
+def test_recent_set_ttl_and_cap() -> None:
+    """RecentSet remembers keys for ttl seconds and holds at most max_keys."""
+    seen = RecentSet(100.0, 2)
+    seen.add("a", T0)
+    assert seen.seen("a", T0 + 100)
+    assert not seen.seen("a", T0 + 101)
+    seen.add("b", T0 + 1)
+    seen.add("c", T0 + 2)
+    assert len(seen) == 2
+    assert not seen.seen("a", T0 + 3)
+    assert seen.expire(T0 + 101.5) == 1
