@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -145,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aisentinel`` command."""
     args = build_parser().parse_args(argv)
     if args.command != "run":
+        # A closed pipe (`| head`) ends the command quietly, as it does for other tools.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         # Only warnings, on stderr: stdout carries the command's own output (JSON, tables).
         from aisentinel.logsetup import configure_logging  # noqa: PLC0415
 

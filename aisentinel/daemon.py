@@ -250,7 +250,7 @@ class Daemon:
         every = self.config.daemon.heartbeat_interval
         wd = self.notifier.watchdog_interval()
         if wd is not None:
-            every = min(every, wd / 2)
+            every = min(every, wd)  # already half of WatchdogSec
         return max(every, 0.05)
 
     def _loop(self) -> None:

@@ -8,7 +8,6 @@ and coloured console output on a terminal.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from typing import Any, TextIO
 
@@ -22,12 +21,15 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     """The concrete format for ``auto`` on this stream and environment."""
     if fmt != "auto":
         return fmt
-    if os.environ.get("JOURNAL_STREAM"):
-        from aisentinel.journal import journal_available  # noqa: PLC0415 - optional
+    from aisentinel.journal import journal_available, stderr_is_journal  # noqa: PLC0415
 
-        if journal_available():
-            return "journal"
-        return "json"
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        fd = -1
+    if fd >= 0 and stderr_is_journal(fd=fd):
+        # stdout is connected to journald (systemd service): structured fields if we can.
+        return "journal" if journal_available() else "json"
     return "console" if stream.isatty() else "json"
 
 

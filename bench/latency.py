@@ -357,6 +357,9 @@ def print_report(res: dict[str, Any]) -> None:
     print(f"\nsustained sshd appends: target {target} for {sus['seconds']} s")
     print(f"  written   {sus['written_per_s']:>10,.0f} lines/s ({sus['written']:,} lines)")
     print(f"  processed {sus['processed_per_s_while_writing']:>10,.0f} lines/s while writing")
+    print(
+        f"  overall   {sus['processed_per_s_to_drain']:>10,.0f} lines/s (written / time to drain)"
+    )
     drained = sus["drained_after_s"]
     print(f"  backlog drained {drained:.1f} s after the writer stopped" if drained is not None
           else "  backlog NOT drained within 120 s")  # fmt: skip

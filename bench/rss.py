@@ -117,9 +117,9 @@ def measure(daemon: Daemon, args: argparse.Namespace, access: Path, auth: Path) 
     res["seconds_to_process"] = round(time.monotonic() - t0, 2)
     res["after"] = proc_status(daemon.pid())
     m = daemon.metrics()
-    res["tracked_keys"] = sum(
-        v for (name, _), v in m.items() if name == "aisentinel_detector_tracked_keys"
-    )
+    res["tracked_keys"] = {
+        labels: v for (name, labels), v in m.items() if name == "aisentinel_detector_tracked_keys"
+    }
     res["decisions"] = {
         labels: v for (name, labels), v in m.items() if name == "aisentinel_decisions_total"
     }
@@ -162,8 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {'idle after start':<22} {b['VmRSS']:>9.1f} {b['VmHWM']:>9.1f}")
         print(f"  {'after the traffic':<22} {a['VmRSS']:>9.1f} {a['VmHWM']:>9.1f}")
         verdict = "OK" if a["VmHWM"] < TARGET_MB else "OVER"
+        keys = res["tracked_keys"]
         print(f"  target < {TARGET_MB:.0f} MB: {verdict}; detector keys tracked: "
-              f"{res['tracked_keys']:,.0f}")  # fmt: skip
+              f"{sum(keys.values()):,.0f}")  # fmt: skip
+        for labels, n in sorted(keys.items()):
+            print(f"    {labels}: {n:,.0f}")
         if "warning" in res:
             print(f"  warning: {res['warning']}")
     return 0

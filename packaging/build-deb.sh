@@ -113,6 +113,9 @@ find "$WORK/src" -name __pycache__ -prune -exec rm -rf {} +
 # Hardened compiler and linker flags for what is compiled here (systemd-python).
 export DEB_BUILD_MAINT_OPTIONS=hardening=+all
 eval "$(dpkg-buildflags --export=sh)"
+# No debug info: it is stripped anyway, and it would carry pip's random build path
+# into the build-id, making every build differ.
+CFLAGS="$CFLAGS -g0"
 "$PY" -m venv "$VENV"
 pip_args=(--quiet --no-compile --use-pep517)
 [ -z "${AISENTINEL_DEB_CONSTRAINTS:-}" ] || pip_args+=(--constraint "$AISENTINEL_DEB_CONSTRAINTS")
@@ -157,6 +160,7 @@ find "$STAGE" -depth \( -name __pycache__ -o -name '*.pyc' \) -exec rm -rf {} +
 find "$VENV" -path '*.dist-info/direct_url.json' -delete
 sed -i '/\.dist-info\/direct_url\.json,/d' "$VENV"/lib/python*/site-packages/*.dist-info/RECORD
 grep -rlI --null -F "$STAGE" "$VENV" | xargs -0 --no-run-if-empty sed -i "s#$STAGE##g"
+"$VENV/bin/python" "$PACKAGING/bundled_dists.py" refresh-records
 if leftover=$(grep -rl -F "$STAGE" "$STAGE"); then
     die "staging path left in: $leftover"
 fi

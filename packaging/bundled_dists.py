@@ -4,6 +4,7 @@ Run with the staged venv's interpreter by packaging/build-deb.sh:
 
     VENV/bin/python bundled_dists.py copyright YEAR  > usr/share/doc/aisentinel/copyright
     VENV/bin/python bundled_dists.py list            > .../bundled-python-packages.txt
+    VENV/bin/python bundled_dists.py refresh-records
 
 ``copyright`` writes a machine-readable (DEP-5) copyright file: aisentinel itself under
 Apache-2.0, then one paragraph per bundled distribution with the license its metadata
@@ -12,6 +13,8 @@ declares and where its license files lie in the venv.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -105,15 +108,46 @@ def copyright_file(year: str) -> str:
     return "\n".join(parts)
 
 
+def refresh_records() -> int:
+    """Rewrite hash and size in every RECORD for files changed after install.
+
+    The build rewrites shebangs after pip recorded them; a stale hash would differ from
+    build to build (it hashes the random staging path) and fail `pip` verification.
+    Returns the number of entries changed.
+    """
+    changed = 0
+    for dist in metadata.distributions():
+        record = next((f for f in dist.files or [] if f.name == "RECORD"), None)
+        if record is None:
+            continue
+        path = Path(str(dist.locate_file(record)))
+        out = []
+        for line in path.read_text().splitlines():
+            name, _, rest = line.partition(",")
+            target = Path(str(dist.locate_file(name)))
+            fresh = line
+            if rest.partition(",")[0] and target.is_file() and not target.is_symlink():
+                data = target.read_bytes()
+                raw = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+                fresh = f"{name},sha256={raw.decode()},{len(data)}"
+            changed += fresh != line
+            out.append(fresh)
+        path.write_text("\n".join(out) + "\n")
+    return changed
+
+
 def main(argv: list[str]) -> int:
     """Entry point; see the module docstring."""
     if argv[:1] == ["copyright"] and len(argv) == 2:
         sys.stdout.write(copyright_file(argv[1]))
         return 0
+    if argv == ["refresh-records"]:
+        refresh_records()
+        return 0
     if argv == ["list"]:
         sys.stdout.writelines(f"{d.metadata['Name']}=={d.version}\n" for d in _dists())
         return 0
-    sys.stderr.write("usage: bundled_dists.py copyright YEAR | list\n")
+    sys.stderr.write("usage: bundled_dists.py copyright YEAR | list | refresh-records\n")
     return 2
 
 

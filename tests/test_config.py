@@ -94,3 +94,10 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert f"{bad_path}: decisions.allowlist[1]: bad CIDR" in bad.stderr
+
+
+def test_shipped_default_config_is_valid_and_means_defaults() -> None:
+    """The packaged conffile validates and, being all comments, equals the built-in defaults."""
+    shipped = Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml"
+    cfg = load_config(shipped)
+    assert cfg.to_dict() == parse_config({}).to_dict()

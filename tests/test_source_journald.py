@@ -150,10 +150,15 @@ def test_format_entry_fallbacks() -> None:
 
 
 def test_config_validation() -> None:
-    """matches must be FIELD=value; defaults are the two sshd matches."""
+    """matches must be FIELD=value; defaults select sshd and OpenSSH 9.8's sshd-session."""
     base: dict[str, Any] = {"name": "ssh", "type": "journald", "parser": "sshd"}
     cfg = JournaldSourceConfig.model_validate(base)
-    assert cfg.matches == ["_COMM=sshd", "SYSLOG_IDENTIFIER=sshd"]
+    assert cfg.matches == [
+        "_COMM=sshd",
+        "SYSLOG_IDENTIFIER=sshd",
+        "_COMM=sshd-session",
+        "SYSLOG_IDENTIFIER=sshd-session",
+    ]
     for bad in (["sshd"], ["comm=sshd"], ["=sshd"], ["__CURSOR=x"], []):
         with pytest.raises(ValidationError):
             JournaldSourceConfig.model_validate({**base, "matches": bad})

@@ -23,7 +23,7 @@ from typing import TextIO
 from aisentinel.config import DEFAULT_METRICS_PORT, parse_config
 from aisentinel.daemon import Daemon
 from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenario, Manifest
-from aisentinel.events import Action, Decision
+from aisentinel.events import Action, Decision, Finding
 from aisentinel.logsetup import configure_logging
 from aisentinel.sdnotify import Notifier
 
@@ -80,8 +80,14 @@ def demo_config(workdir: Path, manifest: Manifest, port: int) -> dict[str, objec
     }
 
 
-def summarize(daemon: Daemon, decisions: list[Decision], manifest: Manifest, out: TextIO) -> int:
-    """Print the closing summary; returns 0 when every expected ban happened and no benign one."""
+def summarize(
+    daemon: Daemon,
+    decisions: list[Decision],
+    flagged: set[str],
+    manifest: Manifest,
+    out: TextIO,
+) -> int:
+    """Print the closing summary; returns 0 when no benign address would be banned."""
     p = daemon.pipeline
     banned = {d.target for d in decisions if d.action is Action.BAN and d.target}
     expected = set(manifest.should_ban())
@@ -109,10 +115,15 @@ def summarize(daemon: Daemon, decisions: list[Decision], manifest: Manifest, out
     for d in decisions:
         if d.action is Action.NONE:
             w(f"    {d.target or '-':<18} {d.detector:<20} {d.reason}\n")
-    found = expected & banned
-    w(f"\n  attackers banned: {len(found)} of {len(expected)} in the scenario\n")
-    for missed in sorted(expected - banned):
-        w(f"    missed: {missed} ({manifest.attacks[missed].kind.value})\n")
+    attackers = set(manifest.attacks)
+    detected = attackers & flagged
+    w(f"\n  attackers detected: {len(detected)} of {len(attackers)} in the scenario\n")
+    for missed in sorted(attackers - flagged):
+        w(f"    not detected: {missed} ({manifest.attacks[missed].kind.value})\n")
+    w(f"  attackers that would be banned: {len(expected & banned)} of {len(expected)}")
+    w(" (the rest are alert-only by severity, or allowlisted)\n")
+    for alert_only in sorted((expected & flagged) - banned):
+        w(f"    alert only: {alert_only} ({manifest.attacks[alert_only].kind.value})\n")
     w(f"  benign addresses banned: {len(wrongly)} (admin {manifest.admin} included)\n")
     if daemon.metrics_port:
         w(f"  metrics were at http://127.0.0.1:{daemon.metrics_port}/metrics\n")
@@ -137,14 +148,22 @@ def run_demo(
     config = parse_config(demo_config(base, scenario.manifest, port), "<demo>")
     configure_logging("console", "info", stream)
     decisions: list[Decision] = []
+    flagged: set[str] = set()
     daemon = Daemon(config, notifier=Notifier(None))
-    record = daemon.pipeline.on_decision
+    log_decision = daemon.pipeline.on_decision
+    log_finding = daemon.pipeline.on_finding
+
+    def on_finding(finding: Finding) -> None:
+        flagged.update(a for a in (finding.client, *finding.clients) if a)
+        if log_finding is not None:
+            log_finding(finding)
 
     def on_decision(decision: Decision) -> None:
         decisions.append(decision)
-        if record is not None:
-            record(decision)
+        if log_decision is not None:
+            log_decision(decision)
 
+    daemon.pipeline.on_finding = on_finding
     daemon.pipeline.on_decision = on_decision
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     stream.write(f"aisentinel demo: logs in {base / 'logs'}, {duration:.0f}s of traffic\n")
@@ -163,7 +182,7 @@ def run_demo(
         scenario.stop()
         daemon.request_stop()
         thread.join(15)
-    status = summarize(daemon, decisions, scenario.manifest, stream)
+    status = summarize(daemon, decisions, flagged, scenario.manifest, stream)
     if keep:
         stream.write(f"  files kept in {base}\n")
     else:

@@ -64,7 +64,13 @@ class JournaldSourceConfig(SourceConfigBase):
 
     type: Literal["journald"]
     matches: list[str] = Field(
-        default_factory=lambda: ["_COMM=sshd", "SYSLOG_IDENTIFIER=sshd"], min_length=1
+        default_factory=lambda: [
+            "_COMM=sshd",
+            "SYSLOG_IDENTIFIER=sshd",
+            "_COMM=sshd-session",  # OpenSSH >= 9.8 logs auth from a per-session binary
+            "SYSLOG_IDENTIFIER=sshd-session",
+        ],
+        min_length=1,
     )
     start_at: Literal["end", "beginning"] = "end"
     directory: str | None = None
