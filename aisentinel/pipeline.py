@@ -20,7 +20,7 @@ from prometheus_client import Histogram
 from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
-from aisentinel.events import EVENT_TYPES, Decision, Event, Finding, LineBatch
+from aisentinel.events import Decision, Finding, LineBatch
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
@@ -37,6 +37,10 @@ class SourceCounters:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
+
+
+def _by_event(item: tuple[int, int, Finding]) -> tuple[int, int]:
+    return item[0], item[1]
 
 
 FindingHook = Callable[[Finding], None]
@@ -74,7 +78,8 @@ class Pipeline:
             registry=None,
         )
         self._parsers: dict[tuple[str, str], Parser] = {}
-        self._dispatch: dict[type, tuple[Callable[[Event], Finding | None], ...]] = {}
+        self._dispatch: dict[frozenset[type], tuple[Detector, ...]] = {}
+        """Detectors to run for a batch holding events of these types, in order."""
         self.reconfigure(
             detectors=self.detectors,
             engine=engine,
@@ -96,25 +101,39 @@ class Pipeline:
         return parser
 
     def process(self, batch: LineBatch) -> None:
-        """Run every line of ``batch`` through the stages."""
+        """Run every line of ``batch`` through the stages.
+
+        The batch is parsed first, then each detector consuming one of the event
+        types present sees all of its events in one ``observe_many`` call. Findings
+        are then handled in the order a line-by-line run would give: by event, and
+        for one event in detector order.
+        """
         counters = self.sources.get(batch.source)
         if counters is None:
             counters = self.sources[batch.source] = SourceCounters()
-        parse = self.parser_for(batch.source, batch.parser).parse
-        dispatch = self._dispatch
-        parsed = 0
-        for line in batch.lines:
-            event = parse(line)
-            if event is None:
-                continue
-            parsed += 1
-            for observe in dispatch[type(event)]:
-                finding = observe(event)
-                if finding is not None:
-                    self._handle(finding, batch.read_at)
-        counters.lines += len(batch.lines)
-        counters.parsed += parsed
-        counters.unparsed += len(batch.lines) - parsed
+        parser = self.parser_for(batch.source, batch.parser)
+        lines = batch.lines
+        events = parser.parse_many(lines)
+        counters.lines += len(lines)
+        counters.parsed += len(events)
+        counters.unparsed += len(lines) - len(events)
+        if not events:
+            return
+        kinds = frozenset(map(type, events))
+        detectors = self._dispatch.get(kinds)
+        if detectors is None:
+            detectors = self._dispatch[kinds] = tuple(
+                d for d in self.detectors if any(issubclass(k, d.consumes) for k in kinds)
+            )
+        found: list[tuple[int, int, Finding]] = []
+        for rank, detector in enumerate(detectors):
+            for index, finding in detector.observe_many(events):
+                found.append((index, rank, finding))
+        if len(found) > 1:
+            found.sort(key=_by_event)
+        read_at = batch.read_at
+        for _index, _rank, finding in found:
+            self._handle(finding, read_at)
 
     def _handle(self, finding: Finding, read_at: float) -> None:
         self.findings[(finding.detector, finding.severity.label)] += 1
@@ -156,7 +175,4 @@ class Pipeline:
         if parsers_config != self.parsers_config:
             self.parsers_config = parsers_config
             self._parsers.clear()
-        for etype in EVENT_TYPES:
-            self._dispatch[etype] = tuple(
-                d.observe for d in self.detectors if issubclass(etype, d.consumes)
-            )
+        self._dispatch.clear()

@@ -121,11 +121,15 @@ def test_log_appearing_later_is_followed_and_attack_banned(
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
 def test_real_scrape_passes_promtool(running: Running, logs: Path, now_epoch: float) -> None:
-    """`promtool check metrics` accepts a real scrape of the daemon."""
+    """A real scrape, audit results included, passes `promtool check metrics`."""
     _append(logs / "access.log", [nginx_line(now_epoch, "203.0.113.4", "/api/tags", 200)])
     _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.11") for i in range(6)])
     assert wait_for(lambda: "198.51.100.11" in running.active(), timeout=15)
+    assert wait_for(
+        lambda: "aisentinel_audit_last_run_timestamp_seconds" in running.scrape(), timeout=20
+    )
     text = running.scrape()
+    assert 'aisentinel_audit_check_status{check="firewall.default-deny"' in text
     res = subprocess.run(
         ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
     )

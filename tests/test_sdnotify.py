@@ -198,7 +198,7 @@ def test_libsystemd_backend_requires_systemd_python(monkeypatch: pytest.MonkeyPa
 
 @pytest.mark.slow
 def test_daemon_speaks_sd_notify(listener: Listener, tmp_path: Path) -> None:
-    """`aisentinel run` sends READY, repeated WATCHDOG, STATUS, then STOPPING on SIGTERM."""
+    """`aisentinel run` sends READY, WATCHDOG, STATUS; SIGHUP reloads; SIGTERM sends STOPPING."""
     (tmp_path / "access.log").write_text("")
     cfg = tmp_path / "aisentinel.toml"
     cfg.write_text(
@@ -231,6 +231,11 @@ def test_daemon_speaks_sd_notify(listener: Listener, tmp_path: Path) -> None:
         assert listener.collect_until(
             lambda s: any(item.startswith("STATUS=") for item in s), 5, seen
         ), seen
+
+        proc.send_signal(signal.SIGHUP)
+        assert listener.collect_until(lambda s: "RELOADING=1" in s, 5, seen), seen
+        assert listener.collect_until(lambda s: s.count("READY=1") >= 2, 5, seen), seen
+        assert proc.poll() is None, log.read_text()
 
         proc.send_signal(signal.SIGTERM)
         assert listener.collect_until(lambda s: "STOPPING=1" in s, 5, seen), seen

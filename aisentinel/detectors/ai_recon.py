@@ -15,12 +15,14 @@ detectors report every address.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pydantic import field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
-from aisentinel.detectors.paths import PathSignatures, normalise_path
+from aisentinel.detectors.paths import PathSignatures, VerdictCache, normalise_path
 from aisentinel.detectors.window import EventWindows, RecentSet
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
@@ -75,18 +77,37 @@ class AiReconDetector(Detector):
     def __init__(self, config: AiReconConfig, clock: Clock) -> None:
         super().__init__(config, clock)
         self._cfg = config
-        self._paths = PathSignatures(config.paths)
+        self._is_recon = VerdictCache(PathSignatures(config.paths).match)
         self._authenticated = RecentSet(config.authenticated_ttl, config.max_keys)
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
 
     def observe(self, event: Event) -> Finding | None:
-        if not isinstance(event, HttpRequest):
-            return None
-        if (event.user is not None or event.key_id is not None) and event.status < 400:
-            self._authenticated.add(event.client, event.ts)
-            return None
-        if not self._paths.match(event.path) or self._authenticated.seen(event.client, event.ts):
-            return None
+        found = self.observe_many((event,))
+        return found[0][1] if found else None
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        remember = self._authenticated.add
+        seen = self._authenticated.seen
+        is_recon = self._is_recon.get
+        recon_fill = self._is_recon.fill
+        for i, event in enumerate(events):
+            if not isinstance(event, HttpRequest):
+                continue
+            if (event.user is not None or event.key_id is not None) and event.status < 400:
+                remember(event.client, event.ts)
+                continue
+            path = event.path
+            recon = is_recon(path)
+            if recon is None:
+                recon = recon_fill(path)
+            if recon and not seen(event.client, event.ts):
+                found = self._recon(event)
+                if found is not None:
+                    out.append((i, found))
+        return out
+
+    def _recon(self, event: HttpRequest) -> Finding | None:
         crossing = self._windows.hit(event.client, event.ts, normalise_path(event.path)[:200])
         if crossing is None:
             return None

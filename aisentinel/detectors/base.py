@@ -1,7 +1,9 @@
 """The detector contract: events in, findings out, with bounded memory.
 
-A detector declares the event types it ``consumes``; the pipeline calls
-``observe(event)`` for each of them, from one thread. Time inside a detector is
+A detector declares the event types it ``consumes``; the pipeline hands it the
+events of each batch, from one thread, through ``observe_many(events)`` (whose
+default calls ``observe(event)`` for each event of a consumed type; hot
+detectors override it with one tight loop). Time inside a detector is
 the event's own ``ts`` (so replaying old logs gives the same answer as live), and
 ``expire(now)`` drops keys idle for longer than the window. Every per-key table is
 capped (``max_keys``) with least-recently-used eviction, so no input can grow
@@ -11,6 +13,7 @@ memory without limit.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import ClassVar
 
 from aisentinel.clock import Clock
@@ -47,6 +50,22 @@ class Detector(ABC):
     @abstractmethod
     def observe(self, event: Event) -> Finding | None:
         """Account for one event; a finding when a threshold is crossed, else ``None``."""
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        """Account for a batch of events, in order: ``(index, finding)`` for each event
+        that made a finding, in event order.
+
+        Events of types the detector does not consume are skipped. Same state changes
+        and findings as calling :meth:`observe` on each consumed event in order, which
+        is what this default does.
+        """
+        consumes = self.consumes
+        observe = self.observe
+        return [
+            (i, found)
+            for i, event in enumerate(events)
+            if isinstance(event, consumes) and (found := observe(event)) is not None
+        ]
 
     @abstractmethod
     def expire(self, now: float) -> int:

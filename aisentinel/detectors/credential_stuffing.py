@@ -17,6 +17,8 @@ whatever the attacker rotates.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
@@ -111,6 +113,21 @@ class CredentialStuffingDetector(Detector):
             window=self._cfg.window,
             source=event.source,
         )
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        observe = self.observe
+        accepted = SshKind.ACCEPTED
+        for i, event in enumerate(events):
+            if isinstance(event, HttpRequest):
+                if event.status != 401:
+                    continue  # the common cases, decided without a call
+            elif isinstance(event, SshEvent) and (event.kind is accepted or not event.user):
+                continue
+            found = observe(event)
+            if found is not None:
+                out.append((i, found))
+        return out
 
     def expire(self, now: float) -> int:
         return self._users.expire(now) + self._clients.expire(now)

@@ -20,6 +20,8 @@ Either counter crossing gives a HIGH finding about the client.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
@@ -116,6 +118,20 @@ class HttpAuthDetector(Detector):
             window=self._cfg.window,
             source=event.source,
         )
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        statuses = self._auth_statuses
+        observe = self.observe
+        for i, event in enumerate(events):
+            if isinstance(event, HttpRequest):
+                status = event.status
+                if status != 401 and status not in statuses:
+                    continue  # the common case, decided without a call
+            found = observe(event)
+            if found is not None:
+                out.append((i, found))
+        return out
 
     def expire(self, now: float) -> int:
         return self._failures.expire(now) + self._rejections.expire(now)

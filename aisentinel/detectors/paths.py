@@ -14,12 +14,15 @@ three characters, so a path is compared only with the few patterns sharing those
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 
 _PREFIX_KEY = 4
 _SUFFIX_KEY = 3
+
+VERDICT_CACHE_LIMIT = 4096
+"""Raw paths a :class:`VerdictCache` remembers before it starts afresh."""
 
 BUILTIN_SENSITIVE_PATHS = "sensitive_paths.txt"
 """The list shipped in ``aisentinel/data``."""
@@ -39,6 +42,35 @@ def normalise_path(path: str) -> str:
     if len(path) > 1 and path[-1] == "/":
         path = path.rstrip("/") or "/"
     return path
+
+
+class VerdictCache:
+    """Remembers ``test(path)`` per raw path, so a hot loop pays one dict lookup.
+
+    Requests mostly repeat a few hundred paths; a flood of distinct paths only
+    makes the cache start afresh every :data:`VERDICT_CACHE_LIMIT` entries. Hot
+    loops bind ``cache.get`` and call ``cache.fill(path)`` on a miss.
+    """
+
+    __slots__ = ("_data", "_test", "get")
+
+    def __init__(self, test: Callable[[str], bool]) -> None:
+        self._test = test
+        self._data: dict[str, bool] = {}
+        self.get = self._data.get
+
+    def fill(self, path: str) -> bool:
+        """Compute, remember and return the verdict for ``path``."""
+        verdict = self._test(path)
+        data = self._data
+        if len(data) >= VERDICT_CACHE_LIMIT:
+            data.clear()
+        data[path] = verdict
+        return verdict
+
+    def __call__(self, path: str) -> bool:
+        verdict = self._data.get(path)
+        return self.fill(path) if verdict is None else verdict
 
 
 class PrefixMatcher:

@@ -20,11 +20,13 @@ the 120th request within a minute is reported.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
-from aisentinel.detectors.paths import PrefixMatcher
-from aisentinel.detectors.window import EventWindows, RateWindows
+from aisentinel.detectors.paths import PrefixMatcher, VerdictCache
+from aisentinel.detectors.window import Crossing, EventWindows, RateWindows
 from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Severity
 
 DEFAULT_AI_PATHS = (
@@ -54,6 +56,8 @@ DEFAULT_AI_PATHS = (
 )
 """Path prefixes of inference endpoints (Ollama, OpenAI-compatible/vLLM, Open WebUI)."""
 
+_GLOBAL, _AI, _KEY = range(3)  # which counter crossed
+
 
 class RateAbuseConfig(DetectorConfigBase):
     """``[detectors.rate_abuse]``."""
@@ -79,7 +83,7 @@ class RateAbuseDetector(Detector):
     def __init__(self, config: RateAbuseConfig, clock: Clock) -> None:
         super().__init__(config, clock)
         self._cfg = config
-        self._ai_paths = PrefixMatcher(config.ai_paths)
+        self._is_ai = VerdictCache(PrefixMatcher(config.ai_paths).match)
         self._ai = RateWindows(config.ai_threshold, config.ai_window, config.max_keys)
         self._global = RateWindows(config.global_threshold, config.global_window, config.max_keys)
         self._keys = RateWindows(config.key_threshold, config.key_window, config.max_keys)
@@ -88,10 +92,50 @@ class RateAbuseDetector(Detector):
         )
 
     def observe(self, event: Event) -> Finding | None:
-        if isinstance(event, HttpRequest):
-            return self._request(event)
-        if not isinstance(event, HttpRateLimited):
-            return None
+        found = self.observe_many((event,))
+        return found[0][1] if found else None
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        global_hit = self._global.hit
+        ai_hit = self._ai.hit
+        is_ai = self._is_ai.get
+        ai_fill = self._is_ai.fill
+        for i, event in enumerate(events):
+            if not isinstance(event, HttpRequest):
+                if isinstance(event, HttpRateLimited):
+                    limited = self._rate_limited(event)
+                    if limited is not None:
+                        out.append((i, limited))
+                continue
+            client = event.client
+            ts = event.ts
+            crossing = global_hit(client, ts)
+            found = None if crossing is None else self._finding(event, crossing, _GLOBAL)
+            path = event.path
+            ai = is_ai(path)
+            if ai is None:
+                ai = ai_fill(path)
+            if ai:
+                crossing = ai_hit(client, ts)
+                if crossing is not None:
+                    if found is None:
+                        found = self._finding(event, crossing, _AI)
+                    else:
+                        self._ai.release(client)  # one finding per event; cross again on the next
+                key_id = event.key_id
+                if key_id is not None:
+                    crossing = self._keys.hit(key_id, ts)
+                    if crossing is not None:
+                        if found is None:
+                            found = self._finding(event, crossing, _KEY)
+                        else:
+                            self._keys.release(key_id)
+            if found is not None:
+                out.append((i, found))
+        return out
+
+    def _rate_limited(self, event: HttpRateLimited) -> Finding | None:
         crossing = self._limited.hit(event.client, event.ts, event.zone)
         if crossing is None:
             return None
@@ -108,16 +152,14 @@ class RateAbuseDetector(Detector):
             source=event.source,
         )
 
-    def _request(self, event: HttpRequest) -> Finding | None:
+    def _finding(self, event: HttpRequest, crossing: Crossing, counter: int) -> Finding:
         cfg = self._cfg
         client = event.client
-        ts = event.ts
-        found: Finding | None = None
-        crossing = self._global.hit(client, ts)
-        if crossing is not None:
-            found = crossing_finding(
+        evidence = (event.path[:200],)
+        if counter == _GLOBAL:
+            return crossing_finding(
                 crossing,
-                ts=ts,
+                ts=event.ts,
                 detector=self.name,
                 severity=Severity.HIGH,
                 client=client,
@@ -126,17 +168,12 @@ class RateAbuseDetector(Detector):
                 threshold=cfg.global_threshold,
                 window=cfg.global_window,
                 source=event.source,
-                evidence=(event.path[:200],),
+                evidence=evidence,
             )
-        if not self._ai_paths.match(event.path):
-            return found
-        crossing = self._ai.hit(client, ts)
-        if crossing is not None and found is not None:
-            self._ai.release(client)  # one finding per event; cross again on the next
-        elif crossing is not None:
-            found = crossing_finding(
+        if counter == _AI:
+            return crossing_finding(
                 crossing,
-                ts=ts,
+                ts=event.ts,
                 detector=self.name,
                 severity=Severity.MEDIUM,
                 client=client,
@@ -145,30 +182,22 @@ class RateAbuseDetector(Detector):
                 threshold=cfg.ai_threshold,
                 window=cfg.ai_window,
                 source=event.source,
-                evidence=(event.path[:200],),
+                evidence=evidence,
             )
-        key_id = event.key_id
-        if key_id is None:
-            return found
-        crossing = self._keys.hit(key_id, ts)
-        if crossing is not None and found is not None:
-            self._keys.release(key_id)
-        elif crossing is not None:
-            found = crossing_finding(
-                crossing,
-                ts=ts,
-                detector=self.name,
-                severity=Severity.MEDIUM,
-                client=None,
-                key=f"key_id:{key_id}",
-                what=f"AI API requests with key {key_id}",
-                threshold=cfg.key_threshold,
-                window=cfg.key_window,
-                source=event.source,
-                evidence=(event.path[:200],),
-                clients=(client,),
-            )
-        return found
+        return crossing_finding(
+            crossing,
+            ts=event.ts,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            client=None,
+            key=f"key_id:{event.key_id}",
+            what=f"AI API requests with key {event.key_id}",
+            threshold=cfg.key_threshold,
+            window=cfg.key_window,
+            source=event.source,
+            evidence=evidence,
+            clients=(client,),
+        )
 
     def expire(self, now: float) -> int:
         return (

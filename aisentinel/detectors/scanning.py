@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import field_validator
@@ -24,7 +25,12 @@ from pydantic import field_validator
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
-from aisentinel.detectors.paths import PathSignatures, load_signatures, normalise_path
+from aisentinel.detectors.paths import (
+    PathSignatures,
+    VerdictCache,
+    load_signatures,
+    normalise_path,
+)
 from aisentinel.detectors.paths import parse_patterns as _parse_patterns
 from aisentinel.detectors.window import EventWindows, RateWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
@@ -95,8 +101,10 @@ class ScanningDetector(Detector):
     def __init__(self, config: ScanningConfig, clock: Clock) -> None:
         super().__init__(config, clock)
         self._cfg = config
-        self._signatures = load_signatures(config.extra_path_files, builtin=config.builtin_paths)
-        self._ignore = PathSignatures(config.not_found_ignore)
+        signatures = load_signatures(config.extra_path_files, builtin=config.builtin_paths)
+        ignore = PathSignatures(config.not_found_ignore)
+        self._is_sensitive = VerdictCache(signatures.match)
+        self._is_ignored = VerdictCache(ignore.match)
         self._statuses = frozenset(config.not_found_statuses)
         self._sensitive = EventWindows(config.threshold, config.window, config.max_keys)
         self._not_found = RateWindows(
@@ -104,26 +112,51 @@ class ScanningDetector(Detector):
         )
 
     def observe(self, event: Event) -> Finding | None:
-        if not isinstance(event, HttpRequest):
-            return None
+        found = self.observe_many((event,))
+        return found[0][1] if found else None
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        is_sensitive = self._is_sensitive.get
+        sensitive_fill = self._is_sensitive.fill
+        statuses = self._statuses
+        for i, event in enumerate(events):
+            if not isinstance(event, HttpRequest):
+                continue
+            path = event.path
+            sensitive = is_sensitive(path)
+            if sensitive is None:
+                sensitive = sensitive_fill(path)
+            if sensitive:
+                found = self._sensitive_hit(event)
+                if found is not None:
+                    out.append((i, found))
+                    continue
+            if event.status in statuses and not self._is_ignored(path):
+                found = self._not_found_hit(event)
+                if found is not None:
+                    out.append((i, found))
+        return out
+
+    def _sensitive_hit(self, event: HttpRequest) -> Finding | None:
         path = normalise_path(event.path)
-        if self._signatures.match_normalised(path):
-            crossing = self._sensitive.hit(event.client, event.ts, path[:_MAX_EVIDENCE_PATH])
-            if crossing is not None:
-                return crossing_finding(
-                    crossing,
-                    ts=event.ts,
-                    detector=self.name,
-                    severity=Severity.HIGH,
-                    client=event.client,
-                    key=event.client,
-                    what="requests for sensitive paths",
-                    threshold=self._cfg.threshold,
-                    window=self._cfg.window,
-                    source=event.source,
-                )
-        if event.status not in self._statuses or self._ignore.match_normalised(path):
+        crossing = self._sensitive.hit(event.client, event.ts, path[:_MAX_EVIDENCE_PATH])
+        if crossing is None:
             return None
+        return crossing_finding(
+            crossing,
+            ts=event.ts,
+            detector=self.name,
+            severity=Severity.HIGH,
+            client=event.client,
+            key=event.client,
+            what="requests for sensitive paths",
+            threshold=self._cfg.threshold,
+            window=self._cfg.window,
+            source=event.source,
+        )
+
+    def _not_found_hit(self, event: HttpRequest) -> Finding | None:
         crossing = self._not_found.hit(event.client, event.ts)
         if crossing is None:
             return None
@@ -135,7 +168,7 @@ class ScanningDetector(Detector):
             client=event.client,
             key=event.client,
             what="not-found responses",
-            evidence=(path[:_MAX_EVIDENCE_PATH],),
+            evidence=(normalise_path(event.path)[:_MAX_EVIDENCE_PATH],),
             threshold=self._cfg.not_found_threshold,
             window=self._cfg.not_found_window,
             source=event.source,

@@ -17,11 +17,13 @@ count them anyway.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
-from aisentinel.detectors.window import EventWindows
+from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
 
 _FAILURES = frozenset(
@@ -71,6 +73,9 @@ class SshBruteforceDetector(Detector):
         crossing = self._windows.hit(event.client, event.ts, event.user)
         if crossing is None:
             return None
+        return self._finding(event, crossing)
+
+    def _finding(self, event: SshEvent, crossing: Crossing) -> Finding:
         return crossing_finding(
             crossing,
             ts=event.ts,
@@ -83,6 +88,18 @@ class SshBruteforceDetector(Detector):
             window=self._window,
             source=event.source,
         )
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        kinds = self._kinds
+        hit = self._windows.hit
+        for i, event in enumerate(events):
+            if not isinstance(event, SshEvent) or event.kind not in kinds:
+                continue
+            crossing = hit(event.client, event.ts, event.user)
+            if crossing is not None:
+                out.append((i, self._finding(event, crossing)))
+        return out
 
     def expire(self, now: float) -> int:
         return self._windows.expire(now)

@@ -10,15 +10,21 @@ regex; they are validated with :mod:`ipaddress` before they reach a firewall.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import operator
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, cast
 
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.configtypes import Network, StrictModel
 from aisentinel.events import Event
 from aisentinel.registry import Registry
+
+_is_event = functools.partial(operator.is_not, None)
+"""``event is not None``, as a C callable for ``filter``."""
 
 
 class ParsersConfig(StrictModel):
@@ -49,6 +55,14 @@ class Parser(ABC):
     @abstractmethod
     def parse(self, line: str) -> Event | None:
         """The event this line describes, or ``None`` (not this format, or irrelevant)."""
+
+    def parse_many(self, lines: Iterable[str]) -> Sequence[Event]:
+        """The events of ``lines``, in order, skipping lines that give ``None``.
+
+        Same result as :meth:`parse` line by line (which this default does); hot
+        parsers override it with one tight loop.
+        """
+        return cast(list[Event], list(filter(_is_event, map(self.parse, lines))))
 
 
 REGISTRY: Registry[type[Parser]] = Registry("parser")

@@ -12,6 +12,7 @@ port) is kept: ``method`` is ``""`` and ``path`` is the request text as logged.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import HttpRequest
@@ -21,7 +22,7 @@ from aisentinel.parsers.timestamps import NginxTimeLocal
 
 _LINE = re.compile(
     r'([0-9A-Fa-f.:]+) \S+ (\S+) \[([^\]]{26})\] "(?:([A-Z]+) ([^" ]*) HTTP/[\d.]+|([^"]*))" '
-    r'(\d{3}) (\d+|-)(?: "([^"]*)")?(?: "([^"]*)")?(?: "([^"]*)")?'
+    r'(\d{3}) (\d+|-)(?: "[^"]*")?(?: "([^"]*)")?(?: "([^"]*)")?'
 )
 """One combined line; the request is split by the regex when it is well formed."""
 
@@ -57,44 +58,60 @@ class NginxAccessParser(Parser):
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` if it is not a combined line."""
-        m = self._match(line)
-        if m is None:
-            return None
-        peer, user, when, method, path, raw, status, sent, _referer, agent, xff = m.groups()
-        ts = self._time_cache.get(when)
-        if ts is None:
-            ts = self._time(when)
+        found = self.parse_many((line,))
+        return found[0] if found else None
+
+    def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
+        """The requests of ``lines``, in order; lines that are not combined lines are skipped."""
+        match = self._match
+        times = self._time_cache
+        to_time = self._time
+        source = self.source
+        resolve = self._resolve
+        out: list[HttpRequest] = []
+        append = out.append
+        for line in lines:
+            m = match(line)
+            if m is None:
+                continue
+            peer, user, when, method, path, raw, status, sent, agent, xff = m.groups()
+            ts = times.get(when)
             if ts is None:
-                return None
-        if peer[0] == ":":
-            peer = normalize_addr(peer)
-        if method is None:
-            method, path = split_request(raw)
-        if user == "-":
-            user = None
-        elif user[0] == '"':
-            user = user.strip('"') or None
-        # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path); the
-        # field order is HttpRequest's.
-        return _new(
-            HttpRequest,
-            (
-                ts,
-                self.source,
-                peer if self._resolve is None else self._resolve(peer, xff),
-                method,
-                path,
-                int(status),
-                0 if sent == "-" else int(sent),
-                user,
-                agent or "",
-                None,
-                None,
-                None,
-                None,
-                None,
-            ),
-        )
+                ts = to_time(when)
+                if ts is None:
+                    continue
+            if peer[0] == ":":
+                peer = normalize_addr(peer)
+            if method is None:
+                method, path = split_request(raw)
+            if user == "-":
+                user = None
+            elif user[0] == '"':
+                user = user.strip('"') or None
+            # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path); the
+            # field order is HttpRequest's.
+            append(
+                _new(
+                    HttpRequest,
+                    (
+                        ts,
+                        source,
+                        peer if resolve is None else resolve(peer, xff),
+                        method,
+                        path,
+                        int(status),
+                        0 if sent == "-" else int(sent),
+                        user,
+                        agent or "",
+                        None,
+                        None,
+                        None,
+                        None,
+                        None,
+                    ),
+                )
+            )
+        return out
 
 
 REGISTRY.register("nginx", NginxAccessConfig, NginxAccessParser)
