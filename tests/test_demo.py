@@ -1,4 +1,4 @@
-"""`aisentinel demo`: the real daemon on the live scenario detects every attacker, bans no one benign."""
+"""`aisentinel demo`: the daemon on a live scenario finds every attacker, bans no one benign."""
 
 from __future__ import annotations
 

@@ -9,9 +9,10 @@ accident.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+
+import structlog
 
 from aisentinel.audit.checks import CHECKS, CannotCheckError, Check
 from aisentinel.audit.context import AuditContext, DockerUnavailableError
@@ -19,7 +20,7 @@ from aisentinel.audit.model import AuditReport, CheckResult, Status
 from aisentinel.audit.runner import CommandError
 from aisentinel.audit.sockets import ProcNetError
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 _CANNOT_LOOK = (
     CannotCheckError,
@@ -61,7 +62,7 @@ def run_check(check: Check, ctx: AuditContext) -> CheckResult:
     except _CANNOT_LOOK as exc:
         return CheckResult(check.id, check.title, Status.UNKNOWN, (str(exc) or type(exc).__name__,))
     except Exception as exc:  # a broken check must not break the audit
-        log.exception("audit check %s crashed", check.id)
+        log.exception("audit check crashed", check=check.id)
         return CheckResult(
             check.id, check.title, Status.UNKNOWN, (f"internal error: {type(exc).__name__}: {exc}",)
         )

@@ -14,10 +14,10 @@ runs). Runs never overlap; a run that is late is merged with the next.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from aisentinel.audit.collector import AuditCollector
@@ -27,7 +27,7 @@ from aisentinel.audit.engine import run_audit
 from aisentinel.audit.model import AuditReport
 from aisentinel.clock import Clock, SystemClock
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger(__name__)
 
 _JOB_ID = "aisentinel-audit"
 
@@ -64,10 +64,7 @@ class AuditScheduler:
             return None
         self.collector.update(report)
         counts = report.counts()
-        log.info(
-            "audit finished: %s",
-            ", ".join(f"{n} {status.value}" for status, n in counts.items()),
-        )
+        log.info("audit finished", **{status.value: n for status, n in counts.items()})
         return report
 
     def start(self) -> None:
