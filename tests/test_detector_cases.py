@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from aisentinel.clock import FakeClock
-from aisentinel.detectors import REGISTRY
+from aisentinel.detectors import REGISTRY, DetectorConfigBase
+from aisentinel.detectors.base import Detector
 from aisentinel.events import (
     Event,
     HttpAuthFailure,
@@ -64,14 +65,18 @@ def _events(case: dict[str, Any]) -> list[Event]:
     return sorted(events, key=lambda e: e.ts)
 
 
+def _build(name: str, config: dict[str, Any] | None = None) -> Detector:
+    entry = REGISTRY.get(name)
+    model = entry.config_model.model_validate(config or {})
+    assert isinstance(model, DetectorConfigBase)
+    return entry.factory(model, FakeClock(T0))
+
+
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_case(path: Path) -> None:
     """The case's events give exactly the expected findings."""
     case = tomllib.loads(path.read_text(encoding="utf-8"))
-    entry = REGISTRY.get(case["detector"])
-    detector = entry.factory(
-        entry.config_model.model_validate(case.get("config", {})), FakeClock(T0)
-    )
+    detector = _build(case["detector"], case.get("config"))
     findings = [f for e in _events(case) if (f := detector.observe(e)) is not None]
     got = [(f.ts - T0, f.severity.label, f.client, f.count) for f in findings]
     want = [(e["ts"], e["severity"], e.get("client"), e["count"]) for e in case.get("expect", [])]
@@ -81,3 +86,34 @@ def test_case(path: Path) -> None:
 def test_cases_exist() -> None:
     """The case folder is not empty (a glob typo would silently test nothing)."""
     assert len(CASES) >= 3
+
+
+@pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
+def test_case_in_one_batch(path: Path) -> None:
+    """observe_many over all of a case's events gives the same findings, at the right indices."""
+    case = tomllib.loads(path.read_text(encoding="utf-8"))
+    one_by_one = _build(case["detector"], case.get("config"))
+    batched = _build(case["detector"], case.get("config"))
+    events = _events(case)
+    want = [(i, f) for i, e in enumerate(events) if (f := one_by_one.observe(e)) is not None]
+    assert batched.observe_many(events) == want
+    assert batched.tracked_keys() == one_by_one.tracked_keys()
+
+
+def test_batch_skips_types_not_consumed() -> None:
+    """Every detector ignores events it does not consume in a mixed batch, keeping indices."""
+    mixed: list[Event] = [
+        SshEvent(T0 + i, "auth", "192.0.2.7", SshKind.FAILED_PASSWORD, f"u{i}", 22)
+        if i % 2
+        else HttpRequest(T0 + i, "nginx", "192.0.2.7", "GET", "/.env", 404, 0, None, "x")
+        for i in range(40)
+    ]
+    for entry in REGISTRY:
+        one_by_one = _build(entry.name)
+        batched = _build(entry.name)
+        want = [
+            (i, f)
+            for i, e in enumerate(mixed)
+            if isinstance(e, one_by_one.consumes) and (f := one_by_one.observe(e)) is not None
+        ]
+        assert batched.observe_many(mixed) == want, entry.name

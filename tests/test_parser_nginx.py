@@ -13,6 +13,7 @@ from aisentinel.clock import FakeClock
 from aisentinel.events import HttpRequest
 from aisentinel.parsers import Parser, ParserContext, build_parser
 from aisentinel.parsers.proxy import ProxyResolver
+from aisentinel.parsers.timestamps import NginxTimeLocal
 
 LINE = (
     '203.0.113.7 - alice [20/Jan/2015:19:53:28 +0100] "POST /v1/chat/completions HTTP/1.1" '
@@ -201,3 +202,37 @@ def test_fuzz_never_raises() -> None:
     raw = bytes(rng.randrange(256) for _ in range(4000)).decode("latin-1")
     for parser in parsers:
         assert parser.parse(raw) is None
+
+
+def test_parse_many_matches_parse_line_by_line() -> None:
+    """parse_many gives parse's events in order and skips lines parse rejects."""
+    lines = [
+        '192.0.2.1 - - [24/Nov/2025:16:00:00 +0000] "GET /a HTTP/1.1" 200 5 "-" "x"',
+        "not a log line",
+        '2001:db8::1 - bob [24/Nov/2025:16:00:01 +0100] "POST /b?q=1 HTTP/2.0" 401 - "r" "y"',
+        '192.0.2.2 - - [24/Nov/2025:16:00:02 +0000] "\\x16\\x03" 400 0 "-" "-"',
+        '192.0.2.3 - - [2²/Nov/2025:16:00:02 +0000] "GET / HTTP/1.1" 200 0 "-" "-"',
+    ]
+    parser = _parser("nginx")
+    want = [e for line in lines if (e := parser.parse(line)) is not None]
+    assert len(want) == 3
+    assert list(_parser("nginx").parse_many(lines)) == want
+
+
+@pytest.mark.parametrize(
+    ("text", "epoch"),
+    [
+        ("24/Nov/2025:16:00:00 +0000", 1_764_000_000.0),
+        ("24/Nov/2025:16:00:01 -0430", 1_764_000_001.0 + 4.5 * 3600),
+        ("01/Jan/2015:19:53:28 +0100", 1_420_138_408.0),
+        ("0²/Jan/2015:19:53:28 +0100", None),
+        ("01/Jan/2015:1²:53:28 +0100", None),
+        ("01/Jan/2015:19:53:28 +01²0", None),
+        ("01/Foo/2015:19:53:28 +0100", None),
+    ],
+)
+def test_time_local_per_second_and_bad_digits(text: str, epoch: float | None) -> None:
+    """$time_local converts exactly (day cache + clock); non-ASCII digits give None, no crash."""
+    convert = NginxTimeLocal()
+    assert convert(text) == epoch
+    assert convert(text) == epoch  # served from the cache the second time

@@ -3,15 +3,19 @@
 Every store here maps a key (an address, a username, an API key id) to a small
 fixed-size state, keeps keys in least-recently-seen order in an ``OrderedDict``
 and holds at most ``max_keys`` of them (the least recently seen key goes first),
-so no input can grow memory without limit. ``expire(now)`` drops keys idle for
+so no input can grow memory without limit. :class:`EventWindows` and
+:class:`RateWindows` keep no object per key: the ``OrderedDict`` maps a key to a
+slot number (int objects shared by every store, see :func:`_slot_number`) and
+the state lives in one flat ``array('d')`` per store, ``stride`` doubles a slot;
+slots of dropped keys are reused. ``expire(now)`` drops keys idle for
 longer than the window, walking from the oldest end and stopping at the first
 live key, so it costs O(dropped).
 
 Three counting schemes, each the cheapest that gives the detector its answer:
 
 * :class:`EventWindows`: exact "``threshold`` events within ``window``". Per key it
-  keeps only the last ``threshold`` timestamps, in a ring inside one
-  ``array('d')`` (no per-event allocation, invisible to the garbage collector).
+  keeps only the last ``threshold`` timestamps, in a ring inside its slot (no
+  per-event allocation, invisible to the garbage collector).
   The key crosses when the oldest of those is no older than ``window``.
 * :class:`RateWindows`: request rates with large thresholds (hundreds per minute),
   where keeping every timestamp would cost kilobytes per key. It uses the
@@ -45,6 +49,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 _NEG_INF = -math.inf
@@ -111,14 +116,85 @@ class _Evidence:
         return len(self._data)
 
 
-class EventWindows:
+_SLOT_NUMBERS: list[int] = []
+"""``_SLOT_NUMBERS[i] is i``: one int object per slot number, shared by every store,
+so that 100,000 keys in five stores cost 100,000 int objects rather than 500,000."""
+
+
+def _slot_number(i: int) -> int:
+    numbers = _SLOT_NUMBERS
+    if i >= len(numbers):
+        numbers.extend(range(len(numbers), max(i + 1, 2 * len(numbers), 1024)))
+    return numbers[i]
+
+
+class _SlotStore:
+    """Keys in LRU order mapped to slots of ``stride`` doubles in one ``array('d')``."""
+
+    __slots__ = ("_blank", "_data", "_free", "_keys", "_stride", "evicted", "max_keys")
+
+    def __init__(self, max_keys: int, blank: tuple[float, ...]) -> None:
+        self.max_keys = max_keys
+        self.evicted = 0
+        """Keys dropped because the table was full (not by expiry)."""
+        self._keys: OrderedDict[str, int] = OrderedDict()
+        self._data = array("d")
+        self._free: list[int] = []
+        self._stride = len(blank)
+        self._blank = array("d", blank)
+
+    def _allocate(self, key: str) -> int:
+        """A slot for new ``key``, reset to the blank state; evicts the LRU key when full."""
+        keys = self._keys
+        if len(keys) >= self.max_keys:
+            old, slot = keys.popitem(last=False)
+            self._forget(old)
+            self.evicted += 1
+        elif self._free:
+            slot = self._free.pop()
+        else:
+            slot = _slot_number(len(self._data) // self._stride)
+            self._data.extend(self._blank)
+            keys[key] = slot
+            return slot
+        base = slot * self._stride
+        self._data[base : base + self._stride] = self._blank
+        keys[key] = slot
+        return slot
+
+    def _forget(self, key: str) -> None:
+        """Hook: ``key`` was dropped (evicted or expired)."""
+
+    def _drop_oldest(self, is_live: Callable[[int], bool]) -> int:
+        """Drop keys from the least recent end while ``is_live(slot)`` is false; how many."""
+        keys = self._keys
+        free = self._free
+        dropped = 0
+        while keys:
+            key, slot = next(iter(keys.items()))
+            if is_live(slot):
+                break
+            del keys[key]
+            free.append(slot)
+            self._forget(key)
+            dropped += 1
+        return dropped
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
+class EventWindows(_SlotStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
-    Memory per key: one ``array('d')`` of ``threshold + 4`` doubles plus the
-    ``OrderedDict`` entry; at most ``max_keys`` keys.
+    Memory per key: ``threshold + 4`` doubles plus the ``OrderedDict`` entry; at
+    most ``max_keys`` keys.
     """
 
-    __slots__ = ("_evidence", "_keys", "evicted", "max_keys", "threshold", "window")
+    __slots__ = ("_evidence", "threshold", "window")
 
     def __init__(
         self,
@@ -130,72 +206,62 @@ class EventWindows:
         evidence_max: int = 5,
     ) -> None:
         _check(threshold, window, max_keys)
+        super().__init__(max_keys, (_NEG_INF, 0.0, 0.0, 0.0) + (_NEG_INF,) * threshold)
         self.threshold = threshold
         self.window = window
-        self.max_keys = max_keys
-        self.evicted = 0
-        """Keys dropped because the table was full (not by expiry)."""
-        self._keys: OrderedDict[str, array[float]] = OrderedDict()
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
+
+    def _forget(self, key: str) -> None:
+        self._evidence.drop(key)
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when it crosses."""
         keys = self._keys
-        state = keys.get(key)
+        data = self._data
         n = self.threshold
-        if state is None:
-            if len(keys) >= self.max_keys:
-                old, _ = keys.popitem(last=False)
-                self._evidence.drop(old)
-                self.evicted += 1
-            state = array("d", (_NEG_INF, 0.0, ts, 0.0))
-            state.extend([_NEG_INF] * n)
-            keys[key] = state
+        slot = keys.get(key)
+        if slot is None:
+            base = self._allocate(key) * self._stride
+            data[base + _FIRST] = ts
             idx = 0
         else:
             keys.move_to_end(key)
-            idx = int(state[_IDX])
+            base = slot * self._stride
+            idx = int(data[base + _IDX])
             # A gap longer than the window starts a new episode.
-            if ts - state[_RING + (idx - 1) % n] > self.window:
-                state[_COUNT] = 0.0
-                state[_FIRST] = ts
-        state[_RING + idx] = ts
+            if ts - data[base + _RING + (idx - 1) % n] > self.window:
+                data[base + _COUNT] = 0.0
+                data[base + _FIRST] = ts
+        ring = base + _RING
+        data[ring + idx] = ts
         idx += 1
         if idx == n:
             idx = 0
-        state[_IDX] = idx
-        count = state[_COUNT] + 1.0
-        state[_COUNT] = count
+        data[base + _IDX] = idx
+        count = data[base + _COUNT] + 1.0
+        data[base + _COUNT] = count
         if sample is not None:
             self._evidence.add(key, sample)
-        if ts - state[_RING + idx] > self.window or ts < state[_QUIET]:
+        if ts - data[ring + idx] > self.window or ts < data[base + _QUIET]:
             return None
-        state[_QUIET] = ts + self.window
-        state[_COUNT] = 0.0
-        first = state[_FIRST]
-        state[_FIRST] = ts
+        data[base + _QUIET] = ts + self.window
+        data[base + _COUNT] = 0.0
+        first = data[base + _FIRST]
+        data[base + _FIRST] = ts
         return Crossing(int(count), first, self._evidence.take(key))
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest event is older than ``now - window``; how many."""
-        keys = self._keys
+        data = self._data
         n = self.threshold
+        stride = self._stride
         horizon = now - self.window
-        dropped = 0
-        while keys:
-            key, state = next(iter(keys.items()))
-            if state[_RING + (int(state[_IDX]) - 1) % n] >= horizon:
-                break
-            del keys[key]
-            self._evidence.drop(key)
-            dropped += 1
-        return dropped
 
-    def __len__(self) -> int:
-        return len(self._keys)
+        def live(slot: int) -> bool:
+            base = slot * stride
+            return data[base + _RING + (int(data[base + _IDX]) - 1) % n] >= horizon
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        return self._drop_oldest(live)
 
 
 # RateWindows state layout.
@@ -206,76 +272,67 @@ _R_QUIET = 3
 _R_LAST = 4  # newest event (for expiry)
 
 
-class RateWindows:
+class RateWindows(_SlotStore):
     """Approximate ``threshold`` events per ``window`` seconds, per key (see module doc).
 
     A crossing's ``events`` is the estimated number of events in the window ending
-    at that event. Memory per key: one ``array('d')`` of 5 doubles plus the
-    ``OrderedDict`` entry.
+    at that event. Memory per key: 5 doubles plus the ``OrderedDict`` entry.
     """
 
-    __slots__ = ("_keys", "evicted", "max_keys", "threshold", "window")
+    __slots__ = ("threshold", "window")
 
     def __init__(self, threshold: int, window: float, max_keys: int) -> None:
         _check(threshold, window, max_keys)
+        super().__init__(max_keys, (0.0, 0.0, 0.0, _NEG_INF, 0.0))
         self.threshold = threshold
         self.window = window
-        self.max_keys = max_keys
-        self.evicted = 0
-        self._keys: OrderedDict[str, array[float]] = OrderedDict()
 
     def hit(self, key: str, ts: float) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when the rate crosses."""
         keys = self._keys
-        state = keys.get(key)
+        data = self._data
         window = self.window
-        if state is None:
-            if len(keys) >= self.max_keys:
-                keys.popitem(last=False)
-                self.evicted += 1
-            state = array("d", (ts, 0.0, 0.0, _NEG_INF, ts))
-            keys[key] = state
+        slot = keys.get(key)
+        if slot is None:
+            base = self._allocate(key) * 5
+            data[base + _R_START] = ts
+            data[base + _R_LAST] = ts
+            start = ts
+            cur = 1.0
+            prev = 0.0
         else:
             keys.move_to_end(key)
-            state[_R_LAST] = ts
-            start = state[_R_START]
+            base = slot * 5
+            data[base + _R_LAST] = ts
+            start = data[base + _R_START]
             if ts >= start + window:
                 buckets = (ts - start) // window
-                state[_R_PREV] = state[_R_CUR] if buckets == 1 else 0.0
-                state[_R_CUR] = 0.0
-                state[_R_START] = start + buckets * window
-        cur = state[_R_CUR] + 1.0
-        state[_R_CUR] = cur
-        prev = state[_R_PREV]
-        estimate = cur + prev * (1.0 - (ts - state[_R_START]) / window) if prev else cur
-        if estimate < self.threshold or ts < state[_R_QUIET]:
+                data[base + _R_PREV] = data[base + _R_CUR] if buckets == 1 else 0.0
+                data[base + _R_CUR] = 0.0
+                start += buckets * window
+                data[base + _R_START] = start
+            cur = data[base + _R_CUR] + 1.0
+            prev = data[base + _R_PREV]
+        data[base + _R_CUR] = cur
+        estimate = cur + prev * (1.0 - (ts - start) / window) if prev else cur
+        if estimate < self.threshold or ts < data[base + _R_QUIET]:
             return None
-        state[_R_QUIET] = ts + window
+        data[base + _R_QUIET] = ts + window
         # The estimate is of the rate over the last window (exact within the first bucket).
-        first = ts - window if prev else state[_R_START]
+        first = ts - window if prev else start
         return Crossing(int(estimate), first, ())
 
     def release(self, key: str) -> None:
         """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
-        state = self._keys.get(key)
-        if state is not None:
-            state[_R_QUIET] = _NEG_INF
+        slot = self._keys.get(key)
+        if slot is not None:
+            self._data[slot * 5 + _R_QUIET] = _NEG_INF
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest event is older than ``now - window``; how many."""
-        keys = self._keys
+        data = self._data
         horizon = now - self.window
-        dropped = 0
-        while keys:
-            key, state = next(iter(keys.items()))
-            if state[_R_LAST] >= horizon:
-                break
-            del keys[key]
-            dropped += 1
-        return dropped
-
-    def __len__(self) -> int:
-        return len(self._keys)
+        return self._drop_oldest(lambda slot: data[slot * 5 + _R_LAST] >= horizon)
 
 
 class DistinctWindows:
