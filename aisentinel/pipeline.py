@@ -57,6 +57,7 @@ class Pipeline:
         engine: DecisionEngine,
         runner: ResponderRunner | None,
         clock: Clock,
+        parser_clock: Clock | None = None,
         parsers_config: ParsersConfig | None = None,
         on_finding: FindingHook | None = None,
         on_decision: DecisionHook | None = None,
@@ -65,6 +66,8 @@ class Pipeline:
         self.engine = engine
         self.runner = runner
         self.clock = clock
+        self.parser_clock = parser_clock or clock
+        """What parsers read the current year from (syslog lines carry none)."""
         self.parsers_config = parsers_config or ParsersConfig()
         self.on_finding = on_finding
         self.on_decision = on_decision
@@ -94,7 +97,7 @@ class Pipeline:
         if parser is None:
             ctx = ParserContext(
                 source=source,
-                clock=self.clock,
+                clock=self.parser_clock,
                 trusted_proxies=tuple(self.parsers_config.trusted_proxies),
             )
             parser = self._parsers[key] = build_parser(fmt, ctx)

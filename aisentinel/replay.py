@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TextIO
 
-from aisentinel.clock import EventClock
+from aisentinel.clock import EventClock, SystemClock
 from aisentinel.config import Config
 from aisentinel.daemon import decision_fields, finding_fields
 from aisentinel.decisions.engine import DecisionEngine
@@ -174,6 +174,9 @@ def replay(
                 engine=engine,
                 runner=None,
                 clock=clock,
+                # Syslog timestamps have no year: infer it from the wall clock, not
+                # from the replayed events (which start at the epoch).
+                parser_clock=SystemClock(),
                 parsers_config=config.parsers,
                 on_finding=printer.finding,
                 on_decision=printer.decision,

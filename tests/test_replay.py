@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +108,15 @@ def test_missing_file_is_an_error(tmp_path: Path) -> None:
     res = _replay(str(tmp_path / "nope.log"))
     assert res.returncode == 2
     assert "no such file" in res.stderr
+
+
+def test_syslog_lines_get_this_years_timestamps(tmp_path: Path, now_epoch: float) -> None:
+    """Year-less syslog lines are dated in the current year, not 1969/1970."""
+    log = tmp_path / "auth.log"
+    log.write_text("\n".join(ssh_fail(now_epoch - 100 + i, "198.51.100.78") for i in range(5)))
+    objs = _objects(_replay(str(log), "--format", "sshd", "--json").stdout)
+    finding = next(o for o in objs if o["type"] == "finding")
+    decision = next(o for o in objs if o["type"] == "decision")
+    year = time.strftime("%Y", time.gmtime(now_epoch))
+    assert finding["time"].startswith(year)
+    assert decision["time"].startswith(year)
