@@ -29,7 +29,7 @@ from aisentinel.config import Config, ConfigError, load_config
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
-from aisentinel.events import Decision, Finding, LineBatch
+from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
 from aisentinel.exporter import DaemonCollector
 from aisentinel.pipeline import Pipeline
 from aisentinel.responders import REGISTRY as RESPONDERS
@@ -45,37 +45,6 @@ DRAIN_BATCHES = 64
 """Batches processed per loop turn before the loop looks at timers and signals."""
 STOP_DRAIN_SECONDS = 3.0
 """At shutdown, time allowed to process batches already read (their positions are saved)."""
-
-
-def finding_fields(finding: Finding) -> dict[str, Any]:
-    """A finding as log/JSON fields."""
-    return {
-        "detector": finding.detector,
-        "severity": finding.severity.label,
-        "client": finding.client,
-        "key": finding.key,
-        "count": finding.count,
-        "window": finding.window,
-        "message": finding.message,
-        "evidence": list(finding.evidence),
-        "source": finding.source,
-    }
-
-
-def decision_fields(decision: Decision) -> dict[str, Any]:
-    """A decision as log/JSON fields."""
-    return {
-        "action": decision.action.value,
-        "target": decision.target,
-        "detector": decision.detector,
-        "severity": decision.severity.label,
-        "reason": decision.reason,
-        "ttl": decision.ttl,
-        "expires_at": decision.expires_at,
-        "offence": decision.offence,
-        "simulated": decision.simulated,
-        "evidence_count": decision.evidence_count,
-    }
 
 
 def metrics_address(config: Config) -> str:

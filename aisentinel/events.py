@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # --------------------------------------------------------------------------- sources
 
@@ -180,3 +180,37 @@ class Decision:
     simulated: bool = False
     evidence_count: int = 0
     finding: Finding | None = field(default=None, compare=False)
+
+
+# --------------------------------------------------------------------------- output
+
+
+def finding_fields(finding: Finding) -> dict[str, Any]:
+    """A finding as log/JSON fields."""
+    return {
+        "detector": finding.detector,
+        "severity": finding.severity.label,
+        "client": finding.client,
+        "key": finding.key,
+        "count": finding.count,
+        "window": finding.window,
+        "message": finding.message,
+        "evidence": list(finding.evidence),
+        "source": finding.source,
+    }
+
+
+def decision_fields(decision: Decision) -> dict[str, Any]:
+    """A decision as log/JSON fields."""
+    return {
+        "action": decision.action.value,
+        "target": decision.target,
+        "detector": decision.detector,
+        "severity": decision.severity.label,
+        "reason": decision.reason,
+        "ttl": decision.ttl,
+        "expires_at": decision.expires_at,
+        "offence": decision.offence,
+        "simulated": decision.simulated,
+        "evidence_count": decision.evidence_count,
+    }

@@ -20,11 +20,10 @@ from typing import IO, Any, TextIO
 
 from aisentinel.clock import EventClock, SystemClock
 from aisentinel.config import Config
-from aisentinel.daemon import decision_fields, finding_fields
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
-from aisentinel.events import Decision, Finding, LineBatch
+from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
 from aisentinel.parsers import sniff
 from aisentinel.pipeline import Pipeline
 
@@ -59,9 +58,12 @@ def read_lines(path: Path, batch_lines: int = BATCH_LINES) -> Iterator[list[str]
                 rest = data
                 continue
             rest = data[cut + 1 :]
-            lines = data[:cut].decode("utf-8", "replace").split("\n")
+            body = data[:cut]
+            if b"\r" in body:  # CRLF logs are rare: strip only when there is one
+                body = body.replace(b"\r\n", b"\n").removesuffix(b"\r")
+            lines = body.decode("utf-8", "replace").split("\n")
             for i in range(0, len(lines), batch_lines):
-                yield [ln[:-1] if ln.endswith("\r") else ln for ln in lines[i : i + batch_lines]]
+                yield lines[i : i + batch_lines]
     if rest:
         text = rest.decode("utf-8", "replace")
         yield [text.removesuffix("\r")]
