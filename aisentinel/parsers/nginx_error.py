@@ -66,9 +66,13 @@ class NginxErrorParser(Parser):
 
     def parse(self, line: str) -> Event | None:
         """The auth failure or rate limiting this line reports, or ``None``."""
-        if "client: " not in line:
+        # Every message we read names a user, or is limit_req/limit_conn: skip the rest
+        # (upstream timeouts, buffering warnings...) before any regex.
+        if "client: " not in line or (
+            "user" not in line and "limiting " not in line and "delaying " not in line
+        ):
             return None
-        head = _HEAD.search(line)
+        head = _HEAD.match(line) if line[:1].isdigit() else _HEAD.search(line)
         if head is None:
             return None
         msg = line[head.end() :]
