@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from aisentinel.audit.checks import CHECKS
+from aisentinel.audit.checks import docker as docker_checks
 from aisentinel.audit.context import DockerUnavailableError, docker_sdk_inspector
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import CheckResult, Status
@@ -108,3 +111,33 @@ def test_real_sdk_without_engine_raises_unavailable(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/aisentinel-test.sock")
     with pytest.raises(DockerUnavailableError, match="Docker"):
         docker_sdk_inspector(1.0)
+
+
+def test_no_socket_and_no_docker_host_skips_the_sdk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without DOCKER_HOST or a socket the checks are unknown and the SDK is not imported."""
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    monkeypatch.setattr(docker_checks, "DOCKER_SOCKETS", (tmp_path / "docker.sock",))
+    monkeypatch.setitem(sys.modules, "docker", None)  # importing it now would fail
+    ctx = make_context(docker=docker_sdk_inspector)
+    for check_id in ("docker.ai-ports", "docker.ai-network"):
+        result = run_check(CHECKS.get(check_id).factory, ctx)
+        assert result.status is Status.UNKNOWN
+        assert result.evidence == (
+            f"no Docker engine: DOCKER_HOST is unset and there is neither {tmp_path}/docker.sock",
+        )
+
+
+def test_socket_present_asks_the_sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """With a socket present the SDK inspector is consulted (here: reported missing)."""
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    sock = tmp_path / "docker.sock"
+    sock.touch()
+    monkeypatch.setattr(docker_checks, "DOCKER_SOCKETS", (sock,))
+    monkeypatch.setitem(sys.modules, "docker", None)
+    result = run_check(
+        CHECKS.get("docker.ai-ports").factory, make_context(docker=docker_sdk_inspector)
+    )
+    assert result.status is Status.UNKNOWN
+    assert result.evidence == ("the docker Python SDK is not installed",)

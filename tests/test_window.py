@@ -183,8 +183,8 @@ def test_distinct_windows_bounded_per_key() -> None:
     dist = DistinctWindows(3, 1.0, 10, margin=2)
     for i in range(1000):
         dist.hit("ip", f"user{i}", T0 + i * 10)  # never crosses: 1 value per window
-    state = dist._keys["ip"]
-    assert (len(state) - 1) // 2 <= 5
+    state = dist._keys["ip"]  # [quiet, queued, value, seen, ...]
+    assert (len(state) - 2) // 2 <= 5
 
 
 def test_distinct_windows_release_allows_next_hit_to_cross() -> None:
@@ -217,3 +217,87 @@ def test_recent_set_ttl_and_cap() -> None:
     assert len(seen) == 2
     assert not seen.seen("a", T0 + 3)
     assert seen.expire(T0 + 101.5) == 1
+
+
+def test_second_chance_keeps_every_key_seen_since_the_victim_was_queued() -> None:
+    """When full, the key evicted had no newer event since it was queued, and every key
+    with a newer event since then is kept (whatever the store)."""
+    win = EventWindows(5, 600.0, 4)
+    for i, key in enumerate("abcd"):
+        win.hit(key, T0 + i)  # queue: a b c d
+    win.hit("a", T0 + 10)
+    win.hit("c", T0 + 11)
+    win.hit("e", T0 + 12)  # a re-queued, b evicted
+    assert "b" not in win
+    assert all(k in win for k in "acde")
+    win.hit("f", T0 + 13)  # c re-queued, d evicted
+    assert "d" not in win
+    assert all(k in win for k in "acef")
+    assert win.evicted == 2
+    rate = RateWindows(1000, 60.0, 2)
+    rate.hit("x", T0)
+    rate.hit("y", T0 + 1)
+    rate.hit("x", T0 + 2)
+    rate.hit("z", T0 + 3)
+    assert "y" not in rate
+    assert "x" in rate
+
+
+def test_second_chance_is_not_exact_lru() -> None:
+    """The documented approximation: a key re-queued late can outlive one seen after it."""
+    seen = RecentSet(1000.0, 3)
+    seen.add("a", T0)
+    seen.add("b", T0 + 1)
+    seen.add("a", T0 + 2)  # a has a newer event than when it was queued
+    seen.add("c", T0 + 3)
+    seen.add("d", T0 + 4)  # a re-queued behind c, b evicted: queue c a d
+    seen.add("c", T0 + 5)  # the least recently seen is now a
+    seen.add("e", T0 + 6)  # c re-queued; a (seen at T0 + 2, not since re-queued) goes
+    assert "a" not in seen
+    assert all(k in seen for k in "cde")
+    seen.add("f", T0 + 7)  # d: queued at T0 + 4 and not seen since, goes before c
+    assert "d" not in seen
+    assert all(k in seen for k in "cef")
+
+
+def test_a_one_key_table_replaces_its_key() -> None:
+    """max_keys = 1 evicts the only key even when it was seen again."""
+    dist = DistinctWindows(3, 60.0, 1)
+    dist.hit("a", "x", T0)
+    dist.hit("a", "y", T0 + 1)
+    dist.hit("b", "x", T0 + 2)
+    assert len(dist) == 1
+    assert dist.evicted == 1
+    assert dist.hit("b", "y", T0 + 3) is None
+
+
+def test_expire_requeues_live_keys_and_drops_idle_ones_behind_them() -> None:
+    """expire() gives a second chance to keys seen since queued and drops idle keys
+    behind them in the same call."""
+    win = EventWindows(3, 60.0, 10)
+    win.hit("a", T0)
+    win.hit("b", T0 + 1)
+    win.hit("a", T0 + 100)
+    assert win.expire(T0 + 120) == 1  # a re-queued (live), b dropped
+    assert "a" in win
+    assert "b" not in win
+    assert win.expire(T0 + 161) == 1
+    assert len(win) == 0
+    dist = DistinctWindows(3, 60.0, 10)
+    dist.hit("a", "x", T0)
+    dist.hit("b", "x", T0 + 1)
+    dist.hit("a", "y", T0 + 100)
+    assert dist.expire(T0 + 120) == 1
+    assert len(dist) == 1
+    assert dist.expire(T0 + 161) == 1
+
+
+def test_dropped_slots_are_reused() -> None:
+    """Expired keys free their slots: the state array does not grow with key churn."""
+    rate = RateWindows(10, 60.0, 100)
+    for round_ in range(5):
+        base = T0 + round_ * 1000
+        for i in range(50):
+            rate.hit(f"k{round_}-{i}", base)
+        rate.expire(base + 500)
+    assert len(rate._data) == 50 * 6  # each round expires before the next one starts

@@ -10,6 +10,7 @@ production defaults.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Protocol, cast
 
 from aisentinel.clock import Clock
 from aisentinel.detectors import (
@@ -28,6 +29,7 @@ from aisentinel.detectors.http_auth import HttpAuthConfig
 from aisentinel.detectors.model_exploit import ModelExploitConfig
 from aisentinel.detectors.rate_abuse import RateAbuseConfig
 from aisentinel.detectors.scanning import ScanningConfig
+from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig
 
 __all__ = [
@@ -57,6 +59,14 @@ _PLUGINS = (
 )  # imported for their REGISTRY.register side effect
 
 
+class _SharingFactory(Protocol):
+    """A detector class with ``wants_shared = True``."""
+
+    def __call__(
+        self, config: DetectorConfigBase, clock: Clock, *, shared: SharedState | None
+    ) -> Detector: ...
+
+
 def default_configs() -> dict[str, DetectorConfigBase]:
     """Every registered detector's default config, by name."""
     configs: dict[str, DetectorConfigBase] = {}
@@ -74,12 +84,15 @@ def build_detectors(configs: Mapping[str, DetectorConfigBase], clock: Clock) -> 
     A registered detector missing from ``configs`` gets its default config. A name
     that is not registered raises ``KeyError`` naming the known ones; a config of
     the wrong model raises ``TypeError``; a path list that cannot be read raises
-    ``OSError``/``ValueError`` naming the file.
+    ``OSError``/``ValueError`` naming the file. Detectors that declare
+    ``wants_shared`` get one :class:`~.shared.SharedState` for the call, so that
+    state they all need (the clients that authenticated) is kept once.
     """
     for name in configs:
         REGISTRY.get(name)
     detectors: list[Detector] = []
     defaults = default_configs()
+    shared = SharedState()
     for entry in REGISTRY:
         config = configs.get(entry.name, defaults[entry.name])
         if not isinstance(config, entry.config_model):
@@ -87,6 +100,11 @@ def build_detectors(configs: Mapping[str, DetectorConfigBase], clock: Clock) -> 
                 f"detector {entry.name!r} needs a {entry.config_model.__name__}, "
                 f"not a {type(config).__name__}"
             )
-        if config.enabled:
-            detectors.append(entry.factory(config, clock))
+        if not config.enabled:
+            continue
+        factory = entry.factory
+        if factory.wants_shared:
+            detectors.append(cast(_SharingFactory, factory)(config, clock, shared=shared))
+        else:
+            detectors.append(factory(config, clock))
     return detectors

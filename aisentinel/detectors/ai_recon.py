@@ -23,7 +23,8 @@ from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
 from aisentinel.detectors.paths import PathSignatures, VerdictCache, normalise_path
-from aisentinel.detectors.window import EventWindows, RecentSet
+from aisentinel.detectors.shared import SharedState
+from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 DEFAULT_RECON_PATHS = (
@@ -73,12 +74,17 @@ class AiReconDetector(Detector):
 
     name = "ai_recon"
     consumes = (HttpRequest,)
+    wants_shared = True
 
-    def __init__(self, config: AiReconConfig, clock: Clock) -> None:
+    def __init__(
+        self, config: AiReconConfig, clock: Clock, *, shared: SharedState | None = None
+    ) -> None:
         super().__init__(config, clock)
         self._cfg = config
         self._is_recon = VerdictCache(PathSignatures(config.paths).match)
-        self._authenticated = RecentSet(config.authenticated_ttl, config.max_keys)
+        self._authenticated = (shared or SharedState()).authenticated(
+            config.max_keys, config.authenticated_ttl
+        )
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
 
     def observe(self, event: Event) -> Finding | None:
@@ -87,21 +93,19 @@ class AiReconDetector(Detector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        remember = self._authenticated.add
-        seen = self._authenticated.seen
+        ttl = self._cfg.authenticated_ttl
         is_recon = self._is_recon.get
         recon_fill = self._is_recon.fill
+        marks = self._authenticated.marks(events, self)
         for i, event in enumerate(events):
-            if not isinstance(event, HttpRequest):
-                continue
-            if (event.user is not None or event.key_id is not None) and event.status < 400:
-                remember(event.client, event.ts)
+            # An authenticated request marks its own time: ts - mark is 0.
+            if not isinstance(event, HttpRequest) or event.ts - marks[i] <= ttl:
                 continue
             path = event.path
             recon = is_recon(path)
             if recon is None:
                 recon = recon_fill(path)
-            if recon and not seen(event.client, event.ts):
+            if recon:
                 found = self._recon(event)
                 if found is not None:
                     out.append((i, found))
@@ -128,6 +132,8 @@ class AiReconDetector(Detector):
         return self._windows.expire(now) + self._authenticated.expire(now)
 
     def tracked_keys(self) -> int:
+        """Recon windows plus the authenticated clients (shared with ``model_exploit``
+        when built together: both count them)."""
         return len(self._windows) + len(self._authenticated)
 
 

@@ -6,8 +6,10 @@ default calls ``observe(event)`` for each event of a consumed type; hot
 detectors override it with one tight loop). Time inside a detector is
 the event's own ``ts`` (so replaying old logs gives the same answer as live), and
 ``expire(now)`` drops keys idle for longer than the window. Every per-key table is
-capped (``max_keys``) with least-recently-used eviction, so no input can grow
-memory without limit.
+capped (``max_keys``, evicting keys not seen lately first: see
+:mod:`~aisentinel.detectors.window`), so no input can grow memory without limit.
+State that several detectors need (the clients that authenticated) is kept once,
+in a :class:`~aisentinel.detectors.shared.SharedState` (see ``wants_shared``).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ class DetectorConfigBase(StrictModel):
 
     enabled: bool = True
     max_keys: int = 100_000
-    """Most keys (addresses, usernames) tracked at once; the least recently seen go first."""
+    """Most keys (addresses, usernames) tracked at once per table; keys not seen lately go
+    first (second chance, see :mod:`~aisentinel.detectors.window`)."""
 
 
 class WindowedConfig(DetectorConfigBase):
@@ -42,6 +45,11 @@ class Detector(ABC):
 
     name: ClassVar[str]
     consumes: ClassVar[tuple[type, ...]]
+    wants_shared: ClassVar[bool] = False
+    """When true, the constructor also takes a keyword ``shared`` (a
+    :class:`~aisentinel.detectors.shared.SharedState`, or ``None`` for state of its
+    own) and :func:`~aisentinel.detectors.build_detectors` passes the one it built
+    for the detectors it builds together."""
 
     def __init__(self, config: DetectorConfigBase, clock: Clock) -> None:
         self.config = config

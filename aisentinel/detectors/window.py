@@ -1,15 +1,30 @@
 """Bounded per-key sliding windows: the detectors' only state.
 
 Every store here maps a key (an address, a username, an API key id) to a small
-fixed-size state, keeps keys in least-recently-seen order in an ``OrderedDict``
-and holds at most ``max_keys`` of them (the least recently seen key goes first),
-so no input can grow memory without limit. :class:`EventWindows` and
-:class:`RateWindows` keep no object per key: the ``OrderedDict`` maps a key to a
-slot number (int objects shared by every store, see :func:`_slot_number`) and
-the state lives in one flat ``array('d')`` per store, ``stride`` doubles a slot;
-slots of dropped keys are reused. ``expire(now)`` drops keys idle for
-longer than the window, walking from the oldest end and stopping at the first
-live key, so it costs O(dropped).
+fixed-size state and holds at most ``max_keys`` keys, so no input can grow memory
+without limit. :class:`EventWindows`, :class:`RateWindows` and :class:`RecentSet`
+keep no object per key: a plain ``dict`` maps a key to a slot number (int objects
+shared by every store, see :func:`_slot_number`) and the state lives in one flat
+``array('d')`` per store, ``stride`` doubles a slot; slots of dropped keys are
+reused. A hit is one dict lookup; it never reorders anything.
+
+Which key goes first: second chance (the CLOCK approximation of least recently
+seen). Keys wait in a FIFO queue (a ``deque`` of the key strings) in the order
+they were added or last re-queued; each slot records the key's newest event time
+when it was queued. When the table is full, keys are taken from the front: a key
+that has had a newer event since it was queued is re-queued at the back (its
+second chance) and the first key that has not is evicted. Guarantee: the evicted
+key has had no newer event since it was (re)queued, and every key that had a
+newer event after that moment is kept; a key seen at least once per pass of the
+queue is never evicted. Unlike exact LRU order, a key re-queued late may outlive
+one whose last event came after the re-queued key's. Each hit can pay for at most
+one re-queue, so eviction is amortised O(1).
+
+``expire(now)`` walks the same queue from the front: it drops keys idle for longer
+than the window, re-queues keys with a newer event since they were queued, and
+stops at the first live key without one, so it costs O(dropped + re-queued).
+A key idle past the window but queued behind that live key is dropped by a later
+call (at the latest once the keys in front of it expire or are re-queued).
 
 Three counting schemes, each the cheapest that gives the detector its answer:
 
@@ -20,7 +35,7 @@ Three counting schemes, each the cheapest that gives the detector its answer:
 * :class:`RateWindows`: request rates with large thresholds (hundreds per minute),
   where keeping every timestamp would cost kilobytes per key. It uses the
   two-bucket sliding-window estimate (the previous bucket's count weighted by its
-  overlap with the window, plus the current bucket's count): five floats per key,
+  overlap with the window, plus the current bucket's count): six floats per key,
   a dict lookup and a little arithmetic per event. Exact for a burst inside the
   first bucket; otherwise an estimate that assumes the previous bucket's events
   were spread evenly.
@@ -48,18 +63,18 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections import OrderedDict
-from collections.abc import Callable
+from collections import OrderedDict, deque
 from typing import Any, NamedTuple
 
 _NEG_INF = -math.inf
 
-# EventWindows state layout (one array('d') per key).
+# EventWindows state layout (``stride`` doubles per key).
 _QUIET = 0  # no new crossing before this time
 _COUNT = 1  # events since the previous crossing (or since the key appeared)
 _FIRST = 2  # time of the first of those events
 _IDX = 3  # ring index of the next slot to write (= the oldest of the last n)
-_RING = 4  # ring of the last ``threshold`` timestamps starts here
+_QUEUED = 4  # newest event time when the key was (re)queued
+_RING = 5  # ring of the last ``threshold`` timestamps starts here
 
 
 class Crossing(NamedTuple):
@@ -124,60 +139,118 @@ so that 100,000 keys in five stores cost 100,000 int objects rather than 500,000
 def _slot_number(i: int) -> int:
     numbers = _SLOT_NUMBERS
     if i >= len(numbers):
-        numbers.extend(range(len(numbers), max(i + 1, 2 * len(numbers), 1024)))
+        # Grow by an eighth: the pool is as large as the largest store ever was.
+        numbers.extend(range(len(numbers), max(i + 1, len(numbers) + len(numbers) // 8, 1024)))
     return numbers[i]
 
 
 class _SlotStore:
-    """Keys in LRU order mapped to slots of ``stride`` doubles in one ``array('d')``."""
+    """Keys mapped to slots of ``stride`` doubles in one ``array('d')``, evicted and
+    expired in second-chance order (see the module doc).
 
-    __slots__ = ("_blank", "_data", "_free", "_keys", "_stride", "evicted", "max_keys")
+    A subclass keeps, at offset ``queued`` of each slot, the key's newest event time
+    when it was (re)queued, and says through :meth:`_newest` what the key's newest
+    event time is now.
+    """
 
-    def __init__(self, max_keys: int, blank: tuple[float, ...]) -> None:
+    __slots__ = (
+        "_blank",
+        "_data",
+        "_free",
+        "_keys",
+        "_queue",
+        "_queued",
+        "_stride",
+        "evicted",
+        "max_keys",
+    )
+
+    def __init__(self, max_keys: int, blank: tuple[float, ...], queued: int) -> None:
         self.max_keys = max_keys
         self.evicted = 0
         """Keys dropped because the table was full (not by expiry)."""
-        self._keys: OrderedDict[str, int] = OrderedDict()
+        self._keys: dict[str, int] = {}
+        self._queue: deque[str] = deque()
         self._data = array("d")
         self._free: list[int] = []
         self._stride = len(blank)
         self._blank = array("d", blank)
+        self._queued = queued
 
-    def _allocate(self, key: str) -> int:
-        """A slot for new ``key``, reset to the blank state; evicts the LRU key when full."""
+    def _newest(self, base: int) -> float:
+        """The newest event time of the key whose slot starts at ``base``."""
+        raise NotImplementedError
+
+    def _allocate(self, key: str, ts: float) -> int:
+        """A blank slot for new ``key`` first seen at ``ts``; evicts a key when full."""
         keys = self._keys
         if len(keys) >= self.max_keys:
-            old, slot = keys.popitem(last=False)
-            self._forget(old)
-            self.evicted += 1
+            slot = self._evict()
         elif self._free:
             slot = self._free.pop()
         else:
             slot = _slot_number(len(self._data) // self._stride)
             self._data.extend(self._blank)
+            self._data[slot * self._stride + self._queued] = ts
             keys[key] = slot
+            self._queue.append(key)
             return slot
         base = slot * self._stride
         self._data[base : base + self._stride] = self._blank
+        self._data[base + self._queued] = ts
         keys[key] = slot
+        self._queue.append(key)
         return slot
+
+    def _evict(self) -> int:
+        """Drop the first queued key without a newer event since it was queued; its slot."""
+        keys = self._keys
+        queue = self._queue
+        data = self._data
+        stride = self._stride
+        queued = self._queued
+        while True:
+            key = queue.popleft()
+            slot = keys[key]
+            base = slot * stride
+            newest = self._newest(base)
+            if newest > data[base + queued]:
+                data[base + queued] = newest
+                queue.append(key)
+                continue
+            del keys[key]
+            self._forget(key)
+            self.evicted += 1
+            return slot
 
     def _forget(self, key: str) -> None:
         """Hook: ``key`` was dropped (evicted or expired)."""
 
-    def _drop_oldest(self, is_live: Callable[[int], bool]) -> int:
-        """Drop keys from the least recent end while ``is_live(slot)`` is false; how many."""
+    def _expire(self, horizon: float) -> int:
+        """Drop queued keys whose newest event is before ``horizon`` (see module doc)."""
         keys = self._keys
+        queue = self._queue
+        data = self._data
+        stride = self._stride
+        queued = self._queued
         free = self._free
         dropped = 0
-        while keys:
-            key, slot = next(iter(keys.items()))
-            if is_live(slot):
+        while queue:
+            key = queue[0]
+            slot = keys[key]
+            base = slot * stride
+            newest = self._newest(base)
+            if newest < horizon:
+                queue.popleft()
+                del keys[key]
+                free.append(slot)
+                self._forget(key)
+                dropped += 1
+            elif newest > data[base + queued]:
+                data[base + queued] = newest
+                queue.rotate(-1)
+            else:
                 break
-            del keys[key]
-            free.append(slot)
-            self._forget(key)
-            dropped += 1
         return dropped
 
     def __len__(self) -> int:
@@ -190,7 +263,7 @@ class _SlotStore:
 class EventWindows(_SlotStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
-    Memory per key: ``threshold + 4`` doubles plus the ``OrderedDict`` entry; at
+    Memory per key: ``threshold + 5`` doubles, a dict entry and a queue entry; at
     most ``max_keys`` keys.
     """
 
@@ -206,26 +279,29 @@ class EventWindows(_SlotStore):
         evidence_max: int = 5,
     ) -> None:
         _check(threshold, window, max_keys)
-        super().__init__(max_keys, (_NEG_INF, 0.0, 0.0, 0.0) + (_NEG_INF,) * threshold)
+        blank = (_NEG_INF, 0.0, 0.0, 0.0, _NEG_INF) + (_NEG_INF,) * threshold
+        super().__init__(max_keys, blank, _QUEUED)
         self.threshold = threshold
         self.window = window
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
+
+    def _newest(self, base: int) -> float:
+        data = self._data
+        return data[base + _RING + (int(data[base + _IDX]) - 1) % self.threshold]
 
     def _forget(self, key: str) -> None:
         self._evidence.drop(key)
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when it crosses."""
-        keys = self._keys
         data = self._data
         n = self.threshold
-        slot = keys.get(key)
+        slot = self._keys.get(key)
         if slot is None:
-            base = self._allocate(key) * self._stride
+            base = self._allocate(key, ts) * self._stride
             data[base + _FIRST] = ts
             idx = 0
         else:
-            keys.move_to_end(key)
             base = slot * self._stride
             idx = int(data[base + _IDX])
             # A gap longer than the window starts a new episode.
@@ -252,16 +328,7 @@ class EventWindows(_SlotStore):
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest event is older than ``now - window``; how many."""
-        data = self._data
-        n = self.threshold
-        stride = self._stride
-        horizon = now - self.window
-
-        def live(slot: int) -> bool:
-            base = slot * stride
-            return data[base + _RING + (int(data[base + _IDX]) - 1) % n] >= horizon
-
-        return self._drop_oldest(live)
+        return self._expire(now - self.window)
 
 
 # RateWindows state layout.
@@ -270,39 +337,42 @@ _R_CUR = 1  # events in the current bucket
 _R_PREV = 2  # events in the previous bucket
 _R_QUIET = 3
 _R_LAST = 4  # newest event (for expiry)
+_R_QUEUED = 5  # _R_LAST when the key was (re)queued
+_R_STRIDE = 6
 
 
 class RateWindows(_SlotStore):
     """Approximate ``threshold`` events per ``window`` seconds, per key (see module doc).
 
     A crossing's ``events`` is the estimated number of events in the window ending
-    at that event. Memory per key: 5 doubles plus the ``OrderedDict`` entry.
+    at that event. Memory per key: 6 doubles, a dict entry and a queue entry.
     """
 
     __slots__ = ("threshold", "window")
 
     def __init__(self, threshold: int, window: float, max_keys: int) -> None:
         _check(threshold, window, max_keys)
-        super().__init__(max_keys, (0.0, 0.0, 0.0, _NEG_INF, 0.0))
+        super().__init__(max_keys, (0.0, 0.0, 0.0, _NEG_INF, 0.0, 0.0), _R_QUEUED)
         self.threshold = threshold
         self.window = window
 
+    def _newest(self, base: int) -> float:
+        return self._data[base + _R_LAST]
+
     def hit(self, key: str, ts: float) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when the rate crosses."""
-        keys = self._keys
         data = self._data
         window = self.window
-        slot = keys.get(key)
+        slot = self._keys.get(key)
         if slot is None:
-            base = self._allocate(key) * 5
+            base = self._allocate(key, ts) * _R_STRIDE
             data[base + _R_START] = ts
             data[base + _R_LAST] = ts
             start = ts
             cur = 1.0
             prev = 0.0
         else:
-            keys.move_to_end(key)
-            base = slot * 5
+            base = slot * _R_STRIDE
             data[base + _R_LAST] = ts
             start = data[base + _R_START]
             if ts >= start + window:
@@ -326,25 +396,25 @@ class RateWindows(_SlotStore):
         """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
         slot = self._keys.get(key)
         if slot is not None:
-            self._data[slot * 5 + _R_QUIET] = _NEG_INF
+            self._data[slot * _R_STRIDE + _R_QUIET] = _NEG_INF
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest event is older than ``now - window``; how many."""
-        data = self._data
-        horizon = now - self.window
-        return self._drop_oldest(lambda slot: data[slot * 5 + _R_LAST] >= horizon)
+        return self._expire(now - self.window)
 
 
 class DistinctWindows:
     """``threshold`` distinct values within ``window`` seconds, per key.
 
-    Per key: a flat list ``[quiet_until, value, last_seen, value, last_seen, ...]``
-    with at most ``threshold + margin`` values; when full, a new value replaces
-    the one seen longest ago. The crossing's evidence is the distinct values seen
-    within the window, oldest first.
+    Per key: a flat list ``[quiet_until, queued, value, last_seen, value, last_seen,
+    ...]`` with at most ``threshold + margin`` values; when full, a new value
+    replaces the one seen longest ago. ``queued`` is the key's newest time when it
+    was (re)queued: keys are evicted and expired in second-chance order (module
+    doc). The crossing's evidence is the distinct values seen within the window,
+    oldest first.
     """
 
-    __slots__ = ("_cap", "_keys", "evicted", "max_keys", "threshold", "window")
+    __slots__ = ("_cap", "_keys", "_queue", "evicted", "max_keys", "threshold", "window")
 
     def __init__(self, threshold: int, window: float, max_keys: int, *, margin: int = 2) -> None:
         _check(threshold, window, max_keys)
@@ -355,8 +425,9 @@ class DistinctWindows:
         self.max_keys = max_keys
         self.evicted = 0
         self._cap = threshold + margin
-        # Flat [quiet_until, value, seen, value, seen, ...]: one small list per key.
-        self._keys: OrderedDict[str, list[Any]] = OrderedDict()
+        # Flat [quiet_until, queued, value, seen, value, seen, ...]: one small list per key.
+        self._keys: dict[str, list[Any]] = {}
+        self._queue: deque[str] = deque()
 
     def hit(self, key: str, value: str, ts: float) -> Crossing | None:
         """Record ``value`` for ``key`` at ``ts``; a :class:`Crossing` when enough are distinct."""
@@ -364,30 +435,28 @@ class DistinctWindows:
         state = keys.get(key)
         if state is None:
             if len(keys) >= self.max_keys:
-                keys.popitem(last=False)
-                self.evicted += 1
-            keys[key] = [_NEG_INF, value, ts]
+                self._evict()
+            keys[key] = state = [_NEG_INF, ts, value, ts]
+            self._queue.append(key)
             if self.threshold > 1:
                 return None
-            state = keys[key]
         else:
-            keys.move_to_end(key)
             size = len(state)
-            for i in range(1, size, 2):
+            for i in range(2, size, 2):
                 if state[i] == value:
                     state[i + 1] = ts
                     break
             else:
-                if size < 1 + 2 * self._cap:
+                if size < 2 + 2 * self._cap:
                     state.append(value)
                     state.append(ts)
                 else:
-                    stalest = min(range(2, size, 2), key=state.__getitem__)
+                    stalest = min(range(3, size, 2), key=state.__getitem__)
                     state[stalest - 1] = value
                     state[stalest] = ts
         horizon = ts - self.window
         live = [
-            (seen, state[i - 1]) for i in range(2, len(state), 2) if (seen := state[i]) >= horizon
+            (seen, state[i - 1]) for i in range(3, len(state), 2) if (seen := state[i]) >= horizon
         ]
         if len(live) < self.threshold or ts < state[0]:
             return None
@@ -395,6 +464,22 @@ class DistinctWindows:
         live.sort()
         first = live[0][0]
         return Crossing(len(live), float(first), tuple(str(v) for _, v in live))
+
+    def _evict(self) -> None:
+        """Drop the first queued key without a newer value since it was queued."""
+        keys = self._keys
+        queue = self._queue
+        while True:
+            key = queue.popleft()
+            state = keys[key]
+            newest = max(state[3::2])
+            if newest > state[1]:
+                state[1] = newest
+                queue.append(key)
+                continue
+            del keys[key]
+            self.evicted += 1
+            return
 
     def release(self, key: str) -> None:
         """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
@@ -405,57 +490,58 @@ class DistinctWindows:
     def expire(self, now: float) -> int:
         """Drop keys whose newest value is older than ``now - window``; how many."""
         keys = self._keys
+        queue = self._queue
         horizon = now - self.window
         dropped = 0
-        while keys:
-            key, state = next(iter(keys.items()))
-            if max(state[2::2]) >= horizon:
+        while queue:
+            key = queue[0]
+            state = keys[key]
+            newest = max(state[3::2])
+            if newest < horizon:
+                queue.popleft()
+                del keys[key]
+                dropped += 1
+            elif newest > state[1]:
+                state[1] = newest
+                queue.rotate(-1)
+            else:
                 break
-            del keys[key]
-            dropped += 1
         return dropped
 
     def __len__(self) -> int:
         return len(self._keys)
 
 
-class RecentSet:
-    """Keys seen within ``ttl`` seconds (e.g. clients that authenticated), LRU-capped."""
+class RecentSet(_SlotStore):
+    """Keys seen within ``ttl`` seconds (e.g. clients that authenticated), capped at
+    ``max_keys`` in second-chance order (module doc): two doubles per key."""
 
-    __slots__ = ("_keys", "max_keys", "ttl")
+    __slots__ = ("ttl",)
 
     def __init__(self, ttl: float, max_keys: int) -> None:
         _check(1, ttl, max_keys)
+        super().__init__(max_keys, (_NEG_INF, _NEG_INF), 1)
         self.ttl = ttl
-        self.max_keys = max_keys
-        self._keys: OrderedDict[str, float] = OrderedDict()
+
+    def _newest(self, base: int) -> float:
+        return self._data[base]
 
     def add(self, key: str, ts: float) -> None:
-        """Mark ``key`` as seen at ``ts``."""
-        keys = self._keys
-        if key in keys:
-            keys.move_to_end(key)
-        elif len(keys) >= self.max_keys:
-            keys.popitem(last=False)
-        keys[key] = ts
+        """Mark ``key`` as seen at ``ts`` (its latest mark, even if older than the last)."""
+        slot = self._keys.get(key)
+        if slot is None:
+            slot = self._allocate(key, ts)
+        self._data[slot * 2] = ts
+
+    def last(self, key: str) -> float:
+        """When ``key`` was last marked; ``-inf`` when it is not held."""
+        slot = self._keys.get(key)
+        return _NEG_INF if slot is None else self._data[slot * 2]
 
     def seen(self, key: str, ts: float) -> bool:
         """Whether ``key`` was marked no longer than ``ttl`` before ``ts``."""
-        last = self._keys.get(key)
-        return last is not None and ts - last <= self.ttl
+        return ts - self.last(key) <= self.ttl
 
     def expire(self, now: float) -> int:
         """Drop keys marked before ``now - ttl``; how many."""
-        keys = self._keys
-        horizon = now - self.ttl
-        dropped = 0
-        while keys:
-            key, last = next(iter(keys.items()))
-            if last >= horizon:
-                break
-            del keys[key]
-            dropped += 1
-        return dropped
-
-    def __len__(self) -> int:
-        return len(self._keys)
+        return self._expire(now - self.ttl)

@@ -2,17 +2,22 @@
 
 Read through the Docker Engine API (the ``docker`` SDK, ``DOCKER_HOST`` honoured).
 Without an engine both checks are ``unknown`` with the reason; list them in
-``[audit] skip`` on hosts without Docker. Ports Docker publishes bypass ufw's INPUT
-rules, so a 0.0.0.0 publication is reachable even behind "default deny".
+``[audit] skip`` on hosts without Docker. When no engine can exist (``DOCKER_HOST``
+unset and neither ``/var/run/docker.sock`` nor ``/run/docker.sock`` present) the
+SDK is not even imported: it would add about 6 MB to the daemon's memory. Ports
+Docker publishes bypass ufw's INPUT rules, so a 0.0.0.0 publication is reachable
+even behind "default deny".
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from aisentinel.audit.checks.base import Verdict, register
-from aisentinel.audit.context import AuditContext
+from aisentinel.audit.context import AuditContext, DockerUnavailableError, docker_sdk_inspector
 from aisentinel.audit.model import Status
 
 _WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 - addresses compared, not bound
@@ -32,10 +37,32 @@ NETWORK_FIX = (
 )
 
 
+DOCKER_SOCKETS = (Path("/var/run/docker.sock"), Path("/run/docker.sock"))
+"""Where a local Docker engine listens when ``DOCKER_HOST`` is unset."""
+
+
+def no_engine_reason() -> str | None:
+    """Why no Docker engine can be reached here, or ``None`` when one may be."""
+    if os.environ.get("DOCKER_HOST"):
+        return None
+    if any(path.exists() for path in DOCKER_SOCKETS):
+        return None
+    sockets = " nor ".join(str(path) for path in DOCKER_SOCKETS)
+    return f"no Docker engine: DOCKER_HOST is unset and there is neither {sockets}"
+
+
 def ai_containers(ctx: AuditContext) -> tuple[list[Mapping[str, Any]], int]:
-    """Inspect data of running AI containers and the number of running containers."""
+    """Inspect data of running AI containers and the number of running containers.
+
+    With the real SDK inspector and no engine possible (:func:`no_engine_reason`),
+    raises :class:`DockerUnavailableError` without importing the SDK.
+    """
 
     def load() -> tuple[list[Mapping[str, Any]], int]:
+        if ctx.docker is docker_sdk_inspector:
+            reason = no_engine_reason()
+            if reason is not None:
+                raise DockerUnavailableError(reason)
         containers = ctx.docker(ctx.config.docker_timeout)
         images = [image.lower() for image in ctx.config.ai_images]
         ai = [c for c in containers if any(i in _image(c).lower() for i in images)]
