@@ -48,7 +48,7 @@ class DaemonConfig(StrictModel):
     """How often the pipeline proves it is alive (systemd watchdog, STATUS line)."""
     expire_interval: Duration = 10.0
     """How often idle detector keys and expired bans are dropped."""
-    queue_batches: int = Field(default=256, ge=1, le=65536)
+    queue_batches: int = Field(default=16, ge=1, le=65536)
     """Batches waiting between the sources and the pipeline before sources wait."""
 
 
