@@ -23,5 +23,7 @@ def test_demo_detects_all_attackers_and_spares_benign(tmp_path: Path) -> None:
     assert detected.group(1) == detected.group(2), text
     assert "benign addresses banned: 0" in text
     assert "allowlisted (192.0.2.192/26)" in text
-    assert "log file rotated" in text
+    assert "log rotation(s) followed" in text
+    assert " 0 log rotation(s)" not in text  # the scenario rotates every log half-way
+    assert "would BAN" in text
     assert "/metrics" in text

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 from aisentinel.config import DEFAULT_METRICS_PORT, parse_config
+from aisentinel.configtypes import format_duration
 from aisentinel.daemon import Daemon
 from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenario, Manifest
 from aisentinel.events import Action, Decision, Finding
@@ -80,6 +81,25 @@ def demo_config(workdir: Path, manifest: Manifest, port: int) -> dict[str, objec
     }
 
 
+def live_line(finding: Finding | None, decision: Decision) -> str:
+    """Two lines for the live view: what was found, and what the daemon does about it."""
+    clock = time.strftime("%H:%M:%S", time.localtime(decision.ts))
+    what = ""
+    if finding is not None:
+        who = finding.client or finding.key
+        what = (
+            f"{clock}  {finding.severity.label:<8} {finding.detector:<20} {who:<16} "
+            f"{finding.message}\n"
+        )
+    if decision.action is Action.BAN:
+        act = f"would BAN {decision.target} for {format_duration(decision.ttl or 0)} (dry-run)"
+    elif decision.action is Action.ALERT:
+        act = f"ALERT only: {decision.reason}"
+    else:
+        act = f"no action: {decision.reason}"
+    return f"{what}{'':10}-> {act}\n"
+
+
 def summarize(
     daemon: Daemon,
     decisions: list[Decision],
@@ -95,7 +115,12 @@ def summarize(
     w = out.write
     w("\n" + "=" * 72 + "\naisentinel demo: summary\n" + "=" * 72 + "\n")
     for name, c in sorted(p.sources.items()):
-        w(f"  source {name:<13} {c.lines:>7} lines read, {c.parsed} parsed, {c.unparsed} other\n")
+        source = daemon.sources.get(name)
+        rotations = source.stats.rotations if source is not None else 0
+        w(
+            f"  source {name:<13} {c.lines:>7} lines read, {c.parsed} parsed, "
+            f"{c.unparsed} other, {rotations} log rotation(s) followed\n"
+        )
     w("  findings per detector:\n")
     per_detector: Counter[str] = Counter()
     for (detector, _sev), n in p.findings.items():
@@ -110,7 +135,7 @@ def summarize(
     w("  would ban:\n")
     for d in sorted((d for d in decisions if d.action is Action.BAN), key=lambda d: d.ts):
         kind = manifest.attacks[d.target].kind.value if d.target in manifest.attacks else "?"
-        w(f"    {d.target:<18} {d.detector:<20} ttl={int(d.ttl or 0)}s  [{kind}]\n")
+        w(f"    {d.target:<18} {d.detector:<20} for {format_duration(d.ttl or 0):<6} [{kind}]\n")
     w("  left alone:\n")
     for d in decisions:
         if d.action is Action.NONE:
@@ -146,22 +171,22 @@ def run_demo(
     scenario = LiveScenario(base / "logs", seed=seed, rate=rate, duration=duration)
     port = DEFAULT_METRICS_PORT if _port_free(DEFAULT_METRICS_PORT) else 0
     config = parse_config(demo_config(base, scenario.manifest, port), "<demo>")
-    configure_logging("console", "info", stream)
+    # The daemon's own log shows warnings only; findings and decisions are printed below
+    # one line each, as they happen.
+    configure_logging("console", "warning", stream)
     decisions: list[Decision] = []
     flagged: set[str] = set()
     daemon = Daemon(config, notifier=Notifier(None))
-    log_decision = daemon.pipeline.on_decision
-    log_finding = daemon.pipeline.on_finding
+    pending: list[Finding] = []
 
     def on_finding(finding: Finding) -> None:
         flagged.update(a for a in (finding.client, *finding.clients) if a)
-        if log_finding is not None:
-            log_finding(finding)
+        pending.append(finding)
 
     def on_decision(decision: Decision) -> None:
         decisions.append(decision)
-        if log_decision is not None:
-            log_decision(decision)
+        finding = pending.pop() if pending else None
+        stream.write(live_line(finding, decision))
 
     daemon.pipeline.on_finding = on_finding
     daemon.pipeline.on_decision = on_decision
