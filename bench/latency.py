@@ -1,20 +1,29 @@
 #!/usr/bin/env python3
-"""Live latency and sustained rate of the daemon (``aisentinel run``), dry-run.
+"""Live latency and sustained rate of the daemon (``aisentinel run``, dry-run), side by
+side with the anchor, a private ``fail2ban-server`` (bench/fail2ban_anchor.py).
 
 1. Latency: while a writer appends normal nginx lines to access.log at
    ``--background-rate`` lines/s, inject ``--attacks`` ssh brute forces into auth.log
    (5 ``Failed password`` lines from a fresh address each) and measure, per attack,
    the time from the write+flush of the 5th line to the moment the daemon's JSON log
-   (stdout) shows the ``decision`` event for that address.
+   (stdout) shows the ``decision`` event for that address. fail2ban follows the same
+   two files at the same time (jails sshd and nginx-botsearch, backend pyinotify when
+   importable, else polling); its latency runs from the same flush to the millisecond
+   stamp of its "Ban ADDR" log line.
 2. Sustained rate: append sshd lines (a generated auth.log, re-stamped with the
    current time) at ``--rate`` lines/s (0: as fast as possible) for ``--seconds``,
    sampling ``/metrics`` every second: lines read, lines processed, lag in bytes,
-   queued batches. Lag that does not grow means the daemon keeps up.
+   queued batches. Lag that does not grow means the daemon keeps up. Then, with the
+   daemon stopped, a fresh fail2ban (jail sshd only) gets the same lines from the
+   start of the same pool at ``--fail2ban-rate`` for ``--fail2ban-seconds``, sampling
+   its jail's "Total failed" every second; the end of its backlog is the ban of a
+   marker brute force appended after the last line.
 
 The daemon runs from a temporary config: file sources on temporary logs, state in a
 temporary folder, metrics on a free loopback port, the default dry-run responder.
 
-    .venv/bin/python bench/latency.py [--attacks 200] [--rate 60000] [--seconds 20] [--json]
+    .venv/bin/python bench/latency.py [--attacks 200] [--rate 60000] [--seconds 20]
+        [--fail2ban-rate 10000] [--fail2ban-seconds 10] [--no-fail2ban] [--json]
 """
 
 from __future__ import annotations
@@ -31,9 +40,11 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from fail2ban_anchor import Fail2ban, best_backend, unavailable, version
 from gen import aisentinel_cmd, aisentinel_env
 
 from aisentinel.demo.scenario import (
@@ -222,35 +233,57 @@ def attack_address(i: int) -> str:
     return f"100.{64 + i // 65_024 % 64}.{i // 254 % 256}.{i % 254 + 1}"
 
 
-def latency_test(daemon: Daemon, auth: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Inject brute forces one at a time; append -> decision latencies in ms."""
-    lat: list[float] = []
-    missed: list[str] = []
-    with auth.open("a", encoding="utf-8") as fh:
-        for i in range(args.attacks):
-            addr = attack_address(i + 1000 * args.seed)
-            ts = fmt_syslog_ts(int(time.time()))
-            lines = [
-                f"{ts} gpu-box-01 sshd[{4000 + i}]: Failed password for root from {addr} "
-                f"port {40000 + k} ssh2\n"
-                for k in range(5)
-            ]
-            fh.write("".join(lines[:4]))
-            fh.flush()
-            fh.write(lines[4])
-            fh.flush()
-            t0 = time.monotonic()
-            seen = daemon.wait_decision(addr, timeout=10.0)
-            if seen is None:
-                missed.append(addr)
-            else:
-                lat.append((seen - t0) * 1000.0)
-            time.sleep(0.02 + (i % 5) * 0.01)
-    out: dict[str, Any] = {"attacks": args.attacks, "decided": len(lat), "missed": len(missed)}
+def brute_force(fh: IO[str], addr: str, pid: int) -> tuple[float, float]:
+    """Append 5 failed logins from ``addr`` (the 5th flushed on its own); returns the
+    (monotonic, wall-clock) time of that last flush."""
+    ts = fmt_syslog_ts(int(time.time()))
+    lines = [
+        f"{ts} gpu-box-01 sshd[{pid}]: Failed password for root from {addr} port {40000 + k} ssh2\n"
+        for k in range(5)
+    ]
+    fh.write("".join(lines[:4]))
+    fh.flush()
+    fh.write(lines[4])
+    # Stamped just before the flush: once the write(2) releases the GIL, the reader
+    # thread may see the decision before this thread runs again (up to the 5 ms switch
+    # interval), which would make a stamp taken after it late. The write itself is
+    # microseconds, so this over-states every latency by that much at most.
+    stamps = time.monotonic(), time.time()
+    fh.flush()
+    return stamps
+
+
+def summary(lat: list[float], attacks: int) -> dict[str, Any]:
+    """min/median/p90/p99/max of latencies in ms, with how many were decided."""
+    out: dict[str, Any] = {"attacks": attacks, "decided": len(lat), "missed": attacks - len(lat)}
     if lat:
         q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else lat * 99
         out.update(median_ms=statistics.median(lat), p90_ms=q[89], p99_ms=q[98], max_ms=max(lat))
         out["min_ms"] = min(lat)  # < 0 would mean a decision before the 5th failure
+    return out
+
+
+def latency_test(
+    daemon: Daemon, f2b: Fail2ban | None, auth: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Inject brute forces one at a time; append -> decision (and -> fail2ban ban) in ms."""
+    lat: list[float] = []
+    f2b_lat: list[float] = []
+    with auth.open("a", encoding="utf-8") as fh:
+        for i in range(args.attacks):
+            addr = attack_address(i + 1000 * args.seed)
+            t0, wall0 = brute_force(fh, addr, 4000 + i)
+            seen = daemon.wait_decision(addr, timeout=10.0)
+            if seen is not None:
+                lat.append((seen - t0) * 1000.0)
+            if f2b is not None:
+                banned = f2b.wait_ban(addr, timeout=max(0.0, t0 + 10.0 - time.monotonic()))
+                if banned is not None:
+                    f2b_lat.append((banned - wall0) * 1000.0)
+            time.sleep(0.02 + (i % 5) * 0.01)
+    out = summary(lat, args.attacks)
+    if f2b is not None:
+        out["fail2ban"] = summary(f2b_lat, args.attacks)
     return out
 
 
@@ -260,109 +293,237 @@ def sshd_pool(folder: Path, seed: int) -> list[str]:
     return [ln[15:] + "\n" for ln in (folder / "auth.log").read_text().splitlines()]
 
 
+class SshdWriter(threading.Thread):
+    """Appends pool lines, re-stamped with the current time, at ``rate`` lines/s (0: as
+    fast as possible) in chunks of 1,000 until stopped or ``limit`` lines are written."""
+
+    def __init__(self, path: Path, tails: list[str], rate: int, limit: int) -> None:
+        super().__init__(daemon=True)
+        self.path, self.tails, self.rate, self.limit = path, tails, rate, limit
+        self.written = 0
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        chunk = 1000
+        t0 = time.monotonic()
+        with self.path.open("a", encoding="utf-8") as fh:
+            while not self.stop_event.is_set() and self.written < self.limit:
+                if self.rate:
+                    ahead = self.written - (time.monotonic() - t0) * self.rate
+                    if ahead > 0:
+                        time.sleep(min(ahead / self.rate, 0.05))
+                        continue
+                ts = fmt_syslog_ts(int(time.time()))
+                start = self.written % len(self.tails)
+                part = self.tails[start : start + min(chunk, self.limit - self.written)]
+                fh.write("".join(ts + t for t in part))
+                fh.flush()
+                self.written += len(part)
+
+
+def run_writer(
+    writer: SshdWriter, seconds: float, sample: Callable[[float], dict[str, float]]
+) -> tuple[float, list[dict[str, float]]]:
+    """Run ``writer`` for ``seconds``, calling ``sample(t)`` each second; returns the
+    writing time and the samples."""
+    t_start = time.monotonic()
+    writer.start()
+    samples: list[dict[str, float]] = []
+    while time.monotonic() - t_start < seconds:
+        time.sleep(1.0)
+        samples.append(sample(t_start))
+    writer.stop_event.set()
+    writer.join()
+    return time.monotonic() - t_start, samples
+
+
+def rates(
+    written: int, write_secs: float, seconds: float, samples: list[dict[str, float]]
+) -> dict[str, Any]:
+    """Lines/s written and processed, from samples whose last one is at the drain."""
+    drained = samples[-1].get("drained_after_s")
+    return {
+        "seconds": round(write_secs, 2),
+        "written": written,
+        "written_per_s": written / write_secs,
+        "processed_per_s_while_writing": max(
+            (s["processed"] for s in samples if s["t"] <= seconds + 0.5), default=0.0
+        )
+        / write_secs,
+        "processed_per_s_to_drain": samples[-1]["processed"] / (write_secs + (drained or 0.0)),
+        "drained_after_s": drained,
+    }
+
+
 def sustained_test(
-    daemon: Daemon, auth: Path, work: Path, args: argparse.Namespace
+    daemon: Daemon, auth: Path, tails: list[str], args: argparse.Namespace
 ) -> dict[str, Any]:
     """Append sshd lines at args.rate for args.seconds, sampling /metrics each second."""
-    tails = sshd_pool(work / "pool", args.seed)
     limit = args.lines or int((args.rate or 10**9) * args.seconds)
     before = daemon.metrics()
     base_read = source_value(before, "aisentinel_source_lines_read_total", "sshd")
     base_done = lines_done(before, "sshd")
-    written = 0
-    samples: list[dict[str, float]] = []
-    stop = threading.Event()
+    writer = SshdWriter(auth, tails, args.rate, limit)
 
-    def writer() -> None:
-        nonlocal written
-        chunk = 1000
-        t0 = time.monotonic()
-        with auth.open("a", encoding="utf-8") as fh:
-            while not stop.is_set() and written < limit:
-                if args.rate:
-                    ahead = written - (time.monotonic() - t0) * args.rate
-                    if ahead > 0:
-                        time.sleep(min(ahead / args.rate, 0.05))
-                        continue
-                ts = fmt_syslog_ts(int(time.time()))
-                start = written % len(tails)
-                part = tails[start : start + chunk]
-                fh.write("".join(ts + t for t in part))
-                fh.flush()
-                written += len(part)
-
-    thread = threading.Thread(target=writer, daemon=True)
-    t_start = time.monotonic()
-    thread.start()
-
-    def sample() -> dict[str, float]:
+    def sample(t_start: float) -> dict[str, float]:
         m = daemon.metrics()
         done = lines_done(m, "sshd")
         return {
             "t": round(time.monotonic() - t_start, 2),
-            "written": written,
+            "written": writer.written,
             "read": source_value(m, "aisentinel_source_lines_read_total", "sshd") - base_read,
             "processed": done - base_done,
             "lag_bytes": source_value(m, "aisentinel_source_lag_bytes", "sshd"),
             "queue_batches": m.get(("aisentinel_pipeline_queue_batches", ""), 0.0),
         }
 
-    while time.monotonic() - t_start < args.seconds:
-        time.sleep(1.0)
-        samples.append(sample())
-    stop.set()
-    thread.join()
+    write_secs, samples = run_writer(writer, args.seconds, sample)
     t_stop = time.monotonic()
-    write_secs = t_stop - t_start
-    drained_at = None
     deadline = t_stop + 120
     while time.monotonic() < deadline:
-        s = sample()
-        if s["processed"] >= written:
-            drained_at = time.monotonic() - t_stop
+        s = sample(t_stop - write_secs)
+        if s["processed"] >= writer.written:
+            s["drained_after_s"] = time.monotonic() - t_stop
             samples.append(s)
             break
         time.sleep(0.2)
-    last = samples[-1]
-    return {
-        "target_rate": args.rate,
-        "seconds": round(write_secs, 2),
-        "written": written,
-        "written_per_s": written / write_secs,
-        "processed_per_s_while_writing": max(
-            (s["processed"] for s in samples if s["t"] <= args.seconds + 0.5), default=0.0
+    out = {"target_rate": args.rate, **rates(writer.written, write_secs, args.seconds, samples)}
+    out["max_lag_bytes"] = max(s["lag_bytes"] for s in samples)
+    out["samples"] = samples
+    return out
+
+
+def capacity_test(
+    path: Path,
+    tails: list[str],
+    n: int,
+    *,
+    progress: Callable[[], float],
+    marker_seen: Callable[[str, float], float | None],
+    seed: int,
+) -> dict[str, Any]:
+    """Append ``n`` pool lines as fast as possible, then a marker brute force; the
+    capacity is ``n`` / (first write -> decision on the marker). ``progress()`` (sampled
+    each second) says how far the daemon got; ``marker_seen(addr, timeout)`` returns the
+    seconds from the first write to the marker's decision, or None."""
+    writer = SshdWriter(path, tails, 0, n)
+    t_start = time.monotonic()
+    samples: list[dict[str, float]] = []
+
+    def sample() -> None:
+        samples.append(
+            {
+                "t": round(time.monotonic() - t_start, 2),
+                "written": writer.written,
+                "progress": progress(),
+            }
         )
-        / write_secs,
-        "processed_per_s_to_drain": last["processed"] / (write_secs + (drained_at or 0.0)),
-        "drained_after_s": drained_at,
-        "max_lag_bytes": max(s["lag_bytes"] for s in samples),
+
+    writer.start()
+    while writer.is_alive():
+        writer.join(1.0)
+        if writer.is_alive():
+            sample()
+    write_secs = time.monotonic() - t_start
+    marker = attack_address(250_000 + seed)
+    with path.open("a", encoding="utf-8") as fh:
+        brute_force(fh, marker, 99)
+    done: float | None = None
+    deadline = time.monotonic() + 120
+    while done is None and time.monotonic() < deadline:
+        done = marker_seen(marker, 1.0)
+        sample()
+    return {
+        "lines": writer.written,
+        "write_s": round(write_secs, 2),
+        "written_per_s": writer.written / write_secs,
+        "done_s": done,
+        "lines_per_s": writer.written / done if done else None,
         "samples": samples,
     }
 
 
-def print_report(res: dict[str, Any]) -> None:
+def aisentinel_capacity(
+    daemon: Daemon, auth: Path, tails: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    """capacity_test on the running daemon's auth.log; progress = sshd lines processed."""
+    base = lines_done(daemon.metrics(), "sshd")
+    t0 = time.monotonic()
+
+    def seen(addr: str, timeout: float) -> float | None:
+        at = daemon.wait_decision(addr, timeout)
+        return None if at is None else at - t0
+
+    def progress() -> float:
+        return lines_done(daemon.metrics(), "sshd") - base
+
+    return capacity_test(
+        auth, tails, args.capacity_lines, progress=progress, marker_seen=seen, seed=args.seed
+    )
+
+
+def fail2ban_capacity(
+    work: Path, tails: list[str], backend: str, args: argparse.Namespace
+) -> dict[str, Any]:
+    """capacity_test on a fresh fail2ban (jail sshd only, its own file); progress = the
+    jail's "Total failed" (failures counted, not lines)."""
+    path = work / "auth-fail2ban.log"
+    path.touch()
+    f2b = Fail2ban(work / "capacity", {"sshd": ("sshd", path)}, backend)
+    out: dict[str, Any] = {}
+    try:
+        f2b.wait_ready()
+        t0 = time.time()
+
+        def seen(addr: str, timeout: float) -> float | None:
+            at = f2b.wait_ban(addr, timeout)
+            return None if at is None else at - t0
+
+        def progress() -> float:
+            return float(f2b.status("sshd").get("Total failed", 0))
+
+        out = capacity_test(
+            path, tails, args.capacity_lines, progress=progress, marker_seen=seen, seed=args.seed
+        )
+        out["failures_counted"] = progress() - 5  # less the marker's
+    finally:
+        out["fail2ban_exit"] = f2b.stop()
+    return out
+
+
+def _ms(d: dict[str, Any], key: str) -> str:
+    return f"{d[key]:>8.1f}" if key in d else f"{'-':>8}"
+
+
+def print_latency(res: dict[str, Any]) -> None:
     lat = res["latency"]
+    f2b = res.get("fail2ban")
+    keys = ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
     print(f"append -> decision latency: {lat['attacks']} ssh brute forces (5 failures each), "
           f"background {res['background_rate']:,.0f} nginx lines/s")  # fmt: skip
-    if "median_ms" in lat:
-        print(f"  {'min':>8} {'median':>8} {'p90':>8} {'p99':>8} {'max':>8}   (ms)   "
-              f"decided {lat['decided']}/{lat['attacks']}, "
-              f"no decision within 10 s: {lat['missed']}")  # fmt: skip
-        print(f"  {lat['min_ms']:>8.1f} {lat['median_ms']:>8.1f} {lat['p90_ms']:>8.1f} "
-              f"{lat['p99_ms']:>8.1f} {lat['max_ms']:>8.1f}")  # fmt: skip
-    else:
-        print(f"  no decisions seen ({lat['missed']} missed)")
-    sus = res.get("sustained")
-    if not sus:
-        return
+    print(f"  {'tool':<26} {'decided':>9} {'min':>8} {'median':>8} {'p90':>8} {'p99':>8} "
+          f"{'max':>8}  (ms; missed = none within 10 s)")  # fmt: skip
+    rows = [("aisentinel", lat)]
+    if f2b and "fail2ban" in lat:
+        rows.append((f"fail2ban {f2b['version']} ({f2b['backend']})", lat["fail2ban"]))
+    for name, d in rows:
+        print(f"  {name:<26} {d['decided']:>4}/{d['attacks']:<4} "
+              + " ".join(_ms(d, k) for k in keys))  # fmt: skip
+    ratio = res.get("latency_ratio")
+    if ratio:
+        cells = (f"{ratio[k]:>7.1f}x" if k in ratio else f"{'-':>8}" for k in keys)
+        print(f"  {'ratio fail2ban/aisentinel':<26} {'':>9} " + " ".join(cells))
+
+
+def print_sustained(sus: dict[str, Any]) -> None:
     target = f"{sus['target_rate']:,} lines/s" if sus["target_rate"] else "as fast as possible"
-    print(f"\nsustained sshd appends: target {target} for {sus['seconds']} s")
+    drained = sus["drained_after_s"]
+    print(f"\naisentinel: sustained sshd appends, target {target} for {sus['seconds']} s")
     print(f"  written   {sus['written_per_s']:>10,.0f} lines/s ({sus['written']:,} lines)")
     print(f"  processed {sus['processed_per_s_while_writing']:>10,.0f} lines/s while writing")
     print(
         f"  overall   {sus['processed_per_s_to_drain']:>10,.0f} lines/s (written / time to drain)"
     )
-    drained = sus["drained_after_s"]
     print(f"  backlog drained {drained:.1f} s after the writer stopped" if drained is not None
           else "  backlog NOT drained within 120 s")  # fmt: skip
     print(f"  {'t':>6} {'written':>10} {'read':>10} {'processed':>10} {'lag bytes':>11} "
@@ -373,7 +534,58 @@ def print_report(res: dict[str, Any]) -> None:
               f"{s['queue_batches']:>6.0f}")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
+def print_capacity(res: dict[str, Any]) -> None:
+    cap = res["capacity"]
+    rows = [("aisentinel", cap["aisentinel"])]
+    if "fail2ban" in cap:
+        f2b = res["fail2ban"]
+        rows.append((f"fail2ban {f2b['version']} ({f2b['backend']})", cap["fail2ban"]))
+    n = rows[0][1]["lines"]
+    print(f"\ncapacity: the same {n:,} generated sshd lines appended as fast as possible, "
+          "then a marker brute force;\n"
+          "  lines/s = lines / (first write -> decision on the marker)")  # fmt: skip
+    print(f"  {'tool':<26} {'written/s':>10} {'done after s':>13} {'lines/s':>10}")
+    for name, c in rows:
+        done = f"{c['done_s']:>13.2f}" if c["done_s"] else f"{'not in 120 s':>13}"
+        rate = f"{c['lines_per_s']:>10,.0f}" if c["lines_per_s"] else f"{'-':>10}"
+        print(f"  {name:<26} {c['written_per_s']:>10,.0f} {done} {rate}")
+    if "capacity_ratio" in res:
+        print(f"  {'ratio aisentinel/fail2ban':<26} {'':>10} {'':>13} "
+              f"{res['capacity_ratio']:>9.1f}x")  # fmt: skip
+    for name, c in rows:
+        unit = "sshd lines processed" if name == "aisentinel" else "failures counted"
+        marks = ", ".join(f"{s['t']:.0f}s: {s['progress']:,.0f}" for s in c["samples"])
+        print(f"  {name} progress ({unit}): {marks}")
+    if "fail2ban" in cap:
+        print(f"  (fail2ban counted {cap['fail2ban']['failures_counted']:,.0f} failures "
+              f"in the {n:,} lines)")  # fmt: skip
+
+
+def print_report(res: dict[str, Any]) -> None:
+    print_latency(res)
+    if res.get("sustained"):
+        print_sustained(res["sustained"])
+    if res.get("capacity"):
+        print_capacity(res)
+
+
+def ratios(res: dict[str, Any]) -> None:
+    """fail2ban/aisentinel latency ratios, aisentinel/fail2ban capacity ratio."""
+    lat = res.get("latency", {})
+    other = lat.get("fail2ban", {})
+    if "median_ms" in lat and "median_ms" in other:
+        res["latency_ratio"] = {
+            k: other[k] / lat[k]
+            for k in ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
+            if lat[k] > 0
+        }
+    cap = res.get("capacity", {})
+    a, f = cap.get("aisentinel", {}), cap.get("fail2ban", {})
+    if a.get("lines_per_s") and f.get("lines_per_s"):
+        res["capacity_ratio"] = a["lines_per_s"] / f["lines_per_s"]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--attacks", type=int, default=200)
     ap.add_argument("--background-rate", type=float, default=5000.0, help="nginx lines/s")
@@ -384,8 +596,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
     ap.add_argument("--no-sustained", action="store_true")
-    args = ap.parse_args(argv)
+    ap.add_argument("--no-fail2ban", action="store_true", help="skip the fail2ban anchor")
+    ap.add_argument("--fail2ban-backend", default=None, help="default: pyinotify, else polling")
+    ap.add_argument(
+        "--capacity-lines", type=int, default=200_000, help="lines of the capacity test (0: skip)"
+    )
+    return ap.parse_args(argv)
 
+
+def start_anchor(
+    args: argparse.Namespace, logs: dict[str, Path], work: Path, res: dict[str, Any]
+) -> Fail2ban:
+    """fail2ban following ``logs`` (jail/filter name -> file), ready; described in res."""
+    backend = args.fail2ban_backend or best_backend()
+    res["fail2ban"] = {"version": version(), "backend": backend, "jails": sorted(logs)}
+    f2b = Fail2ban(work / "latency", {j: (j, p) for j, p in logs.items()}, backend)
+    f2b.wait_ready()
+    return f2b
+
+
+def run_all(args: argparse.Namespace, res: dict[str, Any]) -> None:
+    """Latency (both tools at once), sustained rate (aisentinel), capacity (each alone)."""
+    anchor = not args.no_fail2ban
+    if anchor and (reason := unavailable()):
+        res["fail2ban_skipped"] = reason
+        anchor = False
     with tempfile.TemporaryDirectory(prefix="aisentinel-latency-") as tmp:
         work = Path(tmp)
         access, auth = work / "access.log", work / "auth.log"
@@ -393,30 +628,55 @@ def main(argv: list[str] | None = None) -> int:
         auth.touch()
         sources = {"nginx-access": ("nginx", access), "sshd": ("sshd", auth)}
         daemon = Daemon(work, sources, args.aisentinel)
-        res: dict[str, Any] = {"background_rate": args.background_rate, "pid": daemon.pid()}
+        res["pid"] = daemon.pid()
+        f2b: Fail2ban | None = None
         try:
+            if anchor:
+                f2b = start_anchor(args, {"sshd": auth, "nginx-botsearch": access}, work, res)
             daemon.wait_ready(len(sources))
             bg = Background(access, args.background_rate, args.seed)
             bg.start()
             try:
-                res["latency"] = latency_test(daemon, auth, args)
+                res["latency"] = latency_test(daemon, f2b, auth, args)
             finally:
                 bg.stop_event.set()
                 bg.join()
+                if f2b is not None:
+                    res["fail2ban"]["latency_exit"] = f2b.stop()
             res["background_written"] = bg.written
+            tails = sshd_pool(work / "pool", args.seed)
             if not args.no_sustained:
-                res["sustained"] = sustained_test(daemon, auth, work, args)
+                res["sustained"] = sustained_test(daemon, auth, tails, args)
+            if args.capacity_lines:
+                cap = res["capacity"] = {
+                    "aisentinel": aisentinel_capacity(daemon, auth, tails, args)
+                }
+                res["daemon_exit"] = daemon.stop()
+                if anchor:
+                    backend = res["fail2ban"]["backend"]
+                    cap["fail2ban"] = fail2ban_capacity(work, tails, backend, args)
         except RuntimeError as exc:
             res["error"] = str(exc)
         finally:
+            if f2b is not None:
+                f2b.stop()
             res["daemon_exit"] = daemon.stop()
             res["daemon_events"] = daemon.events
             res["daemon_non_json_lines"] = daemon.non_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    res: dict[str, Any] = {"background_rate": args.background_rate}
+    run_all(args, res)
+    ratios(res)
     if args.json:
         print(json.dumps(res, indent=1))
     elif "error" in res:
-        print(f"daemon failed: {res['error']}")
+        print(f"benchmark failed: {res['error']}")
     else:
+        if "fail2ban_skipped" in res:
+            print(f"fail2ban anchor skipped: {res['fail2ban_skipped']}\n")
         print_report(res)
     return 0
 

@@ -9,7 +9,13 @@ one or two failed ssh logins, below every threshold, so the detectors have to tr
 them all. When the daemon has processed every line, VmRSS is read again, with VmHWM
 (the peak). Target: under 64 MB.
 
-    .venv/bin/python bench/rss.py [--lines 100000] [--seed 0] [--json]
+The anchor, a private ``fail2ban-server`` (bench/fail2ban_anchor.py: jail sshd,
+maxretry 5, findtime 10m, backend pyinotify when importable, else polling), follows
+the same auth.log at the same time and is measured the same way; it only sees the sshd
+part of the traffic (its "Total failed" must reach the number of sshd lines).
+``--no-fail2ban`` skips it.
+
+    .venv/bin/python bench/rss.py [--lines 100000] [--seed 0] [--no-fail2ban] [--json]
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from fail2ban_anchor import Fail2ban, best_backend, unavailable, version
 from latency import Daemon, lines_done
 
 from aisentinel.demo.scenario import (
@@ -98,24 +105,39 @@ def write_traffic(access: Path, auth: Path, n: int, seed: int) -> tuple[int, int
     return n_access, n_auth
 
 
-def measure(daemon: Daemon, args: argparse.Namespace, access: Path, auth: Path) -> dict[str, Any]:
-    """RSS before and after the traffic, and what the daemon made of it."""
-    res: dict[str, Any] = {}
+def measure(
+    daemon: Daemon, f2b: Fail2ban | None, args: argparse.Namespace, access: Path, auth: Path
+) -> dict[str, Any]:
+    """RSS before and after the traffic, and what each daemon made of it (fail2ban's
+    figures under the key "fail2ban" when it runs)."""
+    res: dict[str, Any] = {"fail2ban": {}} if f2b is not None else {}
     time.sleep(1.0)
     res["before"] = proc_status(daemon.pid())
+    if f2b is not None:
+        res["fail2ban"]["before"] = proc_status(f2b.pid())
     t0 = time.monotonic()
     n_access, n_auth = write_traffic(access, auth, args.lines, args.seed)
     res["lines"] = {"access": n_access, "auth": n_auth}
     deadline = time.monotonic() + 300
+    done = f2b is None
     while time.monotonic() < deadline:
         m = daemon.metrics()
         if lines_done(m, "nginx-access") >= n_access and lines_done(m, "sshd") >= n_auth:
+            res.setdefault("seconds_to_process", round(time.monotonic() - t0, 2))
+        if f2b is not None and not done:
+            failed = f2b.status("sshd").get("Total failed", 0)
+            res["fail2ban"]["failures_counted"] = failed
+            if failed >= n_auth:
+                res["fail2ban"]["seconds_to_process"] = round(time.monotonic() - t0, 2)
+                done = True
+        if done and "seconds_to_process" in res:
             break
         time.sleep(0.5)
     else:
         res["warning"] = "not every line was processed within 300 s"
-    res["seconds_to_process"] = round(time.monotonic() - t0, 2)
     res["after"] = proc_status(daemon.pid())
+    if f2b is not None:
+        res["fail2ban"]["after"] = proc_status(f2b.pid())
     m = daemon.metrics()
     res["tracked_keys"] = {
         labels: v for (name, labels), v in m.items() if name == "aisentinel_detector_tracked_keys"
@@ -126,15 +148,51 @@ def measure(daemon: Daemon, args: argparse.Namespace, access: Path, auth: Path) 
     return res
 
 
+def print_report(res: dict[str, Any], clients: int) -> None:
+    b, a = res["before"], res["after"]
+    print(f"daemon RSS with {clients:,} distinct clients "
+          f"({res['lines']['access']:,} nginx + {res['lines']['auth']:,} sshd lines)")  # fmt: skip
+    f2b = res.get("fail2ban", {})
+    rows = [("aisentinel", b, a, res.get("seconds_to_process"))]
+    if "after" in f2b:
+        name = f"fail2ban {f2b['version']} ({f2b['backend']})"
+        rows.append((name, f2b["before"], f2b["after"], f2b.get("seconds_to_process")))
+    print(f"  {'tool':<26} {'idle VmRSS':>10} {'after VmRSS':>11} {'after VmHWM':>11} "
+          f"{'processed in s':>14}   (MB)")  # fmt: skip
+    for name, rb, ra, secs in rows:
+        took = f"{secs:>14.2f}" if secs is not None else f"{'not all':>14}"
+        print(f"  {name:<26} {rb['VmRSS']:>10.1f} {ra['VmRSS']:>11.1f} {ra['VmHWM']:>11.1f} {took}")
+    if len(rows) == 2:
+        fb, fa = f2b["before"], f2b["after"]
+        print(f"  {'ratio fail2ban/aisentinel':<26} {fb['VmRSS'] / b['VmRSS']:>9.2f}x "
+              f"{fa['VmRSS'] / a['VmRSS']:>10.2f}x {fa['VmHWM'] / a['VmHWM']:>10.2f}x")  # fmt: skip
+        print(f"  fail2ban follows auth.log only (jail sshd): it saw the {res['lines']['auth']:,} "
+              f"sshd lines, counted {f2b.get('failures_counted', 0):,} failures")  # fmt: skip
+    verdict = "OK" if a["VmHWM"] < TARGET_MB else "OVER"
+    keys = res["tracked_keys"]
+    print(f"  aisentinel target < {TARGET_MB:.0f} MB: {verdict}; detector keys tracked: "
+          f"{sum(keys.values()):,.0f}")  # fmt: skip
+    for labels, n in sorted(keys.items()):
+        print(f"    {labels}: {n:,.0f}")
+    if "warning" in res:
+        print(f"  warning: {res['warning']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lines", type=int, default=100_000, help="distinct client addresses")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
+    ap.add_argument("--no-fail2ban", action="store_true", help="skip the fail2ban anchor")
+    ap.add_argument("--fail2ban-backend", default=None, help="default: pyinotify, else polling")
     args = ap.parse_args(argv)
 
     res: dict[str, Any] = {"clients": args.lines, "target_mb": TARGET_MB}
+    anchor = not args.no_fail2ban
+    if anchor and (reason := unavailable()):
+        res["fail2ban_skipped"] = reason
+        anchor = False
     with tempfile.TemporaryDirectory(prefix="aisentinel-rss-") as tmp:
         work = Path(tmp)
         access, auth = work / "access.log", work / "auth.log"
@@ -142,33 +200,32 @@ def main(argv: list[str] | None = None) -> int:
         auth.touch()
         sources = {"nginx-access": ("nginx", access), "sshd": ("sshd", auth)}
         daemon = Daemon(work, sources, args.aisentinel)
+        f2b: Fail2ban | None = None
         try:
+            if anchor:
+                backend = args.fail2ban_backend or best_backend()
+                res["fail2ban"] = {"version": version(), "backend": backend, "jails": ["sshd"]}
+                f2b = Fail2ban(work, {"sshd": ("sshd", auth)}, backend)
+                f2b.wait_ready()
             daemon.wait_ready(len(sources))
-            res.update(measure(daemon, args, access, auth))
+            out = measure(daemon, f2b, args, access, auth)
+            if "fail2ban" in out:
+                res["fail2ban"].update(out.pop("fail2ban"))
+            res.update(out)
         except RuntimeError as exc:
             res["error"] = str(exc)
         finally:
+            if f2b is not None:
+                res["fail2ban"]["exit"] = f2b.stop()
             res["daemon_exit"] = daemon.stop()
     if args.json:
         print(json.dumps(res, indent=1))
     elif "error" in res:
-        print(f"daemon failed: {res['error']}")
+        print(f"benchmark failed: {res['error']}")
     else:
-        b, a = res["before"], res["after"]
-        print(f"daemon RSS with {args.lines:,} distinct clients "
-              f"({res['lines']['access']:,} nginx + {res['lines']['auth']:,} sshd lines, "
-              f"processed in {res['seconds_to_process']} s)")  # fmt: skip
-        print(f"  {'':<22} {'VmRSS MB':>9} {'VmHWM MB':>9}")
-        print(f"  {'idle after start':<22} {b['VmRSS']:>9.1f} {b['VmHWM']:>9.1f}")
-        print(f"  {'after the traffic':<22} {a['VmRSS']:>9.1f} {a['VmHWM']:>9.1f}")
-        verdict = "OK" if a["VmHWM"] < TARGET_MB else "OVER"
-        keys = res["tracked_keys"]
-        print(f"  target < {TARGET_MB:.0f} MB: {verdict}; detector keys tracked: "
-              f"{sum(keys.values()):,.0f}")  # fmt: skip
-        for labels, n in sorted(keys.items()):
-            print(f"    {labels}: {n:,.0f}")
-        if "warning" in res:
-            print(f"  warning: {res['warning']}")
+        if "fail2ban_skipped" in res:
+            print(f"fail2ban anchor skipped: {res['fail2ban_skipped']}\n")
+        print_report(res, args.lines)
     return 0
 
 
