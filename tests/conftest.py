@@ -6,10 +6,11 @@ Test data is generated here, never copied from the shared corpus.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
@@ -52,3 +53,11 @@ def nginx_line(epoch: float, ip: str, path: str, status: int = 200, user: str = 
 def now_epoch() -> float:
     """A fixed, recent epoch so syslog timestamps (no year) resolve to the right year."""
     return float(int(time.time()) - 60)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_structlog() -> Iterator[None]:
+    """Each test starts and ends with structlog's defaults (code under test may configure it)."""
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated
 
 from pydantic import Field
 
 from aisentinel.configtypes import Duration, format_duration
 from aisentinel.detectors.window import Crossing
-from aisentinel.events import Finding, Severity
+from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 Threshold = Annotated[int, Field(ge=1)]
 """How many events (or distinct values) within the window make a finding; at least 1."""
@@ -58,3 +59,37 @@ def crossing_finding(
         clients=clients,
         source=source,
     )
+
+
+class _LastBatch:
+    """The answer of :func:`all_requests` for the batch it last looked at."""
+
+    __slots__ = ("answer", "batch", "size")
+
+    def __init__(self) -> None:
+        self.batch: Sequence[Event] | None = None
+        self.size = -1
+        self.answer = False
+
+
+_last = _LastBatch()
+
+
+def all_requests(events: Sequence[Event]) -> bool:
+    """Whether every event of ``events`` is an :class:`~aisentinel.events.HttpRequest`
+    (what an access-log parser's batch holds), so that a detector may take a loop
+    without per-event type checks.
+
+    The pipeline hands every detector the same batch object, so the answer is
+    computed once per batch: the last batch looked at (a reference to it and its
+    length) and its answer are remembered. A batch must not be changed in place
+    between two detectors' calls (the pipeline never does).
+    """
+    last = _last
+    if events is last.batch and len(events) == last.size:
+        return last.answer
+    answer = bool(events) and all(map(HttpRequest.__instancecheck__, events))
+    last.batch = events
+    last.size = len(events)
+    last.answer = answer
+    return answer

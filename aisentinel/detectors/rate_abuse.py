@@ -21,10 +21,17 @@ the 120th request within a minute is reported.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.common import (
+    MaxKeys,
+    Threshold,
+    Window,
+    all_requests,
+    crossing_finding,
+)
 from aisentinel.detectors.paths import PrefixMatcher, VerdictCache
 from aisentinel.detectors.window import Crossing, EventWindows, RateWindows
 from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Severity
@@ -97,43 +104,81 @@ class RateAbuseDetector(Detector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
+        if not all_requests(events):
+            for i, event in enumerate(events):
+                if isinstance(event, HttpRequest):
+                    found = self._request(event)
+                elif isinstance(event, HttpRateLimited):
+                    found = self._rate_limited(event)
+                else:
+                    continue
+                if found is not None:
+                    out.append((i, found))
+            return out
+        # Every event is an HttpRequest: one tight loop, no type checks, fields by index.
         global_hit = self._global.hit
         ai_hit = self._ai.hit
         is_ai = self._is_ai.get
         ai_fill = self._is_ai.fill
-        for i, event in enumerate(events):
-            if not isinstance(event, HttpRequest):
-                if isinstance(event, HttpRateLimited):
-                    limited = self._rate_limited(event)
-                    if limited is not None:
-                        out.append((i, limited))
-                continue
-            client = event.client
-            ts = event.ts
-            crossing = global_hit(client, ts)
-            found = None if crossing is None else self._finding(event, crossing, _GLOBAL)
-            path = event.path
+        request = self._request
+        for i, event in enumerate(cast("Sequence[HttpRequest]", events)):
+            path = event[4]
             ai = is_ai(path)
             if ai is None:
                 ai = ai_fill(path)
-            if ai:
-                crossing = ai_hit(client, ts)
+            if not ai:
+                crossing = global_hit(event[2], event[0])
                 if crossing is not None:
-                    if found is None:
-                        found = self._finding(event, crossing, _AI)
-                    else:
-                        self._ai.release(client)  # one finding per event; cross again on the next
-                key_id = event.key_id
-                if key_id is not None:
-                    crossing = self._keys.hit(key_id, ts)
-                    if crossing is not None:
-                        if found is None:
-                            found = self._finding(event, crossing, _KEY)
-                        else:
-                            self._keys.release(key_id)
+                    out.append((i, self._finding(event, crossing, _GLOBAL)))
+                continue
+            if event[11] is not None:  # an API key: the general method counts it all
+                found = request(event)
+            else:
+                client = event[2]
+                ts = event[0]
+                crossing = global_hit(client, ts)
+                ai_crossing = ai_hit(client, ts)
+                if crossing is None and ai_crossing is None:
+                    continue
+                found = self._resolve(event, crossing, ai_crossing, None)
             if found is not None:
                 out.append((i, found))
         return out
+
+    def _request(self, event: HttpRequest) -> Finding | None:
+        """Count one request in every counter it belongs to; at most one finding."""
+        client = event.client
+        ts = event.ts
+        crossing = self._global.hit(client, ts)
+        if not self._is_ai(event.path):
+            return None if crossing is None else self._finding(event, crossing, _GLOBAL)
+        ai_crossing = self._ai.hit(client, ts)
+        key_id = event.key_id
+        key_crossing = None if key_id is None else self._keys.hit(key_id, ts)
+        return self._resolve(event, crossing, ai_crossing, key_crossing)
+
+    def _resolve(
+        self,
+        event: HttpRequest,
+        crossing: Crossing | None,
+        ai_crossing: Crossing | None,
+        key_crossing: Crossing | None,
+    ) -> Finding | None:
+        """One finding per event, global first, then AI, then the key; the other
+        counters that crossed are released so that they cross again on their next hit."""
+        if crossing is not None:
+            found = self._finding(event, crossing, _GLOBAL)
+            if ai_crossing is not None:
+                self._ai.release(event.client)
+        elif ai_crossing is not None:
+            found = self._finding(event, ai_crossing, _AI)
+        elif key_crossing is not None:
+            return self._finding(event, key_crossing, _KEY)
+        else:
+            return None
+        if key_crossing is not None and event.key_id is not None:
+            self._keys.release(event.key_id)
+        return found
 
     def _rate_limited(self, event: HttpRateLimited) -> Finding | None:
         crossing = self._limited.hit(event.client, event.ts, event.zone)

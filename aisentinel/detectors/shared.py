@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
+from aisentinel.detectors.common import all_requests
 from aisentinel.detectors.window import RecentSet
 from aisentinel.events import Event, HttpRequest
 
@@ -97,7 +99,19 @@ class AuthenticatedClients:
         recent = self._set
         add = recent.add
         last = recent.last
-        out: list[float] = []
+        if all_requests(events):
+            # Fields by index (user 7, key_id 11, status 5): no type check per event.
+            out: list[float] = []
+            append = out.append
+            for request in cast("Sequence[HttpRequest]", events):
+                if (request[7] is not None or request[11] is not None) and request[5] < 400:
+                    ts = request[0]
+                    add(request[2], ts)
+                    append(ts)
+                else:
+                    append(last(request[2]))
+            return out
+        out = []
         append = out.append
         for event in events:
             if not isinstance(event, HttpRequest):

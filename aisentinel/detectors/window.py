@@ -2,7 +2,7 @@
 
 Every store here maps a key (an address, a username, an API key id) to a small
 fixed-size state and holds at most ``max_keys`` keys, so no input can grow memory
-without limit. :class:`EventWindows`, :class:`RateWindows` and :class:`RecentSet`
+without limit. :class:`EventWindows` and :class:`RecentSet`
 keep no object per key: a plain ``dict`` maps a key to a slot number (int objects
 shared by every store, see :func:`_slot_number`) and the state lives in one flat
 ``array('d')`` per store, ``stride`` doubles a slot; slots of dropped keys are
@@ -33,12 +33,16 @@ Three counting schemes, each the cheapest that gives the detector its answer:
   per-event allocation, invisible to the garbage collector).
   The key crosses when the oldest of those is no older than ``window``.
 * :class:`RateWindows`: request rates with large thresholds (hundreds per minute),
-  where keeping every timestamp would cost kilobytes per key. It uses the
-  two-bucket sliding-window estimate (the previous bucket's count weighted by its
-  overlap with the window, plus the current bucket's count): six floats per key,
-  a dict lookup and a little arithmetic per event. Exact for a burst inside the
-  first bucket; otherwise an estimate that assumes the previous bucket's events
-  were spread evenly.
+  where keeping every timestamp would cost kilobytes per key. Two generations of
+  bucket counters shared by all keys (buckets aligned to the window, turned over
+  for every key at once): per key a dict entry holding a small int in each of the
+  last two buckets, and per event one dict lookup and store. The rate is the
+  sliding-window estimate (the previous bucket's count weighted by its overlap
+  with the window, plus the current bucket's count), computed only when the
+  current count alone could reach the threshold. Exact for a burst inside one
+  bucket; otherwise an estimate that assumes the previous bucket's events were
+  spread evenly. It has no queue: keys idle for two buckets simply go, and a full
+  table counts a new key from the next bucket on (see the class).
 * :class:`DistinctWindows`: "``threshold`` distinct values within ``window``"
   (credential stuffing). Per key it keeps at most ``threshold + margin`` values
   with their last-seen time in a flat list; a new value replaces the stalest.
@@ -331,76 +335,140 @@ class EventWindows(_SlotStore):
         return self._expire(now - self.window)
 
 
-# RateWindows state layout.
-_R_START = 0  # start of the current bucket
-_R_CUR = 1  # events in the current bucket
-_R_PREV = 2  # events in the previous bucket
-_R_QUIET = 3
-_R_LAST = 4  # newest event (for expiry)
-_R_QUEUED = 5  # _R_LAST when the key was (re)queued
-_R_STRIDE = 6
+class RateWindows:
+    """Approximate ``threshold`` events per ``window`` seconds, per key: two
+    generations of bucket counters (see the module doc).
 
+    Buckets are aligned to the window (``[k * window, (k + 1) * window)``) and
+    shared by every key: ``_cur`` counts each key's events in the current bucket,
+    ``_prev`` in the one before. The store's clock is the newest time it was given
+    (:meth:`advance`, :meth:`hit`, :meth:`expire`); when that reaches the end of the
+    current bucket, both generations turn over for all keys at once (the current
+    bucket becomes the previous one, or both empty after an idle window). An event
+    older than the current bucket (out of order) counts in the current bucket.
 
-class RateWindows(_SlotStore):
-    """Approximate ``threshold`` events per ``window`` seconds, per key (see module doc).
+    The estimate at time ``ts`` is ``cur + prev * (1 - (ts - start) / window)``:
+    exact for a burst inside one bucket, otherwise it assumes the previous bucket's
+    events were spread evenly. It is only computed when ``cur`` alone could reach
+    the threshold (``cur >= threshold - max(prev)``), so most hits are one dict
+    lookup, one store and one comparison. A crossing's ``events`` is that estimate.
 
-    A crossing's ``events`` is the estimated number of events in the window ending
-    at that event. Memory per key: 6 doubles, a dict entry and a queue entry.
+    Memory: one dict entry (a key and a small int) per key active in the current
+    bucket, one per key active in the previous one, and the quiet-until time of
+    keys that crossed lately. No key index, queue or expiry walk. At most
+    ``max_keys`` keys in both generations together: when a new key finds them full,
+    the previous bucket is dropped early (estimates then use the current bucket
+    alone); when the current bucket alone is full, the new key is not counted until
+    the next bucket (``overflow`` counts such hits), so a flood of addresses cannot
+    grow memory nor push out a key already counted in the current bucket.
     """
 
-    __slots__ = ("threshold", "window")
+    __slots__ = (
+        "_cur",
+        "_end",
+        "_need",
+        "_prev",
+        "_quiet",
+        "_start",
+        "max_keys",
+        "overflow",
+        "threshold",
+        "window",
+    )
 
     def __init__(self, threshold: int, window: float, max_keys: int) -> None:
         _check(threshold, window, max_keys)
-        super().__init__(max_keys, (0.0, 0.0, 0.0, _NEG_INF, 0.0, 0.0), _R_QUEUED)
         self.threshold = threshold
         self.window = window
+        self.max_keys = max_keys
+        self.overflow = 0
+        """Hits not counted because the current bucket's table was full."""
+        self._cur: dict[str, int] = {}
+        self._prev: dict[str, int] = {}
+        self._quiet: dict[str, float] = {}
+        self._start = _NEG_INF
+        self._end = _NEG_INF
+        self._need = 1
+        """No estimate can reach the threshold while ``cur`` is below this."""
 
-    def _newest(self, base: int) -> float:
-        return self._data[base + _R_LAST]
+    def advance(self, now: float) -> None:
+        """Move the store's clock to ``now``: turn the buckets over if the current one ended."""
+        if now >= self._end:
+            self._rotate(now)
+
+    def _rotate(self, now: float) -> None:
+        window = self.window
+        start = (now // window) * window
+        self._prev = self._cur if now < self._end + window else {}
+        self._cur = {}
+        self._start = start
+        self._end = start + window
+        self._need = self.threshold - max(self._prev.values(), default=0)
+        if self._quiet:
+            self._quiet = {k: t for k, t in self._quiet.items() if t > now}
+
+    def _room(self) -> bool:
+        """The table is full: drop the previous bucket early if there is one (its
+        weights are lost: estimates fall back to the current bucket's counts)."""
+        if not self._prev:
+            return False
+        self._prev = {}
+        self._need = self.threshold
+        return True
 
     def hit(self, key: str, ts: float) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when the rate crosses."""
-        data = self._data
-        window = self.window
-        slot = self._keys.get(key)
-        if slot is None:
-            base = self._allocate(key, ts) * _R_STRIDE
-            data[base + _R_START] = ts
-            data[base + _R_LAST] = ts
-            start = ts
-            cur = 1.0
-            prev = 0.0
-        else:
-            base = slot * _R_STRIDE
-            data[base + _R_LAST] = ts
-            start = data[base + _R_START]
-            if ts >= start + window:
-                buckets = (ts - start) // window
-                data[base + _R_PREV] = data[base + _R_CUR] if buckets == 1 else 0.0
-                data[base + _R_CUR] = 0.0
-                start += buckets * window
-                data[base + _R_START] = start
-            cur = data[base + _R_CUR] + 1.0
-            prev = data[base + _R_PREV]
-        data[base + _R_CUR] = cur
-        estimate = cur + prev * (1.0 - (ts - start) / window) if prev else cur
-        if estimate < self.threshold or ts < data[base + _R_QUIET]:
+        if ts >= self._end:
+            self._rotate(ts)
+        cur = self._cur
+        count = cur.get(key, 0) + 1
+        if count == 1 and len(cur) + len(self._prev) >= self.max_keys and not self._room():
+            self.overflow += 1
             return None
-        data[base + _R_QUIET] = ts + window
-        # The estimate is of the rate over the last window (exact within the first bucket).
-        first = ts - window if prev else start
+        cur[key] = count
+        if count < self._need:
+            return None
+        return self._check(key, count, ts)
+
+    def _check(self, key: str, count: int, ts: float) -> Crossing | None:
+        """The crossing, if ``key``'s estimate with ``count`` in the current bucket crosses."""
+        prev = self._prev.get(key, 0)
+        start = self._start
+        if prev:
+            overlap = 1.0 - (ts - start) / self.window
+            estimate = count + prev * min(max(overlap, 0.0), 1.0)
+        else:
+            estimate = count
+        if estimate < self.threshold:
+            return None
+        quiet = self._quiet
+        if ts < quiet.get(key, _NEG_INF):
+            return None
+        quiet[key] = ts + self.window
+        # The estimate is of the rate over the last window (exact within one bucket).
+        first = ts - self.window if prev else min(start, ts)
         return Crossing(int(estimate), first, ())
 
     def release(self, key: str) -> None:
         """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
-        slot = self._keys.get(key)
-        if slot is not None:
-            self._data[slot * _R_STRIDE + _R_QUIET] = _NEG_INF
+        self._quiet.pop(key, None)
 
     def expire(self, now: float) -> int:
-        """Drop keys whose newest event is older than ``now - window``; how many."""
-        return self._expire(now - self.window)
+        """Turn the buckets over up to ``now`` (keys idle for two buckets go); how many went."""
+        before = len(self)
+        self.advance(now)
+        return before - len(self)
+
+    def __len__(self) -> int:
+        """Distinct keys held in either generation."""
+        cur = self._cur
+        prev = self._prev
+        if not prev:
+            return len(cur)
+        return len(cur) + len(prev) - len(prev.keys() & cur.keys())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._cur or key in self._prev
 
 
 class DistinctWindows:
