@@ -7,6 +7,7 @@ parsing is argparse, with no global state.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import signal
 import sys
@@ -101,7 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and man-page generation)."""
-    from aisentinel.audit.cli import add_arguments as audit_arguments  # noqa: PLC0415
+    from aisentinel.audit.args import add_arguments as audit_arguments  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(
         prog="aisentinel",
@@ -145,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``aisentinel`` command."""
     args = build_parser().parse_args(argv)
+    # The hot path allocates millions of short-lived tuples (one event per line), most of
+    # them freed by reference counting. Start-up objects are frozen out of the cyclic
+    # collector's scans and young collections run less often (measured: about 3% of
+    # replay time); cyclic garbage is still collected.
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
     if args.command != "run":
         # A closed pipe (`| head`) ends the command quietly, as it does for other tools.
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)

@@ -258,7 +258,7 @@ def print_table(jobs: list[Job], args: argparse.Namespace, gen_rate: float) -> N
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lines", type=int, default=1_000_000, help="access and auth lines")
-    ap.add_argument("--error-lines", type=int, default=None, help="default: --lines / 5")
+    ap.add_argument("--error-lines", type=int, default=None, help="default: --lines")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3, help="best of N")
     ap.add_argument("--json", action="store_true", help="print one JSON object, no table")
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aisentinel-bench-"))
     try:
         t0 = time.perf_counter()
-        error_lines = args.lines // 5 if args.error_lines is None else args.error_lines
+        error_lines = args.lines if args.error_lines is None else args.error_lines
         manifest = generate(
             work, lines_nginx=args.lines, lines_sshd=args.lines, lines_error=error_lines,
             seed=args.seed,

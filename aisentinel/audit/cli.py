@@ -14,35 +14,16 @@ import os
 import sys
 from typing import TextIO
 
+from aisentinel.audit.args import add_arguments
 from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.engine import UnknownCheckError, run_audit, select_checks
 from aisentinel.audit.render import render_json, render_table, wants_colour
 
+__all__ = ["add_arguments", "run"]
+
 EXIT_COULD_NOT_RUN = 2
-
-
-def _id_list(text: str) -> list[str]:
-    ids = [part.strip() for part in text.split(",") if part.strip()]
-    if not ids:
-        raise argparse.ArgumentTypeError("expected check ids separated by commas")
-    return ids
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``audit`` options to ``parser``."""
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument(
-        "--only",
-        type=_id_list,
-        metavar="ID[,ID...]",
-        help="run only these checks (overrides [audit] skip); see --list",
-    )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="also show the evidence of passing checks"
-    )
-    parser.add_argument("--list", action="store_true", help="list the check ids and exit")
 
 
 def run(
