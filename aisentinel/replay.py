@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from typing import IO, Any, TextIO
 from aisentinel.clock import EventClock, SystemClock
 from aisentinel.config import Config
 from aisentinel.decisions.engine import DecisionEngine
-from aisentinel.decisions.ledger import Ledger
+from aisentinel.decisions.ledger import MEMORY, Ledger
 from aisentinel.detectors import build_detectors
 from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
 from aisentinel.parsers import sniff
@@ -167,36 +166,35 @@ def replay(
     printer = _Printer(out, as_json, clock)
     summary = ReplaySummary()
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="aisentinel-replay-") as tmp:
-        ledger = Ledger(Path(tmp) / "replay.sqlite3", clock)
-        try:
-            engine = DecisionEngine(config.decisions, ledger, clock)
-            pipeline = Pipeline(
-                detectors=build_detectors(config.detectors, clock),
-                engine=engine,
-                runner=None,
-                clock=clock,
-                # Syslog timestamps have no year: infer it from the wall clock, not
-                # from the replayed events (which start at the epoch).
-                parser_clock=SystemClock(),
-                parsers_config=config.parsers,
-                on_finding=printer.finding,
-                on_decision=printer.decision,
-            )
-            for path in files:
-                file_fmt = detect_format(path) if fmt == "auto" else fmt
-                source = str(path)
-                for lines in read_lines(path):
-                    pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))
-                counters = pipeline.sources.get(source)
-                fs = FileSummary(source, file_fmt)
-                if counters is not None:
-                    fs.lines = counters.lines
-                    fs.parsed = counters.parsed
-                    fs.unparsed = counters.unparsed
-                summary.files.append(fs)
-        finally:
-            ledger.close()
+    ledger = Ledger(Path(MEMORY), clock)  # throw-away: replay enforces nothing
+    try:
+        engine = DecisionEngine(config.decisions, ledger, clock)
+        pipeline = Pipeline(
+            detectors=build_detectors(config.detectors, clock),
+            engine=engine,
+            runner=None,
+            clock=clock,
+            # Syslog timestamps have no year: infer it from the wall clock, not
+            # from the replayed events (which start at the epoch).
+            parser_clock=SystemClock(),
+            parsers_config=config.parsers,
+            on_finding=printer.finding,
+            on_decision=printer.decision,
+        )
+        for path in files:
+            file_fmt = detect_format(path) if fmt == "auto" else fmt
+            source = str(path)
+            for lines in read_lines(path):
+                pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))
+            counters = pipeline.sources.get(source)
+            fs = FileSummary(source, file_fmt)
+            if counters is not None:
+                fs.lines = counters.lines
+                fs.parsed = counters.parsed
+                fs.unparsed = counters.unparsed
+            summary.files.append(fs)
+    finally:
+        ledger.close()
     summary.seconds = time.perf_counter() - started
     for (detector, _severity), n in pipeline.findings.items():
         summary.findings[detector] = summary.findings.get(detector, 0) + n

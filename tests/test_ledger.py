@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aisentinel.clock import FakeClock
-from aisentinel.decisions.ledger import SCHEMA_VERSION, Ledger
+from aisentinel.decisions.ledger import MEMORY, SCHEMA_VERSION, Ledger
 from aisentinel.events import Action, Decision, Severity
 
 T0 = 1_764_000_000.0
@@ -219,3 +219,17 @@ def test_failed_write_rolls_back(ledger: Ledger) -> None:
     with pytest.raises(sqlite3.IntegrityError):
         ledger.record(bad)
     assert len(ledger.open_bans()) == 1
+
+
+def test_memory_ledger_writes_nothing_to_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger at ':memory:' records and answers within the process and creates no file."""
+    monkeypatch.chdir(tmp_path)
+    clock = FakeClock(T0)
+    ledger = Ledger(Path(MEMORY), clock)
+    assert ledger.in_memory
+    ledger.record(ban("198.51.100.9"))
+    assert [d.target for d in ledger.active(T0 + 1)] == ["198.51.100.9"]
+    ledger.close()
+    assert list(tmp_path.iterdir()) == []

@@ -31,6 +31,9 @@ from aisentinel.events import Action, Decision, Severity
 
 log = structlog.get_logger(__name__)
 
+MEMORY = ":memory:"
+"""Pass ``Path(MEMORY)`` for a ledger that lives in memory only (offline replay)."""
+
 SCHEMA_VERSION = 1
 
 _SCHEMA = """
@@ -102,10 +105,13 @@ class Ledger:
     def __init__(self, path: Path, clock: Clock) -> None:
         self.path = Path(path)
         self.clock = clock
+        self.in_memory = str(path) == MEMORY
+        """A throw-away ledger held in memory (``replay``): nothing is written to disk."""
         self.recovered_from: Path | None = None
         """Where a corrupt file was moved to at open, if one was."""
         self._lock = threading.Lock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.in_memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = self._open()
         except (sqlite3.DatabaseError, LedgerCorruptError) as exc:
@@ -133,10 +139,13 @@ class Ledger:
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         """Set the pragmas, check the file and create or verify the schema."""
-        try:
-            self.path.chmod(0o600)  # it holds addresses and reasons: owner only
-        except OSError as exc:
-            log.warning("cannot restrict ledger permissions", path=str(self.path), error=str(exc))
+        if not self.in_memory:
+            try:
+                self.path.chmod(0o600)  # it holds addresses and reasons: owner only
+            except OSError as exc:
+                log.warning(
+                    "cannot restrict ledger permissions", path=str(self.path), error=str(exc)
+                )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         version = db.execute("PRAGMA user_version").fetchone()[0]
