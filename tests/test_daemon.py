@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -183,3 +184,33 @@ def test_reload_applies_new_config_and_keeps_bans(
         assert r.daemon.config.detectors["ssh_bruteforce"].threshold == 2  # type: ignore[attr-defined]
     finally:
         r.stop()
+
+
+GOLDEN = Path(__file__).parent / "fixtures" / "metrics.golden"
+
+
+def _shape(text: str) -> list[str]:
+    """Metric families and label names of a scrape, without values (stable across runs)."""
+    out = set()
+    for line in text.splitlines():
+        if line.startswith(("# HELP", "# TYPE")):
+            out.add(line)
+        elif line and not line.startswith("#"):
+            name, _, rest = line.partition("{")
+            labels = sorted(p.split("=")[0] for p in rest.split("}")[0].split(",") if "=" in p)
+            out.add(f"{name.split(' ')[0]} {','.join(labels)}")
+    return sorted(out)
+
+
+def test_metrics_match_the_golden_list(running: Running, logs: Path, now_epoch: float) -> None:
+    """Metric names, types, help texts and label sets match tests/fixtures/metrics.golden."""
+    _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.12") for i in range(6)])
+    assert wait_for(lambda: "198.51.100.12" in running.active(), timeout=15)
+    assert wait_for(
+        lambda: "aisentinel_audit_last_run_timestamp_seconds" in running.scrape(), timeout=20
+    )
+    shape = _shape(running.scrape())
+    if os.environ.get("AISENTINEL_UPDATE_GOLDEN"):
+        GOLDEN.write_text("\n".join(shape) + "\n")
+    expected = GOLDEN.read_text().splitlines()
+    assert shape == expected, "metrics changed: review, then AISENTINEL_UPDATE_GOLDEN=1 pytest"
