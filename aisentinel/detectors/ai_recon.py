@@ -21,7 +21,7 @@ from pydantic import field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, VerdictCache, normalise_path
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import EventWindows
@@ -115,17 +115,14 @@ class AiReconDetector(Detector):
         crossing = self._windows.hit(event.client, event.ts, normalise_path(event.path)[:200])
         if crossing is None:
             return None
-        return crossing_finding(
+        return client_finding(
+            self.name,
             crossing,
-            ts=event.ts,
-            detector=self.name,
+            event,
             severity=Severity.MEDIUM,
-            client=event.client,
-            key=event.client,
             what="unauthenticated AI recon requests",
             threshold=self._cfg.threshold,
             window=self._cfg.window,
-            source=event.source,
         )
 
     def expire(self, now: float) -> int:

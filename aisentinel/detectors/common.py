@@ -9,7 +9,15 @@ from pydantic import Field
 
 from aisentinel.configtypes import Duration, format_duration
 from aisentinel.detectors.window import Crossing
-from aisentinel.events import Event, Finding, HttpRequest, Severity
+from aisentinel.events import (
+    Event,
+    Finding,
+    HttpAuthFailure,
+    HttpRateLimited,
+    HttpRequest,
+    Severity,
+    SshEvent,
+)
 
 Threshold = Annotated[int, Field(ge=1)]
 """How many events (or distinct values) within the window make a finding; at least 1."""
@@ -93,3 +101,34 @@ def all_requests(events: Sequence[Event]) -> bool:
     last.size = len(events)
     last.answer = answer
     return answer
+
+
+ClientEvent = SshEvent | HttpRequest | HttpAuthFailure | HttpRateLimited
+"""Events that name a client address."""
+
+
+def client_finding(
+    detector: str,
+    crossing: Crossing,
+    event: ClientEvent,
+    *,
+    severity: Severity,
+    what: str,
+    threshold: int,
+    window: float,
+    evidence: tuple[str, ...] | None = None,
+) -> Finding:
+    """The usual finding: about ``event.client``, at ``event.ts``, from ``event.source``."""
+    return crossing_finding(
+        crossing,
+        ts=event.ts,
+        detector=detector,
+        severity=severity,
+        client=event.client,
+        key=event.client,
+        what=what,
+        threshold=threshold,
+        window=window,
+        source=event.source,
+        evidence=evidence,
+    )

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PrefixMatcher
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
@@ -89,34 +89,28 @@ class HttpAuthDetector(Detector):
             crossing = self._rejections.hit(event.client, event.ts, event.path[:200])
             if crossing is None:
                 return None
-            return crossing_finding(
+            return client_finding(
+                self.name,
                 crossing,
-                ts=event.ts,
-                detector=self.name,
+                event,
                 severity=Severity.HIGH,
-                client=event.client,
-                key=event.client,
                 what="rejected http logins",
                 threshold=self._cfg.status_threshold,
                 window=self._cfg.status_window,
-                source=event.source,
             )
         if not isinstance(event, HttpAuthFailure):
             return None
         crossing = self._failures.hit(event.client, event.ts, event.user)
         if crossing is None:
             return None
-        return crossing_finding(
+        return client_finding(
+            self.name,
             crossing,
-            ts=event.ts,
-            detector=self.name,
+            event,
             severity=Severity.HIGH,
-            client=event.client,
-            key=event.client,
             what="http auth failures",
             threshold=self._cfg.threshold,
             window=self._cfg.window,
-            source=event.source,
         )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:

@@ -30,6 +30,7 @@ from aisentinel.detectors.common import (
     Threshold,
     Window,
     all_requests,
+    client_finding,
     crossing_finding,
 )
 from aisentinel.detectors.paths import PrefixMatcher, VerdictCache
@@ -184,17 +185,14 @@ class RateAbuseDetector(Detector):
         crossing = self._limited.hit(event.client, event.ts, event.zone)
         if crossing is None:
             return None
-        return crossing_finding(
+        return client_finding(
+            self.name,
             crossing,
-            ts=event.ts,
-            detector=self.name,
+            event,
             severity=Severity.MEDIUM,
-            client=event.client,
-            key=event.client,
             what="requests rejected by nginx limit_req",
             threshold=self._cfg.limited_threshold,
             window=self._cfg.limited_window,
-            source=event.source,
         )
 
     def _finding(self, event: HttpRequest, crossing: Crossing, counter: int) -> Finding:

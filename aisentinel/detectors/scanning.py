@@ -24,7 +24,7 @@ from pydantic import field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding, crossing_finding
 from aisentinel.detectors.paths import (
     PathSignatures,
     VerdictCache,
@@ -143,17 +143,14 @@ class ScanningDetector(Detector):
         crossing = self._sensitive.hit(event.client, event.ts, path[:_MAX_EVIDENCE_PATH])
         if crossing is None:
             return None
-        return crossing_finding(
+        return client_finding(
+            self.name,
             crossing,
-            ts=event.ts,
-            detector=self.name,
+            event,
             severity=Severity.HIGH,
-            client=event.client,
-            key=event.client,
             what="requests for sensitive paths",
             threshold=self._cfg.threshold,
             window=self._cfg.window,
-            source=event.source,
         )
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, crossing_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
 
@@ -76,17 +76,14 @@ class SshBruteforceDetector(Detector):
         return self._finding(event, crossing)
 
     def _finding(self, event: SshEvent, crossing: Crossing) -> Finding:
-        return crossing_finding(
+        return client_finding(
+            self.name,
             crossing,
-            ts=event.ts,
-            detector=self.name,
+            event,
             severity=Severity.HIGH,
-            client=event.client,
-            key=event.client,
             what="failed ssh logins",
             threshold=self._threshold,
             window=self._window,
-            source=event.source,
         )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
