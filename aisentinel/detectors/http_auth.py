@@ -21,10 +21,11 @@ Either counter crossing gives a HIGH finding about the client.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, all_requests, client_finding
 from aisentinel.detectors.paths import PrefixMatcher
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
@@ -117,6 +118,18 @@ class HttpAuthDetector(Detector):
         out: list[tuple[int, Finding]] = []
         statuses = self._auth_statuses
         observe = self.observe
+        if all_requests(events):
+            # Only rejections can count: picked out without a call or a type check
+            # per request (status 5 by index).
+            for i in [
+                i
+                for i, r in enumerate(cast("Sequence[HttpRequest]", events))
+                if r[5] == 401 or r[5] in statuses
+            ]:
+                found = observe(events[i])
+                if found is not None:
+                    out.append((i, found))
+            return out
         for i, event in enumerate(events):
             if isinstance(event, HttpRequest):
                 status = event.status
