@@ -66,6 +66,7 @@ carry fewer samples.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from array import array
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple
@@ -148,7 +149,7 @@ def _slot_number(i: int) -> int:
     return numbers[i]
 
 
-class _SlotStore:
+class _SlotStore(ABC):
     """Keys mapped to slots of ``stride`` doubles in one ``array('d')``, evicted and
     expired in second-chance order (see the module doc).
 
@@ -181,9 +182,9 @@ class _SlotStore:
         self._blank = array("d", blank)
         self._queued = queued
 
+    @abstractmethod
     def _newest(self, base: int) -> float:
         """The newest event time of the key whose slot starts at ``base``."""
-        raise NotImplementedError
 
     def _allocate(self, key: str, ts: float) -> int:
         """A blank slot for new ``key`` first seen at ``ts``; evicts a key when full."""
@@ -227,7 +228,7 @@ class _SlotStore:
             self.evicted += 1
             return slot
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: ``key`` was dropped (evicted or expired)."""
 
     def _expire(self, horizon: float) -> int:
