@@ -56,7 +56,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """Run parsers, detectors and decisions offline over log files."""
-    from aisentinel.replay import print_summary, replay  # noqa: PLC0415
+    from aisentinel.replay import detect_format, print_summary, replay  # noqa: PLC0415
 
     config = _load(args.config)
     if config is None:
@@ -66,17 +66,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
         for p in missing:
             print(f"aisentinel: replay: no such file: {p}", file=sys.stderr)
         return 2
-    if args.format == "auto":
-        from aisentinel.replay import detect_format  # noqa: PLC0415
-
-        for p in args.files:
-            try:
-                detect_format(p)
-            except ValueError as exc:
-                print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
-                return 2
+    jobs: list[tuple[Path, str]] = []
+    for p in args.files:
+        try:
+            jobs.append((p, detect_format(p) if args.format == "auto" else args.format))
+        except ValueError as exc:
+            print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
+            return 2
     out = sys.stdout
-    summary = replay(list(args.files), args.format, config, out, as_json=args.json)
+    summary = replay(jobs, config, out, as_json=args.json)
     print_summary(summary, out, as_json=args.json)
     return 0
 

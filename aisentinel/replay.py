@@ -11,7 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,9 +159,10 @@ class _Printer:
 
 
 def replay(
-    files: list[Path], fmt: str, config: Config, out: TextIO, *, as_json: bool = False
+    files: Sequence[tuple[Path, str]], config: Config, out: TextIO, *, as_json: bool = False
 ) -> ReplaySummary:
-    """Replay ``files`` through the pipeline, writing findings/decisions to ``out``."""
+    """Replay ``(path, parser name)`` pairs through the pipeline, in order, writing
+    findings and decisions to ``out`` (see :func:`detect_format` for ``--format auto``)."""
     clock = EventClock()
     printer = _Printer(out, as_json, clock)
     summary = ReplaySummary()
@@ -181,8 +182,7 @@ def replay(
             on_finding=printer.finding,
             on_decision=printer.decision,
         )
-        for path in files:
-            file_fmt = detect_format(path) if fmt == "auto" else fmt
+        for path, file_fmt in files:
             source = str(path)
             for lines in read_lines(path):
                 pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))

@@ -120,3 +120,12 @@ def test_syslog_lines_get_this_years_timestamps(tmp_path: Path, now_epoch: float
     year = time.strftime("%Y", time.gmtime(now_epoch))
     assert finding["time"].startswith(year)
     assert decision["time"].startswith(year)
+
+
+def test_unrecognisable_file_needs_an_explicit_format(tmp_path: Path) -> None:
+    """With --format auto, a file no parser recognises is refused with a hint, exit 2."""
+    log = tmp_path / "mystery.log"
+    log.write_text("hello\nworld\n")
+    res = _replay(str(log))
+    assert res.returncode == 2
+    assert "name it with --format" in res.stderr
