@@ -197,34 +197,27 @@ class RateAbuseDetector(Detector):
 
     def _finding(self, event: HttpRequest, crossing: Crossing, counter: int) -> Finding:
         cfg = self._cfg
-        client = event.client
         evidence = (event.path[:200],)
         if counter == _GLOBAL:
-            return crossing_finding(
+            return client_finding(
+                self.name,
                 crossing,
-                ts=event.ts,
-                detector=self.name,
+                event,
                 severity=Severity.HIGH,
-                client=client,
-                key=client,
                 what="requests",
                 threshold=cfg.global_threshold,
                 window=cfg.global_window,
-                source=event.source,
                 evidence=evidence,
             )
         if counter == _AI:
-            return crossing_finding(
+            return client_finding(
+                self.name,
                 crossing,
-                ts=event.ts,
-                detector=self.name,
+                event,
                 severity=Severity.MEDIUM,
-                client=client,
-                key=client,
                 what="AI API requests",
                 threshold=cfg.ai_threshold,
                 window=cfg.ai_window,
-                source=event.source,
                 evidence=evidence,
             )
         return crossing_finding(
@@ -239,7 +232,7 @@ class RateAbuseDetector(Detector):
             window=cfg.key_window,
             source=event.source,
             evidence=evidence,
-            clients=(client,),
+            clients=(event.client,),
         )
 
     def expire(self, now: float) -> int:
