@@ -8,7 +8,7 @@ from aisentinel.detectors.ai_recon import AiReconConfig, AiReconDetector
 from aisentinel.detectors.base import Detector
 from aisentinel.detectors.model_exploit import ModelExploitConfig, ModelExploitDetector
 from aisentinel.detectors.shared import SharedState
-from aisentinel.events import Event, Finding, HttpRequest, Severity
+from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
 T0 = 1_764_000_000.0
 CLIENT = "203.0.113.9"
@@ -32,7 +32,7 @@ def pipeline(detectors: tuple[Detector, ...], batches: list[list[Event]]) -> lis
 def test_build_detectors_shares_one_set() -> None:
     """A client that authenticated is held once, and both detectors count it."""
     recon, model = pair()
-    assert recon._authenticated is model._authenticated  # type: ignore[attr-defined]
+    assert recon._requests is model._requests  # type: ignore[attr-defined]
     pipeline((recon, model), [[req(0, "/api/chat", key_id="k1")]])
     assert recon.tracked_keys() == model.tracked_keys() == 1
 
@@ -91,3 +91,29 @@ def test_a_reader_alone_marks_every_batch() -> None:
     _, model = pair()
     found = pipeline((model,), [[req(0, "/api/chat", key_id="k1")], [req(5, "/api/pull")]])
     assert found == []
+
+
+def test_every_path_reader_shares_one_index() -> None:
+    """rate_abuse, scanning, ai_recon and model_exploit register their path tests with one
+    index, and each gets its own bit."""
+    by_name = {d.name: d for d in build_detectors({}, FakeClock(T0))}
+    readers = [by_name[n] for n in ("rate_abuse", "scanning", "ai_recon", "model_exploit")]
+    index = readers[0]._requests  # type: ignore[attr-defined]
+    assert all(d._requests is index for d in readers)  # type: ignore[attr-defined]
+    bits = {d._bit for d in readers}  # type: ignore[attr-defined]
+    assert len(bits) == 4
+    masks, _ = index.facts([req(0, "/api/tags"), req(1, "/.env"), req(2, "/x")], object())
+    assert masks[0] == by_name["ai_recon"]._bit  # type: ignore[attr-defined]
+    assert masks[1] == by_name["scanning"]._bit  # type: ignore[attr-defined]
+    assert masks[2] == 0
+
+
+def test_mixed_batch_gives_the_findings_of_separate_batches() -> None:
+    """A batch mixing HTTP requests with other events is answered as if split by type."""
+    failure = HttpAuthFailure(T0, "nginx-error", CLIENT, "admin", "password mismatch")
+    requests = [req(float(i), "/api/tags") for i in range(3)]
+    mixed: list[Event] = [failure, *requests]
+    together = pipeline(tuple(build_detectors({}, FakeClock(T0))), [mixed])
+    apart = pipeline(tuple(build_detectors({}, FakeClock(T0))), [[failure], list(requests)])
+    assert [(f.detector, f.ts) for f in together] == [(f.detector, f.ts) for f in apart]
+    assert [f.detector for f in together] == ["ai_recon"]

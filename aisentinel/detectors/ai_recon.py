@@ -16,13 +16,14 @@ detectors report every address.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 from pydantic import field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
-from aisentinel.detectors.paths import PathSignatures, VerdictCache, normalise_path
+from aisentinel.detectors.paths import PathSignatures, normalise_path
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
@@ -81,9 +82,11 @@ class AiReconDetector(Detector):
     ) -> None:
         super().__init__(config, clock)
         self._cfg = config
-        self._is_recon = VerdictCache(PathSignatures(config.paths).match)
-        self._authenticated = (shared or SharedState()).authenticated(
-            config.max_keys, config.authenticated_ttl
+        self._requests = (shared or SharedState()).requests
+        self._bit = self._requests.register(
+            PathSignatures(config.paths).match,
+            ttl=config.authenticated_ttl,
+            max_keys=config.max_keys,
         )
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
 
@@ -93,22 +96,18 @@ class AiReconDetector(Detector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
+        masks, marks = self._requests.facts(events, self)
+        bit = self._bit
         ttl = self._cfg.authenticated_ttl
-        is_recon = self._is_recon.get
-        recon_fill = self._is_recon.fill
-        marks = self._authenticated.marks(events, self)
-        for i, event in enumerate(events):
-            # An authenticated request marks its own time: ts - mark is 0.
-            if not isinstance(event, HttpRequest) or event.ts - marks[i] <= ttl:
-                continue
-            path = event.path
-            recon = is_recon(path)
-            if recon is None:
-                recon = recon_fill(path)
-            if recon:
-                found = self._recon(event)
-                if found is not None:
-                    out.append((i, found))
+        requests = cast("Sequence[HttpRequest]", events)
+        # Untrusted: no authentication within ttl (an authenticated request marks
+        # its own time: ts - mark is 0). ts is field 0.
+        for i in [
+            i for i, mask in enumerate(masks) if mask & bit and requests[i][0] - marks[i] > ttl
+        ]:
+            found = self._recon(requests[i])
+            if found is not None:
+                out.append((i, found))
         return out
 
     def _recon(self, event: HttpRequest) -> Finding | None:
@@ -126,12 +125,12 @@ class AiReconDetector(Detector):
         )
 
     def expire(self, now: float) -> int:
-        return self._windows.expire(now) + self._authenticated.expire(now)
+        return self._windows.expire(now) + self._requests.expire(now)
 
     def tracked_keys(self) -> int:
         """Recon windows plus the authenticated clients (shared with ``model_exploit``
         when built together: both count them)."""
-        return len(self._windows) + len(self._authenticated)
+        return len(self._windows) + self._requests.authenticated()
 
 
 REGISTRY.register("ai_recon", AiReconConfig, AiReconDetector)

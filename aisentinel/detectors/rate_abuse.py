@@ -33,7 +33,8 @@ from aisentinel.detectors.common import (
     client_finding,
     crossing_finding,
 )
-from aisentinel.detectors.paths import PrefixMatcher, VerdictCache
+from aisentinel.detectors.paths import PrefixMatcher
+from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import Crossing, EventWindows, RateWindows
 from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Severity
 
@@ -87,11 +88,15 @@ class RateAbuseDetector(Detector):
 
     name = "rate_abuse"
     consumes = (HttpRequest, HttpRateLimited)
+    wants_shared = True
 
-    def __init__(self, config: RateAbuseConfig, clock: Clock) -> None:
+    def __init__(
+        self, config: RateAbuseConfig, clock: Clock, *, shared: SharedState | None = None
+    ) -> None:
         super().__init__(config, clock)
         self._cfg = config
-        self._is_ai = VerdictCache(PrefixMatcher(config.ai_paths).match)
+        self._requests = (shared or SharedState()).requests
+        self._bit = self._requests.register(PrefixMatcher(config.ai_paths).match)
         self._ai = RateWindows(config.ai_threshold, config.ai_window, config.max_keys)
         self._global = RateWindows(config.global_threshold, config.global_window, config.max_keys)
         self._keys = RateWindows(config.key_threshold, config.key_window, config.max_keys)
@@ -105,10 +110,12 @@ class RateAbuseDetector(Detector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
+        masks, _ = self._requests.facts(events, self)
+        bit = self._bit
         if not all_requests(events):
             for i, event in enumerate(events):
                 if isinstance(event, HttpRequest):
-                    found = self._request(event)
+                    found = self._request(event, bool(masks[i] & bit))
                 elif isinstance(event, HttpRateLimited):
                     found = self._rate_limited(event)
                 else:
@@ -119,21 +126,16 @@ class RateAbuseDetector(Detector):
         # Every event is an HttpRequest: one tight loop, no type checks, fields by index.
         global_hit = self._global.hit
         ai_hit = self._ai.hit
-        is_ai = self._is_ai.get
-        ai_fill = self._is_ai.fill
-        request = self._request
-        for i, event in enumerate(cast("Sequence[HttpRequest]", events)):
-            path = event[4]
-            ai = is_ai(path)
-            if ai is None:
-                ai = ai_fill(path)
-            if not ai:
+        for i, (event, mask) in enumerate(
+            zip(cast("Sequence[HttpRequest]", events), masks, strict=True)
+        ):
+            if not mask & bit:
                 crossing = global_hit(event[2], event[0])
                 if crossing is not None:
                     out.append((i, self._finding(event, crossing, _GLOBAL)))
                 continue
             if event[11] is not None:  # an API key: the general method counts it all
-                found = request(event)
+                found = self._request(event, True)
             else:
                 client = event[2]
                 ts = event[0]
@@ -146,12 +148,13 @@ class RateAbuseDetector(Detector):
                 out.append((i, found))
         return out
 
-    def _request(self, event: HttpRequest) -> Finding | None:
-        """Count one request in every counter it belongs to; at most one finding."""
+    def _request(self, event: HttpRequest, ai: bool) -> Finding | None:
+        """Count one request in every counter it belongs to (``ai``: an AI endpoint);
+        at most one finding."""
         client = event.client
         ts = event.ts
         crossing = self._global.hit(client, ts)
-        if not self._is_ai(event.path):
+        if not ai:
             return None if crossing is None else self._finding(event, crossing, _GLOBAL)
         ai_crossing = self._ai.hit(client, ts)
         key_id = event.key_id

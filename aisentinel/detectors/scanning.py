@@ -19,12 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 from pydantic import field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding, crossing_finding
+from aisentinel.detectors.common import (
+    MaxKeys,
+    Threshold,
+    Window,
+    all_requests,
+    client_finding,
+    crossing_finding,
+)
 from aisentinel.detectors.paths import (
     PathSignatures,
     VerdictCache,
@@ -32,6 +40,7 @@ from aisentinel.detectors.paths import (
     normalise_path,
 )
 from aisentinel.detectors.paths import parse_patterns as _parse_patterns
+from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import EventWindows, RateWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
@@ -97,13 +106,17 @@ class ScanningDetector(Detector):
 
     name = "scanning"
     consumes = (HttpRequest,)
+    wants_shared = True
 
-    def __init__(self, config: ScanningConfig, clock: Clock) -> None:
+    def __init__(
+        self, config: ScanningConfig, clock: Clock, *, shared: SharedState | None = None
+    ) -> None:
         super().__init__(config, clock)
         self._cfg = config
         signatures = load_signatures(config.extra_path_files, builtin=config.builtin_paths)
         ignore = PathSignatures(config.not_found_ignore)
-        self._is_sensitive = VerdictCache(signatures.match)
+        self._requests = (shared or SharedState()).requests
+        self._bit = self._requests.register(signatures.match)
         self._is_ignored = VerdictCache(ignore.match)
         self._statuses = frozenset(config.not_found_statuses)
         self._sensitive = EventWindows(config.threshold, config.window, config.max_keys)
@@ -117,22 +130,31 @@ class ScanningDetector(Detector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        is_sensitive = self._is_sensitive.get
-        sensitive_fill = self._is_sensitive.fill
+        masks, _ = self._requests.facts(events, self)
+        bit = self._bit
         statuses = self._statuses
-        for i, event in enumerate(events):
-            if not isinstance(event, HttpRequest):
-                continue
-            path = event.path
-            sensitive = is_sensitive(path)
-            if sensitive is None:
-                sensitive = sensitive_fill(path)
-            if sensitive:
+        if all_requests(events):
+            # Status is field 5: picked out without a type check per request.
+            requests = cast("Sequence[HttpRequest]", events)
+            picked = [
+                i
+                for i, (mask, r) in enumerate(zip(masks, requests, strict=True))
+                if mask & bit or r[5] in statuses
+            ]
+        else:
+            picked = [
+                i
+                for i, (mask, e) in enumerate(zip(masks, events, strict=True))
+                if mask & bit or (isinstance(e, HttpRequest) and e.status in statuses)
+            ]
+        for i in picked:
+            event = cast("HttpRequest", events[i])
+            if masks[i] & bit:
                 found = self._sensitive_hit(event)
                 if found is not None:
                     out.append((i, found))
                     continue
-            if event.status in statuses and not self._is_ignored(path):
+            if event.status in statuses and not self._is_ignored(event.path):
                 found = self._not_found_hit(event)
                 if found is not None:
                     out.append((i, found))

@@ -1,83 +1,138 @@
-"""State that several detectors read, kept once: the clients that authenticated.
+"""Facts about a batch of HTTP requests that several detectors need, computed once.
 
-``ai_recon`` and ``model_exploit`` both need "did this client make an authenticated
-request (``user`` or ``key_id`` set, status < 400) lately?". Each used to keep its
-own set of such clients; :func:`~aisentinel.detectors.build_detectors` now builds
-one :class:`SharedState` and hands it to every detector whose class sets
-``wants_shared = True`` (as the keyword ``shared``), so the detectors built together
-share one :class:`AuthenticatedClients` per ``max_keys``.
+Four detectors ask questions of every request's path (``rate_abuse``: an AI
+endpoint? ``scanning``: a sensitive path? ``ai_recon``: a recon endpoint?
+``model_exploit``: a model-management call?) and two of them also ask "did this
+client make an authenticated request (``user`` or ``key_id`` set, status < 400)
+lately?". :func:`~aisentinel.detectors.build_detectors` builds one
+:class:`SharedState` and hands it to every detector whose class sets
+``wants_shared = True`` (as the keyword ``shared``); each registers its path test
+with the one :class:`RequestIndex` and gets a bit. For each batch the index then
+works out, once:
 
-The pipeline hands every detector the same batch in turn, so a detector that
-marked the whole batch first would let the next one see marks from requests later
-in the batch. :meth:`AuthenticatedClients.marks` therefore answers per event, in
-event order, "when was this client last marked, counting this event": it walks the
-batch once, marking as it goes, and serves that same answer to the other detectors
-that ask for the same batch object. The answers are those each detector got from
-its own set before.
+* ``masks``: per event, the bits of the path tests it passes (one dict lookup per
+  request, remembered per raw path), so that a detector picks out its few events
+  with a list comprehension instead of a loop of its own over every request;
+* ``marks``: for the events whose path passes the test of a reader that asked for
+  marks, when their client last authenticated, counting the batch's events up to
+  and including that one, in event order.
+
+Marks keep the answers a line-by-line run would give: the pipeline hands every
+detector the same batch in turn, so marking the whole batch first would let a
+request see an authentication that comes later in the batch. Only the
+authenticated requests of clients that also have a marked event in the batch
+are walked in order; the rest are applied in one pass afterwards, one store per
+distinct client.
+
+The facts of a batch are computed for the first reader that asks and served to
+the other registered readers that ask for the same batch object (or, for
+``observe``'s fresh 1-tuples, one holding the same event); the same reader asking
+again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import cast
+from collections.abc import Callable, Sequence
+from typing import NamedTuple, cast
 
 from aisentinel.detectors.common import all_requests
+from aisentinel.detectors.paths import VERDICT_CACHE_LIMIT
 from aisentinel.detectors.window import RecentSet
 from aisentinel.events import Event, HttpRequest
 
-_NEG_INF = -math.inf
+NEG_INF = -math.inf
+"""The mark of a client that is not known to have authenticated."""
 
 
-class AuthenticatedClients:
-    """Clients that made an authenticated request, with the time of the latest one.
+class BatchFacts(NamedTuple):
+    """What :meth:`RequestIndex.facts` knows about one batch."""
 
-    Bounded by ``max_keys`` (second-chance eviction, see :mod:`~.window`); a client
-    is held for the longest ``ttl`` any user registered, and each user applies its
-    own ``ttl`` to the times :meth:`marks` returns.
+    masks: list[int]
+    """Per event: the OR of the bits of the path tests its path passes (0 for
+    events that are not HTTP requests)."""
+    marks: dict[int, float]
+    """Event index -> when its client last authenticated, that event included, for
+    the events that passed a marked reader's test (missing: not known)."""
+
+
+_NO_FACTS = BatchFacts([], {})
+
+
+class RequestIndex:
+    """Path tests of every registered reader, and the clients that authenticated.
+
+    The set of authenticated clients is bounded by the largest ``max_keys`` a
+    marked reader asked for (second-chance eviction, see :mod:`~.window`) and
+    holds a client for the longest ``ttl``; each reader applies its own ``ttl``.
     """
 
-    __slots__ = ("_batch", "_batch_len", "_marks", "_served", "_set", "_users")
+    __slots__ = (
+        "_batch",
+        "_batch_len",
+        "_facts",
+        "_marked",
+        "_min_ttl",
+        "_served",
+        "_set",
+        "_tests",
+        "_users",
+        "_verdicts",
+    )
 
-    def __init__(self, max_keys: int) -> None:
-        self._set = RecentSet(1.0, max_keys)
+    def __init__(self) -> None:
+        self._set = RecentSet(1.0, 1)
+        self._marked = 0
+        """The OR of the bits of readers that need marks."""
+        self._min_ttl = 0.0
+        """The shortest ``ttl`` of those readers."""
+        self._tests: list[Callable[[str], bool]] = []
+        self._verdicts: dict[str, int] = {}
         self._users = 0
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
-        self._marks: list[float] = []
+        self._facts = _NO_FACTS
         self._served: list[int] = []
-        """``id`` of the readers that got the cached batch's marks."""
+        """``id`` of the readers that got the cached batch's facts."""
 
-    def register(self, ttl: float) -> None:
-        """One more detector reads this set and trusts a client for ``ttl`` seconds."""
-        if self._users == 0 or ttl > self._set.ttl:
-            self._set.ttl = ttl
-        self._users += 1
+    def register(
+        self, test: Callable[[str], bool], *, ttl: float | None = None, max_keys: int = 1
+    ) -> int:
+        """Add a reader whose events pass ``test`` (a raw path in, a verdict out); its bit.
 
-    def marks(self, events: Sequence[Event], reader: object) -> list[float]:
-        """Per event of ``events``: when its client last authenticated, this event
-        included (``-inf``: not held; also for events that are not HTTP requests).
-
-        Marks the batch's authenticated requests the first time a batch is asked
-        for; another ``reader`` asking for the same events (the same sequence, or
-        one holding the same event objects, as ``observe`` builds) gets the same list
-        without marking again; the same reader asking again recomputes. Readers must
-        ask for each batch in turn, as the pipeline does: one that read ahead would
-        let the others see marks of requests they have not reached yet.
+        With ``ttl``, the reader also needs marks for those events, trusts a client
+        for ``ttl`` seconds after it authenticated, and wants up to ``max_keys``
+        clients held.
         """
+        bit = 1 << len(self._tests)
+        self._tests.append(test)
+        self._verdicts.clear()
+        if ttl is not None:
+            held = self._set
+            if not self._marked or ttl > held.ttl:
+                held.ttl = ttl
+            if not self._marked or ttl < self._min_ttl:
+                self._min_ttl = ttl
+            held.max_keys = max(held.max_keys, max_keys)
+            self._marked |= bit
+        self._users += 1
+        return bit
+
+    def facts(self, events: Sequence[Event], reader: object) -> BatchFacts:
+        """The facts of ``events`` for ``reader`` (see the module doc)."""
         if self._is_cached(events) and id(reader) not in self._served:
-            out = self._marks
+            facts = self._facts
             self._served.append(id(reader))
             if len(self._served) >= self._users:
                 self._forget_batch()
-            return out
-        out = self._compute(events)
+            return facts
+        facts = self._compute(events)
         if self._users > 1:
             self._batch = events
             self._batch_len = len(events)
-            self._marks = out
+            self._facts = facts
             self._served = [id(reader)]
-        return out
+        return facts
 
     def _is_cached(self, events: Sequence[Event]) -> bool:
         """Whether ``events`` holds the same event objects as the cached batch."""
@@ -92,58 +147,115 @@ class AuthenticatedClients:
 
     def _forget_batch(self) -> None:
         self._batch = None
-        self._marks = []
+        self._facts = _NO_FACTS
         self._served = []
 
-    def _compute(self, events: Sequence[Event]) -> list[float]:
-        recent = self._set
-        add = recent.add
-        last = recent.last
-        if all_requests(events):
-            # Fields by index (user 7, key_id 11, status 5): no type check per event.
-            out: list[float] = []
-            append = out.append
-            for request in cast("Sequence[HttpRequest]", events):
-                if (request[7] is not None or request[11] is not None) and request[5] < 400:
-                    ts = request[0]
-                    add(request[2], ts)
-                    append(ts)
-                else:
-                    append(last(request[2]))
-            return out
-        out = []
-        append = out.append
-        for event in events:
-            if not isinstance(event, HttpRequest):
-                append(_NEG_INF)
-            elif (event.user is not None or event.key_id is not None) and event.status < 400:
-                add(event.client, event.ts)
-                append(event.ts)
-            else:
-                append(last(event.client))
+    def _verdict(self, path: str) -> int:
+        """The mask of ``path``, computed and remembered."""
+        mask = 0
+        for bit, test in enumerate(self._tests):
+            if test(path):
+                mask |= 1 << bit
+        verdicts = self._verdicts
+        if len(verdicts) >= VERDICT_CACHE_LIMIT:
+            verdicts.clear()
+        verdicts[path] = mask
+        return mask
+
+    def _compute(self, events: Sequence[Event]) -> BatchFacts:
+        get = self._verdicts.get
+        requests = all_requests(events)
+        masks: list[int | None]
+        if requests:
+            # The path is field 4: by index, no type check per event.
+            masks = [get(r[4]) for r in cast("Sequence[HttpRequest]", events)]
+        else:
+            masks = [get(e.path) if isinstance(e, HttpRequest) else 0 for e in events]
+        if None in masks:
+            verdict = self._verdict
+            for i, mask in enumerate(masks):
+                if mask is None:
+                    masks[i] = verdict(cast("HttpRequest", events[i]).path)
+        done = cast("list[int]", masks)
+        if not self._marked:
+            return BatchFacts(done, {})
+        return BatchFacts(done, self._marks(events, done, requests))
+
+    def _marks(self, events: Sequence[Event], masks: list[int], requests: bool) -> dict[int, float]:
+        marked = self._marked
+        need = [i for i, mask in enumerate(masks) if mask & marked]
+        # Authenticated requests: user 7 or key_id 11 set, status 5 below 400.
+        reqs = cast("Sequence[HttpRequest]", events)
+        if requests:
+            authed = [
+                i
+                for i, r in enumerate(reqs)
+                if (r[7] is not None or r[11] is not None) and r[5] < 400
+            ]
+        else:
+            authed = [
+                i
+                for i, e in enumerate(events)
+                if isinstance(e, HttpRequest)
+                and (e.user is not None or e.key_id is not None)
+                and e.status < 400
+            ]
+        # The last authentication per client in the batch.
+        latest = {reqs[i][2]: reqs[i][0] for i in authed}
+        held = self._set
+        out: dict[int, float] = {}
+        if need:
+            last = held.last
+            before = {c: last(c) for c in {reqs[i][2] for i in need}}
+            out = {i: before[reqs[i][2]] for i in need}
+            # Settled: trusted by every reader on the marks from before the batch. An
+            # authentication later in the batch can only make the mark newer.
+            ttl = self._min_ttl
+            unsettled = [i for i in need if reqs[i][0] - out[i] > ttl]
+            if unsettled and not latest.keys().isdisjoint({reqs[i][2] for i in unsettled}):
+                self._walk(reqs, unsettled, authed, before, out)
+        add = held.add
+        for client, ts in latest.items():
+            add(client, ts)
         return out
+
+    @staticmethod
+    def _walk(
+        reqs: Sequence[HttpRequest],
+        unsettled: list[int],
+        authed: list[int],
+        before: dict[str, float],
+        out: dict[int, float],
+    ) -> None:
+        """Exact marks for ``unsettled`` events: their clients' authentications in
+        the batch, walked in event order."""
+        clients = {reqs[i][2] for i in unsettled}
+        relevant = {j for j in authed if reqs[j][2] in clients}
+        if not relevant:
+            return
+        current = {c: before[c] for c in clients}
+        for i in sorted(relevant.union(unsettled)):
+            request = reqs[i]
+            if i in relevant:
+                current[request[2]] = request[0]
+                if i in out:
+                    out[i] = request[0]
+            else:
+                out[i] = current[request[2]]
 
     def expire(self, now: float) -> int:
         """Drop clients whose latest mark is older than the longest ``ttl``; how many."""
         return self._set.expire(now)
 
-    def __len__(self) -> int:
+    def authenticated(self) -> int:
+        """Clients held as having authenticated."""
         return len(self._set)
 
 
 class SharedState:
     """What the detectors built together share (one per :func:`build_detectors` call)."""
 
-    __slots__ = ("_authenticated",)
+    __slots__ = ("requests",)
 
     def __init__(self) -> None:
-        self._authenticated: dict[int, AuthenticatedClients] = {}
-
-    def authenticated(self, max_keys: int, ttl: float) -> AuthenticatedClients:
-        """The shared set of authenticated clients holding up to ``max_keys``; registers
-        the caller as a reader that trusts a client for ``ttl`` seconds."""
-        found = self._authenticated.get(max_keys)
-        if found is None:
-            found = self._authenticated[max_keys] = AuthenticatedClients(max_keys)
-        found.register(ttl)
-        return found
+        self.requests = RequestIndex()
