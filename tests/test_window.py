@@ -341,3 +341,39 @@ def test_dropped_slots_are_reused() -> None:
             win.hit(f"k{round_}-{i}", base)
         win.expire(base + 500)
     assert len(win._data) == 50 * 15  # each round expires before the next one starts
+
+
+def test_evidence_samples_are_held_once_across_keys() -> None:
+    """The same sample sent by many addresses is stored as one interned string."""
+    win = EventWindows(2, 60.0, 100)
+    for i in range(3):
+        win.hit(f"10.0.0.{i}", T0, "".join(["/.e", "nv"]))  # a fresh string object each time
+    held = [win._evidence._data[f"10.0.0.{i}"] for i in range(3)]  # type: ignore[attr-defined]
+    assert held[0] == "/.env"
+    assert held[0] is held[1] is held[2]
+
+
+def test_evidence_keeps_the_most_recently_hit_keys() -> None:
+    """When the evidence table is full, the key hit longest ago loses its samples first."""
+    win = EventWindows(3, 60.0, 100, evidence_keys=2)
+    win.hit("a", T0, "a1")
+    win.hit("b", T0, "b1")
+    win.hit("a", T0 + 1, "a2")  # a is now the most recent
+    win.hit("c", T0 + 2, "c1")  # evicts b's samples, not a's
+    crossing = win.hit("a", T0 + 3, "a3")
+    assert crossing is not None
+    assert crossing.evidence == ("a1", "a2", "a3")
+    assert win.hit("b", T0 + 4, "b2") is None
+    crossing = win.hit("b", T0 + 5, "b3")
+    assert crossing is not None
+    assert crossing.evidence == ("b2", "b3")
+
+
+def test_distinct_windows_can_intern_values() -> None:
+    """With intern_values, a username tried from many addresses is held once."""
+    win = DistinctWindows(3, 60.0, 100, intern_values=True)
+    for i in range(3):
+        win.hit(f"10.0.0.{i}", "".join(["ro", "ot"]), T0)
+    values = [win._keys[f"10.0.0.{i}"][2] for i in range(3)]  # type: ignore[attr-defined]
+    assert values[0] == "root"
+    assert values[0] is values[1] is values[2]

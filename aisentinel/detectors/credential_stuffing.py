@@ -63,7 +63,10 @@ class CredentialStuffingDetector(Detector):
     def __init__(self, config: CredentialStuffingConfig, clock: Clock) -> None:
         super().__init__(config, clock)
         self._cfg = config
-        self._users = DistinctWindows(config.threshold, config.window, config.max_keys)
+        # Usernames: a few hundred names tried by thousands of addresses, held once.
+        self._users = DistinctWindows(
+            config.threshold, config.window, config.max_keys, intern_values=True
+        )
         self._clients = DistinctWindows(
             config.clients_threshold, config.clients_window, config.max_keys
         )

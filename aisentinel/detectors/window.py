@@ -68,7 +68,8 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from array import array
-from collections import OrderedDict, deque
+from collections import deque
+from sys import intern
 from typing import Any, NamedTuple
 
 _NEG_INF = -math.inf
@@ -105,29 +106,42 @@ def _check(threshold: int, window: float, max_keys: int) -> None:
 
 
 class _Evidence:
-    """A small LRU of distinct samples per key, cleared when the key crosses."""
+    """A small LRU of distinct samples per key, cleared when the key crosses.
+
+    A plain ``dict`` kept in least-recently-used order (a hit moves its key to the
+    end by taking it out and putting it back). One sample is held as the string
+    itself and more as a tuple, and samples are interned (``sys.intern``), so a
+    flood of one-event keys costs a dict entry each and a path sent by thousands of
+    addresses is stored once.
+    """
 
     __slots__ = ("_data", "_max_keys", "_max_samples")
 
     def __init__(self, max_keys: int, max_samples: int) -> None:
-        self._data: OrderedDict[str, list[str]] = OrderedDict()
+        self._data: dict[str, str | tuple[str, ...]] = {}
         self._max_keys = max_keys
         self._max_samples = max_samples
 
     def add(self, key: str, sample: str) -> None:
-        samples = self._data.get(key)
-        if samples is None:
-            if len(self._data) >= self._max_keys:
-                self._data.popitem(last=False)
-            self._data[key] = [sample]
+        data = self._data
+        held = data.pop(key, None)
+        if held is None:
+            if len(data) >= self._max_keys:
+                del data[next(iter(data))]
+            data[key] = intern(sample)
             return
-        self._data.move_to_end(key)
-        if len(samples) < self._max_samples and sample not in samples:
-            samples.append(sample)
+        if isinstance(held, str):
+            if sample != held and self._max_samples > 1:
+                held = (held, intern(sample))
+        elif len(held) < self._max_samples and sample not in held:
+            held = (*held, intern(sample))
+        data[key] = held
 
     def take(self, key: str) -> tuple[str, ...]:
-        samples = self._data.pop(key, None)
-        return tuple(samples) if samples else ()
+        held = self._data.pop(key, None)
+        if held is None:
+            return ()
+        return (held,) if isinstance(held, str) else held
 
     def drop(self, key: str) -> None:
         self._data.pop(key, None)
@@ -483,9 +497,26 @@ class DistinctWindows:
     oldest first.
     """
 
-    __slots__ = ("_cap", "_keys", "_queue", "evicted", "max_keys", "threshold", "window")
+    __slots__ = (
+        "_cap",
+        "_intern",
+        "_keys",
+        "_queue",
+        "evicted",
+        "max_keys",
+        "threshold",
+        "window",
+    )
 
-    def __init__(self, threshold: int, window: float, max_keys: int, *, margin: int = 2) -> None:
+    def __init__(
+        self,
+        threshold: int,
+        window: float,
+        max_keys: int,
+        *,
+        margin: int = 2,
+        intern_values: bool = False,
+    ) -> None:
         _check(threshold, window, max_keys)
         if margin < 0:
             raise ValueError(f"margin cannot be negative, not {margin}")
@@ -494,6 +525,9 @@ class DistinctWindows:
         self.max_keys = max_keys
         self.evicted = 0
         self._cap = threshold + margin
+        self._intern = intern_values
+        """Store values through ``sys.intern``: for values many keys share (usernames
+        tried by many addresses), which are then held once."""
         # Flat [quiet_until, queued, value, seen, value, seen, ...]: one small list per key.
         self._keys: dict[str, list[Any]] = {}
         self._queue: deque[str] = deque()
@@ -505,7 +539,7 @@ class DistinctWindows:
         if state is None:
             if len(keys) >= self.max_keys:
                 self._evict()
-            keys[key] = state = [_NEG_INF, ts, value, ts]
+            keys[key] = state = [_NEG_INF, ts, intern(value) if self._intern else value, ts]
             self._queue.append(key)
             if self.threshold > 1:
                 return None
@@ -516,6 +550,8 @@ class DistinctWindows:
                     state[i + 1] = ts
                     break
             else:
+                if self._intern:
+                    value = intern(value)
                 if size < 2 + 2 * self._cap:
                     state.append(value)
                     state.append(ts)
