@@ -31,6 +31,7 @@ from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
 from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
 from aisentinel.exporter import DaemonCollector
+from aisentinel.memory import HeapTrimmer
 from aisentinel.pipeline import Pipeline
 from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import Responder
@@ -82,6 +83,7 @@ class Daemon:
         self.audit: AuditScheduler | None = None
         self.last_heartbeat = 0.0
         self.reloads = {"ok": 0, "failed": 0}
+        self.trimmer = HeapTrimmer()
 
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.ledger = Ledger(self.state_dir / "decisions.sqlite3", self.clock)
@@ -238,6 +240,7 @@ class Daemon:
                 next_tick = now_m + 1.0
             if now_m >= next_expire:
                 self.pipeline.expire(clock.now())
+                self.trimmer.trim(sum(c.lines for c in self.pipeline.sources.values()))
                 next_expire = now_m + self.config.daemon.expire_interval
             if now_m >= next_beat:
                 self._heartbeat()
