@@ -21,7 +21,7 @@ from typing import cast
 from pydantic import field_validator
 
 from aisentinel.clock import Clock
-from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, normalise_path
 from aisentinel.detectors.shared import SharedState
@@ -70,7 +70,7 @@ class AiReconConfig(WindowedConfig):
         return patterns
 
 
-class AiReconDetector(Detector):
+class AiReconDetector(BatchDetector):
     """MEDIUM when an unauthenticated client probes AI recon endpoints."""
 
     name = "ai_recon"
@@ -89,10 +89,6 @@ class AiReconDetector(Detector):
             max_keys=config.max_keys,
         )
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
-
-    def observe(self, event: Event) -> Finding | None:
-        found = self.observe_many((event,))
-        return found[0][1] if found else None
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []

@@ -3,7 +3,8 @@
 A detector declares the event types it ``consumes``; the pipeline hands it the
 events of each batch, from one thread, through ``observe_many(events)`` (whose
 default calls ``observe(event)`` for each event of a consumed type; hot
-detectors override it with one tight loop). Time inside a detector is
+detectors derive from :class:`BatchDetector`, write ``observe_many`` as one tight
+loop and get ``observe`` from it). Time inside a detector is
 the event's own ``ts`` (so replaying old logs gives the same answer as live), and
 ``expire(now)`` drops keys idle for longer than the window. Every per-key table is
 capped (``max_keys``, evicting keys not seen lately first: see
@@ -82,6 +83,19 @@ class Detector(ABC):
     @abstractmethod
     def tracked_keys(self) -> int:
         """How many keys the detector holds now (exported as a gauge)."""
+
+
+class BatchDetector(Detector):
+    """A detector written batch-first: its :meth:`observe_many` is the rule, and
+    :meth:`observe` is that rule applied to a batch of one event."""
+
+    def observe(self, event: Event) -> Finding | None:
+        found = self.observe_many((event,))
+        return found[0][1] if found else None
+
+    @abstractmethod
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        """See :meth:`Detector.observe_many`."""
 
 
 REGISTRY: Registry[type[Detector]] = Registry("detector")

@@ -17,9 +17,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Generic, TypeVar
 
 _PREFIX_KEY = 4
 _SUFFIX_KEY = 3
+
+V = TypeVar("V")
 
 VERDICT_CACHE_LIMIT = 4096
 """Raw paths a :class:`VerdictCache` remembers before it starts afresh."""
@@ -44,22 +47,23 @@ def normalise_path(path: str) -> str:
     return path
 
 
-class VerdictCache:
+class VerdictCache(Generic[V]):
     """Remembers ``test(path)`` per raw path, so a hot loop pays one dict lookup.
 
     Requests mostly repeat a few hundred paths; a flood of distinct paths only
     makes the cache start afresh every :data:`VERDICT_CACHE_LIMIT` entries. Hot
-    loops bind ``cache.get`` and call ``cache.fill(path)`` on a miss.
+    loops bind ``cache.get`` and call ``cache.fill(path)`` on a miss. A verdict is
+    any value but ``None`` (a bool, a bit mask).
     """
 
     __slots__ = ("_data", "_test", "get")
 
-    def __init__(self, test: Callable[[str], bool]) -> None:
+    def __init__(self, test: Callable[[str], V]) -> None:
         self._test = test
-        self._data: dict[str, bool] = {}
+        self._data: dict[str, V] = {}
         self.get = self._data.get
 
-    def fill(self, path: str) -> bool:
+    def fill(self, path: str) -> V:
         """Compute, remember and return the verdict for ``path``."""
         verdict = self._test(path)
         data = self._data
@@ -68,7 +72,11 @@ class VerdictCache:
         data[path] = verdict
         return verdict
 
-    def __call__(self, path: str) -> bool:
+    def clear(self) -> None:
+        """Forget every verdict (the test changed)."""
+        self._data.clear()
+
+    def __call__(self, path: str) -> V:
         verdict = self._data.get(path)
         return self.fill(path) if verdict is None else verdict
 

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import cast
 
 from aisentinel.clock import Clock
-from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase
+from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
 from aisentinel.detectors.common import (
     MaxKeys,
     Threshold,
@@ -83,7 +83,7 @@ class RateAbuseConfig(DetectorConfigBase):
     limited_window: Window = 60.0
 
 
-class RateAbuseDetector(Detector):
+class RateAbuseDetector(BatchDetector):
     """Request-rate limits per client and per API key (see module doc)."""
 
     name = "rate_abuse"
@@ -103,10 +103,6 @@ class RateAbuseDetector(Detector):
         self._limited = EventWindows(
             config.limited_threshold, config.limited_window, config.max_keys
         )
-
-    def observe(self, event: Event) -> Finding | None:
-        found = self.observe_many((event,))
-        return found[0][1] if found else None
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []

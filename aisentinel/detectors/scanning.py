@@ -24,7 +24,7 @@ from typing import cast
 from pydantic import field_validator
 
 from aisentinel.clock import Clock
-from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
     MaxKeys,
     Threshold,
@@ -101,7 +101,7 @@ class ScanningConfig(WindowedConfig):
         return patterns
 
 
-class ScanningDetector(Detector):
+class ScanningDetector(BatchDetector):
     """Sensitive-path probes (HIGH) and 404 bursts (MEDIUM), per client."""
 
     name = "scanning"
@@ -123,10 +123,6 @@ class ScanningDetector(Detector):
         self._not_found = RateWindows(
             config.not_found_threshold, config.not_found_window, config.max_keys
         )
-
-    def observe(self, event: Event) -> Finding | None:
-        found = self.observe_many((event,))
-        return found[0][1] if found else None
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []

@@ -32,17 +32,13 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import NamedTuple, cast
 
 from aisentinel.detectors.common import all_requests
-from aisentinel.detectors.paths import VERDICT_CACHE_LIMIT
+from aisentinel.detectors.paths import VerdictCache
 from aisentinel.detectors.window import RecentSet
 from aisentinel.events import Event, HttpRequest
-
-NEG_INF = -math.inf
-"""The mark of a client that is not known to have authenticated."""
 
 
 class BatchFacts(NamedTuple):
@@ -87,7 +83,7 @@ class RequestIndex:
         self._min_ttl = 0.0
         """The shortest ``ttl`` of those readers."""
         self._tests: list[Callable[[str], bool]] = []
-        self._verdicts: dict[str, int] = {}
+        self._verdicts = VerdictCache(self._mask)
         self._users = 0
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
@@ -106,7 +102,7 @@ class RequestIndex:
         """
         bit = 1 << len(self._tests)
         self._tests.append(test)
-        self._verdicts.clear()
+        self._verdicts.clear()  # masks cached so far lack the new bit
         if ttl is not None:
             held = self._set
             if not self._marked or ttl > held.ttl:
@@ -150,16 +146,12 @@ class RequestIndex:
         self._facts = _NO_FACTS
         self._served = []
 
-    def _verdict(self, path: str) -> int:
-        """The mask of ``path``, computed and remembered."""
+    def _mask(self, path: str) -> int:
+        """The bits of the tests ``path`` passes."""
         mask = 0
         for bit, test in enumerate(self._tests):
             if test(path):
                 mask |= 1 << bit
-        verdicts = self._verdicts
-        if len(verdicts) >= VERDICT_CACHE_LIMIT:
-            verdicts.clear()
-        verdicts[path] = mask
         return mask
 
     def _compute(self, events: Sequence[Event]) -> BatchFacts:
@@ -172,10 +164,10 @@ class RequestIndex:
         else:
             masks = [get(e.path) if isinstance(e, HttpRequest) else 0 for e in events]
         if None in masks:
-            verdict = self._verdict
+            fill = self._verdicts.fill
             for i, mask in enumerate(masks):
                 if mask is None:
-                    masks[i] = verdict(cast("HttpRequest", events[i]).path)
+                    masks[i] = fill(cast("HttpRequest", events[i]).path)
         done = cast("list[int]", masks)
         if not self._marked:
             return BatchFacts(done, {})
@@ -212,8 +204,9 @@ class RequestIndex:
             # authentication later in the batch can only make the mark newer.
             ttl = self._min_ttl
             unsettled = [i for i in need if reqs[i][0] - out[i] > ttl]
-            if unsettled and not latest.keys().isdisjoint({reqs[i][2] for i in unsettled}):
-                self._walk(reqs, unsettled, authed, before, out)
+            current = {reqs[i][2]: before[reqs[i][2]] for i in unsettled}
+            if not latest.keys().isdisjoint(current):
+                self._walk(reqs, unsettled, authed, current, out)
         add = held.add
         for client, ts in latest.items():
             add(client, ts)
@@ -224,16 +217,13 @@ class RequestIndex:
         reqs: Sequence[HttpRequest],
         unsettled: list[int],
         authed: list[int],
-        before: dict[str, float],
+        current: dict[str, float],
         out: dict[int, float],
     ) -> None:
-        """Exact marks for ``unsettled`` events: their clients' authentications in
-        the batch, walked in event order."""
-        clients = {reqs[i][2] for i in unsettled}
-        relevant = {j for j in authed if reqs[j][2] in clients}
-        if not relevant:
-            return
-        current = {c: before[c] for c in clients}
+        """Exact marks for ``unsettled`` events, whose clients' marks before the batch
+        are ``current`` (some of them authenticated in the batch): walked in event
+        order with those authentications."""
+        relevant = {j for j in authed if reqs[j][2] in current}
         for i in sorted(relevant.union(unsettled)):
             request = reqs[i]
             if i in relevant:
