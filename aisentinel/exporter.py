@@ -166,6 +166,15 @@ class DaemonCollector(Collector):
         ledger = CounterMetricFamily("aisentinel_ledger_errors", "Decision ledger (sqlite) errors.")
         ledger.add_metric([], c.ledger_errors)
         yield ledger
+        rejected = CounterMetricFamily(
+            "aisentinel_decisions_rejected",
+            "Finding addresses refused as ban targets (decision none), per reason: invalid, "
+            "loopback, allowlisted, unspecified, broadcast, multicast, link_local, reserved.",
+            labels=["reason"],
+        )
+        for reason, n in c.rejected.items():
+            rejected.add_metric([reason], n)
+        yield rejected
 
     def _responders(self) -> Iterator[Metric]:
         runner = self.daemon.runner

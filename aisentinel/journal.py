@@ -4,8 +4,9 @@
 dict into one journal entry (``MESSAGE``, ``PRIORITY``, ``SYSLOG_IDENTIFIER`` and every
 other key as an upper-cased field, e.g. ``client_ip`` -> ``CLIENT_IP``) and sends it with
 ``systemd.journal.sendv`` (systemd-python), then raises ``structlog.DropEvent`` so the
-wrapped logger prints nothing. Query the fields with ``journalctl -u aisentinel
-CLIENT_IP=203.0.113.7`` or ``journalctl -o json``.
+wrapped logger prints nothing. ``MESSAGE`` is escaped to one terminal-safe line
+(:mod:`aisentinel.textsafe`); the other fields keep their exact values. Query the
+fields with ``journalctl -u aisentinel CLIENT_IP=203.0.113.7`` or ``journalctl -o json``.
 
 Use it only where :func:`journal_available` is true (systemd-python importable and a
 journald socket present); :func:`stderr_is_journal` tells whether systemd connected the
@@ -28,6 +29,8 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import structlog
+
+from aisentinel.textsafe import escape
 
 __all__ = [
     "JOURNAL_SOCKET",
@@ -162,7 +165,9 @@ class JournalRenderer:
         message = event_dict.get("event", event_dict.get("message", ""))
         level = str(event_dict.get("level", method_name))
         out = [
-            f"MESSAGE={_field_value(message)}",
+            # MESSAGE is what ``journalctl`` prints as the line: one line, nothing that
+            # acts on a terminal. The other fields keep their exact values.
+            f"MESSAGE={escape(_field_value(message))}",
             f"PRIORITY={syslog_priority(level)}",
             f"SYSLOG_IDENTIFIER={self._identifier}",
         ]

@@ -9,12 +9,66 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
 
+from aisentinel.textsafe import escape, escape_lines
+
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
+
+
+# Multi-line by design (format_exc_info, StackInfoRenderer): escaped line by line.
+_MULTI_LINE = frozenset({"exception", "stack"})
+_PLAIN = (int, float, bool, type(None))
+
+
+class _Shown(str):
+    """Text the console renderer shows exactly as it is (its ``repr`` is itself)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return str.__str__(self)
+
+
+def _console_value(key: str, value: object) -> object:
+    """``value`` as the console shows it, with nothing that can act on a terminal."""
+    if isinstance(value, str):
+        if value.isprintable() and "\\" not in value:
+            return value  # the renderer's own choice (bare, or repr when it has spaces)
+        if key == "event":  # shown bare, never repr-ed
+            return escape(value)
+        if key in _MULTI_LINE:
+            return escape_lines(value)
+        # repr() escapes every non-printable character and the backslash, quoted:
+        # what the renderer shows for a value with spaces, now for every unsafe one.
+        return _Shown(repr(value))
+    if isinstance(value, _PLAIN):
+        return value
+    # The renderer would print repr(value); repr escapes the strings inside lists,
+    # tuples and dicts, but a custom __repr__ may not: check the text it gives.
+    text = repr(value)
+    return _Shown(text if text.isprintable() else escape(text))
+
+
+def escape_for_console(
+    logger: object, method_name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """structlog processor: every key and value made safe for one terminal line.
+
+    Runs just before the console renderer (never before JSON or journald, which keep
+    values exact): attacker text in a field (a username with ``ESC [2J``, a
+    ``$remote_user`` with a newline, a bidi override) shows as escapes instead of
+    acting on the terminal or forging a log line. Safe values are left as they are,
+    so ordinary lines look as before.
+    """
+    return {
+        (escape(key) if isinstance(key, str) else key): _console_value(key, value)
+        for key, value in event_dict.items()
+    }
 
 
 def resolve_format(fmt: str, stream: TextIO) -> str:
@@ -49,6 +103,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
 
         processors.append(JournalRenderer())
     elif chosen == "console":
+        processors.append(escape_for_console)
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     else:
         processors.append(structlog.processors.JSONRenderer())

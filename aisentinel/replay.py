@@ -25,6 +25,7 @@ from aisentinel.detectors import build_detectors
 from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
 from aisentinel.parsers import sniff
 from aisentinel.pipeline import Pipeline
+from aisentinel.textsafe import escape
 
 FORMATS = ("nginx", "nginx-json", "nginx-error", "sshd", "auto")
 BATCH_LINES = 8192
@@ -115,6 +116,25 @@ class ReplaySummary:
         }
 
 
+def finding_line(finding: Finding) -> str:
+    """A finding as one line of text output; log-derived text is escaped (textsafe)."""
+    return (
+        f"finding  {iso(finding.ts)} {escape(finding.detector)} {finding.severity.label} "
+        f"{escape(finding.client or finding.key)} count={finding.count}: "
+        f"{escape(finding.message)}\n"
+    )
+
+
+def decision_line(decision: Decision) -> str:
+    """A decision as one line of text output; log-derived text is escaped (textsafe)."""
+    target = escape(decision.target or "-")
+    ttl = f" ttl={int(decision.ttl)}s" if decision.ttl else ""
+    return (
+        f"decision {iso(decision.ts)} {decision.action.value} {target}{ttl} "
+        f"offence={decision.offence} ({escape(decision.detector)}): {escape(decision.reason)}\n"
+    )
+
+
 class _Printer:
     """Writes findings and decisions as they happen, as text or JSON Lines."""
 
@@ -146,16 +166,8 @@ class _Printer:
             self.out.write(json.dumps(obj) + "\n")
             return
         if finding is not None:
-            self.out.write(
-                f"finding  {iso(finding.ts)} {finding.detector} {finding.severity.label} "
-                f"{finding.client or finding.key} count={finding.count}: {finding.message}\n"
-            )
-        target = decision.target or "-"
-        ttl = f" ttl={int(decision.ttl)}s" if decision.ttl else ""
-        self.out.write(
-            f"decision {iso(decision.ts)} {decision.action.value} {target}{ttl} "
-            f"offence={decision.offence} ({decision.detector}): {decision.reason}\n"
-        )
+            self.out.write(finding_line(finding))
+        self.out.write(decision_line(decision))
 
 
 def replay(

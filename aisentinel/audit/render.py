@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TextIO
 
 from aisentinel.audit.model import AuditReport, Status
+from aisentinel.textsafe import escape
 
 _COLOURS = {
     Status.PASS: "\033[32m",
@@ -26,7 +27,10 @@ def render_json(report: AuditReport) -> str:
 def render_table(report: AuditReport, *, colour: bool = False, verbose: bool = False) -> str:
     """One row per check (status, id, title); evidence and fix under non-passing rows.
 
-    ``verbose`` also prints the evidence of passing checks.
+    ``verbose`` also prints the evidence of passing checks. Evidence quotes the host
+    (file contents, process and unit names, command output), so every item is
+    escaped to one terminal-safe line; a remediation line is escaped when it holds an
+    unsafe character.
     """
     width = max((len(r.id) for r in report.results), default=10)
     lines: list[str] = []
@@ -34,10 +38,10 @@ def render_table(report: AuditReport, *, colour: bool = False, verbose: bool = F
         label = f"{result.status.value.upper():<7}"
         if colour:
             label = f"{_COLOURS[result.status]}{label}{_RESET}"
-        lines.append(f"{label} {result.id:<{width}}  {result.title}")
+        lines.append(f"{label} {escape(result.id):<{width}}  {escape(result.title)}")
         if result.status is not Status.PASS or verbose:
             for item in result.evidence:
-                lines.append(_indent(item, "        - "))
+                lines.append("        - " + escape(item))
         if result.remediation and result.status is not Status.PASS:
             fix = _indent(result.remediation, "        fix: ", "             ")
             lines.append(f"{_DIM}{fix}{_RESET}" if colour else fix)
@@ -48,10 +52,16 @@ def render_table(report: AuditReport, *, colour: bool = False, verbose: bool = F
 
 
 def _indent(text: str, first: str, rest: str | None = None) -> str:
+    """``text`` indented line by line; a line with an unsafe character is escaped.
+
+    Remediations are commands to copy (``printf 'a\\n'``): a printable line keeps its
+    backslashes as they are.
+    """
     rest = rest if rest is not None else " " * len(first)
     out = []
-    for i, line in enumerate(text.splitlines() or [""]):
-        out.append((first if i == 0 else rest) + line)
+    for i, line in enumerate(text.rstrip("\n").split("\n")):
+        safe = line if line.isprintable() else escape(line)
+        out.append((first if i == 0 else rest) + safe)
     return "\n".join(out)
 
 

@@ -5,11 +5,22 @@ The checks run in a fixed order, and the first that applies decides:
 1. ``client`` is ``None``            -> ALERT "no single address to ban"
 2. ``client`` is not an IP address   -> NONE  "invalid address 'x'"
 3. the address is allowlisted        -> NONE  "allowlisted (10.0.0.0/8)"
-4. it is banned already              -> NONE  "already banned until <iso time>"
-5. the detector is alert-only        -> ALERT
-6. severity below ``ban_severity``   -> ALERT
-7. the ban brake is engaged          -> ALERT "ban brake engaged: ..."
-8. otherwise                         -> BAN, TTL escalated by earlier offences
+4. it can never be a ban target      -> NONE  "not a bannable address (multicast)"
+5. it is banned already              -> NONE  "already banned until <iso time>"
+6. the detector is alert-only        -> ALERT
+7. severity below ``ban_severity``   -> ALERT
+8. the ban brake is engaged          -> ALERT "ban brake engaged: ..."
+9. otherwise                         -> BAN, TTL escalated by earlier offences
+
+IPv4-mapped IPv6 (``::ffff:127.0.0.1``) is read as the IPv4 address it carries
+before step 3, so it is loopback. Step 4 (:func:`unbannable`) refuses addresses that
+name no single remote host: unspecified, broadcast, multicast, reserved, and
+link-local. Link-local is refused on purpose: ``fe80::/10`` is where the default
+router's advertisements and neighbour discovery come from and ``169.254.169.254`` is
+the cloud metadata service, so a ban there (from a forged or misread client field)
+cuts the host off its own network; the zone is dropped from the text form, so one
+ban would also hit every link's host of that address. Steps 2-4 are counted per
+reason (:data:`REJECT_REASONS`).
 
 Every decision is returned; BAN and ALERT are recorded in the ledger. Times are
 the engine clock's ``now()`` (not the finding's ``ts``): a ban lasts its TTL from
@@ -18,6 +29,7 @@ when it is decided, even when the finding comes from an old log line.
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 import threading
 from collections import deque
@@ -31,7 +43,13 @@ import structlog
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import format_duration
-from aisentinel.decisions.allowlist import Allowlist, canonical_address, read_host_addresses
+from aisentinel.decisions.allowlist import (
+    LOOPBACK,
+    Allowlist,
+    IPAddress,
+    canonical_address,
+    read_host_addresses,
+)
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import Action, Decision, Finding
@@ -39,6 +57,25 @@ from aisentinel.events import Action, Decision, Finding
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+REJECT_REASONS = (
+    "invalid",
+    "loopback",
+    "allowlisted",
+    "unspecified",
+    "broadcast",
+    "multicast",
+    "link_local",
+    "reserved",
+)
+"""Why a finding's address was refused as a ban target; a bounded metric label."""
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+_THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
+_LOOPBACK_NETS = frozenset(LOOPBACK)
+# Inside ::/8, which the ipaddress module calls reserved, but real clients: a
+# SIIT/NAT64 gateway shows an IPv4 client to an IPv6-only server as 64:ff9b::a.b.c.d.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 HOST_REFRESH_SECONDS = 300.0
 """How often the host's own addresses are read again (they change with DHCP, VPNs)."""
@@ -52,10 +89,12 @@ class DecisionCounters:
     """A snapshot of the engine's numbers for metrics.
 
     ``decisions`` counts every decision returned, per action (counters);
-    ``active_bans`` is a gauge; the rest are counters.
+    ``rejected`` counts addresses refused as ban targets, per reason (every one of
+    :data:`REJECT_REASONS`); ``active_bans`` is a gauge; the rest are counters.
     """
 
     decisions: Mapping[Action, int]
+    rejected: Mapping[str, int]
     bans_braked: int
     active_bans: int
     expired: int
@@ -70,6 +109,27 @@ def ban_ttl(config: DecisionsConfig, offence: int) -> float:
         if ttl >= config.max_ttl:
             break
     return min(ttl, config.max_ttl)
+
+
+def unbannable(addr: IPAddress) -> str | None:
+    """Why ``addr`` can never be a ban target (a :data:`REJECT_REASONS` value), or ``None``.
+
+    ``addr`` is canonical (IPv4-mapped IPv6 already made IPv4). Loopback is not
+    tested here: the allowlist always holds it.
+    """
+    if addr.is_unspecified:
+        return "unspecified"
+    if addr == _BROADCAST:
+        return "broadcast"
+    if addr.is_multicast:
+        return "multicast"
+    if addr.is_link_local:
+        return "link_local"
+    if isinstance(addr, ipaddress.IPv4Address):
+        return "reserved" if addr.is_reserved or addr in _THIS_NETWORK else None
+    if addr.is_reserved and not any(addr in net for net in _NAT64):
+        return "reserved"
+    return None
 
 
 def _is_address(text: str) -> bool:
@@ -116,6 +176,7 @@ class DecisionEngine:
         self._recent_bans: deque[float] = deque()
         self._braking = False
         self._counts = dict.fromkeys(Action, 0)
+        self._rejected = dict.fromkeys(REJECT_REASONS, 0)
         self._braked = 0
         self._expired = 0
         self._ledger_errors = 0
@@ -141,16 +202,19 @@ class DecisionEngine:
         """The decision about ``finding`` (recorded in the ledger when BAN or ALERT)."""
         now = self.clock.now()
         self._maybe_refresh_hosts()
-        decision = self._decide(finding, now)
+        decision, rejected = self._decide(finding, now)
         if decision.action is not Action.NONE:
             self._ledger(lambda: self.ledger.record(decision), 0)
         with self._lock:
             self._counts[decision.action] += 1
+            if rejected is not None:
+                self._rejected[rejected] += 1
             if decision.action is Action.BAN and decision.target is not None:
                 self._active[decision.target] = decision
         return decision
 
-    def _decide(self, finding: Finding, now: float) -> Decision:
+    def _decide(self, finding: Finding, now: float) -> tuple[Decision, str | None]:
+        """The decision, and the reject reason when the address can be no ban target."""
         cfg = self.config
 
         def make(action: Action, target: str | None, reason: str) -> Decision:
@@ -167,35 +231,37 @@ class DecisionEngine:
             )
 
         if finding.client is None:
-            return make(Action.ALERT, None, "no single address to ban")
+            return make(Action.ALERT, None, "no single address to ban"), None
         try:
+            # IPv4-mapped IPv6 becomes IPv4 here, before the allowlist sees it.
             addr = canonical_address(finding.client)
         except ValueError:
-            return make(Action.NONE, None, f"invalid address {finding.client!r}")
+            return make(Action.NONE, None, f"invalid address {finding.client!r}"), "invalid"
         target = str(addr)
         network = self.allowlist.match(addr)
         if network is not None:
-            return make(Action.NONE, target, f"allowlisted ({network})")
+            why = "loopback" if network in _LOOPBACK_NETS else "allowlisted"
+            return make(Action.NONE, target, f"allowlisted ({network})"), why
+        kind = unbannable(addr)
+        if kind is not None:
+            return make(Action.NONE, target, f"not a bannable address ({kind})"), kind
         with self._lock:
             current = self._active.get(target)
         if current is not None and current.expires_at is not None and current.expires_at > now:
-            return make(Action.NONE, target, f"already banned until {_iso(current.expires_at)}")
+            reason = f"already banned until {_iso(current.expires_at)}"
+            return make(Action.NONE, target, reason), None
         if finding.detector in cfg.alert_only_detectors:
-            return make(Action.ALERT, target, f"detector {finding.detector!r} is alert-only")
+            return make(Action.ALERT, target, f"detector {finding.detector!r} is alert-only"), None
         if finding.severity < cfg.ban_severity:
-            return make(
-                Action.ALERT,
-                target,
-                f"severity {finding.severity.label} is below ban_severity {cfg.ban_severity.label}",
+            reason = (
+                f"severity {finding.severity.label} is below ban_severity {cfg.ban_severity.label}"
             )
+            return make(Action.ALERT, target, reason), None
         if self._brake_engaged(now):
             with self._lock:
                 self._braked += 1
-            return make(
-                Action.ALERT,
-                target,
-                f"ban brake engaged: {cfg.max_bans_per_minute} bans in the last minute",
-            )
+            reason = f"ban brake engaged: {cfg.max_bans_per_minute} bans in the last minute"
+            return make(Action.ALERT, target, reason), None
         since = now - cfg.recidive_window
         offence = self._ledger(lambda: self.ledger.offences(target, since), 0) + 1
         ttl = ban_ttl(cfg, offence)
@@ -204,7 +270,7 @@ class DecisionEngine:
             f"{finding.severity.label} finding, offence {offence} within "
             f"{format_duration(cfg.recidive_window)}: ban for {format_duration(ttl)}"
         )
-        return Decision(
+        ban = Decision(
             ts=now,
             action=Action.BAN,
             target=target,
@@ -218,6 +284,7 @@ class DecisionEngine:
             evidence_count=finding.count,
             finding=finding,
         )
+        return ban, None
 
     def _brake_engaged(self, now: float) -> bool:
         """Whether ``max_bans_per_minute`` bans were decided within the 60 s before ``now``.
@@ -319,6 +386,7 @@ class DecisionEngine:
         with self._lock:
             return DecisionCounters(
                 decisions=MappingProxyType(dict(self._counts)),
+                rejected=MappingProxyType(dict(self._rejected)),
                 bans_braked=self._braked,
                 active_bans=sum(1 for d in self._active.values() if (d.expires_at or 0.0) > now),
                 expired=self._expired,
@@ -343,6 +411,13 @@ class DecisionEngine:
                     del self._active[target]
                     self._lifted.append(ban)
                     log.warning("ban of an allowlisted address will be lifted", target=target)
+                elif (kind := unbannable(canonical_address(target))) is not None:
+                    # Recorded by an older version: the responders lift it.
+                    del self._active[target]
+                    self._lifted.append(ban)
+                    log.warning(
+                        "ban of a non-bannable address will be lifted", target=target, kind=kind
+                    )
         if dropped:
             now = self.clock.now()
             self._ledger(lambda: self.ledger.end(dropped, now), 0)

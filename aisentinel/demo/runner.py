@@ -27,6 +27,7 @@ from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenar
 from aisentinel.events import Action, Decision, Finding
 from aisentinel.logsetup import configure_logging
 from aisentinel.sdnotify import Notifier
+from aisentinel.textsafe import escape
 
 SETTLE_SECONDS = 3.0
 """After the writer ends: time for the last lines to be read and decided."""
@@ -82,21 +83,24 @@ def demo_config(workdir: Path, manifest: Manifest, port: int) -> dict[str, objec
 
 
 def live_line(finding: Finding | None, decision: Decision) -> str:
-    """Two lines for the live view: what was found, and what the daemon does about it."""
+    """Two lines for the live view: what was found, and what the daemon does about it.
+
+    Log-derived text (the key, message, reason) is escaped: one line each, always."""
     clock = time.strftime("%H:%M:%S", time.localtime(decision.ts))
     what = ""
     if finding is not None:
-        who = finding.client or finding.key
+        who = escape(finding.client or finding.key)
         what = (
             f"{clock}  {finding.severity.label:<8} {finding.detector:<20} {who:<16} "
-            f"{finding.message}\n"
+            f"{escape(finding.message)}\n"
         )
     if decision.action is Action.BAN:
-        act = f"would BAN {decision.target} for {format_duration(decision.ttl or 0)} (dry-run)"
+        target = escape(decision.target or "-")
+        act = f"would BAN {target} for {format_duration(decision.ttl or 0)} (dry-run)"
     elif decision.action is Action.ALERT:
-        act = f"ALERT only: {decision.reason}"
+        act = f"ALERT only: {escape(decision.reason)}"
     else:
-        act = f"no action: {decision.reason}"
+        act = f"no action: {escape(decision.reason)}"
     return f"{what}{'':10}-> {act}\n"
 
 
@@ -139,7 +143,7 @@ def summarize(
     w("  left alone:\n")
     for d in decisions:
         if d.action is Action.NONE:
-            w(f"    {d.target or '-':<18} {d.detector:<20} {d.reason}\n")
+            w(f"    {escape(d.target or '-'):<18} {d.detector:<20} {escape(d.reason)}\n")
     attackers = set(manifest.attacks)
     detected = attackers & flagged
     w(f"\n  attackers detected: {len(detected)} of {len(attackers)} in the scenario\n")
