@@ -1,0 +1,159 @@
+"""Addresses that name no single remote host are never ban targets, and are counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import cast
+
+import pytest
+from prometheus_client.core import CounterMetricFamily
+
+from aisentinel.clock import FakeClock
+from aisentinel.daemon import Daemon
+from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
+from aisentinel.decisions.allowlist import canonical_address
+from aisentinel.decisions.engine import REJECT_REASONS, unbannable
+from aisentinel.events import Action, Decision, Finding, Severity
+from aisentinel.exporter import DaemonCollector
+
+T0 = 1_764_000_000.0
+
+
+def _finding(client: str) -> Finding:
+    return Finding(
+        ts=T0,
+        detector="ssh_bruteforce",
+        severity=Severity.CRITICAL,
+        client=client,
+        key=client,
+        count=50,
+        window=600.0,
+        message="50 failed logins in 1m",
+    )
+
+
+def _engine(tmp_path: Path, **config: object) -> DecisionEngine:
+    clock = FakeClock(T0)
+    ledger = Ledger(tmp_path / "ledger.sqlite", clock)
+    return DecisionEngine(DecisionsConfig(**config), ledger, clock, host_addresses=lambda: ())
+
+
+@pytest.mark.parametrize(
+    ("client", "reason"),
+    [
+        ("0.0.0.0", "unspecified"),
+        ("::", "unspecified"),
+        ("::ffff:0.0.0.0", "unspecified"),
+        ("255.255.255.255", "broadcast"),
+        ("224.0.0.1", "multicast"),
+        ("239.255.255.250", "multicast"),
+        ("ff02::1", "multicast"),
+        ("::ffff:224.0.0.251", "multicast"),
+        ("240.0.0.1", "reserved"),
+        ("0.1.2.3", "reserved"),
+        ("::1.2.3.4", "reserved"),
+        ("169.254.169.254", "link_local"),
+        ("fe80::1%eth0", "link_local"),
+    ],
+)
+def test_non_bannable_address_is_refused_and_counted(
+    tmp_path: Path, client: str, reason: str
+) -> None:
+    """A critical finding from a non-host address gives NONE with the reason, counted once."""
+    engine = _engine(tmp_path)
+    decision = engine.decide(_finding(client))
+    assert decision.action is Action.NONE
+    assert decision.reason == f"not a bannable address ({reason})"
+    assert engine.active() == []
+    rejected = engine.counters().rejected
+    assert rejected[reason] == 1
+    assert sum(rejected.values()) == 1
+    assert engine.ledger.offences(str(canonical_address(client)), 0.0) == 0
+
+
+@pytest.mark.parametrize(
+    "client",
+    ["203.0.113.7", "192.0.2.9", "10.1.2.3", "100.64.0.1", "2001:db8::7", "64:ff9b::c633:6407"],
+)
+def test_ordinary_addresses_are_still_banned(tmp_path: Path, client: str) -> None:
+    """Public, private, CGNAT, documentation and NAT64 addresses stay bannable."""
+    engine = _engine(tmp_path)
+    assert engine.decide(_finding(client)).action is Action.BAN
+    assert sum(engine.counters().rejected.values()) == 0
+
+
+def test_mapped_loopback_is_never_banned(tmp_path: Path) -> None:
+    """::ffff:127.0.0.1 is read as 127.0.0.1: allowlisted loopback, counted as loopback."""
+    engine = _engine(tmp_path, allowlist=[])
+    for client in ("::ffff:127.0.0.1", "::ffff:127.1.2.3", "::1", "127.0.0.1"):
+        decision = engine.decide(_finding(client))
+        assert decision.action is Action.NONE
+        assert decision.reason.startswith("allowlisted (")
+    assert engine.active() == []
+    assert engine.counters().rejected["loopback"] == 4
+
+
+def test_allowlist_wins_over_the_non_bannable_check(tmp_path: Path) -> None:
+    """An allowlisted network keeps its reason even when it also holds non-host addresses."""
+    engine = _engine(tmp_path, allowlist=["224.0.0.0/4", "10.0.0.0/8"])
+    assert engine.decide(_finding("224.0.0.1")).reason == "allowlisted (224.0.0.0/4)"
+    assert engine.decide(_finding("10.0.0.5")).reason == "allowlisted (10.0.0.0/8)"
+    rejected = engine.counters().rejected
+    assert rejected["allowlisted"] == 2
+    assert rejected["multicast"] == 0
+
+
+def test_invalid_address_is_counted(tmp_path: Path) -> None:
+    """A client that is not an address is refused and counted as invalid."""
+    engine = _engine(tmp_path)
+    assert engine.decide(_finding("not-an-ip")).action is Action.NONE
+    assert engine.counters().rejected["invalid"] == 1
+
+
+def test_every_reason_is_reported_from_zero(tmp_path: Path) -> None:
+    """The counters hold every reason (bounded labels), all zero on a fresh engine."""
+    assert dict(_engine(tmp_path).counters().rejected) == dict.fromkeys(REJECT_REASONS, 0)
+
+
+def test_unbannable_names_only_known_reasons() -> None:
+    """unbannable() answers None or one of REJECT_REASONS."""
+    for text in ("0.0.0.0", "255.255.255.255", "ff02::1", "240.0.0.1", "fe80::1", "8.8.8.8"):
+        assert unbannable(canonical_address(text)) in (*REJECT_REASONS, None)
+
+
+def test_restored_ban_of_a_non_bannable_address_is_lifted(tmp_path: Path) -> None:
+    """A ban of 0.0.0.0 left in the ledger by an older version is lifted by the first expire."""
+    clock = FakeClock(T0)
+    ledger = Ledger(tmp_path / "ledger.sqlite", clock)
+    for target in ("0.0.0.0", "203.0.113.7"):
+        ledger.record(
+            Decision(
+                ts=T0,
+                action=Action.BAN,
+                target=target,
+                detector="ssh_bruteforce",
+                severity=Severity.HIGH,
+                reason="old",
+                ttl=3600.0,
+                expires_at=T0 + 3600.0,
+                offence=1,
+            )
+        )
+    ledger.close()
+    engine = _engine(tmp_path)
+    assert [d.target for d in engine.expire()] == ["0.0.0.0"]
+    assert [d.target for d in engine.active()] == ["203.0.113.7"]
+
+
+def test_exporter_family_has_one_sample_per_reason(tmp_path: Path) -> None:
+    """aisentinel_decisions_rejected_total has a reason label and one sample per reason."""
+    engine = _engine(tmp_path)
+    engine.decide(_finding("255.255.255.255"))
+    daemon = SimpleNamespace(pipeline=SimpleNamespace(decisions={}), engine=engine)
+    collector = DaemonCollector(cast("Daemon", daemon))
+    families = {f.name: f for f in collector._decisions()}
+    family = families["aisentinel_decisions_rejected"]
+    assert isinstance(family, CounterMetricFamily)
+    samples = {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
+    assert samples == {**dict.fromkeys(REJECT_REASONS, 0.0), "broadcast": 1.0}
