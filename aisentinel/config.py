@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
-from aisentinel.configtypes import Duration, StrictModel
+from aisentinel.configtypes import Interval, StrictModel
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.detectors import REGISTRY as DETECTORS
 from aisentinel.detectors.base import DetectorConfigBase
@@ -44,12 +44,13 @@ class DaemonConfig(StrictModel):
     state_dir: Path = Path("/var/lib/aisentinel")
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    heartbeat_interval: Duration = 5.0
-    """How often the pipeline proves it is alive (systemd watchdog, STATUS line)."""
-    expire_interval: Duration = 10.0
-    """How often idle detector keys and expired bans are dropped."""
-    queue_batches: int = Field(default=16, ge=1, le=65536)
-    """Batches waiting between the sources and the pipeline before sources wait."""
+    heartbeat_interval: Interval = 5.0
+    """How often the pipeline proves it is alive (systemd watchdog, STATUS line); 10ms-1h."""
+    expire_interval: Interval = 10.0
+    """How often idle detector keys and expired bans are dropped; 10ms-1h."""
+    queue_batches: int = Field(default=16, ge=1, le=1024)
+    """Batches waiting between the sources and the pipeline before sources wait; 1-1024
+    (each batch holds up to a source's ``batch_lines`` lines, all in memory)."""
 
 
 class ExporterConfig(StrictModel):

@@ -3,32 +3,60 @@
 Every plug-in's config model derives from :class:`StrictModel` (unknown keys are
 errors, values are immutable once loaded) and uses these annotated types so that
 durations and CIDRs are written the same way everywhere.
+
+Every number a config accepts has a finite lower and upper bound (the test suite
+checks every registered model for it): a value the daemon cannot live with (``nan``,
+``inf``, a threshold of 10**20) is refused by ``check-config``, which systemd runs
+before start and reload, instead of stalling or killing the running daemon. Durations
+are at most :data:`MAX_DURATION` unless a field narrows them with
+:class:`DurationBounds`; ints and floats use ``Field(ge=..., le=...)``.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, PlainSerializer
+from pydantic_core import CoreSchema, core_schema
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+MAX_DURATION = 366 * 86400.0
+"""The longest duration any key accepts (a year): longer is a typo, not a policy."""
+
+MAX_INTERVAL = 3600.0
+"""The longest period of the daemon's own timers (polling, heartbeat, expiry)."""
+
+MIN_INTERVAL = 0.01
+"""The shortest period of a timer: below 10ms a loop is busy-waiting."""
 
 
 def parse_duration(value: Any) -> float:
     """Seconds from ``"90s"``, ``"10m"``, ``"1h30m"``, ``"7d"`` or a plain number of seconds.
 
     Raises ``ValueError`` (which pydantic reports with the key) for anything else,
-    including negative numbers and booleans.
+    including negative numbers, booleans, ``nan``, ``inf`` and numbers too large for a
+    float (``1e400s``). The upper bound is checked afterwards by :class:`DurationBounds`.
     """
     if isinstance(value, bool):
         raise ValueError("a duration is a number of seconds or a string like '10m'")
     if isinstance(value, int | float):
-        if value < 0:
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(_TOO_LONG) from None
+        if math.isnan(seconds):
+            raise ValueError("a duration must be a number of seconds, not nan")
+        if seconds < 0:
             raise ValueError("a duration cannot be negative")
-        return float(value)
+        if math.isinf(seconds):
+            raise ValueError(_TOO_LONG)
+        return seconds
     if not isinstance(value, str):
         raise ValueError("a duration is a number of seconds or a string like '10m'")
     text = value.strip().lower()
@@ -43,13 +71,26 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if pos != len(text):
         raise ValueError(
-            f"bad duration {value!r}: use a number with a unit (ms, s, m, h, d, w), e.g. '10m'"
+            f"bad duration {value[:40]!r}: use a number with a unit (ms, s, m, h, d, w), e.g. '10m'"
         )
+    if not math.isfinite(total):
+        raise ValueError(_TOO_LONG)
     return total
 
 
+_TOO_LONG = "a duration must be a finite number of seconds (at most 366d)"
+
+
 def format_duration(seconds: float) -> str:
-    """The shortest exact ``1h30m``-style text for a number of seconds."""
+    """The shortest exact ``1h30m``-style text for a number of seconds.
+
+    Never raises: ``nan``, infinities and negative numbers (which no accepted config
+    holds) come back as ``"nan"``, ``"inf"`` and ``"-1h"``-style text.
+    """
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     if seconds == 0:
         return "0s"
     out = []
@@ -62,7 +103,7 @@ def format_duration(seconds: float) -> str:
             rest -= count * size
     if rest > 1e-9:
         out.append(f"{round(rest * 1000)}ms")
-    return "".join(out)
+    return "".join(out) or "0s"
 
 
 def _parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -74,10 +115,67 @@ def _parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         raise ValueError(f"bad CIDR {value!r}: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class DurationBounds:
+    """Annotation metadata: a duration key's range, with reasons in duration units.
+
+    ``Annotated[Duration, DurationBounds(60, 86400)]`` narrows :data:`Duration`'s
+    default range (0s to 366d). ``low_exclusive`` makes the lower bound "more than".
+    ``why`` is appended to the "at most" reason. The config-range test reads these.
+    """
+
+    low: float
+    high: float
+    low_exclusive: bool = False
+    why: str = ""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        inner = handler(source)
+        schema = core_schema.no_info_after_validator_function(self.check, inner)
+        if "serialization" in inner:
+            schema["serialization"] = inner["serialization"]
+        return schema
+
+    def check(self, seconds: float) -> float:
+        """``seconds`` if within the bounds, else ``ValueError`` with a readable reason."""
+        if self.low_exclusive and seconds <= self.low:
+            raise ValueError(f"must be more than {_bound_text(self.low)}")
+        if seconds < self.low:
+            raise ValueError(f"must be at least {_bound_text(self.low)}")
+        if seconds > self.high:
+            why = f" ({self.why})" if self.why else ""
+            raise ValueError(f"must be at most {_bound_text(self.high)}{why}")
+        return seconds
+
+
+def _bound_text(seconds: float) -> str:
+    """``366d`` rather than ``52w2d``: bounds read best in whole days."""
+    days, rest = divmod(seconds, 86400.0)
+    if days >= 1 and rest == 0:
+        return f"{int(days)}d"
+    return format_duration(seconds)
+
+
+_SERIALIZE_DURATION = PlainSerializer(format_duration, return_type=str)
+
 Duration = Annotated[
-    float, BeforeValidator(parse_duration), PlainSerializer(format_duration, return_type=str)
+    float,
+    BeforeValidator(parse_duration),
+    DurationBounds(0.0, MAX_DURATION),
+    _SERIALIZE_DURATION,
 ]
-"""Seconds, written in config as ``"10m"`` or a number."""
+"""Seconds, written in config as ``"10m"`` or a number; finite, 0s to 366d."""
+
+PositiveDuration = Annotated[Duration, DurationBounds(0.0, MAX_DURATION, low_exclusive=True)]
+"""A duration that must be more than 0s (windows, TTLs)."""
+
+Interval = Annotated[
+    Duration,
+    DurationBounds(MIN_INTERVAL, MAX_INTERVAL, why="the daemon's own timers run at least hourly"),
+]
+"""The period of one of the daemon's own timers: 10ms to 1h (shorter busy-waits)."""
 
 Network = Annotated[
     ipaddress.IPv4Network | ipaddress.IPv6Network,

@@ -186,6 +186,25 @@ def test_reload_applies_new_config_and_keeps_bans(
         r.stop()
 
 
+def test_reload_to_an_out_of_range_threshold_is_refused_and_old_config_works(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """A reload to threshold = 99999999999999999999 is refused; the daemon lives on, old rules."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        path.write_text(path.read_text().replace("threshold = 5", "threshold = " + "9" * 20))
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["failed"] == 1)
+        assert r.daemon.reloads["ok"] == 0
+        assert r.daemon.config.detectors["ssh_bruteforce"].threshold == 5  # type: ignore[attr-defined]
+        _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.32") for i in range(6)])
+        assert wait_for(lambda: "198.51.100.32" in r.active(), timeout=15)
+        assert r.thread.is_alive()
+    finally:
+        r.stop()
+
+
 GOLDEN = Path(__file__).parent / "fixtures" / "metrics.golden"
 
 

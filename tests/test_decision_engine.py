@@ -92,7 +92,7 @@ def test_config_parses_names_and_durations() -> None:
     ("values", "message"),
     [
         ({"ban_severity": "urgent"}, "bad severity 'urgent'"),
-        ({"ban_ttl": 0}, "ban_ttl must be longer than 0s"),
+        ({"ban_ttl": 0}, "must be more than 0s"),
         ({"ban_ttl": "2d", "max_ttl": "1d"}, "max_ttl must be at least ban_ttl"),
         ({"ledger_retention": "1d"}, "ledger_retention must be at least recidive_window"),
         ({"escalation_factor": 0.5}, "greater than or equal to 1"),

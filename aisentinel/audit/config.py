@@ -18,13 +18,26 @@ the exporter's listen address to the audit.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
-from aisentinel.configtypes import Duration, StrictModel
+from aisentinel.configtypes import Duration, DurationBounds, StrictModel
 
 DEFAULT_AI_PORTS: tuple[int, ...] = (11434, 8000, 8080, 3000, 7860, 5000)
 """Ollama, vLLM, LocalAI / Open WebUI, Open WebUI (dev) / Grafana-style UIs, Gradio, Flask UIs."""
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+"""A TCP port, 1-65535."""
+
+AuditInterval = Annotated[
+    Duration,
+    DurationBounds(60.0, 7 * 86400.0, why="to stop the audit, set enabled = false"),
+]
+"""How often the audit runs: 1m to 7d (each run starts several commands)."""
+
+Timeout = Annotated[Duration, DurationBounds(0.0, 600.0, low_exclusive=True)]
+"""A limit on one command or request of the audit: more than 0s, at most 10m."""
 
 
 class AuditTools(StrictModel):
@@ -45,13 +58,13 @@ class AuditConfig(StrictModel):
     enabled: bool = True
     """Whether the daemon runs the audit on a schedule (``aisentinel audit`` always can)."""
 
-    interval: Duration = 3600.0
-    """How often the daemon re-runs the audit."""
+    interval: AuditInterval = 3600.0
+    """How often the daemon re-runs the audit; 1m-7d."""
 
     skip: tuple[str, ...] = ()
     """Check ids not to run on this host (e.g. the Docker checks where there is no Docker)."""
 
-    ai_ports: tuple[int, ...] = DEFAULT_AI_PORTS
+    ai_ports: tuple[Port, ...] = DEFAULT_AI_PORTS
     """TCP ports of AI services (listening checks, nginx upstream detection, probes)."""
 
     ai_units: tuple[str, ...] = (
@@ -91,7 +104,7 @@ class AuditConfig(StrictModel):
     )
     """Substrings of nginx upstream / proxy host names that mark an AI backend."""
 
-    ssh_ports: tuple[int, ...] = (22,)
+    ssh_ports: tuple[Port, ...] = (22,)
     """Ports the admin reaches SSH on (the firewall fix must keep them open)."""
 
     proc_root: Path = Path("/proc")
@@ -113,25 +126,17 @@ class AuditConfig(StrictModel):
 
     tools: AuditTools = Field(default_factory=AuditTools)
 
-    command_timeout: Duration = 5.0
-    """Per-command limit; a command that runs longer makes its check ``unknown``."""
+    command_timeout: Timeout = 5.0
+    """Per-command limit; a command that runs longer makes its check ``unknown``; 0s-10m."""
 
-    probe_timeout: Duration = 2.0
-    """Per-request limit of the unauthenticated-access HTTP probe."""
+    probe_timeout: Timeout = 2.0
+    """Per-request limit of the unauthenticated-access HTTP probe; 0s-10m."""
 
     probe_paths: tuple[str, ...] = ("/api/tags", "/v1/models")
     """Paths probed without credentials on each exposed AI port."""
 
-    docker_timeout: Duration = 3.0
-    """Docker Engine API timeout."""
-
-    @field_validator("ai_ports", "ssh_ports")
-    @classmethod
-    def _ports_in_range(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-        bad = [port for port in value if not 1 <= port <= 65535]
-        if bad:
-            raise ValueError(f"ports must be 1-65535, got {bad}")
-        return value
+    docker_timeout: Timeout = 3.0
+    """Docker Engine API timeout; 0s-10m."""
 
     @field_validator("probe_paths")
     @classmethod
@@ -139,13 +144,6 @@ class AuditConfig(StrictModel):
         bad = [path for path in value if not path.startswith("/")]
         if bad:
             raise ValueError(f"probe paths start with '/', got {bad}")
-        return value
-
-    @field_validator("interval", "command_timeout", "probe_timeout", "docker_timeout")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("must be more than 0 seconds")
         return value
 
     @field_validator("skip")

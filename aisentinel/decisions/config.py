@@ -6,7 +6,7 @@ from typing import Annotated, Any, Self
 
 from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 
-from aisentinel.configtypes import Duration, Network, StrictModel
+from aisentinel.configtypes import Duration, Network, PositiveDuration, StrictModel
 from aisentinel.events import Severity
 
 _DAY = 86_400.0
@@ -46,12 +46,15 @@ class DecisionsConfig(StrictModel):
 
     simulate: bool = False
     """Decide and record in the ledger, but never call the responders."""
-    ban_ttl: Duration = 3600.0
-    """Ban length for a first offence."""
-    escalation_factor: float = Field(default=4.0, ge=1.0, le=1000.0)
-    """Each earlier ban of the same address within ``recidive_window`` multiplies the TTL."""
+    ban_ttl: PositiveDuration = 3600.0
+    """Ban length for a first offence; more than 0s, at most 366d."""
+    escalation_factor: float = Field(default=4.0, ge=1.0, le=1000.0, allow_inf_nan=False)
+    """Each earlier ban of the same address within ``recidive_window`` multiplies the TTL;
+    1-1000 (the result is capped at ``max_ttl``)."""
     recidive_window: Duration = 7 * _DAY
-    max_ttl: Duration = 30 * _DAY
+    """How far back earlier bans count as offences; 0s-366d."""
+    max_ttl: PositiveDuration = 30 * _DAY
+    """Longest ban escalation gives; at least ``ban_ttl``, at most 366d."""
     allowlist: tuple[Network, ...] = ()
     allow_host_addresses: bool = True
     """Never ban the host's own addresses (read from /proc at start and every few minutes)."""
@@ -59,15 +62,13 @@ class DecisionsConfig(StrictModel):
     """Findings at or above this severity are bans, below it alerts."""
     alert_only_detectors: tuple[str, ...] = ()
     """Detectors whose findings are only ever alerts."""
-    max_bans_per_minute: int = Field(default=60, ge=1)
-    """Brake against mass bans: beyond this many bans in 60 s, bans become alerts."""
+    max_bans_per_minute: int = Field(default=60, ge=1, le=10_000)
+    """Brake against mass bans: beyond this many bans in 60 s, bans become alerts; 1-10000."""
     ledger_retention: Duration = 30 * _DAY
-    """How long decision history is kept (it feeds the escalation)."""
+    """How long decision history is kept (it feeds the escalation); 0s-366d."""
 
     @model_validator(mode="after")
     def _check_durations(self) -> Self:
-        if self.ban_ttl <= 0:
-            raise ValueError("ban_ttl must be longer than 0s")
         if self.max_ttl < self.ban_ttl:
             raise ValueError("max_ttl must be at least ban_ttl")
         if self.ledger_retention < self.recidive_window:

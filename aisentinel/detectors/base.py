@@ -17,10 +17,19 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
+
+from pydantic import ValidationInfo, field_validator
 
 from aisentinel.clock import Clock
-from aisentinel.configtypes import Duration, StrictModel
+from aisentinel.configtypes import StrictModel
+from aisentinel.detectors.common import (
+    KEY_BUDGET,
+    MaxKeys,
+    PerKeyCount,
+    Threshold,
+    Window,
+)
 from aisentinel.events import Event, Finding
 from aisentinel.registry import Registry
 
@@ -29,16 +38,34 @@ class DetectorConfigBase(StrictModel):
     """Keys every ``[detectors.<name>]`` table has."""
 
     enabled: bool = True
-    max_keys: int = 100_000
+    max_keys: MaxKeys = 100_000
     """Most keys (addresses, usernames) tracked at once per table; keys not seen lately go
     first (second chance, see :mod:`~aisentinel.detectors.window`)."""
+
+    @field_validator("*")
+    @classmethod
+    def _fits_budget(cls, value: Any, info: ValidationInfo) -> Any:
+        """An exact-window threshold times ``max_keys`` stays within :data:`KEY_BUDGET`."""
+        field = cls.model_fields.get(info.field_name or "")
+        max_keys = info.data.get("max_keys")
+        if field is None or not isinstance(max_keys, int):
+            return value
+        if any(isinstance(m, PerKeyCount) for m in field.metadata):
+            need = max_keys * (value + 5)
+            if need > KEY_BUDGET:
+                raise ValueError(
+                    f"with max_keys = {max_keys} one table may keep {need} timestamps "
+                    f"({need * 8 / (1 << 30):.1f} GiB); keep max_keys x (threshold + 5) "
+                    f"at most {KEY_BUDGET} (2 GiB): lower max_keys or this threshold"
+                )
+        return value
 
 
 class WindowedConfig(DetectorConfigBase):
     """A threshold of events within a sliding window."""
 
-    threshold: int = 5
-    window: Duration = 600.0
+    threshold: Threshold = 5
+    window: Window = 600.0
 
 
 class Detector(ABC):

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from aisentinel.configtypes import Duration, format_duration
+from aisentinel.configtypes import PositiveDuration, format_duration
 from aisentinel.detectors.window import Crossing
 from aisentinel.events import (
     Event,
@@ -19,14 +19,46 @@ from aisentinel.events import (
     SshEvent,
 )
 
-Threshold = Annotated[int, Field(ge=1)]
-"""How many events (or distinct values) within the window make a finding; at least 1."""
+MAX_THRESHOLD = 1000
+"""Most events (or distinct values) an exact window counts per key: it keeps that many
+timestamps per key, so memory and per-event work grow with it."""
 
-Window = Annotated[Duration, Field(gt=0)]
-"""A sliding window: a positive duration such as ``"10m"``."""
+MAX_RATE_THRESHOLD = 1_000_000
+"""Most events per window a rate limit counts (a counter per key, any size costs the same)."""
 
-MaxKeys = Annotated[int, Field(ge=1)]
-"""A per-detector cap on tracked keys; at least 1."""
+MAX_KEYS = 10_000_000
+"""Most keys a detector table tracks (about 100-200 bytes each before per-key state)."""
+
+KEY_BUDGET = 1 << 28
+"""Most timestamps one exact-window table may reserve: ``max_keys * (threshold + 5)``
+doubles, 2 GiB."""
+
+
+class PerKeyCount:
+    """Annotation marker: the threshold of an exact window, whose per-key state grows
+    with it; :class:`~aisentinel.detectors.base.DetectorConfigBase` checks it against
+    ``max_keys`` and :data:`KEY_BUDGET`."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PerKeyCount()"
+
+
+Threshold = Annotated[int, Field(ge=1, le=MAX_THRESHOLD), PerKeyCount()]
+"""Events (or distinct values) within the window that make a finding, counted exactly: 1-1000."""
+
+RateThreshold = Annotated[int, Field(ge=1, le=MAX_RATE_THRESHOLD)]
+"""Events per window of an approximate rate limit (one counter per key): 1-1,000,000."""
+
+Window = PositiveDuration
+"""A sliding window or TTL: more than 0s, at most 366d, such as ``"10m"``."""
+
+MaxKeys = Annotated[int, Field(ge=1, le=MAX_KEYS)]
+"""A per-detector cap on tracked keys: 1-10,000,000."""
+
+HttpStatus = Annotated[int, Field(ge=100, le=599)]
+"""An HTTP status code, 100-599."""
 
 
 def _span(seconds: float) -> str:

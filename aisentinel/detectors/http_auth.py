@@ -25,7 +25,14 @@ from typing import cast
 
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, all_requests, client_finding
+from aisentinel.detectors.common import (
+    HttpStatus,
+    MaxKeys,
+    Threshold,
+    Window,
+    all_requests,
+    client_finding,
+)
 from aisentinel.detectors.paths import PrefixMatcher
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
@@ -61,7 +68,7 @@ class HttpAuthConfig(WindowedConfig):
     status_window: Window = 300.0
     auth_paths: tuple[str, ...] = DEFAULT_AUTH_PATHS
     """Prefixes of login endpoints, where ``auth_path_statuses`` also count."""
-    auth_path_statuses: tuple[int, ...] = (400, 401, 403)
+    auth_path_statuses: tuple[HttpStatus, ...] = (400, 401, 403)
 
 
 class HttpAuthDetector(Detector):

@@ -27,6 +27,7 @@ from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
 from aisentinel.detectors.common import (
     MaxKeys,
+    RateThreshold,
     Threshold,
     Window,
     all_requests,
@@ -73,11 +74,11 @@ class RateAbuseConfig(DetectorConfigBase):
 
     max_keys: MaxKeys = 100_000
     ai_paths: tuple[str, ...] = DEFAULT_AI_PATHS
-    ai_threshold: Threshold = 120
+    ai_threshold: RateThreshold = 120
     ai_window: Window = 60.0
-    global_threshold: Threshold = 1200
+    global_threshold: RateThreshold = 1200
     global_window: Window = 60.0
-    key_threshold: Threshold = 600
+    key_threshold: RateThreshold = 600
     key_window: Window = 60.0
     limited_threshold: Threshold = 10
     limited_window: Window = 60.0

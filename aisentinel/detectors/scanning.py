@@ -26,7 +26,9 @@ from pydantic import field_validator
 from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
+    HttpStatus,
     MaxKeys,
+    RateThreshold,
     Threshold,
     Window,
     all_requests,
@@ -78,9 +80,9 @@ class ScanningConfig(WindowedConfig):
     """Use the shipped ``sensitive_paths.txt``."""
     extra_path_files: tuple[str, ...] = ()
     """More pattern files (one path, ``/prefix*`` or ``*suffix`` a line)."""
-    not_found_threshold: Threshold = 20
+    not_found_threshold: RateThreshold = 20
     not_found_window: Window = 60.0
-    not_found_statuses: tuple[int, ...] = (404,)
+    not_found_statuses: tuple[HttpStatus, ...] = (404,)
     not_found_ignore: tuple[str, ...] = DEFAULT_NOT_FOUND_IGNORE
 
     @field_validator("extra_path_files")

@@ -30,8 +30,8 @@ log = structlog.get_logger(__name__)
 class DryRunConfig(ResponderConfigBase):
     """``[responders.dryrun]``."""
 
-    keep: int = Field(default=10_000, ge=1)
-    """How many recent actions :attr:`DryRunResponder.actions` keeps."""
+    keep: int = Field(default=10_000, ge=1, le=1_000_000)
+    """How many recent actions :attr:`DryRunResponder.actions` keeps; 1-1,000,000."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,7 +57,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from aisentinel.clock import Clock
-from aisentinel.configtypes import Duration
+from aisentinel.configtypes import Interval
 from aisentinel.events import LineBatch
 from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
 from aisentinel.sources.positions import (
@@ -106,9 +106,12 @@ class FileSourceConfig(SourceConfigBase):
     paths: list[str] = Field(min_length=1)
     start_at: Literal["end", "beginning"] = "end"
     inotify: bool = True
-    poll_interval: Duration = 1.0
-    max_line_bytes: int = Field(default=65536, ge=64)
-    batch_lines: int = Field(default=2048, ge=1)
+    poll_interval: Interval = 1.0
+    """Safety-net stat (and, without inotify, polling) period; 10ms-1h."""
+    max_line_bytes: int = Field(default=65536, ge=64, le=1 << 20)
+    """Longer lines are truncated; 64 B - 1 MiB (a batch holds ``batch_lines`` of them)."""
+    batch_lines: int = Field(default=2048, ge=1, le=65536)
+    """Most lines handed on at once; 1-65536."""
 
     @field_validator("paths")
     @classmethod
@@ -118,13 +121,6 @@ class FileSourceConfig(SourceConfigBase):
                 raise ValueError(f"log path {path!r} must be absolute")
             if path.endswith("/"):
                 raise ValueError(f"log path {path!r} names a directory, not a file")
-        return value
-
-    @field_validator("poll_interval")
-    @classmethod
-    def _positive(cls, value: float) -> float:
-        if value <= 0:
-            raise ValueError("poll_interval must be more than 0")
         return value
 
 
