@@ -33,6 +33,15 @@ def test_error_log_failures_match_fail2ban_nginx_http_auth() -> None:
     assert feed([fail(i * 151.0) for i in range(5)]) == []
 
 
+def test_requests_without_credentials_are_not_failures() -> None:
+    """A browser's credential-less first requests (error log) never add up to a finding."""
+    quiet = [
+        HttpAuthFailure(T0 + i, "nginx-error", CLIENT, None, "no_credentials") for i in range(20)
+    ]
+    assert feed(quiet) == []
+    assert len(feed([*quiet, *(fail(30.0 + i) for i in range(5))])) == 1
+
+
 def test_access_log_401s_cross_at_status_threshold() -> None:
     """Ten 401s within 5 minutes give a finding; nine do not."""
     assert len(feed([req(i * 30.0) for i in range(10)])) == 1

@@ -7,11 +7,14 @@ import pytest
 from aisentinel.clock import FakeClock
 from aisentinel.detectors import (
     REGISTRY,
+    DetectorConfigBase,
     ScanningConfig,
     SshBruteforceConfig,
     build_detectors,
     default_configs,
 )
+from aisentinel.detectors.base import Detector
+from aisentinel.events import Event, HttpRequest, SshEvent, SshKind
 
 NAMES = {
     "ssh_bruteforce",
@@ -53,3 +56,33 @@ def test_default_configs_round_trip_and_reject_unknown_keys() -> None:
         assert model.model_validate(config.model_dump()) == config
     with pytest.raises(ValueError, match="extra"):
         SshBruteforceConfig.model_validate({"treshold": 3})
+
+
+def _build(name: str) -> Detector:
+    entry = REGISTRY.get(name)
+    model = entry.config_model()
+    assert isinstance(model, DetectorConfigBase)
+    return entry.factory(model, FakeClock(1_764_000_000.0))
+
+
+def test_batch_skips_types_not_consumed() -> None:
+    """Every detector ignores events it does not consume in a mixed batch, keeping indices."""
+    t0 = 1_764_000_000.0
+    mixed: list[Event] = [
+        SshEvent(t0 + i, "auth", "192.0.2.7", SshKind.FAILED_PASSWORD, f"u{i}", 22)
+        if i % 2
+        else HttpRequest(t0 + i, "nginx", "192.0.2.7", "GET", "/.env", 404, 0, None, "x")
+        for i in range(40)
+    ]
+    finding: set[str] = set()
+    for entry in REGISTRY:
+        one_by_one = _build(entry.name)
+        batched = _build(entry.name)
+        want = [
+            (i, f)
+            for i, e in enumerate(mixed)
+            if isinstance(e, one_by_one.consumes) and (f := one_by_one.observe(e)) is not None
+        ]
+        assert batched.observe_many(mixed) == want, entry.name
+        finding |= {entry.name} if want else set()
+    assert {"ssh_bruteforce", "credential_stuffing", "scanning"} <= finding

@@ -7,7 +7,9 @@ counted twice against one threshold:
   "password mismatch", PAM failures): ``threshold`` in ``window``, by default 5 in
   10 minutes - exactly fail2ban's stock ``nginx-http-auth`` jail (``maxretry =
   5``, ``findtime = 10m``, which reads only this log), so every client that jail
-  bans is flagged here as well;
+  bans is flagged here as well. "no user/password was provided" (``no_credentials``)
+  is not a guess but the first request of every browser, and is not counted (that
+  jail's default ``normal`` mode does not count it either);
 * access-log rejections (:class:`HttpRequest`): any 401, and the statuses in
   ``auth_path_statuses`` (400, 403) on login endpoints (``auth_paths``, prefixes;
   Open WebUI answers a wrong password on ``/api/v1/auths/signin`` with 400):
@@ -106,7 +108,7 @@ class HttpAuthDetector(Detector):
                 threshold=self._cfg.status_threshold,
                 window=self._cfg.status_window,
             )
-        if not isinstance(event, HttpAuthFailure):
+        if not isinstance(event, HttpAuthFailure) or event.reason == "no_credentials":
             return None
         crossing = self._failures.hit(event.client, event.ts, event.user)
         if crossing is None:
