@@ -33,6 +33,7 @@ from aisentinel.sources.base import SourceConfigBase
 
 DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
 DEFAULT_METRICS_PORT = 9847
+DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
 """Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
 
 JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
@@ -50,6 +51,17 @@ class DaemonConfig(StrictModel):
     """How often idle detector keys and expired bans are dropped."""
     queue_batches: int = Field(default=16, ge=1, le=65536)
     """Batches waiting between the sources and the pipeline before sources wait."""
+    control_socket: Path | None = DEFAULT_CONTROL_SOCKET
+    """Unix socket that ``aisentinel status`` asks; ``""`` turns it off."""
+
+    @field_validator("control_socket", mode="before")
+    @classmethod
+    def _socket_path(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            raise ValueError('must be an absolute path (or "" to turn the socket off)')
+        return value
 
 
 class ExporterConfig(StrictModel):
