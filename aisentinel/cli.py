@@ -1,4 +1,4 @@
-"""The ``aisentinel`` command: run, check-config, replay, audit, demo.
+"""The ``aisentinel`` command: run, check-config, replay, audit, status, demo.
 
 Each sub-command is a small function returning the process exit status; argument
 parsing is argparse, with no global state.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import json
 import signal
 import sys
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aisentinel import __version__
-from aisentinel.config import Config, ConfigError, load_config
+from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
 
 
 def _load(path: Path | None) -> Config | None:
@@ -98,6 +99,60 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(duration=args.duration, seed=args.seed, workdir=args.workdir)
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    """Ask the running daemon what it is doing.
+
+    Exit 0 when all is up, 1 when something is down, 2 when refused, 3 when not running.
+    """
+    from aisentinel.control import (  # noqa: PLC0415
+        CommandError,
+        ControlError,
+        DaemonNotRunning,
+        PermissionRefused,
+        request,
+    )
+    from aisentinel.status import problems, render  # noqa: PLC0415
+
+    path: Path | None = args.socket
+    if path is None:
+        try:
+            path = load_config(args.config).daemon.control_socket
+        except ConfigError as exc:  # a broken config must not hide the running daemon
+            path = DEFAULT_CONTROL_SOCKET
+            print(
+                f"aisentinel: status: config unusable ({len(exc.issues)} problems, see "
+                f"`aisentinel check-config`); asking {path}",
+                file=sys.stderr,
+            )
+        if path is None:
+            print("aisentinel: status: the control socket is off in the config", file=sys.stderr)
+            return 2
+    try:
+        snap = request(path, "status", timeout=args.timeout)
+    except DaemonNotRunning as exc:
+        print(f"aisentinel: status: {exc}", file=sys.stderr)
+        return 3
+    except PermissionRefused as exc:
+        print(
+            f"aisentinel: status: {exc}; run as root or as a member of the aisentinel group",
+            file=sys.stderr,
+        )
+        return 2
+    except (CommandError, ControlError) as exc:
+        print(f"aisentinel: status: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(snap, dict):
+        print(f"aisentinel: status: unexpected answer from {path}", file=sys.stderr)
+        return 2
+    if isinstance(sys.stdout, io.TextIOWrapper):  # never fail on a terminal's encoding
+        sys.stdout.reconfigure(errors="backslashreplace")
+    if args.json:
+        print(json.dumps(snap, indent=2, sort_keys=True))
+    else:
+        sys.stdout.write(render(snap))
+    return 1 if problems(snap) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and man-page generation)."""
     from aisentinel.audit.args import add_arguments as audit_arguments  # noqa: PLC0415
@@ -132,6 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--config", type=Path, default=None)
     audit_arguments(audit)
     audit.set_defaults(func=cmd_audit)
+
+    status = sub.add_parser(
+        "status",
+        help="what the running daemon is doing (exit 1 if something is down, 3 if not running)",
+    )
+    status.add_argument("--json", action="store_true", help="the full snapshot as JSON")
+    status.add_argument(
+        "--socket", type=Path, default=None, help="control socket (default: from the config)"
+    )
+    status.add_argument("--config", type=Path, default=None, help="TOML config file")
+    status.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    status.set_defaults(func=cmd_status)
 
     demo = sub.add_parser("demo", help="run on a bundled attack scenario (dry-run)")
     demo.add_argument("--duration", type=float, default=45.0, help="seconds of traffic")

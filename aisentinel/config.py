@@ -33,6 +33,7 @@ from aisentinel.sources.base import SourceConfigBase
 
 DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
 DEFAULT_METRICS_PORT = 9847
+DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
 """Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
 
 JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
@@ -51,6 +52,17 @@ class DaemonConfig(StrictModel):
     queue_batches: int = Field(default=16, ge=1, le=1024)
     """Batches waiting between the sources and the pipeline before sources wait; 1-1024
     (each batch holds up to a source's ``batch_lines`` lines, all in memory)."""
+    control_socket: Path | None = DEFAULT_CONTROL_SOCKET
+    """Unix socket that ``aisentinel status`` asks; ``""`` turns it off."""
+
+    @field_validator("control_socket", mode="before")
+    @classmethod
+    def _socket_path(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            raise ValueError('must be an absolute path (or "" to turn the socket off)')
+        return value
 
 
 class ExporterConfig(StrictModel):

@@ -26,6 +26,7 @@ from aisentinel import __version__
 from aisentinel.audit.scheduler import AuditScheduler
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.config import Config, ConfigError, load_config
+from aisentinel.control import ControlError, ControlServer
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
@@ -39,6 +40,7 @@ from aisentinel.responders.runner import ResponderRunner
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import Source, SourceConfigBase
+from aisentinel.status import snapshot
 
 log = structlog.get_logger("aisentinel.daemon")
 
@@ -84,6 +86,8 @@ class Daemon:
         self.last_heartbeat = 0.0
         self.reloads = {"ok": 0, "failed": 0}
         self.trimmer = HeapTrimmer()
+        self.control: ControlServer | None = None
+        self.started_at = 0.0
 
         self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
         self.ledger = Ledger(self.state_dir / "decisions.sqlite3", self.clock)
@@ -199,14 +203,28 @@ class Daemon:
             log.exception("audit scheduler failed to start")
             self.audit = None
 
+    def _start_control(self) -> None:
+        path = self.config.daemon.control_socket
+        if path is None:
+            return
+        server = ControlServer(path, {"status": lambda _args: snapshot(self)})
+        try:
+            server.start()
+        except ControlError as exc:
+            log.error("control socket unavailable; running without it", reason=str(exc))  # noqa: TRY400
+            return
+        self.control = server
+
     def run(self) -> int:
         """Start everything, loop until stopped, flush, return the exit status."""
+        self.started_at = self.clock.now()
         log.info("aisentinel starting", version=__version__, config=self.config.path)
         active = self.engine.active()
         self.runner.reconcile(active)
         log.info("decisions restored", active_bans=len(active))
         self._start_exporter()
         self._start_sources()
+        self._start_control()
         if self.config.audit.enabled:
             self._start_audit()
         self.notifier.ready()
@@ -318,6 +336,8 @@ class Daemon:
         )
         if new.exporter != old.exporter:
             log.warning("exporter settings change on restart only")
+        if new.daemon.control_socket != old.daemon.control_socket:
+            log.warning("control_socket changes on restart only")
         self.reloads["ok"] += 1
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()
@@ -333,6 +353,8 @@ class Daemon:
     def _shutdown(self) -> None:
         self.notifier.stopping()
         log.info("aisentinel stopping")
+        if self.control is not None:
+            self.control.stop()
         stopper = threading.Thread(target=self._stop_sources, name="stop-sources")
         stopper.start()
         deadline = self.clock.monotonic() + STOP_DRAIN_SECONDS

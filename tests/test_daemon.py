@@ -22,6 +22,7 @@ state_dir = "{state}"
 log_format = "json"
 heartbeat_interval = "200ms"
 expire_interval = "1s"
+control_socket = ""
 
 [exporter]
 port = 0

@@ -122,6 +122,8 @@ def test_unit_has_the_service_contract() -> None:
     assert single["User"] == "aisentinel"
     assert single["SupplementaryGroups"].split() == ["adm", "systemd-journal"]
     assert single["StateDirectory"] == "aisentinel"
+    assert single["RuntimeDirectory"] == "aisentinel"  # the control socket's directory
+    assert single["RuntimeDirectoryMode"] == "0750"
     assert single["TimeoutStopSec"] == "10s"
     assert single["IPAddressDeny"] == "any"
     assert single["IPAddressAllow"] == "localhost"

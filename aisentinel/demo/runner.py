@@ -51,6 +51,7 @@ def demo_config(workdir: Path, manifest: Manifest, port: int) -> dict[str, objec
             "log_format": "console",
             "heartbeat_interval": "1s",
             "expire_interval": "5s",
+            "control_socket": "",
         },
         "exporter": {"port": port},
         "sources": [

@@ -30,6 +30,7 @@ from aisentinel.detectors.common import (
     Threshold,
     Window,
 )
+from aisentinel.detectors.window import DistinctWindows, EventWindows, RateWindows, RecentSet
 from aisentinel.events import Event, Finding
 from aisentinel.registry import Registry
 
@@ -110,6 +111,22 @@ class Detector(ABC):
     @abstractmethod
     def tracked_keys(self) -> int:
         """How many keys the detector holds now (exported as a gauge)."""
+
+    def evictions(self) -> int:
+        """Keys pushed out of a full table, plus hits a full rate table could not count.
+
+        Non-zero means ``max_keys`` is small for the traffic (or a flood of addresses is
+        under way). The default adds up the counters of the window stores
+        (:mod:`~aisentinel.detectors.window`) held as the detector's attributes; it is
+        read by ``aisentinel status``, never on the hot path.
+        """
+        total = 0
+        for value in vars(self).values():
+            if isinstance(value, RateWindows):
+                total += value.overflow
+            elif isinstance(value, EventWindows | DistinctWindows | RecentSet):
+                total += value.evicted
+        return total
 
 
 class BatchDetector(Detector):

@@ -1,0 +1,389 @@
+"""`aisentinel status`: a real daemon asked over its control socket, text and JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ssh_fail, wait_for
+
+from aisentinel import cli
+from aisentinel.clock import FakeClock
+from aisentinel.config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config, parse_config
+from aisentinel.daemon import Daemon
+from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
+from aisentinel.events import SshEvent, SshKind
+from aisentinel.sources import journald
+from aisentinel.sources.base import SourceStats
+from aisentinel.status import problems, render
+
+REPO = Path(__file__).resolve().parents[1]
+OTHER_UID = 54321
+
+SOURCE = """
+[[sources]]
+name = "{name}"
+type = "file"
+parser = "{parser}"
+paths = ["{path}"]
+"""
+
+CONFIG = """
+[daemon]
+state_dir = "{tmp}/state"
+control_socket = "{tmp}/run/control.sock"
+log_format = "json"
+heartbeat_interval = "200ms"
+expire_interval = "1s"
+
+[exporter]
+port = 0
+"""
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short temporary directory (a Unix socket path has at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    (path / "logs").mkdir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _toml(text: str) -> str:
+    """``text`` as the inside of a TOML basic string (control characters as \\uXXXX)."""
+    return json.dumps(text)[1:-1]
+
+
+class Running:
+    """A daemon on ``extra`` sources (TOML) running in a background thread."""
+
+    def __init__(self, tmp: Path, extra: str) -> None:
+        self.path = tmp / "aisentinel.toml"
+        self.path.write_text(CONFIG.format(tmp=tmp) + extra)
+        self.daemon = Daemon(load_config(self.path), config_path=self.path)
+        self.thread = threading.Thread(target=self.daemon.run, daemon=True)
+        self.thread.start()
+        assert self.daemon.started.wait(10)
+        assert self.daemon.control is not None
+
+    def stop(self) -> None:
+        self.daemon.request_stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+def _sources(tmp: Path, *names: str) -> str:
+    out = ""
+    for name in names:
+        log = tmp / "logs" / f"{name}.log"
+        log.touch()
+        out += SOURCE.format(name=name, parser="sshd", path=log)
+    return out
+
+
+@pytest.fixture
+def running(short_dir: Path) -> Iterator[Running]:
+    """A daemon following two existing log files."""
+    r = Running(short_dir, _sources(short_dir, "auth", "auth2"))
+    yield r
+    r.stop()
+
+
+def _status(*args: str) -> subprocess.CompletedProcess[str]:
+    """``aisentinel status ARGS`` in a fresh interpreter, as an operator runs it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "aisentinel", "status", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
+
+
+def _all_up(r: Running) -> bool:
+    return all(s.stats.up for s in r.daemon.sources.values()) and r.daemon.last_heartbeat > 0
+
+
+def test_status_json_reports_every_section(running: Running, now_epoch: float) -> None:
+    """`status --json` returns sources, detectors, decisions in force and responders; exit 0."""
+    with (running.path.parent / "logs" / "auth.log").open("a") as fh:
+        fh.writelines(ssh_fail(now_epoch + i, "198.51.100.10") + "\n" for i in range(6))
+    assert wait_for(lambda: bool(running.daemon.engine.active()), timeout=15)
+    assert wait_for(lambda: _all_up(running))
+    done = _status("--json", "--config", str(running.path))
+    assert done.returncode == 0, done.stderr
+    snap = json.loads(done.stdout)
+    auth = next(s for s in snap["sources"] if s["name"] == "auth")
+    assert auth["up"] is True
+    assert auth["lines_read"] == 6
+    assert auth["lines_parsed"] == 6
+    assert auth["where"] == [str(running.path.parent / "logs" / "auth.log")]
+    ssh = next(d for d in snap["detectors"] if d["name"] == "ssh_bruteforce")
+    assert ssh["findings"] == 1
+    assert ssh["evictions"] == 0
+    assert snap["decisions"]["active"] == 1
+    assert snap["decisions"]["recent"][0]["target"] == "198.51.100.10"
+    assert snap["decisions"]["recent"][0]["detector"] == "ssh_bruteforce"
+    assert [r["name"] for r in snap["responders"]] == ["dryrun"]
+    assert snap["metrics"]["port"] == running.daemon.metrics_port
+    assert snap["heartbeat"]["stale"] is False
+    assert snap["problems"] == []
+
+
+def test_status_text_all_up_exits_zero(running: Running) -> None:
+    """The text form has a section per part and says all is up; exit 0."""
+    assert wait_for(lambda: _all_up(running))
+    done = _status("--socket", str(running.daemon.config.daemon.control_socket))
+    assert done.returncode == 0, done.stdout + done.stderr
+    for heading in ("SOURCES (2/2 up)", "DETECTORS", "DECISIONS", "RESPONDERS", "OK: every"):
+        assert heading in done.stdout
+
+
+def test_source_down_exits_one(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A source that is not reading (journald without systemd-python) makes the exit 1,
+    and the text names it and why."""
+    monkeypatch.setattr(journald, "_journal", None)
+    extra = _sources(short_dir, "auth") + (
+        '\n[[sources]]\nname = "journal"\ntype = "journald"\nparser = "sshd"\n'
+    )
+    r = Running(short_dir, extra)
+    try:
+        assert wait_for(lambda: r.daemon.sources["auth"].stats.up)
+        done = _status("--config", str(r.path))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "SOURCES (1/2 up)" in done.stdout
+        assert "PROBLEMS (1)" in done.stdout
+        assert "source journal is down" in done.stdout
+    finally:
+        r.stop()
+
+
+@pytest.mark.skipif(
+    not hasattr(SourceStats, "state"), reason="a missing file is reported down with source state"
+)
+def test_missing_file_source_exits_one(short_dir: Path) -> None:
+    """A file source whose configured file does not exist is down: exit 1, the reason shown."""
+    missing = short_dir / "logs" / "missing.log"
+    r = Running(short_dir, SOURCE.format(name="gone", parser="sshd", path=missing))
+    try:
+        done = _status("--config", str(r.path))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "source gone is down" in done.stdout
+    finally:
+        r.stop()
+
+
+def test_text_escapes_names_and_errors_from_config_and_logs(short_dir: Path) -> None:
+    """A source name and a last error holding ESC, a newline and a bidi override are shown
+    escaped: no raw control character reaches the terminal."""
+    evil = short_dir / "logs" / "x\x1b[2Jy\u202ez\n.log"
+    evil.symlink_to(evil.name)  # a loop: stat fails with ELOOP and the error names the path
+    name = "web\x1b[31mRED"
+    r = Running(short_dir, SOURCE.format(name=_toml(name), parser="nginx", path=_toml(str(evil))))
+    try:
+        assert wait_for(lambda: bool(r.daemon.sources[name].stats.last_error))
+        done = _status("--config", str(r.path))
+        out = done.stdout
+        assert "web\\x1b[31mRED" in out
+        assert "x\\x1b[2Jy\\u202ez\\n.log" in out
+        assert "\x1b" not in out
+        assert "\u202e" not in out
+        assert all(line.isprintable() for line in out.splitlines())
+        snap = json.loads(_status("--json", "--config", str(r.path)).stdout)
+        assert snap["sources"][0]["name"] == name  # JSON keeps the exact text, escaped by JSON
+    finally:
+        r.stop()
+
+
+def test_no_daemon_exits_three_with_one_line(short_dir: Path) -> None:
+    """With no daemon listening: exit 3, one line naming the socket, no traceback."""
+    path = short_dir / "run" / "control.sock"
+    done = _status("--socket", str(path))
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert done.stderr == f"aisentinel: status: aisentinel is not running (no daemon at {path})\n"
+
+
+def test_socket_path_comes_from_the_config(short_dir: Path) -> None:
+    """Without --socket the path in `[daemon] control_socket` is asked."""
+    config = short_dir / "c.toml"
+    config.write_text(f'[daemon]\ncontrol_socket = "{short_dir}/elsewhere.sock"\n')
+    done = _status("--config", str(config))
+    assert done.returncode == 3
+    assert f"{short_dir}/elsewhere.sock" in done.stderr
+
+
+@pytest.mark.skipif(
+    DEFAULT_CONTROL_SOCKET.exists(), reason="a real daemon serves the default socket here"
+)
+def test_broken_config_still_asks_the_default_socket(short_dir: Path) -> None:
+    """A config that does not validate is named on stderr and the default socket is asked."""
+    config = short_dir / "c.toml"
+    config.write_text("[daemon]\nno_such_key = 1\n")
+    done = _status("--config", str(config))
+    assert done.returncode == 3
+    assert "config unusable (1 problems, see `aisentinel check-config`)" in done.stderr
+    assert "/run/aisentinel/control.sock" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uid needs root")
+def test_other_user_exits_two(running: Running, capfd: pytest.CaptureFixture[str]) -> None:
+    """A user outside root/the daemon's user/its group: exit 2 and one line saying who may."""
+    path = running.daemon.config.daemon.control_socket
+    assert path is not None
+    path.parent.parent.chmod(0o755)  # only the 0750 run directory keeps the user out
+    pid = os.fork()
+    if pid == 0:  # the child: become another user and run the command's code
+        code = 99
+        try:
+            os.setgroups([])
+            os.setgid(OTHER_UID)
+            os.setuid(OTHER_UID)
+            code = cli.cmd_status(cli.build_parser().parse_args(["status", "--socket", str(path)]))
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 2
+    err = capfd.readouterr().err
+    assert f"permission denied on {path}" in err
+    assert "run as root or as a member of the aisentinel group" in err
+    assert "Traceback" not in err
+
+
+def test_daemon_keeps_serving_after_bad_requests(running: Running) -> None:
+    """Garbage, an unknown command and an oversize line get error answers; status still works."""
+    path = running.daemon.config.daemon.control_socket
+    assert path is not None
+    for payload in (b"garbage\n", b'{"command": "bans"}\n', b"{" + b" " * 70_000 + b"}\n"):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.sendall(payload)
+            answer = json.loads(sock.makefile("rb").readline())
+        assert answer["ok"] is False
+        assert answer["error"]
+    assert wait_for(lambda: _all_up(running))
+    assert _status("--socket", str(path)).returncode == 0
+
+
+def test_daemon_runs_on_when_the_socket_cannot_be_bound(short_dir: Path) -> None:
+    """An unusable socket path is one error line; the daemon starts and reads logs anyway."""
+    (short_dir / "run").write_text("a file where the directory should be")
+    path = short_dir / "aisentinel.toml"
+    path.write_text(CONFIG.format(tmp=short_dir) + _sources(short_dir, "auth"))
+    daemon = Daemon(load_config(path), config_path=path)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert daemon.started.wait(10)
+        assert daemon.control is None
+        assert wait_for(lambda: daemon.sources["auth"].stats.up)
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_second_daemon_does_not_steal_the_socket(running: Running, short_dir: Path) -> None:
+    """A second daemon configured with the same socket runs without it; the first keeps it."""
+    other = short_dir / "other"
+    other.mkdir()
+    cfg = load_config(running.path)
+    second = Daemon(
+        parse_config(
+            {
+                "daemon": {
+                    "state_dir": str(other / "state"),
+                    "control_socket": str(cfg.daemon.control_socket),
+                },
+                "exporter": {"enabled": False},
+                "sources": [],
+            }
+        )
+    )
+    thread = threading.Thread(target=second.run, daemon=True)
+    thread.start()
+    try:
+        assert second.started.wait(10)
+        assert second.control is None
+        snap = json.loads(_status("--json", "--config", str(running.path)).stdout)
+        assert snap["pid"] == os.getpid()
+        assert [s["name"] for s in snap["sources"]] == ["auth", "auth2"]
+    finally:
+        second.request_stop()
+        thread.join(10)
+
+
+# ---------------------------------------------------------------------- pure parts
+
+
+def _snap(**over: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "sources": [{"name": "auth", "up": True}],
+        "responders": [{"name": "dryrun", "healthy": True, "detail": ""}],
+        "degraded": {},
+        "heartbeat": {"stale": False, "age_seconds": 0.1, "interval_seconds": 5.0},
+    }
+    base.update(over)
+    return base
+
+
+def test_problems_cover_each_kind_of_down() -> None:
+    """Each down condition gives one problem: source, responder, degraded part, stale beat."""
+    assert problems(_snap()) == []
+    assert problems(_snap(sources=[{"name": "web", "up": False, "reason": "no such file"}])) == [
+        "source web is down: no such file"
+    ]
+    assert problems(_snap(responders=[{"name": "nft", "healthy": False, "detail": "no nft"}])) == [
+        "responder nft is unhealthy: no nft"
+    ]
+    assert problems(_snap(responders=[{"name": "nft", "healthy": None, "detail": ""}])) == []
+    assert problems(_snap(degraded={"ledger": "disk full"})) == ["ledger is degraded: disk full"]
+    stale = problems(_snap(heartbeat={"stale": True, "age_seconds": 40.0, "interval_seconds": 5}))
+    assert len(stale) == 1
+    assert stale[0].startswith("pipeline heartbeat is stale (last 40s ago")
+
+
+def test_render_escapes_problem_and_error_text() -> None:
+    """Degraded reasons and error texts are escaped in the text form too."""
+    snap = _snap(
+        degraded={"ledger\x1b": "disk\nfull\u202e"},
+        errors=[{"component": "source x", "error": "bad\x07bell"}],
+    )
+    out = render(snap)
+    assert "ledger\\x1b is degraded: disk\\nfull\\u202e" in out
+    assert "bad\\x07bell" in out
+    assert all(line.isprintable() for line in out.splitlines())
+
+
+def test_detector_evictions_count_keys_pushed_out_of_a_full_table() -> None:
+    """With max_keys = 2, a third address evicts one key and evictions() says 1."""
+    t0 = 1_764_000_000.0
+    det = SshBruteforceDetector(SshBruteforceConfig(max_keys=2), FakeClock(t0))
+    assert det.evictions() == 0
+    for i, ip in enumerate(("192.0.2.1", "192.0.2.2", "192.0.2.3")):
+        det.observe(SshEvent(t0 + i, "auth", ip, SshKind.FAILED_PASSWORD, "root", 22))
+    assert det.tracked_keys() == 2
+    assert det.evictions() == 1
+
+
+def test_control_socket_setting() -> None:
+    """The socket defaults to /run/aisentinel/control.sock, "" turns it off, relative is refused."""
+    assert parse_config({}).daemon.control_socket == Path("/run/aisentinel/control.sock")
+    assert parse_config({"daemon": {"control_socket": ""}}).daemon.control_socket is None
+    with pytest.raises(ConfigError, match=r"daemon\.control_socket"):
+        parse_config({"daemon": {"control_socket": "run/c.sock"}})
