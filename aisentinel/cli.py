@@ -56,8 +56,17 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    """Run parsers, detectors and decisions offline over log files."""
-    from aisentinel.replay import detect_format, print_summary, replay  # noqa: PLC0415
+    """Run parsers, detectors and decisions offline over log files.
+
+    Exit status: 0, or 1 when a file could not be read to its end (each named on
+    stderr, the others replayed), or 2 for a missing file or an unknown format.
+    """
+    from aisentinel.replay import (  # noqa: PLC0415
+        READ_ERRORS,
+        detect_format,
+        print_summary,
+        replay,
+    )
 
     config = _load(args.config)
     if config is None:
@@ -71,13 +80,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     for p in args.files:
         try:
             jobs.append((p, detect_format(p) if args.format == "auto" else args.format))
+        except READ_ERRORS:
+            jobs.append((p, "auto"))  # replay() reports the fault when it reads the file
         except ValueError as exc:
             print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
             return 2
     out = sys.stdout
     summary = replay(jobs, config, out, as_json=args.json)
     print_summary(summary, out, as_json=args.json)
-    return 0
+    return 1 if summary.failed_files else 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -139,6 +139,15 @@ class DaemonCollector(Collector):
         for name, n in sorted(p.tracked_keys().items()):
             keys.add_metric([name], n)
         yield keys
+        errors = CounterMetricFamily(
+            "aisentinel_pipeline_event_errors",
+            "Lines or events skipped because a stage raised on them, per stage (parse, detect, "
+            "decide, respond, output) and plug-in (parser, detector, engine, runner or hook).",
+            labels=["stage", "plugin"],
+        )
+        for (stage, plugin), n in sorted(p.event_errors.items()):
+            errors.add_metric([stage, plugin], n)
+        yield errors
 
     def _decisions(self) -> Iterator[Metric]:
         d = self.daemon

@@ -11,7 +11,7 @@ time (no double bookkeeping).
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -20,7 +20,7 @@ from prometheus_client import Histogram
 from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
-from aisentinel.events import Decision, Finding, LineBatch
+from aisentinel.events import Decision, Event, Finding, LineBatch
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
@@ -41,6 +41,55 @@ class SourceCounters:
 
 def _by_event(item: tuple[int, int, Finding]) -> tuple[int, int]:
     return item[0], item[1]
+
+
+EXCERPT_CHARS = 200
+"""Most characters of a line or event quoted in a log line about a fault."""
+
+
+def _excerpt(item: object) -> str:
+    """``item`` (a line, or an event's repr) cut to :data:`EXCERPT_CHARS`, escaped.
+
+    Log text is attacker-controlled: ``repr`` escaping turns control characters,
+    newlines and bidi overrides (not printable, so escaped as ``\\u202e``) into
+    visible escapes, so an excerpt can neither forge a log line nor reorder one.
+    An event's ``repr`` already escapes its text fields; whatever is left that is
+    not printable is escaped the same way.
+    """
+    if isinstance(item, str):
+        escaped = repr(item[:EXCERPT_CHARS])[1:-1]
+        cut = len(item) > EXCERPT_CHARS or len(escaped) > EXCERPT_CHARS
+    else:
+        text = repr(item)
+        cut = len(text) > EXCERPT_CHARS
+        text = text[:EXCERPT_CHARS]
+        escaped = text if text.isprintable() else "".join(_printable(c) for c in text)
+        cut = cut or len(escaped) > EXCERPT_CHARS
+    return escaped[: EXCERPT_CHARS - 3] + "..." if cut else escaped
+
+
+def _printable(char: str) -> str:
+    return char if char.isprintable() else repr(char)[1:-1]
+
+
+def _failed_index(exc: BaseException, events: Sequence[Event]) -> int | None:
+    """Index in ``events`` of the event a frame of ``exc``'s traceback was handling.
+
+    The innermost frame holding one of the event objects (by identity) wins. Only
+    called after a detector raised, so its cost never reaches the normal path.
+    """
+    where = {id(e): i for i, e in enumerate(events)}
+    frames = []
+    tb = exc.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame)
+        tb = tb.tb_next
+    for frame in reversed(frames):
+        for value in frame.f_locals.values():
+            i = where.get(id(value))
+            if i is not None and events[i] is value:
+                return i
+    return None
 
 
 FindingHook = Callable[[Finding], None]
@@ -74,6 +123,12 @@ class Pipeline:
         self.sources: dict[str, SourceCounters] = {}
         self.findings: Counter[tuple[str, str]] = Counter()
         self.decisions: Counter[tuple[str, str]] = Counter()
+        self.event_errors: Counter[tuple[str, str]] = Counter()
+        """Lines or events skipped because a stage raised on them, per (stage, plug-in):
+        stage is parse, detect, decide, respond or output; plug-in is the parser or
+        detector name, ``engine``, ``runner``, or the hook (``on_finding``/``on_decision``)."""
+        self._faults_logged: set[tuple[str, str, str]] = set()
+        """(stage, plug-in, exception type) already logged at error level."""
         self.latency = Histogram(
             "aisentinel_pipeline_latency_seconds",
             "Time from a log line being read to the decision taken on it.",
@@ -110,13 +165,21 @@ class Pipeline:
         types present sees all of its events in one ``observe_many`` call. Findings
         are then handled in the order a line-by-line run would give: by event, and
         for one event in detector order.
+
+        An exception raised by a stage for one line or event never leaves this
+        method: that line or event is skipped for that stage (see :meth:`_parse_each`,
+        :meth:`_observe_rest` and :meth:`_handle`), the rest of the batch carries on, and
+        the fault is counted in :attr:`event_errors`.
         """
         counters = self.sources.get(batch.source)
         if counters is None:
             counters = self.sources[batch.source] = SourceCounters()
         parser = self.parser_for(batch.source, batch.parser)
         lines = batch.lines
-        events = parser.parse_many(lines)
+        try:
+            events = parser.parse_many(lines)
+        except Exception as exc:  # noqa: BLE001 - one bad line must not stop the daemon
+            events = self._parse_each(parser, lines, batch.source, exc)
         counters.lines += len(lines)
         counters.parsed += len(events)
         counters.unparsed += len(lines) - len(events)
@@ -130,25 +193,148 @@ class Pipeline:
             )
         found: list[tuple[int, int, Finding]] = []
         for rank, detector in enumerate(detectors):
-            for index, finding in detector.observe_many(events):
+            try:
+                results = detector.observe_many(events)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not stop the daemon
+                results = self._observe_rest(detector, events, batch.source, exc)
+            for index, finding in results:
                 found.append((index, rank, finding))
         if len(found) > 1:
             found.sort(key=_by_event)
         read_at = batch.read_at
+        source = batch.source
         for _index, _rank, finding in found:
-            self._handle(finding, read_at)
+            self._handle(finding, read_at, source)
 
-    def _handle(self, finding: Finding, read_at: float) -> None:
+    # ------------------------------------------------------------ containment
+
+    def _parse_each(
+        self, parser: Parser, lines: Sequence[str], source: str, first: Exception
+    ) -> list[Event]:
+        """The batch parsed line by line after ``parse_many`` raised ``first``.
+
+        Parsers are pure, so parsing the lines again changes nothing; each line whose
+        ``parse`` raises is skipped (counted as unparsed by the caller).
+        """
+        events: list[Event] = []
+        append = events.append
+        parse = parser.parse
+        failed = False
+        for line in lines:
+            try:
+                event = parse(line)
+            except Exception as exc:  # noqa: BLE001
+                failed = True
+                self._fault("parse", parser.name, source, exc, line)
+                continue
+            if event is not None:
+                append(event)
+        if not failed:  # parse_many raised on a batch that parse() reads cleanly
+            self._fault("parse", parser.name, source, first, None)
+        return events
+
+    def _observe_rest(
+        self, detector: Detector, events: Sequence[Event], source: str, exc: Exception
+    ) -> list[tuple[int, Finding]]:
+        """Findings for the events a detector had not reached when it raised ``exc``.
+
+        ``observe_many`` is not transactional: the events it saw before the one that
+        raised are already in its windows. So the failing event is looked for in the
+        exception's traceback (a frame of the detector holding that event object);
+        when found, it is skipped and ``observe_many`` goes on with the events after
+        it, so nothing is counted twice. The findings the detector had made for
+        earlier events of the batch are lost with the call that raised. When no frame
+        holds an event (the detector works on whole columns), every event of the
+        batch is observed again one at a time, skipping those that raise: the events
+        before the poison are then counted twice by that one detector, in that batch.
+        """
+        out: list[tuple[int, Finding]] = []
+        start = 0
+        while True:
+            rest = events[start:] if start else events
+            at = _failed_index(exc, rest)
+            if at is None:
+                out.extend(self._observe_each(detector, rest, start, source, exc))
+                return out
+            self._fault("detect", detector.name, source, exc, rest[at])
+            start += at + 1
+            if start >= len(events):
+                return out
+            try:
+                found = detector.observe_many(events[start:])
+            except Exception as again:  # noqa: BLE001
+                exc = again
+                continue
+            out.extend((start + i, f) for i, f in found)
+            return out
+
+    def _observe_each(
+        self,
+        detector: Detector,
+        events: Sequence[Event],
+        offset: int,
+        source: str,
+        first: Exception,
+    ) -> list[tuple[int, Finding]]:
+        """``events`` observed one at a time, skipping (and counting) those that raise;
+        ``first`` is counted when none does."""
+        out: list[tuple[int, Finding]] = []
+        failed = False
+        for i, event in enumerate(events):
+            try:
+                found = detector.observe_many((event,))
+            except Exception as exc:  # noqa: BLE001
+                failed = True
+                self._fault("detect", detector.name, source, exc, event)
+                continue
+            out.extend((offset + i, f) for _, f in found)
+        if not failed:
+            self._fault("detect", detector.name, source, first, None)
+        return out
+
+    def _fault(self, stage: str, plugin: str, source: str, exc: Exception, item: object) -> None:
+        """Count a contained failure; log the first of each kind at error level."""
+        self.event_errors[(stage, plugin)] += 1
+        kind = (stage, plugin, type(exc).__name__)
+        fields = {
+            "stage": stage,
+            "plugin": plugin,
+            "source": source,
+            "error": f"{type(exc).__name__}: {_excerpt(str(exc))}",
+            "excerpt": "" if item is None else _excerpt(item),
+        }
+        if kind in self._faults_logged:
+            log.debug("pipeline fault contained", **fields)
+            return
+        self._faults_logged.add(kind)
+        log.error(  # one clear line, never a traceback
+            "pipeline fault contained; the line or event is skipped and counted", **fields
+        )
+
+    def _handle(self, finding: Finding, read_at: float, source: str) -> None:
         self.findings[(finding.detector, finding.severity.label)] += 1
         if self.on_finding is not None:
-            self.on_finding(finding)
-        decision = self.engine.decide(finding)
+            try:
+                self.on_finding(finding)
+            except Exception as exc:  # noqa: BLE001
+                self._fault("output", "on_finding", source, exc, finding)
+        try:
+            decision = self.engine.decide(finding)
+        except Exception as exc:  # noqa: BLE001
+            self._fault("decide", "engine", source, exc, finding)
+            return
         self.decisions[(decision.action.value, decision.detector)] += 1
         if self.runner is not None:
-            self.runner.submit(decision)
+            try:
+                self.runner.submit(decision)
+            except Exception as exc:  # noqa: BLE001
+                self._fault("respond", "runner", source, exc, decision)
         self.latency.observe(max(0.0, self.clock.monotonic() - read_at))
         if self.on_decision is not None:
-            self.on_decision(decision)
+            try:
+                self.on_decision(decision)
+            except Exception as exc:  # noqa: BLE001
+                self._fault("output", "on_decision", source, exc, decision)
 
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""

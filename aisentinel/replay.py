@@ -9,13 +9,16 @@ Lines (one object per finding and per decision, then one summary object).
 from __future__ import annotations
 
 import gzip
+import io
 import json
+import sys
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import Any, TextIO
 
 from aisentinel.clock import EventClock, SystemClock
 from aisentinel.config import Config
@@ -32,35 +35,57 @@ BATCH_LINES = 8192
 CHUNK_BYTES = 4 << 20
 SNIFF_LINES = 64
 
+READ_ERRORS = (OSError, EOFError, zlib.error)
+"""What reading a damaged file raises: a bad gzip header (``gzip.BadGzipFile`` is an
+``OSError``), a truncated stream (``EOFError``), corrupt deflate data (``zlib.error``),
+an I/O error. Replay reports the file and goes on with the next one."""
+
 
 def iso(ts: float) -> str:
     """RFC 3339 UTC text for an epoch timestamp."""
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _open(path: Path) -> IO[bytes]:
+def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
     if path.suffix == ".gz":
-        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is a binary IO
+        return gzip.open(path, "rb")
     return path.open("rb")
 
 
 def read_lines(path: Path, batch_lines: int = BATCH_LINES) -> Iterator[list[str]]:
-    """Lines of ``path`` (plain or .gz) in batches, newline and CR stripped, bad UTF-8 replaced."""
+    """Lines of ``path`` (plain or .gz) in batches, bad UTF-8 replaced.
+
+    ``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a line (and are stripped). Data is read
+    with ``read1``, so a damaged file yields every complete line decoded before the
+    fault, then raises one of :data:`READ_ERRORS`; a partial last line before the
+    fault is dropped.
+    """
     rest = b""
     with _open(path) as fh:
+        read = fh.read1
         while True:
-            chunk = fh.read(CHUNK_BYTES)
+            chunk = read(CHUNK_BYTES)
             if not chunk:
                 break
             data = rest + chunk
-            cut = data.rfind(b"\n")
-            if cut < 0:
-                rest = data
-                continue
+            if b"\r" not in data:  # the usual case: one search, one split
+                cut = data.rfind(b"\n")
+                if cut < 0:
+                    rest = data
+                    continue
+                body = data[:cut]
+            else:
+                # A CR at the very end may be the first half of a CRLF: keep it for later.
+                end = len(data) - 1 if data.endswith(b"\r") else len(data)
+                cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+                if cut < 0:
+                    rest = data
+                    continue
+                body = data[:cut]
+                if data[cut] == 0x0A and body.endswith(b"\r"):
+                    body = body[:-1]
+                body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
             rest = data[cut + 1 :]
-            body = data[:cut]
-            if b"\r" in body:  # CRLF logs are rare: strip only when there is one
-                body = body.replace(b"\r\n", b"\n").removesuffix(b"\r")
             lines = body.decode("utf-8", "replace").split("\n")
             for i in range(0, len(lines), batch_lines):
                 yield lines[i : i + batch_lines]
@@ -70,12 +95,19 @@ def read_lines(path: Path, batch_lines: int = BATCH_LINES) -> Iterator[list[str]
 
 
 def detect_format(path: Path) -> str:
-    """The parser name for ``path`` from its first lines; ``ValueError`` if none fits."""
+    """The parser name for ``path`` from its first lines; ``ValueError`` if none fits.
+
+    A file damaged after its first lines is still sniffed from the lines before the
+    fault; one with none raises the read error (see :data:`READ_ERRORS`)."""
     sample: list[str] = []
-    for batch in read_lines(path, SNIFF_LINES):
-        sample.extend(batch)
-        if len(sample) >= SNIFF_LINES:
-            break
+    try:
+        for batch in read_lines(path, SNIFF_LINES):
+            sample.extend(batch)
+            if len(sample) >= SNIFF_LINES:
+                break
+    except READ_ERRORS:
+        if not sample:
+            raise
     return sniff(sample[:SNIFF_LINES])
 
 
@@ -88,6 +120,8 @@ class FileSummary:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
+    error: str | None = None
+    """Why the file could not be read to its end (its lines before the fault count)."""
 
 
 @dataclass
@@ -97,7 +131,14 @@ class ReplaySummary:
     files: list[FileSummary] = field(default_factory=list)
     findings: dict[str, int] = field(default_factory=dict)
     decisions: dict[str, int] = field(default_factory=dict)
+    event_errors: dict[str, int] = field(default_factory=dict)
+    """Lines or events a stage raised on (``stage/plug-in`` -> count); skipped."""
     seconds: float = 0.0
+
+    @property
+    def failed_files(self) -> list[str]:
+        """Files that could not be read to their end."""
+        return [f.path for f in self.files if f.error is not None]
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON summary object."""
@@ -110,7 +151,9 @@ class ReplaySummary:
             "unparsed": sum(f.unparsed for f in self.files),
             "findings": dict(sorted(self.findings.items())),
             "decisions": dict(sorted(self.decisions.items())),
+            "event_errors": dict(sorted(self.event_errors.items())),
             "files": [vars(f) for f in self.files],
+            "failed_files": self.failed_files,
             "elapsed_seconds": round(self.seconds, 3),
             "lines_per_second": round(lines / self.seconds) if self.seconds > 0 else None,
         }
@@ -171,10 +214,19 @@ class _Printer:
 
 
 def replay(
-    files: Sequence[tuple[Path, str]], config: Config, out: TextIO, *, as_json: bool = False
+    files: Sequence[tuple[Path, str]],
+    config: Config,
+    out: TextIO,
+    *,
+    as_json: bool = False,
+    err: TextIO | None = None,
 ) -> ReplaySummary:
     """Replay ``(path, parser name)`` pairs through the pipeline, in order, writing
-    findings and decisions to ``out`` (see :func:`detect_format` for ``--format auto``)."""
+    findings and decisions to ``out``. A parser name of ``auto`` is detected here (see
+    :func:`detect_format`). A file that cannot be read to its end (see
+    :data:`READ_ERRORS`) gets one line on ``err`` (default stderr) and its
+    ``FileSummary.error``; its lines before the fault count, and the next file follows."""
+    errors = sys.stderr if err is None else err
     clock = EventClock()
     printer = _Printer(out, as_json, clock)
     summary = ReplaySummary()
@@ -195,15 +247,13 @@ def replay(
             on_decision=printer.decision,
         )
         for path, file_fmt in files:
-            source = str(path)
-            for lines in read_lines(path):
-                pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))
-            counters = pipeline.sources.get(source)
-            fs = FileSummary(source, file_fmt)
-            if counters is not None:
-                fs.lines = counters.lines
-                fs.parsed = counters.parsed
-                fs.unparsed = counters.unparsed
+            fs = _replay_file(pipeline, path, file_fmt, clock)
+            if fs.error is not None:
+                errors.write(
+                    f"aisentinel: replay: {path}: read failed after {fs.lines} lines "
+                    f"({fs.error}); going on with the next file\n"
+                )
+                errors.flush()
             summary.files.append(fs)
     finally:
         ledger.close()
@@ -212,7 +262,30 @@ def replay(
         summary.findings[detector] = summary.findings.get(detector, 0) + n
     for (action, _detector), n in pipeline.decisions.items():
         summary.decisions[action] = summary.decisions.get(action, 0) + n
+    for (stage, plugin), n in pipeline.event_errors.items():
+        summary.event_errors[f"{stage}/{plugin}"] = n
     return summary
+
+
+def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventClock) -> FileSummary:
+    """One file through ``pipeline``; a read fault ends the file, recorded in ``error``."""
+    source = str(path)
+    fs = FileSummary(source, file_fmt)
+    try:
+        if file_fmt == "auto":
+            file_fmt = fs.format = detect_format(path)
+        for lines in read_lines(path):
+            pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))
+    except READ_ERRORS as exc:
+        fs.error = f"{type(exc).__name__}: {exc}"
+    except ValueError as exc:  # auto: nothing readable enough to tell the format
+        fs.error = str(exc)
+    counters = pipeline.sources.get(source)
+    if counters is not None:
+        fs.lines = counters.lines
+        fs.parsed = counters.parsed
+        fs.unparsed = counters.unparsed
+    return fs
 
 
 def print_summary(summary: ReplaySummary, out: TextIO, *, as_json: bool) -> None:
@@ -223,9 +296,10 @@ def print_summary(summary: ReplaySummary, out: TextIO, *, as_json: bool) -> None
     data = summary.as_dict()
     out.write("\nSummary\n")
     for f in summary.files:
+        failed = "" if f.error is None else f"; FAILED: {f.error}"
         out.write(
             f"  {f.path} ({f.format}): {f.lines} lines read, {f.parsed} parsed, "
-            f"{f.unparsed} unparsed\n"
+            f"{f.unparsed} unparsed{failed}\n"
         )
     out.write(
         f"  total: {data['lines_read']} lines, {data['parsed']} parsed, "
@@ -238,3 +312,9 @@ def print_summary(summary: ReplaySummary, out: TextIO, *, as_json: bool) -> None
     out.write("  decisions per action:\n")
     for name, n in data["decisions"].items() or [("(none)", 0)]:
         out.write(f"    {name}: {n}\n")
+    if summary.event_errors:
+        out.write("  lines or events skipped because a stage failed on them:\n")
+        for name, n in data["event_errors"].items():
+            out.write(f"    {name}: {n}\n")
+    if summary.failed_files:
+        out.write(f"  files that could not be read to their end: {len(summary.failed_files)}\n")

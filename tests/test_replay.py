@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import gzip
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import nginx_line, ssh_fail
+
+from aisentinel import replay as replay_module
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -129,3 +134,100 @@ def test_unrecognisable_file_needs_an_explicit_format(tmp_path: Path) -> None:
     res = _replay(str(log))
     assert res.returncode == 2
     assert "name it with --format" in res.stderr
+
+
+def _json_line(when: object, ip: str, path: str) -> str:
+    return json.dumps({"time": when, "remote_addr": ip, "status": "404", "request_uri": path})
+
+
+def test_out_of_range_times_are_unparsed_not_a_traceback(tmp_path: Path, now_epoch: float) -> None:
+    """Times of 1e308 / -1e308 are counted unparsed; the run ends normally with exit 0."""
+    log = tmp_path / "poison.log"
+    poison = [_json_line(t, "198.51.100.40", "/.env") for t in ("1e308", "1e308", "-1e308")]
+    good = [_json_line(now_epoch + i, "198.51.100.41", "/.env") for i in range(3)]
+    log.write_text("\n".join(poison + good) + "\n")
+    for fmt in ("nginx-json", "auto"):
+        res = _replay(str(log), "--format", fmt, "--json")
+        assert res.returncode == 0, res.stderr
+        assert "Traceback" not in res.stderr
+        summary = _objects(res.stdout)[-1]
+        assert (summary["parsed"], summary["unparsed"]) == (3, 3)
+        assert summary["findings"] == {"scanning": 1}
+        assert summary["failed_files"] == []
+
+
+def test_damaged_gzip_files_are_reported_and_skipped(tmp_path: Path, now_epoch: float) -> None:
+    """A truncated .gz keeps its lines before the fault, a non-gzip .gz is named; exit 1."""
+    lines = [nginx_line(now_epoch + i, "203.0.113.60", f"/x{i}", 404) for i in range(3000)]
+    data = ("\n".join(lines) + "\n").encode()
+    packed = gzip.compress(data)
+    truncated = tmp_path / "access.log.1.gz"
+    truncated.write_bytes(packed[: len(packed) // 2])
+    not_gzip = tmp_path / "access.log.2.gz"
+    not_gzip.write_bytes(data[:1000])
+    good = tmp_path / "access.log"
+    good.write_text("\n".join(lines[:5]) + "\n")
+    for fmt in ("nginx", "auto"):
+        res = _replay(str(truncated), str(not_gzip), str(good), "--format", fmt, "--json")
+        assert res.returncode == 1
+        assert "Traceback" not in res.stderr
+        errors = res.stderr.splitlines()
+        assert len(errors) == 2
+        assert str(truncated) in errors[0]
+        assert "EOFError" in errors[0]
+        assert str(not_gzip) in errors[1]
+        assert "BadGzipFile" in errors[1]
+        summary = _objects(res.stdout)[-1]
+        assert summary["failed_files"] == [str(truncated), str(not_gzip)]
+        files = {f["path"]: f for f in summary["files"]}
+        assert 0 < files[str(truncated)]["lines"] < 3000
+        assert files[str(truncated)]["lines"] == files[str(truncated)]["parsed"]
+        assert files[str(not_gzip)]["lines"] == 0
+        assert files[str(good)]["error"] is None
+        assert files[str(good)]["parsed"] == 5
+
+
+def test_damaged_file_is_named_in_the_text_summary(tmp_path: Path, now_epoch: float) -> None:
+    """The text summary marks the failed file and counts the files that failed."""
+    bad = tmp_path / "auth.log.gz"
+    bad.write_bytes(b"not gzip at all\n")
+    res = _replay(str(bad), "--format", "sshd")
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert f"{bad} (sshd): 0 lines read" in res.stdout
+    assert "FAILED: BadGzipFile" in res.stdout
+    assert "files that could not be read to their end: 1" in res.stdout
+
+
+def test_cr_only_file_gives_one_line_per_record(tmp_path: Path, now_epoch: float) -> None:
+    """A file whose lines end in a lone CR replays as 60 lines, not one."""
+    log = tmp_path / "access.log"
+    lines = [nginx_line(now_epoch + i, "203.0.113.61", f"/p{i}") for i in range(60)]
+    log.write_bytes(("\r".join(lines) + "\r").encode())
+    summary = _objects(_replay(str(log), "--format", "nginx", "--json").stdout)[-1]
+    assert (summary["lines_read"], summary["parsed"]) == (60, 60)
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 7, 64, 1 << 20])
+def test_read_lines_splits_on_lf_crlf_and_lone_cr_at_any_chunk_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    """LF, CRLF and lone CR end lines wherever the read chunks are cut; no empty line appears."""
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", chunk)
+    text = "a\r\nbb\rccc\n\r\nd\r\re\n" + "f\r" * 5 + "g\r\n" + "last"
+    expected = re.split(r"\r\n|\r|\n", text)
+    path = tmp_path / "mixed.log"
+    path.write_bytes(text.encode())
+    got = [line for batch in replay_module.read_lines(path, batch_lines=3) for line in batch]
+    assert got == expected
+    path.write_bytes(text.encode() + b"\r")
+    got = [line for batch in replay_module.read_lines(path) for line in batch]
+    assert got == expected
+
+
+def test_read_lines_without_cr_is_unchanged(tmp_path: Path) -> None:
+    """Plain LF files read as before: the last unterminated line is kept, bad UTF-8 replaced."""
+    path = tmp_path / "plain.log"
+    path.write_bytes(b"one\ntwo\n\xff\nfour")
+    got = [x for b in replay_module.read_lines(path) for x in b]
+    assert got == ["one", "two", "\ufffd", "four"]

@@ -19,7 +19,7 @@ from aisentinel.configtypes import StrictModel
 from aisentinel.events import HttpRequest
 from aisentinel.parsers.base import REGISTRY, Parser, ParserContext
 from aisentinel.parsers.proxy import ADDR_RE, ProxyResolver, normalize_addr
-from aisentinel.parsers.timestamps import IsoTime
+from aisentinel.parsers.timestamps import MAX_TS, MIN_TS, IsoTime
 
 _ADDR = re.compile(ADDR_RE)
 
@@ -122,19 +122,21 @@ class NginxJsonParser(Parser):
         )
 
     def _time(self, value: Any) -> float | None:
-        """``$msec`` (``"1764112470.123"``) or ``$time_iso8601`` -> epoch."""
+        """``$msec`` (``"1764112470.123"``) or ``$time_iso8601`` -> epoch; ``None`` when
+        unreadable or outside the sane window (``timestamps.MIN_TS`` .. ``MAX_TS``)."""
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) if math.isfinite(value) else None
-        text = _text(value)
-        if not text:
-            return None
-        if "T" in text:
-            return self._iso(text)
-        try:
-            seconds = float(text)
-        except ValueError:
-            return None
-        return seconds if math.isfinite(seconds) else None
+            seconds = float(value)
+        else:
+            text = _text(value)
+            if not text:
+                return None
+            if "T" in text:
+                return self._iso(text)
+            try:
+                seconds = float(text)
+            except ValueError:
+                return None
+        return seconds if MIN_TS <= seconds < MAX_TS else None
 
 
 REGISTRY.register("nginx-json", NginxJsonConfig, NginxJsonParser)

@@ -4,7 +4,8 @@ Log lines written within the same second share their timestamp text, so each
 converter keeps a bounded ``text -> epoch`` dict (cleared when it grows past
 :data:`CACHE_LIMIT`) and computes misses with :func:`calendar.timegm` (or
 :func:`time.mktime` for formats written in the server's local time) and a month
-table. Every function returns ``None`` for text it cannot read; none raises.
+table. Every function returns ``None`` for text it cannot read, and for a time
+outside ``MIN_TS <= ts < MAX_TS`` (which NaN never is); none raises.
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ MONTHS = {
 }
 
 _DAY = 86400.0
+
+MIN_TS = 946_684_800.0
+"""2000-01-01T00:00:00Z: the earliest event time a parser accepts."""
+
+MAX_TS = 4_102_444_800.0
+"""2100-01-01T00:00:00Z: event times from here on are refused.
+
+A time outside this window (or not finite) cannot come from a working server's
+log; taken as an event it would poison detector windows (``1e308 - -1e308`` is
+infinite) and date arithmetic downstream. Parsers treat such a line as unparsed."""
 
 
 def _local_epoch(fields: tuple[int, int, int, int, int, int]) -> float:
@@ -83,6 +94,8 @@ class NginxTimeLocal:
             return cached
         value = self._compute(text)
         if value is not None:
+            if not MIN_TS <= value < MAX_TS:
+                return None
             if len(self._cache) >= CACHE_LIMIT:
                 self._cache.clear()
             self._cache[text] = value
@@ -152,22 +165,20 @@ class IsoTime:
                 self._cache.clear()
             self._cache[base] = epoch
         rest = text[19:]
-        if not rest:
-            return epoch
-        fraction = 0.0
-        if rest[0] in ".,":
-            end = 1
-            while end < len(rest) and _digits(rest[end]):
-                end += 1
-            if end > 1:
-                fraction = float("0." + rest[1:end])
-            rest = rest[end:]
-        if not rest:
-            return epoch + fraction
-        offset = _offset_seconds(rest)
-        if offset is None:
-            return None
-        return epoch + fraction - offset
+        if rest:
+            if rest[0] in ".,":
+                end = 1
+                while end < len(rest) and _digits(rest[end]):
+                    end += 1
+                if end > 1:
+                    epoch += float("0." + rest[1:end])
+                rest = rest[end:]
+            if rest:
+                offset = _offset_seconds(rest)
+                if offset is None:
+                    return None
+                epoch -= offset
+        return epoch if MIN_TS <= epoch < MAX_TS else None
 
     @staticmethod
     def _compute(base: str) -> float | None:
@@ -208,7 +219,8 @@ class NginxErrorTime:
             base = self._minute(text[:16])
             if base is None:
                 return None
-        return base + int(sec)
+        value = base + int(sec)
+        return value if MIN_TS <= value < MAX_TS else None
 
     def _minute(self, text: str) -> float | None:
         if text[4] != "/" or text[7] != "/" or text[10] != " " or text[13] != ":":
@@ -258,8 +270,9 @@ class SyslogTime:
             self._cache.clear()
             self._filled_at = now
         value = self._compute(text, now)
-        if value is not None:
-            self._cache[text] = value
+        if value is None or not MIN_TS <= value < MAX_TS:
+            return None
+        self._cache[text] = value
         return value
 
     @staticmethod
