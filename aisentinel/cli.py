@@ -10,7 +10,9 @@ import argparse
 import gc
 import io
 import json
+import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,10 +73,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 1
-    missing = [p for p in args.files if not p.is_file()]
-    if missing:
-        for p in missing:
-            print(f"aisentinel: replay: no such file: {p}", file=sys.stderr)
+    unreadable = [(p, why) for p in args.files if (why := _unreadable(p)) is not None]
+    if unreadable:
+        for p, why in unreadable:
+            print(f"aisentinel: replay: {p}: {why}", file=sys.stderr)
         return 2
     jobs: list[tuple[Path, str]] = []
     for p in args.files:
@@ -89,6 +91,20 @@ def cmd_replay(args: argparse.Namespace) -> int:
     summary = replay(jobs, config, out, as_json=args.json)
     print_summary(summary, out, as_json=args.json)
     return 1 if summary.failed_files else 0
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` cannot be replayed (missing, not a file, unreadable), or None."""
+    if path.is_dir():
+        return "is a directory; name the log files in it"
+    if not path.is_file():
+        return "no such file" if not path.exists() else "not a regular file"
+    try:
+        with path.open("rb") as fh:
+            fh.read(1)
+    except OSError as exc:
+        return f"cannot read: {exc.strerror or exc}"
+    return None
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -239,3 +255,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+    except (OSError, sqlite3.Error) as exc:
+        # Last resort: a fault of the surroundings (a file, the disk, a port) is one line,
+        # never a traceback. Programming errors still show theirs.
+        from aisentinel.faults import describe  # noqa: PLC0415
+
+        _quiet_stdout()
+        print(f"aisentinel: {args.command}: {describe(exc)}", file=sys.stderr)
+        return 1
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null when it failed (a full disk), so exit adds no second error."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import queue
 import signal
+import sqlite3
+import tempfile
 import threading
 from pathlib import Path
 from types import FrameType
@@ -28,10 +30,11 @@ from aisentinel.clock import Clock, SystemClock
 from aisentinel.config import Config, ConfigError, load_config
 from aisentinel.control import ControlError, ControlServer
 from aisentinel.decisions.engine import DecisionEngine
-from aisentinel.decisions.ledger import Ledger
+from aisentinel.decisions.ledger import Ledger, LedgerCorruptError
 from aisentinel.detectors import build_detectors
 from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
 from aisentinel.exporter import DaemonCollector
+from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
 from aisentinel.memory import HeapTrimmer
 from aisentinel.pipeline import Pipeline
 from aisentinel.responders import REGISTRY as RESPONDERS
@@ -48,6 +51,9 @@ DRAIN_BATCHES = 64
 """Batches processed per loop turn before the loop looks at timers and signals."""
 STOP_DRAIN_SECONDS = 3.0
 """At shutdown, time allowed to process batches already read (their positions are saved)."""
+EXPORTER_RETRY_SECONDS = 30.0
+"""How often the metrics endpoint tries its port again when it could not listen."""
+LEDGER_FILE = "decisions.sqlite3"
 
 
 def metrics_address(config: Config) -> str:
@@ -88,9 +94,13 @@ class Daemon:
         self.trimmer = HeapTrimmer()
         self.control: ControlServer | None = None
         self.started_at = 0.0
+        self.exporter_retry_seconds = EXPORTER_RETRY_SECONDS
+        self._degraded: dict[str, str] = {}
+        self._private_state: tempfile.TemporaryDirectory[str] | None = None
 
-        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.ledger = Ledger(self.state_dir / "decisions.sqlite3", self.clock)
+        # An unusable state directory or ledger degrades the daemon; detection goes on.
+        self.state_dir = self._usable_state_dir(config.daemon.state_dir)
+        self.ledger = self._open_ledger(config.daemon.state_dir / LEDGER_FILE)
         self.engine = DecisionEngine(config.decisions, self.ledger, self.clock)
         self.runner = ResponderRunner(self._build_responders(config), self.clock)
         self.pipeline = Pipeline(
@@ -102,6 +112,67 @@ class Daemon:
             on_finding=self._log_finding,
             on_decision=self._log_decision,
         )
+
+    # ------------------------------------------------------------------ degraded
+
+    @property
+    def degraded(self) -> dict[str, str]:
+        """Components running degraded now (state, ledger, exporter), each with why.
+
+        Empty when all is well. The exporter (``aisentinel_degraded``), the systemd
+        STATUS line and other commands read it.
+        """
+        out = dict(self._degraded)
+        failing = self.ledger.failing
+        if failing is not None and "ledger" not in out:
+            out["ledger"] = failing
+        return out
+
+    def _usable_state_dir(self, configured: Path) -> Path:
+        """``configured`` when it can be written, else a private temporary directory."""
+        exc = probe_dir(configured)
+        if exc is None:
+            return configured
+        self._private_state = private_state_dir(configured)
+        working = Path(self._private_state.name) if self._private_state else configured
+        log.error(
+            "state directory unusable; running degraded: bans are kept in memory and read "
+            "positions in a temporary directory, both lost on restart",
+            path=str(configured),
+            reason=reason(exc),
+            fix=fix_hint(configured, exc),
+            temporary_dir=str(working),
+        )
+        self._degraded["state"] = f"{configured}: {reason(exc)}"
+        return working
+
+    def _open_ledger(self, path: Path) -> Ledger:
+        """The ledger at ``path``, or one in memory (seeded from ``path``) when it fails."""
+        problem: BaseException | None = None
+        if "state" not in self._degraded:
+            try:
+                return Ledger(path, self.clock)
+            except (sqlite3.Error, LedgerCorruptError, OSError) as exc:
+                problem = exc
+        ledger, unread = Ledger.in_memory_copy(path, self.clock)
+        restored = len(ledger.open_bans())
+        if problem is None:
+            self._degraded["ledger"] = "state directory unusable; bans kept in memory only"
+            if restored:
+                log.info("bans restored from the existing ledger", path=str(path), bans=restored)
+            return ledger
+        why = "is a directory" if path.is_dir() else reason(problem)
+        self._degraded["ledger"] = f"{path}: {why}; bans kept in memory only"
+        log.error(
+            "decision ledger unusable; running degraded: bans are kept in memory only and "
+            "lost on restart",
+            path=str(path),
+            reason=why,
+            fix=fix_hint(path, problem, directory=path.parent),
+            restored_bans=restored,
+            **({"not_restored": unread} if unread else {}),
+        )
+        return ledger
 
     # ------------------------------------------------------------------ building
 
@@ -172,11 +243,42 @@ class Daemon:
                 "metrics endpoint is reachable beyond loopback; protect it with a firewall",
                 listen=cfg.listen,
             )
-        httpd, _thread = start_http_server(cfg.port, addr=cfg.listen, registry=self.registry)
+        if not self._bind_exporter():
+            threading.Thread(
+                target=self._retry_exporter, name="aisentinel-exporter-retry", daemon=True
+            ).start()
+
+    def _bind_exporter(self) -> bool:
+        """Listen on the metrics port; False (daemon degraded, said once) when it cannot."""
+        cfg = self.config.exporter
+        try:
+            httpd, _thread = start_http_server(cfg.port, addr=cfg.listen, registry=self.registry)
+        except OSError as exc:
+            if "exporter" not in self._degraded:
+                log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
+                    "metrics endpoint cannot listen; detection goes on, retrying every "
+                    f"{self.exporter_retry_seconds:g} s",
+                    listen=cfg.listen,
+                    port=cfg.port,
+                    reason=reason(exc),
+                    fix=port_hint(cfg.listen, cfg.port, exc),
+                )
+            self._degraded["exporter"] = f"cannot listen on {cfg.listen}:{cfg.port}: {reason(exc)}"
+            return False
         self._httpd = httpd
         self.metrics_port = int(httpd.server_port)
         host = f"[{cfg.listen}]" if ":" in cfg.listen else cfg.listen
         log.info("metrics endpoint up", url=f"http://{host}:{self.metrics_port}/metrics")
+        self._degraded.pop("exporter", None)
+        return True
+
+    def _retry_exporter(self) -> None:
+        while not self._stop.wait(self.exporter_retry_seconds):
+            if self._bind_exporter():
+                if self._stop.is_set():  # bound while stopping: shutdown may have missed it
+                    self._httpd.shutdown()
+                    self._httpd.server_close()
+                return
 
     def _start_sources(self) -> None:
         for cfg in self.config.sources:
@@ -285,10 +387,14 @@ class Daemon:
         lines = sum(c.lines for c in self.pipeline.sources.values())
         findings = sum(self.pipeline.findings.values())
         up = sum(1 for s in self.sources.values() if s.stats.up)
-        return (
+        line = (
             f"{lines} lines, {findings} findings, {len(self.engine.active())} active bans, "
             f"{up}/{len(self.config.sources)} sources up"
         )
+        degraded = self.degraded
+        if degraded:
+            line += f"; DEGRADED: {', '.join(sorted(degraded))} (see the log)"
+        return line
 
     def _heartbeat(self) -> None:
         self.last_heartbeat = self.clock.now()

@@ -20,6 +20,9 @@ from aisentinel import __version__
 if TYPE_CHECKING:
     from aisentinel.daemon import Daemon
 
+DEGRADABLE = ("exporter", "ledger", "state")
+"""Components that can run degraded: always exported, so an alert needs no absent()."""
+
 
 class DaemonCollector(Collector):
     """Everything the daemon exports except the latency histogram (its own metric)."""
@@ -41,6 +44,7 @@ class DaemonCollector(Collector):
         yield from self._pipeline()
         yield from self._decisions()
         yield from self._responders()
+        yield from self._degraded()
         beat = GaugeMetricFamily(
             "aisentinel_pipeline_heartbeat_timestamp_seconds",
             "When the pipeline loop last proved it was alive (Unix time).",
@@ -214,3 +218,14 @@ class DaemonCollector(Collector):
             pending.add_metric([st.name], st.pending)
             up.add_metric([st.name], 1 if st.health is None or st.health.ok else 0)
         yield from (ops, pending, up)
+
+    def _degraded(self) -> Iterator[Metric]:
+        degraded = self.daemon.degraded
+        gauge = GaugeMetricFamily(
+            "aisentinel_degraded",
+            "1 while a component runs degraded (the log says why and what to do), else 0.",
+            labels=["component"],
+        )
+        for component in sorted(set(DEGRADABLE) | set(degraded)):
+            gauge.add_metric([component], 1 if component in degraded else 0)
+        yield gauge

@@ -460,3 +460,18 @@ def test_ledger_failure_does_not_stop_decisions(env: Env) -> None:
     env.clock.advance(HOUR)
     assert engine.expire() == [d]
     assert engine.counters().ledger_errors >= 3
+
+
+def test_refused_writes_are_counted_and_flushed_by_expire(env: Env) -> None:
+    """Ledger writes refused (read-only) count as ledger errors; expire() writes them later."""
+    engine = env.engine()
+    engine.ledger._db.execute("PRAGMA query_only = 1")  # sqlite's own SQLITE_READONLY
+    d = engine.decide(finding())
+    assert d.action is Action.BAN
+    assert engine.active() == [d]
+    assert engine.counters().ledger_errors == 1
+    assert engine.ledger.open_bans() == []
+    engine.ledger._db.execute("PRAGMA query_only = 0")
+    engine.expire()
+    assert [b.target for b in engine.ledger.open_bans()] == [ATTACKER]
+    assert engine.ledger.failing is None

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
+from aisentinel.decisions import ledger as ledger_module
 from aisentinel.decisions.ledger import MEMORY, SCHEMA_VERSION, Ledger
 from aisentinel.events import Action, Decision, Severity
 
@@ -233,3 +237,161 @@ def test_memory_ledger_writes_nothing_to_disk(
     assert [d.target for d in ledger.active(T0 + 1)] == ["198.51.100.9"]
     ledger.close()
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- disk full at run time
+
+BIG = "x" * 8192
+"""A reason long enough to need new pages, so a capped database cannot take it."""
+
+
+def _cap(ledger: Ledger, pages: int | None) -> None:
+    """Cap the file at its current size (None: lift the cap): sqlite's own 'disk is full'."""
+    ledger._db.execute(f"PRAGMA max_page_count = {pages or 1_000_000}")
+
+
+def test_full_disk_keeps_writes_and_flushes_them_in_order(ledger: Ledger) -> None:
+    """Writes refused for space are counted, kept in order and written once space is back."""
+    ledger.record(ban("203.0.113.1"))
+    _cap(ledger, 1)
+    with capture_logs() as logs:
+        assert ledger.record(ban("203.0.113.2", ts=T0 + 1, reason=BIG)) == 0
+        assert ledger.record(ban("203.0.113.2", ts=T0 + 2, reason=BIG)) == 0
+        assert ledger.end(["203.0.113.1"], T0 + 3) == 0
+    assert ledger.write_errors == 3
+    assert ledger.backlog == 3
+    assert ledger.failing is not None
+    assert "database or disk is full" in ledger.failing
+    assert [e["event"] for e in logs].count(logs[0]["event"]) == 1
+    assert logs[0]["log_level"] == "error"
+    assert "df -h" in logs[0]["fix"]
+    assert ledger.flush() == 0  # still full: nothing written, nothing logged again
+    _cap(ledger, None)
+    with capture_logs() as logs:
+        assert ledger.flush() == 3
+    assert [e["event"] for e in logs] == ["ledger writes recovered"]
+    assert ledger.failing is None
+    assert ledger.backlog == 0
+    assert [(d.target, d.ts) for d in ledger.open_bans()] == [("203.0.113.2", T0 + 2)]
+
+
+def test_next_write_flushes_the_backlog_first(ledger: Ledger) -> None:
+    """Once space is back, the next write goes in after the ones that waited."""
+    _cap(ledger, 1)
+    ledger.record(ban("203.0.113.3", reason=BIG))
+    _cap(ledger, None)
+    assert ledger.record(ban("203.0.113.3", ts=T0 + 5)) > 0
+    assert [(d.target, d.ts) for d in ledger.open_bans()] == [("203.0.113.3", T0 + 5)]
+    assert ledger.failing is None
+
+
+def test_backlog_is_bounded(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Beyond BACKLOG_MAX waiting writes the oldest are dropped and counted."""
+    monkeypatch.setattr(ledger_module, "BACKLOG_MAX", 2)
+    _cap(ledger, 1)
+    for i in range(4):
+        ledger.record(ban(f"203.0.113.{10 + i}", reason=BIG))
+    assert ledger.backlog == 2
+    assert ledger.dropped == 2
+    assert ledger.write_errors == 4
+    _cap(ledger, None)
+    ledger.flush()
+    assert sorted(d.target or "" for d in ledger.open_bans()) == ["203.0.113.12", "203.0.113.13"]
+
+
+def test_close_writes_the_backlog(tmp_path: Path, clock: FakeClock) -> None:
+    """Closing writes what waited when the disk takes it again."""
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, clock)
+    _cap(ledger, 1)
+    ledger.record(ban("203.0.113.20", reason=BIG))
+    _cap(ledger, None)
+    ledger.close()
+    again = Ledger(path, clock)
+    assert [d.target for d in again.open_bans()] == ["203.0.113.20"]
+
+
+def test_other_errors_still_raise(ledger: Ledger) -> None:
+    """Only errors that may pass are kept for later; a closed ledger still raises."""
+    ledger.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        ledger.record(ban("203.0.113.21"))
+    assert ledger.backlog == 0
+
+
+def _fill(fd: int) -> None:
+    """Write to ``fd`` until the file system is full (raises OSError ENOSPC)."""
+    for _ in range(1024):
+        os.write(fd, b"\0" * 4096)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tiny tmpfs needs root")
+def test_real_full_file_system_is_survived(tmp_path: Path, clock: FakeClock) -> None:
+    """On a file system that fills up, writes wait and go in once a file is deleted."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    res = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        check=False,
+        capture_output=True,
+    )
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {res.stderr.decode().strip()}")
+    try:
+        ledger = Ledger(mnt / "ledger.sqlite", clock)
+        ledger.record(ban("203.0.113.30"))
+        filler = mnt / "filler"
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            with pytest.raises(OSError, match="No space"):
+                _fill(fd)
+        finally:
+            os.close(fd)
+        for i in range(3):
+            ledger.record(ban(f"203.0.114.{i}", reason=BIG))
+        assert ledger.failing is not None
+        assert ledger.write_errors > 0
+        filler.unlink()
+        ledger.flush()
+        assert ledger.failing is None
+        assert len(ledger.open_bans()) == 4
+        ledger.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+# --------------------------------------------------------------------------- in-memory copy
+
+
+def test_in_memory_copy_keeps_the_files_bans(tmp_path: Path, clock: FakeClock) -> None:
+    """A copy in memory starts with the file's open bans and never writes the file."""
+    path = tmp_path / "ledger.sqlite"
+    original = Ledger(path, clock)
+    original.record(ban("203.0.113.40"))
+    original.close()
+    before = path.read_bytes()
+    copy, problem = Ledger.in_memory_copy(path, clock)
+    assert problem is None
+    assert copy.in_memory
+    assert [d.target for d in copy.open_bans()] == ["203.0.113.40"]
+    copy.record(ban("203.0.113.41"))
+    assert len(copy.open_bans()) == 2
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("kind", ["directory", "garbage", "missing"])
+def test_in_memory_copy_of_an_unusable_file_starts_empty(
+    tmp_path: Path, clock: FakeClock, kind: str
+) -> None:
+    """A directory, a non-database or no file at all gives an empty, working ledger."""
+    path = tmp_path / "ledger.sqlite"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "garbage":
+        path.write_bytes(b"not a database at all" * 100)
+    copy, problem = Ledger.in_memory_copy(path, clock)
+    assert (problem is None) == (kind == "missing")
+    assert copy.open_bans() == []
+    copy.record(ban("203.0.113.42"))
+    assert len(copy.open_bans()) == 1

@@ -99,6 +99,7 @@ class DecisionCounters:
     active_bans: int
     expired: int
     ledger_errors: int
+    """Ledger calls that failed, including writes kept in the ledger's backlog for a retry."""
 
 
 def ban_ttl(config: DecisionsConfig, offence: int) -> float:
@@ -344,6 +345,8 @@ class DecisionEngine:
             targets = [d.target for d in done if d.target is not None]
             self._ledger(lambda: self.ledger.end(targets, at), 0)
             log.info("bans expired", count=len(done))
+        else:
+            self._ledger(self.ledger.flush, 0)  # writes that failed earlier (disk full)
         mono = self.clock.monotonic()
         if self._last_purge is None or mono - self._last_purge >= PURGE_INTERVAL_SECONDS:
             self._last_purge = mono
@@ -390,7 +393,7 @@ class DecisionEngine:
                 bans_braked=self._braked,
                 active_bans=sum(1 for d in self._active.values() if (d.expires_at or 0.0) > now),
                 expired=self._expired,
-                ledger_errors=self._ledger_errors,
+                ledger_errors=self._ledger_errors + self.ledger.write_errors,
             )
 
     # ------------------------------------------------------------------ internals

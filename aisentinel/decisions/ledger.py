@@ -12,6 +12,13 @@ handed to the responders, by a newer ban of the same target, or by a manual
 :meth:`Ledger.remove`. Open bans whose ``expires_at`` passed while the daemon was
 down are what a restarted engine reports as expired.
 
+A write that fails for an operational reason (disk full, file system turned
+read-only, I/O error) never raises: it is counted (:attr:`Ledger.write_errors`),
+kept in a bounded backlog and written, in order, before the next write or at
+:meth:`Ledger.flush` / :meth:`Ledger.close` once the disk takes it again. One error
+line marks the start of such a streak and one line its end. A ledger that cannot be
+opened at all is the caller's to replace with :meth:`Ledger.in_memory_copy`.
+
 One connection, guarded by a lock: the pipeline thread writes, other threads (the
 exporter) may read counts.
 """
@@ -20,8 +27,9 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -86,6 +94,23 @@ _Row = tuple[float, str, str | None, str, int, str, float | None, float | None, 
 
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
+_SQLITE_RETRYABLE = frozenset(
+    {
+        3,  # SQLITE_PERM
+        5,  # SQLITE_BUSY
+        6,  # SQLITE_LOCKED
+        8,  # SQLITE_READONLY
+        10,  # SQLITE_IOERR
+        13,  # SQLITE_FULL
+        14,  # SQLITE_CANTOPEN
+    }
+)
+"""Primary result codes of a write that may succeed later (space freed, remounted)."""
+
+BACKLOG_MAX = 10_000
+"""Writes kept while the ledger cannot be written; beyond that the oldest are dropped."""
+
+_Statement = tuple[str, tuple[object, ...]]
 
 
 class LedgerCorruptError(Exception):
@@ -99,6 +124,11 @@ def _is_corrupt(exc: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
+def _retryable(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in _SQLITE_RETRYABLE
+
+
 class Ledger:
     """Decisions in a SQLite file at ``path`` (``":memory:"`` is not supported)."""
 
@@ -109,6 +139,13 @@ class Ledger:
         """A throw-away ledger held in memory (``replay``): nothing is written to disk."""
         self.recovered_from: Path | None = None
         """Where a corrupt file was moved to at open, if one was."""
+        self.write_errors = 0
+        """Writes that failed when asked for (each is kept in the backlog and retried)."""
+        self.dropped = 0
+        """Failed writes given up because the backlog was full."""
+        self.failing: str | None = None
+        """Why writes fail now (the first error of the current streak); None when healthy."""
+        self._backlog: deque[list[_Statement]] = deque()
         self._lock = threading.Lock()
         if not self.in_memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +162,38 @@ class Ledger:
                 error=str(exc),
             )
             self._db = self._open()
+
+    @classmethod
+    def in_memory_copy(cls, path: Path, clock: Clock) -> tuple[Ledger, str | None]:
+        """A ledger in memory, seeded with the decisions of ``path`` when it can be read.
+
+        For a state directory that cannot be written: bans decided now are enforced
+        but not persisted. Returns the ledger and why the file could not be copied
+        (None when it was, or when there is no file).
+        """
+        ledger = cls(Path(MEMORY), clock)
+        path = Path(path).absolute()
+        if not path.exists():
+            return ledger, None
+        if not path.is_file():
+            return ledger, "not a regular file"
+        problem = "unreadable"
+        # mode=ro reads the WAL too; immutable=1 also works where no -shm can be created.
+        for query in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                src = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True)
+                try:
+                    src.backup(ledger._db)
+                finally:
+                    src.close()
+                ledger._prepare(ledger._db)
+            except (sqlite3.Error, LedgerCorruptError) as exc:
+                problem = str(exc)
+                ledger._db.close()
+                ledger._db = ledger._open()
+                continue
+            return ledger, None
+        return ledger, problem
 
     # ------------------------------------------------------------------ opening
 
@@ -178,33 +247,118 @@ class Ledger:
 
     # ------------------------------------------------------------------ writing
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One locked write transaction: committed on success, rolled back on error."""
+    def _execute(self, statements: list[_Statement]) -> list[sqlite3.Cursor]:
+        """Run ``statements`` in one transaction (lock held): all or nothing."""
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cursors = [db.execute(sql, params) for sql, params in statements]
+            db.execute("COMMIT")  # a failed COMMIT (disk full) leaves the transaction open
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return cursors
+
+    def _write(self, statements: list[_Statement]) -> list[sqlite3.Cursor] | None:
+        """Write ``statements`` after any backlog; None when they went to the backlog.
+
+        Errors that may pass (disk full, read-only, I/O) are counted and kept for a
+        retry; any other error is raised.
+        """
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            if self._backlog:
+                self._flush_locked()
+            if not self._backlog:
+                try:
+                    return self._execute(statements)
+                except sqlite3.Error as exc:
+                    if not _retryable(exc):
+                        raise
+                    self._failed(exc)
+            self.write_errors += 1
+            if len(self._backlog) >= BACKLOG_MAX:
+                self._backlog.popleft()
+                self.dropped += 1
+                if self.dropped == 1:
+                    log.error(
+                        "ledger backlog full; the oldest unwritten decisions are dropped",
+                        path=str(self.path),
+                        backlog=BACKLOG_MAX,
+                    )
+            self._backlog.append(statements)
+            return None
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if self.failing is not None:
+            return
+        self.failing = f"writes failing since {_iso(self.clock.now())}: {exc}"
+        log.error(
+            "ledger writes failing; decisions are enforced and kept in memory, written when "
+            "the disk takes them again",
+            path=str(self.path),
+            error=str(exc),
+            fix=f"df -h {self.path.parent}; ls -ld {self.path.parent} {self.path}",
+        )
+
+    def _flush_locked(self) -> int:
+        written = 0
+        while self._backlog:
             try:
-                yield self._db
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._execute(self._backlog[0])
+            except sqlite3.Error as exc:
+                if not _retryable(exc):
+                    # It can never be written: drop it rather than block the others.
+                    log.error(  # noqa: TRY400 - the reason is the message
+                        "ledger write dropped", path=str(self.path), error=str(exc)
+                    )
+                    self._backlog.popleft()
+                    self.dropped += 1
+                    continue
+                return written
+            self._backlog.popleft()
+            written += 1
+        if self.failing is not None:
+            log.info(
+                "ledger writes recovered",
+                path=str(self.path),
+                written=written,
+                failed_writes=self.write_errors,
+                dropped=self.dropped,
+            )
+            self.failing = None
+            self.dropped = 0
+        return written
+
+    def flush(self) -> int:
+        """Write the backlog if the disk takes it now; returns how many writes went in."""
+        if not self._backlog:
+            return 0
+        with self._lock:
+            return self._flush_locked()
+
+    @property
+    def backlog(self) -> int:
+        """Writes waiting for the disk."""
+        return len(self._backlog)
 
     def record(self, decision: Decision) -> int:
-        """Store a decision and return its row id.
+        """Store a decision and return its row id (0 when the write waits in the backlog).
 
         A BAN ends any still-open ban of the same target (only the newest counts).
         """
         d = decision
-        with self._write():
-            if d.action is Action.BAN:
-                self._db.execute(
+        statements: list[_Statement] = []
+        if d.action is Action.BAN:
+            statements.append(
+                (
                     "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
                     "AND ended_at IS NULL",
                     (d.ts, d.target),
                 )
-            cur = self._db.execute(
+            )
+        statements.append(
+            (
                 "INSERT INTO decisions (ts, action, target, detector, severity, reason, ttl, "
                 "expires_at, offence, simulated, evidence_count) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -222,20 +376,18 @@ class Ledger:
                     d.evidence_count,
                 ),
             )
-            return int(cur.lastrowid or 0)
+        )
+        cursors = self._write(statements)
+        return int(cursors[-1].lastrowid or 0) if cursors else 0
 
     def end(self, targets: Iterable[str], at: float) -> int:
         """Close the open bans of ``targets`` (their expiry was handled); returns rows closed."""
-        with self._write():
-            closed = 0
-            for target in targets:
-                cur = self._db.execute(
-                    "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
-                    "AND ended_at IS NULL",
-                    (at, target),
-                )
-                closed += cur.rowcount
-            return closed
+        sql = (
+            "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
+            "AND ended_at IS NULL"
+        )
+        cursors = self._write([(sql, (at, target)) for target in targets])
+        return sum(c.rowcount for c in cursors) if cursors else 0
 
     def remove(self, target: str) -> int:
         """Manual unban: close the open ban of ``target`` and forgive its history.
@@ -244,26 +396,33 @@ class Ledger:
         closed (0 when ``target`` was not banned).
         """
         now = self.clock.now()
-        with self._write():
-            cur = self._db.execute(
-                "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
-                "AND ended_at IS NULL",
-                (now, target),
-            )
-            self._db.execute(
-                "UPDATE decisions SET forgiven = 1 WHERE action = 'ban' AND target = ?",
-                (target,),
-            )
-            return cur.rowcount
+        cursors = self._write(
+            [
+                (
+                    "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
+                    "AND ended_at IS NULL",
+                    (now, target),
+                ),
+                (
+                    "UPDATE decisions SET forgiven = 1 WHERE action = 'ban' AND target = ?",
+                    (target,),
+                ),
+            ]
+        )
+        return cursors[0].rowcount if cursors else 0
 
     def purge(self, before: float) -> int:
         """Delete history older than ``before``; open bans are kept. Returns rows deleted."""
-        with self._write():
-            cur = self._db.execute(
-                "DELETE FROM decisions WHERE ts < ? AND (action != 'ban' OR ended_at IS NOT NULL)",
-                (before,),
-            )
-            return cur.rowcount
+        cursors = self._write(
+            [
+                (
+                    "DELETE FROM decisions WHERE ts < ? "
+                    "AND (action != 'ban' OR ended_at IS NOT NULL)",
+                    (before,),
+                )
+            ]
+        )
+        return cursors[0].rowcount if cursors else 0
 
     # ------------------------------------------------------------------ reading
 
@@ -306,8 +465,17 @@ class Ledger:
         return [_decision(row) for row in rows]
 
     def close(self) -> None:
-        """Checkpoint and close; further calls fail with ``sqlite3.ProgrammingError``."""
+        """Write the backlog, checkpoint, close; later calls raise ``sqlite3.ProgrammingError``."""
         with self._lock:
+            if self._backlog:
+                self._flush_locked()
+            if self._backlog:
+                log.error(
+                    "ledger closed with unwritten decisions; they are lost",
+                    path=str(self.path),
+                    unwritten=len(self._backlog),
+                    error=self.failing,
+                )
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error as exc:
@@ -324,6 +492,10 @@ class Ledger:
                 params,
             ).fetchall()
         return [_decision(row) for row in rows]
+
+
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
 def _decision(row: _Row) -> Decision:
