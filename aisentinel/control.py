@@ -284,8 +284,8 @@ class ControlServer:
                 self._send(conn, {"ok": False, "error": refusal}, deadline)
                 return
             if len(line) > self.max_request:
+                self._count(error=True)  # counted before the answer: a client may look
                 self._send(conn, {"ok": False, "error": _too_large(self.max_request)}, deadline)
-                self._count(error=True)
                 return
             answer = self.handle(line)
             if not self._send(conn, answer, deadline):
