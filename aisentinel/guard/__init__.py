@@ -15,14 +15,17 @@ from aisentinel.guard.scanner import (
     sanitize_prompt,
     scan,
 )
+from aisentinel.guard.secrets import SecretFinding, find_secrets
 
 __all__ = [
     "MAX_SCAN_CHARS",
     "Finding",
     "GuardModel",
     "SanitizeResult",
+    "SecretFinding",
     "Verdict",
     "default_model",
+    "find_secrets",
     "sanitize_prompt",
     "scan",
 ]
