@@ -1,0 +1,118 @@
+"""The shipped linear model: weights per feature, loaded once from a JSON data file.
+
+The file (``aisentinel/data/guard-model.json``) is written by ``bench/train_guard.py``;
+its provenance (training file, sha256, row counts, licences, cross-validated figures)
+is ``guard-model.provenance.json`` beside it. Scoring is a sum of dictionary look-ups:
+no numpy, no download, no GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from functools import cache
+from importlib import resources
+from itertools import repeat
+from typing import Any
+
+from aisentinel.guard.features import CHAR_NS, HEAD, TAIL, Features
+
+__all__ = ["MODEL_FILE", "PROVENANCE_FILE", "GuardModel", "default_model"]
+
+MODEL_FILE = "guard-model.json"
+PROVENANCE_FILE = "guard-model.provenance.json"
+FORMAT = 1
+CATEGORIES = ("injection", "jailbreak", "extraction")
+
+
+class GuardModel:
+    """A binary attack model plus a three-way category model (word and rule features)."""
+
+    __slots__ = (
+        "bias",
+        "cat_bias",
+        "cat_rule",
+        "cat_word",
+        "char_w",
+        "rule_w",
+        "threshold",
+        "word_w",
+    )
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"guard model format {data.get('format')!r}, expected {FORMAT}")
+        if tuple(data["char_ns"]) != CHAR_NS or data["head"] != HEAD or data["tail"] != TAIL:
+            raise ValueError("guard model was trained with other feature settings")
+        self.bias = float(data["bias"])
+        self.threshold = float(data["threshold"])
+        self.char_w: dict[str, float] = {k: float(v) for k, v in data["char"].items()}
+        self.word_w: dict[str, float] = {k: float(v) for k, v in data["word"].items()}
+        self.rule_w: dict[str, float] = {k: float(v) for k, v in data["rule"].items()}
+        self.cat_bias: tuple[float, ...] = tuple(float(v) for v in data["cat_bias"])
+        self.cat_word: dict[str, tuple[float, ...]] = {
+            k: tuple(float(x) for x in v) for k, v in data["cat_word"].items()
+        }
+        self.cat_rule: dict[str, tuple[float, ...]] = {
+            k: tuple(float(x) for x in v) for k, v in data["cat_rule"].items()
+        }
+        if len(self.cat_bias) != len(CATEGORIES):
+            raise ValueError("guard model category block has the wrong width")
+
+    def logit(self, feats: Features) -> float:
+        """Log-odds that the text is an attack."""
+        total = self.bias
+        if feats.chars:
+            got = sum(map(self.char_w.get, feats.chars, repeat(0.0)))
+            total += got / math.sqrt(len(feats.chars))
+        if feats.words:
+            got = sum(map(self.word_w.get, feats.words, repeat(0.0)))
+            total += got / math.sqrt(len(feats.words))
+        rule_w = self.rule_w
+        for hit in feats.rules:
+            total += rule_w.get(hit.name, 0.0)
+        return total
+
+    def score(self, feats: Features) -> float:
+        """Probability-like score in 0..1."""
+        z = self.logit(feats)
+        if z >= 0:
+            return 1.0 / (1.0 + math.exp(-z))
+        e = math.exp(z)
+        return e / (1.0 + e)
+
+    def category(self, feats: Features) -> str:
+        """The most likely attack category (only meaningful for texts that are attacks)."""
+        sums = list(self.cat_bias)
+        scale = 1.0 / math.sqrt(len(feats.words)) if feats.words else 0.0
+        cat_word = self.cat_word
+        for word in feats.words:
+            row = cat_word.get(word)
+            if row is not None:
+                for i, w in enumerate(row):
+                    sums[i] += w * scale
+        for hit in feats.rules:
+            row = self.cat_rule.get(hit.name)
+            if row is not None:
+                for i, w in enumerate(row):
+                    sums[i] += w
+        best = max(range(len(sums)), key=sums.__getitem__)
+        return CATEGORIES[best]
+
+    def top_word(self, feats: Features) -> tuple[str, float] | None:
+        """The word n-gram with the largest positive weight present in the text."""
+        get = self.word_w.get
+        best: tuple[str, float] | None = None
+        for word in feats.words:
+            w = get(word, 0.0)
+            if w > 0 and (best is None or w > best[1]):
+                best = (word, w)
+        return best
+
+
+@cache
+def default_model() -> GuardModel:
+    """The shipped model, loaded on first use."""
+    ref = resources.files("aisentinel") / "data" / MODEL_FILE
+    return GuardModel(json.loads(ref.read_text(encoding="utf-8")))

@@ -1,0 +1,190 @@
+"""Text normalisation before scoring: undo the cheap obfuscations attackers use.
+
+Every step is a C-level string operation (``unicodedata.normalize``, ``str.translate``,
+compiled regexes); only tokens that actually contain leetspeak or letter-spacing reach a
+Python callback. The result is lower case with single spaces, so rules and n-grams see
+``IGNORE  previous``, ``ignоre previous`` (Cyrillic ``о``), ``ig\u200bnore previous``,
+``1gn0r3 pr3v10us`` and ``i g n o r e previous`` as the same text.
+
+Encoded blobs (base64, hex) are not decoded in place: :func:`decoded_blobs` returns the
+plausible decodings, and the scorer scores each as a text of its own.
+"""
+# ruff: noqa: RUF001, RUF002
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import unicodedata
+
+__all__ = ["MAX_BLOBS", "decoded_blobs", "escape_snippet", "normalize"]
+
+# Zero-width and other invisible format characters (Unicode category Cf that survive
+# NFKC), plus soft hyphen and the combining grapheme joiner.
+_INVISIBLE = dict.fromkeys(
+    [
+        0x00AD,
+        0x034F,
+        0x061C,
+        0x115F,
+        0x1160,
+        0x17B4,
+        0x17B5,
+        0x180E,
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2070),
+        0x3164,
+        0xFE0F,
+        0xFEFF,
+        0xFFA0,
+        *range(0xE0000, 0xE0080),  # tag characters (invisible "ASCII smuggling")
+    ]
+)
+
+# Cyrillic and Greek letters that look like Latin ones (a subset of Unicode's
+# confusables.txt: the letters that render identically in common fonts).
+_CONFUSABLE_PAIRS = {
+    # Cyrillic lower case
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o",
+    "р": "p", "с": "c", "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i",
+    "ј": "j", "ԁ": "d", "ӏ": "l", "ԛ": "q", "ԝ": "w", "һ": "h", "ь": "b", "ɡ": "g",
+    # Cyrillic upper case
+    "А": "a", "В": "b", "Е": "e", "Ё": "e", "К": "k", "М": "m", "Н": "h", "О": "o",
+    "Р": "p", "С": "c", "Т": "t", "У": "y", "Х": "x", "Ѕ": "s", "І": "i", "Ї": "i",
+    "Ј": "j", "Ԛ": "q", "Ԝ": "w", "Һ": "h",
+    # Greek
+    "α": "a", "β": "b", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o",
+    "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w",
+    "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m",
+    "Ν": "n", "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x",
+    # Latin lookalikes outside ASCII
+    "ı": "i", "ȷ": "j", "ℓ": "l",
+}  # fmt: skip
+
+_TABLE: dict[int, int | str | None] = {ord(k): v for k, v in _CONFUSABLE_PAIRS.items()}
+_TABLE.update(dict.fromkeys(_INVISIBLE))
+
+_LEET = str.maketrans(
+    {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "|": "l"}
+)
+# A token of letters mixed with leet digits/symbols ("1gn0r3", "pr3v10us", "@ccess").
+_LEET_TOKEN = re.compile(r"(?<![\w@$|])[a-z0-9@$|]*[a-z][a-z0-9@$|]*(?![\w@$|])")
+_HAS_LEET = re.compile(r"[0-9@$|]")
+# Four or more single letters separated by one space/dot/dash/underscore/asterisk.
+_SPACED = re.compile(r"(?<![a-z])(?:[a-z][ .\-_*]){3,}[a-z](?![a-z])")
+_SEPARATORS = str.maketrans("", "", " .-_*")
+_WS = re.compile(r"\s+")
+
+MAX_BLOBS = 4
+_MAX_BLOB_CHARS = 16_384
+_B64 = re.compile(r"[A-Za-z0-9+/\-_]{20,}={0,2}")
+_HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){12,}")
+
+
+def _unleet(match: re.Match[str]) -> str:
+    token = match.group()
+    if _HAS_LEET.search(token) is None:
+        return token
+    letters = sum(c.isalpha() for c in token)
+    # Leave numbers with a unit ("10gb", "gpt4", "v1") alone: leetspeak replaces
+    # letters inside a word, so the token must be mostly letters around the digits.
+    if letters < 2 or letters * 2 < len(token) - 1:
+        return token
+    return token.translate(_LEET)
+
+
+def _unspace(match: re.Match[str]) -> str:
+    return match.group().translate(_SEPARATORS)
+
+
+def normalize(text: str) -> str:
+    """Lower-case, de-obfuscated, single-spaced form of ``text`` (see module docstring)."""
+    text = unicodedata.normalize("NFKC", text).translate(_TABLE).casefold()
+    if _HAS_LEET.search(text) is not None:
+        text = _LEET_TOKEN.sub(_unleet, text)
+    text = _SPACED.sub(_unspace, text)
+    return _WS.sub(" ", text).strip()
+
+
+def _printable_ratio(text: str) -> float:
+    if not text:
+        return 0.0
+    good = sum(1 for c in text if c.isprintable() or c in "\n\t\r")
+    return good / len(text)
+
+
+def _plausible(raw: bytes) -> str | None:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(text) < 8 or _printable_ratio(text) < 0.9:
+        return None
+    # Decoded natural language has letters and spaces; random bytes that happen to be
+    # valid UTF-8 rarely do.
+    letters = sum(1 for c in text if c.isalpha())
+    if letters < len(text) * 0.5 or " " not in text:
+        return None
+    return text
+
+
+def decoded_blobs(text: str) -> list[tuple[str, str]]:
+    """Plausible decodings of base64 and hex blobs in ``text``: ``(kind, decoded)`` pairs.
+
+    At most :data:`MAX_BLOBS` blobs, each at most 16 KiB, are tried; a blob counts when it
+    decodes to UTF-8 text that is mostly printable letters and contains a space.
+    """
+    found: list[tuple[str, str]] = []
+    for match in _B64.finditer(text):
+        blob = match.group()
+        if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
+            continue
+        body = blob.rstrip("=")
+        padded = body + "=" * (-len(body) % 4)
+        try:
+            if "-" in body or "_" in body:
+                raw = base64.urlsafe_b64decode(padded)
+            else:
+                raw = base64.b64decode(padded, validate=True)
+        except (binascii.Error, ValueError):
+            continue
+        decoded = _plausible(raw)
+        if decoded is not None:
+            found.append(("base64", decoded))
+            if len(found) >= MAX_BLOBS:
+                return found
+    for match in _HEX.finditer(text):
+        blob = match.group().replace(" ", "").replace(":", "")
+        if len(blob) > _MAX_BLOB_CHARS:
+            continue
+        try:
+            raw = bytes.fromhex(blob[: len(blob) // 2 * 2])
+        except ValueError:
+            continue
+        decoded = _plausible(raw)
+        if decoded is not None:
+            found.append(("hex", decoded))
+            if len(found) >= MAX_BLOBS:
+                break
+    return found
+
+
+def escape_snippet(text: str, limit: int = 160) -> str:
+    """``text`` cut to ``limit`` characters with control and invisible characters escaped.
+
+    Safe to put in a log line or a terminal: newlines, ANSI escapes, bidi overrides and
+    zero-width characters come out as ``\\n``, ``\\x1b``, ``\\u202e``...
+    """
+    cut = text[:limit]
+    out = []
+    for ch in cut:
+        if ch.isprintable() and ch != "\\":
+            out.append(ch)
+        elif ch == "\\":
+            out.append("\\\\")
+        else:
+            out.append(ch.encode("unicode_escape").decode("ascii"))
+    suffix = "…" if len(text) > limit else ""
+    return "".join(out) + suffix

@@ -1,0 +1,72 @@
+"""aisentinel.guard.find_secrets: keys, tokens, cards (Luhn), bulk e-mail; never the secret."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from aisentinel.guard import find_secrets
+
+
+def _b64(obj: dict[str, object]) -> str:
+    raw = json.dumps(obj).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _fake_secrets() -> dict[str, str]:
+    body = "MIIEowIBAAKCAQEA" + "q" * 120
+    return {
+        "private_key": f"-----BEGIN RSA PRIVATE KEY-----\n{body}\n-----END RSA PRIVATE KEY-----",
+        "aws_access_key": "AKIA" + "Q7XZ3T9KLMW2RB4N",
+        "github_token": "ghp_" + "a1B2c3D4e5F6g7H8i9J0" * 2,
+        "slack_token": "xoxb-" + "1234567890-abcdefghijKLMN",
+        "openai_key": "sk-proj-" + "Zx9" * 12,
+        "jwt": f"{_b64({'alg': 'HS256'})}.{_b64({'sub': 'u1', 'n': 'Ann'})}.sigSIGsig1234",
+        "credit_card": "4111 1111 1111 1111",
+    }
+
+
+def test_each_kind_found_and_redacted() -> None:
+    """Every secret kind is found, and no finding's redacted text contains the secret."""
+    for kind, secret in _fake_secrets().items():
+        text = f"here is my config: {secret} please debug it"
+        findings = find_secrets(text)
+        assert [f.kind for f in findings] == [kind], (kind, findings)
+        f = findings[0]
+        assert text[f.start : f.end].startswith(secret[:10])
+        assert secret not in f.redacted
+        assert secret[4:-4] not in f.redacted
+
+
+def test_card_numbers_need_luhn_and_length() -> None:
+    """A digit run is a card only if its length and Luhn checksum fit."""
+    assert [f.kind for f in find_secrets("card 4111-1111-1111-1111 exp 12/29")] == ["credit_card"]
+    assert find_secrets("card 4111 1111 1111 1112") == []
+    assert find_secrets("order 1234567890123 shipped") == []
+    assert find_secrets("call +1 555 0100 today") == []
+
+
+def test_email_only_in_bulk() -> None:
+    """One or two addresses are normal; five distinct ones in a prompt make a finding."""
+    assert find_secrets("mail me at ann@example.org or bob@example.org") == []
+    many = ", ".join(f"user{i}@example.com" for i in range(6))
+    findings = find_secrets(f"dedupe this list: {many}")
+    assert [f.kind for f in findings] == ["email_bulk"]
+    assert "@" not in findings[0].redacted
+
+
+def test_benign_text_has_no_secrets() -> None:
+    """Ordinary prose, code and hashes produce no findings."""
+    text = (
+        "The sk-learn library (scikit-learn) has a skeleton key concept? No. "
+        "sha256 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08, "
+        "version 1.2.3, phone 0800 123 456, ISBN 978-3-16-148410-0."
+    )
+    assert find_secrets(text) == []
+
+
+def test_findings_ordered_by_position() -> None:
+    """Several secrets come back in text order."""
+    s = _fake_secrets()
+    text = f"a {s['credit_card']} b {s['aws_access_key']} c {s['github_token']}"
+    assert [f.kind for f in find_secrets(text)] == ["credit_card", "aws_access_key", "github_token"]
