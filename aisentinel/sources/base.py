@@ -110,6 +110,14 @@ class Source(ABC):
     def stop(self) -> None:
         """Stop reading, persist positions/cursors, join the threads."""
 
+    def request_stop(self) -> None:  # noqa: B027 - an optional hook; stop() still stops
+        """Stop reading soon, without waiting (thread-safe; ``stop()`` must still follow).
+
+        Called at shutdown from the source's own thread (inside ``emit``) or another one:
+        the reader hands on no further batch once it sees it, and saves its position just
+        past the last line handed on. The default does nothing.
+        """
+
     def ready(self) -> bool:
         """True once the source has opened (or is watching for) everything it follows."""
         return True

@@ -295,6 +295,11 @@ class FileSource(Source):
             self._save(force=True)
         self._thread = None
 
+    def request_stop(self) -> None:
+        """Make the reader stop at the next batch boundary (see :meth:`Source.request_stop`)."""
+        self._stopping.set()
+        self._wake.set()
+
     def ready(self) -> bool:
         """True once every path has been looked at (opened or being waited for)."""
         return self._ready.is_set()
@@ -533,8 +538,8 @@ class FileSource(Source):
 
         Returns None when done (gaps are logged and counted), or the position to resume
         from at the next start when ``stop()`` came first. ``reused``: the current file
-        has the saved inode but other content (if no rotated file holds the position, it
-        was rewritten in place: no gap).
+        has the saved inode but other content (if no rotated file holds the position and
+        none is newer than the save, it was rewritten in place: no gap).
         """
         generations = _generations(path)
         found = None
@@ -547,7 +552,7 @@ class FileSource(Source):
             if fd is not None:
                 return self._read_generation(path, path, saved.offset, fd=fd)
             newer = [g for g in generations if _mtime(g) > self._saved_at]
-            if reused:
+            if reused and not newer:  # nothing rotated since the save: rewritten in place
                 _log.info("log file rewritten while stopped, reading from start", path=path)
             else:
                 self._gap(

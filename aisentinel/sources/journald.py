@@ -182,6 +182,10 @@ class JournaldSource(Source):
             self._save(force=True)
         self._thread = None
 
+    def request_stop(self) -> None:
+        """Make the reader stop after the batch it is handing on."""
+        self._stopping.set()
+
     def ready(self) -> bool:
         """True once opening the journal was tried (retries follow), or when disabled."""
         return self._disabled or self._tried.is_set()
