@@ -413,6 +413,31 @@ def test_stop_mid_chunk_saves_the_last_line_handed_on(harness: Harness, tmp_path
     assert first + out.lines == [f"line {i:06d}" for i in range(count)]
 
 
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_stop_while_reading_a_rotated_generation_resumes_there(
+    harness: Harness, tmp_path: Path, compressed: bool
+) -> None:
+    """Stopped while catching up on a rotated file: the next start goes on from that line."""
+    log = tmp_path / "a.log"
+    _first_run(harness, log)
+    append(log, b"".join(b"big %06d\n" % i for i in range(50_000)))
+    _rotate_compress(log, delay=not compressed)
+    log.write_bytes(b"current\n")
+    cfg = harness.config([log], batch_lines=100)
+    source = FileSource(cfg, clock=SystemClock(), state_dir=harness.state)
+    slow = SlowEmit()
+    source.start(slow)
+    wait_for(lambda: len(slow.lines) >= 500, "some of the rotated file")
+    source.stop()
+    first = slow.lines
+    assert len(first) < 50_000
+    _, out = harness.start([log])
+    expected = numbered("g0", 99, first=1).decode().splitlines()
+    expected += [f"big {i:06d}" for i in range(50_000)] + ["current"]
+    wait_for(lambda: len(first) + len(out.lines) >= len(expected), "every line")
+    assert first + out.lines == expected
+
+
 DAEMON_CONFIG = """
 [daemon]
 state_dir = "{state}"

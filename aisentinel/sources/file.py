@@ -384,11 +384,11 @@ class FileSource(Source):
             if missing:
                 resume = self._catch_up(path, pos)
                 if resume is None:
-                    del self._saved[path]
+                    del self._saved[path]  # now waited for: read from 0 when it comes back
                 else:
-                    self._saved[path] = resume
-            if seen is None:
-                self._saved.pop(path, None)
+                    self._saved[path] = resume  # stopped meanwhile: go on from there
+            elif seen is None:
+                del self._saved[path]
         for tracked in self._files.values():
             if tracked.explicit and tracked.handle is None and not Path(tracked.path).exists():
                 self._warn_missing(tracked.path)
