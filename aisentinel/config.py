@@ -30,13 +30,12 @@ from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import ResponderConfigBase
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import SourceConfigBase
+from aisentinel.sources.journald import journald_problem
 
 DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
 DEFAULT_METRICS_PORT = 9847
 DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
 """Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
-
-JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
 
 
 class DaemonConfig(StrictModel):
@@ -147,11 +146,7 @@ class Config:
 
 def journald_usable() -> bool:
     """True when systemd-python imports and a journal directory exists on this host."""
-    try:
-        from systemd import journal  # noqa: F401, PLC0415 - optional extra
-    except ImportError:
-        return False
-    return any(d.is_dir() for d in JOURNAL_DIRS)
+    return journald_problem() is None
 
 
 def default_sources(*, journald: bool | None = None) -> list[dict[str, Any]]:
@@ -159,7 +154,9 @@ def default_sources(*, journald: bool | None = None) -> list[dict[str, Any]]:
 
     nginx's access and error logs at their Debian paths, and sshd from journald when
     journald can be read (Debian 12 has no /var/log/auth.log by default), else from
-    /var/log/auth.log. Never both: the same attempt would be counted twice.
+    /var/log/auth.log. Never both: the same attempt would be counted twice. If that file
+    is missing too, the file source says so at start, with why the journal was not used
+    (:func:`~aisentinel.sources.journald.journald_problem`) and what to do.
     """
     use_journald = journald_usable() if journald is None else journald
     sources: list[dict[str, Any]] = [

@@ -189,7 +189,9 @@ class Daemon:
     def _emit(self, batch: LineBatch) -> None:
         # Blocks while the queue is full: sources wait instead of memory growing. At
         # shutdown the loop keeps draining until the sources have stopped, so a batch
-        # whose position a source is about to save is still processed.
+        # whose position a source is about to save is still processed. Once a stop is
+        # asked for, the source is told to hand on nothing more: what it has not handed
+        # on stays unread (its saved position is before it) for the next start.
         while True:
             try:
                 self.queue.put(batch, timeout=0.5)
@@ -198,6 +200,10 @@ class Daemon:
                     log.error("pipeline closed; batch dropped", source=batch.source)  # noqa: TRY400
                     return
                 continue
+            if self._stop.is_set():
+                source = self.sources.get(batch.source)
+                if source is not None:
+                    source.request_stop()
             return
 
     # ------------------------------------------------------------------ hooks
@@ -461,14 +467,34 @@ class Daemon:
         log.info("aisentinel stopping")
         if self.control is not None:
             self.control.stop()
+        for source in list(self.sources.values()):
+            source.request_stop()  # all at once: each stops at its next batch boundary
         stopper = threading.Thread(target=self._stop_sources, name="stop-sources")
         stopper.start()
+        # One batch at a time, so the deadline holds however slow the pipeline is.
         deadline = self.clock.monotonic() + STOP_DRAIN_SECONDS
         while self.clock.monotonic() < deadline:
-            if self._drain(timeout=0.05) == 0 and not stopper.is_alive():
-                break
+            try:
+                batch = self.queue.get(timeout=0.05)
+            except queue.Empty:
+                if not stopper.is_alive():
+                    break
+                continue
+            self.pipeline.process(batch)
         self._closed.set()
         stopper.join(timeout=STOP_DRAIN_SECONDS)
+        left = 0
+        while True:
+            try:
+                left += len(self.queue.get_nowait().lines)
+            except queue.Empty:
+                break
+        if left:
+            log.error(
+                "stopped before every line read was processed; they are not read again",
+                lines=left,
+                seconds=STOP_DRAIN_SECONDS,
+            )
         if self.audit is not None:
             self.audit.shutdown()
         self.runner.tick(self.clock.now())
@@ -477,4 +503,4 @@ class Daemon:
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
-        log.info("aisentinel stopped")
+        log.info("aisentinel stopped", lines=sum(c.lines for c in self.pipeline.sources.values()))

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from aisentinel import __version__
+from aisentinel.sources.base import SOURCE_STATES
 
 if TYPE_CHECKING:
     from aisentinel.daemon import Daemon
@@ -93,7 +94,25 @@ class DaemonCollector(Collector):
         )
         up = GaugeMetricFamily(
             "aisentinel_source_up",
-            "1 when the source is open and reading, else 0.",
+            "1 when every log the source reads is open and followed (a pattern: one match), "
+            "else 0.",
+            labels=["source"],
+        )
+        state = GaugeMetricFamily(
+            "aisentinel_source_state",
+            "1 for the source's current state (following, degraded, waiting, error, "
+            "stopped), 0 for the others; the reason is in the log.",
+            labels=["source", "state"],
+        )
+        position_errors = CounterMetricFamily(
+            "aisentinel_source_position_errors",
+            "Failures to load or save read positions (reading goes on; a restart may "
+            "skip or repeat lines).",
+            labels=["source"],
+        )
+        gaps = CounterMetricFamily(
+            "aisentinel_source_gaps",
+            "Stretches of log not read: a file rotated while stopped that is gone or unreadable.",
             labels=["source"],
         )
         lag_bytes = GaugeMetricFamily(
@@ -111,8 +130,10 @@ class DaemonCollector(Collector):
             parsed.add_metric([name], c.parsed if c else 0)
             unparsed.add_metric([name], c.unparsed if c else 0)
             source = d.sources.get(name)
-            if source is None:
+            if source is None:  # configured, but it failed to start
                 up.add_metric([name], 0)
+                for value in SOURCE_STATES:
+                    state.add_metric([name, value], 1 if value == "error" else 0)
                 continue
             st = source.stats
             lines.add_metric([name], st.lines_read)
@@ -120,10 +141,15 @@ class DaemonCollector(Collector):
             rotations.add_metric([name], st.rotations)
             errors.add_metric([name], st.errors)
             up.add_metric([name], 1 if st.up else 0)
+            current = st.state
+            for value in SOURCE_STATES:
+                state.add_metric([name, value], 1 if value == current else 0)
+            position_errors.add_metric([name], st.position_errors)
+            gaps.add_metric([name], st.gaps)
             lag_bytes.add_metric([name], st.lag_bytes)
             lag_seconds.add_metric([name], st.lag_seconds)
-        yield from (lines, parsed, unparsed, truncated, rotations, errors, up)
-        yield from (lag_bytes, lag_seconds)
+        yield from (lines, parsed, unparsed, truncated, rotations, errors, up, state)
+        yield from (position_errors, gaps, lag_bytes, lag_seconds)
 
     def _pipeline(self) -> Iterator[Metric]:
         p = self.daemon.pipeline

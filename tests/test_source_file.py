@@ -138,12 +138,12 @@ def test_partial_line_held_until_newline(harness: Harness, tmp_path: Path) -> No
 
 
 def test_crlf_and_invalid_utf8(harness: Harness, tmp_path: Path) -> None:
-    """CRLF endings lose the CR; invalid UTF-8 becomes U+FFFD; a lone CR stays."""
+    """CRLF endings lose the CR; invalid UTF-8 becomes U+FFFD; a lone CR ends a line."""
     log = tmp_path / "a.log"
     log.write_bytes(b"")
     _, out = harness.start([log])
     append(log, b"dos\r\ncaf\xe9 ok\nin\rside\n\r\n")
-    expect(out, ["dos", "caf\ufffd ok", "in\rside", ""])
+    expect(out, ["dos", "caf\ufffd ok", "in", "side", ""])
 
 
 def test_crlf_split_across_writes(harness: Harness, tmp_path: Path) -> None:
@@ -257,14 +257,17 @@ def test_delete_and_recreate(harness: Harness, tmp_path: Path) -> None:
 
 
 def test_file_appears_later_in_missing_directory(harness: Harness, tmp_path: Path) -> None:
-    """A missing log and directory are waited for and read from 0 once they appear."""
+    """A missing log and directory are waited for (source down) and read from 0 on arrival."""
     log = tmp_path / "not" / "yet" / "a.log"
     source, out = harness.start([log])
-    assert source.stats.up
+    assert not source.stats.up
+    assert source.stats.state == "waiting"
     assert out.lines == []
     log.parent.mkdir(parents=True)
     log.write_bytes(b"hello\n")
     expect(out, ["hello"])
+    wait_for(lambda: source.stats.state == "following", "the source to be following")
+    assert source.stats.up
     append(log, b"world\n")
     expect(out, ["hello", "world"])
 

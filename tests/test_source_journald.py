@@ -178,9 +178,22 @@ def test_disabled_without_systemd_python(tmp_path: Path, monkeypatch: pytest.Mon
         "(pip install aisentinel[systemd])"
     ]
     assert not source.stats.up
+    assert source.stats.state == "error"
+    assert "systemd-python" in source.stats.reason
     assert source.ready()
     assert source._thread is None
     source.stop()
+
+
+def test_journald_problem_names_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """journald_problem says what is missing: the library, or any journal directory."""
+    monkeypatch.setattr(journald, "_journal", None)
+    assert journald.journald_problem() == "systemd-python is not installed"
+    monkeypatch.setattr(journald, "_journal", object())
+    monkeypatch.setattr(journald, "JOURNAL_DIRS", (tmp_path / "nope",))
+    assert "no journal directory" in (journald.journald_problem() or "")
+    monkeypatch.setattr(journald, "JOURNAL_DIRS", (tmp_path,))
+    assert journald.journald_problem() is None
 
 
 # ------------------------------------------------------------------ real journal files
@@ -275,3 +288,39 @@ def test_stop_is_prompt(make: Callable[..., Any], tmp_path: Path) -> None:
     source.stop()
     assert time.monotonic() - began < 5.0
     assert not source.stats.up
+
+
+@needs_journal
+def test_state_follows_the_open_journal(make: Callable[..., Any], tmp_path: Path) -> None:
+    """Up and following while the journal is open; stopped after stop()."""
+    (tmp_path / "journal").mkdir()
+    write_journal(tmp_path / "journal" / "a.journal", [entry(1, "one")])
+    source, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) == 1, "the entry")
+    assert source.stats.state == "following"
+    assert source.stats.up
+    source.stop()
+    assert source.stats.state == "stopped"
+    assert not source.stats.up
+
+
+@needs_journal
+def test_cursor_save_failure_degrades_and_keeps_reading(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A cursor that cannot be saved: logged once, counted, degraded; entries still read."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    (tmp_path / "state" / "journald-ssh.cursor").mkdir(parents=True)
+    write_journal(jdir / "a.journal", [entry(1, "one")])
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at="beginning")
+        wait_for(lambda: len(out.lines) == 1, "the first entry")
+        write_journal(jdir / "b.journal", [entry(2, "two")])
+        wait_for(lambda: len(out.lines) == 2, "the entry after the failed save")
+        wait_for(lambda: source.stats.position_errors >= 2, "the failures to be counted")
+    assert source.stats.state == "degraded"
+    assert source.stats.up
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["path"] == str(tmp_path / "state" / "journald-ssh.cursor")

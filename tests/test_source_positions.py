@@ -114,3 +114,36 @@ def test_atomic_write_replaces_and_leaves_no_temp(tmp_path: Path) -> None:
     atomic_write(target, b"two")
     assert target.read_bytes() == b"two"
     assert sorted(p.name for p in target.parent.iterdir()) == ["file"]
+
+
+def test_watched_round_trip_per_source(tmp_path: Path) -> None:
+    """Watched paths are saved per source, loaded back, and dropped when empty."""
+    PositionStore(tmp_path, "web").save({"/a": pos(1)}, frozenset({"/b", "/logs/*.log"}))
+    PositionStore(tmp_path, "ssh").save({}, frozenset({"/c"}))
+    saved = PositionStore(tmp_path, "web").load_saved()
+    assert saved.positions == {"/a": pos(1)}
+    assert saved.watched == {"/b", "/logs/*.log"}
+    assert saved.saved_at > 0
+    PositionStore(tmp_path, "web").save({"/a": pos(2)})
+    assert PositionStore(tmp_path, "web").load_saved().watched == frozenset()
+    assert PositionStore(tmp_path, "ssh").load_saved().watched == {"/c"}
+
+
+def test_malformed_watched_is_ignored_not_fatal(tmp_path: Path) -> None:
+    """A bad 'watched' part is dropped alone; the positions still load."""
+    good = {"dev": 1, "ino": 2, "offset": 10, "head_len": 4, "head_sha256": head_sha256(b"head")}
+    doc = {"version": 1, "sources": {"web": {"/a": good}}, "watched": {"web": "/b"}}
+    (tmp_path / "positions.json").write_text(json.dumps(doc))
+    saved = PositionStore(tmp_path, "web").load_saved()
+    assert saved.positions == {"/a": pos(10)}
+    assert saved.watched == frozenset()
+
+
+def test_unreadable_positions_file_raises_oserror(tmp_path: Path) -> None:
+    """A positions path that is a directory raises OSError on load and save (caller reports)."""
+    (tmp_path / "positions.json").mkdir()
+    store = PositionStore(tmp_path, "web")
+    with pytest.raises(OSError, match="Is a directory"):
+        store.load()
+    with pytest.raises(OSError, match="Is a directory"):
+        store.save({"/a": pos(1)})

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import StrictModel
@@ -23,6 +23,26 @@ from aisentinel.events import LineBatch
 from aisentinel.registry import Registry
 
 Emit = Callable[[LineBatch], None]
+
+SourceState = Literal["following", "waiting", "degraded", "error", "stopped"]
+"""What a source is doing, for machines (the exporter's ``aisentinel_source_state``).
+
+* ``following``: everything it reads is open and followed (``up``);
+* ``degraded``: following, but something beside the reading failed, e.g. read positions
+  cannot be loaded or saved, so a restart may re-read or skip lines (still ``up``);
+* ``waiting``: a configured log (or every match of a pattern) is missing; it is watched
+  for and read from its beginning once it appears (not ``up``);
+* ``error``: something it must read cannot be opened or read; retried (not ``up``);
+* ``stopped``: not started, stopped, or disabled (not ``up``).
+"""
+
+SOURCE_STATES: Final[tuple[SourceState, ...]] = (
+    "following",
+    "waiting",
+    "degraded",
+    "error",
+    "stopped",
+)
 
 
 class SourceConfigBase(StrictModel):
@@ -38,7 +58,10 @@ class SourceStats:
     """Counters a source keeps; the exporter reads them at scrape time.
 
     Written only by the source's own thread; read (without a lock) by the exporter,
-    which tolerates a slightly stale value.
+    which tolerates a slightly stale value. ``up`` is True exactly when ``state`` is
+    ``following`` or ``degraded``; ``reason`` says why in words (paths included: it is
+    for logs and people, never a metric label); ``detail`` maps each configured path or
+    pattern to what is happening with it (``open``, ``waiting``, or an error).
     """
 
     lines_read: int = 0
@@ -50,7 +73,22 @@ class SourceStats:
     lag_bytes: int = 0
     lag_seconds: float = 0.0
     last_error: str = ""
+    position_errors: int = 0
+    """Failures to load or save read positions (the source keeps reading)."""
+    gaps: int = 0
+    """Stretches of log that could not be read (a rotated file gone or unreadable)."""
+    state: SourceState = "stopped"
+    reason: str = "not started"
+    detail: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def set_state(self, state: SourceState, reason: str) -> bool:
+        """Set ``state``, ``reason`` and ``up`` together; True if state or reason changed."""
+        changed = state != self.state or reason != self.reason
+        self.reason = reason
+        self.state = state
+        self.up = state in ("following", "degraded")
+        return changed
 
 
 class Source(ABC):
@@ -71,6 +109,14 @@ class Source(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop reading, persist positions/cursors, join the threads."""
+
+    def request_stop(self) -> None:  # noqa: B027 - an optional hook; stop() still stops
+        """Stop reading soon, without waiting (thread-safe; ``stop()`` must still follow).
+
+        Called at shutdown from the source's own thread (inside ``emit``) or another one:
+        the reader hands on no further batch once it sees it, and saves its position just
+        past the last line handed on. The default does nothing.
+        """
 
     def ready(self) -> bool:
         """True once the source has opened (or is watching for) everything it follows."""

@@ -13,19 +13,34 @@ Each configured path (absolute, glob patterns allowed) is checked on every wake-
 * a file shorter than the read offset, or whose first bytes changed, was truncated
   (copytruncate) and is read again from 0;
 * a missing file or directory is waited for: the nearest existing ancestor directory is
-  watched, and a file that appears later is read from its beginning.
+  watched, and a file that appears later is read from its beginning. It is logged once
+  (a warning) and the source reports ``waiting``, not up, until every literal path is
+  open (a glob pattern needs one match). The positions store remembers what was waited
+  for, so a file that appears while the daemon is down is read from its beginning too.
 
-Lines: split on ``\\n``, a trailing ``\\r`` removed, decoded as UTF-8 with
+After a restart, a path that names another file than the saved one was rotated while
+stopped: the rotated generations still there (``name.1``, ``name.2.gz``, ...,
+``name-DATE[.gz]``) are read oldest first, from the saved offset in the generation that
+holds the saved position (found by inode, or for a compressed one by the hash of its
+decompressed head), the newer ones whole, then the current file. A generation that is
+gone or unreadable is a gap: logged with the file and bytes, counted in ``stats.gaps``.
+
+Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``; they are decoded as UTF-8 with
 ``errors="replace"`` (invalid bytes become U+FFFD). A partial last line is held until its
-newline. A line longer than ``max_line_bytes`` is cut at the cap (counted in
-``stats.lines_truncated``) and the rest of it, up to its newline, is discarded.
+line end. A line longer than ``max_line_bytes`` is cut at the cap (counted in
+``stats.lines_truncated``) and the rest of it, up to its line end, is discarded.
 
 Delivery is at-least-once: the saved position (see :mod:`.positions`) is the offset just
 past the last line handed to ``emit``; lines are only duplicated after a crash between an
 ``emit`` and the next save (saves happen at most every ``SAVE_INTERVAL`` seconds and at
-``stop()``). If the process dies while the rest of an over-long line is being
-discarded, that rest is read as a line after the restart. An ``emit`` that raises is
-logged and counted in ``stats.errors``; the lines of that batch are not retried.
+``stop()``). ``stop()`` takes effect between two batches: the rest of a chunk already read
+is left for the next start. If the process dies while the rest of an over-long line is
+being discarded, that rest is read as a line after the restart. An ``emit`` that raises
+is logged and counted in ``stats.errors``; the lines of that batch are not retried.
+
+A positions file that cannot be loaded or saved never stops the reading: it is logged
+(once per distinct fault) and counted in ``stats.position_errors``, and the source
+reports ``degraded``.
 """
 
 from __future__ import annotations
@@ -33,10 +48,13 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import glob
+import gzip
 import os
+import re
 import stat
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Literal
 
@@ -59,7 +77,8 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
 from aisentinel.events import LineBatch
-from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
+from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase, SourceState
+from aisentinel.sources.journald import journald_problem
 from aisentinel.sources.positions import (
     HEAD_BYTES,
     FilePosition,
@@ -93,6 +112,9 @@ _EVENTS = [
     DirMovedEvent,
 ]
 _CONTENT_EVENTS = (FileModifiedEvent, FileClosedEvent)
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_NUMBERED = re.compile(r"\.([0-9]{1,6})(\.gz)?")
+_DATED = re.compile(r"-([0-9][0-9_.-]*?)(\.gz)?")
 
 
 def _has_magic(text: str) -> bool:
@@ -124,36 +146,42 @@ class FileSourceConfig(SourceConfigBase):
         return value
 
 
-class _Handle:
-    """One open file being read: identity, read offset and the undelivered tail."""
+class _Lines:
+    """Line-splitting state of one byte stream: the incomplete tail and the line-end state."""
 
-    __slots__ = (
-        "dev",
-        "discarding",
-        "fd",
-        "head",
-        "idle_since",
-        "ino",
-        "offset",
-        "partial",
-        "path",
-    )
+    __slots__ = ("discarding", "offset", "partial", "skip_lf")
 
-    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int) -> None:
-        self.path = path
-        self.fd = fd
-        self.dev = st.st_dev
-        self.ino = st.st_ino
+    def __init__(self, offset: int) -> None:
         self.offset = offset
+        """Bytes of the stream consumed (read and split)."""
         self.partial = b""
+        """An incomplete last line (no line end yet)."""
         self.discarding = False
-        self.head = read_head(fd)
-        self.idle_since = time.monotonic()
+        """Discarding the rest of an over-long line, up to its line end."""
+        self.skip_lf = False
+        """The last byte was a ``\\r`` that ended a line: a ``\\n`` next is part of it."""
 
     @property
     def committed(self) -> int:
         """Offset just past the last complete line handed on."""
         return self.offset if self.discarding else self.offset - len(self.partial)
+
+
+class _Handle(_Lines):
+    """One open file being read: identity, read offset and the undelivered tail."""
+
+    __slots__ = ("dev", "fd", "head", "idle_since", "ino", "path")
+
+    def __init__(self, path: str, fd: int, st: os.stat_result, offset: int) -> None:
+        super().__init__(offset)
+        self.path = path
+        self.fd = fd
+        self.dev = st.st_dev
+        self.ino = st.st_ino
+        self.head = read_head(fd)
+        self.idle_since = time.monotonic()
+        if offset > 0 and os.pread(fd, 2, offset - 1) == b"\r\n":
+            self.skip_lf = True  # resuming between the two bytes of one line end
 
     def position(self) -> FilePosition:
         return FilePosition(
@@ -165,6 +193,7 @@ class _Handle:
         self.offset = 0
         self.partial = b""
         self.discarding = False
+        self.skip_lf = False
         self.head = read_head(self.fd)
 
     def close(self) -> None:
@@ -211,7 +240,7 @@ class FileSource(Source):
         self._files: dict[str, _Tracked] = {}
         self._draining: list[_Handle] = []
         self._saved: dict[str, FilePosition] = {}
-        self._last_saved: dict[str, FilePosition] | None = None
+        self._last_saved: tuple[dict[str, FilePosition], frozenset[str]] | None = None
         self._next_save = 0.0
         self._interest: frozenset[str] = frozenset()
         self._watches: dict[str, tuple[ObservedWatch, tuple[int, int]]] = {}
@@ -223,6 +252,12 @@ class FileSource(Source):
         self._thread: threading.Thread | None = None
         self._emit: Emit | None = None
         self._errors_seen: dict[str, str] = {}
+        self._watched_before: frozenset[str] = frozenset()
+        self._saved_at = 0.0
+        self._store_fault = ""
+        self._store_faults_logged: set[str] = set()
+        self._failure = ""
+        self._started = False
 
     # ------------------------------------------------------------------ public
 
@@ -256,6 +291,11 @@ class FileSource(Source):
             self._save(force=True)
         self._thread = None
 
+    def request_stop(self) -> None:
+        """Make the reader stop at the next batch boundary (see :meth:`Source.request_stop`)."""
+        self._stopping.set()
+        self._wake.set()
+
     def ready(self) -> bool:
         """True once every path has been looked at (opened or being waited for)."""
         return self._ready.is_set()
@@ -285,8 +325,9 @@ class FileSource(Source):
             self._first_scan()
         except Exception as exc:  # noqa: BLE001 - a source never raises out of its thread
             self._fail("first scan failed", exc)
+        self._started = True
+        self._update_state()
         self._ready.set()
-        self.stats.up = True
         next_poll = time.monotonic() + self.config.poll_interval
         while not self._stopping.is_set():
             self._wake.wait(max(0.0, next_poll - time.monotonic()))
@@ -299,16 +340,28 @@ class FileSource(Source):
             structural, self._structural = self._structural, False
             try:
                 self._cycle(full=full or structural)
-                self.stats.up = True
+                self._failure = ""
             except Exception as exc:  # noqa: BLE001 - keep the thread alive, retry on next wake
                 self._fail("read cycle failed", exc)
                 self._stopping.wait(min(1.0, self.config.poll_interval))
+            self._update_state()
         self._save(force=True)
         self._close_all()
-        self.stats.up = False
+        self.stats.set_state("stopped", "stopped")
+
+    def _load_positions(self) -> None:
+        """Saved positions and watched paths; an unreadable store means reading without."""
+        try:
+            saved = self._store.load_saved()
+        except OSError as exc:
+            self._store_error("cannot load read positions", exc)
+            return
+        self._saved = dict(saved.positions)
+        self._watched_before = saved.watched
+        self._saved_at = saved.saved_at
 
     def _first_scan(self) -> None:
-        self._saved = self._store.load()
+        self._load_positions()
         for pattern in self.config.paths:
             if not _has_magic(pattern):
                 self._files.setdefault(pattern, _Tracked(pattern, explicit=True))
@@ -324,12 +377,25 @@ class FileSource(Source):
             seen = self._files.get(path)
             # Only a path that is gone: one that exists was opened, or failed to open.
             missing = (seen is None or seen.handle is None) and self._stat(path) is None
-            if missing and self._drain_rotated(path, pos):
+            if missing:
+                resume = self._catch_up(path, pos)
+                if resume is None:
+                    del self._saved[path]  # now waited for: read from 0 when it comes back
+                else:
+                    self._saved[path] = resume  # stopped meanwhile: go on from there
+            elif seen is None:
                 del self._saved[path]
-            if seen is None:
-                self._saved.pop(path, None)
+        for tracked in self._files.values():
+            if tracked.explicit and tracked.handle is None and not Path(tracked.path).exists():
+                self._warn_missing(tracked.path)
+        for pattern in self.config.paths:
+            if _has_magic(pattern) and not any(
+                fnmatch.fnmatchcase(path, pattern) for path in self._files
+            ):
+                self._warn_missing(pattern)
         self._refresh_watches()
         self._update_lag()
+        self._save(force=True)  # record what is waited for at once (see _watched)
 
     def _cycle(self, *, full: bool) -> None:
         changed = False
@@ -381,7 +447,10 @@ class FileSource(Source):
             self.stats.rotations += 1
             self._retire(handle)
             tracked.handle = None
-        if st is None or not stat.S_ISREG(st.st_mode):
+        if st is None:
+            return handle is not None
+        if not stat.S_ISREG(st.st_mode):
+            self._note(tracked.path, "log path is not a regular file", "not a regular file")
             return handle is not None
         self._open(tracked, first=first)
         return True
@@ -408,6 +477,9 @@ class FileSource(Source):
                     tracked.handle = old
                     return
             offset = self._initial_offset(path, fd, st, first=first)
+            if offset is None:  # stopped while reading what was rotated before it
+                os.close(fd)
+                return
             handle = _Handle(path, fd, st, offset)
         except OSError as exc:
             os.close(fd)
@@ -419,40 +491,149 @@ class FileSource(Source):
         _log.debug("following log file", source=self.name, path=path, offset=offset)
         self._drain(handle)
 
-    def _initial_offset(self, path: str, fd: int, st: os.stat_result, *, first: bool) -> int:
+    def _initial_offset(self, path: str, fd: int, st: os.stat_result, *, first: bool) -> int | None:
+        """Where to start reading a newly opened file; None to leave it for the next start."""
         saved = self._saved.pop(path, None)
         if saved is not None:
-            if (saved.dev, saved.ino) == (st.st_dev, st.st_ino):
-                if saved.offset <= st.st_size and saved.head_matches(fd):
-                    return saved.offset
-                _log.info("log file rewritten while stopped, reading from start", path=path)
-                self.stats.rotations += 1
-                return 0
+            same = (saved.dev, saved.ino) == (st.st_dev, st.st_ino)
+            if same and saved.offset <= st.st_size and saved.head_matches(fd):
+                return saved.offset
+            # Another file now, or the same inode number with other content: rewritten in
+            # place, or rotated away and the number reused by the new file.
             self.stats.rotations += 1
-            self._drain_rotated(path, saved)
+            resume = self._catch_up(path, saved, reused=same)
+            if resume is not None:
+                self._saved[path] = resume
+                return None
             return 0
-        if first and self.config.start_at == "end":
+        if first and self.config.start_at == "end" and not self._new_since_last_run(path):
             return _end_of_last_line(fd, st.st_size)
         return 0
 
-    def _drain_rotated(self, path: str, saved: FilePosition) -> bool:
-        """Find the file ``path`` named when last saved, read its rest; True if found."""
-        fd = _find_by_inode(path, saved)
-        if fd is None:
-            _log.warning(
-                "log file rotated while stopped and its old file is gone; its unread tail is lost",
-                source=self.name,
-                path=path,
-            )
-            return False
-        handle = _Handle(path, fd, os.fstat(fd), saved.offset)
-        _log.info(
-            "reading the rest of a file rotated while stopped", path=path, offset=saved.offset
+    def _new_since_last_run(self, path: str) -> bool:
+        """True if the last run was waiting for ``path``: it appeared while we were down."""
+        watched = self._watched_before
+        return path in watched or any(
+            _has_magic(p) and fnmatch.fnmatchcase(path, p) for p in watched
         )
-        self._draining.append(handle)
-        while not self._drain(handle) and not self._stopping.is_set():
-            pass
-        return True
+
+    def _watched(self) -> frozenset[str]:
+        """Literal paths not open now, and the glob patterns (their new matches are new)."""
+        out = {p for p in self.config.paths if _has_magic(p)}
+        for path, tracked in self._files.items():
+            if tracked.explicit and tracked.handle is None and path not in self._saved:
+                out.add(path)
+        return frozenset(out)
+
+    # ------------------------------------------------------------------ rotated while stopped
+
+    def _catch_up(
+        self, path: str, saved: FilePosition, *, reused: bool = False
+    ) -> FilePosition | None:
+        """Read what was written to ``path`` before its current file, since ``saved``.
+
+        Returns None when done (gaps are logged and counted), or the position to resume
+        from at the next start when ``stop()`` came first. ``reused``: the current file
+        has the saved inode but other content (if no rotated file holds the position and
+        none is newer than the save, it was rewritten in place: no gap).
+        """
+        generations = _generations(path)
+        found = None
+        for index in range(len(generations) - 1, -1, -1):
+            if _holds(generations[index], saved):
+                found = index
+                break
+        if found is None:
+            fd = _find_by_inode(path, saved)  # renamed to an unusual name
+            if fd is not None:
+                return self._read_generation(path, path, saved.offset, fd=fd)
+            newer = [g for g in generations if _mtime(g) > self._saved_at]
+            if reused and not newer:  # nothing rotated since the save: rewritten in place
+                _log.info("log file rewritten while stopped, reading from start", path=path)
+            else:
+                self._gap(
+                    "log file rotated while stopped and the file holding the read position "
+                    "is gone; the rest of it was not read",
+                    path,
+                    unread=f"after byte {saved.offset} of the file with inode {saved.ino}",
+                )
+            start, todo = 0, newer
+        else:
+            start, todo = saved.offset, generations[found:]
+        for generation in todo:
+            resume = self._read_generation(path, generation, start)
+            if resume is not None:
+                return resume
+            start = 0
+        return None
+
+    def _read_generation(
+        self, path: str, generation: str, offset: int, *, fd: int | None = None
+    ) -> FilePosition | None:
+        """Read one rotated generation from ``offset`` to its end (its last line included).
+
+        None when done or unreadable (a gap, logged); the resume position if stopped.
+        """
+        _log.info(
+            "reading a file rotated while stopped",
+            source=self.name,
+            path=path,
+            file=generation,
+            offset=offset,
+        )
+        handle = None
+        try:
+            if generation.endswith(".gz"):
+                return self._read_compressed(generation, offset)
+            if fd is None:
+                fd = os.open(generation, os.O_RDONLY | os.O_CLOEXEC)
+            handle = _Handle(generation, fd, os.fstat(fd), offset)
+            while not self._drain(handle):
+                if self._stopping.is_set():
+                    return handle.position()
+            self._flush(handle)
+        except (OSError, EOFError, zlib.error) as exc:
+            self._gap(
+                "cannot read a rotated log file; its unread part is skipped",
+                generation,
+                unread=_unread(generation, offset),
+                reason=str(exc),
+            )
+        finally:
+            if handle is not None:
+                handle.close()
+            elif fd is not None:
+                os.close(fd)
+        return None
+
+    def _read_compressed(self, generation: str, offset: int) -> FilePosition | None:
+        """:meth:`_read_generation` for a gzip file: offsets count decompressed bytes."""
+        with gzip.open(generation, "rb") as stream:
+            head = stream.read(HEAD_BYTES)
+            if stream.seek(offset) < offset:
+                raise EOFError(f"decompressed, it is shorter than the saved offset {offset}")
+            state = _Lines(offset)
+            while chunk := stream.read(READ_CHUNK):
+                self._consume(state, chunk, self.clock.monotonic())
+                if self._stopping.is_set():
+                    st = Path(generation).stat()
+                    return FilePosition(
+                        st.st_dev, st.st_ino, state.committed, len(head), head_sha256(head)
+                    )
+            self._flush(state)
+        return None
+
+    def _flush(self, state: _Lines) -> None:
+        """Hand on the last line of a finished file even though it has no line end."""
+        if state.partial:
+            line, state.partial = state.partial.decode("utf-8", "replace"), b""
+            self._deliver([line], self.clock.monotonic())
+
+    def _gap(self, what: str, path: str, *, unread: str, reason: str = "") -> None:
+        self.stats.gaps += 1
+        self.stats.errors += 1
+        self.stats.last_error = f"{what}: {path}"
+        _log.error(what, source=self.name, path=path, unread=unread, reason=reason)
 
     def _truncated(self, handle: _Handle, st: os.stat_result) -> bool:
         if st.st_size < handle.offset:
@@ -494,12 +675,8 @@ class FileSource(Source):
             chunk = os.pread(handle.fd, READ_CHUNK, handle.offset)
             if not chunk:
                 return True
-            read_at = self.clock.monotonic()
-            handle.offset += len(chunk)
-            self.stats.bytes_read += len(chunk)
-            lines = self._split(handle, chunk)
-            if lines:
-                self._deliver(lines, read_at)
+            if not self._consume(handle, chunk, self.clock.monotonic()):
+                return False
             if len(chunk) < READ_CHUNK:
                 return True
             if self._stopping.is_set():
@@ -507,26 +684,49 @@ class FileSource(Source):
         self._wake.set()  # more to read: come straight back after the other files
         return False
 
-    def _split(self, handle: _Handle, chunk: bytes) -> list[str]:
-        """Complete lines in ``handle.partial + chunk``; keeps the incomplete tail."""
+    def _consume(self, state: _Lines, chunk: bytes, read_at: float) -> bool:
+        """Split ``chunk`` and hand its lines on; False if ``stop()`` cut that short.
+
+        When it is cut short, ``state`` is moved back to just past the last line handed
+        on, so the saved position covers exactly what was delivered.
+        """
+        before = (state.partial, state.discarding, state.skip_lf)
+        start = state.offset
+        state.offset += len(chunk)
+        self.stats.bytes_read += len(chunk)
+        lines = self._split(state, chunk)
+        if not lines:
+            return True
+        sent = self._deliver(lines, read_at)
+        if sent == len(lines):
+            return True
+        _rewind(state, start, chunk, before, sent)
+        return False
+
+    def _split(self, state: _Lines, chunk: bytes) -> list[str]:
+        """Complete lines in ``state.partial + chunk``; keeps the incomplete tail."""
         cap = self._cap
-        if handle.discarding:
+        if state.skip_lf:
+            state.skip_lf = False
+            if chunk[:1] == b"\n":  # the second half of a \r\n split between two reads
+                chunk = chunk[1:]
+        if b"\r" in chunk:  # rare: make \r\n and a lone \r plain \n line ends
+            state.skip_lf = chunk[-1:] == b"\r"
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if state.discarding:
             newline = chunk.find(b"\n")
             if newline < 0:
                 return []
             chunk = chunk[newline + 1 :]
-            handle.discarding = False
-        if handle.partial:
-            chunk = handle.partial + chunk
-            handle.partial = b""
+            state.discarding = False
+        if state.partial:
+            chunk = state.partial + chunk
+            state.partial = b""
         end = chunk.rfind(b"\n") + 1
         lines: list[str]
         if end:
             block = chunk if end == len(chunk) else chunk[:end]
-            text = block.decode("utf-8", "replace")
-            if "\r" in text:
-                text = text.replace("\r\n", "\n")
-            lines = text.split("\n")
+            lines = block.decode("utf-8", "replace").split("\n")
             lines.pop()
             # A line of n characters has at most 4n bytes: only look closer if one might be long.
             if end > cap and max(map(len, lines)) * 4 > cap:
@@ -537,9 +737,9 @@ class FileSource(Source):
         if len(rest) > cap:
             lines.append(rest[:cap].decode("utf-8", "replace"))
             self.stats.lines_truncated += 1
-            handle.discarding = True
+            state.discarding = True
             rest = b""
-        handle.partial = rest
+        state.partial = rest
         return lines
 
     def _split_capped(self, block: bytes) -> list[str]:
@@ -547,24 +747,35 @@ class FileSource(Source):
         cap = self._cap
         out = []
         for raw in block.split(b"\n")[:-1]:
-            line = raw[:-1] if raw.endswith(b"\r") else raw
-            if len(line) > cap:
-                line = line[:cap]
+            line = raw[:cap] if len(raw) > cap else raw
+            if line is not raw:
                 self.stats.lines_truncated += 1
             out.append(line.decode("utf-8", "replace"))
         return out
 
-    def _deliver(self, lines: list[str], read_at: float) -> None:
+    def _deliver(self, lines: list[str], read_at: float) -> int:
+        """Hand ``lines`` on in batches; stops between two batches on ``stop()``.
+
+        Returns how many lines were handed on (all of them unless stopping).
+        """
         emit = self._emit
         assert emit is not None  # noqa: S101 - set by start() before the thread runs
         size = self.config.batch_lines
         name, parser = self.name, self.parser
         if len(lines) <= size:
             emit(LineBatch(name, parser, lines, read_at))
-        else:
-            for i in range(0, len(lines), size):
-                emit(LineBatch(name, parser, lines[i : i + size], read_at))
-        self.stats.lines_read += len(lines)
+            self.stats.lines_read += len(lines)
+            return len(lines)
+        sent = 0
+        stopping = self._stopping
+        for i in range(0, len(lines), size):
+            if i and stopping.is_set():
+                break
+            batch = lines[i : i + size]
+            emit(LineBatch(name, parser, batch, read_at))
+            sent += len(batch)
+        self.stats.lines_read += sent
+        return sent
 
     # ------------------------------------------------------------------ paths and watches
 
@@ -687,29 +898,134 @@ class FileSource(Source):
         now = time.monotonic()
         if not force and now < self._next_save:
             return
-        positions = self._positions()
-        if positions == self._last_saved:
+        snapshot = (self._positions(), self._watched())
+        if snapshot == self._last_saved:
             return
-        try:
-            self._store.save(positions)
-        except OSError as exc:
-            self._fail("cannot save positions", exc)
-            return
-        self._last_saved = positions
         self._next_save = now + SAVE_INTERVAL
+        try:
+            self._store.save(*snapshot)
+        except OSError as exc:
+            self._store_error("cannot save read positions", exc)
+            return
+        self._last_saved = snapshot
+        if self._store_fault:
+            self._store_fault = ""
+            _log.info("read positions saved again", source=self.name, path=str(self._store.path))
+
+    def _store_error(self, what: str, exc: OSError) -> None:
+        """A positions file fault: counted, logged once per distinct fault, never fatal."""
+        self.stats.position_errors += 1
+        reason = exc.strerror or str(exc)
+        self._store_fault = f"{what} from {self._store.path}: {reason}"
+        if self._store_fault in self._store_faults_logged:
+            return
+        self._store_faults_logged.add(self._store_fault)
+        _log.error(
+            f"{what}; the logs are still followed, but a restart cannot resume where "
+            "reading stopped (lines may be skipped or read twice)",
+            source=self.name,
+            path=str(self._store.path),
+            reason=reason,
+            action="make it a regular file that aisentinel can read and write, or remove it",
+        )
 
     def _path_error(self, path: str, what: str, exc: OSError) -> None:
+        self._note(path, what, str(exc))
+
+    def _note(self, path: str, what: str, reason: str) -> None:
+        """A problem with one path: counted each time, logged when it changes."""
         self.stats.errors += 1
-        self.stats.last_error = f"{what} {path}: {exc}"
-        if self._errors_seen.get(path) != str(exc):
-            self._errors_seen[path] = str(exc)
-            _log.warning(what, source=self.name, path=path, reason=str(exc))
+        self.stats.last_error = f"{what} {path}: {reason}"
+        if self._errors_seen.get(path) != reason:
+            self._errors_seen[path] = reason
+            _log.warning(what, source=self.name, path=path, reason=reason)
+
+    def _warn_missing(self, path: str) -> None:
+        """The one warning for a path (or a pattern without match) missing at start."""
+        fields = {"source": self.name, "path": path}
+        hint = self._missing_hint()
+        if hint:
+            fields["hint"] = hint
+        if _has_magic(path):
+            _log.warning("no log file matches the pattern yet; waiting for one", **fields)
+        else:
+            _log.warning("log file missing; waiting for it to appear", **fields)
+
+    def _missing_hint(self) -> str:
+        """What to do when an sshd log file is missing (often: sshd logs to the journal)."""
+        if self.parser != "sshd":
+            return ""
+        problem = journald_problem()
+        if problem is None:
+            return 'if sshd logs to the journal only, read it with a type = "journald" source'
+        return (
+            f"sshd is read from this file because the journal cannot be read here "
+            f"({problem}): install python3-systemd (or pip install 'aisentinel[systemd]') "
+            "so sshd is read from journald, or install rsyslog, or set this source's paths "
+            "to sshd's log file"
+        )
 
     def _fail(self, what: str, exc: Exception) -> None:
         self.stats.errors += 1
-        self.stats.up = False
         self.stats.last_error = f"{what}: {exc}"
+        self._failure = f"{what}: {exc}"
+        self.stats.set_state("error", self._failure)
         _log.exception(what, source=self.name)
+
+    def _update_state(self) -> None:
+        """Work out ``stats.state``, ``reason`` and ``detail``; log a change of state."""
+        detail: dict[str, str] = {}
+        waiting: list[str] = []
+        errors: list[str] = []
+        for pattern in self.config.paths:
+            if _has_magic(pattern):
+                matches = [
+                    t.path
+                    for t in self._files.values()
+                    if not t.explicit and fnmatch.fnmatchcase(t.path, pattern)
+                ]
+                failed = [p for p in self._errors_seen if fnmatch.fnmatchcase(p, pattern)]
+                if matches:
+                    detail[pattern] = f"open ({len(matches)} files)"
+                elif failed:
+                    detail[pattern] = f"error: {failed[0]}: {self._errors_seen[failed[0]]}"
+                    errors.append(f"{pattern}: {detail[pattern]}")
+                else:
+                    detail[pattern] = "waiting: no file matches"
+                    waiting.append(pattern)
+                continue
+            tracked = self._files.get(pattern)
+            if tracked is not None and tracked.handle is not None:
+                detail[pattern] = "open"
+            elif pattern in self._errors_seen:
+                detail[pattern] = f"error: {self._errors_seen[pattern]}"
+                errors.append(f"{pattern}: {self._errors_seen[pattern]}")
+            else:
+                detail[pattern] = "waiting"
+                waiting.append(pattern)
+        state: SourceState
+        problems = list(errors)
+        if waiting:
+            problems.append("waiting for " + ", ".join(waiting))
+        if self._failure:
+            problems.insert(0, self._failure)
+        if self._store_fault:
+            problems.append(self._store_fault)
+        if self._failure or errors:
+            state = "error"
+        elif waiting:
+            state = "waiting"
+        elif self._store_fault:
+            state = "degraded"
+        else:
+            state = "following"
+        reason = "; ".join(problems) if problems else f"following {len(self.config.paths)} path(s)"
+        self.stats.detail = detail
+        before = self.stats.state
+        self.stats.set_state(state, reason)
+        if before not in (state, "stopped"):
+            log = _log.info if state == "following" else _log.warning
+            log("log source state changed", source=self.name, state=state, reason=reason)
 
     def _close_all(self) -> None:
         for tracked in self._files.values():
@@ -749,6 +1065,95 @@ def _end_of_last_line(fd: int, size: int) -> int:
     tail = os.pread(fd, size - start, start)
     newline = tail.rfind(b"\n")
     return size if newline < 0 else start + newline + 1
+
+
+def _rewind(
+    state: _Lines, start: int, chunk: bytes, before: tuple[bytes, bool, bool], sent: int
+) -> None:
+    """Move ``state`` back to just past the ``sent``-th line of ``chunk`` (read at ``start``).
+
+    ``before`` is the state's (partial, discarding, skip_lf) before the chunk was split.
+    Only on ``stop()``: the line ends are found again in the raw bytes.
+    """
+    partial, discarding, skip_lf = before
+    raw = partial + chunk
+    pos = 1 if skip_lf and raw[:1] == b"\n" else 0
+    ends = _LINE_END.finditer(raw, pos)
+    if discarding:
+        next(ends)  # the end of the over-long line being discarded: not a line
+    for _ in range(sent - 1):
+        next(ends)
+    state.offset = start - len(partial) + next(ends).end()
+    state.partial = b""
+    state.discarding = False
+    state.skip_lf = False
+
+
+def _generations(path: str) -> list[str]:
+    """The rotated generations of ``path`` that exist, oldest first.
+
+    logrotate's ``name.N`` and ``name.N.gz`` (higher N is older) and dateext's
+    ``name-DATE[.gz]`` (ordered by name); a plain file is preferred to a ``.gz`` of the
+    same generation (compression under way).
+    """
+    directory, base = os.path.split(path)
+    try:
+        names = os.listdir(directory)  # noqa: PTH208 - names only, no Path per entry
+    except OSError:
+        return []
+    numbered: dict[int, str] = {}
+    dated: dict[str, str] = {}
+    for name in names:
+        if not name.startswith(base) or name == base:
+            continue
+        full = os.path.join(directory, name)  # noqa: PTH118 - plain strings throughout
+        rest = name[len(base) :]
+        if match := _NUMBERED.fullmatch(rest):
+            number = int(match[1])
+            if number not in numbered or not match[2]:
+                numbered[number] = full
+        elif (match := _DATED.fullmatch(rest)) and (match[1] not in dated or not match[2]):
+            dated[match[1]] = full
+    ordered = [dated[k] for k in sorted(dated)]
+    ordered += [numbered[n] for n in sorted(numbered, reverse=True)]
+    return [p for p in ordered if Path(p).is_file()]
+
+
+def _holds(generation: str, saved: FilePosition) -> bool:
+    """True if ``generation`` is the file of the saved position (inode, or gzip head)."""
+    try:
+        if generation.endswith(".gz"):
+            with gzip.open(generation, "rb") as stream:
+                head = stream.read(saved.head_len)
+            return len(head) == saved.head_len and head_sha256(head) == saved.head_sha256
+        st = Path(generation).stat()
+        if (st.st_dev, st.st_ino) != (saved.dev, saved.ino):
+            return False
+        fd = os.open(generation, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return saved.offset <= os.fstat(fd).st_size and saved.head_matches(fd)
+        finally:
+            os.close(fd)
+    except (OSError, EOFError, zlib.error):
+        return False
+
+
+def _mtime(path: str) -> float:
+    try:
+        return Path(path).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unread(path: str, offset: int) -> str:
+    """How much of a rotated file was not read, in words."""
+    try:
+        size = Path(path).stat().st_size
+    except OSError:
+        return f"everything after byte {offset}"
+    if path.endswith(".gz"):
+        return f"everything after byte {offset} of {size} compressed bytes"
+    return f"{max(0, size - offset)} bytes after byte {offset}"
 
 
 def _find_by_inode(path: str, saved: FilePosition) -> int | None:

@@ -1,8 +1,10 @@
 """The ``journald`` source: sshd (or other) entries from the systemd journal.
 
 Needs the optional ``systemd-python`` package (``pip install aisentinel[systemd]``).
-Without it the source logs one warning at ``start()``, reports ``stats.up = False`` and
-does nothing else.
+Without it the source logs one warning at ``start()``, reports state ``error`` (not up)
+and does nothing else. It is up (``following``) only while the journal is open; a cursor
+that cannot be saved makes it ``degraded`` (logged once, counted in
+``stats.position_errors``).
 
 Each entry becomes one syslog-like line that the sshd parser reads::
 
@@ -50,6 +52,9 @@ SAVE_INTERVAL = 1.0
 BATCH_LINES = 1024
 """Entries handed to ``emit`` in one batch at most."""
 
+JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
+"""Where the systemd journal lives (persistent, volatile)."""
+
 _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -57,6 +62,15 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 def journald_available() -> bool:
     """True when ``systemd-python`` is importable."""
     return _journal is not None
+
+
+def journald_problem() -> str | None:
+    """Why the journal cannot be read on this host, in words; None when it can."""
+    if _journal is None:
+        return "systemd-python is not installed"
+    if not any(d.is_dir() for d in JOURNAL_DIRS):
+        return "no journal directory (" + ", ".join(str(d) for d in JOURNAL_DIRS) + ")"
+    return None
 
 
 class JournaldSourceConfig(SourceConfigBase):
@@ -130,6 +144,7 @@ class JournaldSource(Source):
         self._pending: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
         self._disabled = False
+        self._cursor_fault = ""
 
     def start(self, emit: Emit) -> None:
         """Start the reader thread; without systemd-python, warn once and stay down."""
@@ -137,7 +152,7 @@ class JournaldSource(Source):
             raise RuntimeError(f"journald source {self.name!r} is already started")
         if _journal is None:
             self._disabled = True
-            self.stats.up = False
+            self.stats.set_state("error", "systemd-python is not installed")
             _log.warning(
                 f"journald source {self.name} disabled: systemd-python not installed "
                 "(pip install aisentinel[systemd])",
@@ -160,6 +175,10 @@ class JournaldSource(Source):
             _log.warning("journald reader did not stop in time", source=self.name)
             self._save(force=True)
         self._thread = None
+
+    def request_stop(self) -> None:
+        """Make the reader stop after the batch it is handing on."""
+        self._stopping.set()
 
     def ready(self) -> bool:
         """True once opening the journal was tried (retries follow), or when disabled."""
@@ -185,7 +204,7 @@ class JournaldSource(Source):
             finally:
                 reader.close()
         self._save(force=True)
-        self.stats.up = False
+        self.stats.set_state("stopped", "stopped")
 
     def _open(self) -> Any:
         assert _journal is not None  # noqa: S101 - start() checked
@@ -200,8 +219,14 @@ class JournaldSource(Source):
         self._position(reader)
         self._tried.set()
         self._last_failure = ""
-        self.stats.up = True
+        self._set_open_state()
         return reader
+
+    def _set_open_state(self) -> None:
+        if self._cursor_fault:
+            self.stats.set_state("degraded", self._cursor_fault)
+        else:
+            self.stats.set_state("following", "the journal is open")
 
     def _position(self, reader: Any) -> None:
         cursor = self._cursor or self._load_cursor()
@@ -262,17 +287,39 @@ class JournaldSource(Source):
         cursor = self._cursor
         if cursor is None or cursor == self._saved_cursor or (not force and now < self._next_save):
             return
+        self._next_save = now + SAVE_INTERVAL
         try:
             atomic_write(self.cursor_path, cursor.encode() + b"\n")
         except OSError as exc:
-            self._fail("cannot save the journal cursor", exc)
+            self._cursor_error(exc)
             return
         self._saved_cursor = cursor
-        self._next_save = now + SAVE_INTERVAL
+        if self._cursor_fault:
+            self._cursor_fault = ""
+            _log.info("journal cursor saved again", source=self.name)
+            if self.stats.state == "degraded":
+                self._set_open_state()
+
+    def _cursor_error(self, exc: OSError) -> None:
+        """The journal stays open; a restart cannot resume exactly: counted, logged once."""
+        self.stats.position_errors += 1
+        fault = f"cannot save the journal cursor to {self.cursor_path}: {exc.strerror or exc}"
+        if fault != self._cursor_fault:
+            _log.error(
+                "cannot save the journal cursor; the journal is still read, but a restart "
+                "cannot resume where reading stopped",
+                source=self.name,
+                path=str(self.cursor_path),
+                reason=str(exc),
+                action="make the state directory writable for aisentinel",
+            )
+        self._cursor_fault = fault
+        if self.stats.state == "following":
+            self._set_open_state()
 
     def _fail(self, what: str, exc: Exception) -> None:
         self.stats.errors += 1
-        self.stats.up = False
+        self.stats.set_state("error", f"{what}: {exc}")
         self.stats.last_error = f"{what}: {exc}"
         if self.stats.last_error != self._last_failure:  # log a failure once, not every retry
             self._last_failure = self.stats.last_error
@@ -285,4 +332,11 @@ def _identity(value: Any) -> Any:
 
 REGISTRY.register("journald", JournaldSourceConfig, JournaldSource)
 
-__all__ = ["JournaldSource", "JournaldSourceConfig", "format_entry", "journald_available"]
+__all__ = [
+    "JOURNAL_DIRS",
+    "JournaldSource",
+    "JournaldSourceConfig",
+    "format_entry",
+    "journald_available",
+    "journald_problem",
+]

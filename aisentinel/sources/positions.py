@@ -4,7 +4,13 @@ One JSON file holds the positions of every file source, each under its own name:
 
     {"version": 1,
      "sources": {"nginx": {"/var/log/nginx/access.log":
-         {"dev": 64768, "ino": 1312, "offset": 8812, "head_len": 128, "head_sha256": "..."}}}}
+         {"dev": 64768, "ino": 1312, "offset": 8812, "head_len": 128, "head_sha256": "..."}}},
+     "watched": {"nginx": ["/var/log/nginx/error.log", "/var/log/nginx/*.log"]}}
+
+``watched`` lists, per source, the configured paths that were missing (being waited
+for) and the glob patterns, as of the last save: a file that appears under one of them
+while the daemon is down is new since then, so the next start reads it from its
+beginning rather than from ``start_at = "end"``.
 
 ``offset`` is the byte offset just past the last line handed to ``emit``; the head
 hash (sha256 of the file's first ``head_len`` <= 128 bytes) tells a file that was
@@ -12,7 +18,9 @@ truncated and rewritten, or a new file that reused the inode number, from the on
 that was being read. Writes are atomic (temp file, fsync, ``os.replace``, fsync of the
 directory), so a crash leaves the old or the new file, never half of one. A file that
 cannot be parsed is logged, moved aside to ``positions.json.corrupt`` and treated as
-empty: the sources start as if fresh rather than crash.
+empty: the sources start as if fresh rather than crash. A file that cannot be read at
+all (a directory, no permission) raises :class:`OSError` from ``load`` and ``save``: the
+caller reports it and goes on reading without saved positions.
 """
 
 from __future__ import annotations
@@ -115,6 +123,16 @@ def atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """What one source saved: positions by path, and the paths/patterns it waited for."""
+
+    positions: dict[str, FilePosition]
+    watched: frozenset[str]
+    saved_at: float = 0.0
+    """When the positions file was last written (its mtime; 0 when there is none)."""
+
+
 class PositionStore:
     """Load and save the positions of one named source in a shared positions file."""
 
@@ -125,8 +143,16 @@ class PositionStore:
 
     def load(self) -> dict[str, FilePosition]:
         """This source's saved positions by path; empty when none or the file is corrupt."""
+        return self.load_saved().positions
+
+    def load_saved(self) -> Saved:
+        """This source's positions and watched paths; ``OSError`` if the file is unreadable."""
         with self._lock:
-            data = self._read_all()
+            data, watched = self._read_all()
+            try:
+                saved_at = self.path.stat().st_mtime
+            except OSError:
+                saved_at = 0.0
         section = data.get(self.source, {})
         out: dict[str, FilePosition] = {}
         for path, value in section.items():
@@ -136,24 +162,36 @@ class PositionStore:
                 _log.warning(
                     "ignoring bad saved position", source=self.source, path=path, reason=str(exc)
                 )
-        return out
+        return Saved(out, frozenset(watched.get(self.source, ())), saved_at)
 
-    def save(self, positions: Mapping[str, FilePosition]) -> None:
-        """Replace this source's positions, keeping the other sources' entries."""
+    def save(
+        self, positions: Mapping[str, FilePosition], watched: frozenset[str] = frozenset()
+    ) -> None:
+        """Replace this source's positions and watched paths, keeping the other sources'."""
         with self._lock:
-            data = self._read_all()
+            data, watching = self._read_all()
             data[self.source] = {path: asdict(pos) for path, pos in sorted(positions.items())}
-            text = json.dumps({"version": _VERSION, "sources": data}, indent=1, sort_keys=True)
+            if watched:
+                watching[self.source] = sorted(watched)
+            else:
+                watching.pop(self.source, None)
+            doc: dict[str, Any] = {"version": _VERSION, "sources": data}
+            if watching:
+                doc["watched"] = watching
+            text = json.dumps(doc, indent=1, sort_keys=True)
             atomic_write(self.path, text.encode() + b"\n")
 
-    def _read_all(self) -> dict[str, dict[str, Any]]:
-        """Every source's raw section; a corrupt file is moved aside and reads as empty."""
+    def _read_all(self) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+        """Every source's raw section and watched list; a corrupt file reads as empty.
+
+        A corrupt file is moved aside first; ``OSError`` when the file (or the move) fails.
+        """
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return {}
+            return {}, {}
         try:
-            sources = _parse_document(raw)
+            sources, watched = _parse_document(raw)
         except ValueError as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
             aside = self.path.with_name(self.path.name + ".corrupt")
             _log.error(
@@ -163,16 +201,24 @@ class PositionStore:
                 reason=str(exc),
             )
             self.path.replace(aside)
-            return {}
-        return sources
+            return {}, {}
+        return sources, watched
 
 
-def _parse_document(raw: bytes) -> dict[str, dict[str, Any]]:
-    """The ``sources`` mapping of a positions document; ``ValueError`` if malformed."""
+def _parse_document(raw: bytes) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """The ``sources`` and ``watched`` mappings of a document; ``ValueError`` if malformed.
+
+    A malformed ``watched`` part is dropped on its own (it only refines ``start_at``).
+    """
     doc = json.loads(raw)  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
     if not isinstance(doc, dict) or doc.get("version") != _VERSION:
         raise ValueError(f"not a version {_VERSION} positions document")
     sources = doc.get("sources")
     if not isinstance(sources, dict) or not all(isinstance(v, dict) for v in sources.values()):
         raise ValueError("'sources' must map source names to objects")
-    return sources
+    watched = doc.get("watched", {})
+    if not isinstance(watched, dict) or not all(
+        isinstance(v, list) and all(isinstance(p, str) for p in v) for v in watched.values()
+    ):
+        watched = {}
+    return sources, watched
