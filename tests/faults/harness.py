@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aisentinel.control import ControlError, request
+
 REPO = Path(__file__).resolve().parents[2]
 
 BASE_CONFIG = """
@@ -115,11 +117,17 @@ class DaemonProc:
             )
         DaemonProc.started.append(self)
         if wait_ready:
-            assert wait_until(lambda: self.logged("decisions restored") or not self.alive()), (
-                self.text()
-            )
+            assert wait_until(lambda: self.answers() or not self.alive()), self.text()
             assert self.alive(), self.text()
         return self
+
+    def answers(self) -> bool:
+        """True once the daemon is up: its control socket answers ``status``."""
+        try:
+            request(self.sock, "status", timeout=2.0)
+        except ControlError:
+            return False
+        return True
 
     def alive(self) -> bool:
         """True while the process runs."""
@@ -208,9 +216,8 @@ class DaemonProc:
         )
 
     def status_json(self) -> dict[str, Any]:
-        """The status snapshot as data."""
-        res = self.status("--json")
-        value = json.loads(res.stdout)
+        """The status snapshot as data (asked in-process: the CLI is tested elsewhere)."""
+        value = request(self.sock, "status", timeout=5.0)
         assert isinstance(value, dict)
         return value
 

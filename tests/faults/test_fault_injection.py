@@ -113,7 +113,9 @@ def test_poison_times_are_contained_and_the_daemon_keeps_detecting(work: Path) -
     append(work / "logs" / "auth.log", [ssh_fail(i, "198.51.100.77") for i in range(6)])
     assert wait_until(lambda: "198.51.100.77" in banned(proc)), proc.text()
     assert proc.alive()
-    assert proc.metric("aisentinel_source_lines_unparsed_total", 'source="web"') == 3
+    assert wait_until(
+        lambda: proc.metric("aisentinel_source_lines_unparsed_total", 'source="web"') == 3
+    )
     assert no_traceback(proc.text())
 
 
