@@ -366,6 +366,11 @@ class NginxErrorTime:
         return value
 
 
+_Date = tuple[tuple[int, int, int] | None, LocalDay, LocalDay, LocalDay]
+"""A syslog date (``Nov 25``) in last, this and next year: ``(flat, day, day, day)``;
+``flat`` (the three midnights with their offset applied) when no day has a change."""
+
+
 def _year_of(now: float) -> int:
     """The UTC year of ``now``, or 0 for a time the platform cannot represent."""
     try:
@@ -385,7 +390,7 @@ class SyslogTime:
 
     A miss (a new second) looks the date text (``Nov 25``) up in a second cache that
     holds the :data:`LocalDay` of that date in last, this and next year, then costs
-    three ``int``, a few additions and comparisons: no ``mktime``. Wall-clock times
+    one ``int``, a few divisions, additions and comparisons: no ``mktime``. Wall-clock times
     a daylight-saving change makes ambiguous follow the module's ``fold=0`` rule.
     """
 
@@ -394,7 +399,7 @@ class SyslogTime:
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
         self._cache: dict[str, float] = {}
-        self._dates: dict[str, tuple[LocalDay, LocalDay, LocalDay]] = {}
+        self._dates: dict[str, _Date] = {}
         self._days = _LocalDays()
         self._filled_at = -_DAY
         self._year = 0
@@ -418,19 +423,12 @@ class SyslogTime:
                 self._year = year
         elif len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
-        value = self._compute(text, now)
-        if value is None or not MIN_TS <= value < MAX_TS:
-            return None
-        self._cache[text] = value
-        return value
-
-    def _compute(self, text: str, now: float) -> float | None:
         # "Nov 25 23:14:30" or "Nov  5 23:14:30" or "Nov 5 23:14:30" (some writers do
         # not pad the day)
         if len(text) < 14 or text[-9] != " " or text[-6] != ":" or text[-3] != ":":
             return None
         hms = text[-8:-6] + text[-5:-3] + text[-2:]
-        if not _digits(hms):
+        if not (hms.isdigit() and hms.isascii()):
             return None
         date = text[:-9]
         days = self._dates.get(date)
@@ -438,15 +436,28 @@ class SyslogTime:
             days = self._date(date)
             if days is None:
                 return None
-        wall = int(hms[0:2]) * 3600 + int(hms[2:4]) * 60 + int(hms[4:6])
-        value = local_epoch(days[1], wall)
+        n = int(hms)
+        wall = n // 10000 * 3600 + n // 100 % 100 * 60 + n % 100
         limit = now + _DAY
-        if value > limit:
-            return float(local_epoch(days[0], wall))
-        following = local_epoch(days[2], wall)
-        return float(following if following <= limit else value)
+        flat = days[0]
+        if flat is not None:  # no offset change on the date in any of the three years
+            value = flat[1] + wall
+            if value > limit:
+                value = flat[0] + wall
+            elif flat[2] + wall <= limit:
+                value = flat[2] + wall
+        else:
+            value = local_epoch(days[2], wall)
+            if value > limit:
+                value = local_epoch(days[1], wall)
+            elif (following := local_epoch(days[3], wall)) <= limit:
+                value = following
+        if not MIN_TS <= value < MAX_TS:
+            return None
+        self._cache[text] = stamp = float(value)
+        return stamp
 
-    def _date(self, date: str) -> tuple[LocalDay, LocalDay, LocalDay] | None:
+    def _date(self, date: str) -> _Date | None:
         """The date's day in last, this and next year; ``None`` if unreadable."""
         month = MONTHS.get(date[:3])
         mday = date[4:].lstrip(" ")
@@ -456,13 +467,17 @@ class SyslogTime:
         if year == 0:  # a clock the platform cannot read
             return None
         try:
-            found = (
+            three = (
                 days.get(year - 1, month, day),
                 days.get(year, month, day),
                 days.get(year + 1, month, day),
             )
         except (ValueError, OverflowError, OSError):
             return None
+        flat = None
+        if not any(d[2] for d in three):  # midnight minus its offset, for each year
+            flat = (three[0][0] - three[0][1], three[1][0] - three[1][1], three[2][0] - three[2][1])
+        found = (flat, *three)
         if len(self._dates) >= CACHE_LIMIT:
             self._dates.clear()
         self._dates[date] = found
