@@ -19,11 +19,18 @@ side with the anchor, a private ``fail2ban-server`` (bench/fail2ban_anchor.py).
    its jail's "Total failed" every second; the end of its backlog is the ban of a
    marker brute force appended after the last line.
 
+With ``--profile storm`` the background nginx lines and the sshd pool of the
+sustained and capacity tests come from bench/storm.py (half 404 scans and a quarter
+401s; sshd lines 70% attack traffic from 5,100 addresses) instead of the demo
+scenario's normal traffic (``--profile quiet``, the default); every figure printed
+names the profile.
+
 The daemon runs from a temporary config: file sources on temporary logs, state in a
 temporary folder, metrics on a free loopback port, the default dry-run responder.
 
     .venv/bin/python bench/latency.py [--attacks 200] [--rate 60000] [--seconds 20]
         [--fail2ban-rate 10000] [--fail2ban-seconds 10] [--no-fail2ban] [--json]
+        [--profile quiet|storm]
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import storm
 from fail2ban_anchor import Fail2ban, best_backend, unavailable, version
 from gen import aisentinel_cmd, aisentinel_env
 
@@ -68,7 +76,7 @@ def config_text(work: Path, sources: dict[str, tuple[str, Path]]) -> str:
         'listen = "127.0.0.1"',
         "port = 0",
         "[decisions]",
-        "max_bans_per_minute = 1000000",
+        "max_bans_per_minute = 10000",  # the most the config allows
     ]
     for name, (parser, path) in sources.items():
         parts += [
@@ -198,18 +206,18 @@ def lines_done(m: dict[tuple[str, str], float], source: str) -> float:
 
 
 class Background(threading.Thread):
-    """Appends normal nginx lines at ``rate`` lines/s until stopped."""
+    """Appends nginx lines (``(before, after)`` the time) at ``rate`` lines/s until stopped."""
 
-    def __init__(self, path: Path, rate: float, seed: int) -> None:
+    def __init__(self, path: Path, rate: float, lines: list[tuple[str, str]]) -> None:
         super().__init__(daemon=True)
         self.path = path
         self.rate = rate
-        self.records = normal_access_records(10_000, seed=seed)
+        self.lines = lines
         self.stop_event = threading.Event()
         self.written = 0
 
     def run(self) -> None:
-        recs = self.records
+        recs = self.lines
         t0 = time.monotonic()
         with self.path.open("a", encoding="utf-8") as fh:
             while not self.stop_event.is_set():
@@ -219,7 +227,7 @@ class Background(threading.Thread):
                     n = len(recs)
                     fh.write(
                         "".join(
-                            render_access(ts, recs[(self.written + i) % n]) + "\n"
+                            "{0}{2}{1}\n".format(*recs[(self.written + i) % n], ts)
                             for i in range(due)
                         )
                     )
@@ -287,9 +295,27 @@ def latency_test(
     return out
 
 
-def sshd_pool(folder: Path, seed: int) -> list[str]:
-    """200,000 generated auth.log lines without their timestamps (15 characters)."""
-    generate(folder, lines_nginx=0, lines_sshd=200_000, lines_error=0, seed=seed)
+def background_lines(folder: Path, profile: str, seed: int) -> list[tuple[str, str]]:
+    """Background access lines as (text before the time, text after it): the demo's
+    normal traffic (quiet) or the first 50,000 lines of a storm access.log (storm)."""
+    if profile == "quiet":
+        lines = [render_access("\0", r) for r in normal_access_records(10_000, seed=seed)]
+    else:
+        storm.generate(folder, lines=50_000, seed=seed)
+        lines = [
+            ln[: ln.index("[") + 1] + "\0" + ln[ln.index("]") :]
+            for ln in (folder / "access.log").read_text().splitlines()
+        ]
+    return [(a, b) for a, b in (ln.split("\0") for ln in lines)]
+
+
+def sshd_pool(folder: Path, seed: int, profile: str = "quiet") -> list[str]:
+    """200,000 generated auth.log lines (demo scenario or storm) without their timestamps
+    (15 characters)."""
+    if profile == "quiet":
+        generate(folder, lines_nginx=0, lines_sshd=200_000, lines_error=0, seed=seed)
+    else:
+        storm.generate(folder, lines=200_000, seed=seed)
     return [ln[15:] + "\n" for ln in (folder / "auth.log").read_text().splitlines()]
 
 
@@ -500,7 +526,7 @@ def print_latency(res: dict[str, Any]) -> None:
     f2b = res.get("fail2ban")
     keys = ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
     print(f"append -> decision latency: {lat['attacks']} ssh brute forces (5 failures each), "
-          f"background {res['background_rate']:,.0f} nginx lines/s")  # fmt: skip
+          f"background {res['background_rate']:,.0f} {res['profile']} nginx lines/s")  # fmt: skip
     print(f"  {'tool':<26} {'decided':>9} {'min':>8} {'median':>8} {'p90':>8} {'p99':>8} "
           f"{'max':>8}  (ms; missed = none within 10 s)")  # fmt: skip
     rows = [("aisentinel", lat)]
@@ -562,6 +588,7 @@ def print_capacity(res: dict[str, Any]) -> None:
 
 
 def print_report(res: dict[str, Any]) -> None:
+    print(f"== profile {res['profile']} (background and sshd pool; bench/README.md)")
     print_latency(res)
     if res.get("sustained"):
         print_sustained(res["sustained"])
@@ -589,6 +616,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--attacks", type=int, default=200)
     ap.add_argument("--background-rate", type=float, default=5000.0, help="nginx lines/s")
+    ap.add_argument(
+        "--profile", choices=("quiet", "storm"), default="quiet", help="background and pool"
+    )
     ap.add_argument("--rate", type=int, default=60_000, help="sustained sshd lines/s (0: max)")
     ap.add_argument("--seconds", type=float, default=20.0, help="sustained test length")
     ap.add_argument("--lines", type=int, default=0, help="cap on sustained lines (0: none)")
@@ -634,7 +664,8 @@ def run_all(args: argparse.Namespace, res: dict[str, Any]) -> None:
             if anchor:
                 f2b = start_anchor(args, {"sshd": auth, "nginx-botsearch": access}, work, res)
             daemon.wait_ready(len(sources))
-            bg = Background(access, args.background_rate, args.seed)
+            bg_lines = background_lines(work / "background", args.profile, args.seed)
+            bg = Background(access, args.background_rate, bg_lines)
             bg.start()
             try:
                 res["latency"] = latency_test(daemon, f2b, auth, args)
@@ -644,7 +675,7 @@ def run_all(args: argparse.Namespace, res: dict[str, Any]) -> None:
                 if f2b is not None:
                     res["fail2ban"]["latency_exit"] = f2b.stop()
             res["background_written"] = bg.written
-            tails = sshd_pool(work / "pool", args.seed)
+            tails = sshd_pool(work / "pool", args.seed, args.profile)
             if not args.no_sustained:
                 res["sustained"] = sustained_test(daemon, auth, tails, args)
             if args.capacity_lines:
@@ -667,7 +698,7 @@ def run_all(args: argparse.Namespace, res: dict[str, Any]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    res: dict[str, Any] = {"background_rate": args.background_rate}
+    res: dict[str, Any] = {"profile": args.profile, "background_rate": args.background_rate}
     run_all(args, res)
     ratios(res)
     if args.json:

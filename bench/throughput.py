@@ -1,9 +1,19 @@
 #!/usr/bin/env python3
 """Offline throughput: ``aisentinel replay`` against Debian's ``fail2ban-regex``.
 
-Generates (with the demo scenario) an nginx access log, an nginx error log and an
-sshd auth.log, then times on the same files, best of ``--runs`` wall-clock runs
-(process start-up included, stdout to a file):
+Two profiles (``--profile quiet|storm|both``, default both), each an nginx access
+log, an nginx error log and an sshd auth.log:
+
+* ``quiet``: the demo scenario (:mod:`aisentinel.demo.scenario`), ``--lines`` access and
+  auth lines: mostly normal traffic with attacks mixed in; most auth.log lines are
+  other programs' noise the parser drops on their first characters;
+* ``storm``: bench/storm.py, ``--storm-lines`` sshd and access lines under a
+  brute-force and scanning storm: sshd at 2.5 lines a second of log time (a new
+  timestamp on most lines), about 70% of them from 100 heavy and 5,000 occasional
+  attackers; access half 404 scans, a quarter 401s; the error log in proportion.
+
+On each file, the same run times, best of ``--runs`` wall-clock runs (process
+start-up included, stdout to a file):
 
 * ``aisentinel replay FILE --format F --json``
 * ``fail2ban-regex -o row FILE FILTER`` with Debian's filters (sshd, nginx-botsearch,
@@ -17,7 +27,10 @@ Coverage: a host "fail2ban would ban" has >= maxretry (5) matches within findtim
 be flagged by aisentinel (a finding about it or a decision on it). Recall against the
 scenario's ground truth and flags on benign addresses are printed too.
 
-    .venv/bin/python bench/throughput.py [--lines 1000000] [--runs 3] [--seed 1] [--json]
+    .venv/bin/python bench/throughput.py [--profile both] [--lines 1000000]
+        [--storm-lines 200000] [--runs 3] [--seed 1] [--json]
+
+Every printed figure names its profile.
 """
 
 from __future__ import annotations
@@ -36,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import storm
 from gen import REPO, aisentinel_cmd, aisentinel_env
 
 from aisentinel.demo.scenario import AttackKind, Manifest, generate
@@ -67,7 +81,10 @@ class Job:
     path: Path
     fmt: str
     filters: tuple[str, ...]
-    kinds: frozenset[AttackKind]
+    truth: frozenset[str]
+    """Addresses that attack in this file."""
+    benign: frozenset[str]
+    """Addresses that never attack."""
     lines: int = 0
     results: dict[str, Any] = field(default_factory=dict)
 
@@ -153,24 +170,42 @@ def flagged(jsonl: Path) -> tuple[set[str], dict[str, Any] | None, int]:
     return hosts, summary, junk
 
 
-def make_jobs(work: Path, manifest: Manifest) -> list[Job]:
-    """The three files and what to run on each."""
+def quiet_jobs(work: Path, manifest: Manifest) -> list[Job]:
+    """The quiet profile's three files and what to run on each."""
+
+    def truth(*kinds: AttackKind) -> frozenset[str]:
+        return frozenset(a for a, atk in manifest.attacks.items() if atk.kind in kinds)
+
+    benign = frozenset(manifest.benign)
     return [
         Job("auth.log", work / "auth.log", "sshd", ("sshd",),
-            frozenset({AttackKind.SSH_BRUTE_FORCE, AttackKind.SSH_CREDENTIAL_STUFFING}),
+            truth(AttackKind.SSH_BRUTE_FORCE, AttackKind.SSH_CREDENTIAL_STUFFING), benign,
             manifest.lines["auth"]),
         Job("access.log", work / "access.log", "nginx", ("nginx-botsearch",),
-            frozenset({AttackKind.SCAN, AttackKind.AI_RECON, AttackKind.OLLAMA_EXPLOIT,
-                       AttackKind.HTTP_AUTH_BRUTE_FORCE, AttackKind.RATE_ABUSE}),
+            truth(AttackKind.SCAN, AttackKind.AI_RECON, AttackKind.OLLAMA_EXPLOIT,
+                  AttackKind.HTTP_AUTH_BRUTE_FORCE, AttackKind.RATE_ABUSE), benign,
             manifest.lines["access"]),
         Job("error.log", work / "error.log", "nginx-error",
             ("nginx-http-auth", "nginx-limit-req"),
-            frozenset({AttackKind.HTTP_AUTH_BRUTE_FORCE, AttackKind.RATE_ABUSE}),
+            truth(AttackKind.HTTP_AUTH_BRUTE_FORCE, AttackKind.RATE_ABUSE), benign,
             manifest.lines["error"]),
     ]  # fmt: skip
 
 
-def run_job(job: Job, args: argparse.Namespace, manifest: Manifest, work: Path) -> None:
+def storm_jobs(logs: storm.Storm) -> list[Job]:
+    """The storm profile's three files (no limit_req lines: no nginx-limit-req filter)."""
+    files, truth, benign = logs.files, logs.attackers, logs.benign
+    return [
+        Job("auth.log", files["auth"], "sshd", ("sshd",), truth["auth"], benign,
+            logs.lines["auth"]),
+        Job("access.log", files["access"], "nginx", ("nginx-botsearch",), truth["access"],
+            benign, logs.lines["access"]),
+        Job("error.log", files["error"], "nginx-error", ("nginx-http-auth",), truth["error"],
+            benign, logs.lines["error"]),
+    ]  # fmt: skip
+
+
+def run_job(job: Job, args: argparse.Namespace, work: Path) -> None:
     """Time everything on one file and fill ``job.results``."""
     r = job.results
     r["ceiling_s"] = ceiling(job.path, job.fmt, args.runs)
@@ -185,7 +220,7 @@ def run_job(job: Job, args: argparse.Namespace, manifest: Manifest, work: Path) 
             f2b_hosts |= hosts
             r["fail2ban"][flt] = {"seconds": secs, "matches": matches, "would_ban": len(hosts)}
         r["fail2ban_would_ban"] = len(f2b_hosts)
-    truth = {a for a, atk in manifest.attacks.items() if atk.kind in job.kinds}
+    truth = job.truth
     r["truth"] = len(truth)
     if args.no_aisentinel:
         return
@@ -206,7 +241,7 @@ def run_job(job: Job, args: argparse.Namespace, manifest: Manifest, work: Path) 
         "non_json_lines": junk,
         "fail2ban_would_ban_not_flagged": missed,
         "recall": len(hosts & truth) / len(truth) if truth else None,
-        "benign_flagged": sorted(hosts & set(manifest.benign)),
+        "benign_flagged": sorted(hosts & job.benign),
     }
 
 
@@ -214,11 +249,12 @@ def rate(lines: int, secs: float | None) -> str:
     return f"{lines / secs:>11,.0f}/s" if secs else f"{'n/a':>13}"
 
 
-def print_table(jobs: list[Job], args: argparse.Namespace, gen_rate: float) -> None:
-    print(f"scenario: seed {args.seed}, generated at {gen_rate:,.0f} lines/s; best of {args.runs}")
+def print_table(profile: str, jobs: list[Job], args: argparse.Namespace, gen: str) -> None:
+    """The profile's timing and coverage tables; every row names the profile."""
+    print(f"== profile {profile}: {gen}; best of {args.runs}")
     print("wall time per run includes process start-up; lines/s = file lines / best wall time\n")
-    head = f"{'file':<11} {'lines':>10} {'aisentinel':>13} {'fail2ban-regex':>13} {'filter':<16}"
-    print(head + f" {'ais/f2b':>7} {'bare regex':>13}")
+    head = f"{'profile':<7} {'file':<11} {'lines':>10} {'aisentinel':>13} {'fail2ban-regex':>13}"
+    print(head + f" {'filter':<16} {'ais/f2b':>7} {'bare regex':>13}")
     for job in jobs:
         r = job.results
         ais = r.get("aisentinel", {}).get("seconds")
@@ -227,26 +263,26 @@ def print_table(jobs: list[Job], args: argparse.Namespace, gen_rate: float) -> N
         for flt, fr in f2b.items() or {"-": {"seconds": None}}.items():
             ratio = f"{fr['seconds'] / ais:>6.1f}x" if ais and fr["seconds"] else f"{'':>7}"
             print(
-                f"{job.name if first else '':<11} {job.lines if first else '':>10} "
+                f"{profile:<7} {job.name if first else '':<11} {job.lines if first else '':>10} "
                 f"{rate(job.lines, ais) if first else '':>13} {rate(job.lines, fr['seconds'])} "
                 f"{flt:<16} {ratio} {rate(job.lines, r['ceiling_s']) if first else '':>13}"
             )
             first = False
         if "aisentinel_error" in r:
             print(f"  aisentinel replay failed: {r['aisentinel_error']}")
-    print("\ncoverage (fail2ban would ban = >= 5 matches within 10 min)")
-    print(f"{'file':<11} {'f2b bans':>9} {'ais flagged':>11} {'missed':>7} {'truth':>6} "
-          f"{'recall':>7} {'benign flagged':>15}")  # fmt: skip
+    print(f"\ncoverage, profile {profile} (fail2ban would ban = >= 5 matches within 10 min)")
+    print(f"{'profile':<7} {'file':<11} {'f2b bans':>9} {'ais flagged':>11} {'missed':>7} "
+          f"{'truth':>6} {'recall':>7} {'benign flagged':>15}")  # fmt: skip
     for job in jobs:
         r = job.results
         bans = r.get("fail2ban_would_ban", 0)
         a = r.get("aisentinel")
         if a is None:
-            print(f"{job.name:<11} {bans:>9} {'n/a':>11}")
+            print(f"{profile:<7} {job.name:<11} {bans:>9} {'n/a':>11}")
             continue
         recall = f"{a['recall']:.1%}" if a["recall"] is not None else "-"
         print(
-            f"{job.name:<11} {bans:>9} {a['flagged']:>11} "
+            f"{profile:<7} {job.name:<11} {bans:>9} {a['flagged']:>11} "
             f"{len(a['fail2ban_would_ban_not_flagged']):>7} {r['truth']:>6} {recall:>7} "
             f"{len(a['benign_flagged']):>15}"
         )
@@ -254,12 +290,37 @@ def print_table(jobs: list[Job], args: argparse.Namespace, gen_rate: float) -> N
             print(f"  not flagged: {', '.join(a['fail2ban_would_ban_not_flagged'][:10])}")
         if a["non_json_lines"]:
             print(f"  note: {a['non_json_lines']} non-JSON line(s) on replay's stdout")
+    print()
+
+
+def prepare(profile: str, work: Path, args: argparse.Namespace) -> tuple[list[Job], str]:
+    """Generate the profile's files under ``work``; its jobs and a line describing them."""
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if profile == "quiet":
+        error_lines = args.lines if args.error_lines is None else args.error_lines
+        manifest = generate(
+            work, lines_nginx=args.lines, lines_sshd=args.lines, lines_error=error_lines,
+            seed=args.seed,
+        )  # fmt: skip
+        took = time.perf_counter() - t0
+        jobs = quiet_jobs(work, manifest)
+        what = "demo scenario"
+    else:
+        logs = storm.generate(work, lines=args.storm_lines, seed=args.seed)
+        took = time.perf_counter() - t0
+        jobs = storm_jobs(logs)
+        what = f"bench/storm.py at {storm.RATE} sshd lines/s of log time"
+    total = sum(j.lines for j in jobs)
+    return jobs, f"{what}, seed {args.seed}, generated at {total / took:,.0f} lines/s"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--lines", type=int, default=1_000_000, help="access and auth lines")
-    ap.add_argument("--error-lines", type=int, default=None, help="default: --lines")
+    ap.add_argument("--profile", choices=("quiet", "storm", "both"), default="both")
+    ap.add_argument("--lines", type=int, default=1_000_000, help="quiet: access and auth lines")
+    ap.add_argument("--error-lines", type=int, default=None, help="quiet: default --lines")
+    ap.add_argument("--storm-lines", type=int, default=200_000, help="storm: access and auth lines")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--runs", type=int, default=3, help="best of N")
     ap.add_argument("--json", action="store_true", help="print one JSON object, no table")
@@ -270,29 +331,35 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-aisentinel", action="store_true")
     args = ap.parse_args(argv)
 
+    profiles = ("quiet", "storm") if args.profile == "both" else (args.profile,)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aisentinel-bench-"))
     # Byte-compile the checkout once, as an installed package is (pip and the .deb
     # compile at install time; Debian's fail2ban has its .pyc files too), so that no
     # run pays for compiling ~80 modules at start-up.
     compileall.compile_dir(REPO / "aisentinel", quiet=1)
+    report: dict[str, Any] = {"seed": args.seed, "runs": args.runs, "profiles": {}}
+    ratios: list[str] = []
     try:
-        t0 = time.perf_counter()
-        error_lines = args.lines if args.error_lines is None else args.error_lines
-        manifest = generate(
-            work, lines_nginx=args.lines, lines_sshd=args.lines, lines_error=error_lines,
-            seed=args.seed,
-        )  # fmt: skip
-        gen_rate = sum(manifest.lines.values()) / (time.perf_counter() - t0)
-        jobs = make_jobs(work, manifest)
-        for job in jobs:
-            run_job(job, args, manifest, work)
-        if args.json:
-            print(json.dumps({
-                "seed": args.seed, "runs": args.runs, "generate_lines_per_s": gen_rate,
+        for profile in profiles:
+            jobs, gen = prepare(profile, work / profile, args)
+            for job in jobs:
+                run_job(job, args, work / profile)
+            report["profiles"][profile] = {
+                "generated": gen,
                 "files": {j.name: {"lines": j.lines, **j.results} for j in jobs},
-            }, indent=1))  # fmt: skip
-        else:
-            print_table(jobs, args, gen_rate)
+            }
+            if not args.json:
+                print_table(profile, jobs, args, gen)
+            for job in jobs:
+                ais = job.results.get("aisentinel", {}).get("seconds")
+                for flt, fr in job.results.get("fail2ban", {}).items():
+                    if ais:
+                        ratios.append(f"{profile}/{job.name} vs {flt}: {fr['seconds'] / ais:.1f}x")
+        if args.json:
+            print(json.dumps(report, indent=1))
+        elif ratios:
+            print("aisentinel replay speed / fail2ban-regex speed, per profile and file:")
+            print("\n".join(f"  {r}" for r in ratios))
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

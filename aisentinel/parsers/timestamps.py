@@ -2,10 +2,22 @@
 
 Log lines written within the same second share their timestamp text, so each
 converter keeps a bounded ``text -> epoch`` dict (cleared when it grows past
-:data:`CACHE_LIMIT`) and computes misses with :func:`calendar.timegm` (or
-:func:`time.mktime` for formats written in the server's local time) and a month
-table. Every function returns ``None`` for text it cannot read, and for a time
-outside ``MIN_TS <= ts < MAX_TS`` (which NaN never is); none raises.
+:data:`CACHE_LIMIT`). A miss (a new second, which under an attack storm is most
+lines) costs a few slices and integer operations: the epoch of the day (or minute)
+and its UTC offset are cached and the seconds added; no ``strptime``, ``timegm``
+or ``mktime`` per second. Every function returns ``None`` for text it cannot read,
+and for a time outside ``MIN_TS <= ts < MAX_TS`` (which NaN never is); none raises.
+
+Formats in the server's local time (classic syslog, the nginx error log) carry no
+zone. :func:`local_day` reads the local zone's offsets for a whole day once,
+including a daylight-saving change inside it, and the rule for wall-clock times a
+change makes ambiguous is the one of Python's ``fold=0`` (PEP 495): **the offset in
+force before the change applies** up to the end of the repeated or skipped hour.
+In autumn the repeated hour (e.g. 02:00-02:59 in Europe/Berlin) is read as its
+first pass (summer time), so lines of the second pass come out an hour early; in
+spring a skipped wall time (02:30, which never shows on the clock) is read with
+winter time, i.e. as 03:30 summer time. Formats that carry their offset (nginx
+``$time_local``, RFC 3339) are exact.
 """
 
 from __future__ import annotations
@@ -45,9 +57,94 @@ log; taken as an event it would poison detector windows (``1e308 - -1e308`` is
 infinite) and date arithmetic downstream. Parsers treat such a line as unparsed."""
 
 
-def _local_epoch(fields: tuple[int, int, int, int, int, int]) -> float:
-    """Epoch of a wall-clock time (year, month, day, h, m, s) in the server's local zone."""
-    return time.mktime((*fields, 0, 0, -1))
+_STEP = 6 * 3600
+"""Sampling step when looking for offset changes: zones change at most twice a year."""
+
+_REACH = 15 * 3600
+"""Beyond the largest UTC offset (+14:00, -12:00): a local day lies within its wall-clock
+midnight read as UTC, minus this, and the next midnight plus this."""
+
+LocalDay = tuple[int, int, tuple[tuple[int, int], ...]]
+"""A day in the local zone: (its wall-clock midnight read as UTC, the UTC offset in
+force at midnight, ((wall-clock second of the day, the offset from then on), ...)).
+The tuple of changes is empty on every day without a daylight-saving change."""
+
+
+def _gmtoff(t: int) -> int:
+    return time.localtime(t).tm_gmtoff
+
+
+def _changes(lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """Offset changes between UTC instants ``lo`` and ``hi``: (first instant of the new
+    offset, offset before, offset after), in order; sampled every :data:`_STEP` and
+    bisected to the second."""
+    out: list[tuple[int, int, int]] = []
+    a, oa = lo, _gmtoff(lo)
+    while a < hi:
+        b = min(a + _STEP, hi)
+        ob = _gmtoff(b)
+        while ob != oa:  # the first instant in (a, b] whose offset is not oa
+            x, y = a, b
+            while y - x > 1:
+                mid = (x + y) // 2
+                if _gmtoff(mid) == oa:
+                    x = mid
+                else:
+                    y = mid
+            new = _gmtoff(y)
+            out.append((y, oa, new))
+            a, oa = y, new
+        a, oa = b, ob
+    return out
+
+
+def local_day(year: int, month: int, day: int) -> LocalDay:
+    """The local zone's midnight and offsets for one day (see :data:`LocalDay`).
+
+    An offset change at UTC instant ``T`` from ``before`` to ``after`` takes effect
+    at the wall-clock time ``T + max(before, after)``: the end of the skipped hour in
+    spring, the end of the repeated hour in autumn (the module's ``fold=0`` rule).
+    Raises ``ValueError``/``OverflowError``/``OSError`` for a date the platform
+    cannot represent.
+    """
+    wall0 = calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0))
+    offset = _gmtoff(wall0 - _REACH)
+    switches: list[tuple[int, int]] = []
+    for at, before, after in _changes(wall0 - _REACH, wall0 + 86400 + _REACH):
+        second = at + max(before, after) - wall0
+        if second <= 0:
+            offset = after
+        elif second < 86400:
+            switches.append((second, after))
+    return wall0, offset, tuple(switches)
+
+
+def local_epoch(day: LocalDay, wall: int) -> int:
+    """Epoch of the wall-clock second ``wall`` (seconds since midnight) of ``day``."""
+    base, offset, switches = day
+    for second, after in switches:
+        if wall >= second:
+            offset = after
+    return base + wall - offset
+
+
+class _LocalDays:
+    """A bounded ``(year, month, day) -> LocalDay`` cache."""
+
+    __slots__ = ("_days",)
+
+    def __init__(self) -> None:
+        self._days: dict[tuple[int, int, int], LocalDay] = {}
+
+    def get(self, year: int, month: int, day: int) -> LocalDay:
+        key = (year, month, day)
+        found = self._days.get(key)
+        if found is None:
+            found = local_day(year, month, day)
+            if len(self._days) >= CACHE_LIMIT:
+                self._days.clear()
+            self._days[key] = found
+        return found
 
 
 def _digits(text: str) -> bool:
@@ -72,16 +169,19 @@ def _offset_seconds(text: str) -> int | None:
 class NginxTimeLocal:
     """``$time_local`` (``20/Jan/2015:19:53:28 +0100``) -> epoch, honouring the offset.
 
-    Two caches: the whole text (hit by every line within a second), and the epoch
-    of the minute with its offset (``20/Jan/2015:19:53 +0100``), so that a new second
-    costs a few slices and one ``int`` rather than a ``timegm``.
+    Three caches: the whole text (hit by every line within a second), the epoch of
+    the minute with its offset (``20/Jan/2015:19:53 +0100``), so that a new second
+    costs a few slices and one ``int``, and the epoch of the day with its offset, so
+    that a new minute costs two more ``int`` rather than a ``timegm``. The text
+    carries its offset, so daylight-saving changes need nothing more.
     """
 
-    __slots__ = ("_cache", "_minutes")
+    __slots__ = ("_cache", "_days", "_minutes")
 
     def __init__(self) -> None:
         self._cache: dict[str, float] = {}
         self._minutes: dict[str, float] = {}
+        self._days: dict[str, float] = {}
 
     @property
     def cache(self) -> dict[str, float]:
@@ -114,9 +214,15 @@ class NginxTimeLocal:
             hh, mm = text[12:14], text[15:17]
             if text[14] != ":" or not (_digits(hh) and _digits(mm)):
                 return None
-            day = self._day(text)
+            day_key = text[:11] + text[20:]
+            day = self._days.get(day_key)
             if day is None:
-                return None
+                day = self._day(text)
+                if day is None:
+                    return None
+                if len(self._days) >= CACHE_LIMIT:
+                    self._days.clear()
+                self._days[day_key] = day
             minute = day + int(hh) * 3600 + int(mm) * 60
             if len(self._minutes) >= CACHE_LIMIT:
                 self._minutes.clear()
@@ -143,14 +249,16 @@ class NginxTimeLocal:
 class IsoTime:
     """RFC 3339 / ISO 8601 (``2026-11-25T23:14:30.123456+00:00``) -> epoch.
 
-    The date-and-seconds part is cached; the fraction and offset are read per call.
+    The date-and-seconds part is cached, and the epoch of each date, so a new second
+    costs three ``int`` and an addition; the fraction and offset are read per call.
     Text without an offset is taken as UTC.
     """
 
-    __slots__ = ("_cache",)
+    __slots__ = ("_cache", "_days")
 
     def __init__(self) -> None:
         self._cache: dict[str, float] = {}
+        self._days: dict[str, int] = {}
 
     def __call__(self, text: str) -> float | None:
         if len(text) < 19 or text[10] not in "Tt ":
@@ -180,33 +288,52 @@ class IsoTime:
                 epoch -= offset
         return epoch if MIN_TS <= epoch < MAX_TS else None
 
-    @staticmethod
-    def _compute(base: str) -> float | None:
+    def _compute(self, base: str) -> float | None:
         # 2026-11-25T23:14:30
-        if base[4] != "-" or base[7] != "-" or base[13] != ":" or base[16] != ":":
+        if base[13] != ":" or base[16] != ":":
             return None
-        parts = (base[0:4], base[5:7], base[8:10], base[11:13], base[14:16], base[17:19])
+        hms = base[11:13] + base[14:16] + base[17:19]
+        if not _digits(hms):
+            return None
+        day = self._days.get(base[:10])
+        if day is None:
+            day = self._day(base[:10])
+            if day is None:
+                return None
+        return float(day + int(hms[0:2]) * 3600 + int(hms[2:4]) * 60 + int(hms[4:6]))
+
+    def _day(self, date: str) -> int | None:
+        if date[4] != "-" or date[7] != "-":
+            return None
+        parts = (date[0:4], date[5:7], date[8:10])
         if not all(_digits(p) for p in parts):
             return None
-        year, month, day, hh, mm, ss = (int(p) for p in parts)
+        year, month, day = (int(p) for p in parts)
         try:
-            return float(calendar.timegm((year, month, day, hh, mm, ss, 0, 0, 0)))
+            value = calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0))
         except (ValueError, OverflowError):
             return None
+        if len(self._days) >= CACHE_LIMIT:
+            self._days.clear()
+        self._days[date] = value
+        return value
 
 
 class NginxErrorTime:
     """nginx error-log time (``2015/01/21 10:56:10``, server local time) -> epoch.
 
-    Caches the epoch of each minute (``2015/01/21 10:56``) and adds the seconds, so a
-    log with a new second on every line still costs one dict lookup per line. Local
-    time offsets change on whole minutes at most, so this is exact.
+    Caches the epoch of each minute (``2015/01/21 10:56``), worked out from the
+    cached :func:`local_day`, and adds the seconds, so a log with a new second on
+    every line still costs one dict lookup per line. Local offsets change on whole
+    minutes (every zone in tzdata since 1970), so this is exact; wall-clock times a
+    daylight-saving change makes ambiguous follow the module's ``fold=0`` rule.
     """
 
-    __slots__ = ("_minutes",)
+    __slots__ = ("_days", "_minutes")
 
     def __init__(self) -> None:
         self._minutes: dict[str, float] = {}
+        self._days = _LocalDays()
 
     def __call__(self, text: str) -> float | None:
         if len(text) != 19 or text[16] != ":":
@@ -228,15 +355,28 @@ class NginxErrorTime:
         parts = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16])
         if not all(_digits(p) for p in parts):
             return None
+        year, month, day, hh, mm = (int(p) for p in parts)
         try:
-            year, month, day, hh, mm = (int(p) for p in parts)
-            value = _local_epoch((year, month, day, hh, mm, 0))
-        except (ValueError, OverflowError):
+            value = float(local_epoch(self._days.get(year, month, day), hh * 3600 + mm * 60))
+        except (ValueError, OverflowError, OSError):
             return None
         if len(self._minutes) >= CACHE_LIMIT:
             self._minutes.clear()
         self._minutes[text] = value
         return value
+
+
+_Date = tuple[tuple[int, int, int] | None, LocalDay, LocalDay, LocalDay]
+"""A syslog date (``Nov 25``) in last, this and next year: ``(flat, day, day, day)``;
+``flat`` (the three midnights with their offset applied) when no day has a change."""
+
+
+def _year_of(now: float) -> int:
+    """The UTC year of ``now``, or 0 for a time the platform cannot represent."""
+    try:
+        return time.gmtime(now).tm_year
+    except (ValueError, OverflowError, OSError):
+        return 0
 
 
 class SyslogTime:
@@ -247,14 +387,22 @@ class SyslogTime:
     the next year is within a day of ``now`` (a ``Jan  1`` line read on Dec 31).
     Cached entries are dropped when a miss finds the cache older than an hour, so
     a long-running daemon never reuses a year guessed twelve months earlier.
+
+    A miss (a new second) looks the date text (``Nov 25``) up in a second cache that
+    holds the :data:`LocalDay` of that date in last, this and next year, then costs
+    one ``int``, a few divisions, additions and comparisons: no ``mktime``. Wall-clock times
+    a daylight-saving change makes ambiguous follow the module's ``fold=0`` rule.
     """
 
-    __slots__ = ("_cache", "_filled_at", "_now")
+    __slots__ = ("_cache", "_dates", "_days", "_filled_at", "_now", "_year")
 
     def __init__(self, now: Callable[[], float]) -> None:
         self._now = now
         self._cache: dict[str, float] = {}
-        self._filled_at = 0.0
+        self._dates: dict[str, _Date] = {}
+        self._days = _LocalDays()
+        self._filled_at = -_DAY
+        self._year = 0
 
     @property
     def cache(self) -> dict[str, float]:
@@ -266,38 +414,71 @@ class SyslogTime:
         if cached is not None:
             return cached
         now = self._now()
-        if len(self._cache) >= CACHE_LIMIT or now - self._filled_at > 3600.0:
+        if now - self._filled_at > 3600.0:
             self._cache.clear()
             self._filled_at = now
-        value = self._compute(text, now)
-        if value is None or not MIN_TS <= value < MAX_TS:
+            year = _year_of(now)
+            if year != self._year:
+                self._dates.clear()
+                self._year = year
+        elif len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        # "Nov 25 23:14:30" or "Nov  5 23:14:30" or "Nov 5 23:14:30" (some writers do
+        # not pad the day)
+        if len(text) < 14 or text[-9] != " " or text[-6] != ":" or text[-3] != ":":
             return None
-        self._cache[text] = value
-        return value
+        hms = text[-8:-6] + text[-5:-3] + text[-2:]
+        if not (hms.isdigit() and hms.isascii()):
+            return None
+        date = text[:-9]
+        days = self._dates.get(date)
+        if days is None:
+            days = self._date(date)
+            if days is None:
+                return None
+        n = int(hms)
+        wall = n // 10000 * 3600 + n // 100 % 100 * 60 + n % 100
+        limit = now + _DAY
+        flat = days[0]
+        if flat is not None:  # no offset change on the date in any of the three years
+            value = flat[1] + wall
+            if value > limit:
+                value = flat[0] + wall
+            elif flat[2] + wall <= limit:
+                value = flat[2] + wall
+        else:
+            value = local_epoch(days[2], wall)
+            if value > limit:
+                value = local_epoch(days[1], wall)
+            elif (following := local_epoch(days[3], wall)) <= limit:
+                value = following
+        if not MIN_TS <= value < MAX_TS:
+            return None
+        self._cache[text] = stamp = float(value)
+        return stamp
 
-    @staticmethod
-    def _compute(text: str, now: float) -> float | None:
-        # "Nov 25 23:14:30" or "Nov 5 23:14:30" (some writers do not pad the day)
-        month = MONTHS.get(text[:3])
-        if month is None or len(text) < 14 or text[3] != " ":
+    def _date(self, date: str) -> _Date | None:
+        """The date's day in last, this and next year; ``None`` if unreadable."""
+        month = MONTHS.get(date[:3])
+        mday = date[4:].lstrip(" ")
+        if month is None or date[3:4] != " " or not 0 < len(mday) <= 2 or not _digits(mday):
             return None
-        fields = text[4:].split()
-        if len(fields) != 2 or not _digits(fields[0]) or len(fields[1]) != 8:
+        year, day, days = self._year, int(mday), self._days
+        if year == 0:  # a clock the platform cannot read
             return None
-        clock = fields[1]
-        if clock[2] != ":" or clock[5] != ":":
-            return None
-        hms = (clock[0:2], clock[3:5], clock[6:8])
-        if not all(_digits(p) for p in hms):
-            return None
-        day = int(fields[0])
-        hh, mm, ss = (int(p) for p in hms)
-        year = time.gmtime(now).tm_year
         try:
-            value = _local_epoch((year, month, day, hh, mm, ss))
-            if value > now + _DAY:
-                return _local_epoch((year - 1, month, day, hh, mm, ss))
-            following = _local_epoch((year + 1, month, day, hh, mm, ss))
-        except (ValueError, OverflowError):
+            three = (
+                days.get(year - 1, month, day),
+                days.get(year, month, day),
+                days.get(year + 1, month, day),
+            )
+        except (ValueError, OverflowError, OSError):
             return None
-        return following if following <= now + _DAY else value
+        flat = None
+        if not any(d[2] for d in three):  # midnight minus its offset, for each year
+            flat = (three[0][0] - three[0][1], three[1][0] - three[1][1], three[2][0] - three[2][1])
+        found = (flat, *three)
+        if len(self._dates) >= CACHE_LIMIT:
+            self._dates.clear()
+        self._dates[date] = found
+        return found
