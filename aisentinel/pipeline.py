@@ -2,9 +2,9 @@
 
 ``Pipeline.process(batch)`` runs every line of a :class:`LineBatch` through the
 parser it names (an :class:`EventBatch` already holds events: no parsing), hands
-each event to the detectors that consume its type, turns findings into decisions and submits them to the responders. It is single-threaded
-by design: the daemon calls it from one thread, fed by a queue that the sources
-fill. Counters live here as plain integers and are read by the exporter at scrape
+each event to the detectors that consume its type, turns findings into decisions
+and submits them to the responders. It is single-threaded by design: the daemon
+calls it from one thread, fed by a queue that the sources fill. Counters live here as plain integers and are read by the exporter at scrape
 time (no double bookkeeping).
 """
 
