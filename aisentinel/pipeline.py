@@ -4,8 +4,9 @@
 parser it names (an :class:`EventBatch` already holds events: no parsing), hands
 each event to the detectors that consume its type, turns findings into decisions
 and submits them to the responders. It is single-threaded by design: the daemon
-calls it from one thread, fed by a queue that the sources fill. Counters live here as plain integers and are read by the exporter at scrape
-time (no double bookkeeping).
+calls it from one thread, fed by a queue that the sources fill. Counters live here
+as plain integers and are read by the exporter at scrape time (no double
+bookkeeping).
 """
 
 from __future__ import annotations
