@@ -141,20 +141,17 @@ class SshdParser(Parser):
                 return None
         if addr[0] == ":":
             addr = normalize_addr(addr)
-        pid = tag[tag.find("[") + 1 : -1] if tag[-1:] == "]" else tag
+        try:
+            if tag[4:5] == "[":  # "sshd[123]": nearly always
+                pid = int(tag[5:-1])
+            elif tag[-1:] == "]":  # "sshd-session[123]"
+                pid = int(tag[tag.find("[") + 1 : -1])
+            else:  # "123" (RFC 5424), or "sshd" / "" without one
+                pid = int(tag) if tag else None
+        except ValueError:  # "[sshd]", "-": no pid
+            pid = None
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path).
-        return _new(
-            SshEvent,
-            (
-                ts,
-                self.source,
-                addr,
-                kind,
-                user,
-                int(port) if port else None,
-                int(pid) if pid.isdigit() else None,
-            ),
-        )
+        return _new(SshEvent, (ts, self.source, addr, kind, user, int(port) if port else None, pid))
 
     @staticmethod
     def is_sshd_line(line: str) -> bool:
