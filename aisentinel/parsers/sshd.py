@@ -141,6 +141,7 @@ class SshdParser(Parser):
                 return None
         if addr[0] == ":":
             addr = normalize_addr(addr)
+        pid: int | None
         try:
             if tag[4:5] == "[":  # "sshd[123]": nearly always
                 pid = int(tag[5:-1])
