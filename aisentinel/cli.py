@@ -19,6 +19,8 @@ from pathlib import Path
 
 from aisentinel import __version__
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
+from aisentinel.parsers import AUTO
+from aisentinel.parsers import names as parser_names
 
 
 def _load(path: Path | None) -> Config | None:
@@ -81,9 +83,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     jobs: list[tuple[Path, str]] = []
     for p in args.files:
         try:
-            jobs.append((p, detect_format(p) if args.format == "auto" else args.format))
+            jobs.append((p, detect_format(p) if args.format == AUTO else args.format))
         except READ_ERRORS:
-            jobs.append((p, "auto"))  # replay() reports the fault when it reads the file
+            jobs.append((p, AUTO))  # replay() reports the fault when it reads the file
         except ValueError as exc:
             print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
             return 2
@@ -204,7 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("replay", help="run detection offline over log files")
     rep.add_argument("files", type=Path, nargs="+", metavar="FILE")
     rep.add_argument(
-        "--format", choices=["nginx", "nginx-json", "nginx-error", "sshd", "auto"], default="auto"
+        "--format",
+        choices=parser_names(auto=True),
+        default=AUTO,
+        help="the parser to use (default: sniffed per file from its first lines)",
     )
     rep.add_argument("--json", action="store_true", help="JSON Lines output")
     rep.add_argument("--config", type=Path, default=None)

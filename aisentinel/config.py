@@ -25,6 +25,7 @@ from aisentinel.configtypes import Interval, StrictModel
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.detectors import REGISTRY as DETECTORS
 from aisentinel.detectors.base import DetectorConfigBase
+from aisentinel.parsers import REGISTRY as PARSERS
 from aisentinel.parsers.base import ParsersConfig
 from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import ResponderConfigBase
@@ -135,7 +136,8 @@ class Config:
         return {
             "daemon": self.daemon.model_dump(mode="json"),
             "exporter": self.exporter.model_dump(mode="json"),
-            "parsers": self.parsers.model_dump(mode="json"),
+            "parsers": self.parsers.model_dump(mode="json")
+            | {k: v.model_dump(mode="json") for k, v in self.parsers.tables().items()},
             "sources": [s.model_dump(mode="json") for s in self.sources],
             "detectors": {k: v.model_dump(mode="json") for k, v in self.detectors.items()},
             "decisions": self.decisions.model_dump(mode="json"),
@@ -174,7 +176,7 @@ def default_sources(*, journald: bool | None = None) -> list[dict[str, Any]]:
         },
     ]
     if use_journald:
-        sources.append({"name": "sshd-journal", "type": "journald", "parser": "sshd"})
+        sources.append({"name": "sshd-journal", "type": "journald"})
     else:
         sources.append(
             {"name": "sshd", "type": "file", "parser": "sshd", "paths": ["/var/log/auth.log"]}
@@ -224,7 +226,17 @@ def _validate_sources(
             issues.append(ConfigIssue(file, f"{prefix}.type", f"must be one of: {known}"))
             continue
         model = SOURCES.get(kind).config_model
-        cfg = _validate(model, table, file, prefix, issues)
+        if "parser" in table and "parser" not in model.model_fields:
+            issues.append(
+                ConfigIssue(
+                    file,
+                    f"{prefix}.parser",
+                    f"a {kind} source hands on typed events, not lines, so it takes no "
+                    "parser; remove this key",
+                )
+            )
+        fields = {k: v for k, v in table.items() if k in model.model_fields or k != "parser"}
+        cfg = _validate(model, fields, file, prefix, issues)
         if cfg is None:
             continue
         if cfg.name in seen:
@@ -255,6 +267,27 @@ def _validate_plugins(
     return out
 
 
+def _validate_parsers(
+    raw: Mapping[str, Any], file: str, issues: list[ConfigIssue]
+) -> ParsersConfig:
+    """``[parsers]``: the shared keys, and a ``[parsers.<name>]`` table per parser.
+
+    A key that is a table names a parser: it is validated by that parser's registered
+    model (an unknown name is refused with the known ones); every parser gets its
+    model's defaults when the file has no table for it. The other keys are shared.
+    """
+    shared = {k: v for k, v in raw.items() if not isinstance(v, dict)}
+    tables = {k: v for k, v in raw.items() if isinstance(v, dict)}
+    for name in tables:
+        if name in ParsersConfig.model_fields:
+            issues.append(ConfigIssue(file, f"parsers.{name}", "must not be a table"))
+    tables = {k: v for k, v in tables.items() if k not in ParsersConfig.model_fields}
+    parsers = _validate(ParsersConfig, shared, file, "parsers", issues)
+    per_parser = _validate_plugins(PARSERS, tables, file, "parsers", issues)
+    # With an issue recorded the file is refused, so the fallback is never used.
+    return (parsers or ParsersConfig()).with_tables(per_parser)
+
+
 def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
     """Validate already-parsed TOML data; raise :class:`ConfigError` listing every issue."""
     issues: list[ConfigIssue] = []
@@ -263,7 +296,7 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
         raise ConfigError(issues)
     daemon = _validate(DaemonConfig, root.daemon, file, "daemon", issues)
     exporter = _validate(ExporterConfig, root.exporter, file, "exporter", issues)
-    parsers = _validate(ParsersConfig, root.parsers, file, "parsers", issues)
+    parsers = _validate_parsers(root.parsers, file, issues)
     decisions = _validate(DecisionsConfig, root.decisions, file, "decisions", issues)
     audit = _validate(AuditConfig, root.audit, file, "audit", issues)
     raw_sources = root.sources if root.sources is not None else default_sources()

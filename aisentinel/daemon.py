@@ -32,7 +32,14 @@ from aisentinel.control import ControlError, ControlServer
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger, LedgerCorruptError
 from aisentinel.detectors import build_detectors
-from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
+from aisentinel.events import (
+    Batch,
+    Decision,
+    EventBatch,
+    Finding,
+    decision_fields,
+    finding_fields,
+)
 from aisentinel.exporter import DaemonCollector
 from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
 from aisentinel.memory import HeapTrimmer
@@ -79,7 +86,7 @@ class Daemon:
         self.clock: Clock = clock or SystemClock()
         self.notifier = notifier or Notifier.from_env()
         self.state_dir = config.daemon.state_dir
-        self.queue: queue.Queue[LineBatch] = queue.Queue(maxsize=config.daemon.queue_batches)
+        self.queue: queue.Queue[Batch] = queue.Queue(maxsize=config.daemon.queue_batches)
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._closed = threading.Event()
@@ -186,7 +193,7 @@ class Daemon:
     def _build_source(self, cfg: SourceConfigBase) -> Source:
         return SOURCES.get(cfg.type).factory(cfg, clock=self.clock, state_dir=self.state_dir)
 
-    def _emit(self, batch: LineBatch) -> None:
+    def _emit(self, batch: Batch) -> None:
         # Blocks while the queue is full: sources wait instead of memory growing. At
         # shutdown the loop keeps draining until the sources have stopped, so a batch
         # whose position a source is about to save is still processed. Once a stop is
@@ -197,7 +204,8 @@ class Daemon:
                 self.queue.put(batch, timeout=0.5)
             except queue.Full:
                 if self._closed.is_set():
-                    log.error("pipeline closed; batch dropped", source=batch.source)  # noqa: TRY400
+                    items = self._count_dropped(batch)
+                    log.error("pipeline closed; batch dropped", source=batch.source, items=items)  # noqa: TRY400
                     return
                 continue
             if self._stop.is_set():
@@ -205,6 +213,18 @@ class Daemon:
                 if source is not None:
                     source.request_stop()
             return
+
+    def _count_dropped(self, batch: Batch) -> int:
+        """Count a batch the closing pipeline could not take in its source's stats;
+        returns how many lines or records it held."""
+        if isinstance(batch, EventBatch):
+            items = len(batch.events) + batch.unparsed
+        else:
+            items = len(batch.lines)
+        source = self.sources.get(batch.source)
+        if source is not None:
+            source.stats.lines_dropped += items
+        return items
 
     # ------------------------------------------------------------------ hooks
 
@@ -298,7 +318,8 @@ class Daemon:
             log.exception("source failed to start", source=cfg.name)
             return
         self.sources[cfg.name] = source
-        log.info("source started", source=cfg.name, type=cfg.type, parser=cfg.parser)
+        parser = getattr(cfg, "parser", None)  # an event source names none
+        log.info("source started", source=cfg.name, type=cfg.type, parser=parser)
 
     def _start_audit(self) -> None:
         try:
@@ -486,7 +507,7 @@ class Daemon:
         left = 0
         while True:
             try:
-                left += len(self.queue.get_nowait().lines)
+                left += self._count_dropped(self.queue.get_nowait())
             except queue.Empty:
                 break
         if left:

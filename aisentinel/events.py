@@ -1,7 +1,8 @@
 """Typed, immutable values passed between the stages.
 
 sources -> :class:`LineBatch` -> parsers -> ``Event`` -> detectors -> :class:`Finding`
--> decisions -> :class:`Decision` -> responders.
+-> decisions -> :class:`Decision` -> responders; a source of structured records (the
+journal) hands on an :class:`EventBatch` of typed events instead, which skips the parsers.
 
 Parsed events are ``NamedTuple`` rather than frozen dataclasses on purpose: they are
 made once per log line on the hot path, and a ``NamedTuple`` is built about 1.6x
@@ -33,6 +34,25 @@ class LineBatch(NamedTuple):
     read_at: float
 
 
+class EventBatch(NamedTuple):
+    """Typed events made by a source itself from structured records (no parser).
+
+    ``unparsed`` counts the records the source read that gave no event (for the
+    journald source: entries that are not about authentication), so that a source's
+    counters of items read, parsed and unparsed mean the same for both batch kinds.
+    ``read_at`` is as for :class:`LineBatch`.
+    """
+
+    source: str
+    events: list[Event]
+    read_at: float
+    unparsed: int = 0
+
+
+Batch = LineBatch | EventBatch
+"""What a source hands on: lines for its parser, or events it made itself."""
+
+
 # --------------------------------------------------------------------------- parsers
 
 
@@ -49,7 +69,8 @@ class SshKind(enum.StrEnum):
 
 
 class SshEvent(NamedTuple):
-    """An sshd authentication event. ``client`` is a textual IPv4/IPv6 address."""
+    """An sshd authentication event. ``client`` is a textual IPv4/IPv6 address;
+    ``pid`` is the sshd process that logged it, when the log says."""
 
     ts: float
     source: str
@@ -57,6 +78,7 @@ class SshEvent(NamedTuple):
     kind: SshKind
     user: str | None
     port: int | None
+    pid: int | None = None
 
 
 class HttpRequest(NamedTuple):
@@ -103,9 +125,7 @@ class HttpRateLimited(NamedTuple):
 
 
 Event = SshEvent | HttpRequest | HttpAuthFailure | HttpRateLimited
-"""Everything a parser can produce."""
-
-EVENT_TYPES: tuple[type, ...] = (SshEvent, HttpRequest, HttpAuthFailure, HttpRateLimited)
+"""Everything a parser (or an event source) can produce."""
 
 
 # --------------------------------------------------------------------------- detectors

@@ -69,16 +69,24 @@ class DaemonCollector(Collector):
     def _sources(self) -> Iterator[Metric]:
         d = self.daemon
         lines = CounterMetricFamily(
-            "aisentinel_source_lines_read", "Lines read from the source.", labels=["source"]
+            "aisentinel_source_lines_read",
+            "Lines (for an event source: records, e.g. journal entries) read from the source.",
+            labels=["source"],
         )
         parsed = CounterMetricFamily(
             "aisentinel_source_lines_parsed",
-            "Lines the parser turned into events.",
+            "Lines or records turned into events.",
             labels=["source"],
         )
         unparsed = CounterMetricFamily(
             "aisentinel_source_lines_unparsed",
-            "Lines the parser did not recognise (malformed or irrelevant); counted and skipped.",
+            "Lines or records that gave no event (malformed or irrelevant); counted and skipped.",
+            labels=["source"],
+        )
+        dropped = CounterMetricFamily(
+            "aisentinel_source_lines_dropped",
+            "Lines or records read but not processed: the pipeline was closing (shutdown) "
+            "and could not take their batch.",
             labels=["source"],
         )
         truncated = CounterMetricFamily(
@@ -137,6 +145,7 @@ class DaemonCollector(Collector):
                 continue
             st = source.stats
             lines.add_metric([name], st.lines_read)
+            dropped.add_metric([name], st.lines_dropped)
             truncated.add_metric([name], st.lines_truncated)
             rotations.add_metric([name], st.rotations)
             errors.add_metric([name], st.errors)
@@ -148,7 +157,7 @@ class DaemonCollector(Collector):
             gaps.add_metric([name], st.gaps)
             lag_bytes.add_metric([name], st.lag_bytes)
             lag_seconds.add_metric([name], st.lag_seconds)
-        yield from (lines, parsed, unparsed, truncated, rotations, errors, up, state)
+        yield from (lines, parsed, unparsed, dropped, truncated, rotations, errors, up, state)
         yield from (position_errors, gaps, lag_bytes, lag_seconds)
 
     def _pipeline(self) -> Iterator[Metric]:

@@ -1,11 +1,12 @@
 """The processing core shared by the daemon and ``replay``.
 
 ``Pipeline.process(batch)`` runs every line of a :class:`LineBatch` through the
-source's parser, hands each event to the detectors that consume its type, turns
-findings into decisions and submits them to the responders. It is single-threaded
-by design: the daemon calls it from one thread, fed by a queue that the sources
-fill. Counters live here as plain integers and are read by the exporter at scrape
-time (no double bookkeeping).
+parser it names (an :class:`EventBatch` already holds events: no parsing), hands
+each event to the detectors that consume its type, turns findings into decisions
+and submits them to the responders. It is single-threaded by design: the daemon
+calls it from one thread, fed by a queue that the sources fill. Counters live here
+as plain integers and are read by the exporter at scrape time (no double
+bookkeeping).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from prometheus_client import Histogram
 from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
-from aisentinel.events import Decision, Event, Finding, LineBatch
+from aisentinel.events import Batch, Decision, Event, EventBatch, Finding
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
@@ -32,7 +33,8 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 @dataclass(slots=True)
 class SourceCounters:
-    """Lines a source delivered, and what the parser made of them."""
+    """Items (lines, or records of an event source) a source delivered, and how many
+    gave an event (``parsed``) or none (``unparsed``)."""
 
     lines: int = 0
     parsed: int = 0
@@ -154,14 +156,16 @@ class Pipeline:
                 source=source,
                 clock=self.parser_clock,
                 trusted_proxies=tuple(self.parsers_config.trusted_proxies),
+                options=self.parsers_config.table(fmt),
             )
             parser = self._parsers[key] = build_parser(fmt, ctx)
         return parser
 
-    def process(self, batch: LineBatch) -> None:
-        """Run every line of ``batch`` through the stages.
+    def process(self, batch: Batch) -> None:
+        """Run every line or event of ``batch`` through the stages.
 
-        The batch is parsed first, then each detector consuming one of the event
+        A :class:`LineBatch` is parsed first by the parser it names; an
+        :class:`EventBatch` holds events already. Then each detector consuming one of the event
         types present sees all of its events in one ``observe_many`` call. Findings
         are then handled in the order a line-by-line run would give: by event, and
         for one event in detector order.
@@ -174,15 +178,22 @@ class Pipeline:
         counters = self.sources.get(batch.source)
         if counters is None:
             counters = self.sources[batch.source] = SourceCounters()
-        parser = self.parser_for(batch.source, batch.parser)
-        lines = batch.lines
-        try:
-            events = parser.parse_many(lines)
-        except Exception as exc:  # noqa: BLE001 - one bad line must not stop the daemon
-            events = self._parse_each(parser, lines, batch.source, exc)
-        counters.lines += len(lines)
-        counters.parsed += len(events)
-        counters.unparsed += len(lines) - len(events)
+        events: Sequence[Event]
+        if isinstance(batch, EventBatch):
+            events = batch.events
+            counters.lines += len(events) + batch.unparsed
+            counters.parsed += len(events)
+            counters.unparsed += batch.unparsed
+        else:
+            parser = self.parser_for(batch.source, batch.parser)
+            lines = batch.lines
+            try:
+                events = parser.parse_many(lines)
+            except Exception as exc:  # noqa: BLE001 - one bad line must not stop the daemon
+                events = self._parse_each(parser, lines, batch.source, exc)
+            counters.lines += len(lines)
+            counters.parsed += len(events)
+            counters.unparsed += len(lines) - len(events)
         if not events:
             return
         kinds = frozenset(map(type, events))

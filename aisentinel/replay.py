@@ -26,11 +26,10 @@ from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import MEMORY, Ledger
 from aisentinel.detectors import build_detectors
 from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
-from aisentinel.parsers import sniff
+from aisentinel.parsers import AUTO, sniff
 from aisentinel.pipeline import Pipeline
 from aisentinel.textsafe import escape
 
-FORMATS = ("nginx", "nginx-json", "nginx-error", "sshd", "auto")
 BATCH_LINES = 8192
 CHUNK_BYTES = 4 << 20
 SNIFF_LINES = 64
@@ -272,7 +271,7 @@ def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventCloc
     source = str(path)
     fs = FileSummary(source, file_fmt)
     try:
-        if file_fmt == "auto":
+        if file_fmt == AUTO:
             file_fmt = fs.format = detect_format(path)
         for lines in read_lines(path):
             pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))

@@ -110,7 +110,7 @@ def _source(daemon: Daemon, cfg: SourceConfigBase) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": cfg.name,
         "type": cfg.type,
-        "parser": cfg.parser,
+        "parser": getattr(cfg, "parser", None),  # an event source names none
         "where": _where(cfg),
         "lines_parsed": counters.parsed if counters else 0,
         "lines_unparsed": counters.unparsed if counters else 0,

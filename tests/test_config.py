@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aisentinel.config import ConfigError, default_sources, load_config, parse_config
+from aisentinel.parsers import REGISTRY as PARSERS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 BAD = sorted((FIXTURES / "bad").glob("*.toml"))
@@ -41,6 +42,17 @@ def test_full_config_loads_typed_plugins() -> None:
     assert cfg.exporter.port == 0
 
 
+def test_parser_tables_get_their_registered_models() -> None:
+    """[parsers.<name>] tables are typed by the model each parser registered; every
+    registered parser has one (its defaults without a table), beside the shared keys."""
+    cfg = load_config(FIXTURES / "good" / "full.toml")
+    assert len(cfg.parsers.trusted_proxies) == 2
+    for entry in PARSERS:
+        assert isinstance(cfg.parsers.table(entry.name), entry.config_model)
+    printed = cfg.to_dict()["parsers"]
+    assert set(printed) == {"trusted_proxies", *PARSERS.names()}
+
+
 def test_defaults_need_no_file() -> None:
     """With no file, every registered detector is on, dry-run responds, metrics bind loopback."""
     cfg = parse_config({})
@@ -55,7 +67,7 @@ def test_default_sshd_source_follows_journald_availability() -> None:
     """Debian 12 without auth.log still gets sshd events: journald when usable, else auth.log."""
     with_journal = default_sources(journald=True)
     without = default_sources(journald=False)
-    assert any(s["type"] == "journald" and s["parser"] == "sshd" for s in with_journal)
+    assert any(s["type"] == "journald" and "parser" not in s for s in with_journal)
     assert not any(s.get("paths") == ["/var/log/auth.log"] for s in with_journal)
     assert any(s.get("paths") == ["/var/log/auth.log"] for s in without)
 
@@ -94,6 +106,37 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert f"{bad_path}: decisions.allowlist[1]: bad CIDR" in bad.stderr
+
+
+def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aisentinel", "check-config", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_check_config_names_the_registered_parsers(tmp_path: Path) -> None:
+    """An unknown parser name exits 1 with file, key and a reason listing the registry's names."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[sources]]\nname = "web"\ntype = "file"\nparser = "apache"\npaths = ["/var/log/a"]\n'
+    )
+    bad = _check_config(path)
+    assert bad.returncode == 1
+    known = ", ".join([*PARSERS.names(), "auto"])
+    assert f"{path}: sources[0].parser: unknown parser 'apache'; known: {known}" in bad.stderr
+
+
+def test_check_config_accepts_auto_for_a_file_source(tmp_path: Path) -> None:
+    """parser = "auto" on a file source passes check-config (the file source sniffs it)."""
+    path = tmp_path / "c.toml"
+    path.write_text(
+        '[[sources]]\nname = "web"\ntype = "file"\nparser = "auto"\npaths = ["/var/log/a"]\n'
+    )
+    good = _check_config(path)
+    assert good.returncode == 0, good.stderr
 
 
 def test_shipped_default_config_is_valid_and_means_defaults() -> None:

@@ -15,6 +15,8 @@ from conftest import nginx_line, ssh_fail, wait_for
 
 from aisentinel.config import Config, load_config
 from aisentinel.daemon import Daemon
+from aisentinel.events import EventBatch, LineBatch
+from aisentinel.exporter import DaemonCollector
 
 CONFIG = """
 [daemon]
@@ -119,6 +121,46 @@ def test_log_appearing_later_is_followed_and_attack_banned(
     )
     assert _metric(text, "aisentinel_pipeline_latency_seconds_count") >= 1
     assert "198.51.100.10" not in text  # no per-address labels
+
+
+def test_auto_parser_on_a_live_file_source(tmp_path: Path, logs: Path, now_epoch: float) -> None:
+    """parser = "auto" on a file source runs: the format is sniffed and the attack banned."""
+    path = _write_config(tmp_path)
+    path.write_text(path.read_text().replace('parser = "sshd"', 'parser = "auto"'))
+    r = Running(path)
+    try:
+        _append(logs / "auth.log", ["not a log line"])
+        _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.11") for i in range(6)])
+        assert wait_for(lambda: "198.51.100.11" in r.active(), timeout=15)
+        text = r.scrape()
+        assert _metric(text, "aisentinel_source_lines_read_total", 'source="auth"') == 7
+        assert _metric(text, "aisentinel_source_lines_parsed_total", 'source="auth"') == 6
+        assert _metric(text, "aisentinel_source_lines_unparsed_total", 'source="auth"') == 1
+        assert r.thread.is_alive()
+    finally:
+        r.stop()
+
+
+def test_batch_the_closed_pipeline_cannot_take_is_counted_per_source(tmp_path: Path) -> None:
+    """A batch handed on after the pipeline closed (queue full) is counted as dropped lines
+    of its source, and exported."""
+    daemon = Daemon(load_config(_write_config(tmp_path)))
+    try:
+        auth = daemon.config.sources[0]
+        daemon.sources[auth.name] = daemon._build_source(auth)
+        while not daemon.queue.full():
+            daemon.queue.put(LineBatch("web", "nginx", ["x"], 0.0))
+        daemon._closed.set()
+        daemon._emit(LineBatch(auth.name, "sshd", ["a", "b"], 0.0))
+        daemon._emit(EventBatch(auth.name, [], 0.0, unparsed=3))
+        assert daemon.sources[auth.name].stats.lines_dropped == 5
+        families = {m.name: m for m in DaemonCollector(daemon).collect()}
+        samples = families["aisentinel_source_lines_dropped"].samples
+        assert [(s.labels["source"], s.value) for s in samples if s.name.endswith("_total")] == [
+            ("auth", 5.0)
+        ]
+    finally:
+        daemon.ledger.close()
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")

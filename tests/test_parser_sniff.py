@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from aisentinel.parsers import REGISTRY, ParserContext, build_parser, sniff
+from aisentinel import cli
+from aisentinel.parsers import REGISTRY, ParserContext, build_parser, names, sniff, sniff_order
 
 NGINX = '1.2.3.4 - - [20/Jan/2015:19:53:28 +0100] "GET / HTTP/1.1" 200 5 "-" "curl/8"'
 JSON = '{"time": "1764112470.1", "remote_addr": "1.2.3.4", "status": "200"}'
@@ -41,3 +44,18 @@ def test_registry_and_build_parser() -> None:
     assert build_parser("sshd", ParserContext()).name == "sshd"
     with pytest.raises(KeyError, match="nginx-json"):
         build_parser("apache", ParserContext())
+
+
+def test_sniff_order_comes_from_each_parsers_sniff_rank() -> None:
+    """The sniff order is the registered parsers sorted by their ``sniff`` rank."""
+    ranked = sorted((e.factory.sniff, e.name) for e in REGISTRY if e.factory.sniff is not None)
+    assert sniff_order() == [name for _, name in ranked]
+    assert sniff_order()[0] == "nginx-json"  # most specific first: a JSON line is never nginx
+
+
+def test_replay_format_choices_are_the_registry_names_and_auto() -> None:
+    """`replay --format` offers exactly the registered parsers plus auto."""
+    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    fmt = next(a for a in sub.choices["replay"]._actions if "--format" in a.option_strings)
+    assert fmt.choices == [*REGISTRY.names(), "auto"]
+    assert names(auto=True) == [*REGISTRY.names(), "auto"]

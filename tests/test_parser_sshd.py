@@ -12,6 +12,7 @@ import pytest
 from aisentinel.clock import FakeClock
 from aisentinel.events import SshEvent, SshKind
 from aisentinel.parsers import ParserContext, build_parser
+from aisentinel.parsers.sshd import message_event
 
 NOW = calendar.timegm((2026, 11, 26, 12, 0, 0, 0, 0, 0))
 K = SshKind
@@ -262,3 +263,32 @@ def test_fuzz_never_raises() -> None:
             chars[rng.randrange(len(chars))] = rng.choice(alphabet)
         parser.parse("".join(chars))
         parser.parse("sshd" + "".join(rng.choice(alphabet) for _ in range(rng.randrange(100))))
+
+
+@pytest.mark.parametrize(
+    ("header", "pid"),
+    [
+        ("Nov 25 23:14:30 host sshd[123]: ", 123),
+        ("2026-11-25T23:14:30.5+00:00 host sshd-session[77]: ", 77),
+        ("<38>1 2026-11-25T23:14:30Z h sshd 5 - - ", 5),
+        ("<38>1 2026-11-25T23:14:30Z h sshd - - - ", None),
+        ("Nov 25 23:14:30 host sshd: ", None),
+        ("Mar  3 00:17:22 [sshd] ", None),
+    ],
+)
+def test_pid_comes_from_the_header(header: str, pid: int | None) -> None:
+    """The event carries the pid the header names, or None when it names none."""
+    event = _parse(header + "Invalid user a from 1.2.3.4 port 22")
+    assert event is not None
+    assert (event.kind, event.client, event.pid) == (K.INVALID_USER, "1.2.3.4", pid)
+
+
+def test_message_event_matches_the_line_parser() -> None:
+    """message_event (message, ts and pid given apart) gives what parsing the line gives."""
+    message = "Failed password for invalid user x from ::ffff:1.2.3.4 port 22 ssh2"
+    line = _parse("2026-11-25T23:14:30.5+00:00 host sshd[9]: " + message)
+    alone = message_event(message, calendar.timegm((2026, 11, 25, 23, 14, 30)) + 0.5, "s", 9)
+    assert alone == line
+    assert alone is not None
+    assert alone.client == "1.2.3.4"
+    assert message_event("Server listening on :: port 22.", 1.0, "s", 9) is None

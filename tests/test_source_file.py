@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from pydantic import ValidationError
 
 from aisentinel.clock import FakeClock, SystemClock
-from aisentinel.events import LineBatch
+from aisentinel.events import Batch, EventBatch, LineBatch
 from aisentinel.sources import REGISTRY
 from aisentinel.sources.file import FileSource, FileSourceConfig
 
@@ -27,10 +28,15 @@ class Collector:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._batches: list[LineBatch] = []
+        self.unparsed = 0
 
-    def __call__(self, batch: LineBatch) -> None:
+    def __call__(self, batch: Batch) -> None:
         with self._lock:
-            self._batches.append(batch)
+            if isinstance(batch, EventBatch):  # lines of no format known (parser = "auto")
+                assert batch.events == []
+                self.unparsed += batch.unparsed
+            else:
+                self._batches.append(batch)
 
     @property
     def batches(self) -> list[LineBatch]:
@@ -66,9 +72,8 @@ class Harness:
 
     def config(self, paths: list[Path | str], **kw: Any) -> FileSourceConfig:
         kw.setdefault("poll_interval", 0.2)
-        return FileSourceConfig(
-            name="web", type="file", parser="nginx", paths=[str(p) for p in paths], **kw
-        )
+        kw.setdefault("parser", "nginx")
+        return FileSourceConfig(name="web", type="file", paths=[str(p) for p in paths], **kw)
 
     def start(
         self, paths: list[Path | str], clock: Any = None, **kw: Any
@@ -353,6 +358,68 @@ def test_inotify_unavailable_falls_back_to_polling(
     assert source._observer is None
     append(log, b"one\n")
     expect(out, ["one"])
+
+
+# ------------------------------------------------------------------ parser = "auto"
+
+NGINX = '192.0.2.1 - - [24/Nov/2025:16:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "curl/8"'
+SSHD = "Nov 25 23:14:30 host sshd[1]: Invalid user a from 192.0.2.9 port 22"
+
+
+def test_auto_sniffs_each_file_and_logs_the_choice(harness: Harness, tmp_path: Path) -> None:
+    """parser = "auto": each file gets the parser sniffed from its first lines, logged once."""
+    web, auth = tmp_path / "access.log", tmp_path / "auth.log"
+    web.write_text(f"{NGINX}\n{NGINX}\n")
+    auth.write_text(f"{SSHD}\n")
+    with structlog.testing.capture_logs() as logs:
+        _, out = harness.start([web, auth], start_at="beginning", parser="auto")
+        wait_for(lambda: len(out.lines) == 3, "the lines of both files")
+        append(web, f"{NGINX}\n".encode())
+        wait_for(lambda: len(out.lines) == 4, "the appended line")
+    by_parser = {(b.parser, line) for b in out.batches for line in b.lines}
+    assert by_parser == {("nginx", NGINX), ("sshd", SSHD)}
+    chosen = [(e["path"], e["parser"]) for e in logs if e["event"] == "log format detected"]
+    assert sorted(chosen) == [(str(web), "nginx"), (str(auth), "sshd")]
+
+
+def test_auto_holds_lines_until_the_format_is_known(harness: Harness, tmp_path: Path) -> None:
+    """Lines before the first recognisable one are held, then handed on with it, in order."""
+    log = tmp_path / "auth.log"
+    log.write_text("noise one\nnoise two\n")
+    source, out = harness.start([log], start_at="beginning", parser="auto")
+    wait_for(lambda: source.stats.bytes_read == 20, "the first lines to be read")
+    assert out.batches == []
+    append(log, f"{SSHD}\n".encode())
+    expect(out, ["noise one", "noise two", SSHD])
+    assert {b.parser for b in out.batches} == {"sshd"}
+    assert out.unparsed == 0
+
+
+def test_auto_held_lines_survive_a_restart(harness: Harness, tmp_path: Path) -> None:
+    """A stop while the format is unknown saves the position before the held lines."""
+    log = tmp_path / "access.log"
+    log.write_text("noise\n")
+    first, out = harness.start([log], start_at="beginning", parser="auto")
+    wait_for(lambda: first.stats.bytes_read == 6, "the first line to be read")
+    first.stop()
+    assert out.batches == []
+    doc = json.loads((harness.state / "positions.json").read_text())
+    assert doc["sources"]["web"][str(log)]["offset"] == 0
+    append(log, f"{NGINX}\n".encode())
+    _, out2 = harness.start([log], start_at="beginning", parser="auto")
+    expect(out2, ["noise", NGINX])
+
+
+def test_auto_counts_a_window_of_unknown_lines_as_unparsed(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A full sniff window with no recognisable line is counted unparsed; sniffing goes on."""
+    log = tmp_path / "access.log"
+    log.write_text("".join(f"junk {i}\n" for i in range(5)) + f"{NGINX}\n")
+    source, out = harness.start([log], start_at="beginning", parser="auto", batch_lines=4)
+    expect(out, ["junk 4", NGINX])
+    assert out.unparsed == 4
+    assert source.stats.lines_read == 6
 
 
 # ------------------------------------------------------------------ restart and positions

@@ -1,4 +1,4 @@
-"""The journald source: entry formatting, matches, cursor restarts, missing systemd-python.
+"""The journald source: events from entry fields, matches, cursor restarts, no systemd-python.
 
 Real journal files are written with ``systemd-journal-remote`` from the journal export
 format, so no running journald is needed.
@@ -18,12 +18,12 @@ import structlog
 from pydantic import ValidationError
 
 from aisentinel.clock import FakeClock
-from aisentinel.events import LineBatch
+from aisentinel.events import Batch, EventBatch, SshEvent, SshKind
 from aisentinel.sources import REGISTRY, journald
 from aisentinel.sources.journald import (
     JournaldSource,
     JournaldSourceConfig,
-    format_entry,
+    entry_event,
     journald_available,
 )
 
@@ -38,22 +38,24 @@ needs_journal = pytest.mark.skipif(
 
 
 class Collector:
-    """A thread-safe ``emit`` that keeps every line."""
+    """A thread-safe ``emit`` that keeps every event and counts entries without one."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._lines: list[str] = []
+        self._events: list[object] = []
+        self.unparsed = 0
 
-    def __call__(self, batch: LineBatch) -> None:
+    def __call__(self, batch: Batch) -> None:
+        assert isinstance(batch, EventBatch)
         assert batch.source == "ssh"
-        assert batch.parser == "sshd"
         with self._lock:
-            self._lines.extend(batch.lines)
+            self._events.extend(batch.events)
+            self.unparsed += batch.unparsed
 
     @property
-    def lines(self) -> list[str]:
+    def lines(self) -> list[object]:
         with self._lock:
-            return list(self._lines)
+            return list(self._events)
 
 
 def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
@@ -89,11 +91,15 @@ def write_journal(path: Path, entries: list[dict[str, str]]) -> None:
     )
 
 
-def expected(seq: int, message: str, pid: int = 4242) -> str:
-    micros = BASE_US + seq * 1_000_000
-    secs, frac = divmod(micros, 1_000_000)
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-    return f"{stamp}.{frac:06d}+00:00 web1 sshd[{pid}]: {message}"
+def attempt(seq: int) -> str:
+    """An sshd message about a failed login by user ``u<seq>`` from 198.51.100.<seq>."""
+    return f"Invalid user u{seq} from 198.51.100.{seq} port 2222"
+
+
+def expected(seq: int, pid: int = 4242) -> SshEvent:
+    """The event the source makes of ``entry(seq, attempt(seq), pid=pid)``."""
+    ts = (BASE_US + seq * 1_000_000) / 1e6
+    return SshEvent(ts, "ssh", f"198.51.100.{seq}", SshKind.INVALID_USER, f"u{seq}", 2222, pid)
 
 
 @pytest.fixture
@@ -103,7 +109,7 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[JournaldSource, Collect
     def start(**kw: Any) -> tuple[JournaldSource, Collector]:
         kw.setdefault("directory", str(tmp_path / "journal"))
         kw.setdefault("poll_interval", 0.1)
-        cfg = JournaldSourceConfig(name="ssh", type="journald", parser="sshd", **kw)
+        cfg = JournaldSourceConfig(name="ssh", type="journald", **kw)
         source = JournaldSource(cfg, clock=FakeClock(), state_dir=tmp_path / "state")
         out = Collector()
         source.start(out)
@@ -119,39 +125,68 @@ def make(tmp_path: Path) -> Iterator[Callable[..., tuple[JournaldSource, Collect
 # ------------------------------------------------------------------ without a journal
 
 
-def test_format_entry() -> None:
-    """Entries become RFC 3339 UTC syslog-like lines the sshd parser reads."""
-    line = format_entry(
+def test_entry_event_from_fields() -> None:
+    """An entry becomes an SshEvent with ts, client, kind, user, port and pid from its fields."""
+    event = entry_event(
         {
             "__REALTIME_TIMESTAMP": 1_795_734_870_123_456,
             "_HOSTNAME": "web1",
-            "_PID": 4242,
-            "_COMM": "sshd",
+            "_PID": "4242",
+            "_SYSTEMD_UNIT": "ssh.service",
+            "SYSLOG_IDENTIFIER": "sshd",
             "MESSAGE": "Failed password for root from 203.0.113.5 port 22 ssh2",
-        }
+        },
+        "ssh",
     )
-    assert line == (
-        "2026-11-26T23:14:30.123456+00:00 web1 sshd[4242]: "
-        "Failed password for root from 203.0.113.5 port 22 ssh2"
+    assert event == SshEvent(
+        1_795_734_870.123456, "ssh", "203.0.113.5", SshKind.FAILED_PASSWORD, "root", 22, 4242
     )
 
 
-def test_format_entry_fallbacks() -> None:
-    """SYSLOG_IDENTIFIER wins over _COMM; no pid drops the brackets; bytes and newlines are safe."""
-    line = format_entry(
+def test_entry_event_fallbacks() -> None:
+    """The unit or _COMM identifies sshd, SYSLOG_PID stands in for _PID, bytes/newlines are safe."""
+    by_unit = entry_event(
         {
-            "__REALTIME_TIMESTAMP": 0,
-            "SYSLOG_IDENTIFIER": "sshd-session",
-            "_COMM": "sshd",
-            "MESSAGE": b"two\nlines \xff",
-        }
+            "__REALTIME_TIMESTAMP": BASE_US,
+            "_SYSTEMD_UNIT": "sshd@3-192.0.2.1:22-203.0.113.9:5000.service",
+            "SYSLOG_PID": 77,
+            "MESSAGE": b"Accepted publickey for alice from 2001:db8::1 port 5000 ssh2",
+        },
+        "ssh",
     )
-    assert line == "1970-01-01T00:00:00.000000+00:00 localhost sshd-session: two lines \ufffd"
+    assert by_unit is not None
+    assert (by_unit.kind, by_unit.user, by_unit.client, by_unit.pid) == (
+        SshKind.ACCEPTED,
+        "alice",
+        "2001:db8::1",
+        77,
+    )
+    wrapped = entry_event(
+        {
+            "__REALTIME_TIMESTAMP": BASE_US,
+            "_COMM": "sshd-session",
+            "MESSAGE": "Connection closed by\n203.0.113.9 port 1 [preauth]",
+        },
+        "ssh",
+    )
+    assert wrapped is not None
+    assert (wrapped.kind, wrapped.client, wrapped.pid) == (SshKind.PREAUTH, "203.0.113.9", None)
+
+
+def test_entry_event_refuses_other_entries() -> None:
+    """Another program, a message not about authentication or an absurd time give no event."""
+    msg = "Failed password for root from 203.0.113.5 port 22 ssh2"
+    base = {"__REALTIME_TIMESTAMP": BASE_US, "SYSLOG_IDENTIFIER": "sshd", "MESSAGE": msg}
+    assert entry_event(base, "ssh") is not None
+    assert entry_event({**base, "SYSLOG_IDENTIFIER": "cron", "_COMM": "cron"}, "ssh") is None
+    assert entry_event({**base, "MESSAGE": "Server listening on 0.0.0.0 port 22."}, "ssh") is None
+    assert entry_event({**base, "__REALTIME_TIMESTAMP": 0}, "ssh") is None
+    assert entry_event({**base, "MESSAGE": ""}, "ssh") is None
 
 
 def test_config_validation() -> None:
     """matches must be FIELD=value; defaults select sshd and OpenSSH 9.8's sshd-session."""
-    base: dict[str, Any] = {"name": "ssh", "type": "journald", "parser": "sshd"}
+    base: dict[str, Any] = {"name": "ssh", "type": "journald"}
     cfg = JournaldSourceConfig.model_validate(base)
     assert cfg.matches == [
         "_COMM=sshd",
@@ -169,7 +204,7 @@ def test_disabled_without_systemd_python(tmp_path: Path, monkeypatch: pytest.Mon
     """Without systemd-python, start() warns once, stays down and starts no thread."""
     monkeypatch.setattr(journald, "_journal", None)
     assert not journald_available()
-    cfg = JournaldSourceConfig(name="ssh", type="journald", parser="sshd")
+    cfg = JournaldSourceConfig(name="ssh", type="journald")
     source = JournaldSource(cfg, clock=FakeClock(), state_dir=tmp_path)
     with structlog.testing.capture_logs() as logs:
         source.start(Collector())
@@ -201,24 +236,23 @@ def test_journald_problem_names_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_
 
 @needs_journal
 def test_reads_and_filters_entries(make: Callable[..., Any], tmp_path: Path) -> None:
-    """Matching entries are read and formatted; other programs' entries are filtered out."""
+    """Matching entries become events in order; other programs' entries are filtered out."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
     write_journal(
         jdir / "a.journal",
         [
-            entry(1, "Invalid user bob from 198.51.100.7 port 2222"),
+            entry(1, attempt(1)),
             entry(2, "tick", comm="cron"),
-            entry(3, "Connection closed by 198.51.100.7 port 2222 [preauth]", pid=7),
+            entry(3, attempt(3), pid=7),
+            entry(4, "Server listening on :: port 22."),
         ],
     )
     source, out = make(start_at="beginning")
-    wait_for(lambda: len(out.lines) >= 2, "the sshd entries")
-    assert out.lines == [
-        expected(1, "Invalid user bob from 198.51.100.7 port 2222"),
-        expected(3, "Connection closed by 198.51.100.7 port 2222 [preauth]", pid=7),
-    ]
-    assert source.stats.lines_read == 2
+    wait_for(lambda: len(out.lines) >= 2 and out.unparsed >= 1, "the sshd entries")
+    assert out.lines == [expected(1), expected(3, pid=7)]
+    assert out.unparsed == 1  # sshd's, but not about authentication
+    assert source.stats.lines_read == 3
     assert source.stats.up
 
 
@@ -227,11 +261,11 @@ def test_start_at_end_reads_only_new(make: Callable[..., Any], tmp_path: Path) -
     """start_at=end skips entries already in the journal and follows new ones."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
-    write_journal(jdir / "a.journal", [entry(1, "old")])
+    write_journal(jdir / "a.journal", [entry(1, attempt(1))])
     _, out = make()
-    write_journal(jdir / "b.journal", [entry(2, "new")])
+    write_journal(jdir / "b.journal", [entry(2, attempt(2))])
     wait_for(lambda: len(out.lines) >= 1, "the new entry")
-    assert out.lines == [expected(2, "new")]
+    assert out.lines == [expected(2)]
 
 
 @needs_journal
@@ -239,16 +273,16 @@ def test_cursor_restart_reads_only_new(make: Callable[..., Any], tmp_path: Path)
     """A restart resumes after the saved cursor: no replay, entries written meanwhile read."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
-    write_journal(jdir / "a.journal", [entry(1, "one"), entry(2, "two")])
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), entry(2, attempt(2))])
     first, out = make(start_at="beginning")
     wait_for(lambda: len(out.lines) >= 2, "the first entries")
     first.stop()
     cursor_file = tmp_path / "state" / "journald-ssh.cursor"
     assert cursor_file.read_text().strip()
-    write_journal(jdir / "b.journal", [entry(3, "three")])
+    write_journal(jdir / "b.journal", [entry(3, attempt(3))])
     _, out2 = make(start_at="beginning")
     wait_for(lambda: len(out2.lines) >= 1, "the entry written while stopped")
-    assert out2.lines == [expected(3, "three")]
+    assert out2.lines == [expected(3)]
 
 
 @needs_journal
@@ -256,15 +290,15 @@ def test_cursor_entry_gone(make: Callable[..., Any], tmp_path: Path) -> None:
     """If the saved entry was vacuumed, the first entry after it is still read."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
-    write_journal(jdir / "a.journal", [entry(1, "one")])
+    write_journal(jdir / "a.journal", [entry(1, attempt(1))])
     first, out = make(start_at="beginning")
     wait_for(lambda: len(out.lines) >= 1, "the first entry")
     first.stop()
     (jdir / "a.journal").unlink()
-    write_journal(jdir / "b.journal", [entry(2, "two"), entry(3, "three")])
+    write_journal(jdir / "b.journal", [entry(2, attempt(2)), entry(3, attempt(3))])
     _, out2 = make(start_at="beginning")
     wait_for(lambda: len(out2.lines) >= 2, "the entries after the vacuumed one")
-    assert out2.lines == [expected(2, "two"), expected(3, "three")]
+    assert out2.lines == [expected(2), expected(3)]
 
 
 @needs_journal
@@ -273,9 +307,9 @@ def test_missing_directory_is_retried(make: Callable[..., Any], tmp_path: Path) 
     jdir = tmp_path / "later"
     source, out = make(directory=str(jdir), start_at="beginning")
     jdir.mkdir()
-    write_journal(jdir / "a.journal", [entry(1, "hello")])
+    write_journal(jdir / "a.journal", [entry(1, attempt(1))])
     wait_for(lambda: len(out.lines) >= 1, "the entry in the new directory")
-    assert out.lines == [expected(1, "hello")]
+    assert out.lines == [expected(1)]
     assert source.stats.up
 
 
@@ -294,7 +328,7 @@ def test_stop_is_prompt(make: Callable[..., Any], tmp_path: Path) -> None:
 def test_state_follows_the_open_journal(make: Callable[..., Any], tmp_path: Path) -> None:
     """Up and following while the journal is open; stopped after stop()."""
     (tmp_path / "journal").mkdir()
-    write_journal(tmp_path / "journal" / "a.journal", [entry(1, "one")])
+    write_journal(tmp_path / "journal" / "a.journal", [entry(1, attempt(1))])
     source, out = make(start_at="beginning")
     wait_for(lambda: len(out.lines) == 1, "the entry")
     assert source.stats.state == "following"
@@ -312,11 +346,11 @@ def test_cursor_save_failure_degrades_and_keeps_reading(
     jdir = tmp_path / "journal"
     jdir.mkdir()
     (tmp_path / "state" / "journald-ssh.cursor").mkdir(parents=True)
-    write_journal(jdir / "a.journal", [entry(1, "one")])
+    write_journal(jdir / "a.journal", [entry(1, attempt(1))])
     with structlog.testing.capture_logs() as logs:
         source, out = make(start_at="beginning")
         wait_for(lambda: len(out.lines) == 1, "the first entry")
-        write_journal(jdir / "b.journal", [entry(2, "two")])
+        write_journal(jdir / "b.journal", [entry(2, attempt(2))])
         wait_for(lambda: len(out.lines) == 2, "the entry after the failed save")
         wait_for(lambda: source.stats.position_errors >= 2, "the failures to be counted")
     assert source.stats.state == "degraded"

@@ -156,9 +156,7 @@ def test_source_down_exits_one(short_dir: Path, monkeypatch: pytest.MonkeyPatch)
     """A source that is not reading (journald without systemd-python) makes the exit 1,
     and the text names it and why."""
     monkeypatch.setattr(journald, "_journal", None)
-    extra = _sources(short_dir, "auth") + (
-        '\n[[sources]]\nname = "journal"\ntype = "journald"\nparser = "sshd"\n'
-    )
+    extra = _sources(short_dir, "auth") + ('\n[[sources]]\nname = "journal"\ntype = "journald"\n')
     r = Running(short_dir, extra)
     try:
         assert wait_for(lambda: r.daemon.sources["auth"].stats.up)

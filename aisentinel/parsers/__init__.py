@@ -2,8 +2,10 @@
 
 Plug-ins (each registers itself in :data:`REGISTRY`): ``nginx`` (combined access
 log), ``nginx-json`` (the ``aisentinel`` JSON access log), ``nginx-error`` (auth_basic
-failures, request limiting) and ``sshd`` (OpenSSH via syslog or the journal).
-:func:`sniff` picks one of them from sample lines for ``--format auto``.
+failures, request limiting) and ``sshd`` (OpenSSH via syslog). Every list of parser
+names (the file source's ``parser`` key, ``replay --format``, the sniff order) comes
+from the registry: :func:`names`, :func:`sniff_order`. :func:`sniff` picks one from
+sample lines for ``auto``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,20 @@ from collections.abc import Sequence
 from aisentinel.parsers import nginx_access, nginx_error, nginx_json, sshd
 from aisentinel.parsers.base import REGISTRY, Parser, ParserContext, ParsersConfig
 
-__all__ = ["REGISTRY", "Parser", "ParserContext", "ParsersConfig", "build_parser", "sniff"]
+__all__ = [
+    "AUTO",
+    "REGISTRY",
+    "Parser",
+    "ParserContext",
+    "ParsersConfig",
+    "build_parser",
+    "names",
+    "sniff",
+    "sniff_order",
+]
 
-_SNIFF_ORDER = ("nginx-json", "nginx-error", "nginx", "sshd")
-"""Formats tried on each sample line, most specific first."""
+AUTO = "auto"
+"""The parser name that asks for the format to be sniffed from the first lines."""
 
 
 def build_parser(name: str, ctx: ParserContext) -> Parser:
@@ -25,43 +37,45 @@ def build_parser(name: str, ctx: ParserContext) -> Parser:
     return REGISTRY.get(name).factory(ctx)
 
 
-def sniff(lines: Sequence[str]) -> str:
-    """The format (``nginx``, ``nginx-json``, ``nginx-error``, ``sshd``) of sample lines.
+def names(*, auto: bool = False) -> list[str]:
+    """The registered parser names, sorted; with ``auto`` last when asked for."""
+    return [*REGISTRY.names(), AUTO] if auto else REGISTRY.names()
 
-    Each non-blank line votes for the first format whose parser recognises it as
-    a line of that format (for sshd and nginx-error, a line that merely is not
-    about authentication still counts); the format with most votes wins, ties going
-    to the earlier one in that order. Raises ``ValueError`` when no line is
-    recognised, since guessing would silently drop every line.
+
+def sniff_order() -> list[str]:
+    """Parsers tried on each sample line, in their ``sniff`` order (most specific first)."""
+    ranked = [(e.factory.sniff, e.name) for e in REGISTRY if e.factory.sniff is not None]
+    return [name for _, name in sorted(ranked)]
+
+
+def sniff(lines: Sequence[str]) -> str:
+    """The parser name for sample lines.
+
+    Each non-blank line votes for the first format in :func:`sniff_order` whose parser
+    says it :meth:`~Parser.looks_like` a line of that format (for sshd and nginx-error,
+    a line that merely is not about authentication still counts); the format with most
+    votes wins, ties going to the earlier one in that order. Raises ``ValueError`` when
+    no line is recognised, since guessing would silently drop every line.
     """
+    order = sniff_order()
     ctx = ParserContext(source="sniff")
-    parsers = {name: build_parser(name, ctx) for name in _SNIFF_ORDER}
+    parsers = [build_parser(name, ctx) for name in order]
     votes: Counter[str] = Counter()
     for line in lines:
         text = line.rstrip("\r\n")
         if not text.strip():
             continue
-        for name in _SNIFF_ORDER:
-            if _looks_like(name, parsers[name], text):
+        for name, parser in zip(order, parsers, strict=True):
+            if parser.looks_like(text):
                 votes[name] += 1
                 break
     if not votes:
         raise ValueError(
             "cannot tell the log format from the sample lines "
-            f"(expected one of: {', '.join(_SNIFF_ORDER)}); name it explicitly"
+            f"(expected one of: {', '.join(order)}); name it explicitly"
         )
     best = max(votes.values())
-    return next(name for name in _SNIFF_ORDER if votes[name] == best)
-
-
-def _looks_like(name: str, parser: Parser, line: str) -> bool:
-    if parser.parse(line) is not None:
-        return True
-    if name == "sshd":
-        return sshd.SshdParser.is_sshd_line(line)
-    if name == "nginx-error":
-        return nginx_error.NginxErrorParser.is_error_line(line)
-    return False
+    return next(name for name in order if votes[name] == best)
 
 
 PLUGINS = (nginx_access, nginx_error, nginx_json, sshd)

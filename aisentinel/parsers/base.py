@@ -14,9 +14,11 @@ import functools
 import ipaddress
 import operator
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, cast
+
+from pydantic import BaseModel, PrivateAttr
 
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.configtypes import Network, StrictModel
@@ -28,10 +30,30 @@ _is_event = functools.partial(operator.is_not, None)
 
 
 class ParsersConfig(StrictModel):
-    """``[parsers]``: settings shared by all parsers."""
+    """``[parsers]``: settings shared by all parsers, and each parser's own table.
+
+    A key naming a registered parser (``[parsers.nginx-json]``) is that parser's table,
+    validated by the config model it registered (``config.py`` does that); the other
+    keys are the shared settings below.
+    """
 
     trusted_proxies: tuple[Network, ...] = ()
     """Peers whose ``X-Forwarded-For`` / real-IP value is believed. Empty: trust no one."""
+    _tables: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    def with_tables(self, tables: Mapping[str, BaseModel]) -> ParsersConfig:
+        """A copy holding the parsers' validated ``[parsers.<name>]`` tables."""
+        out = self.model_copy()
+        out._tables = dict(tables)
+        return out
+
+    def table(self, name: str) -> BaseModel | None:
+        """Parser ``name``'s validated table (its model's defaults when the file has none)."""
+        return self._tables.get(name)
+
+    def tables(self) -> dict[str, BaseModel]:
+        """Every parser's validated table, by parser name."""
+        return dict(self._tables)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,16 +63,22 @@ class ParserContext:
     source: str = "replay"
     clock: Clock = field(default_factory=SystemClock)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    options: BaseModel | None = None
+    """This parser's ``[parsers.<name>]`` table, validated by the model it registered."""
 
 
 class Parser(ABC):
     """Turns lines of one format into events. Register subclasses in ``REGISTRY``."""
 
     name: ClassVar[str]
+    sniff: ClassVar[int | None] = None
+    """Place in the sniff order for ``auto`` (lower is tried first: the most specific
+    formats go first); ``None`` keeps the format out of sniffing (name it explicitly)."""
 
     def __init__(self, ctx: ParserContext) -> None:
         self.ctx = ctx
         self.source = ctx.source
+        self.options = ctx.options
 
     @abstractmethod
     def parse(self, line: str) -> Event | None:
@@ -63,6 +91,14 @@ class Parser(ABC):
         parsers override it with one tight loop.
         """
         return cast(list[Event], list(filter(_is_event, map(self.parse, lines))))
+
+    def looks_like(self, line: str) -> bool:
+        """Whether ``line`` is of this format, for sniffing. By default: it parses.
+
+        Override it when most lines of the format give no event (an sshd log is mostly
+        session noise), so that such lines still vote for the format.
+        """
+        return self.parse(line) is not None
 
 
 REGISTRY: Registry[type[Parser]] = Registry("parser")

@@ -62,6 +62,7 @@ class NginxAccessParser(Parser):
     """Parses ``combined`` access-log lines into :class:`HttpRequest`."""
 
     name = "nginx"
+    sniff = 30
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)

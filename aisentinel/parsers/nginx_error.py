@@ -59,6 +59,7 @@ class NginxErrorParser(Parser):
     """Parses nginx error-log lines into auth-failure and rate-limit events."""
 
     name = "nginx-error"
+    sniff = 20
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
@@ -105,6 +106,10 @@ class NginxErrorParser(Parser):
         if ts is None:
             return None
         return HttpAuthFailure(ts, self.source, normalize_addr(addr), user, reason)
+
+    def looks_like(self, line: str) -> bool:
+        """Any nginx error-log line counts for sniffing, not only auth failures."""
+        return self.parse(line) is not None or self.is_error_line(line)
 
     @staticmethod
     def is_error_line(line: str) -> bool:

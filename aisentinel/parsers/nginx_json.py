@@ -65,6 +65,7 @@ class NginxJsonParser(Parser):
     """Parses ``aisentinel`` JSON access-log lines into :class:`HttpRequest`."""
 
     name = "nginx-json"
+    sniff = 10
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)

@@ -1,9 +1,12 @@
-"""``sshd``: OpenSSH authentication events from syslog or the journal.
+"""``sshd``: OpenSSH authentication events from syslog lines or journal messages.
 
 Headers understood: classic syslog (``Nov 25 23:14:30 host sshd[123]: ``, local
 time, year inferred from the clock), RFC 3339 (``2026-11-25T23:14:30.123456+00:00
-host sshd[123]: ``, as the journald source writes) and RFC 5424 (``<38>1 TS host
-sshd 123 - - ``). The program may be ``sshd``, ``sshd-session`` or ``[sshd]``.
+host sshd[123]: ``, as ``journalctl -o short-iso-precise`` writes) and RFC 5424
+(``<38>1 TS host sshd 123 - - ``). The program may be ``sshd``, ``sshd-session`` or
+``[sshd]``; the event's ``pid`` is the one the header names. :func:`message_event`
+runs the message matcher alone, for a source that has the message, time and pid as
+separate fields (the journald source): nothing is formatted into a line and re-read.
 
 Messages -> :class:`SshKind` (everything else, e.g. sessions opened, normal
 disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
@@ -96,7 +99,7 @@ _TIMEOUT = _re(r"Timeout before authentication for (?:connection from )?{A}(?:$|
 _DROP = _re(r"drop connection #\d+ from \[{A}\]:(\d+) on ")
 _KERNEL = re.compile(r"kernel:\s*\[\s*[\d.]+\]:?\s*")
 _RFC5424 = re.compile(
-    r"<\d{1,3}>1 (\S+) \S+ (sshd\S*) \S+ \S+ (?:-|(?:\[(?:[^\]\"\\]|\"(?:[^\"\\]|\\.)*\")*\])+) "
+    r"<\d{1,3}>1 (\S+) \S+ (sshd\S*) (\S+) \S+ (?:-|(?:\[(?:[^\]\"\\]|\"(?:[^\"\\]|\\.)*\")*\])+) "
 )
 
 _PRE = SshKind.PREAUTH
@@ -111,6 +114,7 @@ class SshdParser(Parser):
     """Parses sshd syslog/journal lines into :class:`SshEvent`."""
 
     name = "sshd"
+    sniff = 40
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
@@ -125,7 +129,7 @@ class SshdParser(Parser):
         split = self._split(line)
         if split is None:
             return None
-        stamp, msg = split
+        stamp, tag, msg = split
         found = self._message(msg)
         if found is None:
             return None
@@ -137,17 +141,34 @@ class SshdParser(Parser):
                 return None
         if addr[0] == ":":
             addr = normalize_addr(addr)
+        pid: int | None
+        try:
+            if tag[4:5] == "[":  # "sshd[123]": nearly always
+                pid = int(tag[5:-1])
+            elif tag[-1:] == "]":  # "sshd-session[123]"
+                pid = int(tag[tag.find("[") + 1 : -1])
+            else:  # "123" (RFC 5424), or "sshd" / "" without one
+                pid = int(tag) if tag else None
+        except ValueError:  # "[sshd]", "-": no pid
+            pid = None
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path).
-        return _new(SshEvent, (ts, self.source, addr, kind, user, int(port) if port else None))
+        return _new(SshEvent, (ts, self.source, addr, kind, user, int(port) if port else None, pid))
 
     @staticmethod
     def is_sshd_line(line: str) -> bool:
         """Whether ``line`` is an sshd log line at all (used to sniff formats)."""
         return "sshd" in line and SshdParser._split(line) is not None
 
+    def looks_like(self, line: str) -> bool:
+        """Any sshd line counts for sniffing, not only those about authentication."""
+        return self.parse(line) is not None or self.is_sshd_line(line)
+
     @staticmethod
-    def _split(line: str) -> tuple[str, str] | None:
-        """(timestamp text, message) of an sshd line, or ``None`` for another program."""
+    def _split(line: str) -> tuple[str, str, str] | None:
+        """(timestamp text, tag, message) of an sshd line, or ``None`` for another program.
+
+        The tag is ``sshd[PID]`` (or the PID alone in RFC 5424), ``""`` when there is none.
+        """
         first = line[:1]
         if first.isalpha():  # "Nov 25 23:14:30 host sshd[1]: " or "Nov 5 ..."
             stamp = line[:15] if line[6:7] == " " else line[:14]
@@ -161,18 +182,18 @@ class SshdParser(Parser):
             m = _RFC5424.match(line)
             if m is None:
                 return None
-            return m.group(1), line[m.end() :]
+            return m.group(1), m.group(3), line[m.end() :]
         else:
             return None
         if line.startswith(" [sshd] ", start):  # an old writer: no colon after the tag
-            return stamp, line[start + 8 :]
+            return stamp, "", line[start + 8 :]
         end = line.find(": ", start)
         if end < 0:
             return None
         tag = line[line.rfind(" ", start, end) + 1 : end]
         if not (tag.startswith(("sshd", "[sshd")) and tag.endswith(("]", "sshd"))):
             return None
-        return stamp, line[end + 2 :]
+        return stamp, tag, line[end + 2 :]
 
     @staticmethod
     def _message(msg: str) -> tuple[SshKind, str, str | None, str | None] | None:
@@ -266,6 +287,22 @@ class SshdParser(Parser):
             m = _REFUSED_CONNECT(msg)
             return None if m is None else (_PRE, m[1], None, None)
         return None
+
+
+def message_event(message: str, ts: float, source: str, pid: int | None = None) -> SshEvent | None:
+    """The event one sshd message reports, or ``None``.
+
+    ``message`` is the text sshd logged (what follows ``sshd[PID]: `` in syslog), ``ts``
+    when (epoch seconds) and ``pid`` which process: the journald source has them as
+    separate entry fields, so nothing is formatted into a line and parsed back.
+    """
+    found = SshdParser._message(message)
+    if found is None:
+        return None
+    kind, addr, user, port = found
+    if addr[0] == ":":
+        addr = normalize_addr(addr)
+    return _new(SshEvent, (ts, source, addr, kind, user, int(port) if port else None, pid))
 
 
 REGISTRY.register("sshd", SshdConfig, SshdParser)

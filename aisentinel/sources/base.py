@@ -1,8 +1,16 @@
-"""The source contract: something that reads log lines and hands them on in batches.
+"""The source contract: something that reads logs and hands them on in batches.
 
 A source owns its reader thread(s). ``start(emit)`` returns at once; from then on
-the source calls ``emit`` with :class:`~aisentinel.events.LineBatch` values from its
-own thread, in order, one batch at a time. ``emit`` is thread-safe and never blocks
+the source calls ``emit`` from its own thread, in order, one batch at a time, with
+either kind of :data:`~aisentinel.events.Batch`:
+
+* :class:`~aisentinel.events.LineBatch`: text lines, parsed by the parser the batch
+  names (a line source has a ``parser`` key, e.g. the file source);
+* :class:`~aisentinel.events.EventBatch`: typed events the source made itself from
+  structured records (the journald source); such a source names no parser, and
+  ``config.py`` refuses a ``parser`` key on it.
+
+``emit`` ``emit`` is thread-safe and never blocks
 for long (the pipeline queues). ``stop()`` stops the threads, saves the read
 position and returns within a second or two. A source never raises out of its
 thread: failures are logged, counted in :class:`SourceStats` and retried.
@@ -19,10 +27,11 @@ from typing import Final, Literal
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import StrictModel
-from aisentinel.events import LineBatch
+from aisentinel.events import Batch
+from aisentinel.parsers import names as parser_names
 from aisentinel.registry import Registry
 
-Emit = Callable[[LineBatch], None]
+Emit = Callable[[Batch], None]
 
 SourceState = Literal["following", "waiting", "degraded", "error", "stopped"]
 """What a source is doing, for machines (the exporter's ``aisentinel_source_state``).
@@ -46,11 +55,26 @@ SOURCE_STATES: Final[tuple[SourceState, ...]] = (
 
 
 class SourceConfigBase(StrictModel):
-    """Keys every ``[[sources]]`` table has; plug-ins subclass it with their own keys."""
+    """Keys every ``[[sources]]`` table has; plug-ins subclass it with their own keys.
+
+    A source of lines adds a ``parser`` key (see :func:`parser_name`); a source of
+    events has none.
+    """
 
     name: str
     type: str
-    parser: Literal["nginx", "nginx-json", "nginx-error", "sshd", "auto"]
+
+
+def parser_name(value: str) -> str:
+    """``value`` if it names a registered parser or ``auto``; else why not, listing them.
+
+    For a line source's ``parser`` field (an ``AfterValidator``): the names come from
+    the parser registry, so a new parser needs no change here.
+    """
+    known = parser_names(auto=True)
+    if value not in known:
+        raise ValueError(f"unknown parser {value!r}; known: {', '.join(known)}")
+    return value
 
 
 @dataclass(slots=True)
@@ -65,6 +89,10 @@ class SourceStats:
     """
 
     lines_read: int = 0
+    """Items read and handed on: lines, or records (journal entries) for an event source."""
+    lines_dropped: int = 0
+    """Items read but not processed: their batch was handed on while the pipeline was
+    closing (shutdown) and could not take it."""
     bytes_read: int = 0
     lines_truncated: int = 0
     rotations: int = 0
@@ -97,7 +125,6 @@ class Source(ABC):
     def __init__(self, config: SourceConfigBase, *, clock: Clock, state_dir: Path) -> None:
         self.config = config
         self.name = config.name
-        self.parser = config.parser
         self.clock = clock
         self.state_dir = state_dir
         self.stats = SourceStats()

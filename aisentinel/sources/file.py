@@ -38,6 +38,13 @@ is left for the next start. If the process dies while the rest of an over-long l
 being discarded, that rest is read as a line after the restart. An ``emit`` that raises
 is logged and counted in ``stats.errors``; the lines of that batch are not retried.
 
+With ``parser = "auto"`` each file's format is sniffed from its first lines
+(:func:`aisentinel.parsers.sniff`, up to ``SNIFF_LINES`` at a time), then fixed for that
+file; the choice is logged. Lines read before the decision are held (at most
+``SNIFF_LINES``, and the saved position stays before them) and handed on once it is made;
+a window of ``SNIFF_LINES`` lines none of which is recognised is counted as unparsed
+(and, after a restart in the middle of sniffing, may be counted again).
+
 A positions file that cannot be loaded or saved never stops the reading: it is logged
 (once per distinct fault) and counted in ``stats.position_errors``, and the source
 reports ``degraded``.
@@ -56,10 +63,10 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import structlog
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -76,8 +83,16 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
-from aisentinel.events import LineBatch
-from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase, SourceState
+from aisentinel.events import EventBatch, LineBatch
+from aisentinel.parsers import AUTO, sniff
+from aisentinel.sources.base import (
+    REGISTRY,
+    Emit,
+    Source,
+    SourceConfigBase,
+    SourceState,
+    parser_name,
+)
 from aisentinel.sources.journald import journald_problem
 from aisentinel.sources.positions import (
     HEAD_BYTES,
@@ -100,6 +115,9 @@ ROTATE_GRACE = 5.0
 
 SAVE_INTERVAL = 1.0
 """Positions are saved at most this often (seconds) while running."""
+
+SNIFF_LINES = 64
+"""With ``parser = "auto"``: most lines looked at (and held) at once to tell a file's format."""
 
 _EVENTS = [
     FileCreatedEvent,
@@ -125,6 +143,8 @@ class FileSourceConfig(SourceConfigBase):
     """``[[sources]]`` with ``type = "file"``."""
 
     type: Literal["file"]
+    parser: Annotated[str, AfterValidator(parser_name)]
+    """A registered parser's name, or ``auto`` (sniffed per file from its first lines)."""
     paths: list[str] = Field(min_length=1)
     start_at: Literal["end", "beginning"] = "end"
     inotify: bool = True
@@ -149,11 +169,17 @@ class FileSourceConfig(SourceConfigBase):
 class _Lines:
     """Line-splitting state of one byte stream: the incomplete tail and the line-end state."""
 
-    __slots__ = ("discarding", "offset", "partial", "skip_lf")
+    __slots__ = ("discarding", "fmt", "held", "held_from", "offset", "partial", "skip_lf")
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
         """Bytes of the stream consumed (read and split)."""
+        self.fmt: str | None = None
+        """With ``parser = "auto"``: the parser chosen for this stream, once sniffed."""
+        self.held: list[str] = []
+        """With ``parser = "auto"``: lines read before the format is known."""
+        self.held_from: int | None = None
+        """Offset where the held lines start (the saved position stays there)."""
         self.partial = b""
         """An incomplete last line (no line end yet)."""
         self.discarding = False
@@ -164,6 +190,8 @@ class _Lines:
     @property
     def committed(self) -> int:
         """Offset just past the last complete line handed on."""
+        if self.held_from is not None:
+            return self.held_from
         return self.offset if self.discarding else self.offset - len(self.partial)
 
 
@@ -194,6 +222,9 @@ class _Handle(_Lines):
         self.partial = b""
         self.discarding = False
         self.skip_lf = False
+        self.fmt = None
+        self.held = []
+        self.held_from = None
         self.head = read_head(self.fd)
 
     def close(self) -> None:
@@ -235,6 +266,9 @@ class FileSource(Source):
     def __init__(self, config: FileSourceConfig, *, clock: Clock, state_dir: Path) -> None:
         super().__init__(config, clock=clock, state_dir=state_dir)
         self.config = config
+        self.parser = config.parser
+        self._auto = config.parser == AUTO
+        self._sniff_lines = min(SNIFF_LINES, config.batch_lines)
         self._store = PositionStore(state_dir, config.name)
         self._cap = config.max_line_bytes
         self._files: dict[str, _Tracked] = {}
@@ -625,9 +659,18 @@ class FileSource(Source):
 
     def _flush(self, state: _Lines) -> None:
         """Hand on the last line of a finished file even though it has no line end."""
+        read_at = self.clock.monotonic()
         if state.partial:
             line, state.partial = state.partial.decode("utf-8", "replace"), b""
-            self._deliver([line], self.clock.monotonic())
+            if self._auto and state.fmt is None:
+                rest = self._sniff(state, [line], state.committed, read_at)
+                if state.fmt is not None:
+                    self._deliver(rest, read_at, state.fmt)
+            else:
+                self._deliver([line], read_at, state.fmt or self.parser)
+        if state.held:  # the file ended before its format could be told
+            self._unparsed(state.held, read_at)
+            state.held, state.held_from = [], None
 
     def _gap(self, what: str, path: str, *, unread: str, reason: str = "") -> None:
         self.stats.gaps += 1
@@ -692,16 +735,66 @@ class FileSource(Source):
         """
         before = (state.partial, state.discarding, state.skip_lf)
         start = state.offset
+        committed = state.committed
         state.offset += len(chunk)
         self.stats.bytes_read += len(chunk)
         lines = self._split(state, chunk)
         if not lines:
             return True
-        sent = self._deliver(lines, read_at)
+        if state.fmt is not None or not self._auto:
+            sent = self._deliver(lines, read_at, state.fmt or self.parser)
+        else:
+            rest = self._sniff(state, lines, committed, read_at)
+            if state.fmt is None:
+                return True  # held until the format is known
+            # rest = the held lines not counted as unparsed, then the rest of this chunk
+            sent = self._deliver(rest, read_at, state.fmt) - (len(rest) - len(lines))
         if sent == len(lines):
             return True
         _rewind(state, start, chunk, before, sent)
         return False
+
+    def _sniff(self, state: _Lines, lines: list[str], committed: int, read_at: float) -> list[str]:
+        """Tell the format of a stream (``parser = "auto"``) from its held lines and ``lines``.
+
+        Once told, ``state.fmt`` is set and the lines to hand on are returned (the held
+        ones first); until then ``lines`` join the held ones (the saved position stays at
+        ``committed``, before them). A full window of lines none of which is recognised
+        is handed on as unparsed and sniffing goes on with the next lines.
+        """
+        pending = state.held + lines if state.held else lines
+        size = self._sniff_lines
+        start = 0
+        while True:
+            window = pending[start : start + size]
+            try:
+                fmt = sniff(window)
+            except ValueError:
+                if len(window) < size:
+                    if not state.held:
+                        state.held_from = committed
+                    state.held = window
+                    return []
+                self._unparsed(window, read_at)
+                start += size
+                continue
+            state.fmt = fmt
+            state.held, state.held_from = [], None
+            _log.info(
+                "log format detected",
+                source=self.name,
+                path=getattr(state, "path", ""),
+                parser=fmt,
+                lines=len(window),
+            )
+            return pending[start:]
+
+    def _unparsed(self, lines: list[str], read_at: float) -> None:
+        """Hand on lines of no recognisable format: counted as read and unparsed."""
+        emit = self._emit
+        assert emit is not None  # noqa: S101 - set by start() before the thread runs
+        emit(EventBatch(self.name, [], read_at, len(lines)))
+        self.stats.lines_read += len(lines)
 
     def _split(self, state: _Lines, chunk: bytes) -> list[str]:
         """Complete lines in ``state.partial + chunk``; keeps the incomplete tail."""
@@ -753,15 +846,15 @@ class FileSource(Source):
             out.append(line.decode("utf-8", "replace"))
         return out
 
-    def _deliver(self, lines: list[str], read_at: float) -> int:
-        """Hand ``lines`` on in batches; stops between two batches on ``stop()``.
+    def _deliver(self, lines: list[str], read_at: float, parser: str) -> int:
+        """Hand ``lines`` on in batches for ``parser``; stops between two batches on ``stop()``.
 
         Returns how many lines were handed on (all of them unless stopping).
         """
         emit = self._emit
         assert emit is not None  # noqa: S101 - set by start() before the thread runs
         size = self.config.batch_lines
-        name, parser = self.name, self.parser
+        name = self.name
         if len(lines) <= size:
             emit(LineBatch(name, parser, lines, read_at))
             self.stats.lines_read += len(lines)

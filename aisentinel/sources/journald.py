@@ -6,13 +6,15 @@ and does nothing else. It is up (``following``) only while the journal is open; 
 that cannot be saved makes it ``degraded`` (logged once, counted in
 ``stats.position_errors``).
 
-Each entry becomes one syslog-like line that the sshd parser reads::
-
-    2026-11-25T23:14:30.123456+00:00 HOSTNAME sshd[PID]: MESSAGE
-
-(time from ``__REALTIME_TIMESTAMP`` in UTC, host from ``_HOSTNAME``, identifier from
-``SYSLOG_IDENTIFIER`` or ``_COMM``, pid from ``_PID`` or ``SYSLOG_PID``; newlines inside a
-message become spaces). ``matches`` are OR-ed.
+It is an event source: it names no parser and hands on
+:class:`~aisentinel.events.EventBatch` values of :class:`~aisentinel.events.SshEvent`
+made straight from each entry's fields (:func:`entry_event`), with the sshd parser's
+message matcher (:func:`aisentinel.parsers.sshd.message_event`): time from
+``__REALTIME_TIMESTAMP``, pid from ``_PID`` (else ``SYSLOG_PID``), the message from
+``MESSAGE`` (newlines inside it become spaces). An entry counts as sshd's when its
+``SYSLOG_IDENTIFIER`` (else ``_COMM``) starts with ``sshd`` or its ``_SYSTEMD_UNIT`` is
+an ssh unit (``ssh.service``, ``sshd@...``); other entries, and sshd messages that are
+not about authentication, are counted as unparsed. ``matches`` are OR-ed.
 
 The cursor of the last entry handed to ``emit`` is saved (atomically) in
 ``state_dir/journald-<name>.cursor`` at most every ``SAVE_INTERVAL`` seconds and at
@@ -22,7 +24,6 @@ The cursor of the last entry handed to ``emit`` is saved (atomically) in
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import threading
 import time
@@ -35,7 +36,9 @@ from pydantic import Field, field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
-from aisentinel.events import LineBatch
+from aisentinel.events import Event, EventBatch, SshEvent
+from aisentinel.parsers.sshd import message_event
+from aisentinel.parsers.timestamps import MAX_TS, MIN_TS
 from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
 from aisentinel.sources.positions import atomic_write
 
@@ -49,14 +52,13 @@ _log = structlog.get_logger(__name__)
 SAVE_INTERVAL = 1.0
 """The cursor is saved at most this often (seconds) while running."""
 
-BATCH_LINES = 1024
-"""Entries handed to ``emit`` in one batch at most."""
+BATCH_ENTRIES = 1024
+"""Entries read into one batch at most."""
 
 JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
 """Where the systemd journal lives (persistent, volatile)."""
 
 _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def journald_available() -> bool:
@@ -112,18 +114,38 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def format_entry(entry: Mapping[str, Any]) -> str:
-    """One syslog-like line for a journal entry (raw ``__REALTIME_TIMESTAMP`` in µs)."""
-    micros = int(entry.get("__REALTIME_TIMESTAMP", 0))
-    stamp = (_EPOCH + dt.timedelta(microseconds=micros)).isoformat(timespec="microseconds")
-    host = _text(entry.get("_HOSTNAME")) or "localhost"
-    ident = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM")) or "unknown"
-    pid = _text(entry.get("_PID")) or _text(entry.get("SYSLOG_PID"))
-    message = _text(entry.get("MESSAGE")) or ""
+def _is_sshd(entry: Mapping[str, Any]) -> bool:
+    """Whether the entry was logged by sshd (identifier or systemd unit)."""
+    ident = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM")) or ""
+    if ident.startswith("sshd"):
+        return True
+    unit = _text(entry.get("_SYSTEMD_UNIT")) or ""
+    return unit.startswith(("ssh.", "sshd.", "ssh@", "sshd@"))
+
+
+def entry_event(entry: Mapping[str, Any], source: str) -> SshEvent | None:
+    """The sshd authentication event of one journal entry, or ``None``.
+
+    ``__REALTIME_TIMESTAMP`` is in microseconds (an ``int``, as the reader converts it);
+    an entry from another program, without a sane time, or whose message is not about
+    authentication gives ``None``.
+    """
+    if not _is_sshd(entry):
+        return None
+    message = _text(entry.get("MESSAGE"))
+    if not message:
+        return None
     if "\n" in message or "\r" in message:
         message = message.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    tag = f"{ident}[{pid}]" if pid else ident
-    return f"{stamp} {host} {tag}: {message}"
+    try:
+        ts = int(entry.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+    except (TypeError, ValueError):
+        return None
+    if not MIN_TS <= ts < MAX_TS:
+        return None
+    pid_text = _text(entry.get("_PID")) or _text(entry.get("SYSLOG_PID")) or ""
+    pid = int(pid_text) if pid_text.isdigit() else None
+    return message_event(message, ts, source, pid)
 
 
 class JournaldSource(Source):
@@ -243,25 +265,29 @@ class JournaldSource(Source):
             reader.get_previous()
 
     def _follow(self, reader: Any, emit: Emit, wait: float) -> None:
+        name = self.name
         while not self._stopping.is_set():
-            lines: list[str] = []
+            events: list[Event] = []
+            read = 0
             size = 0
             last_ts = 0
             read_at = self.clock.monotonic()
-            while len(lines) < BATCH_LINES:
+            while read < BATCH_ENTRIES:
                 entry, self._pending = self._pending or reader.get_next(), None
                 if not entry:
                     break
-                line = format_entry(entry)
-                lines.append(line)
-                size += len(line)
+                read += 1
+                event = entry_event(entry, name)
+                if event is not None:
+                    events.append(event)
+                size += len(_text(entry.get("MESSAGE")) or "")
                 self._cursor = entry.get("__CURSOR")
                 last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
-            if lines:
-                emit(LineBatch(self.name, self.parser, lines, read_at))
-                self.stats.lines_read += len(lines)
+            if read:
+                emit(EventBatch(name, events, read_at, read - len(events)))
+                self.stats.lines_read += read
                 self.stats.bytes_read += size
-                behind = self.clock.now() - last_ts / 1e6 if len(lines) == BATCH_LINES else 0.0
+                behind = self.clock.now() - last_ts / 1e6 if read == BATCH_ENTRIES else 0.0
                 self.stats.lag_seconds = max(0.0, behind)
                 self._save(force=False)
                 continue
@@ -336,7 +362,7 @@ __all__ = [
     "JOURNAL_DIRS",
     "JournaldSource",
     "JournaldSourceConfig",
-    "format_entry",
+    "entry_event",
     "journald_available",
     "journald_problem",
 ]
