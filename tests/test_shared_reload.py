@@ -9,7 +9,9 @@ from conftest import nginx_line
 from aisentinel.clock import FakeClock
 from aisentinel.config import load_config
 from aisentinel.daemon import Daemon
-from aisentinel.events import Finding, LineBatch
+from aisentinel.detectors.ai_recon import AiReconConfig, AiReconDetector
+from aisentinel.detectors.shared import SharedState
+from aisentinel.events import Finding, HttpRequest, LineBatch
 from aisentinel.sdnotify import Notifier
 
 T0 = 1_764_000_000.0
@@ -74,3 +76,20 @@ def test_reload_keeps_detection_of_clients_that_never_authenticated(tmp_path: Pa
     )
     assert [f.detector for f in found] == ["ai_recon"]
     daemon.ledger.close()
+
+
+def test_binding_readers_with_a_lower_cap_trims_the_kept_clients() -> None:
+    """Rebinding to readers whose max_keys is lower keeps the clients, trimmed to the cap."""
+    shared = SharedState()
+    recon = AiReconDetector(AiReconConfig(max_keys=5), shared=shared)
+    shared.bind([recon])
+    recon.observe_many(
+        [
+            HttpRequest(T0 + i, "web", f"198.51.100.{i}", "GET", "/", 200, 0, "u", "ua")
+            for i in range(5)
+        ]
+    )
+    assert shared.requests.authenticated() == 5
+    shared.bind([AiReconDetector(AiReconConfig(max_keys=2))])
+    assert shared.requests.authenticated() == 2
+    assert shared.requests.evicted() == 3

@@ -131,8 +131,9 @@ class RequestIndex:
         self._forget_batch()
 
     def settle(self) -> int:
-        """Drop the clients over the readers' cap (after a reload lowered it); how many."""
-        return self._set.trim()
+        """Drop the clients over the readers' cap (after a reload lowered it); how many.
+        With no reader that needs marks the set is left as it is (until it expires)."""
+        return self._set.trim() if self._marked else 0
 
     def facts(self, events: Sequence[Event], reader: object) -> BatchFacts:
         """The facts of ``events`` for ``reader`` (see the module doc)."""
