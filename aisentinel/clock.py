@@ -1,7 +1,8 @@
 """The one injectable clock.
 
 Every component that needs the time takes a :class:`Clock`; nothing calls
-``time.time()`` directly, so tests drive time with :class:`FakeClock`.
+``time.time()`` directly, and timed waits (polls, grace periods) go through
+:meth:`Clock.wait`, so tests drive time with :class:`FakeClock` and need no sleeps.
 """
 
 from __future__ import annotations
@@ -22,6 +23,11 @@ class Clock(Protocol):
         """Seconds on a clock that never goes backwards (for intervals and latency)."""
         ...
 
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        """Wait until ``event`` is set or ``timeout`` seconds of :meth:`monotonic` time
+        have passed; whether the event is set (``threading.Event.wait`` semantics)."""
+        ...
+
 
 class SystemClock:
     """The real clock."""
@@ -32,14 +38,32 @@ class SystemClock:
     def monotonic(self) -> float:
         return time.monotonic()
 
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(max(0.0, timeout))
+
+
+FAKE_WAIT_SLICE = 0.005
+"""Real seconds a :meth:`FakeClock.wait` sleeps between looks at its event (which
+another thread may set without telling the clock)."""
+
 
 class FakeClock:
-    """A clock that only moves when told to; thread-safe."""
+    """A clock that only moves when told to; thread-safe.
+
+    :meth:`wait` returns as soon as the event is set, or once the clock has been
+    moved past the timeout (``advance``/``set`` wake waiters at once); never because
+    real time passed.
+    """
 
     def __init__(self, start: float = 1_764_000_000.0) -> None:
         self._now = start
         self._mono = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self.waiting = 0
+        """Threads inside :meth:`wait` now."""
+        self.waits = 0
+        """Calls of :meth:`wait` so far: a test that moves the clock can wait until a
+        reader has finished the turn it woke for and is waiting again."""
 
     def now(self) -> float:
         with self._lock:
@@ -56,6 +80,7 @@ class FakeClock:
         with self._lock:
             self._now += seconds
             self._mono += seconds
+            self._lock.notify_all()
 
     def set(self, epoch: float) -> None:
         """Jump wall time to ``epoch`` (monotonic moves by the same amount if forward)."""
@@ -63,6 +88,19 @@ class FakeClock:
             if epoch > self._now:
                 self._mono += epoch - self._now
             self._now = epoch
+            self._lock.notify_all()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        with self._lock:
+            deadline = self._mono + timeout
+            self.waiting += 1
+            self.waits += 1
+            try:
+                while not event.is_set() and self._mono < deadline:
+                    self._lock.wait(FAKE_WAIT_SLICE)
+            finally:
+                self.waiting -= 1
+            return event.is_set()
 
 
 class EventClock:
@@ -80,6 +118,9 @@ class EventClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def wait(self, event: threading.Event, timeout: float) -> bool:
+        return event.wait(max(0.0, timeout))
 
     def set(self, epoch: float) -> None:
         """Move to ``epoch`` if it is later than the current time (never backwards)."""

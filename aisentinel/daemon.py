@@ -40,16 +40,22 @@ from aisentinel.events import (
     decision_fields,
     finding_fields,
 )
-from aisentinel.exporter import DaemonCollector
+from aisentinel.exporter import (
+    DaemonValues,
+    DecisionMetrics,
+    Exporter,
+    ResponderMetrics,
+)
 from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
 from aisentinel.memory import HeapTrimmer
-from aisentinel.pipeline import Pipeline
+from aisentinel.metrics import Collecting
+from aisentinel.pipeline import Pipeline, SourceCounters
 from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import Responder
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
-from aisentinel.sources.base import Source, SourceConfigBase
+from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
 from aisentinel.status import snapshot
 
 log = structlog.get_logger("aisentinel.daemon")
@@ -111,7 +117,7 @@ class Daemon:
         self.engine = DecisionEngine(config.decisions, self.ledger, self.clock)
         self.runner = ResponderRunner(self._build_responders(config), self.clock)
         self.pipeline = Pipeline(
-            detectors=build_detectors(config.detectors, self.clock),
+            detectors=build_detectors(config.detectors),
             engine=self.engine,
             runner=self.runner,
             clock=self.clock,
@@ -260,7 +266,7 @@ class Daemon:
 
     def _start_exporter(self) -> None:
         cfg = self.config.exporter
-        self.registry.register(DaemonCollector(self))
+        self.registry.register(self.exporter())
         self.registry.register(self.pipeline.latency)
         if not cfg.enabled:
             return
@@ -306,11 +312,38 @@ class Daemon:
                     self._httpd.server_close()
                 return
 
+    def exporter(self) -> Exporter:
+        """The metrics collector: the stages' own collectors and the daemon's values."""
+        values = DaemonValues(
+            heartbeat=lambda: self.last_heartbeat,
+            reloads=lambda: dict(self.reloads),
+            queue_depth=self.queue.qsize,
+            degraded=lambda: self.degraded,
+        )
+        return Exporter(self._stage_collectors, values, self.clock)
+
+    def _stage_collectors(self) -> list[tuple[str, Collecting]]:
+        """Every stage collector now, with its ``collector`` label (read at scrape time)."""
+        pipeline = self.pipeline
+        out: list[tuple[str, Collecting]] = []
+        sources = dict(self.sources)
+        for cfg in self.config.sources:
+            source = sources.get(cfg.name)
+            out.append((f"source:{cfg.name}", source or UnstartedSource(cfg.name)))
+        out.append(("pipeline", pipeline))
+        out.extend((f"detector:{d.name}", d) for d in list(pipeline.detectors))
+        engine = self.engine
+        out.append(("decisions", DecisionMetrics(engine.counters)))
+        runner = self.runner
+        out.append(("responders", ResponderMetrics(runner.stats)))
+        return out
+
     def _start_sources(self) -> None:
         for cfg in self.config.sources:
             self._start_source(cfg)
 
     def _start_source(self, cfg: SourceConfigBase) -> None:
+        self.pipeline.sources.setdefault(cfg.name, SourceCounters())  # exported from the start
         try:
             source = self._build_source(cfg)
             source.start(self._emit)
@@ -446,6 +479,8 @@ class Daemon:
         for name, cfg in old_src.items():
             if new_src.get(name) != cfg and name in self.sources:
                 self.sources.pop(name).stop()
+            if name not in new_src:
+                self.pipeline.sources.pop(name, None)  # its series go with it
         self.config = new
         for name, cfg in new_src.items():
             if name not in self.sources:
@@ -454,7 +489,7 @@ class Daemon:
         previous = {d.name: d for d in self.pipeline.detectors}
         detectors = [
             previous[d.name] if d.name in previous and previous[d.name].config == d.config else d
-            for d in build_detectors(new.detectors, self.clock)
+            for d in build_detectors(new.detectors, shared=self.pipeline.shared)
         ]
         self.engine.reconfigure(new.decisions)
         if new.responders != old.responders:

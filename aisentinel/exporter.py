@@ -1,204 +1,111 @@
-"""Prometheus metrics, built fresh at scrape time from the daemon's own state.
+"""Prometheus metrics, composed at scrape time from the collectors the stages own.
 
-One custom collector (client_python style) reads the counters that the sources,
-pipeline, detectors, decision engine and responder runner already keep: no double
-bookkeeping, and series of a removed source disappear by themselves. Labels are
-bounded (source, detector, action, severity, responder, operation): never an
-address. Metrics live in the daemon's private registry, never the global one.
+Every source, detector and the pipeline reports its own metric families
+(``collect()``, built from the counters it already keeps: no double bookkeeping,
+and series of a removed source disappear with it). :class:`Exporter` runs each
+stage collector in turn, merges families of the same name, and reports on the
+collectors themselves, like node_exporter's per-collector success and duration:
+``aisentinel_collector_up``, ``aisentinel_collector_duration_seconds``,
+``aisentinel_collector_last_success_timestamp_seconds`` and
+``aisentinel_collector_errors_total``, per ``collector``. A collector that raises
+loses its own families for that scrape, is logged once per kind of fault and
+counted; the others are served. Labels are bounded (source, detector, action,
+severity, responder, operation, collector): never an address. Metrics live in the
+daemon's private registry, never the global one.
+
+This module never imports the daemon: the daemon hands in the stage collectors
+and small callables for its own values (:class:`DaemonValues`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 
+import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from aisentinel import __version__
-from aisentinel.sources.base import SOURCE_STATES
+from aisentinel.clock import Clock
+from aisentinel.decisions.engine import DecisionCounters
+from aisentinel.metrics import Collecting
+from aisentinel.responders.runner import ResponderStats
 
-if TYPE_CHECKING:
-    from aisentinel.daemon import Daemon
+log = structlog.get_logger(__name__)
 
 DEGRADABLE = ("exporter", "ledger", "state")
 """Components that can run degraded: always exported, so an alert needs no absent()."""
 
+Stages = Callable[[], Iterable[tuple[str, Collecting]]]
+"""The stage collectors to read now, each with its ``collector`` label value."""
 
-class DaemonCollector(Collector):
-    """Everything the daemon exports except the latency histogram (its own metric)."""
 
-    def __init__(self, daemon: Daemon) -> None:
-        self.daemon = daemon
+@dataclass(frozen=True, slots=True)
+class DaemonValues:
+    """What the daemon itself exports, as callables read at scrape time."""
 
-    def describe(self) -> Iterator[Metric]:
-        """Nothing up front: the registry then calls ``collect`` only at scrape time."""
-        return iter(())
+    heartbeat: Callable[[], float]
+    """When the pipeline loop last proved it was alive (Unix time)."""
+    reloads: Callable[[], Mapping[str, int]]
+    """Config reloads per result (ok, failed)."""
+    queue_depth: Callable[[], int]
+    """Batches read but not yet processed."""
+    degraded: Callable[[], Mapping[str, str]]
+    """Components running degraded now, each with why."""
+
+
+class DaemonMetrics:
+    """The daemon-level families: build info, heartbeat, reloads, queue, degraded."""
+
+    def __init__(self, values: DaemonValues) -> None:
+        self.values = values
 
     def collect(self) -> Iterator[Metric]:
-        """Yield the metric families for one scrape."""
-        d = self.daemon
+        """The families, from :class:`DaemonValues`."""
+        v = self.values
         info = GaugeMetricFamily("aisentinel_build_info", "aisentinel version.", labels=["version"])
         info.add_metric([__version__], 1)
         yield info
-        yield from self._sources()
-        yield from self._pipeline()
-        yield from self._decisions()
-        yield from self._responders()
-        yield from self._degraded()
         beat = GaugeMetricFamily(
             "aisentinel_pipeline_heartbeat_timestamp_seconds",
             "When the pipeline loop last proved it was alive (Unix time).",
         )
-        beat.add_metric([], d.last_heartbeat)
+        beat.add_metric([], v.heartbeat())
         yield beat
         reloads = CounterMetricFamily(
             "aisentinel_config_reloads",
             "Config reloads (SIGHUP), per result; a failed one keeps the running config.",
             labels=["result"],
         )
-        for result, n in sorted(d.reloads.items()):
+        for result, n in sorted(v.reloads().items()):
             reloads.add_metric([result], n)
         yield reloads
         queued = GaugeMetricFamily(
             "aisentinel_pipeline_queue_batches", "Line batches read but not yet processed."
         )
-        queued.add_metric([], d.queue.qsize())
+        queued.add_metric([], v.queue_depth())
         yield queued
+        degraded = v.degraded()
+        gauge = GaugeMetricFamily(
+            "aisentinel_degraded",
+            "1 while a component runs degraded (the log says why and what to do), else 0.",
+            labels=["component"],
+        )
+        for component in sorted(set(DEGRADABLE) | set(degraded)):
+            gauge.add_metric([component], 1 if component in degraded else 0)
+        yield gauge
 
-    def _sources(self) -> Iterator[Metric]:
-        d = self.daemon
-        lines = CounterMetricFamily(
-            "aisentinel_source_lines_read",
-            "Lines (for an event source: records, e.g. journal entries) read from the source.",
-            labels=["source"],
-        )
-        parsed = CounterMetricFamily(
-            "aisentinel_source_lines_parsed",
-            "Lines or records turned into events.",
-            labels=["source"],
-        )
-        unparsed = CounterMetricFamily(
-            "aisentinel_source_lines_unparsed",
-            "Lines or records that gave no event (malformed or irrelevant); counted and skipped.",
-            labels=["source"],
-        )
-        dropped = CounterMetricFamily(
-            "aisentinel_source_lines_dropped",
-            "Lines or records read but not processed: the pipeline was closing (shutdown) "
-            "and could not take their batch.",
-            labels=["source"],
-        )
-        truncated = CounterMetricFamily(
-            "aisentinel_source_lines_truncated",
-            "Lines cut at the line size cap.",
-            labels=["source"],
-        )
-        rotations = CounterMetricFamily(
-            "aisentinel_source_rotations", "Log rotations followed.", labels=["source"]
-        )
-        errors = CounterMetricFamily(
-            "aisentinel_source_errors", "Read errors (retried).", labels=["source"]
-        )
-        up = GaugeMetricFamily(
-            "aisentinel_source_up",
-            "1 when every log the source reads is open and followed (a pattern: one match), "
-            "else 0.",
-            labels=["source"],
-        )
-        state = GaugeMetricFamily(
-            "aisentinel_source_state",
-            "1 for the source's current state (following, degraded, waiting, error, "
-            "stopped), 0 for the others; the reason is in the log.",
-            labels=["source", "state"],
-        )
-        position_errors = CounterMetricFamily(
-            "aisentinel_source_position_errors",
-            "Failures to load or save read positions (reading goes on; a restart may "
-            "skip or repeat lines).",
-            labels=["source"],
-        )
-        gaps = CounterMetricFamily(
-            "aisentinel_source_gaps",
-            "Stretches of log not read: a file rotated while stopped that is gone or unreadable.",
-            labels=["source"],
-        )
-        lag_bytes = GaugeMetricFamily(
-            "aisentinel_source_lag_bytes", "Bytes written but not read yet.", labels=["source"]
-        )
-        lag_seconds = GaugeMetricFamily(
-            "aisentinel_source_lag_seconds",
-            "Age of the oldest unread data (lower bound), 0 when caught up.",
-            labels=["source"],
-        )
-        counters = d.pipeline.sources
-        for cfg in d.config.sources:
-            name = cfg.name
-            c = counters.get(name)
-            parsed.add_metric([name], c.parsed if c else 0)
-            unparsed.add_metric([name], c.unparsed if c else 0)
-            source = d.sources.get(name)
-            if source is None:  # configured, but it failed to start
-                up.add_metric([name], 0)
-                for value in SOURCE_STATES:
-                    state.add_metric([name, value], 1 if value == "error" else 0)
-                continue
-            st = source.stats
-            lines.add_metric([name], st.lines_read)
-            dropped.add_metric([name], st.lines_dropped)
-            truncated.add_metric([name], st.lines_truncated)
-            rotations.add_metric([name], st.rotations)
-            errors.add_metric([name], st.errors)
-            up.add_metric([name], 1 if st.up else 0)
-            current = st.state
-            for value in SOURCE_STATES:
-                state.add_metric([name, value], 1 if value == current else 0)
-            position_errors.add_metric([name], st.position_errors)
-            gaps.add_metric([name], st.gaps)
-            lag_bytes.add_metric([name], st.lag_bytes)
-            lag_seconds.add_metric([name], st.lag_seconds)
-        yield from (lines, parsed, unparsed, dropped, truncated, rotations, errors, up, state)
-        yield from (position_errors, gaps, lag_bytes, lag_seconds)
 
-    def _pipeline(self) -> Iterator[Metric]:
-        p = self.daemon.pipeline
-        findings = CounterMetricFamily(
-            "aisentinel_findings",
-            "Findings raised, per detector and severity.",
-            labels=["detector", "severity"],
-        )
-        for (detector, severity), n in sorted(p.findings.items()):
-            findings.add_metric([detector, severity], n)
-        yield findings
-        keys = GaugeMetricFamily(
-            "aisentinel_detector_tracked_keys",
-            "Keys (addresses, usernames) a detector holds in its windows.",
-            labels=["detector"],
-        )
-        for name, n in sorted(p.tracked_keys().items()):
-            keys.add_metric([name], n)
-        yield keys
-        errors = CounterMetricFamily(
-            "aisentinel_pipeline_event_errors",
-            "Lines or events skipped because a stage raised on them, per stage (parse, detect, "
-            "decide, respond, output) and plug-in (parser, detector, engine, runner or hook).",
-            labels=["stage", "plugin"],
-        )
-        for (stage, plugin), n in sorted(p.event_errors.items()):
-            errors.add_metric([stage, plugin], n)
-        yield errors
+class DecisionMetrics:
+    """The decision engine's families, from its counters."""
 
-    def _decisions(self) -> Iterator[Metric]:
-        d = self.daemon
-        decisions = CounterMetricFamily(
-            "aisentinel_decisions",
-            "Decisions taken, per action (ban, alert, none) and detector.",
-            labels=["action", "detector"],
-        )
-        for (action, detector), n in sorted(d.pipeline.decisions.items()):
-            decisions.add_metric([action, detector], n)
-        yield decisions
-        c = d.engine.counters()
+    def __init__(self, counters: Callable[[], DecisionCounters]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        """Bans in force, braked, expired; ledger errors; rejected targets per reason."""
+        c = self.counters()
         active = GaugeMetricFamily("aisentinel_decisions_active", "Bans in force now.")
         active.add_metric([], c.active_bans)
         yield active
@@ -224,8 +131,15 @@ class DaemonCollector(Collector):
             rejected.add_metric([reason], n)
         yield rejected
 
-    def _responders(self) -> Iterator[Metric]:
-        runner = self.daemon.runner
+
+class ResponderMetrics:
+    """The responder runner's families, from its per-responder stats."""
+
+    def __init__(self, stats: Callable[[], Iterable[ResponderStats]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        """Operations per result, pending retries and health, per responder."""
         ops = CounterMetricFamily(
             "aisentinel_responder_operations",
             "Responder calls, per responder, operation and result (ok, failed, retried, given_up).",
@@ -241,7 +155,7 @@ class DaemonCollector(Collector):
             "1 when the responder's last health check passed.",
             labels=["responder"],
         )
-        for st in runner.stats():
+        for st in self.stats():
             for result, table in (
                 ("ok", st.ok),
                 ("failed", st.failed),
@@ -254,13 +168,88 @@ class DaemonCollector(Collector):
             up.add_metric([st.name], 1 if st.health is None or st.health.ok else 0)
         yield from (ops, pending, up)
 
-    def _degraded(self) -> Iterator[Metric]:
-        degraded = self.daemon.degraded
-        gauge = GaugeMetricFamily(
-            "aisentinel_degraded",
-            "1 while a component runs degraded (the log says why and what to do), else 0.",
-            labels=["component"],
+
+class Exporter(Collector):
+    """Every stage collector's families, merged, plus how each collector fared."""
+
+    def __init__(self, stages: Stages, daemon: DaemonValues, clock: Clock) -> None:
+        self.stages = stages
+        self.daemon = DaemonMetrics(daemon)
+        self.clock = clock
+        self._last_success: dict[str, float] = {}
+        self._errors: dict[str, int] = {}
+        self._logged: set[tuple[str, str]] = set()
+
+    def describe(self) -> Iterator[Metric]:
+        """Nothing up front: the registry then calls ``collect`` only at scrape time."""
+        return iter(())
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the metric families for one scrape."""
+        merged: dict[str, Metric] = {}
+        up = GaugeMetricFamily(
+            "aisentinel_collector_up",
+            "1 when the collector's last scrape succeeded, 0 when it raised (its metrics "
+            "are missing from that scrape; the log says why).",
+            labels=["collector"],
         )
-        for component in sorted(set(DEGRADABLE) | set(degraded)):
-            gauge.add_metric([component], 1 if component in degraded else 0)
-        yield gauge
+        duration = GaugeMetricFamily(
+            "aisentinel_collector_duration_seconds",
+            "How long the collector took in the last scrape.",
+            labels=["collector"],
+        )
+        last = GaugeMetricFamily(
+            "aisentinel_collector_last_success_timestamp_seconds",
+            "When the collector last succeeded (Unix time; 0: never).",
+            labels=["collector"],
+        )
+        errors = CounterMetricFamily(
+            "aisentinel_collector_errors",
+            "Scrapes in which the collector raised.",
+            labels=["collector"],
+        )
+        for name, stage in [("daemon", self.daemon), *self._stages()]:
+            started = self.clock.monotonic()
+            ok = self._run(name, stage, merged)
+            up.add_metric([name], 1 if ok else 0)
+            duration.add_metric([name], max(0.0, self.clock.monotonic() - started))
+            last.add_metric([name], self._last_success.get(name, 0.0))
+            errors.add_metric([name], self._errors.get(name, 0))
+        yield from merged.values()
+        yield from (up, duration, last, errors)
+
+    def _stages(self) -> list[tuple[str, Collecting]]:
+        try:
+            return list(self.stages())
+        except Exception as exc:  # noqa: BLE001 - a scrape must never fail as a whole
+            self._failed("stages", exc)
+            return []
+
+    def _run(self, name: str, stage: Collecting, merged: dict[str, Metric]) -> bool:
+        """Add ``stage``'s families to ``merged``; False (nothing added) when it raised."""
+        try:
+            families = list(stage.collect())
+        except Exception as exc:  # noqa: BLE001 - one failing collector never breaks the scrape
+            self._failed(name, exc)
+            return False
+        for family in families:
+            known = merged.get(family.name)
+            if known is None:
+                known = merged[family.name] = Metric(
+                    family.name, family.documentation, family.type, family.unit
+                )
+            known.samples.extend(family.samples)
+        self._last_success[name] = self.clock.now()
+        return True
+
+    def _failed(self, name: str, exc: Exception) -> None:
+        self._errors[name] = self._errors.get(name, 0) + 1
+        kind = (name, type(exc).__name__)
+        if kind in self._logged:
+            return
+        self._logged.add(kind)
+        log.error(
+            "metrics collector failed; its metrics are missing from this scrape",
+            collector=name,
+            error=f"{type(exc).__name__}: {str(exc)[:200]}",
+        )

@@ -5,22 +5,26 @@ parser it names (an :class:`EventBatch` already holds events: no parsing), hands
 each event to the detectors that consume its type, turns findings into decisions
 and submits them to the responders. It is single-threaded by design: the daemon
 calls it from one thread, fed by a queue that the sources fill. Counters live here
-as plain integers and are read by the exporter at scrape time (no double
-bookkeeping).
+as plain integers and are read at scrape time by :meth:`Pipeline.collect` (no double
+bookkeeping). The pipeline owns the state its detectors share
+(:class:`~aisentinel.detectors.shared.SharedState`): it binds every set of detectors
+it is given to that one state, so a reload keeps it for all.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
 from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
+from aisentinel.detectors.shared import SharedState
 from aisentinel.events import Batch, Decision, Event, EventBatch, Finding
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
@@ -114,6 +118,8 @@ class Pipeline:
         on_decision: DecisionHook | None = None,
     ) -> None:
         self.detectors = list(detectors)
+        self.shared = SharedState()
+        """State the detectors share, kept for as long as the pipeline lives."""
         self.engine = engine
         self.runner = runner
         self.clock = clock
@@ -351,6 +357,7 @@ class Pipeline:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
         for detector in self.detectors:
             detector.expire(now)
+        self.shared.expire(now)
         expired = self.engine.expire(now)
         if self.runner is not None and expired:
             self.runner.submit_expired(expired)
@@ -368,11 +375,69 @@ class Pipeline:
         runner: ResponderRunner | None,
         parsers_config: ParsersConfig,
     ) -> None:
-        """Swap stages after a reload; counters and the latency histogram carry on."""
+        """Swap stages after a reload; counters, the latency histogram and the state the
+        detectors share carry on (the new set of detectors is bound to it)."""
         self.detectors = list(detectors)
+        self.shared.bind(self.detectors)
         self.engine = engine
         self.runner = runner
         if parsers_config != self.parsers_config:
             self.parsers_config = parsers_config
             self._parsers.clear()
         self._dispatch.clear()
+
+    def collect(self) -> Iterator[Metric]:
+        """The pipeline's metric families (per source, detector and stage), at scrape time."""
+        parsed = CounterMetricFamily(
+            "aisentinel_source_lines_parsed",
+            "Lines or records turned into events.",
+            labels=["source"],
+        )
+        unparsed = CounterMetricFamily(
+            "aisentinel_source_lines_unparsed",
+            "Lines or records that gave no event (malformed or irrelevant); counted and skipped.",
+            labels=["source"],
+        )
+        for name, c in sorted(self.sources.items()):
+            parsed.add_metric([name], c.parsed)
+            unparsed.add_metric([name], c.unparsed)
+        yield from (parsed, unparsed)
+        findings = CounterMetricFamily(
+            "aisentinel_findings",
+            "Findings raised, per detector and severity.",
+            labels=["detector", "severity"],
+        )
+        for (detector, severity), n in sorted(self.findings.items()):
+            findings.add_metric([detector, severity], n)
+        yield findings
+        decisions = CounterMetricFamily(
+            "aisentinel_decisions",
+            "Decisions taken, per action (ban, alert, none) and detector.",
+            labels=["action", "detector"],
+        )
+        for (action, detector), n in sorted(self.decisions.items()):
+            decisions.add_metric([action, detector], n)
+        yield decisions
+        errors = CounterMetricFamily(
+            "aisentinel_pipeline_event_errors",
+            "Lines or events skipped because a stage raised on them, per stage (parse, detect, "
+            "decide, respond, output) and plug-in (parser, detector, engine, runner or hook).",
+            labels=["stage", "plugin"],
+        )
+        for (stage, plugin), n in sorted(self.event_errors.items()):
+            errors.add_metric([stage, plugin], n)
+        yield errors
+        requests = self.shared.requests
+        clients = GaugeMetricFamily(
+            "aisentinel_detector_shared_authenticated_clients",
+            "Clients held as having authenticated lately, shared by the detectors that read it.",
+        )
+        clients.add_metric([], requests.authenticated())
+        yield clients
+        evicted = CounterMetricFamily(
+            "aisentinel_detector_shared_authenticated_clients_evictions",
+            "Authenticated clients dropped from the full shared set (its cap is the largest "
+            "max_keys of the detectors reading it).",
+        )
+        evicted.add_metric([], requests.evicted())
+        yield evicted

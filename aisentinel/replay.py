@@ -234,7 +234,7 @@ def replay(
     try:
         engine = DecisionEngine(config.decisions, ledger, clock)
         pipeline = Pipeline(
-            detectors=build_detectors(config.detectors, clock),
+            detectors=build_detectors(config.detectors),
             engine=engine,
             runner=None,
             clock=clock,

@@ -29,7 +29,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors import build_detectors
 from aisentinel.detectors.base import Detector
 from aisentinel.events import Event, HttpRequest, SshEvent, SshKind
@@ -80,7 +79,7 @@ def run(ips: int) -> None:
     """Feed ``ips`` addresses and print keys and RSS."""
     gc.collect()
     before = rss_mb()
-    detectors = build_detectors({}, FakeClock(START))
+    detectors = build_detectors({})
     table = dispatch(detectors)
     step = 300.0 / ips  # all addresses within the shortest window that matters
     findings = 0
@@ -124,7 +123,7 @@ def cost(events_per_kind: int = 200_000) -> None:
     attacks = [e for i in range(events_per_kind // 6) for e in attack(i, START + i * 0.001)]
     for label, events in (("benign HTTP requests", benign), ("attack events (ssh+404)", attacks)):
         print(f"== {label}: {len(events):,} events")
-        for det in build_detectors({}, FakeClock(START)):
+        for det in build_detectors({}):
             mine = [e for e in events if isinstance(e, det.consumes)]
             if not mine:
                 continue

@@ -16,7 +16,6 @@ from conftest import nginx_line, ssh_fail, wait_for
 from aisentinel.config import Config, load_config
 from aisentinel.daemon import Daemon
 from aisentinel.events import EventBatch, LineBatch
-from aisentinel.exporter import DaemonCollector
 
 CONFIG = """
 [daemon]
@@ -154,7 +153,7 @@ def test_batch_the_closed_pipeline_cannot_take_is_counted_per_source(tmp_path: P
         daemon._emit(LineBatch(auth.name, "sshd", ["a", "b"], 0.0))
         daemon._emit(EventBatch(auth.name, [], 0.0, unparsed=3))
         assert daemon.sources[auth.name].stats.lines_dropped == 5
-        families = {m.name: m for m in DaemonCollector(daemon).collect()}
+        families = {m.name: m for m in daemon.exporter().collect()}
         samples = families["aisentinel_source_lines_dropped"].samples
         assert [(s.labels["source"], s.value) for s in samples if s.name.endswith("_total")] == [
             ("auth", 5.0)

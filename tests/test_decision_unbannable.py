@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
-from typing import cast
 
 import pytest
 from prometheus_client.core import CounterMetricFamily
 
 from aisentinel.clock import FakeClock
-from aisentinel.daemon import Daemon
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.allowlist import canonical_address
 from aisentinel.decisions.engine import REJECT_REASONS, unbannable
 from aisentinel.events import Action, Decision, Finding, Severity
-from aisentinel.exporter import DaemonCollector
+from aisentinel.exporter import DecisionMetrics
 
 T0 = 1_764_000_000.0
 
@@ -150,9 +147,7 @@ def test_exporter_family_has_one_sample_per_reason(tmp_path: Path) -> None:
     """aisentinel_decisions_rejected_total has a reason label and one sample per reason."""
     engine = _engine(tmp_path)
     engine.decide(_finding("255.255.255.255"))
-    daemon = SimpleNamespace(pipeline=SimpleNamespace(decisions={}), engine=engine)
-    collector = DaemonCollector(cast("Daemon", daemon))
-    families = {f.name: f for f in collector._decisions()}
+    families = {f.name: f for f in DecisionMetrics(engine.counters).collect()}
     family = families["aisentinel_decisions_rejected"]
     assert isinstance(family, CounterMetricFamily)
     samples = {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors.ai_recon import AiReconConfig, AiReconDetector
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
@@ -22,7 +21,7 @@ def req(
 
 
 def feed(events: list[Event], **kw: object) -> list[Finding]:
-    det = AiReconDetector(AiReconConfig.model_validate(kw), FakeClock(T0))
+    det = AiReconDetector(AiReconConfig.model_validate(kw))
     return [f for e in events if (f := det.observe(e)) is not None]
 
 
@@ -59,7 +58,7 @@ def test_authentication_expires_after_ttl() -> None:
 
 def test_ipv6_and_expiry() -> None:
     """IPv6 probes are tracked and expire when idle."""
-    det = AiReconDetector(AiReconConfig(), FakeClock(T0))
+    det = AiReconDetector(AiReconConfig())
     for i in range(3):
         found = det.observe(req(float(i), "/api/show", client="2001:db8::3"))
     assert found is not None

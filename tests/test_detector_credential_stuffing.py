@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors.credential_stuffing import (
     CredentialStuffingConfig,
     CredentialStuffingDetector,
@@ -30,7 +29,7 @@ def ssh(
 
 
 def feed(events: list[Event], **kw: object) -> list[Finding]:
-    det = CredentialStuffingDetector(CredentialStuffingConfig.model_validate(kw), FakeClock(T0))
+    det = CredentialStuffingDetector(CredentialStuffingConfig.model_validate(kw))
     return [f for e in events if (f := det.observe(e)) is not None]
 
 
@@ -99,7 +98,7 @@ def test_both_crossings_on_one_event_lose_nothing() -> None:
 
 def test_expire_drops_idle_keys() -> None:
     """Both tables expire idle keys."""
-    det = CredentialStuffingDetector(CredentialStuffingConfig(), FakeClock(T0))
+    det = CredentialStuffingDetector(CredentialStuffingConfig())
     det.observe(ssh(0, "root"))
     assert det.tracked_keys() == 2
     assert det.expire(T0 + 601) == 2

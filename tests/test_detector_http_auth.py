@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors.http_auth import HttpAuthConfig, HttpAuthDetector
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
@@ -19,7 +18,7 @@ def fail(ts: float, user: str = "admin", client: str = CLIENT) -> HttpAuthFailur
 
 
 def feed(events: list[Event], **kw: object) -> list[Finding]:
-    det = HttpAuthDetector(HttpAuthConfig.model_validate(kw), FakeClock(T0))
+    det = HttpAuthDetector(HttpAuthConfig.model_validate(kw))
     return [f for e in events if (f := det.observe(e)) is not None]
 
 
@@ -77,7 +76,7 @@ def test_ipv6_and_refire_once_per_window() -> None:
 
 def test_expire_and_tracked_keys() -> None:
     """Both counters expire idle clients."""
-    det = HttpAuthDetector(HttpAuthConfig(), FakeClock(T0))
+    det = HttpAuthDetector(HttpAuthConfig())
     det.observe(fail(0))
     det.observe(req(0))
     assert det.tracked_keys() == 2

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors.rate_abuse import RateAbuseConfig, RateAbuseDetector
 from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Severity
 
@@ -16,7 +15,7 @@ def req(
 
 
 def feed(events: list[Event], **kw: object) -> list[Finding]:
-    det = RateAbuseDetector(RateAbuseConfig.model_validate(kw), FakeClock(T0))
+    det = RateAbuseDetector(RateAbuseConfig.model_validate(kw))
     return [f for e in events if (f := det.observe(e)) is not None]
 
 
@@ -75,7 +74,7 @@ def test_simultaneous_crossings_are_both_reported() -> None:
 
 def test_steady_below_limit_and_expiry() -> None:
     """A steady rate below the limits never fires; idle clients are expired."""
-    det = RateAbuseDetector(RateAbuseConfig(), FakeClock(T0))
+    det = RateAbuseDetector(RateAbuseConfig())
     assert all(det.observe(req(float(i))) is None for i in range(600))  # 60/min
     assert det.tracked_keys() == 2
     assert det.expire(T0 + 700) == 2

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors import (
     REGISTRY,
     DetectorConfigBase,
@@ -30,23 +29,23 @@ NAMES = {
 def test_all_detectors_registered_and_built_by_default() -> None:
     """With no config every detector runs with its production defaults."""
     assert set(REGISTRY.names()) == NAMES
-    detectors = build_detectors({}, FakeClock())
+    detectors = build_detectors({})
     assert {d.name for d in detectors} == NAMES
     assert all(d.tracked_keys() == 0 for d in detectors)
 
 
 def test_disabled_detector_is_not_built() -> None:
     """enabled = false leaves a detector out."""
-    detectors = build_detectors({"scanning": ScanningConfig(enabled=False)}, FakeClock())
+    detectors = build_detectors({"scanning": ScanningConfig(enabled=False)})
     assert "scanning" not in {d.name for d in detectors}
 
 
 def test_unknown_name_and_wrong_model_are_errors() -> None:
     """Unknown tables and mismatched config models are reported clearly."""
     with pytest.raises(KeyError, match="unknown detector 'nope'"):
-        build_detectors({"nope": SshBruteforceConfig()}, FakeClock())
+        build_detectors({"nope": SshBruteforceConfig()})
     with pytest.raises(TypeError, match="needs a ScanningConfig"):
-        build_detectors({"scanning": SshBruteforceConfig()}, FakeClock())
+        build_detectors({"scanning": SshBruteforceConfig()})
 
 
 def test_default_configs_round_trip_and_reject_unknown_keys() -> None:
@@ -62,7 +61,7 @@ def _build(name: str) -> Detector:
     entry = REGISTRY.get(name)
     model = entry.config_model()
     assert isinstance(model, DetectorConfigBase)
-    return entry.factory(model, FakeClock(1_764_000_000.0))
+    return entry.factory(model)
 
 
 def test_batch_skips_types_not_consumed() -> None:

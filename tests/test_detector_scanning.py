@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors.paths import PathSignatures, builtin_patterns, normalise_path
 from aisentinel.detectors.scanning import ScanningConfig, ScanningDetector
 from aisentinel.events import Event, Finding, HttpRequest, Severity
@@ -24,7 +23,7 @@ def req(ts: float, path: str, status: int = 404, client: str = "203.0.113.8") ->
 
 
 def feed(events: list[Event], **kw: object) -> list[Finding]:
-    det = ScanningDetector(ScanningConfig.model_validate(kw), FakeClock(T0))
+    det = ScanningDetector(ScanningConfig.model_validate(kw))
     return [f for e in events if (f := det.observe(e)) is not None]
 
 
@@ -122,7 +121,7 @@ def test_benign_apache_log_gives_no_findings() -> None:
 
 def test_ipv6_and_expiry() -> None:
     """IPv6 clients are tracked in both tables and expire when idle."""
-    det = ScanningDetector(ScanningConfig(), FakeClock(T0))
+    det = ScanningDetector(ScanningConfig())
     det.observe(req(0, "/.env", client="2001:db8::8"))
     assert det.tracked_keys() == 2
     assert det.expire(T0 + 601) == 2

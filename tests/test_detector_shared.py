@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors import build_detectors
 from aisentinel.detectors.ai_recon import AiReconConfig, AiReconDetector
 from aisentinel.detectors.base import Detector
@@ -20,7 +19,7 @@ def req(ts: float, path: str, *, key_id: str | None = None, status: int = 200) -
 
 def pair() -> tuple[Detector, Detector]:
     """ai_recon and model_exploit as build_detectors makes them (sharing state)."""
-    by_name = {d.name: d for d in build_detectors({}, FakeClock(T0))}
+    by_name = {d.name: d for d in build_detectors({})}
     return by_name["ai_recon"], by_name["model_exploit"]
 
 
@@ -50,8 +49,8 @@ def test_marks_follow_event_order_within_a_batch() -> None:
     shared = pipeline(pair(), [batch])
     alone = pipeline(
         (
-            AiReconDetector(AiReconConfig(), FakeClock(T0)),
-            ModelExploitDetector(ModelExploitConfig(), FakeClock(T0)),
+            AiReconDetector(AiReconConfig()),
+            ModelExploitDetector(ModelExploitConfig()),
         ),
         [batch],
     )
@@ -72,10 +71,8 @@ def test_observe_one_event_at_a_time_shares_too() -> None:
 def test_each_reader_applies_its_own_ttl() -> None:
     """Readers with different authenticated_ttl share the set; each trusts for its own ttl."""
     shared = SharedState()
-    recon = AiReconDetector(AiReconConfig(authenticated_ttl=60.0), FakeClock(T0), shared=shared)
-    model = ModelExploitDetector(
-        ModelExploitConfig(authenticated_ttl=3600.0), FakeClock(T0), shared=shared
-    )
+    recon = AiReconDetector(AiReconConfig(authenticated_ttl=60.0), shared=shared)
+    model = ModelExploitDetector(ModelExploitConfig(authenticated_ttl=3600.0), shared=shared)
     batch: list[Event] = [req(0, "/", key_id="k1")]
     batch += [req(100 + i, "/api/tags") for i in range(3)] + [req(200, "/api/pull")]
     found = pipeline((recon, model), [batch])
@@ -96,7 +93,7 @@ def test_a_reader_alone_marks_every_batch() -> None:
 def test_every_path_reader_shares_one_index() -> None:
     """rate_abuse, scanning, ai_recon and model_exploit register their path tests with one
     index, and each gets its own bit."""
-    by_name = {d.name: d for d in build_detectors({}, FakeClock(T0))}
+    by_name = {d.name: d for d in build_detectors({})}
     readers = [by_name[n] for n in ("rate_abuse", "scanning", "ai_recon", "model_exploit")]
     index = readers[0]._requests  # type: ignore[attr-defined]
     assert all(d._requests is index for d in readers)  # type: ignore[attr-defined]
@@ -113,7 +110,7 @@ def test_mixed_batch_gives_the_findings_of_separate_batches() -> None:
     failure = HttpAuthFailure(T0, "nginx-error", CLIENT, "admin", "password mismatch")
     requests = [req(float(i), "/api/tags") for i in range(3)]
     mixed: list[Event] = [failure, *requests]
-    together = pipeline(tuple(build_detectors({}, FakeClock(T0))), [mixed])
-    apart = pipeline(tuple(build_detectors({}, FakeClock(T0))), [[failure], list(requests)])
+    together = pipeline(tuple(build_detectors({})), [mixed])
+    apart = pipeline(tuple(build_detectors({})), [[failure], list(requests)])
     assert [(f.detector, f.ts) for f in together] == [(f.detector, f.ts) for f in apart]
     assert [f.detector for f in together] == ["ai_recon"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from aisentinel.clock import FakeClock
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
 from aisentinel.events import Finding, Severity, SshEvent, SshKind
 
@@ -23,7 +22,7 @@ def feed(det: SshBruteforceDetector, events: list[SshEvent]) -> list[Finding]:
 
 
 def make(**kw: object) -> SshBruteforceDetector:
-    return SshBruteforceDetector(SshBruteforceConfig.model_validate(kw), FakeClock(T0))
+    return SshBruteforceDetector(SshBruteforceConfig.model_validate(kw))
 
 
 def test_defaults_match_fail2ban_sshd_jail() -> None:

@@ -51,13 +51,12 @@ def test_batch_findings_follow_line_then_detector_order(tmp_path: Path) -> None:
             "garbage",
         )
     ]
-    clock = FakeClock(T0)
     batched: list[Finding] = []
     single: list[Finding] = []
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    one = _pipeline(tmp_path / "a", build_detectors({}, clock), batched)
-    many = _pipeline(tmp_path / "b", build_detectors({}, clock), single)
+    one = _pipeline(tmp_path / "a", build_detectors({}), batched)
+    many = _pipeline(tmp_path / "b", build_detectors({}), single)
     one.process(LineBatch("access", "nginx", lines, 0.0))
     for line in lines:
         many.process(LineBatch("access", "nginx", [line], 0.0))

@@ -48,7 +48,7 @@ class Counting(Detector):
     consumes = (HttpRequest,)
 
     def __init__(self) -> None:
-        super().__init__(DetectorConfigBase(), FakeClock(T0))
+        super().__init__(DetectorConfigBase())
         self.seen: list[str] = []
 
     def observe(self, event: Event) -> Finding | None:
@@ -157,8 +157,7 @@ def test_fault_log_excerpt_is_escaped_and_truncated(tmp_path: Path) -> None:
 
 def test_other_detectors_are_unaffected_by_one_detector_fault(tmp_path: Path) -> None:
     """A detector that raises does not keep the real detectors from seeing the batch."""
-    clock = FakeClock(T0)
-    real = build_detectors({}, clock)
+    real = build_detectors({})
     pipeline, _ = _pipeline(tmp_path, [Counting(), *real])
     found: list[Finding] = []
     pipeline.on_finding = found.append
@@ -257,9 +256,8 @@ def test_output_hooks_raising_are_counted_per_hook(tmp_path: Path) -> None:
 
 def test_overflowing_json_times_are_unparsed_end_to_end(tmp_path: Path) -> None:
     """Times of 1e308 / -1e308 make the lines unparsed; the real detectors see the rest."""
-    clock = FakeClock(T0)
     found: list[Finding] = []
-    pipeline, _ = _pipeline(tmp_path, build_detectors({}, clock), on_finding=found.append)
+    pipeline, _ = _pipeline(tmp_path, build_detectors({}), on_finding=found.append)
     poison = [_line(0, "/.env", "198.51.100.3", time=t) for t in ("1e308", "1e308", "-1e308")]
     good = [_line(i, "/.env", "198.51.100.4") for i in range(5)]
     pipeline.process(LineBatch("web", "nginx-json", poison + good, 0.0))

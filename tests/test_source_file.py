@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from aisentinel.clock import FakeClock, SystemClock
 from aisentinel.events import Batch, EventBatch, LineBatch
 from aisentinel.sources import REGISTRY
-from aisentinel.sources.file import FileSource, FileSourceConfig
+from aisentinel.sources.file import ROTATE_GRACE, SAVE_INTERVAL, FileSource, FileSourceConfig
 
 DEADLINE = 10.0
 
@@ -102,6 +102,15 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def expect(out: Collector, lines: list[str]) -> None:
     wait_for(lambda: len(out.lines) >= len(lines), f"lines {lines}")
     assert out.lines == lines
+
+
+def turn(clock: FakeClock, seconds: float) -> None:
+    """Move ``clock`` on by ``seconds`` and wait until the reader (which waits on that
+    clock) has done the turn it woke for and is waiting again: no sleep, no race."""
+    wait_for(lambda: clock.waiting > 0, "the reader to wait")
+    before = clock.waits
+    clock.advance(seconds)
+    wait_for(lambda: clock.waits > before and clock.waiting > 0, "the reader's turn")
 
 
 # ------------------------------------------------------------------ lines
@@ -199,6 +208,37 @@ def test_large_file_read_in_chunks(harness: Harness, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------ rotation
+
+
+def test_rotated_file_is_read_for_the_grace_period_of_the_clock(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """After a rename rotation the old file is still read (its writer may not have
+    reopened) until it has been idle for ROTATE_GRACE seconds of the source's clock."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    clock = FakeClock()
+    source, out = harness.start(
+        [log], clock=clock, start_at="beginning", inotify=False, poll_interval=1.0
+    )
+    expect(out, ["a1"])
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"b1\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "b1"]
+    assert source.stats.rotations == 1
+    append(tmp_path / "a.log.1", b"late\n")
+    turn(clock, ROTATE_GRACE - 1.0)  # idle for less than the grace: still read
+    assert out.lines == ["a1", "b1", "late"]
+    turn(clock, ROTATE_GRACE - 1.0)  # idle for less than the grace again: still open
+    append(tmp_path / "a.log.1", b"still read\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "b1", "late", "still read"]
+    turn(clock, ROTATE_GRACE)  # idle for the whole grace: closed, never read again
+    append(tmp_path / "a.log.1", b"too late\n")
+    append(log, b"b2\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "b1", "late", "still read", "b2"]
 
 
 def test_rename_and_create_rotation(harness: Harness, tmp_path: Path) -> None:
@@ -452,13 +492,16 @@ def test_positions_file_records_offset(harness: Harness, tmp_path: Path) -> None
 
 
 def test_positions_saved_while_running(harness: Harness, tmp_path: Path) -> None:
-    """Positions reach disk while the source runs, not only at stop() (crash safety)."""
+    """Positions reach disk while the source runs, not only at stop() (crash safety):
+    at most every SAVE_INTERVAL seconds of the source's clock."""
     log = tmp_path / "a.log"
     log.write_bytes(b"one\n")
-    _, out = harness.start([log], start_at="beginning", poll_interval=0.05)
+    clock = FakeClock()
+    _, out = harness.start(
+        [log], clock=clock, start_at="beginning", inotify=False, poll_interval=0.25
+    )
     expect(out, ["one"])
-    append(log, b"two\n")
-    expect(out, ["one", "two"])
+    turn(clock, 0.25)
     path = harness.state / "positions.json"
 
     def saved_offset() -> int:
@@ -469,7 +512,13 @@ def test_positions_saved_while_running(harness: Harness, tmp_path: Path) -> None
         offset: int = doc["sources"]["web"][str(log)]["offset"]
         return offset
 
-    wait_for(lambda: saved_offset() == 8, "the offset of both lines to be saved")
+    assert saved_offset() == 4
+    append(log, b"two\n")
+    turn(clock, 0.25)
+    assert out.lines == ["one", "two"]
+    assert saved_offset() == 4  # read, but the last save was less than SAVE_INTERVAL ago
+    turn(clock, SAVE_INTERVAL)
+    assert saved_offset() == 8
 
 
 def test_rotated_while_stopped(harness: Harness, tmp_path: Path) -> None:

@@ -303,12 +303,20 @@ def test_cursor_entry_gone(make: Callable[..., Any], tmp_path: Path) -> None:
 
 @needs_journal
 def test_missing_directory_is_retried(make: Callable[..., Any], tmp_path: Path) -> None:
-    """A journal directory that does not exist yet is retried, not fatal."""
+    """A journal directory that does not exist yet is retried, every poll_interval of the
+    source's clock, not fatal."""
     jdir = tmp_path / "later"
     source, out = make(directory=str(jdir), start_at="beginning")
+    clock = source.clock
+    assert isinstance(clock, FakeClock)
     jdir.mkdir()
     write_journal(jdir / "a.journal", [entry(1, attempt(1))])
-    wait_for(lambda: len(out.lines) >= 1, "the entry in the new directory")
+
+    def retried() -> bool:
+        clock.advance(0.1)  # the retry waits on the injected clock, not real time
+        return len(out.lines) >= 1
+
+    wait_for(retried, "the entry in the new directory")
     assert out.lines == [expected(1)]
     assert source.stats.up
 
@@ -352,7 +360,14 @@ def test_cursor_save_failure_degrades_and_keeps_reading(
         wait_for(lambda: len(out.lines) == 1, "the first entry")
         write_journal(jdir / "b.journal", [entry(2, attempt(2))])
         wait_for(lambda: len(out.lines) == 2, "the entry after the failed save")
-        wait_for(lambda: source.stats.position_errors >= 2, "the failures to be counted")
+        clock = source.clock
+        assert isinstance(clock, FakeClock)
+
+        def saved_again() -> bool:
+            clock.advance(1.0)  # saves are tried every SAVE_INTERVAL of the source's clock
+            return source.stats.position_errors >= 2
+
+        wait_for(saved_again, "the failures to be counted")
     assert source.stats.state == "degraded"
     assert source.stats.up
     errors = [e for e in logs if e["log_level"] == "error"]

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol, cast
 
-from aisentinel.clock import Clock
 from aisentinel.detectors import (
     ai_recon,
     credential_stuffing,
@@ -42,6 +41,7 @@ __all__ = [
     "ModelExploitConfig",
     "RateAbuseConfig",
     "ScanningConfig",
+    "SharedState",
     "SshBruteforceConfig",
     "WindowedConfig",
     "build_detectors",
@@ -62,9 +62,7 @@ _PLUGINS = (
 class _SharingFactory(Protocol):
     """A detector class with ``wants_shared = True``."""
 
-    def __call__(
-        self, config: DetectorConfigBase, clock: Clock, *, shared: SharedState | None
-    ) -> Detector: ...
+    def __call__(self, config: DetectorConfigBase, *, shared: SharedState | None) -> Detector: ...
 
 
 def default_configs() -> dict[str, DetectorConfigBase]:
@@ -78,21 +76,25 @@ def default_configs() -> dict[str, DetectorConfigBase]:
     return configs
 
 
-def build_detectors(configs: Mapping[str, DetectorConfigBase], clock: Clock) -> list[Detector]:
+def build_detectors(
+    configs: Mapping[str, DetectorConfigBase], *, shared: SharedState | None = None
+) -> list[Detector]:
     """The enabled detectors, in registration order.
 
     A registered detector missing from ``configs`` gets its default config. A name
     that is not registered raises ``KeyError`` naming the known ones; a config of
     the wrong model raises ``TypeError``; a path list that cannot be read raises
     ``OSError``/``ValueError`` naming the file. Detectors that declare
-    ``wants_shared`` get one :class:`~.shared.SharedState` for the call, so that
-    state they all need (the clients that authenticated) is kept once.
+    ``wants_shared`` all get ``shared`` (a new :class:`~.shared.SharedState` when
+    ``None``), so that state they all need (the clients that authenticated) is kept
+    once. The pipeline binds whatever detectors it is given to the state it owns.
     """
     for name in configs:
         REGISTRY.get(name)
     detectors: list[Detector] = []
     defaults = default_configs()
-    shared = SharedState()
+    if shared is None:
+        shared = SharedState()
     for entry in REGISTRY:
         config = configs.get(entry.name, defaults[entry.name])
         if not isinstance(config, entry.config_model):
@@ -104,7 +106,7 @@ def build_detectors(configs: Mapping[str, DetectorConfigBase], clock: Clock) -> 
             continue
         factory = entry.factory
         if factory.wants_shared:
-            detectors.append(cast(_SharingFactory, factory)(config, clock, shared=shared))
+            detectors.append(cast(_SharingFactory, factory)(config, shared=shared))
         else:
-            detectors.append(factory(config, clock))
+            detectors.append(factory(config))
     return detectors

@@ -20,7 +20,6 @@ from typing import cast
 
 from pydantic import field_validator
 
-from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, normalise_path
@@ -77,18 +76,18 @@ class AiReconDetector(BatchDetector):
     consumes = (HttpRequest,)
     wants_shared = True
 
-    def __init__(
-        self, config: AiReconConfig, clock: Clock, *, shared: SharedState | None = None
-    ) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: AiReconConfig, *, shared: SharedState | None = None) -> None:
+        super().__init__(config)
         self._cfg = config
-        self._requests = (shared or SharedState()).requests
-        self._bit = self._requests.register(
-            PathSignatures(config.paths).match,
-            ttl=config.authenticated_ttl,
-            max_keys=config.max_keys,
-        )
+        self._match = PathSignatures(config.paths).match
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        self._requests = shared.requests
+        self._bit = self._requests.register(
+            self._match, ttl=self._cfg.authenticated_ttl, max_keys=self._cfg.max_keys
+        )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
@@ -97,9 +96,9 @@ class AiReconDetector(BatchDetector):
         ttl = self._cfg.authenticated_ttl
         requests = cast("Sequence[HttpRequest]", events)
         # Untrusted: no authentication within ttl (an authenticated request marks
-        # its own time: ts - mark is 0). ts is field 0.
+        # its own time: ts - mark is 0).
         for i in [
-            i for i, mask in enumerate(masks) if mask & bit and requests[i][0] - marks[i] > ttl
+            i for i, mask in enumerate(masks) if mask & bit and requests[i].ts - marks[i] > ttl
         ]:
             found = self._recon(requests[i])
             if found is not None:

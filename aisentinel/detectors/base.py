@@ -10,18 +10,20 @@ the event's own ``ts`` (so replaying old logs gives the same answer as live), an
 capped (``max_keys``, evicting keys not seen lately first: see
 :mod:`~aisentinel.detectors.window`), so no input can grow memory without limit.
 State that several detectors need (the clients that authenticated) is kept once,
-in a :class:`~aisentinel.detectors.shared.SharedState` (see ``wants_shared``).
+in the pipeline's :class:`~aisentinel.detectors.shared.SharedState` (see
+``wants_shared`` and :meth:`Detector.share`). Each detector reports its own metrics
+(:meth:`Detector.collect`, read at scrape time, never on the hot path).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from prometheus_client.core import Metric
 from pydantic import ValidationInfo, field_validator
 
-from aisentinel.clock import Clock
 from aisentinel.configtypes import StrictModel
 from aisentinel.detectors.common import (
     KEY_BUDGET,
@@ -32,7 +34,11 @@ from aisentinel.detectors.common import (
 )
 from aisentinel.detectors.window import DistinctWindows, EventWindows, RateWindows, RecentSet
 from aisentinel.events import Event, Finding
+from aisentinel.metrics import counter, gauge
 from aisentinel.registry import Registry
+
+if TYPE_CHECKING:
+    from aisentinel.detectors.shared import SharedState
 
 
 class DetectorConfigBase(StrictModel):
@@ -77,12 +83,16 @@ class Detector(ABC):
     wants_shared: ClassVar[bool] = False
     """When true, the constructor also takes a keyword ``shared`` (a
     :class:`~aisentinel.detectors.shared.SharedState`, or ``None`` for state of its
-    own) and :func:`~aisentinel.detectors.build_detectors` passes the one it built
-    for the detectors it builds together."""
+    own) and hands it to :meth:`share`; the pipeline later binds the detector to the
+    state it owns (calling :meth:`share` again), so that a reload keeps that state."""
 
-    def __init__(self, config: DetectorConfigBase, clock: Clock) -> None:
+    def __init__(self, config: DetectorConfigBase) -> None:
         self.config = config
-        self.clock = clock
+
+    def share(self, shared: SharedState) -> None:  # noqa: B027 - only wants_shared override it
+        """Register with ``shared`` (drop any earlier registration: this may be called
+        again, with the same or another state, whenever the pipeline's set of
+        detectors changes). Detectors with ``wants_shared`` override it."""
 
     @abstractmethod
     def observe(self, event: Event) -> Finding | None:
@@ -112,21 +122,50 @@ class Detector(ABC):
     def tracked_keys(self) -> int:
         """How many keys the detector holds now (exported as a gauge)."""
 
-    def evictions(self) -> int:
-        """Keys pushed out of a full table, plus hits a full rate table could not count.
+    def window_counts(self) -> tuple[int, int]:
+        """``(evicted, overflows)``: keys pushed out of a full table, and hits a full
+        rate table could not count.
 
         Non-zero means ``max_keys`` is small for the traffic (or a flood of addresses is
         under way). The default adds up the counters of the window stores
-        (:mod:`~aisentinel.detectors.window`) held as the detector's attributes; it is
-        read by ``aisentinel status``, never on the hot path.
+        (:mod:`~aisentinel.detectors.window`) held as the detector's attributes; read at
+        scrape time and by ``aisentinel status``, never on the hot path.
         """
-        total = 0
+        evicted = overflow = 0
         for value in vars(self).values():
             if isinstance(value, RateWindows):
-                total += value.overflow
+                overflow += value.overflow
             elif isinstance(value, EventWindows | DistinctWindows | RecentSet):
-                total += value.evicted
-        return total
+                evicted += value.evicted
+        return evicted, overflow
+
+    def evictions(self) -> int:
+        """Evicted keys plus uncounted hits (see :meth:`window_counts`), in one number."""
+        return sum(self.window_counts())
+
+    def collect(self) -> Iterator[Metric]:
+        """This detector's metric families, built from the state it keeps (at scrape time)."""
+        labels = {"detector": self.name}
+        evicted, overflow = self.window_counts()
+        yield gauge(
+            "aisentinel_detector_tracked_keys",
+            "Keys (addresses, usernames) a detector holds in its windows.",
+            labels,
+            self.tracked_keys(),
+        )
+        yield counter(
+            "aisentinel_detector_evictions",
+            "Keys a detector dropped from a full table (max_keys reached) before they "
+            "went idle: an address flood, or max_keys too small for the traffic.",
+            labels,
+            evicted,
+        )
+        yield counter(
+            "aisentinel_detector_overflows",
+            "Hits a detector's full rate table could not count (max_keys reached).",
+            labels,
+            overflow,
+        )
 
 
 class BatchDetector(Detector):

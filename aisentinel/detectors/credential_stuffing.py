@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import (
     MaxKeys,
@@ -60,8 +59,8 @@ class CredentialStuffingDetector(Detector):
     name = "credential_stuffing"
     consumes = (SshEvent, HttpAuthFailure, HttpRequest)
 
-    def __init__(self, config: CredentialStuffingConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: CredentialStuffingConfig) -> None:
+        super().__init__(config)
         self._cfg = config
         # Usernames: a few hundred names tried by thousands of addresses, held once.
         self._users = DistinctWindows(
@@ -129,11 +128,11 @@ class CredentialStuffingDetector(Detector):
         observe = self.observe
         if all_requests(events):
             # Only a 401 that names a user counts: picked out without a call or a
-            # type check per request (status 5, user 7 by index).
+            # type check per request (status and user read by name).
             for i in [
                 i
                 for i, r in enumerate(cast("Sequence[HttpRequest]", events))
-                if r[5] == 401 and r[7]
+                if r.status == 401 and r.user
             ]:
                 found = observe(events[i])
                 if found is not None:

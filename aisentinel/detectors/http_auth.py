@@ -25,7 +25,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import (
     HttpStatus,
@@ -79,8 +78,8 @@ class HttpAuthDetector(Detector):
     name = "http_auth"
     consumes = (HttpAuthFailure, HttpRequest)
 
-    def __init__(self, config: HttpAuthConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: HttpAuthConfig) -> None:
+        super().__init__(config)
         self._cfg = config
         self._auth_paths = PrefixMatcher(config.auth_paths)
         self._auth_statuses = frozenset(config.auth_path_statuses) - {401}
@@ -129,11 +128,11 @@ class HttpAuthDetector(Detector):
         observe = self.observe
         if all_requests(events):
             # Only rejections can count: picked out without a call or a type check
-            # per request (status 5 by index).
+            # per request (status read by name).
             for i in [
                 i
                 for i, r in enumerate(cast("Sequence[HttpRequest]", events))
-                if r[5] == 401 or r[5] in statuses
+                if r.status == 401 or r.status in statuses
             ]:
                 found = observe(events[i])
                 if found is not None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
 from aisentinel.detectors.common import (
     MaxKeys,
@@ -91,19 +90,21 @@ class RateAbuseDetector(BatchDetector):
     consumes = (HttpRequest, HttpRateLimited)
     wants_shared = True
 
-    def __init__(
-        self, config: RateAbuseConfig, clock: Clock, *, shared: SharedState | None = None
-    ) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: RateAbuseConfig, *, shared: SharedState | None = None) -> None:
+        super().__init__(config)
         self._cfg = config
-        self._requests = (shared or SharedState()).requests
-        self._bit = self._requests.register(PrefixMatcher(config.ai_paths).match)
+        self._match = PrefixMatcher(config.ai_paths).match
         self._ai = RateWindows(config.ai_threshold, config.ai_window, config.max_keys)
         self._global = RateWindows(config.global_threshold, config.global_window, config.max_keys)
         self._keys = RateWindows(config.key_threshold, config.key_window, config.max_keys)
         self._limited = EventWindows(
             config.limited_threshold, config.limited_window, config.max_keys
         )
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        self._requests = shared.requests
+        self._bit = self._requests.register(self._match)
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
@@ -120,22 +121,22 @@ class RateAbuseDetector(BatchDetector):
                 if found is not None:
                     out.append((i, found))
             return out
-        # Every event is an HttpRequest: one tight loop, no type checks, fields by index.
+        # Every event is an HttpRequest: one tight loop, no type checks.
         global_hit = self._global.hit
         ai_hit = self._ai.hit
         for i, (event, mask) in enumerate(
             zip(cast("Sequence[HttpRequest]", events), masks, strict=True)
         ):
             if not mask & bit:
-                crossing = global_hit(event[2], event[0])
+                crossing = global_hit(event.client, event.ts)
                 if crossing is not None:
                     out.append((i, self._finding(event, crossing, _GLOBAL)))
                 continue
-            if event[11] is not None:  # an API key: the general method counts it all
+            if event.key_id is not None:  # an API key: the general method counts it all
                 found = self._request(event, True)
             else:
-                client = event[2]
-                ts = event[0]
+                client = event.client
+                ts = event.ts
                 crossing = global_hit(client, ts)
                 ai_crossing = ai_hit(client, ts)
                 if crossing is None and ai_crossing is None:

@@ -23,7 +23,6 @@ from typing import cast
 
 from pydantic import field_validator
 
-from aisentinel.clock import Clock
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
     HttpStatus,
@@ -110,21 +109,23 @@ class ScanningDetector(BatchDetector):
     consumes = (HttpRequest,)
     wants_shared = True
 
-    def __init__(
-        self, config: ScanningConfig, clock: Clock, *, shared: SharedState | None = None
-    ) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: ScanningConfig, *, shared: SharedState | None = None) -> None:
+        super().__init__(config)
         self._cfg = config
         signatures = load_signatures(config.extra_path_files, builtin=config.builtin_paths)
         ignore = PathSignatures(config.not_found_ignore)
-        self._requests = (shared or SharedState()).requests
-        self._bit = self._requests.register(signatures.match)
+        self._match = signatures.match
         self._is_ignored = VerdictCache(ignore.match)
         self._statuses = frozenset(config.not_found_statuses)
         self._sensitive = EventWindows(config.threshold, config.window, config.max_keys)
         self._not_found = RateWindows(
             config.not_found_threshold, config.not_found_window, config.max_keys
         )
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        self._requests = shared.requests
+        self._bit = self._requests.register(self._match)
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
@@ -132,12 +133,12 @@ class ScanningDetector(BatchDetector):
         bit = self._bit
         statuses = self._statuses
         if all_requests(events):
-            # Status is field 5: picked out without a type check per request.
+            # Every event is a request: picked out without a type check per request.
             requests = cast("Sequence[HttpRequest]", events)
             picked = [
                 i
                 for i, (mask, r) in enumerate(zip(masks, requests, strict=True))
-                if mask & bit or r[5] in statuses
+                if mask & bit or r.status in statuses
             ]
         else:
             picked = [

@@ -4,11 +4,13 @@ Four detectors ask questions of every request's path (``rate_abuse``: an AI
 endpoint? ``scanning``: a sensitive path? ``ai_recon``: a recon endpoint?
 ``model_exploit``: a model-management call?) and two of them also ask "did this
 client make an authenticated request (``user`` or ``key_id`` set, status < 400)
-lately?". :func:`~aisentinel.detectors.build_detectors` builds one
-:class:`SharedState` and hands it to every detector whose class sets
-``wants_shared = True`` (as the keyword ``shared``); each registers its path test
-with the one :class:`RequestIndex` and gets a bit. For each batch the index then
-works out, once:
+lately?". The pipeline owns one :class:`SharedState` for as long as it runs
+and binds every detector whose class sets ``wants_shared = True`` to it
+(:meth:`SharedState.bind`, which calls each one's ``share``); each registers its
+path test with the one :class:`RequestIndex` and gets a bit. A reload binds the
+new set of detectors to the same state: the path tests are registered afresh
+and the authenticated clients are kept, for every reader alike. For each batch
+the index then works out, once:
 
 * ``masks``: per event, the bits of the path tests it passes (one dict lookup per
   request, remembered per raw path), so that a detector picks out its few events
@@ -32,13 +34,16 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import NamedTuple, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from aisentinel.detectors.common import all_requests
 from aisentinel.detectors.paths import VerdictCache
 from aisentinel.detectors.window import RecentSet
 from aisentinel.events import Event, HttpRequest
+
+if TYPE_CHECKING:
+    from aisentinel.detectors.base import Detector
 
 
 class BatchFacts(NamedTuple):
@@ -114,6 +119,22 @@ class RequestIndex:
         self._users += 1
         return bit
 
+    def reset(self) -> None:
+        """Forget every reader (path tests, bits, cached verdicts and batch facts);
+        keep the authenticated clients, whose ``ttl`` and cap the next readers set."""
+        self._tests = []
+        self._verdicts.clear()
+        self._marked = 0
+        self._min_ttl = 0.0
+        self._users = 0
+        self._set.max_keys = 1
+        self._forget_batch()
+
+    def settle(self) -> int:
+        """Drop the clients over the readers' cap (after a reload lowered it); how many.
+        With no reader that needs marks the set is left as it is (until it expires)."""
+        return self._set.trim() if self._marked else 0
+
     def facts(self, events: Sequence[Event], reader: object) -> BatchFacts:
         """The facts of ``events`` for ``reader`` (see the module doc)."""
         if self._is_cached(events) and id(reader) not in self._served:
@@ -159,8 +180,8 @@ class RequestIndex:
         requests = all_requests(events)
         masks: list[int | None]
         if requests:
-            # The path is field 4: by index, no type check per event.
-            masks = [get(r[4]) for r in cast("Sequence[HttpRequest]", events)]
+            # Every event is a request: no type check per event.
+            masks = [get(r.path) for r in cast("Sequence[HttpRequest]", events)]
         else:
             masks = [get(e.path) if isinstance(e, HttpRequest) else 0 for e in events]
         if None in masks:
@@ -176,13 +197,13 @@ class RequestIndex:
     def _marks(self, events: Sequence[Event], masks: list[int], requests: bool) -> dict[int, float]:
         marked = self._marked
         need = [i for i, mask in enumerate(masks) if mask & marked]
-        # Authenticated requests: user 7 or key_id 11 set, status 5 below 400.
+        # Authenticated requests: user or key_id set, status below 400.
         reqs = cast("Sequence[HttpRequest]", events)
         if requests:
             authed = [
                 i
                 for i, r in enumerate(reqs)
-                if (r[7] is not None or r[11] is not None) and r[5] < 400
+                if (r.user is not None or r.key_id is not None) and r.status < 400
             ]
         else:
             authed = [
@@ -193,18 +214,18 @@ class RequestIndex:
                 and e.status < 400
             ]
         # The last authentication per client in the batch.
-        latest = {reqs[i][2]: reqs[i][0] for i in authed}
+        latest = {reqs[i].client: reqs[i].ts for i in authed}
         held = self._set
         out: dict[int, float] = {}
         if need:
             last = held.last
-            before = {c: last(c) for c in {reqs[i][2] for i in need}}
-            out = {i: before[reqs[i][2]] for i in need}
+            before = {c: last(c) for c in {reqs[i].client for i in need}}
+            out = {i: before[reqs[i].client] for i in need}
             # Settled: trusted by every reader on the marks from before the batch. An
             # authentication later in the batch can only make the mark newer.
             ttl = self._min_ttl
-            unsettled = [i for i in need if reqs[i][0] - out[i] > ttl]
-            current = {reqs[i][2]: before[reqs[i][2]] for i in unsettled}
+            unsettled = [i for i in need if reqs[i].ts - out[i] > ttl]
+            current = {reqs[i].client: before[reqs[i].client] for i in unsettled}
             if not latest.keys().isdisjoint(current):
                 self._walk(reqs, unsettled, authed, current, out)
         add = held.add
@@ -223,15 +244,15 @@ class RequestIndex:
         """Exact marks for ``unsettled`` events, whose clients' marks before the batch
         are ``current`` (some of them authenticated in the batch): walked in event
         order with those authentications."""
-        relevant = {j for j in authed if reqs[j][2] in current}
+        relevant = {j for j in authed if reqs[j].client in current}
         for i in sorted(relevant.union(unsettled)):
             request = reqs[i]
             if i in relevant:
-                current[request[2]] = request[0]
+                current[request.client] = request.ts
                 if i in out:
-                    out[i] = request[0]
+                    out[i] = request.ts
             else:
-                out[i] = current[request[2]]
+                out[i] = current[request.client]
 
     def expire(self, now: float) -> int:
         """Drop clients whose latest mark is older than the longest ``ttl``; how many."""
@@ -241,11 +262,32 @@ class RequestIndex:
         """Clients held as having authenticated."""
         return len(self._set)
 
+    def evicted(self) -> int:
+        """Authenticated clients pushed out because the set was full."""
+        return self._set.evicted
+
 
 class SharedState:
-    """What the detectors built together share (one per :func:`build_detectors` call)."""
+    """What detectors share: one per pipeline, kept across reloads.
+
+    A detector built on its own (``shared=None``) gets a private one; binding it to
+    the pipeline's state (:meth:`bind`) moves it over.
+    """
 
     __slots__ = ("requests",)
 
     def __init__(self) -> None:
         self.requests = RequestIndex()
+
+    def bind(self, detectors: Iterable[Detector]) -> None:
+        """Make ``detectors`` the readers of this state, in order: every reader
+        registered before is forgotten, the authenticated clients are kept."""
+        self.requests.reset()
+        for detector in detectors:
+            if detector.wants_shared:
+                detector.share(self)
+        self.requests.settle()
+
+    def expire(self, now: float) -> int:
+        """Drop state older than every reader keeps it; how many entries."""
+        return self.requests.expire(now)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aisentinel.clock import Clock
 from aisentinel.configtypes import Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
@@ -55,8 +54,8 @@ class SshBruteforceDetector(Detector):
     name = "ssh_bruteforce"
     consumes = (SshEvent,)
 
-    def __init__(self, config: SshBruteforceConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: SshBruteforceConfig) -> None:
+        super().__init__(config)
         kinds = set(_FAILURES)
         if config.count_pubkey_failures:
             kinds.add(SshKind.FAILED_PUBKEY)

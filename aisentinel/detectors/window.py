@@ -242,6 +242,17 @@ class _SlotStore(ABC):
             self.evicted += 1
             return slot
 
+    def trim(self) -> int:
+        """Evict keys (second-chance order) until at most ``max_keys`` are held; how many.
+
+        Only needed after ``max_keys`` was lowered; adding keys never overfills a table.
+        """
+        dropped = 0
+        while len(self._keys) > self.max_keys:
+            self._free.append(self._evict())
+            dropped += 1
+        return dropped
+
     def _forget(self, key: str) -> None:  # noqa: B027 - optional hook, empty by default
         """Hook: ``key`` was dropped (evicted or expired)."""
 

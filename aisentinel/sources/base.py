@@ -10,24 +10,29 @@ either kind of :data:`~aisentinel.events.Batch`:
   structured records (the journald source); such a source names no parser, and
   ``config.py`` refuses a ``parser`` key on it.
 
-``emit`` ``emit`` is thread-safe and never blocks
+``emit`` is thread-safe and never blocks
 for long (the pipeline queues). ``stop()`` stops the threads, saves the read
 position and returns within a second or two. A source never raises out of its
-thread: failures are logged, counted in :class:`SourceStats` and retried.
+thread: failures are logged, counted in :class:`SourceStats` and retried. Each
+source reports its own metrics (:meth:`Source.collect`, at scrape time, from
+:class:`SourceStats`).
 """
 
 from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Literal
 
+from prometheus_client.core import GaugeMetricFamily, Metric
+
 from aisentinel.clock import Clock
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import Batch
+from aisentinel.metrics import counter, gauge
 from aisentinel.parsers import names as parser_names
 from aisentinel.registry import Registry
 
@@ -148,6 +153,88 @@ class Source(ABC):
     def ready(self) -> bool:
         """True once the source has opened (or is watching for) everything it follows."""
         return True
+
+    def collect(self) -> Iterator[Metric]:
+        """This source's metric families, built from :attr:`stats` at scrape time."""
+        st = self.stats
+        labels = {"source": self.name}
+        yield counter(
+            "aisentinel_source_lines_read",
+            "Lines (for an event source: records, e.g. journal entries) read from the source.",
+            labels,
+            st.lines_read,
+        )
+        yield counter(
+            "aisentinel_source_lines_dropped",
+            "Lines or records read but not processed: the pipeline was closing (shutdown) "
+            "and could not take their batch.",
+            labels,
+            st.lines_dropped,
+        )
+        yield counter(
+            "aisentinel_source_lines_truncated",
+            "Lines cut at the line size cap.",
+            labels,
+            st.lines_truncated,
+        )
+        yield counter(
+            "aisentinel_source_rotations", "Log rotations followed.", labels, st.rotations
+        )
+        yield counter("aisentinel_source_errors", "Read errors (retried).", labels, st.errors)
+        yield from state_families(self.name, st.state)
+        yield counter(
+            "aisentinel_source_position_errors",
+            "Failures to load or save read positions (reading goes on; a restart may "
+            "skip or repeat lines).",
+            labels,
+            st.position_errors,
+        )
+        yield counter(
+            "aisentinel_source_gaps",
+            "Stretches of log not read: a file rotated while stopped that is gone or unreadable.",
+            labels,
+            st.gaps,
+        )
+        yield gauge(
+            "aisentinel_source_lag_bytes", "Bytes written but not read yet.", labels, st.lag_bytes
+        )
+        yield gauge(
+            "aisentinel_source_lag_seconds",
+            "Age of the oldest unread data (lower bound), 0 when caught up.",
+            labels,
+            st.lag_seconds,
+        )
+
+
+def state_families(name: str, current: SourceState) -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+    """``aisentinel_source_up`` and ``aisentinel_source_state`` of source ``name``
+    in state ``current`` (also for a configured source that failed to start: ``error``)."""
+    up = gauge(
+        "aisentinel_source_up",
+        "1 when every log the source reads is open and followed (a pattern: one match), else 0.",
+        {"source": name},
+        1 if current in ("following", "degraded") else 0,
+    )
+    state = GaugeMetricFamily(
+        "aisentinel_source_state",
+        "1 for the source's current state (following, degraded, waiting, error, "
+        "stopped), 0 for the others; the reason is in the log.",
+        labels=["source", "state"],
+    )
+    for value in SOURCE_STATES:
+        state.add_metric([name, value], 1 if value == current else 0)
+    return up, state
+
+
+class UnstartedSource:
+    """The metrics of a configured source that failed to start: not up, in ``error``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def collect(self) -> Iterator[Metric]:
+        """``up`` 0 and ``state`` error for the source."""
+        yield from state_families(self.name, "error")
 
 
 REGISTRY: Registry[type[Source]] = Registry("source")

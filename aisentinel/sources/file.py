@@ -60,7 +60,6 @@ import os
 import re
 import stat
 import threading
-import time
 import zlib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -207,7 +206,8 @@ class _Handle(_Lines):
         self.dev = st.st_dev
         self.ino = st.st_ino
         self.head = read_head(fd)
-        self.idle_since = time.monotonic()
+        self.idle_since = 0.0
+        """When the handle last read data while rotated away (set by ``_retire``)."""
         if offset > 0 and os.pread(fd, 2, offset - 1) == b"\r\n":
             self.skip_lf = True  # resuming between the two bytes of one line end
 
@@ -362,22 +362,23 @@ class FileSource(Source):
         self._started = True
         self._update_state()
         self._ready.set()
-        next_poll = time.monotonic() + self.config.poll_interval
+        clock = self.clock
+        next_poll = clock.monotonic() + self.config.poll_interval
         while not self._stopping.is_set():
-            self._wake.wait(max(0.0, next_poll - time.monotonic()))
+            clock.wait(self._wake, next_poll - clock.monotonic())
             self._wake.clear()
             if self._stopping.is_set():
                 break
-            full = time.monotonic() >= next_poll
+            full = clock.monotonic() >= next_poll
             if full:
-                next_poll = time.monotonic() + self.config.poll_interval
+                next_poll = clock.monotonic() + self.config.poll_interval
             structural, self._structural = self._structural, False
             try:
                 self._cycle(full=full or structural)
                 self._failure = ""
             except Exception as exc:  # noqa: BLE001 - keep the thread alive, retry on next wake
                 self._fail("read cycle failed", exc)
-                self._stopping.wait(min(1.0, self.config.poll_interval))
+                clock.wait(self._stopping, min(1.0, self.config.poll_interval))
             self._update_state()
         self._save(force=True)
         self._close_all()
@@ -693,11 +694,11 @@ class FileSource(Source):
 
     def _retire(self, handle: _Handle) -> None:
         """Keep reading a rotated-away file for a while (its writer may not have reopened)."""
-        handle.idle_since = time.monotonic()
+        handle.idle_since = self.clock.monotonic()
         self._draining.append(handle)
 
     def _service_draining(self) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         for handle in list(self._draining):
             before = handle.offset
             try:
@@ -988,7 +989,7 @@ class FileSource(Source):
         return out
 
     def _save(self, *, force: bool) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         if not force and now < self._next_save:
             return
         snapshot = (self._positions(), self._watched())

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -216,13 +215,13 @@ class JournaldSource(Source):
             except Exception as exc:  # noqa: BLE001 - never raise out of the thread; retry
                 self._fail("cannot open the journal", exc)
                 self._tried.set()
-                self._stopping.wait(self.config.poll_interval)
+                self.clock.wait(self._stopping, self.config.poll_interval)
                 continue
             try:
                 self._follow(reader, emit, wait)
             except Exception as exc:  # noqa: BLE001 - reopen and go on from the cursor
                 self._fail("journal read failed", exc)
-                self._stopping.wait(self.config.poll_interval)
+                self.clock.wait(self._stopping, self.config.poll_interval)
             finally:
                 reader.close()
         self._save(force=True)
@@ -309,7 +308,7 @@ class JournaldSource(Source):
         return text or None
 
     def _save(self, *, force: bool) -> None:
-        now = time.monotonic()
+        now = self.clock.monotonic()
         cursor = self._cursor
         if cursor is None or cursor == self._saved_cursor or (not force and now < self._next_save):
             return
