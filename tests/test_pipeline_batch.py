@@ -81,8 +81,8 @@ def test_event_batch_skips_parsing_and_counts_items(tmp_path: Path) -> None:
     from_events: list[Finding] = []
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
-    one = _pipeline(tmp_path / "a", build_detectors({}, clock), from_lines)
-    two = _pipeline(tmp_path / "b", build_detectors({}, clock), from_events)
+    one = _pipeline(tmp_path / "a", build_detectors({}), from_lines)
+    two = _pipeline(tmp_path / "b", build_detectors({}), from_events)
     one.process(LineBatch("auth", "sshd", [*lines, "noise"], 0.0))
     two.process(EventBatch("auth", events, 0.0, unparsed=1))
     assert [f.detector for f in from_events] == ["ssh_bruteforce"]
