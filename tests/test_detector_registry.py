@@ -24,6 +24,8 @@ NAMES = {
     "scanning",
     "ai_recon",
     "model_exploit",
+    "prompt_injection",
+    "prompt_secrets",
 }
 
 
