@@ -23,6 +23,8 @@ NAMES = {
     "scanning",
     "ai_recon",
     "model_exploit",
+    "prompt_injection",
+    "prompt_secrets",
 }
 
 

@@ -125,3 +125,19 @@ def test_shipped_model_on_dev_corpus() -> None:
     assert recall >= 0.93
     assert fpr <= 0.02
     assert fpr_ni <= 0.03
+
+
+@pytest.mark.skipif(not DEV.is_file(), reason=f"prompt-injection corpus not found at {DEV}")
+def test_rule_prefilter_exact_on_dev_corpus() -> None:
+    """On every dev prompt (normalised) the prefiltered rules equal the regexes run alone."""
+    from aisentinel.guard.normalize import normalize
+    from aisentinel.guard.rules import RULES, match_rules
+
+    for line in DEV.read_text(encoding="utf-8").split("\n"):
+        if not line:
+            continue
+        text = normalize(json.loads(line)["text"])
+        want = [r.name for r in RULES if r.pattern.search(text) is not None]
+        # repeated_junk also fires on repeated tokens (no regex): compare the rest.
+        got = [h.name for h in match_rules(text) if h.name != "repeated_junk"]
+        assert got == [n for n in want if n != "repeated_junk"], text[:200]

@@ -17,6 +17,8 @@ from aisentinel.detectors import (
     credential_stuffing,
     http_auth,
     model_exploit,
+    prompt_injection,
+    prompt_secrets,
     rate_abuse,
     scanning,
     ssh_bruteforce,
@@ -26,6 +28,8 @@ from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase, Wi
 from aisentinel.detectors.credential_stuffing import CredentialStuffingConfig
 from aisentinel.detectors.http_auth import HttpAuthConfig
 from aisentinel.detectors.model_exploit import ModelExploitConfig
+from aisentinel.detectors.prompt_injection import PromptInjectionConfig
+from aisentinel.detectors.prompt_secrets import PromptSecretsConfig
 from aisentinel.detectors.rate_abuse import RateAbuseConfig
 from aisentinel.detectors.scanning import ScanningConfig
 from aisentinel.detectors.shared import SharedState
@@ -39,6 +43,8 @@ __all__ = [
     "DetectorConfigBase",
     "HttpAuthConfig",
     "ModelExploitConfig",
+    "PromptInjectionConfig",
+    "PromptSecretsConfig",
     "RateAbuseConfig",
     "ScanningConfig",
     "SharedState",
@@ -56,6 +62,8 @@ _PLUGINS = (
     scanning,
     ai_recon,
     model_exploit,
+    prompt_injection,
+    prompt_secrets,
 )  # imported for their REGISTRY.register side effect
 
 

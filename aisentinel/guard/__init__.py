@@ -6,6 +6,7 @@ Python: importing this package pulls in nothing of the daemon (no pydantic, stru
 prometheus_client, watchdog) and no numpy. See docs/guard.md.
 """
 
+from aisentinel.guard.bodies import PromptBody, extract_prompt
 from aisentinel.guard.model import GuardModel, default_model
 from aisentinel.guard.scanner import (
     MAX_SCAN_CHARS,
@@ -15,17 +16,20 @@ from aisentinel.guard.scanner import (
     sanitize_prompt,
     scan,
 )
-from aisentinel.guard.secrets import SecretFinding, find_secrets
+from aisentinel.guard.secrets import SecretFinding, find_secrets, redact_secrets
 
 __all__ = [
     "MAX_SCAN_CHARS",
     "Finding",
     "GuardModel",
+    "PromptBody",
     "SanitizeResult",
     "SecretFinding",
     "Verdict",
     "default_model",
+    "extract_prompt",
     "find_secrets",
+    "redact_secrets",
     "sanitize_prompt",
     "scan",
 ]

@@ -14,17 +14,17 @@ blocks (bounded work per prompt); the rules see the whole normalised text.
 
 from __future__ import annotations
 
-import re
+from itertools import pairwise
 from typing import NamedTuple
 
-from aisentinel.guard.rules import RuleHit, match_rules
+from aisentinel.guard.rules import TOKEN, RuleHit, match_rules
 
 __all__ = ["CHAR_NS", "HEAD", "TAIL", "Features", "extract", "model_view"]
 
 CHAR_NS: tuple[int, ...] = (4,)
 HEAD = 1536
 TAIL = 512
-_WORD = re.compile(r"[^\W_]+|[^\w\s]")
+_WORD = TOKEN
 
 
 class Features(NamedTuple):
@@ -46,11 +46,13 @@ def extract(norm: str) -> Features:
     """All feature blocks of an already normalised text."""
     view = model_view(norm)
     padded = f" {view} "
-    length = len(padded)
     chars: set[str] = set()
     for n in CHAR_NS:
-        chars.update({padded[i : i + n] for i in range(length - n + 1)})
+        # n shifted copies zipped: the n-grams without a Python-level loop per position.
+        chars.update(map("".join, zip(*(padded[k:] for k in range(n)), strict=False)))
     words_list = _WORD.findall(view)
     words = set(words_list)
-    words.update(map("{} {}".format, words_list, words_list[1:]))
-    return Features(chars, words, words_list, view, match_rules(norm))
+    words.update(map(" ".join, pairwise(words_list)))
+    # The word set holds every token of the text when the view is the whole text.
+    rules = match_rules(norm, words if view is norm else None)
+    return Features(chars, words, words_list, view, rules)

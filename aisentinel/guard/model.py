@@ -32,9 +32,11 @@ class GuardModel:
     __slots__ = (
         "bias",
         "cat_bias",
+        "cat_cols",
         "cat_rule",
         "cat_word",
         "char_w",
+        "positive_words",
         "rule_w",
         "threshold",
         "word_w",
@@ -57,8 +59,14 @@ class GuardModel:
         self.cat_rule: dict[str, tuple[float, ...]] = {
             k: tuple(float(x) for x in v) for k, v in data["cat_rule"].items()
         }
-        if len(self.cat_bias) != len(CATEGORIES):
+        rows = (*self.cat_word.values(), *self.cat_rule.values())
+        if len(self.cat_bias) != len(CATEGORIES) or any(len(r) != len(CATEGORIES) for r in rows):
             raise ValueError("guard model category block has the wrong width")
+        # One dict per category (sums in C), and the words that can point to an attack.
+        self.cat_cols: tuple[dict[str, float], ...] = tuple(
+            {k: v[i] for k, v in self.cat_word.items()} for i in range(len(CATEGORIES))
+        )
+        self.positive_words = frozenset(k for k, v in self.word_w.items() if v > 0)
 
     def logit(self, feats: Features) -> float:
         """Log-odds that the text is an attack."""
@@ -85,13 +93,11 @@ class GuardModel:
     def category(self, feats: Features) -> str:
         """The most likely attack category (only meaningful for texts that are attacks)."""
         sums = list(self.cat_bias)
-        scale = 1.0 / math.sqrt(len(feats.words)) if feats.words else 0.0
-        cat_word = self.cat_word
-        for word in feats.words:
-            row = cat_word.get(word)
-            if row is not None:
-                for i, w in enumerate(row):
-                    sums[i] += w * scale
+        words = self.cat_word.keys() & feats.words
+        if words:
+            scale = 1.0 / math.sqrt(len(feats.words))
+            for i, column in enumerate(self.cat_cols):
+                sums[i] += sum(map(column.__getitem__, words)) * scale
         for hit in feats.rules:
             row = self.cat_rule.get(hit.name)
             if row is not None:
@@ -101,14 +107,14 @@ class GuardModel:
         return CATEGORIES[best]
 
     def top_word(self, feats: Features) -> tuple[str, float] | None:
-        """The word n-gram with the largest positive weight present in the text."""
-        get = self.word_w.get
-        best: tuple[str, float] | None = None
-        for word in feats.words:
-            w = get(word, 0.0)
-            if w > 0 and (best is None or w > best[1]):
-                best = (word, w)
-        return best
+        """The word n-gram with the largest positive weight present in the text (of equal
+        weights, the one first in sort order)."""
+        present = self.positive_words & feats.words
+        if not present:
+            return None
+        w = self.word_w
+        best = min(present, key=lambda word: (-w[word], word))
+        return best, w[best]
 
 
 @cache

@@ -74,8 +74,10 @@ _LEET_TOKEN = re.compile(r"(?<![\w@$|])[a-z0-9@$|]*[a-z][a-z0-9@$|]*(?![\w@$|])"
 _HAS_LEET = re.compile(r"[0-9@$|]")
 # Four or more single letters separated by one space/dot/dash/underscore/asterisk.
 _SPACED = re.compile(r"(?<![a-z])(?:[a-z][ .\-_*]){3,}[a-z](?![a-z])")
+# Every such run holds separator, letter, separator, letter, separator (its second and
+# third letters): a search that starts only at separators, to skip most texts cheaply.
+_SPACED_HINT = re.compile(r"[ .\-_*][a-z][ .\-_*][a-z][ .\-_*]")
 _SEPARATORS = str.maketrans("", "", " .-_*")
-_WS = re.compile(r"\s+")
 
 MAX_BLOBS = 4
 _MAX_BLOB_CHARS = 16_384
@@ -101,11 +103,16 @@ def _unspace(match: re.Match[str]) -> str:
 
 def normalize(text: str) -> str:
     """Lower-case, de-obfuscated, single-spaced form of ``text`` (see module docstring)."""
-    text = unicodedata.normalize("NFKC", text).translate(_TABLE).casefold()
+    if text.isascii():  # NFKC and the lookalike table change no ASCII character
+        text = text.lower()
+    else:
+        text = unicodedata.normalize("NFKC", text).translate(_TABLE).casefold()
     if _HAS_LEET.search(text) is not None:
         text = _LEET_TOKEN.sub(_unleet, text)
-    text = _SPACED.sub(_unspace, text)
-    return _WS.sub(" ", text).strip()
+    if _SPACED_HINT.search(text) is not None:
+        text = _SPACED.sub(_unspace, text)
+    # str.split() and the regex \s agree on what whitespace is (Py_UNICODE_ISSPACE).
+    return " ".join(text.split())
 
 
 def _printable_ratio(text: str) -> float:
@@ -155,7 +162,9 @@ def decoded_blobs(text: str) -> list[tuple[str, str]]:
             found.append(("base64", decoded))
             if len(found) >= MAX_BLOBS:
                 return found
-    for match in _HEX.finditer(text):
+    # Plausible text has a space, byte 0x20, written "20" in the blob: no "20", no need
+    # to look for hex blobs.
+    for match in _HEX.finditer(text) if "20" in text else ():
         blob = match.group().replace(" ", "").replace(":", "")
         if len(blob) > _MAX_BLOB_CHARS:
             continue
@@ -178,6 +187,9 @@ def escape_snippet(text: str, limit: int = 160) -> str:
     zero-width characters come out as ``\\n``, ``\\x1b``, ``\\u202e``...
     """
     cut = text[:limit]
+    suffix = "…" if len(text) > limit else ""
+    if cut.isprintable() and "\\" not in cut:
+        return cut + suffix
     out = []
     for ch in cut:
         if ch.isprintable() and ch != "\\":
@@ -186,5 +198,4 @@ def escape_snippet(text: str, limit: int = 160) -> str:
             out.append("\\\\")
         else:
             out.append(ch.encode("unicode_escape").decode("ascii"))
-    suffix = "…" if len(text) > limit else ""
     return "".join(out) + suffix

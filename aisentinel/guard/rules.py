@@ -12,9 +12,10 @@ payload framing (fake delimiters and chat-role tokens).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 
-__all__ = ["RULES", "Rule", "RuleHit", "match_rules"]
+__all__ = ["RULES", "TOKEN", "Rule", "RuleHit", "match_rules"]
 
 
 class Rule(NamedTuple):
@@ -299,82 +300,202 @@ RULES: tuple[Rule, ...] = (
 )
 
 
-# Literal stems, one of which must occur for the family's regex to run at all: a few
-# substring tests (memchr-fast) spare most prompts the 30-odd regex searches.
-_KEYS: dict[str, tuple[str, ...]] = {
-    "override_previous": (
-        "ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "discard",
-        "abandon", "drop", "erase", "delete", "cancel", "dismiss", "aside", "attention",
-        "follow", "throw", "wipe",
-    ),
+# Prefilter: words a family's regex cannot match without. A text's tokens (maximal runs
+# of letters/digits, and each other non-space character alone: ``TOKEN``) are
+# intersected once with every word named below; a family's regex then runs only when
+# one of its alternatives has a token from each of its groups. Only words that every
+# match holds as a whole token are listed (a word the regex requires with ``\b`` on
+# both sides, or a punctuation character), so the prefilter never skips a match:
+# ``tests/test_guard.py`` checks that against the regexes alone. Most prompts pass no
+# family's prefilter, and the regex searches (one text pass each) are skipped.
+TOKEN = re.compile(r"[^\W_]+|[^\w\s]")
+
+_IGNORE_W = (
+    "ignore disregard forget skip override bypass neglect discard abandon drop erase delete "
+    "cancel dismiss aside attention follow following throw wipe"
+)
+_INSTR_W = (
+    "instruction instructions prompt prompts direction directions directive directives rule "
+    "rules guideline guidelines command commands order orders constraint constraints "
+    "programming training restriction restrictions context guidance conversation message "
+    "messages input inputs text policies policy settings limitation limitations"
+)
+_REVEAL_W = (
+    "repeat print output show reveal display tell give write list recite echo dump spell "
+    "summarise summarize translate paraphrase reproduce share disclose leak expose return "
+    "provide copy quote rewrite"
+)
+
+# family -> alternatives; an alternative is a tuple of groups (space-separated words),
+# each of which must have a word among the text's tokens; a group written "~a b c"
+# holds substrings instead, one of which the text must contain (for words the regex
+# does not bound with \b). A family with an empty alternative always runs.
+_NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "override_previous": ((_IGNORE_W, _INSTR_W),),
     "ignore_above": (
-        "ignor", "disregard", "forget", "skip", "overrid", "bypass", "neglect", "discard",
-        "abandon", "drop", "erase", "delete", "cancel", "dismiss", "aside", "attention",
-        "follow", "throw", "wipe",
+        (_IGNORE_W, "everything all anything what whatever",
+         "above before said previously earlier far prior"),
     ),
     "new_instructions": (
-        "instruction", "task", "objective", "directive", "goal", "rule", "prompt", "order",
+        ("new updated real actual revised true override admin priority",
+         "instruction instructions task objective directive goal rule rules prompt order orders"),
     ),
-    "instead_say": ("instead", "rather"),
-    "only_output": ("only ", "just ", "simply "),
-    "access_granted": ("access granted",),
-    "do_not_follow": ("not ", "no longer"),
-    "dan": ("dan", "do anything", "mongo", "evil"),
-    "developer_mode": (" mode",),
-    "jailbreak_word": ("jail",),
-    "you_are_now": ("you",),
-    "from_now_on": ("now on", "rest of this", "until i say"),
-    "stay_in_character": ("character", "persona", "role"),
+    "instead_say": (
+        ("instead rather", "say print output respond reply write answer return"),
+    ),
+    "only_output": (
+        ("only just simply", "say print output respond reply write return", "\" ' “ «"),
+    ),
+    "access_granted": (("access", "granted"),),
+    "do_not_follow": (
+        ("not longer", "follow obey adhere abide bound comply restricted limited"),
+    ),
+    "dan": (("dan anything mongo antidan betterdan evil evilbot",),),
+    "developer_mode": (
+        ("mode",
+         "developer dev god debug sudo admin maintenance unrestricted jailbreak jailbroak "
+         "jailbreaken jailbroaken unfiltered uncensored dark evil chaos opposite"),
+    ),
+    "jailbreak_word": (
+        ("jail jailbreak jailbreaks jailbreaked jailbreaking jailbrok jailbroks jailbroked "
+         "jailbroking",),
+    ),
+    "you_are_now": (("you", "are re will ll shall", "now going from"),),
+    "from_now_on": (("on conversation otherwise stop", "now rest say"),),
+    "stay_in_character": (
+        ("stay remain keep staying remaining break breaking", "character persona role"),
+    ),
     "no_restrictions": (
-        "restriction", "filter", "censor", "limit", "bound", "guideline", "rule", "polic",
-        "moral", "ethic", "constrain", "confine", "safeguard",
+        ("without no free bound beyond unconstrained bypass bypasses bypassing",
+         "restrictions filter filters filtering censorship limits limitations boundaries "
+         "guidelines rules policies policy morals ethics constraints confines safeguards"),
     ),
     "amoral_persona": (
-        "unfiltered", "uncensored", "unrestricted", "moral", "ethical", "unhinged",
-        "limitless", "lawless", "rogue", "evil", "jailbr", "unbound", "unchained", "freed",
+        ("unfiltered uncensored unrestricted amoral unethical immoral unhinged limitless "
+         "lawless rogue evil jailbroken unbound unchained freed",
+         "ai chatbot bot assistant model persona character version entity"),
     ),
-    "never_refuse": ("refuse", "decline", "say no", "deny", "reject", "apologi", "warn"),
-    "content_policy": ("polic",),
-    "dual_response": (":", "two ", "2 "),
-    "as_an_ai": ("as an ai", "sorry", "cannot fulfill"),
-    "token_threat": ("token", "point", "lives"),
+    "never_refuse": (
+        ("never not cannot t",
+         "refuse decline say deny reject apologise apologize warn"),
+    ),
+    "content_policy": (("openai anthropic content usage", "policy policies"),),
+    "dual_response": (
+        (":", "~🔓 🔒 classic jailbreak dan output"),  # "jordan:" matches: substrings
+        ("two 2", "responses answers paragraphs outputs"),
+    ),
+    "as_an_ai": (("ai sorry fulfill",),),
+    "token_threat": (
+        ("token tokens point points lives",
+         "deducted lose lost die exist terminated down"),
+    ),
     "reveal_instructions": (
-        "instruction", "prompt", "directive", "guideline", "rule", "configuration",
-        "programming", "system message", "initial message",
+        (_REVEAL_W,
+         "instruction instructions prompt prompts directives guidelines rules configuration "
+         "programming preprompt message"),
     ),
-    "words_above": ("above", "before this", "preceding", "prior to", "so far", "at the "),
-    "what_are_your_instructions": ("what ", "which "),
-    "system_prompt": ("prompt", "instruction", "message"),
-    "secret_code": ("pass", "code", "secret", "pin "),
-    "begin_reply_with": (" with",),
-    "verbatim": ("verbatim", "word", "exactly as", "in full"),
-    "pseudocode_dump": ("pseudo", "python", "json", "bullet", "a list", "a poem", "base64"),
-    "fake_delimiter": ("%%%", "###", "***", "===", "---", ">>>", "<<<", "]]", "[[", "}}", "{{",
-                       "~~~", "```"),
-    "role_token": ("<", "[", ":"),
-    "repeated_junk": (),
+    "words_above": (
+        ("words text everything all content instruction instructions prompt message line "
+         "lines sentence sentences above",
+         "above this preceding far start beginning top"),
+    ),
+    "what_are_your_instructions": (
+        ("what which", "are were is was",
+         "instruction instructions prompt prompts directives rules guidelines message "
+         "programming"),
+    ),
+    "system_prompt": (  # words may be glued ("systemprompt", "preprompt"): substrings
+        ("~prompt instruction message",
+         "~system initial original hidden secret pre meta developer base"),
+    ),
+    "secret_code": (
+        ("password passcode passphrase code key word phrase",
+         "password passcode passphrase pass access secret pin"),
+    ),
+    "begin_reply_with": (
+        ("begin start prefix preface open", "with",
+         "reply replys response responses answer answers output outputs message messages"),
+    ),
+    "verbatim": (("verbatim word written full",),),
+    "pseudocode_dump": (
+        ("code pseudocode python json points list poem base64",
+         "instruction instructions prompt rules"),
+    ),
+    "fake_delimiter": (
+        ("~%%% ### *** === --- >>> <<< ]] [[ }} {{ ~~~ ```",
+         "end begin start stop new close open"),
+    ),
+    "role_token": (
+        ("<", ">"),
+        ("[", "]"),
+        (":", "system assistant admin developer root"),
+    ),
+    "repeated_junk": ((),),
 }  # fmt: skip
 
-_PREPARED: tuple[tuple[Rule, tuple[str, ...]], ...] = tuple((r, _KEYS[r.name]) for r in RULES)
+_WORD_GROUPS: list[frozenset[str]] = []
+_Alt = tuple[int, tuple[tuple[str, ...], ...]]  # (mask of word groups, substring groups)
 
 
-def match_rules(text: str) -> list[RuleHit]:
-    """The first match of each rule family in normalised ``text``."""
+def _alternative(groups: tuple[str, ...]) -> _Alt:
+    mask = 0
+    subs: list[tuple[str, ...]] = []
+    for group in groups:
+        if group.startswith("~"):
+            subs.append(tuple(group[1:].split()))
+        else:
+            mask |= 1 << len(_WORD_GROUPS)
+            _WORD_GROUPS.append(frozenset(group.split()))
+    return mask, tuple(subs)
+
+
+_PREPARED: tuple[tuple[Rule, tuple[_Alt, ...]], ...] = tuple(
+    (r, tuple(_alternative(alt) for alt in _NEEDS[r.name])) for r in RULES
+)
+# Each prefilter word -> the bits of the word groups that hold it.
+_WORD_BITS: dict[str, int] = {}
+for _bit, _group in enumerate(_WORD_GROUPS):
+    for _word in _group:
+        _WORD_BITS[_word] = _WORD_BITS.get(_word, 0) | (1 << _bit)
+
+
+def _present_groups(tokens: Iterable[str]) -> int:
+    """The bits of the word groups that have a word among ``tokens``."""
+    mask = 0
+    for word in _WORD_BITS.keys() & tokens:
+        mask |= _WORD_BITS[word]
+    return mask
+
+
+def match_rules(text: str, tokens: Iterable[str] | None = None) -> list[RuleHit]:
+    """The first match of each rule family in normalised ``text``.
+
+    ``tokens``, when given, must hold every :data:`TOKEN` of ``text`` (more entries are
+    harmless); without it they are found here.
+    """
+    present = _present_groups(TOKEN.findall(text) if tokens is None else tokens)
     hits: list[RuleHit] = []
-    for rule, keys in _PREPARED:
-        if keys:
-            for key in keys:
-                if key in text:
+    for rule, alternatives in _PREPARED:
+        for mask, subs in alternatives:
+            if present & mask != mask:
+                continue
+            for group in subs:
+                for sub in group:
+                    if sub in text:
+                        break
+                else:
                     break
             else:
-                continue
+                break  # this alternative holds
+        else:
+            continue  # no alternative holds: the regex cannot match
         m = rule.pattern.search(text)
         if m is not None:
             hits.append(RuleHit(rule.name, rule.category, m.start(), m.end()))
         elif rule.name == "repeated_junk" and len(text) > 150:
             # Padding that pushes the real instruction out of a reviewer's (or a
             # context window's) sight: few distinct tokens repeated many times.
-            tokens = text.split(" ")
-            if len(tokens) >= 30 and len(set(tokens)) * 6 <= len(tokens):
+            parts = text.split(" ")
+            if len(parts) >= 30 and len(set(parts)) * 6 <= len(parts):
                 hits.append(RuleHit(rule.name, rule.category, 0, min(len(text), 80)))
     return hits

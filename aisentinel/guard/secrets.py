@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["EMAIL_BULK", "MAX_SECRET_SCAN", "SecretFinding", "find_secrets"]
+__all__ = ["EMAIL_BULK", "MAX_SECRET_SCAN", "SecretFinding", "find_secrets", "redact_secrets"]
 
 #: Only the first this many characters are searched.
 MAX_SECRET_SCAN = 262_144
@@ -100,3 +100,26 @@ def find_secrets(text: str) -> list[SecretFinding]:
         )
     found.sort(key=lambda f: (f.start, f.kind))
     return found
+
+
+def redact_secrets(text: str, found: list[SecretFinding] | None = None) -> str:
+    """``text`` with every secret :func:`find_secrets` finds replaced by its redacted form.
+
+    Pass ``found`` when the secrets of ``text`` were already looked for. Overlapping
+    findings are merged (the first one's redacted form stands for both). Text past the
+    first :data:`MAX_SECRET_SCAN` characters is kept as it is, unsearched.
+    """
+    if found is None:
+        found = find_secrets(text)
+    if not found:
+        return text
+    out: list[str] = []
+    at = 0
+    for f in sorted(found, key=lambda f: (f.start, -f.end)):
+        if f.end <= at:
+            continue
+        out.append(text[at : max(at, f.start)])
+        out.append(f"[{f.redacted}]" if not f.redacted.startswith("[") else f.redacted)
+        at = f.end
+    out.append(text[at:])
+    return "".join(out)

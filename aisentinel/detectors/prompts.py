@@ -1,0 +1,156 @@
+"""What ``prompt_injection`` and ``prompt_secrets`` share: which requests carry a prompt,
+and each body's prompt text, extracted once.
+
+A request is looked at only when it has a body (``HttpRequest.body``: the ``aisentinel``
+JSON log format with ``request_body``, see docs/nginx-log-format.md) and its path matches
+the detector's ``paths`` (the AI APIs by default). Most access-log lines have no body:
+they cost one field test.
+
+:class:`PromptMemo` keeps, for the batch the pipeline is handing out, each body's
+:class:`PromptFacts`: the texts :func:`~aisentinel.guard.extract_prompt` keeps, the
+secrets in them (:func:`~aisentinel.guard.find_secrets`) and the text with those secrets
+replaced by their redacted forms, from which ``prompt_injection`` takes its evidence
+when the prompt has secrets, so that neither detector's evidence can carry one. Both
+detectors get the same facts object for the same body, computed by whichever asked
+first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, NamedTuple, cast
+
+from pydantic import Field, field_validator
+
+from aisentinel.detectors.base import DetectorConfigBase
+from aisentinel.detectors.common import all_requests
+from aisentinel.detectors.paths import PathSignatures, VerdictCache
+from aisentinel.events import Event, HttpRequest
+from aisentinel.guard.bodies import MAX_BODY_CHARS, MAX_PARTS, extract_prompt
+from aisentinel.guard.secrets import SecretFinding, find_secrets, redact_secrets
+
+DEFAULT_PROMPT_PATHS = (
+    "*/chat/completions",
+    "*/completions",
+    "*/responses",
+    "*/embeddings",
+    "*/api/generate",
+    "*/api/chat",
+)
+"""The OpenAI-style and Ollama endpoints whose bodies hold prompts, under any prefix
+(``/v1/...``, ``/openai/v1/...``, ``/ollama/api/...``), in :mod:`~.paths` syntax."""
+
+BodyChars = Annotated[int, Field(ge=1024, le=4_194_304)]
+"""Most characters of a body read: 1024-4194304."""
+BodyParts = Annotated[int, Field(ge=1, le=10_000)]
+"""Most texts kept from a body: 1-10000."""
+
+
+class PromptDetectorConfig(DetectorConfigBase):
+    """Keys both prompt detectors have."""
+
+    paths: tuple[str, ...] = DEFAULT_PROMPT_PATHS
+    """Request paths whose bodies are read (``/exact``, ``/prefix*``, ``*suffix``)."""
+    max_body_chars: BodyChars = MAX_BODY_CHARS
+    """A longer body is cut to this many characters and read leniently."""
+    max_parts: BodyParts = MAX_PARTS
+    """Most message contents / prompt texts kept from one body."""
+
+    @field_validator("paths")
+    @classmethod
+    def _patterns(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
+        PathSignatures(patterns)
+        return patterns
+
+
+class PromptFacts(NamedTuple):
+    """One body's prompt: its texts joined, the secrets in them, and the text redacted."""
+
+    text: str
+    """The texts of the body joined by newlines (what ``prompt_injection`` scores)."""
+    secrets: tuple[SecretFinding, ...]
+    redacted: str
+    """``text`` with each secret replaced by its redacted form (``text`` itself when it
+    has none): where ``prompt_injection`` takes its evidence from when there are."""
+    truncated: bool
+
+
+_NO_PROMPT = PromptFacts("", (), "", False)
+
+
+class PromptMemo:
+    """Each body's :class:`PromptFacts`, for the batch being handed out (see module doc).
+
+    Facts are kept per event index for the last batch object asked about; a new batch
+    (or a detector's ``observe`` of one event) starts afresh. An entry is reused only
+    when it was made from the same body object with the same limits.
+    """
+
+    __slots__ = ("_batch", "_facts", "_size")
+
+    def __init__(self) -> None:
+        self._batch: Sequence[Event] | None = None
+        self._size = -1
+        self._facts: dict[int, tuple[str, int, int, PromptFacts]] = {}
+
+    def get(
+        self, events: Sequence[Event], index: int, body: str, cfg: PromptDetectorConfig
+    ) -> PromptFacts:
+        if events is not self._batch or len(events) != self._size:
+            self._batch = events
+            self._size = len(events)
+            self._facts = {}
+        held = self._facts.get(index)
+        if (
+            held is not None
+            and held[0] is body
+            and held[1] == cfg.max_body_chars
+            and held[2] == cfg.max_parts
+        ):
+            return held[3]
+        facts = prompt_facts(body, cfg.max_body_chars, cfg.max_parts)
+        self._facts[index] = (body, cfg.max_body_chars, cfg.max_parts, facts)
+        return facts
+
+
+def prompt_facts(body: str, max_chars: int, max_parts: int) -> PromptFacts:
+    """Extract the prompt of ``body``, find its secrets and redact them."""
+    prompt = extract_prompt(body, max_chars=max_chars, max_parts=max_parts)
+    if not prompt.parts:
+        return _NO_PROMPT
+    text = prompt.text
+    found = find_secrets(text)
+    redacted = redact_secrets(text, found) if found else text
+    return PromptFacts(text, tuple(found), redacted, prompt.truncated)
+
+
+MEMO = PromptMemo()
+"""The one memo the prompt detectors share (the pipeline runs them from one thread)."""
+
+
+class PromptRequests:
+    """Picks the requests of a batch that carry a body on one of ``paths``."""
+
+    __slots__ = ("_verdicts",)
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self._verdicts = VerdictCache(PathSignatures(paths).match)
+
+    def pick(self, events: Sequence[Event]) -> list[tuple[int, HttpRequest, str]]:
+        """``(index, request, body)`` of the requests with a body on a prompt path."""
+        if all_requests(events):
+            requests = cast("Sequence[HttpRequest]", events)
+            # body is field 12 of HttpRequest: no attribute look-up per request.
+            with_body = [i for i, r in enumerate(requests) if r[12]]
+        else:
+            with_body = [i for i, e in enumerate(events) if isinstance(e, HttpRequest) and e.body]
+            requests = cast("Sequence[HttpRequest]", events)
+        if not with_body:
+            return []
+        verdict = self._verdicts
+        out: list[tuple[int, HttpRequest, str]] = []
+        for i in with_body:
+            request = requests[i]
+            if request.body and verdict(request.path):
+                out.append((i, request, request.body))
+        return out
