@@ -45,7 +45,7 @@ def run(det: PromptInjectionDetector | PromptSecretsDetector, events: list[Event
 
 
 def injection(**cfg: object) -> PromptInjectionDetector:
-    return PromptInjectionDetector(PromptInjectionConfig(**cfg), FakeClock(T0))
+    return PromptInjectionDetector(PromptInjectionConfig(**cfg))
 
 
 def test_single_attack_is_one_medium_finding_with_evidence() -> None:
@@ -145,7 +145,7 @@ def test_single_prompt_alert_and_abuse_ban_by_default_policy(tmp_path: Path) -> 
 
 def test_secrets_finding_is_redacted_and_quiet_per_window() -> None:
     """A secret makes one MEDIUM finding per client and window, with redacted evidence."""
-    det = PromptSecretsDetector(PromptSecretsConfig(), FakeClock(T0))
+    det = PromptSecretsDetector(PromptSecretsConfig())
     events: list[Event] = [
         req(0, chat(f"my key {AWS}")),
         req(10, chat(f"again {AWS}")),
@@ -163,7 +163,7 @@ def test_secrets_finding_is_redacted_and_quiet_per_window() -> None:
 
 def test_secret_kinds_filter_and_validation() -> None:
     """kinds limits what is reported; an unknown kind is refused."""
-    det = PromptSecretsDetector(PromptSecretsConfig(kinds=("credit_card",)), FakeClock(T0))
+    det = PromptSecretsDetector(PromptSecretsConfig(kinds=("credit_card",)))
     assert run(det, [req(0, chat(f"key {AWS}"))]) == []
     with pytest.raises(ValidationError, match="unknown secret kinds"):
         PromptSecretsConfig(kinds=("passwords",))
@@ -182,7 +182,7 @@ def test_both_detectors_share_one_extraction_per_body(monkeypatch: pytest.Monkey
     """Built together, both detectors see the same facts object for a body (extracted once)."""
     from aisentinel.detectors import prompts
 
-    dets = {d.name: d for d in build_detectors({}, FakeClock(T0))}
+    dets = {d.name: d for d in build_detectors({})}
     events: list[Event] = [req(0, chat(f"{ATTACK} {AWS}"))]
     calls: list[str] = []
     real = prompts.prompt_facts

@@ -29,7 +29,6 @@ from typing import Annotated
 
 from pydantic import Field
 
-from aisentinel.clock import Clock
 from aisentinel.configtypes import format_duration
 from aisentinel.decisions.config import SeverityName
 from aisentinel.detectors.base import REGISTRY, BatchDetector
@@ -81,8 +80,8 @@ class PromptInjectionDetector(BatchDetector):
     name = "prompt_injection"
     consumes = (HttpRequest,)
 
-    def __init__(self, config: PromptInjectionConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: PromptInjectionConfig) -> None:
+        super().__init__(config)
         self._cfg = config
         self._threshold = (
             default_model().threshold if config.threshold is None else config.threshold

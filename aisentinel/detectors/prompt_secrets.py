@@ -20,7 +20,6 @@ from collections.abc import Sequence
 
 from pydantic import field_validator
 
-from aisentinel.clock import Clock
 from aisentinel.decisions.config import SeverityName
 from aisentinel.detectors.base import REGISTRY, BatchDetector
 from aisentinel.detectors.common import Window, client_finding
@@ -71,8 +70,8 @@ class PromptSecretsDetector(BatchDetector):
     name = "prompt_secrets"
     consumes = (HttpRequest,)
 
-    def __init__(self, config: PromptSecretsConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(self, config: PromptSecretsConfig) -> None:
+        super().__init__(config)
         self._cfg = config
         self._kinds = frozenset(config.kinds)
         self._requests = PromptRequests(config.paths)
