@@ -52,6 +52,9 @@ class DaemonConfig(StrictModel):
     queue_batches: int = Field(default=16, ge=1, le=1024)
     """Batches waiting between the sources and the pipeline before sources wait; 1-1024
     (each batch holds up to a source's ``batch_lines`` lines, all in memory)."""
+    responder_queue: int = Field(default=10_000, ge=16, le=1_000_000)
+    """Decisions waiting for the responder worker thread; 16-1,000,000. When full the
+    oldest queued bans are dropped and counted (the next reconcile restores them)."""
     control_socket: Path | None = DEFAULT_CONTROL_SOCKET
     """Unix socket that ``aisentinel status`` asks; ``""`` turns it off."""
 

@@ -17,6 +17,7 @@ import signal
 import sqlite3
 import tempfile
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -27,6 +28,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from aisentinel import __version__
 from aisentinel.audit.scheduler import AuditScheduler
 from aisentinel.clock import Clock, SystemClock
+from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
 from aisentinel.control import ControlError, ControlServer
 from aisentinel.decisions.engine import DecisionEngine
@@ -44,7 +46,6 @@ from aisentinel.exporter import (
     DaemonValues,
     DecisionMetrics,
     Exporter,
-    ResponderMetrics,
 )
 from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
 from aisentinel.memory import HeapTrimmer
@@ -64,6 +65,10 @@ DRAIN_BATCHES = 64
 """Batches processed per loop turn before the loop looks at timers and signals."""
 STOP_DRAIN_SECONDS = 3.0
 """At shutdown, time allowed to process batches already read (their positions are saved)."""
+STOP_BUDGET_SECONDS = 4.5
+"""Most a stop takes from the signal to exit (systemd kills after TimeoutStopSec)."""
+RELOAD_FLUSH_SECONDS = 1.0
+"""At a reload that rebuilds the responders: time for the old worker to finish."""
 EXPORTER_RETRY_SECONDS = 30.0
 """How often the metrics endpoint tries its port again when it could not listen."""
 LEDGER_FILE = "decisions.sqlite3"
@@ -86,6 +91,7 @@ class Daemon:
         config_path: Path | None = None,
         clock: Clock | None = None,
         notifier: Notifier | None = None,
+        commands: CommandRunner | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
@@ -110,12 +116,14 @@ class Daemon:
         self.exporter_retry_seconds = EXPORTER_RETRY_SECONDS
         self._degraded: dict[str, str] = {}
         self._private_state: tempfile.TemporaryDirectory[str] | None = None
+        self.commands: CommandRunner = commands if commands is not None else SubprocessRunner()
+        """The one command runner handed to every responder (tests pass a fake)."""
 
         # An unusable state directory or ledger degrades the daemon; detection goes on.
         self.state_dir = self._usable_state_dir(config.daemon.state_dir)
         self.ledger = self._open_ledger(config.daemon.state_dir / LEDGER_FILE)
         self.engine = DecisionEngine(config.decisions, self.ledger, self.clock)
-        self.runner = ResponderRunner(self._build_responders(config), self.clock)
+        self.runner = self._build_runner(config)
         self.pipeline = Pipeline(
             detectors=build_detectors(config.detectors),
             engine=self.engine,
@@ -193,8 +201,16 @@ class Daemon:
         out: list[Responder] = []
         for name, cfg in config.responders.items():
             if cfg.enabled:
-                out.append(RESPONDERS.get(name).factory(cfg, self.clock))
+                out.append(
+                    RESPONDERS.get(name).factory(cfg, clock=self.clock, commands=self.commands)
+                )
         return out
+
+    def _build_runner(self, config: Config) -> ResponderRunner:
+        """The responder worker (its thread starts with :meth:`run`)."""
+        return ResponderRunner(
+            self._build_responders(config), self.clock, queue_size=config.daemon.responder_queue
+        )
 
     def _build_source(self, cfg: SourceConfigBase) -> Source:
         return SOURCES.get(cfg.type).factory(cfg, clock=self.clock, state_dir=self.state_dir)
@@ -335,7 +351,7 @@ class Daemon:
         engine = self.engine
         out.append(("decisions", DecisionMetrics(engine.counters)))
         runner = self.runner
-        out.append(("responders", ResponderMetrics(runner.stats)))
+        out.append(("responders", runner))  # the worker's own collect()
         return out
 
     def _start_sources(self) -> None:
@@ -383,6 +399,7 @@ class Daemon:
         log.info("aisentinel starting", version=__version__, config=self.config.path)
         active = self.engine.active()
         self.runner.reconcile(active)
+        self.runner.start()
         log.info("decisions restored", active_bans=len(active))
         self._start_exporter()
         self._start_sources()
@@ -407,7 +424,6 @@ class Daemon:
     def _loop(self) -> None:
         clock = self.clock
         next_beat = clock.monotonic()
-        next_tick = next_beat + 1.0
         next_expire = next_beat + self.config.daemon.expire_interval
         while not self._stop.is_set():
             self._drain(timeout=0.2)
@@ -415,9 +431,6 @@ class Daemon:
                 self._reload.clear()
                 self.reload()
             now_m = clock.monotonic()
-            if now_m >= next_tick:
-                self.runner.tick(clock.now())
-                next_tick = now_m + 1.0
             if now_m >= next_expire:
                 self.pipeline.expire(clock.now())
                 self.trimmer.trim(sum(c.lines for c in self.pipeline.sources.values()))
@@ -492,9 +505,13 @@ class Daemon:
             for d in build_detectors(new.detectors, shared=self.pipeline.shared)
         ]
         self.engine.reconfigure(new.decisions)
-        if new.responders != old.responders:
-            self.runner.close()
-            self.runner = ResponderRunner(self._build_responders(new), self.clock)
+        if new.responders != old.responders or (
+            new.daemon.responder_queue != old.daemon.responder_queue
+        ):
+            self.runner.flush(RELOAD_FLUSH_SECONDS)
+            self.runner.close(RELOAD_FLUSH_SECONDS)
+            self.runner = self._build_runner(new)
+            self.runner.start()
         self.runner.reconcile(self.engine.active())
         self.pipeline.reconfigure(
             detectors=detectors,
@@ -526,6 +543,7 @@ class Daemon:
         for source in list(self.sources.values()):
             source.request_stop()  # all at once: each stops at its next batch boundary
         stopper = threading.Thread(target=self._stop_sources, name="stop-sources")
+        stop_started = time.monotonic()  # real time: systemd's stop timeout is
         stopper.start()
         # One batch at a time, so the deadline holds however slow the pipeline is.
         deadline = self.clock.monotonic() + STOP_DRAIN_SECONDS
@@ -553,8 +571,12 @@ class Daemon:
             )
         if self.audit is not None:
             self.audit.shutdown()
-        self.runner.tick(self.clock.now())
-        self.runner.close()
+        # Whatever the pipeline decided last is handed on, within the stop budget
+        # (systemd's TimeoutStopSec; SIGTERM must finish in under 5 s).
+        left = STOP_BUDGET_SECONDS - (time.monotonic() - stop_started)
+        if not self.runner.flush(max(0.1, left - 0.5)):
+            log.warning("responder queue not flushed before exit", queued=self.runner.queued()[0])
+        self.runner.close(timeout=0.3)
         self.ledger.close()
         if self._httpd is not None:
             self._httpd.shutdown()

@@ -14,8 +14,9 @@ just as immutable. Findings and decisions are rare and are frozen slotted datacl
 from __future__ import annotations
 
 import enum
+import ipaddress
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 # --------------------------------------------------------------------------- sources
 
@@ -145,13 +146,192 @@ class Severity(enum.IntEnum):
         return self.name.lower()
 
 
+# --------------------------------------------------------------------------- targets
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class TargetKind(enum.StrEnum):
+    """What a decision acts on: an address (or network), or a workload on this host."""
+
+    ADDRESS = "address"
+    WORKLOAD = "workload"
+
+
+def canonical_address(text: str) -> IPAddress:
+    """The address ``text`` names, in the form decisions use.
+
+    IPv4-mapped IPv6 becomes IPv4 and an IPv6 zone (``%eth0``) is dropped, so one
+    host has one text form (``str()`` of the result). Raises ``ValueError`` for
+    anything that is not a single address.
+    """
+    addr = ipaddress.ip_address(text)
+    if isinstance(addr, ipaddress.IPv6Address):
+        if addr.ipv4_mapped is not None:
+            return addr.ipv4_mapped
+        if addr.scope_id is not None:
+            return ipaddress.IPv6Address(int(addr))
+    return addr
+
+
+_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+
+
+def canonical_network(net: IPNetwork) -> IPNetwork:
+    """``net`` with IPv4-mapped IPv6 (``::ffff:10.0.0.0/104``) folded to IPv4."""
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
+        base = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
+        return ipaddress.IPv4Network((base, net.prefixlen - 96))
+    return net
+
+
+@dataclass(frozen=True, slots=True)
+class AddressTarget:
+    """One address, or a network of them, validated and canonical.
+
+    ``text`` is the canonical form: a single host is its address (``203.0.113.7``,
+    ``2001:db8::1``), a wider network its CIDR (``2001:db8::/64``). Build one with
+    :meth:`parse` or :meth:`host`; the network must be canonical already (IPv4-mapped
+    IPv6 folded, host bits clear), which those constructors guarantee.
+    """
+
+    network: IPNetwork
+    text: str = field(init=False, compare=False)
+    kind: ClassVar[TargetKind] = TargetKind.ADDRESS
+
+    def __post_init__(self) -> None:
+        net = self.network
+        text = str(net.network_address) if self.is_host else str(net)
+        object.__setattr__(self, "text", text)
+
+    @property
+    def is_host(self) -> bool:
+        """Whether this is a single address (/32 or /128)."""
+        return self.network.prefixlen == self.network.max_prefixlen
+
+    @classmethod
+    def host(cls, addr: IPAddress) -> AddressTarget:
+        """The target for one canonical address."""
+        return cls(ipaddress.ip_network(addr))
+
+    @classmethod
+    def parse(cls, text: str) -> AddressTarget:
+        """An address or a CIDR network in any spelling; ``ValueError`` otherwise.
+
+        Host bits of a CIDR must be clear (``10.0.0.1/8`` is refused), so a stored
+        target never silently widens.
+        """
+        if "/" not in text:
+            return cls.host(canonical_address(text))
+        return cls(canonical_network(ipaddress.ip_network(text, strict=True)))
+
+    def grouped(self, ipv6_prefix: int) -> AddressTarget:
+        """An IPv6 host widened to its ``/ipv6_prefix`` network; anything else as is.
+
+        One IPv6 host usually holds a whole /64 and can pick any address in it, so
+        a ban of the /128 is trivially dodged.
+        """
+        net = self.network
+        if net.version != 6 or net.prefixlen <= ipv6_prefix:
+            return self
+        return AddressTarget(net.supernet(new_prefix=ipv6_prefix))
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class WorkloadKey(enum.StrEnum):
+    """How a workload was identified (what :attr:`WorkloadTarget.id` holds)."""
+
+    CONTAINER = "container"  # a container id
+    UNIT = "unit"  # a systemd unit name
+    CGROUP = "cgroup"  # a cgroup v2 path
+    PID = "pid"  # a process id
+
+
+WORKLOAD_TEXT_MAX = 512
+"""Most characters of a workload's id or any of its names."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkloadTarget:
+    """A workload on this host: a container, a systemd unit, a cgroup, or a process.
+
+    ``identified_by`` says what ``id`` is (the container id, the unit name, the
+    cgroup path or the pid); ``name`` is for people (a container's name, a process's
+    command). ``unit``, ``container``, ``image`` and ``exe`` are what is known besides
+    and what the workload allowlist matches. ``text`` (``unit:ollama.service``) is
+    the canonical key. Text fields must be non-empty where given, printable, and at
+    most :data:`WORKLOAD_TEXT_MAX` characters; a pid is decimal digits.
+    """
+
+    identified_by: WorkloadKey
+    id: str
+    name: str = ""
+    unit: str | None = None
+    container: str | None = None
+    image: str | None = None
+    exe: str | None = None
+    text: str = field(init=False, compare=False)
+    kind: ClassVar[TargetKind] = TargetKind.WORKLOAD
+
+    def __post_init__(self) -> None:
+        key = WorkloadKey(self.identified_by)
+        object.__setattr__(self, "identified_by", key)
+        for label in ("id", "name", "unit", "container", "image", "exe"):
+            value = getattr(self, label)
+            if value is None or (label == "name" and value == ""):
+                continue
+            if not isinstance(value, str) or not value or not value.isprintable():
+                raise ValueError(f"workload {label} must be non-empty printable text")
+            if len(value) > WORKLOAD_TEXT_MAX:
+                raise ValueError(f"workload {label} is longer than {WORKLOAD_TEXT_MAX} characters")
+        if key is WorkloadKey.PID and not (self.id.isascii() and self.id.isdigit()):
+            raise ValueError(f"a pid is decimal digits, not {self.id!r}")
+        object.__setattr__(self, "text", f"{key.value}:{self.id}")
+
+    @property
+    def display(self) -> str:
+        """The name people know it by: ``name``, else the id."""
+        return self.name or self.id
+
+    def fields(self) -> dict[str, str]:
+        """The workload's fields, for the ledger and JSON output (``None`` ones left out)."""
+        out = {"identified_by": self.identified_by.value, "id": self.id}
+        for label in ("name", "unit", "container", "image", "exe"):
+            value = getattr(self, label)
+            if value:
+                out[label] = value
+        return out
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> WorkloadTarget:
+        """The inverse of :meth:`fields`; ``ValueError``/``TypeError`` on bad input."""
+        known = {"identified_by", "id", "name", "unit", "container", "image", "exe"}
+        extra = set(fields) - known
+        if extra:
+            raise ValueError(f"unknown workload fields: {sorted(extra)}")
+        return cls(**fields)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+Target = AddressTarget | WorkloadTarget
+"""What a decision acts on."""
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     """A detector's conclusion about one key (usually a client address).
 
     ``client`` is the address to act on, or ``None`` when the finding is about
     something that cannot be banned (for example one username from many addresses,
-    where ``clients`` lists the addresses seen).
+    where ``clients`` lists the addresses seen). ``target`` says what the finding is
+    about when that is not simply ``client``: a workload (a container, unit, cgroup
+    or process), or an address target built by the detector. When it is ``None``
+    the decision engine derives the target from ``client``.
     """
 
     ts: float
@@ -165,24 +345,42 @@ class Finding:
     evidence: tuple[str, ...] = ()
     clients: tuple[str, ...] = ()
     source: str = ""
+    target: Target | None = None
 
 
 # --------------------------------------------------------------------------- decisions
 
 
 class Action(enum.StrEnum):
-    """What a decision asks the responders to do."""
+    """What a decision asks the responders to do.
+
+    BAN acts on address targets; THROTTLE and FREEZE on workload targets (the engine's
+    policy maps findings to them, off by default: a workload finding is an ALERT).
+    """
 
     BAN = "ban"
+    THROTTLE = "throttle"
+    FREEZE = "freeze"
     ALERT = "alert"
     NONE = "none"
+
+    @property
+    def enforces(self) -> bool:
+        """Whether responders act on it (ban, throttle, freeze)."""
+        return self in ENFORCING
+
+
+ENFORCING = frozenset({Action.BAN, Action.THROTTLE, Action.FREEZE})
+"""Actions a responder enforces; each lasts a TTL and is lifted when it ends."""
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What aisentinel does (or would do) about a finding.
 
-    ``target`` is a validated address or network in its canonical text form.
+    ``target`` is what it acts on: a validated, canonical address or network
+    (:class:`AddressTarget`), or a workload (:class:`WorkloadTarget`); ``None`` when
+    there is nothing single to act on.
     ``simulated`` is true when the engine runs in simulate mode: the decision is
     recorded but no responder acts. ``reason`` says why, in particular why nothing
     is done (allowlisted, already banned, alert-only detector).
@@ -190,7 +388,7 @@ class Decision:
 
     ts: float
     action: Action
-    target: str | None
+    target: Target | None
     detector: str
     severity: Severity
     reason: str
@@ -217,6 +415,7 @@ def finding_fields(finding: Finding) -> dict[str, Any]:
         "message": finding.message,
         "evidence": list(finding.evidence),
         "source": finding.source,
+        **({"target": finding.target.text} if finding.target is not None else {}),
     }
 
 
@@ -224,7 +423,13 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
     """A decision as log/JSON fields."""
     return {
         "action": decision.action.value,
-        "target": decision.target,
+        "target": None if decision.target is None else decision.target.text,
+        "target_kind": None if decision.target is None else decision.target.kind.value,
+        **(
+            {"workload": decision.target.fields()}
+            if isinstance(decision.target, WorkloadTarget)
+            else {}
+        ),
         "detector": decision.detector,
         "severity": decision.severity.label,
         "reason": decision.reason,

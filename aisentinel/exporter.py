@@ -30,7 +30,6 @@ from aisentinel import __version__
 from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionCounters
 from aisentinel.metrics import Collecting
-from aisentinel.responders.runner import ResponderStats
 
 log = structlog.get_logger(__name__)
 
@@ -130,43 +129,6 @@ class DecisionMetrics:
         for reason, n in c.rejected.items():
             rejected.add_metric([reason], n)
         yield rejected
-
-
-class ResponderMetrics:
-    """The responder runner's families, from its per-responder stats."""
-
-    def __init__(self, stats: Callable[[], Iterable[ResponderStats]]) -> None:
-        self.stats = stats
-
-    def collect(self) -> Iterator[Metric]:
-        """Operations per result, pending retries and health, per responder."""
-        ops = CounterMetricFamily(
-            "aisentinel_responder_operations",
-            "Responder calls, per responder, operation and result (ok, failed, retried, given_up).",
-            labels=["responder", "operation", "result"],
-        )
-        pending = GaugeMetricFamily(
-            "aisentinel_responder_pending_retries",
-            "Failed operations queued for retry.",
-            labels=["responder"],
-        )
-        up = GaugeMetricFamily(
-            "aisentinel_responder_up",
-            "1 when the responder's last health check passed.",
-            labels=["responder"],
-        )
-        for st in self.stats():
-            for result, table in (
-                ("ok", st.ok),
-                ("failed", st.failed),
-                ("retried", st.retried),
-                ("given_up", st.given_up),
-            ):
-                for op, n in table.items():
-                    ops.add_metric([st.name, op.value, result], n)
-            pending.add_metric([st.name], st.pending)
-            up.add_metric([st.name], 1 if st.health is None or st.health.ok else 0)
-        yield from (ops, pending, up)
 
 
 class Exporter(Collector):

@@ -25,7 +25,14 @@ from aisentinel.config import Config
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import MEMORY, Ledger
 from aisentinel.detectors import build_detectors
-from aisentinel.events import Decision, Finding, LineBatch, decision_fields, finding_fields
+from aisentinel.events import (
+    AddressTarget,
+    Decision,
+    Finding,
+    LineBatch,
+    decision_fields,
+    finding_fields,
+)
 from aisentinel.parsers import AUTO, sniff
 from aisentinel.pipeline import Pipeline
 from aisentinel.textsafe import escape
@@ -169,7 +176,7 @@ def finding_line(finding: Finding) -> str:
 
 def decision_line(decision: Decision) -> str:
     """A decision as one line of text output; log-derived text is escaped (textsafe)."""
-    target = escape(decision.target or "-")
+    target = escape(decision.target.text if decision.target is not None else "-")
     ttl = f" ttl={int(decision.ttl)}s" if decision.ttl else ""
     return (
         f"decision {iso(decision.ts)} {decision.action.value} {target}{ttl} "
@@ -204,7 +211,8 @@ class _Printer:
                 self.out.write(json.dumps(obj) + "\n")
             obj = {"type": "decision", "kind": "decision", "time": iso(decision.ts)}
             obj.update(decision_fields(decision))
-            obj["source_address"] = decision.target
+            target = decision.target
+            obj["source_address"] = target.text if isinstance(target, AddressTarget) else None
             self.out.write(json.dumps(obj) + "\n")
             return
         if finding is not None:

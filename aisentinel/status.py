@@ -189,7 +189,8 @@ def _detector(daemon: Daemon, detector: Detector) -> dict[str, Any]:
 
 def _decision(d: Decision, now: float) -> dict[str, Any]:
     return {
-        "target": d.target,
+        "target": d.target.text if d.target is not None else None,
+        "target_kind": d.target.kind.value if d.target is not None else None,
         "action": d.action.value,
         "detector": d.detector,
         "severity": d.severity.label,

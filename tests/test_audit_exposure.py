@@ -14,7 +14,7 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import Status
-from aisentinel.audit.runner import CommandResult, FakeRunner
+from aisentinel.commands import CommandResult, FakeRunner
 from aisentinel.audit.sockets import (
     ListeningSocket,
     ProcNetError,

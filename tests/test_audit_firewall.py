@@ -24,7 +24,7 @@ from aisentinel.audit.fwstate import (
     parse_ufw_status,
 )
 from aisentinel.audit.model import Status
-from aisentinel.audit.runner import CommandResult, FakeRunner, SubprocessRunner, ToolMissingError
+from aisentinel.commands import CommandResult, FakeRunner, SubprocessRunner, ToolMissingError
 from aisentinel.audit.testing import make_context
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"

@@ -20,7 +20,7 @@ from aisentinel.audit.nginxconf import (
     parse_dump,
     parse_file,
 )
-from aisentinel.audit.runner import CommandResult, FakeRunner, SubprocessRunner
+from aisentinel.commands import CommandResult, FakeRunner, SubprocessRunner
 from aisentinel.audit.testing import empty_proc, make_context
 
 CASES = Path(__file__).parent / "fixtures" / "audit" / "nginx"

@@ -9,7 +9,7 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import CheckResult, Status
-from aisentinel.audit.runner import CommandResult, FakeRunner
+from aisentinel.commands import CommandResult, FakeRunner
 from aisentinel.audit.testing import make_context
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"

@@ -2,7 +2,7 @@
 
 A check is a function of an :class:`AuditContext`. The context holds the config
 (paths such as ``proc_root`` and ``unit_dirs``, tool names), a
-:class:`~aisentinel.audit.runner.CommandRunner`, an :class:`HttpProber`, a
+:class:`~aisentinel.commands.CommandRunner`, an :class:`HttpProber`, a
 :data:`DockerInspector`, the clock and what the caller knows about aisentinel itself
 (its metrics address, whether it enforces bans). Tests build one with fakes; the CLI
 and the scheduler use :meth:`AuditContext.for_host`.
@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, cast
 
 from aisentinel.audit.config import AuditConfig
-from aisentinel.audit.runner import CommandResult, CommandRunner, SubprocessRunner
 from aisentinel.clock import Clock, SystemClock
+from aisentinel.commands import CommandResult, CommandRunner, SubprocessRunner
 
 T = TypeVar("T")
 
@@ -148,7 +148,7 @@ class AuditContext:
     def tool(self, name: ToolName, *args: str) -> CommandResult:
         """Run the configured program for tool ``name`` (a field of ``AuditTools``).
 
-        Raises :class:`~aisentinel.audit.runner.CommandError` as the runner does.
+        Raises :class:`~aisentinel.commands.CommandError` as the runner does.
         """
         program = cast("str", getattr(self.config.tools, name))
         return self.runner.run([program, *args], timeout=self.config.command_timeout)

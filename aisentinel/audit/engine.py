@@ -17,8 +17,8 @@ import structlog
 from aisentinel.audit.checks import CHECKS, CannotCheckError, Check
 from aisentinel.audit.context import AuditContext, DockerUnavailableError
 from aisentinel.audit.model import AuditReport, CheckResult, Status
-from aisentinel.audit.runner import CommandError
 from aisentinel.audit.sockets import ProcNetError
+from aisentinel.commands import CommandError
 
 log = structlog.get_logger(__name__)
 

@@ -20,8 +20,8 @@ from aisentinel.audit.context import (
     DockerUnavailableError,
     ProbeResult,
 )
-from aisentinel.audit.runner import CommandRunner, FakeRunner
 from aisentinel.clock import FakeClock
+from aisentinel.commands import CommandRunner, FakeRunner
 
 
 @dataclass

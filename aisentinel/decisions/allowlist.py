@@ -1,53 +1,47 @@
-"""Addresses that are never banned: loopback, the host's own, and configured networks.
+"""What is never acted on: addresses (loopback, the host's own, configured networks)
+and workloads (units, containers, images, executables matched by glob).
 
 The allowlist always wins: the engine checks it before anything else, so no
-detector, severity or escalation can ban an allowlisted address. IPv4-mapped IPv6
-addresses (``::ffff:10.0.0.1``) are treated as the IPv4 address they carry.
+detector, severity or escalation can ban an allowlisted address or throttle an
+allowlisted workload. IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``) are treated
+as the IPv4 address they carry.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import structlog
 
-log = structlog.get_logger(__name__)
+from aisentinel.events import (
+    IPAddress,
+    IPNetwork,
+    WorkloadKey,
+    WorkloadTarget,
+    canonical_address,
+    canonical_network,
+)
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "LOOPBACK",
+    "Allowlist",
+    "IPAddress",
+    "IPNetwork",
+    "WorkloadAllowlist",
+    "canonical_address",
+    "read_host_addresses",
+]
+
+log = structlog.get_logger(__name__)
 
 LOOPBACK: tuple[IPNetwork, ...] = (
     ipaddress.IPv4Network("127.0.0.0/8"),
     ipaddress.IPv6Network("::1/128"),
 )
 """Always allowed; there is no setting to ban loopback."""
-
-_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
-
-
-def canonical_address(text: str) -> IPAddress:
-    """The address ``text`` names, in the form decisions use.
-
-    IPv4-mapped IPv6 becomes IPv4 and an IPv6 zone (``%eth0``) is dropped, so one
-    host has one text form (``str()`` of the result). Raises ``ValueError`` for
-    anything that is not a single address.
-    """
-    addr = ipaddress.ip_address(text)
-    if isinstance(addr, ipaddress.IPv6Address):
-        if addr.ipv4_mapped is not None:
-            return addr.ipv4_mapped
-        if addr.scope_id is not None:
-            return ipaddress.IPv6Address(int(addr))
-    return addr
-
-
-def _canonical_network(net: IPNetwork) -> IPNetwork:
-    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):
-        base = ipaddress.IPv4Address(int(net.network_address) & 0xFFFFFFFF)
-        return ipaddress.IPv4Network((base, net.prefixlen - 96))
-    return net
 
 
 class Allowlist:
@@ -60,7 +54,7 @@ class Allowlist:
     """
 
     def __init__(self, networks: Iterable[IPNetwork], *, cache_size: int = 4096) -> None:
-        unique = dict.fromkeys(_canonical_network(n) for n in networks)
+        unique = dict.fromkeys(canonical_network(n) for n in networks)
         self.networks: tuple[IPNetwork, ...] = tuple(unique)
         self._tables: dict[int, list[tuple[int, int, dict[int, IPNetwork]]]] = {4: [], 6: []}
         by_version: dict[int, dict[int, dict[int, IPNetwork]]] = {4: {}, 6: {}}
@@ -109,6 +103,17 @@ class Allowlist:
         self._cache[addr] = found
         return found
 
+    def overlapping(self, network: IPNetwork) -> IPNetwork | None:
+        """An allowlisted network that shares an address with ``network``, or ``None``.
+
+        For a ban wider than one host (an IPv6 /64): it must not cover an allowlisted
+        address. A linear scan, run only when such a ban is decided or restored.
+        """
+        for net in self.networks:
+            if net.version == network.version and net.overlaps(network):
+                return net
+        return None
+
     def contains(self, addr: str | IPAddress) -> bool:
         """Whether ``addr`` is allowlisted (``ValueError`` when it is not an address)."""
         return self.match(addr) is not None
@@ -133,6 +138,50 @@ class Allowlist:
             if net is not None:
                 return net
         return None
+
+
+class WorkloadAllowlist:
+    """Workloads never throttled or frozen, by glob pattern (``fnmatch``, case-sensitive).
+
+    ``units`` match the systemd unit, ``containers`` the container name, ``images``
+    the container image, ``executables`` the executable path. A field the target
+    does not know matches nothing.
+    """
+
+    def __init__(
+        self,
+        *,
+        units: Iterable[str] = (),
+        containers: Iterable[str] = (),
+        images: Iterable[str] = (),
+        executables: Iterable[str] = (),
+    ) -> None:
+        self.units = tuple(units)
+        self.containers = tuple(containers)
+        self.images = tuple(images)
+        self.executables = tuple(executables)
+
+    def match(self, target: WorkloadTarget) -> str | None:
+        """Why ``target`` is allowlisted (``unit ollama.service``), or ``None``."""
+        unit = target.unit or (target.id if target.identified_by is WorkloadKey.UNIT else None)
+        container = target.container
+        if container is None and target.identified_by is WorkloadKey.CONTAINER:
+            container = target.name or None
+        for what, value, patterns in (
+            ("unit", unit, self.units),
+            ("container", container, self.containers),
+            ("image", target.image, self.images),
+            ("executable", target.exe, self.executables),
+        ):
+            if value is None:
+                continue
+            for pattern in patterns:
+                if fnmatchcase(value, pattern):
+                    return f"{what} {pattern}"
+        return None
+
+    def __len__(self) -> int:
+        return len(self.units) + len(self.containers) + len(self.images) + len(self.executables)
 
 
 def read_host_addresses(proc: Path = Path("/proc")) -> list[str]:

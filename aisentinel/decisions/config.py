@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 
@@ -36,6 +36,25 @@ SeverityName = Annotated[
 """A :class:`Severity` written in config by its lower-case name (``"high"``)."""
 
 
+WorkloadAction = Literal["alert", "throttle", "freeze"]
+"""What an enforceable finding about a workload becomes."""
+
+Pattern = Annotated[str, Field(min_length=1, max_length=512)]
+
+
+class WorkloadAllowlistConfig(StrictModel):
+    """``[decisions.workload_allowlist]``: workloads never throttled or frozen.
+
+    Glob patterns (``*``, ``?``, ``[...]``, case-sensitive) matched against the
+    workload's systemd unit, container name, container image, executable path.
+    """
+
+    units: tuple[Pattern, ...] = ()
+    containers: tuple[Pattern, ...] = ()
+    images: tuple[Pattern, ...] = ()
+    executables: tuple[Pattern, ...] = ()
+
+
 class DecisionsConfig(StrictModel):
     """How findings become bans or alerts.
 
@@ -66,6 +85,15 @@ class DecisionsConfig(StrictModel):
     """Brake against mass bans: beyond this many bans in 60 s, bans become alerts; 1-10000."""
     ledger_retention: Duration = 30 * _DAY
     """How long decision history is kept (it feeds the escalation); 0s-366d."""
+    ipv6_ban_prefix: int = Field(default=64, ge=32, le=128)
+    """An IPv6 address is banned with its whole /N network (one host holds a /64 and
+    picks any address in it); 32-128, 128 bans the single address. IPv4 is always /32."""
+    workload_action: WorkloadAction = "alert"
+    """What an enforceable finding about a workload (container, unit, process) becomes:
+    ``alert`` (default: nothing is enforced), ``throttle`` or ``freeze``."""
+    workload_actions: dict[str, WorkloadAction] = Field(default_factory=dict)
+    """Per-detector overrides of ``workload_action`` (detector name -> action)."""
+    workload_allowlist: WorkloadAllowlistConfig = Field(default_factory=WorkloadAllowlistConfig)
 
     @model_validator(mode="after")
     def _check_durations(self) -> Self:

@@ -1,16 +1,31 @@
-"""Findings in, decisions out: ban, alert, or nothing, and for how long.
+"""Findings in, decisions out: ban, throttle, freeze, alert, or nothing, and for how long.
 
-The checks run in a fixed order, and the first that applies decides:
+A finding is about a target: ``finding.target`` when the detector set one (a
+workload, or an address target), else the address in ``finding.client``. The checks
+run in a fixed order, and the first that applies decides.
+
+For an address:
 
 1. ``client`` is ``None``            -> ALERT "no single address to ban"
 2. ``client`` is not an IP address   -> NONE  "invalid address 'x'"
 3. the address is allowlisted        -> NONE  "allowlisted (10.0.0.0/8)"
 4. it can never be a ban target      -> NONE  "not a bannable address (multicast)"
-5. it is banned already              -> NONE  "already banned until <iso time>"
+5. it (or its /64) is banned already -> NONE  "already banned until <iso time>"
 6. the detector is alert-only        -> ALERT
 7. severity below ``ban_severity``   -> ALERT
 8. the ban brake is engaged          -> ALERT "ban brake engaged: ..."
 9. otherwise                         -> BAN, TTL escalated by earlier offences
+
+A ban of an IPv6 address covers its ``/ipv6_ban_prefix`` network (/64 by default:
+one host holds a /64 and can use any address in it); IPv4 is banned as the /32.
+When that network holds an allowlisted address or network, the allowlist wins for
+it: the single address (/128) is banned instead and the reason says why. Alerts
+and refusals name the single address.
+
+For a workload (container, unit, cgroup, process): 3 is the workload allowlist
+(NONE "allowlisted (unit sshd.service)"), 4 does not apply, and step 9's action is
+the policy's: ``workload_actions[detector]``, else ``workload_action``, ``alert`` by
+default (throttle and freeze are off until configured), which makes it an ALERT.
 
 IPv4-mapped IPv6 (``::ffff:127.0.0.1``) is read as the IPv4 address it carries
 before step 3, so it is loopback. Step 4 (:func:`unbannable`) refuses addresses that
@@ -22,9 +37,9 @@ cuts the host off its own network; the zone is dropped from the text form, so on
 ban would also hit every link's host of that address. Steps 2-4 are counted per
 reason (:data:`REJECT_REASONS`).
 
-Every decision is returned; BAN and ALERT are recorded in the ledger. Times are
-the engine clock's ``now()`` (not the finding's ``ts``): a ban lasts its TTL from
-when it is decided, even when the finding comes from an old log line.
+Every decision is returned; everything but NONE is recorded in the ledger. Times
+are the engine clock's ``now()`` (not the finding's ``ts``): a ban lasts its TTL
+from when it is decided, even when the finding comes from an old log line.
 """
 
 from __future__ import annotations
@@ -47,12 +62,21 @@ from aisentinel.decisions.allowlist import (
     LOOPBACK,
     Allowlist,
     IPAddress,
-    canonical_address,
+    WorkloadAllowlist,
     read_host_addresses,
 )
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.ledger import Ledger
-from aisentinel.events import Action, Decision, Finding
+from aisentinel.events import (
+    Action,
+    AddressTarget,
+    Decision,
+    Finding,
+    Target,
+    WorkloadKey,
+    WorkloadTarget,
+    canonical_address,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -67,8 +91,11 @@ REJECT_REASONS = (
     "multicast",
     "link_local",
     "reserved",
+    "workload_allowlisted",
 )
-"""Why a finding's address was refused as a ban target; a bounded metric label."""
+"""Why a finding's target was refused (decision none); a bounded metric label."""
+
+_DONE = {Action.BAN: "banned", Action.THROTTLE: "throttled", Action.FREEZE: "frozen"}
 
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
@@ -133,12 +160,17 @@ def unbannable(addr: IPAddress) -> str | None:
     return None
 
 
-def _is_address(text: str) -> bool:
+def parse_target_text(text: str) -> AddressTarget | str:
+    """An address or network target for ``text``, else ``text`` itself when it is a
+    workload's text form (``unit:ollama.service``); ``ValueError`` for anything else."""
     try:
-        canonical_address(text)
+        return AddressTarget.parse(text)
     except ValueError:
-        return False
-    return True
+        pass
+    prefix, sep, rest = text.partition(":")
+    if sep and rest and prefix in WorkloadKey.__members__.values():
+        return text
+    raise ValueError(f"not an address, a network or a workload (kind:id): {text!r}")
 
 
 def _iso(epoch: float) -> str:
@@ -184,10 +216,11 @@ class DecisionEngine:
         self._last_purge: float | None = None
         self._hosts = self._read_hosts()
         self.allowlist = self._build_allowlist()
+        self.workload_allowlist = self._build_workload_allowlist()
         restored: list[Decision] = self._ledger(self.ledger.open_bans, [])
         for ban in restored:
             if ban.target is not None:
-                self._active[ban.target] = ban
+                self._active[ban.target.text] = ban
         self._sweep()
         log.info(
             "decision engine ready",
@@ -200,7 +233,7 @@ class DecisionEngine:
     # ------------------------------------------------------------------ deciding
 
     def decide(self, finding: Finding) -> Decision:
-        """The decision about ``finding`` (recorded in the ledger when BAN or ALERT)."""
+        """The decision about ``finding`` (recorded in the ledger unless NONE)."""
         now = self.clock.now()
         self._maybe_refresh_hosts()
         decision, rejected = self._decide(finding, now)
@@ -210,15 +243,15 @@ class DecisionEngine:
             self._counts[decision.action] += 1
             if rejected is not None:
                 self._rejected[rejected] += 1
-            if decision.action is Action.BAN and decision.target is not None:
-                self._active[decision.target] = decision
+            if decision.action.enforces and decision.target is not None:
+                self._active[decision.target.text] = decision
         return decision
 
     def _decide(self, finding: Finding, now: float) -> tuple[Decision, str | None]:
-        """The decision, and the reject reason when the address can be no ban target."""
+        """The decision, and the reject reason when the target can be acted on by no one."""
         cfg = self.config
 
-        def make(action: Action, target: str | None, reason: str) -> Decision:
+        def make(action: Action, target: Target | None, reason: str) -> Decision:
             return Decision(
                 ts=now,
                 action=action,
@@ -231,49 +264,101 @@ class DecisionEngine:
                 finding=finding,
             )
 
-        if finding.client is None:
+        subject = finding.target
+        if isinstance(subject, WorkloadTarget):
+            why = self.workload_allowlist.match(subject)
+            if why is not None:
+                return make(Action.NONE, subject, f"allowlisted ({why})"), "workload_allowlisted"
+            action = cfg.workload_actions.get(finding.detector, Action(cfg.workload_action))
+            return self._enforce(finding, now, make, subject, Action(action)), None
+        if subject is not None and not subject.is_host:
+            net = self.allowlist.overlapping(subject.network)
+            if net is not None:
+                return make(Action.NONE, subject, f"allowlisted ({net})"), "allowlisted"
+            return self._enforce(finding, now, make, subject, Action.BAN), None
+        if subject is not None:
+            addr: IPAddress = subject.network.network_address
+        elif finding.client is None:
             return make(Action.ALERT, None, "no single address to ban"), None
-        try:
-            # IPv4-mapped IPv6 becomes IPv4 here, before the allowlist sees it.
-            addr = canonical_address(finding.client)
-        except ValueError:
-            return make(Action.NONE, None, f"invalid address {finding.client!r}"), "invalid"
-        target = str(addr)
+        else:
+            try:
+                # IPv4-mapped IPv6 becomes IPv4 here, before the allowlist sees it.
+                addr = canonical_address(finding.client)
+            except ValueError:
+                return make(Action.NONE, None, f"invalid address {finding.client!r}"), "invalid"
+        host = AddressTarget.host(addr)
         network = self.allowlist.match(addr)
         if network is not None:
             why = "loopback" if network in _LOOPBACK_NETS else "allowlisted"
-            return make(Action.NONE, target, f"allowlisted ({network})"), why
+            return make(Action.NONE, host, f"allowlisted ({network})"), why
         kind = unbannable(addr)
         if kind is not None:
-            return make(Action.NONE, target, f"not a bannable address ({kind})"), kind
+            return make(Action.NONE, host, f"not a bannable address ({kind})"), kind
+        return self._enforce(finding, now, make, host, Action.BAN), None
+
+    def _ban_target(self, host: AddressTarget) -> tuple[AddressTarget, str]:
+        """The target a ban of ``host`` covers, and a note for the reason.
+
+        IPv6 is grouped by ``ipv6_ban_prefix``; when that network holds an
+        allowlisted network the single address is banned instead.
+        """
+        grouped = host.grouped(self.config.ipv6_ban_prefix)
+        if grouped is host:
+            return host, ""
+        held = self.allowlist.overlapping(grouped.network)
+        if held is None:
+            return grouped, ""
+        return host, f" (the address only: {grouped.text} holds allowlisted {held})"
+
+    def _enforce(
+        self,
+        finding: Finding,
+        now: float,
+        make: Callable[[Action, Target | None, str], Decision],
+        subject: Target,
+        action: Action,
+    ) -> Decision:
+        """Steps 5-9 for a target that may be acted on; ``action`` is what step 9 gives
+        (ALERT when the workload policy says so)."""
+        cfg = self.config
+        target: Target = subject
+        note = ""
+        if isinstance(subject, AddressTarget) and subject.is_host:
+            target, note = self._ban_target(subject)
         with self._lock:
-            current = self._active.get(target)
+            current = self._active.get(target.text) or self._active.get(subject.text)
         if current is not None and current.expires_at is not None and current.expires_at > now:
-            reason = f"already banned until {_iso(current.expires_at)}"
-            return make(Action.NONE, target, reason), None
+            done = _DONE.get(current.action, "acted on")
+            return make(Action.NONE, subject, f"already {done} until {_iso(current.expires_at)}")
         if finding.detector in cfg.alert_only_detectors:
-            return make(Action.ALERT, target, f"detector {finding.detector!r} is alert-only"), None
+            return make(Action.ALERT, subject, f"detector {finding.detector!r} is alert-only")
         if finding.severity < cfg.ban_severity:
             reason = (
                 f"severity {finding.severity.label} is below ban_severity {cfg.ban_severity.label}"
             )
-            return make(Action.ALERT, target, reason), None
+            return make(Action.ALERT, subject, reason)
+        if action is Action.ALERT:
+            return make(
+                Action.ALERT, subject, "workload action is alert (throttle and freeze are off)"
+            )
         if self._brake_engaged(now):
             with self._lock:
                 self._braked += 1
             reason = f"ban brake engaged: {cfg.max_bans_per_minute} bans in the last minute"
-            return make(Action.ALERT, target, reason), None
+            return make(Action.ALERT, subject, reason)
         since = now - cfg.recidive_window
-        offence = self._ledger(lambda: self.ledger.offences(target, since), 0) + 1
+        key = target.text
+        offence = self._ledger(lambda: self.ledger.offences(key, since), 0) + 1
         ttl = ban_ttl(cfg, offence)
         self._recent_bans.append(now)
         reason = (
             f"{finding.severity.label} finding, offence {offence} within "
-            f"{format_duration(cfg.recidive_window)}: ban for {format_duration(ttl)}"
+            f"{format_duration(cfg.recidive_window)}: {action.value} for {format_duration(ttl)}"
+            f"{note}"
         )
-        ban = Decision(
+        return Decision(
             ts=now,
-            action=Action.BAN,
+            action=action,
             target=target,
             detector=finding.detector,
             severity=finding.severity,
@@ -285,7 +370,6 @@ class DecisionEngine:
             evidence_count=finding.count,
             finding=finding,
         )
-        return ban, None
 
     def _brake_engaged(self, now: float) -> bool:
         """Whether ``max_bans_per_minute`` bans were decided within the 60 s before ``now``.
@@ -312,18 +396,30 @@ class DecisionEngine:
     # ------------------------------------------------------------------ active bans
 
     def active(self, now: float | None = None) -> list[Decision]:
-        """Bans in force at ``now`` (default: the clock's), soonest expiry first."""
+        """Bans, throttles and freezes in force at ``now`` (default: the clock's),
+        soonest expiry first."""
         at = self.clock.now() if now is None else now
         with self._lock:
             bans = [d for d in self._active.values() if (d.expires_at or 0.0) > at]
-        return sorted(bans, key=lambda d: (d.expires_at or 0.0, d.target or ""))
+        return sorted(bans, key=lambda d: (d.expires_at or 0.0, d.target.text if d.target else ""))
+
+    def _keys(self, text: str) -> list[str]:
+        """The ``_active`` keys that may hold an enforcement of ``text``: an address's own
+        and its grouped network's, a network's or a workload's text."""
+        parsed = parse_target_text(text)
+        if isinstance(parsed, str):
+            return [parsed]
+        grouped = parsed.grouped(self.config.ipv6_ban_prefix) if parsed.is_host else parsed
+        return list(dict.fromkeys((parsed.text, grouped.text)))
 
     def is_banned(self, address: str) -> bool:
-        """Whether ``address`` (any spelling) is banned now; ``ValueError`` if not an address."""
-        target = str(canonical_address(address))
+        """Whether ``address`` (any spelling), or the network its ban would cover, is
+        banned now; ``ValueError`` if it is not an address, network or workload text."""
+        keys = self._keys(address)
+        now = self.clock.now()
         with self._lock:
-            ban = self._active.get(target)
-        return ban is not None and (ban.expires_at or 0.0) > self.clock.now()
+            bans = [self._active.get(k) for k in keys]
+        return any(b is not None and (b.expires_at or 0.0) > now for b in bans)
 
     def expire(self, now: float | None = None) -> list[Decision]:
         """Drop bans whose time is up and return them, so the responders delete them.
@@ -337,12 +433,12 @@ class DecisionEngine:
             done = [d for d in self._active.values() if (d.expires_at or 0.0) <= at]
             for ban in done:
                 if ban.target is not None:
-                    del self._active[ban.target]
+                    del self._active[ban.target.text]
             done.extend(self._lifted)
             self._lifted.clear()
             self._expired += len(done)
         if done:
-            targets = [d.target for d in done if d.target is not None]
+            targets = [d.target.text for d in done if d.target is not None]
             self._ledger(lambda: self.ledger.end(targets, at), 0)
             log.info("bans expired", count=len(done))
         else:
@@ -359,15 +455,19 @@ class DecisionEngine:
     def unban(self, address: str) -> Decision | None:
         """Manual unban: lift the ban of ``address`` now and forgive its history.
 
-        Returns the lifted ban for the responders to delete, or ``None`` when the
-        address was not banned. ``ValueError`` when ``address`` is not an address.
+        ``address`` is an address (its own ban or its grouped network's is lifted),
+        a network, or a workload's text (``unit:ollama.service``). Returns the lifted
+        enforcement for the responders to delete, or ``None`` when there was none.
+        ``ValueError`` when ``address`` is none of those.
         """
-        target = str(canonical_address(address))
-        with self._lock:
-            ban = self._active.pop(target, None)
-        self._ledger(lambda: self.ledger.remove(target), 0)
-        if ban is not None:
-            log.info("ban lifted by hand", target=target)
+        ban: Decision | None = None
+        for key in self._keys(address):
+            with self._lock:
+                found = self._active.pop(key, None)
+            self._ledger(lambda key=key: self.ledger.remove(key), 0)  # type: ignore[misc]
+            if found is not None:
+                ban = ban or found
+                log.info("ban lifted by hand", target=key)
         return ban
 
     # ------------------------------------------------------------------ config
@@ -381,6 +481,7 @@ class DecisionEngine:
         self.config = config
         self._hosts = self._read_hosts()
         self.allowlist = self._build_allowlist()
+        self.workload_allowlist = self._build_workload_allowlist()
         self._sweep()
 
     def counters(self) -> DecisionCounters:
@@ -399,32 +500,41 @@ class DecisionEngine:
     # ------------------------------------------------------------------ internals
 
     def _sweep(self) -> None:
-        """Lift active bans the current config forbids (allowlisted, or simulated in real mode)."""
+        """Lift active enforcements the current config forbids (allowlisted, or simulated
+        in real mode)."""
         dropped: list[str] = []
         with self._lock:
-            for target, ban in list(self._active.items()):
+            for key, ban in list(self._active.items()):
+                why = self._forbidden(ban)
                 if ban.simulated and not self.config.simulate:
-                    del self._active[target]
-                    dropped.append(target)
-                elif not _is_address(target):
-                    del self._active[target]
-                    dropped.append(target)
-                    log.error("restored ban of a non-address dropped", target=target)
-                elif self.allowlist.contains(target):
-                    del self._active[target]
+                    del self._active[key]
+                    dropped.append(key)
+                elif why is not None:
+                    del self._active[key]
                     self._lifted.append(ban)
-                    log.warning("ban of an allowlisted address will be lifted", target=target)
-                elif (kind := unbannable(canonical_address(target))) is not None:
-                    # Recorded by an older version: the responders lift it.
-                    del self._active[target]
-                    self._lifted.append(ban)
-                    log.warning(
-                        "ban of a non-bannable address will be lifted", target=target, kind=kind
-                    )
+                    log.warning("ban will be lifted", target=key, why=why)
         if dropped:
             now = self.clock.now()
             self._ledger(lambda: self.ledger.end(dropped, now), 0)
             log.info("simulated bans dropped: simulate is off", count=len(dropped))
+
+    def _forbidden(self, ban: Decision) -> str | None:
+        """Why the current config forbids ``ban`` (restored, or decided before a
+        reload), or ``None``."""
+        target = ban.target
+        if isinstance(target, WorkloadTarget):
+            why = self.workload_allowlist.match(target)
+            return None if why is None else f"workload allowlisted ({why})"
+        if target is None:
+            return "no target"
+        if not target.is_host:
+            net = self.allowlist.overlapping(target.network)
+            return None if net is None else f"the network holds allowlisted {net}"
+        addr = target.network.network_address
+        if self.allowlist.contains(addr):
+            return "address allowlisted"
+        kind = unbannable(addr)  # recorded by an older version: the responders lift it
+        return None if kind is None else f"not a bannable address ({kind})"
 
     def _read_hosts(self) -> tuple[str, ...]:
         self._hosts_read_at = self.clock.monotonic()
@@ -438,6 +548,12 @@ class DecisionEngine:
 
     def _build_allowlist(self) -> Allowlist:
         return Allowlist.build(self.config.allowlist, self._hosts)
+
+    def _build_workload_allowlist(self) -> WorkloadAllowlist:
+        wl = self.config.workload_allowlist
+        return WorkloadAllowlist(
+            units=wl.units, containers=wl.containers, images=wl.images, executables=wl.executables
+        )
 
     def _maybe_refresh_hosts(self) -> None:
         if self.clock.monotonic() - self._hosts_read_at < HOST_REFRESH_SECONDS:

@@ -21,10 +21,17 @@ opened at all is the caller's to replace with :meth:`Ledger.in_memory_copy`.
 
 One connection, guarded by a lock: the pipeline thread writes, other threads (the
 exporter) may read counts.
+
+Schema versions (``PRAGMA user_version``): 1 held address targets only; 2 adds
+``target_kind`` (``address`` / ``workload``) and ``target_detail`` (a workload's
+fields as JSON) and counts throttles and freezes as enforcements like bans. A
+version 1 file is migrated in place when opened, in one transaction: its rows become
+address targets and its open bans stay open.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections import deque
@@ -35,14 +42,22 @@ from pathlib import Path
 import structlog
 
 from aisentinel.clock import Clock
-from aisentinel.events import Action, Decision, Severity
+from aisentinel.events import (
+    Action,
+    AddressTarget,
+    Decision,
+    Severity,
+    Target,
+    TargetKind,
+    WorkloadTarget,
+)
 
 log = structlog.get_logger(__name__)
 
 MEMORY = ":memory:"
 """Pass ``Path(MEMORY)`` for a ledger that lives in memory only (offline replay)."""
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -59,15 +74,23 @@ CREATE TABLE IF NOT EXISTS decisions (
     simulated INTEGER NOT NULL,
     evidence_count INTEGER NOT NULL,
     ended_at REAL,
-    forgiven INTEGER NOT NULL DEFAULT 0
+    forgiven INTEGER NOT NULL DEFAULT 0,
+    target_kind TEXT NOT NULL DEFAULT 'address',
+    target_detail TEXT
 );
 CREATE INDEX IF NOT EXISTS decisions_target_ts ON decisions (target, ts);
-CREATE INDEX IF NOT EXISTS decisions_open ON decisions (expires_at)
-    WHERE action = 'ban' AND ended_at IS NULL;
+CREATE INDEX IF NOT EXISTS decisions_enforced ON decisions (expires_at)
+    WHERE action IN ('ban', 'throttle', 'freeze') AND ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
 """
 
-_COLUMNS = (
+_MIGRATE_1_TO_2 = """
+ALTER TABLE decisions ADD COLUMN target_kind TEXT NOT NULL DEFAULT 'address';
+ALTER TABLE decisions ADD COLUMN target_detail TEXT;
+DROP INDEX IF EXISTS decisions_open;
+"""
+
+_COLUMNS_V1 = (
     "id",
     "ts",
     "action",
@@ -84,12 +107,28 @@ _COLUMNS = (
     "forgiven",
 )
 
+_COLUMNS = (*_COLUMNS_V1, "target_kind", "target_detail")
+
 _SELECT = (
     "SELECT ts, action, target, detector, severity, reason, ttl, expires_at, offence, "
-    "simulated, evidence_count FROM decisions"
+    "simulated, evidence_count, target_kind, target_detail FROM decisions"
 )
 
-_Row = tuple[float, str, str | None, str, int, str, float | None, float | None, int, int, int]
+_Row = tuple[
+    float,
+    str,
+    str | None,
+    str,
+    int,
+    str,
+    float | None,
+    float | None,
+    int,
+    int,
+    int,
+    str,
+    str | None,
+]
 
 
 _SQLITE_CORRUPT = 11
@@ -226,10 +265,27 @@ class Ledger:
         if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
             raise LedgerCorruptError("integrity check failed")
         columns = tuple(row[1] for row in db.execute("PRAGMA table_info(decisions)"))
-        if columns and columns != _COLUMNS:
+        if columns == _COLUMNS_V1 and version <= 1:
+            self._migrate_v1(db)
+        elif columns and columns != _COLUMNS:
             raise LedgerCorruptError(f"unexpected columns in table decisions: {columns}")
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _migrate_v1(self, db: sqlite3.Connection) -> None:
+        """Schema 1 -> 2 in one transaction: every existing row is an address target."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _MIGRATE_1_TO_2.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("PRAGMA user_version=2")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        log.info("ledger migrated", path=str(self.path), from_version=1, to_version=2)
 
     def _move_aside(self) -> Path:
         stamp = int(self.clock.now())
@@ -345,27 +401,30 @@ class Ledger:
     def record(self, decision: Decision) -> int:
         """Store a decision and return its row id (0 when the write waits in the backlog).
 
-        A BAN ends any still-open ban of the same target (only the newest counts).
+        A ban, throttle or freeze ends any still-open one of the same target (only
+        the newest counts).
         """
         d = decision
+        text, kind, detail = _target_columns(d.target)
         statements: list[_Statement] = []
-        if d.action is Action.BAN:
+        if d.action.enforces:
             statements.append(
                 (
-                    "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
-                    "AND ended_at IS NULL",
-                    (d.ts, d.target),
+                    "UPDATE decisions SET ended_at = ? "
+                    "WHERE action IN ('ban', 'throttle', 'freeze') "
+                    "AND target = ? AND ended_at IS NULL",
+                    (d.ts, text),
                 )
             )
         statements.append(
             (
                 "INSERT INTO decisions (ts, action, target, detector, severity, reason, ttl, "
-                "expires_at, offence, simulated, evidence_count) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "expires_at, offence, simulated, evidence_count, target_kind, target_detail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     d.ts,
                     d.action.value,
-                    d.target,
+                    text,
                     d.detector,
                     int(d.severity),
                     d.reason,
@@ -374,6 +433,8 @@ class Ledger:
                     d.offence,
                     int(d.simulated),
                     d.evidence_count,
+                    kind,
+                    detail,
                 ),
             )
         )
@@ -381,9 +442,11 @@ class Ledger:
         return int(cursors[-1].lastrowid or 0) if cursors else 0
 
     def end(self, targets: Iterable[str], at: float) -> int:
-        """Close the open bans of ``targets`` (their expiry was handled); returns rows closed."""
+        """Close the open enforcements of ``targets`` (target texts; their expiry was
+        handled); returns rows closed."""
         sql = (
-            "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
+            "UPDATE decisions SET ended_at = ? WHERE action IN ('ban', 'throttle', 'freeze') "
+            "AND target = ? "
             "AND ended_at IS NULL"
         )
         cursors = self._write([(sql, (at, target)) for target in targets])
@@ -399,12 +462,15 @@ class Ledger:
         cursors = self._write(
             [
                 (
-                    "UPDATE decisions SET ended_at = ? WHERE action = 'ban' AND target = ? "
-                    "AND ended_at IS NULL",
+                    "UPDATE decisions SET ended_at = ? "
+                    "WHERE action IN ('ban', 'throttle', 'freeze') "
+                    "AND target = ? AND ended_at IS NULL",
                     (now, target),
                 ),
                 (
-                    "UPDATE decisions SET forgiven = 1 WHERE action = 'ban' AND target = ?",
+                    "UPDATE decisions SET forgiven = 1 "
+                    "WHERE action IN ('ban', 'throttle', 'freeze') "
+                    "AND target = ?",
                     (target,),
                 ),
             ]
@@ -417,7 +483,8 @@ class Ledger:
             [
                 (
                     "DELETE FROM decisions WHERE ts < ? "
-                    "AND (action != 'ban' OR ended_at IS NOT NULL)",
+                    "AND (action NOT IN ('ban', 'throttle', 'freeze') "
+                    "OR ended_at IS NOT NULL)",
                     (before,),
                 )
             ]
@@ -427,18 +494,25 @@ class Ledger:
     # ------------------------------------------------------------------ reading
 
     def active(self, now: float) -> list[Decision]:
-        """Open bans with ``expires_at > now``, soonest expiry first."""
+        """Open enforcements (bans, throttles, freezes) with ``expires_at > now``,
+        soonest expiry first."""
         return self._bans("AND expires_at > ?", (now,))
 
     def open_bans(self) -> list[Decision]:
-        """Every open ban, expired or not (what a starting engine restores)."""
+        """Every open enforcement, expired or not (what a starting engine restores).
+
+        A row whose target cannot be read back (not an address, a bad workload
+        record) is logged, ended and left out: it never stops a start.
+        """
         return self._bans("", ())
 
     def offences(self, target: str, since: float) -> int:
-        """Bans of ``target`` decided at or after ``since``, forgiven ones excluded."""
+        """Enforcements of ``target`` (its text) decided at or after ``since``, forgiven
+        ones excluded."""
         with self._lock:
             row = self._db.execute(
-                "SELECT COUNT(*) FROM decisions WHERE action = 'ban' AND target = ? "
+                "SELECT COUNT(*) FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
+                "AND target = ? "
                 "AND ts >= ? AND forgiven = 0",
                 (target, since),
             ).fetchone()
@@ -457,12 +531,12 @@ class Ledger:
         return out
 
     def history(self, target: str, limit: int = 100) -> list[Decision]:
-        """The newest ``limit`` decisions about ``target``, newest first."""
+        """The newest ``limit`` decisions about ``target`` (its text), newest first."""
         with self._lock:
             rows = self._db.execute(
                 _SELECT + " WHERE target = ? ORDER BY ts DESC, id DESC LIMIT ?", (target, limit)
             ).fetchall()
-        return [_decision(row) for row in rows]
+        return [d for d, _bad in map(_decision, rows)]
 
     def close(self) -> None:
         """Write the backlog, checkpoint, close; later calls raise ``sqlite3.ProgrammingError``."""
@@ -485,26 +559,73 @@ class Ledger:
     def _bans(self, where: str, params: tuple[float, ...]) -> list[Decision]:
         with self._lock:
             rows = self._db.execute(
-                _SELECT
-                + " WHERE action = 'ban' AND ended_at IS NULL "
-                + where
-                + " ORDER BY expires_at, id",
+                _SELECT + " WHERE action IN ('ban', 'throttle', 'freeze') "
+                "AND ended_at IS NULL " + where + " ORDER BY expires_at, id",
                 params,
             ).fetchall()
-        return [_decision(row) for row in rows]
+        out: list[Decision] = []
+        unreadable: list[str] = []
+        for row in rows:
+            decision, bad = _decision(row)
+            if bad is None:
+                out.append(decision)
+                continue
+            unreadable.append(row[2] or "")
+            log.error("restored ban of an unreadable target dropped", target=row[2], error=bad)
+        if unreadable:
+            self.end(unreadable, self.clock.now())
+        return out
 
 
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def _decision(row: _Row) -> Decision:
-    ts, action, target, detector, severity, reason, ttl, expires_at, offence, sim, evidence = row
+def _target_columns(target: Target | None) -> tuple[str | None, str, str | None]:
+    """``(target, target_kind, target_detail)`` column values for a decision's target."""
+    if target is None:
+        return None, TargetKind.ADDRESS.value, None
+    if isinstance(target, WorkloadTarget):
+        return target.text, target.kind.value, json.dumps(target.fields(), sort_keys=True)
+    return target.text, target.kind.value, None
+
+
+def _target(text: str | None, kind: str, detail: str | None) -> Target | None:
+    """The target stored in a row; ``ValueError`` when it cannot be read back."""
+    if text is None:
+        return None
+    if kind == TargetKind.WORKLOAD:
+        try:
+            fields = json.loads(detail or "")
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"bad workload record: {exc}") from None
+        if not isinstance(fields, dict):
+            raise ValueError("bad workload record: not an object")
+        try:
+            return WorkloadTarget.from_fields(fields)
+        except TypeError as exc:
+            raise ValueError(f"bad workload record: {exc}") from None
+    if kind != TargetKind.ADDRESS:
+        raise ValueError(f"unknown target kind {kind!r}")
+    return AddressTarget.parse(text)
+
+
+def _decision(row: _Row) -> tuple[Decision, str | None]:
+    """The decision a row holds, and why its target could not be read (else ``None``).
+
+    An unreadable target leaves the decision's target ``None``.
+    """
+    ts, action, text, detector, severity, reason, ttl, expires_at, offence, sim, evidence = row[:11]
+    bad: str | None = None
+    try:
+        target = _target(text, row[11], row[12])
+    except ValueError as exc:
+        target, bad = None, str(exc)
     try:
         sev = Severity(severity)
     except ValueError:
         sev = Severity.INFO
-    return Decision(
+    decision = Decision(
         ts=ts,
         action=Action(action),
         target=target,
@@ -517,3 +638,4 @@ def _decision(row: _Row) -> Decision:
         simulated=bool(sim),
         evidence_count=evidence,
     )
+    return decision, bad

@@ -96,13 +96,21 @@ def live_line(finding: Finding | None, decision: Decision) -> str:
             f"{escape(finding.message)}\n"
         )
     if decision.action is Action.BAN:
-        target = escape(decision.target or "-")
+        target = escape(decision.target.text if decision.target is not None else "-")
         act = f"would BAN {target} for {format_duration(decision.ttl or 0)} (dry-run)"
     elif decision.action is Action.ALERT:
         act = f"ALERT only: {escape(decision.reason)}"
     else:
         act = f"no action: {escape(decision.reason)}"
     return f"{what}{'':10}-> {act}\n"
+
+
+def _who(decision: Decision) -> str:
+    """The address a decision is about (the finding's client: a ban may cover its /64)."""
+    finding = decision.finding
+    if finding is not None and finding.client:
+        return finding.client
+    return decision.target.text if decision.target is not None else "-"
 
 
 def summarize(
@@ -114,7 +122,7 @@ def summarize(
 ) -> int:
     """Print the closing summary; returns 0 when no benign address would be banned."""
     p = daemon.pipeline
-    banned = {d.target for d in decisions if d.action is Action.BAN and d.target}
+    banned = {_who(d) for d in decisions if d.action is Action.BAN and d.target}
     expected = set(manifest.should_ban())
     wrongly = banned & set(manifest.benign)
     w = out.write
@@ -139,12 +147,14 @@ def summarize(
     )
     w("  would ban:\n")
     for d in sorted((d for d in decisions if d.action is Action.BAN), key=lambda d: d.ts):
-        kind = manifest.attacks[d.target].kind.value if d.target in manifest.attacks else "?"
-        w(f"    {d.target:<18} {d.detector:<20} for {format_duration(d.ttl or 0):<6} [{kind}]\n")
+        who = _who(d)
+        kind = manifest.attacks[who].kind.value if who in manifest.attacks else "?"
+        w(f"    {escape(who):<18} {d.detector:<20} for {format_duration(d.ttl or 0):<6} [{kind}]\n")
     w("  left alone:\n")
     for d in decisions:
         if d.action is Action.NONE:
-            w(f"    {escape(d.target or '-'):<18} {d.detector:<20} {escape(d.reason)}\n")
+            text = d.target.text if d.target is not None else "-"
+            w(f"    {escape(text):<18} {d.detector:<20} {escape(d.reason)}\n")
     attackers = set(manifest.attacks)
     detected = attackers & flagged
     w(f"\n  attackers detected: {len(detected)} of {len(attackers)} in the scenario\n")

@@ -1,12 +1,28 @@
-"""The responder contract: enforce decisions (ban, unban) and report health.
+"""The responder contract: enforce decisions in batches, one transaction each.
 
-Modelled on a firewall bouncer: ``add`` enforces one decision, ``delete`` lifts the
-ban on one target, ``reconcile`` makes the enforcement point hold exactly the given
-active decisions (run at start, after a reload, and periodically), ``health`` says
-whether the backend works. Methods raise :class:`ResponderError` on failure; the
-:class:`~aisentinel.responders.runner.ResponderRunner` retries with back-off and
-counts failures in metrics. A responder never sees an address that has not been
-validated with :mod:`ipaddress` and checked against the allowlist.
+Modelled on crowdsec's cs-firewall-bouncer (Init / Add / Delete / Commit / ShutDown /
+CollectMetrics). The responder worker
+(:class:`~aisentinel.responders.runner.ResponderRunner`, on its own thread) hands a
+responder each batch as
+
+    ``add_many(decisions)`` -> ``delete_many(decisions)`` -> ``commit()``
+
+``add_many`` and ``delete_many`` stage changes (they may also apply them at once when
+the backend has no transactions); ``commit`` applies what was staged as one
+transaction (for nftables: one ``nft -f -`` script). When any of the three raises,
+the worker calls :meth:`Responder.discard` so nothing half-staged leaks into the next
+batch, and retries every operation of the batch with back-off. ``reconcile`` makes
+the backend hold exactly the given active decisions (at start, after a reload) and is
+a transaction of its own; ``health`` says whether the backend works; ``close`` runs at
+shutdown. Methods raise :class:`ResponderError` on failure.
+
+A responder declares the actions it enforces in :attr:`Responder.handles` (a
+firewall: ``ban``; a cgroup responder: ``throttle`` and ``freeze``) and only ever
+sees decisions with one of them: validated, canonical targets (address targets for
+``ban``, workload targets for ``throttle`` / ``freeze``) that passed the allowlist,
+never simulated ones. Its factory is called as ``factory(config, clock=...,
+commands=...)``; ``commands`` is the shared :class:`~aisentinel.commands.CommandRunner`
+(argument lists, timeouts, captured output, never a shell), so tests inject a fake.
 """
 
 from __future__ import annotations
@@ -17,13 +33,14 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from aisentinel.clock import Clock
+from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.configtypes import StrictModel
-from aisentinel.events import Decision
+from aisentinel.events import Action, Decision
 from aisentinel.registry import Registry
 
 
 class ResponderError(Exception):
-    """An enforcement step failed; the runner retries it."""
+    """An enforcement step failed; the worker retries it."""
 
 
 class ResponderConfigBase(StrictModel):
@@ -44,26 +61,44 @@ class Responder(ABC):
     """An enforcement backend. Register subclasses in ``REGISTRY``."""
 
     name: ClassVar[str]
+    handles: ClassVar[frozenset[Action]] = frozenset({Action.BAN})
+    """The actions this responder enforces; decisions with others never reach it."""
 
-    def __init__(self, config: ResponderConfigBase, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: ResponderConfigBase,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.commands: CommandRunner = commands if commands is not None else SubprocessRunner()
 
     @abstractmethod
-    def add(self, decision: Decision) -> None:
-        """Enforce a ban (``decision.action`` is BAN, ``target`` validated, TTL set)."""
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        """Stage the enforcement of ``decisions`` (each with a target, a TTL and an
+        action in :attr:`handles`)."""
 
     @abstractmethod
-    def delete(self, target: str) -> None:
-        """Lift the ban on ``target``; lifting an absent ban is not an error."""
+    def delete_many(self, decisions: Sequence[Decision]) -> None:
+        """Stage lifting the enforcements ``decisions`` made; lifting an absent one is
+        not an error."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Apply what was staged since the last commit, as one transaction."""
 
     @abstractmethod
     def reconcile(self, active: Sequence[Decision]) -> None:
-        """Make the backend hold exactly ``active`` bans (add missing, drop stale)."""
+        """Make the backend hold exactly ``active`` (add missing, drop stale), at once."""
 
     @abstractmethod
     def health(self) -> ResponderHealth:
         """Whether the backend works now."""
+
+    def discard(self) -> None:  # noqa: B027 - optional hook, empty by default
+        """Forget what was staged and not committed (the batch failed; it is retried)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources at shutdown (bans stay: they carry their own timeouts)."""

@@ -2,7 +2,9 @@
 
 Useful to try a configuration on a live host, and in tests and demos: every
 operation is logged and kept in a bounded in-memory list (:attr:`DryRunResponder.actions`),
-and the bans it would hold are tracked so ``reconcile`` reports a true difference.
+every committed batch in :attr:`DryRunResponder.batches`, and what it would hold is
+tracked so ``reconcile`` reports a true difference. It handles every enforcing
+action: bans of addresses, throttles and freezes of workloads.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import structlog
 from pydantic import Field
 
 from aisentinel.clock import Clock
+from aisentinel.commands import CommandRunner
 from aisentinel.configtypes import format_duration
-from aisentinel.events import Decision
+from aisentinel.events import ENFORCING, Decision
 from aisentinel.responders.base import (
     REGISTRY,
     Responder,
@@ -31,7 +34,7 @@ class DryRunConfig(ResponderConfigBase):
     """``[responders.dryrun]``."""
 
     keep: int = Field(default=10_000, ge=1, le=1_000_000)
-    """How many recent actions :attr:`DryRunResponder.actions` keeps; 1-1,000,000."""
+    """How many recent actions (and batches) are kept in memory; 1-1,000,000."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,41 +45,81 @@ class DryRunAction:
     text: str
 
 
+@dataclass(frozen=True, slots=True)
+class DryRunBatch:
+    """One committed batch: the target texts added and deleted, in order."""
+
+    ts: float
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+
+
 class DryRunResponder(Responder):
     """Records ``ban 203.0.113.7 for 1h (ssh_bruteforce)``-style entries; always healthy."""
 
     name = "dryrun"
+    handles = ENFORCING
 
-    def __init__(self, config: DryRunConfig, clock: Clock) -> None:
-        super().__init__(config, clock)
+    def __init__(
+        self, config: DryRunConfig, *, clock: Clock, commands: CommandRunner | None = None
+    ) -> None:
+        super().__init__(config, clock=clock, commands=commands)
         self.actions: deque[DryRunAction] = deque(maxlen=config.keep)
+        self.batches: deque[DryRunBatch] = deque(maxlen=config.keep)
         self.banned: dict[str, Decision] = {}
-        """What the backend would hold now, by target."""
+        """What the backend would hold now, by target text."""
+        self._adds: list[Decision] = []
+        self._deletes: list[Decision] = []
 
-    def add(self, decision: Decision) -> None:
-        target = decision.target or "?"
-        ttl = format_duration(decision.ttl) if decision.ttl is not None else "ever"
-        self.banned[target] = decision
-        self._note(f"ban {target} for {ttl} ({decision.detector})")
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        self._adds.extend(decisions)
 
-    def delete(self, target: str) -> None:
-        present = self.banned.pop(target, None) is not None
-        self._note(f"unban {target}" if present else f"unban {target} (not banned)")
+    def delete_many(self, decisions: Sequence[Decision]) -> None:
+        self._deletes.extend(decisions)
+
+    def commit(self) -> None:
+        adds, deletes = self._adds, self._deletes
+        self._adds, self._deletes = [], []
+        if not adds and not deletes:
+            return
+        for decision in adds:
+            self._add(decision)
+        for decision in deletes:
+            target = decision.target.text if decision.target is not None else "?"
+            present = self.banned.pop(target, None) is not None
+            undo = f"un{decision.action.value}"
+            self._note(f"{undo} {target}" if present else f"{undo} {target} (not held)")
+        self.batches.append(
+            DryRunBatch(
+                self.clock.now(),
+                tuple(d.target.text for d in adds if d.target is not None),
+                tuple(d.target.text for d in deletes if d.target is not None),
+            )
+        )
+
+    def discard(self) -> None:
+        self._adds, self._deletes = [], []
 
     def reconcile(self, active: Sequence[Decision]) -> None:
-        wanted = {d.target: d for d in active if d.target is not None}
+        wanted = {d.target.text: d for d in active if d.target is not None}
         stale = sorted(set(self.banned) - set(wanted))
         missing = sorted(set(wanted) - set(self.banned))
         for target in stale:
             del self.banned[target]
             self._note(f"unban {target} (reconcile)")
         for target in missing:
-            self.add(wanted[target])
+            self._add(wanted[target])
         self.banned.update(wanted)
         self._note(f"reconcile: {len(wanted)} active, {len(missing)} added, {len(stale)} removed")
 
     def health(self) -> ResponderHealth:
         return ResponderHealth(ok=True, detail=f"dry run: {len(self.banned)} bans would be held")
+
+    def _add(self, decision: Decision) -> None:
+        target = decision.target.text if decision.target is not None else "?"
+        ttl = format_duration(decision.ttl) if decision.ttl is not None else "ever"
+        self.banned[target] = decision
+        self._note(f"{decision.action.value} {target} for {ttl} ({decision.detector})")
 
     def _note(self, text: str) -> None:
         self.actions.append(DryRunAction(self.clock.now(), text))

@@ -1,38 +1,61 @@
-"""Hands decisions to the responders, retrying failures with back-off.
+"""The responder worker: decisions are queued by the pipeline and enforced on a thread.
 
-The pipeline thread calls :meth:`ResponderRunner.submit` for each decision,
-:meth:`~ResponderRunner.submit_expired` for bans the engine expired,
-:meth:`~ResponderRunner.reconcile` at start and on reload, and
-:meth:`~ResponderRunner.tick` about once a second. Nothing here sleeps: a failed
-operation is queued and retried by a later ``tick`` after 1 s, 2 s, 4 s ... (capped
-at 60 s) until ``max_attempts`` attempts have failed, then given up with an error
-log. The pipeline is never blocked by a broken backend.
+The pipeline thread only enqueues (:meth:`ResponderRunner.submit` for each decision,
+:meth:`~ResponderRunner.submit_expired` for enforcements the engine ended,
+:meth:`~ResponderRunner.reconcile` at start and on reload); none of these blocks or
+calls a responder, so a slow ``nft`` or Docker call never stalls parsing or the
+watchdog heartbeat. The worker thread (:meth:`~ResponderRunner.start`) takes
+everything queued as one batch and hands each responder its share as
+``add_many`` -> ``delete_many`` -> ``commit``: one transaction per batch, as
+crowdsec's cs-firewall-bouncer does. Without the thread (tests), :meth:`tick` runs
+one such cycle on the caller's thread.
 
-Simulated decisions never reach a responder. Per target and responder only the
-newest operation is kept: a delete queued behind a failed add replaces it. A
-pending reconcile tracks the adds and deletes submitted after it, so its retry
-never undoes them.
+Failures are retried with back-off: a failed batch puts each of its operations
+back, due after 1 s, 2 s, 4 s ... (capped at 60 s) on the clock's ``monotonic()``,
+until ``max_attempts`` attempts have failed, then given up with an error log. Due
+retries join the next batch. Per target and responder only the newest operation is
+kept: a delete queued behind a failed add replaces it. A reconcile covers the adds
+and deletes queued before it and absorbs those after it (its retry never undoes
+them); a queued add whose ban expired meanwhile is dropped.
+
+The queue is bounded (``[daemon] responder_queue``). When it is full the oldest
+queued add is dropped (else the oldest operation): counted in
+``aisentinel_responder_queue_dropped_total`` and logged once per streak; the next
+reconcile (every reload, every start) restores whatever was lost. Simulated
+decisions never reach a responder, and a responder only gets the actions it
+:attr:`~aisentinel.responders.base.Responder.handles`.
+
+:meth:`collect` builds the worker's metric families at scrape time (client_python
+custom-collector style) from the state it keeps.
 """
 
 from __future__ import annotations
 
 import enum
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from aisentinel.clock import Clock
-from aisentinel.events import Action, Decision
+from aisentinel.events import Decision
 from aisentinel.responders.base import Responder, ResponderError, ResponderHealth
 
 log = structlog.get_logger(__name__)
 
+QUEUE_DEFAULT = 10_000
+"""Operations the worker's queue holds by default (``[daemon] responder_queue``)."""
+IDLE_WAIT_SECONDS = 0.5
+"""Longest the worker sleeps before it looks at its retry and health timers again."""
+
 
 class Operation(enum.StrEnum):
-    """What the runner asks of a responder (a metrics label)."""
+    """What the worker asks of a responder (a metrics label)."""
 
     ADD = "add"
     DELETE = "delete"
@@ -44,9 +67,10 @@ class ResponderStats:
     """A snapshot of one responder's numbers for metrics.
 
     ``ok``, ``failed``, ``retried`` and ``given_up`` are counters per operation
-    (``failed`` counts every failed call, first tries and retries alike);
-    ``pending`` is a gauge of queued retries; ``health`` is the last health check
-    (``None`` before the first).
+    (``failed`` counts every failed operation, first tries and retries alike);
+    ``batches`` counts commits per result (``ok``, ``failed``); ``pending`` is a
+    gauge of queued retries; ``health`` is the last health check (``None`` before
+    the first).
     """
 
     name: str
@@ -57,6 +81,7 @@ class ResponderStats:
     pending: int
     health: ResponderHealth | None
     health_checked_at: float | None
+    batches: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(slots=True)
@@ -65,8 +90,19 @@ class _Counts:
     failed: dict[Operation, int] = field(default_factory=lambda: dict.fromkeys(Operation, 0))
     retried: dict[Operation, int] = field(default_factory=lambda: dict.fromkeys(Operation, 0))
     given_up: dict[Operation, int] = field(default_factory=lambda: dict.fromkeys(Operation, 0))
+    batches: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     health: ResponderHealth | None = None
     health_checked_at: float | None = None
+
+
+@dataclass(slots=True)
+class _Item:
+    """One queued operation, for every responder."""
+
+    op: Operation
+    decision: Decision | None
+    active: tuple[Decision, ...]
+    queued_at: float
 
 
 @dataclass(slots=True)
@@ -86,18 +122,23 @@ class _Job:
         return (self.responder.name, self.target)
 
 
+def _target_text(decision: Decision) -> str:
+    return decision.target.text if decision.target is not None else ""
+
+
 def _enforceable(decision: Decision) -> bool:
-    return decision.action is Action.BAN and decision.target is not None and not decision.simulated
+    return decision.action.enforces and decision.target is not None and not decision.simulated
 
 
 class ResponderRunner:
-    """Drives a list of responders; see the module docstring for the contract.
+    """The responder worker; see the module docstring for the contract.
 
-    ``backoff`` is the delay before the first retry, doubled for each further one
-    up to ``backoff_cap``. At most ``max_pending`` retries are queued; beyond that
-    a failure is given up at once. ``health_interval`` is how often ``tick`` runs
-    the responders' health checks. Driven by one thread; :meth:`stats` may be read
-    from others.
+    ``queue_size`` bounds the operations waiting for the thread. ``backoff`` is the
+    delay before the first retry, doubled for each further one up to
+    ``backoff_cap``. At most ``max_pending`` retries are kept; beyond that a failure
+    is given up at once. ``health_interval`` is how often the responders' health is
+    checked. Thread-safe: the pipeline thread submits, the worker thread enforces,
+    the exporter reads :meth:`stats` and :meth:`collect`.
     """
 
     def __init__(
@@ -105,6 +146,7 @@ class ResponderRunner:
         responders: Sequence[Responder],
         clock: Clock,
         *,
+        queue_size: int = QUEUE_DEFAULT,
         max_attempts: int = 5,
         backoff: float = 1.0,
         backoff_cap: float = 60.0,
@@ -119,97 +161,398 @@ class ResponderRunner:
             raise ValueError("max_attempts must be at least 1")
         if backoff <= 0 or backoff_cap < backoff:
             raise ValueError("backoff must be positive and backoff_cap at least backoff")
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
         self.responders = tuple(responders)
         self.clock = clock
+        self.queue_size = queue_size
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.backoff_cap = backoff_cap
         self.max_pending = max_pending
         self.health_interval = health_interval
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._cycle_lock = threading.Lock()
+        """Held while a cycle runs, so :meth:`tick` and the thread never overlap."""
+        self._queue: deque[_Item] = deque()
+        self._busy = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
         self._pending: dict[tuple[str, str | None], _Job] = {}
         self._counts = {r.name: _Counts() for r in self.responders}
         self._next_health: float | None = None
         self._skipped_simulated = 0
-        self._lock = threading.Lock()
+        self._dropped = 0
+        self._streak = 0
+        """Operations dropped since the queue was last found with room (0: no streak)."""
 
     # ------------------------------------------------------------------ submitting
 
     def submit(self, decision: Decision) -> None:
-        """Enforce a BAN on every responder; other actions and simulated bans are ignored."""
-        if decision.action is Action.BAN and decision.simulated:
+        """Queue the enforcement of a ban, throttle or freeze; never blocks.
+
+        Alerts, NONE and simulated decisions are ignored (simulated ones counted).
+        """
+        if decision.simulated and decision.action.enforces:
             with self._lock:
                 self._skipped_simulated += 1
             return
-        target = decision.target
-        if target is None or not _enforceable(decision):
-            return
-        for responder in self.responders:
-            self._track_in_reconcile(responder, target, decision)
-            self._start(_Job(responder, Operation.ADD, target, decision=decision))
+        if _enforceable(decision):
+            self._enqueue(_Item(Operation.ADD, decision, (), self.clock.monotonic()))
 
     def submit_expired(self, decisions: Iterable[Decision]) -> None:
-        """Lift expired (or manually lifted) bans on every responder; skips simulated ones."""
+        """Queue lifting expired (or manually lifted) enforcements; skips simulated ones."""
+        mono = self.clock.monotonic()
         for decision in decisions:
-            target = decision.target
-            if target is None or not _enforceable(decision):
-                continue
-            for responder in self.responders:
-                self._track_in_reconcile(responder, target, None)
-                self._start(_Job(responder, Operation.DELETE, target, decision=decision))
+            if _enforceable(decision):
+                self._enqueue(_Item(Operation.DELETE, decision, (), mono))
 
     def reconcile(self, active: Iterable[Decision]) -> None:
-        """Make every responder hold exactly the enforceable bans in ``active``.
+        """Queue making every responder hold exactly the enforceable decisions in ``active``.
 
-        It replaces the responder's queued adds and deletes (the reconcile covers
-        them). Bans that expire while a reconcile waits for its retry are left out
-        of the retry.
+        It replaces the responder's earlier queued adds, deletes and retries (the
+        reconcile covers them). Enforcements that expire while a reconcile waits for
+        its retry are left out of the retry.
         """
         now = self.clock.now()
-        wanted = {
-            d.target: d
-            for d in active
-            if _enforceable(d) and d.target is not None and (d.expires_at or 0.0) > now
-        }
-        for responder in self.responders:
-            with self._lock:
-                for key in [k for k in self._pending if k[0] == responder.name]:
-                    del self._pending[key]
-            self._start(_Job(responder, Operation.RECONCILE, None, active=dict(wanted)))
+        wanted = tuple(d for d in active if _enforceable(d) and (d.expires_at or 0.0) > now)
+        self._enqueue(_Item(Operation.RECONCILE, None, wanted, self.clock.monotonic()))
 
-    # ------------------------------------------------------------------ driving
+    def _enqueue(self, item: _Item) -> None:
+        with self._wake:
+            if len(self._queue) >= self.queue_size:
+                self._drop_oldest()
+            elif self._streak:
+                log.info("responder queue has room again", dropped=self._streak)
+                self._streak = 0
+            self._queue.append(item)
+            self._wake.notify_all()
+
+    def _drop_oldest(self) -> None:
+        """Make room (lock held): the oldest queued add goes, else the oldest operation."""
+        queue = self._queue
+        at = next((i for i, it in enumerate(queue) if it.op is Operation.ADD), 0)
+        dropped = queue[at]
+        del queue[at]
+        self._dropped += 1
+        self._streak += 1
+        if self._streak == 1:
+            log.error(
+                "responder queue full; the oldest queued operations are dropped (counted in "
+                "aisentinel_responder_queue_dropped_total) until the responders catch up",
+                queue_size=self.queue_size,
+                operation=dropped.op.value,
+            )
+
+    # ------------------------------------------------------------------ the thread
+
+    def start(self) -> None:
+        """Start the worker thread (once); from then on it enforces what is queued."""
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._stopping = False
+            self._thread = threading.Thread(
+                target=self._run, name="aisentinel-responders", daemon=True
+            )
+            self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        """Whether the worker thread is alive."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stopping and not self._timers_due():
+                    self._wake.wait(self._idle_wait())
+                if self._stopping and not self._queue:
+                    return
+            try:
+                self.tick()
+            except Exception:  # a bug here must not kill enforcement for good
+                log.exception("responder worker cycle failed")
+
+    def _timers_due(self) -> bool:
+        """Whether a retry or a health check is due (lock held)."""
+        mono = self.clock.monotonic()
+        if self._next_health is None or mono >= self._next_health:
+            return True
+        return any(job.due <= mono for job in self._pending.values())
+
+    def _idle_wait(self) -> float:
+        """Seconds to sleep before the next timer (lock held), at most IDLE_WAIT_SECONDS."""
+        mono = self.clock.monotonic()
+        dues = [job.due for job in self._pending.values()]
+        if self._next_health is not None:
+            dues.append(self._next_health)
+        if not dues:
+            return IDLE_WAIT_SECONDS
+        return min(max(min(dues) - mono, 0.01), IDLE_WAIT_SECONDS)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds until everything queued has been tried.
+
+        Retries scheduled for later do not count. Without the thread, runs one cycle
+        here. Returns whether the queue was emptied and no batch is in flight.
+        """
+        if not self.running:
+            self.tick()
+            with self._lock:
+                return not self._queue
+        deadline = time.monotonic() + timeout
+        with self._wake:
+            while self._queue or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._wake.wait(left)
+        return True
+
+    def close(self, timeout: float = 1.0) -> None:
+        """Stop the thread (waiting up to ``timeout`` seconds) and close every responder.
+
+        Queued operations and retries still waiting are dropped with a warning. When
+        the thread is stuck in a responder call, the responders are left as they are
+        (the thread is a daemon thread and ends with the process).
+        """
+        thread = self._thread
+        with self._wake:
+            self._stopping = True
+            dropped = len(self._queue)
+            self._queue.clear()
+            self._wake.notify_all()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.error(
+                    "responder worker still busy in a responder call at shutdown; left behind",
+                    waited_seconds=timeout,
+                )
+                return
+        with self._lock:
+            dropped += len(self._pending)
+            self._pending.clear()
+        if dropped:
+            log.warning("responder operations dropped at shutdown", count=dropped)
+        for responder in self.responders:
+            try:
+                responder.close()
+            except Exception:  # one failing close must not stop the others
+                log.exception("responder close failed", responder=responder.name)
+
+    # ------------------------------------------------------------------ one cycle
 
     def tick(self, now: float | None = None) -> int:
-        """Retry the operations that are due; returns how many were tried.
+        """Run one cycle: the queued operations and the due retries as one batch per
+        responder, then the health checks if due. Returns how many operations were tried.
 
         ``now`` is wall-clock epoch seconds (default: the clock's ``now()``); it
-        decides which queued bans have expired meanwhile. Retry delays and the
-        health-check interval run on the clock's ``monotonic()``, so a wall-clock
-        jump neither stalls nor floods the retries.
+        decides which queued enforcements expired meanwhile. Retry delays and the
+        health interval run on the clock's ``monotonic()``, so a wall-clock jump
+        neither stalls nor floods the retries. The worker thread calls it; call it
+        directly only when the thread is not started.
         """
+        with self._cycle_lock:
+            with self._lock:
+                items = list(self._queue)
+                self._queue.clear()
+                self._busy = True
+            try:
+                return self._cycle(items, self.clock.now() if now is None else now)
+            finally:
+                with self._wake:
+                    self._busy = False
+                    self._wake.notify_all()
+
+    def _cycle(self, items: list[_Item], wall: float) -> int:
+        batches: dict[str, dict[str | None, _Job]] = {r.name: {} for r in self.responders}
+        for item in items:
+            for responder in self.responders:
+                self._fold(batches[responder.name], responder, item)
         mono = self.clock.monotonic()
-        wall = self.clock.now() if now is None else now
         with self._lock:
-            due = sorted(
-                (job for job in self._pending.values() if job.due <= mono), key=lambda j: j.due
-            )
+            due = sorted((j for j in self._pending.values() if j.due <= mono), key=lambda j: j.due)
             for job in due:
                 del self._pending[job.key]
         for job in due:
             decision = job.decision
             if job.op is Operation.ADD and decision and (decision.expires_at or 0.0) <= wall:
                 log.info(
-                    "retry dropped: the ban expired meanwhile",
+                    "retry dropped: the enforcement expired meanwhile",
                     responder=job.responder.name,
                     target=job.target,
                 )
                 continue
             if job.op is Operation.RECONCILE:
                 job.active = {t: d for t, d in job.active.items() if (d.expires_at or 0.0) > wall}
-            self._attempt(job)
+            batches[job.responder.name].setdefault(job.target, job)
+        tried = 0
+        for responder in self.responders:
+            jobs = list(batches[responder.name].values())
+            tried += len(jobs)
+            if jobs:
+                self._apply(responder, jobs)
         if self._next_health is None or mono >= self._next_health:
             self._next_health = mono + self.health_interval
             self.check_health()
-        return len(due)
+        return tried
+
+    def _fold(self, batch: dict[str | None, _Job], responder: Responder, item: _Item) -> None:
+        """Add ``item`` to one responder's batch: newest per target wins, a reconcile
+        replaces what came before it and absorbs what comes after."""
+        name = responder.name
+        if item.op is Operation.RECONCILE:
+            with self._lock:
+                for stale in [k for k in self._pending if k[0] == name]:
+                    del self._pending[stale]
+            batch.clear()
+            active = {
+                d.target.text: d
+                for d in item.active
+                if d.target is not None and d.action in responder.handles
+            }
+            batch[None] = _Job(responder, Operation.RECONCILE, None, active=active)
+            return
+        decision = item.decision
+        if decision is None or decision.target is None or decision.action not in responder.handles:
+            return
+        key = decision.target.text
+        with self._lock:
+            self._pending.pop((name, key), None)
+            waiting = self._pending.get((name, None))
+        for job in (batch.get(None), waiting):
+            if job is not None:  # a reconcile: keep its snapshot current instead
+                if item.op is Operation.ADD:
+                    job.active[key] = decision
+                else:
+                    job.active.pop(key, None)
+        if None in batch:
+            return
+        batch.pop(key, None)
+        batch[key] = _Job(responder, item.op, key, decision=decision)
+
+    def _apply(self, responder: Responder, jobs: list[_Job]) -> None:
+        for job in jobs:
+            if job.op is Operation.RECONCILE:
+                active = sorted(
+                    job.active.values(), key=lambda d: d.target.text if d.target else ""
+                )
+                self._settle(responder, [job], self._call(responder, job.op, [job], active))
+        adds = [j for j in jobs if j.op is Operation.ADD]
+        deletes = [j for j in jobs if j.op is Operation.DELETE]
+        if not adds and not deletes:
+            return
+        error = self._call(responder, Operation.ADD, [*adds, *deletes], (), deletes=deletes)
+        with self._lock:
+            self._counts[responder.name].batches["ok" if error is None else "failed"] += 1
+        self._settle(responder, [*adds, *deletes], error)
+
+    def _call(
+        self,
+        responder: Responder,
+        op: Operation,
+        jobs: list[_Job],
+        active: Sequence[Decision],
+        *,
+        deletes: Sequence[_Job] = (),
+    ) -> str | None:
+        """One transaction on ``responder``; ``None`` on success, else why it failed.
+
+        For adds and deletes: ``add_many``, ``delete_many``, ``commit`` (``discard``
+        after a failure). Never raises.
+        """
+        try:
+            if op is Operation.RECONCILE:
+                responder.reconcile(active)
+            else:
+                adds = [j.decision for j in jobs if j.op is Operation.ADD and j.decision]
+                if adds:
+                    responder.add_many(adds)
+                gone = [j.decision for j in deletes if j.decision is not None]
+                if gone:
+                    responder.delete_many(gone)
+                responder.commit()
+        except ResponderError as exc:
+            self._discard(responder, op)
+            return str(exc)
+        except Exception as exc:  # a bug in one backend must not stop the others
+            log.exception(
+                "responder raised unexpectedly",
+                responder=responder.name,
+                operation=op.value if op is Operation.RECONCILE else "batch",
+            )
+            self._discard(responder, op)
+            return f"{type(exc).__name__}: {exc}"
+        return None
+
+    @staticmethod
+    def _discard(responder: Responder, op: Operation) -> None:
+        if op is Operation.RECONCILE:
+            return
+        try:
+            responder.discard()
+        except Exception:
+            log.exception("responder discard failed", responder=responder.name)
+
+    def _settle(self, responder: Responder, jobs: list[_Job], error: str | None) -> None:
+        """Count the outcome of one transaction for its jobs; schedule retries."""
+        counts = self._counts[responder.name]
+        given_up: list[tuple[_Job, str]] = []
+        recovered: list[_Job] = []
+        with self._lock:
+            for job in jobs:
+                if job.attempts:
+                    counts.retried[job.op] += 1
+                job.attempts += 1
+                if error is None:
+                    counts.ok[job.op] += 1
+                    if job.attempts > 1:
+                        recovered.append(job)
+                    continue
+                counts.failed[job.op] += 1
+                full = len(self._pending) >= self.max_pending
+                if job.attempts < self.max_attempts and not full:
+                    job.due = self.clock.monotonic() + self._delay(job.attempts)
+                    self._pending[job.key] = job
+                    continue
+                counts.given_up[job.op] += 1
+                given_up.append((job, "retry queue full" if full else "too many failures"))
+        if error is not None:
+            log.warning(
+                "responder operation failed",
+                responder=responder.name,
+                operations=len(jobs),
+                operation=jobs[0].op.value if len(jobs) == 1 else "batch",
+                target=jobs[0].target if len(jobs) == 1 else None,
+                attempt=max(j.attempts for j in jobs),
+                error=error,
+            )
+        for job in recovered:
+            log.info(
+                "responder operation succeeded on retry",
+                responder=responder.name,
+                operation=job.op.value,
+                target=job.target,
+                attempts=job.attempts,
+            )
+        for job, why in given_up:
+            log.error(
+                "responder operation given up",
+                responder=responder.name,
+                operation=job.op.value,
+                target=job.target,
+                attempts=job.attempts,
+                reason=why,
+            )
+
+    def _delay(self, failures: int) -> float:
+        return min(self.backoff * 2.0 ** min(failures - 1, 62), self.backoff_cap)
+
+    # ------------------------------------------------------------------ health, stats
 
     def check_health(self) -> dict[str, ResponderHealth]:
         """Ask every responder for its health now; a raising check counts as unhealthy."""
@@ -217,7 +560,7 @@ class ResponderRunner:
         for responder in self.responders:
             try:
                 health = responder.health()
-            except Exception as exc:  # noqa: BLE001 - a broken check is itself ill health
+            except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
                 health = ResponderHealth(ok=False, detail=f"health check raised: {exc}")
             counts = self._counts[responder.name]
             if counts.health is not None and counts.health.ok != health.ok:
@@ -238,6 +581,19 @@ class ResponderRunner:
         with self._lock:
             return len(self._pending)
 
+    def queued(self) -> tuple[int, float]:
+        """Operations queued for the thread, and the age in seconds of the oldest (0 if none)."""
+        with self._lock:
+            depth = len(self._queue)
+            oldest = self._queue[0].queued_at if self._queue else None
+        return depth, 0.0 if oldest is None else max(0.0, self.clock.monotonic() - oldest)
+
+    @property
+    def dropped(self) -> int:
+        """Queued operations dropped because the queue was full."""
+        with self._lock:
+            return self._dropped
+
     def stats(self) -> list[ResponderStats]:
         """One snapshot per responder, in the order they were given."""
         with self._lock:
@@ -254,6 +610,7 @@ class ResponderRunner:
                     pending=waiting.get(r.name, 0),
                     health=c.health,
                     health_checked_at=c.health_checked_at,
+                    batches=MappingProxyType(dict(c.batches)),
                 )
                 for r in self.responders
                 for c in (self._counts[r.name],)
@@ -261,106 +618,61 @@ class ResponderRunner:
 
     @property
     def skipped_simulated(self) -> int:
-        """Simulated bans that were submitted and, as they should be, not enforced."""
+        """Simulated enforcements that were submitted and, as they should be, not enforced."""
         with self._lock:
             return self._skipped_simulated
 
-    def close(self) -> None:
-        """Close every responder; queued retries are dropped with a warning."""
-        with self._lock:
-            dropped = len(self._pending)
-            self._pending.clear()
-        if dropped:
-            log.warning("responder retries dropped at shutdown", count=dropped)
-        for responder in self.responders:
-            try:
-                responder.close()
-            except Exception:  # one failing close must not stop the others
-                log.exception("responder close failed", responder=responder.name)
-
-    # ------------------------------------------------------------------ internals
-
-    def _track_in_reconcile(self, responder: Responder, target: str, ban: Decision | None) -> None:
-        """Keep a pending reconcile's snapshot current with a newer add or delete."""
-        with self._lock:
-            job = self._pending.get((responder.name, None))
-            if job is None:
-                return
-            if ban is None:
-                job.active.pop(target, None)
-            else:
-                job.active[target] = ban
-
-    def _start(self, job: _Job) -> None:
-        with self._lock:
-            self._pending.pop(job.key, None)
-        self._attempt(job)
-
-    def _attempt(self, job: _Job) -> None:
-        counts = self._counts[job.responder.name]
-        if job.attempts:
-            with self._lock:
-                counts.retried[job.op] += 1
-        job.attempts += 1
-        if self._call(job):
-            with self._lock:
-                counts.ok[job.op] += 1
-            if job.attempts > 1:
-                log.info(
-                    "responder operation succeeded on retry",
-                    responder=job.responder.name,
-                    operation=job.op.value,
-                    target=job.target,
-                    attempts=job.attempts,
-                )
-            return
-        with self._lock:
-            counts.failed[job.op] += 1
-            full = len(self._pending) >= self.max_pending
-            if job.attempts < self.max_attempts and not full:
-                job.due = self.clock.monotonic() + self._delay(job.attempts)
-                self._pending[job.key] = job
-                return
-            counts.given_up[job.op] += 1
-        log.error(
-            "responder operation given up",
-            responder=job.responder.name,
-            operation=job.op.value,
-            target=job.target,
-            attempts=job.attempts,
-            reason="retry queue full" if full else "too many failures",
+    def collect(self) -> Iterator[Metric]:
+        """The worker's metric families, built now from the state it keeps."""
+        ops = CounterMetricFamily(
+            "aisentinel_responder_operations",
+            "Responder calls, per responder, operation and result (ok, failed, retried, given_up).",
+            labels=["responder", "operation", "result"],
         )
-
-    def _delay(self, failures: int) -> float:
-        return min(self.backoff * 2.0 ** min(failures - 1, 62), self.backoff_cap)
-
-    def _call(self, job: _Job) -> bool:
-        """Run the job's operation once; ``True`` on success. Never raises."""
-        responder = job.responder
-        try:
-            if job.op is Operation.ADD and job.decision is not None:
-                responder.add(job.decision)
-            elif job.op is Operation.DELETE and job.target is not None:
-                responder.delete(job.target)
-            elif job.op is Operation.RECONCILE:
-                responder.reconcile(sorted(job.active.values(), key=lambda d: d.target or ""))
-        except ResponderError as exc:
-            log.warning(
-                "responder operation failed",
-                responder=responder.name,
-                operation=job.op.value,
-                target=job.target,
-                attempt=job.attempts,
-                error=str(exc),
-            )
-            return False
-        except Exception:  # a bug in one backend must not stop the pipeline
-            log.exception(
-                "responder operation raised unexpectedly",
-                responder=responder.name,
-                operation=job.op.value,
-                target=job.target,
-                attempt=job.attempts,
-            )
-            return False
-        return True
+        batches = CounterMetricFamily(
+            "aisentinel_responder_batches",
+            "Add/delete batches committed, per responder and result (ok, failed).",
+            labels=["responder", "result"],
+        )
+        pending = GaugeMetricFamily(
+            "aisentinel_responder_pending_retries",
+            "Failed operations queued for retry.",
+            labels=["responder"],
+        )
+        up = GaugeMetricFamily(
+            "aisentinel_responder_up",
+            "1 when the responder's last health check passed.",
+            labels=["responder"],
+        )
+        for st in self.stats():
+            for result, table in (
+                ("ok", st.ok),
+                ("failed", st.failed),
+                ("retried", st.retried),
+                ("given_up", st.given_up),
+            ):
+                for op, n in table.items():
+                    ops.add_metric([st.name, op.value, result], n)
+            for result, n in st.batches.items():
+                batches.add_metric([st.name, result], n)
+            pending.add_metric([st.name], st.pending)
+            up.add_metric([st.name], 1 if st.health is None or st.health.ok else 0)
+        yield from (ops, batches, pending, up)
+        depth, age = self.queued()
+        queue = GaugeMetricFamily(
+            "aisentinel_responder_queue_depth",
+            "Decisions queued for the responder worker thread.",
+        )
+        queue.add_metric([], depth)
+        oldest = GaugeMetricFamily(
+            "aisentinel_responder_queue_oldest_seconds",
+            "Age of the oldest queued decision (0 when the queue is empty).",
+        )
+        oldest.add_metric([], age)
+        dropped = CounterMetricFamily(
+            "aisentinel_responder_queue_dropped",
+            "Queued operations dropped because the queue was full (the next reconcile "
+            "restores them).",
+        )
+        dropped.add_metric([], self.dropped)
+        yield from (queue, oldest, dropped)

@@ -1,7 +1,7 @@
 """What a check is, and the registry of checks by id.
 
 A check is a plain function ``(AuditContext) -> Verdict``. It may raise
-:class:`CannotCheckError` (or let a :class:`~aisentinel.audit.runner.CommandError`,
+:class:`CannotCheckError` (or let a :class:`~aisentinel.commands.CommandError`,
 :class:`~aisentinel.audit.sockets.ProcNetError` or
 :class:`~aisentinel.audit.context.DockerUnavailableError` escape): the engine turns
 those into an ``unknown`` result carrying the reason, so a check that could not

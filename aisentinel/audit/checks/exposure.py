@@ -15,9 +15,9 @@ from aisentinel.audit.checks.firewall import firewall_state
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.fwstate import Reach
 from aisentinel.audit.model import Status
-from aisentinel.audit.runner import CommandError
 from aisentinel.audit.sockets import ListeningSocket, is_lan, listening_sockets
 from aisentinel.audit.units import systemd_absent, unit_environment
+from aisentinel.commands import CommandError
 
 
 def all_listeners(ctx: AuditContext) -> list[ListeningSocket]:

@@ -11,7 +11,7 @@ import re
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import Status
-from aisentinel.audit.runner import ToolMissingError
+from aisentinel.commands import ToolMissingError
 
 FIX = (
     "apt install fail2ban, then /etc/fail2ban/jail.d/ai-server.local:\n"

@@ -21,7 +21,7 @@ from aisentinel.audit.fwstate import (
     parse_ufw_status,
 )
 from aisentinel.audit.model import Status
-from aisentinel.audit.runner import CommandError
+from aisentinel.commands import CommandError
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import Status
-from aisentinel.audit.runner import CommandError
 from aisentinel.audit.units import systemd_absent, unit_limits
+from aisentinel.commands import CommandError
 
 _UNLIMITED = ("", "infinity")
 

@@ -1,11 +1,16 @@
-"""Running the host tools the checks read (``nft``, ``nginx -T``, ``sshd -T`` ...).
+"""Running host programs: the one command runner shared by the audit and the responders.
 
-:class:`CommandRunner` is the contract: ``run(argv, timeout=...)`` runs one program
-with an argument list (never a shell) and returns its exit status and output; a
-non-zero exit is *not* an error (checks read it). It raises :class:`CommandError`
-when the program could not give an answer at all: :class:`ToolMissingError` (not
-installed), :class:`CommandTimeoutError`, or a plain :class:`CommandError` (no
-permission to execute, OS error). Checks turn those into ``unknown``.
+The audit reads tools (``nft list ruleset``, ``nginx -T``, ``sshd -T`` ...) and the
+responders drive them (``nft -f -`` with a batch on stdin). Both get a
+:class:`CommandRunner` handed in, so tests inject a :class:`FakeRunner`.
+
+:class:`CommandRunner` is the contract: ``run(argv, timeout=..., input=...)`` runs one
+program with an argument list (never a shell), optionally feeding ``input`` on its
+stdin, and returns its exit status and captured output; a non-zero exit is *not* an
+error (callers read it; :meth:`CommandResult.message` words it). It raises
+:class:`CommandError` when the program could not give an answer at all:
+:class:`ToolMissingError` (not installed), :class:`CommandTimeoutError`, or a plain
+:class:`CommandError` (no permission to execute, OS error).
 
 :class:`SubprocessRunner` is the real one; its ``prefix`` (e.g. ``ip netns exec
 NS``) is put before every command. :class:`FakeRunner` answers from a table, for
@@ -61,8 +66,11 @@ class CommandResult:
 class CommandRunner(Protocol):
     """Runs one program; see the module docstring for the error contract."""
 
-    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
-        """Run ``argv`` (``argv[0]`` a program name or path) with a time limit in seconds."""
+    def run(
+        self, argv: Sequence[str], *, timeout: float, input: str | None = None
+    ) -> CommandResult:
+        """Run ``argv`` (``argv[0]`` a program name or path) with a time limit in seconds,
+        with ``input`` on its stdin (none: stdin is ``/dev/null``)."""
         ...
 
     def has(self, program: str) -> bool:
@@ -90,7 +98,9 @@ class SubprocessRunner:
     def has(self, program: str) -> bool:
         return find_program(program) is not None
 
-    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    def run(
+        self, argv: Sequence[str], *, timeout: float, input: str | None = None
+    ) -> CommandResult:
         if not argv:
             raise ValueError("empty command")
         path = find_program(argv[0])
@@ -109,7 +119,8 @@ class SubprocessRunner:
                 timeout=timeout,
                 check=False,
                 env=env,
-                stdin=subprocess.DEVNULL,
+                input=input,
+                stdin=None if input is not None else subprocess.DEVNULL,
             )
         except subprocess.TimeoutExpired:
             raise CommandTimeoutError(f"`{' '.join(argv)}` ran past {timeout:g}s") from None
@@ -132,6 +143,8 @@ class FakeRunner:
 
     answers: Mapping[tuple[str, ...], Answer] = field(default_factory=dict)
     calls: list[tuple[str, ...]] = field(default_factory=list)
+    inputs: list[str | None] = field(default_factory=list)
+    """What each call got on its stdin, in the order of :attr:`calls`."""
 
     @staticmethod
     def ok(
@@ -147,9 +160,12 @@ class FakeRunner:
             for key, answer in self.answers.items()
         )
 
-    def run(self, argv: Sequence[str], *, timeout: float) -> CommandResult:
+    def run(
+        self, argv: Sequence[str], *, timeout: float, input: str | None = None
+    ) -> CommandResult:
         key = tuple(argv)
         self.calls.append(key)
+        self.inputs.append(input)
         answer = self.answers.get(key)
         if answer is None:
             raise ToolMissingError(f"{argv[0]} is not installed (fake)")

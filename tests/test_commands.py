@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from aisentinel.audit.runner import (
+from aisentinel.commands import (
     CommandError,
     CommandResult,
     CommandTimeoutError,
