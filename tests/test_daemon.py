@@ -72,7 +72,7 @@ class Running:
             return str(resp.read().decode())
 
     def active(self) -> set[str]:
-        return {d.target for d in self.daemon.engine.active() if d.target}
+        return {d.target.text for d in self.daemon.engine.active() if d.target}
 
 
 @pytest.fixture

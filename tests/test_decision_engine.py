@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -12,12 +14,17 @@ from pydantic import ValidationError
 from aisentinel.clock import EventClock, FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger, ban_ttl
 from aisentinel.decisions.engine import HOST_REFRESH_SECONDS, PURGE_INTERVAL_SECONDS
-from aisentinel.events import Action, Decision, Finding, Severity
+from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
 T0 = 1_764_000_000.0
 HOUR = 3600.0
 DAY = 86400.0
 ATTACKER = "203.0.113.7"
+
+
+def text(decision: Decision) -> str:
+    """The decision's target as text ("" when it has none)."""
+    return decision.target.text if decision.target is not None else ""
 
 
 def finding(
@@ -115,7 +122,7 @@ def test_first_offence_is_a_ban_for_ban_ttl(env: Env) -> None:
     engine = env.engine()
     d = engine.decide(finding())
     assert d.action is Action.BAN
-    assert (d.target, d.ttl, d.expires_at, d.offence) == (ATTACKER, HOUR, T0 + HOUR, 1)
+    assert (text(d), d.ttl, d.expires_at, d.offence) == (ATTACKER, HOUR, T0 + HOUR, 1)
     assert d.ts == T0
     assert not d.simulated
     assert d.evidence_count == 12
@@ -129,8 +136,8 @@ def test_first_offence_is_a_ban_for_ban_ttl(env: Env) -> None:
 def test_target_is_canonical(env: Env) -> None:
     """An IPv4-mapped client is banned as its IPv4 address; IPv6 is compressed."""
     engine = env.engine()
-    assert engine.decide(finding("::ffff:203.0.113.9")).target == "203.0.113.9"
-    assert engine.decide(finding("2001:DB8:0::5")).target == "2001:db8::5"
+    assert engine.decide(finding("::ffff:203.0.113.9")).target == AddressTarget.parse("203.0.113.9")
+    assert text(engine.decide(finding("2001:DB8:0::5"))) == "2001:db8::/64"
 
 
 def test_no_client_is_an_alert(env: Env) -> None:
@@ -146,7 +153,7 @@ def test_invalid_address_is_none_and_not_recorded(env: Env) -> None:
     engine = env.engine()
     d = engine.decide(finding("evil.example"))
     assert (d.action, d.target, d.reason) == (Action.NONE, None, "invalid address 'evil.example'")
-    assert engine.ledger.counts() == {Action.BAN: 0, Action.ALERT: 0, Action.NONE: 0}
+    assert engine.ledger.counts() == dict.fromkeys(Action, 0)
 
 
 @pytest.mark.parametrize(
@@ -236,7 +243,7 @@ def test_below_ban_severity_is_alert(env: Env) -> None:
     """A finding below ``ban_severity`` is an alert about its client."""
     engine = env.engine(ban_severity="critical")
     d = engine.decide(finding(severity=Severity.HIGH))
-    assert (d.action, d.target) == (Action.ALERT, ATTACKER)
+    assert (d.action, text(d)) == (Action.ALERT, ATTACKER)
     assert d.reason == "severity high is below ban_severity critical"
     assert engine.active() == []
 
@@ -271,7 +278,7 @@ def test_repeat_offences_escalate(env: Env) -> None:
         d = engine.decide(finding())
         ttls.append((d.offence, d.ttl))
         env.clock.advance(d.ttl or 0)
-        assert [e.target for e in engine.expire()] == [ATTACKER]
+        assert [text(e) for e in engine.expire()] == [ATTACKER]
     assert ttls == [(1, HOUR), (2, 4 * HOUR), (3, 16 * HOUR)]
 
 
@@ -303,7 +310,7 @@ def test_manual_unban_lifts_and_forgives(env: Env) -> None:
     assert engine.unban(ATTACKER) is None
     d = engine.decide(finding())
     assert (d.action, d.offence) == (Action.BAN, 1)
-    with pytest.raises(ValueError, match="does not appear"):
+    with pytest.raises(ValueError, match="not an address"):
         engine.unban("nope")
 
 
@@ -390,8 +397,11 @@ def test_restored_ban_of_now_allowlisted_address_is_lifted(env: Env) -> None:
 def test_restored_garbage_target_is_dropped(env: Env) -> None:
     """A ledger row whose target is not an address does not stop the engine from starting."""
     ledger = Ledger(env.path, env.clock)
-    ledger.record(Decision(T0, Action.BAN, "not-an-ip", "x", Severity.HIGH, "r", HOUR, T0 + HOUR))
+    ledger.record(Decision(T0, Action.BAN, None, "x", Severity.HIGH, "r", HOUR, T0 + HOUR))
     ledger.close()
+    with sqlite3.connect(env.path) as db:  # what an older version or a bad edit may leave
+        db.execute("UPDATE decisions SET target = 'not-an-ip'")
+    db.close()
     engine = env.engine()
     assert engine.active() == []
     assert engine.expire() == []
@@ -444,7 +454,7 @@ def test_counters(env: Env) -> None:
     engine.decide(finding(None))
     engine.decide(finding("bad"))
     c = engine.counters()
-    assert dict(c.decisions) == {Action.BAN: 1, Action.ALERT: 1, Action.NONE: 2}
+    assert dict(c.decisions) == {**dict.fromkeys(Action, 0), Action.BAN: 1, Action.ALERT: 1, Action.NONE: 2}
     assert c.active_bans == 1
     env.clock.advance(HOUR)
     assert engine.counters().active_bans == 0
@@ -473,5 +483,5 @@ def test_refused_writes_are_counted_and_flushed_by_expire(env: Env) -> None:
     assert engine.ledger.open_bans() == []
     engine.ledger._db.execute("PRAGMA query_only = 0")
     engine.expire()
-    assert [b.target for b in engine.ledger.open_bans()] == [ATTACKER]
+    assert [text(b) for b in engine.ledger.open_bans()] == [ATTACKER]
     assert engine.ledger.failing is None

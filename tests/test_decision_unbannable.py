@@ -11,7 +11,7 @@ from aisentinel.clock import FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.allowlist import canonical_address
 from aisentinel.decisions.engine import REJECT_REASONS, unbannable
-from aisentinel.events import Action, Decision, Finding, Severity
+from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 from aisentinel.exporter import DecisionMetrics
 
 T0 = 1_764_000_000.0
@@ -128,7 +128,7 @@ def test_restored_ban_of_a_non_bannable_address_is_lifted(tmp_path: Path) -> Non
             Decision(
                 ts=T0,
                 action=Action.BAN,
-                target=target,
+                target=AddressTarget.parse(target),
                 detector="ssh_bruteforce",
                 severity=Severity.HIGH,
                 reason="old",
@@ -139,8 +139,8 @@ def test_restored_ban_of_a_non_bannable_address_is_lifted(tmp_path: Path) -> Non
         )
     ledger.close()
     engine = _engine(tmp_path)
-    assert [d.target for d in engine.expire()] == ["0.0.0.0"]
-    assert [d.target for d in engine.active()] == ["203.0.113.7"]
+    assert [d.target.text for d in engine.expire() if d.target] == ["0.0.0.0"]
+    assert [d.target.text for d in engine.active() if d.target] == ["203.0.113.7"]
 
 
 def test_exporter_family_has_one_sample_per_reason(tmp_path: Path) -> None:

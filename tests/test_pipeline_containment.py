@@ -216,7 +216,7 @@ def test_engine_raising_on_one_finding_skips_only_that_decision(
     monkeypatch.setattr(engine, "decide", decide)
     lines = [_line(0, "/find", "192.0.2.66"), _line(1, "/find", "192.0.2.7")]
     pipeline.process(LineBatch("web", "nginx-json", lines, 0.0))
-    assert [d.target for d in decided] == ["192.0.2.7"]
+    assert [d.target.text for d in decided if d.target] == ["192.0.2.7"]
     assert pipeline.event_errors == {("decide", "engine"): 1}
     assert sum(pipeline.findings.values()) == 2
 
@@ -235,7 +235,7 @@ def test_runner_raising_on_submit_keeps_the_decision_and_goes_on(
     pipeline, _ = _pipeline(tmp_path, [Counting()], runner=runner, on_decision=decided.append)
     lines = [_line(0, "/find", "192.0.2.8"), _line(1, "/find", "192.0.2.9")]
     pipeline.process(LineBatch("web", "nginx-json", lines, 0.0))
-    assert [d.target for d in decided] == ["192.0.2.8", "192.0.2.9"]
+    assert [d.target.text for d in decided if d.target] == ["192.0.2.8", "192.0.2.9"]
     assert pipeline.event_errors == {("respond", "runner"): 2}
     assert sum(pipeline.decisions.values()) == 2
 

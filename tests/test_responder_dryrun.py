@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
-from aisentinel.events import Action, Decision, Finding, Severity
+from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 from aisentinel.responders import REGISTRY, DryRunConfig, DryRunResponder, ResponderRunner
 
 T0 = 1_764_000_000.0
@@ -20,7 +20,7 @@ def ban(target: str, ttl: float = 3600.0) -> Decision:
     return Decision(
         ts=T0,
         action=Action.BAN,
-        target=target,
+        target=AddressTarget.parse(target),
         detector="ssh_bruteforce",
         severity=Severity.HIGH,
         reason="test",
@@ -52,27 +52,45 @@ def test_config_is_strict() -> None:
 
 
 def test_add_and_delete_are_recorded_and_logged(clock: FakeClock) -> None:
-    """Each operation becomes a timed, readable entry and an info log line."""
-    r = DryRunResponder(DryRunConfig(), clock)
+    """Each committed operation becomes a timed, readable entry and an info log line;
+    each commit one recorded batch; nothing happens before the commit."""
+    r = DryRunResponder(DryRunConfig(), clock=clock)
     with capture_logs() as logs:
-        r.add(ban("203.0.113.7"))
+        r.add_many([ban("203.0.113.7"), ban("2001:db8::/64")])
+        assert not r.actions
+        r.commit()
         clock.advance(5)
-        r.delete("203.0.113.7")
-        r.delete("198.51.100.1")
+        r.delete_many([ban("203.0.113.7"), ban("198.51.100.1")])
+        r.commit()
     assert [(a.ts, a.text) for a in r.actions] == [
         (T0, "ban 203.0.113.7 for 1h (ssh_bruteforce)"),
+        (T0, "ban 2001:db8::/64 for 1h (ssh_bruteforce)"),
         (T0 + 5, "unban 203.0.113.7"),
-        (T0 + 5, "unban 198.51.100.1 (not banned)"),
+        (T0 + 5, "unban 198.51.100.1 (not held)"),
     ]
     assert [e["action"] for e in logs] == [a.text for a in r.actions]
-    assert r.banned == {}
+    assert [(b.added, b.deleted) for b in r.batches] == [
+        (("203.0.113.7", "2001:db8::/64"), ()),
+        ((), ("203.0.113.7", "198.51.100.1")),
+    ]
+    assert list(r.banned) == ["2001:db8::/64"]
+
+
+def test_discard_forgets_the_staged_batch(clock: FakeClock) -> None:
+    """After ``discard`` a commit applies nothing that was staged before it."""
+    r = DryRunResponder(DryRunConfig(), clock=clock)
+    r.add_many([ban("203.0.113.7")])
+    r.discard()
+    r.commit()
+    assert (list(r.actions), list(r.batches), r.banned) == ([], [], {})
 
 
 def test_actions_are_bounded(clock: FakeClock) -> None:
     """Only the newest ``keep`` actions are kept."""
-    r = DryRunResponder(DryRunConfig(keep=3), clock)
+    r = DryRunResponder(DryRunConfig(keep=3), clock=clock)
     for i in range(10):
-        r.add(ban(f"198.51.100.{i}"))
+        r.add_many([ban(f"198.51.100.{i}")])
+        r.commit()
     assert [a.text.split()[1] for a in r.actions] == [
         "198.51.100.7",
         "198.51.100.8",
@@ -82,9 +100,9 @@ def test_actions_are_bounded(clock: FakeClock) -> None:
 
 def test_reconcile_reports_the_difference(clock: FakeClock) -> None:
     """Reconcile adds what is missing, lifts what is stale and summarises."""
-    r = DryRunResponder(DryRunConfig(), clock)
-    r.add(ban("198.51.100.1"))
-    r.add(ban("198.51.100.2"))
+    r = DryRunResponder(DryRunConfig(), clock=clock)
+    r.add_many([ban("198.51.100.1"), ban("198.51.100.2")])
+    r.commit()
     r.actions.clear()
     r.reconcile([ban("198.51.100.2"), ban("198.51.100.3", ttl=90)])
     assert [a.text for a in r.actions] == [
@@ -97,8 +115,9 @@ def test_reconcile_reports_the_difference(clock: FakeClock) -> None:
 
 def test_health_is_always_ok(clock: FakeClock) -> None:
     """The dry-run backend is always healthy and says how many bans it would hold."""
-    r = DryRunResponder(DryRunConfig(), clock)
-    r.add(ban("198.51.100.1"))
+    r = DryRunResponder(DryRunConfig(), clock=clock)
+    r.add_many([ban("198.51.100.1")])
+    r.commit()
     health = r.health()
     assert health.ok
     assert health.detail == "dry run: 1 bans would be held"
@@ -128,12 +147,15 @@ def test_engine_runner_and_dryrun_together(
         clock,
         host_addresses=list,
     )
-    responder = DryRunResponder(DryRunConfig(), clock)
+    responder = DryRunResponder(DryRunConfig(), clock=clock)
     runner = ResponderRunner([responder], clock)
     runner.reconcile(engine.active())
+    assert runner.flush(timeout=1.0)
     runner.submit(engine.decide(_finding("203.0.113.7")))
+    assert runner.flush(timeout=1.0)
     clock.advance(3600)
     runner.submit_expired(engine.expire())
+    assert runner.flush(timeout=1.0)
     texts = [a.text for a in responder.actions]
     if simulate:
         assert texts == ["reconcile: 0 active, 0 added, 0 removed"]

@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
-from aisentinel.events import Action, Decision, Severity
+from aisentinel.events import Action, AddressTarget, Decision, Severity
 from aisentinel.responders import (
     Operation,
     Responder,
@@ -27,7 +27,7 @@ def ban(target: str = "203.0.113.7", ttl: float = 3600.0, *, simulated: bool = F
     return Decision(
         ts=T0,
         action=Action.BAN,
-        target=target,
+        target=AddressTarget.parse(target),
         detector="ssh_bruteforce",
         severity=Severity.HIGH,
         reason="test",
@@ -38,17 +38,24 @@ def ban(target: str = "203.0.113.7", ttl: float = 3600.0, *, simulated: bool = F
 
 
 class Flaky(Responder):
-    """Fails its next ``failures`` calls, then works; records what succeeded."""
+    """Fails its next ``failures`` transactions, then works; records what succeeded.
+
+    ``calls`` has one entry per transaction (a commit or a reconcile) with its
+    monotonic time; ``done`` one entry per operation that was committed.
+    """
 
     name: ClassVar[str] = "flaky"
 
     def __init__(self, clock: FakeClock, failures: int = 0, name: str = "flaky") -> None:
-        super().__init__(ResponderConfigBase(), clock)
+        super().__init__(ResponderConfigBase(), clock=clock)
         self.name = name  # type: ignore[misc]
         self.failures = failures
         self.error: Exception = ResponderError("backend down")
         self.calls: list[tuple[str, object, float]] = []
         self.done: list[tuple[str, object]] = []
+        self.staged: list[tuple[str, object]] = []
+        self.commits = 0
+        self.discards = 0
         self.healthy = True
         self.closed = False
 
@@ -57,16 +64,26 @@ class Flaky(Responder):
         if self.failures > 0:
             self.failures -= 1
             raise self.error
-        self.done.append((op, arg))
 
-    def add(self, decision: Decision) -> None:
-        self._step("add", decision.target)
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        self.staged.extend(("add", text(d)) for d in decisions)
 
-    def delete(self, target: str) -> None:
-        self._step("delete", target)
+    def delete_many(self, decisions: Sequence[Decision]) -> None:
+        self.staged.extend(("delete", text(d)) for d in decisions)
+
+    def commit(self) -> None:
+        self._step("commit", list(self.staged))
+        self.commits += 1
+        self.done.extend(self.staged)
+        self.staged = []
+
+    def discard(self) -> None:
+        self.discards += 1
+        self.staged = []
 
     def reconcile(self, active: Sequence[Decision]) -> None:
-        self._step("reconcile", sorted(d.target or "" for d in active))
+        self._step("reconcile", sorted(text(d) for d in active))
+        self.done.append(("reconcile", sorted(text(d) for d in active)))
 
     def health(self) -> ResponderHealth:
         if not self.healthy:
@@ -76,6 +93,11 @@ class Flaky(Responder):
     def close(self) -> None:
         self.closed = True
         raise ResponderError("close failed")
+
+
+def text(decision: Decision) -> str:
+    """The decision's target as text."""
+    return decision.target.text if decision.target is not None else ""
 
 
 @pytest.fixture
@@ -95,8 +117,11 @@ def test_ban_reaches_every_responder(clock: FakeClock) -> None:
     a, b = Flaky(clock, name="a"), Flaky(clock, name="b")
     runner = ResponderRunner([a, b], clock)
     runner.submit(ban())
-    runner.submit(Decision(T0, Action.ALERT, "198.51.100.1", "x", Severity.LOW, "alert"))
-    runner.submit(Decision(T0, Action.NONE, "198.51.100.2", "x", Severity.LOW, "none"))
+    other = AddressTarget.parse("198.51.100.1")
+    runner.submit(Decision(T0, Action.ALERT, other, "x", Severity.LOW, "alert"))
+    runner.submit(Decision(T0, Action.NONE, other, "x", Severity.LOW, "none"))
+    assert a.done == b.done == []  # submitting only queues
+    assert runner.tick() == 2
     assert a.done == b.done == [("add", "203.0.113.7")]
     assert [s.ok[Operation.ADD] for s in runner.stats()] == [1, 1]
 
@@ -108,6 +133,7 @@ def test_simulated_decisions_never_reach_responders(clock: FakeClock) -> None:
     runner.submit(ban(simulated=True))
     runner.submit_expired([ban(simulated=True)])
     runner.reconcile([ban("198.51.100.1", simulated=True), ban("198.51.100.2")])
+    runner.tick()
     assert r.done == [("reconcile", ["198.51.100.2"])]
     assert runner.skipped_simulated == 1
 
@@ -117,6 +143,7 @@ def test_failure_is_retried_after_backoff(clock: FakeClock) -> None:
     r = Flaky(clock, failures=2)
     runner = ResponderRunner([r], clock)
     runner.submit(ban())
+    assert runner.tick() == 1
     assert runner.pending() == 1
     assert runner.tick() == 0
     run_until(runner, clock, 5)
@@ -132,6 +159,7 @@ def test_tick_with_wall_clock_now_keeps_the_backoff(clock: FakeClock) -> None:
     r = Flaky(clock, failures=1)
     runner = ResponderRunner([r], clock, backoff=5.0)
     runner.submit(ban())
+    runner.tick()
     clock.advance(1)
     assert runner.tick(clock.now()) == 0
     clock.advance(4)
@@ -144,6 +172,7 @@ def test_backoff_doubles_up_to_the_cap(clock: FakeClock) -> None:
     r = Flaky(clock, failures=100)
     runner = ResponderRunner([r], clock, max_attempts=8, backoff_cap=10.0)
     runner.submit(ban("203.0.113.7", ttl=86400))
+    runner.tick()
     run_until(runner, clock, 120)
     times = [t for _, _, t in r.calls]
     assert [b - a for a, b in itertools.pairwise(times)] == [1, 2, 4, 8, 10, 10, 10]
@@ -155,6 +184,7 @@ def test_gives_up_after_max_attempts(clock: FakeClock) -> None:
     runner = ResponderRunner([r], clock, max_attempts=3)
     with capture_logs() as logs:
         runner.submit(ban())
+        runner.tick()
         run_until(runner, clock, 30)
     assert len(r.calls) == 3
     (stats,) = runner.stats()
@@ -172,7 +202,9 @@ def test_unexpected_exceptions_are_failures_too(clock: FakeClock) -> None:
     runner = ResponderRunner([r], clock)
     with capture_logs() as logs:
         runner.submit(ban())
-    assert any(e["event"] == "responder operation raised unexpectedly" for e in logs)
+        runner.tick()
+    assert any(e["event"] == "responder raised unexpectedly" for e in logs)
+    assert r.discards == 1
     run_until(runner, clock, 2)
     assert r.done == [("add", "203.0.113.7")]
 
@@ -182,6 +214,7 @@ def test_one_broken_responder_does_not_hold_back_another(clock: FakeClock) -> No
     good, bad = Flaky(clock, name="good"), Flaky(clock, failures=1, name="bad")
     runner = ResponderRunner([bad, good], clock)
     runner.submit(ban())
+    runner.tick()
     assert good.done == [("add", "203.0.113.7")]
     assert bad.done == []
     assert [(s.name, s.pending) for s in runner.stats()] == [("bad", 1), ("good", 0)]
@@ -192,6 +225,7 @@ def test_delete_replaces_a_pending_add(clock: FakeClock) -> None:
     r = Flaky(clock, failures=1)
     runner = ResponderRunner([r], clock)
     runner.submit(ban())
+    runner.tick()
     runner.submit_expired([ban()])
     run_until(runner, clock, 10)
     assert r.done == [("delete", "203.0.113.7")]
@@ -203,6 +237,7 @@ def test_retry_of_an_expired_ban_is_dropped(clock: FakeClock) -> None:
     r = Flaky(clock, failures=1)
     runner = ResponderRunner([r], clock, backoff=5.0)
     runner.submit(ban(ttl=3))
+    runner.tick()
     run_until(runner, clock, 10)
     assert len(r.calls) == 1
     assert runner.pending() == 0
@@ -213,8 +248,10 @@ def test_reconcile_filters_and_retries_with_current_state(clock: FakeClock) -> N
     r = Flaky(clock, failures=1)
     runner = ResponderRunner([r], clock, backoff=5.0)
     runner.reconcile([ban("198.51.100.1"), ban("198.51.100.2"), ban("198.51.100.3", ttl=2)])
+    runner.tick()
     runner.submit(ban("198.51.100.9"))
     runner.submit_expired([ban("198.51.100.1")])
+    runner.tick()
     run_until(runner, clock, 6)
     assert r.done == [
         ("add", "198.51.100.9"),
@@ -228,9 +265,14 @@ def test_reconcile_replaces_queued_operations(clock: FakeClock) -> None:
     r = Flaky(clock, failures=1)
     runner = ResponderRunner([r], clock)
     runner.submit(ban("198.51.100.1"))
+    runner.tick()
+    assert runner.pending() == 1
+    runner.submit(ban("198.51.100.2"))
     runner.reconcile([ban("198.51.100.1")])
+    runner.submit(ban("198.51.100.3"))
+    runner.tick()
     assert runner.pending() == 0
-    assert r.done == [("reconcile", ["198.51.100.1"])]
+    assert r.done == [("reconcile", ["198.51.100.1", "198.51.100.3"])]
     assert runner.stats()[0].ok[Operation.RECONCILE] == 1
 
 
@@ -259,6 +301,7 @@ def test_full_retry_queue_gives_up_at_once(clock: FakeClock) -> None:
     runner = ResponderRunner([r], clock, max_pending=2)
     for i in range(3):
         runner.submit(ban(f"198.51.100.{i}"))
+        runner.tick()
     (stats,) = runner.stats()
     assert (stats.pending, stats.given_up[Operation.ADD]) == (2, 1)
 
@@ -268,7 +311,11 @@ def test_close_closes_all_and_drops_retries(clock: FakeClock) -> None:
     a, b = Flaky(clock, failures=1, name="a"), Flaky(clock, name="b")
     runner = ResponderRunner([a, b], clock)
     runner.submit(ban())
-    runner.close()
+    runner.tick()
+    runner.submit(ban("198.51.100.1"))
+    with capture_logs() as logs:
+        runner.close()
+    assert [e["count"] for e in logs if e["event"].endswith("dropped at shutdown")] == [2]
     assert a.closed
     assert b.closed
     assert runner.pending() == 0

@@ -26,7 +26,7 @@ from aisentinel.clock import FakeClock
 from aisentinel.config import load_config
 from aisentinel.daemon import Daemon
 from aisentinel.decisions.ledger import Ledger
-from aisentinel.events import Action, Decision, Severity
+from aisentinel.events import Action, AddressTarget, Decision, Severity
 from aisentinel.sdnotify import Notifier
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,7 +196,7 @@ def _read_only_state_dir(tmp: Path, mounts: list[Path]) -> Path:
         Decision(
             ts=now,
             action=Action.BAN,
-            target="203.0.113.50",
+            target=AddressTarget.parse("203.0.113.50"),
             detector="ssh_bruteforce",
             severity=Severity.HIGH,
             reason="earlier run",
