@@ -14,7 +14,6 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import Status
-from aisentinel.commands import CommandResult, FakeRunner
 from aisentinel.audit.sockets import (
     ListeningSocket,
     ProcNetError,
@@ -22,6 +21,7 @@ from aisentinel.audit.sockets import (
     parse_proc_net_tcp,
 )
 from aisentinel.audit.testing import make_context
+from aisentinel.commands import CommandResult, FakeRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 UFW = ("ufw", "status", "verbose")

@@ -24,8 +24,8 @@ from aisentinel.audit.fwstate import (
     parse_ufw_status,
 )
 from aisentinel.audit.model import Status
-from aisentinel.commands import CommandResult, FakeRunner, SubprocessRunner, ToolMissingError
 from aisentinel.audit.testing import make_context
+from aisentinel.commands import CommandResult, FakeRunner, SubprocessRunner, ToolMissingError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 UFW = ("ufw", "status", "verbose")

@@ -20,8 +20,8 @@ from aisentinel.audit.nginxconf import (
     parse_dump,
     parse_file,
 )
-from aisentinel.commands import CommandResult, FakeRunner, SubprocessRunner
 from aisentinel.audit.testing import empty_proc, make_context
+from aisentinel.commands import CommandResult, FakeRunner, SubprocessRunner
 
 CASES = Path(__file__).parent / "fixtures" / "audit" / "nginx"
 NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/sbin")

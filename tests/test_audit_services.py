@@ -9,8 +9,8 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import CheckResult, Status
-from aisentinel.commands import CommandResult, FakeRunner
 from aisentinel.audit.testing import make_context
+from aisentinel.commands import CommandResult, FakeRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 F2B = ("fail2ban-client", "status")

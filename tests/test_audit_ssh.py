@@ -10,8 +10,8 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import CheckResult, Status
-from aisentinel.commands import CommandResult, CommandTimeoutError, FakeRunner
 from aisentinel.audit.testing import empty_proc, make_context
+from aisentinel.commands import CommandResult, CommandTimeoutError, FakeRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 SSHD = ("sshd", "-T")

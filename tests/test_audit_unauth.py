@@ -15,8 +15,8 @@ from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.context import ProbeResult, UrllibProber
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import Status
-from aisentinel.commands import SubprocessRunner
 from aisentinel.audit.testing import FakeProber, make_context
+from aisentinel.commands import SubprocessRunner
 
 
 class _FakeAI(BaseHTTPRequestHandler):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -454,7 +453,12 @@ def test_counters(env: Env) -> None:
     engine.decide(finding(None))
     engine.decide(finding("bad"))
     c = engine.counters()
-    assert dict(c.decisions) == {**dict.fromkeys(Action, 0), Action.BAN: 1, Action.ALERT: 1, Action.NONE: 2}
+    assert dict(c.decisions) == {
+        **dict.fromkeys(Action, 0),
+        Action.BAN: 1,
+        Action.ALERT: 1,
+        Action.NONE: 2,
+    }
     assert c.active_bans == 1
     env.clock.advance(HOUR)
     assert engine.counters().active_bans == 0
