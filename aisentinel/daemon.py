@@ -543,7 +543,7 @@ class Daemon:
         for source in list(self.sources.values()):
             source.request_stop()  # all at once: each stops at its next batch boundary
         stopper = threading.Thread(target=self._stop_sources, name="stop-sources")
-        stop_started = time.monotonic()  # real time: systemd's stop timeout is
+        stop_started = time.monotonic()  # real time, as systemd's stop timeout
         stopper.start()
         # One batch at a time, so the deadline holds however slow the pipeline is.
         deadline = self.clock.monotonic() + STOP_DRAIN_SECONDS
@@ -573,8 +573,8 @@ class Daemon:
             self.audit.shutdown()
         # Whatever the pipeline decided last is handed on, within the stop budget
         # (systemd's TimeoutStopSec; SIGTERM must finish in under 5 s).
-        left = STOP_BUDGET_SECONDS - (time.monotonic() - stop_started)
-        if not self.runner.flush(max(0.1, left - 0.5)):
+        budget = STOP_BUDGET_SECONDS - (time.monotonic() - stop_started)
+        if not self.runner.flush(max(0.1, budget - 0.5)):
             log.warning("responder queue not flushed before exit", queued=self.runner.queued()[0])
         self.runner.close(timeout=0.3)
         self.ledger.close()
