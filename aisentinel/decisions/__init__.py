@@ -1,7 +1,8 @@
 """The decisions stage: findings become bans or alerts, bans are persisted.
 
 - :class:`DecisionsConfig`: the ``[decisions]`` table.
-- :class:`Allowlist`: addresses that are never banned (loopback, host, configured).
+- :class:`Allowlist`: addresses that are never banned (loopback, host, configured);
+  :class:`WorkloadAllowlist`: workloads never throttled or frozen.
 - :class:`DecisionEngine`: ``decide(finding) -> Decision``, active bans, expiry.
 - :class:`Ledger`: the SQLite history that survives restarts and feeds escalation.
 """
@@ -9,6 +10,7 @@
 from aisentinel.decisions.allowlist import (
     LOOPBACK,
     Allowlist,
+    WorkloadAllowlist,
     canonical_address,
     read_host_addresses,
 )
@@ -24,6 +26,7 @@ __all__ = [
     "DecisionsConfig",
     "Ledger",
     "LedgerCorruptError",
+    "WorkloadAllowlist",
     "ban_ttl",
     "canonical_address",
     "read_host_addresses",

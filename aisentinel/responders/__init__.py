@@ -1,7 +1,8 @@
-"""The responders stage: enforce bans (or pretend to), retried by the runner.
+"""The responders stage: enforce bans, throttles, freezes (or pretend to) on a worker thread.
 
 - :mod:`~aisentinel.responders.base`: the :class:`Responder` contract and ``REGISTRY``.
-- :mod:`~aisentinel.responders.runner`: :class:`ResponderRunner` (retries, back-off, stats).
+- :mod:`~aisentinel.responders.runner`: :class:`ResponderRunner`, the worker (queue, thread,
+  batches, retries, back-off, stats, ``collect()``).
 - plug-ins, one module each, registered by name: ``dryrun``.
 """
 
@@ -13,12 +14,13 @@ from aisentinel.responders.base import (
     ResponderError,
     ResponderHealth,
 )
-from aisentinel.responders.dryrun import DryRunAction, DryRunConfig, DryRunResponder
+from aisentinel.responders.dryrun import DryRunAction, DryRunBatch, DryRunConfig, DryRunResponder
 from aisentinel.responders.runner import Operation, ResponderRunner, ResponderStats
 
 __all__ = [
     "REGISTRY",
     "DryRunAction",
+    "DryRunBatch",
     "DryRunConfig",
     "DryRunResponder",
     "Operation",
