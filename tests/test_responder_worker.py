@@ -245,7 +245,7 @@ def test_slow_responder_does_not_stall_the_pipeline(tmp_path: Path, now_epoch: f
     runner = ResponderRunner([slow], clock)
     runner.start()
     pipeline = Pipeline(
-        detectors=build_detectors({}, clock), engine=engine, runner=runner, clock=clock
+        detectors=build_detectors({}), engine=engine, runner=runner, clock=clock
     )
     try:
         first = [ssh_fail(now_epoch + i, "198.51.100.10") for i in range(6)]
