@@ -244,9 +244,7 @@ def test_slow_responder_does_not_stall_the_pipeline(tmp_path: Path, now_epoch: f
     slow = Recording(clock, block=True)
     runner = ResponderRunner([slow], clock)
     runner.start()
-    pipeline = Pipeline(
-        detectors=build_detectors({}), engine=engine, runner=runner, clock=clock
-    )
+    pipeline = Pipeline(detectors=build_detectors({}), engine=engine, runner=runner, clock=clock)
     try:
         first = [ssh_fail(now_epoch + i, "198.51.100.10") for i in range(6)]
         pipeline.process(LineBatch("auth", "sshd", first, 0.0))
