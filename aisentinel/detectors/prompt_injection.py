@@ -36,7 +36,7 @@ from aisentinel.detectors.common import Threshold, Window
 from aisentinel.detectors.prompts import MEMO, PromptDetectorConfig, PromptRequests
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
-from aisentinel.guard import default_model, scan
+from aisentinel.guard import scan
 
 Score = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 """A scanner score, 0-1."""
@@ -83,9 +83,8 @@ class PromptInjectionDetector(BatchDetector):
     def __init__(self, config: PromptInjectionConfig) -> None:
         super().__init__(config)
         self._cfg = config
-        self._threshold = (
-            default_model().threshold if config.threshold is None else config.threshold
-        )
+        self._threshold = config.threshold
+        """None: the shipped model's own threshold (the model loads at the first prompt)."""
         self._requests = PromptRequests(config.paths)
         self._clients = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
         self._keys = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
