@@ -59,13 +59,15 @@ def test_parse_cgroup(cgroup: str, expected: tuple[str | None, str | None, str |
     assert parse_cgroup(cgroup) == expected
 
 
-def _fake_proc(root: Path, pid: int, *, start: int, exe: str, cgroup: str, uid: int = 0) -> None:
+def _fake_proc(
+    root: Path, pid: int, *, start: int, exe: str, cgroup: str, comm: str = "odd) name"
+) -> None:
     d = root / str(pid)
     d.mkdir(parents=True, exist_ok=True)
     fields = ["S"] + ["0"] * 18 + [str(start)] + ["0"] * 20
-    (d / "stat").write_text(f"{pid} (odd) name) {' '.join(fields)}\n")
+    (d / "stat").write_text(f"{pid} ({comm}) {' '.join(fields)}\n")
     (d / "cmdline").write_bytes(b"/tmp/.x/xmrig\0-o\0stratum+tcp://pool:3333\0")
-    (d / "status").write_text(f"Name:\txmrig\nUid:\t{uid}\t{uid}\t{uid}\t{uid}\n")
+    (d / "status").write_text("Name:\txmrig\nUid:\t0\t0\t0\t0\n")
     (d / "cgroup").write_text(cgroup)
     if (d / "exe").is_symlink():
         (d / "exe").unlink()
@@ -104,7 +106,7 @@ def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
         "x",
     )
     assert calls == [CID]
-    _fake_proc(tmp_path, 4242, start=200, exe="/tmp/miner", cgroup="0::/\n")  # exec'd
+    _fake_proc(tmp_path, 4242, start=200, exe="/tmp/miner", cgroup="0::/\n", comm="miner")
     exec_d = attributor.attribute(4242)
     assert exec_d is not None
     assert (exec_d.exe, exec_d.container_id) == ("/tmp/miner", None)

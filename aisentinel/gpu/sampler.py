@@ -25,7 +25,7 @@ from typing import Any, Final
 import structlog
 
 from aisentinel.clock import Clock
-from aisentinel.events import GpuProcessSample, GpuSample
+from aisentinel.events import GpuProcessSample, GpuSample, ProcessAttribution
 from aisentinel.gpu import nvml
 from aisentinel.gpu.attribution import ProcessAttributor
 from aisentinel.gpu.nvml import NVMLError, error_code, error_name, pynvml
@@ -119,6 +119,7 @@ class GpuSampler:
         self._initialised = False
         self._devices: list[_Device] = []
         self._lost_indices: set[int] = set()
+        self._round: dict[int, ProcessAttribution | None] = {}  # this sample's attributions
         self._identity: dict[int, tuple[str, str, str | None]] = {}  # index -> uuid, name, bus
         self.state = GpuState.STOPPED
         self.reason = "not started"
@@ -227,6 +228,7 @@ class GpuSampler:
                 return GpuReading(ts, self.state, self.reason)
         gpus: list[GpuSample] = []
         pids: set[int] = set()
+        self._round.clear()
         for dev in self._devices:
             if not dev.lost:
                 try:
@@ -314,8 +316,11 @@ class GpuSampler:
             )
         )
         throttle: Any = None
-        if dev.event_reasons:
-            throttle = self._call(dev, "event_reasons", p.nvmlDeviceGetCurrentClocksEventReasons, h)
+        event_reasons = getattr(p, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if event_reasons is None:  # pynvml older than the 535 drivers' rename
+            dev.event_reasons = False
+        if dev.event_reasons and event_reasons is not None:
+            throttle = self._call(dev, "event_reasons", event_reasons, h)
             if throttle is None and "event_reasons" in dev.unsupported:
                 dev.event_reasons = False
         if not dev.event_reasons:
@@ -366,7 +371,7 @@ class GpuSampler:
         if not procs:
             return ()
         util = self._process_util(dev)
-        attribute = self._attributor.attribute if self._attributor is not None else None
+        attribute = self._attribute if self._attributor is not None else None
         out = []
         for pid, (kind, used) in procs.items():
             sm, mem = util.get(pid, (0.0, 0.0)) if util is not None else (None, None)
@@ -384,6 +389,15 @@ class GpuSampler:
             )
         return tuple(out)
 
+    def _attribute(self, pid: int) -> ProcessAttribution | None:
+        """Once per pid per sample, however many GPUs it is on."""
+        memo = self._round
+        if pid in memo:
+            return memo[pid]
+        attributor = self._attributor
+        found = memo[pid] = attributor.attribute(pid) if attributor is not None else None
+        return found
+
     def _process_util(self, dev: _Device) -> dict[int, tuple[float, float]] | None:
         """pid -> (SM, memory) utilization since the last call; None if unsupported."""
         what = "process_utilization"
@@ -397,13 +411,18 @@ class GpuSampler:
                 return {}
             self._failed(dev, what, code)
             return None
-        latest: dict[int, Any] = {}
-        for s in samples:
-            seen = latest.get(s.pid)
-            if seen is None or s.timeStamp >= seen.timeStamp:
-                latest[s.pid] = s
-            dev.last_util_ts = max(dev.last_util_ts, s.timeStamp)
-        return {pid: (s.smUtil / 100.0, s.memUtil / 100.0) for pid, s in latest.items()}
+        # Each field read of a pynvml struct costs a Python __getattribute__: read once.
+        latest: dict[int, tuple[int, float, float]] = {}
+        newest = dev.last_util_ts
+        for sample in samples:
+            pid = sample.pid
+            stamp = sample.timeStamp
+            seen = latest.get(pid)
+            if seen is None or stamp >= seen[0]:
+                latest[pid] = (stamp, sample.smUtil / 100.0, sample.memUtil / 100.0)
+            newest = max(newest, stamp)
+        dev.last_util_ts = newest
+        return {pid: (sm, mem) for pid, (_, sm, mem) in latest.items()}
 
 
 def _lost_sample(dev: _Device, ts: float) -> GpuSample:
