@@ -295,3 +295,66 @@ def test_daemon_style_subprocess_uses_the_fake(fake_nvml_lib: Path, fake_nvml: P
     result, _ = _probe({**os.environ, "LD_LIBRARY_PATH": str(fake_nvml_lib.parent)})
     assert result[0] == "up"
     assert result[2] == 2
+
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH_ARGS = ("--gpus", "2", "--procs", "3", "--samples", "3", "--json")
+
+
+def test_bench_reports_cost_per_sample() -> None:
+    """bench/gpu_sampler.py runs against the fake and reports microseconds and core share."""
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "gpu_sampler.py"), *BENCH_ARGS],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    report = json.loads(out.stdout[out.stdout.index("{\n") :])
+    assert set(report["results"]) == {"nvml only", "nvml + attribution"}
+    for row in report["results"].values():
+        assert row["cpu_us_mean"] > 0
+        assert row["nvml_calls_per_sample"] > 2 * 10  # a dozen calls per GPU at least
+
+
+@pytest.mark.slow
+def test_gpu_device_script_against_the_fake(fake_nvml_lib: Path, fake_nvml: Path) -> None:
+    """bench/gpu_device.sh finds the library, samples, and prints cost and attribution."""
+    Scenario(gpus=[FakeGpu(util_gpu=80, processes=[FakeProcess(os.getpid(), sm=50)])]).write(
+        fake_nvml
+    )
+    env = {
+        **os.environ,
+        "LD_LIBRARY_PATH": str(fake_nvml_lib.parent),
+        "PYTHON": sys.executable,
+        "SECONDS_TO_SAMPLE": "2",
+    }
+    out = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_device.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    assert "state: up (1 GPU(s), driver 550.54.15)" in out.stdout
+    assert "% of one core at 1 Hz" in out.stdout
+    assert f"pid {os.getpid()} compute" in out.stdout
+    assert "xid watcher: watching" in out.stdout
+
+
+def test_gpu_device_script_without_a_driver() -> None:
+    """Without libnvidia-ml.so.1 the device script says so and exits 1."""
+    if ctypes.util.find_library("nvidia-ml"):
+        pytest.skip("this machine has a real NVIDIA library")
+    env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
+    out = subprocess.run(
+        ["bash", str(ROOT / "bench" / "gpu_device.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 1
+    assert "no NVIDIA driver installed" in out.stdout
