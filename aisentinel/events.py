@@ -439,3 +439,104 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
         "simulated": decision.simulated,
         "evidence_count": decision.evidence_count,
     }
+
+
+# --------------------------------------------------------------------------- GPUs
+#
+# Values from the GPU sampler (aisentinel/gpu/). A few per GPU per second, so frozen
+# slotted dataclasses; read them by field name. Units follow Prometheus conventions:
+# bytes, ratios 0-1, celsius, watts, joules. ``None`` means the GPU or driver does not
+# report that value (NVML_ERROR_NOT_SUPPORTED) or reading it failed.
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessAttribution:
+    """Who runs a GPU process, read from ``/proc/PID``.
+
+    ``exe`` is the ``/proc/PID/exe`` link (None without permission, e.g. another user's
+    process when not root); ``cmdline`` is capped. ``unit`` is the systemd unit and
+    ``container_id`` / ``container_runtime`` (docker, containerd, cri-o, podman,
+    kubernetes) come from ``/proc/PID/cgroup``; ``container_name`` from a resolver
+    (the Docker API) when one is configured. All of it is process-controlled text:
+    escape it for human output.
+    """
+
+    pid: int
+    exe: str | None
+    cmdline: tuple[str, ...]
+    uid: int | None
+    user: str | None
+    unit: str | None
+    container_id: str | None = None
+    container_runtime: str | None = None
+    container_name: str | None = None
+    start_time: int | None = None
+
+    def label(self) -> str:
+        """``container ollama``, ``unit vllm.service`` or ``pid 4242 /tmp/.x/xmrig``."""
+        if self.container_id is not None:
+            return f"container {self.container_name or self.container_id[:12]}"
+        if self.unit is not None and self.unit.endswith(".service"):
+            return f"unit {self.unit}"
+        what = self.exe or (self.cmdline[0] if self.cmdline else "?")
+        return f"pid {self.pid} {what}"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuProcessSample:
+    """One process on one GPU (or, with ``count`` > 1, the sum of several: pid 0)."""
+
+    gpu_index: int
+    gpu_uuid: str
+    pid: int
+    kind: str  # "compute", "graphics", "both" (or "other" for a summed entry)
+    used_memory_bytes: int | None
+    sm_util: float | None
+    memory_util: float | None
+    attribution: ProcessAttribution | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class GpuSample:
+    """One GPU at one sampling instant. ``lost``: it fell off the bus; gauges are None."""
+
+    ts: float
+    index: int
+    uuid: str
+    name: str
+    pci_bus_id: str | None
+    lost: bool
+    utilization_gpu: float | None
+    utilization_memory: float | None
+    memory_total_bytes: int | None
+    memory_used_bytes: int | None
+    memory_free_bytes: int | None
+    memory_reserved_bytes: int | None
+    temperature_celsius: float | None
+    power_watts: float | None
+    energy_joules: float | None
+    ecc_corrected: int | None
+    ecc_uncorrected: int | None
+    throttle_reasons: int | None
+    mig_enabled: bool | None
+    processes: tuple[GpuProcessSample, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class XidEvent:
+    """A GPU Xid error, from NVML's event API (``source="nvml"``) or a kernel log line.
+
+    ``pci_bus_id`` is normalised to ``dddd:bb:dd`` (lower case, no function) so the two
+    sources match; ``process_name`` and ``message`` come from the kernel line (untrusted).
+    """
+
+    ts: float
+    xid: int
+    source: str
+    gpu_index: int | None = None
+    gpu_uuid: str | None = None
+    pci_bus_id: str | None = None
+    pid: int | None = None
+    process_name: str | None = None
+    message: str = ""

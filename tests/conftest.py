@@ -5,9 +5,12 @@ Test data is generated here, never copied from the shared corpus.
 
 from __future__ import annotations
 
+import ctypes
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import structlog
@@ -61,3 +64,26 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_lib(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The fake libnvidia-ml.so.1 (tests/fakenvml), compiled once and loaded in-process."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed (make test installs it): the fake NVML needs it")
+    import fakenvml
+
+    lib = fakenvml.build(tmp_path_factory.mktemp("fakenvml"))
+    fakenvml.load(lib)
+    return lib
+
+
+@pytest.fixture
+def fake_nvml(
+    fake_nvml_lib: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """The scenario path the fake NVML reads (FAKE_NVML_SCENARIO); its state reset after."""
+    path = tmp_path / "nvml-scenario"
+    monkeypatch.setenv("FAKE_NVML_SCENARIO", str(path))
+    yield path
+    ctypes.CDLL(str(fake_nvml_lib)).fakenvml_reset()

@@ -1,0 +1,449 @@
+"""GPU sampling through NVML (pynvml): one :meth:`GpuSampler.sample` per interval.
+
+Each call reads every GPU (utilization, memory through the v2 API where the driver has
+it, temperature, power, energy counter, ECC counts, clocks throttle reasons, MIG mode)
+and its processes (memory per process; SM and memory utilization from
+``nvmlDeviceGetProcessUtilization``), attributed through an optional
+:class:`~aisentinel.gpu.attribution.ProcessAttributor`.
+
+It never raises for an operational fault. No library, no driver, no GPU: the reading
+says so (``state``/``reason``) and initialisation is retried with back-off measured on
+the injected clock. A value the GPU does not support is None (and not asked again until
+the next initialisation). ``NVML_ERROR_GPU_IS_LOST`` marks that GPU lost (the others
+are still sampled) and NVML is shut down and initialised again with back-off until the
+GPU answers. Each change of state is one log line; the counters are attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import structlog
+
+from aisentinel.clock import Clock
+from aisentinel.events import GpuProcessSample, GpuSample, ProcessAttribution
+from aisentinel.gpu import nvml
+from aisentinel.gpu.attribution import ProcessAttributor
+from aisentinel.gpu.nvml import NVMLError, error_code, error_name, pynvml
+from aisentinel.gpu.xid import normalize_bus_id
+
+_log = structlog.get_logger(__name__)
+
+_UNSUPPORTED: Final = frozenset(
+    {nvml.NOT_SUPPORTED, nvml.FUNCTION_NOT_FOUND, nvml.ARGUMENT_VERSION_MISMATCH}
+)
+_WHOLE_LIBRARY_GONE: Final = frozenset(
+    {nvml.GPU_IS_LOST, nvml.UNINITIALIZED, nvml.DRIVER_NOT_LOADED}
+)
+_MEMORY_V2: Final = 0x02000028  # nvmlMemory_v2: sizeof(nvmlMemory_v2_t) | 2 << 24
+_ECC_CORRECTED: Final = 0
+_ECC_UNCORRECTED: Final = 1
+_ECC_VOLATILE: Final = 0
+_TEMPERATURE_GPU: Final = 0
+
+
+class GpuState(enum.StrEnum):
+    """The collector's state, for machines (``up`` and ``degraded`` are up)."""
+
+    UP = "up"
+    DEGRADED = "degraded"  # some GPUs lost, the others sampled
+    LOST = "lost"  # every GPU lost
+    NO_LIBRARY = "no_library"  # libnvidia-ml.so.1 (or pynvml) not installed
+    NO_DRIVER = "no_driver"  # the kernel driver is not loaded
+    NO_GPU = "no_gpu"
+    NO_PERMISSION = "no_permission"
+    ERROR = "error"
+    STOPPED = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class GpuReading:
+    """What one :meth:`GpuSampler.sample` call saw."""
+
+    ts: float
+    state: GpuState
+    reason: str
+    gpus: tuple[GpuSample, ...] = ()
+
+    @property
+    def up(self) -> bool:
+        return self.state in (GpuState.UP, GpuState.DEGRADED)
+
+
+class _GpuLostError(Exception):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@dataclass(slots=True)
+class _Device:
+    index: int
+    handle: Any
+    uuid: str
+    name: str
+    bus: str | None
+    lost: bool = False
+    unsupported: set[str] = field(default_factory=set)
+    last_util_ts: int = 0
+    memory_v2: bool = True
+    event_reasons: bool = True
+    logged: set[tuple[str, int]] = field(default_factory=set)
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class GpuSampler:
+    """Samples every GPU per call; see the module docstring for the fault model."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        attributor: ProcessAttributor | None = None,
+        retry_initial: float = 1.0,
+        retry_max: float = 300.0,
+    ) -> None:
+        self._clock = clock
+        self._attributor = attributor
+        self._retry_initial = retry_initial
+        self._retry_max = retry_max
+        self._delay = retry_initial
+        self._retry_at = float("-inf")
+        self._initialised = False
+        self._devices: list[_Device] = []
+        self._lost_indices: set[int] = set()
+        self._round: dict[int, ProcessAttribution | None] = {}  # this sample's attributions
+        self._identity: dict[int, tuple[str, str, str | None]] = {}  # index -> uuid, name, bus
+        self.state = GpuState.STOPPED
+        self.reason = "not started"
+        self.driver_version: str | None = None
+        self.init_failures = 0
+        self.gpus_lost_total = 0
+        self.field_errors = 0
+        self.samples_total = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def close(self) -> None:
+        """Shut NVML down (idempotent)."""
+        if self._initialised:
+            self._shutdown()
+        self._set(GpuState.STOPPED, "stopped")
+
+    def _set(self, state: GpuState, reason: str) -> None:
+        if (state, reason) != (self.state, self.reason):
+            if state in (GpuState.UP, GpuState.STOPPED):
+                _log.info("gpu collector", state=state.value, reason=reason)
+            else:
+                _log.warning("gpu collector", state=state.value, reason=reason)
+        self.state = state
+        self.reason = reason
+
+    def _backoff(self) -> None:
+        self._retry_at = self._clock.monotonic() + self._delay
+        self._delay = min(self._delay * 2, self._retry_max)
+
+    def _shutdown(self) -> None:
+        self._initialised = False
+        self._devices = []
+        with contextlib.suppress(NVMLError):
+            pynvml.nvmlShutdown()
+
+    def _init(self) -> bool:
+        if pynvml is None:
+            self._fail(GpuState.NO_LIBRARY, "pynvml (nvidia-ml-py) is not installed")
+            return False
+        try:
+            pynvml.nvmlInit()
+        except NVMLError as exc:
+            code = error_code(exc)
+            if code == nvml.LIBRARY_NOT_FOUND:
+                self._fail(GpuState.NO_LIBRARY, "libnvidia-ml.so.1 not found (no NVIDIA driver)")
+            elif code == nvml.DRIVER_NOT_LOADED:
+                self._fail(GpuState.NO_DRIVER, "the NVIDIA kernel driver is not loaded")
+            elif code == nvml.NO_PERMISSION:
+                self._fail(GpuState.NO_PERMISSION, "no permission to open /dev/nvidia*")
+            else:
+                self._fail(GpuState.ERROR, f"nvmlInit: {error_name(code)}")
+            return False
+        self._initialised = True
+        try:
+            self.driver_version = _text(pynvml.nvmlSystemGetDriverVersion())
+            count = pynvml.nvmlDeviceGetCount()
+            devices = [self._open(i) for i in range(count)]
+        except NVMLError as exc:
+            self._shutdown()
+            self._fail(GpuState.ERROR, f"enumerating GPUs: {error_name(error_code(exc))}")
+            return False
+        if not devices:
+            self._shutdown()
+            self._fail(GpuState.NO_GPU, "the driver reports no GPU")
+            return False
+        self._devices = devices
+        return True
+
+    def _open(self, index: int) -> _Device:
+        handle: Any = None
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+            name = _text(pynvml.nvmlDeviceGetName(handle))
+        except NVMLError as exc:
+            if error_code(exc) != nvml.GPU_IS_LOST:
+                raise
+            uuid, name, bus = self._identity.get(index, (f"gpu{index}", "", None))
+            dev = _Device(index, handle, uuid, name, bus)
+            self._mark_lost(dev, error_code(exc))
+            return dev
+        try:
+            bus = normalize_bus_id(_text(pynvml.nvmlDeviceGetPciInfo(handle).busId))
+        except NVMLError:
+            bus = None
+        self._identity[index] = (uuid, name, bus)
+        return _Device(index, handle, uuid, name, bus)
+
+    def _fail(self, state: GpuState, reason: str) -> None:
+        self.init_failures += 1
+        self._set(state, reason)
+        self._backoff()
+
+    # ------------------------------------------------------------------ sampling
+
+    def sample(self) -> GpuReading:
+        """Read every GPU now; never raises for an NVML fault."""
+        ts = self._clock.now()
+        if not self._initialised:
+            if self._clock.monotonic() < self._retry_at or not self._init():
+                return GpuReading(ts, self.state, self.reason)
+        elif any(d.lost for d in self._devices) and self._clock.monotonic() >= self._retry_at:
+            self._shutdown()
+            if not self._init():
+                return GpuReading(ts, self.state, self.reason)
+        gpus: list[GpuSample] = []
+        pids: set[int] = set()
+        self._round.clear()
+        for dev in self._devices:
+            if not dev.lost:
+                try:
+                    sample = self._sample(dev, ts)
+                except _GpuLostError as gone:
+                    self._mark_lost(dev, gone.code)
+                else:
+                    gpus.append(sample)
+                    pids.update(p.pid for p in sample.processes)
+                    if dev.index in self._lost_indices:
+                        self._lost_indices.discard(dev.index)
+                        _log.info("gpu back", gpu=dev.index, uuid=dev.uuid)
+                    continue
+            gpus.append(_lost_sample(dev, ts))
+        if self._attributor is not None:
+            self._attributor.retain(pids)
+        self.samples_total += 1
+        lost_count = sum(1 for d in self._devices if d.lost)
+        if lost_count and self._clock.monotonic() >= self._retry_at:
+            self._backoff()
+        if lost_count == 0:
+            self._delay = self._retry_initial
+            self._set(GpuState.UP, f"{len(gpus)} GPU(s), driver {self.driver_version}")
+        elif lost_count < len(self._devices):
+            lost = ",".join(str(d.index) for d in self._devices if d.lost)
+            self._set(GpuState.DEGRADED, f"GPU(s) {lost} lost; retrying")
+        else:
+            self._set(GpuState.LOST, "every GPU is lost; retrying")
+        return GpuReading(ts, self.state, self.reason, tuple(gpus))
+
+    def _mark_lost(self, dev: _Device, code: int) -> None:
+        """Mark ``dev`` lost; logged and counted once per loss, not per retry."""
+        dev.lost = True
+        if dev.index not in self._lost_indices:
+            self._lost_indices.add(dev.index)
+            self.gpus_lost_total += 1
+            _log.warning("gpu lost", gpu=dev.index, uuid=dev.uuid, reason=error_name(code))
+
+    def _call(self, dev: _Device, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``; None if unsupported or failed; raises _GpuLostError if the GPU is gone."""
+        if what in dev.unsupported:
+            return None
+        try:
+            return fn(*args)
+        except NVMLError as exc:
+            self._failed(dev, what, error_code(exc))
+            return None
+
+    def _failed(self, dev: _Device, what: str, code: int) -> None:
+        if code in _WHOLE_LIBRARY_GONE:
+            raise _GpuLostError(code)
+        if code in _UNSUPPORTED:
+            dev.unsupported.add(what)
+            return
+        self.field_errors += 1
+        if (what, code) not in dev.logged:
+            dev.logged.add((what, code))
+            _log.warning("gpu value unreadable", gpu=dev.index, value=what, reason=error_name(code))
+
+    def _sample(self, dev: _Device, ts: float) -> GpuSample:
+        p = pynvml
+        h = dev.handle
+        util = self._call(dev, "utilization", p.nvmlDeviceGetUtilizationRates, h)
+        reserved: int | None = None
+        mem: Any = None
+        if dev.memory_v2:
+            mem = self._call(dev, "memory_v2", p.nvmlDeviceGetMemoryInfo, h, _MEMORY_V2)
+            if mem is None and "memory_v2" in dev.unsupported:
+                dev.memory_v2 = False
+            elif mem is not None:
+                reserved = int(mem.reserved)
+        if not dev.memory_v2:
+            mem = self._call(dev, "memory", p.nvmlDeviceGetMemoryInfo, h)
+        temp = self._call(dev, "temperature", p.nvmlDeviceGetTemperature, h, _TEMPERATURE_GPU)
+        power = self._call(dev, "power", p.nvmlDeviceGetPowerUsage, h)
+        energy = self._call(dev, "energy", p.nvmlDeviceGetTotalEnergyConsumption, h)
+        ecc_c = self._call(
+            dev, "ecc", p.nvmlDeviceGetTotalEccErrors, h, _ECC_CORRECTED, _ECC_VOLATILE
+        )
+        ecc_u = (
+            None
+            if ecc_c is None
+            else self._call(
+                dev, "ecc", p.nvmlDeviceGetTotalEccErrors, h, _ECC_UNCORRECTED, _ECC_VOLATILE
+            )
+        )
+        throttle: Any = None
+        event_reasons = getattr(p, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if event_reasons is None:  # pynvml older than the 535 drivers' rename
+            dev.event_reasons = False
+        if dev.event_reasons and event_reasons is not None:
+            throttle = self._call(dev, "event_reasons", event_reasons, h)
+            if throttle is None and "event_reasons" in dev.unsupported:
+                dev.event_reasons = False
+        if not dev.event_reasons:
+            throttle = self._call(
+                dev, "throttle_reasons", p.nvmlDeviceGetCurrentClocksThrottleReasons, h
+            )
+        mig = self._call(dev, "mig", p.nvmlDeviceGetMigMode, h)
+        return GpuSample(
+            ts=ts,
+            index=dev.index,
+            uuid=dev.uuid,
+            name=dev.name,
+            pci_bus_id=dev.bus,
+            lost=False,
+            utilization_gpu=None if util is None else util.gpu / 100.0,
+            utilization_memory=None if util is None else util.memory / 100.0,
+            memory_total_bytes=None if mem is None else int(mem.total),
+            memory_used_bytes=None if mem is None else int(mem.used),
+            memory_free_bytes=None if mem is None else int(mem.free),
+            memory_reserved_bytes=reserved,
+            temperature_celsius=None if temp is None else float(temp),
+            power_watts=None if power is None else power / 1000.0,
+            energy_joules=None if energy is None else energy / 1000.0,
+            ecc_corrected=ecc_c,
+            ecc_uncorrected=ecc_u,
+            throttle_reasons=throttle,
+            mig_enabled=None if mig is None else mig[0] == 1,
+            processes=self._processes(dev),
+        )
+
+    def _processes(self, dev: _Device) -> tuple[GpuProcessSample, ...]:
+        p = pynvml
+        h = dev.handle
+        compute = self._call(dev, "compute_processes", p.nvmlDeviceGetComputeRunningProcesses, h)
+        graphics = self._call(dev, "graphics_processes", p.nvmlDeviceGetGraphicsRunningProcesses, h)
+        procs: dict[int, list[Any]] = {}  # pid -> [kind, used memory]
+        for kind, found in (("compute", compute), ("graphics", graphics)):
+            for proc in found or ():
+                pid = int(proc.pid)
+                used = proc.usedGpuMemory
+                entry = procs.get(pid)
+                if entry is None:
+                    procs[pid] = [kind, used]
+                else:
+                    entry[0] = "both"
+                    if used is not None and (entry[1] is None or used > entry[1]):
+                        entry[1] = used
+        if not procs:
+            return ()
+        util = self._process_util(dev)
+        attribute = self._attribute if self._attributor is not None else None
+        out = []
+        for pid, (kind, used) in procs.items():
+            sm, mem = util.get(pid, (0.0, 0.0)) if util is not None else (None, None)
+            out.append(
+                GpuProcessSample(
+                    gpu_index=dev.index,
+                    gpu_uuid=dev.uuid,
+                    pid=pid,
+                    kind=kind,
+                    used_memory_bytes=None if used is None else int(used),
+                    sm_util=sm,
+                    memory_util=mem,
+                    attribution=None if attribute is None else attribute(pid),
+                )
+            )
+        return tuple(out)
+
+    def _attribute(self, pid: int) -> ProcessAttribution | None:
+        """Once per pid per sample, however many GPUs it is on."""
+        memo = self._round
+        if pid in memo:
+            return memo[pid]
+        attributor = self._attributor
+        found = memo[pid] = attributor.attribute(pid) if attributor is not None else None
+        return found
+
+    def _process_util(self, dev: _Device) -> dict[int, tuple[float, float]] | None:
+        """pid -> (SM, memory) utilization since the last call; None if unsupported."""
+        what = "process_utilization"
+        if what in dev.unsupported:
+            return None
+        try:
+            samples = pynvml.nvmlDeviceGetProcessUtilization(dev.handle, dev.last_util_ts)
+        except NVMLError as exc:
+            code = error_code(exc)
+            if code == nvml.NOT_FOUND:  # no sample since the last call: idle
+                return {}
+            self._failed(dev, what, code)
+            return None
+        # Each field read of a pynvml struct costs a Python __getattribute__: read once.
+        latest: dict[int, tuple[int, float, float]] = {}
+        newest = dev.last_util_ts
+        for sample in samples:
+            pid = sample.pid
+            stamp = sample.timeStamp
+            seen = latest.get(pid)
+            if seen is None or stamp >= seen[0]:
+                latest[pid] = (stamp, sample.smUtil / 100.0, sample.memUtil / 100.0)
+            newest = max(newest, stamp)
+        dev.last_util_ts = newest
+        return {pid: (sm, mem) for pid, (_, sm, mem) in latest.items()}
+
+
+def _lost_sample(dev: _Device, ts: float) -> GpuSample:
+    return GpuSample(
+        ts=ts,
+        index=dev.index,
+        uuid=dev.uuid,
+        name=dev.name,
+        pci_bus_id=dev.bus,
+        lost=True,
+        utilization_gpu=None,
+        utilization_memory=None,
+        memory_total_bytes=None,
+        memory_used_bytes=None,
+        memory_free_bytes=None,
+        memory_reserved_bytes=None,
+        temperature_celsius=None,
+        power_watts=None,
+        energy_joules=None,
+        ecc_corrected=None,
+        ecc_uncorrected=None,
+        throttle_reasons=None,
+        mig_enabled=None,
+    )
