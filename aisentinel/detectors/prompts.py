@@ -128,6 +128,36 @@ MEMO = PromptMemo()
 """The one memo the prompt detectors share (the pipeline runs them from one thread)."""
 
 
+_BODY = HttpRequest._fields.index("body")
+"""Where ``body`` sits in a request (looked up by name once, read by index per request)."""
+
+
+class _BodyIndex:
+    """The indexes of a batch's requests that carry a body, worked out once per batch
+    for every prompt detector (the pipeline hands them the same event list)."""
+
+    __slots__ = ("_events", "_with_body")
+
+    def __init__(self) -> None:
+        self._events: Sequence[Event] | None = None
+        self._with_body: list[int] = []
+
+    def of(self, events: Sequence[Event]) -> list[int]:
+        if events is not self._events:
+            if all_requests(events):
+                body = _BODY
+                with_body = [i for i, r in enumerate(events) if r[body]]
+            else:
+                with_body = [
+                    i for i, e in enumerate(events) if isinstance(e, HttpRequest) and e.body
+                ]
+            self._events, self._with_body = events, with_body
+        return self._with_body
+
+
+_BODIES = _BodyIndex()
+
+
 class PromptRequests:
     """Picks the requests of a batch that carry a body on one of ``paths``."""
 
@@ -138,13 +168,8 @@ class PromptRequests:
 
     def pick(self, events: Sequence[Event]) -> list[tuple[int, HttpRequest, str]]:
         """``(index, request, body)`` of the requests with a body on a prompt path."""
-        if all_requests(events):
-            requests = cast("Sequence[HttpRequest]", events)
-            # body is field 12 of HttpRequest: no attribute look-up per request.
-            with_body = [i for i, r in enumerate(requests) if r[12]]
-        else:
-            with_body = [i for i, e in enumerate(events) if isinstance(e, HttpRequest) and e.body]
-            requests = cast("Sequence[HttpRequest]", events)
+        with_body = _BODIES.of(events)
+        requests = cast("Sequence[HttpRequest]", events)
         if not with_body:
             return []
         verdict = self._verdicts
