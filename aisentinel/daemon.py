@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from aisentinel import __version__
 from aisentinel.audit.scheduler import AuditScheduler
@@ -36,6 +36,7 @@ from aisentinel.events import Decision, Finding, LineBatch, decision_fields, fin
 from aisentinel.exporter import DaemonCollector
 from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
 from aisentinel.memory import HeapTrimmer
+from aisentinel.metricsweb import landing_info, serve_metrics
 from aisentinel.pipeline import Pipeline
 from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import Responder
@@ -244,9 +245,11 @@ class Daemon:
         self.registry.register(self.pipeline.latency)
         if not cfg.enabled:
             return
-        if cfg.listen not in ("127.0.0.1", "::1"):
+        web = self.config.web
+        if cfg.listen not in ("127.0.0.1", "::1") and (web is None or not web.users):
             log.warning(
-                "metrics endpoint is reachable beyond loopback; protect it with a firewall",
+                "metrics endpoint is reachable beyond loopback without basic auth; protect it "
+                "with [exporter] web_config (TLS + basic_auth_users) or a firewall",
                 listen=cfg.listen,
             )
         if not self._bind_exporter():
@@ -258,7 +261,9 @@ class Daemon:
         """Listen on the metrics port; False (daemon degraded, said once) when it cannot."""
         cfg = self.config.exporter
         try:
-            httpd, _thread = start_http_server(cfg.port, addr=cfg.listen, registry=self.registry)
+            httpd = serve_metrics(
+                cfg.listen, cfg.port, self.registry, lambda: landing_info(self), self.config.web
+            )
         except OSError as exc:
             if "exporter" not in self._degraded:
                 log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
@@ -274,7 +279,13 @@ class Daemon:
         self._httpd = httpd
         self.metrics_port = int(httpd.server_port)
         host = f"[{cfg.listen}]" if ":" in cfg.listen else cfg.listen
-        log.info("metrics endpoint up", url=f"http://{host}:{self.metrics_port}/metrics")
+        web = self.config.web
+        scheme = "https" if web is not None and web.tls is not None else "http"
+        log.info(
+            "metrics endpoint up",
+            url=f"{scheme}://{host}:{self.metrics_port}/metrics",
+            protection=web.describe() if web is not None else "plain HTTP",
+        )
         self._degraded.pop("exporter", None)
         return True
 
