@@ -32,6 +32,7 @@ from aisentinel.responders.base import ResponderConfigBase
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import SourceConfigBase
 from aisentinel.sources.journald import journald_problem
+from aisentinel.webconfig import WebConfig, WebConfigError, load_web_config
 
 DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
 DEFAULT_METRICS_PORT = 9847
@@ -75,6 +76,8 @@ class ExporterConfig(StrictModel):
     listen: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
     """0 picks a free port (tests); the chosen one is logged."""
+    web_config: Path | None = None
+    """A Prometheus ``web-config.yml`` (TLS, basic auth) for the endpoint; none: plain HTTP."""
 
     @field_validator("listen")
     @classmethod
@@ -133,6 +136,8 @@ class Config:
     responders: Mapping[str, ResponderConfigBase] = field(default_factory=dict)
     audit: AuditConfig = field(default_factory=AuditConfig)
     path: str = "<defaults>"
+    web: WebConfig | None = None
+    """The exporter's ``web_config`` file, read and validated (``None``: plain HTTP)."""
 
     def to_dict(self) -> dict[str, Any]:
         """The effective configuration as plain data (for ``check-config --print``)."""
@@ -312,6 +317,12 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
         responders = {k: v for k, v in responders.items() if k in root.responders}
     else:
         responders = {k: v for k, v in responders.items() if k == "dryrun"}
+    web = None
+    if exporter is not None and exporter.web_config is not None:
+        try:
+            web = load_web_config(exporter.web_config)
+        except WebConfigError as exc:
+            issues.extend(ConfigIssue(exc.file, key, why) for key, why in exc.issues)
     if issues:
         raise ConfigError(issues)
     return Config(
@@ -324,6 +335,7 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
         responders=responders,
         audit=audit,
         path=file,
+        web=web,
     )
 
 

@@ -23,7 +23,7 @@ from types import FrameType
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 
 from aisentinel import __version__
 from aisentinel.audit.scheduler import AuditScheduler
@@ -50,6 +50,7 @@ from aisentinel.exporter import (
 from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
 from aisentinel.memory import HeapTrimmer
 from aisentinel.metrics import Collecting
+from aisentinel.metricsweb import Landing, serve_metrics
 from aisentinel.pipeline import Pipeline, SourceCounters
 from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import Responder
@@ -286,9 +287,11 @@ class Daemon:
         self.registry.register(self.pipeline.latency)
         if not cfg.enabled:
             return
-        if cfg.listen not in ("127.0.0.1", "::1"):
+        web = self.config.web
+        if cfg.listen not in ("127.0.0.1", "::1") and (web is None or not web.users):
             log.warning(
-                "metrics endpoint is reachable beyond loopback; protect it with a firewall",
+                "metrics endpoint is reachable beyond loopback without basic auth; protect it "
+                "with [exporter] web_config (TLS + basic_auth_users) or a firewall",
                 listen=cfg.listen,
             )
         if not self._bind_exporter():
@@ -300,7 +303,9 @@ class Daemon:
         """Listen on the metrics port; False (daemon degraded, said once) when it cannot."""
         cfg = self.config.exporter
         try:
-            httpd, _thread = start_http_server(cfg.port, addr=cfg.listen, registry=self.registry)
+            httpd = serve_metrics(
+                cfg.listen, cfg.port, self.registry, self._landing, self.config.web
+            )
         except OSError as exc:
             if "exporter" not in self._degraded:
                 log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
@@ -316,7 +321,13 @@ class Daemon:
         self._httpd = httpd
         self.metrics_port = int(httpd.server_port)
         host = f"[{cfg.listen}]" if ":" in cfg.listen else cfg.listen
-        log.info("metrics endpoint up", url=f"http://{host}:{self.metrics_port}/metrics")
+        web = self.config.web
+        scheme = "https" if web is not None and web.tls is not None else "http"
+        log.info(
+            "metrics endpoint up",
+            url=f"{scheme}://{host}:{self.metrics_port}/metrics",
+            protection=web.describe() if web is not None else "plain HTTP",
+        )
         self._degraded.pop("exporter", None)
         return True
 
@@ -327,6 +338,18 @@ class Daemon:
                     self._httpd.shutdown()
                     self._httpd.server_close()
                 return
+
+    def _landing(self) -> Landing:
+        """The metrics landing page's numbers, read as the exporter reads them."""
+        names = [cfg.name for cfg in self.config.sources]
+        up = sum(1 for n in names if (s := self.sources.get(n)) is not None and s.stats.up)
+        return Landing(
+            version=__version__,
+            sources_up=up,
+            sources_total=len(names),
+            bans_active=int(self.engine.counters().active_bans),
+            degraded=tuple(sorted(self.degraded)),
+        )
 
     def exporter(self) -> Exporter:
         """The metrics collector: the stages' own collectors and the daemon's values."""

@@ -173,12 +173,13 @@ ln -s "$PREFIX/venv/bin/$NAME" "$STAGE/usr/bin/$NAME"
 install -m 0644 "$ROOT/units/$NAME.service" "$STAGE/lib/systemd/system/"
 install -m 0644 "$ROOT"/units/dropins/*.conf "$SHARE/examples/"
 install -m 0644 "$PACKAGING"/nginx/*.conf "$SHARE/nginx/"
+install -m 0644 "$PACKAGING"/examples/* "$SHARE/examples/"
 if [ -d "$ROOT/dashboards" ]; then
     (cd "$ROOT/dashboards" && find . -type f ! -name '.*' -print0 | sort -z \
         | xargs -0 --no-run-if-empty -I{} install -D -m 0644 {} "$SHARE/dashboards/{}")
 fi
 rmdir --ignore-fail-on-non-empty "$SHARE/dashboards"
-for f in README.md CHANGELOG.md ARCHITECTURE.md docs/install.md; do
+for f in README.md CHANGELOG.md ARCHITECTURE.md docs/install.md docs/runbooks.md; do
     [ -f "$ROOT/$f" ] && install -m 0644 "$ROOT/$f" "$DOC/"
 done
 "$VENV/bin/python" "$PACKAGING/bundled_dists.py" copyright "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)" \

@@ -98,6 +98,8 @@ def test_package_contents(deb: Path) -> None:
         "/usr/share/aisentinel/examples/aisentinel-nftables.conf",
         "/usr/share/aisentinel/examples/ollama-limits.conf",
         "/usr/share/aisentinel/examples/vllm-limits.conf",
+        "/usr/share/aisentinel/examples/web-config.yml",
+        "/usr/share/doc/aisentinel/runbooks.md",
         "/usr/share/aisentinel/nginx/ai-location-auth-ratelimit.conf",
         "/usr/share/doc/aisentinel/copyright",
         "/usr/share/doc/aisentinel/changelog.gz",
