@@ -1,4 +1,5 @@
-"""The ``aisentinel`` command: run, check-config, replay, audit, status, demo.
+"""The ``aisentinel`` command: run, check-config, replay, audit, status, demo, and the
+operators' commands on the running daemon: bans, unban, ban, allow, brake reset.
 
 Each sub-command is a small function returning the process exit status; argument
 parsing is argparse, with no global state.
@@ -56,7 +57,24 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     else:
         where = config.path
         print(f"{where}: OK ({len(config.sources)} sources, {len(config.detectors)} detectors)")
+    for warning in config_warnings(config):
+        print(f"WARNING: {warning}", file=sys.stderr)
     return 0
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What is valid but risky in ``config`` (printed by check-config; exit status stays 0)."""
+    out = []
+    enforcing = sorted(n for n, c in config.responders.items() if c.enabled and n != "dryrun")
+    d = config.decisions
+    if enforcing and not d.admin_cidrs and not d.allowlist and not d.simulate:
+        out.append(
+            f"enforcing responder(s) {', '.join(enforcing)} enabled and no admin CIDR set: "
+            "add the networks you administer from to [decisions] admin_cidrs, or a ban may "
+            "lock you out (live SSH sessions, loopback and this host's addresses are "
+            "always allowed)"
+        )
+    return out
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -142,20 +160,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     )
     from aisentinel.status import problems, render  # noqa: PLC0415
 
-    path: Path | None = args.socket
+    path = _socket(args, "status")
     if path is None:
-        try:
-            path = load_config(args.config).daemon.control_socket
-        except ConfigError as exc:  # a broken config must not hide the running daemon
-            path = DEFAULT_CONTROL_SOCKET
-            print(
-                f"aisentinel: status: config unusable ({len(exc.issues)} problems, see "
-                f"`aisentinel check-config`); asking {path}",
-                file=sys.stderr,
-            )
-        if path is None:
-            print("aisentinel: status: the control socket is off in the config", file=sys.stderr)
-            return 2
+        return 2
     try:
         snap = request(path, "status", timeout=args.timeout)
     except DaemonNotRunning as exc:
@@ -180,6 +187,107 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(snap))
     return 1 if problems(snap) else 0
+
+
+def _socket(args: argparse.Namespace, command: str) -> Path | None:
+    """The control socket: ``--socket``, else the config's (``None``: off, said on stderr)."""
+    path: Path | None = args.socket
+    if path is None:
+        try:
+            path = load_config(args.config).daemon.control_socket
+        except ConfigError as exc:  # a broken config must not hide the running daemon
+            path = DEFAULT_CONTROL_SOCKET
+            print(
+                f"aisentinel: {command}: config unusable ({len(exc.issues)} problems, see "
+                f"`aisentinel check-config`); asking {path}",
+                file=sys.stderr,
+            )
+        if path is None:
+            print(
+                f"aisentinel: {command}: the control socket is off in the config", file=sys.stderr
+            )
+    return path
+
+
+def cmd_admin(args: argparse.Namespace) -> int:
+    """bans / unban / ban / allow / brake reset, on the running daemon.
+
+    Exit 0 when done, 1 when the daemon refused (the reason on stderr), 2 when this
+    user may not ask or the request is bad, 3 when the daemon is not running.
+    """
+    from aisentinel.control import (  # noqa: PLC0415
+        CommandError,
+        ControlError,
+        DaemonNotRunning,
+        PermissionRefused,
+        request,
+    )
+    from aisentinel.decisions.admin import render_bans, render_result  # noqa: PLC0415
+    from aisentinel.events import AddressTarget  # noqa: PLC0415
+    from aisentinel.textsafe import escape  # noqa: PLC0415
+
+    command: str = args.admin
+    name = "brake reset" if command == "brake_reset" else command
+    fields: dict[str, str] = {}
+    target = getattr(args, "target", None)
+    if target is not None:
+        if command != "unban":  # unban also takes a workload's kind:id; the daemon checks it
+            try:
+                AddressTarget.parse(target)
+            except ValueError:
+                shown = escape(target, limit=60)
+                print(f"aisentinel: {name}: {shown} is not an IP address or CIDR", file=sys.stderr)
+                return 2
+        fields["target"] = target
+    for key in ("ttl", "reason"):
+        value = getattr(args, key, None)
+        if value is not None:
+            fields[key] = value
+    path = _socket(args, name)
+    if path is None:
+        return 2
+    try:
+        result = request(path, command, timeout=args.timeout, **fields)
+    except DaemonNotRunning as exc:
+        print(f"aisentinel: {name}: {exc}", file=sys.stderr)
+        return 3
+    except PermissionRefused as exc:
+        print(
+            f"aisentinel: {name}: {exc}; run as root or as a member of the aisentinel group",
+            file=sys.stderr,
+        )
+        return 2
+    except CommandError as exc:
+        print(f"aisentinel: {name}: {escape(str(exc), limit=300)}", file=sys.stderr)
+        return 1
+    except ControlError as exc:
+        print(f"aisentinel: {name}: {exc}", file=sys.stderr)
+        return 2
+    if not isinstance(result, dict):
+        print(f"aisentinel: {name}: unexpected answer from {path}", file=sys.stderr)
+        return 2
+    if isinstance(sys.stdout, io.TextIOWrapper):  # never fail on a terminal's encoding
+        sys.stdout.reconfigure(errors="backslashreplace")
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2, sort_keys=True))
+    elif command == "bans":
+        sys.stdout.write(render_bans(result))
+    else:
+        sys.stdout.write(render_result(command, result))
+    return 0
+
+
+def _admin_parser(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, command: str, help: str
+) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help)
+    p.add_argument(
+        "--socket", type=Path, default=None, help="control socket (default: from the config)"
+    )
+    p.add_argument("--config", type=Path, default=None, help="TOML config file")
+    p.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_admin, admin=command)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,6 +339,24 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--config", type=Path, default=None, help="TOML config file")
     status.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
     status.set_defaults(func=cmd_status)
+
+    bans = _admin_parser(sub, "bans", "bans", "bans, throttles and freezes in force")
+    bans.add_argument("--json", action="store_true", help="exact values as JSON")
+    unban = _admin_parser(sub, "unban", "unban", "lift a ban now (and forgive its history)")
+    unban.add_argument("target", help="an address, a CIDR, or a workload (unit:NAME)")
+    ban = _admin_parser(sub, "ban", "ban", "ban an address or CIDR by hand")
+    ban.add_argument("target", help="an address or CIDR")
+    ban.add_argument("--ttl", default=None, help="how long, e.g. 1h (default: ban_ttl)")
+    ban.add_argument("--reason", default="", help="recorded in the ledger")
+    allow = _admin_parser(
+        sub, "allow", "allow", "allowlist an address or CIDR for a while (lifts its bans)"
+    )
+    allow.add_argument("target", metavar="CIDR", help="an address or CIDR")
+    allow.add_argument("--ttl", default="1h", help="how long, e.g. 8h (default: 1h)")
+    allow.add_argument("--reason", default="", help="recorded in the ledger")
+    brake = sub.add_parser("brake", help="the storm brake: `aisentinel brake reset`")
+    brake_sub = brake.add_subparsers(dest="brake_command", required=True, metavar="ACTION")
+    _admin_parser(brake_sub, "reset", "brake_reset", "release the tripped storm brake")
 
     demo = sub.add_parser("demo", help="run on a bundled attack scenario (dry-run)")
     demo.add_argument("--duration", type=float, default=45.0, help="seconds of traffic")

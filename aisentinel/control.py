@@ -11,6 +11,9 @@ JSON object per line each way::
 Commands are a registry: a name mapped to a handler that takes the request's other
 fields and returns JSON-able data (or raises :class:`CommandError` for a clean error
 answer), so a new command is one entry. A connection may send several requests.
+Commands that act (ban, unban, allow) are registered with
+:meth:`ControlServer.register_with_peer`: their handler also gets the asking
+:class:`Peer` (pid, uid, gid and user name from ``SO_PEERCRED``), to record who asked.
 
 Who may ask: the directory is made ``0750`` and the socket ``0660``, so the file
 system admits only root, the daemon's user and its group; the server checks again
@@ -28,6 +31,7 @@ import errno
 import grp
 import json
 import os
+import pwd
 import selectors
 import socket
 import stat
@@ -36,6 +40,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,39 @@ _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
 
 Handler = Callable[[Mapping[str, Any]], Any]
 """A command: the request's fields other than ``command`` -> JSON-able result."""
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is on the other end of a control connection (from ``SO_PEERCRED``)."""
+
+    pid: int
+    uid: int
+    gid: int
+    user: str
+
+    @classmethod
+    def of(cls, pid: int, uid: int, gid: int) -> Peer:
+        """The peer with its user name looked up (the uid as text when there is none)."""
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = str(uid)
+        return cls(pid, uid, gid, user)
+
+    @classmethod
+    def self(cls) -> Peer:
+        """This process (for requests handled without a connection: tests, in-process)."""
+        return cls.of(os.getpid(), os.geteuid(), os.getegid())
+
+    @property
+    def who(self) -> str:
+        """``alice (uid 1000)``: how the ledger and the log name the asker."""
+        return f"{self.user} (uid {self.uid})"
+
+
+PeerHandler = Callable[[Mapping[str, Any], Peer], Any]
+"""A command that also gets the asking :class:`Peer`."""
 
 
 class ControlError(Exception):
@@ -126,6 +164,7 @@ class ControlServer:
     ) -> None:
         self.path = path
         self.handlers: dict[str, Handler] = dict(handlers or {})
+        self.peer_handlers: dict[str, PeerHandler] = {}
         self.connection_seconds = connection_seconds
         self.max_request = max_request
         self.requests = 0
@@ -142,7 +181,13 @@ class ControlServer:
 
     def register(self, name: str, handler: Handler) -> None:
         """Add (or replace) the command ``name``."""
+        self.peer_handlers.pop(name, None)
         self.handlers[name] = handler
+
+    def register_with_peer(self, name: str, handler: PeerHandler) -> None:
+        """Add (or replace) the command ``name``, whose handler also gets the :class:`Peer`."""
+        self.handlers.pop(name, None)
+        self.peer_handlers[name] = handler
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -274,7 +319,7 @@ class ControlServer:
 
     def _converse(self, conn: socket.socket) -> None:
         deadline = time.monotonic() + self.connection_seconds
-        refusal = self._check_peer(conn)
+        refusal, peer = self._check_peer(conn)
         buffer = bytearray()
         while True:
             line = self._read_line(conn, buffer, deadline)
@@ -287,7 +332,7 @@ class ControlServer:
                 self._count(error=True)  # counted before the answer: a client may look
                 self._send(conn, {"ok": False, "error": _too_large(self.max_request)}, deadline)
                 return
-            answer = self.handle(line)
+            answer = self.handle(line, peer)
             if not self._send(conn, answer, deadline):
                 return
 
@@ -325,27 +370,28 @@ class ControlServer:
             return False
         return True
 
-    def _check_peer(self, conn: socket.socket) -> str | None:
-        """``None`` when the peer may ask; else the refusal to send it."""
+    def _check_peer(self, conn: socket.socket) -> tuple[str | None, Peer | None]:
+        """``(None, peer)`` when the peer may ask; else the refusal to send it."""
         try:
             raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size)
         except OSError as exc:
             self._count(refused=True)
             log.warning("control connection refused: no peer credentials", reason=str(exc))
-            return "permission denied: peer credentials unavailable"
+            return "permission denied: peer credentials unavailable", None
         pid, uid, gid = _UCRED.unpack(raw)
+        peer = Peer.of(pid, uid, gid)
         if uid in (0, os.geteuid()) or gid == self._group:
-            return None
+            return None, peer
         groups = _peer_groups(conn, pid)
         if groups is not None and self._group in groups:
-            return None
+            return None, peer
         self._count(refused=True)
         group = _group_name(self._group)
         log.warning("control connection refused", uid=uid, gid=gid, pid=pid)
         return (
             f"permission denied: uid {uid} is not root, the daemon's user, "
             f"or a member of group {group}"
-        )
+        ), None
 
     def _count(self, *, error: bool = False, refused: bool = False) -> None:
         with self._lock:
@@ -355,13 +401,14 @@ class ControlServer:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(self, line: bytes) -> dict[str, Any]:
-        """The answer to one request line (exposed for tests)."""
-        answer = self._dispatch(line)
+    def handle(self, line: bytes, peer: Peer | None = None) -> dict[str, Any]:
+        """The answer to one request line from ``peer`` (default: this process; exposed
+        for tests)."""
+        answer = self._dispatch(line, peer)
         self._count(error=not answer.get("ok"))
         return answer
 
-    def _dispatch(self, line: bytes) -> dict[str, Any]:
+    def _dispatch(self, line: bytes, peer: Peer | None) -> dict[str, Any]:
         try:
             request = json.loads(line)
         except (ValueError, RecursionError):
@@ -372,12 +419,17 @@ class ControlServer:
         if not isinstance(command, str):
             return {"ok": False, "error": 'bad request: no "command" string'}
         handler = self.handlers.get(command)
-        if handler is None:
-            known = ", ".join(sorted(self.handlers)) or "none"
+        with_peer = self.peer_handlers.get(command)
+        if handler is None and with_peer is None:
+            known = ", ".join(sorted([*self.handlers, *self.peer_handlers])) or "none"
             shown = json.dumps(command[:64])
             return {"ok": False, "error": f"unknown command {shown} (known: {known})"}
         try:
-            result = handler(request)
+            if with_peer is not None:
+                result = with_peer(request, peer or Peer.self())
+            else:
+                assert handler is not None  # noqa: S101 - one of the two is set
+                result = handler(request)
             json.dumps(result, allow_nan=False)  # fail here, not half-way through a send
         except CommandError as exc:
             return {"ok": False, "error": str(exc)}

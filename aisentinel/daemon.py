@@ -31,6 +31,7 @@ from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
 from aisentinel.control import ControlError, ControlServer
+from aisentinel.decisions.admin import AdminCommands
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger, LedgerCorruptError
 from aisentinel.detectors import build_detectors
@@ -409,6 +410,10 @@ class Daemon:
         if path is None:
             return
         server = ControlServer(path, {"status": lambda _args: snapshot(self)})
+        for name, handler in (
+            AdminCommands(lambda: self.engine, lambda: self.runner).handlers().items()
+        ):
+            server.register_with_peer(name, handler)
         try:
             server.start()
         except ControlError as exc:

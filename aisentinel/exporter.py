@@ -114,6 +114,19 @@ class DecisionMetrics:
         )
         braked.add_metric([], c.bans_braked)
         yield braked
+        tripped = GaugeMetricFamily(
+            "aisentinel_brake_tripped",
+            "1 while the storm brake is tripped (new bans are alerts until `aisentinel brake "
+            "reset` or the rate stays low for brake_cooldown).",
+        )
+        tripped.add_metric([], 0 if c.brake_tripped_since is None else 1)
+        yield tripped
+        since = GaugeMetricFamily(
+            "aisentinel_brake_tripped_since_seconds",
+            "When the storm brake tripped (Unix time); 0 while it is not tripped.",
+        )
+        since.add_metric([], c.brake_tripped_since or 0.0)
+        yield since
         expired = CounterMetricFamily("aisentinel_bans_expired", "Bans whose TTL ran out.")
         expired.add_metric([], c.expired)
         yield expired

@@ -216,6 +216,7 @@ def _decisions(daemon: Daemon, now: float) -> dict[str, Any]:
         "taken": dict(sorted(taken.items())),
         "expired": counters.expired,
         "braked": counters.bans_braked,
+        "brake_tripped_since": counters.brake_tripped_since,
         "ledger_errors": counters.ledger_errors,
         "recent": [_decision(d, now) for d in recent],
     }
@@ -274,6 +275,10 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
             out.append(f"responder {r.get('name')} is unhealthy: {r.get('detail') or 'no detail'}")
     for component, reason in dict(snap.get("degraded") or {}).items():
         out.append(f"{component} is degraded: {reason}")
+    if (snap.get("decisions") or {}).get("brake_tripped_since") is not None:
+        out.append(
+            "the storm brake is tripped: new bans are alerts (`aisentinel brake reset` releases it)"
+        )
     beat = snap.get("heartbeat") or {}
     if beat.get("stale"):
         age = beat.get("age_seconds")

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from aisentinel.clock import EventClock, FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger, ban_ttl
-from aisentinel.decisions.engine import HOST_REFRESH_SECONDS, PURGE_INTERVAL_SECONDS
+from aisentinel.decisions.engine import PURGE_INTERVAL_SECONDS
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
 T0 = 1_764_000_000.0
@@ -200,7 +200,7 @@ def test_host_addresses_are_refreshed(tmp_path: Path) -> None:
         DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=lambda: hosts
     )
     hosts.append("198.51.100.50")
-    clock.advance(HOST_REFRESH_SECONDS - 1)
+    clock.advance(DecisionsConfig().host_refresh_interval - 1)
     assert engine.decide(finding("198.51.100.50")).action is Action.BAN
     engine.unban("198.51.100.50")
     clock.advance(1)
@@ -222,7 +222,7 @@ def test_failing_host_probe_keeps_last_known(tmp_path: Path) -> None:
     engine = DecisionEngine(
         DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=hosts
     )
-    clock.advance(HOST_REFRESH_SECONDS)
+    clock.advance(DecisionsConfig().host_refresh_interval)
     assert engine.decide(finding("198.51.100.50")).action is Action.NONE
     assert calls == 2
 
@@ -317,8 +317,9 @@ def test_manual_unban_lifts_and_forgives(env: Env) -> None:
 
 
 def test_ban_brake_turns_bans_into_alerts(env: Env) -> None:
-    """Beyond ``max_bans_per_minute`` bans become alerts until the minute has passed."""
-    engine = env.engine(max_bans_per_minute=3)
+    """Beyond ``max_bans_per_minute`` bans become alerts until the minute has passed
+    (with no cool-down)."""
+    engine = env.engine(max_bans_per_minute=3, brake_cooldown=0)
     actions = [engine.decide(finding(f"203.0.113.{i}")).action for i in range(5)]
     assert actions == [Action.BAN] * 3 + [Action.ALERT] * 2
     braked = engine.decide(finding("203.0.113.99"))
@@ -332,7 +333,7 @@ def test_ban_brake_counts_in_decision_time(tmp_path: Path) -> None:
     """In a replay (wall time = event time) the brake window follows the events' time."""
     clock = EventClock(T0)
     engine = DecisionEngine(
-        DecisionsConfig(max_bans_per_minute=2),
+        DecisionsConfig(max_bans_per_minute=2, brake_cooldown=0),
         Ledger(tmp_path / "l.sqlite", clock),
         clock,
         host_addresses=no_hosts,

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import BeforeValidator, Field, PlainSerializer, model_validator
 
-from aisentinel.configtypes import Duration, Network, PositiveDuration, StrictModel
+from aisentinel.configtypes import (
+    Duration,
+    DurationBounds,
+    Interval,
+    Network,
+    PositiveDuration,
+    StrictModel,
+)
 from aisentinel.events import Severity
 
 _DAY = 86_400.0
@@ -40,6 +48,7 @@ WorkloadAction = Literal["alert", "throttle", "freeze"]
 """What an enforceable finding about a workload becomes."""
 
 Pattern = Annotated[str, Field(min_length=1, max_length=512)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class WorkloadAllowlistConfig(StrictModel):
@@ -75,14 +84,31 @@ class DecisionsConfig(StrictModel):
     max_ttl: PositiveDuration = 30 * _DAY
     """Longest ban escalation gives; at least ``ban_ttl``, at most 366d."""
     allowlist: tuple[Network, ...] = ()
+    admin_cidrs: tuple[Network, ...] = ()
+    """Where the administrators connect from: never banned (like ``allowlist``);
+    ``check-config`` warns when an enforcing responder is on and neither is set."""
+    monitoring_hosts: tuple[Network, ...] = ()
+    """The Prometheus / Alertmanager hosts (addresses or networks): never banned."""
     allow_host_addresses: bool = True
-    """Never ban the host's own addresses (read from /proc at start and every few minutes)."""
+    """Never ban the host's own addresses (read from /proc every ``host_refresh_interval``)."""
+    host_refresh_interval: Interval = 30.0
+    """How often the host's own addresses are read again (DHCP, VPNs); 10ms-1h."""
+    allow_ssh_sessions: bool = True
+    """Never ban the client of an established SSH session (the kernel's socket table)."""
+    ssh_ports: tuple[Port, ...] = Field(default=(22,), max_length=64)
+    """The ports sshd listens on (1-65535; up to 64 of them)."""
+    proc_root: Path = Path("/proc")
+    """procfs, where the socket table (``net/tcp``, ``net/tcp6``) and addresses are read."""
     ban_severity: SeverityName = Severity.HIGH
     """Findings at or above this severity are bans, below it alerts."""
     alert_only_detectors: tuple[str, ...] = ()
     """Detectors whose findings are only ever alerts."""
     max_bans_per_minute: int = Field(default=60, ge=1, le=10_000)
-    """Brake against mass bans: beyond this many bans in 60 s, bans become alerts; 1-10000."""
+    """The storm brake: beyond this many bans in 60 s, bans become alerts (the brake stays
+    tripped until ``aisentinel brake reset`` or ``brake_cooldown`` of calm); 1-10000."""
+    brake_cooldown: Annotated[Duration, DurationBounds(0.0, 86_400.0)] = 600.0
+    """A tripped storm brake releases itself once the ban rate stayed below half of
+    ``max_bans_per_minute`` this long; 0s-1d."""
     ledger_retention: Duration = 30 * _DAY
     """How long decision history is kept (it feeds the escalation); 0s-366d."""
     ipv6_ban_prefix: int = Field(default=64, ge=32, le=128)

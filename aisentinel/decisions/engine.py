@@ -13,8 +13,20 @@ For an address:
 5. it (or its /64) is banned already -> NONE  "already banned until <iso time>"
 6. the detector is alert-only        -> ALERT
 7. severity below ``ban_severity``   -> ALERT
-8. the ban brake is engaged          -> ALERT "ban brake engaged: ..."
+8. the storm brake is tripped        -> ALERT "ban brake engaged: ..."
 9. otherwise                         -> BAN, TTL escalated by earlier offences
+
+The allowlist of step 3 is loopback, the configured ``allowlist``, ``admin_cidrs``
+and ``monitoring_hosts``, the host's own addresses (re-read every
+``host_refresh_interval``), the networks an operator allowed at run time
+(``aisentinel allow``, until their expiry) and the client of every established SSH
+session (the kernel's socket table, ``ssh_ports``, read at most once a second). When
+one of them changes, :meth:`DecisionEngine.expire` lifts the active bans it now covers.
+
+The storm brake (:class:`~aisentinel.decisions.brakes.StormBrake`): more than
+``max_bans_per_minute`` new enforcements within a minute trip it; it stays tripped
+(every would-be ban an alert) until ``aisentinel brake reset`` or until the rate of
+would-be bans stayed below half the limit for ``brake_cooldown``.
 
 A ban of an IPv6 address covers its ``/ipv6_ban_prefix`` network (/64 by default:
 one host holds a /64 and can use any address in it); IPv4 is banned as the /32.
@@ -47,7 +59,6 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +76,13 @@ from aisentinel.decisions.allowlist import (
     WorkloadAllowlist,
     read_host_addresses,
 )
+from aisentinel.decisions.brakes import (
+    AllowEntry,
+    RuntimeAllowlist,
+    SshSessions,
+    StormBrake,
+    read_ssh_clients,
+)
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import (
@@ -72,6 +90,8 @@ from aisentinel.events import (
     AddressTarget,
     Decision,
     Finding,
+    IPNetwork,
+    Severity,
     Target,
     WorkloadKey,
     WorkloadTarget,
@@ -104,11 +124,14 @@ _LOOPBACK_NETS = frozenset(LOOPBACK)
 # SIIT/NAT64 gateway shows an IPv4 client to an IPv6-only server as 64:ff9b::a.b.c.d.
 _NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
-HOST_REFRESH_SECONDS = 300.0
-"""How often the host's own addresses are read again (they change with DHCP, VPNs)."""
 PURGE_INTERVAL_SECONDS = 3600.0
 """How often :meth:`DecisionEngine.expire` purges ledger history older than the retention."""
-BRAKE_WINDOW_SECONDS = 60.0
+MANUAL = "manual"
+"""The ``detector`` of a ban an operator asked for (``aisentinel ban``)."""
+OPERATOR = "operator"
+"""The ``detector`` of the ledger's notes of operators' other acts (unban, allow, brake reset)."""
+MIN_PREFIX = {4: 8, 6: 32}
+"""The widest network an operator may ban or allow at run time, per IP version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +150,8 @@ class DecisionCounters:
     expired: int
     ledger_errors: int
     """Ledger calls that failed, including writes kept in the ledger's backlog for a retry."""
+    brake_tripped_since: float | None = None
+    """When the storm brake tripped (epoch seconds); ``None`` while it is not tripped."""
 
 
 def ban_ttl(config: DecisionsConfig, offence: int) -> float:
@@ -173,6 +198,14 @@ def parse_target_text(text: str) -> AddressTarget | str:
     raise ValueError(f"not an address, a network or a workload (kind:id): {text!r}")
 
 
+def _covers(network: IPNetwork, decision: Decision) -> bool:
+    """Whether an address ban ``decision`` shares an address with ``network``."""
+    target = decision.target
+    if not isinstance(target, AddressTarget):
+        return False
+    return target.network.version == network.version and target.network.overlaps(network)
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
@@ -196,6 +229,7 @@ class DecisionEngine:
         clock: Clock,
         *,
         host_addresses: Callable[[], Iterable[str]] | None = None,
+        ssh_clients: Callable[[], Iterable[IPAddress]] | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -204,10 +238,18 @@ class DecisionEngine:
         self._hosts: tuple[str, ...] = ()
         self._hosts_read_at = clock.monotonic()
         self._lock = threading.Lock()
+        self._op = threading.RLock()
+        """Held by every call that changes state: the pipeline thread and the control
+        thread (operators' commands) never interleave."""
         self._active: dict[str, Decision] = {}
         self._lifted: list[Decision] = []
-        self._recent_bans: deque[float] = deque()
-        self._braking = False
+        self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
+        self._runtime = RuntimeAllowlist()
+        self._ssh = SshSessions(
+            ssh_clients or (lambda: read_ssh_clients(self.config.proc_root, self.config.ssh_ports)),
+            clock.monotonic,
+        )
+        self._ssh_swept: frozenset[IPAddress] = frozenset()
         self._counts = dict.fromkeys(Action, 0)
         self._rejected = dict.fromkeys(REJECT_REASONS, 0)
         self._braked = 0
@@ -234,6 +276,10 @@ class DecisionEngine:
 
     def decide(self, finding: Finding) -> Decision:
         """The decision about ``finding`` (recorded in the ledger unless NONE)."""
+        with self._op:
+            return self._decide_locked(finding)
+
+    def _decide_locked(self, finding: Finding) -> Decision:
         now = self.clock.now()
         self._maybe_refresh_hosts()
         decision, rejected = self._decide(finding, now)
@@ -275,6 +321,10 @@ class DecisionEngine:
             net = self.allowlist.overlapping(subject.network)
             if net is not None:
                 return make(Action.NONE, subject, f"allowlisted ({net})"), "allowlisted"
+            client = self._ssh_client_in(subject.network)
+            if client is not None:
+                why = f"allowlisted (live SSH session from {client})"
+                return make(Action.NONE, subject, why), "allowlisted"
             return self._enforce(finding, now, make, subject, Action.BAN), None
         if subject is not None:
             addr: IPAddress = subject.network.network_address
@@ -291,6 +341,8 @@ class DecisionEngine:
         if network is not None:
             why = "loopback" if network in _LOOPBACK_NETS else "allowlisted"
             return make(Action.NONE, host, f"allowlisted ({network})"), why
+        if self.config.allow_ssh_sessions and addr in self._ssh.current():
+            return make(Action.NONE, host, "allowlisted (live SSH session)"), "allowlisted"
         kind = unbannable(addr)
         if kind is not None:
             return make(Action.NONE, host, f"not a bannable address ({kind})"), kind
@@ -305,7 +357,10 @@ class DecisionEngine:
         grouped = host.grouped(self.config.ipv6_ban_prefix)
         if grouped is host:
             return host, ""
-        held = self.allowlist.overlapping(grouped.network)
+        held: object = self.allowlist.overlapping(grouped.network)
+        if held is None:
+            client = self._ssh_client_in(grouped.network)
+            held = None if client is None else f"SSH client {client}"
         if held is None:
             return grouped, ""
         return host, f" (the address only: {grouped.text} holds allowlisted {held})"
@@ -341,16 +396,19 @@ class DecisionEngine:
             return make(
                 Action.ALERT, subject, "workload action is alert (throttle and freeze are off)"
             )
-        if self._brake_engaged(now):
+        if not self._brake.attempt(now):
             with self._lock:
                 self._braked += 1
-            reason = f"ban brake engaged: {cfg.max_bans_per_minute} bans in the last minute"
+            tripped = self._brake.tripped_since or now
+            reason = (
+                f"ban brake engaged: more than {cfg.max_bans_per_minute} bans a minute since "
+                f"{_iso(tripped)} (`aisentinel brake reset` releases it)"
+            )
             return make(Action.ALERT, subject, reason)
         since = now - cfg.recidive_window
         key = target.text
         offence = self._ledger(lambda: self.ledger.offences(key, since), 0) + 1
         ttl = ban_ttl(cfg, offence)
-        self._recent_bans.append(now)
         reason = (
             f"{finding.severity.label} finding, offence {offence} within "
             f"{format_duration(cfg.recidive_window)}: {action.value} for {format_duration(ttl)}"
@@ -370,28 +428,6 @@ class DecisionEngine:
             evidence_count=finding.count,
             finding=finding,
         )
-
-    def _brake_engaged(self, now: float) -> bool:
-        """Whether ``max_bans_per_minute`` bans were decided within the 60 s before ``now``.
-
-        It counts in decision time (``clock.now()``), so a replay of old logs brakes
-        as the live daemon would have. The deque never holds more than
-        ``max_bans_per_minute`` entries: no ban is added while the brake is on.
-        """
-        horizon = now - BRAKE_WINDOW_SECONDS
-        while self._recent_bans and self._recent_bans[0] <= horizon:
-            self._recent_bans.popleft()
-        engaged = len(self._recent_bans) >= self.config.max_bans_per_minute
-        if engaged != self._braking:
-            self._braking = engaged
-            if engaged:
-                log.warning(
-                    "ban brake engaged: further bans become alerts",
-                    max_bans_per_minute=self.config.max_bans_per_minute,
-                )
-            else:
-                log.info("ban brake released")
-        return engaged
 
     # ------------------------------------------------------------------ active bans
 
@@ -428,7 +464,13 @@ class DecisionEngine:
         allowlisted now). At most once an hour, purges ledger history older than
         ``ledger_retention``.
         """
+        with self._op:
+            return self._expire_locked(now)
+
+    def _expire_locked(self, now: float | None) -> list[Decision]:
         at = self.clock.now() if now is None else now
+        self._refresh_allow_sources(at)
+        self._brake.poll(at)
         with self._lock:
             done = [d for d in self._active.values() if (d.expires_at or 0.0) <= at]
             for ban in done:
@@ -452,23 +494,166 @@ class DecisionEngine:
                 log.info("ledger history purged", rows=purged, before=_iso(before))
         return done
 
-    def unban(self, address: str) -> Decision | None:
+    def unban(self, address: str, who: str | None = None) -> Decision | None:
         """Manual unban: lift the ban of ``address`` now and forgive its history.
 
         ``address`` is an address (its own ban or its grouped network's is lifted),
         a network, or a workload's text (``unit:ollama.service``). Returns the lifted
         enforcement for the responders to delete, or ``None`` when there was none.
-        ``ValueError`` when ``address`` is none of those.
+        ``ValueError`` when ``address`` is none of those. ``who`` (the operator) is
+        recorded in the ledger with the unban.
         """
-        ban: Decision | None = None
-        for key in self._keys(address):
+        with self._op:
+            keys = self._keys(address)
+            ban: Decision | None = None
+            for key in keys:
+                with self._lock:
+                    found = self._active.pop(key, None)
+                self._ledger(lambda key=key: self.ledger.remove(key), 0)  # type: ignore[misc]
+                if found is not None:
+                    ban = ban or found
+                    log.info("ban lifted by hand", target=key, who=who)
+            if who is not None:
+                lifted = ban.target if ban is not None else None
+                note = f"unban by {who}" + ("" if ban is not None else " (nothing was held)")
+                self._note(lifted, note)
+            return ban
+
+    # ------------------------------------------------------------------ operators
+
+    def manual_ban(self, text: str, ttl: float, reason: str, who: str) -> Decision:
+        """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds.
+
+        Refused with ``ValueError`` (a one-line reason) when ``text`` is not an
+        address or network, is wider than :data:`MIN_PREFIX`, is allowlisted (the
+        allowlist always wins, operators included), holds a live SSH client, or can
+        never be a ban target. It is not counted by the storm brake. In simulate mode
+        the decision is recorded and nothing is enforced.
+        """
+        target = AddressTarget.parse(text)
+        with self._op:
+            self._refresh_allow_sources(self.clock.now())
+            why = self._refusal(target)
+            if why is not None:
+                raise ValueError(f"refused: {target.text} {why}")
+            if target.is_host:
+                target, _note = self._ban_target(target)
+            now = self.clock.now()
+            decision = Decision(
+                ts=now,
+                action=Action.BAN,
+                target=target,
+                detector=MANUAL,
+                severity=Severity.HIGH,
+                reason=f"by {who}: {reason}" if reason else f"by {who}",
+                ttl=ttl,
+                expires_at=now + ttl,
+                simulated=self.config.simulate,
+            )
+            self._ledger(lambda: self.ledger.record(decision), 0)
             with self._lock:
-                found = self._active.pop(key, None)
-            self._ledger(lambda key=key: self.ledger.remove(key), 0)  # type: ignore[misc]
-            if found is not None:
-                ban = ban or found
-                log.info("ban lifted by hand", target=key)
-        return ban
+                self._counts[Action.BAN] += 1
+                self._active[target.text] = decision
+            log.info("manual ban", target=target.text, ttl=ttl, who=who)
+            return decision
+
+    def _refusal(self, target: AddressTarget) -> str | None:
+        """Why ``target`` may not be banned by hand, or ``None``."""
+        net = target.network
+        if net.prefixlen < MIN_PREFIX[net.version]:
+            return f"is wider than /{MIN_PREFIX[net.version]}"
+        held = self.allowlist.overlapping(net)
+        if held is not None:
+            return f"is allowlisted ({held})"
+        client = self._ssh_client_in(net)
+        if client is not None:
+            return f"holds the client of a live SSH session ({client})"
+        kind = unbannable(net.network_address)
+        if kind is not None or (not target.is_host and unbannable(net.broadcast_address)):
+            return f"is not a bannable address ({kind or 'reserved'})"
+        return None
+
+    def allow(self, text: str, ttl: float, who: str, reason: str = "") -> list[Decision]:
+        """Allow the address or network ``text`` for ``ttl`` seconds (a runtime allowlist
+        entry) and lift the active bans it covers, which are returned for the
+        responders to delete. ``ValueError`` when ``text`` is not an address or network
+        or is wider than :data:`MIN_PREFIX`."""
+        target = AddressTarget.parse(text)
+        net = target.network
+        if net.prefixlen < MIN_PREFIX[net.version]:
+            raise ValueError(f"refused: {target.text} is wider than /{MIN_PREFIX[net.version]}")
+        with self._op:
+            now = self.clock.now()
+            entry = AllowEntry(net, now + ttl, who, reason)
+            self._runtime.add(entry)
+            self.allowlist = self._build_allowlist()
+            lifted = self._lift_where(lambda d: _covers(net, d))
+            note = f"allow by {who} until {_iso(entry.expires_at)}"
+            self._note(target, f"{note}: {reason}" if reason else note)
+            log.info("runtime allow", network=str(net), ttl=ttl, who=who, lifted=len(lifted))
+            return lifted
+
+    def allow_entries(self) -> list[AllowEntry]:
+        """The runtime allowlist entries in force."""
+        with self._op:
+            self._runtime.prune(self.clock.now())
+            return self._runtime.entries()
+
+    def reset_brake(self, who: str) -> bool:
+        """An operator releases the storm brake; ``False`` when it was not tripped."""
+        with self._op:
+            released = self._brake.release(f"reset by {who}")
+            self._note(None, f"brake reset by {who}" + ("" if released else " (was not tripped)"))
+            return released
+
+    def _note(self, target: Target | None, reason: str) -> None:
+        """Record an operator's act in the ledger (a decision ``none`` by ``operator``)."""
+        note = Decision(
+            ts=self.clock.now(),
+            action=Action.NONE,
+            target=target,
+            detector=OPERATOR,
+            severity=Severity.INFO,
+            reason=reason,
+        )
+        self._ledger(lambda: self.ledger.record(note), 0)
+
+    def _lift_where(self, covered: Callable[[Decision], bool]) -> list[Decision]:
+        """Remove the active enforcements ``covered`` says yes to; end them in the ledger."""
+        with self._lock:
+            lifted = [d for d in self._active.values() if covered(d)]
+            for d in lifted:
+                if d.target is not None:
+                    del self._active[d.target.text]
+        if lifted:
+            targets = [d.target.text for d in lifted if d.target is not None]
+            now = self.clock.now()
+            self._ledger(lambda: self.ledger.end(targets, now), 0)
+        return lifted
+
+    def _ssh_client_in(self, network: IPNetwork) -> IPAddress | None:
+        if not self.config.allow_ssh_sessions:
+            return None
+        return self._ssh.holding(network)
+
+    def _refresh_allow_sources(self, now: float) -> None:
+        """Re-read what may have changed (host addresses, SSH sessions, runtime entries)
+        and queue the lifting of active bans the allowlist covers now."""
+        changed = bool(self._runtime.prune(now))
+        if self.clock.monotonic() - self._hosts_read_at >= self.config.host_refresh_interval:
+            hosts = self._read_hosts()
+            if hosts != self._hosts:
+                log.info("host addresses changed", addresses=list(hosts))
+                self._hosts = hosts
+                changed = True
+        if changed:
+            self.allowlist = self._build_allowlist()
+        clients = self._ssh.current() if self.config.allow_ssh_sessions else frozenset()
+        if changed or not clients <= self._ssh_swept:
+            self._ssh_swept = clients
+            self._sweep()
+        else:
+            self._ssh_swept = clients
 
     # ------------------------------------------------------------------ config
 
@@ -478,11 +663,17 @@ class DecisionEngine:
         Active bans of addresses that are allowlisted now are reported by the next
         :meth:`expire`; simulated bans are dropped when ``simulate`` was turned off.
         """
-        self.config = config
-        self._hosts = self._read_hosts()
-        self.allowlist = self._build_allowlist()
-        self.workload_allowlist = self._build_workload_allowlist()
-        self._sweep()
+        with self._op:
+            self.config = config
+            self._brake.configure(config.max_bans_per_minute, config.brake_cooldown)
+            self._hosts = self._read_hosts()
+            self.allowlist = self._build_allowlist()
+            self.workload_allowlist = self._build_workload_allowlist()
+            self._sweep()
+
+    def brake_tripped_since(self) -> float | None:
+        """When the storm brake tripped (epoch seconds), or ``None`` when it is not tripped."""
+        return self._brake.tripped_since
 
     def counters(self) -> DecisionCounters:
         """Numbers for metrics, consistent with one another."""
@@ -495,6 +686,7 @@ class DecisionEngine:
                 active_bans=sum(1 for d in self._active.values() if (d.expires_at or 0.0) > now),
                 expired=self._expired,
                 ledger_errors=self._ledger_errors + self.ledger.write_errors,
+                brake_tripped_since=self._brake.tripped_since,
             )
 
     # ------------------------------------------------------------------ internals
@@ -533,6 +725,8 @@ class DecisionEngine:
         addr = target.network.network_address
         if self.allowlist.contains(addr):
             return "address allowlisted"
+        if self._ssh_client_in(target.network) is not None:
+            return "the client of a live SSH session"
         kind = unbannable(addr)  # recorded by an older version: the responders lift it
         return None if kind is None else f"not a bannable address ({kind})"
 
@@ -547,7 +741,9 @@ class DecisionEngine:
             return self._hosts
 
     def _build_allowlist(self) -> Allowlist:
-        return Allowlist.build(self.config.allowlist, self._hosts)
+        cfg = self.config
+        configured = (*cfg.allowlist, *cfg.admin_cidrs, *cfg.monitoring_hosts)
+        return Allowlist.build((*configured, *self._runtime.networks()), self._hosts)
 
     def _build_workload_allowlist(self) -> WorkloadAllowlist:
         wl = self.config.workload_allowlist
@@ -556,7 +752,7 @@ class DecisionEngine:
         )
 
     def _maybe_refresh_hosts(self) -> None:
-        if self.clock.monotonic() - self._hosts_read_at < HOST_REFRESH_SECONDS:
+        if self.clock.monotonic() - self._hosts_read_at < self.config.host_refresh_interval:
             return
         hosts = self._read_hosts()
         if hosts != self._hosts:

@@ -1,0 +1,256 @@
+"""Operators' commands on the running daemon, served on the control socket.
+
+=============  =============================================  ==========================
+command        request fields                                 what it does
+=============  =============================================  ==========================
+``bans``       (none)                                         the enforcements in force
+``unban``      ``target``                                     lifts it now, forgives it
+``ban``        ``target``, ``ttl``, ``reason``                bans an address or CIDR
+``allow``      ``target``, ``ttl``, ``reason``                a runtime allowlist entry
+                                                              that also lifts its bans
+``brake_reset`` (none)                                        releases the storm brake
+=============  =============================================  ==========================
+
+Each handler runs on the control thread: the engine serialises it with the pipeline
+(its operation lock) and the responder worker picks the change up on its next cycle,
+well within a second. Every act is recorded in the ledger with who asked (the peer's
+user name and uid from ``SO_PEERCRED``). Every target is parsed with ``ipaddress``
+(:meth:`~aisentinel.events.AddressTarget.parse`) before anything else; anything else
+is refused with a one-line error. The human-readable renderings escape every text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aisentinel.configtypes import MAX_DURATION, format_duration, parse_duration
+from aisentinel.control import CommandError, Peer, PeerHandler
+from aisentinel.decisions.engine import MANUAL, DecisionEngine, parse_target_text
+from aisentinel.events import AddressTarget, Decision
+from aisentinel.responders.runner import ResponderRunner
+from aisentinel.textsafe import escape
+
+TARGET_MAX = 128
+"""Longest target text accepted (a CIDR or a workload's kind:id)."""
+REASON_MAX = 200
+"""Longest reason an operator may give."""
+DEFAULT_ALLOW_TTL = 3600.0
+MIN_TTL = 1.0
+
+
+def who_of(decision: Decision) -> str:
+    """Who made ``decision``: the operator of a manual ban, else ``aisentinel``."""
+    if decision.detector == MANUAL and decision.reason.startswith("by "):
+        return decision.reason[3:].split(": ", 1)[0]
+    return "aisentinel"
+
+
+def decision_json(d: Decision, now: float) -> dict[str, Any]:
+    """One enforcement for ``aisentinel bans --json`` (exact values, not escaped)."""
+    return {
+        "target": d.target.text if d.target is not None else None,
+        "target_kind": d.target.kind.value if d.target is not None else None,
+        "action": d.action.value,
+        "detector": d.detector,
+        "severity": d.severity.label,
+        "reason": d.reason,
+        "who": who_of(d),
+        "decided_at": d.ts,
+        "expires_at": d.expires_at,
+        "expires_in_seconds": max(0.0, d.expires_at - now) if d.expires_at else None,
+        "simulated": d.simulated,
+    }
+
+
+def _text(args: Mapping[str, Any], key: str, limit: int, *, required: bool = True) -> str:
+    value = args.get(key, "")
+    if not isinstance(value, str):
+        raise CommandError(f"bad request: {key} must be text")
+    if required and not value:
+        raise CommandError(f"bad request: {key} is missing")
+    if len(value) > limit:
+        raise CommandError(f"refused: {key} is longer than {limit} characters")
+    if not value.isprintable():
+        raise CommandError(f"refused: {key} must be printable text on one line")
+    return value
+
+
+def _ttl(args: Mapping[str, Any], default: float) -> float:
+    raw = args.get("ttl")
+    if raw is None:
+        return default
+    if isinstance(raw, bool):
+        raise CommandError("bad request: ttl must be a duration like 1h or a number of seconds")
+    try:
+        ttl = parse_duration(raw)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(f"refused: bad ttl: {escape(str(exc), limit=120)}") from None
+    if not math.isfinite(ttl) or ttl < MIN_TTL or ttl > MAX_DURATION:
+        raise CommandError(f"refused: ttl must be 1s to {format_duration(MAX_DURATION)}")
+    return ttl
+
+
+def _address(text: str) -> AddressTarget:
+    try:
+        return AddressTarget.parse(text)
+    except ValueError:
+        raise CommandError(
+            f"refused: {escape(text, limit=60)} is not an IP address or CIDR network"
+        ) from None
+
+
+class AdminCommands:
+    """The handlers; ``engine`` and ``runner`` are read at each call (a reload replaces
+    the runner)."""
+
+    def __init__(
+        self,
+        engine: Callable[[], DecisionEngine],
+        runner: Callable[[], ResponderRunner],
+    ) -> None:
+        self._engine = engine
+        self._runner = runner
+
+    def handlers(self) -> dict[str, PeerHandler]:
+        """Command name -> handler, for :meth:`ControlServer.register_with_peer`."""
+        return {
+            "bans": self.bans,
+            "unban": self.unban,
+            "ban": self.ban,
+            "allow": self.allow,
+            "brake_reset": self.brake_reset,
+        }
+
+    def bans(self, _args: Mapping[str, Any], _peer: Peer) -> dict[str, Any]:
+        engine = self._engine()
+        now = engine.clock.now()
+        return {
+            "now": now,
+            "bans": [decision_json(d, now) for d in engine.active(now)],
+            "allowed": [
+                {
+                    "network": str(e.network),
+                    "expires_at": e.expires_at,
+                    "who": e.who,
+                    "reason": e.reason,
+                }
+                for e in engine.allow_entries()
+            ],
+            "brake_tripped_since": engine.brake_tripped_since(),
+        }
+
+    def unban(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        text = _text(args, "target", TARGET_MAX)
+        try:
+            parse_target_text(text)
+        except ValueError:
+            raise CommandError(
+                f"refused: {escape(text, limit=60)} is not an IP address, a CIDR network "
+                "or a workload (kind:id)"
+            ) from None
+        engine = self._engine()
+        lifted = engine.unban(text, who=peer.who)
+        if lifted is not None:
+            self._runner().submit_expired([lifted])
+        return {
+            "target": lifted.target.text if lifted and lifted.target else text,
+            "lifted": lifted is not None,
+        }
+
+    def ban(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        target = _address(_text(args, "target", TARGET_MAX))
+        reason = _text(args, "reason", REASON_MAX, required=False)
+        engine = self._engine()
+        ttl = _ttl(args, engine.config.ban_ttl)
+        try:
+            decision = engine.manual_ban(target.text, ttl, reason, peer.who)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        self._runner().submit(decision)
+        return decision_json(decision, engine.clock.now())
+
+    def allow(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        target = _address(_text(args, "target", TARGET_MAX))
+        reason = _text(args, "reason", REASON_MAX, required=False)
+        ttl = _ttl(args, DEFAULT_ALLOW_TTL)
+        engine = self._engine()
+        try:
+            lifted = engine.allow(target.text, ttl, peer.who, reason)
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+        if lifted:
+            self._runner().submit_expired(lifted)
+        return {
+            "network": target.text,
+            "expires_at": engine.clock.now() + ttl,
+            "lifted": [d.target.text for d in lifted if d.target is not None],
+        }
+
+    def brake_reset(self, _args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        return {"released": self._engine().reset_brake(peer.who)}
+
+
+# ---------------------------------------------------------------------- rendering
+
+
+def _iso(epoch: float | None) -> str:
+    if epoch is None:
+        return "-"
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def render_bans(result: Mapping[str, Any]) -> str:
+    """``aisentinel bans`` for people: one escaped line per enforcement."""
+    lines: list[str] = []
+    tripped = result.get("brake_tripped_since")
+    if isinstance(tripped, int | float):
+        lines.append(
+            f"STORM BRAKE TRIPPED since {_iso(float(tripped))}: bans are alerts until "
+            "`aisentinel brake reset`"
+        )
+    bans = result.get("bans") or []
+    if not bans:
+        lines.append("no bans in force")
+    else:
+        lines.append("TARGET  ACTION  EXPIRES  DETECTOR  WHO  REASON")
+    for b in bans:
+        expires = b.get("expires_in_seconds")
+        left = format_duration(float(expires)) if isinstance(expires, int | float) else "-"
+        sim = " (simulated)" if b.get("simulated") else ""
+        fields = (
+            b.get("target"),
+            b.get("action"),
+            f"in {left}",
+            b.get("detector"),
+            b.get("who"),
+            b.get("reason"),
+        )
+        lines.append("  ".join(escape(str(f), limit=120) for f in fields) + sim)
+    for a in result.get("allowed") or []:
+        lines.append(
+            f"allowed {escape(str(a.get('network')), limit=60)} until "
+            f"{_iso(a.get('expires_at'))} by {escape(str(a.get('who')), limit=60)}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_result(command: str, result: Mapping[str, Any]) -> str:
+    """One escaped line saying what ``unban`` / ``ban`` / ``allow`` / ``brake_reset`` did."""
+    if command == "unban":
+        target = escape(str(result.get("target")), limit=80)
+        return f"lifted {target}\n" if result.get("lifted") else f"{target} was not banned\n"
+    if command == "ban":
+        sim = " (simulated: nothing is enforced)" if result.get("simulated") else ""
+        expires = _iso(result.get("expires_at"))
+        return f"banned {escape(str(result.get('target')), limit=80)} until {expires}{sim}\n"
+    if command == "allow":
+        lifted = result.get("lifted") or []
+        also = f"; lifted {', '.join(escape(str(t), limit=60) for t in lifted)}" if lifted else ""
+        net = escape(str(result.get("network")), limit=80)
+        return f"allowed {net} until {_iso(result.get('expires_at'))}{also}\n"
+    if command == "brake_reset":
+        return "storm brake released\n" if result.get("released") else "storm brake was not on\n"
+    return escape(str(dict(result)), limit=400) + "\n"

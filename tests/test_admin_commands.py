@@ -1,0 +1,247 @@
+"""Operators' commands on the control socket (bans, unban, ban, allow, brake reset): they
+reach the engine and the responder worker, are recorded with who asked, and refuse bad input."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aisentinel.cli import main
+from aisentinel.clock import FakeClock
+from aisentinel.control import CommandError, ControlServer, Peer, request
+from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
+from aisentinel.decisions.admin import AdminCommands, render_bans
+from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
+from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
+from tests.conftest import wait_for
+
+T0 = 1_764_000_000.0
+HOST = "192.0.2.10"
+SSH_CLIENT = "198.51.100.22"
+
+
+def finding(client: str) -> Finding:
+    return Finding(T0, "ssh_bruteforce", Severity.HIGH, client, client, 6, 600.0, "failures")
+
+
+@dataclass
+class Env:
+    clock: FakeClock
+    engine: DecisionEngine
+    ledger: Ledger
+    dryrun: DryRunResponder
+    runner: ResponderRunner
+    server: ControlServer
+
+    def ask(self, command: str, **fields: Any) -> Any:
+        return request(self.server.path, command, **fields)
+
+
+def _env(tmp: Path, **config: Any) -> Env:
+    clock = FakeClock(T0)
+    ledger = Ledger(tmp / "l.sqlite", clock)
+    ssh: set[IPAddress] = {canonical_address(SSH_CLIENT)}
+    engine = DecisionEngine(
+        DecisionsConfig(**config),
+        ledger,
+        clock,
+        host_addresses=lambda: [HOST],
+        ssh_clients=lambda: ssh,
+    )
+    dryrun = DryRunResponder(DryRunConfig(), clock=clock)
+    runner = ResponderRunner([dryrun], clock)
+    runner.start()
+    server = ControlServer(tmp / "c.sock")
+    for name, handler in AdminCommands(lambda: engine, lambda: runner).handlers().items():
+        server.register_with_peer(name, handler)
+    server.start()
+    return Env(clock, engine, ledger, dryrun, runner, server)
+
+
+@pytest.fixture
+def env() -> Iterator[Env]:
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))  # a socket path is short
+    e = _env(tmp)
+    yield e
+    e.server.stop()
+    e.runner.close(1.0)
+    e.ledger.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_peer_handler_gets_the_asking_user() -> None:
+    """A command registered with the peer gets SO_PEERCRED's uid and its user name."""
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    server = ControlServer(tmp / "c.sock")
+    server.register_with_peer("whoami", lambda _a, p: {"uid": p.uid, "who": p.who})
+    server.start()
+    try:
+        me = Peer.self()
+        assert request(server.path, "whoami") == {"uid": me.uid, "who": me.who}
+    finally:
+        server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_ban_takes_effect_and_is_recorded_with_who(env: Env) -> None:
+    """`ban` reaches the responder through the worker, `bans` lists it with who asked, and
+    the ledger row names the operator."""
+    answer = env.ask("ban", target="203.0.113.9", ttl="2h", reason="scraper")
+    assert answer["target"] == "203.0.113.9"
+    assert answer["expires_at"] == T0 + 7200
+    assert wait_for(lambda: "203.0.113.9" in env.dryrun.banned)
+    listed = env.ask("bans")["bans"]
+    who = Peer.self().who
+    assert [(b["target"], b["detector"], b["who"]) for b in listed] == [
+        ("203.0.113.9", "manual", who)
+    ]
+    [row] = env.ledger.history("203.0.113.9")
+    assert row.reason == f"by {who}: scraper"
+
+
+def test_unban_lifts_and_records_who(env: Env) -> None:
+    """`unban` lifts an automatic ban at the responder and leaves a ledger note naming who."""
+    d = env.engine.decide(finding("203.0.113.7"))
+    env.runner.submit(d)
+    assert wait_for(lambda: "203.0.113.7" in env.dryrun.banned)
+    assert env.ask("unban", target="203.0.113.7") == {"target": "203.0.113.7", "lifted": True}
+    assert wait_for(lambda: "203.0.113.7" not in env.dryrun.banned)
+    notes = [r.reason for r in env.ledger.history("203.0.113.7") if r.action is Action.NONE]
+    assert notes == [f"unban by {Peer.self().who}"]
+    assert env.ask("unban", target="203.0.113.7")["lifted"] is False
+
+
+def test_allow_lifts_matching_bans_and_wins_until_expiry(env: Env) -> None:
+    """`allow CIDR --ttl` lifts the bans inside it, keeps new ones out until it expires."""
+    for client in ("203.0.113.7", "203.0.113.8", "198.51.100.1"):
+        env.runner.submit(env.engine.decide(finding(client)))
+    assert wait_for(lambda: len(env.dryrun.banned) == 3)
+    answer = env.ask("allow", target="203.0.113.0/24", ttl="10m", reason="office")
+    assert sorted(answer["lifted"]) == ["203.0.113.7", "203.0.113.8"]
+    assert wait_for(lambda: set(env.dryrun.banned) == {"198.51.100.1"})
+    assert env.engine.decide(finding("203.0.113.50")).action is Action.NONE
+    assert [a["network"] for a in env.ask("bans")["allowed"]] == ["203.0.113.0/24"]
+    env.clock.advance(601)
+    env.engine.expire()
+    assert env.engine.decide(finding("203.0.113.50")).action is Action.BAN
+
+
+@pytest.mark.parametrize(
+    ("command", "target", "error"),
+    [
+        ("ban", "1.2.3.4;reboot", "is not an IP address or CIDR"),
+        ("ban", "$(id)", "is not an IP address or CIDR"),
+        ("ban", "-h", "is not an IP address or CIDR"),
+        ("ban", "x" * 10_000, "longer than 128"),
+        ("ban", "0.0.0.0/0", "wider than /8"),
+        ("ban", "::ffff:127.0.0.1", "is allowlisted (127.0.0.0/8)"),
+        ("ban", HOST, f"is allowlisted ({HOST}/32)"),
+        ("ban", SSH_CLIENT, "live SSH session"),
+        ("ban", "224.0.0.1", "not a bannable address (multicast)"),
+        ("ban", "10.0.0.1/8", "is not an IP address or CIDR"),
+        ("allow", "$(id)", "is not an IP address or CIDR"),
+        ("allow", "::/0", "wider than /32"),
+        ("unban", "1.2.3.4;reboot", "is not an IP address, a CIDR network or a workload"),
+    ],
+)
+def test_refused_targets_get_a_clear_error_and_change_nothing(
+    env: Env, command: str, target: str, error: str
+) -> None:
+    """Hostile or allowlisted targets are refused with a one-line reason; nothing is enforced."""
+    with pytest.raises(CommandError) as info:
+        env.ask(command, target=target, ttl="1h")
+    assert error in str(info.value)
+    assert "\n" not in str(info.value)
+    env.runner.flush(2.0)
+    assert env.dryrun.banned == {}
+    assert env.engine.active() == []
+
+
+def test_bad_ttl_and_reason_are_refused(env: Env) -> None:
+    """A TTL out of range or not a duration, or a reason with control characters, is refused."""
+    for fields, error in (
+        ({"ttl": "0s"}, "ttl must be 1s"),
+        ({"ttl": "400d"}, "ttl must be 1s"),
+        ({"ttl": "soon"}, "bad ttl"),
+        ({"ttl": True}, "ttl must be a duration"),
+        ({"reason": "a\x1b[2Jb"}, "printable"),
+    ):
+        with pytest.raises(CommandError, match=error):
+            env.ask("ban", target="203.0.113.9", **fields)
+    assert env.engine.active() == []
+
+
+def test_brake_reset_releases_the_storm_brake() -> None:
+    """A tripped storm brake stays on past the minute; `brake reset` releases it at once."""
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    env = _env(tmp, max_bans_per_minute=2)
+    try:
+        actions = [env.engine.decide(finding(f"203.0.113.{i}")).action for i in range(3)]
+        assert actions == [Action.BAN, Action.BAN, Action.ALERT]
+        env.clock.advance(120)
+        env.engine.expire()
+        assert env.ask("bans")["brake_tripped_since"] == T0
+        assert env.engine.decide(finding("203.0.113.50")).action is Action.ALERT
+        assert env.ask("brake_reset") == {"released": True}
+        assert env.engine.brake_tripped_since() is None
+        assert env.engine.decide(finding("203.0.113.51")).action is Action.BAN
+        assert env.ask("brake_reset") == {"released": False}
+        notes = [r.reason for r in env.ledger.history("203.0.113.51")]
+        assert notes  # the ban itself; the resets are notes without a target
+    finally:
+        env.server.stop()
+        env.runner.close(1.0)
+        env.ledger.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_render_bans_escapes_text() -> None:
+    """Terminal control characters in a listed reason or target are escaped."""
+    out = render_bans(
+        {
+            "bans": [
+                {
+                    "target": "203.0.113.9",
+                    "action": "ban",
+                    "expires_in_seconds": 60.0,
+                    "detector": "scanning",
+                    "who": "aisentinel",
+                    "reason": "path \x1b[2J\u202e",
+                }
+            ],
+            "allowed": [],
+            "brake_tripped_since": None,
+        }
+    )
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert "\\x1b[2J" in out
+
+
+def test_cli_commands_talk_to_the_daemon(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aisentinel ban/bans/unban/allow/brake reset --socket` print one line each; a
+    refused target exits 2 before asking, a daemon refusal exits 1."""
+    sock = str(env.server.path)
+    assert main(["ban", "203.0.113.9", "--ttl", "1h", "--reason", "x", "--socket", sock]) == 0
+    assert "banned 203.0.113.9 until" in capsys.readouterr().out
+    assert main(["bans", "--socket", sock]) == 0
+    assert "203.0.113.9  ban  in 1h  manual" in capsys.readouterr().out
+    assert main(["bans", "--json", "--socket", sock]) == 0
+    assert '"who":' in capsys.readouterr().out
+    assert main(["unban", "203.0.113.9", "--socket", sock]) == 0
+    assert "lifted 203.0.113.9" in capsys.readouterr().out
+    assert main(["allow", "203.0.113.0/24", "--ttl", "1h", "--socket", sock]) == 0
+    assert "allowed 203.0.113.0/24 until" in capsys.readouterr().out
+    assert main(["brake", "reset", "--socket", sock]) == 0
+    assert "storm brake was not on" in capsys.readouterr().out
+    assert main(["ban", "$(id)", "--socket", sock]) == 2
+    assert "is not an IP address or CIDR" in capsys.readouterr().err
+    assert main(["ban", "203.0.113.77", "--socket", sock]) == 1  # inside the allowed /24
+    assert "is allowlisted" in capsys.readouterr().err
+    assert main(["bans", "--socket", str(Path(sock).with_name("none.sock"))]) == 3

@@ -1,0 +1,510 @@
+"""The ``throttle`` responder: real cgroups with a real CPU-burning child, systemd units
+through a fake command runner, and containers through a Docker-API-compatible test server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socketserver
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aisentinel.clock import FakeClock
+from aisentinel.commands import FakeRunner
+from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
+from aisentinel.events import (
+    Action,
+    Decision,
+    Finding,
+    Severity,
+    WorkloadKey,
+    WorkloadTarget,
+)
+from aisentinel.responders import REGISTRY, ResponderError, ResponderRunner
+from aisentinel.responders.throttle import ThrottleConfig, ThrottleResponder
+
+T0 = 1_764_000_000.0
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def decision(target: WorkloadTarget, action: Action = Action.THROTTLE, ts: float = T0) -> Decision:
+    return Decision(
+        ts=ts,
+        action=action,
+        target=target,
+        detector="gpu_abuse",
+        severity=Severity.HIGH,
+        reason="test",
+        ttl=600.0,
+        expires_at=ts + 600.0,
+    )
+
+
+def responder(cfg: ThrottleConfig, runner: FakeRunner | None = None) -> ThrottleResponder:
+    return ThrottleResponder(cfg, clock=FakeClock(T0), commands=runner or FakeRunner())
+
+
+def test_registered_as_throttle_for_throttle_and_freeze() -> None:
+    """The plug-in is registered as ``throttle`` and handles throttle and freeze only."""
+    entry = REGISTRY.get("throttle")
+    assert entry.factory is ThrottleResponder
+    assert ThrottleResponder.handles == {Action.THROTTLE, Action.FREEZE}
+
+
+# ---------------------------------------------------------------------- fixture cgroup tree
+
+
+def _fake_tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A cgroup v2 tree and a procfs with process 4242 in /ai/job and our own pid in /."""
+    root = tmp_path / "cg"
+    job = root / "ai" / "job"
+    job.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpu\n")
+    for d in (root, root / "ai", job):
+        (d / "cpu.max").write_text("max 100000\n")
+        (d / "cgroup.freeze").write_text("0\n")
+    proc = tmp_path / "proc"
+    (proc / "4242").mkdir(parents=True)
+    (proc / "4242" / "cgroup").write_text("0::/ai/job\n")
+    (proc / str(os.getpid())).mkdir()
+    (proc / str(os.getpid()) / "cgroup").write_text("0::/ai\n")
+    return root, proc
+
+
+def test_fixture_tree_throttle_restores_previous_value(tmp_path: Path) -> None:
+    """A pid target is resolved through /proc/PID/cgroup; cpu.max gets QUOTA PERIOD and
+    the previous value back on delete."""
+    root, proc = _fake_tree(tmp_path)
+    (root / "ai" / "job" / "cpu.max").write_text("50000 100000\n")
+    r = responder(ThrottleConfig(cgroup_root=root, proc_root=proc, cpu_percent=5))
+    d = decision(WorkloadTarget(WorkloadKey.PID, "4242"))
+    r.add_many([d])
+    r.commit()
+    assert (root / "ai" / "job" / "cpu.max").read_text() == "5000 100000"
+    r.delete_many([d])
+    r.commit()
+    assert (root / "ai" / "job" / "cpu.max").read_text() == "50000 100000"
+    assert r.held == {}
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        WorkloadTarget(WorkloadKey.CGROUP, "/ai/../../etc"),
+        WorkloadTarget(WorkloadKey.CGROUP, "ai/job"),
+        WorkloadTarget(WorkloadKey.CGROUP, "/"),
+        WorkloadTarget(WorkloadKey.CGROUP, "/ai"),  # holds aisentinel itself
+        WorkloadTarget(WorkloadKey.PID, "1"),
+        WorkloadTarget(WorkloadKey.PID, str(os.getpid())),
+        WorkloadTarget(WorkloadKey.UNIT, "-h.service"),
+        WorkloadTarget(WorkloadKey.UNIT, "init.scope"),
+        WorkloadTarget(WorkloadKey.UNIT, "x.service;reboot"),
+        WorkloadTarget(WorkloadKey.CONTAINER, "../../version"),
+    ],
+    ids=lambda t: t.text,
+)
+def test_refused_targets_touch_nothing(tmp_path: Path, target: WorkloadTarget) -> None:
+    """Paths out of the tree, the root cgroup, aisentinel's own cgroup, pid 1, option-like
+    or top-level units and odd container ids are refused: no file written, no command."""
+    root, proc = _fake_tree(tmp_path)
+    runner = FakeRunner()
+    r = responder(ThrottleConfig(cgroup_root=root, proc_root=proc), runner)
+    before = {p: p.read_text() for p in root.rglob("*") if p.is_file()}
+    r.add_many([decision(target, Action.FREEZE)])
+    with pytest.raises(ResponderError, match=r"refused|not a"):
+        r.commit()
+    assert runner.calls == []
+    assert {p: p.read_text() for p in root.rglob("*") if p.is_file()} == before
+    assert r.held == {}
+
+
+def test_restart_undo_of_own_throttle_means_no_limit(tmp_path: Path) -> None:
+    """After a restart (memory lost) a reconcile finds its own quota; expiry lifts it to max."""
+    root, proc = _fake_tree(tmp_path)
+    cfg = ThrottleConfig(cgroup_root=root, proc_root=proc, cpu_percent=5)
+    cpu_max = root / "ai" / "job" / "cpu.max"
+    cpu_max.write_text("5000 100000\n")  # left by the previous run
+    d = decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"))
+    r = responder(cfg)
+    r.reconcile([d])
+    r.delete_many([d])
+    r.commit()
+    assert cpu_max.read_text() == "max"
+
+
+def test_delete_unknown_after_restart_thaws(tmp_path: Path) -> None:
+    """A freeze lifted by a fresh responder (no memory) writes cgroup.freeze 0."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    freeze.write_text("1\n")
+    r = responder(ThrottleConfig(cgroup_root=root, proc_root=proc))
+    r.delete_many([decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), Action.FREEZE)])
+    r.commit()
+    assert freeze.read_text() == "0"
+
+
+def test_retried_delete_does_not_undo_twice(tmp_path: Path) -> None:
+    """A batch retried after a partial failure does not reset what was already restored."""
+    root, proc = _fake_tree(tmp_path)
+    cpu_max = root / "ai" / "job" / "cpu.max"
+    cpu_max.write_text("70000 100000\n")
+    r = responder(ThrottleConfig(cgroup_root=root, proc_root=proc))
+    d = decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"))
+    r.add_many([d])
+    r.commit()
+    bad = decision(WorkloadTarget(WorkloadKey.CGROUP, "/nope"))
+    for _ in range(2):  # the worker retries the whole batch
+        r.delete_many([d, bad])
+        with pytest.raises(ResponderError):
+            r.commit()
+    assert cpu_max.read_text() == "70000 100000"
+
+
+# ---------------------------------------------------------------------- systemd units
+
+
+def test_unit_throttle_and_freeze_go_through_systemctl() -> None:
+    """A unit is throttled with set-property --runtime and restored to its old quota; a
+    freeze is systemctl freeze, lifted with thaw; every call is an argument list."""
+    unit = "ollama.service"
+    show_q = ("systemctl", "show", "--property=CPUQuotaPerSecUSec", "--value", "--", unit)
+    show_f = ("systemctl", "show", "--property=FreezerState", "--value", "--", unit)
+    setp = ("systemctl", "set-property", "--runtime", "--", unit)
+    answers = {
+        show_q: FakeRunner.ok(show_q, "2s\n"),
+        show_f: FakeRunner.ok(show_f, "running\n"),
+        (*setp, "CPUQuota=25%"): FakeRunner.ok(setp),
+        (*setp, "CPUQuota=200%"): FakeRunner.ok(setp),
+        ("systemctl", "freeze", "--", unit): FakeRunner.ok(["systemctl"]),
+        ("systemctl", "thaw", "--", unit): FakeRunner.ok(["systemctl"]),
+    }
+    runner = FakeRunner(answers)
+    r = responder(ThrottleConfig(cpu_percent=25), runner)
+    target = WorkloadTarget(WorkloadKey.UNIT, unit)
+    throttle = decision(target)
+    r.add_many([throttle])
+    r.commit()
+    r.delete_many([throttle])
+    r.commit()
+    freeze = decision(target, Action.FREEZE, ts=T0 + 1)
+    r.add_many([freeze])
+    r.commit()
+    r.delete_many([freeze])
+    r.commit()
+    assert runner.calls == [
+        show_q,
+        (*setp, "CPUQuota=25%"),
+        (*setp, "CPUQuota=200%"),
+        show_f,
+        ("systemctl", "freeze", "--", unit),
+        ("systemctl", "thaw", "--", unit),
+    ]
+
+
+def test_unit_failure_is_a_responder_error() -> None:
+    """systemctl exiting non-zero (or missing) raises ResponderError; nothing is held."""
+    r = responder(ThrottleConfig(), FakeRunner())
+    r.add_many([decision(WorkloadTarget(WorkloadKey.UNIT, "ollama.service"))])
+    with pytest.raises(ResponderError, match="systemctl"):
+        r.commit()
+    assert r.held == {}
+
+
+# ---------------------------------------------------------------------- Docker Engine API
+
+
+@dataclass
+class FakeEngine:
+    """What the test Docker server holds: one container's limits and paused state."""
+
+    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    daemon_threads = True
+
+
+def _docker_handler(engine: FakeEngine) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def _reply(self, status: int, body: Any = None) -> None:
+            data = b"" if body is None else json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _route(self, method: str) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
+            path = re.sub(r"^/v[0-9.]+", "", self.path.split("?")[0])
+            engine.requests.append((method, path))
+            if path == "/version":
+                self._reply(200, {"ApiVersion": "1.45", "Version": "test"})
+                return
+            m = re.fullmatch(r"/containers/([^/]+)/(json|update|pause|unpause)", path)
+            if m is None or m.group(1) not in engine.containers:
+                self._reply(404, {"message": "No such container"})
+                return
+            c = engine.containers[m.group(1)]
+            verb = m.group(2)
+            if verb == "json":
+                self._reply(200, c)
+            elif verb == "update":
+                c["HostConfig"]["CpuQuota"] = body.get("CpuQuota", c["HostConfig"]["CpuQuota"])
+                c["HostConfig"]["CpuPeriod"] = body.get("CpuPeriod", c["HostConfig"]["CpuPeriod"])
+                self._reply(200, {"Warnings": []})
+            elif verb == "pause":
+                c["State"]["Paused"] = True
+                self._reply(204)
+            else:
+                if not c["State"]["Paused"]:
+                    self._reply(409, {"message": "Container is not paused"})
+                    return
+                c["State"]["Paused"] = False
+                self._reply(204)
+
+        def do_GET(self) -> None:
+            self._route("GET")
+
+        def do_POST(self) -> None:
+            self._route("POST")
+
+    return Handler
+
+
+@pytest.fixture
+def docker_api(tmp_path: Path) -> Iterator[tuple[str, FakeEngine]]:
+    """A Docker-API-compatible server on a unix socket (no engine can run here)."""
+    pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
+    engine = FakeEngine(
+        {
+            "abc123": {
+                "Id": "abc123",
+                "Name": "/llm",
+                "HostConfig": {"CpuQuota": 0, "CpuPeriod": 0},
+                "State": {"Paused": False, "Running": True},
+            }
+        }
+    )
+    path = tmp_path / "docker.sock"
+    server = _UnixHTTPServer(str(path), _docker_handler(engine))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"unix://{path}", engine
+    server.shutdown()
+    server.server_close()
+
+
+def test_container_throttle_and_freeze_through_docker_api(
+    docker_api: tuple[str, FakeEngine],
+) -> None:
+    """The Docker path, run against a Docker-API-compatible test server (no Docker engine
+    can run in the test environment): update sets CpuQuota/CpuPeriod and expiry puts the
+    old (unlimited) values back; freeze pauses and expiry unpauses."""
+    url, engine = docker_api
+    r = responder(ThrottleConfig(docker_url=url, cpu_percent=20, cpu_period_us=50_000))
+    target = WorkloadTarget(WorkloadKey.CONTAINER, "abc123", name="llm")
+    held = engine.containers["abc123"]
+    t = decision(target)
+    r.add_many([t])
+    r.commit()
+    assert held["HostConfig"] == {"CpuQuota": 10_000, "CpuPeriod": 50_000}
+    r.delete_many([t])
+    r.commit()
+    assert held["HostConfig"] == {"CpuQuota": -1, "CpuPeriod": 100_000}
+    f = decision(target, Action.FREEZE, ts=T0 + 1)
+    r.add_many([f])
+    r.commit()
+    assert held["State"]["Paused"] is True
+    r.delete_many([f])
+    r.commit()
+    assert held["State"]["Paused"] is False
+    assert ("POST", "/containers/abc123/pause") in engine.requests
+    r.close()
+
+
+def test_missing_container_is_a_responder_error(docker_api: tuple[str, FakeEngine]) -> None:
+    """A container the engine does not know fails the batch with a clear reason."""
+    url, _engine = docker_api
+    r = responder(ThrottleConfig(docker_url=url))
+    r.add_many([decision(WorkloadTarget(WorkloadKey.CONTAINER, "gone"))])
+    with pytest.raises(ResponderError, match="container gone not found"):
+        r.commit()
+
+
+# ---------------------------------------------------------------------- real cgroups
+
+
+def _writable(path: Path) -> bool:
+    probe = path / f"aisentinel-probe-{os.getpid()}"
+    try:
+        probe.mkdir()
+    except OSError:
+        return False
+    probe.rmdir()
+    return True
+
+
+@dataclass
+class Burner:
+    """A CPU-burning child moved into a test cgroup in every hierarchy that can take it."""
+
+    proc: subprocess.Popen[bytes]
+    rel: str
+    dirs: list[Path]
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rate(self, seconds: float = 1.0) -> float:
+        """CPU seconds used per wall second over a short interval."""
+        start_cpu, start = self.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)
+        return (self.cpu_seconds() - start_cpu) / (time.monotonic() - start)
+
+
+def _hierarchies() -> list[tuple[Path, str]]:
+    """(directory, kind) of each cgroup hierarchy under /sys/fs/cgroup that a test may use."""
+    found: list[tuple[Path, str]] = []
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        found.append((CGROUP_ROOT, "v2"))
+    elif (CGROUP_ROOT / "unified" / "cgroup.controllers").exists():
+        found.append((CGROUP_ROOT / "unified", "v2"))
+    for name in ("cpu", "cpu,cpuacct", "freezer"):
+        d = CGROUP_ROOT / name
+        if (d / "cgroup.procs").exists() and d not in [f for f, _ in found]:
+            found.append((d, "v1"))
+    return [(d, k) for d, k in found if _writable(d)]
+
+
+@pytest.fixture
+def burner() -> Iterator[Burner]:
+    """A real CPU-burning child in a fresh test cgroup (skipped where cgroups are not writable)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create cgroups")
+    hierarchies = _hierarchies()
+    if not hierarchies:
+        pytest.skip(f"no writable cgroup hierarchy under {CGROUP_ROOT}")
+    rel = f"/aisentinel-test-{os.getpid()}-{time.monotonic_ns()}"
+    child = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    dirs: list[Path] = []
+    try:
+        for base, _kind in hierarchies:
+            d = base / rel.lstrip("/")
+            d.mkdir()
+            dirs.append(d)
+            (d / "cgroup.procs").write_text(str(child.pid))
+        yield Burner(child, rel, dirs)
+    finally:
+        for d in dirs:  # a v1-frozen task cannot die before it is thawed
+            with contextlib.suppress(OSError):
+                if (d / "freezer.state").exists():
+                    (d / "freezer.state").write_text("THAWED")
+                if (d / "cgroup.freeze").exists():
+                    (d / "cgroup.freeze").write_text("0")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+        for d in dirs:
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+
+
+def _has_cpu_controller(b: Burner) -> bool:
+    return any((d / "cpu.max").exists() or (d / "cpu.cfs_quota_us").exists() for d in b.dirs)
+
+
+def _has_freezer(b: Burner) -> bool:
+    return any((d / "cgroup.freeze").exists() or (d / "freezer.state").exists() for d in b.dirs)
+
+
+@pytest.mark.root
+def test_real_cgroup_throttle_lowers_cpu_rate_and_expiry_restores_it(burner: Burner) -> None:
+    """A real CPU-burning child: after a throttle decision from the engine its measured CPU
+    rate drops; once the decision expires (engine -> worker -> responder) it comes back."""
+    if not _has_cpu_controller(burner):
+        pytest.skip("the test cgroup has no cpu controller (cpu.max / cpu.cfs_quota_us)")
+    clock = FakeClock(T0)
+    engine = DecisionEngine(
+        DecisionsConfig(workload_action="throttle"),
+        Ledger(Path(":memory:"), clock),
+        clock,
+        host_addresses=list,
+    )
+    r = responder(ThrottleConfig(cpu_percent=5))
+    runner = ResponderRunner([r], clock)
+    before = burner.rate()
+    target = WorkloadTarget(WorkloadKey.PID, str(burner.proc.pid), name="burner")
+    finding = Finding(
+        T0, "gpu_abuse", Severity.HIGH, None, target.text, 1, 60.0, "burns", target=target
+    )
+    d = engine.decide(finding)
+    assert d.action is Action.THROTTLE
+    runner.submit(d)
+    runner.tick()
+    assert r.held, runner.stats()
+    throttled = burner.rate()
+    clock.advance((d.ttl or 0.0) + 1.0)
+    runner.submit_expired(engine.expire())
+    runner.tick()
+    assert r.held == {}
+    after = burner.rate()
+    assert throttled < 0.15, (before, throttled)
+    assert throttled < before / 2, (before, throttled)
+    assert after > 3 * throttled, (before, throttled, after)
+
+
+@pytest.mark.root
+def test_real_cgroup_freeze_stops_the_child_and_thaw_resumes_it(burner: Burner) -> None:
+    """Freezing the child's cgroup stops its CPU use entirely (cgroup.events says frozen 1
+    on v2, freezer.state FROZEN on v1); deleting the decision thaws it and it runs again."""
+    if not _has_freezer(burner):
+        pytest.skip("the test cgroup has no freezer (cgroup.freeze / freezer.state)")
+    r = responder(ThrottleConfig())
+    d = decision(WorkloadTarget(WorkloadKey.CGROUP, burner.rel), Action.FREEZE)
+    r.add_many([d])
+    r.commit()
+    v2 = [p for p in burner.dirs if (p / "cgroup.freeze").exists()]
+    if v2:
+        assert _wait_text(v2[0] / "cgroup.events", "frozen 1")
+    else:
+        v1 = next(p for p in burner.dirs if (p / "freezer.state").exists())
+        assert _wait_text(v1 / "freezer.state", "FROZEN")
+    start = burner.cpu_seconds()
+    time.sleep(0.5)
+    assert burner.cpu_seconds() == start
+    r.delete_many([d])
+    r.commit()
+    assert burner.rate(0.5) > 0.05
+
+
+def _wait_text(path: Path, text: str, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return True
+        time.sleep(0.02)
+    return False
