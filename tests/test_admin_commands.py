@@ -19,7 +19,7 @@ from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.admin import AdminCommands, render_bans
 from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
 from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
-from tests.conftest import wait_for
+from conftest import wait_for
 
 T0 = 1_764_000_000.0
 HOST = "192.0.2.10"

@@ -17,7 +17,7 @@ from aisentinel.events import Action, AddressTarget, Decision, LineBatch
 from aisentinel.pipeline import Pipeline
 from aisentinel.responders import Responder, ResponderHealth, ResponderRunner
 from aisentinel.responders.throttle import ThrottleConfig, ThrottleResponder
-from tests.conftest import nginx_line, ssh_fail
+from conftest import nginx_line, ssh_fail
 
 HOST = "192.0.2.10"
 SSH_CLIENT = "198.51.100.22"
