@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
@@ -19,7 +20,6 @@ from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.admin import AdminCommands, render_bans
 from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
 from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
-from conftest import wait_for
 
 T0 = 1_764_000_000.0
 HOST = "192.0.2.10"

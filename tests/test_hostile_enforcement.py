@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from conftest import nginx_line, ssh_fail
 
 from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
@@ -17,7 +18,6 @@ from aisentinel.events import Action, AddressTarget, Decision, LineBatch
 from aisentinel.pipeline import Pipeline
 from aisentinel.responders import Responder, ResponderHealth, ResponderRunner
 from aisentinel.responders.throttle import ThrottleConfig, ThrottleResponder
-from conftest import nginx_line, ssh_fail
 
 HOST = "192.0.2.10"
 SSH_CLIENT = "198.51.100.22"
