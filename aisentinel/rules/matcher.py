@@ -197,15 +197,26 @@ class Matcher:
         self._extra_field = self._fields["extra"]
         self._has_extra = bool(entries["extra"])
         self._limit = cache_entries
-        self._targets: dict[str, tuple[Target, frozenset[int]]] = {}
+        self._targets: dict[str, tuple[Target, frozenset[int], tuple[_Compiled, ...]]] = {}
         self._agents: dict[str, frozenset[int]] = {}
+        self._extras: dict[str, frozenset[int]] = {}
+        self.quiet_targets: set[str] = set()
+        """Raw targets known to satisfy no condition (a subset of the target cache)."""
+        self.quiet_agents: set[str] = set()
+        """User agents known to satisfy no condition."""
+        self.quiet_extras: set[str] = set()
+        """Users and hosts known to satisfy no ``any`` condition."""
+        self.methods: frozenset[str] = frozenset(self._by_method)
+        """Methods a rule without text patterns names (``""``: malformed-only rules)."""
+        self.has_extra = bool(entries["extra"])
+        """Whether some rule looks at the user, host or body (an ``any`` condition)."""
 
     def __len__(self) -> int:
         return len(self.rules)
 
     # ----------------------------------------------------------------- verdicts
 
-    def _target(self, raw: str) -> tuple[Target, frozenset[int]]:
+    def _target(self, raw: str) -> tuple[Target, frozenset[int], tuple[_Compiled, ...]]:
         cached = self._targets.get(raw)
         if cached is not None:
             return cached
@@ -216,10 +227,20 @@ class Matcher:
         uri.scan(target.uri, found)
         if target.query:
             query.scan(target.query, found)
-        verdict = (target, frozenset(found) if found else _EMPTY)
+        # The rules whose every condition the target alone satisfies: the whole answer
+        # when the user agent and extras satisfy nothing (method/status still checked).
+        complete = tuple(
+            self._compiled[index]
+            for index in sorted({self._cond_rule[c] for c in found})
+            if all(cond in found for cond in self._compiled[index].conds)
+        )
+        verdict = (target, frozenset(found) if found else _EMPTY, complete)
         if len(self._targets) >= self._limit:
             self._targets.clear()
+            self.quiet_targets.clear()
         self._targets[raw] = verdict
+        if not found:
+            self.quiet_targets.add(raw)
         return verdict
 
     def _agent(self, raw: str) -> frozenset[int]:
@@ -231,43 +252,75 @@ class Matcher:
         verdict = frozenset(found) if found else _EMPTY
         if len(self._agents) >= self._limit:
             self._agents.clear()
+            self.quiet_agents.clear()
         self._agents[raw] = verdict
+        if not found:
+            self.quiet_agents.add(raw)
+        return verdict
+
+    def _extra(self, raw: str) -> frozenset[int]:
+        cached = self._extras.get(raw)
+        if cached is not None:
+            return cached
+        found: set[int] = set()
+        self._extra_field.scan(fold_text(raw[:MAX_TARGET]), found)
+        verdict = frozenset(found) if found else _EMPTY
+        if len(self._extras) >= self._limit:
+            self._extras.clear()
+            self.quiet_extras.clear()
+        self._extras[raw] = verdict
+        if not found:
+            self.quiet_extras.add(raw)
         return verdict
 
     # ----------------------------------------------------------------- matching
 
     def quiet(self, request: HttpRequest) -> bool:
         """True when the cached verdicts already say ``request`` matches no rule (the
-        common case: two dictionary lookups); False means "ask :meth:`match`"."""
-        verdict = self._targets.get(request.path)
-        if verdict is None or verdict[1]:
+        common case: a few set lookups); False means "ask :meth:`match`". The rules
+        detector inlines the same test in its batch loop."""
+        if (
+            request.path not in self.quiet_targets
+            or request.user_agent not in self.quiet_agents
+            or request.method in self.methods
+        ):
             return False
-        agent = self._agents.get(request.user_agent)
-        if agent is None or agent:
-            return False
-        if self._by_method and request.method in self._by_method:
-            return False
-        return not self._has_extra or (
-            request.user is None and request.host is None and request.body is None
+        if not self.has_extra:
+            return True
+        user = request.user
+        return (
+            (user is None or user in self.quiet_extras)
+            and request.host is None
+            and request.body is None
         )
 
     def match(self, request: HttpRequest) -> tuple[list[Rule], Target | None]:
         """The rules ``request`` matches (in rule order) and its normalised target
         (``None`` when nothing matched and it was not needed)."""
-        target, path_conds = self._target(request.path)
+        target, path_conds, complete = self._target(request.path)
         agent_conds = self._agent(request.user_agent)
         by_method = self._by_method.get(request.method) if self._by_method else None
-        extra = self._has_extra and (
-            request.user is not None or request.host is not None or request.body is not None
-        )
-        if not path_conds and not agent_conds and by_method is None and not extra:
-            return [], target
+        extra_conds: set[int] = set()
+        if self._has_extra:
+            for value in (request.user, request.host):
+                if value is not None:
+                    extra_conds.update(self._extra(value))
+            if request.body is not None:
+                self._extra_field.scan(fold_text(request.body[:MAX_TARGET]), extra_conds)
+        if not agent_conds and by_method is None and not extra_conds:
+            if not complete:
+                return [], target
+            malformed = is_malformed(request)
+            return [
+                c.rule
+                for c in complete
+                if (not c.methods or request.method in c.methods)
+                and (not c.statuses or request.status in c.statuses)
+                and (c.malformed is None or c.malformed == malformed)
+            ], target
         conds = set(path_conds)
         conds.update(agent_conds)
-        if extra:
-            for value in (request.user, request.host, request.body):
-                if value is not None:
-                    self._extra_field.scan(fold_text(value[:MAX_TARGET]), conds)
+        conds.update(extra_conds)
         candidates = {self._cond_rule[c] for c in conds}
         if by_method is not None:
             candidates.update(by_method)
