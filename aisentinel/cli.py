@@ -1,5 +1,6 @@
-"""The ``aisentinel`` command: run, check-config, replay, audit, status, demo, and the
-operators' commands on the running daemon: bans, unban, ban, allow, brake reset.
+"""The ``aisentinel`` command: run, check-config, replay, audit, status, demo, rules,
+explain, and the operators' commands on the running daemon: bans, unban, ban, allow,
+brake reset.
 
 Each sub-command is a small function returning the process exit status; argument
 parsing is argparse, with no global state.
@@ -17,6 +18,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from aisentinel import __version__
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
@@ -290,6 +292,119 @@ def _admin_parser(
     return p
 
 
+def _read_text_lines(path: Path) -> list[str] | None:
+    from aisentinel.replay import READ_ERRORS, read_lines  # noqa: PLC0415
+
+    why = _unreadable(path)
+    if why is not None:
+        print(f"aisentinel: {path}: {why}", file=sys.stderr)
+        return None
+    lines: list[str] = []
+    try:
+        for batch in read_lines(path):
+            lines.extend(batch)
+    except READ_ERRORS as exc:
+        print(f"aisentinel: {path}: cannot read to the end: {exc}", file=sys.stderr)
+    return lines
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    """List, show or test the detection rules the config loads.
+
+    Exit status: 0; 1 for a bad config or an unknown rule id; 2 for an unreadable file.
+    """
+    from aisentinel.explain import (  # noqa: PLC0415
+        rules_list,
+        rules_show,
+        rules_test,
+        ruleset_of,
+    )
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    ruleset = ruleset_of(config)
+    if args.rules_command == "list":
+        rules_list(ruleset, sys.stdout, as_json=args.json)
+        return 0
+    if args.rules_command == "show":
+        loaded = ruleset.get(args.id)
+        if loaded is None:
+            print(f"aisentinel: rules show: no enabled rule {args.id!r}", file=sys.stderr)
+            return 1
+        rules_show(loaded, sys.stdout, as_json=args.json)
+        return 0
+    lines = _read_text_lines(args.file)
+    if lines is None:
+        return 2
+    try:
+        rules_test(lines, ruleset, sys.stdout, fmt=args.format, as_json=args.json)
+    except ValueError as exc:
+        print(f"aisentinel: rules test: {args.file}: {exc}; name it with --format", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Explain what parsers, rules and detectors make of log lines.
+
+    Exit status: 0; 1 for a bad config or when no line was understood; 2 for an
+    unreadable file or an unknown format.
+    """
+    from aisentinel.explain import explain_lines  # noqa: PLC0415
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if args.file is not None:
+        lines = _read_text_lines(args.file)
+        if lines is None:
+            return 2
+    elif args.line is not None:
+        lines = [args.line]
+    else:
+        print("aisentinel: explain: give a LINE or --file FILE", file=sys.stderr)
+        return 2
+    if not lines:
+        print("aisentinel: explain: no lines", file=sys.stderr)
+        return 1
+    try:
+        unparsed = explain_lines(lines, config, sys.stdout, fmt=args.format, as_json=args.json)
+    except ValueError as exc:
+        print(f"aisentinel: explain: {exc}; name it with --format", file=sys.stderr)
+        return 2
+    return 1 if unparsed == len(lines) else 0
+
+
+def _add_rules_commands(sub: Any) -> None:
+    """The ``rules`` and ``explain`` sub-commands."""
+    rules = sub.add_parser("rules", help="list, show or test the detection rules")
+    rules.add_argument("--config", type=Path, default=None, help="TOML config file")
+    rsub = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    rlist = rsub.add_parser("list", help="the enabled rules, one a line")
+    rlist.add_argument("--json", action="store_true")
+    rshow = rsub.add_parser("show", help="every field of one rule")
+    rshow.add_argument("id", metavar="ID")
+    rshow.add_argument("--json", action="store_true")
+    rtest = rsub.add_parser("test", help="replay a log through the rules only")
+    rtest.add_argument("file", type=Path, metavar="FILE")
+    rtest.add_argument("--format", choices=parser_names(auto=True), default=AUTO)
+    rtest.add_argument("--json", action="store_true", help="JSON Lines output")
+    for p in (rlist, rshow, rtest):
+        p.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="TOML config file")
+    rules.set_defaults(func=cmd_rules)
+
+    explain = sub.add_parser(
+        "explain", help="which parser, event, rules and detectors a log line meets, and why"
+    )
+    explain.add_argument("line", nargs="?", default=None, metavar="LINE")
+    explain.add_argument("--file", type=Path, default=None, help="explain every line of FILE")
+    explain.add_argument("--format", choices=parser_names(auto=True), default=AUTO)
+    explain.add_argument("--json", action="store_true", help="JSON Lines output")
+    explain.add_argument("--config", type=Path, default=None, help="TOML config file")
+    explain.set_defaults(func=cmd_explain)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and man-page generation)."""
     from aisentinel.audit.args import add_arguments as audit_arguments  # noqa: PLC0415
@@ -357,6 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     brake = sub.add_parser("brake", help="the storm brake: `aisentinel brake reset`")
     brake_sub = brake.add_subparsers(dest="brake_command", required=True, metavar="ACTION")
     _admin_parser(brake_sub, "reset", "brake_reset", "release the tripped storm brake")
+    _add_rules_commands(sub)
 
     demo = sub.add_parser("demo", help="run on a bundled attack scenario (dry-run)")
     demo.add_argument("--duration", type=float, default=45.0, help="seconds of traffic")

@@ -1,7 +1,11 @@
 """Parser accuracy against public labelled log samples (fail2ban and sshguard test data).
 
-Run ``python bench/accuracy.py [--corpus DIR] [--json] [--verbose]``; the corpus is
-``../shared/corpus`` beside the repository (read-only, never copied in here).
+Run ``python bench/accuracy.py [--corpus DIR] [--json] [--verbose] [--rules]
+[--rules-speed]``; the corpus is ``$AISENTINEL_CORPUS`` or ``../shared/corpus`` beside
+the repository (read-only, never copied in here). ``--rules`` adds the rules
+detector's detection per attack family on generated lines and the alerts and bans on
+the benign ``elastic-apache-logs/apache_logs``; ``--rules-speed`` the matcher's cost
+on the 1M-line quiet bench log (see ``bench/rules_accuracy.py``).
 ``tests/test_parser_accuracy.py`` imports :func:`run_all` and asserts the targets.
 
 What is compared
@@ -44,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator
@@ -67,7 +72,10 @@ from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.nginx_error import NginxErrorParser
 from aisentinel.parsers.proxy import ADDR_RE
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+DEFAULT_CORPUS = Path(
+    os.environ.get("AISENTINEL_CORPUS")
+    or Path(__file__).resolve().parents[1] / ".." / "shared" / "corpus"
+)
 
 FAILURE_KINDS = frozenset({SshKind.FAILED_PASSWORD, SshKind.INVALID_USER, SshKind.MAX_AUTH})
 WEAK_KINDS = frozenset({SshKind.PREAUTH, SshKind.PAM_FAILURE, SshKind.FAILED_PUBKEY})
@@ -376,7 +384,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--json", action="store_true", help="machine-readable output")
     ap.add_argument("--verbose", action="store_true", help="list every line not 'found'/'ok'")
+    ap.add_argument("--rules", action="store_true", help="rules per family and the benign log")
+    ap.add_argument("--rules-speed", action="store_true", help="rule matcher cost, 1M lines")
+    ap.add_argument("--speed-lines", type=int, default=1_000_000)
     args = ap.parse_args(argv)
+    if args.rules or args.rules_speed:
+        return _rules_main(args)
     try:
         results = run_all(args.corpus)
     except FileNotFoundError as exc:
@@ -398,6 +411,24 @@ def main(argv: list[str] | None = None) -> int:
         print("columns: expect = lines expected to match in default mode; n/a = out of scope;")
         print("  false = failure-class event on a no-match line; weak = weak-signal event there")
     return 1 if any(r.problems() for r in results) else 0
+
+
+def _rules_main(args: argparse.Namespace) -> int:
+    """The rules report: per-family detection, the benign log, the matcher's cost."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import rules_accuracy as ra
+
+    families = benign = speed = None
+    if args.rules:
+        families = ra.family_detection()
+        benign = ra.benign_log(args.corpus / "elastic-apache-logs" / "apache_logs")
+    if args.rules_speed:
+        speed = ra.matcher_cost(args.speed_lines)
+    if args.json:
+        print(json.dumps({"families": families, "benign": benign, "speed": speed}, indent=2))
+    else:
+        ra.print_report(families, benign, speed)
+    return 1 if benign is not None and benign["bans"] else 0
 
 
 if __name__ == "__main__":

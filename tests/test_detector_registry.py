@@ -25,6 +25,7 @@ NAMES = {
     "model_exploit",
     "prompt_injection",
     "prompt_secrets",
+    "rules",
 }
 
 

@@ -20,6 +20,7 @@ from aisentinel.detectors import (
     prompt_injection,
     prompt_secrets,
     rate_abuse,
+    rules,
     scanning,
     ssh_bruteforce,
 )
@@ -31,6 +32,7 @@ from aisentinel.detectors.model_exploit import ModelExploitConfig
 from aisentinel.detectors.prompt_injection import PromptInjectionConfig
 from aisentinel.detectors.prompt_secrets import PromptSecretsConfig
 from aisentinel.detectors.rate_abuse import RateAbuseConfig
+from aisentinel.detectors.rules import RulesConfig
 from aisentinel.detectors.scanning import ScanningConfig
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig
@@ -46,6 +48,7 @@ __all__ = [
     "PromptInjectionConfig",
     "PromptSecretsConfig",
     "RateAbuseConfig",
+    "RulesConfig",
     "ScanningConfig",
     "SharedState",
     "SshBruteforceConfig",
@@ -64,6 +67,7 @@ _PLUGINS = (
     model_exploit,
     prompt_injection,
     prompt_secrets,
+    rules,
 )  # imported for their REGISTRY.register side effect
 
 

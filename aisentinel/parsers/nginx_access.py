@@ -5,8 +5,9 @@
 quoted field is read as ``$http_x_forwarded_for``. Referer and user agent may be
 missing (``common`` format). nginx escapes ``"`` inside fields as ``\\x22``, so a
 quoted field never contains a bare quote. A request line that is not
-``METHOD TARGET HTTP/x`` (``"-"``, ``""``, a TLS handshake sent to a plain-HTTP
-port) is kept: ``method`` is ``""`` and ``path`` is the request text as logged.
+``METHOD TARGET HTTP/x`` with a version nginx serves (``"-"``, ``""``, a TLS
+handshake sent to a plain-HTTP port, ``HTTP/9.9``) is kept: ``method`` is ``""``
+and ``path`` is the request text as logged.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aisentinel.parsers.timestamps import NginxTimeLocal
 
 _HEAD = (
     r"([0-9A-Fa-f.:]++) [^ ]++ ([^ ]++) \[([^\]]{26})\] "
-    r'"(?:([A-Z]++) ([^" ]*+) HTTP/[0-9.]++|([^"]*+))" '
+    r'"(?:([A-Z]++) ([^" ]*+) HTTP/(?:1\.[01]|[23]\.0)|([^"]*+))" '
     r'([0-9]{3}) ([0-9]++|-)(?: "[^"]*+")?(?: "([^"]*+)")?'
 )
 _LINE = re.compile(_HEAD + r'(?: "([^"]*+)")?')
@@ -44,10 +45,16 @@ _STATUS = {f"{code:03d}": code for code in range(1000)}
 instead of an ``int()`` call."""
 
 
+HTTP_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0"})
+"""The versions nginx writes in ``$request`` for requests it served (HTTP/2 and 3 as
+``2.0``/``3.0``); a request line with another is kept whole as not understood."""
+
+
 def split_request(request: str) -> tuple[str, str]:
-    """``"GET /x HTTP/1.1"`` -> ``("GET", "/x")``; anything else -> ``("", request)``."""
+    """``"GET /x HTTP/1.1"`` -> ``("GET", "/x")``; anything else (another HTTP version
+    than :data:`HTTP_VERSIONS` included) -> ``("", request)``."""
     parts = request.split(" ")
-    if len(parts) == 3 and parts[2].startswith("HTTP/"):
+    if len(parts) == 3 and parts[2] in HTTP_VERSIONS:
         return parts[0], parts[1]
     if len(parts) == 2 and parts[0].isalpha() and parts[0].isupper():
         return parts[0], parts[1]  # HTTP/0.9 style "GET /"

@@ -1,0 +1,252 @@
+"""``rules``: the detection rules of :mod:`aisentinel.rules` (shipped packs and
+``rules_dir``), applied to every HTTP request.
+
+Each rule counts its own events per key (the client address, the API key id or the
+user, as the rule says) within its own ``window``; when a key reaches the rule's
+``threshold`` (1 for an exploit probe) the detector reports a finding at the
+rule's severity, naming the rule, its references and tags, the raw and normalised
+target (and the user agent when the rule looked at it). When one request completes
+several rules, one finding is made, for the most severe, and the others are listed
+in its evidence. Counts live in :class:`~.window.EventWindows` (one table per
+distinct ``(threshold, window)``, keyed by rule and key, at most ``max_keys`` keys
+each), so memory is bounded whatever the traffic.
+
+The rules are loaded and compiled when the config is validated: ``check-config``
+refuses a bad rule (file, rule, key, reason) and a reload with one is refused
+like any bad config. A reload re-reads the rule files; when their contents change,
+the detector is rebuilt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Self, cast
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from pydantic import Field, PrivateAttr, field_validator, model_validator
+
+from aisentinel.configtypes import format_duration
+from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
+from aisentinel.detectors.common import KEY_BUDGET, MaxKeys, all_requests
+from aisentinel.detectors.window import Crossing, EventWindows
+from aisentinel.events import Event, Finding, HttpRequest
+from aisentinel.rules import DEFAULT_RULES_DIR, RulesError, RuleSet, load_rules
+from aisentinel.rules.matcher import DEFAULT_CACHE_ENTRIES, Matcher
+from aisentinel.rules.model import Rule
+from aisentinel.rules.normalise import Target
+
+_MAX_EVIDENCE = 200
+
+
+class RulesConfig(DetectorConfigBase):
+    """``[detectors.rules]``."""
+
+    max_keys: MaxKeys = 100_000
+    rules_dir: Path | None = DEFAULT_RULES_DIR
+    """Local rules files (``*.toml``); ``""`` reads none. A missing directory is no error."""
+    builtin: bool = True
+    """Load the shipped packs."""
+    packs: tuple[str, ...] = ()
+    """Shipped packs to load, by file stem (``web-cves``); empty: all of them."""
+    tags: tuple[str, ...] = ()
+    """Keep only rules with one of these tags; empty: every rule."""
+    disabled: tuple[str, ...] = ()
+    """Rule ids to turn off."""
+    cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=16, le=1_000_000)
+    """Raw targets and user agents whose verdicts are cached (each cache); 16-1,000,000."""
+
+    _ruleset: RuleSet = PrivateAttr(default_factory=lambda: RuleSet((), ""))
+
+    @field_validator("rules_dir", mode="before")
+    @classmethod
+    def _dir(cls, value: Any) -> Any:
+        if value == "":
+            return None
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            raise ValueError('must be an absolute path (or "" for none)')
+        return value
+
+    @model_validator(mode="after")
+    def _load(self) -> Self:
+        try:
+            ruleset = load_rules(
+                self.rules_dir,
+                builtin=self.builtin,
+                packs=self.packs,
+                tags=self.tags,
+                disabled=self.disabled,
+            )
+        except RulesError as exc:
+            raise ValueError("; ".join(exc.problems)) from None
+        for rule in ruleset.rules:
+            need = self.max_keys * (rule.threshold + 5)
+            if need > KEY_BUDGET:
+                raise ValueError(
+                    f"rule {rule.id!r}: threshold {rule.threshold} with max_keys = "
+                    f"{self.max_keys} may keep {need} timestamps; keep max_keys x "
+                    f"(threshold + 5) at most {KEY_BUDGET}"
+                )
+        self._ruleset = ruleset
+        return self
+
+    @property
+    def ruleset(self) -> RuleSet:
+        """The loaded rules."""
+        return self._ruleset
+
+
+def rule_key(rule: Rule, request: HttpRequest) -> str | None:
+    """What ``rule`` counts ``request`` under (``None``: the request has no such key)."""
+    if rule.key == "client":
+        return request.client
+    if rule.key == "api_key":
+        return request.key_id
+    return request.user
+
+
+def _refs(rule: Rule) -> str:
+    return ", ".join(rule.references[:3]) + (" ..." if len(rule.references) > 3 else "")
+
+
+class RulesDetector(BatchDetector):
+    """Requests that complete a rule's match ``threshold`` times in its window."""
+
+    name = "rules"
+    consumes = (HttpRequest,)
+
+    def __init__(self, config: RulesConfig) -> None:
+        super().__init__(config)
+        self._cfg = config
+        self.matcher = Matcher(config.ruleset.rules, cache_entries=config.cache_entries)
+        self._tables: dict[tuple[int, float], EventWindows] = {}
+        for rule in self.matcher.rules:
+            spec = (rule.threshold, rule.window)
+            if spec not in self._tables:
+                self._tables[spec] = EventWindows(rule.threshold, rule.window, config.max_keys)
+        self.matches: dict[str, int] = {}
+
+    def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
+        out: list[tuple[int, Finding]] = []
+        matcher = self.matcher
+        if not matcher.rules:
+            return out
+        quiet = matcher.quiet
+        match = matcher.match
+        if all_requests(events) and not matcher.has_extra:
+            # The common case, inlined: three set lookups a request.
+            requests = cast("Sequence[HttpRequest]", events)
+            targets = matcher.quiet_targets
+            agents = matcher.quiet_agents
+            methods = matcher.methods
+            picked = [
+                i
+                for i, r in enumerate(requests)
+                if r.path not in targets or r.user_agent not in agents or r.method in methods
+            ]
+        elif all_requests(events):
+            requests = cast("Sequence[HttpRequest]", events)
+            targets = matcher.quiet_targets
+            agents = matcher.quiet_agents
+            methods = matcher.methods
+            extras = matcher.quiet_extras
+            picked = [
+                i
+                for i, r in enumerate(requests)
+                if r.path not in targets
+                or r.user_agent not in agents
+                or r.method in methods
+                or (r.user is not None and r.user not in extras)
+                or r.host is not None
+                or r.body is not None
+            ]
+        else:
+            picked = [
+                i for i, e in enumerate(events) if isinstance(e, HttpRequest) and not quiet(e)
+            ]
+        for i in picked:
+            request = cast("HttpRequest", events[i])
+            rules, target = match(request)
+            if rules:
+                found = self._hit(request, rules, target)
+                if found is not None:
+                    out.append((i, found))
+        return out
+
+    def _hit(
+        self, request: HttpRequest, rules: list[Rule], target: Target | None
+    ) -> Finding | None:
+        crossed: list[tuple[Rule, str, Crossing]] = []
+        matches = self.matches
+        sample = request.path[:_MAX_EVIDENCE]
+        for rule in rules:
+            matches[rule.id] = matches.get(rule.id, 0) + 1
+            key = rule_key(rule, request)
+            if key is None:
+                continue
+            table = self._tables[(rule.threshold, rule.window)]
+            crossing = table.hit(f"{rule.id}\x1f{key}", request.ts, sample)
+            if crossing is not None:
+                crossed.append((rule, key, crossing))
+        if not crossed:
+            return None
+        crossed.sort(key=lambda c: -int(c[0].severity))
+        rule, key, crossing = crossed[0]
+        message = f"rule {rule.id}: {rule.description}"
+        if rule.threshold > 1:
+            span = format_duration(float(max(round(request.ts - crossing.first_ts), 0)))
+            message += (
+                f" ({crossing.events} requests in {span}, threshold {rule.threshold} in "
+                f"{format_duration(rule.window)})"
+            )
+        if rule.references:
+            message += f" [{_refs(rule)}]"
+        evidence = [f"rule={rule.id}"]
+        if rule.references:
+            evidence.append(f"references={' '.join(rule.references)}"[:_MAX_EVIDENCE])
+        if rule.tags:
+            evidence.append(f"tags={','.join(rule.tags)}")
+        evidence.append(f"raw={sample}")
+        if target is not None:
+            evidence.append(f"normalised={target.uri[:_MAX_EVIDENCE]}")
+        match = rule.match
+        if match is not None and (match.user_agent is not None or match.any is not None):
+            evidence.append(f"user_agent={request.user_agent[:_MAX_EVIDENCE]}")
+        evidence.extend(f"sample={s}" for s in crossing.evidence if s != sample)
+        if len(crossed) > 1:
+            evidence.append("also=" + ",".join(c[0].id for c in crossed[1:]))
+        return Finding(
+            ts=request.ts,
+            detector=self.name,
+            severity=rule.severity,
+            client=request.client,
+            key=key,
+            count=crossing.events,
+            window=rule.window,
+            message=message,
+            evidence=tuple(evidence),
+            source=request.source,
+        )
+
+    def expire(self, now: float) -> int:
+        return sum(t.expire(now) for t in self._tables.values())
+
+    def tracked_keys(self) -> int:
+        return sum(len(t) for t in self._tables.values())
+
+    def window_counts(self) -> tuple[int, int]:
+        return sum(t.evicted for t in self._tables.values()), 0
+
+    def collect(self) -> Iterator[Metric]:
+        yield from super().collect()
+        family = CounterMetricFamily(
+            "aisentinel_rule_matches",
+            "Requests that matched each detection rule (counted before its threshold).",
+            labels=["rule"],
+        )
+        for rule_id, count in sorted(self.matches.items()):
+            family.add_metric([rule_id], count)
+        yield family
+
+
+REGISTRY.register("rules", RulesConfig, RulesDetector)

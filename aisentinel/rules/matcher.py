@@ -1,0 +1,390 @@
+"""All enabled rules compiled into one matcher: one automaton per text field.
+
+Every literal of every rule for a field goes into one Aho-Corasick automaton
+(pyahocorasick), so a field is scanned once whatever the number of rules; regexes
+use RE2 (google-re2), whose matching time is linear in the text, so no pattern a
+local rule carries can take exponential time. A rule matches when all its
+conditions hold (each text field it names, its methods, statuses and
+``malformed``).
+
+Per request the cost is two dictionary lookups in the common case: the verdict for
+a raw target (which conditions its path, uri and query satisfy) and for a user
+agent are cached, each in a bounded cache that starts afresh when full. Only a
+request whose cached verdicts name a condition, or whose method a method-only rule
+names, goes on to the per-rule check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import ahocorasick
+import re2
+
+from aisentinel.events import HttpRequest
+from aisentinel.rules.model import TEXT_FIELDS, Rule
+from aisentinel.rules.normalise import MAX_TARGET, Target, fold_text, normalise_target
+
+DEFAULT_CACHE_ENTRIES = 4096
+"""Raw targets (and user agents) whose verdicts are remembered before starting afresh."""
+
+_OPTIONS = re2.Options()
+_OPTIONS.case_sensitive = False
+_OPTIONS.max_mem = 8 << 20
+
+
+def compile_regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (case-insensitive); ``ValueError`` when RE2 refuses it."""
+    try:
+        return re2.compile(pattern, _OPTIONS)
+    except re2.error as exc:
+        raise ValueError(
+            f"regex {pattern!r}: {exc} (RE2 syntax: no backreferences or lookaround)"
+        ) from None
+
+
+class Hit(NamedTuple):
+    """Why a rule matched: which field, which operation, which pattern."""
+
+    field: str
+    op: str
+    pattern: str
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The normalised texts of one request that rules look at."""
+
+    target: Target
+    user_agent: str
+    extra: str
+    malformed: bool
+
+    def text(self, field: str) -> str:
+        """The text of ``field`` (``any`` joins the uri, user agent and extras)."""
+        if field == "path":
+            return self.target.path
+        if field == "uri":
+            return self.target.uri
+        if field == "query":
+            return self.target.query
+        if field == "user_agent":
+            return self.user_agent
+        return "\n".join((self.target.uri, self.user_agent, self.extra))
+
+
+def is_malformed(request: HttpRequest) -> bool:
+    """The request line was not understood: no method, and a text that is neither empty
+    nor ``-`` nor a bare target (a JSON log without ``$request_method`` gives those)."""
+    path = request.path
+    return request.method == "" and path not in ("", "-") and path[0] != "/"
+
+
+def request_fields(request: HttpRequest) -> Fields:
+    """The :class:`Fields` of ``request``."""
+    extra = "\n".join(
+        fold_text(v) for v in (request.user, request.host, request.body) if v is not None
+    )
+    return Fields(
+        normalise_target(request.path),
+        fold_text(request.user_agent),
+        extra,
+        is_malformed(request),
+    )
+
+
+class _Field:
+    """The compiled patterns of one text field: an automaton of literals and RE2 regexes,
+    each mapped to the condition numbers it satisfies."""
+
+    __slots__ = ("_automaton", "_exact", "_regexes")
+
+    def __init__(self) -> None:
+        self._automaton: Any = None
+        self._exact: dict[str, list[int]] = {}
+        self._regexes: list[tuple[Any, int]] = []
+
+    def compile(self, entries: Sequence[tuple[str, str, int]]) -> None:
+        """``entries``: ``(op, pattern, condition)``."""
+        words: dict[str, list[tuple[str, int]]] = {}
+        for op, pattern, cond in entries:
+            if op == "exact":
+                self._exact.setdefault(pattern, []).append(cond)
+            elif op == "regex":
+                self._regexes.append((compile_regex(pattern), cond))
+            else:
+                words.setdefault(pattern, []).append((op, cond))
+        if words:
+            automaton = ahocorasick.Automaton()
+            for word, targets in words.items():
+                automaton.add_word(word, (len(word), tuple(targets)))
+            automaton.make_automaton()
+            self._automaton = automaton
+
+    def scan(self, text: str, found: set[int]) -> None:
+        """Add to ``found`` every condition ``text`` satisfies."""
+        if text in self._exact:
+            found.update(self._exact[text])
+        if self._automaton is not None and text:
+            last = len(text) - 1
+            for end, (size, targets) in self._automaton.iter(text):
+                for op, cond in targets:
+                    if (
+                        op == "contains"
+                        or (op == "prefix" and end == size - 1)
+                        or (op == "suffix" and end == last)
+                    ):
+                        found.add(cond)
+        for regex, cond in self._regexes:
+            if cond not in found and regex.search(text) is not None:
+                found.add(cond)
+
+
+class _Compiled(NamedTuple):
+    rule: Rule
+    conds: tuple[int, ...]
+    methods: frozenset[str]
+    statuses: frozenset[int]
+    malformed: bool | None
+
+
+_EMPTY: frozenset[int] = frozenset()
+
+
+class Matcher:
+    """The compiled rules; :meth:`match` gives the rules a request matches."""
+
+    def __init__(self, rules: Iterable[Rule], *, cache_entries: int = DEFAULT_CACHE_ENTRIES):
+        self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
+        self._fields = {f: _Field() for f in (*TEXT_FIELDS, "extra")}
+        entries: dict[str, list[tuple[str, str, int]]] = {f: [] for f in self._fields}
+        self._compiled: list[_Compiled] = []
+        self._cond_rule: list[int] = []
+        self._by_method: dict[str, list[int]] = {}
+        for index, rule in enumerate(self.rules):
+            match = rule.match
+            if match is None:  # validated: enabled rules have one
+                continue
+            conds: list[int] = []
+            for field, text in match.text():
+                cond = len(self._cond_rule)
+                self._cond_rule.append(index)
+                conds.append(cond)
+                homes = ("uri", "user_agent", "extra") if field == "any" else (field,)
+                for op in ("exact", "prefix", "suffix", "contains", "regex"):
+                    for pattern in getattr(text, op):
+                        for home in homes:
+                            entries[home].append((op, pattern, cond))
+            if not conds:
+                keys = match.method or ("",)  # malformed-only: method "" (unparsed)
+                for method in keys:
+                    self._by_method.setdefault(method, []).append(index)
+            self._compiled.append(
+                _Compiled(
+                    rule,
+                    tuple(conds),
+                    frozenset(match.method),
+                    match.status_set(),
+                    match.malformed,
+                )
+            )
+        for field, compiled in self._fields.items():
+            compiled.compile(entries[field])
+        self._path_fields = (self._fields["path"], self._fields["uri"], self._fields["query"])
+        self._ua_field = self._fields["user_agent"]
+        self._extra_field = self._fields["extra"]
+        self._has_extra = bool(entries["extra"])
+        self._limit = cache_entries
+        self._targets: dict[str, tuple[Target, frozenset[int], tuple[_Compiled, ...]]] = {}
+        self._agents: dict[str, frozenset[int]] = {}
+        self._extras: dict[str, frozenset[int]] = {}
+        self.quiet_targets: set[str] = set()
+        """Raw targets known to satisfy no condition (a subset of the target cache)."""
+        self.quiet_agents: set[str] = set()
+        """User agents known to satisfy no condition."""
+        self.quiet_extras: set[str] = set()
+        """Users and hosts known to satisfy no ``any`` condition."""
+        self.methods: frozenset[str] = frozenset(self._by_method)
+        """Methods a rule without text patterns names (``""``: malformed-only rules)."""
+        self.has_extra = bool(entries["extra"])
+        """Whether some rule looks at the user, host or body (an ``any`` condition)."""
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    # ----------------------------------------------------------------- verdicts
+
+    def _target(self, raw: str) -> tuple[Target, frozenset[int], tuple[_Compiled, ...]]:
+        cached = self._targets.get(raw)
+        if cached is not None:
+            return cached
+        target = normalise_target(raw)
+        found: set[int] = set()
+        path, uri, query = self._path_fields
+        path.scan(target.path, found)
+        uri.scan(target.uri, found)
+        if target.query:
+            query.scan(target.query, found)
+        # The rules whose every condition the target alone satisfies: the whole answer
+        # when the user agent and extras satisfy nothing (method/status still checked).
+        complete = tuple(
+            self._compiled[index]
+            for index in sorted({self._cond_rule[c] for c in found})
+            if all(cond in found for cond in self._compiled[index].conds)
+        )
+        verdict = (target, frozenset(found) if found else _EMPTY, complete)
+        if len(self._targets) >= self._limit:
+            self._targets.clear()
+            self.quiet_targets.clear()
+        self._targets[raw] = verdict
+        if not found:
+            self.quiet_targets.add(raw)
+        return verdict
+
+    def _agent(self, raw: str) -> frozenset[int]:
+        cached = self._agents.get(raw)
+        if cached is not None:
+            return cached
+        found: set[int] = set()
+        self._ua_field.scan(fold_text(raw), found)
+        verdict = frozenset(found) if found else _EMPTY
+        if len(self._agents) >= self._limit:
+            self._agents.clear()
+            self.quiet_agents.clear()
+        self._agents[raw] = verdict
+        if not found:
+            self.quiet_agents.add(raw)
+        return verdict
+
+    def _extra(self, raw: str) -> frozenset[int]:
+        cached = self._extras.get(raw)
+        if cached is not None:
+            return cached
+        found: set[int] = set()
+        self._extra_field.scan(fold_text(raw[:MAX_TARGET]), found)
+        verdict = frozenset(found) if found else _EMPTY
+        if len(self._extras) >= self._limit:
+            self._extras.clear()
+            self.quiet_extras.clear()
+        self._extras[raw] = verdict
+        if not found:
+            self.quiet_extras.add(raw)
+        return verdict
+
+    # ----------------------------------------------------------------- matching
+
+    def quiet(self, request: HttpRequest) -> bool:
+        """True when the cached verdicts already say ``request`` matches no rule (the
+        common case: a few set lookups); False means "ask :meth:`match`". The rules
+        detector inlines the same test in its batch loop."""
+        if (
+            request.path not in self.quiet_targets
+            or request.user_agent not in self.quiet_agents
+            or request.method in self.methods
+        ):
+            return False
+        if not self.has_extra:
+            return True
+        user = request.user
+        return (
+            (user is None or user in self.quiet_extras)
+            and request.host is None
+            and request.body is None
+        )
+
+    def match(self, request: HttpRequest) -> tuple[list[Rule], Target | None]:
+        """The rules ``request`` matches (in rule order) and its normalised target
+        (``None`` when nothing matched and it was not needed)."""
+        target, path_conds, complete = self._target(request.path)
+        agent_conds = self._agent(request.user_agent)
+        by_method = self._by_method.get(request.method) if self._by_method else None
+        extra_conds: set[int] = set()
+        if self._has_extra:
+            for value in (request.user, request.host):
+                if value is not None:
+                    extra_conds.update(self._extra(value))
+            if request.body is not None:
+                self._extra_field.scan(fold_text(request.body[:MAX_TARGET]), extra_conds)
+        if not agent_conds and by_method is None and not extra_conds:
+            if not complete:
+                return [], target
+            malformed = is_malformed(request)
+            return [
+                c.rule
+                for c in complete
+                if (not c.methods or request.method in c.methods)
+                and (not c.statuses or request.status in c.statuses)
+                and (c.malformed is None or c.malformed == malformed)
+            ], target
+        conds = set(path_conds)
+        conds.update(agent_conds)
+        conds.update(extra_conds)
+        candidates = {self._cond_rule[c] for c in conds}
+        if by_method is not None:
+            candidates.update(by_method)
+        if not candidates:
+            return [], target
+        out: list[Rule] = []
+        malformed = is_malformed(request)
+        for index in sorted(candidates):
+            c = self._compiled[index]
+            if (
+                all(cond in conds for cond in c.conds)
+                and (not c.methods or request.method in c.methods)
+                and (not c.statuses or request.status in c.statuses)
+                and (c.malformed is None or c.malformed == malformed)
+            ):
+                out.append(c.rule)
+        return out, target
+
+    # ----------------------------------------------------------------- explaining
+
+
+def explain_rule(rule: Rule, request: HttpRequest, fields: Fields | None = None) -> list[Hit]:
+    """Why ``rule`` matches ``request`` (every condition, with what satisfied it), or
+    ``[]`` when it does not. Slow and direct (no automaton): for ``explain``, and a
+    check of :class:`Matcher` in the tests."""
+    match = rule.match
+    if match is None or not rule.enabled:
+        return []
+    fields = fields or request_fields(request)
+    hits: list[Hit] = []
+    if match.method:
+        if request.method not in match.method:
+            return []
+        hits.append(Hit("method", "in", request.method))
+    statuses = match.status_set()
+    if statuses:
+        if request.status not in statuses:
+            return []
+        hits.append(Hit("status", "in", str(request.status)))
+    if match.malformed is not None:
+        if fields.malformed != match.malformed:
+            return []
+        hits.append(Hit("malformed", "is", str(fields.malformed).lower()))
+    for field, text in match.text():
+        hit = _first_hit(field, text.model_dump(), fields)
+        if hit is None:
+            return []
+        hits.append(hit)
+    return hits
+
+
+def _first_hit(field: str, ops: dict[str, tuple[str, ...]], fields: Fields) -> Hit | None:
+    texts = [fields.text(field)]
+    if field == "any":
+        texts = [fields.target.uri, fields.user_agent, *fields.extra.split("\n")]
+    for text in texts:
+        for op, patterns in ops.items():
+            for pattern in patterns:
+                if (
+                    (op == "exact" and text == pattern)
+                    or (op == "prefix" and text.startswith(pattern))
+                    or (op == "suffix" and text.endswith(pattern))
+                    or (op == "contains" and pattern in text)
+                    or (op == "regex" and compile_regex(pattern).search(text) is not None)
+                ):
+                    return Hit(field, op, pattern)
+    return None

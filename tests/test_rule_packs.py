@@ -1,0 +1,133 @@
+"""Shipped rule packs, driven by the data: every rule's own test lines match it, and
+benign traffic matches no rule. Adding a rule or a test line needs no code here."""
+
+from __future__ import annotations
+
+import pytest
+
+from aisentinel.clock import FakeClock
+from aisentinel.detectors.rules import RulesConfig, RulesDetector
+from aisentinel.events import HttpRequest
+from aisentinel.parsers import ParserContext, build_parser
+from aisentinel.rules import load_rules
+from aisentinel.rules.matcher import Matcher, explain_rule
+from aisentinel.rules.packtest import rule_test_line
+
+RULESET = load_rules(None)
+MATCHER = Matcher(RULESET.rules)
+PARSER = build_parser("nginx", ParserContext(source="test", clock=FakeClock(1_735_689_600.0)))
+
+CASES = [
+    pytest.param(loaded.rule.id, i, rule_test_line(test, i), id=f"{loaded.rule.id}-{i}")
+    for loaded in RULESET.loaded
+    for i, test in enumerate(loaded.rule.tests)
+]
+
+AGENT = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 Chrome/126.0 Safari/537.36"
+BENIGN = [
+    ("GET / HTTP/1.1", 200, AGENT),
+    ("GET /index.html HTTP/1.1", 200, AGENT),
+    ("GET /static/app.9f3c.js HTTP/2.0", 200, AGENT),
+    ("GET /favicon.ico HTTP/1.1", 404, AGENT),
+    (
+        "GET /robots.txt HTTP/1.1",
+        200,
+        "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+    ),
+    ("POST /v1/chat/completions HTTP/1.1", 200, "OpenAI/Python 1.35.3"),
+    ("GET /v1/models HTTP/1.1", 200, "OpenAI/Python 1.35.3"),
+    ("POST /api/chat HTTP/1.1", 200, "ollama-python/0.3.0"),
+    ("POST /api/generate HTTP/1.1", 200, "curl/8.5.0"),
+    ("GET /api/tags HTTP/1.1", 200, "python-requests/2.31.0"),
+    ("GET /api/version HTTP/1.1", 200, "Go-http-client/1.1"),
+    ("POST /api/pull HTTP/1.1", 200, "ollama/0.3.0"),
+    ("HEAD /api/blobs/sha256:" + "a" * 64 + " HTTP/1.1", 200, "ollama/0.3.0"),
+    ("POST /api/blobs/sha256-" + "0" * 64 + " HTTP/1.1", 201, "ollama/0.3.0"),
+    ("GET /api/v1/chats/?page=1 HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/users/user/settings HTTP/1.1", 200, AGENT),
+    ("GET /ws/socket.io/?EIO=4&transport=polling&t=Pabc HTTP/1.1", 200, AGENT),
+    ("GET /search?q=how+to+select+a+union+representative HTTP/1.1", 200, AGENT),
+    ("GET /search?q=sleep+better+tips&page=2 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=O%27Reilly+books HTTP/1.1", 200, AGENT),
+    ("GET /docs/javascript-guide/ HTTP/1.1", 200, AGENT),
+    ("GET /blog/2024/05/ollama-on-a-gpu-box/ HTTP/1.1", 200, AGENT),
+    ("GET /file=/tmp/gradio/3a9f/image.png HTTP/1.1", 200, AGENT),
+    ("GET /view?filename=ComfyUI_00001_.png&subfolder=&type=output HTTP/1.1", 200, AGENT),
+    ("POST /prompt HTTP/1.1", 200, AGENT),
+    ("GET /api/2.0/mlflow/experiments/search?max_results=20 HTTP/1.1", 200, AGENT),
+    ("GET /ajax-api/2.0/mlflow/runs/get?run_id=abc123 HTTP/1.1", 200, AGENT),
+    ("GET /api/kernels HTTP/1.1", 200, AGENT),
+    ("GET /lab/tree/notebook.ipynb HTTP/1.1", 200, AGENT),
+    ("GET /wp-login.php HTTP/1.1", 200, AGENT),
+    ("GET /wp-admin/ HTTP/1.1", 302, AGENT),
+    ("GET /wp-content/uploads/2024/01/photo.jpg HTTP/1.1", 200, AGENT),
+    ("GET /author/jane/ HTTP/1.1", 200, AGENT),
+    ("GET /css/site.css?v=3 HTTP/1.1", 304, AGENT),
+    ("GET /metrics HTTP/1.1", 200, "Prometheus/2.51.0"),
+    ("GET /health HTTP/1.1", 200, "kube-probe/1.29"),
+    ("OPTIONS /v1/chat/completions HTTP/1.1", 204, AGENT),
+    ("GET /api/search?filter=name%3Dalice%26age%3E30 HTTP/1.1", 200, AGENT),
+    ("GET /download/report-2024.pdf HTTP/1.1", 200, AGENT),
+]
+
+
+def _benign_line(request: str, status: int, agent: str) -> str:
+    return f'198.51.100.20 - - [01/Jan/2025:10:00:00 +0000] "{request}" {status} 512 "-" "{agent}"'
+
+
+def test_every_rule_has_a_test_line() -> None:
+    """Each shipped rule carries at least one test line."""
+    missing = [r.id for r in RULESET.rules if not r.tests]
+    assert missing == []
+
+
+@pytest.mark.parametrize(("rule_id", "index", "line"), CASES)
+def test_rule_matches_its_test_line(rule_id: str, index: int, line: str) -> None:
+    """A rule's own test line parses and both the automaton and the direct check match it."""
+    event = PARSER.parse(line)
+    assert isinstance(event, HttpRequest), line
+    rules, _ = MATCHER.match(event)
+    assert rule_id in [r.id for r in rules]
+    rule = next(r for r in RULESET.rules if r.id == rule_id)
+    assert explain_rule(rule, event)
+
+
+@pytest.mark.parametrize(("request_line", "status", "agent"), BENIGN)
+def test_benign_request_matches_no_rule(request_line: str, status: int, agent: str) -> None:
+    """Ordinary browser, crawler, API and AI-client requests match no shipped rule."""
+    event = PARSER.parse(_benign_line(request_line, status, agent))
+    assert isinstance(event, HttpRequest)
+    rules, _ = MATCHER.match(event)
+    assert [r.id for r in rules] == []
+
+
+def test_empty_request_line_is_not_malformed() -> None:
+    """A browser's unused pre-connection ("" 400) matches no rule."""
+    event = PARSER.parse('198.51.100.2 - - [01/Jan/2025:10:00:00 +0000] "" 400 0 "-" "-"')
+    assert isinstance(event, HttpRequest)
+    assert MATCHER.match(event)[0] == []
+
+
+def test_matcher_agrees_with_direct_check_on_every_line() -> None:
+    """The automaton matcher gives exactly the rules the direct per-rule check gives."""
+    lines = [c.values[2] for c in CASES] + [_benign_line(*b) for b in BENIGN]
+    for line in lines:
+        event = PARSER.parse(str(line))
+        assert isinstance(event, HttpRequest)
+        fast = {r.id for r in MATCHER.match(event)[0]}
+        slow = {r.id for r in RULESET.rules if explain_rule(r, event)}
+        assert fast == slow, line
+
+
+def test_threshold_one_rules_make_a_finding_on_their_test_line() -> None:
+    """Through the detector, a one-request rule's test line gives a finding naming that rule."""
+    for loaded in RULESET.loaded:
+        rule = loaded.rule
+        if rule.threshold != 1:
+            continue
+        detector = RulesDetector(RulesConfig(rules_dir=None))
+        event = PARSER.parse(rule_test_line(rule.tests[0]))
+        assert isinstance(event, HttpRequest)
+        finding = detector.observe(event)
+        assert finding is not None, rule.id
+        assert any(e.startswith("rule=") for e in finding.evidence)

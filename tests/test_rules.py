@@ -1,0 +1,332 @@
+"""Rules as data: normalisation, loading and overrides, strict validation, the
+matcher's safety and bounds, the rules detector, and the rules/explain commands."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from aisentinel.cli import main
+from aisentinel.config import ConfigError, parse_config
+from aisentinel.detectors.rules import RulesConfig, RulesDetector
+from aisentinel.events import HttpRequest, Severity
+from aisentinel.rules import RulesError, load_rules
+from aisentinel.rules.matcher import Matcher
+from aisentinel.rules.model import Rule
+from aisentinel.rules.normalise import normalise_target
+
+T0 = 1_735_689_600.0
+
+
+def req(
+    path: str,
+    *,
+    client: str = "203.0.113.5",
+    method: str = "GET",
+    status: int = 404,
+    agent: str = "Mozilla/5.0",
+    ts: float = T0,
+    user: str | None = None,
+    key_id: str | None = None,
+) -> HttpRequest:
+    return HttpRequest(ts, "t", client, method, path, status, 0, user, agent, key_id=key_id)
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+LOCAL_RULE = """
+[[rules]]
+id = "local-secret-probe"
+description = "probe of our private path"
+severity = "high"
+match.path.prefix = ["/private-admin"]
+tests = [{ request = "GET /private-admin HTTP/1.1" }]
+"""
+
+
+# --------------------------------------------------------------------------- normalisation
+
+
+@pytest.mark.parametrize(
+    ("raw", "path", "uri"),
+    [
+        ("/a/%2e%2e/%2e%2e/etc/passwd", "/etc/passwd", "/a/../../etc/passwd"),
+        ("/a/%252e%252e%252fetc", "/etc", "/a/../etc"),
+        ("/x/%c0%ae%c0%ae/y", "/y", "/x/../y"),
+        ("/x/%u002e%u002e/y", "/y", "/x/../y"),
+        ("/app/..;/manager/html", "/manager/html", "/app/..;/manager/html"),
+        ("/A//B/./C/", "/a/b/c", "/a/b/c/"),
+        ("/x\\x5c..\\x5cwin.ini", "/win.ini", "/x/../win.ini"),
+        ("/../../../../etc", "/etc", "/../../../../etc"),
+    ],
+)
+def test_normalise_decodes_every_encoding(raw: str, path: str, uri: str) -> None:
+    """Repeated %-decoding, overlong UTF-8, %u, nginx escapes, case, // and /./ are undone."""
+    target = normalise_target(raw)
+    assert (target.path, target.uri) == (path, uri)
+
+
+def test_normalise_query_plus_is_space_and_decoding_is_bounded() -> None:
+    """'+' in a query is a space; deeply nested encodings stop after bounded passes."""
+    assert normalise_target("/q?a=1+UNION+SELECT").query == "a=1 union select"
+    deep = "/" + "%25" * 50 + "2e"
+    assert normalise_target(deep).path.startswith("/%")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def test_local_rule_adds_overrides_and_disables(tmp_path: Path) -> None:
+    """A local file adds a rule, replaces a shipped one by id and turns another off."""
+    write(tmp_path, "10-local.toml", LOCAL_RULE)
+    write(
+        tmp_path,
+        "20-override.toml",
+        """
+[[rules]]
+id = "log4shell"
+description = "our log4shell"
+severity = "medium"
+match.any.contains = ["${jndi:"]
+tests = [{ request = "GET /${jndi:x} HTTP/1.1" }]
+
+[[rules]]
+id = "scanner-ua-survey"
+enabled = false
+""",
+    )
+    ruleset = load_rules(tmp_path)
+    ids = [r.id for r in ruleset.rules]
+    assert "local-secret-probe" in ids
+    assert "scanner-ua-survey" not in ids
+    assert "scanner-ua-survey" in ruleset.disabled
+    override = ruleset.get("log4shell")
+    assert override is not None
+    assert override.local
+    assert override.rule.severity is Severity.MEDIUM
+
+
+def test_bad_rules_are_reported_with_file_id_key_and_reason(tmp_path: Path) -> None:
+    """Every problem names its file, rule index and id, the key and the reason."""
+    bad = write(
+        tmp_path,
+        "bad.toml",
+        """
+[[rules]]
+id = "bad-one"
+description = "x"
+severity = "urgent"
+match.path.prefix = ["/x"]
+
+[[rules]]
+id = "bad-two"
+description = "x"
+match.path.regex = ["(a)\\\\1"]
+colour = "red"
+
+[[rules]]
+id = "bad-three"
+description = "x"
+match.status = ["4xx"]
+""",
+    )
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path, builtin=False)
+    text = "\n".join(info.value.problems)
+    assert f"{bad}: rules[0] (id 'bad-one'): severity: bad severity 'urgent'" in text
+    assert f"{bad}: rules[1] (id 'bad-two'): colour: unknown key" in text
+    assert "rules[1] (id 'bad-two'): match.path.regex" in text
+    assert "RE2" in text
+    assert "rules[2] (id 'bad-three'): match: needs a text pattern" in text
+
+
+def test_check_config_refuses_a_bad_local_rule(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config exits 1 and prints the rules problem under detectors.rules."""
+    rules_dir = tmp_path / "rules.d"
+    rules_dir.mkdir()
+    write(rules_dir, "x.toml", '[[rules]]\nid = "Bad Id"\n')
+    config = write(tmp_path, "a.toml", f'[detectors.rules]\nrules_dir = "{rules_dir}"\n')
+    assert main(["check-config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert "detectors.rules" in err
+    assert "x.toml: rules[0]" in err
+    assert "id 'Bad Id'" in err
+
+
+def test_reload_sees_changed_rule_files(tmp_path: Path) -> None:
+    """Two configs over the same files are equal; after a file changes they differ (rebuild)."""
+    write(tmp_path, "a.toml", LOCAL_RULE)
+    first = RulesConfig(rules_dir=tmp_path)
+    assert RulesConfig(rules_dir=tmp_path) == first
+    write(tmp_path, "a.toml", LOCAL_RULE.replace("/private-admin", "/other-admin"))
+    assert RulesConfig(rules_dir=tmp_path) != first
+
+
+def test_config_filters_by_pack_tag_and_id() -> None:
+    """packs, tags and disabled narrow the loaded rules; an unknown pack is refused."""
+    only = RulesConfig(rules_dir=None, packs=("scanners",)).ruleset
+    assert {r.id for r in only.rules} == {"scanner-ua-attack-tool", "scanner-ua-survey"}
+    tagged = RulesConfig(rules_dir=None, tags=("ai",), disabled=("ray-exploits",)).ruleset
+    assert tagged.rules
+    assert all("ai" in r.tags for r in tagged.rules)
+    assert "ray-exploits" not in {r.id for r in tagged.rules}
+    with pytest.raises(ConfigError, match="no such shipped pack"):
+        parse_config({"detectors": {"rules": {"packs": ["nope"]}}})
+
+
+# --------------------------------------------------------------------------- matcher
+
+
+def _rule(**fields: object) -> Rule:
+    base: dict[str, object] = {"id": "r", "description": "d"}
+    base.update(fields)
+    return Rule.model_validate(base)
+
+
+def test_regex_runs_in_linear_time() -> None:
+    """A catastrophic-backtracking pattern matches a long hostile input at once (RE2)."""
+    rule = _rule(match={"path": {"regex": ["^/(a+)+$"]}})
+    matcher = Matcher([rule])
+    start = time.perf_counter()
+    rules, _ = matcher.match(req("/" + "a" * 5000 + "b"))
+    assert rules == []
+    assert time.perf_counter() - start < 2.0  # backtracking would take longer than the universe
+
+
+def test_verdict_caches_are_bounded() -> None:
+    """A flood of distinct targets and agents never grows the caches beyond their size."""
+    matcher = Matcher([_rule(match={"path": {"prefix": ["/x"]}})], cache_entries=16)
+    for i in range(200):
+        matcher.match(req(f"/p{i}", agent=f"agent {i}"))
+    assert len(matcher._targets) <= 16
+    assert len(matcher._agents) <= 16
+
+
+def test_prefix_suffix_exact_and_conditions() -> None:
+    """Ops mean what they say, and every field a rule names must hold (methods, status too)."""
+    rule = _rule(
+        match={
+            "path": {"prefix": ["/adm"], "suffix": [".bak"], "exact": ["/x"]},
+            "method": ["POST"],
+            "status": ["4xx"],
+        }
+    )
+    matcher = Matcher([rule])
+    assert matcher.match(req("/admin", method="POST", status=403))[0] == [rule]
+    assert matcher.match(req("/a/db.bak", method="POST", status=404))[0] == [rule]
+    assert matcher.match(req("/x", method="POST", status=404))[0] == [rule]
+    assert matcher.match(req("/y/adm", method="POST", status=404))[0] == []
+    assert matcher.match(req("/admin", method="GET", status=404))[0] == []
+    assert matcher.match(req("/admin", method="POST", status=200))[0] == []
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def test_detector_counts_per_rule_and_key(tmp_path: Path) -> None:
+    """threshold/window per rule, keyed by api key; requests without that key are not counted."""
+    write(
+        tmp_path,
+        "k.toml",
+        """
+[[rules]]
+id = "per-key"
+description = "three probes per key"
+severity = "high"
+key = "api_key"
+threshold = 3
+window = "1m"
+match.path.prefix = ["/probe"]
+tests = [{ request = "GET /probe HTTP/1.1" }]
+""",
+    )
+    detector = RulesDetector(RulesConfig(rules_dir=tmp_path, builtin=False))
+    found = [
+        detector.observe(req("/probe", client=f"198.51.100.{i}", key_id="k1", ts=T0 + i))
+        for i in range(3)
+    ]
+    assert found[:2] == [None, None]
+    finding = found[2]
+    assert finding is not None
+    assert finding.key == "k1"
+    assert finding.count == 3
+    assert finding.severity is Severity.HIGH
+    assert "rule per-key" in finding.message
+    assert detector.observe(req("/probe", key_id=None, ts=T0 + 5)) is None
+    assert detector.expire(T0 + 3600) == 1
+
+
+def test_finding_names_most_severe_rule_and_lists_others() -> None:
+    """One request meeting several rules: one finding, the most severe, the others in evidence."""
+    detector = RulesDetector(RulesConfig(rules_dir=None))
+    finding = detector.observe(req("/cgi-bin/.%2e/.%2e/bin/sh", agent="${jndi:ldap://x/a}"))
+    assert finding is not None
+    assert finding.severity is Severity.CRITICAL
+    assert "rule=log4shell" in finding.evidence
+    also = [e for e in finding.evidence if e.startswith("also=")]
+    assert also
+    assert "path-traversal" in also[0]
+    assert "raw=/cgi-bin/.%2e/.%2e/bin/sh" in finding.evidence
+    assert "normalised=/cgi-bin/../../bin/sh" in finding.evidence
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_rules_list_and_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """`rules list --json` lists the rules; `rules show` prints one; an unknown id exits 1."""
+    config = write(tmp_path, "c.toml", '[detectors.rules]\nrules_dir = ""\n')
+    assert main(["rules", "list", "--json", "--config", str(config)]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {"log4shell", "ollama-digest-traversal"} <= {r["id"] for r in listed}
+    assert main(["rules", "show", "log4shell", "--config", str(config)]) == 0
+    assert "CVE-2021-44228" in capsys.readouterr().out
+    assert main(["rules", "show", "no-such-rule", "--config", str(config)]) == 1
+
+
+def test_rules_test_prints_matching_lines(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`rules test FILE` names the rule each matching line met, and counts per rule."""
+    log = write(
+        tmp_path,
+        "access.log",
+        '198.51.100.1 - - [01/Jan/2025:00:00:00 +0000] "GET / HTTP/1.1" 200 5 "-" "Mozilla/5.0"\n'
+        '198.51.100.2 - - [01/Jan/2025:00:00:01 +0000] "GET /vendor/phpunit/phpunit/src/Util/PHP/'
+        'eval-stdin.php HTTP/1.1" 404 5 "-" "Mozilla/5.0"\n',
+    )
+    config = write(tmp_path, "c.toml", '[detectors.rules]\nrules_dir = ""\n')
+    assert main(["rules", "test", str(log), "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "2: phpunit-eval-stdin" in out
+    assert "1 matched a rule" in out
+
+
+def test_explain_escapes_attacker_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """explain shows parser, event, rule and why, control characters escaped; --json keeps them."""
+    config = write(tmp_path, "c.toml", '[detectors.rules]\nrules_dir = ""\n')
+    line = (
+        '203.0.113.9 - - [01/Jan/2025:00:00:00 +0000] "GET /?x=%24%7Bjndi:ldap://a/b%7D HTTP/1.1"'
+        ' 200 5 "-" "evil\x1b[2J\u202e"'
+    )
+    assert main(["explain", line, "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "parser nginx -> HttpRequest" in out
+    assert "rule log4shell" in out
+    assert "because any contains ${jndi:" in out
+    assert "detector rules (critical)" in out
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert main(["explain", line, "--json", "--config", str(config)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["event"]["user_agent"] == "evil\x1b[2J\u202e"
+    assert record["rules"][0]["id"] == "log4shell"
