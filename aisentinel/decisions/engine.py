@@ -109,6 +109,8 @@ HOST_REFRESH_SECONDS = 300.0
 PURGE_INTERVAL_SECONDS = 3600.0
 """How often :meth:`DecisionEngine.expire` purges ledger history older than the retention."""
 BRAKE_WINDOW_SECONDS = 60.0
+BY_CLIENT_MAX = 100_000
+"""Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,11 @@ class DecisionEngine:
         self._hosts_read_at = clock.monotonic()
         self._lock = threading.Lock()
         self._active: dict[str, Decision] = {}
+        self._by_client: dict[str, tuple[Decision, Target]] = {}
+        """``finding.client`` text -> the enforcement in force that covers it: the
+        "already banned" answer in one lookup. Filled when a ban is decided or found;
+        an entry is checked for expiry when read, and the map is emptied whenever a
+        ban is lifted before its time or the allowlist changes."""
         self._lifted: list[Decision] = []
         self._recent_bans: deque[float] = deque()
         self._braking = False
@@ -236,6 +243,14 @@ class DecisionEngine:
         """The decision about ``finding`` (recorded in the ledger unless NONE)."""
         now = self.clock.now()
         self._maybe_refresh_hosts()
+        client = finding.client
+        if client is not None and finding.target is None:
+            # A storm's repeat offender: the ban in force answers in one lookup.
+            known = self._by_client.get(client)
+            if known is not None and (known[0].expires_at or 0.0) > now:
+                with self._lock:
+                    self._counts[Action.NONE] += 1
+                return self._already(finding, now, *known)
         decision, rejected = self._decide(finding, now)
         if decision.action is not Action.NONE:
             self._ledger(lambda: self.ledger.record(decision), 0)
@@ -246,6 +261,45 @@ class DecisionEngine:
             if decision.action.enforces and decision.target is not None:
                 self._active[decision.target.text] = decision
         return decision
+
+    def _remember(self, finding: Finding, enforcement: Decision, subject: Target) -> None:
+        """The findings about ``finding.client`` (an address, no target of their own) are
+        answered "already ..." by ``enforcement`` about ``subject`` while it is in force."""
+        client = finding.client
+        if client is None or finding.target is not None:
+            return
+        by_client = self._by_client
+        if len(by_client) >= BY_CLIENT_MAX:
+            by_client.clear()
+        by_client[client] = (enforcement, subject)
+
+    def _already(
+        self, finding: Finding, now: float, current: Decision, subject: Target
+    ) -> Decision:
+        """NONE "already banned until ...": ``current`` is in force for ``subject``."""
+        expires_at = current.expires_at or now
+        done = _DONE.get(current.action, "acted on")
+        return Decision(
+            ts=now,
+            action=Action.NONE,
+            target=subject,
+            detector=finding.detector,
+            severity=finding.severity,
+            reason=f"already {done} until {_iso(expires_at)}",
+            simulated=self.config.simulate,
+            evidence_count=finding.count,
+            finding=finding,
+            quiet_until=expires_at,
+        )
+
+    def hold(self) -> None:
+        """Keep the ledger writes of the next decisions for one transaction at
+        :meth:`commit` (the pipeline holds them for one batch)."""
+        self.ledger.hold()
+
+    def commit(self) -> None:
+        """Write the decisions held since :meth:`hold` in one transaction."""
+        self._ledger(self.ledger.release, 0)
 
     def _decide(self, finding: Finding, now: float) -> tuple[Decision, str | None]:
         """The decision, and the reject reason when the target can be acted on by no one."""
@@ -328,8 +382,8 @@ class DecisionEngine:
         with self._lock:
             current = self._active.get(target.text) or self._active.get(subject.text)
         if current is not None and current.expires_at is not None and current.expires_at > now:
-            done = _DONE.get(current.action, "acted on")
-            return make(Action.NONE, subject, f"already {done} until {_iso(current.expires_at)}")
+            self._remember(finding, current, subject)
+            return self._already(finding, now, current, subject)
         if finding.detector in cfg.alert_only_detectors:
             return make(Action.ALERT, subject, f"detector {finding.detector!r} is alert-only")
         if finding.severity < cfg.ban_severity:
@@ -356,7 +410,7 @@ class DecisionEngine:
             f"{format_duration(cfg.recidive_window)}: {action.value} for {format_duration(ttl)}"
             f"{note}"
         )
-        return Decision(
+        decision = Decision(
             ts=now,
             action=action,
             target=target,
@@ -369,7 +423,10 @@ class DecisionEngine:
             simulated=cfg.simulate,
             evidence_count=finding.count,
             finding=finding,
+            quiet_until=now + ttl,
         )
+        self._remember(finding, decision, subject)
+        return decision
 
     def _brake_engaged(self, now: float) -> bool:
         """Whether ``max_bans_per_minute`` bans were decided within the 60 s before ``now``.
@@ -438,6 +495,10 @@ class DecisionEngine:
             self._lifted.clear()
             self._expired += len(done)
         if done:
+            self._by_client = {
+                c: k for c, k in self._by_client.items() if (k[0].expires_at or 0.0) > at
+            }
+        if done:
             targets = [d.target.text for d in done if d.target is not None]
             self._ledger(lambda: self.ledger.end(targets, at), 0)
             log.info("bans expired", count=len(done))
@@ -461,6 +522,7 @@ class DecisionEngine:
         ``ValueError`` when ``address`` is none of those.
         """
         ban: Decision | None = None
+        self._by_client.clear()
         for key in self._keys(address):
             with self._lock:
                 found = self._active.pop(key, None)
@@ -503,6 +565,7 @@ class DecisionEngine:
         """Lift active enforcements the current config forbids (allowlisted, or simulated
         in real mode)."""
         dropped: list[str] = []
+        self._by_client.clear()
         with self._lock:
             for key, ban in list(self._active.items()):
                 why = self._forbidden(ban)
@@ -563,6 +626,7 @@ class DecisionEngine:
             log.info("host addresses changed", addresses=list(hosts))
             self._hosts = hosts
             self.allowlist = self._build_allowlist()
+            self._by_client.clear()
 
     def _ledger(self, call: Callable[[], T], fallback: T) -> T:
         """Run a ledger call; a database error is logged and counted, never raised.
