@@ -83,9 +83,9 @@ class PromptInjectionDetector(BatchDetector):
     def __init__(self, config: PromptInjectionConfig) -> None:
         super().__init__(config)
         self._cfg = config
-        self._threshold = (
-            default_model().threshold if config.threshold is None else config.threshold
-        )
+        self._threshold = config.threshold
+        """The model's own threshold unless configured; the shipped model (~8 MB in
+        memory) is loaded by the first prompt scored, not when no prompt ever comes."""
         self._requests = PromptRequests(config.paths)
         self._clients = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
         self._keys = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
@@ -121,7 +121,10 @@ class PromptInjectionDetector(BatchDetector):
             cache.move_to_end(digest)
             return cache[digest]
         self.scored += 1
-        v = scan(text, threshold=self._threshold)
+        threshold = self._threshold
+        if threshold is None:
+            threshold = self._threshold = default_model().threshold
+        v = scan(text, threshold=threshold)
         verdict: _Verdict | None = None
         if v.is_attack:
             category, evidence = v.category, v.evidence
