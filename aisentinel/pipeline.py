@@ -483,8 +483,8 @@ class Pipeline:
         yield errors
         quieted = CounterMetricFamily(
             "aisentinel_findings_quieted",
-            "Findings not handed on because their key was acted on already (a ban in force "
-            "that an earlier finding of the same detector led to), per detector.",
+            "Findings not handed on because their key is acted on already (a ban in force "
+            "that a finding of the same detector led to or ran into), per detector.",
             labels=["detector"],
         )
         for detector, n in sorted(self.quieted.items()):
