@@ -207,11 +207,12 @@ class DecisionEngine:
         self._hosts_read_at = clock.monotonic()
         self._lock = threading.Lock()
         self._active: dict[str, Decision] = {}
-        self._by_client: dict[str, tuple[Decision, Target]] = {}
-        """``finding.client`` text -> the enforcement in force that covers it: the
-        "already banned" answer in one lookup. Filled when a ban is decided or found;
-        an entry is checked for expiry when read, and the map is emptied whenever a
-        ban is lifted before its time or the allowlist changes."""
+        self._by_client: dict[str, tuple[Decision, Target, str]] = {}
+        """``finding.client`` text -> (the enforcement that covers it, the address
+        target, its ``_active`` key): "already banned" answered without parsing the
+        address. Filled when a ban is decided or found; an entry counts only while
+        ``_active`` still holds that very enforcement, unexpired; expired entries go
+        at :meth:`expire`, all at an allowlist change."""
         self._lifted: list[Decision] = []
         self._recent_bans: deque[float] = deque()
         self._braking = False
@@ -247,10 +248,13 @@ class DecisionEngine:
         if client is not None and finding.target is None:
             # A storm's repeat offender: the ban in force answers in one lookup.
             known = self._by_client.get(client)
-            if known is not None and (known[0].expires_at or 0.0) > now:
-                with self._lock:
-                    self._counts[Action.NONE] += 1
-                return self._already(finding, now, *known)
+            if known is not None:
+                current, subject, key = known
+                # Still the one in force (not lifted by hand or a reload meanwhile)?
+                if self._active.get(key) is current and (current.expires_at or 0.0) > now:
+                    with self._lock:
+                        self._counts[Action.NONE] += 1
+                    return self._already(finding, now, current, subject)
         decision, rejected = self._decide(finding, now)
         if decision.action is not Action.NONE:
             self._ledger(lambda: self.ledger.record(decision), 0)
@@ -271,7 +275,9 @@ class DecisionEngine:
         by_client = self._by_client
         if len(by_client) >= BY_CLIENT_MAX:
             by_client.clear()
-        by_client[client] = (enforcement, subject)
+        target = enforcement.target
+        if target is not None:
+            by_client[client] = (enforcement, subject, target.text)
 
     def _already(
         self, finding: Finding, now: float, current: Decision, subject: Target
@@ -494,10 +500,10 @@ class DecisionEngine:
             done.extend(self._lifted)
             self._lifted.clear()
             self._expired += len(done)
-        if done:
-            self._by_client = {
-                c: k for c, k in self._by_client.items() if (k[0].expires_at or 0.0) > at
-            }
+            if done:
+                self._by_client = {
+                    c: k for c, k in self._by_client.items() if (k[0].expires_at or 0.0) > at
+                }
         if done:
             targets = [d.target.text for d in done if d.target is not None]
             self._ledger(lambda: self.ledger.end(targets, at), 0)
