@@ -20,13 +20,12 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry
 
 from aisentinel import __version__
-from aisentinel.audit.scheduler import AuditScheduler
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
@@ -60,6 +59,10 @@ from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
 from aisentinel.status import snapshot
+
+if TYPE_CHECKING:
+    # Imported when the audit is enabled (APScheduler and the checks: ~2 MB).
+    from aisentinel.audit.scheduler import AuditScheduler
 
 log = structlog.get_logger("aisentinel.daemon")
 
@@ -132,7 +135,9 @@ class Daemon:
             runner=self.runner,
             clock=self.clock,
             parsers_config=config.parsers,
-            on_finding=self._log_finding,
+            # One info line per decision carries its finding; findings alone are debug,
+            # and below that level the hook is not even called.
+            on_finding=self._log_finding if config.daemon.log_level == "debug" else None,
             on_decision=self._log_decision,
         )
 
@@ -253,10 +258,16 @@ class Daemon:
     # ------------------------------------------------------------------ hooks
 
     def _log_finding(self, finding: Finding) -> None:
-        log.info("finding", **finding_fields(finding))
+        log.debug("finding", **finding_fields(finding))
 
     def _log_decision(self, decision: Decision) -> None:
-        log.info("decision", **decision_fields(decision))
+        """One line per decision, with the finding it was taken on (message, key,
+        count, evidence, source): what an operator needs, once."""
+        finding = decision.finding
+        if finding is None:
+            log.info("decision", **decision_fields(decision))
+        else:
+            log.info("decision", **{**finding_fields(finding), **decision_fields(decision)})
 
     # ------------------------------------------------------------------ signals
 
@@ -395,6 +406,8 @@ class Daemon:
         log.info("source started", source=cfg.name, type=cfg.type, parser=parser)
 
     def _start_audit(self) -> None:
+        from aisentinel.audit.scheduler import AuditScheduler  # noqa: PLC0415 - only if enabled
+
         try:
             self.audit = AuditScheduler(
                 self.config.audit, metrics_listen=metrics_address(self.config), clock=self.clock

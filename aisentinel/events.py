@@ -384,6 +384,10 @@ class Decision:
     ``simulated`` is true when the engine runs in simulate mode: the decision is
     recorded but no responder acts. ``reason`` says why, in particular why nothing
     is done (allowlisted, already banned, alert-only detector).
+    ``quiet_until`` is set when an enforcement of the target is in force after this
+    decision (this one, or the one that made it "already banned"): until then the
+    pipeline hands on no finding of that detector about that key (see
+    ``Pipeline._hush``). It is not part of the output.
     """
 
     ts: float
@@ -398,6 +402,7 @@ class Decision:
     simulated: bool = False
     evidence_count: int = 0
     finding: Finding | None = field(default=None, compare=False)
+    quiet_until: float | None = field(default=None, compare=False)
 
 
 # --------------------------------------------------------------------------- output

@@ -49,6 +49,12 @@ def _by_event(item: tuple[int, int, Finding]) -> tuple[int, int]:
     return item[0], item[1]
 
 
+_NEG_INF = float("-inf")
+
+QUIET_KEYS_MAX = 100_000
+"""Most quiet keys held per detector (each is a ban in force); beyond that, findings
+about further keys go to the decision engine, whose "already banned" is one lookup."""
+
 EXCERPT_CHARS = 200
 """Most characters of a line or event quoted in a log line about a fault."""
 
@@ -135,6 +141,11 @@ class Pipeline:
         """Lines or events skipped because a stage raised on them, per (stage, plug-in):
         stage is parse, detect, decide, respond or output; plug-in is the parser or
         detector name, ``engine``, ``runner``, or the hook (``on_finding``/``on_decision``)."""
+        self.quieted: Counter[str] = Counter()
+        """Findings dropped per detector because their key is quiet (acted on already)."""
+        self._quiet: dict[str, dict[str, float]] = {}
+        """Per detector name: key -> until when no finding about it is handed on (the
+        enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`."""
         self._faults_logged: set[tuple[str, str, str]] = set()
         """(stage, plug-in, exception type) already logged at error level."""
         self.latency = Histogram(
@@ -216,12 +227,25 @@ class Pipeline:
                 results = self._observe_rest(detector, events, batch.source, exc)
             for index, finding in results:
                 found.append((index, rank, finding))
+        if not found:
+            return
         if len(found) > 1:
             found.sort(key=_by_event)
         read_at = batch.read_at
         source = batch.source
-        for _index, _rank, finding in found:
-            self._handle(finding, read_at, source)
+        quiet = self._quiet
+        engine = self.engine
+        engine.hold()
+        try:
+            for _index, _rank, finding in found:
+                if quiet:
+                    hush = quiet.get(finding.detector)
+                    if hush and hush.get(finding.key, _NEG_INF) > finding.ts:
+                        self.quieted[finding.detector] += 1
+                        continue
+                self._handle(finding, read_at, source)
+        finally:
+            engine.commit()
 
     # ------------------------------------------------------------ containment
 
@@ -341,6 +365,8 @@ class Pipeline:
             self._fault("decide", "engine", source, exc, finding)
             return
         self.decisions[(decision.action.value, decision.detector)] += 1
+        if decision.quiet_until is not None:
+            self._hush(finding, decision.quiet_until)
         if self.runner is not None:
             try:
                 self.runner.submit(decision)
@@ -353,10 +379,38 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 self._fault("output", "on_decision", source, exc, decision)
 
+    def _hush(self, finding: Finding, until: float) -> None:
+        """No finding of ``finding``'s detector about its key is handed on before ``until``.
+
+        Called once per decision that leaves an enforcement in force (a ban, or
+        "already banned" by another detector's ban): so a storm from one address makes
+        one finding per detector per ban, not one per window or per line, whatever the
+        detector. Detectors are not told: their windows keep counting the key (a
+        crossing after the ban reports the events since the previous one), and the
+        dropped findings are counted in :attr:`quieted`. Checked when the findings of
+        a batch are handled in line order, after the decisions before them, so a batch
+        gives what a line-by-line run gives.
+        """
+        name = finding.detector
+        keys = self._quiet.get(name)
+        if keys is None:
+            keys = self._quiet[name] = {}
+        elif len(keys) >= QUIET_KEYS_MAX:
+            self._quiet[name] = keys = {k: t for k, t in keys.items() if t > finding.ts}
+            if len(keys) >= QUIET_KEYS_MAX:
+                return  # full of bans in force: the engine's one lookup answers the rest
+        keys[finding.key] = until
+
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
         for detector in self.detectors:
             detector.expire(now)
+        for name, keys in list(self._quiet.items()):
+            live = {k: t for k, t in keys.items() if t > now}
+            if live:
+                self._quiet[name] = live
+            else:
+                del self._quiet[name]
         self.shared.expire(now)
         expired = self.engine.expire(now)
         if self.runner is not None and expired:
@@ -427,6 +481,15 @@ class Pipeline:
         for (stage, plugin), n in sorted(self.event_errors.items()):
             errors.add_metric([stage, plugin], n)
         yield errors
+        quieted = CounterMetricFamily(
+            "aisentinel_findings_quieted",
+            "Findings not handed on because their key is acted on already (a ban in force "
+            "that a finding of the same detector led to or ran into), per detector.",
+            labels=["detector"],
+        )
+        for detector, n in sorted(self.quieted.items()):
+            quieted.add_metric([detector], n)
+        yield quieted
         requests = self.shared.requests
         clients = GaugeMetricFamily(
             "aisentinel_detector_shared_authenticated_clients",

@@ -490,3 +490,70 @@ def test_refused_writes_are_counted_and_flushed_by_expire(env: Env) -> None:
     engine.expire()
     assert [text(b) for b in engine.ledger.open_bans()] == [ATTACKER]
     assert engine.ledger.failing is None
+
+
+# --------------------------------------------------------------------------- repeats
+
+
+def test_already_banned_carries_the_ban_expiry_as_quiet_until(env: Env) -> None:
+    """A ban and every "already banned" after it name when the ban ends (quiet_until);
+    an alert names nothing."""
+    engine = env.engine()
+    ban = engine.decide(finding())
+    assert ban.quiet_until == ban.expires_at == T0 + HOUR
+    env.clock.advance(60)
+    again = engine.decide(finding(detector="credential_stuffing"))
+    assert (again.action, again.quiet_until, text(again)) == (Action.NONE, T0 + HOUR, ATTACKER)
+    assert engine.decide(finding(None)).quiet_until is None
+
+
+def test_repeat_answer_is_the_same_as_the_full_path(env: Env) -> None:
+    """The remembered "already banned" (second finding on) equals what the full path
+    gives: same target (the address, not its /64), reason and counts."""
+    engine = env.engine()
+    engine.decide(finding("2001:db8::7"))
+    first = engine.decide(finding("2001:db8::7"))
+    second = engine.decide(finding("2001:db8::7"))
+    assert first == second
+    until = "already banned until 2025-11-24T17:00:00+00:00"
+    assert (text(second), second.reason) == ("2001:db8::7", until)
+    assert engine.counters().decisions[Action.NONE] == 2
+
+
+def test_repeat_answer_forgets_lifted_bans(env: Env) -> None:
+    """After the ban expires or is lifted by hand, the next finding bans again."""
+    engine = env.engine()
+    engine.decide(finding())
+    engine.decide(finding())
+    env.clock.advance(HOUR)
+    engine.expire()
+    d = engine.decide(finding())
+    assert (d.action, d.offence) == (Action.BAN, 2)
+    engine.decide(finding())
+    engine.unban(ATTACKER)
+    assert engine.decide(finding()).action is Action.BAN
+
+
+def test_repeat_answer_yields_to_a_new_allowlist(env: Env) -> None:
+    """An address allowlisted by a reload is never answered "already banned"."""
+    engine = env.engine()
+    engine.decide(finding())
+    engine.decide(finding())
+    engine.reconfigure(DecisionsConfig(allowlist=["203.0.113.0/24"]))
+    assert engine.decide(finding()).reason == "allowlisted (203.0.113.0/24)"
+
+
+def test_held_decisions_are_one_transaction_and_count_as_offences(env: Env) -> None:
+    """Between hold and commit the ledger writes nothing; the held ban still counts as
+    an offence (escalation) and is in the file after commit."""
+    engine = env.engine()
+    engine.hold()
+    engine.decide(finding())
+    env.clock.advance(HOUR)
+    engine.expire()  # ends the held ban: the held rows are written first, in order
+    engine.hold()
+    d = engine.decide(finding())
+    assert d.offence == 2
+    assert engine.ledger.counts()[Action.BAN] == 1
+    engine.commit()
+    assert engine.ledger.counts()[Action.BAN] == 2

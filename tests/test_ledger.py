@@ -400,3 +400,34 @@ def test_in_memory_copy_of_an_unusable_file_starts_empty(
     assert copy.open_bans() == []
     copy.record(ban("203.0.113.42"))
     assert len(copy.open_bans()) == 1
+
+
+def test_held_records_wait_for_release(ledger: Ledger) -> None:
+    """Records between hold and release are written together at release, in order:
+    the later ban of a target still ends the earlier one."""
+    ledger.hold()
+    assert ledger.record(ban("203.0.113.7", ttl=60)) == 0
+    ledger.record(ban("203.0.113.7", ts=T0 + 1, offence=2))
+    ledger.record(alert("203.0.113.8"))
+    assert ledger.active(T0) == []
+    assert ledger.offences("203.0.113.7", T0) == 2
+    assert ledger.release() == 5  # statements: an update and an insert per ban
+    assert [d.offence for d in ledger.active(T0)] == [2]
+    assert (ledger.counts()[Action.BAN], ledger.counts()[Action.ALERT]) == (2, 1)
+    assert ledger.release() == 0
+
+
+def test_other_writes_and_close_write_what_is_held(tmp_path: Path, clock: FakeClock) -> None:
+    """A write that is not a record (end) goes after the held records, in one
+    transaction; close writes what is still held."""
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, clock)
+    ledger.hold()
+    ledger.record(ban("203.0.113.7"))
+    assert ledger.end(["203.0.113.7"], T0 + 5) == 1
+    ledger.hold()
+    ledger.record(ban("203.0.113.9"))
+    ledger.close()
+    again = Ledger(path, clock)
+    assert [text(d) for d in again.active(T0)] == ["203.0.113.9"]
+    again.close()

@@ -247,8 +247,9 @@ def test_output_hooks_raising_are_counted_per_hook(tmp_path: Path) -> None:
         raise ValueError("timestamp out of range")
 
     pipeline, _ = _pipeline(tmp_path, [Counting()], on_finding=broken, on_decision=broken)
+    lines = [_line(0, "/find", "198.51.100.5"), _line(1, "/find", "198.51.100.6")]
     with capture_logs() as logs:
-        pipeline.process(_batch(["/find", "/find"]))
+        pipeline.process(LineBatch("web", "nginx-json", lines, 0.0))
     assert pipeline.event_errors == {("output", "on_finding"): 2, ("output", "on_decision"): 2}
     assert sum(pipeline.decisions.values()) == 2
     assert sorted(e["plugin"] for e in _errors(logs)) == ["on_decision", "on_finding"]

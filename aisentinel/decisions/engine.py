@@ -132,6 +132,8 @@ OPERATOR = "operator"
 """The ``detector`` of the ledger's notes of operators' other acts (unban, allow, brake reset)."""
 MIN_PREFIX = {4: 8, 6: 32}
 """The widest network an operator may ban or allow at run time, per IP version."""
+BY_CLIENT_MAX = 100_000
+"""Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +244,12 @@ class DecisionEngine:
         """Held by every call that changes state: the pipeline thread and the control
         thread (operators' commands) never interleave."""
         self._active: dict[str, Decision] = {}
+        self._by_client: dict[str, tuple[Decision, Target, str]] = {}
+        """``finding.client`` text -> (the enforcement that covers it, the address
+        target, its ``_active`` key): "already banned" answered without parsing the
+        address. Filled when a ban is decided or found; an entry counts only while
+        ``_active`` still holds that very enforcement, unexpired; expired entries go
+        at :meth:`expire`, all at an allowlist change."""
         self._lifted: list[Decision] = []
         self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
         self._runtime = RuntimeAllowlist()
@@ -282,6 +290,17 @@ class DecisionEngine:
     def _decide_locked(self, finding: Finding) -> Decision:
         now = self.clock.now()
         self._maybe_refresh_hosts()
+        client = finding.client
+        if client is not None and finding.target is None:
+            # A storm's repeat offender: the ban in force answers in one lookup.
+            known = self._by_client.get(client)
+            if known is not None:
+                current, subject, key = known
+                # Still the one in force (not lifted by hand or a reload meanwhile)?
+                if self._active.get(key) is current and (current.expires_at or 0.0) > now:
+                    with self._lock:
+                        self._counts[Action.NONE] += 1
+                    return self._already(finding, now, current, subject)
         decision, rejected = self._decide(finding, now)
         if decision.action is not Action.NONE:
             self._ledger(lambda: self.ledger.record(decision), 0)
@@ -292,6 +311,47 @@ class DecisionEngine:
             if decision.action.enforces and decision.target is not None:
                 self._active[decision.target.text] = decision
         return decision
+
+    def _remember(self, finding: Finding, enforcement: Decision, subject: Target) -> None:
+        """The findings about ``finding.client`` (an address, no target of their own) are
+        answered "already ..." by ``enforcement`` about ``subject`` while it is in force."""
+        client = finding.client
+        if client is None or finding.target is not None:
+            return
+        by_client = self._by_client
+        if len(by_client) >= BY_CLIENT_MAX:
+            by_client.clear()
+        target = enforcement.target
+        if target is not None:
+            by_client[client] = (enforcement, subject, target.text)
+
+    def _already(
+        self, finding: Finding, now: float, current: Decision, subject: Target
+    ) -> Decision:
+        """NONE "already banned until ...": ``current`` is in force for ``subject``."""
+        expires_at = current.expires_at or now
+        done = _DONE.get(current.action, "acted on")
+        return Decision(
+            ts=now,
+            action=Action.NONE,
+            target=subject,
+            detector=finding.detector,
+            severity=finding.severity,
+            reason=f"already {done} until {_iso(expires_at)}",
+            simulated=self.config.simulate,
+            evidence_count=finding.count,
+            finding=finding,
+            quiet_until=expires_at,
+        )
+
+    def hold(self) -> None:
+        """Keep the ledger writes of the next decisions for one transaction at
+        :meth:`commit` (the pipeline holds them for one batch)."""
+        self.ledger.hold()
+
+    def commit(self) -> None:
+        """Write the decisions held since :meth:`hold` in one transaction."""
+        self._ledger(self.ledger.release, 0)
 
     def _decide(self, finding: Finding, now: float) -> tuple[Decision, str | None]:
         """The decision, and the reject reason when the target can be acted on by no one."""
@@ -383,8 +443,8 @@ class DecisionEngine:
         with self._lock:
             current = self._active.get(target.text) or self._active.get(subject.text)
         if current is not None and current.expires_at is not None and current.expires_at > now:
-            done = _DONE.get(current.action, "acted on")
-            return make(Action.NONE, subject, f"already {done} until {_iso(current.expires_at)}")
+            self._remember(finding, current, subject)
+            return self._already(finding, now, current, subject)
         if finding.detector in cfg.alert_only_detectors:
             return make(Action.ALERT, subject, f"detector {finding.detector!r} is alert-only")
         if finding.severity < cfg.ban_severity:
@@ -414,7 +474,7 @@ class DecisionEngine:
             f"{format_duration(cfg.recidive_window)}: {action.value} for {format_duration(ttl)}"
             f"{note}"
         )
-        return Decision(
+        decision = Decision(
             ts=now,
             action=action,
             target=target,
@@ -427,7 +487,10 @@ class DecisionEngine:
             simulated=cfg.simulate,
             evidence_count=finding.count,
             finding=finding,
+            quiet_until=now + ttl,
         )
+        self._remember(finding, decision, subject)
+        return decision
 
     # ------------------------------------------------------------------ active bans
 
@@ -479,6 +542,10 @@ class DecisionEngine:
             done.extend(self._lifted)
             self._lifted.clear()
             self._expired += len(done)
+            if done:
+                self._by_client = {
+                    c: k for c, k in self._by_client.items() if (k[0].expires_at or 0.0) > at
+                }
         if done:
             targets = [d.target.text for d in done if d.target is not None]
             self._ledger(lambda: self.ledger.end(targets, at), 0)
@@ -504,6 +571,7 @@ class DecisionEngine:
         recorded in the ledger with the unban.
         """
         with self._op:
+            self._by_client.clear()
             keys = self._keys(address)
             ban: Decision | None = None
             for key in keys:
@@ -695,6 +763,7 @@ class DecisionEngine:
         """Lift active enforcements the current config forbids (allowlisted, or simulated
         in real mode)."""
         dropped: list[str] = []
+        self._by_client.clear()
         with self._lock:
             for key, ban in list(self._active.items()):
                 why = self._forbidden(ban)
@@ -759,6 +828,7 @@ class DecisionEngine:
             log.info("host addresses changed", addresses=list(hosts))
             self._hosts = hosts
             self.allowlist = self._build_allowlist()
+            self._by_client.clear()
 
     def _ledger(self, call: Callable[[], T], fallback: T) -> T:
         """Run a ledger call; a database error is logged and counted, never raised.

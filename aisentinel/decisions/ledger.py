@@ -19,6 +19,17 @@ kept in a bounded backlog and written, in order, before the next write or at
 line marks the start of such a streak and one line its end. A ledger that cannot be
 opened at all is the caller's to replace with :meth:`Ledger.in_memory_copy`.
 
+Writes are batched: the pipeline holds (:meth:`~Ledger.hold`) the decisions of one batch of
+lines and releases (:meth:`~Ledger.release`) them in one transaction at the end of that batch
+(one commit per batch, not per decision). Crash window: a kill during a batch loses
+that batch's decisions (milliseconds of work), as it loses the batch itself. Sources
+save their positions every second just past the lines they handed to the queue, not
+past the lines processed, so a crash already loses the queued lines (at most
+``[daemon] queue_batches`` batches) and their decisions; holding a batch's decisions
+until its end adds nothing to that window. A responder may have applied a ban of the
+batch before its row is committed; the responders' reconcile at start lifts what the
+ledger does not hold.
+
 One connection, guarded by a lock: the pipeline thread writes, other threads (the
 exporter) may read counts.
 
@@ -185,6 +196,10 @@ class Ledger:
         self.failing: str | None = None
         """Why writes fail now (the first error of the current streak); None when healthy."""
         self._backlog: deque[list[_Statement]] = deque()
+        self._held: list[_Statement] | None = None
+        """Statements of :meth:`record` kept for one transaction (see :meth:`hold`)."""
+        self._held_enforced: dict[str, int] = {}
+        """Enforcements per target among the held statements (for :meth:`offences`)."""
         self._lock = threading.Lock()
         if not self.in_memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -320,14 +335,22 @@ class Ledger:
         """Write ``statements`` after any backlog; None when they went to the backlog.
 
         Errors that may pass (disk full, read-only, I/O) are counted and kept for a
-        retry; any other error is raised.
+        retry; any other error is raised. Statements held for :meth:`release` go
+        first, in the same transaction (the cursors returned are those of ``statements``).
         """
+        held = self._held
+        first = 0
+        if held:
+            self._held = []
+            self._held_enforced.clear()
+            first = len(held)
+            statements = held + statements
         with self._lock:
             if self._backlog:
                 self._flush_locked()
             if not self._backlog:
                 try:
-                    return self._execute(statements)
+                    return self._execute(statements)[first:]
                 except sqlite3.Error as exc:
                     if not _retryable(exc):
                         raise
@@ -386,6 +409,26 @@ class Ledger:
             self.dropped = 0
         return written
 
+    def hold(self) -> None:
+        """Keep the next :meth:`record` calls for one transaction, written by
+        :meth:`release` (or before any other write). The pipeline holds the
+        decisions of one batch: one commit per batch instead of one per decision.
+        :meth:`offences` counts held enforcements; the other reads see them once
+        released."""
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> int:
+        """Write what was held since :meth:`hold` in one transaction (or into the
+        backlog, like any write); returns how many statements were held."""
+        held = self._held
+        self._held = None
+        if not held:
+            return 0
+        self._held_enforced.clear()
+        self._write(held)
+        return len(held)
+
     def flush(self) -> int:
         """Write the backlog if the disk takes it now; returns how many writes went in."""
         if not self._backlog:
@@ -399,7 +442,8 @@ class Ledger:
         return len(self._backlog)
 
     def record(self, decision: Decision) -> int:
-        """Store a decision and return its row id (0 when the write waits in the backlog).
+        """Store a decision and return its row id (0 when the write waits in the backlog,
+        or is held for :meth:`release`).
 
         A ban, throttle or freeze ends any still-open one of the same target (only
         the newest counts).
@@ -438,6 +482,12 @@ class Ledger:
                 ),
             )
         )
+        held = self._held
+        if held is not None:
+            held.extend(statements)
+            if d.action.enforces and text is not None:
+                self._held_enforced[text] = self._held_enforced.get(text, 0) + 1
+            return 0
         cursors = self._write(statements)
         return int(cursors[-1].lastrowid or 0) if cursors else 0
 
@@ -508,7 +558,8 @@ class Ledger:
 
     def offences(self, target: str, since: float) -> int:
         """Enforcements of ``target`` (its text) decided at or after ``since``, forgiven
-        ones excluded."""
+        ones excluded; enforcements held for :meth:`release` count too (decided now)."""
+        held = self._held_enforced.get(target, 0) if self._held else 0
         with self._lock:
             row = self._db.execute(
                 "SELECT COUNT(*) FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
@@ -516,7 +567,7 @@ class Ledger:
                 "AND ts >= ? AND forgiven = 0",
                 (target, since),
             ).fetchone()
-        return int(row[0])
+        return int(row[0]) + held
 
     def counts(self) -> dict[Action, int]:
         """Rows held per action (for metrics and ``status``)."""
@@ -539,7 +590,9 @@ class Ledger:
         return [d for d, _bad in map(_decision, rows)]
 
     def close(self) -> None:
-        """Write the backlog, checkpoint, close; later calls raise ``sqlite3.ProgrammingError``."""
+        """Write what is held and the backlog, checkpoint, close; later calls raise
+        ``sqlite3.ProgrammingError``."""
+        self.release()
         with self._lock:
             if self._backlog:
                 self._flush_locked()

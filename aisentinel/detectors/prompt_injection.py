@@ -84,7 +84,8 @@ class PromptInjectionDetector(BatchDetector):
         super().__init__(config)
         self._cfg = config
         self._threshold = config.threshold
-        """None: the shipped model's own threshold (the model loads at the first prompt)."""
+        """The model's own threshold unless configured; the shipped model (~8 MB in
+        memory) is loaded by the first prompt scored, not when no prompt ever comes."""
         self._requests = PromptRequests(config.paths)
         self._clients = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
         self._keys = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
@@ -120,7 +121,7 @@ class PromptInjectionDetector(BatchDetector):
             cache.move_to_end(digest)
             return cache[digest]
         self.scored += 1
-        v = scan(text, threshold=self._threshold)
+        v = scan(text, threshold=self._threshold)  # None: the model's own threshold
         verdict: _Verdict | None = None
         if v.is_attack:
             category, evidence = v.category, v.evidence

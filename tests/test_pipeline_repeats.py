@@ -1,0 +1,92 @@
+"""Repeat findings: a key acted on stays quiet until its ban ends, then escalates."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from aisentinel.clock import FakeClock
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import Ledger
+from aisentinel.detectors import build_detectors
+from aisentinel.events import Action, Decision, Finding, LineBatch
+from aisentinel.pipeline import Pipeline
+
+T0 = 1_764_000_000.0
+ATTACKER = "203.0.113.7"
+
+
+def ssh_line(ts: float, client: str, pid: int) -> str:
+    """A failed-password sshd line in RFC 3339 form (no year to infer)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
+    return f"{stamp} host sshd[{pid}]: Failed password for root from {client} port 22 ssh2"
+
+
+class Run:
+    """A pipeline with every default detector, its findings and decisions."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.clock = FakeClock(T0)
+        self.findings: list[Finding] = []
+        self.decisions: list[Decision] = []
+        engine = DecisionEngine(
+            DecisionsConfig(), Ledger(tmp_path / "l.sqlite", self.clock), self.clock
+        )
+        self.pipeline = Pipeline(
+            detectors=build_detectors({}),
+            engine=engine,
+            runner=None,
+            clock=self.clock,
+            on_finding=self.findings.append,
+            on_decision=self.decisions.append,
+        )
+
+    def failures(self, start: float, n: int, client: str = ATTACKER) -> None:
+        """``n`` failed passwords from ``client``, one a second from ``start``; the
+        clock follows the log."""
+        self.clock.set(start)
+        lines = [ssh_line(start + i, client, 100 + i) for i in range(n)]
+        self.pipeline.process(LineBatch("auth", "sshd", lines, 0.0))
+
+
+def test_banned_key_is_quiet_until_the_ban_ends_then_escalates(tmp_path: Path) -> None:
+    """After a ban, a storm from the address makes no finding (counted as quieted)
+    however many windows it spans; once the ban expired it is found again and banned
+    for longer."""
+    run = Run(tmp_path)
+    run.failures(T0, 5)
+    assert [(d.action, d.offence) for d in run.decisions] == [(Action.BAN, 1)]
+    for k in range(1, 6):  # five more windows' worth of failures while banned
+        run.failures(T0 + k * 601, 20)
+    assert len(run.findings) == 1
+    assert run.pipeline.quieted["ssh_bruteforce"] == 5
+    run.clock.set(T0 + 3601)
+    run.pipeline.expire(T0 + 3601)
+    run.failures(T0 + 3700, 5)
+    assert [(d.action, d.offence, d.ttl) for d in run.decisions[1:]] == [
+        (Action.BAN, 2, 4 * 3600.0)
+    ]
+
+
+def test_quiet_is_per_detector_and_per_key(tmp_path: Path) -> None:
+    """Another address is found as usual while one is banned; another detector's
+    finding about the banned address is decided ("already banned"), once."""
+    run = Run(tmp_path)
+    run.failures(T0, 5)
+    run.failures(T0 + 10, 5, client="198.51.100.9")
+    assert [d.target.text for d in run.decisions if d.target] == [ATTACKER, "198.51.100.9"]
+    users = [
+        ssh_line(T0 + 700 + i, ATTACKER, 300 + i).replace("for root", f"for user{i}")
+        for i in range(12)
+    ]
+    run.clock.set(T0 + 700)
+    run.pipeline.process(LineBatch("auth", "sshd", users, 0.0))
+    later = [line.replace("16:11:", "16:23:") for line in users]  # past its window
+    run.clock.set(T0 + 1420)
+    run.pipeline.process(LineBatch("auth", "sshd", later, 0.0))
+    stuffing = [d for d in run.decisions if d.detector == "credential_stuffing"]
+    assert [(d.action, d.reason.startswith("already banned")) for d in stuffing] == [
+        (Action.NONE, True)
+    ]
+    assert run.pipeline.quieted["credential_stuffing"] == 1  # its next crossing, held back
