@@ -3,10 +3,10 @@
 - :mod:`~aisentinel.responders.base`: the :class:`Responder` contract and ``REGISTRY``.
 - :mod:`~aisentinel.responders.runner`: :class:`ResponderRunner`, the worker (queue, thread,
   batches, retries, back-off, stats, ``collect()``).
-- plug-ins, one module each, registered by name: ``dryrun``.
+- plug-ins, one module each, registered by name: ``dryrun``, ``nftables``.
 """
 
-from aisentinel.responders import dryrun
+from aisentinel.responders import dryrun, nftables
 from aisentinel.responders.base import (
     REGISTRY,
     Responder,
@@ -31,4 +31,5 @@ __all__ = [
     "ResponderRunner",
     "ResponderStats",
     "dryrun",
+    "nftables",
 ]
