@@ -75,7 +75,7 @@ def missing_tools(*tools: str) -> str | None:
 
 def run(argv: list[str], *, check: bool = True, timeout: float = 30.0, **kw: object) -> str:
     """Run ``argv`` (no shell); its stdout. Raises with stderr when ``check`` fails."""
-    proc = subprocess.run(  # noqa: S603 - argument list from the test itself
+    proc = subprocess.run(
         argv,
         capture_output=True,
         text=True,
@@ -125,7 +125,7 @@ class Lab:
 
     def start(self, ns: str, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
         """A process inside ``ns``, killed at :meth:`close`."""
-        proc = subprocess.Popen(self.ns(ns, argv), **kw)  # type: ignore[call-overload]  # noqa: S603
+        proc = subprocess.Popen(self.ns(ns, argv), **kw)  # type: ignore[call-overload]
         self.procs.append(proc)
         return proc  # type: ignore[no-any-return]
 
@@ -135,17 +135,16 @@ class Lab:
         conf = workdir / "nginx.conf"
         conf.write_text(NGINX_CONF.format(dir=workdir, port=port))
         nginx = shutil.which("nginx", path="/usr/sbin:/usr/bin") or "nginx"
-        proc = self.start(
+        return self.start(
             self.srv,
             [nginx, "-c", str(conf), "-p", str(workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        return proc
 
     def reachable(self, ns: str, host: str, port: int, timeout: float = 1.0) -> bool:
         """Whether an HTTP GET from ``ns`` to ``host:port`` gets nginx's 200 answer."""
-        proc = subprocess.run(  # noqa: S603
+        proc = subprocess.run(
             self.ns(ns, [sys.executable, "-c", PROBE, host, str(port), str(timeout)]),
             capture_output=True,
             timeout=timeout + 10,

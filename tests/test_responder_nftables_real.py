@@ -187,7 +187,9 @@ print(r.backend.name, r.health().ok)
     assert ns.reachable(ns.ok, SERVER4["ok"], port)
 
 
-def test_kill9_mid_storm_then_restart_ledger_and_set_agree(lab: tuple[Lab, int], tmp_path: Path) -> None:
+def test_kill9_mid_storm_then_restart_ledger_and_set_agree(
+    lab: tuple[Lab, int], tmp_path: Path
+) -> None:
     """The daemon (nftables on) in the server namespace is killed mid-storm; after restart
     the nft set holds exactly the ledger's active bans."""
     ns, _port = lab
@@ -245,7 +247,9 @@ enabled = false
                 first.send_signal(signal.SIGKILL)
                 first.wait(timeout=10)
         for k in range(6):  # the last attacker: once it is banned, the file was all read
-            fh.write(f"{ts} box sshd[5000]: Failed password for root from 198.18.9.9 port {k} ssh2\n")
+            fh.write(
+                f"{ts} box sshd[5000]: Failed password for root from 198.18.9.9 port {k} ssh2\n"
+            )
     second = daemon()
 
     def agree() -> bool:

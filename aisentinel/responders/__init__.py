@@ -3,10 +3,10 @@
 - :mod:`~aisentinel.responders.base`: the :class:`Responder` contract and ``REGISTRY``.
 - :mod:`~aisentinel.responders.runner`: :class:`ResponderRunner`, the worker (queue, thread,
   batches, retries, back-off, stats, ``collect()``).
-- plug-ins, one module each, registered by name: ``dryrun``, ``nftables``.
+- plug-ins, one module each, registered by name: ``dryrun``, ``nftables``, ``ufw``, ``fail2ban``.
 """
 
-from aisentinel.responders import dryrun, nftables
+from aisentinel.responders import dryrun, fail2ban, nftables, ufw
 from aisentinel.responders.base import (
     REGISTRY,
     Responder,
@@ -31,5 +31,7 @@ __all__ = [
     "ResponderRunner",
     "ResponderStats",
     "dryrun",
+    "fail2ban",
     "nftables",
+    "ufw",
 ]
