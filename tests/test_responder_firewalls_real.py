@@ -22,7 +22,6 @@ from conftest import wait_for
 from nsharness import ATTACKER4, SERVER4, Lab, missing_tools
 
 from aisentinel.clock import SystemClock
-from aisentinel.commands import SubprocessRunner
 from aisentinel.events import Action, AddressTarget, Decision, Severity
 from aisentinel.responders.fail2ban import Fail2banConfig, Fail2banResponder
 
