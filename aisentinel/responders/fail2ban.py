@@ -43,7 +43,7 @@ class Fail2banConfig(ResponderConfigBase):
     """The jail bans go into (the shipped one is ``aisentinel``)."""
     socket: Path | None = None
     """fail2ban's socket (default: fail2ban's own, /run/fail2ban/fail2ban.sock)."""
-    command_timeout: float = Field(default=30.0, ge=0.5, le=300.0)
+    command_timeout: float = Field(default=30.0, ge=0.5, le=300.0, allow_inf_nan=False)
     """Seconds one fail2ban-client run may take; 0.5-300."""
 
 

@@ -80,7 +80,7 @@ class NftablesConfig(ResponderConfigBase):
     backend: Literal["auto", "libnftables", "nft"] = "auto"
     """``libnftables``: in process, no fork; ``nft``: ``nft -j -f -`` per batch;
     ``auto``: libnftables when it loads, else nft."""
-    command_timeout: float = Field(default=10.0, ge=0.1, le=120.0)
+    command_timeout: float = Field(default=10.0, ge=0.1, le=120.0, allow_inf_nan=False)
     """Seconds one ``nft`` run may take (nft backend); 0.1-120."""
     min_prefix4: int = Field(default=8, ge=1, le=32)
     """The widest IPv4 network a ban may cover (prefix length); 1-32."""

@@ -50,7 +50,7 @@ _RULE = re.compile(
 class UfwConfig(ResponderConfigBase):
     """``[responders.ufw]``."""
 
-    command_timeout: float = Field(default=30.0, ge=0.5, le=300.0)
+    command_timeout: float = Field(default=30.0, ge=0.5, le=300.0, allow_inf_nan=False)
     """Seconds one ufw run may take; 0.5-300."""
 
 
