@@ -9,7 +9,8 @@ STAMPS := .stamps
 
 # Debian packages the tests use for real (servers, firewall tools, compilers, packaging).
 APT_TEST := python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev \
-	nginx nftables fail2ban ufw prometheus prometheus-alertmanager iproute2 \
+	nginx nftables python3-nftables libnftables1 fail2ban ufw iptables prometheus \
+	prometheus-alertmanager iproute2 util-linux \
 	systemd-journal-remote debootstrap lintian dpkg-dev fakeroot curl python3-pyinotify \
 	chromium openssl
 # What `make demo` needs on a fresh machine.

@@ -50,6 +50,9 @@ class DaemonConfig(StrictModel):
     """How often the pipeline proves it is alive (systemd watchdog, STATUS line); 10ms-1h."""
     expire_interval: Interval = 10.0
     """How often idle detector keys and expired bans are dropped; 10ms-1h."""
+    reconcile_interval: Interval = 300.0
+    """How often every responder is made to hold exactly the ledger's active bans
+    (re-applied after a ruleset flush, expired and unknown ones removed); 10ms-1h."""
     queue_batches: int = Field(default=16, ge=1, le=1024)
     """Batches waiting between the sources and the pipeline before sources wait; 1-1024
     (each batch holds up to a source's ``batch_lines`` lines, all in memory)."""

@@ -466,6 +466,7 @@ class Daemon:
         clock = self.clock
         next_beat = clock.monotonic()
         next_expire = next_beat + self.config.daemon.expire_interval
+        next_reconcile = next_beat + self.config.daemon.reconcile_interval
         while not self._stop.is_set():
             self._drain(timeout=0.2)
             if self._reload.is_set():
@@ -476,6 +477,10 @@ class Daemon:
                 self.pipeline.expire(clock.now())
                 self.trimmer.trim(sum(c.lines for c in self.pipeline.sources.values()))
                 next_expire = now_m + self.config.daemon.expire_interval
+            if now_m >= next_reconcile:
+                # The ledger is the truth: repair flushed rulesets, drop unknown bans.
+                self.runner.reconcile(self.engine.active())
+                next_reconcile = now_m + self.config.daemon.reconcile_interval
             if now_m >= next_beat:
                 self._heartbeat()
                 next_beat = now_m + self._heartbeat_every()

@@ -174,6 +174,9 @@ install -m 0644 "$ROOT/units/$NAME.service" "$STAGE/lib/systemd/system/"
 install -m 0644 "$ROOT"/units/dropins/*.conf "$SHARE/examples/"
 install -m 0644 "$PACKAGING"/nginx/*.conf "$SHARE/nginx/"
 install -m 0644 "$PACKAGING"/examples/* "$SHARE/examples/"
+# The fail2ban jail and filter of [responders.fail2ban] (conffiles; see docs/enforcement.md).
+install -D -m 0644 "$PACKAGING/fail2ban/jail.d/$NAME.conf" "$STAGE/etc/fail2ban/jail.d/$NAME.conf"
+install -D -m 0644 "$PACKAGING/fail2ban/filter.d/$NAME.conf" "$STAGE/etc/fail2ban/filter.d/$NAME.conf"
 if [ -d "$ROOT/dashboards" ]; then
     (cd "$ROOT/dashboards" && find . -type f ! -name '.*' -print0 | sort -z \
         | xargs -0 --no-run-if-empty -I{} install -D -m 0644 {} "$SHARE/dashboards/{}")
@@ -201,7 +204,8 @@ install -d -m 0755 "$STAGE/DEBIAN"
 for script in postinst prerm postrm; do
     install -m 0755 "$PACKAGING/debian/$script" "$STAGE/DEBIAN/$script"
 done
-echo "/etc/$NAME/$NAME.toml" >"$STAGE/DEBIAN/conffiles"
+printf '%s\n' "/etc/$NAME/$NAME.toml" "/etc/fail2ban/jail.d/$NAME.conf" \
+    "/etc/fail2ban/filter.d/$NAME.conf" >"$STAGE/DEBIAN/conffiles"
 
 # Shared-library dependencies of the compiled modules (pydantic-core, systemd-python).
 mkdir -p "$WORK/shlibs/debian"

@@ -79,7 +79,11 @@ def test_file_name_and_control_fields(deb: Path) -> None:
     assert "python3 (>= 3.11)" in depends.group(1)
     assert "adduser" in depends.group(1)
     control = _run("dpkg-deb", "-I", str(deb), "conffiles").stdout
-    assert control.split() == [str(CONFFILE)]
+    assert control.split() == [
+        str(CONFFILE),
+        "/etc/fail2ban/jail.d/aisentinel.conf",
+        "/etc/fail2ban/filter.d/aisentinel.conf",
+    ]
 
 
 @pytest.mark.slow

@@ -3,10 +3,11 @@
 - :mod:`~aisentinel.responders.base`: the :class:`Responder` contract and ``REGISTRY``.
 - :mod:`~aisentinel.responders.runner`: :class:`ResponderRunner`, the worker (queue, thread,
   batches, retries, back-off, stats, ``collect()``).
-- plug-ins, one module each, registered by name: ``dryrun``, ``throttle``.
+- plug-ins, one module each, registered by name: ``dryrun``, ``nftables``, ``ufw``,
+  ``fail2ban``, ``throttle``.
 """
 
-from aisentinel.responders import dryrun, throttle
+from aisentinel.responders import dryrun, fail2ban, nftables, throttle, ufw
 from aisentinel.responders.base import (
     REGISTRY,
     Responder,
@@ -31,5 +32,8 @@ __all__ = [
     "ResponderRunner",
     "ResponderStats",
     "dryrun",
+    "fail2ban",
+    "nftables",
     "throttle",
+    "ufw",
 ]

@@ -1,0 +1,363 @@
+"""The ``nftables`` responder: bans as elements of sets in aisentinel's own table.
+
+aisentinel owns exactly one table, ``inet aisentinel`` (``table`` in the config), and
+touches nothing outside it. The table holds:
+
+- one set per prefix length in use, ``v4_32`` (IPv4 hosts), ``v6_64`` (IPv6 /64
+  networks, how IPv6 bans are made), ``v6_128`` and, on demand, e.g. ``v4_24`` for a
+  manual ``/24`` ban. Each is a plain hash set with ``flags timeout``: every ban is
+  an element with its own kernel timeout, so a ban ends on time even when the daemon
+  is down. A network is looked up by masking the source address
+  (``ip6 saddr & ffff:ffff:ffff:ffff:: @v6_64``), which keeps every add and lookup
+  O(1); an interval set (``flags interval``) would do the same matching but makes
+  nft read the whole set before each change (measured: 25-35 ms per add at 10,000
+  bans, against under 1 ms here) and refuses overlapping networks;
+- a named counter ``dropped``;
+- chain ``input`` (hook input) and chain ``forward`` (hook forward: traffic to
+  Docker-published ports is DNATed in prerouting and then forwarded, never seen by
+  input), both at ``priority`` (default -200), with one drop rule per set.
+
+Priority -200 runs before every filter-priority chain (iptables-nft, ufw and Docker
+at 0, firewalld at +10) and before mangle (-150): a drop in any base chain is final,
+so the priority only decides who sees a banned packet first, and the earliest
+costs the least.
+
+Every commit is one transaction (one JSON document): it re-declares the table, the
+sets, the counter and the chains (``add`` is idempotent), replaces the chains'
+rules (flush + add, atomically), then for each ban ``add`` / ``delete`` / ``add
+timeout T`` (the first add makes the delete safe when the element is absent; the
+last sets the new timeout) and for each lift ``add`` / ``delete``. So a commit
+after someone flushed the ruleset restores the table and its rules; the elements
+come back from :meth:`NftablesResponder.health` (every 30 s, from what this
+responder holds) or the next reconcile (from the ledger). ``reconcile`` deletes and
+re-creates the whole table with exactly the active bans in one transaction (20,000
+bans in well under a second). Every address is parsed again with ``ipaddress`` right
+before it is written; unspecified, loopback, multicast, link-local, reserved or too
+wide networks are refused and counted.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import structlog
+from pydantic import Field
+
+from aisentinel.clock import Clock
+from aisentinel.commands import CommandRunner
+from aisentinel.events import AddressTarget, Decision, IPNetwork
+from aisentinel.responders.base import (
+    REGISTRY,
+    Responder,
+    ResponderConfigBase,
+    ResponderError,
+    ResponderHealth,
+)
+from aisentinel.responders.libnftables import NftBackend, NftCommand, NftError, load_library
+
+log = structlog.get_logger(__name__)
+
+FAMILY = "inet"
+DEFAULT_LENGTHS = frozenset({(4, 32), (6, 64), (6, 128)})
+"""Prefix lengths whose set always exists (hosts, IPv6 /64 and /128)."""
+COUNTER = "dropped"
+
+
+class NftablesConfig(ResponderConfigBase):
+    """``[responders.nftables]``."""
+
+    table: str = Field(default="aisentinel", pattern=r"^[a-z][a-z0-9_]{0,31}$")
+    """The ``inet`` table aisentinel owns (and deletes and re-creates at reconcile)."""
+    priority: int = Field(default=-200, ge=-400, le=400)
+    """Priority of the input and forward chains; -400 to 400 (default -200: before
+    mangle, ufw, Docker and firewalld)."""
+    forward: bool = True
+    """Also drop banned sources in the forward hook (Docker-published ports, routed
+    traffic)."""
+    backend: Literal["auto", "libnftables", "nft"] = "auto"
+    """``libnftables``: in process, no fork; ``nft``: ``nft -j -f -`` per batch;
+    ``auto``: libnftables when it loads, else nft."""
+    command_timeout: float = Field(default=10.0, ge=0.1, le=120.0, allow_inf_nan=False)
+    """Seconds one ``nft`` run may take (nft backend); 0.1-120."""
+    min_prefix4: int = Field(default=8, ge=1, le=32)
+    """The widest IPv4 network a ban may cover (prefix length); 1-32."""
+    min_prefix6: int = Field(default=32, ge=1, le=128)
+    """The widest IPv6 network a ban may cover (prefix length); 1-128."""
+
+
+def _set_name(net: IPNetwork) -> str:
+    return f"v{net.version}_{net.prefixlen}"
+
+
+def _refusal(net: IPNetwork, config: NftablesConfig) -> str | None:
+    """Why ``net`` must not be written (``None``: it may)."""
+    if net.prefixlen < (config.min_prefix4 if net.version == 4 else config.min_prefix6):
+        return "network wider than min_prefix allows"
+    addr = net.network_address
+    for flag in ("is_unspecified", "is_loopback", "is_multicast", "is_link_local", "is_reserved"):
+        if getattr(addr, flag) or getattr(net.broadcast_address, flag):
+            return flag.removeprefix("is_").replace("_", "-") + " address"
+    return None
+
+
+class NftablesResponder(Responder):
+    """Bans addresses and networks with per-element timeouts in ``inet aisentinel``."""
+
+    name = "nftables"
+
+    def __init__(
+        self,
+        config: NftablesConfig,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+        backend: NftBackend | None = None,
+    ) -> None:
+        super().__init__(config, clock=clock, commands=commands)
+        self.cfg = config
+        self._backend_error = ""
+        self.backend: NftBackend | None = backend if backend is not None else self._pick()
+        self.held: dict[str, tuple[IPNetwork, float | None]] = {}
+        """What this responder put in the table: target text -> (network, expires_at)."""
+        self.lengths: set[tuple[int, int]] = set(DEFAULT_LENGTHS)
+        self.refused = 0
+        """Targets refused by the last-moment validation (never written)."""
+        self.repairs = 0
+        """Times the table was found missing and re-created."""
+        self._adds: list[Decision] = []
+        self._deletes: list[Decision] = []
+
+    def _pick(self) -> NftBackend | None:
+        cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
+        if self.cfg.backend == "nft":
+            return cli
+        lib = load_library()
+        if lib is not None:
+            return lib
+        if self.cfg.backend == "libnftables":
+            self._backend_error = "libnftables.so.1 cannot be loaded (install libnftables1)"
+            return None
+        if not cli.available():
+            self._backend_error = "neither libnftables.so.1 nor nft is installed"
+        return cli
+
+    # ------------------------------------------------------------------ the contract
+
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        self._adds.extend(decisions)
+
+    def delete_many(self, decisions: Sequence[Decision]) -> None:
+        self._deletes.extend(decisions)
+
+    def discard(self) -> None:
+        self._adds, self._deletes = [], []
+
+    def commit(self) -> None:
+        adds, deletes = self._adds, self._deletes
+        self._adds, self._deletes = [], []
+        now = self.clock.now()
+        added = [b for b in self._valid(adds) if b[2] is None or b[2] > now]
+        lifted = list(self._valid(deletes))
+        if not added and not lifted:
+            return
+        lengths = self.lengths | {(net.version, net.prefixlen) for _, net, _ in added}
+        cmds = self._skeleton(lengths)
+        first = [(net, None) for _, net, _ in [*lifted, *added]]
+        cmds += self._elements("add", first, now)
+        cmds += self._elements("delete", first, now)
+        cmds += self._elements("add", [(net, exp) for _, net, exp in added], now)
+        self._run(cmds)
+        self.lengths = lengths
+        for text, _, _ in lifted:
+            self.held.pop(text, None)
+        for text, net, exp in added:
+            self.held[text] = (net, exp)
+
+    def reconcile(self, active: Sequence[Decision]) -> None:
+        now = self.clock.now()
+        wanted = {
+            text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
+        }
+        self._replace(wanted, now)
+        log.info("nftables reconciled", table=self.cfg.table, bans=len(wanted))
+
+    def health(self) -> ResponderHealth:
+        if self.backend is None:
+            return ResponderHealth(ok=False, detail=self._backend_error)
+        try:
+            listed = self.backend.run({"nftables": [{"list": {"chain": self._chain_id("input")}}]})
+        except NftError as exc:
+            return self._repair(f"chain input missing ({exc})")
+        rules = sum(1 for item in listed.get("nftables", []) if "rule" in item)
+        if rules != len(self.lengths):
+            return self._repair(f"chain input holds {rules} rules, expected {len(self.lengths)}")
+        return ResponderHealth(
+            ok=True, detail=f"{self.backend.name}: {len(self.held)} bans in {self._where()}"
+        )
+
+    def close(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+
+    # ------------------------------------------------------------------ helpers
+
+    def _where(self) -> str:
+        return f"table {FAMILY} {self.cfg.table}"
+
+    def _repair(self, why: str) -> ResponderHealth:
+        """Re-create the table with what this responder holds (someone flushed it)."""
+        now = self.clock.now()
+        wanted = {t: b for t, b in self.held.items() if b[1] is None or b[1] > now}
+        log.warning(
+            "nftables table damaged (ruleset flushed?); re-creating it",
+            table=self.cfg.table,
+            reason=why,
+            bans=len(wanted),
+        )
+        try:
+            self._replace(wanted, now)
+        except ResponderError as exc:
+            return ResponderHealth(ok=False, detail=f"{why}; re-creating failed: {exc}")
+        self.repairs += 1
+        return ResponderHealth(ok=True, detail=f"{why}; re-created with {len(wanted)} bans")
+
+    def _replace(self, wanted: dict[str, tuple[IPNetwork, float | None]], now: float) -> None:
+        table = {"family": FAMILY, "name": self.cfg.table}
+        lengths = set(DEFAULT_LENGTHS) | {(n.version, n.prefixlen) for n, _ in wanted.values()}
+        cmds: list[dict[str, Any]] = [{"add": {"table": table}}, {"delete": {"table": table}}]
+        cmds += self._skeleton(lengths)
+        cmds += self._elements("add", list(wanted.values()), now)
+        self._run(cmds)
+        self.lengths = lengths
+        self.held = wanted
+
+    def _valid(
+        self, decisions: Iterable[Decision]
+    ) -> Iterable[tuple[str, IPNetwork, float | None]]:
+        """(text, network, expires_at) of each decision whose target passes the last check."""
+        for decision in decisions:
+            target = decision.target
+            if not isinstance(target, AddressTarget):
+                self._refuse(getattr(target, "text", "?"), "not an address target")
+                continue
+            try:
+                net = ipaddress.ip_network(target.text, strict=True)
+            except ValueError:
+                self._refuse(target.text, "not an address or network")
+                continue
+            why = _refusal(net, self.cfg)
+            if why is not None:
+                self._refuse(target.text, why)
+                continue
+            yield target.text, net, decision.expires_at
+
+    def _refuse(self, text: str, why: str) -> None:
+        self.refused += 1
+        log.error(
+            "nftables responder refused a target",
+            target=text[:64].encode("ascii", "backslashreplace").decode(),
+            reason=why,
+        )
+
+    def _chain_id(self, name: str) -> dict[str, str]:
+        return {"family": FAMILY, "table": self.cfg.table, "name": name}
+
+    def _skeleton(self, lengths: set[tuple[int, int]]) -> list[dict[str, Any]]:
+        """Table, sets, counter and chains (idempotent) and the chains' rules (replaced)."""
+        t = self.cfg.table
+        cmds: list[dict[str, Any]] = [
+            {"add": {"table": {"family": FAMILY, "name": t}}},
+            {"add": {"counter": {"family": FAMILY, "table": t, "name": COUNTER}}},
+        ]
+        order = sorted(lengths)
+        for version, length in order:
+            kind = "ipv4_addr" if version == 4 else "ipv6_addr"
+            cmds.append(
+                {
+                    "add": {
+                        "set": {
+                            "family": FAMILY,
+                            "table": t,
+                            "name": f"v{version}_{length}",
+                            "type": kind,
+                            "flags": ["timeout"],
+                        }
+                    }
+                }
+            )
+        hooks = ["input", "forward"] if self.cfg.forward else ["input"]
+        for hook in hooks:
+            chain = {
+                **self._chain_id(hook),
+                "type": "filter",
+                "hook": hook,
+                "prio": self.cfg.priority,
+                "policy": "accept",
+            }
+            cmds.append({"add": {"chain": chain}})
+            cmds.append({"flush": {"chain": self._chain_id(hook)}})
+            for version, length in order:
+                cmds.append(
+                    {"add": {"rule": {**_rule_id(t, hook), "expr": _drop(version, length)}}}
+                )
+        return cmds
+
+    def _elements(
+        self, op: str, bans: Sequence[tuple[IPNetwork, float | None]], now: float
+    ) -> list[dict[str, Any]]:
+        """One ``op`` element command per set for ``bans`` (timeouts when given)."""
+        per_set: dict[str, list[Any]] = {}
+        for net, expires in bans:
+            value = str(net.network_address)
+            if expires is None:
+                elem: Any = value
+            else:
+                timeout = max(1, math.ceil(expires - now))
+                elem = {"elem": {"val": value, "timeout": timeout}}
+            per_set.setdefault(_set_name(net), []).append(elem)
+        return [
+            {
+                op: {
+                    "element": {
+                        "family": FAMILY,
+                        "table": self.cfg.table,
+                        "name": name,
+                        "elem": elems,
+                    }
+                }
+            }
+            for name, elems in per_set.items()
+        ]
+
+    def _run(self, cmds: list[dict[str, Any]]) -> None:
+        if self.backend is None:
+            raise ResponderError(self._backend_error)
+        try:
+            self.backend.run({"nftables": cmds})
+        except NftError as exc:
+            raise ResponderError(f"nftables: {exc}") from None
+
+
+def _rule_id(table: str, chain: str) -> dict[str, str]:
+    return {"family": FAMILY, "table": table, "chain": chain}
+
+
+def _drop(version: int, length: int) -> list[dict[str, Any]]:
+    """``ip saddr @v4_32 counter name dropped drop``, masked for networks."""
+    field: Any = {"payload": {"protocol": "ip" if version == 4 else "ip6", "field": "saddr"}}
+    bits = 32 if version == 4 else 128
+    if length < bits:
+        mask_int = ((1 << length) - 1) << (bits - length)
+        mask = ipaddress.IPv4Address(mask_int) if version == 4 else ipaddress.IPv6Address(mask_int)
+        field = {"&": [field, str(mask)]}
+    return [
+        {"match": {"op": "==", "left": field, "right": f"@v{version}_{length}"}},
+        {"counter": COUNTER},
+        {"drop": None},
+    ]
+
+
+REGISTRY.register("nftables", NftablesConfig, NftablesResponder)

@@ -1,0 +1,142 @@
+"""The ``ufw`` responder: one ``deny from ADDR`` rule per ban, marked by its comment.
+
+For hosts whose firewall is ufw. Each ban is ``ufw prepend deny from ADDR comment
+'aisentinel ...'`` (``prepend`` rather than ``insert 1``: ``insert 1`` fails on an
+empty rule list and when the first rule is of the other IP version; ``prepend`` puts
+the rule first among the rules of its own version), lifted with ``ufw delete deny
+from ADDR`` when the ban ends (ufw rules have no timeout: the worker issues the
+delete when the engine expires the ban). Both are idempotent in ufw (an existing
+rule is skipped, a missing one is reported and not an error), so a retried batch is
+safe. ``reconcile`` parses ``ufw status numbered`` and removes every rule whose
+comment starts with the marker and that the ledger does not hold, then adds the
+missing ones. Every command goes through the command runner (argument list,
+timeout, no shell); every address is parsed again right before it is written.
+
+ufw runs one process and an iptables-restore per change (about a third of a second
+each): fine for a few hundred bans, not for ten thousand; use nftables there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import structlog
+from pydantic import Field
+
+from aisentinel.clock import Clock
+from aisentinel.commands import CommandError, CommandRunner
+from aisentinel.events import Decision
+from aisentinel.responders.base import (
+    REGISTRY,
+    Responder,
+    ResponderConfigBase,
+    ResponderError,
+    ResponderHealth,
+)
+from aisentinel.responders.fail2ban import checked
+
+log = structlog.get_logger(__name__)
+
+MARKER = "aisentinel"
+"""Every rule this responder adds has a comment starting with it."""
+
+_RULE = re.compile(
+    r"^\[\s*\d+\]\s+(?P<to>.+?)\s{2,}(?P<action>[A-Z]+(?: (?:IN|OUT|FWD))?)\s+"
+    r"(?P<source>\S+)(?: \(v6\))?\s+# (?P<comment>.*?)\s*$"
+)
+
+
+class UfwConfig(ResponderConfigBase):
+    """``[responders.ufw]``."""
+
+    command_timeout: float = Field(default=30.0, ge=0.5, le=300.0, allow_inf_nan=False)
+    """Seconds one ufw run may take; 0.5-300."""
+
+
+def parse_status(text: str) -> dict[str, str]:
+    """Source address -> comment of each ``DENY`` rule with a comment in ``ufw status numbered``."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        match = _RULE.match(line.strip())
+        if match and match["action"].startswith("DENY"):
+            out[match["source"]] = match["comment"]
+    return out
+
+
+class UfwResponder(Responder):
+    """Bans as ufw deny rules commented ``aisentinel ...``."""
+
+    name = "ufw"
+
+    def __init__(
+        self, config: UfwConfig, *, clock: Clock, commands: CommandRunner | None = None
+    ) -> None:
+        super().__init__(config, clock=clock, commands=commands)
+        self.cfg = config
+        self._adds: list[tuple[str, str]] = []
+        self._deletes: list[str] = []
+
+    def _run(self, *args: str) -> str:
+        try:
+            result = self.commands.run(["ufw", *args], timeout=self.cfg.command_timeout)
+        except CommandError as exc:
+            raise ResponderError(f"ufw: {exc}") from None
+        if not result.ok:
+            raise ResponderError(f"ufw: {result.message()}")
+        return result.stdout
+
+    @staticmethod
+    def _comment(decision: Decision) -> str:
+        detector = re.sub(r"[^a-z0-9_.-]", "", decision.detector.lower())[:40]
+        return f"{MARKER} {detector or 'ban'}"
+
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        for decision in decisions:
+            target = checked(decision)
+            if target is not None:
+                self._adds.append((target, self._comment(decision)))
+
+    def delete_many(self, decisions: Sequence[Decision]) -> None:
+        self._deletes += [t for t in map(checked, decisions) if t is not None]
+
+    def discard(self) -> None:
+        self._adds, self._deletes = [], []
+
+    def commit(self) -> None:
+        adds, deletes = self._adds, self._deletes
+        self._adds, self._deletes = [], []
+        for target in deletes:
+            self._run("delete", "deny", "from", target)
+        for target, comment in adds:
+            self._run("prepend", "deny", "from", target, "comment", comment)
+
+    def held(self) -> set[str]:
+        """Sources of the deny rules this responder made (by comment)."""
+        rules = parse_status(self._run("status", "numbered"))
+        return {src for src, comment in rules.items() if comment.split(" ")[0] == MARKER}
+
+    def reconcile(self, active: Sequence[Decision]) -> None:
+        now = self.clock.now()
+        wanted = {
+            t: d for d in active if (d.expires_at or now + 1) > now for t in [checked(d)] if t
+        }
+        held = self.held()
+        stale, missing = sorted(held - set(wanted)), sorted(set(wanted) - held)
+        for target in stale:
+            self._run("delete", "deny", "from", target)
+        for target in missing:
+            self._run("prepend", "deny", "from", target, "comment", self._comment(wanted[target]))
+        log.info("ufw reconciled", bans=len(wanted), added=len(missing), removed=len(stale))
+
+    def health(self) -> ResponderHealth:
+        try:
+            out = self._run("status")
+        except ResponderError as exc:
+            return ResponderHealth(ok=False, detail=str(exc))
+        if "Status: active" not in out:
+            return ResponderHealth(ok=False, detail="ufw is not active: its rules are not applied")
+        return ResponderHealth(ok=True, detail="ufw active")
+
+
+REGISTRY.register("ufw", UfwConfig, UfwResponder)

@@ -1,0 +1,286 @@
+"""The nftables, ufw and fail2ban responders with a FakeRunner: what each asks the tools.
+
+No root and no tool needed: the command runner is a fake that records every argument
+list and stdin. The real-kernel tests are in test_responder_nftables_real.py and
+test_responder_firewalls_real.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aisentinel.clock import FakeClock
+from aisentinel.commands import CommandTimeoutError, FakeRunner
+from aisentinel.config import parse_config
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import Ledger
+from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
+from aisentinel.responders import REGISTRY
+from aisentinel.responders.base import ResponderError
+from aisentinel.responders.fail2ban import Fail2banConfig, Fail2banResponder
+from aisentinel.responders.nftables import NftablesConfig, NftablesResponder
+from aisentinel.responders.runner import ResponderRunner
+from aisentinel.responders.ufw import UfwConfig, UfwResponder, parse_status
+
+NOW = 1_800_000_000.0
+NFT = ("nft", "-j", "-f", "-")
+
+
+def ban(target: str, ttl: float = 3600.0, detector: str = "ssh_bruteforce") -> Decision:
+    return Decision(
+        NOW, Action.BAN, AddressTarget.parse(target), detector, Severity.HIGH, "t",
+        ttl=ttl, expires_at=NOW + ttl,
+    )  # fmt: skip
+
+
+def nft_responder(**kw: Any) -> tuple[NftablesResponder, FakeRunner]:
+    runner = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    config = NftablesConfig(backend="nft", **kw)
+    return NftablesResponder(config, clock=FakeClock(NOW), commands=runner), runner
+
+
+def docs(runner: FakeRunner) -> list[list[dict[str, Any]]]:
+    return [json.loads(text)["nftables"] for text in runner.inputs if text]
+
+
+def elements(cmds: list[dict[str, Any]], op: str) -> list[tuple[str, Any]]:
+    out = []
+    for cmd in cmds:
+        el = cmd.get(op, {}).get("element")
+        if el:
+            out += [(el["name"], e) for e in el["elem"]]
+    return out
+
+
+def test_registered_and_off_by_default() -> None:
+    """nftables, ufw and fail2ban are registered; the default config only dry-runs."""
+    assert {"nftables", "ufw", "fail2ban"} <= set(REGISTRY.names())
+    assert set(parse_config({}).responders) == {"dryrun"}
+    assert set(parse_config({"responders": {"nftables": {}}}).responders) == {"nftables"}
+
+
+def test_nft_commit_is_one_transaction_with_timeouts_in_own_table() -> None:
+    """A batch of adds and deletes is one `nft -j -f -` run; every command names only
+    aisentinel's table; each ban carries its remaining TTL as the element timeout."""
+    responder, runner = nft_responder()
+    responder.add_many([ban("203.0.113.7", 600), ban("2001:db8:1::/64", 60)])
+    responder.delete_many([ban("198.51.100.9")])
+    responder.commit()
+    assert runner.calls == [NFT]
+    (cmds,) = docs(runner)
+    for cmd in cmds:
+        (body,) = cmd.values()
+        (obj,) = body.values()
+        assert obj.get("table", obj.get("name")) == "aisentinel", cmd
+    final = elements([c for c in cmds if c is not cmds[0]], "add")
+    assert ("v4_32", {"elem": {"val": "203.0.113.7", "timeout": 600}}) in final
+    assert ("v6_64", {"elem": {"val": "2001:db8:1::", "timeout": 60}}) in final
+    assert ("v4_32", "198.51.100.9") in elements(cmds, "delete")
+    assert responder.held.keys() == {"203.0.113.7", "2001:db8:1::/64"}
+
+
+def test_nft_chains_hook_input_and_forward_at_the_configured_priority() -> None:
+    """Both base chains are declared at `priority`; forward = false leaves the forward one out."""
+    responder, runner = nft_responder(priority=-150)
+    responder.reconcile([ban("203.0.113.7")])
+    chains = [c["add"]["chain"] for c in docs(runner)[0] if "chain" in c.get("add", {})]
+    assert {(c["hook"], c["prio"]) for c in chains} == {("input", -150), ("forward", -150)}
+    responder, runner = nft_responder(forward=False)
+    responder.reconcile([])
+    chains = [c["add"]["chain"] for c in docs(runner)[0] if "chain" in c.get("add", {})]
+    assert [c["hook"] for c in chains] == ["input"]
+
+
+def test_nft_network_ban_uses_a_masked_hash_set_not_an_interval_set() -> None:
+    """A /24 ban gets its own set (`v4_24`, flags timeout only) and a masked drop rule."""
+    responder, runner = nft_responder()
+    responder.add_many([ban("10.20.30.0/24")])
+    responder.commit()
+    (cmds,) = docs(runner)
+    sets = {c["add"]["set"]["name"]: c["add"]["set"] for c in cmds if "set" in c.get("add", {})}
+    assert sets["v4_24"]["flags"] == ["timeout"]
+    assert all("interval" not in s["flags"] for s in sets.values())
+    rules = [c["add"]["rule"]["expr"][0]["match"] for c in cmds if "rule" in c.get("add", {})]
+    assert {"op": "==", "left": {"&": [{"payload": {"protocol": "ip", "field": "saddr"}},
+            "255.255.255.0"]}, "right": "@v4_24"} in rules  # fmt: skip
+
+
+def test_nft_reconcile_replaces_the_table_with_exactly_the_active_bans() -> None:
+    """reconcile: one document that deletes and re-creates the table with the active,
+    unexpired bans only."""
+    responder, runner = nft_responder()
+    expired = Decision(NOW - 10, Action.BAN, AddressTarget.parse("192.0.2.1"), "d",
+                       Severity.HIGH, "t", ttl=5, expires_at=NOW - 5)  # fmt: skip
+    responder.reconcile([ban("203.0.113.7"), expired])
+    (cmds,) = docs(runner)
+    assert cmds[1] == {"delete": {"table": {"family": "inet", "name": "aisentinel"}}}
+    assert [v for _, v in elements(cmds, "add")] == [
+        {"elem": {"val": "203.0.113.7", "timeout": 3600}}
+    ]
+    assert set(responder.held) == {"203.0.113.7"}
+
+
+def test_nft_failure_raises_and_runner_retries() -> None:
+    """A refused document raises ResponderError with nft's message; the worker retries."""
+    runner = FakeRunner(
+        {NFT: FakeRunner.ok(NFT, stderr="Error: Operation not permitted", returncode=1)}
+    )
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft"), clock=FakeClock(NOW), commands=runner
+    )
+    responder.add_many([ban("203.0.113.7")])
+    with pytest.raises(ResponderError, match="Operation not permitted"):
+        responder.commit()
+    assert responder.held == {}
+    worker = ResponderRunner([responder], FakeClock(NOW))
+    worker.submit(ban("203.0.113.8"))
+    worker.tick()
+    assert worker.stats()[0].pending == 1
+
+
+def test_nft_missing_table_is_repaired_by_health_from_what_it_holds() -> None:
+    """health: when `list chain` fails (ruleset flushed) the table is re-created with the
+    bans the responder holds, expired ones left out."""
+    clock = FakeClock(NOW)
+    runner = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    responder = NftablesResponder(NftablesConfig(backend="nft"), clock=clock, commands=runner)
+    responder.reconcile([ban("203.0.113.7", 3600), ban("203.0.113.8", 10)])
+    clock.advance(60)
+    runner.answers = {
+        NFT: FakeRunner.ok(NFT, stderr="Error: No such file or directory", returncode=1)
+    }
+    bad = responder.health()
+    assert not bad.ok
+    runner.answers = {NFT: FakeRunner.ok(NFT)}
+    good = responder.health()
+    assert good.ok  # the empty listing has no rules: the table is re-created
+    assert "re-created with 1 bans" in good.detail
+    last = docs(runner)[-1]
+    assert [v for _, v in elements(last, "add")] == [
+        {"elem": {"val": "203.0.113.7", "timeout": 3540}}
+    ]
+
+
+@pytest.mark.parametrize("target", ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001::/16"])
+def test_nft_refuses_networks_too_wide_at_the_last_moment(target: str) -> None:
+    """A network wider than min_prefix4/min_prefix6 never reaches nft, even as a valid target."""
+    responder, runner = nft_responder()
+    responder.add_many([ban(target)])
+    responder.commit()
+    assert runner.calls == []
+    assert responder.refused == 1
+
+
+def test_fail2ban_batches_into_one_client_run_per_direction() -> None:
+    """Adds are one `set JAIL banip A B`, deletes one `unbanip`, over the configured socket."""
+    banip = (
+        "fail2ban-client",
+        "-s",
+        "/run/f.sock",
+        "set",
+        "aisentinel",
+        "banip",
+        "203.0.113.7",
+        "2001:db8::/64",
+    )
+    unban = ("fail2ban-client", "-s", "/run/f.sock", "set", "aisentinel", "unbanip", "198.51.100.9")
+    runner = FakeRunner({banip: FakeRunner.ok(banip), unban: FakeRunner.ok(unban)})
+    responder = Fail2banResponder(
+        Fail2banConfig(socket="/run/f.sock"), clock=FakeClock(NOW), commands=runner
+    )  # type: ignore[arg-type]
+    responder.add_many([ban("203.0.113.7"), ban("2001:db8::/64")])
+    responder.delete_many([ban("198.51.100.9")])
+    responder.commit()
+    assert runner.calls == [unban, banip]
+
+
+def test_fail2ban_reconcile_reads_the_jail_and_fixes_both_ways() -> None:
+    """reconcile: what the jail holds and the ledger does not is unbanned; the missing banned."""
+    get = ("fail2ban-client", "get", "aisentinel", "banip")
+    unban = ("fail2ban-client", "set", "aisentinel", "unbanip", "192.0.2.66")
+    add = ("fail2ban-client", "set", "aisentinel", "banip", "203.0.113.8")
+    runner = FakeRunner({
+        get: FakeRunner.ok(get, "203.0.113.7 192.0.2.66\n"),
+        unban: FakeRunner.ok(unban),
+        add: FakeRunner.ok(add),
+    })  # fmt: skip
+    responder = Fail2banResponder(Fail2banConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.reconcile([ban("203.0.113.7"), ban("203.0.113.8")])
+    assert runner.calls == [get, unban, add]
+
+
+def test_ufw_prepends_commented_rules_and_deletes_them() -> None:
+    """A ban is `ufw prepend deny from A comment 'aisentinel DETECTOR'`; a lift deletes it."""
+    add = ("ufw", "prepend", "deny", "from", "203.0.113.7", "comment", "aisentinel ssh_bruteforce")
+    rm = ("ufw", "delete", "deny", "from", "198.51.100.9")
+    runner = FakeRunner({add: FakeRunner.ok(add), rm: FakeRunner.ok(rm)})
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.add_many([ban("203.0.113.7")])
+    responder.delete_many([ban("198.51.100.9")])
+    responder.commit()
+    assert runner.calls == [rm, add]
+
+
+STATUS = """Status: active
+
+     To                         Action      From
+     --                         ------      ----
+[ 1] Anywhere                   DENY IN     203.0.113.7                # aisentinel ssh_bruteforce
+[ 2] 22/tcp                     ALLOW IN    Anywhere
+[ 3] Anywhere                   DENY IN     192.0.2.50                 # admin's own block
+[ 4] Anywhere                   DENY IN     192.0.2.66                 # aisentinel scanning
+[ 5] Anywhere (v6)              DENY IN     2001:db8::/64              # aisentinel ban
+"""
+
+
+def test_ufw_reconcile_removes_only_its_own_unknown_rules() -> None:
+    """Rules commented `aisentinel` that the ledger lacks go; the admin's deny rule stays."""
+    assert parse_status(STATUS)["192.0.2.50"] == "admin's own block"
+    status = ("ufw", "status", "numbered")
+    rm = ("ufw", "delete", "deny", "from", "192.0.2.66")
+    runner = FakeRunner({status: FakeRunner.ok(status, STATUS), rm: FakeRunner.ok(rm)})
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.reconcile([ban("203.0.113.7"), ban("2001:db8::/64")])
+    assert runner.calls == [status, rm]
+
+
+def test_ufw_timeout_is_a_responder_error() -> None:
+    """A hung ufw surfaces as ResponderError (retried), never a raw exception."""
+    add = ("ufw", "prepend", "deny", "from", "203.0.113.7", "comment", "aisentinel ssh_bruteforce")
+    runner = FakeRunner({add: CommandTimeoutError("ufw ran past 30s")})
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.add_many([ban("203.0.113.7")])
+    with pytest.raises(ResponderError, match="ran past"):
+        responder.commit()
+
+
+HOSTILE = ["1.2.3.4;reboot", "$(id)", "-h", "x" * 10240, "0.0.0.0/0", "0.0.0.0", "::", "`id`",
+           "1.2.3.4 --help", "255.255.255.255", "224.0.0.1", "../../etc/passwd"]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", HOSTILE, ids=lambda t: t[:16])
+def test_hostile_addresses_never_reach_a_command(text: str, tmp_path: Any) -> None:
+    """An attacker-chosen "address" is refused before the responders: no tool is run."""
+    runner = FakeRunner()
+    clock = FakeClock(NOW)
+    responders = [
+        NftablesResponder(NftablesConfig(backend="nft"), clock=clock, commands=runner),
+        UfwResponder(UfwConfig(), clock=clock, commands=runner),
+        Fail2banResponder(Fail2banConfig(), clock=clock, commands=runner),
+    ]
+    worker = ResponderRunner(responders, clock)
+    engine = DecisionEngine(DecisionsConfig(), Ledger(tmp_path / "l.sqlite3", clock), clock)
+    finding = Finding(NOW, "ssh_bruteforce", Severity.CRITICAL, text, text, 9, 60.0, "m")
+    decision = engine.decide(finding)
+    worker.submit(decision)
+    worker.tick()
+    assert decision.action is not Action.BAN or decision.target is None
+    # Only the health probes ran (status/list): no add, no hostile text anywhere.
+    assert all(st.ok[op] == 0 for st in worker.stats() for op in st.ok)
+    assert not any(text in " ".join(call) for call in runner.calls)
+    assert not any('"element"' in (stdin or "") for stdin in runner.inputs)
+    assert not any("banip" in call or "prepend" in call for call in runner.calls)

@@ -1,0 +1,170 @@
+"""The fail2ban and ufw responders against the real tools, isolated from the host.
+
+fail2ban: a private ``fail2ban-server`` started by the test with the shipped jail and
+filter (its own socket, pid file, in-memory database and log in tmp; the jail's ban
+action is overridden by a no-op so the host firewall is never touched).
+ufw: in a network namespace made by the test, inside a private mount namespace whose
+/etc/ufw is a tmp copy (``unshare -m`` + bind mount), so the host's ufw files and
+rules are never touched; nginx serves in the server namespace.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from nsharness import ATTACKER4, SERVER4, Lab, missing_tools
+
+from aisentinel.clock import SystemClock
+from aisentinel.events import Action, AddressTarget, Decision, Severity
+from aisentinel.responders.fail2ban import Fail2banConfig, Fail2banResponder
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "packaging" / "fail2ban"
+pytestmark = pytest.mark.root
+
+
+def _ban(target: str, ttl: float = 600) -> Decision:
+    now = time.time()
+    return Decision(
+        now, Action.BAN, AddressTarget.parse(target), "test", Severity.HIGH, "test",
+        ttl=ttl, expires_at=now + ttl,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def fail2ban(tmp_path: Path) -> Iterator[Path]:
+    """A private fail2ban-server with the shipped jail; yields its socket."""
+    why = missing_tools("fail2ban-server", "fail2ban-client")
+    if why:
+        pytest.skip(why)
+    conf = tmp_path / "conf"
+    shutil.copytree(SHIPPED, conf)
+    for name in ("fail2ban.conf", "jail.conf", "paths-common.conf", "paths-debian.conf"):
+        shutil.copy(Path("/etc/fail2ban") / name, conf / name)
+    (conf / "action.d").mkdir()
+    (conf / "action.d" / "test-noop.conf").write_text(
+        "[Definition]\nactionban = true\nactionunban = true\n"
+    )
+    (conf / "jail.d" / "zz-test.local").write_text("[aisentinel]\naction = test-noop\n")
+    sock = tmp_path / "f2b.sock"
+    (conf / "fail2ban.local").write_text(
+        f"[Definition]\nsocket = {sock}\npidfile = {tmp_path}/f2b.pid\n"
+        f"dbfile = :memory:\nlogtarget = {tmp_path}/f2b.log\n"
+    )
+    server = subprocess.Popen(
+        ["fail2ban-server", "-f", "-x", "-c", str(conf), "-s", str(sock),
+         "-p", str(tmp_path / "f2b.pid")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        responder = Fail2banResponder(Fail2banConfig(socket=sock), clock=SystemClock())
+        assert wait_for(lambda: responder.health().ok, timeout=30), "fail2ban-server not up"
+        yield sock
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _status(sock: Path) -> str:
+    return subprocess.run(
+        ["fail2ban-client", "-s", str(sock), "status", "aisentinel"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+
+
+def test_fail2ban_ban_shows_in_jail_status_and_leaves_on_unban(fail2ban: Path) -> None:
+    """The banned address is in `fail2ban-client status aisentinel` and gone after the lift."""
+    responder = Fail2banResponder(Fail2banConfig(socket=fail2ban), clock=SystemClock())
+    responder.add_many([_ban("198.51.100.23"), _ban("2001:db8:5::/64")])
+    responder.commit()
+    listed = _status(fail2ban)
+    assert "198.51.100.23" in listed
+    assert "2001:db8:5::/64" in listed
+    responder.delete_many([_ban("198.51.100.23")])
+    responder.commit()
+    assert "198.51.100.23" not in _status(fail2ban)
+
+
+def test_fail2ban_reconcile_makes_the_jail_hold_the_ledger(fail2ban: Path) -> None:
+    """An address banned behind aisentinel's back is lifted; a missing ban is added."""
+    subprocess.run(
+        ["fail2ban-client", "-s", str(fail2ban), "set", "aisentinel", "banip", "192.0.2.99"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    responder = Fail2banResponder(Fail2banConfig(socket=fail2ban), clock=SystemClock())
+    responder.reconcile([_ban("198.51.100.24")])
+    assert responder.banned() == {"198.51.100.24"}
+
+
+UFW_RUN = """
+import json, subprocess, sys
+etc = sys.argv[1]
+subprocess.run(["mount", "--bind", etc, "/etc/ufw"], check=True)
+sys.path.insert(0, sys.argv[2])
+import time
+from aisentinel.clock import SystemClock
+from aisentinel.events import Action, AddressTarget, Decision, Severity
+from aisentinel.responders.ufw import UfwConfig, UfwResponder
+def ban(t):
+    now = time.time()
+    return Decision(now, Action.BAN, AddressTarget.parse(t), "test", Severity.HIGH, "t",
+                    ttl=600, expires_at=now + 600)
+r = UfwResponder(UfwConfig(), clock=SystemClock())
+op, targets = sys.argv[3], sys.argv[4:]
+if op == "enable":
+    subprocess.run(["ufw", "--force", "enable"], check=True, capture_output=True)
+    subprocess.run(["ufw", "allow", targets[0] + "/tcp"], check=True, capture_output=True)
+elif op == "add":
+    r.add_many([ban(t) for t in targets]); r.commit()
+elif op == "delete":
+    r.delete_many([ban(t) for t in targets]); r.commit()
+elif op == "reconcile":
+    r.reconcile([ban(t) for t in targets])
+print(json.dumps(sorted(r.held())))
+"""
+
+
+def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
+    """ufw (isolated /etc/ufw, in the server namespace) drops the attacker after the ban;
+    the legitimate client passes; reconcile removes unknown aisentinel rules; the host's
+    /etc/ufw is unchanged."""
+    why = missing_tools("ufw", "iptables", "nginx", "unshare")
+    if why:
+        pytest.skip(why)
+    before = {p.name: p.read_bytes() for p in Path("/etc/ufw").glob("*.rules")}
+    etc = tmp_path / "etc-ufw"
+    shutil.copytree("/etc/ufw", etc, symlinks=True)
+    lab = Lab("u").up()
+    try:
+        port = 18080
+        lab.nginx(tmp_path / "nginx", port)
+        assert wait_for(lambda: lab.reachable(lab.ok, SERVER4["ok"], port), timeout=10)
+
+        def ufw(op: str, *targets: str) -> list[str]:
+            argv = ["unshare", "--mount", "--propagation", "private", sys.executable, "-c",
+                    UFW_RUN, str(etc), str(REPO), op, *targets]  # fmt: skip
+            out = subprocess.run(lab.ns(lab.srv, argv), capture_output=True, text=True,
+                                 timeout=120, check=False)  # fmt: skip
+            assert out.returncode == 0, out.stderr[-2000:]
+            import json
+
+            return list(json.loads(out.stdout.splitlines()[-1]))
+
+        assert ufw("enable", str(port)) == []
+        assert lab.reachable(lab.atk, SERVER4["atk"], port)
+        assert ufw("add", ATTACKER4) == [ATTACKER4]
+        assert not lab.reachable(lab.atk, SERVER4["atk"], port, timeout=0.5)
+        assert lab.reachable(lab.ok, SERVER4["ok"], port)
+        assert ufw("reconcile", "198.51.100.40") == ["198.51.100.40"]
+        assert lab.reachable(lab.atk, SERVER4["atk"], port)
+        assert ufw("delete", "198.51.100.40") == []
+    finally:
+        lab.close()
+    assert {p.name: p.read_bytes() for p in Path("/etc/ufw").glob("*.rules")} == before
