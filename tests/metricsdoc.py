@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
-PRESENT = ("always", "event", "audit", "gpu", "prometheus")
+PRESENT = ("always", "event", "audit", "gpu", "gpu_event", "kernel_xid", "prometheus")
 _ROW = re.compile(r"^\| `([a-z_:][a-z0-9_:]*)` \| (\w+) \| ([^|]+) \| ([^|]+) \| (\w+) \| (.+) \|$")
 
 

@@ -51,6 +51,8 @@ def test_doc_rows_are_well_formed() -> None:
             assert row.unit in ("seconds", "Unix seconds"), row.name
         if row.name.endswith("_timestamp_seconds"):
             assert row.unit == "Unix seconds", row.name
+        if row.name.endswith("_ratio"):
+            assert row.unit == "ratio (0-1)", row.name
         if row.name.endswith("_bytes"):
             assert row.unit == "bytes", row.name
         assert not {"ip", "address", "client", "user", "username"} & row.labels, row.name
@@ -72,13 +74,14 @@ def test_doc_matches_a_real_scrape(scrape: str) -> None:
     served = _served(scrape)
     undocumented = sorted(set(served) - set(docs))
     assert not undocumented, f"families served but not in {DOC.name}: {undocumented}"
-    expected = {"always", "event", "audit"} | ({"gpu"} if attackrun.gpu_plugin() else set())
+    gpu = {"gpu", "gpu_event"} if attackrun.gpu_plugin() else set()
+    expected = {"always", "event", "audit"} | gpu
     missing = sorted(n for n, d in docs.items() if d.present in expected and n not in served)
     assert not missing, f"families in {DOC.name} but not served: {missing}"
     for name, (kind, labels, samples) in served.items():
         row = docs[name]
         assert kind == row.type, f"{name}: served as {kind}, documented as {row.type}"
-        if row.present != "event":
+        if row.present not in ("event", "gpu_event"):
             assert samples, f"{name} has no sample but is not marked `event`"
         if samples:
             assert labels == set(row.labels), f"{name}: labels {labels} vs {set(row.labels)}"
