@@ -270,7 +270,7 @@ def test_every_panel_query_returns_data_after_an_attack(
         servers.append(prom)
         assert prom.ready(), prom.output()
         assert wait_for(lambda: _has_data(prom, "up == 1"), timeout=30), prom.output()
-        attackrun.attack(tmp_path / "aisentinel" / "logs", now_epoch)
+        running.attack(now_epoch)
         assert wait_for(lambda: attackrun.attacked(running), timeout=30)
         values = prom.get_json(
             "/api/v1/label/instance/values", **{"match[]": "aisentinel_build_info"}

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 def scrape(tmp_path: Path, request: pytest.FixtureRequest, now_epoch: float) -> Iterator[str]:
     """The text of one scrape after the attack was processed and the audit has run."""
     with attackrun.start(tmp_path, request) as running:
-        attackrun.attack(tmp_path / "logs", now_epoch)
+        running.attack(now_epoch)
         assert wait_for(lambda: attackrun.attacked(running), timeout=30)
         assert wait_for(
             lambda: "aisentinel_audit_last_run_timestamp_seconds " in running.scrape(),
