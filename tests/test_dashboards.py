@@ -18,7 +18,7 @@ import pytest
 import yaml
 from conftest import wait_for
 from metricsdoc import documented, family_of
-from promstack import REPO, Server, start_prometheus
+from promstack import REPO, RULES, Server, start_prometheus
 
 GRAFANA = REPO / "dashboards" / "grafana"
 BOARDS = sorted(GRAFANA.glob("*.json"))
@@ -220,6 +220,20 @@ def test_provisioning_points_at_the_installed_dashboards() -> None:
     assert BOARDS
 
 
+def test_alert_rules_use_documented_metrics() -> None:
+    """Every metric an alert or recording rule reads is in docs/metrics.md (or recorded)."""
+    docs = documented()
+    rules = [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
+    recorded = {r["record"] for r in rules if "record" in r}
+    unknown = {
+        (r.get("alert") or r["record"], name)
+        for r in rules
+        for name in metric_names(r["expr"])
+        if name not in recorded and family_of(name, docs) is None
+    }
+    assert not unknown
+
+
 # ---------------------------------------------------------------- the real stack
 
 
@@ -255,13 +269,15 @@ def test_every_panel_query_returns_data_after_an_attack(
 ) -> None:
     """Real Prometheus scrapes a real aisentinel fed an ssh brute force, an nginx scan, an
     exploit attempt and prompt injection (and the fake GPU when the nvml source exists);
-    every panel query, with its variables filled in, returns a finite value."""
+    every panel query, with its variables filled in, returns a finite value, and the
+    attack's alerts (GPU miner and Xid with the GPU) fire from the shipped rules."""
     with attackrun.start(tmp_path / "aisentinel", request) as running:
         instance = f"127.0.0.1:{running.daemon.metrics_port}"
         prom = start_prometheus(
             tmp_path / "prom",
             {
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(RULES)],
                 "scrape_configs": [
                     {"job_name": "aisentinel", "static_configs": [{"targets": [instance]}]}
                 ],
@@ -297,3 +313,17 @@ def test_every_panel_query_returns_data_after_an_attack(
         for key in ALLOWED_EMPTY:  # an allowed-empty panel still parses and runs
             [expr] = [q[2] for q in queries if (q[0], q[1]) == key]
             assert prom.get_json("/api/v1/query", query=expr)["status"] == "success"
+
+        expected = {
+            "AisentinelBruteForceWave",
+            "AisentinelModelExploitAttempt",
+            "AisentinelPromptInjection",
+        }
+        if attackrun.gpu_plugin():
+            expected |= {"AisentinelGpuMiner", "AisentinelGpuXidError"}
+
+        def firing() -> set[str]:
+            alerts = prom.get_json("/api/v1/alerts")["data"]["alerts"]
+            return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+        assert wait_for(lambda: expected <= firing(), timeout=30, interval=0.5), firing()
