@@ -23,7 +23,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from aisentinel import __version__
 from aisentinel.clock import Clock, SystemClock
@@ -297,6 +297,7 @@ class Daemon:
         cfg = self.config.exporter
         self.registry.register(self.exporter())
         self.registry.register(self.pipeline.latency)
+        ProcessCollector(registry=self.registry)  # process_*: CPU, memory, fds, start time
         if not cfg.enabled:
             return
         web = self.config.web
