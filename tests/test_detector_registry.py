@@ -25,6 +25,10 @@ NAMES = {
     "model_exploit",
     "prompt_injection",
     "prompt_secrets",
+    "gpu_workload",
+    "gpu_theft",
+    "gpu_memory",
+    "gpu_spike",
 }
 
 

@@ -267,8 +267,8 @@ class NvmlSource(Source):
             "1 for the GPU collector's current state, 0 for the others.",
             labels=["source", "state"],
         )
-        for value in GpuState:
-            states.add_metric([self.name, value.value], 1 if value is state else 0)
+        for each in GpuState:
+            states.add_metric([self.name, each.value], 1 if each is state else 0)
         yield states
         yield counter(
             "aisentinel_gpu_samples", "GPU samples taken (every GPU per sample).", src, self.samples
@@ -311,7 +311,7 @@ class NvmlSource(Source):
         )
         driver = sampler.driver_version or ""
         lost = GaugeMetricFamily(
-            "aisentinel_gpu_lost", "1 while the GPU is lost (fell off the bus).", ["gpu"]
+            "aisentinel_gpu_lost", "1 while the GPU is lost (fell off the bus).", labels=["gpu"]
         )
         gauges: dict[str, tuple[str, str, list[tuple[str, float]]]] = {
             "utilization_gpu": (
