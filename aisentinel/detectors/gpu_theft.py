@@ -4,25 +4,29 @@ The detector consumes GPU samples and HTTP requests. A GPU whose utilization sta
 or above ``busy_threshold`` for ``window`` (every sample in between) is looked at
 against the inference requests (2xx on ``ai_paths``) of that window:
 
-* at most ``max_authenticated`` of them came from authenticated clients (the request
-  carried a user or API key, or its client authenticated within ``authenticated_ttl``:
-  the pipeline's shared set, :mod:`~aisentinel.detectors.shared`), and
-* at least ``min_unauthenticated`` came from clients that did not: inference traffic
-  from unauthenticated clients keeps the GPU busy. One HIGH finding per such client
-  (the top ``top_clients`` by requests, each with at least ``min_client_requests``):
+* at least ``min_unauthenticated`` of them, and at least ``unauthenticated_share`` of
+  all, came from clients that are not authenticated (neither the request carried a
+  user or API key, nor its client authenticated within ``authenticated_ttl``: the
+  pipeline's shared set, :mod:`~aisentinel.detectors.shared`): inference traffic from
+  unauthenticated clients keeps the GPU busy. One HIGH finding per such client (the
+  top ``top_clients`` by requests, each with at least ``min_client_requests``):
   decisions ban them. Plus a MEDIUM finding about the workload serving them;
-* otherwise (hardly any inference traffic at all): someone uses the GPU outside the
-  API. A HIGH finding about the busiest workload on that GPU (``Finding.target``: its
-  container, service or process), for the workload policy (alert unless configured).
+* else, when at most ``max_authenticated`` authenticated requests came (near zero):
+  someone uses the GPU outside the API. A HIGH finding about the busiest workload on
+  that GPU (``Finding.target``: its container, service or process), for the workload
+  policy (alert unless configured);
+* else the authenticated traffic explains the busy GPU: nothing.
 
-A busy stretch is reported once per ``window``. Each finding carries the GPU index,
-UUID, the busiest process's attribution and the evidence window. State: one entry per
-GPU (at most ``max_gpus``) and per-client request counts in 10-second buckets (at most
-``max_keys`` clients per bucket).
+A busy stretch is reported once per ``window``; a client at most once per ``window``
+whichever GPUs are busy (the requests do not say which GPU served them). Each finding
+carries the GPU index, UUID, the busiest process's attribution and the evidence window.
+State: one entry per GPU (at most ``max_gpus``) and per-client request counts in
+10-second buckets (at most ``max_keys`` clients per bucket).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Annotated, cast
 
@@ -58,6 +62,7 @@ class GpuTheftConfig(DetectorConfigBase):
     max_authenticated: Requests = 2
     """Authenticated inference requests in the window that still count as "near zero"."""
     min_unauthenticated: Requests = 20
+    unauthenticated_share: Ratio = 0.5
     min_client_requests: Requests = 5
     top_clients: Annotated[int, Field(ge=1, le=100)] = 5
     ai_paths: tuple[str, ...] = DEFAULT_AI_PATHS
@@ -92,6 +97,7 @@ class GpuTheftDetector(BatchDetector):
         self._authed = ClientBuckets(config.window, 1)
         self._unauthed = ClientBuckets(config.window, config.max_keys)
         self._gpus: dict[int, _Busy] = {}
+        self._reported: OrderedDict[str, float] = OrderedDict()  # client -> when
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -144,14 +150,17 @@ class GpuTheftDetector(BatchDetector):
             return []
         since = state.since
         state.since = ts  # reported once per window of busy time
+        cfg = self._cfg
         authed = self._authed.total(since, ts)
-        if authed > self._cfg.max_authenticated:
-            return []
         clients = self._unauthed.per_client(since, ts)
         unauthed = sum(clients.values())
-        if unauthed >= self._cfg.min_unauthenticated:
+        if unauthed >= cfg.min_unauthenticated and unauthed >= cfg.unauthenticated_share * (
+            authed + unauthed
+        ):
             return self._unauthenticated(sample, since, authed, clients.most_common())
-        return [self._outside_api(sample, since, authed, unauthed)]
+        if authed <= cfg.max_authenticated:
+            return [self._outside_api(sample, since, authed, unauthed)]
+        return []
 
     def _base(self, sample: GpuSample, since: float, authed: int, unauthed: int) -> list[str]:
         util = sample.utilization_gpu or 0.0
@@ -212,17 +221,25 @@ class GpuTheftDetector(BatchDetector):
                     count=unauthed,
                     window=sample.ts - since,
                     message=(
-                        f"GPU {sample.index} busy for {span} serving {unauthed} inference "
-                        f"requests from unauthenticated clients ({describe(proc)})"
+                        f"GPU {sample.index} busy for {span} ({describe(proc)}) while "
+                        f"{unauthed} inference requests came from unauthenticated clients"
                     ),
                     evidence=evidence,
                     clients=tuple(c for c, _ in ranked[: cfg.top_clients]),
                     target=target,
                 )
             )
+        reported = self._reported
         for client, n in ranked[: cfg.top_clients]:
             if n < cfg.min_client_requests:
                 break
+            last = reported.get(client)
+            if last is not None and sample.ts - last < cfg.window:
+                continue
+            reported[client] = sample.ts
+            reported.move_to_end(client)
+            while len(reported) > cfg.max_keys:
+                reported.popitem(last=False)
             out.append(
                 Finding(
                     ts=sample.ts,
@@ -242,10 +259,18 @@ class GpuTheftDetector(BatchDetector):
         return out
 
     def expire(self, now: float) -> int:
-        return self._authed.expire(now) + self._unauthed.expire(now) + self._requests.expire(now)
+        old = [c for c, ts in self._reported.items() if now - ts >= self._cfg.window]
+        for client in old:
+            del self._reported[client]
+        return (
+            len(old)
+            + self._authed.expire(now)
+            + self._unauthed.expire(now)
+            + self._requests.expire(now)
+        )
 
     def tracked_keys(self) -> int:
-        return len(self._gpus) + len(self._unauthed)
+        return len(self._gpus) + len(self._unauthed) + len(self._reported)
 
     def window_counts(self) -> tuple[int, int]:
         return 0, self._unauthed.overflow
