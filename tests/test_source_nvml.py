@@ -227,3 +227,21 @@ def test_kernel_xid_entry_becomes_an_event() -> None:
     assert kernel_xid_event({**entry, "_TRANSPORT": "syslog"}) is None
     assert kernel_xid_event({**entry, "MESSAGE": "usb 1-1: new device"}) is None
     assert re.search("fallen off", event.message)
+
+
+def test_docker_names_without_an_engine_keep_the_container_id(tmp_path: Path) -> None:
+    """No Docker socket: no name (the attribution keeps the id), asked once per minute."""
+    from aisentinel.clock import FakeClock
+    from aisentinel.gpu.dockernames import DockerNames
+
+    clock = FakeClock()
+    names = DockerNames(clock, str(tmp_path / "docker.sock"))
+    assert names("docker", CONTAINER) is None
+    assert names("containerd", CONTAINER) is None
+    (tmp_path / "docker.sock").write_text("")  # appears: still cached as unknown for 60 s
+    assert names("docker", CONTAINER) is None
+    assert names.lookups == 0
+    clock.advance(61)
+    assert names("docker", CONTAINER) is None  # not an engine: connecting fails, counted
+    assert names.errors == 1
+    names.close()
