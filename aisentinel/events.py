@@ -125,8 +125,8 @@ class HttpRateLimited(NamedTuple):
     zone: str | None
 
 
-Event = SshEvent | HttpRequest | HttpAuthFailure | HttpRateLimited
-"""Everything a parser (or an event source) can produce."""
+# ``Event``, the union of everything a parser or an event source produces, is defined at
+# the end of the module: it includes the GPU events.
 
 
 # --------------------------------------------------------------------------- detectors
@@ -545,3 +545,8 @@ class XidEvent:
     pid: int | None = None
     process_name: str | None = None
     message: str = ""
+
+
+Event = SshEvent | HttpRequest | HttpAuthFailure | HttpRateLimited | GpuSample | XidEvent
+"""Everything a parser (or an event source) can produce: parsed log events, and the GPU
+events of the ``nvml`` source (and kernel Xid lines of the ``journald`` source)."""

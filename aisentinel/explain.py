@@ -7,6 +7,7 @@ Text output escapes every attacker-controlled value (:func:`~aisentinel.textsafe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -92,7 +93,9 @@ def _parser_for(lines: Sequence[str], fmt: str, ctx: ParserContext) -> tuple[str
 def event_fields(event: Event) -> dict[str, Any]:
     """An event as plain data (its type and every field)."""
     data: dict[str, Any] = {"type": type(event).__name__}
-    for key, value in event._asdict().items():
+    # Parsed events are NamedTuples; GPU events are dataclasses (never parsed from a line).
+    items = event._asdict() if isinstance(event, tuple) else dataclasses.asdict(event)
+    for key, value in items.items():
         data[key] = value.value if hasattr(value, "value") else value
     return data
 

@@ -26,6 +26,10 @@ NAMES = {
     "prompt_injection",
     "prompt_secrets",
     "rules",
+    "gpu_workload",
+    "gpu_theft",
+    "gpu_memory",
+    "gpu_spike",
 }
 
 

@@ -23,6 +23,7 @@ from typing import TextIO
 from aisentinel.config import DEFAULT_METRICS_PORT, parse_config
 from aisentinel.configtypes import format_duration
 from aisentinel.daemon import Daemon
+from aisentinel.demo.gpu import GPU_API_LOG, GpuStory
 from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenario, Manifest
 from aisentinel.events import Action, Decision, Finding
 from aisentinel.logsetup import configure_logging
@@ -31,6 +32,10 @@ from aisentinel.textsafe import escape
 
 SETTLE_SECONDS = 3.0
 """After the writer ends: time for the last lines to be read and decided."""
+
+
+SCENARIO_SOURCES = frozenset({"nginx-access", "nginx-error", "sshd"})
+"""The sources of the logs the scenario writes (and rotates half-way)."""
 
 
 def _port_free(port: int) -> bool:
@@ -42,8 +47,40 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def demo_config(workdir: Path, manifest: Manifest, port: int) -> dict[str, object]:
-    """The daemon config the demo runs with (plain data, validated like a file)."""
+def demo_config(
+    workdir: Path, manifest: Manifest, port: int, gpu: GpuStory | None = None
+) -> dict[str, object]:
+    """The daemon config the demo runs with (plain data, validated like a file).
+
+    With ``gpu``: the ``nvml`` source on the fake library (unless the story is
+    simulated), the API log of the GPU-time theft, and GPU detector windows short
+    enough for a demo."""
+    logs = workdir / "logs"
+    config = _base_config(workdir, manifest, port)
+    if gpu is None:
+        return config
+    sources = config["sources"]
+    assert isinstance(sources, list)  # noqa: S101 - built just above
+    sources.append(
+        {
+            "name": "gpu-api",
+            "type": "file",
+            "parser": "nginx",
+            "paths": [str(logs / GPU_API_LOG)],
+            "start_at": "beginning",
+        }
+    )
+    if not gpu.simulated:
+        sources.append({"name": "gpu", "type": "nvml", "interval": "1s", "docker_socket": ""})
+    window = max(3, round(gpu.duration / 4))  # the theft lasts about half the run
+    config["detectors"] = {
+        "gpu_theft": {"window": f"{window}s", "min_unauthenticated": 20},
+        "gpu_spike": {"warmup": max(3, round(gpu.duration / 6))},
+    }
+    return config
+
+
+def _base_config(workdir: Path, manifest: Manifest, port: int) -> dict[str, object]:
     logs = workdir / "logs"
     return {
         "daemon": {
@@ -129,6 +166,9 @@ def summarize(
     w("\n" + "=" * 72 + "\naisentinel demo: summary\n" + "=" * 72 + "\n")
     for name, c in sorted(p.sources.items()):
         source = daemon.sources.get(name)
+        if name not in SCENARIO_SOURCES:  # the GPU story's: GPU samples, its API log
+            w(f"  source {name:<13} {c.lines:>7} events or lines read, {c.parsed} parsed\n")
+            continue
         rotations = source.stats.rotations if source is not None else 0
         w(
             f"  source {name:<13} {c.lines:>7} lines read, {c.parsed} parsed, "
@@ -170,6 +210,50 @@ def summarize(
     return 0 if not wrongly else 1
 
 
+def _gpu_metrics(daemon: Daemon) -> list[str]:
+    """The ``aisentinel_gpu_*`` samples of the running daemon, as exposition lines."""
+    lines: list[str] = []
+    for family in daemon.exporter().collect():
+        if not family.name.startswith("aisentinel_gpu_"):
+            continue
+        for s in family.samples:
+            if s.name.endswith("_created"):
+                continue
+            labels = ",".join(f'{k}="{v}"' for k, v in s.labels.items())
+            lines.append(f"{s.name}{{{labels}}} {s.value:g}")
+    return lines
+
+
+GPU_DETECTORS = ("gpu_workload", "gpu_theft", "gpu_memory", "gpu_spike")
+GPU_METRICS_SHOWN = (
+    "aisentinel_gpu_collector_up",
+    "aisentinel_gpu_info",
+    "aisentinel_gpu_utilization_ratio",
+    "aisentinel_gpu_memory_used_bytes",
+    "aisentinel_gpu_power_watts",
+    "aisentinel_gpu_process_memory_used_bytes",
+    "aisentinel_gpu_process_sm_utilization_ratio",
+)
+
+
+def _gpu_summary(gpu: GpuStory, decisions: list[Decision], metrics: list[str], out: TextIO) -> None:
+    """The GPU part of the summary: what the GPU detectors decided, and GPU metrics."""
+    w = out.write
+    w(f"\n  GPUs: {gpu.label}\n")
+    for d in decisions:
+        if d.detector not in GPU_DETECTORS:
+            continue
+        target = escape(d.target.text if d.target is not None else "-")
+        finding = d.finding
+        what = escape(finding.message) if finding is not None else ""
+        w(f"    {d.detector:<13} {d.action.value:<6} {target:<24} {what}\n")
+    shown = [m for m in metrics if m.split("{", 1)[0] in GPU_METRICS_SHOWN]
+    if shown:
+        w("  GPU metrics (a few of the aisentinel_gpu_* series at the end of the run):\n")
+        for line in shown:
+            w(f"    {escape(line)}\n")
+
+
 def run_demo(
     *,
     duration: float = 45.0,
@@ -184,8 +268,9 @@ def run_demo(
     base = workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))
     base.mkdir(parents=True, exist_ok=True)
     scenario = LiveScenario(base / "logs", seed=seed, rate=rate, duration=duration)
+    gpu = GpuStory(base, duration)
     port = DEFAULT_METRICS_PORT if _port_free(DEFAULT_METRICS_PORT) else 0
-    config = parse_config(demo_config(base, scenario.manifest, port), "<demo>")
+    config = parse_config(demo_config(base, scenario.manifest, port, gpu), "<demo>")
     # The daemon's own log shows warnings only; findings and decisions are printed below
     # one line each, as they happen.
     configure_logging("console", "warning", stream)
@@ -207,8 +292,10 @@ def run_demo(
     daemon.pipeline.on_decision = on_decision
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
     stream.write(f"aisentinel demo: logs in {base / 'logs'}, {duration:.0f}s of traffic\n")
+    stream.write(f"GPUs: {gpu.label}\n")
     thread.start()
     daemon.started.wait(10)
+    gpu.start(daemon._emit)
     stream.write(
         f"metrics: http://127.0.0.1:{daemon.metrics_port}/metrics  (Ctrl-C ends the demo early)\n"
     )
@@ -220,9 +307,12 @@ def run_demo(
         stream.write("\ninterrupted: stopping\n")
     finally:
         scenario.stop()
+        gpu_metrics = _gpu_metrics(daemon)
         daemon.request_stop()
         thread.join(15)
+        gpu.stop()
     status = summarize(daemon, decisions, flagged, scenario.manifest, stream)
+    _gpu_summary(gpu, decisions, gpu_metrics, stream)
     if keep:
         stream.write(f"  files kept in {base}\n")
     else:

@@ -15,6 +15,10 @@ from typing import Protocol, cast
 from aisentinel.detectors import (
     ai_recon,
     credential_stuffing,
+    gpu_memory,
+    gpu_spike,
+    gpu_theft,
+    gpu_workload,
     http_auth,
     model_exploit,
     prompt_injection,
@@ -68,6 +72,10 @@ _PLUGINS = (
     prompt_injection,
     prompt_secrets,
     rules,
+    gpu_workload,
+    gpu_theft,
+    gpu_memory,
+    gpu_spike,
 )  # imported for their REGISTRY.register side effect
 
 

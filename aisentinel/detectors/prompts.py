@@ -146,7 +146,8 @@ class _BodyIndex:
         if events is not self._events:
             if all_requests(events):
                 body = _BODY
-                with_body = [i for i, r in enumerate(events) if r[body]]
+                reqs = cast("Sequence[HttpRequest]", events)
+                with_body = [i for i, r in enumerate(reqs) if r[body]]
             else:
                 with_body = [
                     i for i, e in enumerate(events) if isinstance(e, HttpRequest) and e.body

@@ -16,6 +16,12 @@ message matcher (:func:`aisentinel.parsers.sshd.message_event`): time from
 an ssh unit (``ssh.service``, ``sshd@...``); other entries, and sshd messages that are
 not about authentication, are counted as unparsed. ``matches`` are OR-ed.
 
+With ``kernel_xid = true`` the source also reads the kernel's entries
+(``_TRANSPORT=kernel`` is added to the matches) and turns each ``NVRM: Xid`` line into
+an :class:`~aisentinel.events.XidEvent` (:func:`aisentinel.gpu.xid.parse_xid_line`),
+counted in ``aisentinel_gpu_kernel_xid_errors_total{pci_bus_id,xid}`` with its
+last-seen time; other kernel entries are unparsed.
+
 The cursor of the last entry handed to ``emit`` is saved (atomically) in
 ``state_dir/journald-<name>.cursor`` at most every ``SAVE_INTERVAL`` seconds and at
 ``stop()``; a restart seeks to it and skips that entry, so nothing is replayed or missed
@@ -26,16 +32,18 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field, field_validator
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
-from aisentinel.events import Event, EventBatch, SshEvent
+from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
+from aisentinel.gpu.xid import parse_xid_line
 from aisentinel.parsers.sshd import message_event
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS
 from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
@@ -53,6 +61,9 @@ SAVE_INTERVAL = 1.0
 
 BATCH_ENTRIES = 1024
 """Entries read into one batch at most."""
+
+MAX_XID_SERIES = 256
+"""Most (PCI bus id, Xid code) pairs exported; later pairs count under ``xid="other"``."""
 
 JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
 """Where the systemd journal lives (persistent, volatile)."""
@@ -91,6 +102,8 @@ class JournaldSourceConfig(SourceConfigBase):
     directory: str | None = None
     poll_interval: Interval = 1.0
     """Longest wait between journal checks, and the retry delay after a failure; 10ms-1h."""
+    kernel_xid: bool = False
+    """Also read kernel entries and hand on GPU Xid errors (``NVRM: Xid`` lines)."""
 
     @field_validator("matches")
     @classmethod
@@ -120,6 +133,22 @@ def _is_sshd(entry: Mapping[str, Any]) -> bool:
         return True
     unit = _text(entry.get("_SYSTEMD_UNIT")) or ""
     return unit.startswith(("ssh.", "sshd.", "ssh@", "sshd@"))
+
+
+def kernel_xid_event(entry: Mapping[str, Any]) -> XidEvent | None:
+    """The Xid error of a kernel journal entry (``_TRANSPORT=kernel``), or ``None``."""
+    if _text(entry.get("_TRANSPORT")) != "kernel":
+        return None
+    message = _text(entry.get("MESSAGE"))
+    if not message or "NVRM: Xid" not in message:
+        return None
+    try:
+        ts = int(entry.get("__REALTIME_TIMESTAMP", 0)) / 1e6
+    except (TypeError, ValueError):
+        return None
+    if not MIN_TS <= ts < MAX_TS:
+        return None
+    return parse_xid_line(message, ts)
 
 
 def entry_event(entry: Mapping[str, Any], source: str) -> SshEvent | None:
@@ -166,6 +195,7 @@ class JournaldSource(Source):
         self._thread: threading.Thread | None = None
         self._disabled = False
         self._cursor_fault = ""
+        self._xids: dict[tuple[str, str], list[float]] = {}  # (bus, xid) -> [count, last ts]
 
     def start(self, emit: Emit) -> None:
         """Start the reader thread; without systemd-python, warn once and stay down."""
@@ -234,7 +264,10 @@ class JournaldSource(Source):
             reader = _journal.Reader(path=self.config.directory, converters=converters)
         else:
             reader = _journal.Reader(converters=converters)
-        for match in self.config.matches:
+        matches = list(self.config.matches)
+        if self.config.kernel_xid and "_TRANSPORT=kernel" not in matches:
+            matches.append("_TRANSPORT=kernel")
+        for match in matches:
             reader.add_match(match)
             reader.add_disjunction()
         self._position(reader)
@@ -265,6 +298,7 @@ class JournaldSource(Source):
 
     def _follow(self, reader: Any, emit: Emit, wait: float) -> None:
         name = self.name
+        xid = self.config.kernel_xid
         while not self._stopping.is_set():
             events: list[Event] = []
             read = 0
@@ -276,7 +310,9 @@ class JournaldSource(Source):
                 if not entry:
                     break
                 read += 1
-                event = entry_event(entry, name)
+                event: Event | None = entry_event(entry, name)
+                if event is None and xid:
+                    event = self._xid(entry)
                 if event is not None:
                     events.append(event)
                 size += len(_text(entry.get("MESSAGE")) or "")
@@ -292,6 +328,43 @@ class JournaldSource(Source):
                 continue
             self._save(force=False)
             reader.wait(wait)
+
+    def _xid(self, entry: Mapping[str, Any]) -> XidEvent | None:
+        event = kernel_xid_event(entry)
+        if event is None:
+            return None
+        key = (event.pci_bus_id or "unknown", str(event.xid))
+        seen = self._xids.get(key)
+        if seen is None:
+            if len(self._xids) >= MAX_XID_SERIES:
+                key = (key[0], "other")
+                seen = self._xids.get(key)
+            if seen is None:
+                seen = self._xids[key] = [0.0, 0.0]
+        seen[0] += 1
+        seen[1] = max(seen[1], event.ts)
+        return event
+
+    def collect(self) -> Iterator[Metric]:
+        """The source's families, plus the kernel Xid counts with ``kernel_xid``."""
+        yield from super().collect()
+        if not self.config.kernel_xid:
+            return
+        count = CounterMetricFamily(
+            "aisentinel_gpu_kernel_xid_errors",
+            "GPU Xid errors in the kernel log (NVRM: Xid lines), by PCI bus id and Xid code.",
+            labels=["source", "pci_bus_id", "xid"],
+        )
+        seen = GaugeMetricFamily(
+            "aisentinel_gpu_kernel_xid_last_seen_timestamp_seconds",
+            "When each Xid code was last logged by the kernel for each GPU (Unix time).",
+            labels=["source", "pci_bus_id", "xid"],
+        )
+        for (bus, code), (n, ts) in sorted(dict(self._xids).items()):
+            count.add_metric([self.name, bus, code], n)
+            seen.add_metric([self.name, bus, code], ts)
+        yield count
+        yield seen
 
     # ------------------------------------------------------------------ cursor
 
@@ -364,4 +437,5 @@ __all__ = [
     "entry_event",
     "journald_available",
     "journald_problem",
+    "kernel_xid_event",
 ]

@@ -1,0 +1,247 @@
+"""The nvml source end to end: the daemon in a subprocess on the fake libnvidia-ml.so.1.
+
+The real pynvml runs against tests/fakenvml (LD_LIBRARY_PATH at process start); the
+GPU processes are real processes this test starts, seen through a proc root whose
+entries point at the real /proc except for a fake Docker cgroup.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fakenvml import FakeGpu, FakeProcess, Scenario
+from faults.harness import DaemonProc, wait_until
+
+from aisentinel.events import GpuProcessSample, ProcessAttribution, XidEvent
+from aisentinel.sources.journald import kernel_xid_event
+from aisentinel.sources.nvml import workload_label
+
+CONTAINER = "4f1c" + "a" * 60
+UUID = "GPU-8f1c0a3e-1111-2222-3333-444455556666"
+
+
+def proc_entry(root: Path, pid: int, cgroup: str | None = None) -> None:
+    """``root/PID`` pointing at the real ``/proc/PID``, with ``cgroup`` replaced if given."""
+    d = root / str(pid)
+    d.mkdir(parents=True)
+    for name in ("stat", "cmdline", "status", "fd", "net"):
+        (d / name).symlink_to(f"/proc/{pid}/{name}")
+    (d / "exe").symlink_to(Path(f"/proc/{pid}/exe").readlink())
+    if cgroup is None:
+        (d / "cgroup").symlink_to(f"/proc/{pid}/cgroup")
+    else:
+        (d / "cgroup").write_text(cgroup)
+
+
+@pytest.fixture
+def sleepers() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Two real processes to list as GPU processes."""
+    procs = [subprocess.Popen(["sleep", "120"]) for _ in range(2)]
+    yield procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def scenario(pids: list[int], **gpu: object) -> Scenario:
+    procs = [FakeProcess(pids[0], 6 << 30, 70, 20), FakeProcess(pids[1], 2 << 30, 10, 5)]
+    return Scenario(
+        gpus=[
+            FakeGpu(
+                uuid=UUID,
+                pci="00000000:3B:00.0",
+                util_gpu=85,
+                mem_used=8 << 30,
+                mem_free=72 << 30,
+                processes=procs,
+                **gpu,  # type: ignore[arg-type]
+            )
+        ]
+    )
+
+
+def nvml_source(proc_root: Path) -> str:
+    return f"""
+[[sources]]
+name = "gpu"
+type = "nvml"
+interval = "200ms"
+docker_socket = ""
+proc_root = "{proc_root}"
+retry_max = "1s"
+"""
+
+
+def promtool_clean(text: str) -> None:
+    """``promtool check metrics`` accepts ``text`` (where promtool is installed)."""
+    if shutil.which("promtool") is None:
+        return
+    res = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def _metric(text: str, name: str, labels: str) -> float | None:
+    prefix = f"{name}{{{labels}}} "
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return None
+
+
+@pytest.mark.slow
+def test_daemon_samples_the_fake_gpu_loses_it_gets_it_back_and_counts_xids(
+    fake_nvml_lib: Path,
+    fake_nvml: Path,
+    tmp_path: Path,
+    sleepers: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GPU metrics with bounded workload labels (a container by its cgroup, a process by
+    pid and name) pass promtool; an Xid event counts with a last-seen time; a lost GPU
+    makes the collector down with its reason in status, and it comes back."""
+    pids = [p.pid for p in sleepers]
+    root = tmp_path / "proc"
+    proc_entry(root, pids[0], f"0::/system.slice/docker-{CONTAINER}.scope\n")
+    proc_entry(root, pids[1])
+    scenario(pids).write(fake_nvml)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml_lib.parent))
+    daemon = DaemonProc(tmp_path, nvml_source(root)).start()
+    try:
+        up = 'source="gpu"'
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_collector_up", up) == 1)
+        text = daemon.scrape()
+        assert _metric(text, "aisentinel_gpu_utilization_ratio", 'gpu="0"') == 0.85
+        assert _metric(text, "aisentinel_gpu_memory_used_bytes", 'gpu="0"') == 8 << 30
+        assert (
+            _metric(
+                text,
+                "aisentinel_gpu_info",
+                f'driver="550.54.15",gpu="0",name="NVIDIA H100 80GB HBM3",uuid="{UUID}"',
+            )
+            == 1
+        )
+        label = f'gpu="0",workload="container:{CONTAINER[:12]}"'
+        assert _metric(text, "aisentinel_gpu_process_memory_used_bytes", label) == 6 << 30
+        assert _metric(text, "aisentinel_gpu_process_sm_utilization_ratio", label) == 0.7
+        plain = f'gpu="0",workload="pid:{pids[1]} sleep"'
+        assert _metric(text, "aisentinel_gpu_process_memory_used_bytes", plain) == 2 << 30
+        # Neither sleeper is an allowed AI workload: one finding each (one per sample).
+        medium = 'detector="gpu_workload",severity="medium"'
+        assert wait_until(lambda: daemon.metric("aisentinel_findings_total", medium) == 2)
+        promtool_clean(text)
+
+        # An Xid event: counted by GPU and code, with its time.
+        with_xid = scenario(pids)
+        with_xid.gpus[0].xids = [(1, 79)]
+        with_xid.write(fake_nvml)
+        xid = 'gpu="0",xid="79"'
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_xid_errors_total", xid) == 1)
+        seen = daemon.metric("aisentinel_gpu_xid_last_seen_timestamp_seconds", xid)
+        assert seen is not None
+        assert seen > 1.7e9
+
+        # The GPU falls off the bus: the collector is down, the daemon is not.
+        lost = scenario(pids)
+        lost.gpus[0].errors = {"*": "GPU_IS_LOST"}
+        lost.write(fake_nvml)
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_collector_up", up) == 0)
+        assert daemon.metric("aisentinel_gpu_lost", 'gpu="0"') == 1
+        assert daemon.metric("aisentinel_source_up", up) == 0
+        gpu = next(s for s in daemon.status_json()["sources"] if s["name"] == "gpu")
+        assert not gpu["up"]
+        assert "lost" in gpu["reason"]
+        assert len(daemon.logged("gpu lost")) == 1
+
+        # It answers again: sampled again after the back-off.
+        scenario(pids).write(fake_nvml)
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_collector_up", up) == 1)
+        assert daemon.metric("aisentinel_gpu_lost", 'gpu="0"') == 0
+        assert daemon.alive()
+    finally:
+        assert daemon.terminate() == 0
+    assert "Traceback" not in daemon.text()
+
+
+@pytest.mark.slow
+def test_no_driver_keeps_the_daemon_running_with_the_reason(
+    fake_nvml_lib: Path, fake_nvml: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a driver the daemon runs, logs it once, and the source is down with why."""
+    Scenario(init_error="DRIVER_NOT_LOADED").write(fake_nvml)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml_lib.parent))
+    daemon = DaemonProc(tmp_path, nvml_source(tmp_path)).start()
+    try:
+        gpu_state = 'source="gpu",state="no_driver"'
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_collector_state", gpu_state) == 1)
+        assert daemon.metric("aisentinel_gpu_collector_up", 'source="gpu"') == 0
+        assert wait_until(
+            lambda: (daemon.metric("aisentinel_gpu_init_failures_total", 'source="gpu"') or 0) >= 2
+        )
+        gpu = next(s for s in daemon.status_json()["sources"] if s["name"] == "gpu")
+        assert "driver is not loaded" in gpu["reason"]
+        logged = [r for r in daemon.logged("gpu collector") if r.get("state") == "no_driver"]
+        assert len(logged) == 1
+    finally:
+        assert daemon.terminate() == 0
+
+
+def test_workload_labels_are_bounded_and_escaped() -> None:
+    """A process's label is its container, service, or pid and name, escaped and capped."""
+    base = ProcessAttribution(pid=42, exe=None, cmdline=(), uid=0, user="root", unit=None)
+
+    def proc(**kw: Any) -> GpuProcessSample:
+        return GpuProcessSample(0, "GPU-x", 42, "compute", 1, 0.5, 0.1, replace(base, **kw))
+
+    assert workload_label(proc(unit="vllm.service")) == "unit:vllm.service"
+    assert workload_label(proc(container_id="ab" * 32, container_name="ollama")) == (
+        "container:ollama"
+    )
+    assert workload_label(proc(exe="/tmp/.x/xmrig")) == "pid:42 xmrig"
+    evil = workload_label(proc(exe="/tmp/" + "\x1b[31m" + "z" * 300))
+    assert "\x1b" not in evil
+    assert len(evil) <= 80
+    other = GpuProcessSample(0, "GPU-x", 0, "other", 1, 0.5, 0.1, None, count=3)
+    assert workload_label(other) == "other"
+
+
+def test_kernel_xid_entry_becomes_an_event() -> None:
+    """A kernel journal entry with an NVRM Xid line gives an XidEvent; others give none."""
+    entry = {
+        "_TRANSPORT": "kernel",
+        "__REALTIME_TIMESTAMP": 1_795_734_870_000_000,
+        "MESSAGE": "NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', name=<unknown>, "
+        "GPU has fallen off the bus.",
+    }
+    event = kernel_xid_event(entry)
+    assert isinstance(event, XidEvent)
+    assert (event.xid, event.pci_bus_id, event.source) == (79, "0000:3b:00", "kernel")
+    assert kernel_xid_event({**entry, "_TRANSPORT": "syslog"}) is None
+    assert kernel_xid_event({**entry, "MESSAGE": "usb 1-1: new device"}) is None
+    assert re.search("fallen off", event.message)
+
+
+def test_docker_names_without_an_engine_keep_the_container_id(tmp_path: Path) -> None:
+    """No Docker socket: no name (the attribution keeps the id), asked once per minute."""
+    from aisentinel.clock import FakeClock
+    from aisentinel.gpu.dockernames import DockerNames
+
+    clock = FakeClock()
+    names = DockerNames(clock, str(tmp_path / "docker.sock"))
+    assert names("docker", CONTAINER) is None
+    assert names("containerd", CONTAINER) is None
+    (tmp_path / "docker.sock").write_text("")  # appears: still cached as unknown for 60 s
+    assert names("docker", CONTAINER) is None
+    assert names.lookups == 0
+    clock.advance(61)
+    assert names("docker", CONTAINER) is None  # not an engine: connecting fails, counted
+    assert names.errors == 1
+    names.close()
