@@ -68,6 +68,8 @@ log = structlog.get_logger("aisentinel.daemon")
 
 DRAIN_BATCHES = 64
 """Batches processed per loop turn before the loop looks at timers and signals."""
+SOURCE_READY_TURNS = 500
+"""Turns of 10 ms the start waits for the sources' first look at their logs (5 s)."""
 STOP_DRAIN_SECONDS = 3.0
 """At shutdown, time allowed to process batches already read (their positions are saved)."""
 STOP_BUDGET_SECONDS = 4.5
@@ -445,6 +447,7 @@ class Daemon:
         log.info("decisions restored", active_bans=len(active))
         self._start_exporter()
         self._start_sources()
+        self._await_sources()
         self._start_control()
         if self.config.audit.enabled:
             self._start_audit()
@@ -455,6 +458,18 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _await_sources(self) -> None:
+        """Wait (at most ``SOURCE_READY_TURNS`` x 10 ms) until every source has looked at
+        what it follows, so READY means "followed": a log written right after READY is
+        read whole, not skipped as if it had been there before the start."""
+        for _ in range(SOURCE_READY_TURNS):
+            if all(source.ready() for source in list(self.sources.values())):
+                return
+            if self._stop.wait(0.01):
+                return
+        slow = sorted(n for n, s in self.sources.items() if not s.ready())
+        log.warning("sources not ready at start; going on", sources=slow)
 
     def _heartbeat_every(self) -> float:
         every = self.config.daemon.heartbeat_interval

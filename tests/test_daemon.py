@@ -16,6 +16,7 @@ from conftest import nginx_line, ssh_fail, wait_for
 from aisentinel.config import Config, load_config
 from aisentinel.daemon import Daemon
 from aisentinel.events import EventBatch, LineBatch
+from aisentinel.sources.file import FileSource
 
 CONFIG = """
 [daemon]
@@ -275,3 +276,24 @@ def test_metrics_match_the_golden_list(running: Running, logs: Path, now_epoch: 
         GOLDEN.write_text("\n".join(shape) + "\n")
     expected = GOLDEN.read_text().splitlines()
     assert shape == expected, "metrics changed: review, then AISENTINEL_UPDATE_GOLDEN=1 pytest"
+
+
+def test_ready_waits_for_the_sources_first_look(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """READY (and ``started``) come only once every source has looked at its logs, so a
+    log written right after READY is read whole instead of being taken as old."""
+    looked = threading.Event()
+    monkeypatch.setattr(FileSource, "ready", lambda _self: looked.is_set())
+    (tmp_path / "logs").mkdir()
+    daemon = Daemon(load_config(_write_config(tmp_path)))
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert not daemon.started.wait(0.5)
+        looked.set()
+        assert daemon.started.wait(10)
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
