@@ -209,6 +209,43 @@ def test_verdict_caches_are_bounded() -> None:
         matcher.match(req(f"/p{i}", agent=f"agent {i}"))
     assert len(matcher._targets) <= 16
     assert len(matcher._agents) <= 16
+    assert len(matcher._requests) <= 16
+    assert len(matcher.quiet_requests) <= 16
+
+
+def test_cached_verdict_still_checks_status_and_method() -> None:
+    """A target and agent seen with one status or method match again with another."""
+    rule = _rule(match={"path": {"prefix": ["/adm"]}, "method": ["POST"], "status": [404]})
+    matcher = Matcher([rule])
+    assert matcher.match(req("/admin", method="POST", status=200))[0] == []
+    assert not matcher.quiet(req("/admin", method="POST", status=200))
+    assert matcher.match(req("/admin", method="POST", status=404))[0] == [rule]
+    assert matcher.match(req("/admin", method="GET", status=404))[0] == []
+    assert matcher.quiet(req("/admin", method="GET", status=404))
+    assert matcher.match(req("/admin", method="POST", status=404))[0] == [rule]
+
+
+def test_batch_detector_matches_repeats_of_a_first_seen_request() -> None:
+    """In one batch, every repeat of a matching request counts, the first seen included."""
+    detector = RulesDetector(
+        RulesConfig(rules_dir=None, builtin=True, packs=("traversal",), max_keys=100)
+    )
+    batch = [req("/ok"), *(req("/a/../../etc/passwd", client=f"203.0.113.{i}") for i in range(3))]
+    found = detector.observe_many(batch)
+    assert [i for i, _ in found] == [1, 2, 3]
+    assert detector.matches["path-traversal"] == 3
+
+
+def test_requests_with_a_body_are_never_quieted() -> None:
+    """A request with a body is matched in full each time (its body is not cached)."""
+    rule = _rule(match={"any": {"contains": ["${jndi:"]}})
+    matcher = Matcher([rule])
+    plain = req("/v1/chat")
+    assert matcher.match(plain._replace(body="hello"))[0] == []
+    assert not matcher.quiet(plain._replace(body="hello"))
+    assert matcher.match(plain._replace(body="x ${jndi:ldap://e}"))[0] == [rule]
+    assert matcher.match(plain)[0] == []
+    assert matcher.quiet(plain)
 
 
 def test_prefix_suffix_exact_and_conditions() -> None:

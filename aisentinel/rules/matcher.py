@@ -7,17 +7,22 @@ local rule carries can take exponential time. A rule matches when all its
 conditions hold (each text field it names, its methods, statuses and
 ``malformed``).
 
-Per request the cost is two dictionary lookups in the common case: the verdict for
-a raw target (which conditions its path, uri and query satisfy) and for a user
-agent are cached, each in a bounded cache that starts afresh when full. Only a
-request whose cached verdicts name a condition, or whose method a method-only rule
-names, goes on to the per-rule check.
+Per request the cost is one set lookup in the common case: the verdict for what a
+request's match depends on apart from its status (raw target, user agent and method;
+also user, host and body when a rule has an ``any`` condition) is cached in a
+bounded cache that starts afresh when full, and the keys that match no rule whatever
+the status are kept in a set, which the rules detector tests a whole batch against
+in one pass. The verdicts for a raw target (which conditions its path, uri and query
+satisfy) and for a user agent are cached too, so a new combination of known parts
+costs a few dictionary lookups. A request with a body is never cached (each is
+checked in full).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, NamedTuple
 
 import ahocorasick
@@ -152,6 +157,19 @@ class _Compiled(NamedTuple):
 
 _EMPTY: frozenset[int] = frozenset()
 
+_FIELD = HttpRequest._fields.index
+_KEY: Callable[[HttpRequest], tuple[Any, ...]] = itemgetter(
+    _FIELD("path"), _FIELD("user_agent"), _FIELD("method")
+)
+_EXTRA_KEY: Callable[[HttpRequest], tuple[Any, ...]] = itemgetter(
+    _FIELD("path"),
+    _FIELD("user_agent"),
+    _FIELD("method"),
+    _FIELD("user"),
+    _FIELD("host"),
+    _FIELD("body"),
+)
+
 
 class Matcher:
     """The compiled rules; :meth:`match` gives the rules a request matches."""
@@ -195,21 +213,21 @@ class Matcher:
         self._path_fields = (self._fields["path"], self._fields["uri"], self._fields["query"])
         self._ua_field = self._fields["user_agent"]
         self._extra_field = self._fields["extra"]
-        self._has_extra = bool(entries["extra"])
         self._limit = cache_entries
         self._targets: dict[str, tuple[Target, frozenset[int], tuple[_Compiled, ...]]] = {}
         self._agents: dict[str, frozenset[int]] = {}
         self._extras: dict[str, frozenset[int]] = {}
-        self.quiet_targets: set[str] = set()
-        """Raw targets known to satisfy no condition (a subset of the target cache)."""
-        self.quiet_agents: set[str] = set()
-        """User agents known to satisfy no condition."""
-        self.quiet_extras: set[str] = set()
-        """Users and hosts known to satisfy no ``any`` condition."""
-        self.methods: frozenset[str] = frozenset(self._by_method)
-        """Methods a rule without text patterns names (``""``: malformed-only rules)."""
+        self._requests: dict[tuple[Any, ...], tuple[Target, tuple[_Compiled, ...]]] = {}
         self.has_extra = bool(entries["extra"])
         """Whether some rule looks at the user, host or body (an ``any`` condition)."""
+        self.key: Callable[[HttpRequest], tuple[Any, ...]] = _EXTRA_KEY if self.has_extra else _KEY
+        """What a request's verdict depends on, status aside: its raw target, user agent
+        and method (and user, host and body when some rule looks at them)."""
+        self.quiet_requests: set[tuple[Any, ...]] = set()
+        """Keys (:attr:`key`) known to match no rule whatever the status (a subset of
+        the request cache; never one with a body, whose verdict is not cached)."""
+        self.methods: frozenset[str] = frozenset(self._by_method)
+        """Methods a rule without text patterns names (``""``: malformed-only rules)."""
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -237,10 +255,7 @@ class Matcher:
         verdict = (target, frozenset(found) if found else _EMPTY, complete)
         if len(self._targets) >= self._limit:
             self._targets.clear()
-            self.quiet_targets.clear()
         self._targets[raw] = verdict
-        if not found:
-            self.quiet_targets.add(raw)
         return verdict
 
     def _agent(self, raw: str) -> frozenset[int]:
@@ -252,10 +267,7 @@ class Matcher:
         verdict = frozenset(found) if found else _EMPTY
         if len(self._agents) >= self._limit:
             self._agents.clear()
-            self.quiet_agents.clear()
         self._agents[raw] = verdict
-        if not found:
-            self.quiet_agents.add(raw)
         return verdict
 
     def _extra(self, raw: str) -> frozenset[int]:
@@ -267,41 +279,45 @@ class Matcher:
         verdict = frozenset(found) if found else _EMPTY
         if len(self._extras) >= self._limit:
             self._extras.clear()
-            self.quiet_extras.clear()
         self._extras[raw] = verdict
-        if not found:
-            self.quiet_extras.add(raw)
         return verdict
 
     # ----------------------------------------------------------------- matching
 
     def quiet(self, request: HttpRequest) -> bool:
-        """True when the cached verdicts already say ``request`` matches no rule (the
-        common case: a few set lookups); False means "ask :meth:`match`". The rules
-        detector inlines the same test in its batch loop."""
-        if (
-            request.path not in self.quiet_targets
-            or request.user_agent not in self.quiet_agents
-            or request.method in self.methods
-        ):
-            return False
-        if not self.has_extra:
-            return True
-        user = request.user
-        return (
-            (user is None or user in self.quiet_extras)
-            and request.host is None
-            and request.body is None
-        )
+        """True when the cached verdict already says ``request`` matches no rule (the
+        common case: one set lookup); False means "ask :meth:`match`". The rules
+        detector makes the same test for a whole batch at once."""
+        return self.key(request) in self.quiet_requests
 
     def match(self, request: HttpRequest) -> tuple[list[Rule], Target | None]:
-        """The rules ``request`` matches (in rule order) and its normalised target
-        (``None`` when nothing matched and it was not needed)."""
+        """The rules ``request`` matches (in rule order) and its normalised target."""
+        key = self.key(request)
+        verdict = self._requests.get(key)
+        if verdict is None:
+            verdict = self._verdict(request)
+            if request.body is None:
+                if len(self._requests) >= self._limit:
+                    self._requests.clear()
+                    self.quiet_requests.clear()
+                self._requests[key] = verdict
+                if not verdict[1]:
+                    self.quiet_requests.add(key)
+        target, rules = verdict
+        if not rules:
+            return [], target
+        status = request.status
+        return [c.rule for c in rules if not c.statuses or status in c.statuses], target
+
+    def _verdict(self, request: HttpRequest) -> tuple[Target, tuple[_Compiled, ...]]:
+        """The normalised target of ``request`` and the rules it matches if its status
+        suits them (everything but the status checked), in rule order."""
         target, path_conds, complete = self._target(request.path)
         agent_conds = self._agent(request.user_agent)
-        by_method = self._by_method.get(request.method) if self._by_method else None
+        method = request.method
+        by_method = self._by_method.get(method) if self._by_method else None
         extra_conds: set[int] = set()
-        if self._has_extra:
+        if self.has_extra:
             for value in (request.user, request.host):
                 if value is not None:
                     extra_conds.update(self._extra(value))
@@ -309,15 +325,14 @@ class Matcher:
                 self._extra_field.scan(fold_text(request.body[:MAX_TARGET]), extra_conds)
         if not agent_conds and by_method is None and not extra_conds:
             if not complete:
-                return [], target
+                return target, ()
             malformed = is_malformed(request)
-            return [
-                c.rule
+            return target, tuple(
+                c
                 for c in complete
-                if (not c.methods or request.method in c.methods)
-                and (not c.statuses or request.status in c.statuses)
+                if (not c.methods or method in c.methods)
                 and (c.malformed is None or c.malformed == malformed)
-            ], target
+            )
         conds = set(path_conds)
         conds.update(agent_conds)
         conds.update(extra_conds)
@@ -325,19 +340,18 @@ class Matcher:
         if by_method is not None:
             candidates.update(by_method)
         if not candidates:
-            return [], target
-        out: list[Rule] = []
+            return target, ()
         malformed = is_malformed(request)
+        out: list[_Compiled] = []
         for index in sorted(candidates):
             c = self._compiled[index]
             if (
                 all(cond in conds for cond in c.conds)
-                and (not c.methods or request.method in c.methods)
-                and (not c.statuses or request.status in c.statuses)
+                and (not c.methods or method in c.methods)
                 and (c.malformed is None or c.malformed == malformed)
             ):
-                out.append(c.rule)
-        return out, target
+                out.append(c)
+        return target, tuple(out)
 
     # ----------------------------------------------------------------- explaining
 
