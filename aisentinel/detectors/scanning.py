@@ -129,7 +129,7 @@ class ScanningDetector(BatchDetector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        masks, _ = self._requests.facts(events, self)
+        masks = self._requests.facts(events, self).masks
         bit = self._bit
         statuses = self._statuses
         if all_requests(events):
