@@ -421,6 +421,7 @@ def finding_fields(finding: Finding) -> dict[str, Any]:
         "evidence": list(finding.evidence),
         "source": finding.source,
         **({"target": finding.target.text} if finding.target is not None else {}),
+        **({"clients": list(finding.clients)} if finding.clients else {}),
     }
 
 
@@ -443,6 +444,11 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
         "offence": decision.offence,
         "simulated": decision.simulated,
         "evidence_count": decision.evidence_count,
+        **(
+            {"clients": list(decision.finding.clients)}
+            if decision.finding is not None and decision.finding.clients
+            else {}
+        ),
     }
 
 
