@@ -13,6 +13,10 @@ and fail2ban marks them ``NOFAIL`` for the same reason. "Too many
 authentication failures" (``MAX_AUTH``) is counted, so a client that exhausts
 ``MaxAuthTries`` with keys is still seen. Set ``count_pubkey_failures = true`` to
 count them anyway.
+
+Slow brute force (one try every few minutes) is caught by long windows beside the
+fast one (``slow``, default 10 in an hour and 20 in a day, see :mod:`~.slow`): a
+HIGH finding too, whose ban counts as an offence for escalation.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from collections.abc import Sequence
 from aisentinel.configtypes import Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
+from aisentinel.detectors.slow import DEFAULT_SLOW, SlowCounters, SlowMaxKeys, SlowWindows
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
 
@@ -46,6 +51,10 @@ class SshBruteforceConfig(WindowedConfig):
     """Count "Failed publickey" lines too (off: clients offering several keys log them)."""
     count_preauth: bool = True
     """Count connections dropped before authentication ("Connection closed ... [preauth]")."""
+    slow: SlowWindows = DEFAULT_SLOW
+    """Long windows beside the fast one (slow brute force); ``[]`` turns them off."""
+    slow_max_keys: SlowMaxKeys = 20_000
+    """Clients each long window tracks."""
 
 
 class SshBruteforceDetector(Detector):
@@ -65,14 +74,33 @@ class SshBruteforceDetector(Detector):
         self._threshold = config.threshold
         self._window: Duration = config.window
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
+        self._slow = SlowCounters(config.slow, config.slow_max_keys)
 
     def observe(self, event: Event) -> Finding | None:
         if not isinstance(event, SshEvent) or event.kind not in self._kinds:
             return None
+        return self._count(event)
+
+    def _count(self, event: SshEvent) -> Finding | None:
         crossing = self._windows.hit(event.client, event.ts, event.user)
-        if crossing is None:
+        slow = (
+            self._slow.hit(event.client, event.ts, event.user, fast=crossing is not None)
+            if self._slow
+            else None
+        )
+        if crossing is not None:
+            return self._finding(event, crossing)
+        if slow is None:
             return None
-        return self._finding(event, crossing)
+        return client_finding(
+            self.name,
+            slow.crossing,
+            event,
+            severity=Severity.HIGH,
+            what="failed ssh logins (slow)",
+            threshold=slow.threshold,
+            window=slow.window,
+        )
 
     def _finding(self, event: SshEvent, crossing: Crossing) -> Finding:
         return client_finding(
@@ -88,20 +116,20 @@ class SshBruteforceDetector(Detector):
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
         kinds = self._kinds
-        hit = self._windows.hit
+        count = self._count
         for i, event in enumerate(events):
             if not isinstance(event, SshEvent) or event.kind not in kinds:
                 continue
-            crossing = hit(event.client, event.ts, event.user)
-            if crossing is not None:
-                out.append((i, self._finding(event, crossing)))
+            found = count(event)
+            if found is not None:
+                out.append((i, found))
         return out
 
     def expire(self, now: float) -> int:
-        return self._windows.expire(now)
+        return self._windows.expire(now) + self._slow.expire(now)
 
     def tracked_keys(self) -> int:
-        return len(self._windows)
+        return len(self._windows) + len(self._slow)
 
 
 REGISTRY.register("ssh_bruteforce", SshBruteforceConfig, SshBruteforceDetector)
