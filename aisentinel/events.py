@@ -66,6 +66,9 @@ class SshKind(enum.StrEnum):
     PREAUTH = "preauth"  # disconnect / connection closed before auth, bad protocol, etc.
     PAM_FAILURE = "pam_failure"
     MAX_AUTH = "max_auth"  # "maximum authentication attempts exceeded"
+    NEGOTIATION = "negotiation"  # key exchange / protocol negotiation failed, bad banner
+    TIMEOUT = "timeout"  # "Timeout before authentication" (LoginGraceTime)
+    REFUSED = "refused"  # connection refused: tcp wrappers, MaxStartups, penalties
     ACCEPTED = "accepted"
 
 

@@ -14,6 +14,12 @@ authentication failures" (``MAX_AUTH``) is counted, so a client that exhausts
 ``MaxAuthTries`` with keys is still seen. Set ``count_pubkey_failures = true`` to
 count them anyway.
 
+Pre-authentication failures are counted too (``count_preauth``): connections closed
+before authentication, key-exchange / negotiation failures ("Unable to negotiate",
+"no matching key exchange method", bad banners), refused connections, and
+"Timeout before authentication": a flood of those is the CVE-2024-6387
+("regreSSHion") exploitation pattern, and the message says so.
+
 Slow brute force (one try every few minutes) is caught by long windows beside the
 fast one (``slow``, default 10 in an hour and 20 in a day, see :mod:`~.slow`): a
 HIGH finding too, whose ban counts as an offence for escalation.
@@ -37,8 +43,28 @@ _FAILURES = frozenset(
         SshKind.PREAUTH,
         SshKind.PAM_FAILURE,
         SshKind.MAX_AUTH,
+        SshKind.NEGOTIATION,
+        SshKind.TIMEOUT,
+        SshKind.REFUSED,
     }
 )
+_PREAUTH_KINDS = (SshKind.PREAUTH, SshKind.NEGOTIATION, SshKind.TIMEOUT, SshKind.REFUSED)
+_LABELS = {
+    SshKind.NEGOTIATION: "(key exchange failed)",
+    SshKind.TIMEOUT: "(timeout before authentication)",
+    SshKind.REFUSED: "(connection refused)",
+}
+"""Evidence samples of the user-less kinds, which name what happened instead."""
+
+
+def _what(crossing: Crossing) -> str:
+    """What the counted events were, for the message."""
+    evidence = crossing.evidence
+    if _LABELS[SshKind.TIMEOUT] in evidence:
+        return "failed ssh logins incl. timeouts before authentication (CVE-2024-6387 pattern)"
+    if _LABELS[SshKind.NEGOTIATION] in evidence:
+        return "failed ssh logins incl. key-exchange failures"
+    return "failed ssh logins"
 
 
 class SshBruteforceConfig(WindowedConfig):
@@ -50,7 +76,8 @@ class SshBruteforceConfig(WindowedConfig):
     count_pubkey_failures: bool = False
     """Count "Failed publickey" lines too (off: clients offering several keys log them)."""
     count_preauth: bool = True
-    """Count connections dropped before authentication ("Connection closed ... [preauth]")."""
+    """Count connections dropped before authentication ("Connection closed ... [preauth]",
+    key-exchange failures, timeouts before authentication, refused connections)."""
     slow: SlowWindows = DEFAULT_SLOW
     """Long windows beside the fast one (slow brute force); ``[]`` turns them off."""
     slow_max_keys: SlowMaxKeys = 20_000
@@ -69,7 +96,7 @@ class SshBruteforceDetector(Detector):
         if config.count_pubkey_failures:
             kinds.add(SshKind.FAILED_PUBKEY)
         if not config.count_preauth:
-            kinds.discard(SshKind.PREAUTH)
+            kinds.difference_update(_PREAUTH_KINDS)
         self._kinds = frozenset(kinds)
         self._threshold = config.threshold
         self._window: Duration = config.window
@@ -82,9 +109,10 @@ class SshBruteforceDetector(Detector):
         return self._count(event)
 
     def _count(self, event: SshEvent) -> Finding | None:
-        crossing = self._windows.hit(event.client, event.ts, event.user)
+        sample = event.user or _LABELS.get(event.kind)
+        crossing = self._windows.hit(event.client, event.ts, sample)
         slow = (
-            self._slow.hit(event.client, event.ts, event.user, fast=crossing is not None)
+            self._slow.hit(event.client, event.ts, sample, fast=crossing is not None)
             if self._slow
             else None
         )
@@ -97,7 +125,7 @@ class SshBruteforceDetector(Detector):
             slow.crossing,
             event,
             severity=Severity.HIGH,
-            what="failed ssh logins (slow)",
+            what=f"{_what(slow.crossing)} (slow)",
             threshold=slow.threshold,
             window=slow.window,
         )
@@ -108,7 +136,7 @@ class SshBruteforceDetector(Detector):
             crossing,
             event,
             severity=Severity.HIGH,
-            what="failed ssh logins",
+            what=_what(crossing),
             threshold=self._threshold,
             window=self._window,
         )
