@@ -76,7 +76,7 @@ def test_ipv6_and_refire_once_per_window() -> None:
 
 def test_expire_and_tracked_keys() -> None:
     """Both counters expire idle clients (long windows off here; see the slow tests)."""
-    det = HttpAuthDetector(HttpAuthConfig(slow=()))
+    det = HttpAuthDetector(HttpAuthConfig(slow_thresholds=(), slow_windows=()))
     det.observe(fail(0))
     det.observe(req(0))
     assert det.tracked_keys() == 2
@@ -91,7 +91,7 @@ def test_slow_rejections_cross_the_long_window() -> None:
     assert found[0].severity is Severity.HIGH
     assert found[0].window == 3600.0
     assert "(slow)" in found[0].message
-    assert feed([req(i * 300.0) for i in range(12)], slow=[]) == []
+    assert feed([req(i * 300.0) for i in range(12)], slow_thresholds=[], slow_windows=[]) == []
 
 
 def test_fast_attack_is_not_reported_again_by_the_long_window() -> None:

@@ -98,7 +98,7 @@ def test_continuing_attack_refires_once_per_window() -> None:
 
 def test_expire_and_lru_cap() -> None:
     """Idle clients are expired; at most max_keys clients are tracked (fast window)."""
-    det = make(max_keys=3, slow=[])
+    det = make(max_keys=3, slow_thresholds=[], slow_windows=[])
     for i in range(10):
         det.observe(ssh(float(i), client=f"198.51.100.{i}"))
     assert det.tracked_keys() == 3
@@ -115,12 +115,15 @@ def test_slow_brute_force_crosses_long_windows() -> None:
 
 
 def test_slow_windows_are_bounded_and_validated() -> None:
-    """slow_max_keys caps each long window; more than four long windows are refused."""
+    """slow_max_keys caps each long window; more than four long windows, a window over
+    366d or unpaired lists are refused."""
     det = make(slow_max_keys=2)
     for i in range(10):
         det.observe(ssh(float(i), client=f"198.51.100.{i}"))
     assert det.tracked_keys() <= 10 + 2 * 2
     with pytest.raises(ValidationError):
-        make(slow=[{"threshold": 10, "window": "1h"}] * 5)
+        make(slow_thresholds=[10] * 5, slow_windows=["1h"] * 5)
     with pytest.raises(ValidationError):
-        make(slow=[{"threshold": 10, "window": "400d"}])
+        make(slow_thresholds=[10], slow_windows=["400d"])
+    with pytest.raises(ValidationError, match="one threshold per window"):
+        make(slow_thresholds=[10, 20], slow_windows=["1h"])

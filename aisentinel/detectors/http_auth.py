@@ -18,8 +18,8 @@ counted twice against one threshold:
   page, and an expired web-UI session, also produce 401s.
 
 Either counter crossing gives a HIGH finding about the client. Each counter also
-has long windows beside its fast one (``slow``, default 10 in an hour and 20 in a
-day, see :mod:`~.slow`) for slow brute force: HIGH as well.
+has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
+10 in an hour and 20 in a day, see :mod:`~.slow`) for slow brute force: HIGH as well.
 """
 
 from __future__ import annotations
@@ -37,13 +37,7 @@ from aisentinel.detectors.common import (
     client_finding,
 )
 from aisentinel.detectors.paths import PrefixMatcher
-from aisentinel.detectors.slow import (
-    DEFAULT_SLOW,
-    SlowCounters,
-    SlowCrossing,
-    SlowMaxKeys,
-    SlowWindows,
-)
+from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
@@ -67,7 +61,7 @@ DEFAULT_AUTH_PATHS = (
 """Path prefixes of login endpoints (Open WebUI and common web applications)."""
 
 
-class HttpAuthConfig(WindowedConfig):
+class HttpAuthConfig(WindowedConfig, SlowConfig):
     """``[detectors.http_auth]``; ``threshold``/``window`` apply to error-log failures."""
 
     max_keys: MaxKeys = 100_000
@@ -79,10 +73,6 @@ class HttpAuthConfig(WindowedConfig):
     auth_paths: tuple[str, ...] = DEFAULT_AUTH_PATHS
     """Prefixes of login endpoints, where ``auth_path_statuses`` also count."""
     auth_path_statuses: tuple[HttpStatus, ...] = (400, 401, 403)
-    slow: SlowWindows = DEFAULT_SLOW
-    """Long windows beside each fast one (slow brute force); ``[]`` turns them off."""
-    slow_max_keys: SlowMaxKeys = 20_000
-    """Clients each long window tracks."""
 
 
 class HttpAuthDetector(Detector):
@@ -100,8 +90,8 @@ class HttpAuthDetector(Detector):
         self._rejections = EventWindows(
             config.status_threshold, config.status_window, config.max_keys
         )
-        self._failures_slow = SlowCounters(config.slow, config.slow_max_keys)
-        self._rejections_slow = SlowCounters(config.slow, config.slow_max_keys)
+        self._failures_slow = SlowCounters(config.slow(), config.slow_max_keys)
+        self._rejections_slow = SlowCounters(config.slow(), config.slow_max_keys)
 
     def observe(self, event: Event) -> Finding | None:
         if isinstance(event, HttpRequest):

@@ -2,8 +2,9 @@
 
 One try every few minutes never crosses "5 in 10 minutes", but crosses "10 in an
 hour" or "20 in a day". :class:`SlowCounters` keeps one exact
-:class:`~.window.EventWindows` table per configured long window (``slow`` in the
-detector's table, at most :data:`MAX_SLOW_WINDOWS`), capped at ``slow_max_keys``
+:class:`~.window.EventWindows` table per configured long window (in the
+detector's table: ``slow_thresholds`` and ``slow_windows``, at most
+:data:`MAX_SLOW_WINDOWS`), capped at ``slow_max_keys``
 clients each, so memory stays bounded: ``slow_max_keys x (threshold + 5)``
 doubles per window (the default 20,000 clients and 10 + 20 events: under 6 MiB).
 
@@ -15,9 +16,9 @@ ban, so it counts as an offence and the next ban of that address is escalated
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, NamedTuple
+from typing import Annotated, NamedTuple, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.detectors.common import MaxKeys, Threshold, Window
@@ -26,25 +27,35 @@ from aisentinel.detectors.window import Crossing, EventWindows, RecentSet
 MAX_SLOW_WINDOWS = 4
 
 
-class SlowWindow(StrictModel):
-    """One long window: ``{threshold = 10, window = "1h"}``."""
+class SlowConfig(StrictModel):
+    """The long-window keys a detector's table adds (a mixin of its config model)."""
 
-    threshold: Threshold
-    window: Window
+    slow_thresholds: Annotated[tuple[Threshold, ...], Field(max_length=MAX_SLOW_WINDOWS)] = (
+        10,
+        20,
+    )
+    """Failures within the matching ``slow_windows`` entry; ``[]`` turns them off."""
+    slow_windows: Annotated[tuple[Window, ...], Field(max_length=MAX_SLOW_WINDOWS)] = (
+        3600.0,
+        86_400.0,
+    )
+    """The long windows (default 10 failures in 1h and 20 in 24h)."""
+    slow_max_keys: Annotated[MaxKeys, Field(le=200_000)] = 20_000
+    """Clients each long window tracks at once: 1-200,000 (with the largest threshold,
+    1000, one table stays within :data:`~.common.KEY_BUDGET`)."""
 
+    @model_validator(mode="after")
+    def _pairs(self) -> Self:
+        if len(self.slow_thresholds) != len(self.slow_windows):
+            raise ValueError(
+                f"slow_thresholds has {len(self.slow_thresholds)} entries and slow_windows"
+                f" {len(self.slow_windows)}: give one threshold per window"
+            )
+        return self
 
-SlowWindows = Annotated[tuple[SlowWindow, ...], Field(max_length=MAX_SLOW_WINDOWS)]
-"""Long windows of a detector (0-4), such as ``[{threshold = 10, window = "1h"}]``."""
-
-DEFAULT_SLOW = (
-    SlowWindow(threshold=10, window=3600.0),
-    SlowWindow(threshold=20, window=86_400.0),
-)
-"""10 failures in an hour, 20 in a day."""
-
-SlowMaxKeys = Annotated[MaxKeys, Field(le=200_000)]
-"""Clients each long window tracks at once: 1-200,000 (with the largest threshold,
-1000, one table stays within :data:`~.common.KEY_BUDGET`)."""
+    def slow(self) -> list[tuple[int, float]]:
+        """The long windows as ``(threshold, window)`` pairs."""
+        return list(zip(self.slow_thresholds, self.slow_windows, strict=True))
 
 
 class SlowCrossing(NamedTuple):
@@ -64,11 +75,12 @@ class SlowCounters:
 
     __slots__ = ("_reported", "_tables")
 
-    def __init__(self, windows: Sequence[SlowWindow], max_keys: int) -> None:
+    def __init__(self, windows: Sequence[tuple[int, float]], max_keys: int) -> None:
         self._tables = [
-            (w.threshold, w.window, EventWindows(w.threshold, w.window, max_keys)) for w in windows
+            (threshold, window, EventWindows(threshold, window, max_keys))
+            for threshold, window in windows
         ]
-        longest = max((w.window for w in windows), default=1.0)
+        longest = max((window for _, window in windows), default=1.0)
         self._reported = RecentSet(longest, max_keys)
         """Clients the fast window reported, and when."""
 

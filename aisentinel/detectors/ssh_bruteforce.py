@@ -21,8 +21,9 @@ before authentication, key-exchange / negotiation failures ("Unable to negotiate
 ("regreSSHion") exploitation pattern, and the message says so.
 
 Slow brute force (one try every few minutes) is caught by long windows beside the
-fast one (``slow``, default 10 in an hour and 20 in a day, see :mod:`~.slow`): a
-HIGH finding too, whose ban counts as an offence for escalation.
+fast one (``slow_thresholds`` / ``slow_windows``, default 10 in an hour and 20 in a
+day, see :mod:`~.slow`): a HIGH finding too, whose ban counts as an offence for
+escalation.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Sequence
 from aisentinel.configtypes import Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
-from aisentinel.detectors.slow import DEFAULT_SLOW, SlowCounters, SlowMaxKeys, SlowWindows
+from aisentinel.detectors.slow import SlowConfig, SlowCounters
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
 
@@ -67,7 +68,7 @@ def _what(crossing: Crossing) -> str:
     return "failed ssh logins"
 
 
-class SshBruteforceConfig(WindowedConfig):
+class SshBruteforceConfig(WindowedConfig, SlowConfig):
     """``[detectors.ssh_bruteforce]``."""
 
     max_keys: MaxKeys = 100_000
@@ -78,10 +79,6 @@ class SshBruteforceConfig(WindowedConfig):
     count_preauth: bool = True
     """Count connections dropped before authentication ("Connection closed ... [preauth]",
     key-exchange failures, timeouts before authentication, refused connections)."""
-    slow: SlowWindows = DEFAULT_SLOW
-    """Long windows beside the fast one (slow brute force); ``[]`` turns them off."""
-    slow_max_keys: SlowMaxKeys = 20_000
-    """Clients each long window tracks."""
 
 
 class SshBruteforceDetector(Detector):
@@ -101,7 +98,7 @@ class SshBruteforceDetector(Detector):
         self._threshold = config.threshold
         self._window: Duration = config.window
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
-        self._slow = SlowCounters(config.slow, config.slow_max_keys)
+        self._slow = SlowCounters(config.slow(), config.slow_max_keys)
 
     def observe(self, event: Event) -> Finding | None:
         if not isinstance(event, SshEvent) or event.kind not in self._kinds:
