@@ -194,6 +194,11 @@ class HttpAuthDetector(Detector):
             + self._rejections_slow.expire(now)
         )
 
+    def window_counts(self) -> tuple[int, int]:
+        evicted, overflow = super().window_counts()
+        slow = self._failures_slow.evicted + self._rejections_slow.evicted
+        return evicted + slow, overflow
+
     def tracked_keys(self) -> int:
         return (
             len(self._failures)

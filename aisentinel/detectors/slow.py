@@ -111,3 +111,8 @@ class SlowCounters:
 
     def __bool__(self) -> bool:
         return bool(self._tables)
+
+    @property
+    def evicted(self) -> int:
+        """Clients pushed out of full long-window tables."""
+        return sum(table.evicted for _, _, table in self._tables) + self._reported.evicted

@@ -156,5 +156,9 @@ class SshBruteforceDetector(Detector):
     def tracked_keys(self) -> int:
         return len(self._windows) + len(self._slow)
 
+    def window_counts(self) -> tuple[int, int]:
+        evicted, overflow = super().window_counts()
+        return evicted + self._slow.evicted, overflow
+
 
 REGISTRY.register("ssh_bruteforce", SshBruteforceConfig, SshBruteforceDetector)
