@@ -66,6 +66,9 @@ class SshKind(enum.StrEnum):
     PREAUTH = "preauth"  # disconnect / connection closed before auth, bad protocol, etc.
     PAM_FAILURE = "pam_failure"
     MAX_AUTH = "max_auth"  # "maximum authentication attempts exceeded"
+    NEGOTIATION = "negotiation"  # key exchange / protocol negotiation failed, bad banner
+    TIMEOUT = "timeout"  # "Timeout before authentication" (LoginGraceTime)
+    REFUSED = "refused"  # connection refused: tcp wrappers, MaxStartups, penalties
     ACCEPTED = "accepted"
 
 
@@ -421,6 +424,7 @@ def finding_fields(finding: Finding) -> dict[str, Any]:
         "evidence": list(finding.evidence),
         "source": finding.source,
         **({"target": finding.target.text} if finding.target is not None else {}),
+        **({"clients": list(finding.clients)} if finding.clients else {}),
     }
 
 
@@ -443,6 +447,11 @@ def decision_fields(decision: Decision) -> dict[str, Any]:
         "offence": decision.offence,
         "simulated": decision.simulated,
         "evidence_count": decision.evidence_count,
+        **(
+            {"clients": list(decision.finding.clients)}
+            if decision.finding is not None and decision.finding.clients
+            else {}
+        ),
     }
 
 

@@ -78,7 +78,16 @@ DEFAULT_CORPUS = Path(
 )
 
 FAILURE_KINDS = frozenset({SshKind.FAILED_PASSWORD, SshKind.INVALID_USER, SshKind.MAX_AUTH})
-WEAK_KINDS = frozenset({SshKind.PREAUTH, SshKind.PAM_FAILURE, SshKind.FAILED_PUBKEY})
+WEAK_KINDS = frozenset(
+    {
+        SshKind.PREAUTH,
+        SshKind.PAM_FAILURE,
+        SshKind.FAILED_PUBKEY,
+        SshKind.NEGOTIATION,
+        SshKind.TIMEOUT,
+        SshKind.REFUSED,
+    }
+)
 
 KNOWN_DIVERGENCES: dict[str, str] = {
     'user "test": password mismatch, client: 127.0.0.1': (

@@ -26,8 +26,14 @@ def feed(events: list[Event], **kw: object) -> list[Finding]:
 
 
 def test_three_recon_requests_are_medium() -> None:
-    """Three recon requests in 10 minutes from an unknown client: MEDIUM with the paths."""
-    found = feed([req(0, "/api/tags"), req(60, "/v1/models?x=1"), req(120, "/API/PS")])
+    """Three recon misses in 10 minutes from an unknown client: MEDIUM with the paths."""
+    found = feed(
+        [
+            req(0, "/api/tags", status=404),
+            req(60, "/v1/models?x=1", status=401),
+            req(120, "/API/PS", status=404),
+        ]
+    )
     assert len(found) == 1
     assert found[0].severity is Severity.MEDIUM
     assert found[0].evidence == ("/api/tags", "/v1/models", "/api/ps")
@@ -42,7 +48,7 @@ def test_two_or_other_paths_do_not_fire() -> None:
 def test_authenticated_clients_are_not_counted() -> None:
     """A client that made an authenticated request (user or key id, status < 400) is trusted."""
     auth = [req(0, "/api/chat", key_id="k1")]
-    probes = [req(float(i), "/api/tags") for i in range(1, 10)]
+    probes = [req(float(i), "/api/tags", status=404) for i in range(1, 10)]
     assert feed([*auth, *probes]) == []
     failed_auth = [req(0, "/api/chat", key_id="k1", status=401)]
     assert len(feed([*failed_auth, *probes])) == 1
@@ -51,7 +57,7 @@ def test_authenticated_clients_are_not_counted() -> None:
 def test_authentication_expires_after_ttl() -> None:
     """Trust ends authenticated_ttl after the last authenticated request."""
     events: list[Event] = [req(0, "/", user="alice")]
-    events += [req(100 + i, "/api/version") for i in range(3)]
+    events += [req(100 + i, "/api/version", status=404) for i in range(3)]
     assert len(feed(events, authenticated_ttl="1m")) == 1
     assert feed(events, authenticated_ttl="1h") == []
 
@@ -60,8 +66,46 @@ def test_ipv6_and_expiry() -> None:
     """IPv6 probes are tracked and expire when idle."""
     det = AiReconDetector(AiReconConfig())
     for i in range(3):
-        found = det.observe(req(float(i), "/api/show", client="2001:db8::3"))
+        found = det.observe(req(float(i), "/api/show", client="2001:db8::3", status=404))
     assert found is not None
     det.observe(req(5, "/", client="2001:db8::4", user="bob"))
-    assert det.tracked_keys() == 2
-    assert det.expire(T0 + 86_500) == 2
+    # misses and sweep windows of the prober, and the authenticated client
+    assert det.tracked_keys() == 3
+    # ... which is held twice: credentialed, and authenticated in any way
+    assert det.expire(T0 + 86_500) == 4
+
+
+def test_sdk_client_listing_models_then_chatting_is_not_recon() -> None:
+    """Successful /v1/models calls are not recon; successful inference makes a client known."""
+    sdk = [req(float(i), "/v1/models") for i in range(5)]
+    chat = [req(10.0, "/v1/chat/completions")]
+    chat = [chat[0]._replace(method="POST")]
+    later = [req(20.0 + i, "/api/tags", status=404) for i in range(5)]
+    assert feed([*sdk, *chat, *later]) == []
+
+
+def test_sweep_of_distinct_endpoints_fires() -> None:
+    """sweep_paths distinct recon endpoints answered 200 from an unknown client: MEDIUM."""
+    paths = ["/api/tags", "/api/ps", "/api/version", "/v1/models", "/api/config", "/docs"]
+    found = feed([req(float(i), p) for i, p in enumerate(paths)])
+    assert [f.count for f in found] == [5]  # the sixth is in the quiet period
+    assert feed([req(float(i), p) for i, p in enumerate(paths)], sweep_paths=7) == []
+
+
+def test_success_where_others_were_refused_is_authentication() -> None:
+    """A 2xx on a METHOD path another client got 401 on marks the client as authenticated."""
+    refused = req(0, "/api/v1/auths/", client="198.51.100.9", status=401)
+    signed_in = req(1, "/api/v1/auths/")
+    probes = [req(2.0 + i, "/api/tags", status=404) for i in range(3)]
+    assert feed([refused, signed_in, *probes]) == []
+    # the same 200 before anyone was refused proves nothing
+    assert len(feed([signed_in, refused, *probes])) == 1
+
+
+def test_inference_later_in_a_batch_does_not_trust_earlier_probes() -> None:
+    """Marks follow event order within one batch (as a line-by-line run)."""
+    det = AiReconDetector(AiReconConfig())
+    probes = [req(float(i), "/api/tags", status=404) for i in range(3)]
+    chat = req(5, "/api/chat")._replace(method="POST")
+    found = det.observe_many([*probes, chat])
+    assert [i for i, _ in found] == [2]

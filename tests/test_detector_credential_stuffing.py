@@ -102,3 +102,50 @@ def test_expire_drops_idle_keys() -> None:
     det.observe(ssh(0, "root"))
     assert det.tracked_keys() == 2
     assert det.expire(T0 + 601) == 2
+
+
+def feed_all(events: list[Event], **kw: object) -> list[Finding]:
+    """Every finding, as the pipeline gets them (several per event possible)."""
+    det = CredentialStuffingDetector(CredentialStuffingConfig.model_validate(kw))
+    return [f for e in events for _, f in det.observe_many((e,))]
+
+
+def test_distributed_attack_names_and_bans_members() -> None:
+    """The per-username alert lists the members; each gets a HIGH finding of its own,
+    except one that logged in successfully (ssh accepted)."""
+    good = "192.0.2.9"
+    events: list[Event] = [ssh(0, "alice", good, SshKind.ACCEPTED)]
+    members = [f"203.0.113.{i}" for i in range(9)] + [good]
+    events += [ssh(1.0 + i, "admin", c) for i, c in enumerate(members)]
+    found = feed_all(events)
+    assert found[0].client is None
+    assert found[0].clients == tuple(members)
+    assert [f.client for f in found[1:]] == members[:9]
+    assert {f.severity for f in found[1:]} == {Severity.HIGH}
+    # a late member, within one window of the crossing, is a member too
+    late = feed_all([*events, ssh(30, "admin", "198.51.100.3")])
+    assert late[-1].client == "198.51.100.3"
+    assert feed_all(events, ban_members=False) == found[:1]
+
+
+def test_member_list_is_bounded() -> None:
+    """At most max_members addresses are listed (and banned)."""
+    events: list[Event] = [ssh(i * 0.1, "admin", f"203.0.113.{i}") for i in range(20)]
+    found = feed_all(events, clients_threshold=20, max_members=12)
+    assert len(found[0].clients) == 12
+    assert len(found) == 13  # the alert and the twelve listed members
+
+
+def test_http_success_spares_a_member() -> None:
+    """An access-log request with a user and status < 400 keeps its client out of bans."""
+    good = "192.0.2.10"
+    ok = HttpRequest(T0, "nginx", good, "GET", "/", 200, 0, "bob", "ua")
+    fails = [
+        HttpRequest(T0 + 1 + i, "nginx", c, "GET", "/", 401, 0, "admin", "ua")
+        for i, c in enumerate([good, *(f"203.0.113.{i}" for i in range(9))])
+    ]
+    det = CredentialStuffingDetector(CredentialStuffingConfig())
+    found = [f for _, f in det.observe_many([ok, *fails])]
+    assert good in found[0].clients
+    assert good not in [f.client for f in found[1:]]
+    assert len(found) == 10

@@ -75,10 +75,26 @@ def test_ipv6_and_refire_once_per_window() -> None:
 
 
 def test_expire_and_tracked_keys() -> None:
-    """Both counters expire idle clients."""
-    det = HttpAuthDetector(HttpAuthConfig())
+    """Both counters expire idle clients (long windows off here; see the slow tests)."""
+    det = HttpAuthDetector(HttpAuthConfig(slow_thresholds=(), slow_windows=()))
     det.observe(fail(0))
     det.observe(req(0))
     assert det.tracked_keys() == 2
     assert det.expire(T0 + 601) == 2
     assert det.tracked_keys() == 0
+
+
+def test_slow_rejections_cross_the_long_window() -> None:
+    """One 401 every 5 minutes never crosses 10 in 5m, but crosses 10 in 1h: HIGH (slow)."""
+    found = feed([req(i * 300.0) for i in range(12)])
+    assert len(found) == 1
+    assert found[0].severity is Severity.HIGH
+    assert found[0].window == 3600.0
+    assert "(slow)" in found[0].message
+    assert feed([req(i * 300.0) for i in range(12)], slow_thresholds=[], slow_windows=[]) == []
+
+
+def test_fast_attack_is_not_reported_again_by_the_long_window() -> None:
+    """A burst the fast window reported does not also cross the long one."""
+    found = feed([fail(i) for i in range(25)])
+    assert [f.window for f in found] == [600.0]

@@ -28,7 +28,7 @@ def feed(events: list[Event], **kw: object) -> list[Finding]:
 
 
 def test_three_sensitive_paths_is_high() -> None:
-    """Three sensitive-path requests in 10 minutes give HIGH, whatever the status."""
+    """Three sensitive-path requests in 10 minutes, one of them a miss, give HIGH."""
     events: list[Event] = [req(0, "/.env"), req(60, "/.git/config", 200), req(120, "/wp-login.php")]
     found = feed(events)
     assert [f.severity for f in found] == [Severity.HIGH]
@@ -120,8 +120,39 @@ def test_benign_apache_log_gives_no_findings() -> None:
 
 
 def test_ipv6_and_expiry() -> None:
-    """IPv6 clients are tracked in both tables and expire when idle."""
+    """IPv6 clients are tracked in every table (sensitive, 404s, misses) and expire when idle."""
     det = ScanningDetector(ScanningConfig())
     det.observe(req(0, "/.env", client="2001:db8::8"))
-    assert det.tracked_keys() == 2
-    assert det.expire(T0 + 601) == 2
+    assert det.tracked_keys() == 3
+    assert det.expire(T0 + 601) == 3
+
+
+def test_path_served_to_many_clients_is_the_apps_own() -> None:
+    """A sensitive path answered 200 to own_resource_clients clients stops counting."""
+    det = ScanningDetector(ScanningConfig(own_resource_clients=2))
+    paths = ["/m/1.sql", "/m/2.sql", "/m/3.sql"]
+    clients = ("192.0.2.1", "192.0.2.2", "192.0.2.3")
+    served = [det.observe(req(float(k), p, 200, c)) for k, p in enumerate(paths) for c in clients]
+    assert [f for f in served if f is not None] == []
+    assert det.own_resources() == 3
+    # a miss is still a probe, whoever sends it
+    probes = ["/a.sql", "/b.sql", "/m/1.sql"]
+    got = [det.observe(req(10.0 + i, p, client="203.0.113.9")) for i, p in enumerate(probes)]
+    assert [f.severity for f in got if f is not None] == [Severity.HIGH]
+
+
+def test_successes_alone_from_one_client_are_medium() -> None:
+    """Three sensitive paths answered 200 to one client only: MEDIUM (alert), not HIGH."""
+    det = ScanningDetector(ScanningConfig())
+    paths = ("/.env", "/.git/config", "/wp-login.php")
+    found = [det.observe(req(float(i), p, status=200)) for i, p in enumerate(paths)]
+    assert [f.severity for f in found if f is not None] == [Severity.MEDIUM]
+
+
+def test_learned_paths_are_bounded() -> None:
+    """At most own_resource_paths paths are remembered (oldest forgotten)."""
+    det = ScanningDetector(ScanningConfig(own_resource_paths=2, own_resource_clients=2))
+    for i in range(5):
+        for c in ("192.0.2.1", "192.0.2.2"):
+            det.observe(req(float(i), f"/x{i}.sql", client=c, status=200))
+    assert det.own_resources() == 2

@@ -74,12 +74,12 @@ def test_each_reader_applies_its_own_ttl() -> None:
     recon = AiReconDetector(AiReconConfig(authenticated_ttl=60.0), shared=shared)
     model = ModelExploitDetector(ModelExploitConfig(authenticated_ttl=3600.0), shared=shared)
     batch: list[Event] = [req(0, "/", key_id="k1")]
-    batch += [req(100 + i, "/api/tags") for i in range(3)] + [req(200, "/api/pull")]
+    batch += [req(100 + i, "/api/tags", status=404) for i in range(3)] + [req(200, "/api/pull")]
     found = pipeline((recon, model), [batch])
     assert [f.detector for f in found] == ["ai_recon"]
     recon.expire(T0 + 1000)
     assert model.tracked_keys() == 1  # the set holds clients for the longest ttl
-    assert model.expire(T0 + 3601) == 1
+    assert model.expire(T0 + 3601) == 2  # held as credentialed and as authenticated
     assert recon.tracked_keys() == 0
 
 
@@ -99,7 +99,7 @@ def test_every_path_reader_shares_one_index() -> None:
     assert all(d._requests is index for d in readers)  # type: ignore[attr-defined]
     bits = {d._bit for d in readers}  # type: ignore[attr-defined]
     assert len(bits) == 4
-    masks, _ = index.facts([req(0, "/api/tags"), req(1, "/.env"), req(2, "/x")], object())
+    masks = index.facts([req(0, "/api/tags"), req(1, "/.env"), req(2, "/x")], object()).masks
     assert masks[0] == by_name["ai_recon"]._bit  # type: ignore[attr-defined]
     assert masks[1] == by_name["scanning"]._bit  # type: ignore[attr-defined]
     assert masks[2] == 0
@@ -108,7 +108,7 @@ def test_every_path_reader_shares_one_index() -> None:
 def test_mixed_batch_gives_the_findings_of_separate_batches() -> None:
     """A batch mixing HTTP requests with other events is answered as if split by type."""
     failure = HttpAuthFailure(T0, "nginx-error", CLIENT, "admin", "password mismatch")
-    requests = [req(float(i), "/api/tags") for i in range(3)]
+    requests = [req(float(i), "/api/tags", status=404) for i in range(3)]
     mixed: list[Event] = [failure, *requests]
     together = pipeline(tuple(build_detectors({})), [mixed])
     apart = pipeline(tuple(build_detectors({})), [[failure], list(requests)])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
 from aisentinel.events import Finding, Severity, SshEvent, SshKind
 
@@ -94,10 +97,34 @@ def test_continuing_attack_refires_once_per_window() -> None:
 
 
 def test_expire_and_lru_cap() -> None:
-    """Idle clients are expired; at most max_keys clients are tracked."""
-    det = make(max_keys=3)
+    """Idle clients are expired; at most max_keys clients are tracked (fast window)."""
+    det = make(max_keys=3, slow_thresholds=[], slow_windows=[])
     for i in range(10):
         det.observe(ssh(float(i), client=f"198.51.100.{i}"))
     assert det.tracked_keys() == 3
     assert det.expire(T0 + 608.5) == 2
     assert det.tracked_keys() == 1
+
+
+def test_slow_brute_force_crosses_long_windows() -> None:
+    """One failure every 5 minutes: 10 in 1h crosses (HIGH, slow), then 20 in 24h."""
+    det = make()
+    found = feed(det, [ssh(i * 300.0) for i in range(40)])
+    assert [(f.window, f.count) for f in found][:2] == [(3600.0, 10), (86_400.0, 20)]
+    assert all("(slow)" in f.message and f.severity is Severity.HIGH for f in found)
+
+
+def test_slow_windows_are_bounded_and_validated() -> None:
+    """slow_max_keys caps each long window; more than four long windows, a window over
+    366d or unpaired lists are refused."""
+    det = make(slow_max_keys=2)
+    for i in range(10):
+        det.observe(ssh(float(i), client=f"198.51.100.{i}"))
+    assert det.tracked_keys() == 10 + 2 * 2
+    assert det.evictions() == 2 * 8  # each long window pushed out eight
+    with pytest.raises(ValidationError):
+        make(slow_thresholds=[10] * 5, slow_windows=["1h"] * 5)
+    with pytest.raises(ValidationError):
+        make(slow_thresholds=[10], slow_windows=["400d"])
+    with pytest.raises(ValidationError, match="one threshold per window"):
+        make(slow_thresholds=[10, 20], slow_windows=["1h"])

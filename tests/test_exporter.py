@@ -75,8 +75,11 @@ def test_families_of_one_name_from_several_stages_are_merged() -> None:
 
 
 def test_an_address_flood_shows_in_detector_evictions() -> None:
-    """Addresses beyond max_keys evict keys, and the detector's own collector exports it."""
-    detector = SshBruteforceDetector(SshBruteforceConfig(max_keys=10))
+    """Addresses beyond max_keys evict keys, and the detector's own collector exports it
+    (long windows off: their own cap is slow_max_keys)."""
+    detector = SshBruteforceDetector(
+        SshBruteforceConfig(max_keys=10, slow_thresholds=(), slow_windows=())
+    )
     for i in range(50):
         detector.observe(
             SshEvent(T0 + i, "auth", f"198.51.100.{i}", SshKind.FAILED_PASSWORD, "root", 22)

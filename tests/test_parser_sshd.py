@@ -121,14 +121,70 @@ def _msg(message: str) -> SshEvent | None:
         ),
         (
             "Unable to negotiate with 1.2.3.4 port 7: no matching cipher found. Their offer: x [preauth]",  # noqa: E501
-            K.PREAUTH,
+            K.NEGOTIATION,
             "1.2.3.4",
             None,
             7,
         ),
         (
             "Bad protocol version identification 'GET / HTTP/1.1' from 1.2.3.4 port 7",
-            K.PREAUTH,
+            K.NEGOTIATION,
+            "1.2.3.4",
+            None,
+            7,
+        ),
+        (
+            "error: Bad remote protocol version identification: 'GET / HTTP/1.1' from 1.2.3.4 port 7",  # noqa: E501
+            K.NEGOTIATION,
+            "1.2.3.4",
+            None,
+            7,
+        ),
+        (
+            "Unable to negotiate with 1.2.3.4 port 7: no matching key exchange method found. Their offer: diffie-hellman-group1-sha1 [preauth]",  # noqa: E501
+            K.NEGOTIATION,
+            "1.2.3.4",
+            None,
+            7,
+        ),
+        (
+            "error: Protocol major versions differ for 1.2.3.4 port 7: SSH-2.0-OpenSSH_9.6 vs. SSH-1.5-x",  # noqa: E501
+            K.NEGOTIATION,
+            "1.2.3.4",
+            None,
+            7,
+        ),
+        (
+            "banner exchange: Connection from 1.2.3.4 port 7: invalid format",
+            K.NEGOTIATION,
+            "1.2.3.4",
+            None,
+            7,
+        ),
+        (
+            "fatal: Timeout before authentication for 1.2.3.4 port 7",
+            K.TIMEOUT,
+            "1.2.3.4",
+            None,
+            None,
+        ),
+        (
+            "fatal: Timeout before authentication for connection from 1.2.3.4 to 192.0.2.1, pid = 9",  # noqa: E501
+            K.TIMEOUT,
+            "1.2.3.4",
+            None,
+            None,
+        ),
+        (
+            "refused connect from host.example (1.2.3.4)",
+            K.REFUSED,
+            "1.2.3.4",
+            None,
+            None,
+        ),
+        (
+            "drop connection #3 from [1.2.3.4]:7 on [192.0.2.1]:22 past MaxStartups",
+            K.REFUSED,
             "1.2.3.4",
             None,
             7,

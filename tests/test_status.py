@@ -374,7 +374,9 @@ def test_render_escapes_problem_and_error_text() -> None:
 def test_detector_evictions_count_keys_pushed_out_of_a_full_table() -> None:
     """With max_keys = 2, a third address evicts one key and evictions() says 1."""
     t0 = 1_764_000_000.0
-    det = SshBruteforceDetector(SshBruteforceConfig(max_keys=2))
+    det = SshBruteforceDetector(
+        SshBruteforceConfig(max_keys=2, slow_thresholds=(), slow_windows=())
+    )
     assert det.evictions() == 0
     for i, ip in enumerate(("192.0.2.1", "192.0.2.2", "192.0.2.3")):
         det.observe(SshEvent(t0 + i, "auth", ip, SshKind.FAILED_PASSWORD, "root", 22))

@@ -702,7 +702,9 @@ def _ep_scan(rng: random.Random, addr: str, t0: float, pace: float) -> _Episode:
 
 
 def _ep_recon(rng: random.Random, addr: str, t0: float, pace: float) -> _Episode:
-    n = rng.randint(4, 12)
+    # At least five requests: on an exposed server (all 200) recon is a sweep of five
+    # distinct endpoints (ai_recon's sweep_paths), not a few successful model lists.
+    n = rng.randint(5, 12)
     exposed = rng.random() < 0.5
     ua = _SCAN_UAS[int(rng.random() * len(_SCAN_UAS))]
     out: list[Planned] = []

@@ -2,11 +2,15 @@
 
 Model lists, running models, versions, model details and UI configuration
 (``/api/tags``, ``/api/ps``, ``/v1/models``, ``/api/config`` ...) tell an attacker
-what a server runs and whether it is open. A client that has made an
-authenticated request (``HttpRequest.user`` or ``key_id`` set and status < 400)
-within ``authenticated_ttl`` is a known user and is not counted; others are:
-``threshold`` requests within ``window`` (default 3 in 10 minutes) give a MEDIUM
-finding.
+what a server runs and whether it is open. A client that authenticated within
+``authenticated_ttl`` is a known user and is not counted: a request with
+``HttpRequest.user`` or ``key_id`` set and status < 400, or an inferred
+authentication (a successful inference call, a 2xx where others got 401/403: see
+:mod:`~.shared`). Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
+successful recon requests are not enough either: a MEDIUM finding needs, from an
+unauthenticated client, ``threshold`` recon requests answered 4xx/5xx (misses)
+within ``window`` (default 3 in 10 minutes), or a sweep of ``sweep_paths``
+distinct recon endpoints (default 5) within ``window``.
 
 Deployments whose web UI polls the inference server itself (Open WebUI polls
 Ollama's ``/api/tags``) should allowlist the UI's address in the decisions stage:
@@ -18,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, normalise_path
 from aisentinel.detectors.shared import SharedState
-from aisentinel.detectors.window import EventWindows
+from aisentinel.detectors.window import DistinctWindows, EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 DEFAULT_RECON_PATHS = (
@@ -61,6 +65,8 @@ class AiReconConfig(WindowedConfig):
     paths: tuple[str, ...] = DEFAULT_RECON_PATHS
     authenticated_ttl: Window = 86_400.0
     """How long a client that authenticated once is trusted."""
+    sweep_paths: int = Field(default=5, ge=2, le=100)
+    """Distinct recon endpoints within ``window`` that make a sweep, whatever the status."""
 
     @field_validator("paths")
     @classmethod
@@ -81,6 +87,11 @@ class AiReconDetector(BatchDetector):
         self._cfg = config
         self._match = PathSignatures(config.paths).match
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
+        """Misses (status 400 or more) per client."""
+        self._sweeps = DistinctWindows(
+            config.sweep_paths, config.window, config.max_keys, intern_values=True
+        )
+        """Distinct recon endpoints per client."""
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -91,7 +102,7 @@ class AiReconDetector(BatchDetector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        masks, marks = self._requests.facts(events, self)
+        masks, _, marks = self._requests.facts(events, self)
         bit = self._bit
         ttl = self._cfg.authenticated_ttl
         requests = cast("Sequence[HttpRequest]", events)
@@ -106,7 +117,21 @@ class AiReconDetector(BatchDetector):
         return out
 
     def _recon(self, event: HttpRequest) -> Finding | None:
-        crossing = self._windows.hit(event.client, event.ts, normalise_path(event.path)[:200])
+        path = normalise_path(event.path)[:200]
+        cfg = self._cfg
+        if event.status >= 400:
+            crossing = self._windows.hit(event.client, event.ts, path)
+            if crossing is not None:
+                return client_finding(
+                    self.name,
+                    crossing,
+                    event,
+                    severity=Severity.MEDIUM,
+                    what="unauthenticated AI recon requests answered with errors",
+                    threshold=cfg.threshold,
+                    window=cfg.window,
+                )
+        crossing = self._sweeps.hit(event.client, path, event.ts)
         if crossing is None:
             return None
         return client_finding(
@@ -114,18 +139,18 @@ class AiReconDetector(BatchDetector):
             crossing,
             event,
             severity=Severity.MEDIUM,
-            what="unauthenticated AI recon requests",
-            threshold=self._cfg.threshold,
-            window=self._cfg.window,
+            what="distinct AI recon endpoints swept without authentication",
+            threshold=cfg.sweep_paths,
+            window=cfg.window,
         )
 
     def expire(self, now: float) -> int:
-        return self._windows.expire(now) + self._requests.expire(now)
+        return self._windows.expire(now) + self._sweeps.expire(now) + self._requests.expire(now)
 
     def tracked_keys(self) -> int:
         """Recon windows plus the authenticated clients (shared with ``model_exploit``
         when built together: both count them)."""
-        return len(self._windows) + self._requests.authenticated()
+        return len(self._windows) + len(self._sweeps) + self._requests.authenticated()
 
 
 REGISTRY.register("ai_recon", AiReconConfig, AiReconDetector)

@@ -8,8 +8,13 @@ carry ``$remote_user``. Usernames are compared as logged, across services.
   10 minutes): HIGH, about that client (password spraying / stuffing from one host).
 * ``clients_threshold`` distinct clients failing as one username within
   ``clients_window`` (default 10 in 10 minutes): MEDIUM, ``client=None`` (nothing
-  to ban), ``key`` the username and ``clients`` the addresses seen. A public sshd
-  sees this for ``root`` all day; it is an alert, not a ban.
+  to ban), ``key`` the username and ``clients`` the addresses seen (at most
+  ``max_members``). A public sshd sees this for ``root`` all day; the finding
+  itself is an alert. With ``ban_members`` (default on), each member that never
+  logged in successfully (an accepted ssh login, or an access-log request with a
+  user and status < 400, within ``success_ttl``) also gets a HIGH finding of its
+  own, right after the alert, so the decision engine bans it (the allowlist, and
+  "already banned", still apply per member).
 
 Per key at most ``threshold + 2`` distinct values are held, so memory stays bounded
 whatever the attacker rotates.
@@ -20,7 +25,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from pydantic import Field
+
+from aisentinel.configtypes import format_duration
+from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
     MaxKeys,
     Threshold,
@@ -28,7 +36,7 @@ from aisentinel.detectors.common import (
     all_requests,
     crossing_finding,
 )
-from aisentinel.detectors.window import DistinctWindows
+from aisentinel.detectors.window import DistinctWindows, RecentSet
 from aisentinel.events import (
     Event,
     Finding,
@@ -40,6 +48,7 @@ from aisentinel.events import (
 )
 
 _MAX_USER = 128
+_NEG_INF = float("-inf")
 
 
 class CredentialStuffingConfig(WindowedConfig):
@@ -51,9 +60,15 @@ class CredentialStuffingConfig(WindowedConfig):
     clients_threshold: Threshold = 10
     """Distinct client addresses failing as one username that make a finding."""
     clients_window: Window = 600.0
+    max_members: int = Field(default=50, ge=1, le=1000)
+    """Most addresses a per-username finding lists (and bans, with ``ban_members``)."""
+    ban_members: bool = True
+    """Give each listed member that never logged in successfully a HIGH finding."""
+    success_ttl: Window = 86_400.0
+    """How long a successful login keeps its client out of member bans."""
 
 
-class CredentialStuffingDetector(Detector):
+class CredentialStuffingDetector(BatchDetector):
     """Distinct usernames per client (HIGH) and distinct clients per username (MEDIUM)."""
 
     name = "credential_stuffing"
@@ -67,21 +82,33 @@ class CredentialStuffingDetector(Detector):
             config.threshold, config.window, config.max_keys, intern_values=True
         )
         self._clients = DistinctWindows(
-            config.clients_threshold, config.clients_window, config.max_keys
+            config.clients_threshold,
+            config.clients_window,
+            config.max_keys,
+            margin=max(2, config.max_members - config.clients_threshold),
         )
+        self._succeeded = RecentSet(config.success_ttl, config.max_keys)
+        """Clients that logged in successfully (kept out of member bans)."""
+        self._attacked: dict[str, float] = {}
+        """Username -> until when a failure as it makes its client a member (one
+        ``clients_window`` after its crossing; at most ``max_keys``)."""
 
-    def observe(self, event: Event) -> Finding | None:
+    def _failure(self, event: Event, at: int, out: list[tuple[int, Finding]]) -> None:
+        """Account for one event that may be a failed login; its findings into ``out``."""
         if isinstance(event, HttpRequest):
             if event.status != 401:
-                return None
+                if event.user is not None and event.status < 400:
+                    self._succeeded.add(event.client, event.ts)
+                return
         elif isinstance(event, SshEvent):
             if event.kind is SshKind.ACCEPTED:
-                return None
+                self._succeeded.add(event.client, event.ts)
+                return
         elif not isinstance(event, HttpAuthFailure):
-            return None
+            return
         user = event.user
         if not user:
-            return None
+            return
         if len(user) > _MAX_USER:
             user = user[:_MAX_USER]
         client = event.client
@@ -94,67 +121,138 @@ class CredentialStuffingDetector(Detector):
                 # username cross again on its next failure (nothing is lost).
                 self._clients.release(user)
             else:
-                return crossing_finding(
-                    by_user,
+                members = by_user.evidence[: self._cfg.max_members]
+                out.append(
+                    (
+                        at,
+                        crossing_finding(
+                            by_user,
+                            ts=ts,
+                            detector=self.name,
+                            severity=Severity.MEDIUM,
+                            client=None,
+                            key=user,
+                            what=f"clients failed to log in as {user!r}",
+                            threshold=self._cfg.clients_threshold,
+                            window=self._cfg.clients_window,
+                            source=event.source,
+                            evidence=(),
+                            clients=members,
+                        ),
+                    )
+                )
+                if self._cfg.ban_members:
+                    self._members(event, user, members, at, out)
+                    attacked = self._attacked
+                    attacked.pop(user, None)
+                    if len(attacked) >= self._cfg.max_keys:
+                        del attacked[next(iter(attacked))]
+                    attacked[user] = ts + self._cfg.clients_window
+                return
+        elif found is None and self._attacked.get(user, _NEG_INF) >= ts:
+            # A late member: the username is under attack (crossed within a window).
+            self._members(event, user, (client,), at, out)
+            return
+        if found is None:
+            return
+        out.append(
+            (
+                at,
+                crossing_finding(
+                    found,
                     ts=ts,
                     detector=self.name,
-                    severity=Severity.MEDIUM,
-                    client=None,
-                    key=user,
-                    what=f"clients failed to log in as {user!r}",
-                    threshold=self._cfg.clients_threshold,
-                    window=self._cfg.clients_window,
+                    severity=Severity.HIGH,
+                    client=client,
+                    key=client,
+                    what="usernames tried",
+                    threshold=self._cfg.threshold,
+                    window=self._cfg.window,
                     source=event.source,
-                    evidence=(),
-                    clients=by_user.evidence,
-                )
-        if found is None:
-            return None
-        return crossing_finding(
-            found,
-            ts=ts,
-            detector=self.name,
-            severity=Severity.HIGH,
-            client=client,
-            key=client,
-            what="usernames tried",
-            threshold=self._cfg.threshold,
-            window=self._cfg.window,
-            source=event.source,
+                ),
+            )
         )
+
+    def _members(
+        self,
+        event: HttpRequest | HttpAuthFailure | SshEvent,
+        user: str,
+        members: tuple[str, ...],
+        at: int,
+        out: list[tuple[int, Finding]],
+    ) -> None:
+        """A HIGH finding about each of ``members`` that never logged in successfully."""
+        cfg = self._cfg
+        last = self._succeeded.last
+        horizon = event.ts - cfg.success_ttl
+        span = format_duration(cfg.clients_window)
+        for member in members:
+            if last(member) >= horizon:
+                continue
+            out.append(
+                (
+                    at,
+                    Finding(
+                        ts=event.ts,
+                        detector=self.name,
+                        severity=Severity.HIGH,
+                        client=member,
+                        key=member,
+                        count=1,
+                        window=cfg.clients_window,
+                        message=(
+                            f"member of a distributed login attack on {user!r}"
+                            f" (threshold {cfg.clients_threshold} clients in {span})"
+                        ),
+                        evidence=(user,),
+                        source=event.source,
+                    ),
+                )
+            )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        observe = self.observe
+        failure = self._failure
         if all_requests(events):
-            # Only a 401 that names a user counts: picked out without a call or a
-            # type check per request (status and user read by name).
-            for i in [
-                i
-                for i, r in enumerate(cast("Sequence[HttpRequest]", events))
-                if r.status == 401 and r.user
-            ]:
-                found = observe(events[i])
-                if found is not None:
-                    out.append((i, found))
+            # A 401 that names a user counts; a success with a user keeps its client
+            # out of member bans: picked out without a call or a type check per
+            # request (status and user read by name).
+            reqs = cast("Sequence[HttpRequest]", events)
+            picked = [i for i, r in enumerate(reqs) if r.user and r.status == 401]
+            if not picked:
+                add = self._succeeded.add
+                for client, ts in {
+                    r.client: r.ts for r in reqs if r.user is not None and r.status < 400
+                }.items():
+                    add(client, ts)
+                return out
+            for i in [i for i, r in enumerate(reqs) if r.user is not None and r.status <= 401]:
+                failure(events[i], i, out)
             return out
         accepted = SshKind.ACCEPTED
         for i, event in enumerate(events):
             if isinstance(event, HttpRequest):
-                if event.status != 401:
+                if event.user is None or event.status > 401:
                     continue  # the common cases, decided without a call
-            elif isinstance(event, SshEvent) and (event.kind is accepted or not event.user):
+            elif isinstance(event, SshEvent) and event.kind is not accepted and not event.user:
                 continue
-            found = observe(event)
-            if found is not None:
-                out.append((i, found))
+            failure(event, i, out)
         return out
 
     def expire(self, now: float) -> int:
-        return self._users.expire(now) + self._clients.expire(now)
+        attacked = self._attacked
+        over = [user for user, until in attacked.items() if until < now]
+        for user in over:
+            del attacked[user]
+        return (
+            self._users.expire(now)
+            + self._clients.expire(now)
+            + self._succeeded.expire(now)
+            + len(over)
+        )
 
     def tracked_keys(self) -> int:
-        return len(self._users) + len(self._clients)
+        return len(self._users) + len(self._clients) + len(self._succeeded) + len(self._attacked)
 
 
 REGISTRY.register("credential_stuffing", CredentialStuffingConfig, CredentialStuffingDetector)

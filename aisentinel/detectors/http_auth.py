@@ -17,7 +17,9 @@ counted twice against one threshold:
   counter is more tolerant because a browser's first request for a basic-auth
   page, and an expired web-UI session, also produce 401s.
 
-Either counter crossing gives a HIGH finding about the client.
+Either counter crossing gives a HIGH finding about the client. Each counter also
+has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
+10 in an hour and 20 in a day, see :mod:`~.slow`) for slow brute force: HIGH as well.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from aisentinel.detectors.common import (
     client_finding,
 )
 from aisentinel.detectors.paths import PrefixMatcher
-from aisentinel.detectors.window import EventWindows
+from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
+from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
 DEFAULT_AUTH_PATHS = (
@@ -58,7 +61,7 @@ DEFAULT_AUTH_PATHS = (
 """Path prefixes of login endpoints (Open WebUI and common web applications)."""
 
 
-class HttpAuthConfig(WindowedConfig):
+class HttpAuthConfig(WindowedConfig, SlowConfig):
     """``[detectors.http_auth]``; ``threshold``/``window`` apply to error-log failures."""
 
     max_keys: MaxKeys = 100_000
@@ -87,6 +90,8 @@ class HttpAuthDetector(Detector):
         self._rejections = EventWindows(
             config.status_threshold, config.status_window, config.max_keys
         )
+        self._failures_slow = SlowCounters(config.slow(), config.slow_max_keys)
+        self._rejections_slow = SlowCounters(config.slow(), config.slow_max_keys)
 
     def observe(self, event: Event) -> Finding | None:
         if isinstance(event, HttpRequest):
@@ -95,14 +100,14 @@ class HttpAuthDetector(Detector):
                 status not in self._auth_statuses or not self._auth_paths.match(event.path)
             ):
                 return None
-            crossing = self._rejections.hit(event.client, event.ts, event.path[:200])
-            if crossing is None:
-                return None
-            return client_finding(
-                self.name,
-                crossing,
+            sample = event.path[:200]
+            crossing = self._rejections.hit(event.client, event.ts, sample)
+            slow = self._rejections_slow
+            fast = crossing is not None
+            return self._found(
                 event,
-                severity=Severity.HIGH,
+                crossing,
+                slow.hit(event.client, event.ts, sample, fast=fast) if slow else None,
                 what="rejected http logins",
                 threshold=self._cfg.status_threshold,
                 window=self._cfg.status_window,
@@ -110,16 +115,49 @@ class HttpAuthDetector(Detector):
         if not isinstance(event, HttpAuthFailure) or event.reason == "no_credentials":
             return None
         crossing = self._failures.hit(event.client, event.ts, event.user)
-        if crossing is None:
-            return None
-        return client_finding(
-            self.name,
-            crossing,
+        slow = self._failures_slow
+        return self._found(
             event,
-            severity=Severity.HIGH,
+            crossing,
+            slow.hit(event.client, event.ts, event.user, fast=crossing is not None)
+            if slow
+            else None,
             what="http auth failures",
             threshold=self._cfg.threshold,
             window=self._cfg.window,
+        )
+
+    def _found(
+        self,
+        event: HttpRequest | HttpAuthFailure,
+        crossing: Crossing | None,
+        slow: SlowCrossing | None,
+        *,
+        what: str,
+        threshold: int,
+        window: float,
+    ) -> Finding | None:
+        """The fast window's finding, else the long window's, else ``None``."""
+        if crossing is not None:
+            return client_finding(
+                self.name,
+                crossing,
+                event,
+                severity=Severity.HIGH,
+                what=what,
+                threshold=threshold,
+                window=window,
+            )
+        if slow is None:
+            return None
+        return client_finding(
+            self.name,
+            slow.crossing,
+            event,
+            severity=Severity.HIGH,
+            what=f"{what} (slow)",
+            threshold=slow.threshold,
+            window=slow.window,
         )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
@@ -149,10 +187,25 @@ class HttpAuthDetector(Detector):
         return out
 
     def expire(self, now: float) -> int:
-        return self._failures.expire(now) + self._rejections.expire(now)
+        return (
+            self._failures.expire(now)
+            + self._rejections.expire(now)
+            + self._failures_slow.expire(now)
+            + self._rejections_slow.expire(now)
+        )
+
+    def window_counts(self) -> tuple[int, int]:
+        evicted, overflow = super().window_counts()
+        slow = self._failures_slow.evicted + self._rejections_slow.evicted
+        return evicted + slow, overflow
 
     def tracked_keys(self) -> int:
-        return len(self._failures) + len(self._rejections)
+        return (
+            len(self._failures)
+            + len(self._rejections)
+            + len(self._failures_slow)
+            + len(self._rejections_slow)
+        )
 
 
 REGISTRY.register("http_auth", HttpAuthConfig, HttpAuthDetector)

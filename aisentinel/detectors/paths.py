@@ -28,6 +28,33 @@ VERDICT_CACHE_LIMIT = 4096
 """Raw paths a :class:`VerdictCache` remembers before it starts afresh."""
 
 BUILTIN_SENSITIVE_PATHS = "sensitive_paths.txt"
+
+DEFAULT_AI_PATHS = (
+    "/api/generate",
+    "/api/chat",
+    "/api/embed",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+    "/v1/responses",
+    "/v1/messages",
+    "/v1/audio/",
+    "/v1/images/",
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/pooling",
+    "/classify",
+    "/score",
+    "/ollama/api/generate",
+    "/ollama/api/chat",
+    "/ollama/api/embed",
+    "/ollama/v1/",
+    "/openai/chat/completions",
+    "/api/chat/completions",
+    "/api/v1/chat/completions",
+)
+"""Path prefixes of inference endpoints (Ollama, OpenAI-compatible/vLLM, Open WebUI)."""
 """The list shipped in ``aisentinel/data``."""
 
 

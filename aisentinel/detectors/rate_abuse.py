@@ -33,37 +33,10 @@ from aisentinel.detectors.common import (
     client_finding,
     crossing_finding,
 )
-from aisentinel.detectors.paths import PrefixMatcher
+from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import Crossing, EventWindows, RateWindows
 from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Severity
-
-DEFAULT_AI_PATHS = (
-    "/api/generate",
-    "/api/chat",
-    "/api/embed",
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/embeddings",
-    "/v1/responses",
-    "/v1/messages",
-    "/v1/audio/",
-    "/v1/images/",
-    "/v1/rerank",
-    "/v2/rerank",
-    "/rerank",
-    "/pooling",
-    "/classify",
-    "/score",
-    "/ollama/api/generate",
-    "/ollama/api/chat",
-    "/ollama/api/embed",
-    "/ollama/v1/",
-    "/openai/chat/completions",
-    "/api/chat/completions",
-    "/api/v1/chat/completions",
-)
-"""Path prefixes of inference endpoints (Ollama, OpenAI-compatible/vLLM, Open WebUI)."""
 
 _GLOBAL, _AI, _KEY = range(3)  # which counter crossed
 
@@ -108,7 +81,7 @@ class RateAbuseDetector(BatchDetector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        masks, _ = self._requests.facts(events, self)
+        masks = self._requests.facts(events, self).masks
         bit = self._bit
         if not all_requests(events):
             for i, event in enumerate(events):

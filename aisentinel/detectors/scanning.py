@@ -3,9 +3,16 @@
 * Sensitive paths (``/.env``, ``/.git/config``, ``/wp-login.php``, ``/actuator/env``
   ...): the list shipped in ``aisentinel/data/sensitive_paths.txt`` plus
   ``extra_path_files`` (same format, see :mod:`~.paths`). ``threshold`` hits in
-  ``window`` (default 3 in 10 minutes) give a HIGH finding, whatever the status
-  (a 200 for ``/.env`` is worse than a 404). Matching is a set lookup on the
+  ``window`` (default 3 in 10 minutes) give a HIGH finding when at least one of
+  them was a miss (any status but 2xx/304). Matching is a set lookup on the
   normalised path plus bucketed prefix/suffix checks, never a loop over the list.
+  Status-aware: a sensitive-looking path the server answers 2xx/304 to for
+  ``own_resource_clients`` distinct clients (default 3) is the application's own
+  resource (an app serving its ``.sql`` migrations to every user), learned per
+  normalised path (at most ``own_resource_paths``, oldest forgotten first): a
+  success there no longer counts. Hits that were all successes on paths not (yet)
+  learned give a MEDIUM finding (an alert: it may be the first user of the app's
+  resource), and none when one of their paths has been learned since.
 * 404 bursts: ``not_found_threshold`` responses with a status in
   ``not_found_statuses`` within ``not_found_window`` (default 20 in a minute): a
   MEDIUM finding, counted with the compact rate estimate of
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
@@ -42,7 +49,7 @@ from aisentinel.detectors.paths import (
 )
 from aisentinel.detectors.paths import parse_patterns as _parse_patterns
 from aisentinel.detectors.shared import SharedState
-from aisentinel.detectors.window import EventWindows, RateWindows
+from aisentinel.detectors.window import EventWindows, RateWindows, RecentSet
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 DEFAULT_NOT_FOUND_IGNORE = (
@@ -83,6 +90,10 @@ class ScanningConfig(WindowedConfig):
     not_found_window: Window = 60.0
     not_found_statuses: tuple[HttpStatus, ...] = (404,)
     not_found_ignore: tuple[str, ...] = DEFAULT_NOT_FOUND_IGNORE
+    own_resource_clients: int = Field(default=3, ge=2, le=100)
+    """Distinct clients served 2xx/304 on a sensitive path that make it the app's own."""
+    own_resource_paths: int = Field(default=4096, ge=1, le=100_000)
+    """At most this many sensitive paths whose successful clients are remembered."""
 
     @field_validator("extra_path_files")
     @classmethod
@@ -118,6 +129,11 @@ class ScanningDetector(BatchDetector):
         self._is_ignored = VerdictCache(ignore.match)
         self._statuses = frozenset(config.not_found_statuses)
         self._sensitive = EventWindows(config.threshold, config.window, config.max_keys)
+        self._missed = RecentSet(config.window, config.max_keys)
+        """Per client: when it last had a sensitive-path request that was not a success."""
+        self._served: dict[str, list[str]] = {}
+        """Normalised sensitive path -> distinct clients served 2xx/304 (up to
+        ``own_resource_clients``: then the path is the app's own)."""
         self._not_found = RateWindows(
             config.not_found_threshold, config.not_found_window, config.max_keys
         )
@@ -129,7 +145,7 @@ class ScanningDetector(BatchDetector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        masks, _ = self._requests.facts(events, self)
+        masks = self._requests.facts(events, self).masks
         bit = self._bit
         statuses = self._statuses
         if all_requests(events):
@@ -160,19 +176,56 @@ class ScanningDetector(BatchDetector):
         return out
 
     def _sensitive_hit(self, event: HttpRequest) -> Finding | None:
-        path = normalise_path(event.path)
-        crossing = self._sensitive.hit(event.client, event.ts, path[:_MAX_EVIDENCE_PATH])
+        path = normalise_path(event.path)[:_MAX_EVIDENCE_PATH]
+        status = event.status
+        client = event.client
+        if 200 <= status < 300 or status == 304:
+            if self._serve(path, client):
+                return None
+        else:
+            self._missed.add(client, event.ts)
+        crossing = self._sensitive.hit(client, event.ts, path)
         if crossing is None:
             return None
+        if self._missed.last(client) >= crossing.first_ts:
+            severity, what = Severity.HIGH, "requests for sensitive paths"
+        elif any(self._is_own(p) for p in crossing.evidence):
+            return None  # the client fetches what everyone is served
+        else:
+            severity, what = Severity.MEDIUM, "successful requests for sensitive paths"
         return client_finding(
             self.name,
             crossing,
             event,
-            severity=Severity.HIGH,
-            what="requests for sensitive paths",
+            severity=severity,
+            what=what,
             threshold=self._cfg.threshold,
             window=self._cfg.window,
         )
+
+    def _is_own(self, path: str) -> bool:
+        served = self._served.get(path)
+        return served is not None and len(served) >= self._cfg.own_resource_clients
+
+    def _serve(self, path: str, client: str) -> bool:
+        """Record that ``path`` was served to ``client``; whether it is the app's own."""
+        served_map = self._served
+        served = served_map.get(path)
+        need = self._cfg.own_resource_clients
+        if served is None:
+            if len(served_map) >= self._cfg.own_resource_paths:
+                del served_map[next(iter(served_map))]
+            served_map[path] = served = []
+        elif len(served) >= need:
+            return True
+        if client not in served:
+            served.append(client)
+        return len(served) >= need
+
+    def own_resources(self) -> int:
+        """Sensitive paths learned as the application's own resources."""
+        need = self._cfg.own_resource_clients
+        return sum(1 for served in self._served.values() if len(served) >= need)
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:
         crossing = self._not_found.hit(event.client, event.ts)
@@ -193,10 +246,10 @@ class ScanningDetector(BatchDetector):
         )
 
     def expire(self, now: float) -> int:
-        return self._sensitive.expire(now) + self._not_found.expire(now)
+        return self._sensitive.expire(now) + self._not_found.expire(now) + self._missed.expire(now)
 
     def tracked_keys(self) -> int:
-        return len(self._sensitive) + len(self._not_found)
+        return len(self._sensitive) + len(self._not_found) + len(self._missed)
 
 
 REGISTRY.register("scanning", ScanningConfig, ScanningDetector)

@@ -3,8 +3,13 @@
 Four detectors ask questions of every request's path (``rate_abuse``: an AI
 endpoint? ``scanning``: a sensitive path? ``ai_recon``: a recon endpoint?
 ``model_exploit``: a model-management call?) and two of them also ask "did this
-client make an authenticated request (``user`` or ``key_id`` set, status < 400)
-lately?". The pipeline owns one :class:`SharedState` for as long as it runs
+client authenticate lately?": a request with ``user`` or ``key_id`` set and
+status < 400, or an inferred authentication (bearer tokens and cookies are not in
+most log formats): a 2xx on an inference endpoint (:data:`~.paths.DEFAULT_AI_PATHS`),
+or a 2xx on a ``METHOD path`` that was answered 401/403 before, to anyone (the
+index learns those paths, at most :data:`PROTECTED_PATHS_LIMIT`; ``marks`` count
+credentials only, ``inferred`` both). The pipeline owns one :class:`SharedState`
+for as long as it runs
 and binds every detector whose class sets ``wants_shared = True`` to it
 (:meth:`SharedState.bind`, which calls each one's ``share``); each registers its
 path test with the one :class:`RequestIndex` and gets a bit. A reload binds the
@@ -38,7 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from aisentinel.detectors.common import all_requests
-from aisentinel.detectors.paths import VerdictCache
+from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher, VerdictCache
 from aisentinel.detectors.window import RecentSet
 from aisentinel.events import Event, HttpRequest
 
@@ -53,11 +58,28 @@ class BatchFacts(NamedTuple):
     """Per event: the OR of the bits of the path tests its path passes (0 for
     events that are not HTTP requests)."""
     marks: dict[int, float]
-    """Event index -> when its client last authenticated, that event included, for
-    the events that passed a marked reader's test (missing: not known)."""
+    """Event index -> when its client last authenticated with credentials in the log
+    (``user`` or ``key_id``), that event included, for the events that passed a
+    marked reader's test (missing: not known)."""
+    inferred: dict[int, float]
+    """The same, counting inferred authentications too."""
 
 
-_NO_FACTS = BatchFacts([], {})
+_NO_FACTS = BatchFacts([], {}, {})
+
+_DENIED = frozenset((401, 403))
+PROTECTED_PATHS_LIMIT = 4096
+"""At most this many learned auth-protected paths (oldest forgotten first)."""
+_PROTECTED_KEY_CHARS = 200
+
+
+def _protected_key(request: HttpRequest) -> str:
+    """``METHOD path`` without the query, truncated: the key of a learned protected path."""
+    path = request.path
+    cut = path.find("?")
+    if cut >= 0:
+        path = path[:cut]
+    return f"{request.method} {path[:_PROTECTED_KEY_CHARS]}"
 
 
 class RequestIndex:
@@ -69,11 +91,14 @@ class RequestIndex:
     """
 
     __slots__ = (
+        "_any",
         "_batch",
         "_batch_len",
         "_facts",
+        "_inference",
         "_marked",
         "_min_ttl",
+        "_protected",
         "_served",
         "_set",
         "_tests",
@@ -83,6 +108,8 @@ class RequestIndex:
 
     def __init__(self) -> None:
         self._set = RecentSet(1.0, 1)
+        self._any = RecentSet(1.0, 1)
+        """Clients that authenticated, inferred authentications included."""
         self._marked = 0
         """The OR of the bits of readers that need marks."""
         self._min_ttl = 0.0
@@ -90,6 +117,9 @@ class RequestIndex:
         self._tests: list[Callable[[str], bool]] = []
         self._verdicts = VerdictCache(self._mask)
         self._users = 0
+        self._inference = VerdictCache(PrefixMatcher(DEFAULT_AI_PATHS).match)
+        self._protected: dict[str, None] = {}
+        """``METHOD path`` answered 401/403 (to someone): a 2xx there is an authentication."""
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
         self._facts = _NO_FACTS
@@ -109,12 +139,12 @@ class RequestIndex:
         self._tests.append(test)
         self._verdicts.clear()  # masks cached so far lack the new bit
         if ttl is not None:
-            held = self._set
-            if not self._marked or ttl > held.ttl:
-                held.ttl = ttl
+            for held in (self._set, self._any):
+                if not self._marked or ttl > held.ttl:
+                    held.ttl = ttl
+                held.max_keys = max(held.max_keys, max_keys)
             if not self._marked or ttl < self._min_ttl:
                 self._min_ttl = ttl
-            held.max_keys = max(held.max_keys, max_keys)
             self._marked |= bit
         self._users += 1
         return bit
@@ -128,12 +158,13 @@ class RequestIndex:
         self._min_ttl = 0.0
         self._users = 0
         self._set.max_keys = 1
+        self._any.max_keys = 1
         self._forget_batch()
 
     def settle(self) -> int:
         """Drop the clients over the readers' cap (after a reload lowered it); how many.
         With no reader that needs marks the set is left as it is (until it expires)."""
-        return self._set.trim() if self._marked else 0
+        return self._set.trim() + self._any.trim() if self._marked else 0
 
     def facts(self, events: Sequence[Event], reader: object) -> BatchFacts:
         """The facts of ``events`` for ``reader`` (see the module doc)."""
@@ -191,31 +222,54 @@ class RequestIndex:
                     masks[i] = fill(cast("HttpRequest", events[i]).path)
         done = cast("list[int]", masks)
         if not self._marked:
-            return BatchFacts(done, {})
-        return BatchFacts(done, self._marks(events, done, requests))
+            return BatchFacts(done, {}, {})
+        return self._marks(events, done, requests)
 
-    def _marks(self, events: Sequence[Event], masks: list[int], requests: bool) -> dict[int, float]:
+    def _marks(self, events: Sequence[Event], masks: list[int], requests: bool) -> BatchFacts:
         marked = self._marked
         need = [i for i, mask in enumerate(masks) if mask & marked]
-        # Authenticated requests: user or key_id set, status below 400.
+        # Authenticated requests: user or key_id set and status below 400, or inferred
+        # (see _inferred).
         reqs = cast("Sequence[HttpRequest]", events)
         if requests:
-            authed = [
-                i
-                for i, r in enumerate(reqs)
-                if (r.user is not None or r.key_id is not None) and r.status < 400
+            denied = [i for i, r in enumerate(reqs) if r.status in _DENIED]
+            credentialed = [
+                (r.user is not None or r.key_id is not None) and r.status < 400 for r in reqs
+            ]
+            candidates = [
+                i for i, r in enumerate(reqs) if 200 <= r.status < 300 and not credentialed[i]
             ]
         else:
-            authed = [
+            denied = [
                 i
                 for i, e in enumerate(events)
-                if isinstance(e, HttpRequest)
+                if isinstance(e, HttpRequest) and e.status in _DENIED
+            ]
+            credentialed = [
+                isinstance(e, HttpRequest)
                 and (e.user is not None or e.key_id is not None)
                 and e.status < 400
+                for e in events
             ]
+            candidates = [
+                i
+                for i, e in enumerate(events)
+                if isinstance(e, HttpRequest) and 200 <= e.status < 300 and not credentialed[i]
+            ]
+        inferred = self._inferred(reqs, candidates, denied) if candidates or denied else set()
+        cred = [i for i, ok in enumerate(credentialed) if ok]
+        marks = self._marks_in(reqs, need, cred, self._set)
+        if inferred:
+            cred = [i for i, ok in enumerate(credentialed) if ok or i in inferred]
+        return BatchFacts(masks, marks, self._marks_in(reqs, need, cred, self._any))
+
+    def _marks_in(
+        self, reqs: Sequence[HttpRequest], need: list[int], authed: list[int], held: RecentSet
+    ) -> dict[int, float]:
+        """Marks of the ``need`` events given the batch's authentications ``authed``
+        (in order) and the clients ``held`` from before; ``held`` learns the batch."""
         # The last authentication per client in the batch.
         latest = {reqs[i].client: reqs[i].ts for i in authed}
-        held = self._set
         out: dict[int, float] = {}
         if need:
             last = held.last
@@ -232,6 +286,42 @@ class RequestIndex:
         for client, ts in latest.items():
             add(client, ts)
         return out
+
+    def _inferred(
+        self, reqs: Sequence[HttpRequest], candidates: list[int], denied: list[int]
+    ) -> set[int]:
+        """Of ``candidates`` (2xx without credentials), those that show their client
+        authenticated: a successful inference call, or a 2xx on a ``METHOD path`` that
+        was answered 401/403 before (to anyone; earlier in the batch included). The
+        batch's denials are then learned (bounded, oldest forgotten first)."""
+        protected = self._protected
+        first_denial: dict[str, int] = {}
+        for i in denied:
+            first_denial.setdefault(_protected_key(reqs[i]), i)
+        get = self._inference.get
+        fill = self._inference.fill
+        out: set[int] = set()
+        for i in candidates:
+            request = reqs[i]
+            verdict = get(request.path)
+            if verdict is None:
+                verdict = fill(request.path)
+            if verdict:
+                out.add(i)
+            elif protected or first_denial:
+                key = _protected_key(request)
+                if key in protected or first_denial.get(key, i) < i:
+                    out.add(i)
+        for key in first_denial:
+            if key not in protected:
+                if len(protected) >= PROTECTED_PATHS_LIMIT:
+                    del protected[next(iter(protected))]
+                protected[key] = None
+        return out
+
+    def protected_paths(self) -> int:
+        """Learned auth-protected ``METHOD path`` keys."""
+        return len(self._protected)
 
     @staticmethod
     def _walk(
@@ -256,15 +346,16 @@ class RequestIndex:
 
     def expire(self, now: float) -> int:
         """Drop clients whose latest mark is older than the longest ``ttl``; how many."""
-        return self._set.expire(now)
+        return self._set.expire(now) + self._any.expire(now)
 
     def authenticated(self) -> int:
-        """Clients held as having authenticated."""
-        return len(self._set)
+        """Clients held as having authenticated (inferred included)."""
+        return len(self._any)
 
     def evicted(self) -> int:
-        """Authenticated clients pushed out because the set was full."""
-        return self._set.evicted
+        """Authenticated clients pushed out because the set was full (the set that
+        counts every authentication; the credentialed ones are a subset, same cap)."""
+        return self._any.evicted
 
 
 class SharedState:

@@ -13,6 +13,17 @@ and fail2ban marks them ``NOFAIL`` for the same reason. "Too many
 authentication failures" (``MAX_AUTH``) is counted, so a client that exhausts
 ``MaxAuthTries`` with keys is still seen. Set ``count_pubkey_failures = true`` to
 count them anyway.
+
+Pre-authentication failures are counted too (``count_preauth``): connections closed
+before authentication, key-exchange / negotiation failures ("Unable to negotiate",
+"no matching key exchange method", bad banners), refused connections, and
+"Timeout before authentication": a flood of those is the CVE-2024-6387
+("regreSSHion") exploitation pattern, and the message says so.
+
+Slow brute force (one try every few minutes) is caught by long windows beside the
+fast one (``slow_thresholds`` / ``slow_windows``, default 10 in an hour and 20 in a
+day, see :mod:`~.slow`): a HIGH finding too, whose ban counts as an offence for
+escalation.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from collections.abc import Sequence
 from aisentinel.configtypes import Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
+from aisentinel.detectors.slow import SlowConfig, SlowCounters
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
 
@@ -32,11 +44,31 @@ _FAILURES = frozenset(
         SshKind.PREAUTH,
         SshKind.PAM_FAILURE,
         SshKind.MAX_AUTH,
+        SshKind.NEGOTIATION,
+        SshKind.TIMEOUT,
+        SshKind.REFUSED,
     }
 )
+_PREAUTH_KINDS = (SshKind.PREAUTH, SshKind.NEGOTIATION, SshKind.TIMEOUT, SshKind.REFUSED)
+_LABELS = {
+    SshKind.NEGOTIATION: "(key exchange failed)",
+    SshKind.TIMEOUT: "(timeout before authentication)",
+    SshKind.REFUSED: "(connection refused)",
+}
+"""Evidence samples of the user-less kinds, which name what happened instead."""
 
 
-class SshBruteforceConfig(WindowedConfig):
+def _what(crossing: Crossing) -> str:
+    """What the counted events were, for the message."""
+    evidence = crossing.evidence
+    if _LABELS[SshKind.TIMEOUT] in evidence:
+        return "failed ssh logins incl. timeouts before authentication (CVE-2024-6387 pattern)"
+    if _LABELS[SshKind.NEGOTIATION] in evidence:
+        return "failed ssh logins incl. key-exchange failures"
+    return "failed ssh logins"
+
+
+class SshBruteforceConfig(WindowedConfig, SlowConfig):
     """``[detectors.ssh_bruteforce]``."""
 
     max_keys: MaxKeys = 100_000
@@ -45,7 +77,8 @@ class SshBruteforceConfig(WindowedConfig):
     count_pubkey_failures: bool = False
     """Count "Failed publickey" lines too (off: clients offering several keys log them)."""
     count_preauth: bool = True
-    """Count connections dropped before authentication ("Connection closed ... [preauth]")."""
+    """Count connections dropped before authentication ("Connection closed ... [preauth]",
+    key-exchange failures, timeouts before authentication, refused connections)."""
 
 
 class SshBruteforceDetector(Detector):
@@ -60,19 +93,39 @@ class SshBruteforceDetector(Detector):
         if config.count_pubkey_failures:
             kinds.add(SshKind.FAILED_PUBKEY)
         if not config.count_preauth:
-            kinds.discard(SshKind.PREAUTH)
+            kinds.difference_update(_PREAUTH_KINDS)
         self._kinds = frozenset(kinds)
         self._threshold = config.threshold
         self._window: Duration = config.window
         self._windows = EventWindows(config.threshold, config.window, config.max_keys)
+        self._slow = SlowCounters(config.slow(), config.slow_max_keys)
 
     def observe(self, event: Event) -> Finding | None:
         if not isinstance(event, SshEvent) or event.kind not in self._kinds:
             return None
-        crossing = self._windows.hit(event.client, event.ts, event.user)
-        if crossing is None:
+        return self._count(event)
+
+    def _count(self, event: SshEvent) -> Finding | None:
+        sample = event.user or _LABELS.get(event.kind)
+        crossing = self._windows.hit(event.client, event.ts, sample)
+        slow = (
+            self._slow.hit(event.client, event.ts, sample, fast=crossing is not None)
+            if self._slow
+            else None
+        )
+        if crossing is not None:
+            return self._finding(event, crossing)
+        if slow is None:
             return None
-        return self._finding(event, crossing)
+        return client_finding(
+            self.name,
+            slow.crossing,
+            event,
+            severity=Severity.HIGH,
+            what=f"{_what(slow.crossing)} (slow)",
+            threshold=slow.threshold,
+            window=slow.window,
+        )
 
     def _finding(self, event: SshEvent, crossing: Crossing) -> Finding:
         return client_finding(
@@ -80,7 +133,7 @@ class SshBruteforceDetector(Detector):
             crossing,
             event,
             severity=Severity.HIGH,
-            what="failed ssh logins",
+            what=_what(crossing),
             threshold=self._threshold,
             window=self._window,
         )
@@ -88,20 +141,24 @@ class SshBruteforceDetector(Detector):
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
         kinds = self._kinds
-        hit = self._windows.hit
+        count = self._count
         for i, event in enumerate(events):
             if not isinstance(event, SshEvent) or event.kind not in kinds:
                 continue
-            crossing = hit(event.client, event.ts, event.user)
-            if crossing is not None:
-                out.append((i, self._finding(event, crossing)))
+            found = count(event)
+            if found is not None:
+                out.append((i, found))
         return out
 
     def expire(self, now: float) -> int:
-        return self._windows.expire(now)
+        return self._windows.expire(now) + self._slow.expire(now)
 
     def tracked_keys(self) -> int:
-        return len(self._windows)
+        return len(self._windows) + len(self._slow)
+
+    def window_counts(self) -> tuple[int, int]:
+        evicted, overflow = super().window_counts()
+        return evicted + self._slow.evicted, overflow
 
 
 REGISTRY.register("ssh_bruteforce", SshBruteforceConfig, SshBruteforceDetector)

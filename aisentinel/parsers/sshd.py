@@ -21,12 +21,17 @@ disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
 ``pam_*(sshd:auth): authentication failure; ... rhost=A``;    PAM_FAILURE
 ``error: PAM: Authentication failure|error for U from A``
 ``Connection closed|reset by [invalid|authenticating user U] A ... [preauth]``;  PREAUTH
-``Disconnected from ... [preauth]``; ``Disconnecting invalid user ...``;
+``Disconnected from ... [preauth]``;
+``Disconnecting invalid user ...``;
 ``Received disconnect from A ... [preauth]`` (or ``Auth fail``);
-``Did not receive identification string``; ``Bad protocol version``;
-``Unable to negotiate with A``; ``banner exchange``; ``ssh_dispatch_run_fatal``;
-``Timeout before authentication``; ``drop connection #N`` (PerSourcePenalties);
-``refused connect from`` (tcp wrappers)
+``Did not receive identification string``
+``Unable to negotiate with A`` (no matching key exchange      NEGOTIATION
+method, host key type, cipher ...); ``banner exchange``;
+``ssh_dispatch_run_fatal``; ``Bad [remote] protocol version``;
+``Protocol major versions differ``
+``Timeout before authentication``                             TIMEOUT
+``refused connect from`` (tcp wrappers); ``drop connection    REFUSED
+#N`` (MaxStartups, PerSourcePenalties)
 ``Accepted METHOD for U from A``                              ACCEPTED
 ===========================================================  ==================
 
@@ -35,7 +40,11 @@ failures. PAM_FAILURE repeats, from PAM's side, an attempt sshd also logs as
 ``Failed password`` (and appears alone when a later PAM module accepts), so it must
 not be added to FAILED_PASSWORD. FAILED_PUBKEY for an existing user is what a client
 with several keys in its agent produces on every login. PREAUTH marks scanners and
-connection floods (fail2ban's ``ddos`` mode). Those three are weak signals.
+connection floods (fail2ban's ``ddos`` mode), and so do NEGOTIATION, TIMEOUT (a
+flood of them is the CVE-2024-6387 "regreSSHion" pattern) and REFUSED. Those are
+weak signals. ``kex_exchange_identification`` lines name no address, and the
+``Connection closed by A port P`` (no ``[preauth]``) that follows them is also what
+a load balancer's TCP health check leaves: neither is an event.
 
 User names are chosen by the client and may contain ``from 1.2.3.4 port 22``; each
 pattern is anchored on the text sshd itself writes after the address, so such a name
@@ -76,7 +85,10 @@ _DISCONNECTED = _re(
 _DISCONNECTING = _re(r"Disconnecting (?:invalid|authenticating) user (.*) {A} port (\d+): ")
 _RECEIVED = _re(r"Received disconnect from {A}{PORT}:\s*\d+: ")
 _NO_IDENT = _re(r"Did not receive identification string from {A}{PORT}$")
-_BAD_PROTO = _re(r"Bad protocol version identification .* from {A}{PORT}(?: \[preauth\])?$")
+_BAD_PROTO = _re(
+    r"Bad (?:remote )?protocol version identification:? .* from {A}{PORT}(?: \[preauth\])?$"
+)
+_MAJOR = _re(r"Protocol major versions differ for {A}{PORT}: ")
 _NEGOTIATE = _re(r"Unable to negotiate with {A} port (\d+): ")
 _NOT_ALLOWED = _re(r"User (.*) from {A} not allowed because [^:]*$")
 _ROOT_REFUSED = _re(r"ROOT LOGIN REFUSED FROM {A}{PORT}(?: \[preauth\])?$")
@@ -103,6 +115,7 @@ _RFC5424 = re.compile(
 )
 
 _PRE = SshKind.PREAUTH
+_NEG = SshKind.NEGOTIATION
 _new = tuple.__new__
 
 
@@ -265,27 +278,30 @@ class SshdParser(Parser):
         if msg.startswith("Did not receive"):
             m = _NO_IDENT(msg)
             return None if m is None else (_PRE, m[1], None, m[2])
-        if msg.startswith("Bad protocol"):
+        if msg.startswith(("Bad protocol", "Bad remote protocol")):
             m = _BAD_PROTO(msg)
-            return None if m is None else (_PRE, m[1], None, m[2])
+            return None if m is None else (_NEG, m[1], None, m[2])
         if msg.startswith("Unable to negotiate with "):
             m = _NEGOTIATE(msg)
-            return None if m is None else (_PRE, m[1], None, m[2])
+            return None if m is None else (_NEG, m[1], None, m[2])
         if msg.startswith(("banner exchange", "ssh_dispatch_run_fatal")):
             m = _CONNECTION_FROM(msg)
-            return None if m is None else (_PRE, m[1], None, m[2])
+            return None if m is None else (_NEG, m[1], None, m[2])
+        if msg.startswith("Protocol major"):
+            m = _MAJOR(msg)
+            return None if m is None else (_NEG, m[1], None, m[2])
         if msg.startswith("Timeout before"):
             m = _TIMEOUT(msg)
-            return None if m is None else (_PRE, m[1], None, None)
+            return None if m is None else (SshKind.TIMEOUT, m[1], None, None)
         if msg.startswith("drop connection"):
             m = _DROP(msg)
-            return None if m is None else (_PRE, m[1], None, m[2])
+            return None if m is None else (SshKind.REFUSED, m[1], None, m[2])
         if msg.startswith("ROOT LOGIN REFUSED"):
             m = _ROOT_REFUSED(msg)
             return None if m is None else (SshKind.INVALID_USER, m[1], "root", m[2])
         if msg.startswith("refused connect"):
             m = _REFUSED_CONNECT(msg)
-            return None if m is None else (_PRE, m[1], None, None)
+            return None if m is None else (SshKind.REFUSED, m[1], None, None)
         return None
 
 
