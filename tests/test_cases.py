@@ -128,12 +128,14 @@ def compare(records: list[dict[str, Any]], expected: tuple[dict[str, Any], ...])
 
 @pytest.mark.parametrize("path", CASES, ids=[p.name for p in CASES])
 def test_case(path: Path) -> None:
-    """Replaying the case's logs gives exactly the expected findings and decisions."""
+    """Replaying the case's logs gives exactly the expected findings and decisions, and no
+    stage failed on any event (containment would otherwise hide a broken detector)."""
     case = load_case(path)
     records = run_cli(case)
     compare(records, case.expected)
+    summary = next(r for r in records if r.get("kind") == "summary")
+    assert summary.get("event_errors") == {}, summary.get("event_errors")
     if case.summary is not None:
-        summary = next(r for r in records if r.get("kind") == "summary")
         assert _view(summary, case.summary) == case.summary
 
 

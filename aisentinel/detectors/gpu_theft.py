@@ -119,15 +119,19 @@ class GpuTheftDetector(BatchDetector):
         return out
 
     def _requests_of(self, events: Sequence[Event]) -> None:
-        masks, marks = self._requests.facts(events, self)
+        facts = self._requests.facts(events, self)
+        # Credentials seen in the log only: "made a successful inference call" (the inferred
+        # kind) is exactly what an unauthenticated GPU thief does.
+        marks = facts.marks
         bit = self._bit
         ttl = self._cfg.authenticated_ttl
         reqs = cast("Sequence[HttpRequest]", events)
-        for i in [i for i, mask in enumerate(masks) if mask & bit]:
+        for i in [i for i, mask in enumerate(facts.masks) if mask & bit]:
             r = reqs[i]
             if not 200 <= r.status < 300:
                 continue
-            if r.ts - marks[i] <= ttl:
+            seen = marks.get(i)
+            if seen is not None and r.ts - seen <= ttl:
                 self._authed.add(r.ts, "")
             else:
                 self._unauthed.add(r.ts, r.client)
