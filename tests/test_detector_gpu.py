@@ -249,7 +249,9 @@ def test_pool_connection_opened_later_is_found_on_recheck(tmp_path: Path) -> Non
 def busy_run(
     d: GpuTheftDetector, start: float, seconds: int, requests: list[HttpRequest], util: float = 0.9
 ) -> list[Finding]:
-    """Requests, then one busy sample a second for ``seconds``."""
+    """An idle first sample (the GPU source samples from the start), the requests, then one
+    busy sample a second for ``seconds``."""
+    assert findings(d, [sample(start - 900, util=0.0)]) == []
     out = findings(d, list(requests))
     p = proc(attr(77, exe="/usr/bin/ollama", unit="ollama.service"))
     for i in range(seconds + 1):
@@ -278,6 +280,17 @@ def test_authenticated_traffic_explains_a_busy_gpu() -> None:
     assert busy_run(d, T0, 310, reqs) == []
 
 
+def test_requests_before_any_gpu_sample_are_not_kept() -> None:
+    """With no GPU seen (no GPU source), access-log batches cost nothing and keep no keys."""
+    theft = GpuTheftDetector(GpuTheftConfig())
+    memory = GpuMemoryDetector(GpuMemoryConfig())
+    reqs: list[Event] = [request(T0 + i, f"198.51.100.{i}") for i in range(50)]
+    assert findings(theft, reqs) == []
+    assert findings(memory, reqs) == []
+    assert theft.tracked_keys() == 0
+    assert memory.tracked_keys() == 0
+
+
 def test_short_or_light_use_is_not_theft() -> None:
     """Busy for less than the window, or under the threshold: no finding."""
     d = GpuTheftDetector(GpuTheftConfig(window=300.0))
@@ -291,6 +304,7 @@ def test_unauthenticated_clients_keeping_the_gpu_busy_are_named() -> None:
     authenticated earlier (shared state) is not one of them."""
     shared = SharedState()
     d = GpuTheftDetector(GpuTheftConfig(window=300.0), shared=shared)
+    assert findings(d, [sample(T0 - 900, util=0.0)]) == []  # the source samples from the start
     findings(d, [request(T0 - 500, "203.0.113.9", user="bob")])  # authenticated earlier
     reqs = [request(T0 + i * 5, "198.51.100.66") for i in range(50)]
     reqs += [request(T0 + 3, "198.51.100.67")]
@@ -329,6 +343,7 @@ def test_fast_climb_with_a_request_flood_names_the_client() -> None:
     HIGH finding about the client."""
     d = GpuMemoryDetector(GpuMemoryConfig(climb_window=30.0, flood_threshold=100))
     p = proc(attr(3, exe="/usr/bin/ollama", unit="ollama.service"), mem=60 * GiB)
+    assert findings(d, [sample(T0 - 900, util=0.0, procs=(p,))]) == []  # sampled from the start
     reqs = [request(T0 + i * 0.1, "198.51.100.99", path="/api/chat") for i in range(200)]
     reqs += [request(T0 + i, "10.20.0.5", path="/api/chat") for i in range(10)]
     out = findings(d, reqs)

@@ -108,7 +108,8 @@ class GpuTheftDetector(BatchDetector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         if all_requests(events):  # an access log's batch: no GPU sample (cached per batch)
-            self._requests_of(events)
+            if self._gpus:  # requests only matter next to a GPU: none seen, nothing kept
+                self._requests_of(events)
             return []
         out: list[tuple[int, Finding]] = []
         gpu_at = [i for i, e in enumerate(events) if type(e) is GpuSample]
