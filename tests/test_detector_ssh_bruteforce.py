@@ -114,6 +114,19 @@ def test_slow_brute_force_crosses_long_windows() -> None:
     assert all("(slow)" in f.message and f.severity is Severity.HIGH for f in found)
 
 
+def test_a_user_who_logs_in_between_typos_is_no_slow_attacker() -> None:
+    """A successful login forgets the client's long-window failures: an admin who mistypes
+    a few times an hour all day is never a slow brute force (one who never gets in is)."""
+    det = make()
+    typos = []
+    for hour in range(24):
+        typos += [ssh(hour * 3600.0 + 60 * i, user="admin") for i in range(4)]
+        typos.append(ssh(hour * 3600.0 + 300, SshKind.ACCEPTED, user="admin"))
+    assert feed(det, typos) == []
+    never = [e for e in typos if e.kind is not SshKind.ACCEPTED]
+    assert feed(make(), never) != []
+
+
 def test_slow_windows_are_bounded_and_validated() -> None:
     """slow_max_keys caps each long window; more than four long windows, a window over
     366d or unpaired lists are refused."""

@@ -102,6 +102,11 @@ class SlowCounters:
             return None
         return found
 
+    def forgive(self, key: str) -> None:
+        """``key`` logged in: its failures so far are a user's typos, not a slow attack."""
+        for _, _, table in self._tables:
+            table.clear(key)
+
     def expire(self, now: float) -> int:
         tables = sum(table.expire(now) for _, _, table in self._tables)
         return tables + self._reported.expire(now)

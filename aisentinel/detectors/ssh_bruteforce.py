@@ -101,9 +101,7 @@ class SshBruteforceDetector(Detector):
         self._slow = SlowCounters(config.slow(), config.slow_max_keys)
 
     def observe(self, event: Event) -> Finding | None:
-        if not isinstance(event, SshEvent) or event.kind not in self._kinds:
-            return None
-        return self._count(event)
+        return next((f for _, f in self.observe_many((event,))), None)
 
     def _count(self, event: SshEvent) -> Finding | None:
         sample = event.user or _LABELS.get(event.kind)
@@ -144,6 +142,8 @@ class SshBruteforceDetector(Detector):
         count = self._count
         for i, event in enumerate(events):
             if not isinstance(event, SshEvent) or event.kind not in kinds:
+                if type(event) is SshEvent and event.kind is SshKind.ACCEPTED and self._slow:
+                    self._slow.forgive(event.client)  # a user who typos, then gets in
                 continue
             found = count(event)
             if found is not None:

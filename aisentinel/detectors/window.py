@@ -322,6 +322,17 @@ class EventWindows(_SlotStore):
     def _forget(self, key: str) -> None:
         self._evidence.drop(key)
 
+    def clear(self, key: str) -> None:
+        """Forget ``key``'s events (its slot stays until expiry drops it)."""
+        slot = self._keys.get(key)
+        if slot is None:
+            return
+        base = slot * self._stride
+        queued = self._data[base + _QUEUED]
+        self._data[base : base + self._stride] = self._blank
+        self._data[base + _QUEUED] = queued
+        self._evidence.drop(key)
+
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when it crosses."""
         data = self._data
