@@ -581,11 +581,13 @@ class DistinctWindows:
                     stalest = min(range(3, size, 2), key=state.__getitem__)
                     state[stalest - 1] = value
                     state[stalest] = ts
+        if ts < state[0]:  # reported lately: quiet until then (no need to count)
+            return None
         horizon = ts - self.window
         live = [
             (seen, state[i - 1]) for i in range(3, len(state), 2) if (seen := state[i]) >= horizon
         ]
-        if len(live) < self.threshold or ts < state[0]:
+        if len(live) < self.threshold:
             return None
         state[0] = ts + self.window
         live.sort()
