@@ -104,5 +104,37 @@ class Responder(ABC):
         """Release resources at shutdown (bans stay: they carry their own timeouts)."""
 
 
+class BufferedResponder(Responder):
+    """A responder that stages whole decisions until :meth:`commit` takes them
+    (:meth:`take`); ``discard`` forgets them. For backends that act on the decisions
+    themselves at commit time (dryrun, nftables, throttle)."""
+
+    def __init__(
+        self,
+        config: ResponderConfigBase,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+    ) -> None:
+        super().__init__(config, clock=clock, commands=commands)
+        self._adds: list[Decision] = []
+        self._deletes: list[Decision] = []
+
+    def add_many(self, decisions: Sequence[Decision]) -> None:
+        self._adds.extend(decisions)
+
+    def delete_many(self, decisions: Sequence[Decision]) -> None:
+        self._deletes.extend(decisions)
+
+    def discard(self) -> None:
+        self._adds, self._deletes = [], []
+
+    def take(self) -> tuple[list[Decision], list[Decision]]:
+        """The staged adds and deletes, leaving none staged."""
+        adds, deletes = self._adds, self._deletes
+        self._adds, self._deletes = [], []
+        return adds, deletes
+
+
 REGISTRY: Registry[type[Responder]] = Registry("responder")
 """Responders by name; each plug-in module registers itself in one line."""

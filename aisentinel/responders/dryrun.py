@@ -22,7 +22,7 @@ from aisentinel.configtypes import format_duration
 from aisentinel.events import ENFORCING, Decision
 from aisentinel.responders.base import (
     REGISTRY,
-    Responder,
+    BufferedResponder,
     ResponderConfigBase,
     ResponderHealth,
 )
@@ -54,7 +54,7 @@ class DryRunBatch:
     deleted: tuple[str, ...]
 
 
-class DryRunResponder(Responder):
+class DryRunResponder(BufferedResponder):
     """Records ``ban 203.0.113.7 for 1h (ssh_bruteforce)``-style entries; always healthy."""
 
     name = "dryrun"
@@ -68,18 +68,9 @@ class DryRunResponder(Responder):
         self.batches: deque[DryRunBatch] = deque(maxlen=config.keep)
         self.banned: dict[str, Decision] = {}
         """What the backend would hold now, by target text."""
-        self._adds: list[Decision] = []
-        self._deletes: list[Decision] = []
-
-    def add_many(self, decisions: Sequence[Decision]) -> None:
-        self._adds.extend(decisions)
-
-    def delete_many(self, decisions: Sequence[Decision]) -> None:
-        self._deletes.extend(decisions)
 
     def commit(self) -> None:
-        adds, deletes = self._adds, self._deletes
-        self._adds, self._deletes = [], []
+        adds, deletes = self.take()
         if not adds and not deletes:
             return
         for decision in adds:
@@ -96,9 +87,6 @@ class DryRunResponder(Responder):
                 tuple(d.target.text for d in deletes if d.target is not None),
             )
         )
-
-    def discard(self) -> None:
-        self._adds, self._deletes = [], []
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         wanted = {d.target.text: d for d in active if d.target is not None}

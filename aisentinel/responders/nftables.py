@@ -51,7 +51,7 @@ from aisentinel.commands import CommandRunner
 from aisentinel.events import AddressTarget, Decision, IPNetwork
 from aisentinel.responders.base import (
     REGISTRY,
-    Responder,
+    BufferedResponder,
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
@@ -103,7 +103,7 @@ def _refusal(net: IPNetwork, config: NftablesConfig) -> str | None:
     return None
 
 
-class NftablesResponder(Responder):
+class NftablesResponder(BufferedResponder):
     """Bans addresses and networks with per-element timeouts in ``inet aisentinel``."""
 
     name = "nftables"
@@ -127,8 +127,6 @@ class NftablesResponder(Responder):
         """Targets refused by the last-moment validation (never written)."""
         self.repairs = 0
         """Times the table was found missing and re-created."""
-        self._adds: list[Decision] = []
-        self._deletes: list[Decision] = []
 
     def _pick(self) -> NftBackend | None:
         cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
@@ -146,18 +144,8 @@ class NftablesResponder(Responder):
 
     # ------------------------------------------------------------------ the contract
 
-    def add_many(self, decisions: Sequence[Decision]) -> None:
-        self._adds.extend(decisions)
-
-    def delete_many(self, decisions: Sequence[Decision]) -> None:
-        self._deletes.extend(decisions)
-
-    def discard(self) -> None:
-        self._adds, self._deletes = [], []
-
     def commit(self) -> None:
-        adds, deletes = self._adds, self._deletes
-        self._adds, self._deletes = [], []
+        adds, deletes = self.take()
         now = self.clock.now()
         added = [b for b in self._valid(adds) if b[2] is None or b[2] > now]
         lifted = list(self._valid(deletes))

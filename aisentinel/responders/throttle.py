@@ -53,7 +53,7 @@ from aisentinel.configtypes import Interval
 from aisentinel.events import Action, Decision, WorkloadKey, WorkloadTarget
 from aisentinel.responders.base import (
     REGISTRY,
-    Responder,
+    BufferedResponder,
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
@@ -231,7 +231,7 @@ def _systemd_percent(text: str) -> int | None:
     return max(1, round(float(match.group(1)) * scale * 100))
 
 
-class ThrottleResponder(Responder):
+class ThrottleResponder(BufferedResponder):
     """Throttles and freezes containers, units, cgroups and processes; see the module doc."""
 
     name = "throttle"
@@ -246,8 +246,6 @@ class ThrottleResponder(Responder):
         self.held: dict[str, tuple[Decision, Undo]] = {}
         """Enforcements in place, by target text, with how to undo each."""
         self._undone: OrderedDict[tuple[str, float], None] = OrderedDict()
-        self._adds: list[Decision] = []
-        self._deletes: list[Decision] = []
         self._docker: Any = None
 
     @property
@@ -257,18 +255,8 @@ class ThrottleResponder(Responder):
 
     # ------------------------------------------------------------------ contract
 
-    def add_many(self, decisions: Sequence[Decision]) -> None:
-        self._adds.extend(decisions)
-
-    def delete_many(self, decisions: Sequence[Decision]) -> None:
-        self._deletes.extend(decisions)
-
-    def discard(self) -> None:
-        self._adds, self._deletes = [], []
-
     def commit(self) -> None:
-        adds, deletes = self._adds, self._deletes
-        self._adds, self._deletes = [], []
+        adds, deletes = self.take()
         errors: list[str] = []
         for decision in deletes:
             self._try(self._lift, decision, errors)
