@@ -27,16 +27,21 @@ commands=...)``; ``commands`` is the shared :class:`~aisentinel.commands.Command
 
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
+import structlog
+
 from aisentinel.clock import Clock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.configtypes import StrictModel
-from aisentinel.events import Action, Decision
+from aisentinel.events import Action, AddressTarget, Decision
 from aisentinel.registry import Registry
+
+log = structlog.get_logger(__name__)
 
 
 class ResponderError(Exception):
@@ -134,6 +139,23 @@ class BufferedResponder(Responder):
         adds, deletes = self._adds, self._deletes
         self._adds, self._deletes = [], []
         return adds, deletes
+
+
+def checked(decision: Decision) -> str | None:
+    """The canonical text of ``decision``'s address target, parsed again; ``None`` if
+    it is not one (logged)."""
+    target = decision.target
+    if isinstance(target, AddressTarget):
+        try:
+            net = ipaddress.ip_network(target.text, strict=True)
+        except ValueError:
+            pass
+        else:
+            addr = net.network_address
+            if not (addr.is_unspecified or addr.is_multicast or addr.is_loopback):
+                return str(addr) if net.prefixlen == net.max_prefixlen else str(net)
+    log.error("responder refused a target", reason="not a bannable address")
+    return None
 
 
 REGISTRY: Registry[type[Responder]] = Registry("responder")

@@ -22,13 +22,14 @@ from pydantic import Field
 
 from aisentinel.clock import Clock
 from aisentinel.commands import CommandError, CommandRunner
-from aisentinel.events import AddressTarget, Decision
+from aisentinel.events import Decision
 from aisentinel.responders.base import (
     REGISTRY,
     Responder,
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
+    checked,
 )
 
 log = structlog.get_logger(__name__)
@@ -45,23 +46,6 @@ class Fail2banConfig(ResponderConfigBase):
     """fail2ban's socket (default: fail2ban's own, /run/fail2ban/fail2ban.sock)."""
     command_timeout: float = Field(default=30.0, ge=0.5, le=300.0, allow_inf_nan=False)
     """Seconds one fail2ban-client run may take; 0.5-300."""
-
-
-def checked(decision: Decision) -> str | None:
-    """The canonical text of ``decision``'s address target, parsed again; ``None`` if
-    it is not one (logged)."""
-    target = decision.target
-    if isinstance(target, AddressTarget):
-        try:
-            net = ipaddress.ip_network(target.text, strict=True)
-        except ValueError:
-            pass
-        else:
-            addr = net.network_address
-            if not (addr.is_unspecified or addr.is_multicast or addr.is_loopback):
-                return str(addr) if net.prefixlen == net.max_prefixlen else str(net)
-    log.error("responder refused a target", reason="not a bannable address")
-    return None
 
 
 class Fail2banResponder(Responder):

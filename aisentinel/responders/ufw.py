@@ -33,8 +33,8 @@ from aisentinel.responders.base import (
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
+    checked,
 )
-from aisentinel.responders.fail2ban import checked
 
 log = structlog.get_logger(__name__)
 
