@@ -484,6 +484,10 @@ class Daemon:
         next_expire = next_beat + self.config.daemon.expire_interval
         next_reconcile = next_beat + self.config.daemon.reconcile_interval
         while not self._stop.is_set():
+            now_m = clock.monotonic()
+            if now_m >= next_beat:  # first, so STATUS= is there from READY on
+                self._heartbeat()
+                next_beat = now_m + self._heartbeat_every()
             self._drain(timeout=0.2)
             if self._reload.is_set():
                 self._reload.clear()
@@ -497,9 +501,6 @@ class Daemon:
                 # The ledger is the truth: repair flushed rulesets, drop unknown bans.
                 self.runner.reconcile(self.engine.active())
                 next_reconcile = now_m + self.config.daemon.reconcile_interval
-            if now_m >= next_beat:
-                self._heartbeat()
-                next_beat = now_m + self._heartbeat_every()
 
     def _drain(self, timeout: float) -> int:
         try:
