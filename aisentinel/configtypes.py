@@ -14,6 +14,7 @@ are at most :data:`MAX_DURATION` unless a field narrows them with
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -81,6 +82,7 @@ def parse_duration(value: Any) -> float:
 _TOO_LONG = "a duration must be a finite number of seconds (at most 366d)"
 
 
+@functools.lru_cache(maxsize=256)  # findings' messages: a few distinct windows, many calls
 def format_duration(seconds: float) -> str:
     """The shortest exact ``1h30m``-style text for a number of seconds.
 

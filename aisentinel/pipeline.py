@@ -141,11 +141,12 @@ class Pipeline:
         """Lines or events skipped because a stage raised on them, per (stage, plug-in):
         stage is parse, detect, decide, respond or output; plug-in is the parser or
         detector name, ``engine``, ``runner``, or the hook (``on_finding``/``on_decision``)."""
-        self.quieted: Counter[str] = Counter()
+        self.quieted: Counter[str] = self.shared.quieted
         """Findings dropped per detector because their key is quiet (acted on already)."""
-        self._quiet: dict[str, dict[str, float]] = {}
+        self._quiet: dict[str, dict[str, float]] = self.shared.quiet
         """Per detector name: key -> until when no finding about it is handed on (the
-        enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`."""
+        enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`.
+        Held in the shared state, so a detector can skip findings that would be dropped."""
         self._faults_logged: set[tuple[str, str, str]] = set()
         """(stage, plug-in, exception type) already logged at error level."""
         self.latency = Histogram(

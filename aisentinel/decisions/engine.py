@@ -133,6 +133,10 @@ OPERATOR = "operator"
 MIN_PREFIX = {4: 8, 6: 32}
 """The widest network an operator may ban or allow at run time, per IP version."""
 BY_CLIENT_MAX = 100_000
+ADDRESSES_MAX = 65_536
+"""Most client texts whose canonical address, host target and bannability the
+engine remembers (cleared when full): a storm decides about the same few thousand
+addresses again and again."""
 """Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 
 
@@ -245,6 +249,8 @@ class DecisionEngine:
         thread (operators' commands) never interleave."""
         self._active: dict[str, Decision] = {}
         self._by_client: dict[str, tuple[Decision, Target, str]] = {}
+        self._addresses: dict[str, tuple[IPAddress, AddressTarget, str | None]] = {}
+        """Client text -> (canonical address, host target, :func:`unbannable` reason)."""
         """``finding.client`` text -> (the enforcement that covers it, the address
         target, its ``_active`` key): "already banned" answered without parsing the
         address. Filled when a ban is decided or found; an entry counts only while
@@ -391,19 +397,39 @@ class DecisionEngine:
         elif finding.client is None:
             return make(Action.ALERT, None, "no single address to ban"), None
         else:
-            try:
-                # IPv4-mapped IPv6 becomes IPv4 here, before the allowlist sees it.
-                addr = canonical_address(finding.client)
-            except ValueError:
-                return make(Action.NONE, None, f"invalid address {finding.client!r}"), "invalid"
-        host = AddressTarget.host(addr)
+            known = self._addresses.get(finding.client)
+            if known is None:
+                try:
+                    # IPv4-mapped IPv6 becomes IPv4 here, before the allowlist sees it.
+                    addr = canonical_address(finding.client)
+                except ValueError:
+                    why = f"invalid address {finding.client!r}"
+                    return make(Action.NONE, None, why), "invalid"
+                if len(self._addresses) >= ADDRESSES_MAX:
+                    self._addresses.clear()
+                known = (addr, AddressTarget.host(addr), unbannable(addr))
+                self._addresses[finding.client] = known
+            return self._decide_host(finding, now, make, known)
+        return self._decide_host(
+            finding, now, make, (addr, AddressTarget.host(addr), unbannable(addr))
+        )
+
+    def _decide_host(
+        self,
+        finding: Finding,
+        now: float,
+        make: Callable[[Action, Target | None, str], Decision],
+        known: tuple[IPAddress, AddressTarget, str | None],
+    ) -> tuple[Decision, str | None]:
+        """Steps 2-4 for one host address (``known``: the address, its target and why it
+        is not bannable): the allowlist, live SSH sessions, bannability."""
+        addr, host, kind = known
         network = self.allowlist.match(addr)
         if network is not None:
             why = "loopback" if network in _LOOPBACK_NETS else "allowlisted"
             return make(Action.NONE, host, f"allowlisted ({network})"), why
         if self.config.allow_ssh_sessions and addr in self._ssh.current():
             return make(Action.NONE, host, "allowlisted (live SSH session)"), "allowlisted"
-        kind = unbannable(addr)
         if kind is not None:
             return make(Action.NONE, host, f"not a bannable address ({kind})"), kind
         return self._enforce(finding, now, make, host, Action.BAN), None

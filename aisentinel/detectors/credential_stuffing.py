@@ -36,6 +36,7 @@ from aisentinel.detectors.common import (
     all_requests,
     crossing_finding,
 )
+from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import DistinctWindows, RecentSet
 from aisentinel.events import (
     Event,
@@ -49,6 +50,7 @@ from aisentinel.events import (
 
 _MAX_USER = 128
 _NEG_INF = float("-inf")
+_NOTHING_QUIET: dict[str, float] = {}
 
 
 class CredentialStuffingConfig(WindowedConfig):
@@ -74,9 +76,14 @@ class CredentialStuffingDetector(BatchDetector):
     name = "credential_stuffing"
     consumes = (SshEvent, HttpAuthFailure, HttpRequest)
 
-    def __init__(self, config: CredentialStuffingConfig) -> None:
+    wants_shared = True
+
+    def __init__(
+        self, config: CredentialStuffingConfig, *, shared: SharedState | None = None
+    ) -> None:
         super().__init__(config)
         self._cfg = config
+        self._span = format_duration(config.clients_window)
         # Usernames: a few hundred names tried by thousands of addresses, held once.
         self._users = DistinctWindows(
             config.threshold, config.window, config.max_keys, intern_values=True
@@ -92,6 +99,10 @@ class CredentialStuffingDetector(BatchDetector):
         self._attacked: dict[str, float] = {}
         """Username -> until when a failure as it makes its client a member (one
         ``clients_window`` after its crossing; at most ``max_keys``)."""
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        self._shared = shared
 
     def _failure(self, event: Event, at: int, out: list[tuple[int, Finding]]) -> None:
         """Account for one event that may be a failed login; its findings into ``out``."""
@@ -184,10 +195,17 @@ class CredentialStuffingDetector(BatchDetector):
         """A HIGH finding about each of ``members`` that never logged in successfully."""
         cfg = self._cfg
         last = self._succeeded.last
-        horizon = event.ts - cfg.success_ttl
-        span = format_duration(cfg.clients_window)
+        ts = event.ts
+        horizon = ts - cfg.success_ttl
+        span = self._span
+        # A member already acted on: the pipeline would drop its finding, so none is
+        # built (a storm's thousandth failure as "root" from a banned member).
+        hush = self._shared.quiet.get(self.name) or _NOTHING_QUIET
         for member in members:
             if last(member) >= horizon:
+                continue
+            if hush.get(member, _NEG_INF) > ts:
+                self._shared.quieted[self.name] += 1
                 continue
             out.append(
                 (

@@ -39,6 +39,7 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
@@ -365,10 +366,17 @@ class SharedState:
     the pipeline's state (:meth:`bind`) moves it over.
     """
 
-    __slots__ = ("requests",)
+    __slots__ = ("quiet", "quieted", "requests")
 
     def __init__(self) -> None:
         self.requests = RequestIndex()
+        self.quiet: dict[str, dict[str, float]] = {}
+        """Per detector name: key -> until when no finding about it is handed on (the
+        enforcement in force then). Written by the pipeline (``Pipeline._hush``); a
+        detector may read it to skip building findings the pipeline would drop."""
+        self.quieted: Counter[str] = Counter()
+        """Findings dropped per detector because their key is quiet, by the pipeline or
+        by the detector itself."""
 
     def bind(self, detectors: Iterable[Detector]) -> None:
         """Make ``detectors`` the readers of this state, in order: every reader
