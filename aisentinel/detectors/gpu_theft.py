@@ -103,7 +103,10 @@ class GpuTheftDetector(BatchDetector):
     def share(self, shared: SharedState) -> None:
         self._requests = shared.requests
         self._bit = self._requests.register(
-            self._match, ttl=self._cfg.authenticated_ttl, max_keys=self._cfg.max_keys
+            self._match,
+            ttl=self._cfg.authenticated_ttl,
+            max_keys=self._cfg.max_keys,
+            dormant=not self._gpus,  # requests only matter next to a GPU
         )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
@@ -143,6 +146,8 @@ class GpuTheftDetector(BatchDetector):
         if state is None:
             if len(self._gpus) >= self._cfg.max_gpus:
                 return []
+            if not self._gpus:
+                self._requests.wake(self._bit)
             state = self._gpus[sample.index] = _Busy()
         if sample.lost or util is None or util < self._cfg.busy_threshold:
             state.since = None

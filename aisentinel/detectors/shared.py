@@ -95,6 +95,7 @@ class RequestIndex:
         "_any",
         "_batch",
         "_batch_len",
+        "_dormant",
         "_facts",
         "_inference",
         "_marked",
@@ -113,6 +114,9 @@ class RequestIndex:
         """Clients that authenticated, inferred authentications included."""
         self._marked = 0
         """The OR of the bits of readers that need marks."""
+        self._dormant = 0
+        """The bits of marked readers that ask for no facts yet (see :meth:`wake`): their
+        events get no marks, but the authenticated clients are learned all the same."""
         self._min_ttl = 0.0
         """The shortest ``ttl`` of those readers."""
         self._tests: list[Callable[[str], bool]] = []
@@ -128,14 +132,23 @@ class RequestIndex:
         """``id`` of the readers that got the cached batch's facts."""
 
     def register(
-        self, test: Callable[[str], bool], *, ttl: float | None = None, max_keys: int = 1
+        self,
+        test: Callable[[str], bool],
+        *,
+        ttl: float | None = None,
+        max_keys: int = 1,
+        dormant: bool = False,
     ) -> int:
         """Add a reader whose events pass ``test`` (a raw path in, a verdict out); its bit.
 
         With ``ttl``, the reader also needs marks for those events, trusts a client
         for ``ttl`` seconds after it authenticated, and wants up to ``max_keys``
-        clients held.
+        clients held. A ``dormant`` reader asks for no facts until it calls
+        :meth:`wake` (``gpu_theft`` before the first GPU sample): its events are not
+        marked meanwhile, which saves a pass over most of an AI server's requests.
         """
+        if dormant and ttl is not None:
+            self._dormant |= 1 << len(self._tests)
         bit = 1 << len(self._tests)
         self._tests.append(test)
         self._verdicts.clear()  # masks cached so far lack the new bit
@@ -150,12 +163,17 @@ class RequestIndex:
         self._users += 1
         return bit
 
+    def wake(self, bit: int) -> None:
+        """The dormant reader with ``bit`` asks for facts from now on (marks included)."""
+        self._dormant &= ~bit
+
     def reset(self) -> None:
         """Forget every reader (path tests, bits, cached verdicts and batch facts);
         keep the authenticated clients, whose ``ttl`` and cap the next readers set."""
         self._tests = []
         self._verdicts.clear()
         self._marked = 0
+        self._dormant = 0
         self._min_ttl = 0.0
         self._users = 0
         self._set.max_keys = 1
@@ -227,8 +245,8 @@ class RequestIndex:
         return self._marks(events, done, requests)
 
     def _marks(self, events: Sequence[Event], masks: list[int], requests: bool) -> BatchFacts:
-        marked = self._marked
-        need = [i for i, mask in enumerate(masks) if mask & marked]
+        marked = self._marked & ~self._dormant
+        need = [i for i, mask in enumerate(masks) if mask & marked] if marked else []
         # Authenticated requests: user or key_id set and status below 400, or inferred
         # (see _inferred).
         reqs = cast("Sequence[HttpRequest]", events)
