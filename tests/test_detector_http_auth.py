@@ -94,6 +94,33 @@ def test_slow_rejections_cross_the_long_window() -> None:
     assert feed([req(i * 300.0) for i in range(12)], slow_thresholds=[], slow_windows=[]) == []
 
 
+def _session(ts: float) -> list[Event]:
+    """A basic-auth browser session: the 401 challenge, then the request with the user."""
+    ok = HttpRequest(T0 + ts + 1, "nginx", CLIENT, "GET", "/", 200, 512, "alice", "Firefox")
+    return [req(ts), ok]
+
+
+def test_logged_in_user_clears_the_long_windows() -> None:
+    """A user's daily 401 challenges, each followed by a login, never make a slow finding."""
+    day = [e for i in range(30) for e in _session(i * 2400.0)]  # 30 sessions in 20 h
+    assert feed(day) == []
+    det = HttpAuthDetector(HttpAuthConfig())
+    assert [f for _, f in det.observe_many(day)] == []  # the batch path agrees
+
+
+def test_logins_do_not_clear_another_clients_long_windows() -> None:
+    """An attacker's spaced 401s still cross 10 in 1h while another client logs in."""
+    other = "198.51.100.4"
+    events: list[Event] = []
+    for i in range(12):
+        events.append(req(i * 300.0))
+        events.append(HttpRequest(T0 + i * 300 + 1, "nginx", other, "GET", "/", 200, 1, "bob", "x"))
+    found = feed(events)
+    assert [(f.client, f.window) for f in found] == [(CLIENT, 3600.0)]
+    det = HttpAuthDetector(HttpAuthConfig())
+    assert [(f.client, f.window) for _, f in det.observe_many(events)] == [(CLIENT, 3600.0)]
+
+
 def test_fast_attack_is_not_reported_again_by_the_long_window() -> None:
     """A burst the fast window reported does not also cross the long one."""
     found = feed([fail(i) for i in range(25)])

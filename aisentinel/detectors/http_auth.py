@@ -20,6 +20,10 @@ counted twice against one threshold:
 Either counter crossing gives a HIGH finding about the client. Each counter also
 has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
 10 in an hour and 20 in a day, see :mod:`~.slow`) for slow brute force: HIGH as well.
+A request that succeeds with credentials in the log (``user`` or ``key_id``, status
+below 400) clears its client's long windows, as an accepted login does for sshd: a
+basic-auth user's browser challenges (one 401 a session) and typos over a day are
+not a slow attack.
 """
 
 from __future__ import annotations
@@ -92,10 +96,21 @@ class HttpAuthDetector(Detector):
         )
         self._failures_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._rejections_slow = SlowCounters(config.slow(), config.slow_max_keys)
+        self._slow_on = bool(self._rejections_slow)
+
+    def _forgive(self, client: str) -> None:
+        """``client`` logged in (a success with credentials in the log): its failures so
+        far are a user's typos and browsers' 401 challenges, not a slow attack."""
+        self._rejections_slow.forgive(client)
+        self._failures_slow.forgive(client)
 
     def observe(self, event: Event) -> Finding | None:
         if isinstance(event, HttpRequest):
             status = event.status
+            if status < 400 and (event.user is not None or event.key_id is not None):
+                if self._slow_on:
+                    self._forgive(event.client)
+                return None
             if status != 401 and (
                 status not in self._auth_statuses or not self._auth_paths.match(event.path)
             ):
@@ -165,13 +180,20 @@ class HttpAuthDetector(Detector):
         statuses = self._auth_statuses
         observe = self.observe
         if all_requests(events):
-            # Only rejections can count: picked out without a call or a type check
-            # per request (status read by name).
-            for i in [
-                i
-                for i, r in enumerate(cast("Sequence[HttpRequest]", events))
-                if r.status == 401 or r.status in statuses
-            ]:
+            # Only rejections count, and successes with credentials forgive the long
+            # windows: picked out without a call or a type check per request.
+            reqs = cast("Sequence[HttpRequest]", events)
+            if self._slow_on:
+                picked = [
+                    i
+                    for i, r in enumerate(reqs)
+                    if r.status == 401
+                    or r.status in statuses
+                    or (r.status < 400 and (r.user is not None or r.key_id is not None))
+                ]
+            else:
+                picked = [i for i, r in enumerate(reqs) if r.status == 401 or r.status in statuses]
+            for i in picked:
                 found = observe(events[i])
                 if found is not None:
                     out.append((i, found))
@@ -179,7 +201,12 @@ class HttpAuthDetector(Detector):
         for i, event in enumerate(events):
             if isinstance(event, HttpRequest):
                 status = event.status
-                if status != 401 and status not in statuses:
+                if (
+                    status != 401
+                    and status not in statuses
+                    and event.user is None
+                    and event.key_id is None
+                ):
                     continue  # the common case, decided without a call
             found = observe(event)
             if found is not None:
