@@ -237,15 +237,24 @@ class CredentialStuffingDetector(BatchDetector):
             # request (status and user read by name).
             reqs = cast("Sequence[HttpRequest]", events)
             picked = [i for i, r in enumerate(reqs) if r.user and r.status == 401]
-            if not picked:
-                add = self._succeeded.add
-                for client, ts in {
-                    r.client: r.ts for r in reqs if r.user is not None and r.status < 400
-                }.items():
-                    add(client, ts)
-                return out
-            for i in [i for i, r in enumerate(reqs) if r.user is not None and r.status <= 401]:
-                failure(events[i], i, out)
+            first = picked[0] if picked else len(reqs)
+            add = self._succeeded.add
+            # The successes before the first failure: one store per client (the last
+            # one wins, as it would one by one); from there on, in event order.
+            for client, ts in {
+                r.client: r.ts for r in reqs[:first] if r.user is not None and r.status < 400
+            }.items():
+                add(client, ts)
+            for i in [
+                i
+                for i in range(first, len(reqs))
+                if reqs[i].user is not None and reqs[i].status <= 401
+            ]:
+                r = reqs[i]
+                if r.status == 401:
+                    failure(r, i, out)
+                elif r.status < 400:
+                    add(r.client, r.ts)
             return out
         accepted = SshKind.ACCEPTED
         for i, event in enumerate(events):
