@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
+from aisentinel.detectors import window
 from aisentinel.detectors.window import DistinctWindows, EventWindows, RateWindows, RecentSet
 
 T0 = 1_764_000_000.0
@@ -340,7 +343,8 @@ def test_dropped_slots_are_reused() -> None:
         for i in range(50):
             win.hit(f"k{round_}-{i}", base)
         win.expire(base + 500)
-    assert len(win._data) == 50 * 15  # each round expires before the next one starts
+    # each round expires before the next one starts
+    assert len(win._data) == 50 * win._stride  # type: ignore[attr-defined]
 
 
 def test_evidence_samples_are_held_once_across_keys() -> None:
@@ -374,6 +378,79 @@ def test_distinct_windows_can_intern_values() -> None:
     win = DistinctWindows(3, 60.0, 100, intern_values=True)
     for i in range(3):
         win.hit(f"10.0.0.{i}", "".join(["ro", "ot"]), T0)
-    values = [win._keys[f"10.0.0.{i}"][2] for i in range(3)]  # type: ignore[attr-defined]
+    # one value each: held as (value, last_seen, queued)
+    values = [win._keys[f"10.0.0.{i}"][0] for i in range(3)]  # type: ignore[attr-defined]
     assert values[0] == "root"
     assert values[0] is values[1] is values[2]
+
+
+@pytest.mark.parametrize("threshold", [4, 5, 10, 20])
+def test_spill_layout_counts_like_the_plain_one(
+    threshold: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A table whose rings live apart (threshold above 3) reports the same crossings,
+    keys and evictions as one with every ring in its slot, out-of-order times included."""
+    rng = random.Random(threshold)
+    spilled = EventWindows(threshold, 60.0, 40)
+    monkeypatch.setattr(window, "_SPILL_ABOVE", 1000)
+    plain = EventWindows(threshold, 60.0, 40)
+    assert spilled._spill is not None  # type: ignore[attr-defined]
+    assert plain._spill is None  # type: ignore[attr-defined]
+    now = T0
+    for step in range(20_000):
+        now += rng.choice((0.0, 0.5, 3.0, 20.0, 90.0))
+        ts = now - rng.choice((0.0, 0.0, 0.0, 30.0, 200.0))  # some events arrive late
+        key = f"10.0.0.{rng.randrange(60)}"
+        roll = rng.random()
+        if roll < 0.01:
+            spilled.clear(key)
+            plain.clear(key)
+        elif roll < 0.02:
+            assert spilled.expire(now) == plain.expire(now)
+        else:
+            sample = f"u{rng.randrange(8)}"
+            assert spilled.hit(key, ts, sample) == plain.hit(key, ts, sample), step
+        assert len(spilled) == len(plain)
+    assert spilled.evicted == plain.evicted > 0
+
+
+def test_one_or_two_events_take_no_ring() -> None:
+    """Keys with one or two events keep them in their slot (8 doubles), whatever the
+    threshold; the third event gives the key a ring, freed for reuse when it goes."""
+    win = EventWindows(20, 60.0, 1000)
+    for i in range(100):
+        win.hit(f"k{i}", T0)
+        win.hit(f"k{i}", T0 + 1)
+    assert len(win._data) == 100 * 8  # type: ignore[attr-defined]
+    assert len(win._spill) == 0  # type: ignore[attr-defined, arg-type]
+    for i in range(10):
+        win.hit(f"k{i}", T0 + 2)
+    assert len(win._spill) == 10 * 20  # type: ignore[attr-defined, arg-type]
+    win.expire(T0 + 61.5)  # k10..k99 (newest T0 + 1) go; k0..k9 stay
+    assert len(win) == 10
+    win.expire(T0 + 63)
+    assert len(win) == 0
+    for i in range(10):
+        for j in range(3):
+            win.hit(f"again{i}", T0 + 100 + j)
+    # the freed rings were reused
+    assert len(win._spill) == 10 * 20  # type: ignore[attr-defined, arg-type]
+
+
+def test_distinct_windows_one_value_keys_are_compact_until_their_second() -> None:
+    """A key with one value is held as a tuple (kept by second chance, expired, never
+    crossing); its second distinct value turns it into the list that counts."""
+    dist = DistinctWindows(2, 60.0, 2)
+    assert dist.hit("a", "x", T0) is None
+    assert dist.hit("b", "x", T0 + 1) is None
+    assert dist.hit("a", "x", T0 + 2) is None  # same value again: still one
+    assert isinstance(dist._keys["a"], tuple)  # type: ignore[attr-defined]
+    dist.hit("c", "x", T0 + 3)  # full: "a" (hit again since queued) gets a second chance
+    assert "a" in dist._keys  # type: ignore[attr-defined]
+    assert "b" not in dist._keys  # type: ignore[attr-defined]
+    crossing = dist.hit("a", "y", T0 + 4)
+    assert crossing is not None
+    assert crossing.evidence == ("x", "y")
+    assert isinstance(dist._keys["a"], list)  # type: ignore[attr-defined]
+    assert dist.expire(T0 + 63.5) == 1  # "c" (T0 + 3) goes, "a" (T0 + 4) stays
+    assert len(dist) == 1

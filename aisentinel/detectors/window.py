@@ -81,6 +81,12 @@ _FIRST = 2  # time of the first of those events
 _IDX = 3  # ring index of the next slot to write (= the oldest of the last n)
 _QUEUED = 4  # newest event time when the key was (re)queued
 _RING = 5  # ring of the last ``threshold`` timestamps starts here
+# Spill layout (threshold > _SPILL_ABOVE): the ring lives apart once a key needs it.
+_SPILL = 5  # offset of the key's ring in ``_spill``, or -1 while it has none
+_SMALL = 6  # the key's first two timestamps, in the slot, while it has no ring
+_SPILL_ABOVE = 3
+"""Thresholds above this keep a key's first two timestamps in its slot and move them
+to a full ring (of ``threshold`` doubles, in a second array) at its third event."""
 
 
 class Crossing(NamedTuple):
@@ -238,7 +244,7 @@ class _SlotStore(ABC):
                 queue.append(key)
                 continue
             del keys[key]
-            self._forget(key)
+            self._forget(key, base)
             self.evicted += 1
             return slot
 
@@ -253,8 +259,8 @@ class _SlotStore(ABC):
             dropped += 1
         return dropped
 
-    def _forget(self, key: str) -> None:  # noqa: B027 - optional hook, empty by default
-        """Hook: ``key`` was dropped (evicted or expired)."""
+    def _forget(self, key: str, base: int) -> None:  # noqa: B027 - optional hook
+        """Hook: ``key``, whose slot starts at ``base``, was dropped (evicted or expired)."""
 
     def _expire(self, horizon: float) -> int:
         """Drop queued keys whose newest event is before ``horizon`` (see module doc)."""
@@ -274,7 +280,7 @@ class _SlotStore(ABC):
                 queue.popleft()
                 del keys[key]
                 free.append(slot)
-                self._forget(key)
+                self._forget(key, base)
                 dropped += 1
             elif newest > data[base + queued]:
                 data[base + queued] = newest
@@ -293,11 +299,15 @@ class _SlotStore(ABC):
 class EventWindows(_SlotStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
-    Memory per key: ``threshold + 5`` doubles, a dict entry and a queue entry; at
-    most ``max_keys`` keys.
+    Memory per key: a dict entry, a queue entry and ``threshold + 5`` doubles; with a
+    ``threshold`` above 3, 8 doubles (the key's first two timestamps are kept in the
+    slot) plus, from its third event on, ``threshold`` more: a ring in a second flat
+    array, given back when the key goes or is cleared. A flood of addresses with one
+    or two events each costs 8 doubles per key, whatever the threshold. At most
+    ``max_keys`` keys.
     """
 
-    __slots__ = ("_evidence", "threshold", "window")
+    __slots__ = ("_evidence", "_spill", "_spill_blank", "_spill_free", "threshold", "window")
 
     def __init__(
         self,
@@ -309,17 +319,40 @@ class EventWindows(_SlotStore):
         evidence_max: int = 5,
     ) -> None:
         _check(threshold, window, max_keys)
-        blank = (_NEG_INF, 0.0, 0.0, 0.0, _NEG_INF) + (_NEG_INF,) * threshold
+        spills = threshold > _SPILL_ABOVE
+        ring = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * threshold
+        blank = (_NEG_INF, 0.0, 0.0, 0.0, _NEG_INF, *ring)
         super().__init__(max_keys, blank, _QUEUED)
         self.threshold = threshold
         self.window = window
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
+        self._spill: array[float] | None = array("d") if spills else None
+        """Rings of ``threshold`` doubles of the keys that have one (spill layout)."""
+        self._spill_blank = array("d", (_NEG_INF,) * threshold)
+        self._spill_free: list[int] = []
 
     def _newest(self, base: int) -> float:
         data = self._data
-        return data[base + _RING + (int(data[base + _IDX]) - 1) % self.threshold]
+        idx = int(data[base + _IDX])
+        spill = self._spill
+        if spill is None:
+            return data[base + _RING + (idx - 1) % self.threshold]
+        at = int(data[base + _SPILL])
+        if at >= 0:
+            return spill[at + (idx - 1) % self.threshold]
+        return data[base + _SMALL + idx - 1] if idx else _NEG_INF
 
-    def _forget(self, key: str) -> None:
+    def _give_back(self, base: int) -> None:
+        """Free the key's spilled ring, if it has one (spill layout only)."""
+        data = self._data
+        at = int(data[base + _SPILL])
+        if at >= 0:
+            self._spill_free.append(at)
+            data[base + _SPILL] = -1.0
+
+    def _forget(self, key: str, base: int) -> None:
+        if self._spill is not None:
+            self._give_back(base)
         self._evidence.drop(key)
 
     def clear(self, key: str) -> None:
@@ -328,6 +361,8 @@ class EventWindows(_SlotStore):
         if slot is None:
             return
         base = slot * self._stride
+        if self._spill is not None:
+            self._give_back(base)
         queued = self._data[base + _QUEUED]
         self._data[base : base + self._stride] = self._blank
         self._data[base + _QUEUED] = queued
@@ -335,12 +370,13 @@ class EventWindows(_SlotStore):
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when it crosses."""
+        if self._spill is not None:
+            return self._hit_spill(key, ts, sample)
         data = self._data
         n = self.threshold
         slot = self._keys.get(key)
         if slot is None:
-            base = self._allocate(key, ts) * self._stride
-            data[base + _FIRST] = ts
+            base = self._begin(key, ts)
             idx = 0
         else:
             base = slot * self._stride
@@ -361,6 +397,75 @@ class EventWindows(_SlotStore):
             self._evidence.add(key, sample)
         if ts - data[ring + idx] > self.window or ts < data[base + _QUIET]:
             return None
+        return self._cross(key, base, ts, count)
+
+    def _hit_spill(self, key: str, ts: float, sample: str | None) -> Crossing | None:
+        """:meth:`hit` in the spill layout (``threshold`` above 3): the same counts and
+        crossings; only where the timestamps are kept differs."""
+        data = self._data
+        n = self.threshold
+        slot = self._keys.get(key)
+        if slot is None:
+            base = self._begin(key, ts)
+            at = -1
+            idx = 0
+        else:
+            base = slot * self._stride
+            idx = int(data[base + _IDX])
+            at = int(data[base + _SPILL])
+            if at >= 0:
+                newest = self._spill[at + (idx - 1) % n]  # type: ignore[index]
+            else:
+                newest = data[base + _SMALL + idx - 1] if idx else _NEG_INF
+            # A gap longer than the window starts a new episode.
+            if ts - newest > self.window:
+                data[base + _COUNT] = 0.0
+                data[base + _FIRST] = ts
+        count = data[base + _COUNT] + 1.0
+        data[base + _COUNT] = count
+        if sample is not None:
+            self._evidence.add(key, sample)
+        if at < 0:
+            if idx < 2:
+                # Two timestamps in the slot: below every spill threshold, no crossing.
+                data[base + _SMALL + idx] = ts
+                data[base + _IDX] = idx + 1
+                return None
+            at = self._spill_ring(base)
+        spill: array[float] = self._spill  # type: ignore[assignment]
+        spill[at + idx] = ts
+        idx += 1
+        if idx == n:
+            idx = 0
+        data[base + _IDX] = idx
+        if ts - spill[at + idx] > self.window or ts < data[base + _QUIET]:
+            return None
+        return self._cross(key, base, ts, count)
+
+    def _begin(self, key: str, ts: float) -> int:
+        """A slot for new ``key``, its episode starting at ``ts``; the slot's base."""
+        base = self._allocate(key, ts) * self._stride
+        self._data[base + _FIRST] = ts
+        return base
+
+    def _spill_ring(self, base: int) -> int:
+        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
+        spill: array[float] = self._spill  # type: ignore[assignment]
+        if self._spill_free:
+            at = self._spill_free.pop()
+            spill[at : at + self.threshold] = self._spill_blank
+        else:
+            at = len(spill)
+            spill.extend(self._spill_blank)
+        data = self._data
+        spill[at] = data[base + _SMALL]
+        spill[at + 1] = data[base + _SMALL + 1]
+        data[base + _SPILL] = at
+        return at
+
+    def _cross(self, key: str, base: int, ts: float, count: float) -> Crossing:
+        """Report the crossing of the key at ``base``: quiet for a window from ``ts``."""
+        data = self._data
         data[base + _QUIET] = ts + self.window
         data[base + _COUNT] = 0.0
         first = data[base + _FIRST]
@@ -516,7 +621,9 @@ class DistinctWindows:
     replaces the one seen longest ago. ``queued`` is the key's newest time when it
     was (re)queued: keys are evicted and expired in second-chance order (module
     doc). The crossing's evidence is the distinct values seen within the window,
-    oldest first.
+    oldest first. A key that has shown one value only (with a ``threshold`` above 1:
+    it cannot have crossed) is held as the smaller tuple ``(value, last_seen,
+    queued)`` until its second value: most keys of a flood of addresses.
     """
 
     __slots__ = (
@@ -550,22 +657,37 @@ class DistinctWindows:
         self._intern = intern_values
         """Store values through ``sys.intern``: for values many keys share (usernames
         tried by many addresses), which are then held once."""
-        # Flat [quiet_until, queued, value, seen, value, seen, ...]: one small list per key.
-        self._keys: dict[str, list[Any]] = {}
+        # Flat [quiet_until, queued, value, seen, value, seen, ...]: one small list per
+        # key, or (value, seen, queued) while it has one value (see the class doc).
+        self._keys: dict[str, list[Any] | tuple[str, float, float]] = {}
         self._queue: deque[str] = deque()
 
     def hit(self, key: str, value: str, ts: float) -> Crossing | None:
         """Record ``value`` for ``key`` at ``ts``; a :class:`Crossing` when enough are distinct."""
         keys = self._keys
-        state = keys.get(key)
-        if state is None:
+        held = keys.get(key)
+        state: list[Any]
+        if held is None:
             if len(keys) >= self.max_keys:
                 self._evict()
-            keys[key] = state = [_NEG_INF, ts, intern(value) if self._intern else value, ts]
+            if self._intern:
+                value = intern(value)
             self._queue.append(key)
             if self.threshold > 1:
+                keys[key] = (value, ts, ts)
                 return None
+            keys[key] = state = [_NEG_INF, ts, value, ts]
+        elif isinstance(held, tuple):
+            first, seen, queued = held
+            if first == value:  # still one value: below the threshold, never quiet
+                keys[key] = (first, ts, queued)
+                return None
+            if self._intern:
+                value = intern(value)
+            # The cap is at least the threshold, above 1 here: room for a second value.
+            keys[key] = state = [_NEG_INF, queued, first, seen, value, ts]
         else:
+            state = held
             size = len(state)
             for i in range(2, size, 2):
                 if state[i] == value:
@@ -591,8 +713,30 @@ class DistinctWindows:
             return None
         state[0] = ts + self.window
         live.sort()
-        first = live[0][0]
-        return Crossing(len(live), float(first), tuple(str(v) for _, v in live))
+        first_ts = live[0][0]
+        return Crossing(len(live), float(first_ts), tuple(str(v) for _, v in live))
+
+    def _requeue(self, key: str, horizon: float) -> bool | None:
+        """The second-chance test of queued ``key``: True when it has a newer value
+        since it was queued (its queued time is moved to that), None when its newest
+        value is before ``horizon``, else False."""
+        keys = self._keys
+        state = keys[key]
+        if isinstance(state, tuple):
+            newest: float = state[1]
+            if newest < horizon:
+                return None
+            if newest > state[2]:
+                keys[key] = (state[0], newest, newest)
+                return True
+            return False
+        newest = max(state[3::2])
+        if newest < horizon:
+            return None
+        if newest > state[1]:
+            state[1] = newest
+            return True
+        return False
 
     def _evict(self) -> None:
         """Drop the first queued key without a newer value since it was queued."""
@@ -600,10 +744,7 @@ class DistinctWindows:
         queue = self._queue
         while True:
             key = queue.popleft()
-            state = keys[key]
-            newest = max(state[3::2])
-            if newest > state[1]:
-                state[1] = newest
+            if self._requeue(key, _NEG_INF):
                 queue.append(key)
                 continue
             del keys[key]
@@ -613,7 +754,7 @@ class DistinctWindows:
     def release(self, key: str) -> None:
         """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
         state = self._keys.get(key)
-        if state is not None:
+        if isinstance(state, list):
             state[0] = _NEG_INF
 
     def expire(self, now: float) -> int:
@@ -624,14 +765,12 @@ class DistinctWindows:
         dropped = 0
         while queue:
             key = queue[0]
-            state = keys[key]
-            newest = max(state[3::2])
-            if newest < horizon:
+            again = self._requeue(key, horizon)
+            if again is None:
                 queue.popleft()
                 del keys[key]
                 dropped += 1
-            elif newest > state[1]:
-                state[1] = newest
+            elif again:
                 queue.rotate(-1)
             else:
                 break

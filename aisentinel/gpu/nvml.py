@@ -3,35 +3,52 @@
 pynvml loads ``libnvidia-ml.so.1`` (the driver's library) at ``nvmlInit``; a machine
 without the driver raises ``NVMLError`` with ``NVML_ERROR_LIBRARY_NOT_FOUND`` there.
 Should pynvml itself be missing, ``pynvml`` is None and the GPU parts report that.
+pynvml is imported on first use (see ``__getattr__``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Final
-
-try:
-    import pynvml as _pynvml
-except ImportError:  # pragma: no cover - a declared dependency
-    _pynvml = None
-
-pynvml: Any = _pynvml
+from typing import TYPE_CHECKING, Any, Final
 
 
 class _NoPynvmlError(Exception):
     """Stands in for pynvml.NVMLError when pynvml is not installed (never raised)."""
 
 
-NVMLError: type[Exception] = pynvml.NVMLError if pynvml is not None else _NoPynvmlError
+_NAMES: dict[int, str] = {}
+_LOADED = False
 
-_NAMES: Final[dict[int, str]] = (
-    {
-        value: name.removeprefix("NVML_ERROR_")
-        for name, value in vars(pynvml).items()
-        if name.startswith("NVML_ERROR_") and isinstance(value, int)
-    }
-    if pynvml is not None
-    else {}
-)
+# pynvml (a 5,000-line module, about 1 MB resident) is imported on first use of
+# ``pynvml`` or ``NVMLError`` (module ``__getattr__``), so a daemon without a GPU
+# source never loads it. Read them as ``nvml.pynvml`` / ``nvml.NVMLError`` at call time.
+if TYPE_CHECKING:
+    pynvml: Any
+    NVMLError: type[Exception]
+
+
+def _load() -> None:
+    global _LOADED  # noqa: PLW0603 - the one lazy import
+    try:
+        import pynvml as module  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - a declared dependency
+        module = None
+    globals()["pynvml"] = module
+    globals()["NVMLError"] = module.NVMLError if module is not None else _NoPynvmlError
+    if module is not None:
+        _NAMES.update(
+            (value, name.removeprefix("NVML_ERROR_"))
+            for name, value in vars(module).items()
+            if name.startswith("NVML_ERROR_") and isinstance(value, int)
+        )
+    _LOADED = True
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("pynvml", "NVMLError") and not _LOADED:
+        _load()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 SUCCESS: Final = 0
 NOT_SUPPORTED: Final = 3
@@ -53,6 +70,8 @@ def error_code(exc: BaseException) -> int:
 
 def error_name(code: int) -> str:
     """``GPU_IS_LOST`` for 15; the number for a code pynvml does not name."""
+    if not _LOADED:
+        _load()
     return _NAMES.get(code, str(code))
 
 

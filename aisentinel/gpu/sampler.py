@@ -28,7 +28,7 @@ from aisentinel.clock import Clock
 from aisentinel.events import GpuProcessSample, GpuSample, ProcessAttribution
 from aisentinel.gpu import nvml
 from aisentinel.gpu.attribution import ProcessAttributor
-from aisentinel.gpu.nvml import NVMLError, error_code, error_name, pynvml
+from aisentinel.gpu.nvml import error_code, error_name
 from aisentinel.gpu.xid import normalize_bus_id
 
 _log = structlog.get_logger(__name__)
@@ -153,16 +153,16 @@ class GpuSampler:
     def _shutdown(self) -> None:
         self._initialised = False
         self._devices = []
-        with contextlib.suppress(NVMLError):
-            pynvml.nvmlShutdown()
+        with contextlib.suppress(nvml.NVMLError):
+            nvml.pynvml.nvmlShutdown()
 
     def _init(self) -> bool:
-        if pynvml is None:
+        if nvml.pynvml is None:
             self._fail(GpuState.NO_LIBRARY, "pynvml (nvidia-ml-py) is not installed")
             return False
         try:
-            pynvml.nvmlInit()
-        except NVMLError as exc:
+            nvml.pynvml.nvmlInit()
+        except nvml.NVMLError as exc:
             code = error_code(exc)
             if code == nvml.LIBRARY_NOT_FOUND:
                 self._fail(GpuState.NO_LIBRARY, "libnvidia-ml.so.1 not found (no NVIDIA driver)")
@@ -175,10 +175,10 @@ class GpuSampler:
             return False
         self._initialised = True
         try:
-            self.driver_version = _text(pynvml.nvmlSystemGetDriverVersion())
-            count = pynvml.nvmlDeviceGetCount()
+            self.driver_version = _text(nvml.pynvml.nvmlSystemGetDriverVersion())
+            count = nvml.pynvml.nvmlDeviceGetCount()
             devices = [self._open(i) for i in range(count)]
-        except NVMLError as exc:
+        except nvml.NVMLError as exc:
             self._shutdown()
             self._fail(GpuState.ERROR, f"enumerating GPUs: {error_name(error_code(exc))}")
             return False
@@ -192,10 +192,10 @@ class GpuSampler:
     def _open(self, index: int) -> _Device:
         handle: Any = None
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
-            name = _text(pynvml.nvmlDeviceGetName(handle))
-        except NVMLError as exc:
+            handle = nvml.pynvml.nvmlDeviceGetHandleByIndex(index)
+            uuid = _text(nvml.pynvml.nvmlDeviceGetUUID(handle))
+            name = _text(nvml.pynvml.nvmlDeviceGetName(handle))
+        except nvml.NVMLError as exc:
             if error_code(exc) != nvml.GPU_IS_LOST:
                 raise
             uuid, name, bus = self._identity.get(index, (f"gpu{index}", "", None))
@@ -203,8 +203,8 @@ class GpuSampler:
             self._mark_lost(dev, error_code(exc))
             return dev
         try:
-            bus = normalize_bus_id(_text(pynvml.nvmlDeviceGetPciInfo(handle).busId))
-        except NVMLError:
+            bus = normalize_bus_id(_text(nvml.pynvml.nvmlDeviceGetPciInfo(handle).busId))
+        except nvml.NVMLError:
             bus = None
         self._identity[index] = (uuid, name, bus)
         return _Device(index, handle, uuid, name, bus)
@@ -273,7 +273,7 @@ class GpuSampler:
             return None
         try:
             return fn(*args)
-        except NVMLError as exc:
+        except nvml.NVMLError as exc:
             self._failed(dev, what, error_code(exc))
             return None
 
@@ -289,7 +289,7 @@ class GpuSampler:
             _log.warning("gpu value unreadable", gpu=dev.index, value=what, reason=error_name(code))
 
     def _sample(self, dev: _Device, ts: float) -> GpuSample:
-        p = pynvml
+        p = nvml.pynvml
         h = dev.handle
         util = self._call(dev, "utilization", p.nvmlDeviceGetUtilizationRates, h)
         reserved: int | None = None
@@ -352,7 +352,7 @@ class GpuSampler:
         )
 
     def _processes(self, dev: _Device) -> tuple[GpuProcessSample, ...]:
-        p = pynvml
+        p = nvml.pynvml
         h = dev.handle
         compute = self._call(dev, "compute_processes", p.nvmlDeviceGetComputeRunningProcesses, h)
         graphics = self._call(dev, "graphics_processes", p.nvmlDeviceGetGraphicsRunningProcesses, h)
@@ -404,8 +404,8 @@ class GpuSampler:
         if what in dev.unsupported:
             return None
         try:
-            samples = pynvml.nvmlDeviceGetProcessUtilization(dev.handle, dev.last_util_ts)
-        except NVMLError as exc:
+            samples = nvml.pynvml.nvmlDeviceGetProcessUtilization(dev.handle, dev.last_util_ts)
+        except nvml.NVMLError as exc:
             code = error_code(exc)
             if code == nvml.NOT_FOUND:  # no sample since the last call: idle
                 return {}

@@ -25,7 +25,8 @@ import structlog
 
 from aisentinel.clock import Clock
 from aisentinel.events import XidEvent
-from aisentinel.gpu.nvml import NVMLError, error_code, error_text, pynvml
+from aisentinel.gpu import nvml
+from aisentinel.gpu.nvml import error_code, error_text
 
 _log = structlog.get_logger(__name__)
 
@@ -163,7 +164,7 @@ class XidWatcher:
 
     def _run(self) -> None:
         delay = self._retry_initial
-        if pynvml is None:
+        if nvml.pynvml is None:
             self._set(WatcherState.UNAVAILABLE, "pynvml (nvidia-ml-py) is not installed")
             return
         while not self._stop.is_set():
@@ -177,14 +178,14 @@ class XidWatcher:
     def _session(self) -> bool:
         """One init .. shutdown; returns True if it got as far as watching."""
         try:
-            pynvml.nvmlInit()
-        except NVMLError as exc:
+            nvml.pynvml.nvmlInit()
+        except nvml.NVMLError as exc:
             self._set(WatcherState.UNAVAILABLE, f"nvmlInit: {error_text(exc)}")
             return False
         event_set: Any = None
         watching = False
         try:
-            event_set = pynvml.nvmlEventSetCreate()
+            event_set = nvml.pynvml.nvmlEventSetCreate()
             devices = self._register(event_set)
             if not devices:
                 self._set(WatcherState.UNAVAILABLE, "no GPU supports Xid events")
@@ -192,30 +193,30 @@ class XidWatcher:
             self._set(WatcherState.WATCHING, f"{len(devices)} GPU(s)")
             watching = True
             self._wait_loop(event_set, devices)
-        except NVMLError as exc:
+        except nvml.NVMLError as exc:
             self._set(WatcherState.RETRYING, error_text(exc))
         finally:
             if event_set is not None:
-                with contextlib.suppress(NVMLError):
-                    pynvml.nvmlEventSetFree(event_set)
-            with contextlib.suppress(NVMLError):
-                pynvml.nvmlShutdown()
+                with contextlib.suppress(nvml.NVMLError):
+                    nvml.pynvml.nvmlEventSetFree(event_set)
+            with contextlib.suppress(nvml.NVMLError):
+                nvml.pynvml.nvmlShutdown()
         return watching
 
     def _register(self, event_set: Any) -> dict[int, tuple[int, str | None, str | None]]:
         devices: dict[int, tuple[int, str | None, str | None]] = {}
-        for index in range(pynvml.nvmlDeviceGetCount()):
+        for index in range(nvml.pynvml.nvmlDeviceGetCount()):
             try:
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                if not pynvml.nvmlDeviceGetSupportedEventTypes(handle) & XID_CRITICAL:
+                handle = nvml.pynvml.nvmlDeviceGetHandleByIndex(index)
+                if not nvml.pynvml.nvmlDeviceGetSupportedEventTypes(handle) & XID_CRITICAL:
                     continue
-                pynvml.nvmlDeviceRegisterEvents(handle, XID_CRITICAL, event_set)
-                uuid = _text(pynvml.nvmlDeviceGetUUID(handle))
+                nvml.pynvml.nvmlDeviceRegisterEvents(handle, XID_CRITICAL, event_set)
+                uuid = _text(nvml.pynvml.nvmlDeviceGetUUID(handle))
                 try:
-                    bus = normalize_bus_id(_text(pynvml.nvmlDeviceGetPciInfo(handle).busId))
-                except NVMLError:
+                    bus = normalize_bus_id(_text(nvml.pynvml.nvmlDeviceGetPciInfo(handle).busId))
+                except nvml.NVMLError:
                     bus = None
-            except NVMLError as exc:
+            except nvml.NVMLError as exc:
                 _log.warning("gpu xid events not registered", gpu=index, reason=error_text(exc))
                 continue
             devices[_address(handle)] = (index, uuid, bus)
@@ -224,11 +225,11 @@ class XidWatcher:
     def _wait_loop(
         self, event_set: Any, devices: dict[int, tuple[int, str | None, str | None]]
     ) -> None:
-        timeout = pynvml.NVML_ERROR_TIMEOUT
+        timeout = nvml.pynvml.NVML_ERROR_TIMEOUT
         while not self._stop.is_set():
             try:
-                data = pynvml.nvmlEventSetWait_v2(event_set, self._wait_ms)
-            except NVMLError as exc:
+                data = nvml.pynvml.nvmlEventSetWait_v2(event_set, self._wait_ms)
+            except nvml.NVMLError as exc:
                 if error_code(exc) == timeout:
                     continue
                 raise

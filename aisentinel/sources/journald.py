@@ -49,10 +49,23 @@ from aisentinel.parsers.timestamps import MAX_TS, MIN_TS
 from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
 from aisentinel.sources.positions import atomic_write
 
-try:
-    from systemd import journal as _journal
-except ImportError:  # optional dependency
-    _journal = None
+_UNLOADED: Any = object()
+_journal: Any = _UNLOADED
+"""``systemd.journal``, imported on first need (about 1 MB resident, and most daemons
+read no journal); None without systemd-python."""
+
+
+def _systemd_journal() -> Any:
+    """``systemd.journal`` (imported on the first call), or None when it is missing."""
+    global _journal  # noqa: PLW0603 - the one lazy import
+    if _journal is _UNLOADED:
+        try:
+            from systemd import journal  # noqa: PLC0415
+        except ImportError:  # optional dependency
+            journal = None
+        _journal = journal
+    return _journal
+
 
 _log = structlog.get_logger(__name__)
 
@@ -73,12 +86,12 @@ _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
 
 def journald_available() -> bool:
     """True when ``systemd-python`` is importable."""
-    return _journal is not None
+    return _systemd_journal() is not None
 
 
 def journald_problem() -> str | None:
     """Why the journal cannot be read on this host, in words; None when it can."""
-    if _journal is None:
+    if _systemd_journal() is None:
         return "systemd-python is not installed"
     if not any(d.is_dir() for d in JOURNAL_DIRS):
         return "no journal directory (" + ", ".join(str(d) for d in JOURNAL_DIRS) + ")"
@@ -201,7 +214,7 @@ class JournaldSource(Source):
         """Start the reader thread; without systemd-python, warn once and stay down."""
         if self._thread is not None or self._disabled:
             raise RuntimeError(f"journald source {self.name!r} is already started")
-        if _journal is None:
+        if _systemd_journal() is None:
             self._disabled = True
             self.stats.set_state("error", "systemd-python is not installed")
             _log.warning(
@@ -258,12 +271,13 @@ class JournaldSource(Source):
         self.stats.set_state("stopped", "stopped")
 
     def _open(self) -> Any:
-        assert _journal is not None  # noqa: S101 - start() checked
+        journal = _systemd_journal()
+        assert journal is not None  # noqa: S101 - start() checked
         converters = {"__REALTIME_TIMESTAMP": int, "__MONOTONIC_TIMESTAMP": _identity}
         if self.config.directory is not None:
-            reader = _journal.Reader(path=self.config.directory, converters=converters)
+            reader = journal.Reader(path=self.config.directory, converters=converters)
         else:
-            reader = _journal.Reader(converters=converters)
+            reader = journal.Reader(converters=converters)
         matches = list(self.config.matches)
         if self.config.kernel_xid and "_TRANSPORT=kernel" not in matches:
             matches.append("_TRANSPORT=kernel")
