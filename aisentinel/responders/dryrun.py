@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 from pydantic import Field
@@ -106,7 +106,7 @@ class DryRunResponder(BufferedResponder):
     def _add(self, decision: Decision) -> None:
         target = decision.target.text if decision.target is not None else "?"
         ttl = format_duration(decision.ttl) if decision.ttl is not None else "ever"
-        self.banned[target] = decision
+        self.banned[target] = replace(decision, finding=None)  # the finding is not needed here
         self._note(f"{decision.action.value} {target} for {ttl} ({decision.detector})")
 
     def _note(self, text: str) -> None:
