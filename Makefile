@@ -1,11 +1,13 @@
 # aisentinel developer entry points. On a fresh Debian 12 machine (as root):
 #   make demo   - venv + install + run the daemon on a bundled attack scenario
 #   make test   - install what the tests need (apt + venv) and run lint, types and tests
+#                 (the suite runs twice: pure Python, then against `make compiled`)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
+COMPILED := build/mypyc
 
 # Debian packages the tests use for real (servers, firewall tools, compilers, packaging).
 APT_TEST := python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev \
@@ -16,10 +18,11 @@ APT_TEST := python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev \
 # What `make demo` needs on a fresh machine.
 APT_DEMO := python3-venv python3-pip
 
-.PHONY: help demo test lint typecheck pytest deb bench accuracy clean system-deps-test system-deps-demo
+.PHONY: help demo test lint typecheck pytest pytest-compiled compiled deb bench accuracy clean \
+	system-deps-test system-deps-demo
 
 help:
-	@echo "make demo | make test | make lint | make deb | make bench | make accuracy | make clean"
+	@echo "make demo | make test | make lint | make compiled | make deb | make bench | make accuracy | make clean"
 
 # Installs the named Debian packages that are missing (root + apt-get only; never services).
 define apt_install
@@ -71,7 +74,23 @@ typecheck: $(STAMPS)/install-test
 pytest: $(STAMPS)/install-test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-test: system-deps-test $(STAMPS)/install-test lint typecheck pytest
+# The mypyc-compiled hot modules (aisentinel.compiled.HOT_MODULES), built outside the
+# source tree: build/mypyc holds a copy of the package plus the extension modules, and
+# PYTHONPATH=build/mypyc runs it (`aisentinel --version` says which one runs). Needs
+# gcc and the Python headers (python3-dev, in APT_TEST); fails if any module fails.
+compiled: $(STAMPS)/install-test
+	@$(PY) -c 'import setuptools' 2>/dev/null || $(PY) -m pip install -q setuptools
+	$(PY) packaging/build_mypyc.py $(COMPILED)
+
+# The same suite against the compiled build (tests/test_compiled.py fails if it is not the
+# one imported); PYTHONSAFEPATH keeps `python -m aisentinel` run from the checkout (tests'
+# subprocesses) off the pure package in the working directory. The .deb tests are left
+# to the first run: they build their own package, compiled by build-deb.sh.
+pytest-compiled: compiled
+	PYTHONPATH=$(CURDIR)/$(COMPILED) PYTHONSAFEPATH=1 AISENTINEL_EXPECT_COMPILED=1 \
+	  $(VENV)/bin/pytest --ignore=tests/test_packaging.py $(PYTEST_ARGS)
+
+test: system-deps-test $(STAMPS)/install-test lint typecheck pytest pytest-compiled
 
 deb: system-deps-test
 	packaging/build-deb.sh

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from aisentinel import __version__
+from aisentinel import __version__, compiled
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
 from aisentinel.parsers import AUTO
 from aisentinel.parsers import names as parser_names
@@ -413,7 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="aisentinel",
         description="Security daemon for self-hosted AI servers.",
     )
-    parser.add_argument("--version", action="version", version=f"aisentinel {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"aisentinel {__version__} ({compiled.describe()})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser("run", help="run the daemon in the foreground")

@@ -28,7 +28,9 @@ be flagged by aisentinel (a finding about it or a decision on it). Recall agains
 scenario's ground truth and flags on benign addresses are printed too.
 
     .venv/bin/python bench/throughput.py [--profile both] [--lines 1000000]
-        [--storm-lines 200000] [--runs 3] [--seed 1] [--json]
+        [--storm-lines 200000] [--runs 3] [--seed 1] [--json] [--compiled]
+
+``--compiled`` times the mypyc build (``make compiled`` writes it to build/mypyc).
 
 Every printed figure names its profile.
 """
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -55,6 +58,7 @@ from gen import REPO, aisentinel_cmd, aisentinel_env
 from aisentinel.demo.scenario import AttackKind, Manifest, generate
 
 FAIL2BAN = "/usr/bin/fail2ban-regex"
+COMPILED = REPO / "build" / "mypyc"
 FILTERS = Path("/etc/fail2ban/filter.d")
 MAXRETRY = 5
 FINDTIME = 600.0
@@ -87,6 +91,15 @@ class Job:
     """Addresses that never attack."""
     lines: int = 0
     results: dict[str, Any] = field(default_factory=dict)
+
+
+def bench_env(args: argparse.Namespace) -> dict[str, str]:
+    """aisentinel's environment; with ``--compiled``, build/mypyc first on PYTHONPATH."""
+    env = aisentinel_env()
+    if args.compiled:
+        env["PYTHONPATH"] = os.pathsep.join([str(COMPILED), env["PYTHONPATH"]])
+        env["PYTHONSAFEPATH"] = "1"  # not the checkout's pure package from the cwd
+    return env
 
 
 def best_of(argv: list[str], runs: int, out: Path, env: dict[str, str] | None = None) -> float:
@@ -228,7 +241,7 @@ def run_job(job: Job, args: argparse.Namespace, work: Path) -> None:
     argv = [*aisentinel_cmd(args.aisentinel), "replay", str(job.path), "--format", job.fmt]
     argv += ["--json"] + (["--config", str(args.config)] if args.config else [])
     try:
-        secs = best_of(argv, args.runs, out, env=aisentinel_env())
+        secs = best_of(argv, args.runs, out, env=bench_env(args))
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
         r["aisentinel_error"] = str(exc)
         return
@@ -327,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workdir", type=Path, default=None, help="keep the files here")
     ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
     ap.add_argument("--config", type=Path, default=None, help="passed to aisentinel replay")
+    ap.add_argument(
+        "--compiled", action="store_true", help="run the mypyc build (make compiled: build/mypyc)"
+    )
     ap.add_argument("--no-fail2ban", action="store_true")
     ap.add_argument("--no-aisentinel", action="store_true")
     args = ap.parse_args(argv)
@@ -337,7 +353,23 @@ def main(argv: list[str] | None = None) -> int:
     # compile at install time; Debian's fail2ban has its .pyc files too), so that no
     # run pays for compiling ~80 modules at start-up.
     compileall.compile_dir(REPO / "aisentinel", quiet=1)
-    report: dict[str, Any] = {"seed": args.seed, "runs": args.runs, "profiles": {}}
+    if args.compiled and not list(COMPILED.glob("aisentinel__mypyc*")):
+        ap.error(f"--compiled: no build in {COMPILED}; run `make compiled` first")
+    version = subprocess.run(
+        [*aisentinel_cmd(args.aisentinel), "--version"],
+        env=bench_env(args),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if not args.json:
+        print(f"running: {version}")
+    report: dict[str, Any] = {
+        "seed": args.seed,
+        "runs": args.runs,
+        "aisentinel_version": version,
+        "profiles": {},
+    }
     ratios: list[str] = []
     try:
         for profile in profiles:

@@ -21,6 +21,9 @@
 #   AISENTINEL_DEB_SYSTEMD   auto|yes|no: bundle systemd-python (journald, sd_notify)
 #   AISENTINEL_DEB_CONSTRAINTS  a pip constraints file pinning the bundled versions
 #   AISENTINEL_DEB_LINTIAN   1 (default) runs lintian on the result and fails on errors
+#   AISENTINEL_DEB_COMPILED  1 (default) ships the mypyc-compiled hot modules beside their
+#                            .py files (packaging/build_mypyc.py); when that build fails,
+#                            one line says so and the package is pure Python. 0: never.
 #   AISENTINEL_DEB_VERSION   package version (default: __version__ of aisentinel/__init__.py)
 #   DEBFULLNAME, DEBEMAIL    the Maintainer field
 set -euo pipefail
@@ -31,6 +34,7 @@ PY=${AISENTINEL_DEB_PYTHON:-/usr/bin/python3}
 DIST_DIR=${DIST_DIR:-$ROOT/dist}
 WITH_SYSTEMD=${AISENTINEL_DEB_SYSTEMD:-auto}
 RUN_LINTIAN=${AISENTINEL_DEB_LINTIAN:-1}
+WITH_COMPILED=${AISENTINEL_DEB_COMPILED:-1}
 MAINTAINER="${DEBFULLNAME:-aisentinel developers} <${DEBEMAIL:-aisentinel@example.org}>"
 PREFIX=/opt/aisentinel
 NAME=aisentinel
@@ -55,6 +59,11 @@ command -v dpkg-shlibdeps >/dev/null || need+=(dpkg-dev)
 command -v strip >/dev/null || need+=(binutils)
 [ -x "$PY" ] || need+=(python3)
 [ -x "$PY" ] && "$PY" -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv)
+if [ "$WITH_COMPILED" = 1 ] && [ -x "$PY" ]; then
+    command -v gcc >/dev/null || need+=(gcc)
+    [ -e "/usr/include/python3.$("$PY" -c 'import sys; print(sys.version_info[1])')/Python.h" ] \
+        || need+=(python3-dev)
+fi
 if [ "$WITH_SYSTEMD" != no ] && ! have_systemd_build; then
     need+=(python3-dev gcc pkg-config libsystemd-dev)
 fi
@@ -124,6 +133,31 @@ target="$WORK/src"
 "$VENV/bin/python" -m pip install "${pip_args[@]}" "$target"
 "$VENV/bin/python" -m pip uninstall --quiet --yes pip setuptools
 "$VENV/bin/python" -c 'import aisentinel' || die "the staged venv cannot import aisentinel"
+
+# --- the compiled hot modules (mypyc) ------------------------------------------------
+# mypy (mypyc) runs from a throw-away venv of the same interpreter and reads the staged
+# venv's packages for types; the extension modules go beside the installed .py files
+# (which stay, as the fallback source) and into aisentinel's RECORD.
+compile_hot_modules() {
+    "$PY" -m venv "$WORK/mypyc-venv" \
+        && "$WORK/mypyc-venv/bin/python" -m pip install "${pip_args[@]}" mypy setuptools \
+        && "$WORK/mypyc-venv/bin/python" "$PACKAGING/build_mypyc.py" "$WORK/mypyc" \
+            --python-executable "$VENV/bin/python"
+}
+if [ "$WITH_COMPILED" = 1 ]; then
+    if compile_hot_modules >"$WORK/mypyc.log" 2>&1; then
+        site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+        record=$(echo "$site"/aisentinel-*.dist-info/RECORD)
+        (cd "$WORK/mypyc" && find . -name '*.so' -printf '%P\n' | sort) | while IFS= read -r so; do
+            install -D -m 0644 "$WORK/mypyc/$so" "$site/$so"
+            echo "$so,sha256=,0" >>"$record"  # hash and size: refresh-records below
+        done
+        note "compiled with mypyc: $(grep -o '[0-9]* modules' "$WORK/mypyc.log" | tail -1)"
+    else
+        note "mypyc build failed, shipping pure Python: $(grep -v '^ ' "$WORK/mypyc.log" | tail -1)"
+    fi
+    rm -rf "$WORK/mypyc" "$WORK/mypyc-venv"
+fi
 
 # --- the default config (a conffile) ------------------------------------------------
 install -d -m 0755 "$STAGE/etc/$NAME"

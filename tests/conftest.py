@@ -15,6 +15,13 @@ from pathlib import Path
 import pytest
 import structlog
 
+import aisentinel
+
+# Where the aisentinel under test is imported from: this checkout, or the compiled build
+# (build/mypyc) when `make pytest-compiled` runs the suite. Subprocesses get it as their
+# PYTHONPATH so that they run the same build.
+PACKAGE_PATH = str(Path(aisentinel.__file__).resolve().parents[1])
+
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass; returns its last value."""

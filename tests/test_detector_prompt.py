@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PACKAGE_PATH
 from pydantic import ValidationError
 
 from aisentinel.clock import FakeClock
@@ -198,7 +199,7 @@ def test_both_detectors_share_one_extraction_per_body(monkeypatch: pytest.Monkey
 
 
 def _replay(case: Path, *extra: str) -> str:
-    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": PACKAGE_PATH}
     cmd = [sys.executable, "-m", "aisentinel", "replay", "access.json.log"]
     proc = subprocess.run(
         [*cmd, "--format", "auto", "--config", "config.toml", *extra],

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PACKAGE_PATH
 
 from aisentinel import cli
 from aisentinel.faults import (
@@ -118,7 +119,7 @@ def _aisentinel(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aisentinel", *args],
         cwd=REPO,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        env=dict(os.environ, PYTHONPATH=PACKAGE_PATH),
         capture_output=True,
         text=True,
         timeout=60,

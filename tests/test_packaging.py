@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from aisentinel.compiled import HOT_MODULES
+
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "packaging" / "build-deb.sh"
 SNIPPET = REPO / "packaging" / "nginx" / "ai-location-auth-ratelimit.conf"
@@ -117,6 +119,12 @@ def test_package_contents(deb: Path) -> None:
             rel = board.relative_to(REPO / "dashboards")
             assert f"/usr/share/aisentinel/dashboards/{rel}" in paths
     assert not [p for p in paths if "__pycache__" in p or p.endswith(".pyc")]
+    if shutil.which("gcc"):  # build-deb.sh compiles the hot modules; .py stays beside each
+        site = "/opt/aisentinel/venv/lib/python3.11/site-packages/"
+        for name in HOT_MODULES:
+            stem = site + name.replace(".", "/")
+            assert stem + ".py" in paths
+            assert [p for p in paths if p.startswith(stem + ".cpython-") and p.endswith(".so")]
     assert "/usr/bin/aisentinel -> /opt/aisentinel/venv/bin/aisentinel" in listing
 
 
@@ -151,6 +159,9 @@ def test_install_upgrade_purge(deb: Path, tmp_path: Path) -> None:
         version = _run("/usr/bin/aisentinel", "--version")
         assert version.returncode == 0, version.stderr
         assert _project_version() in version.stdout
+        if shutil.which("gcc"):  # the installed package's own modules, not the suite's
+            bare = _run("env", "-u", "PYTHONPATH", "/usr/bin/aisentinel", "--version")
+            assert "compiled: yes" in bare.stdout, bare.stdout + bare.stderr
         check = _run("/usr/bin/aisentinel", "check-config")
         assert check.returncode == 0, check.stdout + check.stderr
         audit = _run("/usr/bin/aisentinel", "audit", "--json")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ssh_fail, wait_for
+from conftest import PACKAGE_PATH, ssh_fail, wait_for
 
 from aisentinel.clock import FakeClock
 from aisentinel.config import load_config
@@ -66,7 +66,7 @@ class Proc:
         self.notify.bind(str(tmp / "notify.sock"))
         self.notify.settimeout(0.2)
         self.status: list[str] = []
-        env = dict(os.environ, PYTHONPATH=str(REPO), NOTIFY_SOCKET=str(tmp / "notify.sock"))
+        env = dict(os.environ, PYTHONPATH=PACKAGE_PATH, NOTIFY_SOCKET=str(tmp / "notify.sock"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aisentinel", "run", "--config", str(config)],
             cwd=REPO,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ssh_fail, wait_for
+from conftest import PACKAGE_PATH, ssh_fail, wait_for
 
 from aisentinel import cli
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config, parse_config
@@ -101,7 +101,7 @@ def running(short_dir: Path) -> Iterator[Running]:
 
 def _status(*args: str) -> subprocess.CompletedProcess[str]:
     """``aisentinel status ARGS`` in a fresh interpreter, as an operator runs it."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
     return subprocess.run(
         [sys.executable, "-m", "aisentinel", "status", *args],
         capture_output=True,

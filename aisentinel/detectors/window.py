@@ -580,7 +580,7 @@ class RateWindows:
             overlap = 1.0 - (ts - start) / self.window
             estimate = count + prev * min(max(overlap, 0.0), 1.0)
         else:
-            estimate = count
+            estimate = float(count)
         if estimate < self.threshold:
             return None
         quiet = self._quiet

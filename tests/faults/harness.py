@@ -20,6 +20,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from conftest import PACKAGE_PATH
+
 from aisentinel.control import ControlError, request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +98,7 @@ class DaemonProc:
     def env(self) -> dict[str, str]:
         """The environment: this checkout first on the path, no systemd sockets."""
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
-        env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+        env["PYTHONPATH"] = PACKAGE_PATH + os.pathsep + env.get("PYTHONPATH", "")
         return env
 
     @staticmethod
