@@ -20,7 +20,7 @@ the detector is rebuilt.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from itertools import compress, count
+from itertools import compress
 from operator import not_
 from pathlib import Path
 from typing import Any, Self, cast
@@ -127,6 +127,8 @@ class RulesDetector(BatchDetector):
             if spec not in self._tables:
                 self._tables[spec] = EventWindows(rule.threshold, rule.window, config.max_keys)
         self.matches: dict[str, int] = {}
+        self._positions: list[int] = []
+        """0, 1, 2 ... as long as the longest batch seen."""
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
@@ -138,8 +140,15 @@ class RulesDetector(BatchDetector):
             # The common case, in one pass of C: one set lookup a request.
             requests = cast("Sequence[HttpRequest]", events)
             quiet = matcher.quiet_requests
+            positions = self._positions
+            if len(positions) < len(requests):
+                positions.extend(range(len(positions), len(requests)))
+            # Lazy: a key seen for the first time is matched (its verdict cached) before
+            # the next request is looked up, so when it matches nothing its repeats
+            # later in the batch are skipped. The positions come from a kept list, not
+            # count(), which would make an int object for every request.
             picked: Iterable[int] = compress(
-                count(), map(not_, map(quiet.__contains__, map(matcher.key, requests)))
+                positions, map(not_, map(quiet.__contains__, map(matcher.key, requests)))
             )
         else:
             quiet_one = matcher.quiet
