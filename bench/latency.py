@@ -327,6 +327,8 @@ class SshdWriter(threading.Thread):
         super().__init__(daemon=True)
         self.path, self.tails, self.rate, self.limit = path, tails, rate, limit
         self.written = 0
+        self.elapsed = 0.0
+        """Seconds from the first write to the last (the writer's own rate: written / elapsed)."""
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -345,6 +347,7 @@ class SshdWriter(threading.Thread):
                 fh.write("".join(ts + t for t in part))
                 fh.flush()
                 self.written += len(part)
+                self.elapsed = time.monotonic() - t0
 
 
 def run_writer(
@@ -414,6 +417,9 @@ def sustained_test(
             break
         time.sleep(0.2)
     out = {"target_rate": args.rate, **rates(writer.written, write_secs, args.seconds, samples)}
+    # The rate offered: over the writer's own time, not the sampling loop's (which runs on
+    # up to a second after the writer reached its line count).
+    out["written_per_s"] = writer.written / writer.elapsed if writer.elapsed else 0.0
     out["max_lag_bytes"] = max(s["lag_bytes"] for s in samples)
     out["samples"] = samples
     return out
