@@ -133,11 +133,11 @@ OPERATOR = "operator"
 MIN_PREFIX = {4: 8, 6: 32}
 """The widest network an operator may ban or allow at run time, per IP version."""
 BY_CLIENT_MAX = 100_000
+"""Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 ADDRESSES_MAX = 16_384
 """Most client texts whose canonical address, host target and bannability the
 engine remembers (cleared when full): a storm decides about the same few thousand
 addresses again and again."""
-"""Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,13 +249,13 @@ class DecisionEngine:
         thread (operators' commands) never interleave."""
         self._active: dict[str, Decision] = {}
         self._by_client: dict[str, tuple[Decision, Target, str]] = {}
-        self._addresses: dict[str, tuple[IPAddress, AddressTarget, str | None]] = {}
-        """Client text -> (canonical address, host target, :func:`unbannable` reason)."""
         """``finding.client`` text -> (the enforcement that covers it, the address
         target, its ``_active`` key): "already banned" answered without parsing the
         address. Filled when a ban is decided or found; an entry counts only while
         ``_active`` still holds that very enforcement, unexpired; expired entries go
         at :meth:`expire`, all at an allowlist change."""
+        self._addresses: dict[str, tuple[IPAddress, AddressTarget, str | None]] = {}
+        """Client text -> (canonical address, host target, :func:`unbannable` reason)."""
         self._lifted: list[Decision] = []
         self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
         self._runtime = RuntimeAllowlist()
@@ -324,9 +324,10 @@ class DecisionEngine:
         (it is matched by identity). A storm's 10,000 bans then hold a third less."""
         kept = replace(decision, finding=None)
         client = finding.client
-        entry = self._by_client.get(client) if client is not None else None
-        if entry is not None and entry[0] is decision and client is not None:
-            self._by_client[client] = (kept, entry[1], entry[2])
+        if client is not None:
+            entry = self._by_client.get(client)
+            if entry is not None and entry[0] is decision:
+                self._by_client[client] = (kept, entry[1], entry[2])
         return kept
 
     def _remember(self, finding: Finding, enforcement: Decision, subject: Target) -> None:

@@ -147,9 +147,9 @@ class RequestIndex:
         :meth:`wake` (``gpu_theft`` before the first GPU sample): its events are not
         marked meanwhile, which saves a pass over most of an AI server's requests.
         """
-        if dormant and ttl is not None:
-            self._dormant |= 1 << len(self._tests)
         bit = 1 << len(self._tests)
+        if dormant and ttl is not None:
+            self._dormant |= bit
         self._tests.append(test)
         self._verdicts.clear()  # masks cached so far lack the new bit
         if ttl is not None:
