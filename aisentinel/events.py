@@ -189,7 +189,7 @@ def canonical_network(net: IPNetwork) -> IPNetwork:
     return net
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class AddressTarget:
     """One address, or a network of them, validated and canonical.
 
@@ -197,26 +197,45 @@ class AddressTarget:
     ``2001:db8::1``), a wider network its CIDR (``2001:db8::/64``). Build one with
     :meth:`parse` or :meth:`host`; the network must be canonical already (IPv4-mapped
     IPv6 folded, host bits clear), which those constructors guarantee.
+
+    Held as the network's first address and prefix length: :attr:`network` is built
+    when asked for. An ``IPv4Network`` of one host costs about 600 bytes (its own
+    dict, netmask, a closure for ``hosts``), this about 130 with its text, and the
+    engine holds one per ban and per recently seen client (10,000 bans: 5 MB less).
     """
 
-    network: IPNetwork
-    text: str = field(init=False, compare=False)
+    address: IPAddress
+    """The network's first address (the address itself for a host)."""
+    prefixlen: int
+    text: str = field(compare=False)
     kind: ClassVar[TargetKind] = TargetKind.ADDRESS
 
-    def __post_init__(self) -> None:
-        net = self.network
-        text = str(net.network_address) if self.is_host else str(net)
-        object.__setattr__(self, "text", text)
+    def __init__(self, network: IPNetwork) -> None:
+        address = network.network_address
+        prefixlen = network.prefixlen
+        object.__setattr__(self, "address", address)
+        object.__setattr__(self, "prefixlen", prefixlen)
+        host = prefixlen == network.max_prefixlen
+        object.__setattr__(self, "text", str(address) if host else str(network))
+
+    @property
+    def network(self) -> IPNetwork:
+        """The target as an ``ipaddress`` network (a /32 or /128 for a host)."""
+        return ipaddress.ip_network((self.address, self.prefixlen))
 
     @property
     def is_host(self) -> bool:
         """Whether this is a single address (/32 or /128)."""
-        return self.network.prefixlen == self.network.max_prefixlen
+        return self.prefixlen == self.address.max_prefixlen
 
     @classmethod
     def host(cls, addr: IPAddress) -> AddressTarget:
         """The target for one canonical address."""
-        return cls(ipaddress.ip_network(addr))
+        target = object.__new__(cls)
+        object.__setattr__(target, "address", addr)
+        object.__setattr__(target, "prefixlen", addr.max_prefixlen)
+        object.__setattr__(target, "text", str(addr))
+        return target
 
     @classmethod
     def parse(cls, text: str) -> AddressTarget:
@@ -235,10 +254,9 @@ class AddressTarget:
         One IPv6 host usually holds a whole /64 and can pick any address in it, so
         a ban of the /128 is trivially dodged.
         """
-        net = self.network
-        if net.version != 6 or net.prefixlen <= ipv6_prefix:
+        if self.address.version != 6 or self.prefixlen <= ipv6_prefix:
             return self
-        return AddressTarget(net.supernet(new_prefix=ipv6_prefix))
+        return AddressTarget(self.network.supernet(new_prefix=ipv6_prefix))
 
     def __str__(self) -> str:
         return self.text

@@ -3,6 +3,7 @@ allowlist, actions by policy, the ledger's target kinds and its in-place migrati
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sqlite3
 from pathlib import Path
@@ -102,6 +103,35 @@ def test_address_targets_are_canonical(text: str, canonical: str, *, host: bool)
     target = AddressTarget.parse(text)
     assert (target.text, target.is_host, target.kind) == (canonical, host, TargetKind.ADDRESS)
     assert AddressTarget.parse(target.text) == target
+
+
+@pytest.mark.parametrize("text", ["203.0.113.7", "2001:db8::9", "10.0.0.0/8", "2001:db8::/64"])
+def test_address_target_forms_agree(text: str) -> None:
+    """host(), parse() and the network constructor give equal targets with the same network."""
+    net = ipaddress.ip_network(text)
+    built = AddressTarget(net)
+    parsed = AddressTarget.parse(text)
+    assert built == parsed
+    assert hash(built) == hash(parsed)
+    assert (built.network, built.address, built.prefixlen) == (
+        net,
+        net.network_address,
+        net.prefixlen,
+    )
+    if built.is_host:
+        host = AddressTarget.host(net.network_address)
+        assert host == built
+        assert host.text == text
+        assert host.network == net
+    assert {parsed: 1}[built] == 1
+
+
+def test_address_target_holds_no_network_object() -> None:
+    """A host target keeps its address and prefix only: the ipaddress network is built on demand."""
+    target = AddressTarget.host(ipaddress.ip_address("198.51.100.9"))
+    held = [getattr(target, slot) for slot in type(target).__slots__]
+    assert not any(isinstance(v, ipaddress.IPv4Network | ipaddress.IPv6Network) for v in held)
+    assert target.network is not target.network  # built per call, not cached
 
 
 @pytest.mark.parametrize("text", ["evil.example", "10.0.0.1/8", "", "1.2.3.4/33", "unit:x"])
