@@ -6,15 +6,18 @@ its pid from /proc, then appends traffic from ``--lines`` distinct client addres
 (default 100,000, from 100.64.0.0/10: only strings in a log file): every address
 sends one nginx request (mostly normal, some 404 probes and 401s) and a third of them
 one or two failed ssh logins, below every threshold, so the detectors have to track
-them all. When the daemon has processed every line, VmRSS is read again ("after"),
-and once more after one housekeeping tick ("settled": the daemon expires idle keys
-and gives freed heap pages back, see aisentinel/memory.py), with VmHWM (the peak).
+them all (aisentinel's credential_stuffing still sees the whole as one distributed
+campaign and bans its members). When the daemon has processed every line, VmRSS is
+read again ("after"), and once more after one housekeeping tick ("settled": the
+daemon expires idle keys and gives freed heap pages back, see aisentinel/memory.py),
+with VmHWM (the peak).
 Target: settled VmRSS under 64 MB.
 
-The anchor, a private ``fail2ban-server`` (bench/fail2ban_anchor.py: jail sshd,
-maxretry 5, findtime 10m, backend pyinotify when importable, else polling), follows
-the same auth.log at the same time and is measured the same way; it only sees the sshd
-part of the traffic (its "Total failed" must reach the number of sshd lines).
+The anchor, a private ``fail2ban-server`` (bench/fail2ban_anchor.py: jails sshd on
+auth.log and nginx-botsearch on access.log, maxretry 5, findtime 10m, backend pyinotify
+when importable, else polling), follows the same two files at the same time and is
+measured the same way; it is done when each jail's "Total failed" reaches the lines its
+filter matches (every sshd line; the WordPress probes of access.log).
 ``--no-fail2ban`` skips it.
 
     .venv/bin/python bench/rss.py [--lines 100000] [--seed 0] [--no-fail2ban] [--json]
@@ -61,13 +64,14 @@ def client(i: int) -> str:
     return f"100.{64 + (i >> 16) % 64}.{(i >> 8) % 256}.{i % 256}"
 
 
-def write_traffic(access: Path, auth: Path, n: int, seed: int) -> tuple[int, int]:
-    """Append traffic from ``n`` distinct clients; returns (access lines, auth lines)."""
+def write_traffic(access: Path, auth: Path, n: int, seed: int) -> tuple[int, int, int]:
+    """Append traffic from ``n`` distinct clients; returns (access lines, auth lines, the
+    access lines fail2ban's nginx-botsearch filter matches)."""
     rng = random.Random(seed)
     normal = normal_access_records(1000, seed=seed)
     a_ts = fmt_access_ts(int(time.time()))
     s_ts = fmt_syslog_ts(int(time.time()))
-    n_access = n_auth = 0
+    n_access = n_auth = n_botsearch = 0
     with access.open("a", encoding="utf-8") as fa, auth.open("a", encoding="utf-8") as fs:
         acc: list[str] = []
         ssh: list[str] = []
@@ -78,8 +82,11 @@ def write_traffic(access: Path, auth: Path, n: int, seed: int) -> tuple[int, int
                 rec = normal[i % len(normal)]
                 acc.append(render_access(a_ts, (ip, *rec[1:])))
             elif roll < 0.9:
+                # Half the probes are ones fail2ban's nginx-botsearch filter matches.
+                probe = "/wp-login.php" if i % 2 else "/.env"
+                n_botsearch += i % 2
                 acc.append(
-                    f'{ip} - - [{a_ts}] "GET /.env HTTP/1.1" 404 153 "-" "Go-http-client/1.1"'
+                    f'{ip} - - [{a_ts}] "GET {probe} HTTP/1.1" 404 153 "-" "Go-http-client/1.1"'
                 )
             else:
                 acc.append(
@@ -106,7 +113,7 @@ def write_traffic(access: Path, auth: Path, n: int, seed: int) -> tuple[int, int
         if ssh:
             fs.write("\n".join(ssh) + "\n")
             n_auth += len(ssh)
-    return n_access, n_auth
+    return n_access, n_auth, n_botsearch
 
 
 def measure(
@@ -120,8 +127,9 @@ def measure(
     if f2b is not None:
         res["fail2ban"]["before"] = proc_status(f2b.pid())
     t0 = time.monotonic()
-    n_access, n_auth = write_traffic(access, auth, args.lines, args.seed)
-    res["lines"] = {"access": n_access, "auth": n_auth}
+    n_access, n_auth, n_botsearch = write_traffic(access, auth, args.lines, args.seed)
+    res["lines"] = {"access": n_access, "auth": n_auth, "botsearch": n_botsearch}
+    expected = {"sshd": n_auth, "nginx-botsearch": n_botsearch}
     deadline = time.monotonic() + 300
     done = f2b is None
     while time.monotonic() < deadline:
@@ -129,9 +137,9 @@ def measure(
         if lines_done(m, "nginx-access") >= n_access and lines_done(m, "sshd") >= n_auth:
             res.setdefault("seconds_to_process", round(time.monotonic() - t0, 2))
         if f2b is not None and not done:
-            failed = f2b.status("sshd").get("Total failed", 0)
+            failed = {jail: f2b.status(jail).get("Total failed", 0) for jail in expected}
             res["fail2ban"]["failures_counted"] = failed
-            if failed >= n_auth:
+            if all(failed[jail] >= n for jail, n in expected.items()):
                 res["fail2ban"]["seconds_to_process"] = round(time.monotonic() - t0, 2)
                 done = True
         if done and "seconds_to_process" in res:
@@ -183,8 +191,11 @@ def print_report(res: dict[str, Any], clients: int) -> None:
         )  # fmt: skip
         print(f"  {'ratio fail2ban/aisentinel':<26} {idle:>9.2f}x {'':>11} {settled:>12.2f}x "
               f"{peak:>6.2f}x")  # fmt: skip
-        print(f"  fail2ban follows auth.log only (jail sshd): it saw the {res['lines']['auth']:,} "
-              f"sshd lines, counted {f2b.get('failures_counted', 0):,} failures")  # fmt: skip
+        counted = f2b.get("failures_counted", {})
+        print(f"  fail2ban follows auth.log (jail sshd) and access.log (jail nginx-botsearch): "
+              f"failures counted {counted.get('sshd', 0):,} of {res['lines']['auth']:,} sshd "
+              f"lines and {counted.get('nginx-botsearch', 0):,} of "
+              f"{res['lines']['botsearch']:,} WordPress probes")  # fmt: skip
     verdict = "OK" if s["VmRSS"] < TARGET_MB else "OVER"
     keys = res["tracked_keys"]
     print(f"  aisentinel target < {TARGET_MB:.0f} MB (settled VmRSS): {verdict}; detector keys: "
@@ -221,8 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if anchor:
                 backend = args.fail2ban_backend or best_backend()
-                res["fail2ban"] = {"version": version(), "backend": backend, "jails": ["sshd"]}
-                f2b = Fail2ban(work, {"sshd": ("sshd", auth)}, backend)
+                jails = {"sshd": ("sshd", auth), "nginx-botsearch": ("nginx-botsearch", access)}
+                res["fail2ban"] = {"version": version(), "backend": backend, "jails": list(jails)}
+                f2b = Fail2ban(work, jails, backend)
                 f2b.wait_ready()
             daemon.wait_ready(len(sources))
             out = measure(daemon, f2b, args, access, auth)
