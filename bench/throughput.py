@@ -22,6 +22,12 @@ start-up included, stdout to a file):
   coverage check needs;
 * a bare-Python ceiling: one compiled regex matched against every line, nothing else.
 
+Where aisentinel's time goes (``--no-breakdown`` skips it): the same replay of an empty
+file (process start-up: imports, config, pipeline) and of the file with every
+registered detector disabled (start-up + reading + parsing), best of ``--runs`` too,
+each with the ratio fail2ban-regex would have to that part alone: the most any
+speed-up of the detectors or of the decisions could give.
+
 Coverage: a host "fail2ban would ban" has >= maxretry (5) matches within findtime
 (10 min), the defaults of Debian's jail.conf for these jails; every such host must
 be flagged by aisentinel (a finding about it or a decision on it). Recall against the
@@ -56,6 +62,7 @@ import storm
 from gen import REPO, aisentinel_cmd, aisentinel_env
 
 from aisentinel.demo.scenario import AttackKind, Manifest, generate
+from aisentinel.detectors import REGISTRY as DETECTORS
 
 FAIL2BAN = "/usr/bin/fail2ban-regex"
 COMPILED = REPO / "build" / "mypyc"
@@ -218,6 +225,32 @@ def storm_jobs(logs: storm.Storm) -> list[Job]:
     ]  # fmt: skip
 
 
+def parse_only_config(work: Path) -> Path:
+    """A config with every registered detector disabled: replay then parses only."""
+    path = work / "parse-only.toml"
+    path.write_text(
+        "".join(f"[detectors.{name}]\nenabled = false\n" for name in DETECTORS.names()),
+        encoding="utf-8",
+    )
+    return path
+
+
+def breakdown(job: Job, args: argparse.Namespace, work: Path) -> None:
+    """Best wall seconds of the replay of an empty file (start-up) and of the file with
+    no detector (start-up + parsing), into ``job.results``."""
+    empty = work / "empty.log"
+    empty.touch()
+    base = [*aisentinel_cmd(args.aisentinel), "replay", "--format", job.fmt, "--json"]
+    off = ["--config", str(parse_only_config(work))]
+    env = bench_env(args)
+    out = work / f"ais-{job.name}-parts.jsonl"
+    try:
+        job.results["startup_s"] = best_of([*base, *off, str(empty)], args.runs, out, env=env)
+        job.results["parse_only_s"] = best_of([*base, *off, str(job.path)], args.runs, out, env=env)
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        job.results["breakdown_error"] = str(exc)
+
+
 def run_job(job: Job, args: argparse.Namespace, work: Path) -> None:
     """Time everything on one file and fill ``job.results``."""
     r = job.results
@@ -237,6 +270,8 @@ def run_job(job: Job, args: argparse.Namespace, work: Path) -> None:
     r["truth"] = len(truth)
     if args.no_aisentinel:
         return
+    if not args.no_breakdown:
+        breakdown(job, args, work)
     out = work / f"ais-{job.name}.jsonl"
     argv = [*aisentinel_cmd(args.aisentinel), "replay", str(job.path), "--format", job.fmt]
     argv += ["--json"] + (["--config", str(args.config)] if args.config else [])
@@ -283,6 +318,7 @@ def print_table(profile: str, jobs: list[Job], args: argparse.Namespace, gen: st
             first = False
         if "aisentinel_error" in r:
             print(f"  aisentinel replay failed: {r['aisentinel_error']}")
+    print_breakdown(profile, jobs)
     print(f"\ncoverage, profile {profile} (fail2ban would ban = >= 5 matches within 10 min)")
     print(f"{'profile':<7} {'file':<11} {'f2b bans':>9} {'ais flagged':>11} {'missed':>7} "
           f"{'truth':>6} {'recall':>7} {'benign flagged':>15}")  # fmt: skip
@@ -304,6 +340,23 @@ def print_table(profile: str, jobs: list[Job], args: argparse.Namespace, gen: st
         if a["non_json_lines"]:
             print(f"  note: {a['non_json_lines']} non-JSON line(s) on replay's stdout")
     print()
+
+
+def print_breakdown(profile: str, jobs: list[Job]) -> None:
+    """Start-up, parsing and the whole replay, each with fail2ban-regex's time over it."""
+    rows = [j for j in jobs if "parse_only_s" in j.results and "aisentinel" in j.results]
+    if not rows:
+        return
+    print(f"\nwhere aisentinel's time goes, profile {profile} (best wall seconds; x: the first "
+          "fail2ban-regex filter's time over that part alone)")  # fmt: skip
+    print(f"{'profile':<7} {'file':<11} {'start-up':>14} {'+ parsing':>14} {'+ detectors,':>14}")
+    print(f"{'':<7} {'':<11} {'':>14} {'(no detector)':>14} {'decisions':>14}")
+    for job in rows:
+        r = job.results
+        f2b = next(iter(r.get("fail2ban", {}).values()), {}).get("seconds")
+        parts = (r["startup_s"], r["parse_only_s"], r["aisentinel"]["seconds"])
+        cells = [f"{p:>6.2f}s" + (f" {f2b / p:>5.1f}x" if f2b else "") for p in parts]
+        print(f"{profile:<7} {job.name:<11} " + " ".join(f"{c:>14}" for c in cells))
 
 
 def prepare(profile: str, work: Path, args: argparse.Namespace) -> tuple[list[Job], str]:
@@ -344,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         "--compiled", action="store_true", help="run the mypyc build (make compiled: build/mypyc)"
     )
     ap.add_argument("--no-fail2ban", action="store_true")
+    ap.add_argument(
+        "--no-breakdown", action="store_true", help="skip the start-up and parse-only runs"
+    )
     ap.add_argument("--no-aisentinel", action="store_true")
     args = ap.parse_args(argv)
 
