@@ -1,9 +1,9 @@
 """The one table of authenticated clients behind RequestIndex's marks.
 
 A differential test drives :class:`RequestIndex` with random batches and compares
-every :class:`BatchFacts` with a reference model of what the marks mean (last
-authentication up to the event, the batch's settled events keeping the mark from
-before it), which is what the two separate sets used to answer without eviction.
+every :class:`BatchFacts` with the old logic (two :class:`RecentSet`, one per kind of
+mark, with marks worked out event by event), apart from the one documented change:
+a credentialed mark older than the latest expiry horizon reads as not known.
 """
 
 from __future__ import annotations
