@@ -79,7 +79,7 @@ def test_each_reader_applies_its_own_ttl() -> None:
     assert [f.detector for f in found] == ["ai_recon"]
     recon.expire(T0 + 1000)
     assert model.tracked_keys() == 1  # the set holds clients for the longest ttl
-    assert model.expire(T0 + 3601) == 2  # held as credentialed and as authenticated
+    assert model.expire(T0 + 3601) == 1  # one client, with both of its marks
     assert recon.tracked_keys() == 0
 
 

@@ -8,7 +8,10 @@ status < 400, or an inferred authentication (bearer tokens and cookies are not i
 most log formats): a 2xx on an inference endpoint (:data:`~.paths.DEFAULT_AI_PATHS`),
 or a 2xx on a ``METHOD path`` that was answered 401/403 before, to anyone (the
 index learns those paths, at most :data:`PROTECTED_PATHS_LIMIT`; ``marks`` count
-credentials only, ``inferred`` both). The pipeline owns one :class:`SharedState`
+credentials only, ``inferred`` both). One table holds both answers, one entry per
+client with two times (its last authentication with credentials, its last of
+either kind); it is capped and expired on the second, so under eviction pressure
+an evicted client loses both marks. The pipeline owns one :class:`SharedState`
 for as long as it runs
 and binds every detector whose class sets ``wants_shared = True`` to it
 (:meth:`SharedState.bind`, which calls each one's ``share``); each registers its
@@ -39,13 +42,14 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from aisentinel.detectors.common import all_requests
 from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher, VerdictCache
-from aisentinel.detectors.window import RecentSet
+from aisentinel.detectors.window import _SlotStore
 from aisentinel.events import Event, HttpRequest
 
 if TYPE_CHECKING:
@@ -83,35 +87,116 @@ def _protected_key(request: HttpRequest) -> str:
     return f"{request.method} {path[:_PROTECTED_KEY_CHARS]}"
 
 
+_NEG_INF = -math.inf
+
+# _AuthMarks slot layout: three doubles per client.
+_CRED = 0  # last authentication with credentials in the log (user or key_id)
+_ANY = 1  # last authentication of either kind (credentials or inferred)
+_AUTH_QUEUED = 2  # the _ANY time when the client was (re)queued
+
+
+class _AuthMarks(_SlotStore):
+    """The clients that authenticated lately: one dict entry, one queue entry and one
+    slot of three doubles per client (its last authentication with credentials, its
+    last of either kind, and the time it was queued at).
+
+    Capped at ``max_keys`` clients and expired after ``ttl``, both in second-chance
+    order on the time of either kind (see :mod:`~.window`): a client goes, with both
+    marks, once it has not authenticated in any way for ``ttl``. Its credentialed
+    mark alone reads as unknown once it is older than the horizon of the latest
+    :meth:`expire`, as if dropped on its own. Under eviction pressure an evicted
+    client loses both marks at once (two separate sets used to evict each alone).
+    """
+
+    __slots__ = ("_floor", "ttl")
+
+    def __init__(self, ttl: float, max_keys: int) -> None:
+        super().__init__(max_keys, (_NEG_INF, _NEG_INF, _NEG_INF), _AUTH_QUEUED)
+        self.ttl = ttl
+        self._floor = _NEG_INF
+        """The latest expiry horizon: older credentialed marks read as unknown."""
+
+    def _newest(self, base: int) -> float:
+        return self._data[base + _ANY]
+
+    def expire(self, now: float) -> int:
+        """Drop clients that authenticated in no way since ``now - ttl``; how many."""
+        horizon = now - self.ttl
+        self._floor = max(self._floor, horizon)
+        return self._expire(horizon)
+
+    def marks(self, clients: Iterable[str]) -> tuple[dict[str, float], dict[str, float]]:
+        """Per client of ``clients``: when it last authenticated with credentials, and
+        in either way (``-inf``: not known)."""
+        keys = self._keys
+        data = self._data
+        floor = self._floor
+        cred: dict[str, float] = {}
+        either: dict[str, float] = {}
+        for client in clients:
+            slot = keys.get(client)
+            if slot is None:
+                cred[client] = _NEG_INF
+                either[client] = _NEG_INF
+            else:
+                base = slot * 3
+                mark = data[base + _CRED]
+                cred[client] = mark if mark >= floor else _NEG_INF
+                either[client] = data[base + _ANY]
+        return cred, either
+
+    def learn(self, latest: dict[str, float], cred: dict[str, float]) -> None:
+        """Mark each client of ``latest`` as authenticated at its time there, and with
+        credentials at its time in ``cred`` (a subset of ``latest``, or ``latest``
+        itself); even if older than the marks held (a client is added when new)."""
+        keys = self._keys
+        data = self._data  # _allocate extends this array in place
+        same = cred is latest
+        for client, ts in latest.items():
+            slot = keys.get(client)
+            if slot is None:
+                slot = self._allocate(client, ts)
+            base = slot * 3
+            data[base + _ANY] = ts
+            if same:
+                data[base + _CRED] = ts
+            else:
+                mark = cred.get(client)
+                if mark is not None:
+                    data[base + _CRED] = mark
+
+
 class RequestIndex:
     """Path tests of every registered reader, and the clients that authenticated.
 
-    The set of authenticated clients is bounded by the largest ``max_keys`` a
-    marked reader asked for (second-chance eviction, see :mod:`~.window`) and
-    holds a client for the longest ``ttl``; each reader applies its own ``ttl``.
+    The authenticated clients are held in one table (:class:`_AuthMarks`: per
+    client its last authentication with credentials and its last of either kind),
+    bounded by the largest ``max_keys`` a marked reader asked for (second-chance
+    eviction on the time of either kind, see :mod:`~.window`), holding a client for
+    the longest ``ttl``; each reader applies its own ``ttl``. Under eviction pressure
+    an evicted client loses both marks at once (with a set per kind, as before, the
+    credentialed set evicted on its own and could keep a client the other dropped).
     """
 
     __slots__ = (
-        "_any",
         "_batch",
         "_batch_len",
         "_dormant",
         "_facts",
+        "_held",
         "_inference",
         "_marked",
         "_min_ttl",
         "_protected",
         "_served",
-        "_set",
         "_tests",
         "_users",
         "_verdicts",
     )
 
     def __init__(self) -> None:
-        self._set = RecentSet(1.0, 1)
-        self._any = RecentSet(1.0, 1)
-        """Clients that authenticated, inferred authentications included."""
+        self._held = _AuthMarks(1.0, 1)
+        """Clients that authenticated, inferred authentications included: both marks."""
         self._marked = 0
         """The OR of the bits of readers that need marks."""
         self._dormant = 0
@@ -153,10 +238,10 @@ class RequestIndex:
         self._tests.append(test)
         self._verdicts.clear()  # masks cached so far lack the new bit
         if ttl is not None:
-            for held in (self._set, self._any):
-                if not self._marked or ttl > held.ttl:
-                    held.ttl = ttl
-                held.max_keys = max(held.max_keys, max_keys)
+            held = self._held
+            if not self._marked or ttl > held.ttl:
+                held.ttl = ttl
+            held.max_keys = max(held.max_keys, max_keys)
             if not self._marked or ttl < self._min_ttl:
                 self._min_ttl = ttl
             self._marked |= bit
@@ -176,14 +261,13 @@ class RequestIndex:
         self._dormant = 0
         self._min_ttl = 0.0
         self._users = 0
-        self._set.max_keys = 1
-        self._any.max_keys = 1
+        self._held.max_keys = 1
         self._forget_batch()
 
     def settle(self) -> int:
         """Drop the clients over the readers' cap (after a reload lowered it); how many.
-        With no reader that needs marks the set is left as it is (until it expires)."""
-        return self._set.trim() + self._any.trim() if self._marked else 0
+        With no reader that needs marks the table is left as it is (until it expires)."""
+        return self._held.trim() if self._marked else 0
 
     def facts(self, events: Sequence[Event], reader: object) -> BatchFacts:
         """The facts of ``events`` for ``reader`` (see the module doc)."""
@@ -277,34 +361,60 @@ class RequestIndex:
             ]
         inferred = self._inferred(reqs, candidates, denied) if candidates or denied else set()
         cred = [i for i, ok in enumerate(credentialed) if ok]
-        marks = self._marks_in(reqs, need, cred, self._set)
         if inferred:
-            cred = [i for i, ok in enumerate(credentialed) if ok or i in inferred]
-        return BatchFacts(masks, marks, self._marks_in(reqs, need, cred, self._any))
+            authed = [i for i, ok in enumerate(credentialed) if ok or i in inferred]
+        else:
+            authed = cred
+        return self._marks_in(reqs, masks, need, cred, authed)
 
     def _marks_in(
-        self, reqs: Sequence[HttpRequest], need: list[int], authed: list[int], held: RecentSet
-    ) -> dict[int, float]:
-        """Marks of the ``need`` events given the batch's authentications ``authed``
-        (in order) and the clients ``held`` from before; ``held`` learns the batch."""
-        # The last authentication per client in the batch.
+        self,
+        reqs: Sequence[HttpRequest],
+        masks: list[int],
+        need: list[int],
+        cred: list[int],
+        authed: list[int],
+    ) -> BatchFacts:
+        """Marks of the ``need`` events given the batch's authentications with
+        credentials ``cred`` and of either kind ``authed`` (in order; ``authed`` is
+        ``cred`` when none was inferred) and the clients held from before, which
+        then learn the batch."""
+        held = self._held
+        # The last authentication per client in the batch, of either kind and with
+        # credentials.
         latest = {reqs[i].client: reqs[i].ts for i in authed}
-        out: dict[int, float] = {}
+        latest_cred = latest if authed is cred else {reqs[i].client: reqs[i].ts for i in cred}
+        marks: dict[int, float] = {}
+        inferred: dict[int, float] = {}
         if need:
-            last = held.last
-            before = {c: last(c) for c in {reqs[i].client for i in need}}
-            out = {i: before[reqs[i].client] for i in need}
-            # Settled: trusted by every reader on the marks from before the batch. An
-            # authentication later in the batch can only make the mark newer.
-            ttl = self._min_ttl
-            unsettled = [i for i in need if reqs[i].ts - out[i] > ttl]
-            current = {reqs[i].client: before[reqs[i].client] for i in unsettled}
-            if not latest.keys().isdisjoint(current):
-                self._walk(reqs, unsettled, authed, current, out)
-        add = held.add
-        for client, ts in latest.items():
-            add(client, ts)
-        return out
+            before_cred, before = held.marks({reqs[i].client for i in need})
+            for i in need:
+                client = reqs[i].client
+                marks[i] = before_cred[client]
+                inferred[i] = before[client]
+            self._exact(reqs, need, cred, latest_cred, marks)
+            self._exact(reqs, need, authed, latest, inferred)
+        held.learn(latest, latest_cred)
+        return BatchFacts(masks, marks, inferred)
+
+    def _exact(
+        self,
+        reqs: Sequence[HttpRequest],
+        need: list[int],
+        authed: list[int],
+        latest: dict[str, float],
+        out: dict[int, float],
+    ) -> None:
+        """Make ``out`` (the marks of the ``need`` events from before the batch) exact
+        for the batch's authentications ``authed`` (in order; ``latest``: the last one
+        per client)."""
+        # Settled: trusted by every reader on the marks from before the batch. An
+        # authentication later in the batch can only make the mark newer.
+        ttl = self._min_ttl
+        unsettled = [i for i in need if reqs[i].ts - out[i] > ttl]
+        current = {reqs[i].client: out[i] for i in unsettled}
+        if not latest.keys().isdisjoint(current):
+            self._walk(reqs, unsettled, authed, current, out)
 
     def _inferred(
         self, reqs: Sequence[HttpRequest], candidates: list[int], denied: list[int]
@@ -364,17 +474,17 @@ class RequestIndex:
                 out[i] = current[request.client]
 
     def expire(self, now: float) -> int:
-        """Drop clients whose latest mark is older than the longest ``ttl``; how many."""
-        return self._set.expire(now) + self._any.expire(now)
+        """Drop clients that authenticated in no way within the longest ``ttl`` before
+        ``now``; how many (credentialed marks older than that read as not known)."""
+        return self._held.expire(now)
 
     def authenticated(self) -> int:
         """Clients held as having authenticated (inferred included)."""
-        return len(self._any)
+        return len(self._held)
 
     def evicted(self) -> int:
-        """Authenticated clients pushed out because the set was full (the set that
-        counts every authentication; the credentialed ones are a subset, same cap)."""
-        return self._any.evicted
+        """Authenticated clients pushed out because the table was full (both marks)."""
+        return self._held.evicted
 
 
 class SharedState:
