@@ -3,8 +3,9 @@
 Every store here maps a key (an address, a username, an API key id) to a small
 fixed-size state and holds at most ``max_keys`` keys, so no input can grow memory
 without limit. :class:`EventWindows`, :class:`MultiEventWindows` and
-:class:`RecentSet` keep no object per key: a plain ``dict`` maps a key to a slot number (int objects
-shared by every store, see :func:`_slot_number`) and the state lives in one flat
+:class:`RecentSet` keep no object per key: a plain ``dict`` maps a key to a slot
+number (int objects shared by every store, see :func:`_slot_number`) and the state
+lives in one flat
 ``array('d')`` per store, ``stride`` doubles a slot; slots of dropped keys are
 reused. A hit is one dict lookup; it never reorders anything.
 
@@ -302,7 +303,85 @@ class _SlotStore(ABC):
         return key in self._keys
 
 
-class EventWindows(_SlotStore):
+class _SpillStore(_SlotStore):
+    """A :class:`_SlotStore` whose keys keep their last ``size`` event times in a ring:
+    in the slot, or (spill layout, ``size`` above 3) the first two in the slot and,
+    from the third event on, a ring of ``size`` doubles in a second flat array, given
+    back when the key goes or is cleared.
+
+    A slot holds, at offset ``idx_at``, the ring index of the next time to write and,
+    at ``ring_at``, the ring; in the spill layout, at ``ring_at`` instead, the offset of
+    the key's ring in ``_spill`` (-1 while it has none) and after it its first two times.
+    """
+
+    __slots__ = ("_idx_at", "_ring_at", "_size", "_spill", "_spill_blank", "_spill_free")
+
+    def __init__(
+        self,
+        max_keys: int,
+        blank: tuple[float, ...],
+        queued: int,
+        size: int,
+        *,
+        idx_at: int,
+        ring_at: int,
+    ) -> None:
+        super().__init__(max_keys, blank, queued)
+        self._idx_at = idx_at
+        self._ring_at = ring_at
+        self._size = size
+        self._spill: array[float] | None = array("d") if size > _SPILL_ABOVE else None
+        """Rings of ``size`` doubles of the keys that have one (spill layout)."""
+        self._spill_blank = array("d", (_NEG_INF,) * size)
+        self._spill_free: list[int] = []
+
+    def _newest(self, base: int) -> float:
+        data = self._data
+        idx = int(data[base + self._idx_at])
+        spill = self._spill
+        if spill is None:
+            return data[base + self._ring_at + (idx - 1) % self._size]
+        at = int(data[base + self._ring_at])
+        if at >= 0:
+            return spill[at + (idx - 1) % self._size]
+        return data[base + self._ring_at + idx] if idx else _NEG_INF
+
+    def _give_back(self, base: int) -> None:
+        """Free the key's spilled ring, if it has one (spill layout only)."""
+        data = self._data
+        at = int(data[base + self._ring_at])
+        if at >= 0:
+            self._spill_free.append(at)
+            data[base + self._ring_at] = -1.0
+
+    def _spill_ring(self, base: int) -> int:
+        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
+        spill: array[float] = self._spill  # type: ignore[assignment]
+        blank = self._spill_blank
+        if self._spill_free:
+            at = self._spill_free.pop()
+            spill[at : at + self._size] = blank
+        else:
+            at = len(spill)
+            spill.extend(blank)
+        data = self._data
+        small = base + self._ring_at + 1
+        spill[at] = data[small]
+        spill[at + 1] = data[small + 1]
+        data[base + self._ring_at] = at
+        return at
+
+    def _reset(self, base: int) -> None:
+        """Blank the slot at ``base`` but its queued time, giving its ring back."""
+        if self._spill is not None:
+            self._give_back(base)
+        data = self._data
+        queued = data[base + self._queued]
+        data[base : base + self._stride] = self._blank
+        data[base + self._queued] = queued
+
+
+class EventWindows(_SpillStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
     Memory per key: a dict entry, a queue entry and ``threshold + 5`` doubles; with a
@@ -313,7 +392,7 @@ class EventWindows(_SlotStore):
     ``max_keys`` keys.
     """
 
-    __slots__ = ("_evidence", "_spill", "_spill_blank", "_spill_free", "threshold", "window")
+    __slots__ = ("_evidence", "threshold", "window")
 
     def __init__(
         self,
@@ -328,33 +407,10 @@ class EventWindows(_SlotStore):
         spills = threshold > _SPILL_ABOVE
         ring = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * threshold
         blank = (_NEG_INF, 0.0, 0.0, 0.0, _NEG_INF, *ring)
-        super().__init__(max_keys, blank, _QUEUED)
+        super().__init__(max_keys, blank, _QUEUED, threshold, idx_at=_IDX, ring_at=_RING)
         self.threshold = threshold
         self.window = window
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
-        self._spill: array[float] | None = array("d") if spills else None
-        """Rings of ``threshold`` doubles of the keys that have one (spill layout)."""
-        self._spill_blank = array("d", (_NEG_INF,) * threshold)
-        self._spill_free: list[int] = []
-
-    def _newest(self, base: int) -> float:
-        data = self._data
-        idx = int(data[base + _IDX])
-        spill = self._spill
-        if spill is None:
-            return data[base + _RING + (idx - 1) % self.threshold]
-        at = int(data[base + _SPILL])
-        if at >= 0:
-            return spill[at + (idx - 1) % self.threshold]
-        return data[base + _SMALL + idx - 1] if idx else _NEG_INF
-
-    def _give_back(self, base: int) -> None:
-        """Free the key's spilled ring, if it has one (spill layout only)."""
-        data = self._data
-        at = int(data[base + _SPILL])
-        if at >= 0:
-            self._spill_free.append(at)
-            data[base + _SPILL] = -1.0
 
     def _forget(self, key: str, base: int) -> None:
         if self._spill is not None:
@@ -366,12 +422,7 @@ class EventWindows(_SlotStore):
         slot = self._keys.get(key)
         if slot is None:
             return
-        base = slot * self._stride
-        if self._spill is not None:
-            self._give_back(base)
-        queued = self._data[base + _QUEUED]
-        self._data[base : base + self._stride] = self._blank
-        self._data[base + _QUEUED] = queued
+        self._reset(slot * self._stride)
         self._evidence.drop(key)
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
@@ -454,21 +505,6 @@ class EventWindows(_SlotStore):
         self._data[base + _FIRST] = ts
         return base
 
-    def _spill_ring(self, base: int) -> int:
-        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
-        spill: array[float] = self._spill  # type: ignore[assignment]
-        if self._spill_free:
-            at = self._spill_free.pop()
-            spill[at : at + self.threshold] = self._spill_blank
-        else:
-            at = len(spill)
-            spill.extend(self._spill_blank)
-        data = self._data
-        spill[at] = data[base + _SMALL]
-        spill[at + 1] = data[base + _SMALL + 1]
-        data[base + _SPILL] = at
-        return at
-
     def _cross(self, key: str, base: int, ts: float, count: float) -> Crossing:
         """Report the crossing of the key at ``base``: quiet for a window from ``ts``."""
         data = self._data
@@ -492,7 +528,7 @@ _M_RING = 2  # inline layout (largest threshold up to 3): the ring, in slots 2-4
 _M_WINDOWS = 5  # per window from here: quiet-until, count, first (as _QUIET, _COUNT, _FIRST)
 
 
-class MultiEventWindows(_SlotStore):
+class MultiEventWindows(_SpillStore):
     """Exact ``threshold_i`` events within ``window_i`` seconds for several windows, per
     key: what one :class:`EventWindows` per ``(threshold_i, window_i)`` pair answers, with
     one key index, queue entry and slot per key instead of one per window.
@@ -525,9 +561,6 @@ class MultiEventWindows(_SlotStore):
         "_evidence",
         "_none",
         "_size",
-        "_spill",
-        "_spill_blank",
-        "_spill_free",
         "longest",
         "thresholds",
         "windows",
@@ -549,7 +582,7 @@ class MultiEventWindows(_SlotStore):
         spills = size > _SPILL_ABOVE
         shared = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * 3
         blank = (0.0, _NEG_INF, *shared) + (_NEG_INF, 0.0, 0.0) * len(windows)
-        super().__init__(max_keys, blank, _M_QUEUED)
+        super().__init__(max_keys, blank, _M_QUEUED, size, idx_at=_M_IDX, ring_at=_M_RING)
         self.thresholds: tuple[int, ...] = tuple(threshold for threshold, _ in windows)
         self.windows: tuple[float, ...] = tuple(float(window) for _, window in windows)
         self.longest = max(self.windows)
@@ -561,29 +594,6 @@ class MultiEventWindows(_SlotStore):
         )
         self._none: tuple[Crossing | None, ...] = (None,) * len(windows)
         """What :meth:`hit` returns when no window crosses (shared, no allocation)."""
-        self._spill: array[float] | None = array("d") if spills else None
-        """Rings of ``N`` doubles of the keys that have one (spill layout)."""
-        self._spill_blank = array("d", (_NEG_INF,) * size)
-        self._spill_free: list[int] = []
-
-    def _newest(self, base: int) -> float:
-        data = self._data
-        idx = int(data[base + _M_IDX])
-        spill = self._spill
-        if spill is None:
-            return data[base + _M_RING + (idx - 1) % self._size]
-        at = int(data[base + _M_SPILL])
-        if at >= 0:
-            return spill[at + (idx - 1) % self._size]
-        return data[base + _M_SMALL + idx - 1] if idx else _NEG_INF
-
-    def _give_back(self, base: int) -> None:
-        """Free the key's spilled ring, if it has one (spill layout only)."""
-        data = self._data
-        at = int(data[base + _M_SPILL])
-        if at >= 0:
-            self._spill_free.append(at)
-            data[base + _M_SPILL] = -1.0
 
     def _forget(self, key: str, base: int) -> None:
         if self._spill is not None:
@@ -596,12 +606,7 @@ class MultiEventWindows(_SlotStore):
         slot = self._keys.get(key)
         if slot is None:
             return
-        base = slot * self._stride
-        if self._spill is not None:
-            self._give_back(base)
-        queued = self._data[base + _M_QUEUED]
-        self._data[base : base + self._stride] = self._blank
-        self._data[base + _M_QUEUED] = queued
+        self._reset(slot * self._stride)
         for evidence in self._evidence:
             evidence.drop(key)
 
@@ -660,21 +665,6 @@ class MultiEventWindows(_SlotStore):
                     found[i] = self._cross(key, i, w, ts, count)
             w += 3
         return self._none if found is None else tuple(found)
-
-    def _spill_ring(self, base: int) -> int:
-        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
-        spill: array[float] = self._spill  # type: ignore[assignment]
-        if self._spill_free:
-            at = self._spill_free.pop()
-            spill[at : at + self._size] = self._spill_blank
-        else:
-            at = len(spill)
-            spill.extend(self._spill_blank)
-        data = self._data
-        spill[at] = data[base + _M_SMALL]
-        spill[at + 1] = data[base + _M_SMALL + 1]
-        data[base + _M_SPILL] = at
-        return at
 
     def _cross(self, key: str, i: int, w: int, ts: float, count: float) -> Crossing:
         """Report window ``i``'s crossing (its state at ``w``): quiet for a window from ``ts``."""
