@@ -98,10 +98,9 @@ class SlowCounters:
         store = self._store
         if store is not None:
             crossings = store.hit(key, ts, sample)
-            for i, crossing in enumerate(crossings):
-                if crossing is not None:
-                    found = SlowCrossing(crossing, store.thresholds[i], store.windows[i])
-                    break
+            if any(crossings):
+                i, crossing = next((i, c) for i, c in enumerate(crossings) if c is not None)
+                found = SlowCrossing(crossing, store.thresholds[i], store.windows[i])
         if fast:
             self._reported.add(key, ts)
             return None

@@ -330,6 +330,7 @@ class _SpillStore(_SlotStore):
         self._idx_at = idx_at
         self._ring_at = ring_at
         self._size = size
+        """Times a key's ring holds."""
         self._spill: array[float] | None = array("d") if size > _SPILL_ABOVE else None
         """Rings of ``size`` doubles of the keys that have one (spill layout)."""
         self._spill_blank = array("d", (_NEG_INF,) * size)
@@ -557,10 +558,9 @@ class MultiEventWindows(_SpillStore):
     """
 
     __slots__ = (
-        "_count",
         "_evidence",
         "_none",
-        "_size",
+        "_specs",
         "longest",
         "thresholds",
         "windows",
@@ -586,12 +586,16 @@ class MultiEventWindows(_SpillStore):
         self.thresholds: tuple[int, ...] = tuple(threshold for threshold, _ in windows)
         self.windows: tuple[float, ...] = tuple(float(window) for _, window in windows)
         self.longest = max(self.windows)
-        self._count = len(windows)
-        self._size = size
-        """``N``: the ring holds the last ``max(thresholds)`` timestamps."""
         self._evidence = tuple(
             _Evidence(min(evidence_keys, max_keys), evidence_max) for _ in windows
         )
+        self._specs = tuple(
+            (i, window, threshold, evidence)
+            for i, (window, threshold, evidence) in enumerate(
+                zip(self.windows, self.thresholds, self._evidence, strict=True)
+            )
+        )
+        """Per window: its index, length, threshold and evidence (what :meth:`hit` reads)."""
         self._none: tuple[Crossing | None, ...] = (None,) * len(windows)
         """What :meth:`hit` returns when no window crosses (shared, no allocation)."""
 
@@ -616,27 +620,28 @@ class MultiEventWindows(_SpillStore):
         data = self._data
         n = self._size
         slot = self._keys.get(key)
-        if slot is None:
-            base = self._allocate(key, ts) * self._stride
-            newest = _NEG_INF
-        else:
-            base = slot * self._stride
-            newest = self._newest(base)
+        # A new key's blank slot reads as a key without events (newest: -inf).
+        base = (self._allocate(key, ts) if slot is None else slot) * self._stride
         idx = int(data[base + _M_IDX])
-        # Record ts; ``ring`` then holds the last timestamps at ``at``: all ``n`` of
-        # them in a full-size ring, or the key's first ``filled`` (up to two) in its slot.
+        # Where the key's last times are: ``ring[at + (idx - k) % n]`` is the k-th newest
+        # (once ts is written) for every k up to ``filled``, the times it holds.
         spill = self._spill
         ring = data
         at = base + _M_RING
         filled = n
-        if spill is not None:
+        if spill is None:
+            newest = data[at + (idx - 1) % n]
+        else:
             at = int(data[base + _M_SPILL])
             if at >= 0:
                 ring = spill
-            elif idx < 2:
+                newest = spill[at + (idx - 1) % n]
+            elif idx < 2:  # up to two times in the slot (``n`` is above 3: no wrap)
                 at = base + _M_SMALL
                 filled = idx + 1
+                newest = data[at + idx - 1] if idx else _NEG_INF
             else:
+                newest = data[base + _M_SMALL + 1]
                 at = self._spill_ring(base)
                 ring = spill
         ring[at + idx] = ts
@@ -646,8 +651,7 @@ class MultiEventWindows(_SpillStore):
         data[base + _M_IDX] = idx
         found: list[Crossing | None] | None = None
         w = base + _M_WINDOWS
-        for i in range(self._count):
-            window = self.windows[i]
+        for i, window, k, evidence in self._specs:
             # A gap longer than the window starts a new episode.
             if ts - newest > window:
                 data[w + _COUNT] = 0.0
@@ -655,14 +659,11 @@ class MultiEventWindows(_SpillStore):
             count = data[w + _COUNT] + 1.0
             data[w + _COUNT] = count
             if sample is not None:
-                self._evidence[i].add(key, sample)
-            k = self.thresholds[i]
-            if k <= filled:
-                oldest = ring[at + (idx - k) % n] if filled == n else ring[at + filled - k]
-                if ts - oldest <= window and ts >= data[w + _QUIET]:
-                    if found is None:
-                        found = list(self._none)
-                    found[i] = self._cross(key, i, w, ts, count)
+                evidence.add(key, sample)
+            if k <= filled and ts - ring[at + (idx - k) % n] <= window and ts >= data[w + _QUIET]:
+                if found is None:
+                    found = list(self._none)
+                found[i] = self._cross(key, i, w, ts, count)
             w += 3
         return self._none if found is None else tuple(found)
 
