@@ -18,15 +18,15 @@ def _random_windows(rng: random.Random) -> list[tuple[int, float]]:
     ]
 
 
-def _run_against_oracle(seed: int) -> int:
-    """Feed one random sequence to the store and to one EventWindows per window; the
-    number of crossings (asserting they are identical on every hit)."""
+def _run_against_oracle(seed: int, max_keys: int = 10_000) -> int:
+    """Feed one random sequence to the store and to one EventWindows per window, both
+    holding ``max_keys``; the number of crossings (asserting identical ones on every hit)."""
     rng = random.Random(seed)
     windows = _random_windows(rng)
     evidence_max = rng.choice((1, 2, 5))
-    store = MultiEventWindows(windows, 10_000, evidence_max=evidence_max)
-    oracle = [EventWindows(t, w, 10_000, evidence_max=evidence_max) for t, w in windows]
-    keys = [f"10.0.0.{i}" for i in range(rng.randint(1, 6))]
+    store = MultiEventWindows(windows, max_keys, evidence_max=evidence_max)
+    oracle = [EventWindows(t, w, max_keys, evidence_max=evidence_max) for t, w in windows]
+    keys = [f"10.0.0.{i}" for i in range(rng.randint(1, 6) * (1 if max_keys > 6 else 3))]
     whole = rng.random() < 0.5  # syslog times: whole seconds, so ties happen
     ts = 0.0
     crossings = 0
@@ -50,6 +50,7 @@ def _run_against_oracle(seed: int) -> int:
         got = store.hit(key, at, sample)
         want = tuple(table.hit(key, at, sample) for table in oracle)
         assert got == want, (seed, windows, key, at)
+        assert store.evicted == oracle[0].evicted
         crossings += sum(c is not None for c in got)
     return crossings
 
@@ -59,6 +60,13 @@ def test_matches_one_event_windows_per_window() -> None:
     windows, thresholds 1-25) every hit gives exactly the crossings of separate EventWindows."""
     crossings = sum(_run_against_oracle(seed) for seed in range(400))
     assert crossings > 1000  # the sequences do cross, often
+
+
+def test_matches_under_eviction_without_expiry() -> None:
+    """With more keys than max_keys (and no expire calls) the store evicts the keys the
+    separate tables evict, at the same hits: the crossings stay identical."""
+    crossings = sum(_run_against_oracle(seed, max_keys=2 + seed % 4) for seed in range(300))
+    assert crossings > 500
 
 
 def test_inline_and_spill_rings_cross_at_the_threshold() -> None:
