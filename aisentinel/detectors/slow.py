@@ -1,12 +1,18 @@
 """Long windows beside a detector's fast one: slow brute force and repeat offenders.
 
 One try every few minutes never crosses "5 in 10 minutes", but crosses "10 in an
-hour" or "20 in a day". :class:`SlowCounters` keeps one exact
-:class:`~.window.EventWindows` table per configured long window (in the
-detector's table: ``slow_thresholds`` and ``slow_windows``, at most
-:data:`MAX_SLOW_WINDOWS`), capped at ``slow_max_keys``
-clients each, so memory stays bounded: ``slow_max_keys x (threshold + 5)``
-doubles per window (the default 20,000 clients and 10 + 20 events: under 6 MiB).
+hour" or "20 in a day". :class:`SlowCounters` keeps every configured long window (in
+the detector's table: ``slow_thresholds`` and ``slow_windows``, at most
+:data:`MAX_SLOW_WINDOWS`) in one exact :class:`~.window.MultiEventWindows` store,
+capped at ``slow_max_keys`` clients: one key index and one slot per client for all
+the long windows, and one ring of the last ``max(slow_thresholds)`` failure times,
+so memory stays bounded: ``slow_max_keys x (5 + 3 x windows + max threshold)``
+doubles at most (the default 20,000 clients, two windows and 20 events: under
+5 MiB). The answers are those of one :class:`~.window.EventWindows` table per window,
+except under expiry (a client goes when it is idle for longer than the longest
+window; a shorter window keeps its evidence samples of a client idle past it, see
+the store) and so under eviction after expiries: a client evicted leaves every long
+window at once, in the longest window's order.
 
 A long-window finding is a finding like any other: the decision engine records its
 ban, so it counts as an offence and the next ban of that address is escalated
@@ -22,7 +28,7 @@ from pydantic import Field, model_validator
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.detectors.common import MaxKeys, Threshold, Window
-from aisentinel.detectors.window import Crossing, EventWindows, RecentSet
+from aisentinel.detectors.window import Crossing, MultiEventWindows, RecentSet
 
 MAX_SLOW_WINDOWS = 4
 
@@ -41,8 +47,9 @@ class SlowConfig(StrictModel):
     )
     """The long windows (default 10 failures in 1h and 20 in 24h)."""
     slow_max_keys: Annotated[MaxKeys, Field(le=200_000)] = 20_000
-    """Clients each long window tracks at once: 1-200,000 (with the largest threshold,
-    1000, one table stays within :data:`~.common.KEY_BUDGET`)."""
+    """Clients the long windows track at once (one store for all of them): 1-200,000
+    (with the largest threshold, 1000, the store stays within
+    :data:`~.common.KEY_BUDGET`)."""
 
     @model_validator(mode="after")
     def _pairs(self) -> Self:
@@ -67,19 +74,16 @@ class SlowCrossing(NamedTuple):
 
 
 class SlowCounters:
-    """One exact table per long window; :meth:`hit` counts an event in every one.
+    """Every long window in one exact store; :meth:`hit` counts an event in each.
 
     A long window does not report a client the fast window reported within that
     long window (a fast attack crosses "10 in an hour" too): only the slow ones, and
     the ones that come back after their ban."""
 
-    __slots__ = ("_reported", "_tables")
+    __slots__ = ("_reported", "_store")
 
     def __init__(self, windows: Sequence[tuple[int, float]], max_keys: int) -> None:
-        self._tables = [
-            (threshold, window, EventWindows(threshold, window, max_keys))
-            for threshold, window in windows
-        ]
+        self._store = MultiEventWindows(windows, max_keys) if windows else None
         longest = max((window for _, window in windows), default=1.0)
         self._reported = RecentSet(longest, max_keys)
         """Clients the fast window reported, and when."""
@@ -91,10 +95,12 @@ class SlowCounters:
         first long window it makes cross, unless the fast window reported ``key``
         within that long window."""
         found: SlowCrossing | None = None
-        for threshold, window, table in self._tables:
-            crossing = table.hit(key, ts, sample)
-            if crossing is not None and found is None:
-                found = SlowCrossing(crossing, threshold, window)
+        store = self._store
+        if store is not None:
+            crossings = store.hit(key, ts, sample)
+            if any(crossings):
+                i, crossing = next((i, c) for i, c in enumerate(crossings) if c is not None)
+                found = SlowCrossing(crossing, store.thresholds[i], store.windows[i])
         if fast:
             self._reported.add(key, ts)
             return None
@@ -104,20 +110,30 @@ class SlowCounters:
 
     def forgive(self, key: str) -> None:
         """``key`` logged in: its failures so far are a user's typos, not a slow attack."""
-        for _, _, table in self._tables:
-            table.clear(key)
+        if self._store is not None:
+            self._store.clear(key)
 
     def expire(self, now: float) -> int:
-        tables = sum(table.expire(now) for _, _, table in self._tables)
-        return tables + self._reported.expire(now)
+        """Drop clients idle for longer than the longest window; how many (both sets)."""
+        dropped = self._reported.expire(now)
+        if self._store is not None:
+            dropped += self._store.expire(now)
+        return dropped
 
     def __len__(self) -> int:
-        return sum(len(table) for _, _, table in self._tables) + len(self._reported)
+        """Clients held: in the long windows, plus those the fast window reported."""
+        held = len(self._reported)
+        if self._store is not None:
+            held += len(self._store)
+        return held
 
     def __bool__(self) -> bool:
-        return bool(self._tables)
+        return self._store is not None
 
     @property
     def evicted(self) -> int:
-        """Clients pushed out of full long-window tables."""
-        return sum(table.evicted for _, _, table in self._tables) + self._reported.evicted
+        """Clients pushed out of the full long-window store or reported set."""
+        evicted = self._reported.evicted
+        if self._store is not None:
+            evicted += self._store.evicted
+        return evicted

@@ -2,9 +2,10 @@
 
 Every store here maps a key (an address, a username, an API key id) to a small
 fixed-size state and holds at most ``max_keys`` keys, so no input can grow memory
-without limit. :class:`EventWindows` and :class:`RecentSet`
-keep no object per key: a plain ``dict`` maps a key to a slot number (int objects
-shared by every store, see :func:`_slot_number`) and the state lives in one flat
+without limit. :class:`EventWindows`, :class:`MultiEventWindows` and
+:class:`RecentSet` keep no object per key: a plain ``dict`` maps a key to a slot
+number (int objects shared by every store, see :func:`_slot_number`) and the state
+lives in one flat
 ``array('d')`` per store, ``stride`` doubles a slot; slots of dropped keys are
 reused. A hit is one dict lookup; it never reorders anything.
 
@@ -32,6 +33,11 @@ Three counting schemes, each the cheapest that gives the detector its answer:
   keeps only the last ``threshold`` timestamps, in a ring inside its slot (no
   per-event allocation, invisible to the garbage collector).
   The key crosses when the oldest of those is no older than ``window``.
+  :class:`MultiEventWindows` answers the same for several ``(threshold, window)``
+  pairs at once (a detector's long windows) with one key index, queue entry and slot
+  per key and one ring of the last ``max(threshold)`` timestamps; it keeps a key as
+  long as the longest window needs it, so it differs from one table per window only
+  after expiry (and so in eviction order then), see the class.
 * :class:`RateWindows`: request rates with large thresholds (hundreds per minute),
   where keeping every timestamp would cost kilobytes per key. Two generations of
   bucket counters shared by all keys (buckets aligned to the window, turned over
@@ -69,6 +75,7 @@ import math
 from abc import ABC, abstractmethod
 from array import array
 from collections import deque
+from collections.abc import Sequence
 from sys import intern
 from typing import Any, NamedTuple
 
@@ -296,7 +303,86 @@ class _SlotStore(ABC):
         return key in self._keys
 
 
-class EventWindows(_SlotStore):
+class _SpillStore(_SlotStore):
+    """A :class:`_SlotStore` whose keys keep their last ``size`` event times in a ring:
+    in the slot, or (spill layout, ``size`` above 3) the first two in the slot and,
+    from the third event on, a ring of ``size`` doubles in a second flat array, given
+    back when the key goes or is cleared.
+
+    A slot holds, at offset ``idx_at``, the ring index of the next time to write and,
+    at ``ring_at``, the ring; in the spill layout, at ``ring_at`` instead, the offset of
+    the key's ring in ``_spill`` (-1 while it has none) and after it its first two times.
+    """
+
+    __slots__ = ("_idx_at", "_ring_at", "_size", "_spill", "_spill_blank", "_spill_free")
+
+    def __init__(
+        self,
+        max_keys: int,
+        blank: tuple[float, ...],
+        queued: int,
+        size: int,
+        *,
+        idx_at: int,
+        ring_at: int,
+    ) -> None:
+        super().__init__(max_keys, blank, queued)
+        self._idx_at = idx_at
+        self._ring_at = ring_at
+        self._size = size
+        """Times a key's ring holds."""
+        self._spill: array[float] | None = array("d") if size > _SPILL_ABOVE else None
+        """Rings of ``size`` doubles of the keys that have one (spill layout)."""
+        self._spill_blank = array("d", (_NEG_INF,) * size)
+        self._spill_free: list[int] = []
+
+    def _newest(self, base: int) -> float:
+        data = self._data
+        idx = int(data[base + self._idx_at])
+        spill = self._spill
+        if spill is None:
+            return data[base + self._ring_at + (idx - 1) % self._size]
+        at = int(data[base + self._ring_at])
+        if at >= 0:
+            return spill[at + (idx - 1) % self._size]
+        return data[base + self._ring_at + idx] if idx else _NEG_INF
+
+    def _give_back(self, base: int) -> None:
+        """Free the key's spilled ring, if it has one (spill layout only)."""
+        data = self._data
+        at = int(data[base + self._ring_at])
+        if at >= 0:
+            self._spill_free.append(at)
+            data[base + self._ring_at] = -1.0
+
+    def _spill_ring(self, base: int) -> int:
+        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
+        spill: array[float] = self._spill  # type: ignore[assignment]
+        blank = self._spill_blank
+        if self._spill_free:
+            at = self._spill_free.pop()
+            spill[at : at + self._size] = blank
+        else:
+            at = len(spill)
+            spill.extend(blank)
+        data = self._data
+        small = base + self._ring_at + 1
+        spill[at] = data[small]
+        spill[at + 1] = data[small + 1]
+        data[base + self._ring_at] = at
+        return at
+
+    def _reset(self, base: int) -> None:
+        """Blank the slot at ``base`` but its queued time, giving its ring back."""
+        if self._spill is not None:
+            self._give_back(base)
+        data = self._data
+        queued = data[base + self._queued]
+        data[base : base + self._stride] = self._blank
+        data[base + self._queued] = queued
+
+
+class EventWindows(_SpillStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
     Memory per key: a dict entry, a queue entry and ``threshold + 5`` doubles; with a
@@ -307,7 +393,7 @@ class EventWindows(_SlotStore):
     ``max_keys`` keys.
     """
 
-    __slots__ = ("_evidence", "_spill", "_spill_blank", "_spill_free", "threshold", "window")
+    __slots__ = ("_evidence", "threshold", "window")
 
     def __init__(
         self,
@@ -322,33 +408,10 @@ class EventWindows(_SlotStore):
         spills = threshold > _SPILL_ABOVE
         ring = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * threshold
         blank = (_NEG_INF, 0.0, 0.0, 0.0, _NEG_INF, *ring)
-        super().__init__(max_keys, blank, _QUEUED)
+        super().__init__(max_keys, blank, _QUEUED, threshold, idx_at=_IDX, ring_at=_RING)
         self.threshold = threshold
         self.window = window
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
-        self._spill: array[float] | None = array("d") if spills else None
-        """Rings of ``threshold`` doubles of the keys that have one (spill layout)."""
-        self._spill_blank = array("d", (_NEG_INF,) * threshold)
-        self._spill_free: list[int] = []
-
-    def _newest(self, base: int) -> float:
-        data = self._data
-        idx = int(data[base + _IDX])
-        spill = self._spill
-        if spill is None:
-            return data[base + _RING + (idx - 1) % self.threshold]
-        at = int(data[base + _SPILL])
-        if at >= 0:
-            return spill[at + (idx - 1) % self.threshold]
-        return data[base + _SMALL + idx - 1] if idx else _NEG_INF
-
-    def _give_back(self, base: int) -> None:
-        """Free the key's spilled ring, if it has one (spill layout only)."""
-        data = self._data
-        at = int(data[base + _SPILL])
-        if at >= 0:
-            self._spill_free.append(at)
-            data[base + _SPILL] = -1.0
 
     def _forget(self, key: str, base: int) -> None:
         if self._spill is not None:
@@ -360,12 +423,7 @@ class EventWindows(_SlotStore):
         slot = self._keys.get(key)
         if slot is None:
             return
-        base = slot * self._stride
-        if self._spill is not None:
-            self._give_back(base)
-        queued = self._data[base + _QUEUED]
-        self._data[base : base + self._stride] = self._blank
-        self._data[base + _QUEUED] = queued
+        self._reset(slot * self._stride)
         self._evidence.drop(key)
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
@@ -448,21 +506,6 @@ class EventWindows(_SlotStore):
         self._data[base + _FIRST] = ts
         return base
 
-    def _spill_ring(self, base: int) -> int:
-        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
-        spill: array[float] = self._spill  # type: ignore[assignment]
-        if self._spill_free:
-            at = self._spill_free.pop()
-            spill[at : at + self.threshold] = self._spill_blank
-        else:
-            at = len(spill)
-            spill.extend(self._spill_blank)
-        data = self._data
-        spill[at] = data[base + _SMALL]
-        spill[at + 1] = data[base + _SMALL + 1]
-        data[base + _SPILL] = at
-        return at
-
     def _cross(self, key: str, base: int, ts: float, count: float) -> Crossing:
         """Report the crossing of the key at ``base``: quiet for a window from ``ts``."""
         data = self._data
@@ -475,6 +518,167 @@ class EventWindows(_SlotStore):
     def expire(self, now: float) -> int:
         """Drop keys whose newest event is older than ``now - window``; how many."""
         return self._expire(now - self.window)
+
+
+# MultiEventWindows state layout (``5 + 3 x windows`` doubles per key).
+_M_IDX = 0  # ring index of the next slot to write, shared by every window
+_M_QUEUED = 1  # newest event time when the key was (re)queued
+_M_SPILL = 2  # spill layout: offset of the key's ring in ``_spill``, or -1 while it has none
+_M_SMALL = 3  # spill layout: the key's first two timestamps, while it has no ring
+_M_RING = 2  # inline layout (largest threshold up to 3): the ring, in slots 2-4
+_M_WINDOWS = 5  # per window from here: quiet-until, count, first (as _QUIET, _COUNT, _FIRST)
+
+
+class MultiEventWindows(_SpillStore):
+    """Exact ``threshold_i`` events within ``window_i`` seconds for several windows, per
+    key: what one :class:`EventWindows` per ``(threshold_i, window_i)`` pair answers, with
+    one key index, queue entry and slot per key instead of one per window.
+
+    A slot holds the shared part (ring index, queued time, and the spill offset and
+    first two timestamps as in the spill layout of :class:`EventWindows`) and, per
+    window, its quiet-until time, the events since its last crossing and the time of
+    the first of them. The last ``N = max(threshold_i)`` timestamps are one ring shared
+    by every window (window i's ``threshold_i``-th newest is ``ring[(idx - threshold_i)
+    mod N]``): in the slot when ``N`` is at most 3, otherwise in a second flat array
+    from the key's third event on. Memory per key: a dict entry, a queue entry and
+    ``5 + 3 x windows`` doubles (11 for two windows, against 2 x 8 in two tables), plus
+    ``N`` doubles once it has three events (against the sum of the thresholds). One
+    :class:`_Evidence` LRU per window, so each window's samples are the ones its own
+    table would give.
+
+    Differences from separate tables, all from keeping a key as long as the longest
+    window needs it: :meth:`expire` drops keys idle for longer than the longest window
+    (a shorter window's state of a key idle past it stays: its gap rule restarts the
+    count on the key's next event as a fresh table would, but its evidence samples
+    from before the gap stay until it crosses, where a separate table's expiry may
+    have dropped them), and a full table evicts a key from every window at once in the
+    order of the longest window's queue (separate tables evict in the same order until
+    their expiry walks, with shorter horizons, have reordered their queues). Without
+    :meth:`expire` calls the answers are identical, eviction included.
+    """
+
+    __slots__ = (
+        "_evidence",
+        "_none",
+        "_specs",
+        "longest",
+        "thresholds",
+        "windows",
+    )
+
+    def __init__(
+        self,
+        windows: Sequence[tuple[int, float]],
+        max_keys: int,
+        *,
+        evidence_keys: int = 4096,
+        evidence_max: int = 5,
+    ) -> None:
+        if not windows:
+            raise ValueError("give at least one (threshold, window) pair")
+        for threshold, window in windows:
+            _check(threshold, window, max_keys)
+        size = max(threshold for threshold, _ in windows)
+        spills = size > _SPILL_ABOVE
+        shared = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * 3
+        blank = (0.0, _NEG_INF, *shared) + (_NEG_INF, 0.0, 0.0) * len(windows)
+        super().__init__(max_keys, blank, _M_QUEUED, size, idx_at=_M_IDX, ring_at=_M_RING)
+        self.thresholds: tuple[int, ...] = tuple(threshold for threshold, _ in windows)
+        self.windows: tuple[float, ...] = tuple(float(window) for _, window in windows)
+        self.longest = max(self.windows)
+        self._evidence = tuple(
+            _Evidence(min(evidence_keys, max_keys), evidence_max) for _ in windows
+        )
+        self._specs = tuple(
+            (i, window, threshold, evidence)
+            for i, (window, threshold, evidence) in enumerate(
+                zip(self.windows, self.thresholds, self._evidence, strict=True)
+            )
+        )
+        """Per window: its index, length, threshold and evidence (what :meth:`hit` reads)."""
+        self._none: tuple[Crossing | None, ...] = (None,) * len(windows)
+        """What :meth:`hit` returns when no window crosses (shared, no allocation)."""
+
+    def _forget(self, key: str, base: int) -> None:
+        if self._spill is not None:
+            self._give_back(base)
+        for evidence in self._evidence:
+            evidence.drop(key)
+
+    def clear(self, key: str) -> None:
+        """Forget ``key``'s events in every window (its slot stays until expiry drops it)."""
+        slot = self._keys.get(key)
+        if slot is None:
+            return
+        self._reset(slot * self._stride)
+        for evidence in self._evidence:
+            evidence.drop(key)
+
+    def hit(self, key: str, ts: float, sample: str | None = None) -> tuple[Crossing | None, ...]:
+        """Count one event for ``key`` at ``ts`` in every window; per window, its
+        :class:`Crossing` or None (the same all-None tuple when none crosses)."""
+        data = self._data
+        n = self._size
+        slot = self._keys.get(key)
+        # A new key's blank slot reads as a key without events (newest: -inf).
+        base = (self._allocate(key, ts) if slot is None else slot) * self._stride
+        idx = int(data[base + _M_IDX])
+        # Where the key's last times are: ``ring[at + (idx - k) % n]`` is the k-th newest
+        # (once ts is written) for every k up to ``filled``, the times it holds.
+        spill = self._spill
+        ring = data
+        at = base + _M_RING
+        filled = n
+        if spill is None:
+            newest = data[at + (idx - 1) % n]
+        else:
+            at = int(data[base + _M_SPILL])
+            if at >= 0:
+                ring = spill
+                newest = spill[at + (idx - 1) % n]
+            elif idx < 2:  # up to two times in the slot (``n`` is above 3: no wrap)
+                at = base + _M_SMALL
+                filled = idx + 1
+                newest = data[at + idx - 1] if idx else _NEG_INF
+            else:
+                newest = data[base + _M_SMALL + 1]
+                at = self._spill_ring(base)
+                ring = spill
+        ring[at + idx] = ts
+        idx += 1
+        if idx == n:
+            idx = 0
+        data[base + _M_IDX] = idx
+        found: list[Crossing | None] | None = None
+        w = base + _M_WINDOWS
+        for i, window, k, evidence in self._specs:
+            # A gap longer than the window starts a new episode.
+            if ts - newest > window:
+                data[w + _COUNT] = 0.0
+                data[w + _FIRST] = ts
+            count = data[w + _COUNT] + 1.0
+            data[w + _COUNT] = count
+            if sample is not None:
+                evidence.add(key, sample)
+            if k <= filled and ts - ring[at + (idx - k) % n] <= window and ts >= data[w + _QUIET]:
+                if found is None:
+                    found = list(self._none)
+                found[i] = self._cross(key, i, w, ts, count)
+            w += 3
+        return self._none if found is None else tuple(found)
+
+    def _cross(self, key: str, i: int, w: int, ts: float, count: float) -> Crossing:
+        """Report window ``i``'s crossing (its state at ``w``): quiet for a window from ``ts``."""
+        data = self._data
+        data[w + _QUIET] = ts + self.windows[i]
+        data[w + _COUNT] = 0.0
+        first = data[w + _FIRST]
+        data[w + _FIRST] = ts
+        return Crossing(int(count), first, self._evidence[i].take(key))
+
+    def expire(self, now: float) -> int:
+        """Drop keys whose newest event is older than ``now - longest window``; how many."""
+        return self._expire(now - self.longest)
 
 
 class RateWindows:
