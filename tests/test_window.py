@@ -454,3 +454,31 @@ def test_distinct_windows_one_value_keys_are_compact_until_their_second() -> Non
     assert isinstance(dist._keys["a"], list)  # type: ignore[attr-defined]
     assert dist.expire(T0 + 63.5) == 1  # "c" (T0 + 3) goes, "a" (T0 + 4) stays
     assert len(dist) == 1
+
+
+def test_stores_share_one_int_object_per_slot_number() -> None:
+    """Every store's index holds the pooled slot objects: 4 stores x 500 keys, 500 int objects."""
+    stores = [
+        EventWindows(5, 60.0, 10_000),
+        EventWindows(2, 60.0, 10_000),
+        RecentSet(60.0, 10_000),
+        window.MultiEventWindows([(3, 60.0), (10, 600.0)], 10_000),
+    ]
+    for store in stores:
+        for i in range(500):
+            if isinstance(store, RecentSet):
+                store.add(f"k{i}", 1.0)
+            else:
+                store.hit(f"k{i}", 1.0)
+    held = {id(slot) for store in stores for slot in store._keys.values()}
+    assert len(held) == 500
+
+
+def test_distinct_windows_single_value_holds_one_time_object() -> None:
+    """A key with one value keeps its last-seen and queued times as one shared object."""
+    store = DistinctWindows(3, 60.0, 100)
+    store.hit("a", "root", 1234.5)
+    held = store._keys["a"]
+    assert isinstance(held, tuple)
+    assert held[1] == 1234.5
+    assert held[1] is held[2]

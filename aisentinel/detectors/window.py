@@ -4,7 +4,7 @@ Every store here maps a key (an address, a username, an API key id) to a small
 fixed-size state and holds at most ``max_keys`` keys, so no input can grow memory
 without limit. :class:`EventWindows`, :class:`MultiEventWindows` and
 :class:`RecentSet` keep no object per key: a plain ``dict`` maps a key to a slot
-number (int objects shared by every store, see :func:`_slot_number`) and the state
+number (int objects shared by every store, see :data:`_SLOT_NUMBERS`) and the state
 lives in one flat
 ``array('d')`` per store, ``stride`` doubles a slot; slots of dropped keys are
 reused. A hit is one dict lookup; it never reorders anything.
@@ -163,12 +163,16 @@ class _Evidence:
         return len(self._data)
 
 
-_SLOT_NUMBERS: list[int] = []
-"""``_SLOT_NUMBERS[i] is i``: one int object per slot number, shared by every store,
-so that 100,000 keys in five stores cost 100,000 int objects rather than 500,000."""
+_SLOT_NUMBERS: list[Any] = []
+"""``_SLOT_NUMBERS[i] == i``: one int object per slot number, shared by every store,
+so that 100,000 keys in five stores cost 100,000 int objects rather than 500,000.
+Typed ``Any`` so that, compiled by mypyc, the objects are handed on as they are: read
+as ``int`` they would be unboxed, and boxed again into a new object for every key (10
+MB more with 100,000 clients, bench/rss.py)."""
 
 
-def _slot_number(i: int) -> int:
+def _slot_object(i: int) -> Any:
+    """The shared int object for slot number ``i`` (what a store's index holds)."""
     numbers = _SLOT_NUMBERS
     if i >= len(numbers):
         # Grow by an eighth: the pool is as large as the largest store ever was.
@@ -216,21 +220,22 @@ class _SlotStore(ABC):
     def _allocate(self, key: str, ts: float) -> int:
         """A blank slot for new ``key`` first seen at ``ts``; evicts a key when full."""
         keys = self._keys
+        index: dict[str, Any] = keys  # stores the shared object itself (_SLOT_NUMBERS)
         if len(keys) >= self.max_keys:
             slot = self._evict()
         elif self._free:
             slot = self._free.pop()
         else:
-            slot = _slot_number(len(self._data) // self._stride)
+            slot = len(self._data) // self._stride
             self._data.extend(self._blank)
             self._data[slot * self._stride + self._queued] = ts
-            keys[key] = slot
+            index[key] = _slot_object(slot)
             self._queue.append(key)
             return slot
         base = slot * self._stride
         self._data[base : base + self._stride] = self._blank
         self._data[base + self._queued] = ts
-        keys[key] = slot
+        index[key] = _slot_object(slot)
         self._queue.append(key)
         return slot
 
@@ -863,13 +868,16 @@ class DistinctWindows:
         tried by many addresses), which are then held once."""
         # Flat [quiet_until, queued, value, seen, value, seen, ...]: one small list per
         # key, or (value, seen, queued) while it has one value (see the class doc).
-        self._keys: dict[str, list[Any] | tuple[str, float, float]] = {}
+        # Times are held as objects (Any): compiled by mypyc, a float read as float is
+        # unboxed and boxed again into a new object at every store.
+        self._keys: dict[str, list[Any] | tuple[str, Any, Any]] = {}
         self._queue: deque[str] = deque()
 
     def hit(self, key: str, value: str, ts: float) -> Crossing | None:
         """Record ``value`` for ``key`` at ``ts``; a :class:`Crossing` when enough are distinct."""
         keys = self._keys
         held = keys.get(key)
+        stamp: Any = ts  # one object for every store below (see __init__)
         state: list[Any]
         if held is None:
             if len(keys) >= self.max_keys:
@@ -878,35 +886,35 @@ class DistinctWindows:
                 value = intern(value)
             self._queue.append(key)
             if self.threshold > 1:
-                keys[key] = (value, ts, ts)
+                keys[key] = (value, stamp, stamp)
                 return None
-            keys[key] = state = [_NEG_INF, ts, value, ts]
+            keys[key] = state = [_NEG_INF, stamp, value, stamp]
         elif isinstance(held, tuple):
             first, seen, queued = held
             if first == value:  # still one value: below the threshold, never quiet
-                keys[key] = (first, ts, queued)
+                keys[key] = (first, stamp, queued)
                 return None
             if self._intern:
                 value = intern(value)
             # The cap is at least the threshold, above 1 here: room for a second value.
-            keys[key] = state = [_NEG_INF, queued, first, seen, value, ts]
+            keys[key] = state = [_NEG_INF, queued, first, seen, value, stamp]
         else:
             state = held
             size = len(state)
             for i in range(2, size, 2):
                 if state[i] == value:
-                    state[i + 1] = ts
+                    state[i + 1] = stamp
                     break
             else:
                 if self._intern:
                     value = intern(value)
                 if size < 2 + 2 * self._cap:
                     state.append(value)
-                    state.append(ts)
+                    state.append(stamp)
                 else:
                     stalest = min(range(3, size, 2), key=state.__getitem__)
                     state[stalest - 1] = value
-                    state[stalest] = ts
+                    state[stalest] = stamp
         if ts < state[0]:  # reported lately: quiet until then (no need to count)
             return None
         horizon = ts - self.window
@@ -927,7 +935,7 @@ class DistinctWindows:
         keys = self._keys
         state = keys[key]
         if isinstance(state, tuple):
-            newest: float = state[1]
+            newest: Any = state[1]
             if newest < horizon:
                 return None
             if newest > state[2]:
