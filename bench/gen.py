@@ -37,10 +37,21 @@ def aisentinel_cmd(override: str | None = None) -> list[str]:
     return [sys.executable, "-m", "aisentinel"]
 
 
-def aisentinel_env() -> dict[str, str]:
-    """The environment for it: this checkout first on PYTHONPATH, no config from outside."""
+COMPILED = REPO / "build" / "mypyc"
+"""Where ``make compiled`` writes the mypyc build (a copy of the package plus extensions)."""
+
+
+def aisentinel_env(*, compiled: bool = False) -> dict[str, str]:
+    """The environment for it: this checkout first on PYTHONPATH, no config from outside;
+    ``compiled``: the mypyc build (``make compiled``) before it, and not the checkout's
+    pure package from the working directory."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH", "")]))
+    first = [str(COMPILED)] if compiled else []
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [*first, str(REPO), env.get("PYTHONPATH", "")])
+    )
+    if compiled:
+        env["PYTHONSAFEPATH"] = "1"
     env.pop("AISENTINEL_CONFIG", None)
     return env
 

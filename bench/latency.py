@@ -97,7 +97,14 @@ class Daemon:
     event was read; ``events`` counts events by name.
     """
 
-    def __init__(self, work: Path, sources: dict[str, tuple[str, Path]], cmd: str | None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        sources: dict[str, tuple[str, Path]],
+        cmd: str | None,
+        *,
+        compiled: bool = False,
+    ) -> None:
         self.work = work
         cfg = work / "aisentinel.toml"
         cfg.write_text(config_text(work, sources), encoding="utf-8")
@@ -107,7 +114,7 @@ class Daemon:
             [*aisentinel_cmd(cmd), "run", "--config", str(cfg), "--log-format", "json"],
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=aisentinel_env(),
+            env=aisentinel_env(compiled=compiled),
             text=True,
             bufsize=1,
         )
@@ -633,6 +640,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
     ap.add_argument("--no-sustained", action="store_true")
     ap.add_argument("--no-fail2ban", action="store_true", help="skip the fail2ban anchor")
+    ap.add_argument(
+        "--compiled", action="store_true", help="run the mypyc build (make compiled) as shipped"
+    )
     ap.add_argument("--fail2ban-backend", default=None, help="default: pyinotify, else polling")
     ap.add_argument(
         "--capacity-lines", type=int, default=200_000, help="lines of the capacity test (0: skip)"
@@ -663,7 +673,7 @@ def run_all(args: argparse.Namespace, res: dict[str, Any]) -> None:
         access.touch()
         auth.touch()
         sources = {"nginx-access": ("nginx", access), "sshd": ("sshd", auth)}
-        daemon = Daemon(work, sources, args.aisentinel)
+        daemon = Daemon(work, sources, args.aisentinel, compiled=args.compiled)
         res["pid"] = daemon.pid()
         f2b: Fail2ban | None = None
         try:

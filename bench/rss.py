@@ -21,6 +21,9 @@ filter matches (every sshd line; the WordPress probes of access.log).
 ``--no-fail2ban`` skips it.
 
     .venv/bin/python bench/rss.py [--lines 100000] [--seed 0] [--no-fail2ban] [--json]
+        [--compiled]
+
+``--compiled`` runs the mypyc build of ``make compiled`` (what the .deb ships).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from fail2ban_anchor import Fail2ban, best_backend, unavailable, version
+from gen import COMPILED, aisentinel_cmd, aisentinel_env
 from latency import Daemon, lines_done
 
 from aisentinel.demo.scenario import (
@@ -168,6 +173,7 @@ def measure(
 
 def print_report(res: dict[str, Any], clients: int) -> None:
     b, a = res["before"], res["after"]
+    print(f"running: {res['running']}")
     print(f"daemon RSS with {clients:,} distinct clients "
           f"({res['lines']['access']:,} nginx + {res['lines']['auth']:,} sshd lines)")  # fmt: skip
     f2b = res.get("fail2ban", {})
@@ -206,17 +212,38 @@ def print_report(res: dict[str, Any], clients: int) -> None:
         print(f"  warning: {res['warning']}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def running(args: argparse.Namespace) -> str:
+    """What ``aisentinel --version`` says of the build the benchmark runs."""
+    return subprocess.run(
+        [*aisentinel_cmd(args.aisentinel), "--version"],
+        env=aisentinel_env(compiled=args.compiled),
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lines", type=int, default=100_000, help="distinct client addresses")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
     ap.add_argument("--no-fail2ban", action="store_true", help="skip the fail2ban anchor")
+    ap.add_argument(
+        "--compiled", action="store_true", help="run the mypyc build (make compiled) as shipped"
+    )
     ap.add_argument("--fail2ban-backend", default=None, help="default: pyinotify, else polling")
     args = ap.parse_args(argv)
+    if args.compiled and not list(COMPILED.glob("aisentinel__mypyc*")):
+        ap.error(f"--compiled: no build in {COMPILED}; run `make compiled` first")
+    return args
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     res: dict[str, Any] = {"clients": args.lines, "target_mb": TARGET_MB}
+    res["running"] = running(args)
     anchor = not args.no_fail2ban
     if anchor and (reason := unavailable()):
         res["fail2ban_skipped"] = reason
@@ -227,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         access.touch()
         auth.touch()
         sources = {"nginx-access": ("nginx", access), "sshd": ("sshd", auth)}
-        daemon = Daemon(work, sources, args.aisentinel)
+        daemon = Daemon(work, sources, args.aisentinel, compiled=args.compiled)
         f2b: Fail2ban | None = None
         try:
             if anchor:

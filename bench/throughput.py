@@ -46,7 +46,6 @@ from __future__ import annotations
 import argparse
 import compileall
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -59,13 +58,12 @@ from pathlib import Path
 from typing import Any
 
 import storm
-from gen import REPO, aisentinel_cmd, aisentinel_env
+from gen import COMPILED, REPO, aisentinel_cmd, aisentinel_env
 
 from aisentinel.demo.scenario import AttackKind, Manifest, generate
 from aisentinel.detectors import REGISTRY as DETECTORS
 
 FAIL2BAN = "/usr/bin/fail2ban-regex"
-COMPILED = REPO / "build" / "mypyc"
 FILTERS = Path("/etc/fail2ban/filter.d")
 MAXRETRY = 5
 FINDTIME = 600.0
@@ -102,11 +100,7 @@ class Job:
 
 def bench_env(args: argparse.Namespace) -> dict[str, str]:
     """aisentinel's environment; with ``--compiled``, build/mypyc first on PYTHONPATH."""
-    env = aisentinel_env()
-    if args.compiled:
-        env["PYTHONPATH"] = os.pathsep.join([str(COMPILED), env["PYTHONPATH"]])
-        env["PYTHONSAFEPATH"] = "1"  # not the checkout's pure package from the cwd
-    return env
+    return aisentinel_env(compiled=args.compiled)
 
 
 def best_of(argv: list[str], runs: int, out: Path, env: dict[str, str] | None = None) -> float:
