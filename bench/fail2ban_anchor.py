@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import io
 import os
 import pickle
 import re
@@ -54,6 +55,20 @@ actionunban = echo "-<ip>" >> <target>
 [Init]
 target = {target}
 """
+
+
+class RemoteObject(Exception):  # noqa: N818 - stands for whatever fail2ban sent
+    """A fail2ban object in an answer (its exceptions, e.g. ``UnknownJailException``
+    while a jail is still starting): fail2ban's package is not importable here."""
+
+
+class _Unpickler(pickle.Unpickler):
+    """Reads answers without importing fail2ban: its classes become RemoteObjects."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "fail2ban" or module.startswith("fail2ban."):
+            return type(name, (RemoteObject,), {})
+        return super().find_class(module, name)
 
 
 def unavailable() -> str | None:
@@ -226,7 +241,7 @@ class Fail2ban:
                 msg += chunk
             sock.sendall(F2B_CLOSE + F2B_END)
         # The answer comes from the private server this module started, on its own socket.
-        return pickle.loads(msg)  # noqa: S301
+        return _Unpickler(io.BytesIO(msg)).load()
 
     def status(self, jail: str) -> dict[str, int]:
         """Counters of ``status JAIL``: Currently/Total failed, Currently/Total banned."""
