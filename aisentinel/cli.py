@@ -493,9 +493,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # replay time); cyclic garbage is still collected.
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    if args.command != "run":
+    sigpipe: Any = None
+    restore = args.command != "run"
+    if restore:
         # A closed pipe (`| head`) ends the command quietly, as it does for other tools.
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        sigpipe = signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         # Only warnings, on stderr: stdout carries the command's own output (JSON, tables).
         from aisentinel.logsetup import configure_logging  # noqa: PLC0415
 
@@ -512,6 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         _quiet_stdout()
         print(f"aisentinel: {args.command}: {describe(exc)}", file=sys.stderr)
         return 1
+    finally:
+        if restore:
+            # An in-process caller (the tests, an embedding program) gets its handler
+            # back: left at SIG_DFL, its next write to a closed pipe or socket would kill
+            # the whole process instead of raising BrokenPipeError.
+            signal.signal(signal.SIGPIPE, sigpipe)
 
 
 def _quiet_stdout() -> None:

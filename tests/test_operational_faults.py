@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -205,3 +206,17 @@ def test_guard_leaves_programming_errors_and_ctrl_c_alone(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(cli, "cmd_check_config", interrupted)
     assert cli.main(["check-config"]) == 130
+
+
+def test_in_process_command_gives_sigpipe_handler_back(tmp_path: Path) -> None:
+    """cli.main() gives the caller's SIGPIPE handler back: a later broken pipe raises, not kills."""
+    log = tmp_path / "auth.log"
+    log.write_text("", encoding="utf-8")
+    before = signal.getsignal(signal.SIGPIPE)
+    assert cli.main(["replay", str(log), "--format", "sshd", "--json"]) == 0
+    assert signal.getsignal(signal.SIGPIPE) == before
+    read, write = os.pipe()
+    os.close(read)
+    with pytest.raises(BrokenPipeError):
+        os.write(write, b"x")
+    os.close(write)
