@@ -42,14 +42,13 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from aisentinel.detectors.common import all_requests
 from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher, VerdictCache
-from aisentinel.detectors.window import _SlotStore
+from aisentinel.detectors.window import _NEG_INF, _SlotStore
 from aisentinel.events import Event, HttpRequest
 
 if TYPE_CHECKING:
@@ -87,9 +86,8 @@ def _protected_key(request: HttpRequest) -> str:
     return f"{request.method} {path[:_PROTECTED_KEY_CHARS]}"
 
 
-_NEG_INF = -math.inf
-
-# _AuthMarks slot layout: three doubles per client.
+# _AuthMarks slot layout: _AUTH_STRIDE doubles per client.
+_AUTH_STRIDE = 3
 _CRED = 0  # last authentication with credentials in the log (user or key_id)
 _ANY = 1  # last authentication of either kind (credentials or inferred)
 _AUTH_QUEUED = 2  # the _ANY time when the client was (re)queued
@@ -111,7 +109,7 @@ class _AuthMarks(_SlotStore):
     __slots__ = ("_floor", "ttl")
 
     def __init__(self, ttl: float, max_keys: int) -> None:
-        super().__init__(max_keys, (_NEG_INF, _NEG_INF, _NEG_INF), _AUTH_QUEUED)
+        super().__init__(max_keys, (_NEG_INF,) * _AUTH_STRIDE, _AUTH_QUEUED)
         self.ttl = ttl
         self._floor = _NEG_INF
         """The latest expiry horizon: older credentialed marks read as unknown."""
@@ -139,7 +137,7 @@ class _AuthMarks(_SlotStore):
                 cred[client] = _NEG_INF
                 either[client] = _NEG_INF
             else:
-                base = slot * 3
+                base = slot * _AUTH_STRIDE
                 mark = data[base + _CRED]
                 cred[client] = mark if mark >= floor else _NEG_INF
                 either[client] = data[base + _ANY]
@@ -156,7 +154,7 @@ class _AuthMarks(_SlotStore):
             slot = keys.get(client)
             if slot is None:
                 slot = self._allocate(client, ts)
-            base = slot * 3
+            base = slot * _AUTH_STRIDE
             data[base + _ANY] = ts
             if same:
                 data[base + _CRED] = ts

@@ -5,9 +5,8 @@ fixed-size state and holds at most ``max_keys`` keys, so no input can grow memor
 without limit. :class:`EventWindows`, :class:`MultiEventWindows` and
 :class:`RecentSet` keep no object per key: a plain ``dict`` maps a key to a slot
 number (int objects shared by every store, see :data:`_SLOT_NUMBERS`) and the state
-lives in one flat
-``array('d')`` per store, ``stride`` doubles a slot; slots of dropped keys are
-reused. A hit is one dict lookup; it never reorders anything.
+lives in one flat ``array('d')`` per store, ``stride`` doubles a slot; slots of
+dropped keys are reused. A hit is one dict lookup; it never reorders anything.
 
 Which key goes first: second chance (the CLOCK approximation of least recently
 seen). Keys wait in a FIFO queue (a ``deque`` of the key strings) in the order
@@ -167,8 +166,9 @@ _SLOT_NUMBERS: list[Any] = []
 """``_SLOT_NUMBERS[i] == i``: one int object per slot number, shared by every store,
 so that 100,000 keys in five stores cost 100,000 int objects rather than 500,000.
 Typed ``Any`` so that, compiled by mypyc, the objects are handed on as they are: read
-as ``int`` they would be unboxed, and boxed again into a new object for every key (10
-MB more with 100,000 clients, bench/rss.py)."""
+as ``int`` they would be unboxed, and boxed again into a new object for every key
+(with the distinct-values times below, about 6 MB more with 100,000 clients,
+``bench/rss.py --compiled``)."""
 
 
 def _slot_object(i: int) -> Any:
