@@ -367,6 +367,10 @@ class Finding:
     clients: tuple[str, ...] = ()
     source: str = ""
     target: Target | None = None
+    topic: str = ""
+    """What the detector found about ``key``, when it finds several kinds of thing (a
+    rule's id, what a window counts, the secret seen): an alert about one topic holds
+    back the repeats of that topic only (``alert_repeat``)."""
 
 
 # --------------------------------------------------------------------------- decisions
@@ -408,7 +412,9 @@ class Decision:
     ``quiet_until`` is set when an enforcement of the target is in force after this
     decision (this one, or the one that made it "already banned"): until then the
     pipeline hands on no finding of that detector about that key (see
-    ``Pipeline._hush``). It is not part of the output.
+    ``Pipeline._hush``); on an ALERT, until when the detector's findings about the key
+    at that severity or below are held back (``alert_repeat``, ``Pipeline._hold_back``).
+    It is not part of the output.
     """
 
     ts: float

@@ -25,7 +25,7 @@ from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
 from aisentinel.detectors.shared import SharedState
-from aisentinel.events import Batch, Decision, Event, EventBatch, Finding
+from aisentinel.events import Action, Batch, Decision, Event, EventBatch, Finding, Severity
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
@@ -147,6 +147,12 @@ class Pipeline:
         """Per detector name: key -> until when no finding about it is handed on (the
         enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`.
         Held in the shared state, so a detector can skip findings that would be dropped."""
+        self._alerted: dict[str, dict[tuple[str, str], tuple[float, Severity]]] = (
+            self.shared.alerted
+        )
+        """Per detector name: (key, topic) -> (until, severity) of its last alert
+        (``alert_repeat``): until then findings about that key and topic at that severity
+        or below are dropped."""
         self._faults_logged: set[tuple[str, str, str]] = set()
         """(stage, plug-in, exception type) already logged at error level."""
         self.latency = Histogram(
@@ -228,13 +234,18 @@ class Pipeline:
                 results = self._observe_rest(detector, events, batch.source, exc)
             for index, finding in results:
                 found.append((index, rank, finding))
-        if not found:
-            return
+        if found:
+            self._decide_found(found, batch.read_at, batch.source)
+
+    def _decide_found(
+        self, found: list[tuple[int, int, Finding]], read_at: float, source: str
+    ) -> None:
+        """Hand the findings of one batch on in line order, then detector order; those
+        about a key that is quiet (a ban in force, a recent alert) are dropped."""
         if len(found) > 1:
             found.sort(key=_by_event)
-        read_at = batch.read_at
-        source = batch.source
         quiet = self._quiet
+        alerted = self._alerted
         engine = self.engine
         engine.hold()
         try:
@@ -244,6 +255,13 @@ class Pipeline:
                     if hush and hush.get(finding.key, _NEG_INF) > finding.ts:
                         self.quieted[finding.detector] += 1
                         continue
+                if alerted:
+                    told = alerted.get(finding.detector)
+                    if told:
+                        last = told.get((finding.key, finding.topic))
+                        if last and last[0] > finding.ts and finding.severity <= last[1]:
+                            self.quieted[finding.detector] += 1
+                            continue
                 self._handle(finding, read_at, source)
         finally:
             engine.commit()
@@ -367,7 +385,10 @@ class Pipeline:
             return
         self.decisions[(decision.action.value, decision.detector)] += 1
         if decision.quiet_until is not None:
-            self._hush(finding, decision.quiet_until)
+            if decision.action is Action.ALERT:
+                self._hold_back(finding, decision.quiet_until)
+            else:
+                self._hush(finding, decision.quiet_until)
         if self.runner is not None:
             try:
                 self.runner.submit(decision)
@@ -402,6 +423,22 @@ class Pipeline:
                 return  # full of bans in force: the engine's one lookup answers the rest
         keys[finding.key] = until
 
+    def _hold_back(self, finding: Finding, until: float) -> None:
+        """After an alert: no finding of ``finding``'s detector about its key and topic at
+        its severity or below is handed on before ``until`` (``alert_repeat``), so an attacker
+        who is not banned (below ``ban_severity``, an alert-only detector, no single
+        address) makes one alert per ``alert_repeat``, not one per window. A more
+        severe finding goes through (and may be a ban). Counted in :attr:`quieted`."""
+        name = finding.detector
+        keys = self._alerted.get(name)
+        if keys is None:
+            keys = self._alerted[name] = {}
+        elif len(keys) >= QUIET_KEYS_MAX:
+            self._alerted[name] = keys = {k: v for k, v in keys.items() if v[0] > finding.ts}
+            if len(keys) >= QUIET_KEYS_MAX:
+                return  # every key alerted on lately: the next alert goes through
+        keys[(finding.key, finding.topic)] = (until, finding.severity)
+
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
         for detector in self.detectors:
@@ -412,6 +449,12 @@ class Pipeline:
                 self._quiet[name] = live
             else:
                 del self._quiet[name]
+        for name, told in list(self._alerted.items()):
+            still = {k: v for k, v in told.items() if v[0] > now}
+            if still:
+                self._alerted[name] = still
+            else:
+                del self._alerted[name]
         self.shared.expire(now)
         expired = self.engine.expire(now)
         if self.runner is not None and expired:

@@ -497,14 +497,15 @@ def test_refused_writes_are_counted_and_flushed_by_expire(env: Env) -> None:
 
 def test_already_banned_carries_the_ban_expiry_as_quiet_until(env: Env) -> None:
     """A ban and every "already banned" after it name when the ban ends (quiet_until);
-    an alert names nothing."""
+    an alert names the end of its ``alert_repeat`` (1h)."""
     engine = env.engine()
     ban = engine.decide(finding())
     assert ban.quiet_until == ban.expires_at == T0 + HOUR
     env.clock.advance(60)
     again = engine.decide(finding(detector="credential_stuffing"))
     assert (again.action, again.quiet_until, text(again)) == (Action.NONE, T0 + HOUR, ATTACKER)
-    assert engine.decide(finding(None)).quiet_until is None
+    alert = engine.decide(finding(None))
+    assert (alert.action, alert.quiet_until) == (Action.ALERT, T0 + 60 + HOUR)
 
 
 def test_repeat_answer_is_the_same_as_the_full_path(env: Env) -> None:

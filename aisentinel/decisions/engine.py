@@ -377,6 +377,9 @@ class DecisionEngine:
         """The decision, and the reject reason when the target can be acted on by no one."""
         cfg = self.config
 
+        # An alert holds back the detector's repeats about its key (``alert_repeat``).
+        repeat = now + cfg.alert_repeat if cfg.alert_repeat > 0 else None
+
         def make(action: Action, target: Target | None, reason: str) -> Decision:
             return Decision(
                 ts=now,
@@ -388,6 +391,7 @@ class DecisionEngine:
                 simulated=cfg.simulate,
                 evidence_count=finding.count,
                 finding=finding,
+                quiet_until=repeat if action is Action.ALERT else None,
             )
 
         subject = finding.target
@@ -504,7 +508,8 @@ class DecisionEngine:
                 f"ban brake engaged: more than {cfg.max_bans_per_minute} bans a minute since "
                 f"{_iso(tripped)} (`aisentinel brake reset` releases it)"
             )
-            return make(Action.ALERT, subject, reason)
+            # Not held back like other alerts: the ban is due as soon as the brake releases.
+            return replace(make(Action.ALERT, subject, reason), quiet_until=None)
         since = now - cfg.recidive_window
         key = target.text
         offence = self._ledger(lambda: self.ledger.offences(key, since), 0) + 1

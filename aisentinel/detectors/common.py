@@ -79,9 +79,11 @@ def crossing_finding(
     source: str,
     evidence: tuple[str, ...] | None = None,
     clients: tuple[str, ...] = (),
+    topic: str | None = None,
 ) -> Finding:
     """The finding for a crossing, with a message like
-    ``"7 failed ssh logins in 2m13s (threshold 5 in 10m)"``."""
+    ``"7 failed ssh logins in 2m13s (threshold 5 in 10m)"``; its topic is ``what``
+    unless given."""
     message = (
         f"{crossing.events} {what} in {_span(ts - crossing.first_ts)}"
         f" (threshold {threshold} in {format_duration(window)})"
@@ -98,6 +100,7 @@ def crossing_finding(
         evidence=crossing.evidence if evidence is None else evidence,
         clients=clients,
         source=source,
+        topic=what if topic is None else topic,
     )
 
 
@@ -149,6 +152,7 @@ def client_finding(
     threshold: int,
     window: float,
     evidence: tuple[str, ...] | None = None,
+    topic: str | None = None,
 ) -> Finding:
     """The usual finding: about ``event.client``, at ``event.ts``, from ``event.source``."""
     return crossing_finding(
@@ -163,4 +167,5 @@ def client_finding(
         window=window,
         source=event.source,
         evidence=evidence,
+        topic=topic,
     )

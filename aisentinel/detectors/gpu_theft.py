@@ -204,6 +204,7 @@ class GpuTheftDetector(BatchDetector):
             ),
             evidence=tuple(self._base(sample, since, authed, unauthed)),
             target=target,
+            topic="outside the API",
         )
 
     def _unauthenticated(
@@ -237,6 +238,7 @@ class GpuTheftDetector(BatchDetector):
                     evidence=evidence,
                     clients=tuple(c for c, _ in ranked[: cfg.top_clients]),
                     target=target,
+                    topic="unauthenticated clients",
                 )
             )
         reported = self._reported

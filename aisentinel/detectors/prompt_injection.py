@@ -161,6 +161,7 @@ class PromptInjectionDetector(BatchDetector):
             message=f"prompt {verdict.category} attack, score {verdict.score:.2f}",
             evidence=evidence,
             source=event.source,
+            topic=verdict.category,
         )
 
     def _count_abuse(self, event: HttpRequest, sample: str) -> Finding | None:

@@ -110,6 +110,9 @@ class PromptSecretsDetector(BatchDetector):
                         threshold=1,
                         window=self._cfg.window,
                         evidence=(*crossing.evidence, f"{event.method} {event.path[:200]}"),
+                        # The secrets this report names (its window's, incl. those seen
+                        # while it was quiet): a new one is news, the same ones a repeat.
+                        topic="\n".join(sorted(set(crossing.evidence))),
                     ),
                 )
             )

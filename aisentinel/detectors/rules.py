@@ -217,6 +217,7 @@ class RulesDetector(BatchDetector):
             message=message,
             evidence=tuple(evidence),
             source=request.source,
+            topic=rule.id,
         )
 
     def expire(self, now: float) -> int:

@@ -1,0 +1,153 @@
+"""Alerts are not repeated: after an alert about a key, the detector's findings about it at
+that severity or below are held back for ``alert_repeat``; a worse one goes through."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from aisentinel.clock import FakeClock
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import Ledger
+from aisentinel.detectors.base import Detector, DetectorConfigBase
+from aisentinel.events import Action, Decision, Event, Finding, HttpRequest, LineBatch, Severity
+from aisentinel.pipeline import Pipeline
+
+T0 = 1_764_000_000.0
+SEVERITIES = {"/low": Severity.LOW, "/medium": Severity.MEDIUM, "/high": Severity.HIGH}
+
+
+class Echo(Detector):
+    """A finding about the client for every request to /low, /medium or /high, at that
+    severity; with ``anonymous``, the finding names no address (a campaign's key)."""
+
+    name = "echo"
+    consumes = (HttpRequest,)
+
+    def __init__(self, anonymous: bool = False) -> None:
+        super().__init__(DetectorConfigBase())
+        self.anonymous = anonymous
+
+    def observe(self, event: Event) -> Finding | None:
+        assert isinstance(event, HttpRequest)
+        severity = SEVERITIES.get(event.path)
+        if severity is None:
+            return None
+        client = None if self.anonymous else event.client
+        return Finding(event.ts, self.name, severity, client, event.client, 1, 60.0, "seen")
+
+    def expire(self, now: float) -> int:
+        return 0
+
+    def tracked_keys(self) -> int:
+        return 0
+
+
+class Run:
+    """One pipeline with :class:`Echo`; the clock follows the log."""
+
+    def __init__(self, tmp_path: Path, anonymous: bool = False, **decisions: object) -> None:
+        self.clock = FakeClock(T0)
+        self.decisions: list[Decision] = []
+        config = DecisionsConfig.model_validate(decisions)
+        engine = DecisionEngine(config, Ledger(tmp_path / "l.sqlite", self.clock), self.clock)
+        self.pipeline = Pipeline(
+            detectors=[Echo(anonymous)],
+            engine=engine,
+            runner=None,
+            clock=self.clock,
+            on_decision=self.decisions.append,
+        )
+
+    def request(self, at: float, path: str, client: str = "203.0.113.7") -> None:
+        """One request to ``path`` from ``client`` at ``T0 + at``."""
+        self.clock.set(T0 + at)
+        fields = {"time": T0 + at, "remote_addr": client, "status": "200"}
+        line = json.dumps({**fields, "request_method": "GET", "request_uri": path})
+        self.pipeline.process(LineBatch("access", "nginx-json", [line], 0.0))
+
+    def actions(self) -> list[tuple[Action, Severity]]:
+        return [(d.action, d.severity) for d in self.decisions]
+
+
+def test_repeated_alert_is_held_back_then_repeated_after_alert_repeat(tmp_path: Path) -> None:
+    """A medium finding (below ban_severity) is one alert; its repeats within the hour
+    are dropped and counted as quieted; after the hour it alerts again."""
+    run = Run(tmp_path)
+    for at in (0, 60, 600, 3000):
+        run.request(at, "/medium")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)]
+    assert run.pipeline.quieted["echo"] == 3
+    run.request(3601, "/medium")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)] * 2
+
+
+def test_more_severe_finding_goes_through_and_is_banned(tmp_path: Path) -> None:
+    """After a medium alert, a low finding is held back but a high one about the same
+    key is decided at once (a ban)."""
+    run = Run(tmp_path)
+    run.request(0, "/medium")
+    run.request(10, "/low")
+    run.request(20, "/high")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM), (Action.BAN, Severity.HIGH)]
+
+
+def test_alert_repeat_is_per_key(tmp_path: Path) -> None:
+    """An alert about one address holds back nothing about another."""
+    run = Run(tmp_path)
+    run.request(0, "/medium", client="203.0.113.7")
+    run.request(1, "/medium", client="203.0.113.8")
+    run.request(2, "/medium", client="203.0.113.7")
+    targets = [d.target.text for d in run.decisions if d.target is not None]
+    assert targets == ["203.0.113.7", "203.0.113.8"]
+
+
+def test_alert_without_address_is_held_back_by_its_key(tmp_path: Path) -> None:
+    """A finding with no address to ban ("no single address") is an alert once per
+    ``alert_repeat`` for its key too."""
+    run = Run(tmp_path, anonymous=True)
+    for at in (0, 30, 90):
+        run.request(at, "/high")
+    assert [d.reason for d in run.decisions] == ["no single address to ban"]
+
+
+def test_zero_alert_repeat_hands_on_every_finding(tmp_path: Path) -> None:
+    """``alert_repeat = "0s"``: every finding is decided, none is quieted."""
+    run = Run(tmp_path, alert_repeat="0s")
+    for at in (0, 60, 120):
+        run.request(at, "/medium")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)] * 3
+    assert run.pipeline.quieted["echo"] == 0
+
+
+def test_brake_alerts_are_not_held_back(tmp_path: Path) -> None:
+    """With the ban brake engaged, a high finding becomes an alert that holds nothing
+    back: the same key's next high finding is decided again (a ban once the brake
+    lets it)."""
+    run = Run(tmp_path, max_bans_per_minute=1)
+    run.request(0, "/high", client="203.0.113.1")  # the one ban a minute
+    run.request(1, "/high", client="203.0.113.7")  # braked: alert
+    run.request(2, "/high", client="203.0.113.7")  # braked again: not held back
+    braked = [d for d in run.decisions if d.target and d.target.text == "203.0.113.7"]
+    assert [d.action for d in braked] == [Action.ALERT, Action.ALERT]
+    assert all("brake" in d.reason for d in braked)
+
+
+def test_expire_forgets_past_alerts(tmp_path: Path) -> None:
+    """The pipeline's housekeeping drops alert marks whose hour is over."""
+    run = Run(tmp_path)
+    run.request(0, "/medium")
+    assert run.pipeline.shared.alerted["echo"]
+    run.pipeline.expire(T0 + 3601)
+    assert "echo" not in run.pipeline.shared.alerted
+
+
+@pytest.mark.parametrize("value", ["-1s", "2d"])
+def test_alert_repeat_out_of_range_is_refused(value: str) -> None:
+    """``alert_repeat`` takes 0s to 1d."""
+    with pytest.raises(ValidationError, match="alert_repeat"):
+        DecisionsConfig.model_validate({"alert_repeat": value})
