@@ -112,11 +112,13 @@ def build_detectors(
     for name in configs:
         REGISTRY.get(name)
     detectors: list[Detector] = []
-    defaults = default_configs()
     if shared is None:
         shared = SharedState()
     for entry in REGISTRY:
-        config = configs.get(entry.name, defaults[entry.name])
+        # A default is built only where it is used: RulesConfig's loads the rule files.
+        config = configs.get(entry.name)
+        if config is None:
+            config = cast("DetectorConfigBase", entry.config_model())
         if not isinstance(config, entry.config_model):
             raise TypeError(
                 f"detector {entry.name!r} needs a {entry.config_model.__name__}, "
