@@ -124,17 +124,19 @@ def test_zero_alert_repeat_hands_on_every_finding(tmp_path: Path) -> None:
     assert run.pipeline.quieted["echo"] == 0
 
 
-def test_brake_alerts_are_not_held_back(tmp_path: Path) -> None:
-    """With the ban brake engaged, a high finding becomes an alert that holds nothing
-    back: the same key's next high finding is decided again (a ban once the brake
-    lets it)."""
-    run = Run(tmp_path, max_bans_per_minute=1)
+def test_brake_alerts_hold_back_for_a_minute_only(tmp_path: Path) -> None:
+    """With the ban brake engaged, a high finding becomes an alert that holds the key's
+    repeats back for a minute, not alert_repeat: the next one after that minute is
+    decided again (still braked here)."""
+    run = Run(tmp_path, max_bans_per_minute=1, brake_cooldown="1d")
     run.request(0, "/high", client="203.0.113.1")  # the one ban a minute
     run.request(1, "/high", client="203.0.113.7")  # braked: alert
-    run.request(2, "/high", client="203.0.113.7")  # braked again: not held back
+    run.request(30, "/high", client="203.0.113.7")  # within the minute: held back
+    run.request(62, "/high", client="203.0.113.7")  # after it: decided again
     braked = [d for d in run.decisions if d.target and d.target.text == "203.0.113.7"]
     assert [d.action for d in braked] == [Action.ALERT, Action.ALERT]
     assert all("brake" in d.reason for d in braked)
+    assert run.pipeline.quieted["echo"] == 1
 
 
 def test_expire_forgets_past_alerts(tmp_path: Path) -> None:

@@ -133,6 +133,10 @@ OPERATOR = "operator"
 """The ``detector`` of the ledger's notes of operators' other acts (unban, allow, brake reset)."""
 MIN_PREFIX = {4: 8, 6: 32}
 """The widest network an operator may ban or allow at run time, per IP version."""
+BRAKE_HOLD = 60.0
+"""Seconds an alert of the engaged ban brake holds back its detector's repeats about the
+key (at most; ``alert_repeat`` when shorter): one alert a minute per key in a storm, and
+a ban at most this long after the brake releases."""
 BY_CLIENT_MAX = 100_000
 """Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 ADDRESSES_MAX = 16_384
@@ -508,8 +512,12 @@ class DecisionEngine:
                 f"ban brake engaged: more than {cfg.max_bans_per_minute} bans a minute since "
                 f"{_iso(tripped)} (`aisentinel brake reset` releases it)"
             )
-            # Not held back like other alerts: the ban is due as soon as the brake releases.
-            return replace(make(Action.ALERT, subject, reason), quiet_until=None)
+            # Held back for a minute at most, not alert_repeat: the ban is due soon after
+            # the brake releases, and a storm of braked findings is one alert a minute.
+            decision = make(Action.ALERT, subject, reason)
+            if decision.quiet_until is None:
+                return decision
+            return replace(decision, quiet_until=min(decision.quiet_until, now + BRAKE_HOLD))
         since = now - cfg.recidive_window
         key = target.text
         offence = self._ledger(lambda: self.ledger.offences(key, since), 0) + 1
