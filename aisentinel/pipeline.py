@@ -25,7 +25,7 @@ from aisentinel.clock import Clock
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
 from aisentinel.detectors.shared import SharedState
-from aisentinel.events import Action, Batch, Decision, Event, EventBatch, Finding, Severity
+from aisentinel.events import Action, Batch, Decision, Event, EventBatch, Finding
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
@@ -43,6 +43,21 @@ class SourceCounters:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
+
+
+def _alert_key(finding: Finding) -> str:
+    """What an alert about ``finding`` is remembered under: its key, and its topic if any
+    (the key object itself when there is none: nothing is allocated)."""
+    return f"{finding.key}\x1f{finding.topic}" if finding.topic else finding.key
+
+
+def _held_back(levels: dict[int, dict[str, float]], finding: Finding) -> bool:
+    """Whether an alert of ``finding``'s detector at its severity or above, about its key
+    and topic, still holds it back (``levels``: severity -> key -> until)."""
+    key = _alert_key(finding)
+    ts = finding.ts
+    severity = int(finding.severity)
+    return any(level >= severity and keys.get(key, _NEG_INF) > ts for level, keys in levels.items())
 
 
 def _by_event(item: tuple[int, int, Finding]) -> tuple[int, int]:
@@ -147,9 +162,7 @@ class Pipeline:
         """Per detector name: key -> until when no finding about it is handed on (the
         enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`.
         Held in the shared state, so a detector can skip findings that would be dropped."""
-        self._alerted: dict[str, dict[tuple[str, str], tuple[float, Severity]]] = (
-            self.shared.alerted
-        )
+        self._alerted: dict[str, dict[int, dict[str, float]]] = self.shared.alerted
         """Per detector name: (key, topic) -> (until, severity) of its last alert
         (``alert_repeat``): until then findings about that key and topic at that severity
         or below are dropped."""
@@ -256,12 +269,10 @@ class Pipeline:
                         self.quieted[finding.detector] += 1
                         continue
                 if alerted:
-                    told = alerted.get(finding.detector)
-                    if told:
-                        last = told.get((finding.key, finding.topic))
-                        if last and last[0] > finding.ts and finding.severity <= last[1]:
-                            self.quieted[finding.detector] += 1
-                            continue
+                    levels = alerted.get(finding.detector)
+                    if levels and _held_back(levels, finding):
+                        self.quieted[finding.detector] += 1
+                        continue
                 self._handle(finding, read_at, source)
         finally:
             engine.commit()
@@ -429,15 +440,18 @@ class Pipeline:
         who is not banned (below ``ban_severity``, an alert-only detector, no single
         address) makes one alert per ``alert_repeat``, not one per window. A more
         severe finding goes through (and may be a ban). Counted in :attr:`quieted`."""
-        name = finding.detector
-        keys = self._alerted.get(name)
+        levels = self._alerted.get(finding.detector)
+        if levels is None:
+            levels = self._alerted[finding.detector] = {}
+        level = int(finding.severity)
+        keys = levels.get(level)
         if keys is None:
-            keys = self._alerted[name] = {}
+            keys = levels[level] = {}
         elif len(keys) >= QUIET_KEYS_MAX:
-            self._alerted[name] = keys = {k: v for k, v in keys.items() if v[0] > finding.ts}
+            levels[level] = keys = {k: t for k, t in keys.items() if t > finding.ts}
             if len(keys) >= QUIET_KEYS_MAX:
                 return  # every key alerted on lately: the next alert goes through
-        keys[(finding.key, finding.topic)] = (until, finding.severity)
+        keys[_alert_key(finding)] = until
 
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
@@ -449,11 +463,14 @@ class Pipeline:
                 self._quiet[name] = live
             else:
                 del self._quiet[name]
-        for name, told in list(self._alerted.items()):
-            still = {k: v for k, v in told.items() if v[0] > now}
-            if still:
-                self._alerted[name] = still
-            else:
+        for name, levels in list(self._alerted.items()):
+            for level, keys in list(levels.items()):
+                still = {k: t for k, t in keys.items() if t > now}
+                if still:
+                    levels[level] = still
+                else:
+                    del levels[level]
+            if not levels:
                 del self._alerted[name]
         self.shared.expire(now)
         expired = self.engine.expire(now)
