@@ -163,9 +163,9 @@ class Pipeline:
         enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`.
         Held in the shared state, so a detector can skip findings that would be dropped."""
         self._alerted: dict[str, dict[int, dict[str, float]]] = self.shared.alerted
-        """Per detector name: (key, topic) -> (until, severity) of its last alert
-        (``alert_repeat``): until then findings about that key and topic at that severity
-        or below are dropped."""
+        """Per detector name, per alert severity: key (with its topic, see
+        :func:`_alert_key`) -> until when findings about it at that severity or below are
+        dropped (``alert_repeat``, see :meth:`_hold_back`). Entries go at :meth:`expire`."""
         self._faults_logged: set[tuple[str, str, str]] = set()
         """(stage, plug-in, exception type) already logged at error level."""
         self.latency = Histogram(
