@@ -184,6 +184,8 @@ def _detector(daemon: Daemon, detector: Detector) -> dict[str, Any]:
         "max_keys": getattr(detector.config, "max_keys", None),
         "evictions": evictions() if callable(evictions) else None,
         "findings": findings,
+        # Not handed on: their key is banned already, or alerted on (alert_repeat).
+        "quieted": int(daemon.pipeline.quieted.get(detector.name, 0)),
     }
 
 
@@ -396,7 +398,7 @@ def render(snap: Mapping[str, Any]) -> str:
 
     lines += ["", "DETECTORS"]
     lines += _table(
-        ("NAME", "KEYS", "MAX KEYS", "EVICTIONS", "FINDINGS"),
+        ("NAME", "KEYS", "MAX KEYS", "EVICTIONS", "FINDINGS", "QUIETED"),
         (
             (
                 _cell(d.get("name"), 32),
@@ -404,6 +406,7 @@ def render(snap: Mapping[str, Any]) -> str:
                 _num(d.get("max_keys")),
                 _num(d.get("evictions")),
                 _num(d.get("findings")),
+                _num(d.get("quieted")),
             )
             for d in snap.get("detectors", ())
         ),

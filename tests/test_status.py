@@ -122,6 +122,7 @@ def test_status_json_reports_every_section(running: Running, now_epoch: float) -
         fh.writelines(ssh_fail(now_epoch + i, "198.51.100.10") + "\n" for i in range(6))
     assert wait_for(lambda: bool(running.daemon.engine.active()), timeout=15)
     assert wait_for(lambda: _all_up(running))
+    running.daemon.pipeline.quieted["ssh_bruteforce"] += 3  # as if 3 repeats were held back
     done = _status("--json", "--config", str(running.path))
     assert done.returncode == 0, done.stderr
     snap = json.loads(done.stdout)
@@ -133,6 +134,7 @@ def test_status_json_reports_every_section(running: Running, now_epoch: float) -
     ssh = next(d for d in snap["detectors"] if d["name"] == "ssh_bruteforce")
     assert ssh["findings"] == 1
     assert ssh["evictions"] == 0
+    assert ssh["quieted"] == 3
     assert snap["decisions"]["active"] == 1
     assert snap["decisions"]["recent"][0]["target"] == "198.51.100.10"
     assert snap["decisions"]["recent"][0]["detector"] == "ssh_bruteforce"
