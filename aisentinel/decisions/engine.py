@@ -136,7 +136,7 @@ MIN_PREFIX = {4: 8, 6: 32}
 BRAKE_HOLD = 60.0
 """Seconds an alert of the engaged ban brake holds back its detector's repeats about the
 key (at most; ``alert_repeat`` when shorter): one alert a minute per key in a storm, and
-a ban at most this long after the brake releases."""
+once the brake releases, the key's next finding after that minute is a ban."""
 BY_CLIENT_MAX = 100_000
 """Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 ADDRESSES_MAX = 16_384
@@ -512,8 +512,9 @@ class DecisionEngine:
                 f"ban brake engaged: more than {cfg.max_bans_per_minute} bans a minute since "
                 f"{_iso(tripped)} (`aisentinel brake reset` releases it)"
             )
-            # Held back for a minute at most, not alert_repeat: the ban is due soon after
-            # the brake releases, and a storm of braked findings is one alert a minute.
+            # Held back for a minute at most, not alert_repeat: the key's next finding
+            # after the brake releases is a ban; a storm of braked findings is one alert
+            # a minute per key.
             decision = make(Action.ALERT, subject, reason)
             if decision.quiet_until is None:
                 return decision
