@@ -139,6 +139,9 @@ class ReplaySummary:
     decisions: dict[str, int] = field(default_factory=dict)
     event_errors: dict[str, int] = field(default_factory=dict)
     """Lines or events a stage raised on (``stage/plug-in`` -> count); skipped."""
+    quieted: dict[str, int] = field(default_factory=dict)
+    """Findings not handed on per detector: their key was banned already, or alerted on
+    within ``[decisions] alert_repeat``."""
     seconds: float = 0.0
 
     @property
@@ -157,6 +160,7 @@ class ReplaySummary:
             "unparsed": sum(f.unparsed for f in self.files),
             "findings": dict(sorted(self.findings.items())),
             "decisions": dict(sorted(self.decisions.items())),
+            "quieted": dict(sorted(self.quieted.items())),
             "event_errors": dict(sorted(self.event_errors.items())),
             "files": [vars(f) for f in self.files],
             "failed_files": self.failed_files,
@@ -271,6 +275,7 @@ def replay(
         summary.decisions[action] = summary.decisions.get(action, 0) + n
     for (stage, plugin), n in pipeline.event_errors.items():
         summary.event_errors[f"{stage}/{plugin}"] = n
+    summary.quieted = {name: n for name, n in pipeline.quieted.items() if n}
     return summary
 
 
@@ -319,6 +324,10 @@ def print_summary(summary: ReplaySummary, out: TextIO, *, as_json: bool) -> None
     out.write("  decisions per action:\n")
     for name, n in data["decisions"].items() or [("(none)", 0)]:
         out.write(f"    {name}: {n}\n")
+    if summary.quieted:
+        out.write("  findings held back (key banned already, or alerted on within alert_repeat):\n")
+        for name, n in data["quieted"].items():
+            out.write(f"    {name}: {n}\n")
     if summary.event_errors:
         out.write("  lines or events skipped because a stage failed on them:\n")
         for name, n in data["event_errors"].items():

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import nginx_line, ssh_fail
+from conftest import nginx_line, nginx_ts, ssh_fail
 
 from aisentinel import replay as replay_module
 
@@ -231,3 +231,31 @@ def test_read_lines_without_cr_is_unchanged(tmp_path: Path) -> None:
     path.write_bytes(b"one\ntwo\n\xff\nfour")
     got = [x for b in replay_module.read_lines(path) for x in b]
     assert got == ["one", "two", "\ufffd", "four"]
+
+
+def _survey_scan(epoch: float, ip: str) -> str:
+    """One request from an internet-wide survey scanner's user agent (a MEDIUM rule)."""
+    return f'{ip} - - [{nginx_ts(epoch)}] "GET / HTTP/1.1" 200 512 "-" "Mozilla/5.0 zgrab/0.x"'
+
+
+@pytest.mark.parametrize(("repeat", "alerts", "held"), [("1h", 1, 1), ("0s", 2, 0)])
+def test_summary_counts_findings_held_back_by_alert_repeat(
+    tmp_path: Path, now_epoch: float, repeat: str, alerts: int, held: int
+) -> None:
+    """A survey scanner seen again two windows later is one alert under alert_repeat = 1h
+    (the repeat is in the summary's "quieted"), two with 0s; the text summary names it."""
+    log = tmp_path / "access.log"
+    log.write_text(
+        "\n".join(_survey_scan(now_epoch - 1500 + t, "203.0.113.61") for t in (0, 1400)) + "\n"
+    )
+    config = tmp_path / "c.toml"
+    config.write_text(f'[decisions]\nalert_repeat = "{repeat}"\n')
+    res = _replay(str(log), "--format", "nginx", "--json", "--config", str(config))
+    assert res.returncode == 0, res.stderr
+    objects = _objects(res.stdout)
+    decisions = [o for o in objects if o["kind"] == "decision"]
+    assert [d["action"] for d in decisions] == ["alert"] * alerts
+    summary = objects[-1]
+    assert summary["quieted"] == ({"rules": held} if held else {})
+    text = _replay(str(log), "--format", "nginx", "--config", str(config)).stdout
+    assert ("findings held back" in text) is bool(held)
