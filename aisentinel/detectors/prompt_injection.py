@@ -161,7 +161,9 @@ class PromptInjectionDetector(BatchDetector):
             message=f"prompt {verdict.category} attack, score {verdict.score:.2f}",
             evidence=evidence,
             source=event.source,
-            topic=verdict.category,
+            # The same attack (category and evidence span) again is a repeat; another
+            # prompt is news (an audit of what was tried), however many come.
+            topic=f"{verdict.category}\x1f{verdict.evidence}",
         )
 
     def _count_abuse(self, event: HttpRequest, sample: str) -> Finding | None:
