@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-import bcrypt
 from prometheus_client import make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import CollectorRegistry
@@ -73,6 +72,10 @@ class BasicAuth:
         self._bcrypt = threading.Lock()
         # Same cost as a real user's hash, so an unknown name answers as slowly.
         cost = int(next(iter(self.users.values()))[4:6]) if self.users else 4
+        # Imported here: only a web config with basic_auth_users needs bcrypt.
+        import bcrypt  # noqa: PLC0415
+
+        self._checkpw = bcrypt.checkpw
         self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=cost))
 
     def check(self, header: str | None) -> bool:
@@ -95,7 +98,7 @@ class BasicAuth:
         hashed = self.users.get(user)
         with self._bcrypt:
             self.bcrypt_checks += 1
-            ok = bcrypt.checkpw(password.encode("utf-8"), hashed or self._dummy)
+            ok = self._checkpw(password.encode("utf-8"), hashed or self._dummy)
         if not ok or hashed is None:
             return False
         with self._lock:

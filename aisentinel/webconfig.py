@@ -27,10 +27,12 @@ import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
+if TYPE_CHECKING:
+    import yaml
 
 CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -109,23 +111,41 @@ class WebConfig:
         return " + ".join(parts) or "plain HTTP"
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key given twice in one mapping."""
+@cache
+def _strict_loader() -> type[yaml.SafeLoader]:
+    """PyYAML's safe loader, refusing a key given twice in one mapping.
+
+    PyYAML (and libyaml) are imported here, on the first web config read: a daemon
+    without ``web_config`` never loads them (about 1 MB of resident memory)."""
+    import yaml  # noqa: PLC0415 - late on purpose (see the docstring)
+
+    class StrictLoader(yaml.SafeLoader):
+        pass
+
+    def no_duplicates(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = loader.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, no_duplicates)
+    return StrictLoader
 
 
-def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _value in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
+def _parse_yaml(text: str, file: str) -> Any:
+    """The YAML document ``text`` of ``file``, read by :func:`_strict_loader`'s loader."""
+    loader = _strict_loader()
+    import yaml  # noqa: PLC0415 - loaded already by _strict_loader
 
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+    try:
+        return yaml.load(text, Loader=loader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise WebConfigError(file, [("", f"YAML: {exc}")]) from None
 
 
 def _keys(table: Mapping[Any, Any], prefix: str, known: tuple[str, ...]) -> list[tuple[str, str]]:
@@ -226,10 +246,7 @@ def load_web_config(path: Path) -> WebConfig:
         raise WebConfigError(file, [("", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError:
         raise WebConfigError(file, [("", "not UTF-8 text")]) from None
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise WebConfigError(file, [("", f"YAML: {exc}")]) from None
+    data = _parse_yaml(text, file)
     if data is None:
         data = {}
     if not isinstance(data, dict):

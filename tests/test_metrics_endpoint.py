@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,33 @@ def test_check_config_names_the_web_config_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(toml)
     assert f"{web}: basic_auth_users.prometheus: must be a bcrypt hash" in str(exc.value)
+
+
+def test_yaml_and_bcrypt_load_only_with_a_web_config(tmp_path: Path) -> None:
+    """A config without web_config leaves PyYAML and bcrypt unimported; one with it loads them."""
+    web = _web(tmp_path, {}, tls=False)
+    plain, with_web = tmp_path / "plain.toml", tmp_path / "web.toml"
+    plain.write_text("")
+    with_web.write_text(f'[exporter]\nweb_config = "{web}"\n')
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import aisentinel.daemon\n"
+        "from aisentinel.config import load_config\n"
+        "from aisentinel.metricsweb import BasicAuth\n"
+        "cfg = load_config(Path(sys.argv[1]))\n"
+        "web = cfg.web\n"
+        "if web is not None:\n"
+        "    BasicAuth(web.users)\n"
+        "print(' '.join(m for m in ('yaml', 'bcrypt') if m in sys.modules) or '-')\n"
+    )
+    seen = {
+        name: subprocess.run(
+            [sys.executable, "-c", probe, str(path)], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for name, path in (("plain", plain), ("web", with_web))
+    }
+    assert seen == {"plain": "-", "web": "yaml bcrypt"}
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed")
