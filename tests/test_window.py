@@ -7,7 +7,14 @@ import random
 import pytest
 
 from aisentinel.detectors import window
-from aisentinel.detectors.window import DistinctWindows, EventWindows, RateWindows, RecentSet
+from aisentinel.detectors.window import (
+    ONE_HIT_AFTER,
+    ONE_HIT_MIN_THRESHOLD,
+    DistinctWindows,
+    EventWindows,
+    RateWindows,
+    RecentSet,
+)
 
 T0 = 1_764_000_000.0
 
@@ -207,6 +214,56 @@ def test_rate_windows_release_lets_the_next_hit_cross() -> None:
     assert rate.hit("a", T0 + 2) is None
     rate.release("a")
     assert rate.hit("a", T0 + 3) is not None
+
+
+def test_rate_windows_one_hit_keys_take_no_entry() -> None:
+    """With a threshold of 8 or more, once the bucket holds ONE_HIT_AFTER keys, a key's
+    first event takes no table entry: of 100,000 one-request clients, the first
+    ONE_HIT_AFTER and a few percent more (filter collisions) are held."""
+    rate = RateWindows(ONE_HIT_MIN_THRESHOLD, 60.0, 200_000)
+    for i in range(100_000):
+        assert rate.hit(f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}", T0 + i * 0.0005) is None
+    assert ONE_HIT_AFTER <= len(rate) < ONE_HIT_AFTER + 10_000
+    assert rate.overflow == 0
+    exact = RateWindows(ONE_HIT_MIN_THRESHOLD - 1, 60.0, 200_000)
+    for i in range(10_000):
+        exact.hit(f"k{i}", T0)
+    assert len(exact) == 10_000  # below the filter's threshold every key is held
+
+
+def test_rate_windows_one_hit_filter_keeps_counts() -> None:
+    """A key counted through the filter crosses on the same event as an exact count,
+    and the filter starts empty in each new bucket."""
+    rate = RateWindows(10, 60.0, 3 * ONE_HIT_AFTER)
+
+    def fill(ts: float) -> None:
+        for i in range(ONE_HIT_AFTER):
+            rate.hit(f"fill-{i}", ts)
+            rate.hit(f"fill-{i}", ts)
+
+    fill(T0)
+    results = [rate.hit("a", T0 + i) for i in range(10)]
+    assert results[:9] == [None] * 9
+    assert results[9] is not None
+    assert results[9].events == 10
+    assert "b" not in rate
+    rate.hit("b", T0 + 20)
+    assert "b" not in rate  # one event: in the filter only
+    rate.hit("b", T0 + 21)
+    assert "b" in rate
+    rate.hit("c", T0 + 59)
+    fill(T0 + 60)
+    rate.hit("c", T0 + 61)  # a new bucket: c's first event there again
+    assert "c" not in rate
+
+
+def test_rate_windows_one_hit_keys_do_not_fill_the_table() -> None:
+    """A flood of one-request addresses leaves room under max_keys for a repeat client."""
+    rate = RateWindows(10, 60.0, 5000)
+    for i in range(50_000):
+        rate.hit(f"flood-{i}", T0 + i * 0.001)
+    found = [rate.hit("heavy", T0 + 55 + i * 0.1) for i in range(10)]
+    assert found[-1] is not None
 
 
 def test_distinct_windows_crosses_on_distinct_values_only() -> None:

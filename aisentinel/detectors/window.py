@@ -47,7 +47,10 @@ Three counting schemes, each the cheapest that gives the detector its answer:
   current count alone could reach the threshold. Exact for a burst inside one
   bucket; otherwise an estimate that assumes the previous bucket's events were
   spread evenly. It has no queue: keys idle for two buckets simply go, and a full
-  table counts a new key from the next bucket on (see the class).
+  table counts a new key from the next bucket on (see the class). With a threshold
+  of 8 or more, once a bucket holds 4,096 keys, a key's first event in it only sets a
+  bit in a 256 KiB filter: the key takes a dict entry from its second event on, so
+  the addresses that send one request (most of an Internet scan's) cost no entry.
 * :class:`DistinctWindows`: "``threshold`` distinct values within ``window``"
   (credential stuffing). Per key it keeps at most ``threshold + margin`` values
   with their last-seen time in a flat list; a new value replaces the stalest.
@@ -79,6 +82,13 @@ from sys import intern
 from typing import Any, NamedTuple
 
 _NEG_INF = -math.inf
+ONE_HIT_MIN_THRESHOLD = 8
+""":class:`RateWindows` with a threshold this large or larger keep first events in a
+filter (one bit per hash), not in the table, once a bucket holds ONE_HIT_AFTER keys."""
+ONE_HIT_AFTER = 4096
+"""Keys in a bucket's table before its one-hit filter is used (and made)."""
+_ONE_HIT_BITS = 1 << 21
+_ONE_HIT_MASK = _ONE_HIT_BITS - 1
 
 # EventWindows state layout (``stride`` doubles per key).
 _QUIET = 0  # no new crossing before this time
@@ -712,16 +722,31 @@ class RateWindows:
     alone); when the current bucket alone is full, the new key is not counted until
     the next bucket (``overflow`` counts such hits), so a flood of addresses cannot
     grow memory nor push out a key already counted in the current bucket.
+
+    One-hit filter (threshold :data:`ONE_HIT_MIN_THRESHOLD` or more, and the current
+    bucket's table holding :data:`ONE_HIT_AFTER` keys already): a key's first event in
+    the bucket sets one bit (chosen by its hash) in a bit array of 2 MiBit, made then
+    and dropped when the bucket turns over; the key gets its dict entry, with a
+    count of 2, on its next event. Below that size the table is exact, and a storm of
+    a few thousand attackers a bucket never pays for the filter.
+    Most addresses of a scan or a crawl send one request, and they then cost no entry
+    and take no room under ``max_keys``. What it changes: a key whose bit another key
+    set first is counted one high (about 5% of new keys when 100,000 distinct ones
+    arrived in the bucket), so it may cross one event early; and a key's single event
+    in the previous bucket does not weigh in its estimate, so it may cross one event
+    late.
     """
 
     __slots__ = (
         "_cur",
         "_end",
         "_need",
+        "_once",
         "_prev",
         "_quiet",
         "_start",
         "max_keys",
+        "one_hit",
         "overflow",
         "threshold",
         "window",
@@ -741,6 +766,10 @@ class RateWindows:
         self._end = _NEG_INF
         self._need = 1
         """No estimate can reach the threshold while ``cur`` is below this."""
+        self._once: bytearray | None = None
+        """The current bucket's one-hit filter (see the class); None until its first use."""
+        self.one_hit = threshold >= ONE_HIT_MIN_THRESHOLD
+        """Whether first events go to the one-hit filter."""
 
     def advance(self, now: float) -> None:
         """Move the store's clock to ``now``: turn the buckets over if the current one ended."""
@@ -752,6 +781,7 @@ class RateWindows:
         start = (now // window) * window
         self._prev = self._cur if now < self._end + window else {}
         self._cur = {}
+        self._once = None
         self._start = start
         self._end = start + window
         self._need = self.threshold - max(self._prev.values(), default=0)
@@ -773,9 +803,21 @@ class RateWindows:
             self._rotate(ts)
         cur = self._cur
         count = cur.get(key, 0) + 1
-        if count == 1 and len(cur) + len(self._prev) >= self.max_keys and not self._room():
-            self.overflow += 1
-            return None
+        if count == 1:
+            if self.one_hit and len(cur) >= ONE_HIT_AFTER:
+                once = self._once
+                if once is None:
+                    once = self._once = bytearray(_ONE_HIT_BITS >> 3)
+                bit = hash(key) & _ONE_HIT_MASK
+                at = bit >> 3
+                mask = 1 << (bit & 7)
+                if not once[at] & mask:
+                    once[at] |= mask  # the key's first event in this bucket
+                    return None
+                count = 2
+            if len(cur) + len(self._prev) >= self.max_keys and not self._room():
+                self.overflow += 1
+                return None
         cur[key] = count
         if count < self._need:
             return None
