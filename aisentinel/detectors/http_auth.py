@@ -193,8 +193,17 @@ class HttpAuthDetector(Detector):
                 ]
             else:
                 picked = [i for i, r in enumerate(reqs) if r.status == 401 or r.status in statuses]
+            rejections, failures = self._rejections_slow, self._failures_slow
             for i in picked:
-                found = observe(events[i])
+                request = reqs[i]
+                if request.status < 400:
+                    # A success with credentials (all a user's requests, on a server
+                    # behind basic auth): it forgives only a client with failures held.
+                    client = request.client
+                    if client in rejections or client in failures:
+                        self._forgive(client)
+                    continue
+                found = observe(request)
                 if found is not None:
                     out.append((i, found))
             return out

@@ -130,6 +130,10 @@ class SlowCounters:
     def __bool__(self) -> bool:
         return self._store is not None
 
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` has events in the long windows (what :meth:`forgive` clears)."""
+        return self._store is not None and key in self._store
+
     @property
     def evicted(self) -> int:
         """Clients pushed out of the full long-window store or reported set."""
