@@ -266,6 +266,21 @@ def test_rate_windows_one_hit_keys_do_not_fill_the_table() -> None:
     assert found[-1] is not None
 
 
+def test_distinct_windows_hold_the_callers_time_object() -> None:
+    """A distinct-values store keeps the event's own float object, not a copy (which
+    the compiled build made per key: one more object per client held)."""
+    dist = DistinctWindows(3, 60.0, 10)
+    first, second = T0 + 0.25, T0 + 1.25
+    dist.hit("ip", "root", first)
+    held = dist._keys["ip"]
+    assert isinstance(held, tuple)
+    assert held[1] is first
+    dist.hit("ip", "admin", second)
+    state = dist._keys["ip"]
+    assert isinstance(state, list)
+    assert any(x is second for x in state)
+
+
 def test_distinct_windows_crosses_on_distinct_values_only() -> None:
     """Repeating one value never crosses; enough distinct ones within the window do."""
     dist = DistinctWindows(3, 60.0, 10)

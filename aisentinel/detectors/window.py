@@ -915,8 +915,13 @@ class DistinctWindows:
         self._keys: dict[str, list[Any] | tuple[str, Any, Any]] = {}
         self._queue: deque[str] = deque()
 
-    def hit(self, key: str, value: str, ts: float) -> Crossing | None:
-        """Record ``value`` for ``key`` at ``ts``; a :class:`Crossing` when enough are distinct."""
+    def hit(self, key: str, value: str, ts: Any) -> Crossing | None:
+        """Record ``value`` for ``key`` at ``ts`` (a float); a :class:`Crossing` when
+        enough are distinct.
+
+        ``ts`` is typed ``Any`` so that, compiled by mypyc, the caller's float object
+        (the event's own) is stored as it is: a ``float`` parameter is unboxed on entry
+        and boxed into a new object for the store, one more object per key held."""
         keys = self._keys
         held = keys.get(key)
         stamp: Any = ts  # one object for every store below (see __init__)
