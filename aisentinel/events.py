@@ -254,9 +254,18 @@ class AddressTarget:
         One IPv6 host usually holds a whole /64 and can pick any address in it, so
         a ban of the /128 is trivially dodged.
         """
-        if self.address.version != 6 or self.prefixlen <= ipv6_prefix:
+        address = self.address
+        if address.version != 6 or self.prefixlen <= ipv6_prefix:
             return self
-        return AddressTarget(self.network.supernet(new_prefix=ipv6_prefix))
+        # The network masked off the address's integer: no ipaddress network objects
+        # (two of them, and their text) for every IPv6 ban.
+        host_bits = 128 - ipv6_prefix
+        base = ipaddress.IPv6Address(int(address) >> host_bits << host_bits)
+        target = object.__new__(AddressTarget)
+        object.__setattr__(target, "address", base)
+        object.__setattr__(target, "prefixlen", ipv6_prefix)
+        object.__setattr__(target, "text", f"{base}/{ipv6_prefix}")
+        return target
 
     def __str__(self) -> str:
         return self.text

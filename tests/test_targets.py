@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import random
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,24 @@ def test_grouping_widens_ipv6_hosts_only() -> None:
     assert AddressTarget.parse("2001:db8::9").grouped(48).text == "2001:db8::/48"
     assert AddressTarget.parse("203.0.113.7").grouped(64).text == "203.0.113.7"
     assert AddressTarget.parse("2001:db8::/32").grouped(64).text == "2001:db8::/32"
+
+
+def test_grouping_matches_ipaddress_supernet() -> None:
+    """grouped() gives the network ipaddress's supernet gives: address, prefix, text, equality."""
+    rng = random.Random(14)
+    for _ in range(5000):
+        addr = ipaddress.IPv6Address(rng.getrandbits(128))
+        prefix = rng.randint(32, 127)
+        expected = AddressTarget(ipaddress.ip_network((addr, 128)).supernet(new_prefix=prefix))
+        got = AddressTarget.host(addr).grouped(prefix)
+        assert (got.address, got.prefixlen, got.text) == (
+            expected.address,
+            expected.prefixlen,
+            expected.text,
+        )
+        assert got == expected
+        assert got.network == expected.network
+        assert AddressTarget.parse(got.text) == got
 
 
 def test_workload_targets_are_validated_and_keyed() -> None:
