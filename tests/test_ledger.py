@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sqlite3
 import subprocess
@@ -431,3 +432,31 @@ def test_other_writes_and_close_write_what_is_held(tmp_path: Path, clock: FakeCl
     again = Ledger(path, clock)
     assert [text(d) for d in again.active(T0)] == ["203.0.113.9"]
     again.close()
+
+
+def _sqlite_memory_used() -> int:
+    """Bytes SQLite holds in this process (its own counter, all connections)."""
+    lib = ctypes.CDLL("libsqlite3.so.0")  # the library the sqlite3 module is linked to
+    lib.sqlite3_memory_used.restype = ctypes.c_int64
+    return int(lib.sqlite3_memory_used())
+
+
+def test_page_cache_of_a_ledger_file_stays_small(tmp_path: Path, clock: FakeClock) -> None:
+    """A ledger file larger than SQLite's default 2 MiB cache is read with at most
+    CACHE_KIB of cached pages, and its answers stay right."""
+    base = _sqlite_memory_used()
+    ledger = Ledger(tmp_path / "ledger.db", clock)
+    targets = [f"198.51.{i >> 8}.{i & 255}" for i in range(12_000)]
+    for start in range(0, len(targets), 500):
+        ledger.hold()
+        for i, target in enumerate(targets[start : start + 500], start):
+            ledger.record(ban(target, ts=T0 + i))
+        ledger.release()
+    assert (tmp_path / "ledger.db").stat().st_size + (tmp_path / "ledger.db-wal").stat().st_size > (
+        3 << 20
+    )
+    assert all(ledger.offences(t, T0) == 1 for t in targets[::7])
+    assert len(ledger.active(T0)) == len(targets)
+    grown = _sqlite_memory_used() - base
+    assert grown < (ledger_module.CACHE_KIB + 512) * 1024, grown
+    ledger.close()

@@ -70,6 +70,11 @@ MEMORY = ":memory:"
 
 SCHEMA_VERSION = 2
 
+CACHE_KIB = 256
+"""SQLite's page cache for a ledger file, in KiB (SQLite's default is 2 MiB). The hot
+statements are index lookups and appends, whose pages the OS caches anyway; a full
+default cache was 2 MB of the daemon's settled RSS in bench/rss.py."""
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
     id INTEGER PRIMARY KEY,
@@ -271,6 +276,8 @@ class Ledger:
                 )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        if not self.in_memory:  # a :memory: ledger's pages live in the cache itself
+            db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise LedgerCorruptError(
