@@ -104,10 +104,11 @@ class Daemon:
         cmd: str | None,
         *,
         compiled: bool = False,
+        extra_config: str = "",
     ) -> None:
         self.work = work
         cfg = work / "aisentinel.toml"
-        cfg.write_text(config_text(work, sources), encoding="utf-8")
+        cfg.write_text(config_text(work, sources) + extra_config, encoding="utf-8")
         self.stderr_path = work / "daemon.stderr"
         self._stderr: IO[bytes] = self.stderr_path.open("wb")
         self.proc = subprocess.Popen(

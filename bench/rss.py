@@ -24,6 +24,8 @@ filter matches (every sshd line; the WordPress probes of access.log).
         [--compiled]
 
 ``--compiled`` runs the mypyc build of ``make compiled`` (what the .deb ships).
+``--only ssh_bruteforce,scanning`` disables every other detector: the same two
+detections as the anchor's two jails (like for like; the default runs every detector).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from aisentinel.demo.scenario import (
     normal_access_records,
     render_access,
 )
+from aisentinel.detectors import REGISTRY as DETECTORS
 
 TARGET_MB = 64.0
 SETTLE_SECONDS = 11.0
@@ -174,6 +177,8 @@ def measure(
 def print_report(res: dict[str, Any], clients: int) -> None:
     b, a = res["before"], res["after"]
     print(f"running: {res['running']}")
+    on = res["detectors"]
+    print(f"aisentinel detectors: {'all (default config)' if on == 'all' else ', '.join(on)}")
     print(f"daemon RSS with {clients:,} distinct clients "
           f"({res['lines']['access']:,} nginx + {res['lines']['auth']:,} sshd lines)")  # fmt: skip
     f2b = res.get("fail2ban", {})
@@ -223,6 +228,14 @@ def running(args: argparse.Namespace) -> str:
     ).stdout.strip()
 
 
+def only_config(args: argparse.Namespace) -> str:
+    """Config text that disables every detector not named by ``--only`` ("" without it)."""
+    if args.only is None:
+        return ""
+    off = sorted(set(DETECTORS.names()) - set(args.only))
+    return "".join(f"[detectors.{name}]\nenabled = false\n" for name in off)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--lines", type=int, default=100_000, help="distinct client addresses")
@@ -234,7 +247,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compiled", action="store_true", help="run the mypyc build (make compiled) as shipped"
     )
     ap.add_argument("--fail2ban-backend", default=None, help="default: pyinotify, else polling")
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated detectors to keep on (the others are disabled); default: all",
+    )
     args = ap.parse_args(argv)
+    if args.only is not None:
+        args.only = [name.strip() for name in args.only.split(",") if name.strip()]
+        known = DETECTORS.names()
+        unknown = sorted(set(args.only) - set(known))
+        if unknown:
+            ap.error(f"--only: unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}")
     if args.compiled and not list(COMPILED.glob("aisentinel__mypyc*")):
         ap.error(f"--compiled: no build in {COMPILED}; run `make compiled` first")
     return args
@@ -243,6 +267,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     res: dict[str, Any] = {"clients": args.lines, "target_mb": TARGET_MB}
+    res["detectors"] = sorted(args.only) if args.only is not None else "all"
     res["running"] = running(args)
     anchor = not args.no_fail2ban
     if anchor and (reason := unavailable()):
@@ -254,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
         access.touch()
         auth.touch()
         sources = {"nginx-access": ("nginx", access), "sshd": ("sshd", auth)}
-        daemon = Daemon(work, sources, args.aisentinel, compiled=args.compiled)
+        daemon = Daemon(
+            work, sources, args.aisentinel, compiled=args.compiled, extra_config=only_config(args)
+        )
         f2b: Fail2ban | None = None
         try:
             if anchor:
