@@ -1,0 +1,46 @@
+"""bench/rss.py's ``--only``: the daemon config it writes keeps just the named detectors."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from aisentinel.config import load_config
+from aisentinel.detectors import REGISTRY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def rss(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module("rss")
+
+
+def test_only_keeps_the_named_detectors(rss: ModuleType, tmp_path: Path) -> None:
+    """--only ssh_bruteforce,scanning gives a config with those two enabled, no other."""
+    args = rss.parse_args(["--only", "ssh_bruteforce, scanning", "--no-fail2ban"])
+    cfg = tmp_path / "aisentinel.toml"
+    cfg.write_text(rss.only_config(args), encoding="utf-8")
+    loaded = load_config(cfg)
+    enabled = {name for name in REGISTRY.names() if loaded.detectors[name].enabled}
+    assert enabled == {"ssh_bruteforce", "scanning"}
+
+
+def test_without_only_every_detector_stays_on(rss: ModuleType) -> None:
+    """Without --only the benchmark adds nothing to the default config."""
+    assert rss.only_config(rss.parse_args([])) == ""
+
+
+def test_only_refuses_an_unknown_detector(
+    rss: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown name is refused with the known ones listed."""
+    with pytest.raises(SystemExit):
+        rss.parse_args(["--only", "ssh_bruteforce,sshd"])
+    err = capsys.readouterr().err
+    assert "unknown detector(s) sshd" in err
+    assert "ssh_bruteforce" in err
