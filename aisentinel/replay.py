@@ -196,6 +196,16 @@ class _Printer:
         self.as_json = as_json
         self.clock = clock
         self.pending: Finding | None = None
+        self._iso: tuple[float, str] = (float("nan"), "")
+
+    def iso(self, ts: float) -> str:
+        """:func:`iso` of ``ts``; a finding and its decision share one time, so the
+        last one is kept."""
+        last, text = self._iso
+        if ts != last:
+            text = iso(ts)
+            self._iso = (ts, text)
+        return text
 
     def finding(self, finding: Finding) -> None:
         self.clock.set(finding.ts)
@@ -207,13 +217,13 @@ class _Printer:
         if self.as_json:
             if finding is not None:
                 obj: dict[str, Any] = {"type": "finding", "kind": "finding"}
-                obj["time"] = iso(finding.ts)
+                obj["time"] = self.iso(finding.ts)
                 obj.update(finding_fields(finding))
                 obj["source_address"] = finding.client
                 obj["evidence_count"] = finding.count
                 obj["action"] = decision.action.value
                 self.out.write(json.dumps(obj) + "\n")
-            obj = {"type": "decision", "kind": "decision", "time": iso(decision.ts)}
+            obj = {"type": "decision", "kind": "decision", "time": self.iso(decision.ts)}
             obj.update(decision_fields(decision))
             target = decision.target
             obj["source_address"] = target.text if isinstance(target, AddressTarget) else None
