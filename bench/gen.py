@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,6 +55,29 @@ def aisentinel_env(*, compiled: bool = False) -> dict[str, str]:
         env["PYTHONSAFEPATH"] = "1"
     env.pop("AISENTINEL_CONFIG", None)
     return env
+
+
+def detectors_off(keep: Iterable[str] = ()) -> str:
+    """Config text that disables every registered detector not in ``keep``."""
+    from aisentinel.detectors import REGISTRY
+
+    off = sorted(set(REGISTRY.names()) - set(keep))
+    return "".join(f"[detectors.{name}]\nenabled = false\n" for name in off)
+
+
+def only_detectors(text: str) -> list[str]:
+    """The detector names of an ``--only a,b`` option; ``ValueError`` naming the unknown
+    ones and the known ones."""
+    from aisentinel.detectors import REGISTRY
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    known = REGISTRY.names()
+    unknown = sorted(set(names) - set(known))
+    if unknown or not names:
+        raise ValueError(
+            f"unknown detector(s) {', '.join(unknown) or '(none named)'}; known: {', '.join(known)}"
+        )
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from fail2ban_anchor import Fail2ban, best_backend, unavailable, version
-from gen import COMPILED, aisentinel_cmd, aisentinel_env
+from gen import COMPILED, aisentinel_cmd, aisentinel_env, detectors_off, only_detectors
 from latency import Daemon, lines_done
 
 from aisentinel.demo.scenario import (
@@ -50,7 +50,6 @@ from aisentinel.demo.scenario import (
     normal_access_records,
     render_access,
 )
-from aisentinel.detectors import REGISTRY as DETECTORS
 
 TARGET_MB = 64.0
 SETTLE_SECONDS = 11.0
@@ -230,10 +229,7 @@ def running(args: argparse.Namespace) -> str:
 
 def only_config(args: argparse.Namespace) -> str:
     """Config text that disables every detector not named by ``--only`` ("" without it)."""
-    if args.only is None:
-        return ""
-    off = sorted(set(DETECTORS.names()) - set(args.only))
-    return "".join(f"[detectors.{name}]\nenabled = false\n" for name in off)
+    return "" if args.only is None else detectors_off(args.only)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -254,11 +250,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = ap.parse_args(argv)
     if args.only is not None:
-        args.only = [name.strip() for name in args.only.split(",") if name.strip()]
-        known = DETECTORS.names()
-        unknown = sorted(set(args.only) - set(known))
-        if unknown:
-            ap.error(f"--only: unknown detector(s) {', '.join(unknown)}; known: {', '.join(known)}")
+        try:
+            args.only = only_detectors(args.only)
+        except ValueError as exc:
+            ap.error(f"--only: {exc}")
     if args.compiled and not list(COMPILED.glob("aisentinel__mypyc*")):
         ap.error(f"--compiled: no build in {COMPILED}; run `make compiled` first")
     return args

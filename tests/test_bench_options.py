@@ -1,4 +1,4 @@
-"""bench/rss.py's ``--only``: the daemon config it writes keeps just the named detectors."""
+"""The benchmarks' ``--only``: the config they write keeps just the named detectors."""
 
 from __future__ import annotations
 
@@ -18,6 +18,29 @@ ROOT = Path(__file__).resolve().parents[1]
 def rss(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     return importlib.import_module("rss")
+
+
+@pytest.fixture
+def gen(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module("gen")
+
+
+def test_detectors_off_without_keep_disables_all(gen: ModuleType, tmp_path: Path) -> None:
+    """The parse-only config (throughput.py's breakdown) leaves no detector on."""
+    cfg = tmp_path / "off.toml"
+    cfg.write_text(gen.detectors_off(), encoding="utf-8")
+    loaded = load_config(cfg)
+    assert not [name for name in REGISTRY.names() if loaded.detectors[name].enabled]
+
+
+def test_only_detectors_needs_known_names(gen: ModuleType) -> None:
+    """Names are trimmed; an unknown or empty list is a ValueError naming the known ones."""
+    assert gen.only_detectors(" rules ,http_auth,") == ["rules", "http_auth"]
+    with pytest.raises(ValueError, match=r"unknown detector\(s\) nope; known: .*rules"):
+        gen.only_detectors("rules,nope")
+    with pytest.raises(ValueError, match="none named"):
+        gen.only_detectors(" , ")
 
 
 def test_only_keeps_the_named_detectors(rss: ModuleType, tmp_path: Path) -> None:
