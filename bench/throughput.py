@@ -35,12 +35,13 @@ scenario's ground truth and flags on benign addresses are printed too.
 
     .venv/bin/python bench/throughput.py [--profile both] [--lines 1000000]
         [--storm-lines 200000] [--runs 3] [--seed 1] [--json] [--compiled]
-        [--only ssh_bruteforce,scanning,http_auth | --config FILE]
+        [--only ssh_bruteforce,scanning,http_auth,rate_abuse | --config FILE]
 
 ``--compiled`` times the mypyc build (``make compiled`` writes it to build/mypyc).
 ``--only`` keeps the named detectors on and every other one off: with
-``ssh_bruteforce,scanning,http_auth`` aisentinel detects what the three fail2ban
-filters do (like for like; the default runs every detector).
+``ssh_bruteforce,scanning,http_auth,rate_abuse`` aisentinel detects what the four
+fail2ban filters do (sshd, nginx-botsearch, nginx-http-auth, nginx-limit-req: like
+for like; the default runs every detector).
 
 Every printed figure names its profile.
 """
