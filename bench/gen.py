@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from aisentinel.demo.scenario import DEFAULT_START_TS, LiveScenario, generate  # noqa: E402
+from aisentinel.detectors import REGISTRY as DETECTORS  # noqa: E402
 
 
 def aisentinel_cmd(override: str | None = None) -> list[str]:
@@ -59,19 +60,15 @@ def aisentinel_env(*, compiled: bool = False) -> dict[str, str]:
 
 def detectors_off(keep: Iterable[str] = ()) -> str:
     """Config text that disables every registered detector not in ``keep``."""
-    from aisentinel.detectors import REGISTRY
-
-    off = sorted(set(REGISTRY.names()) - set(keep))
+    off = sorted(set(DETECTORS.names()) - set(keep))
     return "".join(f"[detectors.{name}]\nenabled = false\n" for name in off)
 
 
 def only_detectors(text: str) -> list[str]:
     """The detector names of an ``--only a,b`` option; ``ValueError`` naming the unknown
     ones and the known ones."""
-    from aisentinel.detectors import REGISTRY
-
     names = [name.strip() for name in text.split(",") if name.strip()]
-    known = REGISTRY.names()
+    known = DETECTORS.names()
     unknown = sorted(set(names) - set(known))
     if unknown or not names:
         raise ValueError(
