@@ -229,13 +229,19 @@ class AddressTarget:
         return self.prefixlen == self.address.max_prefixlen
 
     @classmethod
+    def _of(cls, address: IPAddress, prefixlen: int, text: str) -> AddressTarget:
+        """A target from its fields as they are (no network object; callers keep them
+        canonical)."""
+        target = object.__new__(cls)
+        object.__setattr__(target, "address", address)
+        object.__setattr__(target, "prefixlen", prefixlen)
+        object.__setattr__(target, "text", text)
+        return target
+
+    @classmethod
     def host(cls, addr: IPAddress) -> AddressTarget:
         """The target for one canonical address."""
-        target = object.__new__(cls)
-        object.__setattr__(target, "address", addr)
-        object.__setattr__(target, "prefixlen", addr.max_prefixlen)
-        object.__setattr__(target, "text", str(addr))
-        return target
+        return cls._of(addr, addr.max_prefixlen, str(addr))
 
     @classmethod
     def parse(cls, text: str) -> AddressTarget:
@@ -261,11 +267,7 @@ class AddressTarget:
         # (two of them, and their text) for every IPv6 ban.
         host_bits = 128 - ipv6_prefix
         base = ipaddress.IPv6Address(int(address) >> host_bits << host_bits)
-        target = object.__new__(AddressTarget)
-        object.__setattr__(target, "address", base)
-        object.__setattr__(target, "prefixlen", ipv6_prefix)
-        object.__setattr__(target, "text", f"{base}/{ipv6_prefix}")
-        return target
+        return AddressTarget._of(base, ipv6_prefix, f"{base}/{ipv6_prefix}")
 
     def __str__(self) -> str:
         return self.text
