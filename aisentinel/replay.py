@@ -37,7 +37,8 @@ from aisentinel.parsers import AUTO, sniff
 from aisentinel.pipeline import Pipeline
 from aisentinel.textsafe import escape
 
-BATCH_LINES = 8192
+BATCH_LINES = 2048
+"""Lines per pipeline batch: as fast as 8192 and a few MB lighter at peak (storm access)."""
 CHUNK_BYTES = 4 << 20
 SNIFF_LINES = 64
 
