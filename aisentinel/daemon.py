@@ -30,18 +30,12 @@ from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
 from aisentinel.control import ControlError, ControlServer
+from aisentinel.decisionlog import DecisionLog
 from aisentinel.decisions.admin import AdminCommands
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger, LedgerCorruptError
 from aisentinel.detectors import build_detectors
-from aisentinel.events import (
-    Batch,
-    Decision,
-    EventBatch,
-    Finding,
-    decision_fields,
-    finding_fields,
-)
+from aisentinel.events import Batch, EventBatch, Finding, finding_fields
 from aisentinel.exporter import (
     DaemonValues,
     DecisionMetrics,
@@ -131,16 +125,18 @@ class Daemon:
         self.ledger = self._open_ledger(config.daemon.state_dir / LEDGER_FILE)
         self.engine = DecisionEngine(config.decisions, self.ledger, self.clock)
         self.runner = self._build_runner(config)
+        self.decision_log = DecisionLog(self.clock.monotonic)
         self.pipeline = Pipeline(
             detectors=build_detectors(config.detectors),
             engine=self.engine,
             runner=self.runner,
             clock=self.clock,
             parsers_config=config.parsers,
-            # One info line per decision carries its finding; findings alone are debug,
-            # and below that level the hook is not even called.
+            # One info line per decision carries its finding (the brake's storm of
+            # alerts summarised: aisentinel.decisionlog); findings alone are debug, and
+            # below that level the hook is not even called.
             on_finding=self._log_finding if config.daemon.log_level == "debug" else None,
-            on_decision=self._log_decision,
+            on_decision=self.decision_log,
         )
 
     # ------------------------------------------------------------------ degraded
@@ -261,15 +257,6 @@ class Daemon:
 
     def _log_finding(self, finding: Finding) -> None:
         log.debug("finding", **finding_fields(finding))
-
-    def _log_decision(self, decision: Decision) -> None:
-        """One line per decision, with the finding it was taken on (message, key,
-        count, evidence, source): what an operator needs, once."""
-        finding = decision.finding
-        if finding is None:
-            log.info("decision", **decision_fields(decision))
-        else:
-            log.info("decision", **{**finding_fields(finding), **decision_fields(decision)})
 
     # ------------------------------------------------------------------ signals
 
@@ -495,6 +482,7 @@ class Daemon:
             now_m = clock.monotonic()
             if now_m >= next_expire:
                 self.pipeline.expire(clock.now())
+                self.decision_log.flush(now_m)
                 self.trimmer.trim(sum(c.lines for c in self.pipeline.sources.values()))
                 next_expire = now_m + self.config.daemon.expire_interval
             if now_m >= next_reconcile:
@@ -619,6 +607,7 @@ class Daemon:
                 continue
             self.pipeline.process(batch)
         self._closed.set()
+        self.decision_log.flush(force=True)
         stopper.join(timeout=STOP_DRAIN_SECONDS)
         left = 0
         while True:

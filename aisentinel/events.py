@@ -425,7 +425,8 @@ class Decision:
     pipeline hands on no finding of that detector about that key (see
     ``Pipeline._hush``); on an ALERT, until when the detector's findings about the key
     at that severity or below are held back (``alert_repeat``, ``Pipeline._hold_back``).
-    It is not part of the output.
+    It is not part of the output. ``braked`` marks an ALERT that the mass-ban brake made
+    of a ban (its reason says so too); the daemon logs few of those one by one.
     """
 
     ts: float
@@ -441,6 +442,7 @@ class Decision:
     evidence_count: int = 0
     finding: Finding | None = field(default=None, compare=False)
     quiet_until: float | None = field(default=None, compare=False)
+    braked: bool = field(default=False, compare=False)
 
 
 # --------------------------------------------------------------------------- output

@@ -516,9 +516,12 @@ class DecisionEngine:
             # after the brake releases is a ban; a storm of braked findings is one alert
             # a minute per key.
             decision = make(Action.ALERT, subject, reason)
-            if decision.quiet_until is None:
-                return decision
-            return replace(decision, quiet_until=min(decision.quiet_until, now + BRAKE_HOLD))
+            quiet = decision.quiet_until
+            return replace(
+                decision,
+                braked=True,
+                quiet_until=None if quiet is None else min(quiet, now + BRAKE_HOLD),
+            )
         since = now - cfg.recidive_window
         key = target.text
         offence = self._ledger(lambda: self.ledger.offences(key, since), 0) + 1

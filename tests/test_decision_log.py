@@ -1,0 +1,169 @@
+"""The daemon's decision log: every decision one line, the brake's storm of alerts summarised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from conftest import ssh_fail, wait_for
+from structlog.testing import capture_logs
+from test_daemon import CONFIG, Running
+
+from aisentinel.clock import FakeClock
+from aisentinel.decisionlog import BRAKED_LINES, DecisionLog
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import MEMORY, Ledger
+from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
+
+T0 = 1_764_000_000.0
+SUMMARY = "bans held back by the brake, not logged one by one"
+
+
+def _decision(i: int, *, braked: bool, detector: str = "ssh_bruteforce") -> Decision:
+    return Decision(
+        ts=T0,
+        action=Action.ALERT,
+        target=AddressTarget.parse(f"203.0.113.{i}"),
+        detector=detector,
+        severity=Severity.HIGH,
+        reason="ban brake engaged" if braked else "severity medium is below ban_severity high",
+        braked=braked,
+    )
+
+
+class _Mono:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _summaries(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"].startswith(SUMMARY)]
+
+
+def test_every_decision_that_is_not_braked_is_one_line() -> None:
+    """Decisions the brake did not make are each logged, whatever their number."""
+    log = DecisionLog(_Mono(), lines=2)
+    with capture_logs() as logs:
+        for i in range(50):
+            log(_decision(i, braked=False))
+    assert [e["event"] for e in logs] == ["decision"] * 50
+    assert logs[7]["target"] == "203.0.113.7"
+
+
+def test_braked_decisions_beyond_the_first_few_are_one_summary() -> None:
+    """The first ``lines`` braked decisions of a period are logged, the rest counted and
+    logged as one summary when the period is over (with detectors and targets)."""
+    mono = _Mono()
+    log = DecisionLog(mono, lines=3, period=60.0)
+    with capture_logs() as logs:
+        for i in range(20):
+            log(_decision(i, braked=True, detector="rules" if i % 2 else "scanning"))
+        log(_decision(200, braked=False))  # not braked: its own line
+        assert log.flush() == 0  # the period is not over
+        mono.now += 60.0
+        assert log.flush() == 17
+        assert log.flush() == 0
+    assert [e["target"] for e in logs if e["event"] == "decision"] == [
+        "203.0.113.0",
+        "203.0.113.1",
+        "203.0.113.2",
+        "203.0.113.200",
+    ]
+    (summary,) = _summaries(logs)
+    assert summary["not_logged"] == 17
+    assert summary["logged"] == 3
+    assert summary["detectors"] == {"rules": 9, "scanning": 8}
+    assert (summary["first_target"], summary["last_target"]) == ("203.0.113.3", "203.0.113.19")
+    assert summary["log_level"] == "warning"
+
+
+def test_a_new_period_logs_the_last_summary_and_its_first_lines() -> None:
+    """A braked decision after the period ends summarises the old period and starts a new
+    one that logs its first lines again."""
+    mono = _Mono()
+    log = DecisionLog(mono, lines=1, period=60.0)
+    with capture_logs() as logs:
+        for i in range(5):
+            log(_decision(i, braked=True))
+        mono.now += 61.0
+        for i in range(5, 8):
+            log(_decision(i, braked=True))
+        log.flush(force=True)  # at stop
+    events = [(e["event"][:20], e.get("target", e.get("not_logged"))) for e in logs]
+    assert events == [
+        ("decision", "203.0.113.0"),
+        (SUMMARY[:20], 4),
+        ("decision", "203.0.113.5"),
+        (SUMMARY[:20], 2),
+    ]
+    assert log.summaries == 2
+
+
+def test_the_engine_marks_what_the_brake_turned_into_an_alert(tmp_path: Path) -> None:
+    """Only the alerts the brake made of bans are ``braked``."""
+    clock = FakeClock(T0)
+    cfg = DecisionsConfig(max_bans_per_minute=2, brake_cooldown=0)
+    engine = DecisionEngine(cfg, Ledger(Path(MEMORY), clock), clock)
+
+    def finding(addr: str, severity: Severity = Severity.HIGH) -> Finding:
+        return Finding(
+            ts=T0,
+            detector="ssh_bruteforce",
+            severity=severity,
+            client=addr,
+            key=addr,
+            count=5,
+            window=600.0,
+            message="5 failures",
+        )
+
+    decided = [engine.decide(finding(f"198.51.100.{i}")) for i in range(4)]
+    assert [(d.action, d.braked) for d in decided] == [
+        (Action.BAN, False),
+        (Action.BAN, False),
+        (Action.ALERT, True),
+        (Action.ALERT, True),
+    ]
+    low = engine.decide(finding("198.51.100.9", Severity.MEDIUM))
+    assert (low.action, low.braked) == (Action.ALERT, False)
+
+
+def test_the_daemon_summarises_braked_decisions_and_logs_the_rest_at_stop(
+    tmp_path: Path, now_epoch: float
+) -> None:
+    """A running daemon with a brake of 2 bans a minute and 20 brute forcers: 2 bans and
+    the first braked alerts are lines; the other braked ones are one summary, at stop."""
+    logs_dir = tmp_path / "logs"
+    logs_dir.mkdir()
+    cfg = tmp_path / "aisentinel.toml"
+    cfg.write_text(
+        CONFIG.format(state=tmp_path / "state", logs=logs_dir, threshold=5)
+        + '\n[decisions]\nmax_bans_per_minute = 2\nbrake_cooldown = "0s"\n'
+    )
+    with capture_logs() as logs:
+        running = Running(cfg)
+        try:
+            lines = [
+                ssh_fail(now_epoch + k, f"198.51.100.{i}") for i in range(20) for k in range(5)
+            ]
+            (logs_dir / "auth.log").write_text("".join(line + "\n" for line in lines))
+            engine = running.daemon.engine
+            assert wait_for(lambda: engine.counters().bans_braked >= 18, 15)
+        finally:
+            running.stop()
+    braked = engine.counters().bans_braked
+    decided = [e for e in logs if e["event"] == "decision"]
+    assert [e["target"] for e in decided if e["action"] == "ban"] == [
+        "198.51.100.0",
+        "198.51.100.1",
+    ]
+    held = [e for e in decided if e["reason"].startswith("ban brake engaged")]
+    assert len(held) == BRAKED_LINES
+    (summary,) = _summaries(logs)
+    assert summary["not_logged"] == braked - BRAKED_LINES
+    assert sum(summary["detectors"].values()) == braked - BRAKED_LINES
+    assert "ssh_bruteforce" in summary["detectors"]
