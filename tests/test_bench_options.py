@@ -1,4 +1,5 @@
-"""The benchmarks' ``--only``: the config they write keeps just the named detectors."""
+"""The benchmarks' options and measures: ``--only`` keeps just the named detectors; a
+brute force decided early is timed from the lines that decided it."""
 
 from __future__ import annotations
 
@@ -18,6 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def rss(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     return importlib.import_module("rss")
+
+
+@pytest.fixture
+def latency(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module("latency")
 
 
 @pytest.fixture
@@ -67,3 +74,16 @@ def test_only_refuses_an_unknown_detector(
     err = capsys.readouterr().err
     assert "unknown detector(s) sshd" in err
     assert "ssh_bruteforce" in err
+
+
+def test_a_decision_before_the_fifth_failure_is_timed_from_the_first_four(
+    latency: ModuleType,
+) -> None:
+    """A decision seen before the 5th failure was written is counted early and timed from
+    the flush of the first four, never negative; one after it from the 5th's flush."""
+    assert latency.decision_latency(10.0031, first=10.0, fifth=10.002) == pytest.approx(
+        (1.1, False)
+    )
+    ms, early = latency.decision_latency(10.0019, first=10.0, fifth=10.002)
+    assert early
+    assert ms == pytest.approx(1.9)
