@@ -4,7 +4,7 @@ Every decision is logged with its finding (``decision`` at info), so an operator
 what was done and why once. The one kind that a storm makes by the ten thousand is the
 alert the mass-ban brake makes of a ban (``[decisions] max_bans_per_minute``): one per
 attacking address a minute, 33,000 lines in a few seconds for a credential-stuffing
-campaign of 100,000 addresses. That many lines cost the daemon a fifth of its time while
+campaign of 100,000 addresses. That many lines cost the daemon a sixth of its time while
 it is busiest, bury everything else in the journal, and journald drops a service's lines
 beyond its rate limit (10,000 in 30 s by default), our own warnings among them.
 
@@ -46,7 +46,6 @@ class DecisionLog:
         "_period",
         "_since",
         "held",
-        "summaries",
     )
 
     def __init__(
@@ -67,8 +66,6 @@ class DecisionLog:
         self._last = ""
         self.held = 0
         """Braked decisions of the current period not logged one by one (yet)."""
-        self.summaries = 0
-        """Summary lines logged."""
 
     def __call__(self, decision: Decision) -> None:
         if decision.braked:
@@ -115,7 +112,6 @@ class DecisionLog:
         )
         self.held = 0
         self._by_detector.clear()
-        self.summaries += 1
         return held
 
 
