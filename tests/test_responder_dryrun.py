@@ -43,7 +43,7 @@ def test_registered_as_dryrun() -> None:
 
 def test_config_is_strict() -> None:
     """``keep`` must be positive and unknown keys are refused."""
-    assert DryRunConfig().keep == 10_000
+    assert DryRunConfig().keep == 1_000
     assert DryRunConfig().enabled
     with pytest.raises(ValidationError, match="greater than or equal to 1"):
         DryRunConfig(keep=0)
