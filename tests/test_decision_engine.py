@@ -139,6 +139,19 @@ def test_target_is_canonical(env: Env) -> None:
     assert text(engine.decide(finding("2001:DB8:0::5"))) == "2001:db8::/64"
 
 
+def test_target_text_is_the_clients_string_when_canonical(env: Env) -> None:
+    """A canonical client's ban holds the finding's string itself; any other spelling the
+    canonical text (never the log's spelling)."""
+    engine = env.engine()
+    client = "".join(["198.51.100.", "77"])  # a string object of its own
+    d = engine.decide(finding(client))
+    assert d.target is not None
+    assert d.target.text is client
+    mapped = engine.decide(finding("::ffff:198.51.100.78"))
+    assert mapped.target is not None
+    assert mapped.target.text == "198.51.100.78"
+
+
 def test_no_client_is_an_alert(env: Env) -> None:
     """A finding without a single address is an alert, recorded without target."""
     engine = env.engine()

@@ -429,7 +429,7 @@ class DecisionEngine:
                     return make(Action.NONE, None, why), "invalid"
                 if len(self._addresses) >= ADDRESSES_MAX:
                     self._addresses.clear()
-                known = (addr, AddressTarget.host(addr), unbannable(addr))
+                known = (addr, AddressTarget.host(addr, finding.client), unbannable(addr))
                 self._addresses[finding.client] = known
             return self._decide_host(finding, now, make, known)
         return self._decide_host(
@@ -531,6 +531,7 @@ class DecisionEngine:
             f"{format_duration(cfg.recidive_window)}: {action.value} for {format_duration(ttl)}"
             f"{note}"
         )
+        expires_at = now + ttl  # one float object for both fields
         decision = Decision(
             ts=now,
             action=action,
@@ -539,12 +540,12 @@ class DecisionEngine:
             severity=finding.severity,
             reason=reason,
             ttl=ttl,
-            expires_at=now + ttl,
+            expires_at=expires_at,
             offence=offence,
             simulated=cfg.simulate,
             evidence_count=finding.count,
             finding=finding,
-            quiet_until=now + ttl,
+            quiet_until=expires_at,
         )
         self._remember(finding, decision, subject)
         return decision
