@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from aisentinel.detectors.ai_recon import AiReconConfig, AiReconDetector
 from aisentinel.detectors.credential_stuffing import (
     CredentialStuffingConfig,
     CredentialStuffingDetector,
 )
+from aisentinel.detectors.shared import SharedState
 from aisentinel.events import (
     Event,
     Finding,
@@ -149,3 +151,56 @@ def test_http_success_spares_a_member() -> None:
     assert good in found[0].clients
     assert good not in [f.client for f in found[1:]]
     assert len(found) == 10
+
+
+def _storm_on_admin(spared: str, start: float) -> list[HttpRequest]:
+    """Ten clients (``spared`` first) failing as "admin": a distributed attack."""
+    return [
+        HttpRequest(T0 + start + i, "nginx", c, "GET", "/", 401, 0, "admin", "ua")
+        for i, c in enumerate([spared, *(f"203.0.113.{i}" for i in range(9))])
+    ]
+
+
+def test_api_key_success_spares_a_member() -> None:
+    """A request answered < 400 with an API key id (no user) is a login too: no ban."""
+    good = "192.0.2.11"
+    ok = HttpRequest(T0, "nginx", good, "POST", "/v1/chat", 200, 0, None, "ua", key_id="k1")
+    det = CredentialStuffingDetector(CredentialStuffingConfig())
+    found = [f for _, f in det.observe_many([ok, *_storm_on_admin(good, 1)])]
+    assert good in found[0].clients
+    assert [f.client for f in found[1:]] == [f"203.0.113.{i}" for i in range(9)]
+
+
+def test_http_successes_are_held_once_with_ai_recon() -> None:
+    """Built together, credential_stuffing and ai_recon read one table of logins: the
+    access log's successes are not held a second time by credential_stuffing."""
+    shared = SharedState()
+    stuffing = CredentialStuffingDetector(CredentialStuffingConfig(), shared=shared)
+    recon = AiReconDetector(AiReconConfig(), shared=shared)
+    batch = [
+        HttpRequest(T0, "nginx", f"198.51.100.{i}", "GET", "/", 200, 0, "bob", "ua")
+        for i in range(50)
+    ]
+    for det in (recon, stuffing):
+        det.observe_many(batch)
+    assert len(stuffing._succeeded) == 0
+    assert shared.requests.authenticated() == 50
+    found = [f for _, f in stuffing.observe_many(_storm_on_admin("198.51.100.7", 10))]
+    assert "198.51.100.7" in found[0].clients
+    assert "198.51.100.7" not in [f.client for f in found[1:]]
+    assert stuffing.expire(T0 + 86_401) >= 50
+    assert shared.requests.authenticated() == 0
+
+
+def test_success_later_in_the_same_batch_spares_a_member() -> None:
+    """A member that logs in later in the same batch is spared (the table holds the whole
+    batch once its facts are computed); in a later batch it would have been banned."""
+    late = "192.0.2.12"
+    ok = HttpRequest(T0 + 20, "nginx", late, "GET", "/", 200, 0, "bob", "ua")
+    det = CredentialStuffingDetector(CredentialStuffingConfig())
+    found = [f for _, f in det.observe_many([*_storm_on_admin(late, 1), ok])]
+    assert late not in [f.client for f in found[1:]]
+    det = CredentialStuffingDetector(CredentialStuffingConfig())
+    found = [f for _, f in det.observe_many(_storm_on_admin(late, 1))]
+    det.observe_many([ok])
+    assert late in [f.client for f in found[1:]]

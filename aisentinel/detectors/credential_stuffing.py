@@ -12,9 +12,16 @@ carry ``$remote_user``. Usernames are compared as logged, across services.
   ``max_members``). A public sshd sees this for ``root`` all day; the finding
   itself is an alert. With ``ban_members`` (default on), each member that never
   logged in successfully (an accepted ssh login, or an access-log request with a
-  user and status < 400, within ``success_ttl``) also gets a HIGH finding of its
-  own, right after the alert, so the decision engine bans it (the allowlist, and
-  "already banned", still apply per member).
+  user or an API key id and status < 400, within ``success_ttl``) also gets a HIGH
+  finding of its own, right after the alert, so the decision engine bans it (the
+  allowlist, and "already banned", still apply per member).
+
+The access log's successful logins are read from the table of authenticated clients
+that ``ai_recon`` and ``model_exploit`` share (:mod:`~.shared`), not kept a second
+time: that table holds a batch's authentications as soon as the batch's facts are
+computed, so a member whose first success in the window comes later in the same
+batch than the failure that makes it a member is spared, where one line at a time
+would have banned it first (a client that logged in moments later).
 
 Per key at most ``threshold + 2`` distinct values are held, so memory stays bounded
 whatever the attacker rotates.
@@ -22,7 +29,7 @@ whatever the attacker rotates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import cast
 
 from pydantic import Field
@@ -51,6 +58,11 @@ from aisentinel.events import (
 _MAX_USER = 128
 _NEG_INF = float("-inf")
 _NOTHING_QUIET: dict[str, float] = {}
+
+
+def _no_path(path: str) -> bool:
+    """The path test of a reader that only reads marks: no request passes it."""
+    return False
 
 
 class CredentialStuffingConfig(WindowedConfig):
@@ -95,7 +107,8 @@ class CredentialStuffingDetector(BatchDetector):
             margin=max(2, config.max_members - config.clients_threshold),
         )
         self._succeeded = RecentSet(config.success_ttl, config.max_keys)
-        """Clients that logged in successfully (kept out of member bans)."""
+        """Clients that logged in over ssh (kept out of member bans); the access log's
+        are in the shared table of authenticated clients."""
         self._attacked: dict[str, float] = {}
         """Username -> until when a failure as it makes its client a member (one
         ``clients_window`` after its crossing; at most ``max_keys``)."""
@@ -103,14 +116,15 @@ class CredentialStuffingDetector(BatchDetector):
 
     def share(self, shared: SharedState) -> None:
         self._shared = shared
+        self._requests = shared.requests
+        # No path of its own to test: it reads the clients' credentialed marks only.
+        self._requests.register(_no_path, ttl=self._cfg.success_ttl, max_keys=self._cfg.max_keys)
 
     def _failure(self, event: Event, at: int, out: list[tuple[int, Finding]]) -> None:
         """Account for one event that may be a failed login; its findings into ``out``."""
         if isinstance(event, HttpRequest):
             if event.status != 401:
-                if event.user is not None and event.status < 400:
-                    self._succeeded.add(event.client, event.ts)
-                return
+                return  # a success is in the shared table (see the module doc)
         elif isinstance(event, SshEvent):
             if event.kind is SshKind.ACCEPTED:
                 self._succeeded.add(event.client, event.ts)
@@ -195,6 +209,7 @@ class CredentialStuffingDetector(BatchDetector):
         """A HIGH finding about each of ``members`` that never logged in successfully."""
         cfg = self._cfg
         last = self._succeeded.last
+        credentialed = self._requests.credentialed
         ts = event.ts
         horizon = ts - cfg.success_ttl
         span = self._span
@@ -202,7 +217,7 @@ class CredentialStuffingDetector(BatchDetector):
         # built (a storm's thousandth failure as "root" from a banned member).
         hush = self._shared.quiet.get(self.name) or _NOTHING_QUIET
         for member in members:
-            if last(member) >= horizon:
+            if last(member) >= horizon or credentialed(member) >= horizon:
                 continue
             if hush.get(member, _NEG_INF) > ts:
                 self._shared.quieted[self.name] += 1
@@ -232,34 +247,20 @@ class CredentialStuffingDetector(BatchDetector):
         out: list[tuple[int, Finding]] = []
         failure = self._failure
         if all_requests(events):
-            # A 401 that names a user counts; a success with a user keeps its client
-            # out of member bans: picked out without a call or a type check per
-            # request (status and user read by name).
+            # The batch's successes go into the shared table (computed once for every
+            # reader); a 401 that names a user counts, picked out without a call or a
+            # type check per request (status and user read by name).
+            self._requests.facts(events, self)
             reqs = cast("Sequence[HttpRequest]", events)
-            picked = [i for i, r in enumerate(reqs) if r.user and r.status == 401]
-            first = picked[0] if picked else len(reqs)
-            add = self._succeeded.add
-            # The successes before the first failure: one store per client (the last
-            # one wins, as it would one by one); from there on, in event order.
-            for client, ts in {
-                r.client: r.ts for r in reqs[:first] if r.user is not None and r.status < 400
-            }.items():
-                add(client, ts)
-            for i in [
-                i
-                for i in range(first, len(reqs))
-                if reqs[i].user is not None and reqs[i].status <= 401
-            ]:
-                r = reqs[i]
-                if r.status == 401:
-                    failure(r, i, out)
-                elif r.status < 400:
-                    add(r.client, r.ts)
+            for i in [i for i, r in enumerate(reqs) if r.user and r.status == 401]:
+                failure(reqs[i], i, out)
             return out
+        if any(isinstance(event, HttpRequest) for event in events):
+            self._requests.facts(events, self)
         accepted = SshKind.ACCEPTED
         for i, event in enumerate(events):
             if isinstance(event, HttpRequest):
-                if event.user is None or event.status > 401:
+                if event.user is None or event.status != 401:
                     continue  # the common cases, decided without a call
             elif isinstance(event, SshEvent) and event.kind is not accepted and not event.user:
                 continue
@@ -275,11 +276,15 @@ class CredentialStuffingDetector(BatchDetector):
             self._users.expire(now)
             + self._clients.expire(now)
             + self._succeeded.expire(now)
+            + self._requests.expire(now)
             + len(over)
         )
 
     def tracked_keys(self) -> int:
-        return len(self._users) + len(self._clients) + len(self._succeeded) + len(self._attacked)
+        """Its windows and ssh logins, plus the authenticated clients (shared with
+        ``ai_recon`` and ``model_exploit`` when built together: each counts them)."""
+        held: tuple[Sized, ...] = (self._users, self._clients, self._succeeded, self._attacked)
+        return sum(map(len, held)) + self._requests.authenticated()
 
 
 REGISTRY.register("credential_stuffing", CredentialStuffingConfig, CredentialStuffingDetector)

@@ -3,7 +3,9 @@
 Four detectors ask questions of every request's path (``rate_abuse``: an AI
 endpoint? ``scanning``: a sensitive path? ``ai_recon``: a recon endpoint?
 ``model_exploit``: a model-management call?) and two of them also ask "did this
-client authenticate lately?": a request with ``user`` or ``key_id`` set and
+client authenticate lately?" (``credential_stuffing`` too, about the members of a
+distributed attack, through :meth:`RequestIndex.credentialed`, with a path test
+that passes nothing): a request with ``user`` or ``key_id`` set and
 status < 400, or an inferred authentication (bearer tokens and cookies are not in
 most log formats): a 2xx on an inference endpoint (:data:`~.paths.DEFAULT_AI_PATHS`),
 or a 2xx on a ``METHOD path`` that was answered 401/403 before, to anyone (the
@@ -142,6 +144,14 @@ class _AuthMarks(_SlotStore):
                 cred[client] = mark if mark >= floor else _NEG_INF
                 either[client] = data[base + _ANY]
         return cred, either
+
+    def credentialed(self, client: str) -> float:
+        """When ``client`` last authenticated with credentials (``-inf``: not known)."""
+        slot = self._keys.get(client)
+        if slot is None:
+            return _NEG_INF
+        mark = self._data[slot * _AUTH_STRIDE + _CRED]
+        return mark if mark >= self._floor else _NEG_INF
 
     def learn(self, latest: dict[str, float], cred: dict[str, float]) -> None:
         """Mark each client of ``latest`` as authenticated at its time there, and with
@@ -475,6 +485,12 @@ class RequestIndex:
         """Drop clients that authenticated in no way within the longest ``ttl`` before
         ``now``; how many (credentialed marks older than that read as not known)."""
         return self._held.expire(now)
+
+    def credentialed(self, client: str) -> float:
+        """When ``client`` last authenticated with credentials in the log, as far as the
+        batches whose facts were computed go (the latest one's included, whole), or
+        ``-inf`` (not known, or older than the longest ``ttl``)."""
+        return self._held.credentialed(client)
 
     def authenticated(self) -> int:
         """Clients held as having authenticated (inferred included)."""
