@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from aisentinel.clock import EventClock, FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger, ban_ttl
-from aisentinel.decisions.engine import PURGE_INTERVAL_SECONDS
+from aisentinel.decisions.engine import ADDRESSES_MAX, PURGE_INTERVAL_SECONDS
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
 T0 = 1_764_000_000.0
@@ -571,3 +571,14 @@ def test_held_decisions_are_one_transaction_and_count_as_offences(env: Env) -> N
     assert engine.ledger.counts()[Action.BAN] == 1
     engine.commit()
     assert engine.ledger.counts()[Action.BAN] == 2
+
+
+def test_address_cache_is_bounded_and_keeps_the_newest(env: Env) -> None:
+    """The engine remembers at most ADDRESSES_MAX client texts, forgetting the oldest."""
+    engine = env.engine()
+    clients = [f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}" for i in range(ADDRESSES_MAX + 10)]
+    for client in clients:
+        engine.decide(finding(client, severity=Severity.MEDIUM))
+    assert len(engine._addresses) == ADDRESSES_MAX
+    assert clients[0] not in engine._addresses
+    assert clients[-1] in engine._addresses

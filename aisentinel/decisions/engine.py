@@ -139,10 +139,11 @@ key (at most; ``alert_repeat`` when shorter): one alert a minute per key in a st
 once the brake releases, the key's next finding after that minute is a ban."""
 BY_CLIENT_MAX = 100_000
 """Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
-ADDRESSES_MAX = 16_384
+ADDRESSES_MAX = 4096
 """Most client texts whose canonical address, host target and bannability the
-engine remembers (cleared when full): a storm decides about the same few thousand
-addresses again and again."""
+engine remembers (the oldest forgotten first): a storm decides about the same
+addresses again within seconds (storm access.log: 2 of 3 lookups hit). At 16,384,
+emptied when full, a storm of distinct addresses held up to 4 MB of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,7 +429,7 @@ class DecisionEngine:
                     why = f"invalid address {finding.client!r}"
                     return make(Action.NONE, None, why), "invalid"
                 if len(self._addresses) >= ADDRESSES_MAX:
-                    self._addresses.clear()
+                    del self._addresses[next(iter(self._addresses))]
                 known = (addr, AddressTarget.host(addr, finding.client), unbannable(addr))
                 self._addresses[finding.client] = known
             return self._decide_host(finding, now, make, known)
