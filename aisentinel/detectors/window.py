@@ -327,9 +327,19 @@ class _SpillStore(_SlotStore):
     A slot holds, at offset ``idx_at``, the ring index of the next time to write and,
     at ``ring_at``, the ring; in the spill layout, at ``ring_at`` instead, the offset of
     the key's ring in ``_spill`` (-1 while it has none) and after it its first two times.
+    A spilled key's block in ``_spill`` may start with more state (``spill_head``, its
+    blank values): the ring then follows it.
     """
 
-    __slots__ = ("_idx_at", "_ring_at", "_size", "_spill", "_spill_blank", "_spill_free")
+    __slots__ = (
+        "_idx_at",
+        "_ring_at",
+        "_ring_off",
+        "_size",
+        "_spill",
+        "_spill_blank",
+        "_spill_free",
+    )
 
     def __init__(
         self,
@@ -340,6 +350,7 @@ class _SpillStore(_SlotStore):
         *,
         idx_at: int,
         ring_at: int,
+        spill_head: tuple[float, ...] = (),
     ) -> None:
         super().__init__(max_keys, blank, queued)
         self._idx_at = idx_at
@@ -347,8 +358,11 @@ class _SpillStore(_SlotStore):
         self._size = size
         """Times a key's ring holds."""
         self._spill: array[float] | None = array("d") if size > _SPILL_ABOVE else None
-        """Rings of ``size`` doubles of the keys that have one (spill layout)."""
-        self._spill_blank = array("d", (_NEG_INF,) * size)
+        """Blocks of the keys that have a ring (spill layout): ``spill_head``, then the
+        ring of ``size`` doubles."""
+        self._ring_off = len(spill_head)
+        """Where the ring starts in a key's block."""
+        self._spill_blank = array("d", (*spill_head, *(_NEG_INF,) * size))
         self._spill_free: list[int] = []
 
     def _newest(self, base: int) -> float:
@@ -359,7 +373,7 @@ class _SpillStore(_SlotStore):
             return data[base + self._ring_at + (idx - 1) % self._size]
         at = int(data[base + self._ring_at])
         if at >= 0:
-            return spill[at + (idx - 1) % self._size]
+            return spill[at + self._ring_off + (idx - 1) % self._size]
         return data[base + self._ring_at + idx] if idx else _NEG_INF
 
     def _give_back(self, base: int) -> None:
@@ -371,19 +385,21 @@ class _SpillStore(_SlotStore):
             data[base + self._ring_at] = -1.0
 
     def _spill_ring(self, base: int) -> int:
-        """Give the key at ``base`` its ring, holding its two timestamps; its offset."""
+        """Give the key at ``base`` its block, its ring holding its two timestamps; the
+        block's offset (its ring's, without a ``spill_head``)."""
         spill: array[float] = self._spill  # type: ignore[assignment]
         blank = self._spill_blank
         if self._spill_free:
             at = self._spill_free.pop()
-            spill[at : at + self._size] = blank
+            spill[at : at + len(blank)] = blank
         else:
             at = len(spill)
             spill.extend(blank)
         data = self._data
         small = base + self._ring_at + 1
-        spill[at] = data[small]
-        spill[at + 1] = data[small + 1]
+        ring = at + self._ring_off
+        spill[ring] = data[small]
+        spill[ring + 1] = data[small + 1]
         data[base + self._ring_at] = at
         return at
 
@@ -535,13 +551,16 @@ class EventWindows(_SpillStore):
         return self._expire(now - self.window)
 
 
-# MultiEventWindows state layout (``5 + 3 x windows`` doubles per key).
+# MultiEventWindows state layout: 5 doubles per key, and per window 3 more (quiet-until,
+# count, first, as _QUIET, _COUNT, _FIRST): after them in the slot (inline layout), or
+# at the start of the key's block in ``_spill``, before its ring (spill layout).
 _M_IDX = 0  # ring index of the next slot to write, shared by every window
 _M_QUEUED = 1  # newest event time when the key was (re)queued
-_M_SPILL = 2  # spill layout: offset of the key's ring in ``_spill``, or -1 while it has none
-_M_SMALL = 3  # spill layout: the key's first two timestamps, while it has no ring
+_M_SPILL = 2  # spill layout: offset of the key's block in ``_spill``, or -1 while it has none
+_M_SMALL = 3  # spill layout: the key's first two timestamps, while it has no block
 _M_RING = 2  # inline layout (largest threshold up to 3): the ring, in slots 2-4
-_M_WINDOWS = 5  # per window from here: quiet-until, count, first (as _QUIET, _COUNT, _FIRST)
+_M_WINDOWS = 5  # inline layout: per window from here
+_WINDOW_BLANK = (_NEG_INF, 0.0, 0.0)  # a window's quiet-until, count and first, blank
 
 
 class MultiEventWindows(_SpillStore):
@@ -554,10 +573,15 @@ class MultiEventWindows(_SpillStore):
     window, its quiet-until time, the events since its last crossing and the time of
     the first of them. The last ``N = max(threshold_i)`` timestamps are one ring shared
     by every window (window i's ``threshold_i``-th newest is ``ring[(idx - threshold_i)
-    mod N]``): in the slot when ``N`` is at most 3, otherwise in a second flat array
-    from the key's third event on. Memory per key: a dict entry, a queue entry and
-    ``5 + 3 x windows`` doubles (11 for two windows, against 2 x 8 in two tables), plus
-    ``N`` doubles once it has three events (against the sum of the thresholds). One
+    mod N]``): in the slot when ``N`` is at most 3 (with the windows' state after it:
+    ``5 + 3 x windows`` doubles per key), otherwise in a second flat array from the
+    key's third event on, in a block that starts with the windows' state. Until then
+    the slot holds only the shared part (5 doubles) and the windows' counts and first
+    times follow from its one or two times (no window can cross on them: with a
+    threshold of 1 or 2 the block is given at the first event). Memory per key: a dict
+    entry, a queue entry and 5 doubles, plus ``3 x windows + N`` once it has three
+    events (two windows of 10 and 20: 31 doubles, against 2 x 8 + 30 in two tables). A
+    flood of addresses with one or two failures each costs 5 doubles a key. One
     :class:`_Evidence` LRU per window, so each window's samples are the ones its own
     table would give.
 
@@ -573,6 +597,7 @@ class MultiEventWindows(_SpillStore):
     """
 
     __slots__ = (
+        "_early",
         "_evidence",
         "_none",
         "_specs",
@@ -594,10 +619,18 @@ class MultiEventWindows(_SpillStore):
         for threshold, window in windows:
             _check(threshold, window, max_keys)
         size = max(threshold for threshold, _ in windows)
-        spills = size > _SPILL_ABOVE
-        shared = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * 3
-        blank = (0.0, _NEG_INF, *shared) + (_NEG_INF, 0.0, 0.0) * len(windows)
-        super().__init__(max_keys, blank, _M_QUEUED, size, idx_at=_M_IDX, ring_at=_M_RING)
+        head = _WINDOW_BLANK * len(windows)
+        if size > _SPILL_ABOVE:  # spill layout: the windows' state in the key's block
+            blank: tuple[float, ...] = (0.0, _NEG_INF, -1.0, _NEG_INF, _NEG_INF)
+            super().__init__(
+                max_keys, blank, _M_QUEUED, size, idx_at=_M_IDX, ring_at=_M_RING, spill_head=head
+            )
+        else:
+            blank = (0.0, _NEG_INF, *(_NEG_INF,) * 3, *head)
+            super().__init__(max_keys, blank, _M_QUEUED, size, idx_at=_M_IDX, ring_at=_M_RING)
+        self._early = min(threshold for threshold, _ in windows) < 3
+        """A window may cross on a key's first or second event: the key gets its block
+        at its first event (spill layout)."""
         self.thresholds: tuple[int, ...] = tuple(threshold for threshold, _ in windows)
         self.windows: tuple[float, ...] = tuple(float(window) for _, window in windows)
         self.longest = max(self.windows)
@@ -639,56 +672,89 @@ class MultiEventWindows(_SpillStore):
         base = (self._allocate(key, ts) if slot is None else slot) * self._stride
         idx = int(data[base + _M_IDX])
         # Where the key's last times are: ``ring[at + (idx - k) % n]`` is the k-th newest
-        # (once ts is written) for every k up to ``filled``, the times it holds.
+        # (once ts is written) for every k up to ``n`` (blank times are -inf); the
+        # windows' state is at ``state[w]``, 3 doubles a window.
         spill = self._spill
         ring = data
         at = base + _M_RING
-        filled = n
+        state = data
+        w = base + _M_WINDOWS
         if spill is None:
             newest = data[at + (idx - 1) % n]
         else:
-            at = int(data[base + _M_SPILL])
-            if at >= 0:
-                ring = spill
+            block = int(data[base + _M_SPILL])
+            if block >= 0:
+                at = block + self._ring_off
                 newest = spill[at + (idx - 1) % n]
-            elif idx < 2:  # up to two times in the slot (``n`` is above 3: no wrap)
-                at = base + _M_SMALL
-                filled = idx + 1
-                newest = data[at + idx - 1] if idx else _NEG_INF
+            elif idx < 2 and not self._early:
+                # One or two times, in the slot: no window crosses on them (every
+                # threshold is 3 or more), and their counts follow from the times.
+                data[base + _M_SMALL + idx] = ts
+                data[base + _M_IDX] = idx + 1
+                if sample is not None:
+                    for evidence in self._evidence:
+                        evidence.add(key, sample)
+                return self._none
             else:
-                newest = data[base + _M_SMALL + 1]
-                at = self._spill_ring(base)
-                ring = spill
+                newest = data[base + _M_SMALL + idx - 1] if idx else _NEG_INF
+                block = self._spill_ring(base)
+                self._windows_from(block, base, idx)
+                at = block + self._ring_off
+            ring = spill
+            state = spill
+            w = block
         ring[at + idx] = ts
         idx += 1
         if idx == n:
             idx = 0
         data[base + _M_IDX] = idx
         found: list[Crossing | None] | None = None
-        w = base + _M_WINDOWS
         for i, window, k, evidence in self._specs:
             # A gap longer than the window starts a new episode.
             if ts - newest > window:
-                data[w + _COUNT] = 0.0
-                data[w + _FIRST] = ts
-            count = data[w + _COUNT] + 1.0
-            data[w + _COUNT] = count
+                state[w + _COUNT] = 0.0
+                state[w + _FIRST] = ts
+            count = state[w + _COUNT] + 1.0
+            state[w + _COUNT] = count
             if sample is not None:
                 evidence.add(key, sample)
-            if k <= filled and ts - ring[at + (idx - k) % n] <= window and ts >= data[w + _QUIET]:
+            if ts - ring[at + (idx - k) % n] <= window and ts >= state[w + _QUIET]:
                 if found is None:
                     found = list(self._none)
-                found[i] = self._cross(key, i, w, ts, count)
+                found[i] = self._cross(key, i, state, w, ts=ts, count=count)
             w += 3
         return self._none if found is None else tuple(found)
 
-    def _cross(self, key: str, i: int, w: int, ts: float, count: float) -> Crossing:
-        """Report window ``i``'s crossing (its state at ``w``): quiet for a window from ``ts``."""
+    def _windows_from(self, block: int, base: int, held: int) -> None:
+        """Write into the new block at ``block`` the windows' counts and first times that
+        the key's ``held`` times in its slot (0-2, in event order) make."""
+        spill: array[float] = self._spill  # type: ignore[assignment]
         data = self._data
-        data[w + _QUIET] = ts + self.windows[i]
-        data[w + _COUNT] = 0.0
-        first = data[w + _FIRST]
-        data[w + _FIRST] = ts
+        w = block
+        for window in self.windows:
+            count = 0.0
+            first = 0.0
+            newest = _NEG_INF
+            for j in range(held):
+                t = data[base + _M_SMALL + j]
+                if t - newest > window:  # the gap rule of hit()
+                    count = 0.0
+                    first = t
+                count += 1.0
+                newest = t
+            spill[w + _COUNT] = count
+            spill[w + _FIRST] = first
+            w += 3
+
+    def _cross(
+        self, key: str, i: int, state: array[float], w: int, *, ts: float, count: float
+    ) -> Crossing:
+        """Report window ``i``'s crossing (its state at ``state[w]``): quiet for a window
+        from ``ts``."""
+        state[w + _QUIET] = ts + self.windows[i]
+        state[w + _COUNT] = 0.0
+        first = state[w + _FIRST]
+        state[w + _FIRST] = ts
         return Crossing(int(count), first, self._evidence[i].take(key))
 
     def expire(self, now: float) -> int:
