@@ -487,17 +487,18 @@ def test_spill_layout_counts_like_the_plain_one(
 
 
 def test_one_or_two_events_take_no_ring() -> None:
-    """Keys with one or two events keep them in their slot (8 doubles), whatever the
-    threshold; the third event gives the key a ring, freed for reuse when it goes."""
+    """Keys with one or two events keep them in their slot (5 doubles), whatever the
+    threshold; the third event gives the key a block (count, first, quiet and the
+    ring), freed for reuse when it goes."""
     win = EventWindows(20, 60.0, 1000)
     for i in range(100):
         win.hit(f"k{i}", T0)
         win.hit(f"k{i}", T0 + 1)
-    assert len(win._data) == 100 * 8  # type: ignore[attr-defined]
+    assert len(win._data) == 100 * 5  # type: ignore[attr-defined]
     assert len(win._spill) == 0  # type: ignore[attr-defined, arg-type]
     for i in range(10):
         win.hit(f"k{i}", T0 + 2)
-    assert len(win._spill) == 10 * 20  # type: ignore[attr-defined, arg-type]
+    assert len(win._spill) == 10 * (3 + 20)  # type: ignore[attr-defined, arg-type]
     win.expire(T0 + 61.5)  # k10..k99 (newest T0 + 1) go; k0..k9 stay
     assert len(win) == 10
     win.expire(T0 + 63)
@@ -505,8 +506,8 @@ def test_one_or_two_events_take_no_ring() -> None:
     for i in range(10):
         for j in range(3):
             win.hit(f"again{i}", T0 + 100 + j)
-    # the freed rings were reused
-    assert len(win._spill) == 10 * 20  # type: ignore[attr-defined, arg-type]
+    # the freed blocks were reused
+    assert len(win._spill) == 10 * (3 + 20)  # type: ignore[attr-defined, arg-type]
 
 
 def test_distinct_windows_one_value_keys_are_compact_until_their_second() -> None:
@@ -554,3 +555,63 @@ def test_distinct_windows_single_value_holds_one_time_object() -> None:
     assert isinstance(held, tuple)
     assert held[1] == 1234.5
     assert held[1] is held[2]
+
+
+class _NaiveWindows:
+    """EventWindows' definition without its storage: every time of every key kept."""
+
+    def __init__(self, threshold: int, window: float) -> None:
+        self.threshold = threshold
+        self.window = window
+        self.keys: dict[str, tuple[list[float], list[float]]] = {}
+
+    def clear(self, key: str) -> None:
+        self.keys.pop(key, None)
+
+    def hit(self, key: str, ts: float) -> tuple[int, float] | None:
+        times, state = self.keys.setdefault(key, ([], [float("-inf"), 0.0, ts]))
+        quiet, count, first = state
+        if times and ts - times[-1] > self.window:  # a gap starts a new episode
+            count, first = 0.0, ts
+        count += 1
+        times.append(ts)
+        t = self.threshold
+        crossed = len(times) >= t and ts - times[-t] <= self.window and ts >= quiet
+        if crossed:
+            state[:] = [ts + self.window, 0.0, ts]
+            return int(count), first
+        state[:] = [quiet, count, first]
+        return None
+
+
+def test_event_windows_match_a_naive_model() -> None:
+    """On random sequences (gaps, ties, out-of-order times, clears; thresholds 1-25, both
+    slot layouts) every hit crosses exactly when the naive definition does, with its count
+    and first time."""
+    crossings = 0
+    for seed in range(300):
+        rng = random.Random(seed)
+        threshold = rng.choice((1, 2, 3, 4, 5, rng.randint(1, 25)))
+        window = float(rng.choice((5, 20, 60, 300)))
+        store = EventWindows(threshold, window, 10_000)
+        naive = _NaiveWindows(threshold, window)
+        keys = [f"10.0.0.{i}" for i in range(rng.randint(1, 6))]
+        ts = 0.0
+        for _ in range(rng.randint(50, 400)):
+            roll = rng.random()
+            key = rng.choice(keys)
+            if roll < 0.03:
+                store.clear(key)
+                naive.clear(key)
+                continue
+            if roll < 0.08:
+                ts += rng.uniform(30, 400)
+            elif roll < 0.2:
+                ts -= rng.uniform(0, 4)
+            else:
+                ts += rng.choice((0.0, rng.uniform(0, 3)))
+            got = store.hit(key, ts)
+            want = naive.hit(key, ts)
+            assert (None if got is None else (got.events, got.first_ts)) == want, (seed, key)
+            crossings += want is not None
+    assert crossings > 1000

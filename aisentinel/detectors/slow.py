@@ -8,11 +8,12 @@ capped at ``slow_max_keys`` clients: one key index and one slot per client for a
 the long windows, and one ring of the last ``max(slow_thresholds)`` failure times,
 so memory stays bounded: ``slow_max_keys x (5 + 3 x windows + max threshold)``
 doubles at most (the default 20,000 clients, two windows and 20 events: under
-5 MiB), and a client with one or two failures costs 5 doubles. The answers are those of one :class:`~.window.EventWindows` table per window,
-except under expiry (a client goes when it is idle for longer than the longest
-window; a shorter window keeps its evidence samples of a client idle past it, see
-the store) and so under eviction after expiries: a client evicted leaves every long
-window at once, in the longest window's order.
+5 MiB), and a client with one or two failures costs 5 doubles. The answers are those
+of one :class:`~.window.EventWindows` table per window, except under expiry (a
+client goes when it is idle for longer than the longest window; a shorter window
+keeps its evidence samples of a client idle past it, see the store) and so under
+eviction after expiries: a client evicted leaves every long window at once, in the
+longest window's order.
 
 A long-window finding is a finding like any other: the decision engine records its
 ban, so it counts as an offence and the next ban of that address is escalated

@@ -97,12 +97,24 @@ _FIRST = 2  # time of the first of those events
 _IDX = 3  # ring index of the next slot to write (= the oldest of the last n)
 _QUEUED = 4  # newest event time when the key was (re)queued
 _RING = 5  # ring of the last ``threshold`` timestamps starts here
-# Spill layout (threshold > _SPILL_ABOVE): the ring lives apart once a key needs it.
-_SPILL = 5  # offset of the key's ring in ``_spill``, or -1 while it has none
-_SMALL = 6  # the key's first two timestamps, in the slot, while it has no ring
+# Spill layout (threshold > _SPILL_ABOVE): a slot of 5 doubles, as MultiEventWindows'
+# (_M_IDX, _M_QUEUED, _M_SPILL, _M_SMALL: the key's first two timestamps); from the key's
+# third event on, a block in a second array holds _QUIET, _COUNT, _FIRST and the ring.
 _SPILL_ABOVE = 3
 """Thresholds above this keep a key's first two timestamps in its slot and move them
 to a full ring (of ``threshold`` doubles, in a second array) at its third event."""
+
+# MultiEventWindows state layout: 5 doubles per key, and per window 3 more (quiet-until,
+# count, first, as _QUIET, _COUNT, _FIRST): after them in the slot (inline layout), or
+# at the start of the key's block in ``_spill``, before its ring (spill layout).
+_M_IDX = 0  # ring index of the next slot to write, shared by every window
+_M_QUEUED = 1  # newest event time when the key was (re)queued
+_M_SPILL = 2  # spill layout: offset of the key's block in ``_spill``, or -1 while it has none
+_M_SMALL = 3  # spill layout: the key's first two timestamps, while it has no block
+_M_RING = 2  # inline layout (largest threshold up to 3): the ring, in slots 2-4
+_M_WINDOWS = 5  # inline layout: per window from here
+_WINDOW_BLANK = (_NEG_INF, 0.0, 0.0)  # a window's quiet-until, count and first, blank
+_RING_OFF = len(_WINDOW_BLANK)  # where an EventWindows block's ring starts
 
 
 class Crossing(NamedTuple):
@@ -417,11 +429,12 @@ class EventWindows(_SpillStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
     Memory per key: a dict entry, a queue entry and ``threshold + 5`` doubles; with a
-    ``threshold`` above 3, 8 doubles (the key's first two timestamps are kept in the
-    slot) plus, from its third event on, ``threshold`` more: a ring in a second flat
-    array, given back when the key goes or is cleared. A flood of addresses with one
-    or two events each costs 8 doubles per key, whatever the threshold. At most
-    ``max_keys`` keys.
+    ``threshold`` above 3, 5 doubles (the key's first two timestamps are kept in the
+    slot, its count and first time follow from them) plus, from its third event on,
+    ``threshold + 3`` more: its quiet-until, count and first time and a ring, in a
+    second flat array, given back when the key goes or is cleared. A flood of
+    addresses with one or two events each costs 5 doubles per key, whatever the
+    threshold. At most ``max_keys`` keys.
     """
 
     __slots__ = ("_evidence", "threshold", "window")
@@ -436,10 +449,20 @@ class EventWindows(_SpillStore):
         evidence_max: int = 5,
     ) -> None:
         _check(threshold, window, max_keys)
-        spills = threshold > _SPILL_ABOVE
-        ring = (-1.0, _NEG_INF, _NEG_INF) if spills else (_NEG_INF,) * threshold
-        blank = (_NEG_INF, 0.0, 0.0, 0.0, _NEG_INF, *ring)
-        super().__init__(max_keys, blank, _QUEUED, threshold, idx_at=_IDX, ring_at=_RING)
+        if threshold > _SPILL_ABOVE:  # spill layout: quiet, count and first in the block
+            blank: tuple[float, ...] = (0.0, _NEG_INF, -1.0, _NEG_INF, _NEG_INF)
+            super().__init__(
+                max_keys,
+                blank,
+                _M_QUEUED,
+                threshold,
+                idx_at=_M_IDX,
+                ring_at=_M_RING,
+                spill_head=_WINDOW_BLANK,
+            )
+        else:
+            blank = (*_WINDOW_BLANK, 0.0, _NEG_INF, *(_NEG_INF,) * threshold)
+            super().__init__(max_keys, blank, _QUEUED, threshold, idx_at=_IDX, ring_at=_RING)
         self.threshold = threshold
         self.window = window
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
@@ -486,50 +509,61 @@ class EventWindows(_SpillStore):
             self._evidence.add(key, sample)
         if ts - data[ring + idx] > self.window or ts < data[base + _QUIET]:
             return None
-        return self._cross(key, base, ts, count)
+        return self._cross(key, data, base, ts, count)
 
     def _hit_spill(self, key: str, ts: float, sample: str | None) -> Crossing | None:
         """:meth:`hit` in the spill layout (``threshold`` above 3): the same counts and
-        crossings; only where the timestamps are kept differs."""
+        crossings. A key's first two times wait in its slot, where no count is kept (it
+        follows from them); at the third, its block takes the count, first time,
+        quiet-until and the ring."""
         data = self._data
         n = self.threshold
+        window = self.window
         slot = self._keys.get(key)
         if slot is None:
-            base = self._begin(key, ts)
-            at = -1
+            base = self._allocate(key, ts) * self._stride
             idx = 0
+            block = -1
         else:
             base = slot * self._stride
-            idx = int(data[base + _IDX])
-            at = int(data[base + _SPILL])
-            if at >= 0:
-                newest = self._spill[at + (idx - 1) % n]  # type: ignore[index]
-            else:
-                newest = data[base + _SMALL + idx - 1] if idx else _NEG_INF
-            # A gap longer than the window starts a new episode.
-            if ts - newest > self.window:
-                data[base + _COUNT] = 0.0
-                data[base + _FIRST] = ts
-        count = data[base + _COUNT] + 1.0
-        data[base + _COUNT] = count
+            idx = int(data[base + _M_IDX])
+            block = int(data[base + _M_SPILL])
         if sample is not None:
             self._evidence.add(key, sample)
-        if at < 0:
+        spill: array[float] = self._spill  # type: ignore[assignment]
+        if block < 0:
             if idx < 2:
                 # Two timestamps in the slot: below every spill threshold, no crossing.
-                data[base + _SMALL + idx] = ts
-                data[base + _IDX] = idx + 1
+                data[base + _M_SMALL + idx] = ts
+                data[base + _M_IDX] = idx + 1
                 return None
-            at = self._spill_ring(base)
-        spill: array[float] = self._spill  # type: ignore[assignment]
-        spill[at + idx] = ts
+            first = data[base + _M_SMALL]
+            newest = data[base + _M_SMALL + 1]
+            block = self._spill_ring(base)
+            # The count and first time the two events make (the gap rule below).
+            if newest - first > window:
+                spill[block + _COUNT] = 1.0
+                spill[block + _FIRST] = newest
+            else:
+                spill[block + _COUNT] = 2.0
+                spill[block + _FIRST] = first
+        else:
+            newest = spill[block + _RING_OFF + (idx - 1) % n]
+        # A gap longer than the window starts a new episode.
+        if ts - newest > window:
+            spill[block + _COUNT] = 0.0
+            spill[block + _FIRST] = ts
+        count = spill[block + _COUNT] + 1.0
+        spill[block + _COUNT] = count
+        ring = block + _RING_OFF
+        spill[ring + idx] = ts
         idx += 1
         if idx == n:
             idx = 0
-        data[base + _IDX] = idx
-        if ts - spill[at + idx] > self.window or ts < data[base + _QUIET]:
+        data[base + _M_IDX] = idx
+        if ts - spill[ring + idx] > window or ts < spill[block + _QUIET]:
             return None
-        return self._cross(key, base, ts, count)
+        return self._cross(key, spill, block, ts, count)
 
     def _begin(self, key: str, ts: float) -> int:
         """A slot for new ``key``, its episode starting at ``ts``; the slot's base."""
@@ -537,30 +571,18 @@ class EventWindows(_SpillStore):
         self._data[base + _FIRST] = ts
         return base
 
-    def _cross(self, key: str, base: int, ts: float, count: float) -> Crossing:
-        """Report the crossing of the key at ``base``: quiet for a window from ``ts``."""
-        data = self._data
-        data[base + _QUIET] = ts + self.window
-        data[base + _COUNT] = 0.0
-        first = data[base + _FIRST]
-        data[base + _FIRST] = ts
+    def _cross(self, key: str, state: array[float], at: int, ts: float, count: float) -> Crossing:
+        """Report the crossing of the key whose quiet, count and first are at
+        ``state[at]``: quiet for a window from ``ts``."""
+        state[at + _QUIET] = ts + self.window
+        state[at + _COUNT] = 0.0
+        first = state[at + _FIRST]
+        state[at + _FIRST] = ts
         return Crossing(int(count), first, self._evidence.take(key))
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest event is older than ``now - window``; how many."""
         return self._expire(now - self.window)
-
-
-# MultiEventWindows state layout: 5 doubles per key, and per window 3 more (quiet-until,
-# count, first, as _QUIET, _COUNT, _FIRST): after them in the slot (inline layout), or
-# at the start of the key's block in ``_spill``, before its ring (spill layout).
-_M_IDX = 0  # ring index of the next slot to write, shared by every window
-_M_QUEUED = 1  # newest event time when the key was (re)queued
-_M_SPILL = 2  # spill layout: offset of the key's block in ``_spill``, or -1 while it has none
-_M_SMALL = 3  # spill layout: the key's first two timestamps, while it has no block
-_M_RING = 2  # inline layout (largest threshold up to 3): the ring, in slots 2-4
-_M_WINDOWS = 5  # inline layout: per window from here
-_WINDOW_BLANK = (_NEG_INF, 0.0, 0.0)  # a window's quiet-until, count and first, blank
 
 
 class MultiEventWindows(_SpillStore):
