@@ -456,11 +456,11 @@ def test_distinct_windows_can_intern_values() -> None:
     assert values[0] is values[1] is values[2]
 
 
-@pytest.mark.parametrize("threshold", [4, 5, 10, 20])
+@pytest.mark.parametrize("threshold", [3, 4, 5, 10, 20])
 def test_spill_layout_counts_like_the_plain_one(
     threshold: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A table whose rings live apart (threshold above 3) reports the same crossings,
+    """A table whose rings live apart (threshold above 2) reports the same crossings,
     keys and evictions as one with every ring in its slot, out-of-order times included."""
     rng = random.Random(threshold)
     spilled = EventWindows(threshold, 60.0, 40)

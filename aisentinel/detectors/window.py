@@ -100,7 +100,7 @@ _RING = 5  # ring of the last ``threshold`` timestamps starts here
 # Spill layout (threshold > _SPILL_ABOVE): a slot of 5 doubles, as MultiEventWindows'
 # (_M_IDX, _M_QUEUED, _M_SPILL, _M_SMALL: the key's first two timestamps); from the key's
 # third event on, a block in a second array holds _QUIET, _COUNT, _FIRST and the ring.
-_SPILL_ABOVE = 3
+_SPILL_ABOVE = 2
 """Thresholds above this keep a key's first two timestamps in its slot and move them
 to a full ring (of ``threshold`` doubles, in a second array) at its third event."""
 
@@ -111,7 +111,7 @@ _M_IDX = 0  # ring index of the next slot to write, shared by every window
 _M_QUEUED = 1  # newest event time when the key was (re)queued
 _M_SPILL = 2  # spill layout: offset of the key's block in ``_spill``, or -1 while it has none
 _M_SMALL = 3  # spill layout: the key's first two timestamps, while it has no block
-_M_RING = 2  # inline layout (largest threshold up to 3): the ring, in slots 2-4
+_M_RING = 2  # inline layout (largest threshold up to 2): the ring, in slots 2-3
 _M_WINDOWS = 5  # inline layout: per window from here
 _WINDOW_BLANK = (_NEG_INF, 0.0, 0.0)  # a window's quiet-until, count and first, blank
 _RING_OFF = len(_WINDOW_BLANK)  # where an EventWindows block's ring starts
@@ -332,7 +332,7 @@ class _SlotStore(ABC):
 
 class _SpillStore(_SlotStore):
     """A :class:`_SlotStore` whose keys keep their last ``size`` event times in a ring:
-    in the slot, or (spill layout, ``size`` above 3) the first two in the slot and,
+    in the slot, or (spill layout, ``size`` above 2) the first two in the slot and,
     from the third event on, a ring of ``size`` doubles in a second flat array, given
     back when the key goes or is cleared.
 
@@ -429,7 +429,7 @@ class EventWindows(_SpillStore):
     """Exact ``threshold`` events within ``window`` seconds, per key.
 
     Memory per key: a dict entry, a queue entry and ``threshold + 5`` doubles; with a
-    ``threshold`` above 3, 5 doubles (the key's first two timestamps are kept in the
+    ``threshold`` above 2, 5 doubles (the key's first two timestamps are kept in the
     slot, its count and first time follow from them) plus, from its third event on,
     ``threshold + 3`` more: its quiet-until, count and first time and a ring, in a
     second flat array, given back when the key goes or is cleared. A flood of
@@ -512,7 +512,7 @@ class EventWindows(_SpillStore):
         return self._cross(key, data, base, ts, count)
 
     def _hit_spill(self, key: str, ts: float, sample: str | None) -> Crossing | None:
-        """:meth:`hit` in the spill layout (``threshold`` above 3): the same counts and
+        """:meth:`hit` in the spill layout (``threshold`` above 2): the same counts and
         crossings. A key's first two times wait in its slot, where no count is kept (it
         follows from them); at the third, its block takes the count, first time,
         quiet-until and the ring."""
@@ -595,7 +595,7 @@ class MultiEventWindows(_SpillStore):
     window, its quiet-until time, the events since its last crossing and the time of
     the first of them. The last ``N = max(threshold_i)`` timestamps are one ring shared
     by every window (window i's ``threshold_i``-th newest is ``ring[(idx - threshold_i)
-    mod N]``): in the slot when ``N`` is at most 3 (with the windows' state after it:
+    mod N]``): in the slot when ``N`` is at most 2 (with the windows' state after it:
     ``5 + 3 x windows`` doubles per key), otherwise in a second flat array from the
     key's third event on, in a block that starts with the windows' state. Until then
     the slot holds only the shared part (5 doubles) and the windows' counts and first
