@@ -415,6 +415,29 @@ class _SpillStore(_SlotStore):
         data[base + self._ring_at] = at
         return at
 
+    def _counts_from(self, block: int, base: int, held: int, windows: Sequence[float]) -> None:
+        """Write at the start of the new block at ``block``, per window of ``windows`` (3
+        doubles each: quiet-until, count, first), the count and first time that the
+        key's ``held`` times in its slot (0-2, in event order) make by the gap rule."""
+        spill: array[float] = self._spill  # type: ignore[assignment]
+        data = self._data
+        small = base + self._ring_at + 1
+        w = block
+        for window in windows:
+            count = 0.0
+            first = 0.0
+            newest = _NEG_INF
+            for j in range(held):
+                t = data[small + j]
+                if t - newest > window:  # a gap longer than the window: a new episode
+                    count = 0.0
+                    first = t
+                count += 1.0
+                newest = t
+            spill[w + _COUNT] = count
+            spill[w + _FIRST] = first
+            w += 3
+
     def _reset(self, base: int) -> None:
         """Blank the slot at ``base`` but its queued time, giving its ring back."""
         if self._spill is not None:
@@ -537,16 +560,9 @@ class EventWindows(_SpillStore):
                 data[base + _M_SMALL + idx] = ts
                 data[base + _M_IDX] = idx + 1
                 return None
-            first = data[base + _M_SMALL]
             newest = data[base + _M_SMALL + 1]
             block = self._spill_ring(base)
-            # The count and first time the two events make (the gap rule below).
-            if newest - first > window:
-                spill[block + _COUNT] = 1.0
-                spill[block + _FIRST] = newest
-            else:
-                spill[block + _COUNT] = 2.0
-                spill[block + _FIRST] = first
+            self._counts_from(block, base, 2, (window,))
         else:
             newest = spill[block + _RING_OFF + (idx - 1) % n]
         # A gap longer than the window starts a new episode.
@@ -720,7 +736,7 @@ class MultiEventWindows(_SpillStore):
             else:
                 newest = data[base + _M_SMALL + idx - 1] if idx else _NEG_INF
                 block = self._spill_ring(base)
-                self._windows_from(block, base, idx)
+                self._counts_from(block, base, idx, self.windows)
                 at = block + self._ring_off
             ring = spill
             state = spill
@@ -746,27 +762,6 @@ class MultiEventWindows(_SpillStore):
                 found[i] = self._cross(key, i, state, w, ts=ts, count=count)
             w += 3
         return self._none if found is None else tuple(found)
-
-    def _windows_from(self, block: int, base: int, held: int) -> None:
-        """Write into the new block at ``block`` the windows' counts and first times that
-        the key's ``held`` times in its slot (0-2, in event order) make."""
-        spill: array[float] = self._spill  # type: ignore[assignment]
-        data = self._data
-        w = block
-        for window in self.windows:
-            count = 0.0
-            first = 0.0
-            newest = _NEG_INF
-            for j in range(held):
-                t = data[base + _M_SMALL + j]
-                if t - newest > window:  # the gap rule of hit()
-                    count = 0.0
-                    first = t
-                count += 1.0
-                newest = t
-            spill[w + _COUNT] = count
-            spill[w + _FIRST] = first
-            w += 3
 
     def _cross(
         self, key: str, i: int, state: array[float], w: int, *, ts: float, count: float
