@@ -44,6 +44,8 @@ class Collector:
         self._lock = threading.Lock()
         self._events: list[object] = []
         self.unparsed = 0
+        self.sizes: list[int] = []
+        """Entries in each batch handed on (events and unparsed)."""
 
     def __call__(self, batch: Batch) -> None:
         assert isinstance(batch, EventBatch)
@@ -51,6 +53,7 @@ class Collector:
         with self._lock:
             self._events.extend(batch.events)
             self.unparsed += batch.unparsed
+            self.sizes.append(len(batch.events) + batch.unparsed)
 
     @property
     def lines(self) -> list[object]:
@@ -185,7 +188,8 @@ def test_entry_event_refuses_other_entries() -> None:
 
 
 def test_config_validation() -> None:
-    """matches must be FIELD=value; defaults select sshd and OpenSSH 9.8's sshd-session."""
+    """matches must be FIELD=value; defaults select sshd and OpenSSH 9.8's sshd-session;
+    batch_entries is 512 unless set, within 1-65536."""
     base: dict[str, Any] = {"name": "ssh", "type": "journald"}
     cfg = JournaldSourceConfig.model_validate(base)
     assert cfg.matches == [
@@ -197,6 +201,10 @@ def test_config_validation() -> None:
     for bad in (["sshd"], ["comm=sshd"], ["=sshd"], ["__CURSOR=x"], []):
         with pytest.raises(ValidationError):
             JournaldSourceConfig.model_validate({**base, "matches": bad})
+    assert cfg.batch_entries == 512
+    for size in (0, 65537):
+        with pytest.raises(ValidationError):
+            JournaldSourceConfig.model_validate({**base, "batch_entries": size})
     assert REGISTRY.get("journald").factory is JournaldSource
 
 
@@ -283,6 +291,28 @@ def test_cursor_restart_reads_only_new(make: Callable[..., Any], tmp_path: Path)
     _, out2 = make(start_at="beginning")
     wait_for(lambda: len(out2.lines) >= 1, "the entry written while stopped")
     assert out2.lines == [expected(3)]
+
+
+@needs_journal
+def test_reopens_at_the_cursor_in_batches(
+    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches hold at most batch_entries; the reader is reopened every REOPEN_ENTRIES
+    entries and goes on at its cursor: every entry once, in order, and it still follows."""
+    monkeypatch.setattr(journald, "REOPEN_ENTRIES", 5)
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 24)])
+    source, out = make(start_at="beginning", batch_entries=2)
+    wait_for(lambda: len(out.lines) >= 23, "the first 23 entries")
+    write_journal(jdir / "b.journal", [entry(i, attempt(i)) for i in range(24, 27)])
+    wait_for(lambda: len(out.lines) >= 26, "the entries written after the reopens")
+    time.sleep(0.3)  # nothing more arrives: no entry is read twice
+    assert out.lines == [expected(i) for i in range(1, 27)]
+    assert max(out.sizes) == 2
+    assert source.reopens >= 4  # after 6, 12, 18 and 23 entries at least
+    assert source.stats.errors == 0
+    assert source.stats.up
 
 
 @needs_journal
