@@ -14,6 +14,7 @@ APT_TEST := python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev \
 	nginx nftables python3-nftables libnftables1 fail2ban ufw iptables prometheus \
 	prometheus-alertmanager iproute2 util-linux \
 	systemd-journal-remote debootstrap lintian dpkg-dev fakeroot curl python3-pyinotify \
+	python3-systemd \
 	chromium openssl
 # What `make demo` needs on a fresh machine.
 APT_DEMO := python3-venv python3-pip
@@ -103,6 +104,7 @@ bench: system-deps-test $(STAMPS)/install-demo
 	$(PY) bench/throughput.py
 	$(PY) bench/latency.py
 	$(PY) bench/rss.py
+	$(PY) bench/journal_rss.py
 	$(PY) bench/memory.py
 
 clean:

@@ -39,6 +39,7 @@ temporary folder, metrics on a free loopback port, the default dry-run responder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -50,7 +51,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -202,6 +203,20 @@ class Daemon:
         self._reader.join(5)
         self._stderr.close()
         return int(self.proc.returncode)
+
+
+@contextlib.contextmanager
+def both_stopped(res: dict[str, Any], daemon: Daemon, f2b: Fail2ban | None) -> Iterator[None]:
+    """Run the body; a RuntimeError becomes ``res["error"]``; then both servers are
+    stopped and their exit statuses recorded (fail2ban's in ``res["fail2ban"]``)."""
+    try:
+        yield
+    except RuntimeError as exc:
+        res["error"] = str(exc)
+    finally:
+        if f2b is not None:
+            res["fail2ban"]["exit"] = f2b.stop()
+        res["daemon_exit"] = daemon.stop()
 
 
 def source_value(m: dict[tuple[str, str], float], name: str, source: str) -> float:

@@ -42,7 +42,7 @@ from typing import Any
 
 from fail2ban_anchor import Fail2ban, best_backend, unavailable, version
 from gen import COMPILED, aisentinel_cmd, aisentinel_env, detectors_off, only_detectors
-from latency import Daemon, lines_done
+from latency import Daemon, both_stopped, lines_done
 
 from aisentinel.demo.scenario import (
     fmt_access_ts,
@@ -274,28 +274,23 @@ def main(argv: list[str] | None = None) -> int:
         access.touch()
         auth.touch()
         sources = {"nginx-access": ("nginx", access), "sshd": ("sshd", auth)}
+        f2b: Fail2ban | None = None
+        if anchor:
+            backend = args.fail2ban_backend or best_backend()
+            jails = {"sshd": ("sshd", auth), "nginx-botsearch": ("nginx-botsearch", access)}
+            res["fail2ban"] = {"version": version(), "backend": backend, "jails": list(jails)}
+            f2b = Fail2ban(work, jails, backend)
         daemon = Daemon(
             work, sources, args.aisentinel, compiled=args.compiled, extra_config=only_config(args)
         )
-        f2b: Fail2ban | None = None
-        try:
-            if anchor:
-                backend = args.fail2ban_backend or best_backend()
-                jails = {"sshd": ("sshd", auth), "nginx-botsearch": ("nginx-botsearch", access)}
-                res["fail2ban"] = {"version": version(), "backend": backend, "jails": list(jails)}
-                f2b = Fail2ban(work, jails, backend)
+        with both_stopped(res, daemon, f2b):
+            if f2b is not None:
                 f2b.wait_ready()
             daemon.wait_ready(len(sources))
             out = measure(daemon, f2b, args, access, auth)
             if "fail2ban" in out:
                 res["fail2ban"].update(out.pop("fail2ban"))
             res.update(out)
-        except RuntimeError as exc:
-            res["error"] = str(exc)
-        finally:
-            if f2b is not None:
-                res["fail2ban"]["exit"] = f2b.stop()
-            res["daemon_exit"] = daemon.stop()
     if args.json:
         print(json.dumps(res, indent=1))
     elif "error" in res:

@@ -87,3 +87,36 @@ def test_a_decision_before_the_fifth_failure_is_timed_from_the_first_four(
     ms, early = latency.decision_latency(10.0019, first=10.0, fifth=10.002)
     assert early
     assert ms == pytest.approx(1.9)
+
+
+@pytest.mark.skipif(
+    not Path("/lib/systemd/systemd-journal-remote").exists(),
+    reason="needs systemd-journal-remote",
+)
+def test_journal_rss_writes_what_the_source_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """journal_rss.py's journal holds each profile line as an sshd entry, plus another
+    program's entry after every third, and the daemon's config reads it from the start."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    journal_rss = importlib.import_module("journal_rss")
+    from aisentinel.sources.journald import journald_available  # noqa: PLC0415
+
+    lines = [(4000 + i, f"Invalid user u{i} from 198.51.100.{i} port 2222") for i in range(1, 8)]
+    jdir = tmp_path / "journal"
+    assert journal_rss.write_journal(jdir, lines) == 7
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(journal_rss.source_config(jdir), encoding="utf-8")
+    source = load_config(cfg).sources[0]
+    assert (source.type, source.directory, source.start_at) == ("journald", str(jdir), "beginning")
+    if not journald_available():
+        return
+    from systemd import journal  # noqa: PLC0415
+
+    reader = journal.Reader(path=str(jdir))
+    entries = list(reader)
+    reader.close()
+    sshd = [e for e in entries if e["SYSLOG_IDENTIFIER"] == "sshd"]
+    assert [(e["_PID"], e["MESSAGE"]) for e in sshd] == lines
+    assert all(e["_SYSTEMD_UNIT"] == "sshd.service" for e in sshd)  # fail2ban's journalmatch
+    assert len(entries) - len(sshd) == 2
