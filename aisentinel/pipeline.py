@@ -13,6 +13,7 @@ it is given to that one state, so a reload keeps it for all.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -166,6 +167,8 @@ class Pipeline:
         """Per detector name, per alert severity: key (with its topic, see
         :func:`_alert_key`) -> until when findings about it at that severity or below are
         dropped (``alert_repeat``, see :meth:`_hold_back`). Entries go at :meth:`expire`."""
+        self._last_until = 0.0
+        """The newest alert's quiet-until, rounded up to the second (see :meth:`_hold_back`)."""
         self._faults_logged: set[tuple[str, str, str]] = set()
         """(stage, plug-in, exception type) already logged at error level."""
         self.latency = Histogram(
@@ -439,7 +442,16 @@ class Pipeline:
         its severity or below is handed on before ``until`` (``alert_repeat``), so an attacker
         who is not banned (below ``ban_severity``, an alert-only detector, no single
         address) makes one alert per ``alert_repeat``, not one per window. A more
-        severe finding goes through (and may be a ban). Counted in :attr:`quieted`."""
+        severe finding goes through (and may be a ban). Counted in :attr:`quieted`.
+
+        ``until`` is held rounded up to the whole second, and the alerts of one second
+        share one float object: a storm's alerts about 28,000 addresses (braked bans,
+        each held back for a minute) hold 28,000 floats less (0.65 MB)."""
+        up = float(math.ceil(until)) if math.isfinite(until) else until
+        if up == self._last_until:
+            until = self._last_until
+        else:
+            until = self._last_until = up
         levels = self._alerted.get(finding.detector)
         if levels is None:
             levels = self._alerted[finding.detector] = {}

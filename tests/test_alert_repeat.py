@@ -186,3 +186,26 @@ def test_each_distinct_prompt_attack_alerts_its_repeat_is_held_back(tmp_path: Pa
         pipeline.process(EventBatch("access", [chat(ts, text)], 0.0))
     assert [d.action for d in decisions] == [Action.ALERT, Action.ALERT]
     assert pipeline.quieted["prompt_injection"] == 1
+
+
+def test_alerts_of_one_second_share_a_rounded_quiet_until(tmp_path: Path) -> None:
+    """Alerts about different keys within one second are held back until the same whole
+    second (one float object for all of them), rounded up: never earlier than asked."""
+    run = Run(tmp_path)
+    run.request(10.25, "/medium", "203.0.113.7")
+    run.request(10.5, "/medium", "203.0.113.8")
+    run.request(11.5, "/medium", "203.0.113.9")
+    held = run.pipeline.shared.alerted["echo"][int(Severity.MEDIUM)]
+    first, second, third = (held[k] for k in sorted(held))
+    assert [d.quiet_until for d in run.decisions] == [
+        T0 + 10.25 + 3600,
+        T0 + 10.5 + 3600,
+        T0 + 11.5 + 3600,
+    ]
+    assert first is second
+    assert (first, third) == (T0 + 3611, T0 + 3612)
+    run.request(3610.5, "/medium", "203.0.113.7")  # asked until 3610.25: held to 3611
+    run.request(3611.75, "/medium", "203.0.113.9")  # asked until 3611.5: held to 3612
+    assert len(run.decisions) == 3
+    run.request(3611.0, "/medium", "203.0.113.7")  # at its rounded until: alerts again
+    assert [d.action for d in run.decisions] == [Action.ALERT] * 4

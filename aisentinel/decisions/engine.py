@@ -254,12 +254,15 @@ class DecisionEngine:
         """Held by every call that changes state: the pipeline thread and the control
         thread (operators' commands) never interleave."""
         self._active: dict[str, Decision] = {}
-        self._by_client: dict[str, tuple[Decision, Target, str]] = {}
-        """``finding.client`` text -> (the enforcement that covers it, the address
-        target, its ``_active`` key): "already banned" answered without parsing the
-        address. Filled when a ban is decided or found; an entry counts only while
-        ``_active`` still holds that very enforcement, unexpired; expired entries go
-        at :meth:`expire`, all at an allowlist change."""
+        self._by_client: dict[str, Decision | tuple[Decision, Target]] = {}
+        """``finding.client`` text -> the enforcement that covers it (whose target is the
+        client's own address and whose target text is its ``_active`` key), or
+        (enforcement, the client's address target) when the enforcement covers more
+        (an IPv6 network): "already banned" answered without parsing the address (a
+        storm's 10,000 bans: 0.6 MB less than a tuple each). Filled when a ban is
+        decided or found; an entry counts only while ``_active`` still holds that very
+        enforcement, unexpired; expired entries go at :meth:`expire`, all at an
+        allowlist change."""
         self._addresses: dict[str, tuple[IPAddress, AddressTarget, str | None]] = {}
         """Client text -> (canonical address, host target, :func:`unbannable` reason)."""
         self._lifted: list[Decision] = []
@@ -307,9 +310,14 @@ class DecisionEngine:
             # A storm's repeat offender: the ban in force answers in one lookup.
             known = self._by_client.get(client)
             if known is not None:
-                current, subject, key = known
+                current, subject = (known, known.target) if isinstance(known, Decision) else known
                 # Still the one in force (not lifted by hand or a reload meanwhile)?
-                if self._active.get(key) is current and (current.expires_at or 0.0) > now:
+                key = current.target.text if current.target is not None else ""
+                if (
+                    subject is not None
+                    and self._active.get(key) is current
+                    and (current.expires_at or 0.0) > now
+                ):
                     with self._lock:
                         self._counts[Action.NONE] += 1
                     return self._already(finding, now, current, subject)
@@ -333,8 +341,10 @@ class DecisionEngine:
         client = finding.client
         if client is not None:
             entry = self._by_client.get(client)
-            if entry is not None and entry[0] is decision:
-                self._by_client[client] = (kept, entry[1], entry[2])
+            if entry is decision:
+                self._by_client[client] = kept
+            elif isinstance(entry, tuple) and entry[0] is decision:
+                self._by_client[client] = (kept, entry[1])
         return kept
 
     def _remember(self, finding: Finding, enforcement: Decision, subject: Target) -> None:
@@ -347,8 +357,10 @@ class DecisionEngine:
         if len(by_client) >= BY_CLIENT_MAX:
             by_client.clear()
         target = enforcement.target
-        if target is not None:
-            by_client[client] = (enforcement, subject, target.text)
+        if target == subject:
+            by_client[client] = enforcement
+        elif target is not None:
+            by_client[client] = (enforcement, subject)
 
     def _already(
         self, finding: Finding, now: float, current: Decision, subject: Target
@@ -603,7 +615,9 @@ class DecisionEngine:
             self._expired += len(done)
             if done:
                 self._by_client = {
-                    c: k for c, k in self._by_client.items() if (k[0].expires_at or 0.0) > at
+                    c: k
+                    for c, k in self._by_client.items()
+                    if ((k if isinstance(k, Decision) else k[0]).expires_at or 0.0) > at
                 }
         if done:
             targets = [d.target.text for d in done if d.target is not None]
