@@ -11,6 +11,7 @@ import pytest
 
 from aisentinel.config import load_config
 from aisentinel.detectors import REGISTRY
+from aisentinel.sources.journald import journald_available
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,8 +101,6 @@ def test_journal_rss_writes_what_the_source_reads(
     program's entry after every third, and the daemon's config reads it from the start."""
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     journal_rss = importlib.import_module("journal_rss")
-    from aisentinel.sources.journald import journald_available  # noqa: PLC0415
-
     lines = [(4000 + i, f"Invalid user u{i} from 198.51.100.{i} port 2222") for i in range(1, 8)]
     jdir = tmp_path / "journal"
     assert journal_rss.write_journal(jdir, lines) == 7
@@ -111,7 +110,7 @@ def test_journal_rss_writes_what_the_source_reads(
     assert (source.type, source.directory, source.start_at) == ("journald", str(jdir), "beginning")
     if not journald_available():
         return
-    from systemd import journal  # noqa: PLC0415
+    from systemd import journal
 
     reader = journal.Reader(path=str(jdir))
     entries = list(reader)
