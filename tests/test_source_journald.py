@@ -18,7 +18,7 @@ import structlog
 from pydantic import ValidationError
 
 from aisentinel.clock import FakeClock
-from aisentinel.events import Batch, EventBatch, SshEvent, SshKind
+from aisentinel.events import Batch, EventBatch, SshEvent, SshKind, XidEvent
 from aisentinel.sources import REGISTRY, journald
 from aisentinel.sources.journald import (
     JournaldSource,
@@ -313,6 +313,34 @@ def test_reopens_at_the_cursor_in_batches(
     assert source.reopens >= 4  # after 6, 12, 18 and 23 entries at least
     assert source.stats.errors == 0
     assert source.stats.up
+
+
+@needs_journal
+def test_reads_the_fields_it_needs_from_real_entries(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """From a real journal: the pid falls back to SYSLOG_PID, and with kernel_xid a kernel
+    NVRM Xid entry becomes an XidEvent (its _TRANSPORT is read); other kernel entries
+    count as unparsed."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    no_pid = entry(1, attempt(1))
+    del no_pid["_PID"]
+    no_pid["SYSLOG_PID"] = "77"
+    xid = "NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', GPU has fallen off the bus."
+    kernel = {k: v for k, v in entry(2, xid, comm="kernel").items() if k not in ("_PID", "_COMM")}
+    usb = {**entry(3, "usb 1-1: new device", comm="kernel"), "_TRANSPORT": "kernel"}
+    del usb["_PID"], usb["_COMM"]
+    write_journal(jdir / "a.journal", [no_pid, {**kernel, "_TRANSPORT": "kernel"}, usb])
+    source, out = make(start_at="beginning", kernel_xid=True)
+    wait_for(lambda: len(out.lines) >= 2 and out.unparsed >= 1, "the three entries")
+    ssh, gpu = out.lines
+    assert ssh == expected(1, pid=77)
+    assert isinstance(gpu, XidEvent)
+    assert (gpu.xid, gpu.pci_bus_id) == (79, "0000:3b:00")
+    assert gpu.ts == (BASE_US + 2_000_000) / 1e6
+    assert out.unparsed == 1
+    assert source.stats.lines_read == 3
 
 
 @needs_journal
