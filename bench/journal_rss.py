@@ -9,7 +9,8 @@ the reader is open: VmRSS grows with every entry read, as "file" pages (RssFile)
 The benchmark takes a profile's sshd log lines (``storm``: bench/storm.py's auth.log;
 ``quiet``: the demo scenario's), turns each into a journal entry (MESSAGE, _PID,
 _COMM=sshd, SYSLOG_IDENTIFIER=sshd, _SYSTEMD_UNIT=sshd.service, stamped within the last
-five minutes) and writes them with ``systemd-journal-remote`` to a journal directory,
+five minutes, with the other fields journald gives a Debian 12 sshd entry: 21 in all)
+and writes them with ``systemd-journal-remote`` to a journal directory,
 one entry of another program (an inference server) after every third. Then it starts
 ``aisentinel run`` with one journald source on that directory (``start_at =
 "beginning"``, every detector on) and, side by side, a private ``fail2ban-server``
@@ -48,6 +49,7 @@ SETTLE_SECONDS = 11.0
 """Longer than the daemon's default housekeeping interval (``expire_interval``, 10 s)."""
 SYSLOG = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ (sshd)\[(\d+)\]: (.*)$")
 BOOT_ID = "0123456789abcdef0123456789abcdef"
+MACHINE_ID = "fedcba9876543210fedcba9876543210"
 OTHER = '[GIN] 2026/12/06 - 15:00:00 | 200 |  1.2ms | 10.0.0.{} | POST "/api/generate"'
 
 
@@ -100,8 +102,13 @@ def write_journal(jdir: Path, entries: list[tuple[int, str]]) -> int:
         t += step
         chunks.append(
             f"__REALTIME_TIMESTAMP={t}\n__MONOTONIC_TIMESTAMP={t - end + 10**12}\n"
-            f"_BOOT_ID={BOOT_ID}\n_HOSTNAME=gpu-box-01\n_PID={pid}\n_COMM=sshd\n"
-            f"SYSLOG_IDENTIFIER=sshd\n_SYSTEMD_UNIT=sshd.service\nMESSAGE={msg}\n\n"
+            f"_BOOT_ID={BOOT_ID}\n_MACHINE_ID={MACHINE_ID}\n_HOSTNAME=gpu-box-01\n"
+            f"PRIORITY=6\nSYSLOG_FACILITY=10\nSYSLOG_IDENTIFIER=sshd\nSYSLOG_PID={pid}\n"
+            f"_TRANSPORT=syslog\n_UID=0\n_GID=0\n_COMM=sshd\n_EXE=/usr/sbin/sshd\n"
+            f"_CMDLINE=sshd: unknown [priv]\n_CAP_EFFECTIVE=1ffffffffff\n"
+            f"_SYSTEMD_CGROUP=/system.slice/ssh.service\n_SYSTEMD_UNIT=sshd.service\n"
+            f"_SYSTEMD_SLICE=system.slice\n_SYSTEMD_INVOCATION_ID={BOOT_ID}\n_PID={pid}\n"
+            f"_SOURCE_REALTIME_TIMESTAMP={t - 7}\nMESSAGE={msg}\n\n"
         )
         if i % 3 == 2:
             t += step
