@@ -336,7 +336,7 @@ class JournaldSource(Source):
 
         ``_next``, ``_get`` and the like are python-systemd's low-level reader calls,
         which ``Reader.get_next()`` itself is built on. ``get_next()`` decodes and
-        converts every field of an entry (a real sshd entry has about 25: UUIDs,
+        converts every field of an entry (a Debian 12 sshd entry has 21: UUIDs,
         datetimes, ints): 14.3 microseconds an entry against 6.9 for these fields only
         (100,000 entries with the fields of a Debian 12 sshd entry, reader alone)."""
         if not reader._next():
