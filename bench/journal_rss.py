@@ -41,6 +41,7 @@ from typing import Any
 import storm
 from fail2ban_anchor import SERVER_PYTHON, Fail2ban, unavailable, version
 from latency import Daemon, both_stopped, lines_done
+from rss import proc_status
 
 from aisentinel.demo.scenario import generate
 
@@ -54,13 +55,8 @@ OTHER = '[GIN] 2026/12/06 - 15:00:00 | 200 |  1.2ms | 10.0.0.{} | POST "/api/gen
 
 
 def proc_memory(pid: int) -> dict[str, float]:
-    """VmRSS, VmHWM, RssAnon and RssFile of ``pid`` in MB (from /proc/PID/status)."""
-    out: dict[str, float] = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-            out[key] = int(value.split()[0]) / 1024.0
-    return out
+    """VmRSS, VmHWM, RssAnon and RssFile of ``pid`` in MB."""
+    return proc_status(pid, ("VmRSS", "VmHWM", "RssAnon", "RssFile"))
 
 
 def anchor_unavailable() -> str | None:

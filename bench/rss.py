@@ -56,12 +56,13 @@ SETTLE_SECONDS = 11.0
 """Longer than the daemon's default housekeeping interval (``expire_interval``, 10 s)."""
 
 
-def proc_status(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM of ``pid`` in MB (from /proc/PID/status)."""
+def proc_status(pid: int, keys: tuple[str, ...] = ("VmRSS", "VmHWM")) -> dict[str, float]:
+    """The memory figures ``keys`` (VmRSS and VmHWM unless named) of ``pid`` in MB, from
+    /proc/PID/status."""
     out: dict[str, float] = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in keys:
             out[key] = int(value.split()[0]) / 1024.0
     return out
 
