@@ -267,17 +267,15 @@ def test_rate_windows_one_hit_keys_do_not_fill_the_table() -> None:
 
 
 def test_distinct_windows_hold_the_callers_time_object() -> None:
-    """A distinct-values store keeps the event's own float object, not a copy (which
-    the compiled build made per key: one more object per client held)."""
+    """A key's list keeps the event's own float object, not a copy (which the compiled
+    build made per key: one more object per client held)."""
     dist = DistinctWindows(3, 60.0, 10)
     first, second = T0 + 0.25, T0 + 1.25
     dist.hit("ip", "root", first)
-    held = dist._keys["ip"]
-    assert isinstance(held, tuple)
-    assert held[1] is first
     dist.hit("ip", "admin", second)
     state = dist._keys["ip"]
     assert isinstance(state, list)
+    assert state[:4] == [float("-inf"), first, "root", first]
     assert any(x is second for x in state)
 
 
@@ -450,8 +448,8 @@ def test_distinct_windows_can_intern_values() -> None:
     win = DistinctWindows(3, 60.0, 100, intern_values=True)
     for i in range(3):
         win.hit(f"10.0.0.{i}", "".join(["ro", "ot"]), T0)
-    # one value each: held as (value, last_seen, queued)
-    values = [win._keys[f"10.0.0.{i}"][0] for i in range(3)]  # type: ignore[attr-defined]
+    # one value each: held in single-value slots
+    values = [win._one_values[win._keys[f"10.0.0.{i}"]] for i in range(3)]  # type: ignore[index]
     assert values[0] == "root"
     assert values[0] is values[1] is values[2]
 
@@ -511,22 +509,59 @@ def test_one_or_two_events_take_no_ring() -> None:
 
 
 def test_distinct_windows_one_value_keys_are_compact_until_their_second() -> None:
-    """A key with one value is held as a tuple (kept by second chance, expired, never
-    crossing); its second distinct value turns it into the list that counts."""
+    """A key with one value has a single-value slot (kept by second chance, expired,
+    never crossing); its second distinct value turns it into the list that counts."""
     dist = DistinctWindows(2, 60.0, 2)
     assert dist.hit("a", "x", T0) is None
     assert dist.hit("b", "x", T0 + 1) is None
     assert dist.hit("a", "x", T0 + 2) is None  # same value again: still one
-    assert isinstance(dist._keys["a"], tuple)  # type: ignore[attr-defined]
+    assert isinstance(dist._keys["a"], int)
     dist.hit("c", "x", T0 + 3)  # full: "a" (hit again since queued) gets a second chance
-    assert "a" in dist._keys  # type: ignore[attr-defined]
-    assert "b" not in dist._keys  # type: ignore[attr-defined]
+    assert "a" in dist._keys
+    assert "b" not in dist._keys
     crossing = dist.hit("a", "y", T0 + 4)
     assert crossing is not None
     assert crossing.evidence == ("x", "y")
-    assert isinstance(dist._keys["a"], list)  # type: ignore[attr-defined]
+    assert isinstance(dist._keys["a"], list)
     assert dist.expire(T0 + 63.5) == 1  # "c" (T0 + 3) goes, "a" (T0 + 4) stays
     assert len(dist) == 1
+
+
+def test_distinct_windows_single_value_slots_are_reused() -> None:
+    """Slots of single-value keys that went (expired, evicted, or given a second
+    value) are reused: a flood of one-value keys in waves holds one wave's slots."""
+    dist = DistinctWindows(3, 60.0, 1000)
+    for wave in range(5):
+        start = T0 + wave * 100
+        for i in range(200):
+            dist.hit(f"w{wave}-{i}", "root", start)
+        dist.hit(f"w{wave}-0", "admin", start + 1)  # a list now: its slot is free
+        assert dist.expire(start + 99) == 200  # the wave idles past the window
+        assert len(dist) == 0
+    assert len(dist._one_values) == 200
+    assert len(dist._one_times) == 400
+    full = DistinctWindows(3, 60.0, 10)
+    for i in range(100):
+        full.hit(f"k{i}", "root", T0 + i)
+    assert full.evicted == 90
+    assert len(full._one_values) == 10
+    assert [full._one_values[s] for s in full._keys.values()] == ["root"] * 10
+
+
+def test_distinct_windows_single_value_times_go_with_their_key() -> None:
+    """A single-value key's last-seen and queued times become its list's on its second
+    value, so a key seen again after it was queued is requeued, not evicted."""
+    dist = DistinctWindows(3, 60.0, 2)
+    dist.hit("a", "x", T0)
+    dist.hit("b", "x", T0 + 1)
+    dist.hit("a", "x", T0 + 5)  # seen again since queued (T0)
+    dist.hit("a", "y", T0 + 6)
+    state = dist._keys["a"]
+    assert isinstance(state, list)
+    assert state[:4] == [float("-inf"), T0, "x", T0 + 5]
+    dist.hit("c", "x", T0 + 7)  # full: "a" has newer values than its queued time
+    assert "a" in dist._keys
+    assert "b" not in dist._keys
 
 
 def test_stores_share_one_int_object_per_slot_number() -> None:
@@ -545,16 +580,6 @@ def test_stores_share_one_int_object_per_slot_number() -> None:
                 store.hit(f"k{i}", 1.0)
     held = {id(slot) for store in stores for slot in store._keys.values()}
     assert len(held) == 500
-
-
-def test_distinct_windows_single_value_holds_one_time_object() -> None:
-    """A key with one value keeps its last-seen and queued times as one shared object."""
-    store = DistinctWindows(3, 60.0, 100)
-    store.hit("a", "root", 1234.5)
-    held = store._keys["a"]
-    assert isinstance(held, tuple)
-    assert held[1] == 1234.5
-    assert held[1] is held[2]
 
 
 class _NaiveWindows:

@@ -956,14 +956,21 @@ class DistinctWindows:
     was (re)queued: keys are evicted and expired in second-chance order (module
     doc). The crossing's evidence is the distinct values seen within the window,
     oldest first. A key that has shown one value only (with a ``threshold`` above 1:
-    it cannot have crossed) is held as the smaller tuple ``(value, last_seen,
-    queued)`` until its second value: most keys of a flood of addresses.
+    it cannot have crossed) has no list until its second value: the index holds a
+    slot number (a pooled int, see :data:`_SLOT_NUMBERS`), the value is in a flat
+    list and its last-seen and queued times are two doubles in a flat array. That is
+    most keys of a flood of addresses, each trying one username: 24 bytes a key
+    besides its index entry, where a ``(value, last_seen, queued)`` tuple with its
+    float cost about 110.
     """
 
     __slots__ = (
         "_cap",
         "_intern",
         "_keys",
+        "_one_free",
+        "_one_times",
+        "_one_values",
         "_queue",
         "evicted",
         "max_keys",
@@ -992,11 +999,43 @@ class DistinctWindows:
         """Store values through ``sys.intern``: for values many keys share (usernames
         tried by many addresses), which are then held once."""
         # Flat [quiet_until, queued, value, seen, value, seen, ...]: one small list per
-        # key, or (value, seen, queued) while it has one value (see the class doc).
-        # Times are held as objects (Any): compiled by mypyc, a float read as float is
-        # unboxed and boxed again into a new object at every store.
-        self._keys: dict[str, list[Any] | tuple[str, Any, Any]] = {}
+        # key, or a single-value slot number while it has one value (see the class doc).
+        # Times in a list are held as objects (Any): compiled by mypyc, a float read as
+        # float is unboxed and boxed again into a new object at every store.
+        self._keys: dict[str, list[Any] | int] = {}
         self._queue: deque[str] = deque()
+        self._one_values: list[str | None] = []
+        """Single-value slots: the value of slot ``i`` (None while the slot is free)."""
+        self._one_times = array("d")
+        """Single-value slots: ``[2i]`` last seen, ``[2i + 1]`` queued."""
+        self._one_free: list[int] = []
+
+    def _one_slot(self, value: str, ts: float) -> Any:
+        """A single-value slot holding ``value`` seen (and queued) at ``ts``: its pooled
+        slot object, what the index holds."""
+        times = self._one_times
+        if self._one_free:
+            i = self._one_free.pop()
+            self._one_values[i] = value
+            times[2 * i] = ts
+            times[2 * i + 1] = ts
+        else:
+            i = len(self._one_values)
+            self._one_values.append(value)
+            times.append(ts)
+            times.append(ts)
+        return _slot_object(i)
+
+    def _one_drop(self, i: int) -> None:
+        """Give single-value slot ``i`` back."""
+        self._one_values[i] = None
+        self._one_free.append(i)
+
+    def _drop(self, key: str) -> None:
+        """Forget ``key`` (evicted or expired), giving its single-value slot back."""
+        held = self._keys.pop(key)
+        if not isinstance(held, list):
+            self._one_drop(held)
 
     def hit(self, key: str, value: str, ts: Any) -> Crossing | None:
         """Record ``value`` for ``key`` at ``ts`` (a float); a :class:`Crossing` when
@@ -1016,18 +1055,21 @@ class DistinctWindows:
                 value = intern(value)
             self._queue.append(key)
             if self.threshold > 1:
-                keys[key] = (value, stamp, stamp)
+                keys[key] = self._one_slot(value, ts)
                 return None
             keys[key] = state = [_NEG_INF, stamp, value, stamp]
-        elif isinstance(held, tuple):
-            first, seen, queued = held
+        elif not isinstance(held, list):
+            first = self._one_values[held]
+            times = self._one_times
             if first == value:  # still one value: below the threshold, never quiet
-                keys[key] = (first, stamp, queued)
+                times[2 * held] = ts
                 return None
             if self._intern:
                 value = intern(value)
             # The cap is at least the threshold, above 1 here: room for a second value.
+            queued, seen = times[2 * held + 1], times[2 * held]
             keys[key] = state = [_NEG_INF, queued, first, seen, value, stamp]
+            self._one_drop(held)
         else:
             state = held
             size = len(state)
@@ -1062,14 +1104,14 @@ class DistinctWindows:
         """The second-chance test of queued ``key``: True when it has a newer value
         since it was queued (its queued time is moved to that), None when its newest
         value is before ``horizon``, else False."""
-        keys = self._keys
-        state = keys[key]
-        if isinstance(state, tuple):
-            newest: Any = state[1]
-            if newest < horizon:
+        state = self._keys[key]
+        if not isinstance(state, list):
+            times = self._one_times
+            seen = times[2 * state]
+            if seen < horizon:
                 return None
-            if newest > state[2]:
-                keys[key] = (state[0], newest, newest)
+            if seen > times[2 * state + 1]:
+                times[2 * state + 1] = seen
                 return True
             return False
         newest = max(state[3::2])
@@ -1082,14 +1124,13 @@ class DistinctWindows:
 
     def _evict(self) -> None:
         """Drop the first queued key without a newer value since it was queued."""
-        keys = self._keys
         queue = self._queue
         while True:
             key = queue.popleft()
             if self._requeue(key, _NEG_INF):
                 queue.append(key)
                 continue
-            del keys[key]
+            self._drop(key)
             self.evicted += 1
             return
 
@@ -1101,7 +1142,6 @@ class DistinctWindows:
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest value is older than ``now - window``; how many."""
-        keys = self._keys
         queue = self._queue
         horizon = now - self.window
         dropped = 0
@@ -1110,7 +1150,7 @@ class DistinctWindows:
             again = self._requeue(key, horizon)
             if again is None:
                 queue.popleft()
-                del keys[key]
+                self._drop(key)
                 dropped += 1
             elif again:
                 queue.rotate(-1)
