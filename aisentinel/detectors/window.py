@@ -53,7 +53,9 @@ Three counting schemes, each the cheapest that gives the detector its answer:
   the addresses that send one request (most of an Internet scan's) cost no entry.
 * :class:`DistinctWindows`: "``threshold`` distinct values within ``window``"
   (credential stuffing). Per key it keeps at most ``threshold + margin`` values
-  with their last-seen time in a flat list; a new value replaces the stalest.
+  with their last-seen time in a flat list; a new value replaces the stalest. A key
+  that has shown one value (most of a flood) has no list: a slot number in the
+  index, the value in a flat list, its two times in an ``array('d')``.
 
 Re-firing (the same in all three): when a key crosses, the store reports one
 :class:`Crossing` and then stays quiet for that key until ``window`` has passed
