@@ -263,7 +263,10 @@ def test_rate_windows_one_hit_keys_do_not_fill_the_table() -> None:
     for i in range(50_000):
         rate.hit(f"flood-{i}", T0 + i * 0.001)
     found = [rate.hit("heavy", T0 + 55 + i * 0.1) for i in range(10)]
-    assert found[-1] is not None
+    # Its tenth request crosses; its first may share a flood key's bit in the one-hit
+    # filter (string hashes vary per process), counting from 2 and crossing at the ninth.
+    crossed = [i for i, crossing in enumerate(found) if crossing is not None]
+    assert crossed in ([9], [8])
 
 
 def test_distinct_windows_hold_the_callers_time_object() -> None:
