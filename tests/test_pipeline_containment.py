@@ -317,12 +317,15 @@ def test_daemon_fed_overflowing_times_keeps_running(
     logs = tmp_path / "logs"
     poison = [_line(0, "/.env", "198.51.100.50", time=t) for t in ("1e308", "1e308", "-1e308")]
     _append(logs / "web.log", poison)
-    assert wait_for(lambda: daemon.daemon.pipeline.sources.get("web") is not None, timeout=15)
+    unparsed = 'aisentinel_source_lines_unparsed_total{source="web"} 3.0'
+    # The log files appear after the daemon started, so each source finds its file on its
+    # own poll: wait until the poison has been read before the attacker comes.
+    assert wait_for(lambda: unparsed in daemon.scrape(), timeout=15)
     _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.51") for i in range(6)])
     assert wait_for(lambda: "198.51.100.51" in daemon.active(), timeout=15)
     assert daemon.thread.is_alive()
     text = daemon.scrape()
-    assert 'aisentinel_source_lines_unparsed_total{source="web"} 3.0' in text
+    assert unparsed in text
     assert "aisentinel_pipeline_event_errors_total{" not in text
 
 
