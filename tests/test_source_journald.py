@@ -189,7 +189,7 @@ def test_entry_event_refuses_other_entries() -> None:
 
 def test_config_validation() -> None:
     """matches must be FIELD=value; defaults select sshd and OpenSSH 9.8's sshd-session;
-    batch_entries is 512 unless set, within 1-65536."""
+    batch_entries is 512 unless set, within 1-65536; reopen_entries 5,000, within 100-1e7."""
     base: dict[str, Any] = {"name": "ssh", "type": "journald"}
     cfg = JournaldSourceConfig.model_validate(base)
     assert cfg.matches == [
@@ -205,6 +205,12 @@ def test_config_validation() -> None:
     for size in (0, 65537):
         with pytest.raises(ValidationError):
             JournaldSourceConfig.model_validate({**base, "batch_entries": size})
+    assert cfg.reopen_entries == 5000
+    low = JournaldSourceConfig.model_validate({**base, "reopen_entries": 100})
+    assert low.reopen_entries == 100
+    for size in (0, 99, 10_000_001):
+        with pytest.raises(ValidationError, match="reopen_entries"):
+            JournaldSourceConfig.model_validate({**base, "reopen_entries": size})
     assert REGISTRY.get("journald").factory is JournaldSource
 
 
@@ -294,23 +300,20 @@ def test_cursor_restart_reads_only_new(make: Callable[..., Any], tmp_path: Path)
 
 
 @needs_journal
-def test_reopens_at_the_cursor_in_batches(
-    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Batches hold at most batch_entries; the reader is reopened every REOPEN_ENTRIES
+def test_reopens_at_the_cursor_in_batches(make: Callable[..., Any], tmp_path: Path) -> None:
+    """Batches hold at most batch_entries; the reader is reopened every reopen_entries
     entries and goes on at its cursor: every entry once, in order, and it still follows."""
-    monkeypatch.setattr(journald, "REOPEN_ENTRIES", 5)
     jdir = tmp_path / "journal"
     jdir.mkdir()
-    write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 24)])
-    source, out = make(start_at="beginning", batch_entries=2)
-    wait_for(lambda: len(out.lines) >= 23, "the first 23 entries")
-    write_journal(jdir / "b.journal", [entry(i, attempt(i)) for i in range(24, 27)])
-    wait_for(lambda: len(out.lines) >= 26, "the entries written after the reopens")
+    write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 231)])
+    source, out = make(start_at="beginning", batch_entries=2, reopen_entries=100)
+    wait_for(lambda: len(out.lines) >= 230, "the first 230 entries")
+    write_journal(jdir / "b.journal", [entry(i, attempt(i)) for i in range(231, 234)])
+    wait_for(lambda: len(out.lines) >= 233, "the entries written after the reopens")
     time.sleep(0.3)  # nothing more arrives: no entry is read twice
-    assert out.lines == [expected(i) for i in range(1, 27)]
+    assert out.lines == [expected(i) for i in range(1, 234)]
     assert max(out.sizes) == 2
-    assert source.reopens >= 4  # after 6, 12, 18 and 23 entries at least
+    assert source.reopens >= 2  # after 100 and 200 entries at least
     assert source.stats.errors == 0
     assert source.stats.up
 

@@ -28,9 +28,9 @@ The cursor of the last entry handed to ``emit`` is saved (atomically) in
 (entries are only duplicated after a crash between an emit and the next save).
 
 Entries are handed on in batches of at most ``batch_entries`` (512, as the file
-sources' ``batch_lines``). After every ``REOPEN_ENTRIES`` entries read, the reader is
-closed and opened again at its cursor. sd-journal reads the journal files through
-memory maps whose pages stay in the process's resident set for as long as the reader
+sources' ``batch_lines``). After every ``reopen_entries`` entries read (5,000 unless
+set), the reader is closed and opened again at its cursor. sd-journal reads the journal
+files through memory maps whose pages stay in the process's resident set for as long as the reader
 is open, so VmRSS grew with every entry read: 213 MB after the 200,000 entries of
 ``bench/journal_rss.py``'s storm profile (168 MB of it journal file pages), 71 MB with
 the reopens (fail2ban-server's systemd backend: 189 MB). A reopen costs about 1 ms.
@@ -81,10 +81,11 @@ SAVE_INTERVAL = 1.0
 """The cursor is saved at most this often (seconds) while running."""
 
 REOPEN_ENTRIES = 5_000
-"""Entries read between two reopens of the reader, which drop the journal pages
-sd-journal has mapped (see the module doc). Reading 200,000 entries (a 67 MB journal)
-through readers of 1,000 / 5,000 / 20,000 entries each, or through one: at most 7 / 14
-/ 32 / 84 MB of journal pages resident, in 2.23 / 1.82 / 1.78 / 1.77 s."""
+"""Default ``reopen_entries``: entries read between two reopens of the reader, which
+drop the journal pages sd-journal has mapped (see the module doc). Reading 200,000
+entries (a 67 MB journal) through readers of 1,000 / 5,000 / 20,000 entries each, or
+through one: at most 7 / 14 / 32 / 84 MB of journal pages resident, in 2.23 / 1.82 /
+1.78 / 1.77 s."""
 
 MAX_XID_SERIES = 256
 """Most (PCI bus id, Xid code) pairs exported; later pairs count under ``xid="other"``."""
@@ -130,6 +131,9 @@ class JournaldSourceConfig(SourceConfigBase):
     batch_entries: int = Field(default=512, ge=1, le=65536)
     """Entries handed on in one batch at most (as ``batch_lines`` of a file source: a
     batch's events sit in memory among the state they leave behind)."""
+    reopen_entries: int = Field(default=REOPEN_ENTRIES, ge=100, le=10_000_000)
+    """Entries read between two reopens of the reader at its cursor, 100-10,000,000.
+    Lower keeps fewer journal pages resident (RSS) at a little more CPU per entry."""
     poll_interval: Interval = 1.0
     """Longest wait between journal checks, and the retry delay after a failure; 10ms-1h."""
     kernel_xid: bool = False
@@ -229,7 +233,7 @@ class JournaldSource(Source):
         self._fields = _FIELDS + (("_TRANSPORT",) if config.kernel_xid else ())
         """The entry fields read (see :meth:`_next_entry`)."""
         self.reopens = 0
-        """Times the reader was reopened at its cursor after ``REOPEN_ENTRIES`` entries."""
+        """Times the reader was reopened at its cursor after ``reopen_entries`` entries."""
 
     def start(self, emit: Emit) -> None:
         """Start the reader thread; without systemd-python, warn once and stay down."""
@@ -353,14 +357,15 @@ class JournaldSource(Source):
         return entry
 
     def _follow(self, reader: Any, emit: Emit, wait: float) -> None:
-        """Hand on batches until stopped, or until ``REOPEN_ENTRIES`` entries were read
+        """Hand on batches until stopped, or until ``reopen_entries`` entries were read
         (the caller then reopens the reader at the cursor)."""
         name = self.name
         xid = self.config.kernel_xid
         batch = self.config.batch_entries
+        reopen = self.config.reopen_entries
         since_open = 0
         while not self._stopping.is_set():
-            if since_open >= REOPEN_ENTRIES:
+            if since_open >= reopen:
                 self.reopens += 1
                 return
             events: list[Event] = []
