@@ -105,6 +105,8 @@ bench: system-deps-test $(STAMPS)/install-demo
 	$(PY) bench/latency.py
 	$(PY) bench/rss.py
 	$(PY) bench/journal_rss.py
+	$(PY) bench/journal_latency.py
+	$(PY) bench/journal_latency.py --profile quiet
 	$(PY) bench/memory.py
 
 clean:

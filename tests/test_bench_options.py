@@ -4,6 +4,7 @@ brute force decided early is timed from the lines that decided it."""
 from __future__ import annotations
 
 import importlib
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -119,3 +120,49 @@ def test_journal_rss_writes_what_the_source_reads(
     assert [(e["_PID"], e["MESSAGE"]) for e in sshd] == lines
     assert all(e["_SYSTEMD_UNIT"] == "sshd.service" for e in sshd)  # fail2ban's journalmatch
     assert len(entries) - len(sshd) == 2
+
+
+@pytest.mark.skipif(
+    not Path("/lib/systemd/systemd-journal-remote").exists(),
+    reason="needs systemd-journal-remote",
+)
+def test_journal_latency_writer_streams_entries_the_source_turns_into_events(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """journal_latency.py's writer streams sshd entries (stamped now) and other programs'
+    entries into a journal; the journald source makes an sshd event of each sshd one."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    journal_latency = importlib.import_module("journal_latency")
+    writer = journal_latency.Writer(tmp_path / "journal")
+    try:
+        writer.write(journal_latency.other_entry(1))
+        for i in range(1, 4):
+            writer.write(
+                journal_latency.sshd_entry(
+                    4000 + i, f"Failed password for root from 198.51.100.{i} port 2222 ssh2"
+                )
+            )
+    finally:
+        writer.close()
+    assert writer.proc.returncode == 0
+    cfg = tmp_path / "a.toml"
+    cfg.write_text(journal_latency.source_config(tmp_path / "journal"), encoding="utf-8")
+    source = load_config(cfg).sources[0]
+    assert (source.type, source.start_at) == ("journald", "end")
+    if not journald_available():
+        return
+    from systemd import journal
+
+    from aisentinel.sources.journald import entry_event
+
+    reader = journal.Reader(path=str(tmp_path / "journal"))
+    entries = list(reader)
+    reader.close()
+    # The source reads __REALTIME_TIMESTAMP as microseconds; this reader gives a datetime.
+    raw = [{**e, "__REALTIME_TIMESTAMP": int(e["__REALTIME_TIMESTAMP"].timestamp() * 1e6)}
+           for e in entries]  # fmt: skip
+    events = [entry_event(e, "journal") for e in raw]
+    assert events[0] is None  # the other program's entry
+    sshd = [e for e in events if e is not None]
+    assert [e.client for e in sshd] == [f"198.51.100.{i}" for i in (1, 2, 3)]
+    assert all(abs(e.ts - time.time()) < 60 for e in sshd)
