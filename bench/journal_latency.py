@@ -34,6 +34,7 @@ backend needs Debian's python3-systemd (``make test`` installs all three).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -47,7 +48,15 @@ from typing import IO, Any
 
 from fail2ban_anchor import Fail2ban, version
 from journal_rss import BOOT_ID, JOURNAL_REMOTE, MACHINE_ID, OTHER, anchor_unavailable, sshd_lines
-from latency import Daemon, attack_address, both_stopped, decision_latency, summary
+from latency import (
+    Daemon,
+    Paced,
+    attack_address,
+    both_stopped,
+    latency_ratio,
+    print_latency_table,
+    timed_attacks,
+)
 
 ADDRESS = re.compile(r" from (\S+) port ")
 
@@ -111,31 +120,22 @@ class Writer:
         self.err.close()
 
 
-class Background(threading.Thread):
+class Background(Paced):
     """Feeds the writer ``rate`` sshd entries/s (and one other entry per three) until stopped."""
 
     def __init__(self, writer: Writer, rate: float, pool: list[tuple[int, str]]) -> None:
-        super().__init__(daemon=True)
+        super().__init__(rate)
         self.writer = writer
-        self.rate = rate
         self.pool = pool
-        self.stop_event = threading.Event()
-        self.written = 0
 
-    def run(self) -> None:
-        t0 = time.monotonic()
+    def write(self, first: int, count: int) -> None:
         n = len(self.pool)
-        while not self.stop_event.is_set():
-            due = int((time.monotonic() - t0) * self.rate) - self.written
-            if due > 0:
-                chunks = []
-                for i in range(self.written, self.written + due):
-                    chunks.append(sshd_entry(*self.pool[i % n]))
-                    if i % 3 == 2:
-                        chunks.append(other_entry(i))
-                self.writer.write(b"".join(chunks))
-                self.written += due
-            self.stop_event.wait(0.01)
+        chunks = []
+        for i in range(first, first + count):
+            chunks.append(sshd_entry(*self.pool[i % n]))
+            if i % 3 == 2:
+                chunks.append(other_entry(i))
+        self.writer.write(b"".join(chunks))
 
 
 def brute_force(writer: Writer, addr: str, pid: int) -> tuple[float, float, float]:
@@ -154,33 +154,15 @@ def brute_force(writer: Writer, addr: str, pid: int) -> tuple[float, float, floa
 def latency_test(
     daemon: Daemon, f2b: Fail2ban | None, writer: Writer, taken: set[str], args: argparse.Namespace
 ) -> dict[str, Any]:
-    """Inject brute forces one at a time; append -> decision (and -> fail2ban ban) in ms."""
-    lat: list[float] = []
-    f2b_lat: list[float] = []
-    early = 0
-    i = 0
-    for n in range(args.attacks):
-        addr = attack_address(i)
-        while addr in taken:
-            i += 1
-            addr = attack_address(i)
-        i += 1
-        first, fifth, wall = brute_force(writer, addr, 4000 + n)
-        seen = daemon.wait_decision(addr, timeout=10.0)
-        if seen is not None:
-            ms, before_fifth = decision_latency(seen, first, fifth)
-            lat.append(ms)
-            early += before_fifth
-        if f2b is not None:
-            banned = f2b.wait_ban(addr, timeout=max(0.0, fifth + 10.0 - time.monotonic()))
-            if banned is not None:
-                f2b_lat.append((banned - wall) * 1000.0)
-        time.sleep(0.02 + (n % 5) * 0.01)
-    out = summary(lat, args.attacks)
-    out["decided_early"] = early
-    if f2b is not None:
-        out["fail2ban"] = summary(f2b_lat, args.attacks)
-    return out
+    """Brute forces from addresses not in ``taken``, one at a time; see
+    :func:`latency.timed_attacks`."""
+    addresses = (a for a in map(attack_address, itertools.count()) if a not in taken)
+
+    def inject(i: int) -> tuple[str, float, float, float]:
+        addr = next(addresses)
+        return addr, *brute_force(writer, addr, 4000 + i)
+
+    return timed_attacks(daemon, f2b, args.attacks, inject)
 
 
 def source_config(jdir: Path) -> str:
@@ -222,16 +204,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             writer.close()
         res["background_written"] = bg.written
         res["daemon_events"] = daemon.events
-    lat = res.get("latency", {})
-    other = lat.get("fail2ban", {})
-    if "median_ms" in lat and "median_ms" in other:
-        keys = ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
-        res["latency_ratio"] = {k: other[k] / lat[k] for k in keys if lat[k] > 0}
+    if ratio := latency_ratio(res.get("latency", {})):
+        res["latency_ratio"] = ratio
     return res
-
-
-def _ms(d: dict[str, Any], key: str) -> str:
-    return f"{d[key]:>8.1f}" if key in d else f"{'-':>8}"
 
 
 def print_report(res: dict[str, Any]) -> None:
@@ -239,26 +214,12 @@ def print_report(res: dict[str, Any]) -> None:
         print(f"benchmark failed: {res['error']}")
         return
     lat = res["latency"]
-    keys = ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
     print(f"== profile {res['profile']}: journal append -> decision, {lat['attacks']} ssh brute "
           f"forces (5 failures each), background {res['background_rate']:,.0f} {res['profile']} "
           f"sshd entries/s (+1 other per 3)")  # fmt: skip
-    print(f"  {'tool':<26} {'decided':>9} {'min':>8} {'median':>8} {'p90':>8} {'p99':>8} "
-          f"{'max':>8}  (ms; missed = none within 10 s)")  # fmt: skip
-    rows = [("aisentinel (journald)", lat)]
     f2b = res.get("fail2ban")
-    if f2b and "fail2ban" in lat:
-        rows.append((f"fail2ban {f2b['version']} (systemd)", lat["fail2ban"]))
-    for name, d in rows:
-        print(f"  {name:<26} {d['decided']:>4}/{d['attacks']:<4} "
-              + " ".join(_ms(d, k) for k in keys))  # fmt: skip
-    ratio = res.get("latency_ratio")
-    if ratio:
-        cells = (f"{ratio[k]:>7.1f}x" if k in ratio else f"{'-':>8}" for k in keys)
-        print(f"  {'ratio fail2ban/aisentinel':<26} {'':>9} " + " ".join(cells))
-    if lat.get("decided_early"):
-        print(f"  aisentinel decided {lat['decided_early']} before the 5th failure: timed "
-              "from the flush of the first four")  # fmt: skip
+    anchor = f"fail2ban {f2b['version']} (systemd)" if f2b else None
+    print_latency_table(lat, "aisentinel (journald)", anchor)
     print(f"  background entries written: {res['background_written']:,}")
     if "fail2ban_skipped" in res:
         print(f"  fail2ban anchor skipped: {res['fail2ban_skipped']}")

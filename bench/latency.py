@@ -231,35 +231,50 @@ def lines_done(m: dict[tuple[str, str], float], source: str) -> float:
     )
 
 
-class Background(threading.Thread):
-    """Appends nginx lines (``(before, after)`` the time) at ``rate`` lines/s until stopped."""
+class Paced(threading.Thread):
+    """Calls :meth:`write` with the items due at ``rate`` items/s (every 10 ms at most)
+    until stopped; ``written`` counts them."""
 
-    def __init__(self, path: Path, rate: float, lines: list[tuple[str, str]]) -> None:
+    def __init__(self, rate: float) -> None:
         super().__init__(daemon=True)
-        self.path = path
         self.rate = rate
-        self.lines = lines
         self.stop_event = threading.Event()
         self.written = 0
 
+    def write(self, first: int, count: int) -> None:
+        """Write items ``first`` .. ``first + count - 1``."""
+        raise NotImplementedError
+
     def run(self) -> None:
-        recs = self.lines
         t0 = time.monotonic()
-        with self.path.open("a", encoding="utf-8") as fh:
-            while not self.stop_event.is_set():
-                due = int((time.monotonic() - t0) * self.rate) - self.written
-                if due > 0:
-                    ts = fmt_access_ts(int(time.time()))
-                    n = len(recs)
-                    fh.write(
-                        "".join(
-                            "{0}{2}{1}\n".format(*recs[(self.written + i) % n], ts)
-                            for i in range(due)
-                        )
-                    )
-                    fh.flush()
-                    self.written += due
-                self.stop_event.wait(0.01)
+        while not self.stop_event.is_set():
+            due = int((time.monotonic() - t0) * self.rate) - self.written
+            if due > 0:
+                self.write(self.written, due)
+                self.written += due
+            self.stop_event.wait(0.01)
+
+
+class Background(Paced):
+    """Appends nginx lines (``(before, after)`` the time) at ``rate`` lines/s until stopped."""
+
+    def __init__(self, path: Path, rate: float, lines: list[tuple[str, str]]) -> None:
+        super().__init__(rate)
+        self.lines = lines
+        self.fh = path.open("a", encoding="utf-8")
+
+    def write(self, first: int, count: int) -> None:
+        recs = self.lines
+        n = len(recs)
+        ts = fmt_access_ts(int(time.time()))
+        self.fh.write(
+            "".join("{0}{2}{1}\n".format(*recs[(first + i) % n], ts) for i in range(count))
+        )
+        self.fh.flush()
+
+    def run(self) -> None:
+        with self.fh:
+            super().run()
 
 
 def attack_address(i: int) -> str:
@@ -307,32 +322,49 @@ def summary(lat: list[float], attacks: int) -> dict[str, Any]:
     return out
 
 
-def latency_test(
-    daemon: Daemon, f2b: Fail2ban | None, auth: Path, args: argparse.Namespace
+Inject = Callable[[int], tuple[str, float, float, float]]
+"""Writes attack ``i``'s five failures; returns its address, the monotonic time of the
+flush of the first four, and the (monotonic, wall-clock) time of the 5th's."""
+
+
+def timed_attacks(
+    daemon: Daemon, f2b: Fail2ban | None, attacks: int, inject: Inject
 ) -> dict[str, Any]:
-    """Inject brute forces one at a time; append -> decision (and -> fail2ban ban) in ms."""
+    """Run ``attacks`` brute forces one at a time through ``inject``; append -> decision
+    (and -> fail2ban ban) in ms, summarised."""
     lat: list[float] = []
     f2b_lat: list[float] = []
     early = 0
-    with auth.open("a", encoding="utf-8") as fh:
-        for i in range(args.attacks):
-            addr = attack_address(i + 1000 * args.seed)
-            first, t0, wall0 = brute_force(fh, addr, 4000 + i)
-            seen = daemon.wait_decision(addr, timeout=10.0)
-            if seen is not None:
-                ms, before_fifth = decision_latency(seen, first, t0)
-                lat.append(ms)
-                early += before_fifth
-            if f2b is not None:
-                banned = f2b.wait_ban(addr, timeout=max(0.0, t0 + 10.0 - time.monotonic()))
-                if banned is not None:
-                    f2b_lat.append((banned - wall0) * 1000.0)
-            time.sleep(0.02 + (i % 5) * 0.01)
-    out = summary(lat, args.attacks)
+    for i in range(attacks):
+        addr, first, t0, wall0 = inject(i)
+        seen = daemon.wait_decision(addr, timeout=10.0)
+        if seen is not None:
+            ms, before_fifth = decision_latency(seen, first, t0)
+            lat.append(ms)
+            early += before_fifth
+        if f2b is not None:
+            banned = f2b.wait_ban(addr, timeout=max(0.0, t0 + 10.0 - time.monotonic()))
+            if banned is not None:
+                f2b_lat.append((banned - wall0) * 1000.0)
+        time.sleep(0.02 + (i % 5) * 0.01)
+    out = summary(lat, attacks)
     out["decided_early"] = early
     if f2b is not None:
-        out["fail2ban"] = summary(f2b_lat, args.attacks)
+        out["fail2ban"] = summary(f2b_lat, attacks)
     return out
+
+
+def latency_test(
+    daemon: Daemon, f2b: Fail2ban | None, auth: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Brute forces appended to ``auth``, one at a time; see :func:`timed_attacks`."""
+    with auth.open("a", encoding="utf-8") as fh:
+
+        def inject(i: int) -> tuple[str, float, float, float]:
+            addr = attack_address(i + 1000 * args.seed)
+            return addr, *brute_force(fh, addr, 4000 + i)
+
+        return timed_attacks(daemon, f2b, args.attacks, inject)
 
 
 def background_lines(folder: Path, profile: str, seed: int) -> list[tuple[str, str]]:
@@ -567,22 +599,22 @@ def _ms(d: dict[str, Any], key: str) -> str:
     return f"{d[key]:>8.1f}" if key in d else f"{'-':>8}"
 
 
-def print_latency(res: dict[str, Any]) -> None:
-    lat = res["latency"]
-    f2b = res.get("fail2ban")
-    keys = ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
-    print(f"append -> decision latency: {lat['attacks']} ssh brute forces (5 failures each), "
-          f"background {res['background_rate']:,.0f} {res['profile']} nginx lines/s")  # fmt: skip
+LATENCY_KEYS = ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
+
+
+def print_latency_table(lat: dict[str, Any], ours: str, anchor: str | None) -> None:
+    """The rows of :func:`timed_attacks`'s summary ``lat``: ours, the anchor's (when
+    ``anchor`` names it and it ran) and their ratio, and how many were decided early."""
+    keys = LATENCY_KEYS
     print(f"  {'tool':<26} {'decided':>9} {'min':>8} {'median':>8} {'p90':>8} {'p99':>8} "
           f"{'max':>8}  (ms; missed = none within 10 s)")  # fmt: skip
-    rows = [("aisentinel", lat)]
-    if f2b and "fail2ban" in lat:
-        rows.append((f"fail2ban {f2b['version']} ({f2b['backend']})", lat["fail2ban"]))
+    rows = [(ours, lat)]
+    if anchor and "fail2ban" in lat:
+        rows.append((anchor, lat["fail2ban"]))
     for name, d in rows:
         print(f"  {name:<26} {d['decided']:>4}/{d['attacks']:<4} "
               + " ".join(_ms(d, k) for k in keys))  # fmt: skip
-    ratio = res.get("latency_ratio")
-    if ratio:
+    if ratio := latency_ratio(lat):
         cells = (f"{ratio[k]:>7.1f}x" if k in ratio else f"{'-':>8}" for k in keys)
         print(f"  {'ratio fail2ban/aisentinel':<26} {'':>9} " + " ".join(cells))
     if lat.get("decided_early"):
@@ -590,6 +622,15 @@ def print_latency(res: dict[str, Any]) -> None:
             f"  aisentinel decided {lat['decided_early']} before the 5th failure (on one of the "
             "first four, e.g. a credential-stuffing member): timed from their flush"
         )
+
+
+def print_latency(res: dict[str, Any]) -> None:
+    lat = res["latency"]
+    f2b = res.get("fail2ban")
+    print(f"append -> decision latency: {lat['attacks']} ssh brute forces (5 failures each), "
+          f"background {res['background_rate']:,.0f} {res['profile']} nginx lines/s")  # fmt: skip
+    anchor = f"fail2ban {f2b['version']} ({f2b['backend']})" if f2b else None
+    print_latency_table(lat, "aisentinel", anchor)
 
 
 def print_sustained(sus: dict[str, Any]) -> None:
@@ -647,16 +688,18 @@ def print_report(res: dict[str, Any]) -> None:
         print_capacity(res)
 
 
+def latency_ratio(lat: dict[str, Any]) -> dict[str, float]:
+    """fail2ban/aisentinel of each latency figure, when both decided something."""
+    other = lat.get("fail2ban", {})
+    if "median_ms" not in lat or "median_ms" not in other:
+        return {}
+    return {k: other[k] / lat[k] for k in LATENCY_KEYS if lat[k] > 0}
+
+
 def ratios(res: dict[str, Any]) -> None:
     """fail2ban/aisentinel latency ratios, aisentinel/fail2ban capacity ratio."""
-    lat = res.get("latency", {})
-    other = lat.get("fail2ban", {})
-    if "median_ms" in lat and "median_ms" in other:
-        res["latency_ratio"] = {
-            k: other[k] / lat[k]
-            for k in ("min_ms", "median_ms", "p90_ms", "p99_ms", "max_ms")
-            if lat[k] > 0
-        }
+    if ratio := latency_ratio(res.get("latency", {})):
+        res["latency_ratio"] = ratio
     cap = res.get("capacity", {})
     a, f = cap.get("aisentinel", {}), cap.get("fail2ban", {})
     if a.get("lines_per_s") and f.get("lines_per_s"):

@@ -15,6 +15,10 @@ from aisentinel.detectors import REGISTRY
 from aisentinel.sources.journald import journald_available
 
 ROOT = Path(__file__).resolve().parents[1]
+needs_journal_remote = pytest.mark.skipif(
+    not Path("/lib/systemd/systemd-journal-remote").exists(),
+    reason="needs systemd-journal-remote",
+)
 
 
 @pytest.fixture
@@ -91,10 +95,7 @@ def test_a_decision_before_the_fifth_failure_is_timed_from_the_first_four(
     assert ms == pytest.approx(1.9)
 
 
-@pytest.mark.skipif(
-    not Path("/lib/systemd/systemd-journal-remote").exists(),
-    reason="needs systemd-journal-remote",
-)
+@needs_journal_remote
 def test_journal_rss_writes_what_the_source_reads(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -122,10 +123,7 @@ def test_journal_rss_writes_what_the_source_reads(
     assert len(entries) - len(sshd) == 2
 
 
-@pytest.mark.skipif(
-    not Path("/lib/systemd/systemd-journal-remote").exists(),
-    reason="needs systemd-journal-remote",
-)
+@needs_journal_remote
 def test_journal_latency_writer_streams_entries_the_source_turns_into_events(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
