@@ -23,6 +23,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from aisentinel.clock import Clock
+from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
 from aisentinel.detectors.shared import SharedState
@@ -67,7 +68,7 @@ def _by_event(item: tuple[int, int, Finding]) -> tuple[int, int]:
 
 _NEG_INF = float("-inf")
 
-QUIET_KEYS_MAX = 100_000
+QUIET_KEYS_MAX = DEFAULT_MAX_KEYS
 """Most quiet keys held per detector (each is a ban in force); beyond that, findings
 about further keys go to the decision engine, whose "already banned" is one lookup."""
 

@@ -144,3 +144,30 @@ def test_shipped_default_config_is_valid_and_means_defaults() -> None:
     shipped = Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml"
     cfg = load_config(shipped)
     assert cfg.to_dict() == parse_config({}).to_dict()
+
+
+def _churned_dict_bytes(keys: int) -> int:
+    """sys.getsizeof of a dict of ``keys`` address-like strings after 2x as many keys
+    came and went (oldest first), as a detector table does under a flood."""
+    from collections import deque
+
+    table: dict[str, int] = {}
+    order: deque[str] = deque()
+    for i in range(3 * keys):
+        key = f"100.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}/{i}"
+        table[key] = i
+        order.append(key)
+        if len(table) > keys:
+            del table[order.popleft()]
+    return sys.getsizeof(table)
+
+
+def test_default_max_keys_stays_under_the_dict_cliff() -> None:
+    """Every per-key table's default bound keeps a churned dict at about half the memory a
+    few hundred more keys would take (CPython rebuilds it with twice the slots at 87,382)."""
+    from aisentinel.configtypes import DEFAULT_MAX_KEYS
+    from aisentinel.detectors import REGISTRY as DETECTORS
+
+    defaults = {e.name: e.config_model().max_keys for e in DETECTORS}
+    assert max(defaults.values()) == DEFAULT_MAX_KEYS, defaults
+    assert _churned_dict_bytes(DEFAULT_MAX_KEYS) < 0.6 * _churned_dict_bytes(87_382)

@@ -69,7 +69,7 @@ from typing import TypeVar
 import structlog
 
 from aisentinel.clock import Clock
-from aisentinel.configtypes import format_duration
+from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
 from aisentinel.decisions.allowlist import (
     LOOPBACK,
     Allowlist,
@@ -137,7 +137,7 @@ BRAKE_HOLD = 60.0
 """Seconds an alert of the engaged ban brake holds back its detector's repeats about the
 key (at most; ``alert_repeat`` when shorter): one alert a minute per key in a storm, and
 once the brake releases, the key's next finding after that minute is a ban."""
-BY_CLIENT_MAX = 100_000
+BY_CLIENT_MAX = DEFAULT_MAX_KEYS
 """Most clients remembered for the one-lookup "already banned" answer (emptied when full)."""
 ADDRESSES_MAX = 4096
 """Most client texts whose canonical address, host target and bannability the

@@ -24,6 +24,7 @@ from typing import cast
 
 from pydantic import Field, field_validator
 
+from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, normalise_path
@@ -59,7 +60,7 @@ DEFAULT_RECON_PATHS = (
 class AiReconConfig(WindowedConfig):
     """``[detectors.ai_recon]``."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     threshold: Threshold = 3
     window: Window = 600.0
     paths: tuple[str, ...] = DEFAULT_RECON_PATHS

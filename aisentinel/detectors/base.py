@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from prometheus_client.core import Metric
 from pydantic import ValidationInfo, field_validator
 
-from aisentinel.configtypes import StrictModel
+from aisentinel.configtypes import DEFAULT_MAX_KEYS, StrictModel
 from aisentinel.detectors.common import (
     KEY_BUDGET,
     MaxKeys,
@@ -45,7 +45,7 @@ class DetectorConfigBase(StrictModel):
     """Keys every ``[detectors.<name>]`` table has."""
 
     enabled: bool = True
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     """Most keys (addresses, usernames) tracked at once per table; keys not seen lately go
     first (second chance, see :mod:`~aisentinel.detectors.window`)."""
 

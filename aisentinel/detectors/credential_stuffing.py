@@ -34,7 +34,7 @@ from typing import cast
 
 from pydantic import Field
 
-from aisentinel.configtypes import format_duration
+from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
     MaxKeys,
@@ -68,7 +68,7 @@ def _no_path(path: str) -> bool:
 class CredentialStuffingConfig(WindowedConfig):
     """``[detectors.credential_stuffing]``; ``threshold``/``window``: usernames per client."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     threshold: Threshold = 5
     window: Window = 600.0
     clients_threshold: Threshold = 10

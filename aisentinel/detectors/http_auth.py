@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import (
     HttpStatus,
@@ -68,7 +69,7 @@ DEFAULT_AUTH_PATHS = (
 class HttpAuthConfig(WindowedConfig, SlowConfig):
     """``[detectors.http_auth]``; ``threshold``/``window`` apply to error-log failures."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     threshold: Threshold = 5
     window: Window = 600.0
     status_threshold: Threshold = 10

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
+from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
 from aisentinel.detectors.common import (
     MaxKeys,
@@ -44,7 +45,7 @@ _GLOBAL, _AI, _KEY = range(3)  # which counter crossed
 class RateAbuseConfig(DetectorConfigBase):
     """``[detectors.rate_abuse]``."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     ai_paths: tuple[str, ...] = DEFAULT_AI_PATHS
     ai_threshold: RateThreshold = 120
     ai_window: Window = 60.0

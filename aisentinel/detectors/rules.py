@@ -28,7 +28,7 @@ from typing import Any, Self, cast
 from prometheus_client.core import CounterMetricFamily, Metric
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from aisentinel.configtypes import format_duration
+from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
 from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
 from aisentinel.detectors.common import KEY_BUDGET, MaxKeys, all_requests
 from aisentinel.detectors.window import Crossing, EventWindows
@@ -44,7 +44,7 @@ _MAX_EVIDENCE = 200
 class RulesConfig(DetectorConfigBase):
     """``[detectors.rules]``."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     rules_dir: Path | None = DEFAULT_RULES_DIR
     """Local rules files (``*.toml``); ``""`` reads none. A missing directory is no error."""
     builtin: bool = True

@@ -30,6 +30,7 @@ from typing import cast
 
 from pydantic import Field, field_validator
 
+from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import (
     HttpStatus,
@@ -79,7 +80,7 @@ _MAX_EVIDENCE_PATH = 200
 class ScanningConfig(WindowedConfig):
     """``[detectors.scanning]``; ``threshold``/``window`` apply to sensitive paths."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     threshold: Threshold = 3
     window: Window = 600.0
     builtin_paths: bool = True

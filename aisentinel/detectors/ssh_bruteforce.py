@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aisentinel.configtypes import Duration
+from aisentinel.configtypes import DEFAULT_MAX_KEYS, Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.slow import SlowConfig, SlowCounters
@@ -71,7 +71,7 @@ def _what(crossing: Crossing) -> str:
 class SshBruteforceConfig(WindowedConfig, SlowConfig):
     """``[detectors.ssh_bruteforce]``."""
 
-    max_keys: MaxKeys = 100_000
+    max_keys: MaxKeys = DEFAULT_MAX_KEYS
     threshold: Threshold = 5
     window: Window = 600.0
     count_pubkey_failures: bool = False
