@@ -110,7 +110,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
             return 2
     out = sys.stdout
-    summary = replay(jobs, config, out, as_json=args.json)
+    summary = replay(jobs, config, out, as_json=args.json, summary_only=args.summary)
     print_summary(summary, out, as_json=args.json)
     return 1 if summary.failed_files else 0
 
@@ -405,6 +405,26 @@ def _add_rules_commands(sub: Any) -> None:
     explain.set_defaults(func=cmd_explain)
 
 
+def _add_replay_command(sub: Any) -> None:
+    """``aisentinel replay``."""
+    rep = sub.add_parser("replay", help="run detection offline over log files")
+    rep.add_argument("files", type=Path, nargs="+", metavar="FILE")
+    rep.add_argument(
+        "--format",
+        choices=parser_names(auto=True),
+        default=AUTO,
+        help="the parser to use (default: sniffed per file from its first lines)",
+    )
+    rep.add_argument("--json", action="store_true", help="JSON Lines output")
+    rep.add_argument(
+        "--summary",
+        action="store_true",
+        help="print only the closing summary, not each finding and decision",
+    )
+    rep.add_argument("--config", type=Path, default=None)
+    rep.set_defaults(func=cmd_replay)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and man-page generation)."""
     from aisentinel.audit.args import add_arguments as audit_arguments  # noqa: PLC0415
@@ -428,17 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--print", action="store_true", help="print the effective config")
     check.set_defaults(func=cmd_check_config)
 
-    rep = sub.add_parser("replay", help="run detection offline over log files")
-    rep.add_argument("files", type=Path, nargs="+", metavar="FILE")
-    rep.add_argument(
-        "--format",
-        choices=parser_names(auto=True),
-        default=AUTO,
-        help="the parser to use (default: sniffed per file from its first lines)",
-    )
-    rep.add_argument("--json", action="store_true", help="JSON Lines output")
-    rep.add_argument("--config", type=Path, default=None)
-    rep.set_defaults(func=cmd_replay)
+    _add_replay_command(sub)
 
     audit = sub.add_parser("audit", help="audit host hardening")
     audit.add_argument("--config", type=Path, default=None)

@@ -192,10 +192,12 @@ def decision_line(decision: Decision) -> str:
 class _Printer:
     """Writes findings and decisions as they happen, as text or JSON Lines."""
 
-    def __init__(self, out: TextIO, as_json: bool, clock: EventClock) -> None:
+    def __init__(self, out: TextIO, as_json: bool, clock: EventClock, show: bool = True) -> None:
         self.out = out
         self.as_json = as_json
         self.clock = clock
+        self.show = show
+        """False: findings and decisions are not written (``replay --summary``)."""
         self.pending: Finding | None = None
         self._iso: tuple[float, str] = (float("nan"), "")
 
@@ -215,6 +217,8 @@ class _Printer:
     def decision(self, decision: Decision) -> None:
         finding = self.pending
         self.pending = None
+        if not self.show:
+            return
         if self.as_json:
             if finding is not None:
                 obj: dict[str, Any] = {"type": "finding", "kind": "finding"}
@@ -242,15 +246,17 @@ def replay(
     *,
     as_json: bool = False,
     err: TextIO | None = None,
+    summary_only: bool = False,
 ) -> ReplaySummary:
     """Replay ``(path, parser name)`` pairs through the pipeline, in order, writing
-    findings and decisions to ``out``. A parser name of ``auto`` is detected here (see
+    findings and decisions to ``out`` (none with ``summary_only``: they are counted in
+    the summary only). A parser name of ``auto`` is detected here (see
     :func:`detect_format`). A file that cannot be read to its end (see
     :data:`READ_ERRORS`) gets one line on ``err`` (default stderr) and its
     ``FileSummary.error``; its lines before the fault count, and the next file follows."""
     errors = sys.stderr if err is None else err
     clock = EventClock()
-    printer = _Printer(out, as_json, clock)
+    printer = _Printer(out, as_json, clock, show=not summary_only)
     summary = ReplaySummary()
     started = time.perf_counter()
     ledger = Ledger(Path(MEMORY), clock)  # throw-away: replay enforces nothing

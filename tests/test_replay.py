@@ -108,6 +108,34 @@ def test_auto_format_and_text_summary(tmp_path: Path, now_epoch: float) -> None:
     assert "ban 203.0.113.99" in res.stdout
 
 
+def test_summary_option_prints_the_same_summary_and_nothing_else(
+    tmp_path: Path, now_epoch: float
+) -> None:
+    """`--summary` writes no finding or decision, and its summary counts what a full
+    replay of the same files counts, as JSON and as text."""
+    ssh = tmp_path / "auth.log"
+    ssh.write_text(
+        "\n".join(ssh_fail(now_epoch - 900 + i * 7, f"203.0.113.{i % 9}") for i in range(60))
+    )
+    web = tmp_path / "access.log"
+    web.write_text(
+        "\n".join(nginx_line(now_epoch - 60 + i, "198.51.100.50", f"/x{i}", 404) for i in range(40))
+    )
+    full = _replay(str(ssh), str(web), "--json")
+    brief = _replay(str(ssh), str(web), "--json", "--summary")
+    assert full.returncode == brief.returncode == 0, brief.stderr
+    [summary] = _objects(brief.stdout)
+    expected = _objects(full.stdout)[-1]
+    assert any(o["type"] == "decision" for o in _objects(full.stdout))
+    for key in ("findings", "decisions", "quieted", "lines_read", "parsed"):
+        assert summary[key] == expected[key], key
+    text = _replay(str(ssh), str(web), "--summary")
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.lstrip().startswith("Summary")
+    assert "decision " not in text.stdout
+    assert "ban 203.0.113" not in text.stdout
+
+
 def test_missing_file_is_an_error(tmp_path: Path) -> None:
     """A file that does not exist is refused with exit status 2."""
     res = _replay(str(tmp_path / "nope.log"))
