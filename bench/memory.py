@@ -10,6 +10,7 @@ after, so you can see the tables stop growing at ``max_keys``.
     .venv/bin/python bench/memory.py --ips 250000    # one run
     .venv/bin/python bench/memory.py --cost          # microseconds per event, per detector
     .venv/bin/python bench/memory.py --daemon        # RSS with the daemon's imports loaded
+    .venv/bin/python bench/memory.py --ips 200000 --drain  # and once the storm expired
 
 RSS "after" is what a daemon holding that many addresses would add to its
 import footprint; ``--daemon`` imports ``aisentinel.daemon`` first so "after" is
@@ -32,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from aisentinel.detectors import build_detectors
 from aisentinel.detectors.base import Detector
 from aisentinel.events import Event, HttpRequest, SshEvent, SshKind
+from aisentinel.memory import HeapTrimmer
 
 START = 1_764_000_000.0
 USERS = ("root", "admin", "ubuntu", "test", "oracle", "postgres", "git", "user")
@@ -75,8 +77,9 @@ def dispatch(detectors: list[Detector]) -> dict[type, list[Detector]]:
     return table
 
 
-def run(ips: int) -> None:
-    """Feed ``ips`` addresses and print keys and RSS."""
+def run(ips: int, *, drain: bool = False) -> None:
+    """Feed ``ips`` addresses and print keys and RSS; with ``drain``, then what is left
+    once the storm has gone quiet (see :func:`drain_run`)."""
     gc.collect()
     before = rss_mb()
     detectors = build_detectors({})
@@ -101,6 +104,35 @@ def run(ips: int) -> None:
             f"  (max_keys per table {det.config.max_keys:,})"
         )
     print(f"  RSS before {before:.1f} MiB, after {after:.1f} MiB, growth {after - before:.1f} MiB")
+    if drain:
+        drain_run(detectors, table, START + ips * step)
+
+
+DRAIN_DAYS = 2
+"""Log time the drain runs after the storm: longer than every default window (24 h)."""
+
+
+def drain_run(detectors: list[Detector], table: dict[type, list[Detector]], t: float) -> None:
+    """After the storm: one new address a minute for DRAIN_DAYS of log time, the
+    detectors' housekeeping (``expire``) every 10 minutes as the daemon's, then RSS
+    after ``gc`` and ``malloc_trim`` (what the daemon's housekeeping tick does)."""
+    trim = HeapTrimmer()
+    minutes = DRAIN_DAYS * 24 * 60
+    for k in range(minutes):
+        t += 60.0
+        event = attack(10_000_000 + k, t)[0]
+        for det in table[type(event)]:
+            det.observe(event)
+        if k % 10 == 9:
+            for det in detectors:
+                det.expire(t)
+    gc.collect()
+    trim.trim(1)
+    keys = sum(det.tracked_keys() for det in detectors)
+    print(
+        f"  drained ({DRAIN_DAYS} days of log time, one new address a minute): {keys:,} keys "
+        f"left, RSS {rss_mb():.1f} MiB"
+    )
 
 
 def cost(events_per_kind: int = 200_000) -> None:
@@ -140,15 +172,18 @@ def main() -> None:
     parser.add_argument("--ips", type=int, help="one run with this many addresses")
     parser.add_argument("--cost", action="store_true", help="time observe_many() per detector")
     parser.add_argument("--daemon", action="store_true", help="import aisentinel.daemon first")
+    parser.add_argument(
+        "--drain", action="store_true", help="then let the storm expire and print RSS again"
+    )
     args = parser.parse_args()
     if args.daemon:
         import aisentinel.daemon  # noqa: F401 - its import footprint is the point
     if args.cost:
         cost()
     elif args.ips:
-        run(args.ips)
+        run(args.ips, drain=args.drain)
     else:
-        extra = ["--daemon"] if args.daemon else []
+        extra = (["--daemon"] if args.daemon else []) + (["--drain"] if args.drain else [])
         for ips in (1_000_000, 100_000):
             subprocess.run([sys.executable, __file__, "--ips", str(ips), *extra], check=True)
 
