@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -12,6 +13,7 @@ from aisentinel.detectors.window import (
     ONE_HIT_MIN_THRESHOLD,
     DistinctWindows,
     EventWindows,
+    MultiEventWindows,
     RateWindows,
     RecentSet,
 )
@@ -643,3 +645,102 @@ def test_event_windows_match_a_naive_model() -> None:
             assert (None if got is None else (got.events, got.first_ts)) == want, (seed, key)
             crossings += want is not None
     assert crossings > 1000
+
+
+def _flood_then_live(store: Any, hit: Any, live: int, flood: int) -> list[Any]:
+    """Feed ``flood`` keys three events each at t=0-2 and ``live`` keys 0-6 events at
+    t=950-955, expire at t=1000 (the flood goes) and at t=1052.5 (the live keys last
+    seen before t=952.5 go); the keys left and the answers of each live key's next
+    eight events (t=960-967)."""
+    for i in range(flood):
+        for t in range(3):
+            hit(store, f"f{i}", float(t), i)
+    for j in range(live):
+        for t in range(j % 7):
+            hit(store, f"k{j}", 950.0 + t, j + t)
+    store.expire(1000.0)
+    store.expire(1052.5)
+    left = len(store)
+    return [left] + [
+        hit(store, f"k{j}", 960.0 + t, j * 3 + t) for t in range(8) for j in range(live)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("make", "hit"),
+    [
+        (lambda: EventWindows(5, 100.0, 100_000), lambda s, k, t, v: s.hit(k, t, f"s{v}")),
+        (lambda: EventWindows(2, 100.0, 100_000), lambda s, k, t, v: s.hit(k, t)),
+        (
+            lambda: MultiEventWindows([(3, 50.0), (6, 100.0)], 100_000),
+            lambda s, k, t, v: s.hit(k, t, f"s{v}"),
+        ),
+        (
+            lambda: MultiEventWindows([(1, 50.0), (2, 100.0)], 100_000),
+            lambda s, k, t, v: s.hit(k, t),
+        ),
+        (lambda: DistinctWindows(4, 100.0, 100_000), lambda s, k, t, v: s.hit(k, f"u{v % 5}", t)),
+    ],
+    ids=["event-spill", "event-inline", "multi-spill", "multi-inline", "distinct"],
+)
+def test_a_drained_flood_is_compacted_and_the_live_keys_answer_as_before(
+    make: Any, hit: Any
+) -> None:
+    """Once expiry leaves a quarter of a large table, the store is rebuilt for the keys
+    left; they then cross exactly as in a store that never saw the flood."""
+    flooded = make()
+    answers = _flood_then_live(flooded, hit, live=300, flood=window.COMPACT_MIN * 2)
+    assert answers == _flood_then_live(make(), hit, live=300, flood=0)
+    assert answers[0] < 300  # the second expiry dropped some live keys
+    if isinstance(flooded, DistinctWindows):
+        assert len(flooded._one_values) <= 300
+    else:
+        assert len(flooded._data) <= 300 * flooded._stride
+        if flooded._spill is not None:
+            assert len(flooded._spill) <= 300 * len(flooded._spill_blank)
+
+
+def test_a_table_below_the_compaction_size_or_mostly_held_is_left_as_it_is() -> None:
+    """No rebuild for a small table, nor while more than a quarter of its keys are held."""
+    small = EventWindows(5, 100.0, 100_000)
+    for i in range(window.COMPACT_MIN - 1):
+        small.hit(f"f{i}", 0.0)
+    small.expire(1000.0)
+    assert len(small._data) == (window.COMPACT_MIN - 1) * small._stride
+    held = EventWindows(5, 100.0, 100_000)
+    keys = window.COMPACT_MIN * 3
+    for i in range(keys):
+        held.hit(f"f{i}", 0.0 if i < 2 * window.COMPACT_MIN else 950.0)  # a third stay
+    held.expire(1000.0)
+    assert len(held) == window.COMPACT_MIN
+    assert len(held._data) == keys * held._stride
+    assert not held.compact()
+
+
+def test_recent_set_compacts_and_keeps_its_marks() -> None:
+    """RecentSet (the authenticated clients) gives a drained flood's room back and keeps
+    the marks of the keys left."""
+    recent = RecentSet(100.0, 100_000)
+    for i in range(window.COMPACT_MIN * 2):
+        recent.add(f"f{i}", 0.0)
+    for j in range(50):
+        recent.add(f"k{j}", 950.0 + j / 10)
+    recent.expire(1000.0)
+    assert len(recent._data) == 50 * recent._stride
+    assert [recent.last(f"k{j}") for j in range(50)] == [950.0 + j / 10 for j in range(50)]
+    assert recent.last("f1") == float("-inf")
+
+
+def test_distinct_windows_compaction_keeps_the_second_chance_times() -> None:
+    """After compaction a single-value key keeps its queued time: expiry still stops
+    at the first live key with no newer value since it was queued."""
+    store = DistinctWindows(4, 100.0, 100_000)
+    for i in range(window.COMPACT_MIN * 2):
+        store.hit(f"f{i}", "root", 0.0)
+    for key, ts in (("a", 950.0), ("b", 950.1), ("c", 951.0), ("d", 900.0)):
+        store.hit(key, "root", ts)
+    store.expire(1000.0)  # the flood goes; a, b, c and d stay
+    assert len(store._one_values) == 4
+    store.hit("a", "root", 1051.0)
+    store.expire(1050.5)  # a is re-queued, b goes, c stops the walk: d stays behind it
+    assert sorted(store._keys) == ["a", "c", "d"]

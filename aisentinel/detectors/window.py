@@ -25,6 +25,10 @@ than the window, re-queues keys with a newer event since they were queued, and
 stops at the first live key without one, so it costs O(dropped + re-queued).
 A key idle past the window but queued behind that live key is dropped by a later
 call (at the latest once the keys in front of it expire or are re-queued).
+Arrays and dicts never shrink, so when expiry has left a quarter or less of a store
+that has had :data:`COMPACT_MIN` keys or more, the store is rebuilt for the keys left
+(``compact``: new slots in queue order, a new index; O(keys left), paid for by the
+three quarters dropped before it): a drained flood gives its memory back.
 
 Three counting schemes, each the cheapest that gives the detector its answer:
 
@@ -105,6 +109,10 @@ _RING = 5  # ring of the last ``threshold`` timestamps starts here
 _SPILL_ABOVE = 2
 """Thresholds above this keep a key's first two timestamps in its slot and move them
 to a full ring (of ``threshold`` doubles, in a second array) at its third event."""
+
+COMPACT_MIN = 4096
+"""A store that has had at least this many keys (slots) is compacted once expiry has
+left a quarter of them or fewer (see :meth:`_SlotStore.compact`)."""
 
 # MultiEventWindows state layout: 5 doubles per key, and per window 3 more (quiet-until,
 # count, first, as _QUIET, _COUNT, _FIRST): after them in the slot (inline layout), or
@@ -323,7 +331,36 @@ class _SlotStore(ABC):
                 queue.rotate(-1)
             else:
                 break
+        if dropped:
+            self.compact()
         return dropped
+
+    def compact(self) -> bool:
+        """Give back the room of keys gone, once the table has had at least
+        :data:`COMPACT_MIN` slots and at most a quarter of them are held: the keys get
+        slots 0, 1, ... in queue order in a new array, and a new index. A flood's keys
+        otherwise leave the table the size of its fullest moment (arrays and dicts do
+        not shrink). Keys, states and their order are kept; whether it compacted."""
+        keys = self._keys
+        stride = self._stride
+        slots = len(self._data) // stride
+        if slots < COMPACT_MIN or 4 * len(keys) > slots:
+            return False
+        old = self._data
+        data = array("d")
+        index: dict[str, Any] = {}
+        for key in self._queue:
+            base = keys[key] * stride
+            index[key] = _slot_object(len(data) // stride)
+            data.extend(old[base : base + stride])
+        self._data = data
+        self._keys = index
+        self._free = []
+        self._compacted()
+        return True
+
+    def _compacted(self) -> None:  # noqa: B027 - optional hook
+        """Hook: :meth:`compact` gave the keys new slots in a new ``_data``."""
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -389,6 +426,23 @@ class _SpillStore(_SlotStore):
         if at >= 0:
             return spill[at + self._ring_off + (idx - 1) % self._size]
         return data[base + self._ring_at + idx] if idx else _NEG_INF
+
+    def _compacted(self) -> None:
+        """Move the held keys' blocks into a new spill array, in slot order."""
+        spill = self._spill
+        if spill is None:
+            return
+        data = self._data
+        ring_at = self._ring_at
+        size = len(self._spill_blank)
+        fresh = array("d")
+        for base in range(0, len(data), self._stride):
+            at = int(data[base + ring_at])
+            if at >= 0:
+                data[base + ring_at] = len(fresh)
+                fresh.extend(spill[at : at + size])
+        self._spill = fresh
+        self._spill_free = []
 
     def _give_back(self, base: int) -> None:
         """Free the key's spilled ring, if it has one (spill layout only)."""
@@ -973,6 +1027,7 @@ class DistinctWindows:
         "_one_free",
         "_one_times",
         "_one_values",
+        "_peak",
         "_queue",
         "evicted",
         "max_keys",
@@ -1011,6 +1066,8 @@ class DistinctWindows:
         self._one_times = array("d")
         """Single-value slots: ``[2i]`` last seen, ``[2i + 1]`` queued."""
         self._one_free: list[int] = []
+        self._peak = 0
+        """The most keys :meth:`expire` has seen held since the last :meth:`compact`."""
 
     def _one_slot(self, value: str, ts: float) -> Any:
         """A single-value slot holding ``value`` seen (and queued) at ``ts``: its pooled
@@ -1145,6 +1202,7 @@ class DistinctWindows:
     def expire(self, now: float) -> int:
         """Drop keys whose newest value is older than ``now - window``; how many."""
         queue = self._queue
+        self._peak = max(self._peak, len(self._keys))
         horizon = now - self.window
         dropped = 0
         while queue:
@@ -1158,7 +1216,37 @@ class DistinctWindows:
                 queue.rotate(-1)
             else:
                 break
+        if dropped:
+            self.compact()
         return dropped
+
+    def compact(self) -> bool:
+        """As :meth:`_SlotStore.compact`: once the table has held at least
+        :data:`COMPACT_MIN` keys (as :meth:`expire` saw it) and a quarter of that or fewer
+        are left, a new index and new single-value slots 0, 1, ... in queue order."""
+        keys = self._keys
+        if self._peak < COMPACT_MIN or 4 * len(keys) > self._peak:
+            return False
+        old_values = self._one_values
+        old_times = self._one_times
+        values: list[str | None] = []
+        times = array("d")
+        index: dict[str, Any] = {}
+        for key in self._queue:
+            held = keys[key]
+            if isinstance(held, list):
+                index[key] = held
+                continue
+            index[key] = _slot_object(len(values))
+            values.append(old_values[held])
+            times.append(old_times[2 * held])
+            times.append(old_times[2 * held + 1])
+        self._keys = index
+        self._one_values = values
+        self._one_times = times
+        self._one_free = []
+        self._peak = len(index)
+        return True
 
     def __len__(self) -> int:
         return len(self._keys)
