@@ -47,7 +47,16 @@ from pathlib import Path
 from typing import IO, Any
 
 from fail2ban_anchor import Fail2ban, version
-from journal_rss import BOOT_ID, JOURNAL_REMOTE, MACHINE_ID, OTHER, anchor_unavailable, sshd_lines
+from journal_rss import (
+    BOOT_ID,
+    JOURNAL_REMOTE,
+    MACHINE_ID,
+    OTHER,
+    add_common_arguments,
+    anchor_unavailable,
+    journal_remote_missing,
+    sshd_lines,
+)
 from latency import (
     Daemon,
     Paced,
@@ -233,17 +242,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--background-rate", type=float, default=5000.0, help="background sshd entries/s"
     )
     ap.add_argument("--lines", type=int, default=50_000, help="background pool, sshd lines")
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
-    ap.add_argument("--no-fail2ban", action="store_true", help="skip the fail2ban anchor")
+    add_common_arguments(ap)
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not JOURNAL_REMOTE.exists():
-        print(f"needs {JOURNAL_REMOTE} (Debian package systemd-journal-remote)")
+    if journal_remote_missing():
         return 1
     res = run(args)
     if args.json:

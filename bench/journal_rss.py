@@ -222,21 +222,33 @@ def print_report(res: dict[str, Any]) -> None:
             print(f"  {key}: {res[key]}")
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--profile", choices=("storm", "quiet", "both"), default="both")
-    ap.add_argument("--lines", type=int, default=200_000, help="sshd log lines to generate")
+def add_common_arguments(ap: argparse.ArgumentParser) -> None:
+    """The options every journal benchmark takes: --seed, --json, --aisentinel, --no-fail2ban."""
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--aisentinel", default=None, help="command to run instead of aisentinel")
     ap.add_argument("--no-fail2ban", action="store_true", help="skip the fail2ban anchor")
+
+
+def journal_remote_missing() -> bool:
+    """Say so and return True when the journal writer the benchmarks use is missing."""
+    if JOURNAL_REMOTE.exists():
+        return False
+    print(f"needs {JOURNAL_REMOTE} (Debian package systemd-journal-remote)")
+    return True
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--profile", choices=("storm", "quiet", "both"), default="both")
+    ap.add_argument("--lines", type=int, default=200_000, help="sshd log lines to generate")
+    add_common_arguments(ap)
     return ap.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if not JOURNAL_REMOTE.exists():
-        print(f"needs {JOURNAL_REMOTE} (Debian package systemd-journal-remote)")
+    if journal_remote_missing():
         return 1
     profiles = ("quiet", "storm") if args.profile == "both" else (args.profile,)
     results = [run_profile(p, args) for p in profiles]
