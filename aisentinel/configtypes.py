@@ -42,7 +42,7 @@ DEFAULT_MAX_KEYS = 87_000
 a dict whose keys come and go is rebuilt with 2^18 slots while it holds at most 87,381
 keys, and with 2^19 from 87,382 on, twice the memory (string keys: 3.8 MB against 7.7
 MB at 87,000 and 100,000 keys). With 100,000 as the bound, ``bench/memory.py --ips
-1000000 --daemon`` settled at 194.0 MB; with this one, at 153.9 MB."""
+1000000 --daemon`` settled at 194.2 MB; with this one, at 156.3 MB."""
 
 
 def parse_duration(value: Any) -> float:
