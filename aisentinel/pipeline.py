@@ -164,6 +164,11 @@ class Pipeline:
         """Per detector name: key -> until when no finding about it is handed on (the
         enforcement in force then, see :meth:`_hush`). Entries go at :meth:`expire`.
         Held in the shared state, so a detector can skip findings that would be dropped."""
+        self._banned: dict[str, float] = self.shared.banned
+        """Client address -> until when no finding about it, of any detector, is handed
+        on (an enforcement in force covers it, see :meth:`_hush`)."""
+        self._epoch = -1
+        """The engine's :attr:`~DecisionEngine.epoch` the quiet keys were written under."""
         self._alerted: dict[str, dict[int, dict[str, float]]] = self.shared.alerted
         """Per detector name, per alert severity: key (with its topic, see
         :func:`_alert_key`) -> until when findings about it at that severity or below are
@@ -216,6 +221,8 @@ class Pipeline:
         :meth:`_observe_rest` and :meth:`_handle`), the rest of the batch carries on, and
         the fault is counted in :attr:`event_errors`.
         """
+        if self.engine.epoch != self._epoch:
+            self._forget_bans()
         counters = self.sources.get(batch.source)
         if counters is None:
             counters = self.sources[batch.source] = SourceCounters()
@@ -262,11 +269,17 @@ class Pipeline:
         if len(found) > 1:
             found.sort(key=_by_event)
         quiet = self._quiet
+        banned = self._banned
         alerted = self._alerted
         engine = self.engine
         engine.hold()
         try:
             for _index, _rank, finding in found:
+                if banned and finding.target is None:
+                    client = finding.client
+                    if client is not None and banned.get(client, _NEG_INF) > finding.ts:
+                        self.quieted[finding.detector] += 1
+                        continue
                 if quiet:
                     hush = quiet.get(finding.detector)
                     if hush and hush.get(finding.key, _NEG_INF) > finding.ts:
@@ -417,17 +430,30 @@ class Pipeline:
                 self._fault("output", "on_decision", source, exc, decision)
 
     def _hush(self, finding: Finding, until: float) -> None:
-        """No finding of ``finding``'s detector about its key is handed on before ``until``.
+        """No finding about what ``finding`` is about is handed on before ``until``.
 
         Called once per decision that leaves an enforcement in force (a ban, or
-        "already banned" by another detector's ban): so a storm from one address makes
-        one finding per detector per ban, not one per window or per line, whatever the
-        detector. Detectors are not told: their windows keep counting the key (a
-        crossing after the ban reports the events since the previous one), and the
-        dropped findings are counted in :attr:`quieted`. Checked when the findings of
-        a batch are handled in line order, after the decisions before them, so a batch
-        gives what a line-by-line run gives.
+        "already banned" by an earlier ban). A finding about a client address (no
+        target of its own) quiets that address for every detector: the engine would
+        answer each of them "already banned", whatever the detector. Any other quiets
+        the finding's key for its detector. So a storm from one address makes one
+        finding per ban, not one per window, per line or per detector. Detectors are
+        not told: their windows keep counting the key (a crossing after the ban reports
+        the events since the previous one), and the dropped findings are counted in
+        :attr:`quieted`. Checked when the findings of a batch are handled in line
+        order, after the decisions before them, so a batch gives what a line-by-line
+        run gives. Forgotten when an enforcement ends early (:meth:`_forget_bans`).
         """
+        if finding.target is None and finding.client is not None:
+            banned = self._banned
+            if len(banned) >= QUIET_KEYS_MAX:
+                self._banned = self.shared.banned = banned = {
+                    k: t for k, t in banned.items() if t > finding.ts
+                }
+                if len(banned) >= QUIET_KEYS_MAX:
+                    return  # full of bans in force: the engine's one lookup answers the rest
+            banned[finding.client] = until
+            return
         name = finding.detector
         keys = self._quiet.get(name)
         if keys is None:
@@ -466,10 +492,21 @@ class Pipeline:
                 return  # every key alerted on lately: the next alert goes through
         keys[_alert_key(finding)] = until
 
+    def _forget_bans(self) -> None:
+        """The engine ended an enforcement before its time (an unban, a reload that
+        drops simulated bans, an allowlist change): the quiet keys may hold it, so they
+        all go. The next finding about a key still banned is answered "already banned"
+        by the engine and quiets it again; one about a key no longer banned is decided
+        afresh, at once rather than when the lifted ban would have ended."""
+        self._epoch = self.engine.epoch
+        self._banned.clear()
+        self._quiet.clear()
+
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
         for detector in self.detectors:
             detector.expire(now)
+        self._banned = self.shared.banned = {k: t for k, t in self._banned.items() if t > now}
         for name, keys in list(self._quiet.items()):
             live = {k: t for k, t in keys.items() if t > now}
             if live:
@@ -508,6 +545,7 @@ class Pipeline:
         self.detectors = list(detectors)
         self.shared.bind(self.detectors)
         self.engine = engine
+        self._epoch = -1  # the quiet keys are forgotten at the next batch
         self.runner = runner
         if parsers_config != self.parsers_config:
             self.parsers_config = parsers_config
@@ -557,8 +595,9 @@ class Pipeline:
         yield errors
         quieted = CounterMetricFamily(
             "aisentinel_findings_quieted",
-            "Findings not handed on because their key is acted on already (a ban in force "
-            "that a finding of the same detector led to or ran into), per detector.",
+            "Findings not handed on because what they are about is acted on already (a ban "
+            "in force covers their address, or their key for findings about no single "
+            "address), per detector.",
             labels=["detector"],
         )
         for detector, n in sorted(self.quieted.items()):

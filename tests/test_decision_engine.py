@@ -326,6 +326,35 @@ def test_manual_unban_lifts_and_forgives(env: Env) -> None:
         engine.unban("nope")
 
 
+def test_epoch_moves_only_when_a_ban_ends_before_its_time(env: Env) -> None:
+    """``epoch`` is bumped by an unban, a runtime allow that lifts a ban and a reload
+    that drops simulated bans; not by decisions, repeats or expiry."""
+    engine = env.engine(simulate=True)
+    start = engine.epoch
+    engine.decide(finding())
+    engine.decide(finding())  # already banned
+    engine.decide(finding("198.51.100.9"))
+    assert engine.epoch == start
+    engine.reconfigure(DecisionsConfig(simulate=False))  # drops the simulated bans
+    assert engine.epoch == start + 1
+    engine.decide(finding())
+    engine.decide(finding("198.51.100.9"))
+    engine.reconfigure(DecisionsConfig())  # nothing lifted
+    assert engine.epoch == start + 1
+    engine.allow("198.51.100.0/24", 600.0, "test")
+    assert engine.epoch == start + 2
+    engine.allow("192.0.2.0/24", 600.0, "test")  # covers no ban
+    assert engine.epoch == start + 2
+    engine.unban(ATTACKER)
+    assert engine.epoch == start + 3
+    engine.unban("203.0.113.200")  # nothing held
+    assert engine.epoch == start + 3
+    engine.decide(finding("203.0.113.8"))
+    env.clock.advance(2 * HOUR)
+    assert engine.expire()
+    assert engine.epoch == start + 3
+
+
 # --------------------------------------------------------------------------- brake
 
 

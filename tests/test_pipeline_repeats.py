@@ -26,12 +26,14 @@ def ssh_line(ts: float, client: str, pid: int) -> str:
 class Run:
     """A pipeline with every default detector, its findings and decisions."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, *, simulate: bool = False) -> None:
         self.clock = FakeClock(T0)
         self.findings: list[Finding] = []
         self.decisions: list[Decision] = []
         engine = DecisionEngine(
-            DecisionsConfig(), Ledger(tmp_path / "l.sqlite", self.clock), self.clock
+            DecisionsConfig(simulate=simulate),
+            Ledger(tmp_path / "l.sqlite", self.clock),
+            self.clock,
         )
         self.pipeline = Pipeline(
             detectors=build_detectors({}),
@@ -69,9 +71,9 @@ def test_banned_key_is_quiet_until_the_ban_ends_then_escalates(tmp_path: Path) -
     ]
 
 
-def test_quiet_is_per_detector_and_per_key(tmp_path: Path) -> None:
+def test_a_banned_address_is_quiet_for_every_detector_and_no_other_key(tmp_path: Path) -> None:
     """Another address is found as usual while one is banned; another detector's
-    finding about the banned address is decided ("already banned"), once."""
+    findings about the banned address are held back too (counted), with no decision."""
     run = Run(tmp_path)
     run.failures(T0, 5)
     run.failures(T0 + 10, 5, client="198.51.100.9")
@@ -85,8 +87,28 @@ def test_quiet_is_per_detector_and_per_key(tmp_path: Path) -> None:
     later = [line.replace("16:11:", "16:23:") for line in users]  # past its window
     run.clock.set(T0 + 1420)
     run.pipeline.process(LineBatch("auth", "sshd", later, 0.0))
-    stuffing = [d for d in run.decisions if d.detector == "credential_stuffing"]
-    assert [(d.action, d.reason.startswith("already banned")) for d in stuffing] == [
-        (Action.NONE, True)
-    ]
-    assert run.pipeline.quieted["credential_stuffing"] == 1  # its next crossing, held back
+    assert [d.detector for d in run.decisions] == ["ssh_bruteforce", "ssh_bruteforce"]
+    assert run.pipeline.quieted["credential_stuffing"] == 2  # both of its crossings
+
+
+def test_unban_by_hand_lets_the_detector_ban_again(tmp_path: Path) -> None:
+    """After ``unban``, the address's next crossing is a new ban, not quiet until the
+    lifted ban would have expired."""
+    run = Run(tmp_path)
+    run.failures(T0, 5)
+    assert [d.action for d in run.decisions] == [Action.BAN]
+    assert run.pipeline.engine.unban(ATTACKER, who="test") is not None
+    run.failures(T0 + 700, 5)  # past the window, long before the lifted ban's end
+    again = [(d.action, d.target.text if d.target else None) for d in run.decisions[1:]]
+    assert again == [(Action.BAN, ATTACKER)]
+
+
+def test_simulated_bans_dropped_at_reload_do_not_keep_their_keys_quiet(tmp_path: Path) -> None:
+    """Turning ``simulate`` off drops the simulated bans; the next crossing of their
+    addresses is a real ban at once."""
+    run = Run(tmp_path, simulate=True)
+    run.failures(T0, 5)
+    assert [(d.action, d.simulated) for d in run.decisions] == [(Action.BAN, True)]
+    run.pipeline.engine.reconfigure(DecisionsConfig(simulate=False))
+    run.failures(T0 + 700, 5)
+    assert [(d.action, d.simulated) for d in run.decisions[1:]] == [(Action.BAN, False)]

@@ -266,6 +266,10 @@ class DecisionEngine:
         self._addresses: dict[str, tuple[IPAddress, AddressTarget, str | None]] = {}
         """Client text -> (canonical address, host target, :func:`unbannable` reason)."""
         self._lifted: list[Decision] = []
+        self.epoch = 0
+        """Bumped whenever an enforcement ends before its time (unban, a runtime allow,
+        the sweep at a reload or an allowlist change): whoever remembers "banned until"
+        (the pipeline's quiet keys) must forget it then."""
         self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
         self._runtime = RuntimeAllowlist()
         self._ssh = SshSessions(
@@ -652,6 +656,7 @@ class DecisionEngine:
                     found = self._active.pop(key, None)
                 self._ledger(lambda key=key: self.ledger.remove(key), 0)  # type: ignore[misc]
                 if found is not None:
+                    self.epoch += 1
                     ban = ban or found
                     log.info("ban lifted by hand", target=key, who=who)
             if who is not None:
@@ -767,6 +772,7 @@ class DecisionEngine:
                 if d.target is not None:
                     del self._active[d.target.text]
         if lifted:
+            self.epoch += 1
             targets = [d.target.text for d in lifted if d.target is not None]
             now = self.clock.now()
             self._ledger(lambda: self.ledger.end(targets, now), 0)
@@ -836,6 +842,7 @@ class DecisionEngine:
         """Lift active enforcements the current config forbids (allowlisted, or simulated
         in real mode)."""
         dropped: list[str] = []
+        lifted = len(self._lifted)
         self._by_client.clear()
         with self._lock:
             for key, ban in list(self._active.items()):
@@ -847,6 +854,8 @@ class DecisionEngine:
                     del self._active[key]
                     self._lifted.append(ban)
                     log.warning("ban will be lifted", target=key, why=why)
+        if dropped or len(self._lifted) > lifted:
+            self.epoch += 1
         if dropped:
             now = self.clock.now()
             self._ledger(lambda: self.ledger.end(dropped, now), 0)

@@ -57,7 +57,6 @@ from aisentinel.events import (
 
 _MAX_USER = 128
 _NEG_INF = float("-inf")
-_NOTHING_QUIET: dict[str, float] = {}
 
 
 def _no_path(path: str) -> bool:
@@ -215,7 +214,7 @@ class CredentialStuffingDetector(BatchDetector):
         span = self._span
         # A member already acted on: the pipeline would drop its finding, so none is
         # built (a storm's thousandth failure as "root" from a banned member).
-        hush = self._shared.quiet.get(self.name) or _NOTHING_QUIET
+        hush = self._shared.banned
         for member in members:
             if last(member) >= horizon or credentialed(member) >= horizon:
                 continue

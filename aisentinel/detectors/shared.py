@@ -508,7 +508,7 @@ class SharedState:
     the pipeline's state (:meth:`bind`) moves it over.
     """
 
-    __slots__ = ("alerted", "quiet", "quieted", "requests")
+    __slots__ = ("alerted", "banned", "quiet", "quieted", "requests")
 
     def __init__(self) -> None:
         self.requests = RequestIndex()
@@ -516,6 +516,10 @@ class SharedState:
         """Per detector name: key -> until when no finding about it is handed on (the
         enforcement in force then). Written by the pipeline (``Pipeline._hush``); a
         detector may read it to skip building findings the pipeline would drop."""
+        self.banned: dict[str, float] = {}
+        """Client address -> until when no finding about it, of any detector, is handed
+        on (an enforcement in force covers it; written by ``Pipeline._hush``). Read it
+        through this attribute each time: the pipeline replaces the dict when it prunes."""
         self.alerted: dict[str, dict[int, dict[str, float]]] = {}
         """Per detector name, per severity of an alert: key (``key``, or ``key`` and
         ``topic`` joined by U+001F) -> until when no finding of that detector about it at
