@@ -173,6 +173,11 @@ class Pipeline:
         """Per detector name, per alert severity: key (with its topic, see
         :func:`_alert_key`) -> until when findings about it at that severity or below are
         dropped (``alert_repeat``, see :meth:`_hold_back`). Entries go at :meth:`expire`."""
+        self._braked: dict[str, dict[int, dict[str, float]]] = {}
+        """The same for the alerts of the engaged ban brake (a minute at most), kept apart:
+        they are all forgotten when the brake releases (see :meth:`_check_engine`)."""
+        self._releases = -1
+        """The engine's brake releases the brake hold-backs were written under."""
         self._last_until = 0.0
         """The newest alert's quiet-until, rounded up to the second (see :meth:`_hold_back`)."""
         self._faults_logged: set[tuple[str, str, str]] = set()
@@ -221,8 +226,9 @@ class Pipeline:
         :meth:`_observe_rest` and :meth:`_handle`), the rest of the batch carries on, and
         the fault is counted in :attr:`event_errors`.
         """
-        if self.engine.epoch != self._epoch:
-            self._forget_bans()
+        engine = self.engine
+        if engine.epoch != self._epoch or engine.brake_releases() != self._releases:
+            self._check_engine()
         counters = self.sources.get(batch.source)
         if counters is None:
             counters = self.sources[batch.source] = SourceCounters()
@@ -271,6 +277,7 @@ class Pipeline:
         quiet = self._quiet
         banned = self._banned
         alerted = self._alerted
+        braked = self._braked
         engine = self.engine
         engine.hold()
         try:
@@ -287,6 +294,11 @@ class Pipeline:
                         continue
                 if alerted:
                     levels = alerted.get(finding.detector)
+                    if levels and _held_back(levels, finding):
+                        self.quieted[finding.detector] += 1
+                        continue
+                if braked:
+                    levels = braked.get(finding.detector)
                     if levels and _held_back(levels, finding):
                         self.quieted[finding.detector] += 1
                         continue
@@ -414,7 +426,8 @@ class Pipeline:
         self.decisions[(decision.action.value, decision.detector)] += 1
         if decision.quiet_until is not None:
             if decision.action is Action.ALERT:
-                self._hold_back(finding, decision.quiet_until)
+                into = self._braked if decision.braked else self._alerted
+                self._hold_back(finding, decision.quiet_until, into)
             else:
                 self._hush(finding, decision.quiet_until)
         if self.runner is not None:
@@ -442,7 +455,7 @@ class Pipeline:
         the events since the previous one), and the dropped findings are counted in
         :attr:`quieted`. Checked when the findings of a batch are handled in line
         order, after the decisions before them, so a batch gives what a line-by-line
-        run gives. Forgotten when an enforcement ends early (:meth:`_forget_bans`).
+        run gives. Forgotten when an enforcement ends early (:meth:`_check_engine`).
         """
         if finding.target is None and finding.client is not None:
             banned = self._banned
@@ -464,12 +477,15 @@ class Pipeline:
                 return  # full of bans in force: the engine's one lookup answers the rest
         keys[finding.key] = until
 
-    def _hold_back(self, finding: Finding, until: float) -> None:
+    def _hold_back(
+        self, finding: Finding, until: float, into: dict[str, dict[int, dict[str, float]]]
+    ) -> None:
         """After an alert: no finding of ``finding``'s detector about its key and topic at
         its severity or below is handed on before ``until`` (``alert_repeat``), so an attacker
         who is not banned (below ``ban_severity``, an alert-only detector, no single
         address) makes one alert per ``alert_repeat``, not one per window. A more
         severe finding goes through (and may be a ban). Counted in :attr:`quieted`.
+        ``into``: :attr:`_alerted`, or :attr:`_braked` for an alert of the ban brake.
 
         ``until`` is held rounded up to the whole second, and the alerts of one second
         share one float object: a storm's alerts about 28,000 addresses (braked bans,
@@ -479,9 +495,9 @@ class Pipeline:
             until = self._last_until
         else:
             until = self._last_until = up
-        levels = self._alerted.get(finding.detector)
+        levels = into.get(finding.detector)
         if levels is None:
-            levels = self._alerted[finding.detector] = {}
+            levels = into[finding.detector] = {}
         level = int(finding.severity)
         keys = levels.get(level)
         if keys is None:
@@ -492,15 +508,29 @@ class Pipeline:
                 return  # every key alerted on lately: the next alert goes through
         keys[_alert_key(finding)] = until
 
-    def _forget_bans(self) -> None:
-        """The engine ended an enforcement before its time (an unban, a reload that
-        drops simulated bans, an allowlist change): the quiet keys may hold it, so they
-        all go. The next finding about a key still banned is answered "already banned"
-        by the engine and quiets it again; one about a key no longer banned is decided
-        afresh, at once rather than when the lifted ban would have ended."""
-        self._epoch = self.engine.epoch
-        self._banned.clear()
-        self._quiet.clear()
+    def _check_engine(self) -> None:
+        """What the engine told since the last batch that the quiet keys and hold-backs
+        must follow.
+
+        An enforcement ended before its time (an unban, a reload that drops simulated
+        bans, an allowlist change): the quiet keys may hold it, so they all go. The next
+        finding about a key still banned is answered "already banned" by the engine and
+        quiets it again; one about a key no longer banned is decided afresh, at once
+        rather than when the lifted ban would have ended.
+
+        The ban brake released (``aisentinel brake reset``, or calm): the keys its alerts
+        held back are let through, so their next finding is a ban at once rather than up
+        to a minute later. The hold-backs of ordinary alerts (``alert_repeat``) stay.
+        """
+        engine = self.engine
+        if engine.epoch != self._epoch:
+            self._epoch = engine.epoch
+            self._banned.clear()
+            self._quiet.clear()
+        releases = engine.brake_releases()
+        if releases != self._releases:
+            self._releases = releases
+            self._braked.clear()
 
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
@@ -513,15 +543,16 @@ class Pipeline:
                 self._quiet[name] = live
             else:
                 del self._quiet[name]
-        for name, levels in list(self._alerted.items()):
-            for level, keys in list(levels.items()):
-                still = {k: t for k, t in keys.items() if t > now}
-                if still:
-                    levels[level] = still
-                else:
-                    del levels[level]
-            if not levels:
-                del self._alerted[name]
+        for held in (self._alerted, self._braked):
+            for name, levels in list(held.items()):
+                for level, keys in list(levels.items()):
+                    still = {k: t for k, t in keys.items() if t > now}
+                    if still:
+                        levels[level] = still
+                    else:
+                        del levels[level]
+                if not levels:
+                    del held[name]
         self.shared.expire(now)
         expired = self.engine.expire(now)
         if self.runner is not None and expired:
@@ -544,6 +575,8 @@ class Pipeline:
         detectors share carry on (the new set of detectors is bound to it)."""
         self.detectors = list(detectors)
         self.shared.bind(self.detectors)
+        if engine is not self.engine:
+            self._releases = -1  # another brake: its hold-backs go at the next batch
         self.engine = engine
         self._epoch = -1  # the quiet keys are forgotten at the next batch
         self.runner = runner

@@ -139,6 +139,27 @@ def test_brake_alerts_hold_back_for_a_minute_only(tmp_path: Path) -> None:
     assert run.pipeline.quieted["echo"] == 1
 
 
+def test_brake_reset_lets_the_keys_it_held_back_through_at_once(tmp_path: Path) -> None:
+    """After ``brake reset``, a key held back by a braked alert is banned at its next
+    finding, not a minute later; an ordinary alert's hold-back (alert_repeat) stays."""
+    run = Run(tmp_path, max_bans_per_minute=1, brake_cooldown="1d")
+    run.request(0, "/high", client="203.0.113.1")  # the one ban a minute
+    run.request(1, "/high", client="203.0.113.7")  # braked: alert
+    run.request(2, "/medium", client="203.0.113.9")  # an ordinary alert
+    run.request(10, "/high", client="203.0.113.7")  # held back
+    assert run.pipeline.engine.reset_brake("test")
+    run.request(20, "/high", client="203.0.113.7")  # let through: a ban now
+    run.request(21, "/medium", client="203.0.113.9")  # still held back
+    decided = [(d.action, d.target.text if d.target else None) for d in run.decisions]
+    assert decided == [
+        (Action.BAN, "203.0.113.1"),
+        (Action.ALERT, "203.0.113.7"),
+        (Action.ALERT, "203.0.113.9"),
+        (Action.BAN, "203.0.113.7"),
+    ]
+    assert run.pipeline.quieted["echo"] == 2
+
+
 def test_expire_forgets_past_alerts(tmp_path: Path) -> None:
     """The pipeline's housekeeping drops alert marks whose hour is over."""
     run = Run(tmp_path)

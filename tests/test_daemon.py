@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -13,7 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import nginx_line, ssh_fail, wait_for
 
+from aisentinel.cli import main
 from aisentinel.config import Config, load_config
+from aisentinel.control import request
 from aisentinel.daemon import Daemon
 from aisentinel.events import EventBatch, LineBatch
 from aisentinel.sources.file import FileSource
@@ -227,6 +230,31 @@ def test_reload_applies_new_config_and_keeps_bans(
         assert r.daemon.config.detectors["ssh_bruteforce"].threshold == 2  # type: ignore[attr-defined]
     finally:
         r.stop()
+
+
+def test_unban_on_the_control_socket_lets_the_next_attack_be_banned_again(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """`aisentinel unban` through the running daemon's socket lifts the ban, and the
+    address's next brute force is banned again at once (not quiet until the lifted
+    ban's end); `aisentinel bans` lists it again."""
+    path = _write_config(tmp_path)
+    sock_dir = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))  # a socket path is short
+    sock = sock_dir / "c.sock"
+    path.write_text(path.read_text().replace('control_socket = ""', f'control_socket = "{sock}"'))
+    r = Running(path)
+    attacker = "198.51.100.40"
+    try:
+        _append(logs / "auth.log", [ssh_fail(now_epoch - 700 + i, attacker) for i in range(6)])
+        assert wait_for(lambda: attacker in r.active(), timeout=15)
+        assert main(["unban", attacker, "--socket", str(sock)]) == 0
+        assert attacker not in r.active()
+        _append(logs / "auth.log", [ssh_fail(now_epoch + i, attacker) for i in range(6)])
+        assert wait_for(lambda: attacker in r.active(), timeout=15)
+        assert request(sock, "bans")["bans"][0]["target"] == attacker
+    finally:
+        r.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def test_reload_to_an_out_of_range_threshold_is_refused_and_old_config_works(

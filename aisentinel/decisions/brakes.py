@@ -151,6 +151,9 @@ class StormBrake:
         self.limit = limit
         self.cooldown = cooldown
         self.tripped_since: float | None = None
+        self.releases = 0
+        """How many times it was released (a reset or calm): whoever holds findings back
+        because of it (the pipeline, a minute per key) lets them through when it moves."""
         self._recent: deque[float] = deque(maxlen=limit + 1)
         self._calm_since: float | None = None
 
@@ -213,5 +216,6 @@ class StormBrake:
         self.tripped_since = None
         self._calm_since = None
         self._recent.clear()
+        self.releases += 1
         log.info("ban storm brake released", why=why)
         return True

@@ -818,6 +818,10 @@ class DecisionEngine:
             self.workload_allowlist = self._build_workload_allowlist()
             self._sweep()
 
+    def brake_releases(self) -> int:
+        """How many times the storm brake was released (by an operator or by calm)."""
+        return self._brake.releases
+
     def brake_tripped_since(self) -> float | None:
         """When the storm brake tripped (epoch seconds), or ``None`` when it is not tripped."""
         return self._brake.tripped_since
