@@ -178,6 +178,8 @@ class Pipeline:
         they are all forgotten when the brake releases (see :meth:`_check_engine`)."""
         self._releases = -1
         """The engine's brake releases the brake hold-backs were written under."""
+        self._policy = -1
+        """The engine's :attr:`~DecisionEngine.policy` the alert hold-backs were written under."""
         self._last_until = 0.0
         """The newest alert's quiet-until, rounded up to the second (see :meth:`_hold_back`)."""
         self._faults_logged: set[tuple[str, str, str]] = set()
@@ -227,7 +229,11 @@ class Pipeline:
         the fault is counted in :attr:`event_errors`.
         """
         engine = self.engine
-        if engine.epoch != self._epoch or engine.brake_releases() != self._releases:
+        if (
+            engine.epoch != self._epoch
+            or engine.policy != self._policy
+            or engine.brake_releases() != self._releases
+        ):
             self._check_engine()
         counters = self.sources.get(batch.source)
         if counters is None:
@@ -521,6 +527,11 @@ class Pipeline:
         The ban brake released (``aisentinel brake reset``, or calm): the keys its alerts
         held back are let through, so their next finding is a ban at once rather than up
         to a minute later. The hold-backs of ordinary alerts (``alert_repeat``) stay.
+
+        A reload changed the ``[decisions]`` table (say ``ban_severity`` lowered, a detector
+        taken off ``alert_only_detectors``): every alert hold-back goes, so the next
+        finding about a key alerted on is decided under the new table at once, not up to
+        ``alert_repeat`` later (at worst one alert more per key held back).
         """
         engine = self.engine
         if engine.epoch != self._epoch:
@@ -530,6 +541,10 @@ class Pipeline:
         releases = engine.brake_releases()
         if releases != self._releases:
             self._releases = releases
+            self._braked.clear()
+        if engine.policy != self._policy:
+            self._policy = engine.policy
+            self._alerted.clear()
             self._braked.clear()
 
     def expire(self, now: float) -> list[Decision]:
@@ -576,7 +591,7 @@ class Pipeline:
         self.detectors = list(detectors)
         self.shared.bind(self.detectors)
         if engine is not self.engine:
-            self._releases = -1  # another brake: its hold-backs go at the next batch
+            self._releases = self._policy = -1  # another engine: hold-backs go at the next batch
         self.engine = engine
         self._epoch = -1  # the quiet keys are forgotten at the next batch
         self.runner = runner

@@ -160,6 +160,22 @@ def test_brake_reset_lets_the_keys_it_held_back_through_at_once(tmp_path: Path) 
     assert run.pipeline.quieted["echo"] == 2
 
 
+def test_reload_that_lowers_ban_severity_decides_held_back_keys_again(tmp_path: Path) -> None:
+    """After a reload lowers ``ban_severity`` to medium, the next medium finding about a
+    key alerted on is a ban at once, not held back until ``alert_repeat`` ends; a reload
+    that changes nothing keeps the hold-back."""
+    run = Run(tmp_path)
+    run.request(0, "/medium", client="203.0.113.7")
+    run.request(1, "/medium", client="203.0.113.8")
+    engine = run.pipeline.engine
+    engine.reconfigure(DecisionsConfig())  # the same table
+    run.request(10, "/medium", client="203.0.113.7")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)] * 2
+    engine.reconfigure(DecisionsConfig.model_validate({"ban_severity": "medium"}))
+    run.request(20, "/medium", client="203.0.113.7")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)] * 2 + [(Action.BAN, Severity.MEDIUM)]
+
+
 def test_expire_forgets_past_alerts(tmp_path: Path) -> None:
     """The pipeline's housekeeping drops alert marks whose hour is over."""
     run = Run(tmp_path)

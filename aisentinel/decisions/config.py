@@ -108,8 +108,9 @@ class DecisionsConfig(StrictModel):
     same or a lower severity are dropped (counted in ``aisentinel_findings_quieted_total``)
     for this long: an attacker who keeps on makes one alert an hour, not one a window.
     A more severe finding always goes through. Alerts of the storm brake hold back for a
-    minute at most, so that once it releases the key's next finding is a ban. 0s hands
-    on every finding; 0s-1d."""
+    minute at most, so that once it releases the key's next finding is a ban. A reload
+    that changes this table lets every held-back key be decided again under the new one.
+    0s hands on every finding; 0s-1d."""
     max_bans_per_minute: int = Field(default=60, ge=1, le=10_000)
     """The storm brake: beyond this many bans in 60 s, bans become alerts (the brake stays
     tripped until ``aisentinel brake reset`` or ``brake_cooldown`` of calm); 1-10000."""

@@ -270,6 +270,10 @@ class DecisionEngine:
         """Bumped whenever an enforcement ends before its time (unban, a runtime allow,
         the sweep at a reload or an allowlist change): whoever remembers "banned until"
         (the pipeline's quiet keys) must forget it then."""
+        self.policy = 0
+        """Bumped when a reload changed the ``[decisions]`` table: whoever holds findings
+        back because of a decision taken under the old one (the pipeline's alert
+        hold-backs) must let them be decided again under the new one."""
         self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
         self._runtime = RuntimeAllowlist()
         self._ssh = SshSessions(
@@ -809,8 +813,11 @@ class DecisionEngine:
 
         Active bans of addresses that are allowlisted now are reported by the next
         :meth:`expire`; simulated bans are dropped when ``simulate`` was turned off.
+        :attr:`policy` moves when the table changed.
         """
         with self._op:
+            if config != self.config:
+                self.policy += 1
             self.config = config
             self._brake.configure(config.max_bans_per_minute, config.brake_cooldown)
             self._hosts = self._read_hosts()
