@@ -195,15 +195,21 @@ class HttpAuthDetector(Detector):
             else:
                 picked = [i for i, r in enumerate(reqs) if r.status == 401 or r.status in statuses]
             rejections, failures = self._rejections_slow, self._failures_slow
+            # Clients whose latest request in this batch was a success already looked
+            # at: nothing can be held for them until their next rejection.
+            clean: set[str] = set()
             for i in picked:
                 request = reqs[i]
+                client = request.client
                 if request.status < 400:
                     # A success with credentials (all a user's requests, on a server
                     # behind basic auth): it forgives only a client with failures held.
-                    client = request.client
-                    if client in rejections or client in failures:
-                        self._forgive(client)
+                    if client not in clean:
+                        clean.add(client)
+                        if client in rejections or client in failures:
+                            self._forgive(client)
                     continue
+                clean.discard(client)
                 found = observe(request)
                 if found is not None:
                     out.append((i, found))
