@@ -39,7 +39,11 @@ from aisentinel.textsafe import escape
 
 BATCH_LINES = 2048
 """Lines per pipeline batch: as fast as 8192 and a few MB lighter at peak (storm access)."""
-CHUNK_BYTES = 4 << 20
+CHUNK_BYTES = 1 << 20
+"""Bytes read at a time; a chunk's lines are all decoded before its first batch goes.
+1 MiB against 4 MiB: the same speed, and a replay's peak RSS about 25 MB lower (storm
+access.log 104.7 -> 78.3 MB, storm auth.log 97.9 -> 73.0 MB, quiet access.log 101.2 ->
+74.9 MB; ``/usr/bin/time -f %M``)."""
 SNIFF_LINES = 64
 
 READ_ERRORS = (OSError, EOFError, zlib.error)
