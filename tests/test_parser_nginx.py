@@ -157,6 +157,44 @@ def test_json_line_fields() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("over", "want"),
+    [
+        ({}, ("POST", 200, 512, None, 1.5, 1.3, "AbCd1234", "gpu.example.com")),
+        (
+            {"status": 401, "body_bytes_sent": 7, "request_time": 0.25},
+            ("POST", 401, 7, None, 0.25, 1.3, "AbCd1234", "gpu.example.com"),
+        ),
+        (
+            {"remote_user": "-", "key_id": None, "host": 5, "upstream_response_time": "-"},
+            ("POST", 200, 512, None, 1.5, None, None, "5"),
+        ),
+        (
+            {"remote_user": "bob", "request_time": "0.2 : 0.3", "request_body": "-"},
+            ("POST", 200, 512, "bob", 0.5, 1.3, "AbCd1234", "gpu.example.com"),
+        ),
+        (
+            {"request_method": 7, "remote_user": False, "key_id": 0, "request_time": "nan"},
+            ("7", 200, 512, "False", None, 1.3, "0", "gpu.example.com"),
+        ),
+        (
+            {"body_bytes_sent": "-", "request_time": " 1.25 "},
+            ("POST", 200, 0, None, 1.25, 1.3, "AbCd1234", "gpu.example.com"),
+        ),
+    ],
+)
+def test_json_fields_of_any_type_read_as_their_text(
+    over: dict[str, object], want: tuple[object, ...]
+) -> None:
+    """A JSON field written as a number, boolean or null reads as its text (null, "" and
+    "-" are unset); timings may be one number or several upstreams' summed."""
+    e = _one("nginx-json", _json_line(**over))
+    got = (e.method, e.status, e.bytes_sent, e.user, e.request_time, e.upstream_time)
+    assert got[:4] == want[:4]
+    assert [None if t is None else pytest.approx(t) for t in got[4:]] == list(want[4:6])
+    assert (e.key_id, e.host) == want[6:]
+
+
 def test_json_iso_time_and_forwarded() -> None:
     """$time_iso8601 is honoured and xff is believed only from a trusted peer."""
     line = _json_line(time="2015-01-20T19:53:28+01:00", remote_addr="10.0.0.2", xff="6.6.6.6")

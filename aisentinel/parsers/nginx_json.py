@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from aisentinel.configtypes import StrictModel
@@ -22,6 +23,7 @@ from aisentinel.parsers.proxy import ADDR_RE, ProxyResolver, normalize_addr
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS, IsoTime
 
 _ADDR = re.compile(ADDR_RE)
+_new = tuple.__new__
 
 
 def _text(value: Any) -> str:
@@ -31,13 +33,25 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+_UNSET = ("", "-")
+"""What nginx writes for an unset variable."""
+
+
 def _opt_text(value: Any) -> str | None:
     text = _text(value)
-    return None if text in ("", "-") else text
+    return None if text in _UNSET else text
 
 
 def _seconds(value: Any) -> float | None:
     """``"0.123"`` -> 0.123; ``"0.100, 0.050"`` (several upstreams) -> their sum; else None."""
+    if type(value) is str:
+        # One number, as nginx writes nearly always: what the loop below gives for it.
+        try:
+            one = float(value)
+        except ValueError:
+            pass
+        else:
+            return one if math.isfinite(one) else None
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value) if math.isfinite(value) else None
     text = _text(value)
@@ -72,6 +86,11 @@ class NginxJsonParser(Parser):
         self._iso = IsoTime()
         self._proxy = ProxyResolver(ctx.trusted_proxies)
 
+    def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
+        """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop."""
+        parse = self.parse
+        return [r for r in map(parse, lines) if r is not None]
+
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` (not JSON, or lacking address/status)."""
         if not line.startswith("{"):
@@ -90,36 +109,63 @@ class NginxJsonParser(Parser):
             return None
 
     def _event(self, data: dict[str, Any]) -> HttpRequest | None:
-        peer = _text(data.get("remote_addr"))
+        # nginx's escape=json writes every field as a string: that case is read inline,
+        # anything else goes through _text / _opt_text (same result either way).
+        get = data.get
+        peer = get("remote_addr")
+        if type(peer) is not str:
+            peer = _text(peer)
         if not peer or _ADDR.fullmatch(peer) is None:
             return None
-        peer = normalize_addr(peer)
-        status_text = _text(data.get("status"))
+        if peer[0] == ":":
+            peer = normalize_addr(peer)
+        status_text = get("status")
+        if type(status_text) is not str:
+            status_text = _text(status_text)
         if not status_text.isdigit():
             return None
-        ts = self._time(data.get("time"))
+        ts = self._time(get("time"))
         if ts is None:
             return None
         client = peer
         if self._proxy.enabled:
-            forwarded = _opt_text(data.get("xff")) or _opt_text(data.get("real_ip"))
+            forwarded = _opt_text(get("xff")) or _opt_text(get("real_ip"))
             client = normalize_addr(self._proxy.client(peer, forwarded))
-        sent = _text(data.get("body_bytes_sent"))
-        return HttpRequest(
-            ts=ts,
-            source=self.source,
-            client=client,
-            method=_text(data.get("request_method")),
-            path=_text(data.get("request_uri")),
-            status=int(status_text),
-            bytes_sent=int(sent) if sent.isdigit() else 0,
-            user=_opt_text(data.get("remote_user")),
-            user_agent=_text(data.get("http_user_agent")),
-            request_time=_seconds(data.get("request_time")),
-            upstream_time=_seconds(data.get("upstream_response_time")),
-            key_id=_opt_text(data.get("key_id")),
-            body=_opt_text(data.get("request_body")),
-            host=_opt_text(data.get("host")),
+        sent = get("body_bytes_sent")
+        if type(sent) is not str:
+            sent = _text(sent)
+        method = get("request_method")
+        path = get("request_uri")
+        agent = get("http_user_agent")
+        user = get("remote_user")
+        user = (None if user in _UNSET else user) if type(user) is str else _opt_text(user)
+        key_id = get("key_id")
+        key_id = (
+            (None if key_id in _UNSET else key_id) if type(key_id) is str else _opt_text(key_id)
+        )
+        body = get("request_body")
+        body = (None if body in _UNSET else body) if type(body) is str else _opt_text(body)
+        host = get("host")
+        host = (None if host in _UNSET else host) if type(host) is str else _opt_text(host)
+        # tuple.__new__ skips the NamedTuple's Python-level __new__; HttpRequest's order.
+        return _new(
+            HttpRequest,
+            (
+                ts,
+                self.source,
+                client,
+                method if type(method) is str else _text(method),
+                path if type(path) is str else _text(path),
+                int(status_text),
+                int(sent) if sent.isdigit() else 0,
+                user,
+                agent if type(agent) is str else _text(agent),
+                _seconds(get("request_time")),
+                _seconds(get("upstream_response_time")),
+                key_id,
+                body,
+                host,
+            ),
         )
 
     def _time(self, value: Any) -> float | None:
