@@ -13,8 +13,9 @@ after, so you can see the tables stop growing at ``max_keys``.
     .venv/bin/python bench/memory.py --ips 200000 --drain  # and once the storm expired
 
 RSS "after" is what a daemon holding that many addresses would add to its
-import footprint; ``--daemon`` imports ``aisentinel.daemon`` first so "after" is
-the whole process.
+import footprint; ``--daemon`` sets the allocator as ``aisentinel run`` does
+(``tune_malloc``) and imports ``aisentinel.daemon`` first, so "after" is the whole
+process.
 
 Each run is a fresh process so the RSS figures do not include an earlier run.
 """
@@ -177,6 +178,9 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.daemon:
+        from aisentinel.memory import tune_malloc
+
+        tune_malloc()  # the allocator settings of `aisentinel run`
         import aisentinel.daemon  # noqa: F401 - its import footprint is the point
     if args.cost:
         cost()
