@@ -40,16 +40,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aisentinel.memory import tune_malloc  # noqa: PLC0415
 
     tuned = tune_malloc()  # first, before any thread or large allocation
-    import structlog  # noqa: PLC0415
-
-    from aisentinel.daemon import Daemon  # noqa: PLC0415 - keep other commands light
+    from aisentinel.daemon import Daemon, log  # noqa: PLC0415 - keep other commands light
     from aisentinel.logsetup import configure_logging  # noqa: PLC0415
 
     config = _load(args.config)
     if config is None:
         return 1
     configure_logging(args.log_format or config.daemon.log_format, config.daemon.log_level)
-    structlog.get_logger("aisentinel.daemon").debug("allocator tuned (mallopt)", **tuned)
+    log.debug("allocator tuned (mallopt)", **tuned)
     daemon = Daemon(config, config_path=args.config)
     daemon.install_signal_handlers()
     return daemon.run()

@@ -65,9 +65,10 @@ _PARAMETERS = (
 )
 
 
-def _malloc_trim() -> Callable[[int], int] | None:
+def _libc(name: str) -> Callable[..., int] | None:
+    """The loaded C library's function ``name``, or ``None`` where it has none."""
     try:
-        fn: Callable[[int], int] = ctypes.CDLL(None).malloc_trim  # the loaded C library
+        fn: Callable[..., int] = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
         return None
     return fn
@@ -79,7 +80,7 @@ class HeapTrimmer:
     __slots__ = ("_fn", "_seen", "trims")
 
     def __init__(self) -> None:
-        self._fn = _malloc_trim()
+        self._fn: Callable[[int], int] | None = _libc("malloc_trim")
         self._seen = -1
         self.trims = 0
         """How many times memory was trimmed."""
@@ -99,14 +100,6 @@ class HeapTrimmer:
         return True
 
 
-def _mallopt() -> Callable[[int, int], int] | None:
-    try:
-        fn: Callable[[int, int], int] = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return None
-    return fn
-
-
 def tune_malloc(
     environ: Mapping[str, str] | None = None,
     mallopt: Callable[[int, int], int] | None = None,
@@ -115,7 +108,7 @@ def tune_malloc(
     environment variable name. A parameter the environment sets is left to it; on a C
     library without ``mallopt`` nothing is set."""
     env = os.environ if environ is None else environ
-    fn = _mallopt() if mallopt is None else mallopt
+    fn = _libc("mallopt") if mallopt is None else mallopt
     if fn is None:
         return {}
     tunables = env.get("GLIBC_TUNABLES", "")
