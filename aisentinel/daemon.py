@@ -42,6 +42,7 @@ from aisentinel.exporter import (
     Exporter,
 )
 from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
+from aisentinel.logsetup import log_output_failing
 from aisentinel.memory import HeapTrimmer
 from aisentinel.metrics import Collecting
 from aisentinel.metricsweb import Landing, serve_metrics
@@ -143,7 +144,7 @@ class Daemon:
 
     @property
     def degraded(self) -> dict[str, str]:
-        """Components running degraded now (state, ledger, exporter), each with why.
+        """Components running degraded now (state, ledger, exporter, log), each with why.
 
         Empty when all is well. The exporter (``aisentinel_degraded``), the systemd
         STATUS line and other commands read it.
@@ -152,6 +153,9 @@ class Daemon:
         failing = self.ledger.failing
         if failing is not None and "ledger" not in out:
             out["ledger"] = failing
+        lost = log_output_failing()
+        if lost is not None:
+            out["log"] = lost
         return out
 
     def _usable_state_dir(self, configured: Path) -> Path:

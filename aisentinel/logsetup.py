@@ -3,6 +3,11 @@
 ``log_format = "auto"`` picks journald (structured fields) when stdout is connected to
 the journal and systemd-python is present, JSON lines when stdout is not a terminal,
 and coloured console output on a terminal.
+
+A log line that cannot be written (stdout redirected to a full disk, a closed pipe)
+never stops the daemon: :class:`LogOutput` swallows the error, the daemon reports the
+component ``log`` degraded (``aisentinel_degraded``, the systemd STATUS line, ``aisentinel
+status``) until a line is written again, and one line says so on stderr.
 """
 
 from __future__ import annotations
@@ -10,11 +15,15 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
+from aisentinel.faults import reason
 from aisentinel.textsafe import escape, escape_lines
+
+_OUTPUT: LogOutput | None = None
+"""The stream :func:`configure_logging` set up last (see :func:`log_output_failing`)."""
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
 _LEVELS["error"] = logging.ERROR
@@ -71,6 +80,69 @@ def escape_for_console(
     }
 
 
+class LogOutput:
+    """The stream log lines are printed to, made unable to stop the daemon.
+
+    A write or flush that fails (``OSError``: no space, a broken pipe, an I/O error;
+    ``ValueError``: the stream was closed) is dropped: detection and bans go on without
+    that line. :attr:`failing` says why from the first failure until a flush succeeds
+    again (space freed, say); the first failure of each such spell writes one line to
+    stderr (itself allowed to fail: it is often the same stream). Printing a line is
+    writes then one flush, so a line counts as written when its flush succeeds and none
+    of its writes failed.
+    """
+
+    __slots__ = ("__weakref__", "_lost", "_stream", "failing", "failures")  # weakref: structlog
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._lost = False
+        """A write failed since the last flush (so that flush succeeding proves nothing)."""
+        self.failing: str | None = None
+        """Why log lines are being lost now, or ``None``."""
+        self.failures = 0
+        """Writes and flushes that failed, in all."""
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except (OSError, ValueError) as exc:
+            self._lost = True
+            self._failed(exc)
+            return 0
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except (OSError, ValueError) as exc:
+            self._failed(exc)
+            return
+        if self._lost:
+            self._lost = False
+        else:
+            self.failing = None  # a whole line written: the output works again
+
+    def _failed(self, exc: Exception) -> None:
+        self.failures += 1
+        if self.failing is not None:
+            return
+        why = reason(exc)
+        self.failing = f"log lines cannot be written: {why}"
+        try:
+            sys.stderr.write(
+                f"aisentinel: log output failing ({why}); detection and bans go on, "
+                "their log lines are lost until it can be written again\n"
+            )
+            sys.stderr.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def log_output_failing() -> str | None:
+    """Why log lines are being lost now (the daemon reports ``log`` degraded), or ``None``."""
+    return None if _OUTPUT is None else _OUTPUT.failing
+
+
 def resolve_format(fmt: str, stream: TextIO) -> str:
     """The concrete format for ``auto`` on this stream and environment."""
     if fmt != "auto":
@@ -89,6 +161,7 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
 
 def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | None = None) -> str:
     """Configure structlog process-wide; returns the format chosen."""
+    global _OUTPUT  # noqa: PLW0603 - structlog's configuration is process-wide too
     out = stream if stream is not None else sys.stdout
     chosen = resolve_format(fmt, out)
     processors: list[Any] = [
@@ -107,10 +180,11 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     else:
         processors.append(structlog.processors.JSONRenderer())
+    _OUTPUT = LogOutput(out)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        logger_factory=structlog.PrintLoggerFactory(cast("TextIO", _OUTPUT)),
         cache_logger_on_first_use=False,
     )
     return chosen

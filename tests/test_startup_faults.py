@@ -56,7 +56,8 @@ IS_ROOT = os.geteuid() == 0
 class Proc:
     """``aisentinel run`` in a subprocess, its JSON log lines collected as they come."""
 
-    def __init__(self, tmp: Path, state: Path, port: int = 0) -> None:
+    def __init__(self, tmp: Path, state: Path, port: int = 0, stdout: Path | None = None) -> None:
+        """``stdout``: a file the daemon's log lines go to instead of this object."""
         self.logs = tmp / "logs"
         self.logs.mkdir(exist_ok=True)  # auth.log appears later: it is read from its start
         config = tmp / "aisentinel.toml"
@@ -67,11 +68,12 @@ class Proc:
         self.notify.settimeout(0.2)
         self.status: list[str] = []
         env = dict(os.environ, PYTHONPATH=PACKAGE_PATH, NOTIFY_SOCKET=str(tmp / "notify.sock"))
+        self._stdout = None if stdout is None else stdout.open("w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aisentinel", "run", "--config", str(config)],
             cwd=REPO,
             env=env,
-            stdout=subprocess.PIPE,
+            stdout=subprocess.PIPE if self._stdout is None else self._stdout,
             stderr=subprocess.PIPE,
             text=True,
         )
@@ -83,7 +85,8 @@ class Proc:
         self._listener.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
+        if self.proc.stdout is None:
+            return  # the log goes to a file
         for line in self.proc.stdout:
             self.out.append(line)
 
@@ -138,6 +141,8 @@ class Proc:
         self.err = self.proc.stderr.read()
         self._reader.join(5)
         self.notify.close()
+        if self._stdout is not None:
+            self._stdout.close()
         return rc
 
     def text(self) -> str:
@@ -360,3 +365,37 @@ def test_metrics_endpoint_comes_up_once_the_port_is_free(tmp_path: Path) -> None
         daemon.request_stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def _scrape(url: str) -> str:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback http
+            return str(resp.read().decode())
+    except OSError:
+        return ""
+
+
+def test_unwritable_log_output_runs_degraded_and_keeps_banning(short_tmp: Path) -> None:
+    """Log to a full disk (/dev/full): no exit, bans go on, `log` degraded, one stderr line."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    holder.close()
+    url = f"http://127.0.0.1:{port}/metrics"
+    ban = 'aisentinel_decisions_total{action="ban",detector="ssh_bruteforce"}'
+    p = Proc(short_tmp, short_tmp / "state", port=port, stdout=Path("/dev/full"))
+    try:
+        assert wait_for(lambda: bool(_scrape(url)), timeout=20), p.proc.poll()
+        now = float(int(time.time()) - 30)
+        with (p.logs / "auth.log").open("a") as fh:
+            fh.writelines(ssh_fail(now + i, "198.51.100.9") + "\n" for i in range(6))
+        assert wait_for(lambda: (_metric(_scrape(url), ban) or 0.0) >= 1.0, timeout=20)
+        assert wait_for(lambda: any("DEGRADED: log" in s for s in p.status), timeout=10)
+        scrape = _scrape(url)
+    finally:
+        rc = p.stop()
+    assert _metric(scrape, 'aisentinel_degraded{component="log"}') == 1.0
+    assert _metric(scrape, 'aisentinel_degraded{component="ledger"}') == 0.0
+    assert p.err.count("aisentinel: log output failing (No space left on device)") == 1, p.err
+    assert "Traceback" not in p.err
+    assert rc == 0, p.err
