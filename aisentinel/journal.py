@@ -16,7 +16,6 @@ console rendering to journal fields.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import json
 import os
@@ -147,11 +146,20 @@ def _exc_info(value: object) -> _ExcInfo | None:
 class JournalRenderer:
     """Final structlog processor: sends the event to journald and drops it."""
 
-    def __init__(self, syslog_identifier: str = "aisentinel", sendv: SendV | None = None) -> None:
+    def __init__(
+        self,
+        syslog_identifier: str = "aisentinel",
+        sendv: SendV | None = None,
+        *,
+        on_sent: Callable[[], None] | None = None,
+        on_lost: Callable[[OSError], None] | None = None,
+    ) -> None:
         """Entries carry ``SYSLOG_IDENTIFIER=syslog_identifier``.
 
         ``sendv`` defaults to ``systemd.journal.sendv``; raises ``RuntimeError`` when
-        it is not given and systemd-python is missing.
+        it is not given and systemd-python is missing. ``on_sent`` is called after each
+        entry sent, ``on_lost`` with the error of each entry that could not be (see
+        :class:`aisentinel.logsetup.LogOutput`).
         """
         if sendv is None:
             sendv = _import_sendv()
@@ -159,6 +167,8 @@ class JournalRenderer:
                 raise RuntimeError("journal logging needs systemd-python, which is missing")
         self._sendv = sendv
         self._identifier = syslog_identifier
+        self._on_sent = on_sent
+        self._on_lost = on_lost
 
     def fields(self, method_name: str, event_dict: Mapping[str, Any]) -> list[str]:
         """The ``FIELD=value`` strings one event becomes (``MESSAGE`` first)."""
@@ -193,8 +203,15 @@ class JournalRenderer:
     ) -> NoReturn:
         """Send ``event_dict`` as one journal entry, then raise ``structlog.DropEvent``.
 
-        A failed send (journald gone) is swallowed: logging never takes the daemon down.
+        A failed send (journald gone) is swallowed: logging never takes the daemon down;
+        ``on_lost`` hears of it.
         """
-        with contextlib.suppress(OSError):
+        try:
             self._sendv(*self.fields(method_name, event_dict))
+        except OSError as exc:
+            if self._on_lost is not None:
+                self._on_lost(exc)
+        else:
+            if self._on_sent is not None:
+                self._on_sent()
         raise structlog.DropEvent

@@ -4,8 +4,8 @@
 the journal and systemd-python is present, JSON lines when stdout is not a terminal,
 and coloured console output on a terminal.
 
-A log line that cannot be written (stdout redirected to a full disk, a closed pipe)
-never stops the daemon: :class:`LogOutput` swallows the error, the daemon reports the
+A log line that cannot be written (stdout redirected to a full disk, a closed pipe,
+journald gone) never stops the daemon: :class:`LogOutput` swallows the error, the daemon reports the
 component ``log`` degraded (``aisentinel_degraded``, the systemd STATUS line, ``aisentinel
 status``) until a line is written again, and one line says so on stderr.
 """
@@ -108,19 +108,27 @@ class LogOutput:
             return self._stream.write(text)
         except (OSError, ValueError) as exc:
             self._lost = True
-            self._failed(exc)
+            self.lost(exc)
             return 0
 
     def flush(self) -> None:
         try:
             self._stream.flush()
         except (OSError, ValueError) as exc:
-            self._failed(exc)
+            self.lost(exc)
             return
         if self._lost:
             self._lost = False
         else:
-            self.failing = None  # a whole line written: the output works again
+            self.sent()
+
+    def sent(self) -> None:
+        """A whole line went out: the output works (again)."""
+        self.failing = None
+
+    def lost(self, exc: Exception) -> None:
+        """A line was lost to ``exc`` (also told by the journal renderer)."""
+        self._failed(exc)
 
     def _failed(self, exc: Exception) -> None:
         self.failures += 1
@@ -164,6 +172,7 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     global _OUTPUT  # noqa: PLW0603 - structlog's configuration is process-wide too
     out = stream if stream is not None else sys.stdout
     chosen = resolve_format(fmt, out)
+    output = LogOutput(out)
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
@@ -174,17 +183,17 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
     if chosen == "journal":
         from aisentinel.journal import JournalRenderer  # noqa: PLC0415 - optional
 
-        processors.append(JournalRenderer())
+        processors.append(JournalRenderer(on_sent=output.sent, on_lost=output.lost))
     elif chosen == "console":
         processors.append(escape_for_console)
         processors.append(structlog.dev.ConsoleRenderer(colors=out.isatty()))
     else:
         processors.append(structlog.processors.JSONRenderer())
-    _OUTPUT = LogOutput(out)
+    _OUTPUT = output
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(cast("TextIO", _OUTPUT)),
+        logger_factory=structlog.PrintLoggerFactory(cast("TextIO", output)),
         cache_logger_on_first_use=False,
     )
     return chosen

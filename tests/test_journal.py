@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -23,6 +25,7 @@ from aisentinel.journal import (
     stderr_is_journal,
     syslog_priority,
 )
+from aisentinel.logsetup import LogOutput
 
 HAS_SYSTEMD_PYTHON = importlib.util.find_spec("systemd") is not None
 REPO = Path(__file__).resolve().parents[1]
@@ -146,6 +149,27 @@ def test_send_failure_never_raises() -> None:
     sendv = FakeSendv(error=OSError("no journald"))
     _logger(sendv).info("still fine")
     assert len(sendv.calls) == 1
+
+
+def test_send_failure_reports_log_degraded_until_an_entry_goes_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A failed send marks the log output failing (one stderr line); the next send clears it."""
+    sendv = FakeSendv(error=OSError(errno.ECONNREFUSED, "Connection refused"))
+    output = LogOutput(io.StringIO())
+    renderer = JournalRenderer(sendv=sendv, on_sent=output.sent, on_lost=output.lost)
+    log = structlog.wrap_logger(
+        structlog.PrintLogger(io.StringIO()),
+        processors=[structlog.processors.add_log_level, renderer],
+    )
+    log.info("lost")
+    log.info("lost too")
+    assert output.failing == "log lines cannot be written: Connection refused"
+    assert capsys.readouterr().err.count("log output failing (Connection refused)") == 1
+    sendv.error = None
+    log.info("back")
+    assert output.failing is None
+    assert sendv.last()["MESSAGE"] == "back"
 
 
 def test_renderer_without_systemd_python_is_a_clear_error(
