@@ -128,9 +128,6 @@ class LogOutput:
 
     def lost(self, exc: Exception) -> None:
         """A line was lost to ``exc`` (also told by the journal renderer)."""
-        self._failed(exc)
-
-    def _failed(self, exc: Exception) -> None:
         self.failures += 1
         if self.failing is not None:
             return
