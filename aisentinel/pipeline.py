@@ -532,20 +532,31 @@ class Pipeline:
         taken off ``alert_only_detectors``): every alert hold-back goes, so the next
         finding about a key alerted on is decided under the new table at once, not up to
         ``alert_repeat`` later (at worst one alert more per key held back).
+
+        In each case the detectors' own quiet periods end too (:meth:`Detector.unquiet`):
+        a detector reports a key once per window, and a key whose decision ended early
+        would otherwise be reported again only when that window ends.
         """
         engine = self.engine
+        unquiet = False
         if engine.epoch != self._epoch:
             self._epoch = engine.epoch
             self._banned.clear()
             self._quiet.clear()
+            unquiet = True
         releases = engine.brake_releases()
         if releases != self._releases:
             self._releases = releases
             self._braked.clear()
+            unquiet = True
         if engine.policy != self._policy:
             self._policy = engine.policy
             self._alerted.clear()
             self._braked.clear()
+            unquiet = True
+        if unquiet:
+            for detector in self.detectors:
+                detector.unquiet()
 
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""

@@ -26,17 +26,24 @@ def ssh_line(ts: float, client: str, pid: int) -> str:
 class Run:
     """A pipeline with every default detector, its findings and decisions."""
 
-    def __init__(self, tmp_path: Path, *, simulate: bool = False) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        simulate: bool = False,
+        detectors: dict[str, object] | None = None,
+        **decisions: object,
+    ) -> None:
         self.clock = FakeClock(T0)
         self.findings: list[Finding] = []
         self.decisions: list[Decision] = []
         engine = DecisionEngine(
-            DecisionsConfig(simulate=simulate),
+            DecisionsConfig.model_validate({"simulate": simulate, **decisions}),
             Ledger(tmp_path / "l.sqlite", self.clock),
             self.clock,
         )
         self.pipeline = Pipeline(
-            detectors=build_detectors({}),
+            detectors=build_detectors(detectors or {}),
             engine=engine,
             runner=None,
             clock=self.clock,
@@ -112,3 +119,55 @@ def test_simulated_bans_dropped_at_reload_do_not_keep_their_keys_quiet(tmp_path:
     run.pipeline.engine.reconfigure(DecisionsConfig(simulate=False))
     run.failures(T0 + 700, 5)
     assert [(d.action, d.simulated) for d in run.decisions[1:]] == [(Action.BAN, False)]
+
+
+def test_unban_mid_window_bans_again_at_the_next_failure(tmp_path: Path) -> None:
+    """After ``unban`` within the detector's window, the address's next failure is a new
+    ban at once, not when the window that reported it ends ten minutes later."""
+    run = Run(tmp_path)
+    run.failures(T0, 5)
+    assert run.pipeline.engine.unban(ATTACKER, who="test") is not None
+    run.failures(T0 + 30, 1)
+    again = [(d.action, d.detector) for d in run.decisions[1:]]
+    assert again == [(Action.BAN, "ssh_bruteforce")]
+
+
+def test_brake_reset_bans_a_braked_attacker_at_its_next_failure(tmp_path: Path) -> None:
+    """An attacker braked to an alert is banned at its first failure after ``brake
+    reset``, not a window later; one already banned stays quiet."""
+    run = Run(tmp_path, max_bans_per_minute=1, brake_cooldown="1d")
+    run.failures(T0, 5)  # the one ban a minute
+    run.failures(T0 + 10, 5, client="198.51.100.9")  # braked: an alert
+    assert [d.action for d in run.decisions] == [Action.BAN, Action.ALERT]
+    assert run.pipeline.engine.reset_brake("test")
+    run.failures(T0 + 20, 1, client="198.51.100.9")
+    quieted = run.pipeline.quieted["ssh_bruteforce"]
+    run.failures(T0 + 21, 1)  # still banned: held back, no decision
+    assert run.pipeline.quieted["ssh_bruteforce"] == quieted + 1
+    decided = [(d.action, d.target.text if d.target else None) for d in run.decisions[2:]]
+    assert decided == [(Action.BAN, "198.51.100.9")]
+
+
+def test_new_decisions_table_decides_an_alerted_attacker_at_its_next_failure(
+    tmp_path: Path,
+) -> None:
+    """A reload that takes ssh_bruteforce off ``alert_only_detectors`` bans an attacker it
+    alerted on at its next failure, not a window later."""
+    run = Run(tmp_path, alert_only_detectors=["ssh_bruteforce"])
+    run.failures(T0, 5)
+    assert [d.action for d in run.decisions] == [Action.ALERT]
+    run.pipeline.engine.reconfigure(DecisionsConfig())
+    run.failures(T0 + 30, 1)
+    assert [d.action for d in run.decisions[1:]] == [Action.BAN]
+
+
+def test_unban_of_a_slow_attacker_bans_again_at_its_next_failure(tmp_path: Path) -> None:
+    """A slow brute force (long window) unbanned by hand is banned again at its next
+    failure, not an hour later when the long window's quiet period ends."""
+    run = Run(tmp_path)
+    for i in range(10):  # one every 3 minutes: never 5 in 10 minutes, 10 in an hour
+        run.failures(T0 + 180 * i, 1)
+    assert [d.action for d in run.decisions] == [Action.BAN]
+    assert run.pipeline.engine.unban(ATTACKER, who="test") is not None
+    run.failures(T0 + 180 * 10, 1)
+    assert [(d.action, d.detector) for d in run.decisions[1:]] == [(Action.BAN, "ssh_bruteforce")]

@@ -236,6 +236,20 @@ def test_batch_detector_matches_repeats_of_a_first_seen_request() -> None:
     assert detector.matches["path-traversal"] == 3
 
 
+def test_unquiet_lets_every_rule_table_report_again() -> None:
+    """A client reported by a rule is quiet for the rule's window; after unquiet() its
+    next matching request is reported again."""
+    detector = RulesDetector(
+        RulesConfig(rules_dir=None, builtin=True, packs=("traversal",), max_keys=100)
+    )
+    probe = "/a/../../etc/passwd"
+    assert detector.observe(req(probe)) is not None
+    assert detector.observe(req(probe, ts=T0 + 1)) is None
+    detector.unquiet()
+    assert detector.observe(req(probe, ts=T0 + 2)) is not None
+    assert detector.observe(req(probe, ts=T0 + 3)) is None
+
+
 def test_requests_with_a_body_are_never_quieted() -> None:
     """A request with a body is matched in full each time (its body is not cached)."""
     rule = _rule(match={"any": {"contains": ["${jndi:"]}})

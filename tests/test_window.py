@@ -744,3 +744,68 @@ def test_distinct_windows_compaction_keeps_the_second_chance_times() -> None:
     store.hit("a", "root", 1051.0)
     store.expire(1050.5)  # a is re-queued, b goes, c stops the walk: d stays behind it
     assert sorted(store._keys) == ["a", "c", "d"]
+
+
+@pytest.mark.parametrize("threshold", [2, 5])
+def test_event_windows_unquiet_ends_every_quiet_period(threshold: int) -> None:
+    """After unquiet(), every key still over its threshold crosses at its next event (both
+    layouts), a key below it does not, and the crossing after it is quiet again."""
+    win = EventWindows(threshold, 600.0, 10)
+    for key in ("a", "b"):
+        crossings = [win.hit(key, T0 + i) for i in range(threshold)]
+        assert crossings[-1] is not None
+    assert win.hit("a", T0 + 10) is None  # quiet
+    for i in range(threshold - 2):
+        assert win.hit("c", T0 + 11 + i / 10) is None
+    win.unquiet()
+    assert win.hit("a", T0 + 12) is not None
+    assert win.hit("b", T0 + 13) is not None
+    assert win.hit("c", T0 + 14) is None  # one event short of its threshold
+    assert win.hit("a", T0 + 15) is None  # quiet again after its new crossing
+
+
+def test_event_windows_quiet_after_unquiet_holds_for_the_later_crossings() -> None:
+    """A key that first crosses after unquiet() is quiet for its window as usual."""
+    win = EventWindows(3, 600.0, 10)
+    for i in range(3):
+        win.hit("a", T0 + i)
+    win.unquiet()
+    crossings = [win.hit("b", T0 + 100 + i) for i in range(6)]
+    assert [c is not None for c in crossings] == [False, False, True, False, False, False]
+
+
+def test_multi_event_windows_unquiet_ends_every_windows_quiet_period() -> None:
+    """unquiet() lets each window of a MultiEventWindows cross again at the next event."""
+    multi = MultiEventWindows([(3, 600.0), (5, 3600.0)], 10)
+    hits = [multi.hit("a", T0 + 60 * i) for i in range(5)]
+    assert hits[2][0] is not None
+    assert hits[4][1] is not None
+    assert multi.hit("a", T0 + 301) == (None, None)
+    multi.unquiet()
+    again = multi.hit("a", T0 + 302)
+    assert again[0] is not None
+    assert again[1] is not None
+    assert multi.hit("a", T0 + 303) == (None, None)
+
+
+def test_distinct_windows_unquiet_ends_every_quiet_period() -> None:
+    """After unquiet(), a key over its distinct threshold crosses at its next value."""
+    dist = DistinctWindows(3, 600.0, 10)
+    for i, user in enumerate(("u1", "u2", "u3")):
+        crossing = dist.hit("k", user, T0 + i)
+    assert crossing is not None
+    assert dist.hit("k", "u4", T0 + 5) is None
+    dist.unquiet()
+    assert dist.hit("k", "u5", T0 + 6) is not None
+    assert dist.hit("k", "u6", T0 + 7) is None
+
+
+def test_rate_windows_unquiet_ends_every_quiet_period() -> None:
+    """After unquiet(), every key over its rate crosses at its next hit."""
+    rate = RateWindows(3, 60.0, 10)
+    for key in ("a", "b"):
+        assert [rate.hit(key, T0 + i) is not None for i in range(3)] == [False, False, True]
+    assert rate.hit("a", T0 + 4) is None
+    rate.unquiet()
+    assert rate.hit("a", T0 + 5) is not None
+    assert rate.hit("b", T0 + 6) is not None

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from prometheus_client.core import Metric
 from pydantic import ValidationInfo, field_validator
@@ -39,6 +39,15 @@ from aisentinel.registry import Registry
 
 if TYPE_CHECKING:
     from aisentinel.detectors.shared import SharedState
+
+
+@runtime_checkable
+class Unquiet(Protocol):
+    """A holder of quiet periods that :meth:`Detector.unquiet` ends: the window stores
+    of :mod:`~aisentinel.detectors.window` and the helpers built on them."""
+
+    def unquiet(self) -> None:
+        """End every key's quiet period."""
 
 
 class DetectorConfigBase(StrictModel):
@@ -138,6 +147,23 @@ class Detector(ABC):
             elif isinstance(value, EventWindows | DistinctWindows | RecentSet):
                 evicted += value.evicted
         return evicted, overflow
+
+    def unquiet(self) -> None:
+        """End every key's quiet period: a key still over its threshold is reported
+        again at its next event.
+
+        Called by the pipeline when the decisions those reports led to ended early (an
+        unban by hand, a reload that dropped bans, the ban brake released, a new
+        ``[decisions]`` table), so that an attack still under way is decided again at
+        once, not when the quiet period would have ended (up to a window later).
+
+        The default calls ``unquiet()`` on each window store, or other holder of quiet
+        periods (:class:`Unquiet`), held as the detector's attributes; a detector that
+        keeps them elsewhere (in a dict of tables, as a set of reported keys) overrides it.
+        """
+        for value in vars(self).values():
+            if isinstance(value, Unquiet):
+                value.unquiet()
 
     def evictions(self) -> int:
         """Evicted keys plus uncounted hits (see :meth:`window_counts`), in one number."""

@@ -226,6 +226,10 @@ class RulesDetector(BatchDetector):
     def tracked_keys(self) -> int:
         return sum(len(t) for t in self._tables.values())
 
+    def unquiet(self) -> None:
+        for table in self._tables.values():
+            table.unquiet()
+
     def window_counts(self) -> tuple[int, int]:
         return sum(t.evicted for t in self._tables.values()), 0
 

@@ -109,6 +109,13 @@ class SlowCounters:
             return None
         return found
 
+    def unquiet(self) -> None:
+        """End the long windows' quiet periods and forget which clients the fast window
+        reported: after an unban, any long window the client crosses reports it."""
+        if self._store is not None:
+            self._store.unquiet()
+        self._reported = RecentSet(self._reported.ttl, self._reported.max_keys)
+
     def forgive(self, key: str) -> None:
         """``key`` logged in: its failures so far are a user's typos, not a slow attack."""
         if self._store is not None:

@@ -68,7 +68,13 @@ threshold is met within the window again, so an ongoing attack is reported at
 most once per window (decisions dedupe bans; escalation counts repeat offences).
 An :class:`EventWindows` report counts the events since the previous report, a
 :class:`RateWindows` report the estimated rate, a :class:`DistinctWindows` report
-the distinct values in the window.
+the distinct values in the window. ``unquiet()`` ends every quiet period at once
+(the decision that the reports led to ended early: an unban by hand, the ban brake
+released): each key still over its threshold crosses again at its next event. It is
+O(1) in the array stores: the quiet periods begun before the call are ignored from then
+on (each is its crossing time plus the window, so none begun later is older than the
+newest begun before, save a key's events arriving out of order: then at most one
+extra report).
 
 Evidence samples (usernames, paths) are kept apart from the counters, in one
 small LRU per store (``evidence_keys`` keys x ``evidence_max`` distinct samples),
@@ -516,7 +522,7 @@ class EventWindows(_SpillStore):
     threshold. At most ``max_keys`` keys.
     """
 
-    __slots__ = ("_evidence", "threshold", "window")
+    __slots__ = ("_evidence", "_floor", "_issued", "threshold", "window")
 
     def __init__(
         self,
@@ -545,6 +551,15 @@ class EventWindows(_SpillStore):
         self.threshold = threshold
         self.window = window
         self._evidence = _Evidence(min(evidence_keys, max_keys), evidence_max)
+        self._issued = _NEG_INF
+        """The latest quiet-until a crossing has set."""
+        self._floor = _NEG_INF
+        """Quiet-until times at or below this are void (see :meth:`unquiet`)."""
+
+    def unquiet(self) -> None:
+        """End every key's quiet period: a key still over its threshold crosses again
+        at its next event (O(1): the periods begun so far are void from now on)."""
+        self._floor = self._issued
 
     def _forget(self, key: str, base: int) -> None:
         if self._spill is not None:
@@ -586,7 +601,7 @@ class EventWindows(_SpillStore):
         data[base + _COUNT] = count
         if sample is not None:
             self._evidence.add(key, sample)
-        if ts - data[ring + idx] > self.window or ts < data[base + _QUIET]:
+        if ts - data[ring + idx] > self.window or ts < data[base + _QUIET] > self._floor:
             return None
         return self._cross(key, data, base, ts, count)
 
@@ -633,7 +648,7 @@ class EventWindows(_SpillStore):
         if idx == n:
             idx = 0
         data[base + _M_IDX] = idx
-        if ts - spill[ring + idx] > window or ts < spill[block + _QUIET]:
+        if ts - spill[ring + idx] > window or ts < spill[block + _QUIET] > self._floor:
             return None
         return self._cross(key, spill, block, ts, count)
 
@@ -646,7 +661,8 @@ class EventWindows(_SpillStore):
     def _cross(self, key: str, state: array[float], at: int, ts: float, count: float) -> Crossing:
         """Report the crossing of the key whose quiet, count and first are at
         ``state[at]``: quiet for a window from ``ts``."""
-        state[at + _QUIET] = ts + self.window
+        until = state[at + _QUIET] = ts + self.window
+        self._issued = max(self._issued, until)
         state[at + _COUNT] = 0.0
         first = state[at + _FIRST]
         state[at + _FIRST] = ts
@@ -693,6 +709,8 @@ class MultiEventWindows(_SpillStore):
     __slots__ = (
         "_early",
         "_evidence",
+        "_floors",
+        "_issued",
         "_none",
         "_specs",
         "longest",
@@ -740,6 +758,16 @@ class MultiEventWindows(_SpillStore):
         """Per window: its index, length, threshold and evidence (what :meth:`hit` reads)."""
         self._none: tuple[Crossing | None, ...] = (None,) * len(windows)
         """What :meth:`hit` returns when no window crosses (shared, no allocation)."""
+        self._issued = array("d", (_NEG_INF,) * len(windows))
+        """Per window, the latest quiet-until a crossing has set."""
+        self._floors = array("d", (_NEG_INF,) * len(windows))
+        """Per window, quiet-until times at or below this are void (see :meth:`unquiet`).
+        Per window: a long window's quiet periods end after every short one's."""
+
+    def unquiet(self) -> None:
+        """End every key's quiet period in every window: a window the key is still over
+        crosses again at its next event (O(1): the periods begun so far are void)."""
+        self._floors[:] = self._issued
 
     def _forget(self, key: str, base: int) -> None:
         if self._spill is not None:
@@ -803,6 +831,7 @@ class MultiEventWindows(_SpillStore):
             idx = 0
         data[base + _M_IDX] = idx
         found: list[Crossing | None] | None = None
+        floors = self._floors
         for i, window, k, evidence in self._specs:
             # A gap longer than the window starts a new episode.
             if ts - newest > window:
@@ -812,7 +841,7 @@ class MultiEventWindows(_SpillStore):
             state[w + _COUNT] = count
             if sample is not None:
                 evidence.add(key, sample)
-            if ts - ring[at + (idx - k) % n] <= window and ts >= state[w + _QUIET]:
+            if ts - ring[at + (idx - k) % n] <= window and not ts < state[w + _QUIET] > floors[i]:
                 if found is None:
                     found = list(self._none)
                 found[i] = self._cross(key, i, state, w, ts=ts, count=count)
@@ -824,7 +853,8 @@ class MultiEventWindows(_SpillStore):
     ) -> Crossing:
         """Report window ``i``'s crossing (its state at ``state[w]``): quiet for a window
         from ``ts``."""
-        state[w + _QUIET] = ts + self.windows[i]
+        until = state[w + _QUIET] = ts + self.windows[i]
+        self._issued[i] = max(self._issued[i], until)
         state[w + _COUNT] = 0.0
         first = state[w + _FIRST]
         state[w + _FIRST] = ts
@@ -985,6 +1015,10 @@ class RateWindows:
         """End ``key``'s quiet period: its next hit crosses again if still over the threshold."""
         self._quiet.pop(key, None)
 
+    def unquiet(self) -> None:
+        """End every key's quiet period (see :meth:`release`)."""
+        self._quiet.clear()
+
     def expire(self, now: float) -> int:
         """Turn the buckets over up to ``now`` (keys idle for two buckets go); how many went."""
         before = len(self)
@@ -1022,7 +1056,9 @@ class DistinctWindows:
 
     __slots__ = (
         "_cap",
+        "_floor",
         "_intern",
+        "_issued",
         "_keys",
         "_one_free",
         "_one_times",
@@ -1068,6 +1104,10 @@ class DistinctWindows:
         self._one_free: list[int] = []
         self._peak = 0
         """The most keys :meth:`expire` has seen held since the last :meth:`compact`."""
+        self._issued = _NEG_INF
+        """The latest quiet-until a crossing has set."""
+        self._floor = _NEG_INF
+        """Quiet-until times at or below this are void (see :meth:`unquiet`)."""
 
     def _one_slot(self, value: str, ts: float) -> Any:
         """A single-value slot holding ``value`` seen (and queued) at ``ts``: its pooled
@@ -1146,7 +1186,7 @@ class DistinctWindows:
                     stalest = min(range(3, size, 2), key=state.__getitem__)
                     state[stalest - 1] = value
                     state[stalest] = stamp
-        if ts < state[0]:  # reported lately: quiet until then (no need to count)
+        if ts < state[0] > self._floor:  # reported lately: quiet until then (no need to count)
             return None
         horizon = ts - self.window
         live = [
@@ -1154,7 +1194,8 @@ class DistinctWindows:
         ]
         if len(live) < self.threshold:
             return None
-        state[0] = ts + self.window
+        until = state[0] = ts + self.window
+        self._issued = max(self._issued, until)
         live.sort()
         first_ts = live[0][0]
         return Crossing(len(live), float(first_ts), tuple(str(v) for _, v in live))
@@ -1198,6 +1239,10 @@ class DistinctWindows:
         state = self._keys.get(key)
         if isinstance(state, list):
             state[0] = _NEG_INF
+
+    def unquiet(self) -> None:
+        """End every key's quiet period (O(1): the periods begun so far are void)."""
+        self._floor = self._issued
 
     def expire(self, now: float) -> int:
         """Drop keys whose newest value is older than ``now - window``; how many."""
