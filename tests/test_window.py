@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -809,3 +810,51 @@ def test_rate_windows_unquiet_ends_every_quiet_period() -> None:
     rate.unquiet()
     assert rate.hit("a", T0 + 5) is not None
     assert rate.hit("b", T0 + 6) is not None
+
+
+class _NaiveDistinct:
+    """DistinctWindows as its class doc states it, one list of ``[value, seen]`` per key:
+    at most ``cap`` values (a new one replaces the one seen longest ago), quiet for a
+    window after each crossing; no table limit."""
+
+    def __init__(self, threshold: int, window: float, cap: int) -> None:
+        self.threshold, self.window, self.cap = threshold, window, cap
+        self.values: dict[str, list[list[Any]]] = {}
+        self.quiet: dict[str, float] = {}
+
+    def hit(self, key: str, value: str, ts: float) -> tuple[int, float, tuple[str, ...]] | None:
+        held = self.values.setdefault(key, [])
+        for pair in held:
+            if pair[0] == value:
+                pair[1] = ts
+                break
+        else:
+            if len(held) < self.cap:
+                held.append([value, ts])
+            else:
+                stalest = min(range(len(held)), key=lambda i: held[i][1])
+                held[stalest] = [value, ts]
+        if ts < self.quiet.get(key, -math.inf):
+            return None
+        live = sorted((seen, v) for v, seen in held if seen >= ts - self.window)
+        if len(live) < self.threshold:
+            return None
+        self.quiet[key] = ts + self.window
+        return len(live), live[0][0], tuple(v for _, v in live)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_distinct_windows_match_a_naive_model(seed: int) -> None:
+    """Random streams (few keys, many values, times that go back a little) cross
+    exactly where the naive model does, with the same counts, first times and values."""
+    rng = random.Random(seed)
+    dist = DistinctWindows(4, 60.0, 1000, margin=3)
+    model = _NaiveDistinct(4, 60.0, 7)
+    ts = T0
+    for _ in range(20_000):
+        ts += rng.choice((0.0, 0.5, 3.0, 20.0, -1.0))
+        key = f"k{rng.randrange(5)}"
+        value = f"v{rng.randrange(12)}"
+        got = dist.hit(key, value, ts)
+        want = model.hit(key, value, ts)
+        assert (None if got is None else (got.events, got.first_ts, got.evidence)) == want
