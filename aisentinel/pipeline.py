@@ -169,6 +169,9 @@ class Pipeline:
         on (an enforcement in force covers it, see :meth:`_hush`)."""
         self._epoch = -1
         """The engine's :attr:`~DecisionEngine.epoch` the quiet keys were written under."""
+        self._checked = False
+        """Whether :meth:`_check_engine` has run (the detectors' quiet periods are ended
+        on a change it sees, not at the first batch)."""
         self._alerted: dict[str, dict[int, dict[str, float]]] = self.shared.alerted
         """Per detector name, per alert severity: key (with its topic, see
         :func:`_alert_key`) -> until when findings about it at that severity or below are
@@ -554,9 +557,13 @@ class Pipeline:
             self._alerted.clear()
             self._braked.clear()
             unquiet = True
-        if unquiet:
+        if unquiet and self._checked:  # (nothing is quiet before the first batch)
             for detector in self.detectors:
-                detector.unquiet()
+                try:
+                    detector.unquiet()
+                except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
+                    self._fault("detect", detector.name, "", exc, None)
+        self._checked = True
 
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""

@@ -168,6 +168,33 @@ def test_other_detectors_are_unaffected_by_one_detector_fault(tmp_path: Path) ->
     assert pipeline.event_errors == {("detect", "counting"): 1}
 
 
+class StuckQuiet(Counting):
+    """Cannot end its quiet periods: unquiet() raises."""
+
+    name = "stuck"
+
+    def unquiet(self) -> None:
+        raise RuntimeError("no way out")
+
+
+def test_detector_raising_in_unquiet_is_contained_and_the_batch_goes_on(tmp_path: Path) -> None:
+    """A detector whose unquiet() raises (after an unban) is counted once; the batch
+    is still read by every detector, and the other detectors' quiet periods end."""
+    stuck = StuckQuiet()
+    pipeline, engine = _pipeline(tmp_path, [stuck, *build_detectors({})])
+    found: list[Finding] = []
+    pipeline.on_finding = found.append
+    pipeline.process(_batch(["/.env"] * 5))
+    assert engine.unban("192.0.2.1", who="test") is not None
+    with capture_logs() as logs:
+        pipeline.process(LineBatch("web", "nginx-json", [_line(0, "/.env", time=T0 + 10)], 0.0))
+    assert pipeline.event_errors == {("detect", "stuck"): 1}
+    assert [e["plugin"] for e in _errors(logs)] == ["stuck"]
+    assert stuck.seen[-1] == "/.env"
+    assert [f.detector for f in found] == ["scanning", "scanning"]  # reported again at once
+    assert engine.is_banned("192.0.2.1")
+
+
 def test_parser_raising_on_one_line_skips_and_counts_that_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
