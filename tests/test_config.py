@@ -108,6 +108,25 @@ def test_check_config_cli_exit_codes(tmp_path: Path) -> None:
     assert f"{bad_path}: decisions.allowlist[1]: bad CIDR" in bad.stderr
 
 
+def test_default_config_does_not_import_the_audit_checks() -> None:
+    """Validating a config whose [audit] skips nothing leaves the audit checks unimported
+    (commands such as replay start faster); an unknown check id is still refused."""
+    code = (
+        "import sys\n"
+        "from aisentinel.config import ConfigError, parse_config\n"
+        "parse_config({})\n"
+        "print('aisentinel.audit.checks' in sys.modules)\n"
+        "try:\n"
+        "    parse_config({'audit': {'skip': ['no.such-check']}})\n"
+        "except ConfigError as exc:\n"
+        "    print('no.such-check' in str(exc))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["False", "True"]
+
+
 def _check_config(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "aisentinel", "check-config", str(path)],

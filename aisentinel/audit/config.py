@@ -149,6 +149,8 @@ class AuditConfig(StrictModel):
     @field_validator("skip")
     @classmethod
     def _known_checks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            return value  # nothing to look up: the checks are not imported (start-up, memory)
         from aisentinel.audit.checks import CHECKS  # noqa: PLC0415 - checks import this module
 
         unknown = [check_id for check_id in value if check_id not in CHECKS]
