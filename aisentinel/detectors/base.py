@@ -159,7 +159,7 @@ class Detector(ABC):
 
         The default calls ``unquiet()`` on each window store, or other holder of quiet
         periods (:class:`Unquiet`), held as the detector's attributes; a detector that
-        keeps them elsewhere (in a dict of tables, as a set of reported keys) overrides it.
+        keeps them elsewhere overrides it (rules: a dict of tables).
         """
         for value in vars(self).values():
             if isinstance(value, Unquiet):
