@@ -324,6 +324,9 @@ class Daemon:
                 )
             self._degraded["exporter"] = f"cannot listen on {cfg.listen}:{cfg.port}: {reason(exc)}"
             return False
+        # Serving already: the flag goes first, so no scrape after the port is published
+        # (metrics_port) still reads the exporter degraded.
+        self._degraded.pop("exporter", None)
         self._httpd = httpd
         self.metrics_port = int(httpd.server_port)
         host = f"[{cfg.listen}]" if ":" in cfg.listen else cfg.listen
@@ -334,7 +337,6 @@ class Daemon:
             url=f"{scheme}://{host}:{self.metrics_port}/metrics",
             protection=web.describe() if web is not None else "plain HTTP",
         )
-        self._degraded.pop("exporter", None)
         return True
 
     def _retry_exporter(self) -> None:
