@@ -71,10 +71,13 @@ SAMPLE_RE = re.compile(r"^(aisentinel_[a-z_]+)\{([^}]*)\} ([0-9.eE+-]+)$", re.MU
 
 
 def config_text(work: Path, sources: dict[str, tuple[str, Path]]) -> str:
-    """A daemon config: file sources (name -> (parser, path)), temp state, free port."""
+    """A daemon config: file sources (name -> (parser, path)), temp state and control
+    socket (a benchmark run on a host with aisentinel installed leaves its daemon's
+    socket alone), free port."""
     parts = [
         "[daemon]",
         f'state_dir = "{work / "state"}"',
+        f'control_socket = "{work / "control.sock"}"',
         'log_format = "json"',
         "[exporter]",
         'listen = "127.0.0.1"',

@@ -66,6 +66,20 @@ def test_only_keeps_the_named_detectors(rss: ModuleType, tmp_path: Path) -> None
     assert enabled == {"ssh_bruteforce", "scanning"}
 
 
+def test_bench_daemon_keeps_its_state_and_socket_in_its_work_dir(
+    latency: ModuleType, tmp_path: Path
+) -> None:
+    """The benchmarks' daemon config puts its state and control socket under the work
+    directory, never the installed daemon's /run/aisentinel socket."""
+    cfg = tmp_path / "aisentinel.toml"
+    log = tmp_path / "auth.log"
+    cfg.write_text(latency.config_text(tmp_path, {"sshd": ("sshd", log)}), encoding="utf-8")
+    loaded = load_config(cfg)
+    assert loaded.daemon.control_socket == tmp_path / "control.sock"
+    assert loaded.daemon.state_dir == tmp_path / "state"
+    assert [s.name for s in loaded.sources] == ["sshd"]
+
+
 def test_without_only_every_detector_stays_on(rss: ModuleType) -> None:
     """Without --only the benchmark adds nothing to the default config."""
     assert rss.only_config(rss.parse_args([])) == ""
