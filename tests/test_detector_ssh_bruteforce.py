@@ -141,3 +141,16 @@ def test_slow_windows_are_bounded_and_validated() -> None:
         make(slow_thresholds=[10], slow_windows=["400d"])
     with pytest.raises(ValidationError, match="one threshold per window"):
         make(slow_thresholds=[10, 20], slow_windows=["1h"])
+
+
+def test_unquiet_keeps_the_eviction_counter() -> None:
+    """unquiet() forgets which clients the fast window reported without lowering
+    evictions() (exported as a counter), and a fast attacker is still found after it."""
+    det = make(slow_max_keys=2)
+    for i in range(10):
+        feed(det, [ssh(i * 10.0 + k, client=f"198.51.100.{i}") for k in range(5)])
+    before = det.evictions()
+    assert before > 8  # the long windows' store and the reported set were both full
+    det.unquiet()
+    assert det.evictions() == before
+    assert feed(det, [ssh(700.0 + k, client="192.0.2.1") for k in range(5)]) != []

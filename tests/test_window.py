@@ -812,6 +812,22 @@ def test_rate_windows_unquiet_ends_every_quiet_period() -> None:
     assert rate.hit("b", T0 + 6) is not None
 
 
+def test_recent_set_clear_drops_keys_and_keeps_its_eviction_count() -> None:
+    """RecentSet.clear() forgets every key (and takes new ones as usual) while its
+    evicted count stays as it was."""
+    seen = RecentSet(60.0, 2)
+    for i in range(5):
+        seen.add(f"k{i}", T0 + i)
+    assert seen.evicted == 3
+    seen.clear()
+    assert len(seen) == 0
+    assert seen.last("k4") == float("-inf")
+    assert seen.evicted == 3
+    seen.add("k9", T0 + 10)
+    assert seen.seen("k9", T0 + 20)
+    assert len(seen) == 1
+
+
 class _NaiveDistinct:
     """DistinctWindows as its class doc states it, one list of ``[value, seen]`` per key:
     at most ``cap`` values (a new one replaces the one seen longest ago), quiet for a

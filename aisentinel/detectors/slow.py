@@ -114,7 +114,7 @@ class SlowCounters:
         reported: after an unban, any long window the client crosses reports it."""
         if self._store is not None:
             self._store.unquiet()
-        self._reported = RecentSet(self._reported.ttl, self._reported.max_keys)
+        self._reported.clear()
 
     def forgive(self, key: str) -> None:
         """``key`` logged in: its failures so far are a user's typos, not a slow attack."""

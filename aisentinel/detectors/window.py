@@ -1327,6 +1327,14 @@ class RecentSet(_SlotStore):
         """Whether ``key`` was marked no longer than ``ttl`` before ``ts``."""
         return ts - self.last(key) <= self.ttl
 
+    def clear(self) -> None:
+        """Drop every key and give back its room; :attr:`evicted` keeps counting (it is
+        exported as a counter)."""
+        self._keys = {}
+        self._queue = deque()
+        self._data = array("d")
+        self._free = []
+
     def expire(self, now: float) -> int:
         """Drop keys marked before ``now - ttl``; how many."""
         return self._expire(now - self.ttl)
