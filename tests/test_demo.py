@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from aisentinel.demo.runner import run_demo
+from aisentinel.demo.gpu import THIEF
+from aisentinel.demo.runner import attack_label, run_demo
+from aisentinel.demo.scenario import generate
 
 
 @pytest.mark.slow
@@ -27,6 +29,7 @@ def test_demo_detects_all_attackers_and_spares_benign(tmp_path: Path) -> None:
     assert "log rotation(s) followed" in text
     assert " 0 log rotation(s)" not in text  # the scenario rotates every log half-way
     assert "would BAN" in text
+    assert "[?]" not in text  # every ban is of an address the demo attacked from
     assert "/metrics" in text
     # The GPU story: a miner on GPU 1 and GPU-time theft by an unauthenticated client.
     assert "cryptocurrency miner on GPU 1" in text
@@ -34,3 +37,14 @@ def test_demo_detects_all_attackers_and_spares_benign(tmp_path: Path) -> None:
     assert re.search(r"gpu_theft +ban +2001:db8:0:5a::", text), text
     assert "aisentinel_gpu_utilization_ratio{" in text
     assert 'workload="pid:' in text
+
+
+def test_attack_label_names_the_scenario_kind_and_the_gpu_thief(tmp_path: Path) -> None:
+    """The summary's "would ban" label: the scenario's attack kind, the GPU story's thief
+    by name (it is not in the manifest), "?" for an address the demo never used."""
+    manifest = generate(tmp_path, lines_nginx=2_000, lines_sshd=1_000, seed=3)
+    attacker, attack = next(iter(sorted(manifest.attacks.items())))
+    assert attack_label(attacker, manifest) == attack.kind.value
+    assert THIEF not in manifest.attacks
+    assert attack_label(THIEF, manifest) == "gpu_time_theft"
+    assert attack_label("192.0.2.99", manifest) == "?"

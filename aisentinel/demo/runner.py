@@ -23,7 +23,7 @@ from typing import TextIO
 from aisentinel.config import DEFAULT_METRICS_PORT, parse_config
 from aisentinel.configtypes import format_duration
 from aisentinel.daemon import Daemon
-from aisentinel.demo.gpu import GPU_API_LOG, GpuStory
+from aisentinel.demo.gpu import GPU_API_LOG, THIEF, GpuStory
 from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenario, Manifest
 from aisentinel.events import Action, Decision, Finding
 from aisentinel.logsetup import configure_logging
@@ -150,6 +150,15 @@ def _who(decision: Decision) -> str:
     return decision.target.text if decision.target is not None else "-"
 
 
+def attack_label(who: str, manifest: Manifest) -> str:
+    """What the demo made ``who`` do: its scenario attack kind, ``gpu_time_theft`` for the
+    GPU story's thief (not in the scenario's manifest), ``?`` for an address the demo
+    never attacked from."""
+    if who in manifest.attacks:
+        return manifest.attacks[who].kind.value
+    return "gpu_time_theft" if who == THIEF else "?"
+
+
 def summarize(
     daemon: Daemon,
     decisions: list[Decision],
@@ -188,7 +197,7 @@ def summarize(
     w("  would ban:\n")
     for d in sorted((d for d in decisions if d.action is Action.BAN), key=lambda d: d.ts):
         who = _who(d)
-        kind = manifest.attacks[who].kind.value if who in manifest.attacks else "?"
+        kind = attack_label(who, manifest)
         w(f"    {escape(who):<18} {d.detector:<20} for {format_duration(d.ttl or 0):<6} [{kind}]\n")
     w("  left alone:\n")
     for d in decisions:
