@@ -15,8 +15,9 @@ from aisentinel.demo.scenario import generate
 
 @pytest.mark.slow
 def test_demo_detects_all_attackers_and_spares_benign(tmp_path: Path) -> None:
-    """A short demo run ends by itself with every attacker detected and no benign address
-    banned; its GPU part shows the miner, the GPU-time thief and aisentinel_gpu_* series."""
+    """A short demo run ends by itself with every attacker detected, no benign address
+    banned and no startup warning; its GPU part shows the miner, the GPU-time thief and
+    aisentinel_gpu_* series."""
     out = io.StringIO()
     status = run_demo(duration=12.0, seed=3, workdir=tmp_path, rate=60.0, out=out)
     text = out.getvalue()
@@ -30,6 +31,7 @@ def test_demo_detects_all_attackers_and_spares_benign(tmp_path: Path) -> None:
     assert " 0 log rotation(s)" not in text  # the scenario rotates every log half-way
     assert "would BAN" in text
     assert "[?]" not in text  # every ban is of an address the demo attacked from
+    assert "log file missing" not in text  # the logs exist before the daemon starts
     assert "/metrics" in text
     # The GPU story: a miner on GPU 1 and GPU-time theft by an unauthenticated client.
     assert "cryptocurrency miner on GPU 1" in text

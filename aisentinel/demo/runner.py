@@ -280,6 +280,10 @@ def run_demo(
     gpu = GpuStory(base, duration)
     port = DEFAULT_METRICS_PORT if _port_free(DEFAULT_METRICS_PORT) else 0
     config = parse_config(demo_config(base, scenario.manifest, port, gpu), "<demo>")
+    # The logs exist (empty) before the daemon starts, as on a server, so its first
+    # lines are not "log file missing" warnings; the writers append to them.
+    for name in (ACCESS_LOG, ERROR_LOG, AUTH_LOG, GPU_API_LOG):
+        (base / "logs" / name).touch()
     # The daemon's own log shows warnings only; findings and decisions are printed below
     # one line each, as they happen.
     configure_logging("console", "warning", stream)
