@@ -312,7 +312,7 @@ def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventCloc
     except READ_ERRORS as exc:
         fs.error = f"{type(exc).__name__}: {exc}"
     except ValueError as exc:  # auto: nothing readable enough to tell the format
-        fs.error = str(exc)
+        fs.error = f"{exc}; name the format explicitly"
     counters = pipeline.sources.get(source)
     if counters is not None:
         fs.lines = counters.lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import subprocess
@@ -15,6 +16,9 @@ import pytest
 from conftest import nginx_line, nginx_ts, ssh_fail
 
 from aisentinel import replay as replay_module
+from aisentinel.config import Config
+from aisentinel.parsers import AUTO
+from aisentinel.replay import replay
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -162,6 +166,23 @@ def test_unrecognisable_file_needs_an_explicit_format(tmp_path: Path) -> None:
     res = _replay(str(log))
     assert res.returncode == 2
     assert "name it with --format" in res.stderr
+    assert res.stderr.count("name it") == 1  # one hint, not the library's and the CLI's
+
+
+def test_unrecognisable_file_in_a_library_replay_is_a_file_error(tmp_path: Path) -> None:
+    """replay() with format auto records a file no parser recognises as that file's
+    error, with one hint, and goes on with the next file."""
+    mystery = tmp_path / "mystery.log"
+    mystery.write_text("hello\nworld\n")
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    err = io.StringIO()
+    summary = replay([(mystery, AUTO), (empty, "sshd")], Config(), io.StringIO(), err=err)
+    assert summary.failed_files == [str(mystery)]
+    error = summary.files[0].error or ""
+    assert error.startswith("cannot tell the log format")
+    assert error.count("name the format explicitly") == 1
+    assert [f.path for f in summary.files] == [str(mystery), str(empty)]
 
 
 def _json_line(when: object, ip: str, path: str) -> str:

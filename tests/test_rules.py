@@ -362,6 +362,18 @@ def test_rules_test_prints_matching_lines(
     assert "1 matched a rule" in out
 
 
+def test_explain_of_an_unknown_format_gives_one_hint(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """explain on a line no parser recognises exits 2 with the hint said once."""
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    assert main(["explain", "hello world", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot tell the log format" in err
+    assert err.count("name it") == 1
+
+
 def test_explain_escapes_attacker_text(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """explain shows parser, event, rule and why, control characters escaped; --json keeps them."""
     config = write(tmp_path, "c.toml", '[detectors.rules]\nrules_dir = ""\n')

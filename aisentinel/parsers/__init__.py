@@ -72,7 +72,7 @@ def sniff(lines: Sequence[str]) -> str:
     if not votes:
         raise ValueError(
             "cannot tell the log format from the sample lines "
-            f"(expected one of: {', '.join(order)}); name it explicitly"
+            f"(expected one of: {', '.join(order)})"
         )
     best = max(votes.values())
     return next(name for name in order if votes[name] == best)
