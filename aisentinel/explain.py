@@ -41,10 +41,14 @@ def ruleset_of(config: Config) -> RuleSet:
 
 
 def rules_list(ruleset: RuleSet, out: TextIO, *, as_json: bool) -> None:
-    """One line per enabled rule (or a JSON array)."""
+    """A header, then one line per enabled rule (or a JSON array). THRESHOLD is the
+    rule's threshold: ``1`` (every match), or ``N/WINDOWs`` (N matches in the window)."""
     if as_json:
         out.write(json.dumps([describe_rule(r) for r in ruleset.loaded], indent=2) + "\n")
         return
+    out.write(
+        f"{'ID':<34} {'SEVERITY':<8} {'PACK':<11} {'THRESHOLD':<9} {'TAGS':<28} DESCRIPTION\n"
+    )
     for loaded in ruleset.loaded:
         rule = loaded.rule
         where = "local" if loaded.local else loaded.pack

@@ -344,6 +344,19 @@ def test_rules_list_and_show(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert main(["rules", "show", "no-such-rule", "--config", str(config)]) == 1
 
 
+def test_rules_list_text_has_a_header_and_one_line_per_rule(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`rules list` names its columns, then gives a line per rule and the count."""
+    config = write(tmp_path, "c.toml", '[detectors.rules]\nrules_dir = ""\n')
+    assert main(["rules", "list", "--config", str(config)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "SEVERITY", "PACK", "THRESHOLD", "TAGS", "DESCRIPTION"]
+    rules = lines[1:-1]
+    assert any(line.startswith("log4shell ") for line in rules)
+    assert lines[-1].startswith(f"{len(rules)} rules")
+
+
 def test_rules_test_prints_matching_lines(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
