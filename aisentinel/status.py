@@ -327,13 +327,14 @@ def _cell(value: Any, limit: int = CELL) -> str:
     return escape(_text(value), limit) if value not in (None, "") else "-"
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> list[str]:
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], indent: str = "  ") -> list[str]:
+    """``headers`` and ``rows`` (cells already escaped) as lines of aligned columns."""
     body = [list(r) for r in rows]
     widths = [max([len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(headers)]
     out = []
     for row in [list(headers), *body]:
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=True)]
-        out.append("  " + "  ".join(cells).rstrip())
+        out.append(indent + "  ".join(cells).rstrip())
     return out
 
 
@@ -379,7 +380,7 @@ def render(snap: Mapping[str, Any]) -> str:
     sources = list(snap.get("sources", ()))
     up = sum(1 for s in sources if s.get("up"))
     lines += ["", f"SOURCES ({up}/{len(sources)} up)"]
-    lines += _table(
+    lines += table(
         ("NAME", "STATE", "READ", "PARSED", "UNPARSED", "LAG", "WHERE", "DETAIL"),
         map(_source_row, sources),
     )
@@ -397,7 +398,7 @@ def render(snap: Mapping[str, Any]) -> str:
     lines += ["", summary]
 
     lines += ["", "DETECTORS"]
-    lines += _table(
+    lines += table(
         ("NAME", "KEYS", "MAX KEYS", "EVICTIONS", "FINDINGS", "QUIETED"),
         (
             (
@@ -422,7 +423,7 @@ def render(snap: Mapping[str, Any]) -> str:
     ]
     recent = list(dec.get("recent") or ())
     if recent:
-        lines += _table(
+        lines += table(
             ("TARGET", "DETECTOR", "SEVERITY", "OFFENCE", "EXPIRES IN", "REASON"),
             (
                 (
@@ -440,7 +441,7 @@ def render(snap: Mapping[str, Any]) -> str:
             lines.append(f"  ({len(recent)} most recent shown)")
 
     lines += ["", "RESPONDERS"]
-    lines += _table(
+    lines += table(
         ("NAME", "HEALTH", "PENDING", "OK", "FAILED", "GIVEN UP", "DETAIL"),
         (
             (

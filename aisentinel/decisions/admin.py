@@ -31,6 +31,7 @@ from aisentinel.control import CommandError, Peer, PeerHandler
 from aisentinel.decisions.engine import MANUAL, DecisionEngine, parse_target_text
 from aisentinel.events import AddressTarget, Decision
 from aisentinel.responders.runner import ResponderRunner
+from aisentinel.status import table
 from aisentinel.textsafe import escape
 
 TARGET_MAX = 128
@@ -212,23 +213,24 @@ def render_bans(result: Mapping[str, Any]) -> str:
             "`aisentinel brake reset`"
         )
     bans = result.get("bans") or []
-    if not bans:
-        lines.append("no bans in force")
-    else:
-        lines.append("TARGET  ACTION  EXPIRES  DETECTOR  WHO  REASON")
+    rows = []
     for b in bans:
         expires = b.get("expires_in_seconds")
-        left = format_duration(float(expires)) if isinstance(expires, int | float) else "-"
-        sim = " (simulated)" if b.get("simulated") else ""
-        fields = (
-            b.get("target"),
-            b.get("action"),
-            f"in {left}",
-            b.get("detector"),
-            b.get("who"),
-            b.get("reason"),
+        # Whole seconds, rounded up: "in 1h" right after a 1h ban, not "in 59m59s621ms".
+        left = (
+            f"in {format_duration(float(math.ceil(expires)))}"
+            if isinstance(expires, int | float) and math.isfinite(expires)
+            else "-"
         )
-        lines.append("  ".join(escape(str(f), limit=120) for f in fields) + sim)
+        sim = " (simulated)" if b.get("simulated") else ""
+        fields = (b.get("target"), b.get("action"), left, b.get("detector"), b.get("who"))
+        row = [escape(str(f), limit=120) for f in fields]
+        rows.append([*row, escape(str(b.get("reason")), limit=120) + sim])
+    if rows:
+        headers = ("TARGET", "ACTION", "EXPIRES", "DETECTOR", "WHO", "REASON")
+        lines += table(headers, rows, indent="")
+    else:
+        lines.append("no bans in force")
     for a in result.get("allowed") or []:
         lines.append(
             f"allowed {escape(str(a.get('network')), limit=60)} until "
