@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from aisentinel.clock import FakeClock
 from aisentinel.config import Config
 from aisentinel.detectors import build_detectors
 from aisentinel.detectors.base import Detector
@@ -22,6 +21,7 @@ from aisentinel.detectors.rules import RulesConfig
 from aisentinel.events import Event, Finding, HttpRequest, finding_fields
 from aisentinel.parsers import AUTO, ParserContext, build_parser, sniff
 from aisentinel.parsers.base import Parser
+from aisentinel.replay import iso
 from aisentinel.rules import LoadedRule, RuleSet, describe_rule
 from aisentinel.rules.matcher import Hit, Matcher, explain_rule, request_fields
 from aisentinel.textsafe import escape
@@ -124,7 +124,7 @@ def rules_test(
     """Each line through the parser and the rules only (no windows): which rules it
     matches. Prints one line (or JSON object) per matching line, then a summary."""
     lines = list(lines)
-    ctx = ParserContext(source="rules-test", clock=FakeClock(0.0))
+    ctx = ParserContext(source="rules-test")
     name, parser = _parser_for(lines[:64], fmt, ctx)
     matcher = Matcher(ruleset.rules)
     result = RulesTestResult(name)
@@ -179,7 +179,9 @@ def explain_lines(
     did it), and the findings the detectors make (fed in order, so a threshold met over
     several lines of a file shows on the line that meets it). Returns the number of
     lines no parser understood."""
-    ctx = ParserContext(source="explain", clock=FakeClock(0.0), trusted_proxies=())
+    # The parsers' default clock is the wall clock: classic syslog timestamps have no
+    # year, and the sshd parser infers it from "now" (a clock at the epoch refused them).
+    ctx = ParserContext(source="explain", trusted_proxies=())
     name, parser = _parser_for(lines[:64], fmt, ctx)
     ruleset = ruleset_of(config)
     detectors: list[Detector] = build_detectors(config.detectors)
@@ -238,7 +240,9 @@ def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
         return
     out.write(f"  parser {record['parser']} -> {event['type']}\n")
     for key, value in event.items():
-        if key != "type" and value is not None:
+        if key == "ts" and isinstance(value, float):
+            out.write(f"    {key:<14}{value} ({iso(value)})\n")
+        elif key != "type" and value is not None:
             out.write(f"    {key:<14}{escape(str(value), _EVIDENCE)}\n")
     norm = record.get("normalised")
     if norm is not None:

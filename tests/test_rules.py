@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import ssh_fail
 
 from aisentinel.cli import main
 from aisentinel.config import ConfigError, parse_config
@@ -373,6 +374,29 @@ def test_rules_test_prints_matching_lines(
     out = capsys.readouterr().out
     assert "2: phpunit-eval-stdin" in out
     assert "1 matched a rule" in out
+
+
+def test_explain_reads_classic_syslog_sshd_lines(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """explain parses a classic-syslog sshd line (no year: taken from the wall clock) and
+    shows the brute force a file of five failures makes on its fifth line."""
+    config = write(tmp_path, "c.toml", "")
+    now = time.time() - 3600
+    line = ssh_fail(now, "203.0.113.9", user="admin")
+    assert main(["explain", line, "--json", "--config", str(config)]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["parser"] == "sshd"
+    assert record["event"]["client"] == "203.0.113.9"
+    assert record["event"]["kind"] == "failed_password"
+    assert abs(record["event"]["ts"] - int(now)) < 1
+    log = write(
+        tmp_path, "auth.log", "".join(ssh_fail(now + i, "203.0.113.9") + "\n" for i in range(5))
+    )
+    assert main(["explain", "--file", str(log), "--json", "--config", str(config)]) == 0
+    records = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [bool(r["detectors"]) for r in records] == [False] * 4 + [True]
+    assert records[4]["detectors"][0]["detector"] == "ssh_bruteforce"
 
 
 def test_explain_of_an_unknown_format_gives_one_hint(
