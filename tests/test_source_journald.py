@@ -235,17 +235,59 @@ def test_disabled_without_systemd_python(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_journald_problem_names_the_reason(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """journald_problem says what is missing: the library, or any journal directory."""
+    """journald_problem says what is missing: the library, any journal directory, or a
+    system journal file in it."""
     monkeypatch.setattr(journald, "_journal", None)
     assert journald.journald_problem() == "systemd-python is not installed"
     monkeypatch.setattr(journald, "_journal", object())
     monkeypatch.setattr(journald, "JOURNAL_DIRS", (tmp_path / "nope",))
     assert "no journal directory" in (journald.journald_problem() or "")
     monkeypatch.setattr(journald, "JOURNAL_DIRS", (tmp_path,))
+    assert "no system journal files" in (journald.journald_problem() or "")
+    (tmp_path / "system.journal").write_bytes(b"")
     assert journald.journald_problem() is None
 
 
+def test_journal_files_problem_says_when_a_reader_would_see_nothing(tmp_path: Path) -> None:
+    """No journal file, only users' journals for the system journal, or no readable one:
+    each named with where and what to do; a readable file is no problem."""
+    problem = journald.journal_files_problem
+    jdir = tmp_path / "journal"
+    machine = jdir / "0123456789abcdef0123456789abcdef"
+    machine.mkdir(parents=True)
+    assert "no system journal files in" in (problem([jdir], system=True) or "")
+    (machine / "user-1000.journal").write_bytes(b"")
+    assert "no system journal files in" in (problem([jdir], system=True) or "")
+    assert problem([jdir], system=False) is None  # a directory's own files: any name
+    (machine / "system.journal").write_bytes(b"")
+    assert problem([jdir], system=True) is None  # readable (root reads every file)
+    denied = problem([jdir], system=True, readable=lambda path: False)
+    assert denied is not None
+    assert "none of the 1 system journal files" in denied
+    assert "group systemd-journal or adm" in denied
+    assert "no journal files in" in (problem([tmp_path / "nope"], system=False) or "")
+
+
 # ------------------------------------------------------------------ real journal files
+
+
+@needs_journal
+def test_an_open_journal_without_files_is_down_until_entries_come(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A journal directory with no journal file opens without error but shows nothing:
+    the source is down (error) with the reason until a journal file brings entries."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    source, out = make(start_at="beginning")
+    assert source.stats.state == "error"
+    assert not source.stats.up
+    assert "no journal files in" in source.stats.reason
+    write_journal(jdir / "a.journal", [entry(1, attempt(1))])
+    wait_for(lambda: len(out.lines) >= 1, "the entry of the new journal file")
+    assert out.lines == [expected(1)]
+    wait_for(lambda: source.stats.state == "following", "the source to be up again")
+    assert source.stats.up
 
 
 @needs_journal

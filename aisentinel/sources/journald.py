@@ -4,7 +4,13 @@ Needs the optional ``systemd-python`` package (``pip install aisentinel[systemd]
 Without it the source logs one warning at ``start()``, reports state ``error`` (not up)
 and does nothing else. It is up (``following``) only while the journal is open; a cursor
 that cannot be saved makes it ``degraded`` (logged once, counted in
-``stats.position_errors``).
+``stats.position_errors``). An open journal can still show nothing: sd-journal opens a
+directory with no journal file, or none this user may read (not in group
+``systemd-journal`` or ``adm``), without an error and then reads no entry. So the source
+looks at the files (:func:`journal_files_problem`) when it opens the journal and, while
+it reads nothing, every ``BLIND_CHECK_INTERVAL`` seconds: with no readable file it is
+``error`` (not up), with the reason, logged once; the first entry read, or a readable
+file, makes it up again.
 
 It is an event source: it names no parser and hands on
 :class:`~aisentinel.events.EventBatch` values of :class:`~aisentinel.events.SshEvent`
@@ -38,9 +44,10 @@ the reopens (fail2ban-server's systemd backend: 189 MB). A reopen costs about 1 
 
 from __future__ import annotations
 
+import os
 import re
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -93,6 +100,50 @@ MAX_XID_SERIES = 256
 JOURNAL_DIRS = (Path("/var/log/journal"), Path("/run/log/journal"))
 """Where the systemd journal lives (persistent, volatile)."""
 
+BLIND_CHECK_INTERVAL = 10.0
+"""Seconds (of the source's clock) between two looks at the journal files while the
+source reads nothing (see :func:`journal_files_problem`)."""
+
+
+def _readable(path: Path) -> bool:
+    return os.access(path, os.R_OK)
+
+
+def journal_files_problem(
+    directories: Sequence[Path],
+    *,
+    system: bool,
+    readable: Callable[[Path], bool] = _readable,
+) -> str | None:
+    """Why a journal reader of ``directories`` would see no entry, from the journal
+    files there (``*.journal`` and ``*.journal~``, also one directory down, where
+    journald keeps them per machine id); None when one of them can be read.
+
+    ``system``: the reader reads the system journal (no ``directory`` configured), whose
+    files are named ``system*``: users' own journals, which sshd never writes to, do
+    not count. ``readable`` is ``os.access(path, R_OK)``; root passes it for any file.
+    """
+    files: list[Path] = []
+    for directory in directories:
+        for pattern in ("*.journal", "*.journal~", "*/*.journal", "*/*.journal~"):
+            try:
+                files.extend(directory.glob(pattern))
+            except OSError:
+                continue
+    if system:
+        files = [f for f in files if f.name.startswith("system")]
+    where = ", ".join(str(d) for d in directories)
+    kind = "system journal files" if system else "journal files"
+    if not files:
+        return f"no {kind} in {where}: is systemd-journald running and keeping logs?"
+    if any(readable(f) for f in files):
+        return None
+    return (
+        f"none of the {len(files)} {kind} in {where} is readable by this user "
+        f"(uid {os.getuid()}): add it to group systemd-journal or adm"
+    )
+
+
 _FIELDS = ("MESSAGE", "SYSLOG_IDENTIFIER", "_COMM", "_SYSTEMD_UNIT", "_PID", "SYSLOG_PID")
 """The fields :func:`entry_event` reads; ``_TRANSPORT`` too with ``kernel_xid``."""
 
@@ -105,12 +156,13 @@ def journald_available() -> bool:
 
 
 def journald_problem() -> str | None:
-    """Why the journal cannot be read on this host, in words; None when it can."""
+    """Why the journal cannot be read on this host, in words; None when it can (the
+    library imports and a system journal file is readable)."""
     if _systemd_journal() is None:
         return "systemd-python is not installed"
     if not any(d.is_dir() for d in JOURNAL_DIRS):
         return "no journal directory (" + ", ".join(str(d) for d in JOURNAL_DIRS) + ")"
-    return None
+    return journal_files_problem(JOURNAL_DIRS, system=True)
 
 
 class JournaldSourceConfig(SourceConfigBase):
@@ -234,6 +286,9 @@ class JournaldSource(Source):
         """The entry fields read (see :meth:`_next_entry`)."""
         self.reopens = 0
         """Times the reader was reopened at its cursor after ``reopen_entries`` entries."""
+        self._blind: str | None = None
+        """Why the open journal shows nothing (no readable journal file), or None."""
+        self._next_blind_check = 0.0
 
     def start(self, emit: Emit) -> None:
         """Start the reader thread; without systemd-python, warn once and stay down."""
@@ -309,16 +364,45 @@ class JournaldSource(Source):
             reader.add_match(match)
             reader.add_disjunction()
         self._position(reader)
-        self._tried.set()
         self._last_failure = ""
+        self._next_blind_check = 0.0
+        self._check_blind()  # before _tried: ready() then reports the state it found
         self._set_open_state()
+        self._tried.set()
         return reader
 
     def _set_open_state(self) -> None:
-        if self._cursor_fault:
+        if self._blind is not None:
+            self.stats.set_state("error", self._blind)
+        elif self._cursor_fault:
             self.stats.set_state("degraded", self._cursor_fault)
         else:
             self.stats.set_state("following", "the journal is open")
+
+    def _check_blind(self) -> None:
+        """Look at the journal files (at most every ``BLIND_CHECK_INTERVAL``): set or
+        clear :attr:`_blind`, logging the change."""
+        now = self.clock.monotonic()
+        if now < self._next_blind_check:
+            return
+        self._next_blind_check = now + BLIND_CHECK_INTERVAL
+        directory = self.config.directory
+        dirs = JOURNAL_DIRS if directory is None else (Path(directory),)
+        problem = journal_files_problem(dirs, system=directory is None)
+        self._seen(problem)
+
+    def _seen(self, problem: str | None) -> None:
+        """Record whether the journal shows nothing (``problem``) or can be read (None)."""
+        if problem == self._blind:
+            return
+        self._blind = problem
+        if problem is None:
+            _log.info("journal readable; the source reads it again", source=self.name)
+        else:
+            self.stats.errors += 1
+            self.stats.last_error = problem
+            _log.warning("journal source reads nothing", source=self.name, reason=problem)
+        self._set_open_state()
 
     def _position(self, reader: Any) -> None:
         cursor = self._cursor or self._load_cursor()
@@ -387,6 +471,8 @@ class JournaldSource(Source):
                 self._cursor = entry.get("__CURSOR")
                 last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
             if read:
+                if self._blind is not None:
+                    self._seen(None)  # entries came: the journal can be read
                 emit(EventBatch(name, events, read_at, read - len(events)))
                 self.stats.lines_read += read
                 self.stats.bytes_read += size
@@ -396,6 +482,8 @@ class JournaldSource(Source):
                 self._save(force=False)
                 continue
             self._save(force=False)
+            if self._blind is not None:
+                self._check_blind()
             reader.wait(wait)
 
     def _xid(self, entry: Mapping[str, Any]) -> XidEvent | None:
@@ -500,6 +588,7 @@ __all__ = [
     "JournaldSource",
     "JournaldSourceConfig",
     "entry_event",
+    "journal_files_problem",
     "journald_available",
     "journald_problem",
     "kernel_xid_event",
