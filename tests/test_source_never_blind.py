@@ -147,6 +147,7 @@ def test_default_sshd_fallback_says_why_and_what_to_do(
 ) -> None:
     """Default sshd file source, file missing: the warning says why journald is not used."""
     monkeypatch.setattr(file_source, "journald_problem", lambda: "systemd-python is not installed")
+    monkeypatch.setattr(file_source, "journald_available", lambda: False)
     (table,) = [s for s in default_sources(journald=False) if s["parser"] == "sshd"]
     table["paths"] = [str(tmp_path / "auth.log")]  # stands for the missing /var/log/auth.log
     source = FileSource(
@@ -160,6 +161,29 @@ def test_default_sshd_fallback_says_why_and_what_to_do(
     assert warned["path"] == str(tmp_path / "auth.log")
     assert "systemd-python is not installed" in warned["hint"]
     assert "python3-systemd" in warned["hint"]
+
+
+def test_default_sshd_fallback_without_journal_files_does_not_ask_for_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With systemd-python present but no system journal file to read, the warning names
+    that reason and does not tell the operator to install the library."""
+    problem = "no system journal files in /var/log/journal, /run/log/journal"
+    monkeypatch.setattr(file_source, "journald_problem", lambda: problem)
+    monkeypatch.setattr(file_source, "journald_available", lambda: True)
+    (table,) = [s for s in default_sources(journald=False) if s["parser"] == "sshd"]
+    table["paths"] = [str(tmp_path / "auth.log")]
+    source = FileSource(
+        FileSourceConfig.model_validate(table), clock=SystemClock(), state_dir=tmp_path / "s"
+    )
+    with capture_logs() as logs:
+        source.start(Collector())
+        wait_for(source.ready, "the source to be ready")
+    source.stop()
+    (warned,) = events(logs, "log file missing; waiting for it to appear")
+    assert problem in warned["hint"]
+    assert "python3-systemd" not in warned["hint"]
+    assert "rsyslog" in warned["hint"]
 
 
 def test_non_sshd_missing_path_has_no_journal_hint(harness: Harness, tmp_path: Path) -> None:

@@ -92,7 +92,7 @@ from aisentinel.sources.base import (
     SourceState,
     parser_name,
 )
-from aisentinel.sources.journald import journald_problem
+from aisentinel.sources.journald import journald_available, journald_problem
 from aisentinel.sources.positions import (
     HEAD_BYTES,
     FilePosition,
@@ -1055,12 +1055,15 @@ class FileSource(Source):
         problem = journald_problem()
         if problem is None:
             return 'if sshd logs to the journal only, read it with a type = "journald" source'
-        return (
-            f"sshd is read from this file because the journal cannot be read here "
-            f"({problem}): install python3-systemd (or pip install 'aisentinel[systemd]') "
-            "so sshd is read from journald, or install rsyslog, or set this source's paths "
-            "to sshd's log file"
+        fix = (
+            "install python3-systemd (or pip install 'aisentinel[systemd]') so sshd is read "
+            "from journald, or install rsyslog, or set this source's paths to sshd's log file"
+            if not journald_available()
+            else "install rsyslog (it writes this file), or set this source's paths to sshd's "
+            "log file"
         )
+        why = f"sshd is read from this file because the journal cannot be read here ({problem})"
+        return f"{why}: {fix}"
 
     def _fail(self, what: str, exc: Exception) -> None:
         self.stats.errors += 1
