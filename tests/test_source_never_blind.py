@@ -142,14 +142,11 @@ def test_glob_without_match_is_waiting(harness: Harness, tmp_path: Path) -> None
     wait_for(lambda: source.stats.up, "up with one match")
 
 
-def test_default_sshd_fallback_says_why_and_what_to_do(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Default sshd file source, file missing: the warning says why journald is not used."""
-    monkeypatch.setattr(file_source, "journald_problem", lambda: "systemd-python is not installed")
-    monkeypatch.setattr(file_source, "journald_available", lambda: False)
+def _default_sshd_missing_warning(tmp_path: Path) -> dict[str, Any]:
+    """The warning the default sshd file source logs at start when its file is missing
+    (``tmp_path/auth.log`` stands for /var/log/auth.log)."""
     (table,) = [s for s in default_sources(journald=False) if s["parser"] == "sshd"]
-    table["paths"] = [str(tmp_path / "auth.log")]  # stands for the missing /var/log/auth.log
+    table["paths"] = [str(tmp_path / "auth.log")]
     source = FileSource(
         FileSourceConfig.model_validate(table), clock=SystemClock(), state_dir=tmp_path / "s"
     )
@@ -158,6 +155,16 @@ def test_default_sshd_fallback_says_why_and_what_to_do(
         wait_for(source.ready, "the source to be ready")
     source.stop()
     (warned,) = events(logs, "log file missing; waiting for it to appear")
+    return warned
+
+
+def test_default_sshd_fallback_says_why_and_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Default sshd file source, file missing: the warning says why journald is not used."""
+    monkeypatch.setattr(file_source, "journald_problem", lambda: "systemd-python is not installed")
+    monkeypatch.setattr(file_source, "journald_available", lambda: False)
+    warned = _default_sshd_missing_warning(tmp_path)
     assert warned["path"] == str(tmp_path / "auth.log")
     assert "systemd-python is not installed" in warned["hint"]
     assert "python3-systemd" in warned["hint"]
@@ -171,16 +178,7 @@ def test_default_sshd_fallback_without_journal_files_does_not_ask_for_the_librar
     problem = "no system journal files in /var/log/journal, /run/log/journal"
     monkeypatch.setattr(file_source, "journald_problem", lambda: problem)
     monkeypatch.setattr(file_source, "journald_available", lambda: True)
-    (table,) = [s for s in default_sources(journald=False) if s["parser"] == "sshd"]
-    table["paths"] = [str(tmp_path / "auth.log")]
-    source = FileSource(
-        FileSourceConfig.model_validate(table), clock=SystemClock(), state_dir=tmp_path / "s"
-    )
-    with capture_logs() as logs:
-        source.start(Collector())
-        wait_for(source.ready, "the source to be ready")
-    source.stop()
-    (warned,) = events(logs, "log file missing; waiting for it to appear")
+    warned = _default_sshd_missing_warning(tmp_path)
     assert problem in warned["hint"]
     assert "python3-systemd" not in warned["hint"]
     assert "rsyslog" in warned["hint"]
