@@ -361,6 +361,24 @@ def test_reopens_at_the_cursor_in_batches(make: Callable[..., Any], tmp_path: Pa
 
 
 @needs_journal
+def test_entries_read_prove_the_journal_readable_across_reopens(
+    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once entries came, the source stays up through its reopens even if the file check
+    says otherwise (journal files named in a way it does not know): entries win."""
+    monkeypatch.setattr(journald, "journal_files_problem", lambda *a, **k: "odd file names")
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 231)])
+    source, out = make(start_at="beginning", batch_entries=50, reopen_entries=100)
+    wait_for(lambda: len(out.lines) >= 230, "the 230 entries")
+    assert source.reopens >= 2
+    assert source.stats.state == "following"
+    assert source.stats.up
+    assert source.stats.errors == 1  # the check at the first open only, not at each reopen
+
+
+@needs_journal
 def test_reads_the_fields_it_needs_from_real_entries(
     make: Callable[..., Any], tmp_path: Path
 ) -> None:

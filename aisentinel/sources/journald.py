@@ -381,7 +381,10 @@ class JournaldSource(Source):
 
     def _check_blind(self) -> None:
         """Look at the journal files (at most every ``BLIND_CHECK_INTERVAL``): set or
-        clear :attr:`_blind`, logging the change."""
+        clear :attr:`_blind`, logging the change. Once entries were read the journal is
+        known to be readable: the reopens every ``reopen_entries`` do not look again."""
+        if self.stats.lines_read and self._blind is None:
+            return
         now = self.clock.monotonic()
         if now < self._next_blind_check:
             return
