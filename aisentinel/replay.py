@@ -14,7 +14,7 @@ import json
 import sys
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from aisentinel.events import (
 )
 from aisentinel.parsers import AUTO, sniff
 from aisentinel.pipeline import Pipeline
+from aisentinel.sources.file import MAX_LINE_BYTES
 from aisentinel.textsafe import escape
 
 BATCH_LINES = 2048
@@ -63,46 +64,113 @@ def _open(path: Path) -> gzip.GzipFile | io.BufferedReader:
     return path.open("rb")
 
 
-def read_lines(path: Path, batch_lines: int = BATCH_LINES) -> Iterator[list[str]]:
+def _line_end(data: bytes) -> int:
+    """Where the first line end (``\\n`` or ``\\r``) of ``data`` is; -1 if none."""
+    lf, cr = data.find(b"\n"), data.find(b"\r")
+    return lf if cr < 0 else cr if lf < 0 else min(lf, cr)
+
+
+def _split(data: bytes) -> tuple[bytes, bytes] | None:
+    """``data`` as its complete lines (joined by ``\\n`` alone) and the rest after the
+    last line end; None when no line is complete. A CR at the very end may be the first
+    half of a CRLF: it stays in the rest."""
+    if b"\r" not in data:  # the usual case: one search, one split
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            return None
+        return data[:cut], data[cut + 1 :]
+    end = len(data) - 1 if data.endswith(b"\r") else len(data)
+    cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
+    if cut < 0:
+        return None
+    body = data[:cut]
+    if data[cut] == 0x0A and body.endswith(b"\r"):
+        body = body[:-1]
+    return body.replace(b"\r\n", b"\n").replace(b"\r", b"\n"), data[cut + 1 :]
+
+
+def _skip_line_rest(chunk: bytes) -> tuple[bytes, bool] | None:
+    """``chunk`` after the line end that ends a line being skipped, and whether that end
+    is a CR at the chunk's last byte (a LF at the start of the next chunk belongs to
+    it); None when ``chunk`` holds no line end (all of it is skipped)."""
+    at = _line_end(chunk)
+    if at < 0:
+        return None
+    if chunk[at] == 0x0D:
+        if at + 1 == len(chunk):
+            return b"", True
+        if chunk[at + 1] == 0x0A:
+            at += 1
+    return chunk[at + 1 :], False
+
+
+def _cut_lines(body: bytes, cap: int) -> tuple[list[str], int]:
+    """The lines of ``body`` (``\\n``-separated), each cut to ``cap`` bytes before it
+    is decoded, and how many were cut."""
+    parts = body.split(b"\n")
+    return [p[:cap].decode("utf-8", "replace") for p in parts], sum(len(p) > cap for p in parts)
+
+
+def read_lines(
+    path: Path,
+    batch_lines: int = BATCH_LINES,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    on_truncated: Callable[[int], None] | None = None,
+) -> Iterator[list[str]]:
     """Lines of ``path`` (plain or .gz) in batches, bad UTF-8 replaced.
 
     ``\\n``, ``\\r\\n`` and a lone ``\\r`` each end a line (and are stripped). Data is read
     with ``read1``, so a damaged file yields every complete line decoded before the
     fault, then raises one of :data:`READ_ERRORS`; a partial last line before the
     fault is dropped.
+
+    A line longer than ``max_line_bytes`` is cut there and the rest of it, up to its
+    line end, is skipped without being kept, as the daemon's file source does with its
+    default ``max_line_bytes``; ``on_truncated(n)`` is told of each ``n`` lines cut. So
+    a file with no line end (a binary file, a log gone wrong) costs one cut line, not
+    the whole file in memory.
     """
+    cap = max_line_bytes
+    wide = cap // 4  # a line of at most this many characters has at most ``cap`` bytes
     rest = b""
+    skipping = False  # the rest of a line cut at ``cap`` is being skipped
+    lf_next = False  # that line ended with a CR at a chunk's end: a LF next ends it too
     with _open(path) as fh:
         read = fh.read1
-        while True:
-            chunk = read(CHUNK_BYTES)
-            if not chunk:
-                break
+        while chunk := read(CHUNK_BYTES):
+            if lf_next:
+                lf_next = False
+                chunk = chunk.removeprefix(b"\n")
+            if skipping:
+                after = _skip_line_rest(chunk)
+                if after is None:
+                    continue
+                (chunk, lf_next), skipping = after, False
             data = rest + chunk
-            if b"\r" not in data:  # the usual case: one search, one split
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                body = data[:cut]
-            else:
-                # A CR at the very end may be the first half of a CRLF: keep it for later.
-                end = len(data) - 1 if data.endswith(b"\r") else len(data)
-                cut = max(data.rfind(b"\n", 0, end), data.rfind(b"\r", 0, end))
-                if cut < 0:
-                    rest = data
-                    continue
-                body = data[:cut]
-                if data[cut] == 0x0A and body.endswith(b"\r"):
-                    body = body[:-1]
-                body = body.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-            rest = data[cut + 1 :]
+            split = _split(data)
+            if split is None:
+                rest = data
+                if len(data) > cap and _line_end(data) < 0:
+                    # Longer than the cap with no end in sight: its head is all we keep.
+                    rest, skipping = b"", True
+                    if on_truncated is not None:
+                        on_truncated(1)
+                    yield [data[:cap].decode("utf-8", "replace")]
+                continue
+            body, rest = split
             lines = body.decode("utf-8", "replace").split("\n")
+            if max(map(len, lines)) > wide:  # rare: a line may be over the cap
+                lines, cut = _cut_lines(body, cap)
+                if cut and on_truncated is not None:
+                    on_truncated(cut)
             for i in range(0, len(lines), batch_lines):
                 yield lines[i : i + batch_lines]
-    if rest:
-        text = rest.decode("utf-8", "replace")
-        yield [text.removesuffix("\r")]
+    if rest and not skipping:
+        lines, cut = _cut_lines(rest.removesuffix(b"\r"), cap)
+        if cut and on_truncated is not None:
+            on_truncated(cut)
+        yield lines
 
 
 def detect_format(path: Path) -> str:
@@ -131,8 +199,15 @@ class FileSummary:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
+    truncated: int = 0
+    """Lines longer than the daemon's default ``max_line_bytes``, cut there (see
+    :func:`read_lines`)."""
     error: str | None = None
     """Why the file could not be read to its end (its lines before the fault count)."""
+
+    def count_truncated(self, n: int) -> None:
+        """``on_truncated`` for :func:`read_lines`."""
+        self.truncated += n
 
 
 @dataclass
@@ -307,7 +382,7 @@ def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventCloc
     try:
         if file_fmt == AUTO:
             file_fmt = fs.format = detect_format(path)
-        for lines in read_lines(path):
+        for lines in read_lines(path, on_truncated=fs.count_truncated):
             pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))
     except READ_ERRORS as exc:
         fs.error = f"{type(exc).__name__}: {exc}"
@@ -330,9 +405,10 @@ def print_summary(summary: ReplaySummary, out: TextIO, *, as_json: bool) -> None
     out.write("\nSummary\n")
     for f in summary.files:
         failed = "" if f.error is None else f"; FAILED: {f.error}"
+        cut = f", {f.truncated} cut at {MAX_LINE_BYTES} bytes" if f.truncated else ""
         out.write(
             f"  {f.path} ({f.format}): {f.lines} lines read, {f.parsed} parsed, "
-            f"{f.unparsed} unparsed{failed}\n"
+            f"{f.unparsed} unparsed{cut}{failed}\n"
         )
     out.write(
         f"  total: {data['lines_read']} lines, {data['parsed']} parsed, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import random
 import re
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from aisentinel import replay as replay_module
 from aisentinel.config import Config
 from aisentinel.parsers import AUTO
 from aisentinel.replay import replay
+from aisentinel.sources.file import MAX_LINE_BYTES
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -280,6 +282,60 @@ def test_read_lines_without_cr_is_unchanged(tmp_path: Path) -> None:
     path.write_bytes(b"one\ntwo\n\xff\nfour")
     got = [x for b in replay_module.read_lines(path) for x in b]
     assert got == ["one", "two", "\ufffd", "four"]
+
+
+def _reference_lines(data: bytes, cap: int) -> list[str]:
+    """What a line reader must give for ``data``: lines ended by CRLF, CR or LF, each
+    cut to ``cap`` bytes, then decoded with bad UTF-8 replaced."""
+    parts = re.split(rb"\r\n|\r|\n", data)
+    if parts[-1] == b"":
+        parts.pop()  # the file ends with a line end
+    return [p[:cap].decode("utf-8", "replace") for p in parts]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_read_lines_cuts_long_lines_wherever_the_chunks_fall(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    """Lines over the cap are cut to it and their rest skipped, whatever the chunk size and
+    line ends (CR at a chunk's end included); every cut is counted."""
+    rng = random.Random(seed)
+    cap = 16
+    pieces = [b"ok", b"x" * 15, b"y" * 16, b"z" * 17, b"w" * 70, "é€😀".encode() * 5, b"\xff\xfe"]
+    data = b"".join(
+        rng.choice(pieces) * rng.randint(1, 3) + rng.choice([b"\n", b"\r\n", b"\r"])
+        for _ in range(60)
+    )
+    if seed % 2:
+        data += rng.choice(pieces)  # a last line without a line end
+    path = tmp_path / "long.log"
+    path.write_bytes(data)
+    monkeypatch.setattr(replay_module, "CHUNK_BYTES", rng.randint(1, 40))
+    cut: list[int] = []
+    got = [
+        line
+        for batch in replay_module.read_lines(
+            path, batch_lines=7, max_line_bytes=cap, on_truncated=cut.append
+        )
+        for line in batch
+    ]
+    want = _reference_lines(data, cap)
+    assert got == want
+    longer = [p for p in re.split(rb"\r\n|\r|\n", data) if len(p) > cap]
+    assert sum(cut) == len(longer)
+
+
+def test_replay_of_a_file_without_line_ends_keeps_one_cut_line(tmp_path: Path) -> None:
+    """A 3 MB file with no line end (a binary file given by mistake) is one line cut at
+    the daemon's max_line_bytes, counted in the file's summary, not 3 MB held as a line."""
+    path = tmp_path / "blob.log"
+    path.write_bytes(b"A" * 3_000_000)
+    lines = [line for batch in replay_module.read_lines(path) for line in batch]
+    assert lines == ["A" * MAX_LINE_BYTES]
+    summary = replay([(path, "nginx")], Config(), io.StringIO())
+    assert summary.files[0].truncated == 1
+    assert summary.files[0].lines == 1
+    assert summary.as_dict()["files"][0]["truncated"] == 1
 
 
 def _survey_scan(epoch: float, ip: str) -> str:

@@ -138,6 +138,11 @@ def _has_magic(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
+MAX_LINE_BYTES = 65536
+"""Default ``max_line_bytes``: a longer line is cut here (``aisentinel replay`` cuts at the
+same length, so both see the same lines)."""
+
+
 class FileSourceConfig(SourceConfigBase):
     """``[[sources]]`` with ``type = "file"``."""
 
@@ -149,7 +154,7 @@ class FileSourceConfig(SourceConfigBase):
     inotify: bool = True
     poll_interval: Interval = 1.0
     """Safety-net stat (and, without inotify, polling) period; 10ms-1h."""
-    max_line_bytes: int = Field(default=65536, ge=64, le=1 << 20)
+    max_line_bytes: int = Field(default=MAX_LINE_BYTES, ge=64, le=1 << 20)
     """Longer lines are truncated; 64 B - 1 MiB (a batch holds ``batch_lines`` of them)."""
     batch_lines: int = Field(default=512, ge=1, le=65536)
     """Most lines handed on at once; 1-65536. Small batches keep few short-lived objects
