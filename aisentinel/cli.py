@@ -48,6 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     configure_logging(args.log_format or config.daemon.log_format, config.daemon.log_level)
     log.debug("allocator tuned (mallopt)", **tuned)
+    for warning in config_warnings(config):
+        log.warning("config: valid but risky", warning=warning)
     daemon = Daemon(config, config_path=args.config)
     daemon.install_signal_handlers()
     return daemon.run()
@@ -62,7 +64,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(json.dumps(config.to_dict(), indent=2))
     else:
         where = config.path
-        print(f"{where}: OK ({len(config.sources)} sources, {len(config.detectors)} detectors)")
+        on = sum(1 for c in config.detectors.values() if c.enabled)
+        enabled = "" if on == len(config.detectors) else f", {on} enabled"
+        print(
+            f"{where}: OK ({len(config.sources)} sources, "
+            f"{len(config.detectors)} detectors{enabled})"
+        )
     for warning in config_warnings(config):
         print(f"WARNING: {warning}", file=sys.stderr)
     return 0
@@ -71,6 +78,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def config_warnings(config: Config) -> list[str]:
     """What is valid but risky in ``config`` (printed by check-config; exit status stays 0)."""
     out = []
+    if not config.sources:
+        out.append(
+            "no log source: `sources = []` leaves the daemon reading nothing; remove it for "
+            "the default sources or add [[sources]] tables"
+        )
+    if not any(c.enabled for c in config.detectors.values()):
+        out.append("every detector is disabled: nothing read can be detected")
     enforcing = sorted(n for n, c in config.responders.items() if c.enabled and n != "dryrun")
     d = config.decisions
     if enforcing and not d.admin_cidrs and not d.allowlist and not d.simulate:

@@ -269,6 +269,8 @@ def _errors(snap: Mapping[str, Any]) -> list[dict[str, str]]:
 def problems(snap: Mapping[str, Any]) -> list[str]:
     """What is down or degraded in ``snap``; empty when everything is up."""
     out: list[str] = []
+    if "sources" in snap and not snap["sources"]:
+        out.append("no log source is configured: nothing is read (see `sources` in the config)")
     for s in snap.get("sources", ()):
         if not s.get("up"):
             out.append(f"source {s.get('name')} is down: {s.get('reason') or 'not reading'}")

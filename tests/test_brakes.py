@@ -3,7 +3,11 @@ the latched storm brake, and check-config's warning about enforcing without an a
 
 from __future__ import annotations
 
+import json
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +16,7 @@ import pytest
 
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
+from aisentinel.config import parse_config
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.allowlist import read_host_addresses
 from aisentinel.decisions.brakes import read_ssh_clients
@@ -189,3 +194,52 @@ def test_check_config_warns_when_enforcing_without_admin_cidr(
     text = '[decisions]\nadmin_cidrs = ["198.51.100.0/24"]\n[responders.throttle]\n'
     code, out = _check(tmp_path, text, capsys)
     assert (code, "WARNING" in out.err) == (0, False)
+
+
+def test_check_config_warns_about_a_daemon_that_reads_or_detects_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sources = []` and every detector disabled are valid but leave the daemon blind:
+    each is a WARNING (exit 0); the count says how many detectors are enabled."""
+    code, out = _check(tmp_path, "sources = []\n", capsys)
+    assert code == 0
+    assert "OK (0 sources," in out.out
+    assert "WARNING: no log source" in out.err
+    names = sorted(parse_config({}, "<defaults>").detectors)
+    text = "".join(f"[detectors.{name}]\nenabled = false\n" for name in names)
+    code, out = _check(tmp_path, text, capsys)
+    assert code == 0
+    assert f"{len(names)} detectors, 0 enabled)" in out.out
+    assert "WARNING: every detector is disabled" in out.err
+    code, out = _check(tmp_path, "[detectors.scanning]\nenabled = false\n", capsys)
+    assert f"{len(names)} detectors, {len(names) - 1} enabled)" in out.out
+    assert out.err == ""
+
+
+def test_run_logs_the_config_warnings_at_start(tmp_path: Path) -> None:
+    """`aisentinel run` logs check-config's warnings when it starts (here: no source)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'sources = []\n[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = ""\n'
+        'log_format = "json"\n[exporter]\nenabled = false\n[audit]\nenabled = false\n'
+    )
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aisentinel", "run", "--config", str(cfg)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while "aisentinel starting" not in log.read_text() and time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            time.sleep(0.1)
+        warned = [
+            json.loads(line) for line in log.read_text().splitlines() if "valid but risky" in line
+        ]
+        assert [w["warning"].split(":")[0] for w in warned] == ["no log source"], log.read_text()
+        assert warned[0]["level"] == "warning"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -346,7 +346,8 @@ def _snap(**over: Any) -> dict[str, Any]:
 
 
 def test_problems_cover_each_kind_of_down() -> None:
-    """Each down condition gives one problem: source, responder, degraded part, stale beat."""
+    """Each down condition gives one problem: source, responder, degraded part, stale beat,
+    no source at all."""
     assert problems(_snap()) == []
     assert problems(_snap(sources=[{"name": "web", "up": False, "reason": "no such file"}])) == [
         "source web is down: no such file"
@@ -359,6 +360,8 @@ def test_problems_cover_each_kind_of_down() -> None:
     stale = problems(_snap(heartbeat={"stale": True, "age_seconds": 40.0, "interval_seconds": 5}))
     assert len(stale) == 1
     assert stale[0].startswith("pipeline heartbeat is stale (last 40s ago")
+    (none,) = problems(_snap(sources=[]))  # a daemon with no source reads nothing
+    assert none.startswith("no log source is configured")
 
 
 def test_render_escapes_problem_and_error_text() -> None:
