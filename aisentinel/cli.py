@@ -154,9 +154,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if config is None:
         return 2
-    from aisentinel.daemon import metrics_address  # noqa: PLC0415
+    from aisentinel.daemon import audit_facts  # noqa: PLC0415
 
-    return run_audit(args, config.audit, metrics_listen=metrics_address(config))
+    return run_audit(args, config.audit, **audit_facts(config))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from aisentinel.decisions.admin import AdminCommands
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger, LedgerCorruptError
 from aisentinel.detectors import build_detectors
-from aisentinel.events import Batch, EventBatch, Finding, finding_fields
+from aisentinel.events import Action, Batch, EventBatch, Finding, finding_fields
 from aisentinel.exporter import (
     DaemonValues,
     DecisionMetrics,
@@ -81,6 +81,28 @@ def metrics_address(config: Config) -> str:
     listen = config.exporter.listen
     host = f"[{listen}]" if ":" in listen else listen
     return f"{host}:{config.exporter.port}" if config.exporter.enabled else ""
+
+
+def audit_facts(config: Config) -> dict[str, Any]:
+    """What the self-audit is told about aisentinel itself: where its metrics listen
+    and how they are protected (``web_config``), and which of its responders ban
+    addresses (``None``: none does, or ``[decisions] simulate`` is on)."""
+    banning = sorted(
+        name
+        for name, cfg in config.responders.items()
+        if cfg.enabled
+        and name != "dryrun"
+        and name in RESPONDERS
+        and Action.BAN in RESPONDERS.get(name).factory.handles
+    )
+    enforcement = None
+    if banning and not config.decisions.simulate:
+        enforcement = " and ".join(banning) + (" responder" if len(banning) == 1 else " responders")
+    return {
+        "metrics_listen": metrics_address(config),
+        "metrics_protection": config.web.describe() if config.web is not None else "plain HTTP",
+        "enforcement": enforcement,
+    }
 
 
 class Daemon:
@@ -406,7 +428,7 @@ class Daemon:
 
         try:
             self.audit = AuditScheduler(
-                self.config.audit, metrics_listen=metrics_address(self.config), clock=self.clock
+                self.config.audit, **audit_facts(self.config), clock=self.clock
             )
             self.registry.register(self.audit.collector)
             self.audit.start()

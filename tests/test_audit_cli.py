@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -17,6 +18,10 @@ from aisentinel.audit.engine import UnknownCheckError, run_audit, run_check, sel
 from aisentinel.audit.model import AuditReport, CheckResult, Status
 from aisentinel.audit.render import render_table, wants_colour
 from aisentinel.audit.testing import empty_proc, make_context
+from aisentinel.cli import main
+from aisentinel.config import parse_config
+from aisentinel.daemon import audit_facts
+from aisentinel.webconfig import WebConfig
 
 EXPECTED_IDS = [
     "firewall.default-deny",
@@ -206,3 +211,65 @@ def test_self_metrics_exposure(listen: str, status: Status) -> None:
     """The exporter address: loopback passes, LAN warns, wildcard/public fail, garbage unknown."""
     ctx = make_context(metrics_listen=listen)
     assert run_check(CHECKS.get("self.metrics-exposure").factory, ctx).status is status
+
+
+@pytest.mark.parametrize(
+    ("listen", "protection", "status"),
+    [
+        ("0.0.0.0:9847", "TLS + basic auth", Status.PASS),
+        ("198.51.100.9:9847", "TLS + basic auth", Status.PASS),
+        ("0.0.0.0:9847", "TLS", Status.WARN),
+        ("0.0.0.0:9847", "basic auth", Status.WARN),
+        ("127.0.0.1:9847", "basic auth", Status.PASS),
+        ("0.0.0.0:9847", "plain HTTP", Status.FAIL),
+    ],
+)
+def test_self_metrics_exposure_counts_the_web_config(
+    listen: str, protection: str, status: Status
+) -> None:
+    """Beyond loopback, TLS and basic auth (web_config) pass, one of them warns, none fails;
+    the fix names config keys that exist."""
+    ctx = make_context(metrics_listen=listen, metrics_protection=protection)
+    result = run_check(CHECKS.get("self.metrics-exposure").factory, ctx)
+    assert result.status is status
+    assert any(protection in line for line in result.evidence)
+    if status is not Status.PASS:
+        assert 'listen = "127.0.0.1"' in result.remediation
+        assert "web_config" in result.remediation
+
+
+@pytest.mark.parametrize(
+    ("table", "enforcement"),
+    [
+        ({}, None),
+        ({"responders": {"nftables": {}}}, "nftables responder"),
+        ({"responders": {"nftables": {}, "ufw": {}}}, "nftables and ufw responders"),
+        ({"responders": {"throttle": {}}}, None),  # workloads, not addresses
+        ({"responders": {"nftables": {}}, "decisions": {"simulate": True}}, None),
+    ],
+)
+def test_audit_facts_name_aisentinels_own_enforcement(
+    table: dict[str, object], enforcement: str | None
+) -> None:
+    """The self-audit is told which enabled responders of aisentinel ban addresses (none
+    in dry run or simulate), where its metrics listen and what protects them."""
+    config = parse_config(table, "<test>")
+    facts = audit_facts(config)
+    assert facts["enforcement"] == enforcement
+    assert facts["metrics_listen"] == "127.0.0.1:9847"
+    assert facts["metrics_protection"] == "plain HTTP"
+    web = WebConfig(path="web.yml", users={"prometheus": b"$2b$hash"})
+    assert audit_facts(dataclasses.replace(config, web=web))["metrics_protection"] == "basic auth"
+
+
+def test_audit_command_passes_fail2ban_check_with_an_own_ban_responder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aisentinel audit` with [responders.nftables]: the fail2ban check passes on
+    aisentinel's own bans, as its fix text promises, whether fail2ban runs or not."""
+    config = tmp_path / "c.toml"
+    config.write_text('[responders.nftables]\n[decisions]\nadmin_cidrs = ["192.0.2.0/24"]\n')
+    code = main(["audit", "--only", "fail2ban.jails", "--json", "--config", str(config)])
+    (result,) = json.loads(capsys.readouterr().out)["results"]
+    assert (code, result["status"]) == (0, "pass"), result
+    assert "aisentinel enforces bans itself: nftables responder" in result["evidence"]

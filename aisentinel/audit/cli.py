@@ -31,6 +31,7 @@ def run(
     config: AuditConfig,
     *,
     metrics_listen: str,
+    metrics_protection: str = "plain HTTP",
     enforcement: str | None = None,
     context: AuditContext | None = None,
     stdout: TextIO | None = None,
@@ -38,7 +39,8 @@ def run(
 ) -> int:
     """Run the audit as ``args`` ask and print it; returns the exit code.
 
-    ``metrics_listen`` is the exporter's ``host:port`` ("" when off); ``enforcement``
+    ``metrics_listen`` is the exporter's ``host:port`` ("" when off) and
+    ``metrics_protection`` what guards it (``WebConfig.describe()``); ``enforcement``
     describes aisentinel's own ban responder when one is enabled. ``context`` and the
     streams are for tests.
     """
@@ -55,7 +57,10 @@ def run(
         print(f"aisentinel audit: {exc}", file=err)
         return EXIT_COULD_NOT_RUN
     ctx = context or AuditContext.for_host(
-        config, metrics_listen=metrics_listen, enforcement=enforcement
+        config,
+        metrics_listen=metrics_listen,
+        metrics_protection=metrics_protection,
+        enforcement=enforcement,
     )
     report = run_audit(ctx, checks)
     if getattr(args, "json", False):

@@ -121,6 +121,9 @@ class AuditContext:
     clock: Clock = field(default_factory=SystemClock)
     metrics_listen: str = ""
     """The exporter's ``host:port``; empty when metrics are off."""
+    metrics_protection: str = "plain HTTP"
+    """What guards the endpoint (``web_config``): ``TLS + basic auth``, ``TLS``,
+    ``basic auth`` or ``plain HTTP``."""
     enforcement: str | None = None
     """How aisentinel itself bans (e.g. ``"nftables responder"``), or ``None`` if it does not."""
     _memo: dict[str, tuple[bool, object]] = field(default_factory=dict, repr=False)
@@ -133,6 +136,7 @@ class AuditContext:
         config: AuditConfig,
         *,
         metrics_listen: str = "",
+        metrics_protection: str = "plain HTTP",
         enforcement: str | None = None,
         clock: Clock | None = None,
     ) -> AuditContext:
@@ -142,6 +146,7 @@ class AuditContext:
             runner=SubprocessRunner(prefix=config.command_prefix),
             clock=clock or SystemClock(),
             metrics_listen=metrics_listen,
+            metrics_protection=metrics_protection,
             enforcement=enforcement,
         )
 

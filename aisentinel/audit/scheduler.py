@@ -40,6 +40,7 @@ class AuditScheduler:
         config: AuditConfig,
         *,
         metrics_listen: str = "",
+        metrics_protection: str = "plain HTTP",
         enforcement: str | None = None,
         collector: AuditCollector | None = None,
         clock: Clock | None = None,
@@ -50,7 +51,11 @@ class AuditScheduler:
         self.collector = collector or AuditCollector()
         self._context_factory = context_factory or (
             lambda: AuditContext.for_host(
-                config, metrics_listen=metrics_listen, enforcement=enforcement, clock=self.clock
+                config,
+                metrics_listen=metrics_listen,
+                metrics_protection=metrics_protection,
+                enforcement=enforcement,
+                clock=self.clock,
             )
         )
         self._scheduler: BackgroundScheduler | None = None

@@ -74,6 +74,7 @@ def make_context(
     prober: FakeProber | None = None,
     docker: DockerInspector | None = None,
     metrics_listen: str = "",
+    metrics_protection: str = "plain HTTP",
     enforcement: str | None = None,
 ) -> AuditContext:
     """A context of fakes: no tools, no HTTP answers, no Docker, a fake clock."""
@@ -84,5 +85,6 @@ def make_context(
         docker=docker or no_docker(),
         clock=FakeClock(),
         metrics_listen=metrics_listen,
+        metrics_protection=metrics_protection,
         enforcement=enforcement,
     )

@@ -1,7 +1,10 @@
-"""aisentinel itself: its metrics endpoint is not reachable beyond loopback.
+"""aisentinel itself: its metrics endpoint is not reachable beyond loopback, unless
+``[exporter] web_config`` puts TLS and basic auth in front of it.
 
-The exporter serves plain HTTP without authentication, so binding it beyond
-loopback publishes the host's security state (and attackers' addresses).
+Without a web config the exporter serves plain HTTP without authentication, so binding
+it beyond loopback publishes the host's security state (and attackers' addresses).
+With TLS and basic auth (the documented way to scrape from another host) that is fine;
+with only one of the two it is a warning.
 """
 
 from __future__ import annotations
@@ -14,12 +17,16 @@ from aisentinel.audit.model import Status
 from aisentinel.audit.sockets import is_lan
 
 FIX = (
-    'Bind the exporter to loopback, e.g. listen = "127.0.0.1:{port}" in aisentinel.toml,\n'
+    'Bind the exporter to loopback ([exporter] listen = "127.0.0.1" in aisentinel.toml)\n'
     "and scrape it through an SSH tunnel or nginx with TLS + auth_basic:\n"
     '  location /metrics {{ auth_basic "metrics";\n'
     "                      auth_basic_user_file /etc/nginx/metrics.htpasswd;\n"
-    "                      proxy_pass http://127.0.0.1:{port}; }}"
+    "                      proxy_pass http://127.0.0.1:{port}; }}\n"
+    "or keep it reachable and protect it: [exporter] web_config with TLS and basic auth\n"
+    "(example: /usr/share/aisentinel/examples/web-config.yml)."
 )
+PROTECTED = "TLS + basic auth"
+"""What ``WebConfig.describe()`` says when the endpoint has both."""
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -42,8 +49,17 @@ def _metrics(ctx: AuditContext) -> Verdict:
     if not ctx.metrics_listen:
         return Verdict.of(Status.PASS, ["metrics endpoint disabled"])
     host, port = split_listen(ctx.metrics_listen)
-    evidence = [f"metrics endpoint listens on {ctx.metrics_listen} (plain HTTP, no auth)"]
+    guard = ctx.metrics_protection
+    evidence = [f"metrics endpoint listens on {ctx.metrics_listen} ({guard})"]
     fix = FIX.format(port=port)
+    if guard == PROTECTED:
+        return Verdict.of(Status.PASS, [*evidence, "web_config: TLS and basic auth"])
+    if guard != "plain HTTP":
+        loopback = host == "localhost" or _is_loopback(host)
+        if not loopback:
+            return Verdict.of(
+                Status.WARN, [*evidence, f"only {guard}: TLS and basic auth go together"], fix
+            )
     if host in ("", "*"):
         return Verdict.of(Status.FAIL, [*evidence, "bound to every interface"], fix)
     if host == "localhost":
@@ -61,6 +77,13 @@ def _metrics(ctx: AuditContext) -> Verdict:
     if is_lan(address):
         return Verdict.of(Status.WARN, [*evidence, "reachable from the LAN"], fix)
     return Verdict.of(Status.FAIL, [*evidence, "bound to a public address"], fix)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 register("self.metrics-exposure", "aisentinel's metrics endpoint is not exposed", _metrics)
