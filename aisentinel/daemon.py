@@ -126,6 +126,8 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._closed = threading.Event()
+        self._signalled: set[int] = set()
+        """Signals received and not yet acted on (see :meth:`_on_signal`)."""
         self.sources: dict[str, Source] = {}
         self.metrics_port: int | None = None
         self.started = threading.Event()
@@ -287,18 +289,36 @@ class Daemon:
     # ------------------------------------------------------------------ signals
 
     def request_stop(self) -> None:
-        """Ask the loop to stop (thread-safe, signal-safe)."""
+        """Ask the loop to stop (thread-safe; not from a signal handler, see
+        :meth:`_on_signal`)."""
         self._stop.set()
 
     def request_reload(self) -> None:
-        """Ask the loop to reload the config file (thread-safe, signal-safe)."""
+        """Ask the loop to reload the config file (thread-safe; not from a signal
+        handler)."""
         self._reload.set()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        if signum == signal.SIGHUP:
-            self.request_reload()
-        else:
-            self.request_stop()
+        """Note the signal; the loop acts on it (:meth:`_take_signals`) within a drain
+        timeout (0.2 s).
+
+        A Python signal handler runs in the main thread between two bytecodes: possibly
+        while that thread holds an ``Event``'s lock (inside ``wait``, ``set`` or ``clear``)
+        or runs another handler. ``Event.set()`` here would then wait forever for a lock
+        its own thread holds: two SIGTERMs a few microseconds apart (``pkill`` of
+        the daemon and of a wrapper that forwards the signal) left the daemon unable to
+        stop. So the handler takes no lock: adding to a set is one atomic step.
+        """
+        self._signalled.add(signum)
+
+    def _take_signals(self) -> None:
+        """Act on the signals :meth:`_on_signal` noted: SIGHUP reloads, any other stops."""
+        while self._signalled:
+            signum = self._signalled.pop()
+            if signum == signal.SIGHUP:
+                self.request_reload()
+            else:
+                self.request_stop()
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT stop, SIGHUP reloads. Main thread only."""
@@ -481,6 +501,7 @@ class Daemon:
         for _ in range(SOURCE_READY_TURNS):
             if all(source.ready() for source in list(self.sources.values())):
                 return
+            self._take_signals()
             if self._stop.wait(0.01):
                 return
         slow = sorted(n for n, s in self.sources.items() if not s.ready())
@@ -504,6 +525,9 @@ class Daemon:
                 self._heartbeat()
                 next_beat = now_m + self._heartbeat_every()
             self._drain(timeout=0.2)
+            self._take_signals()
+            if self._stop.is_set():
+                break
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -325,3 +326,34 @@ def test_ready_waits_for_the_sources_first_look(
         daemon.request_stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+class _NoSetFromHandler(threading.Event):
+    """An Event whose ``set`` fails while ``armed``: a signal handler must not call it."""
+
+    armed = True
+
+    def set(self) -> None:
+        if self.armed:
+            raise AssertionError("Event.set() from a signal handler can deadlock the loop")
+        super().set()
+
+
+def test_signal_handler_takes_no_lock_and_the_loop_acts_on_the_signal(tmp_path: Path) -> None:
+    """SIGTERM and SIGHUP handlers only note the signal (an Event's set() takes a lock the
+    interrupted main thread may hold: two SIGTERMs microseconds apart hung the daemon);
+    the running loop then reloads and stops."""
+    (tmp_path / "logs").mkdir()
+    daemon = Daemon(load_config(_write_config(tmp_path)))
+    stop, reload = _NoSetFromHandler(), _NoSetFromHandler()
+    daemon._stop, daemon._reload = stop, reload
+    daemon._on_signal(signal.SIGHUP, None)
+    daemon._on_signal(signal.SIGTERM, None)
+    daemon._on_signal(signal.SIGTERM, None)
+    assert not stop.is_set()
+    stop.armed = reload.armed = False
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive()  # the loop took the noted SIGTERM and stopped
+    assert stop.is_set()
