@@ -165,6 +165,26 @@ def test_nftables_dropin_adds_exactly_cap_net_admin() -> None:
     assert _values(text, "AmbientCapabilities") == ["CAP_NET_ADMIN"]
 
 
+def test_throttle_dropin_runs_as_root_without_a_capability() -> None:
+    """The throttle drop-in: root without capabilities, the cgroup tree its only new
+    writable path, other users' processes visible (pid targets)."""
+    text = (DROPINS / "aisentinel-throttle.conf").read_text()
+    keys = [k for _, k, _ in _directives(text)]
+    assert "CapabilityBoundingSet" not in keys
+    assert "AmbientCapabilities" not in keys
+    assert _values(text, "User") == ["root"]
+    assert _values(text, "ReadWritePaths") == ["/sys/fs/cgroup"]
+    assert _values(text, "ProtectControlGroups") == ["no"]
+    assert _values(text, "ProtectProc") == ["default"]
+
+
+def test_gpu_dropin_shows_other_users_processes() -> None:
+    """The GPU drop-in lifts ProtectProc=invisible: GPU processes are other users'."""
+    text = (DROPINS / "aisentinel-gpu.conf").read_text()
+    assert _values(text, "ProtectProc") == ["default"]
+    assert "AmbientCapabilities" not in [k for _, k, _ in _directives(text)]
+
+
 @pytest.mark.parametrize("service", ["ollama", "vllm"])
 def test_ai_service_limit_dropins_verify(service: str, tmp_path: Path) -> None:
     """The ollama/vllm drop-ins set MemoryMax and CPUQuota and verify on a stand-in unit."""
