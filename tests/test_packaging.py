@@ -102,6 +102,7 @@ def test_package_contents(deb: Path) -> None:
         "/etc/aisentinel/aisentinel.toml",
         "/opt/aisentinel/venv/bin/aisentinel",
         "/usr/share/aisentinel/examples/aisentinel-nftables.conf",
+        "/usr/share/aisentinel/examples/aisentinel-throttle.conf",
         "/usr/share/aisentinel/examples/ollama-limits.conf",
         "/usr/share/aisentinel/examples/vllm-limits.conf",
         "/usr/share/aisentinel/examples/web-config.yml",
