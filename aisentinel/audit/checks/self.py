@@ -54,12 +54,17 @@ def _metrics(ctx: AuditContext) -> Verdict:
     fix = FIX.format(port=port)
     if guard == PROTECTED:
         return Verdict.of(Status.PASS, [*evidence, "web_config: TLS and basic auth"])
-    if guard != "plain HTTP":
-        loopback = host == "localhost" or _is_loopback(host)
-        if not loopback:
-            return Verdict.of(
-                Status.WARN, [*evidence, f"only {guard}: TLS and basic auth go together"], fix
-            )
+    verdict = _exposure(host, evidence, fix)
+    if guard != "plain HTTP" and verdict.status is not Status.PASS:
+        # Reachable beyond loopback with one of the two: half protected.
+        return Verdict.of(
+            Status.WARN, [*evidence, f"only {guard}: TLS and basic auth go together"], fix
+        )
+    return verdict
+
+
+def _exposure(host: str, evidence: list[str], fix: str) -> Verdict:
+    """The verdict on where a plain-HTTP endpoint listens."""
     if host in ("", "*"):
         return Verdict.of(Status.FAIL, [*evidence, "bound to every interface"], fix)
     if host == "localhost":
@@ -77,13 +82,6 @@ def _metrics(ctx: AuditContext) -> Verdict:
     if is_lan(address):
         return Verdict.of(Status.WARN, [*evidence, "reachable from the LAN"], fix)
     return Verdict.of(Status.FAIL, [*evidence, "bound to a public address"], fix)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 register("self.metrics-exposure", "aisentinel's metrics endpoint is not exposed", _metrics)
