@@ -76,6 +76,7 @@ def entry(seq: int, message: str, comm: str = "sshd", pid: int = 4242) -> dict[s
         "_BOOT_ID": BOOT_ID,
         "_HOSTNAME": "web1",
         "_PID": str(pid),
+        "_UID": "0",
         "_COMM": comm,
         "SYSLOG_IDENTIFIER": comm,
         "MESSAGE": message,
@@ -135,6 +136,7 @@ def test_entry_event_from_fields() -> None:
             "__REALTIME_TIMESTAMP": 1_795_734_870_123_456,
             "_HOSTNAME": "web1",
             "_PID": "4242",
+            "_UID": "0",
             "_SYSTEMD_UNIT": "ssh.service",
             "SYSLOG_IDENTIFIER": "sshd",
             "MESSAGE": "Failed password for root from 203.0.113.5 port 22 ssh2",
@@ -153,6 +155,7 @@ def test_entry_event_fallbacks() -> None:
             "__REALTIME_TIMESTAMP": BASE_US,
             "_SYSTEMD_UNIT": "sshd@3-192.0.2.1:22-203.0.113.9:5000.service",
             "SYSLOG_PID": 77,
+            "_UID": b"0",
             "MESSAGE": b"Accepted publickey for alice from 2001:db8::1 port 5000 ssh2",
         },
         "ssh",
@@ -168,6 +171,7 @@ def test_entry_event_fallbacks() -> None:
         {
             "__REALTIME_TIMESTAMP": BASE_US,
             "_COMM": "sshd-session",
+            "_UID": "0",
             "MESSAGE": "Connection closed by\n203.0.113.9 port 1 [preauth]",
         },
         "ssh",
@@ -180,11 +184,39 @@ def test_entry_event_refuses_other_entries() -> None:
     """Another program, a message not about authentication or an absurd time give no event."""
     msg = "Failed password for root from 203.0.113.5 port 22 ssh2"
     base = {"__REALTIME_TIMESTAMP": BASE_US, "SYSLOG_IDENTIFIER": "sshd", "MESSAGE": msg}
+    base["_UID"] = "0"
     assert entry_event(base, "ssh") is not None
     assert entry_event({**base, "SYSLOG_IDENTIFIER": "cron", "_COMM": "cron"}, "ssh") is None
     assert entry_event({**base, "MESSAGE": "Server listening on 0.0.0.0 port 22."}, "ssh") is None
     assert entry_event({**base, "__REALTIME_TIMESTAMP": 0}, "ssh") is None
     assert entry_event({**base, "MESSAGE": ""}, "ssh") is None
+
+
+def test_entry_event_trusts_only_root_sshd_entries() -> None:
+    """An sshd-looking entry written by another user (``logger -t sshd``, a binary named
+    sshd) or without journald's _UID gives no event; sshd_uids widens the trusted users."""
+    msg = "Failed password for root from 198.51.100.7 port 22 ssh2"
+    root = {
+        "__REALTIME_TIMESTAMP": BASE_US,
+        "_UID": b"0",
+        "_COMM": b"sshd",
+        "SYSLOG_IDENTIFIER": b"sshd",
+        "MESSAGE": msg.encode(),
+    }
+    assert entry_event(root, "ssh") is not None
+    logger = {**root, "_UID": b"1000", "_COMM": b"logger", "_SYSTEMD_UNIT": b"session-7.scope"}
+    renamed = {**root, "_UID": b"1000"}
+    unit = {**root, "_UID": b"1000", "_SYSTEMD_UNIT": b"ssh.service"}
+    untrusted = {k: v for k, v in root.items() if k != "_UID"}
+    for forged in (logger, renamed, unit, untrusted):
+        assert entry_event(forged, "ssh") is None, forged
+    container = {**root, "_UID": b"100000"}
+    assert entry_event(container, "ssh", frozenset({"0", "100000"})) is not None
+    cfg = JournaldSourceConfig.model_validate({"name": "ssh", "type": "journald"})
+    assert cfg.sshd_uids == [0]
+    for bad in ([], [-1], ["root"]):
+        with pytest.raises(ValidationError, match="sshd_uids"):
+            JournaldSourceConfig.model_validate({"name": "s", "type": "journald", "sshd_uids": bad})
 
 
 def test_config_validation() -> None:
@@ -292,7 +324,8 @@ def test_an_open_journal_without_files_is_down_until_entries_come(
 
 @needs_journal
 def test_reads_and_filters_entries(make: Callable[..., Any], tmp_path: Path) -> None:
-    """Matching entries become events in order; other programs' entries are filtered out."""
+    """Matching entries become events in order; other programs' entries, and sshd-named
+    entries a user wrote (``logger -t sshd``), are filtered out."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
     write_journal(
@@ -300,15 +333,16 @@ def test_reads_and_filters_entries(make: Callable[..., Any], tmp_path: Path) -> 
         [
             entry(1, attempt(1)),
             entry(2, "tick", comm="cron"),
+            {**entry(5, attempt(5)), "_UID": "1000", "_COMM": "logger"},
             entry(3, attempt(3), pid=7),
             entry(4, "Server listening on :: port 22."),
         ],
     )
     source, out = make(start_at="beginning")
-    wait_for(lambda: len(out.lines) >= 2 and out.unparsed >= 1, "the sshd entries")
+    wait_for(lambda: len(out.lines) >= 2 and out.unparsed >= 2, "the sshd entries")
     assert out.lines == [expected(1), expected(3, pid=7)]
-    assert out.unparsed == 1  # sshd's, but not about authentication
-    assert source.stats.lines_read == 3
+    assert out.unparsed == 2  # the forged one, and sshd's not about authentication
+    assert source.stats.lines_read == 4
     assert source.stats.up
 
 

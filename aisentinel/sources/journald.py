@@ -19,8 +19,14 @@ message matcher (:func:`aisentinel.parsers.sshd.message_event`): time from
 ``__REALTIME_TIMESTAMP``, pid from ``_PID`` (else ``SYSLOG_PID``), the message from
 ``MESSAGE`` (newlines inside it become spaces). An entry counts as sshd's when its
 ``SYSLOG_IDENTIFIER`` (else ``_COMM``) starts with ``sshd`` or its ``_SYSTEMD_UNIT`` is
-an ssh unit (``ssh.service``, ``sshd@...``); other entries, and sshd messages that are
-not about authentication, are counted as unparsed. ``matches`` are OR-ed.
+an ssh unit (``ssh.service``, ``sshd@...``), and journald's own ``_UID`` field (which the
+logging process cannot set) is one of ``sshd_uids`` (root): any local user can write an
+entry with ``SYSLOG_IDENTIFIER=sshd`` (``logger -t sshd "Failed password for root from
+ADDR ..."``) or run a binary named ``sshd``, and would get ADDR banned, whereas sshd
+logs every authentication message from its root monitor process (the unprivileged
+pre-authentication child forwards its messages to it). Other entries, and sshd
+messages that are not about authentication, are counted as unparsed. ``matches`` are
+OR-ed.
 
 With ``kernel_xid = true`` the source also reads the kernel's entries
 (``_TRANSPORT=kernel`` is added to the matches) and turns each ``NVRM: Xid`` line into
@@ -47,9 +53,9 @@ from __future__ import annotations
 import os
 import re
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -144,8 +150,19 @@ def journal_files_problem(
     )
 
 
-_FIELDS = ("MESSAGE", "SYSLOG_IDENTIFIER", "_COMM", "_SYSTEMD_UNIT", "_PID", "SYSLOG_PID")
+_FIELDS = (
+    "MESSAGE",
+    "SYSLOG_IDENTIFIER",
+    "_COMM",
+    "_SYSTEMD_UNIT",
+    "_UID",
+    "_PID",
+    "SYSLOG_PID",
+)
 """The fields :func:`entry_event` reads; ``_TRANSPORT`` too with ``kernel_xid``."""
+
+ROOT = frozenset({"0"})
+"""The default ``_UID`` values (as text) whose sshd entries count: root's."""
 
 _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
 
@@ -190,6 +207,11 @@ class JournaldSourceConfig(SourceConfigBase):
     """Longest wait between journal checks, and the retry delay after a failure; 10ms-1h."""
     kernel_xid: bool = False
     """Also read kernel entries and hand on GPU Xid errors (``NVRM: Xid`` lines)."""
+    sshd_uids: list[Annotated[int, Field(ge=0, le=4_294_967_294)]] = Field(
+        default_factory=lambda: [0], min_length=1
+    )
+    """The users (journald's trusted ``_UID``) whose sshd entries count; root unless set.
+    Add a uid only for an sshd that really runs as it (e.g. in a rootless container)."""
 
     @field_validator("matches")
     @classmethod
@@ -212,8 +234,11 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
-def _is_sshd(entry: Mapping[str, Any]) -> bool:
-    """Whether the entry was logged by sshd (identifier or systemd unit)."""
+def _is_sshd(entry: Mapping[str, Any], uids: Container[str] = ROOT) -> bool:
+    """Whether the entry was logged by sshd (identifier or systemd unit) running as one
+    of ``uids`` (journald's ``_UID``, as text)."""
+    if _text(entry.get("_UID")) not in uids:
+        return False
     ident = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM")) or ""
     if ident.startswith("sshd"):
         return True
@@ -237,14 +262,16 @@ def kernel_xid_event(entry: Mapping[str, Any]) -> XidEvent | None:
     return parse_xid_line(message, ts)
 
 
-def entry_event(entry: Mapping[str, Any], source: str) -> SshEvent | None:
+def entry_event(
+    entry: Mapping[str, Any], source: str, uids: Container[str] = ROOT
+) -> SshEvent | None:
     """The sshd authentication event of one journal entry, or ``None``.
 
     ``__REALTIME_TIMESTAMP`` is in microseconds (an ``int``, as the reader converts it);
-    an entry from another program, without a sane time, or whose message is not about
-    authentication gives ``None``.
+    an entry from another program or another user than ``uids`` (``_UID`` as text),
+    without a sane time, or whose message is not about authentication gives ``None``.
     """
-    if not _is_sshd(entry):
+    if not _is_sshd(entry, uids):
         return None
     message = _text(entry.get("MESSAGE"))
     if not message:
@@ -283,6 +310,7 @@ class JournaldSource(Source):
         self._cursor_fault = ""
         self._xids: dict[tuple[str, str], list[float]] = {}  # (bus, xid) -> [count, last ts]
         self._fields = _FIELDS + (("_TRANSPORT",) if config.kernel_xid else ())
+        self._uids = frozenset(str(uid) for uid in config.sshd_uids)
         """The entry fields read (see :meth:`_next_entry`)."""
         self.reopens = 0
         """Times the reader was reopened at its cursor after ``reopen_entries`` entries."""
@@ -448,6 +476,7 @@ class JournaldSource(Source):
         (the caller then reopens the reader at the cursor)."""
         name = self.name
         xid = self.config.kernel_xid
+        uids = self._uids
         batch = self.config.batch_entries
         reopen = self.config.reopen_entries
         since_open = 0
@@ -465,7 +494,7 @@ class JournaldSource(Source):
                 if not entry:
                     break
                 read += 1
-                event: Event | None = entry_event(entry, name)
+                event: Event | None = entry_event(entry, name, uids)
                 if event is None and xid:
                     event = self._xid(entry)
                 if event is not None:
