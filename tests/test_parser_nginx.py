@@ -84,6 +84,33 @@ def test_common_format_and_trailing_fields() -> None:
     assert _one("nginx", common).bytes_sent == 0
 
 
+@pytest.mark.parametrize("proxies", [(), ("10.0.0.0/8",)])
+def test_basic_auth_user_with_spaces_parses_and_cannot_forge_the_request(
+    proxies: tuple[str, ...],
+) -> None:
+    """A $remote_user with spaces (any client's Basic header) still parses, and text in
+    it shaped like a time and request (quotes escaped by nginx) is not taken for them."""
+    spaced = LINE.replace(" alice ", " a b ")
+    event = _one("nginx", spaced, proxies)
+    assert (event.user, event.method, event.path, event.status) == (
+        "a b",
+        "POST",
+        "/v1/chat/completions",
+        401,
+    )
+    assert event.ts == EPOCH_1953
+    forged_user = 'x [01/Jan/2000:00:00:00 +0000] \\x22GET /ok HTTP/1.1\\x22 200 0'
+    forged = _one("nginx", LINE.replace(" alice ", f" {forged_user} "), proxies)
+    assert (forged.ts, forged.method, forged.path, forged.status, forged.user) == (
+        EPOCH_1953,
+        "POST",
+        "/v1/chat/completions",
+        401,
+        forged_user,
+    )
+    assert _parse("nginx", 'x - a b [20/Jan/2015:19:53:28 +0100] "GET / HTTP/1.1" 200 1') is None
+
+
 def test_ipv4_mapped_peer_is_normalised() -> None:
     """An IPv4-mapped IPv6 peer is reported as the IPv4 address."""
     event = _parse("nginx", LINE.replace("203.0.113.7", "::ffff:203.0.113.7"))
