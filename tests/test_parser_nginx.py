@@ -99,7 +99,7 @@ def test_basic_auth_user_with_spaces_parses_and_cannot_forge_the_request(
         401,
     )
     assert event.ts == EPOCH_1953
-    forged_user = 'x [01/Jan/2000:00:00:00 +0000] \\x22GET /ok HTTP/1.1\\x22 200 0'
+    forged_user = "x [01/Jan/2000:00:00:00 +0000] \\x22GET /ok HTTP/1.1\\x22 200 0"
     forged = _one("nginx", LINE.replace(" alice ", f" {forged_user} "), proxies)
     assert (forged.ts, forged.method, forged.path, forged.status, forged.user) == (
         EPOCH_1953,
