@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from aisentinel.detectors.paths import PathSignatures, builtin_patterns, normalise_path
+from aisentinel.detectors.paths import (
+    PathSignatures,
+    PrefixMatcher,
+    builtin_patterns,
+    normalise_path,
+    path_views,
+)
 from aisentinel.detectors.scanning import ScanningConfig, ScanningDetector
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
@@ -92,8 +98,62 @@ def test_builtin_signatures(path: str, hit: bool) -> None:
 def test_normalise_and_fast_reject_agree() -> None:
     """Fast rejection on the path head gives the same answer as full matching."""
     sigs = PathSignatures(["/api/pull", "/api/blobs*"])
-    for path in ("/api/pull", "/API/pull?x", "//api/pull", "/api/blobs/sha", "/apx", "/a", ""):
-        assert sigs.match(path) is sigs.match_normalised(normalise_path(path))
+    for path in (
+        "/api/pull",
+        "/API/pull?x",
+        "//api/pull",
+        "/api/blobs/sha",
+        "/apx",
+        "/a",
+        "",
+        "/%61pi/pull",
+        "/x/../api/pull",
+        "http://h/api/pull",
+    ):
+        views = path_views(path)
+        assert sigs.match(path) is any(sigs.match_normalised(v) for v in views), path
+
+
+@pytest.mark.parametrize(
+    ("raw", "decoded", "resolved"),
+    [
+        ("/api/%70ull", "/api/pull", "/api/pull"),
+        ("/%2eenv", "/.env", "/.env"),
+        ("/%252e%252egit/config", "/..git/config", "/..git/config"),
+        ("/static/..%2f.git/config", "/static/../.git/config", "/.git/config"),
+        ("/a/./b/../.ENV?x=%2e", "/a/b/../.env", "/a/.env"),
+        ("/.env;x", "/.env;x", "/.env"),
+        ("/\\x2eenv", "/.env", "/.env"),
+        ("http://ai.example.org/api/pull", "/api/pull", "/api/pull"),
+        ("HTTPS://ai.example.org:443", "/", "/"),
+        ("/api/tags/", "/api/tags", "/api/tags"),
+        ("/", "/", "/"),
+        ("-", "-", "-"),
+    ],
+)
+def test_path_views_decode_what_the_server_decodes(raw: str, decoded: str, resolved: str) -> None:
+    """Escapes, dot segments, ;parameters and an absolute-form target's scheme://host
+    do not hide a path from the lists (Go's and uvicorn's routers decode the path)."""
+    assert path_views(raw) == (decoded, resolved)
+    assert normalise_path(raw) == decoded
+    assert path_views(decoded) == (decoded, resolved)
+
+
+def test_prefix_matcher_reads_escaped_and_absolute_targets() -> None:
+    """An inference prefix matches its escaped, dot-segment or absolute-form spelling;
+    a plain path is still matched as logged (case-sensitive)."""
+    match = PrefixMatcher(["/api/generate", "/v1/"]).match
+    for path in ("/api/generate", "/api/%67enerate", "http://h/api/generate", "/x/../v1/models"):
+        assert match(path), path
+    for path in ("/API/generate", "/api/gen", "/v2/x", "http://h/"):
+        assert not match(path), path
+
+
+def test_encoded_and_absolute_probes_hit_the_builtin_list() -> None:
+    """/%2eenv, /x/../.git/config and GET http://host/.env are probes of the listed paths."""
+    sigs = PathSignatures(builtin_patterns())
+    for path in ("/%2eenv", "/x/../.git/config", "http://h/.env", "/.%65nv", "/\\x2eenv"):
+        assert sigs.match(path), path
 
 
 def _apache_events() -> list[Event]:

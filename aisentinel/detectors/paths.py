@@ -2,7 +2,9 @@
 
 File format, one pattern a line; ``#`` starts a comment, blank lines are ignored:
 
-* ``/.env`` - the exact path (after :func:`normalise_path`);
+* ``/.env`` - the exact path (after :func:`path_views`: a path matches when its
+  decoded view or its view with ``..`` resolved does, so ``/%2eenv``, ``/a/../.env``
+  and ``GET http://host/.env`` match it too);
 * ``/phpmyadmin*`` - any path starting with ``/phpmyadmin`` (``*`` at the end);
 * ``*.sql`` - any path ending with ``.sql`` (``*`` at the start).
 
@@ -14,10 +16,13 @@ three characters, so a path is compared only with the few patterns sharing those
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Generic, TypeVar
+
+from aisentinel.rules.normalise import normalise_target
 
 _PREFIX_KEY = 4
 _SUFFIX_KEY = 3
@@ -58,20 +63,63 @@ DEFAULT_AI_PATHS = (
 """The list shipped in ``aisentinel/data``."""
 
 
-def normalise_path(path: str) -> str:
-    """``path`` without query or fragment, lower-cased, ``//`` collapsed, no trailing ``/``."""
+_ABSOLUTE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")
+"""The ``scheme://host`` of an absolute-form request target (``GET http://h/x``),
+which nginx serves as ``/x``."""
+
+
+def plain_path(path: str) -> bool:
+    """Whether :func:`normalise_path` leaves ``path`` as it is but for its case, query
+    and trailing ``/``: it starts with ``/`` and has no escape (``%``, nginx's ``\\x``),
+    dot segment, ``;`` parameter or doubled ``/``."""
+    return (
+        path[:1] == "/"
+        and "%" not in path
+        and "\\" not in path
+        and "/." not in path
+        and "//" not in path
+        and ";" not in path
+    )
+
+
+def path_views(path: str) -> tuple[str, str]:
+    """``path`` as the server routes it, twice: ``(decoded, resolved)``.
+
+    Both have no ``scheme://host`` (an absolute-form target, which nginx serves as its
+    path), query or fragment, have percent and nginx log escapes decoded, are
+    lower-cased, have ``//`` and ``.`` segments collapsed and no trailing ``/``.
+    ``resolved`` also has ``..`` resolved and ``;parameters`` dropped (nginx's own
+    view for its locations and files); ``decoded`` keeps them (what a backend behind
+    ``proxy_pass`` without a URI gets: ``/api/blobs/sha256:../../etc/passwd`` is still a
+    blob call). Go (Ollama's router) and uvicorn (vLLM) route on the decoded path, so
+    ``/api/%70ull`` is ``/api/pull`` to them. The decoding is
+    :func:`~aisentinel.rules.normalise.normalise_target`'s, the rules' canonical form;
+    a plain path takes a shorter way to the same result."""
+    if path[:1] != "/":
+        absolute = _ABSOLUTE.match(path)
+        if absolute is not None:
+            path = path[absolute.end() :] or "/"
     cut = path.find("?")
     if cut >= 0:
         path = path[:cut]
     cut = path.find("#")
     if cut >= 0:
         path = path[:cut]
-    path = path.lower()
-    while "//" in path:
-        path = path.replace("//", "/")
-    if len(path) > 1 and path[-1] == "/":
-        path = path.rstrip("/") or "/"
-    return path
+    if plain_path(path):
+        path = path.lower()
+        if len(path) > 1 and path[-1] == "/":
+            path = path.rstrip("/") or "/"
+        return path, path
+    target = normalise_target(path)
+    decoded = target.uri
+    if len(decoded) > 1 and decoded[-1] == "/":
+        decoded = decoded.rstrip("/") or "/"
+    return decoded, target.path
+
+
+def normalise_path(path: str) -> str:
+    """The decoded view of ``path`` (see :func:`path_views`)."""
+    return path_views(path)[0]
 
 
 class VerdictCache(Generic[V]):
@@ -128,7 +176,16 @@ class PrefixMatcher:
         self._short = tuple(short)
 
     def match(self, path: str) -> bool:
-        """Whether ``path`` starts with one of the prefixes."""
+        """Whether ``path``, as logged or else as :func:`normalise_path` gives it (an
+        escaped or absolute-form target), starts with one of the prefixes."""
+        if self._starts(path):
+            return True
+        if plain_path(path):
+            return False
+        decoded, resolved = path_views(path)
+        return self._starts(decoded) or (resolved != decoded and self._starts(resolved))
+
+    def _starts(self, path: str) -> bool:
         group = self._buckets.get(path[:_PREFIX_KEY])
         if group is not None and path.startswith(group):
             return True
@@ -221,11 +278,13 @@ class PathSignatures:
             if (
                 "?" not in head
                 and "#" not in head
-                and "//" not in head
                 and head.lower() not in heads
+                and plain_path(path)
             ):
                 return False
-        return self.match_normalised(normalise_path(path))
+        decoded, resolved = path_views(path)
+        match = self.match_normalised
+        return match(decoded) or (resolved != decoded and match(resolved))
 
 
 def parse_patterns(text: str, origin: str) -> list[str]:
