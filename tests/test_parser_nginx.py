@@ -222,6 +222,19 @@ def test_json_fields_of_any_type_read_as_their_text(
     assert (e.key_id, e.host) == want[6:]
 
 
+def test_json_lone_surrogate_escape_becomes_a_replacement_character() -> None:
+    """A lone \\udcff escape in a JSON line is read as U+FFFD (text every stage can
+    encode); a valid surrogate pair is kept as its character."""
+    line = (
+        '{"time": "1421780008", "remote_addr": "203.0.113.7", "request_method": "GET", '
+        '"request_uri": "/a\\udcff/.env", "status": "404", "http_user_agent": "\\ud83d\\ude00"}'
+    )
+    event = _one("nginx-json", line)
+    assert event.path == "/a\ufffd/.env"
+    assert event.user_agent == "\U0001f600"
+    event.path.encode("utf-8")
+
+
 def test_json_iso_time_and_forwarded() -> None:
     """$time_iso8601 is honoured and xff is believed only from a trusted peer."""
     line = _json_line(time="2015-01-20T19:53:28+01:00", remote_addr="10.0.0.2", xff="6.6.6.6")

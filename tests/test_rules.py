@@ -203,6 +203,13 @@ def test_regex_runs_in_linear_time() -> None:
     assert time.perf_counter() - start < 2.0  # backtracking would take longer than the universe
 
 
+def test_regex_rules_match_text_with_a_lone_surrogate() -> None:
+    """Text RE2 cannot encode (a lone surrogate) is matched with it replaced, not an error."""
+    matcher = Matcher([_rule(match={"user_agent": {"regex": ["zgrab"]}})])
+    rules, _ = matcher.match(req("/\udcff", agent="zgrab\udcff/0.x"))
+    assert [r.id for r in rules] == ["r"]
+
+
 def test_verdict_caches_are_bounded() -> None:
     """A flood of distinct targets and agents never grows the caches beyond their size."""
     matcher = Matcher([_rule(match={"path": {"prefix": ["/x"]}})], cache_entries=16)

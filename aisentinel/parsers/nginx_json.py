@@ -103,6 +103,8 @@ class NginxJsonParser(Parser):
             return None
         if not isinstance(data, dict):
             return None
+        if "\\ud" in line or "\\uD" in line:
+            data = _no_lone_surrogates(data)
         try:
             return self._event(data)
         except (ValueError, TypeError, OverflowError):
@@ -184,6 +186,21 @@ class NginxJsonParser(Parser):
             except ValueError:
                 return None
         return seconds if MIN_TS <= seconds < MAX_TS else None
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_lone_surrogates(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with each lone surrogate (a ``\\udcff`` escape not in a pair, which
+    ``json.loads`` keeps) in its text values replaced by ``?``: such text cannot be
+    encoded as UTF-8, which the rules' RE2, the ledger and the JSON output need. nginx
+    never writes one (it escapes the backslash of a client's ``\\u``); a line made
+    some other way may."""
+    return {
+        key: _LONE_SURROGATE.sub("\ufffd", value) if isinstance(value, str) else value
+        for key, value in data.items()
+    }
 
 
 REGISTRY.register("nginx-json", NginxJsonConfig, NginxJsonParser)

@@ -143,8 +143,14 @@ class _Field:
                     ):
                         found.add(cond)
         for regex, cond in self._regexes:
-            if cond not in found and regex.search(text) is not None:
-                found.add(cond)
+            if cond not in found:
+                try:
+                    hit = regex.search(text)
+                except UnicodeEncodeError:  # a lone surrogate: RE2 matches UTF-8
+                    text = text.encode("utf-8", "replace").decode("utf-8")
+                    hit = regex.search(text)
+                if hit is not None:
+                    found.add(cond)
 
 
 class _Compiled(NamedTuple):
