@@ -209,6 +209,25 @@ def test_rate_windows_idle_window_empties_both_buckets() -> None:
     assert len(rate) == 1
 
 
+def test_rate_windows_events_older_than_the_store_clock_are_not_summed_into_one_bucket() -> None:
+    """A backlog read after expire() moved the store to the wall clock, or events after
+    one line stamped a day ahead, are counted in their own buckets: a client under the
+    rate is never reported, one over it still is."""
+    backlog = RateWindows(100, 60.0, 10)
+    backlog.advance(T0 + 3600)  # housekeeping at wall-clock time, the backlog behind it
+    assert all(backlog.hit("a", T0 + i) is None for i in range(1800))  # 60 a minute
+    assert backlog.rewinds == 1
+    future = RateWindows(100, 60.0, 10)
+    assert future.hit("z", T0 + 86_400) is None  # one line a day ahead
+    assert all(future.hit("a", T0 + i) is None for i in range(1800))
+    fired = [i for i in range(600) if future.hit("b", T0 + 1800 + i * 0.25) is not None]
+    assert fired == [99, 339, 579]  # 240 a minute: crosses, then once per window
+    late = RateWindows(100, 60.0, 10)
+    late.hit("a", T0 + 120)
+    late.hit("a", T0 + 61)  # within the previous bucket: counted in the current one
+    assert (late.rewinds, late._cur["a"]) == (0, 2)
+
+
 def test_rate_windows_release_lets_the_next_hit_cross() -> None:
     """release() ends the quiet period of a key that crossed."""
     rate = RateWindows(2, 60.0, 10)

@@ -875,7 +875,15 @@ class RateWindows:
     (:meth:`advance`, :meth:`hit`, :meth:`expire`); when that reaches the end of the
     current bucket, both generations turn over for all keys at once (the current
     bucket becomes the previous one, or both empty after an idle window). An event
-    older than the current bucket (out of order) counts in the current bucket.
+    older than the current bucket but not than the previous one (out of order) counts
+    in the current bucket. An older event rewinds the store to its own bucket, with
+    both generations empty (:meth:`_rewind`): the store's clock had run ahead of the
+    events, through one line stamped in the future or through :meth:`expire` with the
+    wall clock while the daemon reads a backlog (after a restart, or behind a stall),
+    and counting those events in a bucket that never turns over would add up minutes or
+    hours of a busy client's requests as one window's. Counts are lost at a rewind (a
+    backlog read across ``expire`` calls rewinds at each), as the other stores lose the
+    keys that ``expire`` finds idle: a backlog is undercounted, never overcounted.
 
     The estimate at time ``ts`` is ``cur + prev * (1 - (ts - start) / window)``:
     exact for a burst inside one bucket, otherwise it assumes the previous bucket's
@@ -917,6 +925,7 @@ class RateWindows:
         "max_keys",
         "one_hit",
         "overflow",
+        "rewinds",
         "threshold",
         "window",
     )
@@ -928,6 +937,8 @@ class RateWindows:
         self.max_keys = max_keys
         self.overflow = 0
         """Hits not counted because the current bucket's table was full."""
+        self.rewinds = 0
+        """Times an event older than the previous bucket rewound the store."""
         self._cur: dict[str, int] = {}
         self._prev: dict[str, int] = {}
         self._quiet: dict[str, float] = {}
@@ -957,6 +968,16 @@ class RateWindows:
         if self._quiet:
             self._quiet = {k: t for k, t in self._quiet.items() if t > now}
 
+    def _rewind(self, ts: float) -> None:
+        """Go back to the bucket of ``ts``, older than the previous one: both generations
+        empty, quiet periods that began after ``ts`` ended (see the class)."""
+        self.rewinds += 1
+        window = self.window
+        if self._quiet:
+            self._quiet = {k: t for k, t in self._quiet.items() if t <= ts + window}
+        self._end = _NEG_INF
+        self._rotate(ts)
+
     def _room(self) -> bool:
         """The table is full: drop the previous bucket early if there is one (its
         weights are lost: estimates fall back to the current bucket's counts)."""
@@ -970,6 +991,8 @@ class RateWindows:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when the rate crosses."""
         if ts >= self._end:
             self._rotate(ts)
+        elif ts < self._start - self.window:
+            self._rewind(ts)
         cur = self._cur
         count = cur.get(key, 0) + 1
         if count == 1:
