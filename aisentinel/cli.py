@@ -475,7 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser(
         "status",
-        help="what the running daemon is doing (exit 1 if something is down, 3 if not running)",
+        help=(
+            "what the running daemon is doing (exit 1 if something is down, 2 if it cannot "
+            "be asked, 3 if not running)"
+        ),
     )
     status.add_argument("--json", action="store_true", help="the full snapshot as JSON")
     status.add_argument(

@@ -450,6 +450,21 @@ def _encode(answer: Mapping[str, Any]) -> bytes:
 # ---------------------------------------------------------------------- client
 
 
+def _not_a_socket(path: Path) -> None:
+    """:class:`ControlError` when something other than a socket is at ``path``: a
+    daemon cannot bind its control socket there, so whether one runs is unknown."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ControlError(
+            f"{path} is not a socket: a daemon started with it runs without its control "
+            "socket (its log says `control socket unavailable`; `aisentinel_degraded"
+            '{component="control"}` is 1); move what is there away and restart it'
+        )
+
+
 def request(path: Path, command: str, *, timeout: float = 5.0, **args: Any) -> Any:
     """Send one command to the daemon at ``path`` and return its result.
 
@@ -464,12 +479,16 @@ def request(path: Path, command: str, *, timeout: float = 5.0, **args: Any) -> A
     try:
         try:
             sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
+        except FileNotFoundError:
+            raise DaemonNotRunning(f"aisentinel is not running (no daemon at {path})") from None
+        except ConnectionRefusedError:
+            _not_a_socket(path)
             raise DaemonNotRunning(f"aisentinel is not running (no daemon at {path})") from None
         except PermissionError:
             raise PermissionRefused(f"permission denied on {path}") from None
         except OSError as exc:
             if exc.errno in (errno.ENOTDIR, errno.ENOTSOCK, errno.ECONNREFUSED):
+                _not_a_socket(path)
                 raise DaemonNotRunning(f"aisentinel is not running (no daemon at {path})") from None
             raise ControlError(f"cannot connect to {path}: {exc.strerror or exc}") from None
         try:

@@ -168,7 +168,8 @@ class Daemon:
 
     @property
     def degraded(self) -> dict[str, str]:
-        """Components running degraded now (state, ledger, exporter, log), each with why.
+        """Components running degraded now (state, ledger, exporter, control, log), each
+        with why.
 
         Empty when all is well. The exporter (``aisentinel_degraded``), the systemd
         STATUS line and other commands read it.
@@ -469,6 +470,10 @@ class Daemon:
             server.start()
         except ControlError as exc:
             log.error("control socket unavailable; running without it", reason=str(exc))  # noqa: TRY400
+            self._degraded["control"] = (
+                f"control socket unavailable ({exc}): `aisentinel status`, `bans`, `ban`, "
+                "`unban` and `allow` cannot reach the daemon; fix the path and restart"
+            )
             return
         self.control = server
 

@@ -33,7 +33,7 @@ from aisentinel.metrics import Collecting
 
 log = structlog.get_logger(__name__)
 
-DEGRADABLE = ("exporter", "ledger", "log", "state")
+DEGRADABLE = ("control", "exporter", "ledger", "log", "state")
 """Components that can run degraded: always exported, so an alert needs no absent()."""
 
 Stages = Callable[[], Iterable[tuple[str, Collecting]]]

@@ -169,12 +169,16 @@ def test_stale_socket_is_replaced(short_dir: Path) -> None:
 
 
 def test_other_file_at_the_path_is_left_alone(short_dir: Path) -> None:
-    """A regular file where the socket should be is neither removed nor replaced."""
+    """A regular file where the socket should be is neither removed nor replaced, and
+    the client says it is not a socket rather than that no daemon runs."""
     path = short_dir / "c.sock"
     path.write_text("precious")
     with pytest.raises(ControlError, match="exists and is not a socket"):
         ControlServer(path, HANDLERS).start()
     assert path.read_text() == "precious"
+    with pytest.raises(ControlError, match="is not a socket: a daemon started with it") as err:
+        request(path, "status")
+    assert not isinstance(err.value, DaemonNotRunning)
 
 
 def test_unusable_path_is_one_clear_error(short_dir: Path) -> None:

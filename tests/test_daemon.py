@@ -258,6 +258,29 @@ def test_unban_on_the_control_socket_lets_the_next_attack_be_banned_again(
         shutil.rmtree(sock_dir, ignore_errors=True)
 
 
+def test_a_file_at_the_control_socket_path_is_degraded_and_status_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A regular file where the control socket goes: the daemon runs degraded
+    (component control, in the metrics), and `aisentinel status` says the path is not
+    a socket (exit 2) rather than that no daemon runs (exit 3)."""
+    path = _write_config(tmp_path)
+    sock_dir = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    sock = sock_dir / "c.sock"
+    sock.write_text("not a socket")
+    path.write_text(path.read_text().replace('control_socket = ""', f'control_socket = "{sock}"'))
+    r = Running(path)
+    try:
+        assert "control socket unavailable" in r.daemon.degraded["control"]
+        assert 'aisentinel_degraded{component="control"} 1.0' in r.scrape()
+        assert main(["status", "--socket", str(sock)]) == 2
+        assert "is not a socket" in capsys.readouterr().err
+        assert sock.read_text() == "not a socket"
+    finally:
+        r.stop()
+        shutil.rmtree(sock_dir, ignore_errors=True)
+
+
 def test_reload_to_an_out_of_range_threshold_is_refused_and_old_config_works(
     tmp_path: Path, logs: Path, now_epoch: float
 ) -> None:
