@@ -162,6 +162,20 @@ def _msg(message: str) -> SshEvent | None:
             7,
         ),
         (
+            "ssh_dispatch_run_fatal: Connection from authenticating user root 1.2.3.4 port 7: message authentication code incorrect [preauth]",  # noqa: E501
+            K.NEGOTIATION,
+            "1.2.3.4",
+            "root",
+            7,
+        ),
+        (
+            "ssh_dispatch_run_fatal: Connection from invalid user admin 1.2.3.4 port 7: Broken pipe [preauth]",  # noqa: E501
+            K.NEGOTIATION,
+            "1.2.3.4",
+            "admin",
+            7,
+        ),
+        (
             "fatal: Timeout before authentication for 1.2.3.4 port 7",
             K.TIMEOUT,
             "1.2.3.4",
@@ -258,6 +272,7 @@ def test_user_name_injection_does_not_move_the_address() -> None:
         "Failed password for invalid user t from 1.2.3.4 port 2 ssh2: from 6.6.6.6 port 1 ssh2": "1.2.3.4",  # noqa: E501
         "Invalid user a from 6.6.6.6 from 1.2.3.4 port 2": "1.2.3.4",
         "Connection closed by authenticating user t 6.6.6.6 port 1 1.2.3.4 port 2 [preauth]": "1.2.3.4",  # noqa: E501
+        "ssh_dispatch_run_fatal: Connection from invalid user t 6.6.6.6 port 1: 1.2.3.4 port 2: Broken pipe [preauth]": "1.2.3.4",  # noqa: E501
     }
     for message, client in cases.items():
         event = _msg(message)

@@ -27,7 +27,8 @@ disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
 ``Did not receive identification string``
 ``Unable to negotiate with A`` (no matching key exchange      NEGOTIATION
 method, host key type, cipher ...); ``banner exchange``;
-``ssh_dispatch_run_fatal``; ``Bad [remote] protocol version``;
+``ssh_dispatch_run_fatal`` (with or without ``invalid|
+authenticating user U``); ``Bad [remote] protocol version``;
 ``Protocol major versions differ``
 ``Timeout before authentication``                             TIMEOUT
 ``refused connect from`` (tcp wrappers); ``drop connection    REFUSED
@@ -105,8 +106,11 @@ _PAM_MODULE = _re(
     r"pam_\w+\(sshd:auth\): authentication failure;.*? rhost={A}(?=\s|$)(?:\s+user=(\S*))?"
 )
 _CONNECTION_FROM = _re(
-    r"(?:banner exchange|ssh_dispatch_run_fatal): Connection from {A} port (\d+): "
+    r"(?:banner exchange|ssh_dispatch_run_fatal): Connection from "
+    r"(?:(?:invalid|authenticating) user (.*) )?{A} port (\d+): "
 )
+"""Greedy over the user name (the client's text): the address is the last one followed
+by `` port N: ``, as sshd writes it after the name."""
 _TIMEOUT = _re(r"Timeout before authentication for (?:connection from )?{A}(?:$| |,)")
 _DROP = _re(r"drop connection #\d+ from \[{A}\]:(\d+) on ")
 _KERNEL = re.compile(r"kernel:\s*\[\s*[\d.]+\]:?\s*")
@@ -295,7 +299,7 @@ class SshdParser(Parser):
             return None if m is None else (_NEG, m[1], None, m[2])
         if msg.startswith(("banner exchange", "ssh_dispatch_run_fatal")):
             m = _CONNECTION_FROM(msg)
-            return None if m is None else (_NEG, m[1], None, m[2])
+            return None if m is None else (_NEG, m[2], m[1], m[3])
         if msg.startswith("Protocol major"):
             m = _MAJOR(msg)
             return None if m is None else (_NEG, m[1], None, m[2])
