@@ -94,12 +94,24 @@ def test_sweep_of_distinct_endpoints_fires() -> None:
 
 def test_success_where_others_were_refused_is_authentication() -> None:
     """A 2xx on a METHOD path another client got 401 on marks the client as authenticated."""
-    refused = req(0, "/api/v1/auths/", client="198.51.100.9", status=401)
-    signed_in = req(1, "/api/v1/auths/")
+    refused = req(0, "/api/v1/chats/", client="198.51.100.9", status=401)
+    signed_in = req(1, "/api/v1/chats/")
     probes = [req(2.0 + i, "/api/tags", status=404) for i in range(3)]
     assert feed([refused, signed_in, *probes]) == []
     # the same 200 before anyone was refused proves nothing
     assert len(feed([signed_in, refused, *probes])) == 1
+
+
+def test_open_webui_page_load_of_a_signed_in_user_is_not_a_sweep() -> None:
+    """A browser loading Open WebUI (its session user answered 200) is known at once,
+    before anyone was refused there; the same calls answered 401 are still a sweep."""
+    page = ["/api/config", "/api/v1/auths/", "/api/models", "/api/v1/users/user/settings"]
+    page += ["/api/v1/configs/banners", "/api/v1/models/", "/api/version"]
+    assert feed([req(float(i), p) for i, p in enumerate(page)]) == []
+    scan = [req(float(i), p, status=200 if i == 0 else 401) for i, p in enumerate(page)]
+    found = feed(scan)
+    assert found
+    assert {f.severity for f in found} == {Severity.MEDIUM}
 
 
 def test_inference_later_in_a_batch_does_not_trust_earlier_probes() -> None:

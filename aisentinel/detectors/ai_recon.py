@@ -5,8 +5,9 @@ Model lists, running models, versions, model details and UI configuration
 what a server runs and whether it is open. A client that authenticated within
 ``authenticated_ttl`` is a known user and is not counted: a request with
 ``HttpRequest.user`` or ``key_id`` set and status < 400, or an inferred
-authentication (a successful inference call, a 2xx where others got 401/403: see
-:mod:`~.shared`). Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
+authentication (a successful inference call, a 2xx where others got 401/403, or on
+Open WebUI's session-user and user-settings calls, which only a signed-in user gets:
+see :mod:`~.shared`). Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
 successful recon requests are not enough either: a MEDIUM finding needs, from an
 unauthenticated client, ``threshold`` recon requests answered 4xx/5xx (misses)
 within ``window`` (default 3 in 10 minutes), or a sweep of ``sweep_paths``

@@ -76,6 +76,11 @@ _NO_FACTS = BatchFacts([], {}, {})
 _DENIED = frozenset((401, 403))
 PROTECTED_PATHS_LIMIT = 4096
 """At most this many learned auth-protected paths (oldest forgotten first)."""
+KNOWN_PROTECTED = ("GET /api/v1/auths/", "GET /api/v1/users/user/settings")
+"""``METHOD path`` keys known to answer 2xx only to a signed-in user, before any
+401/403 there was seen: Open WebUI's session user and user settings, which its page
+asks for on every load. A browser opening the UI is then known at once, not taken for
+a sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls."""
 _PROTECTED_KEY_CHARS = 200
 
 
@@ -216,8 +221,9 @@ class RequestIndex:
         self._verdicts = VerdictCache(self._mask)
         self._users = 0
         self._inference = VerdictCache(PrefixMatcher(DEFAULT_AI_PATHS).match)
-        self._protected: dict[str, None] = {}
-        """``METHOD path`` answered 401/403 (to someone): a 2xx there is an authentication."""
+        self._protected: dict[str, None] = dict.fromkeys(KNOWN_PROTECTED)
+        """``METHOD path`` answered 401/403 (to someone), or in :data:`KNOWN_PROTECTED`:
+        a 2xx there is an authentication."""
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
         self._facts = _NO_FACTS
