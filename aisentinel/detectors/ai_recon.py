@@ -54,8 +54,16 @@ DEFAULT_RECON_PATHS = (
     "/openapi.json",
     "/docs",
     "/redoc",
+    "/models/available",
+    "/models/galleries",
+    "/backends/available",
+    "/system",
+    "/props",
+    "/slots",
+    "/lora-adapters",
 )
-"""Recon endpoints (Ollama, OpenAI-compatible/vLLM, Open WebUI) in :mod:`~.paths` syntax."""
+"""Recon endpoints (Ollama, OpenAI-compatible/vLLM, Open WebUI, LocalAI, llama.cpp)
+in :mod:`~.paths` syntax."""
 
 
 class AiReconConfig(WindowedConfig):
