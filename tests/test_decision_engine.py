@@ -220,6 +220,27 @@ def test_host_addresses_are_refreshed(tmp_path: Path) -> None:
     assert engine.decide(finding("198.51.100.50")).action is Action.NONE
 
 
+def test_ban_of_a_new_host_address_is_lifted_when_a_decision_reads_it_first(
+    tmp_path: Path,
+) -> None:
+    """A ban of an address that became the host's own is lifted once, also when a
+    decision (not expire) is what re-reads the host addresses."""
+    clock = FakeClock(T0)
+    hosts: list[str] = []
+    engine = DecisionEngine(
+        DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=lambda: hosts
+    )
+    ban = engine.decide(finding("198.51.100.50"))
+    assert ban.action is Action.BAN
+    hosts.append("198.51.100.50")  # DHCP, a VPN, a failover address
+    clock.advance(DecisionsConfig().host_refresh_interval)
+    assert engine.decide(finding("203.0.113.1")).action is Action.BAN  # findings keep coming
+    assert engine.expire() == [ban]
+    assert not engine.is_banned("198.51.100.50")
+    assert engine.expire() == []
+    assert [text(d) for d in engine.ledger.active(clock.now())] == ["203.0.113.1"]
+
+
 def test_failing_host_probe_keeps_last_known(tmp_path: Path) -> None:
     """When reading host addresses fails, the previous set stays allowlisted."""
     clock = FakeClock(T0)

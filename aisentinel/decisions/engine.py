@@ -791,14 +791,9 @@ class DecisionEngine:
         """Re-read what may have changed (host addresses, SSH sessions, runtime entries)
         and queue the lifting of active bans the allowlist covers now."""
         changed = bool(self._runtime.prune(now))
-        if self.clock.monotonic() - self._hosts_read_at >= self.config.host_refresh_interval:
-            hosts = self._read_hosts()
-            if hosts != self._hosts:
-                log.info("host addresses changed", addresses=list(hosts))
-                self._hosts = hosts
-                changed = True
         if changed:
             self.allowlist = self._build_allowlist()
+        self._maybe_refresh_hosts()  # sweeps by itself when the addresses changed
         clients = self._ssh.current() if self.config.allow_ssh_sessions else frozenset()
         if changed or not clients <= self._ssh_swept:
             self._ssh_swept = clients
@@ -913,15 +908,21 @@ class DecisionEngine:
             units=wl.units, containers=wl.containers, images=wl.images, executables=wl.executables
         )
 
-    def _maybe_refresh_hosts(self) -> None:
+    def _maybe_refresh_hosts(self) -> bool:
+        """Re-read the host's addresses when ``host_refresh_interval`` has passed; when
+        they changed, rebuild the allowlist and queue the lifting of the active bans it
+        covers now (returned by the next :meth:`expire`). Whichever path reads them
+        first (a decision or the periodic expiry) sweeps, once. ``True`` on a change."""
         if self.clock.monotonic() - self._hosts_read_at < self.config.host_refresh_interval:
-            return
+            return False
         hosts = self._read_hosts()
-        if hosts != self._hosts:
-            log.info("host addresses changed", addresses=list(hosts))
-            self._hosts = hosts
-            self.allowlist = self._build_allowlist()
-            self._by_client.clear()
+        if hosts == self._hosts:
+            return False
+        log.info("host addresses changed", addresses=list(hosts))
+        self._hosts = hosts
+        self.allowlist = self._build_allowlist()
+        self._sweep()  # also forgets the one-lookup "already banned" answers
+        return True
 
     def _ledger(self, call: Callable[[], T], fallback: T) -> T:
         """Run a ledger call; a database error is logged and counted, never raised.
