@@ -180,6 +180,19 @@ def canonical_address(text: str) -> IPAddress:
 
 _MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 
+NAT64_PREFIXES: tuple[ipaddress.IPv6Network, ...] = (
+    ipaddress.IPv6Network("64:ff9b::/96"),
+    ipaddress.IPv6Network("64:ff9b:1::/48"),
+)
+"""The NAT64 prefixes (RFC 6052 well-known, RFC 8215 local-use): a NAT64 gateway
+shows each IPv4 client to an IPv6-only server as one address of its prefix, so such
+an address is one IPv4 host. Inside ``::/8``, which ``ipaddress`` calls reserved."""
+
+
+def is_nat64(addr: IPAddress) -> bool:
+    """Whether ``addr`` is inside a NAT64 prefix (:data:`NAT64_PREFIXES`)."""
+    return addr.version == 6 and any(addr in net for net in NAT64_PREFIXES)
+
 
 def canonical_network(net: IPNetwork) -> IPNetwork:
     """``net`` with IPv4-mapped IPv6 (``::ffff:10.0.0.0/104``) folded to IPv4."""
@@ -261,10 +274,12 @@ class AddressTarget:
         """An IPv6 host widened to its ``/ipv6_prefix`` network; anything else as is.
 
         One IPv6 host usually holds a whole /64 and can pick any address in it, so
-        a ban of the /128 is trivially dodged.
+        a ban of the /128 is trivially dodged. A NAT64 address (:func:`is_nat64`) is
+        one IPv4 client behind a gateway, and its /64 holds every other one: it is
+        never widened.
         """
         address = self.address
-        if address.version != 6 or self.prefixlen <= ipv6_prefix:
+        if address.version != 6 or self.prefixlen <= ipv6_prefix or is_nat64(address):
             return self
         # The network masked off the address's integer: no ipaddress network objects
         # (two of them, and their text) for every IPv6 ban.

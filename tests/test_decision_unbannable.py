@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from prometheus_client.core import CounterMetricFamily
 
 from aisentinel.clock import FakeClock
+from aisentinel.commands import FakeRunner
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.allowlist import canonical_address
 from aisentinel.decisions.engine import REJECT_REASONS, unbannable
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 from aisentinel.exporter import DecisionMetrics
+from aisentinel.responders.nftables import NftablesConfig, NftablesResponder
 
 T0 = 1_764_000_000.0
+NFT = ("nft", "-j", "-f", "-")
 
 
 def _finding(client: str) -> Finding:
@@ -152,3 +156,62 @@ def test_exporter_family_has_one_sample_per_reason(tmp_path: Path) -> None:
     assert isinstance(family, CounterMetricFamily)
     samples = {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert samples == {**dict.fromkeys(REJECT_REASONS, 0.0), "broadcast": 1.0}
+
+
+# --------------------------------------------------------------------------- NAT64
+
+NAT64_A = "64:ff9b::cb00:7107"  # 203.0.113.7 through a NAT64 gateway
+NAT64_B = "64:ff9b::c633:6407"  # 198.51.100.7, another client of the same gateway
+
+
+def test_nat64_clients_are_banned_one_address_each(tmp_path: Path) -> None:
+    """A NAT64 address is banned as itself (/128, never its /64, which holds every NAT64
+    client), so a second NAT64 attacker is banned too, not "already banned"."""
+    engine = _engine(tmp_path)
+    first = engine.decide(_finding(NAT64_A))
+    second = engine.decide(_finding(NAT64_B))
+    assert (first.action, first.target) == (Action.BAN, AddressTarget.parse(NAT64_A))
+    assert (second.action, second.target) == (Action.BAN, AddressTarget.parse(NAT64_B))
+    assert AddressTarget.parse("64:ff9b:1:2::5").grouped(64).text == "64:ff9b:1:2::5"
+    manual = engine.manual_ban("64:ff9b::cb00:7108", 3600.0, "", "root")
+    assert manual.target == AddressTarget.parse("64:ff9b::cb00:7108")
+    assert engine.unban(NAT64_A) == first
+    assert engine.is_banned(NAT64_B)
+
+
+def test_restored_nat64_64_ban_is_lifted(tmp_path: Path) -> None:
+    """A 64:ff9b::/64 ban an older version made for one NAT64 client is lifted at start."""
+    clock = FakeClock(T0)
+    ledger = Ledger(tmp_path / "ledger.sqlite", clock)
+    wide = Decision(
+        T0, Action.BAN, AddressTarget.parse("64:ff9b::/64"), "ssh_bruteforce", Severity.HIGH,
+        "r", ttl=3600.0, expires_at=T0 + 3600.0,
+    )  # fmt: skip
+    ledger.record(wide)
+    engine = DecisionEngine(DecisionsConfig(), ledger, clock, host_addresses=lambda: ())
+    assert engine.active() == []
+    assert engine.expire() == [wide]
+
+
+def test_nftables_writes_a_nat64_address_and_refuses_its_64() -> None:
+    """The nftables responder's last check agrees with unbannable(): a NAT64 /128 is
+    written, the NAT64 /64 (every NAT64 client) is still refused as reserved."""
+    runner = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft"), clock=FakeClock(T0), commands=runner
+    )
+
+    def ban(text: str) -> Decision:
+        target = AddressTarget.parse(text)
+        return Decision(T0, Action.BAN, target, "x", Severity.HIGH, "r", 3600.0, T0 + 3600.0)
+
+    responder.add_many([ban(NAT64_A), ban("64:ff9b::/64")])
+    responder.commit()
+    assert responder.refused == 1
+    written = {
+        elem["elem"]["val"] if isinstance(elem, dict) else elem
+        for text in runner.inputs
+        for cmd in json.loads(text)["nftables"]
+        for elem in cmd.get("add", {}).get("element", {}).get("elem", [])
+    }
+    assert written == {NAT64_A}

@@ -31,8 +31,10 @@ would-be bans stayed below half the limit for ``brake_cooldown``.
 A ban of an IPv6 address covers its ``/ipv6_ban_prefix`` network (/64 by default:
 one host holds a /64 and can use any address in it); IPv4 is banned as the /32.
 When that network holds an allowlisted address or network, the allowlist wins for
-it: the single address (/128) is banned instead and the reason says why. Alerts
-and refusals name the single address.
+it: the single address (/128) is banned instead and the reason says why. A NAT64
+address (``64:ff9b::/96``, ``64:ff9b:1::/48``) is one IPv4 client behind a gateway
+whose /64 holds every other one: it is banned as itself. Alerts and refusals name
+the single address.
 
 For a workload (container, unit, cgroup, process): 3 is the workload allowlist
 (NONE "allowlisted (unit sshd.service)"), 4 does not apply, and step 9's action is
@@ -97,6 +99,7 @@ from aisentinel.events import (
     WorkloadKey,
     WorkloadTarget,
     canonical_address,
+    is_nat64,
 )
 
 log = structlog.get_logger(__name__)
@@ -121,9 +124,6 @@ _DONE = {Action.BAN: "banned", Action.THROTTLE: "throttled", Action.FREEZE: "fro
 _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _LOOPBACK_NETS = frozenset(LOOPBACK)
-# Inside ::/8, which the ipaddress module calls reserved, but real clients: a
-# SIIT/NAT64 gateway shows an IPv4 client to an IPv6-only server as 64:ff9b::a.b.c.d.
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
 
 PURGE_INTERVAL_SECONDS = 3600.0
 """How often :meth:`DecisionEngine.expire` purges ledger history older than the retention."""
@@ -192,7 +192,10 @@ def unbannable(addr: IPAddress) -> str | None:
         return "link_local"
     if isinstance(addr, ipaddress.IPv4Address):
         return "reserved" if addr.is_reserved or addr in _THIS_NETWORK else None
-    if addr.is_reserved and not any(addr in net for net in _NAT64):
+    # Inside ::/8, which the ipaddress module calls reserved, but real clients: a
+    # SIIT/NAT64 gateway shows an IPv4 client to an IPv6-only server as 64:ff9b::a.b.c.d
+    # (banned as that address alone: AddressTarget.grouped never widens it).
+    if addr.is_reserved and not is_nat64(addr):
         return "reserved"
     return None
 
@@ -878,7 +881,14 @@ class DecisionEngine:
             return "no target"
         if not target.is_host:
             net = self.allowlist.overlapping(target.network)
-            return None if net is None else f"the network holds allowlisted {net}"
+            if net is not None:
+                return f"the network holds allowlisted {net}"
+            # A network with a non-host end: the NAT64 /64 an older version banned for
+            # one NAT64 client (it holds all of them). What a manual ban refuses too.
+            kind = unbannable(target.network.network_address) or unbannable(
+                target.network.broadcast_address
+            )
+            return None if kind is None else f"not a bannable network ({kind})"
         addr = target.address
         if self.allowlist.contains(addr):
             return "address allowlisted"

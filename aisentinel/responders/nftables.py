@@ -32,8 +32,9 @@ come back from :meth:`NftablesResponder.health` (every 30 s, from what this
 responder holds) or the next reconcile (from the ledger). ``reconcile`` deletes and
 re-creates the whole table with exactly the active bans in one transaction (20,000
 bans in well under a second). Every address is parsed again with ``ipaddress`` right
-before it is written; unspecified, loopback, multicast, link-local, reserved or too
-wide networks are refused and counted.
+before it is written; unspecified, loopback, multicast, link-local, reserved (NAT64
+addresses excepted, as the engine's ``unbannable``) or too wide networks are refused
+and counted.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from pydantic import Field
 
 from aisentinel.clock import Clock
 from aisentinel.commands import CommandRunner
-from aisentinel.events import AddressTarget, Decision, IPNetwork
+from aisentinel.events import AddressTarget, Decision, IPNetwork, is_nat64
 from aisentinel.responders.base import (
     REGISTRY,
     BufferedResponder,
@@ -96,10 +97,12 @@ def _refusal(net: IPNetwork, config: NftablesConfig) -> str | None:
     """Why ``net`` must not be written (``None``: it may)."""
     if net.prefixlen < (config.min_prefix4 if net.version == 4 else config.min_prefix6):
         return "network wider than min_prefix allows"
-    addr = net.network_address
+    ends = (net.network_address, net.broadcast_address)
     for flag in ("is_unspecified", "is_loopback", "is_multicast", "is_link_local", "is_reserved"):
-        if getattr(addr, flag) or getattr(net.broadcast_address, flag):
-            return flag.removeprefix("is_").replace("_", "-") + " address"
+        for addr in ends:
+            # NAT64 addresses are in ::/8 (reserved to ipaddress) but are IPv4 clients.
+            if getattr(addr, flag) and not (flag == "is_reserved" and is_nat64(addr)):
+                return flag.removeprefix("is_").replace("_", "-") + " address"
     return None
 
 
