@@ -435,6 +435,28 @@ def test_restart_restores_active_bans(env: Env) -> None:
     assert second.expire() == []
 
 
+def test_runtime_allow_survives_a_restart_until_its_expiry(env: Env) -> None:
+    """`aisentinel allow NET --ttl 8h` is restored by a restarted engine (the allowlist
+    wins over the next finding in NET) until its expiry, and not after."""
+    first = env.engine()
+    first.allow("198.51.100.0/24", 8 * HOUR, "root", "admin VPN")
+    env.clock.advance(HOUR)
+    second = env.engine()
+    [entry] = second.allow_entries()
+    assert (str(entry.network), entry.expires_at, entry.who, entry.reason) == (
+        "198.51.100.0/24",
+        T0 + 8 * HOUR,
+        "root",
+        "admin VPN",
+    )
+    d = second.decide(finding("198.51.100.20"))
+    assert (d.action, d.reason) == (Action.NONE, "allowlisted (198.51.100.0/24)")
+    env.clock.advance(7 * HOUR)
+    third = env.engine()
+    assert third.allow_entries() == []
+    assert third.decide(finding("198.51.100.20")).action is Action.BAN
+
+
 def test_bans_expired_while_down_are_reported_once(env: Env) -> None:
     """Bans that ran out while the daemon was down are reported by the first expire only."""
     first = env.engine()

@@ -127,6 +127,45 @@ def test_purge_drops_old_history_but_keeps_open_bans(ledger: Ledger) -> None:
     assert [text(d) for d in ledger.open_bans()] == ["203.0.113.3"]
 
 
+def test_runtime_allows_are_kept_until_they_end_and_purged_after(ledger: Ledger) -> None:
+    """allows(now) lists the entries not ended yet (a newer one for a network replaces
+    it); purge drops those that ended before its horizon."""
+    ledger.record_allow("198.51.100.0/24", T0, T0 + 3600, "root", "vpn")
+    ledger.record_allow("198.51.100.0/24", T0, T0 + 7200, "alice")
+    ledger.record_allow("2001:db8::/64", T0, T0 + 60, "root")
+    assert ledger.allows(T0) == [
+        ("2001:db8::/64", T0 + 60, "root", ""),
+        ("198.51.100.0/24", T0 + 7200, "alice", ""),
+    ]
+    assert ledger.allows(T0 + 60) == [("198.51.100.0/24", T0 + 7200, "alice", "")]
+    assert ledger.purge(T0 + 61) == 1
+    assert ledger.allows(T0) == [("198.51.100.0/24", T0 + 7200, "alice", "")]
+
+
+def test_schema_2_ledger_is_migrated_with_its_bans(tmp_path: Path, clock: FakeClock) -> None:
+    """A schema 2 file (no allows table) opens in place: its bans stay, the table is added."""
+    path = tmp_path / "ledger.sqlite"
+    first = Ledger(path, clock)
+    first.record(ban("203.0.113.7"))
+    first.close()
+    db = sqlite3.connect(path)
+    db.execute("DROP TABLE allows")  # what aisentinel wrote before schema 3
+    db.execute("PRAGMA user_version=2")
+    db.commit()
+    db.close()
+    with capture_logs() as logs:
+        second = Ledger(path, clock)
+    assert second.recovered_from is None
+    assert [text(d) for d in second.active(T0)] == ["203.0.113.7"]
+    second.record_allow("198.51.100.0/24", T0, T0 + 60, "root")
+    assert [a[0] for a in second.allows(T0)] == ["198.51.100.0/24"]
+    assert any(e["event"] == "ledger migrated" and e["from_version"] == 2 for e in logs)
+    second.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    db.close()
+
+
 def test_data_survives_reopen(tmp_path: Path, clock: FakeClock) -> None:
     """A second ledger on the same file sees what the first recorded."""
     path = tmp_path / "ledger.sqlite"

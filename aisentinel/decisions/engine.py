@@ -19,7 +19,8 @@ For an address:
 The allowlist of step 3 is loopback, the configured ``allowlist``, ``admin_cidrs``
 and ``monitoring_hosts``, the host's own addresses (re-read every
 ``host_refresh_interval``), the networks an operator allowed at run time
-(``aisentinel allow``, until their expiry) and the client of every established SSH
+(``aisentinel allow``, until their expiry; kept in the ledger and restored at start)
+and the client of every established SSH
 session (the kernel's socket table, ``ssh_ports``, read at most once a second). When
 one of them changes, :meth:`DecisionEngine.expire` lifts the active bans it now covers.
 
@@ -291,6 +292,7 @@ class DecisionEngine:
         self._ledger_errors = 0
         self._last_purge: float | None = None
         self._hosts = self._read_hosts()
+        allows = self._restore_allows()
         self.allowlist = self._build_allowlist()
         self.workload_allowlist = self._build_workload_allowlist()
         restored: list[Decision] = self._ledger(self.ledger.open_bans, [])
@@ -301,6 +303,7 @@ class DecisionEngine:
         log.info(
             "decision engine ready",
             restored_bans=len(self._active),
+            restored_allows=allows,
             to_lift=len(self._lifted),
             allowlisted_networks=len(self.allowlist),
             simulate=config.simulate,
@@ -739,12 +742,33 @@ class DecisionEngine:
             now = self.clock.now()
             entry = AllowEntry(net, now + ttl, who, reason)
             self._runtime.add(entry)
+            self._ledger(  # restored at start: a restart must not end it early
+                lambda: self.ledger.record_allow(target.text, now, entry.expires_at, who, reason),
+                None,
+            )
             self.allowlist = self._build_allowlist()
             lifted = self._lift_where(lambda d: _covers(net, d))
             note = f"allow by {who} until {_iso(entry.expires_at)}"
             self._note(target, f"{note}: {reason}" if reason else note)
             log.info("runtime allow", network=str(net), ttl=ttl, who=who, lifted=len(lifted))
             return lifted
+
+    def _restore_allows(self) -> int:
+        """Put the runtime allowlist entries the ledger holds that have not ended yet
+        back in force (``aisentinel allow`` survives a restart); returns how many."""
+        rows: list[tuple[str, float, str, str]] = self._ledger(
+            lambda: self.ledger.allows(self.clock.now()), []
+        )
+        for text, expires_at, who, reason in rows:
+            try:
+                net = AddressTarget.parse(text).network
+            except ValueError as exc:
+                log.error(  # noqa: TRY400 - the reason is the message
+                    "runtime allow entry in the ledger unreadable, skipped", error=str(exc)[:120]
+                )
+                continue
+            self._runtime.add(AllowEntry(net, expires_at, who, reason))
+        return len(self._runtime.networks())
 
     def allow_entries(self) -> list[AllowEntry]:
         """The runtime allowlist entries in force."""

@@ -35,9 +35,11 @@ exporter) may read counts.
 
 Schema versions (``PRAGMA user_version``): 1 held address targets only; 2 adds
 ``target_kind`` (``address`` / ``workload``) and ``target_detail`` (a workload's
-fields as JSON) and counts throttles and freezes as enforcements like bans. A
-version 1 file is migrated in place when opened, in one transaction: its rows become
-address targets and its open bans stay open.
+fields as JSON) and counts throttles and freezes as enforcements like bans; 3 adds
+table ``allows``, the operators' runtime allowlist entries (``aisentinel allow``)
+with their expiry, restored by a starting engine. A version 1 file is migrated in
+place when opened, in one transaction: its rows become address targets and its open
+bans stay open; a version 2 file gets the new table (nothing else changes).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ log = structlog.get_logger(__name__)
 MEMORY = ":memory:"
 """Pass ``Path(MEMORY)`` for a ledger that lives in memory only (offline replay)."""
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CACHE_KIB = 256
 """SQLite's page cache for a ledger file, in KiB (SQLite's default is 2 MiB). The hot
@@ -98,6 +100,13 @@ CREATE INDEX IF NOT EXISTS decisions_target_ts ON decisions (target, ts);
 CREATE INDEX IF NOT EXISTS decisions_enforced ON decisions (expires_at)
     WHERE action IN ('ban', 'throttle', 'freeze') AND ended_at IS NULL;
 CREATE INDEX IF NOT EXISTS decisions_ts ON decisions (ts);
+CREATE TABLE IF NOT EXISTS allows (
+    network TEXT PRIMARY KEY,
+    ts REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    who TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
 """
 
 _MIGRATE_1_TO_2 = """
@@ -291,8 +300,17 @@ class Ledger:
             self._migrate_v1(db)
         elif columns and columns != _COLUMNS:
             raise LedgerCorruptError(f"unexpected columns in table decisions: {columns}")
-        db.executescript(_SCHEMA)
+        if columns:
+            version = max(version, 2)  # a schema 1 file was migrated to 2 just now
+        db.executescript(_SCHEMA)  # schema 2 -> 3: CREATE TABLE allows
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if columns and version < SCHEMA_VERSION:
+            log.info(
+                "ledger migrated",
+                path=str(self.path),
+                from_version=version,
+                to_version=SCHEMA_VERSION,
+            )
 
     def _migrate_v1(self, db: sqlite3.Connection) -> None:
         """Schema 1 -> 2 in one transaction: every existing row is an address target."""
@@ -535,7 +553,8 @@ class Ledger:
         return cursors[0].rowcount if cursors else 0
 
     def purge(self, before: float) -> int:
-        """Delete history older than ``before``; open bans are kept. Returns rows deleted."""
+        """Delete history older than ``before``; open bans are kept, and so are runtime
+        allow entries that had not ended by then. Returns rows deleted."""
         cursors = self._write(
             [
                 (
@@ -543,10 +562,37 @@ class Ledger:
                     "AND (action NOT IN ('ban', 'throttle', 'freeze') "
                     "OR ended_at IS NOT NULL)",
                     (before,),
+                ),
+                ("DELETE FROM allows WHERE expires_at < ?", (before,)),
+            ]
+        )
+        return sum(c.rowcount for c in cursors) if cursors else 0
+
+    def record_allow(
+        self, network: str, ts: float, expires_at: float, who: str, reason: str = ""
+    ) -> None:
+        """Store a runtime allowlist entry for ``network`` (its canonical text) until
+        ``expires_at``; a later one for the same network replaces it."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO allows (network, ts, expires_at, who, reason) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (network, ts, expires_at, who, reason),
                 )
             ]
         )
-        return cursors[0].rowcount if cursors else 0
+
+    def allows(self, now: float) -> list[tuple[str, float, str, str]]:
+        """The runtime allowlist entries that end after ``now``: (network text,
+        expires_at, who, reason), soonest expiry first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT network, expires_at, who, reason FROM allows WHERE expires_at > ? "
+                "ORDER BY expires_at, network",
+                (now,),
+            ).fetchall()
+        return [(str(n), float(e), str(w), str(r)) for n, e, w, r in rows]
 
     # ------------------------------------------------------------------ reading
 
