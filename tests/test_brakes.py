@@ -174,6 +174,39 @@ def test_storm_brake_latches_until_calm_for_the_cooldown(tmp_path: Path) -> None
     assert decide() is Action.BAN
 
 
+def test_storm_brake_stays_tripped_across_a_restart(tmp_path: Path) -> None:
+    """A restart neither releases a tripped brake nor empties its one-minute window: only
+    `brake reset` or the cool-down (calm begun before the restart counts) release it."""
+    clock = FakeClock(T0)
+    cfg = DecisionsConfig(max_bans_per_minute=3, brake_cooldown="5m", allow_ssh_sessions=False)
+    n = iter(range(1, 250))
+
+    def start() -> DecisionEngine:
+        return DecisionEngine(cfg, Ledger(tmp_path / "l", clock), clock, host_addresses=list)
+
+    def decide(engine: DecisionEngine) -> Action:
+        return engine.decide(finding(f"203.0.113.{next(n)}")).action
+
+    engine = start()
+    assert [decide(engine) for _ in range(2)] == [Action.BAN] * 2
+    engine = start()  # the window is kept: one more ban, then the brake trips
+    assert [decide(engine) for _ in range(2)] == [Action.BAN, Action.ALERT]
+    engine = start()
+    assert engine.counters().brake_tripped_since == T0
+    assert [decide(engine) for _ in range(3)] == [Action.ALERT] * 3
+    assert engine.reset_brake("root")
+    engine = start()  # released before the restart: stays released, window empty
+    assert engine.counters().brake_tripped_since is None
+    assert [decide(engine) for _ in range(4)] == [Action.BAN] * 3 + [Action.ALERT]
+    clock.advance(61)
+    engine.expire()  # calm begins
+    clock.advance(300)
+    engine = start()  # the calm before the restart counts towards the cool-down
+    assert engine.counters().brake_tripped_since is not None
+    engine.expire()
+    assert engine.counters().brake_tripped_since is None
+
+
 def _check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
     path = tmp_path / "c.toml"
     path.write_text(text)

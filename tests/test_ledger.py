@@ -150,6 +150,7 @@ def test_schema_2_ledger_is_migrated_with_its_bans(tmp_path: Path, clock: FakeCl
     first.close()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE allows")  # what aisentinel wrote before schema 3
+    db.execute("DROP TABLE brake")
     db.execute("PRAGMA user_version=2")
     db.commit()
     db.close()

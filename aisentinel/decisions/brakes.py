@@ -8,7 +8,9 @@
   (``aisentinel allow CIDR --ttl ...``), each with an expiry.
 - :class:`StormBrake`: more than ``limit`` new bans within a minute trips it; then
   every further ban is an alert until an operator resets it or the rate of would-be
-  bans stays below ``limit / 2`` for ``cooldown`` seconds.
+  bans stays below ``limit / 2`` for ``cooldown`` seconds. The engine keeps its
+  :meth:`~StormBrake.state` in the ledger and gives it back with
+  :meth:`~StormBrake.restore` at start, so a restart does not release it.
 
 None of them is thread-safe on its own: the decision engine serialises its callers.
 """
@@ -156,6 +158,21 @@ class StormBrake:
         because of it (the pipeline, a minute per key) lets them through when it moves."""
         self._recent: deque[float] = deque(maxlen=limit + 1)
         self._calm_since: float | None = None
+
+    def state(self) -> tuple[float | None, float | None]:
+        """(when it tripped, when the calm began) -- what the engine persists; both
+        ``None`` while not tripped."""
+        return self.tripped_since, self._calm_since
+
+    def restore(
+        self, tripped_since: float | None, calm_since: float | None, recent: Iterable[float]
+    ) -> None:
+        """Take back a persisted :meth:`state` and the times of the would-be bans of the
+        last minute (at start: a restart neither releases the brake nor empties its
+        window)."""
+        self.tripped_since = tripped_since
+        self._calm_since = calm_since if tripped_since is not None else None
+        self._recent = deque(sorted(recent)[-(self.limit + 1) :], maxlen=self.limit + 1)
 
     def configure(self, limit: int, cooldown: float) -> None:
         """A reloaded ``max_bans_per_minute`` / ``brake_cooldown`` (the state is kept)."""

@@ -27,7 +27,10 @@ one of them changes, :meth:`DecisionEngine.expire` lifts the active bans it now 
 The storm brake (:class:`~aisentinel.decisions.brakes.StormBrake`): more than
 ``max_bans_per_minute`` new enforcements within a minute trip it; it stays tripped
 (every would-be ban an alert) until ``aisentinel brake reset`` or until the rate of
-would-be bans stayed below half the limit for ``brake_cooldown``.
+would-be bans stayed below half the limit for ``brake_cooldown``. Its state (since
+when it is tripped, since when it is calm) is kept in the ledger, and a starting
+engine restores it with the would-be bans of the last minute: a restart releases
+nothing.
 
 A ban of an IPv6 address covers its ``/ipv6_ban_prefix`` network (/64 by default:
 one host holds a /64 and can use any address in it); IPv4 is banned as the /32.
@@ -81,6 +84,7 @@ from aisentinel.decisions.allowlist import (
     read_host_addresses,
 )
 from aisentinel.decisions.brakes import (
+    WINDOW_SECONDS,
     AllowEntry,
     RuntimeAllowlist,
     SshSessions,
@@ -291,6 +295,7 @@ class DecisionEngine:
         self._expired = 0
         self._ledger_errors = 0
         self._last_purge: float | None = None
+        self._brake_saved = self._restore_brake()
         self._hosts = self._read_hosts()
         allows = self._restore_allows()
         self.allowlist = self._build_allowlist()
@@ -531,7 +536,10 @@ class DecisionEngine:
             return make(
                 Action.ALERT, subject, "workload action is alert (throttle and freeze are off)"
             )
-        if not self._brake.attempt(now):
+        allowed = self._brake.attempt(now)
+        if self._brake.state() != self._brake_saved:  # tripped, calm began or ended, released
+            self._save_brake(now)
+        if not allowed:
             with self._lock:
                 self._braked += 1
             tripped = self._brake.tripped_since or now
@@ -619,6 +627,8 @@ class DecisionEngine:
         at = self.clock.now() if now is None else now
         self._refresh_allow_sources(at)
         self._brake.poll(at)
+        if self._brake.state() != self._brake_saved:
+            self._save_brake(at)
         with self._lock:
             done = [d for d in self._active.values() if (d.expires_at or 0.0) <= at]
             for ban in done:
@@ -780,8 +790,36 @@ class DecisionEngine:
         """An operator releases the storm brake; ``False`` when it was not tripped."""
         with self._op:
             released = self._brake.release(f"reset by {who}")
+            if released:
+                self._save_brake(self.clock.now())
             self._note(None, f"brake reset by {who}" + ("" if released else " (was not tripped)"))
             return released
+
+    def _restore_brake(self) -> tuple[float | None, float | None]:
+        """Put the storm brake back as the ledger left it: tripped (since when, calm
+        since when) or not, and the would-be bans of the last minute since its last
+        release (a restart must neither release it nor empty its window)."""
+        saved = self._ledger(self.ledger.brake, None)
+        tripped, calm = (None, None) if saved is None else saved[:2]
+        since = self.clock.now() - WINDOW_SECONDS
+        if saved is not None and tripped is None:
+            since = max(since, saved[2])  # a release empties the window
+        recent: list[float] = self._ledger(lambda: self.ledger.enforcement_times(since, MANUAL), [])
+        self._brake.restore(tripped, calm, recent)
+        if tripped is not None:
+            log.warning(
+                "ban storm brake still tripped from before the restart: new bans are alerts "
+                "until `aisentinel brake reset`, or until the rate stays below half the limit "
+                "for the cool-down",
+                tripped_since=_iso(tripped),
+                calm_since=None if calm is None else _iso(calm),
+            )
+        return self._brake.state()
+
+    def _save_brake(self, at: float) -> None:
+        state = self._brake.state()
+        self._brake_saved = state
+        self._ledger(lambda: self.ledger.save_brake(state[0], state[1], at), None)
 
     def _note(self, target: Target | None, reason: str) -> None:
         """Record an operator's act in the ledger (a decision ``none`` by ``operator``)."""

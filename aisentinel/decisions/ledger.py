@@ -37,7 +37,9 @@ Schema versions (``PRAGMA user_version``): 1 held address targets only; 2 adds
 ``target_kind`` (``address`` / ``workload``) and ``target_detail`` (a workload's
 fields as JSON) and counts throttles and freezes as enforcements like bans; 3 adds
 table ``allows``, the operators' runtime allowlist entries (``aisentinel allow``)
-with their expiry, restored by a starting engine. A version 1 file is migrated in
+with their expiry, restored by a starting engine, and table ``brake``, the storm
+brake's state (one row: when it tripped, when its calm began, when that was written),
+restored too. A version 1 file is migrated in
 place when opened, in one transaction: its rows become address targets and its open
 bans stay open; a version 2 file gets the new table (nothing else changes).
 """
@@ -106,6 +108,12 @@ CREATE TABLE IF NOT EXISTS allows (
     expires_at REAL NOT NULL,
     who TEXT NOT NULL,
     reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS brake (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    tripped_since REAL,
+    calm_since REAL,
+    ts REAL NOT NULL
 );
 """
 
@@ -302,7 +310,7 @@ class Ledger:
             raise LedgerCorruptError(f"unexpected columns in table decisions: {columns}")
         if columns:
             version = max(version, 2)  # a schema 1 file was migrated to 2 just now
-        db.executescript(_SCHEMA)  # schema 2 -> 3: CREATE TABLE allows
+        db.executescript(_SCHEMA)  # schema 2 -> 3: CREATE TABLE allows, brake
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         if columns and version < SCHEMA_VERSION:
             log.info(
@@ -582,6 +590,46 @@ class Ledger:
                 )
             ]
         )
+
+    def save_brake(self, tripped_since: float | None, calm_since: float | None, at: float) -> None:
+        """Store the storm brake's state as of ``at`` (both ``None``: not tripped, since
+        ``at`` when it was released then)."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO brake (id, tripped_since, calm_since, ts) "
+                    "VALUES (1, ?, ?, ?)",
+                    (tripped_since, calm_since, at),
+                )
+            ]
+        )
+
+    def brake(self) -> tuple[float | None, float | None, float] | None:
+        """The stored storm brake state (tripped_since, calm_since, written at), or
+        ``None`` when none was ever stored."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT tripped_since, calm_since, ts FROM brake WHERE id = 1"
+            ).fetchone()
+        if row is None:
+            return None
+        tripped, calm, at = row
+        return (
+            None if tripped is None else float(tripped),
+            None if calm is None else float(calm),
+            float(at),
+        )
+
+    def enforcement_times(self, since: float, exclude_detector: str) -> list[float]:
+        """When the enforcements decided after ``since`` were decided (forgiven, ended
+        and simulated ones included), but for those of ``exclude_detector``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT ts FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
+                "AND ts > ? AND detector != ? ORDER BY ts",
+                (since, exclude_detector),
+            ).fetchall()
+        return [float(ts) for (ts,) in rows]
 
     def allows(self, now: float) -> list[tuple[str, float, str, str]]:
         """The runtime allowlist entries that end after ``now``: (network text,
