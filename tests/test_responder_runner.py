@@ -295,6 +295,19 @@ def test_health_is_checked_by_tick(clock: FakeClock) -> None:
     assert any(e["event"] == "responder health changed" for e in logs)
 
 
+def test_unhealthy_at_the_first_check_is_logged_once(clock: FakeClock) -> None:
+    """A responder unhealthy from its first health check gets one warning with the reason."""
+    r = Flaky(clock)
+    r.healthy = False
+    runner = ResponderRunner([r], clock, health_interval=30.0)
+    with capture_logs() as logs:
+        run_until(runner, clock, 61)
+    unhealthy = [e for e in logs if e["log_level"] == "warning"]
+    assert len(unhealthy) == 1, logs
+    assert unhealthy[0]["responder"] == "flaky"
+    assert "no nft binary" in unhealthy[0]["detail"]
+
+
 def test_full_retry_queue_gives_up_at_once(clock: FakeClock) -> None:
     """When ``max_pending`` retries are queued, a further failure is given up."""
     r = Flaky(clock, failures=100)

@@ -563,7 +563,15 @@ class ResponderRunner:
             except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
                 health = ResponderHealth(ok=False, detail=f"health check raised: {exc}")
             counts = self._counts[responder.name]
-            if counts.health is not None and counts.health.ok != health.ok:
+            if counts.health is None and not health.ok:
+                # Unhealthy from the start (ufw inactive, fail2ban-server not running):
+                # there is no change to report, so say it once here.
+                log.warning(
+                    "responder unhealthy; its enforcements may not take effect",
+                    responder=responder.name,
+                    detail=health.detail,
+                )
+            elif counts.health is not None and counts.health.ok != health.ok:
                 log.warning(
                     "responder health changed",
                     responder=responder.name,
