@@ -142,6 +142,44 @@ def test_flushed_ruleset_is_repaired_by_health_and_by_reconcile(lab: tuple[Lab, 
     assert _elements(ns) == {ATTACKER4, CLIENT4}
 
 
+@pytest.fixture
+def bare() -> Iterator[Lab]:
+    """The lab's namespaces without nginx (for tests that only read the sets)."""
+    lab = Lab("b").up()
+    try:
+        yield lab
+    finally:
+        lab.close()
+
+
+def test_commit_after_a_flushed_ruleset_puts_back_every_ban_held(bare: Lab) -> None:
+    """After `nft flush ruleset` the next ban's commit re-creates the table with every
+    ban held, not with that batch's ban alone."""
+    responder = _responder(bare)
+    held = [f"203.0.113.{i}" for i in range(1, 6)]
+    responder.reconcile([_ban(t, 600) for t in held])
+    bare.nft("flush", "ruleset")
+    responder.add_many([_ban("203.0.113.99", 600)])
+    responder.commit()
+    assert _elements(bare) == {*held, "203.0.113.99"}
+    assert responder.repairs == 1
+    assert responder.health().ok
+
+
+def test_health_puts_back_bans_flushed_from_a_set(bare: Lab) -> None:
+    """`nft flush set` leaves chains and rules intact; health notices the missing
+    elements and re-creates the table with the bans held."""
+    responder = _responder(bare)
+    held = {"203.0.113.7", "198.51.100.0/24", "2001:db8:1::/64"}
+    responder.reconcile([_ban(t, 600) for t in held])
+    assert responder.health().detail.endswith("3 bans in table inet aisentinel")
+    bare.nft("flush", "set", "inet", "aisentinel", "v4_32")
+    health = responder.health()
+    assert health.ok, health.detail
+    assert "1 of the 3 bans held are not in the sets" in health.detail
+    assert _elements(bare) == held
+
+
 def test_reconcile_holds_exactly_the_ledger_and_leaves_other_tables(lab: tuple[Lab, int]) -> None:
     """Unknown elements in aisentinel's table go, missing ones come; another table is untouched."""
     ns, _port = lab

@@ -22,14 +22,18 @@ at 0, firewalld at +10) and before mangle (-150): a drop in any base chain is fi
 so the priority only decides who sees a banned packet first, and the earliest
 costs the least.
 
-Every commit is one transaction (one JSON document): it re-declares the table, the
-sets, the counter and the chains (``add`` is idempotent), replaces the chains'
-rules (flush + add, atomically), then for each ban ``add`` / ``delete`` / ``add
-timeout T`` (the first add makes the delete safe when the element is absent; the
-last sets the new timeout) and for each lift ``add`` / ``delete``. So a commit
-after someone flushed the ruleset restores the table and its rules; the elements
-come back from :meth:`NftablesResponder.health` (every 30 s, from what this
-responder holds) or the next reconcile (from the ledger). ``reconcile`` deletes and
+Every commit is one transaction (one JSON document): it declares the sets of new
+prefix lengths, the counter and the chains (``add`` is idempotent), replaces the
+chains' rules (flush + add, atomically), then for each ban ``add`` / ``delete`` /
+``add timeout T`` (the first add makes the delete safe when the element is absent;
+the last sets the new timeout) and for each lift ``add`` / ``delete``. The table
+and the sets it made already are not declared again, so after someone flushed the
+ruleset (``systemctl restart nftables``) the document fails on the missing table
+and the commit re-creates it with every ban this responder holds plus the batch
+(logged, counted in ``repairs``), instead of an empty table with only the batch.
+:meth:`NftablesResponder.health` (every 30 s) lists the table and re-creates it the
+same way when chain ``input`` lacks its rules or a ban held is missing from its set
+(``nft flush set``); the next reconcile applies the ledger. ``reconcile`` deletes and
 re-creates the whole table with exactly the active bans in one transaction (20,000
 bans in well under a second). Every address is parsed again with ``ipaddress`` right
 before it is written; unspecified, loopback, multicast, link-local, reserved (NAT64
@@ -65,6 +69,8 @@ FAMILY = "inet"
 DEFAULT_LENGTHS = frozenset({(4, 32), (6, 64), (6, 128)})
 """Prefix lengths whose set always exists (hosts, IPv6 /64 and /128)."""
 COUNTER = "dropped"
+MISSING = "No such file or directory"
+"""nft's words (ENOENT) for a table, set or chain that is not there."""
 
 
 class NftablesConfig(ResponderConfigBase):
@@ -154,18 +160,32 @@ class NftablesResponder(BufferedResponder):
         lifted = list(self._valid(deletes))
         if not added and not lifted:
             return
-        lengths = self.lengths | {(net.version, net.prefixlen) for _, net, _ in added}
-        cmds = self._skeleton(lengths)
+        lengths = self.lengths | {(net.version, net.prefixlen) for _, net, _ in [*lifted, *added]}
+        # The table and the sets already made are not declared again: when someone
+        # removed them (`nft flush ruleset`, `systemctl restart nftables`), the batch
+        # fails on the missing object instead of re-creating it empty with only this
+        # batch's bans, and the table is re-created with every ban held.
+        cmds = self._skeleton(lengths, declared=self.lengths)
         first = [(net, None) for _, net, _ in [*lifted, *added]]
         cmds += self._elements("add", first, now)
         cmds += self._elements("delete", first, now)
         cmds += self._elements("add", [(net, exp) for _, net, exp in added], now)
-        self._run(cmds)
-        self.lengths = lengths
+        held = dict(self.held)
         for text, _, _ in lifted:
-            self.held.pop(text, None)
+            held.pop(text, None)
         for text, net, exp in added:
-            self.held[text] = (net, exp)
+            held[text] = (net, exp)
+        if self.backend is None:
+            raise ResponderError(self._backend_error)
+        try:
+            self.backend.run({"nftables": cmds})
+        except NftError as exc:
+            if MISSING not in str(exc):
+                raise ResponderError(f"nftables: {exc}") from None
+            self._recreate(held, now, f"commit found the table incomplete ({exc})")
+            return
+        self.lengths = lengths
+        self.held = held
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         now = self.clock.now()
@@ -178,13 +198,18 @@ class NftablesResponder(BufferedResponder):
     def health(self) -> ResponderHealth:
         if self.backend is None:
             return ResponderHealth(ok=False, detail=self._backend_error)
+        table = {"family": FAMILY, "name": self.cfg.table}
         try:
-            listed = self.backend.run({"nftables": [{"list": {"chain": self._chain_id("input")}}]})
+            listed = self.backend.run({"nftables": [{"list": {"table": table}}]})
         except NftError as exc:
-            return self._repair(f"chain input missing ({exc})")
-        rules = sum(1 for item in listed.get("nftables", []) if "rule" in item)
+            return self._repair(f"table missing ({exc})")
+        items = [item for item in listed.get("nftables", []) if isinstance(item, dict)]
+        rules = sum(1 for item in items if _chain_of(item.get("rule")) == "input")
         if rules != len(self.lengths):
             return self._repair(f"chain input holds {rules} rules, expected {len(self.lengths)}")
+        missing = self._missing_elements(items)
+        if missing:
+            return self._repair(f"{missing} of the {len(self.held)} bans held are not in the sets")
         return ResponderHealth(
             ok=True, detail=f"{self.backend.name}: {len(self.held)} bans in {self._where()}"
         )
@@ -195,25 +220,49 @@ class NftablesResponder(BufferedResponder):
 
     # ------------------------------------------------------------------ helpers
 
+    def _missing_elements(self, items: list[dict[str, Any]]) -> int:
+        """How many unexpired bans held are not in the listed sets (``nft flush set``,
+        or a table re-created by someone else)."""
+        present: dict[str, set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+        for item in items:
+            found = item.get("set")
+            if isinstance(found, dict):
+                present[str(found.get("name"))] = set(_addresses(found.get("elem", [])))
+        soon = self.clock.now() + 1.0  # the kernel may be a moment from expiring it
+        return sum(
+            1
+            for net, expires in self.held.values()
+            if (expires is None or expires > soon)
+            and net.network_address not in present.get(_set_name(net), ())
+        )
+
     def _where(self) -> str:
         return f"table {FAMILY} {self.cfg.table}"
 
     def _repair(self, why: str) -> ResponderHealth:
         """Re-create the table with what this responder holds (someone flushed it)."""
         now = self.clock.now()
-        wanted = {t: b for t, b in self.held.items() if b[1] is None or b[1] > now}
+        try:
+            bans = self._recreate(self.held, now, why)
+        except ResponderError as exc:
+            return ResponderHealth(ok=False, detail=f"{why}; re-creating failed: {exc}")
+        return ResponderHealth(ok=True, detail=f"{why}; re-created with {bans} bans")
+
+    def _recreate(
+        self, held: dict[str, tuple[IPNetwork, float | None]], now: float, why: str
+    ) -> int:
+        """Replace the damaged table with the unexpired bans of ``held`` (logged, counted
+        in :attr:`repairs`); how many. Raises :class:`ResponderError` when that fails."""
+        wanted = {t: b for t, b in held.items() if b[1] is None or b[1] > now}
         log.warning(
-            "nftables table damaged (ruleset flushed?); re-creating it",
+            "nftables table damaged (ruleset flushed?); re-creating it with every ban held",
             table=self.cfg.table,
             reason=why,
             bans=len(wanted),
         )
-        try:
-            self._replace(wanted, now)
-        except ResponderError as exc:
-            return ResponderHealth(ok=False, detail=f"{why}; re-creating failed: {exc}")
+        self._replace(wanted, now)
         self.repairs += 1
-        return ResponderHealth(ok=True, detail=f"{why}; re-created with {len(wanted)} bans")
+        return len(wanted)
 
     def _replace(self, wanted: dict[str, tuple[IPNetwork, float | None]], now: float) -> None:
         table = {"family": FAMILY, "name": self.cfg.table}
@@ -256,15 +305,23 @@ class NftablesResponder(BufferedResponder):
     def _chain_id(self, name: str) -> dict[str, str]:
         return {"family": FAMILY, "table": self.cfg.table, "name": name}
 
-    def _skeleton(self, lengths: set[tuple[int, int]]) -> list[dict[str, Any]]:
-        """Table, sets, counter and chains (idempotent) and the chains' rules (replaced)."""
+    def _skeleton(
+        self, lengths: set[tuple[int, int]], declared: Iterable[tuple[int, int]] | None = None
+    ) -> list[dict[str, Any]]:
+        """Table, sets, counter and chains (idempotent) and the chains' rules (replaced).
+
+        With ``declared`` (the sets made already), the table and those sets are left out:
+        the document then fails with ``MISSING`` when one of them is gone."""
         t = self.cfg.table
-        cmds: list[dict[str, Any]] = [
-            {"add": {"table": {"family": FAMILY, "name": t}}},
-            {"add": {"counter": {"family": FAMILY, "table": t, "name": COUNTER}}},
-        ]
+        cmds: list[dict[str, Any]] = []
+        if declared is None:
+            cmds.append({"add": {"table": {"family": FAMILY, "name": t}}})
+        cmds.append({"add": {"counter": {"family": FAMILY, "table": t, "name": COUNTER}}})
         order = sorted(lengths)
+        known = set(declared or ())
         for version, length in order:
+            if (version, length) in known:
+                continue
             kind = "ipv4_addr" if version == 4 else "ipv6_addr"
             cmds.append(
                 {
@@ -330,6 +387,20 @@ class NftablesResponder(BufferedResponder):
             self.backend.run({"nftables": cmds})
         except NftError as exc:
             raise ResponderError(f"nftables: {exc}") from None
+
+
+def _chain_of(rule: object) -> object:
+    return rule.get("chain") if isinstance(rule, dict) else None
+
+
+def _addresses(elems: object) -> Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses of a listed set's elements (plain, or with their timeout)."""
+    for elem in elems if isinstance(elems, list) else []:
+        value = elem.get("elem", {}).get("val") if isinstance(elem, dict) else elem
+        try:
+            yield ipaddress.ip_address(str(value))
+        except ValueError:
+            continue
 
 
 def _rule_id(table: str, chain: str) -> dict[str, str]:
