@@ -213,18 +213,6 @@ def test_fail2ban_reconcile_reads_the_jail_and_fixes_both_ways() -> None:
     assert runner.calls == [get, unban, add]
 
 
-def test_ufw_prepends_commented_rules_and_deletes_them() -> None:
-    """A ban is `ufw prepend deny from A comment 'aisentinel DETECTOR'`; a lift deletes it."""
-    add = ("ufw", "prepend", "deny", "from", "203.0.113.7", "comment", "aisentinel ssh_bruteforce")
-    rm = ("ufw", "delete", "deny", "from", "198.51.100.9")
-    runner = FakeRunner({add: FakeRunner.ok(add), rm: FakeRunner.ok(rm)})
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
-    responder.add_many([ban("203.0.113.7")])
-    responder.delete_many([ban("198.51.100.9")])
-    responder.commit()
-    assert runner.calls == [rm, add]
-
-
 STATUS = """Status: active
 
      To                         Action      From
@@ -234,14 +222,55 @@ STATUS = """Status: active
 [ 3] Anywhere                   DENY IN     192.0.2.50                 # admin's own block
 [ 4] Anywhere                   DENY IN     192.0.2.66                 # aisentinel scanning
 [ 5] Anywhere (v6)              DENY IN     2001:db8::/64              # aisentinel ban
+[ 6] Anywhere                   DENY IN     192.0.2.51
 """
+STATUS_CALL = ("ufw", "status", "numbered")
+
+
+def test_ufw_prepends_commented_rules_and_deletes_them() -> None:
+    """A ban is `ufw prepend deny from A comment 'aisentinel DETECTOR'`; a lift deletes
+    the rule by the comment it has."""
+    add = ("ufw", "prepend", "deny", "from", "198.51.100.9", "comment", "aisentinel ssh_bruteforce")
+    rm = ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning")
+    runner = FakeRunner({
+        STATUS_CALL: FakeRunner.ok(STATUS_CALL, STATUS),
+        add: FakeRunner.ok(add),
+        rm: FakeRunner.ok(rm),
+    })  # fmt: skip
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.add_many([ban("198.51.100.9")])
+    responder.delete_many([ban("192.0.2.66")])
+    responder.commit()
+    assert runner.calls == [STATUS_CALL, rm, add]
+
+
+def test_ufw_lift_leaves_the_operators_own_deny_rule() -> None:
+    """When a ban ends, the operator's deny rule for that address (commented or not, which
+    ufw kept instead of inserting aisentinel's identical one) is not deleted."""
+    runner = FakeRunner({STATUS_CALL: FakeRunner.ok(STATUS_CALL, STATUS)})
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.delete_many([ban("192.0.2.50"), ban("192.0.2.51"), ban("198.51.100.77")])
+    responder.commit()
+    assert runner.calls == [STATUS_CALL]
+
+
+def test_ufw_lift_while_inactive_names_aisentinels_comment() -> None:
+    """With ufw inactive (no rules listed) a lift deletes only a rule with the comment
+    aisentinel gave it."""
+    inactive = FakeRunner.ok(STATUS_CALL, "Status: inactive\n")
+    rm = ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning")
+    runner = FakeRunner({STATUS_CALL: inactive, rm: FakeRunner.ok(rm)})
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.delete_many([ban("192.0.2.66", detector="scanning")])
+    responder.commit()
+    assert runner.calls == [STATUS_CALL, rm]
 
 
 def test_ufw_reconcile_removes_only_its_own_unknown_rules() -> None:
     """Rules commented `aisentinel` that the ledger lacks go; the admin's deny rule stays."""
     assert parse_status(STATUS)["192.0.2.50"] == "admin's own block"
     status = ("ufw", "status", "numbered")
-    rm = ("ufw", "delete", "deny", "from", "192.0.2.66")
+    rm = ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning")
     runner = FakeRunner({status: FakeRunner.ok(status, STATUS), rm: FakeRunner.ok(rm)})
     responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
     responder.reconcile([ban("203.0.113.7"), ban("2001:db8::/64")])

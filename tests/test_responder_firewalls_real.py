@@ -127,14 +127,21 @@ elif op == "delete":
     r.delete_many([ban(t) for t in targets]); r.commit()
 elif op == "reconcile":
     r.reconcile([ban(t) for t in targets])
+elif op == "admin":
+    subprocess.run(["ufw", "deny", "from", targets[0], "comment", "admin block"], check=True,
+                   capture_output=True)
+elif op == "rules":
+    status = subprocess.run(["ufw", "status"], check=True, capture_output=True, text=True)
+    print(json.dumps(sorted(t for t in targets if t in status.stdout)))
+    sys.exit(0)
 print(json.dumps(sorted(r.held())))
 """
 
 
 def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
     """ufw (isolated /etc/ufw, in the server namespace) drops the attacker after the ban;
-    the legitimate client passes; reconcile removes unknown aisentinel rules; the host's
-    /etc/ufw is unchanged."""
+    the legitimate client passes; reconcile removes unknown aisentinel rules; the end of
+    a ban leaves the operator's own deny rule; the host's /etc/ufw is unchanged."""
     why = missing_tools("ufw", "iptables", "nginx", "unshare")
     if why:
         pytest.skip(why)
@@ -165,6 +172,12 @@ def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
         assert ufw("reconcile", "198.51.100.40") == ["198.51.100.40"]
         assert lab.reachable(lab.atk, SERVER4["atk"], port)
         assert ufw("delete", "198.51.100.40") == []
+        # The operator's own rule: aisentinel's identical one is skipped by ufw, and the
+        # end of aisentinel's ban leaves the operator's rule in place.
+        assert ufw("admin", ATTACKER4) == []
+        assert ufw("add", ATTACKER4) == []
+        assert ufw("delete", ATTACKER4) == []
+        assert ufw("rules", ATTACKER4) == [ATTACKER4]
     finally:
         lab.close()
     assert {p.name: p.read_bytes() for p in Path("/etc/ufw").glob("*.rules")} == before

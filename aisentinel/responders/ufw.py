@@ -4,13 +4,22 @@ For hosts whose firewall is ufw. Each ban is ``ufw prepend deny from ADDR commen
 'aisentinel ...'`` (``prepend`` rather than ``insert 1``: ``insert 1`` fails on an
 empty rule list and when the first rule is of the other IP version; ``prepend`` puts
 the rule first among the rules of its own version), lifted with ``ufw delete deny
-from ADDR`` when the ban ends (ufw rules have no timeout: the worker issues the
-delete when the engine expires the ban). Both are idempotent in ufw (an existing
-rule is skipped, a missing one is reported and not an error), so a retried batch is
-safe. ``reconcile`` parses ``ufw status numbered`` and removes every rule whose
-comment starts with the marker and that the ledger does not hold, then adds the
-missing ones. Every command goes through the command runner (argument list,
-timeout, no shell); every address is parsed again right before it is written.
+from ADDR comment '<the comment the rule has>'`` when the ban ends (ufw rules have
+no timeout: the worker issues the delete when the engine expires the ban). Both are
+idempotent in ufw (an existing rule is skipped, a missing one is reported and not an
+error), so a retried batch is safe.
+
+Only rules aisentinel made are ever deleted: when the operator already has ``deny
+from ADDR``, ufw skips aisentinel's identical rule ("Skipping inserting existing
+rule") and keeps the operator's comment, so that rule is not aisentinel's. A delete
+reads ``ufw status numbered`` first and removes the source's rule only when its
+comment starts with the marker, naming that comment: ufw (0.36) deletes a rule
+given with a comment only when the comment matches. When ufw is inactive (its
+status lists no rules) the comment aisentinel would have given is named instead.
+``reconcile`` removes every rule whose comment starts with the marker and that the
+ledger does not hold, then adds the missing ones. Every command goes through the
+command runner (argument list, timeout, no shell); every address is parsed again
+right before it is written.
 
 ufw runs one process and an iptables-restore per change (about a third of a second
 each): fine for a few hundred bans, not for ten thousand; use nftables there.
@@ -75,7 +84,7 @@ class UfwResponder(Responder):
         super().__init__(config, clock=clock, commands=commands)
         self.cfg = config
         self._adds: list[tuple[str, str]] = []
-        self._deletes: list[str] = []
+        self._deletes: list[tuple[str, str]] = []
 
     def _run(self, *args: str) -> str:
         try:
@@ -98,7 +107,10 @@ class UfwResponder(Responder):
                 self._adds.append((target, self._comment(decision)))
 
     def delete_many(self, decisions: Sequence[Decision]) -> None:
-        self._deletes += [t for t in map(checked, decisions) if t is not None]
+        for decision in decisions:
+            target = checked(decision)
+            if target is not None:
+                self._deletes.append((target, self._comment(decision)))
 
     def discard(self) -> None:
         self._adds, self._deletes = [], []
@@ -106,25 +118,38 @@ class UfwResponder(Responder):
     def commit(self) -> None:
         adds, deletes = self._adds, self._deletes
         self._adds, self._deletes = [], []
-        for target in deletes:
-            self._run("delete", "deny", "from", target)
+        own = self._own() if deletes else {}
+        for target, given in deletes:
+            if own is not None and target not in own:
+                continue  # no rule, or the operator's own: never aisentinel's to delete
+            comment = given if own is None else own[target]
+            self._run("delete", "deny", "from", target, "comment", comment)
         for target, comment in adds:
             self._run("prepend", "deny", "from", target, "comment", comment)
 
+    def _own(self) -> dict[str, str] | None:
+        """Source -> comment of the deny rules this responder made (by comment);
+        ``None`` when ufw is inactive and lists no rules."""
+        out = self._run("status", "numbered")
+        if "Status: active" not in out:
+            return None
+        rules = parse_status(out)
+        return {src: comment for src, comment in rules.items() if comment.split(" ")[0] == MARKER}
+
     def held(self) -> set[str]:
         """Sources of the deny rules this responder made (by comment)."""
-        rules = parse_status(self._run("status", "numbered"))
-        return {src for src, comment in rules.items() if comment.split(" ")[0] == MARKER}
+        return set(self._own() or {})
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         now = self.clock.now()
         wanted = {
             t: d for d in active if (d.expires_at or now + 1) > now for t in [checked(d)] if t
         }
-        held = self.held()
+        own = self._own() or {}
+        held = set(own)
         stale, missing = sorted(held - set(wanted)), sorted(set(wanted) - held)
         for target in stale:
-            self._run("delete", "deny", "from", target)
+            self._run("delete", "deny", "from", target, "comment", own[target])
         for target in missing:
             self._run("prepend", "deny", "from", target, "comment", self._comment(wanted[target]))
         log.info("ufw reconciled", bans=len(wanted), added=len(missing), removed=len(stale))
