@@ -12,6 +12,7 @@ new config is logged and the old one kept).
 
 from __future__ import annotations
 
+import json
 import queue
 import signal
 import sqlite3
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry, ProcessCollector
+from pydantic import ValidationError
 
 from aisentinel import __version__
 from aisentinel.clock import Clock, SystemClock
@@ -48,11 +50,12 @@ from aisentinel.metrics import Collecting
 from aisentinel.metricsweb import Landing, serve_metrics
 from aisentinel.pipeline import Pipeline, SourceCounters
 from aisentinel.responders import REGISTRY as RESPONDERS
-from aisentinel.responders.base import Responder
+from aisentinel.responders.base import Responder, ResponderConfigBase
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
+from aisentinel.sources.positions import atomic_write
 from aisentinel.status import snapshot
 
 if TYPE_CHECKING:
@@ -71,9 +74,27 @@ STOP_BUDGET_SECONDS = 4.5
 """Most a stop takes from the signal to exit (systemd kills after TimeoutStopSec)."""
 RELOAD_FLUSH_SECONDS = 1.0
 """At a reload that rebuilds the responders: time for the old worker to finish."""
+RELOAD_WITHDRAW_SECONDS = 5.0
+"""The same when a responder removed from the config has its enforcements to lift."""
 EXPORTER_RETRY_SECONDS = 30.0
 """How often the metrics endpoint tries its port again when it could not listen."""
 LEDGER_FILE = "decisions.sqlite3"
+RESPONDERS_FILE = "responders.json"
+"""The enabled responders' configs, rewritten at each start and reload, so a start
+without one of them lifts what it left in force (:meth:`Daemon._leftover_responders`)."""
+
+
+def enabled_responders(config: Config) -> dict[str, ResponderConfigBase]:
+    """The responders ``config`` enables, by name."""
+    return {name: cfg for name, cfg in config.responders.items() if cfg.enabled}
+
+
+def dropped_responders(
+    old: dict[str, ResponderConfigBase], new: dict[str, ResponderConfigBase]
+) -> set[str]:
+    """Names in ``old`` that ``new`` lacks, or whose backend object it changed (another
+    nftables table, another fail2ban jail): theirs are to be lifted."""
+    return {n for n, cfg in old.items() if n not in new or new[n].owns() != cfg.owns()}
 
 
 def metrics_address(config: Config) -> str:
@@ -238,6 +259,70 @@ class Daemon:
                 out.append(
                     RESPONDERS.get(name).factory(cfg, clock=self.clock, commands=self.commands)
                 )
+        return out
+
+    def _record_responders(self, config: Config) -> None:
+        """Write which responders enforce now (:data:`RESPONDERS_FILE`)."""
+        data = {
+            name: cfg.model_dump(mode="json") for name, cfg in enabled_responders(config).items()
+        }
+        path = self.state_dir / RESPONDERS_FILE
+        try:
+            atomic_write(path, json.dumps({"responders": data}, sort_keys=True).encode())
+        except OSError as exc:
+            log.warning(  # the ledger's directory: its own faults are reported already
+                "cannot record the responders in use; a restart without one of them will "
+                "not lift what it left in force",
+                path=str(path),
+                reason=reason(exc),
+            )
+
+    def _leftover_responders(self) -> list[Responder]:
+        """Responders the previous run had (:data:`RESPONDERS_FILE`) and this config
+        drops, built from their recorded config, so their enforcements are lifted."""
+        path = self.state_dir / RESPONDERS_FILE
+        why = ""
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8")).get("responders")
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            why = reason(exc)
+        except (ValueError, AttributeError) as exc:
+            why = f"not JSON of the expected shape: {exc}"
+        else:
+            if not isinstance(recorded, dict):
+                why = "no responders object"
+        if why:
+            log.warning(
+                "cannot read the responders of the previous run; what a responder removed "
+                "from the config left in force stays",
+                path=str(path),
+                reason=why,
+            )
+            return []
+        previous: dict[str, ResponderConfigBase] = {}
+        for name, data in recorded.items():
+            try:
+                model = RESPONDERS.get(str(name)).config_model
+                cfg = model.model_validate(data)
+            except (KeyError, ValidationError) as exc:
+                log.warning(
+                    "responder of the previous run not understood; what it left in force stays",
+                    responder=str(name)[:64],
+                    reason=str(exc).splitlines()[0][:200],
+                )
+                continue
+            if isinstance(cfg, ResponderConfigBase):
+                previous[str(name)] = cfg
+        gone = dropped_responders(previous, enabled_responders(self.config))
+        out: list[Responder] = []
+        for name in sorted(gone):
+            try:
+                factory = RESPONDERS.get(name).factory
+                out.append(factory(previous[name], clock=self.clock, commands=self.commands))
+            except Exception:  # a broken plug-in must not stop the start
+                log.exception("responder of the previous run could not be built", responder=name)
         return out
 
     def _build_runner(self, config: Config) -> ResponderRunner:
@@ -481,6 +566,10 @@ class Daemon:
         """Start everything, loop until stopped, flush, return the exit status."""
         self.started_at = self.clock.now()
         log.info("aisentinel starting", version=__version__, config=self.config.path)
+        leftovers = self._leftover_responders()
+        if leftovers:
+            self.runner.withdraw(leftovers)  # first, before the reconcile below
+        self._record_responders(self.config)
         active = self.engine.active()
         self.runner.reconcile(active)
         self.runner.start()
@@ -616,10 +705,18 @@ class Daemon:
         if new.responders != old.responders or (
             new.daemon.responder_queue != old.daemon.responder_queue
         ):
-            self.runner.flush(RELOAD_FLUSH_SECONDS)
+            # A responder removed (back to dry-run) stops enforcing: the old worker lifts
+            # its bans, which would otherwise stay in the kernel while `aisentinel bans`
+            # and `unban` no longer see them.
+            gone = dropped_responders(enabled_responders(old), enabled_responders(new))
+            retired = [r for r in self.runner.responders if r.name in gone]
+            self.runner.withdraw(retired)
+            wait = RELOAD_WITHDRAW_SECONDS if retired else RELOAD_FLUSH_SECONDS
+            self.runner.flush(wait)
             self.runner.close(RELOAD_FLUSH_SECONDS)
             self.runner = self._build_runner(new)
             self.runner.start()
+            self._record_responders(new)
         self.runner.reconcile(self.engine.active())
         self.pipeline.reconfigure(
             detectors=detectors,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import pytest
 from conftest import nginx_line, ssh_fail, wait_for
 
 from aisentinel.cli import main
+from aisentinel.commands import FakeRunner
 from aisentinel.config import Config, load_config
 from aisentinel.control import request
 from aisentinel.daemon import Daemon
@@ -380,3 +382,86 @@ def test_signal_handler_takes_no_lock_and_the_loop_acts_on_the_signal(tmp_path: 
     thread.join(10)
     assert not thread.is_alive()  # the loop took the noted SIGTERM and stopped
     assert stop.is_set()
+
+
+NFT = ("nft", "-j", "-f", "-")
+NFT_CONFIG = """
+[daemon]
+state_dir = "{state}"
+log_format = "json"
+heartbeat_interval = "200ms"
+control_socket = ""
+
+[exporter]
+enabled = false
+
+[[sources]]
+name = "auth"
+type = "file"
+parser = "sshd"
+paths = ["{logs}/auth.log"]
+{responders}
+"""
+TABLE = {"family": "inet", "name": "aisentinel"}
+WITHDRAW = [{"add": {"table": TABLE}}, {"delete": {"table": TABLE}}]
+
+
+def _nft_docs(fake: FakeRunner) -> list[list[dict[str, object]]]:
+    return [json.loads(text)["nftables"] for text in list(fake.inputs) if text]
+
+
+def _run_daemon(path: Path, fake: FakeRunner) -> tuple[Daemon, threading.Thread]:
+    daemon = Daemon(load_config(path), config_path=path, commands=fake)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    assert daemon.started.wait(10)
+    return daemon, thread
+
+
+def _stop(daemon: Daemon, thread: threading.Thread) -> None:
+    daemon.request_stop()
+    thread.join(10)
+    assert not thread.is_alive()
+
+
+def _nft_config(tmp_path: Path, logs: Path, nftables: bool) -> Path:
+    path = tmp_path / "aisentinel.toml"
+    responders = '[responders.nftables]\nbackend = "nft"\n' if nftables else ""
+    path.write_text(NFT_CONFIG.format(state=tmp_path / "state", logs=logs, responders=responders))
+    return path
+
+
+def test_reload_back_to_dry_run_deletes_the_nftables_table(tmp_path: Path, logs: Path) -> None:
+    """A reload that drops [responders.nftables] deletes its table (its bans lift)."""
+    fake = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    path = _nft_config(tmp_path, logs, nftables=True)
+    daemon, thread = _run_daemon(path, fake)
+    try:
+        assert wait_for(lambda: len(_nft_docs(fake)) >= 1)  # the start's reconcile
+        assert WITHDRAW not in _nft_docs(fake)
+        _nft_config(tmp_path, logs, nftables=False)
+        daemon.request_reload()
+        assert wait_for(lambda: daemon.reloads["ok"] == 1)
+        assert wait_for(lambda: WITHDRAW in _nft_docs(fake))
+        assert [r.name for r in daemon.runner.responders] == ["dryrun"]
+    finally:
+        _stop(daemon, thread)
+
+
+def test_start_without_nftables_deletes_the_table_of_the_previous_run(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A start whose config drops the nftables responder of the previous run deletes its
+    table, once: the start after that does not."""
+    first = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    _stop(*_run_daemon(_nft_config(tmp_path, logs, nftables=True), first))
+    assert WITHDRAW not in _nft_docs(first)
+    second = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=False), second)
+    try:
+        assert wait_for(lambda: WITHDRAW in _nft_docs(second))
+    finally:
+        _stop(daemon, thread)
+    third = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    _stop(*_run_daemon(_nft_config(tmp_path, logs, nftables=False), third))
+    assert third.calls == []

@@ -308,6 +308,40 @@ def test_unhealthy_at_the_first_check_is_logged_once(clock: FakeClock) -> None:
     assert "no nft binary" in unhealthy[0]["detail"]
 
 
+def test_withdraw_lifts_a_removed_responder_once_and_a_failure_is_logged_and_counted(
+    clock: FakeClock,
+) -> None:
+    """withdraw() runs each removed responder's withdraw on the next cycle; a failing one
+    gets one error line and aisentinel_responder_withdrawals_total{result="failed"}."""
+    kept, gone, broken = Flaky(clock), Flaky(clock, name="gone"), Flaky(clock, name="broken")
+    lifted: list[str] = []
+    gone.withdraw = lambda: lifted.append("gone") or "lifted"  # type: ignore[method-assign]
+
+    def fail() -> str:
+        raise ResponderError("Operation not permitted")
+
+    broken.withdraw = fail  # type: ignore[method-assign]
+    runner = ResponderRunner([kept], clock)
+    runner.withdraw([gone, broken])
+    with capture_logs() as logs:
+        runner.tick()
+        runner.tick()
+    assert lifted == ["gone"]
+    assert gone.closed
+    assert broken.closed
+    assert not kept.closed
+    errors = [e for e in logs if e["log_level"] == "error" and "error" in e]
+    assert [(e["responder"], e["error"]) for e in errors] == [("broken", "Operation not permitted")]
+    samples = {
+        (s.labels["responder"], s.labels["result"]): s.value
+        for family in runner.collect()
+        if family.name == "aisentinel_responder_withdrawals"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert samples == {("gone", "ok"): 1, ("broken", "failed"): 1}
+
+
 def test_full_retry_queue_gives_up_at_once(clock: FakeClock) -> None:
     """When ``max_pending`` retries are queued, a further failure is given up."""
     r = Flaky(clock, failures=100)

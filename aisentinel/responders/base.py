@@ -53,6 +53,12 @@ class ResponderConfigBase(StrictModel):
 
     enabled: bool = True
 
+    def owns(self) -> str:
+        """What this responder owns in its backend, beside its name (nftables: its
+        table). A reload or restart that drops a responder, or changes what it owns,
+        withdraws the old one (:meth:`Responder.withdraw`)."""
+        return ""
+
 
 @dataclass(frozen=True, slots=True)
 class ResponderHealth:
@@ -104,6 +110,13 @@ class Responder(ABC):
 
     def discard(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Forget what was staged and not committed (the batch failed; it is retried)."""
+
+    def withdraw(self) -> str:
+        """Lift every enforcement this responder put in its backend, now: it was removed
+        from the config (at a reload, or at a start after a run that had it). Returns
+        what was lifted, for the log. Default: hold nothing (``reconcile([])``)."""
+        self.reconcile([])
+        return "every enforcement it held lifted"
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources at shutdown (bans stay: they carry their own timeouts)."""

@@ -107,6 +107,10 @@ class DryRunResponder(BufferedResponder):
     def health(self) -> ResponderHealth:
         return ResponderHealth(ok=True, detail=f"dry run: {len(self.banned)} bans would be held")
 
+    def withdraw(self) -> str:
+        self.banned.clear()
+        return "nothing to lift (dry run)"
+
     def _add(self, decision: Decision) -> None:
         target = decision.target.text if decision.target is not None else "?"
         ttl = format_duration(decision.ttl) if decision.ttl is not None else "ever"

@@ -47,6 +47,9 @@ class Fail2banConfig(ResponderConfigBase):
     command_timeout: float = Field(default=30.0, ge=0.5, le=300.0, allow_inf_nan=False)
     """Seconds one fail2ban-client run may take; 0.5-300."""
 
+    def owns(self) -> str:
+        return f"jail {self.jail}" + (f" at {self.socket}" if self.socket is not None else "")
+
 
 class Fail2banResponder(Responder):
     """Bans into a fail2ban jail through ``fail2ban-client``."""

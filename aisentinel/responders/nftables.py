@@ -94,6 +94,9 @@ class NftablesConfig(ResponderConfigBase):
     min_prefix6: int = Field(default=32, ge=1, le=128)
     """The widest IPv6 network a ban may cover (prefix length); 1-128."""
 
+    def owns(self) -> str:
+        return f"table {FAMILY} {self.table}"
+
 
 def _set_name(net: IPNetwork) -> str:
     return f"v{net.version}_{net.prefixlen}"
@@ -213,6 +216,14 @@ class NftablesResponder(BufferedResponder):
         return ResponderHealth(
             ok=True, detail=f"{self.backend.name}: {len(self.held)} bans in {self._where()}"
         )
+
+    def withdraw(self) -> str:
+        """Delete the table (every ban in it with it)."""
+        table = {"family": FAMILY, "name": self.cfg.table}
+        self._run([{"add": {"table": table}}, {"delete": {"table": table}}])
+        self.held = {}
+        self.lengths = set(DEFAULT_LENGTHS)
+        return f"{self._where()} deleted"
 
     def close(self) -> None:
         if self.backend is not None:

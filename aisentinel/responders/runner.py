@@ -184,6 +184,10 @@ class ResponderRunner:
         self._next_health: float | None = None
         self._skipped_simulated = 0
         self._dropped = 0
+        self._retiring: list[Responder] = []
+        """Responders removed from the config whose enforcements are to be lifted."""
+        self._withdrawals: dict[tuple[str, str], int] = {}
+        """(responder, result) -> withdrawals tried."""
         self._streak = 0
         """Operations dropped since the queue was last found with room (0: no streak)."""
 
@@ -218,6 +222,14 @@ class ResponderRunner:
         now = self.clock.now()
         wanted = tuple(d for d in active if _enforceable(d) and (d.expires_at or 0.0) > now)
         self._enqueue(_Item(Operation.RECONCILE, None, wanted, self.clock.monotonic()))
+
+    def withdraw(self, responders: Iterable[Responder]) -> None:
+        """Queue lifting every enforcement of ``responders`` (removed from the config:
+        :meth:`Responder.withdraw`), ahead of everything else queued. Each is closed
+        after, unless it is one of this runner's own (closed with the runner)."""
+        with self._wake:
+            self._retiring.extend(responders)
+            self._wake.notify_all()
 
     def _enqueue(self, item: _Item) -> None:
         with self._wake:
@@ -267,9 +279,14 @@ class ResponderRunner:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._queue and not self._stopping and not self._timers_due():
+                while (
+                    not self._queue
+                    and not self._retiring
+                    and not self._stopping
+                    and not self._timers_due()
+                ):
                     self._wake.wait(self._idle_wait())
-                if self._stopping and not self._queue:
+                if self._stopping and not self._queue and not self._retiring:
                     return
             try:
                 self.tick()
@@ -302,10 +319,10 @@ class ResponderRunner:
         if not self.running:
             self.tick()
             with self._lock:
-                return not self._queue
+                return not self._queue and not self._retiring
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._queue or self._busy:
+            while self._queue or self._retiring or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -336,6 +353,14 @@ class ResponderRunner:
         with self._lock:
             dropped += len(self._pending)
             self._pending.clear()
+            retiring, self._retiring = self._retiring, []
+        for responder in retiring:
+            log.error(
+                "responder removed from the config; its enforcements were not lifted before "
+                "the worker stopped: lift them by hand",
+                responder=responder.name,
+            )
+            self._count_withdrawal(responder.name, "failed")
         if dropped:
             log.warning("responder operations dropped at shutdown", count=dropped)
         for responder in self.responders:
@@ -360,8 +385,11 @@ class ResponderRunner:
             with self._lock:
                 items = list(self._queue)
                 self._queue.clear()
+                retiring, self._retiring = self._retiring, []
                 self._busy = True
             try:
+                for responder in retiring:
+                    self._withdraw(responder)
                 return self._cycle(items, self.clock.now() if now is None else now)
             finally:
                 with self._wake:
@@ -488,6 +516,41 @@ class ResponderRunner:
             self._discard(responder, op)
             return f"{type(exc).__name__}: {exc}"
         return None
+
+    def _withdraw(self, responder: Responder) -> None:
+        """Lift what ``responder`` enforces (logged once, counted); close it unless it is
+        one of this runner's own. Never raises."""
+        try:
+            lifted = responder.withdraw()
+        except ResponderError as exc:
+            log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
+                "responder removed from the config, but lifting its enforcements failed: "
+                "they stay in force until lifted by hand (see docs/enforcement.md)",
+                responder=responder.name,
+                owns=responder.config.owns() or None,
+                error=str(exc),
+            )
+            self._count_withdrawal(responder.name, "failed")
+        except Exception:  # a bug in one backend must not stop the worker
+            log.exception("responder withdraw raised unexpectedly", responder=responder.name)
+            self._count_withdrawal(responder.name, "failed")
+        else:
+            log.warning(
+                "responder removed from the config; its enforcements lifted",
+                responder=responder.name,
+                lifted=lifted,
+            )
+            self._count_withdrawal(responder.name, "ok")
+        if responder not in self.responders:
+            try:
+                responder.close()
+            except Exception:
+                log.exception("responder close failed", responder=responder.name)
+
+    def _count_withdrawal(self, name: str, result: str) -> None:
+        with self._lock:
+            key = (name, result)
+            self._withdrawals[key] = self._withdrawals.get(key, 0) + 1
 
     @staticmethod
     def _discard(responder: Responder, op: Operation) -> None:
@@ -683,4 +746,13 @@ class ResponderRunner:
             "restores them).",
         )
         dropped.add_metric([], self.dropped)
-        yield from (queue, oldest, dropped)
+        withdrawals = CounterMetricFamily(
+            "aisentinel_responder_withdrawals",
+            "Responders removed from the config whose enforcements were lifted, per "
+            "responder and result (ok, failed).",
+            labels=["responder", "result"],
+        )
+        with self._lock:
+            for (name, result), n in sorted(self._withdrawals.items()):
+                withdrawals.add_metric([name, result], n)
+        yield from (queue, oldest, dropped, withdrawals)
