@@ -26,6 +26,7 @@ from aisentinel.clock import Clock
 from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
+from aisentinel.detectors.common import set_ipv6_key_prefix
 from aisentinel.detectors.shared import SharedState
 from aisentinel.events import Action, Batch, Decision, Event, EventBatch, Finding
 from aisentinel.parsers import ParserContext, build_parser
@@ -144,6 +145,7 @@ class Pipeline:
         self.shared = SharedState()
         """State the detectors share, kept for as long as the pipeline lives."""
         self.engine = engine
+        set_ipv6_key_prefix(engine.config.ipv6_ban_prefix)  # detectors count what is banned
         self.runner = runner
         self.clock = clock
         self.parser_clock = parser_clock or clock
@@ -611,6 +613,7 @@ class Pipeline:
         if engine is not self.engine:
             self._releases = self._policy = -1  # another engine: hold-backs go at the next batch
         self.engine = engine
+        set_ipv6_key_prefix(engine.config.ipv6_ban_prefix)
         self._epoch = -1  # the quiet keys are forgotten at the next batch
         self.runner = runner
         if parsers_config != self.parsers_config:

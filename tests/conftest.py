@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 import aisentinel
+from aisentinel.detectors.common import set_ipv6_key_prefix
 
 # Where the aisentinel under test is imported from: this checkout, or the compiled build
 # (build/mypyc) when `make pytest-compiled` runs the suite. Subprocesses get it as their
@@ -71,6 +72,14 @@ def _fresh_structlog() -> Iterator[None]:
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+
+
+@pytest.fixture(autouse=True)
+def _ipv6_keys_per_64() -> Iterator[None]:
+    """Each test ends with detectors counting IPv6 clients per /64 (the default), whatever
+    pipeline it built (a pipeline sets the prefix from its decisions config)."""
+    yield
+    set_ipv6_key_prefix(64)
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from aisentinel.detectors.common import client_key, set_ipv6_key_prefix
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
 from aisentinel.events import Finding, Severity, SshEvent, SshKind
 
@@ -87,6 +88,39 @@ def test_ipv6_clients_and_no_allowlist() -> None:
     for client in ("2001:db8::dead:beef", "127.0.0.1", "10.0.0.5"):
         found = feed(make(), [ssh(i, client=client) for i in range(5)])
         assert [f.client for f in found] == [client]
+
+
+def test_ipv6_addresses_of_one_64_are_counted_together() -> None:
+    """An attacker taking a new address of its /64 for every attempt is counted per /64
+    (named in the message, the finding about the address that crossed); another /64
+    and an IPv4 address are counted apart; at prefix 128 every address is alone."""
+    rotating = [ssh(i, client=f"2001:db8:77:1::{i + 1:x}") for i in range(5)]
+    found = feed(make(), rotating)
+    assert [(f.client, f.key) for f in found] == [("2001:db8:77:1::5", "2001:db8:77:1::/64")]
+    assert "from 2001:db8:77:1::/64" in found[0].message
+    spread = [ssh(i, client=f"2001:db8:77:{i}::1") for i in range(5)]
+    assert feed(make(), spread) == []
+    set_ipv6_key_prefix(128)
+    try:
+        assert feed(make(), rotating) == []
+    finally:
+        set_ipv6_key_prefix(64)
+
+
+def test_client_key() -> None:
+    """IPv4 and non-addresses are their own key; IPv6 text of any spelling its network."""
+    assert client_key("203.0.113.7") == "203.0.113.7"
+    assert client_key("2001:DB8:0:0:1::9") == "2001:db8::/64"
+    assert client_key("::ffff:zz") == "::ffff:zz"
+    assert client_key("::ffff:203.0.113.7") == "203.0.113.7"
+    assert client_key("64:ff9b::cb00:7107") == "64:ff9b::cb00:7107"  # NAT64: one IPv4 host
+    set_ipv6_key_prefix(48)
+    try:
+        assert client_key("2001:db8:1:2::9") == "2001:db8:1::/48"
+    finally:
+        set_ipv6_key_prefix(64)
+    with pytest.raises(ValueError, match="1-128"):
+        set_ipv6_key_prefix(0)
 
 
 def test_continuing_attack_refires_once_per_window() -> None:

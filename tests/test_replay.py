@@ -73,6 +73,23 @@ def test_four_failures_or_spread_out_do_not_ban(tmp_path: Path, now_epoch: float
     assert not [o for o in objs if o["type"] != "summary"]
 
 
+def test_rotating_ipv6_attacker_is_banned_per_ban_prefix(tmp_path: Path, now_epoch: float) -> None:
+    """Failures from 9 addresses of one /64 (one each) ban the /64; with
+    ipv6_ban_prefix = 128 they are counted one address each (none reaches 5)."""
+    log = tmp_path / "auth.log"
+    t0 = now_epoch - 3600
+    lines = [ssh_fail(t0 + i * 10, f"2001:db8:77:1::{i + 1:x}") for i in range(9)]
+    log.write_text("\n".join(lines) + "\n")
+    res = _replay(str(log), "--format", "sshd", "--json")
+    bans = [o for o in _objects(res.stdout) if o["type"] == "decision" and o["action"] == "ban"]
+    assert [b["target"] for b in bans] == ["2001:db8:77:1::/64"]
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[decisions]\nipv6_ban_prefix = 128\n")
+    res = _replay(str(log), "--format", "sshd", "--json", "--config", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert [o for o in _objects(res.stdout) if o["type"] != "summary"] == []
+
+
 def test_allowlisted_address_is_reported_with_reason(tmp_path: Path, now_epoch: float) -> None:
     """An allowlisted attacker still yields a finding, and its decision says why nothing is done."""
     cfg = tmp_path / "c.toml"

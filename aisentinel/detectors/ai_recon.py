@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding, client_key
 from aisentinel.detectors.paths import PathSignatures, normalise_path
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import DistinctWindows, EventWindows
@@ -130,7 +130,7 @@ class AiReconDetector(BatchDetector):
         path = normalise_path(event.path)[:200]
         cfg = self._cfg
         if event.status >= 400:
-            crossing = self._windows.hit(event.client, event.ts, path)
+            crossing = self._windows.hit(client_key(event.client), event.ts, path)
             if crossing is not None:
                 return client_finding(
                     self.name,
@@ -141,7 +141,7 @@ class AiReconDetector(BatchDetector):
                     threshold=cfg.threshold,
                     window=cfg.window,
                 )
-        crossing = self._sweeps.hit(event.client, path, event.ts)
+        crossing = self._sweeps.hit(client_key(event.client), path, event.ts)
         if crossing is None:
             return None
         return client_finding(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from aisentinel.events import (
     HttpRequest,
     Severity,
     SshEvent,
+    is_nat64,
 )
 
 MAX_THRESHOLD = 1000
@@ -59,6 +61,58 @@ MaxKeys = Annotated[int, Field(ge=1, le=MAX_KEYS)]
 
 HttpStatus = Annotated[int, Field(ge=100, le=599)]
 """An HTTP status code, 100-599."""
+
+
+_IPV6_KEY_PREFIX = [64]
+"""The prefix length IPv6 clients are counted under (see :func:`client_key`)."""
+_V6_KEYS: dict[str, str] = {}
+_V6_KEYS_MAX = 65_536
+
+
+def set_ipv6_key_prefix(prefix: int) -> None:
+    """Count IPv6 clients per ``/prefix`` network from now on (the pipeline sets the
+    decision stage's ``ipv6_ban_prefix``; 128: every address on its own)."""
+    if not 1 <= prefix <= 128:
+        raise ValueError(f"IPv6 prefix {prefix} is not within 1-128")
+    if prefix != _IPV6_KEY_PREFIX[0]:
+        _IPV6_KEY_PREFIX[0] = prefix
+        _V6_KEYS.clear()
+
+
+def client_key(client: str) -> str:
+    """What a detector counts ``client`` under: an IPv4 address (or anything that is
+    not an IPv6 address) itself, an IPv6 address its ``/64`` network
+    (``2001:db8:1:2::/64``; the prefix is the decision stage's ``ipv6_ban_prefix``),
+    save a NAT64 address (one IPv4 client behind a gateway: :func:`~aisentinel.events.is_nat64`),
+    which is itself, as the decision stage bans it, and an IPv4-mapped one (its IPv4
+    address).
+
+    One host holds a whole /64 and can take a new address from it for every
+    connection: counted per address, 60 addresses of one /64 making two attempts each
+    would never reach a threshold. The decision stage bans the /64 anyway (or the
+    address alone when the network holds an allowlisted address), so the count and
+    the ban cover the same thing. Cached per address (bounded)."""
+    if ":" not in client:
+        return client
+    key = _V6_KEYS.get(client)
+    if key is None:
+        prefix = _IPV6_KEY_PREFIX[0]
+        try:
+            net = ipaddress.IPv6Network(f"{client}/{prefix}", strict=False)
+        except ValueError:
+            key = client
+        else:
+            addr = ipaddress.IPv6Address(client)
+            if addr.ipv4_mapped is not None:
+                key = str(addr.ipv4_mapped)
+            elif prefix == 128 or is_nat64(addr):
+                key = str(addr)
+            else:
+                key = str(net)
+        if len(_V6_KEYS) >= _V6_KEYS_MAX:
+            _V6_KEYS.clear()
+        _V6_KEYS[client] = key
+    return key
 
 
 def _span(seconds: float) -> str:
@@ -154,18 +208,22 @@ def client_finding(
     evidence: tuple[str, ...] | None = None,
     topic: str | None = None,
 ) -> Finding:
-    """The usual finding: about ``event.client``, at ``event.ts``, from ``event.source``."""
+    """The usual finding: about ``event.client``, counted under its
+    :func:`client_key` (named in the message when it is a network), at ``event.ts``,
+    from ``event.source``."""
+    client = event.client
+    key = client_key(client)
     return crossing_finding(
         crossing,
         ts=event.ts,
         detector=detector,
         severity=severity,
-        client=event.client,
-        key=event.client,
-        what=what,
+        client=client,
+        key=key,
+        what=what if key == client else f"{what} from {key}",
         threshold=threshold,
         window=window,
         source=event.source,
         evidence=evidence,
-        topic=topic,
+        topic=what if topic is None else topic,
     )

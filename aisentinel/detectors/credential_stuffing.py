@@ -41,6 +41,7 @@ from aisentinel.detectors.common import (
     Threshold,
     Window,
     all_requests,
+    client_key,
     crossing_finding,
 )
 from aisentinel.detectors.shared import SharedState
@@ -137,7 +138,7 @@ class CredentialStuffingDetector(BatchDetector):
             user = user[:_MAX_USER]
         client = event.client
         ts = event.ts
-        found = self._users.hit(client, user, ts)
+        found = self._users.hit(client_key(client), user, ts)
         by_user = self._clients.hit(user, client, ts)
         if by_user is not None:
             if found is not None:
@@ -179,6 +180,7 @@ class CredentialStuffingDetector(BatchDetector):
             return
         if found is None:
             return
+        key = client_key(client)
         out.append(
             (
                 at,
@@ -188,8 +190,9 @@ class CredentialStuffingDetector(BatchDetector):
                     detector=self.name,
                     severity=Severity.HIGH,
                     client=client,
-                    key=client,
-                    what="usernames tried",
+                    key=key,
+                    what="usernames tried" + ("" if key == client else f" from {key}"),
+                    topic="usernames tried",
                     threshold=self._cfg.threshold,
                     window=self._cfg.window,
                     source=event.source,

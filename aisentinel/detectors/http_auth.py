@@ -40,6 +40,7 @@ from aisentinel.detectors.common import (
     Window,
     all_requests,
     client_finding,
+    client_key,
 )
 from aisentinel.detectors.paths import PrefixMatcher
 from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
@@ -117,27 +118,27 @@ class HttpAuthDetector(Detector):
             ):
                 return None
             sample = event.path[:200]
-            crossing = self._rejections.hit(event.client, event.ts, sample)
+            key = client_key(event.client)
+            crossing = self._rejections.hit(key, event.ts, sample)
             slow = self._rejections_slow
             fast = crossing is not None
             return self._found(
                 event,
                 crossing,
-                slow.hit(event.client, event.ts, sample, fast=fast) if slow else None,
+                slow.hit(key, event.ts, sample, fast=fast) if slow else None,
                 what="rejected http logins",
                 threshold=self._cfg.status_threshold,
                 window=self._cfg.status_window,
             )
         if not isinstance(event, HttpAuthFailure) or event.reason == "no_credentials":
             return None
-        crossing = self._failures.hit(event.client, event.ts, event.user)
+        key = client_key(event.client)
+        crossing = self._failures.hit(key, event.ts, event.user)
         slow = self._failures_slow
         return self._found(
             event,
             crossing,
-            slow.hit(event.client, event.ts, event.user, fast=crossing is not None)
-            if slow
-            else None,
+            slow.hit(key, event.ts, event.user, fast=crossing is not None) if slow else None,
             what="http auth failures",
             threshold=self._cfg.threshold,
             window=self._cfg.window,

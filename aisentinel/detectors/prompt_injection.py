@@ -32,7 +32,7 @@ from pydantic import Field
 from aisentinel.configtypes import format_duration
 from aisentinel.decisions.config import SeverityName
 from aisentinel.detectors.base import REGISTRY, BatchDetector
-from aisentinel.detectors.common import Threshold, Window
+from aisentinel.detectors.common import Threshold, Window, client_key
 from aisentinel.detectors.prompts import MEMO, PromptDetectorConfig, PromptRequests
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
@@ -173,7 +173,7 @@ class PromptInjectionDetector(BatchDetector):
         key_id = event.key_id
         clients: tuple[str, ...] = ()
         client: str | None = event.client
-        crossing = self._clients.hit(event.client, event.ts, sample)
+        crossing = self._clients.hit(client_key(event.client), event.ts, sample)
         key_crossing = None if key_id is None else self._keys.hit(key_id, event.ts, sample)
         if crossing is not None:
             who, key = "from one client", event.client

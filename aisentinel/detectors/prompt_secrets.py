@@ -22,7 +22,7 @@ from pydantic import field_validator
 
 from aisentinel.decisions.config import SeverityName
 from aisentinel.detectors.base import REGISTRY, BatchDetector
-from aisentinel.detectors.common import Window, client_finding
+from aisentinel.detectors.common import Window, client_finding, client_key
 from aisentinel.detectors.prompts import MEMO, PromptDetectorConfig, PromptRequests
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
@@ -95,7 +95,7 @@ class PromptSecretsDetector(BatchDetector):
                     shown.append(item)
             more = len(shown) - _MAX_SAMPLE_KINDS
             sample = ", ".join(shown[:_MAX_SAMPLE_KINDS]) + (f" (+{more} more)" if more > 0 else "")
-            crossing = self._windows.hit(event.client, event.ts, sample)
+            crossing = self._windows.hit(client_key(event.client), event.ts, sample)
             if crossing is None:
                 continue
             out.append(

@@ -32,6 +32,7 @@ from aisentinel.detectors.common import (
     Window,
     all_requests,
     client_finding,
+    client_key,
     crossing_finding,
 )
 from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher
@@ -123,7 +124,7 @@ class RateAbuseDetector(BatchDetector):
     def _request(self, event: HttpRequest, ai: bool) -> Finding | None:
         """Count one request in every counter it belongs to (``ai``: an AI endpoint);
         at most one finding."""
-        client = event.client
+        client = client_key(event.client)
         ts = event.ts
         crossing = self._global.hit(client, ts)
         if not ai:
@@ -145,7 +146,7 @@ class RateAbuseDetector(BatchDetector):
         if crossing is not None:
             found = self._finding(event, crossing, _GLOBAL)
             if ai_crossing is not None:
-                self._ai.release(event.client)
+                self._ai.release(client_key(event.client))
         elif ai_crossing is not None:
             found = self._finding(event, ai_crossing, _AI)
         elif key_crossing is not None:
@@ -157,7 +158,7 @@ class RateAbuseDetector(BatchDetector):
         return found
 
     def _rate_limited(self, event: HttpRateLimited) -> Finding | None:
-        crossing = self._limited.hit(event.client, event.ts, event.zone)
+        crossing = self._limited.hit(client_key(event.client), event.ts, event.zone)
         if crossing is None:
             return None
         return client_finding(

@@ -30,7 +30,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
 from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
-from aisentinel.detectors.common import KEY_BUDGET, MaxKeys, all_requests
+from aisentinel.detectors.common import KEY_BUDGET, MaxKeys, all_requests, client_key
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, HttpRequest
 from aisentinel.rules import DEFAULT_RULES_DIR, RulesError, RuleSet, load_rules
@@ -101,7 +101,7 @@ class RulesConfig(DetectorConfigBase):
 def rule_key(rule: Rule, request: HttpRequest) -> str | None:
     """What ``rule`` counts ``request`` under (``None``: the request has no such key)."""
     if rule.key == "client":
-        return request.client
+        return client_key(request.client)
     if rule.key == "api_key":
         return request.key_id
     return request.user

@@ -40,6 +40,7 @@ from aisentinel.detectors.common import (
     Window,
     all_requests,
     client_finding,
+    client_key,
     crossing_finding,
 )
 from aisentinel.detectors.paths import (
@@ -179,7 +180,7 @@ class ScanningDetector(BatchDetector):
     def _sensitive_hit(self, event: HttpRequest) -> Finding | None:
         path = normalise_path(event.path)[:_MAX_EVIDENCE_PATH]
         status = event.status
-        client = event.client
+        client = client_key(event.client)
         if 200 <= status < 300 or status == 304:
             if self._serve(path, client):
                 return None
@@ -229,7 +230,8 @@ class ScanningDetector(BatchDetector):
         return sum(1 for served in self._served.values() if len(served) >= need)
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:
-        crossing = self._not_found.hit(event.client, event.ts)
+        key = client_key(event.client)
+        crossing = self._not_found.hit(key, event.ts)
         if crossing is None:
             return None
         return crossing_finding(
@@ -238,8 +240,11 @@ class ScanningDetector(BatchDetector):
             detector=self.name,
             severity=Severity.MEDIUM,
             client=event.client,
-            key=event.client,
-            what="not-found responses",
+            key=key,
+            what="not-found responses"
+            if key == event.client
+            else f"not-found responses from {key}",
+            topic="not-found responses",
             evidence=(normalise_path(event.path)[:_MAX_EVIDENCE_PATH],),
             threshold=self._cfg.not_found_threshold,
             window=self._cfg.not_found_window,

@@ -32,7 +32,7 @@ from collections.abc import Sequence
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, Duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding, client_key
 from aisentinel.detectors.slow import SlowConfig, SlowCounters
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, Severity, SshEvent, SshKind
@@ -105,11 +105,10 @@ class SshBruteforceDetector(Detector):
 
     def _count(self, event: SshEvent) -> Finding | None:
         sample = event.user or _LABELS.get(event.kind)
-        crossing = self._windows.hit(event.client, event.ts, sample)
+        key = client_key(event.client)
+        crossing = self._windows.hit(key, event.ts, sample)
         slow = (
-            self._slow.hit(event.client, event.ts, sample, fast=crossing is not None)
-            if self._slow
-            else None
+            self._slow.hit(key, event.ts, sample, fast=crossing is not None) if self._slow else None
         )
         if crossing is not None:
             return self._finding(event, crossing)
