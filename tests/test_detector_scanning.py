@@ -209,6 +209,21 @@ def test_successes_alone_from_one_client_are_medium() -> None:
     assert [f.severity for f in found if f is not None] == [Severity.MEDIUM]
 
 
+def test_a_monitor_scraping_one_status_page_is_not_a_scan() -> None:
+    """An exporter fetching /stub_status every 15 s for 30 minutes gives no finding; the
+    same page among other sensitive paths, or a repeated /.env, still does."""
+    det = ScanningDetector(ScanningConfig())
+    scrapes = [det.observe(req(i * 15.0, "/stub_status", status=200)) for i in range(120)]
+    assert [f for f in scrapes if f is not None] == []
+    mixed = ScanningDetector(ScanningConfig())
+    paths = ("/stub_status", "/server-status", "/stub_status")
+    found = [mixed.observe(req(float(i), p, status=200)) for i, p in enumerate(paths)]
+    assert [f.severity for f in found if f is not None] == [Severity.MEDIUM]
+    env = ScanningDetector(ScanningConfig())
+    found = [env.observe(req(float(i), "/.env", status=200)) for i in range(3)]
+    assert [f.severity for f in found if f is not None] == [Severity.MEDIUM]
+
+
 def test_learned_paths_are_bounded() -> None:
     """At most own_resource_paths paths are remembered (oldest forgotten)."""
     det = ScanningDetector(ScanningConfig(own_resource_paths=2, own_resource_clients=2))

@@ -12,7 +12,8 @@
   normalised path (at most ``own_resource_paths``, oldest forgotten first): a
   success there no longer counts. Hits that were all successes on paths not (yet)
   learned give a MEDIUM finding (an alert: it may be the first user of the app's
-  resource), and none when one of their paths has been learned since.
+  resource), and none when one of their paths has been learned since, or when they
+  were all on one status page monitors scrape (:data:`STATUS_PAGES`).
 * 404 bursts: ``not_found_threshold`` responses with a status in
   ``not_found_statuses`` within ``not_found_window`` (default 20 in a minute): a
   MEDIUM finding, counted with the compact rate estimate of
@@ -53,6 +54,13 @@ from aisentinel.detectors.paths import parse_patterns as _parse_patterns
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import EventWindows, RateWindows, RecentSet
 from aisentinel.events import Event, Finding, HttpRequest, Severity
+
+STATUS_PAGES = frozenset(
+    {"/stub_status", "/nginx_status", "/server-status", "/fpm-status", "/php-fpm-status"}
+)
+"""Status pages that monitors scrape (Prometheus' nginx, Apache and php-fpm exporters):
+successes on one of them alone, however many, are a monitor's polling, not a scan. A
+miss there, or a success on it among other sensitive paths, still counts."""
 
 DEFAULT_NOT_FOUND_IGNORE = (
     "/favicon.ico",
@@ -193,6 +201,8 @@ class ScanningDetector(BatchDetector):
             severity, what = Severity.HIGH, "requests for sensitive paths"
         elif any(self._is_own(p) for p in crossing.evidence):
             return None  # the client fetches what everyone is served
+        elif len(crossing.evidence) == 1 and crossing.evidence[0] in STATUS_PAGES:
+            return None  # a monitor scraping its status page (nginx-exporter, ...)
         else:
             severity, what = Severity.MEDIUM, "successful requests for sensitive paths"
         return client_finding(
