@@ -688,7 +688,7 @@ class Daemon:
         new_src = {s.name: s for s in new.sources}
         for name, cfg in old_src.items():
             if new_src.get(name) != cfg and name in self.sources:
-                self.sources.pop(name).stop()
+                self._stop_source(name)
             if name not in new_src:
                 self.pipeline.sources.pop(name, None)  # its series go with it
         self.config = new
@@ -732,6 +732,27 @@ class Daemon:
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()
         return True
+
+    def _stop_source(self, name: str) -> Source:
+        """Stop source ``name`` (at a reload) while this thread, the only one draining the
+        queue, keeps draining it: its reader may be waiting to put a batch on the full
+        queue, and must hand it on before it can stop at a batch boundary and save a
+        position just past it."""
+        source = self.sources[name]
+        source.request_stop()
+
+        def stop() -> None:
+            try:
+                source.stop()
+            except Exception:
+                log.exception("source failed to stop cleanly", source=name)
+
+        stopper = threading.Thread(target=stop, name=f"stop-source-{name}")
+        stopper.start()
+        while stopper.is_alive():  # bounded: stop() joins its reader with a timeout
+            self._drain(timeout=0.05)
+        del self.sources[name]
+        return source
 
     def _stop_sources(self) -> None:
         for source in list(self.sources.values()):

@@ -17,6 +17,7 @@ import pytest
 from conftest import nginx_line, ssh_fail, wait_for
 
 from aisentinel.cli import main
+from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
 from aisentinel.config import Config, load_config
 from aisentinel.control import request
@@ -465,3 +466,46 @@ def test_start_without_nftables_deletes_the_table_of_the_previous_run(
     third = FakeRunner({NFT: FakeRunner.ok(NFT)})
     _stop(*_run_daemon(_nft_config(tmp_path, logs, nftables=False), third))
     assert third.calls == []
+
+
+def _close(daemon: Daemon) -> None:
+    """Stop the sources a test started without the loop."""
+    daemon._stop_sources()
+    daemon.ledger.close()
+
+
+def _from_beginning(path: Path, **daemon: int) -> None:
+    """The config at ``path`` with the auth source reading from the start of its file."""
+    text = path.read_text().replace(
+        'parser = "sshd"\n', 'parser = "sshd"\nstart_at = "beginning"\n'
+    )
+    for key, value in daemon.items():
+        text = text.replace("[daemon]\n", f"[daemon]\n{key} = {value}\n")
+    path.write_text(text)
+
+
+def test_reload_stops_a_source_waiting_on_the_full_queue_without_losing_lines(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A reload that rebuilds a source whose reader waits on the full queue keeps draining
+    while it stops it: its saved position is exact, and every line is processed once."""
+    path = _write_config(tmp_path)
+    _from_beginning(path, queue_batches=2)
+    count = 20_000
+    (logs / "auth.log").write_text("".join(f"line {i}\n" for i in range(count)))
+    daemon = Daemon(load_config(path), config_path=path, clock=FakeClock())
+    try:
+        daemon._start_sources()
+        assert wait_for(daemon.queue.full)  # the reader waits to hand on its next batch
+        path.write_text(path.read_text().replace("start_at", "poll_interval = 0.5\nstart_at"))
+        assert daemon.reload()
+
+        def processed() -> int:
+            daemon._drain(timeout=0.01)
+            return daemon.pipeline.sources["auth"].lines
+
+        assert wait_for(lambda: processed() >= count)
+        assert daemon._drain(timeout=0) == 0
+        assert daemon.pipeline.sources["auth"].lines == count
+    finally:
+        _close(daemon)

@@ -329,8 +329,8 @@ class FileSource(Source):
         if observer is not None:
             observer.join(timeout=2.0)
         if thread.is_alive():
+            # It saves when it ends; a position taken here could pass lines not handed on.
             _log.warning("file source reader did not stop in time", source=self.name)
-            self._save(force=True)
         self._thread = None
 
     def request_stop(self) -> None:
