@@ -69,7 +69,8 @@ DRAIN_BATCHES = 64
 SOURCE_READY_TURNS = 500
 """Turns of 10 ms the start waits for the sources' first look at their logs (5 s)."""
 STOP_DRAIN_SECONDS = 3.0
-"""At shutdown, time allowed to process batches already read (their positions are saved)."""
+"""At shutdown, time allowed to process batches already read (the saved positions move
+past them as they are processed)."""
 STOP_BUDGET_SECONDS = 4.5
 """Most a stop takes from the signal to exit (systemd kills after TimeoutStopSec)."""
 RELOAD_FLUSH_SECONDS = 1.0
@@ -335,11 +336,13 @@ class Daemon:
         return SOURCES.get(cfg.type).factory(cfg, clock=self.clock, state_dir=self.state_dir)
 
     def _emit(self, batch: Batch) -> None:
-        # Blocks while the queue is full: sources wait instead of memory growing. At
-        # shutdown the loop keeps draining until the sources have stopped, so a batch
-        # whose position a source is about to save is still processed. Once a stop is
-        # asked for, the source is told to hand on nothing more: what it has not handed
-        # on stays unread (its saved position is before it) for the next start.
+        # Blocks while the queue is full: sources wait instead of memory growing. A
+        # source saves a position past a batch only once _process acknowledged it, so
+        # what is queued is read again after a crash. At shutdown the loop keeps
+        # draining until the sources have stopped (their stop() waits for the acks).
+        # Once a stop is asked for, the source is told to hand on nothing more: what it
+        # has not handed on stays unread (its saved position is before it) for the next
+        # start.
         while True:
             try:
                 self.queue.put(batch, timeout=0.5)
@@ -521,6 +524,7 @@ class Daemon:
         self.pipeline.sources.setdefault(cfg.name, SourceCounters())  # exported from the start
         try:
             source = self._build_source(cfg)
+            source.acks = True  # its saved position moves only past what _process did
             source.start(self._emit)
         except Exception:  # a broken source must not take the others down
             log.exception("source failed to start", source=cfg.name)
@@ -641,16 +645,25 @@ class Daemon:
             batch = self.queue.get(timeout=timeout)
         except queue.Empty:
             return 0
-        self.pipeline.process(batch)
+        self._process(batch)
         done = 1
         while done < DRAIN_BATCHES:
             try:
                 batch = self.queue.get_nowait()
             except queue.Empty:
                 break
-            self.pipeline.process(batch)
+            self._process(batch)
             done += 1
         return done
+
+    def _process(self, batch: Batch) -> None:
+        """Run ``batch`` through the pipeline, then acknowledge it to its source: only
+        now may the source's saved position move past it (at-least-once delivery)."""
+        self.pipeline.process(batch)
+        if batch.seq:
+            source = self.sources.get(batch.source)
+            if source is not None:
+                source.ack(batch.seq)
 
     def status_line(self) -> str:
         """A one-line summary for systemd's STATUS=."""
@@ -736,8 +749,8 @@ class Daemon:
     def _stop_source(self, name: str) -> Source:
         """Stop source ``name`` (at a reload) while this thread, the only one draining the
         queue, keeps draining it: its reader may be waiting to put a batch on the full
-        queue, and must hand it on before it can stop at a batch boundary and save a
-        position just past it."""
+        queue, and its stop() waits until what it handed on is processed. Its saved
+        position is then past processed lines only."""
         source = self.sources[name]
         source.request_stop()
 
@@ -749,7 +762,7 @@ class Daemon:
 
         stopper = threading.Thread(target=stop, name=f"stop-source-{name}")
         stopper.start()
-        while stopper.is_alive():  # bounded: stop() joins its reader with a timeout
+        while stopper.is_alive():  # bounded: stop() joins and waits for acks with timeouts
             self._drain(timeout=0.05)
         del self.sources[name]
         return source
@@ -780,8 +793,10 @@ class Daemon:
                 if not stopper.is_alive():
                     break
                 continue
-            self.pipeline.process(batch)
+            self._process(batch)
         self._closed.set()
+        for source in list(self.sources.values()):
+            source.acks_end()  # nothing more is processed: stop() waits no longer
         self.decision_log.flush(force=True)
         stopper.join(timeout=STOP_DRAIN_SECONDS)
         left = 0
@@ -792,7 +807,8 @@ class Daemon:
                 break
         if left:
             log.error(
-                "stopped before every line read was processed; they are not read again",
+                "stopped before every line read was processed; their sources' saved "
+                "positions are before them: they are read again at the next start",
                 lines=left,
                 seconds=STOP_DRAIN_SECONDS,
             )

@@ -26,13 +26,15 @@ class LineBatch(NamedTuple):
 
     ``lines`` hold no trailing newline. ``read_at`` is the reading of the clock's
     ``monotonic()`` when the batch was read; the pipeline's latency histogram
-    measures from it.
+    measures from it. ``seq`` is the batch's number for acknowledged delivery
+    (:meth:`aisentinel.sources.base.Source.ack`), 0 when the source is not told of it.
     """
 
     source: str
     parser: str
     lines: list[str]
     read_at: float
+    seq: int = 0
 
 
 class EventBatch(NamedTuple):
@@ -41,13 +43,14 @@ class EventBatch(NamedTuple):
     ``unparsed`` counts the records the source read that gave no event (for the
     journald source: entries that are not about authentication), so that a source's
     counters of items read, parsed and unparsed mean the same for both batch kinds.
-    ``read_at`` is as for :class:`LineBatch`.
+    ``read_at`` and ``seq`` are as for :class:`LineBatch`.
     """
 
     source: str
     events: list[Event]
     read_at: float
     unparsed: int = 0
+    seq: int = 0
 
 
 Batch = LineBatch | EventBatch

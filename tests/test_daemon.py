@@ -23,7 +23,7 @@ from aisentinel.config import Config, load_config
 from aisentinel.control import request
 from aisentinel.daemon import Daemon
 from aisentinel.events import EventBatch, LineBatch
-from aisentinel.sources.file import FileSource
+from aisentinel.sources.file import SAVE_INTERVAL, FileSource
 
 CONFIG = """
 [daemon]
@@ -468,8 +468,26 @@ def test_start_without_nftables_deletes_the_table_of_the_previous_run(
     assert third.calls == []
 
 
+def _turn(clock: FakeClock, seconds: float, readers: int = 2) -> None:
+    """Move ``clock`` on and wait until the sources' ``readers`` reader threads (waiting on
+    it) have done the turn they woke for and wait again: no sleep, no race."""
+    assert wait_for(lambda: clock.waiting >= readers)
+    before = clock.waits
+    clock.advance(seconds)
+    assert wait_for(lambda: clock.waits >= before + readers and clock.waiting >= readers)
+
+
+def _saved_offset(daemon: Daemon, source: str, log: Path) -> int | None:
+    path = daemon.state_dir / "positions.json"
+    doc = json.loads(path.read_text()) if path.exists() else {"sources": {}}
+    entry = doc["sources"].get(source, {}).get(str(log))
+    return None if entry is None else int(entry["offset"])
+
+
 def _close(daemon: Daemon) -> None:
-    """Stop the sources a test started without the loop."""
+    """Stop the sources a test started without the loop (nothing more is acknowledged)."""
+    for source in daemon.sources.values():
+        source.acks_end()
     daemon._stop_sources()
     daemon.ledger.close()
 
@@ -482,6 +500,29 @@ def _from_beginning(path: Path, **daemon: int) -> None:
     for key, value in daemon.items():
         text = text.replace("[daemon]\n", f"[daemon]\n{key} = {value}\n")
     path.write_text(text)
+
+
+def test_saved_position_passes_only_batches_the_pipeline_processed(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """A batch still on the queue is not covered by the saved position; once the loop has
+    processed it, it is: a kill -9 with a backlog loses none of the queued lines."""
+    clock = FakeClock()
+    daemon = Daemon(load_config(_write_config(tmp_path)), clock=clock)
+    log = logs / "auth.log"
+    try:
+        daemon._start_sources()
+        assert wait_for(lambda: all(s.ready() for s in daemon.sources.values()))
+        _append(log, [ssh_fail(now_epoch + i, "198.51.100.40") for i in range(6)])
+        _turn(clock, SAVE_INTERVAL)  # the poll finds the new file and reads it
+        assert wait_for(lambda: daemon.queue.qsize() == 1)
+        _turn(clock, SAVE_INTERVAL)  # a save is due
+        assert _saved_offset(daemon, "auth", log) is None  # queued, not processed
+        assert daemon._drain(timeout=0) == 1
+        _turn(clock, SAVE_INTERVAL)
+        assert _saved_offset(daemon, "auth", log) == log.stat().st_size
+    finally:
+        _close(daemon)
 
 
 def test_reload_stops_a_source_waiting_on_the_full_queue_without_losing_lines(

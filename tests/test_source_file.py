@@ -521,6 +521,47 @@ def test_positions_saved_while_running(harness: Harness, tmp_path: Path) -> None
     assert saved_offset() == 8
 
 
+def test_saved_position_waits_for_the_acks_of_the_batches_before_it(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """With acks, a position is saved only once the batches before it are acknowledged
+    (processed), also at stop(): lines handed on but not processed are read again."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"one\ntwo\n")
+    clock = FakeClock()
+    cfg = harness.config([log], start_at="beginning", inotify=False, poll_interval=0.25)
+    source = FileSource(cfg, clock=clock, state_dir=harness.state)
+    source.acks = True
+    out = Collector()
+    source.start(out)
+    harness.started.append(source)
+    expect(out, ["one", "two"])
+    path = harness.state / "positions.json"
+
+    def saved_offset() -> int:
+        doc = json.loads(path.read_text()) if path.exists() else {"sources": {}}
+        offset: int = doc["sources"].get("web", {}).get(str(log), {}).get("offset", -1)
+        return offset
+
+    turn(clock, SAVE_INTERVAL)
+    assert saved_offset() == -1  # handed on, not processed: nothing saved past it
+    (first,) = out.batches
+    assert first.seq > 0
+    source.ack(first.seq)
+    turn(clock, SAVE_INTERVAL)
+    assert saved_offset() == 8
+    append(log, b"three\n")
+    turn(clock, SAVE_INTERVAL)
+    expect(out, ["one", "two", "three"])
+    turn(clock, SAVE_INTERVAL)
+    assert saved_offset() == 8
+    source.acks_end()  # the consumer closes without processing "three"
+    source.stop()
+    assert saved_offset() == 8
+    _, again = harness.start([log], start_at="beginning")
+    expect(again, ["three"])
+
+
 def test_rotated_while_stopped(harness: Harness, tmp_path: Path) -> None:
     """After a restart, the rest of the rotated file comes first, then the new file."""
     log = tmp_path / "a.log"

@@ -46,6 +46,8 @@ class Collector:
         self.unparsed = 0
         self.sizes: list[int] = []
         """Entries in each batch handed on (events and unparsed)."""
+        self.seqs: list[int] = []
+        """The number of each batch (0 unless the source has acks)."""
 
     def __call__(self, batch: Batch) -> None:
         assert isinstance(batch, EventBatch)
@@ -54,6 +56,7 @@ class Collector:
             self._events.extend(batch.events)
             self.unparsed += batch.unparsed
             self.sizes.append(len(batch.events) + batch.unparsed)
+            self.seqs.append(batch.seq)
 
     @property
     def lines(self) -> list[object]:
@@ -110,11 +113,12 @@ def expected(seq: int, pid: int = 4242) -> SshEvent:
 def make(tmp_path: Path) -> Iterator[Callable[..., tuple[JournaldSource, Collector]]]:
     started: list[JournaldSource] = []
 
-    def start(**kw: Any) -> tuple[JournaldSource, Collector]:
+    def start(*, acks: bool = False, **kw: Any) -> tuple[JournaldSource, Collector]:
         kw.setdefault("directory", str(tmp_path / "journal"))
         kw.setdefault("poll_interval", 0.1)
         cfg = JournaldSourceConfig(name="ssh", type="journald", **kw)
         source = JournaldSource(cfg, clock=FakeClock(), state_dir=tmp_path / "state")
+        source.acks = acks
         out = Collector()
         source.start(out)
         started.append(source)
@@ -373,6 +377,27 @@ def test_cursor_restart_reads_only_new(make: Callable[..., Any], tmp_path: Path)
     _, out2 = make(start_at="beginning")
     wait_for(lambda: len(out2.lines) >= 1, "the entry written while stopped")
     assert out2.lines == [expected(3)]
+
+
+@needs_journal
+def test_cursor_saved_is_that_of_the_last_acknowledged_batch(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """With acks, stop() saves the cursor of the last batch acknowledged (processed), not
+    of the last handed on: an entry not processed is read again after a restart."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), entry(2, attempt(2))])
+    first, out = make(start_at="beginning", batch_entries=1, acks=True)
+    wait_for(lambda: len(out.lines) >= 2, "both entries")
+    assert len(out.seqs) == 2
+    assert 0 < out.seqs[0] < out.seqs[1]
+    first.ack(out.seqs[0])
+    first.acks_end()  # the consumer closes without processing the second entry
+    first.stop()
+    _, again = make(start_at="beginning")
+    wait_for(lambda: len(again.lines) >= 1, "the entry not processed")
+    assert again.lines == [expected(2)]
 
 
 @needs_journal

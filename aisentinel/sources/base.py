@@ -16,16 +16,25 @@ position and returns within a second or two. A source never raises out of its
 thread: failures are logged, counted in :class:`SourceStats` and retried. Each
 source reports its own metrics (:meth:`Source.collect`, at scrape time, from
 :class:`SourceStats`).
+
+Acknowledged delivery: a consumer that queues batches (the daemon) sets
+:attr:`Source.acks` before ``start``; each batch then carries a number (``seq``), the
+consumer calls :meth:`Source.ack` once it has processed it, and the position a source
+saves only ever covers acknowledged batches (:class:`Checkpoints`), so a crash loses
+nothing that was queued. Without it (a source used on its own), a batch counts as
+processed once ``emit`` returns.
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal
+from typing import ClassVar, Final, Generic, Literal, TypeVar
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 
@@ -37,6 +46,16 @@ from aisentinel.parsers import names as parser_names
 from aisentinel.registry import Registry
 
 Emit = Callable[[Batch], None]
+
+ACK_WAIT_SECONDS = 3.0
+"""Most ``stop()`` waits, once its reader has ended, for the batches it handed on to be
+acknowledged (the daemon keeps processing the queue meanwhile)."""
+
+_BATCH_NUMBERS = itertools.count(1)
+"""Numbers of acknowledged batches: unique in the process and increasing, so a batch
+of a source stopped at a reload is never taken for one of its successor's."""
+
+P = TypeVar("P")
 
 SourceState = Literal["following", "waiting", "degraded", "error", "stopped"]
 """What a source is doing, for machines (the exporter's ``aisentinel_source_state``).
@@ -97,7 +116,7 @@ class SourceStats:
     """Items read and handed on: lines, or records (journal entries) for an event source."""
     lines_dropped: int = 0
     """Items read but not processed: their batch was handed on while the pipeline was
-    closing (shutdown) and could not take it."""
+    closing (shutdown) and could not take it (not acknowledged: read again next start)."""
     bytes_read: int = 0
     lines_truncated: int = 0
     rotations: int = 0
@@ -124,6 +143,41 @@ class SourceStats:
         return changed
 
 
+class Checkpoints(Generic[P]):
+    """Read positions of one source, each savable once the batches before it are processed.
+
+    The source thread :meth:`add` s a position taken between two batches (every line
+    before it handed on), tagged with the number of the last batch handed on; it may be
+    saved once that batch is acknowledged (:meth:`settled`). Without acknowledgements
+    both numbers stay 0 and a position is savable at once. At most ``LIMIT`` wait: past
+    it the newest replaces the last (saving later, never past an unprocessed line).
+    """
+
+    LIMIT: ClassVar[int] = 64
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: deque[tuple[int, P]] = deque()
+
+    def add(self, position: P, emitted: int) -> None:
+        """Record ``position``, taken after batch number ``emitted`` was handed on."""
+        pending = self._pending
+        if pending and (pending[-1][0] == emitted or len(pending) >= self.LIMIT):
+            pending[-1] = (emitted, position)
+        else:
+            pending.append((emitted, position))
+
+    def settled(self, acked: int) -> P | None:
+        """The newest position whose batches are all processed (up to number ``acked``),
+        forgetting it and older ones; None when there is none (yet)."""
+        pending = self._pending
+        best: P | None = None
+        while pending and pending[0][0] <= acked:
+            best = pending.popleft()[1]
+        return best
+
+
 class Source(ABC):
     """A running log source. Subclasses register with ``REGISTRY`` in their module."""
 
@@ -133,6 +187,17 @@ class Source(ABC):
         self.clock = clock
         self.state_dir = state_dir
         self.stats = SourceStats()
+        self.acks = False
+        """Set (before :meth:`start`) by a consumer that calls :meth:`ack` for each
+        numbered batch once processed: the saved position then never passes a batch
+        not acknowledged. False: a batch counts as processed once ``emit`` returns."""
+        self._emitted = 0
+        """Number of the last batch handed on (0: none, or no acks); source thread."""
+        self._acked = 0
+        """Number of the last batch acknowledged; written by the consumer only."""
+        self._acks_ended = False
+        self._ack_wanted = False
+        self._ack_event = threading.Event()
 
     @abstractmethod
     def start(self, emit: Emit) -> None:
@@ -153,6 +218,44 @@ class Source(ABC):
     def ready(self) -> bool:
         """True once the source has opened (or is watching for) everything it follows."""
         return True
+
+    def ack(self, seq: int) -> None:
+        """The consumer has processed this source's batches up to number ``seq`` (it
+        acknowledges them in the order they were handed on). One consumer thread."""
+        if seq > self._acked:
+            self._acked = seq
+            if self._ack_wanted:
+                self._ack_event.set()
+
+    def acks_end(self) -> None:
+        """The consumer acknowledges nothing more (it is closing): :meth:`stop` no longer
+        waits; what is not acknowledged is read again at the next start."""
+        self._acks_ended = True
+        self._ack_event.set()
+
+    def _number(self) -> int:
+        """The number of the batch about to be handed on (0 without acks); source thread."""
+        if not self.acks:
+            return 0
+        seq = self._emitted = next(_BATCH_NUMBERS)
+        return seq
+
+    def _await_acks(self, timeout: float = ACK_WAIT_SECONDS) -> bool:
+        """Wait (on the source's clock, at most ``timeout``) until every batch handed on
+        is acknowledged or the consumer ended acknowledging; True if all were."""
+        clock = self.clock
+        deadline = clock.monotonic() + timeout
+        self._ack_wanted = True
+        try:
+            while self._acked < self._emitted and not self._acks_ended:
+                left = deadline - clock.monotonic()
+                if left <= 0:
+                    break
+                clock.wait(self._ack_event, left)
+                self._ack_event.clear()
+        finally:
+            self._ack_wanted = False
+        return self._acked >= self._emitted
 
     def collect(self) -> Iterator[Metric]:
         """This source's metric families, built from :attr:`stats` at scrape time."""

@@ -31,9 +31,12 @@ line end. A line longer than ``max_line_bytes`` is cut at the cap (counted in
 ``stats.lines_truncated``) and the rest of it, up to its line end, is discarded.
 
 Delivery is at-least-once: the saved position (see :mod:`.positions`) is the offset just
-past the last line handed to ``emit``; lines are only duplicated after a crash between an
-``emit`` and the next save (saves happen at most every ``SAVE_INTERVAL`` seconds and at
-``stop()``). ``stop()`` takes effect between two batches: the rest of a chunk already read
+past the last line processed: with :attr:`~.base.Source.acks` (the daemon), a position is
+taken between two batches and saved once the batches before it are acknowledged
+(:class:`~.base.Checkpoints`); without, once ``emit`` returned. Lines are only duplicated
+after a crash between their processing and the next save (saves happen at most every
+``SAVE_INTERVAL`` seconds and at ``stop()``, which waits for the acknowledgements).
+``stop()`` takes effect between two batches: the rest of a chunk already read
 is left for the next start. If the process dies while the rest of an over-long line is
 being discarded, that rest is read as a line after the restart. An ``emit`` that raises
 is logged and counted in ``stats.errors``; the lines of that batch are not retried.
@@ -86,6 +89,7 @@ from aisentinel.events import EventBatch, LineBatch
 from aisentinel.parsers import AUTO, sniff
 from aisentinel.sources.base import (
     REGISTRY,
+    Checkpoints,
     Emit,
     Source,
     SourceConfigBase,
@@ -283,6 +287,9 @@ class FileSource(Source):
         self._draining: list[_Handle] = []
         self._saved: dict[str, FilePosition] = {}
         self._last_saved: tuple[dict[str, FilePosition], frozenset[str]] | None = None
+        self._checkpoints: Checkpoints[tuple[dict[str, FilePosition], frozenset[str]]] = (
+            Checkpoints()
+        )
         self._next_save = 0.0
         self._interest: frozenset[str] = frozenset()
         self._watches: dict[str, tuple[ObservedWatch, tuple[int, int]]] = {}
@@ -331,6 +338,9 @@ class FileSource(Source):
         if thread.is_alive():
             # It saves when it ends; a position taken here could pass lines not handed on.
             _log.warning("file source reader did not stop in time", source=self.name)
+        else:
+            self._await_acks()
+            self._save_settled()
         self._thread = None
 
     def request_stop(self) -> None:
@@ -802,7 +812,7 @@ class FileSource(Source):
         """Hand on lines of no recognisable format: counted as read and unparsed."""
         emit = self._emit
         assert emit is not None  # noqa: S101 - set by start() before the thread runs
-        emit(EventBatch(self.name, [], read_at, len(lines)))
+        emit(EventBatch(self.name, [], read_at, len(lines), self._number()))
         self.stats.lines_read += len(lines)
 
     def _split(self, state: _Lines, chunk: bytes) -> list[str]:
@@ -865,7 +875,7 @@ class FileSource(Source):
         size = self.config.batch_lines
         name = self.name
         if len(lines) <= size:
-            emit(LineBatch(name, parser, lines, read_at))
+            emit(LineBatch(name, parser, lines, read_at, self._number()))
             self.stats.lines_read += len(lines)
             return len(lines)
         sent = 0
@@ -874,7 +884,7 @@ class FileSource(Source):
             if i and stopping.is_set():
                 break
             batch = lines[i : i + size]
-            emit(LineBatch(name, parser, batch, read_at))
+            emit(LineBatch(name, parser, batch, read_at, self._number()))
             sent += len(batch)
         self.stats.lines_read += sent
         return sent
@@ -997,13 +1007,19 @@ class FileSource(Source):
         return out
 
     def _save(self, *, force: bool) -> None:
+        """Take the positions (reader thread, between two batches; at most every
+        ``SAVE_INTERVAL`` unless ``force``) and save the newest that is processed."""
         now = self.clock.monotonic()
-        if not force and now < self._next_save:
+        if force or now >= self._next_save:
+            self._next_save = now + SAVE_INTERVAL
+            self._checkpoints.add((self._positions(), self._watched()), self._emitted)
+        self._save_settled()
+
+    def _save_settled(self) -> None:
+        """Save the newest positions taken whose batches are all processed, if new."""
+        snapshot = self._checkpoints.settled(self._acked)
+        if snapshot is None or snapshot == self._last_saved:
             return
-        snapshot = (self._positions(), self._watched())
-        if snapshot == self._last_saved:
-            return
-        self._next_save = now + SAVE_INTERVAL
         try:
             self._store.save(*snapshot)
         except OSError as exc:

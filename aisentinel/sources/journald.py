@@ -34,10 +34,13 @@ an :class:`~aisentinel.events.XidEvent` (:func:`aisentinel.gpu.xid.parse_xid_lin
 counted in ``aisentinel_gpu_kernel_xid_errors_total{pci_bus_id,xid}`` with its
 last-seen time; other kernel entries are unparsed.
 
-The cursor of the last entry handed to ``emit`` is saved (atomically) in
+The cursor of the last entry processed is saved (atomically) in
 ``state_dir/journald-<name>.cursor`` at most every ``SAVE_INTERVAL`` seconds and at
 ``stop()``; a restart seeks to it and skips that entry, so nothing is replayed or missed
-(entries are only duplicated after a crash between an emit and the next save).
+(entries are only duplicated after a crash between their processing and the next save).
+With :attr:`~.base.Source.acks` (the daemon) the cursor is taken between two batches and
+saved once they are acknowledged (:class:`~.base.Checkpoints`); without, once ``emit``
+returned.
 
 Entries are handed on in batches of at most ``batch_entries`` (512, as the file
 sources' ``batch_lines``). After every ``reopen_entries`` entries read (5,000 unless
@@ -67,7 +70,7 @@ from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
 from aisentinel.gpu.xid import parse_xid_line
 from aisentinel.parsers.sshd import message_event
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS
-from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase
+from aisentinel.sources.base import REGISTRY, Checkpoints, Emit, Source, SourceConfigBase
 from aisentinel.sources.positions import atomic_write
 
 _UNLOADED: Any = object()
@@ -300,6 +303,7 @@ class JournaldSource(Source):
         self.cursor_path = state_dir / f"journald-{config.name}.cursor"
         self._cursor: str | None = None
         self._saved_cursor: str | None = None
+        self._checkpoints: Checkpoints[str] = Checkpoints()
         self._next_save = 0.0
         self._stopping = threading.Event()
         self._tried = threading.Event()
@@ -346,6 +350,9 @@ class JournaldSource(Source):
         if thread.is_alive():
             # It saves when it ends; a cursor taken here could pass entries not handed on.
             _log.warning("journald reader did not stop in time", source=self.name)
+        else:
+            self._await_acks()
+            self._save_settled()
         self._thread = None
 
     def request_stop(self) -> None:
@@ -505,7 +512,7 @@ class JournaldSource(Source):
             if read:
                 if self._blind is not None:
                     self._seen(None)  # entries came: the journal can be read
-                emit(EventBatch(name, events, read_at, read - len(events)))
+                emit(EventBatch(name, events, read_at, read - len(events), self._number()))
                 self.stats.lines_read += read
                 self.stats.bytes_read += size
                 since_open += read
@@ -570,11 +577,20 @@ class JournaldSource(Source):
         return text or None
 
     def _save(self, *, force: bool) -> None:
+        """Take the cursor (reader thread, between two batches; at most every
+        ``SAVE_INTERVAL`` unless ``force``) and save the newest that is processed."""
         now = self.clock.monotonic()
         cursor = self._cursor
-        if cursor is None or cursor == self._saved_cursor or (not force and now < self._next_save):
+        if cursor is not None and (force or now >= self._next_save):
+            self._next_save = now + SAVE_INTERVAL
+            self._checkpoints.add(cursor, self._emitted)
+        self._save_settled()
+
+    def _save_settled(self) -> None:
+        """Save the newest cursor taken whose batches are all processed, if new."""
+        cursor = self._checkpoints.settled(self._acked)
+        if cursor is None or cursor == self._saved_cursor:
             return
-        self._next_save = now + SAVE_INTERVAL
         try:
             atomic_write(self.cursor_path, cursor.encode() + b"\n")
         except OSError as exc:
