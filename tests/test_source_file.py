@@ -241,6 +241,26 @@ def test_rotated_file_is_read_for_the_grace_period_of_the_clock(
     assert out.lines == ["a1", "b1", "late", "still read", "b2"]
 
 
+def test_last_line_without_newline_of_a_rotated_file_is_handed_on(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A rotated-away file that ends without a newline: its last line is handed on when
+    the file is closed after ROTATE_GRACE, as for a file rotated while stopped."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\na2")
+    clock = FakeClock()
+    _, out = harness.start(
+        [log], clock=clock, start_at="beginning", inotify=False, poll_interval=1.0
+    )
+    expect(out, ["a1"])
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"b1\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "b1"]
+    turn(clock, ROTATE_GRACE)
+    assert out.lines == ["a1", "b1", "a2"]
+
+
 def test_rename_and_create_rotation(harness: Harness, tmp_path: Path) -> None:
     """logrotate's default: the old file is read to its end, then the new one from 0."""
     log = tmp_path / "a.log"

@@ -727,6 +727,7 @@ class FileSource(Source):
                 handle.idle_since = now
             elif now - handle.idle_since >= ROTATE_GRACE or self._stopping.is_set():
                 self._draining.remove(handle)
+                self._flush(handle)  # its last line, if it has no line end: done with it
                 handle.close()
 
     # ------------------------------------------------------------------ reading
