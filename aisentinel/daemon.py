@@ -54,7 +54,7 @@ from aisentinel.responders.base import Responder, ResponderConfigBase
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
-from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
+from aisentinel.sources.base import Source, SourceConfigBase, SourceStats, UnstartedSource
 from aisentinel.sources.positions import atomic_write
 from aisentinel.status import snapshot
 
@@ -520,11 +520,15 @@ class Daemon:
         for cfg in self.config.sources:
             self._start_source(cfg)
 
-    def _start_source(self, cfg: SourceConfigBase) -> None:
+    def _start_source(self, cfg: SourceConfigBase, carried: SourceStats | None = None) -> None:
+        """Start a source; ``carried``: the stats of the one it replaces at a reload (its
+        counters go on from there, as the pipeline's of that source name do)."""
         self.pipeline.sources.setdefault(cfg.name, SourceCounters())  # exported from the start
         try:
             source = self._build_source(cfg)
             source.acks = True  # its saved position moves only past what _process did
+            if carried is not None:
+                source.stats.carry_over(carried)
             source.start(self._emit)
         except Exception:  # a broken source must not take the others down
             log.exception("source failed to start", source=cfg.name)
@@ -699,15 +703,16 @@ class Daemon:
         # Sources: restart the ones whose table changed, stop removed, start new.
         old_src = {s.name: s for s in old.sources}
         new_src = {s.name: s for s in new.sources}
+        rebuilt: dict[str, SourceStats] = {}
         for name, cfg in old_src.items():
             if new_src.get(name) != cfg and name in self.sources:
-                self._stop_source(name)
+                rebuilt[name] = self._stop_source(name).stats
             if name not in new_src:
                 self.pipeline.sources.pop(name, None)  # its series go with it
         self.config = new
         for name, cfg in new_src.items():
             if name not in self.sources:
-                self._start_source(cfg)
+                self._start_source(cfg, rebuilt.get(name))
         # Detectors: keep the windows of those whose table did not change.
         previous = {d.name: d for d in self.pipeline.detectors}
         detectors = [

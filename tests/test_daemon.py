@@ -550,3 +550,29 @@ def test_reload_stops_a_source_waiting_on_the_full_queue_without_losing_lines(
         assert daemon.pipeline.sources["auth"].lines == count
     finally:
         _close(daemon)
+
+
+def test_reload_keeps_the_counters_of_a_rebuilt_source(tmp_path: Path, logs: Path) -> None:
+    """A source rebuilt by a reload (its table changed) goes on counting where it was, as
+    the pipeline's counters of that source do: lines read and rotations never go back."""
+    path = _write_config(tmp_path)
+    _from_beginning(path)
+    (logs / "auth.log").write_text("".join(f"line {i}\n" for i in range(5)))
+    daemon = Daemon(load_config(path), config_path=path, clock=FakeClock())
+    try:
+        daemon._start_sources()
+        old = daemon.sources["auth"]
+        assert wait_for(lambda: daemon._drain(timeout=0.01) == 0 and old.stats.lines_read == 5)
+        old.stats.rotations = 2  # as if it had followed two rotations
+        path.write_text(path.read_text().replace("start_at", "poll_interval = 0.5\nstart_at"))
+        assert daemon.reload()
+        new = daemon.sources["auth"]
+        assert new is not old
+        assert (new.stats.lines_read, new.stats.bytes_read, new.stats.rotations) == (
+            5,
+            old.stats.bytes_read,
+            2,
+        )
+        assert daemon.pipeline.sources["auth"].lines == 5
+    finally:
+        _close(daemon)

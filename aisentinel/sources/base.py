@@ -134,6 +134,24 @@ class SourceStats:
     detail: dict[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
+    COUNTERS: ClassVar[tuple[str, ...]] = (
+        "lines_read",
+        "lines_dropped",
+        "bytes_read",
+        "lines_truncated",
+        "rotations",
+        "errors",
+        "position_errors",
+        "gaps",
+    )
+    """The monotonic counters (exported as ``_total``), carried by :meth:`carry_over`."""
+
+    def carry_over(self, old: SourceStats) -> None:
+        """Add the counters of ``old``: a source rebuilt at a reload goes on counting
+        where its predecessor of the same name stopped (counters never go back)."""
+        for name in self.COUNTERS:
+            setattr(self, name, getattr(self, name) + getattr(old, name))
+
     def set_state(self, state: SourceState, reason: str) -> bool:
         """Set ``state``, ``reason`` and ``up`` together; True if state or reason changed."""
         changed = state != self.state or reason != self.reason

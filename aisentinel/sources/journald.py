@@ -320,6 +320,8 @@ class JournaldSource(Source):
         """Times the reader was reopened at its cursor after ``reopen_entries`` entries."""
         self._blind: str | None = None
         """Why the open journal shows nothing (no readable journal file), or None."""
+        self._read_any = False
+        """Entries were read (not ``stats.lines_read``: a reload carries that over)."""
         self._next_blind_check = 0.0
 
     def start(self, emit: Emit) -> None:
@@ -418,7 +420,7 @@ class JournaldSource(Source):
         """Look at the journal files (at most every ``BLIND_CHECK_INTERVAL``): set or
         clear :attr:`_blind`, logging the change. Once entries were read the journal is
         known to be readable: the reopens every ``reopen_entries`` do not look again."""
-        if self.stats.lines_read and self._blind is None:
+        if self._read_any and self._blind is None:
             return
         now = self.clock.monotonic()
         if now < self._next_blind_check:
@@ -510,6 +512,7 @@ class JournaldSource(Source):
                 self._cursor = entry.get("__CURSOR")
                 last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
             if read:
+                self._read_any = True
                 if self._blind is not None:
                     self._seen(None)  # entries came: the journal can be read
                 emit(EventBatch(name, events, read_at, read - len(events), self._number()))
