@@ -443,6 +443,23 @@ def _add_replay_command(sub: Any) -> None:
     rep.set_defaults(func=cmd_replay)
 
 
+DEMO_MAX_SECONDS = 3600.0
+"""The longest ``demo --duration``: the scenario is planned in memory up front."""
+
+
+def _demo_duration(text: str) -> float:
+    """``demo --duration``: a finite number of seconds, 1 to an hour (argparse type)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 1.0 <= seconds <= DEMO_MAX_SECONDS:  # also refuses nan and the infinities
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds from 1 to {DEMO_MAX_SECONDS:.0f}, not {text}"
+        )
+    return seconds
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and man-page generation)."""
     from aisentinel.audit.args import add_arguments as audit_arguments  # noqa: PLC0415
@@ -508,7 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rules_commands(sub)
 
     demo = sub.add_parser("demo", help="run on a bundled attack scenario (dry-run)")
-    demo.add_argument("--duration", type=float, default=45.0, help="seconds of traffic")
+    demo.add_argument(
+        "--duration",
+        type=_demo_duration,
+        default=45.0,
+        help=f"seconds of traffic, 1 to {DEMO_MAX_SECONDS:.0f} (default: 45)",
+    )
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
     demo.set_defaults(func=cmd_demo)

@@ -358,9 +358,36 @@ def load_config(path: Path | None = None) -> Config:
     except OSError as exc:
         raise ConfigError([ConfigIssue(file, "", f"cannot read: {exc.strerror}")]) from None
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(file, "", "not UTF-8 text")]) from None
+    data = _parse_toml(text, file)
+    try:
+        return parse_config(data, file)
+    except RecursionError:
+        raise ConfigError([ConfigIssue(file, "", _TOO_DEEP)]) from None
+
+
+_TOO_DEEP = "values nested too deeply to read (arrays or inline tables inside each other)"
+
+
+def _parse_toml(text: str, file: str) -> dict[str, Any]:
+    """The TOML document in ``text``; any failure to parse is a :class:`ConfigError`.
+
+    Besides syntax errors, tomllib raises a plain ``ValueError`` for an integer longer
+    than Python's 4300-digit limit and ``RecursionError`` for values nested a few
+    hundred deep: both are refusals with the file and the reason, never a traceback
+    (``check-config``) nor the end of a running daemon (a reload).
+    """
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([ConfigIssue(file, "", f"TOML syntax: {exc}")]) from None
-    return parse_config(data, file)
+        reason = f"TOML syntax: {exc}"
+    except RecursionError:
+        reason = _TOO_DEEP
+    except ValueError as exc:
+        # Only int() raises a bare ValueError in tomllib: more than 4300 digits.
+        reason = f"cannot read a value: {exc}".split("; use sys.set_int_max_str_digits")[0]
+    except Exception as exc:  # noqa: BLE001 - a parser fault is a refusal, whatever it is
+        reason = f"cannot parse: {type(exc).__name__}: {exc}"
+    raise ConfigError([ConfigIssue(file, "", reason)])

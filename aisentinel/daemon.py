@@ -699,6 +699,11 @@ class Daemon:
             self.reloads["failed"] += 1
             self.notifier.ready()
             return False
+        except Exception:  # a fault in loading must never stop the running daemon
+            log.exception("reload refused: the config could not be loaded")
+            self.reloads["failed"] += 1
+            self.notifier.ready()
+            return False
         old = self.config
         # Sources: restart the ones whose table changed, stop removed, start new.
         old_src = {s.name: s for s in old.sources}

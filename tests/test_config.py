@@ -190,3 +190,25 @@ def test_default_max_keys_stays_under_the_dict_cliff() -> None:
     defaults = {e.name: e.config_model().max_keys for e in DETECTORS}
     assert max(defaults.values()) == DEFAULT_MAX_KEYS, defaults
     assert _churned_dict_bytes(DEFAULT_MAX_KEYS) < 0.6 * _churned_dict_bytes(87_382)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("[daemon]\nqueue_batches = " + "9" * 5000 + "\n", "4300 digits"),
+        ("a = " + "[" * 3000 + "]" * 3000 + "\n", "nested too deeply"),
+        ("a = " + "{b = " * 3000 + "1" + "}" * 3000 + "\n", "nested too deeply"),
+    ],
+    ids=["5000-digit-int", "deep-array", "deep-inline-table"],
+)
+def test_a_file_tomllib_cannot_parse_is_refused_not_a_traceback(
+    tmp_path: Path, text: str, reason: str
+) -> None:
+    """A 5000-digit integer or values nested 3000 deep are a ConfigError naming the file."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    [issue] = info.value.issues
+    assert (issue.file, issue.key) == (str(path), "")
+    assert reason in issue.reason

@@ -576,3 +576,39 @@ def test_reload_keeps_the_counters_of_a_rebuilt_source(tmp_path: Path, logs: Pat
         assert daemon.pipeline.sources["auth"].lines == 5
     finally:
         _close(daemon)
+
+
+def test_reload_to_a_file_tomllib_cannot_parse_is_refused_and_the_daemon_lives(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """A reload after a 5000-digit integer was appended is refused; the daemon runs on."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        with path.open("a") as fh:
+            fh.write("\n[decisions]\nmax_bans_per_minute = " + "9" * 5000 + "\n")
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["failed"] == 1)
+        _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.33") for i in range(6)])
+        assert wait_for(lambda: "198.51.100.33" in r.active(), timeout=15)
+        assert r.thread.is_alive()
+    finally:
+        r.stop()
+
+
+def test_reload_refuses_any_fault_in_loading_the_config(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever load_config raises at a reload is a refused reload, never a stopped daemon."""
+    r = Running(_write_config(tmp_path))
+    try:
+
+        def broken(_path: object = None) -> Config:
+            raise RuntimeError("unexpected")
+
+        monkeypatch.setattr("aisentinel.daemon.load_config", broken)
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["failed"] == 1)
+        assert r.thread.is_alive()
+    finally:
+        r.stop()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aisentinel.cli import build_parser
 from aisentinel.demo.gpu import THIEF
 from aisentinel.demo.runner import attack_label, run_demo
 from aisentinel.demo.scenario import generate
@@ -50,3 +51,16 @@ def test_attack_label_names_the_scenario_kind_and_the_gpu_thief(tmp_path: Path) 
     assert THIEF not in manifest.attacks
     assert attack_label(THIEF, manifest) == "gpu_time_theft"
     assert attack_label("192.0.2.99", manifest) == "?"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "1e999", "3601", "soon"])
+def test_demo_duration_out_of_range_is_an_argument_error(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --duration 0` (or negative, nan, inf, over an hour, text) is a usage error."""
+    with pytest.raises(SystemExit) as info:
+        build_parser().parse_args(["demo", f"--duration={value}"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --duration:" in err
+    assert "seconds" in err
