@@ -386,6 +386,38 @@ def test_glob_pattern_picks_up_new_files(harness: Harness, tmp_path: Path) -> No
     expect(out, ["b1", "a1", "a2"])
 
 
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["{d}/a.log", "{d}/*.log"],
+        ["{d}/*.log", "{d}/a.log"],
+        ["{d}/a.log", "{d}//a.log"],
+        ["{d}/a.log", "{d}/sub/../a.log"],
+        ["{d}//a.log", "{d}/*.log"],
+    ],
+    ids=["literal-then-glob", "glob-then-literal", "double-slash", "dot-dot", "alias-and-glob"],
+)
+def test_a_file_named_twice_by_one_source_is_up_and_read_once(
+    harness: Harness, tmp_path: Path, names: list[str]
+) -> None:
+    """A source naming one file twice is up, reads each line once, stays up on rotation."""
+    (tmp_path / "sub").mkdir()
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([n.format(d=tmp_path) for n in names])
+    assert (source.stats.state, source.stats.reason) == ("following", "following 2 path(s)")
+    assert source.stats.up
+    append(log, b"one\n")
+    expect(out, ["one"])
+    log.rename(tmp_path / "a.log.1")
+    log.write_bytes(b"two\n")
+    expect(out, ["one", "two"])
+    wait_for(lambda: source.stats.state == "following", "the source to be following")
+    append(log, b"three\n")
+    expect(out, ["one", "two", "three"])
+    assert source.stats.state == "following"
+
+
 def test_polling_fallback(harness: Harness, tmp_path: Path) -> None:
     """With inotify off, appends and a rename rotation are still followed."""
     log = tmp_path / "a.log"

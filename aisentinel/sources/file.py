@@ -16,7 +16,10 @@ Each configured path (absolute, glob patterns allowed) is checked on every wake-
   watched, and a file that appears later is read from its beginning. It is logged once
   (a warning) and the source reports ``waiting``, not up, until every literal path is
   open (a glob pattern needs one match). The positions store remembers what was waited
-  for, so a file that appears while the daemon is down is read from its beginning too.
+  for, so a file that appears while the daemon is down is read from its beginning too;
+* a path naming a file the source already follows under another of its names (the same
+  device and inode: ``a//x.log`` or ``a/b/../x.log`` beside ``a/x.log``, a glob that
+  matches a literal path) counts as open; the file is read once.
 
 After a restart, a path that names another file than the saved one was rotated while
 stopped: the rotated generations still there (``name.1``, ``name.2.gz``, ...,
@@ -244,14 +247,21 @@ class _Handle(_Lines):
 
 
 class _Tracked:
-    """A path being followed; ``explicit`` paths were configured literally (kept while missing)."""
+    """A path being followed; ``explicit`` paths were configured literally (kept while missing).
 
-    __slots__ = ("explicit", "handle", "mtime", "path", "size")
+    ``alias`` is the (device, inode) of the file this path names when that file is
+    already followed under another of the source's names (``a//x.log`` beside
+    ``a/x.log``, a glob matching a literal path): the path has no handle of its own,
+    yet the file it names is read, so it counts as open.
+    """
+
+    __slots__ = ("alias", "explicit", "handle", "mtime", "path", "size")
 
     def __init__(self, path: str, *, explicit: bool) -> None:
         self.path = path
         self.explicit = explicit
         self.handle: _Handle | None = None
+        self.alias: tuple[int, int] | None = None
         self.size = 0
         self.mtime = 0.0
 
@@ -456,7 +466,7 @@ class FileSource(Source):
             if self._stopping.is_set():
                 return
             changed |= self._service(tracked, structural=full, first=False)
-            if tracked.handle is None and not tracked.explicit:
+            if tracked.handle is None and tracked.alias is None and not tracked.explicit:
                 del self._files[tracked.path]
         self._service_draining()
         if full or changed:
@@ -465,7 +475,7 @@ class FileSource(Source):
                     tracked = _Tracked(path, explicit=False)
                     self._files[path] = tracked
                     self._service(tracked, structural=True, first=False)
-                    if tracked.handle is None:
+                    if tracked.handle is None and tracked.alias is None:
                         del self._files[path]
             if self._refresh_watches():
                 self._wake.set()  # a directory just got watched: look again for missed files
@@ -501,10 +511,17 @@ class FileSource(Source):
             self._retire(handle)
             tracked.handle = None
         if st is None:
+            tracked.alias = None
             return handle is not None
         if not stat.S_ISREG(st.st_mode):
             self._note(tracked.path, "log path is not a regular file", "not a regular file")
             return handle is not None
+        ident = (st.st_dev, st.st_ino)
+        if ident == tracked.alias and any(
+            t.handle is not None and (t.handle.dev, t.handle.ino) == ident
+            for t in self._files.values()
+        ):
+            return False  # still the file another of its names follows
         self._open(tracked, first=first)
         return True
 
@@ -521,6 +538,7 @@ class FileSource(Source):
             for other in self._files.values():
                 if other.handle is not None and (other.handle.dev, other.handle.ino) == ident:
                     os.close(fd)  # the same file under another name is already followed
+                    tracked.alias = ident
                     return
             for old in self._draining:
                 if (old.dev, old.ino) == ident:  # a rotated file matched again: keep its offset
@@ -528,6 +546,7 @@ class FileSource(Source):
                     self._draining.remove(old)
                     old.path = path
                     tracked.handle = old
+                    tracked.alias = None
                     return
             offset = self._initial_offset(path, fd, st, first=first)
             if offset is None:  # stopped while reading what was rotated before it
@@ -540,6 +559,7 @@ class FileSource(Source):
             return
         self._errors_seen.pop(path, None)
         tracked.handle = handle
+        tracked.alias = None
         tracked.size, tracked.mtime = st.st_size, st.st_mtime
         _log.debug("following log file", source=self.name, path=path, offset=offset)
         self._drain(handle)
@@ -1094,18 +1114,24 @@ class FileSource(Source):
         self.stats.set_state("error", self._failure)
         _log.exception(what, source=self.name)
 
+    def _open_paths(self) -> list[str]:
+        """The tracked paths whose file is read: under that name, or under another
+        name of the same file (``_Tracked.alias``) that the source follows."""
+        followed = {
+            (t.handle.dev, t.handle.ino) for t in self._files.values() if t.handle is not None
+        }
+        return [t.path for t in self._files.values() if t.handle is not None or t.alias in followed]
+
     def _update_state(self) -> None:
         """Work out ``stats.state``, ``reason`` and ``detail``; log a change of state."""
         detail: dict[str, str] = {}
         waiting: list[str] = []
         errors: list[str] = []
+        open_paths = self._open_paths()
         for pattern in self.config.paths:
             if _has_magic(pattern):
-                matches = [
-                    t.path
-                    for t in self._files.values()
-                    if not t.explicit and fnmatch.fnmatchcase(t.path, pattern)
-                ]
+                # Literal paths count too: a glob that matches one is satisfied by it.
+                matches = [p for p in open_paths if fnmatch.fnmatchcase(p, pattern)]
                 failed = [p for p in self._errors_seen if fnmatch.fnmatchcase(p, pattern)]
                 if matches:
                     detail[pattern] = f"open ({len(matches)} files)"
@@ -1116,8 +1142,7 @@ class FileSource(Source):
                     detail[pattern] = "waiting: no file matches"
                     waiting.append(pattern)
                 continue
-            tracked = self._files.get(pattern)
-            if tracked is not None and tracked.handle is not None:
+            if pattern in open_paths:
                 detail[pattern] = "open"
             elif pattern in self._errors_seen:
                 detail[pattern] = f"error: {self._errors_seen[pattern]}"
