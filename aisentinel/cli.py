@@ -24,6 +24,7 @@ from aisentinel import __version__, compiled
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
 from aisentinel.parsers import AUTO
 from aisentinel.parsers import names as parser_names
+from aisentinel.sources.overlap import shared_inputs
 
 
 def _load(path: Path | None) -> Config | None:
@@ -83,6 +84,7 @@ def config_warnings(config: Config) -> list[str]:
             "no log source: `sources = []` leaves the daemon reading nothing; remove it for "
             "the default sources or add [[sources]] tables"
         )
+    out.extend(shared_inputs(config.sources))
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
     enforcing = sorted(n for n, c in config.responders.items() if c.enabled and n != "dryrun")

@@ -1,0 +1,126 @@
+"""Sources that read the same input: every line (or journal entry) counted twice.
+
+Two ``[[sources]]`` that follow the same log file, or two journald sources, hand each
+line to the detectors twice: a brute force of 3 attempts is counted as 6 and the
+address is banned at about half its threshold. Within one source a file named twice is
+read once (see :mod:`.file`); across sources nothing can tell, so ``check-config`` (and
+``aisentinel run`` at start) warns with :func:`shared_inputs`.
+
+Paths are compared as written (``os.path.normpath``, so ``a//x`` and ``a/b/../x`` are
+``a/x``), through ``fnmatch`` for a literal path against another source's glob, and,
+for files that exist now, by device and inode (a symlink, a bind mount, or a glob's
+current matches).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+from collections.abc import Iterable, Sequence
+
+from aisentinel.sources.base import SourceConfigBase
+from aisentinel.sources.file import FileSourceConfig, _has_magic
+from aisentinel.sources.journald import JournaldSourceConfig
+
+SYSLOG_SSHD_FILES = ("/var/log/auth.log", "/var/log/secure")
+"""Where rsyslog writes sshd's lines on Debian/Ubuntu and on RHEL-likes."""
+
+_COUNTED_TWICE = "each line is counted twice, so an address is banned at about half its threshold"
+
+
+def _ident(path: str) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)  # noqa: PTH116 - a str path, compared by inode
+    except (OSError, ValueError):
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def _matches(pattern: str) -> dict[tuple[int, int], str]:
+    """The files a glob matches now, by identity."""
+    out: dict[tuple[int, int], str] = {}
+    for path in sorted(glob.glob(pattern)):  # noqa: PTH207 - absolute patterns
+        ident = _ident(path)
+        if ident is not None:
+            out.setdefault(ident, path)
+    return out
+
+
+def _same_file(a: str, b: str) -> str | None:
+    """The file both paths or patterns name (literal or glob), or None."""
+    na, nb = os.path.normpath(a), os.path.normpath(b)
+    magic_a, magic_b = _has_magic(a), _has_magic(b)
+    if na == nb:
+        return na
+    if not magic_a and not magic_b:
+        ident = _ident(a)
+        return na if ident is not None and ident == _ident(b) else None
+    if magic_a and not magic_b:
+        a, b, na, nb, magic_a, magic_b = b, a, nb, na, magic_b, magic_a
+    if not magic_a:  # a literal against a glob
+        if fnmatch.fnmatchcase(na, b) or fnmatch.fnmatchcase(a, b):
+            return na
+        ident = _ident(a)
+        return na if ident is not None and ident in _matches(b) else None
+    found_a = _matches(a)  # two globs: a file both match now
+    common = found_a.keys() & _matches(b).keys()
+    return found_a[min(common)] if common else None
+
+
+def _file_overlaps(files: Sequence[FileSourceConfig]) -> Iterable[str]:
+    for i, first in enumerate(files):
+        for second in files[i + 1 :]:
+            for a in first.paths:
+                shared = next(
+                    ((b, f) for b in second.paths if (f := _same_file(a, b)) is not None), None
+                )
+                if shared is None:
+                    continue
+                b, path = shared
+                how = "" if a == b == path else f" (as {a} and {b})"
+                yield (
+                    f"sources {first.name!r} and {second.name!r} both read {path}{how}: "
+                    f"{_COUNTED_TWICE}; keep each file in one source"
+                )
+                break
+
+
+def _reads_sshd(source: JournaldSourceConfig) -> bool:
+    values = (m.partition("=")[2] for m in source.matches)
+    return any(v.startswith(("sshd", "ssh.", "ssh@")) for v in values)
+
+
+def _sshd_file(source: FileSourceConfig) -> str | None:
+    """The path by which a file source reads syslog's copy of sshd's log, or None."""
+    for path in source.paths:
+        for known in SYSLOG_SSHD_FILES:
+            if _same_file(path, known) is not None:
+                return path
+    if source.parser == "sshd":
+        return source.paths[0]
+    return None
+
+
+def shared_inputs(sources: Sequence[SourceConfigBase]) -> list[str]:
+    """A warning for each pair of sources that read the same file or the same journal."""
+    files = [s for s in sources if isinstance(s, FileSourceConfig)]
+    journals = [s for s in sources if isinstance(s, JournaldSourceConfig)]
+    out = list(_file_overlaps(files))
+    for i, first in enumerate(journals):
+        for second in journals[i + 1 :]:
+            out.append(
+                f"journald sources {first.name!r} and {second.name!r} both read the journal: "
+                f"the entries their matches share are counted twice ({_COUNTED_TWICE}); "
+                "use one journald source"
+            )
+    for journal in (j for j in journals if _reads_sshd(j)):
+        for source in files:
+            path = _sshd_file(source)
+            if path is not None:
+                out.append(
+                    f"sources {journal.name!r} (journald) and {source.name!r} ({path}) both "
+                    "read sshd's log where syslog copies the journal to that file: "
+                    f"{_COUNTED_TWICE}; keep one of them"
+                )
+    return out
