@@ -87,6 +87,7 @@ def config_warnings(config: Config) -> list[str]:
     out.extend(shared_inputs(config.sources))
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
+    out.extend(_wide_network_warnings(config))
     enforcing = sorted(n for n, c in config.responders.items() if c.enabled and n != "dryrun")
     d = config.decisions
     if enforcing and not d.admin_cidrs and not d.allowlist and not d.simulate:
@@ -96,6 +97,36 @@ def config_warnings(config: Config) -> list[str]:
             "lock you out (live SSH sessions, loopback and this host's addresses are "
             "always allowed)"
         )
+    return out
+
+
+def _wide_network_warnings(config: Config) -> list[str]:
+    """Networks wider than ``aisentinel allow`` accepts (/8, IPv6 /32) in the lists of
+    addresses never banned, and in ``trusted_proxies`` (whose clients may pose as anyone)."""
+    from aisentinel.decisions.engine import MIN_PREFIX  # noqa: PLC0415 - keep the CLI light
+
+    out = []
+    d = config.decisions
+    for key, nets in (
+        ("allowlist", d.allowlist),
+        ("admin_cidrs", d.admin_cidrs),
+        ("monitoring_hosts", d.monitoring_hosts),
+    ):
+        for net in nets:
+            if net.prefixlen < MIN_PREFIX[net.version]:
+                every = f" (every IPv{net.version} address: banning is off)"
+                out.append(
+                    f"decisions.{key} holds {net}: no address in it is ever banned"
+                    f"{every if net.prefixlen == 0 else ''}; `aisentinel allow` refuses "
+                    f"networks wider than /{MIN_PREFIX[net.version]}"
+                )
+    for net in config.parsers.trusted_proxies:
+        if net.prefixlen < MIN_PREFIX[net.version]:
+            out.append(
+                f"parsers.trusted_proxies holds {net}: any client in it can set "
+                "X-Forwarded-For and pose as any address (to dodge a ban or get another "
+                "address banned); name only your proxies' addresses"
+            )
     return out
 
 

@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
-from aisentinel.configtypes import Interval, StrictModel
+from aisentinel.configtypes import Interval, StrictModel, unknown_name
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.detectors import REGISTRY as DETECTORS
 from aisentinel.detectors.base import DetectorConfigBase
@@ -299,6 +299,20 @@ def _validate_parsers(
     return (parsers or ParsersConfig()).with_tables(per_parser)
 
 
+def _check_detector_names(decisions: DecisionsConfig, file: str, issues: list[ConfigIssue]) -> None:
+    """``[decisions]`` keys that name detectors must name registered ones (a typo would
+    silently leave the detector banning, or its workloads at the default action)."""
+    known = DETECTORS.names()
+    for i, name in enumerate(decisions.alert_only_detectors):
+        if name not in DETECTORS:
+            reason = unknown_name(name, known, "detector")
+            issues.append(ConfigIssue(file, f"decisions.alert_only_detectors[{i}]", reason))
+    for name in decisions.workload_actions:
+        if name not in DETECTORS:
+            reason = unknown_name(name, known, "detector")
+            issues.append(ConfigIssue(file, f"decisions.workload_actions.{name}", reason))
+
+
 def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
     """Validate already-parsed TOML data; raise :class:`ConfigError` listing every issue."""
     issues: list[ConfigIssue] = []
@@ -309,6 +323,8 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
     exporter = _validate(ExporterConfig, root.exporter, file, "exporter", issues)
     parsers = _validate_parsers(root.parsers, file, issues)
     decisions = _validate(DecisionsConfig, root.decisions, file, "decisions", issues)
+    if decisions is not None:
+        _check_detector_names(decisions, file, issues)
     audit = _validate(AuditConfig, root.audit, file, "audit", issues)
     raw_sources = root.sources if root.sources is not None else default_sources()
     sources = _validate_sources(raw_sources, file, issues)

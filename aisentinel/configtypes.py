@@ -14,10 +14,12 @@ are at most :data:`MAX_DURATION` unless a field narrows them with
 
 from __future__ import annotations
 
+import difflib
 import functools
 import ipaddress
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -116,13 +118,32 @@ def format_duration(seconds: float) -> str:
     return "".join(out) or "0s"
 
 
+def unknown_name(name: str, known: Sequence[str], what: str, *, hint: str = "") -> str:
+    """Why ``name`` is refused: not one of ``known``; the closest ones, else ``hint``
+    (where the known ones are listed), else all of them."""
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+    if close:
+        return f"unknown {what} {name!r}; did you mean {' or '.join(repr(c) for c in close)}?"
+    return f"unknown {what} {name!r}; {hint or 'known: ' + ', '.join(known)}"
+
+
 def _parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if not isinstance(value, str):
         raise ValueError("a network is a string like '10.0.0.0/8' or '2001:db8::/32'")
+    text = value.strip()
     try:
-        return ipaddress.ip_network(value.strip(), strict=False)
+        return ipaddress.ip_network(text)
     except ValueError as exc:
-        raise ValueError(f"bad CIDR {value!r}: {exc}") from None
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValueError(f"bad CIDR {value!r}: {exc}") from None
+        # Host bits set (203.0.113.7/8): refused rather than silently widened.
+        host = text.partition("/")[0]
+        raise ValueError(
+            f"bad CIDR {value!r}: host bits set; write {loose} for that whole network, "
+            f"or {host}/{loose.max_prefixlen} for the one address"
+        ) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +213,8 @@ Network = Annotated[
     BeforeValidator(_parse_network),
     PlainSerializer(str, return_type=str),
 ]
-"""An IPv4/IPv6 network; a bare address means a /32 or /128."""
+"""An IPv4/IPv6 network; a bare address means a /32 or /128. Host bits must be clear
+(``203.0.113.7/8`` is refused, naming ``203.0.0.0/8`` and ``203.0.113.7/32``)."""
 
 
 class StrictModel(BaseModel):

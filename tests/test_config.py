@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aisentinel.cli import main
 from aisentinel.config import ConfigError, default_sources, load_config, parse_config
 from aisentinel.parsers import REGISTRY as PARSERS
 
@@ -212,3 +213,55 @@ def test_a_file_tomllib_cannot_parse_is_refused_not_a_traceback(
     [issue] = info.value.issues
     assert (issue.file, issue.key) == (str(path), "")
     assert reason in issue.reason
+
+
+def test_an_unknown_name_with_no_close_match_lists_the_known_detectors() -> None:
+    """An alert_only_detectors name like no detector is refused with the known names."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"decisions": {"alert_only_detectors": ["zzz"]}}, "f.toml")
+    [issue] = info.value.issues
+    assert issue.key == "decisions.alert_only_detectors[0]"
+    assert issue.reason.startswith("unknown detector 'zzz'; known: ")
+    assert "ssh_bruteforce" in issue.reason
+
+
+def test_disabled_refuses_an_unknown_rule_id_but_not_one_of_a_pack_left_out() -> None:
+    """`disabled`: an id no rule has is refused; one of a pack left out by `packs` is not."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"detectors": {"rules": {"disabled": ["no-such-rule-xyz"]}}})
+    [issue] = info.value.issues
+    assert issue.key == "detectors.rules"
+    assert "unknown rule id 'no-such-rule-xyz'; `aisentinel rules list`" in issue.reason
+    cfg = parse_config(
+        {"detectors": {"rules": {"packs": ["web-cves"], "disabled": ["wp-probe-miss"]}}}
+    )
+    assert cfg.detectors["rules"].disabled == ("wp-probe-miss",)  # type: ignore[attr-defined]
+
+
+def _warned(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> str:
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    assert main(["check-config", str(path)]) == 0
+    return capsys.readouterr().err
+
+
+def test_check_config_warns_about_networks_that_turn_banning_off(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """allowlist 0.0.0.0/0 or ::/0 (wider than `aisentinel allow` takes) is a WARNING."""
+    err = _warned(tmp_path, '[decisions]\nallowlist = ["0.0.0.0/0", "::/0"]\n', capsys)
+    assert "WARNING: decisions.allowlist holds 0.0.0.0/0: no address in it is ever banned " in err
+    assert "(every IPv6 address: banning is off)" in err
+    assert "`aisentinel allow` refuses networks wider than /8" in err
+    err = _warned(tmp_path, '[decisions]\nadmin_cidrs = ["10.0.0.0/8"]\n', capsys)
+    assert err == ""
+
+
+def test_check_config_warns_about_trusted_proxies_that_let_anyone_spoof(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """trusted_proxies = ["::/0"] lets any client set X-Forwarded-For: a WARNING."""
+    err = _warned(tmp_path, '[parsers]\ntrusted_proxies = ["::/0"]\n', capsys)
+    assert "WARNING: parsers.trusted_proxies holds ::/0: any client in it can set " in err
+    err = _warned(tmp_path, '[parsers]\ntrusted_proxies = ["192.0.2.10"]\n', capsys)
+    assert err == ""

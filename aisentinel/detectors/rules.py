@@ -54,7 +54,8 @@ class RulesConfig(DetectorConfigBase):
     tags: tuple[str, ...] = ()
     """Keep only rules with one of these tags; empty: every rule."""
     disabled: tuple[str, ...] = ()
-    """Rule ids to turn off."""
+    """Rule ids to turn off; an id no rule has is refused (with the closest ones), one
+    of a shipped pack that ``packs`` leaves out is accepted."""
     cache_entries: int = Field(default=DEFAULT_CACHE_ENTRIES, ge=16, le=1_000_000)
     """Raw targets and user agents whose verdicts are cached (each cache); 16-1,000,000."""
 

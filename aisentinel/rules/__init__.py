@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from aisentinel.configtypes import unknown_name
 from aisentinel.rules.model import Rule
 
 DEFAULT_RULES_DIR = Path("/etc/aisentinel/rules.d")
@@ -206,6 +207,8 @@ def load_rules(
             stem = Path(name).name.removesuffix(".toml")
             merged.pop(rule.id, None)  # a later definition replaces (and re-orders) it
             merged[rule.id] = LoadedRule(rule, name, stem, local)
+    if not problems:
+        _check_disabled(disabled, merged.keys(), problems, builtin=builtin and bool(packs))
     if problems:
         raise RulesError(problems)
     wanted = set(tags)
@@ -219,6 +222,25 @@ def load_rules(
     )
     gone = tuple(sorted(i for i, r in merged.items() if r not in kept))
     return RuleSet(kept, digest.hexdigest(), gone)
+
+
+def _check_disabled(
+    disabled: Sequence[str], loaded: Iterable[str], problems: list[str], *, builtin: bool
+) -> None:
+    """Each id in ``disabled`` must name a rule: a typo would leave the rule on.
+
+    An id of a shipped pack that ``packs`` leaves out is no error (``builtin``: look in
+    every shipped pack too), so that ``disabled`` can outlive a change of ``packs``.
+    """
+    known = set(loaded)
+    missing = [rid for rid in disabled if rid not in known]
+    if missing and builtin:
+        for name, data in shipped_packs():
+            known.update(r.id for r in parse_rules_file(f"<shipped>/{name}", data, []))
+    for rid in missing:
+        if rid not in known:
+            hint = "`aisentinel rules list` shows the enabled ones"
+            problems.append(f"disabled: {unknown_name(rid, sorted(known), 'rule id', hint=hint)}")
 
 
 def describe_rule(loaded: LoadedRule) -> dict[str, Any]:
