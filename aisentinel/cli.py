@@ -88,6 +88,13 @@ def config_warnings(config: Config) -> list[str]:
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
     out.extend(_wide_network_warnings(config))
+    if not any(c.enabled for c in config.responders.values()):
+        out.append(
+            "no responder is enabled: decisions are neither enforced nor recorded as a dry "
+            "run, only logged and kept in the ledger (a bare [responders] table turns every "
+            "responder off, dryrun included); add [responders.dryrun] for a dry run, or an "
+            "enforcing responder"
+        )
     enforcing = sorted(n for n, c in config.responders.items() if c.enabled and n != "dryrun")
     d = config.decisions
     if enforcing and not d.admin_cidrs and not d.allowlist and not d.simulate:

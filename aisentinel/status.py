@@ -274,6 +274,11 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
     for s in snap.get("sources", ()):
         if not s.get("up"):
             out.append(f"source {s.get('name')} is down: {s.get('reason') or 'not reading'}")
+    if "responders" in snap and not snap["responders"]:
+        out.append(
+            "no responder is enabled: nothing is enforced, decisions are only logged and kept "
+            "in the ledger (see `responders` in the config)"
+        )
     for r in snap.get("responders", ()):
         if r.get("healthy") is False:
             out.append(f"responder {r.get('name')} is unhealthy: {r.get('detail') or 'no detail'}")

@@ -44,7 +44,7 @@ class Env:
         return request(self.server.path, command, **fields)
 
 
-def _env(tmp: Path, **config: Any) -> Env:
+def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
     clock = FakeClock(T0)
     ledger = Ledger(tmp / "l.sqlite", clock)
     ssh: set[IPAddress] = {canonical_address(SSH_CLIENT)}
@@ -56,7 +56,7 @@ def _env(tmp: Path, **config: Any) -> Env:
         ssh_clients=lambda: ssh,
     )
     dryrun = DryRunResponder(DryRunConfig(), clock=clock)
-    runner = ResponderRunner([dryrun], clock)
+    runner = ResponderRunner([dryrun] if responders else [], clock)
     runner.start()
     server = ControlServer(tmp / "c.sock")
     for name, handler in AdminCommands(lambda: engine, lambda: runner).handlers().items():
@@ -285,3 +285,21 @@ def test_cli_commands_talk_to_the_daemon(env: Env, capsys: pytest.CaptureFixture
     assert main(["ban", "203.0.113.77", "--socket", sock]) == 1  # inside the allowed /24
     assert "is allowlisted" in capsys.readouterr().err
     assert main(["bans", "--socket", str(Path(sock).with_name("none.sock"))]) == 3
+
+
+def test_ban_says_nothing_is_enforced_when_no_responder_is_enabled(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`aisentinel ban` on a daemon with no responder notes that nothing is enforced."""
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))  # a socket path is short
+    e = _env(tmp, responders=False)
+    try:
+        assert main(["ban", "203.0.113.9", "--socket", str(e.server.path)]) == 0
+        out = capsys.readouterr().out
+        assert "\nbanned 203.0.113.9 until " in "\n" + out
+        assert out.endswith(" (no responder is enabled: nothing is enforced)\n")
+    finally:
+        e.server.stop()
+        e.runner.close(1.0)
+        e.ledger.close()
+        shutil.rmtree(tmp, ignore_errors=True)

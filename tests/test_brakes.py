@@ -276,3 +276,14 @@ def test_run_logs_the_config_warnings_at_start(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_check_config_warns_when_no_responder_is_enabled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bare [responders] table (every responder off) is a WARNING; the default is not."""
+    code, out = _check(tmp_path, "[responders]\n", capsys)
+    assert code == 0
+    assert "WARNING: no responder is enabled: decisions are neither enforced nor " in out.err
+    code, out = _check(tmp_path, "[responders.dryrun]\n", capsys)
+    assert (code, out.err) == (0, "")

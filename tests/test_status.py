@@ -395,3 +395,9 @@ def test_control_socket_setting() -> None:
     assert parse_config({"daemon": {"control_socket": ""}}).daemon.control_socket is None
     with pytest.raises(ConfigError, match=r"daemon\.control_socket"):
         parse_config({"daemon": {"control_socket": "run/c.sock"}})
+
+
+def test_no_responder_is_a_problem_saying_nothing_is_enforced() -> None:
+    """A daemon with no responder (a bare [responders] table) reports that nothing is enforced."""
+    (found,) = problems(_snap(responders=[]))
+    assert found.startswith("no responder is enabled: nothing is enforced")

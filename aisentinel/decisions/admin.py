@@ -42,6 +42,10 @@ DEFAULT_ALLOW_TTL = 3600.0
 MIN_TTL = 1.0
 
 
+NO_RESPONDER = "no responder is enabled: nothing is enforced"
+"""The note of a ban that no responder acts on (a bare ``[responders]`` table)."""
+
+
 def who_of(decision: Decision) -> str:
     """Who made ``decision``: the operator of a manual ban, else ``aisentinel``."""
     if decision.detector == MANUAL and decision.reason.startswith("by "):
@@ -170,8 +174,12 @@ class AdminCommands:
             decision = engine.manual_ban(target.text, ttl, reason, peer.who)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self._runner().submit(decision)
-        return decision_json(decision, engine.clock.now())
+        runner = self._runner()
+        runner.submit(decision)
+        # Which responders act on it: none (a bare [responders] table) enforces nothing.
+        return decision_json(decision, engine.clock.now()) | {
+            "responders": [r.name for r in runner.responders]
+        }
 
     def allow(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
         target = _address(_text(args, "target", TARGET_MAX))
@@ -245,7 +253,11 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
         target = escape(str(result.get("target")), limit=80)
         return f"lifted {target}\n" if result.get("lifted") else f"{target} was not banned\n"
     if command == "ban":
-        sim = " (simulated: nothing is enforced)" if result.get("simulated") else ""
+        sim = ""
+        if result.get("simulated"):
+            sim = " (simulated: nothing is enforced)"
+        elif result.get("responders") == []:
+            sim = f" ({NO_RESPONDER})"
         expires = _iso(result.get("expires_at"))
         return f"banned {escape(str(result.get('target')), limit=80)} until {expires}{sim}\n"
     if command == "allow":
