@@ -749,8 +749,17 @@ class Daemon:
         )
         if new.exporter != old.exporter:
             log.warning("exporter settings change on restart only")
-        if new.daemon.control_socket != old.daemon.control_socket:
-            log.warning("control_socket changes on restart only")
+        # [daemon] keys read once at start; the timers and responder_queue apply live.
+        live = {"heartbeat_interval", "expire_interval", "reconcile_interval", "responder_queue"}
+        for key in sorted(type(new.daemon).model_fields.keys() - live):
+            was, now = getattr(old.daemon, key), getattr(new.daemon, key)
+            if was != now:
+                log.warning(
+                    "setting changes on restart only",
+                    key=f"daemon.{key}",
+                    running=str(was),
+                    in_file=str(now),
+                )
         self.reloads["ok"] += 1
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()

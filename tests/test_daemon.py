@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import nginx_line, ssh_fail, wait_for
+from structlog.testing import capture_logs
 
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
@@ -610,5 +611,24 @@ def test_reload_refuses_any_fault_in_loading_the_config(
         r.daemon.request_reload()
         assert wait_for(lambda: r.daemon.reloads["failed"] == 1)
         assert r.thread.is_alive()
+    finally:
+        r.stop()
+
+
+def test_reload_warns_about_each_daemon_setting_it_does_not_apply(tmp_path: Path) -> None:
+    """A reload changing [daemon] keys read only at start warns about each, by key."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        text = path.read_text().replace('log_format = "json"', 'log_format = "console"')
+        text = text.replace('state_dir = "', 'state_dir = "/elsewhere')
+        text = text.replace("[daemon]\n", '[daemon]\nlog_level = "error"\nqueue_batches = 8\n')
+        path.write_text(text.replace('expire_interval = "1s"', 'expire_interval = "2s"'))
+        with capture_logs() as logs:
+            r.daemon.request_reload()
+            assert wait_for(lambda: r.daemon.reloads["ok"] == 1)
+        keys = [e["key"] for e in logs if e["event"] == "setting changes on restart only"]
+        expected = ["log_format", "log_level", "queue_batches", "state_dir"]
+        assert keys == [f"daemon.{k}" for k in expected]  # not expire_interval: applied live
     finally:
         r.stop()
