@@ -37,6 +37,8 @@ from aisentinel.webconfig import WebConfig, WebConfigError, load_web_config
 DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
 DEFAULT_METRICS_PORT = 9847
 DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
+MAX_SOCKET_PATH_BYTES = 107
+"""``sun_path`` holds 108 bytes on Linux, the last one the terminating NUL."""
 """Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
 
 
@@ -60,15 +62,31 @@ class DaemonConfig(StrictModel):
     """Decisions waiting for the responder worker thread; 16-1,000,000. When full the
     oldest queued bans are dropped and counted (the next reconcile restores them)."""
     control_socket: Path | None = DEFAULT_CONTROL_SOCKET
-    """Unix socket that ``aisentinel status`` asks; ``""`` turns it off."""
+    """Unix socket that ``aisentinel status`` asks; ``""`` turns it off. An absolute
+    path of at most 107 bytes (the kernel's limit for a socket's address)."""
+
+    @field_validator("state_dir", mode="before")
+    @classmethod
+    def _state_path(cls, value: Any) -> Any:
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            # "" (Path(".")) or "state" would write the ledger where the daemon was started.
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        return value
 
     @field_validator("control_socket", mode="before")
     @classmethod
     def _socket_path(cls, value: Any) -> Any:
         if value == "":
             return None
-        if isinstance(value, str | Path) and not Path(value).is_absolute():
-            raise ValueError('must be an absolute path (or "" to turn the socket off)')
+        if isinstance(value, str | Path):
+            if not Path(value).is_absolute():
+                raise ValueError('must be an absolute path (or "" to turn the socket off)')
+            size = len(os.fsencode(value))
+            if size > MAX_SOCKET_PATH_BYTES:
+                raise ValueError(
+                    f"is {size} bytes long: a Unix socket's path is at most "
+                    f"{MAX_SOCKET_PATH_BYTES} bytes; pick a shorter one"
+                )
         return value
 
 
@@ -80,15 +98,30 @@ class ExporterConfig(StrictModel):
     port: int = Field(default=DEFAULT_METRICS_PORT, ge=0, le=65535)
     """0 picks a free port (tests); the chosen one is logged."""
     web_config: Path | None = None
-    """A Prometheus ``web-config.yml`` (TLS, basic auth) for the endpoint; none: plain HTTP."""
+    """A Prometheus ``web-config.yml`` (TLS, basic auth) for the endpoint; none: plain HTTP.
+    An absolute path, as every path in this file (a relative one would depend on the
+    directory the daemon or ``check-config`` was started in)."""
 
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
         try:
-            return str(ipaddress.ip_address(value))
+            address = ipaddress.ip_address(value)
         except ValueError:
             raise ValueError(f"not an IP address: {value!r}") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None:
+            raise ValueError(
+                f"{value!r}: an IPv6 zone (%{address.scope_id}) cannot be listened on; "
+                "use the address without it"
+            )
+        return str(address)
+
+    @field_validator("web_config", mode="before")
+    @classmethod
+    def _web_config_path(cls, value: Any) -> Any:
+        if isinstance(value, str | Path) and not Path(value).is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        return value
 
 
 class _Root(BaseModel):
@@ -341,7 +374,15 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
         try:
             web = load_web_config(exporter.web_config)
         except WebConfigError as exc:
-            issues.extend(ConfigIssue(exc.file, key, why) for key, why in exc.issues)
+            # The key that names the file, then the web config file's own key and reason.
+            issues.extend(
+                ConfigIssue(
+                    file,
+                    "exporter.web_config",
+                    f"{exc.file}: {key}: {why}" if key else f"{exc.file}: {why}",
+                )
+                for key, why in exc.issues
+            )
     if issues:
         raise ConfigError(issues)
     return Config(

@@ -263,3 +263,16 @@ def test_busy_port_raises_oserror() -> None:
     finally:
         first.shutdown()
         first.server_close()
+
+
+def test_an_unreadable_web_config_is_reported_under_the_config_file_and_key(
+    tmp_path: Path,
+) -> None:
+    """A web_config that cannot be read is refused naming the config file, the key and it."""
+    toml = tmp_path / "a.toml"
+    toml.write_text(f'[exporter]\nweb_config = "{tmp_path}"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(toml)
+    [issue] = exc.value.issues
+    assert (issue.file, issue.key) == (str(toml), "exporter.web_config")
+    assert issue.reason == f"{tmp_path}: cannot read: Is a directory"
