@@ -22,7 +22,7 @@ from typing import Any
 
 from aisentinel import __version__, compiled
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
-from aisentinel.parsers import AUTO
+from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
 from aisentinel.sources.overlap import shared_inputs
 
@@ -398,9 +398,22 @@ def cmd_rules(args: argparse.Namespace) -> int:
     try:
         rules_test(lines, ruleset, sys.stdout, fmt=args.format, as_json=args.json)
     except ValueError as exc:
-        print(f"aisentinel: rules test: {args.file}: {exc}; name it with --format", file=sys.stderr)
+        print(f"aisentinel: rules test: {args.file}: {_line_problem(exc)}", file=sys.stderr)
         return 2
     return 0
+
+
+def _line_problem(exc: ValueError) -> str:
+    """What ``explain`` / ``rules test`` say when the lines could not be handled: only a
+    format that could not be told asks for ``--format``."""
+    if isinstance(exc, UnknownFormatError):
+        return f"{exc}; name it with --format"
+    if isinstance(exc, UnicodeError):
+        return (
+            "a line holds text that is not valid Unicode (a lone surrogate, e.g. from a JSON "
+            f"\\udcff escape, or bytes that are not UTF-8) and could not be processed: {exc}"
+        )
+    return f"the lines could not be processed: {exc}"
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
@@ -429,7 +442,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     try:
         unparsed = explain_lines(lines, config, sys.stdout, fmt=args.format, as_json=args.json)
     except ValueError as exc:
-        print(f"aisentinel: explain: {exc}; name it with --format", file=sys.stderr)
+        print(f"aisentinel: explain: {_line_problem(exc)}", file=sys.stderr)
         return 2
     return 1 if unparsed == len(lines) else 0
 

@@ -437,3 +437,27 @@ def test_explain_escapes_attacker_text(capsys: pytest.CaptureFixture[str], tmp_p
     record = json.loads(capsys.readouterr().out)
     assert record["event"]["user_agent"] == "evil\x1b[2J\u202e"
     assert record["rules"][0]["id"] == "log4shell"
+
+
+def _unencodable(*_args: object, **_kw: object) -> int:
+    raise UnicodeEncodeError("utf-8", "/a\udcff", 2, 3, "surrogates not allowed")
+
+
+@pytest.mark.parametrize("command", ["explain", "rules-test"])
+def test_a_line_that_cannot_be_processed_is_not_blamed_on_the_format(
+    command: str,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """explain / rules test --format X say a line is not valid Unicode, not to name --format."""
+    monkeypatch.setattr("aisentinel.explain.explain_lines", _unencodable)
+    monkeypatch.setattr("aisentinel.explain.rules_test", _unencodable)
+    config = write(tmp_path, "c.toml", "")
+    log = write(tmp_path, "j.log", "x\n")
+    argv = ["rules", "test", str(log)] if command == "rules-test" else ["explain", "x"]
+    assert main([*argv, "--format", "nginx-json", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "a line holds text that is not valid Unicode" in err
+    assert "surrogates not allowed" in err
+    assert "--format" not in err

@@ -48,6 +48,10 @@ def sniff_order() -> list[str]:
     return [name for _, name in sorted(ranked)]
 
 
+class UnknownFormatError(ValueError):
+    """:func:`sniff` recognised no line: the caller should name the format."""
+
+
 def sniff(lines: Sequence[str]) -> str:
     """The parser name for sample lines.
 
@@ -70,7 +74,7 @@ def sniff(lines: Sequence[str]) -> str:
                 votes[name] += 1
                 break
     if not votes:
-        raise ValueError(
+        raise UnknownFormatError(
             "cannot tell the log format from the sample lines "
             f"(expected one of: {', '.join(order)})"
         )
