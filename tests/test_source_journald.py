@@ -351,6 +351,34 @@ def test_reads_and_filters_entries(make: Callable[..., Any], tmp_path: Path) -> 
 
 
 @needs_journal
+def test_a_failure_within_a_batch_reopens_before_the_batch(
+    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry the source fails on mid-batch makes it reopen at the cursor of the last
+    batch handed on: the entries read before the failure in that batch are not lost."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 6)])
+    real = journald.entry_event
+    failed = threading.Event()
+
+    def flaky(item: Any, source: str, uids: Any = journald.ROOT) -> SshEvent | None:
+        if b"u3 " in item["MESSAGE"] and not failed.is_set():
+            failed.set()
+            raise RuntimeError("one bad entry")
+        return real(item, source, uids)
+
+    monkeypatch.setattr(journald, "entry_event", flaky)
+    source, out = make(start_at="beginning")
+    wait_for(failed.is_set, "the failure")
+    assert isinstance(source.clock, FakeClock)
+    wait_for(lambda: source.clock.waiting >= 1, "the retry wait")
+    source.clock.advance(1.0)
+    wait_for(lambda: len(out.lines) >= 5, "every entry")
+    assert out.lines == [expected(i) for i in range(1, 6)]
+
+
+@needs_journal
 def test_start_at_end_reads_only_new(make: Callable[..., Any], tmp_path: Path) -> None:
     """start_at=end skips entries already in the journal and follows new ones."""
     jdir = tmp_path / "journal"

@@ -498,6 +498,8 @@ class JournaldSource(Source):
             size = 0
             last_ts = 0
             read_at = self.clock.monotonic()
+            cursor = self._cursor  # moved on once the batch is handed on: a failure
+            # within it reopens the reader before its first entry, not after its last
             while read < batch:
                 entry, self._pending = self._pending or self._next_entry(reader), None
                 if not entry:
@@ -509,13 +511,14 @@ class JournaldSource(Source):
                 if event is not None:
                     events.append(event)
                 size += len(_text(entry.get("MESSAGE")) or "")
-                self._cursor = entry.get("__CURSOR")
+                cursor = entry.get("__CURSOR")
                 last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
             if read:
                 self._read_any = True
                 if self._blind is not None:
                     self._seen(None)  # entries came: the journal can be read
                 emit(EventBatch(name, events, read_at, read - len(events), self._number()))
+                self._cursor = cursor
                 self.stats.lines_read += read
                 self.stats.bytes_read += size
                 since_open += read
