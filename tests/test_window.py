@@ -209,23 +209,70 @@ def test_rate_windows_idle_window_empties_both_buckets() -> None:
     assert len(rate) == 1
 
 
-def test_rate_windows_events_older_than_the_store_clock_are_not_summed_into_one_bucket() -> None:
-    """A backlog read after expire() moved the store to the wall clock, or events after
-    one line stamped a day ahead, are counted in their own buckets: a client under the
-    rate is never reported, one over it still is."""
-    backlog = RateWindows(100, 60.0, 10)
-    backlog.advance(T0 + 3600)  # housekeeping at wall-clock time, the backlog behind it
-    assert all(backlog.hit("a", T0 + i) is None for i in range(1800))  # 60 a minute
-    assert backlog.rewinds == 1
-    future = RateWindows(100, 60.0, 10)
-    assert future.hit("z", T0 + 86_400) is None  # one line a day ahead
-    assert all(future.hit("a", T0 + i) is None for i in range(1800))
-    fired = [i for i in range(600) if future.hit("b", T0 + 1800 + i * 0.25) is not None]
-    assert fired == [99, 339, 579]  # 240 a minute: crosses, then once per window
+def test_rate_windows_a_backlog_is_counted_in_its_own_buckets() -> None:
+    """Housekeeping at wall-clock time while a backlog an hour old is read does not move
+    the store (events came since its last call): a client under the rate is never
+    reported, one over it is; an idle store is turned over by the housekeeping."""
+    rate = RateWindows(100, 60.0, 10)
+    wall = T0 + 3600
+    rate.expire(wall)
+    fired = []
+    for i in range(1800):
+        if i % 10 == 0:
+            rate.expire(wall + i / 100)  # the daemon's tick, every 10 events here
+        assert rate.hit("a", T0 + i) is None  # 60 a minute
+        crossed = [rate.hit("b", T0 + i + half) for half in (0.25, 0.75)]  # 120 a minute
+        if any(c is not None for c in crossed):
+            fired.append(i)
+    assert fired[0] == 49  # its 100th request, then once a window
+    assert len(fired) >= 25
+    assert (rate.rewinds, rate.late) == (0, 0)
+    assert rate.expire(wall + 100) == 0  # events came since the last call: kept
+    assert rate.expire(wall + 200) == 2  # idle since: turned over to the wall clock
+
+
+def test_rate_windows_a_source_behind_by_more_than_a_window_does_not_disturb_the_rest() -> None:
+    """With the wall clock known, events of a source an hour behind are not counted
+    (late): a live attack interleaved with them still crosses, and the lagging
+    client's hour of requests is never summed into one bucket."""
+    rate = RateWindows(100, 60.0, 10)
+    live = T0 + 3600
+    rate.expire(live)
+    fired = []
+    for i in range(800):
+        for j in range(5):
+            assert rate.hit("busy", T0 + i + j * 0.2) is None  # the lagging source
+        if rate.hit("attacker", live + i * 0.2) is not None:  # 300 a minute, live
+            fired.append(i)
+        if i % 50 == 0:
+            rate.expire(live + i * 0.2)
+    assert fired
+    assert fired[0] == 99
+    assert rate.late > 0
+    assert rate.rewinds == 0
+
+
+def test_rate_windows_recover_from_a_future_stamp() -> None:
+    """A line stamped a day ahead moves the store; the events after it are late until
+    the next housekeeping, which goes back to the wall clock; replay (no wall clock)
+    goes back at the next event instead."""
+    rate = RateWindows(100, 60.0, 10)
+    rate.expire(T0)
+    assert rate.hit("z", T0 + 86_400) is None
+    assert rate.hit("a", T0 + 1) is None
+    assert rate.late == 1
+    rate.expire(T0 + 2)
+    assert rate.rewinds == 1
+    fired = [i for i in range(200) if rate.hit("b", T0 + 3 + i * 0.25) is not None]
+    assert fired == [99]
+    replay = RateWindows(100, 60.0, 10)
+    replay.hit("z", T0 + 86_400)
+    assert all(replay.hit("a", T0 + i) is None for i in range(1800))  # 60 a minute
+    assert (replay.rewinds, replay.late) == (1, 0)
     late = RateWindows(100, 60.0, 10)
     late.hit("a", T0 + 120)
     late.hit("a", T0 + 61)  # within the previous bucket: counted in the current one
-    assert (late.rewinds, late._cur["a"]) == (0, 2)
+    assert (late.rewinds, late.late, late._cur["a"]) == (0, 0, 2)
 
 
 def test_rate_windows_release_lets_the_next_hit_cross() -> None:

@@ -876,14 +876,20 @@ class RateWindows:
     current bucket, both generations turn over for all keys at once (the current
     bucket becomes the previous one, or both empty after an idle window). An event
     older than the current bucket but not than the previous one (out of order) counts
-    in the current bucket. An older event rewinds the store to its own bucket, with
-    both generations empty (:meth:`_rewind`): the store's clock had run ahead of the
-    events, through one line stamped in the future or through :meth:`expire` with the
-    wall clock while the daemon reads a backlog (after a restart, or behind a stall),
-    and counting those events in a bucket that never turns over would add up minutes or
-    hours of a busy client's requests as one window's. Counts are lost at a rewind (a
-    backlog read across ``expire`` calls rewinds at each), as the other stores lose the
-    keys that ``expire`` finds idle: a backlog is undercounted, never overcounted.
+    in the current bucket. Only events move the store's clock forward: :meth:`expire`
+    (the daemon's housekeeping, on the wall clock) turns the buckets over only when no
+    event came since its previous call, so a backlog read after a restart or a stall is
+    counted in its own buckets (idle keys go one call later than they would otherwise).
+    An event older than the previous bucket is not counted (``late``) once
+    :meth:`expire` has given the store the wall clock: another source more than a window
+    behind the newest one (counting it in the current bucket, which never turns over for
+    it, would add up minutes or hours of a busy client's requests as one window's; it is
+    undercounted, never overcounted, and never disturbs the current counts). Without a
+    wall clock (``replay``: files one after the other) it rewinds the store to its own
+    bucket, both generations empty (:meth:`_rewind`). A line stamped in the future moves
+    the store ahead of the events that follow, which are then late; the next
+    :meth:`expire` finds the store ahead of the wall clock and rewinds it to the wall
+    clock.
 
     The estimate at time ``ts`` is ``cur + prev * (1 - (ts - start) / window)``:
     exact for a burst inside one bucket, otherwise it assumes the previous bucket's
@@ -917,11 +923,14 @@ class RateWindows:
     __slots__ = (
         "_cur",
         "_end",
+        "_hit",
         "_need",
         "_once",
         "_prev",
         "_quiet",
         "_start",
+        "_wall",
+        "late",
         "max_keys",
         "one_hit",
         "overflow",
@@ -938,7 +947,13 @@ class RateWindows:
         self.overflow = 0
         """Hits not counted because the current bucket's table was full."""
         self.rewinds = 0
-        """Times an event older than the previous bucket rewound the store."""
+        """Times the store went back to an older bucket (see the class)."""
+        self.late = 0
+        """Events not counted: older than the previous bucket, the wall clock known."""
+        self._wall = math.inf
+        """The wall clock of the last :meth:`expire` (none yet: infinity)."""
+        self._hit = False
+        """Whether an event came since the last :meth:`expire`."""
         self._cur: dict[str, int] = {}
         self._prev: dict[str, int] = {}
         self._quiet: dict[str, float] = {}
@@ -992,7 +1007,11 @@ class RateWindows:
         if ts >= self._end:
             self._rotate(ts)
         elif ts < self._start - self.window:
+            if self._wall != math.inf:
+                self.late += 1
+                return None
             self._rewind(ts)
+        self._hit = True
         cur = self._cur
         count = cur.get(key, 0) + 1
         if count == 1:
@@ -1043,9 +1062,18 @@ class RateWindows:
         self._quiet.clear()
 
     def expire(self, now: float) -> int:
-        """Turn the buckets over up to ``now`` (keys idle for two buckets go); how many went."""
+        """Housekeeping at wall-clock time ``now`` (see the class): turn the buckets
+        over up to ``now`` when the store holds keys and no event came since the last
+        call (keys idle for two buckets go; an empty store keeps its clock for the
+        events to come, a backlog's included), go back to ``now`` when a future-stamped
+        event moved the store beyond it; how many keys went."""
         before = len(self)
-        self.advance(now)
+        self._wall = now
+        if self._start > now + self.window:
+            self._rewind(now)
+        elif not self._hit and (self._cur or self._prev):
+            self.advance(now)
+        self._hit = False
         return before - len(self)
 
     def __len__(self) -> int:
