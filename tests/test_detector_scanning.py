@@ -212,15 +212,14 @@ def test_successes_alone_from_one_client_are_medium() -> None:
 
 
 def test_a_monitor_scraping_one_status_page_is_not_a_scan() -> None:
-    """An exporter fetching /stub_status every 15 s for 30 minutes gives no finding; the
-    same page among other sensitive paths, or a repeated /.env, still does."""
+    """An exporter fetching /stub_status every 15 s for 30 minutes gives no finding and
+    leaves nothing quiet: probes after it are found; a repeated /.env still is."""
     det = ScanningDetector(ScanningConfig())
     scrapes = [det.observe(req(i * 15.0, "/stub_status", status=200)) for i in range(120)]
     assert [f for f in scrapes if f is not None] == []
-    mixed = ScanningDetector(ScanningConfig())
-    paths = ("/stub_status", "/server-status", "/stub_status")
-    found = [mixed.observe(req(float(i), p, status=200)) for i, p in enumerate(paths)]
-    assert [f.severity for f in found if f is not None] == [Severity.MEDIUM]
+    probes = ("/.env", "/.git/config", "/wp-login.php")
+    found = [det.observe(req(1800.0 + i, p, status=404)) for i, p in enumerate(probes)]
+    assert [f.severity for f in found if f is not None] == [Severity.HIGH]
     env = ScanningDetector(ScanningConfig())
     found = [env.observe(req(float(i), "/.env", status=200)) for i in range(3)]
     assert [f.severity for f in found if f is not None] == [Severity.MEDIUM]

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
-from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding, client_key
+from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, normalise_path
 from aisentinel.detectors.shared import SharedState
 from aisentinel.detectors.window import DistinctWindows, EventWindows
@@ -130,7 +130,7 @@ class AiReconDetector(BatchDetector):
         path = normalise_path(event.path)[:200]
         cfg = self._cfg
         if event.status >= 400:
-            crossing = self._windows.hit(client_key(event.client), event.ts, path)
+            crossing = self._windows.hit(event.client, event.ts, path)
             if crossing is not None:
                 return client_finding(
                     self.name,
@@ -140,8 +140,9 @@ class AiReconDetector(BatchDetector):
                     what="unauthenticated AI recon requests answered with errors",
                     threshold=cfg.threshold,
                     window=cfg.window,
+                    per_address=True,
                 )
-        crossing = self._sweeps.hit(client_key(event.client), path, event.ts)
+        crossing = self._sweeps.hit(event.client, path, event.ts)
         if crossing is None:
             return None
         return client_finding(
@@ -152,6 +153,7 @@ class AiReconDetector(BatchDetector):
             what="distinct AI recon endpoints swept without authentication",
             threshold=cfg.sweep_paths,
             window=cfg.window,
+            per_address=True,  # recon is counted by address: a /64 may be a LAN of browsers
         )
 
     def expire(self, now: float) -> int:

@@ -207,12 +207,17 @@ def client_finding(
     window: float,
     evidence: tuple[str, ...] | None = None,
     topic: str | None = None,
+    per_address: bool = False,
 ) -> Finding:
     """The usual finding: about ``event.client``, counted under its
-    :func:`client_key` (named in the message when it is a network), at ``event.ts``,
-    from ``event.source``."""
+    :func:`client_key` (named in the message when it is a network), or with
+    ``per_address`` under the address itself, at ``event.ts``, from ``event.source``.
+
+    Counts of failures and probes go by network (one host rotating its addresses);
+    counts of volume (request rates, 404 bursts, recon by browsers) go by address
+    (``per_address``): a /64 may be a LAN of hundreds of machines."""
     client = event.client
-    key = client_key(client)
+    key = client if per_address else client_key(client)
     return crossing_finding(
         crossing,
         ts=event.ts,

@@ -173,10 +173,12 @@ class PromptInjectionDetector(BatchDetector):
         key_id = event.key_id
         clients: tuple[str, ...] = ()
         client: str | None = event.client
-        crossing = self._clients.hit(client_key(event.client), event.ts, sample)
+        grouped = client_key(event.client)
+        crossing = self._clients.hit(grouped, event.ts, sample)
         key_crossing = None if key_id is None else self._keys.hit(key_id, event.ts, sample)
         if crossing is not None:
-            who, key = "from one client", event.client
+            who = "from one client" if grouped == client else f"from {grouped}"
+            key = grouped
             evidence = crossing.evidence
             if key_id is not None:
                 evidence = (*evidence, f"key_id {key_id}")

@@ -32,7 +32,6 @@ from aisentinel.detectors.common import (
     Window,
     all_requests,
     client_finding,
-    client_key,
     crossing_finding,
 )
 from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher
@@ -124,7 +123,7 @@ class RateAbuseDetector(BatchDetector):
     def _request(self, event: HttpRequest, ai: bool) -> Finding | None:
         """Count one request in every counter it belongs to (``ai``: an AI endpoint);
         at most one finding."""
-        client = client_key(event.client)
+        client = event.client
         ts = event.ts
         crossing = self._global.hit(client, ts)
         if not ai:
@@ -146,7 +145,7 @@ class RateAbuseDetector(BatchDetector):
         if crossing is not None:
             found = self._finding(event, crossing, _GLOBAL)
             if ai_crossing is not None:
-                self._ai.release(client_key(event.client))
+                self._ai.release(event.client)
         elif ai_crossing is not None:
             found = self._finding(event, ai_crossing, _AI)
         elif key_crossing is not None:
@@ -158,7 +157,7 @@ class RateAbuseDetector(BatchDetector):
         return found
 
     def _rate_limited(self, event: HttpRateLimited) -> Finding | None:
-        crossing = self._limited.hit(client_key(event.client), event.ts, event.zone)
+        crossing = self._limited.hit(event.client, event.ts, event.zone)
         if crossing is None:
             return None
         return client_finding(
@@ -169,6 +168,7 @@ class RateAbuseDetector(BatchDetector):
             what="requests rejected by nginx limit_req",
             threshold=self._cfg.limited_threshold,
             window=self._cfg.limited_window,
+            per_address=True,
         )
 
     def _finding(self, event: HttpRequest, crossing: Crossing, counter: int) -> Finding:
@@ -184,6 +184,7 @@ class RateAbuseDetector(BatchDetector):
                 threshold=cfg.global_threshold,
                 window=cfg.global_window,
                 evidence=evidence,
+                per_address=True,
             )
         if counter == _AI:
             return client_finding(
@@ -195,6 +196,7 @@ class RateAbuseDetector(BatchDetector):
                 threshold=cfg.ai_threshold,
                 window=cfg.ai_window,
                 evidence=evidence,
+                per_address=True,
             )
         return crossing_finding(
             crossing,

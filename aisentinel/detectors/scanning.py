@@ -12,8 +12,8 @@
   normalised path (at most ``own_resource_paths``, oldest forgotten first): a
   success there no longer counts. Hits that were all successes on paths not (yet)
   learned give a MEDIUM finding (an alert: it may be the first user of the app's
-  resource), and none when one of their paths has been learned since, or when they
-  were all on one status page monitors scrape (:data:`STATUS_PAGES`).
+  resource), and none when one of their paths has been learned since. A success on a
+  status page monitors scrape (:data:`STATUS_PAGES`) is not counted.
 * 404 bursts: ``not_found_threshold`` responses with a status in
   ``not_found_statuses`` within ``not_found_window`` (default 20 in a minute): a
   MEDIUM finding, counted with the compact rate estimate of
@@ -59,8 +59,7 @@ STATUS_PAGES = frozenset(
     {"/stub_status", "/nginx_status", "/server-status", "/fpm-status", "/php-fpm-status"}
 )
 """Status pages that monitors scrape (Prometheus' nginx, Apache and php-fpm exporters):
-successes on one of them alone, however many, are a monitor's polling, not a scan. A
-miss there, or a success on it among other sensitive paths, still counts."""
+a success there is not counted (a monitor's polling, however often); a miss is."""
 
 DEFAULT_NOT_FOUND_IGNORE = (
     "/favicon.ico",
@@ -190,8 +189,8 @@ class ScanningDetector(BatchDetector):
         status = event.status
         client = client_key(event.client)
         if 200 <= status < 300 or status == 304:
-            if self._serve(path, client):
-                return None
+            if path in STATUS_PAGES or self._serve(path, client):
+                return None  # a monitor's scrape, or the app's own resource
         else:
             self._missed.add(client, event.ts)
         crossing = self._sensitive.hit(client, event.ts, path)
@@ -201,8 +200,6 @@ class ScanningDetector(BatchDetector):
             severity, what = Severity.HIGH, "requests for sensitive paths"
         elif any(self._is_own(p) for p in crossing.evidence):
             return None  # the client fetches what everyone is served
-        elif len(crossing.evidence) == 1 and crossing.evidence[0] in STATUS_PAGES:
-            return None  # a monitor scraping its status page (nginx-exporter, ...)
         else:
             severity, what = Severity.MEDIUM, "successful requests for sensitive paths"
         return client_finding(
@@ -240,8 +237,7 @@ class ScanningDetector(BatchDetector):
         return sum(1 for served in self._served.values() if len(served) >= need)
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:
-        key = client_key(event.client)
-        crossing = self._not_found.hit(key, event.ts)
+        crossing = self._not_found.hit(event.client, event.ts)  # volume: per address
         if crossing is None:
             return None
         return crossing_finding(
@@ -250,11 +246,8 @@ class ScanningDetector(BatchDetector):
             detector=self.name,
             severity=Severity.MEDIUM,
             client=event.client,
-            key=key,
-            what="not-found responses"
-            if key == event.client
-            else f"not-found responses from {key}",
-            topic="not-found responses",
+            key=event.client,
+            what="not-found responses",
             evidence=(normalise_path(event.path)[:_MAX_EVIDENCE_PATH],),
             threshold=self._cfg.not_found_threshold,
             window=self._cfg.not_found_window,
