@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from aisentinel.config import Config
 from aisentinel.detectors import build_detectors
 from aisentinel.detectors.base import Detector
+from aisentinel.detectors.common import set_ipv6_key_prefix
 from aisentinel.detectors.rules import RulesConfig
 from aisentinel.events import Event, Finding, HttpRequest, finding_fields
 from aisentinel.parsers import AUTO, ParserContext, build_parser, sniff
@@ -184,6 +185,7 @@ def explain_lines(
     ctx = ParserContext(source="explain", trusted_proxies=())
     name, parser = _parser_for(lines[:64], fmt, ctx)
     ruleset = ruleset_of(config)
+    set_ipv6_key_prefix(config.decisions.ipv6_ban_prefix)  # as the pipeline does
     detectors: list[Detector] = build_detectors(config.detectors)
     unparsed = 0
     for lineno, line in enumerate(lines, 1):

@@ -109,6 +109,8 @@ def test_basic_auth_user_with_spaces_parses_and_cannot_forge_the_request(
         forged_user,
     )
     assert _parse("nginx", 'x - a b [20/Jan/2015:19:53:28 +0100] "GET / HTTP/1.1" 200 1') is None
+    vhost = LINE.replace(" alice ", " api.example.com - ")  # another format: not a user
+    assert _parse("nginx", vhost, proxies) is None
 
 
 def test_ipv4_mapped_peer_is_normalised() -> None:

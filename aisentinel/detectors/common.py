@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Sequence
 from typing import Annotated
 
@@ -11,6 +10,7 @@ from pydantic import Field
 from aisentinel.configtypes import PositiveDuration, format_duration
 from aisentinel.detectors.window import Crossing
 from aisentinel.events import (
+    AddressTarget,
     Event,
     Finding,
     HttpAuthFailure,
@@ -18,7 +18,7 @@ from aisentinel.events import (
     HttpRequest,
     Severity,
     SshEvent,
-    is_nat64,
+    canonical_address,
 )
 
 MAX_THRESHOLD = 1000
@@ -66,7 +66,7 @@ HttpStatus = Annotated[int, Field(ge=100, le=599)]
 _IPV6_KEY_PREFIX = [64]
 """The prefix length IPv6 clients are counted under (see :func:`client_key`)."""
 _V6_KEYS: dict[str, str] = {}
-_V6_KEYS_MAX = 65_536
+_V6_KEYS_MAX = 16_384
 
 
 def set_ipv6_key_prefix(prefix: int) -> None:
@@ -96,19 +96,12 @@ def client_key(client: str) -> str:
         return client
     key = _V6_KEYS.get(client)
     if key is None:
-        prefix = _IPV6_KEY_PREFIX[0]
         try:
-            net = ipaddress.IPv6Network(f"{client}/{prefix}", strict=False)
+            host = AddressTarget.host(canonical_address(client))
         except ValueError:
             key = client
         else:
-            addr = ipaddress.IPv6Address(client)
-            if addr.ipv4_mapped is not None:
-                key = str(addr.ipv4_mapped)
-            elif prefix == 128 or is_nat64(addr):
-                key = str(addr)
-            else:
-                key = str(net)
+            key = host.grouped(_IPV6_KEY_PREFIX[0]).text  # the decision stage's grouping
         if len(_V6_KEYS) >= _V6_KEYS_MAX:
             _V6_KEYS.clear()
         _V6_KEYS[client] = key

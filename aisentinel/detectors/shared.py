@@ -76,11 +76,12 @@ _NO_FACTS = BatchFacts([], {}, {})
 _DENIED = frozenset((401, 403))
 PROTECTED_PATHS_LIMIT = 4096
 """At most this many learned auth-protected paths (oldest forgotten first)."""
-KNOWN_PROTECTED = ("GET /api/v1/auths/", "GET /api/v1/users/user/settings")
-"""``METHOD path`` keys known to answer 2xx only to a signed-in user, before any
-401/403 there was seen: Open WebUI's session user and user settings, which its page
-asks for on every load. A browser opening the UI is then known at once, not taken for
-a sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls."""
+KNOWN_PROTECTED = ("/api/v1/auths/", "/api/v1/users/user/settings")
+"""Paths known to answer 2xx only to a signed-in user, before any 401/403 there was
+seen: Open WebUI's session user and user settings, which its page asks for on every
+load. A 2xx there is an authentication, as a successful inference call is (the same
+cached verdict per path): a browser opening the UI is known at once, not taken for a
+sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls."""
 _PROTECTED_KEY_CHARS = 200
 
 
@@ -220,10 +221,12 @@ class RequestIndex:
         self._tests: list[Callable[[str], bool]] = []
         self._verdicts = VerdictCache(self._mask)
         self._users = 0
-        self._inference = VerdictCache(PrefixMatcher(DEFAULT_AI_PATHS).match)
-        self._protected: dict[str, None] = dict.fromkeys(KNOWN_PROTECTED)
-        """``METHOD path`` answered 401/403 (to someone), or in :data:`KNOWN_PROTECTED`:
-        a 2xx there is an authentication."""
+        inference = PrefixMatcher(DEFAULT_AI_PATHS).match
+        self._inference = VerdictCache(lambda path: path in KNOWN_PROTECTED or inference(path))
+        """Per raw path: a 2xx there shows its client authenticated (an inference call, a
+        :data:`KNOWN_PROTECTED` path)."""
+        self._protected: dict[str, None] = {}
+        """``METHOD path`` answered 401/403 (to someone): a 2xx there is an authentication."""
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
         self._facts = _NO_FACTS
@@ -434,8 +437,8 @@ class RequestIndex:
         self, reqs: Sequence[HttpRequest], candidates: list[int], denied: list[int]
     ) -> set[int]:
         """Of ``candidates`` (2xx without credentials), those that show their client
-        authenticated: a successful inference call, or a 2xx on a ``METHOD path`` that
-        was answered 401/403 before (to anyone; earlier in the batch included). The
+        authenticated: a successful inference call or :data:`KNOWN_PROTECTED` path, or a
+        2xx on a ``METHOD path`` that was answered 401/403 before (to anyone; earlier in the batch included). The
         batch's denials are then learned (bounded, oldest forgotten first)."""
         protected = self._protected
         first_denial: dict[str, int] = {}

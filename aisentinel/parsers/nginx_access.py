@@ -39,14 +39,17 @@ _LINE_NO_XFF = re.compile(_HEAD + "()")
 for when no proxy is trusted and that field would be ignored: about 13% less time
 per line."""
 
-_SPACED = re.compile(r"([0-9A-Fa-f.:]++) [^ ]++ ([^\"]+?)" + _REST + r'(?: "([^"]*+)")?')
+_SPACED = re.compile(r"([0-9A-Fa-f.:]++) - ([^\"]+?)" + _REST + r'(?: "([^"]*+)")?')
 """The same as :data:`_LINE` for a ``$remote_user`` with spaces in it, tried when that
 fails. nginx fills ``$remote_user`` from any ``Authorization: Basic`` header (with or
 without ``auth_basic``) and does not escape spaces, so a client can send ``a b:c`` on
 every request; without this its lines would not parse and it would be invisible to
 every HTTP detector. nginx does escape ``"`` in the field (``\\x22``), so the time is
 the last ``[...]`` before the line's first quote: the user field cannot forge another
-time or request."""
+time or request. Only the combined shape is read so (``-`` for ``$remote_ident``, a
+user that does not end in `` -``): a format with another field before the time, such
+as ``$remote_addr - $host - [$time_local]``, stays unparsed rather than taking the
+field for a user, which detectors count as a credential."""
 
 _new = tuple.__new__
 
@@ -108,7 +111,7 @@ class NginxAccessParser(Parser):
             m = match(line)
             if m is None:
                 m = _SPACED.match(line)
-                if m is None:
+                if m is None or m[2].endswith(" -"):
                     continue
             peer, user, when, method, path, raw, status, sent, agent, xff = m.groups()
             ts = times.get(when)
