@@ -438,8 +438,9 @@ class RequestIndex:
     ) -> set[int]:
         """Of ``candidates`` (2xx without credentials), those that show their client
         authenticated: a successful inference call or :data:`KNOWN_PROTECTED` path, or a
-        2xx on a ``METHOD path`` that was answered 401/403 before (to anyone; earlier in the batch included). The
-        batch's denials are then learned (bounded, oldest forgotten first)."""
+        2xx on a ``METHOD path`` that was answered 401/403 before (to anyone; earlier in
+        the batch included). The batch's denials are then learned (bounded, oldest
+        forgotten first)."""
         protected = self._protected
         first_denial: dict[str, int] = {}
         for i in denied:
