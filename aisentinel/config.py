@@ -36,10 +36,10 @@ from aisentinel.webconfig import WebConfig, WebConfigError, load_web_config
 
 DEFAULT_CONFIG_PATH = Path("/etc/aisentinel/aisentinel.toml")
 DEFAULT_METRICS_PORT = 9847
+"""Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
 DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
 MAX_SOCKET_PATH_BYTES = 107
 """``sun_path`` holds 108 bytes on Linux, the last one the terminating NUL."""
-"""Outside the ports of the common exporters (node 9100, dcgm 9400, blackbox 9115...)."""
 
 
 class DaemonConfig(StrictModel):

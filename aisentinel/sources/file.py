@@ -517,13 +517,18 @@ class FileSource(Source):
             self._note(tracked.path, "log path is not a regular file", "not a regular file")
             return handle is not None
         ident = (st.st_dev, st.st_ino)
-        if ident == tracked.alias and any(
-            t.handle is not None and (t.handle.dev, t.handle.ino) == ident
-            for t in self._files.values()
-        ):
+        if ident == tracked.alias and self._followed(ident):
             return False  # still the file another of its names follows
         self._open(tracked, first=first)
         return True
+
+    def _followed(self, ident: tuple[int, int]) -> bool:
+        """Whether the file with (device, inode) ``ident`` is read under one of the
+        source's names."""
+        return any(
+            t.handle is not None and (t.handle.dev, t.handle.ino) == ident
+            for t in self._files.values()
+        )
 
     def _open(self, tracked: _Tracked, *, first: bool) -> None:
         path = tracked.path
@@ -535,11 +540,10 @@ class FileSource(Source):
         try:
             st = os.fstat(fd)
             ident = (st.st_dev, st.st_ino)
-            for other in self._files.values():
-                if other.handle is not None and (other.handle.dev, other.handle.ino) == ident:
-                    os.close(fd)  # the same file under another name is already followed
-                    tracked.alias = ident
-                    return
+            if self._followed(ident):
+                os.close(fd)  # the same file under another name is already followed
+                tracked.alias = ident
+                return
             for old in self._draining:
                 if (old.dev, old.ino) == ident:  # a rotated file matched again: keep its offset
                     os.close(fd)
@@ -1114,13 +1118,14 @@ class FileSource(Source):
         self.stats.set_state("error", self._failure)
         _log.exception(what, source=self.name)
 
-    def _open_paths(self) -> list[str]:
+    def _open_paths(self) -> set[str]:
         """The tracked paths whose file is read: under that name, or under another
         name of the same file (``_Tracked.alias``) that the source follows."""
-        followed = {
-            (t.handle.dev, t.handle.ino) for t in self._files.values() if t.handle is not None
-        }
-        return [t.path for t in self._files.values() if t.handle is not None or t.alias in followed]
+        files = self._files.values()
+        if not any(t.alias is not None for t in files):
+            return {t.path for t in files if t.handle is not None}
+        followed = {(t.handle.dev, t.handle.ino) for t in files if t.handle is not None}
+        return {t.path for t in files if t.handle is not None or t.alias in followed}
 
     def _update_state(self) -> None:
         """Work out ``stats.state``, ``reason`` and ``detail``; log a change of state."""

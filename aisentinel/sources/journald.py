@@ -314,8 +314,9 @@ class JournaldSource(Source):
         self._cursor_fault = ""
         self._xids: dict[tuple[str, str], list[float]] = {}  # (bus, xid) -> [count, last ts]
         self._fields = _FIELDS + (("_TRANSPORT",) if config.kernel_xid else ())
-        self._uids = frozenset(str(uid) for uid in config.sshd_uids)
         """The entry fields read (see :meth:`_next_entry`)."""
+        self._uids = frozenset(str(uid) for uid in config.sshd_uids)
+        """``sshd_uids`` as text, as :func:`entry_event` compares them."""
         self.reopens = 0
         """Times the reader was reopened at its cursor after ``reopen_entries`` entries."""
         self._blind: str | None = None
