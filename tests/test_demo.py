@@ -53,6 +53,14 @@ def test_attack_label_names_the_scenario_kind_and_the_gpu_thief(tmp_path: Path) 
     assert attack_label("192.0.2.99", manifest) == "?"
 
 
+def test_demo_runs_in_a_relative_workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aisentinel demo --workdir demo` (a relative path) runs: its config gets absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    out = io.StringIO()
+    assert run_demo(duration=2.0, seed=3, workdir=Path("demo"), rate=30.0, out=out) == 0
+    assert (tmp_path / "demo" / "state").is_dir()
+
+
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "1e999", "3601", "soon"])
 def test_demo_duration_out_of_range_is_an_argument_error(
     value: str, capsys: pytest.CaptureFixture[str]

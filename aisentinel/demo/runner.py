@@ -274,7 +274,8 @@ def run_demo(
     """Run the demo; returns 0 when no benign address was banned."""
     stream = out or sys.stdout
     keep = workdir is not None
-    base = workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))
+    # Absolute: the config it writes refuses a relative state_dir or log path.
+    base = (workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))).resolve()
     base.mkdir(parents=True, exist_ok=True)
     scenario = LiveScenario(base / "logs", seed=seed, rate=rate, duration=duration)
     gpu = GpuStory(base, duration)
