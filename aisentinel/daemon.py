@@ -708,10 +708,9 @@ class Daemon:
         # Sources: restart the ones whose table changed, stop removed, start new.
         old_src = {s.name: s for s in old.sources}
         new_src = {s.name: s for s in new.sources}
-        rebuilt: dict[str, SourceStats] = {}
-        for name, cfg in old_src.items():
-            if new_src.get(name) != cfg and name in self.sources:
-                rebuilt[name] = self._stop_source(name).stats
+        changed = [n for n, c in old_src.items() if new_src.get(n) != c and n in self.sources]
+        rebuilt = {name: source.stats for name, source in self._stop_sources_draining(changed)}
+        for name in old_src:
             if name not in new_src:
                 self.pipeline.sources.pop(name, None)  # its series go with it
         self.config = new
@@ -765,26 +764,38 @@ class Daemon:
         self.notifier.ready()
         return True
 
-    def _stop_source(self, name: str) -> Source:
-        """Stop source ``name`` (at a reload) while this thread, the only one draining the
-        queue, keeps draining it: its reader may be waiting to put a batch on the full
-        queue, and its stop() waits until what it handed on is processed. Its saved
-        position is then past processed lines only."""
-        source = self.sources[name]
-        source.request_stop()
+    def _stop_sources_draining(self, names: list[str]) -> list[tuple[str, Source]]:
+        """Stop the sources ``names`` (at a reload), all at once, while this thread, the
+        only one draining the queue, keeps draining it and sending heartbeats: a reader
+        may be waiting to put a batch on the full queue, and each stop() waits until
+        what it handed on is processed. Their saved positions are then past processed
+        lines only. The stopped sources, removed from :attr:`sources` once stopped (the
+        acknowledgements find them there meanwhile)."""
+        stopping = [(name, self.sources[name]) for name in names]
+        if not stopping:
+            return stopping
+        for _name, source in stopping:
+            source.request_stop()  # each stops at its next batch boundary
 
         def stop() -> None:
-            try:
-                source.stop()
-            except Exception:
-                log.exception("source failed to stop cleanly", source=name)
+            for name, source in stopping:
+                try:
+                    source.stop()
+                except Exception:
+                    log.exception("source failed to stop cleanly", source=name)
 
-        stopper = threading.Thread(target=stop, name=f"stop-source-{name}")
+        stopper = threading.Thread(target=stop, name="stop-sources-reload")
         stopper.start()
+        beat_every = self._heartbeat_every()
+        next_beat = self.clock.monotonic() + beat_every
         while stopper.is_alive():  # bounded: stop() joins and waits for acks with timeouts
             self._drain(timeout=0.05)
-        del self.sources[name]
-        return source
+            if self.clock.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = self.clock.monotonic() + beat_every
+        for name in names:
+            del self.sources[name]
+        return stopping
 
     def _stop_sources(self) -> None:
         for source in list(self.sources.values()):
