@@ -342,6 +342,30 @@ def test_withdraw_lifts_a_removed_responder_once_and_a_failure_is_logged_and_cou
     assert samples == {("gone", "ok"): 1, ("broken", "failed"): 1}
 
 
+def test_a_withdrawn_responder_gets_no_queued_operation_retry_or_health_check(
+    clock: FakeClock,
+) -> None:
+    """After withdraw() a runner's own responder leaves the active set: its queued add, its
+    due retry and its due health check never reach it, so nothing rebuilds what it lifted."""
+    gone, kept = Flaky(clock, failures=1, name="gone"), Flaky(clock, name="kept")
+    runner = ResponderRunner([gone, kept], clock)
+    runner.submit(ban("198.51.100.1"))
+    runner.tick()  # gone fails: its add waits for a retry; the first health check ran
+    checked: list[str] = []
+    gone.health = lambda: checked.append("gone") or ResponderHealth(ok=True)  # type: ignore[method-assign]
+    gone.withdraw = lambda: gone.calls.clear() or "lifted"  # type: ignore[method-assign]
+    clock.advance(120)  # the retry and the next health check are due
+    runner.submit(ban("198.51.100.2"))  # queued before the withdrawal
+    runner.withdraw([gone])
+    runner.tick()
+    runner.tick()
+    assert gone.calls == []
+    assert gone.done == []
+    assert checked == []
+    assert runner.pending() == 0
+    assert ("add", "198.51.100.2") in kept.done
+
+
 def test_full_retry_queue_gives_up_at_once(clock: FakeClock) -> None:
     """When ``max_pending`` retries are queued, a further failure is given up."""
     r = Flaky(clock, failures=100)

@@ -186,6 +186,10 @@ class ResponderRunner:
         self._dropped = 0
         self._retiring: list[Responder] = []
         """Responders removed from the config whose enforcements are to be lifted."""
+        self._retired: set[str] = set()
+        """Names of this runner's own responders that were withdrawn: out of the active
+        set, they get no operation, retry or health check (which could rebuild what the
+        withdrawal lifted)."""
         self._withdrawals: dict[tuple[str, str], int] = {}
         """(responder, result) -> withdrawals tried."""
         self._streak = 0
@@ -226,10 +230,32 @@ class ResponderRunner:
     def withdraw(self, responders: Iterable[Responder]) -> None:
         """Queue lifting every enforcement of ``responders`` (removed from the config:
         :meth:`Responder.withdraw`), ahead of everything else queued. Each is closed
-        after, unless it is one of this runner's own (closed with the runner)."""
+        after, unless it is one of this runner's own (closed with the runner).
+
+        One of this runner's own leaves the active set at once: its queued operations
+        and retries are dropped and it gets no further batch or health check, so
+        nothing puts back what the withdrawal lifts."""
         with self._wake:
-            self._retiring.extend(responders)
+            for responder in responders:
+                self._retiring.append(responder)
+                if self._own(responder):
+                    self._retired.add(responder.name)
+            self._drop_retired()
             self._wake.notify_all()
+
+    def _own(self, responder: Responder) -> bool:
+        return any(r is responder for r in self.responders)
+
+    def _active(self) -> tuple[Responder, ...]:
+        """This runner's responders that were not withdrawn."""
+        with self._lock:
+            retired = set(self._retired)
+        return tuple(r for r in self.responders if r.name not in retired)
+
+    def _drop_retired(self) -> None:
+        """Forget the retries of withdrawn responders (lock held)."""
+        for key in [k for k in self._pending if k[0] in self._retired]:
+            del self._pending[key]
 
     def _enqueue(self, item: _Item) -> None:
         with self._wake:
@@ -397,12 +423,14 @@ class ResponderRunner:
                     self._wake.notify_all()
 
     def _cycle(self, items: list[_Item], wall: float) -> int:
-        batches: dict[str, dict[str | None, _Job]] = {r.name: {} for r in self.responders}
+        active = self._active()
+        batches: dict[str, dict[str | None, _Job]] = {r.name: {} for r in active}
         for item in items:
-            for responder in self.responders:
+            for responder in active:
                 self._fold(batches[responder.name], responder, item)
         mono = self.clock.monotonic()
         with self._lock:
+            self._drop_retired()  # a retry a batch in flight at withdraw() scheduled
             due = sorted((j for j in self._pending.values() if j.due <= mono), key=lambda j: j.due)
             for job in due:
                 del self._pending[job.key]
@@ -419,7 +447,7 @@ class ResponderRunner:
                 job.active = {t: d for t, d in job.active.items() if (d.expires_at or 0.0) > wall}
             batches[job.responder.name].setdefault(job.target, job)
         tried = 0
-        for responder in self.responders:
+        for responder in active:
             jobs = list(batches[responder.name].values())
             tried += len(jobs)
             if jobs:
@@ -618,9 +646,10 @@ class ResponderRunner:
     # ------------------------------------------------------------------ health, stats
 
     def check_health(self) -> dict[str, ResponderHealth]:
-        """Ask every responder for its health now; a raising check counts as unhealthy."""
+        """Ask every responder for its health now (the withdrawn ones excepted: a repair
+        would rebuild what was lifted); a raising check counts as unhealthy."""
         out: dict[str, ResponderHealth] = {}
-        for responder in self.responders:
+        for responder in self._active():
             try:
                 health = responder.health()
             except Exception as exc:  # noqa: BLE001 - any failure means "not healthy"
