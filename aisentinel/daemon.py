@@ -19,6 +19,8 @@ import sqlite3
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -81,8 +83,24 @@ EXPORTER_RETRY_SECONDS = 30.0
 """How often the metrics endpoint tries its port again when it could not listen."""
 LEDGER_FILE = "decisions.sqlite3"
 RESPONDERS_FILE = "responders.json"
-"""The enabled responders' configs, rewritten at each start and reload, so a start
-without one of them lifts what it left in force (:meth:`Daemon._leftover_responders`)."""
+"""The enabled responders' configs (``responders``) and those removed from the config
+whose enforcements are not lifted yet (``withdrawing``), rewritten at each start and
+reload and once a withdrawal succeeded, so a start without one of them lifts what it
+left in force (:meth:`Daemon._leftover_responders`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """A responder removed from the config whose enforcements are to be lifted, with
+    the config it enforced under."""
+
+    name: str
+    config: ResponderConfigBase
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """The backend object it stands for: two with the same key are one."""
+        return (self.name, self.config.owns())
 
 
 def enabled_responders(config: Config) -> dict[str, ResponderConfigBase]:
@@ -166,6 +184,12 @@ class Daemon:
         self._private_state: tempfile.TemporaryDirectory[str] | None = None
         self.commands: CommandRunner = commands if commands is not None else SubprocessRunner()
         """The one command runner handed to every responder (tests pass a fake)."""
+        self._withdrawing: list[Withdrawal] = []
+        """Responders removed from the config whose withdrawal has not succeeded yet:
+        they stay in :data:`RESPONDERS_FILE` until it does."""
+        self._record_lock = threading.Lock()
+        """Serialises :attr:`_withdrawing` and the writes of :data:`RESPONDERS_FILE` (the
+        worker thread reports withdrawals)."""
 
         # An unusable state directory or ledger degrades the daemon; detection goes on.
         self.state_dir = self._usable_state_dir(config.daemon.state_dir)
@@ -263,36 +287,47 @@ class Daemon:
         return out
 
     def _record_responders(self, config: Config) -> None:
-        """Write which responders enforce now (:data:`RESPONDERS_FILE`)."""
-        data = {
-            name: cfg.model_dump(mode="json") for name, cfg in enabled_responders(config).items()
-        }
-        path = self.state_dir / RESPONDERS_FILE
-        try:
-            atomic_write(path, json.dumps({"responders": data}, sort_keys=True).encode())
-        except OSError as exc:
-            log.warning(  # the ledger's directory: its own faults are reported already
-                "cannot record the responders in use; a restart without one of them will "
-                "not lift what it left in force",
-                path=str(path),
-                reason=reason(exc),
-            )
+        """Write which responders enforce now and which are still to be withdrawn
+        (:data:`RESPONDERS_FILE`)."""
+        with self._record_lock:
+            data = {
+                "responders": {
+                    name: cfg.model_dump(mode="json")
+                    for name, cfg in enabled_responders(config).items()
+                },
+                "withdrawing": [
+                    {"name": w.name, "config": w.config.model_dump(mode="json")}
+                    for w in self._withdrawing
+                ],
+            }
+            path = self.state_dir / RESPONDERS_FILE
+            try:
+                atomic_write(path, json.dumps(data, sort_keys=True).encode())
+            except OSError as exc:
+                log.warning(  # the ledger's directory: its own faults are reported already
+                    "cannot record the responders in use; a restart without one of them will "
+                    "not lift what it left in force",
+                    path=str(path),
+                    reason=reason(exc),
+                )
 
-    def _leftover_responders(self) -> list[Responder]:
-        """Responders the previous run had (:data:`RESPONDERS_FILE`) and this config
-        drops, built from their recorded config, so their enforcements are lifted."""
+    def _recorded_responders(self) -> tuple[dict[str, ResponderConfigBase], list[Withdrawal]]:
+        """The responders :data:`RESPONDERS_FILE` records: those the previous run
+        enabled, and those whose withdrawal had not succeeded."""
         path = self.state_dir / RESPONDERS_FILE
         why = ""
         try:
-            recorded = json.loads(path.read_text(encoding="utf-8")).get("responders")
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            recorded = doc.get("responders")
+            withdrawing = doc.get("withdrawing", [])
         except FileNotFoundError:
-            return []
+            return {}, []
         except OSError as exc:
             why = reason(exc)
         except (ValueError, AttributeError) as exc:
             why = f"not JSON of the expected shape: {exc}"
         else:
-            if not isinstance(recorded, dict):
+            if not isinstance(recorded, dict) or not isinstance(withdrawing, list):
                 why = "no responders object"
         if why:
             log.warning(
@@ -301,36 +336,98 @@ class Daemon:
                 path=str(path),
                 reason=why,
             )
-            return []
+            return {}, []
+        entries = [(str(n), d) for n, d in recorded.items()]
+        entries += [
+            (str(e.get("name")), e.get("config")) for e in withdrawing if isinstance(e, dict)
+        ]
         previous: dict[str, ResponderConfigBase] = {}
-        for name, data in recorded.items():
+        pending: list[Withdrawal] = []
+        for at, (name, data) in enumerate(entries):
             try:
-                model = RESPONDERS.get(str(name)).config_model
+                model = RESPONDERS.get(name).config_model
                 cfg = model.model_validate(data)
             except (KeyError, ValidationError) as exc:
                 log.warning(
                     "responder of the previous run not understood; what it left in force stays",
-                    responder=str(name)[:64],
+                    responder=name[:64],
                     reason=str(exc).splitlines()[0][:200],
                 )
                 continue
-            if isinstance(cfg, ResponderConfigBase):
-                previous[str(name)] = cfg
+            if not isinstance(cfg, ResponderConfigBase):
+                continue
+            if at < len(recorded):
+                previous[name] = cfg
+            else:
+                pending.append(Withdrawal(name, cfg))
+        return previous, pending
+
+    def _leftover_responders(self) -> list[Withdrawal]:
+        """Responders of the previous run (:data:`RESPONDERS_FILE`) this config drops, and
+        those whose withdrawal had not succeeded: their enforcements are to be lifted."""
+        previous, pending = self._recorded_responders()
         gone = dropped_responders(previous, enabled_responders(self.config))
-        out: list[Responder] = []
-        for name in sorted(gone):
+        return [Withdrawal(name, previous[name]) for name in sorted(gone)] + pending
+
+    def _retire(self, withdrawals: list[Withdrawal], config: Config) -> None:
+        """Add ``withdrawals`` to those pending; forget any that ``config`` enables again
+        (the same responder owning the same backend object: it takes it over)."""
+        enabled = {(n, cfg.owns()) for n, cfg in enabled_responders(config).items()}
+        with self._record_lock:
+            out: dict[tuple[str, str], Withdrawal] = {}
+            for w in [*self._withdrawing, *withdrawals]:
+                if w.key not in enabled:
+                    out.setdefault(w.key, w)
+            self._withdrawing = list(out.values())
+
+    def _withdraw_pending(self, runner: ResponderRunner) -> None:
+        """Hand ``runner`` every pending withdrawal, each built afresh from its config."""
+        with self._record_lock:
+            pending = list(self._withdrawing)
+        for withdrawal in pending:
             try:
-                factory = RESPONDERS.get(name).factory
-                out.append(factory(previous[name], clock=self.clock, commands=self.commands))
+                factory = RESPONDERS.get(withdrawal.name).factory
+                responder = factory(withdrawal.config, clock=self.clock, commands=self.commands)
             except Exception:  # a broken plug-in must not stop the start
-                log.exception("responder of the previous run could not be built", responder=name)
-        return out
+                log.exception(
+                    "responder of the previous run could not be built", responder=withdrawal.name
+                )
+                continue
+            runner.withdraw([responder], on_lifted=partial(self._withdrawn, withdrawal))
+
+    def _withdrawn(self, withdrawal: Withdrawal, _responder: Responder) -> None:
+        """The worker lifted ``withdrawal``'s enforcements: forget it (on the worker thread)."""
+        with self._record_lock:
+            self._withdrawing = [w for w in self._withdrawing if w.key != withdrawal.key]
+        self._record_responders(self.config)
 
     def _build_runner(self, config: Config) -> ResponderRunner:
         """The responder worker (its thread starts with :meth:`run`)."""
         return ResponderRunner(
             self._build_responders(config), self.clock, queue_size=config.daemon.responder_queue
         )
+
+    def _rebuild_runner(self, old: Config, new: Config) -> None:
+        """At a reload that changes the responders: the old worker lifts the bans of
+        those removed (back to dry-run), which would otherwise stay in the kernel while
+        `aisentinel bans` and `unban` no longer see them, then a new worker takes over.
+
+        Each removed responder is recorded first and forgotten only once its withdrawal
+        succeeded; what the old worker could not lift goes on with the new one."""
+        was = enabled_responders(old)
+        gone = dropped_responders(was, enabled_responders(new))
+        retired = [r for r in self.runner.responders if r.name in gone]
+        withdrawals = [Withdrawal(r.name, was[r.name]) for r in retired]
+        self._retire(withdrawals, new)
+        self._record_responders(new)
+        for responder, withdrawal in zip(retired, withdrawals, strict=True):
+            self.runner.withdraw([responder], on_lifted=partial(self._withdrawn, withdrawal))
+        wait = RELOAD_WITHDRAW_SECONDS if retired else RELOAD_FLUSH_SECONDS
+        self.runner.flush(wait)
+        self.runner.close(RELOAD_FLUSH_SECONDS)
+        self.runner = self._build_runner(new)
+        self._withdraw_pending(self.runner)
+        self.runner.start()
 
     def _build_source(self, cfg: SourceConfigBase) -> Source:
         return SOURCES.get(cfg.type).factory(cfg, clock=self.clock, state_dir=self.state_dir)
@@ -574,10 +671,10 @@ class Daemon:
         """Start everything, loop until stopped, flush, return the exit status."""
         self.started_at = self.clock.now()
         log.info("aisentinel starting", version=__version__, config=self.config.path)
-        leftovers = self._leftover_responders()
-        if leftovers:
-            self.runner.withdraw(leftovers)  # first, before the reconcile below
+        # Recorded before the withdrawals are tried; each leaves the file once it succeeded.
+        self._retire(self._leftover_responders(), self.config)
         self._record_responders(self.config)
+        self._withdraw_pending(self.runner)  # first, before the reconcile below
         active = self.engine.active()
         self.runner.reconcile(active)
         self.runner.start()
@@ -727,18 +824,7 @@ class Daemon:
         if new.responders != old.responders or (
             new.daemon.responder_queue != old.daemon.responder_queue
         ):
-            # A responder removed (back to dry-run) stops enforcing: the old worker lifts
-            # its bans, which would otherwise stay in the kernel while `aisentinel bans`
-            # and `unban` no longer see them.
-            gone = dropped_responders(enabled_responders(old), enabled_responders(new))
-            retired = [r for r in self.runner.responders if r.name in gone]
-            self.runner.withdraw(retired)
-            wait = RELOAD_WITHDRAW_SECONDS if retired else RELOAD_FLUSH_SECONDS
-            self.runner.flush(wait)
-            self.runner.close(RELOAD_FLUSH_SECONDS)
-            self.runner = self._build_runner(new)
-            self.runner.start()
-            self._record_responders(new)
+            self._rebuild_runner(old, new)
         self.runner.reconcile(self.engine.active())
         self.pipeline.reconfigure(
             detectors=detectors,

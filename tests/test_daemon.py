@@ -469,6 +469,62 @@ def test_start_without_nftables_deletes_the_table_of_the_previous_run(
     assert third.calls == []
 
 
+def _withdrawing(tmp_path: Path) -> list[str]:
+    """The names responders.json records as still to be withdrawn."""
+    doc = json.loads((tmp_path / "state" / "responders.json").read_text())
+    return [str(w["name"]) for w in doc.get("withdrawing", [])]
+
+
+NFT_OK = FakeRunner.ok(NFT)
+NFT_FAILS = FakeRunner.ok(NFT, stderr="Error: Operation not permitted", returncode=1)
+
+
+def test_a_failed_withdrawal_at_start_stays_recorded_and_the_next_start_lifts_it(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A start that cannot delete the previous run's nftables table keeps the responder in
+    responders.json (as withdrawing), so the next start deletes it, and then forgets it."""
+    _stop(*_run_daemon(_nft_config(tmp_path, logs, nftables=True), FakeRunner({NFT: NFT_OK})))
+    failing = FakeRunner({NFT: NFT_FAILS})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=False), failing)
+    try:
+        assert wait_for(lambda: WITHDRAW in _nft_docs(failing))
+    finally:
+        _stop(daemon, thread)
+    assert _withdrawing(tmp_path) == ["nftables"]
+    working = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=False), working)
+    try:
+        assert wait_for(lambda: WITHDRAW in _nft_docs(working))
+        assert wait_for(lambda: _withdrawing(tmp_path) == [])
+    finally:
+        _stop(daemon, thread)
+    after = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    _stop(*_run_daemon(_nft_config(tmp_path, logs, nftables=False), after))
+    assert after.calls == []
+
+
+def test_a_failed_withdrawal_at_reload_is_retried_by_the_new_worker(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A reload whose nftables table delete fails keeps the responder recorded and the new
+    worker retries it with back-off until it succeeds; then it leaves responders.json."""
+    fake = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=True), fake)
+    try:
+        assert wait_for(lambda: len(_nft_docs(fake)) >= 1)
+        fake.answers = {NFT: NFT_FAILS}
+        _nft_config(tmp_path, logs, nftables=False)
+        daemon.request_reload()
+        assert wait_for(lambda: daemon.reloads["ok"] == 1)
+        assert wait_for(lambda: _nft_docs(fake).count(WITHDRAW) >= 2)  # the new worker's try
+        assert _withdrawing(tmp_path) == ["nftables"]
+        fake.answers = {NFT: FakeRunner.ok(NFT)}
+        assert wait_for(lambda: _withdrawing(tmp_path) == [])
+    finally:
+        _stop(daemon, thread)
+
+
 def _turn(clock: FakeClock, seconds: float, readers: int = 2) -> None:
     """Move ``clock`` on and wait until the sources' ``readers`` reader threads (waiting on
     it) have done the turn they woke for and wait again: no sleep, no race."""

@@ -328,7 +328,7 @@ def test_withdraw_lifts_a_removed_responder_once_and_a_failure_is_logged_and_cou
         runner.tick()
     assert lifted == ["gone"]
     assert gone.closed
-    assert broken.closed
+    assert not broken.closed  # kept for its retry
     assert not kept.closed
     errors = [e for e in logs if e["log_level"] == "error" and "error" in e]
     assert [(e["responder"], e["error"]) for e in errors] == [("broken", "Operation not permitted")]
@@ -364,6 +364,33 @@ def test_a_withdrawn_responder_gets_no_queued_operation_retry_or_health_check(
     assert checked == []
     assert runner.pending() == 0
     assert ("add", "198.51.100.2") in kept.done
+
+
+def test_a_failed_withdrawal_is_retried_with_backoff_and_reported_once_lifted(
+    clock: FakeClock,
+) -> None:
+    """A failed withdrawal is not forgotten: it is retried after 1 s, 2 s ..., and
+    on_lifted (the daemon then forgets the responder) is called only once it succeeded."""
+    gone = Flaky(clock, name="gone")
+    tries: list[float] = []
+
+    def withdraw() -> str:
+        tries.append(clock.monotonic())
+        if len(tries) < 3:
+            raise ResponderError("fail2ban-server not running")
+        return "lifted"
+
+    gone.withdraw = withdraw  # type: ignore[method-assign]
+    lifted: list[Responder] = []
+    runner = ResponderRunner([], clock)
+    runner.withdraw([gone], on_lifted=lifted.append)
+    assert runner.flush(1.0)  # tried once: the retry waits for its back-off
+    assert lifted == []
+    assert not gone.closed
+    run_until(runner, clock, 10)
+    assert [t - tries[0] for t in tries] == [0.0, 1.0, 3.0]
+    assert lifted == [gone]
+    assert gone.closed
 
 
 def test_full_retry_queue_gives_up_at_once(clock: FakeClock) -> None:

@@ -35,7 +35,7 @@ import enum
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -122,6 +122,16 @@ class _Job:
         return (self.responder.name, self.target)
 
 
+@dataclass(slots=True)
+class _Retiree:
+    """A responder removed from the config, whose enforcements are to be lifted."""
+
+    responder: Responder
+    on_lifted: Callable[[Responder], None] | None = None
+    attempts: int = 0
+    due: float = 0.0
+
+
 def _target_text(decision: Decision) -> str:
     return decision.target.text if decision.target is not None else ""
 
@@ -184,8 +194,9 @@ class ResponderRunner:
         self._next_health: float | None = None
         self._skipped_simulated = 0
         self._dropped = 0
-        self._retiring: list[Responder] = []
-        """Responders removed from the config whose enforcements are to be lifted."""
+        self._retiring: list[_Retiree] = []
+        """Responders removed from the config whose enforcements are to be lifted (a
+        failed withdrawal waits here for its retry)."""
         self._retired: set[str] = set()
         """Names of this runner's own responders that were withdrawn: out of the active
         set, they get no operation, retry or health check (which could rebuild what the
@@ -227,17 +238,25 @@ class ResponderRunner:
         wanted = tuple(d for d in active if _enforceable(d) and (d.expires_at or 0.0) > now)
         self._enqueue(_Item(Operation.RECONCILE, None, wanted, self.clock.monotonic()))
 
-    def withdraw(self, responders: Iterable[Responder]) -> None:
+    def withdraw(
+        self,
+        responders: Iterable[Responder],
+        on_lifted: Callable[[Responder], None] | None = None,
+    ) -> None:
         """Queue lifting every enforcement of ``responders`` (removed from the config:
         :meth:`Responder.withdraw`), ahead of everything else queued. Each is closed
-        after, unless it is one of this runner's own (closed with the runner).
+        once lifted, unless it is one of this runner's own (closed with the runner).
+        ``on_lifted(responder)`` is called on the worker thread once it succeeded (the
+        daemon then forgets it in ``responders.json``). A failed withdrawal is retried
+        with the usual back-off (capped, never given up) until it succeeds or the runner
+        closes.
 
         One of this runner's own leaves the active set at once: its queued operations
         and retries are dropped and it gets no further batch or health check, so
         nothing puts back what the withdrawal lifts."""
         with self._wake:
             for responder in responders:
-                self._retiring.append(responder)
+                self._retiring.append(_Retiree(responder, on_lifted))
                 if self._own(responder):
                     self._retired.add(responder.name)
             self._drop_retired()
@@ -251,6 +270,10 @@ class ResponderRunner:
         with self._lock:
             retired = set(self._retired)
         return tuple(r for r in self.responders if r.name not in retired)
+
+    def _untried(self) -> bool:
+        """Whether a withdrawal waits for its first try (lock held)."""
+        return any(r.attempts == 0 for r in self._retiring)
 
     def _drop_retired(self) -> None:
         """Forget the retries of withdrawn responders (lock held)."""
@@ -307,12 +330,12 @@ class ResponderRunner:
             with self._wake:
                 while (
                     not self._queue
-                    and not self._retiring
+                    and not self._untried()
                     and not self._stopping
                     and not self._timers_due()
                 ):
                     self._wake.wait(self._idle_wait())
-                if self._stopping and not self._queue and not self._retiring:
+                if self._stopping and not self._queue and not self._untried():
                     return
             try:
                 self.tick()
@@ -324,12 +347,15 @@ class ResponderRunner:
         mono = self.clock.monotonic()
         if self._next_health is None or mono >= self._next_health:
             return True
+        if any(r.due <= mono for r in self._retiring):
+            return True
         return any(job.due <= mono for job in self._pending.values())
 
     def _idle_wait(self) -> float:
         """Seconds to sleep before the next timer (lock held), at most IDLE_WAIT_SECONDS."""
         mono = self.clock.monotonic()
         dues = [job.due for job in self._pending.values()]
+        dues += [r.due for r in self._retiring]
         if self._next_health is not None:
             dues.append(self._next_health)
         if not dues:
@@ -339,16 +365,17 @@ class ResponderRunner:
     def flush(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds until everything queued has been tried.
 
-        Retries scheduled for later do not count. Without the thread, runs one cycle
-        here. Returns whether the queue was emptied and no batch is in flight.
+        Retries scheduled for later (withdrawals included) do not count. Without the
+        thread, runs one cycle here. Returns whether the queue was emptied and no batch
+        is in flight.
         """
         if not self.running:
             self.tick()
             with self._lock:
-                return not self._queue and not self._retiring
+                return not self._queue and not self._untried()
         deadline = time.monotonic() + timeout
         with self._wake:
-            while self._queue or self._retiring or self._busy:
+            while self._queue or self._untried() or self._busy:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -380,20 +407,30 @@ class ResponderRunner:
             dropped += len(self._pending)
             self._pending.clear()
             retiring, self._retiring = self._retiring, []
-        for responder in retiring:
-            log.error(
+        for retiree in retiring:
+            responder = retiree.responder
+            log.warning(
                 "responder removed from the config; its enforcements were not lifted before "
-                "the worker stopped: lift them by hand",
+                "the worker stopped: it stays in responders.json, the next start or reload "
+                "tries again",
                 responder=responder.name,
+                attempts=retiree.attempts,
             )
-            self._count_withdrawal(responder.name, "failed")
+            if not retiree.attempts:
+                self._count_withdrawal(responder.name, "failed")
+            if not self._own(responder):
+                self._close(responder)
         if dropped:
             log.warning("responder operations dropped at shutdown", count=dropped)
         for responder in self.responders:
-            try:
-                responder.close()
-            except Exception:  # one failing close must not stop the others
-                log.exception("responder close failed", responder=responder.name)
+            self._close(responder)
+
+    @staticmethod
+    def _close(responder: Responder) -> None:
+        try:
+            responder.close()
+        except Exception:  # one failing close must not stop the others
+            log.exception("responder close failed", responder=responder.name)
 
     # ------------------------------------------------------------------ one cycle
 
@@ -411,11 +448,13 @@ class ResponderRunner:
             with self._lock:
                 items = list(self._queue)
                 self._queue.clear()
-                retiring, self._retiring = self._retiring, []
+                mono = self.clock.monotonic()
+                retiring = [r for r in self._retiring if r.due <= mono]
+                self._retiring = [r for r in self._retiring if r.due > mono]
                 self._busy = True
             try:
-                for responder in retiring:
-                    self._withdraw(responder)
+                for retiree in retiring:
+                    self._withdraw(retiree)
                 return self._cycle(items, self.clock.now() if now is None else now)
             finally:
                 with self._wake:
@@ -545,35 +584,61 @@ class ResponderRunner:
             return f"{type(exc).__name__}: {exc}"
         return None
 
-    def _withdraw(self, responder: Responder) -> None:
-        """Lift what ``responder`` enforces (logged once, counted); close it unless it is
-        one of this runner's own. Never raises."""
+    def _withdraw(self, retiree: _Retiree) -> None:
+        """Lift what a removed responder enforces (counted; the first failure logged as
+        an error). On success call ``on_lifted`` and close the responder unless it is one
+        of this runner's own; on failure schedule a retry with back-off. Never raises."""
+        responder = retiree.responder
+        retiree.attempts += 1
         try:
             lifted = responder.withdraw()
         except ResponderError as exc:
-            log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
+            self._withdraw_failed(retiree, str(exc))
+            return
+        except Exception as exc:  # a bug in one backend must not stop the worker
+            log.exception("responder withdraw raised unexpectedly", responder=responder.name)
+            self._withdraw_failed(retiree, f"{type(exc).__name__}: {exc}", logged=True)
+            return
+        log.warning(
+            "responder removed from the config; its enforcements lifted",
+            responder=responder.name,
+            lifted=lifted,
+            **({"attempts": retiree.attempts} if retiree.attempts > 1 else {}),
+        )
+        self._count_withdrawal(responder.name, "ok")
+        if retiree.on_lifted is not None:
+            try:
+                retiree.on_lifted(responder)
+            except Exception:
+                log.exception("responder withdrawal callback failed", responder=responder.name)
+        if not self._own(responder):
+            self._close(responder)
+
+    def _withdraw_failed(self, retiree: _Retiree, error: str, *, logged: bool = False) -> None:
+        """Count a failed withdrawal, log it (the first time) and schedule its retry."""
+        responder = retiree.responder
+        self._count_withdrawal(responder.name, "failed")
+        delay = self._delay(retiree.attempts)
+        if retiree.attempts == 1 and not logged:
+            log.error(
                 "responder removed from the config, but lifting its enforcements failed: "
-                "they stay in force until lifted by hand (see docs/enforcement.md)",
+                "retried with back-off, and at the next start (see docs/enforcement.md)",
                 responder=responder.name,
                 owns=responder.config.owns() or None,
-                error=str(exc),
+                error=error,
+                retry_in=delay,
             )
-            self._count_withdrawal(responder.name, "failed")
-        except Exception:  # a bug in one backend must not stop the worker
-            log.exception("responder withdraw raised unexpectedly", responder=responder.name)
-            self._count_withdrawal(responder.name, "failed")
         else:
-            log.warning(
-                "responder removed from the config; its enforcements lifted",
+            log.debug(
+                "responder withdrawal failed again",
                 responder=responder.name,
-                lifted=lifted,
+                attempts=retiree.attempts,
+                error=error,
             )
-            self._count_withdrawal(responder.name, "ok")
-        if responder not in self.responders:
-            try:
-                responder.close()
-            except Exception:
-                log.exception("responder close failed", responder=responder.name)
+        with self._wake:
+            retiree.due = self.clock.monotonic() + delay
+            self._retiring.append(retiree)
+            self._wake.notify_all()
 
     def _count_withdrawal(self, name: str, result: str) -> None:
         with self._lock:
