@@ -401,11 +401,17 @@ class Daemon:
             self._withdrawing = [w for w in self._withdrawing if w.key != withdrawal.key]
         self._record_responders(self.config)
 
-    def _build_runner(self, config: Config) -> ResponderRunner:
-        """The responder worker (its thread starts with :meth:`run`)."""
-        return ResponderRunner(
+    def _build_runner(
+        self, config: Config, previous: ResponderRunner | None = None
+    ) -> ResponderRunner:
+        """The responder worker (its thread starts with :meth:`run`); at a reload it goes
+        on counting from ``previous``, the one it replaces."""
+        runner = ResponderRunner(
             self._build_responders(config), self.clock, queue_size=config.daemon.responder_queue
         )
+        if previous is not None:
+            runner.carry_over(previous)
+        return runner
 
     def _rebuild_runner(self, old: Config, new: Config) -> None:
         """At a reload that changes the responders: the old worker lifts the bans of
@@ -425,7 +431,7 @@ class Daemon:
         wait = RELOAD_WITHDRAW_SECONDS if retired else RELOAD_FLUSH_SECONDS
         self.runner.flush(wait)
         self.runner.close(RELOAD_FLUSH_SECONDS)
-        self.runner = self._build_runner(new)
+        self.runner = self._build_runner(new, previous=self.runner)
         self._withdraw_pending(self.runner)
         self.runner.start()
 

@@ -450,6 +450,39 @@ def test_reload_back_to_dry_run_deletes_the_nftables_table(tmp_path: Path, logs:
         _stop(daemon, thread)
 
 
+def _withdrawals(daemon: Daemon) -> dict[tuple[str, str], float]:
+    """aisentinel_responder_withdrawals_total as the exporter reads it, per (responder, result)."""
+    return {
+        (s.labels["responder"], s.labels["result"]): s.value
+        for family in daemon.runner.collect()
+        if family.name == "aisentinel_responder_withdrawals"
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+
+
+def test_withdrawals_at_reload_stay_counted_after_the_worker_is_replaced(
+    tmp_path: Path, logs: Path
+) -> None:
+    """aisentinel_responder_withdrawals_total keeps a reload's withdrawal although the
+    reload replaces the worker that counted it, and goes on counting across reloads."""
+    fake = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=True), fake)
+    try:
+        for reload in (1, 2, 3):
+            _nft_config(tmp_path, logs, nftables=reload != 2)
+            daemon.request_reload()
+            assert wait_for(lambda n=reload: daemon.reloads["ok"] == n)  # type: ignore[misc]
+        # dry-run, standing in while nftables was off, is withdrawn at the third
+        assert _withdrawals(daemon) == {("nftables", "ok"): 1.0, ("dryrun", "ok"): 1.0}
+        _nft_config(tmp_path, logs, nftables=False)
+        daemon.request_reload()
+        assert wait_for(lambda: daemon.reloads["ok"] == 4)
+        assert _withdrawals(daemon) == {("nftables", "ok"): 2.0, ("dryrun", "ok"): 1.0}
+    finally:
+        _stop(daemon, thread)
+
+
 def test_start_without_nftables_deletes_the_table_of_the_previous_run(
     tmp_path: Path, logs: Path
 ) -> None:

@@ -206,6 +206,15 @@ class ResponderRunner:
         self._streak = 0
         """Operations dropped since the queue was last found with room (0: no streak)."""
 
+    def carry_over(self, previous: ResponderRunner) -> None:
+        """Go on counting from ``previous`` (the worker this one replaces at a reload):
+        its withdrawals, most of which a reload makes just before it is replaced."""
+        with previous._lock:
+            carried = dict(previous._withdrawals)
+        with self._lock:
+            for key, n in carried.items():
+                self._withdrawals[key] = self._withdrawals.get(key, 0) + n
+
     # ------------------------------------------------------------------ submitting
 
     def submit(self, decision: Decision) -> None:
