@@ -142,28 +142,30 @@ def test_runtime_allows_are_kept_until_they_end_and_purged_after(ledger: Ledger)
     assert ledger.allows(T0) == [("198.51.100.0/24", T0 + 7200, "alice", "")]
 
 
-def test_schema_2_ledger_is_migrated_with_its_bans(tmp_path: Path, clock: FakeClock) -> None:
-    """A schema 2 file (no allows table) opens in place: its bans stay, the table is added."""
+def test_ledger_without_allows_and_brake_gets_them_and_stays_version_2(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A ledger written before the allows and brake tables opens in place: its bans stay,
+    the tables are added and user_version stays 2, so the release before still reads it."""
     path = tmp_path / "ledger.sqlite"
     first = Ledger(path, clock)
     first.record(ban("203.0.113.7"))
     first.close()
     db = sqlite3.connect(path)
-    db.execute("DROP TABLE allows")  # what aisentinel wrote before schema 3
+    db.execute("DROP TABLE allows")  # what aisentinel wrote before these tables
     db.execute("DROP TABLE brake")
     db.execute("PRAGMA user_version=2")
     db.commit()
     db.close()
-    with capture_logs() as logs:
-        second = Ledger(path, clock)
+    second = Ledger(path, clock)
     assert second.recovered_from is None
     assert [text(d) for d in second.active(T0)] == ["203.0.113.7"]
     second.record_allow("198.51.100.0/24", T0, T0 + 60, "root")
+    second.save_brake(T0, None, T0)
     assert [a[0] for a in second.allows(T0)] == ["198.51.100.0/24"]
-    assert any(e["event"] == "ledger migrated" and e["from_version"] == 2 for e in logs)
     second.close()
     db = sqlite3.connect(path)
-    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     db.close()
 
 

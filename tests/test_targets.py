@@ -412,7 +412,7 @@ def test_old_ledger_is_migrated_in_place_with_bans_intact(env: Env) -> None:
     engine.ledger.close()
     assert not list(env.path.parent.glob("*.corrupt-*"))
     with sqlite3.connect(env.path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         kinds = db.execute("SELECT DISTINCT target_kind FROM decisions").fetchall()
     db.close()
     assert kinds == [("address",)]

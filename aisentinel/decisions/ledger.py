@@ -35,13 +35,16 @@ exporter) may read counts.
 
 Schema versions (``PRAGMA user_version``): 1 held address targets only; 2 adds
 ``target_kind`` (``address`` / ``workload``) and ``target_detail`` (a workload's
-fields as JSON) and counts throttles and freezes as enforcements like bans; 3 adds
-table ``allows``, the operators' runtime allowlist entries (``aisentinel allow``)
-with their expiry, restored by a starting engine, and table ``brake``, the storm
-brake's state (one row: when it tripped, when its calm began, when that was written),
-restored too. A version 1 file is migrated in
-place when opened, in one transaction: its rows become address targets and its open
-bans stay open; a version 2 file gets the new table (nothing else changes).
+fields as JSON) and counts throttles and freezes as enforcements like bans. Version 2
+also holds table ``allows``, the operators' runtime allowlist entries (``aisentinel
+allow``) with their expiry, restored by a starting engine, and table ``brake``, the
+storm brake's state (one row: when it tripped, when its calm began, when that was
+written), restored too. Both are created when missing each time a ledger is opened,
+without a new version: the release before them ignores tables it does not know, but
+moves a file whose ``user_version`` is newer than its own aside (every ban with it),
+so a package rollback would lose them. A schema change that older code cannot read
+bumps the version. A version 1 file is migrated in place when opened, in one
+transaction: its rows become address targets and its open bans stay open.
 """
 
 from __future__ import annotations
@@ -72,7 +75,7 @@ log = structlog.get_logger(__name__)
 MEMORY = ":memory:"
 """Pass ``Path(MEMORY)`` for a ledger that lives in memory only (offline replay)."""
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 
 CACHE_KIB = 256
 """SQLite's page cache for a ledger file, in KiB (SQLite's default is 2 MiB). The hot
@@ -308,17 +311,10 @@ class Ledger:
             self._migrate_v1(db)
         elif columns and columns != _COLUMNS:
             raise LedgerCorruptError(f"unexpected columns in table decisions: {columns}")
-        if columns:
-            version = max(version, 2)  # a schema 1 file was migrated to 2 just now
-        db.executescript(_SCHEMA)  # schema 2 -> 3: CREATE TABLE allows, brake
+        # Tables added within version 2 (allows, brake) are created when missing, the
+        # version left as it is: see the module docstring (downgrade safety).
+        db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        if columns and version < SCHEMA_VERSION:
-            log.info(
-                "ledger migrated",
-                path=str(self.path),
-                from_version=version,
-                to_version=SCHEMA_VERSION,
-            )
 
     def _migrate_v1(self, db: sqlite3.Connection) -> None:
         """Schema 1 -> 2 in one transaction: every existing row is an address target."""
