@@ -193,6 +193,34 @@ def test_restored_nat64_64_ban_is_lifted(tmp_path: Path) -> None:
     assert engine.expire() == [wide]
 
 
+@pytest.mark.parametrize(
+    ("network", "detector", "lifted"),
+    [
+        ("64:ff9b:1:abcd::/64", "ssh_bruteforce", True),  # local-use NAT64 /48
+        ("64:ff9b::/96", "http_auth", True),  # ipv6_ban_prefix = 96
+        ("64:ff9b::/56", "scanning", True),  # ipv6_ban_prefix = 56
+        ("64:ff9b::cb00:7100/120", "manual", False),  # an operator's range ban
+        ("64:ff9b:1:abcd::/64", "manual", False),
+        ("2001:db8:1:2::/64", "ssh_bruteforce", False),  # an ordinary IPv6 /64
+    ],
+)
+def test_restored_automatic_nat64_network_ban_is_lifted_and_a_manual_one_kept(
+    tmp_path: Path, network: str, detector: str, lifted: bool
+) -> None:
+    """An automatic ban of any NAT64 network an older version made (not only the one whose
+    ends are unbannable) is lifted at start; an operator's manual range ban stays."""
+    clock = FakeClock(T0)
+    ledger = Ledger(tmp_path / "ledger.sqlite", clock)
+    wide = Decision(
+        T0, Action.BAN, AddressTarget.parse(network), detector, Severity.HIGH,
+        "by root" if detector == "manual" else "r", ttl=3600.0, expires_at=T0 + 3600.0,
+    )  # fmt: skip
+    ledger.record(wide)
+    engine = DecisionEngine(DecisionsConfig(), ledger, clock, host_addresses=lambda: ())
+    assert engine.expire() == ([wide] if lifted else [])
+    assert [d.target for d in engine.active()] == ([] if lifted else [wide.target])
+
+
 def test_nftables_writes_a_nat64_address_and_refuses_its_64() -> None:
     """The nftables responder's last check agrees with unbannable(): a NAT64 /128 is
     written, the NAT64 /64 (every NAT64 client) is still refused as reserved."""

@@ -205,6 +205,15 @@ def unbannable(addr: IPAddress) -> str | None:
     return None
 
 
+def unbannable_network(net: IPNetwork) -> str | None:
+    """Why the network ``net`` can never be a ban target, or ``None``: an end of it
+    cannot be (``64:ff9b::/64`` holds every NAT64 client and reserved space)."""
+    kind = unbannable(net.network_address)
+    if kind is None and net.num_addresses > 1:
+        kind = unbannable(net.broadcast_address)
+    return kind
+
+
 def parse_target_text(text: str) -> AddressTarget | str:
     """An address or network target for ``text``, else ``text`` itself when it is a
     workload's text form (``unit:ollama.service``); ``ValueError`` for anything else."""
@@ -734,10 +743,8 @@ class DecisionEngine:
         client = self._ssh_client_in(net)
         if client is not None:
             return f"holds the client of a live SSH session ({client})"
-        kind = unbannable(net.network_address)
-        if kind is not None or (not target.is_host and unbannable(net.broadcast_address)):
-            return f"is not a bannable address ({kind or 'reserved'})"
-        return None
+        kind = unbannable_network(net)
+        return None if kind is None else f"is not a bannable address ({kind})"
 
     def allow(self, text: str, ttl: float, who: str, reason: str = "") -> list[Decision]:
         """Allow the address or network ``text`` for ``ttl`` seconds (a runtime allowlist
@@ -945,12 +952,15 @@ class DecisionEngine:
             net = self.allowlist.overlapping(target.network)
             if net is not None:
                 return f"the network holds allowlisted {net}"
-            # A network with a non-host end: the NAT64 /64 an older version banned for
-            # one NAT64 client (it holds all of them). What a manual ban refuses too.
-            kind = unbannable(target.network.network_address) or unbannable(
-                target.network.broadcast_address
-            )
-            return None if kind is None else f"not a bannable network ({kind})"
+            kind = unbannable_network(target.network)  # what a manual ban refuses too
+            if kind is not None:
+                return f"not a bannable network ({kind})"
+            if ban.detector != MANUAL and is_nat64(target.network.network_address):
+                # An older version widened a NAT64 client like any IPv6 host (its /64,
+                # or ipv6_ban_prefix): that network holds other NAT64 clients, each of
+                # them one IPv4 host. An operator's range ban of NAT64 space stays.
+                return "a NAT64 network banned for one NAT64 client"
+            return None
         addr = target.address
         if self.allowlist.contains(addr):
             return "address allowlisted"
