@@ -277,14 +277,12 @@ class Daemon:
 
     # ------------------------------------------------------------------ building
 
+    def _build_responder(self, name: str, cfg: ResponderConfigBase) -> Responder:
+        """The responder ``name`` built from ``cfg`` (enabled, or recorded to withdraw)."""
+        return RESPONDERS.get(name).factory(cfg, clock=self.clock, commands=self.commands)
+
     def _build_responders(self, config: Config) -> list[Responder]:
-        out: list[Responder] = []
-        for name, cfg in config.responders.items():
-            if cfg.enabled:
-                out.append(
-                    RESPONDERS.get(name).factory(cfg, clock=self.clock, commands=self.commands)
-                )
-        return out
+        return [self._build_responder(n, cfg) for n, cfg in enabled_responders(config).items()]
 
     def _record_responders(self, config: Config) -> None:
         """Write which responders enforce now and which are still to be withdrawn
@@ -386,8 +384,7 @@ class Daemon:
             pending = list(self._withdrawing)
         for withdrawal in pending:
             try:
-                factory = RESPONDERS.get(withdrawal.name).factory
-                responder = factory(withdrawal.config, clock=self.clock, commands=self.commands)
+                responder = self._build_responder(withdrawal.name, withdrawal.config)
             except Exception:  # a broken plug-in must not stop the start
                 log.exception(
                     "responder of the previous run could not be built", responder=withdrawal.name

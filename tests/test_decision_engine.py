@@ -241,6 +241,38 @@ def test_ban_of_a_new_host_address_is_lifted_when_a_decision_reads_it_first(
     assert [text(d) for d in engine.ledger.active(clock.now())] == ["203.0.113.1"]
 
 
+def test_allow_expiry_and_host_change_together_rebuild_and_sweep_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a runtime allow ends and the host addresses change in the same expire(), the
+    allowlist is rebuilt and the bans swept once, and both changes take effect."""
+    clock = FakeClock(T0)
+    hosts: list[str] = []
+    engine = DecisionEngine(
+        DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=lambda: hosts
+    )
+    ban = engine.decide(finding("198.51.100.50"))
+    engine.allow("192.0.2.0/24", 1.0, "root")
+    hosts.append("198.51.100.50")
+    clock.advance(DecisionsConfig().host_refresh_interval)  # the allow ends meanwhile
+    calls = {"build": 0, "sweep": 0}
+    build, sweep = engine._build_allowlist, engine._sweep
+
+    def counted_build() -> Any:
+        calls["build"] += 1
+        return build()
+
+    def counted_sweep() -> None:
+        calls["sweep"] += 1
+        sweep()
+
+    monkeypatch.setattr(engine, "_build_allowlist", counted_build)
+    monkeypatch.setattr(engine, "_sweep", counted_sweep)
+    assert engine.expire() == [ban]
+    assert calls == {"build": 1, "sweep": 1}
+    assert engine.decide(finding("192.0.2.9")).action is Action.BAN
+
+
 def test_failing_host_probe_keeps_last_known(tmp_path: Path) -> None:
     """When reading host addresses fails, the previous set stays allowlisted."""
     clock = FakeClock(T0)

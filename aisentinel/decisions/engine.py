@@ -863,15 +863,13 @@ class DecisionEngine:
         """Re-read what may have changed (host addresses, SSH sessions, runtime entries)
         and queue the lifting of active bans the allowlist covers now."""
         changed = bool(self._runtime.prune(now))
-        if changed:
+        changed = self._hosts_changed() or changed
+        if changed:  # one rebuild and one sweep, whichever of them changed
             self.allowlist = self._build_allowlist()
-        self._maybe_refresh_hosts()  # sweeps by itself when the addresses changed
         clients = self._ssh.current() if self.config.allow_ssh_sessions else frozenset()
         if changed or not clients <= self._ssh_swept:
-            self._ssh_swept = clients
             self._sweep()
-        else:
-            self._ssh_swept = clients
+        self._ssh_swept = clients
 
     # ------------------------------------------------------------------ config
 
@@ -990,11 +988,18 @@ class DecisionEngine:
             units=wl.units, containers=wl.containers, images=wl.images, executables=wl.executables
         )
 
-    def _maybe_refresh_hosts(self) -> bool:
+    def _maybe_refresh_hosts(self) -> None:
         """Re-read the host's addresses when ``host_refresh_interval`` has passed; when
         they changed, rebuild the allowlist and queue the lifting of the active bans it
         covers now (returned by the next :meth:`expire`). Whichever path reads them
-        first (a decision or the periodic expiry) sweeps, once. ``True`` on a change."""
+        first (a decision or the periodic expiry) sweeps, once."""
+        if self._hosts_changed():
+            self.allowlist = self._build_allowlist()
+            self._sweep()  # also forgets the one-lookup "already banned" answers
+
+    def _hosts_changed(self) -> bool:
+        """Re-read the host's addresses when ``host_refresh_interval`` has passed and
+        keep them; whether they changed (the caller rebuilds the allowlist)."""
         if self.clock.monotonic() - self._hosts_read_at < self.config.host_refresh_interval:
             return False
         hosts = self._read_hosts()
@@ -1002,8 +1007,6 @@ class DecisionEngine:
             return False
         log.info("host addresses changed", addresses=list(hosts))
         self._hosts = hosts
-        self.allowlist = self._build_allowlist()
-        self._sweep()  # also forgets the one-lookup "already banned" answers
         return True
 
     def _ledger(self, call: Callable[[], T], fallback: T) -> T:
