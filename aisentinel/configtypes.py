@@ -73,6 +73,8 @@ def parse_duration(value: Any) -> float:
     text = value.strip().lower()
     if not text:
         raise ValueError("empty duration")
+    if _PLAIN_SECONDS.fullmatch(text):  # "3600", as `aisentinel ban --ttl 3600` gives it
+        return parse_duration(float(text))
     pos = 0
     total = 0.0
     for match in _DURATION_PART.finditer(text):
@@ -82,7 +84,8 @@ def parse_duration(value: Any) -> float:
         pos = match.end()
     if pos != len(text):
         raise ValueError(
-            f"bad duration {value[:40]!r}: use a number with a unit (ms, s, m, h, d, w), e.g. '10m'"
+            f"bad duration {value[:40]!r}: use a number with a unit (ms, s, m, h, d, w), e.g. "
+            "'10m', or a number of seconds"
         )
     if not math.isfinite(total):
         raise ValueError(_TOO_LONG)
@@ -90,6 +93,8 @@ def parse_duration(value: Any) -> float:
 
 
 _TOO_LONG = "a duration must be a finite number of seconds (at most 366d)"
+_PLAIN_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+"""A duration written as a plain number of seconds."""
 
 
 @functools.lru_cache(maxsize=256)  # findings' messages: a few distinct windows, many calls

@@ -173,6 +173,16 @@ def test_format_duration_never_raises(seconds: float) -> None:
     assert text
 
 
+def test_duration_text_of_plain_seconds_is_seconds() -> None:
+    """ "3600" (what `aisentinel ban --ttl 3600` sends) is 3600 s, as the number 3600 is;
+    a sign, an exponent or trailing text is still refused."""
+    assert parse_duration("3600") == 3600.0
+    assert parse_duration(" 1.5 ") == 1.5
+    for bad in ("-5", "1e9", "3600x", "1.", ".5"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
 def test_format_duration_round_trips_the_bounds() -> None:
     """The largest accepted duration prints as text that parses back to the same seconds."""
     assert parse_duration(format_duration(MAX_DURATION)) == MAX_DURATION
