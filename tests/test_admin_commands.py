@@ -18,7 +18,7 @@ from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.control import CommandError, ControlServer, Peer, request
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
-from aisentinel.decisions.admin import AdminCommands, render_bans
+from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans
 from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
 from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
 
@@ -265,11 +265,14 @@ def test_render_bans_aligns_columns_and_rounds_expiry_to_seconds() -> None:
 
 
 def test_cli_commands_talk_to_the_daemon(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
-    """`aisentinel ban/bans/unban/allow/brake reset --socket` print one line each; a
-    refused target exits 2 before asking, a daemon refusal exits 1."""
+    """`aisentinel ban/bans/unban/allow/brake reset --socket` print one line each (a ban
+    with only the dryrun responder says it is not enforced); a refused target exits 2
+    before asking, a daemon refusal exits 1."""
     sock = str(env.server.path)
     assert main(["ban", "203.0.113.9", "--ttl", "1h", "--reason", "x", "--socket", sock]) == 0
-    assert "banned 203.0.113.9 until" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "banned 203.0.113.9 until" in out
+    assert out.endswith(f" ({DRY_RUN_ONLY})\n")  # only the dryrun responder
     assert main(["bans", "--socket", sock]) == 0
     assert re.search(r"^203\.0\.113\.9 +ban +in 1h +manual ", capsys.readouterr().out, re.M)
     assert main(["bans", "--json", "--socket", sock]) == 0

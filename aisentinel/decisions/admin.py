@@ -43,6 +43,7 @@ MIN_TTL = 1.0
 
 
 NO_RESPONDER = "no responder is enabled: nothing is enforced"
+DRY_RUN_ONLY = "dry run: logged, not enforced; enable nftables, ufw or fail2ban to enforce"
 """The note of a ban that no responder acts on (a bare ``[responders]`` table)."""
 
 
@@ -258,6 +259,8 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
             sim = " (simulated: nothing is enforced)"
         elif result.get("responders") == []:
             sim = f" ({NO_RESPONDER})"
+        elif set(result.get("responders") or ["?"]) <= {"dryrun"}:
+            sim = f" ({DRY_RUN_ONLY})"
         expires = _iso(result.get("expires_at"))
         return f"banned {escape(str(result.get('target')), limit=80)} until {expires}{sim}\n"
     if command == "allow":
