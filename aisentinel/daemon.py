@@ -56,7 +56,7 @@ from aisentinel.responders.base import Responder, ResponderConfigBase
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
-from aisentinel.sources.base import Source, SourceConfigBase, SourceStats, UnstartedSource
+from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
 from aisentinel.sources.positions import atomic_write
 from aisentinel.status import snapshot
 
@@ -620,15 +620,15 @@ class Daemon:
         for cfg in self.config.sources:
             self._start_source(cfg)
 
-    def _start_source(self, cfg: SourceConfigBase, carried: SourceStats | None = None) -> None:
-        """Start a source; ``carried``: the stats of the one it replaces at a reload (its
-        counters go on from there, as the pipeline's of that source name do)."""
+    def _start_source(self, cfg: SourceConfigBase, carried: Source | None = None) -> None:
+        """Start a source; ``carried``: the one it replaces at a reload (its counters go
+        on from there, as the pipeline's of that source name do)."""
         self.pipeline.sources.setdefault(cfg.name, SourceCounters())  # exported from the start
         try:
             source = self._build_source(cfg)
             source.acks = True  # its saved position moves only past what _process did
             if carried is not None:
-                source.stats.carry_over(carried)
+                source.carry_over(carried)
             source.start(self._emit)
         except Exception:  # a broken source must not take the others down
             log.exception("source failed to start", source=cfg.name)
@@ -809,7 +809,7 @@ class Daemon:
         old_src = {s.name: s for s in old.sources}
         new_src = {s.name: s for s in new.sources}
         changed = [n for n, c in old_src.items() if new_src.get(n) != c and n in self.sources]
-        rebuilt = {name: source.stats for name, source in self._stop_sources_draining(changed)}
+        rebuilt = dict(self._stop_sources_draining(changed))
         for name in old_src:
             if name not in new_src:
                 self.pipeline.sources.pop(name, None)  # its series go with it

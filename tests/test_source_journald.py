@@ -223,6 +223,22 @@ def test_entry_event_trusts_only_root_sshd_entries() -> None:
             JournaldSourceConfig.model_validate({"name": "s", "type": "journald", "sshd_uids": bad})
 
 
+def test_a_source_rebuilt_at_a_reload_carries_on_its_counters_and_xid_counts(
+    tmp_path: Path,
+) -> None:
+    """A journald source replacing one of the same name goes on from its line counters
+    and its kernel Xid counts (aisentinel_gpu_kernel_xid_errors_total never goes back)."""
+    cfg = JournaldSourceConfig(name="ssh", type="journald", kernel_xid=True)
+    old = JournaldSource(cfg, clock=FakeClock(), state_dir=tmp_path)
+    old.stats.lines_read = 7
+    old._xids[("0000:01:00.0", "79")] = [2.0, 100.0]
+    new = JournaldSource(cfg, clock=FakeClock(), state_dir=tmp_path)
+    new._xids[("0000:01:00.0", "79")] = [1.0, 50.0]
+    new.carry_over(old)
+    assert new.stats.lines_read == 7
+    assert new._xids == {("0000:01:00.0", "79"): [3.0, 100.0]}
+
+
 def test_config_validation() -> None:
     """matches must be FIELD=value; defaults select sshd and OpenSSH 9.8's sshd-session;
     batch_entries is 512 unless set, within 1-65536; reopen_entries 5,000, within 100-1e7."""

@@ -161,6 +161,17 @@ class SourceStats:
         return changed
 
 
+def merge_counts(
+    into: dict[tuple[str, str], list[float]], old: dict[tuple[str, str], list[float]]
+) -> None:
+    """Add ``old``'s ``[count, last seen]`` series to ``into`` (a source's Xid counts,
+    carried over a reload)."""
+    for key, (count, last) in old.items():
+        entry = into.setdefault(key, [0.0, 0.0])
+        entry[0] += count
+        entry[1] = max(entry[1], last)
+
+
 class Checkpoints(Generic[P]):
     """Read positions of one source, each savable once the batches before it are processed.
 
@@ -224,6 +235,12 @@ class Source(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Stop reading, persist positions/cursors, join the threads."""
+
+    def carry_over(self, old: Source) -> None:
+        """Go on counting where ``old``, the source of the same name this one replaces at a
+        reload, stopped: its stats (counters never go back); sources with counters of
+        their own add them too."""
+        self.stats.carry_over(old.stats)
 
     def request_stop(self) -> None:  # noqa: B027 - an optional hook; stop() still stops
         """Stop reading soon, without waiting (thread-safe; ``stop()`` must still follow).

@@ -70,7 +70,14 @@ from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
 from aisentinel.gpu.xid import parse_xid_line
 from aisentinel.parsers.sshd import message_event
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS
-from aisentinel.sources.base import REGISTRY, Checkpoints, Emit, Source, SourceConfigBase
+from aisentinel.sources.base import (
+    REGISTRY,
+    Checkpoints,
+    Emit,
+    Source,
+    SourceConfigBase,
+    merge_counts,
+)
 from aisentinel.sources.positions import atomic_write
 
 _UNLOADED: Any = object()
@@ -547,6 +554,12 @@ class JournaldSource(Source):
         seen[0] += 1
         seen[1] = max(seen[1], event.ts)
         return event
+
+    def carry_over(self, old: Source) -> None:
+        """The stats and the Xid counts of ``old`` (see :meth:`Source.carry_over`)."""
+        super().carry_over(old)
+        if isinstance(old, JournaldSource):
+            merge_counts(self._xids, old._xids)
 
     def collect(self) -> Iterator[Metric]:
         """The source's families, plus the kernel Xid counts with ``kernel_xid``."""

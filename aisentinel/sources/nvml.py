@@ -47,7 +47,14 @@ from aisentinel.gpu.sampler import GpuReading, GpuSampler, GpuState
 from aisentinel.gpu.topn import OTHER_KIND, bound_processes
 from aisentinel.gpu.xid import XidWatcher
 from aisentinel.metrics import counter, gauge
-from aisentinel.sources.base import REGISTRY, Emit, Source, SourceConfigBase, SourceState
+from aisentinel.sources.base import (
+    REGISTRY,
+    Emit,
+    Source,
+    SourceConfigBase,
+    SourceState,
+    merge_counts,
+)
 from aisentinel.textsafe import escape
 
 _log = structlog.get_logger(__name__)
@@ -247,6 +254,12 @@ class NvmlSource(Source):
         entry[1] = max(entry[1], event.ts)
 
     # ------------------------------------------------------------------ metrics
+
+    def carry_over(self, old: Source) -> None:
+        """The stats and the Xid counts of ``old`` (see :meth:`Source.carry_over`)."""
+        super().carry_over(old)
+        if isinstance(old, NvmlSource):
+            merge_counts(self._xids, old._xids)
 
     def collect(self) -> Iterator[Metric]:  # noqa: PLR0915 - one family after another
         """The source's families plus the GPU metrics of the last reading."""
