@@ -159,19 +159,12 @@ class StormBrake:
         self._recent: deque[float] = deque(maxlen=limit + 1)
         self._calm_since: float | None = None
 
-    def state(self) -> tuple[float | None, float | None]:
-        """(when it tripped, when the calm began) -- what the engine persists; both
-        ``None`` while not tripped."""
-        return self.tripped_since, self._calm_since
-
-    def restore(
-        self, tripped_since: float | None, calm_since: float | None, recent: Iterable[float]
-    ) -> None:
-        """Take back a persisted :meth:`state` and the times of the would-be bans of the
-        last minute (at start: a restart neither releases the brake nor empties its
-        window)."""
+    def restore(self, tripped_since: float | None, recent: Iterable[float]) -> None:
+        """Take back a persisted ``tripped_since`` and the times of the would-be bans of
+        the last minute (at start: a restart neither releases the brake nor empties its
+        window); the calm starts afresh."""
         self.tripped_since = tripped_since
-        self._calm_since = calm_since if tripped_since is not None else None
+        self._calm_since = None
         self._recent = deque(sorted(recent)[-(self.limit + 1) :], maxlen=self.limit + 1)
 
     def configure(self, limit: int, cooldown: float) -> None:

@@ -546,7 +546,7 @@ class DecisionEngine:
                 Action.ALERT, subject, "workload action is alert (throttle and freeze are off)"
             )
         allowed = self._brake.attempt(now)
-        if self._brake.state() != self._brake_saved:  # tripped, calm began or ended, released
+        if self._brake.tripped_since != self._brake_saved:  # tripped or released
             self._save_brake(now)
         if not allowed:
             with self._lock:
@@ -636,7 +636,7 @@ class DecisionEngine:
         at = self.clock.now() if now is None else now
         self._refresh_allow_sources(at)
         self._brake.poll(at)
-        if self._brake.state() != self._brake_saved:
+        if self._brake.tripped_since != self._brake_saved:
             self._save_brake(at)
         with self._lock:
             done = [d for d in self._active.values() if (d.expires_at or 0.0) <= at]
@@ -802,31 +802,34 @@ class DecisionEngine:
             self._note(None, f"brake reset by {who}" + ("" if released else " (was not tripped)"))
             return released
 
-    def _restore_brake(self) -> tuple[float | None, float | None]:
-        """Put the storm brake back as the ledger left it: tripped (since when, calm
-        since when) or not, and the would-be bans of the last minute since its last
-        release (a restart must neither release it nor empty its window)."""
+    def _restore_brake(self) -> float | None:
+        """Put the storm brake back as the ledger left it, tripped (since when) or not,
+        and the would-be bans of the last minute since its last release: a restart must
+        neither release it nor empty its window. Its calm starts afresh: while tripped its
+        would-be bans were alerts, which the window rebuilt from the ledger's bans does
+        not hold, so calm counted from before the restart could release it too soon."""
         saved = self._ledger(self.ledger.brake, None)
-        tripped, calm = (None, None) if saved is None else saved[:2]
+        tripped = None if saved is None else saved[0]
         since = self.clock.now() - WINDOW_SECONDS
         if saved is not None and tripped is None:
             since = max(since, saved[2])  # a release empties the window
         recent: list[float] = self._ledger(lambda: self.ledger.enforcement_times(since, MANUAL), [])
-        self._brake.restore(tripped, calm, recent)
+        self._brake.restore(tripped, recent)
         if tripped is not None:
             log.warning(
                 "ban storm brake still tripped from before the restart: new bans are alerts "
                 "until `aisentinel brake reset`, or until the rate stays below half the limit "
-                "for the cool-down",
+                "for the cool-down (counted from now)",
                 tripped_since=_iso(tripped),
-                calm_since=None if calm is None else _iso(calm),
             )
-        return self._brake.state()
+        return tripped
 
     def _save_brake(self, at: float) -> None:
-        state = self._brake.state()
-        self._brake_saved = state
-        self._ledger(lambda: self.ledger.save_brake(state[0], state[1], at), None)
+        """Persist whether the brake is tripped (and since when): written when it trips
+        or is released only, never for the calm, which flips on the decide path."""
+        tripped = self._brake.tripped_since
+        self._brake_saved = tripped
+        self._ledger(lambda: self.ledger.save_brake(tripped, None, at), None)
 
     def _note(self, target: Target | None, reason: str) -> None:
         """Record an operator's act in the ledger (a decision ``none`` by ``operator``)."""
