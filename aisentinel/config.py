@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
-from aisentinel.configtypes import Interval, StrictModel, unknown_name
+from aisentinel.configtypes import Interval, StrictModel, absolute_path, unknown_name
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.detectors import REGISTRY as DETECTORS
 from aisentinel.detectors.base import DetectorConfigBase
@@ -68,10 +68,7 @@ class DaemonConfig(StrictModel):
     @field_validator("state_dir", mode="before")
     @classmethod
     def _state_path(cls, value: Any) -> Any:
-        if isinstance(value, str | Path) and not Path(value).is_absolute():
-            # "" (Path(".")) or "state" would write the ledger where the daemon was started.
-            raise ValueError(f"must be an absolute path, not {str(value)!r}")
-        return value
+        return absolute_path(value)  # "" or "state" would put the ledger in the cwd
 
     @field_validator("control_socket", mode="before")
     @classmethod
@@ -119,9 +116,7 @@ class ExporterConfig(StrictModel):
     @field_validator("web_config", mode="before")
     @classmethod
     def _web_config_path(cls, value: Any) -> Any:
-        if isinstance(value, str | Path) and not Path(value).is_absolute():
-            raise ValueError(f"must be an absolute path, not {str(value)!r}")
-        return value
+        return absolute_path(value)
 
 
 class _Root(BaseModel):

@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, PlainSerializer
@@ -45,6 +46,14 @@ a dict whose keys come and go is rebuilt with 2^18 slots while it holds at most 
 keys, and with 2^19 from 87,382 on, twice the memory (string keys: 3.8 MB against 7.7
 MB at 87,000 and 100,000 keys). With 100,000 as the bound, ``bench/memory.py --ips
 1000000 --daemon`` settled at 194.2 MB; with this one, at 156.3 MB."""
+
+
+def absolute_path(value: Any) -> Any:
+    """``value`` as given when it is not a path or is an absolute one; ``ValueError`` for
+    a relative path (``""`` is ``.``), which would depend on where the daemon started."""
+    if isinstance(value, str | Path) and not Path(value).is_absolute():
+        raise ValueError(f"must be an absolute path, not {str(value)!r}")
+    return value
 
 
 def parse_duration(value: Any) -> float:
