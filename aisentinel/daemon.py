@@ -689,6 +689,11 @@ class Daemon:
         if self.config.audit.enabled:
             self._start_audit()
         self.notifier.ready()
+        log.info(  # after _await_sources: what is written to a followed log from now is read
+            "aisentinel ready",
+            sources_up=sum(1 for s in self.sources.values() if s.stats.up),
+            sources=len(self.sources),
+        )
         self.started.set()
         try:
             self._loop()

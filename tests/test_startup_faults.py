@@ -120,8 +120,10 @@ class Proc:
             return str(resp.read().decode())
 
     def brute_force(self, ip: str) -> None:
-        """Six failed ssh logins from ``ip``: enough for a ban."""
-        assert wait_for(lambda: bool(self.events("source started")), timeout=20)
+        """Six failed ssh logins from ``ip``: enough for a ban (written once the daemon
+        is ready: its sources have looked at what they follow, so a new auth.log is read
+        from its start, not skipped as if it had been there before)."""
+        assert wait_for(lambda: bool(self.events("aisentinel ready")), timeout=20)
         now = float(int(time.time()) - 30)
         with (self.logs / "auth.log").open("a") as fh:
             fh.writelines(ssh_fail(now + i, ip) + "\n" for i in range(6))
