@@ -842,8 +842,17 @@ class Daemon:
         )
         if new.exporter != old.exporter:
             log.warning("exporter settings change on restart only")
-        # [daemon] keys read once at start; the timers and responder_queue apply live.
-        live = {"heartbeat_interval", "expire_interval", "reconcile_interval", "responder_queue"}
+        if new.daemon.log_level != old.daemon.log_level:
+            self._set_log_level(new.daemon.log_level)
+        # [daemon] keys read once at start; the timers, responder_queue and log_level
+        # apply live.
+        live = {
+            "heartbeat_interval",
+            "expire_interval",
+            "reconcile_interval",
+            "responder_queue",
+            "log_level",
+        }
         for key in sorted(type(new.daemon).model_fields.keys() - live):
             was, now = getattr(old.daemon, key), getattr(new.daemon, key)
             if was != now:
@@ -857,6 +866,15 @@ class Daemon:
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()
         return True
+
+    def _set_log_level(self, level: str) -> None:
+        """Apply a reloaded ``[daemon] log_level``: the filter, and the findings hook
+        that only debug logs."""
+        from aisentinel.logsetup import set_level  # noqa: PLC0415 - reload only
+
+        set_level(level)
+        self.pipeline.on_finding = self._log_finding if level == "debug" else None
+        log.warning("log level changed", level=level)
 
     def _stop_sources_draining(self, names: list[str]) -> list[tuple[str, Source]]:
         """Stop the sources ``names`` (at a reload), all at once, while this thread, the

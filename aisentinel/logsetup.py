@@ -194,3 +194,10 @@ def configure_logging(fmt: str = "auto", level: str = "info", stream: TextIO | N
         cache_logger_on_first_use=False,
     )
     return chosen
+
+
+def set_level(level: str) -> None:
+    """Change the level below which log calls are dropped, live (a reload's
+    ``[daemon] log_level``). Loggers are not cached on first use, so every logger,
+    those already bound included, filters at ``level`` from its next call."""
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]))

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from conftest import nginx_line, ssh_fail, wait_for
 from structlog.testing import capture_logs
 
@@ -711,13 +712,39 @@ def test_reload_warns_about_each_daemon_setting_it_does_not_apply(tmp_path: Path
     try:
         text = path.read_text().replace('log_format = "json"', 'log_format = "console"')
         text = text.replace('state_dir = "', 'state_dir = "/elsewhere')
-        text = text.replace("[daemon]\n", '[daemon]\nlog_level = "error"\nqueue_batches = 8\n')
+        text = text.replace("[daemon]\n", "[daemon]\nqueue_batches = 8\n")
         path.write_text(text.replace('expire_interval = "1s"', 'expire_interval = "2s"'))
         with capture_logs() as logs:
             r.daemon.request_reload()
             assert wait_for(lambda: r.daemon.reloads["ok"] == 1)
         keys = [e["key"] for e in logs if e["event"] == "setting changes on restart only"]
-        expected = ["log_format", "log_level", "queue_batches", "state_dir"]
+        expected = ["log_format", "queue_batches", "state_dir"]
         assert keys == [f"daemon.{k}" for k in expected]  # not expire_interval: applied live
+    finally:
+        r.stop()
+
+
+def test_reload_applies_log_level_live(tmp_path: Path) -> None:
+    """A reload's [daemon] log_level filters log calls from then on, and debug logs findings."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        base = path.read_text()
+        path.write_text(base.replace("[daemon]\n", '[daemon]\nlog_level = "warning"\n'))
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["ok"] == 1)
+        probe = structlog.get_logger("probe")
+        with capture_logs() as logs:
+            probe.info("dropped at warning")
+            probe.warning("kept at warning")
+        assert [e["event"] for e in logs] == ["kept at warning"]
+        assert r.daemon.pipeline.on_finding is None
+        path.write_text(base.replace("[daemon]\n", '[daemon]\nlog_level = "debug"\n'))
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["ok"] == 2)
+        with capture_logs() as logs:
+            probe.debug("kept at debug")
+        assert [e["event"] for e in logs] == ["kept at debug"]
+        assert r.daemon.pipeline.on_finding is not None
     finally:
         r.stop()
