@@ -357,6 +357,43 @@ def test_fast_climb_with_a_request_flood_names_the_client() -> None:
     assert "request flood from 198.51.100.99" in out[0].message
 
 
+def test_a_model_load_climb_short_of_the_threshold_is_quiet() -> None:
+    """vLLM preallocating 90% at start (a climb, no flood) is no finding; a climb into the
+    exhaustion threshold is one MEDIUM finding."""
+    vllm = proc(attr(4, exe="/usr/bin/python3", unit="vllm.service"), mem=72 * GiB)
+    d = GpuMemoryDetector(GpuMemoryConfig(climb_window=30.0, used_threshold=0.95))
+    out = findings(d, [sample(T0 - 60, used=1 * GiB)])
+    for i in range(10):
+        out += findings(d, [sample(T0 + i, used=(1 + 8 * i) * GiB, procs=(vllm,))])
+    assert out == []  # 73 of 80 GiB: 91%
+    hog = proc(attr(5, exe="/usr/bin/hog"), mem=78 * GiB)
+    for i in range(12):
+        out += findings(d, [sample(T0 + 300 + i, used=min(1 + 8 * i, 78) * GiB, procs=(hog,))])
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.MEDIUM, "pid:5")
+    ]
+    assert "rose from" in out[0].message
+
+
+def test_requests_turned_away_are_not_a_flood() -> None:
+    """A client retrying on 502 while the model server restarts (and its memory climbs) is
+    not flooding the model: no finding names it; the same volume of 200s does."""
+    p = proc(attr(3, exe="/usr/bin/ollama", unit="ollama.service"), mem=60 * GiB)
+
+    def climb(d: GpuMemoryDetector, status: int) -> list[Finding]:
+        out = findings(d, [sample(T0 - 900, util=0.0, procs=(p,))])
+        reqs = [request(T0 + i * 0.1, "198.51.100.7", status=status) for i in range(200)]
+        out += findings(d, reqs)
+        for i in range(21):
+            out += findings(d, [sample(T0 + i, used=(10 + 3 * i) * GiB, procs=(p,))])
+        return out
+
+    assert climb(GpuMemoryDetector(GpuMemoryConfig()), 502) == []
+    assert climb(GpuMemoryDetector(GpuMemoryConfig()), 429) == []
+    clients = [f.client for f in climb(GpuMemoryDetector(GpuMemoryConfig()), 200)]
+    assert clients == [None, "198.51.100.7"]
+
+
 # --------------------------------------------------------------------------- gpu_spike
 
 

@@ -5,15 +5,21 @@ Per GPU, from its samples:
 * **sustained**: used memory at or above ``used_threshold`` of the total for ``window``
   (every sample in between);
 * **climb**: used memory rising by ``climb_ratio`` of the total or more within
-  ``climb_window``.
+  ``climb_window``, when it ends at ``used_threshold`` or above (an early warning of
+  exhaustion) or a request flood explains it. A climb alone that stops short of the
+  threshold is a model being loaded (vLLM preallocating 90% at start, Ollama loading a
+  model again after ``OLLAMA_KEEP_ALIVE``), not a finding.
 
 Either gives a finding about the top memory consumer (``Finding.target``: its
 container, service or process; the top three in the evidence) with the GPU index,
 UUID and evidence window: MEDIUM, or HIGH when a request flood from one client
-explains it. The flood: the client with the most inference requests (``ai_paths``,
-any status) in the same window sent at least ``flood_threshold`` of them and at least
-``flood_share`` of all; it gets a HIGH finding of its own (decisions ban it), named in
-the workload's finding. Each condition is reported once per episode (until memory
+explains it. The flood: the client with the most inference requests (``ai_paths``)
+that reached the model in the same window sent at least ``flood_threshold`` of them
+and at least ``flood_share`` of all; it gets a HIGH finding of its own (decisions ban
+it), named in the workload's finding. A request reached the model unless nginx or the
+server turned it away: 4xx other than 499 (client closed while generating), and 502 or
+503 (upstream down: a client retrying while vLLM restarts sends hundreds of them) do
+not count. Each condition is reported once per episode (until memory
 falls back under the threshold, or for a climb, once per ``climb_window``). State: one
 entry per GPU (at most ``max_gpus``; a few hundred samples each) and per-client
 counts in 10-second buckets (at most ``max_keys`` clients per bucket).
@@ -46,6 +52,11 @@ from aisentinel.events import Event, Finding, GpuSample, HttpRequest, Severity
 
 MAX_HISTORY: Final = 4096
 """Most samples per GPU kept for the climb test."""
+
+TURNED_AWAY: Final = frozenset(range(400, 499)) | (frozenset(range(501, 600)) - {504})
+"""Statuses of requests that did not reach the model (see the module docstring): 4xx but
+499, and 5xx but 500 (the model failed, e.g. CUDA out of memory) and 504 (it was still
+generating when nginx gave up)."""
 
 
 class GpuMemoryConfig(DetectorConfigBase):
@@ -115,8 +126,10 @@ class GpuMemoryDetector(BatchDetector):
         bit = self._bit
         reqs = cast("Sequence[HttpRequest]", events)
         add = self._clients.add
+        away = TURNED_AWAY
         for i in [i for i, mask in enumerate(masks) if mask & bit]:
-            add(reqs[i].ts, reqs[i].client)
+            if reqs[i].status not in away:
+                add(reqs[i].ts, reqs[i].client)
 
     def _sample(self, sample: GpuSample) -> list[Finding]:
         used, total = sample.memory_used_bytes, sample.memory_total_bytes
@@ -139,9 +152,11 @@ class GpuMemoryDetector(BatchDetector):
         out: list[Finding] = []
         low = min(r for _, r in history)
         if ratio - low >= cfg.climb_ratio and ts - state.climb_at >= cfg.climb_window:
-            state.climb_at = ts
             start = next(t for t, r in history if r == low)
-            out += self._finding(sample, start, ratio, f"rose from {low:.0%} to {ratio:.0%}")
+            how = f"rose from {low:.0%} to {ratio:.0%}"
+            out += self._finding(sample, start, ratio, how, flood_only=ratio < cfg.used_threshold)
+            if out:
+                state.climb_at = ts
         if ratio < cfg.used_threshold:
             state.high_since = None
             state.reported = False
@@ -159,7 +174,11 @@ class GpuMemoryDetector(BatchDetector):
             )
         return out
 
-    def _finding(self, sample: GpuSample, since: float, ratio: float, how: str) -> list[Finding]:
+    def _finding(
+        self, sample: GpuSample, since: float, ratio: float, how: str, *, flood_only: bool = False
+    ) -> list[Finding]:
+        """The finding about the top consumer, and one about the flooding client if any;
+        none when ``flood_only`` and no flood explains it."""
         cfg = self._cfg
         ts = sample.ts
         top = top_consumers(sample)
@@ -170,6 +189,8 @@ class GpuMemoryDetector(BatchDetector):
             client, n = clients.most_common(1)[0]
             if n >= cfg.flood_threshold and n >= cfg.flood_share * total:
                 flood = (client, n)
+        if flood_only and flood is None:
+            return []
         evidence = [
             gpu_evidence(sample),
             f"memory used {sample.memory_used_bytes} of {sample.memory_total_bytes} bytes",
