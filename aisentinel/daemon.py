@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from pydantic import ValidationError
 
 from aisentinel import __version__
+from aisentinel.atomicfile import atomic_write
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
@@ -57,7 +58,6 @@ from aisentinel.responders.runner import ResponderRunner
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
-from aisentinel.sources.positions import atomic_write
 from aisentinel.status import snapshot
 
 if TYPE_CHECKING:

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from aisentinel.atomicfile import atomic_write
 from aisentinel.sources.positions import (
     HEAD_BYTES,
     FilePosition,
     PositionStore,
-    atomic_write,
     head_sha256,
 )
 

@@ -64,6 +64,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field, field_validator
 
+from aisentinel.atomicfile import atomic_write
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
 from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
@@ -78,7 +79,6 @@ from aisentinel.sources.base import (
     SourceConfigBase,
     merge_counts,
 )
-from aisentinel.sources.positions import atomic_write
 
 _UNLOADED: Any = object()
 _journal: Any = _UNLOADED

@@ -25,11 +25,9 @@ caller reports it and goes on reading without saved positions.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -37,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+
+from aisentinel.atomicfile import atomic_write
 
 _log = structlog.get_logger(__name__)
 
@@ -100,27 +100,6 @@ class FilePosition:
         if ints[3] > HEAD_BYTES:
             raise ValueError(f"head_len is at most {HEAD_BYTES}")
         return cls(ints[0], ints[1], ints[2], ints[3], digest)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically and durably (temp file + fsync + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            Path(tmp).unlink()
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True, slots=True)
