@@ -279,7 +279,9 @@ class Daemon:
 
     def _build_responder(self, name: str, cfg: ResponderConfigBase) -> Responder:
         """The responder ``name`` built from ``cfg`` (enabled, or recorded to withdraw)."""
-        return RESPONDERS.get(name).factory(cfg, clock=self.clock, commands=self.commands)
+        return RESPONDERS.get(name).factory(
+            cfg, clock=self.clock, commands=self.commands, state_dir=self.state_dir
+        )
 
     def _build_responders(self, config: Config) -> list[Responder]:
         return [self._build_responder(n, cfg) for n, cfg in enabled_responders(config).items()]

@@ -22,7 +22,7 @@ _SQLITE_READONLY = 8
 _SQLITE_FULL = 13
 _SQLITE_CANTOPEN = 14
 
-_STATE_FILES = ("positions.json", "journald-*.cursor")
+_STATE_FILES = ("positions.json", "journald-*.cursor", "throttle.json")
 """Files copied into a private state directory so a degraded run resumes where it was."""
 
 
@@ -101,8 +101,9 @@ def fix_hint(path: Path, exc: BaseException, *, directory: Path | None = None) -
 def private_state_dir(configured: Path) -> tempfile.TemporaryDirectory[str] | None:
     """A private temporary state directory for a run whose own one is unusable.
 
-    Read positions and journald cursors still readable in ``configured`` are
-    copied in, so the degraded run resumes where the last one stopped. The
+    Read positions, journald cursors and the throttle's record of what it enforced,
+    still readable in ``configured``, are copied in, so the degraded run resumes
+    where the last one stopped (and can lift what it throttled or froze). The
     directory is removed when the process exits (systemd's ``PrivateTmp=`` also
     removes it). None when not even a temporary directory can be made.
     """

@@ -24,7 +24,15 @@ from aisentinel.commands import FakeRunner
 from aisentinel.config import Config, load_config
 from aisentinel.control import request
 from aisentinel.daemon import Daemon
-from aisentinel.events import EventBatch, LineBatch
+from aisentinel.events import (
+    Action,
+    Decision,
+    EventBatch,
+    LineBatch,
+    Severity,
+    WorkloadKey,
+    WorkloadTarget,
+)
 from aisentinel.sources.file import SAVE_INTERVAL, FileSource
 
 CONFIG = """
@@ -557,6 +565,79 @@ def test_a_failed_withdrawal_at_reload_is_retried_by_the_new_worker(
         assert wait_for(lambda: _withdrawing(tmp_path) == [])
     finally:
         _stop(daemon, thread)
+
+
+def _throttle_config(tmp_path: Path, logs: Path, throttle: bool) -> Path:
+    """A config with (or without) the throttle responder on a fixture cgroup tree."""
+    root, proc = tmp_path / "cg", tmp_path / "proc"
+    if not root.exists():
+        (root / "ai" / "job").mkdir(parents=True)
+        (root / "cgroup.controllers").write_text("cpu\n")
+        (root / "ai" / "job" / "cgroup.freeze").write_text("0\n")
+        (proc / str(os.getpid())).mkdir(parents=True)
+        (proc / str(os.getpid()) / "cgroup").write_text("0::/\n")
+    table = f'[responders.throttle]\ncgroup_root = "{root}"\nproc_root = "{proc}"\n'
+    path = tmp_path / "aisentinel.toml"
+    path.write_text(
+        NFT_CONFIG.format(state=tmp_path / "state", logs=logs, responders=table if throttle else "")
+    )
+    return path
+
+
+def _freeze(daemon: Daemon) -> Decision:
+    """A freeze of cgroup:/ai/job, decided now and handed to the worker."""
+    now = daemon.clock.now()
+    freeze = Decision(
+        ts=now,
+        action=Action.FREEZE,
+        target=WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"),
+        detector="gpu_abuse",
+        severity=Severity.HIGH,
+        reason="test",
+        ttl=3600.0,
+        expires_at=now + 3600.0,
+    )
+    daemon.runner.submit(freeze)
+    return freeze
+
+
+def test_start_without_throttle_thaws_what_the_previous_run_froze(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A workload frozen by a run with the throttle responder is thawed by the next start
+    whose config drops it (its record in the state dir says what to undo)."""
+    frozen = tmp_path / "cg" / "ai" / "job" / "cgroup.freeze"
+    daemon, thread = _run_daemon(_throttle_config(tmp_path, logs, throttle=True), FakeRunner())
+    try:
+        _freeze(daemon)
+        assert wait_for(lambda: frozen.read_text() == "1")
+    finally:
+        _stop(daemon, thread)
+    _stop(*_run_daemon(_throttle_config(tmp_path, logs, throttle=False), FakeRunner()))
+    assert frozen.read_text() == "0"
+
+
+def test_a_thaw_that_failed_until_the_stop_is_done_by_the_next_start(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A freeze lifted by hand whose thaw kept failing until the daemon stopped (the
+    ledger has closed it) is thawed by the next start."""
+    frozen = tmp_path / "cg" / "ai" / "job" / "cgroup.freeze"
+    path = _throttle_config(tmp_path, logs, throttle=True)
+    daemon, thread = _run_daemon(path, FakeRunner())
+    try:
+        freeze = _freeze(daemon)
+        assert wait_for(lambda: frozen.read_text() == "1")
+        frozen.unlink()
+        frozen.mkdir()  # the thaw's write fails
+        daemon.runner.submit_expired([freeze])
+        assert wait_for(lambda: daemon.runner.pending() == 1)
+    finally:
+        _stop(daemon, thread)
+    frozen.rmdir()
+    frozen.write_text("1")
+    _stop(*_run_daemon(path, FakeRunner()))
+    assert frozen.read_text() == "0"
 
 
 def _turn(clock: FakeClock, seconds: float, readers: int = 2) -> None:

@@ -100,15 +100,17 @@ def test_describe_names_what_and_why() -> None:
 
 
 def test_private_state_dir_carries_positions_and_cursors(tmp_path: Path) -> None:
-    """A degraded run resumes from the positions and cursors it can still read."""
+    """A degraded run resumes from the positions and cursors it can still read, and
+    gets the throttle's record of what the last run throttled or froze (to lift it)."""
     (tmp_path / "positions.json").write_text("{}")
     (tmp_path / "journald-j.cursor").write_text("c")
+    (tmp_path / "throttle.json").write_text("{}")
     (tmp_path / "decisions.sqlite3").write_text("")
     tmp = private_state_dir(tmp_path)
     assert tmp is not None
     try:
         names = sorted(p.name for p in Path(tmp.name).iterdir())
-        assert names == ["journald-j.cursor", "positions.json"]
+        assert names == ["journald-j.cursor", "positions.json", "throttle.json"]
     finally:
         tmp.cleanup()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
@@ -349,6 +350,198 @@ def test_missing_container_is_a_responder_error(docker_api: tuple[str, FakeEngin
     r.add_many([decision(WorkloadTarget(WorkloadKey.CONTAINER, "gone"))])
     with pytest.raises(ResponderError, match="container gone not found"):
         r.commit()
+
+
+# ---------------------------------------------------------------------- restart safety
+
+
+def _stateful(tmp_path: Path, root: Path, proc: Path, **kw: Any) -> ThrottleResponder:
+    """A responder as the daemon builds it: keeping its record in ``tmp_path/state``."""
+    cfg = ThrottleConfig(cgroup_root=root, proc_root=proc, **kw)
+    return ThrottleResponder(
+        cfg, clock=FakeClock(T0), commands=FakeRunner(), state_dir=tmp_path / "state"
+    )
+
+
+def _enforce(r: ThrottleResponder, d: Decision) -> None:
+    r.add_many([d])
+    r.commit()
+
+
+def test_a_freeze_whose_thaw_never_ran_is_thawed_by_the_next_run(tmp_path: Path) -> None:
+    """A freeze ended (expiry, unban) while its thaw never ran (crash, stop with the thaw
+    failing) is thawed by the next run's first reconcile, from the record in the state
+    dir: the ledger has closed it, so no delete would ever come."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    _enforce(
+        _stateful(tmp_path, root, proc),
+        decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), Action.FREEZE),
+    )
+    assert freeze.read_text() == "1"  # the run ends here: no thaw
+    after = _stateful(tmp_path, root, proc)
+    after.reconcile([])
+    assert freeze.read_text() == "0"
+    assert after.held == {}
+    assert json.loads((tmp_path / "state" / "throttle.json").read_text())["held"] == []
+
+
+def test_the_next_run_restores_the_quota_from_before_the_throttle(tmp_path: Path) -> None:
+    """What a throttle found is kept with it: the next run puts the operator's own
+    quota back, both when the decision ended while it was down and when it is still
+    active and ends later (not "no limit", which is all a fresh read can tell)."""
+    root, proc = _fake_tree(tmp_path)
+    cpu_max = root / "ai" / "job" / "cpu.max"
+    for still_active in (False, True):
+        cpu_max.write_text("50000 100000\n")
+        d = decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), ts=T0 + still_active)
+        _enforce(_stateful(tmp_path, root, proc, cpu_percent=5), d)
+        assert cpu_max.read_text() == "5000 100000"
+        after = _stateful(tmp_path, root, proc, cpu_percent=5)
+        after.reconcile([d] if still_active else [])
+        if still_active:
+            assert cpu_max.read_text() == "5000 100000"  # enforced again, not lifted
+            after.delete_many([d])
+            after.commit()
+        assert cpu_max.read_text() == "50000 100000"
+        after.delete_many([d])  # the engine's own lift of it, after the reconcile's
+        after.commit()
+        assert cpu_max.read_text() == "50000 100000"  # not undone twice
+
+
+def test_withdrawal_at_start_thaws_what_the_previous_run_froze(tmp_path: Path) -> None:
+    """A start whose config no longer has the throttle responder withdraws it (built
+    afresh from the previous run's config): what that run froze or throttled is undone."""
+    root, proc = _fake_tree(tmp_path)
+    job = root / "ai" / "job"
+    job2 = root / "ai" / "job2"
+    job2.mkdir()
+    (job2 / "cpu.max").write_text("max 100000\n")
+    before = _stateful(tmp_path, root, proc)
+    _enforce(before, decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), Action.FREEZE))
+    _enforce(before, decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job2")))
+    assert (job / "cgroup.freeze").read_text() == "1"
+    assert (job2 / "cpu.max").read_text() == "10000 100000"
+    _stateful(tmp_path, root, proc).withdraw()
+    assert (job / "cgroup.freeze").read_text() == "0"
+    assert (job2 / "cpu.max").read_text() == "max 100000"
+
+
+def test_a_record_of_a_workload_gone_since_is_dropped(tmp_path: Path) -> None:
+    """A workload frozen by the previous run and gone since (its cgroup removed) leaves
+    nothing to undo: the reconcile drops its record without an error or a retry."""
+    root, proc = _fake_tree(tmp_path)
+    job = root / "ai" / "job"
+    _enforce(
+        _stateful(tmp_path, root, proc),
+        decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), Action.FREEZE),
+    )
+    for f in job.iterdir():
+        f.unlink()
+    job.rmdir()
+    after = _stateful(tmp_path, root, proc)
+    after.reconcile([])
+    assert after.held == {}
+
+
+def test_unit_and_container_records_undo_through_systemctl_and_docker(
+    tmp_path: Path, docker_api: tuple[str, FakeEngine]
+) -> None:
+    """A unit's freeze and a container's throttle, recorded by one run, are undone by
+    the next with the unit's thaw and the container's old limits."""
+    url, engine = docker_api
+    unit = "ollama.service"
+    show_f = ("systemctl", "show", "--property=FreezerState", "--value", "--", unit)
+    answers = {
+        show_f: FakeRunner.ok(show_f, "running\n"),
+        ("systemctl", "freeze", "--", unit): FakeRunner.ok(["systemctl"]),
+        ("systemctl", "thaw", "--", unit): FakeRunner.ok(["systemctl"]),
+    }
+    engine.containers["abc123"]["HostConfig"] = {"CpuQuota": 200_000, "CpuPeriod": 100_000}
+    cfg = ThrottleConfig(docker_url=url)
+    state = tmp_path / "state"
+    first = ThrottleResponder(
+        cfg, clock=FakeClock(T0), commands=FakeRunner(answers), state_dir=state
+    )
+    _enforce(first, decision(WorkloadTarget(WorkloadKey.UNIT, unit), Action.FREEZE))
+    _enforce(first, decision(WorkloadTarget(WorkloadKey.CONTAINER, "abc123")))
+    first.close()
+    assert engine.containers["abc123"]["HostConfig"]["CpuQuota"] == 10_000
+    runner = FakeRunner(answers)
+    after = ThrottleResponder(cfg, clock=FakeClock(T0), commands=runner, state_dir=state)
+    after.reconcile([])
+    after.close()
+    assert runner.calls == [("systemctl", "thaw", "--", unit)]
+    assert engine.containers["abc123"]["HostConfig"] == {"CpuQuota": 200_000, "CpuPeriod": 100_000}
+
+
+@pytest.mark.parametrize(
+    "step",
+    [
+        {"op": "write", "args": ["/etc/passwd", "0"]},
+        {"op": "write", "args": ["{root}/ai/../../x/cgroup.freeze", "0"]},
+        {"op": "write", "args": ["{root}/ai/job/cgroup.procs", "1"]},
+        {"op": "write", "args": ["{root}/cgroup.freeze", "1"]},
+        {"op": "write", "args": ["{root}/ai/job/cpu.max", "1\n2"]},
+        {"op": "systemctl", "args": ["stop", "--", "ollama.service"]},
+        {"op": "systemctl", "args": ["thaw", "--", "init.scope"]},
+        {"op": "systemctl", "args": ["set-property", "--runtime", "--", "x.service", "X=1"]},
+        {"op": "docker", "args": ["../x", "unpause"]},
+        {"op": "docker", "args": ["abc", "kill"]},
+        {"op": "shell", "args": ["rm -rf /"]},
+    ],
+    ids=lambda s: " ".join([s["op"], *s["args"]])[:40],
+)
+def test_a_record_of_a_step_no_throttle_takes_is_refused(
+    tmp_path: Path, step: dict[str, Any]
+) -> None:
+    """The state file is read as strictly as a decision: a step that writes outside the
+    cgroup tree or to another file, runs another command, names a refused unit or an odd
+    container is logged and dropped; nothing is written or run."""
+    root, proc = _fake_tree(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    step = {"op": step["op"], "args": [a.replace("{root}", str(root)) for a in step["args"]]}
+    entry = {"target": "cgroup:/ai/job", "action": "freeze", "ts": T0, "name": "x", "undo": [step]}
+    (state / "throttle.json").write_text(json.dumps({"version": 1, "held": [entry]}))
+    before = {p: p.read_text() for p in root.rglob("*") if p.is_file()}
+    runner = FakeRunner()
+    with capture_logs() as logs:
+        r = ThrottleResponder(
+            ThrottleConfig(cgroup_root=root, proc_root=proc),
+            clock=FakeClock(T0),
+            commands=runner,
+            state_dir=state,
+        )
+    r.reconcile([])
+    assert r.held == {}
+    assert runner.calls == []
+    assert {p: p.read_text() for p in root.rglob("*") if p.is_file()} == before
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "record of a throttled or frozen workload refused; it stays as it is"
+    ]
+
+
+def test_an_unwritable_record_is_one_error_and_an_unhealthy_responder(tmp_path: Path) -> None:
+    """When the record cannot be written the freeze still happens; one error line says a
+    restart will not lift it and health turns false until a write succeeds again."""
+    root, proc = _fake_tree(tmp_path)
+    (tmp_path / "state").write_text("a file where the state dir belongs")
+    r = _stateful(tmp_path, root, proc)
+    with capture_logs() as logs:
+        for ts in (T0, T0 + 1):
+            _enforce(r, decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), Action.FREEZE, ts))
+    assert (root / "ai" / "job" / "cgroup.freeze").read_text() == "1"
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["event"] for e in errors] == [
+        "cannot record the throttled and frozen workloads; a restart will not lift what "
+        "this run enforces"
+    ]
+    assert not r.health().ok
+    (tmp_path / "state").unlink()
+    r.reconcile([])
+    assert r.health().ok
+    assert (root / "ai" / "job" / "cgroup.freeze").read_text() == "0"
 
 
 # ---------------------------------------------------------------------- real cgroups

@@ -21,8 +21,12 @@ firewall: ``ban``; a cgroup responder: ``throttle`` and ``freeze``) and only eve
 sees decisions with one of them: validated, canonical targets (address targets for
 ``ban``, workload targets for ``throttle`` / ``freeze``) that passed the allowlist,
 never simulated ones. Its factory is called as ``factory(config, clock=...,
-commands=...)``; ``commands`` is the shared :class:`~aisentinel.commands.CommandRunner`
-(argument lists, timeouts, captured output, never a shell), so tests inject a fake.
+commands=..., state_dir=...)``; ``commands`` is the shared
+:class:`~aisentinel.commands.CommandRunner` (argument lists, timeouts, captured output,
+never a shell), so tests inject a fake; ``state_dir`` is the daemon's state directory
+(``None``: keep nothing on disk), for a responder whose backend cannot list what it
+enforced (throttle: a CPU quota or a freeze does not say who set it), so a restart
+can lift what an earlier run left.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import ipaddress
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import structlog
@@ -81,10 +86,12 @@ class Responder(ABC):
         *,
         clock: Clock,
         commands: CommandRunner | None = None,
+        state_dir: Path | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.commands: CommandRunner = commands if commands is not None else SubprocessRunner()
+        self.state_dir = state_dir
 
     @abstractmethod
     def add_many(self, decisions: Sequence[Decision]) -> None:
@@ -133,8 +140,9 @@ class BufferedResponder(Responder):
         *,
         clock: Clock,
         commands: CommandRunner | None = None,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, clock=clock, commands=commands)
+        super().__init__(config, clock=clock, commands=commands, state_dir=state_dir)
         self._adds: list[Decision] = []
         self._deletes: list[Decision] = []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 from pydantic import Field
@@ -63,9 +64,14 @@ class DryRunResponder(BufferedResponder):
     handles = ENFORCING
 
     def __init__(
-        self, config: DryRunConfig, *, clock: Clock, commands: CommandRunner | None = None
+        self,
+        config: DryRunConfig,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, clock=clock, commands=commands)
+        super().__init__(config, clock=clock, commands=commands, state_dir=state_dir)
         self.actions: deque[DryRunAction] = deque(maxlen=config.keep)
         self.batches: deque[DryRunBatch] = deque(maxlen=config.keep)
         self.banned: dict[str, float | None] = {}

@@ -57,9 +57,14 @@ class Fail2banResponder(Responder):
     name = "fail2ban"
 
     def __init__(
-        self, config: Fail2banConfig, *, clock: Clock, commands: CommandRunner | None = None
+        self,
+        config: Fail2banConfig,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, clock=clock, commands=commands)
+        super().__init__(config, clock=clock, commands=commands, state_dir=state_dir)
         self.cfg = config
         self._adds: list[str] = []
         self._deletes: list[str] = []

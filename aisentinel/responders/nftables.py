@@ -46,6 +46,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
@@ -127,8 +128,9 @@ class NftablesResponder(BufferedResponder):
         clock: Clock,
         commands: CommandRunner | None = None,
         backend: NftBackend | None = None,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, clock=clock, commands=commands)
+        super().__init__(config, clock=clock, commands=commands, state_dir=state_dir)
         self.cfg = config
         self._backend_error = ""
         self.backend: NftBackend | None = backend if backend is not None else self._pick()

@@ -22,9 +22,20 @@ How each kind of workload is acted on:
   has them, else the v1 controller's.
 
 What was there before is remembered per target and written back when the decision
-ends. After a restart the memory is gone: a reconcile re-applies the active
-decisions and, when the value found is the one aisentinel writes (its own earlier
-throttle), the undo goes to "no limit" / "thawed" instead of back to it.
+ends. That memory (each enforcement's undo, as data: :class:`Step`) is also kept in
+``state_dir/throttle.json``, written before an enforcement is applied and after it is
+lifted, because nothing on the host says which quotas and freezes are aisentinel's.
+A restarted daemon reads it back: its reconcile undoes every recorded enforcement the
+ledger no longer holds (one that expired or was unbanned while the thaw never ran: the
+daemon stopped or crashed first, or the thaw kept failing) and enforces the active
+ones again, keeping their recorded undo; a responder removed from the config is
+withdrawn the same way at the next start. Each record is checked as strictly as a
+decision (only the cgroup files a throttle writes, under ``cgroup_root``; only
+``systemctl thaw`` / ``set-property CPUQuota=``; only Docker ``unpause`` / ``update``;
+refused units and odd container ids rejected); a workload gone since is nothing to
+undo. A lift with no record (no state directory, or a decision from before this
+record existed) writes "no limit" / "thawed", since the value found then is
+aisentinel's own.
 
 Refused, whatever the decision says: the root cgroup, any cgroup that holds
 aisentinel itself (its own, or one above it: freezing it would stop the daemon that
@@ -36,17 +47,19 @@ an option or a path outside the cgroup tree).
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from pydantic import Field
 
+from aisentinel.atomicfile import atomic_write
 from aisentinel.clock import Clock
 from aisentinel.commands import CommandError, CommandRunner
 from aisentinel.configtypes import Interval
@@ -61,8 +74,17 @@ from aisentinel.responders.base import (
 
 log = structlog.get_logger(__name__)
 
-Undo = Callable[[], object]
-"""Puts back what an enforcement changed."""
+STATE_FILE = "throttle.json"
+"""In the state directory: the enforcements in place and how to undo each."""
+_STATE_VERSION = 1
+_CGROUP_FILES = frozenset(
+    {"cpu.max", "cgroup.freeze", "cpu.cfs_quota_us", "cpu.cfs_period_us", "freezer.state"}
+)
+"""The only files a throttle writes (and a record read back may name)."""
+_VALUE = re.compile(r"[A-Za-z0-9 -]{1,64}")
+_QUOTA = re.compile(r"CPUQuota=(\d{1,6}%)?")
+_GONE = ("is gone", "not found", "not loaded", "No such file")
+"""Words of an error that means the workload is gone: nothing left to undo."""
 
 _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]{1,255}\.(service|scope|slice|socket|mount|swap)")
 _CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
@@ -231,6 +253,60 @@ def _systemd_percent(text: str) -> int | None:
     return max(1, round(float(match.group(1)) * scale * 100))
 
 
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One change to a workload's settings, as data: an enforcement and its undo are
+    lists of steps, and the undo is kept in the state file so that a later run can
+    run it. ``write``: (cgroup file, value); ``systemctl``: its arguments; ``docker``:
+    (container, method, and for ``update`` the CPU quota and period)."""
+
+    op: Literal["write", "systemctl", "docker"]
+    args: tuple[str, ...]
+
+    @property
+    def subject(self) -> str:
+        """What the step changes: a cgroup file, a unit or a container."""
+        if self.op == "systemctl":
+            return self.args[self.args.index("--") + 1]
+        return self.args[0]
+
+    def json(self) -> dict[str, Any]:
+        return {"op": self.op, "args": list(self.args)}
+
+
+Steps = tuple[Step, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An enforcement in place: its action, the time of the decision that made it, the
+    workload's name (for the log) and how to undo it. ``restored``: read back from the
+    state file at start, not enforced by this run yet."""
+
+    action: Action
+    ts: float
+    name: str
+    undo: Steps
+    restored: bool = False
+
+
+def _write_step(path: Path, value: str) -> Step:
+    return Step("write", (str(path), value))
+
+
+def _systemctl_step(*args: str) -> Step:
+    return Step("systemctl", args)
+
+
+def _docker_step(cid: str, method: str, *limits: int) -> Step:
+    return Step("docker", (cid, method, *map(str, limits)))
+
+
+def _gone(exc: ResponderError) -> bool:
+    """Whether ``exc`` says the workload is gone (so is what was done to it)."""
+    return any(word in str(exc) for word in _GONE)
+
+
 class ThrottleResponder(BufferedResponder):
     """Throttles and freezes containers, units, cgroups and processes; see the module doc."""
 
@@ -238,12 +314,21 @@ class ThrottleResponder(BufferedResponder):
     handles = frozenset({Action.THROTTLE, Action.FREEZE})
 
     def __init__(
-        self, config: ThrottleConfig, *, clock: Clock, commands: CommandRunner | None = None
+        self,
+        config: ThrottleConfig,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, clock=clock, commands=commands)
+        super().__init__(config, clock=clock, commands=commands, state_dir=state_dir)
         self.cfg = config
         self.tree = CgroupTree(config.cgroup_root, config.proc_root)
-        self.held: dict[str, tuple[Decision, Undo]] = {}
+        self.path = state_dir / STATE_FILE if state_dir is not None else None
+        """Where the enforcements in place are kept (``None``: in memory only)."""
+        self.unsaved: str | None = None
+        """Why the last write of :attr:`path` failed (``None``: it is up to date)."""
+        self.held: dict[str, Held] = self._load()
         """Enforcements in place, by target text, with how to undo each."""
         self._undone: OrderedDict[tuple[str, float], None] = OrderedDict()
         self._docker: Any = None
@@ -266,16 +351,21 @@ class ThrottleResponder(BufferedResponder):
             raise ResponderError("; ".join(errors)[:1000])
 
     def reconcile(self, active: Sequence[Decision]) -> None:
+        """Hold exactly ``active``: what is held (this run's, or an earlier run's from
+        the state file) and not active is undone; what is active is enforced."""
         wanted = {
             d.target.text: d
             for d in active
             if isinstance(d.target, WorkloadTarget) and d.action in self.handles
         }
         errors: list[str] = []
-        for text, (held, _undo) in list(self.held.items()):
+        for text, held in list(self.held.items()):
             want = wanted.get(text)
             if want is None or want.action is not held.action:
-                self._try(self._lift, held, errors)
+                try:
+                    self._release(text, held)
+                except ResponderError as exc:
+                    errors.append(str(exc))
         for decision in wanted.values():
             self._try(self._apply, decision, errors)
         log.info("throttle reconcile", active=len(wanted), held=len(self.held))
@@ -288,7 +378,10 @@ class ThrottleResponder(BufferedResponder):
         has_sdk = importlib.util.find_spec("docker") is not None
         tools.append("docker SDK" if has_sdk else "no docker SDK")
         ok = self.tree.v2 is not None or self.tree.cpu_v1 is not None
-        return ResponderHealth(ok=ok, detail=f"{len(self.held)} held; " + ", ".join(tools))
+        if self.unsaved is not None:
+            tools.append(f"cannot record them in {self.path}: {self.unsaved}")
+        detail = f"{len(self.held)} held; " + ", ".join(tools)
+        return ResponderHealth(ok=ok and self.unsaved is None, detail=detail)
 
     def close(self) -> None:
         if self._docker is not None:
@@ -307,18 +400,40 @@ class ThrottleResponder(BufferedResponder):
         target = decision.target
         if not isinstance(target, WorkloadTarget) or decision.action not in self.handles:
             return
-        current = self.held.get(target.text)
-        if current is not None:
-            if current[0].action is decision.action:
-                self.held[target.text] = (decision, current[1])  # a newer decision, same effect
-                return
-            self._lift(current[0])
+        text = target.text
+        current = self.held.get(text)
+        if current is not None and current.action is not decision.action:
+            self._release(text, current)
+            current = None
+        if current is not None and not current.restored:
+            self.held[text] = replace(current, ts=decision.ts)  # a newer decision, same effect
+            self._save()
+            return
         freeze = decision.action is Action.FREEZE
-        undo = self._enforce(target, freeze=freeze)
-        self.held[target.text] = (decision, undo)
+        do, undo = self._plan(target, freeze=freeze)
+        if current is not None:
+            # An earlier run's enforcement, read back at start: enforce it again (the
+            # workload may have been restarted meanwhile) and keep the undo it recorded,
+            # which holds the values from before it; the values read now are its own.
+            if {s.subject for s in undo} <= {s.subject for s in current.undo}:
+                undo = current.undo
+            else:  # the workload is somewhere else now: lift the old place first
+                self._release(text, current)
+                current = None
+        self.held[text] = Held(decision.action, decision.ts, target.display, undo)
+        self._save()  # before enforcing: a crash right after still knows what to undo
+        try:
+            self._run(do)
+        except ResponderError:
+            if current is None:
+                del self.held[text]
+            else:  # the earlier run's enforcement may still be in place: keep its undo
+                self.held[text] = current
+            self._save()
+            raise
         log.info(
             "workload frozen" if freeze else "workload throttled",
-            target=target.text,
+            target=text,
             name=target.display,
             **({} if freeze else {"cpu_percent": self.cfg.cpu_percent}),
             detector=decision.detector,
@@ -330,59 +445,191 @@ class ThrottleResponder(BufferedResponder):
             return
         key = (target.text, decision.ts)
         current = self.held.get(target.text)
-        if current is not None and current[0].action is decision.action:
-            current[1]()
-            del self.held[target.text]
-        elif key in self._undone:
-            return  # a retried batch: this one was lifted already
-        elif current is None:
-            self._reset(target, freeze=decision.action is Action.FREEZE)  # not known: restart
-        else:
-            return  # it holds another action now; lifting this one has nothing to undo
+        if current is not None and current.action is decision.action:
+            self._release(target.text, current)
+            return
+        if key in self._undone or current is not None:
+            return  # lifted already (a retried batch), or it holds another action now
+        self._reset(target, freeze=decision.action is Action.FREEZE)  # not known: no record
+        self._lifted(key, decision.action, target.text, target.display)
+
+    def _release(self, text: str, held: Held) -> None:
+        """Undo ``held`` (the enforcement of ``text``) and forget it."""
+        for step in held.undo:
+            try:
+                self._step(step)
+            except ResponderError as exc:
+                if not _gone(exc):
+                    raise
+        del self.held[text]
+        self._save()
+        self._lifted((text, held.ts), held.action, text, held.name)
+
+    def _lifted(self, key: tuple[str, float], action: Action, text: str, name: str) -> None:
         self._undone[key] = None
         while len(self._undone) > _UNDONE_KEEP:
             self._undone.popitem(last=False)
+        thawed = action is Action.FREEZE
         log.info(
-            "workload thawed" if decision.action is Action.FREEZE else "workload throttle lifted",
-            target=target.text,
-            name=target.display,
+            "workload thawed" if thawed else "workload throttle lifted", target=text, name=name
         )
 
-    def _enforce(self, target: WorkloadTarget, *, freeze: bool) -> Undo:
+    def _plan(
+        self, target: WorkloadTarget, *, freeze: bool, unknown: bool = False
+    ) -> tuple[Steps, Steps]:
+        """The steps that enforce on ``target`` and those that undo them, from the values
+        found now; ``unknown``: nothing to enforce, undo to "no limit" / "thawed"."""
         key = target.identified_by
         if key is WorkloadKey.CONTAINER:
-            return self._container(target.id, freeze=freeze)
+            return self._container(target.id, freeze=freeze, unknown=unknown)
         if key is WorkloadKey.UNIT:
-            return self._unit(target.id, freeze=freeze)
-        return self._cgroup(self._dirs(target), freeze=freeze)
+            return self._unit(target.id, freeze=freeze, unknown=unknown)
+        dirs = self._dirs(target)
+        if freeze:
+            return self._cgroup_freeze(dirs, unknown=unknown)
+        return self._cgroup_cpu(dirs, unknown=unknown)
 
     def _reset(self, target: WorkloadTarget, *, freeze: bool) -> None:
         """Undo an enforcement whose earlier values are not known: no limit, thawed."""
         try:
-            undo = self._enforce_unknown(target, freeze=freeze)
+            _do, undo = self._plan(target, freeze=freeze, unknown=True)
         except ResponderError as exc:
-            if "is gone" in str(exc) or "not found" in str(exc):
+            if _gone(exc):
                 return  # nothing left to undo
             raise
-        undo()
+        self._run(undo)
 
-    def _enforce_unknown(self, target: WorkloadTarget, *, freeze: bool) -> Undo:
-        key = target.identified_by
-        if key is WorkloadKey.CONTAINER:
-            cid = self._container_id(target.id)
-            if freeze:
-                return lambda: self._docker_call(cid, "unpause", {})
-            limits = {"cpu_quota": -1, "cpu_period": _DEFAULT_PERIOD_US}
-            return lambda: self._docker_call(cid, "update", limits)
-        if key is WorkloadKey.UNIT:
-            unit = self._unit_name(target.id)
-            if freeze:
-                return lambda: self._systemctl("thaw", "--", unit)
-            return lambda: self._systemctl("set-property", "--runtime", "--", unit, "CPUQuota=")
-        dirs = self._dirs(target)
-        if freeze:
-            return self._cgroup_freeze(dirs, unknown=True)
-        return self._cgroup_cpu(dirs, unknown=True)
+    def _run(self, steps: Steps) -> None:
+        for step in steps:
+            self._step(step)
+
+    def _step(self, step: Step) -> None:
+        if step.op == "write":
+            _write(Path(step.args[0]), step.args[1])
+        elif step.op == "systemctl":
+            self._systemctl(*step.args)
+        else:
+            cid, method, *limits = step.args
+            kwargs = dict(zip(("cpu_quota", "cpu_period"), map(int, limits), strict=False))
+            self._docker_call(cid, method, kwargs)
+
+    # ------------------------------------------------------------------ the state file
+
+    def _save(self) -> None:
+        """Write :attr:`held` to the state file; a failure is one error line (at the
+        first of a streak) and an unhealthy responder, never a failed enforcement."""
+        if self.path is None:
+            return
+        doc = {
+            "version": _STATE_VERSION,
+            "held": [
+                {
+                    "target": text,
+                    "action": held.action.value,
+                    "ts": held.ts,
+                    "name": held.name,
+                    "undo": [step.json() for step in held.undo],
+                }
+                for text, held in self.held.items()
+            ],
+        }
+        try:
+            atomic_write(self.path, json.dumps(doc, sort_keys=True).encode())
+        except OSError as exc:
+            if self.unsaved is None:
+                log.error(  # noqa: TRY400 - an expected operational failure, not a bug
+                    "cannot record the throttled and frozen workloads; a restart will not "
+                    "lift what this run enforces",
+                    path=str(self.path),
+                    reason=exc.strerror or str(exc),
+                )
+            self.unsaved = exc.strerror or str(exc)
+            return
+        if self.unsaved is not None:
+            log.info("throttled and frozen workloads recorded again", path=str(self.path))
+        self.unsaved = None
+
+    def _load(self) -> dict[str, Held]:
+        """What an earlier run left in force (the state file), each entry checked."""
+        if self.path is None:
+            return {}
+        try:
+            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            entries = doc["held"] if doc.get("version") == _STATE_VERSION else None
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            entries, why = None, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        else:
+            why = f"unknown version {doc.get('version')!r}"
+        if not isinstance(entries, list):
+            log.error(
+                "cannot read the workloads an earlier run throttled or froze; they stay as "
+                "they are: check them by hand",
+                path=str(self.path),
+                reason=why[:200],
+            )
+            return {}
+        out: dict[str, Held] = {}
+        for entry in entries:
+            try:
+                text, held = self._entry(entry)
+            except (ValueError, TypeError, KeyError, ResponderError) as exc:
+                log.error(  # noqa: TRY400 - a bad record, not a bug: no traceback
+                    "record of a throttled or frozen workload refused; it stays as it is",
+                    path=str(self.path),
+                    reason=str(exc)[:200],
+                )
+                continue
+            out[text] = held
+        if out:
+            log.info("throttled and frozen workloads of an earlier run", held=len(out))
+        return out
+
+    def _entry(self, entry: Any) -> tuple[str, Held]:
+        """One record of the state file, checked as strictly as a decision: every step is
+        one a throttle makes, on a target it may act on."""
+        text = str(entry["target"])
+        action = Action(entry["action"])
+        if action not in self.handles:
+            raise ValueError(f"{text}: not a throttle or freeze")
+        steps = tuple(
+            Step(op=str(s["op"]), args=tuple(str(a) for a in s["args"]))  # type: ignore[arg-type]
+            for s in entry["undo"]
+        )
+        for step in steps:
+            self._check_step(step)
+        name = str(entry.get("name") or text)[:512]
+        return text, Held(action, float(entry["ts"]), name, steps, restored=True)
+
+    def _check_step(self, step: Step) -> None:
+        args = step.args
+        if step.op == "write" and len(args) == 2:
+            path = Path(args[0])
+            root = self.cfg.cgroup_root
+            if (
+                path.is_absolute()
+                and ".." not in path.parts
+                and path.name in _CGROUP_FILES
+                and path.parent != root
+                and path.is_relative_to(root)
+                and _VALUE.fullmatch(args[1])
+            ):
+                return
+        elif step.op == "systemctl" and args[:1] == ("thaw",) and args[1:2] == ("--",):
+            if len(args) == 3 and self._unit_name(args[2]):
+                return
+        elif step.op == "systemctl" and args[:3] == ("set-property", "--runtime", "--"):
+            if len(args) == 5 and self._unit_name(args[3]) and _QUOTA.fullmatch(args[4]):
+                return
+        elif step.op == "docker" and args[1:2] == ("unpause",) and len(args) == 2:
+            self._container_id(args[0])
+            return
+        elif step.op == "docker" and args[1:2] == ("update",) and len(args) == 4:
+            self._container_id(args[0])
+            if all(re.fullmatch(r"-?\d{1,9}", a) for a in args[2:]):
+                return
+        raise ValueError(f"not a step a throttle takes: {step.op} {' '.join(args)[:120]}")
 
     # ------------------------------------------------------------------ cgroups
 
@@ -404,20 +651,16 @@ class ThrottleResponder(BufferedResponder):
                 raise ResponderError(f"refused: {target.text} holds aisentinel itself ({d})")
         return dirs
 
-    def _cgroup(self, dirs: CgroupDirs, *, freeze: bool) -> Undo:
-        return self._cgroup_freeze(dirs) if freeze else self._cgroup_cpu(dirs)
-
-    def _cgroup_cpu(self, dirs: CgroupDirs, *, unknown: bool = False) -> Undo:
+    def _cgroup_cpu(self, dirs: CgroupDirs, *, unknown: bool = False) -> tuple[Steps, Steps]:
         period = self.cfg.cpu_period_us
         if dirs.v2 is not None and (dirs.v2 / "cpu.max").exists():
             path = dirs.v2 / "cpu.max"
             mine = f"{self.quota_us} {period}"
             before = "max" if unknown else _read(path)
             if before == mine:
-                before = "max"  # our own earlier throttle (a restart): undo means no limit
-            if not unknown:
-                _write(path, mine)
-            return lambda: _write(path, before)
+                before = "max"  # our own earlier throttle (no record of it): no limit
+            enforce: Steps = () if unknown else (_write_step(path, mine),)
+            return enforce, (_write_step(path, before),)
         if dirs.cpu_v1 is not None:
             quota = dirs.cpu_v1 / "cpu.cfs_quota_us"
             per = dirs.cpu_v1 / "cpu.cfs_period_us"
@@ -425,32 +668,29 @@ class ThrottleResponder(BufferedResponder):
             old_p = str(period) if unknown else _read(per)
             if old_q == str(self.quota_us) and old_p == str(period):
                 old_q = _NO_QUOTA_V1
-
-            def undo() -> None:
-                _write(quota, _NO_QUOTA_V1)
-                _write(per, old_p)
-                _write(quota, old_q)
-
-            if not unknown:
-                _write(quota, _NO_QUOTA_V1)  # a new period may be below the old quota
-                _write(per, str(period))
-                _write(quota, str(self.quota_us))
-            return undo
+            undo = (
+                _write_step(quota, _NO_QUOTA_V1),  # a new period may be below the old quota
+                _write_step(per, old_p),
+                _write_step(quota, old_q),
+            )
+            do = (
+                _write_step(quota, _NO_QUOTA_V1),
+                _write_step(per, str(period)),
+                _write_step(quota, str(self.quota_us)),
+            )
+            return (() if unknown else do), undo
         raise ResponderError("no cpu controller for this cgroup (cpu.max or cpu.cfs_quota_us)")
 
-    def _cgroup_freeze(self, dirs: CgroupDirs, *, unknown: bool = False) -> Undo:
+    def _cgroup_freeze(self, dirs: CgroupDirs, *, unknown: bool = False) -> tuple[Steps, Steps]:
         if dirs.v2 is not None and (dirs.v2 / "cgroup.freeze").exists():
             path = dirs.v2 / "cgroup.freeze"
             before = "0" if unknown else _read(path)
-            if not unknown:
-                _write(path, "1")
-            return lambda: _write(path, before)
+            return (() if unknown else (_write_step(path, "1"),)), (_write_step(path, before),)
         if dirs.freezer_v1 is not None:
             path = dirs.freezer_v1 / "freezer.state"
             was_frozen = not unknown and _read(path) != "THAWED"
-            if not unknown:
-                _write(path, "FROZEN")
-            return (lambda: None) if was_frozen else (lambda: _write(path, "THAWED"))
+            do = () if unknown else (_write_step(path, "FROZEN"),)
+            return do, (() if was_frozen else (_write_step(path, "THAWED"),))
         raise ResponderError("no freezer for this cgroup (cgroup.freeze or freezer.state)")
 
     # ------------------------------------------------------------------ systemd units
@@ -472,23 +712,24 @@ class ThrottleResponder(BufferedResponder):
             raise ResponderError(result.message())
         return result.stdout.strip()
 
-    def _unit(self, unit: str, *, freeze: bool) -> Undo:
+    def _unit(self, unit: str, *, freeze: bool, unknown: bool = False) -> tuple[Steps, Steps]:
         unit = self._unit_name(unit)
         if freeze:
+            thaw = (_systemctl_step("thaw", "--", unit),)
+            if unknown:
+                return (), thaw
             state = self._systemctl("show", "--property=FreezerState", "--value", "--", unit)
-            self._systemctl("freeze", "--", unit)
-            if state == "frozen":
-                return lambda: None
-            return lambda: self._systemctl("thaw", "--", unit)
-        quota = self._systemctl("show", "--property=CPUQuotaPerSecUSec", "--value", "--", unit)
-        before = _systemd_percent(quota)
+            return (_systemctl_step("freeze", "--", unit),), (() if state == "frozen" else thaw)
+        before = None
+        if not unknown:
+            quota = self._systemctl("show", "--property=CPUQuotaPerSecUSec", "--value", "--", unit)
+            before = _systemd_percent(quota)
         if before == self.cfg.cpu_percent:
-            before = None  # our own earlier throttle (a restart): undo means no limit
-        self._systemctl(
-            "set-property", "--runtime", "--", unit, f"CPUQuota={self.cfg.cpu_percent}%"
-        )
+            before = None  # our own earlier throttle (no record of it): no limit
         value = "CPUQuota=" if before is None else f"CPUQuota={before}%"
-        return lambda: self._systemctl("set-property", "--runtime", "--", unit, value)
+        setp = ("set-property", "--runtime", "--", unit)
+        do = () if unknown else (_systemctl_step(*setp, f"CPUQuota={self.cfg.cpu_percent}%"),)
+        return do, (_systemctl_step(*setp, value),)
 
     # ------------------------------------------------------------------ containers
 
@@ -539,25 +780,28 @@ class ThrottleResponder(BufferedResponder):
         except (docker.errors.DockerException, OSError) as exc:
             raise ResponderError(f"Docker API: {method} {cid}: {exc}") from None
 
-    def _container(self, cid: str, *, freeze: bool) -> Undo:
+    def _container(self, cid: str, *, freeze: bool, unknown: bool = False) -> tuple[Steps, Steps]:
         cid = self._container_id(cid)
+        if unknown:
+            if freeze:
+                return (), (_docker_step(cid, "unpause"),)
+            return (), (_docker_step(cid, "update", -1, _DEFAULT_PERIOD_US),)
         attrs = self._inspect(cid).attrs or {}
         if freeze:
             paused = bool((attrs.get("State") or {}).get("Paused"))
-            self._docker_call(cid, "pause", {})
-            return (lambda: None) if paused else (lambda: self._docker_call(cid, "unpause", {}))
+            return (_docker_step(cid, "pause"),), (
+                () if paused else (_docker_step(cid, "unpause"),)
+            )
         host = attrs.get("HostConfig") or {}
         old_q = int(host.get("CpuQuota") or 0)
         old_p = int(host.get("CpuPeriod") or 0)
         period = self.cfg.cpu_period_us
         if old_q == self.quota_us and old_p == period:
-            old_q = 0  # our own earlier throttle (a restart): undo means no limit
-        self._docker_call(cid, "update", {"cpu_quota": self.quota_us, "cpu_period": period})
-        restore = {
-            "cpu_quota": old_q if old_q > 0 else -1,
-            "cpu_period": old_p if old_p > 0 else _DEFAULT_PERIOD_US,
-        }
-        return lambda: self._docker_call(cid, "update", restore)
+            old_q = 0  # our own earlier throttle (no record of it): no limit
+        restore = _docker_step(
+            cid, "update", old_q if old_q > 0 else -1, old_p if old_p > 0 else _DEFAULT_PERIOD_US
+        )
+        return (_docker_step(cid, "update", self.quota_us, period),), (restore,)
 
 
 REGISTRY.register("throttle", ThrottleConfig, ThrottleResponder)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 from pydantic import Field
@@ -79,9 +80,14 @@ class UfwResponder(Responder):
     name = "ufw"
 
     def __init__(
-        self, config: UfwConfig, *, clock: Clock, commands: CommandRunner | None = None
+        self,
+        config: UfwConfig,
+        *,
+        clock: Clock,
+        commands: CommandRunner | None = None,
+        state_dir: Path | None = None,
     ) -> None:
-        super().__init__(config, clock=clock, commands=commands)
+        super().__init__(config, clock=clock, commands=commands, state_dir=state_dir)
         self.cfg = config
         self._adds: list[tuple[str, str]] = []
         self._deletes: list[tuple[str, str]] = []
