@@ -406,8 +406,9 @@ class ThrottleResponder(BufferedResponder):
             self._release(text, current)
             current = None
         if current is not None and not current.restored:
-            self.held[text] = replace(current, ts=decision.ts)  # a newer decision, same effect
-            self._save()
+            if current.ts != decision.ts:  # a newer decision, same effect
+                self.held[text] = replace(current, ts=decision.ts)
+                self._save()
             return
         freeze = decision.action is Action.FREEZE
         do, undo = self._plan(target, freeze=freeze)
