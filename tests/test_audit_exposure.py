@@ -13,7 +13,7 @@ import pytest
 from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.engine import run_check
-from aisentinel.audit.model import Status
+from aisentinel.audit.model import CheckResult, Status
 from aisentinel.audit.sockets import (
     ListeningSocket,
     ProcNetError,
@@ -25,6 +25,10 @@ from aisentinel.commands import CommandResult, FakeRunner
 
 FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 UFW = ("ufw", "status", "verbose")
+SHOW_ENV = (
+    "systemctl", "show", "-p", "LoadState", "-p", "Environment", "-p", "EnvironmentFiles",
+    "ollama.service",
+)  # fmt: skip
 PROC_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
 
 
@@ -206,7 +210,7 @@ def test_ollama_host_loopback_in_unit_passes(tmp_path: Path) -> None:
 
 def test_ollama_host_from_systemctl_show() -> None:
     """systemctl show's Environment (quoted words) is parsed; a 0.0.0.0 bind fails."""
-    argv = ("systemctl", "show", "-p", "LoadState", "-p", "Environment", "ollama.service")
+    argv = SHOW_ENV
     text = (FIXTURES / "systemctl_show_env_wildcard.txt").read_text()
     runner = FakeRunner({argv: CommandResult(argv, 0, text, "")})
     config = AuditConfig(ai_units=("ollama.service",))
@@ -250,7 +254,7 @@ def test_ollama_not_installed_passes(tmp_path: Path) -> None:
 
 def test_systemctl_error_without_unit_files_is_unknown(tmp_path: Path) -> None:
     """systemctl present but failing (not "no systemd") and no unit files: unknown."""
-    argv = ("systemctl", "show", "-p", "LoadState", "-p", "Environment", "ollama.service")
+    argv = SHOW_ENV
     runner = FakeRunner({argv: CommandResult(argv, 1, "", "Access denied")})
     config = AuditConfig(unit_dirs=(tmp_path,))
     result = run_check(
@@ -258,3 +262,74 @@ def test_systemctl_error_without_unit_files_is_unknown(tmp_path: Path) -> None:
     )
     assert result.status is Status.UNKNOWN
     assert "Access denied" in result.evidence[0]
+
+
+def env_files(tmp_path: Path) -> Path:
+    """The fixture EnvironmentFile= tree copied to ``tmp_path``; returns its folder."""
+    return shutil.copytree(FIXTURES / "envfiles", tmp_path / "envfiles")
+
+
+def ollama_host_shown(fixture: str, env_dir: Path) -> CheckResult:
+    """Run exposure.ollama-host with systemctl show printing ``fixture`` (``@DIR@`` filled)."""
+    text = (FIXTURES / fixture).read_text().replace("@DIR@", str(env_dir))
+    runner = FakeRunner({SHOW_ENV: CommandResult(SHOW_ENV, 0, text, "")})
+    config = AuditConfig(ai_units=("ollama.service",))
+    return run_check(
+        CHECKS.get("exposure.ollama-host").factory, make_context(config, runner=runner)
+    )
+
+
+def test_ollama_host_from_environment_file_overrides_systemctl_environment(
+    tmp_path: Path,
+) -> None:
+    """An EnvironmentFiles= file's OLLAMA_HOST=0.0.0.0 beats Environment= 127.0.0.1: fail."""
+    env_dir = env_files(tmp_path)
+    result = ollama_host_shown("systemctl_show_env_file.txt", env_dir)
+    assert result.status is Status.FAIL
+    assert result.evidence == (
+        "ollama.service: OLLAMA_HOST=0.0.0.0:11434 binds every interface"
+        f" (systemctl show; from EnvironmentFile {env_dir}/ollama.env)",
+    )
+    assert f"set OLLAMA_HOST=127.0.0.1:11434 in {env_dir}/ollama.env" in result.remediation
+
+
+def test_environment_file_glob_read_in_sorted_order(tmp_path: Path) -> None:
+    """An EnvironmentFile= glob reads its matches sorted; the last one's LAN address warns."""
+    env_dir = env_files(tmp_path)
+    result = ollama_host_shown("systemctl_show_env_glob.txt", env_dir)
+    assert result.status is Status.WARN
+    assert "OLLAMA_HOST=192.168.1.10:11434 binds LAN address 192.168.1.10" in result.evidence[0]
+    assert f"{env_dir}/ollama.d/20-lan.env" in result.evidence[0]
+
+
+@pytest.mark.parametrize(
+    ("service", "expected"),
+    [
+        # the file's variables override Environment=, whatever the order of the lines
+        ("EnvironmentFile=-{d}/ollama.env\nEnvironment=OLLAMA_HOST=127.0.0.1", Status.FAIL),
+        # an empty EnvironmentFile= drops the files listed before it
+        ("EnvironmentFile={d}/ollama.env\nEnvironmentFile=\n", Status.PASS),
+        ("Environment=OLLAMA_HOST=127.0.0.1\nEnvironmentFile={d}/ollama.d/*.env", Status.WARN),
+    ],
+)
+def test_unit_files_environment_file_precedence(
+    tmp_path: Path, service: str, expected: Status
+) -> None:
+    """Without systemd, EnvironmentFile= (globs too) overrides Environment= as systemd does."""
+    env_dir = env_files(tmp_path)
+    units = tmp_path / "units"
+    units.mkdir()
+    (units / "ollama.service").write_text("[Service]\n" + service.format(d=env_dir) + "\n")
+    config = AuditConfig(unit_dirs=(units,))
+    result = run_check(CHECKS.get("exposure.ollama-host").factory, make_context(config))
+    assert result.status is expected, result.evidence
+
+
+def test_unreadable_environment_file_is_unknown(tmp_path: Path) -> None:
+    """An EnvironmentFiles= entry that exists but cannot be read makes the check unknown."""
+    env_dir = env_files(tmp_path)
+    (env_dir / "ollama.env").unlink()
+    (env_dir / "ollama.env").mkdir()  # read_text fails even for root
+    result = ollama_host_shown("systemctl_show_env_file.txt", env_dir)
+    assert result.status is Status.UNKNOWN
+    assert f"cannot read EnvironmentFile {env_dir}/ollama.env" in result.evidence[0]

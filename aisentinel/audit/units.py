@@ -1,16 +1,23 @@
-"""Reading systemd unit files directly, for hosts where ``systemctl`` cannot answer.
+"""systemd units: :func:`systemctl_show`, and the unit files read directly for hosts
+where ``systemctl`` cannot answer.
 
 Only what the checks need: ``Environment=`` / ``EnvironmentFile=`` and the
 ``MemoryMax=`` / ``CPUQuota=`` settings of the ``[Service]`` section, from the unit
 file (the first unit dir that has it wins, as in systemd) and its ``<unit>.d/*.conf``
-drop-ins (all dirs, applied in file-name order).
+drop-ins (all dirs, applied in file-name order). The ``EnvironmentFile=`` reader
+(:func:`environment_files`) also serves the files ``systemctl show`` lists: systemd
+reads them only when it starts the unit, so no property holds their variables.
 """
 
 from __future__ import annotations
 
+import glob
 import shlex
 from collections.abc import Sequence
 from pathlib import Path
+
+from aisentinel.audit.context import AuditContext
+from aisentinel.commands import CommandError
 
 _NO_SYSTEMD = ("not been booted with systemd", "failed to connect to bus", "host is down")
 
@@ -19,6 +26,28 @@ def systemd_absent(message: str) -> bool:
     """Whether a systemctl error message says systemd is not running on this host."""
     lower = message.lower()
     return any(marker in lower for marker in _NO_SYSTEMD)
+
+
+def systemctl_show(ctx: AuditContext, unit: str, *properties: str) -> dict[str, list[str]] | str:
+    """``systemctl show -p LoadState -p PROPERTY... unit`` as ``{property: values}``.
+
+    Returns the reason instead when systemctl cannot answer. A property printed once
+    per item (``EnvironmentFiles``) keeps every value, in order.
+    """
+    args = ["show", "-p", "LoadState"]
+    for prop in properties:
+        args += ["-p", prop]
+    try:
+        result = ctx.tool("systemctl", *args, unit)
+    except CommandError as exc:
+        return str(exc)
+    if not result.ok:
+        return result.message()
+    props: dict[str, list[str]] = {}
+    for line in result.stdout.splitlines():
+        key, _, value = line.partition("=")
+        props.setdefault(key, []).append(value)
+    return props
 
 
 def unit_files(unit_dirs: Sequence[Path], unit: str) -> list[Path]:
@@ -60,39 +89,85 @@ def service_settings(files: Sequence[Path]) -> list[tuple[str, str]]:
     return out
 
 
-def unit_environment(unit_dirs: Sequence[Path], unit: str) -> dict[str, str] | None:
+EnvSetting = tuple[str, Path | None]
+"""A variable's value and the ``EnvironmentFile=`` file that set it (``None``: ``Environment=``)."""
+
+
+class EnvironmentFileError(Exception):
+    """An ``EnvironmentFile=`` file exists but cannot be read: the unit's variables are unknown."""
+
+
+def environment_words(text: str) -> dict[str, str]:
+    """The ``NAME=value`` words of one ``Environment=`` value (shell-style quotes), in order."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    out: dict[str, str] = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if sep:
+            out[name] = value
+    return out
+
+
+def environment_files(entries: Sequence[str]) -> dict[str, EnvSetting]:
+    """The variables the ``EnvironmentFile=`` ``entries`` set, later files winning.
+
+    Each entry is an absolute path or glob pattern (a leading ``-`` only marks it
+    optional); its matches are read in sorted order, as systemd does. A file that
+    does not exist sets nothing (systemd skips it or refuses to start the unit). One
+    that exists but cannot be read raises :class:`EnvironmentFileError`: a bind address
+    could be set in it.
+    """
+    out: dict[str, EnvSetting] = {}
+    for entry in entries:
+        pattern = entry.removeprefix("-")
+        if not pattern.startswith("/"):
+            continue  # systemd refuses a relative path
+        # glob.glob, not Path.glob: glob(3)'s rules, as systemd's (``*`` skips dot files)
+        for name in sorted(glob.glob(pattern)):  # noqa: PTH207
+            path = Path(name)
+            try:
+                text = path.read_text(encoding="utf-8", errors="replace")
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                reason = exc.strerror or type(exc).__name__
+                message = f"cannot read EnvironmentFile {path}: {reason}"
+                raise EnvironmentFileError(message) from None
+            out.update((key, (value, path)) for key, value in _env_file_lines(text).items())
+    return out
+
+
+def unit_environment(unit_dirs: Sequence[Path], unit: str) -> dict[str, EnvSetting] | None:
     """The environment a unit's files set, or ``None`` when no unit file exists.
 
-    An empty ``Environment=`` resets the list, as in systemd; ``EnvironmentFile=``
-    files are read when present (a ``-`` prefix only marks them optional).
+    As in systemd: an empty ``Environment=`` resets the variables and an empty
+    ``EnvironmentFile=`` the list of files; the files' variables override
+    ``Environment=`` whatever the order of the lines (:func:`environment_files`).
     """
     files = unit_files(unit_dirs, unit)
     if not files:
         return None
-    env: dict[str, str] = {}
+    words: dict[str, str] = {}
+    env_files: list[str] = []
     for key, value in service_settings(files):
         if key == "Environment":
             if not value:
-                env.clear()
-                continue
-            try:
-                words = shlex.split(value)
-            except ValueError:
-                words = value.split()
-            for word in words:
-                name, sep, val = word.partition("=")
-                if sep:
-                    env[name] = val
-        elif key == "EnvironmentFile" and value:
-            env.update(_env_file(Path(value.lstrip("-"))))
+                words.clear()
+            words.update(environment_words(value))
+        elif key == "EnvironmentFile":
+            if not value:
+                env_files.clear()
+            else:
+                env_files.append(value)
+    env: dict[str, EnvSetting] = {name: (value, None) for name, value in words.items()}
+    env.update(environment_files(env_files))
     return env
 
 
-def _env_file(path: Path) -> dict[str, str]:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return {}
+def _env_file_lines(text: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for raw in text.splitlines():
         line = raw.strip()

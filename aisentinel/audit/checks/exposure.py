@@ -8,7 +8,8 @@ socket never appears in those tables and counts as safe.
 from __future__ import annotations
 
 import ipaddress
-import shlex
+import re
+from pathlib import Path
 
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
 from aisentinel.audit.checks.firewall import firewall_state
@@ -16,8 +17,15 @@ from aisentinel.audit.context import AuditContext
 from aisentinel.audit.fwstate import Reach
 from aisentinel.audit.model import Status
 from aisentinel.audit.sockets import ListeningSocket, is_lan, listening_sockets
-from aisentinel.audit.units import systemd_absent, unit_environment
-from aisentinel.commands import CommandError
+from aisentinel.audit.units import (
+    EnvironmentFileError,
+    EnvSetting,
+    environment_files,
+    environment_words,
+    systemctl_show,
+    systemd_absent,
+    unit_environment,
+)
 
 
 def all_listeners(ctx: AuditContext) -> list[ListeningSocket]:
@@ -103,18 +111,27 @@ def _ollama_host(ctx: AuditContext) -> Verdict:
         return Verdict.of(Status.PASS, ["no ollama unit in [audit] ai_units"])
     status = Status.PASS
     lines: list[str] = []
+    from_files: set[Path] = set()
     for unit in units:
-        env = _environment(ctx, unit)
+        try:
+            env = _environment(ctx, unit)
+        except EnvironmentFileError as exc:
+            raise CannotCheckError(f"{unit}: {exc}") from None
         if env is None:
             lines.append(f"{unit} is not installed")
             continue
         values, origin = env
-        value = values.get("OLLAMA_HOST")
-        if value is None:
+        setting = values.get("OLLAMA_HOST")
+        if setting is None:
             lines.append(f"{unit}: OLLAMA_HOST not set ({origin}): Ollama binds 127.0.0.1:11434")
             continue
+        value, env_file = setting
+        if env_file is not None:
+            origin = f"{origin}; from EnvironmentFile {env_file}"
         verdict, where = _ollama_bind(value)
         lines.append(f"{unit}: OLLAMA_HOST={value} binds {where} ({origin})")
+        if verdict is not Status.PASS and env_file is not None:
+            from_files.add(env_file)
         if verdict is Status.FAIL or (verdict is Status.WARN and status is Status.PASS):
             status = verdict
     fix = (
@@ -123,23 +140,35 @@ def _ollama_host(ctx: AuditContext) -> Verdict:
         'Environment="OLLAMA_HOST=127.0.0.1:11434"\n'
         "# and: systemctl restart ollama.service"
     )
+    for path in sorted(from_files):
+        fix += (
+            f"\n# {path} sets OLLAMA_HOST and an EnvironmentFile= overrides Environment=:"
+            f"\n# set OLLAMA_HOST=127.0.0.1:11434 in {path} (or remove the line there)"
+        )
     return Verdict.of(status, lines, fix)
 
 
-def _environment(ctx: AuditContext, unit: str) -> tuple[dict[str, str], str] | None:
-    """The unit's environment and where it was read, or ``None`` if the unit does not exist."""
-    try:
-        result = ctx.tool("systemctl", "show", "-p", "LoadState", "-p", "Environment", unit)
-    except CommandError as exc:
-        reason = str(exc)
-    else:
-        if result.ok:
-            props = dict(line.partition("=")[::2] for line in result.stdout.splitlines())
-            if props.get("LoadState") == "not-found":
-                return None
-            env = _parse_env_words(props.get("Environment", ""))
-            return env, "systemctl show"
-        reason = result.message()
+_SHOWN_ENV_FILE = re.compile(r"^(?P<path>.*) \(ignore_errors=(?:yes|no)\)$")
+
+
+def _environment(ctx: AuditContext, unit: str) -> tuple[dict[str, EnvSetting], str] | None:
+    """The unit's environment and where it was read, or ``None`` if the unit does not exist.
+
+    ``systemctl show``'s ``Environment`` holds only ``Environment=`` lines; the files of
+    ``EnvironmentFile=`` (one ``EnvironmentFiles=PATH (ignore_errors=yes|no)`` line each)
+    are read here and override it, as when systemd starts the unit (raises
+    :class:`EnvironmentFileError` for a file that exists but cannot be read).
+    """
+    shown = systemctl_show(ctx, unit, "Environment", "EnvironmentFiles")
+    if isinstance(shown, dict):
+        if shown.get("LoadState") == ["not-found"]:
+            return None
+        words = environment_words(" ".join(shown.get("Environment", [])))
+        env: dict[str, EnvSetting] = {name: (value, None) for name, value in words.items()}
+        files = (_SHOWN_ENV_FILE.match(v) for v in shown.get("EnvironmentFiles", []))
+        env.update(environment_files([m.group("path") for m in files if m]))
+        return env, "systemctl show"
+    reason = shown
     from_files = unit_environment(ctx.config.unit_dirs, unit)
     if from_files is None:
         dirs = ", ".join(str(d) for d in ctx.config.unit_dirs)
@@ -147,19 +176,6 @@ def _environment(ctx: AuditContext, unit: str) -> tuple[dict[str, str], str] | N
             raise CannotCheckError(f"{reason}; and no {unit} file under {dirs}")
         return None
     return from_files, f"unit files; systemctl unavailable: {reason}"
-
-
-def _parse_env_words(text: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        words = shlex.split(text)
-    except ValueError:
-        words = text.split()
-    for word in words:
-        key, sep, value = word.partition("=")
-        if sep:
-            out[key] = value
-    return out
 
 
 register("exposure.ai-ports", "AI ports listen on loopback only (or are firewalled)", _ai_ports)

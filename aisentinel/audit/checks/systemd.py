@@ -9,39 +9,24 @@ from __future__ import annotations
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import Status
-from aisentinel.audit.units import systemd_absent, unit_limits
-from aisentinel.commands import CommandError
+from aisentinel.audit.units import systemctl_show, systemd_absent, unit_limits
 
 _UNLIMITED = ("", "infinity")
 
 
 def _limits(ctx: AuditContext, unit: str) -> tuple[dict[str, str], str] | None:
     """``({"MemoryMax": ..., "CPUQuota": ...}, origin)``, or ``None`` if not installed."""
-    try:
-        result = ctx.tool(
-            "systemctl",
-            "show",
-            "-p",
-            "LoadState",
-            "-p",
-            "MemoryMax",
-            "-p",
-            "CPUQuotaPerSecUSec",
-            unit,
-        )
-    except CommandError as exc:
-        reason = str(exc)
-    else:
-        if result.ok:
-            props = dict(line.partition("=")[::2] for line in result.stdout.splitlines())
-            if props.get("LoadState") == "not-found":
-                return None
-            limits = {
-                "MemoryMax": props.get("MemoryMax", ""),
-                "CPUQuota": props.get("CPUQuotaPerSecUSec", ""),
-            }
-            return limits, "systemctl show"
-        reason = result.message()
+    shown = systemctl_show(ctx, unit, "MemoryMax", "CPUQuotaPerSecUSec")
+    if isinstance(shown, dict):
+        props = {key: values[-1] for key, values in shown.items()}
+        if props.get("LoadState") == "not-found":
+            return None
+        limits = {
+            "MemoryMax": props.get("MemoryMax", ""),
+            "CPUQuota": props.get("CPUQuotaPerSecUSec", ""),
+        }
+        return limits, "systemctl show"
+    reason = shown
     from_files = unit_limits(ctx.config.unit_dirs, unit)
     if from_files is None:
         if ctx.has_tool("systemctl") and not systemd_absent(reason):
