@@ -13,7 +13,8 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.checks import docker as docker_checks
 from aisentinel.audit.context import DockerUnavailableError, docker_sdk_inspector
 from aisentinel.audit.engine import run_check
-from aisentinel.audit.model import CheckResult, Status
+from aisentinel.audit.model import AuditReport, CheckResult, Status
+from aisentinel.audit.render import render_table
 from aisentinel.audit.testing import fake_docker, make_context, no_docker
 
 
@@ -52,7 +53,10 @@ def test_ai_container_published_on_all_interfaces_fails() -> None:
     )
     result = run("docker.ai-ports", [ollama])
     assert result.status is Status.FAIL
-    assert "ollama (ollama/ollama:0.5.7): published on every interface" in result.evidence[0]
+    assert result.evidence == (
+        "ollama (ollama/ollama:0.5.7): published 0.0.0.0:11434->11434/tcp (every interface),"
+        " [::]:11434->11434/tcp (every interface)",
+    )
     assert "127.0.0.1:11434:11434" in result.remediation
     assert "bypass ufw" in result.remediation
 
@@ -70,6 +74,45 @@ def test_loopback_published_and_non_ai_containers_pass() -> None:
     assert result.evidence == (
         "vllm (vllm/vllm-openai:latest): published 127.0.0.1:8000->8000/tcp",
     )
+
+
+@pytest.mark.parametrize(
+    ("host_ip", "expected", "evidence"),
+    [
+        # -p 203.0.113.5:11434:11434: the host's public address, past ufw
+        ("203.0.113.5", Status.FAIL, "203.0.113.5:11434->11434/tcp (public address 203.0.113.5)"),
+        ("2001:db8::5", Status.FAIL, "[2001:db8::5]:11434->11434/tcp (public address 2001:db8::5)"),
+        ("192.168.1.10", Status.WARN, "192.168.1.10:11434->11434/tcp (LAN address 192.168.1.10)"),
+        ("::1", Status.PASS, "[::1]:11434->11434/tcp"),
+        ("::ffff:127.0.0.1", Status.PASS, "[::ffff:127.0.0.1]:11434->11434/tcp"),
+        (
+            "ai.lan",
+            Status.WARN,
+            "ai.lan:11434->11434/tcp (HostIp 'ai.lan' could not be classified)",
+        ),
+    ],
+)
+def test_published_host_ip_is_classified(host_ip: str, expected: Status, evidence: str) -> None:
+    """Each HostIp is classified: public fails, LAN or unparsable warns, loopback passes."""
+    ollama = container(
+        "ollama", "ollama/ollama:0.5.7", {"11434/tcp": [{"HostIp": host_ip, "HostPort": "11434"}]}
+    )
+    result = run("docker.ai-ports", [ollama])
+    assert result.status is expected
+    assert result.evidence == (f"ollama (ollama/ollama:0.5.7): published {evidence}",)
+
+
+def test_garbage_host_ip_is_escaped_in_the_table() -> None:
+    """A HostIp with terminal escapes warns as unclassified and prints without raw control bytes."""
+    ollama = container(
+        "ollama", "ollama/ollama", {"11434/tcp": [{"HostIp": "\x1b[2J1.2.3.4", "HostPort": "1"}]}
+    )
+    result = run("docker.ai-ports", [ollama])
+    assert result.status is Status.WARN
+    assert "could not be classified" in result.evidence[0]
+    table = render_table(AuditReport((result,), started_at=0.0, duration_seconds=0.0))
+    assert "\x1b" not in table
+    assert "could not be classified" in table
 
 
 def test_host_network_ai_container_warns() -> None:

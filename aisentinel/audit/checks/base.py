@@ -40,6 +40,14 @@ class Verdict:
         return cls(status, lines, remediation if status is not Status.PASS else "")
 
 
+_SEVERITY = {Status.PASS: 0, Status.WARN: 1, Status.UNKNOWN: 2, Status.FAIL: 3}
+
+
+def worse(status: Status, other: Status) -> Status:
+    """The more severe of two statuses (pass < warn < unknown < fail)."""
+    return other if _SEVERITY[other] > _SEVERITY[status] else status
+
+
 CheckFunction = Callable[[AuditContext], Verdict]
 
 

@@ -5,8 +5,10 @@ Without an engine both checks are ``unknown`` with the reason; list them in
 ``[audit] skip`` on hosts without Docker. When no engine can exist (``DOCKER_HOST``
 unset and neither ``/var/run/docker.sock`` nor ``/run/docker.sock`` present) the
 SDK is not even imported: it would add about 6 MB to the daemon's memory. Ports
-Docker publishes bypass ufw's INPUT rules, so a 0.0.0.0 publication is reachable
-even behind "default deny".
+Docker publishes bypass ufw's INPUT rules, so a publication on any address but
+loopback is reachable even behind "default deny": each ``HostIp`` is classified
+with ``ipaddress`` (every interface or a public address fails, a LAN address warns,
+one that is not an IP address warns as unclassified).
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from aisentinel.audit.checks.base import Verdict, register
+from aisentinel.audit.checks.base import Verdict, register, worse
+from aisentinel.audit.checks.exposure import bind_scope
 from aisentinel.audit.context import AuditContext, DockerUnavailableError, docker_sdk_inspector
 from aisentinel.audit.model import Status
-
-_WILDCARD = ("", "0.0.0.0", "::")  # noqa: S104 - addresses compared, not bound
 
 PORTS_FIX = (
     "Publish on loopback only and put nginx (auth + TLS) in front:\n"
@@ -96,21 +97,20 @@ def _ports(ctx: AuditContext) -> Verdict:
                 f"{_name(container)}: host network, binds host ports directly"
                 " (see exposure.ai-ports)"
             )
-            status = Status.FAIL if status is Status.FAIL else Status.WARN
+            status = worse(status, Status.WARN)
             continue
         ports = (container.get("NetworkSettings") or {}).get("Ports") or {}
-        bindings = [
-            (str(b.get("HostIp") or ""), f"{b.get('HostPort')}->{port}")
-            for port, port_bindings in ports.items()
-            for b in port_bindings or ()
-        ]
-        published = [f"{ip or '*'}:{rest}" for ip, rest in bindings]
-        public = [f"{ip or '*'}:{rest}" for ip, rest in bindings if ip in _WILDCARD]
-        if public:
-            status = Status.FAIL
-            lines.append(f"{_name(container)}: published on every interface: {', '.join(public)}")
-        else:
-            lines.append(f"{_name(container)}: published {', '.join(published) or 'nothing'}")
+        parts = []
+        for port, port_bindings in ports.items():
+            for binding in port_bindings or ():
+                host_ip = str(binding.get("HostIp") or "")
+                shown = f"[{host_ip}]" if ":" in host_ip else host_ip or "*"
+                published = f"{shown}:{binding.get('HostPort')}->{port}"
+                unparsed = f"HostIp {host_ip!r} could not be classified"
+                scope, where = bind_scope(host_ip, unparsed)
+                parts.append(published if scope is Status.PASS else f"{published} ({where})")
+                status = worse(status, scope)
+        lines.append(f"{_name(container)}: published {', '.join(parts) or 'nothing'}")
     return Verdict.of(status, lines, PORTS_FIX)
 
 

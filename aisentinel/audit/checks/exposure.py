@@ -11,7 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
+from aisentinel.audit.checks.base import CannotCheckError, Verdict, register, worse
 from aisentinel.audit.checks.firewall import firewall_state
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.fwstate import Reach
@@ -88,14 +88,27 @@ def _ollama_bind(value: str) -> tuple[Status, str]:
         host = text.split(":", 1)[0]
     else:
         host = text
-    if host in ("", "*"):
-        return Status.FAIL, "every interface"
     if host == "localhost":
         return Status.PASS, "loopback"
+    unparsed = f"host name {host!r} (resolves at start)"
+    return bind_scope("" if host == "*" else host, unparsed)
+
+
+def bind_scope(host: str, unparsed: str) -> tuple[Status, str]:
+    """Who can reach a service bound to ``host`` (an IP address), as a status and a few words.
+
+    Every interface (``host`` empty too) or a public address = fail, a LAN address =
+    warn, loopback = pass; an IPv4-mapped IPv6 address is judged as the IPv4 address.
+    A ``host`` that is not an IP address warns with the words ``unparsed``.
+    """
+    if not host:
+        return Status.FAIL, "every interface"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        return Status.WARN, f"host name {host!r} (resolves at start)"
+        return Status.WARN, unparsed
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
     if address.is_unspecified:
         return Status.FAIL, "every interface"
     if address.is_loopback:
@@ -132,8 +145,7 @@ def _ollama_host(ctx: AuditContext) -> Verdict:
         lines.append(f"{unit}: OLLAMA_HOST={value} binds {where} ({origin})")
         if verdict is not Status.PASS and env_file is not None:
             from_files.add(env_file)
-        if verdict is Status.FAIL or (verdict is Status.WARN and status is Status.PASS):
-            status = verdict
+        status = worse(status, verdict)
     fix = (
         "systemctl edit ollama.service   # then write:\n"
         "[Service]\n"
