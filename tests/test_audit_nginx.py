@@ -12,7 +12,7 @@ import pytest
 from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig, AuditTools
 from aisentinel.audit.engine import run_check
-from aisentinel.audit.model import Status
+from aisentinel.audit.model import CheckResult, Status
 from aisentinel.audit.nginxconf import (
     NginxParseError,
     ai_locations,
@@ -94,6 +94,85 @@ def test_mixed_case_evidence_names_the_open_location(tmp_path: Path, certs: Path
     assert f"{tmp_path}/conf.d/ai.conf:" in open_lines[0]
     assert any("address allowlist only" in line and "/lan/" in line for line in result.evidence)
     assert "auth_basic_user_file" in result.remediation
+
+
+def nginx_auth(case: str, tmp_path: Path, certs: Path) -> tuple[CheckResult, Path]:
+    """nginx.auth run through the real nginx on fixture ``case``; also its conf.d/ai.conf."""
+    conf = install_case(CASES / case, tmp_path, certs)
+    config = AuditConfig(
+        nginx_conf=conf, tools=AuditTools(nginx=str(NGINX)), proc_root=empty_proc(tmp_path)
+    )
+    ctx = make_context(config, runner=SubprocessRunner())
+    return run_check(CHECKS.get("nginx.auth").factory, ctx), tmp_path / "conf.d" / "ai.conf"
+
+
+@needs_nginx
+def test_nested_location_is_not_covered_by_the_enclosing_if(tmp_path: Path, certs: Path) -> None:
+    """An if/return in an enclosing location leaves a nested one open; the server's covers it."""
+    result, ai_conf = nginx_auth("bearer-nested", tmp_path, certs)
+    assert result.status is Status.FAIL
+    api, generate, chat = result.evidence
+    assert api.startswith(
+        f"server ai.example.test location /api/ -> http://127.0.0.1:11434 ({ai_conf}:"
+    )
+    assert 'bearer check (if ($http_authorization != "Bearer 0123' in api
+    assert generate.startswith("server ai.example.test location /api/generate ->")
+    assert "NO authentication (the bearer check (if ($http_authorization != " in generate
+    assert generate.endswith("of an enclosing location does not run here)")
+    assert chat.startswith("server vllm.example.test location /v1/chat/ -> http://vllm_pool")
+    assert f"bearer check (if ($ai_token_ok = 0) at {ai_conf}:" in chat
+    assert "an if/return in an enclosing" in result.remediation
+
+
+@needs_nginx
+def test_presence_only_bearer_checks_warn(tmp_path: Path, certs: Path) -> None:
+    """`if ($http_authorization = "")` and a map listing only "" warn: any token gets in."""
+    result, ai_conf = nginx_auth("bearer-weak", tmp_path, certs)
+    assert result.status is Status.WARN
+    assert [line.rsplit(": ", 1)[1] for line in result.evidence] == [
+        f'bearer check (if ($http_authorization = "" ) at {ai_conf}:13) accepts any token',
+        f"bearer check (if ($has_token = 0) at {ai_conf}:17) accepts any token",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("maps", "condition", "expected"),
+    [
+        ("", '($http_authorization != "Bearer s3cret")', Status.PASS),
+        ("", '($http_authorization !~ "^Bearer (s3cret|t0ken)$")', Status.PASS),
+        ("", '($http_authorization = "")', Status.WARN),
+        ("", '($http_authorization !~ "^Bearer ")', Status.WARN),
+        ("", '($http_authorization ~ "^$")', Status.WARN),
+        ("", '($http_authorization = "Bearer s3cret")', Status.FAIL),
+        ("", '($http_authorization !~ ".*")', Status.FAIL),
+        ("", "($http_authorization)", Status.FAIL),
+        (
+            'map $http_authorization $ok { default 0; "Bearer s3cret" 1; }',
+            "($ok != 1)",
+            Status.PASS,
+        ),
+        ('map $http_authorization $ok { default 1; "" 0; }', "($ok = 0)", Status.WARN),
+        ('map $http_authorization $ok { default 0; "~^Bearer .+" 1; }', "($ok = 0)", Status.WARN),
+        (
+            'map $http_authorization $has { default 1; "" 0; }\nmap $has $ok { default 0; 1 1; }',
+            "($ok = 0)",
+            Status.WARN,
+        ),
+    ],
+)
+def test_bearer_if_conditions(maps: str, condition: str, expected: Status, tmp_path: Path) -> None:
+    """An `if` counts as a bearer check only if it refuses no header and any made-up token."""
+    dump = (
+        "# configuration file /etc/nginx/nginx.conf:\n"
+        f"http {{ {maps}\n limit_req_zone $binary_remote_addr zone=ai:10m rate=5r/s;\n"
+        " server { listen 443 ssl; server_name ai.example.com;\n"
+        f"  location /api/ {{ if {condition} {{ return 401; }}\n"
+        "   limit_req zone=ai; proxy_pass http://127.0.0.1:11434; } } }\n"
+    )
+    runner = FakeRunner({("nginx", "-T"): CommandResult(("nginx", "-T"), 0, dump, "")})
+    ctx = make_context(AuditConfig(proc_root=empty_proc(tmp_path)), runner=runner)
+    result = run_check(CHECKS.get("nginx.auth").factory, ctx)
+    assert result.status is expected, result.evidence
 
 
 @needs_nginx

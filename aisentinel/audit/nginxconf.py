@@ -9,7 +9,10 @@ patterns against the main file's directory, glob matches in sorted order).
 :func:`ai_locations` then walks ``http > server > location`` and, for each location
 whose ``proxy_pass`` reaches an AI upstream, works out the *effective* auth and
 rate-limit directives with nginx's inheritance rule: a directive set at an inner
-level replaces the outer level's, otherwise the outer one applies.
+level replaces the outer level's, otherwise the outer one applies. The rewrite
+module's ``if``/``return`` are not inherited that way: those of the server block run
+for every request, those of a location only for requests that location itself
+matches (not for its nested locations), so a bearer check counts only there.
 """
 
 from __future__ import annotations
@@ -202,7 +205,14 @@ class AiLocation:
     target: str
     where: str
     auth: str | None
-    """``auth_basic``, ``auth_request /x``, ``auth_jwt`` or ``bearer check``; ``None`` if open."""
+    """``auth_basic``, ``auth_request /x``, ``auth_jwt`` or ``bearer check``; ``None`` if open.
+
+    A bearer check is an ``if`` (in the server block or this location) that returns
+    401/403 unless ``$http_authorization``, or a ``map`` of it, has a given value."""
+    weak_auth: str | None
+    """Without ``auth``: a bearer check that refuses only a missing header (any token passes)."""
+    outer_auth: str | None
+    """Without ``auth``: a bearer check of an enclosing location, which does not apply here."""
     address_filter: bool
     """``deny all`` with ``allow`` rules applies (an address allowlist, not authentication)."""
     rate_limit: str | None
@@ -298,31 +308,178 @@ def is_ai_target(
     return named(host) or (port is not None and port in ai_ports)
 
 
-def _bearer_vars(http: Directive) -> set[str]:
-    out = {"$http_authorization"}
+_HEADER_VAR = "$http_authorization"
+_MAP_PARAMS = ("default", "hostnames", "volatile", "include")
+
+
+@dataclass(frozen=True, slots=True)
+class _TokenMap:
+    """What a ``map`` of the Authorization header gives: its entries and default value.
+
+    Entry keys are header values (``~``/``~*`` regexes as written); a map of such a
+    map is folded into one, its entries' values looked up in the outer map.
+    """
+
+    entries: tuple[tuple[str, str], ...]
+    default: str
+
+    def lookup(self, value: str) -> str:
+        """The map's value for ``value``: exact keys first, then regexes in order, as nginx."""
+        return _map_lookup(self.entries, self.default, value)
+
+
+def _map_lookup(entries: Sequence[tuple[str, str]], default: str, value: str) -> str:
+    for key, result in entries:
+        if not key.startswith("~") and key == value:
+            return result
+    for key, result in entries:
+        if key.startswith("~") and _regex_matches(key, value):
+            return result
+    return default
+
+
+def _regex_matches(key: str, value: str) -> bool | None:
+    """Whether nginx regex ``key`` (``~re`` or ``~*re``) matches; ``None`` if unreadable."""
+    caseless = key.startswith("~*")
+    try:
+        return (
+            re.search(key[2 if caseless else 1 :], value, re.IGNORECASE if caseless else 0)
+            is not None
+        )
+    except re.error:
+        return None
+
+
+def _token_maps(http: Directive) -> dict[str, _TokenMap]:
+    """``{$variable: map}`` for the maps of the Authorization header (and maps of those)."""
+    out: dict[str, _TokenMap] = {}
     for m in http.children("map"):
-        if len(m.args) >= 2 and m.args[0].lower() in out:
-            out.add(m.args[1].lower())
+        if len(m.args) < 2:
+            continue
+        source, target = m.args[0].lower(), m.args[1].lower()
+        rows = [(d.name, d.args[0] if d.args else "") for d in m.block or ()]
+        entries = tuple((k, v) for k, v in rows if k not in _MAP_PARAMS)
+        default = next((v for k, v in rows if k == "default"), "")
+        if source == _HEADER_VAR:
+            out[target] = _TokenMap(entries, default)
+        elif source in out:
+            inner = out[source]
+            folded = tuple((k, _map_lookup(entries, default, v)) for k, v in inner.entries)
+            out[target] = _TokenMap(folded, _map_lookup(entries, default, inner.default))
     return out
 
 
-def _auth(chain: Sequence[Directive], bearer_vars: set[str]) -> str | None:
+def _condition(d: Directive) -> tuple[str, str | None, str]:
+    """An ``if`` directive's ``(variable, operator, operand)``; ``("", None, "")`` if other."""
+    words = list(d.args)
+    if words and words[0].startswith("("):
+        words[0] = words[0][1:]
+    if words and words[-1].endswith(")"):
+        words[-1] = words[-1][:-1]
+    if words and words[0] == "":
+        words.pop(0)
+    if len(words) > 1 and words[-1] == "" and d.args[-1] == ")":
+        words.pop()
+    if len(words) == 1:
+        return words[0].lower(), None, ""
+    if len(words) == 3:
+        return words[0].lower(), words[1], words[2]
+    return "", None, ""
+
+
+def _refused(op: str | None, operand: str, value: str) -> bool | None:
+    """Whether an ``if`` with ``op`` / ``operand`` is true for ``value``; ``None``: unknown."""
+    if op is None:
+        return value not in ("", "0")
+    if op in ("=", "!="):
+        return (value == operand) is (op == "=")
+    if op in ("~", "~*", "!~", "!~*"):
+        matched = _regex_matches(op.lstrip("!") + operand, value)
+        return None if matched is None else matched is not op.startswith("!")
+    return None
+
+
+_ANY_TOKENS = ("Bearer aisentinel-made-up-token-0", "Basic YWlzZW50aW5lbDpub3Bl", "x")
+"""Authorization values nobody configured: a check that lets one in accepts any token."""
+
+
+def _bearer_strength(d: Directive, maps: dict[str, _TokenMap]) -> str | None:
+    """How an ``if`` that returns 401/403 checks the Authorization header.
+
+    ``"token"``: it refuses a request without the header and every made-up value
+    (it compares against given values: ``!=`` / ``!~`` a secret, or a ``map`` whose
+    default is refused); ``"presence"``: it refuses a missing header but lets some
+    made-up value in (``= ""``, a ``map`` that only lists ``""``); ``None``: it lets a
+    request without the header in, or is no check of the header at all.
+    """
+    if not any(r.args and r.args[0] in ("401", "403") for r in d.children("return")):
+        return None
+    var, op, operand = _condition(d)
+    token_map = maps.get(var)
+    if var != _HEADER_VAR and token_map is None:
+        return None
+
+    def refused(header: str) -> bool | None:
+        value = header if token_map is None else token_map.lookup(header)
+        return _refused(op, operand, value)
+
+    if refused("") is False:
+        return None
+    if all(refused(header) is True for header in ("", *_ANY_TOKENS)):
+        return "token"
+    return "presence"
+
+
+@dataclass(frozen=True, slots=True)
+class _Auth:
+    """What protects a location: ``auth`` (``None``: nothing that counts), ``weak`` (a
+    bearer check that lets any token in), ``outer`` (a bearer check in an enclosing
+    location, which does not run for this one)."""
+
+    auth: str | None = None
+    weak: str | None = None
+    outer: str | None = None
+
+
+def _auth(chain: Sequence[Directive], maps: dict[str, _TokenMap]) -> _Auth:
+    """The location's effective authentication.
+
+    An ``if`` counts only in the server block or in the proxying location itself: the
+    rewrite module's ``if``/``return`` of an enclosing location do not run for a
+    request a nested location matches (unlike ``auth_basic``, which is inherited).
+    """
     basic = _effective(chain, "auth_basic")
     if basic and basic[-1].args and basic[-1].args[0] != "off":
-        return "auth_basic"
+        return _Auth("auth_basic")
     request = _effective(chain, "auth_request")
     if request and request[-1].args and request[-1].args[0] != "off":
-        return f"auth_request {request[-1].args[0]}"
+        return _Auth(f"auth_request {request[-1].args[0]}")
     jwt = _effective(chain, "auth_jwt")
     if jwt and jwt[-1].args and jwt[-1].args[0] != "off":
-        return "auth_jwt"
-    for level in chain[1:]:  # server and locations
+        return _Auth("auth_jwt")
+    weak = None
+    for level in (chain[1], chain[-1]):  # the server, the proxying location
         for d in level.children("if"):
-            condition = " ".join(d.args).lower()
-            refused = any(r.args and r.args[0] in ("401", "403") for r in d.children("return"))
-            if refused and any(var in condition for var in bearer_vars):
-                return f"bearer check (if {' '.join(d.args)} at {d.where})"
-    return None
+            strength = _bearer_strength(d, maps)
+            if strength == "token":
+                return _Auth(f"bearer check ({_if_label(d)})")
+            if strength == "presence" and weak is None:
+                weak = f"bearer check ({_if_label(d)}) accepts any token"
+    outer = next(
+        (
+            f"the bearer check ({_if_label(d)}) of an enclosing location does not run here"
+            for level in chain[2:-1]
+            for d in level.children("if")
+            if _bearer_strength(d, maps) is not None
+        ),
+        None,
+    )
+    return _Auth(weak=weak, outer=outer)
+
+
+def _if_label(d: Directive) -> str:
+    words = (f'"{a}"' if a == "" or any(c.isspace() for c in a) else a for a in d.args)
+    return f"if {' '.join(words)} at {d.where}"
 
 
 def _address_filter(chain: Sequence[Directive]) -> bool:
@@ -345,7 +502,7 @@ def ai_locations(
     servers_seen = 0
     for http in (d for d in config if d.name == "http" and d.block is not None):
         upstreams = _upstream_servers(http)
-        bearer = _bearer_vars(http)
+        maps = _token_maps(http)
         for server in http.children("server"):
             servers_seen += 1
             ssl_on = any(d.args == ("on",) for d in server.children("ssl"))
@@ -361,13 +518,16 @@ def ai_locations(
                     ):
                         continue
                     limit = _effective(chain, "limit_req")
+                    auth = _auth(chain, maps)
                     found.append(
                         AiLocation(
                             server=_server_label(server),
                             location=" ".join(location.args),
                             target=proxy.args[0],
                             where=proxy.where,
-                            auth=_auth(chain, bearer),
+                            auth=auth.auth,
+                            weak_auth=auth.weak,
+                            outer_auth=auth.outer,
                             address_filter=_address_filter(chain),
                             rate_limit=" ".join(limit[0].args) if limit else None,
                             listens=listens,

@@ -8,7 +8,7 @@ judged. When nginx is not installed and nothing listens on 80/443 the checks pas
 
 from __future__ import annotations
 
-from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
+from aisentinel.audit.checks.base import CannotCheckError, Verdict, register, worse
 from aisentinel.audit.checks.exposure import all_listeners
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import Status
@@ -73,6 +73,9 @@ AUTH_FIX = (
     "or a bearer token (http level):\n"
     '    map $http_authorization $ai_token_ok { default 0; "Bearer <long-random-token>" 1; }\n'
     "  and in the location:  if ($ai_token_ok = 0) { return 401; }\n"
+    "  (in the location that proxies or the server block: an if/return in an enclosing\n"
+    '  location does not run for a nested one; if ($http_authorization = "") lets any\n'
+    "  token in)\n"
     "then: nginx -t && systemctl reload nginx"
 )
 
@@ -101,11 +104,15 @@ def _auth(ctx: AuditContext) -> Verdict:
     for loc in gathered:
         if loc.auth is not None:
             lines.append(f"{loc.label()}: {loc.auth}")
+        elif loc.weak_auth is not None:
+            lines.append(f"{loc.label()}: {loc.weak_auth}")
+            status = worse(status, Status.WARN)
         elif loc.address_filter:
             lines.append(f"{loc.label()}: address allowlist only, no authentication")
-            status = Status.FAIL if status is Status.FAIL else Status.WARN
+            status = worse(status, Status.WARN)
         else:
-            lines.append(f"{loc.label()}: NO authentication")
+            outer = f" ({loc.outer_auth})" if loc.outer_auth else ""
+            lines.append(f"{loc.label()}: NO authentication{outer}")
             status = Status.FAIL
     return Verdict.of(status, lines, AUTH_FIX)
 
