@@ -529,7 +529,10 @@ class ProcessAttribution:
     process when not root); ``cmdline`` is capped. ``unit`` is the systemd unit and
     ``container_id`` / ``container_runtime`` (docker, containerd, cri-o, podman,
     kubernetes) come from ``/proc/PID/cgroup``; ``container_name`` from a resolver
-    (the Docker API) when one is configured. All of it is process-controlled text:
+    (the Docker API) when one is configured. ``comm`` is the command name from
+    ``/proc/PID/stat`` (readable for every process): the kernel sets it to the executed
+    file's name, at most 15 characters, and only the process itself changes it (unlike
+    ``cmdline[0]``, which it chooses at exec). All of it is process-controlled text:
     escape it for human output.
     """
 
@@ -543,6 +546,7 @@ class ProcessAttribution:
     container_runtime: str | None = None
     container_name: str | None = None
     start_time: int | None = None
+    comm: str | None = None
 
     def label(self) -> str:
         """``container ollama``, ``unit vllm.service`` or ``pid 4242 /tmp/.x/xmrig``."""

@@ -75,7 +75,8 @@ def _fake_proc(
 
 
 def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
-    """Read once per (pid, start, exe): reuse or exec re-reads; a gone pid is None."""
+    """Read once per (pid, start, exe): reuse or exec re-reads; a gone pid is None; the
+    command name is read whole from stat, parentheses and spaces included."""
     _fake_proc(tmp_path, 4242, start=100, exe="/tmp/.x/xmrig", cgroup="0::/user.slice/s.scope\n")
     calls: list[str] = []
     attributor = ProcessAttributor(tmp_path, resolver=lambda rt, cid: calls.append(cid) or "x")
@@ -88,6 +89,7 @@ def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
         user="root",
         unit="s.scope",
         start_time=100,
+        comm="odd) name",
     )
     assert first.label() == "pid 4242 /tmp/.x/xmrig"
     assert attributor.attribute(4242) is first
@@ -109,7 +111,7 @@ def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
     _fake_proc(tmp_path, 4242, start=200, exe="/tmp/miner", cgroup="0::/\n", comm="miner")
     exec_d = attributor.attribute(4242)
     assert exec_d is not None
-    assert (exec_d.exe, exec_d.container_id) == ("/tmp/miner", None)
+    assert (exec_d.exe, exec_d.container_id, exec_d.comm) == ("/tmp/miner", None, "miner")
     assert attributor.attribute(999) is None
     attributor.retain({999})
     assert len(attributor) == 0

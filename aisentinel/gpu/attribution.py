@@ -1,7 +1,7 @@
 """GPU process attribution: pid -> executable, command line, user, systemd unit, container.
 
 Everything comes from ``<proc_root>/PID`` (``exe`` link, ``cmdline``, ``status``,
-``stat``, ``cgroup``), so tests point ``proc_root`` at a fixture tree. An entry is
+``stat``: the command name, ``cgroup``), so tests point ``proc_root`` at a fixture tree. An entry is
 cached per pid together with the process's start time and command name (``stat``
 fields 22 and 2), so a reused pid, or a process that exec'd another program, is
 attributed afresh; :meth:`ProcessAttributor.retain` drops pids no longer seen on
@@ -141,7 +141,7 @@ class ProcessAttributor:
         cached = self._cache.get(pid)
         if cached is not None and cached[0] == key:
             return cached[1]
-        found = self._read(pid, base, key[1])
+        found = self._read(pid, base, key)
         self._cache[pid] = (key, found)
         return found
 
@@ -153,7 +153,7 @@ class ProcessAttributor:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def _read(self, pid: int, base: str, start: int | None) -> ProcessAttribution:
+    def _read(self, pid: int, base: str, identity: tuple[bytes, int | None]) -> ProcessAttribution:
         exe = _readlink(f"{base}/exe")
         cmdline: tuple[str, ...] = ()
         try:
@@ -184,7 +184,8 @@ class ProcessAttributor:
             container_id=container,
             container_runtime=runtime,
             container_name=name,
-            start_time=start,
+            start_time=identity[1],
+            comm=identity[0].decode("utf-8", "replace") or None,
         )
 
     @staticmethod
