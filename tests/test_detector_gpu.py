@@ -12,12 +12,15 @@ from typing import Any
 
 import pytest
 
+from aisentinel.clock import FakeClock
+from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.detectors.gpu_memory import GpuMemoryConfig, GpuMemoryDetector
 from aisentinel.detectors.gpu_spike import GpuSpikeConfig, GpuSpikeDetector
 from aisentinel.detectors.gpu_theft import GpuTheftConfig, GpuTheftDetector
 from aisentinel.detectors.gpu_workload import GpuWorkloadConfig, GpuWorkloadDetector
 from aisentinel.detectors.shared import SharedState
 from aisentinel.events import (
+    Action,
     Event,
     Finding,
     GpuProcessSample,
@@ -241,6 +244,195 @@ def test_pool_connection_opened_later_is_found_on_recheck(tmp_path: Path) -> Non
     again = findings(det, [sample(T0 + 61, procs=(p,))])
     assert [f.severity for f in again] == [Severity.HIGH]
     assert "connection to mining-pool port 4444 (tcp)" in again[0].evidence
+
+
+STRATUM_ARGS = ("-o", "stratum+tcp://pool.supportxmr.com:3333", "--donate-level=1")
+
+
+def test_argv0_does_not_allowlist_the_real_executable_does() -> None:
+    """argv[0] = "ollama" allows nothing: an xmrig binary so started is a HIGH miner, any
+    other binary a MEDIUM unknown workload; the real executable (a replaced file's
+    " (deleted)" link too) or, where it cannot be read, the command name allows."""
+    d = GpuWorkloadDetector(GpuWorkloadConfig())
+    miner = proc(attr(1, exe="/tmp/.x/xmrig", cmdline=("ollama", *STRATUM_ARGS), comm="xmrig"))
+    quiet = proc(attr(2, exe="/tmp/.x/kthreadd", cmdline=("ollama", "serve"), comm="kthreadd"))
+    blind = proc(attr(3, exe=None, cmdline=("ollama", "serve"), comm="kthreadd"))
+    found = {
+        f.target.id: f
+        for f in findings(d, [sample(T0, procs=(p,)) for p in (miner, quiet, blind)])
+        if f.target
+    }
+    assert {k: f.severity for k, f in found.items()} == {
+        "1": Severity.HIGH,
+        "2": Severity.MEDIUM,
+        "3": Severity.MEDIUM,
+    }
+    assert "miner name xmrig" in found["1"].evidence
+    assert "pid 3 executable unreadable command name kthreadd" in found["3"].evidence
+    allowed = (
+        proc(attr(4, exe="/usr/local/bin/ollama (deleted)", cmdline=("/usr/local/bin/ollama",))),
+        proc(attr(5, exe=None, cmdline=("/usr/local/bin/ollama", "serve"), comm="ollama")),
+        proc(attr(6, exe=None, cmdline=("x",), comm="ollama_llama_se")),  # cut at 15
+        proc(attr(7, exe=None, cmdline=("VLLM::EngineCore",), comm="VLLM::EngineCor")),
+    )
+    assert findings(d, [sample(T0, procs=(p,)) for p in allowed]) == []
+
+
+@pytest.mark.parametrize(
+    ("where", "target"),
+    [
+        ({"unit": "ollama.service"}, "unit:ollama.service"),
+        (
+            {"container_id": "e" * 64, "container_name": "ollama", "container_runtime": "docker"},
+            "container:" + "e" * 64,
+        ),
+    ],
+)
+def test_miner_inside_an_allowed_workload_is_high_about_that_workload(
+    tmp_path: Path, where: dict[str, str], target: str
+) -> None:
+    """A miner that an Ollama RCE starts in ollama.service (or the ollama container) is a
+    HIGH finding about that unit (container), saying what allowed it; freeze for
+    gpu_workload then freezes that unit, unless [decisions.workload_allowlist] names it."""
+    d = GpuWorkloadDetector(GpuWorkloadConfig())
+    spawned = attr(4242, exe="/tmp/.ollama/runner", cmdline=("/tmp/.ollama/runner", *STRATUM_ARGS))
+    f = findings(d, [sample(T0, procs=(proc(replace(spawned, **where)),))])[0]
+    assert f.severity is Severity.HIGH
+    assert f.target is not None
+    assert f.target.text == target
+    assert f.target.exe == "/tmp/.ollama/runner"
+    what = where.get("unit") or "ollama"
+    kind = "unit" if "unit" in where else "container"
+    assert f.message.endswith(f"inside a workload allowed by {kind} {what}")
+    assert f"allowed by {kind} {what}; mining signs override it" in f.evidence
+    ledger = Ledger(tmp_path / "decisions.sqlite3", FakeClock(T0))
+    engine = DecisionEngine(
+        DecisionsConfig(workload_actions={"gpu_workload": "freeze"}),
+        ledger,
+        FakeClock(T0),
+        host_addresses=tuple,
+    )
+    frozen = engine.decide(f)
+    assert (frozen.action, frozen.target) == (Action.FREEZE, f.target)
+    ledger.close()
+
+
+def _tcp_table(tmp_path: Path, pid: int, remote: str | None, local: str = "0100007F:D431") -> None:
+    """A proc root entry for ``pid`` with one socket (inode 777), connected from ``local``
+    to ``remote`` (``/proc/net/tcp`` hex) or to nothing yet, and a listener on port 8080
+    (inode 555, another socket)."""
+    d = tmp_path / str(pid)
+    (d / "fd").mkdir(parents=True, exist_ok=True)
+    (d / "net").mkdir(exist_ok=True)
+    if not (d / "fd" / "3").is_symlink():
+        (d / "fd" / "3").symlink_to("socket:[777]")
+    header = "  sl  local_address rem_address   st\n"
+    tail = " 00000000:00000000 00:00000000 00000000  1000        0"
+    listen = f"   0: 00000000:1F90 00000000:0000 0A{tail} 555 1\n"
+    row = f"   1: {local} {remote} 01{tail} 777 1\n"
+    (d / "net" / "tcp6").write_text(header)
+    (d / "net" / "tcp").write_text(header + listen + (row if remote else ""))
+
+
+def test_accepted_connection_from_a_pool_port_is_not_mining(tmp_path: Path) -> None:
+    """A client's source port that happens to be a pool port (45560, an ephemeral one)
+    on a connection the process accepted (its local port listens) is no mining sign."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path)))
+    _tcp_table(tmp_path, 13, "0B00A8C0:B1F8", local="0A00A8C0:1F90")  # 192.168.0.11:45560
+    server = proc(attr(13, exe="/opt/srv/infer", cmdline=("/opt/srv/infer", "--port", "8080")))
+    assert [f.severity for f in findings(det, [sample(T0, procs=(server,))])] == [Severity.MEDIUM]
+
+
+def test_allowed_workload_connecting_to_a_pool_port_is_a_miner_unless_on_loopback(
+    tmp_path: Path,
+) -> None:
+    """An allowed process is looked at every recheck too: a connection to a pool port
+    elsewhere makes it HIGH; one to a loopback address (its own helpers) does not."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path), recheck=60.0))
+    _tcp_table(tmp_path, 11, "0100007F:B1F8")  # 127.0.0.1:45560
+    _tcp_table(tmp_path, 12, None)
+    ollama = attr(0, exe="/usr/local/bin/ollama", cmdline=("ollama", "serve"))
+    both = (proc(replace(ollama, pid=11)), proc(replace(ollama, pid=12)))
+    assert findings(det, [sample(T0, procs=(p,)) for p in both]) == []
+    _tcp_table(tmp_path, 12, "0A00A8C0:0D05")  # 192.168.0.10:3333
+    assert findings(det, [sample(T0 + 30, procs=(p,)) for p in both]) == []  # before recheck
+    again = findings(det, [sample(T0 + 61, procs=(p,)) for p in both])
+    assert [(f.severity, f.target.id if f.target else None) for f in again] == [
+        (Severity.HIGH, "12")
+    ]
+    assert "connection to mining-pool port 3333 (tcp)" in again[0].evidence
+
+
+PYTHON = "/usr/bin/python3.11"
+
+
+def test_python_inference_servers_are_allowed_by_their_program_not_any_script() -> None:
+    """An interpreter is allowed by what it runs (vllm serve, -m module, VLLM::/sglang::
+    titles, TGI shards, ComfyUI by its path); a bare main.py, -c code, an option's value
+    or a non-interpreter's argument is not; a vllm script with pool arguments is a miner."""
+    d = GpuWorkloadDetector(GpuWorkloadConfig())
+    allowed = [
+        ("/usr/bin/python3", "/usr/local/bin/vllm", "serve", "meta-llama/Llama-3-8B"),
+        ("/usr/bin/python3", "-s", "/usr/local/bin/vllm", "serve", "m"),  # shebang option
+        ("python3", "-m", "vllm.entrypoints.openai.api_server", "--model", "m"),
+        ("VLLM::EngineCore",),
+        ("VLLM::Worker_TP1",),
+        ("python3", "-um", "sglang.launch_server", "--model-path", "m"),
+        ("sglang::scheduler_TP0",),
+        ("/opt/conda/bin/python3.11", "/opt/conda/bin/text-generation-server", "serve", "m"),
+        ("python", "/opt/ComfyUI/main.py", "--listen"),
+        ("python3", "-X", "dev", "-m", "llama_cpp.server", "--model", "m.gguf"),
+        ("/usr/bin/python3", "/usr/local/bin/open-webui", "serve"),
+    ]
+    for i, cmd in enumerate(allowed):
+        p = proc(attr(100 + i, exe=PYTHON, cmdline=cmd))
+        assert findings(d, [sample(T0, procs=(p,))]) == [], cmd
+    blind = proc(attr(99, exe=None, cmdline=allowed[0], comm="python3"))
+    assert findings(d, [sample(T0, procs=(blind,))]) == []
+    unknown = [
+        (PYTHON, ("python", "main.py", "--listen")),
+        (PYTHON, ("python3", "train.py")),
+        (PYTHON, ("python3", "-c", "import vllm")),
+        (PYTHON, ("python3", "-X", "vllm", "train.py")),
+        (PYTHON, ("python3", "/home/u/ComfyUI/train.py")),
+        (PYTHON, ("python3", "-m", "vllmx")),
+        ("/opt/x/helper", ("/opt/x/helper", "vllm")),
+    ]
+    for i, (exe, cmd) in enumerate(unknown):
+        p = proc(attr(200 + i, exe=exe, cmdline=cmd))
+        assert [f.severity for f in findings(d, [sample(T0, procs=(p,))])] == [Severity.MEDIUM], cmd
+    fake = proc(attr(300, exe=PYTHON, cmdline=("python3", "/tmp/vllm", *STRATUM_ARGS)))
+    f = findings(d, [sample(T0, procs=(fake,))])[0]
+    assert f.severity is Severity.HIGH
+    assert "inside a workload allowed by python3.11 program vllm" in f.message
+
+
+def test_every_default_inference_server_command_line_is_allowed() -> None:
+    """The command lines real inference servers' GPU processes show (Ollama and its
+    runners, llama.cpp, TGI, LocalAI, Triton, vLLM, SGLang) match the default allowlist."""
+    d = GpuWorkloadDetector(GpuWorkloadConfig())
+    servers = [
+        ("/usr/local/bin/ollama", ("/usr/local/bin/ollama", "serve")),
+        ("/usr/local/bin/ollama", ("/usr/local/bin/ollama", "runner", "--model", "/m")),
+        (
+            "/usr/lib/ollama/runners/cuda_v12/ollama_llama_server",
+            ("/usr/lib/ollama/runners/cuda_v12/ollama_llama_server", "--model", "/m"),
+        ),
+        ("/usr/local/bin/llama-server", ("llama-server", "-m", "m.gguf")),
+        ("/usr/local/bin/text-generation-launcher", ("text-generation-launcher",)),
+        ("/usr/local/bin/local-ai", ("local-ai", "run")),
+        ("/tmp/localai/backend-assets/grpc/llama-cpp-avx2", ("llama-cpp-avx2", "--addr", "x")),
+        ("/opt/tritonserver/bin/tritonserver", ("tritonserver", "--model-repository=/m")),
+        (
+            "/opt/tritonserver/backends/python/triton_python_backend_stub",
+            ("/opt/tritonserver/backends/python/triton_python_backend_stub", "/m/model.py"),
+        ),
+        (PYTHON, ("/usr/bin/python3", "/usr/local/bin/vllm", "serve", "m")),
+        (PYTHON, ("VLLM::EngineCore",)),
+        (PYTHON, ("python3", "-m", "sglang.launch_server")),
+    ]
+    procs = tuple(proc(attr(10 + i, exe=exe, cmdline=cmd)) for i, (exe, cmd) in enumerate(servers))
+    assert [d.allowed(p) for p in procs] == [True] * len(servers)
 
 
 # --------------------------------------------------------------------------- gpu_theft

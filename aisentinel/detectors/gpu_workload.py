@@ -1,30 +1,46 @@
 """``gpu_workload``: a process on a GPU that is not a known AI service; mining raises it.
 
 Each process of each :class:`~aisentinel.events.GpuSample` is checked against the
-workload allowlist: its executable's name (``exes``), its systemd unit (``units``) or
-its container's name (``containers``), as shell-style patterns. A process that matches
+workload allowlist: its systemd unit (``units``), its container's name
+(``containers``), its executable's name (``exes``) or, for a Python interpreter, the
+program it runs (``programs``), as shell-style patterns. The executable is the real
+one, the ``/proc/PID/exe`` link, or where that cannot be read (another user's process
+under the shipped unit) the command name from ``/proc/PID/stat``, which the kernel sets
+to the executed file's name (15 characters at most: a pattern matches a 15-character
+name by its first 15); never ``argv[0]``, which the process chooses. A Python program is
+its ``-m`` module, its script (patterns with a ``/`` match the script as written, the
+others its file name) or the title it gave itself (vLLM's ``VLLM::EngineCore``): all of
+that is what the process says of itself, like a script's name. A process that matches
 none is an unknown GPU workload: a MEDIUM finding about the workload
 (``Finding.target`` is a :class:`~aisentinel.events.WorkloadTarget`: the container,
 the service, or the process), with the GPU, its attribution and command line.
 
-Signs of cryptocurrency mining make it HIGH: a known miner's name (``miner_names``) as
-the executable or first argument, a mining argument (``--algo``, ``--coin``, a
+Signs of cryptocurrency mining make it HIGH, and they are looked for in every process,
+allowed or not: a miner inside an allowed unit or container (what a remote code
+execution in Ollama would start) is reported, about that unit or container, with what
+allowed it. The signs: a known miner's name (``miner_names``) as the executable, its
+command name or first argument, a mining argument (``--algo``, ``--coin``, a
 ``stratum+tcp://`` URL, a pool host name from ``pool_hosts``) in
 ``/proc/PID/cmdline``, or an established or opening TCP connection from the process to
 a mining-pool port (``pool_ports``), found by matching the process's socket inodes
 (``/proc/PID/fd`` -> ``socket:[inode]``) with ``/proc/PID/net/tcp`` and ``tcp6``
-(the process's own network namespace). ``proc_root`` points elsewhere in tests.
+(the process's own network namespace); for an allowed process, connections to a
+loopback address do not count (its own helpers talk to each other there, on ports
+that may be a pool's). ``proc_root`` points elsewhere in tests.
 
-A process is reported once per ``refire`` (keyed by pid and start time); an unknown one
-not seen mining is looked at again every ``recheck`` for a connection opened later, and
-reported again (HIGH) once it shows one. At most ``max_keys`` processes are remembered.
-Processes without an attribution (gone, or in another pid namespace) are skipped.
+A process is reported once per ``refire`` (keyed by pid and start time); one not seen
+mining, allowed or not, is looked at again every ``recheck`` for a connection opened
+later, and reported (HIGH) once it shows one. At most ``max_keys`` processes are
+remembered. Processes without an attribution (gone, or in another pid namespace) are
+skipped.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Annotated, Final
@@ -40,7 +56,14 @@ from aisentinel.detectors.gpu_common import (
     gpu_evidence,
     workload_target,
 )
-from aisentinel.events import Event, Finding, GpuProcessSample, GpuSample, Severity
+from aisentinel.events import (
+    Event,
+    Finding,
+    GpuProcessSample,
+    GpuSample,
+    ProcessAttribution,
+    Severity,
+)
 from aisentinel.textsafe import escape
 
 DEFAULT_EXES: Final = (
@@ -48,6 +71,8 @@ DEFAULT_EXES: Final = (
     "ollama_llama_server",
     "ollama-runner",
     "vllm",
+    "VLLM::*",
+    "sglang::*",
     "llama-server",
     "llama-cli",
     "llama.cpp*",
@@ -56,14 +81,39 @@ DEFAULT_EXES: Final = (
     "text-generation-router",
     "local-ai",
     "localai",
+    "llama-cpp-*",
     "comfyui",
     "tritonserver",
+    "triton_python_backend_stub",
     "nvidia-smi",
     "nvidia-persistenced",
     "Xorg",
     "Xwayland",
     "gnome-shell",
 )
+"""Executable names; ``VLLM::*`` and ``sglang::*`` are the command names vLLM's and
+SGLang's engine processes give themselves, seen where the executable cannot be read."""
+DEFAULT_PROGRAMS: Final = (
+    "vllm",
+    "vllm.*",
+    "VLLM::*",
+    "sglang",
+    "sglang.*",
+    "sglang::*",
+    "text-generation-server",
+    "llama_cpp.server",
+    "open-webui",
+    "*/[Cc]omfy[Uu][Ii]/main.py",
+)
+"""What a Python interpreter runs: ``vllm serve`` (the ``vllm`` script), ``python -m
+vllm.entrypoints.openai.api_server``, vLLM's engine and workers (``VLLM::EngineCore``),
+``python -m sglang.launch_server`` and its ``sglang::scheduler``, TGI's shards
+(``text-generation-server serve``), ``python -m llama_cpp.server``, ``open-webui serve``,
+and ComfyUI by its path (``python /opt/ComfyUI/main.py``): a bare ``main.py`` could be
+anything, so ``cd ComfyUI && python main.py`` needs ``extra_programs = ["main.py"]``, or
+better a ``comfyui*`` unit or container."""
+INTERPRETERS: Final = ("python", "python[0-9]*", "pypy*")
+"""Executables whose program is read from their command line, in Python's syntax."""
 DEFAULT_UNITS: Final = (
     "ollama*.service",
     "vllm*.service",
@@ -138,6 +188,10 @@ DEFAULT_POOL_HOSTS: Final = (
 DEFAULT_POOL_PORTS: Final = (3333, 4444, 5555, 6666, 7777, 8888, 9999, 14433, 14444, 45560, 45700)
 MINING_ARGS: Final = ("--algo", "-algo", "--coin", "--pool", "--donate-level", "--worker")
 STRATUM: Final = ("stratum+tcp://", "stratum+ssl://", "stratum1+tcp://", "stratum2+tcp://")
+COMM_MAX: Final = 15
+"""Longest command name (``TASK_COMM_LEN`` - 1): a longer executable's name is cut."""
+DELETED: Final = " (deleted)"
+"""What ``/proc/PID/exe`` ends with once the file was replaced (a package upgrade)."""
 MAX_FDS: Final = 4096
 """Most file descriptors of one process looked at for sockets."""
 MAX_NET_BYTES: Final = 4 << 20
@@ -151,12 +205,17 @@ class GpuWorkloadConfig(DetectorConfigBase):
 
     max_keys: MaxKeys = 4096
     exes: tuple[str, ...] = DEFAULT_EXES
-    """Executable names (shell patterns) of allowed GPU workloads."""
+    """Executable names (shell patterns) of allowed GPU workloads: the real executable's
+    name, or its command name where the executable cannot be read; never ``argv[0]``."""
+    programs: tuple[str, ...] = DEFAULT_PROGRAMS
+    """What a Python interpreter may run (shell patterns): its ``-m`` module, its script
+    (as written with a ``/`` in the pattern, else by file name) or its process title."""
     units: tuple[str, ...] = DEFAULT_UNITS
     """systemd units (shell patterns) whose processes may use a GPU (e.g. python under them)."""
     containers: tuple[str, ...] = DEFAULT_CONTAINERS
     """Container names (shell patterns) that may use a GPU."""
     extra_exes: tuple[str, ...] = ()
+    extra_programs: tuple[str, ...] = ()
     extra_units: tuple[str, ...] = ()
     extra_containers: tuple[str, ...] = ()
     miner_names: tuple[str, ...] = DEFAULT_MINERS
@@ -171,6 +230,71 @@ class GpuWorkloadConfig(DetectorConfigBase):
 
 def _matches(patterns: Sequence[str], value: str | None) -> bool:
     return value is not None and any(fnmatch.fnmatchcase(value, p) for p in patterns)
+
+
+def _name_matches(patterns: Sequence[str], name: str, cut: bool) -> bool:
+    """Whether an executable's ``name`` matches; a command name ``cut`` at 15 characters
+    matches a pattern by the pattern's first 15 characters too."""
+    return _matches(patterns, name) or (
+        cut and any(fnmatch.fnmatchcase(name, p[:COMM_MAX]) for p in patterns)
+    )
+
+
+def _program_matches(patterns: Sequence[str], program: str) -> bool:
+    """A pattern with a ``/`` matches a script's path as written; one without, a module,
+    a title or a script's file name (but not a path)."""
+    return any(fnmatch.fnmatchcase(program, p) for p in patterns if ("/" in p) == ("/" in program))
+
+
+def executable_name(a: ProcessAttribution) -> tuple[str, bool]:
+    """``(name, cut)``: the real executable's file name (``/proc/PID/exe``, without the
+    `` (deleted)`` of a replaced file), else the command name (``cut`` when it may be
+    the first 15 characters of a longer one); ``""`` when neither is known."""
+    if a.exe:
+        exe = a.exe.removesuffix(DELETED)
+        return base_name(exe), False
+    comm = a.comm or ""
+    return comm, len(comm) >= COMM_MAX
+
+
+def python_program(cmdline: Sequence[str]) -> tuple[str, ...]:
+    """What a Python interpreter's command line runs: its title (``argv[0]`` when it is
+    not an interpreter's path: vLLM's ``VLLM::EngineCore``), then its ``-m`` module or
+    its script as written and by file name; nothing for ``-c``, stdin or an unparsable
+    line."""
+    if not cmdline:
+        return ()
+    out: list[str] = []
+    if not _matches(INTERPRETERS, base_name(cmdline[0])):
+        out.append(cmdline[0])
+    args = cmdline[1:]
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--" or not arg.startswith("-"):
+            script = args[i + 1] if arg == "--" and i + 1 < len(args) else arg
+            if script not in ("--", "-"):
+                out += (script, base_name(script)) if "/" in script else (script,)
+            break
+        if arg == "-":
+            break
+        if arg.startswith("--"):
+            i += 2 if arg == "--check-hash-based-pycs" else 1
+            continue
+        flags = arg[1:]
+        taken = False
+        for j, flag in enumerate(flags):
+            rest = flags[j + 1 :]
+            if flag == "m":
+                module = rest or (args[i + 1] if i + 1 < len(args) else "")
+                return (*out, module) if module else tuple(out)
+            if flag == "c":
+                return tuple(out)
+            if flag in "WX":
+                taken = not rest  # -X dev, -Wignore
+                break
+        i += 2 if taken else 1
+    return tuple(out)
 
 
 class _Seen:
@@ -192,6 +316,7 @@ class GpuWorkloadDetector(Detector):
         super().__init__(config)
         self._cfg = config
         self._exes = (*config.exes, *config.extra_exes)
+        self._programs = (*config.programs, *config.extra_programs)
         self._units = (*config.units, *config.extra_units)
         self._containers = (*config.containers, *config.extra_containers)
         self._ports = frozenset(config.pool_ports)
@@ -220,39 +345,49 @@ class GpuWorkloadDetector(Detector):
     def allowed(self, proc: GpuProcessSample) -> bool:
         """Whether the process belongs to an allowed AI workload."""
         a = proc.attribution
-        if a is None:
-            return True  # cannot tell: not reported
-        names = (base_name(a.exe), base_name(a.cmdline[0]) if a.cmdline else "")
-        if any(_matches(self._exes, n) for n in names if n):
-            return True
+        return a is None or self.allowed_by(a) is not None  # None: cannot tell, not reported
+
+    def allowed_by(self, a: ProcessAttribution) -> str | None:
+        """What allows the process (``unit ollama.service``, ``executable ollama``,
+        ``python3.11 program vllm``), escaped; None when nothing does."""
         if _matches(self._units, a.unit):
-            return True
-        return a.container_id is not None and _matches(
-            self._containers, a.container_name or a.container_id
-        )
+            return f"unit {escape(a.unit or '')[:120]}"
+        if a.container_id is not None:
+            name = a.container_name or a.container_id
+            if _matches(self._containers, name):
+                return f"container {escape(name)[:120]}"
+        name, cut = executable_name(a)
+        if not name:
+            return None
+        if _name_matches(self._exes, name, cut):
+            return f"executable {escape(name)[:64]}"
+        if _name_matches(INTERPRETERS, name, cut):
+            for program in python_program(a.cmdline):
+                if _program_matches(self._programs, program):
+                    return f"{escape(name)[:64]} program {escape(program)[:120]}"
+        return None
 
     def _check(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
         a = proc.attribution
-        if a is None or proc.count > 1 or self.allowed(proc):
+        if a is None or proc.count > 1:
             return None
+        allowed = self.allowed_by(a)
         key = (proc.pid, a.start_time)
         ts = sample.ts
         seen = self._seen.get(key)
         if seen is not None:
             self._seen.move_to_end(key)
-            if ts - seen.reported < self._cfg.refire and (
-                seen.mining or ts - seen.checked < self._cfg.recheck
-            ):
-                return None
             if ts - seen.reported < self._cfg.refire:
+                if seen.mining or ts - seen.checked < self._cfg.recheck:
+                    return None
                 seen.checked = ts
-                signs = self.mining_signs(proc)
+                signs = self.mining_signs(proc, allowed=allowed is not None)
                 if not signs:
                     return None
                 seen.mining = True
                 seen.reported = ts
-                return self._finding(sample, proc, signs)
-        signs = self.mining_signs(proc)
+                return self._finding(sample, proc, signs, allowed)
+        signs = self.mining_signs(proc, allowed=allowed is not None)
         if seen is None:
             self._seen[key] = _Seen(ts, ts, bool(signs))
             while len(self._seen) > self._cfg.max_keys:
@@ -261,21 +396,33 @@ class GpuWorkloadDetector(Detector):
         else:
             seen.reported = seen.checked = ts
             seen.mining = bool(signs)
-        return self._finding(sample, proc, signs)
+        if allowed is not None and not signs:
+            return None  # an allowed workload: its refire clock restarts, unreported
+        return self._finding(sample, proc, signs, allowed)
 
-    def _finding(self, sample: GpuSample, proc: GpuProcessSample, signs: list[str]) -> Finding:
+    def _finding(
+        self, sample: GpuSample, proc: GpuProcessSample, signs: list[str], allowed: str | None
+    ) -> Finding:
         target = workload_target(proc)
         a = proc.attribution
         what = "cryptocurrency miner" if signs else "unknown GPU workload"
         message = f"{what} on GPU {sample.index}: {describe(proc)}"
         if signs:
             message += f" ({signs[0]})"
+        if allowed is not None:
+            message += f", inside a workload allowed by {allowed}"
         evidence = [
             gpu_evidence(sample),
             f"process {describe(proc)}",
             f"cmdline {command_line(a)}",
             *signs[:4],
         ]
+        if a is not None:
+            exe = escape(a.exe)[:200] if a.exe else "unreadable"
+            comm = escape(a.comm)[: COMM_MAX * 4] if a.comm else "?"
+            evidence.append(f"pid {proc.pid} executable {exe} command name {comm}")
+        if allowed is not None:
+            evidence.append(f"allowed by {allowed}; mining signs override it")
         if proc.used_memory_bytes is not None:
             evidence.append(f"gpu memory {proc.used_memory_bytes} bytes")
         if proc.sm_util is not None:
@@ -295,13 +442,18 @@ class GpuWorkloadDetector(Detector):
 
     # ------------------------------------------------------------------ mining
 
-    def mining_signs(self, proc: GpuProcessSample) -> list[str]:
-        """What in the process looks like mining (empty: nothing)."""
+    def mining_signs(self, proc: GpuProcessSample, *, allowed: bool = False) -> list[str]:
+        """What in the process looks like mining (empty: nothing); for an ``allowed``
+        process, connections to loopback addresses do not count."""
         a = proc.attribution
         if a is None:
             return []
         signs: list[str] = []
-        names = {base_name(a.exe).lower(), base_name(a.cmdline[0]).lower() if a.cmdline else ""}
+        names = {
+            base_name(a.exe).lower(),
+            (a.comm or "").lower(),
+            base_name(a.cmdline[0]).lower() if a.cmdline else "",
+        }
         for name in sorted(n for n in names if n):
             if _matches(self._cfg.miner_names, name):
                 signs.append(f"miner name {escape(name)[:64]}")
@@ -315,11 +467,12 @@ class GpuWorkloadDetector(Detector):
             elif any(host in low for host in self._cfg.pool_hosts):
                 signs.append(f"pool host argument {escape(arg)[:120]}")
         if not signs and self._ports:
-            signs.extend(self._pool_connections(proc.pid))
+            signs.extend(self._pool_connections(proc.pid, loopback=not allowed))
         return signs
 
-    def _pool_connections(self, pid: int) -> list[str]:
-        """``connection to port 3333`` for each TCP connection of ``pid`` to a pool port."""
+    def _pool_connections(self, pid: int, *, loopback: bool = True) -> list[str]:
+        """``connection to port 3333`` for each TCP connection of ``pid`` to a pool port
+        (to a loopback address only when ``loopback``)."""
         base = f"{self._root}/{pid}"
         inodes: set[str] = set()
         try:
@@ -339,8 +492,8 @@ class GpuWorkloadDetector(Detector):
             return []
         out: list[str] = []
         for table in ("tcp", "tcp6"):
-            for remote_port, inode in _tcp_connections(f"{base}/net/{table}"):
-                if inode in inodes and remote_port in self._ports:
+            for remote_port, inode, local in _tcp_connections(f"{base}/net/{table}"):
+                if inode in inodes and remote_port in self._ports and (loopback or not local):
                     out.append(f"connection to mining-pool port {remote_port} ({table})")
         return sorted(set(out))
 
@@ -361,11 +514,32 @@ class GpuWorkloadDetector(Detector):
 
 
 _ESTABLISHED_OR_OPENING: Final = frozenset({"01", "02"})  # ESTABLISHED, SYN_SENT
+_LISTEN: Final = "0A"
 
 
-def _tcp_connections(path: str) -> list[tuple[int, str]]:
-    """``(remote port, socket inode)`` of the established or opening connections in a
-    ``/proc/net/tcp``-format table; empty when it cannot be read."""
+def _loopback(hex_address: str) -> bool:
+    """Whether a ``/proc/net/tcp{,6}`` address (hex, 32-bit words in host byte order) is
+    a loopback address (``127.0.0.0/8``, ``::1``, ``::ffff:127.0.0.0/104``)."""
+    try:
+        raw = bytes.fromhex(hex_address)
+    except ValueError:
+        return False
+    if sys.byteorder == "little":
+        raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+    try:
+        addr = ipaddress.ip_address(raw)
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped.is_loopback
+    return addr.is_loopback
+
+
+def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
+    """``(remote port, socket inode, remote is loopback)`` of the established or opening
+    outgoing connections in a ``/proc/net/tcp``-format table; empty when it cannot be
+    read. A connection from a port something listens on is an accepted one: its remote
+    port is a client's source port, any number (a pool port among them)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -383,17 +557,22 @@ def _tcp_connections(path: str) -> list[tuple[int, str]]:
         return []
     finally:
         os.close(fd)
-    out: list[tuple[int, str]] = []
+    listening: set[str] = set()
+    connected: list[tuple[str, int, str, bool]] = []
     for line in b"".join(chunks).decode("ascii", "replace").splitlines()[1:]:
         fields = line.split()
-        if len(fields) < 10 or fields[3] not in _ESTABLISHED_OR_OPENING:
+        if len(fields) < 10:
             continue
-        _, _, port = fields[2].rpartition(":")
-        try:
-            out.append((int(port, 16), fields[9]))
-        except ValueError:
-            continue
-    return out
+        local_port = fields[1].rpartition(":")[2]
+        if fields[3] == _LISTEN:
+            listening.add(local_port)
+        elif fields[3] in _ESTABLISHED_OR_OPENING:
+            address, _, port = fields[2].rpartition(":")
+            try:
+                connected.append((local_port, int(port, 16), fields[9], _loopback(address)))
+            except ValueError:
+                continue
+    return [(port, inode, lo) for local, port, inode, lo in connected if local not in listening]
 
 
 REGISTRY.register("gpu_workload", GpuWorkloadConfig, GpuWorkloadDetector)
