@@ -6,6 +6,7 @@ import ctypes
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +133,28 @@ def test_device_errors(fake_nvml: Path) -> None:
             pynvml.nvmlDeviceGetHandleByIndex(1)
     finally:
         pynvml.nvmlShutdown()
+
+
+def test_hang_blocks_the_call_until_the_scenario_drops_it(nvml: Path) -> None:
+    """A HANG rule blocks its call (other calls answer) until a scenario without it."""
+    scenario = _scenario()
+    scenario.gpus[0].errors = {"nvmlDeviceGetUtilizationRates": "HANG"}
+    scenario.write(nvml)
+    h = pynvml.nvmlDeviceGetHandleByIndex(0)
+    answered: list[int] = []
+    call = threading.Thread(
+        target=lambda: answered.append(pynvml.nvmlDeviceGetUtilizationRates(h).gpu), daemon=True
+    )
+    call.start()
+    call.join(0.3)
+    assert call.is_alive()
+    assert answered == []
+    assert pynvml.nvmlDeviceGetTemperature(h, 0) == 71  # the library is not locked meanwhile
+    scenario.gpus[0].errors = {}
+    scenario.gpus[0].util_gpu = 12
+    scenario.write(nvml)
+    call.join(30)
+    assert answered == [12]
 
 
 def test_init_errors_and_uninitialized(fake_nvml: Path) -> None:

@@ -78,7 +78,8 @@ class FakeProcess:
 
 @dataclass
 class FakeGpu:
-    """One fake GPU; ``errors`` maps an NVML function name (or ``*``) to an error name."""
+    """One fake GPU; ``errors`` maps an NVML function name (or ``*``) to an error name,
+    or to ``HANG``: the call blocks until a scenario without that entry is written."""
 
     uuid: str = ""
     name: str = "NVIDIA H100 80GB HBM3"

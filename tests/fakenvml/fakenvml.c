@@ -31,7 +31,9 @@
  *                                     SEQ present when the set was created
  *
  * Codes are NVML names without the NVML_ERROR_ prefix (GPU_IS_LOST, NOT_SUPPORTED,
- * NO_PERMISSION, DRIVER_NOT_LOADED, ...) or numbers. No scenario file: nvmlInit fails
+ * NO_PERMISSION, DRIVER_NOT_LOADED, ...) or numbers, or HANG: the call blocks (a wedged
+ * driver) until a rewritten scenario no longer says so, then goes on with the new
+ * one; other threads' calls go on meanwhile. No scenario file: nvmlInit fails
  * with DRIVER_NOT_LOADED. A malformed scenario is reported on stderr and ignored (the
  * previous one stays in force).
  */
@@ -75,6 +77,7 @@ enum {
     NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25,
     NVML_ERROR_UNKNOWN = 999,
 };
+#define FAKE_HANG (-1) /* "error FN HANG": not an NVML code; the call blocks */
 
 #define NVML_EVENT_TYPE_XID_CRITICAL 0x8ULL
 #define NVML_MEMORY_V2 0x02000028U /* sizeof(nvmlMemory_v2_t) | 2 << 24 */
@@ -234,6 +237,7 @@ static const struct {
     {"NO_DATA", NVML_ERROR_NO_DATA},
     {"ARGUMENT_VERSION_MISMATCH", NVML_ERROR_ARGUMENT_VERSION_MISMATCH},
     {"UNKNOWN", NVML_ERROR_UNKNOWN},
+    {"HANG", FAKE_HANG},
 };
 
 static const struct {
@@ -546,40 +550,82 @@ static nvmlReturn_t unlock_ret(nvmlReturn_t r) {
     return r;
 }
 
+/* Lock held: sleeps a moment with it released (a HANG rule), then re-reads the scenario. */
+static void hang_a_moment(void) {
+    struct timespec nap = {0, 5000000L};
+    pthread_mutex_unlock(&g_lock);
+    nanosleep(&nap, NULL);
+    pthread_mutex_lock(&g_lock);
+    reload();
+}
+
+/* Lock held: initialisation and the system-level error rules for `fn` (HANG waited out). */
+static nvmlReturn_t sys_check(const char *fn) {
+    for (;;) {
+        if (!g_init) {
+            return NVML_ERROR_UNINITIALIZED;
+        }
+        if (g_scn == NULL) {
+            return NVML_ERROR_DRIVER_NOT_LOADED;
+        }
+        int code;
+        if (!rule_for(g_scn->rules, g_scn->nrule, fn, 1, &code)) {
+            return NVML_SUCCESS;
+        }
+        if (code != FAKE_HANG) {
+            return code;
+        }
+        hang_a_moment();
+    }
+}
+
+/* Lock held: device `index`'s error rule for `fn` into `code` (1 if there is one; HANG
+ * waited out, the system rules checked again after it). */
+static int dev_rule(unsigned int index, const char *fn, nvmlReturn_t *code) {
+    for (;;) {
+        nvmlReturn_t r = sys_check(fn);
+        if (r != NVML_SUCCESS) {
+            *code = r;
+            return 1;
+        }
+        if ((int)index >= g_scn->ndev) {
+            return 0;
+        }
+        const fdev_t *d = &g_scn->devs[index];
+        if (!rule_for(d->rules, d->nrule, fn, 0, code) &&
+            !rule_for(d->rules, d->nrule, "*", 1, code)) {
+            return 0;
+        }
+        if (*code != FAKE_HANG) {
+            return 1;
+        }
+        hang_a_moment();
+    }
+}
+
 /* Lock, then check initialisation and the system-level error rules for `fn`. */
 static nvmlReturn_t sys_begin(const char *fn) {
     lock();
-    if (!g_init) {
-        return NVML_ERROR_UNINITIALIZED;
-    }
-    if (g_scn == NULL) {
-        return NVML_ERROR_DRIVER_NOT_LOADED;
-    }
-    int code;
-    if (rule_for(g_scn->rules, g_scn->nrule, fn, 1, &code)) {
-        return code;
-    }
-    return NVML_SUCCESS;
+    return sys_check(fn);
 }
 
 /* Lock, then check initialisation, the handle and the error rules for `fn`. */
 static nvmlReturn_t dev_begin(const char *fn, nvmlDevice_t h, fdev_t **out) {
-    nvmlReturn_t r = sys_begin(fn);
+    lock();
+    nvmlReturn_t r = sys_check(fn);
     if (r != NVML_SUCCESS) {
         return r;
     }
     if (h == NULL || h < g_handles || h >= g_handles + MAX_DEVICES) {
         return NVML_ERROR_INVALID_ARGUMENT;
     }
+    if (dev_rule(h->index, fn, &r)) {
+        return r;
+    }
     if ((int)h->index >= g_scn->ndev) {
         return NVML_ERROR_GPU_IS_LOST;
     }
-    fdev_t *d = &g_scn->devs[h->index];
-    int code;
-    if (rule_for(d->rules, d->nrule, fn, 0, &code) || rule_for(d->rules, d->nrule, "*", 1, &code)) {
-        return code;
-    }
-    *out = d;
+    *out = &g_scn->devs[h->index];
     return NVML_SUCCESS;
 }
 
@@ -706,10 +752,11 @@ static nvmlReturn_t get_handle(const char *fn, unsigned int index, nvmlDevice_t 
     if (device == NULL || index >= (unsigned int)g_scn->ndev) {
         return unlock_ret(NVML_ERROR_INVALID_ARGUMENT);
     }
-    int code;
-    const fdev_t *d = &g_scn->devs[index];
-    if (rule_for(d->rules, d->nrule, fn, 0, &code) || rule_for(d->rules, d->nrule, "*", 1, &code)) {
-        return unlock_ret(code);
+    if (dev_rule(index, fn, &r)) {
+        return unlock_ret(r);
+    }
+    if (index >= (unsigned int)g_scn->ndev) { /* the scenario changed while it hung */
+        return unlock_ret(NVML_ERROR_INVALID_ARGUMENT);
     }
     *device = &g_handles[index];
     return unlock_ret(NVML_SUCCESS);
