@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_for
 from fakenvml import FakeGpu, FakeProcess, Scenario
+from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
 from aisentinel.gpu.attribution import ProcessAttributor
@@ -213,6 +214,132 @@ def test_gpu_lost_mid_run_backs_off_and_recovers(fake_nvml: Path) -> None:
     assert recovered.state is GpuState.UP
     assert [(g.uuid, g.lost) for g in recovered.gpus] == [("GPU-ok", False), ("GPU-gone", False)]
     assert sampler.gpus_lost_total == 1
+
+
+def _gpus(*uuids: str) -> Scenario:
+    return Scenario(gpus=[FakeGpu(uuid=u, util_gpu=50) for u in uuids])
+
+
+def test_a_gpu_whose_handle_fails_is_lost_and_the_others_sampled(fake_nvml: Path) -> None:
+    """A handle answering UNKNOWN (after an Xid 79) loses that GPU only, under its UUID."""
+    scenario = _gpus("GPU-0", "GPU-1", "GPU-2")
+    scenario.write(fake_nvml)
+    clock = FakeClock()
+    sampler = GpuSampler(clock, retry_initial=1.0)
+    try:
+        assert sampler.sample().state is GpuState.UP
+        scenario.gpus[1].errors = {"nvmlDeviceGetHandleByIndex_v2": "UNKNOWN", "*": "GPU_IS_LOST"}
+        scenario.write(fake_nvml)
+        with capture_logs() as logs:
+            sampler.sample()  # lost mid-run
+            clock.advance(1.0)
+            reading = sampler.sample()  # initialised again: its handle answers UNKNOWN
+        assert (reading.state, reading.reason) == (GpuState.DEGRADED, "GPU(s) 1 lost; retrying")
+        assert [(g.index, g.uuid, g.lost) for g in reading.gpus] == [
+            (0, "GPU-0", False),
+            (1, "GPU-1", True),
+            (2, "GPU-2", False),
+        ]
+        assert [g.utilization_gpu for g in reading.gpus] == [0.5, None, 0.5]
+        assert [e["uuid"] for e in logs if e["event"] == "gpu lost"] == ["GPU-1"]
+        scenario.gpus[1].errors = {}
+        scenario.write(fake_nvml)
+        clock.advance(2.0)
+        with capture_logs() as logs:
+            back = sampler.sample()
+        assert back.state is GpuState.UP
+        assert [(e["gpu"], e["uuid"]) for e in logs if e["event"] == "gpu back"] == [(1, "GPU-1")]
+    finally:
+        sampler.close()
+    assert sampler.gpus_lost_total == 1
+
+
+def test_a_handle_failing_at_the_first_look_loses_only_that_gpu(fake_nvml: Path) -> None:
+    """A GPU that cannot be opened at start is lost (unidentified); the others are up."""
+    scenario = _gpus("GPU-0", "GPU-1")
+    scenario.gpus[0].errors = {"nvmlDeviceGetUUID": "UNKNOWN"}
+    scenario.write(fake_nvml)
+    sampler = GpuSampler(FakeClock())
+    try:
+        reading = sampler.sample()
+    finally:
+        sampler.close()
+    assert reading.state is GpuState.DEGRADED
+    assert [(g.index, g.uuid, g.lost) for g in reading.gpus] == [(0, "", True), (1, "GPU-1", False)]
+
+
+def test_a_gpu_gone_from_the_driver_list_stays_lost_by_uuid(fake_nvml: Path) -> None:
+    """A GPU missing after re-enumeration stays lost (degraded) until the same UUID returns;
+    the GPU that took its index is not reported back."""
+    scenario = _gpus("GPU-A", "GPU-B", "GPU-C")
+    scenario.write(fake_nvml)
+    clock = FakeClock()
+    sampler = GpuSampler(clock, retry_initial=1.0, retry_max=4.0)
+    try:
+        sampler.sample()
+        scenario.gpus[1].errors = {"*": "GPU_IS_LOST"}
+        scenario.write(fake_nvml)
+        sampler.sample()
+        _gpus("GPU-A", "GPU-C").write(fake_nvml)  # the driver lists two GPUs now
+        with capture_logs() as logs:
+            for _ in range(4):
+                clock.advance(4.0)
+                reading = sampler.sample()
+        assert reading.state is GpuState.DEGRADED
+        assert "GPU-B (was 1) gone from the driver's list" in reading.reason
+        assert [(g.index, g.uuid, g.lost) for g in reading.gpus] == [
+            (0, "GPU-A", False),
+            (1, "GPU-C", False),
+        ]
+        assert [(g.index, g.uuid, g.lost) for g in reading.missing] == [(1, "GPU-B", True)]
+        assert [e for e in logs if e["event"] in ("gpu back", "gpu lost")] == []
+        _gpus("GPU-A", "GPU-B", "GPU-C").write(fake_nvml)
+        clock.advance(4.0)
+        with capture_logs() as logs:
+            back = sampler.sample()
+    finally:
+        sampler.close()
+    assert (back.state, back.missing) == (GpuState.UP, ())
+    assert [(e["gpu"], e["uuid"]) for e in logs if e["event"] == "gpu back"] == [(1, "GPU-B")]
+    assert sampler.gpus_lost_total == 1
+
+
+def test_unsupported_values_are_listed_and_logged_once(fake_nvml: Path) -> None:
+    """NOT_SUPPORTED values are in the reading and logged once per GPU and value, with the
+    detectors they blind; a fallback call (memory v2 -> v1) is neither."""
+    gpu = FakeGpu(
+        uuid="GPU-mig",
+        mig=(1, 1),
+        processes=[FakeProcess(1, sm=1, mem=1)],
+        errors={
+            "nvmlDeviceGetUtilizationRates": "NOT_SUPPORTED",
+            "nvmlDeviceGetProcessUtilization": "NOT_SUPPORTED",
+            "nvmlDeviceGetTemperature": "NOT_SUPPORTED",
+            "nvmlDeviceGetMemoryInfo_v2": "FUNCTION_NOT_FOUND",
+        },
+    )
+    Scenario(gpus=[gpu, FakeGpu(uuid="GPU-plain")]).write(fake_nvml)
+    clock = FakeClock()
+    sampler = GpuSampler(clock)
+    try:
+        with capture_logs() as logs:
+            first = sampler.sample()
+            second = sampler.sample()
+    finally:
+        sampler.close()
+    expected = {0: frozenset({"utilization", "process_utilization", "temperature"})}
+    assert first.unsupported == second.unsupported == expected
+    noted = sorted(
+        (e["log_level"], e["value"], e["blind"])
+        for e in logs
+        if e["event"] == "gpu value not supported"
+    )
+    assert noted == [
+        ("info", "process_utilization", None),
+        ("info", "temperature", None),
+        ("warning", "utilization", "gpu_theft,gpu_spike"),
+    ]
+    assert first.state is GpuState.UP
 
 
 def test_every_gpu_lost_is_state_lost(fake_nvml: Path) -> None:

@@ -9,16 +9,25 @@ and its processes (memory per process; SM and memory utilization from
 It never raises for an operational fault. No library, no driver, no GPU: the reading
 says so (``state``/``reason``) and initialisation is retried with back-off measured on
 the injected clock. A value the GPU does not support is None (and not asked again until
-the next initialisation). ``NVML_ERROR_GPU_IS_LOST`` marks that GPU lost (the others
-are still sampled) and NVML is shut down and initialised again with back-off until the
-GPU answers. Each change of state is one log line; the counters are attributes.
+the next initialisation); that is logged once per GPU and value, and the reading lists
+it (``unsupported``): on a MIG GPU, for one, there is no utilization to watch.
+
+A GPU is lost (marked so and logged once; the others are still sampled) when it answers
+``NVML_ERROR_GPU_IS_LOST``, when its handle or identity cannot be read at
+initialisation (``NVML_ERROR_UNKNOWN`` after an Xid 79, ...), or when a GPU seen before
+is no longer in the driver's list. GPUs are told apart by UUID: one that cannot be
+identified takes the identity last seen at its index, and one gone from the list is
+reported (``missing``) under its last index until it is back or the sampler is made
+anew (a daemon restart). While any GPU is lost, NVML is shut down and initialised again
+with back-off. Each change of state is one log line; the counters are attributes;
+``calling`` names the NVML call in progress (what a sample stuck in the driver waits on).
 """
 
 from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -39,19 +48,52 @@ _UNSUPPORTED: Final = frozenset(
 _WHOLE_LIBRARY_GONE: Final = frozenset(
     {nvml.GPU_IS_LOST, nvml.UNINITIALIZED, nvml.DRIVER_NOT_LOADED}
 )
+_SYSTEM_WIDE: Final = frozenset(
+    {nvml.UNINITIALIZED, nvml.DRIVER_NOT_LOADED, nvml.LIB_RM_VERSION_MISMATCH}
+)
+"""Codes that fail opening every GPU; any other code fails only the GPU that answers it."""
 _MEMORY_V2: Final = 0x02000028  # nvmlMemory_v2: sizeof(nvmlMemory_v2_t) | 2 << 24
 _ECC_CORRECTED: Final = 0
 _ECC_UNCORRECTED: Final = 1
 _ECC_VOLATILE: Final = 0
 _TEMPERATURE_GPU: Final = 0
 
+MAX_KNOWN_GPUS: Final = 256
+"""Most GPU identities remembered (to report one gone from the driver's list)."""
+
+VALUES: Final = (
+    "utilization",
+    "memory",
+    "temperature",
+    "power",
+    "energy",
+    "ecc",
+    "throttle_reasons",
+    "mig",
+    "compute_processes",
+    "graphics_processes",
+    "process_utilization",
+)
+"""The values read per GPU, as named in the log and ``aisentinel_gpu_value_supported``
+(the v2 memory and the clocks event reasons calls fall back to ``memory`` and
+``throttle_reasons``: only those count)."""
+
+BLINDED: Final[Mapping[str, tuple[str, ...]]] = {
+    "utilization": ("gpu_theft", "gpu_spike"),
+    "memory": ("gpu_memory", "gpu_spike"),
+    "compute_processes": ("gpu_workload",),
+    "graphics_processes": ("gpu_workload",),
+}
+"""The detectors that cannot watch a GPU without the value."""
+
 
 class GpuState(enum.StrEnum):
     """The collector's state, for machines (``up`` and ``degraded`` are up)."""
 
     UP = "up"
-    DEGRADED = "degraded"  # some GPUs lost, the others sampled
+    DEGRADED = "degraded"  # some GPUs lost (or gone from the driver's list), the others sampled
     LOST = "lost"  # every GPU lost
+    STUCK = "stuck"  # set by the source: a sample has not returned from NVML for too long
     NO_LIBRARY = "no_library"  # libnvidia-ml.so.1 (or pynvml) not installed
     NO_DRIVER = "no_driver"  # the kernel driver is not loaded
     NO_GPU = "no_gpu"
@@ -68,6 +110,11 @@ class GpuReading:
     state: GpuState
     reason: str
     gpus: tuple[GpuSample, ...] = ()
+    missing: tuple[GpuSample, ...] = ()
+    """GPUs seen before and gone from the driver's list: lost, under their last index
+    (another GPU may have it now), not handed to the detectors."""
+    unsupported: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    """GPU index -> the :data:`VALUES` NVML said it does not support (GPUs not lost)."""
 
     @property
     def up(self) -> bool:
@@ -88,11 +135,17 @@ class _Device:
     name: str
     bus: str | None
     lost: bool = False
+    code: int = 0  # why it could not be opened (lost from the start)
     unsupported: set[str] = field(default_factory=set)
     last_util_ts: int = 0
     memory_v2: bool = True
     event_reasons: bool = True
     logged: set[tuple[str, int]] = field(default_factory=set)
+
+    @property
+    def key(self) -> str:
+        """Its UUID; ``#INDEX`` for a GPU that could not be identified."""
+        return self.uuid or f"#{self.index}"
 
 
 def _text(value: Any) -> str:
@@ -118,9 +171,13 @@ class GpuSampler:
         self._retry_at = float("-inf")
         self._initialised = False
         self._devices: list[_Device] = []
-        self._lost_indices: set[int] = set()
+        self._missing: list[_Device] = []  # seen before, gone from the driver's list
+        self._lost: set[str] = set()  # keys of the GPUs lost now (logged once per loss)
         self._round: dict[int, ProcessAttribution | None] = {}  # this sample's attributions
-        self._identity: dict[int, tuple[str, str, str | None]] = {}  # index -> uuid, name, bus
+        self._known: dict[str, tuple[int, str, str | None]] = {}  # uuid -> index, name, bus
+        self._noted: set[tuple[str, str]] = set()  # (GPU key, value) logged as unsupported
+        self.calling: tuple[str, int | None] = ("", None)
+        """The NVML call in progress (or the last one made) and its GPU index."""
         self.state = GpuState.STOPPED
         self.reason = "not started"
         self.driver_version: str | None = None
@@ -161,6 +218,7 @@ class GpuSampler:
             self._fail(GpuState.NO_LIBRARY, "pynvml (nvidia-ml-py) is not installed")
             return False
         try:
+            self.calling = ("nvmlInit", None)
             nvml.pynvml.nvmlInit()
         except nvml.NVMLError as exc:
             code = error_code(exc)
@@ -186,28 +244,62 @@ class GpuSampler:
             self._shutdown()
             self._fail(GpuState.NO_GPU, "the driver reports no GPU")
             return False
+        self._identify(devices)
         self._devices = devices
         return True
 
     def _open(self, index: int) -> _Device:
-        handle: Any = None
+        """GPU ``index``; lost (``code`` says why) if its handle or identity fails. Raises
+        only for a code that fails every GPU (:data:`_SYSTEM_WIDE`)."""
+        self.calling = ("nvmlDeviceGetHandleByIndex", index)
         try:
             handle = nvml.pynvml.nvmlDeviceGetHandleByIndex(index)
             uuid = _text(nvml.pynvml.nvmlDeviceGetUUID(handle))
             name = _text(nvml.pynvml.nvmlDeviceGetName(handle))
         except nvml.NVMLError as exc:
-            if error_code(exc) != nvml.GPU_IS_LOST:
+            code = error_code(exc)
+            if code in _SYSTEM_WIDE:
                 raise
-            uuid, name, bus = self._identity.get(index, (f"gpu{index}", "", None))
-            dev = _Device(index, handle, uuid, name, bus)
-            self._mark_lost(dev, error_code(exc))
-            return dev
+            return _Device(index, None, "", "", None, lost=True, code=code)
         try:
             bus = normalize_bus_id(_text(nvml.pynvml.nvmlDeviceGetPciInfo(handle).busId))
         except nvml.NVMLError:
             bus = None
-        self._identity[index] = (uuid, name, bus)
         return _Device(index, handle, uuid, name, bus)
+
+    def _identify(self, devices: list[_Device]) -> None:
+        """Remember the identified GPUs; give each unidentified one the identity last seen
+        at its index (when that GPU is not elsewhere now) and mark it lost; every GPU
+        seen before and in neither case is missing (lost, under its last index)."""
+        known = self._known
+        present = {d.uuid for d in devices if d.uuid}
+        absent = {index: uuid for uuid, (index, _, _) in known.items() if uuid not in present}
+        for dev in devices:
+            if dev.uuid:
+                known[dev.uuid] = (dev.index, dev.name, dev.bus)
+                if f"#{dev.index}" in self._lost:  # lost before it could be identified
+                    self._lost.discard(f"#{dev.index}")
+                    self._lost.add(dev.uuid)
+                continue
+            guess = absent.pop(dev.index, None)
+            if guess is not None:
+                dev.uuid = guess
+                present.add(guess)
+                _, dev.name, dev.bus = known[guess]
+            self._mark_lost(dev, error_name(dev.code))
+        while len(known) > MAX_KNOWN_GPUS:
+            oldest = next((u for u in known if u not in present), None)
+            if oldest is None:
+                break
+            del known[oldest]
+        self._missing = [
+            _Device(index, None, uuid, name, bus, lost=True)
+            for uuid, (index, name, bus) in known.items()
+            if uuid not in present
+        ]
+        for dev in self._missing:
+            self._mark_lost(dev, "gone from the driver's list of GPUs")
+        self._lost &= {d.key for d in devices} | {d.key for d in self._missing}
 
     def _fail(self, state: GpuState, reason: str) -> None:
         self.init_failures += 1
@@ -222,55 +314,70 @@ class GpuSampler:
         if not self._initialised:
             if self._clock.monotonic() < self._retry_at or not self._init():
                 return GpuReading(ts, self.state, self.reason)
-        elif any(d.lost for d in self._devices) and self._clock.monotonic() >= self._retry_at:
+        elif (self._missing or any(d.lost for d in self._devices)) and (
+            self._clock.monotonic() >= self._retry_at
+        ):
             self._shutdown()
             if not self._init():
                 return GpuReading(ts, self.state, self.reason)
         gpus: list[GpuSample] = []
         pids: set[int] = set()
+        unsupported: dict[int, frozenset[str]] = {}
         self._round.clear()
         for dev in self._devices:
             if not dev.lost:
                 try:
                     sample = self._sample(dev, ts)
                 except _GpuLostError as gone:
-                    self._mark_lost(dev, gone.code)
+                    self._mark_lost(dev, error_name(gone.code))
                 else:
                     gpus.append(sample)
                     pids.update(p.pid for p in sample.processes)
-                    if dev.index in self._lost_indices:
-                        self._lost_indices.discard(dev.index)
+                    if dev.unsupported:
+                        unsupported[dev.index] = frozenset(dev.unsupported.intersection(VALUES))
+                    if dev.key in self._lost:
+                        self._lost.discard(dev.key)
                         _log.info("gpu back", gpu=dev.index, uuid=dev.uuid)
                     continue
             gpus.append(_lost_sample(dev, ts))
         if self._attributor is not None:
             self._attributor.retain(pids)
         self.samples_total += 1
-        lost_count = sum(1 for d in self._devices if d.lost)
-        if lost_count and self._clock.monotonic() >= self._retry_at:
-            self._backoff()
-        if lost_count == 0:
-            self._delay = self._retry_initial
-            self._set(GpuState.UP, f"{len(gpus)} GPU(s), driver {self.driver_version}")
-        elif lost_count < len(self._devices):
-            lost = ",".join(str(d.index) for d in self._devices if d.lost)
-            self._set(GpuState.DEGRADED, f"GPU(s) {lost} lost; retrying")
-        else:
-            self._set(GpuState.LOST, "every GPU is lost; retrying")
-        return GpuReading(ts, self.state, self.reason, tuple(gpus))
+        missing = tuple(_lost_sample(d, ts) for d in self._missing)
+        self._settle(len(gpus) - sum(1 for g in gpus if g.lost))
+        return GpuReading(ts, self.state, self.reason, tuple(gpus), missing, unsupported)
 
-    def _mark_lost(self, dev: _Device, code: int) -> None:
-        """Mark ``dev`` lost; logged and counted once per loss, not per retry."""
+    def _settle(self, live: int) -> None:
+        """The state after a sample in which ``live`` GPUs answered."""
+        lost = [str(d.index) for d in self._devices if d.lost]
+        gone = [f"{d.uuid} (was {d.index})" for d in self._missing]
+        if (lost or gone) and self._clock.monotonic() >= self._retry_at:
+            self._backoff()
+        if not (lost or gone):
+            self._delay = self._retry_initial
+            self._set(GpuState.UP, f"{live} GPU(s), driver {self.driver_version}")
+            return
+        if not live:
+            self._set(GpuState.LOST, "every GPU is lost; retrying")
+            return
+        what = [f"GPU(s) {','.join(lost)} lost"] if lost else []
+        if gone:
+            what.append(f"GPU(s) {', '.join(gone)} gone from the driver's list")
+        self._set(GpuState.DEGRADED, "; ".join(what) + "; retrying")
+
+    def _mark_lost(self, dev: _Device, reason: str) -> None:
+        """Mark ``dev`` lost; logged and counted once per loss (by UUID), not per retry."""
         dev.lost = True
-        if dev.index not in self._lost_indices:
-            self._lost_indices.add(dev.index)
+        if dev.key not in self._lost:
+            self._lost.add(dev.key)
             self.gpus_lost_total += 1
-            _log.warning("gpu lost", gpu=dev.index, uuid=dev.uuid, reason=error_name(code))
+            _log.warning("gpu lost", gpu=dev.index, uuid=dev.uuid or None, reason=reason)
 
     def _call(self, dev: _Device, what: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``; None if unsupported or failed; raises _GpuLostError if the GPU is gone."""
         if what in dev.unsupported:
             return None
+        self.calling = (what, dev.index)
         try:
             return fn(*args)
         except nvml.NVMLError as exc:
@@ -282,6 +389,17 @@ class GpuSampler:
             raise _GpuLostError(code)
         if code in _UNSUPPORTED:
             dev.unsupported.add(what)
+            if what in VALUES and (dev.key, what) not in self._noted:
+                self._noted.add((dev.key, what))
+                blinded = BLINDED.get(what, ())
+                (_log.warning if blinded else _log.info)(
+                    "gpu value not supported",
+                    gpu=dev.index,
+                    uuid=dev.uuid,
+                    value=what,
+                    reason=error_name(code),
+                    blind=",".join(blinded) or None,
+                )
             return
         self.field_errors += 1
         if (what, code) not in dev.logged:
@@ -403,6 +521,7 @@ class GpuSampler:
         what = "process_utilization"
         if what in dev.unsupported:
             return None
+        self.calling = (what, dev.index)
         try:
             samples = nvml.pynvml.nvmlDeviceGetProcessUtilization(dev.handle, dev.last_util_ts)
         except nvml.NVMLError as exc:
