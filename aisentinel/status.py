@@ -4,7 +4,9 @@
 exporter publishes: no bookkeeping of its own) and returns plain JSON-able data; the
 control socket serves it as the ``status`` command. :func:`problems` says what is
 wrong in a snapshot (a source down, a responder unhealthy, a degraded component, a
-stale heartbeat): ``aisentinel status`` exits 1 when there is anything.
+stale heartbeat): ``aisentinel status`` exits 1 when there is anything. A source's
+``notes`` (what it reads but cannot fully see, e.g. a GPU value NVML does not support)
+are shown apart and are not problems.
 :func:`render` formats a snapshot for people, escaping every string that may come
 from a log line or the config.
 
@@ -127,6 +129,7 @@ def _source(daemon: Daemon, cfg: SourceConfigBase) -> dict[str, Any]:
             lag_bytes=0,
             lag_seconds=0.0,
             last_error="",
+            notes=[],
         )
         return entry
     st = source.stats
@@ -148,6 +151,7 @@ def _source(daemon: Daemon, cfg: SourceConfigBase) -> dict[str, Any]:
         lag_bytes=st.lag_bytes,
         lag_seconds=_finite(st.lag_seconds),
         last_error=last_error,
+        notes=[_text(n) for n in source.notes()],
     )
     return entry
 
@@ -391,6 +395,10 @@ def render(snap: Mapping[str, Any]) -> str:
         ("NAME", "STATE", "READ", "PARSED", "UNPARSED", "LAG", "WHERE", "DETAIL"),
         map(_source_row, sources),
     )
+    notes = [(s.get("name"), n) for s in sources for n in s.get("notes") or ()]
+    if notes:
+        lines += ["", "NOTES (seen, not failures)"]
+        lines += [f"  {_cell(name, 32)}: {_cell(note, 200)}" for name, note in notes]
 
     pipe = snap.get("pipeline") or {}
     stage_errors = dict(pipe.get("stage_errors") or {})

@@ -16,12 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 from fakenvml import FakeGpu, FakeProcess, Scenario
 from faults.harness import DaemonProc, wait_until
+from structlog.testing import capture_logs
 
+from aisentinel.clock import FakeClock
 from aisentinel.events import GpuProcessSample, ProcessAttribution, XidEvent
 from aisentinel.sources.journald import kernel_xid_event
-from aisentinel.sources.nvml import workload_label
+from aisentinel.sources.nvml import NvmlSource, NvmlSourceConfig, workload_label
 
 CONTAINER = "4f1c" + "a" * 60
 UUID = "GPU-8f1c0a3e-1111-2222-3333-444455556666"
@@ -154,7 +157,7 @@ def test_daemon_samples_the_fake_gpu_loses_it_gets_it_back_and_counts_xids(
         lost.gpus[0].errors = {"*": "GPU_IS_LOST"}
         lost.write(fake_nvml)
         assert wait_until(lambda: daemon.metric("aisentinel_gpu_collector_up", up) == 0)
-        assert daemon.metric("aisentinel_gpu_lost", 'gpu="0"') == 1
+        assert daemon.metric("aisentinel_gpu_lost", f'gpu="0",uuid="{UUID}"') == 1
         assert daemon.metric("aisentinel_source_up", up) == 0
         gpu = next(s for s in daemon.status_json()["sources"] if s["name"] == "gpu")
         assert not gpu["up"]
@@ -164,7 +167,7 @@ def test_daemon_samples_the_fake_gpu_loses_it_gets_it_back_and_counts_xids(
         # It answers again: sampled again after the back-off.
         scenario(pids).write(fake_nvml)
         assert wait_until(lambda: daemon.metric("aisentinel_gpu_collector_up", up) == 1)
-        assert daemon.metric("aisentinel_gpu_lost", 'gpu="0"') == 0
+        assert daemon.metric("aisentinel_gpu_lost", f'gpu="0",uuid="{UUID}"') == 0
         assert daemon.alive()
     finally:
         assert daemon.terminate() == 0
@@ -192,6 +195,98 @@ def test_no_driver_keeps_the_daemon_running_with_the_reason(
         assert len(logged) == 1
     finally:
         assert daemon.terminate() == 0
+
+
+def _value(source: NvmlSource, name: str, **labels: str) -> float | None:
+    """The value of one series ``source.collect()`` gives now, or None."""
+    for family in source.collect():
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
+@pytest.fixture
+def in_process(fake_nvml: Path, tmp_path: Path) -> Iterator[tuple[NvmlSource, FakeClock]]:
+    """An nvml source on a fake clock in this process (1 s interval, no Xid watcher)."""
+    clock = FakeClock()
+    config = NvmlSourceConfig(
+        name="gpu", type="nvml", interval=1.0, xid_events=False, docker_socket=""
+    )
+    source = NvmlSource(config, clock=clock, state_dir=tmp_path)
+    yield source, clock
+    source.request_stop()
+    clock.advance(60.0)
+    source.stop()
+
+
+def test_a_sample_stuck_in_nvml_is_reported_and_its_values_not_served(
+    fake_nvml: Path, in_process: tuple[NvmlSource, FakeClock]
+) -> None:
+    """An NVML call that does not return: after stuck_after the source is in error with the
+    call named, logged once, collector down (state stuck) and no stale per-GPU values; the
+    call returning is logged and sampling goes on."""
+    source, clock = in_process
+    healthy = Scenario(gpus=[FakeGpu(uuid=UUID, util_gpu=40)])
+    healthy.write(fake_nvml)
+    source.start(lambda _batch: None)
+    assert wait_for(source.ready)
+    assert _value(source, "aisentinel_gpu_utilization_ratio", gpu="0") == 0.4
+    Scenario(gpus=[FakeGpu(uuid=UUID, errors={"nvmlDeviceGetUtilizationRates": "HANG"})]).write(
+        fake_nvml
+    )
+    try:
+        clock.advance(1.0)
+        assert wait_for(lambda: source.sampler.calling == ("utilization", 0))
+        with capture_logs() as logs:
+            clock.advance(source.stuck_after - 1.0)
+            source.check_stuck()
+            assert source.stats.state == "following"
+            clock.advance(2.0)
+            assert wait_for(lambda: source.stats.state == "error")
+            source.check_stuck()
+        reason = source.stats.reason
+        assert reason.startswith("sampler stuck in NVML since 20")
+        assert reason.endswith("(utilization, GPU 0)")
+        assert [e["call"] for e in logs if e["event"] == "gpu sampler stuck"] == [
+            "utilization, GPU 0"
+        ]
+        assert _value(source, "aisentinel_gpu_collector_up") == 0
+        assert _value(source, "aisentinel_gpu_collector_state", state="stuck") == 1
+        assert _value(source, "aisentinel_source_up") == 0
+        assert _value(source, "aisentinel_gpu_utilization_ratio") is None
+        assert _value(source, "aisentinel_gpu_lost") is None
+        assert _value(source, "aisentinel_gpu_info", uuid=UUID) == 1
+    finally:
+        with capture_logs() as logs:
+            healthy.write(fake_nvml)
+            assert wait_for(lambda: source.stats.state == "following")
+    assert [e["event"] for e in logs if e["event"].startswith("gpu sampler")] == [
+        "gpu sampler answered again"
+    ]
+    assert _value(source, "aisentinel_gpu_collector_state", state="up") == 1
+    assert _value(source, "aisentinel_gpu_utilization_ratio", gpu="0") == 0.4
+
+
+def test_unsupported_values_are_exported_and_noted_in_status(
+    fake_nvml: Path, in_process: tuple[NvmlSource, FakeClock]
+) -> None:
+    """A MIG GPU without utilization: value_supported 0 for it, 1 for the rest, and a
+    status note naming the detectors that cannot watch it; the source stays up."""
+    source, _clock = in_process
+    blind = FakeGpu(
+        uuid=UUID, mig=(1, 1), errors={"nvmlDeviceGetUtilizationRates": "NOT_SUPPORTED"}
+    )
+    Scenario(gpus=[blind, FakeGpu(uuid="GPU-plain")]).write(fake_nvml)
+    source.start(lambda _batch: None)
+    assert wait_for(source.ready)
+    assert _value(source, "aisentinel_gpu_value_supported", gpu="0", value="utilization") == 0
+    assert _value(source, "aisentinel_gpu_value_supported", gpu="0", value="memory") == 1
+    assert _value(source, "aisentinel_gpu_value_supported", gpu="1", value="utilization") == 1
+    assert source.notes() == [
+        "GPU 0: NVML does not support utilization (gpu_spike, gpu_theft cannot watch it)"
+    ]
+    assert source.stats.up
 
 
 def test_workload_labels_are_bounded_and_escaped() -> None:

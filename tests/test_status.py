@@ -376,6 +376,18 @@ def test_render_escapes_problem_and_error_text() -> None:
     assert all(line.isprintable() for line in out.splitlines())
 
 
+def test_source_notes_are_shown_apart_escaped_and_not_problems() -> None:
+    """A source's notes (a GPU value NVML does not support) are listed under NOTES, escaped,
+    and leave the verdict OK."""
+    gpu = {"name": "gpu", "up": True, "notes": ["GPU 0: NVML does not support utilization\x1b"]}
+    snap = _snap(sources=[gpu])
+    assert problems(snap) == []
+    out = render(snap)
+    assert "NOTES (seen, not failures)\n  gpu: GPU 0: NVML does not support utilization\\x1b" in out
+    assert out.rstrip().endswith("OK: every source, responder and component is up")
+    assert "NOTES" not in render(_snap())
+
+
 def test_detector_evictions_count_keys_pushed_out_of_a_full_table() -> None:
     """With max_keys = 2, a third address evicts one key and evictions() says 1."""
     t0 = 1_764_000_000.0

@@ -254,6 +254,11 @@ class Source(ABC):
         """True once the source has opened (or is watching for) everything it follows."""
         return True
 
+    def notes(self) -> list[str]:
+        """What it reads but cannot fully see, for ``aisentinel status`` (not a fault: the
+        source is up); e.g. a GPU value NVML does not support. None by default."""
+        return []
+
     def ack(self, seq: int) -> None:
         """The consumer has processed this source's batches up to number ``seq`` (it
         acknowledges them in the order they were handed on). One consumer thread."""

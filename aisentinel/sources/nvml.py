@@ -16,7 +16,21 @@ No NVML library, no driver, no GPU, or every GPU lost: the daemon keeps running,
 sampler logs the change once and retries with back-off, the source is not up
 (``waiting`` for a missing library, driver or GPU; ``error`` for a lost GPU or a
 fault) with the sampler's reason (``aisentinel status``), and
-``aisentinel_gpu_collector_up`` is 0.
+``aisentinel_gpu_collector_up`` is 0. Some GPUs lost (or gone from the driver's list):
+``degraded``, the others sampled.
+
+An NVML call that never returns (a wedged driver: ``nvidia-smi`` hangs too) holds the
+sampler thread. A watchdog thread notices when the sample in progress began more than
+:attr:`NvmlSource.stuck_after` ago (3 intervals, at least :data:`STUCK_MIN_SECONDS`):
+it logs it once, the source is in ``error`` with the reason ``sampler stuck in NVML
+since ...`` (the call named), the collector's state is ``stuck`` (down), and the
+per-GPU values of the last sample are no longer served (only ``aisentinel_gpu_info``
+and the last sample's timestamp stay). When the call returns, that is logged and
+sampling goes on.
+
+Values a GPU does not support (utilization on a MIG GPU...) are logged once by the
+sampler, exported (``aisentinel_gpu_value_supported``) and listed as notes in
+``aisentinel status`` (:meth:`NvmlSource.notes`).
 
 Metrics (:meth:`NvmlSource.collect`, at scrape time, from the last reading) follow
 Prometheus conventions; per-process series are bounded: the top ``top_processes`` per
@@ -31,6 +45,7 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Final, Literal
 
@@ -43,7 +58,7 @@ from aisentinel.configtypes import Interval
 from aisentinel.events import Event, EventBatch, GpuProcessSample, XidEvent
 from aisentinel.gpu.attribution import ProcessAttributor
 from aisentinel.gpu.dockernames import DockerNames
-from aisentinel.gpu.sampler import GpuReading, GpuSampler, GpuState
+from aisentinel.gpu.sampler import BLINDED, VALUES, GpuReading, GpuSampler, GpuState
 from aisentinel.gpu.topn import OTHER_KIND, bound_processes
 from aisentinel.gpu.xid import XidWatcher
 from aisentinel.metrics import counter, gauge
@@ -67,6 +82,11 @@ MAX_PENDING_XIDS: Final = 1024
 
 WORKLOAD_LABEL_MAX: Final = 80
 
+STUCK_INTERVALS: Final = 3
+STUCK_MIN_SECONDS: Final = 30.0
+"""A sample that has not returned after ``STUCK_INTERVALS`` intervals, and at least this
+long, is stuck in NVML (a wedged driver)."""
+
 THROTTLE_REASONS: Final = (
     (0x1, "gpu_idle"),
     (0x2, "applications_clocks_setting"),
@@ -87,6 +107,7 @@ _STATE: Final[dict[GpuState, SourceState]] = {
     GpuState.NO_DRIVER: "waiting",
     GpuState.NO_GPU: "waiting",
     GpuState.LOST: "error",
+    GpuState.STUCK: "error",
     GpuState.NO_PERMISSION: "error",
     GpuState.ERROR: "error",
     GpuState.STOPPED: "stopped",
@@ -145,6 +166,13 @@ class NvmlSource(Source):
         self._stopping = threading.Event()
         self._sampled = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+        self.stuck_after = max(STUCK_INTERVALS * config.interval, STUCK_MIN_SECONDS)
+        """How long a sample may be inside NVML before the source says it is stuck."""
+        self._busy: tuple[float, float] | None = None  # the sample in progress: monotonic, wall
+        self._stuck_lock = threading.Lock()
+        self.stuck_since: float | None = None
+        """When (Unix time) the sample that is stuck began; None while samples return."""
         self._pending: collections.deque[XidEvent] = collections.deque()
         self._pending_lock = threading.Lock()
         self.last: GpuReading | None = None
@@ -163,6 +191,10 @@ class NvmlSource(Source):
             target=self._run, args=(emit,), name=f"aisentinel-source-{self.name}", daemon=True
         )
         self._thread.start()
+        self._watchdog = threading.Thread(
+            target=self._watch, name=f"aisentinel-source-{self.name}-watchdog", daemon=True
+        )
+        self._watchdog.start()
         if self.watcher is not None:
             self.watcher.start()
 
@@ -175,6 +207,9 @@ class NvmlSource(Source):
         self._stopping.set()
         if self.watcher is not None:
             self.watcher.stop()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5.0)
+            self._watchdog = None
         thread = self._thread
         if thread is not None:
             thread.join(timeout=5.0)
@@ -216,8 +251,58 @@ class NvmlSource(Source):
             clock.wait(self._stopping, max(0.0, interval - (clock.monotonic() - started)))
         self.sampler.close()
 
+    def _watch(self) -> None:
+        """The watchdog thread: is the sample in progress stuck in NVML?"""
+        tick = min(max(self.config.interval, 1.0), 5.0)
+        while not self.clock.wait(self._stopping, tick):
+            self.check_stuck()
+
+    def check_stuck(self) -> None:
+        """Say so (state, reason, one log line) once the sample in progress has been in
+        NVML for :attr:`stuck_after`; the sampler thread clears it when the call returns."""
+        with self._stuck_lock:
+            busy = self._busy
+            if busy is None or self.stuck_since is not None:
+                return
+            began, wall = busy
+            waited = self.clock.monotonic() - began
+            if waited < self.stuck_after:
+                return
+            self.stuck_since = wall
+            what, index = self.sampler.calling
+            call = what if index is None else f"{what}, GPU {index}"
+            since = _iso(wall)
+            reason = f"sampler stuck in NVML since {since} ({call})"
+            self.stats.set_state("error", reason)
+            self.stats.last_error = reason
+        _log.warning(
+            "gpu sampler stuck",
+            source=self.name,
+            since=since,
+            call=call,
+            waited_seconds=round(waited, 1),
+        )
+
+    def _answered(self) -> None:
+        """The sample in progress returned (sampler thread); log it if it was stuck."""
+        with self._stuck_lock:
+            self._busy = None
+            since = self.stuck_since
+            self.stuck_since = None
+        if since is not None:
+            _log.info(
+                "gpu sampler answered again",
+                source=self.name,
+                stuck_since=_iso(since),
+                stuck_seconds=round(self.clock.now() - since, 1),
+            )
+
     def _once(self, emit: Emit, started: float) -> None:
-        reading = self.sampler.sample()
+        self._busy = (started, self.clock.now())
+        try:
+            reading = self.sampler.sample()
+        finally:
+            self._answered()
         self.last_duration = self.clock.monotonic() - started
         self.samples += 1
         self.last = reading
@@ -261,13 +346,29 @@ class NvmlSource(Source):
         if isinstance(old, NvmlSource):
             merge_counts(self._xids, old._xids)
 
+    def notes(self) -> list[str]:
+        """What the last reading could not see: values the GPUs do not support."""
+        reading = self.last
+        out = []
+        for index, values in sorted((reading.unsupported if reading else {}).items()):
+            if not values:
+                continue
+            blind = sorted({d for v in values for d in BLINDED.get(v, ())})
+            note = f"GPU {index}: NVML does not support {', '.join(sorted(values))}"
+            out.append(note + (f" ({', '.join(blind)} cannot watch it)" if blind else ""))
+        return out
+
     def collect(self) -> Iterator[Metric]:  # noqa: PLR0915 - one family after another
-        """The source's families plus the GPU metrics of the last reading."""
+        """The source's families plus the GPU metrics of the last reading (none of its
+        values while a sample is stuck in NVML: they would be stale)."""
         yield from super().collect()
         src = {"source": self.name}
         reading = self.last
         sampler = self.sampler
+        stuck = self.stuck_since is not None
         state = reading.state if reading is not None else sampler.state
+        if stuck:
+            state = GpuState.STUCK
         yield gauge(
             "aisentinel_gpu_collector_up",
             "1 when NVML answers and at least one GPU is sampled, else 0 (the reason is in "
@@ -294,7 +395,8 @@ class NvmlSource(Source):
         )
         yield counter(
             "aisentinel_gpu_lost_events",
-            "Times a GPU fell off the bus (NVML_ERROR_GPU_IS_LOST).",
+            "Times a GPU was lost: fell off the bus, could not be opened or identified, or "
+            "left the driver's list of GPUs.",
             src,
             sampler.gpus_lost_total,
         )
@@ -316,7 +418,7 @@ class NvmlSource(Source):
             src,
             reading.ts if reading is not None else 0.0,
         )
-        gpus = reading.gpus if reading is not None else ()
+        gpus = (*reading.gpus, *reading.missing) if reading is not None else ()
         info = GaugeMetricFamily(
             "aisentinel_gpu_info",
             "1 per GPU: its identity (index, UUID, model name, driver version).",
@@ -324,8 +426,18 @@ class NvmlSource(Source):
         )
         driver = sampler.driver_version or ""
         lost = GaugeMetricFamily(
-            "aisentinel_gpu_lost", "1 while the GPU is lost (fell off the bus).", labels=["gpu"]
+            "aisentinel_gpu_lost",
+            "1 while the GPU is lost: off the bus, not answering its handle or identity, or "
+            "gone from the driver's list (then gpu is the index it last had).",
+            labels=["gpu", "uuid"],
         )
+        supported = GaugeMetricFamily(
+            "aisentinel_gpu_value_supported",
+            "0 once NVML said the GPU does not support the value (e.g. utilization on a "
+            "MIG GPU: the detectors that need it cannot watch that GPU), else 1.",
+            labels=["gpu", "value"],
+        )
+        unsupported = reading.unsupported if reading is not None else {}
         gauges: dict[str, tuple[str, str, list[tuple[str, float]]]] = {
             "utilization_gpu": (
                 "aisentinel_gpu_utilization_ratio",
@@ -383,9 +495,14 @@ class NvmlSource(Source):
         for sample in gpus:
             g = str(sample.index)
             info.add_metric([g, sample.uuid, escape(sample.name), driver], 1)
-            lost.add_metric([g], 1 if sample.lost else 0)
+            if stuck:
+                continue
+            lost.add_metric([g, sample.uuid], 1 if sample.lost else 0)
             if sample.lost:
                 continue
+            absent = unsupported.get(sample.index, frozenset())
+            for what in VALUES:
+                supported.add_metric([g, what], 0 if what in absent else 1)
             for attr, (_name, _help, values) in gauges.items():
                 value = getattr(sample, attr)
                 if value is not None:
@@ -414,6 +531,7 @@ class NvmlSource(Source):
                     proc_sm.add_metric([g, label], min(sm, 1.0))
         yield info
         yield lost
+        yield supported
         for name, help_text, values in gauges.values():
             family = GaugeMetricFamily(name, help_text, labels=["gpu"])
             for g, value in values:
@@ -460,6 +578,10 @@ class NvmlSource(Source):
             src,
             (resolver.errors if resolver is not None else 0) + self.attributor.resolver_errors,
         )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 REGISTRY.register("nvml", NvmlSourceConfig, NvmlSource)
