@@ -1,8 +1,9 @@
 """``aisentinel rules list|show|test`` and ``aisentinel explain``: what the rules and
 detectors make of log lines, and why (like ``fail2ban-regex -v`` or ``cscli explain``).
 
-Text output escapes every attacker-controlled value (:func:`~aisentinel.textsafe.escape`);
-``--json`` keeps exact values.
+Text output escapes every attacker-controlled value (:func:`~aisentinel.textsafe.escape`)
+and shows lines and fields with secrets redacted (:func:`~aisentinel.guard.redact_secrets`:
+keys, tokens, passwords in a request body); ``--json`` keeps exact values.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from aisentinel.detectors.base import Detector
 from aisentinel.detectors.common import set_ipv6_key_prefix
 from aisentinel.detectors.rules import RulesConfig
 from aisentinel.events import Event, Finding, HttpRequest, finding_fields
+from aisentinel.guard.secrets import find_secrets, redact_secrets
 from aisentinel.parsers import AUTO, ParserContext, build_parser, sniff
 from aisentinel.parsers.base import Parser
 from aisentinel.replay import iso
@@ -231,11 +233,17 @@ def explain_lines(
     return unparsed
 
 
+def _unsecret(text: str) -> str:
+    """``text`` with the secrets the prompt detectors look for redacted (a body can hold
+    a key that ``prompt_secrets`` reports redacted: the text output must not print it)."""
+    return redact_secrets(text, find_secrets(text, decoded=True))
+
+
 def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
     if as_json:
         out.write(json.dumps(record, default=str) + "\n")
         return
-    out.write(f"line {record['line']}: {escape(record['text'], _EVIDENCE)}\n")
+    out.write(f"line {record['line']}: {escape(_unsecret(record['text']), _EVIDENCE)}\n")
     event = record["event"]
     if event is None:
         out.write(f"  parser {record['parser']}: no event (the line is not in this format)\n")
@@ -245,7 +253,7 @@ def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
         if key == "ts" and isinstance(value, float):
             out.write(f"    {key:<14}{value} ({iso(value)})\n")
         elif key != "type" and value is not None:
-            out.write(f"    {key:<14}{escape(str(value), _EVIDENCE)}\n")
+            out.write(f"    {key:<14}{escape(_unsecret(str(value)), _EVIDENCE)}\n")
     norm = record.get("normalised")
     if norm is not None:
         out.write("  normalised\n")

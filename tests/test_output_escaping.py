@@ -149,3 +149,45 @@ def test_audit_table_escapes_evidence_and_keeps_commands() -> None:
     assert not [line for line in lines if line.startswith("FAIL    forged")]
     assert "        fix: printf 'PasswordAuthentication no\\n' > /etc/ssh/x.conf" in lines
     assert "             systemctl reload ssh\\x1b[2J" in lines
+
+
+def test_explain_text_output_redacts_secrets_in_bodies(tmp_path: Path) -> None:
+    """explain's text output shows the line and the body with secrets redacted."""
+    key = "sk-proj-" + "Zx9" * 12
+    body = json.dumps({"messages": [{"role": "user", "content": f"use {key} now"}]})
+    record = {
+        "time": "1700000000.000",
+        "remote_addr": "198.51.100.10",
+        "request_method": "POST",
+        "request_uri": "/v1/chat/completions",
+        "status": "200",
+        "body_bytes_sent": "5",
+        "request_body": body,
+    }
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    log = tmp_path / "a.log"
+    log.write_text(json.dumps(record) + "\n")
+    out = tmp_path / "out.txt"
+    with out.open("w") as fh:
+        code = subprocess.call(
+            [
+                sys.executable,
+                "-m",
+                "aisentinel",
+                "explain",
+                "--file",
+                str(log),
+                "--format",
+                "nginx-json",
+                "--config",
+                str(config),
+            ],
+            stdout=fh,
+        )
+    assert code == 0
+    text = out.read_text()
+    assert "body" in text
+    assert "sk-…[44 chars]" in text
+    assert key not in text
+    assert key[8:-4] not in text

@@ -2,11 +2,11 @@
 
 Consumes :class:`~aisentinel.events.HttpRequest` with a body on the AI API paths (see
 :mod:`~.prompts`) and looks for what :func:`aisentinel.guard.find_secrets` finds:
-private keys, cloud and API keys, tokens, JWTs, Luhn-valid card numbers and e-mail
-addresses in bulk. A client's first such prompt is a finding of ``severity`` (default
-MEDIUM: an alert under the default policy: a user pasting a key is a leak to stop, not
-an attacker to ban); then the client is quiet for ``window``, and the next finding
-counts the prompts since.
+private keys, cloud and API keys, tokens, JWTs, passwords and URLs with credentials,
+Luhn-valid card numbers and e-mail addresses in bulk, also inside base64/hex blobs. A
+client's first such prompt is a finding of ``severity`` (default MEDIUM: an alert under
+the default policy: a user pasting a key is a leak to stop, not an attacker to ban);
+then the client is quiet for ``window``, and the next finding counts the prompts since.
 
 The secret itself is never kept: the evidence holds the kinds and the redacted forms
 (``AKIA…[20 chars]…MPLE``, ``card …1111``), and only the texts of the new turn are
@@ -30,6 +30,10 @@ from aisentinel.events import Event, Finding, HttpRequest, Severity
 SECRET_KINDS = (
     "private_key",
     "aws_access_key",
+    "aws_secret_key",
+    "azure_account_key",
+    "url_credentials",
+    "password",
     "github_token",
     "slack_token",
     "openai_key",

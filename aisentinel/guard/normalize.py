@@ -18,7 +18,7 @@ import binascii
 import re
 import unicodedata
 
-__all__ = ["MAX_BLOBS", "decoded_blobs", "escape_snippet", "normalize"]
+__all__ = ["MAX_BLOBS", "blob_spans", "decoded_blobs", "escape_snippet", "normalize"]
 
 # Zero-width and other invisible format characters (Unicode category Cf that survive
 # NFKC), plus soft hyphen and the combining grapheme joiner.
@@ -69,8 +69,11 @@ _TABLE.update(dict.fromkeys(_INVISIBLE))
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "|": "l"}
 )
-# A token of letters mixed with leet digits/symbols ("1gn0r3", "pr3v10us", "@ccess").
-_LEET_TOKEN = re.compile(r"(?<![\w@$|])[a-z0-9@$|]*[a-z][a-z0-9@$|]*(?![\w@$|])")
+# A token of letters mixed with leet digits/symbols ("1gn0r3", "pr3v10us", "@ccess"): it
+# holds a letter (the lookahead) and is taken whole (possessive). Written as
+# ``[a-z0-9@$|]*[a-z][a-z0-9@$|]*`` it was quadratic in a long run of letters that the
+# final lookahead refuses ("aaa...a_" with a digit elsewhere): every split tried.
+_LEET_TOKEN = re.compile(r"(?<![\w@$|])(?=[0-9@$|]*[a-z])[a-z0-9@$|]++(?![\w@$|])")
 _HAS_LEET = re.compile(r"[0-9@$|]")
 # Four or more single letters separated by one space/dot/dash/underscore/asterisk.
 _SPACED = re.compile(r"(?<![a-z])(?:[a-z][ .\-_*]){3,}[a-z](?![a-z])")
@@ -143,7 +146,12 @@ def decoded_blobs(text: str) -> list[tuple[str, str]]:
     At most :data:`MAX_BLOBS` blobs, each at most 16 KiB, are tried; a blob counts when it
     decodes to UTF-8 text that is mostly printable letters and contains a space.
     """
-    found: list[tuple[str, str]] = []
+    return [(kind, decoded) for kind, _start, _end, decoded in blob_spans(text)]
+
+
+def blob_spans(text: str) -> list[tuple[str, int, int, str]]:
+    """:func:`decoded_blobs` with where each blob is: ``(kind, start, end, decoded)``."""
+    found: list[tuple[str, int, int, str]] = []
     for match in _B64.finditer(text):
         blob = match.group()
         if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
@@ -159,7 +167,7 @@ def decoded_blobs(text: str) -> list[tuple[str, str]]:
             continue
         decoded = _plausible(raw)
         if decoded is not None:
-            found.append(("base64", decoded))
+            found.append(("base64", match.start(), match.end(), decoded))
             if len(found) >= MAX_BLOBS:
                 return found
     # Plausible text has a space, byte 0x20, written "20" in the blob: no "20", no need
@@ -174,7 +182,7 @@ def decoded_blobs(text: str) -> list[tuple[str, str]]:
             continue
         decoded = _plausible(raw)
         if decoded is not None:
-            found.append(("hex", decoded))
+            found.append(("hex", match.start(), match.end(), decoded))
             if len(found) >= MAX_BLOBS:
                 break
     return found

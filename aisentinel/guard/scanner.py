@@ -16,6 +16,7 @@ from aisentinel.guard.features import Features, extract
 from aisentinel.guard.model import GuardModel, default_model
 from aisentinel.guard.normalize import decoded_blobs, escape_snippet, normalize
 from aisentinel.guard.rules import match_rules
+from aisentinel.guard.secrets import find_secrets, redact_secrets
 
 __all__ = [
     "GUIDE_PATTERN",
@@ -47,9 +48,12 @@ class Verdict:
     ``extraction`` for an attack and ``none`` otherwise. ``evidence`` is the part of the
     normalised prompt (lower case, de-obfuscated) that weighed most, with control and
     invisible characters escaped and at most 160 characters; empty when nothing
-    pointed to an attack. ``reasons`` names the rule families and the n-gram behind the
-    score; ``decoded`` is ``base64`` or ``hex`` when the score came from a decoded blob;
-    ``truncated`` is true when the prompt was longer than :data:`MAX_SCAN_CHARS`.
+    pointed to an attack. It never quotes a secret: it is taken from the prompt (or the
+    decoded blob that scored) with what :func:`~.secrets.find_secrets` finds redacted,
+    and ``category`` from the same text. ``reasons`` names the rule families and the
+    n-gram behind the score; ``decoded`` is ``base64`` or ``hex`` when the score came
+    from a decoded blob; ``truncated`` is true when the prompt was longer than
+    :data:`MAX_SCAN_CHARS`.
     """
 
     is_attack: bool
@@ -154,14 +158,22 @@ def scan(
     feats = extract(norm)
     score = mdl.score(feats)
     decoded: str | None = None
+    view_text = raw
     for kind, plain in decoded_blobs(raw):
         d_norm = normalize(plain)
         d_feats = extract(d_norm)
         d_score = mdl.score(d_feats)
         if d_score > score:
-            score, norm, feats, decoded = d_score, d_norm, d_feats, kind
+            score, norm, feats, decoded, view_text = d_score, d_norm, d_feats, kind, plain
     is_attack = score >= limit
     if is_attack or score >= limit / 2:
+        # The evidence never quotes a secret: it comes from the view that scored (the
+        # prompt or a decoded blob) with its secrets redacted; the score stays the
+        # one of the text as sent.
+        found = find_secrets(view_text, decoded=decoded is None)
+        if found:
+            norm = normalize(redact_secrets(view_text, found))
+            feats = extract(norm)
         evidence, reasons = _explain(mdl, norm, feats)
     else:
         evidence, reasons = "", ()
@@ -197,7 +209,7 @@ def sanitize_prompt(
     raw = _join(text)
     verdict = scan(raw, threshold=threshold, model=model)
     bounded, _ = _bounded(raw)
-    norm = normalize(bounded)
+    norm = normalize(redact_secrets(bounded, find_secrets(bounded, decoded=True)))
     findings = tuple(
         Finding(h.name, h.category, _snippet(norm, h.start, h.end)) for h in match_rules(norm)
     )
