@@ -9,7 +9,12 @@ the evidence span (normalised, escaped, at most 160 characters; for a prompt hol
 secrets it is taken from the prompt with the secrets redacted, so it cannot quote one).
 
 Abuse: prompts scoring at least ``abuse_score`` (high confidence) are counted per
-client and per API key (``key_id``); ``abuse_threshold`` of them within
+client and per API key (``key_id``), each distinct prompt text once per
+``abuse_window`` (an SDK's retry of the same body is not a new attempt), and only when
+the client's own words score that high: text inside tool or function results and
+fenced code blocks is data the model is shown (a coding agent reading a test file full
+of attack strings), so a prompt that scores only through it is an alert, never abuse.
+``abuse_threshold`` of them within
 ``abuse_window`` make one finding of ``abuse_severity`` (default HIGH: a ban under the
 default policy) about the client, or about the key (``client=None``: an alert naming
 the last address). That finding takes the place of the single-prompt one for the
@@ -66,12 +71,14 @@ class PromptInjectionConfig(PromptDetectorConfig):
 class _Verdict:
     """What a finding needs of a :class:`~aisentinel.guard.Verdict`."""
 
-    __slots__ = ("category", "evidence", "score")
+    __slots__ = ("category", "evidence", "own_score", "score")
 
-    def __init__(self, score: float, category: str, evidence: str) -> None:
+    def __init__(self, score: float, category: str, evidence: str, own_score: float) -> None:
         self.score = score
         self.category = category
         self.evidence = evidence
+        self.own_score = own_score
+        """The score of the client's own words (quoted data left out): what abuse counts."""
 
 
 class PromptInjectionDetector(BatchDetector):
@@ -90,6 +97,8 @@ class PromptInjectionDetector(BatchDetector):
         self._clients = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
         self._keys = EventWindows(config.abuse_threshold, config.abuse_window, config.max_keys)
         self._cache: OrderedDict[bytes, _Verdict | None] = OrderedDict()
+        self._counted: OrderedDict[tuple[str, bytes], float] = OrderedDict()
+        """(client or key, prompt digest) -> when it was last counted towards abuse."""
         self.scored = 0
         """Prompts scored (not answered from the cache)."""
 
@@ -102,21 +111,20 @@ class PromptInjectionDetector(BatchDetector):
             facts = MEMO.get(events, i, body, self._cfg)
             if not facts.text:
                 continue
-            verdict = self._verdict(facts.text, facts.redacted)
+            own = facts.text if facts.own is None else facts.own
+            key = facts.text if own is facts.text else f"{facts.text}\x00{own}"
+            digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+            verdict = self._verdict(digest, facts.text, own)
             if verdict is not None:
-                out.append((i, self._finding(event, verdict)))
+                out.append((i, self._finding(event, verdict, digest)))
         return out
 
-    def _verdict(self, text: str, redacted: str) -> _Verdict | None:
-        """The verdict on ``text`` when it is an attack, else ``None``; scored once.
-
-        When ``text`` holds secrets (``redacted`` differs), an attack's category and
-        evidence come from scoring ``redacted``, so that the evidence cannot quote a
-        secret; the score is the one of the prompt as sent (the redaction marks would
-        move it).
-        """
+    def _verdict(self, digest: bytes, text: str, own: str) -> _Verdict | None:
+        """The verdict on ``text`` when it is an attack, else ``None``; scored once per
+        ``digest``. The evidence cannot quote a secret (``scan`` redacts them); ``own``
+        (the text without quoted data) is scored too when ``text`` reaches
+        ``abuse_score`` and differs."""
         cache = self._cache
-        digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
         if digest in cache:
             cache.move_to_end(digest)
             return cache[digest]
@@ -124,23 +132,22 @@ class PromptInjectionDetector(BatchDetector):
         v = scan(text, threshold=self._threshold)  # None: the model's own threshold
         verdict: _Verdict | None = None
         if v.is_attack:
-            category, evidence = v.category, v.evidence
-            if redacted is not text:
-                clean = scan(redacted, threshold=0.0)
-                category, evidence = clean.category, clean.evidence
-            verdict = _Verdict(v.score, category, evidence)
+            own_score = v.score
+            if own is not text and v.score >= self._cfg.abuse_score:
+                own_score = scan(own).score if own.strip() else 0.0
+            verdict = _Verdict(v.score, v.category, v.evidence, own_score)
         if self._cfg.cache_size:
             cache[digest] = verdict
             if len(cache) > self._cfg.cache_size:
                 cache.popitem(last=False)
         return verdict
 
-    def _finding(self, event: HttpRequest, verdict: _Verdict) -> Finding:
+    def _finding(self, event: HttpRequest, verdict: _Verdict, digest: bytes) -> Finding:
         cfg = self._cfg
         summary = f"{verdict.category} score {verdict.score:.3f}"
         key_id = event.key_id
-        if verdict.score >= cfg.abuse_score:
-            abuse = self._count_abuse(event, f"{summary}: {verdict.evidence}")
+        if verdict.own_score >= cfg.abuse_score:
+            abuse = self._count_abuse(event, f"{summary}: {verdict.evidence}", digest)
             if abuse is not None:
                 return abuse
         evidence: tuple[str, ...] = (
@@ -148,6 +155,12 @@ class PromptInjectionDetector(BatchDetector):
             verdict.evidence,
             f"{event.method} {event.path[:_MAX_PATH]}",
         )
+        if verdict.score >= cfg.abuse_score > verdict.own_score:
+            evidence = (
+                *evidence,
+                f"quoted data (tool result or code block) scores {verdict.score:.3f}, the "
+                f"client's own text {verdict.own_score:.3f}: not counted as abuse",
+            )
         if key_id is not None:
             evidence = (*evidence, f"key_id {key_id}")
         return Finding(
@@ -166,16 +179,39 @@ class PromptInjectionDetector(BatchDetector):
             topic=f"{verdict.category}\x1f{verdict.evidence}",
         )
 
-    def _count_abuse(self, event: HttpRequest, sample: str) -> Finding | None:
-        """Count a high-confidence attack for the client and the key; the abuse finding
-        when one of them crosses (the client's when both do)."""
+    def _first_time(self, who: str, digest: bytes, ts: float) -> bool:
+        """Whether ``who`` sent this prompt text for the first time within ``abuse_window``
+        (the table is capped at ``max_keys``, oldest first out)."""
+        seen = self._counted
+        held = (who, digest)
+        last = seen.get(held)
+        if last is not None and ts - last < self._cfg.abuse_window:
+            return False
+        seen[held] = ts
+        seen.move_to_end(held)
+        if len(seen) > self._cfg.max_keys:
+            seen.popitem(last=False)
+        return True
+
+    def _count_abuse(self, event: HttpRequest, sample: str, digest: bytes) -> Finding | None:
+        """Count a high-confidence attack for the client and the key, each distinct prompt
+        text once per window; the abuse finding when one of them crosses (the client's
+        when both do)."""
         cfg = self._cfg
         key_id = event.key_id
         clients: tuple[str, ...] = ()
         client: str | None = event.client
         grouped = client_key(event.client)
-        crossing = self._clients.hit(grouped, event.ts, sample)
-        key_crossing = None if key_id is None else self._keys.hit(key_id, event.ts, sample)
+        crossing = (
+            self._clients.hit(grouped, event.ts, sample)
+            if self._first_time(grouped, digest, event.ts)
+            else None
+        )
+        key_crossing = (
+            None
+            if key_id is None or not self._first_time(f"key_id:{key_id}", digest, event.ts)
+            else self._keys.hit(key_id, event.ts, sample)
+        )
         if crossing is not None:
             who = "from one client" if grouped == client else f"from {grouped}"
             key = grouped
@@ -210,7 +246,11 @@ class PromptInjectionDetector(BatchDetector):
         )
 
     def expire(self, now: float) -> int:
-        return self._clients.expire(now) + self._keys.expire(now)
+        seen, horizon, dropped = self._counted, now - self._cfg.abuse_window, 0
+        while seen and next(iter(seen.values())) <= horizon:
+            seen.popitem(last=False)
+            dropped += 1
+        return self._clients.expire(now) + self._keys.expire(now) + dropped
 
     def tracked_keys(self) -> int:
         return len(self._clients) + len(self._keys)

@@ -8,7 +8,8 @@ they cost one field test.
 
 :class:`PromptMemo` keeps, for the batch the pipeline is handing out, each body's
 :class:`PromptFacts`: the texts :func:`~aisentinel.guard.extract_prompt` keeps, the
-secrets in them (:func:`~aisentinel.guard.find_secrets`) and the text with those secrets
+secrets in them and in the base64/hex blobs they hold
+(:func:`~aisentinel.guard.find_secrets`), the text with those secrets
 replaced by their redacted forms, from which ``prompt_injection`` takes its evidence
 when the prompt has secrets, so that neither detector's evidence can carry one. Both
 detectors get the same facts object for the same body, computed by whichever asked
@@ -73,6 +74,10 @@ class PromptFacts(NamedTuple):
     """``text`` with each secret replaced by its redacted form (``text`` itself when it
     has none): where ``prompt_injection`` takes its evidence from when there are."""
     truncated: bool
+    own: str | None = None
+    """``text`` without quoted data (tool results, fenced code: see
+    :attr:`~aisentinel.guard.PromptBody.own_text`); ``None`` when it has none.
+    Only what the client wrote counts towards ``prompt_injection``'s abuse."""
 
 
 _NO_PROMPT = PromptFacts("", (), "", False)
@@ -119,9 +124,10 @@ def prompt_facts(body: str, max_chars: int, max_parts: int) -> PromptFacts:
     if not prompt.parts:
         return _NO_PROMPT
     text = prompt.text
-    found = find_secrets(text)
+    found = find_secrets(text, decoded=True)
     redacted = redact_secrets(text, found) if found else text
-    return PromptFacts(text, tuple(found), redacted, prompt.truncated)
+    own = prompt.own_text
+    return PromptFacts(text, tuple(found), redacted, prompt.truncated, None if own == text else own)
 
 
 MEMO = PromptMemo()

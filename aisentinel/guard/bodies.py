@@ -52,6 +52,11 @@ _LENIENT = re.compile(
     re.DOTALL,
 )
 _NGINX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
+# A fenced code block, closed by the same fence or left open to the end of the text
+# (the lazy scan stops at the first closing fence; one pass, each block once).
+_FENCED = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(?:[\s\S]*?^[ \t]*\1[ \t]*$|[\s\S]*)", re.M)
+_QUOTED_ROLES = frozenset({"tool", "function", "ipython"})
+_QUOTED_PART_TYPES = frozenset({"function_call_output", "tool_result", "custom_tool_call_output"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,20 +73,38 @@ class PromptBody:
     parts: tuple[str, ...]
     shape: str
     truncated: bool = False
+    quoted: tuple[bool, ...] = ()
+    """Per part: whether it is quoted data rather than the client's own words (a tool or
+    function result: OpenAI and Ollama ``role: "tool"`` messages, ``tool_result`` and
+    ``function_call_output`` parts); empty when none is."""
 
     @property
     def text(self) -> str:
         """The parts joined by newlines (an instruction split across parts stays whole)."""
         return "\n".join(self.parts)
 
+    @property
+    def own_text(self) -> str:
+        """:attr:`text` without quoted data: the parts that are not tool results, with
+        fenced code blocks (```` ``` ```` / ``~~~``) cut out. An attack sentence in a file
+        an agent read or in code a user pastes is data the model is shown, not what the
+        client asks of it."""
+        kept = [p for p, q in zip(self.parts, self.quoted, strict=False) if not q]
+        kept.extend(self.parts[len(self.quoted) :])
+        text = "\n".join(kept)
+        if "```" in text or "~~~" in text:
+            text = _FENCED.sub("\n", text)
+        return text
+
 
 class _Collector:
     """Texts gathered under the part and character limits."""
 
-    __slots__ = ("chars", "max_chars", "max_parts", "parts", "truncated")
+    __slots__ = ("chars", "max_chars", "max_parts", "parts", "quoted", "truncated")
 
     def __init__(self, max_chars: int, max_parts: int) -> None:
         self.parts: list[str] = []
+        self.quoted: list[bool] = []
         self.chars = 0
         self.max_chars = max_chars
         self.max_parts = max_parts
@@ -91,7 +114,7 @@ class _Collector:
     def full(self) -> bool:
         return len(self.parts) >= self.max_parts or self.chars >= self.max_chars
 
-    def add(self, text: str) -> None:
+    def add(self, text: str, quoted: bool = False) -> None:
         if not text or text.isspace():
             return
         if self.full:
@@ -102,31 +125,35 @@ class _Collector:
             text = text[:room]
             self.truncated = True
         self.parts.append(text)
+        self.quoted.append(quoted)
         self.chars += len(text)
 
-    def content(self, value: Any, depth: int = 0) -> None:
+    def content(self, value: Any, depth: int = 0, quoted: bool = False) -> None:
         """A message content or an ``input``: a string, a list of them, or parts."""
         if isinstance(value, str):
-            self.add(value)
+            self.add(value, quoted)
         elif isinstance(value, list) and depth < 4:
             for item in value:
                 if self.full:
                     self.truncated = True
                     return
-                self.content(item, depth + 1)
+                self.content(item, depth + 1, quoted)
         elif isinstance(value, dict) and depth < 4:
-            self._part(value, depth)
+            self._part(value, depth, quoted)
 
-    def _part(self, part: dict[str, Any], depth: int) -> None:
+    def _part(self, part: dict[str, Any], depth: int, quoted: bool) -> None:
         kind = part.get("type")
+        role = part.get("role")
         if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
-            self.content(part.get("text"), depth + 1)
-        elif kind in ("function_call_output", "tool_result", "custom_tool_call_output"):
-            self.content(part.get("output", part.get("content")), depth + 1)
-        elif (part.get("role") is not None or kind == "message") and part.get(
-            "role"
-        ) != "assistant":
-            self.content(part.get("content"), depth + 1)
+            self.content(part.get("text"), depth + 1, quoted)
+        elif kind in _QUOTED_PART_TYPES:
+            self.content(part.get("output", part.get("content")), depth + 1, True)
+        elif (role is not None or kind == "message") and role != "assistant":
+            self.content(part.get("content"), depth + 1, quoted or role in _QUOTED_ROLES)
+
+    def body(self, shape: str, cut: bool) -> PromptBody:
+        quoted = tuple(self.quoted) if any(self.quoted) else ()
+        return PromptBody(tuple(self.parts), shape, self.truncated or cut, quoted)
 
 
 def _messages(messages: list[Any], out: _Collector) -> None:
@@ -139,7 +166,7 @@ def _messages(messages: list[Any], out: _Collector) -> None:
             continue
         role = msg.get("role")
         if role in _SYSTEM_ROLES or (i > last_assistant and role != "assistant"):
-            out.content(msg.get("content"))
+            out.content(msg.get("content"), quoted=role in _QUOTED_ROLES)
         if out.full:
             out.truncated = out.truncated or i < len(messages) - 1
             return
@@ -228,14 +255,14 @@ def extract_prompt(
         for item in data[:max_parts]:
             if isinstance(item, dict):
                 shape = _from_json(item, out)
-        return PromptBody(tuple(out.parts), shape, out.truncated or cut)
+        return out.body(shape, cut)
     if isinstance(data, dict):
         shape = _from_json(data, out)
-        return PromptBody(tuple(out.parts), shape, out.truncated or cut)
+        return out.body(shape, cut)
     if isinstance(data, str):
         out.add(data)
-        return PromptBody(tuple(out.parts), "raw", out.truncated or cut)
+        return out.body("raw", cut)
     if data is None and _lenient(text, out):
-        return PromptBody(tuple(out.parts), "lenient", out.truncated or cut)
+        return out.body("lenient", cut)
     out.add(text)
-    return PromptBody(tuple(out.parts), "raw", out.truncated or cut)
+    return out.body("raw", cut)

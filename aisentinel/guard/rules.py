@@ -56,6 +56,26 @@ _HIDDEN = (
     r"pre-?prompt|starting|opening)"
 )
 
+_CODEWORD = (
+    r"(?:password|passcode|pass code|access code|secret (?:key|word|code|phrase)|passphrase|"
+    r"pin code)"
+)
+# Words around a secret that make a request of it (or address the model).
+_ASKED = (
+    r"(?:you|your|yours|me|say|tell|print|output|repeat|write|reveal|show|give|respond|reply|"
+    r"answer|restate|recite|what|what's|provide|share|spell|list|enter|type|guess|forget|"
+    r"ignore|correct|granted|told)"
+)
+_SAY = (
+    r"(?:say|tell|print|output|repeat|write|reveal|show|give|respond|reply|answer|restate|"
+    r"recite|provide|share|spell|list|dump|echo|display|quote|reproduce|translate)"
+)
+# "verbatim copies" / "verbatim copying" is a licence's term of art, not a request.
+_VERBATIM = (
+    r"(?:verbatim|word for word|word-for-word|exactly as written|in full)\b"
+    r"(?! cop(?:y|ies|ying)\b)"
+)
+
 
 def _c(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -246,9 +266,11 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "secret_code",
         "extraction",
+        # Only next to words that ask for it, address the model or state it: a licence's
+        # "must require no special password" or a manual's "pin code" is not a request.
         _c(
-            r"\b(?:password|passcode|pass code|access code|secret (?:key|word|code|phrase)|"
-            r"passphrase|pin code)\b"
+            rf"\b{_ASKED}\b(?: \S+){{0,3}} {_CODEWORD}\b"
+            rf"|\b{_CODEWORD}\b(?: \S+){{0,3}} (?:{_ASKED}|is|was)\b"
         ),
     ),
     Rule(
@@ -262,7 +284,12 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "verbatim",
         "extraction",
-        _c(r"\b(?:verbatim|word for word|word-for-word|exactly as written|in full)\b"),
+        # Only as a request to reproduce something ("print the text above verbatim"):
+        # licences grant "verbatim copies", contracts stay "in full force".
+        _c(
+            rf"\b{_SAY}\b(?: \S+){{0,4}} {_VERBATIM}"
+            rf"|\b{_VERBATIM}(?: \S+){{0,2}} (?:instructions?|prompts?|text|above|message)\b"
+        ),
     ),
     Rule(
         "pseudocode_dump",
