@@ -9,9 +9,15 @@ T0 = 1_764_000_000.0
 
 
 def req(
-    ts: float, path: str = "/api/chat", client: str = "203.0.113.4", key_id: str | None = None
+    ts: float,
+    path: str = "/api/chat",
+    client: str = "203.0.113.4",
+    key_id: str | None = None,
+    status: int = 200,
 ) -> HttpRequest:
-    return HttpRequest(T0 + ts, "nginx", client, "POST", path, 200, 10, None, "ua", key_id=key_id)
+    return HttpRequest(
+        T0 + ts, "nginx", client, "POST", path, status, 10, None, "ua", key_id=key_id
+    )
 
 
 def feed(events: list[Event], **kw: object) -> list[Finding]:
@@ -67,7 +73,7 @@ def test_limit_req_hits() -> None:
 
 def test_simultaneous_crossings_are_both_reported() -> None:
     """When one request crosses two limits, the second is reported on the next request."""
-    events: list[Event] = [req(i * 0.01) for i in range(5)]
+    events: list[Event] = [req(i * 0.01, status=401) for i in range(5)]
     found = feed(events, ai_threshold=3, global_threshold=3)
     assert [f.severity for f in found] == [Severity.HIGH, Severity.MEDIUM]
 
@@ -76,7 +82,64 @@ def test_steady_below_limit_and_expiry() -> None:
     """A steady rate below the limits never fires; clients still idle at the next
     housekeeping after the one that followed their requests are expired."""
     det = RateAbuseDetector(RateAbuseConfig())
-    assert all(det.observe(req(float(i))) is None for i in range(600))  # 60/min
+    assert all(det.observe(req(float(i), status=503)) is None for i in range(600))  # 60/min
     assert det.tracked_keys() == 2
     assert det.expire(T0 + 700) == 0  # requests came since the last housekeeping
     assert det.expire(T0 + 710) == 2
+
+
+def _severities(events: list[Event], **kw: object) -> set[Severity]:
+    """The severities of the findings ``events`` give, through ``observe_many`` in
+    batches of 500 (the pipeline's hot path) and one event at a time."""
+    det = RateAbuseDetector(RateAbuseConfig.model_validate(kw))
+    batched = {
+        f.severity
+        for i in range(0, len(events), 500)
+        for _, f in det.observe_many(events[i : i + 500])
+    }
+    assert batched == {f.severity for f in feed(events, **kw)}
+    return batched
+
+
+def test_heavy_served_ai_traffic_is_never_a_flood() -> None:
+    """A RAG indexer at 40 embeddings a second, an office NAT of developers with their
+    own keys whose completions are often cancelled (499), and an eval harness on one
+    key: the AI and per-key counters report them (MEDIUM), the flood counter (HIGH) never."""
+    indexer: list[Event] = [req(i / 40, "/api/embed", client="10.0.3.20") for i in range(4800)]
+    office: list[Event] = [
+        req(i / 25, "/v1/completions", key_id=f"dev{i % 50}", status=(200, 200, 499)[i % 3])
+        for i in range(3000)
+    ]
+    harness: list[Event] = [
+        req(i / 25, "/v1/chat/completions", key_id="eval", status=200) for i in range(3000)
+    ]
+    for events in (indexer, office, harness):
+        assert _severities(events) == {Severity.MEDIUM}
+
+
+def test_flood_of_refused_or_failing_ai_requests_is_high() -> None:
+    """Inference requests refused (401, 403, 429) or failing (5xx) still count toward
+    the flood limit: an unauthenticated or overloading flood is banned."""
+    for status in (401, 403, 429, 502):
+        events: list[Event] = [req(i * 0.04, status=status) for i in range(1300)]
+        assert Severity.HIGH in _severities(events), status
+        keyed: list[Event] = [req(i * 0.04, key_id="k", status=status) for i in range(1300)]
+        assert Severity.HIGH in _severities(keyed), status
+
+
+def test_flood_of_other_paths_is_high_whatever_the_status() -> None:
+    """A flood of GET / (200) or of missing paths (404) from one address is HIGH."""
+    for path, status in (("/", 200), ("/nope.php", 404)):
+        events: list[Event] = [req(i * 0.04, path, status=status) for i in range(1300)]
+        assert _severities(events) == {Severity.HIGH}
+
+
+def test_mixed_batches_leave_served_ai_requests_out_of_the_flood_count() -> None:
+    """A batch holding limit_req events too (the general loop) counts the same way."""
+    det = RateAbuseDetector(RateAbuseConfig())
+    limited = HttpRateLimited(T0, "err", "192.0.2.77", "api")
+    events: list[Event] = [limited, *(req(i / 40, "/api/embed") for i in range(2400))]
+    assert {f.severity for _, f in det.observe_many(events)} == {Severity.MEDIUM}
+    det = RateAbuseDetector(RateAbuseConfig())
+    events = [limited, *(req(i / 40, "/api/embed", status=401) for i in range(2400))]
+    assert Severity.HIGH in {f.severity for _, f in det.observe_many(events)}
