@@ -26,7 +26,7 @@ from aisentinel.parsers import AUTO, ParserContext, build_parser, sniff
 from aisentinel.parsers.base import Parser
 from aisentinel.replay import iso
 from aisentinel.rules import LoadedRule, RuleSet, describe_rule
-from aisentinel.rules.matcher import Hit, Matcher, explain_rule, request_fields
+from aisentinel.rules.matcher import Exclusions, Hit, Matcher, explain_rule, request_fields
 from aisentinel.textsafe import escape
 
 _EVIDENCE = 300
@@ -129,7 +129,7 @@ def rules_test(
     lines = list(lines)
     ctx = ParserContext(source="rules-test")
     name, parser = _parser_for(lines[:64], fmt, ctx)
-    matcher = Matcher(ruleset.rules)
+    matcher = Matcher(ruleset.rules, exclusions=ruleset.exclusions)
     result = RulesTestResult(name)
     for lineno, line in enumerate(lines, 1):
         result.lines += 1
@@ -188,6 +188,7 @@ def explain_lines(
     name, parser = _parser_for(lines[:64], fmt, ctx)
     ruleset = ruleset_of(config)
     set_ipv6_key_prefix(config.decisions.ipv6_ban_prefix)  # as the pipeline does
+    exclusions = Exclusions(ruleset.exclusions, ruleset.rules)
     detectors: list[Detector] = build_detectors(config.detectors)
     unparsed = 0
     for lineno, line in enumerate(lines, 1):
@@ -211,6 +212,7 @@ def explain_lines(
             for rule in ruleset.rules:
                 hits = explain_rule(rule, event, fields)
                 if hits:
+                    excused = exclusions.excused_by(rule, event, fields.target)
                     rules.append(
                         {
                             "id": rule.id,
@@ -219,6 +221,7 @@ def explain_lines(
                             "references": list(rule.references),
                             "threshold": rule.threshold,
                             "because": [h._asdict() for h in hits],
+                            "excused_by": None if excused is None else excused.id,
                         }
                     )
         record["rules"] = rules
@@ -267,6 +270,11 @@ def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
             )
             for hit in rule["because"]:
                 out.write(f"    because {_hit_text(Hit(**hit))}\n")
+            if rule["excused_by"] is not None:
+                out.write(
+                    f"    excused by exclusion {rule['excused_by']}: its parameters' values "
+                    "are left out on this route and status; no finding\n"
+                )
     else:
         out.write("  rules: none matched\n")
     if record["detectors"]:

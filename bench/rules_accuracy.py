@@ -315,7 +315,7 @@ def _line(request: str, status: int, agent: str, i: int) -> str:
 def family_detection(per_family: int = 500, seed: int = 7) -> dict[str, dict[str, Any]]:
     """Per family: generated lines, lines some rule matched, and the rules that did."""
     ruleset = load_rules(None)
-    matcher = Matcher(ruleset.rules)
+    matcher = Matcher(ruleset.rules, exclusions=ruleset.exclusions)
     parser = build_parser("nginx", ParserContext(source="bench", clock=FakeClock(1.7e9)))
     rnd = random.Random(seed)
     out: dict[str, dict[str, Any]] = {}

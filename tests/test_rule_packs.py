@@ -1,5 +1,6 @@
-"""Shipped rule packs, driven by the data: every rule's own test lines match it, and
-benign traffic matches no rule. Adding a rule or a test line needs no code here."""
+"""Shipped rule packs, driven by the data: every rule's own test lines match it, every
+exclusion's test requests are excused only when served, and benign traffic matches no
+rule. Adding a rule, an exclusion or a test line needs no code here."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from aisentinel.detectors.rules import RulesConfig, RulesDetector
 from aisentinel.events import HttpRequest
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.rules import load_rules
-from aisentinel.rules.matcher import Matcher, explain_rule
+from aisentinel.rules.matcher import Exclusions, Matcher, explain_rule
+from aisentinel.rules.model import RuleTest
 from aisentinel.rules.packtest import rule_test_line
 
 RULESET = load_rules(None)
-MATCHER = Matcher(RULESET.rules)
+MATCHER = Matcher(RULESET.rules, exclusions=RULESET.exclusions)
+PLAIN = Matcher(RULESET.rules)
+EXCLUSIONS = Exclusions(RULESET.exclusions, RULESET.rules)
 PARSER = build_parser("nginx", ParserContext(source="test", clock=FakeClock(1_735_689_600.0)))
 
 CASES = [
@@ -68,6 +72,14 @@ BENIGN = [
     ("OPTIONS /v1/chat/completions HTTP/1.1", 204, AGENT),
     ("GET /api/search?filter=name%3Dalice%26age%3E30 HTTP/1.1", 200, AGENT),
     ("GET /download/report-2024.pdf HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/chats/search?text=select%20the%20union%20docs&page=1 HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/knowledge/search?query=onboarding&view_option=&page=1 HTTP/1.1", 200, AGENT),
+]
+
+EXCLUSION_CASES = [
+    pytest.param(x.id, i, rule_test_line(RuleTest(**t.model_dump()), i), id=f"{x.id}-{i}")
+    for x in RULESET.exclusions
+    for i, t in enumerate(x.tests)
 ]
 
 
@@ -92,6 +104,30 @@ def test_rule_matches_its_test_line(rule_id: str, index: int, line: str) -> None
     assert explain_rule(rule, event)
 
 
+def test_every_exclusion_has_a_test_request() -> None:
+    """Each shipped exclusion carries at least one test request."""
+    assert RULESET.exclusions
+    assert [x.id for x in RULESET.exclusions if not x.tests] == []
+
+
+@pytest.mark.parametrize(("exclusion_id", "index", "line"), EXCLUSION_CASES)
+def test_exclusion_excuses_its_test_request_only_when_served(
+    exclusion_id: str, index: int, line: str
+) -> None:
+    """An exclusion's test request matches a rule it covers without it and none with it;
+    the same request answered 401 or 404 (no session, no such application) matches again."""
+    del index
+    exclusion = next(x for x in RULESET.exclusions if x.id == exclusion_id)
+    event = PARSER.parse(line)
+    assert isinstance(event, HttpRequest), line
+    covered = [r.id for r in PLAIN.match(event)[0] if exclusion.covers(r)]
+    assert covered, "the exclusion's test request matches no rule it covers"
+    assert [r.id for r in MATCHER.match(event)[0] if exclusion.covers(r)] == []
+    for status in (401, 404):
+        refused = event._replace(status=status)
+        assert [r.id for r in MATCHER.match(refused)[0] if exclusion.covers(r)] == covered
+
+
 @pytest.mark.parametrize(("request_line", "status", "agent"), BENIGN)
 def test_benign_request_matches_no_rule(request_line: str, status: int, agent: str) -> None:
     """Ordinary browser, crawler, API and AI-client requests match no shipped rule."""
@@ -109,13 +145,19 @@ def test_empty_request_line_is_not_malformed() -> None:
 
 
 def test_matcher_agrees_with_direct_check_on_every_line() -> None:
-    """The automaton matcher gives exactly the rules the direct per-rule check gives."""
-    lines = [c.values[2] for c in CASES] + [_benign_line(*b) for b in BENIGN]
+    """The automaton matcher gives exactly the rules the direct per-rule check gives
+    (exclusions applied to both)."""
+    lines = [c.values[2] for c in (*CASES, *EXCLUSION_CASES)]
+    lines += [_benign_line(*b) for b in BENIGN]
     for line in lines:
         event = PARSER.parse(str(line))
         assert isinstance(event, HttpRequest)
         fast = {r.id for r in MATCHER.match(event)[0]}
-        slow = {r.id for r in RULESET.rules if explain_rule(r, event)}
+        slow = {
+            r.id
+            for r in RULESET.rules
+            if explain_rule(r, event) and EXCLUSIONS.excused_by(r, event) is None
+        }
         assert fast == slow, line
 
 

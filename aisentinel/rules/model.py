@@ -31,6 +31,28 @@ would match every request of that class). ``tests`` are log lines (``line``) or
 requests (``request``, ``status``, ``agent``, ``user``) the rule must match; the
 pack tests replay them. ``enabled = false`` with only an ``id`` turns off a rule of
 that id shipped or defined elsewhere.
+
+A file may also hold ``[[exclusions]]`` tables: the query parameters of a known
+application's routes whose values some rules do not look at, when the request was
+answered with one of the exclusion's statuses (2xx by default), in the manner of
+OWASP CRS's per-parameter rule exclusions. A user's search text in Open WebUI's chat
+search (``GET /api/v1/chats/search?text=<script> tag&page=1``, 200) is data the
+application stores or looks up, not a probe of it::
+
+    [[exclusions]]
+    id = "open-webui-search-text"
+    description = "Open WebUI: the search text of chat, note and knowledge search"
+    path.exact = ["/api/v1/chats/search"]   # the normalised path (no query)
+    params = ["text", "query"]              # these parameters' values are not matched
+    tags = ["sqli", "xss"]                  # by rules with one of these tags
+    rules = []                              # or with one of these ids
+    status = ["2xx"]
+    tests = [{ request = "GET /api/v1/chats/search?text=%3Cscript%3E HTTP/1.1", status = 200 }]
+
+The same request answered 401, 403 or 404 (a scanner, no session, no such
+application), or with the probe in another parameter, still matches. An exclusion's
+``tests`` are requests that a rule it covers matches without it and none does with
+it. ``enabled = false`` with only an ``id`` turns off an exclusion of that id.
 """
 
 from __future__ import annotations
@@ -38,7 +60,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from aisentinel.configtypes import PositiveDuration, StrictModel
 from aisentinel.decisions.config import SeverityName
@@ -67,6 +89,8 @@ TEXT_FIELDS = ("path", "uri", "query", "user_agent", "any")
 TEXT_OPS = ("exact", "prefix", "suffix", "contains", "regex")
 
 Pattern = Annotated[str, Field(min_length=1, max_length=MAX_PATTERN_LEN)]
+Tag = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")]
+ParamName = Annotated[str, Field(min_length=1, max_length=200)]
 
 
 def _no_controls(patterns: tuple[str, ...]) -> tuple[str, ...]:
@@ -107,12 +131,43 @@ class TextMatch(StrictModel):
         return self
 
 
+def status_codes(statuses: tuple[int | str, ...]) -> frozenset[int]:
+    """Every status code ``statuses`` (codes and classes such as ``"4xx"``) names."""
+    out: set[int] = set()
+    for s in statuses:
+        if isinstance(s, int):
+            out.add(s)
+        else:
+            base = int(s[0]) * 100
+            out.update(range(base, base + 100))
+    return frozenset(out)
+
+
 def _status(value: Any) -> Any:
     if isinstance(value, str):
         if not _STATUS_CLASS.match(value):
             raise ValueError(f'status {value!r}: use a code (404) or a class ("4xx")')
         return value
     return value
+
+
+def _statuses(values: Any) -> Any:
+    if isinstance(values, list | tuple):
+        for v in values:
+            _status(v)
+    return values
+
+
+def _rule_id(value: str) -> str:
+    if not _ID.match(value):
+        raise ValueError(
+            f"id {value!r}: 1-80 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        )
+    return value
+
+
+RuleId = Annotated[str, AfterValidator(_rule_id)]
+"""A rule's (or an exclusion's) id: 1-80 of a-z, 0-9, '.', '_', '-'."""
 
 
 class RuleMatch(StrictModel):
@@ -138,10 +193,7 @@ class RuleMatch(StrictModel):
     @field_validator("status", mode="before")
     @classmethod
     def _statuses(cls, values: Any) -> Any:
-        if isinstance(values, list | tuple):
-            for v in values:
-                _status(v)
-        return values
+        return _statuses(values)
 
     def text(self) -> list[tuple[str, TextMatch]]:
         """The text conditions, as ``(field, patterns)``."""
@@ -149,14 +201,7 @@ class RuleMatch(StrictModel):
 
     def status_set(self) -> frozenset[int]:
         """Every status code this rule accepts (empty: any)."""
-        out: set[int] = set()
-        for s in self.status:
-            if isinstance(s, int):
-                out.add(s)
-            else:
-                base = int(s[0]) * 100
-                out.update(range(base, base + 100))
-        return frozenset(out)
+        return status_codes(self.status)
 
     @model_validator(mode="after")
     def _selective(self) -> Self:
@@ -187,30 +232,19 @@ class RuleTest(StrictModel):
 class Rule(StrictModel):
     """One rule; see the module docstring."""
 
-    id: str
+    id: RuleId
     enabled: bool = True
     description: str = Field(default="", max_length=500)
     references: tuple[Annotated[str, Field(min_length=1, max_length=500)], ...] = Field(
         default=(), max_length=50
     )
     severity: SeverityName = Severity.HIGH
-    tags: tuple[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")], ...] = Field(
-        default=(), max_length=20
-    )
+    tags: tuple[Tag, ...] = Field(default=(), max_length=20)
     key: Literal["client", "api_key", "user"] = "client"
     threshold: Threshold = 1
     window: Window = 600.0
     match: RuleMatch | None = None
     tests: tuple[RuleTest, ...] = Field(default=(), max_length=100)
-
-    @field_validator("id")
-    @classmethod
-    def _id(cls, value: str) -> str:
-        if not _ID.match(value):
-            raise ValueError(
-                f"id {value!r}: 1-80 of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
-            )
-        return value
 
     @model_validator(mode="after")
     def _complete(self) -> Self:
@@ -222,7 +256,59 @@ class Rule(StrictModel):
         return self
 
 
+class ExclusionTest(StrictModel):
+    """A request some rule the exclusion covers matches without it, and none with it."""
+
+    request: str = Field(max_length=16384)
+    status: HttpStatus = 200
+    agent: str = Field(default="Mozilla/5.0 (X11; Linux x86_64)", max_length=4096)
+
+
+class Exclusion(StrictModel):
+    """Query parameters of an application's routes that some rules do not look at (see
+    the module docstring)."""
+
+    id: RuleId
+    enabled: bool = True
+    description: str = Field(default="", max_length=500)
+    references: tuple[Annotated[str, Field(min_length=1, max_length=500)], ...] = Field(
+        default=(), max_length=50
+    )
+    path: TextMatch | None = None
+    """The routes, matched against the normalised path (folded, decoded, no query)."""
+    params: tuple[ParamName, ...] = Field(default=(), max_length=256)
+    """Query parameter names (case-insensitive) whose values the rules do not see."""
+    tags: tuple[Tag, ...] = Field(default=(), max_length=20)
+    rules: tuple[RuleId, ...] = Field(default=(), max_length=256)
+    status: tuple[HttpStatus | str, ...] = Field(default=("2xx",), min_length=1, max_length=600)
+    tests: tuple[ExclusionTest, ...] = Field(default=(), max_length=100)
+
+    @field_validator("params")
+    @classmethod
+    def _fold(cls, values: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.lower() for v in _no_controls(values))
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _statuses(cls, values: Any) -> Any:
+        return _statuses(values)
+
+    @model_validator(mode="after")
+    def _complete(self) -> Self:
+        if self.enabled:
+            missing = [k for k in ("description", "path", "params") if not getattr(self, k)]
+            if not self.tags and not self.rules:
+                missing.append("tags or rules")
+            if missing:
+                raise ValueError(f"an enabled exclusion needs {', '.join(missing)}")
+        return self
+
+    def covers(self, rule: Rule) -> bool:
+        """Whether ``rule`` is one this exclusion narrows."""
+        return rule.id in self.rules or any(tag in self.tags for tag in rule.tags)
+
+
 class RuleFile(StrictModel):
-    """A whole rules file: ``[[rules]]`` tables."""
+    """A whole rules file: ``[[rules]]`` and ``[[exclusions]]`` tables."""
 
     rules: tuple[dict[str, Any], ...] = Field(default=(), max_length=10_000)
