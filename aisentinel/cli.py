@@ -88,6 +88,14 @@ def config_warnings(config: Config) -> list[str]:
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
     out.extend(_wide_network_warnings(config))
+    if config.parsers.credentials == "checked":
+        out.append(
+            'parsers.credentials = "checked": a user or API key id in the access log counts '
+            "as an authentication on every location, also where nothing checks it (nginx "
+            "logs the user of any client's Authorization: Basic header): a client that "
+            "sends one is trusted with model management and spared as a known user; "
+            'keep it only if every location checks credentials, else use "learned"'
+        )
     if not any(c.enabled for c in config.responders.values()):
         out.append(
             "no responder is enabled: decisions are neither enforced nor recorded as a dry "

@@ -22,7 +22,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, PlainSerializer
 from pydantic_core import CoreSchema, core_schema
@@ -229,6 +229,12 @@ Network = Annotated[
 ]
 """An IPv4/IPv6 network; a bare address means a /32 or /128. Host bits must be clear
 (``203.0.113.7/8`` is refused, naming ``203.0.0.0/8`` and ``203.0.113.7/32``)."""
+
+
+CredentialsMode = Literal["learned", "checked", "unchecked"]
+"""``[parsers] credentials``: whether a user or API key id in the access log proves an
+authentication: learned per location from the traffic, always, or never (see
+:class:`aisentinel.detectors.shared.CredentialTrust`)."""
 
 
 class StrictModel(BaseModel):

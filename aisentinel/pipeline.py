@@ -609,6 +609,8 @@ class Pipeline:
         """Swap stages after a reload; counters, the latency histogram and the state the
         detectors share carry on (the new set of detectors is bound to it)."""
         self.detectors = list(detectors)
+        # Which credentials in the log count (a reload keeps what was learned).
+        self.shared.requests.trust.mode = parsers_config.credentials
         self.shared.bind(self.detectors)
         if engine is not self.engine:
             self._releases = self._policy = -1  # another engine: hold-backs go at the next batch

@@ -3,7 +3,9 @@
 A differential test drives :class:`RequestIndex` with random batches and compares
 every :class:`BatchFacts` with the old logic (two :class:`RecentSet`, one per kind of
 mark, with marks worked out event by event), apart from the one documented change:
-a credentialed mark older than the latest expiry horizon reads as not known.
+a credentialed mark older than the latest expiry horizon reads as not known; and
+with credentials doubted where a location is open and not checked, worked out event
+by event too (:class:`~aisentinel.detectors.shared.CredentialTrust`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import random
 from collections.abc import Callable, Sequence
 
 from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher
-from aisentinel.detectors.shared import BatchFacts, RequestIndex
+from aisentinel.detectors.shared import LOCATION_TTL, BatchFacts, RequestIndex
 from aisentinel.detectors.window import RecentSet
 from aisentinel.events import Event, HttpRequest, SshEvent, SshKind
 
@@ -86,6 +88,20 @@ class Reference:
         self.floor = NEG_INF
         self.protected: set[str] = set()
         self.inference = PrefixMatcher(DEFAULT_AI_PATHS).match
+        self.locations: dict[str, tuple[float, float]] = {}
+        """First path segment -> (last 401, last 2xx without credentials)."""
+
+    def _counts(self, event: HttpRequest) -> bool:
+        """Whether ``event``'s credentials count; learns its evidence."""
+        where = event.path.split("/")[1]
+        checked, opened = self.locations.get(where, (NEG_INF, NEG_INF))
+        if (event.user is not None or event.key_id is not None) and event.status < 400:
+            return not event.ts - opened <= LOCATION_TTL < event.ts - checked
+        if event.status == 401:
+            self.locations[where] = (event.ts, opened)
+        elif 200 <= event.status < 300:
+            self.locations[where] = (checked, event.ts)
+        return False
 
     def batch(self, events: Sequence[Event], awake: int) -> BatchFacts:
         """The facts of ``events`` for readers whose bits are in ``awake``."""
@@ -94,6 +110,8 @@ class Reference:
         inferred: dict[int, float] = {}
         cred: dict[str, float] = {}  # the batch's last authentication per client
         either: dict[str, float] = {}
+        counted: list[int] = []
+        doubted: list[int] = []
         for i, event in enumerate(events):
             if not isinstance(event, HttpRequest):
                 masks.append(0)
@@ -101,9 +119,11 @@ class Reference:
             mask = sum(1 << bit for bit, test in enumerate(self.tests) if test(event.path))
             masks.append(mask)
             key = f"{event.method} {event.path}"
-            credentialed = (event.user is not None or event.key_id is not None) and (
-                event.status < 400
-            )
+            credentialed = self._counts(event)
+            if credentialed:
+                counted.append(i)
+            elif (event.user is not None or event.key_id is not None) and event.status < 400:
+                doubted.append(i)
             guessed = (
                 not credentialed
                 and 200 <= event.status < 300
@@ -123,7 +143,7 @@ class Reference:
             self.cred.add(client, ts)
         for client, ts in either.items():
             self.either.add(client, ts)
-        return BatchFacts(masks, marks, inferred)
+        return BatchFacts(masks, marks, inferred, counted, frozenset(doubted))
 
     def _mark(self, event: HttpRequest, before: float, batch: dict[str, float]) -> float:
         """The mark from before the batch when every reader trusts it, else the exact one."""
@@ -221,7 +241,8 @@ def test_a_full_table_evicts_a_client_with_both_marks() -> None:
     """At the cap the oldest client is evicted, losing both marks, and counted once."""
     index, _ = _index(max_keys=2)
     index.facts([_request(1.0, "a", user="u"), _request(2.0, "b", "/api/chat")], None)
-    index.facts([_request(3.0, "c", user="u")], None)
+    # Elsewhere than /api, which b's 2xx without credentials showed open.
+    index.facts([_request(3.0, "c", "/v1/models", user="u")], None)
     assert index.authenticated() == 2
     assert index.evicted() == 1
     facts = index.facts([_request(4.0, "a"), _request(4.0, "b"), _request(4.0, "c")], None)

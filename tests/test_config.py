@@ -51,7 +51,7 @@ def test_parser_tables_get_their_registered_models() -> None:
     for entry in PARSERS:
         assert isinstance(cfg.parsers.table(entry.name), entry.config_model)
     printed = cfg.to_dict()["parsers"]
-    assert set(printed) == {"trusted_proxies", *PARSERS.names()}
+    assert set(printed) == {"trusted_proxies", "credentials", *PARSERS.names()}
 
 
 def test_defaults_need_no_file() -> None:
@@ -265,3 +265,14 @@ def test_check_config_warns_about_trusted_proxies_that_let_anyone_spoof(
     assert "WARNING: parsers.trusted_proxies holds ::/0: any client in it can set " in err
     err = _warned(tmp_path, '[parsers]\ntrusted_proxies = ["192.0.2.10"]\n', capsys)
     assert err == ""
+
+
+def test_check_config_warns_when_every_logged_credential_is_believed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """credentials = "checked" believes forged Basic users everywhere: a WARNING; the
+    default (learned) and "unchecked" give none."""
+    err = _warned(tmp_path, '[parsers]\ncredentials = "checked"\n', capsys)
+    assert 'WARNING: parsers.credentials = "checked": a user or API key id' in err
+    for mode in ("learned", "unchecked"):
+        assert _warned(tmp_path, f'[parsers]\ncredentials = "{mode}"\n', capsys) == ""

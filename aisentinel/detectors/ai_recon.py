@@ -4,7 +4,8 @@ Model lists, running models, versions, model details and UI configuration
 (``/api/tags``, ``/api/ps``, ``/v1/models``, ``/api/config`` ...) tell an attacker
 what a server runs and whether it is open. A client that authenticated within
 ``authenticated_ttl`` is a known user and is not counted: a request with
-``HttpRequest.user`` or ``key_id`` set and status < 400, or an inferred
+``HttpRequest.user`` or ``key_id`` set and status < 400 (where something checks
+them: :class:`~.shared.CredentialTrust`), or an inferred
 authentication (a successful inference call, a 2xx where others got 401/403, or on
 Open WebUI's session-user and user-settings calls, which only a signed-in user gets:
 see :mod:`~.shared`). Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
@@ -112,7 +113,8 @@ class AiReconDetector(BatchDetector):
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
-        masks, _, marks = self._requests.facts(events, self)
+        facts = self._requests.facts(events, self)
+        masks, marks = facts.masks, facts.inferred
         bit = self._bit
         ttl = self._cfg.authenticated_ttl
         requests = cast("Sequence[HttpRequest]", events)

@@ -12,7 +12,8 @@ carry ``$remote_user``. Usernames are compared as logged, across services.
   ``max_members``). A public sshd sees this for ``root`` all day; the finding
   itself is an alert. With ``ban_members`` (default on), each member that never
   logged in successfully (an accepted ssh login, or an access-log request with a
-  user or an API key id and status < 400, within ``success_ttl``) also gets a HIGH
+  user or an API key id and status < 400 where something checks them, see
+  :class:`~.shared.CredentialTrust`, within ``success_ttl``) also gets a HIGH
   finding of its own, right after the alert, so the decision engine bans it (the
   allowlist, and "already banned", still apply per member).
 
@@ -44,7 +45,7 @@ from aisentinel.detectors.common import (
     client_key,
     crossing_finding,
 )
-from aisentinel.detectors.shared import SharedState
+from aisentinel.detectors.shared import SharedState, no_path
 from aisentinel.detectors.window import DistinctWindows, RecentSet
 from aisentinel.events import (
     Event,
@@ -58,11 +59,6 @@ from aisentinel.events import (
 
 _MAX_USER = 128
 _NEG_INF = float("-inf")
-
-
-def _no_path(path: str) -> bool:
-    """The path test of a reader that only reads marks: no request passes it."""
-    return False
 
 
 class CredentialStuffingConfig(WindowedConfig):
@@ -118,7 +114,7 @@ class CredentialStuffingDetector(BatchDetector):
         self._shared = shared
         self._requests = shared.requests
         # No path of its own to test: it reads the clients' credentialed marks only.
-        self._requests.register(_no_path, ttl=self._cfg.success_ttl, max_keys=self._cfg.max_keys)
+        self._requests.register(no_path, ttl=self._cfg.success_ttl, max_keys=self._cfg.max_keys)
 
     def _failure(self, event: Event, at: int, out: list[tuple[int, Finding]]) -> None:
         """Account for one event that may be a failed login; its findings into ``out``."""

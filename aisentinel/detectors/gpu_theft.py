@@ -6,7 +6,8 @@ against the inference requests (2xx on ``ai_paths``) of that window:
 
 * at least ``min_unauthenticated`` of them, and at least ``unauthenticated_share`` of
   all, came from clients that are not authenticated (neither the request carried a
-  user or API key, nor its client authenticated within ``authenticated_ttl``: the
+  user or API key where something checks it, see :class:`~.shared.CredentialTrust`,
+  nor its client authenticated within ``authenticated_ttl``: the
   pipeline's shared set, :mod:`~aisentinel.detectors.shared`): inference traffic from
   unauthenticated clients keeps the GPU busy. One HIGH finding per such client (the
   top ``top_clients`` by requests, each with at least ``min_client_requests``):

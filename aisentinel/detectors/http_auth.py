@@ -23,7 +23,9 @@ has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, de
 A request that succeeds with credentials in the log (``user`` or ``key_id``, status
 below 400) clears its client's long windows, as an accepted login does for sshd: a
 basic-auth user's browser challenges (one 401 a session) and typos over a day are
-not a slow attack.
+not a slow attack. Only credentials that count do (:class:`~.shared.CredentialTrust`):
+a user sent where nothing checks it (an open location, where nginx still logs it)
+forgives nothing.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from aisentinel.detectors.common import (
     client_key,
 )
 from aisentinel.detectors.paths import PrefixMatcher
+from aisentinel.detectors.shared import SharedState, no_path
 from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
@@ -86,8 +89,9 @@ class HttpAuthDetector(Detector):
 
     name = "http_auth"
     consumes = (HttpAuthFailure, HttpRequest)
+    wants_shared = True
 
-    def __init__(self, config: HttpAuthConfig) -> None:
+    def __init__(self, config: HttpAuthConfig, *, shared: SharedState | None = None) -> None:
         super().__init__(config)
         self._cfg = config
         self._auth_paths = PrefixMatcher(config.auth_paths)
@@ -99,6 +103,12 @@ class HttpAuthDetector(Detector):
         self._failures_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._rejections_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._slow_on = bool(self._rejections_slow)
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        self._requests = shared.requests
+        # No path of its own: it reads which requests' credentials count.
+        self._requests.register(no_path)
 
     def _forgive(self, client: str) -> None:
         """``client`` logged in (a success with credentials in the log): its failures so
@@ -107,12 +117,20 @@ class HttpAuthDetector(Detector):
         self._failures_slow.forgive(client)
 
     def observe(self, event: Event) -> Finding | None:
+        if (
+            isinstance(event, HttpRequest)
+            and event.status < 400
+            and self._requests.facts((event,), self).credentialed
+        ):
+            if self._slow_on:
+                self._forgive(event.client)
+            return None
+        return self._failed(event)
+
+    def _failed(self, event: Event) -> Finding | None:
+        """Account for one event that is not a success: a rejection or failure counts."""
         if isinstance(event, HttpRequest):
             status = event.status
-            if status < 400 and (event.user is not None or event.key_id is not None):
-                if self._slow_on:
-                    self._forgive(event.client)
-                return None
             if status != 401 and (
                 status not in self._auth_statuses or not self._auth_paths.match(event.path)
             ):
@@ -180,52 +198,46 @@ class HttpAuthDetector(Detector):
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
         out: list[tuple[int, Finding]] = []
         statuses = self._auth_statuses
-        observe = self.observe
-        if all_requests(events):
-            # Only rejections count, and successes with credentials forgive the long
-            # windows: picked out without a call or a type check per request.
+        failed = self._failed
+        requests = all_requests(events)
+        # Logins: the successes whose credentials count (the batch's shared facts, see
+        # CredentialTrust); never a rejection, and they forgive the long windows.
+        logins = (
+            self._requests.facts(events, self).credentialed
+            if requests or any(type(e) is HttpRequest for e in events)
+            else []
+        )
+        if requests:
+            # Only rejections count: picked out without a call or a type check per request.
             reqs = cast("Sequence[HttpRequest]", events)
-            if self._slow_on:
-                picked = [
-                    i
-                    for i, r in enumerate(reqs)
-                    if r.status == 401
-                    or r.status in statuses
-                    or (r.status < 400 and (r.user is not None or r.key_id is not None))
-                ]
-            else:
-                picked = [i for i, r in enumerate(reqs) if r.status == 401 or r.status in statuses]
-            rejections, failures = self._rejections_slow, self._failures_slow
-            # Clients whose latest request in this batch was a success already looked
-            # at: nothing can be held for them until their next rejection.
-            clean: set[str] = set()
-            for i in picked:
-                request = reqs[i]
-                client = request.client
-                if request.status < 400:
-                    # A success with credentials (all a user's requests, on a server
-                    # behind basic auth): it forgives only a client with failures held.
-                    if client not in clean:
-                        clean.add(client)
-                        if client in rejections or client in failures:
-                            self._forgive(client)
-                    continue
-                clean.discard(client)
-                found = observe(request)
-                if found is not None:
-                    out.append((i, found))
-            return out
-        for i, event in enumerate(events):
-            if isinstance(event, HttpRequest):
-                status = event.status
-                if (
-                    status != 401
-                    and status not in statuses
-                    and event.user is None
-                    and event.key_id is None
-                ):
-                    continue  # the common case, decided without a call
-            found = observe(event)
+            picked = [i for i, r in enumerate(reqs) if r.status == 401 or r.status in statuses]
+        else:
+            picked = [
+                i
+                for i, e in enumerate(events)
+                if not isinstance(e, HttpRequest) or e.status == 401 or e.status in statuses
+            ]
+        login = set(logins)
+        if login:
+            picked = sorted(login.union(picked))
+        rejections, failures = self._rejections_slow, self._failures_slow
+        # Clients whose latest event in this batch was a login already looked at:
+        # nothing can be held for them until their next rejection.
+        clean: set[str] = set()
+        for i in picked:
+            event = events[i]
+            if i in login:
+                # A login (all a user's requests, on a server behind basic auth): it
+                # forgives only a client with failures held.
+                client = cast("HttpRequest", event).client
+                if self._slow_on and client not in clean:
+                    clean.add(client)
+                    if client in rejections or client in failures:
+                        self._forgive(client)
+                continue
+            if isinstance(event, HttpRequest | HttpAuthFailure):
+                clean.discard(event.client)
+            found = failed(event)
             if found is not None:
                 out.append((i, found))
         return out

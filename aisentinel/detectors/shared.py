@@ -6,7 +6,9 @@ endpoint? ``scanning``: a sensitive path? ``ai_recon``: a recon endpoint?
 client authenticate lately?" (``credential_stuffing`` too, about the members of a
 distributed attack, through :meth:`RequestIndex.credentialed`, with a path test
 that passes nothing): a request with ``user`` or ``key_id`` set and
-status < 400, or an inferred authentication (bearer tokens and cookies are not in
+status < 400 where something checks them (:class:`CredentialTrust`: nginx logs any
+client's Basic user; ``doubted`` requests count as sent without credentials), or an
+inferred authentication (bearer tokens and cookies are not in
 most log formats): a 2xx on an inference endpoint (:data:`~.paths.DEFAULT_AI_PATHS`),
 or a 2xx on a ``METHOD path`` that was answered 401/403 before, to anyone (the
 index learns those paths, at most :data:`PROTECTED_PATHS_LIMIT`; ``marks`` count
@@ -45,11 +47,17 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, NamedTuple, cast
+from collections.abc import Callable, Container, Iterable, Sequence
+from typing import TYPE_CHECKING, NamedTuple, cast, get_args
 
+from aisentinel.configtypes import CredentialsMode
 from aisentinel.detectors.common import all_requests
-from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher, VerdictCache
+from aisentinel.detectors.paths import (
+    DEFAULT_AI_PATHS,
+    PrefixMatcher,
+    VerdictCache,
+    path_views,
+)
 from aisentinel.detectors.window import _NEG_INF, _SlotStore
 from aisentinel.events import Event, HttpRequest
 
@@ -69,9 +77,15 @@ class BatchFacts(NamedTuple):
     marked reader's test (missing: not known)."""
     inferred: dict[int, float]
     """The same, counting inferred authentications too."""
+    credentialed: list[int]
+    """The requests whose credentials in the log count as an authentication (user or
+    key id set, status below 400, not doubted), in order."""
+    doubted: frozenset[int]
+    """The requests with a user or key id and status below 400 whose credentials do
+    not count (see :class:`CredentialTrust`): taken as requests without credentials."""
 
 
-_NO_FACTS = BatchFacts([], {}, {})
+_NO_FACTS = BatchFacts([], {}, {}, [], frozenset())
 
 _DENIED = frozenset((401, 403))
 PROTECTED_PATHS_LIMIT = 4096
@@ -84,6 +98,19 @@ cached verdict per path): a browser opening the UI is known at once, not taken f
 sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls."""
 _PROTECTED_KEY_CHARS = 200
 
+CREDENTIAL_MODES: tuple[str, ...] = get_args(CredentialsMode)
+"""``[parsers] credentials``: whether a user or API key id in the access log proves an
+authentication (see :class:`CredentialTrust`)."""
+LOCATION_TTL = 7 * 86_400.0
+"""How long a location's evidence (a 401 served there, a 2xx served there without
+credentials) is kept: a week, so a location whose clients send credentials up front
+(API keys: 401s are rare) stays known as checked between two typos."""
+LOCATIONS_LIMIT = 8192
+"""At most this many locations per level (first path segment; virtual host and first
+path segment), second-chance eviction: a location still in use stays."""
+_SEGMENT_CHARS = 64
+_HOST_CHARS = 255
+
 
 def _protected_key(request: HttpRequest) -> str:
     """``METHOD path`` without the query, truncated: the key of a learned protected path."""
@@ -92,6 +119,12 @@ def _protected_key(request: HttpRequest) -> str:
     if cut >= 0:
         path = path[:cut]
     return f"{request.method} {path[:_PROTECTED_KEY_CHARS]}"
+
+
+def no_path(path: str) -> bool:
+    """The path test of a reader that reads only the batch's authentications: no
+    request passes it."""
+    return False
 
 
 # _AuthMarks slot layout: _AUTH_STRIDE doubles per client.
@@ -180,6 +213,195 @@ class _AuthMarks(_SlotStore):
                     data[base + _CRED] = mark
 
 
+# _Locations slot layout: _LOC_STRIDE doubles per location.
+_LOC_STRIDE = 3
+_CHECKED = 0  # the last 401 served there
+_OPEN = 1  # the last 2xx served there to a request with no user and no key id
+_LOC_QUEUED = 2  # the newer of the two when the location was (re)queued
+
+_NO_DOUBTS: frozenset[int] = frozenset()
+
+
+def _segment(path: str) -> str:
+    """``\\x1f`` and the first segment of ``path`` as nginx picks its location (decoded,
+    ``..`` resolved, lower-cased, no query): ``/%61pi/pull?x`` -> ``\\x1f/api``."""
+    resolved = path_views(path)[1]
+    cut = resolved.find("/", 1)
+    if cut > 0:
+        resolved = resolved[:cut]
+    return "\x1f" + resolved[:_SEGMENT_CHARS]
+
+
+class _Locations(_SlotStore):
+    """Per location, when a 401 and when a 2xx without credentials were last served
+    there: three doubles a location, at most :data:`LOCATIONS_LIMIT`, expired
+    :data:`LOCATION_TTL` after the newer of the two (second-chance order, see
+    :mod:`~.window`)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(LOCATIONS_LIMIT, (_NEG_INF,) * _LOC_STRIDE, _LOC_QUEUED)
+
+    def _newest(self, base: int) -> float:
+        data = self._data
+        return max(data[base + _CHECKED], data[base + _OPEN])
+
+    def note(self, key: str, ts: float, kind: int) -> None:
+        """``kind`` (:data:`_CHECKED` or :data:`_OPEN`) was served at ``key`` at ``ts``."""
+        slot = self._keys.get(key)
+        if slot is None:
+            slot = self._allocate(key, ts)
+        at = slot * _LOC_STRIDE + kind
+        data = self._data
+        data[at] = max(data[at], ts)
+
+    def doubts(self, key: str, ts: float) -> bool:
+        """Whether credentials sent to ``key`` at ``ts`` are doubted: a 2xx was served
+        there without any within :data:`LOCATION_TTL`, and no 401."""
+        slot = self._keys.get(key)
+        if slot is None:
+            return False
+        base = slot * _LOC_STRIDE
+        data = self._data
+        return ts - data[base + _OPEN] <= LOCATION_TTL < ts - data[base + _CHECKED]
+
+    def expire(self, now: float) -> int:
+        """Drop locations with no evidence since ``now - LOCATION_TTL``; how many."""
+        return self._expire(now - LOCATION_TTL)
+
+
+class CredentialTrust:
+    """Whether the user or API key id a request carries in the log proves that its
+    client authenticated.
+
+    nginx logs ``$remote_user`` from any client's ``Authorization: Basic`` header,
+    whether or not anything checks it (``auth_basic`` off: an open Ollama behind
+    nginx), and a key id is a slice of whatever Bearer token was sent. So credentials
+    in the log prove an authentication only where nginx or the upstream checks them.
+    ``mode`` (``[parsers] credentials``):
+
+    * ``"learned"`` (the default): per location, learned from the traffic in event
+      order. A location is the first path segment as nginx selects its ``location``
+      (``/api`` for ``/api/pull`` and ``/%61pi/pull``), and also the virtual host
+      (``host``, when the log has it) and that segment. A location is *checked* once
+      a 401 is served there (``auth_basic`` answers a missing or wrong password with
+      it, vLLM's ``--api-key`` and Open WebUI a bad key), *open* once a 2xx is served
+      there to a request with no user and no key id. A request's credentials (status
+      below 400) are doubted when its location, at either level, is open and not
+      checked (each fact held :data:`LOCATION_TTL`); with no evidence either way they
+      count, as they always did, so a server behind ``auth_basic`` (which answers no
+      request without a password with a 2xx) never doubts its users. The level
+      without the host keeps a ``Host`` header the client made up from starting a
+      location with no evidence. Which log a request came from does not matter (the
+      daemon's source names are not the files replay names): virtual hosts logged
+      apart in a format without ``host`` share their evidence, and a 401 on one makes
+      the same first segment checked on all of them.
+    * ``"checked"``: they always count (every location checks them).
+    * ``"unchecked"``: they never count (an open server: nothing checks them).
+
+    A doubted request is taken as one without credentials by every reader: it marks
+    no authentication, and ``model_exploit`` judges its model calls as unauthenticated.
+    """
+
+    __slots__ = ("_hosts", "_paths", "_segments", "doubted", "mode")
+
+    def __init__(self, mode: CredentialsMode = "learned") -> None:
+        if mode not in CREDENTIAL_MODES:
+            raise ValueError(f"credentials mode {mode!r}: one of {', '.join(CREDENTIAL_MODES)}")
+        self.mode: CredentialsMode = mode
+        self._paths = _Locations()
+        """Per first path segment."""
+        self._hosts = _Locations()
+        """Per virtual host and first path segment (a table of its own: a flood of
+        made-up ``Host`` headers cannot push the segments' locations out)."""
+        self._segments = VerdictCache(_segment)
+        self.doubted = 0
+        """Requests whose credentials were doubted."""
+
+    def doubted_in(
+        self, events: Sequence[Event], requests: bool, claims: list[int]
+    ) -> frozenset[int]:
+        """Of ``claims`` (the requests of ``events`` with a user or key id and status
+        below 400, in order), those whose credentials do not count; learns the batch's
+        evidence, in event order (each request is judged on what came before it).
+        ``requests``: every event is a request."""
+        mode = self.mode
+        if mode == "checked":
+            return _NO_DOUBTS
+        if mode == "unchecked":
+            out = claims
+        else:
+            reqs = cast("Sequence[HttpRequest]", events)
+            if requests:
+                evidence = [
+                    i
+                    for i, r in enumerate(reqs)
+                    if r.status == 401
+                    or (200 <= r.status < 300 and r.user is None and r.key_id is None)
+                ]
+            else:
+                evidence = [
+                    i
+                    for i, e in enumerate(events)
+                    if isinstance(e, HttpRequest)
+                    and (
+                        e.status == 401
+                        or (200 <= e.status < 300 and e.user is None and e.key_id is None)
+                    )
+                ]
+            if not claims:
+                self._learn(reqs, evidence, ())
+                return _NO_DOUBTS
+            if not evidence and not self._paths:
+                return _NO_DOUBTS
+            out = self._learn(reqs, sorted(evidence + claims), set(claims))
+        if not out:
+            return _NO_DOUBTS
+        self.doubted += len(out)
+        return frozenset(out)
+
+    def _learn(
+        self, reqs: Sequence[HttpRequest], walk: list[int], claims: Container[int]
+    ) -> list[int]:
+        """Walk the requests ``walk`` in order: learn the evidence (a 401, a 2xx
+        without credentials), judge the ``claims``; the doubted ones."""
+        get = self._segments.get
+        fill = self._segments.fill
+        paths = self._paths
+        hosts = self._hosts
+        out: list[int] = []
+        for i in walk:
+            r = reqs[i]
+            segment = get(r.path)
+            if segment is None:
+                segment = fill(r.path)
+            host = r.host
+            if i in claims:
+                if paths.doubts(segment, r.ts) or (
+                    host is not None and hosts.doubts(host[:_HOST_CHARS] + segment, r.ts)
+                ):
+                    out.append(i)
+                continue
+            kind = _CHECKED if r.status == 401 else _OPEN
+            paths.note(segment, r.ts, kind)
+            if host is not None:
+                hosts.note(host[:_HOST_CHARS] + segment, r.ts, kind)
+        return out
+
+    def expire(self, now: float) -> int:
+        """Drop locations with no evidence within :data:`LOCATION_TTL`; how many."""
+        return self._paths.expire(now) + self._hosts.expire(now)
+
+    def locations(self) -> int:
+        """Locations held (both levels)."""
+        return len(self._paths) + len(self._hosts)
+
+    def evicted(self) -> int:
+        """Locations pushed out because their table was full."""
+        return self._paths.evicted + self._hosts.evicted
+
+
 class RequestIndex:
     """Path tests of every registered reader, and the clients that authenticated.
 
@@ -206,9 +428,12 @@ class RequestIndex:
         "_tests",
         "_users",
         "_verdicts",
+        "trust",
     )
 
     def __init__(self) -> None:
+        self.trust = CredentialTrust()
+        """Which credentials in the log count (kept across reloads, like the clients)."""
         self._held = _AuthMarks(1.0, 1)
         """Clients that authenticated, inferred authentications included: both marks."""
         self._marked = 0
@@ -341,57 +566,71 @@ class RequestIndex:
                 if mask is None:
                     masks[i] = fill(cast("HttpRequest", events[i]).path)
         done = cast("list[int]", masks)
-        if not self._marked:
-            return BatchFacts(done, {}, {})
-        return self._marks(events, done, requests)
-
-    def _marks(self, events: Sequence[Event], masks: list[int], requests: bool) -> BatchFacts:
-        marked = self._marked & ~self._dormant
-        need = [i for i, mask in enumerate(masks) if mask & marked] if marked else []
-        # Authenticated requests: user or key_id set and status below 400, or inferred
-        # (see _inferred).
+        # Requests with credentials in the log: user or key_id set and status below
+        # 400; they count unless doubted (see CredentialTrust).
         reqs = cast("Sequence[HttpRequest]", events)
         if requests:
-            denied = [i for i, r in enumerate(reqs) if r.status in _DENIED]
-            credentialed = [
-                (r.user is not None or r.key_id is not None) and r.status < 400 for r in reqs
-            ]
-            candidates = [
-                i for i, r in enumerate(reqs) if 200 <= r.status < 300 and not credentialed[i]
+            claims = [
+                i
+                for i, r in enumerate(reqs)
+                if r.status < 400 and (r.user is not None or r.key_id is not None)
             ]
         else:
+            claims = [
+                i
+                for i, e in enumerate(events)
+                if isinstance(e, HttpRequest)
+                and e.status < 400
+                and (e.user is not None or e.key_id is not None)
+            ]
+        doubted = self.trust.doubted_in(events, requests, claims)
+        cred = [i for i in claims if i not in doubted] if doubted else claims
+        if not self._marked:
+            return BatchFacts(done, {}, {}, cred, doubted)
+        return self._marks(reqs, done, requests, cred, doubted)
+
+    def _marks(
+        self,
+        reqs: Sequence[HttpRequest],
+        masks: list[int],
+        requests: bool,
+        cred: list[int],
+        doubted: frozenset[int],
+    ) -> BatchFacts:
+        marked = self._marked & ~self._dormant
+        need = [i for i, mask in enumerate(masks) if mask & marked] if marked else []
+        # Authenticated requests: the credentialed ones (cred), or inferred (see
+        # _inferred) among the other 2xx.
+        counted = set(cred)
+        if requests:
+            denied = [i for i, r in enumerate(reqs) if r.status in _DENIED]
+            candidates = [
+                i for i, r in enumerate(reqs) if 200 <= r.status < 300 and i not in counted
+            ]
+        else:
+            events: Sequence[Event] = reqs
             denied = [
                 i
                 for i, e in enumerate(events)
                 if isinstance(e, HttpRequest) and e.status in _DENIED
             ]
-            credentialed = [
-                isinstance(e, HttpRequest)
-                and (e.user is not None or e.key_id is not None)
-                and e.status < 400
-                for e in events
-            ]
             candidates = [
                 i
                 for i, e in enumerate(events)
-                if isinstance(e, HttpRequest) and 200 <= e.status < 300 and not credentialed[i]
+                if isinstance(e, HttpRequest) and 200 <= e.status < 300 and i not in counted
             ]
         inferred = self._inferred(reqs, candidates, denied) if candidates or denied else set()
-        cred = [i for i, ok in enumerate(credentialed) if ok]
-        if inferred:
-            authed = [i for i, ok in enumerate(credentialed) if ok or i in inferred]
-        else:
-            authed = cred
-        return self._marks_in(reqs, masks, need, cred, authed)
+        authed = sorted(counted.union(inferred)) if inferred else cred
+        marks, inferred_marks = self._marks_in(reqs, need, cred, authed)
+        return BatchFacts(masks, marks, inferred_marks, cred, doubted)
 
     def _marks_in(
         self,
         reqs: Sequence[HttpRequest],
-        masks: list[int],
         need: list[int],
         cred: list[int],
         authed: list[int],
-    ) -> BatchFacts:
+    ) -> tuple[dict[int, float], dict[int, float]]:
         """Marks of the ``need`` events given the batch's authentications with
         credentials ``cred`` and of either kind ``authed`` (in order; ``authed`` is
         ``cred`` when none was inferred) and the clients held from before, which
@@ -412,7 +651,7 @@ class RequestIndex:
             self._exact(reqs, need, cred, latest_cred, marks)
             self._exact(reqs, need, authed, latest, inferred)
         held.learn(latest, latest_cred)
-        return BatchFacts(masks, marks, inferred)
+        return marks, inferred
 
     def _exact(
         self,
@@ -550,5 +789,7 @@ class SharedState:
         self.requests.settle()
 
     def expire(self, now: float) -> int:
-        """Drop state older than every reader keeps it; how many entries."""
-        return self.requests.expire(now)
+        """Drop state older than every reader keeps it, and locations without evidence
+        (:class:`CredentialTrust`); how many entries."""
+        requests = self.requests
+        return requests.expire(now) + requests.trust.expire(now)

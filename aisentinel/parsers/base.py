@@ -21,7 +21,7 @@ from typing import ClassVar, cast
 from pydantic import BaseModel, PrivateAttr
 
 from aisentinel.clock import Clock, SystemClock
-from aisentinel.configtypes import Network, StrictModel
+from aisentinel.configtypes import CredentialsMode, Network, StrictModel
 from aisentinel.events import Event
 from aisentinel.registry import Registry
 
@@ -39,6 +39,13 @@ class ParsersConfig(StrictModel):
 
     trusted_proxies: tuple[Network, ...] = ()
     """Peers whose ``X-Forwarded-For`` / real-IP value is believed. Empty: trust no one."""
+    credentials: CredentialsMode = "learned"
+    """Whether a user (``$remote_user``) or API key id in the access log proves that the
+    client authenticated: ``learned`` per location from the traffic (not where 2xx
+    answers go to requests without credentials and no 401 is served), ``checked``
+    always (every location checks them), ``unchecked`` never (nothing checks them).
+    nginx logs any client's ``Authorization: Basic`` user, checked or not; see
+    :class:`aisentinel.detectors.shared.CredentialTrust`."""
     _tables: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
     def with_tables(self, tables: Mapping[str, BaseModel]) -> ParsersConfig:
