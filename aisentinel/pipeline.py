@@ -123,6 +123,8 @@ def _failed_index(exc: BaseException, events: Sequence[Event]) -> int | None:
 
 
 FindingHook = Callable[[Finding], None]
+_Family = Callable[[str, str], GaugeMetricFamily | CounterMetricFamily]
+"""A metric family without labels, from its name and help text."""
 DecisionHook = Callable[[Decision], None]
 
 
@@ -675,16 +677,39 @@ class Pipeline:
             quieted.add_metric([detector], n)
         yield quieted
         requests = self.shared.requests
-        clients = GaugeMetricFamily(
-            "aisentinel_detector_shared_authenticated_clients",
-            "Clients held as having authenticated lately, shared by the detectors that read it.",
+        trust = requests.trust
+        shared: tuple[tuple[_Family, str, str, float], ...] = (
+            (
+                GaugeMetricFamily,
+                "aisentinel_detector_shared_authenticated_clients",
+                "Clients held as having authenticated lately, shared by the detectors that "
+                "read it.",
+                requests.authenticated(),
+            ),
+            (
+                CounterMetricFamily,
+                "aisentinel_detector_shared_authenticated_clients_evictions",
+                "Authenticated clients dropped from the full shared set (its cap is the "
+                "largest max_keys of the detectors reading it).",
+                requests.evicted(),
+            ),
+            (
+                CounterMetricFamily,
+                "aisentinel_detector_shared_doubted_credentials",
+                "Requests whose user or API key id in the log did not count as an "
+                "authentication: sent to a location that answered 2xx to requests without "
+                "credentials and no 401 ([parsers] credentials).",
+                trust.doubted,
+            ),
+            (
+                GaugeMetricFamily,
+                "aisentinel_detector_shared_credential_locations",
+                "Locations (first path segment, and virtual host with it) held with "
+                "evidence of whether credentials are checked there.",
+                trust.locations(),
+            ),
         )
-        clients.add_metric([], requests.authenticated())
-        yield clients
-        evicted = CounterMetricFamily(
-            "aisentinel_detector_shared_authenticated_clients_evictions",
-            "Authenticated clients dropped from the full shared set (its cap is the largest "
-            "max_keys of the detectors reading it).",
-        )
-        evicted.add_metric([], requests.evicted())
-        yield evicted
+        for family, name, text, value in shared:
+            metric = family(name, text)
+            metric.add_metric([], value)
+            yield metric

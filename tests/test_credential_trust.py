@@ -222,6 +222,9 @@ def test_pipeline_batches_give_the_same_findings(tmp_path: Path) -> None:
         pipeline = _pipeline(tmp_path / str(n), seen)
         for batch in [lines] if n == 0 else [[line] for line in lines]:
             pipeline.process(LineBatch("access", "nginx", batch, 0.0))
+    metrics = {m.name: m.samples[0].value for m in pipeline.collect() if m.samples}
+    assert metrics["aisentinel_detector_shared_doubted_credentials"] == 1  # admin's pull
+    assert metrics["aisentinel_detector_shared_credential_locations"] == 2  # /api, /v1
     model = [f for f in runs[0] if f.detector == "model_exploit"]
     # admin's pull where /api is open: HIGH; bob's first LoRA load where /v1 answered
     # 401: an authenticated user's unusual use, MEDIUM.
