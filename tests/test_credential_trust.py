@@ -6,6 +6,7 @@ nginx logs ``$remote_user`` from any ``Authorization: Basic`` header, checked or
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
+from aisentinel.detectors import shared as shared_module
 from aisentinel.detectors.ai_recon import AiReconConfig, AiReconDetector
 from aisentinel.detectors.credential_stuffing import (
     CredentialStuffingConfig,
@@ -28,9 +30,10 @@ from aisentinel.detectors.shared import (
     LOCATION_TTL,
     LOCATIONS_LIMIT,
     CredentialTrust,
+    RequestIndex,
     SharedState,
 )
-from aisentinel.events import Event, Finding, HttpRequest, LineBatch, Severity
+from aisentinel.events import Event, Finding, HttpRequest, LineBatch, Severity, SshEvent, SshKind
 from aisentinel.parsers.base import ParsersConfig
 from aisentinel.pipeline import Pipeline
 
@@ -285,9 +288,10 @@ def test_locations_are_bounded_and_expire() -> None:
     """A flood of distinct first segments (a catch-all page answering 2xx) holds at most
     LOCATIONS_LIMIT locations per level, counts its evictions, and everything goes
     LOCATION_TTL after its last evidence."""
-    trust = CredentialTrust()
+    index = RequestIndex()
     flood = [req(i * 0.001, f"/p{i}/x", host=f"h{i}.example") for i in range(LOCATIONS_LIMIT + 50)]
-    trust.doubted_in(flood, True, [])
+    index.facts(flood, None)
+    trust = index.trust
     assert trust.locations() == 2 * LOCATIONS_LIMIT
     assert trust.evicted() == 2 * 50
     assert trust.expire(T0 + LOCATION_TTL + 100) == 2 * LOCATIONS_LIMIT
@@ -297,15 +301,65 @@ def test_locations_are_bounded_and_expire() -> None:
 def test_a_busy_location_survives_a_flood() -> None:
     """Second-chance eviction: the /api location, in use during the flood, keeps its
     evidence, so the flood does not clear the doubt on claims sent there."""
-    trust = CredentialTrust()
-    events: list[HttpRequest] = []
+    index = RequestIndex()
+    events: list[Event] = []
     for i in range(2 * LOCATIONS_LIMIT):
         events.append(req(i * 0.001, f"/p{i}/x"))
         if i % 1000 == 0:
             events.append(req(i * 0.001, "/api/tags", client=OTHER))
-    claim = req(100, "/api/pull", user="admin")
-    trust.doubted_in(events, True, [])
-    assert trust.doubted_in([claim], True, [0]) == frozenset({0})
+    index.facts(events, None)
+    assert index.facts([req(100, "/api/pull", user="admin")], None).doubted == frozenset({0})
+
+
+def _random_events(rng: random.Random, n: int) -> list[Event]:
+    """Requests over a few locations and hosts, timestamps now and then out of order,
+    with credentials, 401s and 2xx without credentials mixed; an sshd event now and then."""
+    events: list[Event] = []
+    ts = 0.0
+    for _ in range(n):
+        ts += rng.uniform(-2.0, 60.0)
+        if rng.random() < 0.03:
+            events.append(SshEvent(T0 + ts, "ssh", OTHER, SshKind.FAILED_PASSWORD, "root", 22))
+            continue
+        who = rng.random()
+        events.append(
+            req(
+                ts,
+                f"/{rng.choice(('api', 'v1', 'ollama', 'static'))}{rng.randrange(12)}/x",
+                rng.choice((200, 200, 200, 204, 302, 401, 403, 404)),
+                user="u" if who < 0.3 else None,
+                key_id="k" if 0.3 <= who < 0.4 else None,
+                host=rng.choice((None, "a.example", "b.example")),
+            )
+        )
+    return events
+
+
+@pytest.mark.parametrize("limit", [20, 1000])
+def test_any_batching_gives_the_doubts_of_one_event_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, limit: int
+) -> None:
+    """Random traffic in random batches, times out of order, tables that evict (20) or
+    not (1000): the same doubted requests, locations and evictions as one event per
+    batch (the shortcuts for settled claims and for batches with no claim to judge
+    included)."""
+    monkeypatch.setattr(shared_module, "LOCATIONS_LIMIT", limit)
+    for seed in range(30):
+        rng = random.Random(seed)
+        events = _random_events(rng, 600)
+        whole, single = RequestIndex(), RequestIndex()
+        got: set[int] = set()
+        at = 0
+        while at < len(events):
+            size = rng.choice((1, 5, 50, 300))
+            got |= {at + i for i in whole.facts(events[at : at + size], None).doubted}
+            at += size
+        want = {i for i, e in enumerate(events) if single.facts([e], None).doubted}
+        assert got == want, seed
+        assert whole.trust.locations() == single.trust.locations()
+        assert whole.trust.evicted() == single.trust.evicted()
+        assert (whole.trust.evicted() > 0) is (limit == 20)
+        assert whole.trust.doubted == single.trust.doubted > 0
 
 
 def test_http_auth_is_not_forgiven_by_an_unchecked_login() -> None:

@@ -46,6 +46,7 @@ again recomputes. Readers must ask for each batch in turn, as the pipeline does.
 
 from __future__ import annotations
 
+import operator
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast, get_args
@@ -220,6 +221,9 @@ _OPEN = 1  # the last 2xx served there to a request with no user and no key id
 _LOC_QUEUED = 2  # the newer of the two when the location was (re)queued
 
 _NO_DOUBTS: frozenset[int] = frozenset()
+_TS = operator.attrgetter("ts")
+_PATH = operator.attrgetter("path")
+_HOST = operator.attrgetter("host")
 
 
 def _segment(path: str) -> str:
@@ -255,6 +259,24 @@ class _Locations(_SlotStore):
         at = slot * _LOC_STRIDE + kind
         data = self._data
         data[at] = max(data[at], ts)
+
+    def holds(self, keys: Iterable[str]) -> bool:
+        """Whether every one of ``keys`` has a slot."""
+        have = self._keys
+        return all(key in have for key in keys)
+
+    def update(self, newest: dict[str, float], kind: int) -> None:
+        """Each key of ``newest`` (held: :meth:`holds`) had ``kind`` served at its time."""
+        keys = self._keys
+        data = self._data
+        for key, ts in newest.items():
+            at = keys[key] * _LOC_STRIDE + kind
+            data[at] = max(data[at], ts)
+
+    def checked(self, key: str) -> float:
+        """When a 401 was last served at ``key`` (``-inf``: never, as far as held)."""
+        slot = self._keys.get(key)
+        return _NEG_INF if slot is None else self._data[slot * _LOC_STRIDE + _CHECKED]
 
     def doubts(self, key: str, ts: float) -> bool:
         """Whether credentials sent to ``key`` at ``ts`` are doubted: a 2xx was served
@@ -319,49 +341,120 @@ class CredentialTrust:
         self.doubted = 0
         """Requests whose credentials were doubted."""
 
-    def doubted_in(
-        self, events: Sequence[Event], requests: bool, claims: list[int]
-    ) -> frozenset[int]:
-        """Of ``claims`` (the requests of ``events`` with a user or key id and status
-        below 400, in order), those whose credentials do not count; learns the batch's
-        evidence, in event order (each request is judged on what came before it).
-        ``requests``: every event is a request."""
+    def doubted_in(self, events: Sequence[Event], kinds: _Kinds) -> frozenset[int]:
+        """Of the batch's ``kinds.claims`` (its requests with a user or key id and status
+        below 400), those whose credentials do not count; learns the batch's evidence
+        (a 401, a 2xx without credentials), in event order: each request is judged on
+        what came before it."""
         mode = self.mode
         if mode == "checked":
             return _NO_DOUBTS
+        claims = kinds.claims
         if mode == "unchecked":
             out = claims
         else:
             reqs = cast("Sequence[HttpRequest]", events)
-            if requests:
-                evidence = [
-                    i
-                    for i, r in enumerate(reqs)
-                    if r.status == 401
-                    or (200 <= r.status < 300 and r.user is None and r.key_id is None)
-                ]
+            denied = [i for i in kinds.denied if reqs[i].status == 401]
+            opened = kinds.anonymous
+            # A claim settled before the batch stays settled unless a location is
+            # evicted meanwhile: only where the batch cannot fill a table.
+            room = len(denied) + len(opened)
+            unsettled = (
+                self._unsettled(reqs, claims)
+                if claims and self._paths and self._room(room)
+                else claims
+            )
+            if unsettled and (denied or opened or self._paths):
+                out = self._walk(reqs, sorted(denied + opened + unsettled), set(unsettled))
             else:
-                evidence = [
-                    i
-                    for i, e in enumerate(events)
-                    if isinstance(e, HttpRequest)
-                    and (
-                        e.status == 401
-                        or (200 <= e.status < 300 and e.user is None and e.key_id is None)
-                    )
-                ]
-            if not claims:
-                self._learn(reqs, evidence, ())
+                # No claim can be doubted: the evidence alone.
+                self._note(reqs, denied, opened)
                 return _NO_DOUBTS
-            if not evidence and not self._paths:
-                return _NO_DOUBTS
-            out = self._learn(reqs, sorted(evidence + claims), set(claims))
         if not out:
             return _NO_DOUBTS
         self.doubted += len(out)
         return frozenset(out)
 
-    def _learn(
+    def _room(self, n: int) -> bool:
+        """Whether both tables can take ``n`` new locations without evicting one."""
+        paths, hosts = self._paths, self._hosts
+        return len(paths) + n <= paths.max_keys and len(hosts) + n <= hosts.max_keys
+
+    def _unsettled(self, reqs: Sequence[HttpRequest], claims: list[int]) -> list[int]:
+        """The ``claims`` that may be doubted, a superset of those that are: all but the
+        ones whose location (at each level) was served a 401 within
+        :data:`LOCATION_TTL` of the batch's newest claim before the batch, which
+        nothing later in it can undo (a server behind ``auth_basic``: every claim).
+        Decided per distinct path and host of the batch, not per claim."""
+        picked = [reqs[i] for i in claims]
+        latest = max(map(_TS, picked))
+        segment = self._segments
+        checked = self._paths.checked
+        paths = {
+            path
+            for path in set(map(_PATH, picked))
+            if latest - checked(segment(path)) > LOCATION_TTL
+        }
+        hosts = set(map(_HOST, picked))
+        pairs: set[tuple[str, str]] = set()
+        if hosts != {None}:
+            at_host = self._hosts.checked
+            pairs = {
+                (host, path)
+                for host, path in set(zip(map(_HOST, picked), map(_PATH, picked), strict=True))
+                if host is not None
+                and latest - at_host(host[:_HOST_CHARS] + segment(path)) > LOCATION_TTL
+            }
+        if pairs:
+            return [
+                i
+                for i, r in zip(claims, picked, strict=True)
+                if r.path in paths or (r.host, r.path) in pairs
+            ]
+        if paths:
+            return [i for i, r in zip(claims, picked, strict=True) if r.path in paths]
+        return []
+
+    def _note(self, reqs: Sequence[HttpRequest], denied: list[int], opened: list[int]) -> None:
+        """Learn the 401s ``denied`` and the 2xx without credentials ``opened`` of a batch
+        with no claim to judge: per location and kind, the newest time. The same as one
+        at a time when the locations are known and the times in order; else one at a
+        time (a new location takes its place in the eviction queue in event order)."""
+        paths = self._paths
+        hosts = self._hosts
+        segment = self._segments
+        learned: list[tuple[int, dict[str, float], dict[str, float]]] = []
+        for kind, indices in ((_CHECKED, denied), (_OPEN, opened)):
+            if not indices:
+                continue
+            picked = [reqs[i] for i in indices]
+            times = list(map(_TS, picked))
+            if not all(map(operator.le, times, times[1:])):  # out of order
+                self._walk(reqs, sorted(denied + opened), ())
+                return
+            # The newest time per path, then per location.
+            newest: dict[str, float] = {}
+            for path, ts in dict(zip(map(_PATH, picked), times, strict=True)).items():
+                key = segment(path)
+                newest[key] = max(newest.get(key, ts), ts)
+            at_host: dict[str, float] = {}
+            names = list(map(_HOST, picked))
+            if names.count(None) != len(names):
+                for (name, path), ts in dict(
+                    zip(zip(names, map(_PATH, picked), strict=True), times, strict=True)
+                ).items():
+                    if name is not None:
+                        key = name[:_HOST_CHARS] + segment(path)
+                        at_host[key] = max(at_host.get(key, ts), ts)
+            if not paths.holds(newest) or not hosts.holds(at_host):  # new locations
+                self._walk(reqs, sorted(denied + opened), ())
+                return
+            learned.append((kind, newest, at_host))
+        for kind, newest, at_host in learned:
+            paths.update(newest, kind)
+            hosts.update(at_host, kind)
+
+    def _walk(
         self, reqs: Sequence[HttpRequest], walk: list[int], claims: Container[int]
     ) -> list[int]:
         """Walk the requests ``walk`` in order: learn the evidence (a 401, a 2xx
@@ -400,6 +493,54 @@ class CredentialTrust:
     def evicted(self) -> int:
         """Locations pushed out because their table was full."""
         return self._paths.evicted + self._hosts.evicted
+
+
+class _Kinds(NamedTuple):
+    """The requests of a batch by what they say about authentication (indices, in order)."""
+
+    claims: list[int]
+    """With a user or key id, status below 400: credentials that count unless doubted."""
+    anonymous: list[int]
+    """2xx without a user and without a key id."""
+    denied: list[int]
+    """401 or 403."""
+
+
+def _classify(events: Sequence[Event], requests: bool) -> _Kinds:
+    """The :class:`_Kinds` of ``events`` (``requests``: every event is a request)."""
+    if requests:
+        reqs = cast("Sequence[HttpRequest]", events)
+        return _Kinds(
+            [
+                i
+                for i, r in enumerate(reqs)
+                if r.status < 400 and (r.user is not None or r.key_id is not None)
+            ],
+            [
+                i
+                for i, r in enumerate(reqs)
+                if 200 <= r.status < 300 and r.user is None and r.key_id is None
+            ],
+            [i for i, r in enumerate(reqs) if r.status in _DENIED],
+        )
+    return _Kinds(
+        [
+            i
+            for i, e in enumerate(events)
+            if isinstance(e, HttpRequest)
+            and e.status < 400
+            and (e.user is not None or e.key_id is not None)
+        ],
+        [
+            i
+            for i, e in enumerate(events)
+            if isinstance(e, HttpRequest)
+            and 200 <= e.status < 300
+            and e.user is None
+            and e.key_id is None
+        ],
+        [i for i, e in enumerate(events) if isinstance(e, HttpRequest) and e.status in _DENIED],
+    )
 
 
 class RequestIndex:
@@ -566,61 +707,32 @@ class RequestIndex:
                 if mask is None:
                     masks[i] = fill(cast("HttpRequest", events[i]).path)
         done = cast("list[int]", masks)
-        # Requests with credentials in the log: user or key_id set and status below
-        # 400; they count unless doubted (see CredentialTrust).
-        reqs = cast("Sequence[HttpRequest]", events)
-        if requests:
-            claims = [
-                i
-                for i, r in enumerate(reqs)
-                if r.status < 400 and (r.user is not None or r.key_id is not None)
-            ]
-        else:
-            claims = [
-                i
-                for i, e in enumerate(events)
-                if isinstance(e, HttpRequest)
-                and e.status < 400
-                and (e.user is not None or e.key_id is not None)
-            ]
-        doubted = self.trust.doubted_in(events, requests, claims)
+        kinds = _classify(events, requests)
+        doubted = self.trust.doubted_in(events, kinds)
+        claims = kinds.claims
         cred = [i for i in claims if i not in doubted] if doubted else claims
         if not self._marked:
             return BatchFacts(done, {}, {}, cred, doubted)
-        return self._marks(reqs, done, requests, cred, doubted)
+        return self._marks(cast("Sequence[HttpRequest]", events), done, kinds, cred, doubted)
 
     def _marks(
         self,
         reqs: Sequence[HttpRequest],
         masks: list[int],
-        requests: bool,
+        kinds: _Kinds,
         cred: list[int],
         doubted: frozenset[int],
     ) -> BatchFacts:
         marked = self._marked & ~self._dormant
         need = [i for i, mask in enumerate(masks) if mask & marked] if marked else []
         # Authenticated requests: the credentialed ones (cred), or inferred (see
-        # _inferred) among the other 2xx.
-        counted = set(cred)
-        if requests:
-            denied = [i for i, r in enumerate(reqs) if r.status in _DENIED]
-            candidates = [
-                i for i, r in enumerate(reqs) if 200 <= r.status < 300 and i not in counted
-            ]
-        else:
-            events: Sequence[Event] = reqs
-            denied = [
-                i
-                for i, e in enumerate(events)
-                if isinstance(e, HttpRequest) and e.status in _DENIED
-            ]
-            candidates = [
-                i
-                for i, e in enumerate(events)
-                if isinstance(e, HttpRequest) and 200 <= e.status < 300 and i not in counted
-            ]
+        # _inferred) among the other 2xx: those without credentials and the doubted.
+        denied = kinds.denied
+        candidates = kinds.anonymous
+        if doubted:
+            candidates = sorted(candidates + [i for i in doubted if 200 <= reqs[i].status < 300])
         inferred = self._inferred(reqs, candidates, denied) if candidates or denied else set()
-        authed = sorted(counted.union(inferred)) if inferred else cred
+        authed = sorted(inferred.union(cred)) if inferred else cred
         marks, inferred_marks = self._marks_in(reqs, need, cred, authed)
         return BatchFacts(masks, marks, inferred_marks, cred, doubted)
 
