@@ -1,6 +1,6 @@
 """The ``aisentinel`` command: run, check-config, replay, audit, status, demo, rules,
-explain, and the operators' commands on the running daemon: bans, unban, ban, allow,
-brake reset.
+explain, withdraw (with the daemon stopped), and the operators' commands on the running
+daemon: bans, unban, ban, allow, brake reset.
 
 Each sub-command is a small function returning the process exit status; argument
 parsing is argparse, with no global state.
@@ -255,6 +255,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(snap))
     return 1 if problems(snap) else 0
+
+
+def cmd_withdraw(args: argparse.Namespace) -> int:
+    """Lift every enforcement aisentinel holds, with the daemon stopped.
+
+    Exit 0 when every withdrawal succeeded, 1 when one failed (its line says why) or the
+    config is bad, 2 when a daemon runs (nothing done).
+    """
+    from aisentinel.withdraw import withdraw_all  # noqa: PLC0415 - keep other commands light
+
+    config = _load(args.config)
+    if config is None:
+        return 1
+    if isinstance(sys.stdout, io.TextIOWrapper):  # never fail on a terminal's encoding
+        sys.stdout.reconfigure(errors="backslashreplace")
+    return withdraw_all(config, sys.stdout, sys.stderr, force=args.force)
 
 
 def _socket(args: argparse.Namespace, command: str) -> Path | None:
@@ -580,6 +596,20 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("target", metavar="CIDR", help="an address or CIDR")
     allow.add_argument("--ttl", default="1h", help="how long, e.g. 8h (default: 1h)")
     allow.add_argument("--reason", default="", help="recorded in the ledger")
+    withdraw = sub.add_parser(
+        "withdraw",
+        help=(
+            "with the daemon stopped: lift every ban, throttle and freeze aisentinel holds "
+            "(nftables table, ufw rules, fail2ban jail, throttles); the ledger stays"
+        ),
+    )
+    withdraw.add_argument("--config", type=Path, default=None, help="TOML config file")
+    withdraw.add_argument(
+        "--force",
+        action="store_true",
+        help="go on even when a daemon seems to run (its lock is held or its socket answers)",
+    )
+    withdraw.set_defaults(func=cmd_withdraw)
     brake = sub.add_parser("brake", help="the storm brake: `aisentinel brake reset`")
     brake_sub = brake.add_subparsers(dest="brake_command", required=True, metavar="ACTION")
     _admin_parser(brake_sub, "reset", "brake_reset", "release the tripped storm brake")

@@ -55,6 +55,9 @@ from aisentinel.pipeline import Pipeline, SourceCounters
 from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import Responder, ResponderConfigBase
 from aisentinel.responders.runner import ResponderRunner
+from aisentinel.runlock import LOCK_FILE
+from aisentinel.runlock import release as release_lock
+from aisentinel.runlock import take as take_lock
 from aisentinel.sdnotify import Notifier
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources.base import Source, SourceConfigBase, UnstartedSource
@@ -114,6 +117,73 @@ def dropped_responders(
     """Names in ``old`` that ``new`` lacks, or whose backend object it changed (another
     nftables table, another fail2ban jail): theirs are to be lifted."""
     return {n for n, cfg in old.items() if n not in new or new[n].owns() != cfg.owns()}
+
+
+def recorded_responders(
+    state_dir: Path,
+) -> tuple[dict[str, ResponderConfigBase], list[Withdrawal]]:
+    """The responders ``state_dir``'s :data:`RESPONDERS_FILE` records: those the
+    previous run enabled, and those whose withdrawal had not succeeded (each logged and
+    left out when it cannot be read)."""
+    path = state_dir / RESPONDERS_FILE
+    why = ""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        recorded = doc.get("responders")
+        withdrawing = doc.get("withdrawing", [])
+    except FileNotFoundError:
+        return {}, []
+    except OSError as exc:
+        why = reason(exc)
+    except (ValueError, AttributeError) as exc:
+        why = f"not JSON of the expected shape: {exc}"
+    else:
+        if not isinstance(recorded, dict) or not isinstance(withdrawing, list):
+            why = "no responders object"
+    if why:
+        log.warning(
+            "cannot read the responders of the previous run; what a responder removed "
+            "from the config left in force stays",
+            path=str(path),
+            reason=why,
+        )
+        return {}, []
+    entries = [(str(n), d) for n, d in recorded.items()]
+    entries += [(str(e.get("name")), e.get("config")) for e in withdrawing if isinstance(e, dict)]
+    previous: dict[str, ResponderConfigBase] = {}
+    pending: list[Withdrawal] = []
+    for at, (name, data) in enumerate(entries):
+        try:
+            model = RESPONDERS.get(name).config_model
+            cfg = model.model_validate(data)
+        except (KeyError, ValidationError) as exc:
+            log.warning(
+                "responder of the previous run not understood; what it left in force stays",
+                responder=name[:64],
+                reason=str(exc).splitlines()[0][:200],
+            )
+            continue
+        if not isinstance(cfg, ResponderConfigBase):
+            continue
+        if at < len(recorded):
+            previous[name] = cfg
+        else:
+            pending.append(Withdrawal(name, cfg))
+    return previous, pending
+
+
+def write_responders_record(
+    state_dir: Path, enabled: dict[str, ResponderConfigBase], withdrawing: list[Withdrawal]
+) -> None:
+    """Replace ``state_dir``'s :data:`RESPONDERS_FILE` with ``enabled`` and
+    ``withdrawing`` (raises ``OSError``)."""
+    data = {
+        "responders": {name: cfg.model_dump(mode="json") for name, cfg in enabled.items()},
+        "withdrawing": [
+            {"name": w.name, "config": w.config.model_dump(mode="json")} for w in withdrawing
+        ],
+    }
+    atomic_write(state_dir / RESPONDERS_FILE, json.dumps(data, sort_keys=True).encode())
 
 
 def metrics_address(config: Config) -> str:
@@ -190,6 +260,8 @@ class Daemon:
         self._record_lock = threading.Lock()
         """Serialises :attr:`_withdrawing` and the writes of :data:`RESPONDERS_FILE` (the
         worker thread reports withdrawals)."""
+        self._run_lock: int | None = None
+        """The descriptor holding ``state_dir/daemon.lock`` while :meth:`run` runs."""
 
         # An unusable state directory or ledger degrades the daemon; detection goes on.
         self.state_dir = self._usable_state_dir(config.daemon.state_dir)
@@ -290,19 +362,11 @@ class Daemon:
         """Write which responders enforce now and which are still to be withdrawn
         (:data:`RESPONDERS_FILE`)."""
         with self._record_lock:
-            data = {
-                "responders": {
-                    name: cfg.model_dump(mode="json")
-                    for name, cfg in enabled_responders(config).items()
-                },
-                "withdrawing": [
-                    {"name": w.name, "config": w.config.model_dump(mode="json")}
-                    for w in self._withdrawing
-                ],
-            }
             path = self.state_dir / RESPONDERS_FILE
             try:
-                atomic_write(path, json.dumps(data, sort_keys=True).encode())
+                write_responders_record(
+                    self.state_dir, enabled_responders(config), self._withdrawing
+                )
             except OSError as exc:
                 log.warning(  # the ledger's directory: its own faults are reported already
                     "cannot record the responders in use; a restart without one of them will "
@@ -312,55 +376,8 @@ class Daemon:
                 )
 
     def _recorded_responders(self) -> tuple[dict[str, ResponderConfigBase], list[Withdrawal]]:
-        """The responders :data:`RESPONDERS_FILE` records: those the previous run
-        enabled, and those whose withdrawal had not succeeded."""
-        path = self.state_dir / RESPONDERS_FILE
-        why = ""
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            recorded = doc.get("responders")
-            withdrawing = doc.get("withdrawing", [])
-        except FileNotFoundError:
-            return {}, []
-        except OSError as exc:
-            why = reason(exc)
-        except (ValueError, AttributeError) as exc:
-            why = f"not JSON of the expected shape: {exc}"
-        else:
-            if not isinstance(recorded, dict) or not isinstance(withdrawing, list):
-                why = "no responders object"
-        if why:
-            log.warning(
-                "cannot read the responders of the previous run; what a responder removed "
-                "from the config left in force stays",
-                path=str(path),
-                reason=why,
-            )
-            return {}, []
-        entries = [(str(n), d) for n, d in recorded.items()]
-        entries += [
-            (str(e.get("name")), e.get("config")) for e in withdrawing if isinstance(e, dict)
-        ]
-        previous: dict[str, ResponderConfigBase] = {}
-        pending: list[Withdrawal] = []
-        for at, (name, data) in enumerate(entries):
-            try:
-                model = RESPONDERS.get(name).config_model
-                cfg = model.model_validate(data)
-            except (KeyError, ValidationError) as exc:
-                log.warning(
-                    "responder of the previous run not understood; what it left in force stays",
-                    responder=name[:64],
-                    reason=str(exc).splitlines()[0][:200],
-                )
-                continue
-            if not isinstance(cfg, ResponderConfigBase):
-                continue
-            if at < len(recorded):
-                previous[name] = cfg
-            else:
-                pending.append(Withdrawal(name, cfg))
-        return previous, pending
+        """The responders :data:`RESPONDERS_FILE` records (:func:`recorded_responders`)."""
+        return recorded_responders(self.state_dir)
 
     def _leftover_responders(self) -> list[Withdrawal]:
         """Responders of the previous run (:data:`RESPONDERS_FILE`) this config drops, and
@@ -676,6 +693,7 @@ class Daemon:
         """Start everything, loop until stopped, flush, return the exit status."""
         self.started_at = self.clock.now()
         log.info("aisentinel starting", version=__version__, config=self.config.path)
+        self._lock_state_dir()
         # Recorded before the withdrawals are tried; each leaves the file once it succeeded.
         self._retire(self._leftover_responders(), self.config)
         self._record_responders(self.config)
@@ -702,6 +720,28 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _lock_state_dir(self) -> None:
+        """Hold ``state_dir/daemon.lock`` while running, so `aisentinel withdraw` knows
+        a daemon is using this state directory (advisory: a daemon that cannot take it
+        runs all the same, after one line)."""
+        path = self.state_dir / LOCK_FILE
+        try:
+            self._run_lock = take_lock(path)
+        except OSError as exc:
+            log.warning(  # the state directory's own faults are reported already
+                "cannot lock the state directory; `aisentinel withdraw` will not see this "
+                "daemon running unless its control socket answers",
+                path=str(path),
+                reason=reason(exc),
+            )
+            return
+        if self._run_lock is None:
+            log.warning(
+                "another process holds the state directory's lock: a second daemon with "
+                "this state_dir, or `aisentinel withdraw` lifting its enforcements",
+                path=str(path),
+            )
 
     def _await_sources(self) -> None:
         """Wait (at most ``SOURCE_READY_TURNS`` x 10 ms) until every source has looked at
@@ -969,3 +1009,5 @@ class Daemon:
             self._httpd.shutdown()
             self._httpd.server_close()
         log.info("aisentinel stopped", lines=sum(c.lines for c in self.pipeline.sources.values()))
+        release_lock(self._run_lock)
+        self._run_lock = None

@@ -101,6 +101,12 @@ class Lab:
         """``argv`` run inside namespace ``name``."""
         return ["ip", "netns", "exec", name, *argv]
 
+    def __enter__(self) -> Lab:
+        return self.up()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     def up(self) -> Lab:
         """Create the namespaces, links and addresses."""
         for name in (self.srv, self.atk, self.ok):

@@ -121,6 +121,13 @@ class Fail2banResponder(Responder):
             removed=len(stale),
         )
 
+    def withdraw(self) -> str:
+        """Unban every address of the jail (it holds only aisentinel's bans)."""
+        held = sorted(self.banned())
+        if held:
+            self._run("set", self.cfg.jail, "unbanip", *held)
+        return f"{len(held)} addresses unbanned from jail {self.cfg.jail}"
+
     def health(self) -> ResponderHealth:
         try:
             self._run("status", self.cfg.jail)

@@ -372,6 +372,12 @@ class ThrottleResponder(BufferedResponder):
         if errors:
             raise ResponderError("; ".join(errors)[:1000])
 
+    def withdraw(self) -> str:
+        """Undo every enforcement held (this run's, or recorded by an earlier one)."""
+        held = len(self.held)
+        self.reconcile([])
+        return f"{held} throttled or frozen workloads put back as they were"
+
     def health(self) -> ResponderHealth:
         tools = [self.tree.describe()]
         tools.append("systemctl" if self.commands.has("systemctl") else "no systemctl")

@@ -160,6 +160,18 @@ class UfwResponder(Responder):
             self._run("prepend", "deny", "from", target, "comment", self._comment(wanted[target]))
         log.info("ufw reconciled", bans=len(wanted), added=len(missing), removed=len(stale))
 
+    def withdraw(self) -> str:
+        """Delete every deny rule commented ``aisentinel ...`` (the operator's stay)."""
+        own = self._own()
+        if own is None:
+            return (
+                "ufw is inactive and lists no rules: none deleted (rules commented "
+                f"{MARKER} in its files apply again at `ufw enable`: withdraw again then)"
+            )
+        for target, comment in sorted(own.items()):
+            self._run("delete", "deny", "from", target, "comment", comment)
+        return f"{len(own)} deny rules commented {MARKER} deleted"
+
     def health(self) -> ResponderHealth:
         try:
             out = self._run("status")
