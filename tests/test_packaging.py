@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nsharness import Lab, missing_tools
 
 from aisentinel.compiled import HOT_MODULES
 
@@ -47,8 +48,12 @@ def _build(dist: Path, version: str | None = None) -> Path:
     return deb
 
 
-def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=timeout, check=False)
+def _run(
+    *args: str, timeout: float = 300, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        list(args), capture_output=True, text=True, timeout=timeout, check=False, input=input
+    )
 
 
 def _installed() -> bool:
@@ -141,58 +146,107 @@ def test_lintian_reports_no_errors(deb: Path) -> None:
     assert not [t for t in tags if t.startswith("E: ")], tags
 
 
+def _check_installed() -> None:
+    """The installed package: its user, state directory and commands work."""
+    groups = set(_run("id", "-nG", "aisentinel").stdout.split())
+    assert {"aisentinel", "adm"} <= groups
+    assert STATE_DIR.is_dir()
+    assert oct(STATE_DIR.stat().st_mode & 0o777) == "0o750"
+    version = _run("/usr/bin/aisentinel", "--version")
+    assert version.returncode == 0, version.stderr
+    assert _project_version() in version.stdout
+    if shutil.which("gcc"):  # the installed package's own modules, not the suite's
+        bare = _run("env", "-u", "PYTHONPATH", "/usr/bin/aisentinel", "--version")
+        assert "compiled: yes" in bare.stdout, bare.stdout + bare.stderr
+    check = _run("/usr/bin/aisentinel", "check-config")
+    assert check.returncode == 0, check.stdout + check.stderr
+    audit = _run("/usr/bin/aisentinel", "audit", "--json")
+    assert audit.returncode in (0, 1), audit.stderr
+    json.loads(audit.stdout)
+
+
+def _check_purged() -> None:
+    """Nothing of the package is left: files, state, config, user."""
+    assert not _installed()
+    assert not STATE_DIR.exists()
+    assert not CONFFILE.parent.exists()
+    assert not Path("/opt/aisentinel").exists()
+    assert not Path("/usr/bin/aisentinel").exists()
+    assert _run("getent", "passwd", "aisentinel").returncode != 0
+
+
+# A ban as the nftables responder makes it: its table, a timeout set, a drop chain.
+NFT_BAN = """table inet aisentinel {
+    set v4_32 { type ipv4_addr; flags timeout; elements = { 203.0.113.77 timeout 1h } }
+    chain input { type filter hook input priority -200; policy accept; ip saddr @v4_32 drop; }
+}
+"""
+ENFORCING = """
+[responders.nftables]
+[responders.fail2ban]
+socket = "/nonexistent/aisentinel-test/fail2ban.sock"
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing the .deb needs root")
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian system")
+@pytest.mark.skipif(missing_tools("nft") is not None, reason=missing_tools("nft") or "")
 def test_install_upgrade_purge(deb: Path, tmp_path: Path) -> None:
-    """Installed commands work; an upgrade keeps config edits and state; purge removes all."""
+    """Installed commands work; an upgrade keeps config edits, state and the nftables
+    ban in force; purge lifts it (a withdrawal that fails only warns) and removes all.
+
+    The upgrade and the purge run in a network namespace of the test's own, holding the
+    table a daemon would have left, so the host's firewall is never touched."""
     if _installed():
         pytest.skip("aisentinel is installed on this machine; not touching that install")
+    lab = Lab("p").up()
+
+    def in_ns(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run(*lab.ns(lab.srv, list(args)))
+
+    def table() -> str:
+        return in_ns("nft", "list", "table", "inet", "aisentinel").stdout
+
     try:
         result = _run("apt-get", "install", "-y", str(deb))
         assert result.returncode == 0, result.stdout + result.stderr
-        groups = set(_run("id", "-nG", "aisentinel").stdout.split())
-        assert {"aisentinel", "adm"} <= groups
-        assert STATE_DIR.is_dir()
-        assert oct(STATE_DIR.stat().st_mode & 0o777) == "0o750"
+        _check_installed()
 
-        version = _run("/usr/bin/aisentinel", "--version")
-        assert version.returncode == 0, version.stderr
-        assert _project_version() in version.stdout
-        if shutil.which("gcc"):  # the installed package's own modules, not the suite's
-            bare = _run("env", "-u", "PYTHONPATH", "/usr/bin/aisentinel", "--version")
-            assert "compiled: yes" in bare.stdout, bare.stdout + bare.stderr
-        check = _run("/usr/bin/aisentinel", "check-config")
-        assert check.returncode == 0, check.stdout + check.stderr
-        audit = _run("/usr/bin/aisentinel", "audit", "--json")
-        assert audit.returncode in (0, 1), audit.stderr
-        json.loads(audit.stdout)
-
-        CONFFILE.write_text(CONFFILE.read_text() + "# edited by the upgrade test\n")
+        CONFFILE.write_text(CONFFILE.read_text() + "# edited by the upgrade test\n" + ENFORCING)
         edited = CONFFILE.read_text()
         (STATE_DIR / "upgrade-marker").write_text("state")
+        loaded = _run(*lab.ns(lab.srv, ["nft", "-f", "-"]), input=NFT_BAN)
+        assert loaded.returncode == 0, loaded.stderr
+        assert "203.0.113.77" in table()
 
         newer = _build(tmp_path, version=_project_version() + "+upgradetest1")
-        result = _run("apt-get", "install", "-y", str(newer))
+        result = in_ns("apt-get", "install", "-y", str(newer))
         assert result.returncode == 0, result.stdout + result.stderr
         status = _run("dpkg-query", "-W", "-f=${Version}", "aisentinel").stdout
         assert status == _project_version() + "+upgradetest1"
         assert CONFFILE.read_text() == edited
         assert (STATE_DIR / "upgrade-marker").read_text() == "state"
         assert _run("/usr/bin/aisentinel", "--version").returncode == 0
+        assert "203.0.113.77" in table()  # an upgrade lifts nothing
+        prerm = "/var/lib/dpkg/info/aisentinel.prerm"
+        failed = in_ns(prerm, "failed-upgrade", _project_version())  # dpkg's second try
+        assert failed.returncode == 0, failed.stdout + failed.stderr
+        assert "203.0.113.77" in table()
 
-        result = _run("apt-get", "purge", "-y", "aisentinel")
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert not _installed()
-        assert not STATE_DIR.exists()
-        assert not CONFFILE.parent.exists()
-        assert not Path("/opt/aisentinel").exists()
-        assert not Path("/usr/bin/aisentinel").exists()
-        assert _run("getent", "passwd", "aisentinel").returncode != 0
+        result = in_ns("apt-get", "purge", "-y", "aisentinel")
+        out = result.stdout + result.stderr
+        assert result.returncode == 0, out
+        assert "nftables: table inet aisentinel deleted" in out
+        assert "fail2ban: FAILED: " in out
+        assert "not every enforcement was lifted" in out
+        assert table() == ""
+        _check_purged()
     finally:
         if _installed() or _run("dpkg-query", "-W", "aisentinel").returncode == 0:
-            _run("apt-get", "purge", "-y", "aisentinel")
+            in_ns("apt-get", "purge", "-y", "aisentinel")  # its withdrawal: the lab's tables
+        lab.close()
 
 
 @pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
