@@ -520,9 +520,72 @@ def test_cursor_entry_gone(make: Callable[..., Any], tmp_path: Path) -> None:
     first.stop()
     (jdir / "a.journal").unlink()
     write_journal(jdir / "b.journal", [entry(2, attempt(2)), entry(3, attempt(3))])
-    _, out2 = make(start_at="beginning")
+    second, out2 = make(start_at="beginning")
     wait_for(lambda: len(out2.lines) >= 2, "the entries after the vacuumed one")
     assert out2.lines == [expected(2), expected(3)]
+    assert second.cursors_lost == 0  # placed after it by its boot's monotonic time: not lost
+
+
+def _other_boot(seq: int, shift_us: int) -> dict[str, str]:
+    """``entry(seq, attempt(seq))`` of another boot, its wall-clock time moved by ``shift_us``
+    (a volatile journal after a reboot with the clock behind, or a clock set back)."""
+    e = entry(seq, attempt(seq))
+    e["__REALTIME_TIMESTAMP"] = str(BASE_US + shift_us + seq * 1_000_000)
+    e["_BOOT_ID"] = "fedcba9876543210fedcba9876543210"
+    return e
+
+
+def _lose_cursor(make: Callable[..., Any], jdir: Path) -> None:
+    """Read entries 1-2 of a journal file, stop (saving the cursor), delete that file."""
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), entry(2, attempt(2))])
+    first, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) >= 2, "the first entries")
+    first.stop()
+    (jdir / "a.journal").unlink()
+
+
+@needs_journal
+@pytest.mark.parametrize("start_at", ["beginning", "end"])
+def test_a_cursor_whose_files_are_gone_reads_the_journal_from_its_head(
+    make: Callable[..., Any], tmp_path: Path, start_at: str
+) -> None:
+    """A saved cursor whose journal files are gone, with entries of another boot older in
+    wall-clock time than it (sd-journal then seeks by time, past all of them): logged,
+    counted in aisentinel_source_cursor_lost_total, and every entry is read from the head,
+    whatever start_at says (it is for a first start, with no cursor)."""
+    jdir = tmp_path / "journal"
+    _lose_cursor(make, jdir)
+    day = 86_400_000_000
+    write_journal(jdir / "c.journal", [_other_boot(i, -day) for i in range(30, 40)])
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at=start_at)
+        wait_for(lambda: len(out.lines) >= 10, "the entries of the new journal")
+    assert [e.client for e in out.lines] == [f"198.51.100.{i}" for i in range(30, 40)]
+    assert source.cursors_lost == 1
+    assert source.stats.errors == 1
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [e["event"] for e in warnings] == [
+        "saved cursor not found in the journal; reading it from its head"
+    ]
+    lost = {m.name: m for m in source.collect()}["aisentinel_source_cursor_lost"]
+    assert [s.value for s in lost.samples if s.name.endswith("_total")] == [1.0]
+
+
+@needs_journal
+def test_a_cursor_whose_files_are_gone_skips_no_entry_older_in_wall_clock_time(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Entries of another boot on both sides of the lost cursor's wall-clock time: the
+    seek lands on the first later one, and the earlier ones are read too (from the head)."""
+    jdir = tmp_path / "journal"
+    _lose_cursor(make, jdir)
+    write_journal(jdir / "c.journal", [_other_boot(i, -5_000_000) for i in range(3, 11)])
+    source, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) >= 8, "the entries of the new journal")
+    time.sleep(0.3)  # nothing more arrives: no entry is read twice
+    assert [e.client for e in out.lines] == [f"198.51.100.{i}" for i in range(3, 11)]
+    assert source.cursors_lost == 1
 
 
 @needs_journal

@@ -38,6 +38,11 @@ The cursor of the last entry processed is saved (atomically) in
 ``state_dir/journald-<name>.cursor`` at most every ``SAVE_INTERVAL`` seconds and at
 ``stop()``; a restart seeks to it and skips that entry, so nothing is replayed or missed
 (entries are only duplicated after a crash between their processing and the next save).
+A cursor whose entry is gone is placed by the entry's sequence number or its boot's
+monotonic time; when neither is in the journal any more (its files vacuumed, a volatile
+journal after a reboot), sd-journal falls back to wall-clock time and would skip every
+entry older than the cursor's: the source logs ``saved cursor not found in the journal``,
+counts it (``aisentinel_source_cursor_lost_total``) and reads from the journal's head.
 With :attr:`~.base.Source.acks` (the daemon) the cursor is taken between two batches and
 saved once they are acknowledged (:class:`~.base.Checkpoints`); without, once ``emit``
 returned.
@@ -69,6 +74,7 @@ from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
 from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
 from aisentinel.gpu.xid import parse_xid_line
+from aisentinel.metrics import counter
 from aisentinel.parsers.sshd import message_event
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS
 from aisentinel.sources.base import (
@@ -244,6 +250,34 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
+def _cursor_fields(cursor: object) -> dict[str, str]:
+    """The fields of a journal cursor (``s=<seqnum id>;i=<seqnum>;b=<boot id>;m=<monotonic>;
+    t=<realtime>;x=<hash>``, numbers in hex); empty for anything else."""
+    text = _text(cursor) or ""
+    return dict(part.split("=", 1) for part in text.split(";") if "=" in part)
+
+
+def _later(a: dict[str, str], b: dict[str, str], ident: str, number: str) -> bool:
+    """Whether cursor fields ``a`` are past ``b`` on the counter ``number`` of the same
+    ``ident`` (a sequence number of one seqnum id, a monotonic time of one boot)."""
+    if not a.get(ident) or a.get(ident) != b.get(ident):
+        return False
+    try:
+        return int(a[number], 16) > int(b[number], 16)
+    except (KeyError, ValueError):
+        return False
+
+
+def _follows(found: object, saved: str) -> bool:
+    """Whether the entry at cursor ``found`` comes after the one at cursor ``saved`` by a
+    measure that orders entries for sure: a later sequence number of the same seqnum id,
+    or a later monotonic time of the same boot. sd-journal seeks a cursor whose entry is
+    gone by those, and by wall-clock time only when neither applies: such an entry may
+    have older entries beside it that the seek skipped."""
+    a, b = _cursor_fields(found), _cursor_fields(saved)
+    return _later(a, b, "s", "i") or _later(a, b, "b", "m")
+
+
 def _is_sshd(entry: Mapping[str, Any], uids: Container[str] = ROOT) -> bool:
     """Whether the entry was logged by sshd (identifier or systemd unit) running as one
     of ``uids`` (journald's ``_UID``, as text)."""
@@ -331,6 +365,9 @@ class JournaldSource(Source):
         self._read_any = False
         """Entries were read (not ``stats.lines_read``: a reload carries that over)."""
         self._next_blind_check = 0.0
+        self.cursors_lost = 0
+        """Times the saved cursor was not found in the journal (read from its head)."""
+        self._lost_cursor: str | None = None
 
     def start(self, emit: Emit) -> None:
         """Start the reader thread; without systemd-python, warn once and stay down."""
@@ -457,14 +494,42 @@ class JournaldSource(Source):
         if cursor is not None:
             reader.seek_cursor(cursor)
             entry = self._next_entry(reader)
-            if entry and not reader.test_cursor(cursor):
-                self._pending = entry  # the saved entry is gone: this one is still unread
-            self._cursor = cursor
+            if entry is not None and reader.test_cursor(cursor):
+                self._cursor = cursor  # the saved entry: reading goes on after it
+                return
+            if entry is not None and _follows(entry.get("__CURSOR"), cursor):
+                self._pending = entry  # the saved entry was vacuumed: this one is next
+                self._cursor = cursor
+                return
+            self._cursor_lost(cursor)
+            reader.seek_head()
         elif self.config.start_at == "beginning":
             reader.seek_head()
         else:
             reader.seek_tail()
             reader.get_previous()
+
+    def _cursor_lost(self, cursor: str) -> None:
+        """The saved cursor's entry is not in the journal, and no entry of its sequence
+        or boot comes after it: its journal files are gone (vacuumed, or a volatile
+        journal after a reboot). sd-journal then places the reader by wall-clock time,
+        which skips every entry older than the cursor's time (a clock set back, or a
+        reboot with the clock behind). Logged and counted once per lost cursor; the
+        caller reads the journal from its head."""
+        self._cursor = None
+        if cursor == self._lost_cursor:  # reopened before an entry moved the cursor on
+            return
+        self._lost_cursor = cursor
+        self.cursors_lost += 1
+        self.stats.errors += 1
+        self.stats.last_error = "saved cursor not found in the journal"
+        _log.warning(
+            "saved cursor not found in the journal; reading it from its head",
+            source=self.name,
+            path=str(self.cursor_path),
+            cursor=cursor,
+            reason="its journal files are gone (vacuumed, or a volatile journal after a reboot)",
+        )
 
     def _next_entry(self, reader: Any) -> dict[str, Any] | None:
         """The fields this source reads of the next matching entry (values as bytes,
@@ -560,10 +625,18 @@ class JournaldSource(Source):
         super().carry_over(old)
         if isinstance(old, JournaldSource):
             merge_counts(self._xids, old._xids)
+            self.cursors_lost += old.cursors_lost
 
     def collect(self) -> Iterator[Metric]:
         """The source's families, plus the kernel Xid counts with ``kernel_xid``."""
         yield from super().collect()
+        yield counter(
+            "aisentinel_source_cursor_lost",
+            "Times the saved journal cursor was not found in the journal (its files gone): "
+            "the journal was read from its head.",
+            {"source": self.name},
+            self.cursors_lost,
+        )
         if not self.config.kernel_xid:
             return
         count = CounterMetricFamily(
