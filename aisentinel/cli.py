@@ -374,16 +374,21 @@ def _admin_parser(
     return p
 
 
-def _read_text_lines(path: Path) -> list[str] | None:
+def _read_text_lines(path: Path, fmt: str) -> list[str] | None:
+    """The lines of ``path``, each cut at the cap the daemon uses for format ``fmt`` (for
+    ``auto``, the largest: the format is told from the lines afterwards)."""
+    from aisentinel.parsers import AUTO, line_cap  # noqa: PLC0415
+    from aisentinel.parsers.base import ACCESS_LINE_BYTES  # noqa: PLC0415
     from aisentinel.replay import READ_ERRORS, read_lines  # noqa: PLC0415
 
+    cap = ACCESS_LINE_BYTES if fmt == AUTO else line_cap(fmt)
     why = _unreadable(path)
     if why is not None:
         print(f"aisentinel: {path}: {why}", file=sys.stderr)
         return None
     lines: list[str] = []
     try:
-        for batch in read_lines(path):
+        for batch in read_lines(path, max_line_bytes=cap):
             lines.extend(batch)
     except READ_ERRORS as exc:
         print(f"aisentinel: {path}: cannot read to the end: {exc}", file=sys.stderr)
@@ -416,7 +421,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
             return 1
         rules_show(loaded, sys.stdout, as_json=args.json)
         return 0
-    lines = _read_text_lines(args.file)
+    lines = _read_text_lines(args.file, args.format)
     if lines is None:
         return 2
     try:
@@ -452,7 +457,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if config is None:
         return 1
     if args.file is not None:
-        lines = _read_text_lines(args.file)
+        lines = _read_text_lines(args.file, args.format)
         if lines is None:
             return 2
     elif args.line is not None:

@@ -21,10 +21,25 @@ from typing import Any, ClassVar, NamedTuple
 # --------------------------------------------------------------------------- sources
 
 
+class CutLine(str):
+    """A line that its source cut at its line length cap (``max_line_bytes``): the text
+    before the cut, the rest of the line discarded.
+
+    It is a ``str`` and reads as one; only its type says it was cut, so a parser that
+    cannot read it whole may recover the fields written before the cut
+    (``type(line) is CutLine``, tested only once the line failed to parse), while a
+    malformed line that was not cut stays unparsed. ``sources/file.py`` and
+    ``replay.read_lines`` make them, and count them (``lines_truncated``).
+    """
+
+    __slots__ = ()
+
+
 class LineBatch(NamedTuple):
     """Complete lines read from one source in one go.
 
-    ``lines`` hold no trailing newline. ``read_at`` is the reading of the clock's
+    ``lines`` hold no trailing newline; a line cut at the source's length cap is a
+    :class:`CutLine`. ``read_at`` is the reading of the clock's
     ``monotonic()`` when the batch was read; the pipeline's latency histogram
     measures from it. ``seq`` is the batch's number for acknowledged delivery
     (:meth:`aisentinel.sources.base.Source.ack`), 0 when the source is not told of it.

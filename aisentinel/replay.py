@@ -27,15 +27,16 @@ from aisentinel.decisions.ledger import MEMORY, Ledger
 from aisentinel.detectors import build_detectors
 from aisentinel.events import (
     AddressTarget,
+    CutLine,
     Decision,
     Finding,
     LineBatch,
     decision_fields,
     finding_fields,
 )
-from aisentinel.parsers import AUTO, sniff
+from aisentinel.parsers import AUTO, line_cap, sniff
+from aisentinel.parsers.base import MAX_LINE_BYTES
 from aisentinel.pipeline import Pipeline
-from aisentinel.sources.file import MAX_LINE_BYTES
 from aisentinel.textsafe import escape
 
 BATCH_LINES = 2048
@@ -105,10 +106,14 @@ def _skip_line_rest(chunk: bytes) -> tuple[bytes, bool] | None:
 
 
 def _cut_lines(body: bytes, cap: int) -> tuple[list[str], int]:
-    """The lines of ``body`` (``\\n``-separated), each cut to ``cap`` bytes before it
-    is decoded, and how many were cut."""
+    """The lines of ``body`` (``\\n``-separated), each longer than ``cap`` bytes cut there
+    before it is decoded (a :class:`CutLine`), and how many were cut."""
     parts = body.split(b"\n")
-    return [p[:cap].decode("utf-8", "replace") for p in parts], sum(len(p) > cap for p in parts)
+    lines = [p.decode("utf-8", "replace") for p in parts]
+    for i, part in enumerate(parts):
+        if len(part) > cap:
+            lines[i] = CutLine(part[:cap].decode("utf-8", "replace"))
+    return lines, sum(len(p) > cap for p in parts)
 
 
 def read_lines(
@@ -125,9 +130,11 @@ def read_lines(
     fault, then raises one of :data:`READ_ERRORS`; a partial last line before the
     fault is dropped.
 
-    A line longer than ``max_line_bytes`` is cut there and the rest of it, up to its
-    line end, is skipped without being kept, as the daemon's file source does with its
-    default ``max_line_bytes``; ``on_truncated(n)`` is told of each ``n`` lines cut. So
+    A line longer than ``max_line_bytes`` is cut there (a :class:`CutLine`, whose fields
+    before the cut the parser reads) and the rest of it, up to its line end, is skipped
+    without being kept, as the daemon's file source does with its default
+    ``max_line_bytes`` (the format's :func:`~aisentinel.parsers.line_cap`, which replay
+    passes); ``on_truncated(n)`` is told of each ``n`` lines cut. So
     a file with no line end (a binary file, a log gone wrong) costs one cut line, not
     the whole file in memory.
     """
@@ -156,7 +163,7 @@ def read_lines(
                     rest, skipping = b"", True
                     if on_truncated is not None:
                         on_truncated(1)
-                    yield [data[:cap].decode("utf-8", "replace")]
+                    yield [CutLine(data[:cap].decode("utf-8", "replace"))]
                 continue
             body, rest = split
             lines = body.decode("utf-8", "replace").split("\n")
@@ -200,8 +207,10 @@ class FileSummary:
     parsed: int = 0
     unparsed: int = 0
     truncated: int = 0
-    """Lines longer than the daemon's default ``max_line_bytes``, cut there (see
-    :func:`read_lines`)."""
+    """Lines longer than the daemon's default ``max_line_bytes`` for the format, cut
+    there (see :func:`read_lines`); their fields before the cut are still parsed."""
+    max_line_bytes: int = MAX_LINE_BYTES
+    """That cap: the format's (:func:`~aisentinel.parsers.line_cap`)."""
     error: str | None = None
     """Why the file could not be read to its end (its lines before the fault count)."""
 
@@ -382,7 +391,8 @@ def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventCloc
     try:
         if file_fmt == AUTO:
             file_fmt = fs.format = detect_format(path)
-        for lines in read_lines(path, on_truncated=fs.count_truncated):
+        fs.max_line_bytes = cap = line_cap(file_fmt)
+        for lines in read_lines(path, max_line_bytes=cap, on_truncated=fs.count_truncated):
             pipeline.process(LineBatch(source, file_fmt, lines, clock.monotonic()))
     except READ_ERRORS as exc:
         fs.error = f"{type(exc).__name__}: {exc}"
@@ -405,7 +415,7 @@ def print_summary(summary: ReplaySummary, out: TextIO, *, as_json: bool) -> None
     out.write("\nSummary\n")
     for f in summary.files:
         failed = "" if f.error is None else f"; FAILED: {f.error}"
-        cut = f", {f.truncated} cut at {MAX_LINE_BYTES} bytes" if f.truncated else ""
+        cut = f", {f.truncated} cut at {f.max_line_bytes} bytes" if f.truncated else ""
         out.write(
             f"  {f.path} ({f.format}): {f.lines} lines read, {f.parsed} parsed, "
             f"{f.unparsed} unparsed{cut}{failed}\n"

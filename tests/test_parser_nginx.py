@@ -10,8 +10,8 @@ import string
 import pytest
 
 from aisentinel.clock import FakeClock
-from aisentinel.events import HttpRequest
-from aisentinel.parsers import Parser, ParserContext, build_parser
+from aisentinel.events import CutLine, HttpRequest
+from aisentinel.parsers import Parser, ParserContext, build_parser, line_cap, sniff
 from aisentinel.parsers.proxy import ProxyResolver
 from aisentinel.parsers.timestamps import NginxTimeLocal
 
@@ -282,6 +282,140 @@ def test_fuzz_never_raises() -> None:
     raw = bytes(rng.randrange(256) for _ in range(4000)).decode("latin-1")
     for parser in parsers:
         assert parser.parse(raw) is None
+
+
+# ------------------------------------------------------------------ lines cut at the cap
+
+BODY = json.dumps(
+    {"model": "m", "messages": [{"role": "user", "content": 'Say "hi" \u00e9\U0001f600 \\ x'}]},
+    ensure_ascii=False,
+)
+"""A body with quotes, a backslash and characters that the line escapes as \\u00e9 and as
+a surrogate pair."""
+
+
+def test_a_cut_json_line_yields_its_request_with_the_body_up_to_the_cut() -> None:
+    """A nginx-json line cut inside request_body (the last field) still gives its request:
+    every field before the cut, the body as written up to the cut; the same text that
+    was not cut (a malformed line) stays unparsed."""
+    body = "Ignore all previous instructions. " + "pad " * 20_000
+    line = _json_line(request_body=body)
+    cut = line[:40_000]
+    event = _one("nginx-json", CutLine(cut))
+    assert (event.client, event.method, event.path, event.status) == (
+        "203.0.113.7",
+        "POST",
+        "/api/chat",
+        200,
+    )
+    assert (event.key_id, event.host, event.user_agent) == (
+        "AbCd1234",
+        "gpu.example.com",
+        "ollama-python/0.4",
+    )
+    assert event.body is not None
+    assert body.startswith(event.body)
+    assert len(event.body) > 39_000
+    assert _parse("nginx-json", cut) is None
+
+
+def test_a_json_line_cut_anywhere_gives_whole_fields_or_none() -> None:
+    """Cut at every position, a nginx-json line gives no request until its required
+    fields are whole, then the request with each field whole or missing (an address,
+    status or key id is never read cut short) and the body a prefix of the real one,
+    escapes cut in half included."""
+    line = _json_line(request_body=BODY, xff="198.51.100.23")
+    full = _one("nginx-json", line)
+    parser = _parser("nginx-json")
+    parsed_from = None
+    for n in range(len(line)):
+        event = parser.parse(CutLine(line[:n]))
+        if event is None:
+            assert parsed_from is None, f"cut at {n}: lost again after {parsed_from}"
+            continue
+        assert isinstance(event, HttpRequest)
+        parsed_from = parsed_from or n
+        assert (event.ts, event.client, event.status) == (full.ts, full.client, full.status)
+        assert event.key_id in (None, full.key_id)
+        assert event.host in (None, full.host)
+        assert full.body is not None
+        assert event.body is None or full.body.startswith(event.body)
+    assert parsed_from is not None
+    assert parsed_from < line.index('"request_time"')
+
+
+def test_a_cut_json_line_from_a_trusted_proxy_needs_its_forwarded_field() -> None:
+    """Behind trusted proxies a cut line is read when its forwarded field came before the
+    cut; when the cut took it (a format that logs xff after the body), the line is left
+    unparsed: the proxy is never taken for the client. A peer not trusted is the client."""
+    proxies = ("10.0.0.0/8",)
+    line = _json_line(remote_addr="10.0.0.2", xff="198.51.100.9", request_body="x" * 5000)
+    assert _one("nginx-json", CutLine(line[:3000]), proxies).client == "198.51.100.9"
+    record = json.loads(line)
+    xff = record.pop("xff")
+    late = json.dumps({**record, "xff": xff})  # xff after the body
+    assert _parse("nginx-json", CutLine(late[:3000]), proxies) is None
+    stranger = late.replace('"10.0.0.2"', '"203.0.113.7"')
+    assert _one("nginx-json", CutLine(stranger[:3000]), proxies).client == "203.0.113.7"
+
+
+def test_a_combined_line_cut_in_its_request_yields_the_request() -> None:
+    """A combined line cut inside a long request line gives the request: method and the
+    target up to the cut, status 0 (unknown), no user (no credit for an authenticated
+    request); cut in the user agent it parses as usual. Not cut: unparsed."""
+    long_url = "/static/" + "A" * 5000 + "/../../etc/passwd"
+    line = LINE.replace("/v1/chat/completions", long_url)
+    cut = line[:3000]
+    event = _one("nginx", CutLine(cut))
+    assert (event.client, event.method, event.status, event.user) == (
+        "203.0.113.7",
+        "POST",
+        0,
+        None,
+    )
+    assert event.ts == EPOCH_1953
+    assert long_url.startswith(event.path)
+    assert len(event.path) > 2900
+    assert _parse("nginx", cut) is None
+    in_agent = LINE.replace("curl/8.5.0", "curl/" + "x" * 5000)[:3000]
+    assert (_one("nginx", CutLine(in_agent)).status, _one("nginx", CutLine(in_agent)).user) == (
+        401,
+        "alice",
+    )
+    odd = '203.0.113.7 - - [20/Jan/2015:19:53:28 +0100] "\\x16\\x03\\x01'
+    assert (_one("nginx", CutLine(odd)).method, _one("nginx", CutLine(odd)).path) == (
+        "",
+        "\\x16\\x03\\x01",
+    )
+
+
+def test_a_cut_combined_line_from_a_trusted_proxy_needs_its_forwarded_field() -> None:
+    """Behind trusted proxies, a combined line cut before its forwarded-for field from a
+    trusted proxy is left unparsed (the proxy is not its client); from another peer, and
+    with the field whole, it is read."""
+    proxies = ("10.0.0.0/8",)
+    via = LINE.replace("203.0.113.7", "10.0.0.2").replace("curl/8.5.0", "c" * 5000)
+    with_xff = via + ' "198.51.100.9"'
+    assert _parse("nginx", CutLine(with_xff[:3000]), proxies) is None
+    assert (
+        _parse("nginx", CutLine(with_xff.replace("/v1/chat", "/" + "v" * 5000)[:3000]), proxies)
+        is None
+    )
+    assert _one("nginx", CutLine(LINE.replace("curl", "c" * 5000)[:3000]), proxies).client == (
+        "203.0.113.7"
+    )
+    short = LINE.replace("203.0.113.7", "10.0.0.2") + ' "198.51.100.9"'
+    assert _one("nginx", CutLine(short + ' "' + "z" * 5000), proxies).client == "198.51.100.9"
+
+
+def test_access_log_formats_have_a_line_cap_that_holds_a_body() -> None:
+    """nginx and nginx-json lines are cut at 1 MiB (a body of max_body_chars fits), the
+    short-lined formats and a format not told yet at 64 KiB; a cut nginx-json line
+    still votes for its format when sniffing."""
+    assert line_cap("nginx-json") == line_cap("nginx") == 1 << 20
+    assert line_cap("sshd") == line_cap("nginx-error") == line_cap("auto") == 65536
+    long = _json_line(request_body="x" * 100_000)
+    assert sniff([CutLine(long[:65536])] * 3) == "nginx-json"
 
 
 def test_parse_many_matches_parse_line_by_line() -> None:

@@ -13,8 +13,15 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from aisentinel.events import CutLine
 from aisentinel.parsers import nginx_access, nginx_error, nginx_json, sshd
-from aisentinel.parsers.base import REGISTRY, Parser, ParserContext, ParsersConfig
+from aisentinel.parsers.base import (
+    MAX_LINE_BYTES,
+    REGISTRY,
+    Parser,
+    ParserContext,
+    ParsersConfig,
+)
 
 __all__ = [
     "AUTO",
@@ -23,6 +30,7 @@ __all__ = [
     "ParserContext",
     "ParsersConfig",
     "build_parser",
+    "line_cap",
     "names",
     "sniff",
     "sniff_order",
@@ -35,6 +43,14 @@ AUTO = "auto"
 def build_parser(name: str, ctx: ParserContext) -> Parser:
     """A parser of the registered format ``name``; ``KeyError`` names the known ones."""
     return REGISTRY.get(name).factory(ctx)
+
+
+def line_cap(name: str | None) -> int:
+    """The line length cap (bytes) for format ``name``: its parser's ``max_line_bytes``;
+    :data:`~.base.MAX_LINE_BYTES` for ``auto`` or ``None`` (a format not told yet)."""
+    if name is None or name == AUTO:
+        return MAX_LINE_BYTES
+    return REGISTRY.get(name).factory.max_line_bytes
 
 
 def names(*, auto: bool = False) -> list[str]:
@@ -67,6 +83,8 @@ def sniff(lines: Sequence[str]) -> str:
     votes: Counter[str] = Counter()
     for line in lines:
         text = line.rstrip("\r\n")
+        if type(line) is CutLine:
+            text = CutLine(text)  # still cut: a parser may read what is before the cut
         if not text.strip():
             continue
         for name, parser in zip(order, parsers, strict=True):

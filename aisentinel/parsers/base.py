@@ -25,6 +25,20 @@ from aisentinel.configtypes import CredentialsMode, Network, StrictModel
 from aisentinel.events import Event
 from aisentinel.registry import Registry
 
+MAX_LINE_BYTES = 65536
+"""The line length cap (bytes) of a format whose writer keeps its lines short (sshd's
+are under 1 KiB, nginx's error log's under 2 KiB), and of a file whose format is not
+told yet (``auto``)."""
+
+ACCESS_LINE_BYTES = 1 << 20
+"""The line length cap of nginx's access-log formats. A line carries fields the client
+sends: the request line and each header up to ``large_client_header_buffers`` (8 KiB by
+default, up to 64 KiB), escaped by nginx into up to 4 (``\\xHH``) or 6 (``\\u00HH``,
+``escape=json``) bytes a byte, and with ``aisentinel_prompts`` the request body, of which
+the prompt detectors read ``max_body_chars`` (256 Ki) characters. 1 MiB holds all of that
+for nearly every request; the fields of a longer line before its cut are still read
+(:class:`~aisentinel.events.CutLine`)."""
+
 _is_event = functools.partial(operator.is_not, None)
 """``event is not None``, as a C callable for ``filter``."""
 
@@ -81,6 +95,10 @@ class Parser(ABC):
     sniff: ClassVar[int | None] = None
     """Place in the sniff order for ``auto`` (lower is tried first: the most specific
     formats go first); ``None`` keeps the format out of sniffing (name it explicitly)."""
+    max_line_bytes: ClassVar[int] = MAX_LINE_BYTES
+    """The line length cap a file source (without its own ``max_line_bytes``) and
+    ``replay`` use for this format: the longest line it needs read whole. A longer line
+    is cut there and handed on as a :class:`~aisentinel.events.CutLine`."""
 
     def __init__(self, ctx: ParserContext) -> None:
         self.ctx = ctx

@@ -8,6 +8,15 @@ quoted field never contains a bare quote. A request line that is not
 ``METHOD TARGET HTTP/x`` with a version nginx serves (``"-"``, ``""``, a TLS
 handshake sent to a plain-HTTP port, ``HTTP/9.9``) is kept: ``method`` is ``""``
 and ``path`` is the request text as logged.
+
+A line longer than the source's cap (``max_line_bytes``: 1 MiB for this format) comes cut
+(a :class:`~aisentinel.events.CutLine`). Cut in the referer, the user agent or a field
+after them, it reads as usual up to the last whole field. Cut inside the request line
+(a long URL: up to ``large_client_header_buffers``, each byte escaped into up to 4), the
+request is read from what is left (:meth:`NginxAccessParser.cut_request`): its method and
+the target up to the cut, status 0 (unknown), no user. With trusted proxies, a cut line
+from a trusted proxy whose forwarded-for field was lost to the cut is left unparsed: its
+client cannot be told, and the proxy must not be taken for it.
 """
 
 from __future__ import annotations
@@ -16,8 +25,8 @@ import re
 from collections.abc import Iterable
 
 from aisentinel.configtypes import StrictModel
-from aisentinel.events import HttpRequest
-from aisentinel.parsers.base import REGISTRY, Parser, ParserContext
+from aisentinel.events import CutLine, HttpRequest
+from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
 from aisentinel.parsers.proxy import ProxyResolver, normalize_addr
 from aisentinel.parsers.timestamps import NginxTimeLocal
 
@@ -51,6 +60,9 @@ user that does not end in `` -``): a format with another field before the time, 
 as ``$remote_addr - $host - [$time_local]``, stays unparsed rather than taking the
 field for a user, which detectors count as a credential."""
 
+_CUT_REQUEST = re.compile(r'([0-9A-Fa-f.:]++) [^ ]++ ([^ ]++) \[([^\]]{26})\] "([^"]*+)\Z')
+"""A combined line cut inside its request line: address, user, time, the request so far."""
+
 _new = tuple.__new__
 
 _STATUS = {f"{code:03d}": code for code in range(1000)}
@@ -83,12 +95,13 @@ class NginxAccessParser(Parser):
 
     name = "nginx"
     sniff = 30
+    max_line_bytes = ACCESS_LINE_BYTES
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
         self._time = NginxTimeLocal()
         self._time_cache = self._time.cache
-        proxy = ProxyResolver(ctx.trusted_proxies)
+        proxy = self._proxy = ProxyResolver(ctx.trusted_proxies)
         self._resolve = proxy.client if proxy.enabled else None
         self._match = (_LINE if proxy.enabled else _LINE_NO_XFF).match
 
@@ -112,6 +125,8 @@ class NginxAccessParser(Parser):
             if m is None:
                 m = _SPACED.match(line)
                 if m is None or m[2].endswith(" -"):
+                    if type(line) is CutLine and (cut := self.cut_request(line)) is not None:
+                        append(cut)
                     continue
             peer, user, when, method, path, raw, status, sent, agent, xff = m.groups()
             ts = times.get(when)
@@ -121,6 +136,13 @@ class NginxAccessParser(Parser):
                     continue
             if peer[0] == ":":
                 peer = normalize_addr(peer)
+            if (
+                xff is None
+                and resolve is not None
+                and type(line) is CutLine
+                and self._proxy.is_trusted(peer)
+            ):
+                continue  # its forwarded-for field was cut off: the client is unknown
             if method is None:
                 method, path = split_request(raw)
             if user == "-":
@@ -151,6 +173,32 @@ class NginxAccessParser(Parser):
                 )
             )
         return out
+
+    def cut_request(self, line: str) -> HttpRequest | None:
+        """The request of a line cut inside its request line, or ``None``.
+
+        Method and target come from what is left of the request line (the target up to
+        the cut); the status, sent bytes, referer and user agent are lost: status 0
+        (unknown; nginx's own ``000``) and no user, so that
+        a request of unknown outcome never counts as an authenticated one.
+        """
+        m = _CUT_REQUEST.match(line)
+        if m is None:
+            return None
+        peer, _user, when, raw = m.groups()
+        ts = self._time(when)
+        if ts is None:
+            return None
+        if peer[0] == ":":
+            peer = normalize_addr(peer)
+        if self._resolve is not None and self._proxy.is_trusted(peer):
+            return None  # the forwarded-for field is lost: the client is unknown
+        method, sep, target = raw.partition(" ")
+        if sep and method.isalpha() and method.isupper():
+            path = target.partition(" ")[0]
+        else:
+            method, path = "", raw
+        return HttpRequest(ts, self.source, peer, method, path, 0, 0, None, "")
 
 
 REGISTRY.register("nginx", NginxAccessConfig, NginxAccessParser)

@@ -6,6 +6,17 @@ The nginx side (``log_format aisentinel escape=json '{...}'``) is in
 :func:`json.loads`: about 3 us for a typical line, well below the cost of the
 detectors, and no extra dependency in a security daemon. Unknown keys are
 ignored and missing ones take their defaults, so the format can grow.
+
+A line longer than the source's cap (``max_line_bytes``: 1 MiB for this format) comes
+cut (a :class:`~aisentinel.events.CutLine`, no longer valid JSON): its fields are read
+up to the cut (:func:`cut_object`), the one cut short with what was written of it when
+it is a body, a path, a user agent or a referer (an address or a status cut short would
+be another one: it is left out). With trusted proxies, a cut line from a trusted proxy
+whose forwarded fields were lost to the cut is left unparsed (the proxy is not its
+client). The
+shipped formats log ``request_body``, the one field that grows that long, last, so only
+the end of the body is lost; a field after the cut is missing (a required one: the line
+stays unparsed).
 """
 
 from __future__ import annotations
@@ -13,17 +24,90 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Container, Iterable
 from typing import Any
 
 from aisentinel.configtypes import StrictModel
-from aisentinel.events import HttpRequest
-from aisentinel.parsers.base import REGISTRY, Parser, ParserContext
+from aisentinel.events import CutLine, HttpRequest
+from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
 from aisentinel.parsers.proxy import ADDR_RE, ProxyResolver, normalize_addr
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS, IsoTime
 
 _ADDR = re.compile(ADDR_RE)
 _new = tuple.__new__
+_DECODER = json.JSONDecoder(strict=False)
+_PARTIAL = frozenset({"request_body", "request_uri", "http_user_agent", "http_referer"})
+"""The fields read from a cut line even when cut short themselves (see :func:`cut_object`)."""
+_FORWARDED = ("xff", "real_ip")
+
+
+def _skip_space(line: str, pos: int) -> int:
+    while line.startswith((" ", "\t", "\n", "\r"), pos):
+        pos += 1
+    return pos
+
+
+def _cut_string(line: str, pos: int) -> str | None:
+    """The JSON string that starts at ``pos`` and runs to the end of ``line``, where it
+    was cut: what was written of it, a half escape sequence (or half a surrogate pair)
+    at the cut left out."""
+    end = len(line)
+    last = line.rfind("\\", pos + 1)
+    if last >= end - 5:  # a backslash near the cut: the start of an escape, or escaped?
+        first = last
+        while line[first - 1] == "\\" and first > pos + 1:
+            first -= 1
+        escape = line[last:end]
+        starts = (last - first) % 2 == 0  # odd run: the last one starts an escape
+        if starts and (len(escape) < 2 or (escape[1] == "u" and len(escape) < 6)):
+            end = last
+    try:
+        text = _DECODER.decode(f'{line[pos:end]}"')
+    except ValueError:
+        return None
+    if not isinstance(text, str):
+        return None
+    if text and "\ud800" <= text[-1] <= "\udbff":
+        text = text[:-1]  # the first half of a surrogate pair whose second half was cut
+    return text
+
+
+def cut_object(line: str, partial: Container[str]) -> dict[str, Any]:
+    """The fields of a JSON object cut short: every whole ``"key": value`` before the
+    cut, and the string value cut short with what was written of it if its key is in
+    ``partial`` (a body or a path cut short is still what was sent; an address, a status
+    or a key id cut short would be another one). Reading stops at the cut or at anything
+    that is not JSON (an empty dict if the line is no object)."""
+    data: dict[str, Any] = {}
+    pos = _skip_space(line, 0)
+    if not line.startswith("{", pos):
+        return data
+    pos += 1
+    while True:
+        pos = _skip_space(line, pos)
+        if not line.startswith('"', pos):
+            return data
+        try:
+            key, pos = _DECODER.raw_decode(line, pos)
+        except (ValueError, RecursionError):
+            return data
+        pos = _skip_space(line, pos)
+        if not line.startswith(":", pos):
+            return data
+        pos = _skip_space(line, pos + 1)
+        try:
+            value, pos = _DECODER.raw_decode(line, pos)
+        except (ValueError, RecursionError):
+            if key in partial and line.startswith('"', pos):
+                data[key] = _cut_string(line, pos)
+            return data
+        if pos == len(line) and isinstance(value, int | float):
+            return data  # a number at the cut may have lost digits
+        data[key] = value
+        pos = _skip_space(line, pos)
+        if not line.startswith(",", pos):
+            return data
+        pos += 1
 
 
 def _text(value: Any) -> str:
@@ -80,6 +164,7 @@ class NginxJsonParser(Parser):
 
     name = "nginx-json"
     sniff = 10
+    max_line_bytes = ACCESS_LINE_BYTES
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
@@ -93,22 +178,36 @@ class NginxJsonParser(Parser):
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` (not JSON, or lacking address/status)."""
-        if not line.startswith("{"):
-            line = line.lstrip()
-            if not line.startswith("{"):
+        text = line
+        if not text.startswith("{"):
+            text = text.lstrip()
+            if not text.startswith("{"):
                 return None
         try:
-            data = json.loads(line)
+            data = json.loads(text)
         except (ValueError, RecursionError):
-            return None
+            if type(line) is not CutLine:
+                return None
+            data = cut_object(text, _PARTIAL)
+            if self._lost_forwarded(data):
+                return None
         if not isinstance(data, dict):
             return None
-        if "\\ud" in line or "\\uD" in line:
+        if "\\ud" in text or "\\uD" in text:
             data = _no_lone_surrogates(data)
         try:
             return self._event(data)
         except (ValueError, TypeError, OverflowError):
             return None
+
+    def _lost_forwarded(self, data: dict[str, Any]) -> bool:
+        """Whether a cut line came from a trusted proxy and its forwarded fields (``xff``,
+        ``real_ip``) are not among those read before the cut: its client cannot be told,
+        and the proxy must not be taken for it."""
+        if not self._proxy.enabled or any(key in data for key in _FORWARDED):
+            return False
+        peer = data.get("remote_addr")
+        return isinstance(peer, str) and self._proxy.is_trusted(normalize_addr(peer))
 
     def _event(self, data: dict[str, Any]) -> HttpRequest | None:
         # nginx's escape=json writes every field as a string: that case is read inline,

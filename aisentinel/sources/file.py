@@ -30,8 +30,13 @@ gone or unreadable is a gap: logged with the file and bytes, counted in ``stats.
 
 Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``; they are decoded as UTF-8 with
 ``errors="replace"`` (invalid bytes become U+FFFD). A partial last line is held until its
-line end. A line longer than ``max_line_bytes`` is cut at the cap (counted in
-``stats.lines_truncated``) and the rest of it, up to its line end, is discarded.
+line end. A line longer than ``max_line_bytes`` (unset: the parser's cap, 1 MiB for the
+nginx access-log formats and 64 KiB for the others and for a file whose format is not
+told yet) is cut at the cap, counted in ``stats.lines_truncated`` (logged once per file)
+and handed on as a :class:`~aisentinel.events.CutLine`, whose fields before the cut the
+parser reads; the rest of it, up to its line end, is discarded. Memory stays bounded by
+the cap: a line holds at most ``max_line_bytes`` bytes (up to 4 bytes a character once
+decoded), and the lines of one read at most ``READ_CHUNK`` bytes plus one line.
 
 Delivery is at-least-once: the saved position (see :mod:`.positions`) is the offset just
 past the last line processed: with :attr:`~.base.Source.acks` (the daemon), a position is
@@ -88,8 +93,9 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
-from aisentinel.events import EventBatch, LineBatch
-from aisentinel.parsers import AUTO, sniff
+from aisentinel.events import CutLine, EventBatch, LineBatch
+from aisentinel.parsers import AUTO, line_cap, sniff
+from aisentinel.parsers.base import MAX_LINE_BYTES
 from aisentinel.sources.base import (
     REGISTRY,
     Checkpoints,
@@ -145,11 +151,6 @@ def _has_magic(text: str) -> bool:
     return any(ch in text for ch in "*?[")
 
 
-MAX_LINE_BYTES = 65536
-"""Default ``max_line_bytes``: a longer line is cut here (``aisentinel replay`` cuts at the
-same length, so both see the same lines)."""
-
-
 class FileSourceConfig(SourceConfigBase):
     """``[[sources]]`` with ``type = "file"``."""
 
@@ -161,8 +162,12 @@ class FileSourceConfig(SourceConfigBase):
     inotify: bool = True
     poll_interval: Interval = 1.0
     """Safety-net stat (and, without inotify, polling) period; 10ms-1h."""
-    max_line_bytes: int = Field(default=MAX_LINE_BYTES, ge=64, le=1 << 20)
-    """Longer lines are truncated; 64 B - 1 MiB (a batch holds ``batch_lines`` of them)."""
+    max_line_bytes: int | None = Field(default=None, ge=64, le=1 << 20)
+    """Longer lines are cut here and the rest discarded (the part before the cut is still
+    parsed); 64 B - 1 MiB. Unset: the parser's cap (``aisentinel replay`` cuts at the same
+    length, so both see the same lines): 1 MiB for ``nginx`` and ``nginx-json``, whose
+    lines carry long client fields and request bodies, 64 KiB for the others (and, with
+    ``auto``, for a file until its format is told)."""
     batch_lines: int = Field(default=512, ge=1, le=65536)
     """Most lines handed on at once; 1-65536. Small batches keep few short-lived objects
     (lines, events) among the long-lived window keys, so the heap stays less fragmented:
@@ -292,7 +297,9 @@ class FileSource(Source):
         self._auto = config.parser == AUTO
         self._sniff_lines = min(SNIFF_LINES, config.batch_lines)
         self._store = PositionStore(state_dir, config.name)
-        self._cap = config.max_line_bytes
+        self._cap = config.max_line_bytes or (None if self._auto else line_cap(config.parser))
+        """The line length cap; None: the sniffed format's (``auto``, see :meth:`_split`)."""
+        self._cut_logged: set[str] = set()
         self._files: dict[str, _Tracked] = {}
         self._draining: list[_Handle] = []
         self._saved: dict[str, FilePosition] = {}
@@ -842,7 +849,7 @@ class FileSource(Source):
 
     def _split(self, state: _Lines, chunk: bytes) -> list[str]:
         """Complete lines in ``state.partial + chunk``; keeps the incomplete tail."""
-        cap = self._cap
+        cap = self._cap or line_cap(state.fmt)
         if state.skip_lf:
             state.skip_lf = False
             if chunk[:1] == b"\n":  # the second half of a \r\n split between two reads
@@ -867,28 +874,38 @@ class FileSource(Source):
             lines.pop()
             # A line of n characters has at most 4n bytes: only look closer if one might be long.
             if end > cap and max(map(len, lines)) * 4 > cap:
-                lines = self._split_capped(block)
+                lines = self._split_capped(state, block, cap)
         else:
             lines = []
         rest = chunk[end:]
         if len(rest) > cap:
-            lines.append(rest[:cap].decode("utf-8", "replace"))
-            self.stats.lines_truncated += 1
+            lines.append(self._cut(state, rest, cap))
             state.discarding = True
             rest = b""
         state.partial = rest
         return lines
 
-    def _split_capped(self, block: bytes) -> list[str]:
+    def _split_capped(self, state: _Lines, block: bytes, cap: int) -> list[str]:
         """Slow path of :meth:`_split` for blocks holding a line that may exceed the cap."""
-        cap = self._cap
-        out = []
-        for raw in block.split(b"\n")[:-1]:
-            line = raw[:cap] if len(raw) > cap else raw
-            if line is not raw:
-                self.stats.lines_truncated += 1
-            out.append(line.decode("utf-8", "replace"))
-        return out
+        return [
+            self._cut(state, raw, cap) if len(raw) > cap else raw.decode("utf-8", "replace")
+            for raw in block.split(b"\n")[:-1]
+        ]
+
+    def _cut(self, state: _Lines, raw: bytes, cap: int) -> CutLine:
+        """``raw`` (longer than ``cap``) cut at the cap: counted, and logged once per file."""
+        self.stats.lines_truncated += 1
+        path = getattr(state, "path", "")
+        if path not in self._cut_logged:
+            self._cut_logged.add(path)
+            _log.warning(
+                "log line longer than max_line_bytes cut; its fields before the cut are "
+                "still read (counted in aisentinel_source_lines_truncated_total)",
+                source=self.name,
+                path=path,
+                max_line_bytes=cap,
+            )
+        return CutLine(raw[:cap].decode("utf-8", "replace"))
 
     def _deliver(self, lines: list[str], read_at: float, parser: str) -> int:
         """Hand ``lines`` on in batches for ``parser``; stops between two batches on ``stop()``.
@@ -1346,4 +1363,4 @@ def _find_by_inode(path: str, saved: FilePosition) -> int | None:
 
 REGISTRY.register("file", FileSourceConfig, FileSource)
 
-__all__ = ["HEAD_BYTES", "FileSource", "FileSourceConfig"]
+__all__ = ["HEAD_BYTES", "MAX_LINE_BYTES", "FileSource", "FileSourceConfig"]
