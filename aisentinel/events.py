@@ -212,6 +212,22 @@ def is_nat64(addr: IPAddress) -> bool:
     return addr.version == 6 and any(addr in net for net in NAT64_PREFIXES)
 
 
+_EVERY_IPV4 = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+def nat64_ipv4(net: IPNetwork) -> ipaddress.IPv4Network | None:
+    """The IPv4 clients whose NAT64 addresses ``net`` holds (one address: a /32), or
+    ``None`` when it holds none. The IPv4 address is read from the last 32 bits, as a
+    /96 NAT64 prefix embeds it (RFC 6052: the only length of ``64:ff9b::/96``, and how
+    local-use prefixes are mostly laid out); a network wider than /96 inside NAT64 space
+    holds every one of them."""
+    if net.version != 6 or not any(net.overlaps(p) for p in NAT64_PREFIXES):
+        return None
+    if net.prefixlen < 96:
+        return _EVERY_IPV4
+    return ipaddress.IPv4Network((int(net.network_address) & 0xFFFFFFFF, net.prefixlen - 96))
+
+
 def canonical_network(net: IPNetwork) -> IPNetwork:
     """``net`` with IPv4-mapped IPv6 (``::ffff:10.0.0.0/104``) folded to IPv4."""
     if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96 and net.subnet_of(_MAPPED):

@@ -82,6 +82,23 @@ def test_ipv4_mapped_ipv6_counts_as_its_ipv4() -> None:
     assert not allow.contains("::ffff:203.0.113.1")
 
 
+def test_nat64_addresses_and_networks_count_as_the_ipv4_they_embed() -> None:
+    """A NAT64 address of an allowlisted IPv4 client is allowlisted; a network in NAT64
+    space overlaps the allowlisted IPv4 networks whose clients it holds; loopback is
+    not reached through NAT64 (no gateway shows a 127/8 client)."""
+    allow = Allowlist.build([ipaddress.ip_network("198.51.100.5/32")])
+    admin = ipaddress.ip_network("198.51.100.5/32")
+    assert allow.match("64:ff9b::198.51.100.5") == admin
+    assert allow.match("64:ff9b:1:abcd::c633:6405") == admin
+    assert allow.match("64:ff9b::198.51.100.6") is None
+    assert allow.match("64:ff9b::127.0.0.1") is None
+    assert allow.match("2001:db8::c633:6405") is None  # not NAT64: not unfolded
+    for wide in ("64:ff9b::/96", "64:ff9b::c633:6400/120", "64:ff9b:1:abcd::/64"):
+        assert allow.overlapping(ipaddress.ip_network(wide)) == admin
+    assert allow.overlapping(ipaddress.ip_network("64:ff9b::cb00:7100/120")) is None
+    assert Allowlist.build([]).overlapping(ipaddress.ip_network("64:ff9b::/96")) is None
+
+
 def test_invalid_address_raises_but_membership_is_false() -> None:
     """``contains`` rejects non-addresses with ValueError; ``in`` just says no."""
     allow = Allowlist.build(nets("0.0.0.0/0"))

@@ -179,6 +179,26 @@ def test_nat64_clients_are_banned_one_address_each(tmp_path: Path) -> None:
     assert engine.is_banned(NAT64_B)
 
 
+def test_the_nat64_address_of_an_allowlisted_client_is_never_banned(tmp_path: Path) -> None:
+    """An admin allowlisted by IPv4 and seen through a NAT64 gateway is not banned; a
+    manual ban of the NAT64 range holding it is refused, a restored one is lifted."""
+    engine = _engine(tmp_path, admin_cidrs=["198.51.100.5/32"])
+    d = engine.decide(_finding("64:ff9b::198.51.100.5"))
+    assert (d.action, d.reason) == (Action.NONE, "allowlisted (198.51.100.5/32)")
+    with pytest.raises(ValueError, match=r"64:ff9b::/96 is allowlisted \(198.51.100.5/32\)"):
+        engine.manual_ban("64:ff9b::/96", 3600, "x", "root")
+    assert engine.manual_ban("64:ff9b::cb00:7100/120", 3600, "x", "root").action is Action.BAN
+    engine.ledger.record(
+        Decision(
+            T0, Action.BAN, AddressTarget.parse("64:ff9b::c633:6400/120"), "manual",
+            Severity.HIGH, "by root", ttl=3600.0, expires_at=T0 + 3600.0,
+        )
+    )  # fmt: skip
+    engine.ledger.close()
+    engine = _engine(tmp_path, admin_cidrs=["198.51.100.5/32"])
+    assert [str(d.target) for d in engine.expire()] == ["64:ff9b::c633:6400/120"]
+
+
 def test_restored_nat64_64_ban_is_lifted(tmp_path: Path) -> None:
     """A 64:ff9b::/64 ban an older version made for one NAT64 client is lifted at start."""
     clock = FakeClock(T0)

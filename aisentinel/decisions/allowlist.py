@@ -4,7 +4,11 @@ and workloads (units, containers, images, executables matched by glob).
 The allowlist always wins: the engine checks it before anything else, so no
 detector, severity or escalation can ban an allowlisted address or throttle an
 allowlisted workload. IPv4-mapped IPv6 addresses (``::ffff:10.0.0.1``) are treated
-as the IPv4 address they carry.
+as the IPv4 address they carry. A NAT64 address (``64:ff9b::10.0.0.1``: that IPv4
+client behind a NAT64 gateway) is allowlisted when it is, or when the IPv4 address it
+embeds is, and a network in NAT64 space overlaps every allowlisted IPv4 address it
+embeds (see :func:`~aisentinel.events.nat64_ipv4`); loopback excepted, which no
+gateway translates.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from aisentinel.events import (
     WorkloadTarget,
     canonical_address,
     canonical_network,
+    is_nat64,
+    nat64_ipv4,
 )
 
 __all__ = [
@@ -42,6 +48,8 @@ LOOPBACK: tuple[IPNetwork, ...] = (
     ipaddress.IPv6Network("::1/128"),
 )
 """Always allowed; there is no setting to ban loopback."""
+_LOOPBACK_SET = frozenset(LOOPBACK)
+"""Not matched through NAT64: no gateway shows a client from 127.0.0.0/8."""
 
 
 class Allowlist:
@@ -107,10 +115,20 @@ class Allowlist:
         """An allowlisted network that shares an address with ``network``, or ``None``.
 
         For a ban wider than one host (an IPv6 /64): it must not cover an allowlisted
-        address. A linear scan, run only when such a ban is decided or restored.
+        address. A network in NAT64 space also overlaps the allowlisted IPv4 networks
+        whose clients it holds (their NAT64 addresses). A linear scan, run only when
+        such a ban is decided or restored.
         """
+        embedded = nat64_ipv4(network)
         for net in self.networks:
             if net.version == network.version and net.overlaps(network):
+                return net
+            if (
+                embedded is not None
+                and net.version == 4
+                and net.overlaps(embedded)
+                and net not in _LOOPBACK_SET
+            ):
                 return net
         return None
 
@@ -130,10 +148,16 @@ class Allowlist:
         return len(self.networks)
 
     def _lookup(self, addr: IPAddress) -> IPNetwork | None:
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
-        value = int(addr)
-        for _prefix, mask, table in self._tables[addr.version]:
+        if isinstance(addr, ipaddress.IPv6Address):
+            if addr.ipv4_mapped is not None:
+                addr = addr.ipv4_mapped
+            elif is_nat64(addr):  # one IPv4 client: allowlisted as itself or as that
+                found = self._probe(6, int(addr)) or self._probe(4, int(addr) & 0xFFFFFFFF)
+                return None if found in _LOOPBACK_SET else found
+        return self._probe(addr.version, int(addr))
+
+    def _probe(self, version: int, value: int) -> IPNetwork | None:
+        for _prefix, mask, table in self._tables[version]:
             net = table.get(value & mask)
             if net is not None:
                 return net
