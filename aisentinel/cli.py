@@ -71,9 +71,25 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             f"{where}: OK ({len(config.sources)} sources, "
             f"{len(config.detectors)} detectors{enabled})"
         )
+        for note in config_notes(config):
+            print(f"note: {note}")
     for warning in config_warnings(config):
         print(f"WARNING: {warning}", file=sys.stderr)
     return 0
+
+
+def config_notes(config: Config) -> list[str]:
+    """What check-config points out about ``config`` that is neither wrong nor risky."""
+    out = []
+    proxies = config.parsers.trusted_proxies
+    if proxies:
+        out.append(
+            f"parsers.trusted_proxies ({', '.join(map(str, proxies))}) are never banned, "
+            "like decisions.allowlist: a client behind them is judged by its forwarded "
+            "address, and a request without one counts as the proxy's own (a ban would "
+            "cut off every client behind it)"
+        )
+    return out
 
 
 def config_warnings(config: Config) -> list[str]:
@@ -109,7 +125,7 @@ def config_warnings(config: Config) -> list[str]:
         out.append(
             f"enforcing responder(s) {', '.join(enforcing)} enabled and no admin CIDR set: "
             "add the networks you administer from to [decisions] admin_cidrs, or a ban may "
-            "lock you out (live SSH sessions, loopback and this host's addresses are "
+            "lock you out (logged-in SSH sessions, loopback and this host's addresses are "
             "always allowed)"
         )
     return out
@@ -140,7 +156,8 @@ def _wide_network_warnings(config: Config) -> list[str]:
             out.append(
                 f"parsers.trusted_proxies holds {net}: any client in it can set "
                 "X-Forwarded-For and pose as any address (to dodge a ban or get another "
-                "address banned); name only your proxies' addresses"
+                "address banned), and is never banned itself; name only your proxies' "
+                "addresses"
             )
     return out
 

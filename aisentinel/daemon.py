@@ -266,7 +266,12 @@ class Daemon:
         # An unusable state directory or ledger degrades the daemon; detection goes on.
         self.state_dir = self._usable_state_dir(config.daemon.state_dir)
         self.ledger = self._open_ledger(config.daemon.state_dir / LEDGER_FILE)
-        self.engine = DecisionEngine(config.decisions, self.ledger, self.clock)
+        self.engine = DecisionEngine(
+            config.decisions,
+            self.ledger,
+            self.clock,
+            trusted_proxies=config.parsers.trusted_proxies,
+        )
         self.runner = self._build_runner(config)
         self.decision_log = DecisionLog(self.clock.monotonic)
         self.pipeline = Pipeline(
@@ -870,7 +875,7 @@ class Daemon:
             previous[d.name] if d.name in previous and previous[d.name].config == d.config else d
             for d in build_detectors(new.detectors, shared=self.pipeline.shared)
         ]
-        self.engine.reconfigure(new.decisions)
+        self.engine.reconfigure(new.decisions, new.parsers.trusted_proxies)
         if new.responders != old.responders or (
             new.daemon.responder_queue != old.daemon.responder_queue
         ):

@@ -28,7 +28,16 @@ from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
 from aisentinel.detectors.common import set_ipv6_key_prefix
 from aisentinel.detectors.shared import SharedState
-from aisentinel.events import Action, Batch, Decision, Event, EventBatch, Finding
+from aisentinel.events import (
+    Action,
+    Batch,
+    Decision,
+    Event,
+    EventBatch,
+    Finding,
+    SshEvent,
+    SshKind,
+)
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
@@ -65,6 +74,14 @@ def _held_back(levels: dict[int, dict[str, float]], finding: Finding) -> bool:
 
 def _by_event(item: tuple[int, int, Finding]) -> tuple[int, int]:
     return item[0], item[1]
+
+
+_ACCEPTED = SshKind.ACCEPTED
+
+
+def _logins(events: Sequence[Event]) -> list[tuple[int, SshEvent]]:
+    """sshd's logins (``Accepted ...``) among ``events``, with their index."""
+    return [(i, e) for i, e in enumerate(events) if type(e) is SshEvent and e.kind is _ACCEPTED]
 
 
 _NEG_INF = float("-inf")
@@ -277,16 +294,25 @@ class Pipeline:
                 results = self._observe_rest(detector, events, batch.source, exc)
             for index, finding in results:
                 found.append((index, rank, finding))
-        if found:
-            self._decide_found(found, batch.read_at, batch.source)
+        logins = _logins(events) if SshEvent in kinds else None
+        if found or logins:
+            self._decide_found(found, batch.read_at, batch.source, logins)
 
     def _decide_found(
-        self, found: list[tuple[int, int, Finding]], read_at: float, source: str
+        self,
+        found: list[tuple[int, int, Finding]],
+        read_at: float,
+        source: str,
+        logins: list[tuple[int, SshEvent]] | None = None,
     ) -> None:
         """Hand the findings of one batch on in line order, then detector order; those
-        about a key that is quiet (a ban in force, a recent alert) are dropped."""
+        about a key that is quiet (a ban in force, a recent alert) are dropped. sshd's
+        logins (``logins``: index, event) go to the engine in the same line order, each
+        before the findings of its line: a logged-in SSH client is never banned."""
         if len(found) > 1:
             found.sort(key=_by_event)
+        pending = logins or []
+        told = 0
         quiet = self._quiet
         banned = self._banned
         alerted = self._alerted
@@ -294,7 +320,10 @@ class Pipeline:
         engine = self.engine
         engine.hold()
         try:
-            for _index, _rank, finding in found:
+            for index, _rank, finding in found:
+                while told < len(pending) and pending[told][0] <= index:
+                    self._login(pending[told][1], source)
+                    told += 1
                 if banned and finding.target is None:
                     client = finding.client
                     if client is not None and banned.get(client, _NEG_INF) > finding.ts:
@@ -316,8 +345,16 @@ class Pipeline:
                         self.quieted[finding.detector] += 1
                         continue
                 self._handle(finding, read_at, source)
+            for _index, event in pending[told:]:
+                self._login(event, source)
         finally:
             engine.commit()
+
+    def _login(self, event: SshEvent, source: str) -> None:
+        try:
+            self.engine.ssh_login(event.client, event.port, event.ts)
+        except Exception as exc:  # noqa: BLE001 - one bad event must not stop the daemon
+            self._fault("decide", "engine", source, exc, event)
 
     # ------------------------------------------------------------ containment
 

@@ -349,7 +349,9 @@ def replay(
     started = time.perf_counter()
     ledger = Ledger(Path(MEMORY), clock)  # throw-away: replay enforces nothing
     try:
-        engine = DecisionEngine(config.decisions, ledger, clock)
+        engine = DecisionEngine(
+            config.decisions, ledger, clock, trusted_proxies=config.parsers.trusted_proxies
+        )
         pipeline = Pipeline(
             detectors=build_detectors(config.detectors),
             engine=engine,

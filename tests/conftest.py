@@ -52,6 +52,14 @@ def ssh_fail(epoch: float, ip: str, user: str = "root", pid: int = 4242) -> str:
     )
 
 
+def ssh_accepted(epoch: float, ip: str, port: int, user: str = "admin", pid: int = 4343) -> str:
+    """A classic-syslog sshd login line (``Accepted publickey ...``)."""
+    return (
+        f"{syslog_ts(epoch)} gpu-box sshd[{pid}]: Accepted publickey for {user} from {ip} "
+        f"port {port} ssh2: ED25519 SHA256:x"
+    )
+
+
 def nginx_line(epoch: float, ip: str, path: str, status: int = 200, user: str = "-") -> str:
     """A combined-format access log line."""
     return (

@@ -19,7 +19,8 @@ from aisentinel.clock import FakeClock
 from aisentinel.control import CommandError, ControlServer, Peer, request
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans
-from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
+from aisentinel.decisions.brakes import SshConnection
+from aisentinel.events import Action, Finding, Severity, canonical_address
 from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
 
 T0 = 1_764_000_000.0
@@ -47,7 +48,7 @@ class Env:
 def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
     clock = FakeClock(T0)
     ledger = Ledger(tmp / "l.sqlite", clock)
-    ssh: set[IPAddress] = {canonical_address(SSH_CLIENT)}
+    ssh = [SshConnection(canonical_address(SSH_CLIENT), 50000, "0A00000A:0016 1664A8C0:C350 7")]
     engine = DecisionEngine(
         DecisionsConfig(**config),
         ledger,
@@ -55,6 +56,7 @@ def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
         host_addresses=lambda: [HOST],
         ssh_clients=lambda: ssh,
     )
+    engine.ssh_login(SSH_CLIENT, 50000, T0)  # sshd's "Accepted ... port 50000"
     dryrun = DryRunResponder(DryRunConfig(), clock=clock)
     runner = ResponderRunner([dryrun] if responders else [], clock)
     runner.start()

@@ -1,4 +1,4 @@
-"""The brakes: live SSH sessions from the socket table, admin and monitoring networks,
+"""The brakes: logged-in SSH sessions from the socket table, admin and monitoring networks,
 the latched storm brake, and check-config's warning about enforcing without an admin CIDR."""
 
 from __future__ import annotations
@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ssh_accepted, ssh_fail
 
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.config import parse_config
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.allowlist import read_host_addresses
-from aisentinel.decisions.brakes import read_ssh_clients
-from aisentinel.events import Action, Finding, Severity, canonical_address
+from aisentinel.decisions.brakes import SshConnection, read_ssh_connections
+from aisentinel.detectors import build_detectors
+from aisentinel.events import Action, Finding, LineBatch, Severity, canonical_address
+from aisentinel.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
 
@@ -53,47 +56,155 @@ def finding(client: str) -> Finding:
     return Finding(T0, "ssh_bruteforce", Severity.HIGH, client, client, 6, 600.0, "failures")
 
 
-def test_ssh_clients_from_a_fixture_socket_table(tmp_path: Path) -> None:
-    """Only ESTABLISHED rows on the sshd ports count; IPv4, IPv6 and mapped peers decode."""
+def test_ssh_connections_from_a_fixture_socket_table(tmp_path: Path) -> None:
+    """Only ESTABLISHED rows on the sshd ports count; IPv4, IPv6 and mapped peers decode,
+    with the client's port, and each socket is named by its 4-tuple and inode."""
     proc = fixture_proc(tmp_path)
-    found = read_ssh_clients(proc, {22, 2222})
-    assert {str(a) for a in found} == {
-        "192.168.100.22",
-        "192.168.100.23",
-        "11.11.11.11",
-        "2001:db8::99",
+    found = read_ssh_connections(proc, {22, 2222})
+    assert {(str(c.client), c.port) for c in found} == {
+        ("192.168.100.22", 0xD431),
+        ("192.168.100.23", 0xC351),
+        ("11.11.11.11", 0xD434),
+        ("2001:db8::99", 0xC350),
     }
-    assert read_ssh_clients(proc, {8080}) == {canonical_address("203.0.113.42")}
-    assert read_ssh_clients(tmp_path / "nope", {22}) == set()
+    assert found[0].key == "0A00000A:0016 1664A8C0:D431 2"
+    assert [c.client for c in read_ssh_connections(proc, {8080})] == [
+        canonical_address("203.0.113.42")
+    ]
+    assert read_ssh_connections(tmp_path / "nope", {22}) == []
 
 
-def test_ssh_session_client_is_never_banned(tmp_path: Path) -> None:
-    """A finding about a live SSH client is NONE (allowlisted); an active ban of an
-    address that opens a session later is lifted by the next expire."""
-    proc = fixture_proc(tmp_path)
-    clock = FakeClock(T0)
-    engine = DecisionEngine(
-        DecisionsConfig(proc_root=proc), Ledger(tmp_path / "l", clock), clock, host_addresses=list
+ATTACKER_CONN = SshConnection(canonical_address("198.51.100.66"), 54321, "A 4266 1")
+ADMIN_CONN = SshConnection(canonical_address("198.51.100.5"), 50000, "A 0505 2")
+V6_CONN = SshConnection(canonical_address("2001:db8::99"), 50001, "B 99 3")
+
+
+def ssh_engine(
+    tmp_path: Path, connections: list[SshConnection], clock: FakeClock, **config: Any
+) -> DecisionEngine:
+    return DecisionEngine(
+        DecisionsConfig(**config),
+        Ledger(tmp_path / "l", clock),
+        clock,
+        host_addresses=list,
+        ssh_clients=lambda: list(connections),
     )
-    d = engine.decide(finding("192.168.100.22"))
-    assert (d.action, d.reason) == (Action.NONE, "allowlisted (live SSH session)")
-    banned = engine.decide(finding("203.0.113.5"))
+
+
+def test_a_pre_auth_ssh_connection_protects_no_one(tmp_path: Path) -> None:
+    """A brute-forcer's own open connection to sshd (established, not logged in) is no
+    session: its findings, of any detector, are bans; a manual ban of it is taken; and
+    its /64 neighbour's open connection does not shrink an IPv6 ban to the /128."""
+    clock = FakeClock(T0)
+    other = ATTACKER_CONN._replace(client=canonical_address("198.51.100.77"), key="A 77 4")
+    engine = ssh_engine(tmp_path, [ATTACKER_CONN, other, V6_CONN], clock)
+    d = engine.decide(finding("198.51.100.66"))
+    assert (d.action, d.reason.startswith("high finding")) == (Action.BAN, True)
+    exploit = Finding(T0, "model_exploit", Severity.CRITICAL, "198.51.100.77", "k", 1, 1.0, "m")
+    assert engine.decide(exploit).action is Action.BAN
+    engine.unban("198.51.100.66")
+    assert engine.manual_ban("198.51.100.66", 60, "x", "root").action is Action.BAN
+    d = engine.decide(finding("2001:db8::7"))
+    assert d.target is not None
+    assert d.target.text == "2001:db8::/64"
+
+
+def test_a_logged_in_ssh_session_keeps_its_client_in(tmp_path: Path) -> None:
+    """Once sshd logged the login ("Accepted ... port N") on an open connection, its
+    client is allowlisted: findings are NONE, a manual ban is refused, a neighbour's
+    IPv6 ban is the /128, an earlier ban is lifted by the next expire; a login whose
+    connection is not open protects no one."""
+    clock = FakeClock(T0)
+    conns = [ATTACKER_CONN]
+    engine = ssh_engine(tmp_path, conns, clock)
+    banned = engine.decide(finding("198.51.100.5"))
     assert banned.action is Action.BAN
-    rows = (proc / "net" / "tcp").read_text()
-    rows += "   6: 0A00000A:0016 0571CBCB:D439 01 00000000:00000000 02:00000000 0 0 0 6 1\n"
-    (proc / "net" / "tcp").write_text(rows.replace("0571CBCB", "057100CB"))
+    engine.ssh_login("198.51.100.66", 11111, T0)  # another port: not this connection
+    assert engine.decide(finding("198.51.100.66")).action is Action.BAN
+    conns += [ADMIN_CONN, V6_CONN]
+    engine.ssh_login("198.51.100.5", ADMIN_CONN.port, T0)
     clock.advance(2)
     assert engine.expire() == [banned]
-    assert engine.active() == []
+    d = engine.decide(finding("198.51.100.5"))
+    assert (d.action, d.reason) == (Action.NONE, "allowlisted (live SSH session)")
+    with pytest.raises(ValueError, match="holds the client of a live SSH session"):
+        engine.manual_ban("198.51.100.5", 60, "x", "root")
+    engine.ssh_login("2001:db8::99", V6_CONN.port, T0)
+    d = engine.decide(finding("2001:db8::7"))
+    assert d.target is not None
+    assert d.target.text == "2001:db8::7"
+
+
+def test_an_ssh_connection_older_than_login_grace_time_is_a_session(tmp_path: Path) -> None:
+    """sshd drops a connection that has not logged in within LoginGraceTime: one seen
+    open for longer is a session (its login line missed); a new socket on the same
+    4-tuple starts afresh; with ssh_login_grace_time 0 (no limit) age proves nothing."""
+    clock = FakeClock(T0)
+    conns = [ADMIN_CONN]
+    engine = ssh_engine(tmp_path, conns, clock)
+    assert engine.decide(finding("198.51.100.5")).action is Action.BAN
+    engine.unban("198.51.100.5")
+    clock.advance(120)
+    assert engine.decide(finding("198.51.100.5")).action is Action.BAN
+    engine.unban("198.51.100.5")
+    clock.advance(10)
+    assert engine.decide(finding("198.51.100.5")).action is Action.NONE
+    conns[0] = ADMIN_CONN._replace(key="A 0505 99")  # closed, and a new connection
+    clock.advance(2)
+    assert engine.decide(finding("198.51.100.5")).action is Action.BAN
+    clock = FakeClock(T0)
+    engine = ssh_engine(tmp_path / "b", [ADMIN_CONN], clock, ssh_login_grace_time="0s")
+    engine.expire()
+    clock.advance(86_400)
+    assert engine.decide(finding("198.51.100.5")).action is Action.BAN
+
+
+def test_an_ssh_login_is_kept_across_a_restart_while_its_connection_is_open(
+    tmp_path: Path,
+) -> None:
+    """A restart does not unprotect a logged-in admin: the login is restored from the
+    ledger for its socket; once that socket closes it is forgotten, there too."""
+    clock = FakeClock(T0)
+    conns = [ADMIN_CONN]
+    engine = ssh_engine(tmp_path, conns, clock)
+    engine.ssh_login("198.51.100.5", ADMIN_CONN.port, T0)
+    engine.ledger.close()
+    engine = ssh_engine(tmp_path, conns, clock)
+    assert engine.decide(finding("198.51.100.5")).action is Action.NONE
+    conns[0] = ADMIN_CONN._replace(key="A 0505 99")  # the same 4-tuple, another socket
+    clock.advance(2)
+    engine.expire()
+    engine.ledger.close()
+    engine = ssh_engine(tmp_path, conns, clock)
+    assert engine.ledger.ssh_logins() == []
+    assert engine.decide(finding("198.51.100.5")).action is Action.BAN
+
+
+def test_sshd_login_lines_reach_the_engine_through_the_pipeline(tmp_path: Path) -> None:
+    """The pipeline hands sshd's "Accepted" lines to the engine in line order: the admin
+    who logged in is not banned for the failures after the login, the brute-forcer
+    still connected before its next password is."""
+    clock = FakeClock(T0)
+    engine = ssh_engine(tmp_path, [ATTACKER_CONN, ADMIN_CONN], clock)
+    pipeline = Pipeline(detectors=build_detectors({}), engine=engine, runner=None, clock=clock)
+    admin = [ssh_fail(T0 + i, "198.51.100.5") for i in range(2)]
+    admin.append(ssh_accepted(T0 + 2, "198.51.100.5", ADMIN_CONN.port))
+    admin += [ssh_fail(T0 + 3 + i, "198.51.100.5") for i in range(4)]  # su, another user
+    attack = [ssh_fail(T0 + 10 + i, "198.51.100.66") for i in range(5)]
+    pipeline.process(LineBatch("auth", "sshd", admin + attack, 0.0))
+    assert pipeline.decisions == {("none", "ssh_bruteforce"): 1, ("ban", "ssh_bruteforce"): 1}
+    assert [str(d.target) for d in engine.active()] == ["198.51.100.66"]
 
 
 def test_ipv6_ban_of_an_ssh_clients_neighbour_bans_only_the_address(tmp_path: Path) -> None:
-    """An IPv6 /64 holding a live SSH client is not banned whole: only the attacker's /128."""
+    """An IPv6 /64 holding a logged-in SSH client (read from the socket table) is not
+    banned whole: only the attacker's /128."""
     proc = fixture_proc(tmp_path)
     clock = FakeClock(T0)
     engine = DecisionEngine(
         DecisionsConfig(proc_root=proc), Ledger(tmp_path / "l", clock), clock, host_addresses=list
     )
+    engine.ssh_login("2001:db8::99", 0xC350, T0)
     d = engine.decide(finding("2001:db8::7"))
     assert d.action is Action.BAN
     assert d.target is not None
@@ -113,7 +224,8 @@ def test_live_ssh_client_from_the_real_socket_table(
     tmp_path: Path, listener: socket.socket
 ) -> None:
     """A real TCP connection to the configured ssh port, from one of this host's own
-    non-loopback addresses (with host addresses not allowlisted), protects that address."""
+    non-loopback addresses (with host addresses not allowlisted), logged in, protects
+    that address."""
     port = listener.getsockname()[1]
     mine = [
         a
@@ -125,10 +237,12 @@ def test_live_ssh_client_from_the_real_socket_table(
     client = socket.create_connection((mine[0], port), timeout=5, source_address=(mine[0], 0))
     peer, _addr = listener.accept()
     try:
-        assert canonical_address(mine[0]) in read_ssh_clients(Path("/proc"), {port})
+        found = read_ssh_connections(Path("/proc"), {port})
+        assert canonical_address(mine[0]) in [c.client for c in found]
         clock = FakeClock(T0)
         cfg = DecisionsConfig(allow_host_addresses=False, ssh_ports=(port,))
         engine = DecisionEngine(cfg, Ledger(tmp_path / "l", clock), clock)
+        engine.ssh_login(mine[0], client.getsockname()[1], T0)
         d = engine.decide(finding(mine[0]))
         assert (d.action, d.reason) == (Action.NONE, "allowlisted (live SSH session)")
     finally:
@@ -209,6 +323,31 @@ def test_storm_brake_stays_tripped_across_a_restart(tmp_path: Path) -> None:
     clock.advance(300)
     engine.expire()
     assert engine.counters().brake_tripped_since is None
+
+
+def test_storm_brake_counts_one_ipv6_prefix_holder_once(tmp_path: Path) -> None:
+    """Bans of many /64s of one /48 (one holder's allocation) count as one party: they
+    neither trip the brake nor keep it from banning others, across a restart too; NAT64
+    clients (one IPv4 host each) and IPv4 addresses count one each."""
+    clock = FakeClock(T0)
+    cfg = DecisionsConfig(max_bans_per_minute=4, allow_ssh_sessions=False)
+
+    def start() -> DecisionEngine:
+        return DecisionEngine(cfg, Ledger(tmp_path / "l", clock), clock, host_addresses=list)
+
+    def decide(engine: DecisionEngine, client: str) -> Action:
+        return engine.decide(finding(client)).action
+
+    engine = start()
+    assert {decide(engine, f"2001:db8:beef:{i:x}::1") for i in range(61)} == {Action.BAN}
+    assert engine.counters().brake_tripped_since is None
+    assert decide(engine, "64:ff9b::203.0.113.1") is Action.BAN
+    engine = start()  # the window is rebuilt with its parties
+    assert decide(engine, "2001:db8:beef:1000::1") is Action.BAN
+    assert decide(engine, "64:ff9b::203.0.113.2") is Action.BAN
+    assert decide(engine, "203.0.113.3") is Action.BAN
+    assert decide(engine, "203.0.113.4") is Action.ALERT
+    assert engine.counters().brake_tripped_since == T0
 
 
 def _check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:

@@ -263,6 +263,7 @@ def test_check_config_warns_about_trusted_proxies_that_let_anyone_spoof(
     """trusted_proxies = ["::/0"] lets any client set X-Forwarded-For: a WARNING."""
     err = _warned(tmp_path, '[parsers]\ntrusted_proxies = ["::/0"]\n', capsys)
     assert "WARNING: parsers.trusted_proxies holds ::/0: any client in it can set " in err
+    assert "and is never banned itself" in err
     err = _warned(tmp_path, '[parsers]\ntrusted_proxies = ["192.0.2.10"]\n', capsys)
     assert err == ""
 
@@ -276,3 +277,21 @@ def test_check_config_warns_when_every_logged_credential_is_believed(
     assert 'WARNING: parsers.credentials = "checked": a user or API key id' in err
     for mode in ("learned", "unchecked"):
         assert _warned(tmp_path, f'[parsers]\ncredentials = "{mode}"\n', capsys) == ""
+
+
+def test_check_config_notes_that_trusted_proxies_are_never_banned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check-config says (a note on stdout, no warning) that trusted proxies are never
+    banned; nothing is said without them."""
+    path = tmp_path / "c.toml"
+    path.write_text('[parsers]\ntrusted_proxies = ["10.0.0.2/32", "2001:db8::7/128"]\n')
+    assert main(["check-config", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "note: parsers.trusted_proxies (10.0.0.2/32, 2001:db8::7/128) are never banned" in (
+        out.out
+    )
+    assert out.err == ""
+    path.write_text("")
+    assert main(["check-config", str(path)]) == 0
+    assert "note:" not in capsys.readouterr().out

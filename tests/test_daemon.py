@@ -280,6 +280,24 @@ def test_reload_applies_new_config_and_keeps_bans(
         r.stop()
 
 
+def test_reload_that_trusts_a_proxy_allows_it_and_lifts_its_ban(
+    tmp_path: Path, logs: Path, now_epoch: float
+) -> None:
+    """The daemon's engine allowlists `[parsers] trusted_proxies`, at a reload too: a
+    proxy named there is no longer banned."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        _append(logs / "auth.log", [ssh_fail(now_epoch + i, "198.51.100.35") for i in range(6)])
+        assert wait_for(lambda: "198.51.100.35" in r.active(), timeout=15)
+        path.write_text(path.read_text() + '[parsers]\ntrusted_proxies = ["198.51.100.35/32"]\n')
+        r.daemon.request_reload()
+        assert wait_for(lambda: r.daemon.reloads["ok"] == 1)
+        assert wait_for(lambda: "198.51.100.35" not in r.active(), timeout=15)
+    finally:
+        r.stop()
+
+
 def test_unban_on_the_control_socket_lets_the_next_attack_be_banned_again(
     tmp_path: Path, logs: Path, now_epoch: float
 ) -> None:

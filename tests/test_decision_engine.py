@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
@@ -545,6 +546,26 @@ def test_reconfigure_keeps_bans_and_applies_allowlist(env: Env) -> None:
     assert engine.active() == [kept]
     assert engine.expire() == [lifted]
     assert engine.counters().decisions[Action.BAN] == 2
+
+
+def test_trusted_proxies_are_never_banned(env: Env) -> None:
+    """`[parsers] trusted_proxies` join the allowlist: the proxy itself (its own requests,
+    or its clients' without X-Forwarded-For) is never banned, by hand neither; a reload
+    that adds one lifts its ban, one that does not name them keeps them."""
+    proxy = ipaddress.ip_network("10.0.0.2/32")
+    ledger = Ledger(env.path, env.clock)
+    engine = DecisionEngine(
+        DecisionsConfig(), ledger, env.clock, host_addresses=no_hosts, trusted_proxies=[proxy]
+    )
+    d = engine.decide(finding("10.0.0.2", detector="http_auth"))
+    assert (d.action, d.reason) == (Action.NONE, "allowlisted (10.0.0.2/32)")
+    with pytest.raises(ValueError, match=r"is allowlisted \(10.0.0.2/32\)"):
+        engine.manual_ban("10.0.0.0/24", 60, "x", "root")
+    banned = engine.decide(finding("10.0.0.3"))
+    engine.reconfigure(DecisionsConfig(), [proxy, ipaddress.ip_network("10.0.0.3/32")])
+    assert engine.expire() == [banned]
+    engine.reconfigure(DecisionsConfig(ban_ttl="2h"))
+    assert engine.decide(finding("10.0.0.2")).action is Action.NONE
 
 
 def test_expire_purges_old_history(env: Env) -> None:

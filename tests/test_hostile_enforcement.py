@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import nginx_line, ssh_fail
+from conftest import nginx_line, ssh_accepted, ssh_fail
 
 from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
@@ -64,7 +64,8 @@ class CommandBan(Responder):
 
 
 def _proc(tmp_path: Path) -> Path:
-    """A socket table with a live SSH session from SSH_CLIENT (198.51.100.22 = 1664 33C6)."""
+    """A socket table with an SSH connection from SSH_CLIENT (198.51.100.22 = 1664 33C6,
+    port 54321 = D431), logged in by the first line of the test's sshd batch."""
     net = tmp_path / "proc" / "net"
     net.mkdir(parents=True)
     (net / "tcp").write_text(
@@ -78,7 +79,7 @@ def _proc(tmp_path: Path) -> Path:
 def test_hostile_addresses_never_cause_a_command_or_a_ban(
     tmp_path: Path, now_epoch: float, hostile: str
 ) -> None:
-    """sshd and nginx lines whose address is hostile, allowlisted or a live SSH client's
+    """sshd and nginx lines whose address is hostile, allowlisted or a logged-in SSH client's
     decide no enforcement, run no command (FakeRunner records nothing) and raise nothing;
     a real attacker in the same batch is banned with exactly one command."""
     clock = FakeClock(now_epoch + 60)
@@ -100,7 +101,8 @@ def test_hostile_addresses_never_cause_a_command_or_a_ban(
         clock=clock,
         on_decision=decided.append,
     )
-    ssh = [ssh_fail(now_epoch + i, hostile) for i in range(12)]
+    ssh = [ssh_accepted(now_epoch, SSH_CLIENT, 54321)]
+    ssh += [ssh_fail(now_epoch + i, hostile) for i in range(12)]
     web = [nginx_line(now_epoch + i, hostile, f"/.env{i}", 404) for i in range(60)]
     pipeline.process(LineBatch("auth", "sshd", ssh, 0.0))
     pipeline.process(LineBatch("web", "nginx", web, 0.0))

@@ -103,6 +103,24 @@ def test_allowlisted_address_is_reported_with_reason(tmp_path: Path, now_epoch: 
     assert "allowlist" in decision["reason"]
 
 
+def test_a_trusted_proxy_is_never_banned(tmp_path: Path, now_epoch: float) -> None:
+    """Failed logins from a trusted proxy without X-Forwarded-For are the proxy's: found,
+    and not banned (banning it would cut off every client behind it)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[parsers]\ntrusted_proxies = ["10.0.0.2/32"]\n')
+    log = tmp_path / "access.log"
+    lines = [
+        nginx_line(now_epoch - 60 + i, "10.0.0.2", "/v1/chat/completions", 401) for i in range(40)
+    ]
+    log.write_text("\n".join(lines) + "\n")
+    res = _replay(str(log), "--format", "nginx", "--json", "--config", str(cfg))
+    decisions = [o for o in _objects(res.stdout) if o["type"] == "decision"]
+    assert decisions
+    assert {(o["action"], o["reason"]) for o in decisions} == {
+        ("none", "allowlisted (10.0.0.2/32)")
+    }
+
+
 def test_unparsed_lines_are_counted_and_skipped(tmp_path: Path, now_epoch: float) -> None:
     """Garbage and irrelevant lines are counted as unparsed; the good lines still count."""
     log = tmp_path / "access.log"

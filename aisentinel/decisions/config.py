@@ -94,9 +94,17 @@ class DecisionsConfig(StrictModel):
     host_refresh_interval: Interval = 30.0
     """How often the host's own addresses are read again (DHCP, VPNs); 10ms-1h."""
     allow_ssh_sessions: bool = True
-    """Never ban the client of an established SSH session (the kernel's socket table)."""
+    """Never ban the client of a logged-in SSH session: a connection to ``ssh_ports`` in
+    the kernel's socket table on which sshd logged ``Accepted ...``, or that has been
+    open longer than ``ssh_login_grace_time``. A connection that has not logged in (a
+    brute-forcer's own, between its passwords) protects no one."""
     ssh_ports: tuple[Port, ...] = Field(default=(22,), max_length=64)
     """The ports sshd listens on (1-65535; up to 64 of them)."""
+    ssh_login_grace_time: Annotated[Duration, DurationBounds(0.0, 86_400.0)] = 120.0
+    """sshd's ``LoginGraceTime`` (``sshd -T | grep logingracetime``; OpenSSH's default is
+    2m): sshd drops a connection that has not logged in by then, so one open longer
+    is a session even when its login was not read. 0s, as in sshd, means no limit:
+    then only a logged login counts. Never set it shorter than sshd's; 0s-1d."""
     proc_root: Path = Path("/proc")
     """procfs, where the socket table (``net/tcp``, ``net/tcp6``) and addresses are read."""
     ban_severity: SeverityName = Severity.HIGH

@@ -17,15 +17,19 @@ For an address:
 9. otherwise                         -> BAN, TTL escalated by earlier offences
 
 The allowlist of step 3 is loopback, the configured ``allowlist``, ``admin_cidrs``
-and ``monitoring_hosts``, the host's own addresses (re-read every
+and ``monitoring_hosts``, ``[parsers] trusted_proxies`` (a ban of the proxy would cut
+off every client behind it), the host's own addresses (re-read every
 ``host_refresh_interval``), the networks an operator allowed at run time
 (``aisentinel allow``, until their expiry; kept in the ledger and restored at start)
-and the client of every established SSH
-session (the kernel's socket table, ``ssh_ports``, read at most once a second). When
-one of them changes, :meth:`DecisionEngine.expire` lifts the active bans it now covers.
+and the client of every logged-in SSH session (the kernel's socket table,
+``ssh_ports``, read at most once a second: a connection on which sshd logged a login,
+:meth:`DecisionEngine.ssh_login`, or that outlived ``ssh_login_grace_time``; a
+brute-forcer's own connection is none). When one of them changes,
+:meth:`DecisionEngine.expire` lifts the active bans it now covers.
 
-The storm brake (:class:`~aisentinel.decisions.brakes.StormBrake`): more than
-``max_bans_per_minute`` new enforcements within a minute trip it; it stays tripped
+The storm brake (:class:`~aisentinel.decisions.brakes.StormBrake`): new enforcements of
+more than ``max_bans_per_minute`` parties within a minute trip it (an IPv6 /48 is one
+party: one holder's many /64s must not trip it); it stays tripped
 (every would-be ban an alert) until ``aisentinel brake reset`` or until the rate of
 would-be bans stayed below half the limit for ``brake_cooldown``. Its state (since
 when it is tripped, since when it is calm) is kept in the ledger, and a starting
@@ -65,7 +69,7 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from sys import intern
@@ -87,9 +91,11 @@ from aisentinel.decisions.brakes import (
     WINDOW_SECONDS,
     AllowEntry,
     RuntimeAllowlist,
+    SshConnection,
     SshSessions,
     StormBrake,
-    read_ssh_clients,
+    read_ssh_connections,
+    storm_party,
 )
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.ledger import Ledger
@@ -235,6 +241,16 @@ def _covers(network: IPNetwork, decision: Decision) -> bool:
     return target.network.version == network.version and target.network.overlaps(network)
 
 
+def _party_of(text: str) -> Hashable:
+    """Whom the storm brake counts the enforcement of the target ``text`` as (see
+    :func:`~aisentinel.decisions.brakes.storm_party`)."""
+    try:
+        parsed = parse_target_text(text)
+    except ValueError:
+        return text
+    return parsed if isinstance(parsed, str) else storm_party(parsed)
+
+
 def _iso(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat(timespec="seconds")
 
@@ -258,9 +274,13 @@ class DecisionEngine:
         clock: Clock,
         *,
         host_addresses: Callable[[], Iterable[str]] | None = None,
-        ssh_clients: Callable[[], Iterable[IPAddress]] | None = None,
+        ssh_clients: Callable[[], Iterable[SshConnection]] | None = None,
+        trusted_proxies: Iterable[IPNetwork] = (),
     ) -> None:
         self.config = config
+        self.trusted_proxies = tuple(trusted_proxies)
+        """``[parsers] trusted_proxies``: never banned (the clients behind them are judged
+        by their forwarded address; the proxy's own requests are theirs too)."""
         self.ledger = ledger
         self.clock = clock
         self._host_source = host_addresses or read_host_addresses
@@ -294,9 +314,12 @@ class DecisionEngine:
         self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
         self._runtime = RuntimeAllowlist()
         self._ssh = SshSessions(
-            ssh_clients or (lambda: read_ssh_clients(self.config.proc_root, self.config.ssh_ports)),
+            ssh_clients
+            or (lambda: read_ssh_connections(self.config.proc_root, self.config.ssh_ports)),
             clock.monotonic,
+            config.ssh_login_grace_time,
         )
+        self._ssh.restore(self._ledger(self.ledger.ssh_logins, []))
         self._ssh_swept: frozenset[IPAddress] = frozenset()
         self._counts = dict.fromkeys(Action, 0)
         self._rejected = dict.fromkeys(REJECT_REASONS, 0)
@@ -545,7 +568,7 @@ class DecisionEngine:
             return make(
                 Action.ALERT, subject, "workload action is alert (throttle and freeze are off)"
             )
-        allowed = self._brake.attempt(now)
+        allowed = self._brake.attempt(now, storm_party(target))
         if self._brake.tripped_since != self._brake_saved:  # tripped or released
             self._save_brake(now)
         if not allowed:
@@ -813,8 +836,10 @@ class DecisionEngine:
         since = self.clock.now() - WINDOW_SECONDS
         if saved is not None and tripped is None:
             since = max(since, saved[2])  # a release empties the window
-        recent: list[float] = self._ledger(lambda: self.ledger.enforcement_times(since, MANUAL), [])
-        self._brake.restore(tripped, recent)
+        recent: list[tuple[float, str]] = self._ledger(
+            lambda: self.ledger.enforcement_times(since, MANUAL), []
+        )
+        self._brake.restore(tripped, [(at, _party_of(text)) for at, text in recent])
         if tripped is not None:
             log.warning(
                 "ban storm brake still tripped from before the restart: new bans are alerts "
@@ -862,6 +887,23 @@ class DecisionEngine:
             return None
         return self._ssh.holding(network)
 
+    def ssh_login(self, client: str, port: int | None, at: float) -> None:
+        """sshd logged a login (``Accepted ... from CLIENT port PORT``) at ``at``: the
+        open connection it names is a session whose client is never banned (while
+        ``allow_ssh_sessions``), kept in the ledger until it closes. A connection
+        that is not open (any more) gets nothing; neither does a bad address."""
+        if not self.config.allow_ssh_sessions:
+            return
+        try:
+            addr = canonical_address(client)
+        except ValueError:
+            return
+        with self._op:
+            bound = self._ssh.login(addr, port, at)
+            if bound:  # restored at start: a restart must not unprotect the admin
+                self._ledger(lambda: self.ledger.record_ssh_login(bound, str(addr), at), None)
+                log.info("SSH login: never banned while connected", client=str(addr))
+
     def _refresh_allow_sources(self, now: float) -> None:
         """Re-read what may have changed (host addresses, SSH sessions, runtime entries)
         and queue the lifting of active bans the allowlist covers now."""
@@ -870,14 +912,20 @@ class DecisionEngine:
         if changed:  # one rebuild and one sweep, whichever of them changed
             self.allowlist = self._build_allowlist()
         clients = self._ssh.current() if self.config.allow_ssh_sessions else frozenset()
+        closed = self._ssh.closed()
+        if closed:
+            self._ledger(lambda: self.ledger.forget_ssh_logins(closed), None)
         if changed or not clients <= self._ssh_swept:
             self._sweep()
         self._ssh_swept = clients
 
     # ------------------------------------------------------------------ config
 
-    def reconfigure(self, config: DecisionsConfig) -> None:
-        """Apply a reloaded ``[decisions]`` table, keeping active bans and counters.
+    def reconfigure(
+        self, config: DecisionsConfig, trusted_proxies: Iterable[IPNetwork] | None = None
+    ) -> None:
+        """Apply a reloaded ``[decisions]`` table (and ``[parsers] trusted_proxies``, kept
+        when ``None``), keeping active bans and counters.
 
         Active bans of addresses that are allowlisted now are reported by the next
         :meth:`expire`; simulated bans are dropped when ``simulate`` was turned off.
@@ -887,6 +935,9 @@ class DecisionEngine:
             if config != self.config:
                 self.policy += 1
             self.config = config
+            if trusted_proxies is not None:
+                self.trusted_proxies = tuple(trusted_proxies)
+            self._ssh.grace = config.ssh_login_grace_time
             self._brake.configure(config.max_bans_per_minute, config.brake_cooldown)
             self._hosts = self._read_hosts()
             self.allowlist = self._build_allowlist()
@@ -983,7 +1034,9 @@ class DecisionEngine:
     def _build_allowlist(self) -> Allowlist:
         cfg = self.config
         configured = (*cfg.allowlist, *cfg.admin_cidrs, *cfg.monitoring_hosts)
-        return Allowlist.build((*configured, *self._runtime.networks()), self._hosts)
+        return Allowlist.build(
+            (*configured, *self.trusted_proxies, *self._runtime.networks()), self._hosts
+        )
 
     def _build_workload_allowlist(self) -> WorkloadAllowlist:
         wl = self.config.workload_allowlist

@@ -39,7 +39,9 @@ fields as JSON) and counts throttles and freezes as enforcements like bans. Vers
 also holds table ``allows``, the operators' runtime allowlist entries (``aisentinel
 allow``) with their expiry, restored by a starting engine, and table ``brake``, the
 storm brake's state (one row: when it tripped, when its calm began, when that was
-written), restored too. Both are created when missing each time a ledger is opened,
+written), restored too, and table ``ssh_logins``, the SSH connections sshd logged a
+login on (one row per socket while it is open, so a restart does not stop protecting a
+logged-in admin). They are created when missing each time a ledger is opened,
 without a new version: the release before them ignores tables it does not know, but
 moves a file whose ``user_version`` is newer than its own aside (every ban with it),
 so a package rollback would lose them. A schema change that older code cannot read
@@ -116,6 +118,11 @@ CREATE TABLE IF NOT EXISTS brake (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     tripped_since REAL,
     calm_since REAL,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ssh_logins (
+    socket TEXT PRIMARY KEY,
+    client TEXT NOT NULL,
     ts REAL NOT NULL
 );
 """
@@ -311,7 +318,7 @@ class Ledger:
             self._migrate_v1(db)
         elif columns and columns != _COLUMNS:
             raise LedgerCorruptError(f"unexpected columns in table decisions: {columns}")
-        # Tables added within version 2 (allows, brake) are created when missing, the
+        # Tables added within version 2 (allows, brake, ssh_logins) are created when missing, the
         # version left as it is: see the module docstring (downgrade safety).
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -568,6 +575,7 @@ class Ledger:
                     (before,),
                 ),
                 ("DELETE FROM allows WHERE expires_at < ?", (before,)),
+                ("DELETE FROM ssh_logins WHERE ts < ?", (before,)),
             ]
         )
         return sum(c.rowcount for c in cursors) if cursors else 0
@@ -600,6 +608,22 @@ class Ledger:
             ]
         )
 
+    def record_ssh_login(self, sockets: Iterable[str], client: str, ts: float) -> None:
+        """Store that sshd logged a login from ``client`` at ``ts`` on the connections
+        ``sockets`` (their keys in the socket table): restored at start."""
+        sql = "INSERT OR REPLACE INTO ssh_logins (socket, client, ts) VALUES (?, ?, ?)"
+        self._write([(sql, (key, client, ts)) for key in sockets])
+
+    def forget_ssh_logins(self, sockets: Iterable[str]) -> None:
+        """Drop the logins of connections that are closed now."""
+        self._write([("DELETE FROM ssh_logins WHERE socket = ?", (key,)) for key in sockets])
+
+    def ssh_logins(self) -> list[tuple[str, float]]:
+        """The stored logins: (socket key, when sshd logged it)."""
+        with self._lock:
+            rows = self._db.execute("SELECT socket, ts FROM ssh_logins ORDER BY ts").fetchall()
+        return [(str(key), float(ts)) for key, ts in rows]
+
     def brake(self) -> tuple[float | None, float | None, float] | None:
         """The stored storm brake state (tripped_since, calm_since, written at), or
         ``None`` when none was ever stored."""
@@ -616,16 +640,17 @@ class Ledger:
             float(at),
         )
 
-    def enforcement_times(self, since: float, exclude_detector: str) -> list[float]:
+    def enforcement_times(self, since: float, exclude_detector: str) -> list[tuple[float, str]]:
         """When the enforcements decided after ``since`` were decided (forgiven, ended
-        and simulated ones included), but for those of ``exclude_detector``."""
+        and simulated ones included), but for those of ``exclude_detector``, with their
+        target's text."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT ts FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
+                "SELECT ts, target FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
                 "AND ts > ? AND detector != ? ORDER BY ts",
                 (since, exclude_detector),
             ).fetchall()
-        return [float(ts) for (ts,) in rows]
+        return [(float(ts), str(target)) for ts, target in rows]
 
     def allows(self, now: float) -> list[tuple[str, float, str, str]]:
         """The runtime allowlist entries that end after ``now``: (network text,
