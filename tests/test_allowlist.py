@@ -183,3 +183,40 @@ def test_read_host_addresses_on_this_host() -> None:
     if not Path("/proc/net/fib_trie").exists():
         pytest.skip("/proc/net/fib_trie is not available here")
     assert "127.0.0.1" in read_host_addresses()
+
+
+@pytest.mark.parametrize(
+    "network",
+    [
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "9.0.0.0/8",
+        "192.0.2.0/24",
+        "192.0.2.128/25",
+        "192.0.3.0/24",
+        "198.51.0.0/16",
+        "198.51.100.5/32",
+        "198.51.100.6/32",
+        "0.0.0.0/0",
+        "2001:db8::/32",
+        "2001:db8:1::/64",
+        "2001:db9::/32",
+        "2001:db8:ffff::/48",
+        "::/0",
+    ],
+)
+def test_overlapping_prefix_agrees_with_a_scan(network: str) -> None:
+    """The integer overlap test finds an allowlisted network exactly when one overlaps."""
+    allow = Allowlist.build(
+        [
+            ipaddress.ip_network("10.1.2.0/24"),
+            ipaddress.ip_network("192.0.2.0/25"),
+            ipaddress.ip_network("198.51.100.5/32"),
+            ipaddress.ip_network("2001:db8:ffff:1::/64"),
+        ]
+    )
+    net = ipaddress.ip_network(network)
+    scan = [n for n in allow.networks if n.version == net.version and n.overlaps(net)]
+    found = allow.overlapping_prefix(net.network_address, net.prefixlen)
+    assert (found is None) == (not scan)
+    assert found is None or found in scan

@@ -13,8 +13,22 @@ from pydantic import ValidationError
 
 from aisentinel.clock import EventClock, FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger, ban_ttl
-from aisentinel.decisions.engine import ADDRESSES_MAX, PURGE_INTERVAL_SECONDS
-from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
+from aisentinel.decisions.brakes import SshConnection
+from aisentinel.decisions.engine import (
+    ADDRESSES_MAX,
+    PURGE_INTERVAL_SECONDS,
+    unbannable,
+    unbannable_network,
+    unbannable_target,
+)
+from aisentinel.events import (
+    Action,
+    AddressTarget,
+    Decision,
+    Finding,
+    Severity,
+    canonical_address,
+)
 
 T0 = 1_764_000_000.0
 HOUR = 3600.0
@@ -246,18 +260,20 @@ def test_allow_expiry_and_host_change_together_rebuild_and_sweep_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When a runtime allow ends and the host addresses change in the same expire(), the
-    allowlist is rebuilt and the bans swept once, and both changes take effect."""
+    allowlist is rebuilt once, only the ban of the new host address is checked (no full
+    sweep), and both changes take effect."""
     clock = FakeClock(T0)
     hosts: list[str] = []
     engine = DecisionEngine(
         DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock, host_addresses=lambda: hosts
     )
     ban = engine.decide(finding("198.51.100.50"))
+    engine.decide(finding("198.51.100.51"))
     engine.allow("192.0.2.0/24", 1.0, "root")
     hosts.append("198.51.100.50")
     clock.advance(DecisionsConfig().host_refresh_interval)  # the allow ends meanwhile
-    calls = {"build": 0, "sweep": 0}
-    build, sweep = engine._build_allowlist, engine._sweep
+    calls = {"build": 0, "sweep": 0, "checked": 0}
+    build, sweep, forbidden = engine._build_allowlist, engine._sweep, engine._forbidden
 
     def counted_build() -> Any:
         calls["build"] += 1
@@ -267,10 +283,15 @@ def test_allow_expiry_and_host_change_together_rebuild_and_sweep_once(
         calls["sweep"] += 1
         sweep()
 
+    def counted_forbidden(ban: Decision) -> str | None:
+        calls["checked"] += 1
+        return forbidden(ban)
+
     monkeypatch.setattr(engine, "_build_allowlist", counted_build)
     monkeypatch.setattr(engine, "_sweep", counted_sweep)
+    monkeypatch.setattr(engine, "_forbidden", counted_forbidden)
     assert engine.expire() == [ban]
-    assert calls == {"build": 1, "sweep": 1}
+    assert calls == {"build": 1, "sweep": 0, "checked": 1}
     assert engine.decide(finding("192.0.2.9")).action is Action.BAN
 
 
@@ -707,3 +728,146 @@ def test_address_cache_is_bounded_and_keeps_the_newest(env: Env) -> None:
     assert len(engine._addresses) == ADDRESSES_MAX
     assert clients[0] not in engine._addresses
     assert clients[-1] in engine._addresses
+
+
+# --------------------------------------------------------------------------- sweeps
+
+
+def _counting_forbidden(engine: DecisionEngine, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the target of every ban the engine checks against the allowlist."""
+    checked: list[str] = []
+    forbidden = engine._forbidden
+
+    def counted(ban: Decision) -> str | None:
+        checked.append(text(ban))
+        return forbidden(ban)
+
+    monkeypatch.setattr(engine, "_forbidden", counted)
+    return checked
+
+
+def test_a_new_ssh_client_checks_only_the_bans_that_hold_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new SSH session (logged in) lifts its own ban after checking only the bans that
+    could hold it (its own and the network bans around it), not every ban in force."""
+    clock = FakeClock(T0)
+    ssh: list[SshConnection] = []
+    engine = DecisionEngine(
+        DecisionsConfig(max_bans_per_minute=1000),
+        Ledger(tmp_path / "l.sqlite", clock),
+        clock,
+        host_addresses=no_hosts,
+        ssh_clients=lambda: list(ssh),
+    )
+    for i in range(200):
+        engine.decide(finding(f"198.51.{i // 250}.{i % 250 + 1}"))
+    engine.manual_ban("203.0.113.0/24", HOUR, "", "root")
+    engine.manual_ban("192.0.2.0/24", HOUR, "", "root")
+    checked = _counting_forbidden(engine, monkeypatch)
+    ssh.append(SshConnection(canonical_address("198.51.0.7"), 50000, "A 07 1"))
+    engine.ssh_login("198.51.0.7", 50000, clock.now())
+    clock.advance(2)
+    assert [text(d) for d in engine.expire()] == ["198.51.0.7"]
+    assert checked == ["198.51.0.7"]
+    checked.clear()
+    ssh.append(SshConnection(canonical_address("203.0.113.9"), 50001, "A 09 2"))
+    engine.ssh_login("203.0.113.9", 50001, clock.now())  # inside a network ban
+    clock.advance(2)
+    engine.expire()
+    assert checked == ["203.0.113.0/24"]
+    clock.advance(2)
+    engine.expire()  # nothing new: nothing checked
+    assert checked == ["203.0.113.0/24"]
+
+
+def test_a_new_host_address_lifts_the_network_ban_that_holds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host address that appears inside a banned /64 lifts that /64 (found through the
+    network index), and no other ban is checked."""
+    clock = FakeClock(T0)
+    hosts: list[str] = []
+    engine = DecisionEngine(
+        DecisionsConfig(),
+        Ledger(tmp_path / "l.sqlite", clock),
+        clock,
+        host_addresses=lambda: hosts,
+    )
+    engine.decide(finding("2001:db8:1::5"))
+    engine.decide(finding("2001:db8:2::5"))
+    engine.decide(finding("198.51.100.4"))
+    checked = _counting_forbidden(engine, monkeypatch)
+    hosts.append("2001:db8:2::99")
+    clock.advance(DecisionsConfig().host_refresh_interval)
+    assert [text(d) for d in engine.expire()] == ["2001:db8:2::/64"]
+    assert checked == ["2001:db8:2::/64"]
+
+
+def test_allow_of_a_network_lifts_the_bans_it_overlaps_only(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``allow`` lifts the host bans inside the network, the network bans that hold it or
+    lie inside it, and nothing else, found by index and integer tests: no ipaddress
+    network object is built for the bans in force."""
+    engine = env.engine(max_bans_per_minute=1000)
+    for client in ("192.0.2.7", "192.0.3.7", "2001:db8:5::1"):
+        engine.decide(finding(client))
+    engine.manual_ban("192.0.2.128/25", HOUR, "", "root")
+    engine.manual_ban("198.51.100.0/24", HOUR, "", "root")
+    built: list[str] = []
+    network = AddressTarget.network
+
+    def counted(self: AddressTarget) -> Any:
+        built.append(self.text)
+        return network.__get__(self)
+
+    monkeypatch.setattr(AddressTarget, "network", property(counted))
+    lifted = engine.allow("192.0.2.0/24", HOUR, "root")
+    assert sorted(text(d) for d in lifted) == ["192.0.2.128/25", "192.0.2.7"]
+    lifted = engine.allow("2001:db8:5::/48", HOUR, "root")
+    assert [text(d) for d in lifted] == ["2001:db8:5::/64"]
+    lifted = engine.allow("198.51.100.77", HOUR, "root")
+    assert [text(d) for d in lifted] == ["198.51.100.0/24"]
+    assert sorted(text(d) for d in engine.active()) == ["192.0.3.7"]
+    assert built == ["192.0.2.0/24", "2001:db8:5::/48", "198.51.100.77"]  # the allows' own
+
+
+def test_allow_of_a_wide_network_scans_the_host_bans(env: Env) -> None:
+    """An allow wider than there are bans finds the host bans inside it by one scan."""
+    engine = env.engine(max_bans_per_minute=1000)
+    for client in ("10.1.2.3", "10.200.0.1", "11.0.0.1"):
+        engine.decide(finding(client))
+    lifted = engine.allow("10.0.0.0/8", HOUR, "root")
+    assert sorted(text(d) for d in lifted) == ["10.1.2.3", "10.200.0.1"]
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "203.0.113.7",
+        "1.0.0.0/8",
+        "169.254.0.0/16",
+        "169.0.0.0/8",
+        "223.255.255.255",
+        "224.0.0.1",
+        "0.0.0.0/8",
+        "0.1.2.3",
+        "240.0.0.0/4",
+        "255.255.255.255",
+        "2001:db8::/64",
+        "2000::/3",
+        "64:ff9b::/96",
+        "64:ff9b::1",
+        "fe80::/64",
+        "ff02::1",
+        "100::/64",
+        "::",
+        "fc00::/7",
+    ],
+)
+def test_unbannable_target_agrees_with_the_ipaddress_answer(target: str) -> None:
+    """The integer fast path of ``unbannable_target`` gives what the ipaddress checks give."""
+    parsed = AddressTarget.parse(target)
+    expected = unbannable(parsed.address) if parsed.is_host else unbannable_network(parsed.network)
+    assert unbannable_target(parsed) == expected

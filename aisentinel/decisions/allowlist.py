@@ -14,6 +14,7 @@ gateway translates.
 from __future__ import annotations
 
 import ipaddress
+from bisect import bisect_left
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -28,7 +29,6 @@ from aisentinel.events import (
     canonical_address,
     canonical_network,
     is_nat64,
-    nat64_ipv4,
 )
 
 __all__ = [
@@ -73,6 +73,13 @@ class Allowlist:
             for prefix in sorted(by_version[version], reverse=True):
                 mask = ((1 << prefix) - 1) << (bits - prefix)
                 self._tables[version].append((prefix, mask, by_version[version][prefix]))
+        self._starts: dict[int, tuple[list[int], list[IPNetwork]]] = {}
+        """Per IP version, the networks' first addresses (ints, sorted) and the networks."""
+        for version in (4, 6):
+            ordered = sorted(
+                (int(n.network_address), n) for n in self.networks if n.version == version
+            )
+            self._starts[version] = ([s for s, _ in ordered], [n for _, n in ordered])
         self._cache: dict[str, IPNetwork | None] = {}
         self._cache_size = max(1, cache_size)
 
@@ -116,20 +123,42 @@ class Allowlist:
 
         For a ban wider than one host (an IPv6 /64): it must not cover an allowlisted
         address. A network in NAT64 space also overlaps the allowlisted IPv4 networks
-        whose clients it holds (their NAT64 addresses). A linear scan, run only when
-        such a ban is decided or restored.
+        whose clients it holds (their NAT64 addresses).
         """
-        embedded = nat64_ipv4(network)
-        for net in self.networks:
-            if net.version == network.version and net.overlaps(network):
+        return self.overlapping_prefix(network.network_address, network.prefixlen)
+
+    def overlapping_prefix(self, address: IPAddress, prefixlen: int) -> IPNetwork | None:
+        """:meth:`overlapping` for the network ``address/prefixlen`` (its first address),
+        in integers: an allowlisted network holding that first address (one dict probe per
+        prefix length), else one that starts inside it (a bisection). No ``ipaddress``
+        network object is built: the engine asks this of every restored network ban. In
+        NAT64 space (a /96 embeds the IPv4 client in its last 32 bits) the IPv4 networks
+        it holds are asked too, loopback left out."""
+        found = self._overlapping_int(address.version, int(address), prefixlen)
+        if found is not None or address.version != 6 or not is_nat64(address):
+            return found
+        if prefixlen < 96:  # holds every IPv4 client's NAT64 address
+            return next(
+                (n for n in self.networks if n.version == 4 and n not in _LOOPBACK_SET), None
+            )
+        return self._overlapping_int(
+            4, int(address) & 0xFFFFFFFF, prefixlen - 96, skip=_LOOPBACK_SET
+        )
+
+    def _overlapping_int(
+        self, version: int, first: int, prefixlen: int, skip: frozenset[IPNetwork] = frozenset()
+    ) -> IPNetwork | None:
+        for _prefix, mask, table in self._tables[version]:
+            net = table.get(first & mask)
+            if net is not None and net not in skip:
                 return net
-            if (
-                embedded is not None
-                and net.version == 4
-                and net.overlaps(embedded)
-                and net not in _LOOPBACK_SET
-            ):
-                return net
+        starts, nets = self._starts[version]
+        last = first | ((1 << ((32 if version == 4 else 128) - prefixlen)) - 1)
+        at = bisect_left(starts, first)
+        while at < len(starts) and starts[at] <= last:
+            if nets[at] not in skip:
+                return nets[at]
+            at += 1
         return None
 
     def contains(self, addr: str | IPAddress) -> bool:

@@ -99,6 +99,7 @@ from aisentinel.decisions.brakes import (
 )
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.ledger import Ledger
+from aisentinel.decisions.netindex import NetworkIndex, span
 from aisentinel.events import (
     Action,
     AddressTarget,
@@ -220,6 +221,31 @@ def unbannable_network(net: IPNetwork) -> str | None:
     return kind
 
 
+_V4_PLAIN = (0x01000000, 0xDFFFFFFF)
+"""1.0.0.0-223.255.255.255: no address in it is :func:`unbannable` but 169.254.0.0/16."""
+_V4_LINK_LOCAL = (0xA9FE0000, 0xA9FEFFFF)
+_V6_GLOBAL = 1
+"""The top three bits of 2000::/3, global unicast: no :func:`unbannable` address in it."""
+
+
+def unbannable_target(target: AddressTarget) -> str | None:
+    """:func:`unbannable_network` (:func:`unbannable` for a host) of ``target``, with the
+    common answer (``None`` for an address or network of global unicast space) found in
+    integers: a sweep asks it of every ban, and building the network objects cost
+    ~60 us a ban (100,000 restored bans: seconds)."""
+    address = target.address
+    first, last = span(address, target.prefixlen)
+    if address.version == 4:
+        plain = _V4_PLAIN[0] <= first and last <= _V4_PLAIN[1]
+        if plain and (last < _V4_LINK_LOCAL[0] or first > _V4_LINK_LOCAL[1]):
+            return None
+    elif first >> 125 == _V6_GLOBAL and last >> 125 == _V6_GLOBAL:
+        return None
+    if target.is_host:
+        return unbannable(address)
+    return unbannable_network(target.network)
+
+
 def parse_target_text(text: str) -> AddressTarget | str:
     """An address or network target for ``text``, else ``text`` itself when it is a
     workload's text form (``unit:ollama.service``); ``ValueError`` for anything else."""
@@ -231,14 +257,6 @@ def parse_target_text(text: str) -> AddressTarget | str:
     if sep and rest and prefix in WorkloadKey.__members__.values():
         return text
     raise ValueError(f"not an address, a network or a workload (kind:id): {text!r}")
-
-
-def _covers(network: IPNetwork, decision: Decision) -> bool:
-    """Whether an address ban ``decision`` shares an address with ``network``."""
-    target = decision.target
-    if not isinstance(target, AddressTarget):
-        return False
-    return target.network.version == network.version and target.network.overlaps(network)
 
 
 def _party_of(text: str) -> Hashable:
@@ -291,6 +309,9 @@ class DecisionEngine:
         """Held by every call that changes state: the pipeline thread and the control
         thread (operators' commands) never interleave."""
         self._active: dict[str, Decision] = {}
+        self._nets = NetworkIndex()
+        """The address enforcements of ``_active`` wider than one address, by prefix: an
+        address inside one is found without a scan (kept with ``_hold`` / ``_drop``)."""
         self._by_client: dict[str, Decision | tuple[Decision, Target]] = {}
         """``finding.client`` text -> the enforcement that covers it (whose target is the
         client's own address and whose target text is its ``_active`` key), or
@@ -333,9 +354,9 @@ class DecisionEngine:
         self.allowlist = self._build_allowlist()
         self.workload_allowlist = self._build_workload_allowlist()
         restored: list[Decision] = self._ledger(self.ledger.open_bans, [])
-        for ban in restored:
-            if ban.target is not None:
-                self._active[ban.target.text] = ban
+        with self._lock:
+            for ban in restored:
+                self._hold(ban)
         self._sweep()
         log.info(
             "decision engine ready",
@@ -380,7 +401,7 @@ class DecisionEngine:
             if rejected is not None:
                 self._rejected[rejected] += 1
             if decision.action.enforces and decision.target is not None:
-                self._active[decision.target.text] = self._kept(finding, decision)
+                self._hold(self._kept(finding, decision))
         return decision
 
     def _kept(self, finding: Finding, decision: Decision) -> Decision:
@@ -665,7 +686,7 @@ class DecisionEngine:
             done = [d for d in self._active.values() if (d.expires_at or 0.0) <= at]
             for ban in done:
                 if ban.target is not None:
-                    del self._active[ban.target.text]
+                    self._drop(ban.target.text)
             done.extend(self._lifted)
             self._lifted.clear()
             self._expired += len(done)
@@ -705,7 +726,7 @@ class DecisionEngine:
             ban: Decision | None = None
             for key in keys:
                 with self._lock:
-                    found = self._active.pop(key, None)
+                    found = self._drop(key)
                 self._ledger(lambda key=key: self.ledger.remove(key), 0)  # type: ignore[misc]
                 if found is not None:
                     self.epoch += 1
@@ -751,7 +772,7 @@ class DecisionEngine:
             self._ledger(lambda: self.ledger.record(decision), 0)
             with self._lock:
                 self._counts[Action.BAN] += 1
-                self._active[target.text] = decision
+                self._hold(decision)
             log.info("manual ban", target=target.text, ttl=ttl, who=who)
             return decision
 
@@ -787,7 +808,7 @@ class DecisionEngine:
                 None,
             )
             self.allowlist = self._build_allowlist()
-            lifted = self._lift_where(lambda d: _covers(net, d))
+            lifted = self._lift(self._overlapping(target))
             note = f"allow by {who} until {_iso(entry.expires_at)}"
             self._note(target, f"{note}: {reason}" if reason else note)
             log.info("runtime allow", network=str(net), ttl=ttl, who=who, lifted=len(lifted))
@@ -868,13 +889,56 @@ class DecisionEngine:
         )
         self._ledger(lambda: self.ledger.record(note), 0)
 
-    def _lift_where(self, covered: Callable[[Decision], bool]) -> list[Decision]:
-        """Remove the active enforcements ``covered`` says yes to; end them in the ledger."""
+    def _hold(self, decision: Decision) -> None:
+        """Put ``decision`` in force (``_lock`` held): ``_active`` and its network index."""
+        target = decision.target
+        if target is None:
+            return
+        self._active[target.text] = decision
+        if isinstance(target, AddressTarget):
+            self._nets.add(target)
+
+    def _drop(self, key: str) -> Decision | None:
+        """Take the enforcement of ``key`` out of force (``_lock`` held); it, or ``None``."""
+        ban = self._active.pop(key, None)
+        if ban is not None and isinstance(ban.target, AddressTarget):
+            self._nets.discard(ban.target)
+        return ban
+
+    def _overlapping(self, target: AddressTarget) -> list[Decision]:
+        """The address enforcements in force that share an address with ``target``:
+        networks from the index; hosts by their key, enumerated when ``target`` holds
+        fewer addresses than there are enforcements, else by one integer scan."""
+        address = target.address
         with self._lock:
-            lifted = [d for d in self._active.values() if covered(d)]
+            keys = self._nets.overlapping(address, target.prefixlen)
+            if target.is_host:
+                keys.append(target.text)
+            elif 1 << (address.max_prefixlen - target.prefixlen) <= len(self._active):
+                base = int(address)
+                for n in range(1 << (address.max_prefixlen - target.prefixlen)):
+                    keys.append(str(type(address)(base + n)))
+            else:
+                first, last = span(address, target.prefixlen)
+                version = address.version
+                for ban in self._active.values():
+                    t = ban.target
+                    if (
+                        isinstance(t, AddressTarget)
+                        and t.is_host
+                        and t.address.version == version
+                        and first <= int(t.address) <= last
+                    ):
+                        keys.append(t.text)
+            found = (self._active.get(k) for k in dict.fromkeys(keys))
+            return [d for d in found if d is not None]
+
+    def _lift(self, lifted: list[Decision]) -> list[Decision]:
+        """Take ``lifted`` out of force now and end them in the ledger; returns them."""
+        with self._lock:
             for d in lifted:
                 if d.target is not None:
-                    del self._active[d.target.text]
+                    self._drop(d.target.text)
         if lifted:
             self.epoch += 1
             targets = [d.target.text for d in lifted if d.target is not None]
@@ -906,17 +970,20 @@ class DecisionEngine:
 
     def _refresh_allow_sources(self, now: float) -> None:
         """Re-read what may have changed (host addresses, SSH sessions, runtime entries)
-        and queue the lifting of active bans the allowlist covers now."""
+        and queue the lifting of active bans the allowlist covers now.
+
+        Only new addresses (a new host address, a new SSH client) can forbid a ban, and
+        only the bans that hold one of them are checked (:meth:`_sweep_addresses`): a
+        runtime entry that ended allows less and lifts nothing."""
         changed = bool(self._runtime.prune(now))
-        changed = self._hosts_changed() or changed
-        if changed:  # one rebuild and one sweep, whichever of them changed
+        new_hosts = self._hosts_changed()
+        if changed or new_hosts is not None:  # one rebuild, whichever of them changed
             self.allowlist = self._build_allowlist()
         clients = self._ssh.current() if self.config.allow_ssh_sessions else frozenset()
         closed = self._ssh.closed()
         if closed:
             self._ledger(lambda: self.ledger.forget_ssh_logins(closed), None)
-        if changed or not clients <= self._ssh_swept:
-            self._sweep()
+        self._sweep_addresses([*(new_hosts or ()), *(clients - self._ssh_swept)])
         self._ssh_swept = clients
 
     # ------------------------------------------------------------------ config
@@ -968,9 +1035,35 @@ class DecisionEngine:
 
     # ------------------------------------------------------------------ internals
 
+    def _sweep_addresses(self, added: Iterable[IPAddress]) -> None:
+        """Lift the active enforcements that hold one of the addresses ``added`` to the
+        allowlist (a host address, an SSH client) and that the allowlist forbids now:
+        their own ban (one lookup) and the network bans holding them (one probe per
+        prefix length), not every ban (:meth:`_sweep`: 100,000 bans took seconds, under
+        the operation lock, at each new SSH client)."""
+        keys: dict[str, None] = {}
+        for addr in added:
+            keys[str(addr)] = None
+            keys.update(dict.fromkeys(self._nets.covering(addr)))
+        if not keys:
+            return
+        self._by_client.clear()  # the one-lookup answers may name an allowlisted client
+        lifted = 0
+        with self._lock:
+            for key in keys:
+                ban = self._active.get(key)
+                why = None if ban is None else self._forbidden(ban)
+                if ban is not None and why is not None:
+                    self._drop(key)
+                    self._lifted.append(ban)
+                    lifted += 1
+                    log.warning("ban will be lifted", target=key, why=why)
+        if lifted:
+            self.epoch += 1
+
     def _sweep(self) -> None:
         """Lift active enforcements the current config forbids (allowlisted, or simulated
-        in real mode)."""
+        in real mode); every ban is checked (at start and at a reload)."""
         dropped: list[str] = []
         lifted = len(self._lifted)
         self._by_client.clear()
@@ -978,10 +1071,10 @@ class DecisionEngine:
             for key, ban in list(self._active.items()):
                 why = self._forbidden(ban)
                 if ban.simulated and not self.config.simulate:
-                    del self._active[key]
+                    self._drop(key)
                     dropped.append(key)
                 elif why is not None:
-                    del self._active[key]
+                    self._drop(key)
                     self._lifted.append(ban)
                     log.warning("ban will be lifted", target=key, why=why)
         if dropped or len(self._lifted) > lifted:
@@ -1000,14 +1093,15 @@ class DecisionEngine:
             return None if why is None else f"workload allowlisted ({why})"
         if target is None:
             return "no target"
+        # Integers only (no ipaddress network objects): a sweep asks this of every ban.
         if not target.is_host:
-            net = self.allowlist.overlapping(target.network)
+            net = self.allowlist.overlapping_prefix(target.address, target.prefixlen)
             if net is not None:
                 return f"the network holds allowlisted {net}"
-            kind = unbannable_network(target.network)  # what a manual ban refuses too
+            kind = unbannable_target(target)  # what a manual ban refuses too
             if kind is not None:
                 return f"not a bannable network ({kind})"
-            if ban.detector != MANUAL and is_nat64(target.network.network_address):
+            if ban.detector != MANUAL and is_nat64(target.address):
                 # An older version widened a NAT64 client like any IPv6 host (its /64,
                 # or ipv6_ban_prefix): that network holds other NAT64 clients, each of
                 # them one IPv4 host. An operator's range ban of NAT64 space stays.
@@ -1016,9 +1110,9 @@ class DecisionEngine:
         addr = target.address
         if self.allowlist.contains(addr):
             return "address allowlisted"
-        if self._ssh_client_in(target.network) is not None:
+        if self.config.allow_ssh_sessions and addr in self._ssh.current():
             return "the client of a live SSH session"
-        kind = unbannable(addr)  # recorded by an older version: the responders lift it
+        kind = unbannable_target(target)  # recorded by an older version: the responders lift it
         return None if kind is None else f"not a bannable address ({kind})"
 
     def _read_hosts(self) -> tuple[str, ...]:
@@ -1049,21 +1143,29 @@ class DecisionEngine:
         they changed, rebuild the allowlist and queue the lifting of the active bans it
         covers now (returned by the next :meth:`expire`). Whichever path reads them
         first (a decision or the periodic expiry) sweeps, once."""
-        if self._hosts_changed():
+        added = self._hosts_changed()
+        if added is not None:
             self.allowlist = self._build_allowlist()
-            self._sweep()  # also forgets the one-lookup "already banned" answers
+            self._sweep_addresses(added)  # also forgets the one-lookup "already banned" answers
 
-    def _hosts_changed(self) -> bool:
+    def _hosts_changed(self) -> list[IPAddress] | None:
         """Re-read the host's addresses when ``host_refresh_interval`` has passed and
-        keep them; whether they changed (the caller rebuilds the allowlist)."""
+        keep them; ``None`` when they did not change (else the caller rebuilds the
+        allowlist), else the addresses that are new."""
         if self.clock.monotonic() - self._hosts_read_at < self.config.host_refresh_interval:
-            return False
+            return None
         hosts = self._read_hosts()
         if hosts == self._hosts:
-            return False
+            return None
         log.info("host addresses changed", addresses=list(hosts))
+        added: list[IPAddress] = []
+        for text in set(hosts) - set(self._hosts):
+            try:
+                added.append(canonical_address(text))
+            except ValueError:  # Allowlist.build warns about it
+                continue
         self._hosts = hosts
-        return True
+        return added
 
     def _ledger(self, call: Callable[[], T], fallback: T) -> T:
         """Run a ledger call; a database error is logged and counted, never raised.
