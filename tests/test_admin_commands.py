@@ -18,9 +18,9 @@ from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.control import CommandError, ControlServer, Peer, request
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
-from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans
+from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans, render_result
 from aisentinel.decisions.brakes import SshConnection
-from aisentinel.events import Action, Finding, Severity, canonical_address
+from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
 from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
 
 T0 = 1_764_000_000.0
@@ -308,3 +308,24 @@ def test_ban_says_nothing_is_enforced_when_no_responder_is_enabled(
         e.runner.close(1.0)
         e.ledger.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_unban_of_an_address_inside_a_network_ban_names_that_ban(env: Env) -> None:
+    """`unban ADDR` inside a banned /24 lifts nothing, is refused naming the /24 and the
+    command that lifts it; an address with its own ban too is lifted and told it is still
+    dropped by the /24."""
+    env.ask("ban", target="203.0.113.0/24", ttl="1h")
+    with pytest.raises(CommandError) as info:
+        env.ask("unban", target="203.0.113.7")
+    assert "inside the ban of 203.0.113.0/24" in str(info.value)
+    assert "`aisentinel unban 203.0.113.0/24`" in str(info.value)
+    assert env.engine.is_banned("203.0.113.7")
+    assert [d.target.text for d in env.engine.active() if d.target] == ["203.0.113.0/24"]
+    env.engine.reset_brake("t")
+    own = env.engine.manual_ban("203.0.113.0/25", 600, "", "root")
+    assert own.target is not None
+    answer = env.ask("unban", target="203.0.113.0/25")
+    assert answer == {"target": "203.0.113.0/25", "lifted": True, "covered_by": "203.0.113.0/24"}
+    assert render_result("unban", answer) == (
+        "lifted 203.0.113.0/25 (still dropped by the ban of 203.0.113.0/24)\n"
+    )

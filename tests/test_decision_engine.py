@@ -871,3 +871,36 @@ def test_unbannable_target_agrees_with_the_ipaddress_answer(target: str) -> None
     parsed = AddressTarget.parse(target)
     expected = unbannable(parsed.address) if parsed.is_host else unbannable_network(parsed.network)
     assert unbannable_target(parsed) == expected
+
+
+# --------------------------------------------------------------------------- network bans
+
+
+def test_an_address_inside_a_network_ban_is_already_banned(env: Env) -> None:
+    """After `ban 203.0.113.0/24`, 203.0.113.7 is banned: is_banned says so, a finding
+    about it is "already banned ... (by 203.0.113.0/24)", not a second, escalating ban."""
+    engine = env.engine()
+    engine.manual_ban("203.0.113.0/24", DAY, "botnet", "root")
+    assert engine.is_banned("203.0.113.7")
+    assert engine.is_banned("203.0.113.0/25")
+    assert not engine.is_banned("203.0.114.7")
+    d = engine.decide(finding("203.0.113.7"))
+    assert d.action is Action.NONE
+    assert d.reason == "already banned until 2025-11-25T16:00:00+00:00 (by 203.0.113.0/24)"
+    assert engine.decide(finding("203.0.113.7")).reason == d.reason  # the remembered answer
+    assert [text(b) for b in engine.active()] == ["203.0.113.0/24"]
+    env.clock.advance(DAY)
+    engine.expire()
+    assert not engine.is_banned("203.0.113.7")
+    assert engine.decide(finding("203.0.113.7")).action is Action.BAN
+
+
+def test_unban_of_an_address_inside_a_network_ban_lifts_nothing(env: Env) -> None:
+    """`unban 203.0.113.7` under a /24 ban is refused naming the /24; the /24 stays."""
+    engine = env.engine()
+    engine.manual_ban("203.0.113.0/24", DAY, "botnet", "root")
+    with pytest.raises(ValueError, match=r"inside the ban of 203\.0\.113\.0/24 until"):
+        engine.unban("203.0.113.7", who="root")
+    assert [text(b) for b in engine.active()] == ["203.0.113.0/24"]
+    assert engine.unban("203.0.113.0/24", who="root") is not None
+    assert engine.unban("203.0.113.7", who="root") is None

@@ -158,13 +158,18 @@ class AdminCommands:
                 "or a workload (kind:id)"
             ) from None
         engine = self._engine()
-        lifted = engine.unban(text, who=peer.who)
+        try:
+            lifted = engine.unban(text, who=peer.who)
+        except ValueError as exc:  # inside a wider ban: named, never lifted for one address
+            raise CommandError(escape(str(exc), limit=300)) from None
         if lifted is not None:
             self._runner().submit_expired([lifted])
+        cover = engine.covering(text)  # its own ban lifted, a wider one still drops it
+        held = {} if cover is None or cover.target is None else {"covered_by": cover.target.text}
         return {
             "target": lifted.target.text if lifted and lifted.target else text,
             "lifted": lifted is not None,
-        }
+        } | held
 
     def ban(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
         target = _address(_text(args, "target", TARGET_MAX))
@@ -252,7 +257,9 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
     """One escaped line saying what ``unban`` / ``ban`` / ``allow`` / ``brake_reset`` did."""
     if command == "unban":
         target = escape(str(result.get("target")), limit=80)
-        return f"lifted {target}\n" if result.get("lifted") else f"{target} was not banned\n"
+        cover = result.get("covered_by")
+        still = f" (still dropped by the ban of {escape(str(cover), limit=80)})" if cover else ""
+        return f"lifted {target}{still}\n" if result.get("lifted") else f"{target} was not banned\n"
     if command == "ban":
         sim = ""
         if result.get("simulated"):

@@ -440,13 +440,18 @@ class DecisionEngine:
         """NONE "already banned until ...": ``current`` is in force for ``subject``."""
         expires_at = current.expires_at or now
         done = _DONE.get(current.action, "acted on")
+        held = current.target
+        by = ""  # a wider ban than the subject's own (or its /64's) is named
+        if isinstance(held, AddressTarget) and held != subject:
+            grouped = held.address.version == 6 and held.prefixlen == self.config.ipv6_ban_prefix
+            by = "" if grouped else f" (by {held.text})"
         return Decision(
             ts=now,
             action=Action.NONE,
             target=subject,
             detector=finding.detector,
             severity=finding.severity,
-            reason=f"already {done} until {_iso(expires_at)}",
+            reason=f"already {done} until {_iso(expires_at)}{by}",
             simulated=self.config.simulate,
             evidence_count=finding.count,
             finding=finding,
@@ -575,6 +580,10 @@ class DecisionEngine:
             target, note = self._ban_target(subject)
         with self._lock:
             current = self._active.get(target.text) or self._active.get(subject.text)
+        if (current is None or (current.expires_at or 0.0) <= now) and isinstance(
+            subject, AddressTarget
+        ):
+            current = self._covering(subject, now)  # a wider ban (an operator's /24)
         if current is not None and current.expires_at is not None and current.expires_at > now:
             self._remember(finding, current, subject)
             return self._already(finding, now, current, subject)
@@ -658,13 +667,35 @@ class DecisionEngine:
         return list(dict.fromkeys((parsed.text, grouped.text)))
 
     def is_banned(self, address: str) -> bool:
-        """Whether ``address`` (any spelling), or the network its ban would cover, is
-        banned now; ``ValueError`` if it is not an address, network or workload text."""
+        """Whether ``address`` (any spelling), the network its ban would cover, or a
+        network ban holding it is in force now; ``ValueError`` if it is not an address,
+        network or workload text."""
         keys = self._keys(address)
         now = self.clock.now()
         with self._lock:
             bans = [self._active.get(k) for k in keys]
-        return any(b is not None and (b.expires_at or 0.0) > now for b in bans)
+        if any(b is not None and (b.expires_at or 0.0) > now for b in bans):
+            return True
+        return self.covering(address) is not None
+
+    def covering(self, text: str) -> Decision | None:
+        """The network ban in force that holds all of the address or network ``text``
+        and is wider than it (the most specific), or ``None``; ``ValueError`` if ``text``
+        is not an address, network or workload text."""
+        parsed = parse_target_text(text)
+        if isinstance(parsed, str):
+            return None
+        return self._covering(parsed, self.clock.now())
+
+    def _covering(self, target: AddressTarget, now: float) -> Decision | None:
+        """An enforcement in force of a network wider than ``target`` that holds it: one
+        dict probe per prefix length of the network bans, not a scan."""
+        with self._lock:
+            for key in self._nets.covering(target.address, target.prefixlen):
+                ban = self._active.get(key)
+                if ban is not None and (ban.expires_at or 0.0) > now:
+                    return ban
+        return None
 
     def expire(self, now: float | None = None) -> list[Decision]:
         """Drop bans whose time is up and return them, so the responders delete them.
@@ -717,12 +748,24 @@ class DecisionEngine:
         ``address`` is an address (its own ban or its grouped network's is lifted),
         a network, or a workload's text (``unit:ollama.service``). Returns the lifted
         enforcement for the responders to delete, or ``None`` when there was none.
-        ``ValueError`` when ``address`` is none of those. ``who`` (the operator) is
+        ``ValueError`` when ``address`` is none of those, or when it has no ban of its
+        own but lies inside a wider network ban (``203.0.113.7`` under an operator's
+        ``203.0.113.0/24``): the message names that ban and how to lift it, and nothing
+        is lifted (one address asked for never lifts a /24). ``who`` (the operator) is
         recorded in the ledger with the unban.
         """
         with self._op:
-            self._by_client.clear()
             keys = self._keys(address)
+            with self._lock:
+                own = any(k in self._active for k in keys)
+            cover = None if own else self.covering(address)
+            if cover is not None and cover.target is not None:
+                raise ValueError(
+                    f"refused: {keys[0]} has no ban of its own; it is inside the ban of "
+                    f"{cover.target.text} until {_iso(cover.expires_at or 0.0)}: "
+                    f"`aisentinel unban {cover.target.text}` lifts that whole ban"
+                )
+            self._by_client.clear()
             ban: Decision | None = None
             for key in keys:
                 with self._lock:
