@@ -329,7 +329,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
     command: str = args.admin
     name = "brake reset" if command == "brake_reset" else command
-    fields: dict[str, str] = {}
+    fields: dict[str, str | bool] = {}
     target = getattr(args, "target", None)
     if target is not None:
         if command != "unban":  # unban also takes a workload's kind:id; the daemon checks it
@@ -344,6 +344,8 @@ def cmd_admin(args: argparse.Namespace) -> int:
         value = getattr(args, key, None)
         if value is not None:
             fields[key] = value
+    if getattr(args, "force", False):
+        fields["force"] = True
     path = _socket(args, name)
     if path is None:
         return 2
@@ -612,6 +614,11 @@ def build_parser() -> argparse.ArgumentParser:
     ban.add_argument("target", help="an address or CIDR")
     ban.add_argument("--ttl", default=None, help="how long, e.g. 1h (default: ban_ttl)")
     ban.add_argument("--reason", default="", help="recorded in the ledger")
+    ban.add_argument(
+        "--force",
+        action="store_true",
+        help="ban a network wider than /16 (IPv4) or /48 (IPv6); /8 and /32 stay the limit",
+    )
     allow = _admin_parser(
         sub, "allow", "allow", "allowlist an address or CIDR for a while (lifts its bans)"
     )

@@ -329,3 +329,25 @@ def test_unban_of_an_address_inside_a_network_ban_names_that_ban(env: Env) -> No
     assert render_result("unban", answer) == (
         "lifted 203.0.113.0/25 (still dropped by the ban of 203.0.113.0/24)\n"
     )
+
+
+def test_cli_ban_wider_than_a_slash_16_needs_force(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aisentinel ban 1.0.0.0/8` is refused (exit 1) saying how many addresses and that
+    --force is needed; with --force it is banned; /8 and /32 stay hard limits."""
+    sock = str(env.server.path)
+    assert main(["ban", "1.0.0.0/8", "--socket", sock]) == 1
+    err = capsys.readouterr().err
+    assert "is wider than /16 (16,777,216 addresses)" in err
+    assert "--force" in err
+    assert main(["ban", "2001:db8::/40", "--socket", sock]) == 1
+    assert "is wider than /48 (2^88 addresses)" in capsys.readouterr().err
+    assert not env.engine.active()
+    assert main(["ban", "1.0.0.0/8", "--force", "--socket", sock]) == 0
+    assert "banned 1.0.0.0/8 until" in capsys.readouterr().out
+    assert main(["ban", "0.0.0.0/7", "--force", "--socket", sock]) == 1
+    assert "is wider than /8" in capsys.readouterr().err
+    assert env.ask("ban", target="203.0.0.0/16")["target"] == "203.0.0.0/16"  # /16: no force
+    with pytest.raises(CommandError, match="force must be true or false"):
+        env.ask("ban", target="2.0.0.0/8", force="yes")

@@ -5,7 +5,9 @@ command        request fields                                 what it does
 =============  =============================================  ==========================
 ``bans``       (none)                                         the enforcements in force
 ``unban``      ``target``                                     lifts it now, forgives it
-``ban``        ``target``, ``ttl``, ``reason``                bans an address or CIDR
+``ban``        ``target``, ``ttl``, ``reason``, ``force``     bans an address or CIDR
+                                                              (``force``: wider than
+                                                              /16 or /48)
 ``allow``      ``target``, ``ttl``, ``reason``                a runtime allowlist entry
                                                               that also lifts its bans
 ``brake_reset`` (none)                                        releases the storm brake
@@ -176,8 +178,11 @@ class AdminCommands:
         reason = _text(args, "reason", REASON_MAX, required=False)
         engine = self._engine()
         ttl = _ttl(args, engine.config.ban_ttl)
+        force = args.get("force", False)
+        if not isinstance(force, bool):
+            raise CommandError("bad request: force must be true or false")
         try:
-            decision = engine.manual_ban(target.text, ttl, reason, peer.who)
+            decision = engine.manual_ban(target.text, ttl, reason, peer.who, force=force)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         runner = self._runner()

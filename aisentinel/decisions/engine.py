@@ -145,6 +145,9 @@ OPERATOR = "operator"
 """The ``detector`` of the ledger's notes of operators' other acts (unban, allow, brake reset)."""
 MIN_PREFIX = {4: 8, 6: 32}
 """The widest network an operator may ban or allow at run time, per IP version."""
+FORCE_PREFIX = {4: 16, 6: 48}
+"""A manual ban wider than this (65,536 IPv4 addresses, a whole IPv6 site) needs
+``force``: ``aisentinel ban 1.0.0.0/8`` by a slip of the finger drops 16.7M addresses."""
 BRAKE_HOLD = 60.0
 """Seconds an alert of the engaged ban brake holds back its detector's repeats about the
 key (at most; ``alert_repeat`` when shorter): one alert a minute per key in a storm, and
@@ -783,11 +786,14 @@ class DecisionEngine:
 
     # ------------------------------------------------------------------ operators
 
-    def manual_ban(self, text: str, ttl: float, reason: str, who: str) -> Decision:
+    def manual_ban(
+        self, text: str, ttl: float, reason: str, who: str, *, force: bool = False
+    ) -> Decision:
         """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds.
 
         Refused with ``ValueError`` (a one-line reason) when ``text`` is not an
-        address or network, is wider than :data:`MIN_PREFIX`, is allowlisted (the
+        address or network, is wider than :data:`MIN_PREFIX`, is wider than
+        :data:`FORCE_PREFIX` without ``force``, is allowlisted (the
         allowlist always wins, operators included), holds a live SSH client, or can
         never be a ban target. It is not counted by the storm brake. In simulate mode
         the decision is recorded and nothing is enforced.
@@ -795,7 +801,7 @@ class DecisionEngine:
         target = AddressTarget.parse(text)
         with self._op:
             self._refresh_allow_sources(self.clock.now())
-            why = self._refusal(target)
+            why = self._refusal(target, force=force)
             if why is not None:
                 raise ValueError(f"refused: {target.text} {why}")
             if target.is_host:
@@ -819,11 +825,15 @@ class DecisionEngine:
             log.info("manual ban", target=target.text, ttl=ttl, who=who)
             return decision
 
-    def _refusal(self, target: AddressTarget) -> str | None:
+    def _refusal(self, target: AddressTarget, *, force: bool) -> str | None:
         """Why ``target`` may not be banned by hand, or ``None``."""
         net = target.network
         if net.prefixlen < MIN_PREFIX[net.version]:
             return f"is wider than /{MIN_PREFIX[net.version]}"
+        wide = FORCE_PREFIX[net.version]
+        if net.prefixlen < wide and not force:
+            size = f"{net.num_addresses:,}" if net.version == 4 else f"2^{128 - net.prefixlen}"
+            return f"is wider than /{wide} ({size} addresses): repeat with --force if you mean it"
         held = self.allowlist.overlapping(net)
         if held is not None:
             return f"is allowlisted ({held})"
