@@ -104,10 +104,13 @@ class FakeClock:
 
 
 class EventClock:
-    """Wall time that follows the events being replayed; monotonic time is real.
+    """Wall time that follows the events being replayed, and monotonic time with it.
 
     ``replay`` sets it to each finding's timestamp, so decisions about old logs carry
-    the time of the attack, and their TTLs are measured from then.
+    the time of the attack, and their TTLs are measured from then. It never goes
+    backwards, so :meth:`monotonic` is the same reading: what measures intervals on
+    the monotonic clock (the storm brake's minute and its calm) follows the logs too.
+    :meth:`wait` waits in real time.
     """
 
     def __init__(self, start: float = 0.0) -> None:
@@ -117,7 +120,7 @@ class EventClock:
         return self._now
 
     def monotonic(self) -> float:
-        return time.monotonic()
+        return self._now
 
     def wait(self, event: threading.Event, timeout: float) -> bool:
         return event.wait(max(0.0, timeout))

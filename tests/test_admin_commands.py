@@ -20,7 +20,7 @@ from aisentinel.control import CommandError, ControlServer, Peer, request
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans, render_result
 from aisentinel.decisions.brakes import SshConnection
-from aisentinel.events import Action, Finding, IPAddress, Severity, canonical_address
+from aisentinel.events import Action, Finding, Severity, canonical_address
 from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
 
 T0 = 1_764_000_000.0

@@ -350,6 +350,38 @@ def test_storm_brake_counts_one_ipv6_prefix_holder_once(tmp_path: Path) -> None:
     assert engine.counters().brake_tripped_since == T0
 
 
+def test_storm_brake_releases_after_calm_though_the_wall_clock_stepped_back(
+    tmp_path: Path,
+) -> None:
+    """The brake's calm is measured on the monotonic clock: tripped, then the wall clock
+    steps back a day, it still releases after the cool-down of calm (not 24h later)."""
+    clock = FakeClock(T0)
+    cfg = DecisionsConfig(max_bans_per_minute=4, brake_cooldown="10m", allow_ssh_sessions=False)
+    engine = DecisionEngine(cfg, Ledger(tmp_path / "l", clock), clock, host_addresses=list)
+    actions = [engine.decide(finding(f"203.0.113.{i}")).action for i in range(1, 6)]
+    assert actions == [Action.BAN] * 4 + [Action.ALERT]
+    assert engine.counters().brake_tripped_since == T0
+    clock.set(T0 - 86400)  # NTP steps a clock that ran a day fast
+    clock.advance(61)
+    engine.expire()  # calm begins
+    clock.advance(600)
+    engine.expire()
+    assert engine.counters().brake_tripped_since is None
+
+
+def test_storm_brake_window_is_one_real_minute_after_a_step_back(tmp_path: Path) -> None:
+    """Bans from before a 1h step back of the wall clock leave the brake's one-minute
+    window a real minute later: 3 new attackers 5 minutes on are banned, not braked."""
+    clock = FakeClock(T0)
+    cfg = DecisionsConfig(max_bans_per_minute=10, allow_ssh_sessions=False)
+    engine = DecisionEngine(cfg, Ledger(tmp_path / "l", clock), clock, host_addresses=list)
+    assert {engine.decide(finding(f"198.51.100.{i}")).action for i in range(1, 10)} == {Action.BAN}
+    clock.set(T0 - 3600)
+    clock.advance(300)
+    actions = [engine.decide(finding(f"203.0.113.{i}")).action for i in range(1, 4)]
+    assert actions == [Action.BAN] * 3
+
+
 def _check(tmp_path: Path, text: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, Any]:
     path = tmp_path / "c.toml"
     path.write_text(text)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from structlog.testing import capture_logs
 
 from aisentinel.clock import EventClock, FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger, ban_ttl
@@ -904,3 +905,31 @@ def test_unban_of_an_address_inside_a_network_ban_lifts_nothing(env: Env) -> Non
     assert [text(b) for b in engine.active()] == ["203.0.113.0/24"]
     assert engine.unban("203.0.113.0/24", who="root") is not None
     assert engine.unban("203.0.113.7", who="root") is None
+
+
+# --------------------------------------------------------------------------- clock steps
+
+
+def test_a_wall_clock_step_back_does_not_extend_bans(env: Env) -> None:
+    """After the wall clock steps back a day, a 1h ban still ends 1h after it was decided
+    (by the monotonic clock), in memory and in the ledger a restart reads; the step is
+    logged once, and a step forward changes nothing."""
+    engine = env.engine()
+    ban = engine.decide(finding())
+    assert ban.expires_at == T0 + HOUR
+    env.clock.advance(600)
+    env.clock.set(T0 + 600 - DAY)
+    with capture_logs() as logs:
+        assert engine.expire() == []
+        engine.expire()
+    steps = [e for e in logs if e["event"].startswith("wall clock stepped back")]
+    assert [(e["seconds"], e["bans"]) for e in steps] == [(DAY, 1)]
+    [held] = engine.active()
+    assert held.expires_at == T0 + HOUR - DAY
+    assert [d.expires_at for d in env.engine().active()] == [T0 + HOUR - DAY]  # a restart
+    assert engine.decide(finding()).reason.startswith("already banned until")
+    env.clock.set(T0 + 3000 - DAY)  # forward: bans end by the wall clock as they are
+    env.clock.advance(HOUR - 3000 - 1)
+    assert engine.expire() == []
+    env.clock.advance(1)
+    assert [text(d) for d in engine.expire()] == [ATTACKER]

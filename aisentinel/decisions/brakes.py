@@ -15,7 +15,10 @@ storm brake.
   every further ban is an alert until an operator resets it or the rate of would-be
   bans stays below ``limit / 2`` for ``cooldown`` seconds. The engine keeps its
   :meth:`~StormBrake.state` in the ledger and gives it back with
-  :meth:`~StormBrake.restore` at start, so a restart does not release it.
+  :meth:`~StormBrake.restore` at start, so a restart does not release it. Its
+  one-minute window and its calm are measured on the monotonic clock: a step of the
+  wall clock (NTP correcting a fast clock by an hour) neither keeps it tripped nor
+  holds old bans in its window; ``tripped_since`` is wall time, for people.
 
 None of them is thread-safe on its own: the decision engine serialises its callers.
 """
@@ -267,8 +270,10 @@ class StormBrake:
     """Alert-only after a ban storm, until reset or calm (see the module docstring).
 
     ``attempt(now, party)`` is asked before each new ban: it counts the ban and says
-    whether it may go ahead. ``poll(now)`` (from the engine's periodic expiry) lets the
-    brake release when no bans are attempted at all.
+    whether it may go ahead. ``poll()`` (from the engine's periodic expiry) lets the
+    brake release when no bans are attempted at all. ``now`` is wall time (what
+    ``tripped_since`` says); the window and the calm read ``monotonic``, so a step of
+    the wall clock neither keeps old bans in the window nor the brake tripped.
 
     The brake counts *parties*, not bans: what it guards against is a bug or a forged
     flood banning many different holders of addresses at once, and one holder of many
@@ -280,7 +285,8 @@ class StormBrake:
     ahead: they do not add to a storm. Once tripped, every new ban is an alert.
     """
 
-    def __init__(self, limit: int, cooldown: float) -> None:
+    def __init__(self, limit: int, cooldown: float, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
         self.limit = limit
         self.cooldown = cooldown
         self.tripped_since: float | None = None
@@ -293,16 +299,18 @@ class StormBrake:
         self._calm_since: float | None = None
 
     def restore(
-        self, tripped_since: float | None, recent: Iterable[tuple[float, Hashable]]
+        self, tripped_since: float | None, recent: Iterable[tuple[float, Hashable]], now: float
     ) -> None:
         """Take back a persisted ``tripped_since`` and the would-be bans of the last
-        minute, (time, party) (at start: a restart neither releases the brake nor empties
-        its window); the calm starts afresh."""
+        minute, (wall time, party), placed on the monotonic clock by their age at ``now``
+        (at start: a restart neither releases the brake nor empties its window); the calm
+        starts afresh."""
         self.tripped_since = tripped_since
         self._calm_since = None
         self._recent = {}
+        mono = self._monotonic()
         for at, party in sorted(recent, key=lambda r: r[0]):
-            self._note(party, at)
+            self._note(party, mono - max(0.0, now - at))
 
     def configure(self, limit: int, cooldown: float) -> None:
         """A reloaded ``max_bans_per_minute`` / ``brake_cooldown`` (the state is kept)."""
@@ -315,8 +323,8 @@ class StormBrake:
         """Whether new bans are alerts now."""
         return self.tripped_since is not None
 
-    def _trim(self, now: float) -> None:
-        horizon = now - WINDOW_SECONDS
+    def _trim(self, mono: float) -> None:
+        horizon = mono - WINDOW_SECONDS
         recent = self._recent
         while recent:
             party, at = next(iter(recent.items()))
@@ -324,21 +332,22 @@ class StormBrake:
                 break
             del recent[party]
 
-    def _note(self, party: Hashable, now: float) -> None:
+    def _note(self, party: Hashable, mono: float) -> None:
         recent = self._recent
         recent.pop(party, None)
-        recent[party] = now
+        recent[party] = mono
         if len(recent) > self.limit + 1:
             del recent[next(iter(recent))]
 
     def attempt(self, now: float, party: Hashable) -> bool:
         """Count a would-be ban of ``party`` at ``now``; ``True`` when it may go ahead."""
-        self._trim(now)
+        mono = self._monotonic()
+        self._trim(mono)
         if self.tripped_since is not None:
-            self._check_calm(now)  # on the rate before this ban
+            self._check_calm(mono)  # on the rate before this ban
         if self.tripped_since is None:
             if party in self._recent or len(self._recent) < self.limit:
-                self._note(party, now)
+                self._note(party, mono)
                 return True
             self.tripped_since = now
             self._calm_since = None
@@ -348,23 +357,24 @@ class StormBrake:
                 max_bans_per_minute=self.limit,
                 cooldown_seconds=self.cooldown,
             )
-        self._note(party, now)
+        self._note(party, mono)
         return False
 
-    def poll(self, now: float) -> None:
+    def poll(self) -> None:
         """Release the brake when the rate stayed low for the cool-down (no bans needed)."""
         if self.tripped_since is None:
             return
-        self._trim(now)
-        self._check_calm(now)
+        mono = self._monotonic()
+        self._trim(mono)
+        self._check_calm(mono)
 
-    def _check_calm(self, now: float) -> None:
+    def _check_calm(self, mono: float) -> None:
         if len(self._recent) * 2 >= self.limit:
             self._calm_since = None
             return
         if self._calm_since is None:
-            self._calm_since = now
-        if now - self._calm_since >= self.cooldown:
+            self._calm_since = mono
+        if mono - self._calm_since >= self.cooldown:
             self.release("the ban rate fell below half the limit for the cool-down")
 
     def release(self, why: str) -> bool:

@@ -148,6 +148,10 @@ MIN_PREFIX = {4: 8, 6: 32}
 FORCE_PREFIX = {4: 16, 6: 48}
 """A manual ban wider than this (65,536 IPv4 addresses, a whole IPv6 site) needs
 ``force``: ``aisentinel ban 1.0.0.0/8`` by a slip of the finger drops 16.7M addresses."""
+CLOCK_STEP_SECONDS = 5.0
+"""A change of the wall clock against the monotonic one larger than this between two
+looks (each :meth:`DecisionEngine.expire`, every second in the daemon) is a step of the
+wall clock, not NTP's slewing (at most 0.5 ms a second)."""
 BRAKE_HOLD = 60.0
 """Seconds an alert of the engaged ban brake holds back its detector's repeats about the
 key (at most; ``alert_repeat`` when shorter): one alert a minute per key in a storm, and
@@ -335,7 +339,7 @@ class DecisionEngine:
         """Bumped when a reload changed the ``[decisions]`` table: whoever holds findings
         back because of a decision taken under the old one (the pipeline's alert
         hold-backs) must let them be decided again under the new one."""
-        self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown)
+        self._brake = StormBrake(config.max_bans_per_minute, config.brake_cooldown, clock.monotonic)
         self._runtime = RuntimeAllowlist()
         self._ssh = SshSessions(
             ssh_clients
@@ -351,6 +355,8 @@ class DecisionEngine:
         self._expired = 0
         self._ledger_errors = 0
         self._last_purge: float | None = None
+        self._offset = clock.now() - clock.monotonic()
+        """Wall minus monotonic time at the last look: a step of the wall clock moves it."""
         self._brake_saved = self._restore_brake()
         self._hosts = self._read_hosts()
         allows = self._restore_allows()
@@ -379,6 +385,7 @@ class DecisionEngine:
 
     def _decide_locked(self, finding: Finding) -> Decision:
         now = self.clock.now()
+        self._follow_clock_step(now)
         self._maybe_refresh_hosts()
         client = finding.client
         if client is not None and finding.target is None:
@@ -711,9 +718,10 @@ class DecisionEngine:
             return self._expire_locked(now)
 
     def _expire_locked(self, now: float | None) -> list[Decision]:
+        self._follow_clock_step(self.clock.now())
         at = self.clock.now() if now is None else now
         self._refresh_allow_sources(at)
-        self._brake.poll(at)
+        self._brake.poll()
         if self._brake.tripped_since != self._brake_saved:
             self._save_brake(at)
         with self._lock:
@@ -913,7 +921,9 @@ class DecisionEngine:
         recent: list[tuple[float, str]] = self._ledger(
             lambda: self.ledger.enforcement_times(since, MANUAL), []
         )
-        self._brake.restore(tripped, [(at, _party_of(text)) for at, text in recent])
+        self._brake.restore(
+            tripped, [(at, _party_of(text)) for at, text in recent], self.clock.now()
+        )
         if tripped is not None:
             log.warning(
                 "ban storm brake still tripped from before the restart: new bans are alerts "
@@ -1087,6 +1097,39 @@ class DecisionEngine:
             )
 
     # ------------------------------------------------------------------ internals
+
+    def _follow_clock_step(self, now: float) -> None:
+        """Keep the time the enforcements in force have left when the wall clock steps
+        back (NTP correcting a clock that ran an hour fast): their expiry is wall time (the
+        ledger's, for restarts), so without this a 1h ban stepped back a day would last 25h.
+        The kernel measures nftables timeouts on its monotonic clock; this does the same
+        for the engine's expiries, in memory and in the ledger, logged once per step. A
+        step forward (a slow clock corrected, a resume from suspend) is not undone: bans
+        end by the wall clock, at worst early by the step."""
+        offset = now - self.clock.monotonic()
+        step = offset - self._offset
+        self._offset = offset
+        if step >= -CLOCK_STEP_SECONDS:
+            return
+        with self._lock:
+            shifted = {
+                key: replace(
+                    d,
+                    expires_at=d.expires_at + step,
+                    quiet_until=None if d.quiet_until is None else d.quiet_until + step,
+                )
+                for key, d in self._active.items()
+                if d.expires_at is not None
+            }
+            self._active.update(shifted)
+        self._by_client.clear()  # they point at the replaced decisions
+        self.epoch += 1  # the pipeline forgets its "banned until" of the old clock
+        self._ledger(lambda: self.ledger.shift_expiries(step), 0)
+        log.warning(
+            "wall clock stepped back; the bans in force keep the time they had left",
+            seconds=round(-step, 1),
+            bans=len(shifted),
+        )
 
     def _sweep_addresses(self, added: Iterable[IPAddress]) -> None:
         """Lift the active enforcements that hold one of the addresses ``added`` to the

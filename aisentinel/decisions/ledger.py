@@ -538,6 +538,17 @@ class Ledger:
         cursors = self._write([(sql, (at, target)) for target in targets])
         return sum(c.rowcount for c in cursors) if cursors else 0
 
+    def shift_expiries(self, seconds: float) -> int:
+        """Move the expiry of every open enforcement by ``seconds`` (the wall clock
+        stepped; see :meth:`DecisionEngine._follow_clock_step`); returns rows moved."""
+        sql = (
+            "UPDATE decisions SET expires_at = expires_at + ? "
+            "WHERE action IN ('ban', 'throttle', 'freeze') AND ended_at IS NULL "
+            "AND expires_at IS NOT NULL"
+        )
+        cursors = self._write([(sql, (seconds,))])
+        return cursors[0].rowcount if cursors else 0
+
     def remove(self, target: str) -> int:
         """Manual unban: close the open ban of ``target`` and forgive its history.
 
