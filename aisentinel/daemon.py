@@ -13,6 +13,7 @@ new config is logged and the old one kept).
 from __future__ import annotations
 
 import json
+import math
 import queue
 import signal
 import sqlite3
@@ -38,7 +39,7 @@ from aisentinel.control import ControlError, ControlServer
 from aisentinel.decisionlog import DecisionLog
 from aisentinel.decisions.admin import AdminCommands
 from aisentinel.decisions.engine import DecisionEngine
-from aisentinel.decisions.ledger import Ledger, LedgerCorruptError
+from aisentinel.decisions.ledger import Ledger, LedgerCorruptError, is_busy
 from aisentinel.detectors import build_detectors
 from aisentinel.events import Action, Batch, EventBatch, Finding, finding_fields
 from aisentinel.exporter import (
@@ -85,6 +86,14 @@ RELOAD_WITHDRAW_SECONDS = 5.0
 EXPORTER_RETRY_SECONDS = 30.0
 """How often the metrics endpoint tries its port again when it could not listen."""
 LEDGER_FILE = "decisions.sqlite3"
+LEDGER_LOCK_WAIT = 30.0
+"""Seconds a start waits for a ledger another process holds locked (someone's sqlite3
+shell with a transaction open), trying again with back-off and telling systemd it is
+alive (EXTEND_TIMEOUT_USEC, WATCHDOG=1); then it runs on a stand-in in memory."""
+LEDGER_BUSY_TIMEOUT = 1.0
+"""Seconds one try at start waits inside SQLite for the lock."""
+LEDGER_RETRY_SECONDS = 10.0
+"""How often a running daemon on a stand-in ledger tries the file again."""
 RESPONDERS_FILE = "responders.json"
 """The enabled responders' configs (``responders``) and those removed from the config
 whose enforcements are not lifted yet (``withdrawing``), rewritten at each start and
@@ -251,6 +260,8 @@ class Daemon:
         self.started_at = 0.0
         self.exporter_retry_seconds = EXPORTER_RETRY_SECONDS
         self._degraded: dict[str, str] = {}
+        self._ledger_retry_at = math.inf
+        """When the loop tries the ledger file again (a stand-in only)."""
         self._private_state: tempfile.TemporaryDirectory[str] | None = None
         self.commands: CommandRunner = commands if commands is not None else SubprocessRunner()
         """The one command runner handed to every responder (tests pass a fake)."""
@@ -325,12 +336,20 @@ class Daemon:
         return working
 
     def _open_ledger(self, path: Path) -> Ledger:
-        """The ledger at ``path``, or one in memory (seeded from ``path``) when it fails."""
+        """The ledger at ``path``, or one in memory (seeded from ``path``) when it fails.
+
+        A file another process holds locked is waited for (:meth:`_await_ledger`); still
+        locked, the daemon runs on a stand-in (:meth:`Ledger.stand_in`) that the loop
+        moves into the file once the lock is gone (:meth:`_retry_ledger`). It does not
+        fail the start: detection and enforcement go on meanwhile, and a systemd restart
+        loop would leave the host unprotected over someone's open sqlite3 shell."""
         problem: BaseException | None = None
         if "state" not in self._degraded:
             try:
-                return Ledger(path, self.clock)
+                return self._await_ledger(path)
             except (sqlite3.Error, LedgerCorruptError, OSError) as exc:
+                if is_busy(exc):
+                    return self._stand_in(path)
                 problem = exc
         ledger, unread = Ledger.in_memory_copy(path, self.clock)
         restored = len(ledger.open_bans())
@@ -351,6 +370,76 @@ class Daemon:
             **({"not_restored": unread} if unread else {}),
         )
         return ledger
+
+    def _await_ledger(self, path: Path) -> Ledger:
+        """Open the ledger at ``path``, trying again for :data:`LEDGER_LOCK_WAIT` seconds
+        with back-off while another process holds it locked; systemd hears between tries
+        that the start goes on (its start timeout extended, the watchdog fed)."""
+        deadline = self.clock.monotonic() + LEDGER_LOCK_WAIT
+        delay = 0.25
+        tries = 0
+        while True:
+            try:
+                return Ledger(path, self.clock, busy_timeout=LEDGER_BUSY_TIMEOUT)
+            except sqlite3.Error as exc:
+                left = deadline - self.clock.monotonic()
+                if not is_busy(exc) or left <= 0:
+                    raise
+                tries += 1
+                if tries == 1:
+                    log.warning(
+                        "decision ledger locked by another process; waiting for it",
+                        path=str(path),
+                        up_to_seconds=LEDGER_LOCK_WAIT,
+                        fix=f"fuser -v {path} (an open sqlite3 session holds it)",
+                    )
+                pause = min(delay, left)
+                usec = int((pause + LEDGER_BUSY_TIMEOUT + 5.0) * 1_000_000)
+                self.notifier.notify(f"EXTEND_TIMEOUT_USEC={usec}")
+                self.notifier.watchdog()
+                self.notifier.status("waiting for the decision ledger (locked by another process)")
+                if self.clock.wait(self._stop, pause):
+                    raise
+                delay = min(delay * 2, 4.0)
+
+    def _stand_in(self, path: Path) -> Ledger:
+        """The in-memory stand-in for the ledger ``path`` another process holds locked."""
+        ledger = Ledger.stand_in(path, self.clock)
+        self._ledger_retry_at = self.clock.monotonic() + LEDGER_RETRY_SECONDS
+        self._degraded["ledger"] = (
+            f"{path}: locked by another process; decisions kept in memory and written "
+            "to it once it opens"
+        )
+        log.error(
+            "decision ledger locked by another process; running degraded: decisions are "
+            "kept in memory and written to the file once the lock is gone",
+            path=str(path),
+            waited_seconds=LEDGER_LOCK_WAIT,
+            retry_every_seconds=LEDGER_RETRY_SECONDS,
+            restored_bans=len(ledger.open_bans()),
+            fix=f"fuser -v {path} (an open sqlite3 session holds it)",
+        )
+        return ledger
+
+    def _retry_ledger(self, now_m: float, busy_timeout: float = 0.05) -> None:
+        """A stand-in ledger: try the file again (every :data:`LEDGER_RETRY_SECONDS`)."""
+        if self.ledger.standing_in_for is None or now_m < self._ledger_retry_at:
+            return
+        self._ledger_retry_at = now_m + LEDGER_RETRY_SECONDS
+        try:
+            adopted = self.ledger.adopt(busy_timeout)
+        except (sqlite3.Error, LedgerCorruptError, OSError) as exc:
+            self._ledger_retry_at = math.inf
+            self._degraded["ledger"] = f"{self.ledger.standing_in_for}: {reason(exc)}"
+            log.error(  # noqa: TRY400 - the reason is the message
+                "decision ledger unusable after its lock; bans are kept in memory only and "
+                "lost on restart",
+                path=str(self.ledger.standing_in_for),
+                reason=reason(exc),
+            )
+            return
+        if adopted:
+            self._degraded.pop("ledger", None)
 
     # ------------------------------------------------------------------ building
 
@@ -788,6 +877,7 @@ class Daemon:
             now_m = clock.monotonic()
             if now_m >= next_expire:
                 self.pipeline.expire(clock.now())
+                self._retry_ledger(now_m)
                 self.decision_log.flush(now_m)
                 self.trimmer.trim(sum(c.lines for c in self.pipeline.sources.values()))
                 next_expire = now_m + self.config.daemon.expire_interval
@@ -1009,6 +1099,13 @@ class Daemon:
         if not self.runner.flush(max(0.1, budget - 0.5)):
             log.warning("responder queue not flushed before exit", queued=self.runner.queued()[0])
         self.runner.close(timeout=0.3)
+        self._ledger_retry_at = 0.0
+        self._retry_ledger(0.0, busy_timeout=0.5)  # a stand-in's last chance
+        if self.ledger.standing_in_for is not None:
+            log.error(
+                "decision ledger still locked at stop; the decisions of this run are lost",
+                path=str(self.ledger.standing_in_for),
+            )
         self.ledger.close()
         if self._httpd is not None:
             self._httpd.shutdown()

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import subprocess
 import tempfile
 import threading
@@ -18,21 +19,25 @@ import structlog
 from conftest import nginx_line, ssh_fail, wait_for
 from structlog.testing import capture_logs
 
+from aisentinel import daemon as daemon_module
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
 from aisentinel.config import Config, load_config
 from aisentinel.control import request
 from aisentinel.daemon import Daemon
+from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import (
     Action,
     Decision,
     EventBatch,
+    Finding,
     LineBatch,
     Severity,
     WorkloadKey,
     WorkloadTarget,
 )
+from aisentinel.sdnotify import Notifier
 from aisentinel.sources.file import SAVE_INTERVAL, FileSource
 
 CONFIG = """
@@ -881,3 +886,53 @@ def test_reload_applies_log_level_live(tmp_path: Path) -> None:
         assert r.daemon.pipeline.on_finding is not None
     finally:
         r.stop()
+
+
+class _Recorder(Notifier):
+    """A notifier that keeps what it would send."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.sent: list[str] = []
+
+    def notify(self, *assignments: str) -> bool:
+        self.sent.extend(assignments)
+        return True
+
+
+def test_a_ledger_locked_at_start_is_waited_for_then_stood_in_for_and_adopted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger another process holds locked at start is tried again with systemd told the
+    start goes on (EXTEND_TIMEOUT_USEC, WATCHDOG=1); still locked, the daemon runs degraded
+    on a stand-in, and once the lock is gone the loop moves its bans into the file (a
+    restart keeps them) and the degraded state clears."""
+    monkeypatch.setattr(daemon_module, "LEDGER_LOCK_WAIT", 0.6)
+    monkeypatch.setattr(daemon_module, "LEDGER_BUSY_TIMEOUT", 0.05)
+    config = load_config(_write_config(tmp_path))
+    path = config.daemon.state_dir / daemon_module.LEDGER_FILE
+    Ledger(path, FakeClock()).close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("DELETE FROM brake")
+    notifier = _Recorder()
+    daemon = Daemon(config, notifier=notifier)
+    try:
+        assert "locked by another process" in daemon.degraded["ledger"]
+        assert any(m.startswith("EXTEND_TIMEOUT_USEC=") for m in notifier.sent)
+        assert "WATCHDOG=1" in notifier.sent
+        finding = Finding(
+            daemon.clock.now(), "ssh_bruteforce", Severity.HIGH, "198.51.100.9", "k", 6, 60.0, "x"
+        )
+        assert daemon.engine.decide(finding).action is Action.BAN
+        daemon._retry_ledger(daemon._ledger_retry_at)
+        assert "ledger" in daemon.degraded  # still locked
+        holder.execute("ROLLBACK")
+        daemon._retry_ledger(daemon._ledger_retry_at)
+        assert "ledger" not in daemon.degraded
+    finally:
+        holder.close()
+        daemon.ledger.close()
+    again = Ledger(path, FakeClock())
+    assert [d.target.text for d in again.open_bans() if d.target] == ["198.51.100.9"]
+    again.close()

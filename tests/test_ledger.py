@@ -502,3 +502,46 @@ def test_page_cache_of_a_ledger_file_stays_small(tmp_path: Path, clock: FakeCloc
     grown = _sqlite_memory_used() - base
     assert grown < (ledger_module.CACHE_KIB + 512) * 1024, grown
     ledger.close()
+
+
+def _lock(path: Path) -> sqlite3.Connection:
+    """Another connection holding a write transaction on the ledger (an open sqlite3 shell)."""
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute(
+        "INSERT INTO decisions (ts, action, target, detector, severity, reason, offence, "
+        "simulated, evidence_count) VALUES (0, 'alert', 'x', 'x', 1, 'x', 0, 0, 0)"
+    )
+    return holder
+
+
+def test_a_stand_in_writes_its_decisions_into_the_file_once_the_lock_is_gone(
+    tmp_path: Path,
+) -> None:
+    """A ledger locked by another process is refused with a busy error; its stand-in (an
+    in-memory copy) holds the file's bans and its own, and once the lock is gone adopt()
+    writes them into the file, which a restart then reads."""
+    clock = FakeClock(T0)
+    path = tmp_path / "l.sqlite"
+    first = Ledger(path, clock)
+    first.record(ban("203.0.113.1"))
+    first.close()
+    holder = _lock(path)
+    with pytest.raises(sqlite3.OperationalError) as info:
+        Ledger(path, clock, busy_timeout=0.05)
+    assert ledger_module.is_busy(info.value)
+    stand_in = Ledger.stand_in(path, clock)
+    assert [d.target.text for d in stand_in.open_bans() if d.target] == ["203.0.113.1"]
+    stand_in.record(ban("203.0.113.2"))
+    stand_in.end(["203.0.113.1"], T0 + 1)
+    assert not stand_in.adopt()
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert stand_in.adopt()
+    assert stand_in.standing_in_for is None
+    assert stand_in.path == path
+    stand_in.record(ban("203.0.113.3"))  # written to the file directly now
+    stand_in.close()
+    again = Ledger(path, clock)
+    assert [d.target.text for d in again.open_bans() if d.target] == ["203.0.113.2", "203.0.113.3"]
+    again.close()

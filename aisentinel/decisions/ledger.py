@@ -17,7 +17,11 @@ read-only, I/O error) never raises: it is counted (:attr:`Ledger.write_errors`),
 kept in a bounded backlog and written, in order, before the next write or at
 :meth:`Ledger.flush` / :meth:`Ledger.close` once the disk takes it again. One error
 line marks the start of such a streak and one line its end. A ledger that cannot be
-opened at all is the caller's to replace with :meth:`Ledger.in_memory_copy`.
+opened at all is the caller's to replace with :meth:`Ledger.in_memory_copy`. A file
+another process holds locked (:func:`is_busy`: someone's ``sqlite3`` shell with a
+transaction open) gets a stand-in instead, :meth:`Ledger.stand_in`: an in-memory copy
+that keeps every write it takes and, once :meth:`Ledger.adopt` can open the file,
+writes them there in one transaction and goes on with the file.
 
 Writes are batched: the pipeline holds (:meth:`~Ledger.hold`) the decisions of one batch of
 lines and releases (:meth:`~Ledger.release`) them in one transaction at the end of that batch
@@ -206,6 +210,23 @@ def _is_corrupt(exc: BaseException) -> bool:
     return isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
 
 
+def _keep(queue: deque[list[_Statement]], statements: list[_Statement]) -> bool:
+    """Append ``statements`` to ``queue``, its oldest dropped past :data:`BACKLOG_MAX`;
+    whether one was dropped."""
+    full = len(queue) >= BACKLOG_MAX
+    if full:
+        queue.popleft()
+    queue.append(statements)
+    return full
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` says another connection holds the database locked (SQLITE_BUSY or
+    SQLITE_LOCKED: "database is locked"), which passes when it lets go."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (5, 6)
+
+
 def _retryable(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return isinstance(code, int) and code & 0xFF in _SQLITE_RETRYABLE
@@ -214,9 +235,18 @@ def _retryable(exc: sqlite3.Error) -> bool:
 class Ledger:
     """Decisions in a SQLite file at ``path`` (``":memory:"`` is not supported)."""
 
-    def __init__(self, path: Path, clock: Clock) -> None:
+    def __init__(self, path: Path, clock: Clock, *, busy_timeout: float = 5.0) -> None:
+        """Open (or create) the ledger at ``path``; a lock another connection holds is
+        waited for ``busy_timeout`` seconds, then raised (``sqlite3.OperationalError``,
+        :func:`is_busy`)."""
         self.path = Path(path)
         self.clock = clock
+        self._busy_timeout = busy_timeout
+        self.standing_in_for: Path | None = None
+        """The file this in-memory ledger stands in for until :meth:`adopt` opens it."""
+        self._journal: deque[list[_Statement]] | None = None
+        """A stand-in's writes, in order, for the file (``None``: not a stand-in)."""
+        self.journal_dropped = 0
         self.in_memory = str(path) == MEMORY
         """A throw-away ledger held in memory (``replay``): nothing is written to disk."""
         self.recovered_from: Path | None = None
@@ -281,10 +311,57 @@ class Ledger:
             return ledger, None
         return ledger, problem
 
+    @classmethod
+    def stand_in(cls, path: Path, clock: Clock) -> Ledger:
+        """An in-memory copy of the locked ledger at ``path`` that keeps its writes for
+        the file (:meth:`adopt` writes them there once the lock is gone)."""
+        ledger, _unread = cls.in_memory_copy(path, clock)
+        ledger.standing_in_for = Path(path)
+        ledger._journal = deque()
+        return ledger
+
+    def adopt(self, busy_timeout: float = 0.05) -> bool:
+        """A stand-in: open the file it stands in for, write the decisions taken meanwhile
+        into it in one transaction and use the file from now on. ``True`` when it did (or
+        this is no stand-in); ``False`` while the file is still locked. Any other fault of
+        the file is raised (``sqlite3.Error``, :class:`LedgerCorruptError`, ``OSError``)."""
+        path = self.standing_in_for
+        if path is None or self._journal is None:
+            return True
+        try:
+            found = Ledger(path, self.clock, busy_timeout=busy_timeout)
+        except sqlite3.Error as exc:
+            if is_busy(exc):
+                return False
+            raise
+        with self._lock:
+            journal = self._journal
+            try:
+                for statements in journal:
+                    found._execute(statements)
+            except sqlite3.Error as exc:
+                found._db.close()
+                if is_busy(exc):
+                    return False
+                raise
+            old, self._db = self._db, found._db
+            old.close()
+            self.path, self.in_memory, self.recovered_from = path, False, found.recovered_from
+            self.standing_in_for, self._journal = None, None
+        log.info(
+            "ledger file opened; the decisions taken while it was locked are written to it",
+            path=str(path),
+            writes=len(journal),
+            dropped=self.journal_dropped,
+        )
+        return True
+
     # ------------------------------------------------------------------ opening
 
     def _open(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db = sqlite3.connect(
+            self.path, timeout=self._busy_timeout, check_same_thread=False, isolation_level=None
+        )
         try:
             self._prepare(db)
         except BaseException:
@@ -365,6 +442,14 @@ class Ledger:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+        # A stand-in: the same writes go to the file later.
+        if self._journal is not None and _keep(self._journal, statements):
+            self.journal_dropped += 1
+            self._first_drop(
+                self.journal_dropped,
+                "ledger stand-in full; the oldest decisions will not reach the file",
+                self.standing_in_for,
+            )
         return cursors
 
     def _write(self, statements: list[_Statement]) -> list[sqlite3.Cursor] | None:
@@ -392,17 +477,20 @@ class Ledger:
                         raise
                     self._failed(exc)
             self.write_errors += 1
-            if len(self._backlog) >= BACKLOG_MAX:
-                self._backlog.popleft()
+            if _keep(self._backlog, statements):
                 self.dropped += 1
-                if self.dropped == 1:
-                    log.error(
-                        "ledger backlog full; the oldest unwritten decisions are dropped",
-                        path=str(self.path),
-                        backlog=BACKLOG_MAX,
-                    )
-            self._backlog.append(statements)
+                self._first_drop(
+                    self.dropped,
+                    "ledger backlog full; the oldest unwritten decisions are dropped",
+                    self.path,
+                )
             return None
+
+    @staticmethod
+    def _first_drop(dropped: int, message: str, path: Path | None) -> None:
+        """One error line at the first write dropped from a full queue of a streak."""
+        if dropped == 1:
+            log.error(message, path=str(path), kept=BACKLOG_MAX)
 
     def _failed(self, exc: sqlite3.Error) -> None:
         if self.failing is not None:
