@@ -63,6 +63,16 @@ def test_per_key_limit_reports_the_key() -> None:
     assert found[0].clients == ("192.0.2.49",)
 
 
+def test_a_key_id_many_keys_share_is_not_counted_per_key() -> None:
+    """Key ids every token shares ("eyJhbGci": a JWT's header under the old map, and
+    "short") add up no one key's requests: no per-key finding."""
+    for shared in ("eyJhbGci", "short"):
+        events: list[Event] = [
+            req(i * 0.05, key_id=shared, client=f"192.0.2.{i % 50}") for i in range(600)
+        ]
+        assert feed(events) == []
+
+
 def test_limit_req_hits() -> None:
     """Ten nginx limit_req rejections within a minute give a MEDIUM finding."""
     events: list[Event] = [HttpRateLimited(T0 + i, "err", "2001:db8::9", "api") for i in range(10)]

@@ -79,6 +79,22 @@ def set_ipv6_key_prefix(prefix: int) -> None:
         _V6_KEYS.clear()
 
 
+SHARED_KEY_IDS = frozenset({"short"})
+"""``key_id`` values that many keys share: the shipped map's ``short`` (a key too short to
+slice). Besides these, a value that starts with ``eyJ`` is the start of a JWT's header
+(``eyJhbGci`` is ``{"alg``), which an older map logged for every JWT."""
+
+
+def key_identity(key_id: str | None) -> str | None:
+    """``key_id`` when it names one key, else ``None``: no key id, or one that many keys
+    share (:data:`SHARED_KEY_IDS`, a JWT header's first characters: every Open WebUI
+    session under the map shipped before this one). Such a value still says that a key
+    was sent; it tells nobody apart, so nothing is counted or learned per key under it."""
+    if key_id is None or key_id in SHARED_KEY_IDS or key_id.startswith("eyJ"):
+        return None
+    return key_id
+
+
 def client_key(client: str) -> str:
     """What a detector counts ``client`` under: an IPv4 address (or anything that is
     not an IPv6 address) itself, an IPv6 address its ``/64`` network

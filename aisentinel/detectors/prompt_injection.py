@@ -9,7 +9,7 @@ the evidence span (normalised, escaped, at most 160 characters; for a prompt hol
 secrets it is taken from the prompt with the secrets redacted, so it cannot quote one).
 
 Abuse: prompts scoring at least ``abuse_score`` (high confidence) are counted per
-client and per API key (``key_id``), each distinct prompt text once per
+client and per API key (``key_id``, unless many keys share it), each distinct prompt text once per
 ``abuse_window`` (an SDK's retry of the same body is not a new attempt), and only when
 the client's own words score that high: text inside tool or function results and
 fenced code blocks is data the model is shown (a coding agent reading a test file full
@@ -37,7 +37,7 @@ from pydantic import Field
 from aisentinel.configtypes import format_duration
 from aisentinel.decisions.config import SeverityName
 from aisentinel.detectors.base import REGISTRY, BatchDetector
-from aisentinel.detectors.common import Threshold, Window, client_key
+from aisentinel.detectors.common import Threshold, Window, client_key, key_identity
 from aisentinel.detectors.prompts import MEMO, PromptDetectorConfig, PromptRequests
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
@@ -145,7 +145,7 @@ class PromptInjectionDetector(BatchDetector):
     def _finding(self, event: HttpRequest, verdict: _Verdict, digest: bytes) -> Finding:
         cfg = self._cfg
         summary = f"{verdict.category} score {verdict.score:.3f}"
-        key_id = event.key_id
+        key_id = key_identity(event.key_id)
         if verdict.own_score >= cfg.abuse_score:
             abuse = self._count_abuse(event, f"{summary}: {verdict.evidence}", digest)
             if abuse is not None:
@@ -198,7 +198,7 @@ class PromptInjectionDetector(BatchDetector):
         text once per window; the abuse finding when one of them crosses (the client's
         when both do)."""
         cfg = self._cfg
-        key_id = event.key_id
+        key_id = key_identity(event.key_id)
         clients: tuple[str, ...] = ()
         client: str | None = event.client
         grouped = client_key(event.client)

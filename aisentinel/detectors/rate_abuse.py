@@ -11,7 +11,8 @@ Four counters, each crossing on its own (HIGH for the global rate, MEDIUM else):
   that is heavy API use (a RAG indexer, an office of developers behind one NAT, an
   eval harness), which the AI and per-key counters report at MEDIUM; one answered
   401/403/404/429/5xx (unauthenticated, refused, overloaded) still is;
-* AI endpoints per API key id (``HttpRequest.key_id``, when the log has one):
+* AI endpoints per API key id (``HttpRequest.key_id``, when the log has one and it
+  is not a value many keys share, :func:`~.common.key_identity`):
   ``key_threshold`` in ``key_window`` (default 600 a minute); the finding is about
   the key (``client=None``, ``key="key_id:<id>"``, ``clients`` the last address);
 * nginx ``limit_req`` rejections (:class:`HttpRateLimited`), per client:
@@ -38,6 +39,7 @@ from aisentinel.detectors.common import (
     all_requests,
     client_finding,
     crossing_finding,
+    key_identity,
 )
 from aisentinel.detectors.paths import DEFAULT_AI_PATHS, PrefixMatcher
 from aisentinel.detectors.shared import SharedState
@@ -140,7 +142,7 @@ class RateAbuseDetector(BatchDetector):
         if not ai:
             return None if crossing is None else self._finding(event, crossing, _GLOBAL)
         ai_crossing = self._ai.hit(client, ts)
-        key_id = event.key_id
+        key_id = key_identity(event.key_id)  # not a value many keys share
         key_crossing = None if key_id is None else self._keys.hit(key_id, ts)
         return self._resolve(event, crossing, ai_crossing, key_crossing)
 
