@@ -86,7 +86,9 @@ class Reference:
         self.cred = RecentSet(LONG_TTL, 100_000)
         self.either = RecentSet(LONG_TTL, 100_000)
         self.floor = NEG_INF
-        self.protected: set[str] = set()
+        self.protected: dict[str, str | None] = {}
+        """``[host\x1f]METHOD path`` -> the one client refused there (401), ``None``
+        once two were."""
         self.inference = PrefixMatcher(DEFAULT_AI_PATHS).match
         self.locations: dict[str, tuple[float, float]] = {}
         """First path segment -> (last 401, last 2xx without credentials)."""
@@ -119,6 +121,8 @@ class Reference:
             mask = sum(1 << bit for bit, test in enumerate(self.tests) if test(event.path))
             masks.append(mask)
             key = f"{event.method} {event.path}"
+            if event.host is not None:
+                key = f"{event.host}\x1f{key}"
             credentialed = self._counts(event)
             if credentialed:
                 counted.append(i)
@@ -127,10 +131,12 @@ class Reference:
             guessed = (
                 not credentialed
                 and 200 <= event.status < 300
-                and (self.inference(event.path) or key in self.protected)
+                and (self.inference(event.path) or self.protected.get(key, "") is None)
             )
-            if event.status in (401, 403):
-                self.protected.add(key)
+            if event.status == 401:
+                first = self.protected.setdefault(key, event.client)
+                if first is not None and first != event.client:
+                    self.protected[key] = None
             if credentialed:
                 cred[event.client] = event.ts
             if credentialed or guessed:

@@ -93,13 +93,46 @@ def test_sweep_of_distinct_endpoints_fires() -> None:
 
 
 def test_success_where_others_were_refused_is_authentication() -> None:
-    """A 2xx on a METHOD path another client got 401 on marks the client as authenticated."""
-    refused = req(0, "/api/v1/chats/", client="198.51.100.9", status=401)
+    """A 2xx on a METHOD path two other clients got 401 on marks the client as
+    authenticated."""
+    refused = [
+        req(0, "/api/v1/chats/", client="198.51.100.9", status=401),
+        req(0.5, "/api/v1/chats/", client="198.51.100.10", status=401),
+    ]
     signed_in = req(1, "/api/v1/chats/")
     probes = [req(2.0 + i, "/api/tags", status=404) for i in range(3)]
-    assert feed([refused, signed_in, *probes]) == []
+    assert feed([*refused, signed_in, *probes]) == []
     # the same 200 before anyone was refused proves nothing
-    assert len(feed([signed_in, refused, *probes])) == 1
+    assert len(feed([signed_in, *refused, *probes])) == 1
+
+
+def test_one_clients_401s_or_a_cors_403_do_not_hide_a_sweep() -> None:
+    """An uptime monitor's 401s (one client, however many) on GET /v1/models, or one
+    browser extension's CORS 403 on /api/tags, make no later 200 there an
+    authentication: the sweep answered 200 is still reported."""
+    sweep = [
+        req(100.0 + i, p)
+        for i, p in enumerate(["/api/tags", "/api/version", "/api/ps", "/v1/models", "/api/show"])
+    ]
+    monitor = [req(60.0 * i, "/v1/models", client="198.51.100.200", status=401) for i in range(3)]
+    cors = [req(0, "/api/tags", client="10.1.0.31", status=403)]
+    for before in (monitor, cors):
+        found = [f for f in feed([*before, *sweep]) if f.client == "203.0.113.3"]
+        assert [f.count for f in found] == [5]
+
+
+def test_401s_on_one_virtual_host_protect_no_other() -> None:
+    """With the host in the log, a path refused on one virtual host is no protected path
+    of another: a 200 there is no authentication."""
+    refused = [
+        req(0, "/api/v1/chats/", client=c, status=401)._replace(host="chat.example")
+        for c in ("198.51.100.9", "198.51.100.10")
+    ]
+    probes = [req(2.0 + i, "/api/tags", status=404) for i in range(3)]
+    same = req(1, "/api/v1/chats/")._replace(host="chat.example")
+    other = req(1, "/api/v1/chats/")._replace(host="ollama.example")
+    assert feed([*refused, same, *probes]) == []
+    assert len(feed([*refused, other, *probes])) == 1
 
 
 def test_open_webui_page_load_of_a_signed_in_user_is_not_a_sweep() -> None:

@@ -6,9 +6,12 @@ what a server runs and whether it is open. A client that authenticated within
 ``authenticated_ttl`` is a known user and is not counted: a request with
 ``HttpRequest.user`` or ``key_id`` set and status < 400 (where something checks
 them: :class:`~.shared.CredentialTrust`), or an inferred
-authentication (a successful inference call, a 2xx where others got 401/403, or on
-Open WebUI's session-user and user-settings calls, which only a signed-in user gets:
-see :mod:`~.shared`). Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
+authentication (a successful inference call, a 2xx where two or more clients got
+401, or on Open WebUI's session-user and user-settings calls, which only a
+signed-in user gets: see :mod:`~.shared`). One client's 401s (an uptime monitor
+without a key) and 403s (Ollama's answer to a browser extension's foreign
+``Origin``, which anyone can send) prove nothing about the next 2xx there: a
+sweep answered 200 is still a sweep. Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
 successful recon requests are not enough either: a MEDIUM finding needs, from an
 unauthenticated client, ``threshold`` recon requests answered 4xx/5xx (misses)
 within ``window`` (default 3 in 10 minutes), or a sweep of ``sweep_paths``

@@ -10,12 +10,14 @@ status < 400 where something checks them (:class:`CredentialTrust`: nginx logs a
 client's Basic user; ``doubted`` requests count as sent without credentials), or an
 inferred authentication (bearer tokens and cookies are not in
 most log formats): a 2xx on an inference endpoint (:data:`~.paths.DEFAULT_AI_PATHS`),
-or a 2xx on a ``METHOD path`` that was answered 401/403 before, to anyone (the
-index learns those paths, at most :data:`PROTECTED_PATHS_LIMIT`; ``marks`` count
-credentials only, ``inferred`` both). One table holds both answers, one entry per
-client with two times (its last authentication with credentials, its last of
-either kind); it is capped and expired on the second, so under eviction pressure
-an evicted client loses both marks. The pipeline owns one :class:`SharedState`
+or a 2xx on a ``METHOD path`` (of the virtual host, when logged) that was answered
+401 before to at least two clients (the index learns those paths, at most
+:data:`PROTECTED_PATHS_LIMIT`; a 403 is no authentication challenge: Ollama answers
+a foreign ``Origin`` with it; ``marks`` count credentials only, ``inferred`` both).
+One table holds both answers, one entry per client with two times (its last
+authentication with credentials, its last of either kind); it is capped and
+expired on the second, so under eviction pressure an evicted client loses both
+marks. The pipeline owns one :class:`SharedState`
 for as long as it runs
 and binds every detector whose class sets ``wants_shared = True`` to it
 (:meth:`SharedState.bind`, which calls each one's ``share``); each registers its
@@ -114,12 +116,16 @@ _HOST_CHARS = 255
 
 
 def _protected_key(request: HttpRequest) -> str:
-    """``METHOD path`` without the query, truncated: the key of a learned protected path."""
+    """``METHOD path`` without the query, truncated, after the virtual host when the log
+    has one: the key of a learned protected path."""
     path = request.path
     cut = path.find("?")
     if cut >= 0:
         path = path[:cut]
-    return f"{request.method} {path[:_PROTECTED_KEY_CHARS]}"
+    host = request.host
+    if host is None:
+        return f"{request.method} {path[:_PROTECTED_KEY_CHARS]}"
+    return f"{host[:_HOST_CHARS]}\x1f{request.method} {path[:_PROTECTED_KEY_CHARS]}"
 
 
 def no_path(path: str) -> bool:
@@ -591,8 +597,10 @@ class RequestIndex:
         self._inference = VerdictCache(lambda path: path in KNOWN_PROTECTED or inference(path))
         """Per raw path: a 2xx there shows its client authenticated (an inference call, a
         :data:`KNOWN_PROTECTED` path)."""
-        self._protected: dict[str, None] = {}
-        """``METHOD path`` answered 401/403 (to someone): a 2xx there is an authentication."""
+        self._protected: dict[str, str | None] = {}
+        """``METHOD path`` (after the host, when logged) answered 401: the one client
+        refused there, or ``None`` once two were, when a 2xx there is an
+        authentication (:meth:`_refused`)."""
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
         self._facts = _NO_FACTS
@@ -789,16 +797,12 @@ class RequestIndex:
     ) -> set[int]:
         """Of ``candidates`` (2xx without credentials), those that show their client
         authenticated: a successful inference call or :data:`KNOWN_PROTECTED` path, or a
-        2xx on a ``METHOD path`` that was answered 401/403 before (to anyone; earlier in
-        the batch included). The batch's denials are then learned (bounded, oldest
-        forgotten first)."""
-        protected = self._protected
-        first_denial: dict[str, int] = {}
-        for i in denied:
-            first_denial.setdefault(_protected_key(reqs[i]), i)
+        2xx on a protected ``METHOD path`` (see :meth:`_refused`), in event order: a
+        401 later in the batch protects only the 2xx after it."""
         get = self._inference.get
         fill = self._inference.fill
         out: set[int] = set()
+        rest: list[int] = []
         for i in candidates:
             request = reqs[i]
             verdict = get(request.path)
@@ -806,19 +810,45 @@ class RequestIndex:
                 verdict = fill(request.path)
             if verdict:
                 out.add(i)
-            elif protected or first_denial:
-                key = _protected_key(request)
-                if key in protected or first_denial.get(key, i) < i:
+            else:
+                rest.append(i)
+        challenges = [i for i in denied if reqs[i].status == 401]
+        protected = self._protected
+        if not challenges:
+            if protected:
+                out.update(i for i in rest if protected.get(_protected_key(reqs[i]), "") is None)
+            return out
+        judged = set(rest)
+        for i in sorted(rest + challenges) if rest else challenges:
+            key = _protected_key(reqs[i])
+            if i in judged:
+                if protected.get(key, "") is None:
                     out.add(i)
-        for key in first_denial:
-            if key not in protected:
-                if len(protected) >= PROTECTED_PATHS_LIMIT:
-                    del protected[next(iter(protected))]
-                protected[key] = None
+            else:
+                self._refused(key, reqs[i].client)
         return out
 
+    def _refused(self, key: str, client: str) -> None:
+        """Learn a 401 at ``key`` (``METHOD path``) served to ``client``. The path is
+        protected, and a 2xx there an authentication, once a second client has been
+        refused there: one client's 401s are its own story (an uptime monitor that
+        sends no key, every 5 minutes) and must not make every later 2xx there, a
+        sweep's included, an authentication. A 403 is not learned at all: Ollama
+        answers a browser extension's foreign ``Origin`` with 403 (anyone can send
+        one), and ``deny`` rules answer with it; neither is an authentication
+        challenge. Bounded: the oldest key is forgotten first."""
+        protected = self._protected
+        if key in protected:
+            first = protected[key]
+            if first is not None and first != client:
+                protected[key] = None
+            return
+        if len(protected) >= PROTECTED_PATHS_LIMIT:
+            del protected[next(iter(protected))]
+        protected[key] = client
+
     def protected_paths(self) -> int:
-        """Learned auth-protected ``METHOD path`` keys."""
+        """Learned ``METHOD path`` keys answered 401 (protected or not yet)."""
         return len(self._protected)
 
     @staticmethod
