@@ -75,12 +75,14 @@ def test_ipv6_and_refire_once_per_window() -> None:
 
 
 def test_expire_and_tracked_keys() -> None:
-    """Both counters expire idle clients (long windows off here; see the slow tests)."""
+    """Both counters expire idle clients (long windows off here; see the slow tests);
+    the rejection's streak (is it repeated?) is kept for a day."""
     det = HttpAuthDetector(HttpAuthConfig(slow_thresholds=(), slow_windows=()))
     det.observe(fail(0))
     det.observe(req(0))
-    assert det.tracked_keys() == 2
+    assert det.tracked_keys() == 3
     assert det.expire(T0 + 601) == 2
+    assert det.expire(T0 + 86_401) == 1
     assert det.tracked_keys() == 0
 
 
@@ -125,3 +127,69 @@ def test_fast_attack_is_not_reported_again_by_the_long_window() -> None:
     """A burst the fast window reported does not also cross the long one."""
     found = feed([fail(i) for i in range(25)])
     assert [f.window for f in found] == [600.0]
+
+
+def _keyed(
+    ts: float, key_id: str, status: int = 401, path: str = "/v1/models", client: str = CLIENT
+) -> HttpRequest:
+    return HttpRequest(T0 + ts, "nginx", client, "GET", path, status, 92, None, "ua", key_id=key_id)
+
+
+def _both(events: list[Event], **kw: object) -> tuple[list[Finding], list[Finding]]:
+    """The findings line by line and in one batch (they must agree)."""
+    det = HttpAuthDetector(HttpAuthConfig.model_validate(kw))
+    return feed(events, **kw), [f for _, f in det.observe_many(events)]
+
+
+def test_a_revoked_key_beside_a_working_one_is_an_alert_naming_it() -> None:
+    """A server with two keys, one revoked (200 with one, 401 with the other, every
+    refresh), is a MEDIUM finding naming the rejected key, told once a day: not a ban."""
+    events: list[Event] = []
+    for i in range(200):
+        events += [_keyed(i * 20.0, "goodKey1", 200), _keyed(i * 20.0 + 0.01, "revoked2")]
+    for found in _both(events):
+        assert [f.severity for f in found] == [Severity.MEDIUM]
+        assert "'revoked2'" in found[0].message
+        assert "another credential" in found[0].message
+
+
+def test_a_stale_key_alone_is_high_once_then_medium() -> None:
+    """One stale key every 10 s with no login: HIGH naming it at first, then (after the
+    ban) MEDIUM once a day: the same key repeated is not a worse offence each time."""
+    events: list[Event] = [_keyed(i * 10.0, "oldK3yAa") for i in range(1200)]
+    for found in _both(events):
+        assert [f.severity for f in found] == [Severity.HIGH, Severity.MEDIUM]
+        assert "'oldK3yAa'" in found[0].message
+        assert "again" in found[1].message
+
+
+def test_distinct_keys_or_users_are_guessing_and_stay_high() -> None:
+    """Ten distinct rejected keys, ten rejections of one user (passwords are not in the
+    log), or keys many tokens share ("short"), are HIGH, even beside a working key."""
+    login = [_keyed(0.0, "goodKey1", 200)]
+    keys: list[Event] = [_keyed(1.0 + i, f"guess{i:03d}") for i in range(10)]
+    user: list[Event] = [
+        HttpRequest(T0 + 1 + i, "nginx", CLIENT, "GET", "/", 401, 0, "admin", "ua")
+        for i in range(10)
+    ]
+    short: list[Event] = [_keyed(1.0 + i, "short") for i in range(10)]
+    for attempts in (keys, user, short):
+        for found in _both([*login, *attempts]):
+            assert [f.severity for f in found] == [Severity.HIGH]
+
+
+def test_a_monitor_without_a_key_is_an_alert_not_a_ban() -> None:
+    """The same GET without credentials every 5 minutes for a day (an uptime monitor
+    answered 401) is one MEDIUM finding; the same at an irregular pace, or a fast flood
+    at a fixed pace, is HIGH."""
+
+    def probe(ts: float) -> HttpRequest:
+        return HttpRequest(T0 + ts, "nginx", CLIENT, "GET", "/v1/models", 401, 0, None, "Kuma")
+
+    for found in _both([probe(i * 300.0) for i in range(288)]):
+        assert [f.severity for f in found] == [Severity.MEDIUM]
+        assert "monitor" in found[0].message
+    irregular: list[Event] = [probe(i * 300.0 + (i % 3) * 40) for i in range(12)]
+    assert [f.severity for f in feed(irregular)] == [Severity.HIGH]
+    flood: list[Event] = [probe(i * 2.0) for i in range(10)]
+    assert [f.severity for f in feed(flood)] == [Severity.HIGH]

@@ -26,6 +26,24 @@ basic-auth user's browser challenges (one 401 a session) and typos over a day ar
 not a slow attack. Only credentials that count do (:class:`~.shared.CredentialTrust`):
 a user sent where nothing checks it (an open location, where nginx still logs it)
 forgives nothing.
+
+A guess changes what it sends; a misconfigured client repeats it. So an access-log
+crossing whose every counted rejection (since the counter's last crossing) repeats
+one thing is judged apart (per client, :class:`_Streaks`):
+
+* the same API key id (one token; not a value many keys share,
+  :func:`~.common.key_identity`): beside a login of the same client since the
+  streak began (a web UI with one revoked key of two), MEDIUM naming the key, not
+  a ban; else HIGH naming the key the first time, and MEDIUM for the same key again
+  within :data:`REPORT_MEMORY` (a stale key in a cron job earns one ban, not an
+  escalating series);
+* the same ``GET``/``HEAD`` without any credential, outside the login paths,
+  answered 401 at a fixed interval of at least :data:`MONITOR_MIN_INTERVAL` (an
+  uptime monitor): MEDIUM.
+
+A MEDIUM of a repeat is told once in :data:`REPORT_MEMORY`. A user's rejections
+never make a repeat (the password, which a guess changes, is not in the log), nor
+do form logins; distinct keys, distinct requests or a fast flood stay HIGH.
 """
 
 from __future__ import annotations
@@ -33,7 +51,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import cast
 
-from aisentinel.configtypes import DEFAULT_MAX_KEYS
+from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
 from aisentinel.detectors.common import (
     HttpStatus,
@@ -43,11 +61,12 @@ from aisentinel.detectors.common import (
     all_requests,
     client_finding,
     client_key,
+    key_identity,
 )
 from aisentinel.detectors.paths import PrefixMatcher
 from aisentinel.detectors.shared import SharedState, no_path
 from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
-from aisentinel.detectors.window import Crossing, EventWindows
+from aisentinel.detectors.window import _NEG_INF, Crossing, EventWindows, _SlotStore
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
 DEFAULT_AUTH_PATHS = (
@@ -68,6 +87,83 @@ DEFAULT_AUTH_PATHS = (
     "/users/sign_in",
 )
 """Path prefixes of login endpoints (Open WebUI and common web applications)."""
+
+
+MONITOR_MIN_INTERVAL = 30.0
+"""The shortest interval at which one identical request without credentials, repeated,
+is taken for a monitor (Uptime Kuma's default is 60 s, UptimeRobot's 5 minutes): a flood
+of 401s comes far faster, and is counted as ever."""
+REPORT_MEMORY = 86_400.0
+"""How long a client's repeated rejection (a stale key, a monitor) is remembered as
+reported: the next crossing made of the same one is told at most once in this time."""
+
+# _Streaks slot layout: _STRIDE doubles per client.
+_STRIDE = 9
+_SIG = 0  # hash of the streak's one credential or request (0: no streak)
+_START = 1  # its first rejection
+_LAST = 2  # its latest rejection
+_STEP = 3  # the interval between its first two rejections (-1: one so far)
+_REGULAR = 4  # 1.0 while every interval since matched _STEP
+_SUCCESS = 5  # the client's latest counting login (while held)
+_HIGH = 6  # when the streak's key was last reported HIGH
+_TOLD = 7  # when a repeat of it was last reported at MEDIUM (or withheld)
+_QUEUED = 8
+
+
+class _Streaks(_SlotStore):
+    """Per client: its latest run of identical access-log rejections (the same API key
+    id, or the same request without credentials), whether they came at a fixed
+    interval, and its latest login while held (see :class:`HttpAuthDetector`). Nine
+    doubles a client, at most ``max_keys``, expired :data:`REPORT_MEMORY` (or the
+    longest window) after its last event (second-chance order, see :mod:`~.window`)."""
+
+    __slots__ = ("ttl",)
+
+    def __init__(self, max_keys: int, ttl: float) -> None:
+        blank = (0.0, _NEG_INF, _NEG_INF, -1.0, 1.0, _NEG_INF, _NEG_INF, _NEG_INF, _NEG_INF)
+        super().__init__(max_keys, blank, _QUEUED)
+        self.ttl = ttl
+
+    def _newest(self, base: int) -> float:
+        data = self._data
+        return max(data[base + _LAST], data[base + _SUCCESS])
+
+    def note(self, key: str, ts: float, signature: str | None) -> int:
+        """A rejection of ``key`` at ``ts``, identical to the streak's when its
+        ``signature`` is (``None``: one that never repeats: a user's password is not in
+        the log); the base of its slot."""
+        slot = self._keys.get(key)
+        if slot is None:
+            slot = self._allocate(key, ts)
+        base = slot * _STRIDE
+        data = self._data
+        sig = 0.0 if signature is None else float(hash(signature) or 1)
+        if sig == 0.0 or data[base + _SIG] != sig:
+            data[base + _SIG] = sig
+            data[base + _START] = ts
+            data[base + _STEP] = -1.0
+            data[base + _REGULAR] = 1.0
+            data[base + _HIGH] = _NEG_INF
+            data[base + _TOLD] = _NEG_INF
+        else:
+            step = ts - data[base + _LAST]
+            if data[base + _STEP] < 0.0:
+                data[base + _STEP] = step
+            elif abs(step - data[base + _STEP]) > max(2.0, 0.05 * data[base + _STEP]):
+                data[base + _REGULAR] = 0.0
+        data[base + _LAST] = ts
+        return base
+
+    def succeeded(self, key: str, ts: float) -> None:
+        """``key`` logged in at ``ts`` (remembered only for a client held)."""
+        slot = self._keys.get(key)
+        if slot is not None:
+            at = slot * _STRIDE + _SUCCESS
+            self._data[at] = max(self._data[at], ts)
+
+    def expire(self, now: float) -> int:
+        """Drop clients with no event since ``now - ttl``; how many."""
+        return self._expire(now - self.ttl)
 
 
 class HttpAuthConfig(WindowedConfig, SlowConfig):
@@ -103,6 +199,10 @@ class HttpAuthDetector(Detector):
         self._failures_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._rejections_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._slow_on = bool(self._rejections_slow)
+        self._streaks = _Streaks(
+            config.max_keys,
+            max((REPORT_MEMORY, config.status_window, *config.slow_windows)),
+        )
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -116,16 +216,84 @@ class HttpAuthDetector(Detector):
         self._rejections_slow.forgive(client)
         self._failures_slow.forgive(client)
 
+    def _login(self, client: str, ts: float) -> None:
+        """``client`` logged in at ``ts``: forgive its long windows; a stale key it keeps
+        sending beside is a misconfiguration (:meth:`_judge`)."""
+        if self._slow_on and (client in self._rejections_slow or client in self._failures_slow):
+            self._forgive(client)
+        if self._streaks:
+            self._streaks.succeeded(client_key(client), ts)
+
     def observe(self, event: Event) -> Finding | None:
         if (
             isinstance(event, HttpRequest)
             and event.status < 400
             and self._requests.facts((event,), self).credentialed
         ):
-            if self._slow_on:
-                self._forgive(event.client)
+            self._login(event.client, event.ts)
             return None
         return self._failed(event)
+
+    def _signature(self, event: HttpRequest) -> str | None:
+        """What a repeat of ``event`` (a rejection) repeats: its API key id (one token;
+        not a value many keys share), or, without any credential, a ``GET``/``HEAD``
+        outside the login paths answered 401 (a monitor's request); ``None`` for anything
+        a guess may hide in (a user's password, a form login's body)."""
+        if event.user is not None:
+            return None
+        if event.key_id is not None:
+            key_id = key_identity(event.key_id)
+            return None if key_id is None else f"key\x1f{key_id}"
+        if (
+            event.status == 401
+            and event.method in ("GET", "HEAD")
+            and not self._auth_paths.match(event.path)
+        ):
+            return f"request\x1f{event.method} {event.path}"
+        return None
+
+    def _judge(
+        self, event: HttpRequest, base: int, crossing: Crossing
+    ) -> tuple[Severity, str] | None:
+        """The severity and description of a crossing of rejections whose streak slot
+        is at ``base``: HIGH unless every rejection it counts repeats one thing
+        (``crossing.first_ts`` within the streak); then a stale key beside the
+        client's logins, the same key again after its HIGH, or a monitor's request at a
+        fixed interval is MEDIUM, told once in :data:`REPORT_MEMORY` (``None``: withheld
+        meanwhile)."""
+        data = self._streaks._data
+        plain = (Severity.HIGH, "rejected http logins")
+        if data[base + _SIG] == 0.0 or data[base + _START] > crossing.first_ts:
+            return plain
+        ts = event.ts
+        if event.key_id is not None:
+            named = f"all with API key id {event.key_id[:64]!r}"
+            if data[base + _SUCCESS] >= data[base + _START]:
+                what = (
+                    f"rejected http logins, {named}, while the client logs in with another"
+                    " credential (a stale key in its configuration, not a guess)"
+                )
+            elif ts - data[base + _HIGH] <= REPORT_MEMORY:
+                what = f"rejected http logins, {named} again (a stale key, reported before)"
+            else:
+                data[base + _HIGH] = ts
+                return Severity.HIGH, f"rejected http logins, {named}"
+        elif (
+            data[base + _REGULAR] == 1.0
+            and data[base + _STEP] >= MONITOR_MIN_INTERVAL
+            and data[base + _LAST] > data[base + _START] + data[base + _STEP]
+        ):
+            every = format_duration(float(round(data[base + _STEP])))
+            what = (
+                f"rejected http requests, the same {event.method} {event.path[:200]!r} without"
+                f" credentials every {every} (a monitor or health check, not a guess)"
+            )
+        else:
+            return plain
+        if ts - data[base + _TOLD] <= REPORT_MEMORY:
+            return None
+        data[base + _TOLD] = ts
+        return Severity.MEDIUM, what
 
     def _failed(self, event: Event) -> Finding | None:
         """Account for one event that is not a success: a rejection or failure counts."""
@@ -137,6 +305,7 @@ class HttpAuthDetector(Detector):
                 return None
             sample = event.path[:200]
             key = client_key(event.client)
+            base = self._streaks.note(key, event.ts, self._signature(event))
             crossing = self._rejections.hit(key, event.ts, sample)
             slow = self._rejections_slow
             fast = crossing is not None
@@ -147,6 +316,7 @@ class HttpAuthDetector(Detector):
                 what="rejected http logins",
                 threshold=self._cfg.status_threshold,
                 window=self._cfg.status_window,
+                streak=base,
             )
         if not isinstance(event, HttpAuthFailure) or event.reason == "no_credentials":
             return None
@@ -171,28 +341,30 @@ class HttpAuthDetector(Detector):
         what: str,
         threshold: int,
         window: float,
+        streak: int | None = None,
     ) -> Finding | None:
-        """The fast window's finding, else the long window's, else ``None``."""
-        if crossing is not None:
-            return client_finding(
-                self.name,
-                crossing,
-                event,
-                severity=Severity.HIGH,
-                what=what,
-                threshold=threshold,
-                window=window,
-            )
-        if slow is None:
-            return None
+        """The fast window's finding, else the long window's, else ``None``; for access-log
+        rejections (``streak``: the client's slot) as :meth:`_judge` says."""
+        suffix = ""
+        if crossing is None:
+            if slow is None:
+                return None
+            crossing, threshold, window = slow
+            suffix = " (slow)"
+        severity = Severity.HIGH
+        if streak is not None and isinstance(event, HttpRequest):
+            judged = self._judge(event, streak, crossing)
+            if judged is None:
+                return None
+            severity, what = judged
         return client_finding(
             self.name,
-            slow.crossing,
+            crossing,
             event,
-            severity=Severity.HIGH,
-            what=f"{what} (slow)",
-            threshold=slow.threshold,
-            window=slow.window,
+            severity=severity,
+            what=what + suffix,
+            threshold=threshold,
+            window=window,
         )
 
     def observe_many(self, events: Sequence[Event]) -> list[tuple[int, Finding]]:
@@ -221,6 +393,7 @@ class HttpAuthDetector(Detector):
         if login:
             picked = sorted(login.union(picked))
         rejections, failures = self._rejections_slow, self._failures_slow
+        streaks = self._streaks
         # Clients whose latest event in this batch was a login already looked at:
         # nothing can be held for them until their next rejection.
         clean: set[str] = set()
@@ -228,12 +401,16 @@ class HttpAuthDetector(Detector):
             event = events[i]
             if i in login:
                 # A login (all a user's requests, on a server behind basic auth): it
-                # forgives only a client with failures held.
+                # forgives only a client with failures held, and is remembered only for
+                # a client with a streak held (the first login after a rejection is
+                # enough: the streaks ask whether one came after their start).
                 client = cast("HttpRequest", event).client
-                if self._slow_on and client not in clean:
+                if client not in clean:
                     clean.add(client)
-                    if client in rejections or client in failures:
+                    if self._slow_on and (client in rejections or client in failures):
                         self._forgive(client)
+                    if streaks:
+                        streaks.succeeded(client_key(client), event.ts)
                 continue
             if isinstance(event, HttpRequest | HttpAuthFailure):
                 clean.discard(event.client)
@@ -248,11 +425,12 @@ class HttpAuthDetector(Detector):
             + self._rejections.expire(now)
             + self._failures_slow.expire(now)
             + self._rejections_slow.expire(now)
+            + self._streaks.expire(now)
         )
 
     def window_counts(self) -> tuple[int, int]:
         evicted, overflow = super().window_counts()
-        slow = self._failures_slow.evicted + self._rejections_slow.evicted
+        slow = self._failures_slow.evicted + self._rejections_slow.evicted + self._streaks.evicted
         return evicted + slow, overflow
 
     def tracked_keys(self) -> int:
@@ -261,6 +439,7 @@ class HttpAuthDetector(Detector):
             + len(self._rejections)
             + len(self._failures_slow)
             + len(self._rejections_slow)
+            + len(self._streaks)
         )
 
 
