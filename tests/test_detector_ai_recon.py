@@ -20,6 +20,10 @@ def req(
     return HttpRequest(T0 + ts, "nginx", client, "GET", path, status, 0, user, "ua", key_id=key_id)
 
 
+MISSES = ("/api/tags", "/api/ps", "/api/version", "/v1/models", "/api/show", "/api/config")
+"""Distinct recon endpoints, for probes answered with errors."""
+
+
 def feed(events: list[Event], **kw: object) -> list[Finding]:
     det = AiReconDetector(AiReconConfig.model_validate(kw))
     return [f for e in events if (f := det.observe(e)) is not None]
@@ -45,10 +49,19 @@ def test_two_or_other_paths_do_not_fire() -> None:
     assert feed([req(float(i), "/api/chat") for i in range(20)]) == []
 
 
+def test_one_endpoint_refused_again_and_again_is_polling_not_recon() -> None:
+    """An uptime monitor without a key getting 401 on /v1/models every minute is no
+    recon (http_auth judges it); three distinct endpoints refused are."""
+    monitor = [req(60.0 * i, "/v1/models", status=401) for i in range(30)]
+    assert feed(monitor) == []
+    found = feed([req(float(i), p, status=401) for i, p in enumerate(MISSES[:3])])
+    assert [f.count for f in found] == [3]
+
+
 def test_authenticated_clients_are_not_counted() -> None:
     """A client that made an authenticated request (user or key id, status < 400) is trusted."""
     auth = [req(0, "/api/chat", key_id="k1")]
-    probes = [req(float(i), "/api/tags", status=404) for i in range(1, 10)]
+    probes = [req(float(i), MISSES[i % 3], status=404) for i in range(1, 10)]
     assert feed([*auth, *probes]) == []
     failed_auth = [req(0, "/api/chat", key_id="k1", status=401)]
     assert len(feed([*failed_auth, *probes])) == 1
@@ -57,7 +70,7 @@ def test_authenticated_clients_are_not_counted() -> None:
 def test_authentication_expires_after_ttl() -> None:
     """Trust ends authenticated_ttl after the last authenticated request."""
     events: list[Event] = [req(0, "/", user="alice")]
-    events += [req(100 + i, "/api/version", status=404) for i in range(3)]
+    events += [req(100 + i, MISSES[i], status=404) for i in range(3)]
     assert len(feed(events, authenticated_ttl="1m")) == 1
     assert feed(events, authenticated_ttl="1h") == []
 
@@ -66,7 +79,7 @@ def test_ipv6_and_expiry() -> None:
     """IPv6 probes are tracked and expire when idle."""
     det = AiReconDetector(AiReconConfig())
     for i in range(3):
-        found = det.observe(req(float(i), "/api/show", client="2001:db8::3", status=404))
+        found = det.observe(req(float(i), MISSES[i], client="2001:db8::3", status=404))
     assert found is not None
     det.observe(req(5, "/", client="2001:db8::4", user="bob"))
     # misses and sweep windows of the prober, and the authenticated client
@@ -80,7 +93,7 @@ def test_sdk_client_listing_models_then_chatting_is_not_recon() -> None:
     sdk = [req(float(i), "/v1/models") for i in range(5)]
     chat = [req(10.0, "/v1/chat/completions")]
     chat = [chat[0]._replace(method="POST")]
-    later = [req(20.0 + i, "/api/tags", status=404) for i in range(5)]
+    later = [req(20.0 + i, MISSES[i], status=404) for i in range(5)]
     assert feed([*sdk, *chat, *later]) == []
 
 
@@ -100,7 +113,7 @@ def test_success_where_others_were_refused_is_authentication() -> None:
         req(0.5, "/api/v1/chats/", client="198.51.100.10", status=401),
     ]
     signed_in = req(1, "/api/v1/chats/")
-    probes = [req(2.0 + i, "/api/tags", status=404) for i in range(3)]
+    probes = [req(2.0 + i, MISSES[i], status=404) for i in range(3)]
     assert feed([*refused, signed_in, *probes]) == []
     # the same 200 before anyone was refused proves nothing
     assert len(feed([signed_in, *refused, *probes])) == 1
@@ -128,7 +141,7 @@ def test_401s_on_one_virtual_host_protect_no_other() -> None:
         req(0, "/api/v1/chats/", client=c, status=401)._replace(host="chat.example")
         for c in ("198.51.100.9", "198.51.100.10")
     ]
-    probes = [req(2.0 + i, "/api/tags", status=404) for i in range(3)]
+    probes = [req(2.0 + i, MISSES[i], status=404) for i in range(3)]
     same = req(1, "/api/v1/chats/")._replace(host="chat.example")
     other = req(1, "/api/v1/chats/")._replace(host="ollama.example")
     assert feed([*refused, same, *probes]) == []
@@ -150,7 +163,7 @@ def test_open_webui_page_load_of_a_signed_in_user_is_not_a_sweep() -> None:
 def test_inference_later_in_a_batch_does_not_trust_earlier_probes() -> None:
     """Marks follow event order within one batch (as a line-by-line run)."""
     det = AiReconDetector(AiReconConfig())
-    probes = [req(float(i), "/api/tags", status=404) for i in range(3)]
+    probes = [req(float(i), MISSES[i], status=404) for i in range(3)]
     chat = req(5, "/api/chat")._replace(method="POST")
     found = det.observe_many([*probes, chat])
     assert [i for i, _ in found] == [2]

@@ -46,7 +46,7 @@ def test_batch_findings_follow_line_then_detector_order(tmp_path: Path) -> None:
         for i in range(30)
         for line in (
             _line(i, "192.0.2.1", "/.env", 404),
-            _line(i, "192.0.2.2", "/api/tags", 404),
+            _line(i, "192.0.2.2", ("/api/tags", "/api/ps", "/api/version")[i % 3], 404),
             _line(i, "192.0.2.3", "/login", 401),
             "garbage",
         )

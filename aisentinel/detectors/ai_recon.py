@@ -13,9 +13,12 @@ without a key) and 403s (Ollama's answer to a browser extension's foreign
 ``Origin``, which anyone can send) prove nothing about the next 2xx there: a
 sweep answered 200 is still a sweep. Every OpenAI SDK lists ``/v1/models`` at start-up, so plain
 successful recon requests are not enough either: a MEDIUM finding needs, from an
-unauthenticated client, ``threshold`` recon requests answered 4xx/5xx (misses)
-within ``window`` (default 3 in 10 minutes), or a sweep of ``sweep_paths``
-distinct recon endpoints (default 5) within ``window``.
+unauthenticated client, ``threshold`` distinct recon endpoints answered 4xx/5xx
+(misses) within ``window`` (default 3 in 10 minutes), or a sweep of ``sweep_paths``
+distinct recon endpoints (default 5) within ``window``, whatever their status. Misses
+are counted by endpoint: one endpoint refused again and again is a client polling it
+(an uptime monitor without a key on ``/v1/models``, an SDK with a stale key retrying),
+which ``http_auth`` judges; recon asks several.
 
 Deployments whose web UI polls the inference server itself (Open WebUI polls
 Ollama's ``/api/tags``) should allowlist the UI's address in the decisions stage:
@@ -34,7 +37,7 @@ from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding
 from aisentinel.detectors.paths import PathSignatures, normalise_path
 from aisentinel.detectors.shared import SharedState
-from aisentinel.detectors.window import DistinctWindows, EventWindows
+from aisentinel.detectors.window import DistinctWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 DEFAULT_RECON_PATHS = (
@@ -100,8 +103,10 @@ class AiReconDetector(BatchDetector):
         super().__init__(config)
         self._cfg = config
         self._match = PathSignatures(config.paths).match
-        self._windows = EventWindows(config.threshold, config.window, config.max_keys)
-        """Misses (status 400 or more) per client."""
+        self._windows = DistinctWindows(
+            config.threshold, config.window, config.max_keys, intern_values=True
+        )
+        """Distinct recon endpoints missed (status 400 or more) per client."""
         self._sweeps = DistinctWindows(
             config.sweep_paths, config.window, config.max_keys, intern_values=True
         )
@@ -135,14 +140,14 @@ class AiReconDetector(BatchDetector):
         path = normalise_path(event.path)[:200]
         cfg = self._cfg
         if event.status >= 400:
-            crossing = self._windows.hit(event.client, event.ts, path)
+            crossing = self._windows.hit(event.client, path, event.ts)
             if crossing is not None:
                 return client_finding(
                     self.name,
                     crossing,
                     event,
                     severity=Severity.MEDIUM,
-                    what="unauthenticated AI recon requests answered with errors",
+                    what="distinct AI recon endpoints answered with errors",
                     threshold=cfg.threshold,
                     window=cfg.window,
                     per_address=True,
