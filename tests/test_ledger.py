@@ -545,3 +545,28 @@ def test_a_stand_in_writes_its_decisions_into_the_file_once_the_lock_is_gone(
     again = Ledger(path, clock)
     assert [d.target.text for d in again.open_bans() if d.target] == ["203.0.113.2", "203.0.113.3"]
     again.close()
+
+
+def test_a_stand_in_adopted_after_a_failed_try_writes_each_decision_once(
+    tmp_path: Path,
+) -> None:
+    """adopt() writes the stand-in's journal in one transaction: a try that fails part way
+    writes nothing, so the next try does not write the decisions before the fault twice."""
+    clock = FakeClock(T0)
+    path = tmp_path / "l.sqlite"
+    Ledger(path, clock).close()
+    holder = _lock(path)
+    stand_in = Ledger.stand_in(path, clock)
+    holder.execute("ROLLBACK")
+    holder.close()
+    stand_in.record(ban("203.0.113.2"))
+    assert stand_in._journal is not None
+    stand_in._journal.append([("INSERT INTO no_such_table VALUES (1)", ())])  # the fault
+    with pytest.raises(sqlite3.OperationalError):
+        stand_in.adopt()
+    stand_in._journal.pop()
+    assert stand_in.adopt()
+    stand_in.close()
+    again = Ledger(path, clock)
+    assert again.offences("203.0.113.2", T0 - 1) == 1
+    again.close()

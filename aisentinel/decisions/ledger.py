@@ -336,9 +336,8 @@ class Ledger:
             raise
         with self._lock:
             journal = self._journal
-            try:
-                for statements in journal:
-                    found._execute(statements)
+            try:  # all or nothing: a partial journal would be written twice by the next try
+                found._execute([s for statements in journal for s in statements])
             except sqlite3.Error as exc:
                 found._db.close()
                 if is_busy(exc):
