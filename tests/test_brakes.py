@@ -211,6 +211,27 @@ def test_ipv6_ban_of_an_ssh_clients_neighbour_bans_only_the_address(tmp_path: Pa
     assert d.target.text == "2001:db8::7"
 
 
+def test_a_network_ban_holding_a_new_ssh_session_is_lifted(tmp_path: Path) -> None:
+    """A network ban decided before its SSH client was known as logged in (the login line
+    came later, or the connection aged past the grace time) is lifted by the next expire,
+    like a network holding an allowlisted address: the admin is not locked out."""
+    clock = FakeClock(T0)
+    conns = [V6_CONN]
+    engine = ssh_engine(tmp_path, conns, clock)
+    banned = engine.decide(finding("2001:db8::7"))  # the admin's neighbour, before the login
+    assert banned.target is not None
+    assert banned.target.text == "2001:db8::/64"
+    engine.ssh_login("2001:db8::99", V6_CONN.port, T0)
+    clock.advance(2)
+    assert engine.expire() == [banned]
+    aged = [ADMIN_CONN]
+    engine = ssh_engine(tmp_path / "b", aged, clock)
+    engine.expire()  # the connection is seen
+    operator = engine.manual_ban("198.51.100.0/24", 3600, "", "root")
+    clock.advance(130)
+    assert engine.expire() == [operator]
+
+
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -1014,6 +1014,17 @@ class DecisionEngine:
             return None
         return self._ssh.holding(network)
 
+    def _ssh_client_within(self, target: AddressTarget) -> IPAddress | None:
+        """:meth:`_ssh_client_in` in integers, for a sweep: no network object a ban."""
+        if not self.config.allow_ssh_sessions:
+            return None
+        first, last = span(target.address, target.prefixlen)
+        version = target.address.version
+        for addr in self._ssh.current():
+            if addr.version == version and first <= int(addr) <= last:
+                return addr
+        return None
+
     def ssh_login(self, client: str, port: int | None, at: float) -> None:
         """sshd logged a login (``Accepted ... from CLIENT port PORT``) at ``at``: the
         open connection it names is a session whose client is never banned (while
@@ -1194,6 +1205,9 @@ class DecisionEngine:
             net = self.allowlist.overlapping_prefix(target.address, target.prefixlen)
             if net is not None:
                 return f"the network holds allowlisted {net}"
+            client = self._ssh_client_within(target)  # what a manual ban refuses too
+            if client is not None:
+                return f"the network holds the client of a live SSH session ({client})"
             kind = unbannable_target(target)  # what a manual ban refuses too
             if kind is not None:
                 return f"not a bannable network ({kind})"
