@@ -13,6 +13,10 @@ T0 = 1_764_000_000.0
 CLIENT = "203.0.113.9"
 
 
+RECON = ("/api/tags", "/api/ps", "/api/version")
+"""Three distinct recon endpoints: ai_recon counts misses per endpoint."""
+
+
 def req(ts: float, path: str, *, key_id: str | None = None, status: int = 200) -> HttpRequest:
     return HttpRequest(T0 + ts, "nginx", CLIENT, "POST", path, status, 0, None, "ua", key_id=key_id)
 
@@ -74,7 +78,8 @@ def test_each_reader_applies_its_own_ttl() -> None:
     recon = AiReconDetector(AiReconConfig(authenticated_ttl=60.0), shared=shared)
     model = ModelExploitDetector(ModelExploitConfig(authenticated_ttl=3600.0), shared=shared)
     batch: list[Event] = [req(0, "/", key_id="k1")]
-    batch += [req(100 + i, "/api/tags", status=404) for i in range(3)] + [req(200, "/api/pull")]
+    batch += [req(100 + i, path, status=404) for i, path in enumerate(RECON)]
+    batch += [req(200, "/api/pull")]
     found = pipeline((recon, model), [batch])
     assert [f.detector for f in found] == ["ai_recon"]
     recon.expire(T0 + 1000)
@@ -108,7 +113,7 @@ def test_every_path_reader_shares_one_index() -> None:
 def test_mixed_batch_gives_the_findings_of_separate_batches() -> None:
     """A batch mixing HTTP requests with other events is answered as if split by type."""
     failure = HttpAuthFailure(T0, "nginx-error", CLIENT, "admin", "password mismatch")
-    requests = [req(float(i), "/api/tags", status=404) for i in range(3)]
+    requests = [req(float(i), path, status=404) for i, path in enumerate(RECON)]
     mixed: list[Event] = [failure, *requests]
     together = pipeline(tuple(build_detectors({})), [mixed])
     apart = pipeline(tuple(build_detectors({})), [[failure], list(requests)])

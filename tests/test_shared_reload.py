@@ -72,7 +72,11 @@ def test_reload_keeps_detection_of_clients_that_never_authenticated(tmp_path: Pa
     path.write_text(path.read_text().replace("threshold = 3", "threshold = 2"))
     assert daemon.reload()
     _requests(
-        daemon, *(nginx_line(T0 + 10 + i, "198.51.100.7", "/api/tags", 404) for i in range(2))
+        daemon,
+        *(
+            nginx_line(T0 + 10 + i, "198.51.100.7", path, 404)
+            for i, path in enumerate(("/api/tags", "/api/ps"))
+        ),
     )
     assert [f.detector for f in found] == ["ai_recon"]
     daemon.ledger.close()
