@@ -153,3 +153,15 @@ def test_mixed_batches_leave_served_ai_requests_out_of_the_flood_count() -> None
     det = RateAbuseDetector(RateAbuseConfig())
     events = [limited, *(req(i / 40, "/api/embed", status=401) for i in range(2400))]
     assert Severity.HIGH in {f.severity for _, f in det.observe_many(events)}
+
+
+def test_get_flood_under_an_ai_prefix_is_high() -> None:
+    """A flood of GETs under an AI prefix answered 200 (a web app's catch-all page:
+    ``GET /api/chatXYZ`` on Open WebUI) is not served inference: HIGH, as any flood."""
+    events: list[Event] = [
+        HttpRequest(
+            T0 + i * 0.04, "nginx", "203.0.113.4", "GET", "/api/chatXYZ", 200, 10, None, "ua"
+        )
+        for i in range(1300)
+    ]
+    assert Severity.HIGH in _severities(events)

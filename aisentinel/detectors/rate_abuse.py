@@ -6,11 +6,13 @@ Four counters, each crossing on its own (HIGH for the global rate, MEDIUM else):
   ``ai_threshold`` requests in ``ai_window`` (default 120 a minute);
 * every request, per client: ``global_threshold`` in ``global_window`` (default
   1200 a minute), HIGH: an HTTP flood (a scraper, a layer-7 flood, a brute force at
-  volume). A request to an AI endpoint that was served (2xx, or 499: the client
-  stopped waiting, as IDE completion does on every keystroke) is not counted here:
-  that is heavy API use (a RAG indexer, an office of developers behind one NAT, an
-  eval harness), which the AI and per-key counters report at MEDIUM; one answered
-  401/403/404/429/5xx (unauthenticated, refused, overloaded) still is;
+  volume). An inference call (a ``POST`` to an AI endpoint) that was served (2xx, or
+  499: the client stopped waiting, as IDE completion does on every keystroke) is not
+  counted here: that is heavy API use (a RAG indexer, an office of developers behind
+  one NAT, an eval harness), which the AI and per-key counters report at MEDIUM; one
+  answered 401/403/404/429/5xx (unauthenticated, refused, overloaded) still is, and
+  so is a ``GET`` under an AI prefix (every inference call is a POST; a web app's
+  catch-all page answers ``GET /api/chatXYZ`` with 200, which must not hide a flood);
 * AI endpoints per API key id (``HttpRequest.key_id``, when the log has one and it
   is not a value many keys share, :func:`~.common.key_identity`):
   ``key_threshold`` in ``key_window`` (default 600 a minute); the finding is about
@@ -49,10 +51,13 @@ from aisentinel.events import Event, Finding, HttpRateLimited, HttpRequest, Seve
 _GLOBAL, _AI, _KEY = range(3)  # which counter crossed
 
 
-def served(status: int) -> bool:
-    """An AI request with this status was served: 2xx, or 499 (the client gave up
-    waiting: a cancelled completion). Such requests stay out of the global counter."""
-    return 200 <= status < 300 or status == 499
+def served(request: HttpRequest) -> bool:
+    """An AI request that is an inference call served: a ``POST`` answered 2xx, or 499
+    (the client gave up waiting: a cancelled completion). Such requests stay out of the
+    global counter; a ``GET`` there is not one (a single-page app's catch-all answers any
+    unknown ``GET`` with its page)."""
+    status = request.status
+    return (200 <= status < 300 or status == 499) and request.method == "POST"
 
 
 class RateAbuseConfig(DetectorConfigBase):
@@ -124,7 +129,7 @@ class RateAbuseDetector(BatchDetector):
             else:
                 client = event.client
                 ts = event.ts
-                crossing = None if served(event.status) else global_hit(client, ts)
+                crossing = None if served(event) else global_hit(client, ts)
                 ai_crossing = ai_hit(client, ts)
                 if crossing is None and ai_crossing is None:
                     continue
@@ -138,7 +143,7 @@ class RateAbuseDetector(BatchDetector):
         at most one finding."""
         client = event.client
         ts = event.ts
-        crossing = None if ai and served(event.status) else self._global.hit(client, ts)
+        crossing = None if ai and served(event) else self._global.hit(client, ts)
         if not ai:
             return None if crossing is None else self._finding(event, crossing, _GLOBAL)
         ai_crossing = self._ai.hit(client, ts)
