@@ -482,6 +482,9 @@ def test_unit_and_container_records_undo_through_systemctl_and_docker(
         {"op": "write", "args": ["{root}/ai/../../x/cgroup.freeze", "0"]},
         {"op": "write", "args": ["{root}/ai/job/cgroup.procs", "1"]},
         {"op": "write", "args": ["{root}/cgroup.freeze", "1"]},
+        {"op": "write", "args": ["{root}/ai/cgroup.freeze", "1"]},  # holds aisentinel
+        {"op": "write", "args": ["{root}/ai/cpu.max", "1000 100000"]},
+        {"op": "write", "args": ["{root}/ai/job\u0000/cpu.max", "0"]},
         {"op": "write", "args": ["{root}/ai/job/cpu.max", "1\n2"]},
         {"op": "systemctl", "args": ["stop", "--", "ollama.service"]},
         {"op": "systemctl", "args": ["thaw", "--", "init.scope"]},
@@ -496,8 +499,9 @@ def test_a_record_of_a_step_no_throttle_takes_is_refused(
     tmp_path: Path, step: dict[str, Any]
 ) -> None:
     """The state file is read as strictly as a decision: a step that writes outside the
-    cgroup tree or to another file, runs another command, names a refused unit or an odd
-    container is logged and dropped; nothing is written or run."""
+    cgroup tree, to another file or to a cgroup holding aisentinel, runs another command,
+    names a refused unit or an odd container is logged and dropped; nothing is written or
+    run."""
     root, proc = _fake_tree(tmp_path)
     state = tmp_path / "state"
     state.mkdir()
@@ -520,6 +524,28 @@ def test_a_record_of_a_step_no_throttle_takes_is_refused(
     assert [e["event"] for e in logs if e["log_level"] == "error"] == [
         "record of a throttled or frozen workload refused; it stays as it is"
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "[" * 100_000,
+        '{"version": 1, "held": [{"target": "cgroup:/ai/job", "action": "freeze", '
+        '"ts": 1' + "0" * 400 + ', "name": "x", "undo": []}]}',
+    ],
+    ids=["nested", "huge-ts"],
+)
+def test_a_damaged_record_is_one_error_not_a_crash(tmp_path: Path, text: str) -> None:
+    """A state file too deeply nested to read, or a record with a time no float holds,
+    is one error line and nothing restored, not an exception out of the constructor."""
+    root, proc = _fake_tree(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "throttle.json").write_text(text)
+    with capture_logs() as logs:
+        r = _stateful(tmp_path, root, proc)
+    assert r.held == {}
+    assert len([e for e in logs if e["log_level"] == "error"]) == 1
 
 
 def test_an_unwritable_record_is_one_error_and_an_unhealthy_responder(tmp_path: Path) -> None:

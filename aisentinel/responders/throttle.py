@@ -30,7 +30,8 @@ ledger no longer holds (one that expired or was unbanned while the thaw never ra
 daemon stopped or crashed first, or the thaw kept failing) and enforces the active
 ones again, keeping their recorded undo; a responder removed from the config is
 withdrawn the same way at the next start. Each record is checked as strictly as a
-decision (only the cgroup files a throttle writes, under ``cgroup_root``; only
+decision (only the cgroup files a throttle writes, under ``cgroup_root``, never in a
+root cgroup or one that holds aisentinel; only
 ``systemctl thaw`` / ``set-property CPUQuota=``; only Docker ``unpause`` / ``update``;
 refused units and odd container ids rejected); a workload gone since is nothing to
 undo. A lift with no record (no state directory, or a decision from before this
@@ -565,7 +566,7 @@ class ThrottleResponder(BufferedResponder):
             entries = doc["held"] if doc.get("version") == _STATE_VERSION else None
         except FileNotFoundError:
             return {}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
             entries, why = None, getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         else:
             why = f"unknown version {doc.get('version')!r}"
@@ -581,7 +582,7 @@ class ThrottleResponder(BufferedResponder):
         for entry in entries:
             try:
                 text, held = self._entry(entry)
-            except (ValueError, TypeError, KeyError, ResponderError) as exc:
+            except (ValueError, TypeError, KeyError, OverflowError, ResponderError) as exc:
                 log.error(  # noqa: TRY400 - a bad record, not a bug: no traceback
                     "record of a throttled or frozen workload refused; it stays as it is",
                     path=str(self.path),
@@ -615,13 +616,15 @@ class ThrottleResponder(BufferedResponder):
             path = Path(args[0])
             root = self.cfg.cgroup_root
             if (
-                path.is_absolute()
+                args[0].isprintable()
+                and path.is_absolute()
                 and ".." not in path.parts
                 and path.name in _CGROUP_FILES
-                and path.parent != root
                 and path.is_relative_to(root)
                 and _VALUE.fullmatch(args[1])
             ):
+                # Never a root cgroup nor one holding aisentinel, as for a decision.
+                self._refuse(path.parent, str(path.parent), self.tree.own())
                 return
         elif step.op == "systemctl" and args[:1] == ("thaw",) and args[1:2] == ("--",):
             if len(args) == 3 and self._unit_name(args[2]):
@@ -650,13 +653,17 @@ class ThrottleResponder(BufferedResponder):
             dirs = self.tree.for_path(target.id)
         own = self.tree.own()
         for d in (dirs.v2, dirs.cpu_v1, dirs.freezer_v1):
-            if d is None:
-                continue
-            if d in (self.tree.v2, self.tree.cpu_v1, self.tree.freezer_v1):
-                raise ResponderError(f"refused: {target.text} is the root cgroup")
-            if any(mine == d or d in mine.parents for mine in own):
-                raise ResponderError(f"refused: {target.text} holds aisentinel itself ({d})")
+            if d is not None:
+                self._refuse(d, target.text, own)
         return dirs
+
+    def _refuse(self, d: Path, what: str, own: list[Path]) -> None:
+        """``ResponderError`` if cgroup directory ``d`` is a root cgroup or holds aisentinel
+        itself (its own cgroup, or one above it)."""
+        if d in (self.tree.root, self.tree.v2, self.tree.cpu_v1, self.tree.freezer_v1):
+            raise ResponderError(f"refused: {what} is the root cgroup")
+        if any(mine == d or d in mine.parents for mine in own):
+            raise ResponderError(f"refused: {what} holds aisentinel itself ({d})")
 
     def _cgroup_cpu(self, dirs: CgroupDirs, *, unknown: bool = False) -> tuple[Steps, Steps]:
         period = self.cfg.cpu_period_us
