@@ -261,7 +261,7 @@ def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
     if norm is not None:
         out.write("  normalised\n")
         for key, value in norm.items():
-            out.write(f"    {key:<14}{escape(str(value), _EVIDENCE)}\n")
+            out.write(f"    {key:<14}{escape(_unsecret(str(value)), _EVIDENCE)}\n")
     if record["rules"]:
         for rule in record["rules"]:
             extra = f", {rule['threshold']} needed in its window" if rule["threshold"] > 1 else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -11,8 +12,10 @@ from conftest import ssh_fail
 
 from aisentinel.audit.model import AuditReport, CheckResult, Status
 from aisentinel.audit.render import render_table
+from aisentinel.config import Config
 from aisentinel.demo.runner import live_line
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity, Target
+from aisentinel.explain import explain_lines
 from aisentinel.replay import decision_line, finding_line
 
 ESC_USER = "evil\x1b[2J"
@@ -191,3 +194,22 @@ def test_explain_text_output_redacts_secrets_in_bodies(tmp_path: Path) -> None:
     assert "sk-…[44 chars]" in text
     assert key not in text
     assert key[8:-4] not in text
+
+
+def test_explain_text_output_redacts_secrets_in_the_normalised_uri() -> None:
+    """explain's normalised uri and query (decoded, lower-cased) show a key sent in the
+    query string redacted, as the path above them does."""
+    key = "sk-proj-" + "Zx9" * 12
+    record = {
+        "time": "1700000000.000",
+        "remote_addr": "198.51.100.10",
+        "request_method": "GET",
+        "request_uri": f"/v1/models?api_key={key}",
+        "status": "200",
+        "body_bytes_sent": "5",
+    }
+    out = io.StringIO()
+    explain_lines([json.dumps(record)], Config(), out, fmt="nginx-json", as_json=False)
+    text = out.getvalue()
+    assert "  normalised\n" in text
+    assert "zx9zx9zx9" not in text.lower()
