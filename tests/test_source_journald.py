@@ -526,6 +526,29 @@ def test_cursor_entry_gone(make: Callable[..., Any], tmp_path: Path) -> None:
     assert second.cursors_lost == 0  # placed after it by its boot's monotonic time: not lost
 
 
+@needs_journal
+def test_a_cursor_whose_entry_no_longer_matches_is_not_lost(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A saved cursor at a kernel Xid entry, restarted with kernel_xid off and nothing new
+    since: the cursor is where it was (not lost), nothing is read again, and an entry
+    written afterwards is read."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    xid = "NVRM: Xid (PCI:0000:3b:00): 79, pid='<unknown>', GPU has fallen off the bus."
+    kernel = {k: v for k, v in entry(3, xid, comm="kernel").items() if k not in ("_PID", "_COMM")}
+    kernel["_TRANSPORT"] = "kernel"
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), entry(2, attempt(2)), kernel])
+    first, out = make(start_at="beginning", kernel_xid=True)
+    wait_for(lambda: len(out.lines) >= 3, "the first entries")
+    first.stop()
+    second, out2 = make(start_at="beginning", kernel_xid=False)
+    write_journal(jdir / "b.journal", [entry(4, attempt(4))])
+    wait_for(lambda: len(out2.lines) >= 1, "the entry written after the restart")
+    assert out2.lines == [expected(4)]
+    assert second.cursors_lost == 0
+
+
 def _other_boot(seq: int, shift_us: int) -> dict[str, str]:
     """``entry(seq, attempt(seq))`` of another boot, its wall-clock time moved by ``shift_us``
     (a volatile journal after a reboot with the clock behind, or a clock set back)."""

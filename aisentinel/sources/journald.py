@@ -501,6 +501,9 @@ class JournaldSource(Source):
                 self._pending = entry  # the saved entry was vacuumed: this one is next
                 self._cursor = cursor
                 return
+            if entry is None and self._nothing_after(reader, cursor):
+                self._cursor = cursor  # nothing new since: reading goes on from here
+                return
             self._cursor_lost(cursor)
             reader.seek_head()
         elif self.config.start_at == "beginning":
@@ -508,6 +511,17 @@ class JournaldSource(Source):
         else:
             reader.seek_tail()
             reader.get_previous()
+
+    @staticmethod
+    def _nothing_after(reader: Any, cursor: str) -> bool:
+        """After a seek to ``cursor`` found no entry: whether the last matching entry
+        before that place is the cursor's own or one before it by sequence number or its
+        boot's monotonic time. Then the cursor is in the journal and nothing came since
+        (its entry may no longer match: ``kernel_xid`` turned off, other units); else
+        sd-journal placed it by wall-clock time, past entries it skipped (lost)."""
+        if not reader._previous():
+            return False
+        return bool(reader.test_cursor(cursor)) or _follows(cursor, reader._get_cursor())
 
     def _cursor_lost(self, cursor: str) -> None:
         """The saved cursor's entry is not in the journal, and no entry of its sequence
