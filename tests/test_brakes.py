@@ -91,6 +91,39 @@ def ssh_engine(
     )
 
 
+def test_login_lines_of_unknown_connections_read_the_socket_table_at_most_every_100ms(
+    tmp_path: Path,
+) -> None:
+    """sshd login lines naming no open connection (old lines, forged ones) re-read the
+    socket table at most once per 0.1 s, and a login read then still binds."""
+    clock = FakeClock(T0)
+    reads: list[float] = []
+    conns: list[SshConnection] = []
+
+    def table() -> list[SshConnection]:
+        reads.append(clock.monotonic())
+        return list(conns)
+
+    engine = DecisionEngine(
+        DecisionsConfig(),
+        Ledger(tmp_path / "l", clock),
+        clock,
+        host_addresses=list,
+        ssh_clients=table,
+    )
+    reads.clear()
+    for i in range(1000):
+        engine.ssh_login(f"198.51.100.{i % 200 + 1}", 40000 + i, T0)
+    assert len(reads) <= 1
+    conns.append(ADMIN_CONN)
+    clock.advance(0.1)
+    engine.ssh_login("198.51.100.5", ADMIN_CONN.port, T0)
+    clock.advance(2)
+    engine.expire()
+    d = engine.decide(finding("198.51.100.5"))
+    assert (d.action, d.reason) == (Action.NONE, "allowlisted (live SSH session)")
+
+
 def test_a_pre_auth_ssh_connection_protects_no_one(tmp_path: Path) -> None:
     """A brute-forcer's own open connection to sshd (established, not logged in) is no
     session: its findings, of any detector, are bans; a manual ban of it is taken; and
@@ -122,6 +155,7 @@ def test_a_logged_in_ssh_session_keeps_its_client_in(tmp_path: Path) -> None:
     engine.ssh_login("198.51.100.66", 11111, T0)  # another port: not this connection
     assert engine.decide(finding("198.51.100.66")).action is Action.BAN
     conns += [ADMIN_CONN, V6_CONN]
+    clock.advance(0.1)  # the last reading is older than the connection
     engine.ssh_login("198.51.100.5", ADMIN_CONN.port, T0)
     clock.advance(2)
     assert engine.expire() == [banned]

@@ -767,12 +767,14 @@ def test_a_new_ssh_client_checks_only_the_bans_that_hold_it(
     engine.manual_ban("192.0.2.0/24", HOUR, "", "root")
     checked = _counting_forbidden(engine, monkeypatch)
     ssh.append(SshConnection(canonical_address("198.51.0.7"), 50000, "A 07 1"))
+    clock.advance(0.1)  # the last reading is older than the connection
     engine.ssh_login("198.51.0.7", 50000, clock.now())
     clock.advance(2)
     assert [text(d) for d in engine.expire()] == ["198.51.0.7"]
     assert checked == ["198.51.0.7"]
     checked.clear()
     ssh.append(SshConnection(canonical_address("203.0.113.9"), 50001, "A 09 2"))
+    clock.advance(0.1)  # the last reading is older than the connection
     engine.ssh_login("203.0.113.9", 50001, clock.now())  # inside a network ban
     clock.advance(2)
     engine.expire()

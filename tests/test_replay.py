@@ -17,6 +17,7 @@ import pytest
 from conftest import nginx_line, nginx_ts, ssh_fail
 
 from aisentinel import replay as replay_module
+from aisentinel.cli import main
 from aisentinel.config import Config
 from aisentinel.parsers import AUTO
 from aisentinel.replay import replay
@@ -447,3 +448,26 @@ def test_summary_counts_findings_held_back_by_alert_repeat(
     assert summary["quieted"] == ({"rules": held} if held else {})
     text = _replay(str(log), "--format", "nginx", "--config", str(config)).stdout
     assert ("findings held back" in text) is bool(held)
+
+
+def test_replay_never_reads_the_hosts_ssh_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay's login lines are history: the host's socket table is never read for them."""
+    calls: list[object] = []
+
+    def table(*args: object) -> list[object]:
+        calls.append(args)
+        return []
+
+    monkeypatch.setattr("aisentinel.decisions.engine.read_ssh_connections", table)
+    log = tmp_path / "auth.log"
+    log.write_text(
+        "".join(
+            f"Jun 14 10:00:{i:02d} host sshd[1]: Accepted password for bob from "
+            f"198.51.100.{i + 1} port {40000 + i} ssh2\n"
+            for i in range(20)
+        )
+    )
+    assert main(["replay", "--summary", str(log)]) == 0
+    assert calls == []

@@ -47,6 +47,13 @@ log = structlog.get_logger(__name__)
 TCP_ESTABLISHED = "01"
 SSH_CACHE_SECONDS = 1.0
 """How long one reading of the socket table is used (a burst of findings reads it once)."""
+
+LOGIN_REREAD_SECONDS = 0.1
+"""At most one extra reading of the socket table per this long for sshd's login lines
+that name a connection the last reading did not hold: a reading this recent was taken
+after the connection opened (key exchange and authentication take longer), and a flood
+of forged ``Accepted`` lines (``logger`` into auth.log) costs at most ten readings a
+second."""
 GRACE_SLACK_SECONDS = 5.0
 """Added to ``LoginGraceTime`` before an unannounced connection counts as logged in: sshd
 needs a moment to close the one it drops at the deadline."""
@@ -184,8 +191,10 @@ class SshSessions:
         ``at``: its open connection is a session from now on. Returns the keys of the
         sockets it was bound to (none when no such connection is open any more)."""
         bound = self._matching(client, port)
-        if not bound:  # a connection newer than the last reading
-            self._read(self._monotonic())
+        mono = self._monotonic()
+        stale = self._read_at is None or mono - self._read_at >= LOGIN_REREAD_SECONDS
+        if not bound and stale:  # a connection newer than the last reading
+            self._read(mono)
             bound = self._matching(client, port)
         for key in bound:
             self._logins[key] = at
