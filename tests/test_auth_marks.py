@@ -131,7 +131,10 @@ class Reference:
             guessed = (
                 not credentialed
                 and 200 <= event.status < 300
-                and (self.inference(event.path) or self.protected.get(key, "") is None)
+                and (
+                    (event.method == "POST" and self.inference(event.path))
+                    or self.protected.get(key, "") is None
+                )
             )
             if event.status == 401:
                 first = self.protected.setdefault(key, event.client)
@@ -219,7 +222,9 @@ def test_facts_match_the_old_two_set_logic_over_random_batches() -> None:
 def test_an_authentication_marks_both_and_an_inferred_one_only_either() -> None:
     """A credentialed request sets both marks; a 2xx inference call only the inferred one."""
     index, _ = _index()
-    facts = index.facts([_request(10.0, "a", user="u"), _request(11.0, "b", "/api/chat")], None)
+    facts = index.facts(
+        [_request(10.0, "a", user="u"), _request(11.0, "b", "/api/chat", method="POST")], None
+    )
     assert facts.marks == {0: 10.0, 1: NEG_INF}
     assert facts.inferred == {0: 10.0, 1: 11.0}
     later = index.facts([_request(20.0, "a"), _request(21.0, "b")], None)
@@ -228,12 +233,24 @@ def test_an_authentication_marks_both_and_an_inferred_one_only_either() -> None:
     assert index.authenticated() == 2
 
 
+def test_a_get_answered_2xx_under_an_ai_prefix_is_no_authentication() -> None:
+    """A web app's catch-all page (Open WebUI answers any GET with 200, /api/chatXYZ
+    included) marks nothing; the POST of an inference call does."""
+    index, _ = _index()
+    facts = index.facts(
+        [_request(10.0, "a", "/api/chatXYZ"), _request(11.0, "b", "/api/chat")], None
+    )
+    assert facts.inferred == {0: NEG_INF, 1: NEG_INF}
+    facts = index.facts([_request(12.0, "a", "/api/chat", method="POST")], None)
+    assert facts.inferred == {0: 12.0}
+
+
 def test_expiry_follows_the_latest_authentication_of_either_kind() -> None:
     """A client goes when neither mark is within the ttl; its stale credentialed mark
     reads as unknown while a newer inferred one keeps it."""
     index, _ = _index()
     index.facts([_request(0.0, "a", user="u"), _request(0.0, "b", key_id="k")], None)
-    index.facts([_request(60.0, "a", "/api/chat")], None)  # inferred only
+    index.facts([_request(60.0, "a", "/api/chat", method="POST")], None)  # inferred only
     assert index.expire(150.0) == 1  # b: last seen at 0 < 150 - 100
     assert index.authenticated() == 1
     facts = index.facts([_request(151.0, "a"), _request(151.0, "b")], None)
@@ -246,7 +263,9 @@ def test_expiry_follows_the_latest_authentication_of_either_kind() -> None:
 def test_a_full_table_evicts_a_client_with_both_marks() -> None:
     """At the cap the oldest client is evicted, losing both marks, and counted once."""
     index, _ = _index(max_keys=2)
-    index.facts([_request(1.0, "a", user="u"), _request(2.0, "b", "/api/chat")], None)
+    index.facts(
+        [_request(1.0, "a", user="u"), _request(2.0, "b", "/api/chat", method="POST")], None
+    )
     # Elsewhere than /api, which b's 2xx without credentials showed open.
     index.facts([_request(3.0, "c", "/v1/models", user="u")], None)
     assert index.authenticated() == 2

@@ -6,7 +6,7 @@ what a server runs and whether it is open. A client that authenticated within
 ``authenticated_ttl`` is a known user and is not counted: a request with
 ``HttpRequest.user`` or ``key_id`` set and status < 400 (where something checks
 them: :class:`~.shared.CredentialTrust`), or an inferred
-authentication (a successful inference call, a 2xx where two or more clients got
+authentication (a successful inference call, a POST, a 2xx where two or more clients got
 401, or on Open WebUI's session-user and user-settings calls, which only a
 signed-in user gets: see :mod:`~.shared`). One client's 401s (an uptime monitor
 without a key) and 403s (Ollama's answer to a browser extension's foreign

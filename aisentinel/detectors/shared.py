@@ -796,7 +796,7 @@ class RequestIndex:
         self, reqs: Sequence[HttpRequest], candidates: list[int], denied: list[int]
     ) -> set[int]:
         """Of ``candidates`` (2xx without credentials), those that show their client
-        authenticated: a successful inference call or :data:`KNOWN_PROTECTED` path, or a
+        authenticated: a successful inference call (a POST) or :data:`KNOWN_PROTECTED` path, or a
         2xx on a protected ``METHOD path`` (see :meth:`_refused`), in event order: a
         401 later in the batch protects only the 2xx after it."""
         get = self._inference.get
@@ -808,7 +808,9 @@ class RequestIndex:
             verdict = get(request.path)
             if verdict is None:
                 verdict = fill(request.path)
-            if verdict:
+            # An inference call is a POST: a 2xx to a GET there is a web app's catch-all
+            # page (Open WebUI answers any GET with 200), which anyone gets.
+            if verdict and (request.method == "POST" or request.path in KNOWN_PROTECTED):
                 out.add(i)
             else:
                 rest.append(i)
