@@ -66,7 +66,19 @@ from aisentinel.detectors.common import (
 from aisentinel.detectors.paths import PrefixMatcher
 from aisentinel.detectors.shared import SharedState, no_path
 from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
-from aisentinel.detectors.window import _NEG_INF, Crossing, EventWindows, _SlotStore
+from aisentinel.detectors.window import (
+    _HIGH,
+    _LAST,
+    _REGULAR,
+    _SIG,
+    _START,
+    _STEP,
+    _SUCCESS,
+    _TOLD,
+    Crossing,
+    EventWindows,
+    _Streaks,
+)
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
 DEFAULT_AUTH_PATHS = (
@@ -96,74 +108,6 @@ of 401s comes far faster, and is counted as ever."""
 REPORT_MEMORY = 86_400.0
 """How long a client's repeated rejection (a stale key, a monitor) is remembered as
 reported: the next crossing made of the same one is told at most once in this time."""
-
-# _Streaks slot layout: _STRIDE doubles per client.
-_STRIDE = 9
-_SIG = 0  # hash of the streak's one credential or request (0: no streak)
-_START = 1  # its first rejection
-_LAST = 2  # its latest rejection
-_STEP = 3  # the interval between its first two rejections (-1: one so far)
-_REGULAR = 4  # 1.0 while every interval since matched _STEP
-_SUCCESS = 5  # the client's latest counting login (while held)
-_HIGH = 6  # when the streak's key was last reported HIGH
-_TOLD = 7  # when a repeat of it was last reported at MEDIUM (or withheld)
-_QUEUED = 8
-
-
-class _Streaks(_SlotStore):
-    """Per client: its latest run of identical access-log rejections (the same API key
-    id, or the same request without credentials), whether they came at a fixed
-    interval, and its latest login while held (see :class:`HttpAuthDetector`). Nine
-    doubles a client, at most ``max_keys``, expired :data:`REPORT_MEMORY` (or the
-    longest window) after its last event (second-chance order, see :mod:`~.window`)."""
-
-    __slots__ = ("ttl",)
-
-    def __init__(self, max_keys: int, ttl: float) -> None:
-        blank = (0.0, _NEG_INF, _NEG_INF, -1.0, 1.0, _NEG_INF, _NEG_INF, _NEG_INF, _NEG_INF)
-        super().__init__(max_keys, blank, _QUEUED)
-        self.ttl = ttl
-
-    def _newest(self, base: int) -> float:
-        data = self._data
-        return max(data[base + _LAST], data[base + _SUCCESS])
-
-    def note(self, key: str, ts: float, signature: str | None) -> int:
-        """A rejection of ``key`` at ``ts``, identical to the streak's when its
-        ``signature`` is (``None``: one that never repeats: a user's password is not in
-        the log); the base of its slot."""
-        slot = self._keys.get(key)
-        if slot is None:
-            slot = self._allocate(key, ts)
-        base = slot * _STRIDE
-        data = self._data
-        sig = 0.0 if signature is None else float(hash(signature) or 1)
-        if sig == 0.0 or data[base + _SIG] != sig:
-            data[base + _SIG] = sig
-            data[base + _START] = ts
-            data[base + _STEP] = -1.0
-            data[base + _REGULAR] = 1.0
-            data[base + _HIGH] = _NEG_INF
-            data[base + _TOLD] = _NEG_INF
-        else:
-            step = ts - data[base + _LAST]
-            if data[base + _STEP] < 0.0:
-                data[base + _STEP] = step
-            elif abs(step - data[base + _STEP]) > max(2.0, 0.05 * data[base + _STEP]):
-                data[base + _REGULAR] = 0.0
-        data[base + _LAST] = ts
-        return base
-
-    def succeeded(self, key: str, ts: float) -> None:
-        """``key`` logged in at ``ts`` (remembered only for a client held)."""
-        slot = self._keys.get(key)
-        if slot is not None:
-            at = slot * _STRIDE + _SUCCESS
-            self._data[at] = max(self._data[at], ts)
-
-    def expire(self, now: float) -> int:
-        """Drop clients with no event since ``now - ttl``; how many."""
-        return self._expire(now - self.ttl)
 
 
 class HttpAuthConfig(WindowedConfig, SlowConfig):
