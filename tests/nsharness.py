@@ -14,8 +14,10 @@ and deletes the namespaces (their interfaces go with them).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -130,8 +132,8 @@ class Lab:
         run(["ip", "-n", ns, "addr", "add", cidr, "dev", dev, *extra])
 
     def start(self, ns: str, argv: list[str], **kw: object) -> subprocess.Popen[bytes]:
-        """A process inside ``ns``, killed at :meth:`close`."""
-        proc = subprocess.Popen(self.ns(ns, argv), **kw)  # type: ignore[call-overload]
+        """A process inside ``ns``, in a session of its own: :meth:`close` kills its group."""
+        proc = subprocess.Popen(self.ns(ns, argv), start_new_session=True, **kw)  # type: ignore[call-overload]
         self.procs.append(proc)
         return proc  # type: ignore[no-any-return]
 
@@ -165,9 +167,11 @@ class Lab:
     def close(self) -> None:
         """Kill the lab's processes and delete its namespaces."""
         for proc in self.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+            # The whole process group: SIGKILL to nginx's master alone leaves its
+            # workers running, orphaned, after the test.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
         for name in self._made:
             run(["ip", "netns", "del", name], check=False)
         self._made.clear()
