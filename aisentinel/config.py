@@ -16,12 +16,20 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
-from aisentinel.configtypes import Interval, StrictModel, absolute_path, unknown_name
+from aisentinel.configtypes import (
+    MIN_INTERVAL,
+    Duration,
+    DurationBounds,
+    Interval,
+    StrictModel,
+    absolute_path,
+    unknown_name,
+)
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.detectors import REGISTRY as DETECTORS
 from aisentinel.detectors.base import DetectorConfigBase
@@ -40,6 +48,22 @@ DEFAULT_METRICS_PORT = 9847
 DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
 MAX_SOCKET_PATH_BYTES = 107
 """``sun_path`` holds 108 bytes on Linux, the last one the terminating NUL."""
+MAX_HEARTBEAT_INTERVAL = 30.0
+"""The longest ``heartbeat_interval``: the heartbeat gauge of a healthy daemon must stay
+well under the minute after which AisentinelHeartbeatStale fires (its age reaches the
+interval plus Prometheus' scrape interval), and the shipped unit's ``WatchdogSec`` is 30s
+(under systemd the daemon beats at least every half of it anyway)."""
+
+HeartbeatInterval = Annotated[
+    Duration,
+    DurationBounds(
+        MIN_INTERVAL,
+        MAX_HEARTBEAT_INTERVAL,
+        why="AisentinelHeartbeatStale fires once the heartbeat is a minute old, and the "
+        "unit's WatchdogSec is 30s",
+    ),
+]
+"""How often the pipeline proves it is alive: 10ms to 30s."""
 
 
 class DaemonConfig(StrictModel):
@@ -48,8 +72,9 @@ class DaemonConfig(StrictModel):
     state_dir: Path = Path("/var/lib/aisentinel")
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    heartbeat_interval: Interval = 5.0
-    """How often the pipeline proves it is alive (systemd watchdog, STATUS line); 10ms-1h."""
+    heartbeat_interval: HeartbeatInterval = 5.0
+    """How often the pipeline proves it is alive (systemd watchdog, STATUS line, the
+    heartbeat gauge); 10ms-30s (see :data:`MAX_HEARTBEAT_INTERVAL`)."""
     expire_interval: Interval = 10.0
     """How often idle detector keys and expired bans are dropped; 10ms-1h."""
     reconcile_interval: Interval = 300.0

@@ -959,12 +959,18 @@ class Daemon:
         for name, cfg in new_src.items():
             if name not in self.sources:
                 self._start_source(cfg, rebuilt.get(name))
-        # Detectors: keep the windows of those whose table did not change.
+        # Detectors: keep the windows of those whose table did not change; a rebuilt one
+        # goes on counting where its predecessor stopped.
         previous = {d.name: d for d in self.pipeline.detectors}
-        detectors = [
-            previous[d.name] if d.name in previous and previous[d.name].config == d.config else d
-            for d in build_detectors(new.detectors, shared=self.pipeline.shared)
-        ]
+        detectors = []
+        for built in build_detectors(new.detectors, shared=self.pipeline.shared):
+            was = previous.get(built.name)
+            if was is not None and was.config == built.config:
+                detectors.append(was)
+                continue
+            if was is not None:
+                built.carry_over(was)
+            detectors.append(built)
         self.engine.reconfigure(new.decisions, new.parsers.trusted_proxies)
         if new.responders != old.responders or (
             new.daemon.responder_queue != old.daemon.responder_queue

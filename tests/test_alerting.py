@@ -7,10 +7,12 @@ loopback ports picked here, all stopped by fixture finalizers.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,15 @@ def _run(*argv: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
+def _example_alertmanager(hook: Webhook) -> dict[str, Any]:
+    """The example Alertmanager config, every receiver posting to ``hook``."""
+    config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    for receiver in config["receivers"]:
+        for webhook in receiver["webhook_configs"]:
+            webhook["url"] = f"{hook.url}/{receiver['name']}"
+    return config
+
+
 # ---------------------------------------------------------------- static checks
 
 
@@ -119,10 +130,65 @@ def test_amtool_accepts_example_alertmanager_config() -> None:
     assert config["route"]["group_by"] == ["alertname", "instance"]
     severities = {m for r in config["route"]["routes"] for m in r["matchers"]}
     assert severities == {'severity="critical"', 'severity="warning"', 'severity="info"'}
-    [inhibit] = config["inhibit_rules"]
+    inhibit = config["inhibit_rules"][0]
     assert "AisentinelDown" in inhibit["source_matchers"][0]
     assert "AisentinelSource" in inhibit["target_matchers"][0]
     assert "AisentinelGpu" in inhibit["target_matchers"][0]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(ALERTMANAGER is None, reason="alertmanager not installed")
+def test_example_config_inhibits_source_down_of_a_gpu_source_with_a_gpu_cause(
+    tmp_path: Path, servers: list[Server | Webhook]
+) -> None:
+    """With the example config, a real Alertmanager inhibits AisentinelSourceDown of a GPU
+    source while AisentinelGpuCollectorDown or AisentinelGpuSamplerStuck fires for that
+    source and instance, and not that of another source or instance."""
+    hook = Webhook()
+    servers.append(hook)
+    am = start_alertmanager(tmp_path / "am", _example_alertmanager(hook))
+    servers.append(am)
+    assert am.ready(), am.output()
+    fired = [
+        ("AisentinelGpuCollectorDown", "h1", "gpu", "warning"),
+        ("AisentinelGpuSamplerStuck", "h2", "gpu", "critical"),
+        ("AisentinelSourceDown", "h1", "gpu", "warning"),
+        ("AisentinelSourceDown", "h2", "gpu", "warning"),
+        ("AisentinelSourceDown", "h1", "auth", "warning"),
+        ("AisentinelSourceDown", "h3", "gpu", "warning"),
+    ]
+    alerts = [
+        {"labels": {"alertname": name, "job": "aisentinel", "instance": instance,
+                    "source": source, "severity": severity}}
+        for name, instance, source, severity in fired
+    ]  # fmt: skip
+    request = urllib.request.Request(  # noqa: S310 - loopback
+        f"{am.base}/api/v2/alerts",
+        data=json.dumps(alerts).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 - loopback
+        assert resp.status == 200
+
+    def states() -> dict[tuple[str, str, str], str]:
+        out: dict[tuple[str, str, str], str] = {}
+        for alert in am.get_json("/api/v2/alerts"):
+            labels = alert["labels"]
+            out[labels["alertname"], labels["instance"], labels["source"]] = alert["status"][
+                "state"
+            ]
+        return out
+
+    expected = {
+        ("AisentinelGpuCollectorDown", "h1", "gpu"): "active",
+        ("AisentinelGpuSamplerStuck", "h2", "gpu"): "active",
+        ("AisentinelSourceDown", "h1", "gpu"): "suppressed",
+        ("AisentinelSourceDown", "h2", "gpu"): "suppressed",
+        ("AisentinelSourceDown", "h1", "auth"): "active",
+        ("AisentinelSourceDown", "h3", "gpu"): "active",
+    }
+    assert wait_for(lambda: states() == expected, timeout=15, interval=0.2), states()
 
 
 # ---------------------------------------------------------------- the real stack
@@ -273,10 +339,7 @@ def test_attack_reaches_webhook_through_prometheus_and_alertmanager(
     """An ssh brute-force wave fires AisentinelBruteForceWave; Alertmanager posts it."""
     hook = Webhook()
     servers.append(hook)
-    am_config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
-    for receiver in am_config["receivers"]:
-        for webhook in receiver["webhook_configs"]:
-            webhook["url"] = f"{hook.url}/{receiver['name']}"
+    am_config = _example_alertmanager(hook)
     for route in [am_config["route"], *am_config["route"]["routes"]]:
         route.update(group_wait="1s", group_interval="1s")
     am = start_alertmanager(stack_dir / "am", am_config)

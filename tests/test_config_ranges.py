@@ -281,6 +281,6 @@ def test_check_config_prints_the_largest_accepted_config(tmp_path: Path) -> None
     assert "Traceback" not in res.stderr
     printed = json.loads(res.stdout)
     assert printed["decisions"]["ban_ttl"] == format_duration(MAX_DURATION)
-    assert printed["daemon"]["heartbeat_interval"] == "1h"
+    assert printed["daemon"]["heartbeat_interval"] == "30s"
     assert printed["detectors"]["rate_abuse"]["ai_threshold"] == 1_000_000
     assert parse_config(printed).to_dict() == printed

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import structlog
 from conftest import nginx_line, ssh_fail, wait_for
+from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from aisentinel import daemon as daemon_module
@@ -803,6 +804,42 @@ def test_reload_keeps_the_counters_of_a_rebuilt_source(tmp_path: Path, logs: Pat
             2,
         )
         assert daemon.pipeline.sources["auth"].lines == 5
+    finally:
+        _close(daemon)
+
+
+def test_reload_keeps_the_counters_of_a_rebuilt_detector(tmp_path: Path, now_epoch: float) -> None:
+    """A detector rebuilt by a reload (its table changed) goes on counting where it was:
+    aisentinel_detector_evictions_total does not go back to 0, and keeps counting."""
+    path = _write_config(tmp_path)
+    path.write_text(path.read_text().replace("threshold = 5", "threshold = 5\nmax_keys = 2"))
+    daemon = Daemon(load_config(path), config_path=path, clock=FakeClock(), notifier=Notifier(None))
+    registry = CollectorRegistry()
+    registry.register(daemon.exporter())
+
+    def evictions() -> float | None:
+        return registry.get_sample_value(
+            "aisentinel_detector_evictions_total", {"detector": "ssh_bruteforce"}
+        )
+
+    def fail_from(first: int) -> None:
+        lines = [ssh_fail(now_epoch, f"198.51.100.{first + i}") for i in range(6)]
+        daemon.pipeline.process(LineBatch("auth", "sshd", lines, 0.0))
+
+    try:
+        fail_from(40)
+        before = evictions()
+        assert before is not None
+        assert before > 0
+        old = next(d for d in daemon.pipeline.detectors if d.name == "ssh_bruteforce")
+        path.write_text(path.read_text().replace("max_keys = 2", "max_keys = 3"))
+        assert daemon.reload()
+        assert old not in daemon.pipeline.detectors
+        assert evictions() == before
+        fail_from(60)
+        after = evictions()
+        assert after is not None
+        assert after > before
     finally:
         _close(daemon)
 

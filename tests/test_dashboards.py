@@ -18,6 +18,7 @@ import pytest
 import yaml
 from conftest import wait_for
 from metricsdoc import documented, family_of
+from prometheus_client import CollectorRegistry, ProcessCollector, start_http_server
 from promstack import REPO, RULES, Server, start_prometheus
 
 GRAFANA = REPO / "dashboards" / "grafana"
@@ -26,6 +27,8 @@ PROVISIONING = REPO / "dashboards" / "provisioning" / "dashboards" / "aisentinel
 INSTALLED = "/usr/share/aisentinel/dashboards/grafana"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 INSTANCE_QUERY = "label_values(aisentinel_build_info, instance)"
+JOB_QUERY = "label_values(aisentinel_build_info, job)"
+JOB_MATCHER = 'job=~"$job"'
 RATE_INTERVAL = "1m"
 """What ``$__rate_interval`` becomes when the queries run (Prometheus scrapes every 1 s)."""
 
@@ -45,6 +48,9 @@ _RANGE = re.compile(r"\[[^\]]*\]")
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
 _IDENT = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+_SHARED = re.compile(r'(?<![\w:"])(up|process_\w+|scrape_\w+)\s*(\{[^}]*\})?')
+"""Selectors of metrics every scrape target has (``up``, the client library's
+``process_*``, Prometheus' ``scrape_*``): only ``job=~"$job"`` keeps them aisentinel's."""
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -73,6 +79,23 @@ def metric_names(expr: str) -> set[str]:
     return names
 
 
+def unscoped(expr: str) -> list[str]:
+    """The selectors in ``expr`` of a metric every target has that do not select the
+    aisentinel jobs (``job=~"$job"``): with instance "All" they show other targets."""
+    return [
+        m.group(1) + (m.group(2) or "")
+        for m in _SHARED.finditer(expr)
+        if JOB_MATCHER not in (m.group(2) or "").replace(" ", "")
+    ]
+
+
+def _query_variable(variable: dict[str, Any], query: str) -> bool:
+    """Whether ``variable`` is a query variable asking ``query``."""
+    asked = variable.get("query")
+    asked = asked.get("query") if isinstance(asked, dict) else asked
+    return variable.get("type") == "query" and asked == query
+
+
 def problems(board: dict[str, Any], docs: dict[str, Any]) -> list[str]:
     """What is wrong with one dashboard (empty when it passes the lint)."""
     out: list[str] = []
@@ -88,11 +111,11 @@ def problems(board: dict[str, Any], docs: dict[str, Any]) -> list[str]:
     ds = variables.get("datasource", {})
     if ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         out.append("no `datasource` variable of type datasource (prometheus)")
-    inst = variables.get("instance", {})
-    query = inst.get("query")
-    query = query.get("query") if isinstance(query, dict) else query
-    if inst.get("type") != "query" or query != INSTANCE_QUERY:
+    if not _query_variable(variables.get("instance", {}), INSTANCE_QUERY):
         out.append(f"no `instance` variable with {INSTANCE_QUERY}")
+    job = variables.get("job", {})
+    if not _query_variable(job, JOB_QUERY) or job.get("allValue"):
+        out.append(f"no `job` variable with {JOB_QUERY} (and no allValue)")
     for var in variables.values():
         if var.get("type") == "query" and var.get("datasource") != DATASOURCE:
             out.append(f"variable {var.get('name')} not on ${{datasource}}")
@@ -127,6 +150,8 @@ def problems(board: dict[str, Any], docs: dict[str, Any]) -> list[str]:
             for name in sorted(metric_names(expr)):
                 if family_of(name, docs) is None:
                     out.append(f"{where}: {name} is not in docs/metrics.md")
+            for selector in unscoped(expr):
+                out.append(f"{where}: {selector} does not select {JOB_MATCHER}")
     return out
 
 
@@ -159,18 +184,23 @@ def test_lint_finds_each_problem() -> None:
     board = _load(GRAFANA / "aisentinel-overview.json")
     bad = copy.deepcopy(board)
     bad["schemaVersion"] = 36
-    bad["templating"]["list"] = [v for v in bad["templating"]["list"] if v["name"] != "instance"]
+    bad["templating"]["list"] = [
+        v for v in bad["templating"]["list"] if v["name"] not in ("instance", "job")
+    ]
     first, second = [p for p in panels(bad) if p["type"] != "row"][:2]
     first["datasource"] = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
     del first["fieldConfig"]["defaults"]["unit"]
     first["description"] = ""
     second["id"] = first["id"]
     second["targets"][0]["expr"] = "rate(aisentinel_nope_total[5m])"
+    second["targets"].append({"expr": 'up{instance=~"$instance"}', "datasource": DATASOURCE})
     found = "\n".join(problems(bad, documented()))
     for needle in (
         "${DS_",
         "schemaVersion 36",
         "`instance` variable",
+        "`job` variable",
+        'up{instance=~"$instance"} does not select job=~"$job"',
         "no unit",
         "no description",
         "not unique",
@@ -178,6 +208,21 @@ def test_lint_finds_each_problem() -> None:
         "aisentinel_nope_total is not in docs",
     ):
         assert needle in found, needle
+
+
+def test_unscoped_finds_shared_metrics_without_the_job() -> None:
+    """up, process_* and scrape_* selectors without job=~"$job" are reported, with it
+    not; aisentinel's own metrics and label values named up are not."""
+    expr = (
+        'up{instance=~"$instance"} + process_open_fds / process_max_fds{job=~"$job"} '
+        '+ up{ job=~"$job", instance=~"$instance"} + aisentinel_source_up{x="up"} '
+        "+ scrape_duration_seconds"
+    )
+    assert unscoped(expr) == [
+        'up{instance=~"$instance"}',
+        "process_open_fds",
+        "scrape_duration_seconds",
+    ]
 
 
 def test_metric_names_reads_promql() -> None:
@@ -237,17 +282,26 @@ def test_alert_rules_use_documented_metrics() -> None:
 # ---------------------------------------------------------------- the real stack
 
 
-def _concrete(expr: str, instance: str) -> str:
-    values = {"$__rate_interval": RATE_INTERVAL, "$instance": instance, "$gpu": ".+"}
+def _concrete(expr: str, instance: str, job: str) -> str:
+    values = {
+        "$__rate_interval": RATE_INTERVAL,
+        "$instance": instance,
+        "$job": job,
+        "$gpu": ".+",
+    }
     for variable, value in values.items():
         expr = expr.replace(variable, value)
     assert "$" not in expr, expr
     return expr
 
 
+def _result(prom: Server, expr: str) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = prom.get_json("/api/v1/query", query=expr)["data"]["result"]
+    return result
+
+
 def _has_data(prom: Server, expr: str) -> bool:
-    result = prom.get_json("/api/v1/query", query=expr)["data"]["result"]
-    return any(math.isfinite(float(r["value"][1])) for r in result)
+    return any(math.isfinite(float(r["value"][1])) for r in _result(prom, expr))
 
 
 @pytest.fixture
@@ -259,6 +313,18 @@ def servers() -> Iterator[list[Server]]:
         server.stop()
 
 
+@pytest.fixture
+def other_target() -> Iterator[str]:
+    """Another scrape target on this host, like node_exporter: it serves ``process_*``
+    (of the test process) and has an ``up`` of its own; its ``host:port``."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    httpd, _thread = start_http_server(0, "127.0.0.1", registry=registry)
+    yield f"127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("prometheus") is None, reason="prometheus not installed")
 def test_every_panel_query_returns_data_after_an_attack(
@@ -266,11 +332,13 @@ def test_every_panel_query_returns_data_after_an_attack(
     request: pytest.FixtureRequest,
     now_epoch: float,
     servers: list[Server],
+    other_target: str,
 ) -> None:
     """Real Prometheus scrapes a real aisentinel fed an ssh brute force, an nginx scan, an
-    exploit attempt and prompt injection (and the fake GPU when the nvml source exists);
-    every panel query, with its variables filled in, returns a finite value, and the
-    attack's alerts (GPU miner and Xid with the GPU) fire from the shipped rules."""
+    exploit attempt and prompt injection (and the fake GPU when the nvml source exists),
+    and another target; every panel query, with its variables filled in, returns a
+    finite value, only aisentinel's series with instance "All", and the attack's alerts
+    (GPU miner and Xid with the GPU) fire from the shipped rules."""
     with attackrun.start(tmp_path / "aisentinel", request) as running:
         instance = f"127.0.0.1:{running.daemon.metrics_port}"
         prom = start_prometheus(
@@ -279,26 +347,30 @@ def test_every_panel_query_returns_data_after_an_attack(
                 "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
                 "rule_files": [str(RULES)],
                 "scrape_configs": [
-                    {"job_name": "aisentinel", "static_configs": [{"targets": [instance]}]}
+                    {"job_name": "aisentinel", "static_configs": [{"targets": [instance]}]},
+                    {"job_name": "node", "static_configs": [{"targets": [other_target]}]},
                 ],
             },
         )
         servers.append(prom)
         assert prom.ready(), prom.output()
-        assert wait_for(lambda: _has_data(prom, "up == 1"), timeout=30), prom.output()
+        assert wait_for(lambda: _has_data(prom, "count(up == 1) == 2"), timeout=30), prom.output()
         running.attack(now_epoch)
         assert wait_for(lambda: attackrun.attacked(running), timeout=30)
         values = prom.get_json(
             "/api/v1/label/instance/values", **{"match[]": "aisentinel_build_info"}
         )
         assert values["data"] == [instance]
+        jobs = prom.get_json("/api/v1/label/job/values", **{"match[]": "aisentinel_build_info"})
+        job = "(" + "|".join(jobs["data"]) + ")"  # what Grafana sends for the hidden "All"
 
-        queries = [
-            (board["uid"], panel["title"], _concrete(target["expr"], instance))
+        exprs = [
+            (board["uid"], panel["title"], target["expr"])
             for board in map(_load, BOARDS)
             for panel in panels(board)
             for target in panel.get("targets", [])
         ]
+        queries = [(uid, title, _concrete(expr, instance, job)) for uid, title, expr in exprs]
         allowed = set(ALLOWED_EMPTY)
         if not attackrun.gpu_plugin():
             allowed |= {(uid, title) for uid, title, _ in queries if uid == GPU_BOARD}
@@ -310,6 +382,13 @@ def test_every_panel_query_returns_data_after_an_attack(
         assert empty() == []
         stale = set(ALLOWED_EMPTY) - {(uid, title) for uid, title, _ in queries}
         assert not stale, f"ALLOWED_EMPTY names panels that do not exist: {stale}"
+        others = [  # instance "All" (allValue .+): still aisentinel's series only
+            (title, r["metric"])
+            for _uid, title, expr in exprs
+            for r in _result(prom, _concrete(expr, ".+", job))
+            if r["metric"].get("job", "aisentinel") != "aisentinel"
+        ]
+        assert others == []
         for key in ALLOWED_EMPTY:  # an allowed-empty panel still parses and runs
             [expr] = [q[2] for q in queries if (q[0], q[1]) == key]
             assert prom.get_json("/api/v1/query", query=expr)["status"] == "success"

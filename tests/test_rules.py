@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ssh_fail
+from prometheus_client import CollectorRegistry
 
 from aisentinel.cli import main
 from aisentinel.config import ConfigError, parse_config
@@ -336,6 +337,34 @@ def test_finding_names_most_severe_rule_and_lists_others() -> None:
     assert "path-traversal" in also[0]
     assert "raw=/cgi-bin/.%2e/.%2e/bin/sh" in finding.evidence
     assert "normalised=/cgi-bin/../../bin/sh" in finding.evidence
+
+
+def test_a_rebuilt_rules_detector_carries_on_its_counters(tmp_path: Path) -> None:
+    """A rules detector that replaces another at a reload exports the matches of each
+    rule still loaded and the evictions of its predecessor (a removed rule's go)."""
+    write(tmp_path, "a.toml", LOCAL_RULE + LOCAL_RULE.replace("local-secret", "other"))
+    old = RulesDetector(RulesConfig(rules_dir=tmp_path, builtin=False, max_keys=1))
+    for i in range(3):
+        old.observe(req("/private-admin", client=f"198.51.100.{i}", ts=T0 + i))
+    new = RulesDetector(
+        RulesConfig(rules_dir=tmp_path, builtin=False, max_keys=2, disabled=("other-probe",))
+    )
+    new.carry_over(old)
+    new.observe(req("/private-admin", client="198.51.100.9", ts=T0 + 9))
+    registry = CollectorRegistry()
+    registry.register(new)
+    rule = {"rule": "local-secret-probe"}
+    assert registry.get_sample_value("aisentinel_rule_matches_total", rule) == 4
+    assert (
+        registry.get_sample_value("aisentinel_rule_matches_total", {"rule": "other-probe"}) is None
+    )
+    [evicted, _] = old.counted()
+    assert evicted > 0
+    assert new.counted() == (evicted, 0)
+    exported = registry.get_sample_value(
+        "aisentinel_detector_evictions_total", {"detector": "rules"}
+    )
+    assert exported == evicted
 
 
 # --------------------------------------------------------------------------- commands

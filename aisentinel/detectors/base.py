@@ -97,6 +97,8 @@ class Detector(ABC):
 
     def __init__(self, config: DetectorConfigBase) -> None:
         self.config = config
+        self._carried = (0, 0)
+        """``(evicted, overflows)`` of the detectors this one replaced at reloads."""
 
     def share(self, shared: SharedState) -> None:  # noqa: B027 - only wants_shared override it
         """Register with ``shared`` (drop any earlier registration: this may be called
@@ -165,14 +167,27 @@ class Detector(ABC):
             if isinstance(value, Unquiet):
                 value.unquiet()
 
+    def counted(self) -> tuple[int, int]:
+        """``(evicted, overflows)`` since the start: :meth:`window_counts` plus what the
+        detectors of the same name that this one replaced at reloads had counted (see
+        :meth:`carry_over`); what the counters export."""
+        evicted, overflow = self.window_counts()
+        return evicted + self._carried[0], overflow + self._carried[1]
+
+    def carry_over(self, old: Detector) -> None:
+        """Go on counting where ``old``, the detector of the same name this one replaces
+        at a reload (its table changed), stopped: counters never go back while the
+        daemon runs. Detectors with counters of their own add them too."""
+        self._carried = old.counted()
+
     def evictions(self) -> int:
-        """Evicted keys plus uncounted hits (see :meth:`window_counts`), in one number."""
-        return sum(self.window_counts())
+        """Evicted keys plus uncounted hits (see :meth:`counted`), in one number."""
+        return sum(self.counted())
 
     def collect(self) -> Iterator[Metric]:
         """This detector's metric families, built from the state it keeps (at scrape time)."""
         labels = {"detector": self.name}
-        evicted, overflow = self.window_counts()
+        evicted, overflow = self.counted()
         yield gauge(
             "aisentinel_detector_tracked_keys",
             "Keys (addresses, usernames) a detector holds in its windows.",

@@ -36,7 +36,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
-from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
+from aisentinel.detectors.base import REGISTRY, BatchDetector, Detector, DetectorConfigBase
 from aisentinel.detectors.common import KEY_BUDGET, MaxKeys, all_requests, client_key
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, HttpRequest
@@ -244,6 +244,16 @@ class RulesDetector(BatchDetector):
 
     def window_counts(self) -> tuple[int, int]:
         return sum(t.evicted for t in self._tables.values()), 0
+
+    def carry_over(self, old: Detector) -> None:
+        """The eviction counts and, for each rule still loaded, its matches of ``old``
+        (a removed rule's series goes, as a removed source's does)."""
+        super().carry_over(old)
+        if isinstance(old, RulesDetector):
+            loaded = {rule.id for rule in self.matcher.rules}
+            for rule_id, matched in old.matches.items():
+                if rule_id in loaded:
+                    self.matches[rule_id] = self.matches.get(rule_id, 0) + matched
 
     def collect(self) -> Iterator[Metric]:
         yield from super().collect()
