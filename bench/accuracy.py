@@ -97,6 +97,14 @@ KNOWN_DIVERGENCES: dict[str, str] = {
         "this line; taking the last client would instead let a Host or Referer header "
         "frame any address. We report the first message's client."
     ),
+    "for invalid user test from 127.0.0.1 port 58946 ssh2: from 10.10.1.2": (
+        "fail2ban expects the first address of a password failure followed by "
+        "': from 10.10.1.2 port 55555 ssh2' as auth info. OpenSSH writes auth info only "
+        "for keys (': TYPE FINGERPRINT', a certificate's id and CA), never after a "
+        "password, so that text can only be the end of a user name that the client chose: "
+        "taking the first address would let any client frame an address by logging in as "
+        "'x from ADDR port 1 ssh2:'. We report the address sshd wrote last."
+    ),
 }
 """Substring of a line -> why we deliberately differ from its annotation."""
 

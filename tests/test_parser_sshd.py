@@ -266,10 +266,14 @@ def test_other_programs_give_none() -> None:
 
 
 def test_user_name_injection_does_not_move_the_address() -> None:
-    """An address written inside the user name or auth info is not reported."""
+    """An address written inside the user name or a certificate's key id is not reported."""
     cases = {
         "Failed password for invalid user x from 6.6.6.6 port 1 ssh2 from 1.2.3.4 port 2 ssh2": "1.2.3.4",  # noqa: E501
-        "Failed password for invalid user t from 1.2.3.4 port 2 ssh2: from 6.6.6.6 port 1 ssh2": "1.2.3.4",  # noqa: E501
+        "Failed publickey for t from 1.2.3.4 port 2 ssh2: RSA-CERT SHA256:k ID a from 6.6.6.6 port 1 ssh2 (serial 1) CA RSA SHA256:c": "1.2.3.4",  # noqa: E501
+        "Failed password for invalid user x from 6.6.6.6: y from 1.2.3.4 port 2 ssh2": "1.2.3.4",
+        "Failed password for invalid user x from 6.6.6.6 port 1 ssh2: y from 1.2.3.4 port 2 ssh2": "1.2.3.4",  # noqa: E501
+        "Failed publickey for invalid user x from 6.6.6.6 port 1 ssh2: RSA SHA256:k from 1.2.3.4 port 2 ssh2: RSA SHA256:x": "1.2.3.4",  # noqa: E501
+        "Accepted publickey for x from 6.6.6.6: y from 1.2.3.4 port 2 ssh2: ED25519 SHA256:x": "1.2.3.4",  # noqa: E501
         "Invalid user a from 6.6.6.6 from 1.2.3.4 port 2": "1.2.3.4",
         "Connection closed by authenticating user t 6.6.6.6 port 1 1.2.3.4 port 2 [preauth]": "1.2.3.4",  # noqa: E501
         "ssh_dispatch_run_fatal: Connection from invalid user t 6.6.6.6 port 1: 1.2.3.4 port 2: Broken pipe [preauth]": "1.2.3.4",  # noqa: E501

@@ -71,11 +71,26 @@ def _re(pattern: str) -> Callable[[str], re.Match[str] | None]:
     return re.compile(pattern.replace("{A}", _A).replace("{PORT}", _PORT)).match
 
 
-_FAILED = _re(
+# sshd writes ``for USER from ADDR port N ssh2`` and, for keys, ``: TYPE FINGERPRINT``
+# (a certificate adds `` ID KEY_ID (serial N) CA TYPE FINGERPRINT``); USER is at most 100
+# bytes (``%.100s``, up to 400 characters once sshd has escaped it). The user name and a
+# certificate's key id are the client's text, so ``_AUTH_TAIL`` takes the first
+# `` from ADDR`` after which the rest of the line is exactly what sshd writes there: a
+# name such as ``x from 192.0.2.5: y`` or ``x from 192.0.2.5 port 1 ssh2: RSA SHA256:k``
+# cannot move the address. A line whose tail has another shape (no port, hostbased's
+# ``client user "u"`` info, SSH1's ``: ruser NAME``) falls back to the first
+# `` from ADDR`` followed by the end or ``: `` (the fail2ban corpus has ruser injections).
+_AUTH_TAIL = (
+    r" from {A} port (\d+)(?: ssh\d?)?(?: \[preauth\])?"
+    r"(?:: \S+ \S+(?: ID .{0,400}? \(serial \d+\) CA \S+ \S+)?)?$"
+)
+_FAILED = _re(r"Failed (\S+) for (invalid user )?(.{0,400}?)" + _AUTH_TAIL)
+_FAILED_LOOSE = _re(
     r"Failed (\S+) for (invalid user )?(.*?) from {A}{PORT}(?: ssh\d?)?(?: \[preauth\])?(?:$|: )"
 )
 _INVALID = _re(r"Invalid user (.*?) from {A}{PORT}(?: \[preauth\])?$")
-_ACCEPTED = _re(r"Accepted \S+ for (.*?) from {A}{PORT}(?: ssh\d?)?(?:$|: )")
+_ACCEPTED = _re(r"Accepted \S+ for (.{0,400}?)" + _AUTH_TAIL)
+_ACCEPTED_LOOSE = _re(r"Accepted \S+ for (.*?) from {A}{PORT}(?: ssh\d?)?(?:$|: )")
 _CLOSED = _re(
     r"Connection (?:closed|reset) by (?:(?:invalid|authenticating) user (.*) )?"
     r"{A}{PORT} \[preauth\]$"
@@ -232,7 +247,7 @@ class SshdParser(Parser):
                 msg = _KERNEL.sub("", msg, count=1)
         c = msg[:3]
         if c == "Fai":
-            m = _FAILED(msg)
+            m = _FAILED(msg) or _FAILED_LOOSE(msg)
             if m is None:
                 return None
             method, invalid, user, addr, port = m.groups()
@@ -258,7 +273,7 @@ class SshdParser(Parser):
             m = _DISCONNECTING(msg)
             return None if m is None else (_PRE, m[2], m[1], m[3])
         if c == "Acc":
-            m = _ACCEPTED(msg)
+            m = _ACCEPTED(msg) or _ACCEPTED_LOOSE(msg)
             return None if m is None else (_ACCEPTED_KIND, m[2], m[1], m[3])
         if c == "Rec":
             if not msg.endswith(("[preauth]", "Auth fail")):
