@@ -735,7 +735,8 @@ class Pipeline:
                 "aisentinel_detector_shared_doubted_credentials",
                 "Requests whose user or API key id in the log did not count as an "
                 "authentication: sent to a location that answered 2xx to requests without "
-                "credentials and no 401 ([parsers] credentials).",
+                "credentials and no 401, or a model-management call where model calls were "
+                "answered without credentials and none refused ([parsers] credentials).",
                 trust.doubted,
             ),
             (

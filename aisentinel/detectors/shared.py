@@ -50,11 +50,11 @@ from __future__ import annotations
 
 import operator
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast, get_args
 
 from aisentinel.configtypes import CredentialsMode
-from aisentinel.detectors.common import all_requests
+from aisentinel.detectors.common import all_requests, client_key
 from aisentinel.detectors.paths import (
     DEFAULT_AI_PATHS,
     PrefixMatcher,
@@ -221,10 +221,27 @@ class _AuthMarks(_SlotStore):
 
 
 # _Locations slot layout: _LOC_STRIDE doubles per location.
-_LOC_STRIDE = 3
+_LOC_STRIDE = 4
 _CHECKED = 0  # the last 401 served there
 _OPEN = 1  # the last 2xx served there to a request with no user and no key id
-_LOC_QUEUED = 2  # the newer of the two when the location was (re)queued
+_SERVED = 2  # the same on a model path (_IS_SERVED), never newer than _OPEN
+_LOC_QUEUED = 3  # the newer of _CHECKED and _OPEN when the location was (re)queued
+
+# _Guards slot layout: _GUARD_STRIDE doubles per location.
+_GUARD_STRIDE = 3
+_LAST = 0  # the last 401 served on a guarded path there (to the client in _Guards._who)
+_OTHER = 1  # the last one served to any other client
+_GUARD_QUEUED = 2  # _LAST when the location was (re)queued
+
+# _PathKinds verdicts: bits.
+_IS_SERVED = 1  # a 2xx there without credentials shows model calls served to anyone
+_IS_GUARDED = 2  # a guarded path (a model-management call)
+
+SESSION_PATHS = ("/api/chat/", "/api/v1/")
+"""Inference paths of a web app with logins of its own (Open WebUI's
+``/api/chat/completions`` and ``/api/v1/chat/completions``): a 2xx there without
+credentials in the log is a signed-in session, not a model server that answers anyone
+(Ollama's own is ``/api/chat``)."""
 
 _NO_DOUBTS: frozenset[int] = frozenset()
 _TS = operator.attrgetter("ts")
@@ -258,13 +275,17 @@ class _Locations(_SlotStore):
         return max(data[base + _CHECKED], data[base + _OPEN])
 
     def note(self, key: str, ts: float, kind: int) -> None:
-        """``kind`` (:data:`_CHECKED` or :data:`_OPEN`) was served at ``key`` at ``ts``."""
+        """``kind`` (:data:`_CHECKED`, :data:`_OPEN`, or :data:`_SERVED`: both of the
+        last two) was served at ``key`` at ``ts``."""
         slot = self._keys.get(key)
         if slot is None:
             slot = self._allocate(key, ts)
-        at = slot * _LOC_STRIDE + kind
+        base = slot * _LOC_STRIDE
         data = self._data
-        data[at] = max(data[at], ts)
+        if kind == _SERVED:
+            data[base + _SERVED] = max(data[base + _SERVED], ts)
+            kind = _OPEN
+        data[base + kind] = max(data[base + kind], ts)
 
     def holds(self, keys: Iterable[str]) -> bool:
         """Whether every one of ``keys`` has a slot."""
@@ -294,8 +315,71 @@ class _Locations(_SlotStore):
         data = self._data
         return ts - data[base + _OPEN] <= LOCATION_TTL < ts - data[base + _CHECKED]
 
+    def serves(self, key: str, ts: float) -> bool:
+        """Whether a model path at ``key`` answered a request without credentials with
+        a 2xx within :data:`LOCATION_TTL` before ``ts``."""
+        slot = self._keys.get(key)
+        return slot is not None and ts - self._data[slot * _LOC_STRIDE + _SERVED] <= LOCATION_TTL
+
     def expire(self, now: float) -> int:
         """Drop locations with no evidence since ``now - LOCATION_TTL``; how many."""
+        return self._expire(now - LOCATION_TTL)
+
+
+class _Guards(_SlotStore):
+    """Per location, when a 401 was last served on a guarded path there (a model-
+    management call: ``model_exploit``'s paths), to which client, and when one was last
+    served there to any other client: three doubles a location and the client, at most
+    :data:`LOCATIONS_LIMIT`, expired :data:`LOCATION_TTL` after the last 401 (second-chance
+    order, see :mod:`~.window`). The client is the one :func:`~.common.client_key` counts
+    (an IPv6 address's /64)."""
+
+    __slots__ = ("_who",)
+
+    def __init__(self) -> None:
+        super().__init__(LOCATIONS_LIMIT, (_NEG_INF,) * _GUARD_STRIDE, _GUARD_QUEUED)
+        self._who: dict[str, str] = {}
+        """Location -> the client of its :data:`_LAST` 401."""
+
+    def _newest(self, base: int) -> float:
+        return self._data[base + _LAST]
+
+    def _forget(self, key: str, base: int) -> None:
+        self._who.pop(key, None)
+
+    def note(self, key: str, ts: float, who: str) -> None:
+        """A 401 was served on a guarded path at ``key`` at ``ts`` to client ``who``."""
+        slot = self._keys.get(key)
+        if slot is None:
+            slot = self._allocate(key, ts)
+        base = slot * _GUARD_STRIDE
+        data = self._data
+        last = data[base + _LAST]
+        if self._who.get(key) == who:
+            data[base + _LAST] = max(last, ts)
+        elif ts >= last:  # the one before went to another client
+            data[base + _OTHER] = last
+            data[base + _LAST] = ts
+            self._who[key] = who
+        else:
+            data[base + _OTHER] = max(data[base + _OTHER], ts)
+
+    def checked(self, key: str, who: str) -> float:
+        """When a 401 was last served on a guarded path at ``key`` to a client other than
+        ``who`` (``-inf``: never, as far as held)."""
+        slot = self._keys.get(key)
+        if slot is None:
+            return _NEG_INF
+        return self._data[slot * _GUARD_STRIDE + (_OTHER if self._who.get(key) == who else _LAST)]
+
+    def refused_two(self, key: str) -> float:
+        """When the last two distinct clients had both been served a 401 on a guarded
+        path at ``key`` (``-inf``: not yet): from then on, every client has another's."""
+        slot = self._keys.get(key)
+        return _NEG_INF if slot is None else self._data[slot * _GUARD_STRIDE + _OTHER]
+
+    def expire(self, now: float) -> int:
+        """Drop locations with no 401 on a guarded path since ``now - LOCATION_TTL``."""
         return self._expire(now - LOCATION_TTL)
 
 
@@ -325,6 +409,18 @@ class CredentialTrust:
       daemon's source names are not the files replay names): virtual hosts logged
       apart in a format without ``host`` share their evidence, and a 401 on one makes
       the same first segment checked on all of them.
+      A claim on a *guarded* path (``model_exploit``'s model-management calls,
+      registered with ``guarded=True``) is held to more: a 401 anywhere under the
+      segment is no proof that nginx checks the model calls (Open WebUI's
+      ``/api/v1/auths/`` answers 401 to anyone without a session, Ollama a cloud model
+      when it is not signed in, the client's own typo). It is also doubted where a
+      model path of its location (an inference call, :data:`~.paths.DEFAULT_AI_PATHS`
+      but :data:`SESSION_PATHS`, or a guarded path) answered a request without
+      credentials with a 2xx and no guarded path there answered a client other than
+      the claiming one (its :func:`~.common.client_key`) with 401 (each held
+      :data:`LOCATION_TTL`). A server behind ``auth_basic``, a health check let
+      through included, serves no model call without a password, so its users still
+      count.
     * ``"checked"``: they always count (every location checks them).
     * ``"unchecked"``: they never count (an open server: nothing checks them).
 
@@ -332,7 +428,18 @@ class CredentialTrust:
     no authentication, and ``model_exploit`` judges its model calls as unauthenticated.
     """
 
-    __slots__ = ("_hosts", "_paths", "_segments", "doubted", "mode")
+    __slots__ = (
+        "_guard_hosts",
+        "_guard_paths",
+        "_guard_test",
+        "_hosts",
+        "_kinds",
+        "_paths",
+        "_segments",
+        "_served_test",
+        "doubted",
+        "mode",
+    )
 
     def __init__(self, mode: CredentialsMode = "learned") -> None:
         if mode not in CREDENTIAL_MODES:
@@ -344,14 +451,41 @@ class CredentialTrust:
         """Per virtual host and first path segment (a table of its own: a flood of
         made-up ``Host`` headers cannot push the segments' locations out)."""
         self._segments = VerdictCache(_segment)
+        self._guard_paths = _Guards()
+        """Per first path segment: the 401s served on guarded paths."""
+        self._guard_hosts = _Guards()
+        """The same per virtual host and first path segment."""
+        inference = PrefixMatcher(DEFAULT_AI_PATHS).match
+        session = PrefixMatcher(SESSION_PATHS).match
+        self._served_test: Callable[[str], bool] = lambda path: (
+            inference(path) and not session(path)
+        )
+        """An inference call of a model server (not of a web app's session)."""
+        self._guard_test: Callable[[str], bool] = no_path
+        """The path test of the guarded paths (:meth:`guard`)."""
+        self._kinds = VerdictCache(self._kind)
+        """Per raw path: :data:`_IS_SERVED` and :data:`_IS_GUARDED` bits."""
         self.doubted = 0
         """Requests whose credentials were doubted."""
 
-    def doubted_in(self, events: Sequence[Event], kinds: _Kinds) -> frozenset[int]:
+    def guard(self, test: Callable[[str], bool]) -> None:
+        """Make ``test`` the path test of the guarded paths (a raw path in)."""
+        self._guard_test = test
+        self._kinds.clear()
+
+    def _kind(self, path: str) -> int:
+        """The :data:`_IS_SERVED` and :data:`_IS_GUARDED` bits of ``path``."""
+        if self._guard_test(path):
+            return _IS_SERVED | _IS_GUARDED
+        return _IS_SERVED if self._served_test(path) else 0
+
+    def doubted_in(
+        self, events: Sequence[Event], kinds: _Kinds, guarded: Collection[int] = ()
+    ) -> frozenset[int]:
         """Of the batch's ``kinds.claims`` (its requests with a user or key id and status
-        below 400), those whose credentials do not count; learns the batch's evidence
-        (a 401, a 2xx without credentials), in event order: each request is judged on
-        what came before it."""
+        below 400), those whose credentials do not count (``guarded``: the claims on a
+        guarded path); learns the batch's evidence (a 401, a 2xx without credentials),
+        in event order: each request is judged on what came before it."""
         mode = self.mode
         if mode == "checked":
             return _NO_DOUBTS
@@ -363,15 +497,22 @@ class CredentialTrust:
             denied = [i for i in kinds.denied if reqs[i].status == 401]
             opened = kinds.anonymous
             # A claim settled before the batch stays settled unless a location is
-            # evicted meanwhile: only where the batch cannot fill a table.
+            # evicted meanwhile: only where the batch cannot fill a table. A guarded
+            # claim is never settled by a 401 alone.
             room = len(denied) + len(opened)
-            unsettled = (
-                self._unsettled(reqs, claims)
-                if claims and self._paths and self._room(room)
-                else claims
-            )
+            if claims and self._paths and self._room(room):
+                if guarded:
+                    plain = [i for i in claims if i not in guarded]
+                    unsettled = sorted(
+                        (self._unsettled(reqs, plain) if plain else [])
+                        + self._unsettled(reqs, sorted(guarded), guarded=True)
+                    )
+                else:
+                    unsettled = self._unsettled(reqs, claims)
+            else:
+                unsettled = claims
             if unsettled and (denied or opened or self._paths):
-                out = self._walk(reqs, sorted(denied + opened + unsettled), set(unsettled))
+                out = self._walk(reqs, sorted(denied + opened + unsettled), set(unsettled), guarded)
             else:
                 # No claim can be doubted: the evidence alone.
                 self._note(reqs, denied, opened)
@@ -382,34 +523,50 @@ class CredentialTrust:
         return frozenset(out)
 
     def _room(self, n: int) -> bool:
-        """Whether both tables can take ``n`` new locations without evicting one."""
-        paths, hosts = self._paths, self._hosts
-        return len(paths) + n <= paths.max_keys and len(hosts) + n <= hosts.max_keys
+        """Whether every table can take ``n`` new locations without evicting one."""
+        return all(
+            len(table) + n <= table.max_keys
+            for table in (self._paths, self._hosts, self._guard_paths, self._guard_hosts)
+        )
 
-    def _unsettled(self, reqs: Sequence[HttpRequest], claims: list[int]) -> list[int]:
+    def _unsettled(
+        self, reqs: Sequence[HttpRequest], claims: list[int], guarded: bool = False
+    ) -> list[int]:
         """The ``claims`` that may be doubted, a superset of those that are: all but the
         ones whose location (at each level) was served a 401 within
         :data:`LOCATION_TTL` of the batch's newest claim before the batch, which
-        nothing later in it can undo (a server behind ``auth_basic``: every claim).
-        Decided per distinct path and host of the batch, not per claim."""
+        nothing later in it can undo (a server behind ``auth_basic``: every claim);
+        for ``guarded`` claims, a 401 on a guarded path to each of two clients too
+        (whoever claims, another client was refused). Decided per distinct path and
+        host of the batch, not per claim."""
         picked = [reqs[i] for i in claims]
         latest = max(map(_TS, picked))
         segment = self._segments
         checked = self._paths.checked
+        refused = self._guard_paths.refused_two
         paths = {
             path
             for path in set(map(_PATH, picked))
             if latest - checked(segment(path)) > LOCATION_TTL
+            or (guarded and latest - refused(segment(path)) > LOCATION_TTL)
         }
         hosts = set(map(_HOST, picked))
         pairs: set[tuple[str, str]] = set()
         if hosts != {None}:
             at_host = self._hosts.checked
+            refused_at_host = self._guard_hosts.refused_two
             pairs = {
                 (host, path)
                 for host, path in set(zip(map(_HOST, picked), map(_PATH, picked), strict=True))
                 if host is not None
-                and latest - at_host(host[:_HOST_CHARS] + segment(path)) > LOCATION_TTL
+                and (
+                    latest - at_host(host[:_HOST_CHARS] + segment(path)) > LOCATION_TTL
+                    or (
+                        guarded
+                        and latest - refused_at_host(host[:_HOST_CHARS] + segment(path))
+                        > LOCATION_TTL
+                    )
+                )
             }
         if pairs:
             return [
@@ -429,6 +586,12 @@ class CredentialTrust:
         paths = self._paths
         hosts = self._hosts
         segment = self._segments
+        kind_of = self._kinds
+        refused = {p for p in {reqs[i].path for i in denied} if kind_of(p) & _IS_GUARDED}
+        refusals = [i for i in denied if reqs[i].path in refused] if refused else []
+        if refusals and not self._holds_guards(reqs, refusals):  # new locations
+            self._walk(reqs, sorted(denied + opened), ())
+            return
         learned: list[tuple[int, dict[str, float], dict[str, float]]] = []
         for kind, indices in ((_CHECKED, denied), (_OPEN, opened)):
             if not indices:
@@ -438,12 +601,17 @@ class CredentialTrust:
             if not all(map(operator.le, times, times[1:])):  # out of order
                 self._walk(reqs, sorted(denied + opened), ())
                 return
-            # The newest time per path, then per location.
+            # The newest time per path, then per location; the same for the model
+            # paths among them (served).
             newest: dict[str, float] = {}
+            served: dict[str, float] = {}
             for path, ts in dict(zip(map(_PATH, picked), times, strict=True)).items():
                 key = segment(path)
                 newest[key] = max(newest.get(key, ts), ts)
+                if kind == _OPEN and kind_of(path) & _IS_SERVED:
+                    served[key] = max(served.get(key, ts), ts)
             at_host: dict[str, float] = {}
+            served_at_host: dict[str, float] = {}
             names = list(map(_HOST, picked))
             if names.count(None) != len(names):
                 for (name, path), ts in dict(
@@ -452,21 +620,53 @@ class CredentialTrust:
                     if name is not None:
                         key = name[:_HOST_CHARS] + segment(path)
                         at_host[key] = max(at_host.get(key, ts), ts)
+                        if served and kind_of(path) & _IS_SERVED:
+                            served_at_host[key] = max(served_at_host.get(key, ts), ts)
             if not paths.holds(newest) or not hosts.holds(at_host):  # new locations
                 self._walk(reqs, sorted(denied + opened), ())
                 return
             learned.append((kind, newest, at_host))
+            if served:
+                learned.append((_SERVED, served, served_at_host))
         for kind, newest, at_host in learned:
             paths.update(newest, kind)
             hosts.update(at_host, kind)
+        for i in refusals:  # the newest time per client is what counts: any order
+            self._refused(reqs[i], segment(reqs[i].path))
+
+    def _holds_guards(self, reqs: Sequence[HttpRequest], refusals: list[int]) -> bool:
+        """Whether the locations of the 401s on guarded paths ``refusals`` are held."""
+        segment = self._segments
+        keys = {segment(reqs[i].path) for i in refusals}
+        at_host = {
+            host[:_HOST_CHARS] + segment(reqs[i].path)
+            for i in refusals
+            if (host := reqs[i].host) is not None
+        }
+        paths, hosts = self._guard_paths, self._guard_hosts
+        return all(key in paths for key in keys) and all(key in hosts for key in at_host)
+
+    def _refused(self, r: HttpRequest, segment: str) -> None:
+        """Learn the 401 ``r`` on a guarded path (at location ``segment``)."""
+        who = client_key(r.client)
+        self._guard_paths.note(segment, r.ts, who)
+        if r.host is not None:
+            self._guard_hosts.note(r.host[:_HOST_CHARS] + segment, r.ts, who)
 
     def _walk(
-        self, reqs: Sequence[HttpRequest], walk: list[int], claims: Container[int]
+        self,
+        reqs: Sequence[HttpRequest],
+        walk: list[int],
+        claims: Container[int],
+        guarded: Container[int] = (),
     ) -> list[int]:
         """Walk the requests ``walk`` in order: learn the evidence (a 401, a 2xx
-        without credentials), judge the ``claims``; the doubted ones."""
+        without credentials), judge the ``claims`` (``guarded``: those on a guarded
+        path); the doubted ones."""
         get = self._segments.get
         fill = self._segments.fill
+        kind_get = self._kinds.get
+        kind_fill = self._kinds.fill
         paths = self._paths
         hosts = self._hosts
         out: list[int] = []
@@ -476,29 +676,66 @@ class CredentialTrust:
             if segment is None:
                 segment = fill(r.path)
             host = r.host
+            at_host = None if host is None else host[:_HOST_CHARS] + segment
             if i in claims:
-                if paths.doubts(segment, r.ts) or (
-                    host is not None and hosts.doubts(host[:_HOST_CHARS] + segment, r.ts)
+                if (
+                    paths.doubts(segment, r.ts)
+                    or (at_host is not None and hosts.doubts(at_host, r.ts))
+                    or (i in guarded and self._unguarded(r, segment, at_host))
                 ):
                     out.append(i)
                 continue
-            kind = _CHECKED if r.status == 401 else _OPEN
+            bits = kind_get(r.path)
+            if bits is None:
+                bits = kind_fill(r.path)
+            if r.status == 401:
+                kind = _CHECKED
+                if bits & _IS_GUARDED:
+                    self._refused(r, segment)
+            else:
+                kind = _SERVED if bits & _IS_SERVED else _OPEN
             paths.note(segment, r.ts, kind)
-            if host is not None:
-                hosts.note(host[:_HOST_CHARS] + segment, r.ts, kind)
+            if at_host is not None:
+                hosts.note(at_host, r.ts, kind)
         return out
+
+    def _unguarded(self, claim: HttpRequest, segment: str, at_host: str | None) -> bool:
+        """Whether the location of ``claim`` (on a guarded path), at either level, served
+        a model call without credentials and refused no other client a guarded call."""
+        ts = claim.ts
+        who = client_key(claim.client)
+        if (
+            self._paths.serves(segment, ts)
+            and ts - self._guard_paths.checked(segment, who) > LOCATION_TTL
+        ):
+            return True
+        return (
+            at_host is not None
+            and self._hosts.serves(at_host, ts)
+            and ts - self._guard_hosts.checked(at_host, who) > LOCATION_TTL
+        )
 
     def expire(self, now: float) -> int:
         """Drop locations with no evidence within :data:`LOCATION_TTL`; how many."""
-        return self._paths.expire(now) + self._hosts.expire(now)
+        return (
+            self._paths.expire(now)
+            + self._hosts.expire(now)
+            + self._guard_paths.expire(now)
+            + self._guard_hosts.expire(now)
+        )
 
     def locations(self) -> int:
-        """Locations held (both levels)."""
-        return len(self._paths) + len(self._hosts)
+        """Locations held (both levels; those with a 401 on a guarded path once more)."""
+        return len(self._paths) + len(self._hosts) + len(self._guard_paths) + len(self._guard_hosts)
 
     def evicted(self) -> int:
         """Locations pushed out because their table was full."""
-        return self._paths.evicted + self._hosts.evicted
+        return (
+            self._paths.evicted
+            + self._hosts.evicted
+            + self._guard_paths.evicted
+            + self._guard_hosts.evicted
+        )
 
 
 class _Kinds(NamedTuple):
@@ -572,6 +809,7 @@ class RequestIndex:
         "_min_ttl",
         "_protected",
         "_served",
+        "_strict",
         "_tests",
         "_users",
         "_verdicts",
@@ -581,6 +819,8 @@ class RequestIndex:
     def __init__(self) -> None:
         self.trust = CredentialTrust()
         """Which credentials in the log count (kept across reloads, like the clients)."""
+        self._strict = 0
+        """The bits of readers whose paths are guarded (see :class:`CredentialTrust`)."""
         self._held = _AuthMarks(1.0, 1)
         """Clients that authenticated, inferred authentications included: both marks."""
         self._marked = 0
@@ -614,6 +854,7 @@ class RequestIndex:
         ttl: float | None = None,
         max_keys: int = 1,
         dormant: bool = False,
+        guarded: bool = False,
     ) -> int:
         """Add a reader whose events pass ``test`` (a raw path in, a verdict out); its bit.
 
@@ -622,10 +863,15 @@ class RequestIndex:
         clients held. A ``dormant`` reader asks for no facts until it calls
         :meth:`wake` (``gpu_theft`` before the first GPU sample): its events are not
         marked meanwhile, which saves a pass over most of an AI server's requests.
+        ``guarded``: its paths are model-management calls, whose credentials need more
+        proof that something checks them (see :class:`CredentialTrust`).
         """
         bit = 1 << len(self._tests)
         if dormant and ttl is not None:
             self._dormant |= bit
+        if guarded:
+            self._strict |= bit
+            self.trust.guard(self._guarded)
         self._tests.append(test)
         self._verdicts.clear()  # masks cached so far lack the new bit
         if ttl is not None:
@@ -650,6 +896,8 @@ class RequestIndex:
         self._verdicts.clear()
         self._marked = 0
         self._dormant = 0
+        self._strict = 0
+        self.trust.guard(no_path)
         self._min_ttl = 0.0
         self._users = 0
         self._held.max_keys = 1
@@ -692,6 +940,16 @@ class RequestIndex:
         self._facts = _NO_FACTS
         self._served = []
 
+    def _guarded(self, path: str) -> bool:
+        """Whether ``path`` passes the test of a reader whose paths are guarded."""
+        strict = self._strict
+        if not strict:
+            return False
+        mask = self._verdicts.get(path)
+        if mask is None:
+            mask = self._verdicts.fill(path)
+        return bool(mask & strict)
+
     def _mask(self, path: str) -> int:
         """The bits of the tests ``path`` passes."""
         mask = 0
@@ -716,8 +974,10 @@ class RequestIndex:
                     masks[i] = fill(cast("HttpRequest", events[i]).path)
         done = cast("list[int]", masks)
         kinds = _classify(events, requests)
-        doubted = self.trust.doubted_in(events, kinds)
         claims = kinds.claims
+        strict = self._strict
+        guarded = {i for i in claims if done[i] & strict} if strict and claims else _NO_DOUBTS
+        doubted = self.trust.doubted_in(events, kinds, guarded)
         cred = [i for i in claims if i not in doubted] if doubted else claims
         if not self._marked:
             return BatchFacts(done, {}, {}, cred, doubted)
