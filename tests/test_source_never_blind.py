@@ -16,7 +16,16 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
-from test_source_file import Collector, Harness, append, expect, wait_for
+from test_source_file import (
+    COPIES,
+    Collector,
+    Harness,
+    append,
+    copytruncate,
+    expect,
+    one_gap,
+    wait_for,
+)
 
 from aisentinel.clock import SystemClock
 from aisentinel.config import default_sources, load_config
@@ -327,6 +336,24 @@ def test_dateext_generations_read_in_order(harness: Harness, tmp_path: Path) -> 
     assert out.lines == expected.splitlines()
 
 
+@COPIES
+def test_copytruncate_while_stopped_resumes_in_the_copy(
+    harness: Harness, tmp_path: Path, copy: str, *, compress: bool
+) -> None:
+    """copytruncate while down: the copy (a new inode) is found by its first bytes and
+    read from the saved offset, then the truncated file; nothing twice, no gap."""
+    log = tmp_path / "a.log"
+    _first_run(harness, log)
+    copytruncate(log, tmp_path / f"a.log{copy}", compress=compress)
+    log.write_bytes(numbered("g1", 100))
+    with capture_logs() as logs:
+        source, out = harness.start([log])
+        wait_for(lambda: len(out.lines) >= 199, "199 lines")
+    assert out.lines == (numbered("g0", 99, first=1) + numbered("g1", 100)).decode().splitlines()
+    assert source.stats.gaps == 0
+    assert not [e for e in logs if e["log_level"] == "error"]
+
+
 def test_gone_generation_is_a_logged_gap(harness: Harness, tmp_path: Path) -> None:
     """The saved file deleted while down: one error naming the gap, counted; newer ones read."""
     log = tmp_path / "a.log"
@@ -341,8 +368,7 @@ def test_gone_generation_is_a_logged_gap(harness: Harness, tmp_path: Path) -> No
         source, out = harness.start([log])
         wait_for(lambda: len(out.lines) >= 200, "the two newer generations")
     assert out.lines == (numbered("g1", 100) + numbered("g2", 100)).decode().splitlines()
-    assert source.stats.gaps == 1
-    (gap,) = [e for e in logs if e["log_level"] == "error"]
+    gap = one_gap(source, logs)
     assert "the rest of it was not read" in gap["event"]
     assert gap["path"] == str(log)
     assert "after byte 5" in gap["unread"]
@@ -363,8 +389,7 @@ def test_unreadable_generation_is_a_logged_gap(harness: Harness, tmp_path: Path)
         source, out = harness.start([log])
         wait_for(lambda: len(out.lines) >= 199, "the readable lines")
     assert out.lines == (numbered("g0", 99, first=1) + numbered("g2", 100)).decode().splitlines()
-    assert source.stats.gaps == 1
-    (gap,) = [e for e in logs if e["log_level"] == "error"]
+    gap = one_gap(source, logs)
     assert gap["path"] == f"{log}.1.gz"
 
 
