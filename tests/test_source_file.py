@@ -76,6 +76,20 @@ def copytruncate(log: Path, copy: Path, *, compress: bool = False) -> None:
         copy.unlink()
 
 
+def deny_open(monkeypatch: pytest.MonkeyPatch, path: Path) -> dict[str, bool]:
+    """Make ``os.open`` of ``path`` fail with EACCES while the returned ``["on"]`` is true."""
+    real_open = os.open
+    denied = {"on": True}
+
+    def fake_open(name: Any, flags: int, *args: Any) -> int:
+        if denied["on"] and os.fspath(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    return denied
+
+
 class Harness:
     """Builds sources over ``tmp_path``, starts them and stops them at teardown."""
 
@@ -969,15 +983,7 @@ def test_unreadable_file_is_an_error_not_a_crash(
     """An open failure is counted and retried; the source keeps running."""
     log = tmp_path / "a.log"
     log.write_bytes(b"one\n")
-    real_open = os.open
-    denied = {"on": True}
-
-    def fake_open(path: Any, flags: int, *args: Any) -> int:
-        if denied["on"] and os.fspath(path) == str(log):
-            raise PermissionError(13, "Permission denied", str(log))
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", fake_open)
+    denied = deny_open(monkeypatch, log)
     source, out = harness.start([log], start_at="beginning", poll_interval=0.05)
     wait_for(lambda: source.stats.errors >= 1, "the error to be counted")
     assert "Permission denied" in source.stats.last_error

@@ -22,6 +22,7 @@ from test_source_file import (
     Harness,
     append,
     copytruncate,
+    deny_open,
     expect,
     one_gap,
     wait_for,
@@ -251,6 +252,43 @@ def test_start_at_end_still_skips_a_file_present_when_first_configured(
     added.write_bytes(b"history\n")
     _, out = harness.start([old, added])
     append(added, b"new\n")
+    expect(out, ["new"])
+
+
+@pytest.mark.parametrize("pattern", ["a.log", "*.log"])
+def test_start_at_end_applies_to_a_log_unreadable_at_start(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    """A log there at start but unreadable (no permission yet) is read from the end it
+    had at start once it can be opened, not from 0: its history is not replayed."""
+    log = tmp_path / "a.log"
+    log.write_bytes(numbered("history", 20))
+    denied = deny_open(monkeypatch, log)
+    source, out = harness.start([tmp_path / pattern], poll_interval=0.05)
+    wait_for(lambda: source.stats.errors >= 1, "the open failure to be counted")
+    append(log, b"while denied\n")
+    denied["on"] = False
+    expect(out, ["while denied"])
+    append(log, b"after\n")
+    expect(out, ["while denied", "after"])
+
+
+def test_a_log_unreadable_at_start_is_not_new_at_the_next_start(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while a log there at start is still unreadable: it is not recorded as
+    waited for, so the next start (it readable now) does not read its history."""
+    log = tmp_path / "a.log"
+    log.write_bytes(numbered("history", 20))
+    denied = deny_open(monkeypatch, log)
+    first, _ = harness.start([log], poll_interval=0.05)
+    wait_for(lambda: first.stats.errors >= 1, "the open failure to be counted")
+    first.stop()
+    doc = json.loads((harness.state / "positions.json").read_text())
+    assert str(log) not in doc.get("watched", {}).get("web", [])
+    denied["on"] = False
+    _, out = harness.start([log])
+    append(log, b"new\n")
     expect(out, ["new"])
 
 

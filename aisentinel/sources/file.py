@@ -20,6 +20,9 @@ Each configured path (absolute, glob patterns allowed) is checked on every wake-
   (a warning) and the source reports ``waiting``, not up, until every literal path is
   open (a glob pattern needs one match). The positions store remembers what was waited
   for, so a file that appears while the daemon is down is read from its beginning too;
+* a file there at start that cannot be opened (no permission yet) is an error, retried;
+  with ``start_at = "end"`` it is read, once it opens, from the end it had at start, as
+  if it had opened then, and it is not remembered as waited for;
 * a path naming a file the source already follows under another of its names (the same
   device and inode: ``a//x.log`` or ``a/b/../x.log`` beside ``a/x.log``, a glob that
   matches a literal path) counts as open; the file is read once.
@@ -322,6 +325,8 @@ class FileSource(Source):
         self._emit: Emit | None = None
         self._errors_seen: dict[str, str] = {}
         self._watched_before: frozenset[str] = frozenset()
+        self._unopened: dict[str, tuple[int, int, int]] = {}
+        """Paths there at start that could not be opened: (device, inode, size) then."""
         self._saved_at = 0.0
         self._store_fault = ""
         self._store_faults_logged: set[str] = set()
@@ -531,7 +536,7 @@ class FileSource(Source):
         ident = (st.st_dev, st.st_ino)
         if ident == tracked.alias and self._followed(ident):
             return False  # still the file another of its names follows
-        self._open(tracked, first=first)
+        self._open(tracked, st, first=first)
         return True
 
     def _followed(self, ident: tuple[int, int]) -> bool:
@@ -542,11 +547,13 @@ class FileSource(Source):
             for t in self._files.values()
         )
 
-    def _open(self, tracked: _Tracked, *, first: bool) -> None:
+    def _open(self, tracked: _Tracked, st: os.stat_result, *, first: bool) -> None:
         path = tracked.path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
+            if first:
+                self._defer_start(path, st)
             self._path_error(path, "cannot open log file", exc)
             return
         try:
@@ -597,7 +604,23 @@ class FileSource(Source):
             return 0
         if first and self.config.start_at == "end" and not self._new_since_last_run(path):
             return _end_of_last_line(fd, st.st_size)
+        unopened = self._unopened.pop(path, None)
+        if unopened is not None:
+            dev, ino, size = unopened
+            if (dev, ino) == (st.st_dev, st.st_ino) and size <= st.st_size:
+                return _end_of_last_line(fd, size)  # its end at start, as if it had opened
         return 0
+
+    def _defer_start(self, path: str, st: os.stat_result) -> None:
+        """A file there at start that cannot be opened (no permission yet): with
+        ``start_at = "end"``, remember its size, so that once it opens it is read from
+        the end it had at start, as if it had opened then, not from 0 (its history)."""
+        if (
+            self.config.start_at == "end"
+            and path not in self._saved
+            and not self._new_since_last_run(path)
+        ):
+            self._unopened[path] = (st.st_dev, st.st_ino, st.st_size)
 
     def _new_since_last_run(self, path: str) -> bool:
         """True if the last run was waiting for ``path``: it appeared while we were down."""
@@ -610,7 +633,12 @@ class FileSource(Source):
         """Literal paths not open now, and the glob patterns (their new matches are new)."""
         out = {p for p in self.config.paths if _has_magic(p)}
         for path, tracked in self._files.items():
-            if tracked.explicit and tracked.handle is None and path not in self._saved:
+            if (
+                tracked.explicit
+                and tracked.handle is None
+                and path not in self._saved
+                and path not in self._unopened  # there at start: not new when it opens
+            ):
                 out.add(path)
         return frozenset(out)
 
