@@ -143,6 +143,47 @@ def test_proxy_resolver_edge_cases() -> None:
     assert proxy.is_trusted("::ffff:10.1.2.3")
 
 
+@pytest.mark.parametrize(
+    ("xff", "client"),
+    [
+        ("198.51.100.5:4433", "198.51.100.5"),
+        ("[2001:db8::77]:443", "2001:db8::77"),
+        ("[2001:db8::77]", "2001:db8::77"),
+        ("2001:db8::77", "2001:db8::77"),
+        ("2001:db8::1:443", "2001:db8::1:443"),
+        ("6.6.6.6:1, 198.51.100.9:52011, 10.0.0.3:443", "198.51.100.9"),
+    ],
+)
+def test_xff_entries_with_a_port_name_their_address(xff: str, client: str) -> None:
+    """An XFF entry with a port (Azure Application Gateway's ``a.b.c.d:port``, a load
+    balancer's ``[v6]:port``) names its address, in both nginx formats; a bare IPv6
+    address, colons and all, stays that address."""
+    proxies = ("10.0.0.0/8",)
+    combined = LINE.replace("203.0.113.7", "10.0.0.2") + f' "{xff}"'
+    assert _one("nginx", combined, proxies).client == client
+    for field in ("xff", "real_ip"):
+        line = _json_line(remote_addr="10.0.0.2", **{field: xff})
+        assert _one("nginx-json", line, proxies).client == client
+
+
+@pytest.mark.parametrize(
+    "xff",
+    [
+        "198.51.100.5:",
+        "198.51.100.5:443x",
+        "[198.51.100.5]:443",
+        "[2001:db8::77]:",
+        "999.1.1.1:80",
+        "fe80::1%" + "e" * 60,
+    ],
+)
+def test_xff_entries_with_a_malformed_port_are_not_believed(xff: str) -> None:
+    """An entry that is no address with or without a port (or longer than any address
+    with a port) leaves the proxy as the client."""
+    line = LINE.replace("203.0.113.7", "10.0.0.2") + f' "{xff}"'
+    assert _one("nginx", line, ("10.0.0.0/8",)).client == "10.0.0.2"
+
+
 def _json_line(**over: object) -> str:
     record: dict[str, object] = {
         "time": "1764112470.250",

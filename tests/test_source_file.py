@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -63,6 +65,31 @@ def append(path: Path, data: bytes) -> None:
         handle.write(data)
 
 
+def copytruncate(log: Path, copy: Path, *, compress: bool = False) -> None:
+    """logrotate's copytruncate: copy the file (a new inode), then truncate it in place;
+    with ``compress``, the copy is gzipped (``copy`` + ``.gz``) and removed."""
+    shutil.copyfile(log, copy)
+    os.truncate(log, 0)
+    if compress:
+        with gzip.open(f"{copy}.gz", "wb") as out:
+            out.write(copy.read_bytes())
+        copy.unlink()
+
+
+def deny_open(monkeypatch: pytest.MonkeyPatch, path: Path) -> dict[str, bool]:
+    """Make ``os.open`` of ``path`` fail with EACCES while the returned ``["on"]`` is true."""
+    real_open = os.open
+    denied = {"on": True}
+
+    def fake_open(name: Any, flags: int, *args: Any) -> int:
+        if denied["on"] and os.fspath(name) == str(path):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(name, flags, *args)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    return denied
+
+
 class Harness:
     """Builds sources over ``tmp_path``, starts them and stops them at teardown."""
 
@@ -103,6 +130,33 @@ def harness(tmp_path: Path) -> Iterator[Harness]:
 def expect(out: Collector, lines: list[str]) -> None:
     wait_for(lambda: len(out.lines) >= len(lines), f"lines {lines}")
     assert out.lines == lines
+
+
+def start_polled(harness: Harness, log: Path) -> tuple[FileSource, Collector, FakeClock]:
+    """Follow ``log`` from its beginning, polled every second of a fake clock (no
+    inotify: nothing more is read until the test turns the clock); its first line,
+    ``a1``, has been read."""
+    clock = FakeClock()
+    source, out = harness.start(
+        [log], clock=clock, start_at="beginning", inotify=False, poll_interval=1.0
+    )
+    expect(out, ["a1"])
+    return source, out, clock
+
+
+COPIES = pytest.mark.parametrize(
+    ("copy", "compress"),
+    [(".1", False), ("-20261207", False), (".1", True)],
+    ids=["numbered", "dateext", "compressed"],
+)
+"""The names and forms of a copytruncate copy: numbered, dateext, compressed."""
+
+
+def one_gap(source: FileSource, logs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one gap ``source`` counted, as logged (the one error in ``logs``)."""
+    assert source.stats.gaps == 1
+    (gap,) = [e for e in logs if e["log_level"] == "error"]
+    return gap
 
 
 def turn(clock: FakeClock, seconds: float) -> None:
@@ -289,11 +343,7 @@ def test_rotated_file_is_read_for_the_grace_period_of_the_clock(
     reopened) until it has been idle for ROTATE_GRACE seconds of the source's clock."""
     log = tmp_path / "a.log"
     log.write_bytes(b"a1\n")
-    clock = FakeClock()
-    source, out = harness.start(
-        [log], clock=clock, start_at="beginning", inotify=False, poll_interval=1.0
-    )
-    expect(out, ["a1"])
+    source, out, clock = start_polled(harness, log)
     log.rename(tmp_path / "a.log.1")
     log.write_bytes(b"b1\n")
     turn(clock, 1.0)
@@ -320,11 +370,7 @@ def test_last_line_without_newline_of_a_rotated_file_is_handed_on(
     the file is closed after ROTATE_GRACE, as for a file rotated while stopped."""
     log = tmp_path / "a.log"
     log.write_bytes(b"a1\na2")
-    clock = FakeClock()
-    _, out = harness.start(
-        [log], clock=clock, start_at="beginning", inotify=False, poll_interval=1.0
-    )
-    expect(out, ["a1"])
+    _, out, clock = start_polled(harness, log)
     log.rename(tmp_path / "a.log.1")
     log.write_bytes(b"b1\n")
     turn(clock, 1.0)
@@ -363,6 +409,117 @@ def test_copytruncate_rotation(harness: Harness, tmp_path: Path) -> None:
     append(log, b"new\n")
     expect(out, ["old line one", "old line two", "new"])
     assert source.stats.rotations >= 1
+
+
+@COPIES
+def test_copytruncate_reads_the_lines_only_its_copy_holds(
+    harness: Harness, tmp_path: Path, copy: str, *, compress: bool
+) -> None:
+    """Lines written after the last read and before a copytruncate are read from the
+    copy, from the read offset, before the truncated file is read again; no gap."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    source, out, clock = start_polled(harness, log)
+    append(log, b"a2\na3\n")  # not read yet: the next poll is a second away
+    copytruncate(log, tmp_path / f"a.log{copy}", compress=compress)
+    append(log, b"b1\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "a2", "a3", "b1"]
+    assert source.stats.gaps == 0
+    assert source.stats.rotations == 1
+    append(log, b"b2\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "a2", "a3", "b1", "b2"]
+
+
+def test_copytruncate_never_reads_an_older_generation_named_as_newer(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A dateext name sorting after the copy (day first) but older by mtime is an old
+    generation, not a later copy: it is not read again."""
+    log = tmp_path / "a.log"
+    older = tmp_path / "a.log-30112026"
+    older.write_bytes(b"old1\n")
+    os.utime(older, (1_000_000_000, 1_000_000_000))
+    log.write_bytes(b"a1\n")
+    _, out, clock = start_polled(harness, log)
+    append(log, b"a2\n")
+    copytruncate(log, tmp_path / "a.log-07122026")
+    append(log, b"b1\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "a2", "b1"]
+
+
+def test_copytruncate_after_reading_past_the_copy_is_no_gap(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Lines written between logrotate's copy and its truncation, read before the
+    truncation: the copy, shorter than the read offset, holds nothing more; no gap."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    source, out, clock = start_polled(harness, log)
+    shutil.copyfile(log, tmp_path / "a.log.1")
+    append(log, b"a2\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "a2"]
+    os.truncate(log, 0)
+    append(log, b"b1\n")
+    turn(clock, 1.0)
+    assert out.lines == ["a1", "a2", "b1"]
+    assert source.stats.gaps == 0
+
+
+def test_truncation_without_a_copy_is_a_gap(harness: Harness, tmp_path: Path) -> None:
+    """A truncated file with no copy among its rotated files may have lost lines: one
+    error naming it, counted as a gap; the file is read again from 0."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    source, out, clock = start_polled(harness, log)
+    append(log, b"a2\n")
+    os.truncate(log, 0)
+    append(log, b"b1\n")
+    with structlog.testing.capture_logs() as logs:
+        turn(clock, 1.0)
+    assert out.lines == ["a1", "b1"]
+    gap = one_gap(source, logs)
+    assert "no copy of it found" in gap["event"]
+    assert gap["path"] == str(log)
+    assert "after byte 3" in gap["unread"]
+
+
+def test_stop_while_reading_a_copy_resumes_in_it(harness: Harness, tmp_path: Path) -> None:
+    """A stop that comes while the copy of a truncated file is read: the next start
+    goes on in the copy after the last line handed on, then reads the file from 0."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"a1\n")
+    clock = FakeClock()
+    source = FileSource(
+        harness.config(
+            [log], start_at="beginning", inotify=False, poll_interval=1.0, batch_lines=1
+        ),
+        clock=clock,
+        state_dir=harness.state,
+    )
+    harness.started.append(source)
+    out = Collector()
+
+    def emit(batch: Batch) -> None:
+        out(batch)
+        if isinstance(batch, LineBatch) and batch.lines == ["a2"]:
+            source.request_stop()
+
+    source.start(emit)
+    expect(out, ["a1"])
+    append(log, b"a2\na3\n")
+    copytruncate(log, tmp_path / "a.log.1")
+    append(log, b"b1\n")
+    wait_for(lambda: clock.waiting > 0, "the reader to wait")
+    clock.advance(1.0)
+    wait_for(lambda: source.stats.state == "stopped", "the reader to stop")
+    source.stop()
+    assert out.lines == ["a1", "a2"]
+    _, again = harness.start([log])
+    expect(again, ["a3", "b1"])
 
 
 def test_rewrite_in_place_detected_by_head(harness: Harness, tmp_path: Path) -> None:
@@ -826,15 +983,7 @@ def test_unreadable_file_is_an_error_not_a_crash(
     """An open failure is counted and retried; the source keeps running."""
     log = tmp_path / "a.log"
     log.write_bytes(b"one\n")
-    real_open = os.open
-    denied = {"on": True}
-
-    def fake_open(path: Any, flags: int, *args: Any) -> int:
-        if denied["on"] and os.fspath(path) == str(log):
-            raise PermissionError(13, "Permission denied", str(log))
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", fake_open)
+    denied = deny_open(monkeypatch, log)
     source, out = harness.start([log], start_at="beginning", poll_interval=0.05)
     wait_for(lambda: source.stats.errors >= 1, "the error to be counted")
     assert "Permission denied" in source.stats.last_error

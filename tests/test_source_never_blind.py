@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
-from test_source_file import Collector, Harness, append, expect, wait_for
+from test_source_file import (
+    COPIES,
+    Collector,
+    Harness,
+    append,
+    copytruncate,
+    deny_open,
+    expect,
+    one_gap,
+    wait_for,
+)
 
 from aisentinel.clock import SystemClock
 from aisentinel.config import default_sources, load_config
@@ -245,6 +255,43 @@ def test_start_at_end_still_skips_a_file_present_when_first_configured(
     expect(out, ["new"])
 
 
+@pytest.mark.parametrize("pattern", ["a.log", "*.log"])
+def test_start_at_end_applies_to_a_log_unreadable_at_start(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pattern: str
+) -> None:
+    """A log there at start but unreadable (no permission yet) is read from the end it
+    had at start once it can be opened, not from 0: its history is not replayed."""
+    log = tmp_path / "a.log"
+    log.write_bytes(numbered("history", 20))
+    denied = deny_open(monkeypatch, log)
+    source, out = harness.start([tmp_path / pattern], poll_interval=0.05)
+    wait_for(lambda: source.stats.errors >= 1, "the open failure to be counted")
+    append(log, b"while denied\n")
+    denied["on"] = False
+    expect(out, ["while denied"])
+    append(log, b"after\n")
+    expect(out, ["while denied", "after"])
+
+
+def test_a_log_unreadable_at_start_is_not_new_at_the_next_start(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped while a log there at start is still unreadable: it is not recorded as
+    waited for, so the next start (it readable now) does not read its history."""
+    log = tmp_path / "a.log"
+    log.write_bytes(numbered("history", 20))
+    denied = deny_open(monkeypatch, log)
+    first, _ = harness.start([log], poll_interval=0.05)
+    wait_for(lambda: first.stats.errors >= 1, "the open failure to be counted")
+    first.stop()
+    doc = json.loads((harness.state / "positions.json").read_text())
+    assert str(log) not in doc.get("watched", {}).get("web", [])
+    denied["on"] = False
+    _, out = harness.start([log])
+    append(log, b"new\n")
+    expect(out, ["new"])
+
+
 # ------------------------------------------------------------------ 5. rotated while stopped
 
 
@@ -327,6 +374,24 @@ def test_dateext_generations_read_in_order(harness: Harness, tmp_path: Path) -> 
     assert out.lines == expected.splitlines()
 
 
+@COPIES
+def test_copytruncate_while_stopped_resumes_in_the_copy(
+    harness: Harness, tmp_path: Path, copy: str, *, compress: bool
+) -> None:
+    """copytruncate while down: the copy (a new inode) is found by its first bytes and
+    read from the saved offset, then the truncated file; nothing twice, no gap."""
+    log = tmp_path / "a.log"
+    _first_run(harness, log)
+    copytruncate(log, tmp_path / f"a.log{copy}", compress=compress)
+    log.write_bytes(numbered("g1", 100))
+    with capture_logs() as logs:
+        source, out = harness.start([log])
+        wait_for(lambda: len(out.lines) >= 199, "199 lines")
+    assert out.lines == (numbered("g0", 99, first=1) + numbered("g1", 100)).decode().splitlines()
+    assert source.stats.gaps == 0
+    assert not [e for e in logs if e["log_level"] == "error"]
+
+
 def test_gone_generation_is_a_logged_gap(harness: Harness, tmp_path: Path) -> None:
     """The saved file deleted while down: one error naming the gap, counted; newer ones read."""
     log = tmp_path / "a.log"
@@ -341,8 +406,7 @@ def test_gone_generation_is_a_logged_gap(harness: Harness, tmp_path: Path) -> No
         source, out = harness.start([log])
         wait_for(lambda: len(out.lines) >= 200, "the two newer generations")
     assert out.lines == (numbered("g1", 100) + numbered("g2", 100)).decode().splitlines()
-    assert source.stats.gaps == 1
-    (gap,) = [e for e in logs if e["log_level"] == "error"]
+    gap = one_gap(source, logs)
     assert "the rest of it was not read" in gap["event"]
     assert gap["path"] == str(log)
     assert "after byte 5" in gap["unread"]
@@ -363,8 +427,7 @@ def test_unreadable_generation_is_a_logged_gap(harness: Harness, tmp_path: Path)
         source, out = harness.start([log])
         wait_for(lambda: len(out.lines) >= 199, "the readable lines")
     assert out.lines == (numbered("g0", 99, first=1) + numbered("g2", 100)).decode().splitlines()
-    assert source.stats.gaps == 1
-    (gap,) = [e for e in logs if e["log_level"] == "error"]
+    gap = one_gap(source, logs)
     assert gap["path"] == f"{log}.1.gz"
 
 

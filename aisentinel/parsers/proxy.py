@@ -10,20 +10,30 @@ header was written by the client and is ignored.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 from aisentinel.parsers.timestamps import CACHE_LIMIT
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
 
+_WITH_PORT = re.compile(r"\[([^\]]*)\](?::[0-9]{1,5})?|([0-9.]+):[0-9]{1,5}")
+"""An address with a port (``198.51.100.5:4433``, ``[2001:db8::1]:443``) or a bracketed
+IPv6 address: group 1 the IPv6 address, group 2 the IPv4 one."""
+
+_LONGEST_ENTRY = len("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535")
+"""Longer forwarded entries are no address (and are not cached)."""
+
 
 class ProxyResolver:
-    """Resolves the client address of a request; caches trust decisions per address."""
+    """Resolves the client address of a request; caches trust decisions per address,
+    and the address each forwarded entry names."""
 
-    __slots__ = ("_cache", "_networks")
+    __slots__ = ("_addresses", "_cache", "_networks")
 
     def __init__(self, networks: tuple[Net, ...]) -> None:
         self._networks = networks
         self._cache: dict[str, bool] = {}
+        self._addresses: dict[str, str | None] = {}
 
     @property
     def enabled(self) -> bool:
@@ -54,30 +64,61 @@ class ProxyResolver:
         ``peer`` is returned unless it is a trusted proxy and ``forwarded`` names a
         valid address outside the trusted networks (right-most such entry). When
         every entry is trusted, the left-most one is the client. A malformed entry
-        where the client should be yields ``peer``: the header is not believed.
+        where the client should be yields ``peer``: the header is not believed. An
+        entry may carry a port (Azure Application Gateway writes ``198.51.100.5:4433``,
+        some load balancers ``[2001:db8::7]:443``): the address without it is used.
         """
         if not forwarded or forwarded == "-" or not self._networks or not self.is_trusted(peer):
             return peer
-        entries = [part.strip() for part in forwarded.split(",")]
+        entries = [self._address(part.strip()) for part in forwarded.split(",")]
         for entry in reversed(entries):
-            if not entry:
-                continue
-            if not _is_address(entry):
+            if entry is None:
                 return peer
-            if not self.is_trusted(entry):
+            if entry and not self.is_trusted(entry):
                 return entry
         for entry in entries:
             if entry:
                 return entry
         return peer
 
+    def _address(self, entry: str) -> str | None:
+        """:func:`_entry_address`, cached."""
+        if len(entry) > _LONGEST_ENTRY:
+            return None
+        found = self._addresses.get(entry, "-")
+        if found == "-":
+            found = _entry_address(entry)
+            if len(self._addresses) >= CACHE_LIMIT:
+                self._addresses.clear()
+            self._addresses[entry] = found
+        return found
 
-def _is_address(text: str) -> bool:
+
+def _entry_address(entry: str) -> str | None:
+    """``entry`` as an address without its port; empty if empty, None if not an address.
+
+    ``a.b.c.d:port`` and ``[v6]:port`` (or ``[v6]``) lose the port and brackets; a bare
+    IPv6 address keeps every colon.
+    """
+    if not entry:
+        return entry
+    if (entry[0] == "[" or entry.count(":") == 1) and (
+        with_port := _WITH_PORT.fullmatch(entry)
+    ) is not None:
+        v6, v4 = with_port.groups()
+        try:
+            if v4 is None:
+                ipaddress.IPv6Address(v6)
+            else:
+                ipaddress.IPv4Address(v4)
+        except ValueError:
+            return None
+        return v4 or v6
     try:
-        ipaddress.ip_address(text)
+        ipaddress.ip_address(entry)
     except ValueError:
-        return False
-    return True
+        return None
+    return entry
 
 
 ADDR_RE = (

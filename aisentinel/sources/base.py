@@ -334,7 +334,8 @@ class Source(ABC):
         )
         yield counter(
             "aisentinel_source_gaps",
-            "Stretches of log not read: a file rotated while stopped that is gone or unreadable.",
+            "Stretches of log not read: a file rotated while stopped that is gone or unreadable, "
+            "or a file truncated with no copy of it found.",
             labels,
             st.gaps,
         )

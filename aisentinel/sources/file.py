@@ -11,12 +11,18 @@ Each configured path (absolute, glob patterns allowed) is checked on every wake-
   re-pointed) is a rotation: the old file keeps being read for ``ROTATE_GRACE`` seconds
   after its last growth (writers that reopen late), the new one is read from offset 0;
 * a file shorter than the read offset, or whose first bytes changed, was truncated
-  (copytruncate) and is read again from 0;
+  (copytruncate) and is read again from 0, after the lines written before the
+  truncation that were not read yet: they are read from the copy (the rotated
+  generation that starts with the same first bytes), from the read offset; with no
+  copy to be found they may be lost, a gap (logged, counted in ``stats.gaps``);
 * a missing file or directory is waited for: the nearest existing ancestor directory is
   watched, and a file that appears later is read from its beginning. It is logged once
   (a warning) and the source reports ``waiting``, not up, until every literal path is
   open (a glob pattern needs one match). The positions store remembers what was waited
   for, so a file that appears while the daemon is down is read from its beginning too;
+* a file there at start that cannot be opened (no permission yet) is an error, retried;
+  with ``start_at = "end"`` it is read, once it opens, from the end it had at start, as
+  if it had opened then, and it is not remembered as waited for;
 * a path naming a file the source already follows under another of its names (the same
   device and inode: ``a//x.log`` or ``a/b/../x.log`` beside ``a/x.log``, a glob that
   matches a literal path) counts as open; the file is read once.
@@ -24,8 +30,8 @@ Each configured path (absolute, glob patterns allowed) is checked on every wake-
 After a restart, a path that names another file than the saved one was rotated while
 stopped: the rotated generations still there (``name.1``, ``name.2.gz``, ...,
 ``name-DATE[.gz]``) are read oldest first, from the saved offset in the generation that
-holds the saved position (found by inode, or for a compressed one by the hash of its
-decompressed head), the newer ones whole, then the current file. A generation that is
+holds the saved position (found by inode; a copy, copytruncate's, or a compressed one
+by the hash of its first bytes), the newer ones whole, then the current file. A generation that is
 gone or unreadable is a gap: logged with the file and bytes, counted in ``stats.gaps``.
 
 Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``; they are decoded as UTF-8 with
@@ -319,6 +325,8 @@ class FileSource(Source):
         self._emit: Emit | None = None
         self._errors_seen: dict[str, str] = {}
         self._watched_before: frozenset[str] = frozenset()
+        self._unopened: dict[str, tuple[int, int, int]] = {}
+        """Paths there at start that could not be opened: (device, inode, size) then."""
         self._saved_at = 0.0
         self._store_fault = ""
         self._store_faults_logged: set[str] = set()
@@ -498,6 +506,8 @@ class FileSource(Source):
             if self._truncated(handle, os.fstat(handle.fd)):
                 self.stats.rotations += 1
                 _log.info("log file truncated, reading from start", path=tracked.path)
+                if not self._read_copy(tracked, handle):
+                    return True  # stopped while reading the copy: resumed there at the next start
                 handle.restart()
             self._drain(handle)
         elif not structural:
@@ -526,7 +536,7 @@ class FileSource(Source):
         ident = (st.st_dev, st.st_ino)
         if ident == tracked.alias and self._followed(ident):
             return False  # still the file another of its names follows
-        self._open(tracked, first=first)
+        self._open(tracked, st, first=first)
         return True
 
     def _followed(self, ident: tuple[int, int]) -> bool:
@@ -537,11 +547,13 @@ class FileSource(Source):
             for t in self._files.values()
         )
 
-    def _open(self, tracked: _Tracked, *, first: bool) -> None:
+    def _open(self, tracked: _Tracked, st: os.stat_result, *, first: bool) -> None:
         path = tracked.path
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError as exc:
+            if first:
+                self._defer_start(path, st)
             self._path_error(path, "cannot open log file", exc)
             return
         try:
@@ -592,7 +604,23 @@ class FileSource(Source):
             return 0
         if first and self.config.start_at == "end" and not self._new_since_last_run(path):
             return _end_of_last_line(fd, st.st_size)
+        unopened = self._unopened.pop(path, None)
+        if unopened is not None:
+            dev, ino, size = unopened
+            if (dev, ino) == (st.st_dev, st.st_ino) and size <= st.st_size:
+                return _end_of_last_line(fd, size)  # its end at start, as if it had opened
         return 0
+
+    def _defer_start(self, path: str, st: os.stat_result) -> None:
+        """A file there at start that cannot be opened (no permission yet): with
+        ``start_at = "end"``, remember its size, so that once it opens it is read from
+        the end it had at start, as if it had opened then, not from 0 (its history)."""
+        if (
+            self.config.start_at == "end"
+            and path not in self._saved
+            and not self._new_since_last_run(path)
+        ):
+            self._unopened[path] = (st.st_dev, st.st_ino, st.st_size)
 
     def _new_since_last_run(self, path: str) -> bool:
         """True if the last run was waiting for ``path``: it appeared while we were down."""
@@ -605,7 +633,12 @@ class FileSource(Source):
         """Literal paths not open now, and the glob patterns (their new matches are new)."""
         out = {p for p in self.config.paths if _has_magic(p)}
         for path, tracked in self._files.items():
-            if tracked.explicit and tracked.handle is None and path not in self._saved:
+            if (
+                tracked.explicit
+                and tracked.handle is None
+                and path not in self._saved
+                and path not in self._unopened  # there at start: not new when it opens
+            ):
                 out.add(path)
         return frozenset(out)
 
@@ -622,11 +655,7 @@ class FileSource(Source):
         none is newer than the save, it was rewritten in place: no gap).
         """
         generations = _generations(path)
-        found = None
-        for index in range(len(generations) - 1, -1, -1):
-            if _holds(generations[index], saved):
-                found = index
-                break
+        found = _holder(generations, saved)
         if found is None:
             fd = _find_by_inode(path, saved)  # renamed to an unusual name
             if fd is not None:
@@ -644,22 +673,35 @@ class FileSource(Source):
             start, todo = 0, newer
         else:
             start, todo = saved.offset, generations[found:]
+        return self._read_generations(path, todo, start)
+
+    def _read_generations(
+        self, path: str, todo: list[str], offset: int, *, why: str = ""
+    ) -> FilePosition | None:
+        """Read rotated generations, oldest first: the first from ``offset``, the others
+        whole; as :meth:`_read_generation`, the resume position if stopped."""
         for generation in todo:
-            resume = self._read_generation(path, generation, start)
+            resume = self._read_generation(path, generation, offset, why=why)
             if resume is not None:
                 return resume
-            start = 0
+            offset = 0
         return None
 
     def _read_generation(
-        self, path: str, generation: str, offset: int, *, fd: int | None = None
+        self,
+        path: str,
+        generation: str,
+        offset: int,
+        *,
+        fd: int | None = None,
+        why: str = "",
     ) -> FilePosition | None:
         """Read one rotated generation from ``offset`` to its end (its last line included).
 
         None when done or unreadable (a gap, logged); the resume position if stopped.
         """
         _log.info(
-            "reading a file rotated while stopped",
+            why or "reading a file rotated while stopped",
             source=self.name,
             path=path,
             file=generation,
@@ -721,6 +763,50 @@ class FileSource(Source):
         if state.held:  # the file ended before its format could be told
             self._unparsed(state.held, read_at)
             state.held, state.held_from = [], None
+
+    def _read_copy(self, tracked: _Tracked, handle: _Handle) -> bool:
+        """The rest of a file truncated while it is followed, read from its copy.
+
+        copytruncate copies the file to a rotated generation (``name.1``,
+        ``name-DATE``), then truncates it: lines written after the last read are only
+        in the copy, found by the hash of its first bytes (see :func:`_holds`) and read
+        from the read offset, then the copies made after it whole (truncated again
+        before this look: named as newer, and not older by mtime, so that dates that
+        sort out of order are never read twice). A copy shorter than the read offset
+        was read past before the truncation. Without a copy they may be lost: a
+        gap. False when ``stop()`` came while reading the copies: the handle is closed
+        and the position in the copy kept, to go on from at the next start.
+        """
+        path = tracked.path
+        position = handle.position()
+        generations = _generations(path)
+        found = _holder(generations, position)
+        if found is not None:
+            copied = _mtime(generations[found])
+            newer = [g for g in generations[found + 1 :] if _mtime(g) >= copied]
+            resume = self._read_generations(
+                path,
+                [generations[found], *newer],
+                position.offset,
+                why="log file truncated; reading the rest of it from its copy",
+            )
+            if resume is None:
+                return True
+            self._saved[path] = resume
+            handle.close()
+            tracked.handle = None
+            return False
+        if any(_begins_like(g, handle.head) for g in generations):
+            # A copy shorter than the read offset: read past it already (lines written
+            # between logrotate's copy and its truncation); nothing left in it.
+            return True
+        self._gap(
+            "log file truncated and no copy of it found among its rotated files; lines "
+            "written after the last read and before the truncation, if any, were not read",
+            path,
+            unread=f"after byte {position.offset} of the file with inode {handle.ino}",
+        )
+        return True
 
     def _gap(self, what: str, path: str, *, unread: str, reason: str = "") -> None:
         self.stats.gaps += 1
@@ -1288,16 +1374,29 @@ def _generations(path: str) -> list[str]:
     return [p for p in ordered if Path(p).is_file()]
 
 
+def _holder(generations: list[str], saved: FilePosition) -> int | None:
+    """Index of the newest of ``generations`` (oldest first) that holds ``saved``."""
+    for index in range(len(generations) - 1, -1, -1):
+        if _holds(generations[index], saved):
+            return index
+    return None
+
+
 def _holds(generation: str, saved: FilePosition) -> bool:
-    """True if ``generation`` is the file of the saved position (inode, or gzip head)."""
+    """True if ``generation`` is the file of the saved position, or a copy of it.
+
+    A plain file: the same inode (renamed), or another inode (copied: copytruncate)
+    with the same first bytes, at least as long as the saved offset. A gzip file: the
+    same first bytes once decompressed.
+    """
     try:
         if generation.endswith(".gz"):
             with gzip.open(generation, "rb") as stream:
                 head = stream.read(saved.head_len)
             return len(head) == saved.head_len and head_sha256(head) == saved.head_sha256
         st = Path(generation).stat()
-        if (st.st_dev, st.st_ino) != (saved.dev, saved.ino):
-            return False
+        if (st.st_dev, st.st_ino) != (saved.dev, saved.ino) and not saved.head_len:
+            return False  # no first bytes to tell a copy by
         fd = os.open(generation, os.O_RDONLY | os.O_CLOEXEC)
         try:
             return saved.offset <= os.fstat(fd).st_size and saved.head_matches(fd)
@@ -1305,6 +1404,19 @@ def _holds(generation: str, saved: FilePosition) -> bool:
             os.close(fd)
     except (OSError, EOFError, zlib.error):
         return False
+
+
+def _begins_like(generation: str, head: bytes) -> bool:
+    """True if the plain file ``generation`` is not empty and starts like ``head`` for
+    as much of it as it holds (a copy of a file that started with ``head``)."""
+    if generation.endswith(".gz"):
+        return False
+    try:
+        with Path(generation).open("rb") as stream:
+            start = stream.read(len(head))
+    except OSError:
+        return False
+    return bool(start) and head.startswith(start)
 
 
 def _mtime(path: str) -> float:
