@@ -152,12 +152,12 @@ def test_proxy_resolver_edge_cases() -> None:
         ("2001:db8::77", "2001:db8::77"),
         ("2001:db8::1:443", "2001:db8::1:443"),
         ("6.6.6.6:1, 198.51.100.9:52011, 10.0.0.3:443", "198.51.100.9"),
+        ("::ffff:198.51.100.5", "198.51.100.5"),
+        ("[::FFFF:198.51.100.5]:443", "198.51.100.5"),
     ],
 )
 def test_xff_entries_with_a_port_name_their_address(xff: str, client: str) -> None:
-    """An XFF entry with a port (Azure Application Gateway's ``a.b.c.d:port``, a load
-    balancer's ``[v6]:port``) names its address, in both nginx formats; a bare IPv6
-    address, colons and all, stays that address."""
+    """An XFF entry with a port, brackets or an IPv4-mapped form names its plain address."""
     proxies = ("10.0.0.0/8",)
     combined = LINE.replace("203.0.113.7", "10.0.0.2") + f' "{xff}"'
     assert _one("nginx", combined, proxies).client == client
@@ -178,8 +178,7 @@ def test_xff_entries_with_a_port_name_their_address(xff: str, client: str) -> No
     ],
 )
 def test_xff_entries_with_a_malformed_port_are_not_believed(xff: str) -> None:
-    """An entry that is no address with or without a port (or longer than any address
-    with a port) leaves the proxy as the client."""
+    """An XFF entry that is no address, with or without a port, leaves the proxy as the client."""
     line = LINE.replace("203.0.113.7", "10.0.0.2") + f' "{xff}"'
     assert _one("nginx", line, ("10.0.0.0/8",)).client == "10.0.0.2"
 

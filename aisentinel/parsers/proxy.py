@@ -98,7 +98,7 @@ def _entry_address(entry: str) -> str | None:
     """``entry`` as an address without its port; empty if empty, None if not an address.
 
     ``a.b.c.d:port`` and ``[v6]:port`` (or ``[v6]``) lose the port and brackets; a bare
-    IPv6 address keeps every colon.
+    IPv6 address keeps every colon; an IPv4-mapped one is its IPv4 address (as the peer).
     """
     if not entry:
         return entry
@@ -113,12 +113,12 @@ def _entry_address(entry: str) -> str | None:
                 ipaddress.IPv4Address(v4)
         except ValueError:
             return None
-        return v4 or v6
+        return v4 or normalize_addr(v6)
     try:
         ipaddress.ip_address(entry)
     except ValueError:
         return None
-    return entry
+    return normalize_addr(entry)
 
 
 ADDR_RE = (
