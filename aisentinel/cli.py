@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from aisentinel import __version__, compiled
-from aisentinel.config import DEFAULT_CONTROL_SOCKET, Config, ConfigError, load_config
+from aisentinel.config import (
+    DEFAULT_CONTROL_SOCKET,
+    Config,
+    ConfigError,
+    DaemonConfig,
+    load_config,
+)
 from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
 from aisentinel.sources.overlap import shared_inputs
@@ -251,6 +257,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         snap = request(path, "status", timeout=args.timeout)
     except DaemonNotRunning as exc:
+        running = _running_without_socket(args, path)
+        if running is not None:
+            print(f"aisentinel: status: {running}", file=sys.stderr)
+            return 1
         print(f"aisentinel: status: {exc}", file=sys.stderr)
         return 3
     except PermissionRefused as exc:
@@ -272,6 +282,27 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(render(snap))
     return 1 if problems(snap) else 0
+
+
+def _running_without_socket(args: argparse.Namespace, socket_path: Path) -> str | None:
+    """What to say when nobody answers on the control socket but a process holds the
+    state directory's run lock (a daemon whose socket file was removed); ``None`` when
+    none does (the config's ``state_dir``, else the default one)."""
+    from aisentinel.runlock import LOCK_FILE, holder  # noqa: PLC0415
+
+    try:
+        state_dir = load_config(args.config).daemon.state_dir
+    except ConfigError:
+        state_dir = DaemonConfig().state_dir
+    lock = state_dir / LOCK_FILE
+    pid = holder(lock)
+    if pid is None:
+        return None
+    return (
+        f"a daemon runs (pid {pid} holds {lock}) but its control socket {socket_path} is "
+        "missing: it binds it again within seconds unless something else is at that path "
+        "(its log says `control socket`); else restart it (systemctl restart aisentinel)"
+    )
 
 
 def cmd_withdraw(args: argparse.Namespace) -> int:

@@ -19,7 +19,11 @@ Who may ask: the directory is made ``0750`` and the socket ``0660``, so the file
 system admits only root, the daemon's user and its group; the server checks again
 with the peer's credentials (``SO_PEERCRED``; supplementary groups from
 ``SO_PEERGROUPS``, or ``/proc/<pid>/status`` where that is unavailable) and refuses
-anyone else with an error answer. Bad input (not JSON, not an object, an unknown
+anyone else with an error answer. The serving thread checks every
+:data:`CHECK_SECONDS` that the file at the path is still its socket; one removed or
+replaced is bound again where the path is free (one log line), else
+:attr:`ControlServer.problem` says why (the daemon reports ``control`` degraded).
+Bad input (not JSON, not an object, an unknown
 command, a request over :data:`MAX_REQUEST` bytes, a silent client) gets an error
 answer or a closed connection, never an exception in the daemon.
 """
@@ -54,6 +58,9 @@ CONNECTION_SECONDS = 10.0
 """How long one connection may stay open, requests and answers included."""
 MAX_CONNECTIONS = 8
 """Connections served at once; more are answered 'busy' and closed."""
+CHECK_SECONDS = 2.0
+"""How often the serving thread checks that the socket file is still the one it
+listens on (someone may remove it: ``rm``, a tmpfiles clean-up)."""
 
 _UCRED = struct.Struct("3i")
 _SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)
@@ -172,6 +179,10 @@ class ControlServer:
         self.refused = 0
         self._group = -1
         self._inode = -1
+        self._dev = -1
+        self.problem: str | None = None
+        """Why the socket cannot be reached now (its file removed or replaced and the
+        path not free to bind again); ``None`` while it serves."""
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._stopping = threading.Event()
@@ -241,7 +252,44 @@ class ControlServer:
             raise ControlError(f"cannot listen on {path}: {exc.strerror}") from None
         self._group = st.st_gid
         self._inode = st.st_ino
+        self._dev = st.st_dev
         return listener
+
+    def _still_bound(self) -> bool:
+        """Whether the file at :attr:`path` is the socket this server listens on."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return False
+        return stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == (self._dev, self._inode)
+
+    def _rebind(self, sel: selectors.BaseSelector, listener: socket.socket) -> socket.socket:
+        """The socket file was removed or replaced: listen on a new one where the path is
+        free (logged); else keep :attr:`problem` (logged once). The listener to serve."""
+        try:
+            fresh = self._bind()
+        except ControlError as exc:
+            if self.problem is None:
+                log.error(  # noqa: TRY400 - the reason is the message
+                    "control socket file removed or replaced and cannot be bound again; "
+                    "`aisentinel status` and the other commands cannot reach the daemon",
+                    path=str(self.path),
+                    reason=str(exc),
+                    fix="remove what is at the path (the daemon binds it within seconds), or "
+                    "restart aisentinel",
+                )
+            self.problem = f"its file was removed or replaced and cannot be bound again: {exc}"
+            return listener
+        sel.unregister(listener)
+        listener.close()
+        sel.register(fresh, selectors.EVENT_READ)
+        self._listener = fresh
+        self.problem = None
+        log.warning(
+            "control socket file was removed or replaced; listening on a new one",
+            path=str(self.path),
+        )
+        return fresh
 
     @staticmethod
     def _clear_stale(path: Path) -> None:
@@ -277,6 +325,7 @@ class ControlServer:
     def _serve(self) -> None:
         listener = self._listener
         assert listener is not None  # noqa: S101 - start() set it
+        next_check = time.monotonic() + CHECK_SECONDS
         with selectors.DefaultSelector() as sel:
             sel.register(listener, selectors.EVENT_READ)
             sel.register(self._wake_r, selectors.EVENT_READ)
@@ -284,6 +333,11 @@ class ControlServer:
                 ready = sel.select(timeout=1.0)
                 if self._stopping.is_set():
                     break
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + CHECK_SECONDS
+                    if not self._still_bound():
+                        listener = self._rebind(sel, listener)
+                        continue
                 if not any(key.fileobj is listener for key, _ in ready):
                     continue
                 try:

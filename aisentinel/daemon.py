@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, ProcessCollector
 from pydantic import ValidationError
 
 from aisentinel import __version__
-from aisentinel.atomicfile import atomic_write
+from aisentinel.atomicfile import atomic_write, read_state
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
@@ -47,7 +47,14 @@ from aisentinel.exporter import (
     DecisionMetrics,
     Exporter,
 )
-from aisentinel.faults import fix_hint, port_hint, private_state_dir, probe_dir, reason
+from aisentinel.faults import (
+    fix_hint,
+    is_dir,
+    port_hint,
+    private_state_dir,
+    probe_dir,
+    reason,
+)
 from aisentinel.logsetup import log_output_failing
 from aisentinel.memory import HeapTrimmer
 from aisentinel.metrics import Collecting
@@ -92,8 +99,20 @@ shell with a transaction open), trying again with back-off and telling systemd i
 alive (EXTEND_TIMEOUT_USEC, WATCHDOG=1); then it runs on a stand-in in memory."""
 LEDGER_BUSY_TIMEOUT = 1.0
 """Seconds one try at start waits inside SQLite for the lock."""
+LEDGER_RUN_BUSY_TIMEOUT = 0.02
+"""Seconds a write of the running daemon waits for a lock another process holds (an
+admin's sqlite3 shell with a transaction open, a VACUUM): the pipeline thread makes
+the writes, so a longer wait would hold up detection and the watchdog heartbeat. A
+write that finds the file locked waits in the ledger's bounded backlog instead."""
+LEDGER_CLOSE_BUSY_TIMEOUT = 0.25
+"""The same at stop, for the backlog's last chance."""
 LEDGER_RETRY_SECONDS = 10.0
 """How often a running daemon on a stand-in ledger tries the file again."""
+KEEPING_HELD = (
+    "what the responders enforce is kept (reconciles add, never lift) until aisentinel "
+    "restarts on a healthy ledger"
+)
+"""Said of a run whose ledger is not the whole truth (:meth:`Daemon._keep_held`)."""
 RESPONDERS_FILE = "responders.json"
 """The enabled responders' configs (``responders``) and those removed from the config
 whose enforcements are not lifted yet (``withdrawing``), rewritten at each start and
@@ -137,7 +156,7 @@ def recorded_responders(
     path = state_dir / RESPONDERS_FILE
     why = ""
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_state(path))
         recorded = doc.get("responders")
         withdrawing = doc.get("withdrawing", [])
     except FileNotFoundError:
@@ -254,6 +273,8 @@ class Daemon:
         self._httpd: Any = None
         self.audit: AuditScheduler | None = None
         self.last_heartbeat = 0.0
+        self._next_beat = 0.0
+        """When the heartbeat is due next (monotonic; :meth:`_beat_if_due`)."""
         self.reloads = {"ok": 0, "failed": 0}
         self.trimmer = HeapTrimmer()
         self.control: ControlServer | None = None
@@ -273,6 +294,11 @@ class Daemon:
         worker thread reports withdrawals)."""
         self._run_lock: int | None = None
         """The descriptor holding ``state_dir/daemon.lock`` while :meth:`run` runs."""
+        self.keeping_held: str | None = None
+        """Why the ledger is not the whole truth this run (unreadable at start, in
+        memory): every reconcile then adds and never lifts (``None``: it is)."""
+        self.ledgers_lost = 0
+        """Ledger files whose bans could not be restored at start (0 or 1)."""
 
         # An unusable state directory or ledger degrades the daemon; detection goes on.
         self.state_dir = self._usable_state_dir(config.daemon.state_dir)
@@ -312,6 +338,12 @@ class Daemon:
         failing = self.ledger.failing
         if failing is not None and "ledger" not in out:
             out["ledger"] = failing
+        control = self.control
+        if control is not None and control.problem is not None:
+            out["control"] = (
+                f"control socket {control.path}: {control.problem}; `aisentinel status`, "
+                "`bans`, `ban`, `unban` and `allow` cannot reach the daemon"
+            )
         lost = log_output_failing()
         if lost is not None:
             out["log"] = lost
@@ -346,20 +378,35 @@ class Daemon:
         problem: BaseException | None = None
         if "state" not in self._degraded:
             try:
-                return self._await_ledger(path)
+                opened = self._await_ledger(path)
             except (sqlite3.Error, LedgerCorruptError, OSError) as exc:
                 if is_busy(exc):
                     return self._stand_in(path)
                 problem = exc
+            else:
+                opened.set_busy_timeout(LEDGER_RUN_BUSY_TIMEOUT)
+                if opened.recovered_from is not None:  # the ledger logged it
+                    self._keep_held(
+                        f"{path} was unreadable and is moved to {opened.recovered_from}: the "
+                        "bans it held are unknown",
+                        lost=True,
+                    )
+                return opened
         ledger, unread = Ledger.in_memory_copy(path, self.clock)
         restored = len(ledger.open_bans())
+        why = "state directory unusable"
+        if problem is not None:
+            why = "is a directory" if is_dir(path) else reason(problem)
+        unknown = ""
+        if unread is not None:
+            unknown = ", and the bans it held are unknown" + (
+                "" if unread == why else f" ({unread})"
+            )
+        self._keep_held(f"{path}: {why}; bans kept in memory only{unknown}", lost=bool(unknown))
         if problem is None:
-            self._degraded["ledger"] = "state directory unusable; bans kept in memory only"
             if restored:
                 log.info("bans restored from the existing ledger", path=str(path), bans=restored)
             return ledger
-        why = "is a directory" if path.is_dir() else reason(problem)
-        self._degraded["ledger"] = f"{path}: {why}; bans kept in memory only"
         log.error(
             "decision ledger unusable; running degraded: bans are kept in memory only and "
             "lost on restart",
@@ -370,6 +417,16 @@ class Daemon:
             **({"not_restored": unread} if unread else {}),
         )
         return ledger
+
+    def _keep_held(self, why: str, *, lost: bool) -> None:
+        """The ledger is not the whole truth this run (``why``): mark it degraded and make
+        every reconcile of this run add only, so what the responders enforce is not lifted
+        as unknown (:attr:`keeping_held`); ``lost``: the bans of a ledger file could not
+        be restored (counted, :attr:`ledgers_lost`)."""
+        self.keeping_held = why
+        self._degraded["ledger"] = why + "; " + KEEPING_HELD
+        if lost:
+            self.ledgers_lost += 1
 
     def _await_ledger(self, path: Path) -> Ledger:
         """Open the ledger at ``path``, trying again for :data:`LEDGER_LOCK_WAIT` seconds
@@ -406,10 +463,18 @@ class Daemon:
         """The in-memory stand-in for the ledger ``path`` another process holds locked."""
         ledger = Ledger.stand_in(path, self.clock)
         self._ledger_retry_at = self.clock.monotonic() + LEDGER_RETRY_SECONDS
-        self._degraded["ledger"] = (
+        locked = (
             f"{path}: locked by another process; decisions kept in memory and written "
             "to it once it opens"
         )
+        if ledger.unread is not None:  # still so once adopted: the engine never saw them
+            self._keep_held(
+                f"{path} was locked at start and the bans it held could not be read "
+                f"({ledger.unread})",
+                lost=True,
+            )
+            locked += "; " + self._degraded["ledger"]
+        self._degraded["ledger"] = locked
         log.error(
             "decision ledger locked by another process; running degraded: decisions are "
             "kept in memory and written to the file once the lock is gone",
@@ -439,7 +504,10 @@ class Daemon:
             )
             return
         if adopted:
+            self.ledger.set_busy_timeout(LEDGER_RUN_BUSY_TIMEOUT)
             self._degraded.pop("ledger", None)
+            if self.keeping_held is not None:
+                self._degraded["ledger"] = self.keeping_held + "; " + KEEPING_HELD
 
     # ------------------------------------------------------------------ building
 
@@ -519,6 +587,7 @@ class Daemon:
         runner = ResponderRunner(
             self._build_responders(config), self.clock, queue_size=config.daemon.responder_queue
         )
+        runner.keep_held = self.keeping_held is not None
         if previous is not None:
             runner.carry_over(previous)
         return runner
@@ -710,6 +779,7 @@ class Daemon:
             reloads=lambda: dict(self.reloads),
             queue_depth=self.queue.qsize,
             degraded=lambda: self.degraded,
+            ledgers_lost=lambda: self.ledgers_lost,
         )
         return Exporter(self._stage_collectors, values, self.clock)
 
@@ -793,9 +863,13 @@ class Daemon:
         self._record_responders(self.config)
         self._withdraw_pending(self.runner)  # first, before the reconcile below
         active = self.engine.active()
-        self.runner.reconcile(active)
+        self.runner.reconcile(active)  # adding only when keeping_held: see _keep_held
         self.runner.start()
-        log.info("decisions restored", active_bans=len(active))
+        log.info(
+            "decisions restored",
+            active_bans=len(active),
+            reconcile="adding only" if self.keeping_held is not None else "exact",
+        )
         self._start_exporter()
         self._start_sources()
         self._await_sources()
@@ -857,16 +931,22 @@ class Daemon:
             every = min(every, wd)  # already half of WatchdogSec
         return max(every, 0.05)
 
+    def _beat_if_due(self) -> None:
+        """Send the heartbeat when it is due: between two batches too, so a long series
+        of slow batches (a ledger write waiting on a lock each) never starves systemd's
+        watchdog."""
+        now_m = self.clock.monotonic()
+        if now_m >= self._next_beat:
+            self._heartbeat()
+            self._next_beat = now_m + self._heartbeat_every()
+
     def _loop(self) -> None:
         clock = self.clock
-        next_beat = clock.monotonic()
-        next_expire = next_beat + self.config.daemon.expire_interval
-        next_reconcile = next_beat + self.config.daemon.reconcile_interval
+        self._next_beat = clock.monotonic()
+        next_expire = self._next_beat + self.config.daemon.expire_interval
+        next_reconcile = self._next_beat + self.config.daemon.reconcile_interval
         while not self._stop.is_set():
-            now_m = clock.monotonic()
-            if now_m >= next_beat:  # first, so STATUS= is there from READY on
-                self._heartbeat()
-                next_beat = now_m + self._heartbeat_every()
+            self._beat_if_due()  # first, so STATUS= is there from READY on
             self._drain(timeout=0.2)
             self._take_signals()
             if self._stop.is_set():
@@ -887,20 +967,25 @@ class Daemon:
                 next_reconcile = now_m + self.config.daemon.reconcile_interval
 
     def _drain(self, timeout: float) -> int:
+        """Process up to :data:`DRAIN_BATCHES` queued batches (waiting ``timeout`` for
+        the first); after each, the heartbeat when due and the signals: a stop or reload
+        asked for ends the turn."""
         try:
             batch = self.queue.get(timeout=timeout)
         except queue.Empty:
             return 0
-        self._process(batch)
-        done = 1
-        while done < DRAIN_BATCHES:
+        done = 0
+        while True:
+            self._process(batch)
+            done += 1
+            self._beat_if_due()
+            self._take_signals()
+            if done >= DRAIN_BATCHES or self._stop.is_set() or self._reload.is_set():
+                return done
             try:
                 batch = self.queue.get_nowait()
             except queue.Empty:
-                break
-            self._process(batch)
-            done += 1
-        return done
+                return done
 
     def _process(self, batch: Batch) -> None:
         """Run ``batch`` through the pipeline, then acknowledge it to its source: only
@@ -1041,13 +1126,9 @@ class Daemon:
 
         stopper = threading.Thread(target=stop, name="stop-sources-reload")
         stopper.start()
-        beat_every = self._heartbeat_every()
-        next_beat = self.clock.monotonic() + beat_every
         while stopper.is_alive():  # bounded: stop() joins and waits for acks with timeouts
             self._drain(timeout=0.05)
-            if self.clock.monotonic() >= next_beat:
-                self._heartbeat()
-                next_beat = self.clock.monotonic() + beat_every
+            self._beat_if_due()
         for name in names:
             del self.sources[name]
         return stopping
@@ -1112,6 +1193,7 @@ class Daemon:
                 "decision ledger still locked at stop; the decisions of this run are lost",
                 path=str(self.ledger.standing_in_for),
             )
+        self.ledger.set_busy_timeout(LEDGER_CLOSE_BUSY_TIMEOUT)  # the backlog's last chance
         self.ledger.close()
         if self._httpd is not None:
             self._httpd.shutdown()

@@ -52,6 +52,8 @@ class DaemonValues:
     """Batches read but not yet processed."""
     degraded: Callable[[], Mapping[str, str]]
     """Components running degraded now, each with why."""
+    ledgers_lost: Callable[[], int] = lambda: 0
+    """Ledger files whose bans could not be restored at start."""
 
 
 class DaemonMetrics:
@@ -94,6 +96,14 @@ class DaemonMetrics:
         for component in sorted(set(DEGRADABLE) | set(degraded)):
             gauge.add_metric([component], 1 if component in degraded else 0)
         yield gauge
+        lost = CounterMetricFamily(
+            "aisentinel_ledger_lost",
+            "Ledger files whose bans could not be restored at start (unreadable: moved aside, "
+            "or not readable by the daemon's user); the responders keep what they enforce "
+            "until a restart on a healthy ledger.",
+        )
+        lost.add_metric([], v.ledgers_lost())
+        yield lost
 
 
 class DecisionMetrics:

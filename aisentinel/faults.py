@@ -15,6 +15,7 @@ import os
 import pwd
 import shutil
 import sqlite3
+import stat
 import tempfile
 from pathlib import Path
 
@@ -66,6 +67,22 @@ def _owner() -> str:
     return f"{user}:{group}"
 
 
+def looked_up(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, or ``None`` where there is nothing to see: missing, or not to be
+    looked at (a directory above it this user may not search). ``Path.exists()`` and
+    ``is_dir()`` of Python 3.11 raise ``PermissionError`` there instead."""
+    try:
+        return path.stat()
+    except (OSError, ValueError):
+        return None
+
+
+def is_dir(path: Path) -> bool:
+    """Whether ``path`` is a directory this user can see (never raises)."""
+    st = looked_up(path)
+    return st is not None and stat.S_ISDIR(st.st_mode)
+
+
 def fix_hint(path: Path, exc: BaseException, *, directory: Path | None = None) -> str:
     """What to do about ``exc`` met at ``path`` (``directory``: the state dir holding it)."""
     where = directory or path
@@ -79,9 +96,17 @@ def fix_hint(path: Path, exc: BaseException, *, directory: Path | None = None) -
             f"{where} is on a read-only file system: remount it read-write or set "
             "[daemon] state_dir to a writable directory, then restart aisentinel"
         )
-    if path.is_dir() and directory is not None and path != directory:
+    if code == errno.ELOOP:
+        link = getattr(exc, "filename", None) or path
+        return (
+            f"{link} is a symbolic link, which aisentinel does not follow in its state "
+            f"directory: remove it (rm {link}), then restart aisentinel"
+        )
+    if is_dir(path) and directory is not None and path != directory:
         return f"{path} is a directory: move it away (mv {path} {path}.old), then restart"
-    if code in (errno.EEXIST, errno.ENOTDIR) or (where.exists() and not where.is_dir()):
+    if code in (errno.EEXIST, errno.ENOTDIR) or (
+        looked_up(where) is not None and not is_dir(where)
+    ):
         return (
             f"{where} (or a directory above it) is not a directory: move it away or set "
             "[daemon] state_dir, "

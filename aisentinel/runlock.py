@@ -15,6 +15,8 @@ import fcntl
 import os
 from pathlib import Path
 
+from aisentinel.atomicfile import open_state
+
 LOCK_FILE = "daemon.lock"
 """In the state directory; empty, kept between runs."""
 
@@ -22,10 +24,11 @@ LOCK_FILE = "daemon.lock"
 def take(path: Path, *, create: bool = True) -> int | None:
     """An open descriptor of ``path`` holding its exclusive lock, or ``None`` when
     another process holds it. ``create=False``: a missing file is nobody's lock (the
-    descriptor is then ``-1``: nothing to release). Other faults raise ``OSError``."""
-    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    descriptor is then ``-1``: nothing to release). Other faults raise ``OSError``; a
+    symbolic link at ``path`` is one (never followed, :func:`open_state`)."""
+    flags = os.O_RDONLY | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(path, flags, 0o600)
+        fd = open_state(path, flags)
     except FileNotFoundError:
         if create:
             raise
@@ -39,6 +42,24 @@ def take(path: Path, *, create: bool = True) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def holder(path: Path) -> int | None:
+    """The pid of the process holding ``path``'s lock now, read from ``/proc/locks``
+    (``None``: nobody, or it cannot be told). Takes no lock itself, so asking never
+    keeps a starting daemon from taking it."""
+    try:
+        st = path.lstat()
+        table = Path("/proc/locks").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # "1: FLOCK  ADVISORY  WRITE 4242 fe:00:2163019 0 EOF" (a waiter has "->" after "1:")
+    key = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in table.splitlines():
+        fields = line.split()
+        if len(fields) >= 6 and fields[1] == "FLOCK" and fields[5] == key and fields[4].isdigit():
+            return int(fields[4])
+    return None
 
 
 def release(fd: int | None) -> None:

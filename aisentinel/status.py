@@ -278,6 +278,9 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
     for s in snap.get("sources", ()):
         if not s.get("up"):
             out.append(f"source {s.get('name')} is down: {s.get('reason') or 'not reading'}")
+        elif s.get("state") == "degraded":  # reading, but e.g. its positions cannot be saved
+            why = s.get("reason") or s.get("last_error") or "see the log"
+            out.append(f"source {s.get('name')} is degraded: {why}")
     if "responders" in snap and not snap["responders"]:
         out.append(
             "no responder is enabled: nothing is enforced, decisions are only logged and kept "

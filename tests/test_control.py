@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
+from aisentinel import control as control_module
 from aisentinel.control import (
     CommandError,
     ControlError,
@@ -179,6 +181,53 @@ def test_other_file_at_the_path_is_left_alone(short_dir: Path) -> None:
     with pytest.raises(ControlError, match="is not a socket: a daemon started with it") as err:
         request(path, "status")
     assert not isinstance(err.value, DaemonNotRunning)
+
+
+def test_a_removed_socket_file_is_bound_again(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone removes the socket file of a running server: within a check it listens on
+    a new one at the same path, and clients reach it again."""
+    monkeypatch.setattr(control_module, "CHECK_SECONDS", 0.05)
+    srv = ControlServer(short_dir / "c.sock", HANDLERS)
+    srv.start()
+    try:
+        srv.path.unlink()
+        assert wait_for(lambda: _answers(srv.path))
+        assert srv.problem is None
+        assert request(srv.path, "echo", n=3) == {"n": 3}
+    finally:
+        srv.stop()
+    assert not srv.path.exists()  # the new socket file is its own: removed at stop
+
+
+def test_a_socket_file_replaced_by_another_file_is_a_problem_until_it_goes(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file put where the socket was is left alone and the server says why it
+    cannot be reached (the daemon reports control degraded); once it is gone the
+    server binds again."""
+    monkeypatch.setattr(control_module, "CHECK_SECONDS", 0.05)
+    srv = ControlServer(short_dir / "c.sock", HANDLERS)
+    srv.start()
+    try:
+        other = short_dir / "other"
+        other.write_text("precious")
+        other.replace(srv.path)  # in one step: no moment with the path free
+        assert wait_for(lambda: srv.problem is not None)
+        assert "not a socket" in str(srv.problem)
+        assert srv.path.read_text() == "precious"
+        srv.path.unlink()
+        assert wait_for(lambda: srv.problem is None and _answers(srv.path))
+    finally:
+        srv.stop()
+
+
+def _answers(path: Path) -> bool:
+    try:
+        return bool(request(path, "echo", n=1) == {"n": 1})
+    except ControlError:
+        return False
 
 
 def test_unusable_path_is_one_clear_error(short_dir: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import sqlite3
 import subprocess
@@ -570,3 +571,99 @@ def test_a_stand_in_adopted_after_a_failed_try_writes_each_decision_once(
     again = Ledger(path, clock)
     assert again.offences("203.0.113.2", T0 - 1) == 1
     again.close()
+
+
+# --------------------------------------------------------------------------- locked, links
+
+
+def test_a_write_that_finds_the_file_locked_waits_in_the_backlog_without_stalling(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While another process holds the file locked (an admin's sqlite3 shell with a
+    transaction open), a write goes to the backlog, the writes of the back-off that
+    follows do not even try (each try waits the busy timeout on the pipeline thread), and
+    all are written in order once the lock is gone."""
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path, clock)
+    ledger.set_busy_timeout(0.0)
+    tries: list[int] = []
+    execute = ledger._execute
+
+    def counted(statements: list[tuple[str, tuple[object, ...]]]) -> list[sqlite3.Cursor]:
+        tries.append(len(statements))
+        return execute(statements)
+
+    monkeypatch.setattr(ledger, "_execute", counted)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with capture_logs() as logs:
+            assert ledger.record(ban("203.0.113.60")) == 0
+            assert ledger.record(ban("203.0.113.61", ts=T0 + 1)) == 0
+        assert len(tries) == 1  # the second write waited in the backlog, untried
+        assert ledger.backlog == 2
+        assert ledger.failing is not None
+        assert "locked" in ledger.failing
+        assert [e["log_level"] for e in logs] == ["error"]
+        assert "fuser" in logs[0]["fix"]
+        clock.advance(ledger_module.BUSY_BACKOFF_SECONDS)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ledger.record(ban("203.0.113.62", ts=T0 + 2)) > 0
+    assert ledger.backlog == 0
+    assert ledger.failing is None
+    assert [text(d) for d in ledger.open_bans()] == ["203.0.113.60", "203.0.113.61", "203.0.113.62"]
+    ledger.close()
+
+
+def test_the_busy_timeout_can_be_shortened_after_opening(tmp_path: Path, clock: FakeClock) -> None:
+    """set_busy_timeout changes how long the open connection waits for another's lock."""
+    ledger = Ledger(tmp_path / "ledger.sqlite", clock, busy_timeout=5.0)
+    ledger.set_busy_timeout(0.02)
+    assert ledger._db.execute("PRAGMA busy_timeout").fetchone()[0] == 20
+    ledger.close()
+
+
+@pytest.mark.parametrize("name", ["ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"])
+def test_a_symbolic_link_in_place_of_the_ledger_is_refused_and_never_followed(
+    tmp_path: Path, clock: FakeClock, name: str
+) -> None:
+    """A link at the ledger's path (or its -wal/-shm) is refused with ELOOP before SQLite
+    opens anything: the file it names keeps its mode and bytes (a root daemon would have
+    made /etc/passwd 0600), and the link stays for the operator to see."""
+    victim = tmp_path / "victim.conf"
+    victim.write_text("precious\n")
+    victim.chmod(0o644)
+    (tmp_path / name).symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link") as raised:
+        Ledger(tmp_path / "ledger.sqlite", clock)
+    assert raised.value.errno == errno.ELOOP
+    assert victim.stat().st_mode & 0o777 == 0o644
+    assert victim.read_text() == "precious\n"
+    assert (tmp_path / name).is_symlink()
+    copy, problem = Ledger.in_memory_copy(tmp_path / "ledger.sqlite", clock)
+    assert problem is not None
+    assert "symbolic link" in problem
+    assert copy.open_bans() == []
+
+
+def test_in_memory_copy_of_a_file_that_cannot_be_looked_at_says_why(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ledger in a directory this user may not search (Path.exists() raises there in
+    Python 3.11) gives an empty copy and the reason, never an exception."""
+    path = tmp_path / "locked" / "ledger.sqlite"
+    real_stat, real_lstat = Path.stat, Path.lstat
+
+    def refused(self: Path, *, follow_symlinks: bool = True) -> os.stat_result:
+        if self.parent == path.parent:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self) if follow_symlinks else real_lstat(self)
+
+    monkeypatch.setattr(Path, "stat", refused)
+    monkeypatch.setattr(Path, "lstat", lambda self: refused(self, follow_symlinks=False))
+    copy, problem = Ledger.in_memory_copy(path, clock)
+    assert problem == "Permission denied"
+    assert copy.unread == "Permission denied"
+    assert copy.open_bans() == []

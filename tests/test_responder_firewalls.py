@@ -124,6 +124,39 @@ def test_nft_reconcile_replaces_the_table_with_exactly_the_active_bans() -> None
     assert set(responder.held) == {"203.0.113.7"}
 
 
+def test_nft_adding_reconcile_keeps_the_table_its_elements_and_each_sets_rule() -> None:
+    """reconcile_adding (a run whose ledger is not the whole truth): the table is listed,
+    never deleted, so the bans in it stay until their kernel timeouts; every set it has
+    (a /24 of an earlier run) keeps its drop rule, none wider than min_prefix gets one;
+    the active bans are added with their timeouts."""
+
+    def named(name: str) -> dict[str, Any]:
+        return {"set": {"family": "inet", "table": "aisentinel", "name": name}}
+
+    listing = json.dumps({"nftables": [named("v4_32"), named("v4_24"), named("v4_0")]})
+    runner = FakeRunner({NFT: FakeRunner.ok(NFT, listing)})
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft"), clock=FakeClock(NOW), commands=runner
+    )
+    responder.reconcile_adding([ban("203.0.113.7")])
+    listed, applied = docs(runner)
+    assert listed == [{"list": {"table": {"family": "inet", "name": "aisentinel"}}}]
+    assert not [c for c in applied if "table" in c.get("delete", {})]
+    matched = {
+        expr["match"]["right"]
+        for c in applied
+        if "rule" in c.get("add", {})
+        for expr in c["add"]["rule"]["expr"]
+        if "match" in expr
+    }
+    assert matched == {"@v4_32", "@v4_24", "@v6_64", "@v6_128"}
+    assert elements(applied, "add")[-1] == (
+        "v4_32",
+        {"elem": {"val": "203.0.113.7", "timeout": 3600}},
+    )
+    assert set(responder.held) == {"203.0.113.7"}
+
+
 def test_nft_failure_raises_and_runner_retries() -> None:
     """A refused document raises ResponderError with nft's message; the worker retries."""
     runner = FakeRunner(
@@ -213,6 +246,19 @@ def test_fail2ban_reconcile_reads_the_jail_and_fixes_both_ways() -> None:
     assert runner.calls == [get, unban, add]
 
 
+def test_fail2ban_adding_reconcile_bans_the_missing_and_unbans_nothing() -> None:
+    """reconcile_adding: what the jail holds and the ledger does not stays banned (it has
+    no time of its own; a reconcile on a healthy ledger lifts it later)."""
+    get = ("fail2ban-client", "get", "aisentinel", "banip")
+    add = ("fail2ban-client", "set", "aisentinel", "banip", "203.0.113.8")
+    runner = FakeRunner(
+        {get: FakeRunner.ok(get, "203.0.113.7 192.0.2.66\n"), add: FakeRunner.ok(add)}
+    )
+    responder = Fail2banResponder(Fail2banConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.reconcile_adding([ban("203.0.113.7"), ban("203.0.113.8")])
+    assert runner.calls == [get, add]
+
+
 STATUS = """Status: active
 
      To                         Action      From
@@ -275,6 +321,15 @@ def test_ufw_reconcile_removes_only_its_own_unknown_rules() -> None:
     responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
     responder.reconcile([ban("203.0.113.7"), ban("2001:db8::/64")])
     assert runner.calls == [status, rm]
+
+
+def test_ufw_adding_reconcile_adds_the_missing_and_deletes_no_rule() -> None:
+    """reconcile_adding: aisentinel's rules the ledger lacks stay; the missing one is added."""
+    add = ("ufw", "prepend", "deny", "from", "198.51.100.9", "comment", "aisentinel ssh_bruteforce")
+    runner = FakeRunner({STATUS_CALL: FakeRunner.ok(STATUS_CALL, STATUS), add: FakeRunner.ok(add)})
+    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    responder.reconcile_adding([ban("203.0.113.7"), ban("198.51.100.9")])
+    assert runner.calls == [STATUS_CALL, add]
 
 
 def test_ufw_timeout_is_a_responder_error() -> None:

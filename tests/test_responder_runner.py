@@ -276,6 +276,27 @@ def test_reconcile_replaces_queued_operations(clock: FakeClock) -> None:
     assert runner.stats()[0].ok[Operation.RECONCILE] == 1
 
 
+def test_a_reconcile_keeping_what_is_held_only_adds_and_queued_lifts_still_run(
+    clock: FakeClock,
+) -> None:
+    """With keep_held (the ledger is not the whole truth this run) a reconcile is the
+    responder's reconcile_adding: it lifts nothing unknown, and the lifts queued before
+    and after it are not swallowed by it but run."""
+    r = Flaky(clock)
+    runner = ResponderRunner([r], clock)
+    runner.keep_held = True
+    runner.submit_expired([ban("198.51.100.1")])
+    runner.reconcile([ban("198.51.100.2")])
+    runner.submit_expired([ban("198.51.100.3")])
+    runner.tick()
+    assert r.done == [
+        ("add", "198.51.100.2"),
+        ("delete", "198.51.100.1"),
+        ("delete", "198.51.100.3"),
+    ]
+    assert runner.stats()[0].ok[Operation.RECONCILE] == 1
+
+
 def test_health_is_checked_by_tick(clock: FakeClock) -> None:
     """Tick records each responder's health; a raising check counts as unhealthy."""
     r = Flaky(clock)

@@ -6,6 +6,7 @@ stopped, CR line ends and a prompt, lossless stop, each against real files and t
 
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import threading
@@ -79,7 +80,7 @@ def test_unreadable_positions_file_still_follows_and_reports(
     assert len(save) == 1
     assert load[0]["log_level"] == "error"
     assert load[0]["path"] == str(harness.state / "positions.json")
-    assert "remove it" in load[0]["action"]
+    assert "positions.json is a directory: move it away" in load[0]["action"]
 
 
 def test_positions_fault_clears_when_fixed(harness: Harness, tmp_path: Path) -> None:
@@ -115,6 +116,28 @@ def test_save_failure_does_not_kill_the_reader(
     append(log, b"two\n")
     expect(out, ["one", "two"])
     assert source.stats.state == "degraded"
+
+
+def test_a_full_disk_at_a_positions_save_says_to_free_space(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A save refused for space (ENOSPC) logs the fix for a full disk (df -h), not the
+    one for a file of the wrong kind."""
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    source, out = harness.start([log], poll_interval=0.05)
+
+    def full(*_args: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(source._store, "save", full)
+    with capture_logs() as logs:
+        append(log, b"one\n")
+        expect(out, ["one"])
+        wait_for(lambda: source.stats.position_errors >= 1, "the failure to be counted")
+    (save,) = [e for e in logs if e["event"].startswith("cannot save read positions")]
+    assert save["reason"] == "No space left on device"
+    assert save["action"].startswith(f"free space on its file system (df -h {harness.state})")
 
 
 # ------------------------------------------------------------------ 2. and 3. missing logs, state

@@ -22,6 +22,9 @@ from aisentinel.config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config, 
 from aisentinel.daemon import Daemon
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
 from aisentinel.events import SshEvent, SshKind
+from aisentinel.runlock import LOCK_FILE
+from aisentinel.runlock import release as release_lock
+from aisentinel.runlock import take as take_lock
 from aisentinel.sources import journald
 from aisentinel.sources.base import SourceStats
 from aisentinel.status import problems, render
@@ -216,6 +219,27 @@ def test_no_daemon_exits_three_with_one_line(short_dir: Path) -> None:
     assert done.stderr == f"aisentinel: status: aisentinel is not running (no daemon at {path})\n"
 
 
+def test_a_daemon_holding_the_run_lock_without_its_socket_is_not_called_stopped(
+    short_dir: Path,
+) -> None:
+    """Nobody answers on the socket but a process holds state_dir/daemon.lock (a daemon
+    whose socket file was removed): exit 1 and one line naming the lock holder, never
+    "not running" (exit 3)."""
+    config = short_dir / "c.toml"
+    config.write_text(CONFIG.format(tmp=short_dir))
+    (short_dir / "state").mkdir()
+    lock = take_lock(short_dir / "state" / LOCK_FILE)
+    try:
+        done = _status("--config", str(config))
+    finally:
+        release_lock(lock)
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert f"a daemon runs (pid {os.getpid()} holds {short_dir}/state/daemon.lock)" in done.stderr
+    assert f"control socket {short_dir}/run/control.sock is missing" in done.stderr
+    assert _status("--config", str(config)).returncode == 3  # lock let go: not running
+
+
 def test_socket_path_comes_from_the_config(short_dir: Path) -> None:
     """Without --socket the path in `[daemon] control_socket` is asked."""
     config = short_dir / "c.toml"
@@ -362,6 +386,15 @@ def test_problems_cover_each_kind_of_down() -> None:
     assert stale[0].startswith("pipeline heartbeat is stale (last 40s ago")
     (none,) = problems(_snap(sources=[]))  # a daemon with no source reads nothing
     assert none.startswith("no log source is configured")
+
+
+def test_a_degraded_source_is_a_problem() -> None:
+    """A source that reads but is degraded (its positions cannot be saved: a restart reads
+    its logs again) is a problem, with its reason: `aisentinel status` exits 1."""
+    reading = {"name": "auth", "up": True, "state": "degraded", "reason": "cannot save positions"}
+    assert problems(_snap(sources=[reading])) == ["source auth is degraded: cannot save positions"]
+    following = {"name": "auth", "up": True, "state": "following", "reason": "following 1 path(s)"}
+    assert problems(_snap(sources=[following])) == []
 
 
 def test_render_escapes_problem_and_error_text() -> None:

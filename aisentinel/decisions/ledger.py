@@ -4,8 +4,12 @@ It serves three purposes: restore the active bans after a restart, count earlier
 offences for escalation, and keep an audit trail for ``ledger_retention``. The
 database runs in WAL mode with ``synchronous=NORMAL`` (a power cut may lose the
 last decisions, never corrupt the file). A file that is not a readable ledger is
-moved aside (``<name>.corrupt-<epoch>``) with an error log and a fresh one is
-created: a bad file never keeps the daemon from starting.
+moved aside (``<name>.corrupt-<epoch>``, :attr:`Ledger.recovered_from`) with an
+error log and a fresh one is created: a bad file never keeps the daemon from
+starting. Its bans are then unknown: the daemon runs with ``ledger`` degraded and
+its reconciles only add (what the responders enforce stays) until a restart on a
+healthy ledger. A symbolic link at the ledger's path (or its ``-wal``/``-shm``) is
+refused (``OSError``), never followed.
 
 A ban row is *open* until it is ended: by :meth:`Ledger.end` once its expiry was
 handed to the responders, by a newer ban of the same target, or by a manual
@@ -55,8 +59,11 @@ transaction: its rows become address targets and its open bans stay open.
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import sqlite3
+import stat
 import threading
 from collections import deque
 from collections.abc import Iterable
@@ -65,6 +72,7 @@ from pathlib import Path
 
 import structlog
 
+from aisentinel.atomicfile import NOT_FOLLOWED, restrict
 from aisentinel.clock import Clock
 from aisentinel.events import (
     Action,
@@ -196,6 +204,11 @@ _SQLITE_RETRYABLE = frozenset(
 BACKLOG_MAX = 10_000
 """Writes kept while the ledger cannot be written; beyond that the oldest are dropped."""
 
+BUSY_BACKOFF_SECONDS = 0.5
+"""After a write found the file locked by another process, the writes of the next half
+second go to the backlog without trying (:meth:`Ledger.flush` still tries): each try
+waits the busy timeout, and the pipeline thread makes them."""
+
 _Statement = tuple[str, tuple[object, ...]]
 
 
@@ -218,6 +231,19 @@ def _keep(queue: deque[list[_Statement]], statements: list[_Statement]) -> bool:
         queue.popleft()
     queue.append(statements)
     return full
+
+
+def _refuse_links(path: Path) -> None:
+    """Raise ``OSError(ELOOP, NOT_FOLLOWED)`` when the ledger ``path`` or its ``-wal`` or
+    ``-shm`` file is a symbolic link: SQLite would follow it (and :meth:`Ledger._prepare`
+    chmod what it names)."""
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        side = path.with_name(name)
+        try:
+            if stat.S_ISLNK(side.lstat().st_mode):
+                raise OSError(errno.ELOOP, NOT_FOLLOWED, str(side))
+        except FileNotFoundError:
+            continue
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -251,6 +277,9 @@ class Ledger:
         """A throw-away ledger held in memory (``replay``): nothing is written to disk."""
         self.recovered_from: Path | None = None
         """Where a corrupt file was moved to at open, if one was."""
+        self.unread: str | None = None
+        """An in-memory copy (:meth:`in_memory_copy`, :meth:`stand_in`): why the file's
+        decisions could not be copied in (``None``: they were, or there is no file)."""
         self.write_errors = 0
         """Writes that failed when asked for (each is kept in the backlog and retried)."""
         self.dropped = 0
@@ -258,6 +287,9 @@ class Ledger:
         self.failing: str | None = None
         """Why writes fail now (the first error of the current streak); None when healthy."""
         self._backlog: deque[list[_Statement]] = deque()
+        self._busy_until = -math.inf
+        """Until when (monotonic) :meth:`_write` does not try the backlog: the file was
+        locked by another process (:data:`BUSY_BACKOFF_SECONDS`)."""
         self._held: list[_Statement] | None = None
         """Statements of :meth:`record` kept for one transaction (see :meth:`hold`)."""
         self._held_enforced: dict[str, int] = {}
@@ -265,6 +297,7 @@ class Ledger:
         self._lock = threading.Lock()
         if not self.in_memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _refuse_links(self.path)
         try:
             self._db = self._open()
         except (sqlite3.DatabaseError, LedgerCorruptError) as exc:
@@ -272,7 +305,8 @@ class Ledger:
                 raise
             self.recovered_from = self._move_aside()
             log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
-                "ledger unreadable, moved aside and started afresh; active bans were lost",
+                "ledger unreadable, moved aside and started afresh; the bans it held are "
+                "unknown to this run (the daemon keeps what its responders enforce)",
                 path=str(self.path),
                 moved_to=str(self.recovered_from),
                 error=str(exc),
@@ -288,28 +322,38 @@ class Ledger:
         (None when it was, or when there is no file).
         """
         ledger = cls(Path(MEMORY), clock)
-        path = Path(path).absolute()
-        if not path.exists():
-            return ledger, None
-        if not path.is_file():
-            return ledger, "not a regular file"
+        ledger.unread = ledger._copy(Path(path).absolute())
+        return ledger, ledger.unread
+
+    def _copy(self, path: Path) -> str | None:
+        """Copy the decisions of the ledger file ``path`` into this in-memory ledger;
+        why they could not be (``None``: copied, or no file)."""
+        try:  # never through a link; Path.exists() raises where a directory is unsearchable
+            _refuse_links(path)
+            mode = path.lstat().st_mode
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            return exc.strerror or str(exc)
+        if not stat.S_ISREG(mode):
+            return "not a regular file"
         problem = "unreadable"
         # mode=ro reads the WAL too; immutable=1 also works where no -shm can be created.
         for query in ("mode=ro", "mode=ro&immutable=1"):
             try:
                 src = sqlite3.connect(f"{path.as_uri()}?{query}", uri=True)
                 try:
-                    src.backup(ledger._db)
+                    src.backup(self._db)
                 finally:
                     src.close()
-                ledger._prepare(ledger._db)
+                self._prepare(self._db)
             except (sqlite3.Error, LedgerCorruptError) as exc:
                 problem = str(exc)
-                ledger._db.close()
-                ledger._db = ledger._open()
+                self._db.close()
+                self._db = self._open()
                 continue
-            return ledger, None
-        return ledger, problem
+            return None
+        return problem
 
     @classmethod
     def stand_in(cls, path: Path, clock: Clock) -> Ledger:
@@ -355,6 +399,14 @@ class Ledger:
         )
         return True
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """Wait at most ``seconds`` for a lock another process holds, from now on (the
+        daemon waits long at start, then briefly: a write it cannot make waits in the
+        backlog, and the pipeline thread must not stall on an admin's open transaction)."""
+        self._busy_timeout = seconds
+        with self._lock:
+            self._db.execute(f"PRAGMA busy_timeout = {max(0, int(seconds * 1000))}")
+
     # ------------------------------------------------------------------ opening
 
     def _open(self) -> sqlite3.Connection:
@@ -371,8 +423,8 @@ class Ledger:
     def _prepare(self, db: sqlite3.Connection) -> None:
         """Set the pragmas, check the file and create or verify the schema."""
         if not self.in_memory:
-            try:
-                self.path.chmod(0o600)  # it holds addresses and reasons: owner only
+            try:  # it holds addresses and reasons: owner only (never through a link)
+                restrict(self.path, 0o600)
             except OSError as exc:
                 log.warning(
                     "cannot restrict ledger permissions", path=str(self.path), error=str(exc)
@@ -466,7 +518,7 @@ class Ledger:
             first = len(held)
             statements = held + statements
         with self._lock:
-            if self._backlog:
+            if self._backlog and self.clock.monotonic() >= self._busy_until:
                 self._flush_locked()
             if not self._backlog:
                 try:
@@ -492,15 +544,24 @@ class Ledger:
             log.error(message, path=str(path), kept=BACKLOG_MAX)
 
     def _failed(self, exc: sqlite3.Error) -> None:
+        busy = is_busy(exc)
+        if busy:
+            self._busy_until = self.clock.monotonic() + BUSY_BACKOFF_SECONDS
         if self.failing is not None:
             return
         self.failing = f"writes failing since {_iso(self.clock.now())}: {exc}"
+        if busy:
+            until = "the other process lets go of its lock"
+            fix = f"fuser -v {self.path} (an open sqlite3 session or a VACUUM holds it)"
+        else:
+            until = "the disk takes them again"
+            fix = f"df -h {self.path.parent}; ls -ld {self.path.parent} {self.path}"
         log.error(
             "ledger writes failing; decisions are enforced and kept in memory, written when "
-            "the disk takes them again",
+            + until,
             path=str(self.path),
             error=str(exc),
-            fix=f"df -h {self.path.parent}; ls -ld {self.path.parent} {self.path}",
+            fix=fix,
         )
 
     def _flush_locked(self) -> int:
@@ -517,6 +578,7 @@ class Ledger:
                     self._backlog.popleft()
                     self.dropped += 1
                     continue
+                self._failed(exc)
                 return written
             self._backlog.popleft()
             written += 1

@@ -14,7 +14,9 @@ the worker calls :meth:`Responder.discard` so nothing half-staged leaks into the
 batch, and retries every operation of the batch with back-off. ``reconcile`` makes
 the backend hold exactly the given active decisions (at start, after a reload) and is
 a transaction of its own; ``health`` says whether the backend works; ``close`` runs at
-shutdown. Methods raise :class:`ResponderError` on failure.
+shutdown. ``reconcile_adding`` is the reconcile of a run whose ledger is not the
+whole truth (unreadable at start, or in memory): it adds what is missing and lifts
+nothing. Methods raise :class:`ResponderError` on failure.
 
 A responder declares the actions it enforces in :attr:`Responder.handles` (a
 firewall: ``ban``; a cgroup responder: ``throttle`` and ``freeze``) and only ever
@@ -110,6 +112,14 @@ class Responder(ABC):
     @abstractmethod
     def reconcile(self, active: Sequence[Decision]) -> None:
         """Make the backend hold exactly ``active`` (add missing, drop stale), at once."""
+
+    def reconcile_adding(self, active: Sequence[Decision]) -> None:
+        """Make the backend hold at least ``active`` and lift nothing it holds, at once:
+        the daemon's ledger is not the whole truth this run (it was unreadable at start,
+        or lives in memory), so what the backend holds beyond it may be a ban still due.
+        Default: ``add_many(active)`` and ``commit()`` (adds are idempotent)."""
+        self.add_many(active)
+        self.commit()
 
     @abstractmethod
     def health(self) -> ResponderHealth:

@@ -99,8 +99,14 @@ class DryRunResponder(BufferedResponder):
         )
 
     def reconcile(self, active: Sequence[Decision]) -> None:
+        self._reconcile(active, lift=True)
+
+    def reconcile_adding(self, active: Sequence[Decision]) -> None:
+        self._reconcile(active, lift=False)
+
+    def _reconcile(self, active: Sequence[Decision], *, lift: bool) -> None:
         wanted = {d.target.text: d for d in active if d.target is not None}
-        stale = sorted(set(self.banned) - set(wanted))
+        stale = sorted(set(self.banned) - set(wanted)) if lift else []
         missing = sorted(set(wanted) - set(self.banned))
         for target in stale:
             del self.banned[target]

@@ -8,7 +8,8 @@ ADDR...``, one client run per batch, through the command runner (argument list,
 timeout, no shell). fail2ban 1.0's ``banip`` takes no per-ban time, so a ban stays
 until aisentinel lifts it when its TTL ends; ``reconcile`` reads the jail's list
 (``get JAIL banip``) and bans what is missing and lifts what the ledger does not
-know. Every address is parsed again right before it is written.
+know (``reconcile_adding``, on a run whose ledger is not the whole truth: only
+bans). Every address is parsed again right before it is written.
 """
 
 from __future__ import annotations
@@ -105,10 +106,20 @@ class Fail2banResponder(Responder):
         return {word for word in out.replace(",", " ").split() if _is_address(word)}
 
     def reconcile(self, active: Sequence[Decision]) -> None:
+        self._reconcile(active, lift=True)
+
+    def reconcile_adding(self, active: Sequence[Decision]) -> None:
+        """Ban what the jail lacks; unban nothing (its bans have no time of their own:
+        those the ledger does not know stay until a reconcile on a healthy ledger, at
+        the next start, lifts them)."""
+        self._reconcile(active, lift=False)
+
+    def _reconcile(self, active: Sequence[Decision], *, lift: bool) -> None:
         now = self.clock.now()
         wanted = {t for d in active if (d.expires_at or now + 1) > now for t in [checked(d)] if t}
         held = self.banned()
-        stale, missing = sorted(held - wanted), sorted(wanted - held)
+        stale = sorted(held - wanted) if lift else []
+        missing = sorted(wanted - held)
         if stale:
             self._run("set", self.cfg.jail, "unbanip", *stale)
         if missing:

@@ -35,7 +35,9 @@ and the commit re-creates it with every ban this responder holds plus the batch
 same way when chain ``input`` lacks its rules or a ban held is missing from its set
 (``nft flush set``); the next reconcile applies the ledger. ``reconcile`` deletes and
 re-creates the whole table with exactly the active bans in one transaction (20,000
-bans in well under a second). Every address is parsed again with ``ipaddress`` right
+bans in well under a second); ``reconcile_adding`` (a run whose ledger is not the
+whole truth) adds them to the table as it is, keeping its elements and the drop rule
+of each of its sets. Every address is parsed again with ``ipaddress`` right
 before it is written; unspecified, loopback, multicast, link-local, reserved (NAT64
 addresses excepted, as the engine's ``unbannable``) or too wide networks are refused
 and counted.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -199,6 +202,48 @@ class NftablesResponder(BufferedResponder):
         }
         self._replace(wanted, now)
         log.info("nftables reconciled", table=self.cfg.table, bans=len(wanted))
+
+    def reconcile_adding(self, active: Sequence[Decision]) -> None:
+        """Add the active bans to the table as it is, keeping every element in it (each
+        ends by its own kernel timeout) and the drop rule of every set it has."""
+        now = self.clock.now()
+        wanted = {
+            text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
+        }
+        lengths = set(DEFAULT_LENGTHS) | self._listed_lengths()
+        lengths |= {(net.version, net.prefixlen) for net, _ in wanted.values()}
+        first = [(net, None) for net, _ in wanted.values()]
+        cmds = self._skeleton(lengths)
+        cmds += self._elements("add", first, now)
+        cmds += self._elements("delete", first, now)
+        cmds += self._elements("add", list(wanted.values()), now)
+        self._run(cmds)
+        self.lengths = lengths
+        self.held = {**self.held, **wanted}
+        log.info("nftables reconciled, adding only", table=self.cfg.table, bans=len(wanted))
+
+    def _listed_lengths(self) -> set[tuple[int, int]]:
+        """The prefix lengths of the sets the table has now (none: no table)."""
+        if self.backend is None:
+            raise ResponderError(self._backend_error)
+        table = {"family": FAMILY, "name": self.cfg.table}
+        try:
+            listed = self.backend.run({"nftables": [{"list": {"table": table}}]})
+        except NftError as exc:
+            if MISSING in str(exc):
+                return set()
+            raise ResponderError(f"nftables: {exc}") from None
+        out: set[tuple[int, int]] = set()
+        for item in listed.get("nftables", []):
+            found = item.get("set") if isinstance(item, dict) else None
+            name = str(found.get("name", "")) if isinstance(found, dict) else ""
+            match = re.fullmatch(r"v([46])_(\d{1,3})", name)
+            if match is not None:
+                version, length = int(match[1]), int(match[2])
+                widest = self.cfg.min_prefix4 if version == 4 else self.cfg.min_prefix6
+                if widest <= length <= (32 if version == 4 else 128):  # never a wider rule
+                    out.add((version, length))
+        return out
 
     def health(self) -> ResponderHealth:
         if self.backend is None:

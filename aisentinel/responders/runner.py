@@ -16,7 +16,10 @@ until ``max_attempts`` attempts have failed, then given up with an error log. Du
 retries join the next batch. Per target and responder only the newest operation is
 kept: a delete queued behind a failed add replaces it. A reconcile covers the adds
 and deletes queued before it and absorbs those after it (its retry never undoes
-them); a queued add whose ban expired meanwhile is dropped.
+them); a queued add whose ban expired meanwhile is dropped. With :attr:`keep_held`
+(the ledger is not the whole truth this run) a reconcile only adds
+(:meth:`~aisentinel.responders.base.Responder.reconcile_adding`), and the deletes
+queued after it stay jobs of their own.
 
 The queue is bounded (``[daemon] responder_queue``). When it is full the oldest
 queued add is dropped (else the oldest operation): counted in
@@ -205,6 +208,10 @@ class ResponderRunner:
         """(responder, result) -> withdrawals tried."""
         self._streak = 0
         """Operations dropped since the queue was last found with room (0: no streak)."""
+        self.keep_held = False
+        """True: a reconcile adds what the responders lack and lifts nothing they hold
+        (:meth:`Responder.reconcile_adding`): the ledger is not the whole truth this run
+        (unreadable at start, or in memory); lifts of ended enforcements still run."""
 
     def carry_over(self, previous: ResponderRunner) -> None:
         """Go on counting from ``previous`` (the worker this one replaces at a reload):
@@ -510,9 +517,14 @@ class ResponderRunner:
         replaces what came before it and absorbs what comes after."""
         name = responder.name
         if item.op is Operation.RECONCILE:
+            # An adding-only reconcile lifts nothing: the lifts queued stay.
+            def covered(job: _Job) -> bool:
+                return not (self.keep_held and job.op is Operation.DELETE)
+
             with self._lock:
-                for stale in [k for k in self._pending if k[0] == name]:
+                for stale in [k for k, j in self._pending.items() if k[0] == name and covered(j)]:
                     del self._pending[stale]
+            lifts = {key: job for key, job in batch.items() if not covered(job)}
             batch.clear()
             active = {
                 d.target.text: d
@@ -520,6 +532,7 @@ class ResponderRunner:
                 if d.target is not None and d.action in responder.handles
             }
             batch[None] = _Job(responder, Operation.RECONCILE, None, active=active)
+            batch.update(lifts)
             return
         decision = item.decision
         if decision is None or decision.target is None or decision.action not in responder.handles:
@@ -534,8 +547,8 @@ class ResponderRunner:
                     job.active[key] = decision
                 else:
                     job.active.pop(key, None)
-        if None in batch:
-            return
+        if None in batch and (item.op is Operation.ADD or not self.keep_held):
+            return  # an adding-only reconcile lifts nothing: a lift stays a job of its own
         batch.pop(key, None)
         batch[key] = _Job(responder, item.op, key, decision=decision)
 
@@ -570,7 +583,9 @@ class ResponderRunner:
         after a failure). Never raises.
         """
         try:
-            if op is Operation.RECONCILE:
+            if op is Operation.RECONCILE and self.keep_held:
+                responder.reconcile_adding(active)
+            elif op is Operation.RECONCILE:
                 responder.reconcile(active)
             else:
                 adds = [j.decision for j in jobs if j.op is Operation.ADD and j.decision]

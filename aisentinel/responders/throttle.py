@@ -60,7 +60,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import Field
 
-from aisentinel.atomicfile import atomic_write
+from aisentinel.atomicfile import atomic_write, read_state
 from aisentinel.clock import Clock
 from aisentinel.commands import CommandError, CommandRunner
 from aisentinel.configtypes import Interval
@@ -562,7 +562,7 @@ class ThrottleResponder(BufferedResponder):
         if self.path is None:
             return {}
         try:
-            doc = json.loads(self.path.read_text(encoding="utf-8"))
+            doc = json.loads(read_state(self.path))
             entries = doc["held"] if doc.get("version") == _STATE_VERSION else None
         except FileNotFoundError:
             return {}

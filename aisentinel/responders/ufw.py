@@ -17,7 +17,8 @@ comment starts with the marker, naming that comment: ufw (0.36) deletes a rule
 given with a comment only when the comment matches. When ufw is inactive (its
 status lists no rules) the comment aisentinel would have given is named instead.
 ``reconcile`` removes every rule whose comment starts with the marker and that the
-ledger does not hold, then adds the missing ones. Every command goes through the
+ledger does not hold, then adds the missing ones (``reconcile_adding``, on a run whose
+ledger is not the whole truth: only adds). Every command goes through the
 command runner (argument list, timeout, no shell); every address is parsed again
 right before it is written.
 
@@ -147,13 +148,23 @@ class UfwResponder(Responder):
         return set(self._own() or {})
 
     def reconcile(self, active: Sequence[Decision]) -> None:
+        self._reconcile(active, lift=True)
+
+    def reconcile_adding(self, active: Sequence[Decision]) -> None:
+        """Add the missing rules; keep every rule aisentinel made (ufw rules have no
+        timeout: those the ledger does not know stay until a reconcile on a healthy
+        ledger, at the next start, lifts them)."""
+        self._reconcile(active, lift=False)
+
+    def _reconcile(self, active: Sequence[Decision], *, lift: bool) -> None:
         now = self.clock.now()
         wanted = {
             t: d for d in active if (d.expires_at or now + 1) > now for t in [checked(d)] if t
         }
         own = self._own() or {}
         held = set(own)
-        stale, missing = sorted(held - set(wanted)), sorted(set(wanted) - held)
+        stale = sorted(held - set(wanted)) if lift else []
+        missing = sorted(set(wanted) - held)
         for target in stale:
             self._run("delete", "deny", "from", target, "comment", own[target])
         for target in missing:

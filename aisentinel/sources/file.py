@@ -100,6 +100,7 @@ from watchdog.observers.api import BaseObserver, ObservedWatch
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
 from aisentinel.events import CutLine, EventBatch, LineBatch
+from aisentinel.faults import fix_hint
 from aisentinel.parsers import AUTO, line_cap, sniff
 from aisentinel.parsers.base import MAX_LINE_BYTES
 from aisentinel.sources.base import (
@@ -1172,7 +1173,7 @@ class FileSource(Source):
             source=self.name,
             path=str(self._store.path),
             reason=reason,
-            action="make it a regular file that aisentinel can read and write, or remove it",
+            action=fix_hint(self._store.path, exc, directory=self._store.path.parent),
         )
 
     def _path_error(self, path: str, what: str, exc: OSError) -> None:

@@ -69,7 +69,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from pydantic import Field, field_validator
 
-from aisentinel.atomicfile import atomic_write
+from aisentinel.atomicfile import atomic_write, read_state
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
 from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
@@ -673,7 +673,7 @@ class JournaldSource(Source):
 
     def _load_cursor(self) -> str | None:
         try:
-            text = self.cursor_path.read_text(encoding="utf-8").strip()
+            text = read_state(self.cursor_path).decode("utf-8").strip()
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:

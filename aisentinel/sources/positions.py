@@ -36,7 +36,7 @@ from typing import Any
 
 import structlog
 
-from aisentinel.atomicfile import atomic_write
+from aisentinel.atomicfile import atomic_write, read_state
 
 _log = structlog.get_logger(__name__)
 
@@ -166,7 +166,7 @@ class PositionStore:
         A corrupt file is moved aside first; ``OSError`` when the file (or the move) fails.
         """
         try:
-            raw = self.path.read_bytes()
+            raw = read_state(self.path)  # never through a symbolic link
         except FileNotFoundError:
             return {}, {}
         try:

@@ -1,0 +1,258 @@
+"""The daemon under operational faults of its state: a ledger another process holds
+locked, a ledger lost at start, symbolic links, a state directory it cannot search, a
+control socket file removed."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import PACKAGE_PATH, wait_for
+from test_daemon import NFT, _nft_config, _nft_docs, _Recorder, _run_daemon, _stop
+
+from aisentinel import control as control_module
+from aisentinel import daemon as daemon_module
+from aisentinel.clock import FakeClock
+from aisentinel.commands import FakeRunner
+from aisentinel.config import load_config
+from aisentinel.daemon import Daemon
+from aisentinel.decisions.ledger import Ledger
+from aisentinel.events import Action, AddressTarget, Decision, LineBatch, Severity
+
+
+def _config(tmp: Path, *, nftables: bool = False, socket: bool = False) -> Path:
+    """test_daemon's config (dry-run, or nftables through nft); ``socket``: with a control
+    socket at ``tmp/c.sock``."""
+    (tmp / "logs").mkdir(exist_ok=True)
+    path = _nft_config(tmp, tmp / "logs", nftables)
+    if socket:
+        path.write_text(
+            path.read_text().replace('control_socket = ""', f'control_socket = "{tmp}/c.sock"')
+        )
+    return path
+
+
+def _batches(daemon: Daemon, n: int) -> None:
+    for i in range(n):
+        daemon.queue.put(LineBatch("auth", "sshd", [f"line {i}"], read_at=0.0))
+
+
+def _ban(target: str, now: float) -> Decision:
+    return Decision(
+        now, Action.BAN, AddressTarget.parse(target), "ssh_bruteforce", Severity.HIGH, "t",
+        ttl=3600.0, expires_at=now + 3600.0,
+    )  # fmt: skip
+
+
+def _run(path: Path, fake: FakeRunner | None = None) -> tuple[Daemon, threading.Thread]:
+    return _run_daemon(path, fake or FakeRunner({}))
+
+
+def _nft_table() -> FakeRunner:
+    """nft answering every document with a listing of a healthy table (its three sets,
+    a drop rule each in chain input), so the worker's health check repairs nothing."""
+    sets = [{"set": {"name": name}} for name in ("v4_32", "v6_64", "v6_128")]
+    rules = [{"rule": {"chain": "input"}}] * 3
+    return FakeRunner({NFT: FakeRunner.ok(NFT, json.dumps({"nftables": sets + rules}))})
+
+
+def _deletes_table(doc: list[dict[str, object]]) -> bool:
+    return any("table" in dict(cmd.get("delete") or {}) for cmd in doc)  # type: ignore[call-overload]
+
+
+# ---------------------------------------------------------------------- the loop
+
+
+def test_the_heartbeat_goes_out_between_slow_batches(tmp_path: Path) -> None:
+    """A long series of slow batches (each ledger write waiting on another process's
+    lock) never starves systemd's watchdog: the heartbeat is sent between batches as
+    soon as it is due, not only after the 64-batch turn."""
+    clock = FakeClock()
+    notifier = _Recorder()
+    daemon = Daemon(load_config(_config(tmp_path)), clock=clock, notifier=notifier)
+    try:
+        daemon._process = lambda _batch: clock.advance(1.0)  # type: ignore[method-assign]
+        _batches(daemon, 10)
+        daemon._next_beat = clock.monotonic() + daemon._heartbeat_every()
+        assert daemon._drain(timeout=0) == 10
+        assert notifier.sent.count("WATCHDOG=1") == 10
+    finally:
+        daemon.ledger.close()
+
+
+def test_a_signal_during_a_turn_is_acted_on_after_the_batch_in_hand(tmp_path: Path) -> None:
+    """A SIGHUP (or SIGTERM) noted while batches are processed ends the turn after the
+    batch in hand, not after the 64 the turn may take: a reload under load comes at once."""
+    daemon = Daemon(load_config(_config(tmp_path)))
+    try:
+        processed: list[object] = []
+
+        def process(batch: object) -> None:
+            processed.append(batch)
+            daemon._on_signal(signal.SIGHUP, None)
+
+        daemon._process = process  # type: ignore[method-assign]
+        _batches(daemon, 10)
+        assert daemon._drain(timeout=0) == 1
+        assert daemon._reload.is_set()
+        assert daemon.queue.qsize() == 9
+    finally:
+        daemon.ledger.close()
+
+
+def test_the_running_daemon_waits_for_a_locked_ledger_only_briefly(tmp_path: Path) -> None:
+    """Once started, a ledger write waits LEDGER_RUN_BUSY_TIMEOUT at most for another
+    process's lock (the start waits longer): a decision taken while an admin's sqlite3
+    shell holds the file goes to the backlog and is written once the lock is gone."""
+    daemon = Daemon(load_config(_config(tmp_path)))
+    path = daemon.ledger.path
+    busy_ms = daemon.ledger._db.execute("PRAGMA busy_timeout").fetchone()[0]
+    assert busy_ms == int(daemon_module.LEDGER_RUN_BUSY_TIMEOUT * 1000)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        daemon.ledger.record(_ban("198.51.100.70", daemon.clock.now()))
+        assert daemon.ledger.backlog == 1
+        assert "locked" in daemon.degraded["ledger"]
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+        daemon.ledger.close()
+    again = Ledger(path, FakeClock())
+    assert [d.target.text for d in again.open_bans() if d.target] == ["198.51.100.70"]
+    again.close()
+
+
+# ---------------------------------------------------------------------- a ledger lost
+
+
+def test_a_corrupt_ledger_at_start_lifts_nothing_the_firewall_holds(tmp_path: Path) -> None:
+    """A ledger found corrupt at start (moved aside) knows none of the bans still in the
+    kernel: the start's reconcile then only adds (the nftables table is not deleted and
+    re-created empty), `ledger` is degraded saying so, and the loss is counted. The next
+    start, on the healthy fresh ledger, reconciles exactly again."""
+    path = _config(tmp_path, nftables=True)
+    _stop(*_run(path, _nft_table()))
+    ledger = tmp_path / "state" / "decisions.sqlite3"
+    ledger.write_bytes(b"not a database, half a page of it" * 64)
+    fake = _nft_table()
+    daemon, thread = _run(path, fake)
+    try:
+        assert wait_for(lambda: len(_nft_docs(fake)) >= 2)  # the listing, the adds
+        assert daemon.runner.keep_held
+        assert daemon.ledgers_lost == 1
+        reason = daemon.degraded["ledger"]
+        assert "moved to" in reason
+        assert "reconciles add, never lift" in reason
+        daemon.runner.reconcile(daemon.engine.active())  # the periodic one too
+        assert wait_for(lambda: len(_nft_docs(fake)) >= 4)
+    finally:
+        _stop(daemon, thread)
+    assert not [doc for doc in _nft_docs(fake) if _deletes_table(doc)]
+    healthy = _nft_table()
+    daemon, thread = _run(path, healthy)
+    try:
+        assert wait_for(lambda: any(_deletes_table(doc) for doc in _nft_docs(healthy)))
+        assert "ledger" not in daemon.degraded
+        assert daemon.ledgers_lost == 0
+    finally:
+        _stop(daemon, thread)
+
+
+def test_a_symbolic_link_in_place_of_the_ledger_is_not_followed(tmp_path: Path) -> None:
+    """A link planted at state_dir/decisions.sqlite3 is refused: the daemon runs on a
+    ledger in memory, `ledger` degraded naming the link, and the file the link names
+    keeps its mode and bytes (a root daemon would have made it 0600)."""
+    victim = tmp_path / "victim.conf"
+    victim.write_text("world-readable config\n")
+    victim.chmod(0o644)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "decisions.sqlite3").symlink_to(victim)
+    daemon, thread = _run(_config(tmp_path))
+    try:
+        assert daemon.ledger.in_memory
+        assert "symbolic link" in daemon.degraded["ledger"]
+        assert daemon.runner.keep_held
+    finally:
+        _stop(daemon, thread)
+    assert victim.stat().st_mode & 0o777 == 0o644
+    assert victim.read_text() == "world-readable config\n"
+
+
+def test_a_symbolic_link_in_place_of_the_run_lock_is_not_followed(tmp_path: Path) -> None:
+    """A link at state_dir/daemon.lock naming a file that does not exist is not followed:
+    the daemon runs (without the lock, one line) and creates nothing where it points."""
+    target = tmp_path / "elsewhere" / "created-by-root"
+    target.parent.mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "daemon.lock").symlink_to(target)
+    daemon, thread = _run(_config(tmp_path))
+    try:
+        assert daemon._run_lock is None
+    finally:
+        _stop(daemon, thread)
+    assert not target.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping the DAC capabilities needs root")
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is missing")
+def test_a_state_directory_the_daemon_cannot_search_runs_degraded(tmp_path: Path) -> None:
+    """A state directory inside a directory the daemon's user may not search (Python
+    3.11's Path.exists() raises there) degrades `state` as a read-only one does: the
+    daemon runs, it does not exit into a restart loop with the host unprotected."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    os.chown(locked, 65534, 65534)
+    locked.chmod(0o700)
+    config = _config(tmp_path)
+    config.write_text(config.read_text().replace(str(tmp_path / "state"), str(locked / "s")))
+    # root without the capabilities that bypass file permissions: as a non-root user
+    argv = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner"]
+    argv += [sys.executable, "-m", "aisentinel", "run", "--config", str(config)]
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    env.pop("NOTIFY_SOCKET", None)
+    out = tmp_path / "out.log"
+    with out.open("w") as fh:
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
+    try:
+        assert wait_for(lambda: "aisentinel ready" in out.read_text() or proc.poll() is not None)
+        assert proc.poll() is None, out.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(20)
+    text = out.read_text()
+    assert rc == 0, text
+    records = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    (unusable,) = [r for r in records if str(r["event"]).startswith("state directory unusable")]
+    assert unusable["reason"] == "Permission denied"
+    assert "Traceback" not in text
+
+
+# ---------------------------------------------------------------------- the control socket
+
+
+def test_a_control_socket_file_replaced_degrades_control(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A regular file put where the control socket was: `control` is degraded saying the
+    socket cannot be reached; once the file is gone the socket is bound again."""
+    monkeypatch.setattr(control_module, "CHECK_SECONDS", 0.05)
+    daemon, thread = _run(_config(tmp_path, socket=True))
+    try:
+        other = tmp_path / "other"
+        other.write_text("not a socket")
+        other.replace(tmp_path / "c.sock")
+        assert wait_for(lambda: "control" in daemon.degraded)
+        assert "cannot be bound again" in daemon.degraded["control"]
+        (tmp_path / "c.sock").unlink()
+        assert wait_for(lambda: "control" not in daemon.degraded)
+    finally:
+        _stop(daemon, thread)
