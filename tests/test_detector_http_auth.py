@@ -110,6 +110,18 @@ def test_logged_in_user_clears_the_long_windows() -> None:
     assert [f for _, f in det.observe_many(day)] == []  # the batch path agrees
 
 
+def test_a_logged_in_ipv6_user_clears_the_long_windows_of_its_64() -> None:
+    """An IPv6 user's daily 401 challenges, each followed by a login, never make a slow finding."""
+    v6 = "2001:db8:5:6::20"
+    day: list[Event] = []
+    for i in range(30):
+        ok = HttpRequest(T0 + i * 2400.0 + 1, "nginx", v6, "GET", "/", 200, 512, "alice", "Firefox")
+        day += [req(i * 2400.0, client=v6), ok]
+    assert feed(day) == []
+    det = HttpAuthDetector(HttpAuthConfig())
+    assert [f for _, f in det.observe_many(day)] == []  # the batch path agrees
+
+
 def test_logins_do_not_clear_another_clients_long_windows() -> None:
     """An attacker's spaced 401s still cross 10 in 1h while another client logs in."""
     other = "198.51.100.4"

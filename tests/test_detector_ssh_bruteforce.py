@@ -161,6 +161,17 @@ def test_a_user_who_logs_in_between_typos_is_no_slow_attacker() -> None:
     assert feed(make(), never) != []
 
 
+def test_an_ipv6_user_who_logs_in_between_typos_is_no_slow_attacker() -> None:
+    """A login forgets the long-window failures counted under the IPv6 client's /64."""
+    det = make()
+    typos = []
+    for hour in range(24):
+        at = hour * 3600.0
+        typos += [ssh(at + 60 * i, client="2001:db8:5:6::20", user="admin") for i in range(2)]
+        typos.append(ssh(at + 300, SshKind.ACCEPTED, client="2001:db8:5:6::20", user="admin"))
+    assert feed(det, typos) == []
+
+
 def test_slow_windows_are_bounded_and_validated() -> None:
     """slow_max_keys caps the long windows' clients (one store for both windows); more
     than four long windows, a window over 366d or unpaired lists are refused."""

@@ -154,19 +154,21 @@ class HttpAuthDetector(Detector):
         # No path of its own: it reads which requests' credentials count.
         self._requests.register(no_path)
 
-    def _forgive(self, client: str) -> None:
-        """``client`` logged in (a success with credentials in the log): its failures so
-        far are a user's typos and browsers' 401 challenges, not a slow attack."""
-        self._rejections_slow.forgive(client)
-        self._failures_slow.forgive(client)
+    def _forgive(self, key: str) -> None:
+        """The client counted under ``key`` (:func:`~.common.client_key`: an IPv6 client's
+        /64) logged in (a success with credentials in the log): its failures so far are
+        a user's typos and browsers' 401 challenges, not a slow attack."""
+        self._rejections_slow.forgive(key)
+        self._failures_slow.forgive(key)
 
     def _login(self, client: str, ts: float) -> None:
         """``client`` logged in at ``ts``: forgive its long windows; a stale key it keeps
         sending beside is a misconfiguration (:meth:`_judge`)."""
-        if self._slow_on and (client in self._rejections_slow or client in self._failures_slow):
-            self._forgive(client)
+        key = client_key(client)
+        if self._slow_on and (key in self._rejections_slow or key in self._failures_slow):
+            self._forgive(key)
         if self._streaks:
-            self._streaks.succeeded(client_key(client), ts)
+            self._streaks.succeeded(key, ts)
 
     def observe(self, event: Event) -> Finding | None:
         if (
@@ -351,10 +353,11 @@ class HttpAuthDetector(Detector):
                 client = cast("HttpRequest", event).client
                 if client not in clean:
                     clean.add(client)
-                    if self._slow_on and (client in rejections or client in failures):
-                        self._forgive(client)
+                    key = client_key(client)
+                    if self._slow_on and (key in rejections or key in failures):
+                        self._forgive(key)
                     if streaks:
-                        streaks.succeeded(client_key(client), event.ts)
+                        streaks.succeeded(key, event.ts)
                 continue
             if isinstance(event, HttpRequest | HttpAuthFailure):
                 clean.discard(event.client)

@@ -142,7 +142,8 @@ class SshBruteforceDetector(Detector):
         for i, event in enumerate(events):
             if not isinstance(event, SshEvent) or event.kind not in kinds:
                 if type(event) is SshEvent and event.kind is SshKind.ACCEPTED and self._slow:
-                    self._slow.forgive(event.client)  # a user who typos, then gets in
+                    # a user who typos, then gets in (counted under its /64, as below)
+                    self._slow.forgive(client_key(event.client))
                 continue
             found = count(event)
             if found is not None:
