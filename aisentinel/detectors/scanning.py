@@ -13,18 +13,27 @@
   success there no longer counts. Hits that were all successes on paths not (yet)
   learned give a MEDIUM finding (an alert: it may be the first user of the app's
   resource), and none when one of their paths has been learned since. A success on a
-  status page monitors scrape (:data:`STATUS_PAGES`) is not counted.
+  status page monitors scrape (:data:`STATUS_PAGES`) is not counted. A secret or
+  credential file (:data:`SECRET_PATH`: ``.env``, Git internals, cloud credentials,
+  config backups, Spring actuator dumps) is never learned as the app's own: on a
+  server that wrongly serves it, every client that downloads it is counted, however
+  many did before (the ``secret-file-served`` rule also reports each one).
 * 404 bursts: ``not_found_threshold`` responses with a status in
   ``not_found_statuses`` within ``not_found_window`` (default 20 in a minute): a
   MEDIUM finding, counted with the compact rate estimate of
   :class:`~.window.RateWindows` (exact for a burst within one window of the
   client's first 404; five floats a client instead of twenty timestamps). Paths
   browsers and crawlers ask for on their own (``not_found_ignore``: favicons,
-  ``robots.txt``, touch icons, source maps) do not count.
+  ``robots.txt``, touch icons, source maps) do not count. A client that goes on
+  after that burst, with ``not_found_high_threshold`` distinct not-found paths within
+  ``not_found_high_window`` (default 100 in a minute, counted from its burst's finding
+  on), is a HIGH finding: a scanner walking a word list, where a browser's or a NAT's
+  misses repeat a few paths (stale chunks after a deploy) however many users ask.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import cast
@@ -52,7 +61,13 @@ from aisentinel.detectors.paths import (
 )
 from aisentinel.detectors.paths import parse_patterns as _parse_patterns
 from aisentinel.detectors.shared import SharedState
-from aisentinel.detectors.window import EventWindows, RateWindows, RecentSet
+from aisentinel.detectors.window import (
+    Crossing,
+    DistinctWindows,
+    EventWindows,
+    RateWindows,
+    RecentSet,
+)
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 STATUS_PAGES = frozenset(
@@ -60,6 +75,16 @@ STATUS_PAGES = frozenset(
 )
 """Status pages that monitors scrape (Prometheus' nginx, Apache and php-fpm exporters):
 a success there is not counted (a monitor's polling, however often); a miss is."""
+
+SECRET_PATH = re.compile(
+    r"/\.env(?:\.[^/]*)?$"
+    r"|/\.(?:git|svn|hg)/|/\.git-credentials$|/\.aws/(?:credentials|config)$"
+    r"|\.php(?:\.(?:bak|old|orig|save|swp|swo)|~)$"
+    r"|/actuator/(?:env|heapdump|threaddump|configprops|logfile|httptrace|trace)(?:/|$)"
+)
+"""Secret and credential files, on the normalised path: never an application's own
+resource however many clients are served them. The same patterns as the
+``secret-file-served`` and ``secret-file-probe`` rules (``rules/exposure.toml``)."""
 
 DEFAULT_NOT_FOUND_IGNORE = (
     "/favicon.ico",
@@ -99,6 +124,10 @@ class ScanningConfig(WindowedConfig):
     not_found_window: Window = 60.0
     not_found_statuses: tuple[HttpStatus, ...] = (404,)
     not_found_ignore: tuple[str, ...] = DEFAULT_NOT_FOUND_IGNORE
+    not_found_high_threshold: Threshold = 100
+    """Distinct not-found paths within ``not_found_high_window`` that make a client's
+    404 burst HIGH, counted from the burst's finding on."""
+    not_found_high_window: Window = 60.0
     own_resource_clients: int = Field(default=3, ge=2, le=100)
     """Distinct clients served 2xx/304 on a sensitive path that make it the app's own."""
     own_resource_paths: int = Field(default=4096, ge=1, le=100_000)
@@ -146,6 +175,11 @@ class ScanningDetector(BatchDetector):
         self._not_found = RateWindows(
             config.not_found_threshold, config.not_found_window, config.max_keys
         )
+        self._bursting = RecentSet(config.not_found_high_window, config.max_keys)
+        """Per client: when its last 404 burst was reported (only those count distinct paths)."""
+        self._not_found_paths = DistinctWindows(
+            config.not_found_high_threshold, config.not_found_high_window, config.max_keys
+        )
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -189,7 +223,9 @@ class ScanningDetector(BatchDetector):
         status = event.status
         client = client_key(event.client)
         if 200 <= status < 300 or status == 304:
-            if path in STATUS_PAGES or self._serve(path, client):
+            if path in STATUS_PAGES or (
+                SECRET_PATH.search(path) is None and self._serve(path, client)
+            ):
                 return None  # a monitor's scrape, or the app's own resource
         else:
             self._missed.add(client, event.ts)
@@ -237,28 +273,70 @@ class ScanningDetector(BatchDetector):
         return sum(1 for served in self._served.values() if len(served) >= need)
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:
-        crossing = self._not_found.hit(event.client, event.ts)  # volume: per address
+        client = event.client  # volume: per address
+        ts = event.ts
+        cfg = self._cfg
+        if self._bursting.seen(client, ts):
+            path = normalise_path(event.path)[:_MAX_EVIDENCE_PATH]
+            crossing = self._not_found_paths.hit(client, path, ts)
+            if crossing is not None:
+                high = (cfg.not_found_high_threshold, cfg.not_found_high_window)
+                return self._not_found_finding(
+                    crossing, event, Severity.HIGH, "distinct not-found paths", high
+                )
+        crossing = self._not_found.hit(client, ts)
         if crossing is None:
             return None
+        path = normalise_path(event.path)[:_MAX_EVIDENCE_PATH]
+        self._bursting.add(client, ts)
+        self._not_found_paths.hit(client, path, ts)
+        crossing = crossing._replace(evidence=(path,))
+        limit = (cfg.not_found_threshold, cfg.not_found_window)
+        return self._not_found_finding(
+            crossing, event, Severity.MEDIUM, "not-found responses", limit
+        )
+
+    def _not_found_finding(
+        self,
+        crossing: Crossing,
+        event: HttpRequest,
+        severity: Severity,
+        what: str,
+        limit: tuple[int, float],
+    ) -> Finding:
+        """The finding about ``event``'s client for a 404 crossing (``limit``: its
+        threshold and window); the evidence is the crossing's last three paths."""
         return crossing_finding(
             crossing,
             ts=event.ts,
             detector=self.name,
-            severity=Severity.MEDIUM,
+            severity=severity,
             client=event.client,
             key=event.client,
-            what="not-found responses",
-            evidence=(normalise_path(event.path)[:_MAX_EVIDENCE_PATH],),
-            threshold=self._cfg.not_found_threshold,
-            window=self._cfg.not_found_window,
+            what=what,
+            evidence=crossing.evidence[-3:],
+            threshold=limit[0],
+            window=limit[1],
             source=event.source,
         )
 
     def expire(self, now: float) -> int:
-        return self._sensitive.expire(now) + self._not_found.expire(now) + self._missed.expire(now)
+        return (
+            self._sensitive.expire(now)
+            + self._not_found.expire(now)
+            + self._missed.expire(now)
+            + self._bursting.expire(now)
+            + self._not_found_paths.expire(now)
+        )
 
     def tracked_keys(self) -> int:
-        return len(self._sensitive) + len(self._not_found) + len(self._missed)
+        return (
+            len(self._sensitive)
+            + len(self._not_found)
+            + len(self._missed)
+            + len(self._bursting)
+            + len(self._not_found_paths)
+        )
 
 
 REGISTRY.register("scanning", ScanningConfig, ScanningDetector)

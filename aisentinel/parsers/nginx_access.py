@@ -33,7 +33,7 @@ from aisentinel.parsers.timestamps import NginxTimeLocal
 _USER = r"([^ ]++)"
 _REST = (
     r' \[([^\]]{26})\] "(?:([A-Z]++) ([^" ]*+) HTTP/(?:1\.[01]|[23]\.0)|([^"]*+))" '
-    r'([0-9]{3}) ([0-9]++|-)(?: "[^"]*+")?(?: "([^"]*+)")?'
+    r'([0-9]{3}) ([0-9]++|-)(?: "([^"]*+)")?(?: "([^"]*+)")?'
 )
 _HEAD = r"([0-9A-Fa-f.:]++) [^ ]++ " + _USER + _REST
 _LINE = re.compile(_HEAD + r'(?: "([^"]*+)")?')
@@ -128,7 +128,7 @@ class NginxAccessParser(Parser):
                     if type(line) is CutLine and (cut := self.cut_request(line)) is not None:
                         append(cut)
                     continue
-            peer, user, when, method, path, raw, status, sent, agent, xff = m.groups()
+            peer, user, when, method, path, raw, status, sent, referer, agent, xff = m.groups()
             ts = times.get(when)
             if ts is None:
                 ts = to_time(when)
@@ -169,6 +169,7 @@ class NginxAccessParser(Parser):
                         None,
                         None,
                         None,
+                        None if not referer or referer == "-" else referer,
                     ),
                 )
             )

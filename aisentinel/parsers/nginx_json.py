@@ -248,6 +248,10 @@ class NginxJsonParser(Parser):
         body = (None if body in _UNSET else body) if type(body) is str else _opt_text(body)
         host = get("host")
         host = (None if host in _UNSET else host) if type(host) is str else _opt_text(host)
+        referer = get("http_referer")
+        referer = (
+            (None if referer in _UNSET else referer) if type(referer) is str else _opt_text(referer)
+        )
         # tuple.__new__ skips the NamedTuple's Python-level __new__; HttpRequest's order.
         return _new(
             HttpRequest,
@@ -266,6 +270,7 @@ class NginxJsonParser(Parser):
                 key_id,
                 body,
                 host,
+                referer,
             ),
         )
 

@@ -9,11 +9,11 @@ conditions hold (each text field it names, its methods, statuses and
 
 Per request the cost is one set lookup in the common case: the verdict for what a
 request's match depends on apart from its status (raw target, user agent and method;
-also user, host and body when a rule has an ``any`` condition) is cached in a
-bounded cache that starts afresh when full, and the keys that match no rule whatever
+also user, host, body and referer when a rule has an ``any`` or ``referer`` condition)
+is cached in a bounded cache that starts afresh when full, and the keys that match no rule whatever
 the status are kept in a set, which the rules detector tests a whole batch against
 in one pass. The verdicts for a raw target (which conditions its path, uri and query
-satisfy) and for a user agent are cached too, so a new combination of known parts
+satisfy) and for a user agent or a referer are cached too, so a new combination of known parts
 costs a few dictionary lookups. A request with a body is never cached (each is
 checked in full).
 
@@ -79,9 +79,10 @@ class Fields:
     user_agent: str
     extra: str
     malformed: bool
+    referer: str = ""
 
     def text(self, field: str) -> str:
-        """The text of ``field`` (``any`` joins the uri, user agent and extras)."""
+        """The text of ``field`` (``any`` joins the uri, user agent, referer and extras)."""
         if field == "path":
             return self.target.path
         if field == "uri":
@@ -90,7 +91,9 @@ class Fields:
             return self.target.query
         if field == "user_agent":
             return self.user_agent
-        return "\n".join((self.target.uri, self.user_agent, self.extra))
+        if field == "referer":
+            return self.referer
+        return "\n".join((self.target.uri, self.user_agent, self.referer, self.extra))
 
 
 def is_malformed(request: HttpRequest) -> bool:
@@ -110,6 +113,7 @@ def request_fields(request: HttpRequest, raw_target: str | None = None) -> Field
         fold_text(request.user_agent),
         extra,
         is_malformed(request),
+        "" if request.referer is None else fold_text(request.referer),
     )
 
 
@@ -202,6 +206,7 @@ _EXTRA_KEY: Callable[[HttpRequest], tuple[Any, ...]] = itemgetter(
     _FIELD("user"),
     _FIELD("host"),
     _FIELD("body"),
+    _FIELD("referer"),
 )
 
 
@@ -232,6 +237,7 @@ class Matcher:
                 cond = len(self._cond_rule)
                 self._cond_rule.append(index)
                 conds.append(cond)
+                # ``any``: the referer is scanned with the extras (user, host, body).
                 homes = ("uri", "user_agent", "extra") if field == "any" else (field,)
                 for op in ("exact", "prefix", "suffix", "contains", "regex"):
                     for pattern in getattr(text, op):
@@ -254,17 +260,21 @@ class Matcher:
             compiled.compile(entries[field])
         self._path_fields = (self._fields["path"], self._fields["uri"], self._fields["query"])
         self._ua_field = self._fields["user_agent"]
+        self._referer_field = self._fields["referer"]
         self._extra_field = self._fields["extra"]
         self._limit = cache_entries
         self._targets: dict[str, tuple[Target, frozenset[int], tuple[_Compiled, ...]]] = {}
         self._agents: dict[str, frozenset[int]] = {}
         self._extras: dict[str, frozenset[int]] = {}
+        self._referers: dict[str, frozenset[int]] = {}
         self._requests: dict[tuple[Any, ...], tuple[Target, tuple[_Compiled, ...]]] = {}
-        self.has_extra = bool(entries["extra"])
-        """Whether some rule looks at the user, host or body (an ``any`` condition)."""
+        self.has_extra = bool(entries["extra"] or entries["referer"])
+        """Whether some rule looks at the user, host, body or referer (an ``any`` or a
+        ``referer`` condition)."""
+        self._has_referer = bool(entries["referer"])
         self.key: Callable[[HttpRequest], tuple[Any, ...]] = _EXTRA_KEY if self.has_extra else _KEY
         """What a request's verdict depends on, status aside: its raw target, user agent
-        and method (and user, host and body when some rule looks at them)."""
+        and method (and user, host, body and referer when some rule looks at them)."""
         self.quiet_requests: set[tuple[Any, ...]] = set()
         """Keys (:attr:`key`) known to match no rule whatever the status (a subset of
         the request cache; never one with a body, whose verdict is not cached)."""
@@ -300,29 +310,25 @@ class Matcher:
         self._targets[raw] = verdict
         return verdict
 
-    def _agent(self, raw: str) -> frozenset[int]:
-        cached = self._agents.get(raw)
+    def _header(self, raw: str, field: _Field, cache: dict[str, frozenset[int]]) -> frozenset[int]:
+        """The conditions the header text ``raw`` satisfies in ``field``, remembered in
+        ``cache`` (a user agent, a referer, a user or host)."""
+        cached = cache.get(raw)
         if cached is not None:
             return cached
         found: set[int] = set()
-        self._ua_field.scan(fold_text(raw), found)
+        field.scan(fold_text(raw), found)
         verdict = frozenset(found) if found else _EMPTY
-        if len(self._agents) >= self._limit:
-            self._agents.clear()
-        self._agents[raw] = verdict
+        if len(cache) >= self._limit:
+            cache.clear()
+        cache[raw] = verdict
         return verdict
 
+    def _agent(self, raw: str) -> frozenset[int]:
+        return self._header(raw, self._ua_field, self._agents)
+
     def _extra(self, raw: str) -> frozenset[int]:
-        cached = self._extras.get(raw)
-        if cached is not None:
-            return cached
-        found: set[int] = set()
-        self._extra_field.scan(fold_text(raw[:MAX_TARGET]), found)
-        verdict = frozenset(found) if found else _EMPTY
-        if len(self._extras) >= self._limit:
-            self._extras.clear()
-        self._extras[raw] = verdict
-        return verdict
+        return self._header(raw, self._extra_field, self._extras)
 
     # ----------------------------------------------------------------- matching
 
@@ -363,9 +369,13 @@ class Matcher:
         by_method = self._by_method.get(method) if self._by_method else None
         extra_conds: set[int] = set()
         if self.has_extra:
-            for value in (request.user, request.host):
+            for value in (request.user, request.host, request.referer):
                 if value is not None:
                     extra_conds.update(self._extra(value))
+            if self._has_referer and request.referer is not None:
+                extra_conds.update(
+                    self._header(request.referer, self._referer_field, self._referers)
+                )
             if request.body is not None:
                 self._extra_field.scan(fold_text(request.body[:MAX_TARGET]), extra_conds)
         if not agent_conds and by_method is None and not extra_conds:
@@ -453,6 +463,10 @@ def _first_hit(field: str, ops: dict[str, tuple[str, ...]], fields: Fields) -> H
     texts = [fields.text(field)]
     if field == "any":
         texts = [fields.target.uri, fields.user_agent, *fields.extra.split("\n")]
+        if fields.referer:
+            texts.insert(2, fields.referer)
+    elif field == "referer" and not fields.referer:
+        return None  # no referer logged: as the matcher, which has nothing to scan
     for text in texts:
         found = _first_op(text, ops)
         if found is not None:

@@ -16,10 +16,12 @@ A rules file holds ``[[rules]]`` tables::
 
 ``match`` fields (all that are given must hold; inside one text field, any pattern):
 
-* ``path``, ``uri``, ``query``, ``user_agent``, ``any`` - text, as
+* ``path``, ``uri``, ``query``, ``user_agent``, ``referer``, ``any`` - text, as
   :mod:`~aisentinel.rules.normalise` gives it (lower case): ``exact``, ``prefix``,
   ``suffix``, ``contains`` (literals) and ``regex`` (RE2 syntax, linear time).
-  ``any`` is the uri, user agent, user, host and body together;
+  ``referer`` is the ``Referer`` header as logged (a request without one matches no
+  ``referer`` pattern); ``any`` is the uri, user agent, referer, user, host and body
+  together;
 * ``method`` - request methods (upper case);
 * ``status`` - codes or classes (``404``, ``"4xx"``);
 * ``malformed`` - the request line was not ``METHOD TARGET HTTP/x`` with a known
@@ -28,7 +30,7 @@ A rules file holds ``[[rules]]`` tables::
 
 A rule needs a text pattern, a method list or ``malformed = true`` (a status alone
 would match every request of that class). ``tests`` are log lines (``line``) or
-requests (``request``, ``status``, ``agent``, ``user``) the rule must match; the
+requests (``request``, ``status``, ``agent``, ``referer``, ``user``) the rule must match; the
 pack tests replay them. ``enabled = false`` with only an ``id`` turns off a rule of
 that id shipped or defined elsewhere.
 
@@ -83,7 +85,7 @@ _ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,79}$")
 _STATUS_CLASS = re.compile(r"^[1-5]xx$")
 _METHOD = re.compile(r"^[A-Z][A-Z0-9_-]{0,31}$")
 
-TEXT_FIELDS = ("path", "uri", "query", "user_agent", "any")
+TEXT_FIELDS = ("path", "uri", "query", "user_agent", "referer", "any")
 """The text fields a rule may match, in the order conditions are listed."""
 
 TEXT_OPS = ("exact", "prefix", "suffix", "contains", "regex")
@@ -177,6 +179,7 @@ class RuleMatch(StrictModel):
     uri: TextMatch | None = None
     query: TextMatch | None = None
     user_agent: TextMatch | None = None
+    referer: TextMatch | None = None
     any: TextMatch | None = None
     method: tuple[str, ...] = Field(default=(), max_length=64)
     status: tuple[HttpStatus | str, ...] = Field(default=(), max_length=600)
@@ -207,7 +210,7 @@ class RuleMatch(StrictModel):
     def _selective(self) -> Self:
         if not self.text() and not self.method and not self.malformed:
             raise ValueError(
-                "needs a text pattern (path, uri, query, user_agent, any), a method list "
+                "needs a text pattern (path, uri, query, user_agent, referer, any), a method list "
                 "or malformed = true: a status alone would match every such request"
             )
         return self
@@ -221,6 +224,7 @@ class RuleTest(StrictModel):
     status: HttpStatus = 404
     agent: str = Field(default="Mozilla/5.0 (X11; Linux x86_64)", max_length=4096)
     user: str | None = Field(default=None, max_length=256)
+    referer: str | None = Field(default=None, max_length=4096)
 
     @model_validator(mode="after")
     def _one(self) -> Self:

@@ -15,9 +15,10 @@ def rule_test_line(test: RuleTest, n: int = 0) -> str:
         return test.line
     user = test.user or "-"
     agent = test.agent.replace('"', "\\x22")
+    referer = "-" if test.referer is None else test.referer.replace('"', "\\x22")
     second = n % 60
     minute = n // 60 % 60
     return (
         f"{TEST_CLIENT} - {user} [01/Jan/2025:00:{minute:02d}:{second:02d} +0000] "
-        f'"{test.request}" {test.status} 153 "-" "{agent}"'
+        f'"{test.request}" {test.status} 153 "{referer}" "{agent}"'
     )
