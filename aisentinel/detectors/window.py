@@ -1378,6 +1378,12 @@ class RecentSet(_SlotStore):
         """Whether ``key`` was marked no longer than ``ttl`` before ``ts``."""
         return ts - self.last(key) <= self.ttl
 
+    def discard(self, key: str) -> None:
+        """Forget ``key``'s time (its slot stays until expiry drops it)."""
+        slot = self._keys.get(key)
+        if slot is not None:
+            self._data[slot * self._stride] = _NEG_INF
+
     def clear(self) -> None:
         """Drop every key and give back its room; :attr:`evicted` keeps counting (it is
         exported as a counter)."""
