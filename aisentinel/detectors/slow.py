@@ -12,8 +12,9 @@ doubles at most (the default 20,000 clients, two windows and 20 events: under
 of one :class:`~.window.EventWindows` table per window, except under expiry (a
 client goes when it is idle for longer than the longest window; a shorter window
 keeps its evidence samples of a client idle past it, see the store) and so under
-eviction after expiries: a client evicted leaves every long window at once, in the
-longest window's order.
+eviction: a client evicted leaves every long window at once, and a client with two
+or more failures is never evicted by clients with one each (an address flood meant to
+push a slow attacker out: see the store).
 
 A long-window finding is a finding like any other: the decision engine records its
 ban, so it counts as an offence and the next ban of that address is escalated
