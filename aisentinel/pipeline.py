@@ -26,10 +26,11 @@ from aisentinel.clock import Clock
 from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.detectors.base import Detector
-from aisentinel.detectors.common import set_ipv6_key_prefix
+from aisentinel.detectors.common import client_key, set_ipv6_key_prefix
 from aisentinel.detectors.shared import SharedState
 from aisentinel.events import (
     Action,
+    AddressTarget,
     Batch,
     Decision,
     Event,
@@ -629,9 +630,27 @@ class Pipeline:
                     del held[name]
         self.shared.expire(now)
         expired = self.engine.expire(now)
+        if expired:
+            self._bans_ended(expired)
         if self.runner is not None and expired:
             self.runner.submit_expired(expired)
         return expired
+
+    def _bans_ended(self, ended: Sequence[Decision]) -> None:
+        """Tell the detectors which clients' bans ended (:meth:`Detector.ban_ended`): the
+        key each counts a banned address, or network, under."""
+        keys = {
+            client_key(d.target.text) if d.target.is_host else d.target.text
+            for d in ended
+            if isinstance(d.target, AddressTarget)
+        }
+        for detector in self.detectors:
+            for key in keys:
+                try:
+                    detector.ban_ended(key)
+                except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
+                    self._fault("detect", detector.name, "", exc, None)
+                    break
 
     def tracked_keys(self) -> Mapping[str, int]:
         """Keys held per detector (bounded by each detector's ``max_keys``)."""

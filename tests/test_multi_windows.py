@@ -19,13 +19,14 @@ def _random_windows(rng: random.Random) -> list[tuple[int, float]]:
 
 
 def _run_against_oracle(seed: int, max_keys: int = 10_000) -> int:
-    """Feed one random sequence to the store and to one EventWindows per window, both
-    holding ``max_keys``; the number of crossings (asserting identical ones on every hit)."""
+    """Feed one random sequence to the store (holding ``max_keys``) and to one
+    EventWindows per window, which forget each key the store evicts when it does; the
+    number of crossings (asserting identical ones on every hit)."""
     rng = random.Random(seed)
     windows = _random_windows(rng)
     evidence_max = rng.choice((1, 2, 5))
     store = MultiEventWindows(windows, max_keys, evidence_max=evidence_max)
-    oracle = [EventWindows(t, w, max_keys, evidence_max=evidence_max) for t, w in windows]
+    oracle = [EventWindows(t, w, 10_000, evidence_max=evidence_max) for t, w in windows]
     keys = [f"10.0.0.{i}" for i in range(rng.randint(1, 6) * (1 if max_keys > 6 else 3))]
     whole = rng.random() < 0.5  # syslog times: whole seconds, so ties happen
     ts = 0.0
@@ -47,10 +48,15 @@ def _run_against_oracle(seed: int, max_keys: int = 10_000) -> int:
         at = float(round(ts)) if whole else ts
         key = rng.choice(keys)
         sample = rng.choice((None, "root", "admin", "ubuntu", "git", "oracle", "pi"))
+        evicted = store.evicted
         got = store.hit(key, at, sample)
+        if store.evicted != evicted:  # the store evicted a key: the tables forget it
+            for gone in keys:
+                if gone not in store:
+                    for table in oracle:
+                        table.clear(gone)
         want = tuple(table.hit(key, at, sample) for table in oracle)
         assert got == want, (seed, windows, key, at)
-        assert store.evicted == oracle[0].evicted
         crossings += sum(c is not None for c in got)
     return crossings
 
@@ -63,8 +69,8 @@ def test_matches_one_event_windows_per_window() -> None:
 
 
 def test_matches_under_eviction_without_expiry() -> None:
-    """With more keys than max_keys (and no expire calls) the store evicts the keys the
-    separate tables evict, at the same hits: the crossings stay identical."""
+    """With more keys than max_keys (and no expire calls) the crossings stay those of
+    separate tables that forget each key the store evicts, at the same hit."""
     crossings = sum(_run_against_oracle(seed, max_keys=2 + seed % 4) for seed in range(300))
     assert crossings > 500
 
@@ -147,6 +153,51 @@ def test_eviction_drops_a_key_from_every_window_at_once() -> None:
     assert store.evicted == 2
     assert [store.hit("k0", 8.0 + i) for i in range(2)][-1] == (None, None)
     assert store.hit("k0", 10.0)[0] == Crossing(4, 7.0, ())
+
+
+def test_a_flood_of_one_event_keys_never_evicts_a_key_with_several() -> None:
+    """Keys with two or more events outlast any number of one-event keys (an address
+    flood meant to push a slow attacker out of the long windows); a key's first event
+    outlasts max_keys - max_keys // 2 newcomers."""
+    store = MultiEventWindows([(20, 86_400.0)], 100)
+    for i in range(3):
+        store.hit("attacker", float(i))
+    for j in range(10):
+        store.hit(f"friend{j}", 5.0)
+        store.hit(f"friend{j}", 6.0)
+    store.hit("fresh", 7.0)
+    for n in range(50):
+        store.hit(f"flood{n}", 10.0)
+    assert "fresh" in store  # 50 newcomers: within the first event's guarantee
+    for n in range(50, 100_000):
+        store.hit(f"flood{n}", 10.0 + n / 1000)
+    assert "attacker" in store
+    assert all(f"friend{j}" in store for j in range(10))
+    assert "fresh" not in store
+    assert len(store) == 100
+    for i in range(16):
+        assert store.hit("attacker", 200.0 + i) == (None,)
+    assert store.hit("attacker", 300.0) == (Crossing(20, 0.0, ()),)
+
+
+def test_promoted_keys_are_capped_and_go_back_in_second_chance_order() -> None:
+    """At most half the store is protected: a key promoted beyond that sends back the
+    protected key without a newer event, which the next newcomers evict."""
+    store = MultiEventWindows([(3, 600.0)], 4)
+    for key in ("a", "b"):
+        store.hit(key, 1.0)
+        store.hit(key, 1.0)  # the same second: two events
+    store.hit("one", 2.0)
+    store.hit("two", 2.0)
+    store.hit("three", 3.0)  # full: a and b promoted, "one" evicted
+    assert "one" not in store
+    store.hit("a", 10.0)  # a newer event since its promotion
+    store.hit("c", 11.0)  # evicts "two"
+    store.hit("c", 11.0)
+    store.hit("four", 12.0)  # evicts "three"
+    store.hit("five", 13.0)  # c promoted: b (no newer event) back, "four" evicted
+    store.hit("six", 14.0)  # b evicted
+    assert [k in store for k in ("a", "b", "c", "five", "six")] == [True, False, True, True, True]
 
 
 def test_trim_after_lowering_max_keys() -> None:

@@ -171,3 +171,45 @@ def test_unban_of_a_slow_attacker_bans_again_at_its_next_failure(tmp_path: Path)
     assert run.pipeline.engine.unban(ATTACKER, who="test") is not None
     run.failures(T0 + 180 * 10, 1)
     assert [(d.action, d.detector) for d in run.decisions[1:]] == [(Action.BAN, "ssh_bruteforce")]
+
+
+def _slowly(run: Run, start: float, n: int, client: str = ATTACKER) -> float:
+    """``n`` failures from ``client``, one every 16 minutes from ``start`` (under every
+    fast and 1h window, 20 of them cross the day's), expiring as the daemon does; the
+    time after the last."""
+    for i in range(n):
+        ts = start + 960 * i
+        run.pipeline.expire(ts)
+        run.failures(ts, 1, client)
+    return start + 960 * n
+
+
+def test_a_slow_attacker_back_from_its_ban_is_banned_again_within_hours(tmp_path: Path) -> None:
+    """A slow attacker banned by the day's window and back at the same pace after its
+    1h ban is banned again after 20 more failures (5h20m), not a day after the first
+    report; none while its ban is in force."""
+    run = Run(tmp_path)
+    end = _slowly(run, T0, 20)
+    assert [(d.action, d.offence) for d in run.decisions] == [(Action.BAN, 1)]
+    first = run.decisions[0]
+    assert first.expires_at is not None
+    run.failures(first.expires_at - 10, 1)  # during the ban: quiet
+    assert len(run.decisions) == 1
+    back = max(end, first.expires_at + 60)
+    _slowly(run, back, 20)
+    assert [(d.action, d.offence) for d in run.decisions[1:]] == [(Action.BAN, 2)]
+    assert run.decisions[1].ts - back < 6 * 3600
+
+
+def test_a_fast_attacker_back_slowly_from_its_ban_is_banned_again(tmp_path: Path) -> None:
+    """A client banned by the fast window that comes back slowly after its ban is
+    reported by the long windows (they count it afresh from the ban's end), not first
+    a day after the fast report; an IPv6 client the same, counted and banned per /64."""
+    for client in (ATTACKER, "2001:db8:5:6::7"):
+        run = Run(tmp_path / client.replace(":", "_"))
+        run.failures(T0, 5, client)
+        assert [d.action for d in run.decisions] == [Action.BAN]
+        expires = run.decisions[0].expires_at
+        assert expires is not None
+        _slowly(run, expires + 60, 20, client.replace("::7", "::8"))
+        assert [(d.action, d.offence) for d in run.decisions[1:]] == [(Action.BAN, 2)], client

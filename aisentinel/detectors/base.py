@@ -50,6 +50,15 @@ class Unquiet(Protocol):
         """End every key's quiet period."""
 
 
+@runtime_checkable
+class Restart(Protocol):
+    """A holder of per-client counts that :meth:`Detector.ban_ended` restarts: the long
+    windows (:class:`~aisentinel.detectors.slow.SlowCounters`)."""
+
+    def restart(self, key: str) -> None:
+        """``key``'s ban ended: count it afresh."""
+
+
 class DetectorConfigBase(StrictModel):
     """Keys every ``[detectors.<name>]`` table has."""
 
@@ -166,6 +175,22 @@ class Detector(ABC):
         for value in vars(self).values():
             if isinstance(value, Unquiet):
                 value.unquiet()
+
+    def ban_ended(self, key: str) -> None:
+        """The ban of the client counted under ``key`` (:func:`~.common.client_key`)
+        ended in its time: count it afresh from now.
+
+        Called by the pipeline for each ban that expires. A detector reports a key once
+        per window and stays quiet for that window; the long windows (a day) outlast a
+        first ban (an hour), so a client back from its ban would be reported again only
+        a day after the first report. While the ban is in force nothing changes: one
+        finding per client per decision.
+
+        The default calls ``restart(key)`` on each holder of such counts
+        (:class:`Restart`) held as the detector's attributes."""
+        for value in vars(self).values():
+            if isinstance(value, Restart):
+                value.restart(key)
 
     def counted(self) -> tuple[int, int]:
         """``(evicted, overflows)`` since the start: :meth:`window_counts` plus what the

@@ -12,8 +12,9 @@ doubles at most (the default 20,000 clients, two windows and 20 events: under
 of one :class:`~.window.EventWindows` table per window, except under expiry (a
 client goes when it is idle for longer than the longest window; a shorter window
 keeps its evidence samples of a client idle past it, see the store) and so under
-eviction after expiries: a client evicted leaves every long window at once, in the
-longest window's order.
+eviction: a client evicted leaves every long window at once, and a client with two
+or more failures is never evicted by clients with one each (an address flood meant to
+push a slow attacker out: see the store).
 
 A long-window finding is a finding like any other: the decision engine records its
 ban, so it counts as an offence and the next ban of that address is escalated
@@ -79,7 +80,8 @@ class SlowCounters:
 
     A long window does not report a client the fast window reported within that
     long window (a fast attack crosses "10 in an hour" too): only the slow ones, and
-    the ones that come back after their ban."""
+    the ones that come back after their ban (:meth:`restart`: counted afresh from the
+    ban's end)."""
 
     __slots__ = ("_reported", "_store")
 
@@ -115,6 +117,17 @@ class SlowCounters:
         if self._store is not None:
             self._store.unquiet()
         self._reported.clear()
+
+    def restart(self, key: str) -> None:
+        """``key``'s ban ended: count it afresh from now, in every long window, whether or
+        not the fast window reported it. A long window's quiet period (as long as the
+        window: a day) would otherwise outlast the ban (an hour at first) and give a
+        client back from its ban a day of free tries; its failures before the ban were
+        acted on by it, so they count no more, as fail2ban forgets a client's failures
+        when it bans it."""
+        if self._store is not None:
+            self._store.clear(key)
+        self._reported.discard(key)
 
     def forgive(self, key: str) -> None:
         """``key`` logged in: its failures so far are a user's typos, not a slow attack."""

@@ -9,7 +9,8 @@ lives in one flat ``array('d')`` per store, ``stride`` doubles a slot; slots of
 dropped keys are reused. A hit is one dict lookup; it never reorders anything.
 
 Which key goes first: second chance (the CLOCK approximation of least recently
-seen). Keys wait in a FIFO queue (a ``deque`` of the key strings) in the order
+seen; :class:`MultiEventWindows` keeps keys with several events apart from those with
+one, see the class). Keys wait in a FIFO queue (a ``deque`` of the key strings) in the order
 they were added or last re-queued; each slot records the key's newest event time
 when it was queued. When the table is full, keys are taken from the front: a key
 that has had a newer event since it was queued is re-queued at the back (its
@@ -291,12 +292,18 @@ class _SlotStore(ABC):
             newest = self._newest(base)
             if newest > data[base + queued]:
                 data[base + queued] = newest
-                queue.append(key)
-                continue
+                if self._spared(key, base):
+                    continue
             del keys[key]
             self._forget(key, base)
             self.evicted += 1
             return slot
+
+    def _spared(self, key: str, base: int) -> bool:
+        """Eviction took ``key`` (slot at ``base``), which had a newer event since it was
+        queued (its queued time is set now), from the queue: whether it stays (re-queued)."""
+        self._queue.append(key)
+        return True
 
     def trim(self) -> int:
         """Evict keys (second-chance order) until at most ``max_keys`` are held; how many.
@@ -314,8 +321,24 @@ class _SlotStore(ABC):
 
     def _expire(self, horizon: float) -> int:
         """Drop queued keys whose newest event is before ``horizon`` (see module doc)."""
+        dropped = 0
+        for queue in self._queues():
+            dropped += self._expire_queue(queue, horizon)
+        if dropped:
+            self.compact()
+        return dropped
+
+    def _queues(self) -> tuple[deque[str], ...]:
+        """The queues that hold the keys (each key in one)."""
+        return (self._queue,)
+
+    def _requeue(self, queue: deque[str], base: int) -> None:
+        """Expiry found the front key of ``queue`` (slot at ``base``) with a newer event
+        since it was queued: to the back (its queued time is set already)."""
+        queue.rotate(-1)
+
+    def _expire_queue(self, queue: deque[str], horizon: float) -> int:
         keys = self._keys
-        queue = self._queue
         data = self._data
         stride = self._stride
         queued = self._queued
@@ -334,11 +357,9 @@ class _SlotStore(ABC):
                 dropped += 1
             elif newest > data[base + queued]:
                 data[base + queued] = newest
-                queue.rotate(-1)
+                self._requeue(queue, base)
             else:
                 break
-        if dropped:
-            self.compact()
         return dropped
 
     def compact(self) -> bool:
@@ -355,7 +376,7 @@ class _SlotStore(ABC):
         old = self._data
         data = array("d")
         index: dict[str, Any] = {}
-        for key in self._queue:
+        for key in (key for queue in self._queues() for key in queue):
             base = keys[key] * stride
             index[key] = _slot_object(len(data) // stride)
             data.extend(old[base : base + stride])
@@ -703,7 +724,26 @@ class MultiEventWindows(_SpillStore):
     have dropped them), and a full table evicts a key from every window at once in the
     order of the longest window's queue (separate tables evict in the same order until
     their expiry walks, with shorter horizons, have reordered their queues). Without
-    :meth:`expire` calls the answers are identical, eviction included.
+    :meth:`expire` calls the answers are those of separate tables that forget a key
+    when this store evicts it.
+
+    Eviction (probation and protected, as a segmented LRU): a new key enters the
+    probation queue; a key taken from its front that holds two or more events, one of
+    them since it was queued, moves to the protected queue instead of being evicted, and
+    only probation keys are evicted (second chance is the promotion). The protected
+    queue holds at most ``max_keys // 2`` keys: past that, its front key without a newer
+    event since it was queued goes back to probation (with one, to its back). So:
+
+    * a key with two or more events is never evicted by keys with one event each,
+      whatever their number (an address flood of one-line connections from other /64s
+      meant to push a slow attacker out of the long windows: it only replaces other
+      one-event keys); to push it out, at least ``max_keys // 2`` keys must each make
+      two events, and then ``max_keys - max_keys // 2`` more keys before its next
+      event;
+    * a key's first event outlasts at least ``max_keys - max_keys // 2`` new keys (half
+      what a single second-chance queue gives; a key with one event is no slow attack).
+
+    No per-key memory: a key is in one of the two queues.
     """
 
     __slots__ = (
@@ -712,6 +752,8 @@ class MultiEventWindows(_SpillStore):
         "_floors",
         "_issued",
         "_none",
+        "_protected",
+        "_room",
         "_specs",
         "longest",
         "thresholds",
@@ -763,6 +805,60 @@ class MultiEventWindows(_SpillStore):
         self._floors = array("d", (_NEG_INF,) * len(windows))
         """Per window, quiet-until times at or below this are void (see :meth:`unquiet`).
         Per window: a long window's quiet periods end after every short one's."""
+        self._protected: deque[str] = deque()
+        """The keys promoted from ``_queue`` (probation): never evicted from here."""
+        self._room = max_keys // 2
+        """Most keys ``_protected`` holds."""
+
+    def _queues(self) -> tuple[deque[str], ...]:
+        return (self._queue, self._protected)
+
+    def _several(self, base: int) -> bool:
+        """Whether the key whose slot starts at ``base`` holds two or more event times."""
+        data = self._data
+        idx = int(data[base + _M_IDX])
+        spill = self._spill
+        if spill is None:
+            return data[base + _M_RING + (idx - 2) % self._size] > _NEG_INF
+        at = int(data[base + _M_SPILL])
+        if at < 0:
+            return idx >= 2
+        return spill[at + self._ring_off + (idx - 2) % self._size] > _NEG_INF
+
+    def _promote(self, key: str) -> None:
+        """Move ``key`` (taken from probation, its queued time set) to the protected
+        queue; when that is over :attr:`_room`, its front key without a newer event
+        since it was queued (second chance) goes back to probation."""
+        protected = self._protected
+        protected.append(key)
+        if len(protected) <= self._room:
+            return
+        keys = self._keys
+        data = self._data
+        stride = self._stride
+        while True:
+            first = protected.popleft()
+            base = keys[first] * stride
+            newest = self._newest(base)
+            if newest > data[base + _M_QUEUED]:
+                data[base + _M_QUEUED] = newest
+                protected.append(first)
+                continue
+            self._queue.append(first)
+            return
+
+    def _requeue(self, queue: deque[str], base: int) -> None:
+        if queue is self._queue and self._several(base):
+            self._promote(queue.popleft())
+        else:
+            queue.rotate(-1)
+
+    def _spared(self, key: str, base: int) -> bool:
+        """Promoted when it holds two or more events, else evicted (see the class)."""
+        if self._several(base):
+            self._promote(key)
+            return True
+        return False
 
     def unquiet(self) -> None:
         """End every key's quiet period in every window: a window the key is still over
@@ -790,8 +886,9 @@ class MultiEventWindows(_SpillStore):
         data = self._data
         n = self._size
         slot = self._keys.get(key)
-        # A new key's blank slot reads as a key without events (newest: -inf).
-        base = (self._allocate(key, ts) if slot is None else slot) * self._stride
+        # A new key's blank slot reads as a key without events (newest: -inf); queued at
+        # -inf, so that a second event, even at the same time, promotes it.
+        base = (self._allocate(key, _NEG_INF) if slot is None else slot) * self._stride
         idx = int(data[base + _M_IDX])
         # Where the key's last times are: ``ring[at + (idx - k) % n]`` is the k-th newest
         # (once ts is written) for every k up to ``n`` (blank times are -inf); the
@@ -1377,6 +1474,12 @@ class RecentSet(_SlotStore):
     def seen(self, key: str, ts: float) -> bool:
         """Whether ``key`` was marked no longer than ``ttl`` before ``ts``."""
         return ts - self.last(key) <= self.ttl
+
+    def discard(self, key: str) -> None:
+        """Forget ``key``'s time (its slot stays until expiry drops it)."""
+        slot = self._keys.get(key)
+        if slot is not None:
+            self._data[slot * self._stride] = _NEG_INF
 
     def clear(self) -> None:
         """Drop every key and give back its room; :attr:`evicted` keeps counting (it is
