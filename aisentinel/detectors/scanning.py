@@ -84,7 +84,7 @@ SECRET_PATH = re.compile(
 )
 """Secret and credential files, on the normalised path: never an application's own
 resource however many clients are served them. The same patterns as the
-``secret-file-served`` and ``secret-file-probe`` rules (``rules/exposure.toml``)."""
+``secret-file-served`` rule (``rules/exposure.toml``)."""
 
 DEFAULT_NOT_FOUND_IGNORE = (
     "/favicon.ico",
