@@ -114,10 +114,13 @@ class Reference:
         either: dict[str, float] = {}
         counted: list[int] = []
         doubted: list[int] = []
+        anonymous: list[int] = []
         for i, event in enumerate(events):
             if not isinstance(event, HttpRequest):
                 masks.append(0)
                 continue
+            if 200 <= event.status < 300 and event.user is None and event.key_id is None:
+                anonymous.append(i)
             mask = sum(1 << bit for bit, test in enumerate(self.tests) if test(event.path))
             masks.append(mask)
             key = f"{event.method} {event.path}"
@@ -152,7 +155,7 @@ class Reference:
             self.cred.add(client, ts)
         for client, ts in either.items():
             self.either.add(client, ts)
-        return BatchFacts(masks, marks, inferred, counted, frozenset(doubted))
+        return BatchFacts(masks, marks, inferred, counted, frozenset(doubted), anonymous)
 
     def _mark(self, event: HttpRequest, before: float, batch: dict[str, float]) -> float:
         """The mark from before the batch when every reader trusts it, else the exact one."""

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aisentinel.detectors.http_auth import HttpAuthConfig, HttpAuthDetector
+from aisentinel.detectors.shared import SharedState
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
 
 T0 = 1_764_000_000.0
@@ -205,3 +208,92 @@ def test_a_monitor_without_a_key_is_an_alert_not_a_ban() -> None:
     assert [f.severity for f in feed(irregular)] == [Severity.HIGH]
     flood: list[Event] = [probe(i * 2.0) for i in range(10)]
     assert [f.severity for f in feed(flood)] == [Severity.HIGH]
+
+
+OTHER = "198.51.100.10"
+
+
+def _get(ts: float, path: str, status: int = 200, **kw: Any) -> HttpRequest:
+    """A GET (``client``, ``user``, ``key_id`` in ``kw``)."""
+    return req(ts, path, status)._replace(method="GET", **kw)
+
+
+def _webui(forged: list[HttpRequest], every: int = 420, hours: int = 4) -> list[Event]:
+    """Open WebUI behind nginx: ``/api/config`` answers 200 to anyone, ``/api/v1/chats/``
+    401 without a session (so ``/api`` is checked); the attacker guesses a password on
+    ``/api/v1/auths/signin`` (400) ``every`` seconds and sends ``forged`` at each hour."""
+    events: list[Event] = []
+    for k in range(0, hours * 3600, 600):
+        events.append(_get(k, "/api/config", client=OTHER))
+        events.append(_get(k + 1, "/api/v1/chats/", 401, client=OTHER))
+    for k in range(0, hours * 3600, every):
+        events.append(req(k + 5, "/api/v1/auths/signin", 400))
+    for k in range(0, hours * 3600, 3600):
+        events += [e._replace(ts=e.ts + k) for e in forged]
+    return sorted(events, key=lambda e: e.ts)
+
+
+def _banned_slowly(found: list[Finding]) -> bool:
+    """Whether the attacker was found by a long window (HIGH: a ban)."""
+    return any(f.client == CLIENT and f.window > 300 and f.severity is Severity.HIGH for f in found)
+
+
+def test_a_forged_user_on_an_open_page_forgives_nothing() -> None:
+    """A password guesser's hourly ``curl -u x:y /api/config`` (a "login" on a page that
+    answers anyone, under a checked location) does not clear its long windows."""
+    forged = _get(300, "/api/config", user="x")
+    by_line, batched = _both(_webui([forged]))
+    assert _banned_slowly(by_line)
+    assert by_line == batched
+    assert _banned_slowly(feed(_webui([])))  # the same as without the forged requests
+
+
+def test_a_junk_bearer_401_on_an_open_page_does_not_make_it_checked() -> None:
+    """A 401 the attacker earns itself (a junk Bearer token) on the open page before its
+    forged login there does not make that login forgive: the page answers anyone."""
+    junk = _get(299, "/api/config", 401, key_id="sk-junk")
+    # A guess every 8 minutes: with the junk 401s still under 10 in an hour.
+    by_line, batched = _both(_webui([junk, _get(300, "/api/config", user="x")], every=480))
+    assert _banned_slowly(by_line)
+    assert by_line == batched
+
+
+def test_credentials_checked_forgives_a_login_anywhere() -> None:
+    """With ``[parsers] credentials = "checked"`` (every location checks) a login on any
+    path forgives, the open page's included; "learned" does not there."""
+    events = _webui([_get(300, "/api/config", user="x")])
+    for mode, banned in (("checked", False), ("learned", True)):
+        shared = SharedState()
+        shared.requests.trust.mode = mode
+        det = HttpAuthDetector(HttpAuthConfig(), shared=shared)
+        assert _banned_slowly([f for _, f in det.observe_many(events)]) is banned, mode
+
+
+def test_a_login_forgives_only_where_its_path_answered_401() -> None:
+    """A single user's logins forgive at a path that answered 401 (as nginx routes it: the
+    case, a trailing slash and the query do not matter), not at one that never did; a
+    login that could not forgive does not stop a later one of the same batch."""
+    challenges = [req(i * 300.0, "/private") for i in range(9)]
+    after = [req(3000.0 + i * 300, "/private") for i in range(3)]
+    checked = _get(2950, "/Private/?tab=1", user="alice")
+    unchecked = _get(2950, "/public", user="alice")
+    assert _both([*challenges, checked, *after]) == ([], [])
+    by_line, batched = _both([*challenges, unchecked, *after])
+    assert [f.window for f in by_line] == [3600.0]
+    assert by_line == batched
+    later = _get(2960, "/private", user="alice")
+    assert _both([*challenges, unchecked, later, *after]) == ([], [])
+
+
+def test_a_2xx_without_credentials_before_a_login_opens_its_path() -> None:
+    """Event order counts, in a batch as line by line: a 2xx without credentials on the
+    login's path before it makes the path open (no forgiving), one after it does not."""
+    challenges = [req(i * 300.0, "/") for i in range(9)]
+    after = [req(3000.0 + i * 300, "/") for i in range(3)]
+    login = _get(2950, "/", user="alice")
+    before = _get(2940, "/", client=OTHER)
+    behind = _get(2960, "/", client=OTHER)
+    by_line, batched = _both([*challenges, before, login, *after])
+    assert [f.window for f in by_line] == [3600.0]
+    assert by_line == batched
+    assert _both([*challenges, login, behind, *after]) == ([], [])

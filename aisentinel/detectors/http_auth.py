@@ -20,12 +20,21 @@ counted twice against one threshold:
 Either counter crossing gives a HIGH finding about the client. Each counter also
 has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
 10 in an hour and 20 in a day, see :mod:`~.slow`) for slow brute force: HIGH as well.
-A request that succeeds with credentials in the log (``user`` or ``key_id``, status
-below 400) clears its client's long windows, as an accepted login does for sshd: a
+A login clears its client's long windows, as an accepted login does for sshd: a
 basic-auth user's browser challenges (one 401 a session) and typos over a day are
-not a slow attack. Only credentials that count do (:class:`~.shared.CredentialTrust`):
-a user sent where nothing checks it (an open location, where nginx still logs it)
-forgives nothing.
+not a slow attack. A login is a request that succeeds with credentials in the log
+(``user`` or ``key_id``, status below 400) that count (:class:`~.shared.CredentialTrust`:
+a user sent where nothing checks it, an open location where nginx still logs it,
+forgives nothing), and it forgives only where a password is checked at its very path
+(:class:`_CheckedPaths`): that path (virtual host, when logged, and path as nginx
+routes it, without the query) answered a 401 within :data:`~.shared.LOCATION_TTL`
+(the browser's Basic challenge on ``/``, an API client's typo on its endpoint, in the
+same client's or anyone's request) and no 2xx to a request without credentials in that
+time (there it is open, and a 401 may be the client's own junk Bearer token). A forged
+Basic user on an open page of a checked location (Open WebUI's ``/api/config`` beside
+its ``/api/v1/chats/``, which answers 401) counts as a login but forgives nothing. With
+``[parsers] credentials = "checked"`` (every location checks) every login forgives.
+Either way a login still tells a stale key's streak that the client logs in (below).
 
 A guess changes what it sends; a misconfigured client repeats it. So an access-log
 crossing whose every counted rejection (since the counter's last crossing) repeats
@@ -63,8 +72,8 @@ from aisentinel.detectors.common import (
     client_key,
     key_identity,
 )
-from aisentinel.detectors.paths import PrefixMatcher
-from aisentinel.detectors.shared import SharedState, no_path
+from aisentinel.detectors.paths import PrefixMatcher, VerdictCache, path_views
+from aisentinel.detectors.shared import LOCATION_TTL, SharedState, no_path
 from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
 from aisentinel.detectors.window import (
     _HIGH,
@@ -77,6 +86,7 @@ from aisentinel.detectors.window import (
     _TOLD,
     Crossing,
     EventWindows,
+    RecentSet,
     _Streaks,
 )
 from aisentinel.events import Event, Finding, HttpAuthFailure, HttpRequest, Severity
@@ -108,6 +118,97 @@ of 401s comes far faster, and is counted as ever."""
 REPORT_MEMORY = 86_400.0
 """How long a client's repeated rejection (a stale key, a monitor) is remembered as
 reported: the next crossing made of the same one is told at most once in this time."""
+
+
+CHECKED_PATHS_LIMIT = 2048
+"""At most this many paths held per kind of evidence (a 401 served there; a 2xx served
+there without credentials), second-chance eviction: see :class:`_CheckedPaths`."""
+_PATH_CHARS = 200
+_HOST_CHARS = 255
+
+
+def _route(path: str) -> str:
+    """``path`` as nginx routes it (decoded, ``..`` resolved, lower-cased, no query),
+    truncated: ``/API/%63onfig?x`` and ``/api/config`` are one path."""
+    return path_views(path)[1][:_PATH_CHARS]
+
+
+class _CheckedPaths:
+    """Where a password is checked at the very path: per path (after the virtual host,
+    when logged), when a 401 and when a 2xx to a request with no user and no key id
+    were last served there. A login forgives (:meth:`checks`) only where the first came
+    within :data:`~.shared.LOCATION_TTL` and the second did not.
+
+    Two :class:`~.window.RecentSet` of at most :data:`CHECKED_PATHS_LIMIT` paths each,
+    expired after :data:`~.shared.LOCATION_TTL`, evicted in second-chance order: a path
+    marked again since it was last queued is queued again instead of evicted. So a flood
+    of new paths (an SPA's catch-all answers 200 to any path) evicts a path only when it
+    had no new mark while :data:`CHECKED_PATHS_LIMIT` new paths were added after it: a
+    path that traffic keeps hitting more often than that stays. A path pushed out of the
+    open marks reads as not open until its next 2xx without credentials; one pushed out
+    of the 401 marks forgives nothing until its next 401 (a flood of 401s counts against
+    its own clients). Evictions show in the detector's evicted keys.
+    """
+
+    __slots__ = ("_challenged", "_open", "_routes")
+
+    def __init__(self) -> None:
+        self._challenged = RecentSet(LOCATION_TTL, CHECKED_PATHS_LIMIT)
+        """Path -> the last 401 served there."""
+        self._open = RecentSet(LOCATION_TTL, CHECKED_PATHS_LIMIT)
+        """Path -> the last 2xx served there to a request without credentials."""
+        self._routes = VerdictCache(_route)
+
+    def key(self, request: HttpRequest) -> str:
+        """The path of ``request`` as held (after its virtual host, when logged)."""
+        route = self._routes(request.path)
+        host = request.host
+        return route if host is None else f"{host[:_HOST_CHARS]}\x1f{route}"
+
+    def challenged(self, request: HttpRequest) -> None:
+        """``request`` was answered 401."""
+        self._challenged.add(self.key(request), request.ts)
+
+    def opened(self, request: HttpRequest) -> None:
+        """``request`` (no user, no key id) was answered 2xx."""
+        self._open.add(self.key(request), request.ts)
+
+    def keys(self, requests: Sequence[HttpRequest]) -> list[str]:
+        """:meth:`key` of each of ``requests``."""
+        get = self._routes.get
+        routes = [get(r.path) for r in requests]
+        if None in routes:
+            fill = self._routes.fill
+            routes = [
+                fill(r.path) if k is None else k for r, k in zip(requests, routes, strict=True)
+            ]
+        keys = cast("list[str]", routes)
+        hosts = [r.host for r in requests]
+        if hosts.count(None) == len(hosts):
+            return keys
+        return [
+            key if host is None else f"{host[:_HOST_CHARS]}\x1f{key}"
+            for host, key in zip(hosts, keys, strict=True)
+        ]
+
+    def open_all(self, keys: list[str], times: list[float]) -> None:
+        """The 2xx without credentials at ``keys`` at ``times`` (in event order)."""
+        add = self._open.add
+        for key, ts in dict(zip(keys, times, strict=True)).items():
+            add(key, ts)
+
+    def checks(self, key: str, ts: float) -> bool:
+        """Whether a login at ``key`` at ``ts`` shows a password checked there: a 401
+        within :data:`~.shared.LOCATION_TTL`, no 2xx without credentials (as held)."""
+        return self._challenged.seen(key, ts) and not self._open.seen(key, ts)
+
+    def expire(self, now: float) -> int:
+        """Drop paths with no evidence within :data:`~.shared.LOCATION_TTL`; how many."""
+        return self._challenged.expire(now) + self._open.expire(now)
+
+    def evicted(self) -> int:
+        """Paths pushed out because their set was full."""
+        return self._challenged.evicted + self._open.evicted
 
 
 class HttpAuthConfig(WindowedConfig, SlowConfig):
@@ -143,6 +244,8 @@ class HttpAuthDetector(Detector):
         self._failures_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._rejections_slow = SlowCounters(config.slow(), config.slow_max_keys)
         self._slow_on = bool(self._rejections_slow)
+        self._paths = _CheckedPaths()
+        """Where logins forgive (kept only with long windows: nothing else reads it)."""
         self._streaks = _Streaks(
             config.max_keys,
             max((REPORT_MEMORY, config.status_window, *config.slow_windows)),
@@ -161,22 +264,48 @@ class HttpAuthDetector(Detector):
         self._rejections_slow.forgive(key)
         self._failures_slow.forgive(key)
 
-    def _login(self, client: str, ts: float) -> None:
-        """``client`` logged in at ``ts``: forgive its long windows; a stale key it keeps
-        sending beside is a misconfiguration (:meth:`_judge`)."""
-        key = client_key(client)
-        if self._slow_on and (key in self._rejections_slow or key in self._failures_slow):
+    def _checks(self, login: HttpRequest, first: dict[str, int] | None = None, at: int = 0) -> bool:
+        """Whether ``login`` was sent where a password is checked at its path (see the
+        module doc; every path with ``credentials = "checked"``). In a batch, ``login``
+        is its event ``at`` and ``first`` the batch's first 2xx without credentials per
+        path (those learned after the batch): one before ``login`` makes its path open."""
+        if self._requests.trust.mode == "checked":
+            return True
+        paths = self._paths
+        key = paths.key(login)
+        if first is not None and first.get(key, at) < at:
+            return False
+        return paths.checks(key, login.ts)
+
+    def _login(self, login: HttpRequest) -> None:
+        """``login`` succeeded with credentials that count: forgive its client's long
+        windows where a password is checked at its path; a stale key it keeps sending
+        beside is a misconfiguration (:meth:`_judge`)."""
+        key = client_key(login.client)
+        if (
+            self._slow_on
+            and (key in self._rejections_slow or key in self._failures_slow)
+            and self._checks(login)
+        ):
             self._forgive(key)
         if self._streaks:
-            self._streaks.succeeded(key, ts)
+            self._streaks.succeeded(key, login.ts)
 
     def observe(self, event: Event) -> Finding | None:
-        if (
-            isinstance(event, HttpRequest)
-            and event.status < 400
-            and self._requests.facts((event,), self).credentialed
-        ):
-            self._login(event.client, event.ts)
+        if not isinstance(event, HttpRequest):
+            return self._failed(event)
+        # Every request, as observe_many's batch: CredentialTrust learns its 401s too.
+        credentialed = self._requests.facts((event,), self).credentialed
+        if event.status < 400:
+            if credentialed:
+                self._login(event)
+            elif (
+                self._slow_on
+                and 200 <= event.status < 300
+                and event.user is None
+                and event.key_id is None
+            ):
+                self._paths.opened(event)
             return None
         return self._failed(event)
 
@@ -249,6 +378,8 @@ class HttpAuthDetector(Detector):
                 status not in self._auth_statuses or not self._auth_paths.match(event.path)
             ):
                 return None
+            if status == 401 and self._slow_on:
+                self._paths.challenged(event)
             sample = event.path[:200]
             key = client_key(event.client)
             base = self._streaks.note(key, event.ts, self._signature(event))
@@ -320,11 +451,11 @@ class HttpAuthDetector(Detector):
         requests = all_requests(events)
         # Logins: the successes whose credentials count (the batch's shared facts, see
         # CredentialTrust); never a rejection, and they forgive the long windows.
-        logins = (
-            self._requests.facts(events, self).credentialed
-            if requests or any(type(e) is HttpRequest for e in events)
-            else []
-        )
+        if requests or any(type(e) is HttpRequest for e in events):
+            facts = self._requests.facts(events, self)
+            logins, anonymous = facts.credentialed, facts.anonymous
+        else:
+            logins, anonymous = [], []
         if requests:
             # Only rejections count: picked out without a call or a type check per request.
             reqs = cast("Sequence[HttpRequest]", events)
@@ -339,36 +470,55 @@ class HttpAuthDetector(Detector):
         if login:
             picked = sorted(login.union(picked))
         rejections, failures = self._rejections_slow, self._failures_slow
+        slow_on = self._slow_on
         streaks = self._streaks
-        # Clients whose latest event in this batch was a login already looked at:
-        # nothing can be held for them until their next rejection.
+        # The 2xx without credentials: the paths they open are learned after the loop; a
+        # login looks up the batch's first one per path (see _checks).
+        reqs = cast("Sequence[HttpRequest]", events)
+        opened = [reqs[i] for i in anonymous] if slow_on and anonymous else []
+        keys = self._paths.keys(opened) if opened else []
+        first: dict[str, int] | None = None
+        # Clients whose latest event in this batch was a login already looked at and
+        # that can be forgiven no more: nothing can be held for them until their next
+        # rejection.
         clean: set[str] = set()
         for i in picked:
             event = events[i]
             if i in login:
                 # A login (all a user's requests, on a server behind basic auth): it
-                # forgives only a client with failures held, and is remembered only for
-                # a client with a streak held (the first login after a rejection is
-                # enough: the streaks ask whether one came after their start).
-                client = cast("HttpRequest", event).client
+                # forgives only a client with failures held, where a password is checked
+                # at its path, and is remembered only for a client with a streak held
+                # (the first login after a rejection is enough: the streaks ask whether
+                # one came after their start).
+                request = reqs[i]
+                client = request.client
                 if client not in clean:
-                    clean.add(client)
                     key = client_key(client)
-                    if self._slow_on and (key in rejections or key in failures):
-                        self._forgive(key)
+                    if slow_on and (key in rejections or key in failures):
+                        if keys and first is None:
+                            first = dict(zip(reversed(keys), reversed(anonymous), strict=True))
+                        if self._checks(request, first, i):
+                            self._forgive(key)
+                            clean.add(client)
+                        # else not clean: a later login on a checked path may forgive.
+                    else:
+                        clean.add(client)
                     if streaks:
-                        streaks.succeeded(key, event.ts)
+                        streaks.succeeded(key, request.ts)
                 continue
             if isinstance(event, HttpRequest | HttpAuthFailure):
                 clean.discard(event.client)
             found = failed(event)
             if found is not None:
                 out.append((i, found))
+        if keys:
+            self._paths.open_all(keys, [r.ts for r in opened])
         return out
 
     def expire(self, now: float) -> int:
         return (
-            self._failures.expire(now)
+            self._paths.expire(now)
+            + self._failures.expire(now)
             + self._rejections.expire(now)
             + self._failures_slow.expire(now)
             + self._rejections_slow.expire(now)
@@ -378,7 +528,7 @@ class HttpAuthDetector(Detector):
     def window_counts(self) -> tuple[int, int]:
         evicted, overflow = super().window_counts()
         slow = self._failures_slow.evicted + self._rejections_slow.evicted + self._streaks.evicted
-        return evicted + slow, overflow
+        return evicted + slow + self._paths.evicted(), overflow
 
     def tracked_keys(self) -> int:
         return (

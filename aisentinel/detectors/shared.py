@@ -86,9 +86,12 @@ class BatchFacts(NamedTuple):
     doubted: frozenset[int]
     """The requests with a user or key id and status below 400 whose credentials do
     not count (see :class:`CredentialTrust`): taken as requests without credentials."""
+    anonymous: list[int]
+    """The 2xx requests with no user and no key id, in order (what
+    :class:`CredentialTrust` learns open locations from; ``http_auth`` its open paths)."""
 
 
-_NO_FACTS = BatchFacts([], {}, {}, [], frozenset())
+_NO_FACTS = BatchFacts([], {}, {}, [], frozenset(), [])
 
 _DENIED = frozenset((401, 403))
 PROTECTED_PATHS_LIMIT = 4096
@@ -980,7 +983,7 @@ class RequestIndex:
         doubted = self.trust.doubted_in(events, kinds, guarded)
         cred = [i for i in claims if i not in doubted] if doubted else claims
         if not self._marked:
-            return BatchFacts(done, {}, {}, cred, doubted)
+            return BatchFacts(done, {}, {}, cred, doubted, kinds.anonymous)
         return self._marks(cast("Sequence[HttpRequest]", events), done, kinds, cred, doubted)
 
     def _marks(
@@ -1002,7 +1005,7 @@ class RequestIndex:
         inferred = self._inferred(reqs, candidates, denied) if candidates or denied else set()
         authed = sorted(inferred.union(cred)) if inferred else cred
         marks, inferred_marks = self._marks_in(reqs, need, cred, authed)
-        return BatchFacts(masks, marks, inferred_marks, cred, doubted)
+        return BatchFacts(masks, marks, inferred_marks, cred, doubted, kinds.anonymous)
 
     def _marks_in(
         self,
