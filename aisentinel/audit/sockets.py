@@ -15,7 +15,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _LISTEN = "0A"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ListeningSocket:
     """A TCP socket in LISTEN state: its local address and port."""
 
@@ -118,4 +118,9 @@ def listening_sockets(proc_root: Path) -> list[ListeningSocket]:
             found.extend(parse_proc_net_tcp(text, v6=v6))
         except ProcNetError as exc:
             raise ProcNetError(f"{path}: {exc}") from None
-    return sorted(set(found))
+    return sorted(set(found), key=sort_key)
+
+
+def sort_key(sock: ListeningSocket) -> tuple[int, int, int]:
+    """Port, then IPv4 before IPv6, then address: IPv4 and IPv6 addresses do not compare."""
+    return sock.port, sock.address.version, int(sock.address)
