@@ -185,6 +185,34 @@ def test_exposed_port_closed_by_firewall_passes(tmp_path: Path) -> None:
     assert "default deny" in result.evidence[0]
 
 
+@pytest.mark.parametrize(
+    ("v4", "v6", "expected"),
+    [
+        (("00000000:1388",), (), Status.PASS),
+        ((), ("00000000000000000000000000000000:1388",), Status.FAIL),
+        ((), ("0000000000000000FFFF00000101A8C0:1388",), Status.PASS),
+        ((), ("000080FE000000000000000001000000:1388",), Status.FAIL),
+    ],
+    ids=["0.0.0.0", "[::]-dual-stack", "[::ffff:192.168.1.1]", "[fe80::1]"],
+)
+def test_ipv4_only_default_deny_judged_per_socket_family(
+    v4: tuple[str, ...], v6: tuple[str, ...], expected: Status, tmp_path: Path
+) -> None:
+    """An iptables-only DROP closes IPv4 listeners; a [::] or IPv6 one stays open over IPv6."""
+    proc_net(tmp_path, *v4, v6=v6)
+    ipt = ("iptables", "-S")
+    runner = FakeRunner(
+        {ipt: CommandResult(ipt, 0, (FIXTURES / "iptables_drop.txt").read_text(), "")}
+    )
+    ctx = make_context(AuditConfig(proc_root=tmp_path), runner=runner)
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is expected, result.evidence
+    if expected is Status.FAIL:
+        assert result.evidence[0].endswith(
+            "iptables: IPv6 not filtered (default deny covers IPv4 only)"
+        )
+
+
 def test_exposed_port_with_unreadable_firewall_fails(sockets: list[socket.socket]) -> None:
     """If the firewall cannot be read, an exposed AI port is a fail, not a pass."""
     public = listener("0.0.0.0")

@@ -46,6 +46,7 @@ class AuditTools(StrictModel):
     ufw: str = "ufw"
     nft: str = "nft"
     iptables: str = "iptables"
+    ip6tables: str = "ip6tables"
     nginx: str = "nginx"
     fail2ban_client: str = "fail2ban-client"
     sshd: str = "sshd"
@@ -117,6 +118,9 @@ class AuditConfig(StrictModel):
         Path("/lib/systemd/system"),
     )
     """Where unit files and ``<unit>.d/*.conf`` drop-ins are read when systemctl cannot answer."""
+
+    ufw_defaults: Path = Path("/etc/default/ufw")
+    """ufw's settings file; ``IPV6=no`` there means ufw leaves IPv6 unfiltered."""
 
     nginx_conf: Path | None = None
     """Main nginx config for ``nginx -T -c``; ``None`` uses nginx's compiled-in default."""

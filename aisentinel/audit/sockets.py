@@ -35,6 +35,18 @@ class ListeningSocket:
         """Whether it listens on every address (0.0.0.0 or ::)."""
         return self.address.is_unspecified
 
+    @property
+    def families(self) -> frozenset[int]:
+        """IP versions that can reach it: ``[::]`` is taken as dual-stack (the Linux default,
+        ``bindv6only=0``: /proc does not show a socket's ``IPV6_V6ONLY``), so both; an
+        IPv4-mapped address IPv4 only."""
+        addr = self.address
+        if isinstance(addr, ipaddress.IPv4Address):
+            return frozenset((4,))
+        if addr.is_unspecified:
+            return frozenset((4, 6))
+        return frozenset((4,) if addr.ipv4_mapped is not None else (6,))
+
     def __str__(self) -> str:
         if isinstance(self.address, ipaddress.IPv6Address):
             return f"[{self.address}]:{self.port}"

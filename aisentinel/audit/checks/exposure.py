@@ -69,13 +69,16 @@ def _ai_ports(ctx: AuditContext) -> Verdict:
     status = Status.PASS
     lines = []
     for sock in exposed:
-        access = state.access(sock.port)
+        access = state.access(sock.port, sock.families)
         lines.append(f"{sock} listens beyond loopback; {state.backend}: {access.describe()}")
         if access.reach is Reach.OPEN:
             status = Status.FAIL
         elif access.reach is Reach.RESTRICTED and status is Status.PASS:
             status = Status.WARN
-    worst = next((s for s in exposed if state.access(s.port).reach is not Reach.CLOSED), exposed[0])
+    worst = next(
+        (s for s in exposed if state.access(s.port, s.families).reach is not Reach.CLOSED),
+        exposed[0],
+    )
     return Verdict.of(status, lines, BIND_FIX.format(port=worst.port))
 
 
