@@ -81,9 +81,11 @@ class AuditConfig(StrictModel):
         "vllm/vllm-openai",
         "open-webui/open-webui",
         "localai/localai",
+        "quay.io/go-skynet/local-ai",
         "text-generation-inference",
         "lmsysorg/sglang",
         "ghcr.io/ggml-org/llama.cpp",
+        "ghcr.io/ggerganov/llama.cpp",
     )
     """Substrings of container image names that mark an AI container."""
 

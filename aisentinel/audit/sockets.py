@@ -10,6 +10,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from aisentinel.audit.model import Status
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LISTEN = "0A"
@@ -70,6 +72,30 @@ _LAN_NETWORKS = tuple(
 def is_lan(address: IPAddress) -> bool:
     """Whether ``address`` is in a private-use / CGNAT / link-local range (not loopback)."""
     return any(address in net for net in _LAN_NETWORKS)
+
+
+def bind_scope(host: str, unparsed: str) -> tuple[Status, str]:
+    """Who can reach a service bound to ``host`` (an IP address), as a status and a few words.
+
+    Every interface (``host`` empty too) or a public address = fail, a LAN address =
+    warn, loopback = pass; an IPv4-mapped IPv6 address is judged as the IPv4 address.
+    A ``host`` that is not an IP address warns with the words ``unparsed``.
+    """
+    if not host:
+        return Status.FAIL, "every interface"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return Status.WARN, unparsed
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return Status.FAIL, "every interface"
+    if address.is_loopback:
+        return Status.PASS, "loopback"
+    if is_lan(address):
+        return Status.WARN, f"LAN address {address}"
+    return Status.FAIL, f"public address {address}"
 
 
 class ProcNetError(Exception):
