@@ -284,6 +284,10 @@ def test_ollama_host_from_systemctl_show() -> None:
         ("localhost:11434", Status.PASS),
         ("[::1]:11434", Status.PASS),
         ("127.0.0.1", Status.PASS),
+        ("", Status.PASS),
+        ("  ", Status.PASS),
+        ("''", Status.PASS),
+        ("' :11434'", Status.FAIL),
     ],
 )
 def test_ollama_host_values(tmp_path: Path, value: str, expected: Status) -> None:

@@ -88,6 +88,22 @@ def test_iptables_drop_policy_and_jumps() -> None:
     assert not parse_iptables_save(fixture("iptables_accept.txt")).default_deny
 
 
+@pytest.mark.parametrize(
+    ("rule", "reach"),
+    [
+        ("-A INPUT -p tcp -m tcp ! --dport 22 -j ACCEPT", Reach.OPEN),
+        ("-A INPUT -p tcp -m multiport ! --dports 22,443 -j ACCEPT", Reach.OPEN),
+        ("-A INPUT ! -s 10.0.0.0/8 -p tcp -m tcp --dport 11434 -j ACCEPT", Reach.OPEN),
+        ("-A INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 11434 -j ACCEPT", Reach.RESTRICTED),
+        ("-A INPUT ! -i eth0 -p tcp -m tcp --dport 11434 -j ACCEPT", Reach.RESTRICTED),
+    ],
+)
+def test_iptables_negated_port_or_source_is_read_as_open(rule: str, reach: Reach) -> None:
+    """`! --dport 22` accepts every other port, `! -s NET` every other source: not restricted."""
+    state = parse_iptables_save(f"-P INPUT DROP\n{rule}\n")
+    assert state.access(11434, V4).reach is reach
+
+
 def test_ipv4_only_default_deny_leaves_ipv6_open() -> None:
     """iptables -S covers IPv4 only: a port it closes is open over IPv6 until ip6tables drops."""
     v4 = parse_iptables_save(fixture("iptables_drop.txt"))

@@ -518,15 +518,28 @@ def _iptables_rule(
     conditions = []
     if iface is not None:
         conditions.append(f"only on interface {iface}")
-    if "!" in words:
+    widened = ("--dport", "--dports", "--destination-port", "-s", "--source")
+    negations = [i for i, word in enumerate(words) if word == "!"]
+    if any(i + 1 >= len(words) or words[i + 1] not in widened for i in negations):
         conditions.append("with a negated match")
     ports: tuple[PortRange, ...] | None = None
     dport = _opt(words, "--dport") or _opt(words, "--dports") or _opt(words, "--destination-port")
+    src = _opt(words, "-s") or _opt(words, "--source")
+    # `! --dport 22` accepts every port but 22, `! -s NET` every source outside NET:
+    # a negated match is read as no restriction at all (more open, never more closed).
+    if _negated(words, *widened[:3]):
+        dport = None
+    if _negated(words, *widened[3:]):
+        src = None
     try:
         if dport is not None:
             ports = _port_list(dport)
-        src = _opt(words, "-s")
         sources = None if src is None else _sources(_net(s) for s in src.split(","))
     except ValueError:
         return AcceptRule(None, None, text, "under a condition the audit could not read", families)
     return AcceptRule(ports, sources, text, "; ".join(conditions), families)
+
+
+def _negated(words: Sequence[str], *names: str) -> bool:
+    """Whether ``!`` precedes one of the options ``names`` (``! --dport 22``)."""
+    return any(word in names and i > 0 and words[i - 1] == "!" for i, word in enumerate(words))

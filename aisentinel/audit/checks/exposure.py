@@ -93,8 +93,14 @@ def _ai_ports(ctx: AuditContext) -> Verdict:
 
 
 def _ollama_bind(value: str) -> tuple[Status, str]:
-    """Classify an ``OLLAMA_HOST`` value: wildcard or public = fail, LAN = warn, loopback = pass."""
-    text = value.strip().split("://", 1)[-1].split("/", 1)[0]
+    """Classify an ``OLLAMA_HOST`` value: wildcard or public = fail, LAN = warn, loopback = pass.
+
+    An empty value (after spaces and quotes, as Ollama trims them) is Ollama's default,
+    127.0.0.1:11434; ``:11434`` (an empty host with a port) is every interface.
+    """
+    text = value.strip().strip("\"'").strip().split("://", 1)[-1].split("/", 1)[0]
+    if not text:
+        return Status.PASS, "loopback (empty: Ollama's default 127.0.0.1:11434)"
     if text.startswith("["):
         host = text[1 : text.find("]")] if "]" in text else text[1:]
     elif text.count(":") == 1:
