@@ -9,13 +9,17 @@ from typing import Any
 
 import pytest
 
+from aisentinel.audit import containers
 from aisentinel.audit.checks import CHECKS
-from aisentinel.audit.checks import docker as docker_checks
+from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.context import DockerUnavailableError, docker_sdk_inspector
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import AuditReport, CheckResult, Status
 from aisentinel.audit.render import render_table
 from aisentinel.audit.testing import fake_docker, make_context, no_docker
+from aisentinel.commands import CommandResult, FakeRunner
+
+FIXTURES = Path(__file__).parent / "fixtures" / "audit"
 
 
 def container(
@@ -161,7 +165,7 @@ def test_no_socket_and_no_docker_host_skips_the_sdk(
 ) -> None:
     """Without DOCKER_HOST or a socket the checks are unknown and the SDK is not imported."""
     monkeypatch.delenv("DOCKER_HOST", raising=False)
-    monkeypatch.setattr(docker_checks, "DOCKER_SOCKETS", (tmp_path / "docker.sock",))
+    monkeypatch.setattr(containers, "DOCKER_SOCKETS", (tmp_path / "docker.sock",))
     monkeypatch.setitem(sys.modules, "docker", None)  # importing it now would fail
     ctx = make_context(docker=docker_sdk_inspector)
     for check_id in ("docker.ai-ports", "docker.ai-network"):
@@ -177,10 +181,55 @@ def test_socket_present_asks_the_sdk(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.delenv("DOCKER_HOST", raising=False)
     sock = tmp_path / "docker.sock"
     sock.touch()
-    monkeypatch.setattr(docker_checks, "DOCKER_SOCKETS", (sock,))
+    monkeypatch.setattr(containers, "DOCKER_SOCKETS", (sock,))
     monkeypatch.setitem(sys.modules, "docker", None)
     result = run_check(
         CHECKS.get("docker.ai-ports").factory, make_context(docker=docker_sdk_inspector)
     )
     assert result.status is Status.UNKNOWN
     assert result.evidence == ("the docker Python SDK is not installed",)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "quay.io/go-skynet/local-ai:latest-gpu-nvidia-cuda-12",
+        "localai/localai:v2.26.0",
+        "ghcr.io/ggerganov/llama.cpp:server",
+        "ghcr.io/ggml-org/llama.cpp:server-cuda",
+    ],
+)
+def test_localai_and_llama_cpp_images_are_ai(image: str) -> None:
+    """LocalAI's and llama.cpp's published images (old and new registries) count as AI images."""
+    server = container("srv", image, {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]})
+    assert run("docker.ai-ports", [server]).status is Status.FAIL
+
+
+def test_docker_published_port_is_not_closed_by_ufw(tmp_path: Path) -> None:
+    """docker-proxy's 0.0.0.0 listener fails although ufw denies it: Docker bypasses INPUT."""
+    net = tmp_path / "net"
+    net.mkdir()
+    rows = "".join(
+        f"   {i}: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 x\n"
+        for i, port in enumerate((3000, 5000))
+    )
+    (net / "tcp").write_text("  sl  local_address rem_address   st\n" + rows)
+    ufw = ("ufw", "status", "verbose")
+    runner = FakeRunner({ufw: CommandResult(ufw, 0, (FIXTURES / "ufw_active.txt").read_text(), "")})
+    localai = container(
+        "localai",
+        "quay.io/go-skynet/local-ai:latest",
+        {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "3000"}]},
+    )
+    ctx = make_context(
+        AuditConfig(proc_root=tmp_path), runner=runner, docker=fake_docker([localai])
+    )
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is Status.FAIL
+    assert result.evidence == (
+        "0.0.0.0:3000 listens beyond loopback (every interface); published by Docker"
+        " (localai (quay.io/go-skynet/local-ai:latest)): ufw's INPUT rules do not apply"
+        " (DOCKER-USER rules are not read)",
+        "0.0.0.0:5000 listens beyond loopback; ufw: no accept rule (default deny)",
+    )
+    assert "-p 127.0.0.1:11434:11434" in result.remediation

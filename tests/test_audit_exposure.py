@@ -54,6 +54,20 @@ def ufw_runner(name: str) -> FakeRunner:
     return FakeRunner({UFW: CommandResult(UFW, 0, (FIXTURES / name).read_text(), "")})
 
 
+def proc_net(root: Path, *v4: str, v6: tuple[str, ...] = ()) -> Path:
+    """A fake proc root whose net/tcp (and net/tcp6) list LISTEN rows for kernel-hex ADDR:PORTs."""
+    net = root / "net"
+    net.mkdir()
+    for name, rows in (("tcp", v4), ("tcp6", v6)):
+        if rows or name == "tcp":
+            text = "".join(
+                f"   {i}: {row} {'0' * row.index(':')}:0000 0A 00000000:00000000 x\n"
+                for i, row in enumerate(rows)
+            )
+            (net / name).write_text(PROC_HEADER + text)
+    return root
+
+
 def test_parse_proc_net_tcp_fixture_lines() -> None:
     """Kernel hex addresses decode (v4 and v6, little-endian words); only LISTEN rows count."""
     v4 = PROC_HEADER + (
@@ -95,6 +109,26 @@ def test_bad_proc_file_is_an_error(tmp_path: Path) -> None:
         listening_sockets(tmp_path)
 
 
+def test_same_port_on_ipv4_and_ipv6_wildcards_is_read(tmp_path: Path) -> None:
+    """0.0.0.0:22 beside [::]:22 (Debian's sshd, nginx `listen [::]:80`) is listed, not a crash."""
+    proc_net(
+        tmp_path,
+        "00000000:0016",
+        "00000000:2CAA",
+        v6=("00000000000000000000000000000000:0016", "00000000000000000000000001000000:0016"),
+    )
+    assert [str(s) for s in listening_sockets(tmp_path)] == [
+        "0.0.0.0:22",
+        "[::]:22",
+        "[::1]:22",
+        "0.0.0.0:11434",
+    ]
+    ctx = make_context(AuditConfig(proc_root=tmp_path), runner=ufw_runner("ufw_allow_default.txt"))
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is Status.FAIL
+    assert result.evidence[0].startswith("0.0.0.0:11434 listens beyond loopback")
+
+
 def test_real_sockets_from_real_proc(sockets: list[socket.socket]) -> None:
     """Sockets the test opens on 0.0.0.0 and 127.0.0.1 appear in the real /proc with their binds."""
     public = listener("0.0.0.0")
@@ -134,12 +168,7 @@ def test_loopback_only_ai_port_passes(sockets: list[socket.socket]) -> None:
 
 def test_exposed_port_firewalled_to_lan_warns(tmp_path: Path) -> None:
     """A 0.0.0.0:11434 listener that ufw only accepts from a LAN CIDR warns, naming the CIDR."""
-    proc = tmp_path / "net"
-    proc.mkdir()
-    (proc / "tcp").write_text(
-        PROC_HEADER
-        + "   0: 00000000:2CAA 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0\n"
-    )
+    proc_net(tmp_path, "00000000:2CAA")
     ctx = make_context(AuditConfig(proc_root=tmp_path), runner=ufw_runner("ufw_active.txt"))
     result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
     assert result.status is Status.WARN
@@ -148,17 +177,40 @@ def test_exposed_port_firewalled_to_lan_warns(tmp_path: Path) -> None:
 
 def test_exposed_port_closed_by_firewall_passes(tmp_path: Path) -> None:
     """A wildcard listener that default deny accepts from nowhere passes, saying so."""
-    proc = tmp_path / "net"
-    proc.mkdir()
-    (proc / "tcp").write_text(
-        PROC_HEADER
-        + "   0: 00000000:1388 00000000:0000 0A 00000000:00000000 00:00000000 00000000  0\n"
-    )
+    proc_net(tmp_path, "00000000:1388")
     ctx = make_context(AuditConfig(proc_root=tmp_path), runner=ufw_runner("ufw_active.txt"))
     result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
     assert result.status is Status.PASS
     assert "0.0.0.0:5000" in result.evidence[0]
     assert "default deny" in result.evidence[0]
+
+
+@pytest.mark.parametrize(
+    ("v4", "v6", "expected"),
+    [
+        (("00000000:1388",), (), Status.PASS),
+        ((), ("00000000000000000000000000000000:1388",), Status.FAIL),
+        ((), ("0000000000000000FFFF00000101A8C0:1388",), Status.PASS),
+        ((), ("000080FE000000000000000001000000:1388",), Status.FAIL),
+    ],
+    ids=["0.0.0.0", "[::]-dual-stack", "[::ffff:192.168.1.1]", "[fe80::1]"],
+)
+def test_ipv4_only_default_deny_judged_per_socket_family(
+    v4: tuple[str, ...], v6: tuple[str, ...], expected: Status, tmp_path: Path
+) -> None:
+    """An iptables-only DROP closes IPv4 listeners; a [::] or IPv6 one stays open over IPv6."""
+    proc_net(tmp_path, *v4, v6=v6)
+    ipt = ("iptables", "-S")
+    runner = FakeRunner(
+        {ipt: CommandResult(ipt, 0, (FIXTURES / "iptables_drop.txt").read_text(), "")}
+    )
+    ctx = make_context(AuditConfig(proc_root=tmp_path), runner=runner)
+    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    assert result.status is expected, result.evidence
+    if expected is Status.FAIL:
+        assert result.evidence[0].endswith(
+            "iptables: IPv6 not filtered (default deny covers IPv4 only)"
+        )
 
 
 def test_exposed_port_with_unreadable_firewall_fails(sockets: list[socket.socket]) -> None:
@@ -232,6 +284,10 @@ def test_ollama_host_from_systemctl_show() -> None:
         ("localhost:11434", Status.PASS),
         ("[::1]:11434", Status.PASS),
         ("127.0.0.1", Status.PASS),
+        ("", Status.PASS),
+        ("  ", Status.PASS),
+        ("''", Status.PASS),
+        ("' :11434'", Status.FAIL),
     ],
 )
 def test_ollama_host_values(tmp_path: Path, value: str, expected: Status) -> None:

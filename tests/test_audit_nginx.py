@@ -162,17 +162,62 @@ def test_presence_only_bearer_checks_warn(tmp_path: Path, certs: Path) -> None:
 )
 def test_bearer_if_conditions(maps: str, condition: str, expected: Status, tmp_path: Path) -> None:
     """An `if` counts as a bearer check only if it refuses no header and any made-up token."""
+    result = auth_of_dump(tmp_path, "", f"if {condition} {{ return 401; }}", http=maps)
+    assert result.status is expected, result.evidence
+
+
+def auth_of_dump(tmp_path: Path, server: str, location: str, http: str = "") -> CheckResult:
+    """nginx.auth on a recorded dump: one TLS server proxying /api/ to Ollama, with the
+    given extra directives at http, server and location level."""
     dump = (
         "# configuration file /etc/nginx/nginx.conf:\n"
-        f"http {{ {maps}\n limit_req_zone $binary_remote_addr zone=ai:10m rate=5r/s;\n"
-        " server { listen 443 ssl; server_name ai.example.com;\n"
-        f"  location /api/ {{ if {condition} {{ return 401; }}\n"
+        f"http {{ {http}\n limit_req_zone $binary_remote_addr zone=ai:10m rate=5r/s;\n"
+        f" server {{ listen 443 ssl; server_name ai.example.com; {server}\n"
+        f"  location /api/ {{ {location}\n"
         "   limit_req zone=ai; proxy_pass http://127.0.0.1:11434; } } }\n"
     )
     runner = FakeRunner({("nginx", "-T"): CommandResult(("nginx", "-T"), 0, dump, "")})
     ctx = make_context(AuditConfig(proc_root=empty_proc(tmp_path)), runner=runner)
-    result = run_check(CHECKS.get("nginx.auth").factory, ctx)
+    return run_check(CHECKS.get("nginx.auth").factory, ctx)
+
+
+BASIC = 'auth_basic "AI"; auth_basic_user_file /etc/nginx/ai.htpasswd;'
+
+
+@pytest.mark.parametrize(
+    ("server", "location", "expected", "says"),
+    [
+        ("", f"satisfy any; allow all; {BASIC}", Status.FAIL, "satisfy any with allow all at"),
+        ("satisfy any;", f"allow 0.0.0.0/0; {BASIC}", Status.FAIL, "every client gets in"),
+        ("", f"satisfy any; deny 10.0.0.9; allow ::/0; {BASIC}", Status.FAIL, "allow ::/0"),
+        (
+            "satisfy any; allow 10.0.0.0/8; allow 192.168.1.0/24; deny all;",
+            BASIC,
+            Status.WARN,
+            "auth_basic, but 10.0.0.0/8, 192.168.1.0/24 get in without it (satisfy any)",
+        ),
+        ("", f"satisfy any; deny all; allow all; {BASIC}", Status.PASS, ": auth_basic"),
+        ("satisfy any;", f"satisfy all; allow all; {BASIC}", Status.PASS, ": auth_basic"),
+        ("", f"satisfy any; {BASIC}", Status.PASS, ": auth_basic"),
+        (
+            "",
+            'auth_basic "AI";',
+            Status.FAIL,
+            "NO authentication (auth_basic at /etc/nginx/nginx.conf:4 has no "
+            "auth_basic_user_file: nginx ignores it)",
+        ),
+        ("auth_basic_user_file /etc/nginx/ai.htpasswd;", 'auth_basic "AI";', Status.PASS, ""),
+        ('auth_basic "AI";', "auth_basic_user_file /etc/nginx/ai.htpasswd;", Status.PASS, ""),
+        (BASIC, "auth_basic off;", Status.FAIL, "NO authentication"),
+    ],
+)
+def test_satisfy_any_and_user_file(
+    server: str, location: str, expected: Status, says: str, tmp_path: Path
+) -> None:
+    """`satisfy any` + allow lets clients past auth; auth_basic without a user file is nothing."""
+    result = auth_of_dump(tmp_path, server, location)
     assert result.status is expected, result.evidence
+    assert says in result.evidence[0]
 
 
 @needs_nginx

@@ -46,6 +46,7 @@ class AuditTools(StrictModel):
     ufw: str = "ufw"
     nft: str = "nft"
     iptables: str = "iptables"
+    ip6tables: str = "ip6tables"
     nginx: str = "nginx"
     fail2ban_client: str = "fail2ban-client"
     sshd: str = "sshd"
@@ -80,9 +81,11 @@ class AuditConfig(StrictModel):
         "vllm/vllm-openai",
         "open-webui/open-webui",
         "localai/localai",
+        "quay.io/go-skynet/local-ai",
         "text-generation-inference",
         "lmsysorg/sglang",
         "ghcr.io/ggml-org/llama.cpp",
+        "ghcr.io/ggerganov/llama.cpp",
     )
     """Substrings of container image names that mark an AI container."""
 
@@ -117,6 +120,9 @@ class AuditConfig(StrictModel):
         Path("/lib/systemd/system"),
     )
     """Where unit files and ``<unit>.d/*.conf`` drop-ins are read when systemctl cannot answer."""
+
+    ufw_defaults: Path = Path("/etc/default/ufw")
+    """ufw's settings file; ``IPV6=no`` there means ufw leaves IPv6 unfiltered."""
 
     nginx_conf: Path | None = None
     """Main nginx config for ``nginx -T -c``; ``None`` uses nginx's compiled-in default."""

@@ -26,7 +26,9 @@ from aisentinel.commands import CommandResult, CommandRunner, SubprocessRunner
 
 T = TypeVar("T")
 
-ToolName = Literal["ufw", "nft", "iptables", "nginx", "fail2ban_client", "sshd", "systemctl"]
+ToolName = Literal[
+    "ufw", "nft", "iptables", "ip6tables", "nginx", "fail2ban_client", "sshd", "systemctl"
+]
 """A field of :class:`~aisentinel.audit.config.AuditTools`."""
 
 

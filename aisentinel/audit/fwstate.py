@@ -1,7 +1,8 @@
 """A small model of the host firewall's INPUT filtering, read from ufw, nftables or iptables.
 
 It answers two questions the checks ask: does the firewall drop incoming traffic by
-default, and who may reach a given TCP port. The model is deliberately
+default, for IPv4 and for IPv6 separately, and who may reach a given TCP port over
+either family (an IPv4-only ``policy drop`` leaves IPv6 unfiltered). The model is deliberately
 conservative: a rule whose conditions it does not understand is kept as a
 *conditional* accept (the port counts as possibly reachable), DENY rules are not
 modelled (so an explicit deny never makes a port look closed), and jumps are
@@ -25,6 +26,12 @@ PortRange = tuple[int, int]
 _ANY_V4 = ipaddress.ip_network("0.0.0.0/0")
 _ANY_V6 = ipaddress.ip_network("::/0")
 
+Families = frozenset[int]
+"""IP versions: ``{4}``, ``{6}`` or both."""
+BOTH: Families = frozenset((4, 6))
+V4: Families = frozenset((4,))
+V6: Families = frozenset((6,))
+
 
 class FirewallParseError(Exception):
     """Tool output was not in the expected shape."""
@@ -36,13 +43,15 @@ class AcceptRule:
 
     ``ports`` is ``None`` for every port; ``sources`` is ``None`` for any source.
     ``condition`` names a condition the model does not evaluate (e.g. an input
-    interface); ``text`` is the rule as the tool printed it, for evidence.
+    interface); ``text`` is the rule as the tool printed it, for evidence;
+    ``families`` the IP versions it can accept (both unless the rule says).
     """
 
     ports: tuple[PortRange, ...] | None
     sources: tuple[Net, ...] | None
     text: str
     condition: str = ""
+    families: Families = BOTH
 
     def matches_port(self, port: int) -> bool:
         """Whether this rule can accept a connection to ``port``."""
@@ -63,13 +72,15 @@ class PortAccess:
 
     reach: Reach
     rules: tuple[AcceptRule, ...]
+    unfiltered: str = ""
+    """Why the port is open with no rule: the IP family that no default deny covers."""
 
     def describe(self) -> str:
         """Short text for evidence, e.g. ``restricted to 192.168.1.0/24``."""
         if self.reach is Reach.CLOSED:
             return "no accept rule (default deny)"
         if self.reach is Reach.OPEN and not self.rules:
-            return "not filtered (no default-deny firewall)"
+            return self.unfiltered or "not filtered (no default-deny firewall)"
         parts = []
         for rule in self.rules:
             if rule.sources is None and not rule.condition:
@@ -81,26 +92,64 @@ class PortAccess:
         return "; ".join(parts)
 
 
+_REACH_ORDER = (Reach.CLOSED, Reach.RESTRICTED, Reach.OPEN)
+
+
 @dataclass(frozen=True, slots=True)
 class FirewallState:
-    """What one backend says about INPUT filtering."""
+    """What one backend says about INPUT filtering.
+
+    ``deny`` holds the IP versions whose incoming traffic is dropped by default.
+    """
 
     backend: str
     active: bool
-    default_deny: bool
+    deny: Families
     rules: tuple[AcceptRule, ...]
     summary: str
 
-    def access(self, port: int) -> PortAccess:
-        """Who can reach TCP ``port`` on this host."""
-        if not (self.active and self.default_deny):
-            return PortAccess(Reach.OPEN, ())
-        matching = tuple(rule for rule in self.rules if rule.matches_port(port))
+    @property
+    def default_deny(self) -> bool:
+        """Whether some IP family is dropped by default (see :attr:`deny` for which)."""
+        return self.active and bool(self.deny)
+
+    def access(self, port: int, families: Families = BOTH) -> PortAccess:
+        """Who can reach TCP ``port`` on this host over the IP versions ``families``.
+
+        The answer is the most open of the families: a socket reachable over IPv4
+        and IPv6 is as exposed as the less filtered one.
+        """
+        answers = [self._access(port, family) for family in sorted(families)]
+        worst = max(answers, key=lambda a: _REACH_ORDER.index(a.reach))
+        rules = tuple(
+            dict.fromkeys(rule for a in answers if a.reach is worst.reach for rule in a.rules)
+        )
+        return PortAccess(worst.reach, rules, worst.unfiltered)
+
+    def _access(self, port: int, family: int) -> PortAccess:
+        if not (self.active and family in self.deny):
+            other = "IPv4" if family == 6 else "IPv6"
+            note = f"IPv{family} not filtered (default deny covers {other} only)"
+            return PortAccess(Reach.OPEN, (), note if self.default_deny else "")
+        matching = tuple(
+            rule for rule in self.rules if family in rule.families and rule.matches_port(port)
+        )
         if not matching:
             return PortAccess(Reach.CLOSED, ())
         if any(rule.sources is None and not rule.condition for rule in matching):
             return PortAccess(Reach.OPEN, matching)
         return PortAccess(Reach.RESTRICTED, matching)
+
+
+def merge_families(v4: FirewallState, v6: FirewallState) -> FirewallState:
+    """One state from an IPv4-only reading (``iptables -S``) and an IPv6-only one."""
+    return FirewallState(
+        v4.backend,
+        v4.active or v6.active,
+        (v4.deny & V4) | (v6.deny & V6),
+        v4.rules + v6.rules,
+        f"{v4.summary}; {v6.summary}",
+    )
 
 
 def _net(text: str) -> Net:
@@ -140,8 +189,18 @@ def _port_list(text: str) -> tuple[PortRange, ...]:
     return tuple(out)
 
 
-def parse_ufw_status(text: str) -> FirewallState:
-    """Parse ``ufw status verbose``.
+def ufw_ipv6_enabled(defaults_text: str | None) -> bool:
+    """Whether ufw filters IPv6: ``IPV6=`` of ``/etc/default/ufw`` (``None``: file absent;
+    ufw's default is yes)."""
+    for line in (defaults_text or "").splitlines():
+        name, sep, value = line.strip().partition("=")
+        if sep and name.strip() == "IPV6":
+            return value.strip().strip("\"'").lower() != "no"
+    return True
+
+
+def parse_ufw_status(text: str, *, ipv6: bool = True) -> FirewallState:
+    """Parse ``ufw status verbose``; ``ipv6=False`` when ufw leaves IPv6 alone (``IPV6=no``).
 
     Raises :class:`FirewallParseError` when there is no ``Status:`` line.
     """
@@ -150,7 +209,7 @@ def parse_ufw_status(text: str) -> FirewallState:
     if status is None:
         raise FirewallParseError("no 'Status:' line in ufw output")
     if status != "active":
-        return FirewallState("ufw", False, False, (), f"ufw: Status: {status}")
+        return FirewallState("ufw", False, frozenset(), (), f"ufw: Status: {status}")
     default = next((ln for ln in lines if ln.startswith("Default:")), "")
     incoming = re.search(r"(\w+) \(incoming\)", default)
     default_deny = incoming is not None and incoming.group(1) in ("deny", "reject")
@@ -166,7 +225,10 @@ def parse_ufw_status(text: str) -> FirewallState:
         if rule is not None:
             rules.append(rule)
     summary = f"ufw active, {default.strip() or 'no Default line'}"
-    return FirewallState("ufw", True, default_deny, tuple(rules), summary)
+    if not ipv6:
+        summary += " (IPV6=no in /etc/default/ufw: IPv6 not filtered)"
+    deny = (BOTH if ipv6 else V4) if default_deny else frozenset()
+    return FirewallState("ufw", True, deny, tuple(rules), summary)
 
 
 def _ufw_rule(line: str) -> AcceptRule | None:
@@ -176,6 +238,7 @@ def _ufw_rule(line: str) -> AcceptRule | None:
     to, action, source = columns[0], columns[1], columns[2]
     if not (action.startswith(("ALLOW", "LIMIT")) and "OUT" not in action and "FWD" not in action):
         return None
+    families = V6 if "(v6)" in to or "(v6)" in source else BOTH
     to = to.replace("(v6)", "").strip()
     condition = ""
     if " on " in to:
@@ -201,7 +264,9 @@ def _ufw_rule(line: str) -> AcceptRule | None:
             condition = condition or f"by application profile {to!r} (ports not known)"
     src = source.replace("(v6)", "").split()[0] if source.strip() else "Anywhere"
     sources = None if src == "Anywhere" else _sources([_net(src)])
-    return AcceptRule(ports, sources, line.strip(), condition)
+    if sources:
+        families = frozenset(net.version for net in sources)
+    return AcceptRule(ports, sources, line.strip(), condition, families)
 
 
 # --------------------------------------------------------------------------- nftables
@@ -236,7 +301,7 @@ def parse_nft_json(text: str) -> FirewallState:
         if chain.get("hook") == "input" and key[0] in ("ip", "ip6", "inet")
     ]
     if not inputs:
-        return FirewallState("nftables", False, False, (), "nftables: no input chain")
+        return FirewallState("nftables", False, frozenset(), (), "nftables: no input chain")
     deny_chains = []
     for key in inputs:
         policy = chains[key].get("policy", "accept")
@@ -248,7 +313,10 @@ def parse_nft_json(text: str) -> FirewallState:
         for fam, table, name in inputs
     )
     if not deny_chains:
-        return FirewallState("nftables", True, False, (), f"nftables input chains: {described}")
+        return FirewallState(
+            "nftables", True, frozenset(), (), f"nftables input chains: {described}"
+        )
+    deny = frozenset().union(*(_NFT_FAMILIES[key[0]] for key in deny_chains))
     accept: list[AcceptRule] = []
     for key in deny_chains:
         for expr in _walk_chain(key, rules, set()):
@@ -256,8 +324,11 @@ def parse_nft_json(text: str) -> FirewallState:
             if rule is not None:
                 accept.append(rule)
     return FirewallState(
-        "nftables", True, True, tuple(accept), f"nftables input chains: {described}"
+        "nftables", True, deny, tuple(accept), f"nftables input chains: {described}"
     )
+
+
+_NFT_FAMILIES: Mapping[str, Families] = {"ip": V4, "ip6": V6, "inet": BOTH}
 
 
 def _is_bare_drop(expr: Sequence[dict[str, Any]]) -> bool:
@@ -337,6 +408,7 @@ def _nft_rule(
     ports: tuple[PortRange, ...] | None = None
     sources: list[Net] | None = None
     conditions: list[str] = []
+    families = _NFT_FAMILIES[key[0]]
     text = json.dumps(expr, separators=(",", ":"))[:200]
     for element in expr:
         match = element.get("match")
@@ -356,6 +428,8 @@ def _nft_rule(
             if meta_key in ("l4proto", "protocol", "nfproto") and op == "==":
                 if meta_key == "l4proto" and values not in (["tcp"], [6]):
                     return None
+                if meta_key == "nfproto" and values in (["ipv4"], ["ipv6"]):
+                    families &= V4 if values == ["ipv4"] else V6
                 continue
         payload = left.get("payload") if isinstance(left, dict) else None
         if payload and op in ("==", "in"):
@@ -367,6 +441,7 @@ def _nft_rule(
                     ports = _nft_ports(values)
                     continue
                 if fld == "saddr" and proto in ("ip", "ip6"):
+                    families &= V4 if proto == "ip" else V6
                     sources = (sources or []) + _nft_nets(values)
                     continue
             except ValueError:
@@ -374,14 +449,17 @@ def _nft_rule(
         conditions.append(f"under a condition ({json.dumps(match, separators=(',', ':'))[:80]})")
     source_nets = None if sources is None else _sources(sources)
     rule_text = f"nft {key[0]} {key[1]} {key[2]}: {text}"
-    return AcceptRule(ports, source_nets, rule_text, "; ".join(conditions))
+    return AcceptRule(ports, source_nets, rule_text, "; ".join(conditions), families)
 
 
 # --------------------------------------------------------------------------- iptables
 
 
-def parse_iptables_save(text: str) -> FirewallState:
-    """Parse ``iptables -S``: the INPUT policy and accept rules of INPUT and its jump targets."""
+def parse_iptables_save(text: str, *, family: int = 4) -> FirewallState:
+    """Parse ``iptables -S`` (or ``ip6tables -S`` with ``family=6``): the INPUT policy and
+    accept rules of INPUT and its jump targets, all for that one IP family."""
+    tool = "iptables" if family == 4 else "ip6tables"
+    families = V4 if family == 4 else V6
     policy = "ACCEPT"
     chain_rules: dict[str, list[list[str]]] = {}
     for line in text.splitlines():
@@ -394,9 +472,9 @@ def parse_iptables_save(text: str) -> FirewallState:
         words in (["-j", "DROP"], ["-j", "REJECT"]) for words in chain_rules.get("INPUT", [])
     )
     default_deny = policy == "DROP" or tail_drop
-    summary = f"iptables INPUT policy {policy}" + (" with a final DROP rule" if tail_drop else "")
+    summary = f"{tool} INPUT policy {policy}" + (" with a final DROP rule" if tail_drop else "")
     if not default_deny:
-        return FirewallState("iptables", True, False, (), summary)
+        return FirewallState("iptables", True, frozenset(), (), summary)
     accept: list[AcceptRule] = []
     seen: set[str] = set()
 
@@ -407,14 +485,14 @@ def parse_iptables_save(text: str) -> FirewallState:
         for words in chain_rules.get(chain, []):
             target = _opt(words, "-j")
             if target == "ACCEPT":
-                rule = _iptables_rule(words, chain)
+                rule = _iptables_rule(words, chain, tool, families)
                 if rule is not None:
                     accept.append(rule)
             elif target and target in chain_rules:
                 walk(target)
 
     walk("INPUT")
-    return FirewallState("iptables", True, True, tuple(accept), summary)
+    return FirewallState("iptables", True, families, tuple(accept), summary)
 
 
 def _opt(words: Sequence[str], name: str) -> str | None:
@@ -424,8 +502,10 @@ def _opt(words: Sequence[str], name: str) -> str | None:
     return None
 
 
-def _iptables_rule(words: list[str], chain: str) -> AcceptRule | None:
-    text = f"-A {chain} " + " ".join(words)
+def _iptables_rule(
+    words: list[str], chain: str, tool: str, families: Families
+) -> AcceptRule | None:
+    text = f"{tool} -A {chain} " + " ".join(words)
     proto = _opt(words, "-p")
     if proto not in (None, "tcp", "6", "all"):
         return None
@@ -438,15 +518,28 @@ def _iptables_rule(words: list[str], chain: str) -> AcceptRule | None:
     conditions = []
     if iface is not None:
         conditions.append(f"only on interface {iface}")
-    if "!" in words:
+    widened = ("--dport", "--dports", "--destination-port", "-s", "--source")
+    negations = [i for i, word in enumerate(words) if word == "!"]
+    if any(i + 1 >= len(words) or words[i + 1] not in widened for i in negations):
         conditions.append("with a negated match")
     ports: tuple[PortRange, ...] | None = None
     dport = _opt(words, "--dport") or _opt(words, "--dports") or _opt(words, "--destination-port")
+    src = _opt(words, "-s") or _opt(words, "--source")
+    # `! --dport 22` accepts every port but 22, `! -s NET` every source outside NET:
+    # a negated match is read as no restriction at all (more open, never more closed).
+    if _negated(words, *widened[:3]):
+        dport = None
+    if _negated(words, *widened[3:]):
+        src = None
     try:
         if dport is not None:
             ports = _port_list(dport)
-        src = _opt(words, "-s")
         sources = None if src is None else _sources(_net(s) for s in src.split(","))
     except ValueError:
-        return AcceptRule(None, None, text, "under a condition the audit could not read")
-    return AcceptRule(ports, sources, text, "; ".join(conditions))
+        return AcceptRule(None, None, text, "under a condition the audit could not read", families)
+    return AcceptRule(ports, sources, text, "; ".join(conditions), families)
+
+
+def _negated(words: Sequence[str], *names: str) -> bool:
+    """Whether ``!`` precedes one of the options ``names`` (``! --dport 22``)."""
+    return any(word in names and i > 0 and words[i - 1] == "!" for i, word in enumerate(words))

@@ -213,8 +213,14 @@ class AiLocation:
     """Without ``auth``: a bearer check that refuses only a missing header (any token passes)."""
     outer_auth: str | None
     """Without ``auth``: a bearer check of an enclosing location, which does not apply here."""
+    partial_auth: str | None
+    """With ``auth``: the networks ``satisfy any`` with ``allow`` lets in without it."""
+    ineffective_auth: str | None
+    """Without ``auth``: why an authentication directive here does nothing (``auth_basic``
+    without a user file, ``satisfy any`` with ``allow all``)."""
     address_filter: bool
-    """``deny all`` with ``allow`` rules applies (an address allowlist, not authentication)."""
+    """``deny all`` with ``allow`` rules applies (an address allowlist, not authentication);
+    not when an ``allow all`` comes first (the first matching rule wins)."""
     rate_limit: str | None
     """The effective ``limit_req`` arguments, or ``None``."""
     listens: tuple[Listen, ...]
@@ -434,11 +440,14 @@ def _bearer_strength(d: Directive, maps: dict[str, _TokenMap]) -> str | None:
 class _Auth:
     """What protects a location: ``auth`` (``None``: nothing that counts), ``weak`` (a
     bearer check that lets any token in), ``outer`` (a bearer check in an enclosing
-    location, which does not run for this one)."""
+    location, which does not run for this one), ``partial`` (who ``satisfy any`` lets
+    past ``auth``), ``ineffective`` (an authentication directive that does nothing)."""
 
     auth: str | None = None
     weak: str | None = None
     outer: str | None = None
+    partial: str | None = None
+    ineffective: str | None = None
 
 
 def _auth(chain: Sequence[Directive], maps: dict[str, _TokenMap]) -> _Auth:
@@ -448,15 +457,14 @@ def _auth(chain: Sequence[Directive], maps: dict[str, _TokenMap]) -> _Auth:
     rewrite module's ``if``/``return`` of an enclosing location do not run for a
     request a nested location matches (unlike ``auth_basic``, which is inherited).
     """
-    basic = _effective(chain, "auth_basic")
-    if basic and basic[-1].args and basic[-1].args[0] != "off":
-        return _Auth("auth_basic")
-    request = _effective(chain, "auth_request")
-    if request and request[-1].args and request[-1].args[0] != "off":
-        return _Auth(f"auth_request {request[-1].args[0]}")
-    jwt = _effective(chain, "auth_jwt")
-    if jwt and jwt[-1].args and jwt[-1].args[0] != "off":
-        return _Auth("auth_jwt")
+    module, unset = _module_auth(chain)
+    if module is not None:
+        bypass, networks = _satisfy_any(chain)
+        if bypass is not None:
+            return _Auth(ineffective=f"{bypass}: every client gets in without {module}")
+        if networks:
+            return _Auth(module, partial=f"{', '.join(networks)} get in without it (satisfy any)")
+        return _Auth(module)
     weak = None
     for level in (chain[1], chain[-1]):  # the server, the proxying location
         for d in level.children("if"):
@@ -474,7 +482,55 @@ def _auth(chain: Sequence[Directive], maps: dict[str, _TokenMap]) -> _Auth:
         ),
         None,
     )
-    return _Auth(weak=weak, outer=outer)
+    return _Auth(weak=weak, outer=outer, ineffective=unset)
+
+
+def _module_auth(chain: Sequence[Directive]) -> tuple[str | None, str | None]:
+    """The effective access-phase authentication (``auth_basic``, ``auth_request``,
+    ``auth_jwt``), and otherwise why an ``auth_basic`` there does nothing.
+
+    ``auth_basic`` asks for credentials only with an effective ``auth_basic_user_file``
+    (inherited like ``auth_basic``): without one nginx lets every request through.
+    """
+    unset = None
+    basic = _effective(chain, "auth_basic")
+    if basic and basic[-1].args and basic[-1].args[0] != "off":
+        if _effective(chain, "auth_basic_user_file"):
+            return "auth_basic", None
+        unset = f"auth_basic at {basic[-1].where} has no auth_basic_user_file: nginx ignores it"
+    request = _effective(chain, "auth_request")
+    if request and request[-1].args and request[-1].args[0] != "off":
+        return f"auth_request {request[-1].args[0]}", None
+    jwt = _effective(chain, "auth_jwt")
+    if jwt and jwt[-1].args and jwt[-1].args[0] != "off":
+        return "auth_jwt", None
+    return None, unset
+
+
+_EVERYONE = frozenset(("all", "0.0.0.0/0", "::/0"))
+
+
+def _satisfy_any(chain: Sequence[Directive]) -> tuple[str | None, list[str]]:
+    """Who ``satisfy any`` lets in without authentication, by the ``allow`` rules.
+
+    With an effective ``satisfy any`` a client that an ``allow`` rule matches (before a
+    ``deny all``) needs no credentials. Returns the text of an ``allow`` of everyone
+    (then nobody needs credentials), or else the narrower networks allowed.
+    """
+    satisfy = _effective(chain, "satisfy")
+    if not (satisfy and satisfy[-1].args and satisfy[-1].args[0].lower() == "any"):
+        return None, []
+    networks: list[str] = []
+    for rule in _effective(chain, "allow", "deny"):
+        target = rule.args[0] if rule.args else ""
+        if rule.name == "deny":
+            if target == "all":
+                break
+            continue
+        if target in _EVERYONE:
+            return f"satisfy any with allow {target} at {rule.where}", []
+        networks.append(target)
+    return None, networks
 
 
 def _if_label(d: Directive) -> str:
@@ -483,8 +539,13 @@ def _if_label(d: Directive) -> str:
 
 
 def _address_filter(chain: Sequence[Directive]) -> bool:
-    rules = _effective(chain, "allow", "deny")
-    return any(d.name == "deny" and d.args == ("all",) for d in rules)
+    """Whether the effective rules end in ``deny all`` that no ``allow`` of everyone precedes."""
+    for rule in _effective(chain, "allow", "deny"):
+        if rule.name == "allow" and rule.args and rule.args[0] in _EVERYONE:
+            return False
+        if rule.name == "deny" and rule.args == ("all",):
+            return True
+    return False
 
 
 def _locations(chain: list[Directive]) -> Iterator[list[Directive]]:
@@ -528,6 +589,8 @@ def ai_locations(
                             auth=auth.auth,
                             weak_auth=auth.weak,
                             outer_auth=auth.outer,
+                            partial_auth=auth.partial,
+                            ineffective_auth=auth.ineffective,
                             address_filter=_address_filter(chain),
                             rate_limit=" ".join(limit[0].args) if limit else None,
                             listens=listens,

@@ -10,12 +10,14 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from aisentinel.audit.model import Status
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 _LISTEN = "0A"
 
 
-@dataclass(frozen=True, slots=True, order=True)
+@dataclass(frozen=True, slots=True)
 class ListeningSocket:
     """A TCP socket in LISTEN state: its local address and port."""
 
@@ -34,6 +36,18 @@ class ListeningSocket:
     def wildcard(self) -> bool:
         """Whether it listens on every address (0.0.0.0 or ::)."""
         return self.address.is_unspecified
+
+    @property
+    def families(self) -> frozenset[int]:
+        """IP versions that can reach it: ``[::]`` is taken as dual-stack (the Linux default,
+        ``bindv6only=0``: /proc does not show a socket's ``IPV6_V6ONLY``), so both; an
+        IPv4-mapped address IPv4 only."""
+        addr = self.address
+        if isinstance(addr, ipaddress.IPv4Address):
+            return frozenset((4,))
+        if addr.is_unspecified:
+            return frozenset((4, 6))
+        return frozenset((4,) if addr.ipv4_mapped is not None else (6,))
 
     def __str__(self) -> str:
         if isinstance(self.address, ipaddress.IPv6Address):
@@ -58,6 +72,30 @@ _LAN_NETWORKS = tuple(
 def is_lan(address: IPAddress) -> bool:
     """Whether ``address`` is in a private-use / CGNAT / link-local range (not loopback)."""
     return any(address in net for net in _LAN_NETWORKS)
+
+
+def bind_scope(host: str, unparsed: str) -> tuple[Status, str]:
+    """Who can reach a service bound to ``host`` (an IP address), as a status and a few words.
+
+    Every interface (``host`` empty too) or a public address = fail, a LAN address =
+    warn, loopback = pass; an IPv4-mapped IPv6 address is judged as the IPv4 address.
+    A ``host`` that is not an IP address warns with the words ``unparsed``.
+    """
+    if not host:
+        return Status.FAIL, "every interface"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return Status.WARN, unparsed
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_unspecified:
+        return Status.FAIL, "every interface"
+    if address.is_loopback:
+        return Status.PASS, "loopback"
+    if is_lan(address):
+        return Status.WARN, f"LAN address {address}"
+    return Status.FAIL, f"public address {address}"
 
 
 class ProcNetError(Exception):
@@ -118,4 +156,9 @@ def listening_sockets(proc_root: Path) -> list[ListeningSocket]:
             found.extend(parse_proc_net_tcp(text, v6=v6))
         except ProcNetError as exc:
             raise ProcNetError(f"{path}: {exc}") from None
-    return sorted(set(found))
+    return sorted(set(found), key=sort_key)
+
+
+def sort_key(sock: ListeningSocket) -> tuple[int, int, int]:
+    """Port, then IPv4 before IPv6, then address: IPv4 and IPv6 addresses do not compare."""
+    return sock.port, sock.address.version, int(sock.address)

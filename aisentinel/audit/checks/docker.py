@@ -2,10 +2,9 @@
 
 Read through the Docker Engine API (the ``docker`` SDK, ``DOCKER_HOST`` honoured).
 Without an engine both checks are ``unknown`` with the reason; list them in
-``[audit] skip`` on hosts without Docker. When no engine can exist (``DOCKER_HOST``
-unset and neither ``/var/run/docker.sock`` nor ``/run/docker.sock`` present) the
-SDK is not even imported: it would add about 6 MB to the daemon's memory. Ports
-Docker publishes bypass ufw's INPUT rules, so a publication on any address but
+``[audit] skip`` on hosts without Docker (the containers are read by
+:mod:`aisentinel.audit.containers`, which does not import the SDK where no engine
+can exist). Ports Docker publishes bypass ufw's INPUT rules, so a publication on any address but
 loopback is reachable even behind "default deny": each ``HostIp`` is classified
 with ``ipaddress`` (every interface or a public address fails, a LAN address warns,
 one that is not an IP address warns as unclassified).
@@ -13,15 +12,14 @@ one that is not an IP address warns as unclassified).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from aisentinel.audit.checks.base import Verdict, register, worse
-from aisentinel.audit.checks.exposure import bind_scope
-from aisentinel.audit.context import AuditContext, DockerUnavailableError, docker_sdk_inspector
+from aisentinel.audit.containers import container_label, image_of, running_containers
+from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import Status
+from aisentinel.audit.sockets import bind_scope
 
 PORTS_FIX = (
     "Publish on loopback only and put nginx (auth + TLS) in front:\n"
@@ -38,46 +36,16 @@ NETWORK_FIX = (
 )
 
 
-DOCKER_SOCKETS = (Path("/var/run/docker.sock"), Path("/run/docker.sock"))
-"""Where a local Docker engine listens when ``DOCKER_HOST`` is unset."""
-
-
-def no_engine_reason() -> str | None:
-    """Why no Docker engine can be reached here, or ``None`` when one may be."""
-    if os.environ.get("DOCKER_HOST"):
-        return None
-    if any(path.exists() for path in DOCKER_SOCKETS):
-        return None
-    sockets = " nor ".join(str(path) for path in DOCKER_SOCKETS)
-    return f"no Docker engine: DOCKER_HOST is unset and there is neither {sockets}"
-
-
 def ai_containers(ctx: AuditContext) -> tuple[list[Mapping[str, Any]], int]:
     """Inspect data of running AI containers and the number of running containers.
 
-    With the real SDK inspector and no engine possible (:func:`no_engine_reason`),
-    raises :class:`DockerUnavailableError` without importing the SDK.
+    Raises :class:`~aisentinel.audit.context.DockerUnavailableError` as
+    :func:`~aisentinel.audit.containers.running_containers` does.
     """
-
-    def load() -> tuple[list[Mapping[str, Any]], int]:
-        if ctx.docker is docker_sdk_inspector:
-            reason = no_engine_reason()
-            if reason is not None:
-                raise DockerUnavailableError(reason)
-        containers = ctx.docker(ctx.config.docker_timeout)
-        images = [image.lower() for image in ctx.config.ai_images]
-        ai = [c for c in containers if any(i in _image(c).lower() for i in images)]
-        return ai, len(containers)
-
-    return ctx.memo("docker", load)
-
-
-def _image(container: Mapping[str, Any]) -> str:
-    return str((container.get("Config") or {}).get("Image", ""))
-
-
-def _name(container: Mapping[str, Any]) -> str:
-    return str(container.get("Name", "?")).lstrip("/") + f" ({_image(container)})"
+    containers = running_containers(ctx)
+    images = [image.lower() for image in ctx.config.ai_images]
+    ai = [c for c in containers if any(i in image_of(c).lower() for i in images)]
+    return ai, len(containers)
 
 
 def _none_found(total: int) -> Verdict:
@@ -94,7 +62,7 @@ def _ports(ctx: AuditContext) -> Verdict:
         network_mode = str((container.get("HostConfig") or {}).get("NetworkMode", ""))
         if network_mode == "host":
             lines.append(
-                f"{_name(container)}: host network, binds host ports directly"
+                f"{container_label(container)}: host network, binds host ports directly"
                 " (see exposure.ai-ports)"
             )
             status = worse(status, Status.WARN)
@@ -110,7 +78,7 @@ def _ports(ctx: AuditContext) -> Verdict:
                 scope, where = bind_scope(host_ip, unparsed)
                 parts.append(published if scope is Status.PASS else f"{published} ({where})")
                 status = worse(status, scope)
-        lines.append(f"{_name(container)}: published {', '.join(parts) or 'nothing'}")
+        lines.append(f"{container_label(container)}: published {', '.join(parts) or 'nothing'}")
     return Verdict.of(status, lines, PORTS_FIX)
 
 
@@ -124,9 +92,9 @@ def _network(ctx: AuditContext) -> Verdict:
         networks = sorted(((container.get("NetworkSettings") or {}).get("Networks") or {}).keys())
         if "bridge" in networks:
             on_bridge = True
-            lines.append(f"{_name(container)}: on the default bridge network")
+            lines.append(f"{container_label(container)}: on the default bridge network")
         else:
-            lines.append(f"{_name(container)}: networks {', '.join(networks) or 'none'}")
+            lines.append(f"{container_label(container)}: networks {', '.join(networks) or 'none'}")
     return Verdict.of(Status.WARN if on_bridge else Status.PASS, lines, NETWORK_FIX)
 
 

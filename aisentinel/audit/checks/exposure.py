@@ -7,16 +7,16 @@ socket never appears in those tables and counts as safe.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from pathlib import Path
 
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register, worse
 from aisentinel.audit.checks.firewall import firewall_state
+from aisentinel.audit.containers import docker_published
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.fwstate import Reach
 from aisentinel.audit.model import Status
-from aisentinel.audit.sockets import ListeningSocket, is_lan, listening_sockets
+from aisentinel.audit.sockets import ListeningSocket, bind_scope, listening_sockets
 from aisentinel.audit.units import (
     EnvironmentFileError,
     EnvSetting,
@@ -66,22 +66,41 @@ def _ai_ports(ctx: AuditContext) -> Verdict:
     except CannotCheckError as exc:
         lines = [f"{s} listens beyond loopback; firewall unknown ({exc})" for s in exposed]
         return Verdict.of(Status.FAIL, lines, BIND_FIX.format(port=exposed[0].port))
+    published = docker_published(ctx)
     status = Status.PASS
     lines = []
+    worst = None
     for sock in exposed:
-        access = state.access(sock.port)
-        lines.append(f"{sock} listens beyond loopback; {state.backend}: {access.describe()}")
-        if access.reach is Reach.OPEN:
-            status = Status.FAIL
-        elif access.reach is Reach.RESTRICTED and status is Status.PASS:
-            status = Status.WARN
-    worst = next((s for s in exposed if state.access(s.port).reach is not Reach.CLOSED), exposed[0])
-    return Verdict.of(status, lines, BIND_FIX.format(port=worst.port))
+        container = published.get(sock.port)
+        if container is not None:
+            # Docker DNATs published ports in PREROUTING and accepts them in FORWARD:
+            # the INPUT rules (ufw's too) never see that traffic.
+            verdict, where = bind_scope(str(sock.address), "")
+            lines.append(
+                f"{sock} listens beyond loopback ({where}); published by Docker ({container}):"
+                f" {state.backend}'s INPUT rules do not apply (DOCKER-USER rules are not read)"
+            )
+        else:
+            access = state.access(sock.port, sock.families)
+            lines.append(f"{sock} listens beyond loopback; {state.backend}: {access.describe()}")
+            verdict = {Reach.OPEN: Status.FAIL, Reach.RESTRICTED: Status.WARN}.get(
+                access.reach, Status.PASS
+            )
+        status = worse(status, verdict)
+        if worst is None and verdict is not Status.PASS:
+            worst = sock
+    return Verdict.of(status, lines, BIND_FIX.format(port=(worst or exposed[0]).port))
 
 
 def _ollama_bind(value: str) -> tuple[Status, str]:
-    """Classify an ``OLLAMA_HOST`` value: wildcard or public = fail, LAN = warn, loopback = pass."""
-    text = value.strip().split("://", 1)[-1].split("/", 1)[0]
+    """Classify an ``OLLAMA_HOST`` value: wildcard or public = fail, LAN = warn, loopback = pass.
+
+    An empty value (after spaces and quotes, as Ollama trims them) is Ollama's default,
+    127.0.0.1:11434; ``:11434`` (an empty host with a port) is every interface.
+    """
+    text = value.strip().strip("\"'").strip().split("://", 1)[-1].split("/", 1)[0]
+    if not text:
+        return Status.PASS, "loopback (empty: Ollama's default 127.0.0.1:11434)"
     if text.startswith("["):
         host = text[1 : text.find("]")] if "]" in text else text[1:]
     elif text.count(":") == 1:
@@ -92,30 +111,6 @@ def _ollama_bind(value: str) -> tuple[Status, str]:
         return Status.PASS, "loopback"
     unparsed = f"host name {host!r} (resolves at start)"
     return bind_scope("" if host == "*" else host, unparsed)
-
-
-def bind_scope(host: str, unparsed: str) -> tuple[Status, str]:
-    """Who can reach a service bound to ``host`` (an IP address), as a status and a few words.
-
-    Every interface (``host`` empty too) or a public address = fail, a LAN address =
-    warn, loopback = pass; an IPv4-mapped IPv6 address is judged as the IPv4 address.
-    A ``host`` that is not an IP address warns with the words ``unparsed``.
-    """
-    if not host:
-        return Status.FAIL, "every interface"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return Status.WARN, unparsed
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_unspecified:
-        return Status.FAIL, "every interface"
-    if address.is_loopback:
-        return Status.PASS, "loopback"
-    if is_lan(address):
-        return Status.WARN, f"LAN address {address}"
-    return Status.FAIL, f"public address {address}"
 
 
 def _ollama_host(ctx: AuditContext) -> Verdict:

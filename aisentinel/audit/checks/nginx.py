@@ -76,6 +76,8 @@ AUTH_FIX = (
     "  (in the location that proxies or the server block: an if/return in an enclosing\n"
     '  location does not run for a nested one; if ($http_authorization = "") lets any\n'
     "  token in)\n"
+    "auth_basic needs an auth_basic_user_file; `satisfy any` lets the addresses that\n"
+    "`allow` matches in without credentials (keep `satisfy all`, the default)\n"
     "then: nginx -t && systemctl reload nginx"
 )
 
@@ -102,7 +104,10 @@ def _auth(ctx: AuditContext) -> Verdict:
     status = Status.PASS
     lines = []
     for loc in gathered:
-        if loc.auth is not None:
+        if loc.auth is not None and loc.partial_auth is not None:
+            lines.append(f"{loc.label()}: {loc.auth}, but {loc.partial_auth}")
+            status = worse(status, Status.WARN)
+        elif loc.auth is not None:
             lines.append(f"{loc.label()}: {loc.auth}")
         elif loc.weak_auth is not None:
             lines.append(f"{loc.label()}: {loc.weak_auth}")
@@ -111,8 +116,8 @@ def _auth(ctx: AuditContext) -> Verdict:
             lines.append(f"{loc.label()}: address allowlist only, no authentication")
             status = worse(status, Status.WARN)
         else:
-            outer = f" ({loc.outer_auth})" if loc.outer_auth else ""
-            lines.append(f"{loc.label()}: NO authentication{outer}")
+            why = "; ".join(w for w in (loc.ineffective_auth, loc.outer_auth) if w)
+            lines.append(f"{loc.label()}: NO authentication" + (f" ({why})" if why else ""))
             status = Status.FAIL
     return Verdict.of(status, lines, AUTH_FIX)
 
