@@ -284,6 +284,25 @@ def test_user_name_injection_does_not_move_the_address() -> None:
         assert event.client == client, message
 
 
+def test_a_certificate_line_with_two_readings_is_no_event() -> None:
+    """A certificate failure whose user name and key id both fit sshd's tail names no client."""
+    fp = "SHA256:" + "A" * 43
+    forged = (
+        f"Failed publickey for invalid user x from 203.0.113.9 port 1 ssh2: a b ID from "
+        f"198.51.100.66 port 4242 ssh2: ED25519-CERT {fp} ID k (serial 1) CA ED25519 {fp}"
+    )
+    long_id = (
+        f"Failed publickey for invalid user x from 203.0.113.9 port 1: y from 198.51.100.66 "
+        f"port 4242 ssh2: ED25519-CERT {fp} ID {'k' * 500} (serial 1) CA ED25519 {fp}"
+    )
+    assert _msg(forged) is None
+    assert _msg(long_id) is None
+    plain = f"Failed publickey for git from 198.51.100.66 port 4242 ssh2: ED25519-CERT {fp} ID k (serial 1) CA ED25519 {fp}"  # noqa: E501
+    event = _msg(plain)
+    assert event is not None
+    assert event.client == "198.51.100.66"
+
+
 def test_classic_syslog_time_and_year() -> None:
     """Classic stamps take the clock's year, or last year when over a day ahead."""
     event = _parse("Nov 25 23:14:30 h sshd[1]: Invalid user a from 1.2.3.4")

@@ -80,10 +80,14 @@ def _re(pattern: str) -> Callable[[str], re.Match[str] | None]:
 # cannot move the address. A line whose tail has another shape (no port, hostbased's
 # ``client user "u"`` info, SSH1's ``: ruser NAME``) falls back to the first
 # `` from ADDR`` followed by the end or ``: `` (the fail2ban corpus has ruser injections).
+# A certificate's key id is free text after the address, so a certificate line (`` (serial
+# ``) on which two places fit that tail (a user name and a key id made to frame an
+# address) is no event, and one that fits none never falls back (:func:`_auth_match`).
 _AUTH_TAIL = (
     r" from {A} port (\d+)(?: ssh\d?)?(?: \[preauth\])?"
     r"(?:: \S+ \S+(?: ID .{0,400}? \(serial \d+\) CA \S+ \S+)?)?$"
 )
+_AUTH_TAIL_AT = re.compile(_AUTH_TAIL.replace("{A}", _A)).match
 _FAILED = _re(r"Failed (\S+) for (invalid user )?(.{0,400}?)" + _AUTH_TAIL)
 _FAILED_LOOSE = _re(
     r"Failed (\S+) for (invalid user )?(.*?) from {A}{PORT}(?: ssh\d?)?(?: \[preauth\])?(?:$|: )"
@@ -91,6 +95,29 @@ _FAILED_LOOSE = _re(
 _INVALID = _re(r"Invalid user (.*?) from {A}{PORT}(?: \[preauth\])?$")
 _ACCEPTED = _re(r"Accepted \S+ for (.{0,400}?)" + _AUTH_TAIL)
 _ACCEPTED_LOOSE = _re(r"Accepted \S+ for (.*?) from {A}{PORT}(?: ssh\d?)?(?:$|: )")
+
+
+def _auth_match(
+    msg: str,
+    strict: Callable[[str], re.Match[str] | None],
+    loose: Callable[[str], re.Match[str] | None],
+) -> re.Match[str] | None:
+    """``strict``'s match of a Failed/Accepted line, else ``loose``'s; ``None`` for a
+    certificate line that ``strict`` does not settle (see ``_AUTH_TAIL``)."""
+    m = strict(msg)
+    if " (serial " not in msg:
+        return m or loose(msg)
+    if m is None:
+        return None
+    address = (m.lastindex or 1) - 1  # the address group: the port's is the last one
+    at = msg.find(" from ", m.end(address))
+    while at >= 0:
+        if _AUTH_TAIL_AT(msg, at) is not None:
+            return None  # two readings: the address is the client's choice
+        at = msg.find(" from ", at + 1)
+    return m
+
+
 _CLOSED = _re(
     r"Connection (?:closed|reset) by (?:(?:invalid|authenticating) user (.*) )?"
     r"{A}{PORT} \[preauth\]$"
@@ -247,7 +274,7 @@ class SshdParser(Parser):
                 msg = _KERNEL.sub("", msg, count=1)
         c = msg[:3]
         if c == "Fai":
-            m = _FAILED(msg) or _FAILED_LOOSE(msg)
+            m = _auth_match(msg, _FAILED, _FAILED_LOOSE)
             if m is None:
                 return None
             method, invalid, user, addr, port = m.groups()
@@ -273,7 +300,7 @@ class SshdParser(Parser):
             m = _DISCONNECTING(msg)
             return None if m is None else (_PRE, m[2], m[1], m[3])
         if c == "Acc":
-            m = _ACCEPTED(msg) or _ACCEPTED_LOOSE(msg)
+            m = _auth_match(msg, _ACCEPTED, _ACCEPTED_LOOSE)
             return None if m is None else (_ACCEPTED_KIND, m[2], m[1], m[3])
         if c == "Rec":
             if not msg.endswith(("[preauth]", "Auth fail")):
