@@ -16,7 +16,7 @@ from aisentinel.detectors.paths import (
     normalise_path,
     path_views,
 )
-from aisentinel.detectors.scanning import ScanningConfig, ScanningDetector
+from aisentinel.detectors.scanning import FLOOD_MAX_KEYS, ScanningConfig, ScanningDetector
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
 T0 = 1_764_000_000.0
@@ -256,7 +256,18 @@ def test_a_404_flood_of_distinct_paths_is_high() -> None:
     found = feed(flood)
     assert [f.severity for f in found] == [Severity.MEDIUM, Severity.HIGH]
     assert "distinct not-found paths" in found[1].message
+    assert found[1].evidence == ("/probe/118.php",)  # the path, not its digest
     assert [f.severity for f in feed(flood, not_found_high_threshold=400)] == [Severity.MEDIUM]
+
+
+def test_distinct_not_found_paths_are_counted_for_a_bounded_number_of_clients() -> None:
+    """Clients counting distinct not-found paths are capped at FLOOD_MAX_KEYS, whatever max_keys."""
+    det = ScanningDetector(ScanningConfig(max_keys=100_000))
+    for n in range(FLOOD_MAX_KEYS + 200):
+        client = f"10.{n // 65536}.{n // 256 % 256}.{n % 256}"
+        for i in range(21):
+            det.observe(req(n + i * 0.01, f"/p{i}", client=client))
+    assert len(det._not_found_paths) <= FLOOD_MAX_KEYS
 
 
 def test_many_404s_on_a_few_paths_stay_medium() -> None:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from hashlib import blake2b
 from pathlib import Path
 from typing import cast
 
@@ -108,6 +109,11 @@ DEFAULT_NOT_FOUND_IGNORE = (
 """Paths whose 404s are background noise, in :mod:`~.paths` pattern syntax."""
 
 _MAX_EVIDENCE_PATH = 200
+FLOOD_MAX_KEYS = 1024
+"""Clients whose distinct not-found paths are counted at once (only those after a 404
+burst): each holds up to ``not_found_high_threshold`` + 2 path digests (16 hex digits,
+not the paths: a client's word list costs ~8 KB, not ~30 KB), so a flood from many
+addresses is bounded at ~8 MB."""
 
 
 class ScanningConfig(WindowedConfig):
@@ -175,11 +181,14 @@ class ScanningDetector(BatchDetector):
         self._not_found = RateWindows(
             config.not_found_threshold, config.not_found_window, config.max_keys
         )
-        self._bursting = RecentSet(config.not_found_high_window, config.max_keys)
+        flooding = min(config.max_keys, FLOOD_MAX_KEYS)
+        self._bursting = RecentSet(config.not_found_high_window, flooding)
         """Per client: when its last 404 burst was reported (only those count distinct paths)."""
         self._not_found_paths = DistinctWindows(
-            config.not_found_high_threshold, config.not_found_high_window, config.max_keys
+            config.not_found_high_threshold, config.not_found_high_window, flooding
         )
+        """Per bursting client: digests of its distinct not-found paths (see
+        :data:`FLOOD_MAX_KEYS`)."""
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -278,8 +287,9 @@ class ScanningDetector(BatchDetector):
         cfg = self._cfg
         if self._bursting.seen(client, ts):
             path = normalise_path(event.path)[:_MAX_EVIDENCE_PATH]
-            crossing = self._not_found_paths.hit(client, path, ts)
+            crossing = self._not_found_paths.hit(client, _digest(path), ts)
             if crossing is not None:
+                crossing = crossing._replace(evidence=(path,))
                 high = (cfg.not_found_high_threshold, cfg.not_found_high_window)
                 return self._not_found_finding(
                     crossing, event, Severity.HIGH, "distinct not-found paths", high
@@ -289,7 +299,7 @@ class ScanningDetector(BatchDetector):
             return None
         path = normalise_path(event.path)[:_MAX_EVIDENCE_PATH]
         self._bursting.add(client, ts)
-        self._not_found_paths.hit(client, path, ts)
+        self._not_found_paths.hit(client, _digest(path), ts)
         crossing = crossing._replace(evidence=(path,))
         limit = (cfg.not_found_threshold, cfg.not_found_window)
         return self._not_found_finding(
@@ -340,3 +350,8 @@ class ScanningDetector(BatchDetector):
 
 
 REGISTRY.register("scanning", ScanningConfig, ScanningDetector)
+
+
+def _digest(path: str) -> str:
+    """16 hex digits standing for ``path`` among a client's distinct not-found paths."""
+    return blake2b(path.encode("utf-8", "surrogateescape"), digest_size=8).hexdigest()
