@@ -328,7 +328,7 @@ class Matcher:
         return self._header(raw, self._ua_field, self._agents)
 
     def _extra(self, raw: str) -> frozenset[int]:
-        return self._header(raw, self._extra_field, self._extras)
+        return self._header(raw[:MAX_TARGET], self._extra_field, self._extras)
 
     # ----------------------------------------------------------------- matching
 
