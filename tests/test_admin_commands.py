@@ -7,13 +7,14 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import wait_for
 
+from aisentinel import events
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.control import CommandError, ControlServer, Peer, request
@@ -133,6 +134,49 @@ def test_allow_lifts_matching_bans_and_wins_until_expiry(env: Env) -> None:
     env.clock.advance(601)
     env.engine.expire()
     assert env.engine.decide(finding("203.0.113.50")).action is Action.BAN
+
+
+def _held_by_a_lost_ledger(env: Env, target: str) -> None:
+    """Put a ban of ``target`` in the firewall that the engine does not know, and mark
+    the run as keeping what the firewalls hold (as the daemon does on a lost ledger)."""
+    ban = events.Decision(
+        T0, Action.BAN, events.AddressTarget.parse(target), "manual", Severity.HIGH, "x"
+    )
+    env.runner.submit(replace(ban, ttl=3600.0, expires_at=T0 + 3600.0))
+    assert wait_for(lambda: target in env.dryrun.banned)
+    env.runner.keep_held = True
+
+
+def test_unban_keeping_held_lifts_a_ban_only_the_lost_ledger_knew(env: Env) -> None:
+    """While the run keeps what the firewalls hold, `unban` of a target the engine does
+    not know still lifts it from the responders and says so."""
+    _held_by_a_lost_ledger(env, "203.0.113.7")
+    answer = env.ask("unban", target="203.0.113.7")
+    assert answer == {"target": "203.0.113.7", "lifted": False, "stray": ["203.0.113.7"]}
+    assert wait_for(lambda: "203.0.113.7" not in env.dryrun.banned)
+    assert render_result("unban", answer) == (
+        "203.0.113.7; 203.0.113.7 not in the ledger; lifted from the firewalls anyway\n"
+    )
+
+
+def test_allow_keeping_held_lifts_a_network_ban_only_the_lost_ledger_knew(env: Env) -> None:
+    """While the run keeps what the firewalls hold, `allow NET` lifts the ban of NET
+    the engine does not know from the responders, beside the bans it knows."""
+    _held_by_a_lost_ledger(env, "203.0.113.0/24")
+    answer = env.ask("allow", target="203.0.113.0/24", ttl="10m")
+    assert (answer["lifted"], answer["stray"]) == ([], ["203.0.113.0/24"])
+    assert wait_for(lambda: "203.0.113.0/24" not in env.dryrun.banned)
+    assert "lifted from the firewalls anyway" in render_result("allow", answer)
+
+
+def test_unban_of_an_unknown_target_lifts_nothing_when_the_ledger_is_whole(env: Env) -> None:
+    """With the ledger whole (no keep_held), `unban` of a target the engine does not
+    hold sends nothing to the responders."""
+    _held_by_a_lost_ledger(env, "203.0.113.7")
+    env.runner.keep_held = False
+    assert env.ask("unban", target="203.0.113.7") == {"target": "203.0.113.7", "lifted": False}
+    env.runner.tick()
+    assert "203.0.113.7" in env.dryrun.banned
 
 
 @pytest.mark.parametrize(

@@ -297,6 +297,19 @@ def test_a_reconcile_keeping_what_is_held_only_adds_and_queued_lifts_still_run(
     assert runner.stats()[0].ok[Operation.RECONCILE] == 1
 
 
+def test_with_keep_held_a_ban_after_its_queued_lift_cancels_the_lift(clock: FakeClock) -> None:
+    """With keep_held and a reconcile queued, a ban submitted after a lift of the same
+    target cancels that lift: the target ends banned, not lifted after the reconcile."""
+    r = Flaky(clock)
+    runner = ResponderRunner([r], clock)
+    runner.keep_held = True
+    runner.reconcile([])
+    runner.submit_expired([ban("198.51.100.1")])
+    runner.submit(ban("198.51.100.1"))
+    runner.tick()
+    assert r.done == [("add", "198.51.100.1")]
+
+
 def test_health_is_checked_by_tick(clock: FakeClock) -> None:
     """Tick records each responder's health; a raising check counts as unhealthy."""
     r = Flaky(clock)

@@ -164,14 +164,19 @@ class AdminCommands:
             lifted = engine.unban(text, who=peer.who)
         except ValueError as exc:  # inside a wider ban: named, never lifted for one address
             raise CommandError(escape(str(exc), limit=300)) from None
+        stray = self._stray(text, peer, [lifted] if lifted is not None else [])
         if lifted is not None:
             self._runner().submit_expired([lifted])
         cover = engine.covering(text)  # its own ban lifted, a wider one still drops it
         held = {} if cover is None or cover.target is None else {"covered_by": cover.target.text}
-        return {
-            "target": lifted.target.text if lifted and lifted.target else text,
-            "lifted": lifted is not None,
-        } | held
+        return (
+            {
+                "target": lifted.target.text if lifted and lifted.target else text,
+                "lifted": lifted is not None,
+            }
+            | held
+            | stray
+        )
 
     def ban(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
         target = _address(_text(args, "target", TARGET_MAX))
@@ -201,13 +206,33 @@ class AdminCommands:
             lifted = engine.allow(target.text, ttl, peer.who, reason)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
+        stray = self._stray(target.text, peer, lifted)
         if lifted:
             self._runner().submit_expired(lifted)
         return {
             "network": target.text,
             "expires_at": engine.clock.now() + ttl,
             "lifted": [d.target.text for d in lifted if d.target is not None],
-        }
+        } | stray
+
+    def _stray(self, text: str, peer: Peer, lifted: list[Decision]) -> dict[str, Any]:
+        """On a run that keeps what the firewalls hold (the ledger was lost: the runner's
+        ``keep_held``), send the lifts of ``text`` the engine did not hold (not in
+        ``lifted``) to the responders as well, so an operator can lift a ban only the
+        lost ledger knew; ``{"stray": [targets]}`` then, else ``{}``."""
+        runner = self._runner()
+        if not runner.keep_held:
+            return {}
+        known = {d.target.text for d in lifted if d.target is not None}
+        stray = [
+            d
+            for d in self._engine().stray_lifts(text, peer.who)
+            if d.target is not None and d.target.text not in known
+        ]
+        if not stray:
+            return {}
+        runner.submit_expired(stray)
+        return {"stray": [d.target.text for d in stray if d.target is not None]}
 
     def brake_reset(self, _args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
         return {"released": self._engine().reset_brake(peer.who)}
@@ -258,13 +283,26 @@ def render_bans(result: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _stray(result: Mapping[str, Any]) -> str:
+    """What ``unban`` / ``allow`` lifted from the firewalls beyond the engine's bans."""
+    stray = result.get("stray") or []
+    if not stray:
+        return ""
+    names = ", ".join(escape(str(t), limit=60) for t in stray)
+    return f"; {names} not in the ledger; lifted from the firewalls anyway"
+
+
 def render_result(command: str, result: Mapping[str, Any]) -> str:
     """One escaped line saying what ``unban`` / ``ban`` / ``allow`` / ``brake_reset`` did."""
     if command == "unban":
         target = escape(str(result.get("target")), limit=80)
         cover = result.get("covered_by")
         still = f" (still dropped by the ban of {escape(str(cover), limit=80)})" if cover else ""
-        return f"lifted {target}{still}\n" if result.get("lifted") else f"{target} was not banned\n"
+        if result.get("lifted"):
+            return f"lifted {target}{still}{_stray(result)}\n"
+        if result.get("stray"):
+            return f"{target}{_stray(result)}{still}\n"
+        return f"{target} was not banned{still}\n"
     if command == "ban":
         sim = ""
         if result.get("simulated"):
@@ -279,7 +317,7 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
         lifted = result.get("lifted") or []
         also = f"; lifted {', '.join(escape(str(t), limit=60) for t in lifted)}" if lifted else ""
         net = escape(str(result.get("network")), limit=80)
-        return f"allowed {net} until {_iso(result.get('expires_at'))}{also}\n"
+        return f"allowed {net} until {_iso(result.get('expires_at'))}{also}{_stray(result)}\n"
     if command == "brake_reset":
         return "storm brake released\n" if result.get("released") else "storm brake was not on\n"
     return escape(str(dict(result)), limit=400) + "\n"

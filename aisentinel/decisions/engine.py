@@ -792,6 +792,37 @@ class DecisionEngine:
                 self._note(lifted, note)
             return ban
 
+    def stray_lifts(self, text: str, who: str) -> list[Decision]:
+        """Lifts for the responders of the ban of address or network ``text`` (an
+        address's own and its grouped network's) that the engine does not hold, for a
+        run whose ledger is not the whole truth (the daemon's ``keeping_held``): the
+        firewalls may still hold what a lost ledger knew, and an operator's ``unban`` or
+        ``allow`` must reach it. Lifting an absent enforcement is not an error, so this
+        costs nothing where there is none. A workload's text gives none; ``ValueError``
+        when ``text`` is none of those. Nothing in the engine or the ledger changes."""
+        now = self.clock.now()
+        lifts: list[Decision] = []
+        for key in self._keys(text):
+            target = parse_target_text(key)
+            with self._lock:
+                held = key in self._active
+            if isinstance(target, AddressTarget) and not held:
+                reason = f"lifted by {who}: not in the ledger"
+                lifts.append(
+                    Decision(
+                        now,
+                        Action.BAN,
+                        target,
+                        MANUAL,
+                        Severity.HIGH,
+                        reason,
+                        0.0,
+                        now,
+                        simulated=self.config.simulate,
+                    )
+                )
+        return lifts
+
     # ------------------------------------------------------------------ operators
 
     def manual_ban(

@@ -19,7 +19,8 @@ and deletes queued before it and absorbs those after it (its retry never undoes
 them); a queued add whose ban expired meanwhile is dropped. With :attr:`keep_held`
 (the ledger is not the whole truth this run) a reconcile only adds
 (:meth:`~aisentinel.responders.base.Responder.reconcile_adding`), and the deletes
-queued after it stay jobs of their own.
+queued after it stay jobs of their own, run after it; an add queued after such a
+delete cancels it.
 
 The queue is bounded (``[daemon] responder_queue``). When it is full the oldest
 queued add is dropped (else the oldest operation): counted in
@@ -548,7 +549,10 @@ class ResponderRunner:
                 else:
                     job.active.pop(key, None)
         if None in batch and (item.op is Operation.ADD or not self.keep_held):
-            return  # an adding-only reconcile lifts nothing: a lift stays a job of its own
+            # An adding-only reconcile lifts nothing: a lift stays a job of its own,
+            # and runs after the reconcile, so a later add must cancel it here.
+            batch.pop(key, None)
+            return
         batch.pop(key, None)
         batch[key] = _Job(responder, item.op, key, decision=decision)
 
