@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIG = """
 [daemon]
 state_dir = "{state}"
+control_socket = "{logs}/control.sock"
 log_format = "json"
 heartbeat_interval = "200ms"
 
