@@ -359,7 +359,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
     from aisentinel.textsafe import escape  # noqa: PLC0415
 
     command: str = args.admin
-    name = "brake reset" if command == "brake_reset" else command
+    name = command.replace("_", " ")  # brake_reset, ledger_accept: two words on the line
     fields: dict[str, str | bool] = {}
     target = getattr(args, "target", None)
     if target is not None:
@@ -422,6 +422,24 @@ def _admin_parser(
     p.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_admin, admin=command)
     return p
+
+
+def _add_two_word_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``brake reset`` and ``ledger accept``: control-socket commands of two words."""
+    for group, help, action, command, what in (
+        ("brake", "the storm brake", "reset", "brake_reset", "release the tripped storm brake"),
+        (
+            "ledger",
+            "the decision ledger after a loss",
+            "accept",
+            "ledger_accept",
+            "after a lost ledger: take the ledger as the whole truth again and lift what "
+            "the responders hold beyond it",
+        ),
+    ):
+        parser = sub.add_parser(group, help=f"{help}: `aisentinel {group} {action}`")
+        actions = parser.add_subparsers(dest=f"{group}_command", required=True, metavar="ACTION")
+        _admin_parser(actions, action, command, what)
 
 
 def _read_text_lines(path: Path, fmt: str) -> list[str] | None:
@@ -670,9 +688,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="go on even when a daemon seems to run (its lock is held or its socket answers)",
     )
     withdraw.set_defaults(func=cmd_withdraw)
-    brake = sub.add_parser("brake", help="the storm brake: `aisentinel brake reset`")
-    brake_sub = brake.add_subparsers(dest="brake_command", required=True, metavar="ACTION")
-    _admin_parser(brake_sub, "reset", "brake_reset", "release the tripped storm brake")
+    _add_two_word_commands(sub)
     _add_rules_commands(sub)
 
     demo = sub.add_parser("demo", help="run on a bundled attack scenario (dry-run)")

@@ -58,6 +58,8 @@ CONNECTION_SECONDS = 10.0
 """How long one connection may stay open, requests and answers included."""
 MAX_CONNECTIONS = 8
 """Connections served at once; more are answered 'busy' and closed."""
+SOCKET_UMASK = 0o117
+"""The umask while the socket is bound: its file is created 0660 (root and the group)."""
 CHECK_SECONDS = 2.0
 """How often the serving thread checks that the socket file is still the one it
 listens on (someone may remove it: ``rm``, a tmpfiles clean-up)."""
@@ -243,9 +245,11 @@ class ControlServer:
         self._clear_stale(path)
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            listener.bind(str(path))
-            path.chmod(0o660)
+            _bind_with_mode(listener, path)
             st = os.lstat(path)
+            if not stat.S_ISSOCK(st.st_mode):
+                listener.close()
+                raise ControlError(f"cannot listen on {path}: replaced while it was bound")
             listener.listen(MAX_CONNECTIONS)
         except OSError as exc:
             listener.close()
@@ -491,6 +495,22 @@ class ControlServer:
             log.error("control command failed", command=command, reason=repr(exc))  # noqa: TRY400
             return {"ok": False, "error": f"internal error in {command}: {type(exc).__name__}"}
         return {"ok": True, "result": result}
+
+
+def _bind_with_mode(listener: socket.socket, path: Path) -> None:
+    """Bind ``listener`` to ``path``, its file created 0660 (the group may connect).
+
+    Linux creates the file with the mode of the socket's inode (0777) less the umask,
+    so the umask is :data:`SOCKET_UMASK` for the ``bind()`` call alone: a chmod of the
+    path afterwards would follow a symbolic link someone who can write the directory
+    swapped in meanwhile (the socket is bound again each time its file disappears),
+    and a root daemon would chmod the file it names. The umask is the process's: the
+    window is the one system call (a file another thread creates then is at most 0660)."""
+    old = os.umask(SOCKET_UMASK)
+    try:
+        listener.bind(str(path))
+    finally:
+        os.umask(old)
 
 
 def _too_large(cap: int) -> str:

@@ -20,7 +20,9 @@ import sqlite3
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -35,7 +37,7 @@ from aisentinel.atomicfile import atomic_write, read_state
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, load_config
-from aisentinel.control import ControlError, ControlServer
+from aisentinel.control import CommandError, ControlError, ControlServer, Peer
 from aisentinel.decisionlog import DecisionLog
 from aisentinel.decisions.admin import AdminCommands
 from aisentinel.decisions.engine import DecisionEngine
@@ -108,11 +110,26 @@ LEDGER_CLOSE_BUSY_TIMEOUT = 0.25
 """The same at stop, for the backlog's last chance."""
 LEDGER_RETRY_SECONDS = 10.0
 """How often a running daemon on a stand-in ledger tries the file again."""
-KEEPING_HELD = (
+KEEPING_HELD_RUN = (
     "what the responders enforce is kept (reconciles add, never lift) until aisentinel "
     "restarts on a healthy ledger"
 )
-"""Said of a run whose ledger is not the whole truth (:meth:`Daemon._keep_held`)."""
+"""Said of a run whose ledger is not the whole truth this run only (in memory: the
+state directory unusable; :meth:`Daemon._keep_held`)."""
+KEEPING_HELD = (
+    "what the responders enforce is kept (reconciles add, never lift), across restarts, "
+    "until `aisentinel ledger accept`"
+)
+"""Said while :data:`HELD_FILE` records a ledger lost (:meth:`Daemon._keep_held`)."""
+HELD_FILE = "ledger-lost.json"
+"""Written in the state directory when a ledger's bans could not be restored (moved
+aside as corrupt, unreadable): while it is there every start keeps what the responders
+enforce (reconciles add, never lift), since they may hold bans only the lost ledger
+knew; ``aisentinel ledger accept`` removes it. Nothing lifts those bans by itself:
+ufw rules and fail2ban bans have no time of their own, and the lost ledger may have
+held manual or escalated bans of any length."""
+HELD_REASON_MAX = 500
+"""Characters of the recorded reason read back from :data:`HELD_FILE`."""
 RESPONDERS_FILE = "responders.json"
 """The enabled responders' configs (``responders``) and those removed from the config
 whose enforcements are not lifted yet (``withdrawing``), rewritten at each start and
@@ -145,6 +162,32 @@ def dropped_responders(
     """Names in ``old`` that ``new`` lacks, or whose backend object it changed (another
     nftables table, another fail2ban jail): theirs are to be lifted."""
     return {n for n, cfg in old.items() if n not in new or new[n].owns() != cfg.owns()}
+
+
+def record_held(state_dir: Path, why: str, now: float) -> None:
+    """Write :data:`HELD_FILE`: a ledger was lost at ``now`` (``why``); ``OSError``."""
+    doc = {"since": now, "reason": why}
+    atomic_write(state_dir / HELD_FILE, json.dumps(doc, sort_keys=True).encode())
+
+
+def recorded_held(state_dir: Path) -> str | None:
+    """Why an earlier run kept what the responders enforce (:data:`HELD_FILE`), or
+    ``None`` when the file is not there. A file that cannot be read (a link, not JSON)
+    still counts: better to keep a ban than to lift it as unknown."""
+    path = state_dir / HELD_FILE
+    try:
+        path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"{path} cannot be checked ({reason(exc)})"
+    try:
+        doc = json.loads(read_state(path))
+        since = datetime.fromtimestamp(float(doc["since"]), UTC).isoformat(timespec="seconds")
+        why = str(doc["reason"])[:HELD_REASON_MAX]
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as exc:
+        return f"{path} records a lost ledger but cannot be read ({reason(exc)})"
+    return f"a ledger was lost at {since} ({why}; recorded in {path})"
 
 
 def recorded_responders(
@@ -299,6 +342,9 @@ class Daemon:
         memory): every reconcile then adds and never lifts (``None``: it is)."""
         self.ledgers_lost = 0
         """Ledger files whose bans could not be restored at start (0 or 1)."""
+        self._held_recorded = False  # HELD_FILE records a lost ledger (kept on restart)
+        self._held_unrecorded: str | None = None  # why a loss could not be recorded there
+        self._reconcile_now = threading.Event()  # `aisentinel ledger accept`: reconcile now
 
         # An unusable state directory or ledger degrades the daemon; detection goes on.
         self.state_dir = self._usable_state_dir(config.daemon.state_dir)
@@ -374,7 +420,11 @@ class Daemon:
         locked, the daemon runs on a stand-in (:meth:`Ledger.stand_in`) that the loop
         moves into the file once the lock is gone (:meth:`_retry_ledger`). It does not
         fail the start: detection and enforcement go on meanwhile, and a systemd restart
-        loop would leave the host unprotected over someone's open sqlite3 shell."""
+        loop would leave the host unprotected over someone's open sqlite3 shell.
+
+        First, a ledger lost in an earlier run (:data:`HELD_FILE`) is kept to; one lost
+        at this start is recorded there anew."""
+        self._held_from_earlier_run()
         problem: BaseException | None = None
         if "state" not in self._degraded:
             try:
@@ -424,9 +474,57 @@ class Daemon:
         as unknown (:attr:`keeping_held`); ``lost``: the bans of a ledger file could not
         be restored (counted, :attr:`ledgers_lost`)."""
         self.keeping_held = why
-        self._degraded["ledger"] = why + "; " + KEEPING_HELD
         if lost:
             self.ledgers_lost += 1
+            self._record_held(why)
+        self._degraded["ledger"] = self._held_reason()
+
+    def _held_reason(self) -> str:
+        """``ledger``'s degraded reason while :attr:`keeping_held`: why, and until when."""
+        until = KEEPING_HELD if self._held_recorded else KEEPING_HELD_RUN
+        if self._held_unrecorded is not None:
+            until += f" (not recorded for the next start: {self._held_unrecorded})"
+        return f"{self.keeping_held}; {until}"
+
+    def _record_held(self, why: str) -> None:
+        """Record the loss in :data:`HELD_FILE`, so that the next starts keep what the
+        responders enforce too (not where the state directory is unusable: nothing there
+        outlives the run)."""
+        if "state" in self._degraded:
+            return
+        path = self.state_dir / HELD_FILE
+        try:
+            record_held(self.state_dir, why, self.clock.now())
+        except OSError as exc:
+            self._held_unrecorded = reason(exc)
+            log.error(  # noqa: TRY400 - the reason is the message
+                "cannot record that the ledger was lost; a restart will lift what the "
+                "responders hold beyond the new ledger",
+                path=str(path),
+                reason=reason(exc),
+                fix=fix_hint(path, exc, directory=self.state_dir),
+            )
+            return
+        self._held_recorded = True
+        self._held_unrecorded = None
+
+    def _held_from_earlier_run(self) -> None:
+        """An earlier run lost its ledger (:data:`HELD_FILE`): this run keeps what the
+        responders enforce too, until ``aisentinel ledger accept``."""
+        if "state" in self._degraded:
+            return
+        earlier = recorded_held(self.state_dir)
+        if earlier is None:
+            return
+        self._held_recorded = True
+        self._keep_held(earlier, lost=False)
+        log.warning(
+            "the ledger of an earlier run was lost; keeping what the responders enforce "
+            "(reconciles add, never lift)",
+            lost=earlier,
+            fix="check `aisentinel bans` and the firewalls, lift what should not stay "
+            "(`aisentinel unban`), then `aisentinel ledger accept`",
+        )
 
     def _await_ledger(self, path: Path) -> Ledger:
         """Open the ledger at ``path``, trying again for :data:`LEDGER_LOCK_WAIT` seconds
@@ -473,7 +571,8 @@ class Daemon:
                 f"({ledger.unread})",
                 lost=True,
             )
-            locked += "; " + self._degraded["ledger"]
+        if self.keeping_held is not None:
+            locked += "; " + self._held_reason()
         self._degraded["ledger"] = locked
         log.error(
             "decision ledger locked by another process; running degraded: decisions are "
@@ -496,6 +595,8 @@ class Daemon:
         except (sqlite3.Error, LedgerCorruptError, OSError) as exc:
             self._ledger_retry_at = math.inf
             self._degraded["ledger"] = f"{self.ledger.standing_in_for}: {reason(exc)}"
+            if self.keeping_held is not None:
+                self._degraded["ledger"] += "; " + self._held_reason()
             log.error(  # noqa: TRY400 - the reason is the message
                 "decision ledger unusable after its lock; bans are kept in memory only and "
                 "lost on restart",
@@ -507,7 +608,7 @@ class Daemon:
             self.ledger.set_busy_timeout(LEDGER_RUN_BUSY_TIMEOUT)
             self._degraded.pop("ledger", None)
             if self.keeping_held is not None:
-                self._degraded["ledger"] = self.keeping_held + "; " + KEEPING_HELD
+                self._degraded["ledger"] = self._held_reason()
 
     # ------------------------------------------------------------------ building
 
@@ -780,6 +881,7 @@ class Daemon:
             queue_depth=self.queue.qsize,
             degraded=lambda: self.degraded,
             ledgers_lost=lambda: self.ledgers_lost,
+            keeping_held=lambda: self.keeping_held is not None,
         )
         return Exporter(self._stage_collectors, values, self.clock)
 
@@ -842,6 +944,7 @@ class Daemon:
             AdminCommands(lambda: self.engine, lambda: self.runner).handlers().items()
         ):
             server.register_with_peer(name, handler)
+        server.register_with_peer("ledger_accept", self._accept_ledger)
         try:
             server.start()
         except ControlError as exc:
@@ -852,6 +955,38 @@ class Daemon:
             )
             return
         self.control = server
+
+    def _accept_ledger(self, _args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
+        """``aisentinel ledger accept``: the ledger is the whole truth again. Removes
+        :data:`HELD_FILE` and has the loop reconcile exactly at once, lifting what the
+        responders hold beyond the ledger's bans (control thread)."""
+        if self.keeping_held is None:
+            return {"accepted": False}
+        if self.ledger.in_memory:
+            raise CommandError(
+                f"refused: the ledger is in memory ({self.degraded.get('ledger', '?')}); "
+                "fix it and restart aisentinel first"
+            )
+        path = self.state_dir / HELD_FILE
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as exc:
+            raise CommandError(f"refused: cannot remove {path}: {reason(exc)}") from None
+        was = self.keeping_held
+        self.keeping_held = None
+        self._held_recorded = False
+        self._held_unrecorded = None
+        self._degraded.pop("ledger", None)
+        self._reconcile_now.set()
+        bans = len(self.engine.active())
+        log.warning(
+            "ledger accepted as the whole truth; reconciling exactly: what the responders "
+            "enforce beyond its bans is lifted",
+            who=peer.who,
+            bans=bans,
+            was=was,
+        )
+        return {"accepted": True, "bans": bans}
 
     def run(self) -> int:
         """Start everything, loop until stopped, flush, return the exit status."""
@@ -961,6 +1096,10 @@ class Daemon:
                 self.decision_log.flush(now_m)
                 self.trimmer.trim(sum(c.lines for c in self.pipeline.sources.values()))
                 next_expire = now_m + self.config.daemon.expire_interval
+            if self._reconcile_now.is_set():  # `aisentinel ledger accept`
+                self._reconcile_now.clear()
+                self.runner.keep_held = self.keeping_held is not None
+                next_reconcile = now_m
             if now_m >= next_reconcile:
                 # The ledger is the truth: repair flushed rulesets, drop unknown bans.
                 self.runner.reconcile(self.engine.active())

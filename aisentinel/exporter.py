@@ -54,6 +54,8 @@ class DaemonValues:
     """Components running degraded now, each with why."""
     ledgers_lost: Callable[[], int] = lambda: 0
     """Ledger files whose bans could not be restored at start."""
+    keeping_held: Callable[[], bool] = lambda: False
+    """Whether reconciles only add (the ledger is not the whole truth)."""
 
 
 class DaemonMetrics:
@@ -100,10 +102,18 @@ class DaemonMetrics:
             "aisentinel_ledger_lost",
             "Ledger files whose bans could not be restored at start (unreadable: moved aside, "
             "or not readable by the daemon's user); the responders keep what they enforce "
-            "until a restart on a healthy ledger.",
+            "until `aisentinel ledger accept`.",
         )
         lost.add_metric([], v.ledgers_lost())
         yield lost
+        held = GaugeMetricFamily(
+            "aisentinel_ledger_keeping_held",
+            "1 while every reconcile only adds, never lifts (a ledger was lost, this run or "
+            "an earlier one, until `aisentinel ledger accept`; or it is kept in memory), "
+            "else 0.",
+        )
+        held.add_metric([], 1 if v.keeping_held() else 0)
+        yield held
 
 
 class DecisionMetrics:

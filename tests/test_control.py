@@ -146,6 +146,49 @@ def test_socket_and_directory_modes(server: ControlServer) -> None:
     assert not server.path.exists()
 
 
+def test_the_socket_is_0660_under_the_units_umask(short_dir: Path) -> None:
+    """Under the unit's UMask=0077 the socket file is still created 0660 (the group may
+    connect), and the process's umask is as it was once it is bound."""
+    old = os.umask(0o077)
+    try:
+        srv = ControlServer(short_dir / "c.sock", HANDLERS)
+        srv.start()
+        assert os.umask(0o077) == 0o077
+    finally:
+        os.umask(old)
+    try:
+        assert stat.S_IMODE((short_dir / "c.sock").lstat().st_mode) == 0o660
+        assert request(srv.path, "echo", n=2) == {"n": 2}
+    finally:
+        srv.stop()
+
+
+def test_a_link_swapped_in_after_bind_is_not_chmodded(
+    short_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symbolic link put at the socket's path right after bind() (someone who can write
+    the directory, racing a re-bind) is never chmodded through: the file it names keeps
+    its mode, and the bind is refused as replaced."""
+    victim = short_dir / "victim"
+    victim.write_text("x")
+    victim.chmod(0o600)
+    path = short_dir / "c.sock"
+
+    class Racing(socket.socket):
+        def bind(self, address: Any) -> None:
+            super().bind(address)
+            Path(address).unlink()
+            Path(address).symlink_to(victim)
+
+    monkeypatch.setattr(control_module.socket, "socket", Racing)
+    srv = ControlServer(path, HANDLERS)
+    with pytest.raises(ControlError, match="replaced"):
+        srv.start()
+    monkeypatch.undo()
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o600
+    assert path.is_symlink()
+
+
 def test_live_socket_is_not_taken_over(server: ControlServer) -> None:
     """A second server on a path another one serves refuses to start; the first serves on."""
     second = ControlServer(server.path, HANDLERS)

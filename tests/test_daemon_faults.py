@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -20,10 +21,12 @@ from test_daemon import NFT, _nft_config, _nft_docs, _Recorder, _run_daemon, _st
 
 from aisentinel import control as control_module
 from aisentinel import daemon as daemon_module
+from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
 from aisentinel.config import load_config
 from aisentinel.daemon import Daemon
+from aisentinel.decisions.admin import render_result
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import Action, AddressTarget, Decision, LineBatch, Severity
 
@@ -134,11 +137,115 @@ def test_the_running_daemon_waits_for_a_locked_ledger_only_briefly(tmp_path: Pat
 # ---------------------------------------------------------------------- a ledger lost
 
 
+def _lose_ledger(tmp: Path) -> Path:
+    """Run the nftables daemon once, then corrupt its ledger; its config path."""
+    path = _config(tmp, nftables=True, socket=True)
+    _stop(*_run(path, _nft_table()))
+    (tmp / "state" / "decisions.sqlite3").write_bytes(b"not a database, half a page" * 64)
+    return path
+
+
+def _keeping_held(daemon: Daemon) -> float | None:
+    return daemon.registry.get_sample_value("aisentinel_ledger_keeping_held")
+
+
+def test_a_ledger_lost_is_kept_to_across_restarts_until_accepted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A ledger lost at start is recorded in the state directory: the next start (a
+    restart, a watchdog kill, a reboot) finds the fresh ledger healthy but still only adds
+    (the nftables table holding the lost ledger's bans is not deleted), with `ledger`
+    degraded saying when the loss was and aisentinel_ledger_keeping_held 1; `aisentinel
+    ledger accept` removes the record and reconciles exactly at once (accepting again
+    says there is nothing to accept), and later starts do too."""
+    path = _lose_ledger(tmp_path)
+    marker = tmp_path / "state" / "ledger-lost.json"
+    daemon, thread = _run(path, _nft_table())
+    try:
+        assert daemon.runner.keep_held
+        assert "ledger accept" in daemon.degraded["ledger"]
+        assert _keeping_held(daemon) == 1
+    finally:
+        _stop(daemon, thread)
+    assert stat.S_IMODE(marker.lstat().st_mode) == 0o600
+    fake = _nft_table()
+    daemon, thread = _run(path, fake)
+    sock = tmp_path / "c.sock"
+    try:
+        assert daemon.runner.keep_held
+        assert daemon.ledgers_lost == 0  # counted by the run that found it
+        reason = daemon.degraded["ledger"]
+        assert "a ledger was lost at" in reason
+        assert "was unreadable and is moved to" in reason
+        assert "reconciles add, never lift" in reason
+        assert _keeping_held(daemon) == 1
+        daemon.runner.reconcile(daemon.engine.active())  # the periodic one too
+        assert wait_for(lambda: len(_nft_docs(fake)) >= 4)
+        assert not [doc for doc in _nft_docs(fake) if _deletes_table(doc)]
+        accepted = control_module.request(sock, "ledger_accept")
+        assert accepted == {"accepted": True, "bans": 0}
+        assert render_result("ledger_accept", accepted).startswith("ledger accepted (0 bans")
+        assert wait_for(lambda: any(_deletes_table(doc) for doc in _nft_docs(fake)))
+        assert not daemon.runner.keep_held
+        assert "ledger" not in daemon.degraded
+        assert _keeping_held(daemon) == 0
+        assert not marker.exists()
+        assert main(["ledger", "accept", "--socket", str(sock)]) == 0
+        assert "the ledger was not lost" in capsys.readouterr().out
+    finally:
+        _stop(daemon, thread)
+    daemon, thread = _run(path, _nft_table())
+    try:
+        assert not daemon.runner.keep_held
+        assert "ledger" not in daemon.degraded
+    finally:
+        _stop(daemon, thread)
+
+
+@pytest.mark.parametrize("record", ["link", "not json"])
+def test_an_unreadable_record_of_a_lost_ledger_still_keeps_what_is_held(
+    tmp_path: Path, record: str
+) -> None:
+    """A record of a lost ledger that cannot be read (a symbolic link, never followed,
+    even to a well-formed record; not JSON) still has the start keep what the firewalls
+    hold, saying why."""
+    (tmp_path / "state").mkdir()
+    marker = tmp_path / "state" / "ledger-lost.json"
+    if record == "link":
+        elsewhere = tmp_path / "elsewhere.json"
+        elsewhere.write_text('{"since": 0, "reason": "x"}')
+        marker.symlink_to(elsewhere)
+    else:
+        marker.write_text("{half")
+    daemon, thread = _run(_config(tmp_path))
+    try:
+        assert daemon.runner.keep_held
+        assert "cannot be read" in daemon.degraded["ledger"]
+    finally:
+        _stop(daemon, thread)
+
+
+def test_a_ledger_in_memory_is_not_accepted(tmp_path: Path) -> None:
+    """`aisentinel ledger accept` is refused while the ledger is in memory (a link at its
+    path): the daemon keeps what the firewalls hold and the record of the loss stays."""
+    path = _config(tmp_path, socket=True)
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "decisions.sqlite3").symlink_to(tmp_path / "victim")
+    daemon, thread = _run(path)
+    try:
+        assert daemon.ledger.in_memory
+        with pytest.raises(control_module.CommandError, match="in memory"):
+            control_module.request(tmp_path / "c.sock", "ledger_accept")
+        assert daemon.runner.keep_held
+        assert (tmp_path / "state" / "ledger-lost.json").exists()
+    finally:
+        _stop(daemon, thread)
+
+
 def test_a_corrupt_ledger_at_start_lifts_nothing_the_firewall_holds(tmp_path: Path) -> None:
     """A ledger found corrupt at start (moved aside) knows none of the bans still in the
     kernel: the start's reconcile then only adds (the nftables table is not deleted and
-    re-created empty), `ledger` is degraded saying so, and the loss is counted. The next
-    start, on the healthy fresh ledger, reconciles exactly again."""
+    re-created empty), `ledger` is degraded saying so, and the loss is counted."""
     path = _config(tmp_path, nftables=True)
     _stop(*_run(path, _nft_table()))
     ledger = tmp_path / "state" / "decisions.sqlite3"
@@ -157,14 +264,6 @@ def test_a_corrupt_ledger_at_start_lifts_nothing_the_firewall_holds(tmp_path: Pa
     finally:
         _stop(daemon, thread)
     assert not [doc for doc in _nft_docs(fake) if _deletes_table(doc)]
-    healthy = _nft_table()
-    daemon, thread = _run(path, healthy)
-    try:
-        assert wait_for(lambda: any(_deletes_table(doc) for doc in _nft_docs(healthy)))
-        assert "ledger" not in daemon.degraded
-        assert daemon.ledgers_lost == 0
-    finally:
-        _stop(daemon, thread)
 
 
 def test_a_symbolic_link_in_place_of_the_ledger_is_not_followed(tmp_path: Path) -> None:

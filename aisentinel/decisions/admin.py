@@ -293,7 +293,8 @@ def _stray(result: Mapping[str, Any]) -> str:
 
 
 def render_result(command: str, result: Mapping[str, Any]) -> str:
-    """One escaped line saying what ``unban`` / ``ban`` / ``allow`` / ``brake_reset`` did."""
+    """One escaped line saying what ``unban`` / ``ban`` / ``allow`` / ``brake_reset`` /
+    ``ledger_accept`` did."""
     if command == "unban":
         target = escape(str(result.get("target")), limit=80)
         cover = result.get("covered_by")
@@ -320,4 +321,13 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
         return f"allowed {net} until {_iso(result.get('expires_at'))}{also}{_stray(result)}\n"
     if command == "brake_reset":
         return "storm brake released\n" if result.get("released") else "storm brake was not on\n"
+    if command == "ledger_accept":
+        if not result.get("accepted"):
+            return "the ledger was not lost: nothing to accept\n"
+        bans = result.get("bans")
+        count = bans if isinstance(bans, int) else "?"
+        return (
+            f"ledger accepted ({count} bans in force): what the responders hold beyond "
+            "them is lifted now\n"
+        )
     return escape(str(dict(result)), limit=400) + "\n"

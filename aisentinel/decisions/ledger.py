@@ -7,9 +7,9 @@ last decisions, never corrupt the file). A file that is not a readable ledger is
 moved aside (``<name>.corrupt-<epoch>``, :attr:`Ledger.recovered_from`) with an
 error log and a fresh one is created: a bad file never keeps the daemon from
 starting. Its bans are then unknown: the daemon runs with ``ledger`` degraded and
-its reconciles only add (what the responders enforce stays) until a restart on a
-healthy ledger. A symbolic link at the ledger's path (or its ``-wal``/``-shm``) is
-refused (``OSError``), never followed.
+its reconciles only add (what the responders enforce stays), across restarts, until
+``aisentinel ledger accept`` (the daemon's ``ledger-lost.json``). A symbolic link at
+the ledger's path (or its ``-wal``/``-shm``) is refused (``OSError``), never followed.
 
 A ban row is *open* until it is ended: by :meth:`Ledger.end` once its expiry was
 handed to the responders, by a newer ban of the same target, or by a manual

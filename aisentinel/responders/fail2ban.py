@@ -110,8 +110,8 @@ class Fail2banResponder(Responder):
 
     def reconcile_adding(self, active: Sequence[Decision]) -> None:
         """Ban what the jail lacks; unban nothing (its bans have no time of their own:
-        those the ledger does not know stay until a reconcile on a healthy ledger, at
-        the next start, lifts them)."""
+        those the ledger does not know stay until a reconcile after `aisentinel ledger
+        accept` lifts them)."""
         self._reconcile(active, lift=False)
 
     def _reconcile(self, active: Sequence[Decision], *, lift: bool) -> None:

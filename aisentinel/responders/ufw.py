@@ -152,8 +152,8 @@ class UfwResponder(Responder):
 
     def reconcile_adding(self, active: Sequence[Decision]) -> None:
         """Add the missing rules; keep every rule aisentinel made (ufw rules have no
-        timeout: those the ledger does not know stay until a reconcile on a healthy
-        ledger, at the next start, lifts them)."""
+        timeout: those the ledger does not know stay until a reconcile after
+        `aisentinel ledger accept` lifts them)."""
         self._reconcile(active, lift=False)
 
     def _reconcile(self, active: Sequence[Decision], *, lift: bool) -> None:
