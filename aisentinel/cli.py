@@ -32,6 +32,9 @@ from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
 from aisentinel.sources.overlap import shared_inputs
 
+STATUS_TIMEOUT = 5.0
+"""Seconds to wait for the daemon's answer on the control socket (``--timeout``)."""
+
 
 def _load(path: Path | None) -> Config | None:
     try:
@@ -227,7 +230,62 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 2
     from aisentinel.daemon import audit_facts  # noqa: PLC0415
 
-    return run_audit(args, config.audit, **audit_facts(config))
+    facts = audit_facts(config)
+    if facts["enforcement"] is not None:
+        facts["enforcement"], facts["enforcement_note"] = _running_enforcement(
+            args, config, facts["enforcement"]
+        )
+    return run_audit(args, config.audit, **facts)
+
+
+def _running_enforcement(
+    args: argparse.Namespace, config: Config, configured: str
+) -> tuple[str | None, str]:
+    """aisentinel's own banning as `aisentinel audit` counts it: the ban responders
+    ``configured`` that the running daemon's `status` shows at work (not unhealthy);
+    none, with a note saying why, when no daemon runs or it cannot be asked."""
+    from aisentinel.control import (  # noqa: PLC0415
+        CommandError,
+        ControlError,
+        DaemonNotRunning,
+        PermissionRefused,
+        request,
+    )
+    from aisentinel.daemon import live_enforcement  # noqa: PLC0415
+    from aisentinel.responders.base import ResponderHealth  # noqa: PLC0415
+
+    lead = f"aisentinel is configured to ban ({configured}) but"
+    path = config.daemon.control_socket
+    if path is None:
+        return None, (
+            f"{lead} its control socket is off ([daemon] control_socket), so whether a "
+            "daemon runs and bans cannot be asked"
+        )
+    try:
+        snap = request(path, "status", timeout=STATUS_TIMEOUT)
+    except DaemonNotRunning:
+        running = _running_without_socket(args, path)
+        if running is not None:
+            return None, f"{lead} its daemon cannot be asked: {running}"
+        return None, f"{lead} no daemon is running (nothing answers on {path})"
+    except PermissionRefused as exc:
+        return None, (
+            f"{lead} its daemon cannot be asked: {exc}; run as root or as a member of the "
+            "aisentinel group"
+        )
+    except (CommandError, ControlError) as exc:
+        return None, f"{lead} its daemon cannot be asked: {exc}"
+    rows = snap.get("responders") if isinstance(snap, dict) else None
+    if not isinstance(rows, list):
+        return None, f"{lead} its daemon gave an unexpected answer on {path}"
+    health = {
+        str(row.get("name")): None
+        if row.get("healthy") is None
+        else ResponderHealth(ok=row.get("healthy") is True, detail=str(row.get("detail") or ""))
+        for row in rows
+        if isinstance(row, dict)
+    }
+    return live_enforcement(config, health)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -419,7 +477,7 @@ def _admin_parser(
         "--socket", type=Path, default=None, help="control socket (default: from the config)"
     )
     p.add_argument("--config", type=Path, default=None, help="TOML config file")
-    p.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_admin, admin=command)
     return p
 
@@ -652,7 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--socket", type=Path, default=None, help="control socket (default: from the config)"
     )
     status.add_argument("--config", type=Path, default=None, help="TOML config file")
-    status.add_argument("--timeout", type=float, default=5.0, help=argparse.SUPPRESS)
+    status.add_argument("--timeout", type=float, default=STATUS_TIMEOUT, help=argparse.SUPPRESS)
     status.set_defaults(func=cmd_status)
 
     bans = _admin_parser(sub, "bans", "bans", "bans, throttles and freezes in force")

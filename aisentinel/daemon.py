@@ -63,7 +63,7 @@ from aisentinel.metrics import Collecting
 from aisentinel.metricsweb import Landing, serve_metrics
 from aisentinel.pipeline import Pipeline, SourceCounters
 from aisentinel.responders import REGISTRY as RESPONDERS
-from aisentinel.responders.base import Responder, ResponderConfigBase
+from aisentinel.responders.base import Responder, ResponderConfigBase, ResponderHealth
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.runlock import LOCK_FILE
 from aisentinel.runlock import release as release_lock
@@ -264,11 +264,12 @@ def metrics_address(config: Config) -> str:
     return f"{host}:{config.exporter.port}" if config.exporter.enabled else ""
 
 
-def audit_facts(config: Config) -> dict[str, Any]:
-    """What the self-audit is told about aisentinel itself: where its metrics listen
-    and how they are protected (``web_config``), and which of its responders ban
-    addresses (``None``: none does, or ``[decisions] simulate`` is on)."""
-    banning = sorted(
+def ban_responders(config: Config) -> list[str]:
+    """The enabled responders of ``config`` that ban addresses, by name, sorted (none
+    when ``[decisions] simulate`` is on: they would enforce nothing)."""
+    if config.decisions.simulate:
+        return []
+    return sorted(
         name
         for name, cfg in config.responders.items()
         if cfg.enabled
@@ -276,14 +277,47 @@ def audit_facts(config: Config) -> dict[str, Any]:
         and name in RESPONDERS
         and Action.BAN in RESPONDERS.get(name).factory.handles
     )
-    enforcement = None
-    if banning and not config.decisions.simulate:
-        enforcement = " and ".join(banning) + (" responder" if len(banning) == 1 else " responders")
+
+
+def _responders_text(names: list[str]) -> str:
+    return " and ".join(names) + (" responder" if len(names) == 1 else " responders")
+
+
+def audit_facts(config: Config) -> dict[str, Any]:
+    """What the self-audit is told about aisentinel itself: where its metrics listen
+    and how they are protected (``web_config``), and which of its responders the
+    config says ban addresses (``None``: none, or ``[decisions] simulate`` is on);
+    whether they do is :func:`live_enforcement`'s question."""
+    banning = ban_responders(config)
     return {
         "metrics_listen": metrics_address(config),
         "metrics_protection": config.web.describe() if config.web is not None else "plain HTTP",
-        "enforcement": enforcement,
+        "enforcement": _responders_text(banning) if banning else None,
     }
+
+
+def live_enforcement(
+    config: Config, health: Mapping[str, ResponderHealth | None]
+) -> tuple[str | None, str]:
+    """What the self-audit counts as aisentinel's own banning, given the responders a
+    running daemon has (``health``: name -> its last health check, ``None`` before the
+    first): the ban responders of ``config`` it runs and does not know to be unhealthy
+    (``None``: none), and a note naming each that does not count and why ("": none)."""
+    working: list[str] = []
+    notes: list[str] = []
+    for name in ban_responders(config):
+        if name not in health:
+            notes.append(
+                f"aisentinel is configured to ban with {name} but the running daemon has no "
+                f"{name} responder (reload it: systemctl reload aisentinel)"
+            )
+        elif (state := health[name]) is not None and not state.ok:
+            notes.append(
+                f"aisentinel's {name} responder is unhealthy: {state.detail or 'no detail'}"
+            )
+        else:
+            working.append(name)
+    return (_responders_text(working) if working else None), "; ".join(notes)
 
 
 class Daemon:
@@ -926,14 +960,20 @@ class Daemon:
         from aisentinel.audit.scheduler import AuditScheduler  # noqa: PLC0415 - only if enabled
 
         try:
-            self.audit = AuditScheduler(
-                self.config.audit, **audit_facts(self.config), clock=self.clock
-            )
+            facts = audit_facts(self.config) | {"enforcement": self._audit_enforcement}
+            self.audit = AuditScheduler(self.config.audit, **facts, clock=self.clock)
             self.registry.register(self.audit.collector)
             self.audit.start()
         except Exception:
             log.exception("audit scheduler failed to start")
             self.audit = None
+
+    def _audit_enforcement(self) -> tuple[str | None, str]:
+        """aisentinel's own banning as each scheduled audit counts it: the ban
+        responders of the config in force that the responder worker runs and has not
+        found unhealthy (see :func:`live_enforcement`)."""
+        runner = self.runner
+        return live_enforcement(self.config, {st.name: st.health for st in runner.stats()})
 
     def _start_control(self) -> None:
         path = self.config.daemon.control_socket

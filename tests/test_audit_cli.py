@@ -6,7 +6,11 @@ import argparse
 import dataclasses
 import io
 import json
+import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -20,7 +24,9 @@ from aisentinel.audit.render import render_table, wants_colour
 from aisentinel.audit.testing import empty_proc, make_context
 from aisentinel.cli import main
 from aisentinel.config import parse_config
-from aisentinel.daemon import audit_facts
+from aisentinel.control import ControlServer
+from aisentinel.daemon import audit_facts, live_enforcement
+from aisentinel.responders.base import ResponderHealth
 from aisentinel.webconfig import WebConfig
 
 EXPECTED_IDS = [
@@ -262,14 +268,133 @@ def test_audit_facts_name_aisentinels_own_enforcement(
     assert audit_facts(dataclasses.replace(config, web=web))["metrics_protection"] == "basic auth"
 
 
-def test_audit_command_passes_fail2ban_check_with_an_own_ban_responder(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """`aisentinel audit` with [responders.nftables]: the fail2ban check passes on
-    aisentinel's own bans, as its fix text promises, whether fail2ban runs or not."""
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A short temporary directory (a Unix socket path has at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def _audit_fail2ban(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], socket: Path | str
+) -> tuple[int, dict[str, Any]]:
+    """`aisentinel audit --only fail2ban.jails` with [responders.nftables], the control
+    socket ``socket`` and no fail2ban installed: its exit code and the check's result."""
     config = tmp_path / "c.toml"
-    config.write_text('[responders.nftables]\n[decisions]\nadmin_cidrs = ["192.0.2.0/24"]\n')
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\ncontrol_socket = "{socket}"\n'
+        '[responders.nftables]\n[decisions]\nadmin_cidrs = ["192.0.2.0/24"]\n'
+        f'[audit.tools]\nfail2ban_client = "{tmp_path / "no-fail2ban-client"}"\n'
+    )
+    capsys.readouterr()  # the fake daemon's log lines
     code = main(["audit", "--only", "fail2ban.jails", "--json", "--config", str(config)])
     (result,) = json.loads(capsys.readouterr().out)["results"]
-    assert (code, result["status"]) == (0, "pass"), result
-    assert "aisentinel enforces bans itself: nftables responder" in result["evidence"]
+    return code, result
+
+
+def _fake_daemon(path: Path, responders: list[dict[str, Any]]) -> ControlServer:
+    """A control socket at ``path`` answering `status` with ``responders`` (started)."""
+    server = ControlServer(path, {"status": lambda _args: {"responders": responders}})
+    server.start()
+    return server
+
+
+def test_audit_command_passes_fail2ban_check_on_a_running_ban_responder(
+    tmp_path: Path, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aisentinel audit` with [responders.nftables] and a daemon whose nftables
+    responder is healthy (or not checked yet): the fail2ban check passes on aisentinel's
+    own bans, as its fix text promises, without fail2ban."""
+    for healthy in (True, None):
+        row = {"name": "nftables", "healthy": healthy, "detail": ""}
+        server = _fake_daemon(short_dir / "c.sock", [{"name": "dryrun", "healthy": True}, row])
+        try:
+            code, result = _audit_fail2ban(tmp_path, capsys, server.path)
+        finally:
+            server.stop()
+        assert (code, result["status"]) == (0, "pass"), result
+        assert result["evidence"] == ["aisentinel enforces bans itself: nftables responder"]
+
+
+def test_audit_command_fails_fail2ban_check_when_no_daemon_runs(
+    tmp_path: Path, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """[responders.nftables] configured but no daemon running (nothing bans): the check
+    judges fail2ban alone (not installed: fail) and says why aisentinel does not count."""
+    code, result = _audit_fail2ban(tmp_path, capsys, short_dir / "c.sock")
+    assert (code, result["status"]) == (1, "fail"), result
+    assert result["evidence"][0] == (
+        "aisentinel is configured to ban (nftables responder) but no daemon is running "
+        f"(nothing answers on {short_dir / 'c.sock'})"
+    )
+
+
+def test_audit_command_does_not_count_an_unhealthy_or_missing_ban_responder(
+    tmp_path: Path, short_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A running daemon whose nftables responder is unhealthy, or that runs without it
+    (an older config): it does not count, and the note says which and why."""
+    cases = [
+        (
+            [{"name": "nftables", "healthy": False, "detail": "table missing"}],
+            "aisentinel's nftables responder is unhealthy: table missing",
+        ),
+        (
+            [{"name": "dryrun", "healthy": True, "detail": ""}],
+            "aisentinel is configured to ban with nftables but the running daemon has no "
+            "nftables responder (reload it: systemctl reload aisentinel)",
+        ),
+    ]
+    for rows, note in cases:
+        server = _fake_daemon(short_dir / "c.sock", rows)
+        try:
+            code, result = _audit_fail2ban(tmp_path, capsys, server.path)
+        finally:
+            server.stop()
+        assert (code, result["status"]) == (1, "fail"), result
+        assert result["evidence"][0] == note
+
+
+def test_audit_command_with_the_control_socket_off_cannot_count_its_bans(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the control socket off nothing can say a daemon bans: the check judges
+    fail2ban alone and says so."""
+    code, result = _audit_fail2ban(tmp_path, capsys, "")
+    assert (code, result["status"]) == (1, "fail"), result
+    assert "its control socket is off" in result["evidence"][0]
+
+
+@pytest.mark.parametrize(
+    ("table", "health", "expected"),
+    [
+        ({}, {}, (None, "")),
+        ({"nftables": {}}, {"nftables": ResponderHealth(ok=True)}, ("nftables responder", "")),
+        ({"nftables": {}}, {"nftables": None}, ("nftables responder", "")),
+        (
+            {"nftables": {}, "ufw": {}},
+            {"nftables": ResponderHealth(ok=True), "ufw": ResponderHealth(False, "inactive")},
+            ("nftables responder", "aisentinel's ufw responder is unhealthy: inactive"),
+        ),
+        (
+            {"nftables": {}, "ufw": {}},
+            {"nftables": None, "ufw": None},
+            ("nftables and ufw responders", ""),
+        ),
+        (
+            {"nftables": {}},
+            {"nftables": ResponderHealth(ok=False)},
+            (None, "aisentinel's nftables responder is unhealthy: no detail"),
+        ),
+    ],
+)
+def test_live_enforcement_counts_only_ban_responders_at_work(
+    table: dict[str, object],
+    health: dict[str, ResponderHealth | None],
+    expected: tuple[str | None, str],
+) -> None:
+    """Of the configured ban responders, those running and not found unhealthy count;
+    each other one is named in the note with the reason."""
+    config = parse_config({"responders": table}, "<test>")
+    assert live_enforcement(config, health) == expected

@@ -8,8 +8,9 @@ import pytest
 from conftest import wait_for
 from prometheus_client import CollectorRegistry, generate_latest
 
+from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.collector import AuditCollector
-from aisentinel.audit.config import AuditConfig
+from aisentinel.audit.config import AuditConfig, AuditTools
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import AuditReport, CheckResult, Status
 from aisentinel.audit.scheduler import AuditScheduler
@@ -91,3 +92,24 @@ def test_run_once_survives_a_broken_context() -> None:
     scheduler = AuditScheduler(AuditConfig(), context_factory=broken)
     assert scheduler.run_once() is None
     assert scheduler.collector.report is None
+
+
+def test_scheduled_runs_ask_how_aisentinel_bans_each_time(tmp_path: Path) -> None:
+    """Each scheduled run asks the daemon anew how it bans: a ban responder that stops
+    counting (unhealthy) no longer passes fail2ban.jails, and the note says why."""
+    only = "fail2ban.jails"
+    config = AuditConfig(
+        skip=tuple(entry.name for entry in CHECKS if entry.name != only),
+        tools=AuditTools(fail2ban_client=str(tmp_path / "no-fail2ban-client")),
+    )
+    answers = iter(
+        [("nftables responder", ""), (None, "aisentinel's nftables responder is unhealthy: gone")]
+    )
+    scheduler = AuditScheduler(config, enforcement=lambda: next(answers), clock=FakeClock())
+    first, second = scheduler.run_once(), scheduler.run_once()
+    assert first is not None
+    assert second is not None
+    assert [r.status for r in first.results] == [Status.PASS]
+    (result,) = second.results
+    assert result.status is Status.FAIL
+    assert result.evidence[0] == "aisentinel's nftables responder is unhealthy: gone"

@@ -93,6 +93,23 @@ def test_aisentinel_enforcement_counts_as_pass() -> None:
     assert "nftables responder" in result.evidence[0]
 
 
+def test_a_ban_responder_not_at_work_leaves_fail2ban_to_judge_with_the_note() -> None:
+    """No enforcement but a note (aisentinel configured to ban, not at work): fail2ban
+    is judged alone, the note leads the evidence, and nothing claims aisentinel is off."""
+    note = "aisentinel is configured to ban (nftables responder) but no daemon is running"
+    missing = run_check(CHECKS.get("fail2ban.jails").factory, make_context(enforcement_note=note))
+    assert missing.status is Status.FAIL
+    assert missing.evidence[0] == note
+    assert "aisentinel enforcement is not enabled" not in missing.evidence
+    assert "systemctl enable --now aisentinel" in missing.remediation
+    runner = FakeRunner({F2B: f2b_output("fail2ban_status_sshd_only.txt")})
+    jails = run_check(
+        CHECKS.get("fail2ban.jails").factory, make_context(runner=runner, enforcement_note=note)
+    )
+    assert jails.status is Status.PASS
+    assert jails.evidence == (note, "fail2ban jails: sshd")
+
+
 # --------------------------------------------------------------------------- systemd
 
 

@@ -21,6 +21,9 @@ from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
 from aisentinel import daemon as daemon_module
+from aisentinel.audit.checks import CHECKS
+from aisentinel.audit.model import Status
+from aisentinel.audit.scheduler import AuditScheduler
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
 from aisentinel.commands import FakeRunner
@@ -515,6 +518,35 @@ def test_reload_back_to_dry_run_deletes_the_nftables_table(tmp_path: Path, logs:
         assert [r.name for r in daemon.runner.responders] == ["dryrun"]
     finally:
         _stop(daemon, thread)
+
+
+def test_scheduled_audit_does_not_count_an_unhealthy_ban_responder(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's scheduled audit counts its nftables responder as banning only while
+    the responder worker has not found it unhealthy (no nft here): then fail2ban.jails
+    judges fail2ban alone and its evidence says why aisentinel does not count."""
+    path = _nft_config(tmp_path, logs, nftables=True)
+    skip = [entry.name for entry in CHECKS if entry.name != "fail2ban.jails"]
+    with path.open("a") as fh:
+        fh.write(f"[audit]\nskip = {json.dumps(skip)}\n")
+        fh.write(f'[audit.tools]\nfail2ban_client = "{tmp_path / "no-fail2ban-client"}"\n')
+    monkeypatch.setattr(AuditScheduler, "start", AuditScheduler.run_once)  # one run, here
+    daemon = Daemon(load_config(path), config_path=path, commands=FakeRunner())
+    try:
+        daemon._start_audit()
+        assert daemon.audit is not None
+        report = daemon.audit.collector.report
+        assert report is not None
+        assert [r.status for r in report.results] == [Status.PASS]  # not checked yet
+        daemon.runner.check_health()
+        report = daemon.audit.run_once()
+        assert report is not None
+        (result,) = report.results
+        assert result.status is Status.FAIL
+        assert result.evidence[0].startswith("aisentinel's nftables responder is unhealthy: ")
+    finally:
+        daemon.ledger.close()
 
 
 def _withdrawals(daemon: Daemon) -> dict[tuple[str, str], float]:

@@ -33,6 +33,7 @@ def run(
     metrics_listen: str,
     metrics_protection: str = "plain HTTP",
     enforcement: str | None = None,
+    enforcement_note: str = "",
     context: AuditContext | None = None,
     stdout: TextIO | None = None,
     stderr: TextIO | None = None,
@@ -41,7 +42,8 @@ def run(
 
     ``metrics_listen`` is the exporter's ``host:port`` ("" when off) and
     ``metrics_protection`` what guards it (``WebConfig.describe()``); ``enforcement``
-    describes aisentinel's own ban responder when one is enabled. ``context`` and the
+    describes aisentinel's own ban responders when they are at work, and
+    ``enforcement_note`` why one configured is not counted. ``context`` and the
     streams are for tests.
     """
     out = stdout or sys.stdout
@@ -61,6 +63,7 @@ def run(
         metrics_listen=metrics_listen,
         metrics_protection=metrics_protection,
         enforcement=enforcement,
+        enforcement_note=enforcement_note,
     )
     report = run_audit(ctx, checks)
     if getattr(args, "json", False):

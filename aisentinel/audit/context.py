@@ -128,6 +128,9 @@ class AuditContext:
     ``basic auth`` or ``plain HTTP``."""
     enforcement: str | None = None
     """How aisentinel itself bans (e.g. ``"nftables responder"``), or ``None`` if it does not."""
+    enforcement_note: str = ""
+    """Why a ban responder of aisentinel's config does not count (no daemon runs, it is
+    unhealthy, ...); "" when none is left out."""
     _memo: dict[str, tuple[bool, object]] = field(default_factory=dict, repr=False)
     _locks: dict[str, threading.Lock] = field(default_factory=dict, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -140,6 +143,7 @@ class AuditContext:
         metrics_listen: str = "",
         metrics_protection: str = "plain HTTP",
         enforcement: str | None = None,
+        enforcement_note: str = "",
         clock: Clock | None = None,
     ) -> AuditContext:
         """A context reading the real host (with ``config.command_prefix`` on commands)."""
@@ -150,6 +154,7 @@ class AuditContext:
             metrics_listen=metrics_listen,
             metrics_protection=metrics_protection,
             enforcement=enforcement,
+            enforcement_note=enforcement_note,
         )
 
     def tool(self, name: ToolName, *args: str) -> CommandResult:

@@ -9,7 +9,9 @@ Usage in the daemon::
     audit.shutdown()
 
 Each run gets a fresh :class:`AuditContext` (tool output is never reused between
-runs). Runs never overlap; a run that is late is merged with the next.
+runs), told how aisentinel bans as of that run: ``enforcement`` is asked each time
+(the daemon answers from its responder worker: a responder found unhealthy, or gone
+at a reload, no longer counts). Runs never overlap; a run that is late is merged with the next.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class AuditScheduler:
         *,
         metrics_listen: str = "",
         metrics_protection: str = "plain HTTP",
-        enforcement: str | None = None,
+        enforcement: Callable[[], tuple[str | None, str]] | None = None,
         collector: AuditCollector | None = None,
         clock: Clock | None = None,
         context_factory: Callable[[], AuditContext] | None = None,
@@ -49,16 +51,22 @@ class AuditScheduler:
         self.config = config
         self.clock = clock or SystemClock()
         self.collector = collector or AuditCollector()
-        self._context_factory = context_factory or (
-            lambda: AuditContext.for_host(
-                config,
-                metrics_listen=metrics_listen,
-                metrics_protection=metrics_protection,
-                enforcement=enforcement,
-                clock=self.clock,
-            )
-        )
+        self._metrics = (metrics_listen, metrics_protection)
+        self._enforcement = enforcement or (lambda: (None, ""))
+        self._context_factory = context_factory or self._host_context
         self._scheduler: BackgroundScheduler | None = None
+
+    def _host_context(self) -> AuditContext:
+        """A context reading the host, told how aisentinel bans as of now."""
+        enforcement, note = self._enforcement()
+        return AuditContext.for_host(
+            self.config,
+            metrics_listen=self._metrics[0],
+            metrics_protection=self._metrics[1],
+            enforcement=enforcement,
+            enforcement_note=note,
+            clock=self.clock,
+        )
 
     def run_once(self) -> AuditReport | None:
         """Run one audit now and export it; logs and returns ``None`` if it broke."""

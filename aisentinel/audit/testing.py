@@ -76,6 +76,7 @@ def make_context(
     metrics_listen: str = "",
     metrics_protection: str = "plain HTTP",
     enforcement: str | None = None,
+    enforcement_note: str = "",
 ) -> AuditContext:
     """A context of fakes: no tools, no HTTP answers, no Docker, a fake clock."""
     return AuditContext(
@@ -87,4 +88,5 @@ def make_context(
         metrics_listen=metrics_listen,
         metrics_protection=metrics_protection,
         enforcement=enforcement,
+        enforcement_note=enforcement_note,
     )

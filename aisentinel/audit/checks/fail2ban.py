@@ -1,7 +1,10 @@
 """Brute-force protection: fail2ban running with jails for sshd and nginx auth.
 
-aisentinel's own enforcement (a ban responder the caller reports as enabled)
-satisfies the check by itself, with that as the evidence.
+aisentinel's own enforcement (ban responders the caller found at work: the CLI asks
+the running daemon, the daemon its responder worker) satisfies the check by itself,
+with that as the evidence. A ban responder configured but not at work (no daemon runs,
+it is unhealthy) does not count: the caller's note saying so leads the evidence, and
+fail2ban is judged alone.
 """
 
 from __future__ import annotations
@@ -11,14 +14,15 @@ import re
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.model import Status
-from aisentinel.commands import ToolMissingError
+from aisentinel.commands import CommandError, ToolMissingError
 
 FIX = (
     "apt install fail2ban, then /etc/fail2ban/jail.d/ai-server.local:\n"
     "  [sshd]\n  enabled = true\n"
     "  [nginx-http-auth]\n  enabled = true\n"
     "systemctl enable --now fail2ban && fail2ban-client status\n"
-    "(or enable an aisentinel ban responder, e.g. [responders.nftables])"
+    "(or enable an aisentinel ban responder, e.g. [responders.nftables], with its daemon\n"
+    " running: systemctl enable --now aisentinel)"
 )
 
 _NOT_RUNNING = ("is fail2ban running", "failed to access socket", "connection refused")
@@ -33,14 +37,26 @@ def parse_jails(text: str) -> list[str]:
 
 
 def _jails(ctx: AuditContext) -> Verdict:
+    note = ctx.enforcement_note
     if ctx.enforcement:
-        return Verdict.of(Status.PASS, [f"aisentinel enforces bans itself: {ctx.enforcement}"])
+        return Verdict.of(
+            Status.PASS, [f"aisentinel enforces bans itself: {ctx.enforcement}", note]
+        )
+    try:
+        verdict = _fail2ban(ctx)
+    except (CannotCheckError, CommandError) as exc:
+        if not note:
+            raise
+        raise CannotCheckError(f"{str(exc) or type(exc).__name__}; {note}") from None
+    return Verdict.of(verdict.status, [note, *verdict.evidence], verdict.remediation)
+
+
+def _fail2ban(ctx: AuditContext) -> Verdict:
     try:
         result = ctx.tool("fail2ban_client", "status")
     except ToolMissingError as exc:
-        return Verdict.of(
-            Status.FAIL, [f"fail2ban: {exc}", "aisentinel enforcement is not enabled"], FIX
-        )
+        unused = "" if ctx.enforcement_note else "aisentinel enforcement is not enabled"
+        return Verdict.of(Status.FAIL, [f"fail2ban: {exc}", unused], FIX)
     if not result.ok:
         message = result.message()
         if any(marker in message.lower() for marker in _NOT_RUNNING):
