@@ -123,6 +123,14 @@ BENIGN = [
     ("GET /proxy?img=https://cdn.example.com/cat.gif HTTP/1.1", 200, AGENT),
     ("GET /api/v1/retrieval/process/web?url=https://example.com/notes.md HTTP/1.1", 200, AGENT),
     ("GET /render?src=data:image/png;base64,iVBORw0KGgo= HTTP/1.1", 200, AGENT),
+    # searches and sorts near the SQL injection and XSS rules
+    ("GET /shop?q=order+by+price&sort=order+by+10 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=and+then&page=2 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=1+and+then+2+or+3 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=ascii+substr+tutorial HTTP/1.1", 200, AGENT),
+    ("GET /search?q=select+database+(mysql) HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/prompts/?q=prompt+(draft) HTTP/1.1", 200, AGENT),
+    ("GET /search?q=css+%40import+vs+link HTTP/1.1", 200, AGENT),
 ]
 
 EXCLUSION_CASES = [
