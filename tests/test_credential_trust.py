@@ -490,6 +490,46 @@ def test_a_model_path_refused_to_others_keeps_its_users_authenticated() -> None:
     assert len(attacker(run(model_exploit(model_admins=["admin"]), hosts))) == 1
 
 
+def test_a_refusal_to_a_client_with_credentials_licenses_no_model_call() -> None:
+    """A guarded 401 to a request with a user (a cloud-model pull with a forged user, a
+    wrong password) is no proof that nginx checks the model calls: only auth_basic's
+    answer to a request without credentials is."""
+    events: list[Event] = [
+        SERVED,
+        req(1, "/api/pull", 401, client="192.0.2.30", user="admin"),  # x-cloud, forged
+        req(2, "/api/pull", 401, client="192.0.2.31", user="admin"),
+        req(5, "/api/pull", user="admin", client="192.0.2.32"),
+    ]
+    assert doubted(events) == frozenset({3})
+    found = run(model_exploit(model_admins=["admin"]), events)
+    assert [f.severity for f in found if f.client == "192.0.2.32"] == [Severity.HIGH]
+
+
+@pytest.mark.parametrize("host", [None, "ollama.example.org"])
+def test_a_guarded_call_served_without_credentials_outweighs_refusals(host: str | None) -> None:
+    """Where a guarded call was answered 2xx without credentials (auth_basic never lets
+    one through), guarded 401s to other clients (a cloud model on an Ollama not signed
+    in) no longer license a claimed user, before the refusals or after them, in one
+    batch or across batches."""
+    pull = req(0.5, "/api/pull", client=OTHER, host=host)  # someone's pull, no password
+    refusals: list[Event] = [
+        req(1, "/api/pull", 401, client="192.0.2.30", host=host),
+        req(2, "/api/pull", 401, client="192.0.2.31", host=host),
+    ]
+    claim = req(5, "/api/pull", user="admin", client="192.0.2.30", host=host)
+    served = SERVED._replace(host=host)
+    assert doubted([served, pull, *refusals, claim]) == frozenset({4})
+    assert doubted([served, *refusals, pull._replace(ts=T0 + 3), claim]) == frozenset({4})
+    # Across batches: the claim was settled by the earlier batch's refusals.
+    shared = SharedState()
+    ModelExploitDetector(ModelExploitConfig(), shared=shared)
+    index = shared.requests
+    assert index.facts([served, *refusals, claim], None).doubted == frozenset()
+    later = claim._replace(ts=T0 + 10)
+    assert index.facts([pull._replace(ts=T0 + 6), later], None).doubted == frozenset({1})
+    assert index.facts([later._replace(ts=T0 + 20)], None).doubted == frozenset({0})
+
+
 @pytest.mark.parametrize(
     "let_through",
     [

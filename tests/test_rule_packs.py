@@ -114,6 +114,23 @@ BENIGN = [
     ("GET /cfg?tpl=%24%7Bserver.port%3A%24%7BPORT%3A8080%7D%7D HTTP/1.1", 200, AGENT),
     ("GET /run?cmd=%24%7BHOME%7D%24%7BPATH%7D HTTP/1.1", 200, AGENT),
     ("GET /news/nmapper-release HTTP/1.1", 200, "Mozilla/5.0 (X11; Linux x86_64) Snmapd/1.0"),
+    # redirects, callbacks and links in a parameter (the remote-file-inclusion rules)
+    ("GET /login?redirect=https://example.com/page HTTP/1.1", 302, AGENT),
+    ("GET /out?url=https%3A%2F%2Fexample.org%2Fdocs%2Findex.html%3Fref%3Dnav HTTP/1.1", 302, AGENT),
+    ("GET /authorize?redirect_uri=https://app.example.com/cb&state=x HTTP/1.1", 302, AGENT),
+    ("GET /auth/callback?next=/dashboard&code=4%2F0Ab HTTP/1.1", 302, AGENT),
+    ("GET /share?u=https://example.com/a?b=1&t=Title HTTP/1.1", 200, AGENT),
+    ("GET /proxy?img=https://cdn.example.com/cat.gif HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/retrieval/process/web?url=https://example.com/notes.md HTTP/1.1", 200, AGENT),
+    ("GET /render?src=data:image/png;base64,iVBORw0KGgo= HTTP/1.1", 200, AGENT),
+    # searches and sorts near the SQL injection and XSS rules
+    ("GET /shop?q=order+by+price&sort=order+by+10 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=and+then&page=2 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=1+and+then+2+or+3 HTTP/1.1", 200, AGENT),
+    ("GET /search?q=ascii+substr+tutorial HTTP/1.1", 200, AGENT),
+    ("GET /search?q=select+database+(mysql) HTTP/1.1", 200, AGENT),
+    ("GET /api/v1/prompts/?q=prompt+(draft) HTTP/1.1", 200, AGENT),
+    ("GET /search?q=css+%40import+vs+link HTTP/1.1", 200, AGENT),
 ]
 
 EXCLUSION_CASES = [

@@ -224,11 +224,12 @@ class _AuthMarks(_SlotStore):
 
 
 # _Locations slot layout: _LOC_STRIDE doubles per location.
-_LOC_STRIDE = 4
+_LOC_STRIDE = 5
 _CHECKED = 0  # the last 401 served there
 _OPEN = 1  # the last 2xx served there to a request with no user and no key id
 _SERVED = 2  # the same on a model path (_IS_SERVED), never newer than _OPEN
-_LOC_QUEUED = 3  # the newer of _CHECKED and _OPEN when the location was (re)queued
+_GUARD_OPEN = 3  # the same on a guarded path (_IS_GUARDED), never newer than _SERVED
+_LOC_QUEUED = 4  # the newer of _CHECKED and _OPEN when the location was (re)queued
 
 # _Guards slot layout: _GUARD_STRIDE doubles per location.
 _GUARD_STRIDE = 3
@@ -278,13 +279,16 @@ class _Locations(_SlotStore):
         return max(data[base + _CHECKED], data[base + _OPEN])
 
     def note(self, key: str, ts: float, kind: int) -> None:
-        """``kind`` (:data:`_CHECKED`, :data:`_OPEN`, or :data:`_SERVED`: both of the
-        last two) was served at ``key`` at ``ts``."""
+        """``kind`` (:data:`_CHECKED`, :data:`_OPEN`, :data:`_SERVED`: both of the last
+        two, or :data:`_GUARD_OPEN`: all three) was served at ``key`` at ``ts``."""
         slot = self._keys.get(key)
         if slot is None:
             slot = self._allocate(key, ts)
         base = slot * _LOC_STRIDE
         data = self._data
+        if kind == _GUARD_OPEN:
+            data[base + _GUARD_OPEN] = max(data[base + _GUARD_OPEN], ts)
+            kind = _SERVED
         if kind == _SERVED:
             data[base + _SERVED] = max(data[base + _SERVED], ts)
             kind = _OPEN
@@ -323,6 +327,12 @@ class _Locations(_SlotStore):
         a 2xx within :data:`LOCATION_TTL` before ``ts``."""
         slot = self._keys.get(key)
         return slot is not None and ts - self._data[slot * _LOC_STRIDE + _SERVED] <= LOCATION_TTL
+
+    def guards_open(self, key: str) -> float:
+        """When a guarded path at ``key`` last answered a request without credentials
+        with a 2xx (``-inf``: never, as far as held)."""
+        slot = self._keys.get(key)
+        return _NEG_INF if slot is None else self._data[slot * _LOC_STRIDE + _GUARD_OPEN]
 
     def expire(self, now: float) -> int:
         """Drop locations with no evidence since ``now - LOCATION_TTL``; how many."""
@@ -420,10 +430,19 @@ class CredentialTrust:
       model path of its location (an inference call, :data:`~.paths.DEFAULT_AI_PATHS`
       but :data:`SESSION_PATHS`, or a guarded path) answered a request without
       credentials with a 2xx and no guarded path there answered a client other than
-      the claiming one (its :func:`~.common.client_key`) with 401 (each held
-      :data:`LOCATION_TTL`). A server behind ``auth_basic``, a health check let
-      through included, serves no model call without a password, so its users still
-      count.
+      the claiming one (its :func:`~.common.client_key`) with 401 to a request without
+      credentials, or where a guarded path there answered a request without
+      credentials with a 2xx (each held :data:`LOCATION_TTL`). Only ``auth_basic``'s
+      answer to a request without a password is proof: a 401 to a request with a user
+      or key (a wrong password, or a cloud model refused by an Ollama that is not
+      signed in, the user forged) says nothing of the model calls, and ``auth_basic``
+      never lets a guarded call through without one. A server behind ``auth_basic``,
+      a health check let through included, serves no model call without a password,
+      so its users still count. An Ollama that is not signed in answers a cloud-model
+      pull without credentials with 401 too: where nobody pulled without credentials
+      within :data:`LOCATION_TTL`, two such refusals are indistinguishable in the log
+      from ``auth_basic`` on the model calls (the refused clients still get their
+      finding).
     * ``"checked"``: they always count (every location checks them).
     * ``"unchecked"``: they never count (an open server: nothing checks them).
 
@@ -501,14 +520,21 @@ class CredentialTrust:
             opened = kinds.anonymous
             # A claim settled before the batch stays settled unless a location is
             # evicted meanwhile: only where the batch cannot fill a table. A guarded
-            # claim is never settled by a 401 alone.
+            # claim is never settled by a 401 alone, nor where the batch serves a
+            # guarded call without credentials.
             room = len(denied) + len(opened)
             if claims and self._paths and self._room(room):
                 if guarded:
                     plain = [i for i in claims if i not in guarded]
+                    kind_of = self._kinds
+                    opens_guard = any(kind_of(reqs[i].path) & _IS_GUARDED for i in opened)
                     unsettled = sorted(
                         (self._unsettled(reqs, plain) if plain else [])
-                        + self._unsettled(reqs, sorted(guarded), guarded=True)
+                        + (
+                            sorted(guarded)
+                            if opens_guard
+                            else self._unsettled(reqs, sorted(guarded), guarded=True)
+                        )
                     )
                 else:
                     unsettled = self._unsettled(reqs, claims)
@@ -539,25 +565,36 @@ class CredentialTrust:
         ones whose location (at each level) was served a 401 within
         :data:`LOCATION_TTL` of the batch's newest claim before the batch, which
         nothing later in it can undo (a server behind ``auth_basic``: every claim);
-        for ``guarded`` claims, a 401 on a guarded path to each of two clients too
-        (whoever claims, another client was refused). Decided per distinct path and
-        host of the batch, not per claim."""
+        for ``guarded`` claims, a 401 on a guarded path to each of two clients without
+        credentials too (whoever claims, another client was refused), and no guarded
+        call served without credentials within :data:`LOCATION_TTL` of the earliest.
+        Decided per distinct path and host of the batch, not per claim."""
         picked = [reqs[i] for i in claims]
-        latest = max(map(_TS, picked))
+        times = list(map(_TS, picked))
+        latest = max(times)
+        earliest = min(times)
         segment = self._segments
         checked = self._paths.checked
         refused = self._guard_paths.refused_two
+        opened = self._paths.guards_open
         paths = {
             path
             for path in set(map(_PATH, picked))
             if latest - checked(segment(path)) > LOCATION_TTL
-            or (guarded and latest - refused(segment(path)) > LOCATION_TTL)
+            or (
+                guarded
+                and (
+                    latest - refused(segment(path)) > LOCATION_TTL
+                    or earliest - opened(segment(path)) <= LOCATION_TTL
+                )
+            )
         }
         hosts = set(map(_HOST, picked))
         pairs: set[tuple[str, str]] = set()
         if hosts != {None}:
             at_host = self._hosts.checked
             refused_at_host = self._guard_hosts.refused_two
+            opened_at_host = self._hosts.guards_open
             pairs = {
                 (host, path)
                 for host, path in set(zip(map(_HOST, picked), map(_PATH, picked), strict=True))
@@ -566,8 +603,12 @@ class CredentialTrust:
                     latest - at_host(host[:_HOST_CHARS] + segment(path)) > LOCATION_TTL
                     or (
                         guarded
-                        and latest - refused_at_host(host[:_HOST_CHARS] + segment(path))
-                        > LOCATION_TTL
+                        and (
+                            latest - refused_at_host(host[:_HOST_CHARS] + segment(path))
+                            > LOCATION_TTL
+                            or earliest - opened_at_host(host[:_HOST_CHARS] + segment(path))
+                            <= LOCATION_TTL
+                        )
                     )
                 )
             }
@@ -591,7 +632,11 @@ class CredentialTrust:
         segment = self._segments
         kind_of = self._kinds
         refused = {p for p in {reqs[i].path for i in denied} if kind_of(p) & _IS_GUARDED}
-        refusals = [i for i in denied if reqs[i].path in refused] if refused else []
+        refusals = (
+            [i for i in denied if reqs[i].path in refused and _anonymous(reqs[i])]
+            if refused
+            else []
+        )
         if refusals and not self._holds_guards(reqs, refusals):  # new locations
             self._walk(reqs, sorted(denied + opened), ())
             return
@@ -608,13 +653,17 @@ class CredentialTrust:
             # paths among them (served).
             newest: dict[str, float] = {}
             served: dict[str, float] = {}
+            opened_guards: dict[str, float] = {}
             for path, ts in dict(zip(map(_PATH, picked), times, strict=True)).items():
                 key = segment(path)
                 newest[key] = max(newest.get(key, ts), ts)
                 if kind == _OPEN and kind_of(path) & _IS_SERVED:
                     served[key] = max(served.get(key, ts), ts)
+                    if kind_of(path) & _IS_GUARDED:
+                        opened_guards[key] = max(opened_guards.get(key, ts), ts)
             at_host: dict[str, float] = {}
             served_at_host: dict[str, float] = {}
+            opened_guards_at_host: dict[str, float] = {}
             names = list(map(_HOST, picked))
             if names.count(None) != len(names):
                 for (name, path), ts in dict(
@@ -625,12 +674,18 @@ class CredentialTrust:
                         at_host[key] = max(at_host.get(key, ts), ts)
                         if served and kind_of(path) & _IS_SERVED:
                             served_at_host[key] = max(served_at_host.get(key, ts), ts)
+                            if kind_of(path) & _IS_GUARDED:
+                                opened_guards_at_host[key] = max(
+                                    opened_guards_at_host.get(key, ts), ts
+                                )
             if not paths.holds(newest) or not hosts.holds(at_host):  # new locations
                 self._walk(reqs, sorted(denied + opened), ())
                 return
             learned.append((kind, newest, at_host))
             if served:
                 learned.append((_SERVED, served, served_at_host))
+            if opened_guards:
+                learned.append((_GUARD_OPEN, opened_guards, opened_guards_at_host))
         for kind, newest, at_host in learned:
             paths.update(newest, kind)
             hosts.update(at_host, kind)
@@ -693,8 +748,10 @@ class CredentialTrust:
                 bits = kind_fill(r.path)
             if r.status == 401:
                 kind = _CHECKED
-                if bits & _IS_GUARDED:
+                if bits & _IS_GUARDED and _anonymous(r):
                     self._refused(r, segment)
+            elif bits & _IS_GUARDED:
+                kind = _GUARD_OPEN
             else:
                 kind = _SERVED if bits & _IS_SERVED else _OPEN
             paths.note(segment, r.ts, kind)
@@ -704,18 +761,24 @@ class CredentialTrust:
 
     def _unguarded(self, claim: HttpRequest, segment: str, at_host: str | None) -> bool:
         """Whether the location of ``claim`` (on a guarded path), at either level, served
-        a model call without credentials and refused no other client a guarded call."""
+        a guarded call without credentials, or a model call and refused no other client
+        without credentials a guarded call (each within :data:`LOCATION_TTL`)."""
         ts = claim.ts
         who = client_key(claim.client)
-        if (
-            self._paths.serves(segment, ts)
-            and ts - self._guard_paths.checked(segment, who) > LOCATION_TTL
+        paths = self._paths
+        if paths.serves(segment, ts) and (
+            ts - paths.guards_open(segment) <= LOCATION_TTL
+            or ts - self._guard_paths.checked(segment, who) > LOCATION_TTL
         ):
             return True
+        hosts = self._hosts
         return (
             at_host is not None
-            and self._hosts.serves(at_host, ts)
-            and ts - self._guard_hosts.checked(at_host, who) > LOCATION_TTL
+            and hosts.serves(at_host, ts)
+            and (
+                ts - hosts.guards_open(at_host) <= LOCATION_TTL
+                or ts - self._guard_hosts.checked(at_host, who) > LOCATION_TTL
+            )
         )
 
     def expire(self, now: float) -> int:
@@ -750,6 +813,11 @@ class _Kinds(NamedTuple):
     """2xx without a user and without a key id."""
     denied: list[int]
     """401 or 403."""
+
+
+def _anonymous(request: HttpRequest) -> bool:
+    """Whether ``request`` carries no user and no key id."""
+    return request.user is None and request.key_id is None
 
 
 def _classify(events: Sequence[Event], requests: bool) -> _Kinds:
