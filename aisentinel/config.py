@@ -80,7 +80,7 @@ class DaemonConfig(StrictModel):
     reconcile_interval: Interval = 300.0
     """How often every responder is made to hold exactly the ledger's active bans
     (re-applied after a ruleset flush, expired and unknown ones removed); 10ms-1h."""
-    queue_batches: int = Field(default=16, ge=1, le=1024)
+    queue_batches: int = Field(default=8, ge=1, le=1024)
     """Batches waiting between the sources and the pipeline before sources wait; 1-1024
     (each batch holds up to a source's ``batch_lines`` lines, all in memory)."""
     responder_queue: int = Field(default=10_000, ge=16, le=1_000_000)

@@ -919,7 +919,7 @@ def test_reload_warns_about_each_daemon_setting_it_does_not_apply(tmp_path: Path
     try:
         text = path.read_text().replace('log_format = "json"', 'log_format = "console"')
         text = text.replace('state_dir = "', 'state_dir = "/elsewhere')
-        text = text.replace("[daemon]\n", "[daemon]\nqueue_batches = 8\n")
+        text = text.replace("[daemon]\n", "[daemon]\nqueue_batches = 4\n")
         path.write_text(text.replace('expire_interval = "1s"', 'expire_interval = "2s"'))
         with capture_logs() as logs:
             r.daemon.request_reload()
