@@ -83,10 +83,10 @@ def test_the_heartbeat_goes_out_between_slow_batches(tmp_path: Path) -> None:
     daemon = Daemon(load_config(_config(tmp_path)), clock=clock, notifier=notifier)
     try:
         daemon._process = lambda _batch: clock.advance(1.0)  # type: ignore[method-assign]
-        _batches(daemon, 10)
+        _batches(daemon, 6)
         daemon._next_beat = clock.monotonic() + daemon._heartbeat_every()
-        assert daemon._drain(timeout=0) == 10
-        assert notifier.sent.count("WATCHDOG=1") == 10
+        assert daemon._drain(timeout=0) == 6
+        assert notifier.sent.count("WATCHDOG=1") == 6
     finally:
         daemon.ledger.close()
 
@@ -103,10 +103,10 @@ def test_a_signal_during_a_turn_is_acted_on_after_the_batch_in_hand(tmp_path: Pa
             daemon._on_signal(signal.SIGHUP, None)
 
         daemon._process = process  # type: ignore[method-assign]
-        _batches(daemon, 10)
+        _batches(daemon, 6)
         assert daemon._drain(timeout=0) == 1
         assert daemon._reload.is_set()
-        assert daemon.queue.qsize() == 9
+        assert daemon.queue.qsize() == 5
     finally:
         daemon.ledger.close()
 
