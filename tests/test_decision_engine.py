@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import sqlite3
 from collections.abc import Iterable
@@ -146,6 +147,18 @@ def test_first_offence_is_a_ban_for_ban_ttl(env: Env) -> None:
     assert engine.ledger.active(T0) == [d]
     assert engine.active() == [d]
     assert engine.is_banned("::ffff:203.0.113.7")
+
+
+def test_a_held_ban_keeps_every_field_of_its_decision_but_the_finding(env: Env) -> None:
+    """The ban the engine holds is the decision it made, field for field, less its finding."""
+    engine = env.engine()
+    decision = engine.decide(finding())
+    held = engine.active()[0]
+    assert decision.finding is not None
+    assert held.finding is None
+    for f in dataclasses.fields(Decision):
+        if f.name != "finding":
+            assert getattr(held, f.name) == getattr(decision, f.name), f.name
 
 
 def test_target_is_canonical(env: Env) -> None:

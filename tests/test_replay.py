@@ -104,6 +104,30 @@ def test_allowlisted_address_is_reported_with_reason(tmp_path: Path, now_epoch: 
     assert "allowlist" in decision["reason"]
 
 
+def test_the_hosts_addresses_are_read_once_and_never_banned(
+    tmp_path: Path, now_epoch: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay reads the host's addresses once, not each refresh of log time, and never bans them."""
+    reads: list[int] = []
+
+    def host_addresses() -> list[str]:
+        reads.append(1)
+        return ["198.51.100.8"]
+
+    monkeypatch.setattr(replay_module, "read_host_addresses", host_addresses, raising=False)
+    log = tmp_path / "auth.log"
+    t0 = now_epoch - 86400
+    lines = [ssh_fail(t0 + i * 60, "198.51.100.8") for i in range(600)]
+    log.write_text("\n".join(lines) + "\n")
+    out = io.StringIO()
+    summary = replay([(log, "sshd")], Config(), out, as_json=True)
+    assert reads == [1]
+    decisions = [o for o in _objects(out.getvalue()) if o["type"] == "decision"]
+    assert decisions
+    assert {d["action"] for d in decisions} == {"none"}
+    assert summary.decisions.get("ban", 0) == 0
+
+
 def test_a_trusted_proxy_is_never_banned(tmp_path: Path, now_epoch: float) -> None:
     """Failed logins from a trusted proxy without X-Forwarded-For are the proxy's: found,
     and not banned (banning it would cut off every client behind it)."""

@@ -269,9 +269,10 @@ def storm_party(target: Target) -> Hashable:
     /48 as its /48 (one site's allocation), a NAT64 address as itself (one IPv4 client
     behind a gateway), anything else as its text."""
     if isinstance(target, AddressTarget):
-        net = target.network
-        if net.version == 6 and net.prefixlen > STORM_PREFIX6 and not is_nat64(net.network_address):
-            return int(net.network_address) >> (128 - STORM_PREFIX6)
+        # From the target's fields: no network object (30 us a ban).
+        address = target.address
+        if address.version == 6 and target.prefixlen > STORM_PREFIX6 and not is_nat64(address):
+            return int(address) >> (128 - STORM_PREFIX6)
     return target.text
 
 
