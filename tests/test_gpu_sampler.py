@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
 from aisentinel.gpu.attribution import ProcessAttributor
-from aisentinel.gpu.sampler import GpuSampler, GpuState
+from aisentinel.gpu.sampler import VALUES, GpuSampler, GpuState
 
 DOCKER_ID = "4f1d0c3b9e2a" + "0" * 52
 
@@ -340,6 +340,90 @@ def test_unsupported_values_are_listed_and_logged_once(fake_nvml: Path) -> None:
         ("warning", "utilization", "gpu_theft,gpu_spike"),
     ]
     assert first.state is GpuState.UP
+
+
+def test_a_gpu_answering_unknown_in_a_row_is_unreadable_and_recovers(fake_nvml: Path) -> None:
+    """A GPU whose every value fails with UNKNOWN (wedged, its handle still valid) makes
+    the collector degraded after 3 samples in a row, naming the GPU and the values and
+    logged once; failures with a read between them do not; read again, it is up again."""
+    scenario = _gpus("GPU-0", "GPU-1")
+    scenario.gpus[1].processes = [FakeProcess(1)]
+    scenario.write(fake_nvml)
+    sampler = GpuSampler(FakeClock())
+    healthy = scenario.gpus[1].errors
+    wedged = {"*": "UNKNOWN"}
+    try:
+        with capture_logs() as logs:
+            for errors in (healthy, wedged, wedged, healthy, wedged, wedged):
+                scenario.gpus[1].errors = errors
+                scenario.write(fake_nvml)
+                reading = sampler.sample()
+                assert reading.state is GpuState.UP
+            assert reading.failed == {
+                1: frozenset(VALUES) - {"process_utilization"}  # no process: not asked
+            }
+            assert reading.unreadable == {}
+            scenario.write(fake_nvml)
+            third = sampler.sample()
+            fourth = sampler.sample()
+        assert third.state is GpuState.DEGRADED
+        assert third.reason == (
+            "GPU 1 values unreadable: utilization, memory, compute_processes, "
+            "graphics_processes (UNKNOWN) (gpu_memory, gpu_spike, gpu_theft, gpu_workload "
+            "cannot watch it); retrying"
+        )
+        assert (fourth.state, fourth.reason) == (third.state, third.reason)
+        assert set(third.unreadable) == {1}
+        assert third.unreadable[1]["temperature"] == "UNKNOWN"
+        assert [g.lost for g in third.gpus] == [False, False]
+        assert third.gpus[0].utilization_gpu == 0.5
+        assert third.gpus[1].processes == ()
+        assert [
+            (e["gpu"], e["uuid"], e["blind"]) for e in logs if e["event"] == "gpu values unreadable"
+        ] == [(1, "GPU-1", "gpu_memory,gpu_spike,gpu_theft,gpu_workload")]
+        scenario.gpus[1].errors = {}
+        scenario.write(fake_nvml)
+        with capture_logs() as logs:
+            back = sampler.sample()
+    finally:
+        sampler.close()
+    assert (back.state, back.unreadable, back.failed) == (GpuState.UP, {}, {})
+    assert back.gpus[1].utilization_gpu == 0.5
+    assert [(e["gpu"], e["event"]) for e in logs if e["event"].startswith("gpu values")] == [
+        (1, "gpu values readable again")
+    ]
+    assert sampler.gpus_lost_total == 0
+
+
+def test_process_lists_denied_on_a_mig_gpu_are_unreadable(fake_nvml: Path) -> None:
+    """Process lists answering NO_PERMISSION (a MIG GPU, a non-root reader) degrade the
+    collector after 3 samples, naming gpu_workload; utilization not supported stays apart."""
+    gpu = FakeGpu(
+        uuid="GPU-mig",
+        mig=(1, 1),
+        processes=[FakeProcess(1)],
+        errors={
+            "nvmlDeviceGetUtilizationRates": "NOT_SUPPORTED",
+            "nvmlDeviceGetComputeRunningProcesses_v3": "NO_PERMISSION",
+            "nvmlDeviceGetGraphicsRunningProcesses_v3": "NO_PERMISSION",
+        },
+    )
+    Scenario(gpus=[gpu]).write(fake_nvml)
+    sampler = GpuSampler(FakeClock())
+    try:
+        readings = [sampler.sample() for _ in range(3)]
+    finally:
+        sampler.close()
+    assert [r.state for r in readings] == [GpuState.UP, GpuState.UP, GpuState.DEGRADED]
+    assert readings[-1].reason == (
+        "GPU 0 values unreadable: compute_processes, graphics_processes (NO_PERMISSION) "
+        "(gpu_workload cannot watch it); retrying"
+    )
+    assert readings[-1].unreadable == {
+        0: {"compute_processes": "NO_PERMISSION", "graphics_processes": "NO_PERMISSION"}
+    }
+    assert readings[-1].unsupported == {0: frozenset({"utilization"})}
+    assert readings[-1].gpus[0].memory_used_bytes == 0
 
 
 def test_every_gpu_lost_is_state_lost(fake_nvml: Path) -> None:

@@ -289,6 +289,98 @@ def test_unsupported_values_are_exported_and_noted_in_status(
     assert source.stats.up
 
 
+def _next_sample(source: NvmlSource, clock: FakeClock) -> None:
+    """One interval on: the source's thread takes its next sample."""
+    clock.advance(1.0)
+    assert wait_for(lambda: source.last is not None and source.last.ts == clock.now())
+
+
+def test_values_failing_in_a_row_degrade_the_source_and_give_no_process_count(
+    fake_nvml: Path,
+    in_process: tuple[NvmlSource, FakeClock],
+    sleepers: list[subprocess.Popen[bytes]],
+) -> None:
+    """Every value failing with UNKNOWN: no process count from the first failed sample
+    (not 0); after 3 in a row the source is degraded, naming the GPU and the values,
+    aisentinel_gpu_unreadable is 1 and the values no detector needs are a note; once they
+    are read again all of it clears by itself."""
+    source, clock = in_process
+    pids = [p.pid for p in sleepers]
+    scenario(pids).write(fake_nvml)
+    source.start(lambda _batch: None)
+    assert wait_for(source.ready)
+    assert _value(source, "aisentinel_gpu_processes", gpu="0") == 2
+    assert _value(source, "aisentinel_gpu_unreadable", gpu="0", uuid=UUID) == 0
+    scenario(pids, errors={"*": "UNKNOWN"}).write(fake_nvml)
+    _next_sample(source, clock)
+    assert _value(source, "aisentinel_gpu_processes", gpu="0") is None
+    assert _value(source, "aisentinel_gpu_unreadable", gpu="0", uuid=UUID) == 0
+    assert source.stats.state == "following"
+    _next_sample(source, clock)
+    _next_sample(source, clock)
+    assert wait_for(lambda: source.stats.state == "degraded")
+    assert source.stats.up
+    assert source.stats.reason.startswith(
+        "GPU 0 values unreadable: utilization, memory, compute_processes, graphics_processes "
+        "(UNKNOWN) (gpu_memory, gpu_spike, gpu_theft, gpu_workload cannot watch it)"
+    )
+    assert _value(source, "aisentinel_gpu_unreadable", gpu="0", uuid=UUID) == 1
+    assert _value(source, "aisentinel_gpu_collector_state", state="degraded") == 1
+    assert _value(source, "aisentinel_gpu_processes", gpu="0") is None
+    assert source.notes() == [
+        "GPU 0: cannot read temperature, power, energy, ecc, throttle_reasons, mig (UNKNOWN)"
+    ]
+    scenario(pids).write(fake_nvml)
+    _next_sample(source, clock)
+    assert wait_for(lambda: source.stats.state == "following")
+    assert _value(source, "aisentinel_gpu_unreadable", gpu="0", uuid=UUID) == 0
+    assert _value(source, "aisentinel_gpu_processes", gpu="0") == 2
+    assert source.notes() == []
+
+
+@pytest.mark.slow
+def test_process_lists_denied_make_status_exit_1_naming_them(
+    fake_nvml_lib: Path,
+    fake_nvml: Path,
+    tmp_path: Path,
+    sleepers: list[subprocess.Popen[bytes]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A MIG GPU whose process lists answer NO_PERMISSION: `aisentinel status` exits 1
+    naming the GPU, the lists and gpu_workload, logged once; granted, it exits 0 again."""
+    pids = [p.pid for p in sleepers]
+    unsupported = {"nvmlDeviceGetUtilizationRates": "NOT_SUPPORTED"}
+    denied = {
+        **unsupported,
+        "nvmlDeviceGetComputeRunningProcesses_v3": "NO_PERMISSION",
+        "nvmlDeviceGetGraphicsRunningProcesses_v3": "NO_PERMISSION",
+    }
+    scenario(pids, mig=(1, 1), errors=denied).write(fake_nvml)
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(fake_nvml_lib.parent))
+    daemon = DaemonProc(tmp_path, nvml_source(tmp_path)).start()
+    try:
+        gpu = f'gpu="0",uuid="{UUID}"'
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_unreadable", gpu) == 1)
+        assert daemon.metric("aisentinel_gpu_processes", 'gpu="0"') is None
+        res = daemon.status()
+        assert res.returncode == 1, res.stdout + res.stderr
+        assert (
+            "source gpu is degraded: GPU 0 values unreadable: compute_processes, "
+            "graphics_processes (NO_PERMISSION) (gpu_workload cannot watch it)"
+        ) in res.stdout
+        assert len(daemon.logged("gpu values unreadable")) == 1
+        scenario(pids, mig=(1, 1), errors=unsupported).write(fake_nvml)
+        assert wait_until(lambda: daemon.metric("aisentinel_gpu_unreadable", gpu) == 0)
+        assert daemon.metric("aisentinel_gpu_processes", 'gpu="0"') == 2
+        res = daemon.status()
+        assert res.returncode == 0, res.stdout + res.stderr
+        assert "NVML does not support utilization" in res.stdout
+        assert len(daemon.logged("gpu values readable again")) == 1
+    finally:
+        assert daemon.terminate() == 0
+    assert "Traceback" not in daemon.text()
+
+
 def test_workload_labels_are_bounded_and_escaped() -> None:
     """A process's label is its container, service, or pid and name, escaped and capped."""
     base = ProcessAttribution(pid=42, exe=None, cmdline=(), uid=0, user="root", unit=None)

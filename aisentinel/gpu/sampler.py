@@ -12,6 +12,15 @@ the injected clock. A value the GPU does not support is None (and not asked agai
 the next initialisation); that is logged once per GPU and value, and the reading lists
 it (``unsupported``): on a MIG GPU, for one, there is no utilization to watch.
 
+A value that fails with any other code (``NVML_ERROR_UNKNOWN`` from a GPU wedged after
+an Xid, ``NO_PERMISSION`` for the process lists of a MIG GPU read by a non-root user)
+is None, counted (``field_errors``) and asked again at the next sample. Once it has
+failed in :data:`UNREADABLE_AFTER` samples in a row it is unreadable: the reading lists
+it (``unreadable``), and while a GPU detector needs one of its unreadable values
+(:data:`BLINDED`) the collector is ``degraded`` with the GPU and the values in its
+reason, logged once (``gpu values unreadable``, and ``gpu values readable again`` when
+they are read again: then the state is ``up`` again by itself).
+
 A GPU is lost (marked so and logged once; the others are still sampled) when it answers
 ``NVML_ERROR_GPU_IS_LOST``, when its handle or identity cannot be read at
 initialisation (``NVML_ERROR_UNKNOWN`` after an Xid 79, ...), or when a GPU seen before
@@ -27,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -86,6 +95,36 @@ BLINDED: Final[Mapping[str, tuple[str, ...]]] = {
 }
 """The detectors that cannot watch a GPU without the value."""
 
+UNREADABLE_AFTER: Final = 3
+"""Samples in a row in which a value fails (unsupported aside) before it is unreadable:
+one failed read is noise, three in a row a GPU that no longer answers for it."""
+
+PROCESS_LISTS: Final = frozenset({"compute_processes", "graphics_processes"})
+
+_VALUE_OF: Final = {"memory_v2": "memory", "event_reasons": "throttle_reasons"}
+"""The call names counted under another of :data:`VALUES` (a fallback of the same value)."""
+
+
+def unreadable_text(values: Mapping[str, str]) -> str:
+    """``utilization, memory (UNKNOWN), compute_processes (NO_PERMISSION)``: ``values``
+    (value -> NVML error name) in :data:`VALUES` order, grouped by error."""
+    by_error: dict[str, list[str]] = {}
+    for value in VALUES:
+        if value in values:
+            by_error.setdefault(values[value], []).append(value)
+    return ", ".join(f"{', '.join(names)} ({error})" for error, names in by_error.items())
+
+
+def blinded(values: Iterable[str]) -> list[str]:
+    """The detectors that cannot watch a GPU without ``values``, sorted."""
+    return sorted({d for v in values for d in BLINDED.get(v, ())})
+
+
+def blind_text(values: Iterable[str]) -> str:
+    """`` (gpu_spike, gpu_theft cannot watch it)``; "" when no detector needs ``values``."""
+    blind = blinded(values)
+    return f" ({', '.join(blind)} cannot watch it)" if blind else ""
+
 
 class GpuState(enum.StrEnum):
     """The collector's state, for machines (``up`` and ``degraded`` are up)."""
@@ -115,6 +154,11 @@ class GpuReading:
     (another GPU may have it now), not handed to the detectors."""
     unsupported: Mapping[int, frozenset[str]] = field(default_factory=dict)
     """GPU index -> the :data:`VALUES` NVML said it does not support (GPUs not lost)."""
+    unreadable: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
+    """GPU index -> value -> NVML error name: the :data:`VALUES` that failed in each of
+    the last :data:`UNREADABLE_AFTER` samples (GPUs not lost)."""
+    failed: Mapping[int, frozenset[str]] = field(default_factory=dict)
+    """GPU index -> the :data:`VALUES` that failed in this sample (unsupported aside)."""
 
     @property
     def up(self) -> bool:
@@ -141,6 +185,7 @@ class _Device:
     memory_v2: bool = True
     event_reasons: bool = True
     logged: set[tuple[str, int]] = field(default_factory=set)
+    failed: dict[str, int] = field(default_factory=dict)  # this sample's: value -> code
 
     @property
     def key(self) -> str:
@@ -176,6 +221,9 @@ class GpuSampler:
         self._round: dict[int, ProcessAttribution | None] = {}  # this sample's attributions
         self._known: dict[str, tuple[int, str, str | None]] = {}  # uuid -> index, name, bus
         self._noted: set[tuple[str, str]] = set()  # (GPU key, value) logged as unsupported
+        # GPU key -> value -> (samples in a row it failed in, its last code)
+        self._failing: dict[str, dict[str, tuple[int, int]]] = {}
+        self._blind: dict[str, str] = {}  # GPU key -> its needed values logged as unreadable
         self.calling: tuple[str, int | None] = ("", None)
         """The NVML call in progress (or the last one made) and its GPU index."""
         self.state = GpuState.STOPPED
@@ -300,6 +348,9 @@ class GpuSampler:
         for dev in self._missing:
             self._mark_lost(dev, "gone from the driver's list of GPUs")
         self._lost &= {d.key for d in devices} | {d.key for d in self._missing}
+        keys = {d.key for d in devices if not d.lost}
+        self._failing = {k: v for k, v in self._failing.items() if k in keys}
+        self._blind = {k: v for k, v in self._blind.items() if k in keys}
 
     def _fail(self, state: GpuState, reason: str) -> None:
         self.init_failures += 1
@@ -323,6 +374,8 @@ class GpuSampler:
         gpus: list[GpuSample] = []
         pids: set[int] = set()
         unsupported: dict[int, frozenset[str]] = {}
+        unreadable: dict[int, dict[str, str]] = {}
+        failed: dict[int, frozenset[str]] = {}
         self._round.clear()
         for dev in self._devices:
             if not dev.lost:
@@ -330,11 +383,19 @@ class GpuSampler:
                     sample = self._sample(dev, ts)
                 except _GpuLostError as gone:
                     self._mark_lost(dev, error_name(gone.code))
+                    self._failing.pop(dev.key, None)
+                    self._blind.pop(dev.key, None)
                 else:
                     gpus.append(sample)
                     pids.update(p.pid for p in sample.processes)
                     if dev.unsupported:
                         unsupported[dev.index] = frozenset(dev.unsupported.intersection(VALUES))
+                    if dev.failed:
+                        failed[dev.index] = frozenset(dev.failed)
+                    if dev.failed or dev.key in self._failing:
+                        values = self._tally(dev)
+                        if values:
+                            unreadable[dev.index] = values
                     if dev.key in self._lost:
                         self._lost.discard(dev.key)
                         _log.info("gpu back", gpu=dev.index, uuid=dev.uuid)
@@ -344,26 +405,64 @@ class GpuSampler:
             self._attributor.retain(pids)
         self.samples_total += 1
         missing = tuple(_lost_sample(d, ts) for d in self._missing)
-        self._settle(len(gpus) - sum(1 for g in gpus if g.lost))
-        return GpuReading(ts, self.state, self.reason, tuple(gpus), missing, unsupported)
+        self._settle(len(gpus) - sum(1 for g in gpus if g.lost), unreadable)
+        return GpuReading(
+            ts, self.state, self.reason, tuple(gpus), missing, unsupported, unreadable, failed
+        )
 
-    def _settle(self, live: int) -> None:
-        """The state after a sample in which ``live`` GPUs answered."""
+    def _settle(self, live: int, unreadable: Mapping[int, Mapping[str, str]]) -> None:
+        """The state after a sample in which ``live`` GPUs answered, with these values
+        unreadable."""
         lost = [str(d.index) for d in self._devices if d.lost]
         gone = [f"{d.uuid} (was {d.index})" for d in self._missing]
         if (lost or gone) and self._clock.monotonic() >= self._retry_at:
             self._backoff()
         if not (lost or gone):
             self._delay = self._retry_initial
-            self._set(GpuState.UP, f"{live} GPU(s), driver {self.driver_version}")
-            return
-        if not live:
+        elif not live:
             self._set(GpuState.LOST, "every GPU is lost; retrying")
             return
         what = [f"GPU(s) {','.join(lost)} lost"] if lost else []
         if gone:
             what.append(f"GPU(s) {', '.join(gone)} gone from the driver's list")
-        self._set(GpuState.DEGRADED, "; ".join(what) + "; retrying")
+        for index, values in sorted(unreadable.items()):
+            needed = {v: e for v, e in values.items() if v in BLINDED}
+            if needed:
+                what.append(
+                    f"GPU {index} values unreadable: {unreadable_text(needed)}" + blind_text(needed)
+                )
+        if what:
+            self._set(GpuState.DEGRADED, "; ".join(what) + "; retrying")
+        else:
+            self._set(GpuState.UP, f"{live} GPU(s), driver {self.driver_version}")
+
+    def _tally(self, dev: _Device) -> dict[str, str]:
+        """Count this sample's failures of ``dev`` in the values' runs of failures (a value
+        read ends its run); value -> NVML error name for the unreadable ones. A change in
+        the unreadable values a detector needs is logged."""
+        before = self._failing.get(dev.key, {})
+        runs = {v: (before.get(v, (0, 0))[0] + 1, code) for v, code in dev.failed.items()}
+        if runs:
+            self._failing[dev.key] = runs
+        else:
+            self._failing.pop(dev.key, None)
+        values = {v: error_name(code) for v, (n, code) in runs.items() if n >= UNREADABLE_AFTER}
+        needed = {v: e for v, e in values.items() if v in BLINDED}
+        was = self._blind.get(dev.key)
+        now = unreadable_text(needed)
+        if needed and now != was:
+            self._blind[dev.key] = now
+            _log.warning(
+                "gpu values unreadable",
+                gpu=dev.index,
+                uuid=dev.uuid,
+                values=now,
+                blind=",".join(blinded(needed)),
+            )
+        elif not needed and was is not None:
+            del self._blind[dev.key]
+            _log.info("gpu values readable again", gpu=dev.index, uuid=dev.uuid, were=was)
+        return values
 
     def _mark_lost(self, dev: _Device, reason: str) -> None:
         """Mark ``dev`` lost; logged and counted once per loss (by UUID), not per retry."""
@@ -402,6 +501,7 @@ class GpuSampler:
                 )
             return
         self.field_errors += 1
+        dev.failed[_VALUE_OF.get(what, what)] = code
         if (what, code) not in dev.logged:
             dev.logged.add((what, code))
             _log.warning("gpu value unreadable", gpu=dev.index, value=what, reason=error_name(code))
@@ -409,6 +509,8 @@ class GpuSampler:
     def _sample(self, dev: _Device, ts: float) -> GpuSample:
         p = nvml.pynvml
         h = dev.handle
+        if dev.failed:
+            dev.failed = {}
         util = self._call(dev, "utilization", p.nvmlDeviceGetUtilizationRates, h)
         reserved: int | None = None
         mem: Any = None

@@ -30,7 +30,13 @@ sampling goes on.
 
 Values a GPU does not support (utilization on a MIG GPU...) are logged once by the
 sampler, exported (``aisentinel_gpu_value_supported``) and listed as notes in
-``aisentinel status`` (:meth:`NvmlSource.notes`).
+``aisentinel status`` (:meth:`NvmlSource.notes`). A value that keeps failing with another
+error (``UNKNOWN`` from a wedged GPU, ``NO_PERMISSION``) is unreadable after
+:data:`~aisentinel.gpu.sampler.UNREADABLE_AFTER` samples in a row: one a GPU detector
+needs makes the source ``degraded`` with the GPU and the values in its reason (``aisentinel
+status`` exits 1) and ``aisentinel_gpu_unreadable`` 1 for that GPU; any other is a note.
+A process list not read in a sample gives no ``aisentinel_gpu_processes`` for that GPU
+(never a count of 0 for processes that were not seen).
 
 Metrics (:meth:`NvmlSource.collect`, at scrape time, from the last reading) follow
 Prometheus conventions; per-process series are bounded: the top ``top_processes`` per
@@ -58,7 +64,17 @@ from aisentinel.configtypes import Interval
 from aisentinel.events import Event, EventBatch, GpuProcessSample, XidEvent
 from aisentinel.gpu.attribution import ProcessAttributor
 from aisentinel.gpu.dockernames import DockerNames
-from aisentinel.gpu.sampler import BLINDED, VALUES, GpuReading, GpuSampler, GpuState
+from aisentinel.gpu.sampler import (
+    BLINDED,
+    PROCESS_LISTS,
+    UNREADABLE_AFTER,
+    VALUES,
+    GpuReading,
+    GpuSampler,
+    GpuState,
+    blind_text,
+    unreadable_text,
+)
 from aisentinel.gpu.topn import OTHER_KIND, bound_processes
 from aisentinel.gpu.xid import XidWatcher
 from aisentinel.metrics import counter, gauge
@@ -347,15 +363,21 @@ class NvmlSource(Source):
             merge_counts(self._xids, old._xids)
 
     def notes(self) -> list[str]:
-        """What the last reading could not see: values the GPUs do not support."""
+        """What the last reading could not see: values the GPUs do not support, and
+        unreadable values no detector needs (those a detector needs are in the reason of
+        the ``degraded`` state)."""
         reading = self.last
+        if reading is None:
+            return []
         out = []
-        for index, values in sorted((reading.unsupported if reading else {}).items()):
-            if not values:
-                continue
-            blind = sorted({d for v in values for d in BLINDED.get(v, ())})
-            note = f"GPU {index}: NVML does not support {', '.join(sorted(values))}"
-            out.append(note + (f" ({', '.join(blind)} cannot watch it)" if blind else ""))
+        for index, values in sorted(reading.unsupported.items()):
+            if values:
+                note = f"GPU {index}: NVML does not support {', '.join(sorted(values))}"
+                out.append(note + blind_text(values))
+        for index, failing in sorted(reading.unreadable.items()):
+            others = {v: e for v, e in failing.items() if v not in BLINDED}
+            if others:
+                out.append(f"GPU {index}: cannot read {unreadable_text(others)}")
         return out
 
     def collect(self) -> Iterator[Metric]:  # noqa: PLR0915 - one family after another
@@ -431,6 +453,14 @@ class NvmlSource(Source):
             "gone from the driver's list (then gpu is the index it last had).",
             labels=["gpu", "uuid"],
         )
+        unreadable = GaugeMetricFamily(
+            "aisentinel_gpu_unreadable",
+            "1 while a value a GPU detector needs (utilization, memory, the process lists) "
+            f"has failed to read in each of the last {UNREADABLE_AFTER} samples (e.g. "
+            "NVML_ERROR_UNKNOWN from a wedged GPU): the detectors that need it cannot watch "
+            "that GPU; else 0.",
+            labels=["gpu", "uuid"],
+        )
         supported = GaugeMetricFamily(
             "aisentinel_gpu_value_supported",
             "0 once NVML said the GPU does not support the value (e.g. utilization on a "
@@ -438,6 +468,8 @@ class NvmlSource(Source):
             labels=["gpu", "value"],
         )
         unsupported = reading.unsupported if reading is not None else {}
+        failing = reading.unreadable if reading is not None else {}
+        failed = reading.failed if reading is not None else {}
         gauges: dict[str, tuple[str, str, list[tuple[str, float]]]] = {
             "utilization_gpu": (
                 "aisentinel_gpu_utilization_ratio",
@@ -490,7 +522,9 @@ class NvmlSource(Source):
             labels=["gpu", "workload"],
         )
         procs = GaugeMetricFamily(
-            "aisentinel_gpu_processes", "Processes on the GPU.", labels=["gpu"]
+            "aisentinel_gpu_processes",
+            "Processes on the GPU (none while a process list fails to read: not 0).",
+            labels=["gpu"],
         )
         for sample in gpus:
             g = str(sample.index)
@@ -500,6 +534,8 @@ class NvmlSource(Source):
             lost.add_metric([g, sample.uuid], 1 if sample.lost else 0)
             if sample.lost:
                 continue
+            blind = not BLINDED.keys().isdisjoint(failing.get(sample.index, ()))
+            unreadable.add_metric([g, sample.uuid], 1 if blind else 0)
             absent = unsupported.get(sample.index, frozenset())
             for what in VALUES:
                 supported.add_metric([g, what], 0 if what in absent else 1)
@@ -516,7 +552,8 @@ class NvmlSource(Source):
             if sample.throttle_reasons is not None:
                 for bit, reason in THROTTLE_REASONS:
                     throttle.add_metric([g, reason], 1 if sample.throttle_reasons & bit else 0)
-            procs.add_metric([g], sum(p.count for p in sample.processes))
+            if PROCESS_LISTS.isdisjoint(failed.get(sample.index, ())):
+                procs.add_metric([g], sum(p.count for p in sample.processes))
             per: dict[str, list[float | None]] = {}
             for proc in bound_processes(sample.processes, self.config.top_processes):
                 entry = per.setdefault(workload_label(proc), [None, None])
@@ -531,6 +568,7 @@ class NvmlSource(Source):
                     proc_sm.add_metric([g, label], min(sm, 1.0))
         yield info
         yield lost
+        yield unreadable
         yield supported
         for name, help_text, values in gauges.values():
             family = GaugeMetricFamily(name, help_text, labels=["gpu"])
