@@ -475,6 +475,108 @@ def test_unit_and_container_records_undo_through_systemctl_and_docker(
     assert engine.containers["abc123"]["HostConfig"] == {"CpuQuota": 200_000, "CpuPeriod": 100_000}
 
 
+# ---------------------------------------------------------------------- shared cgroups
+
+
+def _two_in_job(proc: Path) -> tuple[WorkloadTarget, WorkloadTarget]:
+    """pid:4242 and pid:4243 (added to the fixture procfs), both in /ai/job."""
+    (proc / "4243").mkdir()
+    (proc / "4243" / "cgroup").write_text("0::/ai/job\n")
+    return WorkloadTarget(WorkloadKey.PID, "4242"), WorkloadTarget(WorkloadKey.PID, "4243")
+
+
+def _after_each_lift(r: ThrottleResponder, decisions: list[Decision], path: Path) -> list[str]:
+    """The text of ``path`` after each of ``decisions`` is lifted, in turn."""
+    out = []
+    for d in decisions:
+        r.delete_many([d])
+        r.commit()
+        out.append(path.read_text())
+    return out
+
+
+def test_two_freezes_of_one_cgroup_thaw_it_when_the_last_ends(tmp_path: Path) -> None:
+    """Two freezes that resolve to one cgroup: it stays frozen while either is in force
+    and is thawed (to the value from before the first) when the last one ends."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    one, two = _two_in_job(proc)
+    r = _stateful(tmp_path, root, proc)
+    d1, d2 = decision(one, Action.FREEZE), decision(two, Action.FREEZE, ts=T0 + 10)
+    _enforce(r, d1)
+    _enforce(r, d2)
+    assert _after_each_lift(r, [d1, d2], freeze) == ["1", "0"]
+    assert r.held == {}
+    r.withdraw()  # `aisentinel unban` / a withdrawal finds nothing left to write back
+    assert freeze.read_text() == "0"
+
+
+def test_two_throttles_of_one_cgroup_restore_the_quota_from_before_the_first(
+    tmp_path: Path,
+) -> None:
+    """Two throttles of one cgroup (a pid and the cgroup itself): the first to end leaves
+    the quota in place, the last puts the operator's quota back, not aisentinel's."""
+    root, proc = _fake_tree(tmp_path)
+    cpu_max = root / "ai" / "job" / "cpu.max"
+    cpu_max.write_text("50000 100000\n")
+    r = _stateful(tmp_path, root, proc, cpu_percent=5)
+    d1 = decision(WorkloadTarget(WorkloadKey.PID, "4242"))
+    d2 = decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), ts=T0 + 10)
+    _enforce(r, d1)
+    _enforce(r, d2)
+    assert _after_each_lift(r, [d1, d2], cpu_max) == ["5000 100000", "50000 100000"]
+
+
+def test_shared_freezes_survive_a_restart(tmp_path: Path) -> None:
+    """The sharing is kept in the state file: after a restart, the reconcile that ends one
+    of two freezes of one cgroup keeps it frozen, and the end of the other thaws it."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    one, two = _two_in_job(proc)
+    d1, d2 = decision(one, Action.FREEZE), decision(two, Action.FREEZE, ts=T0 + 10)
+    before = _stateful(tmp_path, root, proc)
+    _enforce(before, d1)
+    _enforce(before, d2)
+    after = _stateful(tmp_path, root, proc)
+    after.reconcile([d2])  # d1 ended while the daemon was down
+    assert freeze.read_text() == "1"
+    again = _stateful(tmp_path, root, proc)  # and once more, from the record alone
+    again.delete_many([d2])
+    again.commit()
+    assert freeze.read_text() == "0"
+    assert again.held == {}
+
+
+def test_a_lift_without_a_record_keeps_a_freeze_another_decision_holds(tmp_path: Path) -> None:
+    """A lift this run has no record of ("no limit", "thawed") leaves alone a cgroup that
+    another enforcement in place still freezes."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    one, two = _two_in_job(proc)
+    r = _stateful(tmp_path, root, proc)
+    _enforce(r, decision(one, Action.FREEZE))
+    r.delete_many([decision(two, Action.FREEZE, ts=T0 - 600)])  # a decision of no record
+    r.commit()
+    assert freeze.read_text() == "1"
+
+
+def test_a_record_of_settings_no_throttle_changes_is_refused(tmp_path: Path) -> None:
+    """The settings a record says it shares are checked too: a path outside the cgroup
+    tree or of another file is refused with the record, which then holds nothing."""
+    root, proc = _fake_tree(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    undo = [{"op": "write", "args": [str(root / "ai" / "job" / "cgroup.freeze"), "0"]}]
+    entry = {"target": "cgroup:/ai/job", "action": "freeze", "ts": T0, "name": "x"}
+    for touches in (["/etc/passwd"], [f"{root}/ai/job/cgroup.procs"], ["unit -.slice;x cpu"]):
+        doc = {"version": 1, "held": [{**entry, "undo": undo, "touches": touches}]}
+        (state / "throttle.json").write_text(json.dumps(doc))
+        assert _stateful(tmp_path, root, proc).held == {}
+    doc = {"version": 1, "held": [{**entry, "undo": undo, "touches": []}]}
+    (state / "throttle.json").write_text(json.dumps(doc))
+    assert list(_stateful(tmp_path, root, proc).held) == ["cgroup:/ai/job"]
+
+
 @pytest.mark.parametrize(
     "step",
     [
