@@ -6,20 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerapi import FakeEngine
 from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
@@ -224,95 +221,6 @@ def test_unit_failure_is_a_responder_error() -> None:
 
 
 # ---------------------------------------------------------------------- Docker Engine API
-
-
-@dataclass
-class FakeEngine:
-    """What the test Docker server holds: one container's limits and paused state."""
-
-    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: list[tuple[str, str]] = field(default_factory=list)
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-def _docker_handler(engine: FakeEngine) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _reply(self, status: int, body: Any = None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-            path = re.sub(r"^/v[0-9.]+", "", self.path.split("?")[0])
-            engine.requests.append((method, path))
-            if path == "/version":
-                self._reply(200, {"ApiVersion": "1.45", "Version": "test"})
-                return
-            m = re.fullmatch(r"/containers/([^/]+)/(json|update|pause|unpause)", path)
-            if m is None or m.group(1) not in engine.containers:
-                self._reply(404, {"message": "No such container"})
-                return
-            c = engine.containers[m.group(1)]
-            verb = m.group(2)
-            if verb == "json":
-                self._reply(200, c)
-            elif verb == "update":
-                c["HostConfig"]["CpuQuota"] = body.get("CpuQuota", c["HostConfig"]["CpuQuota"])
-                c["HostConfig"]["CpuPeriod"] = body.get("CpuPeriod", c["HostConfig"]["CpuPeriod"])
-                self._reply(200, {"Warnings": []})
-            elif verb == "pause":
-                c["State"]["Paused"] = True
-                self._reply(204)
-            else:
-                if not c["State"]["Paused"]:
-                    self._reply(409, {"message": "Container is not paused"})
-                    return
-                c["State"]["Paused"] = False
-                self._reply(204)
-
-        def do_GET(self) -> None:
-            self._route("GET")
-
-        def do_POST(self) -> None:
-            self._route("POST")
-
-    return Handler
-
-
-@pytest.fixture
-def docker_api(tmp_path: Path) -> Iterator[tuple[str, FakeEngine]]:
-    """A Docker-API-compatible server on a unix socket (no engine can run here)."""
-    pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
-    engine = FakeEngine(
-        {
-            "abc123": {
-                "Id": "abc123",
-                "Name": "/llm",
-                "HostConfig": {"CpuQuota": 0, "CpuPeriod": 0},
-                "State": {"Paused": False, "Running": True},
-            }
-        }
-    )
-    path = tmp_path / "docker.sock"
-    server = _UnixHTTPServer(str(path), _docker_handler(engine))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"unix://{path}", engine
-    server.shutdown()
-    server.server_close()
 
 
 def test_container_throttle_and_freeze_through_docker_api(
