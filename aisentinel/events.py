@@ -576,12 +576,16 @@ class ProcessAttribution:
     ``exe`` is the ``/proc/PID/exe`` link (None without permission, e.g. another user's
     process when not root); ``cmdline`` is capped. ``unit`` is the systemd unit and
     ``container_id`` / ``container_runtime`` (docker, containerd, cri-o, podman,
-    kubernetes) come from ``/proc/PID/cgroup``; ``container_name`` from a resolver
-    (the Docker API) when one is configured. ``comm`` is the command name from
-    ``/proc/PID/stat`` (readable for every process): the kernel sets it to the executed
-    file's name, at most 15 characters, and only the process itself changes it (unlike
-    ``cmdline[0]``, which it chooses at exec). All of it is process-controlled text:
-    escape it for human output.
+    kubernetes) come from ``/proc/PID/cgroup``; ``container_name`` and
+    ``container_image`` from a resolver (the Docker API) when one is configured.
+    ``unit`` is a unit of the host's system manager only, not one of a user's manager,
+    a machine or a container (a user may name one ``ollama.service``); ``cgroup`` is then
+    the workload's cgroup path, and so it is for a container that the host's Docker
+    engine does not run (Podman, containerd, CRI-O, Kubernetes, a rootless Docker).
+    ``comm`` is the command name from ``/proc/PID/stat`` (readable for every process):
+    the kernel sets it to the executed file's name, at most 15 characters, and only the
+    process itself changes it (unlike ``cmdline[0]``, which it chooses at exec). All of
+    it is process-controlled text: escape it for human output.
     """
 
     pid: int
@@ -595,6 +599,8 @@ class ProcessAttribution:
     container_name: str | None = None
     start_time: int | None = None
     comm: str | None = None
+    container_image: str | None = None
+    cgroup: str | None = None
 
     def label(self) -> str:
         """``container ollama``, ``unit vllm.service`` or ``pid 4242 /tmp/.x/xmrig``."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from dockerapi import FakeEngine, container, serve
 
 import aisentinel
 from aisentinel.detectors.common import set_ipv6_key_prefix
@@ -111,3 +112,13 @@ def fake_nvml(
     monkeypatch.setenv("FAKE_NVML_SCENARIO", str(path))
     yield path
     ctypes.CDLL(str(fake_nvml_lib)).fakenvml_reset()
+
+
+@pytest.fixture
+def docker_api(tmp_path: Path) -> Iterator[tuple[str, FakeEngine]]:
+    """A Docker-API-compatible server on a unix socket holding container ``abc123``
+    (``llm``); skipped without the docker SDK."""
+    pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
+    engine = FakeEngine({"abc123": container("abc123", "llm")})
+    with serve(tmp_path / "docker.sock", engine) as url:
+        yield url, engine

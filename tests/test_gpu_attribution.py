@@ -11,52 +11,94 @@ import pytest
 from conftest import wait_for
 
 from aisentinel.events import GpuProcessSample, ProcessAttribution
-from aisentinel.gpu.attribution import ProcessAttributor, parse_cgroup
+from aisentinel.gpu.attribution import ContainerInfo, ProcessAttributor, parse_cgroup
 from aisentinel.gpu.topn import bound_processes
 
 CID = "a" * 64
 
 
+POD = "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234_5678.slice"
+USER = "user.slice/user-1000.slice/user@1000.service"
+
+
 @pytest.mark.parametrize(
     ("cgroup", "expected"),
     [
-        ("0::/system.slice/vllm.service\n", ("vllm.service", None, None)),
+        ("0::/system.slice/vllm.service\n", ("vllm.service", None, None, None)),
+        ("0::/system.slice/vllm.service/runner\n", ("vllm.service", None, None, None)),
         (
             f"0::/system.slice/docker-{CID}.scope\n",
-            (f"docker-{CID}.scope", "docker", CID),
+            (f"docker-{CID}.scope", "docker", CID, None),
         ),
         (
-            "0::/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1234_5678.slice/"
-            f"cri-containerd-{CID}.scope\n",
-            (f"cri-containerd-{CID}.scope", "containerd", CID),
+            f"0::/{POD}/cri-containerd-{CID}.scope\n",
+            (
+                f"cri-containerd-{CID}.scope",
+                "containerd",
+                CID,
+                f"/{POD}/cri-containerd-{CID}.scope",
+            ),
         ),
         (
             f"0::/machine.slice/crio-{CID}.scope/container\n",
-            (f"crio-{CID}.scope", "cri-o", CID),
+            (f"crio-{CID}.scope", "cri-o", CID, f"/machine.slice/crio-{CID}.scope"),
         ),
         (
-            "0::/user.slice/user-1000.slice/user@1000.service/user.slice/"
-            f"libpod-{CID}.scope/container\n",
-            (f"libpod-{CID}.scope", "podman", CID),
+            f"0::/{USER}/user.slice/libpod-{CID}.scope/container\n",
+            (None, "podman", CID, f"/{USER}/user.slice/libpod-{CID}.scope"),
         ),
         (
             f"12:memory:/docker/{CID}\n11:cpu,cpuacct:/docker/{CID}\n"
             f"1:name=systemd:/docker/{CID}\n",
-            (None, "docker", CID),
+            (None, "docker", CID, None),
         ),
         (
             f"4:pids:/kubepods/besteffort/pod0f1e2d3c-aaaa-bbbb/{CID}\n"
             "1:name=systemd:/system.slice/containerd.service\n",
-            ("containerd.service", "kubernetes", CID),
+            (
+                "containerd.service",
+                "kubernetes",
+                CID,
+                f"/kubepods/besteffort/pod0f1e2d3c-aaaa-bbbb/{CID}",
+            ),
         ),
-        ("0::/user.slice/user-1000.slice/session-3.scope\n", ("session-3.scope", None, None)),
-        ("0::/\n", (None, None, None)),
-        ("garbage\n", (None, None, None)),
+        ("0::/user.slice/user-1000.slice/session-3.scope\n", ("session-3.scope", None, None, None)),
+        ("0::/\n", (None, None, None, None)),
+        ("garbage\n", (None, None, None, None)),
     ],
 )
-def test_parse_cgroup(cgroup: str, expected: tuple[str | None, str | None, str | None]) -> None:
-    """Unit and container runtime/id come from cgroup v1 and v2 paths of each runtime."""
+def test_parse_cgroup(
+    cgroup: str, expected: tuple[str | None, str | None, str | None, str | None]
+) -> None:
+    """Unit, container runtime/id and (for a container the host's Docker engine does not
+    run) the container's cgroup come from cgroup v1 and v2 paths of each runtime."""
     assert parse_cgroup(cgroup) == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/{USER}/app.slice/ollama.service",  # systemd-run --user --unit=ollama
+        f"/{USER}/app.slice/ollama.service/sub",
+        "/machine.slice/systemd-nspawn@c1.service/payload/system.slice/ollama.service",
+        "/lxc.payload.c1/system.slice/ollama.service",  # LXD
+        "/machine.slice/machine-c1.scope/payload/system.slice/ollama.service",
+    ],
+)
+def test_a_unit_of_a_user_manager_or_a_guest_is_no_host_unit(path: str) -> None:
+    """A ``*.service`` below a user's manager, a machine or an LXC payload is not the
+    host's unit of that name: no unit, and its cgroup is the workload's."""
+    info = parse_cgroup(f"0::{path}\n")
+    assert info.unit is None
+    assert info.cgroup == path.removesuffix("/sub")
+    assert info.container_id is None
+
+
+def test_a_docker_container_that_is_not_the_hosts_is_its_cgroup() -> None:
+    """A rootless Docker's container (under a user's manager) is not one the host's
+    engine runs: it is kept as its cgroup, for the responder to act on directly."""
+    path = f"/{USER}/user.slice/docker-{CID}.scope"
+    assert parse_cgroup(f"0::{path}\n") == (None, "docker", CID, path)
 
 
 def _fake_proc(
@@ -79,7 +121,9 @@ def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
     command name is read whole from stat, parentheses and spaces included."""
     _fake_proc(tmp_path, 4242, start=100, exe="/tmp/.x/xmrig", cgroup="0::/user.slice/s.scope\n")
     calls: list[str] = []
-    attributor = ProcessAttributor(tmp_path, resolver=lambda rt, cid: calls.append(cid) or "x")
+    attributor = ProcessAttributor(
+        tmp_path, resolver=lambda rt, cid: calls.append(cid) or ContainerInfo("x", "img:1")
+    )
     first = attributor.attribute(4242)
     assert first == ProcessAttribution(
         pid=4242,
@@ -102,10 +146,11 @@ def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
     )
     reused = attributor.attribute(4242)
     assert reused is not None
-    assert (reused.exe, reused.container_id, reused.container_name) == (
+    assert (reused.exe, reused.container_id, reused.container_name, reused.container_image) == (
         "/usr/bin/python3",
         CID,
         "x",
+        "img:1",
     )
     assert calls == [CID]
     _fake_proc(tmp_path, 4242, start=200, exe="/tmp/miner", cgroup="0::/\n", comm="miner")
@@ -121,7 +166,7 @@ def test_resolver_failure_keeps_the_attribution(tmp_path: Path) -> None:
     """A resolver that raises leaves container_name None and is counted."""
     _fake_proc(tmp_path, 7, start=1, exe="/bin/x", cgroup=f"0::/docker/{CID}\n")
 
-    def broken(runtime: str, container_id: str) -> str:
+    def broken(runtime: str, container_id: str) -> ContainerInfo:
         raise RuntimeError("docker API down")
 
     attributor = ProcessAttributor(tmp_path, resolver=broken)
@@ -151,7 +196,7 @@ def test_real_process_attribution() -> None:
     assert found.exe == os.path.realpath(sleep)
     assert found.cmdline == (sleep, "300")
     assert found.uid == os.getuid()
-    assert (found.unit, found.container_runtime, found.container_id) == unit
+    assert (found.unit, found.container_runtime, found.container_id, found.cgroup) == unit
     assert ProcessAttributor().attribute(proc.pid) is None
 
 

@@ -18,7 +18,7 @@ from fakenvml import FakeGpu, FakeProcess, Scenario
 from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
-from aisentinel.gpu.attribution import ProcessAttributor
+from aisentinel.gpu.attribution import ContainerInfo, ProcessAttributor
 from aisentinel.gpu.sampler import VALUES, GpuSampler, GpuState
 
 DOCKER_ID = "4f1d0c3b9e2a" + "0" * 52
@@ -127,9 +127,9 @@ def test_container_attribution_from_a_proc_root(
     Scenario(gpus=[FakeGpu(processes=[FakeProcess(pid, sm=10, mem=5)])]).write(fake_nvml)
     asked: list[tuple[str, str]] = []
 
-    def resolve(runtime: str, container_id: str) -> str:
+    def resolve(runtime: str, container_id: str) -> ContainerInfo:
         asked.append((runtime, container_id))
-        return "ollama"
+        return ContainerInfo("ollama", None)
 
     sampler = GpuSampler(
         FakeClock(), attributor=ProcessAttributor(tmp_path / "proc", resolver=resolve)

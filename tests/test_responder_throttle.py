@@ -6,20 +6,17 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
-import socketserver
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from dockerapi import FakeEngine
 from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
@@ -226,95 +223,6 @@ def test_unit_failure_is_a_responder_error() -> None:
 # ---------------------------------------------------------------------- Docker Engine API
 
 
-@dataclass
-class FakeEngine:
-    """What the test Docker server holds: one container's limits and paused state."""
-
-    containers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    requests: list[tuple[str, str]] = field(default_factory=list)
-
-
-class _UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-
-
-def _docker_handler(engine: FakeEngine) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, format: str, *args: Any) -> None:
-            return
-
-        def _reply(self, status: int, body: Any = None) -> None:
-            data = b"" if body is None else json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _route(self, method: str) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-            path = re.sub(r"^/v[0-9.]+", "", self.path.split("?")[0])
-            engine.requests.append((method, path))
-            if path == "/version":
-                self._reply(200, {"ApiVersion": "1.45", "Version": "test"})
-                return
-            m = re.fullmatch(r"/containers/([^/]+)/(json|update|pause|unpause)", path)
-            if m is None or m.group(1) not in engine.containers:
-                self._reply(404, {"message": "No such container"})
-                return
-            c = engine.containers[m.group(1)]
-            verb = m.group(2)
-            if verb == "json":
-                self._reply(200, c)
-            elif verb == "update":
-                c["HostConfig"]["CpuQuota"] = body.get("CpuQuota", c["HostConfig"]["CpuQuota"])
-                c["HostConfig"]["CpuPeriod"] = body.get("CpuPeriod", c["HostConfig"]["CpuPeriod"])
-                self._reply(200, {"Warnings": []})
-            elif verb == "pause":
-                c["State"]["Paused"] = True
-                self._reply(204)
-            else:
-                if not c["State"]["Paused"]:
-                    self._reply(409, {"message": "Container is not paused"})
-                    return
-                c["State"]["Paused"] = False
-                self._reply(204)
-
-        def do_GET(self) -> None:
-            self._route("GET")
-
-        def do_POST(self) -> None:
-            self._route("POST")
-
-    return Handler
-
-
-@pytest.fixture
-def docker_api(tmp_path: Path) -> Iterator[tuple[str, FakeEngine]]:
-    """A Docker-API-compatible server on a unix socket (no engine can run here)."""
-    pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
-    engine = FakeEngine(
-        {
-            "abc123": {
-                "Id": "abc123",
-                "Name": "/llm",
-                "HostConfig": {"CpuQuota": 0, "CpuPeriod": 0},
-                "State": {"Paused": False, "Running": True},
-            }
-        }
-    )
-    path = tmp_path / "docker.sock"
-    server = _UnixHTTPServer(str(path), _docker_handler(engine))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"unix://{path}", engine
-    server.shutdown()
-    server.server_close()
-
-
 def test_container_throttle_and_freeze_through_docker_api(
     docker_api: tuple[str, FakeEngine],
 ) -> None:
@@ -473,6 +381,108 @@ def test_unit_and_container_records_undo_through_systemctl_and_docker(
     after.close()
     assert runner.calls == [("systemctl", "thaw", "--", unit)]
     assert engine.containers["abc123"]["HostConfig"] == {"CpuQuota": 200_000, "CpuPeriod": 100_000}
+
+
+# ---------------------------------------------------------------------- shared cgroups
+
+
+def _two_in_job(proc: Path) -> tuple[WorkloadTarget, WorkloadTarget]:
+    """pid:4242 and pid:4243 (added to the fixture procfs), both in /ai/job."""
+    (proc / "4243").mkdir()
+    (proc / "4243" / "cgroup").write_text("0::/ai/job\n")
+    return WorkloadTarget(WorkloadKey.PID, "4242"), WorkloadTarget(WorkloadKey.PID, "4243")
+
+
+def _after_each_lift(r: ThrottleResponder, decisions: list[Decision], path: Path) -> list[str]:
+    """The text of ``path`` after each of ``decisions`` is lifted, in turn."""
+    out = []
+    for d in decisions:
+        r.delete_many([d])
+        r.commit()
+        out.append(path.read_text())
+    return out
+
+
+def test_two_freezes_of_one_cgroup_thaw_it_when_the_last_ends(tmp_path: Path) -> None:
+    """Two freezes that resolve to one cgroup: it stays frozen while either is in force
+    and is thawed (to the value from before the first) when the last one ends."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    one, two = _two_in_job(proc)
+    r = _stateful(tmp_path, root, proc)
+    d1, d2 = decision(one, Action.FREEZE), decision(two, Action.FREEZE, ts=T0 + 10)
+    _enforce(r, d1)
+    _enforce(r, d2)
+    assert _after_each_lift(r, [d1, d2], freeze) == ["1", "0"]
+    assert r.held == {}
+    r.withdraw()  # `aisentinel unban` / a withdrawal finds nothing left to write back
+    assert freeze.read_text() == "0"
+
+
+def test_two_throttles_of_one_cgroup_restore_the_quota_from_before_the_first(
+    tmp_path: Path,
+) -> None:
+    """Two throttles of one cgroup (a pid and the cgroup itself): the first to end leaves
+    the quota in place, the last puts the operator's quota back, not aisentinel's."""
+    root, proc = _fake_tree(tmp_path)
+    cpu_max = root / "ai" / "job" / "cpu.max"
+    cpu_max.write_text("50000 100000\n")
+    r = _stateful(tmp_path, root, proc, cpu_percent=5)
+    d1 = decision(WorkloadTarget(WorkloadKey.PID, "4242"))
+    d2 = decision(WorkloadTarget(WorkloadKey.CGROUP, "/ai/job"), ts=T0 + 10)
+    _enforce(r, d1)
+    _enforce(r, d2)
+    assert _after_each_lift(r, [d1, d2], cpu_max) == ["5000 100000", "50000 100000"]
+
+
+def test_shared_freezes_survive_a_restart(tmp_path: Path) -> None:
+    """The sharing is kept in the state file: after a restart, the reconcile that ends one
+    of two freezes of one cgroup keeps it frozen, and the end of the other thaws it."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    one, two = _two_in_job(proc)
+    d1, d2 = decision(one, Action.FREEZE), decision(two, Action.FREEZE, ts=T0 + 10)
+    before = _stateful(tmp_path, root, proc)
+    _enforce(before, d1)
+    _enforce(before, d2)
+    after = _stateful(tmp_path, root, proc)
+    after.reconcile([d2])  # d1 ended while the daemon was down
+    assert freeze.read_text() == "1"
+    again = _stateful(tmp_path, root, proc)  # and once more, from the record alone
+    again.delete_many([d2])
+    again.commit()
+    assert freeze.read_text() == "0"
+    assert again.held == {}
+
+
+def test_a_lift_without_a_record_keeps_a_freeze_another_decision_holds(tmp_path: Path) -> None:
+    """A lift this run has no record of ("no limit", "thawed") leaves alone a cgroup that
+    another enforcement in place still freezes."""
+    root, proc = _fake_tree(tmp_path)
+    freeze = root / "ai" / "job" / "cgroup.freeze"
+    one, two = _two_in_job(proc)
+    r = _stateful(tmp_path, root, proc)
+    _enforce(r, decision(one, Action.FREEZE))
+    r.delete_many([decision(two, Action.FREEZE, ts=T0 - 600)])  # a decision of no record
+    r.commit()
+    assert freeze.read_text() == "1"
+
+
+def test_a_record_of_settings_no_throttle_changes_is_refused(tmp_path: Path) -> None:
+    """The settings a record says it shares are checked too: a path outside the cgroup
+    tree or of another file is refused with the record, which then holds nothing."""
+    root, proc = _fake_tree(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    undo = [{"op": "write", "args": [str(root / "ai" / "job" / "cgroup.freeze"), "0"]}]
+    entry = {"target": "cgroup:/ai/job", "action": "freeze", "ts": T0, "name": "x"}
+    for touches in (["/etc/passwd"], [f"{root}/ai/job/cgroup.procs"], ["unit -.slice;x cpu"]):
+        doc = {"version": 1, "held": [{**entry, "undo": undo, "touches": touches}]}
+        (state / "throttle.json").write_text(json.dumps(doc))
+        assert _stateful(tmp_path, root, proc).held == {}
+    doc = {"version": 1, "held": [{**entry, "undo": undo, "touches": []}]}
+    (state / "throttle.json").write_text(json.dumps(doc))
+    assert list(_stateful(tmp_path, root, proc).held) == ["cgroup:/ai/job"]
 
 
 @pytest.mark.parametrize(

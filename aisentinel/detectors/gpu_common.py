@@ -52,6 +52,8 @@ DEFAULT_AI_PATHS: Final = (
 WebUI) in :mod:`~aisentinel.detectors.paths` syntax."""
 
 BUCKET_SECONDS: Final = 10.0
+DELETED: Final = " (deleted)"
+"""What ``/proc/PID/exe`` ends with once the file was replaced (a package upgrade)."""
 
 
 def _text(value: str | None, limit: int = 200) -> str | None:
@@ -68,28 +70,56 @@ def base_name(path: str | None) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1]
 
 
+def real_exe(path: str | None) -> str | None:
+    """An executable's path as installed: ``/proc/PID/exe`` without the `` (deleted)``
+    of a file replaced while it runs (a package upgrade, Ollama's install.sh)."""
+    return None if path is None else path.removesuffix(DELETED)
+
+
 def workload_target(proc: GpuProcessSample) -> WorkloadTarget:
-    """The workload a GPU process belongs to: its container, else its service, else itself."""
+    """The workload a GPU process belongs to: its container, else its service, else itself.
+
+    A host Docker container is ``container:<id>`` and a host service ``unit:<name>``;
+    a workload the host's Docker engine or system manager does not run (another
+    runtime's container, a unit of a user's manager, a machine or a container) is its
+    cgroup, ``cgroup:<path>``, with no unit: a user's ``ollama.service`` is not the
+    host's. A cgroup path that is not plain text leaves the process, ``pid:<pid>``."""
     a = proc.attribution
     if a is None:
         return WorkloadTarget(WorkloadKey.PID, str(proc.pid))
-    exe = _text(a.exe)
+    exe = _text(real_exe(a.exe))
+    image = _text(a.container_image)
+    container = None
     if a.container_id is not None:
-        name = _text(a.container_name) or a.container_id[:12]
+        container = _text(a.container_name) or a.container_id[:12]
+    if a.cgroup is not None and escape(a.cgroup) == a.cgroup and len(a.cgroup) <= WORKLOAD_TEXT_MAX:
+        short = container or _short(a)
+        return WorkloadTarget(
+            WorkloadKey.CGROUP, a.cgroup, name=short, container=container, image=image, exe=exe
+        )
+    if a.container_id is not None and a.cgroup is None:
         return WorkloadTarget(
             WorkloadKey.CONTAINER,
             a.container_id,
-            name=name,
+            name=container or "",
             container=_text(a.container_name),
             unit=_text(a.unit),
+            image=image,
             exe=exe,
         )
     if a.unit is not None and a.unit.endswith(".service"):
         unit = _text(a.unit) or a.unit
         return WorkloadTarget(WorkloadKey.UNIT, unit, name=unit, unit=unit, exe=exe)
-    short = _text(base_name(a.exe) or (base_name(a.cmdline[0]) if a.cmdline else None), 64)
     return WorkloadTarget(
-        WorkloadKey.PID, str(proc.pid), name=short or "", unit=_text(a.unit), exe=exe
+        WorkloadKey.PID, str(proc.pid), name=_short(a), unit=_text(a.unit), exe=exe
+    )
+
+
+def _short(a: ProcessAttribution) -> str:
+    """The process's short name (its executable's file name, else ``argv[0]``'s)."""
+    return (
+        _text(base_name(real_exe(a.exe)) or (base_name(a.cmdline[0]) if a.cmdline else None), 64)
+        or ""
     )
 
 

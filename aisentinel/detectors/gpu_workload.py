@@ -54,6 +54,7 @@ from aisentinel.detectors.gpu_common import (
     command_line,
     describe,
     gpu_evidence,
+    real_exe,
     workload_target,
 )
 from aisentinel.events import (
@@ -190,8 +191,6 @@ MINING_ARGS: Final = ("--algo", "-algo", "--coin", "--pool", "--donate-level", "
 STRATUM: Final = ("stratum+tcp://", "stratum+ssl://", "stratum1+tcp://", "stratum2+tcp://")
 COMM_MAX: Final = 15
 """Longest command name (``TASK_COMM_LEN`` - 1): a longer executable's name is cut."""
-DELETED: Final = " (deleted)"
-"""What ``/proc/PID/exe`` ends with once the file was replaced (a package upgrade)."""
 MAX_FDS: Final = 4096
 """Most file descriptors of one process looked at for sockets."""
 MAX_NET_BYTES: Final = 4 << 20
@@ -251,8 +250,7 @@ def executable_name(a: ProcessAttribution) -> tuple[str, bool]:
     `` (deleted)`` of a replaced file), else the command name (``cut`` when it may be
     the first 15 characters of a longer one); ``""`` when neither is known."""
     if a.exe:
-        exe = a.exe.removesuffix(DELETED)
-        return base_name(exe), False
+        return base_name(real_exe(a.exe)), False
     comm = a.comm or ""
     return comm, len(comm) >= COMM_MAX
 

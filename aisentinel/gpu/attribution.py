@@ -1,4 +1,5 @@
-"""GPU process attribution: pid -> executable, command line, user, systemd unit, container.
+"""GPU process attribution: pid -> executable, command line, user, systemd unit, container
+(and the workload's cgroup where the host's Docker engine or system manager cannot act).
 
 Everything comes from ``<proc_root>/PID`` (``exe`` link, ``cmdline``, ``status``,
 ``stat``: the command name, ``cgroup``), so tests point ``proc_root`` at a fixture tree. An entry is
@@ -15,12 +16,20 @@ import pwd
 import re
 from collections.abc import Callable, Collection
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 from aisentinel.events import ProcessAttribution
 
-ContainerResolver = Callable[[str, str], str | None]
-"""``(runtime, container_id) -> container name`` (e.g. a Docker API lookup), or None."""
+
+class ContainerInfo(NamedTuple):
+    """What a resolver knows of a container: its name and its image (``None``: unknown)."""
+
+    name: str | None
+    image: str | None
+
+
+ContainerResolver = Callable[[str, str], ContainerInfo | None]
+"""``(runtime, container_id) -> its name and image`` (e.g. a Docker API lookup), or None."""
 
 MAX_CMDLINE_BYTES: Final = 4096
 MAX_CMDLINE_ARGS: Final = 64
@@ -35,14 +44,34 @@ _SCOPE_PATTERNS: Final = (
 )
 _FULL_ID = re.compile(r"^[0-9a-f]{64}$")
 _POD = re.compile(r"^pod[0-9a-f_-]{8,}(\.slice)?$")
+_UNIT_SUFFIXES: Final = (".service", ".scope")
 
 
-def parse_cgroup(text: str) -> tuple[str | None, str | None, str | None]:
-    """``(unit, runtime, container_id)`` from ``/proc/PID/cgroup`` (cgroup v1 or v2).
+class CgroupInfo(NamedTuple):
+    """What ``/proc/PID/cgroup`` says of a process's workload.
 
-    The unit is the deepest ``*.service`` or ``*.scope`` path component of the unified
-    (``0::``) or ``name=systemd`` hierarchy. The container is the outermost component
-    that a runtime names: ``docker-<id>.scope``, ``cri-containerd-<id>.scope``,
+    ``unit``: the host's systemd unit (a ``.service`` or ``.scope`` under nothing but
+    slices). ``runtime`` / ``container_id``: the container. ``cgroup``: the workload's
+    own cgroup where neither the host's Docker engine nor its system manager can act on
+    it: a container of another runtime, or of a Docker engine that is not the host's
+    (rootless, in a machine), or a unit of a user's manager, a machine or a container
+    (``/user.slice/user-1000.slice/user@1000.service/app.slice/ollama.service`` is not
+    the host's ``ollama.service``)."""
+
+    unit: str | None
+    runtime: str | None
+    container_id: str | None
+    cgroup: str | None = None
+
+
+def parse_cgroup(text: str) -> CgroupInfo:
+    """The unit, container and workload cgroup from ``/proc/PID/cgroup`` (v1 or v2).
+
+    Units come from the unified (``0::``) or ``name=systemd`` hierarchy: the host's unit
+    is the first component below the slices; a deeper ``*.service`` or ``*.scope`` is
+    delegated (a user's ``user@UID.service``, an nspawn machine, an LXC payload) and is
+    identified by its cgroup path instead. The container is the outermost component that
+    a runtime names: ``docker-<id>.scope``, ``cri-containerd-<id>.scope``,
     ``crio-<id>.scope``, ``libpod-<id>.scope`` (systemd cgroup driver), or
     ``/docker/<id>`` and ``/kubepods/.../pod<uid>/<id>`` (cgroupfs driver).
     """
@@ -58,32 +87,47 @@ def parse_cgroup(text: str) -> tuple[str | None, str | None, str | None]:
         else:
             other_paths.append(path)
     unit: str | None = None
+    delegated: str | None = None
     for path in systemd_paths:
-        for comp in reversed(path.split("/")):
-            if comp.endswith((".service", ".scope")):
-                unit = comp
-                break
-        if unit is not None:
+        unit, delegated = _unit_in([c for c in path.split("/") if c])
+        if unit is not None or delegated is not None:
             break
     for path in systemd_paths + other_paths:
-        found = _container_in(path)
+        comps = [c for c in path.split("/") if c]
+        found = _container_in(comps)
         if found is not None:
-            return unit, found[0], found[1]
-    return unit, None, None
+            runtime, cid, start, end = found
+            guest = any(not c.endswith(".slice") for c in comps[:start])
+            host_docker = runtime == "docker" and not guest
+            cgroup = None if host_docker else "/" + "/".join(comps[: end + 1])
+            return CgroupInfo(unit, runtime, cid, cgroup)
+    return CgroupInfo(unit, None, None, delegated)
 
 
-def _container_in(path: str) -> tuple[str, str] | None:
-    comps = [c for c in path.split("/") if c]
+def _unit_in(comps: list[str]) -> tuple[str | None, str | None]:
+    """``(host unit, None)`` or ``(None, cgroup path of a delegated unit)`` or neither."""
+    deepest = next(
+        (i for i in range(len(comps) - 1, -1, -1) if comps[i].endswith(_UNIT_SUFFIXES)), None
+    )
+    if deepest is None:
+        return None, None
+    if all(c.endswith(".slice") for c in comps[:deepest]):
+        return comps[deepest], None
+    return None, "/" + "/".join(comps[: deepest + 1])
+
+
+def _container_in(comps: list[str]) -> tuple[str, str, int, int] | None:
+    """``(runtime, id, first, last)``: the container and the components that name it."""
     for i, comp in enumerate(comps):
         for pattern, runtime in _SCOPE_PATTERNS:
             m = pattern.match(comp)
             if m is not None:
-                return runtime, m.group(1)
+                return runtime, m.group(1), i, i
         nxt = comps[i + 1] if i + 1 < len(comps) else ""
         if comp == "docker" and _FULL_ID.match(nxt):
-            return "docker", nxt
+            return "docker", nxt, i, i + 1
         if _POD.match(comp) and comps[0].startswith("kubepods") and _FULL_ID.match(nxt):
-            return "kubernetes", nxt
+            return "kubernetes", nxt, 0, i + 1
     return None
 
 
@@ -167,11 +211,11 @@ class ProcessAttributor:
             cgroup = _read(f"{base}/cgroup", 65536).decode("utf-8", "replace")
         except OSError:
             cgroup = ""
-        unit, runtime, container = parse_cgroup(cgroup)
-        name = None
+        unit, runtime, container, workload_cgroup = parse_cgroup(cgroup)
+        info = None
         if container is not None and runtime is not None and self._resolver is not None:
             try:
-                name = self._resolver(runtime, container)
+                info = self._resolver(runtime, container)
             except Exception:  # noqa: BLE001 - a resolver fault must not lose the sample
                 self.resolver_errors += 1
         return ProcessAttribution(
@@ -183,9 +227,11 @@ class ProcessAttributor:
             unit=unit,
             container_id=container,
             container_runtime=runtime,
-            container_name=name,
+            container_name=None if info is None else info.name,
             start_time=identity[1],
             comm=identity[0].decode("utf-8", "replace") or None,
+            container_image=None if info is None else info.image,
+            cgroup=workload_cgroup,
         )
 
     @staticmethod

@@ -1,13 +1,15 @@
-"""Container names from the Docker engine API, for GPU process attribution.
+"""Container names and images from the Docker engine API, for GPU process attribution.
 
 :class:`DockerNames` is a :data:`~aisentinel.gpu.attribution.ContainerResolver`: it
-answers ``(runtime, container_id) -> name`` for Docker containers when the engine's
-socket exists, through the ``docker`` SDK (imported lazily, at the first lookup). Each
-answer is cached (at most :data:`MAX_NAMES` ids, the oldest dropped first); a failed
-lookup is cached as "no name" for :data:`NEGATIVE_TTL` seconds so a stopped engine is
-asked at most once a minute per container; each call waits at most ``timeout``
-seconds. No socket, no SDK, or an engine that does not answer: the attribution keeps
-the container id (logged once).
+answers ``(runtime, container_id) -> (name, image)`` for Docker containers when the
+engine's socket exists, through the ``docker`` SDK (imported lazily, at the first
+lookup), from one inspect call per container (the image is ``Config.Image``, as the
+container was created: ``ollama/ollama:latest``, which ``[decisions.workload_allowlist]
+images`` matches). Each answer is cached (at most :data:`MAX_NAMES` ids, the oldest
+dropped first); a failed lookup is cached as "unknown" for :data:`NEGATIVE_TTL` seconds
+so a stopped engine is asked at most once a minute per container; each call waits at
+most ``timeout`` seconds. No socket, no SDK, or an engine that does not answer: the
+attribution keeps the container id (logged once).
 """
 
 from __future__ import annotations
@@ -19,16 +21,27 @@ from typing import Any, Final
 import structlog
 
 from aisentinel.clock import Clock
+from aisentinel.gpu.attribution import ContainerInfo
 
 _log = structlog.get_logger(__name__)
 
 MAX_NAMES: Final = 1024
 NEGATIVE_TTL: Final = 60.0
 MAX_NAME: Final = 128
+MAX_IMAGE: Final = 256
+
+
+def _clean(value: object, limit: int) -> str | None:
+    """A name or image as the engine gave it, without a leading ``/``; None unless it is
+    printable text."""
+    if not isinstance(value, str):
+        return None
+    text = value.lstrip("/")[:limit]
+    return text if text and text.isprintable() else None
 
 
 class DockerNames:
-    """``(runtime, container_id) -> name`` from the Docker API; cached and bounded."""
+    """``(runtime, container_id) -> (name, image)`` from the Docker API; cached, bounded."""
 
     def __init__(
         self, clock: Clock, socket_path: str = "/var/run/docker.sock", timeout: float = 2.0
@@ -37,13 +50,13 @@ class DockerNames:
         self._socket = socket_path
         self._timeout = timeout
         self._client: Any = None
-        self._names: OrderedDict[str, tuple[str | None, float]] = OrderedDict()
+        self._names: OrderedDict[str, tuple[ContainerInfo | None, float]] = OrderedDict()
         self._problem = ""
         self.lookups = 0
         self.errors = 0
 
-    def __call__(self, runtime: str, container_id: str) -> str | None:
-        """The container's name, or None (not Docker, no engine, unknown id)."""
+    def __call__(self, runtime: str, container_id: str) -> ContainerInfo | None:
+        """The container's name and image, or None (not Docker, no engine, unknown id)."""
         if runtime != "docker":
             return None
         now = self._clock.monotonic()
@@ -51,14 +64,14 @@ class DockerNames:
         if cached is not None and (cached[0] is not None or now < cached[1]):
             self._names.move_to_end(container_id)
             return cached[0]
-        name = self._lookup(container_id)
-        self._names[container_id] = (name, now + NEGATIVE_TTL)
+        info = self._lookup(container_id)
+        self._names[container_id] = (info, now + NEGATIVE_TTL)
         self._names.move_to_end(container_id)
         while len(self._names) > MAX_NAMES:
             self._names.popitem(last=False)
-        return name
+        return info
 
-    def _lookup(self, container_id: str) -> str | None:
+    def _lookup(self, container_id: str) -> ContainerInfo | None:
         if not os.path.exists(self._socket):  # noqa: PTH110 - a str path, once per id
             self._note(f"no Docker engine socket at {self._socket}")
             return None
@@ -67,14 +80,17 @@ class DockerNames:
             return None
         self.lookups += 1
         try:
-            name = str(client.containers.get(container_id).name)
+            attrs = client.containers.get(container_id).attrs
         except Exception as exc:  # noqa: BLE001 - the SDK raises many types; keep the id
             self.errors += 1
             self._note(f"Docker API lookup failed: {type(exc).__name__}")
             return None
         self._problem = ""
-        name = name.lstrip("/")[:MAX_NAME]
-        return name if name and name.isprintable() else None
+        attrs = attrs if isinstance(attrs, dict) else {}
+        config = attrs.get("Config")
+        image = config.get("Image") if isinstance(config, dict) else None
+        info = ContainerInfo(_clean(attrs.get("Name"), MAX_NAME), _clean(image, MAX_IMAGE))
+        return info if info != (None, None) else None
 
     def _connect(self) -> Any:
         if self._client is not None:

@@ -22,7 +22,10 @@ How each kind of workload is acted on:
   has them, else the v1 controller's.
 
 What was there before is remembered per target and written back when the decision
-ends. That memory (each enforcement's undo, as data: :class:`Step`) is also kept in
+ends. Enforcements that change the same setting (two ``pid:`` targets in one cgroup, a
+process and its cgroup) share it: the later ones keep the value from before the first,
+never one aisentinel wrote, and the setting is put back only when the last of them ends.
+That memory (each enforcement's undo, as data: :class:`Step`) is also kept in
 ``state_dir/throttle.json``, written before an enforcement is applied and after it is
 lifted, because nothing on the host says which quotas and freezes are aisentinel's.
 A restarted daemon reads it back: its reconcile undoes every recorded enforcement the
@@ -92,6 +95,8 @@ _CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _REFUSED_UNITS = frozenset(
     {"-.slice", "system.slice", "user.slice", "machine.slice", "init.scope", "aisentinel.service"}
 )
+_MAX_TOUCHES = 16
+"""Most settings one recorded enforcement may say it changes."""
 _UNDONE_KEEP = 4096
 """Lifted enforcements remembered, so a retried delete does not undo twice."""
 _NO_QUOTA_V1 = "-1"
@@ -271,6 +276,17 @@ class Step:
             return self.args[self.args.index("--") + 1]
         return self.args[0]
 
+    @property
+    def resource(self) -> str:
+        """The one setting the step changes: a cgroup file, or a unit's or a container's
+        freezer or CPU limit (``unit ollama.service cpu``). Enforcements that change the
+        same setting share it: see :meth:`ThrottleResponder._inherit`."""
+        if self.op == "write":
+            return self.args[0]
+        if self.op == "systemctl":
+            return f"unit {self.subject} {'cpu' if self.args[0] == 'set-property' else 'freezer'}"
+        return f"container {self.args[0]} {'cpu' if self.args[1] == 'update' else 'freezer'}"
+
     def json(self) -> dict[str, Any]:
         return {"op": self.op, "args": list(self.args)}
 
@@ -278,16 +294,22 @@ class Step:
 Steps = tuple[Step, ...]
 
 
+def _resources(steps: Steps) -> frozenset[str]:
+    return frozenset(step.resource for step in steps)
+
+
 @dataclass(frozen=True, slots=True)
 class Held:
     """An enforcement in place: its action, the time of the decision that made it, the
-    workload's name (for the log) and how to undo it. ``restored``: read back from the
-    state file at start, not enforced by this run yet."""
+    workload's name (for the log), how to undo it and the settings it changes
+    (``touches``: :attr:`Step.resource` of its enforcing and undoing steps). ``restored``:
+    read back from the state file at start, not enforced by this run yet."""
 
     action: Action
     ts: float
     name: str
     undo: Steps
+    touches: frozenset[str]
     restored: bool = False
 
 
@@ -419,16 +441,19 @@ class ThrottleResponder(BufferedResponder):
             return
         freeze = decision.action is Action.FREEZE
         do, undo = self._plan(target, freeze=freeze)
+        touches = _resources(do + undo)
         if current is not None:
             # An earlier run's enforcement, read back at start: enforce it again (the
             # workload may have been restarted meanwhile) and keep the undo it recorded,
             # which holds the values from before it; the values read now are its own.
-            if {s.subject for s in undo} <= {s.subject for s in current.undo}:
-                undo = current.undo
+            if touches <= current.touches:
+                undo, touches = current.undo, current.touches
             else:  # the workload is somewhere else now: lift the old place first
                 self._release(text, current)
                 current = None
-        self.held[text] = Held(decision.action, decision.ts, target.display, undo)
+        if current is None:
+            undo = self._inherit(text, touches, undo)
+        self.held[text] = Held(decision.action, decision.ts, target.display, undo, touches)
         self._save()  # before enforcing: a crash right after still knows what to undo
         try:
             self._run(do)
@@ -458,12 +483,14 @@ class ThrottleResponder(BufferedResponder):
             return
         if key in self._undone or current is not None:
             return  # lifted already (a retried batch), or it holds another action now
-        self._reset(target, freeze=decision.action is Action.FREEZE)  # not known: no record
-        self._lifted(key, decision.action, target.text, target.display)
+        kept = self._reset(target, freeze=decision.action is Action.FREEZE)  # no record
+        self._lifted(key, decision.action, target.text, target.display, kept)
 
     def _release(self, text: str, held: Held) -> None:
-        """Undo ``held`` (the enforcement of ``text``) and forget it."""
-        for step in held.undo:
+        """Undo ``held`` (the enforcement of ``text``) and forget it; a setting that another
+        enforcement in place changes too stays as it is, for that one to undo."""
+        undo, kept = self._unshared(text, held.undo)
+        for step in undo:
             try:
                 self._step(step)
             except ResponderError as exc:
@@ -471,16 +498,56 @@ class ThrottleResponder(BufferedResponder):
                     raise
         del self.held[text]
         self._save()
-        self._lifted((text, held.ts), held.action, text, held.name)
+        self._lifted((text, held.ts), held.action, text, held.name, kept)
 
-    def _lifted(self, key: tuple[str, float], action: Action, text: str, name: str) -> None:
+    def _lifted(
+        self, key: tuple[str, float], action: Action, text: str, name: str, kept: list[str]
+    ) -> None:
         self._undone[key] = None
         while len(self._undone) > _UNDONE_KEEP:
             self._undone.popitem(last=False)
         thawed = action is Action.FREEZE
+        if kept:
+            log.info(
+                "workload decision ended; it stays frozen for another decision"
+                if thawed
+                else "workload decision ended; it stays throttled for another decision",
+                target=text,
+                name=name,
+                held_for=kept[:8],
+            )
+            return
         log.info(
             "workload thawed" if thawed else "workload throttle lifted", target=text, name=name
         )
+
+    def _sharers(self, text: str, touches: frozenset[str]) -> list[tuple[str, Held]]:
+        """The enforcements in place, other than ``text``'s, that change one of ``touches``."""
+        return [(t, h) for t, h in self.held.items() if t != text and h.touches & touches]
+
+    def _inherit(self, text: str, touches: frozenset[str], undo: Steps) -> Steps:
+        """``undo`` for a new enforcement of ``text``, where each setting that an
+        enforcement already in place changes too is put back as that one would: to the
+        value from before the first of them, never to one aisentinel wrote (two pid
+        targets in one cgroup, a pid and its cgroup). The last of them to end undoes it."""
+        taken: set[str] = set()
+        inherited: list[Step] = []
+        for _t, other in self._sharers(text, touches):
+            shared = (other.touches & touches) - taken
+            inherited += [step for step in other.undo if step.resource in shared]
+            taken |= shared
+        if not taken:
+            return undo
+        return (*inherited, *(step for step in undo if step.resource not in taken))
+
+    def _unshared(self, text: str, undo: Steps) -> tuple[Steps, list[str]]:
+        """The steps of ``undo`` that no enforcement in place other than ``text``'s still
+        needs, and the targets of those that keep the rest."""
+        sharers = self._sharers(text, _resources(undo))
+        if not sharers:
+            return undo, []
+        kept = frozenset().union(*(held.touches for _t, held in sharers))
+        return tuple(step for step in undo if step.resource not in kept), [t for t, _h in sharers]
 
     def _plan(
         self, target: WorkloadTarget, *, freeze: bool, unknown: bool = False
@@ -497,15 +564,18 @@ class ThrottleResponder(BufferedResponder):
             return self._cgroup_freeze(dirs, unknown=unknown)
         return self._cgroup_cpu(dirs, unknown=unknown)
 
-    def _reset(self, target: WorkloadTarget, *, freeze: bool) -> None:
-        """Undo an enforcement whose earlier values are not known: no limit, thawed."""
+    def _reset(self, target: WorkloadTarget, *, freeze: bool) -> list[str]:
+        """Undo an enforcement whose earlier values are not known: no limit, thawed (but
+        not a setting another enforcement in place needs: the targets of those)."""
         try:
             _do, undo = self._plan(target, freeze=freeze, unknown=True)
         except ResponderError as exc:
             if _gone(exc):
-                return  # nothing left to undo
+                return []  # nothing left to undo
             raise
+        undo, kept = self._unshared(target.text, undo)
         self._run(undo)
+        return kept
 
     def _run(self, steps: Steps) -> None:
         for step in steps:
@@ -537,6 +607,7 @@ class ThrottleResponder(BufferedResponder):
                     "ts": held.ts,
                     "name": held.name,
                     "undo": [step.json() for step in held.undo],
+                    "touches": sorted(held.touches),
                 }
                 for text, held in self.held.items()
             ],
@@ -607,24 +678,55 @@ class ThrottleResponder(BufferedResponder):
         )
         for step in steps:
             self._check_step(step)
+        touches = entry.get("touches", [])  # not in the records of earlier versions
+        if not isinstance(touches, list) or len(touches) > _MAX_TOUCHES:
+            raise ValueError(f"{text}: not a list of settings: {str(touches)[:120]}")
+        for touch in touches:
+            self._check_touch(str(touch))
         name = str(entry.get("name") or text)[:512]
-        return text, Held(action, float(entry["ts"]), name, steps, restored=True)
+        held = Held(
+            action,
+            float(entry["ts"]),
+            name,
+            steps,
+            _resources(steps) | frozenset(map(str, touches)),
+            restored=True,
+        )
+        return text, held
+
+    def _cgroup_file(self, text: str) -> bool:
+        """Whether ``text`` names a file a throttle writes, under ``cgroup_root``."""
+        path = Path(text)
+        return (
+            text.isprintable()
+            and path.is_absolute()
+            and ".." not in path.parts
+            and path.name in _CGROUP_FILES
+            and path.is_relative_to(self.cfg.cgroup_root)
+        )
+
+    def _check_touch(self, touch: str) -> None:
+        """A setting a record says its enforcement changes: a cgroup file a throttle
+        writes, under ``cgroup_root``, or a unit's or container's freezer or CPU limit.
+        (It only keeps another record's undo from running early; it is never acted on.)"""
+        if self._cgroup_file(touch):
+            return
+        kind, _sep, rest = touch.partition(" ")
+        name, _sep, what = rest.rpartition(" ")
+        if what in ("cpu", "freezer"):
+            if kind == "unit" and _UNIT.fullmatch(name):
+                return
+            if kind == "container" and _CONTAINER.fullmatch(name):
+                return
+        raise ValueError(f"not a setting a throttle changes: {touch[:120]}")
 
     def _check_step(self, step: Step) -> None:
         args = step.args
         if step.op == "write" and len(args) == 2:
-            path = Path(args[0])
-            root = self.cfg.cgroup_root
-            if (
-                args[0].isprintable()
-                and path.is_absolute()
-                and ".." not in path.parts
-                and path.name in _CGROUP_FILES
-                and path.is_relative_to(root)
-                and _VALUE.fullmatch(args[1])
-            ):
+            if self._cgroup_file(args[0]) and _VALUE.fullmatch(args[1]):
                 # Never a root cgroup nor one holding aisentinel, as for a decision.
-                self._refuse(path.parent, str(path.parent), self.tree.own())
+                parent = Path(args[0]).parent
+                self._refuse(parent, str(parent), self.tree.own())
                 return
         elif step.op == "systemctl" and args[:1] == ("thaw",) and args[1:2] == ("--",):
             if len(args) == 3 and self._unit_name(args[2]):
