@@ -116,7 +116,8 @@ enabled = false
 
 
 def test_bad_rules_are_reported_with_file_id_key_and_reason(tmp_path: Path) -> None:
-    """Every problem names its file, rule index and id, the key and the reason."""
+    """Every problem names its file, rule index and id, the key and the reason (a lone
+    value where an array is wanted: "must be an array")."""
     bad = write(
         tmp_path,
         "bad.toml",
@@ -137,11 +138,21 @@ colour = "red"
 id = "bad-three"
 description = "x"
 match.status = ["4xx"]
+
+[[rules]]
+id = "bad-four"
+description = "x"
+tags = "cve"
+match.path.prefix = ["/x"]
 """,
     )
     with pytest.raises(RulesError) as info:
         load_rules(tmp_path, builtin=False)
     text = "\n".join(info.value.problems)
+    assert (
+        f"{bad}: rules[3] (id 'bad-four'): tags: must be an array (for one value: [\"cve\"])"
+        in text
+    )
     assert f"{bad}: rules[0] (id 'bad-one'): severity: bad severity 'urgent'" in text
     assert f"{bad}: rules[1] (id 'bad-two'): colour: unknown key" in text
     assert "rules[1] (id 'bad-two'): match.path.regex" in text
