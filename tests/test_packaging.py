@@ -106,7 +106,8 @@ def test_file_name_and_control_fields(deb: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="building the .deb needs root")
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="not a Debian system")
 def test_package_contents(deb: Path) -> None:
-    """The tree holds the command, unit, conffile, examples, snippets, docs; no byte-code."""
+    """The tree holds the command, unit, conffile, examples, snippets, every docs/*.md;
+    no byte-code."""
     listing = _run("dpkg-deb", "-c", str(deb)).stdout
     paths = {line.split()[5].removeprefix(".") for line in listing.splitlines()}
     expected = {
@@ -126,6 +127,8 @@ def test_package_contents(deb: Path) -> None:
         "/usr/share/man/man1/aisentinel.1.gz",
     }
     assert expected <= paths
+    for doc in ["README.md", "ARCHITECTURE.md", *(p.name for p in (REPO / "docs").glob("*.md"))]:
+        assert f"/usr/share/doc/aisentinel/{doc}" in paths
     for snippet in (REPO / "packaging" / "nginx").glob("*.conf"):
         assert f"/usr/share/aisentinel/nginx/{snippet.name}" in paths
     for board in (REPO / "dashboards").rglob("*"):
