@@ -7,6 +7,7 @@ already installed, so it never overwrites a real installation.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from conftest import wait_for
 from nsharness import Lab, missing_tools
 from promstack import free_port
 
+from aisentinel.cli import build_parser as build_cli
 from aisentinel.clock import FakeClock
 from aisentinel.compiled import HOT_MODULES
 from aisentinel.events import HttpRateLimited
@@ -32,6 +34,7 @@ from aisentinel.parsers import ParserContext, build_parser
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "packaging" / "build-deb.sh"
 SNIPPET = REPO / "packaging" / "nginx" / "ai-location-auth-ratelimit.conf"
+MAN_PAGE = REPO / "packaging" / "aisentinel.1"
 CONFFILE = Path("/etc/aisentinel/aisentinel.toml")
 STATE_DIR = Path("/var/lib/aisentinel")
 
@@ -258,6 +261,50 @@ def test_install_upgrade_purge(deb: Path, tmp_path: Path) -> None:
         if _installed() or _run("dpkg-query", "-W", "aisentinel").returncode == 0:
             in_ns("apt-get", "purge", "-y", "aisentinel")  # its withdrawal: the lab's tables
         lab.close()
+
+
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every command of ``parser``, as its words (``("rules", "list")``) and its parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _commands(sub, (*path, name))
+
+
+def _synopsis() -> list[str]:
+    """The man page's SYNOPSIS, one plain-text line per command."""
+    section = MAN_PAGE.read_text().split(".SH SYNOPSIS\n", 1)[1].split("\n.SH ", 1)[0]
+    return [
+        " ".join(line.split(" ", 1)[1] for line in entry.splitlines() if " " in line).replace(
+            "\\-", "-"
+        )
+        for entry in section.split("\n.br\n")
+    ]
+
+
+def test_man_page_shows_every_command_and_option() -> None:
+    """Each command of `aisentinel --help` (two-word ones included) has a SYNOPSIS line in
+    the man page, showing every option its own --help lists (one of its names: -v or
+    --verbose), and a paragraph of its own."""
+    synopsis = _synopsis()
+    description = MAN_PAGE.read_text().split(".SH DESCRIPTION", 1)[1].replace("\\-", "-")
+    for words, parser in _commands(build_cli()):
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            continue  # brake, ledger, rules: their actions have the lines
+        command = "aisentinel " + " ".join(words)
+        line = next((v for v in synopsis if f"{v} ".startswith(command + " ")), None)
+        assert line is not None, f"{command}: no SYNOPSIS line"
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or "-h" in action.option_strings:
+                continue
+            shown = [
+                o for o in action.option_strings if re.search(rf"(?<![\w-]){o}(?![\w-])", line)
+            ]
+            assert shown or not action.option_strings, f"{command}: {action.option_strings}"
+        assert f"\n.B {' '.join(words)}\n" in description, f"{command}: no paragraph"
 
 
 def _nginx_conf(tmp_path: Path, port: int) -> Path:
