@@ -423,6 +423,31 @@ def test_rules_test_prints_matching_lines(
     assert "1 matched a rule" in out
 
 
+def test_the_readmes_local_rule_loads_from_rules_dir_and_matches(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The README's example of a local rule, put in rules_dir, passes check-config, is
+    listed as local, and `rules test` finds the probe it describes."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("## Detection rules", 1)[1].split("```toml\n", 1)[1].split("```")[0]
+    rules_dir = tmp_path / "rules.d"
+    rules_dir.mkdir()
+    write(rules_dir, "local.toml", example)
+    config = write(tmp_path, "c.toml", f'[detectors.rules]\nrules_dir = "{rules_dir}"\n')
+    assert main(["check-config", str(config)]) == 0
+    [local] = [r for r in load_rules(rules_dir).loaded if r.local]
+    assert local.rule.id == "local-old-admin"
+    log = write(
+        tmp_path,
+        "access.log",
+        '198.51.100.2 - - [01/Jan/2025:00:00:01 +0000] "GET /old-admin/login.php HTTP/1.1" '
+        '404 5 "-" "Mozilla/5.0"\n',
+    )
+    capsys.readouterr()
+    assert main(["rules", "test", str(log), "--config", str(config)]) == 0
+    assert "1: local-old-admin" in capsys.readouterr().out
+
+
 def test_explain_reads_classic_syslog_sshd_lines(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
