@@ -28,6 +28,7 @@ from aisentinel.configtypes import (
     Interval,
     StrictModel,
     absolute_path,
+    error_reason,
     unknown_name,
 )
 from aisentinel.decisions.config import DecisionsConfig
@@ -267,13 +268,9 @@ def _validate(
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        for err in exc.errors():
-            reason = err["msg"]
-            if err["type"] == "extra_forbidden":
-                reason = "unknown key"
-            elif reason.startswith("Value error, "):
-                reason = reason.removeprefix("Value error, ")
-            issues.append(ConfigIssue(file, _loc(prefix, err["loc"]), reason))
+        issues.extend(
+            ConfigIssue(file, _loc(prefix, err["loc"]), error_reason(err)) for err in exc.errors()
+        )
         return None
 
 

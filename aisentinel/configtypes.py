@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, PlainSerializer
-from pydantic_core import CoreSchema, core_schema
+from pydantic_core import CoreSchema, ErrorDetails, core_schema
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -139,6 +140,27 @@ def unknown_name(name: str, known: Sequence[str], what: str, *, hint: str = "") 
     if close:
         return f"unknown {what} {name!r}; did you mean {' or '.join(repr(c) for c in close)}?"
     return f"unknown {what} {name!r}; {hint or 'known: ' + ', '.join(known)}"
+
+
+_ARRAY_ERRORS = frozenset({"list_type", "tuple_type", "set_type", "frozen_set_type"})
+"""pydantic's errors for a value that is not a sequence: a TOML array is wanted."""
+
+
+def error_reason(err: ErrorDetails) -> str:
+    """One pydantic error's reason in the words of a TOML file: ``unknown key``, ``must
+    be an array`` (not pydantic's "valid tuple"/"valid list", Python type names), or the
+    validator's own message without pydantic's "Value error, " prefix."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind in _ARRAY_ERRORS:
+        value = err.get("input")
+        if isinstance(value, str | int | float) and not isinstance(value, bool):
+            shown = json.dumps(value) if isinstance(value, str) else repr(value)
+            if len(shown) <= 60:
+                return f"must be an array (for one value: [{shown}])"
+        return "must be an array"
+    return err["msg"].removeprefix("Value error, ")
 
 
 def _parse_network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

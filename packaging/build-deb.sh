@@ -216,8 +216,10 @@ if [ -d "$ROOT/dashboards" ]; then
         | xargs -0 --no-run-if-empty -I{} install -D -m 0644 {} "$SHARE/dashboards/{}")
 fi
 rmdir --ignore-fail-on-non-empty "$SHARE/dashboards"
-for f in README.md CHANGELOG.md ARCHITECTURE.md docs/install.md docs/runbooks.md; do
-    [ -f "$ROOT/$f" ] && install -m 0644 "$ROOT/$f" "$DOC/"
+# Every docs/*.md: the conffile, the runbooks, the nginx snippets and the daemon's log
+# lines point to docs/enforcement.md, hardening.md, gpu.md, guard.md, nginx-log-format.md.
+for f in "$ROOT"/README.md "$ROOT"/CHANGELOG.md "$ROOT"/ARCHITECTURE.md "$ROOT"/docs/*.md; do
+    [ -f "$f" ] && install -m 0644 "$f" "$DOC/"
 done
 "$VENV/bin/python" "$PACKAGING/bundled_dists.py" copyright "$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y)" \
     >"$DOC/copyright"

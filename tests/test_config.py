@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from aisentinel.cli import main
 from aisentinel.config import ConfigError, default_sources, load_config, parse_config
 from aisentinel.parsers import REGISTRY as PARSERS
+from aisentinel.sources import REGISTRY as SOURCES
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 BAD = sorted((FIXTURES / "bad").glob("*.toml"))
@@ -164,6 +166,26 @@ def test_shipped_default_config_is_valid_and_means_defaults() -> None:
     shipped = Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml"
     cfg = load_config(shipped)
     assert cfg.to_dict() == parse_config({}).to_dict()
+
+
+def test_shipped_source_examples_show_the_defaults_of_their_optional_keys() -> None:
+    """Uncommented, each [[sources]] example of the conffile validates, and every optional
+    key it shows holds the built-in default (journald's matches: sshd and sshd-session)."""
+    text = (Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml").read_text()
+    block = []
+    for line in text[text.index("# [[sources]]") :].splitlines():
+        if not line.startswith("#"):
+            break
+        block.append(line.removeprefix("#").removeprefix(" "))
+    examples = tomllib.loads("\n".join(block))["sources"]
+    assert [e["type"] for e in examples] == ["file", "journald"]
+    for example in examples:
+        model = SOURCES.get(example["type"]).config_model
+        model.model_validate(example)
+        for key, value in example.items():
+            field = model.model_fields[key]
+            if not field.is_required():
+                assert value == field.get_default(call_default_factory=True), key
 
 
 def _churned_dict_bytes(keys: int) -> int:

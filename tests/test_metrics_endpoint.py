@@ -111,6 +111,36 @@ def test_web_config_bad_values(tmp_path: Path, certs: dict[str, Path]) -> None:
     assert "do not load" in why
 
 
+def test_web_config_refuses_hashes_of_the_examples_password(tmp_path: Path) -> None:
+    """The example's hash, or any other hash of its published password "change-me", is
+    refused naming the user; another password's hash (even the same salt) is accepted."""
+    example = "$2b$12$fCYdUefVFpokr/hhYTWV9.kOFpe4BMDOlNu4yqx7C22cBdPHdBxeO"
+    assert example in WEB_CONFIG_EXAMPLE.read_text()
+    fresh = bcrypt.hashpw(b"change-me", bcrypt.gensalt(rounds=4)).decode()
+    other = bcrypt.hashpw(b"change-me-not", fresh[:29].encode()).decode()
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  prom: '{example}'\n  ops: {fresh}\n  ok: {other}\n")
+    issues = dict(_issues(path))
+    assert set(issues) == {"basic_auth_users.prom", "basic_auth_users.ops"}
+    for why in issues.values():
+        assert why.startswith('is a hash of the example\'s published password "change-me"')
+    path.write_text(f"basic_auth_users:\n  ok: {other}\n")
+    assert load_web_config(path).users == {"ok": other.encode()}
+
+
+def test_web_config_refuses_a_salt_bcrypt_cannot_read(tmp_path: Path) -> None:
+    """A hash whose salt ends in a character bcrypt refuses ("Invalid salt") is a config
+    error, not an exception when the first scrape checks it."""
+    bad = HASH[:28] + "z" + HASH[29:]  # the salt's 22nd character
+    with pytest.raises(ValueError, match="Invalid salt"):
+        bcrypt.checkpw(PASSWORD.encode(), bad.encode())
+    path = tmp_path / "web.yml"
+    path.write_text(f"basic_auth_users:\n  prometheus: {bad}\n")
+    [(key, why)] = _issues(path)
+    assert key == "basic_auth_users.prometheus"
+    assert why.startswith("must be a bcrypt hash")
+
+
 def test_check_config_names_the_web_config_file(tmp_path: Path) -> None:
     """check-config fails on a bad web_config with that file, the key and the reason."""
     web = tmp_path / "web.yml"
@@ -153,7 +183,8 @@ def test_yaml_and_bcrypt_load_only_with_a_web_config(tmp_path: Path) -> None:
 def test_promtool_accepts_shipped_example_and_test_file(
     tmp_path: Path, certs: dict[str, Path]
 ) -> None:
-    """`promtool check web-config` and aisentinel both accept the example (with real certs)."""
+    """`promtool check web-config` accepts the example (with real certs) and our test file;
+    aisentinel accepts the test file and refuses the example's published password."""
     example = WEB_CONFIG_EXAMPLE.read_text()
     assert "/etc/aisentinel/tls/metrics.crt" in example
     copy = tmp_path / "example.yml"
@@ -171,7 +202,10 @@ def test_promtool_accepts_shipped_example_and_test_file(
             check=False,
         )
         assert res.returncode == 0, res.stdout + res.stderr
-        assert load_web_config(path).users
+    assert load_web_config(ours).users
+    [(key, why)] = _issues(copy)
+    assert key == "basic_auth_users.prometheus"
+    assert 'published password "change-me"' in why
 
 
 # ---------------------------------------------------------------- auth and page

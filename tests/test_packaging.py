@@ -7,23 +7,34 @@ already installed, so it never overwrites a real installation.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import wait_for
 from nsharness import Lab, missing_tools
+from promstack import free_port
 
+from aisentinel.cli import build_parser as build_cli
+from aisentinel.clock import FakeClock
 from aisentinel.compiled import HOT_MODULES
+from aisentinel.events import HttpRateLimited
+from aisentinel.parsers import ParserContext, build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 BUILD = REPO / "packaging" / "build-deb.sh"
 SNIPPET = REPO / "packaging" / "nginx" / "ai-location-auth-ratelimit.conf"
+MAN_PAGE = REPO / "packaging" / "aisentinel.1"
 CONFFILE = Path("/etc/aisentinel/aisentinel.toml")
 STATE_DIR = Path("/var/lib/aisentinel")
 
@@ -98,7 +109,8 @@ def test_file_name_and_control_fields(deb: Path) -> None:
 @pytest.mark.skipif(os.geteuid() != 0, reason="building the .deb needs root")
 @pytest.mark.skipif(shutil.which("dpkg-deb") is None, reason="not a Debian system")
 def test_package_contents(deb: Path) -> None:
-    """The tree holds the command, unit, conffile, examples, snippets, docs; no byte-code."""
+    """The tree holds the command, unit, conffile, examples, snippets, every docs/*.md;
+    no byte-code."""
     listing = _run("dpkg-deb", "-c", str(deb)).stdout
     paths = {line.split()[5].removeprefix(".") for line in listing.splitlines()}
     expected = {
@@ -118,6 +130,8 @@ def test_package_contents(deb: Path) -> None:
         "/usr/share/man/man1/aisentinel.1.gz",
     }
     assert expected <= paths
+    for doc in ["README.md", "ARCHITECTURE.md", *(p.name for p in (REPO / "docs").glob("*.md"))]:
+        assert f"/usr/share/doc/aisentinel/{doc}" in paths
     for snippet in (REPO / "packaging" / "nginx").glob("*.conf"):
         assert f"/usr/share/aisentinel/nginx/{snippet.name}" in paths
     for board in (REPO / "dashboards").rglob("*"):
@@ -249,9 +263,53 @@ def test_install_upgrade_purge(deb: Path, tmp_path: Path) -> None:
         lab.close()
 
 
-@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
-def test_nginx_ai_location_snippet_is_valid(tmp_path: Path) -> None:
-    """The auth + limit_req example passes `nginx -t` with its server part uncommented."""
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every command of ``parser``, as its words (``("rules", "list")``) and its parser."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*path, name), sub
+                yield from _commands(sub, (*path, name))
+
+
+def _synopsis() -> list[str]:
+    """The man page's SYNOPSIS, one plain-text line per command."""
+    section = MAN_PAGE.read_text().split(".SH SYNOPSIS\n", 1)[1].split("\n.SH ", 1)[0]
+    return [
+        " ".join(line.split(" ", 1)[1] for line in entry.splitlines() if " " in line).replace(
+            "\\-", "-"
+        )
+        for entry in section.split("\n.br\n")
+    ]
+
+
+def test_man_page_shows_every_command_and_option() -> None:
+    """Each command of `aisentinel --help` (two-word ones included) has a SYNOPSIS line in
+    the man page, showing every option its own --help lists (one of its names: -v or
+    --verbose), and a paragraph of its own."""
+    synopsis = _synopsis()
+    description = MAN_PAGE.read_text().split(".SH DESCRIPTION", 1)[1].replace("\\-", "-")
+    for words, parser in _commands(build_cli()):
+        if any(isinstance(a, argparse._SubParsersAction) for a in parser._actions):
+            continue  # brake, ledger, rules: their actions have the lines
+        command = "aisentinel " + " ".join(words)
+        line = next((v for v in synopsis if f"{v} ".startswith(command + " ")), None)
+        assert line is not None, f"{command}: no SYNOPSIS line"
+        for action in parser._actions:
+            if action.help == argparse.SUPPRESS or "-h" in action.option_strings:
+                continue
+            shown = [
+                o for o in action.option_strings if re.search(rf"(?<![\w-]){o}(?![\w-])", line)
+            ]
+            assert shown or not action.option_strings, f"{command}: {action.option_strings}"
+        assert f"\n.B {' '.join(words)}\n" in description, f"{command}: no paragraph"
+
+
+def _nginx_conf(tmp_path: Path, port: int) -> Path:
+    """nginx.conf holding the auth + limit_req example, its server part uncommented, on
+    ``port``, logging errors as Debian's nginx.conf does (``error_log FILE;``: level error)."""
     text = SNIPPET.read_text()
     http_part, _, server_part = text.partition("# ---- server context")
     location = "\n".join(
@@ -261,6 +319,8 @@ def test_nginx_ai_location_snippet_is_valid(tmp_path: Path) -> None:
     )
     assert "auth_basic" in location
     assert "limit_req zone=ai_api" in location
+    location = location.replace("/etc/nginx/ai.htpasswd", str(tmp_path / "ai.htpasswd"))
+    (tmp_path / "ai.htpasswd").write_text("")
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\n"
@@ -270,9 +330,59 @@ def test_nginx_ai_location_snippet_is_valid(tmp_path: Path) -> None:
         f"  proxy_temp_path {tmp_path}/p;\n  fastcgi_temp_path {tmp_path}/f;\n"
         f"  uwsgi_temp_path {tmp_path}/u;\n  scgi_temp_path {tmp_path}/s;\n"
         f"{http_part}\n"
-        "  server {\n    listen 127.0.0.1:18080;\n"
+        f"  server {{\n    listen 127.0.0.1:{port};\n"
         f"{location}\n"
         "  }\n}\n"
     )
+    return conf
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_ai_location_snippet_is_valid(tmp_path: Path) -> None:
+    """The auth + limit_req example passes `nginx -t` with its server part uncommented."""
+    conf = _nginx_conf(tmp_path, 18080)
     result = _run("nginx", "-t", "-q", "-c", str(conf), "-p", str(tmp_path))
     assert result.returncode == 0, result.stderr
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def _up(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="running nginx needs root")
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+def test_nginx_snippet_rejections_reach_the_nginx_error_parser(tmp_path: Path) -> None:
+    """Under Debian's error_log level, a 429 of the example's limit_req writes an error-log
+    line that the nginx-error parser reads as the client's HttpRateLimited in zone ai_api."""
+    port = free_port()
+    conf = _nginx_conf(tmp_path, port)
+    server = subprocess.Popen(
+        ["nginx", "-c", str(conf), "-p", str(tmp_path), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}/ollama/api/tags"
+        assert wait_for(lambda: (tmp_path / "nginx.pid").exists() and _up(port)), "nginx not up"
+        codes = [_status(url) for _ in range(40)]  # 2r/s with a burst of 10: most refused
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert 429 in codes, codes
+    assert set(codes) <= {401, 429}, codes  # the credentials are asked for after the limit
+    parser = build_parser("nginx-error", ParserContext(source="e", clock=FakeClock()))
+    lines = (tmp_path / "error.log").read_text().splitlines()
+    limited = [e for e in map(parser.parse, lines) if isinstance(e, HttpRateLimited)]
+    assert len(limited) == codes.count(429), lines
+    assert {(e.client, e.zone) for e in limited} == {("127.0.0.1", "ai_api")}

@@ -103,6 +103,35 @@ def test_fail2ban_reconcile_makes_the_jail_hold_the_ledger(fail2ban: Path) -> No
     assert responder.banned() == {"198.51.100.24"}
 
 
+CLEAN_UP = "fail2ban-client reload --unban aisentinel"
+"""The hand clean-up of the jail once aisentinel is gone, as the package and docs give it."""
+
+
+def test_fail2ban_clean_up_the_package_and_docs_give_empties_the_jail(fail2ban: Path) -> None:
+    """prerm, the jail file, install.md and enforcement.md give one clean-up command, and
+    on this fail2ban it lifts every ban of the jail."""
+    for rel in (
+        "packaging/debian/prerm",
+        "packaging/fail2ban/jail.d/aisentinel.conf",
+        "docs/install.md",
+        "docs/enforcement.md",
+    ):
+        text = " ".join((REPO / rel).read_text().split())  # a command wrapped over lines
+        assert CLEAN_UP in text, rel
+    client = ["fail2ban-client", "-s", str(fail2ban), "-c", str(fail2ban.parent / "conf")]
+    subprocess.run(
+        [*client, "set", "aisentinel", "banip", "192.0.2.98", "2001:db8:6::/64"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    assert "192.0.2.98" in _status(fail2ban)
+    result = subprocess.run(
+        [*client, *CLEAN_UP.split()[1:]], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    responder = Fail2banResponder(Fail2banConfig(socket=fail2ban), clock=SystemClock())
+    assert wait_for(lambda: responder.health().ok and not responder.banned())
+
+
 UFW_RUN = """
 import json, subprocess, sys
 etc = sys.argv[1]

@@ -116,7 +116,8 @@ enabled = false
 
 
 def test_bad_rules_are_reported_with_file_id_key_and_reason(tmp_path: Path) -> None:
-    """Every problem names its file, rule index and id, the key and the reason."""
+    """Every problem names its file, rule index and id, the key and the reason (a lone
+    value where an array is wanted: "must be an array")."""
     bad = write(
         tmp_path,
         "bad.toml",
@@ -137,11 +138,21 @@ colour = "red"
 id = "bad-three"
 description = "x"
 match.status = ["4xx"]
+
+[[rules]]
+id = "bad-four"
+description = "x"
+tags = "cve"
+match.path.prefix = ["/x"]
 """,
     )
     with pytest.raises(RulesError) as info:
         load_rules(tmp_path, builtin=False)
     text = "\n".join(info.value.problems)
+    assert (
+        f"{bad}: rules[3] (id 'bad-four'): tags: must be an array (for one value: [\"cve\"])"
+        in text
+    )
     assert f"{bad}: rules[0] (id 'bad-one'): severity: bad severity 'urgent'" in text
     assert f"{bad}: rules[1] (id 'bad-two'): colour: unknown key" in text
     assert "rules[1] (id 'bad-two'): match.path.regex" in text
@@ -410,6 +421,31 @@ def test_rules_test_prints_matching_lines(
     out = capsys.readouterr().out
     assert "2: phpunit-eval-stdin" in out
     assert "1 matched a rule" in out
+
+
+def test_the_readmes_local_rule_loads_from_rules_dir_and_matches(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The README's example of a local rule, put in rules_dir, passes check-config, is
+    listed as local, and `rules test` finds the probe it describes."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    example = readme.split("## Detection rules", 1)[1].split("```toml\n", 1)[1].split("```")[0]
+    rules_dir = tmp_path / "rules.d"
+    rules_dir.mkdir()
+    write(rules_dir, "local.toml", example)
+    config = write(tmp_path, "c.toml", f'[detectors.rules]\nrules_dir = "{rules_dir}"\n')
+    assert main(["check-config", str(config)]) == 0
+    [local] = [r for r in load_rules(rules_dir).loaded if r.local]
+    assert local.rule.id == "local-old-admin"
+    log = write(
+        tmp_path,
+        "access.log",
+        '198.51.100.2 - - [01/Jan/2025:00:00:01 +0000] "GET /old-admin/login.php HTTP/1.1" '
+        '404 5 "-" "Mozilla/5.0"\n',
+    )
+    capsys.readouterr()
+    assert main(["rules", "test", str(log), "--config", str(config)]) == 0
+    assert "1: local-old-admin" in capsys.readouterr().out
 
 
 def test_explain_reads_classic_syslog_sshd_lines(

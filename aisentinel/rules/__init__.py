@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from aisentinel.configtypes import unknown_name
+from aisentinel.configtypes import error_reason, unknown_name
 from aisentinel.rules.model import Exclusion, Rule
 
 _M = TypeVar("_M", Rule, Exclusion)
@@ -175,12 +175,10 @@ def _tables(
         try:
             out.append(model.model_validate(table))
         except ValidationError as exc:
-            for err in exc.errors():
-                reason = err["msg"]
-                if err["type"] == "extra_forbidden":
-                    reason = "unknown key"
-                reason = reason.removeprefix("Value error, ")
-                problems.append(f"{where}: {_loc(err['loc'], f'<{key[:-1]}>')}: {reason}")
+            problems.extend(
+                f"{where}: {_loc(err['loc'], f'<{key[:-1]}>')}: {error_reason(err)}"
+                for err in exc.errors()
+            )
     return out
 
 
