@@ -757,7 +757,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"seconds of traffic, 1 to {DEMO_MAX_SECONDS:.0f} (default: 45)",
     )
     demo.add_argument("--seed", type=int, default=7)
-    demo.add_argument("--workdir", type=Path, default=None, help="keep files here")
+    demo.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="keep the files here (its state/ and logs/ start afresh at each run)",
+    )
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -36,7 +36,7 @@ from aisentinel import __version__
 from aisentinel.atomicfile import atomic_write, read_state
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
-from aisentinel.config import Config, ConfigError, load_config
+from aisentinel.config import Config, ConfigError, DaemonConfig, ExporterConfig, load_config
 from aisentinel.control import CommandError, ControlError, ControlServer, Peer
 from aisentinel.decisionlog import DecisionLog
 from aisentinel.decisions.admin import AdminCommands
@@ -94,6 +94,16 @@ RELOAD_WITHDRAW_SECONDS = 5.0
 """The same when a responder removed from the config has its enforcements to lift."""
 EXPORTER_RETRY_SECONDS = 30.0
 """How often the metrics endpoint tries its port again when it could not listen."""
+_LIVE_DAEMON_KEYS = frozenset(
+    {"heartbeat_interval", "expire_interval", "reconcile_interval", "responder_queue", "log_level"}
+)
+RESTART_ONLY: tuple[tuple[str, str], ...] = (
+    *(("daemon", key) for key in sorted(DaemonConfig.model_fields.keys() - _LIVE_DAEMON_KEYS)),
+    *(("exporter", key) for key in ExporterConfig.model_fields),
+)
+"""The ``(table, key)`` settings read once at start: a reload warns of each that changed
+and keeps the running value. The other ``[daemon]`` keys (timers, ``responder_queue``,
+``log_level``) apply live."""
 LEDGER_FILE = "decisions.sqlite3"
 LEDGER_LOCK_WAIT = 30.0
 """Seconds a start waits for a ledger another process holds locked (someone's sqlite3
@@ -332,7 +342,10 @@ class Daemon:
         notifier: Notifier | None = None,
         commands: CommandRunner | None = None,
     ) -> None:
-        self.config = config
+        # started_with: the config the daemon started with, on which [exporter] and the
+        # [daemon] keys a reload does not apply (RESTART_ONLY) run (`aisentinel status`
+        # shows them); config: the one last loaded.
+        self.config = self.started_with = config
         self.config_path = config_path
         self.clock: Clock = clock or SystemClock()
         self.notifier = notifier or Notifier.from_env()
@@ -835,13 +848,13 @@ class Daemon:
     # ------------------------------------------------------------------ lifecycle
 
     def _start_exporter(self) -> None:
-        cfg = self.config.exporter
+        cfg = self.started_with.exporter
         self.registry.register(self.exporter())
         self.registry.register(self.pipeline.latency)
         ProcessCollector(registry=self.registry)  # process_*: CPU, memory, fds, start time
         if not cfg.enabled:
             return
-        web = self.config.web
+        web = self.started_with.web
         if cfg.listen not in ("127.0.0.1", "::1") and (web is None or not web.users):
             log.warning(
                 "metrics endpoint is reachable beyond loopback without basic auth; protect it "
@@ -855,11 +868,9 @@ class Daemon:
 
     def _bind_exporter(self) -> bool:
         """Listen on the metrics port; False (daemon degraded, said once) when it cannot."""
-        cfg = self.config.exporter
+        cfg, web = self.started_with.exporter, self.started_with.web
         try:
-            httpd = serve_metrics(
-                cfg.listen, cfg.port, self.registry, self._landing, self.config.web
-            )
+            httpd = serve_metrics(cfg.listen, cfg.port, self.registry, self._landing, web)
         except OSError as exc:
             if "exporter" not in self._degraded:
                 log.error(  # noqa: TRY400 - the reason is the message; a traceback adds nothing
@@ -878,7 +889,6 @@ class Daemon:
         self._httpd = httpd
         self.metrics_port = int(httpd.server_port)
         host = f"[{cfg.listen}]" if ":" in cfg.listen else cfg.listen
-        web = self.config.web
         scheme = "https" if web is not None and web.tls is not None else "http"
         log.info(
             "metrics endpoint up",
@@ -1247,32 +1257,36 @@ class Daemon:
             runner=self.runner,
             parsers_config=new.parsers,
         )
-        if new.exporter != old.exporter:
-            log.warning("exporter settings change on restart only")
         if new.daemon.log_level != old.daemon.log_level:
             self._set_log_level(new.daemon.log_level)
-        # [daemon] keys read once at start; the timers, responder_queue and log_level
-        # apply live.
-        live = {
-            "heartbeat_interval",
-            "expire_interval",
-            "reconcile_interval",
-            "responder_queue",
-            "log_level",
-        }
-        for key in sorted(type(new.daemon).model_fields.keys() - live):
-            was, now = getattr(old.daemon, key), getattr(new.daemon, key)
-            if was != now:
-                log.warning(
-                    "setting changes on restart only",
-                    key=f"daemon.{key}",
-                    running=str(was),
-                    in_file=str(now),
-                )
+        self._warn_restart_only(new)
         self.reloads["ok"] += 1
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()
         return True
+
+    def _warn_restart_only(self, new: Config) -> None:
+        """One warning per key a reload does not apply whose value in the file is not
+        the one running (the running one: as the daemon started), naming both; at each
+        reload while they differ."""
+        running = self.started_with
+        for table, key in RESTART_ONLY:
+            was = getattr(getattr(running, table), key)
+            now = getattr(getattr(new, table), key)
+            if was != now:
+                log.warning(
+                    "setting changes on restart only",
+                    key=f"{table}.{key}",
+                    running=str(was),
+                    in_file=str(now),
+                )
+        if new.web != running.web and new.exporter.web_config == running.exporter.web_config:
+            log.warning(
+                "setting changes on restart only",
+                key="exporter.web_config",
+                running="the file's content at start",
+                in_file=f"{new.exporter.web_config} changed",
+            )
 
     def _set_log_level(self, level: str) -> None:
         """Apply a reloaded ``[daemon] log_level``: the filter, and the findings hook

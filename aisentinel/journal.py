@@ -4,9 +4,17 @@
 dict into one journal entry (``MESSAGE``, ``PRIORITY``, ``SYSLOG_IDENTIFIER`` and every
 other key as an upper-cased field, e.g. ``client_ip`` -> ``CLIENT_IP``) and sends it with
 ``systemd.journal.sendv`` (systemd-python), then raises ``structlog.DropEvent`` so the
-wrapped logger prints nothing. ``MESSAGE`` is escaped to one terminal-safe line
-(:mod:`aisentinel.textsafe`); the other fields keep their exact values. Query the
-fields with ``journalctl -u aisentinel CLIENT_IP=203.0.113.7`` or ``journalctl -o json``.
+wrapped logger prints nothing.
+
+``MESSAGE``, the line ``journalctl`` prints and the only field ``journalctl -g`` greps, is
+a one-line summary (:func:`summary`): the event, then its fields as ``key=value``, the
+ones on-call looks for first (``decision detector=ssh_bruteforce action=ban
+target=203.0.113.7 severity=high reason="..."``), each value escaped to terminal-safe text
+(:mod:`aisentinel.textsafe`: attacker text cannot start a forged line or act on the
+terminal) and cut at :data:`SUMMARY_VALUE_LIMIT` characters, the whole line at
+:data:`SUMMARY_LIMIT`. The other fields keep their exact values: filter on them with
+``journalctl -u aisentinel DETECTOR=ssh_bruteforce`` or ``TARGET=203.0.113.7``, or read
+them all with ``journalctl -o json``.
 
 Use it only where :func:`journal_available` is true (systemd-python importable and a
 journald socket present); :func:`stderr_is_journal` tells whether systemd connected the
@@ -29,14 +37,17 @@ from typing import Any, NoReturn
 
 import structlog
 
-from aisentinel.textsafe import escape
+from aisentinel.textsafe import TRUNCATED, escape
 
 __all__ = [
     "JOURNAL_SOCKET",
+    "SUMMARY_LIMIT",
+    "SUMMARY_VALUE_LIMIT",
     "JournalRenderer",
     "field_name",
     "journal_available",
     "stderr_is_journal",
+    "summary",
     "syslog_priority",
 ]
 
@@ -63,6 +74,18 @@ _CALLSITE = {"pathname": "CODE_FILE", "lineno": "CODE_LINE", "func_name": "CODE_
 _DROPPED = frozenset({"level", "filename", "exc_info", "event", "timestamp"})
 _INVALID_CHARS = re.compile(r"[^A-Z0-9_]")
 _MAX_FIELD_NAME = 64
+
+SUMMARY_LIMIT = 1024
+"""Most characters of a ``MESSAGE`` (fields that do not fit are counted, not shown)."""
+SUMMARY_VALUE_LIMIT = 160
+"""Most characters of one value in a ``MESSAGE`` (escaped; the rest marked as cut)."""
+_SUMMARY_FIRST = ("detector", "action", "target", "client", "severity", "reason", "message")
+"""The fields a ``MESSAGE`` names first, in this order: what a decision is about."""
+# Multi-line by design (tracebacks): kept in their own fields, never in the summary line.
+_NOT_SUMMARISED = _DROPPED | {"exception", "stack"} | _CALLSITE.keys()
+_QUOTED = re.compile(r'[ "=]')
+_MARKER_ROOM = 16
+"""Characters kept free for the ``\\…[+N fields]`` marker at the end of a full summary."""
 
 _ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
@@ -129,6 +152,62 @@ def _field_value(value: object) -> str:
     return str(value)
 
 
+def _summary_text(value: object) -> str:
+    """A value as the summary shows it: containers as ``a,b`` / ``k:v,k:v``, booleans
+    in lower case, the rest as :func:`_field_value` gives it (before escaping)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Mapping):
+        return ",".join(f"{k}:{_summary_text(v)}" for k, v in value.items())
+    if isinstance(value, list | tuple | set | frozenset):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return ",".join(_summary_text(v) for v in items)
+    return _field_value(value)
+
+
+def _summary_value(value: object) -> str:
+    """One ``key=value``'s value: escaped, cut, and double-quoted when it holds a space,
+    a quote or ``=`` (or is empty), with ``"`` written ``\\"``."""
+    text = escape(_summary_text(value), SUMMARY_VALUE_LIMIT)
+    if text and not _QUOTED.search(text):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def summary(event_dict: Mapping[str, Any]) -> str:
+    """The ``MESSAGE`` of one event: a single terminal-safe line of at most
+    :data:`SUMMARY_LIMIT` characters.
+
+    The event (``event``, or ``message`` when there is none), then ``key=value`` for
+    each field that has a value: ``detector``, ``action``, ``target``, ``client``,
+    ``severity``, ``reason``, ``message`` first, the rest in the order they were
+    logged. Tracebacks, the level, timestamp and call site are left out (they have
+    their own fields). A field that no longer fits is left out and counted at the end
+    (``\\…[+2 fields]``).
+    """
+    has_event = "event" in event_dict
+    event = _field_value(event_dict.get("event", event_dict.get("message", "")))
+    head = escape(event, SUMMARY_LIMIT // 2)
+    first = [key for key in _SUMMARY_FIRST if key in event_dict]
+    keys = first + [key for key in event_dict if key not in _SUMMARY_FIRST]
+    parts = [head]
+    size = len(head)
+    left_out = 0
+    for key in keys:
+        value = event_dict[key]
+        if key in _NOT_SUMMARISED or value is None or (key == "message" and not has_event):
+            continue
+        part = f"{escape(str(key), _MAX_FIELD_NAME)}={_summary_value(value)}"
+        if size + 1 + len(part) > SUMMARY_LIMIT - _MARKER_ROOM:
+            left_out += 1
+            continue
+        parts.append(part)
+        size += 1 + len(part)
+    if left_out:
+        parts.append(f"{TRUNCATED}[+{left_out} field{'s' if left_out > 1 else ''}]")
+    return " ".join(parts)
+
+
 def _exc_info(value: object) -> _ExcInfo | None:
     """Normalise structlog's ``exc_info`` (True, an exception or a tuple)."""
     if isinstance(value, BaseException):
@@ -172,12 +251,12 @@ class JournalRenderer:
 
     def fields(self, method_name: str, event_dict: Mapping[str, Any]) -> list[str]:
         """The ``FIELD=value`` strings one event becomes (``MESSAGE`` first)."""
-        message = event_dict.get("event", event_dict.get("message", ""))
         level = str(event_dict.get("level", method_name))
         out = [
-            # MESSAGE is what ``journalctl`` prints as the line: one line, nothing that
-            # acts on a terminal. The other fields keep their exact values.
-            f"MESSAGE={escape(_field_value(message))}",
+            # MESSAGE is what ``journalctl`` prints as the line (and what ``-g`` greps):
+            # the event and its key fields, one line, nothing that acts on a terminal.
+            # The other fields keep their exact values.
+            f"MESSAGE={summary(event_dict)}",
             f"PRIORITY={syslog_priority(level)}",
             f"SYSLOG_IDENTIFIER={self._identifier}",
         ]

@@ -53,6 +53,7 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
     """Everything ``aisentinel status`` shows, as JSON-able data."""
     now = daemon.clock.now()
     config = daemon.config
+    running = daemon.started_with  # what a reload changes on restart only runs on it
     started = float(getattr(daemon, "started_at", 0.0) or 0.0)
     snap: dict[str, Any] = {
         "version": __version__,
@@ -63,12 +64,12 @@ def snapshot(daemon: Daemon) -> dict[str, Any]:
         "uptime_seconds": max(0.0, now - started) if started else None,
         "heartbeat": _heartbeat(daemon, now, started),
         "metrics": {
-            "enabled": config.exporter.enabled,
-            "listen": config.exporter.listen,
+            "enabled": running.exporter.enabled,
+            "listen": running.exporter.listen,
             "port": daemon.metrics_port,
         },
         "reloads": {str(k): int(v) for k, v in dict(daemon.reloads).items()},
-        "queue": {"batches": daemon.queue.qsize(), "capacity": config.daemon.queue_batches},
+        "queue": {"batches": daemon.queue.qsize(), "capacity": daemon.queue.maxsize},
         "sources": [_source(daemon, cfg) for cfg in config.sources],
         "pipeline": _pipeline(daemon),
         "detectors": [_detector(daemon, d) for d in list(daemon.pipeline.detectors)],

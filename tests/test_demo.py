@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import re
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from aisentinel.cli import build_parser
 from aisentinel.demo.gpu import THIEF
-from aisentinel.demo.runner import attack_label, run_demo
+from aisentinel.demo.runner import attack_label, run_demo, summarize
 from aisentinel.demo.scenario import generate
+from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
 
 @pytest.mark.slow
@@ -59,6 +62,61 @@ def test_demo_runs_in_a_relative_workdir(tmp_path: Path, monkeypatch: pytest.Mon
     out = io.StringIO()
     assert run_demo(duration=2.0, seed=3, workdir=Path("demo"), rate=30.0, out=out) == 0
     assert (tmp_path / "demo" / "state").is_dir()
+
+
+def _would_be_banned(text: str) -> tuple[int, int]:
+    found = re.search(r"attackers that would be banned: (\d+) of (\d+)", text)
+    assert found is not None, text
+    return int(found.group(1)), int(found.group(2))
+
+
+@pytest.mark.slow
+def test_demo_run_again_in_its_workdir_starts_from_scratch(tmp_path: Path) -> None:
+    """A second demo in the same --workdir bans its attackers as the first did: it
+    does not restore the first run's bans (every attacker "already banned") nor read
+    its logs again."""
+    texts = []
+    for _run in range(2):
+        out = io.StringIO()
+        assert run_demo(duration=2.0, seed=3, workdir=tmp_path, rate=30.0, out=out) == 0
+        texts.append(out.getvalue())
+    first, second = (_would_be_banned(text) for text in texts)
+    assert first[0] > 0, texts[0]
+    assert second == first, texts[1]
+    assert "already banned" not in texts[1]
+
+
+def test_summary_counts_an_already_banned_attacker_as_banned(tmp_path: Path) -> None:
+    """An attacker whose decision is "already banned" counts among those that would be
+    banned, not as alert only."""
+    manifest = generate(tmp_path, lines_nginx=2_000, lines_sshd=1_000, seed=3)
+    attacker = sorted(manifest.should_ban())[0]
+    finding = Finding(
+        ts=0.0,
+        detector="ssh_bruteforce",
+        severity=Severity.HIGH,
+        client=attacker,
+        key=attacker,
+        count=6,
+        window=60.0,
+        message="6 failed logins",
+    )
+    decision = Decision(
+        ts=0.0,
+        action=Action.NONE,
+        target=AddressTarget.parse(attacker),
+        detector="ssh_bruteforce",
+        severity=Severity.HIGH,
+        reason="already banned until 2026-12-07T11:00:00Z",
+        finding=finding,
+    )
+    daemon: Any = SimpleNamespace(
+        pipeline=SimpleNamespace(sources={}, findings={}), sources={}, metrics_port=0
+    )
+    out = io.StringIO()
+    summarize(daemon, [decision], {attacker}, manifest, out)
+    assert _would_be_banned(out.getvalue())[0] == 1
+    assert f"alert only: {attacker}" not in out.getvalue()
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "1e999", "3601", "soon"])

@@ -19,6 +19,8 @@ import pytest
 import structlog
 
 from aisentinel.journal import (
+    SUMMARY_LIMIT,
+    SUMMARY_VALUE_LIMIT,
     JournalRenderer,
     field_name,
     journal_available,
@@ -26,6 +28,7 @@ from aisentinel.journal import (
     syslog_priority,
 )
 from aisentinel.logsetup import LogOutput
+from aisentinel.textsafe import TRUNCATED
 
 HAS_SYSTEMD_PYTHON = importlib.util.find_spec("systemd") is not None
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +102,7 @@ def test_event_becomes_message_priority_and_fields(capsys: pytest.CaptureFixture
         "ban decided", client_ip="203.0.113.7", count=5, tags=["ssh", "brute"], extra=None
     )
     entry = sendv.last()
-    assert sendv.calls[-1][0] == "MESSAGE=ban decided"
+    assert sendv.calls[-1][0] == "MESSAGE=ban decided client_ip=203.0.113.7 count=5 tags=ssh,brute"
     assert entry["PRIORITY"] == "4"
     assert entry["SYSLOG_IDENTIFIER"] == "aisentinel"
     assert entry["CLIENT_IP"] == "203.0.113.7"
@@ -107,6 +110,69 @@ def test_event_becomes_message_priority_and_fields(capsys: pytest.CaptureFixture
     assert json.loads(entry["TAGS"]) == ["ssh", "brute"]
     assert not {"EXTRA", "LEVEL", "TIMESTAMP", "EVENT"} & entry.keys()
     assert capsys.readouterr().out == ""
+
+
+def test_message_is_the_event_and_its_key_fields_first() -> None:
+    """MESSAGE names detector, action, target, client, severity, reason and message
+    first, then the other fields as logged; tracebacks and call sites stay out."""
+    fields = JournalRenderer(sendv=FakeSendv()).fields(
+        "info",
+        {
+            "event": "decision",
+            "ttl": 3600.0,
+            "reason": "high finding, offence 1",
+            "message": "6 failed logins",
+            "severity": "high",
+            "target": "203.0.113.7",
+            "action": "ban",
+            "detector": "ssh_bruteforce",
+            "simulated": False,
+            "evidence": ["line 1", "line 2"],
+            "workload": {"id": "42", "exe": "/x"},
+            "exception": "Traceback (most recent call last):\n  boom",
+            "lineno": 7,
+            "timestamp": "2026-12-07T10:00:00Z",
+        },
+    )
+    assert fields[0] == (
+        "MESSAGE=decision detector=ssh_bruteforce action=ban target=203.0.113.7 "
+        'severity=high reason="high finding, offence 1" message="6 failed logins" '
+        'ttl=3600.0 simulated=false evidence="line 1,line 2" workload=id:42,exe:/x'
+    )
+    entry = dict(item.split("=", 1) for item in fields)
+    assert entry["TARGET"] == "203.0.113.7"  # the structured fields as before
+    assert entry["EXCEPTION"].startswith("Traceback")
+    assert entry["CODE_LINE"] == "7"
+
+
+def test_message_escapes_attacker_text_and_quotes() -> None:
+    """A value with a newline, ESC, a bidi override or a quote stays inside its one
+    quoted, escaped value: no forged line, no forged field, nothing for the terminal."""
+    evil = 'x"\n2026-01-01 decision detector=fake action=ban\x1b[2J\u202e'
+    fields = JournalRenderer(sendv=FakeSendv()).fields(
+        "info", {"event": "decision", "key": evil, "detector": "ssh_bruteforce"}
+    )
+    message = fields[0].removeprefix("MESSAGE=")
+    assert message == (
+        "decision detector=ssh_bruteforce "
+        'key="x\\"\\n2026-01-01 decision detector=fake action=ban\\x1b[2J\\u202e"'
+    )
+    assert message.isprintable()
+    assert dict(item.split("=", 1) for item in fields)["KEY"] == evil
+
+
+def test_message_is_bounded() -> None:
+    """A long value is cut at SUMMARY_VALUE_LIMIT characters; fields beyond
+    SUMMARY_LIMIT are left out of MESSAGE and counted, but kept as fields."""
+    event = {"event": "decision", "detector": "scanning", "path": "/a" * 5000}
+    event |= {f"field{i}": "v" * 150 for i in range(20)}
+    fields = JournalRenderer(sendv=FakeSendv()).fields("info", event)
+    message = fields[0].removeprefix("MESSAGE=")
+    assert len(message) <= SUMMARY_LIMIT
+    path = message.split(" ")[2]
+    assert path == "path=" + "/a" * (SUMMARY_VALUE_LIMIT // 2) + f"{TRUNCATED}[+{10000 - 160}]"
+    assert message.endswith(f"{TRUNCATED}[+15 fields]")
+    assert "FIELD19=" + "v" * 150 in fields
 
 
 def test_reserved_names_are_not_overwritten() -> None:
@@ -258,7 +324,7 @@ def test_entry_reaches_a_journald_socket_in_native_format() -> None:
     )
     assert result.returncode == 0, result.stderr
     fields = json.loads(result.stdout)
-    assert fields["MESSAGE"] == "ban failed"
+    assert fields["MESSAGE"] == 'ban failed client_ip=198.51.100.9 detail="line one\\nline two"'
     assert fields["PRIORITY"] == "3"
     assert fields["SYSLOG_IDENTIFIER"] == "aisentinel-test"
     assert fields["CLIENT_IP"] == "198.51.100.9"

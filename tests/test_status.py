@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from conftest import PACKAGE_PATH, ssh_fail, wait_for
 
 from aisentinel import cli
@@ -27,7 +28,7 @@ from aisentinel.runlock import release as release_lock
 from aisentinel.runlock import take as take_lock
 from aisentinel.sources import journald
 from aisentinel.sources.base import SourceStats
-from aisentinel.status import problems, render
+from aisentinel.status import problems, render, snapshot
 
 REPO = Path(__file__).resolve().parents[1]
 OTHER_UID = 54321
@@ -154,6 +155,54 @@ def test_status_text_all_up_exits_zero(running: Running) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     for heading in ("SOURCES (2/2 up)", "DETECTORS", "DECISIONS", "RESPONDERS", "OK: every"):
         assert heading in done.stdout
+
+
+def test_status_after_a_reload_shows_the_running_restart_only_settings(
+    running: Running,
+) -> None:
+    """A reload that changes queue_batches and the metrics address (restart only)
+    leaves status on the running queue and endpoint, and warns of each key with its
+    running and file values."""
+    text = running.path.read_text()
+    text = text.replace('log_format = "json"', 'log_format = "json"\nqueue_batches = 2')
+    running.path.write_text(text.replace("port = 0", 'port = 0\nlisten = "0.0.0.0"'))
+    warned = _reload_warnings(running)
+    snap = snapshot(running.daemon)
+    assert snap["queue"]["capacity"] == 8
+    assert snap["metrics"]["listen"] == "127.0.0.1"
+    assert snap["metrics"]["port"] == running.daemon.metrics_port > 0
+    assert warned == {
+        ("daemon.queue_batches", "8", "2"),
+        ("exporter.listen", "127.0.0.1", "0.0.0.0"),
+    }
+
+
+def test_reload_warns_that_a_changed_web_config_file_applies_on_restart(short_dir: Path) -> None:
+    """The metrics endpoint keeps the web config it started with: a reload after the
+    file changed (another password) says so for exporter.web_config."""
+    web = short_dir / "web-config.yml"
+    web.write_text("basic_auth_users:\n  prometheus: $2b$04$" + "a" * 53 + "\n")
+    r = Running(short_dir, f'web_config = "{web}"\n' + _sources(short_dir, "auth"))
+    try:
+        web.write_text("basic_auth_users:\n  prometheus: $2b$04$" + "b" * 53 + "\n")
+        warned = _reload_warnings(r)
+    finally:
+        r.stop()
+    assert warned == {
+        ("exporter.web_config", "the file's content at start", f"{web} changed"),
+    }
+
+
+def _reload_warnings(running: Running) -> set[tuple[str, str, str]]:
+    """Reload ``running``; the (key, running, in_file) of each restart-only warning."""
+    with structlog.testing.capture_logs() as logs:
+        running.daemon.request_reload()
+        assert wait_for(lambda: running.daemon.reloads["ok"] == 1)
+    return {
+        (e["key"], e["running"], e["in_file"])
+        for e in logs
+        if e["event"] == "setting changes on restart only"
+    }
 
 
 def test_source_down_exits_one(short_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -200,6 +200,9 @@ def test_journal_message_is_one_line_and_fields_stay_exact() -> None:
     renderer = JournalRenderer(sendv=lambda *f: sent.append(f))
     fields = renderer.fields("info", {"event": FORGED + ESC_CLEAR, "key": FORGED})
     entry = dict(item.split("=", 1) for item in fields)
-    assert entry["MESSAGE"] == "x\\n2026-01-01T00:00:00Z decision ban 6.6.6.6\\x1b[2J"
+    assert entry["MESSAGE"] == (
+        "x\\n2026-01-01T00:00:00Z decision ban 6.6.6.6\\x1b[2J "
+        'key="x\\n2026-01-01T00:00:00Z decision ban 6.6.6.6"'
+    )
     assert entry["KEY"] == FORGED
     assert not sent

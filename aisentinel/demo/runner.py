@@ -26,6 +26,7 @@ from aisentinel.daemon import Daemon
 from aisentinel.demo.gpu import GPU_API_LOG, THIEF, GpuStory
 from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenario, Manifest
 from aisentinel.events import Action, Decision, Finding
+from aisentinel.faults import reason
 from aisentinel.logsetup import configure_logging
 from aisentinel.sdnotify import Notifier
 from aisentinel.textsafe import escape
@@ -159,6 +160,42 @@ def attack_label(who: str, manifest: Manifest) -> str:
     return "gpu_time_theft" if who == THIEF else "?"
 
 
+def _bans(decision: Decision) -> bool:
+    """Whether ``decision`` bans its address, or answers that it is banned already (a
+    ban of the same run, an earlier finding of the attack)."""
+    if decision.target is None:
+        return False
+    return decision.action is Action.BAN or (
+        decision.action is Action.NONE and decision.reason.startswith("already banned")
+    )
+
+
+def prepare_workdir(workdir: Path | None, out: TextIO) -> Path | None:
+    """The demo's folder (``workdir``, or a new temporary one), absolute, ready for a
+    run from scratch; None, said in one line on ``out``, when it cannot be.
+
+    What an earlier run left there goes: the daemon's state (its bans, restored, would
+    make every attacker "already banned") and the scenario's logs (read again from
+    the start). The logs then exist, empty, before the daemon starts, as on a server,
+    so its first lines are not "log file missing" warnings; the writers append to them.
+    """
+    try:
+        # Absolute: the config it writes refuses a relative state_dir or log path.
+        base = (workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))).resolve()
+        if (base / "state").exists():
+            shutil.rmtree(base / "state")
+        logs = base / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        for name in (ACCESS_LOG, ERROR_LOG, AUTH_LOG, GPU_API_LOG):
+            (logs / f"{name}.1").unlink(missing_ok=True)  # the scenario's rotation
+            (logs / name).write_bytes(b"")
+    except OSError as exc:
+        where = escape(str(workdir or "a temporary folder"))
+        out.write(f"aisentinel demo: cannot start afresh in {where}: {reason(exc)}\n")
+        return None
+    return base
+
+
 def summarize(
     daemon: Daemon,
     decisions: list[Decision],
@@ -168,7 +205,7 @@ def summarize(
 ) -> int:
     """Print the closing summary; returns 0 when no benign address would be banned."""
     p = daemon.pipeline
-    banned = {_who(d) for d in decisions if d.action is Action.BAN and d.target}
+    banned = {_who(d) for d in decisions if _bans(d)}
     expected = set(manifest.should_ban())
     wrongly = banned & set(manifest.benign)
     w = out.write
@@ -274,17 +311,13 @@ def run_demo(
     """Run the demo; returns 0 when no benign address was banned."""
     stream = out or sys.stdout
     keep = workdir is not None
-    # Absolute: the config it writes refuses a relative state_dir or log path.
-    base = (workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))).resolve()
-    base.mkdir(parents=True, exist_ok=True)
+    base = prepare_workdir(workdir, stream)
+    if base is None:
+        return 2
     scenario = LiveScenario(base / "logs", seed=seed, rate=rate, duration=duration)
     gpu = GpuStory(base, duration)
     port = DEFAULT_METRICS_PORT if _port_free(DEFAULT_METRICS_PORT) else 0
     config = parse_config(demo_config(base, scenario.manifest, port, gpu), "<demo>")
-    # The logs exist (empty) before the daemon starts, as on a server, so its first
-    # lines are not "log file missing" warnings; the writers append to them.
-    for name in (ACCESS_LOG, ERROR_LOG, AUTH_LOG, GPU_API_LOG):
-        (base / "logs" / name).touch()
     # The daemon's own log shows warnings only; findings and decisions are printed below
     # one line each, as they happen.
     configure_logging("console", "warning", stream)
