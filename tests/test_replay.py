@@ -114,7 +114,7 @@ def test_the_hosts_addresses_are_read_once_and_never_banned(
         reads.append(1)
         return ["198.51.100.8"]
 
-    monkeypatch.setattr(replay_module, "read_host_addresses", host_addresses, raising=False)
+    monkeypatch.setattr(replay_module, "read_host_addresses", host_addresses)
     log = tmp_path / "auth.log"
     t0 = now_epoch - 86400
     lines = [ssh_fail(t0 + i * 60, "198.51.100.8") for i in range(600)]

@@ -421,20 +421,20 @@ class DecisionEngine:
         reason is interned: bans of one detector and offence share one string."""
         d = decision  # built field by field: dataclasses.replace took 10 us a ban
         kept = Decision(
-            d.ts,
-            d.action,
-            d.target,
-            d.detector,
-            d.severity,
-            intern(d.reason),
-            d.ttl,
-            d.expires_at,
-            d.offence,
-            d.simulated,
-            d.evidence_count,
-            None,
-            d.quiet_until,
-            d.braked,
+            ts=d.ts,
+            action=d.action,
+            target=d.target,
+            detector=d.detector,
+            severity=d.severity,
+            reason=intern(d.reason),
+            ttl=d.ttl,
+            expires_at=d.expires_at,
+            offence=d.offence,
+            simulated=d.simulated,
+            evidence_count=d.evidence_count,
+            finding=None,
+            quiet_until=d.quiet_until,
+            braked=d.braked,
         )
         client = finding.client
         if client is not None:
