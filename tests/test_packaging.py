@@ -294,8 +294,8 @@ def _synopsis() -> list[str]:
 
 def test_man_page_shows_every_command_and_option() -> None:
     """Each command of `aisentinel --help` (two-word ones included) has a SYNOPSIS line in
-    the man page, showing every option its own --help lists (one of its names: -v or
-    --verbose), and a paragraph of its own."""
+    the man page, showing every option and argument its own --help lists (one of its names:
+    -v or --verbose) and no other option, and a paragraph of its own."""
     synopsis = _synopsis()
     description = MAN_PAGE.read_text().split(".SH DESCRIPTION", 1)[1].replace("\\-", "-")
     for words, parser in _commands(build_cli()):
@@ -310,7 +310,14 @@ def test_man_page_shows_every_command_and_option() -> None:
             shown = [
                 o for o in action.option_strings if re.search(rf"(?<![\w-]){o}(?![\w-])", line)
             ]
-            assert shown or not action.option_strings, f"{command}: {action.option_strings}"
+            if action.option_strings:
+                assert shown, f"{command}: {action.option_strings}"
+            else:  # a positional: its metavar (or its name in capitals)
+                name = str(action.metavar or action.dest.upper())
+                assert re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", line), (command, name)
+        known = {o for a in parser._actions for o in a.option_strings}
+        for option in re.findall(r"(?<![\w-])--?[a-z][\w-]*", line.removeprefix(command)):
+            assert option in known, f"{command}: the man page shows {option}, unknown to it"
         assert f"\n.B {' '.join(words)}\n" in description, f"{command}: no paragraph"
 
 
