@@ -577,7 +577,8 @@ class ProcessAttribution:
     process when not root); ``cmdline`` is capped. ``unit`` is the systemd unit and
     ``container_id`` / ``container_runtime`` (docker, containerd, cri-o, podman,
     kubernetes) come from ``/proc/PID/cgroup``; ``container_name`` and
-    ``container_image`` from a resolver (the Docker API) when one is configured.
+    ``container_image`` from a resolver (the Docker API) when one is configured, for a
+    container of the host's Docker engine only (never one with a ``cgroup``).
     ``unit`` is a unit of the host's system manager only, not one of a user's manager,
     a machine or a container (a user may name one ``ollama.service``); ``cgroup`` is then
     the workload's cgroup path, and so it is for a container that the host's Docker
