@@ -119,13 +119,17 @@ def test_a_container_the_docker_engine_does_not_run_is_frozen_through_its_cgroup
     assert freeze.read_text() == "1"
 
 
-def test_the_images_allowlist_matches_a_docker_containers_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "image", ["ollama/ollama:0.5.7", "ollama/ollama", "docker.io/ollama/ollama:0.5.7"]
+)
+def test_the_images_allowlist_matches_a_docker_containers_image(tmp_path: Path, image: str) -> None:
     """``[decisions.workload_allowlist] images`` matches the image the Docker API gives
-    for a GPU process's container (its inspect call), read through the real resolver."""
+    for a GPU process's container (its inspect call), read through the real resolver,
+    as written (``docker run ollama/ollama``) or with Docker Hub's name."""
     pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
     from dockerapi import serve
 
-    engine = FakeEngine({CID: container(CID, "prod-llm-1", "ollama/ollama:0.5.7")})
+    engine = FakeEngine({CID: container(CID, "prod-llm-1", image)})
     procfs = tmp_path / "proc"
     _fake_proc(
         procfs, 700, start=9, exe="/bin/ollama", cgroup=f"0::/system.slice/docker-{CID}.scope\n"
@@ -139,7 +143,7 @@ def test_the_images_allowlist_matches_a_docker_containers_image(tmp_path: Path) 
     assert (target.text, target.container, target.image) == (
         f"container:{CID}",
         "prod-llm-1",
-        "ollama/ollama:0.5.7",
+        image,
     )
     assert WorkloadAllowlist(images=["ollama/ollama:*"]).match(target) == "image ollama/ollama:*"
 
