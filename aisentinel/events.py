@@ -18,6 +18,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
+from aisentinel.textsafe import escape
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -602,6 +604,13 @@ class ProcessAttribution:
     comm: str | None = None
     container_image: str | None = None
     cgroup: str | None = None
+
+    def workload_cgroup(self) -> str | None:
+        """``cgroup`` where it names the workload (a ``cgroup:`` target and metrics label):
+        plain text of at most :data:`WORKLOAD_TEXT_MAX` characters; else None (the
+        workload is then the process)."""
+        cg = self.cgroup
+        return cg if cg is not None and escape(cg) == cg and len(cg) <= WORKLOAD_TEXT_MAX else None
 
     def label(self) -> str:
         """``container ollama``, ``unit vllm.service`` or ``pid 4242 /tmp/.x/xmrig``."""
