@@ -18,6 +18,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple
 
+from aisentinel.textsafe import escape
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -577,7 +579,8 @@ class ProcessAttribution:
     process when not root); ``cmdline`` is capped. ``unit`` is the systemd unit and
     ``container_id`` / ``container_runtime`` (docker, containerd, cri-o, podman,
     kubernetes) come from ``/proc/PID/cgroup``; ``container_name`` and
-    ``container_image`` from a resolver (the Docker API) when one is configured.
+    ``container_image`` from a resolver (the Docker API) when one is configured, for a
+    container of the host's Docker engine only (never one with a ``cgroup``).
     ``unit`` is a unit of the host's system manager only, not one of a user's manager,
     a machine or a container (a user may name one ``ollama.service``); ``cgroup`` is then
     the workload's cgroup path, and so it is for a container that the host's Docker
@@ -601,6 +604,13 @@ class ProcessAttribution:
     comm: str | None = None
     container_image: str | None = None
     cgroup: str | None = None
+
+    def workload_cgroup(self) -> str | None:
+        """``cgroup`` where it names the workload (a ``cgroup:`` target and metrics label):
+        plain text of at most :data:`WORKLOAD_TEXT_MAX` characters; else None (the
+        workload is then the process)."""
+        cg = self.cgroup
+        return cg if cg is not None and escape(cg) == cg and len(cg) <= WORKLOAD_TEXT_MAX else None
 
     def label(self) -> str:
         """``container ollama``, ``unit vllm.service`` or ``pid 4242 /tmp/.x/xmrig``."""

@@ -370,7 +370,7 @@ def test_a_gpu_answering_unknown_in_a_row_is_unreadable_and_recovers(fake_nvml: 
         assert third.reason == (
             "GPU 1 values unreadable: utilization, memory, compute_processes, "
             "graphics_processes (UNKNOWN) (gpu_memory, gpu_spike, gpu_theft, gpu_workload "
-            "cannot watch it); retrying"
+            "cannot watch it); read again each sample"
         )
         assert (fourth.state, fourth.reason) == (third.state, third.reason)
         assert set(third.unreadable) == {1}
@@ -417,7 +417,7 @@ def test_process_lists_denied_on_a_mig_gpu_are_unreadable(fake_nvml: Path) -> No
     assert [r.state for r in readings] == [GpuState.UP, GpuState.UP, GpuState.DEGRADED]
     assert readings[-1].reason == (
         "GPU 0 values unreadable: compute_processes, graphics_processes (NO_PERMISSION) "
-        "(gpu_workload cannot watch it); retrying"
+        "(gpu_workload cannot watch it); read again each sample"
     )
     assert readings[-1].unreadable == {
         0: {"compute_processes": "NO_PERMISSION", "graphics_processes": "NO_PERMISSION"}

@@ -119,13 +119,17 @@ def test_a_container_the_docker_engine_does_not_run_is_frozen_through_its_cgroup
     assert freeze.read_text() == "1"
 
 
-def test_the_images_allowlist_matches_a_docker_containers_image(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "image", ["ollama/ollama:0.5.7", "ollama/ollama", "docker.io/ollama/ollama:0.5.7"]
+)
+def test_the_images_allowlist_matches_a_docker_containers_image(tmp_path: Path, image: str) -> None:
     """``[decisions.workload_allowlist] images`` matches the image the Docker API gives
-    for a GPU process's container (its inspect call), read through the real resolver."""
+    for a GPU process's container (its inspect call), read through the real resolver,
+    as written (``docker run ollama/ollama``) or with Docker Hub's name."""
     pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
     from dockerapi import serve
 
-    engine = FakeEngine({CID: container(CID, "prod-llm-1", "ollama/ollama:0.5.7")})
+    engine = FakeEngine({CID: container(CID, "prod-llm-1", image)})
     procfs = tmp_path / "proc"
     _fake_proc(
         procfs, 700, start=9, exe="/bin/ollama", cgroup=f"0::/system.slice/docker-{CID}.scope\n"
@@ -139,9 +143,53 @@ def test_the_images_allowlist_matches_a_docker_containers_image(tmp_path: Path) 
     assert (target.text, target.container, target.image) == (
         f"container:{CID}",
         "prod-llm-1",
-        "ollama/ollama:0.5.7",
+        image,
     )
     assert WorkloadAllowlist(images=["ollama/ollama:*"]).match(target) == "image ollama/ollama:*"
+
+
+def test_a_users_cgroup_named_after_a_host_container_borrows_nothing(tmp_path: Path) -> None:
+    """A user's own ``docker-<id>.scope`` named after the host's ``ollama`` container
+    (ids are world-readable) is not looked up: no name or image, so neither the default
+    ``ollama*`` containers nor an ``images`` allowlist silences the miner in it."""
+    pytest.importorskip("docker", reason="the docker SDK (the docker extra) is not installed")
+    from dockerapi import serve
+
+    engine = FakeEngine({CID: container(CID, "ollama", "ollama/ollama:latest")})
+    fake = f"/user.slice/user-1000.slice/user@1000.service/app.slice/docker-{CID}.scope"
+    procfs = tmp_path / "proc"
+    _fake_proc(procfs, 900, start=7, exe="/home/bob/.cache/k/steal", cgroup=f"0::{fake}\n")
+    (procfs / "900" / "cmdline").write_bytes(b"/home/bob/.cache/k/steal\0--gpus\0all\0")
+    _fake_proc(procfs, 901, start=7, exe="/home/bob/xmrig", cgroup=f"0::{fake}\n")
+    names = DockerNames(FakeClock(T0), str(tmp_path / "docker.sock"))
+    with serve(tmp_path / "docker.sock", engine):
+        attributor = ProcessAttributor(procfs, resolver=names)
+        unknown, miner = attributor.attribute(900), attributor.attribute(901)
+    names.close()
+    assert engine.requests == []
+    assert unknown is not None
+    assert miner is not None
+    assert (unknown.container_id, unknown.container_name, unknown.container_image) == (
+        CID,
+        None,
+        None,
+    )
+    target = workload_target(proc(unknown))
+    assert (target.text, target.container, target.image) == (f"cgroup:{fake}", CID[:12], None)
+    found = _finding(unknown)
+    assert found is not None
+    assert found.severity is Severity.MEDIUM
+    mined = _finding(miner)
+    assert mined is not None
+    assert mined.severity is Severity.HIGH
+    clock = FakeClock(T0)
+    ledger = Ledger(tmp_path / "decisions.sqlite3", clock)
+    cfg = DecisionsConfig.model_validate(
+        {"workload_action": "freeze", "workload_allowlist": {"images": ["ollama/ollama:*"]}}
+    )
+    decision = DecisionEngine(cfg, ledger, clock, host_addresses=tuple).decide(mined)
+    ledger.close()
+    assert decision.action is Action.FREEZE
 
 
 def test_an_executable_replaced_while_it_runs_is_still_allowlisted() -> None:

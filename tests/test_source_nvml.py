@@ -400,6 +400,28 @@ def test_workload_labels_are_bounded_and_escaped() -> None:
     assert workload_label(other) == "other"
 
 
+def test_workload_labels_say_a_cgroup_target_is_its_cgroup() -> None:
+    """A Podman container or a user's unit is labelled by its cgroup, as its workload
+    target is; a path too long for the label keeps its end; a host container keeps its
+    name."""
+    cid = "ab" * 32
+    base = ProcessAttribution(pid=42, exe="/bin/x", cmdline=(), uid=0, user="root", unit=None)
+
+    def label(**kw: Any) -> str:
+        attribution = replace(base, **kw)
+        return workload_label(GpuProcessSample(0, "GPU-x", 42, "compute", 1, 0.5, 0.1, attribution))
+
+    user_unit = "/user.slice/user-1000.slice/user@1000.service/app.slice/ollama.service"
+    assert label(cgroup=user_unit) == f"cgroup:{user_unit}"
+    podman = f"/machine.slice/libpod-{cid}.scope"
+    long = label(container_id=cid, container_runtime="podman", cgroup=podman)
+    assert long == f"cgroup:…{podman[len(podman) - 72 :]}"
+    assert len(long) == 80
+    assert long.endswith(f"{cid}.scope")
+    assert label(container_id=cid, container_name="ollama") == "container:ollama"
+    assert label(container_id=cid, cgroup="/machine.slice/\x1b[2J") == "pid:42 x"
+
+
 def test_kernel_xid_entry_becomes_an_event() -> None:
     """A kernel journal entry with an NVRM Xid line gives an XidEvent; others give none."""
     entry = {

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from aisentinel.clock import FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
-from aisentinel.decisions.allowlist import WorkloadAllowlist
+from aisentinel.decisions.allowlist import WorkloadAllowlist, image_reference
 from aisentinel.decisions.ledger import SCHEMA_VERSION
 from aisentinel.events import (
     Action,
@@ -332,6 +332,46 @@ def test_workload_allowlist_matches_nothing_it_does_not_know() -> None:
     assert allow.match(MINER) is None
     assert allow.match(WorkloadTarget(WorkloadKey.UNIT, "ollama.service.d")) is None
     assert allow.match(OLLAMA) == "image *"
+
+
+HEX = "0123456789abcdef" * 4
+
+
+@pytest.mark.parametrize(
+    ("image", "reference"),
+    [
+        ("ollama/ollama", "ollama/ollama:latest"),
+        ("docker.io/ollama/ollama:0.5.7", "ollama/ollama:0.5.7"),
+        ("index.docker.io/library/ubuntu", "ubuntu:latest"),
+        ("docker.io/library/nginx:1.27", "nginx:1.27"),
+        (f"ollama/ollama@sha256:{HEX}", f"ollama/ollama@sha256:{HEX}"),
+        (f"ollama/ollama:0.5.7@sha256:{HEX}", f"ollama/ollama:0.5.7@sha256:{HEX}"),
+        ("registry.local:5000/team/llm:1", "registry.local:5000/team/llm:1"),
+        ("registry.local:5000/team/llm", "registry.local:5000/team/llm:latest"),
+        ("ghcr.io/library/x", "ghcr.io/library/x:latest"),
+    ],
+)
+def test_image_reference_is_normalised(image: str, reference: str) -> None:
+    """Docker Hub's registry and library/ go, :latest is added without tag or digest, a
+    digest stays, and a registry's port is not taken for a tag."""
+    assert image_reference(image) == reference
+
+
+@pytest.mark.parametrize(
+    ("image", "pattern"),
+    [
+        ("ollama/ollama", "ollama/ollama:*"),
+        ("docker.io/ollama/ollama:0.5.7", "ollama/ollama:*"),
+        (f"docker.io/ollama/ollama@sha256:{HEX}", "ollama/ollama@sha256:*"),
+        ("registry.local:5000/team/llm", "registry.local:5000/team/llm:latest"),
+    ],
+)
+def test_the_images_allowlist_matches_the_normalised_reference(image: str, pattern: str) -> None:
+    """``images`` patterns match the image as its normalised reference, so the documented
+    ``ollama/ollama:*`` allows a container started as ``docker run ollama/ollama``."""
+    target = WorkloadTarget(WorkloadKey.CONTAINER, "3f2a9c1d7e00", name="llm", image=image)
+    assert WorkloadAllowlist(images=[pattern]).match(target) == f"image {pattern}"
+    assert WorkloadAllowlist(images=["docker.io/*", "*:1"]).match(target) is None
 
 
 def test_workload_enforcement_survives_a_restart(env: Env) -> None:

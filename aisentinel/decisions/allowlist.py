@@ -18,6 +18,7 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Final
 
 import structlog
 
@@ -38,6 +39,7 @@ __all__ = [
     "IPNetwork",
     "WorkloadAllowlist",
     "canonical_address",
+    "image_reference",
     "read_host_addresses",
 ]
 
@@ -193,12 +195,34 @@ class Allowlist:
         return None
 
 
+DOCKER_HUB: Final = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
+"""Names of Docker Hub that an image reference may start with."""
+OFFICIAL: Final = "library/"
+"""Docker Hub's namespace of official images (``docker.io/library/ubuntu`` is ``ubuntu``)."""
+
+
+def image_reference(image: str) -> str:
+    """An image reference as the ``images`` allowlist sees it: without a Docker Hub
+    registry (``docker.io/``, ``index.docker.io/``) or ``library/`` namespace, and with
+    ``:latest`` where it has neither tag nor digest (``docker run ollama/ollama`` stores
+    ``ollama/ollama``: ``ollama/ollama:latest``). A digest stays (``ollama/ollama@sha256:
+    ...``, matched by ``ollama/ollama@sha256:*``); a registry's port is not a tag
+    (``registry.local:5000/team/llm`` is ``registry.local:5000/team/llm:latest``)."""
+    ref = next((image[len(hub) :] for hub in DOCKER_HUB if image.startswith(hub)), image)
+    if ref.startswith(OFFICIAL) and "/" not in ref[len(OFFICIAL) :]:
+        ref = ref[len(OFFICIAL) :]
+    if "@" not in ref and ":" not in ref.rsplit("/", 1)[-1]:
+        ref += ":latest"
+    return ref
+
+
 class WorkloadAllowlist:
     """Workloads never throttled or frozen, by glob pattern (``fnmatch``, case-sensitive).
 
     ``units`` match the systemd unit, ``containers`` the container name, ``images``
-    the container image, ``executables`` the executable path. A field the target
-    does not know matches nothing.
+    the container image (as :func:`image_reference` writes it: ``ollama/ollama:latest``
+    for ``docker.io/ollama/ollama``), ``executables`` the executable path. A field the
+    target does not know matches nothing.
     """
 
     def __init__(
@@ -220,10 +244,11 @@ class WorkloadAllowlist:
         container = target.container
         if container is None and target.identified_by is WorkloadKey.CONTAINER:
             container = target.name or None
+        image = None if target.image is None else image_reference(target.image)
         for what, value, patterns in (
             ("unit", unit, self.units),
             ("container", container, self.containers),
-            ("image", target.image, self.images),
+            ("image", image, self.images),
             ("executable", target.exe, self.executables),
         ):
             if value is None:

@@ -55,7 +55,8 @@ class WorkloadAllowlistConfig(StrictModel):
     """``[decisions.workload_allowlist]``: workloads never throttled or frozen.
 
     Glob patterns (``*``, ``?``, ``[...]``, case-sensitive) matched against the
-    workload's systemd unit, container name, container image, executable path.
+    workload's systemd unit, container name, container image (its normalised
+    reference: :func:`~aisentinel.decisions.allowlist.image_reference`), executable path.
     """
 
     units: tuple[Pattern, ...] = ()

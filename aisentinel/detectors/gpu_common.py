@@ -92,10 +92,11 @@ def workload_target(proc: GpuProcessSample) -> WorkloadTarget:
     container = None
     if a.container_id is not None:
         container = _text(a.container_name) or a.container_id[:12]
-    if a.cgroup is not None and escape(a.cgroup) == a.cgroup and len(a.cgroup) <= WORKLOAD_TEXT_MAX:
+    cgroup = a.workload_cgroup()
+    if cgroup is not None:
         short = container or _short(a)
         return WorkloadTarget(
-            WorkloadKey.CGROUP, a.cgroup, name=short, container=container, image=image, exe=exe
+            WorkloadKey.CGROUP, cgroup, name=short, container=container, image=image, exe=exe
         )
     if a.container_id is not None and a.cgroup is None:
         return WorkloadTarget(

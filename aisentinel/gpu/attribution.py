@@ -29,7 +29,9 @@ class ContainerInfo(NamedTuple):
 
 
 ContainerResolver = Callable[[str, str], ContainerInfo | None]
-"""``(runtime, container_id) -> its name and image`` (e.g. a Docker API lookup), or None."""
+"""``(runtime, container_id) -> its name and image`` (e.g. a Docker API lookup), or None.
+Asked only about the host's own Docker containers (``runtime`` docker, no workload
+cgroup): any user can name a cgroup of theirs ``docker-<id>.scope`` after one."""
 
 MAX_CMDLINE_BYTES: Final = 4096
 MAX_CMDLINE_ARGS: Final = 64
@@ -213,7 +215,16 @@ class ProcessAttributor:
             cgroup = ""
         unit, runtime, container, workload_cgroup = parse_cgroup(cgroup)
         info = None
-        if container is not None and runtime is not None and self._resolver is not None:
+        # Only the host's own (rootful) Docker containers are asked about: a guest's
+        # cgroup may be named docker-<id>.scope after a host container (ids are in every
+        # process's world-readable /proc/PID/cgroup), and the host's engine would lend it
+        # that container's name and image. A guest container keeps its id alone.
+        if (
+            container is not None
+            and runtime == "docker"
+            and workload_cgroup is None
+            and self._resolver is not None
+        ):
             try:
                 info = self._resolver(runtime, container)
             except Exception:  # noqa: BLE001 - a resolver fault must not lose the sample

@@ -425,14 +425,17 @@ class GpuSampler:
         what = [f"GPU(s) {','.join(lost)} lost"] if lost else []
         if gone:
             what.append(f"GPU(s) {', '.join(gone)} gone from the driver's list")
-        for index, values in sorted(unreadable.items()):
-            needed = {v: e for v, e in values.items() if v in BLINDED}
-            if needed:
-                what.append(
-                    f"GPU {index} values unreadable: {unreadable_text(needed)}" + blind_text(needed)
-                )
         if what:
-            self._set(GpuState.DEGRADED, "; ".join(what) + "; retrying")
+            what.append("retrying")  # NVML is initialised again, with back-off
+        blind = [
+            f"GPU {index} values unreadable: {unreadable_text(needed)}" + blind_text(needed)
+            for index, values in sorted(unreadable.items())
+            if (needed := {v: e for v, e in values.items() if v in BLINDED})
+        ]
+        if blind:
+            what += [*blind, "read again each sample"]  # no reinitialisation: the GPU answers
+        if what:
+            self._set(GpuState.DEGRADED, "; ".join(what))
         else:
             self._set(GpuState.UP, f"{live} GPU(s), driver {self.driver_version}")
 

@@ -149,13 +149,21 @@ class NvmlSourceConfig(SourceConfigBase):
 
 
 def workload_label(proc: GpuProcessSample) -> str:
-    """The bounded, escaped workload label of one process (or ``other``) for metrics."""
+    """The bounded, escaped workload label of one process (or ``other``) for metrics:
+    what its workload target is (``container:ollama``, ``unit:vllm.service``,
+    ``cgroup:/machine.slice/libpod-<id>.scope``, ``pid:4242 xmrig``). A cgroup path too
+    long for the label keeps its end, the workload's own cgroup: ``cgroup:…<end>``."""
     if proc.kind == OTHER_KIND:
         return "other"
     a = proc.attribution
+    cgroup = None if a is None else a.workload_cgroup()
     if a is None:
         text = f"pid:{proc.pid}"
-    elif a.container_id is not None:
+    elif cgroup is not None:
+        text = f"cgroup:{cgroup}"
+        if len(text) > WORKLOAD_LABEL_MAX:
+            text = "cgroup:…" + cgroup[len(text) - WORKLOAD_LABEL_MAX + 1 :]
+    elif a.container_id is not None and a.cgroup is None:
         text = f"container:{a.container_name or a.container_id[:12]}"
     elif a.unit is not None and a.unit.endswith(".service"):
         text = f"unit:{a.unit}"
