@@ -374,6 +374,15 @@ def test_the_images_allowlist_matches_the_normalised_reference(image: str, patte
     assert WorkloadAllowlist(images=["docker.io/*", "*:1"]).match(target) is None
 
 
+@pytest.mark.parametrize("pattern", ["ollama/ollama", "docker.io/ollama/ollama:latest"])
+def test_an_exact_images_pattern_is_normalised_as_the_image_is(pattern: str) -> None:
+    """An ``images`` entry without glob characters allows the image however either is spelled."""
+    target = WorkloadTarget(WorkloadKey.CONTAINER, "3f2a9c1d7e00", image="ollama/ollama")
+    assert WorkloadAllowlist(images=[pattern]).match(target) == "image ollama/ollama:latest"
+    other = WorkloadTarget(WorkloadKey.CONTAINER, "3f2a9c1d7e01", image="ollama/ollama:0.5.7")
+    assert WorkloadAllowlist(images=[pattern]).match(other) is None
+
+
 def test_workload_enforcement_survives_a_restart(env: Env) -> None:
     """A freeze is stored with its workload fields and restored as the same target."""
     frozen = env.engine(workload_action="freeze").decide(finding(target=MINER))

@@ -14,6 +14,7 @@ gateway translates.
 from __future__ import annotations
 
 import ipaddress
+import re
 from bisect import bisect_left
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
@@ -198,6 +199,7 @@ class Allowlist:
 DOCKER_HUB: Final = ("docker.io/", "index.docker.io/", "registry-1.docker.io/")
 """Names of Docker Hub that an image reference may start with."""
 OFFICIAL: Final = "library/"
+_GLOB: Final = re.compile(r"[*?\[]")
 """Docker Hub's namespace of official images (``docker.io/library/ubuntu`` is ``ubuntu``)."""
 
 
@@ -221,7 +223,8 @@ class WorkloadAllowlist:
 
     ``units`` match the systemd unit, ``containers`` the container name, ``images``
     the container image (as :func:`image_reference` writes it: ``ollama/ollama:latest``
-    for ``docker.io/ollama/ollama``), ``executables`` the executable path. A field the
+    for ``docker.io/ollama/ollama``; a pattern without glob characters is normalised the
+    same way, so ``ollama/ollama`` allows it too), ``executables`` the executable path. A field the
     target does not know matches nothing.
     """
 
@@ -235,7 +238,9 @@ class WorkloadAllowlist:
     ) -> None:
         self.units = tuple(units)
         self.containers = tuple(containers)
-        self.images = tuple(images)
+        # An exact reference is normalised as the image is (``ollama/ollama`` allows
+        # ``ollama/ollama:latest``); a glob pattern is matched as written.
+        self.images = tuple(p if _GLOB.search(p) else image_reference(p) for p in images)
         self.executables = tuple(executables)
 
     def match(self, target: WorkloadTarget) -> str | None:

@@ -56,7 +56,8 @@ class WorkloadAllowlistConfig(StrictModel):
 
     Glob patterns (``*``, ``?``, ``[...]``, case-sensitive) matched against the
     workload's systemd unit, container name, container image (its normalised
-    reference: :func:`~aisentinel.decisions.allowlist.image_reference`), executable path.
+    reference: :func:`~aisentinel.decisions.allowlist.image_reference`; an ``images``
+    entry without glob characters is normalised the same way), executable path.
     """
 
     units: tuple[Pattern, ...] = ()
