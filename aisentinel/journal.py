@@ -79,10 +79,18 @@ SUMMARY_LIMIT = 1024
 """Most characters of a ``MESSAGE`` (fields that do not fit are counted, not shown)."""
 SUMMARY_VALUE_LIMIT = 160
 """Most characters of one value in a ``MESSAGE`` (escaped; the rest marked as cut)."""
+_MAX_SUMMARY_ITEMS = SUMMARY_VALUE_LIMIT // 2
+"""Most items of a list joined for one value (each takes at least 2 characters)."""
 _SUMMARY_FIRST = ("detector", "action", "target", "client", "severity", "reason", "message")
 """The fields a ``MESSAGE`` names first, in this order: what a decision is about."""
 # Multi-line by design (tracebacks): kept in their own fields, never in the summary line.
-_NOT_SUMMARISED = _DROPPED | {"exception", "stack"} | _CALLSITE.keys()
+_NOT_SUMMARISED = (
+    _DROPPED | {"exception", "stack", "evidence", "excerpt", "clients"} | _CALLSITE.keys()
+)
+"""Left out of MESSAGE, which syslog forwarding and ``systemctl status`` show: besides
+the traceback and call site, the log-derived evidence, excerpts and client lists
+(prompt spans, request paths whose query may hold a token, raw lines). They stay in
+their own fields (EVIDENCE, EXCERPT, CLIENTS)."""
 _QUOTED = re.compile(r'[ "=]')
 _MARKER_ROOM = 16
 """Characters kept free for the ``\\…[+N fields]`` marker at the end of a full summary."""
@@ -161,7 +169,8 @@ def _summary_text(value: object) -> str:
         return ",".join(f"{k}:{_summary_text(v)}" for k, v in value.items())
     if isinstance(value, list | tuple | set | frozenset):
         items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
-        return ",".join(_summary_text(v) for v in items)
+        # At most as many items as could show in one cut value.
+        return ",".join(_summary_text(v) for v in list(items)[:_MAX_SUMMARY_ITEMS])
     return _field_value(value)
 
 

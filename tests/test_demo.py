@@ -12,7 +12,7 @@ import pytest
 
 from aisentinel.cli import build_parser
 from aisentinel.demo.gpu import THIEF
-from aisentinel.demo.runner import attack_label, run_demo, summarize
+from aisentinel.demo.runner import DEMO_MARKER, attack_label, prepare_workdir, run_demo, summarize
 from aisentinel.demo.scenario import generate
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
@@ -84,6 +84,51 @@ def test_demo_run_again_in_its_workdir_starts_from_scratch(tmp_path: Path) -> No
     assert first[0] > 0, texts[0]
     assert second == first, texts[1]
     assert "already banned" not in texts[1]
+
+
+def test_a_workdir_that_is_not_the_demos_is_left_as_it_is(tmp_path: Path) -> None:
+    """A --workdir with files but no demo marker is refused: nothing in it goes or is emptied."""
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "mine.txt").write_text("keep")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "access.log").write_text("keep")
+    out = io.StringIO()
+    assert prepare_workdir(tmp_path, out) is None
+    assert "no .aisentinel-demo" in out.getvalue()
+    assert (tmp_path / "state" / "mine.txt").read_text() == "keep"
+    assert (tmp_path / "logs" / "access.log").read_text() == "keep"
+
+
+def test_the_demo_never_empties_or_removes_through_a_symbolic_link(tmp_path: Path) -> None:
+    """A demo folder whose logs folder, or one of its logs, links to real logs leaves them whole."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    for name in ("access.log", "access.log.1", "auth.log"):
+        (victim / name).write_text("real")
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / DEMO_MARKER).touch()
+    (work / "logs").symlink_to(victim)
+    out = io.StringIO()
+    assert prepare_workdir(work, out) is None
+    assert "logs is a symbolic link" in out.getvalue()
+    (work / "logs").unlink()
+    (work / "logs").mkdir()
+    (work / "logs" / "auth.log").symlink_to(victim / "auth.log")
+    assert prepare_workdir(work, io.StringIO()) is None
+    assert sorted(p.name for p in victim.iterdir()) == ["access.log", "access.log.1", "auth.log"]
+    assert {p.read_text() for p in victim.iterdir()} == {"real"}
+
+
+def test_an_empty_or_earlier_demo_folder_is_made_ready(tmp_path: Path) -> None:
+    """An empty --workdir gets the marker and empty logs; an earlier demo's state goes."""
+    assert prepare_workdir(tmp_path, io.StringIO()) == tmp_path.resolve()
+    assert (tmp_path / DEMO_MARKER).is_file()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "logs" / "auth.log").write_text("old run")
+    assert prepare_workdir(tmp_path, io.StringIO()) == tmp_path.resolve()
+    assert not (tmp_path / "state").exists()
+    assert (tmp_path / "logs" / "auth.log").read_text() == ""
 
 
 def test_summary_counts_an_already_banned_attacker_as_banned(tmp_path: Path) -> None:

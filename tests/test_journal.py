@@ -114,7 +114,7 @@ def test_event_becomes_message_priority_and_fields(capsys: pytest.CaptureFixture
 
 def test_message_is_the_event_and_its_key_fields_first() -> None:
     """MESSAGE names detector, action, target, client, severity, reason and message
-    first, then the other fields as logged; tracebacks and call sites stay out."""
+    first, then the other fields as logged; tracebacks, call sites and evidence stay out."""
     fields = JournalRenderer(sendv=FakeSendv()).fields(
         "info",
         {
@@ -137,9 +137,10 @@ def test_message_is_the_event_and_its_key_fields_first() -> None:
     assert fields[0] == (
         "MESSAGE=decision detector=ssh_bruteforce action=ban target=203.0.113.7 "
         'severity=high reason="high finding, offence 1" message="6 failed logins" '
-        'ttl=3600.0 simulated=false evidence="line 1,line 2" workload=id:42,exe:/x'
+        "ttl=3600.0 simulated=false workload=id:42,exe:/x"
     )
     entry = dict(item.split("=", 1) for item in fields)
+    assert entry["EVIDENCE"] == '["line 1", "line 2"]'  # in its own field only
     assert entry["TARGET"] == "203.0.113.7"  # the structured fields as before
     assert entry["EXCEPTION"].startswith("Traceback")
     assert entry["CODE_LINE"] == "7"

@@ -244,12 +244,12 @@ def test_install_upgrade_purge(deb: Path, tmp_path: Path) -> None:
         assert (STATE_DIR / "upgrade-marker").read_text() == "state"
         assert _run("/usr/bin/aisentinel", "--version").returncode == 0
         assert "203.0.113.77" in table()  # an upgrade lifts nothing
-        CONFFILE.write_text(edited + "[exporter]\nlisten = 'not an address'\n")
+        CONFFILE.write_text(edited + "[zz_upgrade_test]\nx = 1\n")
         postinst = "/var/lib/dpkg/info/aisentinel.postinst"
         refused = in_ns(postinst, "configure", _project_version())
         assert refused.returncode == 0, refused.stdout + refused.stderr
         assert "the configuration is refused" in refused.stderr
-        assert "exporter.listen" in refused.stdout + refused.stderr
+        assert "zz_upgrade_test" in refused.stderr
         CONFFILE.write_text(edited)
         prerm = "/var/lib/dpkg/info/aisentinel.prerm"
         failed = in_ns(prerm, "failed-upgrade", _project_version())  # dpkg's second try

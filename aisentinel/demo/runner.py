@@ -10,6 +10,7 @@ scenario's ground truth.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import sys
@@ -170,30 +171,56 @@ def _bans(decision: Decision) -> bool:
     )
 
 
+DEMO_MARKER = ".aisentinel-demo"
+"""Written in the demo's folder: a folder that holds files but not this is not the
+demo's, and nothing in it is removed or emptied."""
+_EMPTY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+
+
 def prepare_workdir(workdir: Path | None, out: TextIO) -> Path | None:
     """The demo's folder (``workdir``, or a new temporary one), absolute, ready for a
     run from scratch; None, said in one line on ``out``, when it cannot be.
 
     What an earlier run left there goes: the daemon's state (its bans, restored, would
     make every attacker "already banned") and the scenario's logs (read again from
-    the start). The logs then exist, empty, before the daemon starts, as on a server,
-    so its first lines are not "log file missing" warnings; the writers append to them.
+    the start). Only in a folder that is empty or an earlier demo's
+    (:data:`DEMO_MARKER`), whose ``state`` and ``logs`` are no symbolic links; a log
+    file that is a link is refused (``O_NOFOLLOW``), never followed. The logs then
+    exist, empty, before the daemon starts, as on a server, so its first lines are not
+    "log file missing" warnings; the writers append to them.
     """
     try:
         # Absolute: the config it writes refuses a relative state_dir or log path.
         base = (workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))).resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        why = _not_clearable(base)
+        if why is not None:
+            out.write(f"aisentinel demo: cannot start afresh in {escape(str(base))}: {why}\n")
+            return None
+        (base / DEMO_MARKER).touch()
         if (base / "state").exists():
             shutil.rmtree(base / "state")
         logs = base / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs.mkdir(exist_ok=True)
         for name in (ACCESS_LOG, ERROR_LOG, AUTH_LOG, GPU_API_LOG):
-            (logs / f"{name}.1").unlink(missing_ok=True)  # the scenario's rotation
-            (logs / name).write_bytes(b"")
+            (logs / f"{name}.1").unlink(missing_ok=True)  # the scenario's rotation (or a link)
+            # Emptied where it is, never through a link.
+            os.close(os.open(logs / name, _EMPTY_FLAGS, 0o644))
     except OSError as exc:
         where = escape(str(workdir or "a temporary folder"))
         out.write(f"aisentinel demo: cannot start afresh in {where}: {reason(exc)}\n")
         return None
     return base
+
+
+def _not_clearable(base: Path) -> str | None:
+    """Why the demo may not clear ``base``, or ``None``."""
+    if not (base / DEMO_MARKER).is_file() and any(base.iterdir()):
+        return f"it holds files and no {DEMO_MARKER} of an earlier demo"
+    for sub in ("state", "logs"):
+        if (base / sub).is_symlink():
+            return f"{sub} is a symbolic link"
+    return None
 
 
 def summarize(
