@@ -30,6 +30,7 @@ from aisentinel.daemon import Daemon
 from aisentinel.decisions.admin import render_result
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import Action, AddressTarget, Decision, LineBatch, Severity
+from aisentinel.responders.nftables import DEFAULT_LENGTHS, NftablesConfig, NftablesResponder
 
 
 def _config(tmp: Path, *, nftables: bool = False, socket: bool = False) -> Path:
@@ -62,10 +63,11 @@ def _run(path: Path, fake: FakeRunner | None = None) -> tuple[Daemon, threading.
 
 def _nft_table() -> FakeRunner:
     """nft answering every document with a listing of a healthy table (its three sets,
-    a drop rule each in chain input), so the worker's health check repairs nothing."""
-    sets = [{"set": {"name": name}} for name in ("v4_32", "v6_64", "v6_128")]
-    rules = [{"rule": {"chain": "input"}}] * 3
-    return FakeRunner({NFT: FakeRunner.ok(NFT, json.dumps({"nftables": sets + rules}))})
+    chains input and forward with a drop rule each: what the responder's skeleton
+    adds), so the worker's health check repairs nothing."""
+    maker = NftablesResponder(NftablesConfig(backend="nft"), clock=FakeClock(), commands=None)
+    listing = [cmd["add"] for cmd in maker._skeleton(set(DEFAULT_LENGTHS)) if "add" in cmd]
+    return FakeRunner({NFT: FakeRunner.ok(NFT, json.dumps({"nftables": listing}))})
 
 
 def _deletes_table(doc: list[dict[str, object]]) -> bool:
