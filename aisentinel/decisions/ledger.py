@@ -30,13 +30,16 @@ writes them there in one transaction and goes on with the file.
 Writes are batched: the pipeline holds (:meth:`~Ledger.hold`) the decisions of one batch of
 lines and releases (:meth:`~Ledger.release`) them in one transaction at the end of that batch
 (one commit per batch, not per decision). Crash window: a kill during a batch loses
-that batch's decisions (milliseconds of work), as it loses the batch itself. Sources
-save their positions every second just past the lines they handed to the queue, not
-past the lines processed, so a crash already loses the queued lines (at most
-``[daemon] queue_batches`` batches) and their decisions; holding a batch's decisions
-until its end adds nothing to that window. A responder may have applied a ban of the
-batch before its row is committed; the responders' reconcile at start lifts what the
-ledger does not hold.
+that batch's decisions (milliseconds of work), never its lines. The daemon acknowledges
+a batch to its source only after the pipeline processed it (and this ledger committed
+its decisions), and a source saves its position (at most once a second, and at stop)
+only past batches acknowledged, so the lines of that batch, of the batches still
+queued and of up to a second of batches processed before the kill are read again at
+the next start and decided again: nothing is lost, some lines are decided twice. A
+finding made again from those lines is answered by the enforcement it got before the
+restart (the engine's step 5), not counted as a new offence once that ban has ended.
+A responder may have applied a ban of the batch before its row is committed; the
+responders' reconcile at start lifts what the ledger does not hold.
 
 One connection, guarded by a lock: the pipeline thread writes, other threads (the
 exporter) may read counts.
