@@ -145,8 +145,6 @@ class NftablesResponder(BufferedResponder):
         self.lengths: set[tuple[int, int]] = set(DEFAULT_LENGTHS)
         self.refused = 0
         """Targets refused by the last-moment validation (never written)."""
-        self.repairs = 0
-        """Times the table was found missing and re-created."""
 
     def _pick(self) -> NftBackend | None:
         cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
