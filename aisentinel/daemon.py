@@ -66,6 +66,7 @@ from aisentinel.responders import REGISTRY as RESPONDERS
 from aisentinel.responders.base import Responder, ResponderConfigBase, ResponderHealth
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.runlock import LOCK_FILE
+from aisentinel.runlock import holder as lock_holder
 from aisentinel.runlock import release as release_lock
 from aisentinel.runlock import take as take_lock
 from aisentinel.sdnotify import Notifier
@@ -79,6 +80,9 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("aisentinel.daemon")
 
+START_REFUSED = 1
+"""``aisentinel run``'s exit status when it does not start (a bad config is refused
+with it too): another process holds the state directory's lock."""
 DRAIN_BATCHES = 64
 """Batches processed per loop turn before the loop looks at timers and signals."""
 SOURCE_READY_TURNS = 500
@@ -1042,7 +1046,9 @@ class Daemon:
         """Start everything, loop until stopped, flush, return the exit status."""
         self.started_at = self.clock.now()
         log.info("aisentinel starting", version=__version__, config=self.config.path)
-        self._lock_state_dir()
+        if not self._lock_state_dir():
+            self._give_up_start()
+            return START_REFUSED
         # Recorded before the withdrawals are tried; each leaves the file once it succeeded.
         self._retire(self._leftover_responders(), self.config)
         self._record_responders(self.config)
@@ -1074,10 +1080,15 @@ class Daemon:
             self._shutdown()
         return 0
 
-    def _lock_state_dir(self) -> None:
-        """Hold ``state_dir/daemon.lock`` while running, so `aisentinel withdraw` knows
-        a daemon is using this state directory (advisory: a daemon that cannot take it
-        runs all the same, after one line)."""
+    def _lock_state_dir(self) -> bool:
+        """Hold ``state_dir/daemon.lock`` while running: ``False`` when another process
+        holds it (a second daemon on this state directory would decide every attack
+        twice and escalate first offenders; `aisentinel withdraw` lifting enforcements
+        would see them put back), after one error line naming the lock and its holder.
+
+        A lock file that cannot be taken at all (a read-only state directory, a
+        symbolic link in its place) is no sign of another daemon: the start goes on
+        after one line, and `aisentinel withdraw` then relies on the control socket."""
         path = self.state_dir / LOCK_FILE
         try:
             self._run_lock = take_lock(path)
@@ -1088,13 +1099,26 @@ class Daemon:
                 path=str(path),
                 reason=reason(exc),
             )
-            return
-        if self._run_lock is None:
-            log.warning(
-                "another process holds the state directory's lock: a second daemon with "
-                "this state_dir, or `aisentinel withdraw` lifting its enforcements",
-                path=str(path),
-            )
+            return True
+        if self._run_lock is not None:
+            return True
+        pid = lock_holder(path)
+        log.error(
+            "another process holds the state directory's lock: a daemon already runs with "
+            "this state_dir (or `aisentinel withdraw` is lifting its enforcements); not "
+            "starting a second one",
+            path=str(path),
+            pid=pid if pid is not None else "unknown",
+            fix="stop the other one first (systemctl stop aisentinel), or give this one "
+            "another [daemon] state_dir",
+        )
+        return False
+
+    def _give_up_start(self) -> None:
+        """Close what ``__init__`` opened when :meth:`run` refuses to start: no source
+        was started, no responder called, no control socket or metrics port bound."""
+        self.runner.close(timeout=0.1)
+        self.ledger.close()
 
     def _await_sources(self) -> None:
         """Wait (at most ``SOURCE_READY_TURNS`` x 10 ms) until every source has looked at

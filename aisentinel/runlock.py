@@ -3,9 +3,11 @@
 ``aisentinel run`` holds an exclusive ``flock`` on ``state_dir/daemon.lock`` for as
 long as it runs (the kernel drops it when the process ends, ``kill -9`` included), so
 an offline command that must not work beside a running daemon (``aisentinel
-withdraw``) can tell, even with the control socket off. Holding it is advisory: a
-daemon that cannot take it (another process holds it, or the state directory is not
-writable) logs one line and runs all the same.
+withdraw``) can tell, even with the control socket off, and a second daemon on the
+same state directory refuses to start (exit 1, one line naming the lock and the
+holder's pid): beside the first it would decide every attack twice. A daemon that
+cannot take the lock at all (the state directory is not writable, a symbolic link in
+its place) logs one line and runs all the same.
 """
 
 from __future__ import annotations

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PACKAGE_PATH, wait_for
+from structlog.testing import capture_logs
 from test_daemon import NFT, _nft_config, _nft_docs, _Recorder, _run_daemon, _stop
 
 from aisentinel import control as control_module
@@ -29,6 +30,7 @@ from aisentinel.daemon import Daemon
 from aisentinel.decisions.admin import render_result
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import Action, AddressTarget, Decision, LineBatch, Severity
+from aisentinel.responders.nftables import DEFAULT_LENGTHS, NftablesConfig, NftablesResponder
 
 
 def _config(tmp: Path, *, nftables: bool = False, socket: bool = False) -> Path:
@@ -61,10 +63,11 @@ def _run(path: Path, fake: FakeRunner | None = None) -> tuple[Daemon, threading.
 
 def _nft_table() -> FakeRunner:
     """nft answering every document with a listing of a healthy table (its three sets,
-    a drop rule each in chain input), so the worker's health check repairs nothing."""
-    sets = [{"set": {"name": name}} for name in ("v4_32", "v6_64", "v6_128")]
-    rules = [{"rule": {"chain": "input"}}] * 3
-    return FakeRunner({NFT: FakeRunner.ok(NFT, json.dumps({"nftables": sets + rules}))})
+    chains input and forward with a drop rule each: what the responder's skeleton
+    adds), so the worker's health check repairs nothing."""
+    maker = NftablesResponder(NftablesConfig(backend="nft"), clock=FakeClock(), commands=None)
+    listing = [cmd["add"] for cmd in maker._skeleton(set(DEFAULT_LENGTHS)) if "add" in cmd]
+    return FakeRunner({NFT: FakeRunner.ok(NFT, json.dumps({"nftables": listing}))})
 
 
 def _deletes_table(doc: list[dict[str, object]]) -> bool:
@@ -299,6 +302,54 @@ def test_a_symbolic_link_in_place_of_the_run_lock_is_not_followed(tmp_path: Path
     finally:
         _stop(daemon, thread)
     assert not target.exists()
+
+
+def test_a_second_daemon_on_a_state_directory_in_use_does_not_start(tmp_path: Path) -> None:
+    """Another process holding state_dir/daemon.lock (a daemon already running there)
+    refuses the start: run() returns 1 after one error line naming the lock and the
+    holder's pid, before any responder is called or any source reads its log."""
+    path = _config(tmp_path, nftables=True)
+    (tmp_path / "logs" / "auth.log").write_text("Failed password for root from 198.51.100.7\n")
+    lock = tmp_path / "state" / "daemon.lock"
+    lock.parent.mkdir()
+    hold = (
+        "import sys, time\nfrom pathlib import Path\nfrom aisentinel.runlock import take\n"
+        "fd = take(Path(sys.argv[1]))\nprint('held' if fd is not None else 'busy', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(lock)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        fake = _nft_table()
+        daemon = Daemon(load_config(path), config_path=path, commands=fake)
+        exits: list[int] = []
+        with capture_logs() as logs:
+            thread = threading.Thread(target=lambda: exits.append(daemon.run()), daemon=True)
+            thread.start()
+            thread.join(10)
+            if thread.is_alive():  # it started beside the other one: stop it to fail
+                daemon.request_stop()
+                thread.join(10)
+    finally:
+        other.kill()
+        other.wait(10)
+    assert exits == [1]  # daemon.START_REFUSED, as a bad config
+    refused = [e for e in logs if e["log_level"] == "error"]
+    assert len(refused) == 1, logs
+    assert refused[0]["path"] == str(lock)
+    assert refused[0]["pid"] == other.pid
+    assert "not starting a second one" in refused[0]["event"]
+    assert fake.calls == []
+    assert not daemon.started.is_set()
+    # no positions saved, no responders recorded: only the ledger __init__ opened
+    assert {f.name for f in (tmp_path / "state").iterdir()} <= {
+        "daemon.lock", "decisions.sqlite3", "decisions.sqlite3-wal", "decisions.sqlite3-shm"
+    }  # fmt: skip
+    assert not any(e["event"] == "aisentinel ready" for e in logs)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping the DAC capabilities needs root")

@@ -175,6 +175,27 @@ def test_nft_failure_raises_and_runner_retries() -> None:
     assert worker.stats()[0].pending == 1
 
 
+def test_nft_repairs_are_exported_as_a_counter_per_responder() -> None:
+    """A table the health check finds damaged and re-creates counts one repair in
+    aisentinel_responder_repairs_total{responder="nftables"}, 0 before."""
+    clock = FakeClock(NOW)
+    responder, _ = nft_responder()
+    responder.reconcile([ban("203.0.113.7")])
+    worker = ResponderRunner([responder], clock)
+
+    def repairs() -> list[tuple[dict[str, str], float]]:
+        return [
+            (sample.labels, sample.value)
+            for family in worker.collect()
+            for sample in family.samples
+            if sample.name == "aisentinel_responder_repairs_total"
+        ]
+
+    assert repairs() == [({"responder": "nftables"}, 0.0)]
+    assert "re-created with 1 bans" in worker.check_health()["nftables"].detail  # no chains
+    assert repairs() == [({"responder": "nftables"}, 1.0)]
+
+
 def test_nft_missing_table_is_repaired_by_health_from_what_it_holds() -> None:
     """health: when `list chain` fails (ruleset flushed) the table is re-created with the
     bans the responder holds, expired ones left out."""

@@ -180,6 +180,48 @@ def test_health_puts_back_bans_flushed_from_a_set(bare: Lab) -> None:
     assert _elements(bare) == held
 
 
+def _drop_rules(lab: Lab, chain: str) -> list[str]:
+    listed = lab.nft("list", "chain", "inet", "aisentinel", chain)
+    return [line.strip() for line in listed.splitlines() if line.strip().endswith(" drop")]
+
+
+def test_health_repairs_a_flushed_forward_chain(bare: Lab) -> None:
+    """`nft flush chain ... forward` (Docker-published ports open to banned sources)
+    is damage: one health check re-creates the table with its drop rules and bans."""
+    responder = _responder(bare)
+    responder.reconcile([_ban("203.0.113.7", 600)])
+    assert len(_drop_rules(bare, "forward")) == 3
+    bare.nft("flush", "chain", "inet", "aisentinel", "forward")
+    health = responder.health()
+    assert health.ok, health.detail
+    assert "chain forward holds 0 rules, 3 of its 3 drop rules missing" in health.detail
+    assert len(_drop_rules(bare, "forward")) == 3
+    assert _elements(bare) == {"203.0.113.7"}
+    assert responder.repairs == 1
+    assert responder.health().detail.endswith("1 bans in table inet aisentinel")
+
+
+def test_health_repairs_a_drop_rule_turned_to_accept(bare: Lab) -> None:
+    """An input rule rewritten from drop to accept (same count of rules) is damage: one
+    health check puts the drop rule back, with the bans held and their timeouts."""
+    responder = _responder(bare)
+    responder.reconcile([_ban("203.0.113.7", 600)])
+    listed = bare.nft("-a", "list", "chain", "inet", "aisentinel", "input")
+    handle = next(line for line in listed.splitlines() if "@v4_32" in line).split()[-1]
+    bare.nft(
+        "replace", "rule", "inet", "aisentinel", "input", "handle", handle,
+        "ip", "saddr", "@v4_32", "accept",
+    )  # fmt: skip
+    assert not any("@v4_32" in rule for rule in _drop_rules(bare, "input"))
+    health = responder.health()
+    assert health.ok, health.detail
+    assert "chain input holds 3 rules, 1 of its 3 drop rules missing or changed" in health.detail
+    assert any("@v4_32" in rule for rule in _drop_rules(bare, "input"))
+    assert _elements(bare) == {"203.0.113.7"}
+    assert "timeout" in bare.nft("list", "set", "inet", "aisentinel", "v4_32")
+    assert responder.repairs == 1
+
+
 def test_reconcile_holds_exactly_the_ledger_and_leaves_other_tables(lab: tuple[Lab, int]) -> None:
     """Unknown elements in aisentinel's table go, missing ones come; another table is untouched."""
     ns, _port = lab

@@ -30,13 +30,16 @@ writes them there in one transaction and goes on with the file.
 Writes are batched: the pipeline holds (:meth:`~Ledger.hold`) the decisions of one batch of
 lines and releases (:meth:`~Ledger.release`) them in one transaction at the end of that batch
 (one commit per batch, not per decision). Crash window: a kill during a batch loses
-that batch's decisions (milliseconds of work), as it loses the batch itself. Sources
-save their positions every second just past the lines they handed to the queue, not
-past the lines processed, so a crash already loses the queued lines (at most
-``[daemon] queue_batches`` batches) and their decisions; holding a batch's decisions
-until its end adds nothing to that window. A responder may have applied a ban of the
-batch before its row is committed; the responders' reconcile at start lifts what the
-ledger does not hold.
+that batch's decisions (milliseconds of work), never its lines. The daemon acknowledges
+a batch to its source only after the pipeline processed it (and this ledger committed
+its decisions), and a source saves its position (at most once a second, and at stop)
+only past batches acknowledged, so the lines of that batch, of the batches still
+queued and of up to a second of batches processed before the kill are read again at
+the next start and decided again: nothing is lost, some lines are decided twice. A
+finding made again from those lines is answered by the enforcement it got before the
+restart (the engine's step 5), not counted as a new offence once that ban has ended.
+A responder may have applied a ban of the batch before its row is committed; the
+responders' reconcile at start lifts what the ledger does not hold.
 
 One connection, guarded by a lock: the pipeline thread writes, other threads (the
 exporter) may read counts.
@@ -842,14 +845,28 @@ class Ledger:
         """Enforcements of ``target`` (its text) decided at or after ``since``, forgiven
         ones excluded; enforcements held for :meth:`release` count too (decided now)."""
         held = self._held_enforced.get(target, 0) if self._held else 0
+        count = self._number(
+            "SELECT COUNT(*) FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
+            "AND target = ? AND ts >= ? AND forgiven = 0",
+            (target, since),
+        )
+        return int(count or 0) + held
+
+    def last_enforced(self, target: str) -> float | None:
+        """When the newest enforcement of ``target`` (its text; the last one written, as a
+        step of the wall clock may have dated it before an older one) was decided,
+        forgiven ones included (``None``: never, within the retention)."""
+        return self._number(
+            "SELECT ts FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
+            "AND target = ? ORDER BY id DESC LIMIT 1",
+            (target,),
+        )
+
+    def _number(self, query: str, params: tuple[object, ...]) -> float | None:
+        """The number in the first row ``query`` selects (``None``: no row, or NULL)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT COUNT(*) FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
-                "AND target = ? "
-                "AND ts >= ? AND forgiven = 0",
-                (target, since),
-            ).fetchone()
-        return int(row[0]) + held
+            row = self._db.execute(query, params).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
 
     def counts(self) -> dict[Action, int]:
         """Rows held per action (for metrics and ``status``)."""

@@ -81,6 +81,10 @@ class Responder(ABC):
     name: ClassVar[str]
     handles: ClassVar[frozenset[Action]] = frozenset({Action.BAN})
     """The actions this responder enforces; decisions with others never reach it."""
+    repairs: int = 0
+    """Times the responder found what it enforces damaged from outside (nftables: its
+    table deleted or flushed, a chain flushed or a rule changed) and put it back;
+    exported as ``aisentinel_responder_repairs_total``."""
 
     def __init__(
         self,

@@ -32,8 +32,10 @@ ruleset (``systemctl restart nftables``) the document fails on the missing table
 and the commit re-creates it with every ban this responder holds plus the batch
 (logged, counted in ``repairs``), instead of an empty table with only the batch.
 :meth:`NftablesResponder.health` (every 30 s) lists the table and re-creates it the
-same way when chain ``input`` lacks its rules or a ban held is missing from its set
-(``nft flush set``); the next reconcile applies the ledger. ``reconcile`` deletes and
+same way when chain ``input`` or ``forward`` is missing, off its hook or priority, or
+holds other rules than one drop rule per set (``nft flush chain``, a rule replaced by
+an ``accept``), or a ban held is missing from its set (``nft flush set``); the next
+reconcile applies the ledger. ``reconcile`` deletes and
 re-creates the whole table with exactly the active bans in one transaction (20,000
 bans in well under a second); ``reconcile_adding`` (a run whose ledger is not the
 whole truth) adds them to the table as it is, keeping its elements and the drop rule
@@ -46,6 +48,7 @@ and counted.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -142,8 +145,6 @@ class NftablesResponder(BufferedResponder):
         self.lengths: set[tuple[int, int]] = set(DEFAULT_LENGTHS)
         self.refused = 0
         """Targets refused by the last-moment validation (never written)."""
-        self.repairs = 0
-        """Times the table was found missing and re-created."""
 
     def _pick(self) -> NftBackend | None:
         cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
@@ -254,9 +255,9 @@ class NftablesResponder(BufferedResponder):
         except NftError as exc:
             return self._repair(f"table missing ({exc})")
         items = [item for item in listed.get("nftables", []) if isinstance(item, dict)]
-        rules = sum(1 for item in items if _chain_of(item.get("rule")) == "input")
-        if rules != len(self.lengths):
-            return self._repair(f"chain input holds {rules} rules, expected {len(self.lengths)}")
+        damage = self._damaged_chain(items)
+        if damage is not None:
+            return self._repair(damage)
         missing = self._missing_elements(items)
         if missing:
             return self._repair(f"{missing} of the {len(self.held)} bans held are not in the sets")
@@ -277,6 +278,41 @@ class NftablesResponder(BufferedResponder):
             self.backend.close()
 
     # ------------------------------------------------------------------ helpers
+
+    def _damaged_chain(self, items: list[dict[str, Any]]) -> str | None:
+        """How the listed chains differ from what :meth:`_skeleton` makes (``None``: they
+        do not): each of ``input`` (and ``forward``) is a filter chain on its hook at the
+        configured priority, policy accept, holding exactly one drop rule per set: the
+        same match, counter and ``drop`` verdict. A flushed ``forward`` chain (Docker's
+        published ports open to banned sources) or a rule turned to ``accept`` is
+        damage as much as a missing table."""
+        chains: dict[str, dict[str, Any]] = {}
+        rules: dict[str, list[str]] = {}
+        for item in items:
+            chain, rule = item.get("chain"), item.get("rule")
+            if isinstance(chain, dict):
+                chains[str(chain.get("name"))] = chain
+            if isinstance(rule, dict):
+                rules.setdefault(str(rule.get("chain")), []).append(_shape(rule.get("expr")))
+        wanted = sorted(_shape(_drop(version, length)) for version, length in self.lengths)
+        for hook in ["input", "forward"] if self.cfg.forward else ["input"]:
+            chain = chains.get(hook)
+            if chain is None:
+                return f"chain {hook} missing"
+            hooked = (chain.get("type"), chain.get("hook"), chain.get("prio"), chain.get("policy"))
+            if hooked != ("filter", hook, self.cfg.priority, "accept"):
+                return (
+                    f"chain {hook} is not a filter chain on hook {hook} at priority "
+                    f"{self.cfg.priority}, policy accept"
+                )
+            listed = sorted(rules.get(hook, []))
+            if listed != wanted:
+                kept = sum(min(listed.count(r), wanted.count(r)) for r in set(wanted))
+                return (
+                    f"chain {hook} holds {len(listed)} rules, {len(wanted) - kept} of its "
+                    f"{len(wanted)} drop rules missing or changed"
+                )
+        return None
 
     def _missing_elements(self, items: list[dict[str, Any]]) -> int:
         """How many unexpired bans held are not in the listed sets (``nft flush set``,
@@ -313,7 +349,8 @@ class NftablesResponder(BufferedResponder):
         in :attr:`repairs`); how many. Raises :class:`ResponderError` when that fails."""
         wanted = {t: b for t, b in held.items() if b[1] is None or b[1] > now}
         log.warning(
-            "nftables table damaged (ruleset flushed?); re-creating it with every ban held",
+            "nftables table damaged (flushed or changed by hand?); re-creating it with "
+            "every ban held",
             table=self.cfg.table,
             reason=why,
             bans=len(wanted),
@@ -447,8 +484,23 @@ class NftablesResponder(BufferedResponder):
             raise ResponderError(f"nftables: {exc}") from None
 
 
-def _chain_of(rule: object) -> object:
-    return rule.get("chain") if isinstance(rule, dict) else None
+def _shape(expr: object) -> str:
+    """A rule's statements as comparable text: addresses (masks) in canonical form, so a
+    listed rule equals the one :func:`_drop` writes whatever spelling nft lists it in."""
+
+    def canonical(value: object) -> object:
+        if isinstance(value, dict):
+            return {str(k): canonical(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [canonical(v) for v in value]
+        if isinstance(value, str) and ("." in value or ":" in value):
+            try:
+                return str(ipaddress.ip_address(value))
+            except ValueError:
+                return value
+        return value
+
+    return json.dumps(canonical(expr), sort_keys=True)
 
 
 def _addresses(elems: object) -> Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]:

@@ -74,7 +74,8 @@ class ResponderStats:
     (``failed`` counts every failed operation, first tries and retries alike);
     ``batches`` counts commits per result (``ok``, ``failed``); ``pending`` is a
     gauge of queued retries; ``health`` is the last health check (``None`` before
-    the first).
+    the first); ``repairs`` counts the damage from outside it found and repaired
+    (:attr:`Responder.repairs`).
     """
 
     name: str
@@ -86,6 +87,7 @@ class ResponderStats:
     health: ResponderHealth | None
     health_checked_at: float | None
     batches: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    repairs: int = 0
 
 
 @dataclass(slots=True)
@@ -804,6 +806,7 @@ class ResponderRunner:
                     health=c.health,
                     health_checked_at=c.health_checked_at,
                     batches=MappingProxyType(dict(c.batches)),
+                    repairs=r.repairs,
                 )
                 for r in self.responders
                 for c in (self._counts[r.name],)
@@ -837,6 +840,12 @@ class ResponderRunner:
             "1 when the responder's last health check passed.",
             labels=["responder"],
         )
+        repairs = CounterMetricFamily(
+            "aisentinel_responder_repairs",
+            "Times the responder found what it enforces damaged from outside (nftables: "
+            "its table flushed, deleted or its rules changed) and re-created it.",
+            labels=["responder"],
+        )
         for st in self.stats():
             for result, table in (
                 ("ok", st.ok),
@@ -850,7 +859,8 @@ class ResponderRunner:
                 batches.add_metric([st.name, result], n)
             pending.add_metric([st.name], st.pending)
             up.add_metric([st.name], 1 if st.health is None or st.health.ok else 0)
-        yield from (ops, batches, pending, up)
+            repairs.add_metric([st.name], st.repairs)
+        yield from (ops, batches, pending, up, repairs)
         depth, age = self.queued()
         queue = GaugeMetricFamily(
             "aisentinel_responder_queue_depth",
