@@ -228,6 +228,16 @@ FINDS: dict[str, list[Logged]] = {
         ),
         _line("warning", "responder unhealthy; its enforcements may not take effect"),
     ],
+    "table damaged": [
+        _line(
+            "warning",
+            "nftables table damaged (flushed or changed by hand?); re-creating it with "
+            "every ban held",
+            table="aisentinel",
+            reason="chain forward holds 0 of 3 drop rules",
+            bans=2,
+        )
+    ],
     "brake": [
         _line(
             "warning",
