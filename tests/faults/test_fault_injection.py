@@ -369,42 +369,6 @@ def test_kill9_during_a_storm_then_restart_keeps_bans_and_reads_on(work: Path) -
     assert no_traceback(second.text())
 
 
-def test_an_attack_read_again_after_kill9_is_not_a_second_offence(work: Path) -> None:
-    """kill -9 before the position past an attack was saved (rewound here: positions are
-    saved at most once a second), and its ban ends while the daemon is down: the restart
-    reads the attack again, and the ledger keeps its one ban (offence 1), no escalated
-    second one for the same lines."""
-    log = work / "logs" / "auth.log"
-    short = '\n[decisions]\nban_ttl = "2s"\n'
-    first = sshd_daemon(work, extra=short).start()
-    append(log, [ssh_fail(i, "198.18.0.7") for i in range(6)])
-    assert wait_until(lambda: _position(work) == log.stat().st_size), first.text()
-    assert wait_until(lambda: _bans(work) == [("198.18.0.7", 1)]), first.text()
-    first.kill9()
-    positions = work / "state" / "positions.json"
-    positions.write_text(
-        positions.read_text().replace(f'"offset": {log.stat().st_size}', '"offset": 0')
-    )
-    assert _position(work) == 0
-    with sqlite3.connect(work / "state" / "decisions.sqlite3") as conn:
-        (expires_at,) = conn.execute("SELECT expires_at FROM decisions").fetchone()
-    assert wait_until(lambda: time.time() > expires_at + 0.5)  # the ban ran out meanwhile
-    second = sshd_daemon(work, extra=short).start()
-    assert wait_until(lambda: _position(work) == log.stat().st_size), second.text()
-    assert wait_until(lambda: lines_read(second) >= 6), second.text()
-    second.terminate()
-    assert _bans(work) == [("198.18.0.7", 1)], second.text()
-
-
-def _bans(work: Path) -> list[tuple[str, int]]:
-    """(target, offence) of every ban row in the ledger, oldest first."""
-    with sqlite3.connect(work / "state" / "decisions.sqlite3") as conn:
-        rows = conn.execute(
-            "SELECT target, offence FROM decisions WHERE action = 'ban' ORDER BY id"
-        )
-        return [(str(t), int(o)) for t, o in rows]
-
-
 def _position(work: Path) -> int:
     """The saved read offset of the auth log (0 when none)."""
     for path in (work / "state").glob("positions*.json"):
