@@ -402,56 +402,6 @@ def test_offences_outside_the_window_do_not_count(env: Env) -> None:
     assert (d.offence, d.ttl) == (1, HOUR)
 
 
-def at(ts: float) -> Finding:
-    """:func:`finding` made by the event logged at ``ts``."""
-    return dataclasses.replace(finding(), ts=ts)
-
-
-def test_a_finding_read_again_after_a_restart_is_answered_by_its_expired_ban(env: Env) -> None:
-    """After a crash the lines read again make the same finding; its ban expired while
-    the daemon was down: the finding (no later than that ban's start) is NONE, not an
-    offence 2 with an escalated ban, and the ledger gets no row; a finding logged after
-    that start (the attacker back) is still offence 2, and so is the next live one."""
-    first = env.engine().decide(at(T0 - 2))
-    assert (first.action, first.offence) == (Action.BAN, 1)
-    env.clock.advance(HOUR + 60)  # down while the 1h ban ran out
-    engine = env.engine()
-    assert [text(e) for e in engine.expire()] == [ATTACKER]
-    again = engine.decide(at(T0 - 2))
-    assert again.action is Action.NONE
-    assert again.reason == (
-        "evidence up to 2025-11-24T15:59:58+00:00 was answered by the enforcement decided "
-        "2025-11-24T16:00:00+00:00 (lines read again after a restart)"
-    )
-    assert engine.decide(at(T0)).action is Action.NONE  # the ban's own second
-    assert len(env.ledgers[-1].history(ATTACKER)) == 1
-    assert engine.active() == []
-    back = engine.decide(at(T0 + HOUR + 30))  # logged while the daemon was down
-    assert (back.action, back.offence, back.ttl) == (Action.BAN, 2, 4 * HOUR)
-    env.clock.advance(4 * HOUR + 1)
-    engine.expire()
-    live = engine.decide(at(env.clock.now()))
-    assert (live.action, live.offence) == (Action.BAN, 3)
-
-
-def test_only_a_ban_before_the_start_and_not_after_now_answers_old_findings(env: Env) -> None:
-    """A ban of the running engine answers no older finding, and after the wall clock
-    stepped back past the start of the ban before the restart, that one answers none
-    either: a clock step leaves a new offence counted, never dropped."""
-    env.engine().decide(at(T0 - 2))
-    env.clock.advance(HOUR + 60)
-    engine = env.engine()
-    engine.expire()
-    assert engine.decide(at(T0 - 2)).action is Action.NONE  # read again: answered
-    env.clock.set(T0 - 2 * HOUR)  # the wall clock steps back past that ban's start
-    stepped = engine.decide(at(env.clock.now()))
-    assert (stepped.action, stepped.offence) == (Action.BAN, 2)
-    env.clock.set(T0 + 6 * HOUR)
-    engine.expire()
-    older = engine.decide(at(T0 - 2 * HOUR))  # older than this run's ban: not answered
-    assert (older.action, older.offence) == (Action.BAN, 3), older.reason
-
-
 def test_manual_unban_lifts_and_forgives(env: Env) -> None:
     """``unban`` returns the lifted ban and the next ban is a first offence again."""
     engine = env.engine()

@@ -10,10 +10,7 @@ For an address:
 2. ``client`` is not an IP address   -> NONE  "invalid address 'x'"
 3. the address is allowlisted        -> NONE  "allowlisted (10.0.0.0/8)"
 4. it can never be a ban target      -> NONE  "not a bannable address (multicast)"
-5. it (or its /64) is banned already -> NONE  "already banned until <iso time>";
-   the finding is no later than the start of its newest enforcement recorded
-   before this engine started (lines read again after a restart: that ban
-   answered them)                    -> NONE  "evidence up to <time> was answered ..."
+5. it (or its /64) is banned already -> NONE  "already banned until <iso time>"
 6. the detector is alert-only        -> ALERT
 7. severity below ``ban_severity``   -> ALERT
 8. the storm brake is tripped        -> ALERT "ban brake engaged: ..."
@@ -360,10 +357,6 @@ class DecisionEngine:
         self._last_purge: float | None = None
         self._offset = clock.now() - clock.monotonic()
         """Wall minus monotonic time at the last look: a step of the wall clock moves it."""
-        self._started = clock.now()
-        """When this engine started (moved back with the wall clock when it steps back):
-        the enforcements recorded before answered the findings of the lines a restart
-        reads again (:meth:`_answered`)."""
         self._brake_saved = self._restore_brake()
         self._hosts = self._read_hosts()
         allows = self._restore_allows()
@@ -620,9 +613,6 @@ class DecisionEngine:
         if current is not None and current.expires_at is not None and current.expires_at > now:
             self._remember(finding, current, subject)
             return self._already(finding, now, current, subject)
-        answered = self._answered(target, finding, now)
-        if answered is not None:
-            return make(Action.NONE, subject, answered)
         if finding.detector in cfg.alert_only_detectors:
             return make(Action.ALERT, subject, f"detector {finding.detector!r} is alert-only")
         if finding.severity < cfg.ban_severity:
@@ -682,29 +672,6 @@ class DecisionEngine:
         )
         self._remember(finding, decision, subject)
         return decision
-
-    def _answered(self, target: Target, finding: Finding, now: float) -> str | None:
-        """Why ``finding`` is evidence an enforcement of ``target`` recorded before this
-        engine started has answered already (``None``: it is not).
-
-        After a crash a source reads again the lines past its last saved position
-        (saved at most once a second), and they make the same finding; once the
-        enforcement that answered it has ended, it would count as a second offence
-        (an escalated ban for one attack). Such a finding is no later (its log time,
-        the event that crossed the threshold) than the start of that enforcement. A
-        finding later than this engine's start is live and is never looked up; an
-        enforcement of this run, or one later than ``now`` (the wall clock stepped back),
-        answers nothing, so a step of the clock never turns a new offence into an
-        answered one."""
-        if finding.ts >= self._started:
-            return None
-        since = self._ledger(lambda: self.ledger.last_enforced(target.text), None)
-        if since is None or since >= self._started or since > now or finding.ts > since:
-            return None
-        return (
-            f"evidence up to {_iso(finding.ts)} was answered by the enforcement decided "
-            f"{_iso(since)} (lines read again after a restart)"
-        )
 
     # ------------------------------------------------------------------ active bans
 
@@ -1194,8 +1161,7 @@ class DecisionEngine:
         back (NTP correcting a clock that ran an hour fast): their expiry is wall time (the
         ledger's, for restarts), so without this a 1h ban stepped back a day would last 25h.
         The kernel measures nftables timeouts on its monotonic clock; this does the same
-        for the engine's expiries, in memory and in the ledger, logged once per step (and
-        for the engine's start, so that the enforcements of this run stay this run's). A
+        for the engine's expiries, in memory and in the ledger, logged once per step. A
         step forward (a slow clock corrected, a resume from suspend) is not undone: bans
         end by the wall clock, at worst early by the step."""
         offset = now - self.clock.monotonic()
@@ -1203,7 +1169,6 @@ class DecisionEngine:
         self._offset = offset
         if step >= -CLOCK_STEP_SECONDS:
             return
-        self._started += step  # the same instant on the new clock (:meth:`_answered`)
         with self._lock:
             shifted = {
                 key: replace(

@@ -845,28 +845,14 @@ class Ledger:
         """Enforcements of ``target`` (its text) decided at or after ``since``, forgiven
         ones excluded; enforcements held for :meth:`release` count too (decided now)."""
         held = self._held_enforced.get(target, 0) if self._held else 0
-        count = self._number(
-            "SELECT COUNT(*) FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
-            "AND target = ? AND ts >= ? AND forgiven = 0",
-            (target, since),
-        )
-        return int(count or 0) + held
-
-    def last_enforced(self, target: str) -> float | None:
-        """When the newest enforcement of ``target`` (its text; the last one written, as a
-        step of the wall clock may have dated it before an older one) was decided,
-        forgiven ones included (``None``: never, within the retention)."""
-        return self._number(
-            "SELECT ts FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
-            "AND target = ? ORDER BY id DESC LIMIT 1",
-            (target,),
-        )
-
-    def _number(self, query: str, params: tuple[object, ...]) -> float | None:
-        """The number in the first row ``query`` selects (``None``: no row, or NULL)."""
         with self._lock:
-            row = self._db.execute(query, params).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM decisions WHERE action IN ('ban', 'throttle', 'freeze') "
+                "AND target = ? "
+                "AND ts >= ? AND forgiven = 0",
+                (target, since),
+            ).fetchone()
+        return int(row[0]) + held
 
     def counts(self) -> dict[Action, int]:
         """Rows held per action (for metrics and ``status``)."""
