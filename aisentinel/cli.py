@@ -50,7 +50,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     from aisentinel.memory import tune_malloc  # noqa: PLC0415
 
     tuned = tune_malloc()  # first, before any thread or large allocation
-    from aisentinel.daemon import Daemon, log  # noqa: PLC0415 - keep other commands light
+    from aisentinel.daemon import (  # noqa: PLC0415 - keep other commands light
+        START_REFUSED,
+        Daemon,
+        lock_state_dir,
+        log,
+    )
     from aisentinel.logsetup import configure_logging  # noqa: PLC0415
 
     config = _load(args.config)
@@ -60,7 +65,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     log.debug("allocator tuned (mallopt)", **tuned)
     for warning in config_warnings(config):
         log.warning("config: valid but risky", warning=warning)
-    daemon = Daemon(config, config_path=args.config)
+    # First: a second daemon on this state directory is refused before it opens anything.
+    refused, lock = lock_state_dir(config.daemon.state_dir)
+    if refused:
+        return START_REFUSED
+    daemon = Daemon(config, config_path=args.config, run_lock=lock)
     daemon.install_signal_handlers()
     return daemon.run()
 

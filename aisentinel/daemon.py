@@ -334,6 +334,47 @@ def live_enforcement(
     return (_responders_text(working) if working else None), "; ".join(notes)
 
 
+def lock_state_dir(state_dir: Path) -> tuple[bool, int | None]:
+    """Take ``state_dir/daemon.lock`` for a run: (refused, the descriptor holding it).
+
+    Refused when another process holds it (a second daemon on this state directory
+    would decide every attack twice and escalate first offenders; `aisentinel withdraw`
+    lifting enforcements would see them put back), after one error line naming the lock
+    and its holder. `aisentinel run` takes it first, on the configured state directory,
+    before the daemon probes it or opens the ledger: a refused start touches nothing.
+
+    A lock file that cannot be taken at all (a read-only state directory without one, a
+    symbolic link in its place) is no sign of another daemon: the start goes on after
+    one line (descriptor ``None``), and `aisentinel withdraw` then relies on the
+    control socket."""
+    path = state_dir / LOCK_FILE
+    try:
+        fd = take_lock(path)
+    except FileNotFoundError:  # no state directory yet: nobody's; run() takes it once made
+        return False, None
+    except OSError as exc:
+        log.warning(  # the state directory's own faults are reported by the daemon
+            "cannot lock the state directory; `aisentinel withdraw` will not see this "
+            "daemon running unless its control socket answers",
+            path=str(path),
+            reason=reason(exc),
+        )
+        return False, None
+    if fd is not None:
+        return False, fd
+    pid = lock_holder(path)
+    log.error(
+        "another process holds the state directory's lock: a daemon already runs with "
+        "this state_dir (or `aisentinel withdraw` is lifting its enforcements); not "
+        "starting a second one",
+        path=str(path),
+        pid=pid if pid is not None else "unknown",
+        fix="stop the other one first (systemctl stop aisentinel), or give this one "
+        "another [daemon] state_dir",
+    )
+    return True, None
+
+
 class Daemon:
     """aisentinel's service process. ``run()`` blocks until stopped."""
 
@@ -345,7 +386,10 @@ class Daemon:
         clock: Clock | None = None,
         notifier: Notifier | None = None,
         commands: CommandRunner | None = None,
+        run_lock: int | None = None,
     ) -> None:
+        # run_lock: state_dir/daemon.lock as `aisentinel run` took it (lock_state_dir)
+        # before building this: a refused start then opens nothing here.
         # started_with: the config the daemon started with, on which [exporter] and the
         # [daemon] keys a reload does not apply (RESTART_ONLY) run (`aisentinel status`
         # shows them); config: the one last loaded.
@@ -386,7 +430,7 @@ class Daemon:
         self._record_lock = threading.Lock()
         """Serialises :attr:`_withdrawing` and the writes of :data:`RESPONDERS_FILE` (the
         worker thread reports withdrawals)."""
-        self._run_lock: int | None = None
+        self._run_lock: int | None = run_lock
         """The descriptor holding ``state_dir/daemon.lock`` while :meth:`run` runs."""
         self.keeping_held: str | None = None
         """Why the ledger is not the whole truth this run (unreadable at start, in
@@ -1046,9 +1090,11 @@ class Daemon:
         """Start everything, loop until stopped, flush, return the exit status."""
         self.started_at = self.clock.now()
         log.info("aisentinel starting", version=__version__, config=self.config.path)
-        if not self._lock_state_dir():
-            self._give_up_start()
-            return START_REFUSED
+        if self._run_lock is None:  # built in-process, not by `aisentinel run`
+            refused, self._run_lock = lock_state_dir(self.state_dir)
+            if refused:
+                self._give_up_start()
+                return START_REFUSED
         # Recorded before the withdrawals are tried; each leaves the file once it succeeded.
         self._retire(self._leftover_responders(), self.config)
         self._record_responders(self.config)
@@ -1079,40 +1125,6 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
-
-    def _lock_state_dir(self) -> bool:
-        """Hold ``state_dir/daemon.lock`` while running: ``False`` when another process
-        holds it (a second daemon on this state directory would decide every attack
-        twice and escalate first offenders; `aisentinel withdraw` lifting enforcements
-        would see them put back), after one error line naming the lock and its holder.
-
-        A lock file that cannot be taken at all (a read-only state directory, a
-        symbolic link in its place) is no sign of another daemon: the start goes on
-        after one line, and `aisentinel withdraw` then relies on the control socket."""
-        path = self.state_dir / LOCK_FILE
-        try:
-            self._run_lock = take_lock(path)
-        except OSError as exc:
-            log.warning(  # the state directory's own faults are reported already
-                "cannot lock the state directory; `aisentinel withdraw` will not see this "
-                "daemon running unless its control socket answers",
-                path=str(path),
-                reason=reason(exc),
-            )
-            return True
-        if self._run_lock is not None:
-            return True
-        pid = lock_holder(path)
-        log.error(
-            "another process holds the state directory's lock: a daemon already runs with "
-            "this state_dir (or `aisentinel withdraw` is lifting its enforcements); not "
-            "starting a second one",
-            path=str(path),
-            pid=pid if pid is not None else "unknown",
-            fix="stop the other one first (systemctl stop aisentinel), or give this one "
-            "another [daemon] state_dir",
-        )
-        return False
 
     def _give_up_start(self) -> None:
         """Close what ``__init__`` opened when :meth:`run` refuses to start: no source

@@ -352,6 +352,46 @@ def test_a_second_daemon_on_a_state_directory_in_use_does_not_start(tmp_path: Pa
     assert not any(e["event"] == "aisentinel ready" for e in logs)
 
 
+def test_aisentinel_run_on_a_state_directory_in_use_opens_nothing(tmp_path: Path) -> None:
+    """`aisentinel run` beside a holder of state_dir/daemon.lock exits 1 naming the holder,
+    before it probes the state directory or opens the ledger (nothing but the lock there)."""
+    path = _config(tmp_path)
+    state = tmp_path / "state"
+    state.mkdir()
+    hold = (
+        "import sys, time\nfrom pathlib import Path\nfrom aisentinel.runlock import take\n"
+        "fd = take(Path(sys.argv[1]))\nprint('held' if fd is not None else 'busy', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    env.pop("NOTIFY_SOCKET", None)
+    other = subprocess.Popen(
+        [sys.executable, "-c", hold, str(state / "daemon.lock")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert other.stdout is not None
+        assert other.stdout.readline().strip() == "held"
+        run = subprocess.run(
+            [sys.executable, "-m", "aisentinel", "run", "--config", str(path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        other.kill()
+        other.wait(10)
+    text = run.stdout + run.stderr
+    assert run.returncode == 1, text
+    assert "not starting a second one" in text
+    assert f'"pid": {other.pid}' in text or f"pid={other.pid}" in text, text
+    assert [f.name for f in state.iterdir()] == ["daemon.lock"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping the DAC capabilities needs root")
 @pytest.mark.skipif(shutil.which("setpriv") is None, reason="setpriv (util-linux) is missing")
 def test_a_state_directory_the_daemon_cannot_search_runs_degraded(tmp_path: Path) -> None:

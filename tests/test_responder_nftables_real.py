@@ -181,6 +181,7 @@ def test_health_puts_back_bans_flushed_from_a_set(bare: Lab) -> None:
 
 
 def _drop_rules(lab: Lab, chain: str) -> list[str]:
+    """The drop rules of ``chain`` in aisentinel's table, as nft lists them."""
     listed = lab.nft("list", "chain", "inet", "aisentinel", chain)
     return [line.strip() for line in listed.splitlines() if line.strip().endswith(" drop")]
 

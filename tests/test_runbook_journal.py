@@ -234,7 +234,7 @@ FINDS: dict[str, list[Logged]] = {
             "nftables table damaged (flushed or changed by hand?); re-creating it with "
             "every ban held",
             table="aisentinel",
-            reason="chain forward holds 0 of 3 drop rules",
+            reason="chain forward holds 0 rules, 3 of its 3 drop rules missing or changed",
             bans=2,
         )
     ],
