@@ -770,7 +770,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir",
         type=Path,
         default=None,
-        help="keep the files here (its state/ and logs/ start afresh at each run)",
+        help="keep the files here: an empty folder or an earlier demo's (its state/ and "
+        "logs/ start afresh at each run)",
     )
     demo.set_defaults(func=cmd_demo)
     return parser

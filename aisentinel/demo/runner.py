@@ -27,7 +27,6 @@ from aisentinel.daemon import Daemon
 from aisentinel.demo.gpu import GPU_API_LOG, THIEF, GpuStory
 from aisentinel.demo.scenario import ACCESS_LOG, AUTH_LOG, ERROR_LOG, LiveScenario, Manifest
 from aisentinel.events import Action, Decision, Finding
-from aisentinel.faults import reason
 from aisentinel.logsetup import configure_logging
 from aisentinel.sdnotify import Notifier
 from aisentinel.textsafe import escape
@@ -179,7 +178,8 @@ _EMPTY_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
 
 def prepare_workdir(workdir: Path | None, out: TextIO) -> Path | None:
     """The demo's folder (``workdir``, or a new temporary one), absolute, ready for a
-    run from scratch; None, said in one line on ``out``, when it cannot be.
+    run from scratch; None, said in one line on ``out``, when it is not the demo's to
+    clear. A file system fault raises ``OSError`` (the CLI's one line: path, reason).
 
     What an earlier run left there goes: the daemon's state (its bans, restored, would
     make every attacker "already banned") and the scenario's logs (read again from
@@ -189,27 +189,22 @@ def prepare_workdir(workdir: Path | None, out: TextIO) -> Path | None:
     exist, empty, before the daemon starts, as on a server, so its first lines are not
     "log file missing" warnings; the writers append to them.
     """
-    try:
-        # Absolute: the config it writes refuses a relative state_dir or log path.
-        base = (workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))).resolve()
-        base.mkdir(parents=True, exist_ok=True)
-        why = _not_clearable(base)
-        if why is not None:
-            out.write(f"aisentinel demo: cannot start afresh in {escape(str(base))}: {why}\n")
-            return None
-        (base / DEMO_MARKER).touch()
-        if (base / "state").exists():
-            shutil.rmtree(base / "state")
-        logs = base / "logs"
-        logs.mkdir(exist_ok=True)
-        for name in (ACCESS_LOG, ERROR_LOG, AUTH_LOG, GPU_API_LOG):
-            (logs / f"{name}.1").unlink(missing_ok=True)  # the scenario's rotation (or a link)
-            # Emptied where it is, never through a link.
-            os.close(os.open(logs / name, _EMPTY_FLAGS, 0o644))
-    except OSError as exc:
-        where = escape(str(workdir or "a temporary folder"))
-        out.write(f"aisentinel demo: cannot start afresh in {where}: {reason(exc)}\n")
+    # Absolute: the config it writes refuses a relative state_dir or log path.
+    base = (workdir or Path(tempfile.mkdtemp(prefix="aisentinel-demo-"))).resolve()
+    base.mkdir(parents=True, exist_ok=True)
+    why = _not_clearable(base)
+    if why is not None:
+        out.write(f"aisentinel demo: cannot start afresh in {escape(str(base))}: {why}\n")
         return None
+    (base / DEMO_MARKER).touch()
+    if (base / "state").exists():
+        shutil.rmtree(base / "state")
+    logs = base / "logs"
+    logs.mkdir(exist_ok=True)
+    for name in (ACCESS_LOG, ERROR_LOG, AUTH_LOG, GPU_API_LOG):
+        (logs / f"{name}.1").unlink(missing_ok=True)  # the scenario's rotation (or a link)
+        # Emptied where it is, never through a link (ELOOP then).
+        os.close(os.open(logs / name, _EMPTY_FLAGS, 0o644))
     return base
 
 
