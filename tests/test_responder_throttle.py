@@ -110,13 +110,20 @@ def test_fixture_tree_throttle_restores_previous_value(tmp_path: Path) -> None:
         WorkloadTarget(WorkloadKey.UNIT, "init.scope"),
         WorkloadTarget(WorkloadKey.UNIT, "x.service;reboot"),
         WorkloadTarget(WorkloadKey.CONTAINER, "../../version"),
+        WorkloadTarget(WorkloadKey.UNIT, "ssh.service"),
+        WorkloadTarget(WorkloadKey.CGROUP, "/user.slice"),
+        WorkloadTarget(WorkloadKey.CGROUP, "/init.scope"),
+        WorkloadTarget(WorkloadKey.CGROUP, "/system.slice/ssh.service"),
     ],
     ids=lambda t: t.text,
 )
 def test_refused_targets_touch_nothing(tmp_path: Path, target: WorkloadTarget) -> None:
-    """Paths out of the tree, the root cgroup, aisentinel's own cgroup, pid 1, option-like
-    or top-level units and odd container ids are refused: no file written, no command."""
+    """Paths out of the tree, the root cgroup, top-level slices, sshd, aisentinel's own
+    cgroup, pid 1, option-like units and odd container ids are refused: nothing touched."""
     root, proc = _fake_tree(tmp_path)
+    for systemd in ("user.slice", "init.scope", "system.slice/ssh.service"):
+        (root / systemd).mkdir(parents=True)
+        (root / systemd / "cgroup.freeze").write_text("0\n")
     runner = FakeRunner()
     r = responder(ThrottleConfig(cgroup_root=root, proc_root=proc), runner)
     before = {p: p.read_text() for p in root.rglob("*") if p.is_file()}

@@ -43,7 +43,7 @@ aisentinel's own.
 
 Refused, whatever the decision says: the root cgroup, any cgroup that holds
 aisentinel itself (its own, or one above it: freezing it would stop the daemon that
-thaws), pid 1, systemd's top-level slices and ``init.scope``, and any text that is
+thaws), pid 1, systemd's top-level slices and ``init.scope``, sshd's unit, and any text that is
 not a plain unit name, container id or cgroup path (nothing from a log line becomes
 an option or a path outside the cgroup tree).
 """
@@ -94,7 +94,10 @@ _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]{1,255}\.(service|scope|slice|socket|moun
 _CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 _REFUSED_UNITS = frozenset(
     {"-.slice", "system.slice", "user.slice", "machine.slice", "init.scope", "aisentinel.service"}
+    | {"ssh.service", "sshd.service"}  # freezing sshd would lock the admin out
 )
+_TOP_LEVEL = frozenset({"system.slice", "user.slice", "machine.slice", "init.scope"})
+"""systemd's cgroups right below the root: never a workload, whatever names them."""
 _MAX_TOUCHES = 16
 """Most settings one recorded enforcement may say it changes."""
 _UNDONE_KEEP = 4096
@@ -760,10 +763,17 @@ class ThrottleResponder(BufferedResponder):
         return dirs
 
     def _refuse(self, d: Path, what: str, own: list[Path]) -> None:
-        """``ResponderError`` if cgroup directory ``d`` is a root cgroup or holds aisentinel
-        itself (its own cgroup, or one above it)."""
-        if d in (self.tree.root, self.tree.v2, self.tree.cpu_v1, self.tree.freezer_v1):
+        """``ResponderError`` if cgroup directory ``d`` is a root cgroup, one of systemd's
+        top-level slices or ``init.scope``, sshd's unit, or holds aisentinel itself (its own
+        cgroup, or one above it). Whatever names it: a pid, a unit, a cgroup path, a
+        record read back at start."""
+        roots = (self.tree.root, self.tree.v2, self.tree.cpu_v1, self.tree.freezer_v1)
+        if d in roots:
             raise ResponderError(f"refused: {what} is the root cgroup")
+        if d.parent in roots and d.name in _TOP_LEVEL:
+            raise ResponderError(f"refused: {what} is systemd's {d.name}")
+        if d.name in ("ssh.service", "sshd.service"):
+            raise ResponderError(f"refused: {what} is sshd's unit (the admin's way in)")
         if any(mine == d or d in mine.parents for mine in own):
             raise ResponderError(f"refused: {what} holds aisentinel itself ({d})")
 
