@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from aisentinel import __version__
 from aisentinel.atomicfile import atomic_write, read_state
+from aisentinel.audit.config import AuditConfig
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, DaemonConfig, ExporterConfig, load_config
@@ -104,10 +105,11 @@ _LIVE_DAEMON_KEYS = frozenset(
 RESTART_ONLY: tuple[tuple[str, str], ...] = (
     *(("daemon", key) for key in sorted(DaemonConfig.model_fields.keys() - _LIVE_DAEMON_KEYS)),
     *(("exporter", key) for key in ExporterConfig.model_fields),
+    *(("audit", key) for key in AuditConfig.model_fields),
 )
 """The ``(table, key)`` settings read once at start: a reload warns of each that changed
 and keeps the running value. The other ``[daemon]`` keys (timers, ``responder_queue``,
-``log_level``) apply live."""
+``log_level``) apply live; the scheduled audit runs as it started."""
 LEDGER_FILE = "decisions.sqlite3"
 LEDGER_LOCK_WAIT = 30.0
 """Seconds a start waits for a ledger another process holds locked (someone's sqlite3

@@ -177,6 +177,12 @@ def test_status_after_a_reload_shows_the_running_restart_only_settings(
     }
 
 
+def test_reload_warns_that_a_changed_audit_setting_applies_on_restart(running: Running) -> None:
+    """The scheduled audit runs as it started: a reload that changes [audit] warns of the key."""
+    running.path.write_text(running.path.read_text() + '\n[audit]\ninterval = "2h"\n')
+    assert _reload_warnings(running) == {("audit.interval", "3600.0", "7200.0")}
+
+
 def test_reload_warns_that_a_changed_web_config_file_applies_on_restart(short_dir: Path) -> None:
     """The metrics endpoint keeps the web config it started with: a reload after the
     file changed (another password) says so for exporter.web_config."""
