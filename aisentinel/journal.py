@@ -83,7 +83,6 @@ _MAX_SUMMARY_ITEMS = SUMMARY_VALUE_LIMIT // 2
 """Most items of a list joined for one value (each takes at least 2 characters)."""
 _SUMMARY_FIRST = ("detector", "action", "target", "client", "severity", "reason", "message")
 """The fields a ``MESSAGE`` names first, in this order: what a decision is about."""
-# Multi-line by design (tracebacks): kept in their own fields, never in the summary line.
 _NOT_SUMMARISED = (
     _DROPPED | {"exception", "stack", "evidence", "excerpt", "clients"} | _CALLSITE.keys()
 )
@@ -190,8 +189,9 @@ def summary(event_dict: Mapping[str, Any]) -> str:
     The event (``event``, or ``message`` when there is none), then ``key=value`` for
     each field that has a value: ``detector``, ``action``, ``target``, ``client``,
     ``severity``, ``reason``, ``message`` first, the rest in the order they were
-    logged. Tracebacks, the level, timestamp and call site are left out (they have
-    their own fields). A field that no longer fits is left out and counted at the end
+    logged. Tracebacks, the level, timestamp, call site and the log-derived evidence,
+    excerpts and client lists are left out (:data:`_NOT_SUMMARISED`: they have their own
+    fields). A field that no longer fits is left out and counted at the end
     (``\\…[+2 fields]``).
     """
     has_event = "event" in event_dict

@@ -92,12 +92,11 @@ _GONE = ("is gone", "not found", "not loaded", "No such file")
 
 _UNIT = re.compile(r"[A-Za-z0-9:_.\\@-]{1,255}\.(service|scope|slice|socket|mount|swap)")
 _CONTAINER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
-_REFUSED_UNITS = frozenset(
-    {"-.slice", "system.slice", "user.slice", "machine.slice", "init.scope", "aisentinel.service"}
-    | {"ssh.service", "sshd.service"}  # freezing sshd would lock the admin out
-)
 _TOP_LEVEL = frozenset({"system.slice", "user.slice", "machine.slice", "init.scope"})
 """systemd's cgroups right below the root: never a workload, whatever names them."""
+_SSHD_UNITS = frozenset({"ssh.service", "sshd.service"})
+"""sshd's unit (Debian's name, and upstream's): freezing it would lock the admin out."""
+_REFUSED_UNITS = _TOP_LEVEL | _SSHD_UNITS | {"-.slice", "aisentinel.service"}
 _MAX_TOUCHES = 16
 """Most settings one recorded enforcement may say it changes."""
 _UNDONE_KEEP = 4096
@@ -772,7 +771,7 @@ class ThrottleResponder(BufferedResponder):
             raise ResponderError(f"refused: {what} is the root cgroup")
         if d.parent in roots and d.name in _TOP_LEVEL:
             raise ResponderError(f"refused: {what} is systemd's {d.name}")
-        if d.name in ("ssh.service", "sshd.service"):
+        if d.name in _SSHD_UNITS:
             raise ResponderError(f"refused: {what} is sshd's unit (the admin's way in)")
         if any(mine == d or d in mine.parents for mine in own):
             raise ResponderError(f"refused: {what} holds aisentinel itself ({d})")
