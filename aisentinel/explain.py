@@ -280,9 +280,10 @@ def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
     if record["detectors"]:
         for f in record["detectors"]:
             out.write(
-                f"  detector {f['detector']} ({f['severity']}): {escape(f['message'], 200)}\n"
+                f"  detector {f['detector']} ({f['severity']}): "
+                f"{escape(_unsecret(f['message']), 200)}\n"
             )
             for sample in f["evidence"]:
-                out.write(f"    evidence {escape(str(sample), 200)}\n")
+                out.write(f"    evidence {escape(_unsecret(str(sample)), 200)}\n")
     else:
         out.write("  detectors: no finding (thresholds not reached)\n")

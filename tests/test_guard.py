@@ -310,3 +310,11 @@ def test_leet_tokens_match_the_reference_pattern() -> None:
     old = re.compile(r"(?<![\w@$|])[a-z0-9@$|]*[a-z][a-z0-9@$|]*(?![\w@$|])")
     text = "1gn0r3 pr3v10us 2024 @ccess a_b 10gb x1 $|| ab1_ 7 h3ll0-w0rld é1a " + "a" * 300 + "1_"
     assert [m.span() for m in _LEET_TOKEN.finditer(text)] == [m.span() for m in old.finditer(text)]
+
+
+def test_rule_score_is_the_rules_alone() -> None:
+    """rule_score is high for rule-evidence attacks and low where only n-grams point."""
+    assert scan(ATTACK).rule_score > 0.99
+    flagged = scan("Summarize the safety instructions of a microwave oven.")
+    assert flagged.is_attack  # a known false positive of the model (docs/guard.md)
+    assert flagged.rule_score < 0.5

@@ -213,3 +213,30 @@ def test_explain_text_output_redacts_secrets_in_the_normalised_uri() -> None:
     text = out.getvalue()
     assert "  normalised\n" in text
     assert "zx9zx9zx9" not in text.lower()
+
+
+def test_explain_text_output_redacts_secrets_in_finding_evidence() -> None:
+    """A detector's message and evidence holding a key are printed with the key redacted."""
+    from aisentinel.explain import _emit
+
+    key = "sk-proj-" + "Zx9" * 12
+    record = {
+        "line": 1,
+        "text": "x",
+        "parser": "nginx-json",
+        "event": {"type": "HttpRequest"},
+        "rules": [],
+        "detectors": [
+            {
+                "detector": "d",
+                "severity": "medium",
+                "message": f"seen {key}",
+                "evidence": [f"POST /v1/chat/completions?api_key={key}"],
+            }
+        ],
+    }
+    out = io.StringIO()
+    _emit(record, out, as_json=False)
+    text = out.getvalue()
+    assert "evidence POST /v1/chat/completions?api_key=" in text
+    assert "zx9zx9zx9" not in text.lower()

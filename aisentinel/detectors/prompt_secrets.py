@@ -9,9 +9,10 @@ the default policy: a user pasting a key is a leak to stop, not an attacker to b
 then the client is quiet for ``window``, and the next finding counts the prompts since.
 
 The secret itself is never kept: the evidence holds the kinds and the redacted forms
-(``AKIA…[20 chars]…MPLE``, ``card …1111``), and only the texts of the new turn are
-looked at (see :func:`~aisentinel.guard.extract_prompt`), so a chat that keeps
-sending its history does not report one paste over and over.
+(``AKIA…[20 chars]…MPLE``, ``card …1111``), the request line has no query string (see
+:func:`~.prompts.request_line`), and only the system text and the last turn are looked
+at (see :class:`~.prompts.PromptFacts`), so a chat that keeps sending its history does
+not report one paste over and over.
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ from pydantic import field_validator
 from aisentinel.decisions.config import SeverityName
 from aisentinel.detectors.base import REGISTRY, BatchDetector
 from aisentinel.detectors.common import Window, client_finding, client_key
-from aisentinel.detectors.prompts import MEMO, PromptDetectorConfig, PromptRequests
+from aisentinel.detectors.prompts import (
+    MEMO,
+    PromptDetectorConfig,
+    PromptRequests,
+    request_line,
+)
 from aisentinel.detectors.window import EventWindows
 from aisentinel.events import Event, Finding, HttpRequest, Severity
 
@@ -113,7 +119,7 @@ class PromptSecretsDetector(BatchDetector):
                         what="prompts with secrets or personal data",
                         threshold=1,
                         window=self._cfg.window,
-                        evidence=(*crossing.evidence, f"{event.method} {event.path[:200]}"),
+                        evidence=(*crossing.evidence, request_line(event)),
                         # The secrets this report names (its window's, incl. those seen
                         # while it was quiet): a new one is news, the same ones a repeat.
                         topic="\n".join(sorted(set(crossing.evidence))),

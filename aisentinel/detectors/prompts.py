@@ -7,13 +7,13 @@ the detector's ``paths`` (the AI APIs by default). Most access-log lines have no
 they cost one field test.
 
 :class:`PromptMemo` keeps, for the batch the pipeline is handing out, each body's
-:class:`PromptFacts`: the texts :func:`~aisentinel.guard.extract_prompt` keeps, the
-secrets in them and in the base64/hex blobs they hold
-(:func:`~aisentinel.guard.find_secrets`), the text with those secrets
-replaced by their redacted forms, from which ``prompt_injection`` takes its evidence
-when the prompt has secrets, so that neither detector's evidence can carry one. Both
-detectors get the same facts object for the same body, computed by whichever asked
-first.
+:class:`PromptFacts`: the texts :func:`~aisentinel.guard.extract_prompt` keeps, split
+into the system text and the client's turns (:class:`PromptUnit`, what
+``prompt_injection`` scores one by one), and the secrets in the system text and the
+last turn and in the base64/hex blobs they hold (:func:`~aisentinel.guard.find_secrets`,
+what ``prompt_secrets`` reports). Both detectors get the same facts object for the same
+body, computed by whichever asked first. :func:`request_line` is the request as the
+evidence of both shows it, with no secret of the query string.
 """
 
 from __future__ import annotations
@@ -64,20 +64,32 @@ class PromptDetectorConfig(DetectorConfigBase):
         return patterns
 
 
-class PromptFacts(NamedTuple):
-    """One body's prompt: its texts joined, the secrets in them, and the text redacted."""
+class PromptUnit(NamedTuple):
+    """One text of a body that ``prompt_injection`` scores on its own."""
 
+    kind: str
+    """``system`` (the system/developer texts, joined), ``turn`` (the client's last
+    turn) or ``history`` (an earlier turn the client sent again, or wrote itself)."""
     text: str
-    """The texts of the body joined by newlines (what ``prompt_injection`` scores)."""
-    secrets: tuple[SecretFinding, ...]
-    redacted: str
-    """``text`` with each secret replaced by its redacted form (``text`` itself when it
-    has none): where ``prompt_injection`` takes its evidence from when there are."""
-    truncated: bool
     own: str | None = None
     """``text`` without quoted data (tool results, fenced code: see
     :attr:`~aisentinel.guard.PromptBody.own_text`); ``None`` when it has none.
     Only what the client wrote counts towards ``prompt_injection``'s abuse."""
+
+
+class PromptFacts(NamedTuple):
+    """One body's prompt: its units, the secrets of its new text, that text redacted."""
+
+    text: str
+    """The system texts and the last turn, joined by newlines: what ``prompt_secrets``
+    reads (earlier turns were read when they were new: a chat client re-sends them)."""
+    secrets: tuple[SecretFinding, ...]
+    redacted: str
+    """``text`` with each secret replaced by its redacted form (``text`` itself when it
+    has none)."""
+    truncated: bool
+    units: tuple[PromptUnit, ...] = ()
+    """The system text first (when there is one), then each turn, oldest first."""
 
 
 _NO_PROMPT = PromptFacts("", (), "", False)
@@ -119,15 +131,40 @@ class PromptMemo:
 
 
 def prompt_facts(body: str, max_chars: int, max_parts: int) -> PromptFacts:
-    """Extract the prompt of ``body``, find its secrets and redact them."""
+    """Extract the prompt of ``body``, split it into units, find the secrets of its system
+    text and last turn and redact them."""
     prompt = extract_prompt(body, max_chars=max_chars, max_parts=max_parts)
     if not prompt.parts:
         return _NO_PROMPT
-    text = prompt.text
+    system, turns = prompt.split()
+    units: list[PromptUnit] = []
+    if system.parts:
+        units.append(PromptUnit("system", system.text))
+    for n, turn in enumerate(turns, 1):
+        text, own = turn.text, turn.own_text
+        units.append(
+            PromptUnit("turn" if n == len(turns) else "history", text, None if own == text else own)
+        )
+    new = [unit.text for unit in units if unit.kind != "history"]
+    text = "\n".join(new)
     found = find_secrets(text, decoded=True)
     redacted = redact_secrets(text, found) if found else text
-    own = prompt.own_text
-    return PromptFacts(text, tuple(found), redacted, prompt.truncated, None if own == text else own)
+    return PromptFacts(text, tuple(found), redacted, prompt.truncated, tuple(units))
+
+
+_MAX_PATH = 200
+
+
+def request_line(request: HttpRequest) -> str:
+    """``METHOD path`` for a finding's evidence: the path (at most 200 characters) with
+    any secret in it redacted and the query string left out (its length said instead):
+    a client may send its API key as ``?api_key=`` or ``?key=``, and evidence goes to
+    logs, the ledger and notifications."""
+    path, sep, query = request.path.partition("?")
+    path = redact_secrets(path[:_MAX_PATH])
+    if sep:
+        path = f"{path}?[query: {len(query)} chars]"
+    return f"{request.method} {path}"
 
 
 MEMO = PromptMemo()

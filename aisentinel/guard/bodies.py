@@ -6,12 +6,14 @@ and of Ollama (``/api/generate``, ``/api/chat``). The shape is told by the body'
 not the path, so the same code serves proxies that mount the APIs elsewhere. It keeps
 the text a client controls:
 
-* ``messages`` (chat, both APIs): the content of ``system`` / ``developer`` messages
-  wherever they are, and of every message after the last ``assistant`` one (the new
-  turn: user text and tool results). Earlier turns were scanned when they were new, and
-  assistant text is the model's own output, which a chat client sends back each turn.
-  Content may be a string or an array of parts (``{"type": "text", "text": ...}``,
-  ``input_text``, nested ``content``); images and other parts are skipped.
+* ``messages`` (chat, both APIs): the content of every message but the ``assistant``
+  ones: ``system`` / ``developer`` messages, user text and tool results, earlier turns
+  included (a client of a stateless API writes the whole history itself, so an earlier
+  turn may never have been sent as a new one). Assistant text is the model's own
+  output, which a chat client sends back each turn, and is left out; each assistant
+  message ends a *turn* (see :meth:`PromptBody.split`). Content may be a string or an
+  array of parts (``{"type": "text", "text": ...}``, ``input_text``, nested
+  ``content``); images and other parts are skipped.
 * ``prompt`` and ``suffix`` (completions, generate; a string or a list of strings),
   ``system`` (Ollama's system override), ``instructions`` and ``input`` (responses:
   a string or a list of items, ``function_call_output`` included; embeddings: a string
@@ -23,7 +25,9 @@ the cut; bodies escaped by nginx's default log escaping (``\\x22`` for ``"``) or
 JSON-encoded twice are unescaped first; anything else is scanned as raw text. The work
 is bounded: at most ``max_chars`` characters of the body are read, at most
 ``max_parts`` texts kept, and the texts kept add up to at most ``max_chars``
-characters (``PromptBody.truncated`` says when something was cut).
+characters (``PromptBody.truncated`` says when something was cut). When a body has
+more, the system texts and the last turn are kept first, then the earlier turns,
+newest first.
 
 Pure standard library, like the rest of :mod:`aisentinel.guard`.
 """
@@ -44,6 +48,7 @@ MAX_PARTS = 256
 
 _TEXT_KEYS = ("system", "instructions", "prompt", "suffix", "input")
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_SYSTEM_KEYS = frozenset({"system", "instructions"})
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 # A JSON string value of a key that carries prompt text, possibly cut off at the end.
 _LENIENT = re.compile(
@@ -77,6 +82,13 @@ class PromptBody:
     """Per part: whether it is quoted data rather than the client's own words (a tool or
     function result: OpenAI and Ollama ``role: "tool"`` messages, ``tool_result`` and
     ``function_call_output`` parts); empty when none is."""
+    system: tuple[bool, ...] = ()
+    """Per part: whether it is system text (``system`` / ``developer`` messages and
+    items, Ollama's ``system``, the responses API's ``instructions``): what the
+    application tells the model, not a user's turn; empty when none is."""
+    turns: tuple[int, ...] = ()
+    """Per part: the turn it belongs to (the number of assistant messages before it);
+    empty when every part is in turn 0."""
 
     @property
     def text(self) -> str:
@@ -96,80 +108,148 @@ class PromptBody:
             text = _FENCED.sub("\n", text)
         return text
 
+    def split(self) -> tuple[PromptBody, tuple[PromptBody, ...]]:
+        """The system texts, and the client's turns oldest first, each a body of its own.
+
+        A turn is the texts between two assistant messages (user text and tool
+        results); the last one is the newest (or, after an assistant prefill, the one
+        the prefill answers). A chat client re-sends its earlier turns unchanged, so a
+        turn's text is the same in every request that carries it.
+        """
+        n = len(self.parts)
+        system = self.system or (False,) * n
+        quoted = self.quoted or (False,) * n
+        turns = self.turns or (0,) * n
+        sys_idx = [i for i in range(n) if system[i]]
+        by_turn: dict[int, list[int]] = {}
+        for i in range(n):
+            if not system[i]:
+                by_turn.setdefault(turns[i], []).append(i)
+        return self._sub(sys_idx, quoted), tuple(
+            self._sub(by_turn[t], quoted) for t in sorted(by_turn)
+        )
+
+    def _sub(self, idx: list[int], quoted: tuple[bool, ...]) -> PromptBody:
+        sub_quoted = tuple(quoted[i] for i in idx)
+        return PromptBody(
+            tuple(self.parts[i] for i in idx),
+            self.shape,
+            self.truncated,
+            sub_quoted if any(sub_quoted) else (),
+        )
+
 
 class _Collector:
-    """Texts gathered under the part and character limits."""
+    """Texts gathered from a body, then kept under the part and character limits."""
 
-    __slots__ = ("chars", "max_chars", "max_parts", "parts", "quoted", "truncated")
+    __slots__ = ("counts", "dropped", "max_chars", "max_parts", "pending", "turn")
 
     def __init__(self, max_chars: int, max_parts: int) -> None:
-        self.parts: list[str] = []
-        self.quoted: list[bool] = []
-        self.chars = 0
+        self.pending: list[tuple[str, bool, bool, int]] = []
+        """(text, quoted, system, turn) of the texts found, in body order."""
+        self.counts: dict[tuple[bool, int], int] = {}
+        """Texts found per (system, turn): past ``max_parts`` one cannot be kept."""
+        self.dropped = False
+        self.turn = 0
         self.max_chars = max_chars
         self.max_parts = max_parts
-        self.truncated = False
 
-    @property
-    def full(self) -> bool:
-        return len(self.parts) >= self.max_parts or self.chars >= self.max_chars
-
-    def add(self, text: str, quoted: bool = False) -> None:
+    def add(self, text: str, quoted: bool = False, system: bool = False) -> None:
         if not text or text.isspace():
             return
-        if self.full:
-            self.truncated = True
+        bucket = (system, self.turn)
+        count = self.counts.get(bucket, 0)
+        if count >= self.max_parts:
+            self.dropped = True
             return
-        room = self.max_chars - self.chars
-        if len(text) > room:
-            text = text[:room]
-            self.truncated = True
-        self.parts.append(text)
-        self.quoted.append(quoted)
-        self.chars += len(text)
+        self.counts[bucket] = count + 1
+        self.pending.append((text, quoted, system, self.turn))
 
-    def content(self, value: Any, depth: int = 0, quoted: bool = False) -> None:
+    def content(
+        self, value: Any, depth: int = 0, quoted: bool = False, system: bool = False
+    ) -> None:
         """A message content or an ``input``: a string, a list of them, or parts."""
         if isinstance(value, str):
-            self.add(value, quoted)
+            self.add(value, quoted, system)
         elif isinstance(value, list) and depth < 4:
             for item in value:
-                if self.full:
-                    self.truncated = True
-                    return
-                self.content(item, depth + 1, quoted)
+                if isinstance(item, str):  # the common case, without a call per level
+                    self.add(item, quoted, system)
+                else:
+                    self.content(item, depth + 1, quoted, system)
         elif isinstance(value, dict) and depth < 4:
-            self._part(value, depth, quoted)
+            self._part(value, depth, quoted, system)
 
-    def _part(self, part: dict[str, Any], depth: int, quoted: bool) -> None:
+    def _part(self, part: dict[str, Any], depth: int, quoted: bool, system: bool) -> None:
         kind = part.get("type")
         role = part.get("role")
-        if kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
-            self.content(part.get("text"), depth + 1, quoted)
+        if role == "assistant":  # the model's own output (a responses-API item)
+            self.turn += 1
+        elif kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
+            self.content(part.get("text"), depth + 1, quoted, system)
         elif kind in _QUOTED_PART_TYPES:
-            self.content(part.get("output", part.get("content")), depth + 1, True)
-        elif (role is not None or kind == "message") and role != "assistant":
-            self.content(part.get("content"), depth + 1, quoted or role in _QUOTED_ROLES)
+            self.content(part.get("output", part.get("content")), depth + 1, True, system)
+        elif role is not None or kind == "message":
+            self.content(
+                part.get("content"),
+                depth + 1,
+                quoted or role in _QUOTED_ROLES,
+                system or role in _SYSTEM_ROLES,
+            )
 
     def body(self, shape: str, cut: bool) -> PromptBody:
-        quoted = tuple(self.quoted) if any(self.quoted) else ()
-        return PromptBody(tuple(self.parts), shape, self.truncated or cut, quoted)
+        """The texts kept: system texts and the last turn first, then earlier turns,
+        newest first, while the limits allow; in body order."""
+        pending = self.pending
+        last = max((t for _, _, s, t in pending if not s), default=0)
+        first = [i for i, (_, _, s, t) in enumerate(pending) if s or t == last]
+        order: list[int] = first
+        if len(first) < len(pending):  # earlier turns: the newest first (turns only grow)
+            runs: list[list[int]] = []
+            for i, (_, _, s, t) in enumerate(pending):
+                if not s and t != last:
+                    if runs and pending[runs[-1][0]][3] == t:
+                        runs[-1].append(i)
+                    else:
+                        runs.append([i])
+            order = first + [i for run in reversed(runs) for i in run]
+        kept: dict[int, str] = {}
+        chars, truncated = 0, cut or self.dropped
+        for i in order:
+            if len(kept) >= self.max_parts or chars >= self.max_chars:
+                truncated = True
+                break
+            text = pending[i][0]
+            room = self.max_chars - chars
+            if len(text) > room:
+                text, truncated = text[:room], True
+            kept[i] = text
+            chars += len(text)
+        idx = sorted(kept)
+        quoted = tuple(pending[i][1] for i in idx)
+        system = tuple(pending[i][2] for i in idx)
+        turns = tuple(pending[i][3] for i in idx)
+        return PromptBody(
+            tuple(kept[i] for i in idx),
+            shape,
+            truncated,
+            quoted if any(quoted) else (),
+            system if any(system) else (),
+            turns if any(turns) else (),
+        )
 
 
 def _messages(messages: list[Any], out: _Collector) -> None:
-    last_assistant = -1
-    for i, msg in enumerate(messages):
-        if isinstance(msg, dict) and msg.get("role") == "assistant":
-            last_assistant = i
-    for i, msg in enumerate(messages):
+    for msg in messages:
         if not isinstance(msg, dict):
             continue
         role = msg.get("role")
-        if role in _SYSTEM_ROLES or (i > last_assistant and role != "assistant"):
-            out.content(msg.get("content"), quoted=role in _QUOTED_ROLES)
-        if out.full:
-            out.truncated = out.truncated or i < len(messages) - 1
-            return
+        if role == "assistant":
+            out.turn += 1
+        else:
+            out.content(
+                msg.get("content"), quoted=role in _QUOTED_ROLES, system=role in _SYSTEM_ROLES
+            )
 
 
 def _from_json(data: dict[str, Any], out: _Collector) -> str:
@@ -179,7 +259,7 @@ def _from_json(data: dict[str, Any], out: _Collector) -> str:
     for key in _TEXT_KEYS:
         value = data.get(key)
         if value is not None:
-            out.content(value)
+            out.content(value, system=key in _SYSTEM_KEYS)
     if isinstance(messages, list):
         return "chat"
     if "prompt" in data:
@@ -201,7 +281,7 @@ def _lenient(body: str, out: _Collector) -> bool:
         if isinstance(text, str):
             out.add(text)
             found = True
-        if out.full:
+        if out.dropped:
             break
     return found
 
@@ -255,6 +335,7 @@ def extract_prompt(
         for item in data[:max_parts]:
             if isinstance(item, dict):
                 shape = _from_json(item, out)
+                out.turn += 1  # each request of the batch is a conversation of its own
         return out.body(shape, cut)
     if isinstance(data, dict):
         shape = _from_json(data, out)

@@ -84,11 +84,13 @@ class GuardModel:
 
     def score(self, feats: Features) -> float:
         """Probability-like score in 0..1."""
-        z = self.logit(feats)
-        if z >= 0:
-            return 1.0 / (1.0 + math.exp(-z))
-        e = math.exp(z)
-        return e / (1.0 + e)
+        return _sigmoid(self.logit(feats))
+
+    def rule_score(self, feats: Features) -> float:
+        """The score of the rule families alone: the bias plus the weights of the
+        families that matched, no n-grams (how sure the regex evidence is by itself)."""
+        rule_w = self.rule_w
+        return _sigmoid(self.bias + sum(rule_w.get(hit.name, 0.0) for hit in feats.rules))
 
     def category(self, feats: Features) -> str:
         """The most likely attack category (only meaningful for texts that are attacks)."""
@@ -115,6 +117,13 @@ class GuardModel:
         w = self.word_w
         best = min(present, key=lambda word: (-w[word], word))
         return best, w[best]
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1.0 / (1.0 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1.0 + e)
 
 
 @cache

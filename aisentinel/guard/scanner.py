@@ -53,7 +53,10 @@ class Verdict:
     and ``category`` from the same text. ``reasons`` names the rule families and the
     n-gram behind the score; ``decoded`` is ``base64`` or ``hex`` when the score came
     from a decoded blob; ``truncated`` is true when the prompt was longer than
-    :data:`MAX_SCAN_CHARS`.
+    :data:`MAX_SCAN_CHARS`. ``rule_score`` is the score of the rule families alone (the
+    model's bias plus the weights of the families that matched in the text that scored,
+    no n-grams): high only when regex evidence, not word statistics, says attack; the
+    daemon counts a prompt towards abuse only when it is at least ``abuse_score`` too.
     """
 
     is_attack: bool
@@ -64,6 +67,7 @@ class Verdict:
     threshold: float = 0.5
     decoded: str | None = None
     truncated: bool = False
+    rule_score: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +170,7 @@ def scan(
         if d_score > score:
             score, norm, feats, decoded, view_text = d_score, d_norm, d_feats, kind, plain
     is_attack = score >= limit
+    rule_score = mdl.rule_score(feats)
     if is_attack or score >= limit / 2:
         # The evidence never quotes a secret: it comes from the view that scored (the
         # prompt or a decoded blob) with its secrets redacted; the score stays the
@@ -180,7 +185,9 @@ def scan(
     if decoded is not None:
         reasons = (*reasons, f"decoded:{decoded}")
     category = mdl.category(feats) if is_attack else "none"
-    return Verdict(is_attack, score, category, evidence, reasons, limit, decoded, truncated)
+    return Verdict(
+        is_attack, score, category, evidence, reasons, limit, decoded, truncated, rule_score
+    )
 
 
 def sanitize_prompt(
