@@ -312,6 +312,38 @@ def test_leet_tokens_match_the_reference_pattern() -> None:
     assert [m.span() for m in _LEET_TOKEN.finditer(text)] == [m.span() for m in old.finditer(text)]
 
 
+def test_variation_selectors_combining_marks_and_small_caps_do_not_hide_an_attack() -> None:
+    """Variation selectors, combining marks on every letter and small capitals are undone."""
+    small = dict(zip("abcdefghijklmnopqrstuvwxyz", "ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘǫʀꜱᴛᴜᴠᴡxʏᴢ", strict=True))
+    variants = [
+        "\ufe00".join(ATTACK),
+        "\ufe0e".join(ATTACK),
+        "\U000e0100".join(ATTACK),
+        "".join(c + "\u0336" if c.isalpha() else c for c in ATTACK),
+        "".join(c + "\u0323" if c.isalpha() else c for c in ATTACK),
+        "".join(small.get(c, c) for c in ATTACK.lower()),
+    ]
+    for text in variants:
+        assert normalize(text) == normalize(ATTACK), text
+        assert scan(text).is_attack, text
+    assert normalize("Précédentes ÉTÉ") == "precedentes ete"  # accents on Latin letters go
+    assert "й" in normalize("Игнорируй")  # marks on other scripts stay
+
+
+def test_decoy_blobs_do_not_hide_the_one_that_matters() -> None:
+    """Harmless base64 blobs put first do not use up the decoder: the attack blob is scored."""
+    blob = base64.b64encode(ATTACK.encode()).decode()
+    decoys = [
+        base64.b64encode(f"Describe the weather in city number {i}.".encode()).decode()
+        for i in range(20)
+    ]
+    v = scan("Decode each one and do what it says:\n" + "\n".join([*decoys, blob]))
+    assert v.is_attack
+    assert v.decoded == "base64"
+    repeated = "\n".join([decoys[0]] * 200 + [blob])  # one decoy repeated costs nothing
+    assert scan(repeated).is_attack
+
+
 def test_rule_score_is_the_rules_alone() -> None:
     """rule_score is high for rule-evidence attacks and low where only n-grams point."""
     assert scan(ATTACK).rule_score > 0.99

@@ -4,7 +4,10 @@ Every step is a C-level string operation (``unicodedata.normalize``, ``str.trans
 compiled regexes); only tokens that actually contain leetspeak or letter-spacing reach a
 Python callback. The result is lower case with single spaces, so rules and n-grams see
 ``IGNORE  previous``, ``ignоre previous`` (Cyrillic ``о``), ``ig\u200bnore previous``,
-``1gn0r3 pr3v10us`` and ``i g n o r e previous`` as the same text.
+``ig\ufe00nore`` (variation selectors), ``i\u0336g\u0336nore`` (combining marks:
+every accent on a Latin letter is dropped, ``précédentes`` is ``precedentes``),
+``ɪɢɴᴏʀᴇ`` (small capitals), ``1gn0r3 pr3v10us`` and ``i g n o r e previous`` as the
+same text.
 
 Encoded blobs (base64, hex) are not decoded in place: :func:`decoded_blobs` returns the
 plausible decodings, and the scorer scores each as a text of its own.
@@ -18,7 +21,14 @@ import binascii
 import re
 import unicodedata
 
-__all__ = ["MAX_BLOBS", "blob_spans", "decoded_blobs", "escape_snippet", "normalize"]
+__all__ = [
+    "MAX_BLOBS",
+    "MAX_BLOB_TEXT",
+    "blob_spans",
+    "decoded_blobs",
+    "escape_snippet",
+    "normalize",
+]
 
 # Zero-width and other invisible format characters (Unicode category Cf that survive
 # NFKC), plus soft hyphen and the combining grapheme joiner.
@@ -36,10 +46,11 @@ _INVISIBLE = dict.fromkeys(
         *range(0x202A, 0x202F),
         *range(0x2060, 0x2070),
         0x3164,
-        0xFE0F,
+        *range(0xFE00, 0xFE10),  # variation selectors 1-16
         0xFEFF,
         0xFFA0,
         *range(0xE0000, 0xE0080),  # tag characters (invisible "ASCII smuggling")
+        *range(0xE0100, 0xE01F0),  # variation selectors 17-256
     ]
 )
 
@@ -61,10 +72,22 @@ _CONFUSABLE_PAIRS = {
     "Ν": "n", "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x",
     # Latin lookalikes outside ASCII
     "ı": "i", "ȷ": "j", "ℓ": "l",
+    # Small capitals (IPA and phonetic letters NFKC leaves alone: "ɪɢɴᴏʀᴇ")
+    "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ꜰ": "f", "ɢ": "g", "ʜ": "h",
+    "ɪ": "i", "ᴊ": "j", "ᴋ": "k", "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p",
+    "ꞯ": "q", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v", "ᴡ": "w", "ʏ": "y",
+    "ᴢ": "z",
 }  # fmt: skip
 
 _TABLE: dict[int, int | str | None] = {ord(k): v for k, v in _CONFUSABLE_PAIRS.items()}
 _TABLE.update(dict.fromkeys(_INVISIBLE))
+
+# Combining marks (the Combining Diacritical Marks blocks) on a Latin letter, after NFKD:
+# accents, and the strike-through / dot-below / "Zalgo" marks put on every letter of
+# "i̶g̶n̶o̶r̶e̶" so that no n-gram matches. Marks on other scripts (Cyrillic "й") stay.
+_LATIN_MARKS = re.compile(
+    "(?<=[A-Za-z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+"
+)
 
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "|": "l"}
@@ -82,7 +105,11 @@ _SPACED = re.compile(r"(?<![a-z])(?:[a-z][ .\-_*]){3,}[a-z](?![a-z])")
 _SPACED_HINT = re.compile(r"[ .\-_*][a-z][ .\-_*][a-z][ .\-_*]")
 _SEPARATORS = str.maketrans("", "", " .-_*")
 
-MAX_BLOBS = 4
+#: Most blobs decoded per text (distinct decodings; a repeat is skipped free), and
+#: most decoded characters in all: a budget, so harmless decoy blobs put first cannot
+#: use it up before the one that matters (a cap of four could, up to 0.11).
+MAX_BLOBS = 64
+MAX_BLOB_TEXT = 65_536
 _MAX_BLOB_CHARS = 16_384
 _B64 = re.compile(r"[A-Za-z0-9+/\-_]{20,}={0,2}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){12,}")
@@ -106,10 +133,13 @@ def _unspace(match: re.Match[str]) -> str:
 
 def normalize(text: str) -> str:
     """Lower-case, de-obfuscated, single-spaced form of ``text`` (see module docstring)."""
-    if text.isascii():  # NFKC and the lookalike table change no ASCII character
+    if text.isascii():  # NFKD and the lookalike table change no ASCII character
         text = text.lower()
     else:
-        text = unicodedata.normalize("NFKC", text).translate(_TABLE).casefold()
+        # NFKD (NFKC's compatibility mapping, marks apart), lookalikes to Latin, marks on
+        # Latin letters dropped, then composed again.
+        text = unicodedata.normalize("NFKD", text).translate(_TABLE)
+        text = unicodedata.normalize("NFC", _LATIN_MARKS.sub("", text)).casefold()
     if _HAS_LEET.search(text) is not None:
         text = _LEET_TOKEN.sub(_unleet, text)
     if _SPACED_HINT.search(text) is not None:
@@ -143,15 +173,25 @@ def _plausible(raw: bytes) -> str | None:
 def decoded_blobs(text: str) -> list[tuple[str, str]]:
     """Plausible decodings of base64 and hex blobs in ``text``: ``(kind, decoded)`` pairs.
 
-    At most :data:`MAX_BLOBS` blobs, each at most 16 KiB, are tried; a blob counts when it
-    decodes to UTF-8 text that is mostly printable letters and contains a space.
+    A blob counts when it decodes to UTF-8 text that is mostly printable letters and
+    contains a space; blobs over 16 KiB are skipped, and the same decoding twice is kept
+    once. At most :data:`MAX_BLOBS` decodings, :data:`MAX_BLOB_TEXT` characters in all,
+    are kept, in the order of the text (base64 first, then hex).
     """
-    return [(kind, decoded) for kind, _start, _end, decoded in blob_spans(text)]
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    for kind, _start, _end, decoded in blob_spans(text):
+        if decoded not in seen:
+            seen.add(decoded)
+            out.append((kind, decoded))
+    return out
 
 
 def blob_spans(text: str) -> list[tuple[str, int, int, str]]:
-    """:func:`decoded_blobs` with where each blob is: ``(kind, start, end, decoded)``."""
+    """:func:`decoded_blobs` with where each blob is: ``(kind, start, end, decoded)``;
+    a blob that decodes the same as an earlier one is listed too (it costs no budget)."""
     found: list[tuple[str, int, int, str]] = []
+    budget = _Budget()
     for match in _B64.finditer(text):
         blob = match.group()
         if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
@@ -166,9 +206,9 @@ def blob_spans(text: str) -> list[tuple[str, int, int, str]]:
         except (binascii.Error, ValueError):
             continue
         decoded = _plausible(raw)
-        if decoded is not None:
+        if decoded is not None and budget.take(decoded):
             found.append(("base64", match.start(), match.end(), decoded))
-            if len(found) >= MAX_BLOBS:
+            if budget.spent:
                 return found
     # Plausible text has a space, byte 0x20, written "20" in the blob: no "20", no need
     # to look for hex blobs.
@@ -181,11 +221,36 @@ def blob_spans(text: str) -> list[tuple[str, int, int, str]]:
         except ValueError:
             continue
         decoded = _plausible(raw)
-        if decoded is not None:
+        if decoded is not None and budget.take(decoded):
             found.append(("hex", match.start(), match.end(), decoded))
-            if len(found) >= MAX_BLOBS:
+            if budget.spent:
                 break
     return found
+
+
+class _Budget:
+    """The decodings kept so far: their count, their characters, and which they are."""
+
+    __slots__ = ("chars", "seen")
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+        self.chars = 0
+
+    def take(self, decoded: str) -> bool:
+        """Whether ``decoded`` is kept: a repeat (free), or new and within the budget
+        (then counted)."""
+        if decoded in self.seen:
+            return True
+        if self.chars + len(decoded) > MAX_BLOB_TEXT:
+            return False
+        self.seen.add(decoded)
+        self.chars += len(decoded)
+        return True
+
+    @property
+    def spent(self) -> bool:
+        return len(self.seen) >= MAX_BLOBS or self.chars >= MAX_BLOB_TEXT
 
 
 def escape_snippet(text: str, limit: int = 160) -> str:
