@@ -25,7 +25,7 @@ import json
 import math
 import re
 from collections.abc import Container, Iterable
-from typing import Any
+from typing import Any, cast
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
@@ -221,6 +221,7 @@ class NginxJsonParser(Parser):
             text = text.lstrip()
             if not text.startswith("{"):
                 return None
+        data: object
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
@@ -231,9 +232,10 @@ class NginxJsonParser(Parser):
                 return None
         if not isinstance(data, dict):
             return None
+        record = cast(dict[str, Any], data)  # JSON object keys are strings
         if "\\ud" in text or "\\uD" in text:
-            data = _no_lone_surrogates(data)
-        return data
+            record = _no_lone_surrogates(record)
+        return record
 
     def _lost_forwarded(self, data: dict[str, Any]) -> bool:
         """Whether a cut line came from a trusted proxy and its forwarded fields
