@@ -279,6 +279,9 @@ class Pipeline:
             counters.lines += len(lines)
             counters.parsed += len(events)
             counters.unparsed += len(lines) - len(events)
+            if parser.notices:
+                for message, fields in parser.take_notices():
+                    log.warning(message, source=batch.source, parser=parser.name, **fields)
         if not events:
             return
         kinds = frozenset(map(type, events))

@@ -39,7 +39,8 @@ report, each with its reason: the address is not on the line (fail2ban joins lin
 of one sshd pid), the host is a DNS name (aisentinel never resolves names), an
 ``Accepted`` line that fail2ban counts only because earlier attempts failed (the
 detectors see ACCEPTED and decide), nginx error-log 404 lines (the same request
-is read from the access log; reading both would count it twice) and lines with no
+is read from the access log; reading both would count it twice), limit_req's
+``delaying request`` lines (the request was served, only delayed) and lines with no
 program tag. :data:`KNOWN_DIVERGENCES` lists the lines where we deliberately
 report another host than the annotation, with the reason.
 """
@@ -289,6 +290,8 @@ def _out_of_scope(case: Case, event: Event | None, parser_name: str) -> str:
         return "address is not on this line: fail2ban joins lines of one sshd pid"
     if isinstance(event, SshEvent) and event.kind is SshKind.ACCEPTED:
         return "Accepted after failures with other users: stateful, the detector's job"
+    if "delaying request" in case.line:
+        return "limit_req delaying (burst without nodelay): served later, not rejected"
     if parser_name == "nginx-error-404":
         return "nginx error-log 404: the access log has the same request"
     if _SOCKLOG.match(case.line):

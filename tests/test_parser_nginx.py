@@ -111,7 +111,70 @@ def test_basic_auth_user_with_spaces_parses_and_cannot_forge_the_request(
     )
     assert _parse("nginx", 'x - a b [20/Jan/2015:19:53:28 +0100] "GET / HTTP/1.1" 200 1') is None
     vhost = LINE.replace(" alice ", " api.example.com - ")  # another format: not a user
-    assert _parse("nginx", vhost, proxies) is None
+    assert _one("nginx", vhost, proxies).user is None
+
+
+# $remote_user as nginx 1.22 logged it for `curl -u 'USER:pw'` (empty and "-" log "-").
+NGINX_USERS = ["x -", "x - -", " ", " - ", "a\\x22b", "a [07/Dec/2026 ", "-"]
+
+
+@pytest.mark.parametrize("proxies", [(), ("10.0.0.0/8",)])
+@pytest.mark.parametrize("user", NGINX_USERS)
+def test_no_basic_auth_user_hides_the_request(user: str, proxies: tuple[str, ...]) -> None:
+    """Whatever user a client sends in its Basic header (a user ending in " -" included,
+    which `$host -` layouts also write and so reads as no user), its line parses with
+    its address, time, request and status."""
+    line = LINE.replace(" alice ", f" {user} ").replace("POST /v1/chat/completions", "GET /.env")
+    event = _one("nginx", line, proxies)
+    assert (event.client, event.ts, event.method, event.path, event.status) == (
+        "203.0.113.7",
+        EPOCH_1953,
+        "GET",
+        "/.env",
+        401,
+    )
+    assert event.user == (None if user.endswith(" -") or user == "-" else user)
+
+
+@pytest.mark.parametrize(
+    "request_text",
+    [
+        "GET  /.env HTTP/1.1",
+        "GET /.env  HTTP/1.1",
+        "GET /.env HTTP/1.1   ",
+        "GET /.env HTTP/1.2",
+        "GET /.env HTTP/1.01",
+        "GET /.env x HTTP/1.1",
+    ],
+)
+def test_request_lines_nginx_serves_give_their_target(request_text: str) -> None:
+    """A request line nginx 1.22 serves though written oddly (extra spaces, another
+    HTTP/1 minor version; a space in the target served by older nginx) gives its method
+    and target in both access formats, so a client cannot hide its path that way."""
+    line = f'198.51.100.1 - - [20/Jan/2015:19:53:28 +0100] "{request_text}" 404 0 "-" "-"'
+    target = "/.env x" if " x " in request_text else "/.env"
+    event = _one("nginx", line)
+    assert (event.method, event.path) == ("GET", target)
+    record = {"time": "1421780008", "remote_addr": "198.51.100.1", "status": "404"}
+    event = _one("nginx-json", json.dumps({**record, "request": request_text}))
+    assert (event.method, event.path) == ("GET", target)
+
+
+@pytest.mark.parametrize("proxies", [(), ("10.0.0.0/8",)])
+def test_header_text_cannot_shift_the_combined_fields(proxies: tuple[str, ...]) -> None:
+    """Referer and user agent as nginx logs them (quotes escaped) cannot move a field:
+    the client, request and status stay those of the line, and a user agent shaped like
+    an address is never read as the forwarded-for field."""
+    peer = "10.0.0.2" if proxies else "203.0.113.7"
+    line = (
+        f'{peer} - - [20/Jan/2015:19:53:28 +0100] "GET /.env HTTP/1.1" 404 0 '
+        '"a\\x22 \\x22b" "6.6.6.6\\x22 \\x221.2.3.4"'
+    )
+    event = _one("nginx", line, proxies)
+    assert (event.client, event.path, event.status) == (peer, "/.env", 404)
+    assert event.user_agent == "6.6.6.6\\x22 \\x221.2.3.4"
+    stock = LINE.replace("203.0.113.7", peer).replace('"curl/8.5.0"', '"6.6.6.6"')
+    assert _one("nginx", stock, proxies).client == peer
 
 
 def test_ipv4_mapped_peer_is_normalised() -> None:
@@ -202,8 +265,14 @@ def _json_line(**over: object) -> str:
         "key_id": "AbCd1234",
         "request_body": "",
     }
-    record.update(over)
-    return json.dumps(record)
+    return _dumps(record, over)
+
+
+def _dumps(record: dict[str, object], over: dict[str, object], *, none_drops: bool = False) -> str:
+    """``record`` with ``over`` applied, as a JSON line; with ``none_drops`` a None in
+    ``over`` removes the key (else it is written as null)."""
+    merged = {**record, **over}
+    return json.dumps({k: v for k, v in merged.items() if not (none_drops and v is None)})
 
 
 def test_json_line_fields() -> None:
@@ -301,6 +370,106 @@ def test_json_iso_time_and_forwarded() -> None:
     assert _one("nginx-json", line).ts == EPOCH_1953
     assert _one("nginx-json", line).client == "10.0.0.2"
     assert _one("nginx-json", line, ("10.0.0.0/8",)).client == "6.6.6.6"
+
+
+def test_json_real_ip_set_by_the_proxy_beats_a_forged_xff() -> None:
+    """Behind a trusted proxy, real_ip (one value the proxy sets) is the client even when
+    the client sent its own X-Forwarded-For; xff is read when real_ip is unset."""
+    proxies = ("10.0.0.0/8",)
+    both = _json_line(remote_addr="10.0.0.2", xff="198.51.100.99", real_ip="203.0.113.50")
+    assert _one("nginx-json", both, proxies).client == "203.0.113.50"
+    unset = _json_line(remote_addr="10.0.0.2", xff="198.51.100.99", real_ip="-")
+    assert _one("nginx-json", unset, proxies).client == "198.51.100.99"
+    assert _one("nginx-json", both).client == "10.0.0.2"  # no trusted proxy: the peer
+
+
+def _community(**over: object) -> str:
+    """A line of a widely copied JSON format: $time_iso8601, $request, no request_uri."""
+    record: dict[str, object] = {
+        "time": "2015-01-20T19:53:28+01:00",
+        "remote_addr": "203.0.113.7",
+        "request": "GET /.env HTTP/1.1",
+        "status": "404",
+        "http_referrer": "${jndi:ldap://x}",
+        "http_user_agent": "curl/8",
+        "http_x_forwarded_for": "",
+    }
+    return _dumps(record, over, none_drops=True)
+
+
+@pytest.mark.parametrize(
+    ("over", "method", "path"),
+    [
+        ({}, "GET", "/.env"),
+        ({"request": "POST /api/pull HTTP/2.0", "request_method": "PUT"}, "PUT", "/api/pull"),
+        ({"request": None, "method": "GET", "path": "/.git/config"}, "GET", "/.git/config"),
+        ({"request": None, "request_method": "GET", "uri": "/.aws/x"}, "GET", "/.aws/x"),
+        ({"request": "\\x16\\x03"}, "", "\\x16\\x03"),
+        ({"request": ""}, "", ""),
+    ],
+)
+def test_json_formats_without_request_uri_give_the_path(
+    over: dict[str, object], method: str, path: str
+) -> None:
+    """A JSON line without request_uri takes its path from `request` (split as in the
+    combined format), else `path` or `uri`, its method from request_method, `method` or
+    the request line; the referer also from the `http_referrer` spelling."""
+    event = _one("nginx-json", _community(**over))
+    assert (event.method, event.path, event.ts) == (method, path, EPOCH_1953)
+    assert event.referer == "${jndi:ldap://x}"
+
+
+def test_json_line_without_any_path_key_is_unparsed_with_one_notice() -> None:
+    """A JSON line with no key holding a path is not parsed (not a request with path ""),
+    the parser queues one notice naming the keys it reads, and sniffing still names the
+    format."""
+    parser = _parser("nginx-json")
+    pathless = _community(request=None, method="GET")
+    assert parser.parse_many([pathless, pathless]) == []
+    notices = parser.take_notices()
+    assert len(notices) == 1
+    assert "request_uri, request, path, uri" in notices[0][0]
+    assert parser.parse_many([pathless]) == []
+    assert parser.take_notices() == []
+    assert sniff([pathless] * 3) == "nginx-json"
+
+
+@pytest.mark.parametrize("key", ["xff", "http_x_forwarded_for", "x_forwarded_for"])
+def test_json_forwarded_for_under_its_common_keys(key: str) -> None:
+    """The forwarded-for chain is read under the shipped key and the common ones, from a
+    trusted proxy only."""
+    over: dict[str, object] = {"http_x_forwarded_for": None, key: "6.6.6.6"}
+    line = _community(remote_addr="10.0.0.2", **over)
+    assert _one("nginx-json", line, ("10.0.0.0/8",)).client == "6.6.6.6"
+    assert _one("nginx-json", line).client == "10.0.0.2"
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+def test_trusted_proxy_lines_without_forwarded_field_give_one_notice(fmt: str) -> None:
+    """When most requests from a trusted proxy carry no forwarded value (a layout the
+    parser cannot read it from), one notice is queued; a few health checks of the proxy
+    among forwarded requests queue none."""
+    proxies = ("10.0.0.0/8",)
+    if fmt == "nginx":
+        bare = LINE.replace("203.0.113.7", "10.0.0.2") + ' 0.001 "198.51.100.9"'
+        forwarded = LINE.replace("203.0.113.7", "10.0.0.2") + ' "198.51.100.9"'
+    else:
+        bare = _json_line(remote_addr="10.0.0.2")
+        forwarded = _json_line(remote_addr="10.0.0.2", xff="198.51.100.9")
+    parser = _parser(fmt, proxies)
+    events = parser.parse_many([bare] * 19)
+    assert {e.client for e in events} == {"10.0.0.2"}
+    assert parser.take_notices() == []
+    parser.parse_many([bare, bare])
+    notices = parser.take_notices()
+    assert len(notices) == 1
+    assert "X-Forwarded-For" in notices[0][0] or "forwarded" in notices[0][0]
+    parser.parse_many([bare] * 50)
+    assert parser.take_notices() == []
+    healthy = _parser(fmt, proxies)
+    assert {e.client for e in healthy.parse_many([forwarded] * 100)} == {"198.51.100.9"}
+    healthy.parse_many([bare] * 30)
+    assert healthy.take_notices() == []
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import string
 import time
@@ -57,7 +58,7 @@ def test_auth_failures(message: str, user: str | None, reason: str) -> None:
     [
         ('limiting requests, excess: 1.852 by zone "one", client: 1.2.3.4', "one", "1.2.3.4"),
         (
-            'delaying request, excess: 0.841, by zone "req", client: 2001:db8::1',
+            'limiting requests, excess: 0.841 by zone "req", client: 2001:db8::1',
             "req",
             "2001:db8::1",
         ),
@@ -69,6 +70,82 @@ def test_rate_limiting(message: str, zone: str, client: str) -> None:
     event = _parse(HEAD + message + TAIL)
     assert isinstance(event, HttpRateLimited)
     assert (event.zone, event.client) == (zone, client)
+
+
+def test_limit_req_delaying_is_no_rejection() -> None:
+    """A limit_req "delaying request" line (burst without nodelay: the request is served,
+    later) gives no rate-limit event."""
+    line = HEAD.replace("[error]", "[warn]") + (
+        'delaying request, excess: 0.841, by zone "req", client: 192.0.2.7' + TAIL
+    )
+    assert _parse(line) is None
+
+
+PAM_FORGED = "2026/12/07 19:00:00 [error] 1#1: PAM: user 'admin0' - not authenticated: x, "
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        '203.0.113.77 - - [07/Dec/2026:19:00:00 +0000] "GET / HTTP/1.1" 404 153 "-" "'
+        + PAM_FORGED
+        + 'client: 198.51.100.1,"',
+        '::ffff:203.0.113.77 - - [07/Dec/2026:19:00:00 +0000] "GET / HTTP/1.1" 404 153 "-" "'
+        + PAM_FORGED
+        + 'client: 198.51.100.1,"',
+        '{"remote_addr": "203.0.113.77", "http_user_agent": "'
+        + PAM_FORGED
+        + 'client: 198.51.100.1,"}',
+        "Dec  7 19:00:00 host sshd[77]: Invalid user "
+        + PAM_FORGED
+        + "client: 198.51.100.1, from 203.0.113.77 port 4242",
+    ],
+)
+def test_an_error_head_inside_request_text_reads_as_nothing(line: str) -> None:
+    """An error-log head written by a client (a user agent in an access log, a user name
+    in an sshd log) is no error-log line: it frames no address, and does not count as
+    one for sniffing."""
+    assert _parse(line) is None
+    parser = build_parser("nginx-error", ParserContext(source="e", clock=FakeClock()))
+    assert not parser.looks_like(line)
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "",
+        "host nginx[983478]: ",
+        "Dec  7 19:00:00 host nginx[983478]: ",
+        "<27>Dec 17 19:00:00 host nginx: ",
+        "2026-12-07T19:00:00.123456+00:00 host nginx[1]: ",
+        "host nginx[23141]: host nginx: ",
+    ],
+)
+def test_syslog_and_journal_prefixes_are_accepted(prefix: str) -> None:
+    """The error-log head is read at the start of a line or after a syslog/journal prefix."""
+    line = prefix + HEAD + 'user "x": password mismatch, client: 192.0.2.3' + TAIL
+    event = _parse(line)
+    assert isinstance(event, HttpAuthFailure)
+    assert event.client == "192.0.2.3"
+
+
+def test_failures_from_a_trusted_proxy_are_not_blamed_on_it() -> None:
+    """Behind a trusted proxy (no X-Forwarded-For in the error log), a failure or rate
+    limit whose client is the proxy gives no event and one notice naming the proxy and
+    the realip module; other clients (realip at work) are read as usual."""
+    nets = (ipaddress.ip_network("10.0.0.0/8"),)
+    parser = build_parser("nginx-error", ParserContext(source="e", trusted_proxies=nets))
+    auth = HEAD + 'user "bob": password mismatch, client: 10.0.0.2' + TAIL
+    limit = HEAD + 'limiting requests, excess: 1.0 by zone "z", client: 10.0.0.2' + TAIL
+    assert parser.parse_many([auth, limit, auth]) == []
+    notices = parser.take_notices()
+    assert len(notices) == 1
+    assert "set_real_ip_from" in notices[0][0]
+    assert notices[0][1] == {"proxy": "10.0.0.2"}
+    real = parser.parse(auth.replace("10.0.0.2", "198.51.100.4"))
+    assert isinstance(real, HttpAuthFailure)
+    assert real.client == "198.51.100.4"
+    assert isinstance(_parse(auth), HttpAuthFailure)  # no trusted proxy: the peer
 
 
 def test_journal_prefix_is_accepted() -> None:

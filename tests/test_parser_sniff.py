@@ -32,6 +32,15 @@ def test_sniff_picks_the_majority_format(lines: list[str], expected: str) -> Non
     assert sniff(lines) == expected
 
 
+@pytest.mark.parametrize("peer", ["203.0.113.77", "::ffff:203.0.113.77"])
+def test_a_user_agent_shaped_like_an_error_log_cannot_poison_sniffing(peer: str) -> None:
+    """An access log whose clients send a user agent that is an error-log line, in every
+    sample line, is still sniffed as the combined format."""
+    ua = "2026/12/07 19:00:00 [error] 1#1: PAM: user 'a' - not authenticated: x, client: 1.2.3.4,"
+    poisoned = NGINX.replace("1.2.3.4", peer).replace("curl/8", ua)
+    assert sniff([poisoned] * 60 + [NGINX] * 4) == "nginx"
+
+
 def test_sniff_refuses_unknown_input() -> None:
     """Unrecognisable samples raise ValueError naming the formats."""
     with pytest.raises(ValueError, match="nginx-json"):

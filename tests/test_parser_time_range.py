@@ -23,7 +23,8 @@ def _parser(name: str, now: float = 1_764_000_000.0) -> Parser:
 
 
 def _json(time: object) -> str:
-    return json.dumps({"time": time, "remote_addr": "192.0.2.9", "status": "200"})
+    record = {"time": time, "remote_addr": "192.0.2.9", "request_uri": "/", "status": "200"}
+    return json.dumps(record)
 
 
 def _access(stamp: str) -> str:

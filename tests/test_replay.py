@@ -130,7 +130,8 @@ def test_the_hosts_addresses_are_read_once_and_never_banned(
 
 def test_a_trusted_proxy_is_never_banned(tmp_path: Path, now_epoch: float) -> None:
     """Failed logins from a trusted proxy without X-Forwarded-For are the proxy's: found,
-    and not banned (banning it would cut off every client behind it)."""
+    and not banned (banning it would cut off every client behind it); one warning on
+    stderr names the source and says the lines carry no forwarded field."""
     cfg = tmp_path / "c.toml"
     cfg.write_text('[parsers]\ntrusted_proxies = ["10.0.0.2/32"]\n')
     log = tmp_path / "access.log"
@@ -144,6 +145,9 @@ def test_a_trusted_proxy_is_never_banned(tmp_path: Path, now_epoch: float) -> No
     assert {(o["action"], o["reason"]) for o in decisions} == {
         ("none", "allowlisted (10.0.0.2/32)")
     }
+    warnings = [line for line in res.stderr.splitlines() if "X-Forwarded-For" in line]
+    assert len(warnings) == 1
+    assert str(log) in warnings[0] or "access.log" in warnings[0]
 
 
 def test_unparsed_lines_are_counted_and_skipped(tmp_path: Path, now_epoch: float) -> None:

@@ -182,6 +182,23 @@ def test_rate_windows_expire_and_cap() -> None:
     assert len(rate) == 0
 
 
+def test_rate_windows_crossing_span_starts_at_the_keys_first_event() -> None:
+    """A burst inside one bucket (none in the previous one) crosses with first_ts the
+    time of its first event, not the bucket's start: 20 hits in one second span 0s."""
+    rate = RateWindows(20, 60.0, 10)
+    rate.hit("other", T0 + 1)
+    hits = [rate.hit("a", T0 + 57) for _ in range(20)]
+    crossing = hits[-1]
+    assert crossing is not None
+    assert (crossing.events, crossing.first_ts) == (20, T0 + 57)
+    spread = RateWindows(3, 60.0, 10)
+    assert spread.hit("b", T0 + 10) is None
+    assert spread.hit("b", T0 + 30) is None
+    late = spread.hit("b", T0 + 40)
+    assert late is not None
+    assert late.first_ts == T0 + 10
+
+
 def test_rate_windows_estimate_weights_the_previous_bucket() -> None:
     """Across a bucket boundary the estimate is cur + prev * overlap (buckets aligned
     to the window), so a burst straddling the boundary is reported once the weighted

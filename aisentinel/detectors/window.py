@@ -994,8 +994,9 @@ class RateWindows:
     the threshold (``cur >= threshold - max(prev)``), so most hits are one dict
     lookup, one store and one comparison. A crossing's ``events`` is that estimate.
 
-    Memory: one dict entry (a key and a small int) per key active in the current
-    bucket, one per key active in the previous one, and the quiet-until time of
+    Memory: two dict entries (the count, and the time of the key's first event, which
+    starts a crossing's span) per key active in the current bucket, one per key active
+    in the previous one, and the quiet-until time of
     keys that crossed lately. No key index, queue or expiry walk. At most
     ``max_keys`` keys in both generations together: when a new key finds them full,
     the previous bucket is dropped early (estimates then use the current bucket
@@ -1020,6 +1021,7 @@ class RateWindows:
     __slots__ = (
         "_cur",
         "_end",
+        "_first",
         "_hit",
         "_need",
         "_once",
@@ -1052,6 +1054,9 @@ class RateWindows:
         self._hit = False
         """Whether an event came since the last :meth:`expire`."""
         self._cur: dict[str, int] = {}
+        self._first: dict[str, float] = {}
+        """The time of each key's first event in the current bucket (not of a key whose
+        first event went to the one-hit filter): where a crossing's span starts."""
         self._prev: dict[str, int] = {}
         self._quiet: dict[str, float] = {}
         self._start = _NEG_INF
@@ -1073,6 +1078,7 @@ class RateWindows:
         start = (now // window) * window
         self._prev = self._cur if now < self._end + window else {}
         self._cur = {}
+        self._first = {}
         self._once = None
         self._start = start
         self._end = start + window
@@ -1126,6 +1132,8 @@ class RateWindows:
             if len(cur) + len(self._prev) >= self.max_keys and not self._room():
                 self.overflow += 1
                 return None
+            if count == 1:
+                self._first[key] = ts
         cur[key] = count
         if count < self._need:
             return None
@@ -1146,8 +1154,10 @@ class RateWindows:
         if ts < quiet.get(key, _NEG_INF):
             return None
         quiet[key] = ts + self.window
-        # The estimate is of the rate over the last window (exact within one bucket).
-        first = ts - self.window if prev else min(start, ts)
+        # The estimate is of the rate over the last window (exact within one bucket):
+        # its events began at the key's first one in this bucket when it had none in the
+        # previous one (the bucket's start when the one-hit filter took that one).
+        first = ts - self.window if prev else min(self._first.get(key, start), ts)
         return Crossing(int(estimate), first, ())
 
     def release(self, key: str) -> None:

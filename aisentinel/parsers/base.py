@@ -104,6 +104,22 @@ class Parser(ABC):
         self.ctx = ctx
         self.source = ctx.source
         self.options = ctx.options
+        self.notices: list[tuple[str, dict[str, str]]] = []
+        """Warnings for the operator not yet logged: (message, fields). Parsers do no
+        I/O; the pipeline logs these after each batch (:meth:`take_notices`)."""
+        self._noticed: set[str] = set()
+
+    def notice(self, key: str, message: str, **fields: str) -> None:
+        """Queue ``message`` for the operator's log, once per ``key`` for this parser
+        (one source): a problem of the log's layout or the setup, not of one line."""
+        if key not in self._noticed:
+            self._noticed.add(key)
+            self.notices.append((message, fields))
+
+    def take_notices(self) -> list[tuple[str, dict[str, str]]]:
+        """The queued notices, oldest first; the queue is emptied."""
+        out, self.notices = self.notices, []
+        return out
 
     @abstractmethod
     def parse(self, line: str) -> Event | None:

@@ -53,12 +53,14 @@ _SPACED = re.compile(r"([0-9A-Fa-f.:]++) - ([^\"]+?)" + _REST + r'(?: "([^"]*+)"
 fails. nginx fills ``$remote_user`` from any ``Authorization: Basic`` header (with or
 without ``auth_basic``) and does not escape spaces, so a client can send ``a b:c`` on
 every request; without this its lines would not parse and it would be invisible to
-every HTTP detector. nginx does escape ``"`` in the field (``\\x22``), so the time is
-the last ``[...]`` before the line's first quote: the user field cannot forge another
-time or request. Only the combined shape is read so (``-`` for ``$remote_ident``, a
-user that does not end in `` -``): a format with another field before the time, such
-as ``$remote_addr - $host - [$time_local]``, stays unparsed rather than taking the
-field for a user, which detectors count as a credential."""
+every HTTP detector. nginx does escape ``"`` in the field (``\\x22``), and a user
+name holds no ``:`` (nginx splits the credentials at the first one) where a time has
+three, so the time is the first `` [...] "`` after the address: the user field cannot
+forge another time or request. A user that ends in `` -`` (``curl -u 'x -:pw'``) reads
+as no user (``None``): the same text is what a format with another field before the
+time writes (``$remote_addr - $host - [$time_local]``), which must not be taken for a
+user (detectors count one as a credential), and a client must not be able to make its
+lines unparsed by choosing its user name."""
 
 _CUT_REQUEST = re.compile(r'([0-9A-Fa-f.:]++) [^ ]++ ([^ ]++) \[([^\]]{26})\] "([^"]*+)\Z')
 """A combined line cut inside its request line: address, user, time, the request so far."""
@@ -75,14 +77,32 @@ HTTP_VERSIONS = frozenset({"HTTP/1.0", "HTTP/1.1", "HTTP/2.0", "HTTP/3.0"})
 ``2.0``/``3.0``); a request line with another is kept whole as not understood."""
 
 
+_SERVED_VERSION = re.compile(r"HTTP/(?:1\.[0-9]++|[23]\.0)")
+"""The versions nginx serves: HTTP/1 with any minor version (``HTTP/1.2``, ``HTTP/1.01``
+are served as 1.1), and the 2.0 and 3.0 it writes for HTTP/2 and 3."""
+
+_METHOD = re.compile(r"[A-Z_-]++")
+"""The characters nginx accepts in a method."""
+
+
 def split_request(request: str) -> tuple[str, str]:
-    """``"GET /x HTTP/1.1"`` -> ``("GET", "/x")``; anything else (another HTTP version
-    than :data:`HTTP_VERSIONS` included) -> ``("", request)``."""
+    """``"GET /x HTTP/1.1"`` -> ``("GET", "/x")``, also when written otherwise but served
+    by nginx (``"GET  /x HTTP/1.2 "``); anything else (an HTTP version nginx does not
+    serve included) -> ``("", request)``."""
     parts = request.split(" ")
     if len(parts) == 3 and parts[2] in HTTP_VERSIONS:
         return parts[0], parts[1]
     if len(parts) == 2 and parts[0].isalpha() and parts[0].isupper():
         return parts[0], parts[1]  # HTTP/0.9 style "GET /"
+    # Served too, so a client must not hide its target with them: runs of spaces
+    # between or after the parts, another HTTP/1 minor version, a target with spaces
+    # (nginx served those before 1.21.1). Linear: no regex runs over the spaces.
+    head, sep, version = request.rstrip(" ").rpartition(" ")
+    if sep and _SERVED_VERSION.fullmatch(version) is not None:
+        method, sep, target = head.partition(" ")
+        target = target.strip(" ")
+        if sep and target and _METHOD.fullmatch(method) is not None:
+            return method, target
     return "", request
 
 
@@ -94,7 +114,7 @@ class NginxAccessParser(Parser):
     """Parses ``combined`` access-log lines into :class:`HttpRequest`."""
 
     name = "nginx"
-    sniff = 30
+    sniff = 15
     max_line_bytes = ACCESS_LINE_BYTES
 
     def __init__(self, ctx: ParserContext) -> None:
@@ -122,13 +142,17 @@ class NginxAccessParser(Parser):
         append = out.append
         for line in lines:
             m = match(line)
+            spaced = False
             if m is None:
                 m = _SPACED.match(line)
-                if m is None or m[2].endswith(" -"):
+                if m is None:
                     if type(line) is CutLine and (cut := self.cut_request(line)) is not None:
                         append(cut)
                     continue
+                spaced = True
             peer, user, when, method, path, raw, status, sent, referer, agent, xff = m.groups()
+            if spaced and user.endswith(" -"):
+                user = "-"  # no user: see _SPACED
             ts = times.get(when)
             if ts is None:
                 ts = to_time(when)
@@ -172,6 +196,14 @@ class NginxAccessParser(Parser):
                         None if not referer or referer == "-" else referer,
                     ),
                 )
+            )
+        if resolve is not None and self._proxy.layout_suspect():
+            self.notice(
+                "unforwarded",
+                "most requests from trusted proxies carry no X-Forwarded-For field: each "
+                "is taken as the proxy's own request, and the proxy is never banned; the "
+                '`nginx` parser reads it as the quoted field right after "$http_user_agent" '
+                "(see docs/nginx-log-format.md)",
             )
         return out
 

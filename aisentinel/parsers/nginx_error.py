@@ -1,16 +1,23 @@
 """``nginx-error``: auth_basic failures and request limiting from nginx's error log.
 
 Lines look like ``2015/01/21 10:56:10 [error] 2833#0: *16336 MESSAGE, client: ADDR,
-server: NAME, request: "...", host: "..."`` (server local time), possibly behind a
-journal prefix (``host nginx[2833]: ``). Recognised messages:
+server: NAME, request: "...", host: "..."`` (server local time), at the start of the
+line or behind a syslog or journal prefix (``host nginx[2833]: ``,
+``Dec  7 19:00:00 host nginx[2833]: ``); a head anywhere else is request text (see
+:data:`_PREFIXED_HEAD`). Recognised messages:
 
 * ``user "NAME" was not found in "FILE"`` -> :class:`HttpAuthFailure` ``user_not_found``
 * ``user "NAME": password mismatch`` -> ``password_mismatch``
 * ``no user/password was provided for basic authentication`` -> ``no_credentials``
   (every browser sends one before asking its user: detectors must not treat it as a guess)
 * ``PAM: user 'NAME' - not authenticated: ...`` (ngx_http_auth_pam_module) -> ``pam_failure``
-* ``limiting requests``, ``delaying request`` (limit_req) and ``limiting connections``
-  (limit_conn) -> :class:`HttpRateLimited`
+* ``limiting requests`` (limit_req) and ``limiting connections`` (limit_conn) ->
+  :class:`HttpRateLimited`. Not ``delaying request``: a request within ``burst`` (without
+  ``nodelay``) is served, only later; it is no rejection.
+
+With ``[parsers] trusted_proxies``, a line whose client is a trusted proxy returns
+``None``: the error log has no X-Forwarded-For, the real client is unknown (nginx's
+realip module makes it log the real client).
 
 Everything else returns ``None``, in particular ``open() ... failed (2: No such file
 or directory)``: the access log records the same request with its 404, and reading
@@ -30,17 +37,32 @@ import re
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import HttpAuthFailure, HttpRateLimited
 from aisentinel.parsers.base import REGISTRY, Parser, ParserContext
-from aisentinel.parsers.proxy import ADDR_RE, normalize_addr
+from aisentinel.parsers.proxy import ADDR_RE, ProxyResolver, normalize_addr
 from aisentinel.parsers.timestamps import NginxErrorTime
 
 Event = HttpAuthFailure | HttpRateLimited
 
-_HEAD = re.compile(r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[[a-z]+\] \d+#\d+: (?:\*\d+ )?")
+_HEAD_TEXT = r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[[a-z]+\] \d+#\d+: (?:\*\d+ )?"
+_HEAD = re.compile(_HEAD_TEXT)
+"""The head of an error-log line, at its start: time, level, pid#tid, connection."""
+_PREFIXED_HEAD = re.compile(
+    r"(?:<\d{1,3}>)?"  # a syslog priority
+    r"(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"  # BSD syslog / journalctl -o short
+    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) )?"  # RFC 5424, short-iso
+    r"(?:[\w.:-]+ )?[\w./-]+(?:\[\d+\])?: "  # host, tag[pid]:
+    r"(?:[\w.:-]+ [\w./-]+(?:\[\d+\])?: )?"  # relayed once more (host nginx[1]: host nginx: )
+    + _HEAD_TEXT
+)
+"""The head after a syslog or journal prefix (``Dec  7 19:00:00 host nginx[983]: ``),
+and nothing else: only the writer of the log writes there. A head found anywhere else
+in a line is text of the request (a user agent, a user name, a path in an access log or
+in an sshd line read as nginx's error log) and reads as nothing: a client must not
+write an error-log line of its own, framing another address or poisoning sniffing."""
 _AUTH_TAIL = re.compile(
     r'"(: password mismatch| was not found in "[^"]*"), client: (' + ADDR_RE + r")(?:,|$)"
 )
 _LIMIT = re.compile(
-    r"(?:limiting requests, excess: [\d.]+|delaying request, excess: [\d.]+,|limiting connections)"
+    r"(?:limiting requests, excess: [\d.]+|limiting connections)"
     r' by zone "([^"]*)", client: (' + ADDR_RE + r")(?:,|$)"
 )
 _NO_CREDS = re.compile(
@@ -49,6 +71,13 @@ _NO_CREDS = re.compile(
 _PAM = re.compile(
     r"PAM: user '([^:]*)' - not authenticated: [^,]*, client: (" + ADDR_RE + r")(?:,|$)"
 )
+
+
+def _head(line: str) -> re.Match[str] | None:
+    """The error-log head at the start of ``line`` or after a syslog/journal prefix."""
+    if line[:1].isdigit() and (head := _HEAD.match(line)) is not None:
+        return head
+    return _PREFIXED_HEAD.match(line)
 
 
 class NginxErrorConfig(StrictModel):
@@ -64,16 +93,15 @@ class NginxErrorParser(Parser):
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
         self._time = NginxErrorTime()
+        self._proxy = ProxyResolver(ctx.trusted_proxies)
 
     def parse(self, line: str) -> Event | None:
         """The auth failure or rate limiting this line reports, or ``None``."""
         # Every message we read names a user, or is limit_req/limit_conn: skip the rest
         # (upstream timeouts, buffering warnings...) before any regex.
-        if "client: " not in line or (
-            "user" not in line and "limiting " not in line and "delaying " not in line
-        ):
+        if "client: " not in line or ("user" not in line and "limiting " not in line):
             return None
-        head = _HEAD.match(line) if line[:1].isdigit() else _HEAD.search(line)
+        head = _head(line)
         if head is None:
             return None
         msg = line[head.end() :]
@@ -82,14 +110,17 @@ class NginxErrorParser(Parser):
             if found is None:
                 return None
             user, reason, addr = found
-        elif msg.startswith(("limiting ", "delaying ")):
+        elif msg.startswith("limiting "):
             m = _LIMIT.match(msg)
             if m is None:
                 return None
             ts = self._time(head.group(1))
             if ts is None:
                 return None
-            return HttpRateLimited(ts, self.source, normalize_addr(m.group(2)), m.group(1) or None)
+            addr = normalize_addr(m.group(2))
+            if self._from_proxy(addr):
+                return None
+            return HttpRateLimited(ts, self.source, addr, m.group(1) or None)
         elif msg.startswith("no user/password"):
             m = _NO_CREDS.match(msg)
             if m is None:
@@ -105,7 +136,26 @@ class NginxErrorParser(Parser):
         ts = self._time(head.group(1))
         if ts is None:
             return None
-        return HttpAuthFailure(ts, self.source, normalize_addr(addr), user, reason)
+        addr = normalize_addr(addr)
+        if self._from_proxy(addr):
+            return None
+        return HttpAuthFailure(ts, self.source, addr, user, reason)
+
+    def _from_proxy(self, addr: str) -> bool:
+        """Whether ``addr`` is a trusted proxy: the error log has no X-Forwarded-For, so
+        the client behind it is unknown and the line is left unparsed (with a notice
+        once), never blamed on the proxy. nginx's realip module logs the real client."""
+        if not self._proxy.enabled or not self._proxy.is_trusted(addr):
+            return False
+        self.notice(
+            "from-proxy",
+            "error-log lines name a trusted proxy as the client (the error log has no "
+            "X-Forwarded-For): they are left unparsed, not blamed on the proxy; enable "
+            "nginx's realip module (set_real_ip_from, real_ip_header X-Forwarded-For, "
+            "real_ip_recursive on) to log the real client (docs/nginx-log-format.md)",
+            proxy=addr,
+        )
+        return True
 
     def looks_like(self, line: str) -> bool:
         """Any nginx error-log line counts for sniffing, not only auth failures."""
@@ -114,7 +164,7 @@ class NginxErrorParser(Parser):
     @staticmethod
     def is_error_line(line: str) -> bool:
         """Whether ``line`` is an nginx error-log line at all (used to sniff formats)."""
-        return _HEAD.search(line) is not None
+        return _head(line) is not None
 
     @staticmethod
     def _auth(msg: str) -> tuple[str, str, str] | None:

@@ -25,20 +25,29 @@ import json
 import math
 import re
 from collections.abc import Container, Iterable
-from typing import Any
+from typing import Any, cast
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
 from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
+from aisentinel.parsers.nginx_access import split_request
 from aisentinel.parsers.proxy import ADDR_RE, ProxyResolver, normalize_addr
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS, IsoTime
 
 _ADDR = re.compile(ADDR_RE)
 _new = tuple.__new__
 _DECODER = json.JSONDecoder(strict=False)
-_PARTIAL = frozenset({"request_body", "request_uri", "http_user_agent", "http_referer"})
+_PARTIAL = frozenset(
+    {"request_body", "request_uri", "request", "path", "uri", "http_user_agent", "http_referer"}
+)
 """The fields read from a cut line even when cut short themselves (see :func:`cut_object`)."""
-_FORWARDED = ("xff", "real_ip")
+_XFF_KEYS = ("xff", "http_x_forwarded_for", "x_forwarded_for")
+"""The keys read as the ``X-Forwarded-For`` chain, first present wins: the shipped
+format's, then those of widely copied JSON formats (ingress-nginx, Loki/ELK examples)."""
+_FORWARDED = ("real_ip", *_XFF_KEYS)
+_PATH_KEYS = ("request_uri", "request", "path", "uri")
+"""The keys a path is read from, first present wins: ``request_uri``; ``request``
+(``$request``, ``"GET /x HTTP/1.1"``, split); ``path`` or ``uri`` (``$uri``: no query)."""
 
 
 def _skip_space(line: str, pos: int) -> int:
@@ -117,6 +126,9 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+_MISSING: Any = object()
+"""A key the record does not hold (``data.get(key, _MISSING)``)."""
+
 _UNSET = ("", "-")
 """What nginx writes for an unset variable."""
 
@@ -174,15 +186,42 @@ class NginxJsonParser(Parser):
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
         """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop."""
         parse = self.parse
-        return [r for r in map(parse, lines) if r is not None]
+        out = [r for r in map(parse, lines) if r is not None]
+        if self._proxy.enabled and self._proxy.layout_suspect():
+            self.notice(
+                "unforwarded",
+                "most requests from trusted proxies carry no forwarded address (keys "
+                f"{', '.join(_FORWARDED)}): each is taken as the proxy's own request, and "
+                "the proxy is never banned (see docs/nginx-log-format.md)",
+            )
+        return out
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` (not JSON, or lacking address/status)."""
+        data = self._record(line)
+        if data is None:
+            return None
+        try:
+            return self._event(data)
+        except (ValueError, TypeError, OverflowError):
+            return None
+
+    def looks_like(self, line: str) -> bool:
+        """A JSON object with a ``remote_addr`` and a ``status``, also one that lacks
+        a path: the format is this one (such lines are then counted as unparsed, with a
+        notice naming the keys), not an unknown one."""
+        data = self._record(line)
+        return data is not None and "remote_addr" in data and "status" in data
+
+    def _record(self, line: str) -> dict[str, Any] | None:
+        """The JSON object of ``line`` (what was read of it up to the cut, for a cut
+        line), or ``None``: not an object, or a cut line that lost its forwarded fields."""
         text = line
         if not text.startswith("{"):
             text = text.lstrip()
             if not text.startswith("{"):
                 return None
+        data: object
         try:
             data = json.loads(text)
         except (ValueError, RecursionError):
@@ -193,16 +232,14 @@ class NginxJsonParser(Parser):
                 return None
         if not isinstance(data, dict):
             return None
+        record = cast(dict[str, Any], data)  # JSON object keys are strings
         if "\\ud" in text or "\\uD" in text:
-            data = _no_lone_surrogates(data)
-        try:
-            return self._event(data)
-        except (ValueError, TypeError, OverflowError):
-            return None
+            record = _no_lone_surrogates(record)
+        return record
 
     def _lost_forwarded(self, data: dict[str, Any]) -> bool:
-        """Whether a cut line came from a trusted proxy and its forwarded fields (``xff``,
-        ``real_ip``) are not among those read before the cut: its client cannot be told,
+        """Whether a cut line came from a trusted proxy and its forwarded fields
+        (:data:`_FORWARDED`) are not among those read before the cut: its client cannot be told,
         and the proxy must not be taken for it."""
         if not self._proxy.enabled or any(key in data for key in _FORWARDED):
             return False
@@ -228,15 +265,30 @@ class NginxJsonParser(Parser):
         ts = self._time(get("time"))
         if ts is None:
             return None
+        method, path = self._request(get)
+        if path is None:
+            self.notice(
+                "no-path",
+                "JSON access-log lines carry no path (none of the keys "
+                f"{', '.join(_PATH_KEYS)}): they are counted as unparsed; add "
+                '"request_uri":"$request_uri" to the log_format (docs/nginx-log-format.md)',
+            )
+            return None
         client = peer
         if self._proxy.enabled:
-            forwarded = _opt_text(get("xff")) or _opt_text(get("real_ip"))
+            # real_ip (X-Real-IP, one value the trusted proxy sets, replacing any the
+            # client sent) first: the X-Forwarded-For a proxy passes on starts with
+            # whatever the client wrote there.
+            forwarded = _opt_text(get("real_ip"))
+            if forwarded is None:
+                for key in _XFF_KEYS:
+                    if key in data:
+                        forwarded = _opt_text(data[key])
+                        break
             client = normalize_addr(self._proxy.client(peer, forwarded))
         sent = get("body_bytes_sent")
         if type(sent) is not str:
             sent = _text(sent)
-        method = get("request_method")
-        path = get("request_uri")
         agent = get("http_user_agent")
         user = get("remote_user")
         user = (None if user in _UNSET else user) if type(user) is str else _opt_text(user)
@@ -248,7 +300,9 @@ class NginxJsonParser(Parser):
         body = (None if body in _UNSET else body) if type(body) is str else _opt_text(body)
         host = get("host")
         host = (None if host in _UNSET else host) if type(host) is str else _opt_text(host)
-        referer = get("http_referer")
+        referer = get("http_referer", _MISSING)
+        if referer is _MISSING:
+            referer = get("http_referrer")  # the spelling of some widely copied formats
         referer = (
             (None if referer in _UNSET else referer) if type(referer) is str else _opt_text(referer)
         )
@@ -259,8 +313,8 @@ class NginxJsonParser(Parser):
                 ts,
                 self.source,
                 client,
-                method if type(method) is str else _text(method),
-                path if type(path) is str else _text(path),
+                method,
+                path,
                 int(status_text),
                 int(sent) if sent.isdigit() else 0,
                 user,
@@ -272,6 +326,32 @@ class NginxJsonParser(Parser):
                 host,
                 referer,
             ),
+        )
+
+    @staticmethod
+    def _request(get: Any) -> tuple[str, str | None]:
+        """(method, path) of a record: ``request_method`` (else ``method``) and the first
+        of :data:`_PATH_KEYS` present; a ``request`` split as in the combined format,
+        which also gives the method when no key does. Path ``None``: no key holds one."""
+        method = get("request_method", _MISSING)
+        if method is _MISSING:
+            method = get("method", _MISSING)
+        path = get("request_uri", _MISSING)
+        if path is not _MISSING:
+            pass
+        elif (request := get("request", _MISSING)) is not _MISSING:
+            verb, path = split_request(_text(request))
+            if method is _MISSING:
+                method = verb
+        else:
+            path = get("path", _MISSING)
+            if path is _MISSING:
+                path = get("uri", _MISSING)
+                if path is _MISSING:
+                    return _text(None if method is _MISSING else method), None
+        return (
+            method if type(method) is str else _text(None if method is _MISSING else method),
+            path if type(path) is str else _text(path),
         )
 
     def _time(self, value: Any) -> float | None:

@@ -20,6 +20,10 @@ _WITH_PORT = re.compile(r"\[([^\]]*)\](?::[0-9]{1,5})?|([0-9.]+):[0-9]{1,5}")
 """An address with a port (``198.51.100.5:4433``, ``[2001:db8::1]:443``) or a bracketed
 IPv6 address: group 1 the IPv6 address, group 2 the IPv4 one."""
 
+UNFORWARDED_WARN = 20
+"""Requests from trusted proxies without a forwarded value before
+:meth:`ProxyResolver.layout_suspect` may hold."""
+
 _LONGEST_ENTRY = len("[ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255]:65535")
 """Longer forwarded entries are no address (and are not cached)."""
 
@@ -28,12 +32,18 @@ class ProxyResolver:
     """Resolves the client address of a request; caches trust decisions per address,
     and the address each forwarded entry names."""
 
-    __slots__ = ("_addresses", "_cache", "_networks")
+    __slots__ = ("_addresses", "_cache", "_networks", "_told", "forwarded", "unforwarded")
 
     def __init__(self, networks: tuple[Net, ...]) -> None:
         self._networks = networks
         self._cache: dict[str, bool] = {}
         self._addresses: dict[str, str | None] = {}
+        self.forwarded = 0
+        """Requests from a trusted proxy that carried a forwarded value."""
+        self.unforwarded = 0
+        """Requests from a trusted proxy that carried none (``-``, empty or missing):
+        taken as the proxy's own (see :meth:`layout_suspect`)."""
+        self._told = False
 
     @property
     def enabled(self) -> bool:
@@ -68,8 +78,12 @@ class ProxyResolver:
         entry may carry a port (Azure Application Gateway writes ``198.51.100.5:4433``,
         some load balancers ``[2001:db8::7]:443``): the address without it is used.
         """
-        if not forwarded or forwarded == "-" or not self._networks or not self.is_trusted(peer):
+        if not self._networks or not self.is_trusted(peer):
             return peer
+        if not forwarded or forwarded == "-":
+            self.unforwarded += 1
+            return peer
+        self.forwarded += 1
         entries = [self._address(part.strip()) for part in forwarded.split(",")]
         for entry in reversed(entries):
             if entry is None:
@@ -80,6 +94,18 @@ class ProxyResolver:
             if entry:
                 return entry
         return peer
+
+    def layout_suspect(self) -> bool:
+        """True once (the first time it holds): most requests from trusted proxies, and at
+        least :data:`UNFORWARDED_WARN` of them, carried no forwarded value. A health check
+        the proxy sends itself carries none; all its clients' requests lacking one means
+        the log format has no forwarded field where the parser reads it, or the proxy
+        sets no ``X-Forwarded-For``: every client is then taken for the proxy, which is
+        never banned."""
+        if self._told or self.unforwarded < UNFORWARDED_WARN or self.unforwarded <= self.forwarded:
+            return False
+        self._told = True
+        return True
 
     def _address(self, entry: str) -> str | None:
         """:func:`_entry_address`, cached."""
