@@ -30,6 +30,7 @@ from aisentinel.config import (
 )
 from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
+from aisentinel.sources.journald import journald_available
 from aisentinel.sources.overlap import shared_inputs
 
 STATUS_TIMEOUT = 5.0
@@ -112,13 +113,20 @@ def config_notes(config: Config) -> list[str]:
 
 def config_warnings(config: Config) -> list[str]:
     """What is valid but risky in ``config`` (printed by check-config; exit status stays 0)."""
-    out = []
+    out = list(config.deprecations)
     if not config.sources:
         out.append(
             "no log source: `sources = []` leaves the daemon reading nothing; remove it for "
             "the default sources or add [[sources]] tables"
         )
     out.extend(shared_inputs(config.sources))
+    journals = [repr(s.name) for s in config.sources if s.type == "journald"]
+    if journals and not journald_available():
+        out.append(
+            f"journald source(s) {', '.join(journals)}: systemd-python is not installed, so "
+            "they will be down and read nothing; install python3-systemd (or pip install "
+            "'aisentinel[systemd]')"
+        )
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
     out.extend(_wide_network_warnings(config))

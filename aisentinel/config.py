@@ -16,19 +16,17 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
 from aisentinel.configtypes import (
-    MIN_INTERVAL,
-    Duration,
-    DurationBounds,
     Interval,
     StrictModel,
     absolute_path,
     error_reason,
+    format_duration,
     unknown_name,
 )
 from aisentinel.decisions.config import DecisionsConfig
@@ -55,16 +53,10 @@ well under the minute after which AisentinelHeartbeatStale fires (its age reache
 interval plus Prometheus' scrape interval), and the shipped unit's ``WatchdogSec`` is 30s
 (under systemd the daemon beats at least every half of it anyway)."""
 
-HeartbeatInterval = Annotated[
-    Duration,
-    DurationBounds(
-        MIN_INTERVAL,
-        MAX_HEARTBEAT_INTERVAL,
-        why="AisentinelHeartbeatStale fires once the heartbeat is a minute old, and the "
-        "unit's WatchdogSec is 30s",
-    ),
-]
-"""How often the pipeline proves it is alive: 10ms to 30s."""
+HEARTBEAT_WHY = (
+    "AisentinelHeartbeatStale fires once the heartbeat is a minute old, and the unit's "
+    "WatchdogSec is 30s"
+)
 
 
 class DaemonConfig(StrictModel):
@@ -73,9 +65,10 @@ class DaemonConfig(StrictModel):
     state_dir: Path = Path("/var/lib/aisentinel")
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    heartbeat_interval: HeartbeatInterval = 5.0
+    heartbeat_interval: Interval = 5.0
     """How often the pipeline proves it is alive (systemd watchdog, STATUS line, the
-    heartbeat gauge); 10ms-30s (see :data:`MAX_HEARTBEAT_INTERVAL`)."""
+    heartbeat gauge); 10ms-30s (see :data:`MAX_HEARTBEAT_INTERVAL`). Up to 1h is still
+    accepted, as before 30s was the most: :func:`parse_config` uses 30s and warns."""
     expire_interval: Interval = 10.0
     """How often idle detector keys and expired bans are dropped; 10ms-1h."""
     reconcile_interval: Interval = 300.0
@@ -193,6 +186,9 @@ class Config:
     responders: Mapping[str, ResponderConfigBase] = field(default_factory=dict)
     audit: AuditConfig = field(default_factory=AuditConfig)
     path: str = "<defaults>"
+    deprecations: tuple[str, ...] = ()
+    """Values an older release took that this one adjusts, each naming file and key
+    (warned of by ``check-config`` and at start; see :func:`_adjust_deprecated`)."""
     web: WebConfig | None = None
     """The exporter's ``web_config`` file, read and validated (``None``: plain HTTP)."""
 
@@ -363,6 +359,23 @@ def _check_detector_names(decisions: DecisionsConfig, file: str, issues: list[Co
             issues.append(ConfigIssue(file, f"decisions.workload_actions.{name}", reason))
 
 
+def _adjust_deprecated(daemon: DaemonConfig, file: str, out: list[str]) -> DaemonConfig:
+    """``daemon`` with the values an older release accepted and this one does not use
+    brought into range, each adjustment described in ``out``. A config that loaded before
+    must not stop the upgraded daemon from starting (the package's postinst leaves the old
+    daemon running when check-config refuses it, and its next restart would fail)."""
+    every = daemon.heartbeat_interval
+    if every <= MAX_HEARTBEAT_INTERVAL:
+        return daemon
+    most = format_duration(MAX_HEARTBEAT_INTERVAL)
+    out.append(
+        f"{file}: daemon.heartbeat_interval = {format_duration(every)} is more than {most} "
+        f"({HEARTBEAT_WHY}): {most} is used; set it to at most {most} (deprecated: a later "
+        "release will refuse more)"
+    )
+    return daemon.model_copy(update={"heartbeat_interval": MAX_HEARTBEAT_INTERVAL})
+
+
 def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
     """Validate already-parsed TOML data; raise :class:`ConfigError` listing every issue."""
     issues: list[ConfigIssue] = []
@@ -370,6 +383,9 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
     if root is None:
         raise ConfigError(issues)
     daemon = _validate(DaemonConfig, root.daemon, file, "daemon", issues)
+    deprecations: list[str] = []
+    if daemon is not None:
+        daemon = _adjust_deprecated(daemon, file, deprecations)
     exporter = _validate(ExporterConfig, root.exporter, file, "exporter", issues)
     parsers = _validate_parsers(root.parsers, file, issues)
     decisions = _validate(DecisionsConfig, root.decisions, file, "decisions", issues)
@@ -412,6 +428,7 @@ def parse_config(data: Mapping[str, Any], file: str = "<defaults>") -> Config:
         responders=responders,
         audit=audit,
         path=file,
+        deprecations=tuple(deprecations),
         web=web,
     )
 
@@ -424,9 +441,14 @@ def load_config(path: Path | None = None) -> Config:
     if path is None:
         env = os.environ.get("AISENTINEL_CONFIG")
         path = Path(env) if env else DEFAULT_CONFIG_PATH
-        if not path.exists() and not env:
+        # lexists: a symbolic link whose target is missing (a config kept elsewhere, on a
+        # mount not up yet) is refused below, never replaced by the built-in defaults
+        if not os.path.lexists(path) and not env:
             return parse_config({})
     file = str(path)
+    dangling = _dangling_link(path)
+    if dangling is not None:
+        raise ConfigError([ConfigIssue(file, "", dangling)])
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -440,6 +462,17 @@ def load_config(path: Path | None = None) -> Config:
         return parse_config(data, file)
     except RecursionError:
         raise ConfigError([ConfigIssue(file, "", _TOO_DEEP)]) from None
+
+
+def _dangling_link(path: Path) -> str | None:
+    """Why ``path`` cannot be read when it is a symbolic link to nothing; else None."""
+    try:
+        if not path.is_symlink() or path.exists():
+            return None
+        target = str(path.readlink())
+    except OSError:
+        return None  # reading it says why
+    return f"a symbolic link to {target!r}, which does not exist"
 
 
 _TOO_DEEP = "values nested too deeply to read (arrays or inline tables inside each other)"

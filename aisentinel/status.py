@@ -103,7 +103,7 @@ def _where(cfg: SourceConfigBase) -> list[str]:
         return [str(p) for p in paths]
     if cfg.type == "journald":
         directory = getattr(cfg, "directory", None)
-        return [f"journal {directory}" if directory else "system journal"]
+        return ["system journal" if directory is None else f"journal {directory}"]
     return [cfg.type]
 
 

@@ -13,6 +13,7 @@ from aisentinel.cli import main
 from aisentinel.config import ConfigError, default_sources, load_config, parse_config
 from aisentinel.parsers import REGISTRY as PARSERS
 from aisentinel.sources import REGISTRY as SOURCES
+from aisentinel.sources import journald
 
 FIXTURES = Path(__file__).parent / "fixtures" / "config"
 BAD = sorted((FIXTURES / "bad").glob("*.toml"))
@@ -317,3 +318,58 @@ def test_check_config_notes_that_trusted_proxies_are_never_banned(
     path.write_text("")
     assert main(["check-config", str(path)]) == 0
     assert "note:" not in capsys.readouterr().out
+
+
+def test_an_old_heartbeat_interval_over_30s_is_used_as_30s_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """heartbeat_interval = "1m" (accepted before the 30s limit) still loads, as 30s, and
+    check-config passes with a deprecation warning naming the file and the key."""
+    path = tmp_path / "c.toml"
+    path.write_text('[daemon]\nheartbeat_interval = "1m"\n')
+    cfg = load_config(path)
+    assert cfg.daemon.heartbeat_interval == 30.0
+    (note,) = cfg.deprecations
+    assert note.startswith(f"{path}: daemon.heartbeat_interval = 1m is more than 30s")
+    assert "30s is used" in note
+    assert main(["check-config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert f"WARNING: {path}: daemon.heartbeat_interval = 1m" in captured.err
+    assert ": OK" in captured.out
+    path.write_text('[daemon]\nheartbeat_interval = "30s"\n')
+    assert load_config(path).deprecations == ()
+
+
+def test_a_dangling_symlink_at_the_default_path_is_refused_not_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A symbolic link at the default config path whose target is missing is refused,
+    naming the link and its target, rather than silently running the built-in defaults."""
+    link = tmp_path / "aisentinel.toml"
+    link.symlink_to(tmp_path / "srv" / "aisentinel.toml")
+    monkeypatch.delenv("AISENTINEL_CONFIG", raising=False)
+    monkeypatch.setattr("aisentinel.config.DEFAULT_CONFIG_PATH", link)
+    with pytest.raises(ConfigError) as info:
+        load_config()
+    (issue,) = info.value.issues
+    assert issue.file == str(link)
+    assert str(tmp_path / "srv" / "aisentinel.toml") in issue.reason
+    assert "does not exist" in issue.reason
+    with pytest.raises(ConfigError, match="symbolic link"):
+        load_config(link)  # named explicitly: the same reason
+    link.unlink()
+    assert load_config().path == "<defaults>"  # nothing there: the defaults, as before
+
+
+def test_check_config_warns_of_a_journald_source_without_systemd_python(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journald source while systemd-python cannot be imported: check-config still
+    passes (the daemon reports the source down) but warns, naming the source and the fix."""
+    monkeypatch.setattr(journald, "_journal", None)
+    text = '[[sources]]\nname = "sshd-journal"\ntype = "journald"\n'
+    err = _warned(tmp_path, text, capsys)
+    assert "WARNING: journald source(s) 'sshd-journal': systemd-python is not installed" in err
+    assert "python3-systemd" in err
+    monkeypatch.setattr(journald, "_journal", object())
+    assert "systemd-python" not in _warned(tmp_path, text, capsys)

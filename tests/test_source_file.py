@@ -980,7 +980,8 @@ def test_stop_is_prompt(harness: Harness, tmp_path: Path) -> None:
 def test_unreadable_file_is_an_error_not_a_crash(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An open failure is counted and retried; the source keeps running."""
+    """An open failure is counted and retried; the source keeps running, and once the
+    file opens its error is no longer the source's last error (the count stays)."""
     log = tmp_path / "a.log"
     log.write_bytes(b"one\n")
     denied = deny_open(monkeypatch, log)
@@ -989,6 +990,8 @@ def test_unreadable_file_is_an_error_not_a_crash(
     assert "Permission denied" in source.stats.last_error
     denied["on"] = False
     expect(out, ["one"])
+    assert source.stats.last_error == ""
+    assert source.stats.errors >= 1
 
 
 def test_config_validation() -> None:

@@ -266,6 +266,18 @@ def test_config_validation() -> None:
     assert REGISTRY.get("journald").factory is JournaldSource
 
 
+@pytest.mark.parametrize("directory", ["", "journal", "./var/log/journal"])
+def test_a_relative_journal_directory_is_refused(directory: str) -> None:
+    """directory must be absolute, as a file source's paths: "" or "journal" would be read
+    relative to where the daemon started (and the source would read nothing)."""
+    with pytest.raises(ValidationError, match=r"directory\n.*must be an absolute path"):
+        JournaldSourceConfig.model_validate(
+            {"name": "s", "type": "journald", "directory": directory}
+        )
+    cfg = {"name": "s", "type": "journald", "directory": "/var/log/journal/remote"}
+    assert JournaldSourceConfig.model_validate(cfg).directory == "/var/log/journal/remote"
+
+
 def test_disabled_without_systemd_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without systemd-python, start() warns once, stays down and starts no thread."""
     monkeypatch.setattr(journald, "_journal", None)
@@ -328,18 +340,22 @@ def test_an_open_journal_without_files_is_down_until_entries_come(
     make: Callable[..., Any], tmp_path: Path
 ) -> None:
     """A journal directory with no journal file opens without error but shows nothing:
-    the source is down (error) with the reason until a journal file brings entries."""
+    the source is down (error) with the reason until a journal file brings entries; then
+    its last error (that reason) is cleared."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
     source, out = make(start_at="beginning")
     assert source.stats.state == "error"
     assert not source.stats.up
     assert "no journal files in" in source.stats.reason
+    assert source.stats.last_error == source.stats.reason
     write_journal(jdir / "a.journal", [entry(1, attempt(1))])
     wait_for(lambda: len(out.lines) >= 1, "the entry of the new journal file")
     assert out.lines == [expected(1)]
     wait_for(lambda: source.stats.state == "following", "the source to be up again")
     assert source.stats.up
+    assert source.stats.last_error == ""  # status shows no reason that is over
+    assert source.stats.errors == 1  # the count stays
 
 
 @needs_journal
@@ -683,3 +699,102 @@ def test_cursor_save_failure_degrades_and_keeps_reading(
     errors = [e for e in logs if e["log_level"] == "error"]
     assert len(errors) == 1
     assert errors[0]["path"] == str(tmp_path / "state" / "journald-ssh.cursor")
+
+
+# ------------------------------------------------------------------ first start, bad cursor
+
+
+def _cron(seq: int) -> dict[str, str]:
+    """An entry of another program (not matched by the source)."""
+    return entry(seq, "tick", comm="cron")
+
+
+@needs_journal
+def test_a_first_start_with_no_matching_entry_reads_the_whole_first_burst(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """start_at=end, no matching entry in the journal yet: every entry of the first burst
+    is read (sd-journal, left at its tail, handed on only the last one), and a cursor is
+    saved at once, before any entry came."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [_cron(i) for i in range(1, 4)])
+    _, out = make()
+    assert (tmp_path / "state" / "journald-ssh.cursor").read_text().strip()
+    write_journal(jdir / "b.journal", [entry(i, attempt(i)) for i in range(10, 16)])
+    wait_for(lambda: len(out.lines) >= 6, "the six entries of the burst")
+    time.sleep(0.3)  # nothing more arrives
+    assert out.lines == [expected(i) for i in range(10, 16)]
+
+
+@needs_journal
+@pytest.mark.parametrize("matching", [True, False])
+def test_entries_written_while_down_after_a_first_start_that_read_none_are_read(
+    make: Callable[..., Any], tmp_path: Path, matching: bool
+) -> None:
+    """start_at=end: a first run that read no entry (the journal holding old matching
+    entries, or none) still saved where it started, so the entries written while the
+    daemon was down are read at the next start, and the old ones are not."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    old = [entry(1, attempt(1)), _cron(2)] if matching else [_cron(1), _cron(2)]
+    write_journal(jdir / "a.journal", old)
+    first, out = make()
+    first.stop()
+    assert out.lines == []
+    write_journal(jdir / "b.journal", [entry(i, attempt(i)) for i in range(3, 6)])
+    second, again = make()
+    wait_for(lambda: len(again.lines) >= 3, "the entries written while stopped")
+    time.sleep(0.3)  # nothing more arrives
+    assert again.lines == [expected(i) for i in range(3, 6)]
+    assert second.cursors_lost == 0
+
+
+@needs_journal
+def test_a_saved_end_of_journal_cursor_is_not_lost_across_a_boot(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The cursor a first start saved at the journal's last (unmatched) entry, still in
+    the journal, with entries of another boot written since: the seek to it was exact,
+    so it is not counted lost, and every new entry is read once."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
+    first, _ = make()
+    first.stop()
+    write_journal(jdir / "c.journal", [_other_boot(i, 86_400_000_000) for i in range(3, 6)])
+    second, out = make()
+    wait_for(lambda: len(out.lines) >= 3, "the entries of the other boot")
+    time.sleep(0.3)  # nothing more arrives
+    assert [e.client for e in out.lines] == [f"198.51.100.{i}" for i in range(3, 6)]
+    assert second.cursors_lost == 0
+    assert second.stats.errors == 0
+
+
+@needs_journal
+@pytest.mark.parametrize("text", ["garbage", "s=zz;i=1"])
+@pytest.mark.parametrize("start_at", ["beginning", "end"])
+def test_a_cursor_file_that_cannot_be_parsed_is_moved_aside(
+    make: Callable[..., Any], tmp_path: Path, text: str, start_at: str
+) -> None:
+    """A cursor file sd-journal cannot parse: one error naming the file, moved aside to
+    .corrupt, counted as a lost cursor; the source is up and reads as start_at says."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), entry(2, attempt(2))])
+    path = tmp_path / "state" / "journald-ssh.cursor"
+    path.parent.mkdir()
+    path.write_text(text + "\n")
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at=start_at)
+        write_journal(jdir / "b.journal", [entry(3, attempt(3))])
+        wanted = [1, 2, 3] if start_at == "beginning" else [3]
+        wait_for(lambda: len(out.lines) >= len(wanted), "the entries")
+    assert out.lines == [expected(i) for i in wanted]
+    assert source.stats.up
+    assert source.cursors_lost == 1
+    assert (tmp_path / "state" / "journald-ssh.cursor.corrupt").read_text() == text + "\n"
+    errors = [e for e in logs if e["log_level"] in ("error", "warning")]
+    assert [e["event"].split(";")[0] for e in errors] == ["journal cursor file cannot be parsed"]
+    assert errors[0]["path"] == str(path)
+    assert str(path) in source.stats.last_error

@@ -581,7 +581,7 @@ class FileSource(Source):
             os.close(fd)
             self._path_error(path, "cannot read log file", exc)
             return
-        self._errors_seen.pop(path, None)
+        self._error_over(path)
         tracked.handle = handle
         tracked.alias = None
         tracked.size, tracked.mtime = st.st_size, st.st_mtime
@@ -1186,6 +1186,13 @@ class FileSource(Source):
         if self._errors_seen.get(path) != reason:
             self._errors_seen[path] = reason
             _log.warning(what, source=self.name, path=path, reason=reason)
+
+    def _error_over(self, path: str) -> None:
+        """``path`` opened: its problem (:meth:`_note`) is over, and no longer the last
+        error when it still is (status shows an up source's last error)."""
+        reason = self._errors_seen.pop(path, None)
+        if reason is not None and self.stats.last_error.endswith(f" {path}: {reason}"):
+            self.stats.last_error = ""
 
     def _warn_missing(self, path: str) -> None:
         """The one warning for a path (or a pattern without match) missing at start."""

@@ -43,6 +43,10 @@ monotonic time; when neither is in the journal any more (its files vacuumed, a v
 journal after a reboot), sd-journal falls back to wall-clock time and would skip every
 entry older than the cursor's: the source logs ``saved cursor not found in the journal``,
 counts it (``aisentinel_source_cursor_lost_total``) and reads from the journal's head.
+A cursor file sd-journal cannot parse is logged, moved aside to ``<name>.cursor.corrupt``
+and counted the same way; the journal is then read as ``start_at`` says. A first start
+(no cursor) saves a cursor at once (see :meth:`JournaldSource._first_position`), so a
+restart resumes there even when no entry came during the first run.
 With :attr:`~.base.Source.acks` (the daemon) the cursor is taken between two batches and
 saved once they are acknowledged (:class:`~.base.Checkpoints`); without, once ``emit``
 returned.
@@ -71,7 +75,7 @@ from pydantic import Field, field_validator
 
 from aisentinel.atomicfile import atomic_write, read_state
 from aisentinel.clock import Clock
-from aisentinel.configtypes import Interval
+from aisentinel.configtypes import Interval, absolute_path
 from aisentinel.events import Event, EventBatch, SshEvent, XidEvent
 from aisentinel.gpu.xid import parse_xid_line
 from aisentinel.metrics import counter
@@ -131,6 +135,20 @@ def _readable(path: Path) -> bool:
     return os.access(path, os.R_OK)
 
 
+def _journal_files(directories: Sequence[Path], *, system: bool) -> list[Path]:
+    """The journal files in ``directories`` (see :func:`journal_files_problem`)."""
+    files: list[Path] = []
+    for directory in directories:
+        for pattern in ("*.journal", "*.journal~", "*/*.journal", "*/*.journal~"):
+            try:
+                files.extend(directory.glob(pattern))
+            except OSError:
+                continue
+    if system:
+        files = [f for f in files if f.name.startswith("system")]
+    return files
+
+
 def journal_files_problem(
     directories: Sequence[Path],
     *,
@@ -145,15 +163,7 @@ def journal_files_problem(
     files are named ``system*``: users' own journals, which sshd never writes to, do
     not count. ``readable`` is ``os.access(path, R_OK)``; root passes it for any file.
     """
-    files: list[Path] = []
-    for directory in directories:
-        for pattern in ("*.journal", "*.journal~", "*/*.journal", "*/*.journal~"):
-            try:
-                files.extend(directory.glob(pattern))
-            except OSError:
-                continue
-    if system:
-        files = [f for f in files if f.name.startswith("system")]
+    files = _journal_files(directories, system=system)
     where = ", ".join(str(d) for d in directories)
     kind = "system journal files" if system else "journal files"
     if not files:
@@ -213,6 +223,7 @@ class JournaldSourceConfig(SourceConfigBase):
     )
     start_at: Literal["end", "beginning"] = "end"
     directory: str | None = None
+    """A journal directory to read instead of the system journal; an absolute path."""
     batch_entries: int = Field(default=512, ge=1, le=65536)
     """Entries handed on in one batch at most (as ``batch_lines`` of a file source: a
     batch's events sit in memory among the state they leave behind)."""
@@ -228,6 +239,12 @@ class JournaldSourceConfig(SourceConfigBase):
     )
     """The users (journald's trusted ``_UID``) whose sshd entries count; root unless set.
     Add a uid only for an sshd that really runs as it (e.g. in a rootless container)."""
+
+    @field_validator("directory")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        # "" or "journal" would depend on where the daemon started (and "" reads nothing)
+        return absolute_path(value)  # type: ignore[no-any-return]
 
     @field_validator("matches")
     @classmethod
@@ -368,6 +385,9 @@ class JournaldSource(Source):
         self.cursors_lost = 0
         """Times the saved cursor was not found in the journal (read from its head)."""
         self._lost_cursor: str | None = None
+        self._from_head = False
+        """A first start found no matching entry and sought the head: a reopen with no
+        cursor yet (no entry read) seeks it again, not the tail."""
 
     def start(self, emit: Emit) -> None:
         """Start the reader thread; without systemd-python, warn once and stay down."""
@@ -432,20 +452,32 @@ class JournaldSource(Source):
         self._save(force=True)
         self.stats.set_state("stopped", "stopped")
 
-    def _open(self) -> Any:
+    def _reader(self, *, matched: bool = True) -> Any:
+        """A new reader of ``directory`` (else the system journal), with the source's
+        matches unless not ``matched``."""
         journal = _systemd_journal()
         assert journal is not None  # noqa: S101 - start() checked
         if self.config.directory is not None:
             reader = journal.Reader(path=self.config.directory)
         else:
             reader = journal.Reader()
+        if not matched:
+            return reader
         matches = list(self.config.matches)
         if self.config.kernel_xid and "_TRANSPORT=kernel" not in matches:
             matches.append("_TRANSPORT=kernel")
         for match in matches:
             reader.add_match(match)
             reader.add_disjunction()
-        self._position(reader)
+        return reader
+
+    def _open(self) -> Any:
+        reader = self._reader()
+        try:
+            self._position(reader)
+        except BaseException:
+            reader.close()
+            raise
         self._last_failure = ""
         self._next_blind_check = 0.0
         self._check_blind()  # before _tried: ready() then reports the state it found
@@ -471,18 +503,18 @@ class JournaldSource(Source):
         if now < self._next_blind_check:
             return
         self._next_blind_check = now + BLIND_CHECK_INTERVAL
-        directory = self.config.directory
-        dirs = JOURNAL_DIRS if directory is None else (Path(directory),)
-        problem = journal_files_problem(dirs, system=directory is None)
-        self._seen(problem)
+        dirs, system = self._journal_dirs()
+        self._seen(journal_files_problem(dirs, system=system))
 
     def _seen(self, problem: str | None) -> None:
         """Record whether the journal shows nothing (``problem``) or can be read (None)."""
         if problem == self._blind:
             return
-        self._blind = problem
+        was, self._blind = self._blind, problem
         if problem is None:
             _log.info("journal readable; the source reads it again", source=self.name)
+            if self.stats.last_error == was:  # over: status shows no old reason
+                self.stats.last_error = ""
         else:
             self.stats.errors += 1
             self.stats.last_error = problem
@@ -492,7 +524,12 @@ class JournaldSource(Source):
     def _position(self, reader: Any) -> None:
         cursor = self._cursor or self._load_cursor()
         if cursor is not None:
-            reader.seek_cursor(cursor)
+            try:
+                reader.seek_cursor(cursor)
+            except ValueError as exc:  # python-systemd's "Invalid cursor"
+                self._bad_cursor(cursor, exc)
+                cursor = None
+        if cursor is not None:
             entry = self._next_entry(reader)
             if entry is not None and reader.test_cursor(cursor):
                 self._cursor = cursor  # the saved entry: reading goes on after it
@@ -504,13 +541,75 @@ class JournaldSource(Source):
             if entry is None and self._nothing_after(reader, cursor):
                 self._cursor = cursor  # nothing new since: reading goes on from here
                 return
+            if self._in_journal(cursor):
+                # Its entry is there (one that does not match: the end of the journal
+                # taken at a first start, see _first_position), so the seek was exact.
+                self._cursor = cursor
+                self._pending = entry
+                if entry is None:
+                    reader.seek_cursor(cursor)  # nothing new since: go on from there
+                return
             self._cursor_lost(cursor)
             reader.seek_head()
-        elif self.config.start_at == "beginning":
+        elif self.config.start_at == "beginning" or self._from_head:
             reader.seek_head()
         else:
+            self._first_position(reader)
+
+    def _first_position(self, reader: Any) -> None:
+        """``start_at = "end"`` with no cursor: after the last matching entry, whose cursor
+        is taken and saved at once, so a restart resumes there even if no entry came
+        meanwhile (entries written while the daemon is down are read then).
+
+        With no matching entry the reader goes to the journal's head (sd-journal, sought
+        to its tail, would hand on only the last of the entries that come next), and the
+        cursor saved is that of the journal's last entry, matching or not: a restart
+        seeks to it and reads every matching entry written since. A journal that shows
+        no entry at all has no cursor to save; its files that cannot be read (the
+        source is blind) are history, so the reader stays at their tail."""
+        reader.seek_tail()
+        if reader._previous():
+            self._cursor = str(reader._get_cursor())  # the last matching entry
+        else:
+            self._cursor = self._journal_end()
+            if self._cursor is None and self._unreadable_files():
+                reader.seek_tail()
+                return
+            reader.seek_head()  # no matching entry: the head yields only new ones
+            self._from_head = True
+        if self._cursor is not None:
+            self._save(force=True)
+
+    def _journal_end(self) -> str | None:
+        """The cursor of the journal's last entry, matching or not; None when it shows none."""
+        reader = self._reader(matched=False)
+        try:
             reader.seek_tail()
-            reader.get_previous()
+            return str(reader._get_cursor()) if reader._previous() else None
+        finally:
+            reader.close()
+
+    def _in_journal(self, cursor: str) -> bool:
+        """Whether the entry at ``cursor`` is in the journal (matching or not)."""
+        reader = self._reader(matched=False)
+        try:
+            reader.seek_cursor(cursor)
+            return bool(reader._next()) and bool(reader.test_cursor(cursor))
+        finally:
+            reader.close()
+
+    def _unreadable_files(self) -> bool:
+        """Whether the journal has files and none of them can be read by this user."""
+        dirs, system = self._journal_dirs()
+        files = _journal_files(dirs, system=system)
+        return bool(files) and not any(_readable(f) for f in files)
+
+    def _journal_dirs(self) -> tuple[tuple[Path, ...], bool]:
+        """Where the journal files are, and whether it is the system journal."""
+        directory = self.config.directory
+        if directory is None:
+            return JOURNAL_DIRS, True
+        return (Path(directory),), False
 
     @staticmethod
     def _nothing_after(reader: Any, cursor: str) -> bool:
@@ -543,6 +642,33 @@ class JournaldSource(Source):
             path=str(self.cursor_path),
             cursor=cursor,
             reason="its journal files are gone (vacuumed, or a volatile journal after a reboot)",
+        )
+
+    def _bad_cursor(self, cursor: str, exc: ValueError) -> None:
+        """The cursor file holds text sd-journal cannot parse (edited by hand, another
+        file restored in its place): moved aside to ``<name>.corrupt`` (or, if that
+        fails, replaced at the next save), logged and counted as a lost cursor once; the
+        caller reads the journal as at a first start (``start_at``)."""
+        self._cursor = None
+        if cursor == self._lost_cursor:  # could not be moved aside: reopened meanwhile
+            return
+        self._lost_cursor = cursor
+        self.cursors_lost += 1
+        self.stats.errors += 1
+        self.stats.last_error = f"journal cursor file {self.cursor_path} cannot be parsed"
+        aside = self.cursor_path.with_name(self.cursor_path.name + ".corrupt")
+        try:
+            self.cursor_path.replace(aside)
+            moved = str(aside)
+        except OSError as err:
+            moved = f"not moved ({err.strerror or err}): the next save replaces it"
+        _log.error(
+            f"journal cursor file cannot be parsed; moved aside, the journal is read as "
+            f'start_at = "{self.config.start_at}" says',
+            source=self.name,
+            path=str(self.cursor_path),
+            moved_to=moved,
+            reason=str(exc),
         )
 
     def _next_entry(self, reader: Any) -> dict[str, Any] | None:
@@ -646,8 +772,9 @@ class JournaldSource(Source):
         yield from super().collect()
         yield counter(
             "aisentinel_source_cursor_lost",
-            "Times the saved journal cursor was not found in the journal (its files gone): "
-            "the journal was read from its head.",
+            "Times the saved journal cursor was not found in the journal (its files gone: "
+            "the journal was read from its head) or could not be parsed (moved aside: read "
+            "as start_at says).",
             {"source": self.name},
             self.cursors_lost,
         )
