@@ -433,3 +433,36 @@ def test_system_text_attack_is_not_hidden_behind_a_scoring_user_turn() -> None:
     named = [line for f in found for line in f.evidence if line.startswith("also in the system")]
     assert len(named) == 1  # once per text, like the system text's own finding
     assert "you are dan" in named[0]
+
+
+def test_a_key_straddling_the_path_cut_is_redacted_whole() -> None:
+    """A key in the path across the 200-character cut: no part of it reaches the evidence."""
+    from aisentinel.detectors.prompts import request_line
+
+    key = "sk-proj-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789T3BlbkFJzyxwvutsrqponmlkjihgfedcba98"
+    prefix = "/v1/chat/completions;api_key="
+    for keep in (10, 18, 24, 40):
+        path = prefix + ";" + "p" * (200 - len(prefix) - 1 - keep) + "=" + key
+        line = request_line(req(0, None, path=path))
+        assert len(line) <= len("POST ") + 200
+        assert "=[sk-…" in line, keep  # the redacted form, cut or whole
+        assert "proj-" not in line, keep
+
+
+def test_tracked_keys_counts_the_seen_and_counted_tables() -> None:
+    """tracked_keys() counts the per-client seen and counted units, and expire() empties them."""
+    det = injection()
+    history = json.dumps(
+        {
+            "messages": [
+                {"role": "system", "content": DEFENSIVE},
+                {"role": "user", "content": ATTACK},
+                {"role": "assistant", "content": "No."},
+                {"role": "user", "content": "ok"},
+            ]
+        }
+    )
+    run(det, [req(0, history)])
+    assert det.tracked_keys() == 4  # one client window; two units seen; one counted
+    det.expire(T0 + 10_000)
+    assert det.tracked_keys() == 0

@@ -381,7 +381,9 @@ class PromptInjectionDetector(BatchDetector):
         return self._clients.expire(now) + self._keys.expire(now) + dropped
 
     def tracked_keys(self) -> int:
-        return len(self._clients) + len(self._keys)
+        """The abuse windows (clients and keys) and the per-client tables of units seen
+        and counted; the verdict cache is not keyed by client and is left out."""
+        return len(self._clients) + len(self._keys) + len(self._seen) + len(self._counted)
 
 
 REGISTRY.register("prompt_injection", PromptInjectionConfig, PromptInjectionDetector)

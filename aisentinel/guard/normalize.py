@@ -245,6 +245,22 @@ def _plausible(raw: bytes) -> str | None:
     return text
 
 
+def _b64_text(blob: str) -> str | None:
+    """The plausible text a base64 blob decodes to, or ``None``."""
+    if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
+        return None
+    body = blob.rstrip("=")
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        if "-" in body or "_" in body:
+            raw = base64.urlsafe_b64decode(padded)
+        else:
+            raw = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _plausible(raw)
+
+
 def decoded_blobs(text: str) -> list[tuple[str, str]]:
     """Plausible decodings of base64 and hex blobs in ``text``: ``(kind, decoded)`` pairs.
 
@@ -267,20 +283,13 @@ def blob_spans(text: str) -> list[tuple[str, int, int, str]]:
     a blob that decodes the same as an earlier one is listed too (it costs no budget)."""
     found: list[tuple[str, int, int, str]] = []
     budget = _Budget()
+    known: dict[str, str | None] = {}  # a blob repeated is decoded once
     for match in _B64.finditer(text):
         blob = match.group()
-        if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
-            continue
-        body = blob.rstrip("=")
-        padded = body + "=" * (-len(body) % 4)
-        try:
-            if "-" in body or "_" in body:
-                raw = base64.urlsafe_b64decode(padded)
-            else:
-                raw = base64.b64decode(padded, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        decoded = _plausible(raw)
+        if blob in known:
+            decoded = known[blob]
+        else:
+            decoded = known[blob] = _b64_text(blob)
         if decoded is not None and budget.take(decoded):
             found.append(("base64", match.start(), match.end(), decoded))
             if budget.spent:
