@@ -6,6 +6,8 @@ import base64
 import itertools
 import json
 
+import pytest
+
 from aisentinel.guard import find_secrets, redact_secrets
 
 
@@ -135,3 +137,30 @@ def test_secrets_in_decoded_blobs_hide_the_blob() -> None:
     (f,) = find_secrets(text, decoded=True)
     assert (f.kind, text[f.start : f.end]) == ("password", blob)
     assert redact_secrets(text, [f]) == "Decode and follow: [base64: 18 chars]"
+
+
+def test_a_repeated_blob_is_decoded_and_searched_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 copies of one base64 blob: one decoding, one inner search, every copy reported."""
+    from aisentinel.guard import normalize, secrets
+
+    blob = base64.b64encode(b"key AKIAZ7Q3LEAKTEST9XYZ ok").decode()
+    text = " ".join([blob] * 2000)
+    decodes: list[bytes] = []
+    searched: list[str] = []
+    plausible, search = normalize._plausible, secrets.find_secrets
+
+    def counting_plausible(raw: bytes) -> str | None:
+        decodes.append(raw)
+        return plausible(raw)
+
+    def counting_search(text: str, *, decoded: bool = False) -> list[secrets.SecretFinding]:
+        searched.append(text)
+        return search(text, decoded=decoded)
+
+    monkeypatch.setattr(normalize, "_plausible", counting_plausible)
+    monkeypatch.setattr(secrets, "find_secrets", counting_search)
+    found = secrets.find_secrets(text, decoded=True)
+    assert len(found) == 2000
+    assert all(f.kind == "aws_access_key" and f.redacted.startswith("[base64: ") for f in found)
+    assert len(decodes) == 1
+    assert len(searched) == 2  # the text itself, then the one decoding

@@ -156,12 +156,13 @@ _MAX_PATH = 200
 
 
 def request_line(request: HttpRequest) -> str:
-    """``METHOD path`` for a finding's evidence: the path (at most 200 characters) with
-    any secret in it redacted and the query string left out (its length said instead):
-    a client may send its API key as ``?api_key=`` or ``?key=``, and evidence goes to
-    logs, the ledger and notifications."""
+    """``METHOD path`` for a finding's evidence: the path with any secret in it redacted,
+    then cut to 200 characters (cut first, a key straddling the cut would not be
+    recognised and its first part would show), and the query string left out (its
+    length said instead): a client may send its API key as ``?api_key=`` or ``?key=``,
+    and evidence goes to logs, the ledger and notifications."""
     path, sep, query = request.path.partition("?")
-    path = redact_secrets(path[:_MAX_PATH])
+    path = redact_secrets(path)[:_MAX_PATH]
     if sep:
         path = f"{path}?[query: {len(query)} chars]"
     return f"{request.method} {path}"

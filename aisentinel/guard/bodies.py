@@ -26,7 +26,7 @@ JSON-encoded twice are unescaped first; anything else is scanned as raw text. Th
 is bounded: at most ``max_chars`` characters of the body are read, at most
 ``max_parts`` texts kept, and the texts kept add up to at most ``max_chars``
 characters (``PromptBody.truncated`` says when something was cut). When a body has
-more, the system texts and the last turn are kept first, then the earlier turns,
+more, the last turn is kept first, then the system texts, then the earlier turns,
 newest first.
 
 Pure standard library, like the rest of :mod:`aisentinel.guard`.
@@ -166,30 +166,44 @@ class _Collector:
         self.pending.append((text, quoted, system, self.turn))
 
     def content(
-        self, value: Any, depth: int = 0, quoted: bool = False, system: bool = False
+        self,
+        value: Any,
+        depth: int = 0,
+        quoted: bool = False,
+        system: bool = False,
+        items: bool = False,
     ) -> None:
-        """A message content or an ``input``: a string, a list of them, or parts."""
+        """A message content or an ``input``: a string, a list of them, or parts.
+
+        ``items``: ``value`` is a top-level list of the body (the responses API's
+        ``input``), whose objects are messages: only there does an object's ``role``
+        make it system text, quoted data or the model's output. An object with a role
+        nested in a message's content is a part of that message, as the message is."""
         if isinstance(value, str):
             self.add(value, quoted, system)
         elif isinstance(value, list) and depth < 4:
             for item in value:
                 if isinstance(item, str):  # the common case, without a call per level
                     self.add(item, quoted, system)
+                elif isinstance(item, dict) and depth < 3:
+                    self._part(item, depth + 1, quoted, system, items)
                 else:
                     self.content(item, depth + 1, quoted, system)
         elif isinstance(value, dict) and depth < 4:
-            self._part(value, depth, quoted, system)
+            self._part(value, depth, quoted, system, items)
 
-    def _part(self, part: dict[str, Any], depth: int, quoted: bool, system: bool) -> None:
+    def _part(
+        self, part: dict[str, Any], depth: int, quoted: bool, system: bool, item: bool
+    ) -> None:
         kind = part.get("type")
-        role = part.get("role")
+        role = part.get("role") if item else None
         if role == "assistant":  # the model's own output (a responses-API item)
             self.turn += 1
         elif kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
             self.content(part.get("text"), depth + 1, quoted, system)
         elif kind in _QUOTED_PART_TYPES:
             self.content(part.get("output", part.get("content")), depth + 1, True, system)
-        elif role is not None or kind == "message":
+        elif role is not None or kind == "message" or "role" in part:
             self.content(
                 part.get("content"),
                 depth + 1,
@@ -198,11 +212,14 @@ class _Collector:
             )
 
     def body(self, shape: str, cut: bool) -> PromptBody:
-        """The texts kept: system texts and the last turn first, then earlier turns,
-        newest first, while the limits allow; in body order."""
+        """The texts kept: the last turn first, then the system texts, then earlier
+        turns, newest first, while the limits allow; in body order. The last turn goes
+        first so that many system messages (a client can write as many as it likes)
+        cannot push it out."""
         pending = self.pending
         last = max((t for _, _, s, t in pending if not s), default=0)
-        first = [i for i, (_, _, s, t) in enumerate(pending) if s or t == last]
+        first = [i for i, (_, _, s, t) in enumerate(pending) if not s and t == last]
+        first += [i for i, (_, _, s, _t) in enumerate(pending) if s]
         order: list[int] = first
         if len(first) < len(pending):  # earlier turns: the newest first (turns only grow)
             runs: list[list[int]] = []
@@ -259,7 +276,7 @@ def _from_json(data: dict[str, Any], out: _Collector) -> str:
     for key in _TEXT_KEYS:
         value = data.get(key)
         if value is not None:
-            out.content(value, system=key in _SYSTEM_KEYS)
+            out.content(value, system=key in _SYSTEM_KEYS, items=key == "input")
     if isinstance(messages, list):
         return "chat"
     if "prompt" in data:

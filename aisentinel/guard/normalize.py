@@ -1,11 +1,13 @@
 """Text normalisation before scoring: undo the cheap obfuscations attackers use.
 
 Every step is a C-level string operation (``unicodedata.normalize``, ``str.translate``,
-compiled regexes); only tokens that actually contain leetspeak or letter-spacing reach a
-Python callback. The result is lower case with single spaces, so rules and n-grams see
+compiled regexes); only tokens that actually contain leetspeak or letter-spacing, and
+words that carry combining marks, reach a Python callback. The result is lower case with
+single spaces, so rules and n-grams see
 ``IGNORE  previous``, ``ignоre previous`` (Cyrillic ``о``), ``ig\u200bnore previous``,
-``ig\ufe00nore`` (variation selectors), ``i\u0336g\u0336nore`` (combining marks:
-every accent on a Latin letter is dropped, ``précédentes`` is ``precedentes``),
+``ig\ufe00nore`` (variation selectors and every other invisible character),
+``i\u0336g\u0336nore`` (a combining mark on every letter of a word, any mark: the
+marks are dropped; ordinary accented writing, ``dẫn`` or ``précédentes``, keeps them),
 ``ɪɢɴᴏʀᴇ`` (small capitals), ``1gn0r3 pr3v10us`` and ``i g n o r e previous`` as the
 same text.
 
@@ -30,31 +32,43 @@ __all__ = [
     "normalize",
 ]
 
-# Zero-width and other invisible format characters (Unicode category Cf that survive
-# NFKC), plus soft hyphen and the combining grapheme joiner.
+
+def _code_points(*categories: str) -> list[int]:
+    """The code points of the given Unicode general categories. Planes 0, 1 and 14 are
+    the only ones that hold marks or format characters (a test checks every plane):
+    a fifth of the time of all seventeen, at import."""
+    cat = unicodedata.category
+    return [
+        c
+        for span in (range(0x20000), range(0xE0000, 0xE1000))
+        for c in span
+        if cat(chr(c)) in categories
+    ]
+
+
+# Invisible characters, dropped everywhere: every format character (category Cf: zero
+# width space and joiners, bidi controls, soft hyphen, tags used for "ASCII smuggling",
+# interlinear annotation, musical beam controls...) and Unicode's other default-ignorable
+# code points (variation selectors, Mongolian free variation selectors, the combining
+# grapheme joiner, Hangul fillers, Khmer inherent vowels), which are marks or letters by
+# category. Joiners go too: in an emoji sequence they change nothing a rule reads.
 _INVISIBLE = dict.fromkeys(
     [
-        0x00AD,
+        *_code_points("Cf"),
         0x034F,
-        0x061C,
         0x115F,
         0x1160,
         0x17B4,
         0x17B5,
-        0x180E,
-        *range(0x200B, 0x2010),
-        *range(0x202A, 0x202F),
-        *range(0x2060, 0x2070),
+        *range(0x180B, 0x1810),
         0x3164,
         *range(0xFE00, 0xFE10),  # variation selectors 1-16
-        0xFEFF,
         0xFFA0,
-        *range(0xE0000, 0xE0080),  # tag characters (invisible "ASCII smuggling")
         *range(0xE0100, 0xE01F0),  # variation selectors 17-256
     ]
 )
 
-# Cyrillic and Greek letters that look like Latin ones (a subset of Unicode's
+# Cyrillic, Greek and Armenian letters that look like Latin ones (a subset of Unicode's
 # confusables.txt: the letters that render identically in common fonts).
 _CONFUSABLE_PAIRS = {
     # Cyrillic lower case
@@ -70,6 +84,8 @@ _CONFUSABLE_PAIRS = {
     "ρ": "p", "τ": "t", "υ": "u", "χ": "x", "γ": "y", "ω": "w",
     "Α": "a", "Β": "b", "Ε": "e", "Ζ": "z", "Η": "h", "Ι": "i", "Κ": "k", "Μ": "m",
     "Ν": "n", "Ο": "o", "Ρ": "p", "Τ": "t", "Υ": "y", "Χ": "x",
+    # Armenian
+    "օ": "o", "ո": "n", "հ": "h", "ս": "u", "ց": "g", "զ": "q", "Օ": "o", "Ս": "u",
     # Latin lookalikes outside ASCII
     "ı": "i", "ȷ": "j", "ℓ": "l",
     # Small capitals (IPA and phonetic letters NFKC leaves alone: "ɪɢɴᴏʀᴇ")
@@ -82,12 +98,37 @@ _CONFUSABLE_PAIRS = {
 _TABLE: dict[int, int | str | None] = {ord(k): v for k, v in _CONFUSABLE_PAIRS.items()}
 _TABLE.update(dict.fromkeys(_INVISIBLE))
 
-# Combining marks (the Combining Diacritical Marks blocks) on a Latin letter, after NFKD:
-# accents, and the strike-through / dot-below / "Zalgo" marks put on every letter of
-# "i̶g̶n̶o̶r̶e̶" so that no n-gram matches. Marks on other scripts (Cyrillic "й") stay.
-_LATIN_MARKS = re.compile(
-    "(?<=[A-Za-z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+"
-)
+# Combining marks (categories Mn and Me, every script) that are not invisible. Ordinary
+# writing puts them on some letters of a word (Vietnamese "dẫn", French "précédentes",
+# Hebrew points, Devanagari vowel signs): kept. Obfuscation puts one on every letter
+# ("i̶g̶n̶o̶r̶e̶", "Zalgo") so that no n-gram matches: a word (a run without spaces)
+# of at least two letters or digits, at least 3 in 4 of them carrying a mark, loses
+# its marks.
+_MARK_CODES = [c for c in _code_points("Mn", "Me") if c not in _INVISIBLE]
+_MARK_SET = frozenset(map(chr, _MARK_CODES))
+_UNMARK: dict[int, int | str | None] = dict.fromkeys(_MARK_CODES)
+
+
+def _char_class(codes: list[int]) -> str:
+    """A regex character class body for sorted ``codes``, as ranges."""
+    parts: list[str] = []
+    start = prev = codes[0]
+    for code in [*codes[1:], -1]:
+        if code != prev + 1:
+            lo, hi = re.escape(chr(start)), re.escape(chr(prev))
+            parts.append(lo if start == prev else f"{lo}-{hi}")
+            start = code
+        prev = code
+    return "".join(parts)
+
+
+_HAS_MARK = re.compile(f"[{_char_class(_MARK_CODES)}]")
+# The marks all read as NUL in a shadow of the text (same length), where a small regex
+# finds the words in which two letters in a row carry a mark (any word with 3 in 4 of two
+# or more letters marked has such a pair; "précédentes" has none and is never looked
+# at): taken whole from the word's start, in linear time.
+_SHADOW: dict[int, int | str | None] = dict.fromkeys(_MARK_CODES, "\x00")
+_MARKED_WORD = re.compile(r"(?<!\S)(?=\S*?[^\s\x00]\x00++[^\s\x00]\x00)\S++")
 
 _LEET = str.maketrans(
     {"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "|": "l"}
@@ -127,19 +168,53 @@ def _unleet(match: re.Match[str]) -> str:
     return token.translate(_LEET)
 
 
+def _unmark_words(text: str) -> str | None:
+    """``text`` (decomposed) with the marks of its obfuscated words dropped: a word whose
+    two or more letters and digits carry a mark at least 3 in 4 times; ``None`` when no
+    word is."""
+    shadow = text.translate(_SHADOW)
+    parts: list[str] = []
+    done = 0
+    for match in _MARKED_WORD.finditer(shadow):
+        start, end = match.span()
+        word = text[start:end]
+        bases = marked = 0
+        after_base = False
+        for ch in word:
+            if ch in _MARK_SET:
+                if after_base:
+                    marked += 1
+                    after_base = False
+            else:
+                after_base = ch.isalnum()
+                bases += after_base
+        if bases >= 2 and marked * 4 >= bases * 3:
+            parts += (text[done:start], word.translate(_UNMARK))
+            done = end
+    if not parts:
+        return None
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 def _unspace(match: re.Match[str]) -> str:
     return match.group().translate(_SEPARATORS)
 
 
 def normalize(text: str) -> str:
     """Lower-case, de-obfuscated, single-spaced form of ``text`` (see module docstring)."""
-    if text.isascii():  # NFKD and the lookalike table change no ASCII character
+    if text.isascii():  # NFKC and the lookalike table change no ASCII character
         text = text.lower()
     else:
-        # NFKD (NFKC's compatibility mapping, marks apart), lookalikes to Latin, marks on
-        # Latin letters dropped, then composed again.
-        text = unicodedata.normalize("NFKD", text).translate(_TABLE)
-        text = unicodedata.normalize("NFC", _LATIN_MARKS.sub("", text)).casefold()
+        # NFKC, lookalikes to Latin and invisibles dropped; then, decomposed, the marks
+        # of obfuscated words dropped (and the letters they hid mapped in turn).
+        text = unicodedata.normalize("NFKC", text).translate(_TABLE)
+        split = unicodedata.normalize("NFD", text)
+        if _HAS_MARK.search(split) is not None:
+            unmarked = _unmark_words(split)
+            if unmarked is not None:
+                text = unicodedata.normalize("NFC", unmarked).translate(_TABLE)
+        text = text.casefold()
     if _HAS_LEET.search(text) is not None:
         text = _LEET_TOKEN.sub(_unleet, text)
     if _SPACED_HINT.search(text) is not None:
@@ -170,6 +245,22 @@ def _plausible(raw: bytes) -> str | None:
     return text
 
 
+def _b64_text(blob: str) -> str | None:
+    """The plausible text a base64 blob decodes to, or ``None``."""
+    if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
+        return None
+    body = blob.rstrip("=")
+    padded = body + "=" * (-len(body) % 4)
+    try:
+        if "-" in body or "_" in body:
+            raw = base64.urlsafe_b64decode(padded)
+        else:
+            raw = base64.b64decode(padded, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return _plausible(raw)
+
+
 def decoded_blobs(text: str) -> list[tuple[str, str]]:
     """Plausible decodings of base64 and hex blobs in ``text``: ``(kind, decoded)`` pairs.
 
@@ -192,20 +283,13 @@ def blob_spans(text: str) -> list[tuple[str, int, int, str]]:
     a blob that decodes the same as an earlier one is listed too (it costs no budget)."""
     found: list[tuple[str, int, int, str]] = []
     budget = _Budget()
+    known: dict[str, str | None] = {}  # a blob repeated is decoded once
     for match in _B64.finditer(text):
         blob = match.group()
-        if len(blob) > _MAX_BLOB_CHARS or blob.isalpha() or blob.isdigit():
-            continue
-        body = blob.rstrip("=")
-        padded = body + "=" * (-len(body) % 4)
-        try:
-            if "-" in body or "_" in body:
-                raw = base64.urlsafe_b64decode(padded)
-            else:
-                raw = base64.b64decode(padded, validate=True)
-        except (binascii.Error, ValueError):
-            continue
-        decoded = _plausible(raw)
+        if blob in known:
+            decoded = known[blob]
+        else:
+            decoded = known[blob] = _b64_text(blob)
         if decoded is not None and budget.take(decoded):
             found.append(("base64", match.start(), match.end(), decoded))
             if budget.spent:

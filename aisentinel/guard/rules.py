@@ -137,14 +137,22 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "dan",
         "jailbreak",
-        _c(r"\b(?:dan|do anything now|mongo tom|anti-?dan|betterdan|evil ?bot)\b"),
+        # "dan" alone is Indonesian and Malay for "and" (and unaccented Vietnamese):
+        # the persona only in a jailbreak's context ("act as DAN", "DAN Mode enabled").
+        _c(
+            r"\b(?:do anything now|mongo tom|anti-?dan|betterdan|evil ?bot)\b"
+            r"|\b(?:act(?:ing)? as|pretend(?:ing)? to be|you are|you're|you will be|"
+            r"become|called|named|known as|stay|remain)(?: now)? (?:an? |the )?dan\b"
+            r"|\[dan\]|\bwith dan mode\b|\bdan (?:mode (?:enabled|activated|on|output)|jailbreak)\b"
+            r"|\bdan(?: \w+){0,3} stands for\b"
+        ),
     ),
     Rule(
         "developer_mode",
         "jailbreak",
         _c(
             r"\b(?:developer|dev|god|debug|sudo|admin|maintenance|unrestricted|jailbr[eo]ak(?:en)?"
-            r"|unfiltered|uncensored|dark|evil|chaos|opposite) mode\b"
+            r"|unfiltered|uncensored|evil|chaos|opposite) mode\b"
         ),
     ),
     Rule("jailbreak_word", "jailbreak", _c(r"\bjail-?br(?:ea|o)k(?:s|ed|ing)?\b")),
@@ -381,7 +389,7 @@ _NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
     "developer_mode": (
         ("mode",
          "developer dev god debug sudo admin maintenance unrestricted jailbreak jailbroak "
-         "jailbreaken jailbroaken unfiltered uncensored dark evil chaos opposite"),
+         "jailbreaken jailbroaken unfiltered uncensored evil chaos opposite"),
     ),
     "jailbreak_word": (
         ("jail jailbreak jailbreaks jailbreaked jailbreaking jailbrok jailbroks jailbroked "

@@ -56,7 +56,8 @@ class Verdict:
     :data:`MAX_SCAN_CHARS`. ``rule_score`` is the score of the rule families alone (the
     model's bias plus the weights of the families that matched in the text that scored,
     no n-grams): high only when regex evidence, not word statistics, says attack; the
-    daemon counts a prompt towards abuse only when it is at least ``abuse_score`` too.
+    daemon counts a prompt towards abuse only when it is at least ``abuse_rule_score``
+    too.
     """
 
     is_attack: bool

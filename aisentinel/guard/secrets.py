@@ -210,8 +210,14 @@ def find_secrets(text: str, *, decoded: bool = False) -> list[SecretFinding]:
             )
         )
     if decoded:
+        # A blob repeated thousands of times is searched once: each decoding's secrets
+        # are remembered (every copy is still reported, so that each is redacted).
+        inside: dict[str, list[SecretFinding]] = {}
         for blob, start, end, plain in blob_spans(text):
-            for inner in find_secrets(plain):
+            inner_found = inside.get(plain)
+            if inner_found is None:
+                inner_found = inside[plain] = find_secrets(plain)
+            for inner in inner_found:
                 shown = inner.redacted.strip("[]")
                 found.append(SecretFinding(inner.kind, start, end, f"[{blob}: {shown}]"))
     found.sort(key=lambda f: (f.start, f.kind))
