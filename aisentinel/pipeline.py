@@ -56,10 +56,11 @@ class SourceCounters:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
-    recognition: Recognition | None = None
+    recognition: Recognition | None = field(default=None, compare=False)
     """How much of a line source's recent lines its parser recognises (``None`` until its
     first line batch, and for a source whose format cannot tell: see
-    :meth:`~aisentinel.parsers.base.Parser.unrecognised`)."""
+    :meth:`~aisentinel.parsers.base.Parser.unrecognised`). Not compared: its window
+    follows the batches, which the counts do not."""
 
 
 RECOGNITION_WINDOW = 200
