@@ -810,7 +810,8 @@ class Daemon:
         self.runner.close(RELOAD_FLUSH_SECONDS)
         self.runner = self._build_runner(new, previous=self.runner)
         self._withdraw_pending(self.runner)
-        self.runner.start()
+        # Started by the caller once the reconcile is queued: a worker started first runs
+        # its first health check before it, on responders that have made nothing yet.
 
     def _build_source(self, cfg: SourceConfigBase) -> Source:
         return SOURCES.get(cfg.type).factory(cfg, clock=self.clock, state_dir=self.state_dir)
@@ -1288,7 +1289,10 @@ class Daemon:
             new.daemon.responder_queue != old.daemon.responder_queue
         ):
             self._rebuild_runner(old, new)
-        self.runner.reconcile(self.engine.active())
+        try:
+            self.runner.reconcile(self.engine.active())
+        finally:
+            self.runner.start()  # a new worker (see _rebuild_runner); else already running
         self.pipeline.reconfigure(
             detectors=detectors,
             engine=self.engine,

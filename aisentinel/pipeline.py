@@ -14,9 +14,9 @@ it is given to that one state, so a reload keeps it for all.
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from prometheus_client import Histogram
@@ -56,6 +56,66 @@ class SourceCounters:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
+    recognition: Recognition | None = field(default=None, compare=False)
+    """How much of a line source's recent lines its parser recognises (``None`` until its
+    first line batch, and for a source whose format cannot tell: see
+    :meth:`~aisentinel.parsers.base.Parser.unrecognised`). Not compared: its window
+    follows the batches, which the counts do not."""
+
+
+RECOGNITION_WINDOW = 200
+"""A source's recent lines: the batches holding its last this many lines at least."""
+RECOGNITION_MIN = 50
+"""Fewest recent lines a source is judged on (fewer: no share is told)."""
+BLIND_SHARE = 0.9
+"""A source is blind once this share of its recent lines is not of its format ..."""
+SEEING_SHARE = 0.5
+"""... and sees again once the share is at most this (no flapping in between)."""
+
+
+@dataclass(slots=True)
+class Recognition:
+    """The share of a line source's recent lines that are not of its format at all.
+
+    A source whose log is of another format than its parser (an nginx ``log_format``
+    other than the one named) reads every line and parses none: nothing in it is seen,
+    while the source itself is up. The share is kept over the batches holding the
+    source's last :data:`RECOGNITION_WINDOW` lines (at least); the source is ``blind``
+    once the share reaches :data:`BLIND_SHARE` over at least :data:`RECOGNITION_MIN`
+    lines, and sees again once it is down to :data:`SEEING_SHARE`, so a log with some
+    junk never flaps. Another parser (a reload) starts the window again.
+    """
+
+    parser: str
+    batches: deque[tuple[int, int]] = field(default_factory=deque)
+    lines: int = 0
+    unrecognised: int = 0
+    blind: bool = False
+
+    def add(self, lines: int, unrecognised: int) -> bool:
+        """Count a batch of ``lines``, ``unrecognised`` of them not of the format; whether
+        that changed :attr:`blind`."""
+        batches = self.batches
+        batches.append((lines, unrecognised))
+        self.lines += lines
+        self.unrecognised += unrecognised
+        while self.lines - batches[0][0] >= RECOGNITION_WINDOW:
+            old_lines, old_unrecognised = batches.popleft()
+            self.lines -= old_lines
+            self.unrecognised -= old_unrecognised
+        share = self.share()
+        if share is None:
+            return False
+        blind = share >= BLIND_SHARE if not self.blind else share > SEEING_SHARE
+        changed = blind != self.blind
+        self.blind = blind
+        return changed
+
+    def share(self) -> float | None:
+        """The share of the recent lines not of the format (``None``: too few lines)."""
+        if self.lines < RECOGNITION_MIN:
+            return None
+        return self.unrecognised / self.lines
 
 
 def _alert_key(finding: Finding) -> str:
@@ -282,6 +342,7 @@ class Pipeline:
             if parser.notices:
                 for message, fields in parser.take_notices():
                     log.warning(message, source=batch.source, parser=parser.name, **fields)
+            self._recognise(counters, batch.source, parser, lines, len(events))
         if not events:
             return
         kinds = frozenset(map(type, events))
@@ -301,6 +362,48 @@ class Pipeline:
         logins = _logins(events) if SshEvent in kinds else None
         if found or logins:
             self._decide_found(found, batch.read_at, batch.source, logins)
+
+    def _recognise(
+        self,
+        counters: SourceCounters,
+        source: str,
+        parser: Parser,
+        lines: Sequence[str],
+        parsed: int,
+    ) -> None:
+        """Count how much of a batch ``parser`` recognised; log once when the source goes
+        blind (its lines are nearly all of another format) and once when it sees again."""
+        if not lines:
+            return
+        try:
+            unrecognised = parser.unrecognised(lines, parsed)
+        except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
+            self._fault("parse", parser.name, source, exc, None)
+            return
+        recognition = counters.recognition
+        if unrecognised is None:
+            counters.recognition = None
+            return
+        if recognition is None or recognition.parser != parser.name:
+            recognition = counters.recognition = Recognition(parser.name)
+        if not recognition.add(len(lines), min(len(lines), max(0, unrecognised))):
+            return
+        fields = {
+            "source": source,
+            "parser": parser.name,
+            "unrecognised_share": round(recognition.share() or 0.0, 3),
+            "lines": recognition.lines,
+        }
+        if recognition.blind:
+            log.warning(
+                "source is blind: its lines are not of its format",
+                **fields,
+                hint="name the log's format (parser = ...) or log in one aisentinel reads: "
+                "`aisentinel explain --file LOG` shows what it makes of a line; "
+                "docs/nginx-log-format.md",
+            )
+        else:
+            log.warning("source sees again: its lines are of its format", **fields)
 
     def _decide_found(
         self,
@@ -696,10 +799,27 @@ class Pipeline:
             "Lines or records that gave no event (malformed or irrelevant); counted and skipped.",
             labels=["source"],
         )
+        blind = GaugeMetricFamily(
+            "aisentinel_source_blind",
+            "1 while nearly all of the source's recent lines are not of its format (its log "
+            "is read but nothing in it is seen), else 0.",
+            labels=["source"],
+        )
+        share = GaugeMetricFamily(
+            "aisentinel_source_unrecognised_ratio",
+            "Share of the source's recent lines (its last 200 at least) that are not of its "
+            "format; once 50 lines of a format that can tell were read.",
+            labels=["source"],
+        )
         for name, c in sorted(self.sources.items()):
             parsed.add_metric([name], c.parsed)
             unparsed.add_metric([name], c.unparsed)
-        yield from (parsed, unparsed)
+            recognition = c.recognition
+            blind.add_metric([name], 1.0 if recognition is not None and recognition.blind else 0.0)
+            ratio = recognition.share() if recognition is not None else None
+            if ratio is not None:
+                share.add_metric([name], ratio)
+        yield from (parsed, unparsed, blind, share)
         findings = CounterMetricFamily(
             "aisentinel_findings",
             "Findings raised, per detector and severity.",

@@ -3,8 +3,9 @@
 :func:`snapshot` reads the state the stages already keep (the same numbers the
 exporter publishes: no bookkeeping of its own) and returns plain JSON-able data; the
 control socket serves it as the ``status`` command. :func:`problems` says what is
-wrong in a snapshot (a source down, a responder unhealthy, a degraded component, a
-stale heartbeat): ``aisentinel status`` exits 1 when there is anything. A source's
+wrong in a snapshot (a source down, or blind: reading lines nearly none of which are of
+its format; a responder unhealthy, a degraded component, a stale heartbeat):
+``aisentinel status`` exits 1 when there is anything. A source's
 ``notes`` (what it reads but cannot fully see, e.g. a GPU value NVML does not support)
 are shown apart and are not problems.
 :func:`render` formats a snapshot for people, escaping every string that may come
@@ -118,6 +119,14 @@ def _source(daemon: Daemon, cfg: SourceConfigBase) -> dict[str, Any]:
         "lines_parsed": counters.parsed if counters else 0,
         "lines_unparsed": counters.unparsed if counters else 0,
     }
+    recognition = counters.recognition if counters else None
+    share = recognition.share() if recognition is not None else None
+    entry.update(
+        blind=bool(recognition is not None and recognition.blind),
+        unrecognised_share=share,
+        recent_lines=recognition.lines if recognition is not None else 0,
+        format=recognition.parser if recognition is not None else None,
+    )
     if source is None:
         entry.update(
             up=False,
@@ -282,6 +291,14 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
         elif s.get("state") == "degraded":  # reading, but e.g. its positions cannot be saved
             why = s.get("reason") or s.get("last_error") or "see the log"
             out.append(f"source {s.get('name')} is degraded: {why}")
+        if s.get("blind"):
+            share = s.get("unrecognised_share")
+            pct = f"{share:.0%}" if isinstance(share, int | float) else "nearly all"
+            out.append(
+                f"source {s.get('name')} is blind: {pct} of its last {s.get('recent_lines')} "
+                f"lines are not {s.get('format') or s.get('parser')} lines, so nothing in them "
+                "is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)"
+            )
     if "responders" in snap and not snap["responders"]:
         out.append(
             "no responder is enabled: nothing is enforced, decisions are only logged and kept "

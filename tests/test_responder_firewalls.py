@@ -11,9 +11,10 @@ import json
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
-from aisentinel.commands import CommandTimeoutError, FakeRunner
+from aisentinel.commands import CommandResult, CommandTimeoutError, FakeRunner
 from aisentinel.config import parse_config
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
@@ -216,6 +217,76 @@ def test_nft_missing_table_is_repaired_by_health_from_what_it_holds() -> None:
     last = docs(runner)[-1]
     assert [v for _, v in elements(last, "add")] == [
         {"elem": {"val": "203.0.113.7", "timeout": 3540}}
+    ]
+
+
+MISSING_TABLE = "Error: No such file or directory"
+
+
+def test_nft_a_table_never_made_is_no_damage_to_health_or_a_first_commit() -> None:
+    """A responder just enabled (its first reconcile still queued) that finds no table
+    neither repairs nor counts it: health says it is not made yet, without a warning;
+    a commit finding no table makes it, uncounted."""
+    clock = FakeClock(NOW)
+    runner = FakeRunner({NFT: FakeRunner.ok(NFT, stderr=MISSING_TABLE, returncode=1)})
+    responder = NftablesResponder(NftablesConfig(backend="nft"), clock=clock, commands=runner)
+    with capture_logs() as logs:
+        health = responder.health()
+        assert not health.ok
+        assert health.detail == "table inet aisentinel not made yet (the first reconcile makes it)"
+        assert responder.repairs == 0
+        assert len(runner.calls) == 1  # the listing only: nothing re-created
+        runner.answers = {NFT: FakeRunner.ok(NFT, stderr=MISSING_TABLE, returncode=1)}
+        responder.add_many([ban("203.0.113.7")])
+        with pytest.raises(ResponderError):  # nft keeps failing: nothing made
+            responder.commit()
+        runner.answers = {NFT: FakeRunner.ok(NFT)}
+        responder.reconcile([ban("203.0.113.7")])
+    assert responder.repairs == 0
+    assert responder.made
+    assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+class ScriptedRunner(FakeRunner):
+    """A FakeRunner whose next nft calls get the results queued in ``script``."""
+
+    def __init__(self) -> None:
+        super().__init__({NFT: FakeRunner.ok(NFT)})
+        self.script: list[CommandResult] = []
+
+    def run(self, argv: Any, *, timeout: float, input: str | None = None) -> CommandResult:
+        result = super().run(argv, timeout=timeout, input=input)
+        return self.script.pop(0) if self.script else result
+
+
+def test_nft_a_reconcile_counts_damage_to_the_table_it_made() -> None:
+    """`nft flush ruleset` then a reconcile before the next health check: the reconcile
+    re-creates the table as before, and logs and counts the repair as health would."""
+    runner = ScriptedRunner()
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft"), clock=FakeClock(NOW), commands=runner
+    )
+    missing = FakeRunner.ok(NFT, stderr=MISSING_TABLE, returncode=1)
+    with capture_logs() as logs:
+        responder.reconcile([ban("203.0.113.7")])  # a fresh responder: nothing listed
+        assert len(runner.calls) == 1
+        assert responder.repairs == 0
+        runner.script = [missing]  # the listing finds no table; the re-creation works
+        responder.reconcile([ban("203.0.113.7"), ban("203.0.113.8")])
+        assert responder.repairs == 1
+        runner.script = [missing, missing]  # no table, and it cannot be re-created
+        with pytest.raises(ResponderError):
+            responder.reconcile([ban("203.0.113.7")])
+    assert responder.repairs == 1  # counted once re-created only
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [w["event"] for w in warnings] == [
+        "nftables table damaged (flushed or changed by hand?); re-creating it with every ban held"
+    ] * 2
+    assert warnings[0]["reason"].endswith("(found by a reconcile)")
+    assert warnings[0]["bans"] == 2
+    assert [v for _, v in elements(docs(runner)[2], "add")] == [
+        {"elem": {"val": "203.0.113.7", "timeout": 3600}},
+        {"elem": {"val": "203.0.113.8", "timeout": 3600}},
     ]
 
 

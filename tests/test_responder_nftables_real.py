@@ -268,19 +268,9 @@ print(r.backend.name, r.health().ok)
     assert ns.reachable(ns.ok, SERVER4["ok"], port)
 
 
-def test_kill9_mid_storm_then_restart_ledger_and_set_agree(
-    lab: tuple[Lab, int], tmp_path: Path
-) -> None:
-    """The daemon (nftables on) in the server namespace is killed mid-storm; after restart
-    the nft set holds exactly the ledger's active bans."""
-    ns, _port = lab
-    log = tmp_path / "auth.log"
-    log.write_text("")
-    config = tmp_path / "aisentinel.toml"
-    config.write_text(
-        f"""
+DAEMON_CONFIG = """
 [daemon]
-state_dir = "{tmp_path / "state"}"
+state_dir = "{tmp}/state"
 log_format = "json"
 heartbeat_interval = "200ms"
 expire_interval = "1s"
@@ -293,24 +283,37 @@ enabled = false
 name = "auth"
 type = "file"
 parser = "sshd"
-paths = ["{log}"]
+paths = ["{tmp}/auth.log"]
 start_at = "beginning"
-
-[decisions]
-max_bans_per_minute = 10000
-
-[responders.nftables]
 
 [audit]
 enabled = false
-"""
-    )
+{extra}"""
+"""A daemon reading ``auth.log`` in ``tmp`` (then the tables of ``extra``)."""
+
+
+def _start_daemon(ns: Lab, tmp_path: Path, config: Path) -> subprocess.Popen[bytes]:
+    """``aisentinel run`` on ``config`` in the server namespace, logging to ``d.log``."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    argv = [sys.executable, "-m", "aisentinel", "run", "--config", str(config)]
+    return ns.start(ns.srv, argv, env=env, stdout=(tmp_path / "d.log").open("ab"),
+                    stderr=subprocess.STDOUT)  # fmt: skip
+
+
+def test_kill9_mid_storm_then_restart_ledger_and_set_agree(
+    lab: tuple[Lab, int], tmp_path: Path
+) -> None:
+    """The daemon (nftables on) in the server namespace is killed mid-storm; after restart
+    the nft set holds exactly the ledger's active bans."""
+    ns, _port = lab
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    config = tmp_path / "aisentinel.toml"
+    extra = "\n[decisions]\nmax_bans_per_minute = 10000\n\n[responders.nftables]\n"
+    config.write_text(DAEMON_CONFIG.format(tmp=tmp_path, extra=extra))
 
     def daemon() -> subprocess.Popen[bytes]:
-        env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        argv = [sys.executable, "-m", "aisentinel", "run", "--config", str(config)]
-        return ns.start(ns.srv, argv, env=env, stdout=(tmp_path / "d.log").open("ab"),
-                        stderr=subprocess.STDOUT)  # fmt: skip
+        return _start_daemon(ns, tmp_path, config)
 
     first = daemon()
     ts = time.strftime("%b %e %H:%M:%S")
@@ -352,3 +355,40 @@ enabled = false
     assert wait_for(agree, timeout=60), f"ledger, set, differing: {seen}"
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=15) == 0
+
+
+def test_enabling_nftables_by_a_reload_counts_no_repair(bare: Lab, tmp_path: Path) -> None:
+    """The documented rollout (dry-run first, then [responders.nftables] and a reload):
+    the new responder makes its table with the bans in force, and neither logs damage nor
+    counts a repair (AisentinelFirewallTampered would fire on a repair)."""
+    log = tmp_path / "auth.log"
+    log.write_text("")
+    config = tmp_path / "aisentinel.toml"
+    config.write_text(DAEMON_CONFIG.format(tmp=tmp_path, extra=""))
+    daemon_log = tmp_path / "d.log"
+    proc = _start_daemon(bare, tmp_path, config)
+    entries: list[dict[str, object]] = []
+
+    def logged(event: str) -> bool:
+        entries[:] = [json.loads(line) for line in daemon_log.read_text().splitlines()]
+        return any(e.get("event") == event for e in entries)
+
+    assert wait_for(lambda: logged("decisions restored"), timeout=30), daemon_log.read_text()
+    ts = time.strftime("%b %e %H:%M:%S")
+    with log.open("a") as fh:
+        fh.writelines(
+            f"{ts} box sshd[4000]: Failed password for root from 198.18.0.7 port {k} ssh2\n"
+            for k in range(6)
+        )
+    assert wait_for(lambda: logged("decision"), timeout=30), daemon_log.read_text()
+    with config.open("a") as fh:
+        fh.write('\n[responders.dryrun]\n\n[responders.nftables]\nbackend = "nft"\n')
+    proc.send_signal(signal.SIGHUP)
+    assert wait_for(lambda: _elements(bare) == {"198.18.0.7"}, timeout=30), daemon_log.read_text()
+    time.sleep(1.0)  # a health check after the reconcile finds the table as made
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=15) == 0
+    logged("")
+    damaged = [e for e in entries if str(e.get("event", "")).startswith("nftables table damaged")]
+    assert damaged == [], damaged
+    assert any(e.get("event") == "nftables reconciled" for e in entries)

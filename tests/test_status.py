@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import structlog
-from conftest import PACKAGE_PATH, ssh_fail, wait_for
+from conftest import PACKAGE_PATH, nginx_line, ssh_fail, wait_for
 
 from aisentinel import cli
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config, parse_config
@@ -262,6 +262,40 @@ def test_text_escapes_names_and_errors_from_config_and_logs(short_dir: Path) -> 
         assert all(line.isprintable() for line in out.splitlines())
         snap = json.loads(_status("--json", "--config", str(r.path)).stdout)
         assert snap["sources"][0]["name"] == name  # JSON keeps the exact text, escaped by JSON
+    finally:
+        r.stop()
+
+
+def test_a_source_reading_another_format_is_blind_and_exits_one(
+    short_dir: Path, now_epoch: float
+) -> None:
+    """An nginx source fed vhost_combined lines (``host:port`` first) reads them all and
+    parses none: `status` exits 1 naming the source blind, the share unparsed and where to
+    look; the sshd source beside it is fine."""
+    web = short_dir / "logs" / "vhost.log"
+    web.touch()
+    extra = _sources(short_dir, "auth") + SOURCE.format(name="web", parser="nginx", path=web)
+    r = Running(short_dir, extra)
+    try:
+        assert wait_for(lambda: _all_up(r))
+        with web.open("a") as fh:
+            fh.writelines(
+                f"ai.example.com:443 {nginx_line(now_epoch + i, '203.0.113.7', '/.env')}\n"
+                for i in range(60)
+            )
+        assert wait_for(lambda: r.daemon.pipeline.sources["web"].unparsed == 60, timeout=15)
+        done = _status("--config", str(r.path))
+        assert done.returncode == 1, done.stdout + done.stderr
+        assert "PROBLEMS (1)" in done.stdout
+        assert (
+            "source web is blind: 100% of its last 60 lines are not nginx lines, so nothing "
+            "in them is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)"
+        ) in done.stdout
+        snap = json.loads(_status("--json", "--config", str(r.path)).stdout)
+        entry = next(s for s in snap["sources"] if s["name"] == "web")
+        assert entry["blind"] is True
+        assert entry["unrecognised_share"] == 1.0
+        assert next(s for s in snap["sources"] if s["name"] == "auth")["blind"] is False
     finally:
         r.stop()
 

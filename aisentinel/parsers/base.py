@@ -141,6 +141,28 @@ class Parser(ABC):
         """
         return self.parse(line) is not None
 
+    def unrecognised(self, lines: Sequence[str], parsed: int) -> int | None:
+        """How many of ``lines`` (of which ``parsed`` gave an event) are not of this format
+        at all; ``None`` when that says nothing about the format (see :mod:`.sshd`).
+
+        A format that keeps the default :meth:`looks_like` gives an event for every line
+        of it, so each line that gave none is not of it. Otherwise each line of a sample of
+        at most :data:`RECOGNITION_SAMPLE` lines of the batch is asked, and the misses are
+        scaled to the batch (the pipeline uses the share to tell a source that reads a log
+        of another format: :class:`aisentinel.pipeline.Recognition`).
+        """
+        if type(self).looks_like is Parser.looks_like:
+            return len(lines) - parsed
+        count = len(lines)
+        if not count:
+            return 0
+        sample = lines[:: -(-count // RECOGNITION_SAMPLE)]
+        misses = sum(1 for line in sample if not self.looks_like(line))
+        return round(misses * count / len(sample))
+
+
+RECOGNITION_SAMPLE = 32
+"""Most lines of a batch :meth:`Parser.unrecognised` asks :meth:`Parser.looks_like`."""
 
 REGISTRY: Registry[type[Parser]] = Registry("parser")
 """Parsers by name; each plug-in module registers itself in one line."""

@@ -55,7 +55,7 @@ cannot move the reported address (the fail2ban corpus has these cases).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import SshEvent, SshKind
@@ -229,6 +229,12 @@ class SshdParser(Parser):
     def looks_like(self, line: str) -> bool:
         """Any sshd line counts for sniffing, not only those about authentication."""
         return self.parse(line) is not None or self.is_sshd_line(line)
+
+    def unrecognised(self, lines: Sequence[str], parsed: int) -> int | None:
+        """``None``: an sshd log is syslog's auth log, where cron, sudo and logind write
+        too (on a host whose sshd is firewalled, only they), so lines that are not sshd's
+        say nothing about whether its lines are understood."""
+        return None
 
     @staticmethod
     def _split(line: str) -> tuple[str, str, str] | None:

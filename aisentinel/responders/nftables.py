@@ -37,12 +37,16 @@ holds other rules than one drop rule per set (``nft flush chain``, a rule replac
 an ``accept``), or a ban held is missing from its set (``nft flush set``); the next
 reconcile applies the ledger. ``reconcile`` deletes and
 re-creates the whole table with exactly the active bans in one transaction (20,000
-bans in well under a second); ``reconcile_adding`` (a run whose ledger is not the
-whole truth) adds them to the table as it is, keeping its elements and the drop rule
-of each of its sets. Every address is parsed again with ``ipaddress`` right
-before it is written; unspecified, loopback, multicast, link-local, reserved (NAT64
-addresses excepted, as the engine's ``unbannable``) or too wide networks are refused
-and counted.
+bans in well under a second), after the same check as the health check's, so damage it
+happens to fix first is logged and counted all the same. Damage is only counted on a
+table the responder made (:attr:`~NftablesResponder.made`): a responder just enabled by
+a reload, whose first reconcile is still to come, finds no table and says so (unhealthy,
+"not made yet") without re-creating or counting anything; ``reconcile_adding`` (a run
+whose ledger is not the whole truth) adds them to the table as it is, keeping its
+elements and the drop rule of each of its sets. Every address is parsed again with
+``ipaddress`` right before it is written; unspecified, loopback, multicast, link-local,
+reserved (NAT64 addresses excepted, as the engine's ``unbannable``) or too wide networks
+are refused and counted.
 """
 
 from __future__ import annotations
@@ -143,6 +147,9 @@ class NftablesResponder(BufferedResponder):
         self.held: dict[str, tuple[IPNetwork, float | None]] = {}
         """What this responder put in the table: target text -> (network, expires_at)."""
         self.lengths: set[tuple[int, int]] = set(DEFAULT_LENGTHS)
+        self.made = False
+        """Whether this responder has put its table in place (a commit or a reconcile
+        succeeded, not withdrawn since): only then is a table found damaged a repair."""
         self.refused = 0
         """Targets refused by the last-moment validation (never written)."""
 
@@ -195,13 +202,18 @@ class NftablesResponder(BufferedResponder):
             return
         self.lengths = lengths
         self.held = held
+        self.made = True
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         now = self.clock.now()
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
-        self._replace(wanted, now)
+        damage = self._damage() if self.made else None
+        if damage is not None:  # replaced all the same, but counted as health() would
+            self._recreate(wanted, now, f"{damage} (found by a reconcile)")
+        else:
+            self._replace(wanted, now)
         log.info("nftables reconciled", table=self.cfg.table, bans=len(wanted))
 
     def reconcile_adding(self, active: Sequence[Decision]) -> None:
@@ -211,6 +223,9 @@ class NftablesResponder(BufferedResponder):
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
+        damage = self._damage() if self.made else None
+        if damage is not None:
+            self._log_damage(f"{damage} (found by a reconcile)", len({**self.held, **wanted}))
         lengths = set(DEFAULT_LENGTHS) | self._listed_lengths()
         lengths |= {(net.version, net.prefixlen) for net, _ in wanted.values()}
         first = [(net, None) for net, _ in wanted.values()]
@@ -221,6 +236,9 @@ class NftablesResponder(BufferedResponder):
         self._run(cmds)
         self.lengths = lengths
         self.held = {**self.held, **wanted}
+        self.made = True
+        if damage is not None:
+            self.repairs += 1
         log.info("nftables reconciled, adding only", table=self.cfg.table, bans=len(wanted))
 
     def _listed_lengths(self) -> set[tuple[int, int]]:
@@ -249,21 +267,37 @@ class NftablesResponder(BufferedResponder):
     def health(self) -> ResponderHealth:
         if self.backend is None:
             return ResponderHealth(ok=False, detail=self._backend_error)
+        damage = self._damage()
+        if damage is not None and not self.made:
+            # Nothing was made yet (the first reconcile is queued or failing): no damage.
+            return ResponderHealth(
+                ok=False, detail=f"{self._where()} not made yet (the first reconcile makes it)"
+            )
+        if damage is not None:
+            return self._repair(damage)
+        return ResponderHealth(
+            ok=True, detail=f"{self.backend.name}: {len(self.held)} bans in {self._where()}"
+        )
+
+    def _damage(self) -> str | None:
+        """How the table differs from what this responder made (``None``: it does not):
+        missing, a chain changed (:meth:`_damaged_chain`) or bans held missing from the
+        sets. Raises :class:`ResponderError` when the table cannot be listed at all."""
+        if self.backend is None:
+            raise ResponderError(self._backend_error)
         table = {"family": FAMILY, "name": self.cfg.table}
         try:
             listed = self.backend.run({"nftables": [{"list": {"table": table}}]})
         except NftError as exc:
-            return self._repair(f"table missing ({exc})")
+            return f"table missing ({exc})"
         items = [item for item in listed.get("nftables", []) if isinstance(item, dict)]
         damage = self._damaged_chain(items)
         if damage is not None:
-            return self._repair(damage)
+            return damage
         missing = self._missing_elements(items)
         if missing:
-            return self._repair(f"{missing} of the {len(self.held)} bans held are not in the sets")
-        return ResponderHealth(
-            ok=True, detail=f"{self.backend.name}: {len(self.held)} bans in {self._where()}"
-        )
+            return f"{missing} of the {len(self.held)} bans held are not in the sets"
+        return None
 
     def withdraw(self) -> str:
         """Delete the table (every ban in it with it)."""
@@ -271,6 +305,7 @@ class NftablesResponder(BufferedResponder):
         self._run([{"add": {"table": table}}, {"delete": {"table": table}}])
         self.held = {}
         self.lengths = set(DEFAULT_LENGTHS)
+        self.made = False
         return f"{self._where()} deleted"
 
     def close(self) -> None:
@@ -348,16 +383,23 @@ class NftablesResponder(BufferedResponder):
         """Replace the damaged table with the unexpired bans of ``held`` (logged, counted
         in :attr:`repairs`); how many. Raises :class:`ResponderError` when that fails."""
         wanted = {t: b for t, b in held.items() if b[1] is None or b[1] > now}
+        made = self.made  # a table this responder never made is not damaged: just made
+        if made:
+            self._log_damage(why, len(wanted))
+        self._replace(wanted, now)
+        if made:
+            self.repairs += 1
+        return len(wanted)
+
+    def _log_damage(self, why: str, bans: int) -> None:
+        """Say that the table this responder made was found damaged (then repaired)."""
         log.warning(
             "nftables table damaged (flushed or changed by hand?); re-creating it with "
             "every ban held",
             table=self.cfg.table,
             reason=why,
-            bans=len(wanted),
+            bans=bans,
         )
-        self._replace(wanted, now)
-        self.repairs += 1
-        return len(wanted)
 
     def _replace(self, wanted: dict[str, tuple[IPNetwork, float | None]], now: float) -> None:
         table = {"family": FAMILY, "name": self.cfg.table}
@@ -368,6 +410,7 @@ class NftablesResponder(BufferedResponder):
         self._run(cmds)
         self.lengths = lengths
         self.held = wanted
+        self.made = True
 
     def _valid(
         self, decisions: Iterable[Decision]

@@ -1,0 +1,149 @@
+"""A source whose log is of another format than its parser is blind: told, logged, exported."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from conftest import nginx_line, nginx_ts, ssh_fail, syslog_ts
+from prometheus_client.core import Metric
+from structlog.testing import capture_logs
+
+from aisentinel.clock import FakeClock
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import Ledger
+from aisentinel.events import LineBatch
+from aisentinel.pipeline import Pipeline
+
+T0 = 1_764_000_000.0
+
+
+def _pipeline(tmp_path: Path) -> Pipeline:
+    clock = FakeClock(T0)
+    engine = DecisionEngine(DecisionsConfig(), Ledger(tmp_path / "l.sqlite", clock), clock)
+    return Pipeline(detectors=[], engine=engine, runner=None, clock=clock)
+
+
+def _vhost(i: int) -> str:
+    """A ``vhost_combined`` line (``host:port`` first): not nginx's combined format."""
+    return (
+        f'ai.example.com:443 203.0.113.7 - - [{nginx_ts(T0 + i)}] "GET /.env HTTP/1.1" '
+        f'404 153 "-" "curl/8"'
+    )
+
+
+def _good(i: int) -> str:
+    return nginx_line(T0 + i, "198.51.100.9", f"/v1/models?{i}")
+
+
+def _feed(pipeline: Pipeline, source: str, parser: str, lines: list[str], size: int = 10) -> None:
+    for at in range(0, len(lines), size):
+        pipeline.process(LineBatch(source, parser, lines[at : at + size], 0.0))
+
+
+def _gauges(pipeline: Pipeline) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    metric: Metric
+    for metric in pipeline.collect():
+        if metric.name in ("aisentinel_source_blind", "aisentinel_source_unrecognised_ratio"):
+            out[metric.name] = {s.labels["source"]: s.value for s in metric.samples}
+    return out
+
+
+def _warnings(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["log_level"] == "warning" and e.get("source") is not None]
+
+
+def test_a_log_of_another_format_makes_the_source_blind_once_and_it_recovers(
+    tmp_path: Path,
+) -> None:
+    """vhost_combined lines on an nginx source: blind (gauge 1, one warning naming the
+    source and the share); lines of the format again: sees again (one warning, gauge 0)."""
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        _feed(pipeline, "web", "nginx", [_vhost(i) for i in range(40)])
+        assert _gauges(pipeline)["aisentinel_source_blind"] == {"web": 0.0}  # too few yet
+        assert _gauges(pipeline)["aisentinel_source_unrecognised_ratio"] == {}
+        _feed(pipeline, "web", "nginx", [_vhost(i) for i in range(40, 300)])
+    assert pipeline.sources["web"].parsed == 0
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"web": 1.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {"web": 1.0}
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source is blind: its lines are not of its format"
+    assert warning["source"] == "web"
+    assert warning["parser"] == "nginx"
+    assert warning["unrecognised_share"] == 1.0
+    assert "aisentinel explain" in warning["hint"]
+    assert "docs/nginx-log-format.md" in warning["hint"]
+    with capture_logs() as logs:
+        _feed(pipeline, "web", "nginx", [_good(i) for i in range(300)])
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source sees again: its lines are of its format"
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"web": 0.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {"web": 0.0}
+
+
+def test_a_log_with_some_junk_never_goes_blind_or_flaps(tmp_path: Path) -> None:
+    """Bursts of junk lines up to 80% of a window are never blind; once blind, a log that
+    parses 30% of its lines does not flap back and forth."""
+    pipeline = _pipeline(tmp_path)
+    lines = [_vhost(i) if i % 10 < 8 else _good(i) for i in range(2000)]
+    with capture_logs() as logs:
+        _feed(pipeline, "web", "nginx", lines, size=7)
+    assert _warnings(logs) == []
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"web": 0.0}
+    _feed(pipeline, "web", "nginx", [_vhost(i) for i in range(300)])
+    with capture_logs() as logs:
+        mixed = [_vhost(i) if i % 10 < 7 else _good(i) for i in range(2000)]
+        _feed(pipeline, "web", "nginx", mixed)
+    assert _warnings(logs) == []
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"web": 1.0}
+
+
+def test_an_auth_log_of_other_programs_is_not_blind(tmp_path: Path) -> None:
+    """An sshd source reading an auth log of cron and sudo lines only is not judged."""
+    pipeline = _pipeline(tmp_path)
+    cron = [
+        f"{syslog_ts(T0 + i)} gpu-box CRON[{900 + i}]: pam_unix(cron:session): session opened "
+        "for user root(uid=0) by (uid=0)"
+        for i in range(300)
+    ]
+    with capture_logs() as logs:
+        _feed(pipeline, "auth", "sshd", [*cron, ssh_fail(T0, "198.51.100.3")])
+    assert _warnings(logs) == []
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"auth": 0.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {}
+
+
+def test_an_error_log_of_irrelevant_lines_is_not_blind_but_another_format_is(
+    tmp_path: Path,
+) -> None:
+    """nginx-error: error-log lines that give no event are of the format; access-log lines
+    read as an error log are not."""
+    pipeline = _pipeline(tmp_path)
+    upstream = [
+        "2026/11/25 23:14:30 [error] 1234#1234: *5 connect() failed (111: Connection refused) "
+        'while connecting to upstream, client: 192.0.2.1, server: _, request: "GET / HTTP/1.1"'
+        for _ in range(300)
+    ]
+    _feed(pipeline, "err", "nginx-error", upstream, size=100)
+    assert _gauges(pipeline)["aisentinel_source_unrecognised_ratio"] == {"err": 0.0}
+    _feed(pipeline, "err", "nginx-error", [_good(i) for i in range(300)], size=100)
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"err": 1.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {"err": 1.0}
+
+
+def test_another_parser_after_a_reload_starts_the_window_again(tmp_path: Path) -> None:
+    """A source blind under one parser is judged afresh under the parser a reload names."""
+    pipeline = _pipeline(tmp_path)
+    _feed(pipeline, "web", "nginx", [_vhost(i) for i in range(300)])
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"web": 1.0}
+    _feed(pipeline, "web", "nginx-json", ['{"time": 1, "remote_addr": "192.0.2.1"}'] * 10)
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"web": 0.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {}
