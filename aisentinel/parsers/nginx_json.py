@@ -181,7 +181,7 @@ class NginxJsonParser(Parser):
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
         self._iso = IsoTime()
-        self._proxy = ProxyResolver(ctx.trusted_proxies)
+        self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
 
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
         """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop."""
@@ -276,16 +276,13 @@ class NginxJsonParser(Parser):
             return None
         client = peer
         if self._proxy.enabled:
-            # real_ip (X-Real-IP, one value the trusted proxy sets, replacing any the
-            # client sent) first: the X-Forwarded-For a proxy passes on starts with
-            # whatever the client wrote there.
-            forwarded = _opt_text(get("real_ip"))
-            if forwarded is None:
-                for key in _XFF_KEYS:
-                    if key in data:
-                        forwarded = _opt_text(data[key])
-                        break
-            client = normalize_addr(self._proxy.client(peer, forwarded))
+            # [parsers] forwarded_header says which of the two to believe first.
+            forwarded = None
+            for key in _XFF_KEYS:
+                if key in data:
+                    forwarded = _opt_text(data[key])
+                    break
+            client = normalize_addr(self._proxy.client(peer, forwarded, _opt_text(get("real_ip"))))
         sent = get("body_bytes_sent")
         if type(sent) is not str:
             sent = _text(sent)
