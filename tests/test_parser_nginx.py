@@ -580,6 +580,24 @@ def test_a_cut_json_line_yields_its_request_with_the_body_up_to_the_cut() -> Non
     assert _parse("nginx-json", cut) is None
 
 
+def test_a_json_line_cut_before_its_path_still_counts_without_a_notice() -> None:
+    """A line cut (over the line cap) before its path key gives its request with an
+    empty path, as the status and client are read; no "add request_uri" notice, since
+    the format has a path key, lost to the cut."""
+    record = {
+        "time": "1765134000.1",
+        "remote_addr": "203.0.113.9",
+        "status": "401",
+        "request_body": "A" * 2000,
+        "request": "POST /v1/chat/completions HTTP/1.1",
+    }
+    parser = _parser("nginx-json")
+    event = parser.parse(CutLine(json.dumps(record)[:1500]))
+    assert isinstance(event, HttpRequest)
+    assert (event.client, event.status, event.path) == ("203.0.113.9", 401, "")
+    assert parser.take_notices() == []
+
+
 def test_a_json_line_cut_anywhere_gives_whole_fields_or_none() -> None:
     """Cut at every position, a nginx-json line gives no request until its required
     fields are whole, then the request with each field whole or missing (an address,
