@@ -130,6 +130,11 @@ def config_warnings(config: Config) -> list[str]:
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
     out.extend(_wide_network_warnings(config))
+    if config.parsers.forwarded_header == "real_ip" and not config.parsers.trusted_proxies:
+        out.append(
+            'parsers.forwarded_header = "real_ip" without parsers.trusted_proxies: '
+            "forwarded values are read only from trusted proxies, so it changes nothing"
+        )
     if config.parsers.credentials == "checked":
         out.append(
             'parsers.credentials = "checked": a user or API key id in the access log counts '

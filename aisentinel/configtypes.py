@@ -258,6 +258,13 @@ CredentialsMode = Literal["learned", "checked", "unchecked"]
 authentication: learned per location from the traffic, always, or never (see
 :class:`aisentinel.detectors.shared.CredentialTrust`)."""
 
+ForwardedHeader = Literal["xff", "real_ip"]
+"""``[parsers] forwarded_header``: which forwarded value of a request from a trusted
+proxy names its client first: the X-Forwarded-For chain (``xff``, right-most entry
+outside the trusted proxies; X-Real-IP only when the chain names none) or the
+X-Real-IP the proxy sets (``real_ip``; the chain only when it names none). See
+:meth:`aisentinel.parsers.proxy.ProxyResolver.client`."""
+
 
 class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, loaded config is frozen."""

@@ -294,6 +294,7 @@ class Pipeline:
                 source=source,
                 clock=self.parser_clock,
                 trusted_proxies=tuple(self.parsers_config.trusted_proxies),
+                forwarded_header=self.parsers_config.forwarded_header,
                 options=self.parsers_config.table(fmt),
             )
             parser = self._parsers[key] = build_parser(fmt, ctx)
@@ -339,7 +340,8 @@ class Pipeline:
             counters.lines += len(lines)
             counters.parsed += len(events)
             counters.unparsed += len(lines) - len(events)
-            if parser.notices:
+            # getattr: a plug-in parser whose __init__ skips Parser.__init__ has none.
+            if getattr(parser, "notices", None):
                 for message, fields in parser.take_notices():
                     log.warning(message, source=batch.source, parser=parser.name, **fields)
             self._recognise(counters, batch.source, parser, lines, len(events))

@@ -51,10 +51,16 @@ def test_parser_tables_get_their_registered_models() -> None:
     registered parser has one (its defaults without a table), beside the shared keys."""
     cfg = load_config(FIXTURES / "good" / "full.toml")
     assert len(cfg.parsers.trusted_proxies) == 2
+    assert cfg.parsers.forwarded_header == "real_ip"
     for entry in PARSERS:
         assert isinstance(cfg.parsers.table(entry.name), entry.config_model)
     printed = cfg.to_dict()["parsers"]
-    assert set(printed) == {"trusted_proxies", "credentials", *PARSERS.names()}
+    assert set(printed) == {
+        "trusted_proxies",
+        "forwarded_header",
+        "credentials",
+        *PARSERS.names(),
+    }
 
 
 def test_defaults_need_no_file() -> None:
@@ -289,6 +295,17 @@ def test_check_config_warns_about_trusted_proxies_that_let_anyone_spoof(
     assert "and is never banned itself" in err
     err = _warned(tmp_path, '[parsers]\ntrusted_proxies = ["192.0.2.10"]\n', capsys)
     assert err == ""
+
+
+def test_check_config_warns_of_forwarded_header_without_trusted_proxies(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """forwarded_header = "real_ip" with no trusted proxy changes nothing: a WARNING;
+    none with a trusted proxy."""
+    err = _warned(tmp_path, '[parsers]\nforwarded_header = "real_ip"\n', capsys)
+    assert 'WARNING: parsers.forwarded_header = "real_ip" without parsers.trusted_proxies' in err
+    both = '[parsers]\ntrusted_proxies = ["192.0.2.10"]\nforwarded_header = "real_ip"\n'
+    assert _warned(tmp_path, both, capsys) == ""
 
 
 def test_check_config_warns_when_every_logged_credential_is_believed(

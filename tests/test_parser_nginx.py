@@ -10,6 +10,7 @@ import string
 import pytest
 
 from aisentinel.clock import FakeClock
+from aisentinel.configtypes import ForwardedHeader
 from aisentinel.events import CutLine, HttpRequest
 from aisentinel.parsers import Parser, ParserContext, build_parser, line_cap, sniff
 from aisentinel.parsers.proxy import ProxyResolver
@@ -372,15 +373,48 @@ def test_json_iso_time_and_forwarded() -> None:
     assert _one("nginx-json", line, ("10.0.0.0/8",)).client == "6.6.6.6"
 
 
-def test_json_real_ip_set_by_the_proxy_beats_a_forged_xff() -> None:
-    """Behind a trusted proxy, real_ip (one value the proxy sets) is the client even when
-    the client sent its own X-Forwarded-For; xff is read when real_ip is unset."""
-    proxies = ("10.0.0.0/8",)
-    both = _json_line(remote_addr="10.0.0.2", xff="198.51.100.99", real_ip="203.0.113.50")
-    assert _one("nginx-json", both, proxies).client == "203.0.113.50"
-    unset = _json_line(remote_addr="10.0.0.2", xff="198.51.100.99", real_ip="-")
-    assert _one("nginx-json", unset, proxies).client == "198.51.100.99"
-    assert _one("nginx-json", both).client == "10.0.0.2"  # no trusted proxy: the peer
+def _json_client(xff: str, real_ip: str, header: ForwardedHeader = "xff") -> str:
+    """The client of a JSON line from the trusted proxy 10.0.0.2 with ``forwarded_header``."""
+    nets = (ipaddress.ip_network("10.0.0.0/8"),)
+    ctx = ParserContext(source="t", trusted_proxies=nets, forwarded_header=header)
+    event = build_parser("nginx-json", ctx).parse(
+        _json_line(remote_addr="10.0.0.2", xff=xff, real_ip=real_ip)
+    )
+    assert isinstance(event, HttpRequest)
+    return event.client
+
+
+def test_json_xff_is_believed_before_a_client_written_real_ip_by_default() -> None:
+    """By default (forwarded_header "xff") the proxy-appended X-Forwarded-For names the
+    client even when the client sent its own X-Real-IP (Caddy, ALB, HAProxy pass it on):
+    a forged real_ip frames no one, and junk in it does not make the proxy the client."""
+    assert _json_client("198.51.100.99", "198.51.100.10") == "198.51.100.99"
+    assert _json_client("6.6.6.6, 198.51.100.99", "x") == "198.51.100.99"
+    assert _json_client("-", "203.0.113.50") == "203.0.113.50"  # xff unset: real_ip
+    assert _json_client("", "203.0.113.50") == "203.0.113.50"
+
+
+def test_json_junk_in_one_forwarded_value_never_makes_the_proxy_the_client() -> None:
+    """In either mode, a forwarded value that is no address gives way to the other one
+    when it names an address; only when neither does is the proxy its own client."""
+    modes: tuple[ForwardedHeader, ...] = ("xff", "real_ip")
+    for header in modes:
+        assert _json_client("x", "203.0.113.50", header) == "203.0.113.50"
+        assert _json_client("198.51.100.99", "x", header) == "198.51.100.99"
+        assert _json_client("x", "y", header) == "10.0.0.2"
+        assert _json_client("-", "-", header) == "10.0.0.2"
+
+
+def test_json_real_ip_first_when_forwarded_header_says_so() -> None:
+    """With forwarded_header "real_ip" (a proxy that sets X-Real-IP itself and passes
+    the client's X-Forwarded-For on untouched) a valid real_ip outside the trusted
+    proxies is the client, not a forged xff; otherwise xff is read."""
+    assert _json_client("198.51.100.99", "203.0.113.50", "real_ip") == "203.0.113.50"
+    assert _json_client("198.51.100.99", "-", "real_ip") == "198.51.100.99"
+    assert _json_client("198.51.100.99", "10.0.0.7", "real_ip") == "198.51.100.99"  # trusted
+    assert _json_client("198.51.100.99", "[2001:db8::5]:443", "real_ip") == "2001:db8::5"
+    no_proxy = _json_line(remote_addr="10.0.0.2", xff="198.51.100.99", real_ip="203.0.113.50")
+    assert _one("nginx-json", no_proxy).client == "10.0.0.2"  # no trusted proxy: the peer
 
 
 def _community(**over: object) -> str:
@@ -544,6 +578,24 @@ def test_a_cut_json_line_yields_its_request_with_the_body_up_to_the_cut() -> Non
     assert body.startswith(event.body)
     assert len(event.body) > 39_000
     assert _parse("nginx-json", cut) is None
+
+
+def test_a_json_line_cut_before_its_path_still_counts_without_a_notice() -> None:
+    """A line cut (over the line cap) before its path key gives its request with an
+    empty path, as the status and client are read; no "add request_uri" notice, since
+    the format has a path key, lost to the cut."""
+    record = {
+        "time": "1765134000.1",
+        "remote_addr": "203.0.113.9",
+        "status": "401",
+        "request_body": "A" * 2000,
+        "request": "POST /v1/chat/completions HTTP/1.1",
+    }
+    parser = _parser("nginx-json")
+    event = parser.parse(CutLine(json.dumps(record)[:1500]))
+    assert isinstance(event, HttpRequest)
+    assert (event.client, event.status, event.path) == ("203.0.113.9", 401, "")
+    assert parser.take_notices() == []
 
 
 def test_a_json_line_cut_anywhere_gives_whole_fields_or_none() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from aisentinel.clock import FakeClock
 from aisentinel.events import HttpAuthFailure, HttpRateLimited
-from aisentinel.parsers import ParserContext, build_parser
+from aisentinel.parsers import ParserContext, build_parser, sniff
 
 HEAD = "2012/04/09 11:53:29 [error] 2865#0: *66647 "
 TAIL = ', server: www.myhost.com, request: "GET / HTTP/1.1", host: "www.myhost.com"'
@@ -99,6 +99,13 @@ PAM_FORGED = "2026/12/07 19:00:00 [error] 1#1: PAM: user 'admin0' - not authenti
         "Dec  7 19:00:00 host sshd[77]: Invalid user "
         + PAM_FORGED
         + "client: 198.51.100.1, from 203.0.113.77 port 4242",
+        # a program's message starting "WORD WORD: " then client text, in a mixed syslog
+        "Dec  7 19:00:00 host prog[77]: error: PAM: " + PAM_FORGED + "client: 198.51.100.1,",
+        "Dec  7 19:00:00 host prog[77]: a b[1]: " + PAM_FORGED + "client: 198.51.100.1,",
+        "Dec  7 19:00:00 host prog: x: " + PAM_FORGED + "client: 198.51.100.1,",
+        "Dec  7 19:00:00 host a b: " + PAM_FORGED + "client: 198.51.100.1,",
+        "Dec  7 19:00:00 host prog[77]: a b: " + PAM_FORGED + "client: 198.51.100.1,",
+        "Dec  7 19:00:00 host sshd[77]: Invalid user: " + PAM_FORGED + "client: 198.51.100.1,",
     ],
 )
 def test_an_error_head_inside_request_text_reads_as_nothing(line: str) -> None:
@@ -118,15 +125,44 @@ def test_an_error_head_inside_request_text_reads_as_nothing(line: str) -> None:
         "Dec  7 19:00:00 host nginx[983478]: ",
         "<27>Dec 17 19:00:00 host nginx: ",
         "2026-12-07T19:00:00.123456+00:00 host nginx[1]: ",
-        "host nginx[23141]: host nginx: ",
+        "2026-12-07T19:00:00+0000 web nginx[983]: ",  # journalctl -o short-iso
+        "2026-12-07T19:00:00 web nginx[983]: ",  # syslog-ng ISO without offset
+        "Dec 07 19:00:00.123456 web nginx[983]: ",  # journalctl -o short-precise
+        "Mon 2026-12-07 19:00:00 UTC web nginx[983]: ",  # journalctl -o short-full
+        "[ 1234.567890] web nginx[983]: ",  # journalctl -o short-monotonic
+        "[12345678.123456] web nginx[983]: ",
+        "1733598000.123456 web nginx[983]: ",  # journalctl -o short-unix
+        "<163>1 2026-12-07T19:00:00.003Z web nginx 983 - - ",  # RFC 5424
+        '<163>1 2026-12-07T19:00:00.003Z web nginx 983 ID47 [x@1 a="b\\"]"][y@2] ',
+        "<163>1 - web nginx - - - \ufeff",  # RFC 5424: no time, a BOM before MSG
+        "nginx-1  | ",  # docker compose logs
+        "nginx_1  | ",  # docker-compose v1
+        "nginx-1  | 2026-12-07T19:00:00.123456789Z ",  # docker compose logs -t
+        "2026-12-07T19:00:00.123456789Z ",  # docker logs -t
+        "2026-12-07T19:00:00.123456789+00:00 stderr F ",  # CRI log file (containerd, podman)
+        "Dec  7 19:00:00 web docker/1a2b3c4d5e6f[983]: ",  # docker syslog driver
+        "Dec 07 19:00:00 web nginx@site[983]: ",  # systemd template unit
+        "Dec 07 19:00:00 web.example.com nginx[983]: ",
+        "Dec 07 19:00:00 2001:db8::1 nginx[983]: ",
+        "host nginx[23141]: host nginx: ",  # nginx's syslog to /dev/log, in the journal
+        "Dec 07 19:00:00 web nginx[983]: web nginx: ",
+        "Dec  7 19:00:00 relay Dec  7 19:00:00 web nginx[983]: ",  # syslog-ng relayed
+        "Dec  7 19:00:00 relay fwd[1]: 2026-12-07T19:00:00Z web nginx: ",  # relayed with a tag
+        "Dec  7 19:00:00 web/10.0.0.5 nginx[983]: ",  # syslog-ng chained hostnames
+        " ",  # leading blanks
+        "\ufeff",  # the BOM of a file's first line
+        "\ufeffDec  7 19:00:00 host nginx[1]: ",
     ],
 )
 def test_syslog_and_journal_prefixes_are_accepted(prefix: str) -> None:
-    """The error-log head is read at the start of a line or after a syslog/journal prefix."""
+    """The error-log head is read at the start of a line or after a syslog, journal or
+    container-log prefix, and such lines are sniffed as the nginx error log."""
     line = prefix + HEAD + 'user "x": password mismatch, client: 192.0.2.3' + TAIL
     event = _parse(line)
     assert isinstance(event, HttpAuthFailure)
     assert event.client == "192.0.2.3"
+    quiet = prefix + HEAD + 'open() "/x" failed (2: No such file), client: 192.0.2.3' + TAIL
+    assert sniff([line, quiet] * 3) == "nginx-error"
 
 
 def test_failures_from_a_trusted_proxy_are_not_blamed_on_it() -> None:

@@ -12,6 +12,7 @@ from conftest import ssh_fail, wait_for
 from structlog.testing import capture_logs
 from test_daemon import Running
 
+from aisentinel import pipeline as pipeline_module
 from aisentinel.clock import FakeClock
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
@@ -20,6 +21,8 @@ from aisentinel.detectors import build_detectors
 from aisentinel.detectors.base import Detector, DetectorConfigBase
 from aisentinel.detectors.scanning import ScanningDetector
 from aisentinel.events import Decision, Event, Finding, HttpRequest, LineBatch, Severity
+from aisentinel.parsers import Parser, ParserContext
+from aisentinel.parsers.base import ParsersConfig
 from aisentinel.parsers.nginx_json import NginxJsonParser
 from aisentinel.pipeline import EXCERPT_CHARS, Pipeline
 from aisentinel.responders.runner import ResponderRunner
@@ -390,3 +393,52 @@ def test_daemon_contains_a_detector_fault_and_exports_it(
         assert "198.51.100.52" not in text
     finally:
         r.stop()
+
+
+class _BareParser(Parser):
+    """A plug-in parser whose ``__init__`` does not call ``Parser.__init__``."""
+
+    name = "bare"
+
+    def __init__(self, ctx: ParserContext) -> None:  # no super().__init__, on purpose
+        self.source = ctx.source
+
+    def parse(self, line: str) -> HttpRequest | None:
+        return HttpRequest(T0, self.source, "192.0.2.1", "GET", line, 404, 0, None, "")
+
+
+def test_plugin_parser_without_base_init_parses_every_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plug-in parser that skips Parser.__init__ (no notices queue) parses batch after
+    batch: the pipeline does not fail reading its notices."""
+    monkeypatch.setattr(pipeline_module, "build_parser", lambda fmt, ctx: _BareParser(ctx))
+    det = Counting()
+    pipeline, _ = _pipeline(tmp_path, [det])
+    pipeline.process(LineBatch("web", "bare", ["/a", "/b"], 0.0))
+    pipeline.process(LineBatch("web", "bare", ["/c"], 0.0))
+    assert det.seen == ["/a", "/b", "/c"]
+    assert pipeline.sources["web"].parsed == 3
+
+
+def test_forwarded_header_reaches_the_parsers(tmp_path: Path) -> None:
+    """[parsers] forwarded_header is handed to the parsers the pipeline builds: with
+    "real_ip" a JSON line's real_ip names the client, by default its xff does."""
+    line = json.dumps(
+        {
+            "time": T0,
+            "remote_addr": "10.0.0.2",
+            "status": "404",
+            "request_uri": "/",
+            "xff": "198.51.100.99",
+            "real_ip": "203.0.113.50",
+        }
+    )
+    for header, client in (("xff", "198.51.100.99"), ("real_ip", "203.0.113.50")):
+        config = ParsersConfig.model_validate(
+            {"trusted_proxies": ["10.0.0.2/32"], "forwarded_header": header}
+        )
+        pipeline, _ = _pipeline(tmp_path, [], parsers_config=config)
+        event = pipeline.parser_for("web", "nginx-json").parse(line)
+        assert isinstance(event, HttpRequest)
+        assert event.client == client

@@ -199,6 +199,18 @@ def test_rate_windows_crossing_span_starts_at_the_keys_first_event() -> None:
     assert late.first_ts == T0 + 10
 
 
+def test_rate_windows_crossing_span_in_a_busy_bucket() -> None:
+    """In a bucket already holding ONE_HIT_AFTER keys (the one-hit filter takes each new
+    key's first event), a burst in one second still spans 0s, not from the bucket's start."""
+    rate = RateWindows(20, 60.0, 1_000_000)
+    assert rate.one_hit
+    for i in range(ONE_HIT_AFTER + 5):
+        rate.hit(f"c{i}", T0 + 1)
+    hits = [rate.hit("attacker", T0 + 57) for _ in range(21)]
+    crossing = next(c for c in hits if c is not None)
+    assert crossing.first_ts == T0 + 57
+
+
 def test_rate_windows_estimate_weights_the_previous_bucket() -> None:
     """Across a bucket boundary the estimate is cur + prev * overlap (buckets aligned
     to the window), so a burst straddling the boundary is reported once the weighted

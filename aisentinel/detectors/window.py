@@ -1055,8 +1055,8 @@ class RateWindows:
         """Whether an event came since the last :meth:`expire`."""
         self._cur: dict[str, int] = {}
         self._first: dict[str, float] = {}
-        """The time of each key's first event in the current bucket (not of a key whose
-        first event went to the one-hit filter): where a crossing's span starts."""
+        """The time of each key's first counted event in the current bucket (its second
+        when the one-hit filter took the first): where a crossing's span starts."""
         self._prev: dict[str, int] = {}
         self._quiet: dict[str, float] = {}
         self._start = _NEG_INF
@@ -1132,8 +1132,9 @@ class RateWindows:
             if len(cur) + len(self._prev) >= self.max_keys and not self._room():
                 self.overflow += 1
                 return None
-            if count == 1:
-                self._first[key] = ts
+            # The key's first counted event (its very first went to the one-hit filter
+            # at an unknown time when count is 2: this one is the nearest known).
+            self._first[key] = ts
         cur[key] = count
         if count < self._need:
             return None
@@ -1156,7 +1157,7 @@ class RateWindows:
         quiet[key] = ts + self.window
         # The estimate is of the rate over the last window (exact within one bucket):
         # its events began at the key's first one in this bucket when it had none in the
-        # previous one (the bucket's start when the one-hit filter took that one).
+        # previous one (its second when the one-hit filter took the first).
         first = ts - self.window if prev else min(self._first.get(key, start), ts)
         return Crossing(int(estimate), first, ())
 

@@ -21,7 +21,7 @@ from typing import ClassVar, cast
 from pydantic import BaseModel, PrivateAttr
 
 from aisentinel.clock import Clock, SystemClock
-from aisentinel.configtypes import CredentialsMode, Network, StrictModel
+from aisentinel.configtypes import CredentialsMode, ForwardedHeader, Network, StrictModel
 from aisentinel.events import Event
 from aisentinel.registry import Registry
 
@@ -53,6 +53,13 @@ class ParsersConfig(StrictModel):
 
     trusted_proxies: tuple[Network, ...] = ()
     """Peers whose ``X-Forwarded-For`` / real-IP value is believed. Empty: trust no one."""
+    forwarded_header: ForwardedHeader = "xff"
+    """Which forwarded value of a request from a trusted proxy names the client first:
+    ``xff`` the X-Forwarded-For chain (right-most entry not a trusted proxy; the JSON
+    format's ``real_ip`` only when the chain names none), ``real_ip`` the JSON format's
+    ``real_ip`` (X-Real-IP), for a proxy that sets that header and passes on the
+    client's X-Forwarded-For untouched (the chain only when ``real_ip`` names none).
+    See :meth:`aisentinel.parsers.proxy.ProxyResolver.client`."""
     credentials: CredentialsMode = "learned"
     """Whether a user (``$remote_user``) or API key id in the access log proves that the
     client authenticated: ``learned`` per location from the traffic (not where 2xx
@@ -84,6 +91,8 @@ class ParserContext:
     source: str = "replay"
     clock: Clock = field(default_factory=SystemClock)
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    forwarded_header: ForwardedHeader = "xff"
+    """``[parsers] forwarded_header``."""
     options: BaseModel | None = None
     """This parser's ``[parsers.<name>]`` table, validated by the model it registered."""
 

@@ -121,7 +121,7 @@ class NginxAccessParser(Parser):
         super().__init__(ctx)
         self._time = NginxTimeLocal()
         self._time_cache = self._time.cache
-        proxy = self._proxy = ProxyResolver(ctx.trusted_proxies)
+        proxy = self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
         self._resolve = proxy.client if proxy.enabled else None
         self._match = (_LINE if proxy.enabled else _LINE_NO_XFF).match
 

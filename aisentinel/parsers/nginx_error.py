@@ -2,9 +2,10 @@
 
 Lines look like ``2015/01/21 10:56:10 [error] 2833#0: *16336 MESSAGE, client: ADDR,
 server: NAME, request: "...", host: "..."`` (server local time), at the start of the
-line or behind a syslog or journal prefix (``host nginx[2833]: ``,
-``Dec  7 19:00:00 host nginx[2833]: ``); a head anywhere else is request text (see
-:data:`_PREFIXED_HEAD`). Recognised messages:
+line or behind a syslog, journal or container-log prefix (``host nginx[2833]: ``,
+``Dec  7 19:00:00 host nginx[2833]: ``, RFC 5424, every ``journalctl -o short*``,
+``nginx-1  | ``; the list is in docs/nginx-log-format.md); a head anywhere else is
+request text (see :data:`_PREFIXED_HEAD`). Recognised messages:
 
 * ``user "NAME" was not found in "FILE"`` -> :class:`HttpAuthFailure` ``user_not_found``
 * ``user "NAME": password mismatch`` -> ``password_mismatch``
@@ -45,15 +46,47 @@ Event = HttpAuthFailure | HttpRateLimited
 _HEAD_TEXT = r"(\d{4}/\d\d/\d\d \d\d:\d\d:\d\d) \[[a-z]+\] \d+#\d+: (?:\*\d+ )?"
 _HEAD = re.compile(_HEAD_TEXT)
 """The head of an error-log line, at its start: time, level, pid#tid, connection."""
-_PREFIXED_HEAD = re.compile(
-    r"(?:<\d{1,3}>)?"  # a syslog priority
-    r"(?:(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d"  # BSD syslog / journalctl -o short
-    r"|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?) )?"  # RFC 5424, short-iso
-    r"(?:[\w.:-]+ )?[\w./-]+(?:\[\d+\])?: "  # host, tag[pid]:
-    r"(?:[\w.:-]+ [\w./-]+(?:\[\d+\])?: )?"  # relayed once more (host nginx[1]: host nginx: )
-    + _HEAD_TEXT
+_ISO_TIME = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+"""RFC 3339 (rsyslog's file format, ``journalctl -o short-iso[-precise]``, docker)."""
+_BSD_TIME = r"[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d{1,9})?"
+"""BSD syslog / ``journalctl -o short`` (``Dec  7 19:00:00``), ``-o short-precise``
+(``Dec 07 19:00:00.123456``)."""
+_SYSLOG_TIME = (
+    f"(?:{_BSD_TIME}|{_ISO_TIME}"
+    r"|[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d+)? [\w+/-]+"  # -o short-full
+    r"|\[ *\d+\.\d+\]"  # -o short-monotonic: [ 1234.567890]
+    r"|\d+\.\d+)"  # -o short-unix: 1733598000.123456
 )
-"""The head after a syslog or journal prefix (``Dec  7 19:00:00 host nginx[983]: ``),
+"""The times a syslog file or ``journalctl`` writes before the host."""
+_HOST = r"[\w.:/-]*[\w./-]"
+"""A host (name, address, syslog-ng's ``web/10.0.0.5``); not ending in ``:``, so that
+a tag's ``prog:`` is never read as a host."""
+_TAG = r"[\w./@-]+(?:\[\d+\])?: "
+"""A syslog tag and pid (``nginx[983]: ``, ``docker/1a2b3c4d5e6f[983]: ``,
+``nginx@site[1]: ``)."""
+_RELAYED = f"(?:{_BSD_TIME}|{_ISO_TIME}) {_HOST} {_TAG}"
+"""The whole syslog header of a relayed line, after the relay's own."""
+_PREFIX = (
+    r"\ufeff?\s*+(?:"  # a BOM or blanks left at the start of a file or line
+    # syslog / journal: [<PRI>][TIME ][HOST ]TAG[pid]: ; relayed, the relay's TIME HOST
+    # [TAG: ] before a whole second header TIME HOST TAG: (never a bare "a b: ", which
+    # any program's message may start with); nginx's own syslog header after journald
+    # took its time (error_log syslog:server=unix:/dev/log): nginx[pid]: HOST TAG:
+    rf"(?:<\d{{1,3}}>)?(?:{_SYSLOG_TIME} )?(?:"
+    rf"(?:{_HOST} )?nginx(?:\[\d+\])?: {_HOST} \w{{1,32}}: "
+    rf"|(?:{_HOST} )?{_TAG}(?:{_RELAYED})?|{_HOST} {_RELAYED})"
+    # RFC 5424: <PRI>1 TIME HOST APP PROCID MSGID STRUCTURED-DATA [BOM]
+    rf"|<\d{{1,3}}>1 (?:{_ISO_TIME}|-) \S+ \S+ \S+ \S+ "
+    r'(?:-|(?:\[[^\]"]*(?:"(?:[^"\\]|\\.)*"[^\]"]*)*\])+) \ufeff?'
+    # docker compose logs: "nginx-1  | " (an optional docker -t time after it)
+    rf"|[\w.-]+ +\| (?:{_ISO_TIME} )?"
+    # docker logs -t, kubectl logs --timestamps, a CRI log file (containerd, podman)
+    rf"|{_ISO_TIME} (?:(?:stdout|stderr) [FP] )?"
+    "|)"  # none: the head after the blanks alone
+)
+_PREFIXED_HEAD = re.compile(_PREFIX + _HEAD_TEXT)
+"""The head after a syslog, journal or container-log prefix (``Dec  7 19:00:00 host
+nginx[983]: ``, ``nginx-1  | ``, ``<163>1 2026-12-07T19:00:00Z web nginx 983 - - ``),
 and nothing else: only the writer of the log writes there. A head found anywhere else
 in a line is text of the request (a user agent, a user name, a path in an access log or
 in an sshd line read as nginx's error log) and reads as nothing: a client must not

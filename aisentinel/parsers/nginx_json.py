@@ -16,7 +16,7 @@ whose forwarded fields were lost to the cut is left unparsed (the proxy is not i
 client). The
 shipped formats log ``request_body``, the one field that grows that long, last, so only
 the end of the body is lost; a field after the cut is missing (a required one: the line
-stays unparsed).
+stays unparsed; a path: it is empty).
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class NginxJsonParser(Parser):
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
         self._iso = IsoTime()
-        self._proxy = ProxyResolver(ctx.trusted_proxies)
+        self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
 
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
         """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop."""
@@ -202,7 +202,7 @@ class NginxJsonParser(Parser):
         if data is None:
             return None
         try:
-            return self._event(data)
+            return self._event(data, type(line) is CutLine)
         except (ValueError, TypeError, OverflowError):
             return None
 
@@ -246,7 +246,9 @@ class NginxJsonParser(Parser):
         peer = data.get("remote_addr")
         return isinstance(peer, str) and self._proxy.is_trusted(normalize_addr(peer))
 
-    def _event(self, data: dict[str, Any]) -> HttpRequest | None:
+    def _event(self, data: dict[str, Any], cut: bool = False) -> HttpRequest | None:
+        """The request of a record; ``cut``: read from a line cut short (a path key
+        missing from it may have been lost to the cut: the path is then empty)."""
         # nginx's escape=json writes every field as a string: that case is read inline,
         # anything else goes through _text / _opt_text (same result either way).
         get = data.get
@@ -266,7 +268,9 @@ class NginxJsonParser(Parser):
         if ts is None:
             return None
         method, path = self._request(get)
-        if path is None:
+        if path is None and cut:
+            path = ""  # its path came after the cut: the request still counts
+        elif path is None:
             self.notice(
                 "no-path",
                 "JSON access-log lines carry no path (none of the keys "
@@ -276,16 +280,13 @@ class NginxJsonParser(Parser):
             return None
         client = peer
         if self._proxy.enabled:
-            # real_ip (X-Real-IP, one value the trusted proxy sets, replacing any the
-            # client sent) first: the X-Forwarded-For a proxy passes on starts with
-            # whatever the client wrote there.
-            forwarded = _opt_text(get("real_ip"))
-            if forwarded is None:
-                for key in _XFF_KEYS:
-                    if key in data:
-                        forwarded = _opt_text(data[key])
-                        break
-            client = normalize_addr(self._proxy.client(peer, forwarded))
+            # [parsers] forwarded_header says which of the two to believe first.
+            forwarded = None
+            for key in _XFF_KEYS:
+                if key in data:
+                    forwarded = _opt_text(data[key])
+                    break
+            client = normalize_addr(self._proxy.client(peer, forwarded, _opt_text(get("real_ip"))))
         sent = get("body_bytes_sent")
         if type(sent) is not str:
             sent = _text(sent)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from aisentinel.configtypes import ForwardedHeader
 from aisentinel.parsers.timestamps import CACHE_LIMIT
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -32,10 +33,21 @@ class ProxyResolver:
     """Resolves the client address of a request; caches trust decisions per address,
     and the address each forwarded entry names."""
 
-    __slots__ = ("_addresses", "_cache", "_networks", "_told", "forwarded", "unforwarded")
+    __slots__ = (
+        "_addresses",
+        "_cache",
+        "_networks",
+        "_told",
+        "forwarded",
+        "header",
+        "unforwarded",
+    )
 
-    def __init__(self, networks: tuple[Net, ...]) -> None:
+    def __init__(self, networks: tuple[Net, ...], header: ForwardedHeader = "xff") -> None:
         self._networks = networks
+        self.header: ForwardedHeader = header
+        """``[parsers] forwarded_header``: which forwarded value :meth:`client` believes
+        first."""
         self._cache: dict[str, bool] = {}
         self._addresses: dict[str, str | None] = {}
         self.forwarded = 0
@@ -68,32 +80,64 @@ class ProxyResolver:
         self._cache[addr] = trusted
         return trusted
 
-    def client(self, peer: str, forwarded: str | None) -> str:
-        """The client for a request from ``peer`` carrying ``forwarded`` (XFF / real-IP).
+    def client(self, peer: str, forwarded: str | None, real_ip: str | None = None) -> str:
+        """The client for a request from ``peer`` carrying the X-Forwarded-For chain
+        ``forwarded`` and (JSON format only) the X-Real-IP value ``real_ip``.
 
-        ``peer`` is returned unless it is a trusted proxy and ``forwarded`` names a
-        valid address outside the trusted networks (right-most such entry). When
-        every entry is trusted, the left-most one is the client. A malformed entry
-        where the client should be yields ``peer``: the header is not believed. An
-        entry may carry a port (Azure Application Gateway writes ``198.51.100.5:4433``,
-        some load balancers ``[2001:db8::7]:443``): the address without it is used.
+        ``peer`` is returned unless it is a trusted proxy and a forwarded value names a
+        valid address. Which value is read first is :attr:`header`:
+
+        * ``xff`` (the default): the chain, right-most entry outside the trusted
+          networks (when every entry is trusted, the left-most one); ``real_ip`` only
+          when the chain gives none (empty, absent, or a malformed entry where the
+          client should be);
+        * ``real_ip``: ``real_ip`` when it is one valid address outside the trusted
+          networks (the proxy sets it, replacing any the client sent); else the chain.
+
+        A value that is not an address is never believed, and never makes the proxy
+        the client while the other value names one. An entry may carry a port (Azure
+        Application Gateway writes ``198.51.100.5:4433``, some load balancers
+        ``[2001:db8::7]:443``): the address without it is used.
         """
         if not self._networks or not self.is_trusted(peer):
             return peer
-        if not forwarded or forwarded == "-":
+        if forwarded == "-":
+            forwarded = None
+        if real_ip == "-":
+            real_ip = None
+        if not forwarded and not real_ip:
             self.unforwarded += 1
             return peer
         self.forwarded += 1
+        if self.header == "real_ip":
+            found = self._single(real_ip) or self._chain(forwarded)
+        else:
+            found = self._chain(forwarded) or self._chain(real_ip)
+        return found or peer
+
+    def _single(self, value: str | None) -> str | None:
+        """``value`` as one address outside the trusted networks, else ``None``."""
+        if not value:
+            return None
+        entry = self._address(value.strip())
+        return entry if entry and not self.is_trusted(entry) else None
+
+    def _chain(self, forwarded: str | None) -> str | None:
+        """The client a forwarded-for chain names: its right-most entry outside the
+        trusted networks, the left-most when all are trusted; ``None`` when the chain is
+        empty or the entry where the client should be is no address."""
+        if not forwarded:
+            return None
         entries = [self._address(part.strip()) for part in forwarded.split(",")]
         for entry in reversed(entries):
             if entry is None:
-                return peer
+                return None
             if entry and not self.is_trusted(entry):
                 return entry
         for entry in entries:
             if entry:
                 return entry
-        return peer
+        return None
 
     def layout_suspect(self) -> bool:
         """True once (the first time it holds): most requests from trusted proxies, and at
