@@ -800,6 +800,19 @@ def test_a_cursor_file_that_cannot_be_parsed_is_moved_aside(
     assert str(path) in source.stats.last_error
 
 
+def _vacuum_saved_end(make: Callable[..., Any], jdir: Path) -> tuple[Path, str]:
+    """A first start (start_at=end) over two unmatched entries in ``jdir`` saves the
+    journal's end; that file is then deleted (vacuumed). The cursor file and its text."""
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
+    first, _ = make()
+    first.stop()
+    path = first.cursor_path
+    saved = path.read_text()
+    (jdir / "a.journal").unlink()
+    return path, saved
+
+
 @needs_journal
 def test_a_vacuumed_end_of_journal_cursor_is_not_lost(
     make: Callable[..., Any], tmp_path: Path
@@ -809,12 +822,7 @@ def test_a_vacuumed_end_of_journal_cursor_is_not_lost(
     not counted lost (no warning, no last_error), and the entries written after it are
     read once."""
     jdir = tmp_path / "journal"
-    jdir.mkdir()
-    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
-    first, _ = make()
-    first.stop()
-    cursor = (tmp_path / "state" / "journald-ssh.cursor").read_text()
-    (jdir / "a.journal").unlink()
+    path, cursor = _vacuum_saved_end(make, jdir)
     write_journal(jdir / "b.journal", [_cron(3)])
     with structlog.testing.capture_logs() as logs:
         for _ in range(2):
@@ -831,7 +839,7 @@ def test_a_vacuumed_end_of_journal_cursor_is_not_lost(
     assert third.cursors_lost == 0
     assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
     third.stop()
-    assert (tmp_path / "state" / "journald-ssh.cursor").read_text() != cursor  # moved on
+    assert path.read_text() != cursor  # moved on
 
 
 @needs_journal
@@ -842,11 +850,7 @@ def test_a_vacuumed_cursor_followed_by_its_boot_is_not_lost_beside_another_machi
     entry of another machine placed by wall-clock time after it (journal-remote): the
     seek was ordered, so the cursor is not counted lost, and that entry is read once."""
     jdir = tmp_path / "journal"
-    jdir.mkdir()
-    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
-    first, _ = make()
-    first.stop()
-    (jdir / "a.journal").unlink()
+    _vacuum_saved_end(make, jdir)
     write_journal(jdir / "b.journal", [_cron(3)])
     write_journal(jdir / "o.journal", [_other_boot(4, 86_400_000_000)])
     with structlog.testing.capture_logs() as logs:
@@ -867,13 +871,7 @@ def test_a_lost_cursor_with_no_matching_entry_in_the_journal_is_not_counted(
     entry's cursor is saved in its place (the next start does not find it lost again),
     and the entries written afterwards are read."""
     jdir = tmp_path / "journal"
-    jdir.mkdir()
-    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
-    first, _ = make()
-    first.stop()
-    path = tmp_path / "state" / "journald-ssh.cursor"
-    lost = path.read_text()
-    (jdir / "a.journal").unlink()
+    path, lost = _vacuum_saved_end(make, jdir)
     other = [_other_boot(i, -86_400_000_000) for i in range(3, 5)]
     for e in other:
         e["_COMM"] = e["SYSLOG_IDENTIFIER"] = "cron"
@@ -901,13 +899,7 @@ def test_a_cursor_in_a_journal_that_shows_no_entry_is_kept_not_counted(
     """A saved cursor and a journal directory holding no file (emptied, or not there yet):
     not counted lost, the cursor file is kept, and the entries that come are read."""
     jdir = tmp_path / "journal"
-    jdir.mkdir()
-    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
-    first, _ = make()
-    first.stop()
-    path = tmp_path / "state" / "journald-ssh.cursor"
-    saved = path.read_text()
-    (jdir / "a.journal").unlink()
+    path, saved = _vacuum_saved_end(make, jdir)
     with structlog.testing.capture_logs() as logs:
         source, out = make()
         assert path.read_text() == saved  # kept while the journal shows nothing
