@@ -10,6 +10,7 @@ reported as a :class:`ConfigIssue` naming the file, the dotted key and the reaso
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import tomllib
@@ -465,14 +466,19 @@ def load_config(path: Path | None = None) -> Config:
 
 
 def _dangling_link(path: Path) -> str | None:
-    """Why ``path`` cannot be read when it is a symbolic link to nothing; else None."""
+    """Why ``path`` cannot be read when it is a symbolic link to nothing, or one of links
+    that lead back to themselves (``path.exists()`` is False for both); else None."""
     try:
-        if not path.is_symlink() or path.exists():
+        if not path.is_symlink():
             return None
         target = str(path.readlink())
-    except OSError:
-        return None  # reading it says why
-    return f"a symbolic link to {target!r}, which does not exist"
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return f"a symbolic link to {target!r} that leads back to itself (a loop of links)"
+        if exc.errno == errno.ENOENT:
+            return f"a symbolic link to {target!r}, which does not exist"
+    return None  # a file behind it, or reading it says why
 
 
 _TOO_DEEP = "values nested too deeply to read (arrays or inline tables inside each other)"

@@ -1302,6 +1302,8 @@ class Daemon:
         if new.daemon.log_level != old.daemon.log_level:
             self._set_log_level(new.daemon.log_level)
         self._warn_restart_only(new)
+        for note in new.deprecations:  # as at start: a value adjusted, named with its key
+            log.warning("config: valid but risky", warning=note)
         self.reloads["ok"] += 1
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()

@@ -378,6 +378,27 @@ def test_a_dangling_symlink_at_the_default_path_is_refused_not_defaults(
     assert load_config().path == "<defaults>"  # nothing there: the defaults, as before
 
 
+@pytest.mark.parametrize("loop", [1, 2])
+def test_a_symlink_loop_is_refused_as_a_loop(tmp_path: Path, loop: int) -> None:
+    """A config path that is a symbolic link to itself, or one of two links to each
+    other, is refused as a loop of links, not as a link to a missing file."""
+    link = tmp_path / "aisentinel.toml"
+    other = tmp_path / "other.toml"
+    if loop == 1:
+        link.symlink_to("aisentinel.toml")
+    else:
+        link.symlink_to("other.toml")
+        other.symlink_to("aisentinel.toml")
+    with pytest.raises(ConfigError) as info:
+        load_config(link)
+    (issue,) = info.value.issues
+    assert issue.file == str(link)
+    wanted = "aisentinel.toml" if loop == 1 else "other.toml"
+    assert (
+        issue.reason == f"a symbolic link to {wanted!r} that leads back to itself (a loop of links)"
+    )
+
+
 def test_check_config_warns_of_a_journald_source_without_systemd_python(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -931,6 +931,25 @@ def test_reload_warns_about_each_daemon_setting_it_does_not_apply(tmp_path: Path
         r.stop()
 
 
+def test_reload_warns_of_each_deprecated_value_it_adjusts(tmp_path: Path) -> None:
+    """A reload of a config with heartbeat_interval over 30s warns of it, naming file and
+    key, as a start does, and applies 30s."""
+    path = _write_config(tmp_path)
+    r = Running(path)
+    try:
+        text = path.read_text()
+        path.write_text(text.replace('heartbeat_interval = "200ms"', 'heartbeat_interval = "1m"'))
+        with capture_logs() as logs:
+            r.daemon.request_reload()
+            assert wait_for(lambda: r.daemon.reloads["ok"] == 1)
+        notes = [e["warning"] for e in logs if e["event"] == "config: valid but risky"]
+        assert len(notes) == 1
+        assert notes[0].startswith(f"{path}: daemon.heartbeat_interval = 1m is more than 30s")
+        assert r.daemon.config.daemon.heartbeat_interval == 30.0
+    finally:
+        r.stop()
+
+
 def test_reload_applies_log_level_live(tmp_path: Path) -> None:
     """A reload's [daemon] log_level filters log calls from then on, and debug logs findings."""
     path = _write_config(tmp_path)

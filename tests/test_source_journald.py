@@ -798,3 +798,144 @@ def test_a_cursor_file_that_cannot_be_parsed_is_moved_aside(
     assert [e["event"].split(";")[0] for e in errors] == ["journal cursor file cannot be parsed"]
     assert errors[0]["path"] == str(path)
     assert str(path) in source.stats.last_error
+
+
+def _vacuum_saved_end(make: Callable[..., Any], jdir: Path) -> tuple[Path, str]:
+    """A first start (start_at=end) over two unmatched entries in ``jdir`` saves the
+    journal's end; that file is then deleted (vacuumed). The cursor file and its text."""
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [_cron(1), _cron(2)])
+    first, _ = make()
+    first.stop()
+    path = first.cursor_path
+    saved = path.read_text()
+    (jdir / "a.journal").unlink()
+    return path, saved
+
+
+@needs_journal
+def test_a_vacuumed_end_of_journal_cursor_is_not_lost(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """The journal-end cursor a first start saved with nothing matching, its file vacuumed
+    and a later entry of the same boot left: found by monotonic time at every restart,
+    not counted lost (no warning, no last_error), and the entries written after it are
+    read once."""
+    jdir = tmp_path / "journal"
+    path, cursor = _vacuum_saved_end(make, jdir)
+    write_journal(jdir / "b.journal", [_cron(3)])
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(2):
+            again, none = make()
+            again.stop()
+            assert none.lines == []
+            assert again.cursors_lost == 0
+            assert again.stats.last_error == ""
+        third, out = make()
+        write_journal(jdir / "c.journal", [entry(i, attempt(i)) for i in range(4, 7)])
+        wait_for(lambda: len(out.lines) >= 3, "the entries after the vacuumed cursor")
+        time.sleep(0.3)  # nothing more arrives
+    assert out.lines == [expected(i) for i in range(4, 7)]
+    assert third.cursors_lost == 0
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+    third.stop()
+    assert path.read_text() != cursor  # moved on
+
+
+@needs_journal
+def test_a_vacuumed_cursor_followed_by_its_boot_is_not_lost_beside_another_machine(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A vacuumed journal-end cursor, a later unmatched entry of its boot, and a matching
+    entry of another machine placed by wall-clock time after it (journal-remote): the
+    seek was ordered, so the cursor is not counted lost, and that entry is read once."""
+    jdir = tmp_path / "journal"
+    _vacuum_saved_end(make, jdir)
+    write_journal(jdir / "b.journal", [_cron(3)])
+    write_journal(jdir / "o.journal", [_other_boot(4, 86_400_000_000)])
+    with structlog.testing.capture_logs() as logs:
+        source, out = make()
+        wait_for(lambda: len(out.lines) >= 1, "the other machine's entry")
+        time.sleep(0.3)  # nothing more arrives
+    assert [e.client for e in out.lines] == ["198.51.100.4"]
+    assert source.cursors_lost == 0
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+
+
+@needs_journal
+def test_a_lost_cursor_with_no_matching_entry_in_the_journal_is_not_counted(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A saved cursor whose files are gone, the journal holding only unmatched entries of
+    another boot (nothing can have been skipped): not counted lost, the journal's last
+    entry's cursor is saved in its place (the next start does not find it lost again),
+    and the entries written afterwards are read."""
+    jdir = tmp_path / "journal"
+    path, lost = _vacuum_saved_end(make, jdir)
+    other = [_other_boot(i, -86_400_000_000) for i in range(3, 5)]
+    for e in other:
+        e["_COMM"] = e["SYSLOG_IDENTIFIER"] = "cron"
+    write_journal(jdir / "c.journal", other)
+    with structlog.testing.capture_logs() as logs:
+        second, out = make()
+        assert path.read_text() != lost
+        second.stop()
+        third, out = make()
+        write_journal(jdir / "d.journal", [_other_boot(i, -86_400_000_000) for i in range(5, 8)])
+        wait_for(lambda: len(out.lines) >= 3, "the entries written afterwards")
+        time.sleep(0.3)  # nothing more arrives
+    assert [e.client for e in out.lines] == [f"198.51.100.{i}" for i in range(5, 8)]
+    assert second.cursors_lost == third.cursors_lost == 0
+    assert second.stats.errors == 0
+    assert [e for e in logs if e["log_level"] in ("warning", "error")] == []
+    infos = [e["event"] for e in logs if e["log_level"] == "info"]
+    assert sum(event.startswith("saved cursor not found") for event in infos) == 1
+
+
+@needs_journal
+def test_a_cursor_in_a_journal_that_shows_no_entry_is_kept_not_counted(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A saved cursor and a journal directory holding no file (emptied, or not there yet):
+    not counted lost, the cursor file is kept, and the entries that come are read."""
+    jdir = tmp_path / "journal"
+    path, saved = _vacuum_saved_end(make, jdir)
+    with structlog.testing.capture_logs() as logs:
+        source, out = make()
+        assert path.read_text() == saved  # kept while the journal shows nothing
+        write_journal(jdir / "b.journal", [_other_boot(i, 0) for i in range(3, 6)])
+        wait_for(lambda: len(out.lines) >= 3, "the entries that came")
+        time.sleep(0.3)  # nothing more arrives
+    assert [e.client for e in out.lines] == [f"198.51.100.{i}" for i in range(3, 6)]
+    assert source.cursors_lost == 0
+    assert not [e for e in logs if e["event"].startswith("saved cursor not found")]
+    source.stop()
+    assert path.read_text() != saved  # moved on to the entries read
+
+
+@needs_journal
+@pytest.mark.parametrize("start_at", ["beginning", "end"])
+def test_a_cursor_file_that_is_not_utf8_is_moved_aside(
+    make: Callable[..., Any], tmp_path: Path, start_at: str
+) -> None:
+    """A cursor file that is not UTF-8: moved aside to .corrupt (not overwritten), one
+    error naming it, counted as a lost cursor; the journal is read as start_at says."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(1, attempt(1))])
+    path = tmp_path / "state" / "journald-ssh.cursor"
+    path.parent.mkdir()
+    path.write_bytes(b"\xff\xfegarbage\n")
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at=start_at)
+        write_journal(jdir / "b.journal", [entry(2, attempt(2))])
+        wanted = [1, 2] if start_at == "beginning" else [2]
+        wait_for(lambda: len(out.lines) >= len(wanted), "the entries")
+    assert out.lines == [expected(i) for i in wanted]
+    assert source.cursors_lost == 1
+    assert (tmp_path / "state" / "journald-ssh.cursor.corrupt").read_bytes() == (
+        b"\xff\xfegarbage\n"
+    )
+    errors = [e for e in logs if e["log_level"] in ("error", "warning")]
+    assert [e["event"].split(";")[0] for e in errors] == ["journal cursor file cannot be parsed"]
+    assert str(path) in source.stats.last_error

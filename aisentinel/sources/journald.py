@@ -43,10 +43,19 @@ monotonic time; when neither is in the journal any more (its files vacuumed, a v
 journal after a reboot), sd-journal falls back to wall-clock time and would skip every
 entry older than the cursor's: the source logs ``saved cursor not found in the journal``,
 counts it (``aisentinel_source_cursor_lost_total``) and reads from the journal's head.
-A cursor file sd-journal cannot parse is logged, moved aside to ``<name>.cursor.corrupt``
-and counted the same way; the journal is then read as ``start_at`` says. A first start
-(no cursor) saves a cursor at once (see :meth:`JournaldSource._first_position`), so a
-restart resumes there even when no entry came during the first run.
+When the journal then holds no matching entry, none can have been skipped: nothing is
+counted, and the source goes on from the journal's end as a first start does (one that
+shows no entry at all leaves the cursor file as it is). In a
+directory holding several machines' journals (``systemd-journal-remote``), only the files
+of the cursor's own seqnum id are placed by sequence number: another machine's files are
+placed by wall-clock time, so its entries written before the saved cursor's time (its
+clock behind) are skipped. A cursor file sd-journal cannot parse (or not UTF-8) is logged,
+moved aside to ``<name>.cursor.corrupt`` and counted the same way; the journal is then
+read as ``start_at`` says. A first start (no cursor) saves a cursor at once (see
+:meth:`JournaldSource._first_position`), so a restart resumes there even when no entry
+came during the first run. While nothing matches, that cursor is not moved on (a
+journal-end cursor taken while running could pass a matching entry not yet handed on);
+a restart finds it by sequence number even once its entry is vacuumed.
 With :attr:`~.base.Source.acks` (the daemon) the cursor is taken between two batches and
 saved once they are acknowledged (:class:`~.base.Checkpoints`); without, once ``emit``
 returned.
@@ -541,14 +550,23 @@ class JournaldSource(Source):
             if entry is None and self._nothing_after(reader, cursor):
                 self._cursor = cursor  # nothing new since: reading goes on from here
                 return
-            if self._in_journal(cursor):
+            if self._seek_ordered(cursor):
                 # Its entry is there (one that does not match: the end of the journal
-                # taken at a first start, see _first_position), so the seek was exact.
+                # taken at a first start, see _first_position), or the journal's next
+                # entry follows it by sequence number or monotonic time (it was
+                # vacuumed): the seek was exact in the files of the cursor's own seqnum
+                # id. Files of other ids (other machines' in a journal-remote directory)
+                # are placed by wall-clock time, as they always are.
                 self._cursor = cursor
                 self._pending = entry
                 if entry is None:
                     reader.seek_cursor(cursor)  # nothing new since: go on from there
                 return
+            if entry is None:
+                reader.seek_tail()
+                if not reader._previous():  # no matching entry in the journal
+                    self._nothing_skipped(cursor, reader)
+                    return
             self._cursor_lost(cursor)
             reader.seek_head()
         elif self.config.start_at == "beginning" or self._from_head:
@@ -570,14 +588,22 @@ class JournaldSource(Source):
         reader.seek_tail()
         if reader._previous():
             self._cursor = str(reader._get_cursor())  # the last matching entry
-        else:
-            self._cursor = self._journal_end()
-            if self._cursor is None and self._unreadable_files():
-                reader.seek_tail()
-                return
-            reader.seek_head()  # no matching entry: the head yields only new ones
-            self._from_head = True
-        if self._cursor is not None:
+            self._save(force=True)
+            return
+        end = self._journal_end()
+        if end is None and self._unreadable_files():
+            reader.seek_tail()
+            return
+        self._from_journal_end(reader, end)
+
+    def _from_journal_end(self, reader: Any, end: str | None) -> None:
+        """No matching entry in the journal: the reader goes to its head (which yields
+        only new ones), and ``end``, the cursor of the journal's last entry (None when it
+        shows none), is taken and saved."""
+        self._cursor = end
+        reader.seek_head()
+        self._from_head = True
+        if end is not None:
             self._save(force=True)
 
     def _journal_end(self) -> str | None:
@@ -589,12 +615,17 @@ class JournaldSource(Source):
         finally:
             reader.close()
 
-    def _in_journal(self, cursor: str) -> bool:
-        """Whether the entry at ``cursor`` is in the journal (matching or not)."""
+    def _seek_ordered(self, cursor: str) -> bool:
+        """Whether a reader of every entry, sought to ``cursor``, lands on its entry (in
+        the journal, matching or not) or on one that :func:`_follows` it (its entry was
+        vacuumed; sd-journal placed the reader by sequence number or monotonic time,
+        not by wall-clock time)."""
         reader = self._reader(matched=False)
         try:
             reader.seek_cursor(cursor)
-            return bool(reader._next()) and bool(reader.test_cursor(cursor))
+            if not reader._next():
+                return False
+            return bool(reader.test_cursor(cursor)) or _follows(reader._get_cursor(), cursor)
         finally:
             reader.close()
 
@@ -622,13 +653,39 @@ class JournaldSource(Source):
             return False
         return bool(reader.test_cursor(cursor)) or _follows(cursor, reader._get_cursor())
 
+    def _nothing_skipped(self, cursor: str, reader: Any) -> None:
+        """The saved cursor is lost (see :meth:`_cursor_lost`), but the journal holds no
+        matching entry, so none can have been skipped: not counted as lost; the reader
+        goes on as at a first start that found no matching entry, from the journal's
+        last entry, whose cursor is saved (a source whose matches never match would
+        otherwise report the same lost cursor at every start). Logged once.
+
+        A journal that shows no entry at all (no journal file, or none this user may
+        read: see :meth:`_check_blind`) cannot tell whether the cursor's entry is gone:
+        the cursor file keeps it, and the reader reads what comes from the head."""
+        end = self._journal_end()
+        if end is None:
+            self._cursor = None
+            reader.seek_head()
+            return
+        if cursor != self._lost_cursor:
+            self._lost_cursor = cursor
+            _log.info(
+                "saved cursor not found in the journal, which holds no matching entry: "
+                "none was skipped; going on from the journal's end",
+                source=self.name,
+                path=str(self.cursor_path),
+                cursor=cursor,
+            )
+        self._from_journal_end(reader, end)
+
     def _cursor_lost(self, cursor: str) -> None:
-        """The saved cursor's entry is not in the journal, and no entry of its sequence
-        or boot comes after it: its journal files are gone (vacuumed, or a volatile
-        journal after a reboot). sd-journal then places the reader by wall-clock time,
-        which skips every entry older than the cursor's time (a clock set back, or a
-        reboot with the clock behind). Logged and counted once per lost cursor; the
-        caller reads the journal from its head."""
+        """The saved cursor's entry is not in the journal, no entry of its sequence or
+        boot comes after it, and the journal holds matching entries: its journal files
+        are gone (vacuumed, or a volatile journal after a reboot). sd-journal then places
+        the reader by wall-clock time, which skips every entry older than the cursor's
+        time (a clock set back, or a reboot with the clock behind). Logged and counted
+        once per lost cursor; the caller reads the journal from its head."""
         self._cursor = None
         if cursor == self._lost_cursor:  # reopened before an entry moved the cursor on
             return
@@ -800,13 +857,18 @@ class JournaldSource(Source):
 
     def _load_cursor(self) -> str | None:
         try:
-            text = read_state(self.cursor_path).decode("utf-8").strip()
+            data = read_state(self.cursor_path)
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        except OSError as exc:
             _log.warning(
                 "unreadable journal cursor ignored", path=str(self.cursor_path), reason=str(exc)
             )
+            return None
+        try:
+            text = data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:  # no cursor: parsed as little as "garbage" is
+            self._bad_cursor(data.decode("utf-8", "replace").strip(), exc)
             return None
         return text or None
 
