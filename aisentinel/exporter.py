@@ -162,6 +162,12 @@ class DecisionMetrics:
         ledger = CounterMetricFamily("aisentinel_ledger_errors", "Decision ledger (sqlite) errors.")
         ledger.add_metric([], c.ledger_errors)
         yield ledger
+        size = GaugeMetricFamily(
+            "aisentinel_ledger_size_bytes",
+            "Bytes the decision ledger takes on disk (its file and write-ahead log; 0 in memory).",
+        )
+        size.add_metric([], c.ledger_bytes)
+        yield size
         rejected = CounterMetricFamily(
             "aisentinel_decisions_rejected",
             "Finding addresses refused as ban targets (decision none), per reason: invalid, "

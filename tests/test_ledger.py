@@ -141,6 +141,17 @@ def test_purge_with_limit_deletes_a_batch_per_call(ledger: Ledger) -> None:
     assert [text(d) for d in ledger.open_bans()] == ["198.51.100.1"]
 
 
+def test_size_bytes_counts_the_file_and_its_wal(ledger: Ledger, clock: FakeClock) -> None:
+    """size_bytes is the ledger file's size plus its WAL's, and 0 for one in memory."""
+    for i in range(200):
+        ledger.record(alert(f"203.0.113.{i}"))
+    wal = ledger.path.with_name(ledger.path.name + "-wal")
+    expected = ledger.path.stat().st_size + wal.stat().st_size
+    assert wal.stat().st_size > 0
+    assert ledger.size_bytes() == expected
+    assert Ledger(Path(MEMORY), clock).size_bytes() == 0
+
+
 def test_runtime_allows_are_kept_until_they_end_and_purged_after(ledger: Ledger) -> None:
     """allows(now) lists the entries not ended yet (a newer one for a network replaces
     it); purge drops those that ended before its horizon."""

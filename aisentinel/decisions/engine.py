@@ -191,6 +191,8 @@ class DecisionCounters:
     """Ledger calls that failed, including writes kept in the ledger's backlog for a retry."""
     brake_tripped_since: float | None = None
     """When the storm brake tripped (epoch seconds); ``None`` while it is not tripped."""
+    ledger_bytes: int = 0
+    """Bytes the ledger takes on disk (its file and write-ahead log; a gauge)."""
 
 
 def ban_ttl(config: DecisionsConfig, offence: int) -> float:
@@ -1172,6 +1174,7 @@ class DecisionEngine:
     def counters(self) -> DecisionCounters:
         """Numbers for metrics, consistent with one another."""
         now = self.clock.now()
+        size = self.ledger.size_bytes()
         with self._lock:
             return DecisionCounters(
                 decisions=MappingProxyType(dict(self._counts)),
@@ -1181,6 +1184,7 @@ class DecisionEngine:
                 expired=self._expired,
                 ledger_errors=self._ledger_errors + self.ledger.write_errors,
                 brake_tripped_since=self._brake.tripped_since,
+                ledger_bytes=size,
             )
 
     # ------------------------------------------------------------------ internals

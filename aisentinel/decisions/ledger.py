@@ -726,6 +726,19 @@ class Ledger:
         )
         return cursors[0].rowcount if cursors else 0
 
+    def size_bytes(self) -> int:
+        """Bytes the ledger takes on disk: its file and its write-ahead log (0 in memory,
+        or where they cannot be read)."""
+        if self.in_memory:
+            return 0
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.lstat().st_size
+            except OSError:
+                continue
+        return total
+
     def purge(self, before: float, limit: int | None = None) -> int:
         """Delete history older than ``before``; open bans are kept, and so are runtime
         allow entries that had not ended by then. Returns rows deleted.
