@@ -421,6 +421,19 @@ def _socket(args: argparse.Namespace, command: str) -> Path | None:
     return path
 
 
+def _positive_int(text: str) -> int:
+    """``--limit``: a whole number from 1 to ``LIMIT_MAX`` (argparse says why not)."""
+    from aisentinel.decisions.admin import LIMIT_MAX  # noqa: PLC0415
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= value <= LIMIT_MAX:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {LIMIT_MAX:,}: {value}")
+    return value
+
+
 def cmd_admin(args: argparse.Namespace) -> int:
     """bans / unban / ban / allow / brake reset, on the running daemon.
 
@@ -440,7 +453,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
 
     command: str = args.admin
     name = command.replace("_", " ")  # brake_reset, ledger_accept: two words on the line
-    fields: dict[str, str | bool] = {}
+    fields: dict[str, str | bool | int] = {}
     target = getattr(args, "target", None)
     if target is not None:
         if command != "unban":  # unban also takes a workload's kind:id; the daemon checks it
@@ -451,7 +464,7 @@ def cmd_admin(args: argparse.Namespace) -> int:
                 print(f"aisentinel: {name}: {shown} is not an IP address or CIDR", file=sys.stderr)
                 return 2
         fields["target"] = target
-    for key in ("ttl", "reason"):
+    for key in ("ttl", "reason", "limit"):
         value = getattr(args, key, None)
         if value is not None:
             fields[key] = value
@@ -737,6 +750,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     bans = _admin_parser(sub, "bans", "bans", "bans, throttles and freezes in force")
     bans.add_argument("--json", action="store_true", help="exact values as JSON")
+    bans.add_argument(
+        "--target",
+        metavar="ADDR_OR_CIDR",
+        default=None,
+        help="only the bans of this address or network (inside it, or holding part of it)",
+    )
+    bans.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="at most N bans, the soonest to end first",
+    )
     unban = _admin_parser(sub, "unban", "unban", "lift a ban now (and forgive its history)")
     unban.add_argument("target", help="an address, a CIDR, or a workload (unit:NAME)")
     ban = _admin_parser(sub, "ban", "ban", "ban an address or CIDR by hand")

@@ -977,6 +977,7 @@ class Daemon:
             degraded=lambda: self.degraded,
             ledgers_lost=lambda: self.ledgers_lost,
             keeping_held=lambda: self.keeping_held is not None,
+            decisions_summarised=lambda: self.decision_log.summarised,
         )
         return Exporter(self._stage_collectors, values, self.clock)
 

@@ -56,6 +56,8 @@ class DaemonValues:
     """Ledger files whose bans could not be restored at start."""
     keeping_held: Callable[[], bool] = lambda: False
     """Whether reconciles only add (the ledger is not the whole truth)."""
+    decisions_summarised: Callable[[], int] = lambda: 0
+    """Decisions the decision log only counted in a summary line."""
 
 
 class DaemonMetrics:
@@ -114,6 +116,13 @@ class DaemonMetrics:
         )
         held.add_metric([], 1 if v.keeping_held() else 0)
         yield held
+        summarised = CounterMetricFamily(
+            "aisentinel_decision_lines_summarised",
+            "Decisions not logged one by one but counted in a summary line (over the "
+            "decision log's budget per detector and minute, or held back by the brake).",
+        )
+        summarised.add_metric([], v.decisions_summarised())
+        yield summarised
 
 
 class DecisionMetrics:
@@ -153,6 +162,12 @@ class DecisionMetrics:
         ledger = CounterMetricFamily("aisentinel_ledger_errors", "Decision ledger (sqlite) errors.")
         ledger.add_metric([], c.ledger_errors)
         yield ledger
+        size = GaugeMetricFamily(
+            "aisentinel_ledger_size_bytes",
+            "Bytes the decision ledger takes on disk (its file and write-ahead log; 0 in memory).",
+        )
+        size.add_metric([], c.ledger_bytes)
+        yield size
         rejected = CounterMetricFamily(
             "aisentinel_decisions_rejected",
             "Finding addresses refused as ban targets (decision none), per reason: invalid, "

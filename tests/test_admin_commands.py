@@ -336,6 +336,50 @@ def test_cli_commands_talk_to_the_daemon(env: Env, capsys: pytest.CaptureFixture
     assert main(["bans", "--socket", str(Path(sock).with_name("none.sock"))]) == 3
 
 
+def test_bans_filters_by_target_and_limits(env: Env) -> None:
+    """`bans` with a target lists the bans overlapping it (inside it or a wider one
+    holding it), with a limit the first N soonest to end, and counts what is in force."""
+    for i, ttl in ((1, "3h"), (2, "1h"), (3, "2h")):
+        env.ask("ban", target=f"203.0.113.{i}", ttl=ttl)
+    env.ask("ban", target="198.18.0.0/24", ttl="1h")
+    env.ask("ban", target="2001:db8::/64", ttl="1h")
+
+    def listed(**fields: Any) -> tuple[list[str], int, int]:
+        answer = env.ask("bans", **fields)
+        return [b["target"] for b in answer["bans"]], answer["matched"], answer["in_force"]
+
+    assert listed(target="203.0.113.0/24") == (["203.0.113.2", "203.0.113.3", "203.0.113.1"], 3, 5)
+    assert listed(target="203.0.113.0/24", limit=2) == (["203.0.113.2", "203.0.113.3"], 3, 5)
+    assert listed(target="198.18.0.7") == (["198.18.0.0/24"], 1, 5)
+    assert listed(target="2001:db8::1") == (["2001:db8::/64"], 1, 5)
+    assert listed(target="192.0.2.0/24") == ([], 0, 5)
+    assert len(listed(limit=4)[0]) == 4
+    for bad in ({"limit": 0}, {"limit": True}, {"limit": "3"}, {"target": "$(id)"}):
+        with pytest.raises(CommandError, match="refused"):
+            env.ask("bans", **bad)
+
+
+def test_cli_bans_target_and_limit(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    """`aisentinel bans --target --limit` prints the matching bans and how many are in
+    force; a bad target or limit exits 2 before asking."""
+    sock = str(env.server.path)
+    for i in range(1, 4):
+        env.ask("ban", target=f"203.0.113.{i}", ttl="1h")
+    env.ask("ban", target="198.51.100.9", ttl="1h")
+    assert main(["bans", "--target", "203.0.113.0/24", "--limit", "2", "--socket", sock]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^(203\.0\.113\.\d) ", out, re.M) == ["203.0.113.1", "203.0.113.2"]
+    assert out.endswith("2 shown of 4 in force, 3 of them match --target\n")
+    assert main(["bans", "--limit", "1", "--json", "--socket", sock]) == 0
+    assert '"in_force": 4' in capsys.readouterr().out
+    assert main(["bans", "--target", "10.0.0.1/8", "--socket", sock]) == 2
+    assert "is not an IP address or CIDR" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(["bans", "--limit", "0", "--socket", sock])
+    assert info.value.code == 2
+    assert "--limit: must be from 1" in capsys.readouterr().err
+
+
 def test_ban_says_nothing_is_enforced_when_no_responder_is_enabled(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

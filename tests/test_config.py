@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tomllib
@@ -11,6 +12,7 @@ import pytest
 
 from aisentinel.cli import main
 from aisentinel.config import ConfigError, default_sources, load_config, parse_config
+from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.parsers import REGISTRY as PARSERS
 from aisentinel.sources import REGISTRY as SOURCES
 from aisentinel.sources import journald
@@ -173,6 +175,14 @@ def test_shipped_default_config_is_valid_and_means_defaults() -> None:
     shipped = Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml"
     cfg = load_config(shipped)
     assert cfg.to_dict() == parse_config({}).to_dict()
+
+
+def test_shipped_default_config_shows_every_decisions_key() -> None:
+    """Every [decisions] key but the test hook proc_root is shown in the conffile."""
+    text = (Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml").read_text()
+    section = text[text.index("\n[decisions]\n") : text.index("\n[audit]\n")]
+    shown = set(re.findall(r"^# \[?(?:decisions\.)?(\w+)\]? ?=?", section, re.M))
+    assert set(DecisionsConfig.model_fields) - {"proc_root"} <= shown
 
 
 def test_shipped_source_examples_show_the_defaults_of_their_optional_keys() -> None:

@@ -616,6 +616,28 @@ def test_expire_purges_old_history(env: Env) -> None:
     assert engine.ledger.counts()[Action.ALERT] == 0
 
 
+def test_large_purge_is_split_over_ticks(env: Env) -> None:
+    """A purge of more rows than a batch runs one bounded batch per tick (budget spent)
+    until done, logs once when done, and the next one starts an interval later."""
+    engine = env.engine(ledger_retention="7d")
+    for _ in range(7):
+        engine.decide(finding(None))
+    engine.purge_batch, engine.purge_tick = 3, 0.0
+    later = T0 + 8 * DAY
+    with capture_logs() as logs:
+        counts = []
+        for _ in range(4):
+            engine.expire(later)
+            counts.append(engine.ledger.counts()[Action.ALERT])
+    assert counts == [4, 1, 0, 0]
+    purged = [e for e in logs if e["event"] == "ledger history purged"]
+    assert [e["rows"] for e in purged] == [7]
+    engine.decide(finding(None))
+    env.clock.advance(PURGE_INTERVAL_SECONDS)
+    engine.expire(later + 8 * DAY)
+    assert engine.ledger.counts()[Action.ALERT] == 0
+
+
 # --------------------------------------------------------------------------- metrics, errors
 
 

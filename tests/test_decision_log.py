@@ -1,4 +1,4 @@
-"""The daemon's decision log: every decision one line, the brake's storm of alerts summarised."""
+"""The daemon's decision log: decisions one line each up to a budget, the rest summarised."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from structlog.testing import capture_logs
 from test_daemon import CONFIG, Running
 
 from aisentinel.clock import FakeClock
-from aisentinel.decisionlog import BRAKED_LINES, DecisionLog
+from aisentinel.decisionlog import BRAKED_LINES, DECISION_LINES, DecisionLog
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import MEMORY, Ledger
@@ -18,13 +18,21 @@ from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
 T0 = 1_764_000_000.0
 SUMMARY = "bans held back by the brake, not logged one by one"
+OVER = "decisions over the log's budget, not logged one by one"
 
 
-def _decision(i: int, *, braked: bool, detector: str = "ssh_bruteforce") -> Decision:
+def _decision(
+    i: int,
+    *,
+    braked: bool,
+    detector: str = "ssh_bruteforce",
+    action: Action = Action.ALERT,
+    target: str | None = None,
+) -> Decision:
     return Decision(
         ts=T0,
-        action=Action.ALERT,
-        target=AddressTarget.parse(f"203.0.113.{i}"),
+        action=action,
+        target=AddressTarget.parse(target or f"203.0.113.{i}"),
         detector=detector,
         severity=Severity.HIGH,
         reason="ban brake engaged" if braked else "severity medium is below ban_severity high",
@@ -44,14 +52,75 @@ def _summaries(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"].startswith(SUMMARY)]
 
 
-def test_every_decision_that_is_not_braked_is_one_line() -> None:
-    """Decisions the brake did not make are each logged, whatever their number."""
+def test_decisions_within_the_budget_are_one_line_each() -> None:
+    """Decisions the brake did not make are each logged up to the budget of their action
+    and detector."""
     log = DecisionLog(_Mono(), lines=2)
     with capture_logs() as logs:
-        for i in range(50):
-            log(_decision(i, braked=False))
-    assert [e["event"] for e in logs] == ["decision"] * 50
+        for i in range(DECISION_LINES):
+            log(_decision(i % 250, braked=False))
+        assert log.flush(force=True) == 0
+    assert [e["event"] for e in logs] == ["decision"] * DECISION_LINES
     assert logs[7]["target"] == "203.0.113.7"
+    assert log.summarised == 0
+
+
+def test_decisions_over_the_budget_are_one_summary_per_action_and_detector() -> None:
+    """Beyond the budget, a detector's alerts of a period are one info summary (count,
+    first, last and top targets) and its bans one warning; another detector's decisions
+    keep their own budget; the next period logs lines again."""
+    mono = _Mono()
+    log = DecisionLog(mono, period=60.0, decision_lines=2)
+    with capture_logs() as logs:
+        for i in range(10):
+            log(_decision(i, braked=False, detector="scanning"))
+        for i in range(3):
+            log(_decision(i, braked=False, detector="scanning", target="198.51.100.9"))
+        log(_decision(50, braked=False, detector="rules"))
+        for i in range(4):
+            log(_decision(60 + i, braked=False, detector="scanning", action=Action.BAN))
+        assert log.flush() == 0  # the period is not over
+        assert log.summarised == 13
+        mono.now += 60.0
+        assert log.flush() == 13
+        log(_decision(99, braked=False, detector="scanning"))
+    lines = [(e["detector"], e["target"]) for e in logs if e["event"] == "decision"]
+    assert lines == [
+        ("scanning", "203.0.113.0"),
+        ("scanning", "203.0.113.1"),
+        ("rules", "203.0.113.50"),
+        ("scanning", "203.0.113.60"),
+        ("scanning", "203.0.113.61"),
+        ("scanning", "203.0.113.99"),
+    ]
+    summaries = {e["action"]: e for e in logs if e["event"].startswith(OVER)}
+    assert set(summaries) == {"alert", "ban"}
+    alerts, bans = summaries["alert"], summaries["ban"]
+    assert (alerts["log_level"], alerts["detector"]) == ("info", "scanning")
+    assert (alerts["not_logged"], alerts["logged"], alerts["period_seconds"]) == (11, 2, 60.0)
+    assert (alerts["first_target"], alerts["last_target"]) == ("203.0.113.2", "198.51.100.9")
+    assert next(iter(alerts["top_targets"].items())) == ("198.51.100.9", 3)
+    assert len(alerts["top_targets"]) == 5
+    assert (bans["log_level"], bans["not_logged"]) == ("warning", 2)
+    assert log.summarised == 13
+
+
+def test_a_scan_of_new_addresses_every_second_logs_a_bounded_number_of_lines() -> None:
+    """Two alerts per new address at 250 addresses a second for 40 s (the flood that
+    overran journald's 10,000 lines in 30 s) log at most the budget per minute."""
+    mono = _Mono()
+    log = DecisionLog(mono)
+    with capture_logs() as logs:
+        for second in range(40):
+            for i in range(250):
+                address = f"10.{second}.{i}.1"
+                for detector in ("scanning", "rules"):
+                    log(_decision(0, braked=False, detector=detector, target=address))
+            mono.now += 1.0
+            log.flush()
+        log.flush(force=True)
+    assert len(logs) == 2 * DECISION_LINES + 2
+    assert log.summarised == 2 * (40 * 250 - DECISION_LINES)
 
 
 def test_braked_decisions_beyond_the_first_few_are_one_summary() -> None:
@@ -164,5 +233,6 @@ def test_the_daemon_summarises_braked_decisions_and_logs_the_rest_at_stop(
     assert len(held) == BRAKED_LINES
     (summary,) = _summaries(logs)
     assert summary["not_logged"] == braked - BRAKED_LINES
+    assert running.daemon.decision_log.summarised == braked - BRAKED_LINES
     assert sum(summary["detectors"].values()) == braked - BRAKED_LINES
     assert "ssh_bruteforce" in summary["detectors"]

@@ -158,6 +158,15 @@ def test_exporter_family_has_one_sample_per_reason(tmp_path: Path) -> None:
     assert samples == {**dict.fromkeys(REJECT_REASONS, 0.0), "broadcast": 1.0}
 
 
+def test_exporter_serves_the_ledger_size(tmp_path: Path) -> None:
+    """aisentinel_ledger_size_bytes is the ledger's bytes on disk, file and WAL."""
+    engine = _engine(tmp_path)
+    engine.decide(_finding("203.0.113.7"))
+    families = {f.name: f for f in DecisionMetrics(engine.counters).collect()}
+    (sample,) = families["aisentinel_ledger_size_bytes"].samples
+    assert sample.value == engine.ledger.size_bytes() > 0
+
+
 # --------------------------------------------------------------------------- NAT64
 
 NAT64_A = "64:ff9b::cb00:7107"  # 203.0.113.7 through a NAT64 gateway

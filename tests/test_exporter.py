@@ -42,6 +42,7 @@ def _scrape(stages: list[tuple[str, Collecting]], clock: FakeClock | None = None
         reloads=lambda: {"ok": 1, "failed": 0},
         queue_depth=lambda: 3,
         degraded=lambda: {},
+        decisions_summarised=lambda: 11,
     )
     registry = CollectorRegistry(auto_describe=True)
     registry.register(Exporter(lambda: stages, values, clock or FakeClock(T0)))
@@ -66,6 +67,13 @@ def test_a_failing_collector_loses_only_its_own_metrics() -> None:
     assert _value(text, 'aisentinel_collector_up{collector="a"}') == 1
     assert _value(text, 'aisentinel_collector_last_success_timestamp_seconds{collector="a"}') == T0
     assert _value(text, "aisentinel_pipeline_queue_batches") == 3
+
+
+def test_decisions_only_summarised_in_the_log_are_counted() -> None:
+    """The daemon's count of decisions its log only summarised is served as a counter."""
+    text = _scrape([])
+    assert "# TYPE aisentinel_decision_lines_summarised_total counter" in text
+    assert _value(text, "aisentinel_decision_lines_summarised_total") == 11
 
 
 def test_families_of_one_name_from_several_stages_are_merged() -> None:

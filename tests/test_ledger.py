@@ -128,6 +128,30 @@ def test_purge_drops_old_history_but_keeps_open_bans(ledger: Ledger) -> None:
     assert [text(d) for d in ledger.open_bans()] == ["203.0.113.3"]
 
 
+def test_purge_with_limit_deletes_a_batch_per_call(ledger: Ledger) -> None:
+    """purge with a limit deletes at most that many rows of a table per call, the oldest
+    history first and open bans never; calls until fewer come back purge it all."""
+    old = T0 - 40 * 86400
+    for i in range(5):
+        ledger.record(alert(f"203.0.113.{i + 1}", ts=old + i))
+    ledger.record(ban("198.51.100.1", ts=old, ttl=90 * 86400))
+    ledger.record(alert("192.0.2.1"))
+    assert [ledger.purge(T0 - 86400, 2) for _ in range(4)] == [2, 2, 1, 0]
+    assert ledger.counts() == {**dict.fromkeys(Action, 0), Action.BAN: 1, Action.ALERT: 1}
+    assert [text(d) for d in ledger.open_bans()] == ["198.51.100.1"]
+
+
+def test_size_bytes_counts_the_file_and_its_wal(ledger: Ledger, clock: FakeClock) -> None:
+    """size_bytes is the ledger file's size plus its WAL's, and 0 for one in memory."""
+    for i in range(200):
+        ledger.record(alert(f"203.0.113.{i}"))
+    wal = ledger.path.with_name(ledger.path.name + "-wal")
+    expected = ledger.path.stat().st_size + wal.stat().st_size
+    assert wal.stat().st_size > 0
+    assert ledger.size_bytes() == expected
+    assert Ledger(Path(MEMORY), clock).size_bytes() == 0
+
+
 def test_runtime_allows_are_kept_until_they_end_and_purged_after(ledger: Ledger) -> None:
     """allows(now) lists the entries not ended yet (a newer one for a network replaces
     it); purge drops those that ended before its horizon."""

@@ -12,6 +12,7 @@ from aisentinel.clock import FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 from aisentinel.responders import REGISTRY, DryRunConfig, DryRunResponder, ResponderRunner
+from aisentinel.responders.dryrun import BATCH_LINES
 
 T0 = 1_764_000_000.0
 
@@ -111,6 +112,44 @@ def test_reconcile_reports_the_difference(clock: FakeClock) -> None:
         "reconcile: 2 active, 1 added, 1 removed",
     ]
     assert sorted(r.banned) == ["198.51.100.2", "198.51.100.3"]
+
+
+def test_reconcile_logs_one_summary_and_each_target_at_debug(clock: FakeClock) -> None:
+    """A reconcile (at every start, with every ban of the ledger) logs one info line, the
+    per-target lines at debug; each operation is still recorded."""
+    r = DryRunResponder(DryRunConfig(), clock=clock)
+    r.add_many([ban("198.51.100.1")])
+    r.commit()
+    with capture_logs() as logs:
+        r.reconcile([ban(f"203.0.113.{i}") for i in range(50)])
+    info = [e["action"] for e in logs if e["log_level"] == "info"]
+    assert info == ["reconcile: 50 active, 50 added, 1 removed"]
+    debug = [e["action"] for e in logs if e["log_level"] == "debug"]
+    assert len(debug) == 51
+    assert debug[0] == "unban 198.51.100.1 (reconcile)"
+    assert len(r.banned) == 50
+
+
+def test_a_large_commit_logs_a_summary_and_each_operation_at_debug(clock: FakeClock) -> None:
+    """A commit of more than BATCH_LINES operations (a tick's expiries) logs one info
+    summary, the operations at debug; a small one logs each at info."""
+    r = DryRunResponder(DryRunConfig(), clock=clock)
+    bans = [ban(f"203.0.113.{i}") for i in range(BATCH_LINES + 1)]
+    r.add_many(bans)
+    r.commit()
+    with capture_logs() as logs:
+        r.delete_many(bans)
+        r.commit()
+        r.add_many(bans[:2])
+        r.commit()
+    info = [e["action"] for e in logs if e["log_level"] == "info"]
+    assert info == [
+        f"commit: 0 added, {BATCH_LINES + 1} deleted (each at debug level)",
+        "ban 203.0.113.0 for 1h (ssh_bruteforce)",
+        "ban 203.0.113.1 for 1h (ssh_bruteforce)",
+    ]
+    debug = [e["action"] for e in logs if e["log_level"] == "debug"]
+    assert debug == [f"unban 203.0.113.{i}" for i in range(BATCH_LINES + 1)]
 
 
 def test_health_is_always_ok(clock: FakeClock) -> None:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from aisentinel.decisionlog import BRAKED_LINES, DECISION_LINES
+from aisentinel.detectors import REGISTRY
+
 REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "units" / "aisentinel.service"
 DROPINS = REPO / "units" / "dropins"
@@ -127,6 +130,17 @@ def test_unit_has_the_service_contract() -> None:
     assert single["TimeoutStopSec"] == "10s"
     assert single["IPAddressDeny"] == "any"
     assert single["IPAddressAllow"] == "localhost"
+
+
+def test_unit_raises_journald_rate_limit_above_the_decision_log_budget() -> None:
+    """journald keeps more than its default 10,000 lines a 30 s, and more than twice what
+    the decision log writes in a storm of every detector's decisions."""
+    single = {k: v for _, k, v in _directives(UNIT.read_text())}
+    assert single["LogRateLimitIntervalSec"] == "30s"
+    burst = int(single["LogRateLimitBurst"])
+    storm = len(REGISTRY.names()) * len(("alert", "ban")) * (DECISION_LINES + 1) + BRAKED_LINES + 1
+    assert burst > 10_000
+    assert burst > 2 * storm
 
 
 def test_base_unit_grants_no_capability() -> None:

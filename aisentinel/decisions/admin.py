@@ -3,7 +3,10 @@
 =============  =============================================  ==========================
 command        request fields                                 what it does
 =============  =============================================  ==========================
-``bans``       (none)                                         the enforcements in force
+``bans``       ``target``, ``limit`` (both optional)          the enforcements in force
+                                                              (those overlapping
+                                                              ``target``; the first
+                                                              ``limit``, soonest to end)
 ``unban``      ``target``                                     lifts it now, forgives it
 ``ban``        ``target``, ``ttl``, ``reason``, ``force``     bans an address or CIDR
                                                               (``force``: wider than
@@ -31,6 +34,7 @@ from typing import Any
 from aisentinel.configtypes import MAX_DURATION, format_duration, parse_duration
 from aisentinel.control import CommandError, Peer, PeerHandler
 from aisentinel.decisions.engine import MANUAL, DecisionEngine, parse_target_text
+from aisentinel.decisions.netindex import span
 from aisentinel.events import AddressTarget, Decision
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.status import table
@@ -42,6 +46,8 @@ REASON_MAX = 200
 """Longest reason an operator may give."""
 DEFAULT_ALLOW_TTL = 3600.0
 MIN_TTL = 1.0
+LIMIT_MAX = 10_000_000
+"""Largest ``limit`` of ``bans`` accepted."""
 
 
 NO_RESPONDER = "no responder is enabled: nothing is enforced"
@@ -110,6 +116,17 @@ def _address(text: str) -> AddressTarget:
         ) from None
 
 
+def _overlaps(decision: Decision, within: AddressTarget) -> bool:
+    """Whether ``decision``'s target is an address or network sharing an address with
+    ``within`` (inside it, or a wider ban holding part of it)."""
+    target = decision.target
+    if not isinstance(target, AddressTarget) or target.address.version != within.address.version:
+        return False
+    first, last = span(target.address, target.prefixlen)
+    low, high = span(within.address, within.prefixlen)
+    return first <= high and low <= last
+
+
 class AdminCommands:
     """The handlers; ``engine`` and ``runner`` are read at each call (a reload replaces
     the runner)."""
@@ -132,12 +149,24 @@ class AdminCommands:
             "brake_reset": self.brake_reset,
         }
 
-    def bans(self, _args: Mapping[str, Any], _peer: Peer) -> dict[str, Any]:
+    def bans(self, args: Mapping[str, Any], _peer: Peer) -> dict[str, Any]:
+        text = _text(args, "target", TARGET_MAX, required=False)
+        within = _address(text) if text else None
+        limit = args.get("limit")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIMIT_MAX
+        ):
+            raise CommandError(f"refused: limit must be a whole number from 1 to {LIMIT_MAX}")
         engine = self._engine()
         now = engine.clock.now()
+        active = engine.active(now)
+        matched = active if within is None else [d for d in active if _overlaps(d, within)]
+        shown = matched if limit is None else matched[:limit]
         return {
             "now": now,
-            "bans": [decision_json(d, now) for d in engine.active(now)],
+            "bans": [decision_json(d, now) for d in shown],
+            "in_force": len(active),
+            "matched": len(matched),
             "allowed": [
                 {
                     "network": str(e.network),
@@ -273,7 +302,11 @@ def render_bans(result: Mapping[str, Any]) -> str:
     if rows:
         headers = ("TARGET", "ACTION", "EXPIRES", "DETECTOR", "WHO", "REASON")
         lines += table(headers, rows, indent="")
-    else:
+    in_force, matched = result.get("in_force"), result.get("matched")
+    if isinstance(in_force, int) and isinstance(matched, int) and len(rows) < in_force:
+        which = "" if matched == in_force else f", {matched} of them match --target"
+        lines.append(f"{len(rows)} shown of {in_force} in force{which}")
+    elif not rows:
         lines.append("no bans in force")
     for a in result.get("allowed") or []:
         lines.append(

@@ -69,6 +69,7 @@ from __future__ import annotations
 import ipaddress
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -139,6 +140,13 @@ _LOOPBACK_NETS = frozenset(LOOPBACK)
 
 PURGE_INTERVAL_SECONDS = 3600.0
 """How often :meth:`DecisionEngine.expire` purges ledger history older than the retention."""
+PURGE_BATCH_ROWS = 1000
+"""Rows of a table one purge transaction deletes at most: 10-30 ms of SQLite's time."""
+PURGE_TICK_SECONDS = 0.1
+"""Seconds of purge batches one :meth:`DecisionEngine.expire` runs at most (it stops after
+the batch that crosses it): a purge of a large history (1.5M rows after ``ledger_retention``
+was lowered) goes on over the following ticks instead of holding the daemon's loop, and
+with it systemd's watchdog and detection, for half a minute."""
 MANUAL = "manual"
 """The ``detector`` of a ban an operator asked for (``aisentinel ban``)."""
 OPERATOR = "operator"
@@ -183,6 +191,8 @@ class DecisionCounters:
     """Ledger calls that failed, including writes kept in the ledger's backlog for a retry."""
     brake_tripped_since: float | None = None
     """When the storm brake tripped (epoch seconds); ``None`` while it is not tripped."""
+    ledger_bytes: int = 0
+    """Bytes the ledger takes on disk (its file and write-ahead log; a gauge)."""
 
 
 def ban_ttl(config: DecisionsConfig, offence: int) -> float:
@@ -355,6 +365,9 @@ class DecisionEngine:
         self._expired = 0
         self._ledger_errors = 0
         self._last_purge: float | None = None
+        self._purge_before: float | None = None  # the horizon of the purge under way
+        self._purged = 0
+        self.purge_batch, self.purge_tick = PURGE_BATCH_ROWS, PURGE_TICK_SECONDS
         self._offset = clock.now() - clock.monotonic()
         """Wall minus monotonic time at the last look: a step of the wall clock moves it."""
         self._brake_saved = self._restore_brake()
@@ -763,11 +776,29 @@ class DecisionEngine:
         mono = self.clock.monotonic()
         if self._last_purge is None or mono - self._last_purge >= PURGE_INTERVAL_SECONDS:
             self._last_purge = mono
-            before = at - self.config.ledger_retention
-            purged = self._ledger(lambda: self.ledger.purge(before), 0)
-            if purged:
-                log.info("ledger history purged", rows=purged, before=_iso(before))
+            if self._purge_before is None:  # else the last one goes on
+                self._purge_before = at - self.config.ledger_retention
+                self._purged = 0
+        self._purge_some()
         return done
+
+    def _purge_some(self) -> None:
+        """Run batches of the purge under way for :attr:`purge_tick` seconds at most."""
+        before = self._purge_before
+        if before is None:
+            return
+        limit = self.purge_batch
+        started = time.perf_counter()
+        while True:
+            rows = self._ledger(lambda: self.ledger.purge(before, limit), 0)
+            self._purged += rows
+            if rows < limit:
+                self._purge_before = None
+                if self._purged:
+                    log.info("ledger history purged", rows=self._purged, before=_iso(before))
+                return
+            if time.perf_counter() - started >= self.purge_tick:
+                return
 
     def unban(self, address: str, who: str | None = None) -> Decision | None:
         """Manual unban: lift the ban of ``address`` now and forgive its history.
@@ -1143,6 +1174,7 @@ class DecisionEngine:
     def counters(self) -> DecisionCounters:
         """Numbers for metrics, consistent with one another."""
         now = self.clock.now()
+        size = self.ledger.size_bytes()
         with self._lock:
             return DecisionCounters(
                 decisions=MappingProxyType(dict(self._counts)),
@@ -1152,6 +1184,7 @@ class DecisionEngine:
                 expired=self._expired,
                 ledger_errors=self._ledger_errors + self.ledger.write_errors,
                 brake_tripped_since=self._brake.tripped_since,
+                ledger_bytes=size,
             )
 
     # ------------------------------------------------------------------ internals

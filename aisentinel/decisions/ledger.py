@@ -726,19 +726,46 @@ class Ledger:
         )
         return cursors[0].rowcount if cursors else 0
 
-    def purge(self, before: float) -> int:
+    def size_bytes(self) -> int:
+        """Bytes the ledger takes on disk: its file and its write-ahead log (0 in memory,
+        or where they cannot be read)."""
+        if self.in_memory:
+            return 0
+        total = 0
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                total += path.lstat().st_size
+            except OSError:
+                continue
+        return total
+
+    def purge(self, before: float, limit: int | None = None) -> int:
         """Delete history older than ``before``; open bans are kept, and so are runtime
-        allow entries that had not ended by then. Returns rows deleted."""
+        allow entries that had not ended by then. Returns rows deleted.
+
+        With ``limit``, at most that many rows of each table, in one short transaction:
+        the engine purges a large history in such batches over its ticks, so no purge
+        holds the daemon's loop (and systemd's watchdog) for seconds. Fewer rows than
+        ``limit`` deleted means the history is purged."""
+        rows = -1 if limit is None else limit  # SQLite: a negative LIMIT is none
         cursors = self._write(
             [
                 (
-                    "DELETE FROM decisions WHERE ts < ? "
-                    "AND (action NOT IN ('ban', 'throttle', 'freeze') "
-                    "OR ended_at IS NOT NULL)",
-                    (before,),
+                    "DELETE FROM decisions WHERE rowid IN (SELECT rowid FROM decisions "
+                    "WHERE ts < ? AND (action NOT IN ('ban', 'throttle', 'freeze') "
+                    "OR ended_at IS NOT NULL) LIMIT ?)",
+                    (before, rows),
                 ),
-                ("DELETE FROM allows WHERE expires_at < ?", (before,)),
-                ("DELETE FROM ssh_logins WHERE ts < ?", (before,)),
+                (
+                    "DELETE FROM allows WHERE rowid IN "
+                    "(SELECT rowid FROM allows WHERE expires_at < ? LIMIT ?)",
+                    (before, rows),
+                ),
+                (
+                    "DELETE FROM ssh_logins WHERE rowid IN "
+                    "(SELECT rowid FROM ssh_logins WHERE ts < ? LIMIT ?)",
+                    (before, rows),
+                ),
             ]
         )
         return sum(c.rowcount for c in cursors) if cursors else 0

@@ -1,7 +1,9 @@
 """The ``dryrun`` responder: says what it would enforce and enforces nothing.
 
 Useful to try a configuration on a live host, and in tests and demos: every
-operation is logged and kept in a bounded in-memory list (:attr:`DryRunResponder.actions`),
+operation is logged (at info, or at debug with one summary line at info for a reconcile
+and a commit of more than :data:`BATCH_LINES`) and kept in a bounded in-memory list
+(:attr:`DryRunResponder.actions`),
 every committed batch in :attr:`DryRunResponder.batches`, and what it would hold is
 tracked so ``reconcile`` reports a true difference. It handles every enforcing
 action: bans of addresses, throttles and freezes of workloads.
@@ -30,14 +32,20 @@ from aisentinel.responders.base import (
 
 log = structlog.get_logger(__name__)
 
+BATCH_LINES = 20
+"""Operations of one commit logged one by one at info. A larger commit (a storm's bans,
+a tick's expiries) logs them at debug and one summary line at info, as a reconcile
+always does (a restart with 20,000 bans in the ledger wrote 20,000 lines at once)."""
+
 
 class DryRunConfig(ResponderConfigBase):
     """``[responders.dryrun]``."""
 
     keep: int = Field(default=1_000, ge=1, le=1_000_000)
     """How many recent actions (and batches) are kept in memory; 1-1,000,000. Every
-    action is logged as well: the in-memory list is for tests and inspection, and a
-    storm's 10,000 bans held about 1.6 MB more with 10,000 of them."""
+    action is logged as well (a large batch's at debug level): the in-memory list is
+    for tests and inspection, and a storm's 10,000 bans held about 1.6 MB more with
+    10,000 of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +91,16 @@ class DryRunResponder(BufferedResponder):
         adds, deletes = self.take()
         if not adds and not deletes:
             return
+        each = len(adds) + len(deletes) <= BATCH_LINES
         for decision in adds:
-            self._add(decision)
+            self._add(decision, each=each)
         for decision in deletes:
             target = decision.target.text if decision.target is not None else "?"
             present = self.banned.pop(target, None) is not None
             undo = f"un{decision.action.value}"
-            self._note(f"{undo} {target}" if present else f"{undo} {target} (not held)")
+            self._note(f"{undo} {target}" if present else f"{undo} {target} (not held)", each)
+        if not each:
+            self._note(f"commit: {len(adds)} added, {len(deletes)} deleted (each at debug level)")
         self.batches.append(
             DryRunBatch(
                 self.clock.now(),
@@ -110,9 +121,9 @@ class DryRunResponder(BufferedResponder):
         missing = sorted(set(wanted) - set(self.banned))
         for target in stale:
             del self.banned[target]
-            self._note(f"unban {target} (reconcile)")
+            self._note(f"unban {target} (reconcile)", each=False)
         for target in missing:
-            self._add(wanted[target])
+            self._add(wanted[target], each=False)
         self.banned.update((target, d.expires_at) for target, d in wanted.items())
         self._note(f"reconcile: {len(wanted)} active, {len(missing)} added, {len(stale)} removed")
 
@@ -123,15 +134,16 @@ class DryRunResponder(BufferedResponder):
         self.banned.clear()
         return "nothing to lift (dry run)"
 
-    def _add(self, decision: Decision) -> None:
+    def _add(self, decision: Decision, *, each: bool) -> None:
         target = decision.target.text if decision.target is not None else "?"
         ttl = format_duration(decision.ttl) if decision.ttl is not None else "ever"
         self.banned[target] = decision.expires_at
-        self._note(f"{decision.action.value} {target} for {ttl} ({decision.detector})")
+        self._note(f"{decision.action.value} {target} for {ttl} ({decision.detector})", each)
 
-    def _note(self, text: str) -> None:
+    def _note(self, text: str, each: bool = True) -> None:
+        """Record ``text``; log it at info (``each``) or debug (a summary line says it)."""
         self.actions.append(DryRunAction(self.clock.now(), text))
-        log.info("dry run", action=text)
+        (log.info if each else log.debug)("dry run", action=text)
 
 
 REGISTRY.register("dryrun", DryRunConfig, DryRunResponder)
