@@ -244,7 +244,7 @@ def _malformed(r: random.Random) -> tuple[str, int, str]:
         junk = "".join(f"\\x{r.randint(0, 255):02X}" for _ in range(r.randint(3, 20)))
         return junk, 400, "-"
     if kind < 0.7:
-        return f"GET / HTTP/{r.choice(('9.9', '1.2', '0.8', '4.0', '1.1.1'))}", 400, "-"
+        return f"GET / HTTP/{r.choice(('9.9', '5.5', '0.8', '4.0', '1.1.1'))}", 400, "-"
     return (
         r.choice(
             (
