@@ -1005,3 +1005,35 @@ def test_a_ledger_locked_at_start_is_waited_for_then_stood_in_for_and_adopted(
     again = Ledger(path, FakeClock())
     assert [d.target.text for d in again.open_bans() if d.target] == ["198.51.100.9"]
     again.close()
+
+
+def _nft_reconciles(daemon: Daemon) -> float:
+    """aisentinel_responder_operations_total{responder="nftables",operation="reconcile",
+    result="ok"} as the exporter reads it (0 when absent)."""
+    return sum(
+        s.value
+        for family in daemon.runner.collect()
+        if family.name == "aisentinel_responder_operations"
+        for s in family.samples
+        if s.name.endswith("_total")
+        and s.labels == {"responder": "nftables", "operation": "reconcile", "result": "ok"}
+    )
+
+
+def test_a_responder_removed_and_added_again_by_reloads_goes_on_counting(
+    tmp_path: Path, logs: Path
+) -> None:
+    """aisentinel_responder_operations_total of nftables never goes back while the daemon
+    runs: the reloads that remove it and add it again (each replacing the worker) keep
+    what it had counted, and its new reconcile adds to it."""
+    fake = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=True), fake)
+    try:
+        assert wait_for(lambda: _nft_reconciles(daemon) == 1)  # the start's reconcile
+        for reload, nftables in ((1, False), (2, True)):
+            _nft_config(tmp_path, logs, nftables=nftables)
+            daemon.request_reload()
+            assert wait_for(lambda n=reload: daemon.reloads["ok"] == n)  # type: ignore[misc]
+        assert wait_for(lambda: _nft_reconciles(daemon) == 2)  # 1 carried, 1 after re-adding
+    finally:
+        _stop(daemon, thread)
