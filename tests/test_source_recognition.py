@@ -13,7 +13,9 @@ from aisentinel.clock import FakeClock
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
-from aisentinel.events import EventBatch, LineBatch
+from aisentinel.events import Event, EventBatch, LineBatch
+from aisentinel.parsers import ParserContext, build_parser
+from aisentinel.parsers.base import Parser
 from aisentinel.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
@@ -225,3 +227,45 @@ def test_one_parser_of_a_source_blind_makes_it_blind_whatever_the_others_read(
         "nginx-error",
     )
     assert _gauges(pipeline)["aisentinel_source_blind"] == {"glob": 0.0}
+
+
+class _Asked(Parser):
+    """Parses lines starting with "ok"; its looks_like says no to every line and counts
+    the lines it was asked about."""
+
+    name = "asked"
+
+    def __init__(self) -> None:
+        super().__init__(ParserContext(source="t"))
+        self.asked = 0
+
+    def parse(self, line: str) -> Event | None:
+        return Event(T0, "t") if line.startswith("ok") else None
+
+    def looks_like(self, line: str) -> bool:
+        self.asked += 1
+        return False
+
+
+def test_lines_that_gave_an_event_are_never_asked_or_counted_unrecognised() -> None:
+    """unrecognised(): a batch whose every line gave an event asks no line again (0); one
+    with misses asks a sample, and never counts more lines than gave no event."""
+    parser = _Asked()
+    assert parser.unrecognised(["ok 1"], 1) == 0
+    assert parser.unrecognised(["ok"] * 100, 100) == 0
+    assert parser.asked == 0
+    assert parser.unrecognised(["ok", "ok", "ok", "junk"], 3) == 1
+    assert parser.asked == 4
+
+
+def test_nginx_error_recognises_a_line_by_its_head_without_parsing_it() -> None:
+    """nginx-error's recognises(): an error-log line giving no event is of the format, an
+    access-log line is not."""
+    parser = build_parser("nginx-error", ParserContext(source="e"))
+    upstream = (
+        "2026/11/25 23:14:30 [error] 1234#1234: *5 connect() failed (111: Connection refused)"
+    )
+    assert parser.parse(upstream) is None
+    assert parser.recognises(upstream)
+    assert not parser.recognises(_good(1))
+    assert parser.unrecognised([upstream, _good(1), _good(2), upstream], 0) == 2
