@@ -252,9 +252,20 @@ FINDS: dict[str, list[Logged]] = {
             not_logged=40,
         ),
     ],
-    "ssh_bruteforce|http_auth": [
+    "ssh_bruteforce|http_auth|credential_stuffing": [
         _decision("ssh_bruteforce", "6 failed logins for root"),
         _decision("http_auth", "6 failed basic-auth logins"),
+        _decision("credential_stuffing", "6 usernames tried"),
+    ],
+    "source is blind": [
+        _line(
+            "warning",
+            "source is blind: its lines are not of its format",
+            source="web",
+            parser="nginx",
+            unrecognised_share=1.0,
+            lines=200,
+        )
     ],
     "scanning|ai_recon|rate_abuse": [
         _decision("scanning", "5 probes of sensitive paths"),
