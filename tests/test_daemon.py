@@ -1037,3 +1037,49 @@ def test_a_responder_removed_and_added_again_by_reloads_goes_on_counting(
         assert wait_for(lambda: _nft_reconciles(daemon) == 2)  # 1 carried, 1 after re-adding
     finally:
         _stop(daemon, thread)
+
+
+WEB_SOURCE = """
+[[sources]]
+name = "web"
+type = "file"
+parser = "nginx"
+start_at = "beginning"
+paths = [{paths}]
+"""
+
+
+def _web_config(tmp_path: Path, logs: Path, paths: list[str] | None) -> Path:
+    """The nftables-less config, with a "web" source on ``paths`` (None: without it)."""
+    path = _nft_config(tmp_path, logs, nftables=False)
+    if paths is not None:
+        listed = ", ".join(f'"{logs / p}"' for p in paths)
+        path.write_text(path.read_text() + WEB_SOURCE.format(paths=listed))
+    return path
+
+
+def test_reloads_judge_a_changed_source_afresh_and_a_re_added_one_counts_on(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A blind source whose table a reload changes is judged afresh (no longer blind until
+    it has read enough again); one removed by a reload and added again by the next goes
+    on counting its lines from where they were."""
+    vhost = "ai.example.com:443 " + nginx_line(1_764_000_000.0, "203.0.113.7", "/.env")
+    (logs / "access.log").write_text(f"{vhost}\n" * 300)
+    daemon, thread = _run_daemon(_web_config(tmp_path, logs, ["access.log"]), FakeRunner({}))
+    try:
+        assert wait_for(lambda: daemon.pipeline.sources["web"].lines == 300)
+        recognition = daemon.pipeline.sources["web"].recognition
+        assert recognition is not None
+        assert recognition.blind
+        _web_config(tmp_path, logs, ["access.log", "other.log"])
+        daemon.request_reload()
+        assert wait_for(lambda: daemon.reloads["ok"] == 1)
+        assert daemon.pipeline.sources["web"].recognition is None
+        for reload, paths in ((2, None), (3, ["access.log"])):
+            _web_config(tmp_path, logs, paths)
+            daemon.request_reload()
+            assert wait_for(lambda n=reload: daemon.reloads["ok"] == n)  # type: ignore[misc]
+        assert daemon.pipeline.sources["web"].lines == 300
+    finally:
+        _stop(daemon, thread)
