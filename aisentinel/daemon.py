@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -78,6 +78,7 @@ from aisentinel.status import snapshot
 if TYPE_CHECKING:
     # Imported when the audit is enabled (APScheduler and the checks: ~2 MB).
     from aisentinel.audit.scheduler import AuditScheduler
+    from aisentinel.detectors.base import Detector
 
 log = structlog.get_logger("aisentinel.daemon")
 
@@ -151,6 +152,16 @@ RESPONDERS_FILE = "responders.json"
 whose enforcements are not lifted yet (``withdrawing``), rewritten at each start and
 reload and once a withdrawal succeeded, so a start without one of them lifts what it
 left in force (:meth:`Daemon._leftover_responders`)."""
+
+
+@dataclass(slots=True)
+class Removed:
+    """Sources and detectors a reload removed, by name, so that one a later reload adds
+    again goes on counting (counters never go back while the process runs): the stopped
+    source and its pipeline counters, the detector."""
+
+    sources: dict[str, tuple[Source | None, SourceCounters | None]] = field(default_factory=dict)
+    detectors: dict[str, Detector] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,9 +415,9 @@ class Daemon:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._closed = threading.Event()
-        self._signalled: set[int] = set()
-        """Signals received and not yet acted on (see :meth:`_on_signal`)."""
+        self._signalled: set[int] = set()  # received, not yet acted on (see _on_signal)
         self.sources: dict[str, Source] = {}
+        self._removed = Removed()
         self.metrics_port: int | None = None
         self.started = threading.Event()
         self.registry = CollectorRegistry(auto_describe=True)
@@ -1261,30 +1272,8 @@ class Daemon:
             self.notifier.ready()
             return False
         old = self.config
-        # Sources: restart the ones whose table changed, stop removed, start new.
-        old_src = {s.name: s for s in old.sources}
-        new_src = {s.name: s for s in new.sources}
-        changed = [n for n, c in old_src.items() if new_src.get(n) != c and n in self.sources]
-        rebuilt = dict(self._stop_sources_draining(changed))
-        for name in old_src:
-            if name not in new_src:
-                self.pipeline.sources.pop(name, None)  # its series go with it
-        self.config = new
-        for name, cfg in new_src.items():
-            if name not in self.sources:
-                self._start_source(cfg, rebuilt.get(name))
-        # Detectors: keep the windows of those whose table did not change; a rebuilt one
-        # goes on counting where its predecessor stopped.
-        previous = {d.name: d for d in self.pipeline.detectors}
-        detectors = []
-        for built in build_detectors(new.detectors, shared=self.pipeline.shared):
-            was = previous.get(built.name)
-            if was is not None and was.config == built.config:
-                detectors.append(was)
-                continue
-            if was is not None:
-                built.carry_over(was)
-            detectors.append(built)
+        self._reload_sources(old, new)
+        detectors = self._reload_detectors(new)
         self.engine.reconfigure(new.decisions, new.parsers.trusted_proxies)
         if new.responders != old.responders or (
             new.daemon.responder_queue != old.daemon.responder_queue
@@ -1309,6 +1298,48 @@ class Daemon:
         log.info("config reloaded", config=new.path, active_bans=len(self.engine.active()))
         self.notifier.ready()
         return True
+
+    def _reload_sources(self, old: Config, new: Config) -> None:
+        """Restart the sources whose table changed (judged afresh: another parser or
+        files), stop the removed ones, start the new ones; one removed at an earlier
+        reload goes on counting where it stopped. Sets :attr:`config` to ``new``."""
+        old_src = {s.name: s for s in old.sources}
+        new_src = {s.name: s for s in new.sources}
+        changed = [n for n, c in old_src.items() if new_src.get(n) != c and n in self.sources]
+        rebuilt = dict(self._stop_sources_draining(changed))
+        for name in old_src:
+            if name not in new_src:  # its series go with it, and come back where they were
+                gone = rebuilt.pop(name, None), self.pipeline.sources.pop(name, None)
+                self._removed.sources[name] = gone
+        self.config = new
+        for name, cfg in new_src.items():
+            if name in changed:
+                self.pipeline.judge_afresh(name)  # another parser or files: judged anew
+            if name not in self.sources:
+                carried, counters = self._removed.sources.pop(name, (rebuilt.get(name), None))
+                if counters is not None:
+                    counters.recognitions.clear()
+                    self.pipeline.sources[name] = counters
+                self._start_source(cfg, carried)
+
+    def _reload_detectors(self, new: Config) -> list[Detector]:
+        """The detectors of ``new``: those whose table did not change kept (their windows
+        too), the others rebuilt going on counting where their predecessor of the same
+        name stopped, also one removed at an earlier reload."""
+        previous = {d.name: d for d in self.pipeline.detectors}
+        detectors = []
+        for built in build_detectors(new.detectors, shared=self.pipeline.shared):
+            was = previous.pop(built.name, None)
+            if was is not None and was.config == built.config:
+                detectors.append(was)
+                continue
+            if was is None:
+                was = self._removed.detectors.pop(built.name, None)
+            if was is not None:
+                built.carry_over(was)
+            detectors.append(built)
+        self._removed.detectors.update(previous)  # removed: counted on if added again
+        return detectors
 
     def _warn_restart_only(self, new: Config) -> None:
         """One warning per key a reload does not apply whose value in the file is not

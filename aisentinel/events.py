@@ -60,7 +60,10 @@ class EventBatch(NamedTuple):
     ``unparsed`` counts the records the source read that gave no event (for the
     journald source: entries that are not about authentication), so that a source's
     counters of items read, parsed and unparsed mean the same for both batch kinds.
-    ``read_at`` and ``seq`` are as for :class:`LineBatch`.
+    ``read_at`` and ``seq`` are as for :class:`LineBatch`. ``unrecognised`` counts the
+    unparsed lines of no format the source can tell (a file source with ``parser =
+    "auto"``: lines whose format could not be sniffed): they count against the source
+    like lines its parser does not recognise (:class:`aisentinel.pipeline.Recognition`).
     """
 
     source: str
@@ -68,6 +71,7 @@ class EventBatch(NamedTuple):
     read_at: float
     unparsed: int = 0
     seq: int = 0
+    unrecognised: int = 0
 
 
 Batch = LineBatch | EventBatch

@@ -39,7 +39,7 @@ from aisentinel.events import (
     SshEvent,
     SshKind,
 )
-from aisentinel.parsers import ParserContext, build_parser
+from aisentinel.parsers import AUTO, ParserContext, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
 
@@ -56,11 +56,33 @@ class SourceCounters:
     lines: int = 0
     parsed: int = 0
     unparsed: int = 0
-    recognition: Recognition | None = field(default=None, compare=False)
-    """How much of a line source's recent lines its parser recognises (``None`` until its
-    first line batch, and for a source whose format cannot tell: see
-    :meth:`~aisentinel.parsers.base.Parser.unrecognised`). Not compared: its window
-    follows the batches, which the counts do not."""
+    recognitions: dict[str, Recognition] = field(default_factory=dict, compare=False)
+    """How much of a line source's recent lines each of its parsers recognises, per parser
+    name (none until its first line batch, and none for a parser whose format cannot
+    tell: see :meth:`~aisentinel.parsers.base.Parser.unrecognised`); a source whose format
+    is sniffed per file (``parser = "auto"``) may use several, and its lines that no
+    parser recognised are under :data:`~aisentinel.parsers.AUTO`. Not compared: the
+    windows follow the batches, which the counts do not."""
+
+    @property
+    def recognition(self) -> Recognition | None:
+        """The source's worst recognition window: a blind one first, then the one with
+        the largest share of unrecognised lines (``None``: no window)."""
+        worst: Recognition | None = None
+        for recognition in self.recognitions.values():
+            if worst is None or _worse(recognition, worst):
+                worst = recognition
+        return worst
+
+
+def _worse(a: Recognition, b: Recognition) -> bool:
+    """Whether window ``a`` tells of a blinder source than ``b``."""
+    if a.blind != b.blind:
+        return a.blind
+    share_a, share_b = a.share(), b.share()
+    if share_a is None or share_b is None:
+        return share_b is None and share_a is not None
+    return share_a > share_b
 
 
 RECOGNITION_WINDOW = 200
@@ -83,7 +105,9 @@ class Recognition:
     source's last :data:`RECOGNITION_WINDOW` lines (at least); the source is ``blind``
     once the share reaches :data:`BLIND_SHARE` over at least :data:`RECOGNITION_MIN`
     lines, and sees again once it is down to :data:`SEEING_SHARE`, so a log with some
-    junk never flaps. Another parser (a reload) starts the window again.
+    junk never flaps. Each parser of a source has its own window (a source whose files
+    are sniffed apart may read several formats); a reload that changes the source starts
+    them again (:meth:`Pipeline.judge_afresh`).
     """
 
     parser: str
@@ -330,6 +354,9 @@ class Pipeline:
             counters.lines += len(events) + batch.unparsed
             counters.parsed += len(events)
             counters.unparsed += batch.unparsed
+            if batch.unrecognised:  # lines of a file whose format could not be told
+                read = len(events) + batch.unparsed
+                self._judge(counters, batch.source, AUTO, read, min(read, batch.unrecognised))
         else:
             parser = self.parser_for(batch.source, batch.parser)
             lines = batch.lines
@@ -373,8 +400,7 @@ class Pipeline:
         lines: Sequence[str],
         parsed: int,
     ) -> None:
-        """Count how much of a batch ``parser`` recognised; log once when the source goes
-        blind (its lines are nearly all of another format) and once when it sees again."""
+        """Count how much of a batch ``parser`` recognised (see :meth:`_judge`)."""
         if not lines:
             return
         try:
@@ -382,17 +408,36 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
             self._fault("parse", parser.name, source, exc, None)
             return
-        recognition = counters.recognition
+        count = len(lines)
         if unrecognised is None:
-            counters.recognition = None
+            counters.recognitions.pop(parser.name, None)
+        else:
+            unrecognised = min(count, max(0, unrecognised))
+            self._judge(counters, source, parser.name, count, unrecognised)
+        if AUTO in counters.recognitions:  # the lines of a sniffed file: read by a parser
+            self._judge(counters, source, AUTO, count, unrecognised or 0)
+
+    def _judge(
+        self, counters: SourceCounters, source: str, parser: str, lines: int, unrecognised: int
+    ) -> None:
+        """Count ``lines`` read by ``parser``, ``unrecognised`` of them not of its format,
+        in that parser's window (:data:`AUTO`: a ``parser = "auto"`` source's window of its
+        lines no format was told for, and of those read since); log once when the source
+        goes blind (its lines are nearly all of another format) and once when it sees
+        again (no window of it is blind)."""
+        recognitions = counters.recognitions
+        recognition = recognitions.get(parser)
+        if recognition is None:
+            recognition = recognitions[parser] = Recognition(parser)
+        if not recognition.add(lines, unrecognised):
             return
-        if recognition is None or recognition.parser != parser.name:
-            recognition = counters.recognition = Recognition(parser.name)
-        if not recognition.add(len(lines), min(len(lines), max(0, unrecognised))):
-            return
+        if len(recognitions) > 1 and any(
+            r.blind for r in recognitions.values() if r is not recognition
+        ):
+            return  # blind already, and still
         fields = {
             "source": source,
-            "parser": parser.name,
+            "parser": parser,
             "unrecognised_share": round(recognition.share() or 0.0, 3),
             "lines": recognition.lines,
         }
@@ -788,6 +833,13 @@ class Pipeline:
             self.parsers_config = parsers_config
             self._parsers.clear()
         self._dispatch.clear()
+
+    def judge_afresh(self, source: str) -> None:
+        """Forget how much of ``source``'s recent lines were recognised (a reload changed
+        the source: its parser or files): it is judged again from its next lines."""
+        counters = self.sources.get(source)
+        if counters is not None:
+            counters.recognitions.clear()
 
     def collect(self) -> Iterator[Metric]:
         """The pipeline's metric families (per source, detector and stage), at scrape time."""

@@ -1024,3 +1024,81 @@ def test_a_ledger_locked_at_start_is_waited_for_then_stood_in_for_and_adopted(
     again = Ledger(path, FakeClock())
     assert [d.target.text for d in again.open_bans() if d.target] == ["198.51.100.9"]
     again.close()
+
+
+def _nft_reconciles(daemon: Daemon) -> float:
+    """aisentinel_responder_operations_total{responder="nftables",operation="reconcile",
+    result="ok"} as the exporter reads it (0 when absent)."""
+    return sum(
+        s.value
+        for family in daemon.runner.collect()
+        if family.name == "aisentinel_responder_operations"
+        for s in family.samples
+        if s.name.endswith("_total")
+        and s.labels == {"responder": "nftables", "operation": "reconcile", "result": "ok"}
+    )
+
+
+def test_a_responder_removed_and_added_again_by_reloads_goes_on_counting(
+    tmp_path: Path, logs: Path
+) -> None:
+    """aisentinel_responder_operations_total of nftables never goes back while the daemon
+    runs: the reloads that remove it and add it again (each replacing the worker) keep
+    what it had counted, and its new reconcile adds to it."""
+    fake = FakeRunner({NFT: FakeRunner.ok(NFT)})
+    daemon, thread = _run_daemon(_nft_config(tmp_path, logs, nftables=True), fake)
+    try:
+        assert wait_for(lambda: _nft_reconciles(daemon) == 1)  # the start's reconcile
+        for reload, nftables in ((1, False), (2, True)):
+            _nft_config(tmp_path, logs, nftables=nftables)
+            daemon.request_reload()
+            assert wait_for(lambda n=reload: daemon.reloads["ok"] == n)  # type: ignore[misc]
+        assert wait_for(lambda: _nft_reconciles(daemon) == 2)  # 1 carried, 1 after re-adding
+    finally:
+        _stop(daemon, thread)
+
+
+WEB_SOURCE = """
+[[sources]]
+name = "web"
+type = "file"
+parser = "nginx"
+start_at = "beginning"
+paths = [{paths}]
+"""
+
+
+def _web_config(tmp_path: Path, logs: Path, paths: list[str] | None) -> Path:
+    """The nftables-less config, with a "web" source on ``paths`` (None: without it)."""
+    path = _nft_config(tmp_path, logs, nftables=False)
+    if paths is not None:
+        listed = ", ".join(f'"{logs / p}"' for p in paths)
+        path.write_text(path.read_text() + WEB_SOURCE.format(paths=listed))
+    return path
+
+
+def test_reloads_judge_a_changed_source_afresh_and_a_re_added_one_counts_on(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A blind source whose table a reload changes is judged afresh (no longer blind until
+    it has read enough again); one removed by a reload and added again by the next goes
+    on counting its lines from where they were."""
+    vhost = "ai.example.com:443 " + nginx_line(1_764_000_000.0, "203.0.113.7", "/.env")
+    (logs / "access.log").write_text(f"{vhost}\n" * 300)
+    daemon, thread = _run_daemon(_web_config(tmp_path, logs, ["access.log"]), FakeRunner({}))
+    try:
+        assert wait_for(lambda: daemon.pipeline.sources["web"].lines == 300)
+        recognition = daemon.pipeline.sources["web"].recognition
+        assert recognition is not None
+        assert recognition.blind
+        _web_config(tmp_path, logs, ["access.log", "other.log"])
+        daemon.request_reload()
+        assert wait_for(lambda: daemon.reloads["ok"] == 1)
+        assert daemon.pipeline.sources["web"].recognition is None
+        for reload, paths in ((2, None), (3, ["access.log"])):
+            _web_config(tmp_path, logs, paths)
+            daemon.request_reload()
+            assert wait_for(lambda n=reload: daemon.reloads["ok"] == n)  # type: ignore[misc]
+        assert daemon.pipeline.sources["web"].lines == 300
+    finally:
+        _stop(daemon, thread)

@@ -460,3 +460,26 @@ def test_hostile_addresses_never_reach_a_command(text: str, tmp_path: Any) -> No
     assert not any(text in " ".join(call) for call in runner.calls)
     assert not any('"element"' in (stdin or "") for stdin in runner.inputs)
     assert not any("banip" in call or "prepend" in call for call in runner.calls)
+
+
+def test_nft_failing_to_list_the_table_is_no_damage_and_no_repair() -> None:
+    """A `list table` that nft refuses for another reason than a missing table (no
+    permission, a busy netlink) is an nft failure: health is not ok with nft's words, a
+    reconcile fails (the worker retries it), and nothing is re-created or counted."""
+    runner = ScriptedRunner()
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft"), clock=FakeClock(NOW), commands=runner
+    )
+    refused = FakeRunner.ok(NFT, stderr="Error: Operation not permitted", returncode=1)
+    with capture_logs() as logs:
+        responder.reconcile([ban("203.0.113.7")])
+        runner.script = [refused]
+        health = responder.health()
+        assert not health.ok
+        assert "Operation not permitted" in health.detail
+        runner.script = [refused]
+        with pytest.raises(ResponderError, match="Operation not permitted"):
+            responder.reconcile([ban("203.0.113.7")])
+    assert len(runner.calls) == 3  # the first reconcile, then the two listings only
+    assert responder.repairs == 0
+    assert not [e for e in logs if e["log_level"] == "warning"]

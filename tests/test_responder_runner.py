@@ -471,3 +471,36 @@ def test_duplicate_responder_names_are_refused(clock: FakeClock) -> None:
     """Two responders with one name would share counters and queue keys: refused."""
     with pytest.raises(ValueError, match="repeated: x"):
         ResponderRunner([Flaky(clock, name="x"), Flaky(clock, name="x")], clock)
+
+
+def _counted(runner: ResponderRunner) -> dict[str, tuple[int, int, int, int]]:
+    """Per responder: failed and given-up adds, failed batches, repairs (as exported)."""
+    return {
+        s.name: (s.failed[Operation.ADD], s.given_up[Operation.ADD], s.batches["failed"], s.repairs)
+        for s in runner.stats()
+    }
+
+
+def test_counters_go_on_across_replaced_runners_for_kept_and_re_added_responders(
+    clock: FakeClock,
+) -> None:
+    """A runner replacing another at a reload (carry_over) goes on counting each
+    responder's operations and repairs from where it was, also for one removed at a
+    reload and added again at a later one: the counters never go back."""
+    a, b = Flaky(clock, failures=100, name="a"), Flaky(clock, failures=100, name="b")
+    first = ResponderRunner([a, b], clock, max_attempts=1)
+    first.submit(ban())
+    first.tick()
+    a.repairs, b.repairs = 2, 3
+    assert _counted(first) == {"a": (1, 1, 1, 2), "b": (1, 1, 1, 3)}
+    first.close()
+    second = ResponderRunner([Flaky(clock, failures=100, name="a")], clock, max_attempts=1)
+    second.carry_over(first)  # b removed
+    assert _counted(second) == {"a": (1, 1, 1, 2)}
+    second.submit(ban("198.51.100.1"))
+    second.tick()
+    assert _counted(second) == {"a": (2, 2, 2, 2)}
+    second.close()
+    third = ResponderRunner([Flaky(clock, name="a"), Flaky(clock, name="b")], clock)
+    third.carry_over(second)  # b added again
+    assert _counted(third) == {"a": (2, 2, 2, 2), "b": (1, 1, 1, 3)}

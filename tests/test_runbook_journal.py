@@ -255,13 +255,13 @@ FINDS: dict[str, list[Logged]] = {
     "ssh_bruteforce|http_auth|credential_stuffing": [
         _decision("ssh_bruteforce", "6 failed logins for root"),
         _decision("http_auth", "6 failed basic-auth logins"),
-        _decision("credential_stuffing", "8 usernames tried from one address"),
+        _decision("credential_stuffing", "6 usernames tried"),
     ],
     "source is blind": [
         _line(
             "warning",
             "source is blind: its lines are not of its format",
-            source="nginx",
+            source="web",
             parser="nginx",
             unrecognised_share=1.0,
             lines=200,

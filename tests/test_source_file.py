@@ -32,12 +32,14 @@ class Collector:
         self._lock = threading.Lock()
         self._batches: list[LineBatch] = []
         self.unparsed = 0
+        self.unrecognised = 0
 
     def __call__(self, batch: Batch) -> None:
         with self._lock:
             if isinstance(batch, EventBatch):  # lines of no format known (parser = "auto")
                 assert batch.events == []
                 self.unparsed += batch.unparsed
+                self.unrecognised += batch.unrecognised
             else:
                 self._batches.append(batch)
 
@@ -734,12 +736,15 @@ def test_auto_held_lines_survive_a_restart(harness: Harness, tmp_path: Path) -> 
 def test_auto_counts_a_window_of_unknown_lines_as_unparsed(
     harness: Harness, tmp_path: Path
 ) -> None:
-    """A full sniff window with no recognisable line is counted unparsed; sniffing goes on."""
+    """A full sniff window with no recognisable line is counted unparsed, and as lines of
+    no format the source can tell (they count against it: a blind source); sniffing goes
+    on."""
     log = tmp_path / "access.log"
     log.write_text("".join(f"junk {i}\n" for i in range(5)) + f"{NGINX}\n")
     source, out = harness.start([log], start_at="beginning", parser="auto", batch_lines=4)
     expect(out, ["junk 4", NGINX])
     assert out.unparsed == 4
+    assert out.unrecognised == 4
     assert source.stats.lines_read == 6
 
 

@@ -13,7 +13,9 @@ from aisentinel.clock import FakeClock
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
-from aisentinel.events import LineBatch
+from aisentinel.events import Event, EventBatch, LineBatch
+from aisentinel.parsers import ParserContext, build_parser
+from aisentinel.parsers.base import Parser
 from aisentinel.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
@@ -139,11 +141,131 @@ def test_an_error_log_of_irrelevant_lines_is_not_blind_but_another_format_is(
 
 
 def test_another_parser_after_a_reload_starts_the_window_again(tmp_path: Path) -> None:
-    """A source blind under one parser is judged afresh under the parser a reload names."""
+    """A source blind under one parser is judged afresh under the parser a reload names
+    (the daemon's reload calls judge_afresh for a source it changed)."""
     pipeline = _pipeline(tmp_path)
     _feed(pipeline, "web", "nginx", [_vhost(i) for i in range(300)])
     assert _gauges(pipeline)["aisentinel_source_blind"] == {"web": 1.0}
+    pipeline.judge_afresh("web")
     _feed(pipeline, "web", "nginx-json", ['{"time": 1, "remote_addr": "192.0.2.1"}'] * 10)
     gauges = _gauges(pipeline)
     assert gauges["aisentinel_source_blind"] == {"web": 0.0}
     assert gauges["aisentinel_source_unrecognised_ratio"] == {}
+
+
+def test_an_auto_source_whose_lines_no_format_is_told_for_is_blind_until_they_are(
+    tmp_path: Path,
+) -> None:
+    """parser = "auto": windows of lines whose format could not be sniffed (handed on as
+    unrecognised) make the source blind; once its files are sniffed and read, it sees."""
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        for _ in range(4):
+            pipeline.process(EventBatch("web", [], 0.0, 50, 0, 50))
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"web": 1.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {"web": 1.0}
+    [warning] = _warnings(logs)
+    assert (warning["event"], warning["parser"]) == (
+        "source is blind: its lines are not of its format",
+        "auto",
+    )
+    with capture_logs() as logs:
+        _feed(pipeline, "web", "nginx", [_good(i) for i in range(300)])
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source sees again: its lines are of its format"
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"web": 0.0}
+
+
+def test_an_event_source_with_unparsed_records_is_not_judged(tmp_path: Path) -> None:
+    """Records an event source reads and makes no event of (journald entries not about
+    logins) are not lines of another format: the source is never blind."""
+    pipeline = _pipeline(tmp_path)
+    for _ in range(10):
+        pipeline.process(EventBatch("journal", [], 0.0, 50, 0))
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"journal": 0.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {}
+
+
+def test_one_parser_of_a_source_blind_makes_it_blind_whatever_the_others_read(
+    tmp_path: Path,
+) -> None:
+    """A source reading files of two formats (parser = "auto" on a glob) keeps a window per
+    parser: batches of an error log between those of a blind access log neither restart
+    nor hide its window; the source sees again only once no window of it is blind."""
+    pipeline = _pipeline(tmp_path)
+    error = (
+        "2026/11/25 23:14:30 [error] 1234#1234: *5 connect() failed (111: Connection "
+        'refused) while connecting to upstream, client: 192.0.2.1, server: _, request: "GET / '
+        'HTTP/1.1"'
+    )
+    with capture_logs() as logs:
+        for at in range(0, 300, 20):
+            pipeline.process(
+                LineBatch("glob", "nginx", [_vhost(i) for i in range(at, at + 20)], 0.0)
+            )
+            pipeline.process(LineBatch("glob", "nginx-error", [error] * 5, 0.0))
+    [warning] = _warnings(logs)
+    assert (warning["event"], warning["parser"]) == (
+        "source is blind: its lines are not of its format",
+        "nginx",
+    )
+    gauges = _gauges(pipeline)
+    assert gauges["aisentinel_source_blind"] == {"glob": 1.0}
+    assert gauges["aisentinel_source_unrecognised_ratio"] == {"glob": 1.0}
+    with capture_logs() as logs:
+        _feed(pipeline, "glob", "nginx-error", ["not an error log line"] * 300)
+        _feed(pipeline, "glob", "nginx", [_good(i) for i in range(300)])
+    assert _warnings(logs) == []  # the error log's window went blind while nginx's was
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"glob": 1.0}
+    with capture_logs() as logs:
+        _feed(pipeline, "glob", "nginx-error", [error] * 300)
+    [warning] = _warnings(logs)
+    assert (warning["event"], warning["parser"]) == (
+        "source sees again: its lines are of its format",
+        "nginx-error",
+    )
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"glob": 0.0}
+
+
+class _Asked(Parser):
+    """Parses lines starting with "ok"; its looks_like says no to every line and counts
+    the lines it was asked about."""
+
+    name = "asked"
+
+    def __init__(self) -> None:
+        super().__init__(ParserContext(source="t"))
+        self.asked = 0
+
+    def parse(self, line: str) -> Event | None:
+        return Event(T0, "t") if line.startswith("ok") else None
+
+    def looks_like(self, line: str) -> bool:
+        self.asked += 1
+        return False
+
+
+def test_lines_that_gave_an_event_are_never_asked_or_counted_unrecognised() -> None:
+    """unrecognised(): a batch whose every line gave an event asks no line again (0); one
+    with misses asks a sample, and never counts more lines than gave no event."""
+    parser = _Asked()
+    assert parser.unrecognised(["ok 1"], 1) == 0
+    assert parser.unrecognised(["ok"] * 100, 100) == 0
+    assert parser.asked == 0
+    assert parser.unrecognised(["ok", "ok", "ok", "junk"], 3) == 1
+    assert parser.asked == 4
+
+
+def test_nginx_error_recognises_a_line_by_its_head_without_parsing_it() -> None:
+    """nginx-error's recognises(): an error-log line giving no event is of the format, an
+    access-log line is not."""
+    parser = build_parser("nginx-error", ParserContext(source="e"))
+    upstream = (
+        "2026/11/25 23:14:30 [error] 1234#1234: *5 connect() failed (111: Connection refused)"
+    )
+    assert parser.parse(upstream) is None
+    assert parser.recognises(upstream)
+    assert not parser.recognises(_good(1))
+    assert parser.unrecognised([upstream, _good(1), _good(2), upstream], 0) == 2

@@ -150,24 +150,31 @@ class Parser(ABC):
         """
         return self.parse(line) is not None
 
+    def recognises(self, line: str) -> bool:
+        """Whether ``line``, which gave no event, is of this format all the same, for
+        :meth:`unrecognised`. By default :meth:`looks_like`; a parser with a cheaper
+        check of a line's shape overrides it (it is asked on every batch)."""
+        return self.looks_like(line)
+
     def unrecognised(self, lines: Sequence[str], parsed: int) -> int | None:
         """How many of ``lines`` (of which ``parsed`` gave an event) are not of this format
         at all; ``None`` when that says nothing about the format (see :mod:`.sshd`).
 
-        A format that keeps the default :meth:`looks_like` gives an event for every line
-        of it, so each line that gave none is not of it. Otherwise each line of a sample of
-        at most :data:`RECOGNITION_SAMPLE` lines of the batch is asked, and the misses are
-        scaled to the batch (the pipeline uses the share to tell a source that reads a log
-        of another format: :class:`aisentinel.pipeline.Recognition`).
+        A line that gave an event is of the format. A format that keeps the default
+        :meth:`looks_like` gives an event for every line of it, so each line that gave
+        none is not of it. Otherwise, when some line gave none, each line of a sample of at
+        most :data:`RECOGNITION_SAMPLE` lines of the batch is asked (:meth:`recognises`),
+        and the misses are scaled to the batch, at most the lines that gave no event (the
+        pipeline uses the share to tell a source that reads a log of another format:
+        :class:`aisentinel.pipeline.Recognition`).
         """
-        if type(self).looks_like is Parser.looks_like:
-            return len(lines) - parsed
+        missed = len(lines) - parsed
+        if missed <= 0 or type(self).looks_like is Parser.looks_like:
+            return max(0, missed)
         count = len(lines)
-        if not count:
-            return 0
         sample = lines[:: -(-count // RECOGNITION_SAMPLE)]
-        misses = sum(1 for line in sample if not self.looks_like(line))
-        return round(misses * count / len(sample))
+        misses = sum(1 for line in sample if not self.recognises(line))
+        return min(missed, round(misses * count / len(sample)))
 
 
 RECOGNITION_SAMPLE = 32

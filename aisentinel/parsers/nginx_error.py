@@ -194,6 +194,10 @@ class NginxErrorParser(Parser):
         """Any nginx error-log line counts for sniffing, not only auth failures."""
         return self.parse(line) is not None or self.is_error_line(line)
 
+    def recognises(self, line: str) -> bool:
+        """An nginx error-log line at all (its head), without parsing it again."""
+        return _head(line) is not None
+
     @staticmethod
     def is_error_line(line: str) -> bool:
         """Whether ``line`` is an nginx error-log line at all (used to sniff formats)."""

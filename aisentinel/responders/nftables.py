@@ -267,7 +267,10 @@ class NftablesResponder(BufferedResponder):
     def health(self) -> ResponderHealth:
         if self.backend is None:
             return ResponderHealth(ok=False, detail=self._backend_error)
-        damage = self._damage()
+        try:
+            damage = self._damage()
+        except ResponderError as exc:
+            return ResponderHealth(ok=False, detail=str(exc))
         if damage is not None and not self.made:
             # Nothing was made yet (the first reconcile is queued or failing): no damage.
             return ResponderHealth(
@@ -282,14 +285,17 @@ class NftablesResponder(BufferedResponder):
     def _damage(self) -> str | None:
         """How the table differs from what this responder made (``None``: it does not):
         missing, a chain changed (:meth:`_damaged_chain`) or bans held missing from the
-        sets. Raises :class:`ResponderError` when the table cannot be listed at all."""
+        sets. Raises :class:`ResponderError` when the table cannot be listed for another
+        reason than its absence (nft failing is no damage: nothing is repaired or counted)."""
         if self.backend is None:
             raise ResponderError(self._backend_error)
         table = {"family": FAMILY, "name": self.cfg.table}
         try:
             listed = self.backend.run({"nftables": [{"list": {"table": table}}]})
         except NftError as exc:
-            return f"table missing ({exc})"
+            if MISSING in str(exc):
+                return f"table missing ({exc})"
+            raise ResponderError(f"nftables: cannot list {self._where()}: {exc}") from None
         items = [item for item in listed.get("nftables", []) if isinstance(item, dict)]
         damage = self._damaged_chain(items)
         if damage is not None:

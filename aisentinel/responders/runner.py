@@ -99,6 +99,21 @@ class _Counts:
     batches: dict[str, int] = field(default_factory=lambda: {"ok": 0, "failed": 0})
     health: ResponderHealth | None = None
     health_checked_at: float | None = None
+    repairs: int = 0
+    """Repairs of the responder objects of this name that came before the current one
+    (its own are :attr:`Responder.repairs`)."""
+
+    def counters(self, repairs: int) -> _Counts:
+        """A copy of the counters (no health: that is the responder object's), with
+        ``repairs`` more repairs."""
+        return _Counts(
+            ok=dict(self.ok),
+            failed=dict(self.failed),
+            retried=dict(self.retried),
+            given_up=dict(self.given_up),
+            batches=dict(self.batches),
+            repairs=self.repairs + repairs,
+        )
 
 
 @dataclass(slots=True)
@@ -209,6 +224,9 @@ class ResponderRunner:
         withdrawal lifted)."""
         self._withdrawals: dict[tuple[str, str], int] = {}
         """(responder, result) -> withdrawals tried."""
+        self._dormant: dict[str, _Counts] = {}
+        """The counters of responders an earlier runner had and this one has not (removed
+        at a reload), by name: one added again at a later reload goes on counting."""
         self._streak = 0
         """Operations dropped since the queue was last found with room (0: no streak)."""
         self.keep_held = False
@@ -217,13 +235,30 @@ class ResponderRunner:
         (unreadable at start, or in memory); lifts of ended enforcements still run."""
 
     def carry_over(self, previous: ResponderRunner) -> None:
-        """Go on counting from ``previous`` (the worker this one replaces at a reload):
-        its withdrawals, most of which a reload makes just before it is replaced."""
+        """Go on counting from ``previous`` (the worker this one replaces at a reload,
+        stopped): counters never go back while the process runs. Its withdrawals (most of
+        which a reload makes just before it is replaced), dropped and skipped operations,
+        and each responder's operations,
+        batches and repairs, under the responder's name: those of a responder this runner
+        has too go on in it, the others are kept for a later reload that adds it again."""
         with previous._lock:
             carried = dict(previous._withdrawals)
+            dropped, skipped = previous._dropped, previous._skipped_simulated
+            counts = {name: c.counters(0) for name, c in previous._dormant.items()}
+            for responder in previous.responders:
+                counts[responder.name] = previous._counts[responder.name].counters(
+                    responder.repairs
+                )
         with self._lock:
+            self._dropped += dropped
+            self._skipped_simulated += skipped
             for key, n in carried.items():
                 self._withdrawals[key] = self._withdrawals.get(key, 0) + n
+            for name, c in counts.items():
+                if name in self._counts:
+                    self._counts[name] = c
+                else:
+                    self._dormant[name] = c
 
     # ------------------------------------------------------------------ submitting
 
@@ -806,7 +841,7 @@ class ResponderRunner:
                     health=c.health,
                     health_checked_at=c.health_checked_at,
                     batches=MappingProxyType(dict(c.batches)),
-                    repairs=r.repairs,
+                    repairs=r.repairs + c.repairs,
                 )
                 for r in self.responders
                 for c in (self._counts[r.name],)

@@ -928,10 +928,11 @@ class FileSource(Source):
             return pending[start:]
 
     def _unparsed(self, lines: list[str], read_at: float) -> None:
-        """Hand on lines of no recognisable format: counted as read and unparsed."""
+        """Hand on lines of no recognisable format: counted as read, unparsed and not
+        recognised (a source whose lines are nearly all so is blind)."""
         emit = self._emit
         assert emit is not None  # noqa: S101 - set by start() before the thread runs
-        emit(EventBatch(self.name, [], read_at, len(lines), self._number()))
+        emit(EventBatch(self.name, [], read_at, len(lines), self._number(), len(lines)))
         self.stats.lines_read += len(lines)
 
     def _split(self, state: _Lines, chunk: bytes) -> list[str]:
