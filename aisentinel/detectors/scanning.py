@@ -10,12 +10,18 @@
   ``own_resource_clients`` distinct clients (default 3) is the application's own
   resource (an app serving its ``.sql`` migrations to every user), learned per
   normalised path (at most ``own_resource_paths``, oldest forgotten first): a
-  success there no longer counts. Hits that were all successes on paths not (yet)
-  learned give a MEDIUM finding (an alert: it may be the first user of the app's
-  resource), and none when one of their paths has been learned since. A success on a
-  status page monitors scrape (:data:`STATUS_PAGES`) is not counted. A secret or
+  success there no longer counts, nor a miss (an expired session's 403, a 503 while
+  the app starts: its users', not a probe). The first segment of such a path
+  (``/jenkins/`` for ``/jenkins/ajaxBuildQueue``) is learned the same way: a prefix
+  served 2xx/304 to that many clients is the app's own, and no hit under it counts.
+  Hits that were all successes on paths not (yet) learned give a MEDIUM finding (an
+  alert: it may be the first user of the app's resource), and none when one of their
+  paths has been learned since. A success on a status page monitors scrape
+  (:data:`STATUS_PAGES`) is not counted. A secret or
   credential file (:data:`SECRET_PATH`: ``.env``, Git internals, cloud credentials,
-  config backups, Spring actuator dumps) is never learned as the app's own: on a
+  config backups, Spring actuator dumps, shell history, AI tooling tokens, at any
+  depth) is a sensitive hit whatever the status, even where the list has no entry
+  for it (``/.env.stage``, ``/app/.git/config``), and is never learned as the app's own: on a
   server that wrongly serves it, every client that downloads it is counted, however
   many did before (the ``secret-file-served`` rule also reports each one).
 * 404 bursts: ``not_found_threshold`` responses with a status in
