@@ -307,3 +307,20 @@ def test_threshold_one_rules_make_a_finding_on_their_test_line() -> None:
         finding = detector.observe(event)
         assert finding is not None, rule.id
         assert any(e.startswith("rule=") for e in finding.evidence)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"messages":[{"role":"user","content":"var f = function() { return 1; };"}]}',
+        '{"prompt":"fix this: $(document).ready(function() { init(); });"}',
+        '{"code":"setTimeout(function () { done(); }, 10)"}',
+    ],
+)
+def test_javascript_in_a_body_is_no_shellshock(body: str) -> None:
+    """A function literal inside a chat body (JavaScript, not an environment value that
+    starts with "() {") matches no shipped rule."""
+    event = PARSER.parse(_benign_line("POST /v1/chat/completions HTTP/1.1", 200, AGENT))
+    assert isinstance(event, HttpRequest)
+    rules, _ = MATCHER.match(event._replace(body=body))
+    assert [r.id for r in rules] == []
