@@ -324,3 +324,20 @@ def test_javascript_in_a_body_is_no_shellshock(body: str) -> None:
     assert isinstance(event, HttpRequest)
     rules, _ = MATCHER.match(event._replace(body=body))
     assert [r.id for r in rules] == []
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "masscan/1.3 (https://github.com/robertdavidgraham/masscan)",
+        "masscan/1.3",
+        "NetcraftSurveyAgent/1.0",
+        "Mozilla/5.0 (compatible; Odin; https://docs.getodin.com/)",
+    ],
+)
+def test_survey_scanners_are_survey_only(agent: str) -> None:
+    """masscan's, Netcraft's and Odin's real user agents are survey scanners (MEDIUM),
+    not attack tools (HIGH)."""
+    event = PARSER.parse(_benign_line("GET / HTTP/1.1", 200, agent))
+    assert isinstance(event, HttpRequest)
+    assert [r.id for r in MATCHER.match(event)[0]] == ["scanner-ua-survey"]
