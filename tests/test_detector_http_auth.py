@@ -210,6 +210,26 @@ def test_a_monitor_without_a_key_is_an_alert_not_a_ban() -> None:
     assert [f.severity for f in feed(flood)] == [Severity.HIGH]
 
 
+def test_fast_monitors_and_probes_are_alerts_but_a_jittery_script_is_not() -> None:
+    """The same GET without credentials every 10 s (kubelet), 15 s (blackbox_exporter)
+    or 20 s (Uptime Kuma) for an hour, answered 401, is one MEDIUM naming
+    monitoring_hosts; about every 6 s with 1.5 s of jitter, or a changing query, is HIGH."""
+
+    def probe(ts: float, path: str = "/v1/models") -> HttpRequest:
+        return HttpRequest(T0 + ts, "nginx", CLIENT, "GET", path, 401, 0, None, "Uptime-Kuma")
+
+    for every in (10.0, 15.0, 20.0):
+        events: list[Event] = [probe(i * every + (i % 2) * 0.3) for i in range(int(3600 / every))]
+        for found in _both(events):
+            assert [f.severity for f in found] == [Severity.MEDIUM], every
+            assert "monitoring_hosts" in found[0].message
+    # Intervals of 6.5 s and 5 s in turn: within 2 s, but not a scheduler's pace.
+    jittery: list[Event] = [probe(i * 5.75 + (i % 2) * 0.75) for i in range(40)]
+    assert Severity.HIGH in [f.severity for f in feed(jittery)]
+    guesses: list[Event] = [probe(i * 20.0, f"/v1/models?k={i}") for i in range(40)]
+    assert Severity.HIGH in [f.severity for f in feed(guesses)]
+
+
 OTHER = "198.51.100.10"
 
 

@@ -197,10 +197,86 @@ def test_path_served_to_many_clients_is_the_apps_own() -> None:
     served = [det.observe(req(float(k), p, 200, c)) for k, p in enumerate(paths) for c in clients]
     assert [f for f in served if f is not None] == []
     assert det.own_resources() == 3
-    # a miss is still a probe, whoever sends it
-    probes = ["/a.sql", "/b.sql", "/m/1.sql"]
+    # a miss elsewhere is still a probe, whoever sends it
+    probes = ["/a.sql", "/b.sql", "/c.sql"]
     got = [det.observe(req(10.0 + i, p, client="203.0.113.9")) for i, p in enumerate(probes)]
     assert [f.severity for f in got if f is not None] == [Severity.HIGH]
+
+
+def test_misses_on_the_apps_own_paths_and_prefixes_do_not_count() -> None:
+    """A 403/404/503 on a sensitive path, or under a first segment, that was served 2xx
+    to own_resource_clients clients (Jenkins' /jenkins/ajaxBuildQueue to the team) is the
+    app's users' (an expired session), not a probe; a secret file's miss still counts."""
+    det = ScanningDetector(ScanningConfig())
+    for c in ("198.51.100.60", "198.51.100.61", "198.51.100.62"):
+        assert det.observe(req(0.0, "/backup/report.sql", 200, c)) is None
+    user = "198.51.100.70"
+    misses = ["/backup/report.sql", "/backup/report.sql", "/backup/other.sql", "/backup/x.sql"]
+    got = [det.observe(req(10.0 + i, p, 403, user)) for i, p in enumerate(misses)]
+    assert [f for f in got if f is not None] == []
+    secrets = ["/backup/.env", "/backup/.git/config", "/backup/.aws/credentials"]
+    got = [det.observe(req(20.0 + i, p, 404, user)) for i, p in enumerate(secrets)]
+    assert [f.severity for f in got if f is not None] == [Severity.HIGH]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/.env.production.local",
+        "/.env.dev.local",
+        "/.env.stage",
+        "/.env.live",
+        "/.env.txt",
+        "/.env.1",
+        "/app/.git/config",
+        "/backend/.git/HEAD",
+        "/api/.git/config",
+        "/backend/.aws/credentials",
+        "/app/.aws/config",
+        "/home/ubuntu/.bash_history",
+        "/docker-compose.prod.yml",
+        "/phpinfo",
+        "/php-info.php",
+        "/.huggingface/token",
+        "/.cache/huggingface/token",
+        "/.ollama/id_ed25519",
+        "/.streamlit/secrets.toml",
+        "/litellm_config.yaml",
+        "/.kaggle/kaggle.json",
+    ],
+)
+def test_secret_file_probes_are_counted_whatever_the_status(path: str) -> None:
+    """Three misses on a secret or credential file (any .env variant, Git and AWS files
+    in a subfolder, shell history, AI tooling tokens) are a HIGH sensitive-path finding."""
+    found = feed([req(float(i), path) for i in range(3)])
+    assert [f.severity for f in found] == [Severity.HIGH]
+
+
+@pytest.mark.parametrize(
+    ("path", "hit"),
+    [
+        ("/actuator/health/readiness", False),
+        ("/actuator/health", False),
+        ("/actuator/info", False),
+        ("/actuator/prometheus", False),
+        ("/actuator/env", True),
+        ("/actuator/heapdump", True),
+        ("/actuator/gateway/routes", True),
+        ("/actuator/jolokia/read", True),
+        ("/actuator", True),
+        ("/zabbix/assets/img/browsers/edge.png", False),
+        ("/zabbix/jsrpc.php", False),
+        ("/zabbix/setup.php", True),
+        ("/jenkins/ajaxBuildQueue", False),
+        ("/jenkins/script", True),
+        ("/portainer/api/motd", False),
+        ("/portainer/api/users/admin/init", True),
+    ],
+)
+def test_actuator_and_admin_ui_entries_are_their_probe_paths(path: str, hit: bool) -> None:
+    """Actuator's health, info and metrics (kubelet, Prometheus) and an admin UI's assets
+    are not sensitive; their dump, setup and script endpoints are."""
+    assert PathSignatures(builtin_patterns()).match(path) is hit
 
 
 def test_successes_alone_from_one_client_are_medium() -> None:

@@ -307,3 +307,37 @@ def test_threshold_one_rules_make_a_finding_on_their_test_line() -> None:
         finding = detector.observe(event)
         assert finding is not None, rule.id
         assert any(e.startswith("rule=") for e in finding.evidence)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"messages":[{"role":"user","content":"var f = function() { return 1; };"}]}',
+        '{"prompt":"fix this: $(document).ready(function() { init(); });"}',
+        '{"code":"setTimeout(function () { done(); }, 10)"}',
+    ],
+)
+def test_javascript_in_a_body_is_no_shellshock(body: str) -> None:
+    """A function literal inside a chat body (JavaScript, not an environment value that
+    starts with "() {") matches no shipped rule."""
+    event = PARSER.parse(_benign_line("POST /v1/chat/completions HTTP/1.1", 200, AGENT))
+    assert isinstance(event, HttpRequest)
+    rules, _ = MATCHER.match(event._replace(body=body))
+    assert [r.id for r in rules] == []
+
+
+@pytest.mark.parametrize(
+    "agent",
+    [
+        "masscan/1.3 (https://github.com/robertdavidgraham/masscan)",
+        "masscan/1.3",
+        "NetcraftSurveyAgent/1.0",
+        "Mozilla/5.0 (compatible; Odin; https://docs.getodin.com/)",
+    ],
+)
+def test_survey_scanners_are_survey_only(agent: str) -> None:
+    """masscan's, Netcraft's and Odin's real user agents are survey scanners (MEDIUM),
+    not attack tools (HIGH)."""
+    event = PARSER.parse(_benign_line("GET / HTTP/1.1", 200, agent))
+    assert isinstance(event, HttpRequest)
+    assert [r.id for r in MATCHER.match(event)[0]] == ["scanner-ua-survey"]

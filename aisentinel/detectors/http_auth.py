@@ -47,8 +47,9 @@ one thing is judged apart (per client, :class:`_Streaks`):
   within :data:`REPORT_MEMORY` (a stale key in a cron job earns one ban, not an
   escalating series);
 * the same ``GET``/``HEAD`` without any credential, outside the login paths,
-  answered 401 at a fixed interval of at least :data:`MONITOR_MIN_INTERVAL` (an
-  uptime monitor): MEDIUM.
+  answered 401 at a fixed interval of at least :data:`MONITOR_MIN_INTERVAL` (5 s: an
+  uptime monitor, a kubelet or blackbox_exporter probe): MEDIUM, naming ``[decisions]
+  monitoring_hosts``.
 
 A MEDIUM of a repeat is told once in :data:`REPORT_MEMORY`. A user's rejections
 never make a repeat (the password, which a guess changes, is not in the log), nor
@@ -111,10 +112,13 @@ DEFAULT_AUTH_PATHS = (
 """Path prefixes of login endpoints (Open WebUI and common web applications)."""
 
 
-MONITOR_MIN_INTERVAL = 30.0
-"""The shortest interval at which one identical request without credentials, repeated,
-is taken for a monitor (Uptime Kuma's default is 60 s, UptimeRobot's 5 minutes): a flood
-of 401s comes far faster, and is counted as ever."""
+MONITOR_MIN_INTERVAL = 5.0
+"""The shortest interval at which one identical request without credentials, repeated
+strictly periodically, is taken for a monitor (kubelet probes every 10 s, blackbox_exporter
+every 15 s, Uptime Kuma down to 20 s, UptimeRobot 5 minutes): a flood of 401s comes far
+faster, and is counted as ever. What makes it no guess is that nothing changes (the same
+method and path with its query, no user, no key), not its pace; the pace only has to be a
+scheduler's (at most a fifth of the interval of jitter, see :func:`~.window._jitter`)."""
 REPORT_MEMORY = 86_400.0
 """How long a client's repeated rejection (a stale key, a monitor) is remembered as
 reported: the next crossing made of the same one is told at most once in this time."""
@@ -361,7 +365,8 @@ class HttpAuthDetector(Detector):
             every = format_duration(float(round(data[base + _STEP])))
             what = (
                 f"rejected http requests, the same {event.method} {event.path[:200]!r} without"
-                f" credentials every {every} (a monitor or health check, not a guess)"
+                f" credentials every {every} (a monitor or health check, not a guess;"
+                " list it in [decisions] monitoring_hosts)"
             )
         else:
             return plain

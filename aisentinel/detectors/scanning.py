@@ -10,12 +10,18 @@
   ``own_resource_clients`` distinct clients (default 3) is the application's own
   resource (an app serving its ``.sql`` migrations to every user), learned per
   normalised path (at most ``own_resource_paths``, oldest forgotten first): a
-  success there no longer counts. Hits that were all successes on paths not (yet)
-  learned give a MEDIUM finding (an alert: it may be the first user of the app's
-  resource), and none when one of their paths has been learned since. A success on a
-  status page monitors scrape (:data:`STATUS_PAGES`) is not counted. A secret or
+  success there no longer counts, nor a miss (an expired session's 403, a 503 while
+  the app starts: its users', not a probe). The first segment of such a path
+  (``/jenkins/`` for ``/jenkins/ajaxBuildQueue``) is learned the same way: a prefix
+  served 2xx/304 to that many clients is the app's own, and no hit under it counts.
+  Hits that were all successes on paths not (yet) learned give a MEDIUM finding (an
+  alert: it may be the first user of the app's resource), and none when one of their
+  paths has been learned since. A success on a status page monitors scrape
+  (:data:`STATUS_PAGES`) is not counted. A secret or
   credential file (:data:`SECRET_PATH`: ``.env``, Git internals, cloud credentials,
-  config backups, Spring actuator dumps) is never learned as the app's own: on a
+  config backups, Spring actuator dumps, shell history, AI tooling tokens, at any
+  depth) is a sensitive hit whatever the status, even where the list has no entry
+  for it (``/.env.stage``, ``/app/.git/config``), and is never learned as the app's own: on a
   server that wrongly serves it, every client that downloads it is counted, however
   many did before (the ``secret-file-served`` rule also reports each one).
 * 404 bursts: ``not_found_threshold`` responses with a status in
@@ -80,12 +86,18 @@ a success there is not counted (a monitor's polling, however often); a miss is."
 SECRET_PATH = re.compile(
     r"/\.env(?:\.[^/]*)?$"
     r"|/\.(?:git|svn|hg)/|/\.git-credentials$|/\.aws/(?:credentials|config)$"
+    r"|/\.(?:bash|zsh|mysql|psql|python)_history$"
     r"|\.php(?:\.(?:bak|old|orig|save|swp|swo)|~)$"
     r"|/actuator/(?:env|heapdump|threaddump|configprops|logfile|httptrace|trace)(?:/|$)"
+    r"|/\.?huggingface/token$|/\.ollama/id_ed25519$|/\.streamlit/secrets\.toml$"
+    r"|/litellm_config\.ya?ml$|/\.kaggle/kaggle\.json$"
 )
-"""Secret and credential files, on the normalised path: never an application's own
-resource however many clients are served them. The same patterns as the
-``secret-file-served`` rule (``rules/exposure.toml``)."""
+"""Secret and credential files, on the normalised path, at any depth (``/.env.stage``,
+``/app/.git/config``, ``/backend/.aws/credentials``, ``/home/ubuntu/.bash_history``, the
+Hugging Face, Ollama, Streamlit, LiteLLM and Kaggle secrets): a request for one is a
+sensitive hit whatever the status, and it is never an application's own resource however
+many clients are served them. The same patterns as the ``secret-file-served`` rule
+(``rules/exposure.toml``)."""
 
 DEFAULT_NOT_FOUND_IGNORE = (
     "/favicon.ico",
@@ -169,7 +181,8 @@ class ScanningDetector(BatchDetector):
         self._cfg = config
         signatures = load_signatures(config.extra_path_files, builtin=config.builtin_paths)
         ignore = PathSignatures(config.not_found_ignore)
-        self._match = signatures.match
+        match = signatures.match
+        self._match = lambda path: match(path) or _is_secret(path)
         self._is_ignored = VerdictCache(ignore.match)
         self._statuses = frozenset(config.not_found_statuses)
         self._sensitive = EventWindows(config.threshold, config.window, config.max_keys)
@@ -236,6 +249,8 @@ class ScanningDetector(BatchDetector):
                 SECRET_PATH.search(path) is None and self._serve(path, client)
             ):
                 return None  # a monitor's scrape, or the app's own resource
+        elif SECRET_PATH.search(path) is None and self._is_own(path):
+            return None  # the app's own path (or prefix): a miss there is its users'
         else:
             self._missed.add(client, event.ts)
         crossing = self._sensitive.hit(client, event.ts, path)
@@ -258,10 +273,27 @@ class ScanningDetector(BatchDetector):
         )
 
     def _is_own(self, path: str) -> bool:
+        """Whether ``path``, or the first segment it lies under, was learned as the app's
+        own (served 2xx/304 to ``own_resource_clients`` distinct clients)."""
+        need = self._cfg.own_resource_clients
         served = self._served.get(path)
-        return served is not None and len(served) >= self._cfg.own_resource_clients
+        if served is not None and len(served) >= need:
+            return True
+        segment = _segment(path)
+        if segment is None:
+            return False
+        served = self._served.get(segment)
+        return served is not None and len(served) >= need
 
     def _serve(self, path: str, client: str) -> bool:
+        """Record that ``path`` (and its first segment) was served to ``client``;
+        whether it is the app's own."""
+        segment = _segment(path)
+        if segment is not None:
+            self._learn(segment, client)
+        return self._learn(path, client)
+
+    def _learn(self, path: str, client: str) -> bool:
         """Record that ``path`` was served to ``client``; whether it is the app's own."""
         served_map = self._served
         served = served_map.get(path)
@@ -279,7 +311,11 @@ class ScanningDetector(BatchDetector):
     def own_resources(self) -> int:
         """Sensitive paths learned as the application's own resources."""
         need = self._cfg.own_resource_clients
-        return sum(1 for served in self._served.values() if len(served) >= need)
+        return sum(
+            1
+            for path, served in self._served.items()
+            if len(served) >= need and not path.endswith("/*")
+        )
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:
         client = event.client  # volume: per address
@@ -350,6 +386,18 @@ class ScanningDetector(BatchDetector):
 
 
 REGISTRY.register("scanning", ScanningConfig, ScanningDetector)
+
+
+def _is_secret(path: str) -> bool:
+    """Whether a raw request path names a secret file (:data:`SECRET_PATH`)."""
+    return SECRET_PATH.search(normalise_path(path)) is not None
+
+
+def _segment(path: str) -> str | None:
+    """``/jenkins/*`` for a normalised path under a first segment (``/jenkins/x``), the
+    key its prefix is learned under; ``None`` for a top-level one (``/.env``)."""
+    cut = path.find("/", 1)
+    return None if cut < 0 or cut + 1 == len(path) else path[: cut + 1] + "*"
 
 
 def _digest(path: str) -> str:

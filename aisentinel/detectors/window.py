@@ -1518,6 +1518,13 @@ _TOLD = 7  # when a repeat of it was last reported at MEDIUM (or withheld)
 _STREAK_QUEUED = 8
 
 
+def _jitter(step: float) -> float:
+    """How far an interval may stray from a streak's ``step`` and still be regular: 5%,
+    at least 2 s but never more than a fifth of ``step`` (1 s at 5 s: a scheduler's
+    jitter, not a script's pauses)."""
+    return max(min(2.0, 0.2 * step), 0.05 * step)
+
+
 class _Streaks(_SlotStore):
     """Per client: its latest run of identical access-log rejections (the same API key
     id, or the same request without credentials), whether they came at a fixed
@@ -1560,7 +1567,7 @@ class _Streaks(_SlotStore):
             step = ts - data[base + _LAST]
             if data[base + _STEP] < 0.0:
                 data[base + _STEP] = step
-            elif abs(step - data[base + _STEP]) > max(2.0, 0.05 * data[base + _STEP]):
+            elif abs(step - data[base + _STEP]) > _jitter(data[base + _STEP]):
                 data[base + _REGULAR] = 0.0
         data[base + _LAST] = ts
         return base
