@@ -203,19 +203,22 @@ def test_path_served_to_many_clients_is_the_apps_own() -> None:
     assert [f.severity for f in got if f is not None] == [Severity.HIGH]
 
 
-def test_misses_on_the_apps_own_paths_and_prefixes_do_not_count() -> None:
-    """A 403/404/503 on a sensitive path, or under a first segment, that was served 2xx
-    to own_resource_clients clients (Jenkins' /jenkins/ajaxBuildQueue to the team) is the
-    app's users' (an expired session), not a probe; a secret file's miss still counts."""
+def test_misses_on_the_apps_own_paths_do_not_count() -> None:
+    """A 403/404/503 on a sensitive path that was served 2xx to own_resource_clients
+    clients (Jenkins' /jenkins/ajaxBuildQueue to the team) is the app's users' (an
+    expired session), not a probe; other paths under it and secret files still count."""
     det = ScanningDetector(ScanningConfig())
     for c in ("198.51.100.60", "198.51.100.61", "198.51.100.62"):
         assert det.observe(req(0.0, "/backup/report.sql", 200, c)) is None
     user = "198.51.100.70"
-    misses = ["/backup/report.sql", "/backup/report.sql", "/backup/other.sql", "/backup/x.sql"]
-    got = [det.observe(req(10.0 + i, p, 403, user)) for i, p in enumerate(misses)]
+    got = [det.observe(req(10.0 + i, "/backup/report.sql", 403, user)) for i in range(4)]
     assert [f for f in got if f is not None] == []
+    prober = "198.51.100.71"
+    misses = ["/backup/other.sql", "/backup/x.sql", "/backup/y.sql"]
+    got = [det.observe(req(20.0 + i, p, 404, prober)) for i, p in enumerate(misses)]
+    assert [f.severity for f in got if f is not None] == [Severity.HIGH]
     secrets = ["/backup/.env", "/backup/.git/config", "/backup/.aws/credentials"]
-    got = [det.observe(req(20.0 + i, p, 404, user)) for i, p in enumerate(secrets)]
+    got = [det.observe(req(30.0 + i, p, 404, user)) for i, p in enumerate(secrets)]
     assert [f.severity for f in got if f is not None] == [Severity.HIGH]
 
 

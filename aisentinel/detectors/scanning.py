@@ -11,9 +11,8 @@
   resource (an app serving its ``.sql`` migrations to every user), learned per
   normalised path (at most ``own_resource_paths``, oldest forgotten first): a
   success there no longer counts, nor a miss (an expired session's 403, a 503 while
-  the app starts: its users', not a probe). The first segment of such a path
-  (``/jenkins/`` for ``/jenkins/ajaxBuildQueue``) is learned the same way: a prefix
-  served 2xx/304 to that many clients is the app's own, and no hit under it counts.
+  the app starts: its users', not a probe). Only the exact path is learned, never a
+  prefix: ``/api/`` served to every user would make every probe under it the app's.
   Hits that were all successes on paths not (yet) learned give a MEDIUM finding (an
   alert: it may be the first user of the app's resource), and none when one of their
   paths has been learned since. A success on a status page monitors scrape
@@ -250,7 +249,7 @@ class ScanningDetector(BatchDetector):
             ):
                 return None  # a monitor's scrape, or the app's own resource
         elif SECRET_PATH.search(path) is None and self._is_own(path):
-            return None  # the app's own path (or prefix): a miss there is its users'
+            return None  # the app's own path: a miss there is its users'
         else:
             self._missed.add(client, event.ts)
         crossing = self._sensitive.hit(client, event.ts, path)
@@ -273,27 +272,13 @@ class ScanningDetector(BatchDetector):
         )
 
     def _is_own(self, path: str) -> bool:
-        """Whether ``path``, or the first segment it lies under, was learned as the app's
-        own (served 2xx/304 to ``own_resource_clients`` distinct clients)."""
-        need = self._cfg.own_resource_clients
+        """Whether ``path`` was learned as the app's own (served 2xx/304 to
+        ``own_resource_clients`` distinct clients). Only the exact path: a first segment
+        (``/api/``) served to many clients would make every probe under it the app's."""
         served = self._served.get(path)
-        if served is not None and len(served) >= need:
-            return True
-        segment = _segment(path)
-        if segment is None:
-            return False
-        served = self._served.get(segment)
-        return served is not None and len(served) >= need
+        return served is not None and len(served) >= self._cfg.own_resource_clients
 
     def _serve(self, path: str, client: str) -> bool:
-        """Record that ``path`` (and its first segment) was served to ``client``;
-        whether it is the app's own."""
-        segment = _segment(path)
-        if segment is not None:
-            self._learn(segment, client)
-        return self._learn(path, client)
-
-    def _learn(self, path: str, client: str) -> bool:
         """Record that ``path`` was served to ``client``; whether it is the app's own."""
         served_map = self._served
         served = served_map.get(path)
@@ -311,11 +296,7 @@ class ScanningDetector(BatchDetector):
     def own_resources(self) -> int:
         """Sensitive paths learned as the application's own resources."""
         need = self._cfg.own_resource_clients
-        return sum(
-            1
-            for path, served in self._served.items()
-            if len(served) >= need and not path.endswith("/*")
-        )
+        return sum(1 for served in self._served.values() if len(served) >= need)
 
     def _not_found_hit(self, event: HttpRequest) -> Finding | None:
         client = event.client  # volume: per address
@@ -391,13 +372,6 @@ REGISTRY.register("scanning", ScanningConfig, ScanningDetector)
 def _is_secret(path: str) -> bool:
     """Whether a raw request path names a secret file (:data:`SECRET_PATH`)."""
     return SECRET_PATH.search(normalise_path(path)) is not None
-
-
-def _segment(path: str) -> str | None:
-    """``/jenkins/*`` for a normalised path under a first segment (``/jenkins/x``), the
-    key its prefix is learned under; ``None`` for a top-level one (``/.env``)."""
-    cut = path.find("/", 1)
-    return None if cut < 0 or cut + 1 == len(path) else path[: cut + 1] + "*"
 
 
 def _digest(path: str) -> str:
