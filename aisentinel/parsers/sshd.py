@@ -125,12 +125,21 @@ _CLOSED = _re(
 _DISCONNECTED = _re(
     r"Disconnected from (?:(?:invalid|authenticating) user (.*) )?{A}{PORT} \[preauth\]$"
 )
-_DISCONNECTING = _re(r"Disconnecting (?:invalid|authenticating) user (.*) {A} port (\d+): ")
+_DISCONNECTING = _re(r"Disconnecting (?:invalid|authenticating) user ([^:]*?) {A} port (\d+): ")
+"""sshd cuts a user name at ``:`` (``user:style``), so the first `` ADDR port N: `` after
+the name is the one sshd wrote; the reason after it is free text (``Change of username or
+service not allowed: (root,ssh-connection) -> (USER,SERVICE)`` repeats the client's
+next user and service, and a service name keeps its ``:``)."""
 _RECEIVED = _re(r"Received disconnect from {A}{PORT}:\s*\d+: ")
 _NO_IDENT = _re(r"Did not receive identification string from {A}{PORT}$")
 _BAD_PROTO = _re(
-    r"Bad (?:remote )?protocol version identification:? .* from {A}{PORT}(?: \[preauth\])?$"
+    r"Bad (?:protocol version identification .*|remote protocol version identification:? '.*')"
+    r" from {A}{PORT}(?: \[preauth\])?$"
 )
+"""The version text is the client's. OpenSSH up to 7.9 writes ``Bad protocol version
+identification 'TEXT' from ADDR port N``: the address is the last one, anchored at the end.
+8.0-8.4 write ``Bad remote protocol version identification: 'TEXT'`` with no address, so
+that form needs one after the closing quote, which a `` from ADDR`` inside TEXT is not."""
 _MAJOR = _re(r"Protocol major versions differ for {A}{PORT}: ")
 _NEGOTIATE = _re(r"Unable to negotiate with {A} port (\d+): ")
 _NOT_ALLOWED = _re(r"User (.*) from {A} not allowed because [^:]*$")
@@ -145,14 +154,18 @@ _PAM_SSHD = _re(
     r"authentication module|unknown user) for (?:illegal user )?(.*) from {A}(?: via \S+)?\s*$"
 )
 _PAM_MODULE = _re(
-    r"pam_\w+\(sshd:auth\): authentication failure;.*? rhost={A}(?=\s|$)(?:\s+user=(\S*))?"
+    r"pam_\w+\(sshd:auth\): authentication failure;(?:\s+(?:logname|e?uid|tty|ruser)=\S*)*"
+    r"\s+rhost={A}(?=\s|$)(?:\s+user=(\S*))?"
 )
+"""PAM's own fields up to ``rhost=``, as pam_unix writes them: ``user=`` (the client's
+text) comes after, so a name holding `` rhost=ADDR`` cannot stand in for an ``rhost`` that
+is a host name (UseDNS) or empty."""
 _CONNECTION_FROM = _re(
     r"(?:banner exchange|ssh_dispatch_run_fatal): Connection from "
-    r"(?:(?:invalid|authenticating) user (.*) )?{A} port (\d+): "
+    r"(?:(?:invalid|authenticating) user ([^:]*?) )?{A} port (\d+): "
 )
-"""Greedy over the user name (the client's text): the address is the last one followed
-by `` port N: ``, as sshd writes it after the name."""
+"""The first `` ADDR port N: `` after the user name, which cannot hold a ``:`` (as for
+``_DISCONNECTING``): the reason after it is not the user's to place an address before."""
 _TIMEOUT = _re(r"Timeout before authentication for (?:connection from )?{A}(?:$| |,)")
 _DROP = _re(r"drop connection #\d+ from \[{A}\]:(\d+) on ")
 _KERNEL = re.compile(r"kernel:\s*\[\s*[\d.]+\]:?\s*")
