@@ -252,3 +252,9 @@ def test_unquiet_keeps_the_eviction_counter() -> None:
     det.unquiet()
     assert det.evictions() == before
     assert feed(det, [ssh(700.0 + k, client="192.0.2.1") for k in range(5)]) != []
+
+
+def test_a_repeated_line_counts_as_often_as_it_says() -> None:
+    """One Failed password and rsyslog's "repeated 4 times" of it are five attempts."""
+    events = [ssh(0, pid=9500), ssh(8, pid=9500)._replace(repeat=4)]
+    assert [f.count for f in feed(make(), events)] == [5]

@@ -425,3 +425,24 @@ def test_message_event_matches_the_line_parser() -> None:
     assert alone is not None
     assert alone.client == "1.2.3.4"
     assert message_event("Server listening on :: port 22.", 1.0, "s", 9) is None
+
+
+def test_rsyslog_repeated_message_carries_its_count() -> None:
+    """rsyslog's "message repeated N times: [ MSG]" is MSG's event with repeat N."""
+    event = _msg(
+        "message repeated 5 times: [ Failed password for root from 203.0.113.150 port 49000 ssh2]"
+    )
+    assert event is not None
+    assert (event.kind, event.client, event.user, event.repeat) == (
+        K.FAILED_PASSWORD,
+        "203.0.113.150",
+        "root",
+        5,
+    )
+    plain = _msg("Failed password for root from 203.0.113.150 port 49000 ssh2")
+    assert plain is not None
+    assert plain.repeat == 1
+    assert _msg("message repeated 2 times: [ session opened for user root]") is None
+    huge = _msg("message repeated 999999 times: [ Invalid user a from 203.0.113.9 port 1]")
+    assert huge is not None
+    assert huge.repeat == 1000

@@ -163,7 +163,7 @@ class CredentialStuffingDetector(BatchDetector):
             user = user[:_MAX_USER]
         client = event.client
         ts = event.ts
-        if self._failed.seen(client, ts):
+        if self._failed.seen(client, ts) or (isinstance(event, SshEvent) and event.repeat > 1):
             self._repeated.add(client, ts)
         self._failed.add(client, ts)
         found = self._users.hit(client_key(client), user, ts)

@@ -225,9 +225,10 @@ class SshBruteforceDetector(Detector):
                     self._slow.forgive(client_key(event.client))
                 continue
             probe = event.kind is preauth and not event.user  # closed before naming one
-            found = self._probe(event) if probe else count(event)
-            if found is not None:
-                out.append((i, found))
+            for _ in range(event.repeat):  # rsyslog's "message repeated N times"
+                found = self._probe(event) if probe else count(event)
+                if found is not None:
+                    out.append((i, found))
         return out
 
     def expire(self, now: float) -> int:

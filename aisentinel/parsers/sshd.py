@@ -8,6 +8,9 @@ host sshd[123]: ``, as ``journalctl -o short-iso-precise`` writes) and RFC 5424
 runs the message matcher alone, for a source that has the message, time and pid as
 separate fields (the journald source): nothing is formatted into a line and re-read.
 
+rsyslog's ``message repeated N times: [ MESSAGE]`` is MESSAGE's event with ``repeat``
+N (detectors count it N times).
+
 Messages -> :class:`SshKind` (everything else, e.g. sessions opened, normal
 disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
 
@@ -168,6 +171,10 @@ _CONNECTION_FROM = _re(
 ``_DISCONNECTING``): the reason after it is not the user's to place an address before."""
 _TIMEOUT = _re(r"Timeout before authentication for (?:connection from )?{A}(?:$| |,)")
 _DROP = _re(r"drop connection #\d+ from \[{A}\]:(\d+) on ")
+_REPEATED = _re(r"message repeated (\d{1,9}) times?: \[ ?(.*)\]$")
+"""rsyslog's RepeatedMsgReduction (Ubuntu's default): N more of the message in brackets."""
+_MAX_REPEAT = 1000
+"""The most times one line counts (what a detector needs is far less)."""
 _KERNEL = re.compile(r"kernel:\s*\[\s*[\d.]+\]:?\s*")
 _RFC5424 = re.compile(
     r"<\d{1,3}>1 (\S+) \S+ (sshd\S*) (\S+) \S+ (?:-|(?:\[(?:[^\]\"\\]|\"(?:[^\"\\]|\\.)*\")*\])+) "
@@ -210,6 +217,13 @@ class SshdParser(Parser):
         if split is None:
             return None
         stamp, tag, msg = split
+        repeat = 1
+        if msg[:1] == "m" and msg.startswith("message repeated "):
+            m = _REPEATED(msg)
+            if m is None:
+                return None
+            repeat = min(int(m[1]), _MAX_REPEAT)
+            msg = m[2]
         found = self._message(msg)
         if found is None:
             return None
@@ -232,7 +246,8 @@ class SshdParser(Parser):
         except ValueError:  # "[sshd]", "-": no pid
             pid = None
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path).
-        return _new(SshEvent, (ts, self.source, addr, kind, user, int(port) if port else None, pid))
+        port_n = int(port) if port else None
+        return _new(SshEvent, (ts, self.source, addr, kind, user, port_n, pid, repeat))
 
     @staticmethod
     def is_sshd_line(line: str) -> bool:
@@ -392,7 +407,7 @@ def message_event(message: str, ts: float, source: str, pid: int | None = None) 
     kind, addr, user, port = found
     if addr[0] == ":":
         addr = normalize_addr(addr)
-    return _new(SshEvent, (ts, source, addr, kind, user, int(port) if port else None, pid))
+    return _new(SshEvent, (ts, source, addr, kind, user, int(port) if port else None, pid, 1))
 
 
 REGISTRY.register("sshd", SshdConfig, SshdParser)
