@@ -98,7 +98,9 @@ class SshKind(enum.StrEnum):
 
 class SshEvent(NamedTuple):
     """An sshd authentication event. ``client`` is a textual IPv4/IPv6 address;
-    ``pid`` is the sshd process that logged it, when the log says."""
+    ``pid`` is the sshd process that logged it, when the log says; ``repeat`` how many
+    times sshd logged it (rsyslog writes ``message repeated N times: [ MESSAGE]`` for
+    N more of the line before: one event with ``repeat`` N)."""
 
     ts: float
     source: str
@@ -107,6 +109,7 @@ class SshEvent(NamedTuple):
     user: str | None
     port: int | None
     pid: int | None = None
+    repeat: int = 1
 
 
 class HttpRequest(NamedTuple):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import PACKAGE_PATH
 
 from aisentinel.config import load_config
 from aisentinel.detectors import REGISTRY as DETECTORS
@@ -87,7 +88,9 @@ def load_case(path: Path) -> Case:
 
 def run_cli(case: Case) -> list[dict[str, Any]]:
     """The JSON records of ``aisentinel replay`` over the case, run in its folder."""
-    env = {**os.environ, "TZ": "UTC"}  # nginx-error and classic syslog times are local
+    # nginx-error and classic syslog times are local; the package under test, not one
+    # installed elsewhere (the subprocess runs in the case's folder)
+    env = {**os.environ, "TZ": "UTC", "PYTHONPATH": PACKAGE_PATH}
     result = subprocess.run(
         [
             sys.executable,

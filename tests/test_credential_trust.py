@@ -409,6 +409,7 @@ def test_credential_stuffing_bans_a_member_whose_login_was_unchecked() -> None:
         req(0, "/api/tags", client=OTHER),  # /api is open
         req(1, "/api/tags", client="192.0.2.1", user="root"),  # a "login" there
     ]
+    events.append(req(2, "/login", 401, client="192.0.2.1", user="guest"))  # members fail twice
     events += [req(2 + n, "/login", 401, client=f"192.0.2.{n}", user="root") for n in (1, 2, 3)]
     found = [f for _, f in det.observe_many(events)]
     assert "192.0.2.1" in [f.client for f in found if f.severity is Severity.HIGH]

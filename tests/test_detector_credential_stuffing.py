@@ -99,11 +99,11 @@ def test_both_crossings_on_one_event_lose_nothing() -> None:
 
 
 def test_expire_drops_idle_keys() -> None:
-    """Both tables expire idle keys."""
+    """Its tables (usernames, clients, latest failures) expire idle keys."""
     det = CredentialStuffingDetector(CredentialStuffingConfig())
     det.observe(ssh(0, "root"))
-    assert det.tracked_keys() == 2
-    assert det.expire(T0 + 601) == 2
+    assert det.tracked_keys() == 3
+    assert det.expire(T0 + 601) == 3
 
 
 def feed_all(events: list[Event], **kw: object) -> list[Finding]:
@@ -118,21 +118,24 @@ def test_distributed_attack_names_and_bans_members() -> None:
     good = "192.0.2.9"
     events: list[Event] = [ssh(0, "alice", good, SshKind.ACCEPTED)]
     members = [f"203.0.113.{i}" for i in range(9)] + [good]
+    events += [ssh(0.5, f"guest{i}", c) for i, c in enumerate(members)]  # a first failure
     events += [ssh(1.0 + i, "admin", c) for i, c in enumerate(members)]
     found = feed_all(events)
     assert found[0].client is None
     assert found[0].clients == tuple(members)
     assert [f.client for f in found[1:]] == members[:9]
     assert {f.severity for f in found[1:]} == {Severity.HIGH}
-    # a late member, within one window of the crossing, is a member too
-    late = feed_all([*events, ssh(30, "admin", "198.51.100.3")])
+    # a late member, within one window of the crossing, is a member too (at its second)
+    late = feed_all([*events, ssh(30, "admin", "198.51.100.3"), ssh(31, "admin", "198.51.100.3")])
     assert late[-1].client == "198.51.100.3"
+    assert late[-1].ts == T0 + 31
     assert feed_all(events, ban_members=False) == found[:1]
 
 
 def test_member_list_is_bounded() -> None:
     """At most max_members addresses are listed (and banned)."""
-    events: list[Event] = [ssh(i * 0.1, "admin", f"203.0.113.{i}") for i in range(20)]
+    events: list[Event] = [ssh(0, f"g{i}", f"203.0.113.{i}") for i in range(20)]
+    events += [ssh(i * 0.1, "admin", f"203.0.113.{i}") for i in range(20)]
     found = feed_all(events, clients_threshold=20, max_members=12)
     assert len(found[0].clients) == 12
     assert len(found) == 13  # the alert and the twelve listed members
@@ -146,18 +149,24 @@ def test_http_success_spares_a_member() -> None:
         HttpRequest(T0 + 1 + i, "nginx", c, "GET", "/", 401, 0, "admin", "ua")
         for i, c in enumerate([good, *(f"203.0.113.{i}" for i in range(9))])
     ]
+    firsts = [f._replace(ts=T0 + 0.5, user=f"guest{i}") for i, f in enumerate(fails)]
     det = CredentialStuffingDetector(CredentialStuffingConfig())
-    found = [f for _, f in det.observe_many([ok, *fails])]
+    found = [f for _, f in det.observe_many([ok, *firsts, *fails])]
     assert good in found[0].clients
     assert good not in [f.client for f in found[1:]]
     assert len(found) == 10
 
 
 def _storm_on_admin(spared: str, start: float) -> list[HttpRequest]:
-    """Ten clients (``spared`` first) failing as "admin": a distributed attack."""
+    """Ten clients (``spared`` first) failing as "admin" (each after a failure as another
+    name, so each has failed twice): a distributed attack."""
+    clients = [spared, *(f"203.0.113.{i}" for i in range(9))]
     return [
+        HttpRequest(T0 + start - 0.5, "nginx", c, "GET", "/", 401, 0, f"guest{i}", "ua")
+        for i, c in enumerate(clients)
+    ] + [
         HttpRequest(T0 + start + i, "nginx", c, "GET", "/", 401, 0, "admin", "ua")
-        for i, c in enumerate([spared, *(f"203.0.113.{i}" for i in range(9))])
+        for i, c in enumerate(clients)
     ]
 
 
@@ -204,3 +213,37 @@ def test_success_later_in_the_same_batch_spares_a_member() -> None:
     found = [f for _, f in det.observe_many(_storm_on_admin(late, 1))]
     det.observe_many([ok])
     assert late in [f.client for f in found[1:]]
+
+
+def test_one_failure_during_a_spray_bans_no_one() -> None:
+    """While "root" is under attack, one failure from a new address is no ban; a second is."""
+    bots = [ssh(0.5, f"g{i}", f"203.0.113.{i}") for i in range(10)]
+    bots += [ssh(1.0 + i, "root", f"203.0.113.{i}") for i in range(10)]
+    found = feed_all(bots)
+    assert len(found) == 11  # the alert and ten members
+    admin = "198.51.100.77"
+    assert feed_all([*bots, ssh(60, "root", admin)])[11:] == []
+    again = feed_all([*bots, ssh(60, "root", admin), ssh(70, "root", admin)])[11:]
+    assert [f.client for f in again] == [admin]
+
+
+def test_a_member_that_failed_once_is_not_banned_at_the_crossing() -> None:
+    """A client whose one failure makes the tenth is listed in the alert, not banned."""
+    found = feed_all([ssh(float(i), "root", f"203.0.113.{i}") for i in range(10)])
+    assert len(found) == 1
+    assert len(found[0].clients) == 10
+
+
+def test_no_credential_tried_is_no_failed_login() -> None:
+    """A connection closed before authentication, or a rejected key, is not a failed login."""
+    bots = [ssh(0.5, f"g{i}", f"203.0.113.{i}") for i in range(10)]
+    bots += [ssh(1.0 + i, "root", f"203.0.113.{i}") for i in range(10)]
+    admin = "198.51.100.77"
+    for kind in (SshKind.PREAUTH, SshKind.FAILED_PUBKEY, SshKind.NEGOTIATION):
+        tail = [ssh(60, "root", admin, kind), ssh(61, "root", admin, kind)]
+        assert feed_all([*bots, *tail])[11:] == [], kind
+    tail = [ssh(60, "root", admin, SshKind.FAILED_PUBKEY)] * 2
+    assert [f.client for f in feed_all([*bots, *tail], count_pubkey_failures=True)[11:]] == [admin]
+    # nor does it name usernames tried
+    closed = [ssh(float(i), f"user{i}", kind=SshKind.PREAUTH) for i in range(5)]
+    assert feed(closed) == []

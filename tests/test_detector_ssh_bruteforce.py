@@ -17,8 +17,9 @@ def ssh(
     kind: SshKind = SshKind.FAILED_PASSWORD,
     client: str = "203.0.113.7",
     user: str | None = "root",
+    pid: int | None = None,
 ) -> SshEvent:
-    return SshEvent(T0 + ts, "auth", client, kind, user, 22)
+    return SshEvent(T0 + ts, "auth", client, kind, user, 22, pid)
 
 
 def feed(det: SshBruteforceDetector, events: list[SshEvent]) -> list[Finding]:
@@ -57,8 +58,8 @@ def test_four_failures_or_slow_failures_do_not_fire() -> None:
     assert feed(make(), [ssh(i * 151.0) for i in range(5)]) == []
 
 
-def test_pam_and_failed_password_lines_both_count() -> None:
-    """Each line counts, as in fail2ban: PAM failure + Failed password is two."""
+def test_pam_line_does_not_count_beside_its_failed_password() -> None:
+    """PAM's failure line repeats its attempt's Failed password (fail2ban: NOFAIL)."""
     events = [
         ssh(0, SshKind.PAM_FAILURE),
         ssh(1),
@@ -66,7 +67,59 @@ def test_pam_and_failed_password_lines_both_count() -> None:
         ssh(3),
         ssh(4, SshKind.INVALID_USER),
     ]
-    assert len(feed(make(), events)) == 1
+    assert feed(make(), events) == []
+    assert len(feed(make(), [*events, ssh(5), ssh(6)])) == 1
+
+
+def test_three_typos_and_the_closing_line_count_three() -> None:
+    """An admin's three prompts (PAM line, 3 Failed password, Connection closed by
+    authenticating user) count 3, as in fail2ban: no finding at 5."""
+    det = make()
+    events = [
+        ssh(0, SshKind.PAM_FAILURE, pid=2001),
+        ssh(1, pid=2001),
+        ssh(2, pid=2001),
+        ssh(3, pid=2001),
+        ssh(3, SshKind.PREAUTH, pid=2001),
+        ssh(3, SshKind.PREAUTH, user=None, pid=2001),
+    ]
+    assert feed(det, events) == []
+    again = [ssh(10, pid=2002), ssh(11, pid=2002)]
+    assert [f.count for f in feed(det, again)] == [5]
+
+
+def test_key_only_bot_is_counted() -> None:
+    """A bot on a key-only server leaves only "Connection closed by authenticating user":
+    each connection counts once (its user-less "Received disconnect" does not)."""
+    events = []
+    for i in range(5):
+        events += [ssh(i * 20, SshKind.PREAUTH, user=None, pid=4000 + i)]
+        events += [ssh(i * 20, SshKind.PREAUTH, pid=4000 + i)]
+    found = feed(make(), events)
+    assert [f.count for f in found] == [5]
+
+
+def test_probes_count_at_their_own_threshold() -> None:
+    """Connections closed before naming a user (health checks) count at probe_threshold
+    in probe_window: one every 10 s never crosses, a scanner hammering does."""
+    check = [ssh(i * 10.0, SshKind.PREAUTH, user=None) for i in range(100)]
+    assert feed(make(), check) == []
+    scan = [ssh(i * 2.0, SshKind.PREAUTH, user=None) for i in range(20)]
+    found = feed(make(), scan)
+    assert len(found) == 1
+    assert "closed before login" in found[0].message
+    assert feed(make(count_preauth=False), scan) == []
+
+
+def test_one_timeout_among_failures_is_not_labelled_regresshion() -> None:
+    """The CVE-2024-6387 label needs timeouts to be at least half of what was counted."""
+    mixed = [ssh(0, SshKind.TIMEOUT, user=None)] + [ssh(float(i)) for i in range(1, 5)]
+    found = feed(make(), mixed)
+    assert len(found) == 1
+    assert "CVE-2024-6387" not in found[0].message
+    assert "timeouts" in found[0].message
+    flood = [ssh(float(i), SshKind.TIMEOUT, user=None) for i in range(5)]
+    assert "CVE-2024-6387" in feed(make(), flood)[0].message
 
 
 def test_pubkey_failures_and_accepted_not_counted_by_default() -> None:
@@ -78,7 +131,7 @@ def test_pubkey_failures_and_accepted_not_counted_by_default() -> None:
 
 def test_preauth_and_max_auth_count() -> None:
     """Pre-auth disconnects and MaxAuthTries exhaustion count unless preauth is disabled."""
-    events = [ssh(i, SshKind.PREAUTH, user=None) for i in range(4)] + [ssh(5, SshKind.MAX_AUTH)]
+    events = [ssh(i, SshKind.PREAUTH) for i in range(4)] + [ssh(5, SshKind.MAX_AUTH)]
     assert len(feed(make(), events)) == 1
     assert feed(make(count_preauth=False), events) == []
 
@@ -199,3 +252,9 @@ def test_unquiet_keeps_the_eviction_counter() -> None:
     det.unquiet()
     assert det.evictions() == before
     assert feed(det, [ssh(700.0 + k, client="192.0.2.1") for k in range(5)]) != []
+
+
+def test_a_repeated_line_counts_as_often_as_it_says() -> None:
+    """One Failed password and rsyslog's "repeated 4 times" of it are five attempts."""
+    events = [ssh(0, pid=9500), ssh(8, pid=9500)._replace(repeat=4)]
+    assert [f.count for f in feed(make(), events)] == [5]

@@ -276,12 +276,51 @@ def test_user_name_injection_does_not_move_the_address() -> None:
         "Accepted publickey for x from 6.6.6.6: y from 1.2.3.4 port 2 ssh2: ED25519 SHA256:x": "1.2.3.4",  # noqa: E501
         "Invalid user a from 6.6.6.6 from 1.2.3.4 port 2": "1.2.3.4",
         "Connection closed by authenticating user t 6.6.6.6 port 1 1.2.3.4 port 2 [preauth]": "1.2.3.4",  # noqa: E501
-        "ssh_dispatch_run_fatal: Connection from invalid user t 6.6.6.6 port 1: 1.2.3.4 port 2: Broken pipe [preauth]": "1.2.3.4",  # noqa: E501
+        "ssh_dispatch_run_fatal: Connection from invalid user t 6.6.6.6 port 1 1.2.3.4 port 2: Broken pipe [preauth]": "1.2.3.4",  # noqa: E501
+        "Disconnecting invalid user t 6.6.6.6 port 1 1.2.3.4 port 2: Too many authentication failures [preauth]": "1.2.3.4",  # noqa: E501
+        "Bad protocol version identification 'x' from 6.6.6.6 port 1' from 1.2.3.4 port 2": "1.2.3.4",  # noqa: E501
     }
     for message, client in cases.items():
         event = _msg(message)
         assert event is not None
         assert event.client == client, message
+
+
+REAL_INJECTED = [
+    # OpenSSH 9.2, a client that changed its user and service mid-authentication: sshd
+    # cuts the user name at ':' (user:style), the service name keeps it.
+    "Disconnecting authenticating user root 127.0.0.1 port 45148: Change of username or service"
+    " not allowed: (root,ssh-connection) -> (b,x 192.0.2.44 port 22: y) [preauth]",
+    "Disconnecting authenticating user root 127.0.0.1 port 44466: Change of username or service"
+    " not allowed: (root,ssh-connection) -> (b 192.0.2.44 port 22,ssh-connec [preauth]",
+    "ssh_dispatch_run_fatal: Connection from authenticating user root 127.0.0.1 port 45148:"
+    " Connection corrupted: x 192.0.2.44 port 22: y [preauth]",
+    "banner exchange: Connection from 127.0.0.1 port 45148: invalid format 192.0.2.44 port 22: y",
+]
+
+
+@pytest.mark.parametrize("message", REAL_INJECTED)
+def test_text_after_the_address_does_not_move_it(message: str) -> None:
+    """The client's text after sshd's `ADDR port N: ` (a service name, a reason) is not read."""
+    for event in (_msg(message), message_event(message, 0.0, "j", 6001)):
+        assert event is not None
+        assert event.client == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # OpenSSH 8.0-8.4 name no address on this line: a quoted one is the client's text
+        "Bad remote protocol version identification: 'x from 192.0.2.44 port 22' [preauth]",
+        "Bad remote protocol version identification: 'x from 192.0.2.44 port 22'",
+        # rhost is a host name (UseDNS): the user name's "rhost=" is not read in its place
+        "pam_unix(sshd:auth): authentication failure; logname= uid=0 euid=0 tty=ssh ruser="
+        " rhost=host.example  user=x rhost=192.0.2.44",
+    ],
+)
+def test_an_address_only_in_client_text_is_no_event(message: str) -> None:
+    """A line whose only address is inside the client's text gives no event."""
+    assert _msg(message) is None
 
 
 def test_a_certificate_line_with_two_readings_is_no_event() -> None:
@@ -386,3 +425,24 @@ def test_message_event_matches_the_line_parser() -> None:
     assert alone is not None
     assert alone.client == "1.2.3.4"
     assert message_event("Server listening on :: port 22.", 1.0, "s", 9) is None
+
+
+def test_rsyslog_repeated_message_carries_its_count() -> None:
+    """rsyslog's "message repeated N times: [ MSG]" is MSG's event with repeat N."""
+    event = _msg(
+        "message repeated 5 times: [ Failed password for root from 203.0.113.150 port 49000 ssh2]"
+    )
+    assert event is not None
+    assert (event.kind, event.client, event.user, event.repeat) == (
+        K.FAILED_PASSWORD,
+        "203.0.113.150",
+        "root",
+        5,
+    )
+    plain = _msg("Failed password for root from 203.0.113.150 port 49000 ssh2")
+    assert plain is not None
+    assert plain.repeat == 1
+    assert _msg("message repeated 2 times: [ session opened for user root]") is None
+    huge = _msg("message repeated 999999 times: [ Invalid user a from 203.0.113.9 port 1]")
+    assert huge is not None
+    assert huge.repeat == 1000

@@ -1,8 +1,13 @@
 """``credential_stuffing``: many usernames from one address, or one username from many.
 
-Looks at failed logins that name a user: sshd failures (any failure kind with a
-user), nginx basic-auth failures from the error log, and access-log 401s that
-carry ``$remote_user``. Usernames are compared as logged, across services.
+Looks at failed logins that name a user: sshd's failed credentials (``Failed
+password``/``keyboard-interactive``, ``Invalid user``, ``maximum authentication attempts
+exceeded``, PAM failures; ``Failed publickey`` only with ``count_pubkey_failures``, as an
+agent with several keys logs it on a login that succeeds), nginx basic-auth failures from
+the error log, and access-log 401s that carry ``$remote_user``. A connection closed before
+authentication names a user but tried no credential (a key-only client without the key,
+a bot that gives up): it is not a failed login here. Usernames are compared as logged,
+across services.
 
 * ``threshold`` distinct usernames from one client within ``window`` (default 5 in
   10 minutes): HIGH, about that client (password spraying / stuffing from one host).
@@ -13,9 +18,14 @@ carry ``$remote_user``. Usernames are compared as logged, across services.
   itself is an alert. With ``ban_members`` (default on), each member that never
   logged in successfully (an accepted ssh login, or an access-log request with a
   user or an API key id and status < 400 where something checks them, see
-  :class:`~.shared.CredentialTrust`, within ``success_ttl``) also gets a HIGH
-  finding of its own, right after the alert, so the decision engine bans it (the
-  allowlist, and "already banned", still apply per member).
+  :class:`~.shared.CredentialTrust`, within ``success_ttl``) and that failed at
+  least twice within ``clients_window`` also gets a HIGH finding of its own, right
+  after the alert, so the decision engine bans it (the allowlist, and "already
+  banned", still apply per member). For one ``clients_window`` after the crossing the
+  username is under attack: a client failing as it then is a late member, judged the
+  same way. On a public sshd ``root`` is under attack all day, so one failure is
+  never enough: it is what an administrator's typo looks like; a member failing
+  once is banned at its second failure, if it comes while the name is under attack.
 
 The access log's successful logins are read from the table of authenticated clients
 that ``ai_recon`` and ``model_exploit`` share (:mod:`~.shared`), not kept a second
@@ -58,6 +68,11 @@ from aisentinel.events import (
 )
 
 _MAX_USER = 128
+_SSH_FAILURES = frozenset(
+    {SshKind.FAILED_PASSWORD, SshKind.INVALID_USER, SshKind.MAX_AUTH, SshKind.PAM_FAILURE}
+)
+"""sshd events that are a failed credential (``Failed password|keyboard-interactive``
+are FAILED_PASSWORD)."""
 _NEG_INF = float("-inf")
 
 
@@ -73,7 +88,11 @@ class CredentialStuffingConfig(WindowedConfig):
     max_members: int = Field(default=50, ge=1, le=1000)
     """Most addresses a per-username finding lists (and bans, with ``ban_members``)."""
     ban_members: bool = True
-    """Give each listed member that never logged in successfully a HIGH finding."""
+    """Give each listed member that never logged in successfully, and failed at least
+    twice within ``clients_window``, a HIGH finding."""
+    count_pubkey_failures: bool = False
+    """Count sshd's "Failed publickey" for an existing user (off: an agent offering
+    several keys logs one before every successful login), as ``ssh_bruteforce``'s."""
     success_ttl: Window = 86_400.0
     """How long a successful login keeps its client out of member bans."""
 
@@ -105,6 +124,14 @@ class CredentialStuffingDetector(BatchDetector):
         self._succeeded = RecentSet(config.success_ttl, config.max_keys)
         """Clients that logged in over ssh (kept out of member bans); the access log's
         are in the shared table of authenticated clients."""
+        self._failed = RecentSet(config.clients_window, config.max_keys)
+        """Clients' latest failed login."""
+        self._repeated = RecentSet(config.clients_window, config.max_keys)
+        """Clients' latest failed login that came within ``clients_window`` of one before:
+        a member is banned only when it is held here (two failures)."""
+        self._ssh_kinds = _SSH_FAILURES | (
+            {SshKind.FAILED_PUBKEY} if config.count_pubkey_failures else set()
+        )
         self._attacked: dict[str, float] = {}
         """Username -> until when a failure as it makes its client a member (one
         ``clients_window`` after its crossing; at most ``max_keys``)."""
@@ -125,6 +152,8 @@ class CredentialStuffingDetector(BatchDetector):
             if event.kind is SshKind.ACCEPTED:
                 self._succeeded.add(event.client, event.ts)
                 return
+            if event.kind not in self._ssh_kinds:
+                return
         elif not isinstance(event, HttpAuthFailure):
             return
         user = event.user
@@ -134,6 +163,9 @@ class CredentialStuffingDetector(BatchDetector):
             user = user[:_MAX_USER]
         client = event.client
         ts = event.ts
+        if self._failed.seen(client, ts) or (isinstance(event, SshEvent) and event.repeat > 1):
+            self._repeated.add(client, ts)
+        self._failed.add(client, ts)
         found = self._users.hit(client_key(client), user, ts)
         by_user = self._clients.hit(user, client, ts)
         if by_user is not None:
@@ -214,9 +246,12 @@ class CredentialStuffingDetector(BatchDetector):
         # A member already acted on: the pipeline would drop its finding, so none is
         # built (a storm's thousandth failure as "root" from a banned member).
         hush = self._shared.banned
+        repeated = self._repeated
         for member in members:
             if last(member) >= horizon or credentialed(member) >= horizon:
                 continue
+            if not repeated.seen(member, ts):
+                continue  # one failure: a typo as much as an attack (module doc)
             if hush.get(member, _NEG_INF) > ts:
                 self._shared.quieted[self.name] += 1
                 continue
@@ -261,7 +296,7 @@ class CredentialStuffingDetector(BatchDetector):
                 if event.user is None or event.status != 401:
                     continue  # the common cases, decided without a call
             elif isinstance(event, SshEvent) and event.kind is not accepted and not event.user:
-                continue
+                continue  # the kind is judged in _failure
             failure(event, i, out)
         return out
 
@@ -274,6 +309,8 @@ class CredentialStuffingDetector(BatchDetector):
             self._users.expire(now)
             + self._clients.expire(now)
             + self._succeeded.expire(now)
+            + self._failed.expire(now)
+            + self._repeated.expire(now)
             + self._requests.expire(now)
             + len(over)
         )
@@ -281,7 +318,14 @@ class CredentialStuffingDetector(BatchDetector):
     def tracked_keys(self) -> int:
         """Its windows and ssh logins, plus the authenticated clients (shared with
         ``ai_recon`` and ``model_exploit`` when built together: each counts them)."""
-        held: tuple[Sized, ...] = (self._users, self._clients, self._succeeded, self._attacked)
+        held: tuple[Sized, ...] = (
+            self._users,
+            self._clients,
+            self._succeeded,
+            self._failed,
+            self._repeated,
+            self._attacked,
+        )
         return sum(map(len, held)) + self._requests.authenticated()
 
 

@@ -8,6 +8,9 @@ host sshd[123]: ``, as ``journalctl -o short-iso-precise`` writes) and RFC 5424
 runs the message matcher alone, for a source that has the message, time and pid as
 separate fields (the journald source): nothing is formatted into a line and re-read.
 
+rsyslog's ``message repeated N times: [ MESSAGE]`` is MESSAGE's event with ``repeat``
+N (detectors count it N times).
+
 Messages -> :class:`SshKind` (everything else, e.g. sessions opened, normal
 disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
 
@@ -125,12 +128,21 @@ _CLOSED = _re(
 _DISCONNECTED = _re(
     r"Disconnected from (?:(?:invalid|authenticating) user (.*) )?{A}{PORT} \[preauth\]$"
 )
-_DISCONNECTING = _re(r"Disconnecting (?:invalid|authenticating) user (.*) {A} port (\d+): ")
+_DISCONNECTING = _re(r"Disconnecting (?:invalid|authenticating) user ([^:]*?) {A} port (\d+): ")
+"""sshd cuts a user name at ``:`` (``user:style``), so the first `` ADDR port N: `` after
+the name is the one sshd wrote; the reason after it is free text (``Change of username or
+service not allowed: (root,ssh-connection) -> (USER,SERVICE)`` repeats the client's
+next user and service, and a service name keeps its ``:``)."""
 _RECEIVED = _re(r"Received disconnect from {A}{PORT}:\s*\d+: ")
 _NO_IDENT = _re(r"Did not receive identification string from {A}{PORT}$")
 _BAD_PROTO = _re(
-    r"Bad (?:remote )?protocol version identification:? .* from {A}{PORT}(?: \[preauth\])?$"
+    r"Bad (?:protocol version identification .*|remote protocol version identification:? '.*')"
+    r" from {A}{PORT}(?: \[preauth\])?$"
 )
+"""The version text is the client's. OpenSSH up to 7.9 writes ``Bad protocol version
+identification 'TEXT' from ADDR port N``: the address is the last one, anchored at the end.
+8.0-8.4 write ``Bad remote protocol version identification: 'TEXT'`` with no address, so
+that form needs one after the closing quote, which a `` from ADDR`` inside TEXT is not."""
 _MAJOR = _re(r"Protocol major versions differ for {A}{PORT}: ")
 _NEGOTIATE = _re(r"Unable to negotiate with {A} port (\d+): ")
 _NOT_ALLOWED = _re(r"User (.*) from {A} not allowed because [^:]*$")
@@ -145,16 +157,24 @@ _PAM_SSHD = _re(
     r"authentication module|unknown user) for (?:illegal user )?(.*) from {A}(?: via \S+)?\s*$"
 )
 _PAM_MODULE = _re(
-    r"pam_\w+\(sshd:auth\): authentication failure;.*? rhost={A}(?=\s|$)(?:\s+user=(\S*))?"
+    r"pam_\w+\(sshd:auth\): authentication failure;(?:\s+(?:logname|e?uid|tty|ruser)=\S*)*"
+    r"\s+rhost={A}(?=\s|$)(?:\s+user=(\S*))?"
 )
+"""PAM's own fields up to ``rhost=``, as pam_unix writes them: ``user=`` (the client's
+text) comes after, so a name holding `` rhost=ADDR`` cannot stand in for an ``rhost`` that
+is a host name (UseDNS) or empty."""
 _CONNECTION_FROM = _re(
     r"(?:banner exchange|ssh_dispatch_run_fatal): Connection from "
-    r"(?:(?:invalid|authenticating) user (.*) )?{A} port (\d+): "
+    r"(?:(?:invalid|authenticating) user ([^:]*?) )?{A} port (\d+): "
 )
-"""Greedy over the user name (the client's text): the address is the last one followed
-by `` port N: ``, as sshd writes it after the name."""
+"""The first `` ADDR port N: `` after the user name, which cannot hold a ``:`` (as for
+``_DISCONNECTING``): the reason after it is not the user's to place an address before."""
 _TIMEOUT = _re(r"Timeout before authentication for (?:connection from )?{A}(?:$| |,)")
 _DROP = _re(r"drop connection #\d+ from \[{A}\]:(\d+) on ")
+_REPEATED = _re(r"message repeated (\d{1,9}) times?: \[ ?(.*)\]$")
+"""rsyslog's RepeatedMsgReduction (Ubuntu's default): N more of the message in brackets."""
+_MAX_REPEAT = 1000
+"""The most times one line counts (what a detector needs is far less)."""
 _KERNEL = re.compile(r"kernel:\s*\[\s*[\d.]+\]:?\s*")
 _RFC5424 = re.compile(
     r"<\d{1,3}>1 (\S+) \S+ (sshd\S*) (\S+) \S+ (?:-|(?:\[(?:[^\]\"\\]|\"(?:[^\"\\]|\\.)*\")*\])+) "
@@ -197,6 +217,13 @@ class SshdParser(Parser):
         if split is None:
             return None
         stamp, tag, msg = split
+        repeat = 1
+        if msg[:1] == "m" and msg.startswith("message repeated "):
+            m = _REPEATED(msg)
+            if m is None:
+                return None
+            repeat = min(int(m[1]), _MAX_REPEAT)
+            msg = m[2]
         found = self._message(msg)
         if found is None:
             return None
@@ -219,7 +246,8 @@ class SshdParser(Parser):
         except ValueError:  # "[sshd]", "-": no pid
             pid = None
         # tuple.__new__ skips the NamedTuple's Python-level __new__ (hot path).
-        return _new(SshEvent, (ts, self.source, addr, kind, user, int(port) if port else None, pid))
+        port_n = int(port) if port else None
+        return _new(SshEvent, (ts, self.source, addr, kind, user, port_n, pid, repeat))
 
     @staticmethod
     def is_sshd_line(line: str) -> bool:
@@ -379,7 +407,7 @@ def message_event(message: str, ts: float, source: str, pid: int | None = None) 
     kind, addr, user, port = found
     if addr[0] == ":":
         addr = normalize_addr(addr)
-    return _new(SshEvent, (ts, source, addr, kind, user, int(port) if port else None, pid))
+    return _new(SshEvent, (ts, source, addr, kind, user, int(port) if port else None, pid, 1))
 
 
 REGISTRY.register("sshd", SshdConfig, SshdParser)
