@@ -223,6 +223,23 @@ def test_misses_on_the_apps_own_paths_do_not_count() -> None:
 
 
 @pytest.mark.parametrize(
+    "paths",
+    [
+        [
+            "/acme/webapp/src/branch/dev/.env.example",
+            "/acme/webapp/commits/branch/dev/.env.example",
+            "/acme/webapp/src/branch/v2/.env.sample",
+        ],
+        ["/api/v1/settings/huggingface/token"] * 3,
+    ],
+)
+def test_templates_and_app_routes_are_no_secret_files(paths: list[str]) -> None:
+    """A .env template browsed on a git forge and an app's API route ending in
+    huggingface/token (no dot: not the token file) are not secret-file probes."""
+    assert feed([req(float(i), p) for i, p in enumerate(paths)]) == []
+
+
+@pytest.mark.parametrize(
     "path",
     [
         "/.env.production.local",

@@ -327,6 +327,23 @@ def test_javascript_in_a_body_is_no_shellshock(body: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("request_line", "referer"),
+    [
+        ("GET /?q=()%20%7B%20echo%20hi%3B%20%7D HTTP/1.1", "-"),
+        ("GET /search?callback=(){} HTTP/1.1", "-"),
+        ("GET / HTTP/1.1", "https://code.example.org/?code=(){x}"),
+    ],
+)
+def test_a_function_literal_in_a_query_is_no_shellshock(request_line: str, referer: str) -> None:
+    """A function literal in a query value or referer without the ";" that follows every
+    Shellshock payload's body (a prefilled prompt, a JSONP callback) matches no rule."""
+    line = _benign_line(request_line, 200, AGENT).replace('"-" "', f'"{referer}" "', 1)
+    event = PARSER.parse(line)
+    assert isinstance(event, HttpRequest)
+    assert "shellshock" not in [r.id for r in MATCHER.match(event)[0]]
+
+
+@pytest.mark.parametrize(
     "agent",
     [
         "masscan/1.3 (https://github.com/robertdavidgraham/masscan)",

@@ -83,12 +83,12 @@ STATUS_PAGES = frozenset(
 a success there is not counted (a monitor's polling, however often); a miss is."""
 
 SECRET_PATH = re.compile(
-    r"/\.env(?:\.[^/]*)?$"
+    r"/\.env(?!\.(?:example|sample|template|dist|tmpl)$)(?:\.[^/]*)?$"
     r"|/\.(?:git|svn|hg)/|/\.git-credentials$|/\.aws/(?:credentials|config)$"
     r"|/\.(?:bash|zsh|mysql|psql|python)_history$"
     r"|\.php(?:\.(?:bak|old|orig|save|swp|swo)|~)$"
     r"|/actuator/(?:env|heapdump|threaddump|configprops|logfile|httptrace|trace)(?:/|$)"
-    r"|/\.?huggingface/token$|/\.ollama/id_ed25519$|/\.streamlit/secrets\.toml$"
+    r"|/\.(?:cache/)?huggingface/token$|/\.ollama/id_ed25519$|/\.streamlit/secrets\.toml$"
     r"|/litellm_config\.ya?ml$|/\.kaggle/kaggle\.json$"
 )
 """Secret and credential files, on the normalised path, at any depth (``/.env.stage``,
