@@ -49,7 +49,9 @@ one thing is judged apart (per client, :class:`_Streaks`):
 * the same ``GET``/``HEAD`` without any credential, outside the login paths,
   answered 401 at a fixed interval of at least :data:`MONITOR_MIN_INTERVAL` (5 s: an
   uptime monitor, a kubelet or blackbox_exporter probe): MEDIUM, naming ``[decisions]
-  monitoring_hosts``.
+  monitoring_hosts``. A combined log shows no API key, so a key guesser that paces
+  itself at a fixed interval of 5 s or more (at most 17,280 guesses a day) looks the
+  same there; the aisentinel JSON format logs the key id, and distinct keys stay HIGH.
 
 A MEDIUM of a repeat is told once in :data:`REPORT_MEMORY`. A user's rejections
 never make a repeat (the password, which a guess changes, is not in the log), nor
