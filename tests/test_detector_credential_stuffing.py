@@ -227,6 +227,27 @@ def test_one_failure_during_a_spray_bans_no_one() -> None:
     assert [f.client for f in again] == [admin]
 
 
+def test_one_attempts_lines_are_one_failure_during_a_spray() -> None:
+    """One typo logs pam_unix's line and "Failed password" (or "Invalid user" and "Failed
+    password for invalid user") from one sshd process: one attempt, no member ban; a
+    second try in that connection, or another connection's, is a second attempt."""
+    bots = [ssh(0.5, f"g{i}", f"203.0.113.{i}") for i in range(10)]
+    bots += [ssh(1.0 + i, "root", f"203.0.113.{i}") for i in range(10)]
+    admin = "198.51.100.77"
+
+    def line(ts: float, kind: SshKind, pid: int) -> SshEvent:
+        return ssh(ts, "root", admin, kind)._replace(pid=pid)
+
+    typo = [line(60, SshKind.PAM_FAILURE, 900), line(60, SshKind.FAILED_PASSWORD, 900)]
+    assert feed_all([*bots, *typo])[11:] == []
+    invalid = [line(60, SshKind.INVALID_USER, 901), line(61, SshKind.FAILED_PASSWORD, 901)]
+    assert feed_all([*bots, *invalid])[11:] == []
+    second = [*typo, line(65, SshKind.FAILED_PASSWORD, 900)]
+    assert [f.client for f in feed_all([*bots, *second])[11:]] == [admin]
+    other = [*typo, line(90, SshKind.FAILED_PASSWORD, 902)]
+    assert [f.client for f in feed_all([*bots, *other])[11:]] == [admin]
+
+
 def test_a_member_that_failed_once_is_not_banned_at_the_crossing() -> None:
     """A client whose one failure makes the tenth is listed in the alert, not banned."""
     found = feed_all([ssh(float(i), "root", f"203.0.113.{i}") for i in range(10)])

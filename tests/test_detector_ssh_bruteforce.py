@@ -8,6 +8,7 @@ from pydantic import ValidationError
 from aisentinel.detectors.common import client_key, set_ipv6_key_prefix
 from aisentinel.detectors.ssh_bruteforce import SshBruteforceConfig, SshBruteforceDetector
 from aisentinel.events import Finding, Severity, SshEvent, SshKind
+from aisentinel.parsers.sshd import message_event
 
 T0 = 1_764_000_000.0
 
@@ -97,6 +98,21 @@ def test_key_only_bot_is_counted() -> None:
         events += [ssh(i * 20, SshKind.PREAUTH, pid=4000 + i)]
     found = feed(make(), events)
     assert [f.count for f in found] == [5]
+
+
+def test_keyboard_interactive_tries_and_verbose_key_bots_are_counted() -> None:
+    """sshd's "PAM: Authentication failure" (one per keyboard-interactive try, no Failed
+    line) counts each try; a key bot on a VERBOSE server ("Failed publickey", not counted,
+    then the closing line) still counts once per connection."""
+    kbd = message_event("error: PAM: Authentication failure for root from 203.0.113.7", T0, "auth")
+    assert kbd is not None
+    tries = [kbd._replace(ts=T0 + i, pid=5000 + i // 3) for i in range(5)]
+    assert [f.count for f in feed(make(), tries)] == [5]
+    events = []
+    for i in range(5):
+        events += [ssh(i * 20, SshKind.FAILED_PUBKEY, pid=6000 + i)]
+        events += [ssh(i * 20, SshKind.PREAUTH, pid=6000 + i)]
+    assert [f.count for f in feed(make(), events)] == [5]
 
 
 def test_probes_count_at_their_own_threshold() -> None:

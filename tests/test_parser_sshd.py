@@ -91,7 +91,7 @@ def _msg(message: str) -> SshEvent | None:
         ),
         (
             "error: PAM: Authentication failure for bob from 1.2.3.4",
-            K.PAM_FAILURE,
+            K.FAILED_PASSWORD,
             "1.2.3.4",
             "bob",
             None,

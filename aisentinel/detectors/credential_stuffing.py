@@ -68,12 +68,16 @@ from aisentinel.events import (
 )
 
 _MAX_USER = 128
-_SSH_FAILURES = frozenset(
-    {SshKind.FAILED_PASSWORD, SshKind.INVALID_USER, SshKind.MAX_AUTH, SshKind.PAM_FAILURE}
-)
-"""sshd events that are a failed credential (``Failed password|keyboard-interactive``
-are FAILED_PASSWORD)."""
+_SSH_FAILURES = frozenset({SshKind.FAILED_PASSWORD, SshKind.INVALID_USER, SshKind.MAX_AUTH})
+"""sshd events that are a failed credential (``Failed password|keyboard-interactive`` and
+sshd's own ``PAM: Authentication failure`` are FAILED_PASSWORD). PAM_FAILURE is not one:
+pam_unix's line repeats, from PAM's side, an attempt sshd logs too."""
+_SSH_TRIES = frozenset({SshKind.FAILED_PASSWORD, SshKind.FAILED_PUBKEY, SshKind.MAX_AUTH})
+"""sshd events that are a credential tried (``Invalid user`` opens a connection: the
+``Failed password for invalid user`` after it is the same attempt)."""
 _NEG_INF = float("-inf")
+_MAX_PIDS = 4096
+"""sshd processes whose latest failure is remembered (see ``_tries``)."""
 
 
 class CredentialStuffingConfig(WindowedConfig):
@@ -129,6 +133,11 @@ class CredentialStuffingDetector(BatchDetector):
         self._repeated = RecentSet(config.clients_window, config.max_keys)
         """Clients' latest failed login that came within ``clients_window`` of one before:
         a member is banned only when it is held here (two failures)."""
+        self._tries: dict[int, tuple[str, int]] = {}
+        """sshd pid -> (client, credentials tried) of the latest ssh failure it logged
+        (at most :data:`_MAX_PIDS`, oldest forgotten first): one attempt's lines
+        (``Invalid user``, then ``Failed password for invalid user``) are no repeat, a
+        second try in the connection or another connection is."""
         self._ssh_kinds = _SSH_FAILURES | (
             {SshKind.FAILED_PUBKEY} if config.count_pubkey_failures else set()
         )
@@ -163,7 +172,7 @@ class CredentialStuffingDetector(BatchDetector):
             user = user[:_MAX_USER]
         client = event.client
         ts = event.ts
-        if self._failed.seen(client, ts) or (isinstance(event, SshEvent) and event.repeat > 1):
+        if self._again(event, client, ts):
             self._repeated.add(client, ts)
         self._failed.add(client, ts)
         found = self._users.hit(client_key(client), user, ts)
@@ -300,6 +309,29 @@ class CredentialStuffingDetector(BatchDetector):
             failure(event, i, out)
         return out
 
+    def _again(self, event: Event, client: str, ts: float) -> bool:
+        """Whether this failure of ``client`` is another attempt than its one before
+        within ``clients_window`` (a member is banned only after two attempts)."""
+        seen = self._failed.seen(client, ts)
+        if not isinstance(event, SshEvent):
+            return seen
+        if event.repeat > 1:
+            return True
+        pid = event.pid
+        if pid is None:
+            return seen
+        tries = self._tries
+        before = tries.pop(pid, None)
+        same = seen and before is not None and before[0] == client
+        tried = event.kind in _SSH_TRIES
+        count = (before[1] if same and before is not None else 0) + tried
+        if len(tries) >= _MAX_PIDS:
+            del tries[next(iter(tries))]
+        tries[pid] = (client, count)
+        if not same:
+            return seen
+        return tried and count >= 2
+
     def expire(self, now: float) -> int:
         attacked = self._attacked
         over = [user for user, until in attacked.items() if until < now]
@@ -325,6 +357,7 @@ class CredentialStuffingDetector(BatchDetector):
             self._failed,
             self._repeated,
             self._attacked,
+            self._tries,
         )
         return sum(map(len, held)) + self._requests.authenticated()
 

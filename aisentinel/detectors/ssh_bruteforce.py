@@ -1,10 +1,12 @@
 """``ssh_bruteforce``: failed sshd authentications per client address.
 
 Counts one event per attempt, as fail2ban's stock ``sshd`` filter (mode ``normal``)
-does: each ``Failed password`` (or ``keyboard-interactive``, ...) line, ``Invalid
-user`` (one per connection, and fail2ban counts it too), "maximum authentication
-attempts exceeded", ``User U from A not allowed``, ``ROOT LOGIN REFUSED``. Not
-counted: the PAM module's ``authentication failure`` line, which repeats the
+does: each ``Failed password`` (or ``keyboard-interactive``, ...) line, sshd's own
+``error: PAM: Authentication failure for U from A`` (its one line per keyboard-
+interactive/PAM try), ``Invalid user`` (one per connection, and fail2ban counts it
+too), "maximum authentication attempts exceeded", ``User U from A not allowed``,
+``ROOT LOGIN REFUSED``. Not counted: pam_unix's ``authentication failure`` line, which
+repeats the
 ``Failed password`` line of the same attempt (fail2ban marks it ``NOFAIL``), and the
 ``Connection closed by authenticating user U ... [preauth]`` (or ``Disconnected
 from``, ``Received disconnect``) that ends a connection whose attempts were already
@@ -65,7 +67,9 @@ _PREAUTH_KINDS = (SshKind.PREAUTH, SshKind.NEGOTIATION, SshKind.TIMEOUT, SshKind
 _ATTEMPTS = frozenset(
     {SshKind.FAILED_PASSWORD, SshKind.FAILED_PUBKEY, SshKind.INVALID_USER, SshKind.MAX_AUTH}
 )
-"""Kinds after which the connection's closing PREAUTH line is no attempt of its own."""
+"""Kinds after which the connection's closing PREAUTH line is no attempt of its own
+(when they are counted: a ``Failed publickey`` that is not leaves the closing line to
+count the connection)."""
 _MAX_PIDS = 4096
 """sshd processes remembered as having logged an attempt (oldest forgotten first)."""
 _LABELS = {
@@ -144,7 +148,7 @@ class SshBruteforceDetector(Detector):
         if pid is None:
             return False
         attempted = self._attempted
-        if event.kind in _ATTEMPTS:
+        if event.kind in _ATTEMPTS and event.kind in self._kinds:
             attempted.pop(pid, None)
             if len(attempted) >= _MAX_PIDS:
                 del attempted[next(iter(attempted))]

@@ -15,14 +15,15 @@ Messages -> :class:`SshKind` (everything else, e.g. sessions opened, normal
 disconnects, ``Connection closed`` outside pre-auth, returns ``None``):
 
 ===========================================================  ==================
-``Failed password|keyboard-interactive|none|... for [invalid user] U from A``  FAILED_PASSWORD
+``Failed password|keyboard-interactive|none|... for [invalid user] U from A``;  FAILED_PASSWORD
+``error: PAM: Authentication failure|error for U from A`` (sshd's own line for each
+keyboard-interactive/PAM try: it logs no ``Failed`` line for them below MaxAuthTries/2)
 ``Failed publickey for U from A`` (an existing user)          FAILED_PUBKEY
 ``Failed publickey for invalid user U from A``                INVALID_USER
 ``Invalid user U from A``; ``User U from A not allowed``;     INVALID_USER
 ``ROOT LOGIN REFUSED FROM A``; ``PAM: ... for illegal user``
 ``maximum authentication attempts exceeded for U from A``    MAX_AUTH
-``pam_*(sshd:auth): authentication failure; ... rhost=A``;    PAM_FAILURE
-``error: PAM: Authentication failure|error for U from A``
+``pam_*(sshd:auth): authentication failure; ... rhost=A``     PAM_FAILURE
 ``Connection closed|reset by [invalid|authenticating user U] A ... [preauth]``;  PREAUTH
 ``Disconnected from ... [preauth]``;
 ``Disconnecting invalid user ...``;
@@ -40,15 +41,16 @@ authenticating user U``); ``Bad [remote] protocol version``;
 ===========================================================  ==================
 
 Weight of the kinds, for detectors: FAILED_PASSWORD, INVALID_USER and MAX_AUTH are
-failures. PAM_FAILURE repeats, from PAM's side, an attempt sshd also logs as
-``Failed password`` (and appears alone when a later PAM module accepts), so it must
-not be added to FAILED_PASSWORD. FAILED_PUBKEY for an existing user is what a client
-with several keys in its agent produces on every login. PREAUTH marks scanners and
-connection floods (fail2ban's ``ddos`` mode), and so do NEGOTIATION, TIMEOUT (a
-flood of them is the CVE-2024-6387 "regreSSHion" pattern) and REFUSED. Those are
-weak signals. ``kex_exchange_identification`` lines name no address, and the
-``Connection closed by A port P`` (no ``[preauth]``) that follows them is also what
-a load balancer's TCP health check leaves: neither is an event.
+failures. PAM_FAILURE (pam_unix's line) repeats, from PAM's side, an attempt sshd also
+logs (``Failed password``, or its own ``PAM: Authentication failure``), and appears
+alone when a later PAM module accepts, so it must not be added to FAILED_PASSWORD.
+FAILED_PUBKEY for an existing user is what a client with several keys in its agent
+produces on every login. PREAUTH marks scanners and connection floods (fail2ban's
+``ddos`` mode), and so do NEGOTIATION, TIMEOUT (a flood of them is the CVE-2024-6387
+"regreSSHion" pattern) and REFUSED. Those are weak signals.
+``kex_exchange_identification`` lines name no address, and the ``Connection closed by A
+port P`` (no ``[preauth]``) that follows them is also what a load balancer's TCP health
+check leaves: neither is an event.
 
 User names are chosen by the client and may contain ``from 1.2.3.4 port 22``; each
 pattern is anchored on the text sshd itself writes after the address, so such a name
@@ -362,7 +364,8 @@ class SshdParser(Parser):
             m = _PAM_SSHD(msg)
             if m is None:
                 return None
-            kind = SshKind.PAM_FAILURE if m[1] else SshKind.INVALID_USER
+            # sshd's own line for a keyboard-interactive/PAM try: the attempt itself
+            kind = SshKind.FAILED_PASSWORD if m[1] else SshKind.INVALID_USER
             return kind, m[3], m[2], None
         if msg.startswith("Did not receive"):
             m = _NO_IDENT(msg)
