@@ -81,6 +81,10 @@ class DaemonConfig(StrictModel):
     responder_queue: int = Field(default=10_000, ge=16, le=1_000_000)
     """Decisions waiting for the responder worker thread; 16-1,000,000. When full the
     oldest queued bans are dropped and counted (the next reconcile restores them)."""
+    decision_lines: int = Field(default=100, ge=0, le=1_000_000)
+    """Decisions of one action and detector logged one by one a minute; the rest of the
+    minute is one summary line (0: every decision its own line, as a benchmark that
+    watches the log for each one needs). Braked decisions have their own budget."""
     control_socket: Path | None = DEFAULT_CONTROL_SOCKET
     """Unix socket that ``aisentinel status`` asks; ``""`` turns it off. An absolute
     path of at most 107 bytes (the kernel's limit for a socket's address)."""

@@ -464,7 +464,9 @@ class Daemon:
             trusted_proxies=config.parsers.trusted_proxies,
         )
         self.runner = self._build_runner(config)
-        self.decision_log = DecisionLog(self.clock.monotonic)
+        self.decision_log = DecisionLog(
+            self.clock.monotonic, decision_lines=config.daemon.decision_lines or 1 << 62
+        )
         self.pipeline = Pipeline(
             detectors=build_detectors(config.detectors),
             engine=self.engine,

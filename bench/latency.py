@@ -79,6 +79,7 @@ def config_text(work: Path, sources: dict[str, tuple[str, Path]]) -> str:
         f'state_dir = "{work / "state"}"',
         f'control_socket = "{work / "control.sock"}"',
         'log_format = "json"',
+        "decision_lines = 0",  # every decision its own line: the benchmark watches them
         "[exporter]",
         'listen = "127.0.0.1"',
         "port = 0",

@@ -236,3 +236,31 @@ def test_the_daemon_summarises_braked_decisions_and_logs_the_rest_at_stop(
     assert running.daemon.decision_log.summarised == braked - BRAKED_LINES
     assert sum(summary["detectors"].values()) == braked - BRAKED_LINES
     assert "ssh_bruteforce" in summary["detectors"]
+
+
+def test_the_daemon_logs_decisions_within_its_configured_budget(
+    tmp_path: Path, now_epoch: float
+) -> None:
+    """``[daemon] decision_lines`` sets the budget (2: two ban lines, the rest one
+    summary at stop); 0 logs every decision on its own line."""
+    for budget, lines in ((2, 2), (0, 5)):
+        logs_dir = tmp_path / f"logs{budget}"
+        logs_dir.mkdir()
+        cfg = tmp_path / f"aisentinel{budget}.toml"
+        text = CONFIG.format(state=tmp_path / f"state{budget}", logs=logs_dir, threshold=5)
+        cfg.write_text(text.replace('control_socket = ""', f"decision_lines = {budget}", 1))
+        with capture_logs() as logs:
+            running = Running(cfg)
+            try:
+                fails = [
+                    ssh_fail(now_epoch + k, f"198.51.100.{i}") for i in range(5) for k in range(5)
+                ]
+                (logs_dir / "auth.log").write_text("".join(f + "\n" for f in fails))
+                engine = running.daemon.engine
+                assert wait_for(lambda: engine.counters().active_bans >= 5, 15)  # noqa: B023
+            finally:
+                running.stop()
+        bans = [e for e in logs if e["event"] == "decision" and e["action"] == "ban"]
+        assert len(bans) == lines, budget
+        held = [e for e in logs if e["event"].startswith("decisions over the log's budget")]
+        assert [e["not_logged"] for e in held] == ([3] if budget else [])
