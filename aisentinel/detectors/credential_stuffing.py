@@ -128,8 +128,6 @@ class CredentialStuffingDetector(BatchDetector):
         self._succeeded = RecentSet(config.success_ttl, config.max_keys)
         """Clients that logged in over ssh (kept out of member bans); the access log's
         are in the shared table of authenticated clients."""
-        self._failed = RecentSet(config.clients_window, config.max_keys)
-        """Clients' latest failed login."""
         self._repeated = RecentSet(config.clients_window, config.max_keys)
         """Clients' latest failed login that came within ``clients_window`` of one before:
         a member is banned only when it is held here (two failures)."""
@@ -172,10 +170,13 @@ class CredentialStuffingDetector(BatchDetector):
             user = user[:_MAX_USER]
         client = event.client
         ts = event.ts
-        if self._again(event, client, ts):
+        key = client_key(client)
+        # A failure before this one: the client's last username, held in its window (no
+        # table of its own: 50,000 one-try addresses would cost 5 MB more).
+        seen = ts - self._users.last_seen(key) <= self._cfg.clients_window
+        if self._again(event, client, ts, seen):
             self._repeated.add(client, ts)
-        self._failed.add(client, ts)
-        found = self._users.hit(client_key(client), user, ts)
+        found = self._users.hit(key, user, ts)
         by_user = self._clients.hit(user, client, ts)
         if by_user is not None:
             if found is not None:
@@ -309,10 +310,10 @@ class CredentialStuffingDetector(BatchDetector):
             failure(event, i, out)
         return out
 
-    def _again(self, event: Event, client: str, ts: float) -> bool:
+    def _again(self, event: Event, client: str, ts: float, seen: bool) -> bool:
         """Whether this failure of ``client`` is another attempt than its one before
-        within ``clients_window`` (a member is banned only after two attempts)."""
-        seen = self._failed.seen(client, ts)
+        (``seen``: it failed within ``clients_window``, as far as its username window
+        still holds it; a member is banned only after two attempts)."""
         if not isinstance(event, SshEvent):
             return seen
         if event.repeat > 1:
@@ -341,7 +342,6 @@ class CredentialStuffingDetector(BatchDetector):
             self._users.expire(now)
             + self._clients.expire(now)
             + self._succeeded.expire(now)
-            + self._failed.expire(now)
             + self._repeated.expire(now)
             + self._requests.expire(now)
             + len(over)
@@ -354,7 +354,6 @@ class CredentialStuffingDetector(BatchDetector):
             self._users,
             self._clients,
             self._succeeded,
-            self._failed,
             self._repeated,
             self._attacked,
             self._tries,

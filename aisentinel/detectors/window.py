@@ -1359,6 +1359,15 @@ class DistinctWindows:
         first_ts = live[0][0]
         return Crossing(len(live), float(first_ts), tuple(str(v) for _, v in live))
 
+    def last_seen(self, key: str) -> float:
+        """When ``key`` last showed a value (any); ``-inf`` when it is not held."""
+        held = self._keys.get(key)
+        if held is None:
+            return _NEG_INF
+        if not isinstance(held, list):
+            return float(self._one_times[2 * held])
+        return float(max(held[3::2]))
+
     def _requeue(self, key: str, horizon: float) -> bool | None:
         """The second-chance test of queued ``key``: True when it has a newer value
         since it was queued (its queued time is moved to that), None when its newest
