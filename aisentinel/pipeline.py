@@ -320,6 +320,7 @@ class Pipeline:
                 trusted_proxies=tuple(self.parsers_config.trusted_proxies),
                 forwarded_header=self.parsers_config.forwarded_header,
                 options=self.parsers_config.table(fmt),
+                tables=self.parsers_config.tables(),
             )
             parser = self._parsers[key] = build_parser(fmt, ctx)
         return parser

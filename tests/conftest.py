@@ -6,9 +6,10 @@ Test data is generated here, never copied from the shared corpus.
 from __future__ import annotations
 
 import ctypes
+import random
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,6 +68,17 @@ def nginx_line(epoch: float, ip: str, path: str, status: int = 200, user: str = 
         f'{ip} - {user} [{nginx_ts(epoch)}] "GET {path} HTTP/1.1" {status} 512 "-" '
         f'"Mozilla/5.0 (X11; Linux x86_64)"'
     )
+
+
+def fuzz_text(rng: random.Random, samples: Sequence[str], alphabet: str) -> str:
+    """Random text from ``alphabet`` (half the time), else one of ``samples`` with one to
+    five characters replaced from it: input for a parser's never-raises fuzzing."""
+    if rng.random() < 0.5:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(80)))
+    chars = list(rng.choice(samples))
+    for _ in range(rng.randrange(1, 6)):
+        chars[rng.randrange(len(chars))] = rng.choice(alphabet)
+    return "".join(chars)
 
 
 @pytest.fixture

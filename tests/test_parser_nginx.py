@@ -8,6 +8,7 @@ import random
 import string
 
 import pytest
+from conftest import fuzz_text
 
 from aisentinel.clock import FakeClock
 from aisentinel.configtypes import ForwardedHeader
@@ -531,13 +532,7 @@ def test_fuzz_never_raises() -> None:
     samples = [LINE, _json_line()]
     parsers = [_parser(n) for n in ("nginx", "nginx-json")]
     for _ in range(3000):
-        if rng.random() < 0.5:
-            text = "".join(rng.choice(alphabet) for _ in range(rng.randrange(80)))
-        else:
-            base = list(rng.choice(samples))
-            for _ in range(rng.randrange(1, 6)):
-                base[rng.randrange(len(base))] = rng.choice(alphabet)
-            text = "".join(base)
+        text = fuzz_text(rng, samples, alphabet)
         for parser in parsers:
             parser.parse(text)
     raw = bytes(rng.randrange(256) for _ in range(4000)).decode("latin-1")

@@ -156,13 +156,15 @@ def test_an_error_head_inside_request_text_reads_as_nothing(line: str) -> None:
 )
 def test_syslog_and_journal_prefixes_are_accepted(prefix: str) -> None:
     """The error-log head is read at the start of a line or after a syslog, journal or
-    container-log prefix, and such lines are sniffed as the nginx error log."""
+    container-log prefix, and such lines are sniffed as the nginx error log (a CRI log
+    file as ``container``, which hands its error-log lines to this parser)."""
     line = prefix + HEAD + 'user "x": password mismatch, client: 192.0.2.3' + TAIL
     event = _parse(line)
     assert isinstance(event, HttpAuthFailure)
     assert event.client == "192.0.2.3"
     quiet = prefix + HEAD + 'open() "/x" failed (2: No such file), client: 192.0.2.3' + TAIL
-    assert sniff([line, quiet] * 3) == "nginx-error"
+    expected = "container" if " stderr F " in prefix else "nginx-error"
+    assert sniff([line, quiet] * 3) == expected
 
 
 def test_failures_from_a_trusted_proxy_are_not_blamed_on_it() -> None:

@@ -2,10 +2,11 @@
 
 Plug-ins (each registers itself in :data:`REGISTRY`): ``nginx`` (combined access
 log), ``nginx-json`` (the ``aisentinel`` JSON access log), ``nginx-error`` (auth_basic
-failures, request limiting) and ``sshd`` (OpenSSH via syslog). Every list of parser
-names (the file source's ``parser`` key, ``replay --format``, the sniff order) comes
-from the registry: :func:`names`, :func:`sniff_order`. :func:`sniff` picks one from
-sample lines for ``auto``.
+failures, request limiting), ``sshd`` (OpenSSH via syslog) and ``container`` (Docker
+json-file and CRI container logs, each record's line handed to one of the others).
+Every list of parser names (the file source's ``parser`` key, ``replay --format``, the
+sniff order) comes from the registry: :func:`names`, :func:`sniff_order`. :func:`sniff`
+picks one from sample lines for ``auto``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from aisentinel.events import CutLine
-from aisentinel.parsers import nginx_access, nginx_error, nginx_json, sshd
+from aisentinel.parsers import container, nginx_access, nginx_error, nginx_json, sshd
 from aisentinel.parsers.base import (
     MAX_LINE_BYTES,
     REGISTRY,
@@ -100,5 +101,5 @@ def sniff(lines: Sequence[str]) -> str:
     return next(name for name in order if votes[name] == best)
 
 
-PLUGINS = (nginx_access, nginx_error, nginx_json, sshd)
+PLUGINS = (nginx_access, nginx_error, nginx_json, sshd, container)
 """The plug-in modules, imported for their one-line registration in ``REGISTRY``."""

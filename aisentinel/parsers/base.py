@@ -95,6 +95,9 @@ class ParserContext:
     """``[parsers] forwarded_header``."""
     options: BaseModel | None = None
     """This parser's ``[parsers.<name>]`` table, validated by the model it registered."""
+    tables: Mapping[str, BaseModel] = field(default_factory=dict)
+    """Every parser's ``[parsers.<name>]`` table, by name: for a parser that hands lines
+    on to others (``container``), each of which reads its own."""
 
 
 class Parser(ABC):
