@@ -58,8 +58,8 @@ LINE_BYTES = ACCESS_LINE_BYTES
 """The longest line joined from a stream's records (the access-log formats' cap)."""
 
 _DOCKER_HEAD = '{"log":"'
-_DOCKER_STREAM = ',"stream":"'
-_DOCKER_TIME = '","time":"'
+_DOCKER_MIDDLE = frozenset({',"stream":"stdout","time":"', ',"stream":"stderr","time":"'})
+"""What Docker writes between ``log``'s value and ``time``'s (the fast path)."""
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = vars(json.decoder)["scanstring"]
 """The standard library's JSON string decoder (C), from ``json.decoder``."""
 _WHOLE = frozenset({"stdout F ", "stderr F "})
@@ -233,7 +233,6 @@ class ContainerParser(Parser):
         run: list[str] = []
         run_kind = _ACCESS
         unrecognised = 0
-        streams = _STREAMS
         for line in batch:
             # The common shapes inline (a call a line costs as much as the unwrapping);
             # anything else, and every piece of a split line, through unwrap().
@@ -244,15 +243,13 @@ class ContainerParser(Parser):
                 try:
                     text, end = _scanstring(line, 8, False)
                 except ValueError:
-                    end = 0
+                    end = 0  # not even the log's string: unwrap() tells it malformed
                 if (
-                    end
-                    and line.startswith(_DOCKER_STREAM, end)
-                    and (stream := line[end + 11 : end + 17]) in streams
-                    and line.startswith(_DOCKER_TIME, end + 17)
-                    and line.endswith('"}')
+                    (middle := line[end : end + 27]) in _DOCKER_MIDDLE
                     and text[-1:] == "\n"
+                    and line.endswith('"}')
                 ):
+                    stream = middle[11:17]
                     when = line[end + 27 : -2]
                     text = text[:-1]
                     if text[-1:] == "\r" or "\\u" in line:
@@ -389,6 +386,7 @@ class ContainerParser(Parser):
         for another batch, each record's line is asked alone (a piece counts as read)."""
         last = self._last
         if last is not None and last[0] is lines:
+            self._last = None  # the batch is not kept past its use
             return last[1]
         missed = 0
         for line in lines:
