@@ -63,9 +63,10 @@ _DOCKER_MIDDLE = frozenset({',"stream":"stdout","time":"', ',"stream":"stderr","
 _scanstring: Callable[[str, int, bool], tuple[str, int]] = vars(json.decoder)["scanstring"]
 """The standard library's JSON string decoder (C), from ``json.decoder``."""
 _WHOLE = frozenset({"stdout F ", "stderr F "})
+"""A CRI record's stream and tag when it holds a whole line (the fast path)."""
 _DOCKER_TAIL = re.compile(r',"stream":"(stdout|stderr)","time":"([^"\\]*+)"\}[ \t\r]*+\Z')
-"""What Docker writes after ``log``'s value (the fast path; anything else is decoded
-whole by ``json.loads``)."""
+"""What Docker writes after ``log``'s value, with the stream and time (:func:`unwrap`;
+anything else is decoded whole by ``json.loads``)."""
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _STREAMS = frozenset({"stdout", "stderr"})
 
@@ -73,8 +74,9 @@ _STREAMS = frozenset({"stdout", "stderr"})
 _ACCESS, _JSON, _ERROR, _SSHD = range(4)
 _INNER = (NginxAccessParser, NginxJsonParser, NginxErrorParser, SshdParser)
 _SUBSTITUTE_TIME = (False, False, True, True)
-_TIMED = (HttpAuthFailure, HttpRateLimited, SshEvent)
 """Whether an inner format's time is zoneless local time (the record's is used)."""
+_TIMED = (HttpAuthFailure, HttpRateLimited, SshEvent)
+"""The events of those formats."""
 
 
 def _kind(line: str) -> int:
