@@ -39,7 +39,7 @@ from aisentinel.events import (
     SshEvent,
     SshKind,
 )
-from aisentinel.parsers import AUTO, ParserContext, build_parser
+from aisentinel.parsers import AUTO, build_parser
 from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.responders.runner import ResponderRunner
 
@@ -314,13 +314,7 @@ class Pipeline:
         key = (source, fmt)
         parser = self._parsers.get(key)
         if parser is None:
-            ctx = ParserContext(
-                source=source,
-                clock=self.parser_clock,
-                trusted_proxies=tuple(self.parsers_config.trusted_proxies),
-                forwarded_header=self.parsers_config.forwarded_header,
-                options=self.parsers_config.table(fmt),
-            )
+            ctx = self.parsers_config.context(source, fmt, self.parser_clock)
             parser = self._parsers[key] = build_parser(fmt, ctx)
         return parser
 

@@ -83,6 +83,19 @@ class ParsersConfig(StrictModel):
         """Every parser's validated table, by parser name."""
         return dict(self._tables)
 
+    def context(self, source: str, fmt: str, clock: Clock | None = None) -> ParserContext:
+        """The context of a parser of format ``fmt`` for ``source`` under these settings:
+        the trusted proxies, the forwarded header and ``fmt``'s own table. The daemon,
+        ``replay``, ``explain`` and ``rules test`` all build their parsers' contexts here,
+        so one config gives one reading of a line everywhere."""
+        return ParserContext(
+            source=source,
+            clock=clock or SystemClock(),
+            trusted_proxies=tuple(self.trusted_proxies),
+            forwarded_header=self.forwarded_header,
+            options=self.table(fmt),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ParserContext:
