@@ -586,7 +586,14 @@ def cmd_rules(args: argparse.Namespace) -> int:
     if lines is None:
         return 2
     try:
-        rules_test(lines, ruleset, sys.stdout, fmt=args.format, as_json=args.json)
+        rules_test(
+            lines,
+            ruleset,
+            sys.stdout,
+            fmt=args.format,
+            as_json=args.json,
+            parsers=config.parsers,
+        )
     except ValueError as exc:
         print(f"aisentinel: rules test: {args.file}: {_line_problem(exc)}", file=sys.stderr)
         return 2

@@ -22,8 +22,8 @@ from aisentinel.detectors.common import set_ipv6_key_prefix
 from aisentinel.detectors.rules import RulesConfig
 from aisentinel.events import Event, Finding, HttpRequest, finding_fields
 from aisentinel.guard.secrets import find_secrets, redact_secrets
-from aisentinel.parsers import AUTO, ParserContext, build_parser, sniff
-from aisentinel.parsers.base import Parser
+from aisentinel.parsers import AUTO, build_parser, sniff
+from aisentinel.parsers.base import Parser, ParsersConfig
 from aisentinel.replay import iso
 from aisentinel.rules import LoadedRule, RuleSet, describe_rule
 from aisentinel.rules.matcher import Exclusions, Hit, Matcher, explain_rule, request_fields
@@ -92,9 +92,17 @@ def rules_show(loaded: LoadedRule, out: TextIO, *, as_json: bool) -> None:
 # --------------------------------------------------------------------------- parsing lines
 
 
-def _parser_for(lines: Sequence[str], fmt: str, ctx: ParserContext) -> tuple[str, Parser]:
+def _parser_for(
+    lines: Sequence[str], fmt: str, source: str, parsers: ParsersConfig
+) -> tuple[str, Parser]:
+    """The format of ``lines`` (sniffed for ``auto``) and a parser of it, built under the
+    config's ``[parsers]`` as the daemon builds a source's: its trusted proxies, forwarded
+    header and the format's own table (a client behind a trusted proxy is the one named
+    in the forwarded field, here as in ``replay`` and the daemon). The parsers' clock is
+    the wall clock: classic syslog timestamps have no year, and the sshd parser infers it
+    from "now" (a clock at the epoch refused them)."""
     name = sniff(lines) if fmt == AUTO else fmt
-    return name, build_parser(name, ctx)
+    return name, build_parser(name, parsers.context(source, name))
 
 
 def event_fields(event: Event) -> dict[str, Any]:
@@ -122,13 +130,19 @@ class RulesTestResult:
 
 
 def rules_test(
-    lines: Iterable[str], ruleset: RuleSet, out: TextIO, *, fmt: str, as_json: bool
+    lines: Iterable[str],
+    ruleset: RuleSet,
+    out: TextIO,
+    *,
+    fmt: str,
+    as_json: bool,
+    parsers: ParsersConfig,
 ) -> RulesTestResult:
     """Each line through the parser and the rules only (no windows): which rules it
-    matches. Prints one line (or JSON object) per matching line, then a summary."""
+    matches. Prints one line (or JSON object) per matching line, then a summary.
+    ``parsers``: the config's ``[parsers]`` (trusted proxies, forwarded header)."""
     lines = list(lines)
-    ctx = ParserContext(source="rules-test")
-    name, parser = _parser_for(lines[:64], fmt, ctx)
+    name, parser = _parser_for(lines[:64], fmt, "rules-test", parsers)
     matcher = Matcher(ruleset.rules, exclusions=ruleset.exclusions)
     result = RulesTestResult(name)
     for lineno, line in enumerate(lines, 1):
@@ -182,10 +196,7 @@ def explain_lines(
     did it), and the findings the detectors make (fed in order, so a threshold met over
     several lines of a file shows on the line that meets it). Returns the number of
     lines no parser understood."""
-    # The parsers' default clock is the wall clock: classic syslog timestamps have no
-    # year, and the sshd parser infers it from "now" (a clock at the epoch refused them).
-    ctx = ParserContext(source="explain", trusted_proxies=())
-    name, parser = _parser_for(lines[:64], fmt, ctx)
+    name, parser = _parser_for(lines[:64], fmt, "explain", config.parsers)
     ruleset = ruleset_of(config)
     set_ipv6_key_prefix(config.decisions.ipv6_ban_prefix)  # as the pipeline does
     exclusions = Exclusions(ruleset.exclusions, ruleset.rules)

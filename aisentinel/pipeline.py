@@ -14,7 +14,7 @@ it is given to that one state, so a reload keeps it for all.
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -39,8 +39,8 @@ from aisentinel.events import (
     SshEvent,
     SshKind,
 )
-from aisentinel.parsers import AUTO, ParserContext, build_parser
-from aisentinel.parsers.base import Parser, ParsersConfig
+from aisentinel.parsers import AUTO, build_parser
+from aisentinel.parsers.base import Parser, ParsersConfig, RecentShare
 from aisentinel.responders.runner import ResponderRunner
 
 log = structlog.get_logger(__name__)
@@ -111,35 +111,35 @@ class Recognition:
     """
 
     parser: str
-    batches: deque[tuple[int, int]] = field(default_factory=deque)
-    lines: int = 0
-    unrecognised: int = 0
-    blind: bool = False
+    window: RecentShare = field(
+        default_factory=lambda: RecentShare(
+            RECOGNITION_WINDOW, RECOGNITION_MIN, BLIND_SHARE, SEEING_SHARE
+        )
+    )
+
+    @property
+    def lines(self) -> int:
+        """The source's recent lines read by this parser."""
+        return self.window.lines
+
+    @property
+    def unrecognised(self) -> int:
+        """Of :attr:`lines`, those not of the format."""
+        return self.window.hits
+
+    @property
+    def blind(self) -> bool:
+        """Whether nearly all of the recent lines are not of the format."""
+        return self.window.holds
 
     def add(self, lines: int, unrecognised: int) -> bool:
         """Count a batch of ``lines``, ``unrecognised`` of them not of the format; whether
         that changed :attr:`blind`."""
-        batches = self.batches
-        batches.append((lines, unrecognised))
-        self.lines += lines
-        self.unrecognised += unrecognised
-        while self.lines - batches[0][0] >= RECOGNITION_WINDOW:
-            old_lines, old_unrecognised = batches.popleft()
-            self.lines -= old_lines
-            self.unrecognised -= old_unrecognised
-        share = self.share()
-        if share is None:
-            return False
-        blind = share >= BLIND_SHARE if not self.blind else share > SEEING_SHARE
-        changed = blind != self.blind
-        self.blind = blind
-        return changed
+        return self.window.add(lines, unrecognised)
 
     def share(self) -> float | None:
         """The share of the recent lines not of the format (``None``: too few lines)."""
-        if self.lines < RECOGNITION_MIN:
-            return None
-        return self.unrecognised / self.lines
+        return self.window.share()
 
 
 def _alert_key(finding: Finding) -> str:
@@ -314,14 +314,7 @@ class Pipeline:
         key = (source, fmt)
         parser = self._parsers.get(key)
         if parser is None:
-            ctx = ParserContext(
-                source=source,
-                clock=self.parser_clock,
-                trusted_proxies=tuple(self.parsers_config.trusted_proxies),
-                forwarded_header=self.parsers_config.forwarded_header,
-                options=self.parsers_config.table(fmt),
-                tables=self.parsers_config.tables(),
-            )
+            ctx = self.parsers_config.context(source, fmt, self.parser_clock)
             parser = self._parsers[key] = build_parser(fmt, ctx)
         return parser
 
@@ -834,6 +827,17 @@ class Pipeline:
             self.parsers_config = parsers_config
             self._parsers.clear()
         self._dispatch.clear()
+
+    def source_problems(self, source: str) -> list[str]:
+        """What the parsers of ``source`` see wrong now with its setup
+        (:meth:`~aisentinel.parsers.base.Parser.problems`), for ``aisentinel status``.
+        Called from the control thread: the parsers are read from a copy of the table."""
+        out: list[str] = []
+        for (name, _fmt), parser in list(self._parsers.items()):
+            if name != source:
+                continue
+            out += (p for p in parser.problems() if p not in out)
+        return out
 
     def judge_afresh(self, source: str) -> None:
         """Forget how much of ``source``'s recent lines were recognised (a reload changed

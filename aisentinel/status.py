@@ -4,7 +4,8 @@
 exporter publishes: no bookkeeping of its own) and returns plain JSON-able data; the
 control socket serves it as the ``status`` command. :func:`problems` says what is
 wrong in a snapshot (a source down, or blind: reading lines nearly none of which are of
-its format; a responder unhealthy, a degraded component, a stale heartbeat):
+its format, or one whose parser sees a setup that hides every client, such as a local
+proxy not trusted; a responder unhealthy, a degraded component, a stale heartbeat):
 ``aisentinel status`` exits 1 when there is anything. A source's
 ``notes`` (what it reads but cannot fully see, e.g. a GPU value NVML does not support)
 are shown apart and are not problems.
@@ -126,6 +127,7 @@ def _source(daemon: Daemon, cfg: SourceConfigBase) -> dict[str, Any]:
         unrecognised_share=share,
         recent_lines=recognition.lines if recognition is not None else 0,
         format=recognition.parser if recognition is not None else None,
+        setup_problems=daemon.pipeline.source_problems(cfg.name),
     )
     if source is None:
         entry.update(
@@ -299,6 +301,8 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
                 f"lines are not {s.get('format') or s.get('parser')} lines, so nothing in them "
                 "is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)"
             )
+        for problem in s.get("setup_problems") or ():
+            out.append(f"source {s.get('name')}: {problem}")
     if "responders" in snap and not snap["responders"]:
         out.append(
             "no responder is enabled: nothing is enforced, decisions are only logged and kept "

@@ -185,6 +185,41 @@ def test_shipped_default_config_shows_every_decisions_key() -> None:
     assert set(DecisionsConfig.model_fields) - {"proc_root"} <= shown
 
 
+def _nested(section: str, table: dict[str, object]) -> dict[str, object]:
+    """``table`` under the dotted ``section`` (``decisions.workload_allowlist``)."""
+    data: dict[str, object] = table
+    for part in reversed(section.split(".")):
+        data = {part: data}
+    return data
+
+
+def test_shipped_default_config_shows_defaults_or_says_example() -> None:
+    """Each commented `key = value` of the conffile (outside the [[sources]] examples)
+    holds the key's built-in default, unless its comment starts with "example" and gives
+    the default; the header says so."""
+    text = (Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml").read_text()
+    assert 'unless its comment starts with "example"' in text
+    section: str | None = None
+    checked = examples = 0
+    for line in text.splitlines():
+        if line.startswith("# [[sources]]"):
+            section = None  # the source examples: see the next test
+        elif heading := re.fullmatch(r"(?:# )?\[([\w.]+)\].*", line):
+            section = heading.group(1)
+        elif section is not None and (key := re.fullmatch(r"# (\w+) = (.*)", line)):
+            value = tomllib.loads(f"value = {key.group(2)}")["value"]
+            comment = key.group(2).partition("# ")[2]
+            if comment.startswith("example"):
+                assert "default: " in comment, line
+                examples += 1
+                continue
+            shown = parse_config(_nested(section, {key.group(1): value})).to_dict()
+            assert shown == parse_config(_nested(section, {})).to_dict(), line
+            checked += 1
+    assert checked > 50
+    assert examples >= 10
+
+
 def test_shipped_source_examples_show_the_defaults_of_their_optional_keys() -> None:
     """Uncommented, each [[sources]] example of the conffile validates, and every optional
     key it shows holds the built-in default (journald's matches: sshd and sshd-session)."""

@@ -442,3 +442,15 @@ def test_pieces_of_unknown_streams_share_one_pending_line() -> None:
     records = [json.dumps({"log": "x" * 10, "stream": f"s{i}", "time": WHEN}) for i in range(50)]
     assert parser.parse_many(records) == []
     assert len(parser._pending) == 1
+
+
+def test_untrusted_local_proxy_in_a_container_log_is_a_problem_of_the_source() -> None:
+    """An nginx container behind an untrusted proxy on loopback (every client 127.0.0.1,
+    the real one in X-Forwarded-For) shows as the source's problem, as in a plain file."""
+    parser = _parser()
+    line = nginx_line(T0, "127.0.0.1", "/api/tags", 200) + ' "198.51.100.9"'
+    events = parser.parse_many([docker(line)] * 300)
+    assert {e.client for e in events if isinstance(e, HttpRequest)} == {"127.0.0.1"}
+    [problem] = parser.problems()
+    assert problem.startswith("every client is 127.0.0.1")
+    assert any("trusted_proxies" in message for message, _ in parser.take_notices())

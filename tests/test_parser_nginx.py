@@ -507,6 +507,78 @@ def test_trusted_proxy_lines_without_forwarded_field_give_one_notice(fmt: str) -
     assert healthy.take_notices() == []
 
 
+def _from_peer(fmt: str, peer: str, xff: str | None) -> str:
+    """A line of ``fmt`` (``nginx``: the combined_xff layout when ``xff`` is not None)
+    from ``peer`` carrying the forwarded-for chain ``xff``."""
+    if fmt == "nginx-json":
+        return _json_line(remote_addr=peer, xff=xff or "")
+    line = LINE.replace("203.0.113.7", peer, 1)
+    return line if xff is None else f'{line} "{xff}"'
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+def test_untrusted_local_proxy_gives_one_notice_and_a_problem(fmt: str) -> None:
+    """When most requests come from an untrusted loopback peer and carry a forwarded
+    client (a local TLS terminator or tunnel, no trusted_proxies), the parser queues one
+    notice with both fixes, and says so in problems() until the lines change."""
+    parser = _parser(fmt)
+    proxied = _from_peer(fmt, "127.0.0.1", "198.51.100.9")
+    events = parser.parse_many([proxied] * 40)
+    assert {e.client for e in events} == {"127.0.0.1"}
+    assert parser.take_notices() == []  # too few lines to judge
+    assert parser.problems() == []
+    parser.parse_many([proxied] * 20)
+    [(message, fields)] = parser.take_notices()
+    assert 'trusted_proxies = ["127.0.0.1/32"]' in message
+    assert "set_real_ip_from 127.0.0.1" in message
+    assert fields == {"peer": "127.0.0.1"}
+    [problem] = parser.problems()
+    assert problem.startswith("every client is 127.0.0.1")
+    assert 'trusted_proxies = ["127.0.0.1/32"]' in problem
+    parser.parse_many([proxied] * 500)
+    assert parser.take_notices() == []  # once per source
+    parser.parse_many([_from_peer(fmt, "203.0.113.7", None)] * 200)
+    assert parser.problems() == []  # nginx's realip module now names the clients
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+def test_untrusted_local_ipv6_proxy_is_named_with_its_network(fmt: str) -> None:
+    """A local proxy that connects over ::1 is named as ::1/128 in the fix."""
+    parser = _parser(fmt)
+    parser.parse_many([_from_peer(fmt, "::1", "2001:db8::9")] * 60)
+    [(message, _)] = parser.take_notices()
+    assert 'trusted_proxies = ["::1/128"]' in message
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+@pytest.mark.parametrize(
+    ("proxies", "lines"),
+    [
+        # the local proxy is trusted: its clients are resolved
+        (("127.0.0.1/32",), [("127.0.0.1", "198.51.100.9")] * 300),
+        # local health checks without a forwarded address, among direct clients
+        ((), [("127.0.0.1", None)] * 200 + [("203.0.113.7", None)] * 100),
+        # clients sending X-Forwarded-For themselves: never from loopback
+        ((), [("203.0.113.7", "127.0.0.1")] * 300),
+        # a forwarded field that names no address (another field in its place)
+        ((), [("127.0.0.1", "example.com")] * 300),
+        # a minority of the requests through an untrusted local proxy
+        ((), ([("127.0.0.1", "198.51.100.9")] + [("203.0.113.7", None)] * 3) * 100),
+    ],
+    ids=["trusted", "health-checks", "client-xff", "not-an-address", "minority"],
+)
+def test_no_local_proxy_notice_without_clear_evidence(
+    fmt: str, proxies: tuple[str, ...], lines: list[tuple[str, str | None]]
+) -> None:
+    """No notice or problem when the local proxy is trusted, its requests carry no
+    forwarded address, only remote clients send one, or few requests come through it."""
+    parser = _parser(fmt, proxies)
+    for start in range(0, len(lines), 37):
+        parser.parse_many([_from_peer(fmt, peer, xff) for peer, xff in lines[start : start + 37]])
+    assert parser.take_notices() == []
+    assert parser.problems() == []
+
+
 @pytest.mark.parametrize(
     "line",
     [

@@ -504,6 +504,50 @@ def test_explain_escapes_attacker_text(capsys: pytest.CaptureFixture[str], tmp_p
     assert record["rules"][0]["id"] == "log4shell"
 
 
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+def test_explain_rules_test_and_replay_name_the_client_behind_a_trusted_proxy(
+    fmt: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """explain and rules test read a line under the config's [parsers] trusted_proxies and
+    forwarded_header as replay (and the daemon) do: the client is the forwarded one."""
+    config = write(
+        tmp_path,
+        "c.toml",
+        '[parsers]\ntrusted_proxies = ["127.0.0.1/32"]\nforwarded_header = "real_ip"\n'
+        '[detectors.rules]\nrules_dir = ""\n',
+    )
+    if fmt == "nginx":
+        line = (
+            '127.0.0.1 - - [01/Jan/2025:00:00:00 +0000] "GET /?x=%24%7Bjndi:ldap://a/b%7D '
+            'HTTP/1.1" 404 5 "-" "curl/8" "203.0.113.9"'
+        )
+        client = "203.0.113.9"
+    else:
+        line = json.dumps(
+            {
+                "time": "1735689600.000",
+                "remote_addr": "127.0.0.1",
+                "xff": "203.0.113.9",
+                "real_ip": "198.51.100.4",
+                "request_method": "GET",
+                "request_uri": "/?x=%24%7Bjndi:ldap://a/b%7D",
+                "status": "404",
+                "http_user_agent": "curl/8",
+            }
+        )
+        client = "198.51.100.4"  # forwarded_header = "real_ip"
+    log = write(tmp_path, "access.log", line + "\n")
+    assert main(["explain", line, "--json", "--format", fmt, "--config", str(config)]) == 0
+    assert json.loads(capsys.readouterr().out)["event"]["client"] == client
+    argv = ["rules", "test", str(log), "--json", "--format", fmt, "--config", str(config)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["client"] == client
+    argv = ["replay", str(log), "--json", "--format", fmt, "--config", str(config)]
+    assert main(argv) == 0
+    targets = {json.loads(x).get("target") for x in capsys.readouterr().out.splitlines()}
+    assert client in targets
+
+
 def _unencodable(*_args: object, **_kw: object) -> int:
     raise UnicodeEncodeError("utf-8", "/a\udcff", 2, 3, "surrogates not allowed")
 

@@ -300,6 +300,40 @@ def test_a_source_reading_another_format_is_blind_and_exits_one(
         r.stop()
 
 
+def test_an_untrusted_local_proxy_is_a_problem_of_its_source(
+    short_dir: Path, now_epoch: float
+) -> None:
+    """An nginx source whose requests all come from 127.0.0.1 with X-Forwarded-For (a local
+    TLS terminator, no trusted_proxies) is up and parses every line, yet `status` exits 1
+    saying every client is 127.0.0.1 and how to trust the proxy."""
+    web = short_dir / "logs" / "access.log"
+    web.touch()
+    r = Running(short_dir, SOURCE.format(name="web", parser="nginx", path=web))
+    try:
+        assert wait_for(lambda: _all_up(r))
+        with web.open("a") as fh:
+            fh.writelines(
+                f'{nginx_line(now_epoch + i, "127.0.0.1", "/.env")} "203.0.113.{i}"\n'
+                for i in range(60)
+            )
+        assert wait_for(lambda: r.daemon.pipeline.sources["web"].parsed == 60, timeout=15)
+        done = _status("--config", str(r.path))
+        assert done.returncode == 1, done.stdout + done.stderr
+        problem = (
+            "source web: every client is 127.0.0.1: its requests carry forwarded addresses "
+            'but it is not a trusted proxy; set [parsers] trusted_proxies = ["127.0.0.1/32"] '
+            "or use nginx's realip module"
+        )
+        assert f"PROBLEMS (1)\n  - {problem}\n" in done.stdout
+        snap = json.loads(_status("--json", "--config", str(r.path)).stdout)
+        assert snap["problems"] == [problem]
+        [entry] = snap["sources"]
+        assert entry["setup_problems"] == [problem.removeprefix("source web: ")]
+        assert entry["blind"] is False
+    finally:
+        r.stop()
+
+
 def test_no_daemon_exits_three_with_one_line(short_dir: Path) -> None:
     """With no daemon listening: exit 3, one line naming the socket, no traceback."""
     path = short_dir / "run" / "control.sock"

@@ -14,6 +14,7 @@ import functools
 import ipaddress
 import operator
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, cast
@@ -83,6 +84,20 @@ class ParsersConfig(StrictModel):
         """Every parser's validated table, by parser name."""
         return dict(self._tables)
 
+    def context(self, source: str, fmt: str, clock: Clock | None = None) -> ParserContext:
+        """The context of a parser of format ``fmt`` for ``source`` under these settings:
+        the trusted proxies, the forwarded header and ``fmt``'s own table. The daemon,
+        ``replay``, ``explain`` and ``rules test`` all build their parsers' contexts here,
+        so one config gives one reading of a line everywhere."""
+        return ParserContext(
+            source=source,
+            clock=clock or SystemClock(),
+            trusted_proxies=tuple(self.trusted_proxies),
+            forwarded_header=self.forwarded_header,
+            options=self.table(fmt),
+            tables=self.tables(),
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class ParserContext:
@@ -133,6 +148,12 @@ class Parser(ABC):
         out, self.notices = self.notices, []
         return out
 
+    def problems(self) -> list[str]:
+        """What is wrong now with the setup of the source this parser reads, as seen in
+        its recent lines (``aisentinel status`` lists each as a problem of the source);
+        none by default. Unlike a notice, a problem goes once the lines show it no more."""
+        return []
+
     @abstractmethod
     def parse(self, line: str) -> Event | None:
         """The event this line describes, or ``None`` (not this format, or irrelevant)."""
@@ -178,6 +199,54 @@ class Parser(ABC):
         sample = lines[:: -(-count // RECOGNITION_SAMPLE)]
         misses = sum(1 for line in sample if not self.recognises(line))
         return min(missed, round(misses * count / len(sample)))
+
+
+@dataclass(slots=True)
+class RecentShare:
+    """The share of a source's recent lines that show something, and whether it holds.
+
+    Counted over the batches holding the source's last ``window`` lines (at least); it
+    holds once the share reaches ``on`` over at least ``least`` lines, and ends once the
+    share is down to ``off``, so a share in between never flaps. The pipeline's
+    blind-source check (:class:`aisentinel.pipeline.Recognition`) and the access parsers'
+    untrusted-local-proxy check (:class:`aisentinel.parsers.proxy.LoopbackWatch`) use it.
+    """
+
+    window: int
+    least: int
+    on: float
+    off: float
+    batches: deque[tuple[int, int]] = field(default_factory=deque)
+    lines: int = 0
+    """Recent lines."""
+    hits: int = 0
+    """Of :attr:`lines`, those that show it."""
+    holds: bool = False
+
+    def add(self, lines: int, hits: int) -> bool:
+        """Count a batch of ``lines``, ``hits`` of them showing it; whether that changed
+        :attr:`holds`."""
+        batches = self.batches
+        batches.append((lines, hits))
+        self.lines += lines
+        self.hits += hits
+        while self.lines - batches[0][0] >= self.window:
+            old_lines, old_hits = batches.popleft()
+            self.lines -= old_lines
+            self.hits -= old_hits
+        share = self.share()
+        if share is None:
+            return False
+        holds = share >= self.on if not self.holds else share > self.off
+        changed = holds != self.holds
+        self.holds = holds
+        return changed
+
+    def share(self) -> float | None:
+        """The share of the recent lines that show it (``None``: too few lines)."""
+        if self.lines < self.least:
+            return None
+        return self.hits / self.lines
 
 
 RECOGNITION_SAMPLE = 32

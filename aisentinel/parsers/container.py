@@ -308,6 +308,10 @@ class ContainerParser(Parser):
         self._last = (batch, unrecognised)
         return out
 
+    def problems(self) -> list[str]:
+        """The inner parsers' problems (a proxy on the same host that is not trusted)."""
+        return [problem for parser in self._inner for problem in parser.problems()]
+
     def _single(self, kind: int, text: str, when: str, out: list[Event]) -> int:
         """Parse an error-log or sshd line into ``out`` (its time: the record's, see the
         module notes); 1 if it is not of its format, else 0."""

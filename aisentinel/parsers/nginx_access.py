@@ -27,7 +27,12 @@ from collections.abc import Iterable
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
 from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
-from aisentinel.parsers.proxy import ProxyResolver, normalize_addr
+from aisentinel.parsers.proxy import (
+    LoopbackWatch,
+    ProxyResolver,
+    forwarded_address,
+    normalize_addr,
+)
 from aisentinel.parsers.timestamps import NginxTimeLocal
 
 _USER = r"([^ ]++)"
@@ -61,6 +66,9 @@ as no user (``None``): the same text is what a format with another field before 
 time writes (``$remote_addr - $host - [$time_local]``), which must not be taken for a
 user (detectors count one as a credential), and a client must not be able to make its
 lines unparsed by choosing its user name."""
+
+_LOOPBACK_HEADS = ("127.", "::1 ", "::ffff:127.")
+"""How a line from a loopback peer starts (nginx writes ``$remote_addr`` canonical)."""
 
 _CUT_REQUEST = re.compile(r'([0-9A-Fa-f.:]++) [^ ]++ ([^ ]++) \[([^\]]{26})\] "([^"]*+)\Z')
 """A combined line cut inside its request line: address, user, time, the request so far."""
@@ -124,14 +132,27 @@ class NginxAccessParser(Parser):
         proxy = self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
         self._resolve = proxy.client if proxy.enabled else None
         self._match = (_LINE if proxy.enabled else _LINE_NO_XFF).match
+        self._loopback = LoopbackWatch()
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` if it is not a combined line."""
-        found = self.parse_many((line,))
+        found = self._requests((line,))
         return found[0] if found else None
 
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
-        """The requests of ``lines``, in order; lines that are not combined lines are skipped."""
+        """The requests of ``lines``, in order; lines that are not combined lines are
+        skipped. A sample of them tells whether every client is an untrusted local proxy
+        (:class:`~aisentinel.parsers.proxy.LoopbackWatch`), judged over the batches."""
+        if not isinstance(lines, list | tuple):
+            lines = list(lines)
+        out = self._requests(lines)
+        watch = self._loopback
+        if watch.add(lines, self._peer_of, self._proxy) and watch.proxied:
+            self.notice("loopback-proxy", watch.notice(), peer=watch.peer)
+        return out
+
+    def _requests(self, lines: Iterable[str]) -> list[HttpRequest]:
+        """The requests of ``lines``, in order (see :meth:`parse_many`)."""
         match = self._match
         times = self._time_cache
         to_time = self._time
@@ -206,6 +227,26 @@ class NginxAccessParser(Parser):
                 "(see docs/nginx-log-format.md)",
             )
         return out
+
+    def problems(self) -> list[str]:
+        """Every client taken for a local proxy that is not trusted (:class:`LoopbackWatch`)."""
+        problem = self._loopback.problem()
+        return [problem] if problem else []
+
+    def _peer_of(self, line: str) -> tuple[str, bool] | None:
+        """A line's peer and whether its forwarded-for field (the quoted one after the
+        user agent, read whether or not a proxy is trusted) names an address; ``None``
+        for a line whose peer is no loopback address outside the trusted proxies (one
+        look at its start: only such a line is matched again)."""
+        if not line.startswith(_LOOPBACK_HEADS):
+            return None
+        peer = normalize_addr(line.partition(" ")[0])
+        if self._proxy.is_trusted(peer):
+            return None
+        m = _LINE.match(line) or _SPACED.match(line)
+        if m is None:
+            return None
+        return peer, forwarded_address(m.group(11))
 
     def cut_request(self, line: str) -> HttpRequest | None:
         """The request of a line cut inside its request line, or ``None``.

@@ -31,7 +31,13 @@ from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
 from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
 from aisentinel.parsers.nginx_access import split_request
-from aisentinel.parsers.proxy import ADDR_RE, ProxyResolver, normalize_addr
+from aisentinel.parsers.proxy import (
+    ADDR_RE,
+    LoopbackWatch,
+    ProxyResolver,
+    forwarded_address,
+    normalize_addr,
+)
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS, IsoTime
 
 _ADDR = re.compile(ADDR_RE)
@@ -45,6 +51,9 @@ _XFF_KEYS = ("xff", "http_x_forwarded_for", "x_forwarded_for")
 """The keys read as the ``X-Forwarded-For`` chain, first present wins: the shipped
 format's, then those of widely copied JSON formats (ingress-nginx, Loki/ELK examples)."""
 _FORWARDED = ("real_ip", *_XFF_KEYS)
+_REMOTE_ADDR = re.compile(r'"remote_addr"\s*:\s*"([^"\\]*)"')
+"""A record's ``remote_addr`` as text, without decoding the line (a cheap look; inside a
+JSON string every quote is escaped, so no value can hold it)."""
 _PATH_KEYS = ("request_uri", "request", "path", "uri")
 """The keys a path is read from, first present wins: ``request_uri``; ``request``
 (``$request``, ``"GET /x HTTP/1.1"``, split); ``path`` or ``uri`` (``$uri``: no query)."""
@@ -182,9 +191,12 @@ class NginxJsonParser(Parser):
         super().__init__(ctx)
         self._iso = IsoTime()
         self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
+        self._loopback = LoopbackWatch()
 
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
         """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop."""
+        if not isinstance(lines, list | tuple):
+            lines = list(lines)
         parse = self.parse
         out = [r for r in map(parse, lines) if r is not None]
         if self._proxy.enabled and self._proxy.layout_suspect():
@@ -194,7 +206,32 @@ class NginxJsonParser(Parser):
                 f"{', '.join(_FORWARDED)}): each is taken as the proxy's own request, and "
                 "the proxy is never banned (see docs/nginx-log-format.md)",
             )
+        watch = self._loopback
+        if watch.add(lines, self._peer_of, self._proxy) and watch.proxied:
+            self.notice("loopback-proxy", watch.notice(), peer=watch.peer)
         return out
+
+    def problems(self) -> list[str]:
+        """Every client taken for a local proxy that is not trusted (:class:`LoopbackWatch`)."""
+        problem = self._loopback.problem()
+        return [problem] if problem else []
+
+    def _peer_of(self, line: str) -> tuple[str, bool] | None:
+        """A line's peer and whether one of its forwarded keys (:data:`_FORWARDED`) names
+        an address; ``None`` for a line whose peer is no loopback address outside the
+        trusted proxies, as one look at its ``remote_addr`` tells (only such a line is
+        decoded again), or that is no record with a peer."""
+        head = _REMOTE_ADDR.search(line) if "127." in line or "::1" in line else None
+        if head is None:
+            return None
+        peer = normalize_addr(head.group(1))
+        if not self._loopback.is_loopback(peer) or self._proxy.is_trusted(peer):
+            return None
+        data = self._record(line)
+        if data is None or data.get("remote_addr") != head.group(1):
+            return None
+        forwarded = any(forwarded_address(_opt_text(data.get(key))) for key in _FORWARDED)
+        return peer, forwarded
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` (not JSON, or lacking address/status)."""

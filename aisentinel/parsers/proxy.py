@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Sequence
 
 from aisentinel.configtypes import ForwardedHeader
+from aisentinel.parsers.base import RecentShare
 from aisentinel.parsers.timestamps import CACHE_LIMIT
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -162,6 +164,125 @@ class ProxyResolver:
                 self._addresses.clear()
             self._addresses[entry] = found
         return found
+
+
+LOOPBACK_SAMPLE = 16
+"""Most lines of a batch :meth:`LoopbackWatch.add` looks at (spread over the batch)."""
+LOOPBACK_WINDOW = 200
+"""A source's recent lines for :class:`LoopbackWatch`: the batches holding its last this
+many lines (at least)."""
+LOOPBACK_MIN = 50
+"""Fewest recent lines :class:`LoopbackWatch` judges on."""
+LOOPBACK_SHARE = 2 / 3
+"""The share of recent lines from an untrusted loopback peer with a forwarded address
+at which every client is taken to be that peer ..."""
+LOOPBACK_CLEAR = 1 / 3
+"""... and the share at or below which that no longer holds (no flapping in between)."""
+
+PeerOf = Callable[[str], tuple[str, bool] | None]
+"""A line's peer (``$remote_addr``, normalised) and whether it carries a forwarded
+client address, or ``None`` (not a request from a loopback peer, as far as a cheap look
+tells)."""
+
+
+class LoopbackWatch:
+    """Whether most of a source's recent requests come from a loopback peer that is not
+    a trusted proxy and carry a forwarded client address (X-Forwarded-For, X-Real-IP).
+
+    That is a proxy on this host (a TLS terminator, a tunnel, a second nginx) in front of
+    nginx, not in ``[parsers] trusted_proxies``, with no realip module: every client is
+    then taken to be the loopback address, which the allowlist always holds, so no
+    attacker is ever banned or alerted on, silently. No client can pose as a loopback peer,
+    so the evidence is the operator's setup, never a client's header. A sample of each
+    batch (at most :data:`LOOPBACK_SAMPLE` lines, each looked at cheaply by the parser's
+    ``peer_of``) is scaled to the batch, and counted over the batches holding the source's
+    last :data:`LOOPBACK_WINDOW` lines (as the blind-source check counts); :attr:`proxied`
+    holds from a share of :data:`LOOPBACK_SHARE` over at least :data:`LOOPBACK_MIN` lines
+    until the share is down to :data:`LOOPBACK_CLEAR`.
+    """
+
+    __slots__ = ("_loopback", "peer", "recent")
+
+    def __init__(self) -> None:
+        self.recent = RecentShare(LOOPBACK_WINDOW, LOOPBACK_MIN, LOOPBACK_SHARE, LOOPBACK_CLEAR)
+        """Of the source's recent lines, those from an untrusted loopback peer with a
+        forwarded address."""
+        self._loopback: dict[str, bool] = {}
+        self.peer = ""
+        """The loopback peer of the latest such request."""
+
+    @property
+    def proxied(self) -> bool:
+        """Whether most recent requests are such (see the class notes)."""
+        return self.recent.holds
+
+    def is_loopback(self, peer: str) -> bool:
+        """Whether ``peer`` (text, IPv4-mapped already made IPv4) is a loopback address."""
+        found = self._loopback.get(peer)
+        if found is None:
+            try:
+                found = ipaddress.ip_address(peer).is_loopback
+            except ValueError:
+                found = False
+            if len(self._loopback) >= CACHE_LIMIT:
+                self._loopback.clear()
+            self._loopback[peer] = found
+        return found
+
+    def add(self, lines: Sequence[str], peer_of: PeerOf, proxy: ProxyResolver) -> bool:
+        """Look at a sample of a batch's ``lines``; whether :attr:`proxied` changed."""
+        count = len(lines)
+        if not count:
+            return False
+        hits = 0
+        sample = lines[:: -(-count // LOOPBACK_SAMPLE)]
+        for line in sample:
+            found = peer_of(line)
+            if found is None:
+                continue
+            peer, forwarded = found
+            if forwarded and self.is_loopback(peer) and not proxy.is_trusted(peer):
+                hits += 1
+                self.peer = peer
+        return self.recent.add(count, round(hits * count / len(sample)))
+
+    def problem(self) -> str | None:
+        """What :attr:`proxied` means, in one short line with the fix (for ``aisentinel
+        status``); ``None`` if it does not hold."""
+        if not self.proxied:
+            return None
+        peer = self.peer
+        return (
+            f"every client is {peer}: its requests carry forwarded addresses but it is not "
+            f'a trusted proxy; set [parsers] trusted_proxies = ["{self._network()}"] or use '
+            "nginx's realip module"
+        )
+
+    def notice(self) -> str:
+        """What :attr:`proxied` means for the operator's log, with both fixes."""
+        peer = self.peer
+        return (
+            f"most requests come from {peer} (loopback, not a trusted proxy) carrying a "
+            f"forwarded client address: every client is taken to be {peer}, and loopback is "
+            "never banned nor alerted on. If a proxy on this host (a TLS terminator, a "
+            "tunnel) forwards them, trust it: [parsers] trusted_proxies = "
+            f'["{self._network()}"]; or log the real client with nginx\'s realip module '
+            f"(set_real_ip_from {peer}; real_ip_header X-Forwarded-For; real_ip_recursive "
+            "on). See docs/nginx-log-format.md"
+        )
+
+    def _network(self) -> str:
+        """:attr:`peer` as the network ``trusted_proxies`` would name it."""
+        return f"{self.peer}/{128 if ':' in self.peer else 32}"
+
+
+def forwarded_address(value: str | None) -> bool:
+    """Whether a forwarded value (an X-Forwarded-For chain, an X-Real-IP) names an address
+    as its last entry (``-``, empty, or another field in its place: no)."""
+    if not value or value == "-":
+        return False
+    last = value.rpartition(",")[2].strip()
+    return len(last) <= _LONGEST_ENTRY and bool(_entry_address(last))
 
 
 def _entry_address(entry: str) -> str | None:
