@@ -25,7 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from aisentinel.clock import Clock
 from aisentinel.configtypes import DEFAULT_MAX_KEYS
 from aisentinel.decisions.engine import DecisionEngine
-from aisentinel.detectors.base import Detector
+from aisentinel.detectors.base import Detector, Forgiven
 from aisentinel.detectors.common import client_key, set_ipv6_key_prefix
 from aisentinel.detectors.shared import SharedState
 from aisentinel.events import (
@@ -289,6 +289,9 @@ class Pipeline:
         """The engine's brake releases the brake hold-backs were written under."""
         self._policy = -1
         """The engine's :attr:`~DecisionEngine.policy` the alert hold-backs were written under."""
+        self._forgiveness = -1
+        """The engine's :attr:`~DecisionEngine.forgiveness` last seen: forgiven clients
+        are taken (:meth:`DecisionEngine.forgiven`) when it moves."""
         self._last_until = 0.0
         """The newest alert's quiet-until, rounded up to the second (see :meth:`_hold_back`)."""
         self._faults_logged: set[tuple[str, str, str]] = set()
@@ -337,6 +340,7 @@ class Pipeline:
             engine.epoch != self._epoch
             or engine.policy != self._policy
             or engine.brake_releases() != self._releases
+            or engine.forgiveness != self._forgiveness
         ):
             self._check_engine()
         counters = self.sources.get(batch.source)
@@ -728,8 +732,17 @@ class Pipeline:
         In each case the detectors' own quiet periods end too (:meth:`Detector.unquiet`):
         a detector reports a key once per window, and a key whose decision ended early
         would otherwise be reported again only when that window ends.
+
+        An operator forgave addresses or networks (``unban``, ``allow``): first the
+        detectors forget what they counted of them (:meth:`Detector.forget`), so that
+        ending the quiet periods does not re-ban a forgiven client on the evidence its
+        unban forgave (a window still full, a distributed attack's member list).
         """
         engine = self.engine
+        self._forgiveness = engine.forgiveness
+        forgiven = engine.forgiven()
+        if forgiven:
+            self._forget(Forgiven(forgiven))
         unquiet = False
         if engine.epoch != self._epoch:
             self._epoch = engine.epoch
@@ -753,6 +766,19 @@ class Pipeline:
                 except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
                     self._fault("detect", detector.name, "", exc, None)
         self._checked = True
+
+    def _forget(self, forgiven: Forgiven) -> None:
+        """Have every detector forget what it counted of the clients ``forgiven`` accepts."""
+        for detector in self.detectors:
+            try:
+                detector.forget(forgiven)
+            except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
+                self._fault("detect", detector.name, "", exc, None)
+        log.info(
+            "detectors forgot forgiven clients",
+            targets=[t.text for t in forgiven.targets][:10],
+            count=len(forgiven.targets),
+        )
 
     def expire(self, now: float) -> list[Decision]:
         """Drop idle detector keys and expired bans; expired bans are lifted by the runner."""
@@ -818,7 +844,8 @@ class Pipeline:
         self.shared.requests.trust.mode = parsers_config.credentials
         self.shared.bind(self.detectors)
         if engine is not self.engine:
-            self._releases = self._policy = -1  # another engine: hold-backs go at the next batch
+            # another engine: hold-backs go, and its forgiven clients are taken, at the next batch
+            self._releases = self._policy = self._forgiveness = -1
         self.engine = engine
         set_ipv6_key_prefix(engine.config.ipv6_ban_prefix)
         self._epoch = -1  # the quiet keys are forgotten at the next batch

@@ -121,13 +121,17 @@ def test_simulated_bans_dropped_at_reload_do_not_keep_their_keys_quiet(tmp_path:
     assert [(d.action, d.simulated) for d in run.decisions[1:]] == [(Action.BAN, False)]
 
 
-def test_unban_mid_window_bans_again_at_the_next_failure(tmp_path: Path) -> None:
-    """After ``unban`` within the detector's window, the address's next failure is a new
-    ban at once, not when the window that reported it ends ten minutes later."""
+def test_unban_mid_window_forgets_the_failures_it_forgave(tmp_path: Path) -> None:
+    """After ``unban`` within the detector's window, the address's next failure is not a
+    ban on the window the unban forgave (its five failures are forgotten, as fail2ban's
+    unbanip resets them); five new ones are a new ban at once, not when the window that
+    reported it ends ten minutes later."""
     run = Run(tmp_path)
     run.failures(T0, 5)
     assert run.pipeline.engine.unban(ATTACKER, who="test") is not None
     run.failures(T0 + 30, 1)
+    assert run.decisions[1:] == []
+    run.failures(T0 + 31, 4)
     again = [(d.action, d.detector) for d in run.decisions[1:]]
     assert again == [(Action.BAN, "ssh_bruteforce")]
 
@@ -161,16 +165,101 @@ def test_new_decisions_table_decides_an_alerted_attacker_at_its_next_failure(
     assert [d.action for d in run.decisions[1:]] == [Action.BAN]
 
 
-def test_unban_of_a_slow_attacker_bans_again_at_its_next_failure(tmp_path: Path) -> None:
-    """A slow brute force (long window) unbanned by hand is banned again at its next
-    failure, not an hour later when the long window's quiet period ends."""
+def test_unban_of_a_slow_attacker_forgets_its_long_windows(tmp_path: Path) -> None:
+    """A slow brute force (long window) unbanned by hand is not banned again at its
+    next failure on the hour the unban forgave; going on at its pace it is banned again
+    when its new failures cross the long window, not an hour later when the lifted
+    report's quiet period ends."""
     run = Run(tmp_path)
     for i in range(10):  # one every 3 minutes: never 5 in 10 minutes, 10 in an hour
         run.failures(T0 + 180 * i, 1)
     assert [d.action for d in run.decisions] == [Action.BAN]
     assert run.pipeline.engine.unban(ATTACKER, who="test") is not None
-    run.failures(T0 + 180 * 10, 1)
+    for i in range(10, 19):
+        run.failures(T0 + 180 * i, 1)
+    assert run.decisions[1:] == []
+    run.failures(T0 + 180 * 19, 1)  # the tenth since the unban, 27 minutes after it
     assert [(d.action, d.detector) for d in run.decisions[1:]] == [(Action.BAN, "ssh_bruteforce")]
+
+
+ADMIN = "203.0.113.30"
+
+
+def _root_under_attack(run: Run, start: float) -> None:
+    """The admin's two typos as root, then nine addresses failing twice each as root:
+    root is under a distributed attack and the admin is one of its ten clients."""
+    run.failures(start, 2, ADMIN)
+    for i in range(1, 10):
+        run.failures(start + 10 + 2 * i, 2, f"198.51.100.{i}")
+
+
+def test_unban_of_a_member_is_not_undone_by_the_next_failure_as_its_username(
+    tmp_path: Path,
+) -> None:
+    """An admin banned as a member of a distributed attack on root and unbanned stays
+    unbanned when any other client fails as root next (the pre-unban failures no longer
+    make it a member); two new failures of its own while root is under attack are a ban
+    again, by the usual rule."""
+    run = Run(tmp_path)
+    _root_under_attack(run, T0)
+    members = [d for d in run.decisions if d.target and d.target.text == ADMIN]
+    assert [(d.action, d.detector) for d in members] == [(Action.BAN, "credential_stuffing")]
+    assert run.pipeline.engine.unban(ADMIN, who="test") is not None
+    done = len(run.decisions)
+    run.failures(T0 + 60, 1, "198.51.100.77")
+    run.failures(T0 + 61, 1, "198.51.100.78")
+    assert all(d.target is None or d.target.text != ADMIN for d in run.decisions[done:])
+    assert not run.pipeline.engine.is_banned(ADMIN)
+    run.failures(T0 + 90, 1, ADMIN)  # one failure: a typo as much as an attack
+    assert not run.pipeline.engine.is_banned(ADMIN)
+    run.failures(T0 + 95, 1, ADMIN)
+    again = [d for d in run.decisions[done:] if d.target and d.target.text == ADMIN]
+    assert [(d.action, d.detector) for d in again] == [(Action.BAN, "credential_stuffing")]
+
+
+def test_unban_of_an_ipv6_address_forgets_its_64(tmp_path: Path) -> None:
+    """An IPv6 attacker is counted and banned per /64; ``unban`` of one of its addresses
+    lifts the /64 and forgets what was counted under it: another address of the /64
+    failing once is no ban, five new failures are."""
+    run = Run(tmp_path)
+    run.failures(T0, 5, "2001:db8:5:6::7")
+    assert [d.target.text for d in run.decisions if d.target] == ["2001:db8:5:6::/64"]
+    assert run.pipeline.engine.unban("2001:db8:5:6::7", who="test") is not None
+    run.failures(T0 + 30, 1, "2001:db8:5:6::8")
+    assert run.decisions[1:] == []
+    run.failures(T0 + 31, 4, "2001:db8:5:6::8")
+    assert [d.target.text for d in run.decisions[1:] if d.target] == ["2001:db8:5:6::/64"]
+
+
+def test_unban_of_a_network_forgets_the_addresses_inside_it(tmp_path: Path) -> None:
+    """An address counted while an operator's /24 ban covered it is forgotten by the
+    ``unban`` of the /24: its next failure is no ban; another address's count outside
+    the /24 is kept."""
+    run = Run(tmp_path)
+    engine = run.pipeline.engine
+    engine.manual_ban("203.0.113.0/24", 3600.0, "", "test")
+    run.failures(T0, 5)  # covered: found, "already banned"
+    run.failures(T0, 4, "198.51.100.9")
+    assert [d.action for d in run.decisions] == [Action.NONE]
+    assert engine.unban("203.0.113.0/24", who="test") is not None
+    run.failures(T0 + 30, 1)
+    assert run.decisions[1:] == []
+    run.failures(T0 + 31, 1, "198.51.100.9")  # its fifth: kept outside the /24
+    assert [d.target.text for d in run.decisions[1:] if d.target] == ["198.51.100.9"]
+
+
+def test_allow_forgets_what_was_counted_of_the_allowed(tmp_path: Path) -> None:
+    """``aisentinel allow`` lifts the ban and forgives it: once the allow ended, the
+    address's next failure is counted from nothing, not a ban on the failures before
+    the allow."""
+    run = Run(tmp_path)
+    run.failures(T0, 5)
+    lifted = run.pipeline.engine.allow(ATTACKER, 60.0, "test")
+    assert [d.target.text for d in lifted if d.target] == [ATTACKER]
+    run.clock.set(T0 + 120)
+    run.pipeline.expire(T0 + 120)
+    run.failures(T0 + 120, 1)
+    assert [d.action for d in run.decisions] == [Action.BAN]
 
 
 def _slowly(run: Run, start: float, n: int, client: str = ATTACKER) -> float:

@@ -138,6 +138,9 @@ _BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _THIS_NETWORK = ipaddress.IPv4Network("0.0.0.0/8")
 _LOOPBACK_NETS = frozenset(LOOPBACK)
 
+FORGIVEN_MAX = 4096
+"""Most forgiven addresses and networks waiting for the pipeline
+(:meth:`DecisionEngine.forgiven`)."""
 PURGE_INTERVAL_SECONDS = 3600.0
 """How often :meth:`DecisionEngine.expire` purges ledger history older than the retention."""
 PURGE_BATCH_ROWS = 1000
@@ -302,6 +305,10 @@ class DecisionEngine:
     driven by one thread; :meth:`counters` and :meth:`active` may be read from others.
     """
 
+    forgiveness = 0
+    """Bumped whenever an operator forgave addresses or networks (:meth:`forgiven` has
+    some): one comparison a batch tells the pipeline to take them."""
+
     def __init__(
         self,
         config: DecisionsConfig,
@@ -341,6 +348,9 @@ class DecisionEngine:
         self._addresses: dict[str, tuple[IPAddress, AddressTarget, str | None]] = {}
         """Client text -> (canonical address, host target, :func:`unbannable` reason)."""
         self._lifted: list[Decision] = []
+        # Addresses and networks an operator forgave (``unban``, ``allow``) since the
+        # pipeline last took them (:meth:`forgiven`).
+        self._forgiven: list[AddressTarget] = []
         self.epoch = 0
         """Bumped whenever an enforcement ends before its time (unban, a runtime allow,
         the sweep at a reload or an allowlist change): whoever remembers "banned until"
@@ -824,6 +834,9 @@ class DecisionEngine:
                     f"`aisentinel unban {cover.target.text}` lifts that whole ban"
                 )
             self._by_client.clear()
+            # Forgiven whether or not a ban was held: what the detectors counted of it
+            # (its own key, and the network its ban would cover) must not ban it again.
+            self._forgive(t for k in keys if isinstance(t := parse_target_text(k), AddressTarget))
             ban: Decision | None = None
             for key in keys:
                 with self._lock:
@@ -838,6 +851,25 @@ class DecisionEngine:
                 note = f"unban by {who}" + ("" if ban is not None else " (nothing was held)")
                 self._note(lifted, note)
             return ban
+
+    def _forgive(self, targets: Iterable[AddressTarget]) -> None:
+        """Hand ``targets`` to the pipeline (:meth:`forgiven`): an operator forgave them.
+        At most :data:`FORGIVEN_MAX` wait (the oldest go first; the pipeline takes them
+        at its next batch)."""
+        with self._lock:
+            self._forgiven.extend(targets)
+            del self._forgiven[:-FORGIVEN_MAX]
+            self.forgiveness += 1
+
+    def forgiven(self) -> list[AddressTarget]:
+        """The addresses and networks an operator forgave (an ``unban``: the address and
+        the network its ban covers, or the network; an ``allow``: its network) since the
+        last call, oldest first: the pipeline has the detectors forget what they counted
+        of them (:meth:`~aisentinel.detectors.base.Detector.forget`), as the ledger
+        forgets their past bans."""
+        with self._lock:
+            taken, self._forgiven = self._forgiven, []
+        return taken
 
     def stray_lifts(self, text: str, who: str) -> list[Decision]:
         """Lifts for the responders of the ban of address or network ``text`` (an
@@ -947,6 +979,7 @@ class DecisionEngine:
                 None,
             )
             self.allowlist = self._build_allowlist()
+            self._forgive((target,))
             lifted = self._lift(self._overlapping(target))
             note = f"allow by {who} until {_iso(entry.expires_at)}"
             self._note(target, f"{note}: {reason}" if reason else note)

@@ -17,8 +17,9 @@ in the pipeline's :class:`~aisentinel.detectors.shared.SharedState` (see
 
 from __future__ import annotations
 
+import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from prometheus_client.core import Metric
@@ -33,7 +34,13 @@ from aisentinel.detectors.common import (
     Window,
 )
 from aisentinel.detectors.window import DistinctWindows, EventWindows, RateWindows, RecentSet
-from aisentinel.events import Event, Finding
+from aisentinel.events import (
+    AddressTarget,
+    Event,
+    Finding,
+    canonical_address,
+    canonical_network,
+)
 from aisentinel.metrics import counter, gauge
 from aisentinel.registry import Registry
 
@@ -48,6 +55,81 @@ class Unquiet(Protocol):
 
     def unquiet(self) -> None:
         """End every key's quiet period."""
+
+
+@runtime_checkable
+class Forget(Protocol):
+    """A per-key store whose keys' evidence :meth:`Detector.forget` drops: the counting
+    window stores of :mod:`~aisentinel.detectors.window` and the helpers built on them
+    (not :class:`~aisentinel.detectors.window.RecentSet`, whose marks may be good news:
+    a login)."""
+
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts, as if never seen; how many."""
+
+
+def _dotted_head(address: str, prefixlen: int) -> str:
+    """The text every IPv4 address in ``address/prefixlen`` starts with: its whole
+    octets, each with its dot (``203.0.113.`` for a /24, nothing for a /7)."""
+    octets = address.split(".")[: prefixlen // 8]
+    return "".join(f"{octet}." for octet in octets)
+
+
+class Forgiven:
+    """The addresses and networks an operator forgave (an unban, an allow), as a test
+    of a detector's key: true when the key is one of their addresses (any spelling: an
+    IPv4-mapped one is its IPv4 address) or a network inside one of them (the ``/64`` an
+    IPv6 client is counted under, see :func:`~.common.client_key`). Anything else (a
+    username, an API key id) is not forgiven.
+
+    An IPv4 key that is not a forgiven host's text is judged by its text alone (the
+    dotted prefix of the network's whole octets), so testing a table of 87,000
+    addresses against one host costs a set lookup each; other keys are parsed once
+    per :class:`Forgiven` (cached)."""
+
+    __slots__ = ("_heads", "_nets", "_seen", "_texts", "targets")
+
+    def __init__(self, targets: Iterable[AddressTarget]) -> None:
+        self.targets = tuple(targets)
+        self._texts = frozenset(t.text for t in self.targets)
+        self._nets = tuple(t.network for t in self.targets)
+        # The IPv4 networks wider than a host, by the text their addresses start with.
+        self._heads = tuple(
+            (_dotted_head(str(t.address), t.prefixlen), t.network)
+            for t in self.targets
+            if t.address.version == 4 and not t.is_host
+        )
+        self._seen: dict[str, bool] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.targets)
+
+    def __call__(self, key: str) -> bool:
+        if key in self._texts:
+            return True
+        if ":" not in key and "/" not in key:  # an IPv4 address, or not an address
+            return any(key.startswith(head) and self._covers(key) for head, _ in self._heads)
+        return self._covers(key)
+
+    def _covers(self, key: str) -> bool:
+        """Whether ``key`` parses as an address or network inside a forgiven one."""
+        known = self._seen.get(key)
+        if known is None:
+            known = self._seen[key] = self._parse(key)
+        return known
+
+    def _parse(self, key: str) -> bool:
+        try:
+            if "/" in key:
+                net = canonical_network(ipaddress.ip_network(key, strict=False))
+                return any(
+                    net.version == n.version and net.subnet_of(n)  # type: ignore[arg-type]
+                    for n in self._nets
+                )
+            addr = canonical_address(key)
+        except ValueError:
+            return False
+        return any(addr in n for n in self._nets)
 
 
 @runtime_checkable
@@ -175,6 +257,23 @@ class Detector(ABC):
         for value in vars(self).values():
             if isinstance(value, Unquiet):
                 value.unquiet()
+
+    def forget(self, forgiven: Forgiven) -> None:
+        """An operator forgave the clients ``forgiven`` accepts (``aisentinel unban``,
+        ``aisentinel allow``): drop what was counted of them, so that their next event
+        is counted from nothing rather than re-ban them at once on a window still full
+        of the evidence the unban forgave (fail2ban drops an address's failures when it
+        bans it, so its ``unbanip`` leaves none either). Events after the call count as
+        usual: an attacker who goes on is banned again by the usual rules.
+
+        Called by the pipeline at its next batch after the unban or allow. The default
+        calls ``forget(forgiven)`` on each counting store (:class:`Forget`) held as the
+        detector's attributes; a detector that keeps evidence of a client elsewhere (in
+        a :class:`~aisentinel.detectors.window.RecentSet`, under a key that is not the
+        client's, or as the values of another key) overrides it."""
+        for value in vars(self).values():
+            if isinstance(value, Forget):
+                value.forget(forgiven)
 
     def ban_ended(self, key: str) -> None:
         """The ban of the client counted under ``key`` (:func:`~.common.client_key`)

@@ -26,6 +26,8 @@ across services.
   same way. On a public sshd ``root`` is under attack all day, so one failure is
   never enough: it is what an administrator's typo looks like; a member failing
   once is banned at its second failure, if it comes while the name is under attack.
+  An operator's ``unban`` of a member forgives its failures so far (:meth:`forget`):
+  the username's next crossing, whoever fails next, does not name it again.
 
 The access log's successful logins are read from the table of authenticated clients
 that ``ai_recon`` and ``model_exploit`` share (:mod:`~.shared`), not kept a second
@@ -46,7 +48,7 @@ from typing import cast
 from pydantic import Field
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
-from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
+from aisentinel.detectors.base import REGISTRY, BatchDetector, Forgiven, WindowedConfig
 from aisentinel.detectors.common import (
     MaxKeys,
     Threshold,
@@ -332,6 +334,20 @@ class CredentialStuffingDetector(BatchDetector):
         if not same:
             return seen
         return tried and count >= 2
+
+    def forget(self, forgiven: Forgiven) -> None:
+        """The usernames the forgiven clients tried, their places in the usernames'
+        member lists (a forgiven client is no member of an attack on the strength of
+        its failures before the unban: the next crossing, made by anyone, does not list
+        it), their repeated failures and sshd processes. Their logins stay (they keep a
+        client out of member bans). A username's "under attack" stays: a forgiven
+        client that fails as it again is judged as any late member (twice to be banned)."""
+        self._users.forget(forgiven)
+        self._clients.forget_values(forgiven)
+        self._repeated.discard_matching(forgiven)
+        tries = self._tries
+        for pid in [pid for pid, (client, _) in tries.items() if forgiven(client)]:
+            del tries[pid]
 
     def expire(self, now: float) -> int:
         attacked = self._attacked

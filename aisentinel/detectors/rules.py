@@ -36,7 +36,13 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
-from aisentinel.detectors.base import REGISTRY, BatchDetector, Detector, DetectorConfigBase
+from aisentinel.detectors.base import (
+    REGISTRY,
+    BatchDetector,
+    Detector,
+    DetectorConfigBase,
+    Forgiven,
+)
 from aisentinel.detectors.common import KEY_BUDGET, MaxKeys, all_requests, client_key
 from aisentinel.detectors.window import Crossing, EventWindows
 from aisentinel.events import Event, Finding, HttpRequest
@@ -241,6 +247,12 @@ class RulesDetector(BatchDetector):
     def unquiet(self) -> None:
         for table in self._tables.values():
             table.unquiet()
+
+    def forget(self, forgiven: Forgiven) -> None:
+        """The tables' keys are ``rule id``, a unit separator, then what the rule counts
+        under: that part is what ``forgiven`` is asked about."""
+        for table in self._tables.values():
+            table.forget(lambda key: forgiven(key.partition("\x1f")[2]))
 
     def window_counts(self) -> tuple[int, int]:
         return sum(t.evicted for t in self._tables.values()), 0

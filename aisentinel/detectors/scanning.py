@@ -47,7 +47,7 @@ from typing import cast
 from pydantic import Field, field_validator
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS
-from aisentinel.detectors.base import REGISTRY, BatchDetector, WindowedConfig
+from aisentinel.detectors.base import REGISTRY, BatchDetector, Forgiven, WindowedConfig
 from aisentinel.detectors.common import (
     HttpStatus,
     MaxKeys,
@@ -346,6 +346,13 @@ class ScanningDetector(BatchDetector):
             window=limit[1],
             source=event.source,
         )
+
+    def forget(self, forgiven: Forgiven) -> None:
+        """The windows (the default), and the marks of a client that missed or is
+        bursting (each makes its next crossing HIGH)."""
+        super().forget(forgiven)
+        self._missed.discard_matching(forgiven)
+        self._bursting.discard_matching(forgiven)
 
     def expire(self, now: float) -> int:
         return (

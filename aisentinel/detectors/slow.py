@@ -23,7 +23,7 @@ ban, so it counts as an offence and the next ban of that address is escalated
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, NamedTuple, Self
 
 from pydantic import Field, model_validator
@@ -128,6 +128,14 @@ class SlowCounters:
         if self._store is not None:
             self._store.clear(key)
         self._reported.discard(key)
+
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every client ``match`` accepts from the long windows and from the clients
+        the fast window reported (an operator forgave it); how many (both sets)."""
+        dropped = self._reported.discard_matching(match)
+        if self._store is not None:
+            dropped += self._store.forget(match)
+        return dropped
 
     def forgive(self, key: str) -> None:
         """``key`` logged in: its failures so far are a user's typos, not a slow attack."""

@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, Duration
-from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
+from aisentinel.detectors.base import REGISTRY, Detector, Forgiven, WindowedConfig
 from aisentinel.detectors.common import MaxKeys, Threshold, Window, client_finding, client_key
 from aisentinel.detectors.slow import SlowConfig, SlowCounters
 from aisentinel.detectors.window import Crossing, EventWindows
@@ -245,6 +245,14 @@ class SshBruteforceDetector(Detector):
         for key in [key for key in timeouts if key not in self._windows]:
             del timeouts[key]
         return held + self._probes.expire(now) + self._slow.expire(now) + len(stale)
+
+    def forget(self, forgiven: Forgiven) -> None:
+        """The windows, fast, slow and of probes, and the timeouts counted (the default
+        and :attr:`_timeouts`)."""
+        super().forget(forgiven)
+        timeouts = self._timeouts
+        for key in [key for key in timeouts if forgiven(key)]:
+            del timeouts[key]
 
     def tracked_keys(self) -> int:
         return len(self._windows) + len(self._probes) + len(self._slow) + len(self._attempted)

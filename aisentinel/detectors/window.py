@@ -90,7 +90,7 @@ import math
 from abc import ABC, abstractmethod
 from array import array
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from sys import intern
 from typing import Any, NamedTuple
 
@@ -318,6 +318,25 @@ class _SlotStore(ABC):
 
     def _forget(self, key: str, base: int) -> None:  # noqa: B027 - optional hook
         """Hook: ``key``, whose slot starts at ``base``, was dropped (evicted or expired)."""
+
+    def _drop_matching(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts (an operator forgave it), as if never seen:
+        its slot is free and it leaves the queues; how many. O(keys held): an
+        operator's act, not the hot path."""
+        keys = self._keys
+        gone = [key for key in keys if match(key)]
+        if not gone:
+            return 0
+        stride = self._stride
+        for key in gone:
+            slot = keys.pop(key)
+            self._forget(key, slot * stride)
+            self._free.append(slot)
+        for queue in self._queues():
+            kept = [key for key in queue if key in keys]
+            queue.clear()
+            queue.extend(kept)
+        return len(gone)
 
     def _expire(self, horizon: float) -> int:
         """Drop queued keys whose newest event is before ``horizon`` (see module doc)."""
@@ -594,6 +613,11 @@ class EventWindows(_SpillStore):
             return
         self._reset(slot * self._stride)
         self._evidence.drop(key)
+
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts, its events, quiet period and evidence: as if
+        never seen (an operator forgave it); how many."""
+        return self._drop_matching(match)
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> Crossing | None:
         """Count one event for ``key`` at ``ts``; a :class:`Crossing` when it crosses."""
@@ -879,6 +903,11 @@ class MultiEventWindows(_SpillStore):
         self._reset(slot * self._stride)
         for evidence in self._evidence:
             evidence.drop(key)
+
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts, in every window: as if never seen (an
+        operator forgave it); how many."""
+        return self._drop_matching(match)
 
     def hit(self, key: str, ts: float, sample: str | None = None) -> tuple[Crossing | None, ...]:
         """Count one event for ``key`` at ``ts`` in every window; per window, its
@@ -1169,6 +1198,21 @@ class RateWindows:
         """End every key's quiet period (see :meth:`release`)."""
         self._quiet.clear()
 
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts from both generations, with its quiet period:
+        as if never seen (an operator forgave it); how many. The one-hit filter keeps its
+        bits (a key's next first event in the bucket may count two, as for a key whose
+        bit another set)."""
+        gone = 0
+        for table in (self._cur, self._prev):
+            for key in [key for key in table if match(key)]:
+                del table[key]
+                gone += 1
+        for table2 in (self._first, self._quiet):
+            for key in [key for key in table2 if match(key)]:
+                del table2[key]
+        return gone
+
     def expire(self, now: float) -> int:
         """Housekeeping at wall-clock time ``now`` (see the class): turn the buckets
         over up to ``now`` when the store holds keys and no event came since the last
@@ -1412,6 +1456,55 @@ class DistinctWindows:
         """End every key's quiet period (O(1): the periods begun so far are void)."""
         self._floor = self._issued
 
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts, its values and quiet period: as if never seen
+        (an operator forgave it); how many."""
+        gone = [key for key in self._keys if match(key)]
+        for key in gone:
+            self._drop(key)
+        if gone:
+            self._requeue_held()
+        return len(gone)
+
+    def forget_values(self, match: Callable[[str], bool]) -> int:
+        """Drop every value ``match`` accepts from every key (the clients an operator
+        forgave, where the keys are usernames): a key left with no value goes; how many
+        values went. A key's quiet period stays (its other values still crossed)."""
+        dropped = 0
+        emptied: list[str] = []
+        values = self._one_values
+        for key, held in self._keys.items():
+            if not isinstance(held, list):
+                value = values[held]
+                if value is not None and match(value):
+                    emptied.append(key)
+                    dropped += 1
+                continue
+            kept = [held[0], held[1]]
+            for i in range(2, len(held), 2):
+                if match(str(held[i])):
+                    dropped += 1
+                else:
+                    kept.append(held[i])
+                    kept.append(held[i + 1])
+            if len(kept) == 2:
+                emptied.append(key)
+            elif len(kept) < len(held):
+                held[:] = kept
+        for key in emptied:
+            self._drop(key)
+        if emptied:
+            self._requeue_held()
+        return dropped
+
+    def _requeue_held(self) -> None:
+        """Keys were dropped out of queue order: the queue keeps only the keys held."""
+        keys = self._keys
+        queue = self._queue
+        kept = [key for key in queue if key in keys]
+        queue.clear()
+        queue.extend(kept)
+
     def expire(self, now: float) -> int:
         """Drop keys whose newest value is older than ``now - window``; how many."""
         queue = self._queue
@@ -1500,6 +1593,12 @@ class RecentSet(_SlotStore):
         slot = self._keys.get(key)
         if slot is not None:
             self._data[slot * self._stride] = _NEG_INF
+
+    def discard_matching(self, match: Callable[[str], bool]) -> int:
+        """Drop every key ``match`` accepts (an operator forgave it); how many. Not named
+        ``forget``: whether a mark is evidence against its key (a failure) or for it (a
+        login) is its detector's to say."""
+        return self._drop_matching(match)
 
     def clear(self) -> None:
         """Drop every key and give back its room; :attr:`evicted` keeps counting (it is
