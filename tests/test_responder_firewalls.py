@@ -338,6 +338,26 @@ def test_fail2ban_reconcile_reads_the_jail_and_fixes_both_ways() -> None:
     assert runner.calls == [get, unban, add]
 
 
+def test_fail2ban_missing_jail_is_named_with_the_fix() -> None:
+    """fail2ban's raw `NOK: ('JAIL',)` becomes "jail JAIL does not exist" naming the jail
+    file to install, in the error and the health detail."""
+    nok = "2026-12-07 22:02:55,250 fail2ban [30790]: ERROR   NOK: ('nojail',)\n"
+    get = ("fail2ban-client", "get", "nojail", "banip")
+    status = ("fail2ban-client", "status", "nojail")
+    runner = FakeRunner({
+        get: FakeRunner.ok(get, stderr=nok, returncode=255),
+        status: FakeRunner.ok(status, stderr=nok, returncode=255),
+    })  # fmt: skip
+    responder = Fail2banResponder(
+        Fail2banConfig(jail="nojail"), clock=FakeClock(NOW), commands=runner
+    )
+    with pytest.raises(ResponderError, match="jail nojail does not exist in fail2ban") as err:
+        responder.reconcile([ban("203.0.113.7")])
+    assert "jail.d/aisentinel.conf" in str(err.value)
+    assert "NOK" not in str(err.value)
+    assert "jail nojail does not exist" in responder.health().detail
+
+
 def test_fail2ban_adding_reconcile_bans_the_missing_and_unbans_nothing() -> None:
     """reconcile_adding: what the jail holds and the ledger does not stays banned (it has
     no time of its own; a reconcile on a healthy ledger lifts it later)."""
