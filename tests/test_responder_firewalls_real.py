@@ -170,8 +170,24 @@ print(json.dumps(sorted(r.held())))
 """
 
 
+KEEPALIVE = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+def get():
+    try:
+        c.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        return b" 200 " in c.recv(1000)
+    except OSError:
+        return False
+print(get(), flush=True)
+sys.stdin.readline()
+print(get(), flush=True)
+"""
+
+
 def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
-    """ufw (isolated /etc/ufw, in the server namespace) drops the attacker after the ban;
+    """ufw (isolated /etc/ufw, in the server namespace) drops the attacker after the ban,
+    its keep-alive connection included (where conntrack is installed);
     the legitimate client passes; reconcile removes unknown aisentinel rules; the end of
     a ban leaves the operator's own deny rules and lifts aisentinel's beside them; the
     host's /etc/ufw is unchanged."""
@@ -199,7 +215,15 @@ def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
 
         assert ufw("enable", str(port)) == []
         assert lab.reachable(lab.atk, SERVER4["atk"], port)
+        # A keep-alive connection opened before the ban: cut by it (conntrack entries
+        # deleted), not served on through ufw's accept of established flows.
+        client = lab.start(lab.atk, [sys.executable, "-c", KEEPALIVE, SERVER4["atk"],
+                           str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        assert client.stdout.readline() == b"True\n"  # type: ignore[union-attr]
         assert ufw("add", ATTACKER4) == [ATTACKER4]
+        out, _ = client.communicate(b"\n", timeout=30)
+        if shutil.which("conntrack", path="/usr/sbin:/usr/bin:/sbin"):
+            assert out == b"False\n"
         assert not lab.reachable(lab.atk, SERVER4["atk"], port, timeout=0.5)
         assert lab.reachable(lab.ok, SERVER4["ok"], port)
         assert ufw("reconcile", "198.51.100.40") == ["198.51.100.40"]
