@@ -219,6 +219,28 @@ def test_a_partial_failure_retries_only_the_failed_and_gives_up_the_refused(
     ]
 
 
+def test_unenforced_names_given_up_bans_and_failing_responders(clock: FakeClock) -> None:
+    """A ban whose add was given up, or whose responder's health check failed, is
+    reported as not enforced (why, per responder); an add that later goes through
+    clears it; other bans and simulated ones carry nothing."""
+    r = Flaky(clock, failures=1)
+    r.error = PartialError("partly", refused={"2001:db8::/64"})
+    runner = ResponderRunner([r], clock)
+    refused, fine = ban("2001:db8::/64"), ban("203.0.113.7")
+    runner.submit(refused)
+    runner.submit(fine)
+    runner.tick()
+    assert runner.unenforced(refused) == ["flaky: given up: refused by the backend"]
+    assert runner.unenforced(fine) == []
+    runner.submit(refused)  # IPv6 back on: the next add goes through
+    runner.tick()
+    assert runner.unenforced(refused) == []
+    r.healthy = False
+    runner.check_health()
+    assert runner.unenforced(fine) == ["flaky: failing (health check raised: no nft binary)"]
+    assert runner.unenforced(ban("203.0.113.7", simulated=True)) == []
+
+
 def test_a_reconcile_that_only_met_refused_targets_is_not_retried(clock: FakeClock) -> None:
     """A reconcile whose only failures are refused for good counts as done."""
     r = Flaky(clock, failures=1)

@@ -243,6 +243,8 @@ class ResponderRunner:
         self._skipped_simulated = 0
         self._dropped = 0
         self._retiring: list[_Retiree] = []
+        self._unenforced: dict[tuple[str, str], str] = {}
+        """(responder, target) -> why an add was given up; gone once it is applied or lifted."""
         """Responders removed from the config whose enforcements are to be lifted (a
         failed withdrawal waits here for its retry)."""
         self._retired: set[str] = set()
@@ -763,6 +765,7 @@ class ResponderRunner:
                 job.attempts += 1
                 if failure is None or not failure.hit(job):
                     counts.ok[job.op] += 1
+                    self._enforced(responder.name, job)
                     if job.attempts > 1:
                         recovered.append(job)
                     continue
@@ -797,6 +800,18 @@ class ResponderRunner:
                 target=job.target,
                 attempts=job.attempts,
             )
+        with self._lock:
+            for job, why in given_up:
+                if job.target is None:
+                    continue
+                if job.op is Operation.ADD:
+                    self._unenforced[responder.name, job.target] = f"given up: {why}"
+                else:  # a lift: the ban is over either way
+                    self._unenforced.pop((responder.name, job.target), None)
+            for job in jobs:  # what a reconcile met refused is not enforced either
+                if job.op is Operation.RECONCILE and failure is not None:
+                    for target in failure.refused & job.active.keys():
+                        self._unenforced[responder.name, target] = "refused by the backend"
         for job, why in given_up:
             log.error(
                 "responder operation given up",
@@ -806,6 +821,35 @@ class ResponderRunner:
                 attempts=job.attempts,
                 reason=why,
             )
+
+    def _enforced(self, name: str, job: _Job) -> None:
+        """Forget what was given up for ``job``'s target(s) now that it went through
+        (caller holds the lock); a reconcile covers every target it was given."""
+        if job.target is not None:
+            self._unenforced.pop((name, job.target), None)
+            return
+        for target in job.active:
+            self._unenforced.pop((name, target), None)
+
+    def unenforced(self, decision: Decision) -> list[str]:
+        """``RESPONDER: why`` for each responder that does not enforce ``decision`` now:
+        it gave its add up (until a later add or reconcile gets it through), or its last
+        health check failed. Empty for a simulated decision."""
+        if decision.simulated or decision.target is None:
+            return []
+        target = decision.target.text
+        out: list[str] = []
+        for responder in self._active():
+            if decision.action not in responder.handles:
+                continue
+            with self._lock:
+                why = self._unenforced.get((responder.name, target))
+                health = self._counts[responder.name].health
+            if why is not None:
+                out.append(f"{responder.name}: {why}")
+            elif health is not None and not health.ok:
+                out.append(f"{responder.name}: failing ({health.detail})")
+        return out
 
     def _delay(self, failures: int) -> float:
         return min(self.backoff * 2.0 ** min(failures - 1, 62), self.backoff_cap)
