@@ -11,7 +11,7 @@ COMPILED := build/mypyc
 
 # Debian packages the tests use for real (servers, firewall tools, compilers, packaging).
 APT_TEST := python3-venv python3-pip python3-dev gcc pkg-config libsystemd-dev \
-	nginx nftables python3-nftables libnftables1 fail2ban ufw iptables prometheus \
+	nginx nftables python3-nftables libnftables1 fail2ban ufw iptables conntrack prometheus \
 	prometheus-alertmanager iproute2 util-linux \
 	systemd-journal-remote debootstrap lintian dpkg-dev fakeroot curl python3-pyinotify \
 	python3-systemd \

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import Protocol
 
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
 """Searched after PATH: admin tools live there and PATH may lack them."""
+KILL_WAIT_SECONDS = 5.0
+"""How long a killed command's output pipes are drained before they are closed."""
 
 
 class CommandError(Exception):
@@ -88,9 +91,12 @@ def find_program(program: str) -> str | None:
 
 @dataclass(frozen=True, slots=True)
 class SubprocessRunner:
-    """The real runner: ``subprocess.run`` with an argument list, a timeout and no shell.
+    """The real runner: a child with an argument list, a timeout and no shell.
 
     The environment is fixed to ``LC_ALL=C`` so tool output is parsed in one language.
+    Each command runs in a session of its own; past its timeout (or when the call is
+    interrupted) the whole session is killed, so what the command started (``ufw``'s
+    ``iptables-restore`` holding the xtables lock) never outlives it.
     """
 
     prefix: tuple[str, ...] = ()
@@ -111,22 +117,44 @@ class SubprocessRunner:
         full = [*self.prefix, path, *argv[1:]]
         env = {"PATH": os.environ.get("PATH", os.defpath), "LC_ALL": "C", "LANG": "C"}
         try:
-            proc = subprocess.run(
+            proc = subprocess.Popen(
                 full,
-                capture_output=True,
+                stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
                 errors="replace",
-                timeout=timeout,
-                check=False,
                 env=env,
-                input=input,
-                stdin=None if input is not None else subprocess.DEVNULL,
+                start_new_session=True,
             )
-        except subprocess.TimeoutExpired:
-            raise CommandTimeoutError(f"`{' '.join(argv)}` ran past {timeout:g}s") from None
         except OSError as exc:
             raise CommandError(f"cannot run `{' '.join(argv)}`: {exc.strerror or exc}") from None
-        return CommandResult(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+        try:
+            stdout, stderr = proc.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            raise CommandTimeoutError(f"`{' '.join(argv)}` ran past {timeout:g}s") from None
+        except BaseException:  # interrupted (Ctrl-C, shutdown): leave nothing running
+            _kill_group(proc)
+            raise
+        return CommandResult(tuple(argv), proc.returncode, stdout, stderr)
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` and every process of its session (it was started in a new one), so
+    a child it started (``iptables-restore`` under ``ufw``, holding the xtables lock) is
+    not left running; then reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        proc.kill()
+    try:
+        proc.communicate(timeout=KILL_WAIT_SECONDS)
+    except subprocess.TimeoutExpired:  # a grandchild that left the group holds a pipe
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
+        proc.wait()
 
 
 Answer = CommandResult | CommandError

@@ -262,7 +262,7 @@ Architecture: $ARCH
 Maintainer: $MAINTAINER
 Installed-Size: $installed_size
 Depends: $depends
-Suggests: nginx, nftables, prometheus
+Suggests: nginx, nftables, prometheus, conntrack
 Section: admin
 Priority: optional
 Description: security daemon for self-hosted AI inference servers

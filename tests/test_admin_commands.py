@@ -271,6 +271,28 @@ def test_render_bans_escapes_text() -> None:
     assert "\\x1b[2J" in out
 
 
+def test_render_bans_marks_a_ban_no_responder_enforces() -> None:
+    """A ban a responder gave up or cannot enforce (failing) says NOT ENFORCED and why,
+    escaped; the others carry no mark."""
+    row = {"action": "ban", "expires_in_seconds": 60.0, "detector": "d", "who": "w"}
+    out = render_bans(
+        {
+            "bans": [
+                {**row, "target": "2001:db8::/64", "reason": "r1",
+                 "not_enforced": ["ufw: given up: refused by the backend"]},
+                {**row, "target": "203.0.113.9", "reason": "r2",
+                 "not_enforced": ["fail2ban: failing (jail \x1b[2J gone)"]},
+                {**row, "target": "198.51.100.1", "reason": "r3", "not_enforced": []},
+            ],
+        }
+    )  # fmt: skip
+    lines = out.splitlines()
+    assert "r1 (NOT ENFORCED: ufw: given up: refused by the backend)" in lines[1]
+    assert "NOT ENFORCED: fail2ban: failing (jail \\x1b[2J gone)" in lines[2]
+    assert "\x1b" not in out
+    assert lines[3].endswith("r3")
+
+
 def test_render_bans_aligns_columns_and_rounds_expiry_to_seconds() -> None:
     """`aisentinel bans` lines up its columns under the header; time left is in whole
     seconds, rounded up."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+from pathlib import Path
 
 import pytest
+from conftest import wait_for
 
 from aisentinel.commands import (
     CommandError,
@@ -40,6 +44,34 @@ def test_missing_tool_and_timeout_raise() -> None:
     with pytest.raises(CommandTimeoutError, match="ran past"):
         SubprocessRunner().run(["sleep", "5"], timeout=0.2)
     assert issubclass(CommandTimeoutError, CommandError)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_timeout_kills_what_the_command_started(tmp_path: Path) -> None:
+    """Past its timeout a command's children die with it (ufw's iptables-restore would
+    otherwise hold the xtables lock), not only the direct child."""
+    pidfile = tmp_path / "child.pid"
+    script = tmp_path / "spawner"
+    script.write_text(
+        f"#!/bin/sh\nsleep 300 </dev/null >/dev/null 2>&1 &\necho $! > {pidfile}\nwait\n"
+    )
+    script.chmod(0o755)
+    try:
+        with pytest.raises(CommandTimeoutError):
+            SubprocessRunner().run([str(script)], timeout=1.0)
+        child = int(pidfile.read_text())
+        assert wait_for(lambda: not _alive(child), timeout=5)
+    finally:
+        if pidfile.exists() and _alive(int(pidfile.read_text())):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
 
 
 def test_prefix_is_prepended() -> None:

@@ -14,14 +14,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from aisentinel.clock import FakeClock
-from aisentinel.commands import CommandResult, CommandTimeoutError, FakeRunner
+from aisentinel.commands import CommandResult, CommandTimeoutError, FakeRunner, ToolMissingError
 from aisentinel.config import parse_config
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 from aisentinel.responders import REGISTRY
-from aisentinel.responders.base import ResponderError
+from aisentinel.responders.base import PartialError, ResponderError
 from aisentinel.responders.fail2ban import Fail2banConfig, Fail2banResponder
 from aisentinel.responders.nftables import NftablesConfig, NftablesResponder
 from aisentinel.responders.runner import ResponderRunner
@@ -338,6 +338,26 @@ def test_fail2ban_reconcile_reads_the_jail_and_fixes_both_ways() -> None:
     assert runner.calls == [get, unban, add]
 
 
+def test_fail2ban_missing_jail_is_named_with_the_fix() -> None:
+    """fail2ban's raw `NOK: ('JAIL',)` becomes "jail JAIL does not exist" naming the jail
+    file to install, in the error and the health detail."""
+    nok = "2026-12-07 22:02:55,250 fail2ban [30790]: ERROR   NOK: ('nojail',)\n"
+    get = ("fail2ban-client", "get", "nojail", "banip")
+    status = ("fail2ban-client", "status", "nojail")
+    runner = FakeRunner({
+        get: FakeRunner.ok(get, stderr=nok, returncode=255),
+        status: FakeRunner.ok(status, stderr=nok, returncode=255),
+    })  # fmt: skip
+    responder = Fail2banResponder(
+        Fail2banConfig(jail="nojail"), clock=FakeClock(NOW), commands=runner
+    )
+    with pytest.raises(ResponderError, match="jail nojail does not exist in fail2ban") as err:
+        responder.reconcile([ban("203.0.113.7")])
+    assert "jail.d/aisentinel.conf" in str(err.value)
+    assert "NOK" not in str(err.value)
+    assert "jail nojail does not exist" in responder.health().detail
+
+
 def test_fail2ban_adding_reconcile_bans_the_missing_and_unbans_nothing() -> None:
     """reconcile_adding: what the jail holds and the ledger does not stays banned (it has
     no time of its own; a reconcile on a healthy ledger lifts it later)."""
@@ -355,83 +375,232 @@ STATUS = """Status: active
 
      To                         Action      From
      --                         ------      ----
-[ 1] Anywhere                   DENY IN     203.0.113.7                # aisentinel ssh_bruteforce
-[ 2] 22/tcp                     ALLOW IN    Anywhere
-[ 3] Anywhere                   DENY IN     192.0.2.50                 # admin's own block
-[ 4] Anywhere                   DENY IN     192.0.2.66                 # aisentinel scanning
-[ 5] Anywhere (v6)              DENY IN     2001:db8::/64              # aisentinel ban
-[ 6] Anywhere                   DENY IN     192.0.2.51
+[ 1] Anywhere                   DENY FWD    203.0.113.7                # aisentinel ssh_bruteforce
+[ 2] Anywhere                   DENY IN     203.0.113.7                # aisentinel ssh_bruteforce
+[ 3] 22/tcp                     ALLOW IN    Anywhere
+[ 4] Anywhere                   DENY IN     192.0.2.50                 # admin's own block
+[ 5] Anywhere                   DENY IN     192.0.2.66                 # aisentinel scanning
+[ 6] Anywhere (v6)              DENY IN     2001:db8::/64              # aisentinel ban
+[ 7] Anywhere                   DENY IN     192.0.2.51
 """
 STATUS_CALL = ("ufw", "status", "numbered")
+V6_OFF = FakeRunner.ok(("ufw",), stderr="ERROR: IPv6 support not enabled\n", returncode=1)
+
+
+class UfwFake(FakeRunner):
+    """ufw and conntrack that succeed at everything not in the table; status lists ``status``."""
+
+    def __init__(self, status: str = STATUS, answers: dict[tuple[str, ...], Any] | None = None):
+        super().__init__({STATUS_CALL: FakeRunner.ok(STATUS_CALL, status), **(answers or {})})
+
+    def run(self, argv: Any, *, timeout: float, input: str | None = None) -> CommandResult:
+        if tuple(argv) not in self.answers and argv[0] in ("ufw", "conntrack"):
+            self.calls.append(tuple(argv))
+            self.inputs.append(input)
+            return FakeRunner.ok(argv)
+        return super().run(argv, timeout=timeout, input=input)
+
+
+def ufw(*args: str, route: bool = False) -> tuple[str, ...]:
+    return ("ufw", *(["route"] if route else []), *args)
+
+
+def deny(op: str, target: str, comment: str = "aisentinel ssh_bruteforce", *, route: bool = False):
+    return ufw(op, "deny", "from", target, "comment", comment, route=route)
+
+
+def ufw_responder(runner: FakeRunner, **kw: Any) -> UfwResponder:
+    return UfwResponder(UfwConfig(**kw), clock=FakeClock(NOW), commands=runner)
 
 
 def test_ufw_prepends_commented_rules_and_deletes_them() -> None:
-    """A ban is `ufw prepend deny from A comment 'aisentinel DETECTOR'`; a lift deletes
-    the rule by the comment it has."""
-    add = ("ufw", "prepend", "deny", "from", "198.51.100.9", "comment", "aisentinel ssh_bruteforce")
-    rm = ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning")
-    runner = FakeRunner({
-        STATUS_CALL: FakeRunner.ok(STATUS_CALL, STATUS),
-        add: FakeRunner.ok(add),
-        rm: FakeRunner.ok(rm),
-    })  # fmt: skip
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    """A ban is `ufw [route] prepend deny from A comment 'aisentinel DETECTOR'` and the
+    source's conntrack entries cut; a lift deletes the rule by the comment it has."""
+    runner = UfwFake()
+    responder = ufw_responder(runner)
     responder.add_many([ban("198.51.100.9")])
     responder.delete_many([ban("192.0.2.66")])
     responder.commit()
-    assert runner.calls == [STATUS_CALL, rm, add]
+    assert runner.calls == [
+        STATUS_CALL,
+        deny("delete", "192.0.2.66", "aisentinel scanning"),
+        deny("prepend", "198.51.100.9"),
+        deny("prepend", "198.51.100.9", route=True),
+        ("conntrack", "-D", "-s", "198.51.100.9"),
+    ]
+
+
+def test_ufw_route_false_adds_only_the_input_rule_and_lifts_both() -> None:
+    """`route = false`: a ban is the input rule only; a lift still deletes a route rule
+    of aisentinel's left from when it was on."""
+    runner = UfwFake()
+    responder = ufw_responder(runner, route=False, cut_connections=False)
+    responder.add_many([ban("198.51.100.9")])
+    responder.delete_many([ban("203.0.113.7")])
+    responder.commit()
+    assert runner.calls == [
+        STATUS_CALL,
+        deny("delete", "203.0.113.7"),
+        deny("delete", "203.0.113.7", route=True),
+        deny("prepend", "198.51.100.9"),
+    ]
+
+
+def test_ufw_network_ban_cuts_the_networks_connections() -> None:
+    """An IPv6 /64 ban deletes the conntrack entries of the whole network (a source mask)."""
+    runner = UfwFake()
+    ufw_responder(runner, route=False).reconcile_adding([ban("2001:db8:5::/64")])
+    assert runner.calls[-1] == (
+        "conntrack", "-D", "-s", "2001:db8:5::", "--mask-src", "ffff:ffff:ffff:ffff::",
+    )  # fmt: skip
+
+
+def test_ufw_without_conntrack_still_bans_and_warns_once() -> None:
+    """conntrack missing: every ban still succeeds, one warning, and health says the
+    established connections are not cut."""
+
+    class NoConntrack(UfwFake):
+        def run(self, argv: Any, *, timeout: float, input: str | None = None) -> CommandResult:
+            if argv[0] == "conntrack":
+                raise ToolMissingError("conntrack is not installed")
+            return super().run(argv, timeout=timeout, input=input)
+
+    runner = NoConntrack(
+        answers={("ufw", "status"): FakeRunner.ok(("ufw", "status"), "Status: active\n")}
+    )
+    responder = ufw_responder(runner, route=False, defaults_file="/nonexistent")
+    with capture_logs() as logs:
+        for target in ("198.51.100.9", "198.51.100.10"):
+            responder.add_many([ban(target)])
+            responder.commit()
+    assert deny("prepend", "198.51.100.10") in runner.calls
+    assert len([e for e in logs if "conntrack" in e["event"]]) == 1
+    health = responder.health()
+    assert health.ok
+    assert "not cut" in health.detail
 
 
 def test_ufw_lift_leaves_the_operators_own_deny_rule() -> None:
     """When a ban ends, the operator's deny rule for that address (commented or not, which
     ufw kept instead of inserting aisentinel's identical one) is not deleted."""
-    runner = FakeRunner({STATUS_CALL: FakeRunner.ok(STATUS_CALL, STATUS)})
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    runner = UfwFake()
+    responder = ufw_responder(runner)
     responder.delete_many([ban("192.0.2.50"), ban("192.0.2.51"), ban("198.51.100.77")])
     responder.commit()
     assert runner.calls == [STATUS_CALL]
 
 
+SHADOWED = """Status: active
+
+     To                         Action      From
+     --                         ------      ----
+[ 1] Anywhere                   DENY FWD    10.77.0.19                 # aisentinel manual
+[ 2] Anywhere                   DENY IN     10.77.0.19                 # aisentinel manual
+[ 3] 22/tcp                     DENY IN     10.77.0.19                 # ops: old bastion
+[ 4] 80                         DENY FWD    10.77.0.19                 # aisentinel-like ops rule
+"""
+
+
+def test_ufw_operators_commented_port_rule_does_not_hide_aisentinels_rule() -> None:
+    """The operator's own commented deny rule for the same source (a port rule, listed
+    after aisentinel's) neither hides aisentinel's rules from a lift, a reconcile or a
+    withdraw, nor is ever deleted."""
+    ours = [deny("delete", "10.77.0.19", "aisentinel manual", route=r) for r in (False, True)]
+    runner = UfwFake(SHADOWED)
+    responder = ufw_responder(runner)
+    assert responder.held() == {"10.77.0.19"}
+    runner.calls.clear()
+    responder.delete_many([ban("10.77.0.19", detector="manual")])
+    responder.commit()
+    assert sorted(runner.calls[1:]) == sorted(ours)
+    for act in (lambda: responder.reconcile([]), responder.withdraw):
+        runner.calls.clear()
+        act()
+        assert sorted(runner.calls[1:]) == sorted(ours)
+
+
 def test_ufw_lift_while_inactive_names_aisentinels_comment() -> None:
-    """With ufw inactive (no rules listed) a lift deletes only a rule with the comment
-    aisentinel gave it."""
-    inactive = FakeRunner.ok(STATUS_CALL, "Status: inactive\n")
-    rm = ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning")
-    runner = FakeRunner({STATUS_CALL: inactive, rm: FakeRunner.ok(rm)})
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    """With ufw inactive (no rules listed) a lift deletes only rules with the comment
+    aisentinel gave them."""
+    runner = UfwFake("Status: inactive\n")
+    responder = ufw_responder(runner)
     responder.delete_many([ban("192.0.2.66", detector="scanning")])
     responder.commit()
-    assert runner.calls == [STATUS_CALL, rm]
+    assert runner.calls == [
+        STATUS_CALL,
+        deny("delete", "192.0.2.66", "aisentinel scanning"),
+        deny("delete", "192.0.2.66", "aisentinel scanning", route=True),
+    ]
 
 
 def test_ufw_reconcile_removes_only_its_own_unknown_rules() -> None:
-    """Rules commented `aisentinel` that the ledger lacks go; the admin's deny rule stays."""
-    assert parse_status(STATUS)["192.0.2.50"] == "admin's own block"
-    status = ("ufw", "status", "numbered")
-    rm = ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning")
-    runner = FakeRunner({status: FakeRunner.ok(status, STATUS), rm: FakeRunner.ok(rm)})
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
-    responder.reconcile([ban("203.0.113.7"), ban("2001:db8::/64")])
-    assert runner.calls == [status, rm]
+    """Rules commented `aisentinel` that the ledger lacks go; the admin's deny rule stays;
+    the missing route rule of a held ban is added."""
+    rules = parse_status(STATUS)
+    assert [r.comment for r in rules if r.source == "192.0.2.50"] == ["admin's own block"]
+    runner = UfwFake()
+    responder = ufw_responder(runner, cut_connections=False)
+    responder.reconcile([ban("203.0.113.7"), ban("2001:db8::/64", detector="ban")])
+    assert runner.calls == [
+        STATUS_CALL,
+        deny("delete", "192.0.2.66", "aisentinel scanning"),
+        deny("prepend", "2001:db8::/64", "aisentinel ban", route=True),
+    ]
 
 
 def test_ufw_adding_reconcile_adds_the_missing_and_deletes_no_rule() -> None:
     """reconcile_adding: aisentinel's rules the ledger lacks stay; the missing one is added."""
-    add = ("ufw", "prepend", "deny", "from", "198.51.100.9", "comment", "aisentinel ssh_bruteforce")
-    runner = FakeRunner({STATUS_CALL: FakeRunner.ok(STATUS_CALL, STATUS), add: FakeRunner.ok(add)})
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
+    runner = UfwFake()
+    responder = ufw_responder(runner, route=False, cut_connections=False)
     responder.reconcile_adding([ban("203.0.113.7"), ban("198.51.100.9")])
-    assert runner.calls == [STATUS_CALL, add]
+    assert runner.calls == [STATUS_CALL, deny("prepend", "198.51.100.9")]
 
 
-def test_ufw_timeout_is_a_responder_error() -> None:
-    """A hung ufw surfaces as ResponderError (retried), never a raw exception."""
-    add = ("ufw", "prepend", "deny", "from", "203.0.113.7", "comment", "aisentinel ssh_bruteforce")
-    runner = FakeRunner({add: CommandTimeoutError("ufw ran past 30s")})
-    responder = UfwResponder(UfwConfig(), clock=FakeClock(NOW), commands=runner)
-    responder.add_many([ban("203.0.113.7")])
-    with pytest.raises(ResponderError, match="ran past"):
+def test_ufw_timeout_is_a_responder_error_and_stops_the_batch() -> None:
+    """A hung ufw surfaces as ResponderError naming every target of the batch (retried),
+    never a raw exception, and the rules after it are not tried (each would hang too)."""
+    runner = UfwFake(
+        answers={deny("prepend", "203.0.113.7"): CommandTimeoutError("ufw ran past 30s")}
+    )
+    responder = ufw_responder(runner)
+    responder.add_many([ban("203.0.113.7"), ban("203.0.113.8")])
+    with pytest.raises(PartialError, match="ran past") as err:
         responder.commit()
+    assert err.value.failed == {"203.0.113.7", "203.0.113.8"}
+    assert runner.calls == [deny("prepend", "203.0.113.7")]
+
+
+def test_ufw_one_refused_rule_does_not_hold_back_the_others(tmp_path: Any) -> None:
+    """With ufw's IPv6 off, an IPv6 ban is refused for good while every IPv4 ban of the
+    batch and of the reconcile (sorted after it) is applied; one error line; health
+    says IPv6 is disabled."""
+    defaults = tmp_path / "ufw"
+    defaults.write_text('IPV6=no\nDEFAULT_INPUT_POLICY="DROP"\n')
+    v6 = [deny("prepend", "2001:db8::/64", route=r) for r in (False, True)]
+    runner = UfwFake(
+        "Status: active\n",
+        {
+            **dict.fromkeys(v6, V6_OFF),
+            ("ufw", "status"): FakeRunner.ok(("ufw", "status"), "Status: active\n"),
+        },
+    )
+    responder = ufw_responder(runner, cut_connections=False, defaults_file=defaults)
+    responder.add_many([ban("2001:db8::/64"), ban("203.0.113.5"), ban("198.51.100.5")])
+    with capture_logs() as logs, pytest.raises(PartialError) as err:
+        responder.commit()
+    assert err.value.refused == {"2001:db8::/64"}
+    assert not err.value.failed
+    for target in ("203.0.113.5", "198.51.100.5"):
+        assert deny("prepend", target) in runner.calls
+        assert deny("prepend", target, route=True) in runner.calls
+    runner.calls.clear()
+    with capture_logs() as again, pytest.raises(PartialError):
+        responder.reconcile([ban("2001:db8::/64"), ban("203.0.113.5")])
+    assert deny("prepend", "203.0.113.5") in runner.calls
+    assert len([e for e in [*logs, *again] if "IPv6" in e["event"]]) == 1
+    health = responder.health()
+    assert not health.ok
+    assert "IPv6 disabled" in health.detail
 
 
 HOSTILE = ["1.2.3.4;reboot", "$(id)", "-h", "x" * 10240, "0.0.0.0/0", "0.0.0.0", "::", "`id`",

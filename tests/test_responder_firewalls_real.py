@@ -159,6 +159,9 @@ elif op == "reconcile":
 elif op == "admin":
     subprocess.run(["ufw", "deny", "from", targets[0], "comment", "admin block"], check=True,
                    capture_output=True)
+elif op == "opsport":
+    subprocess.run(["ufw", "deny", "from", targets[0], "to", "any", "port", "22", "proto", "tcp",
+                    "comment", "ops: old bastion"], check=True, capture_output=True)
 elif op == "rules":
     status = subprocess.run(["ufw", "status"], check=True, capture_output=True, text=True)
     print(json.dumps(sorted(t for t in targets if t in status.stdout)))
@@ -167,10 +170,27 @@ print(json.dumps(sorted(r.held())))
 """
 
 
+KEEPALIVE = """
+import socket, sys
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3)
+def get():
+    try:
+        c.sendall(b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+        return b" 200 " in c.recv(1000)
+    except OSError:
+        return False
+print(get(), flush=True)
+sys.stdin.readline()
+print(get(), flush=True)
+"""
+
+
 def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
-    """ufw (isolated /etc/ufw, in the server namespace) drops the attacker after the ban;
+    """ufw (isolated /etc/ufw, in the server namespace) drops the attacker after the ban,
+    its keep-alive connection included (where conntrack is installed);
     the legitimate client passes; reconcile removes unknown aisentinel rules; the end of
-    a ban leaves the operator's own deny rule; the host's /etc/ufw is unchanged."""
+    a ban leaves the operator's own deny rules and lifts aisentinel's beside them; the
+    host's /etc/ufw is unchanged."""
     why = missing_tools("ufw", "iptables", "nginx", "unshare")
     if why:
         pytest.skip(why)
@@ -195,18 +215,32 @@ def test_ufw_ban_in_a_namespace_with_private_ufw_files(tmp_path: Path) -> None:
 
         assert ufw("enable", str(port)) == []
         assert lab.reachable(lab.atk, SERVER4["atk"], port)
+        # A keep-alive connection opened before the ban: cut by it (conntrack entries
+        # deleted), not served on through ufw's accept of established flows.
+        client = lab.start(lab.atk, [sys.executable, "-c", KEEPALIVE, SERVER4["atk"],
+                           str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)  # fmt: skip
+        assert client.stdout.readline() == b"True\n"  # type: ignore[union-attr]
         assert ufw("add", ATTACKER4) == [ATTACKER4]
+        out, _ = client.communicate(b"\n", timeout=30)
+        if shutil.which("conntrack", path="/usr/sbin:/usr/bin:/sbin"):
+            assert out == b"False\n"
         assert not lab.reachable(lab.atk, SERVER4["atk"], port, timeout=0.5)
         assert lab.reachable(lab.ok, SERVER4["ok"], port)
         assert ufw("reconcile", "198.51.100.40") == ["198.51.100.40"]
         assert lab.reachable(lab.atk, SERVER4["atk"], port)
         assert ufw("delete", "198.51.100.40") == []
-        # The operator's own rule: aisentinel's identical one is skipped by ufw, and the
-        # end of aisentinel's ban leaves the operator's rule in place.
+        # The operator's own rule: aisentinel's identical one is skipped by ufw (its route
+        # rule is its own), and the end of aisentinel's ban leaves the operator's rule.
         assert ufw("admin", ATTACKER4) == []
-        assert ufw("add", ATTACKER4) == []
+        assert ufw("add", ATTACKER4) == [ATTACKER4]
         assert ufw("delete", ATTACKER4) == []
         assert ufw("rules", ATTACKER4) == [ATTACKER4]
+        # The operator's commented port rule for a banned source, listed after
+        # aisentinel's rules, neither hides them from the lift nor is deleted by it.
+        assert ufw("add", "198.51.100.41") == ["198.51.100.41"]
+        assert ufw("opsport", "198.51.100.41") == ["198.51.100.41"]
+        assert ufw("delete", "198.51.100.41") == []
+        assert ufw("rules", "198.51.100.41") == ["198.51.100.41"]
     finally:
         lab.close()
     assert {p.name: p.read_bytes() for p in Path("/etc/ufw").glob("*.rules")} == before

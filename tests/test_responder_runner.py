@@ -13,6 +13,7 @@ from aisentinel.clock import FakeClock
 from aisentinel.events import Action, AddressTarget, Decision, Severity
 from aisentinel.responders import (
     Operation,
+    PartialError,
     Responder,
     ResponderConfigBase,
     ResponderError,
@@ -193,6 +194,64 @@ def test_gives_up_after_max_attempts(clock: FakeClock) -> None:
     assert len(given_up) == 1
     assert given_up[0]["log_level"] == "error"
     assert given_up[0]["target"] == "203.0.113.7"
+
+
+def test_a_partial_failure_retries_only_the_failed_and_gives_up_the_refused(
+    clock: FakeClock,
+) -> None:
+    """A commit naming its failed targets: the others count done, only the failed one is
+    retried, the one refused for good is given up at once (not retried)."""
+    r = Flaky(clock, failures=1)
+    r.error = PartialError("partly", failed={"198.51.100.1"}, refused={"2001:db8::/64"})
+    runner = ResponderRunner([r], clock)
+    for target in ("2001:db8::/64", "198.51.100.1", "203.0.113.7"):
+        runner.submit(ban(target))
+    with capture_logs() as logs:
+        runner.tick()
+    run_until(runner, clock, 5)
+    assert [arg for _, arg, _ in r.calls][1:] == [[("add", "198.51.100.1")]]
+    (stats,) = runner.stats()
+    assert (stats.ok[Operation.ADD], stats.failed[Operation.ADD]) == (2, 2)
+    assert (stats.given_up[Operation.ADD], stats.pending) == (1, 0)
+    given_up = [e for e in logs if e["event"] == "responder operation given up"]
+    assert [(e["target"], e["reason"]) for e in given_up] == [
+        ("2001:db8::/64", "refused by the backend")
+    ]
+
+
+def test_unenforced_names_given_up_bans_and_failing_responders(clock: FakeClock) -> None:
+    """A ban whose add was given up, or whose responder's health check failed, is
+    reported as not enforced (why, per responder); an add that later goes through
+    clears it; other bans and simulated ones carry nothing."""
+    r = Flaky(clock, failures=1)
+    r.error = PartialError("partly", refused={"2001:db8::/64"})
+    runner = ResponderRunner([r], clock)
+    refused, fine = ban("2001:db8::/64"), ban("203.0.113.7")
+    runner.submit(refused)
+    runner.submit(fine)
+    runner.tick()
+    assert runner.unenforced(refused) == ["flaky: given up: refused by the backend"]
+    assert runner.unenforced(fine) == []
+    runner.submit(refused)  # IPv6 back on: the next add goes through
+    runner.tick()
+    assert runner.unenforced(refused) == []
+    r.healthy = False
+    runner.check_health()
+    assert runner.unenforced(fine) == ["flaky: failing (health check raised: no nft binary)"]
+    assert runner.unenforced(ban("203.0.113.7", simulated=True)) == []
+
+
+def test_a_reconcile_that_only_met_refused_targets_is_not_retried(clock: FakeClock) -> None:
+    """A reconcile whose only failures are refused for good counts as done."""
+    r = Flaky(clock, failures=1)
+    r.error = PartialError("partly", refused={"2001:db8::/64"})
+    runner = ResponderRunner([r], clock)
+    runner.reconcile([ban("2001:db8::/64"), ban("203.0.113.7")])
+    runner.tick()
+    run_until(runner, clock, 5)
+    assert len(r.calls) == 1
+    (stats,) = runner.stats()
+    assert (stats.ok[Operation.RECONCILE], stats.pending) == (1, 0)
 
 
 def test_unexpected_exceptions_are_failures_too(clock: FakeClock) -> None:

@@ -47,6 +47,16 @@ UFW_DELETES = [  # the rules of STATUS commented aisentinel; the admin's stay
     ("ufw", "delete", "deny", "from", "192.0.2.66", "comment", "aisentinel scanning"),
     ("ufw", "delete", "deny", "from", "2001:db8::/64", "comment", "aisentinel ban"),
     ("ufw", "delete", "deny", "from", "203.0.113.7", "comment", "aisentinel ssh_bruteforce"),
+    (
+        "ufw",
+        "route",
+        "delete",
+        "deny",
+        "from",
+        "203.0.113.7",
+        "comment",
+        "aisentinel ssh_bruteforce",
+    ),
 ]
 F2B_GET = ("fail2ban-client", "get", "aisentinel", "banip")
 F2B_UNBAN = ("fail2ban-client", "set", "aisentinel", "unbanip", "198.51.100.4", "203.0.113.9")
@@ -150,7 +160,7 @@ def test_withdraw_lifts_ufw_fail2ban_throttle_and_a_pending_table(tmp_path: Path
         "fail2ban: 2 addresses unbanned from jail aisentinel",
         "nftables: table inet old deleted",
         "throttle: 1 throttled or frozen workloads put back as they were",
-        "ufw: 3 deny rules commented aisentinel deleted",
+        "ufw: 4 deny rules commented aisentinel deleted",
     ]
     ufw_calls = [c for c in fake.calls if c[0] == "ufw"]
     assert ufw_calls == [UFW_STATUS, *UFW_DELETES]  # the admin's 192.0.2.50 and .51 stay
@@ -173,7 +183,7 @@ def test_a_failed_withdrawal_is_reported_the_others_done_exit_1(tmp_path: Path) 
     assert len(lines) == 4
     assert lines[1].startswith("nftables: FAILED: nftables: ")
     assert "busy" in lines[1]
-    assert lines[3] == "ufw: 3 deny rules commented aisentinel deleted"
+    assert lines[3] == "ufw: 4 deny rules commented aisentinel deleted"
     assert (tmp_path / "cg" / "ai" / "job" / "cgroup.freeze").read_text() == "0"
     assert _pending(tmp_path) == ["old"]
 

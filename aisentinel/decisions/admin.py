@@ -162,9 +162,12 @@ class AdminCommands:
         active = engine.active(now)
         matched = active if within is None else [d for d in active if _overlaps(d, within)]
         shown = matched if limit is None else matched[:limit]
+        runner = self._runner()
         return {
             "now": now,
-            "bans": [decision_json(d, now) for d in shown],
+            "bans": [
+                {**decision_json(d, now), "not_enforced": runner.unenforced(d)} for d in shown
+            ],
             "in_force": len(active),
             "matched": len(matched),
             "allowed": [
@@ -296,9 +299,12 @@ def render_bans(result: Mapping[str, Any]) -> str:
             else "-"
         )
         sim = " (simulated)" if b.get("simulated") else ""
+        off = b.get("not_enforced") or []
+        if off:
+            sim += " (NOT ENFORCED: " + "; ".join(str(w) for w in off) + ")"
         fields = (b.get("target"), b.get("action"), left, b.get("detector"), b.get("who"))
         row = [escape(str(f), limit=120) for f in fields]
-        rows.append([*row, escape(str(b.get("reason")), limit=120) + sim])
+        rows.append([*row, escape(str(b.get("reason")), limit=120) + escape(sim, limit=400)])
     if rows:
         headers = ("TARGET", "ACTION", "EXPIRES", "DETECTOR", "WHO", "REASON")
         lines += table(headers, rows, indent="")

@@ -10,6 +10,7 @@
 from aisentinel.responders import dryrun, fail2ban, nftables, throttle, ufw
 from aisentinel.responders.base import (
     REGISTRY,
+    PartialError,
     Responder,
     ResponderConfigBase,
     ResponderError,
@@ -25,6 +26,7 @@ __all__ = [
     "DryRunConfig",
     "DryRunResponder",
     "Operation",
+    "PartialError",
     "Responder",
     "ResponderConfigBase",
     "ResponderError",

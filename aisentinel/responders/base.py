@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import ipaddress
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -53,6 +53,23 @@ log = structlog.get_logger(__name__)
 
 class ResponderError(Exception):
     """An enforcement step failed; the worker retries it."""
+
+
+class PartialError(ResponderError):
+    """Some targets of a commit or reconcile were applied and some were not.
+
+    ``failed``: canonical target texts worth a retry; ``refused``: those the backend
+    refuses for good (ufw with IPv6 off and an IPv6 target), never retried. Every other
+    target of the transaction was applied. Raised after every target was tried, so one
+    refused rule never holds back the others.
+    """
+
+    def __init__(
+        self, message: str, *, failed: Iterable[str] = (), refused: Iterable[str] = ()
+    ) -> None:
+        super().__init__(message)
+        self.failed = frozenset(failed)
+        self.refused = frozenset(refused)
 
 
 class ResponderConfigBase(StrictModel):

@@ -80,6 +80,12 @@ class Fail2banResponder(Responder):
         except CommandError as exc:
             raise ResponderError(f"fail2ban: {exc}") from None
         if not result.ok:
+            if f"NOK: ('{self.cfg.jail}',)" in result.stderr + result.stdout:
+                raise ResponderError(
+                    f"fail2ban: jail {self.cfg.jail} does not exist in fail2ban (install "
+                    "/etc/fail2ban/jail.d/aisentinel.conf, see docs/enforcement.md; then "
+                    "`fail2ban-client reload`)"
+                )
             raise ResponderError(f"fail2ban: {result.message()}")
         return result.stdout
 

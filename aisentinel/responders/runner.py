@@ -12,7 +12,11 @@ one such cycle on the caller's thread.
 
 Failures are retried with back-off: a failed batch puts each of its operations
 back, due after 1 s, 2 s, 4 s ... (capped at 60 s) on the clock's ``monotonic()``,
-until ``max_attempts`` attempts have failed, then given up with an error log. Due
+until ``max_attempts`` attempts have failed, then given up with an error log. A
+responder that names the targets that failed
+(:class:`~aisentinel.responders.base.PartialError`) gets only those back; the ones
+it refuses for good are given up at once, and a reconcile that only met those counts
+as done. Due
 retries join the next batch. Per target and responder only the newest operation is
 kept: a delete queued behind a failed add replaces it. A reconcile covers the adds
 and deletes queued before it and absorbs those after it (its retry never undoes
@@ -48,7 +52,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 
 from aisentinel.clock import Clock
 from aisentinel.events import Decision
-from aisentinel.responders.base import Responder, ResponderError, ResponderHealth
+from aisentinel.responders.base import (
+    PartialError,
+    Responder,
+    ResponderError,
+    ResponderHealth,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +123,24 @@ class _Counts:
             batches=dict(self.batches),
             repairs=self.repairs + repairs,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """How one transaction failed: why, and which targets (``failed`` ``None``: all)."""
+
+    error: str
+    failed: frozenset[str] | None = None
+    refused: frozenset[str] = frozenset()
+
+    def hit(self, job: _Job) -> bool:
+        """Whether ``job`` failed: every job when the responder did not say which; a
+        reconcile when any target is worth a retry (one refused for good is not)."""
+        if self.failed is None:
+            return True
+        if job.target is None:
+            return bool(self.failed)
+        return job.target in self.failed or job.target in self.refused
 
 
 @dataclass(slots=True)
@@ -216,6 +243,8 @@ class ResponderRunner:
         self._skipped_simulated = 0
         self._dropped = 0
         self._retiring: list[_Retiree] = []
+        self._unenforced: dict[tuple[str, str], str] = {}
+        """(responder, target) -> why an add was given up; gone once it is applied or lifted."""
         """Responders removed from the config whose enforcements are to be lifted (a
         failed withdrawal waits here for its retry)."""
         self._retired: set[str] = set()
@@ -604,10 +633,10 @@ class ResponderRunner:
         deletes = [j for j in jobs if j.op is Operation.DELETE]
         if not adds and not deletes:
             return
-        error = self._call(responder, Operation.ADD, [*adds, *deletes], (), deletes=deletes)
+        failure = self._call(responder, Operation.ADD, [*adds, *deletes], (), deletes=deletes)
         with self._lock:
-            self._counts[responder.name].batches["ok" if error is None else "failed"] += 1
-        self._settle(responder, [*adds, *deletes], error)
+            self._counts[responder.name].batches["ok" if failure is None else "failed"] += 1
+        self._settle(responder, [*adds, *deletes], failure)
 
     def _call(
         self,
@@ -617,8 +646,8 @@ class ResponderRunner:
         active: Sequence[Decision],
         *,
         deletes: Sequence[_Job] = (),
-    ) -> str | None:
-        """One transaction on ``responder``; ``None`` on success, else why it failed.
+    ) -> _Failure | None:
+        """One transaction on ``responder``; ``None`` on success, else how it failed.
 
         For adds and deletes: ``add_many``, ``delete_many``, ``commit`` (``discard``
         after a failure). Never raises.
@@ -636,9 +665,12 @@ class ResponderRunner:
                 if gone:
                     responder.delete_many(gone)
                 responder.commit()
+        except PartialError as exc:
+            self._discard(responder, op)
+            return _Failure(str(exc), exc.failed, exc.refused)
         except ResponderError as exc:
             self._discard(responder, op)
-            return str(exc)
+            return _Failure(str(exc))
         except Exception as exc:  # a bug in one backend must not stop the others
             log.exception(
                 "responder raised unexpectedly",
@@ -646,7 +678,7 @@ class ResponderRunner:
                 operation=op.value if op is Operation.RECONCILE else "batch",
             )
             self._discard(responder, op)
-            return f"{type(exc).__name__}: {exc}"
+            return _Failure(f"{type(exc).__name__}: {exc}")
         return None
 
     def _withdraw(self, retiree: _Retiree) -> None:
@@ -719,22 +751,30 @@ class ResponderRunner:
         except Exception:
             log.exception("responder discard failed", responder=responder.name)
 
-    def _settle(self, responder: Responder, jobs: list[_Job], error: str | None) -> None:
-        """Count the outcome of one transaction for its jobs; schedule retries."""
+    def _settle(self, responder: Responder, jobs: list[_Job], failure: _Failure | None) -> None:
+        """Count the outcome of one transaction for its jobs; schedule retries (of the
+        jobs that failed, when the responder said which)."""
         counts = self._counts[responder.name]
         given_up: list[tuple[_Job, str]] = []
         recovered: list[_Job] = []
+        failed: list[_Job] = []
         with self._lock:
             for job in jobs:
                 if job.attempts:
                     counts.retried[job.op] += 1
                 job.attempts += 1
-                if error is None:
+                if failure is None or not failure.hit(job):
                     counts.ok[job.op] += 1
+                    self._enforced(responder.name, job)
                     if job.attempts > 1:
                         recovered.append(job)
                     continue
                 counts.failed[job.op] += 1
+                failed.append(job)
+                if job.target is not None and job.target in failure.refused:
+                    counts.given_up[job.op] += 1
+                    given_up.append((job, "refused by the backend"))
+                    continue
                 full = len(self._pending) >= self.max_pending
                 if job.attempts < self.max_attempts and not full:
                     job.due = self.clock.monotonic() + self._delay(job.attempts)
@@ -742,15 +782,15 @@ class ResponderRunner:
                     continue
                 counts.given_up[job.op] += 1
                 given_up.append((job, "retry queue full" if full else "too many failures"))
-        if error is not None:
+        if failure is not None and failed:
             log.warning(
                 "responder operation failed",
                 responder=responder.name,
-                operations=len(jobs),
-                operation=jobs[0].op.value if len(jobs) == 1 else "batch",
-                target=jobs[0].target if len(jobs) == 1 else None,
-                attempt=max(j.attempts for j in jobs),
-                error=error,
+                operations=len(failed),
+                operation=failed[0].op.value if len(failed) == 1 else "batch",
+                target=failed[0].target if len(failed) == 1 else None,
+                attempt=max(j.attempts for j in failed),
+                error=failure.error,
             )
         for job in recovered:
             log.info(
@@ -760,6 +800,18 @@ class ResponderRunner:
                 target=job.target,
                 attempts=job.attempts,
             )
+        with self._lock:
+            for job, why in given_up:
+                if job.target is None:
+                    continue
+                if job.op is Operation.ADD:
+                    self._unenforced[responder.name, job.target] = f"given up: {why}"
+                else:  # a lift: the ban is over either way
+                    self._unenforced.pop((responder.name, job.target), None)
+            for job in jobs:  # what a reconcile met refused is not enforced either
+                if job.op is Operation.RECONCILE and failure is not None:
+                    for target in failure.refused & job.active.keys():
+                        self._unenforced[responder.name, target] = "refused by the backend"
         for job, why in given_up:
             log.error(
                 "responder operation given up",
@@ -769,6 +821,35 @@ class ResponderRunner:
                 attempts=job.attempts,
                 reason=why,
             )
+
+    def _enforced(self, name: str, job: _Job) -> None:
+        """Forget what was given up for ``job``'s target(s) now that it went through
+        (caller holds the lock); a reconcile covers every target it was given."""
+        if job.target is not None:
+            self._unenforced.pop((name, job.target), None)
+            return
+        for target in job.active:
+            self._unenforced.pop((name, target), None)
+
+    def unenforced(self, decision: Decision) -> list[str]:
+        """``RESPONDER: why`` for each responder that does not enforce ``decision`` now:
+        it gave its add up (until a later add or reconcile gets it through), or its last
+        health check failed. Empty for a simulated decision."""
+        if decision.simulated or decision.target is None:
+            return []
+        target = decision.target.text
+        out: list[str] = []
+        for responder in self._active():
+            if decision.action not in responder.handles:
+                continue
+            with self._lock:
+                why = self._unenforced.get((responder.name, target))
+                health = self._counts[responder.name].health
+            if why is not None:
+                out.append(f"{responder.name}: {why}")
+            elif health is not None and not health.ok:
+                out.append(f"{responder.name}: failing ({health.detail})")
+        return out
 
     def _delay(self, failures: int) -> float:
         return min(self.backoff * 2.0 ** min(failures - 1, 62), self.backoff_cap)
