@@ -388,14 +388,23 @@ def _running_without_socket(args: argparse.Namespace, socket_path: Path) -> str 
 def cmd_withdraw(args: argparse.Namespace) -> int:
     """Lift every enforcement aisentinel holds, with the daemon stopped.
 
-    Exit 0 when every withdrawal succeeded, 1 when one failed (its line says why) or the
-    config is bad, 2 when a daemon runs (nothing done).
+    Exit 0 when every withdrawal succeeded, 1 when one failed (its line says why), 2
+    when a daemon runs (nothing done). A refused config is said, then what can still be
+    read of it and what the state directory records are withdrawn (the package's prerm
+    runs this: a typo must not leave the bans in force after the program is gone).
     """
-    from aisentinel.withdraw import withdraw_all  # noqa: PLC0415 - keep other commands light
+    from aisentinel.withdraw import fallback_config, withdraw_all  # noqa: PLC0415
 
     config = _load(args.config)
     if config is None:
-        return 1
+        config, notes = fallback_config(args.config)
+        print(
+            f"aisentinel: withdraw: the config is refused (see above); withdrawing what "
+            f"{config.daemon.state_dir} records and the responders the file names",
+            file=sys.stderr,
+        )
+        for note in notes:
+            print(f"aisentinel: withdraw: {note}", file=sys.stderr)
     if isinstance(sys.stdout, io.TextIOWrapper):  # never fail on a terminal's encoding
         sys.stdout.reconfigure(errors="backslashreplace")
     return withdraw_all(config, sys.stdout, sys.stderr, force=args.force)

@@ -443,13 +443,23 @@ def load_config(path: Path | None = None) -> Config:
 
     ``AISENTINEL_CONFIG`` in the environment overrides the default path.
     """
+    file, data = read_config_data(path)
+    try:
+        return parse_config(data, file)
+    except RecursionError:
+        raise ConfigError([ConfigIssue(file, "", _TOO_DEEP)]) from None
+
+
+def read_config_data(path: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """The file :func:`load_config` reads (``"<defaults>"`` when none) and its TOML
+    document, not yet validated; :class:`ConfigError` when it cannot be read or parsed."""
     if path is None:
         env = os.environ.get("AISENTINEL_CONFIG")
         path = Path(env) if env else DEFAULT_CONFIG_PATH
         # lexists: a symbolic link whose target is missing (a config kept elsewhere, on a
         # mount not up yet) is refused below, never replaced by the built-in defaults
         if not os.path.lexists(path) and not env:
-            return parse_config({})
+            return "<defaults>", {}
     file = str(path)
     dangling = _dangling_link(path)
     if dangling is not None:
@@ -462,11 +472,7 @@ def load_config(path: Path | None = None) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(file, "", "not UTF-8 text")]) from None
-    data = _parse_toml(text, file)
-    try:
-        return parse_config(data, file)
-    except RecursionError:
-        raise ConfigError([ConfigIssue(file, "", _TOO_DEEP)]) from None
+    return file, _parse_toml(text, file)
 
 
 def _dangling_link(path: Path) -> str | None:
