@@ -17,12 +17,16 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
 from aisentinel.configtypes import (
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    Duration,
+    DurationBounds,
     Interval,
     StrictModel,
     absolute_path,
@@ -59,6 +63,20 @@ HEARTBEAT_WHY = (
     "WatchdogSec is 30s"
 )
 
+HeartbeatInterval = Annotated[
+    Duration,
+    DurationBounds(
+        MIN_INTERVAL,
+        MAX_INTERVAL,
+        why=(
+            f"more than {format_duration(MAX_HEARTBEAT_INTERVAL)} is accepted but used as "
+            f"{format_duration(MAX_HEARTBEAT_INTERVAL)}"
+        ),
+    ),
+]
+"""``heartbeat_interval``: 10ms to 1h accepted, more than 30s used as 30s (its own
+refusal says so, not the other timers' hourly limit)."""
+
 
 class DaemonConfig(StrictModel):
     """``[daemon]``: process-wide settings."""
@@ -66,7 +84,7 @@ class DaemonConfig(StrictModel):
     state_dir: Path = Path("/var/lib/aisentinel")
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    heartbeat_interval: Interval = 5.0
+    heartbeat_interval: HeartbeatInterval = 5.0
     """How often the pipeline proves it is alive (systemd watchdog, STATUS line, the
     heartbeat gauge); 10ms-30s (see :data:`MAX_HEARTBEAT_INTERVAL`). Up to 1h is still
     accepted, as before 30s was the most: :func:`parse_config` uses 30s and warns."""
