@@ -36,11 +36,13 @@ _ENTRY = struct.Struct("<HHI")
 
 @dataclass(frozen=True, slots=True)
 class Account:
-    """A user as the kernel sees it: uid, and every group it is in."""
+    """A user as the kernel sees it: uid, and every group it is in (``gid``: its primary
+    one, what files it creates get)."""
 
     name: str
     uid: int
     gids: frozenset[int]
+    gid: int = -1
 
     @classmethod
     def lookup(cls, name: str) -> Account:
@@ -48,15 +50,14 @@ class Account:
         no such user)."""
         entry = pwd.getpwuid(int(name)) if name.isdigit() else pwd.getpwnam(name)
         groups = os.getgrouplist(entry.pw_name, entry.pw_gid)
-        return cls(entry.pw_name, entry.pw_uid, frozenset(groups))
+        return cls(entry.pw_name, entry.pw_uid, frozenset(groups), entry.pw_gid)
 
     def group(self) -> str:
-        """The name of the account's primary group (its number when it has none)."""
-        gid = pwd.getpwuid(self.uid).pw_gid
+        """The name of the account's primary group (its number when it has no name)."""
         try:
-            return grp.getgrgid(gid).gr_name
+            return grp.getgrgid(self.gid).gr_name
         except KeyError:
-            return str(gid)
+            return str(self.gid)
 
 
 def _acl(path: Path) -> list[tuple[int, int, int]] | None:
@@ -227,7 +228,7 @@ def service_account(
     account = Account.lookup(user or "root")
     gid = _gid(group) if group else pwd.getpwuid(account.uid).pw_gid
     gids = set(os.getgrouplist(account.name, gid)) | {_gid(g) for g in extra}
-    return Account(account.name, account.uid, frozenset(gids)), files
+    return Account(account.name, account.uid, frozenset(gids), gid), files
 
 
 def _gid(name: str) -> int:

@@ -140,6 +140,7 @@ def test_the_service_account_follows_the_unit_and_its_drop_ins(tmp_path: Path) -
     assert found is not None
     account, files = found
     assert (account.name, files) == ("nobody", [lib / "aisentinel.service"])
+    assert account.gid == pwd.getpwnam("nobody").pw_gid  # no Group=: the user's own
     assert 0 in account.gids  # SupplementaryGroups=root
     (lib / "aisentinel.service.d" / "ufw.conf").write_text("[Service]\nUser=root\n")
     (etc / "aisentinel.service.d" / "ufw.conf").write_text("[Service]\n# User=root\n")
@@ -147,8 +148,16 @@ def test_the_service_account_follows_the_unit_and_its_drop_ins(tmp_path: Path) -
     (etc / "aisentinel.service.d" / "ufw.conf").write_text("[Service]\nUser=root\nGroup=root\n")
     found = service_account((etc, lib))
     assert found is not None
-    assert (found[0].name, found[0].uid) == ("root", 0)
+    assert (found[0].name, found[0].uid, found[0].group()) == ("root", 0, "root")
     assert found[1] == [lib / "aisentinel.service", etc / "aisentinel.service.d" / "ufw.conf"]
+    other = grp.getgrgid(pwd.getpwnam("nobody").pw_gid)
+    (etc / "aisentinel.service.d" / "ufw.conf").write_text(
+        f"[Service]\nUser=root\nGroup={other.gr_name}\n"
+    )
+    found = service_account((etc, lib))
+    assert found is not None
+    assert (found[0].uid, found[0].gid, found[0].group()) == (0, other.gr_gid, other.gr_name)
+    assert other.gr_gid in found[0].gids
     assert service_account((tmp_path / "none",)) is None
 
 
