@@ -9,6 +9,7 @@ parsing is argparse, with no global state.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import io
 import json
@@ -18,7 +19,7 @@ import sqlite3
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aisentinel import __version__, compiled
 from aisentinel.config import (
@@ -32,6 +33,10 @@ from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
 from aisentinel.sources.journald import journald_available
 from aisentinel.sources.overlap import shared_inputs
+from aisentinel.textsafe import escape
+
+if TYPE_CHECKING:
+    from aisentinel.access import Account
 
 STATUS_TIMEOUT = 5.0
 """Seconds to wait for the daemon's answer on the control socket (``--timeout``)."""
@@ -76,10 +81,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the config file; print the effective config with --print."""
+    """Validate the config file; print the effective config with --print.
+
+    Exit 1 when the config is refused, or when the account that reads it cannot read a
+    file it names (``--user``; as root on the default config, the account the service
+    runs as, from its unit files: root reads them all, the service may not); 2 when
+    ``--user`` names no user.
+    """
+    from aisentinel.access import Account  # noqa: PLC0415
+
+    account: Account | None = None
+    if args.user is not None:
+        try:
+            account = Account.lookup(args.user)
+        except KeyError:
+            print(f"aisentinel: check-config: --user: no such user {args.user!r}", file=sys.stderr)
+            return 2
     config = _load(args.path)
     if config is None:
         return 1
+    who = f"user {account.name}" if account is not None else ""
+    if account is None and args.path is None and os.geteuid() == 0:
+        account, who = _service_reader()
+    if account is not None:
+        refused = unreadable_files(config, account)
+        for path, why in refused:
+            shown = escape(str(path), limit=300)
+            mode = "g+rx" if path.is_dir() else "g+r"
+            print(
+                f"aisentinel: config error: {shown}: {who} cannot read it: "
+                f"{escape(why, limit=300)}; the daemon would refuse to start (for one: "
+                f"chgrp {account.group()} {shown}; chmod {mode} {shown})",
+                file=sys.stderr,
+            )
+        if refused:
+            return 1
     if args.print:
         print(json.dumps(config.to_dict(), indent=2))
     else:
@@ -95,6 +131,61 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     for warning in config_warnings(config):
         print(f"WARNING: {warning}", file=sys.stderr)
     return 0
+
+
+def _service_reader() -> tuple[Account | None, str]:
+    """The account the service runs as, from its unit files and drop-ins, and how to
+    name it in a line; ``None`` when there is no unit (a WARNING when its user or a
+    group is missing)."""
+    from aisentinel.access import service_account  # noqa: PLC0415
+
+    try:
+        found = service_account()
+    except KeyError as exc:
+        print(
+            f"WARNING: the aisentinel service names a user or group that does not exist "
+            f"({escape(str(exc), limit=100)}): it cannot start",
+            file=sys.stderr,
+        )
+        return None, ""
+    if found is None:
+        return None, ""
+    account, files = found
+    return account, f"the service's user {account.name} ({', '.join(map(str, files))})"
+
+
+def files_read(config: Config) -> list[tuple[Path, bool]]:
+    """The files the daemon reads at start and at each reload beside its logs and state
+    (``True``: a directory it lists): the config, the rules detector's ``rules_dir``
+    and its ``*.toml`` files, the exporter's ``web_config`` and the TLS files it names."""
+    out: list[tuple[Path, bool]] = []
+    if config.path != "<defaults>":
+        out.append((Path(config.path), False))
+    rules_dir = getattr(config.detectors.get("rules"), "rules_dir", None)
+    if isinstance(rules_dir, Path):
+        out.append((rules_dir, True))
+        with contextlib.suppress(OSError):  # load_config read it: it lists as root
+            out += [(p, False) for p in sorted(rules_dir.iterdir()) if p.suffix == ".toml"]
+    if config.exporter.web_config is not None:
+        out.append((config.exporter.web_config, False))
+    tls = config.web.tls if config.web is not None else None
+    if tls is not None:
+        out += [(tls.cert_file, False), (tls.key_file, False)]
+        if tls.client_ca_file is not None:
+            out.append((tls.client_ca_file, False))
+    return out
+
+
+def unreadable_files(config: Config, account: Account) -> list[tuple[Path, str]]:
+    """Each file of :func:`files_read` that ``account`` cannot read, and why."""
+    from aisentinel.access import unreadable  # noqa: PLC0415
+
+    out = []
+    for path, directory in files_read(config):
+        why = unreadable(path, account, directory=directory)
+        if why is not None:
+            out.append((path, why))
+    return out
 
 
 def config_notes(config: Config) -> list[str]:
@@ -388,14 +479,23 @@ def _running_without_socket(args: argparse.Namespace, socket_path: Path) -> str 
 def cmd_withdraw(args: argparse.Namespace) -> int:
     """Lift every enforcement aisentinel holds, with the daemon stopped.
 
-    Exit 0 when every withdrawal succeeded, 1 when one failed (its line says why) or the
-    config is bad, 2 when a daemon runs (nothing done).
+    Exit 0 when every withdrawal succeeded, 1 when one failed (its line says why), 2
+    when a daemon runs (nothing done). A refused config is said, then what can still be
+    read of it and what the state directory records are withdrawn (the package's prerm
+    runs this: a typo must not leave the bans in force after the program is gone).
     """
-    from aisentinel.withdraw import withdraw_all  # noqa: PLC0415 - keep other commands light
+    from aisentinel.withdraw import fallback_config, withdraw_all  # noqa: PLC0415
 
     config = _load(args.config)
     if config is None:
-        return 1
+        config, notes = fallback_config(args.config)
+        print(
+            f"aisentinel: withdraw: the config is refused (see above); withdrawing what "
+            f"{config.daemon.state_dir} records and the responders the file names",
+            file=sys.stderr,
+        )
+        for note in notes:
+            print(f"aisentinel: withdraw: {note}", file=sys.stderr)
     if isinstance(sys.stdout, io.TextIOWrapper):  # never fail on a terminal's encoding
         sys.stdout.reconfigure(errors="backslashreplace")
     return withdraw_all(config, sys.stdout, sys.stderr, force=args.force)
@@ -449,7 +549,6 @@ def cmd_admin(args: argparse.Namespace) -> int:
     )
     from aisentinel.decisions.admin import render_bans, render_result  # noqa: PLC0415
     from aisentinel.events import AddressTarget  # noqa: PLC0415
-    from aisentinel.textsafe import escape  # noqa: PLC0415
 
     command: str = args.admin
     name = command.replace("_", " ")  # brake_reset, ledger_accept: two words on the line
@@ -710,6 +809,21 @@ def _demo_duration(text: str) -> float:
     return seconds
 
 
+def _add_check_command(sub: Any) -> None:
+    check = sub.add_parser("check-config", help="validate a config file (exit 1 if bad)")
+    check.add_argument("path", type=Path, nargs="?", default=None)
+    check.add_argument("--print", action="store_true", help="print the effective config")
+    check.add_argument(
+        "--user",
+        default=None,
+        help=(
+            "also refuse a file the config names that this user cannot read (as root, on "
+            "the default config: the user the service's unit runs as)"
+        ),
+    )
+    check.set_defaults(func=cmd_check_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and man-page generation)."""
     from aisentinel.audit.args import add_arguments as audit_arguments  # noqa: PLC0415
@@ -728,11 +842,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--log-format", choices=["auto", "json", "console", "journal"], default=None)
     run.set_defaults(func=cmd_run)
 
-    check = sub.add_parser("check-config", help="validate a config file (exit 1 if bad)")
-    check.add_argument("path", type=Path, nargs="?", default=None)
-    check.add_argument("--print", action="store_true", help="print the effective config")
-    check.set_defaults(func=cmd_check_config)
-
+    _add_check_command(sub)
     _add_replay_command(sub)
 
     audit = sub.add_parser("audit", help="audit host hardening")

@@ -17,12 +17,16 @@ import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from aisentinel.audit.config import AuditConfig
 from aisentinel.configtypes import (
+    MAX_INTERVAL,
+    MIN_INTERVAL,
+    Duration,
+    DurationBounds,
     Interval,
     StrictModel,
     absolute_path,
@@ -59,6 +63,20 @@ HEARTBEAT_WHY = (
     "WatchdogSec is 30s"
 )
 
+HeartbeatInterval = Annotated[
+    Duration,
+    DurationBounds(
+        MIN_INTERVAL,
+        MAX_INTERVAL,
+        why=(
+            f"more than {format_duration(MAX_HEARTBEAT_INTERVAL)} is accepted but used as "
+            f"{format_duration(MAX_HEARTBEAT_INTERVAL)}"
+        ),
+    ),
+]
+"""``heartbeat_interval``: 10ms to 1h accepted, more than 30s used as 30s (its own
+refusal says so, not the other timers' hourly limit)."""
+
 
 class DaemonConfig(StrictModel):
     """``[daemon]``: process-wide settings."""
@@ -66,7 +84,7 @@ class DaemonConfig(StrictModel):
     state_dir: Path = Path("/var/lib/aisentinel")
     log_format: Literal["auto", "json", "console", "journal"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-    heartbeat_interval: Interval = 5.0
+    heartbeat_interval: HeartbeatInterval = 5.0
     """How often the pipeline proves it is alive (systemd watchdog, STATUS line, the
     heartbeat gauge); 10ms-30s (see :data:`MAX_HEARTBEAT_INTERVAL`). Up to 1h is still
     accepted, as before 30s was the most: :func:`parse_config` uses 30s and warns."""
@@ -443,13 +461,23 @@ def load_config(path: Path | None = None) -> Config:
 
     ``AISENTINEL_CONFIG`` in the environment overrides the default path.
     """
+    file, data = read_config_data(path)
+    try:
+        return parse_config(data, file)
+    except RecursionError:
+        raise ConfigError([ConfigIssue(file, "", _TOO_DEEP)]) from None
+
+
+def read_config_data(path: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """The file :func:`load_config` reads (``"<defaults>"`` when none) and its TOML
+    document, not yet validated; :class:`ConfigError` when it cannot be read or parsed."""
     if path is None:
         env = os.environ.get("AISENTINEL_CONFIG")
         path = Path(env) if env else DEFAULT_CONFIG_PATH
         # lexists: a symbolic link whose target is missing (a config kept elsewhere, on a
         # mount not up yet) is refused below, never replaced by the built-in defaults
         if not os.path.lexists(path) and not env:
-            return parse_config({})
+            return "<defaults>", {}
     file = str(path)
     dangling = _dangling_link(path)
     if dangling is not None:
@@ -462,11 +490,7 @@ def load_config(path: Path | None = None) -> Config:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError([ConfigIssue(file, "", "not UTF-8 text")]) from None
-    data = _parse_toml(text, file)
-    try:
-        return parse_config(data, file)
-    except RecursionError:
-        raise ConfigError([ConfigIssue(file, "", _TOO_DEEP)]) from None
+    return file, _parse_toml(text, file)
 
 
 def _dangling_link(path: Path) -> str | None:

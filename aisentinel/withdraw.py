@@ -13,6 +13,12 @@ start's reconcile), as after any stop.
 
 It refuses while a daemon uses this config's state directory or answers on its
 control socket (the daemon would put back what is lifted), unless ``force``.
+
+A config this release refuses (a typo in an unrelated section, an upgrade that refuses
+an old value) must not keep the bans after the package is gone: :func:`fallback_config`
+keeps what can still be read of it (``[daemon]`` ``state_dir`` and ``control_socket``,
+each ``[responders.NAME]`` table, with that responder's defaults where its table is
+refused), and the record in the state directory names the rest.
 """
 
 from __future__ import annotations
@@ -20,11 +26,19 @@ from __future__ import annotations
 import contextlib
 import stat
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+from pydantic import BaseModel, ValidationError
 
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
-from aisentinel.config import Config
+from aisentinel.config import (
+    DEFAULT_CONFIG_PATH,
+    Config,
+    ConfigError,
+    DaemonConfig,
+    read_config_data,
+)
 from aisentinel.control import (
     CommandError,
     ControlError,
@@ -40,7 +54,7 @@ from aisentinel.daemon import (
 )
 from aisentinel.faults import reason
 from aisentinel.responders import REGISTRY as RESPONDERS
-from aisentinel.responders.base import ResponderError
+from aisentinel.responders.base import ResponderConfigBase, ResponderError
 from aisentinel.runlock import LOCK_FILE
 from aisentinel.runlock import release as release_lock
 from aisentinel.runlock import take as take_lock
@@ -67,6 +81,55 @@ def planned(config: Config) -> tuple[list[Withdrawal], list[Withdrawal]]:
     ]:
         found.setdefault(w.key, w)
     return sorted(found.values(), key=lambda w: w.key), pending
+
+
+def fallback_config(path: Path | None) -> tuple[Config, list[str]]:
+    """What :func:`withdraw_all` needs of a config that :func:`load_config` refuses, and
+    a note for each part left at its defaults: ``state_dir`` and ``control_socket`` when
+    they are valid, each named responder with its table, or its defaults when the
+    table is refused (what a responder owns by default is aisentinel's by name: table
+    ``inet aisentinel``, rules commented ``aisentinel``, jail ``aisentinel``). When not
+    even the TOML can be read, nftables with its defaults stands for the responders."""
+    notes: list[str] = []
+    tables: Any = {"nftables": {}}
+    try:
+        file, data = read_config_data(path)
+        tables = data.get("responders")
+    except ConfigError:
+        file, data = str(path or DEFAULT_CONFIG_PATH), {}
+        notes.append(
+            "the file cannot be read: the state directory and control socket are the "
+            "defaults, and the nftables table inet aisentinel is deleted too"
+        )
+    daemon_table = data.get("daemon")
+    settings: dict[str, Any] = {}
+    for key in ("state_dir", "control_socket"):
+        if isinstance(daemon_table, dict) and key in daemon_table:
+            try:
+                DaemonConfig.model_validate({key: daemon_table[key]})
+            except ValidationError:
+                notes.append(f"daemon.{key} is refused: the default is used")
+            else:
+                settings[key] = daemon_table[key]
+    daemon = DaemonConfig.model_validate(settings)
+    responders: dict[str, ResponderConfigBase] = {}
+    for name, table in tables.items() if isinstance(tables, dict) else ():
+        if not isinstance(name, str) or name not in RESPONDERS:
+            continue
+        model = RESPONDERS.get(name).config_model
+        cfg: BaseModel
+        try:
+            cfg = model.model_validate(table)
+        except ValidationError:
+            try:
+                cfg = model()
+            except ValidationError:  # no defaults to fall back on: the record must do
+                notes.append(f"responders.{name} is refused and has no defaults: left out")
+                continue
+            notes.append(f"responders.{name} is refused: its defaults are used")
+        if isinstance(cfg, ResponderConfigBase) and cfg.enabled:
+            responders[name] = cfg
+    return Config(daemon=daemon, responders=responders, path=file), notes
 
 
 def daemon_answers(socket_path: Path | None) -> str | None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,9 +13,9 @@ from typing import Any
 import pytest
 
 from aisentinel.cli import build_parser
-from aisentinel.demo.gpu import THIEF
+from aisentinel.demo.gpu import THIEF, build_fake
 from aisentinel.demo.runner import DEMO_MARKER, attack_label, prepare_workdir, run_demo, summarize
-from aisentinel.demo.scenario import generate
+from aisentinel.demo.scenario import LiveScenario, generate
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 
 
@@ -132,30 +134,36 @@ def test_an_empty_or_earlier_demo_folder_is_made_ready(tmp_path: Path) -> None:
     assert (tmp_path / "logs" / "auth.log").read_text() == ""
 
 
+def _decided(who: str, action: Action = Action.BAN, reason: str = "test") -> Decision:
+    """A decision of ssh_bruteforce on ``who``, with its finding."""
+    finding = Finding(
+        ts=0.0,
+        detector="ssh_bruteforce",
+        severity=Severity.HIGH,
+        client=who,
+        key=who,
+        count=6,
+        window=60.0,
+        message="6 failed logins",
+    )
+    return Decision(
+        ts=0.0,
+        action=action,
+        target=AddressTarget.parse(who),
+        detector="ssh_bruteforce",
+        severity=Severity.HIGH,
+        reason=reason,
+        ttl=60.0 if action is Action.BAN else None,
+        finding=finding,
+    )
+
+
 def test_summary_counts_an_already_banned_attacker_as_banned(tmp_path: Path) -> None:
     """An attacker whose decision is "already banned" counts among those that would be
     banned, not as alert only."""
     manifest = generate(tmp_path, lines_nginx=2_000, lines_sshd=1_000, seed=3)
     attacker = sorted(manifest.should_ban())[0]
-    finding = Finding(
-        ts=0.0,
-        detector="ssh_bruteforce",
-        severity=Severity.HIGH,
-        client=attacker,
-        key=attacker,
-        count=6,
-        window=60.0,
-        message="6 failed logins",
-    )
-    decision = Decision(
-        ts=0.0,
-        action=Action.NONE,
-        target=AddressTarget.parse(attacker),
-        detector="ssh_bruteforce",
-        severity=Severity.HIGH,
-        reason="already banned until 2026-12-07T11:00:00Z",
-        finding=finding,
-    )
+    decision = _decided(attacker, Action.NONE, "already banned until 2026-12-07T11:00:00Z")
     daemon: Any = SimpleNamespace(
         pipeline=SimpleNamespace(sources={}, findings={}), sources={}, metrics_port=0
     )
@@ -176,3 +184,81 @@ def test_demo_duration_out_of_range_is_an_argument_error(
     err = capsys.readouterr().err
     assert "argument --duration:" in err
     assert "seconds" in err
+
+
+def test_the_simulated_gpu_label_says_why_the_fake_nvml_was_not_built(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the C source (the package), without gcc, or with a source gcc refuses,
+    build_fake names that cause, not always "no gcc"."""
+    missing = tmp_path / "absent.c"
+    lib, why = build_fake(tmp_path / "out", missing)
+    assert lib is None
+    assert why == f"its C source {missing} is not here (only a source checkout has it)"
+    broken = tmp_path / "broken.c"
+    broken.write_text("int main(void) { return undeclared_x; }\n")
+    if shutil.which("gcc") is not None:
+        lib, why = build_fake(tmp_path / "out", broken)
+        assert lib is None
+        assert why.startswith("gcc failed (exit 1): ")
+        assert "undeclared_x" in why
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    assert build_fake(tmp_path / "out", broken) == (None, "no gcc")
+
+
+def _summary(tmp_path: Path, **kw: Any) -> tuple[str, Any]:
+    """The summary of a run in which every attacker of the manifest and the GPU thief
+    were flagged and banned, except those left out of ``kw["flagged"]``."""
+    manifest = generate(tmp_path, lines_nginx=2_000, lines_sshd=1_000, seed=3)
+    flagged: set[str] = kw.pop("flagged", {*manifest.attacks, THIEF})
+    decisions = [_decided(who) for who in sorted(flagged & (manifest.should_ban() | {THIEF}))]
+    daemon: Any = SimpleNamespace(
+        pipeline=SimpleNamespace(sources={}, findings={}), sources={}, metrics_port=0
+    )
+    out = io.StringIO()
+    summarize(daemon, decisions, flagged, manifest, out, others={THIEF: "gpu_time_theft"}, **kw)
+    return out.getvalue(), manifest
+
+
+def test_the_ban_tally_counts_the_gpu_thief_it_lists(tmp_path: Path) -> None:
+    """The GPU thief, listed under "would ban", is counted among the attackers detected
+    and those that would be banned (8 of 8, not 7 of 7 beside 8 bans)."""
+    text, manifest = _summary(tmp_path)
+    bans = len(manifest.should_ban()) + 1
+    assert text.count("[gpu_time_theft]") == 1
+    assert _would_be_banned(text) == (bans, bans)
+    assert f"attackers detected: {len(manifest.attacks) + 1} of {len(manifest.attacks) + 1}\n" in (
+        text
+    )
+
+
+def test_an_interrupted_summary_leaves_out_the_attacks_not_played(tmp_path: Path) -> None:
+    """After Ctrl-C only the attacks played (or detected anyway) are counted: the rest
+    are one "(interrupted: N attacks not played)" note, never "not detected" lines."""
+    manifest = generate(tmp_path / "m", lines_nginx=2_000, lines_sshd=1_000, seed=3)
+    first, second, *rest = sorted(manifest.should_ban())
+    text, _ = _summary(tmp_path, flagged={first}, played=frozenset({first, second}))
+    unplayed = len(manifest.attacks) + 1 - 2
+    assert f"attackers detected: 1 of 2 (interrupted: {unplayed} attacks not played)" in text
+    assert text.count("not detected:") == 1
+    assert f"not detected: {second} (" in text
+    assert not any(f"not detected: {who}" in text for who in rest)
+    assert _would_be_banned(text) == (1, 2)
+
+
+def test_an_interrupted_demo_exits_130(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during the demo (KeyboardInterrupt while it waits for the scenario) still
+    prints the summary, noting the attacks not played, and returns 130."""
+
+    def interrupt(self: LiveScenario, timeout: float | None = None) -> bool:
+        time.sleep(0.5)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LiveScenario, "join", interrupt)
+    out = io.StringIO()
+    assert run_demo(duration=30.0, seed=3, workdir=tmp_path, rate=30.0, out=out) == 130
+    text = out.getvalue()
+    assert "interrupted: stopping" in text
+    assert re.search(
+        r"attackers detected: \d+ of \d+ \(interrupted: \d+ attacks not played\)", text
+    )

@@ -363,3 +363,31 @@ def test_live_scenario_stop_ends_the_writer_early(tmp_path: Path) -> None:
     assert not live.rotated.is_set()
     assert 0 < sum(live.lines_written.values()) < sum(live.planned_lines.values())
     assert not any(t.name == "live-scenario" for t in threading.enumerate())
+
+
+def test_live_scenario_names_the_attacks_played_in_full(tmp_path: Path) -> None:
+    """Stopped once the first attack is written in full, only the attacks whose every
+    line was written count as played (some, not all); a finished writer played all."""
+    clock = FakeClock()
+    live = LiveScenario(tmp_path / "a", seed=2, rate=20, duration=30, clock=clock, tick=0.005)
+    assert live.played_attacks() == frozenset()
+    live.start()
+    deadline = time.monotonic() + 20
+    while not live.played_attacks():
+        assert time.monotonic() < deadline, "nothing played"
+        clock.advance(0.25)
+        time.sleep(0.01)
+    live.stop()
+    assert live.join(timeout=5)
+    played = live.played_attacks()
+    assert 0 < len(played) < len(live.manifest.attacks)
+    whole = LiveScenario(
+        tmp_path / "b", seed=2, rate=20, duration=30, clock=FakeClock(), tick=0.005
+    )
+    whole.start()
+    while not whole.finished.is_set():
+        assert isinstance(whole.clock, FakeClock)
+        whole.clock.advance(1)
+        time.sleep(0.002)
+    assert whole.join(timeout=5)
+    assert whole.played_attacks() == frozenset(whole.manifest.attacks)

@@ -192,6 +192,17 @@ def test_throttle_dropin_runs_as_root_without_a_capability() -> None:
     assert _values(text, "ProtectProc") == ["default"]
 
 
+@pytest.mark.parametrize("dropin", sorted(DROPINS.glob("aisentinel-*.conf")), ids=lambda p: p.name)
+def test_a_dropin_that_runs_as_root_keeps_group_aisentinel(dropin: Path) -> None:
+    """A drop-in with User=root keeps Group=aisentinel, so /run/aisentinel and the control
+    socket stay the group's and its members can still run `aisentinel status`."""
+    text = dropin.read_text()
+    if _values(text, "User") == ["root"]:
+        assert _values(text, "Group") == ["aisentinel"]
+    else:
+        assert _values(text, "Group") == []
+
+
 def test_gpu_dropin_shows_other_users_processes() -> None:
     """The GPU drop-in lifts ProtectProc=invisible: GPU processes are other users'."""
     text = (DROPINS / "aisentinel-gpu.conf").read_text()

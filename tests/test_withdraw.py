@@ -25,7 +25,7 @@ from test_responder_firewalls import STATUS
 
 from aisentinel.clock import FakeClock, SystemClock
 from aisentinel.commands import FakeRunner
-from aisentinel.config import load_config
+from aisentinel.config import ConfigError, load_config
 from aisentinel.control import ControlServer
 from aisentinel.daemon import Daemon
 from aisentinel.decisions.ledger import Ledger
@@ -38,7 +38,13 @@ from aisentinel.events import (
     WorkloadTarget,
 )
 from aisentinel.responders.throttle import ThrottleConfig, ThrottleResponder
-from aisentinel.withdraw import EXIT_FAILED, EXIT_OK, EXIT_REFUSED, withdraw_all
+from aisentinel.withdraw import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_REFUSED,
+    fallback_config,
+    withdraw_all,
+)
 
 NOW = 1_800_000_000.0
 NFT = ("nft", "-j", "-f", "-")
@@ -188,6 +194,49 @@ def test_a_failed_withdrawal_is_reported_the_others_done_exit_1(tmp_path: Path) 
     assert _pending(tmp_path) == ["old"]
 
 
+def test_a_refused_config_still_withdraws_what_is_recorded_and_named(tmp_path: Path) -> None:
+    """A config refused for an unrelated typo (and a fail2ban table refused) still gives
+    its state directory and responders: the recorded ones, ufw, and fail2ban with its
+    defaults (jail aisentinel) are all withdrawn, each refused part noted."""
+    config = _fixture_host(tmp_path)
+    refused = '[responders.fail2ban]\njail = "no such!"\n'
+    text = config.read_text().replace("[responders.fail2ban]\n", refused)
+    config.write_text(text + "[exporter]\nlisten_adress = '127.0.0.1'\n")
+    with pytest.raises(ConfigError):
+        load_config(config)
+    salvaged, notes = fallback_config(config)
+    assert salvaged.daemon.state_dir == tmp_path / "state"
+    assert notes == ["responders.fail2ban is refused: its defaults are used"]
+    fake = _answers()
+    out, err = io.StringIO(), io.StringIO()
+    rc = withdraw_all(salvaged, out, err, commands=fake)
+    assert rc == EXIT_OK, err.getvalue()
+    assert out.getvalue().splitlines() == [
+        "fail2ban: 2 addresses unbanned from jail aisentinel",
+        "nftables: table inet old deleted",
+        "throttle: 1 throttled or frozen workloads put back as they were",
+        "ufw: 3 deny rules commented aisentinel deleted",
+    ]
+    assert (tmp_path / "cg" / "ai" / "job" / "cgroup.freeze").read_text() == "0"
+
+
+def test_the_command_says_the_config_is_refused_and_withdraws(tmp_path: Path) -> None:
+    """`aisentinel withdraw` on a refused config prints each config error and one line
+    saying what it withdraws instead, then withdraws the record (exit 0), not exit 1."""
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "responders.json").write_text(json.dumps({"responders": {"dryrun": {}}}))
+    config = tmp_path / "aisentinel.toml"
+    config.write_text(f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = ""\nbogus = 1\n')
+    argv = [sys.executable, "-m", "aisentinel", "withdraw", "--config", str(config)]
+    env = {**os.environ, "PYTHONPATH": PACKAGE_PATH}
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    assert f"config error: {config}: daemon.bogus:" in done.stderr
+    assert f"the config is refused (see above); withdrawing what {state} records" in done.stderr
+    assert done.stdout.splitlines() == ["dryrun: nothing to lift (dry run)"]
+
+
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving files to another user needs root")
 def test_records_rewritten_by_root_stay_the_daemons_user(tmp_path: Path) -> None:
@@ -323,3 +372,34 @@ def test_withdraw_deletes_the_nftables_table_the_daemon_left(lab: Lab, tmp_path:
         assert wait_for(lambda: "203.0.113.77" in _table(lab, "aisentinel"), timeout=30)
     finally:
         stop(second)
+
+
+@pytest.mark.root
+@pytest.mark.skipif(WHY is not None, reason=WHY or "")
+def test_a_refused_config_still_deletes_the_tables_in_a_namespace(lab: Lab, tmp_path: Path) -> None:
+    """In a namespace, with the config refused (a typo, the nftables table's name
+    refused): the recorded table and the default one are deleted, another stays."""
+    state = tmp_path / "state"
+    state.mkdir()
+    record = {"responders": {"nftables": {"table": "recorded", "backend": "nft"}}}
+    (state / "responders.json").write_text(json.dumps(record))
+    config = tmp_path / "aisentinel.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{state}"\ncontrol_socket = ""\n'
+        '[exporter]\nlisten_adress = "127.0.0.1"\n[responders.nftables]\ntable = "Bad-Name"\n'
+    )
+    for table in ("recorded", "aisentinel", "neighbour"):
+        run(lab.ns(lab.srv, ["nft", "add", "table", "inet", table]))
+    env = {"PYTHONPATH": PACKAGE_PATH, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    argv = [sys.executable, "-m", "aisentinel", "withdraw", "--config", str(config)]
+    done = subprocess.run(lab.ns(lab.srv, argv), env=env, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == EXIT_OK, done.stdout + done.stderr
+    assert "responders.nftables is refused: its defaults are used" in done.stderr
+    assert sorted(done.stdout.splitlines()) == [
+        "nftables: table inet aisentinel deleted",
+        "nftables: table inet recorded deleted",
+    ]
+    assert _table(lab, "recorded") == ""
+    assert _table(lab, "aisentinel") == ""
+    assert "neighbour" in _table(lab, "neighbour")

@@ -1,10 +1,11 @@
-"""The demo's GPUs: the fake NVML library when a C compiler is here, else a simulation.
+"""The demo's GPUs: the fake NVML library when it can be built here, else a simulation.
 
 With gcc and the checkout's ``tests/fakenvml/fakenvml.c``, the fake
 ``libnvidia-ml.so.1`` is compiled into the demo's work directory and loaded into this
 process (pynvml then opens it by its SONAME), and the daemon's ``nvml`` source samples
-it exactly as it samples a real GPU. Without them a **simulated sampler** (clearly
-labelled as such in the demo's output) hands the daemon the same GPU samples directly.
+it exactly as it samples a real GPU. Without them (the package ships no C source) a
+**simulated sampler**, labelled as such in the demo's output with the reason, hands the
+daemon the same GPU samples directly.
 
 The story (:class:`GpuStory`, paced on the wall clock over the demo's run), on two
 GPUs, with real processes so that ``/proc`` attribution is real:
@@ -32,12 +33,15 @@ from typing import Final
 
 from aisentinel.events import EventBatch, GpuProcessSample, GpuSample
 from aisentinel.gpu.attribution import ProcessAttributor
+from aisentinel.textsafe import escape
 
 GPU_API_LOG: Final = "gpu-api.log"
 THIEF: Final = "2001:db8:0:5a::50"
 """Outside what the scenario hands out (its IPv6 attackers never have a 0 third group)."""
 FAKE_SOURCE: Final = Path(__file__).resolve().parents[2] / "tests" / "fakenvml" / "fakenvml.c"
 SONAME: Final = "libnvidia-ml.so.1"
+THEFT_END: Final = 0.85
+"""The GPU-time theft ends at this fraction of the run."""
 GiB: Final = 1 << 30
 UUIDS: Final = (
     "GPU-5e3a1f00-0d3c-4a8e-9b1e-000000000000",
@@ -45,32 +49,46 @@ UUIDS: Final = (
 )
 
 
-def build_fake(out_dir: Path) -> Path | None:
-    """Compile the fake NVML into ``out_dir``; None without gcc or the C source."""
+def gcc_argv(gcc: str, source: Path, lib: Path, *extra: str) -> list[str]:
+    """The gcc command that builds the fake NVML ``lib`` from ``source`` (``extra``:
+    more flags, the tests' warnings)."""
+    return [
+        gcc,
+        "-std=c11",
+        "-O2",
+        *extra,
+        "-fPIC",
+        "-shared",
+        "-fvisibility=hidden",
+        "-pthread",
+        f"-Wl,-soname,{SONAME}",
+        "-o",
+        str(lib),
+        str(source),
+    ]
+
+
+def build_fake(out_dir: Path, source: Path = FAKE_SOURCE) -> tuple[Path | None, str]:
+    """Compile the fake NVML into ``out_dir``: the library, or ``None`` and why not (the C
+    source missing, as in the package; no gcc; the compiler's first error line)."""
+    if not source.is_file():
+        return None, f"its C source {source} is not here (only a source checkout has it)"
     gcc = shutil.which("gcc")
-    if gcc is None or not FAKE_SOURCE.is_file():
-        return None
+    if gcc is None:
+        return None, "no gcc"
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / SONAME
-    result = subprocess.run(
-        [
-            gcc,
-            "-std=c11",
-            "-O2",
-            "-fPIC",
-            "-shared",
-            "-fvisibility=hidden",
-            "-pthread",
-            f"-Wl,-soname,{SONAME}",
-            "-o",
-            str(lib),
-            str(FAKE_SOURCE),
-        ],
-        capture_output=True,
-        timeout=120,
-        check=False,
-    )
-    return lib if result.returncode == 0 else None
+    try:
+        result = subprocess.run(
+            gcc_argv(gcc, source, lib), capture_output=True, timeout=120, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return None, f"gcc could not be run ({type(exc).__name__}: {exc})"
+    if result.returncode != 0:
+        lines = result.stderr.decode(errors="replace").splitlines()
+        first = next((line for line in lines if "error" in line), lines[0] if lines else "")
+        return None, f"gcc failed (exit {result.returncode}): {escape(first, limit=200)}"
+    return lib, ""
 
 
 class GpuStory:
@@ -83,7 +101,7 @@ class GpuStory:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.duration = duration
         self.scenario = self.dir / "nvml-scenario"
-        lib = build_fake(self.dir)
+        lib, self.why_simulated = build_fake(self.dir)
         self.simulated = lib is None
         if lib is not None:
             ctypes.CDLL(str(lib))  # pynvml's CDLL("libnvidia-ml.so.1") now gets the fake
@@ -93,13 +111,18 @@ class GpuStory:
         self._thread: threading.Thread | None = None
         self._emit: Callable[[EventBatch], None] | None = None
         self._attributor = ProcessAttributor()
+        self._t = 0.0
+        """Seconds into the timeline at its last step."""
         self._write(0.0)
 
     @property
     def label(self) -> str:
         """How the GPUs are made, for the demo's output."""
         if self.simulated:
-            return "SIMULATED GPU sampler (no gcc: the fake NVML library cannot be built)"
+            return (
+                f"SIMULATED GPU sampler (the fake NVML library cannot be built: "
+                f"{self.why_simulated})"
+            )
         return f"fake libnvidia-ml.so.1 built in {self.dir} (the real pynvml samples it)"
 
     def _spawn(self, name: str) -> subprocess.Popen[bytes]:
@@ -133,13 +156,18 @@ class GpuStory:
     def _phase(self, t: float) -> tuple[bool, bool]:
         """(miner running, theft under way) at ``t`` seconds into the run."""
         d = self.duration
-        return t >= 0.15 * d, 0.3 * d <= t < 0.85 * d
+        return t >= 0.15 * d, 0.3 * d <= t < THEFT_END * d
+
+    @property
+    def theft_played(self) -> bool:
+        """Whether the timeline has run past the GPU-time theft (not when stopped early)."""
+        return self._t >= THEFT_END * self.duration
 
     def _run(self) -> None:
         start = time.monotonic()
         log = self.logs / GPU_API_LOG
         while not self._stop.wait(0.5):
-            t = time.monotonic() - start
+            t = self._t = time.monotonic() - start
             miner, theft = self._phase(t)
             if miner and "xmrig" not in self._procs:
                 self._spawn("xmrig")

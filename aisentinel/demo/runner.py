@@ -18,6 +18,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -31,6 +32,8 @@ from aisentinel.logsetup import configure_logging
 from aisentinel.sdnotify import Notifier
 from aisentinel.textsafe import escape
 
+INTERRUPTED = 130
+"""The exit status after Ctrl-C (128 + SIGINT, as a shell reports it)."""
 SETTLE_SECONDS = 3.0
 """After the writer ends: time for the last lines to be read and decided."""
 
@@ -224,11 +227,21 @@ def summarize(
     flagged: set[str],
     manifest: Manifest,
     out: TextIO,
+    *,
+    others: Mapping[str, str] | None = None,
+    played: frozenset[str] | None = None,
 ) -> int:
-    """Print the closing summary; returns 0 when no benign address would be banned."""
+    """Print the closing summary; returns 0 when no benign address would be banned.
+
+    ``others``: attackers beyond the manifest (the GPU story's thief), by label, each to
+    be banned. ``played``: the attackers whose traffic was played in full (``None``:
+    all); after an interrupt the others count only when they were detected anyway."""
     p = daemon.pipeline
     banned = {_who(d) for d in decisions if _bans(d)}
-    expected = set(manifest.should_ban())
+    kinds = {a: atk.kind.value for a, atk in manifest.attacks.items()} | dict(others or {})
+    unplayed = set() if played is None else set(kinds) - played - flagged
+    attackers = set(kinds) - unplayed
+    expected = (set(manifest.should_ban()) | set(others or {})) - unplayed
     wrongly = banned & set(manifest.benign)
     w = out.write
     w("\n" + "=" * 72 + "\naisentinel demo: summary\n" + "=" * 72 + "\n")
@@ -263,15 +276,15 @@ def summarize(
         if d.action is Action.NONE:
             text = d.target.text if d.target is not None else "-"
             w(f"    {escape(text):<18} {d.detector:<20} {escape(d.reason)}\n")
-    attackers = set(manifest.attacks)
     detected = attackers & flagged
-    w(f"\n  attackers detected: {len(detected)} of {len(attackers)} in the scenario\n")
+    w(f"\n  attackers detected: {len(detected)} of {len(attackers)}")
+    w(f" (interrupted: {len(unplayed)} attacks not played)\n" if unplayed else "\n")
     for missed in sorted(attackers - flagged):
-        w(f"    not detected: {missed} ({manifest.attacks[missed].kind.value})\n")
+        w(f"    not detected: {missed} ({kinds[missed]})\n")
     w(f"  attackers that would be banned: {len(expected & banned)} of {len(expected)}")
     w(" (the rest are alert-only by severity, or allowlisted)\n")
     for alert_only in sorted((expected & flagged) - banned):
-        w(f"    alert only: {alert_only} ({manifest.attacks[alert_only].kind.value})\n")
+        w(f"    alert only: {alert_only} ({kinds[alert_only]})\n")
     w(f"  benign addresses banned: {len(wrongly)} (admin {manifest.admin} included)\n")
     if daemon.metrics_port:
         w(f"  metrics were at http://127.0.0.1:{daemon.metrics_port}/metrics\n")
@@ -322,6 +335,11 @@ def _gpu_summary(gpu: GpuStory, decisions: list[Decision], metrics: list[str], o
             w(f"    {escape(line)}\n")
 
 
+def _played(scenario: LiveScenario, gpu: GpuStory) -> frozenset[str]:
+    """The attackers whose traffic was played in full, the GPU story's thief included."""
+    return scenario.played_attacks() | ({THIEF} if gpu.theft_played else set())
+
+
 def run_demo(
     *,
     duration: float = 45.0,
@@ -330,7 +348,8 @@ def run_demo(
     rate: float = 40.0,
     out: TextIO | None = None,
 ) -> int:
-    """Run the demo; returns 0 when no benign address was banned."""
+    """Run the demo; returns 0 when no benign address was banned, :data:`INTERRUPTED`
+    after Ctrl-C (the summary then counts only the attacks played)."""
     stream = out or sys.stdout
     keep = workdir is not None
     base = prepare_workdir(workdir, stream)
@@ -360,8 +379,9 @@ def run_demo(
     daemon.pipeline.on_finding = on_finding
     daemon.pipeline.on_decision = on_decision
     thread = threading.Thread(target=daemon.run, name="daemon", daemon=True)
-    stream.write(f"aisentinel demo: logs in {base / 'logs'}, {duration:.0f}s of traffic\n")
-    stream.write(f"GPUs: {gpu.label}\n")
+    stream.write(
+        f"aisentinel demo: logs in {base / 'logs'}, {duration:.0f}s of traffic\nGPUs: {gpu.label}\n"
+    )
     thread.start()
     daemon.started.wait(10)
     gpu.start(daemon._emit)
@@ -369,10 +389,12 @@ def run_demo(
         f"metrics: http://127.0.0.1:{daemon.metrics_port}/metrics  (Ctrl-C ends the demo early)\n"
     )
     scenario.start()
+    interrupted = False
     try:
         scenario.join()
         time.sleep(SETTLE_SECONDS)
     except KeyboardInterrupt:
+        interrupted = True
         stream.write("\ninterrupted: stopping\n")
     finally:
         scenario.stop()
@@ -380,10 +402,18 @@ def run_demo(
         daemon.request_stop()
         thread.join(15)
         gpu.stop()
-    status = summarize(daemon, decisions, flagged, scenario.manifest, stream)
+    status = summarize(
+        daemon,
+        decisions,
+        flagged,
+        scenario.manifest,
+        stream,
+        others={THIEF: attack_label(THIEF, scenario.manifest)},
+        played=_played(scenario, gpu) if interrupted else None,
+    )
     _gpu_summary(gpu, decisions, gpu_metrics, stream)
     if keep:
         stream.write(f"  files kept in {base}\n")
     else:
         shutil.rmtree(base, ignore_errors=True)
-    return status
+    return INTERRUPTED if interrupted else status

@@ -1041,8 +1041,11 @@ LivePlan = list[tuple[float, str, Any]]
 """(offset in seconds, file role, record) in offset order."""
 
 
-def _plan_live(seed: int, rate: float, duration: float) -> tuple[LivePlan, Manifest]:
-    """The whole live run: normal traffic plus one burst of each attack, spread out."""
+def _plan_live(
+    seed: int, rate: float, duration: float
+) -> tuple[LivePlan, Manifest, dict[str, float]]:
+    """The whole live run: normal traffic plus one burst of each attack, spread out; and
+    the offset of each attack's last line."""
     rng = _rng(seed)
     addrs = _Addresses(rng)
     clients = _benign_clients(rng)
@@ -1090,7 +1093,12 @@ def _plan_live(seed: int, rate: float, duration: float) -> tuple[LivePlan, Manif
         attacks={ep.attack.address: ep.attack for ep in episodes if not ep.benign},
         benign=_benign_addresses(clients),
     )
-    return plan, manifest
+    ends = {
+        ep.attack.address: max(t for t, _ in (*ep.access, *ep.error, *ep.auth))
+        for ep in episodes
+        if not ep.benign
+    }
+    return plan, manifest, ends
 
 
 class LiveScenario:
@@ -1134,7 +1142,19 @@ class LiveScenario:
         """Set once the rotation has happened."""
         self.finished = threading.Event()
         """Set when the writer has written its whole plan (not when stopped early)."""
-        self._plan, self.manifest = _plan_live(seed, rate, duration)
+        self._plan, self.manifest, self._ends = _plan_live(seed, rate, duration)
+        self._next = 0
+        """The index of the first plan entry not written yet."""
+
+    def played_attacks(self) -> frozenset[str]:
+        """The manifest's attackers whose every line has been written (all of them once
+        the writer has finished; fewer when it was stopped early)."""
+        plan, written = self._plan, self._next
+        return frozenset(
+            address
+            for address, end in self._ends.items()
+            if written >= len(plan) or plan[written][0] > end
+        )
 
     @property
     def planned_lines(self) -> dict[str, int]:
@@ -1184,9 +1204,9 @@ class LiveScenario:
                 due = self.rotate_at is not None and not self.rotated.is_set()
                 if due and self.rotate_at is not None and elapsed >= self.rotate_at:
                     # What was due before the rotation goes into the old files.
-                    i = self._write_due(files, i, self.rotate_at, stamps)
+                    i = self._next = self._write_due(files, i, self.rotate_at, stamps)
                     files = self._rotate(files)
-                i = self._write_due(files, i, elapsed, stamps)
+                i = self._next = self._write_due(files, i, elapsed, stamps)
                 if i >= len(self._plan):
                     self.finished.set()
                     return

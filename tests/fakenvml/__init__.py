@@ -16,8 +16,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aisentinel.demo.gpu import SONAME, gcc_argv
+
 SOURCE = Path(__file__).with_name("fakenvml.c")
-SONAME = "libnvidia-ml.so.1"
 ENV = "FAKE_NVML_SCENARIO"
 
 
@@ -28,28 +29,9 @@ def build(out_dir: Path) -> Path:
         raise FileNotFoundError("gcc")
     out_dir.mkdir(parents=True, exist_ok=True)
     lib = out_dir / SONAME
-    subprocess.run(
-        [
-            gcc,
-            "-std=c11",
-            "-O2",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-Wconversion",
-            "-fPIC",
-            "-shared",
-            "-fvisibility=hidden",
-            "-pthread",
-            f"-Wl,-soname,{SONAME}",
-            "-o",
-            str(lib),
-            str(SOURCE),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
+    warnings = ("-Wall", "-Wextra", "-Werror", "-Wconversion")
+    argv = gcc_argv(gcc, SOURCE, lib, *warnings)
+    subprocess.run(argv, check=True, capture_output=True, text=True)
     return lib
 
 
