@@ -204,6 +204,7 @@ socket = "/nonexistent/aisentinel-test/fail2ban.sock"
 
 @pytest.mark.slow
 @pytest.mark.root
+@pytest.mark.timeout(900)  # builds a second .deb (mypyc included) and installs two
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing the .deb needs root")
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian system")
 @pytest.mark.skipif(missing_tools("nft") is not None, reason=missing_tools("nft") or "")
