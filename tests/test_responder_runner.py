@@ -14,6 +14,7 @@ from aisentinel.events import Action, AddressTarget, Decision, Severity
 from aisentinel.responders import (
     Operation,
     PartialError,
+    ReconcileUnfinishedError,
     Responder,
     ResponderConfigBase,
     ResponderError,
@@ -252,6 +253,52 @@ def test_a_reconcile_that_only_met_refused_targets_is_not_retried(clock: FakeClo
     assert len(r.calls) == 1
     (stats,) = runner.stats()
     assert (stats.ok[Operation.RECONCILE], stats.pending) == (1, 0)
+
+
+class Sliced(Flaky):
+    """A reconcile made in ``slices`` slices: each but the last raises unfinished,
+    refusing ``refused`` for good."""
+
+    def __init__(self, clock: FakeClock, slices: int, refused: frozenset[str]) -> None:
+        super().__init__(clock)
+        self.slices, self.refused = slices, refused
+
+    def reconcile(self, active: Sequence[Decision]) -> None:
+        super().reconcile(active)
+        self.slices -= 1
+        if self.slices:
+            raise ReconcileUnfinishedError("more to do", refused=self.refused)
+        if self.refused:
+            raise PartialError("partly", refused=self.refused)
+
+
+def test_an_unfinished_reconcile_goes_on_at_once_after_the_bans_queued_meanwhile(
+    clock: FakeClock,
+) -> None:
+    """A reconcile that made one slice is called again in the next cycle without back-off,
+    after the ban queued meanwhile (in its active set too); it counts once, as ok, never
+    failed or retried, and what it met refused stays marked."""
+    r = Sliced(clock, slices=3, refused=frozenset({"2001:db8::/64"}))
+    runner = ResponderRunner([r], clock)
+    runner.reconcile([ban("203.0.113.7"), ban("2001:db8::/64")])
+    runner.tick()
+    assert runner.unenforced(ban("2001:db8::/64")) == ["flaky: given up: refused by the backend"]
+    runner.submit(ban("198.51.100.1"))
+    runner.tick()
+    runner.tick()
+    runner.tick()
+    assert [(op, arg) for op, arg, _ in r.calls] == [
+        ("reconcile", ["2001:db8::/64", "203.0.113.7"]),
+        ("commit", [("add", "198.51.100.1")]),
+        ("reconcile", ["198.51.100.1", "2001:db8::/64", "203.0.113.7"]),
+        ("reconcile", ["198.51.100.1", "2001:db8::/64", "203.0.113.7"]),
+    ]
+    (stats,) = runner.stats()
+    assert (stats.ok[Operation.RECONCILE], stats.failed[Operation.RECONCILE]) == (1, 0)
+    assert (stats.retried[Operation.RECONCILE], stats.given_up[Operation.RECONCILE]) == (0, 1)
+    assert stats.pending == 0
+    assert runner.unenforced(ban("2001:db8::/64")) == ["flaky: given up: refused by the backend"]
+    assert runner.unenforced(ban("203.0.113.7")) == []
 
 
 def test_unexpected_exceptions_are_failures_too(clock: FakeClock) -> None:

@@ -11,6 +11,7 @@ from aisentinel.responders import dryrun, fail2ban, nftables, throttle, ufw
 from aisentinel.responders.base import (
     REGISTRY,
     PartialError,
+    ReconcileUnfinishedError,
     Responder,
     ResponderConfigBase,
     ResponderError,
@@ -27,6 +28,7 @@ __all__ = [
     "DryRunResponder",
     "Operation",
     "PartialError",
+    "ReconcileUnfinishedError",
     "Responder",
     "ResponderConfigBase",
     "ResponderError",

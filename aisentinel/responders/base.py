@@ -13,7 +13,8 @@ transaction (for nftables: one ``nft -f -`` script). When any of the three raise
 the worker calls :meth:`Responder.discard` so nothing half-staged leaks into the next
 batch, and retries every operation of the batch with back-off. ``reconcile`` makes
 the backend hold exactly the given active decisions (at start, after a reload) and is
-a transaction of its own; ``health`` says whether the backend works; ``close`` runs at
+a transaction of its own (one that would run long may do a bounded slice at a time:
+:class:`ReconcileUnfinishedError`); ``health`` says whether the backend works; ``close`` runs at
 shutdown. ``reconcile_adding`` is the reconcile of a run whose ledger is not the
 whole truth (unreadable at start, or in memory): it adds what is missing and lifts
 nothing. Methods raise :class:`ResponderError` on failure.
@@ -70,6 +71,18 @@ class PartialError(ResponderError):
         super().__init__(message)
         self.failed = frozenset(failed)
         self.refused = frozenset(refused)
+
+
+class ReconcileUnfinishedError(PartialError):
+    """A reconcile made one bounded slice of its changes and has more to make (ufw: one
+    process per rule, so repairing thousands of rules takes minutes to hours).
+
+    Not a failure: the worker runs the bans and lifts queued meanwhile, then calls the
+    reconcile again at once (no back-off, no attempt counted) with its active set kept
+    current, so a new ban waits one slice, never the whole reconcile. ``refused``: the
+    targets refused for good so far (given up as usual); ``failed`` stays empty (the
+    responder keeps the targets that failed and reports them from its last slice).
+    """
 
 
 class ResponderConfigBase(StrictModel):
@@ -132,7 +145,8 @@ class Responder(ABC):
 
     @abstractmethod
     def reconcile(self, active: Sequence[Decision]) -> None:
-        """Make the backend hold exactly ``active`` (add missing, drop stale), at once."""
+        """Make the backend hold exactly ``active`` (add missing, drop stale), at once or a
+        bounded slice of the changes per call (:class:`ReconcileUnfinishedError`)."""
 
     def reconcile_adding(self, active: Sequence[Decision]) -> None:
         """Make the backend hold at least ``active`` and lift nothing it holds, at once:

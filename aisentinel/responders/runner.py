@@ -24,7 +24,13 @@ them); a queued add whose ban expired meanwhile is dropped. With :attr:`keep_hel
 (the ledger is not the whole truth this run) a reconcile only adds
 (:meth:`~aisentinel.responders.base.Responder.reconcile_adding`), and the deletes
 queued after it stay jobs of their own, run after it; an add queued after such a
-delete cancels it.
+delete cancels it. A reconcile that made one slice of its changes and has more
+(:class:`~aisentinel.responders.base.ReconcileUnfinishedError`: ufw, one process per
+rule) goes on in the next cycle at once, without back-off and counted once; the adds
+and deletes queued meanwhile stay jobs of their own and run before its next slice (its
+active set kept current), so a new ban never waits for the whole reconcile. Targets
+refused for good, whether by a commit or a reconcile, are given up (counted once per
+target) and reported by :meth:`~ResponderRunner.unenforced`.
 
 The queue is bounded (``[daemon] responder_queue``). When it is full the oldest
 queued add is dropped (else the oldest operation): counted in
@@ -54,6 +60,7 @@ from aisentinel.clock import Clock
 from aisentinel.events import Decision
 from aisentinel.responders.base import (
     PartialError,
+    ReconcileUnfinishedError,
     Responder,
     ResponderError,
     ResponderHealth,
@@ -132,6 +139,8 @@ class _Failure:
     error: str
     failed: frozenset[str] | None = None
     refused: frozenset[str] = frozenset()
+    unfinished: bool = False
+    """A reconcile that made one slice of its changes and has more (not a failure)."""
 
     def hit(self, job: _Job) -> bool:
         """Whether ``job`` failed: every job when the responder did not say which; a
@@ -164,6 +173,8 @@ class _Job:
     active: dict[str, Decision] = field(default_factory=dict)
     attempts: int = 0
     due: float = 0.0
+    resumed: bool = False
+    """A reconcile going on after a slice: it runs after the adds and lifts of its cycle."""
 
     @property
     def key(self) -> tuple[str, str | None]:
@@ -178,6 +189,12 @@ class _Retiree:
     on_lifted: Callable[[Responder], None] | None = None
     attempts: int = 0
     due: float = 0.0
+
+
+_REFUSED_WHY = "refused by the backend"
+_REFUSED = f"given up: {_REFUSED_WHY}"
+"""Why a target refused for good is not enforced (:meth:`ResponderRunner.unenforced`),
+whether its add or a reconcile met the refusal."""
 
 
 def _target_text(decision: Decision) -> str:
@@ -623,20 +640,37 @@ class ResponderRunner:
         batch[key] = _Job(responder, item.op, key, decision=decision)
 
     def _apply(self, responder: Responder, jobs: list[_Job]) -> None:
-        for job in jobs:
-            if job.op is Operation.RECONCILE:
-                active = sorted(
-                    job.active.values(), key=lambda d: d.target.text if d.target else ""
-                )
-                self._settle(responder, [job], self._call(responder, job.op, [job], active))
+        """Run one responder's batch: a reconcile first (it covers what was queued before
+        it), unless it goes on after a slice (then the adds and lifts queued meanwhile go
+        first: a new ban never waits for a long reconcile)."""
+        reconcile = next((j for j in jobs if j.op is Operation.RECONCILE), None)
+        resumed = reconcile is not None and reconcile.resumed
+        if reconcile is not None and not resumed:
+            self._reconcile(responder, reconcile)
         adds = [j for j in jobs if j.op is Operation.ADD]
         deletes = [j for j in jobs if j.op is Operation.DELETE]
-        if not adds and not deletes:
+        if adds or deletes:
+            failure = self._call(responder, Operation.ADD, [*adds, *deletes], (), deletes=deletes)
+            with self._lock:
+                self._counts[responder.name].batches["ok" if failure is None else "failed"] += 1
+            self._settle(responder, [*adds, *deletes], failure)
+        if reconcile is not None and resumed:
+            self._reconcile(responder, reconcile)
+
+    def _reconcile(self, responder: Responder, job: _Job) -> None:
+        """One reconcile call; one that made a slice and has more goes on in the next
+        cycle, at once (no back-off, no attempt counted)."""
+        active = sorted(job.active.values(), key=lambda d: d.target.text if d.target else "")
+        failure = self._call(responder, job.op, [job], active)
+        if failure is None or not failure.unfinished:
+            self._settle(responder, [job], failure)
             return
-        failure = self._call(responder, Operation.ADD, [*adds, *deletes], (), deletes=deletes)
         with self._lock:
-            self._counts[responder.name].batches["ok" if failure is None else "failed"] += 1
-        self._settle(responder, [*adds, *deletes], failure)
+            self._refused(responder.name, job, failure.refused)
+            job.resumed = True
+            job.due = self.clock.monotonic()
+            self._pending[job.key] = job
+        log.debug("responder reconcile goes on", responder=responder.name, left=failure.error)
 
     def _call(
         self,
@@ -665,6 +699,11 @@ class ResponderRunner:
                 if gone:
                     responder.delete_many(gone)
                 responder.commit()
+        except ReconcileUnfinishedError as exc:
+            if op is Operation.RECONCILE:
+                return _Failure(str(exc), frozenset(), exc.refused, unfinished=True)
+            self._discard(responder, op)
+            return _Failure(str(exc), exc.failed, exc.refused)
         except PartialError as exc:
             self._discard(responder, op)
             return _Failure(str(exc), exc.failed, exc.refused)
@@ -765,7 +804,7 @@ class ResponderRunner:
                 job.attempts += 1
                 if failure is None or not failure.hit(job):
                     counts.ok[job.op] += 1
-                    self._enforced(responder.name, job)
+                    self._enforced(responder.name, job, failure.refused if failure else ())
                     if job.attempts > 1:
                         recovered.append(job)
                     continue
@@ -773,7 +812,7 @@ class ResponderRunner:
                 failed.append(job)
                 if job.target is not None and job.target in failure.refused:
                     counts.given_up[job.op] += 1
-                    given_up.append((job, "refused by the backend"))
+                    given_up.append((job, _REFUSED_WHY))
                     continue
                 full = len(self._pending) >= self.max_pending
                 if job.attempts < self.max_attempts and not full:
@@ -810,8 +849,7 @@ class ResponderRunner:
                     self._unenforced.pop((responder.name, job.target), None)
             for job in jobs:  # what a reconcile met refused is not enforced either
                 if job.op is Operation.RECONCILE and failure is not None:
-                    for target in failure.refused & job.active.keys():
-                        self._unenforced[responder.name, target] = "refused by the backend"
+                    self._refused(responder.name, job, failure.refused)
         for job, why in given_up:
             log.error(
                 "responder operation given up",
@@ -822,14 +860,24 @@ class ResponderRunner:
                 reason=why,
             )
 
-    def _enforced(self, name: str, job: _Job) -> None:
+    def _enforced(self, name: str, job: _Job, refused: Iterable[str] = ()) -> None:
         """Forget what was given up for ``job``'s target(s) now that it went through
-        (caller holds the lock); a reconcile covers every target it was given."""
+        (caller holds the lock); a reconcile covers every target it was given but those
+        it met ``refused``."""
         if job.target is not None:
             self._unenforced.pop((name, job.target), None)
             return
-        for target in job.active:
+        for target in job.active.keys() - set(refused):
             self._unenforced.pop((name, target), None)
+
+    def _refused(self, name: str, job: _Job, refused: frozenset[str]) -> None:
+        """Mark the targets a reconcile met refused for good as not enforced (caller
+        holds the lock); each is counted given up once, when it gets the mark (not again
+        at every reconcile that meets it refused)."""
+        for target in refused & job.active.keys():
+            if self._unenforced.get((name, target)) != _REFUSED:
+                self._counts[name].given_up[job.op] += 1
+                self._unenforced[name, target] = _REFUSED
 
     def unenforced(self, decision: Decision) -> list[str]:
         """``RESPONDER: why`` for each responder that does not enforce ``decision`` now:
