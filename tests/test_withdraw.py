@@ -215,7 +215,7 @@ def test_a_refused_config_still_withdraws_what_is_recorded_and_named(tmp_path: P
         "fail2ban: 2 addresses unbanned from jail aisentinel",
         "nftables: table inet old deleted",
         "throttle: 1 throttled or frozen workloads put back as they were",
-        "ufw: 3 deny rules commented aisentinel deleted",
+        "ufw: 4 deny rules commented aisentinel deleted",
     ]
     assert (tmp_path / "cg" / "ai" / "job" / "cgroup.freeze").read_text() == "0"
 
