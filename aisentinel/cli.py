@@ -211,6 +211,7 @@ def config_warnings(config: Config) -> list[str]:
             "the default sources or add [[sources]] tables"
         )
     out.extend(shared_inputs(config.sources))
+    out.extend(_container_cap_warnings(config))
     journals = [repr(s.name) for s in config.sources if s.type == "journald"]
     if journals and not journald_available():
         out.append(
@@ -250,6 +251,34 @@ def config_warnings(config: Config) -> list[str]:
             "lock you out (logged-in SSH sessions, loopback and this host's addresses are "
             "always allowed)"
         )
+    return out
+
+
+def _container_cap_warnings(config: Config) -> list[str]:
+    """File sources that may read container logs with a ``max_line_bytes`` that cuts a
+    Docker record of one piece of a split line (a client can then hide its requests)."""
+    from aisentinel.parsers.container import RECORD_BYTES, SPLIT_BYTES  # noqa: PLC0415
+    from aisentinel.sources.file import FileSourceConfig  # noqa: PLC0415
+
+    out = []
+    for source in config.sources:
+        if not isinstance(source, FileSourceConfig) or source.parser not in ("container", AUTO):
+            continue
+        cap = source.max_line_bytes
+        if cap is not None and cap < RECORD_BYTES:
+            which = (
+                ""
+                if source.parser == "container"
+                else ' (parser = "auto": if a file is a container log)'
+            )
+            out.append(
+                f"source {source.name!r}: max_line_bytes = {cap} is below {RECORD_BYTES}"
+                f"{which}: a Docker json-file record of a line's {SPLIT_BYTES}-byte piece is "
+                "up to that long (Docker writes <, >, & and control bytes as 6-byte "
+                "escapes), and a record cut there is skipped with the next line of each "
+                "stream: a client that pads its requests that way is never seen; remove "
+                "max_line_bytes (the default reads records whole)"
+            )
     return out
 
 
@@ -637,11 +666,10 @@ def _add_two_word_commands(sub: argparse._SubParsersAction[argparse.ArgumentPars
 def _read_text_lines(path: Path, fmt: str) -> list[str] | None:
     """The lines of ``path``, each cut at the cap the daemon uses for format ``fmt`` (for
     ``auto``, the largest: the format is told from the lines afterwards)."""
-    from aisentinel.parsers import AUTO, line_cap  # noqa: PLC0415
-    from aisentinel.parsers.base import ACCESS_LINE_BYTES  # noqa: PLC0415
+    from aisentinel.parsers import line_cap  # noqa: PLC0415
     from aisentinel.replay import READ_ERRORS, read_lines  # noqa: PLC0415
 
-    cap = ACCESS_LINE_BYTES if fmt == AUTO else line_cap(fmt)
+    cap = line_cap(fmt)
     why = _unreadable(path)
     if why is not None:
         print(f"aisentinel: {path}: {why}", file=sys.stderr)

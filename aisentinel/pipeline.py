@@ -515,8 +515,11 @@ class Pipeline:
     ) -> list[Event]:
         """The batch parsed line by line after ``parse_many`` raised ``first``.
 
-        Parsers are pure, so parsing the lines again changes nothing; each line whose
-        ``parse`` raises is skipped (counted as unparsed by the caller).
+        Parsing the lines again changes nothing: a parser keeps no state from line to
+        line, or, if it does (``container`` joins a line split over several records),
+        leaves it as it was before a ``parse_many`` that raised (see
+        :meth:`~aisentinel.parsers.base.Parser.parse_many`). Each line whose ``parse``
+        raises is skipped (counted as unparsed by the caller).
         """
         events: list[Event] = []
         append = events.append

@@ -188,7 +188,7 @@ def detect_format(path: Path) -> str:
     fault; one with none raises the read error (see :data:`READ_ERRORS`)."""
     sample: list[str] = []
     try:
-        for batch in read_lines(path, SNIFF_LINES):
+        for batch in read_lines(path, SNIFF_LINES, max_line_bytes=line_cap(AUTO)):
             sample.extend(batch)
             if len(sample) >= SNIFF_LINES:
                 break

@@ -159,6 +159,11 @@ def test_case_line_by_line(path: Path, tmp_path: Path) -> None:
         (path / name, detect_format(path / name) if case.format == "auto" else case.format)
         for name in case.files
     ]
+    if any(fmt == "container" for _file, fmt in whole):
+        pytest.skip(
+            "a container log's lines are records of its streams: a new parser drops the "
+            "first line of each stream (it may be the rest of one begun before)"
+        )
     single: list[tuple[Path, str]] = []
     for file, fmt in whole:
         for batch in read_lines(file):

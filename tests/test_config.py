@@ -456,3 +456,26 @@ def test_check_config_warns_of_a_journald_source_without_systemd_python(
     assert "python3-systemd" in err
     monkeypatch.setattr(journald, "_journal", object())
     assert "systemd-python" not in _warned(tmp_path, text, capsys)
+
+
+def test_check_config_warns_of_a_container_source_cap_that_cuts_docker_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file source read as ``container`` (or ``auto``) with max_line_bytes below a
+    Docker record of one 16 KiB piece (102400 bytes) is a WARNING; the default cap, a
+    cap at that size and another format's small cap are not."""
+
+    def source(parser: str, cap: int | None) -> str:
+        line = "" if cap is None else f"max_line_bytes = {cap}\n"
+        return (
+            f'[[sources]]\nname = "web"\ntype = "file"\nparser = "{parser}"\n'
+            f'paths = ["/var/lib/docker/containers/x/x-json.log"]\n{line}'
+        )
+
+    err = _warned(tmp_path, source("container", 65536), capsys)
+    assert "WARNING: source 'web': max_line_bytes = 65536 is below 102400: " in err
+    assert "a client that pads its requests that way is never seen" in err
+    err = _warned(tmp_path, source("auto", 1024), capsys)
+    assert 'below 102400 (parser = "auto": if a file is a container log)' in err
+    for parser, cap in (("container", None), ("container", 102400), ("nginx-error", 1024)):
+        assert "max_line_bytes" not in _warned(tmp_path, source(parser, cap), capsys)

@@ -20,7 +20,16 @@ from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
-from aisentinel.events import CutLine, Finding, HttpAuthFailure, HttpRequest, LineBatch, SshEvent
+from aisentinel.detectors.base import Detector, DetectorConfigBase
+from aisentinel.events import (
+    CutLine,
+    Event,
+    Finding,
+    HttpAuthFailure,
+    HttpRequest,
+    LineBatch,
+    SshEvent,
+)
 from aisentinel.parsers import ParserContext, ParsersConfig, build_parser, line_cap, sniff
 from aisentinel.parsers import container as container_module
 from aisentinel.parsers.base import ACCESS_LINE_BYTES
@@ -62,9 +71,46 @@ def _pipeline(tmp_path: Path, **kw: Any) -> Pipeline:
     return Pipeline(engine=engine, runner=None, clock=clock, **kw)
 
 
+ENTRYPOINT = "/docker-entrypoint.sh: Configuration complete; ready for start up"
+NOTICE = '2026/12/07 21:00:00 [notice] 1#1: using the "epoll" event method'
+FIRST = [
+    docker(ENTRYPOINT),
+    docker(NOTICE, "stderr"),
+    json.dumps({"log": "x\n", "stream": "other", "time": WHEN}),
+]
+"""What nginx's image writes first, on each stream (and one of another stream): a new
+parser drops each stream's first line (it may be the rest of one begun before)."""
+
+
+def _follow(
+    tmp_path: Path, name: str, path: Path, parser: str = "auto", **kw: Any
+) -> tuple[FileSource, list[LineBatch]]:
+    """A file source started on ``path`` from its beginning, and the batches it hands on."""
+    batches: list[LineBatch] = []
+    source = FileSource(
+        FileSourceConfig(
+            name=name,
+            type="file",
+            paths=[str(path)],
+            parser=parser,
+            start_at="beginning",
+            poll_interval=0.1,
+            **kw,
+        ),
+        clock=SystemClock(),
+        state_dir=tmp_path / "state",
+    )
+    source.start(lambda batch: batches.append(batch) if isinstance(batch, LineBatch) else None)
+    return source, batches
+
+
 def _parser(**kw: Any) -> ContainerParser:
+    """A container parser that has read each stream's first line (see :data:`FIRST`)."""
     parser = build_parser("container", ParserContext(source="c", **kw))
     assert isinstance(parser, ContainerParser)
+    assert parser.parse_many(FIRST) == []
+    assert parser.doubtful == len(FIRST)
+    assert parser.take_notices() == []
     return parser
 
 
@@ -218,7 +264,8 @@ def test_the_line_cap_of_the_format_holds_a_record_of_a_whole_access_line() -> N
 
 def test_malformed_records_are_skipped_counted_and_never_fatal() -> None:
     """Broken JSON, a record without a string ``log``, a JSON array and plain text give no
-    event, count as not of the format, and are told once; the lines after them are read."""
+    event, count as not of the format, and are told once; the stream's next line is
+    dropped (it may be the rest of one of them), the lines after it are read."""
     parser = _parser()
     bad = [
         '{"log":"203.0.113.9 - - [07/Dec/2026:21:00:00 +0000] \\"GET /.env',
@@ -227,10 +274,11 @@ def test_malformed_records_are_skipped_counted_and_never_fatal() -> None:
         '{"log":"\\ud800 x\\q","stream":"stdout","time":"x"}',
         "not a container log",
     ]
-    lines = [*bad, docker(_access())]
+    lines = [*bad, docker(_access()), docker(_access(1, path="/read"))]
     events = parser.parse_many(lines)
-    assert [type(e) for e in events] == [HttpRequest]
-    assert parser.malformed == len(bad)
+    assert [e.path for e in events if isinstance(e, HttpRequest)] == ["/read"]
+    assert len(events) == 1
+    assert (parser.malformed, parser.doubtful) == (len(bad), len(FIRST) + 1)
     assert parser.unrecognised(lines, len(events)) == len(bad)
     notices = parser.take_notices()
     assert len(notices) == 1
@@ -359,7 +407,9 @@ def test_a_scan_in_a_docker_log_is_detected_through_the_file_source(tmp_path: Pa
     directory.mkdir(parents=True)
     log = directory / "4f1c0a9e2b7d-json.log"
     log.write_text(
-        docker("2026/12/07 22:00:00 [notice] 1#1: nginx/1.27.3", "stderr")
+        docker(ENTRYPOINT)
+        + "\n"
+        + docker("2026/12/07 22:00:00 [notice] 1#1: nginx/1.27.3", "stderr")
         + "\n"
         + docker(_access(0, path="/.env"))
         + "\n"
@@ -367,27 +417,14 @@ def test_a_scan_in_a_docker_log_is_detected_through_the_file_source(tmp_path: Pa
         + "\n",
         encoding="utf-8",
     )
-    batches: list[LineBatch] = []
-    source = FileSource(
-        FileSourceConfig(
-            name="docker",
-            type="file",
-            paths=[str(tmp_path / "containers" / "*" / "*-json.log")],
-            parser="auto",
-            start_at="beginning",
-            poll_interval=0.1,
-        ),
-        clock=SystemClock(),
-        state_dir=tmp_path / "state",
-    )
-    source.start(lambda batch: batches.append(batch) if isinstance(batch, LineBatch) else None)
+    source, batches = _follow(tmp_path, "docker", tmp_path / "containers" / "*" / "*-json.log")
     try:
-        wait_for(lambda: sum(len(b.lines) for b in batches) >= 3, "the first records")
+        wait_for(lambda: sum(len(b.lines) for b in batches) >= 4, "the first records")
         third = _access(2, path="/wp-login.php")
         append(log, (docker(third[:25], end="") + "\n").encode())
-        wait_for(lambda: sum(len(b.lines) for b in batches) >= 4, "the piece")
+        wait_for(lambda: sum(len(b.lines) for b in batches) >= 5, "the piece")
         append(log, (docker(third[25:]) + "\n").encode())
-        wait_for(lambda: sum(len(b.lines) for b in batches) >= 5, "the rest")
+        wait_for(lambda: sum(len(b.lines) for b in batches) >= 6, "the rest")
     finally:
         source.stop()
     assert {b.parser for b in batches} == {"container"}
@@ -454,3 +491,203 @@ def test_untrusted_local_proxy_in_a_container_log_is_a_problem_of_the_source() -
     [problem] = parser.problems()
     assert problem.startswith("every client is 127.0.0.1")
     assert any("trusted_proxies" in message for message, _ in parser.take_notices())
+
+
+# ---------------------------------------------------------------- forged line starts
+
+VICTIM = "203.0.113.77"
+ATTACKER = "198.51.100.66"
+
+
+def _framing(i: int = 0, at: int = 16384) -> str:
+    """An access line of ATTACKER whose request holds ``<`` up to byte ``at`` (Docker
+    writes each as a 6-byte escape), then an error-log line naming VICTIM (nginx does
+    not escape ``'`` or ``,``): read from byte ``at`` alone, that line frames VICTIM."""
+    head = f'{ATTACKER} - - [{nginx_ts(T0 + i)}] "GET /'
+    forged = (
+        f"2026/12/07 21:00:0{i} [error] 1#1: *{i} PAM: user 'root' - not authenticated: x, "
+        f"client: {VICTIM}, server: s"
+    )
+    return head + "<" * (at - len(head)) + forged + ' HTTP/1.1" 400 157 "-" "curl/8"'
+
+
+def _split(line: str, stream: str = "stdout", size: int = 16384) -> list[str]:
+    """``line`` as Docker's records of its pieces of ``size`` characters."""
+    pieces = [line[at : at + size] for at in range(0, len(line), size)]
+    return [docker(p, stream, end="") for p in pieces[:-1]] + [docker(pieces[-1], stream)]
+
+
+def test_the_rest_of_a_line_after_an_unreadable_record_is_never_a_line_start() -> None:
+    """A record cut by the source's cap (unreadable: its stream is lost with its end)
+    puts every stream in doubt: the next line of each is dropped, never read as a line
+    of its own (it would be the client's forged error-log line); the lines after are."""
+    parser = _parser()
+    first, rest = _split(_framing())
+    assert len(first) > 65536
+    records = [
+        CutLine(first[:65536]),
+        rest,
+        docker(ERROR, "stderr"),
+        docker(_access(1, path="/after")),
+        docker(ERROR.replace("192.0.2.3", "192.0.2.4"), "stderr"),
+    ]
+    events = parser.parse_many(records)
+    assert VICTIM not in {getattr(e, "client", "") for e in events}
+    assert [(type(e), e.client) for e in events] == [  # type: ignore[attr-defined]
+        (HttpRequest, "203.0.113.9"),
+        (HttpAuthFailure, "192.0.2.4"),
+    ]
+    assert (parser.malformed, parser.doubtful) == (1, len(FIRST) + 2)
+    [(notice, _fields)] = parser.take_notices()
+    assert "and so is the next line of each stream" in notice
+
+
+FORGED = (
+    f"2026/12/07 21:00:00 [error] 1#1: *1 PAM: user 'root' - not authenticated: x, "
+    f"client: {VICTIM}, server: s"
+)
+"""An error-log line naming VICTIM: what a client may write from byte 16384 on."""
+SSHD_FORGED = f"Dec  7 21:00:00 web sshd[99]: Failed password for root from {VICTIM} port 22 ssh2"
+
+
+@pytest.mark.parametrize("make", [docker, cri], ids=["docker", "cri"])
+def test_a_stream_in_doubt_drops_a_whole_split_line_and_reads_the_next(
+    make: Callable[..., str],
+) -> None:
+    """In doubt (after an unreadable record), a line of several records is dropped up to
+    the record ending it (a piece that ends no line keeps it dropped): pieces that would
+    join into a forged line read as nothing; the stream's next line is read."""
+    parser = _parser()
+    if make is docker:
+        rest = [docker(FORGED[:30], end=""), docker(FORGED[30:60], end=""), docker(FORGED[60:])]
+    else:
+        rest = [cri(FORGED[:30], tag="P"), cri(FORGED[30:60], tag="P"), cri(FORGED[60:])]
+    events = parser.parse_many(["{broken", *rest, make(_access(2, path="/next"))])
+    assert [(type(e), e.client) for e in events] == [(HttpRequest, "203.0.113.9")]  # type: ignore[attr-defined]
+    assert parser.doubtful == len(FIRST) + 1
+
+
+@pytest.mark.parametrize("payload", [FORGED, SSHD_FORGED], ids=["error", "sshd"])
+def test_a_new_parser_never_reads_a_continuation_as_a_line_start(payload: str) -> None:
+    """A parser built after the head of a split line was read (a restart, a reload, a
+    start at the end) drops each stream's first line: the rest of the line (a line of
+    the client's choosing) is never read as a line start; the stream's next lines are."""
+    head = f'{ATTACKER} - - [{nginx_ts(T0)}] "GET /'
+    records = _split(head + "a" * (16384 - len(head)) + payload)
+    assert len(records) == 2
+    parser = build_parser("container", ParserContext(source="c", clock=FakeClock(T0)))
+    assert isinstance(parser, ContainerParser)
+    events = parser.parse_many([records[1], docker(_access(3, path="/next"))])
+    assert [(type(e), e.client) for e in events] == [(HttpRequest, "203.0.113.9")]  # type: ignore[attr-defined]
+    assert parser.doubtful == 1
+    assert parser.take_notices() == []  # a start is no fault
+
+
+def test_a_reload_of_the_parsers_in_a_split_line_forges_nothing(tmp_path: Path) -> None:
+    """A [parsers] reload between the records of a split line builds a new parser: the
+    line's rest is dropped, not read as the client's error-log line."""
+    pipeline = _pipeline(tmp_path)
+    head, rest = _split(_framing().replace("<", "a"))
+    pipeline.process(LineBatch("web", "container", [*FIRST, head], 0.0))
+    pipeline.reconfigure(
+        detectors=[],
+        engine=pipeline.engine,
+        runner=None,
+        parsers_config=ParsersConfig(forwarded_header="real_ip"),
+    )
+    pipeline.process(LineBatch("web", "container", [rest, docker(_access(4))], 0.0))
+    counters = pipeline.sources["web"]
+    assert counters.parsed == 1  # the access line after it, nothing of the split one
+
+
+class Seen(Detector):
+    """Records the requests it observes: (client, path)."""
+
+    name = "seen"
+    consumes = (HttpRequest,)
+
+    def __init__(self) -> None:
+        super().__init__(DetectorConfigBase())
+        self.seen: list[tuple[str, str]] = []
+
+    def observe(self, event: Event) -> Finding | None:
+        assert isinstance(event, HttpRequest)
+        self.seen.append((event.client, event.path))
+        return None
+
+    def expire(self, now: float) -> int:
+        return 0
+
+    def tracked_keys(self) -> int:
+        return 0
+
+
+def test_a_parse_many_that_raises_leaves_the_pieces_as_they_were(tmp_path: Path) -> None:
+    """When parse_many raises, the pipeline parses the batch again line by line: the
+    pieces it had joined are as before it, so the line is joined once, whole, and its
+    rest is not read as a line of its own."""
+    seen = Seen()
+    pipeline = _pipeline(tmp_path, detectors=[seen])
+    parser = pipeline.parser_for("web", "container")
+    assert isinstance(parser, ContainerParser)
+    parser.parse_many(FIRST)
+    line = _access(5, path="/" + "p" * 60)
+    at = line.index("/ppp") + 20
+    pieces = [
+        docker(line[:at], end=""),
+        docker(line[at : at + 20], end=""),
+        docker(line[at + 20 :]),
+    ]
+    access = parser._inner[0]
+    real = access.parse_many
+    calls = []
+
+    def flaky(lines: Any) -> Any:
+        calls.append(len(lines))
+        if len(calls) == 1:
+            raise RuntimeError("boom")
+        return real(lines)
+
+    access.parse_many = flaky  # type: ignore[method-assign]
+    pipeline.process(LineBatch("web", "container", pieces[:1], 0.0))
+    with capture_logs():
+        pipeline.process(LineBatch("web", "container", [*pieces[1:], docker(_access(6))], 0.0))
+    assert calls[0] == 2  # it raised with the joined line and the next in the batch
+    assert seen.seen == [("203.0.113.9", "/" + "p" * 60), ("203.0.113.9", "/.env")]
+    assert pipeline.sources["web"].parsed == 2
+
+
+@pytest.mark.parametrize(
+    ("parser", "cap"), [("auto", None), ("container", 65536)], ids=["auto", "cap-64k"]
+)
+def test_a_client_cannot_frame_an_address_through_the_file_source(
+    tmp_path: Path, parser: str, cap: int | None
+) -> None:
+    """Six requests each holding a forged error-log line at byte 16384 after ``<``s (a
+    Docker record of ~98 KB): read by a file source and the default detectors, VICTIM is
+    never found. With ``auto`` the records are read whole while the format is sniffed,
+    so ATTACKER's requests are seen; with a cap that cuts them, they are dropped."""
+    log = tmp_path / "c-json.log"
+    records = [docker(ENTRYPOINT), docker(NOTICE, "stderr")]
+    for i in range(6):
+        records += _split(_framing(i))
+    log.write_text("\n".join(records) + "\n", encoding="utf-8")
+    extra = {} if cap is None else {"max_line_bytes": cap}
+    source, batches = _follow(tmp_path, "web", log, parser=parser, **extra)
+    try:
+        wait_for(lambda: sum(len(b.lines) for b in batches) >= len(records), "the records")
+    finally:
+        source.stop()
+    found: list[Finding] = []
+    seen = Seen()
+    pipeline = _pipeline(tmp_path, detectors=[*build_detectors({}), seen], on_finding=found.append)
+    with capture_logs():
+        for batch in batches:
+            pipeline.process(batch)
+    assert VICTIM not in {f.client for f in found}
+    if cap is None:
+        assert source.stats.lines_truncated == 0
+        assert [client for client, _path in seen.seen] == [ATTACKER] * 6
+    else:
+        assert source.stats.lines_truncated == 6
+        assert seen.seen == []

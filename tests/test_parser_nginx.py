@@ -756,10 +756,11 @@ def test_a_cut_combined_line_from_a_trusted_proxy_needs_its_forwarded_field() ->
 
 def test_access_log_formats_have_a_line_cap_that_holds_a_body() -> None:
     """nginx and nginx-json lines are cut at 1 MiB (a body of max_body_chars fits), the
-    short-lined formats and a format not told yet at 64 KiB; a cut nginx-json line
-    still votes for its format when sniffing."""
+    short-lined formats at 64 KiB, a format not told yet at the largest (a container
+    log's); a cut nginx-json line still votes for its format when sniffing."""
     assert line_cap("nginx-json") == line_cap("nginx") == 1 << 20
-    assert line_cap("sshd") == line_cap("nginx-error") == line_cap("auto") == 65536
+    assert line_cap("sshd") == line_cap("nginx-error") == 65536
+    assert line_cap("auto") == line_cap(None) == line_cap("container") > 1 << 20
     long = _json_line(request_body="x" * 100_000)
     assert sniff([CutLine(long[:65536])] * 3) == "nginx-json"
 

@@ -20,6 +20,7 @@ from aisentinel.clock import FakeClock, SystemClock
 from aisentinel.events import Batch, CutLine, EventBatch, HttpRequest, LineBatch
 from aisentinel.parsers import ParserContext, build_parser
 from aisentinel.sources import REGISTRY
+from aisentinel.sources import file as file_module
 from aisentinel.sources.file import ROTATE_GRACE, SAVE_INTERVAL, FileSource, FileSourceConfig
 
 DEADLINE = 10.0
@@ -399,6 +400,35 @@ def test_rename_and_create_rotation(harness: Harness, tmp_path: Path) -> None:
     assert source.stats.rotations == 1
 
 
+def test_a_rotated_files_backlog_is_read_before_the_new_file(
+    harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file rotated with more unread than one turn reads (a reader behind a flood) is
+    read to its end before the new file's first line: lines stay in order (a line split
+    over a container log's records may go on in the new file)."""
+    monkeypatch.setattr(file_module, "READ_CHUNK", 16)
+    monkeypatch.setattr(file_module, "CHUNKS_PER_TURN", 1)
+    log = tmp_path / "c-json.log"
+    old = [f"old{i:02d}" for i in range(20)]
+    log.write_text("".join(f"{line}\n" for line in old))
+    source = FileSource(
+        harness.config([log], start_at="beginning", inotify=False),
+        clock=SystemClock(),
+        state_dir=harness.state,
+    )
+    out = Collector()
+    source._emit = out  # driven by hand, one turn at a time: no reader thread
+    source._first_scan()
+    assert 0 < len(out.lines) < len(old)
+    log.rename(tmp_path / "c-json.log.1")
+    log.write_text("new1\n")
+    for _ in range(50):
+        source._cycle(full=True)
+    source._close_all()
+    assert out.lines == [*old, "new1"]
+    assert source.stats.rotations == 1
+
+
 def test_copytruncate_rotation(harness: Harness, tmp_path: Path) -> None:
     """A file shorter than the offset was truncated: read it again from 0."""
     log = tmp_path / "a.log"
@@ -746,6 +776,32 @@ def test_auto_counts_a_window_of_unknown_lines_as_unparsed(
     assert out.unparsed == 4
     assert out.unrecognised == 4
     assert source.stats.lines_read == 6
+
+
+def test_auto_reads_lines_whole_until_told_then_cuts_them_at_the_formats_cap(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """While the format is not told, lines are read up to the largest cap of any format
+    (a container log's 98 KB record of a 16 KiB piece is not cut); once told, held lines
+    longer than the format's cap are cut there, as if read with it (counted once)."""
+    log, other = tmp_path / "error.log", tmp_path / "c-json.log"
+    long = "x" * 100_000
+    error = "2026/12/07 21:00:00 [notice] 1#1: start worker process 29"
+    log.write_text(f"{long}\n{error}\n")
+    record = (
+        '{"log":"' + "\\u003c" * 16384 + '\\n","stream":"stdout","time":"2026-12-07T21:00:00Z"}'
+    )
+    other.write_text(record + "\n")
+    source, out = harness.start([log, other], start_at="beginning", parser="auto")
+    wait_for(lambda: len(out.lines) == 3, "the lines of both files")
+    by_parser = {line[:8]: (b.parser, line) for b in out.batches for line in b.lines}
+    fmt, cut = by_parser["x" * 8]
+    assert fmt == "nginx-error"
+    assert type(cut) is CutLine
+    assert cut == long[:65536]
+    assert by_parser["2026/12/"] == ("nginx-error", error)
+    assert by_parser[record[:8]] == ("container", record)
+    assert source.stats.lines_truncated == 1
 
 
 # ------------------------------------------------------------------ restart and positions

@@ -48,9 +48,15 @@ def build_parser(name: str, ctx: ParserContext) -> Parser:
 
 def line_cap(name: str | None) -> int:
     """The line length cap (bytes) for format ``name``: its parser's ``max_line_bytes``;
-    :data:`~.base.MAX_LINE_BYTES` for ``auto`` or ``None`` (a format not told yet)."""
+    for ``auto`` or ``None`` (a format not told yet), the largest of the formats it may
+    turn out to be (:func:`sniff_order`'s): a line cut before its format is told would be
+    handed to that format's parser cut shorter than its own cap would have it (a
+    container log's record of a split line, cut, loses the line)."""
     if name is None or name == AUTO:
-        return MAX_LINE_BYTES
+        return max(
+            (e.factory.max_line_bytes for e in REGISTRY if e.factory.sniff is not None),
+            default=MAX_LINE_BYTES,
+        )
     return REGISTRY.get(name).factory.max_line_bytes
 
 
@@ -77,10 +83,14 @@ def sniff(lines: Sequence[str]) -> str:
     a line that merely is not about authentication still counts); the format with most
     votes wins, ties going to the earlier one in that order. Raises ``ValueError`` when
     no line is recognised, since guessing would silently drop every line.
+
+    Each parser is shown a line as its format's cap would cut it (:func:`line_cap`:
+    the lines are read with the largest cap until the format is told).
     """
     order = sniff_order()
     ctx = ParserContext(source="sniff")
     parsers = [build_parser(name, ctx) for name in order]
+    caps = [line_cap(name) for name in order]
     votes: Counter[str] = Counter()
     for line in lines:
         text = line.rstrip("\r\n")
@@ -88,8 +98,8 @@ def sniff(lines: Sequence[str]) -> str:
             text = CutLine(text)  # still cut: a parser may read what is before the cut
         if not text.strip():
             continue
-        for name, parser in zip(order, parsers, strict=True):
-            if parser.looks_like(text):
+        for name, parser, cap in zip(order, parsers, caps, strict=True):
+            if parser.looks_like(_cut(text, cap)):
                 votes[name] += 1
                 break
     if not votes:
@@ -99,6 +109,16 @@ def sniff(lines: Sequence[str]) -> str:
         )
     best = max(votes.values())
     return next(name for name in order if votes[name] == best)
+
+
+def _cut(text: str, cap: int) -> str:
+    """``text`` cut at ``cap`` UTF-8 bytes (a :class:`CutLine`), or itself if not longer."""
+    if len(text) * 4 <= cap:
+        return text
+    raw = text.encode("utf-8", "surrogatepass")
+    if len(raw) <= cap:
+        return text
+    return CutLine(raw[:cap].decode("utf-8", "ignore"))
 
 
 PLUGINS = (nginx_access, nginx_error, nginx_json, sshd, container)

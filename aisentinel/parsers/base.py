@@ -1,7 +1,10 @@
 """The parser contract: a pure function from one log line to a typed event or ``None``.
 
-Parsers are classes only so that they can hold per-source settings (trusted proxies,
-the year for syslog timestamps that lack one) and caches (timestamp text -> epoch).
+Parsers are classes so that they can hold per-source settings (trusted proxies, the
+year for syslog timestamps that lack one) and caches (timestamp text -> epoch); one
+whose lines may be split over several (``container``: a runtime's records) also holds
+the pieces read so far (see :meth:`Parser.parse_many`). A parser is built at each
+start, and again at a reload that changes ``[parsers]``.
 ``parse`` must not do I/O, must not raise on any input (a line it does not recognise
 returns ``None`` and is counted as unparsed by the caller), and must be fast: it runs
 once per line. Addresses in events are textual and syntactically checked by the
@@ -28,8 +31,9 @@ from aisentinel.registry import Registry
 
 MAX_LINE_BYTES = 65536
 """The line length cap (bytes) of a format whose writer keeps its lines short (sshd's
-are under 1 KiB, nginx's error log's under 2 KiB), and of a file whose format is not
-told yet (``auto``)."""
+are under 1 KiB, nginx's error log's under 2 KiB). A file whose format is not told yet
+(``auto``) is read with the largest cap of the sniffed formats
+(:func:`aisentinel.parsers.line_cap`)."""
 
 ACCESS_LINE_BYTES = 1 << 20
 """The line length cap of nginx's access-log formats. A line carries fields the client
@@ -162,7 +166,9 @@ class Parser(ABC):
         """The events of ``lines``, in order, skipping lines that give ``None``.
 
         Same result as :meth:`parse` line by line (which this default does); hot
-        parsers override it with one tight loop.
+        parsers override it with one tight loop. A parser that keeps state from one line
+        to the next must leave it as it was before a call that raises: the pipeline then
+        parses the batch again, line by line.
         """
         return cast(list[Event], list(filter(_is_event, map(self.parse, lines))))
 

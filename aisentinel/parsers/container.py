@@ -21,6 +21,15 @@ not of the format, and the lines being joined are dropped with it (one may have 
 piece to it: joined anyway, its fields could be read from the wrong places); both are
 told once per source (:meth:`~.base.Parser.notice`).
 
+A record's line is trusted to begin a line only when the stream's record before it was
+read and ended a line. After an unreadable record (whose stream cannot be told), and in
+a new parser (at a start, or a reload that changes ``[parsers]``: the reading may begin
+in the middle of a split line, whose head was read before or not at all), each stream is
+in doubt: the line of its next records, up to the one that ends a line, is dropped
+(counted as unparsed; :attr:`ContainerParser.doubtful`). Read as a line of its own, the
+rest of a split line would be a line that the client who chose it wrote: at byte 16384
+of a request, an error-log line that names another address, to have it banned.
+
 The line in a record goes to the parser of its shape, decided per line (the stream is
 no guide: nginx's image sends its error log to stderr, other setups do not): a JSON
 object to ``nginx-json``, ``YYYY/MM/DD ...`` to ``nginx-error``, a syslog header naming
@@ -43,7 +52,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, Event, HttpAuthFailure, HttpRateLimited, SshEvent
@@ -69,6 +78,15 @@ _DOCKER_TAIL = re.compile(r',"stream":"(stdout|stderr)","time":"([^"\\]*+)"\}[ \
 anything else is decoded whole by ``json.loads``)."""
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _STREAMS = frozenset({"stdout", "stderr"})
+_KEYS = ("stdout", "stderr", "")
+"""The streams a line is joined per: ``""`` holds the records naming another one."""
+SPLIT_BYTES = 16384
+"""The size of the pieces Docker and containerd split a long line into."""
+RECORD_BYTES = 6 * SPLIT_BYTES + 4096
+"""The longest Docker json-file record of one piece (each byte written as a ``\\u00XX``
+escape at worst: ``<``, ``>``, ``&``, control bytes, invalid UTF-8), with its keys and
+``attrs``: a source whose ``max_line_bytes`` is below it cuts records of lines a client
+chose (``aisentinel check-config`` warns of it)."""
 
 # Inner formats, by index.
 _ACCESS, _JSON, _ERROR, _SSHD = range(4)
@@ -186,6 +204,18 @@ class _Pending:
     """UTF-8 bytes in ``pieces``."""
     cut: bool = False
     """Longer than :data:`LINE_BYTES`: the rest is discarded, the line handed on cut."""
+    doubt: bool = False
+    """Its first record may continue a line whose start was not read: the line is
+    dropped once it ends (its pieces are not kept)."""
+
+
+class _Saved(NamedTuple):
+    """The joining state before a call of :meth:`ContainerParser.parse_many`."""
+
+    pending: dict[str, tuple[_Pending, int, int, bool]]
+    """Per stream: its line, how many pieces it held, their size, whether cut."""
+    doubt: frozenset[str]
+    counts: tuple[int, int, int, int]
 
 
 class ContainerConfig(StrictModel):
@@ -211,6 +241,12 @@ class ContainerParser(Parser):
         )
         self._iso = IsoTime()
         self._pending: dict[str, _Pending] = {}
+        self._doubt: set[str] = set(_KEYS)
+        """Streams whose next record may continue a line whose start was not read (after
+        an unreadable record, and at first: the reading may begin in the middle of a
+        split line); that record's line is dropped, and the stream read again from the
+        record after the one that ends it. A parser is built at each start, and at a
+        reload that changes ``[parsers]``."""
         self._last: tuple[Sequence[str], int] | None = None
         """The last batch :meth:`parse_many` read and how many of its lines were not of
         the format, for :meth:`unrecognised`."""
@@ -220,17 +256,53 @@ class ContainerParser(Parser):
         """Lines being joined that were dropped because a record between was unreadable."""
         self.cut = 0
         """Joined lines longer than :data:`LINE_BYTES`, handed on cut."""
+        self.doubtful = 0
+        """Lines dropped because their first record may have continued a line whose start
+        was not read (:attr:`_doubt`)."""
 
     def parse(self, line: str) -> Event | None:
         """The event of the line this record holds (or ends), or ``None``."""
         found = self.parse_many((line,))
         return found[0] if found else None
 
-    def parse_many(self, lines: Iterable[str]) -> list[Event]:  # noqa: PLR0915 - inlined
+    def parse_many(self, lines: Iterable[str]) -> list[Event]:
         """The events of the records' lines, in order: runs of access lines go to their
-        parser's ``parse_many`` at once, the other lines one by one."""
+        parser's ``parse_many`` at once, the other lines one by one.
+
+        The lines being joined carry over to the next call; if this one raises, they are
+        as they were before it (the pipeline then parses the batch again line by line)."""
+        saved = self._save()
+        try:
+            return self._parse_many(lines)
+        except BaseException:
+            self._restore(saved)
+            raise
+
+    def _save(self) -> _Saved:
+        """What :meth:`_restore` needs to undo a call of :meth:`_parse_many` (the pieces of
+        a line being joined are only ever appended to)."""
+        return _Saved(
+            {
+                stream: (line, len(line.pieces), line.size, line.cut)
+                for stream, line in self._pending.items()
+            },
+            frozenset(self._doubt),
+            (self.malformed, self.broken, self.cut, self.doubtful),
+        )
+
+    def _restore(self, saved: _Saved) -> None:
+        """The lines being joined, the streams in doubt and the counts as ``saved``."""
+        for line, count, size, cut in saved.pending.values():
+            del line.pieces[count:]
+            line.size, line.cut = size, cut
+        self._pending = {stream: entry[0] for stream, entry in saved.pending.items()}
+        self._doubt = set(saved.doubt)
+        self.malformed, self.broken, self.cut, self.doubtful = saved.counts
+
+    def _parse_many(self, lines: Iterable[str]) -> list[Event]:  # noqa: PLR0915 - inlined
         batch = lines if isinstance(lines, Sequence) else list(lines)
         pending = self._pending
+        doubt = self._doubt
         out: list[Event] = []
         run: list[str] = []
         run_kind = _ACCESS
@@ -277,10 +349,10 @@ class ContainerParser(Parser):
                     unrecognised += 1
                     continue
                 text, stream, when, whole = record
-            if not whole or (pending and stream in pending):
+            if not whole or (pending and stream in pending) or (doubt and stream in doubt):
                 joined = self._join(stream, text, whole)
                 if joined is None:
-                    continue  # a piece: the line goes on in the stream's next record
+                    continue  # a piece (the line goes on in the stream's next record), or dropped
                 text = joined
             first = text[:1]
             if first == "{":
@@ -334,11 +406,17 @@ class ContainerParser(Parser):
         return len(run) - len(events) if missed is None else missed
 
     def _join(self, stream: str, text: str, whole: bool) -> str | None:
-        """Add a record's piece to its stream's line; the line once ``whole``, else ``None``."""
+        """Add a record's piece to its stream's line; the line once ``whole``, else ``None``
+        (also for a line whose first record came while its stream was in doubt: dropped)."""
         pending = self._pending.get(stream)
         if pending is None:
-            pending = self._pending[stream] = _Pending([], 0)
-        if not pending.cut:
+            doubt = stream in self._doubt
+            if doubt:
+                self._doubt.discard(stream)
+            pending = self._pending[stream] = _Pending([], 0, doubt=doubt)
+        if pending.doubt:
+            pass  # dropped once it ends: nothing of it is kept
+        elif not pending.cut:
             size = len(text.encode("utf-8", "surrogatepass"))
             room = LINE_BYTES - pending.size
             if size > room:
@@ -353,6 +431,9 @@ class ContainerParser(Parser):
         if not whole:
             return None
         del self._pending[stream]
+        if pending.doubt:
+            self.doubtful += 1
+            return None
         joined = "".join(pending.pieces)
         if pending.cut:
             self.cut += 1
@@ -365,13 +446,19 @@ class ContainerParser(Parser):
         return joined
 
     def _malformed(self) -> None:
-        """Count a record that is not of the layouts; drop the lines being joined."""
+        """Count a record that is not of the layouts; drop the lines being joined, and
+        put every stream in doubt (the record, whose stream cannot be read, may have been
+        the start of a line that the stream's next records continue: read as a line of
+        their own, a client that chose the rest of its request would choose that line)."""
         self.malformed += 1
         self.notice(
             "malformed",
             "lines that are not Docker json-file or CRI records are skipped (counted as "
-            "unparsed): is this file a container log? (docs/nginx-log-format.md)",
+            "unparsed), and so is the next line of each stream, which may be the rest of "
+            "one of them: is this file a container log, or is the source's max_line_bytes "
+            "too small? (docs/nginx-log-format.md)",
         )
+        self._doubt.update(_KEYS)
         if self._pending:
             self.broken += len(self._pending)
             self._pending.clear()

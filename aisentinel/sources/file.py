@@ -37,8 +37,10 @@ gone or unreadable is a gap: logged with the file and bytes, counted in ``stats.
 Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r``; they are decoded as UTF-8 with
 ``errors="replace"`` (invalid bytes become U+FFFD). A partial last line is held until its
 line end. A line longer than ``max_line_bytes`` (unset: the parser's cap, 1 MiB for the
-nginx access-log formats and 64 KiB for the others and for a file whose format is not
-told yet) is cut at the cap, counted in ``stats.lines_truncated`` (logged once per file)
+nginx access-log formats, 1 MiB + 4 KiB for ``container``, 64 KiB for the others; for a
+file whose format is not told yet the largest of them, and once it is told the held
+lines longer than its cap are cut there) is cut at the cap, counted in
+``stats.lines_truncated`` (logged once per file)
 and handed on as a :class:`~aisentinel.events.CutLine`, whose fields before the cut the
 parser reads; the rest of it, up to its line end, is discarded. Memory stays bounded by
 the cap: a line holds at most ``max_line_bytes`` bytes (up to 4 bytes a character once
@@ -173,8 +175,11 @@ class FileSourceConfig(SourceConfigBase):
     """Longer lines are cut here and the rest discarded (the part before the cut is still
     parsed); 64 B - 1 MiB. Unset: the parser's cap (``aisentinel replay`` cuts at the same
     length, so both see the same lines): 1 MiB for ``nginx`` and ``nginx-json``, whose
-    lines carry long client fields and request bodies, 64 KiB for the others (and, with
-    ``auto``, for a file until its format is told)."""
+    lines carry long client fields and request bodies, 1 MiB + 4 KiB for ``container``,
+    64 KiB for the others (and, with ``auto``, the largest until a file's format is told:
+    a line cut then would be cut shorter than its format reads it). Below
+    102400 with ``container`` (or ``auto``), a Docker record of a split line can be cut
+    (``check-config`` warns)."""
     batch_lines: int = Field(default=512, ge=1, le=65536)
     """Most lines handed on at once; 1-65536. Small batches keep few short-lived objects
     (lines, events) among the long-lived window keys, so the heap stays less fragmented:
@@ -503,6 +508,7 @@ class FileSource(Source):
     def _service(self, tracked: _Tracked, *, structural: bool, first: bool) -> bool:
         """Read what is new on one path and handle rotation; True if its file changed."""
         handle = tracked.handle
+        at_end = True
         if handle is not None:
             if self._truncated(handle, os.fstat(handle.fd)):
                 self.stats.rotations += 1
@@ -510,7 +516,7 @@ class FileSource(Source):
                 if not self._read_copy(tracked, handle):
                     return True  # stopped while reading the copy: resumed there at the next start
                 handle.restart()
-            self._drain(handle)
+            at_end = self._drain(handle)
         elif not structural:
             return False
         st = self._stat(tracked.path)
@@ -523,6 +529,11 @@ class FileSource(Source):
                 return False  # deleted or renamed: keep reading it until a new file appears
             if (st.st_dev, st.st_ino) == (handle.dev, handle.ino):
                 tracked.size, tracked.mtime = st.st_size, st.st_mtime
+                return False
+            if not at_end:
+                # Rotated, with lines of the old file not read yet (more than one turn's
+                # worth): those first, in order, before any of the new file's (a line
+                # split over records of a container log may go on in the new file).
                 return False
             _log.info("log file rotated", source=self.name, path=tracked.path)
             self.stats.rotations += 1
@@ -925,7 +936,21 @@ class FileSource(Source):
                 parser=fmt,
                 lines=len(window),
             )
+            if self._cap is None and line_cap(fmt) < line_cap(None):
+                return self._recut(state, pending[start:], line_cap(fmt))
             return pending[start:]
+
+    def _recut(self, state: _Lines, lines: list[str], cap: int) -> list[str]:
+        """``lines``, read before their format was told (cut at the largest cap of any
+        format), each longer than the told format's ``cap`` cut there, as if read with it."""
+        out = lines.copy()
+        for i, line in enumerate(lines):
+            if len(line) * 4 > cap and len(raw := line.encode("utf-8")) > cap:
+                if type(line) is CutLine:  # cut already: counted and logged
+                    out[i] = CutLine(raw[:cap].decode("utf-8", "replace"))
+                else:
+                    out[i] = self._cut(state, raw, cap)
+        return out
 
     def _unparsed(self, lines: list[str], read_at: float) -> None:
         """Hand on lines of no recognisable format: counted as read, unparsed and not
