@@ -194,6 +194,12 @@ def test_prompt_attacks_in_lines_over_the_cap_are_banned_live(
     try:
         _append(logs / "access.log", lines)
         assert wait_for(lambda: "198.51.100.12" in r.active(), timeout=20)
+        # The ban may come before the last lines are read: wait for all six.
+        parsed = 'source="web"'
+        assert wait_for(
+            lambda: _metric(r.scrape(), "aisentinel_source_lines_parsed_total", parsed) == 6,
+            timeout=20,
+        )
         text = r.scrape()
         assert _metric(text, "aisentinel_source_lines_truncated_total", 'source="web"') == 6
         assert _metric(text, "aisentinel_source_lines_parsed_total", 'source="web"') == 6
