@@ -116,6 +116,8 @@ def fallback_config(path: Path | None) -> tuple[Config, list[str]]:
     for name, table in tables.items() if isinstance(tables, dict) else ():
         if not isinstance(name, str) or name not in RESPONDERS:
             continue
+        if isinstance(table, dict) and table.get("enabled") is False:
+            continue  # switched off by the operator, refused or not
         model = RESPONDERS.get(name).config_model
         cfg: BaseModel
         try:

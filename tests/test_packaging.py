@@ -39,6 +39,11 @@ CONFFILE = Path("/etc/aisentinel/aisentinel.toml")
 STATE_DIR = Path("/var/lib/aisentinel")
 
 
+# Building a .deb (mypyc included) takes minutes on 2 cores; the first test's setup and
+# the upgrade test (which builds a second one) need more than the 300 s default.
+pytestmark = pytest.mark.timeout(900)
+
+
 def _project_version() -> str:
     text = (REPO / "aisentinel" / "__init__.py").read_text()
     match = re.search(r'^__version__ = "([^"]+)"$', text, re.M)
@@ -204,7 +209,6 @@ socket = "/nonexistent/aisentinel-test/fail2ban.sock"
 
 @pytest.mark.slow
 @pytest.mark.root
-@pytest.mark.timeout(900)  # builds a second .deb (mypyc included) and installs two
 @pytest.mark.skipif(os.geteuid() != 0, reason="installing the .deb needs root")
 @pytest.mark.skipif(shutil.which("apt-get") is None, reason="not a Debian system")
 @pytest.mark.skipif(missing_tools("nft") is not None, reason=missing_tools("nft") or "")

@@ -220,6 +220,21 @@ def test_a_refused_config_still_withdraws_what_is_recorded_and_named(tmp_path: P
     assert (tmp_path / "cg" / "ai" / "job" / "cgroup.freeze").read_text() == "0"
 
 
+def test_a_refused_config_leaves_out_a_responder_switched_off_in_it(tmp_path: Path) -> None:
+    """A responder whose refused section says ``enabled = false`` is not withdrawn with
+    its defaults: the operator switched it off (only the recorded ones are withdrawn)."""
+    config = _fixture_host(tmp_path)
+    text = config.read_text().replace(
+        "[responders.fail2ban]\n", '[responders.fail2ban]\nenabled = false\njail = "no such!"\n'
+    )
+    config.write_text(text)
+    with pytest.raises(ConfigError):
+        load_config(config)
+    salvaged, _ = fallback_config(config)
+    assert "fail2ban" not in salvaged.responders
+    assert "ufw" in salvaged.responders
+
+
 def test_the_command_says_the_config_is_refused_and_withdraws(tmp_path: Path) -> None:
     """`aisentinel withdraw` on a refused config prints each config error and one line
     saying what it withdraws instead, then withdraws the record (exit 0), not exit 1."""
