@@ -8,6 +8,7 @@ capped before it goes into a target or a finding.
 from __future__ import annotations
 
 from collections import Counter, deque
+from collections.abc import Callable
 from typing import Annotated, Final
 
 from pydantic import Field
@@ -223,6 +224,18 @@ class ClientBuckets:
             if start + BUCKET_SECONDS > since and start <= until:
                 out.update(counts)
         return out
+
+    def forget(self, match: Callable[[str], bool]) -> int:
+        """Drop every client ``match`` accepts from every bucket (an operator forgave
+        it: its requests no longer make it the flooder or the thief); how many entries
+        went. The buckets' totals stay: the requests were made (``gpu_theft`` reads the
+        authenticated total as the GPU's lawful work)."""
+        dropped = 0
+        for _, counts, _ in self._buckets:
+            for client in [c for c in counts if match(c)]:
+                del counts[client]
+                dropped += 1
+        return dropped
 
     def expire(self, now: float) -> int:
         """Drop buckets older than the window; how many clients they held."""

@@ -34,7 +34,7 @@ from typing import Annotated, cast
 from pydantic import Field, field_validator
 
 from aisentinel.configtypes import format_duration
-from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase
+from aisentinel.detectors.base import REGISTRY, BatchDetector, DetectorConfigBase, Forgiven
 from aisentinel.detectors.common import MaxKeys, Window, all_requests
 from aisentinel.detectors.gpu_common import (
     DEFAULT_AI_PATHS,
@@ -281,6 +281,13 @@ class GpuTheftDetector(BatchDetector):
             + self._unauthed.expire(now)
             + self._requests.expire(now)
         )
+
+    def forget(self, forgiven: Forgiven) -> None:
+        """The request counts (the default) and the clients reported: a forgiven client
+        that goes on is reported on its new requests, not kept quiet by its old report."""
+        super().forget(forgiven)
+        for client in [c for c in self._reported if forgiven(c)]:
+            del self._reported[client]
 
     def tracked_keys(self) -> int:
         return len(self._gpus) + len(self._unauthed) + len(self._reported)

@@ -250,9 +250,20 @@ class RulesDetector(BatchDetector):
 
     def forget(self, forgiven: Forgiven) -> None:
         """The tables' keys are ``rule id``, a unit separator, then what the rule counts
-        under: that part is what ``forgiven`` is asked about."""
+        under: for the rules that count per client (``key = "client"``) that part is
+        what ``forgiven`` is asked about. A rule that counts per user or per API key
+        keeps its counts: the username is the sender's choice, and one that reads as a
+        forgiven address is no client of it."""
+        per_client = {rule.id for rule in self.matcher.rules if rule.key == "client"}
+        if not per_client:
+            return
+
+        def match(key: str) -> bool:
+            rule_id, _, counted = key.partition("\x1f")
+            return rule_id in per_client and forgiven(counted)
+
         for table in self._tables.values():
-            table.forget(lambda key: forgiven(key.partition("\x1f")[2]))
+            table.forget(match)
 
     def window_counts(self) -> tuple[int, int]:
         return sum(t.evicted for t in self._tables.values()), 0
