@@ -249,6 +249,37 @@ def test_pool_connection_opened_later_is_found_on_recheck(tmp_path: Path) -> Non
 STRATUM_ARGS = ("-o", "stratum+tcp://pool.supportxmr.com:3333", "--donate-level=1")
 
 
+def test_an_allowed_process_that_execs_a_miner_is_reported_at_once(tmp_path: Path) -> None:
+    """Same pid and start time, another program (an exec, the command name unchanged):
+    judged again at the next sample, before any recheck; a miner is HIGH."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path), recheck=3600.0))
+    vllm = attr(4242, exe="/usr/bin/python3.11", comm="python3", start_time=9)
+    vllm = replace(vllm, cmdline=("python3", "-m", "vllm.entrypoints.openai.api_server"))
+    assert findings(det, [sample(T0, procs=(proc(vllm),))]) == []
+    miner = replace(
+        vllm,
+        exe="/tmp/.cache/python3",
+        cmdline=("python3", "-c", "pass", "stratum+tcp://pool.example.net:443", "--algo", "rx/0"),
+    )
+    f = findings(det, [sample(T0 + 1, procs=(proc(miner),))])
+    assert [x.severity for x in f] == [Severity.HIGH]
+    assert "pool URL argument stratum+tcp://pool.example.net:443" in f[0].evidence
+    assert findings(det, [sample(T0 + 2, procs=(proc(miner),))]) == []  # reported once
+
+
+def test_an_allowed_process_that_execs_an_unknown_program_is_reported_at_once() -> None:
+    """An allowed ``python3 -m vllm`` that execs ``python3 train.py`` (same executable,
+    other arguments) is an unknown workload from the next sample: MEDIUM, once."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(recheck=3600.0))
+    vllm = attr(4242, exe="/usr/bin/python3.11", comm="python3", start_time=9)
+    vllm = replace(vllm, cmdline=("python3", "-m", "vllm"))
+    assert findings(det, [sample(T0, procs=(proc(vllm),))]) == []
+    other = replace(vllm, cmdline=("python3", "train.py"))
+    f = findings(det, [sample(T0 + 1, procs=(proc(other),))])
+    assert [x.severity for x in f] == [Severity.MEDIUM]
+    assert findings(det, [sample(T0 + 2, procs=(proc(other),))]) == []
+
+
 def test_argv0_does_not_allowlist_the_real_executable_does() -> None:
     """argv[0] = "ollama" allows nothing: an xmrig binary so started is a HIGH miner, any
     other binary a MEDIUM unknown workload; the real executable (a replaced file's

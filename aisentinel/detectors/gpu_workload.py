@@ -30,9 +30,12 @@ that may be a pool's). ``proc_root`` points elsewhere in tests.
 
 A process is reported once per ``refire`` (keyed by pid and start time); one not seen
 mining, allowed or not, is looked at again every ``recheck`` for a connection opened
-later, and reported (HIGH) once it shows one. At most ``max_keys`` processes are
-remembered. Processes without an attribution (gone, or in another pid namespace) are
-skipped.
+later, and reported (HIGH) once it shows one. A process whose attribution changes (an
+exec, even into a program of the same name, or a rewritten command line: the
+attributor reads them at every sample) is judged again at once: a mining sign is
+reported then, and so is an allowed process that is no longer allowed. At most
+``max_keys`` processes are remembered. Processes without an attribution (gone, or in
+another pid namespace) are skipped.
 """
 
 from __future__ import annotations
@@ -296,12 +299,23 @@ def python_program(cmdline: Sequence[str]) -> tuple[str, ...]:
 
 
 class _Seen:
-    __slots__ = ("checked", "mining", "reported")
+    __slots__ = ("allowed", "attribution", "checked", "mining", "reported")
 
-    def __init__(self, reported: float, checked: float, mining: bool) -> None:
+    def __init__(
+        self,
+        reported: float,
+        checked: float,
+        mining: bool,
+        attribution: ProcessAttribution,
+        allowed: bool,
+    ) -> None:
         self.reported = reported
         self.checked = checked
         self.mining = mining
+        self.attribution = attribution
+        """What the process was when last judged: an exec (same pid and start time)
+        gives another attribution, judged at once."""
+        self.allowed = allowed
 
 
 class GpuWorkloadDetector(Detector):
@@ -375,10 +389,16 @@ class GpuWorkloadDetector(Detector):
         seen = self._seen.get(key)
         if seen is not None:
             self._seen.move_to_end(key)
-            if ts - seen.reported < self._cfg.refire:
-                if seen.mining or ts - seen.checked < self._cfg.recheck:
+            changed = seen.attribution is not a and seen.attribution != a
+            if changed:  # an exec, or a rewritten command line: another program now
+                seen.attribution = a
+            if ts - seen.reported < self._cfg.refire and not (
+                changed and seen.allowed and allowed is None and not seen.mining
+            ):  # (an allowed process that became an unknown one is reported below)
+                if seen.mining or (not changed and ts - seen.checked < self._cfg.recheck):
                     return None
                 seen.checked = ts
+                seen.allowed = allowed is not None
                 signs = self.mining_signs(proc, allowed=allowed is not None)
                 if not signs:
                     return None
@@ -387,13 +407,14 @@ class GpuWorkloadDetector(Detector):
                 return self._finding(sample, proc, signs, allowed)
         signs = self.mining_signs(proc, allowed=allowed is not None)
         if seen is None:
-            self._seen[key] = _Seen(ts, ts, bool(signs))
+            self._seen[key] = _Seen(ts, ts, bool(signs), a, allowed is not None)
             while len(self._seen) > self._cfg.max_keys:
                 self._seen.popitem(last=False)
                 self.evicted += 1
         else:
             seen.reported = seen.checked = ts
             seen.mining = bool(signs)
+            seen.allowed = allowed is not None
         if allowed is not None and not signs:
             return None  # an allowed workload: its refire clock restarts, unreported
         return self._finding(sample, proc, signs, allowed)
