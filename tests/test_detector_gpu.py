@@ -14,6 +14,7 @@ import pytest
 
 from aisentinel.clock import FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
+from aisentinel.detectors import build_detectors
 from aisentinel.detectors.gpu_memory import GpuMemoryConfig, GpuMemoryDetector
 from aisentinel.detectors.gpu_spike import GpuSpikeConfig, GpuSpikeDetector
 from aisentinel.detectors.gpu_theft import GpuTheftConfig, GpuTheftDetector
@@ -469,16 +470,24 @@ def test_every_default_inference_server_command_line_is_allowed() -> None:
 # --------------------------------------------------------------------------- gpu_theft
 
 
+OLLAMA = proc(attr(77, exe="/usr/bin/ollama", unit="ollama.service"))
+
+
 def busy_run(
-    d: GpuTheftDetector, start: float, seconds: int, requests: list[HttpRequest], util: float = 0.9
+    d: GpuTheftDetector,
+    start: float,
+    seconds: int,
+    requests: list[HttpRequest],
+    util: float = 0.9,
+    *,
+    procs: tuple[GpuProcessSample, ...] = (OLLAMA,),
 ) -> list[Finding]:
     """An idle first sample (the GPU source samples from the start), the requests, then one
     busy sample a second for ``seconds``."""
     assert findings(d, [sample(start - 900, util=0.0)]) == []
     out = findings(d, list(requests))
-    p = proc(attr(77, exe="/usr/bin/ollama", unit="ollama.service"))
     for i in range(seconds + 1):
-        out += findings(d, [sample(start + i, util=util, procs=(p,))])
+        out += findings(d, [sample(start + i, util=util, procs=procs)])
     return out
 
 
@@ -494,6 +503,54 @@ def test_busy_gpu_without_api_traffic_is_theft_about_the_workload() -> None:
     assert f.target.text == "unit:ollama.service"
     assert "gpu 0 " + UUID in f.evidence
     assert any(e.startswith("window ") for e in f.evidence)
+
+
+def _theft_beside_gpu_workload(**workload: Any) -> GpuTheftDetector:
+    """gpu_theft and gpu_workload built as the daemon builds them (one shared state)."""
+    built = build_detectors(
+        {
+            "gpu_workload": GpuWorkloadConfig(**workload),
+            "gpu_theft": GpuTheftConfig(window=300.0),
+        }
+    )
+    SharedState().bind(built)  # the pipeline binds them to the state it owns
+    return next(d for d in built if isinstance(d, GpuTheftDetector))
+
+
+TRAIN = proc(attr(88, exe="/usr/bin/python3.11", unit="train.service", cmdline=("python3", "t.py")))
+
+
+def test_a_declared_batch_job_using_the_gpu_outside_the_api_is_low_not_high() -> None:
+    """A workload the operator declared in gpu_workload (extra_units) keeps the GPU busy
+    without API traffic: LOW (no page), saying what declared it; an idle Ollama beside it
+    (SM 0) does not count."""
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    idle = replace(OLLAMA, sm_util=0.0)
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, idle))
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.LOW, "unit:train.service")
+    ]
+    assert "declared in [detectors.gpu_workload] (unit train.service)" in out[0].message
+
+
+def test_an_undeclared_process_beside_a_declared_job_keeps_theft_high() -> None:
+    """Any process using the GPU that is not declared (here a small one beside the
+    declared job) makes it HIGH, about that process; so does a built-in AI service
+    (its API should explain its GPU time) and an unattributed process."""
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    thief = proc(attr(99, exe="/tmp/x"), sm=0.05)
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, thief))
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.HIGH, "pid:99")
+    ]
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, OLLAMA))
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.HIGH, "unit:ollama.service")
+    ]
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, proc(None, sm=0.5)))
+    assert [f.severity for f in out] == [Severity.HIGH]
 
 
 def test_authenticated_traffic_explains_a_busy_gpu() -> None:

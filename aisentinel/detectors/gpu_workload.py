@@ -46,7 +46,7 @@ import os
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Annotated, Final
+from typing import Annotated, Final, NamedTuple
 
 from pydantic import Field
 
@@ -60,6 +60,7 @@ from aisentinel.detectors.gpu_common import (
     real_exe,
     workload_target,
 )
+from aisentinel.detectors.shared import SharedState
 from aisentinel.events import (
     Event,
     Finding,
@@ -298,6 +299,39 @@ def python_program(cmdline: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _own(patterns: tuple[str, ...], builtin: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for p in patterns if p not in builtin)
+
+
+class _Patterns(NamedTuple):
+    """Allowlist patterns of each kind: see :class:`GpuWorkloadConfig`."""
+
+    units: tuple[str, ...]
+    containers: tuple[str, ...]
+    exes: tuple[str, ...]
+    programs: tuple[str, ...]
+
+    def match(self, a: ProcessAttribution) -> str | None:
+        """What allows the process (``unit ollama.service``, ``executable ollama``,
+        ``python3.11 program vllm``), escaped; None when nothing does."""
+        if _matches(self.units, a.unit):
+            return f"unit {escape(a.unit or '')[:120]}"
+        if a.container_id is not None:
+            name = a.container_name or a.container_id
+            if _matches(self.containers, name):
+                return f"container {escape(name)[:120]}"
+        name, cut = executable_name(a)
+        if not name:
+            return None
+        if _name_matches(self.exes, name, cut):
+            return f"executable {escape(name)[:64]}"
+        if self.programs and _name_matches(INTERPRETERS, name, cut):
+            for program in python_program(a.cmdline):
+                if _program_matches(self.programs, program):
+                    return f"{escape(name)[:64]} program {escape(program)[:120]}"
+        return None
+
+
 class _Seen:
     __slots__ = ("allowed", "attribution", "checked", "mining", "reported")
 
@@ -324,17 +358,33 @@ class GpuWorkloadDetector(Detector):
     name = "gpu_workload"
     consumes = (GpuSample,)
 
-    def __init__(self, config: GpuWorkloadConfig) -> None:
+    wants_shared = True
+
+    def __init__(self, config: GpuWorkloadConfig, *, shared: SharedState | None = None) -> None:
         super().__init__(config)
         self._cfg = config
-        self._exes = (*config.exes, *config.extra_exes)
-        self._programs = (*config.programs, *config.extra_programs)
-        self._units = (*config.units, *config.extra_units)
-        self._containers = (*config.containers, *config.extra_containers)
+        self._allow = _Patterns(
+            units=(*config.units, *config.extra_units),
+            containers=(*config.containers, *config.extra_containers),
+            exes=(*config.exes, *config.extra_exes),
+            programs=(*config.programs, *config.extra_programs),
+        )
+        # The operator's own entries: not the built-in AI services, whose GPU time the
+        # API they serve should explain.
+        self._declared = _Patterns(
+            units=_own(self._allow.units, DEFAULT_UNITS),
+            containers=_own(self._allow.containers, DEFAULT_CONTAINERS),
+            exes=_own(self._allow.exes, DEFAULT_EXES),
+            programs=_own(self._allow.programs, DEFAULT_PROGRAMS),
+        )
         self._ports = frozenset(config.pool_ports)
         self._root = config.proc_root
         self._seen: OrderedDict[tuple[int, int | None], _Seen] = OrderedDict()
         self.evicted = 0
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        shared.gpu_expected = self.declared_by
 
     # ------------------------------------------------------------------ rule
 
@@ -362,22 +412,13 @@ class GpuWorkloadDetector(Detector):
     def allowed_by(self, a: ProcessAttribution) -> str | None:
         """What allows the process (``unit ollama.service``, ``executable ollama``,
         ``python3.11 program vllm``), escaped; None when nothing does."""
-        if _matches(self._units, a.unit):
-            return f"unit {escape(a.unit or '')[:120]}"
-        if a.container_id is not None:
-            name = a.container_name or a.container_id
-            if _matches(self._containers, name):
-                return f"container {escape(name)[:120]}"
-        name, cut = executable_name(a)
-        if not name:
-            return None
-        if _name_matches(self._exes, name, cut):
-            return f"executable {escape(name)[:64]}"
-        if _name_matches(INTERPRETERS, name, cut):
-            for program in python_program(a.cmdline):
-                if _program_matches(self._programs, program):
-                    return f"{escape(name)[:64]} program {escape(program)[:120]}"
-        return None
+        return self._allow.match(a)
+
+    def declared_by(self, a: ProcessAttribution) -> str | None:
+        """What allows the process among the operator's own entries (``extra_*``, or
+        ``units``... where they are not the built-in ones); None for the built-in AI
+        services and for a process nothing allows."""
+        return self._declared.match(a)
 
     def _check(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
         a = proc.attribution
