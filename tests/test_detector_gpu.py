@@ -116,6 +116,19 @@ def test_allowed_workloads_are_quiet_and_an_unknown_one_is_reported_once() -> No
     assert findings(d, [sample(T0 + 2 + i, procs=(odd,)) for i in range(30)]) == []
 
 
+def test_a_gpu_process_the_daemon_cannot_see_is_a_medium_finding_without_target() -> None:
+    """A process NVML lists whose /proc entry cannot be read: not at its first sample (it
+    may have exited), MEDIUM keyed pid:N with no target at the next, once per refire."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(refire=3600.0))
+    blind = GpuProcessSample(0, UUID, 4242, "compute", 10 * GiB, 1.0, 0.6, None)
+    assert findings(det, [sample(T0, procs=(blind,))]) == []
+    f = findings(det, [sample(T0 + 1, procs=(blind,))])
+    assert [(x.severity, x.key, x.target) for x in f] == [(Severity.MEDIUM, "pid:4242", None)]
+    assert "cannot see in /proc" in f[0].message
+    assert findings(det, [sample(T0 + 2, procs=(blind,))]) == []
+    assert [x.key for x in findings(det, [sample(T0 + 3602, procs=(blind,))])] == ["pid:4242"]
+
+
 def test_container_and_unit_targets() -> None:
     """An unknown process in a container is about the container; in a service, the unit."""
     d = GpuWorkloadDetector(GpuWorkloadConfig())

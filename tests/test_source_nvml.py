@@ -289,6 +289,40 @@ def test_unsupported_values_are_exported_and_noted_in_status(
     assert source.stats.up
 
 
+def test_gpu_processes_the_daemon_cannot_see_are_counted_and_noted(
+    fake_nvml: Path, tmp_path: Path
+) -> None:
+    """A GPU process with no readable /proc entry (another pid namespace, hidepid):
+    aisentinel_gpu_unattributed_processes counts it and status notes it by pid."""
+    clock = FakeClock()
+    empty = tmp_path / "proc"
+    empty.mkdir()
+    config = NvmlSourceConfig(
+        name="gpu",
+        type="nvml",
+        interval=1.0,
+        xid_events=False,
+        docker_socket="",
+        proc_root=str(empty),
+    )
+    source = NvmlSource(config, clock=clock, state_dir=tmp_path)
+    Scenario(gpus=[FakeGpu(uuid=UUID, processes=[FakeProcess(4242, 10 << 30, 100, 60)])]).write(
+        fake_nvml
+    )
+    source.start(lambda _batch: None)
+    try:
+        assert wait_for(source.ready)
+        assert _value(source, "aisentinel_gpu_unattributed_processes", gpu="0") == 1
+        assert source.notes() == [
+            f"GPU 0: pid 4242 not in {empty}: reported by pid only "
+            "(another pid namespace, hidepid, ProtectProc=invisible)"
+        ]
+    finally:
+        source.request_stop()
+        clock.advance(60.0)
+        source.stop()
+
+
 def _next_sample(source: NvmlSource, clock: FakeClock) -> None:
     """One interval on: the source's thread takes its next sample."""
     clock.advance(1.0)

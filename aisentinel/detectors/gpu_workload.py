@@ -34,8 +34,14 @@ later, and reported (HIGH) once it shows one. A process whose attribution change
 exec, even into a program of the same name, or a rewritten command line: the
 attributor reads them at every sample) is judged again at once: a mining sign is
 reported then, and so is an allowed process that is no longer allowed. At most
-``max_keys`` processes are remembered. Processes without an attribution (gone, or in
-another pid namespace) are skipped.
+``max_keys`` processes are remembered.
+
+A process without an attribution (its ``/proc/PID`` cannot be read: the daemon runs in
+another pid namespace, ``/proc`` is mounted with ``hidepid``, or the unit hides other
+users' processes) is an unknown workload the daemon cannot name: listed by NVML in a
+later sample too (not a process that exited in between), it is a MEDIUM finding keyed
+``pid:N`` with no target (an alert; nothing can be frozen by a pid the daemon cannot
+see), once per ``refire``.
 """
 
 from __future__ import annotations
@@ -380,6 +386,8 @@ class GpuWorkloadDetector(Detector):
         self._ports = frozenset(config.pool_ports)
         self._root = config.proc_root
         self._seen: OrderedDict[tuple[int, int | None], _Seen] = OrderedDict()
+        self._unseen: OrderedDict[int, list[float]] = OrderedDict()
+        """pid -> [last seen, last reported (-inf: not yet)] of unattributed processes."""
         self.evicted = 0
         self.share(shared or SharedState())
 
@@ -407,7 +415,7 @@ class GpuWorkloadDetector(Detector):
     def allowed(self, proc: GpuProcessSample) -> bool:
         """Whether the process belongs to an allowed AI workload."""
         a = proc.attribution
-        return a is None or self.allowed_by(a) is not None  # None: cannot tell, not reported
+        return a is not None and self.allowed_by(a) is not None
 
     def allowed_by(self, a: ProcessAttribution) -> str | None:
         """What allows the process (``unit ollama.service``, ``executable ollama``,
@@ -422,8 +430,10 @@ class GpuWorkloadDetector(Detector):
 
     def _check(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
         a = proc.attribution
-        if a is None or proc.count > 1:
+        if proc.count > 1:
             return None
+        if a is None:
+            return self._unattributed(sample, proc)
         allowed = self.allowed_by(a)
         key = (proc.pid, a.start_time)
         ts = sample.ts
@@ -459,6 +469,49 @@ class GpuWorkloadDetector(Detector):
         if allowed is not None and not signs:
             return None  # an allowed workload: its refire clock restarts, unreported
         return self._finding(sample, proc, signs, allowed)
+
+    def _unattributed(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
+        """MEDIUM for a process whose ``/proc/PID`` cannot be read, from the second
+        sample that lists it (one that exited in between is not reported), once per
+        ``refire``."""
+        ts = sample.ts
+        seen = self._unseen.get(proc.pid)
+        if seen is None:
+            self._unseen[proc.pid] = [ts, float("-inf")]
+            while len(self._unseen) > self._cfg.max_keys:
+                self._unseen.popitem(last=False)
+                self.evicted += 1
+            return None
+        self._unseen.move_to_end(proc.pid)
+        last, reported = seen
+        seen[0] = ts
+        if ts <= last or ts - reported < self._cfg.refire:
+            return None
+        seen[1] = ts
+        evidence = [
+            gpu_evidence(sample),
+            f"pid {proc.pid}: no readable /proc/{proc.pid} (another pid namespace, "
+            "hidepid, or ProtectProc=invisible): executable, user, unit and container "
+            "unknown",
+        ]
+        if proc.used_memory_bytes is not None:
+            evidence.append(f"gpu memory {proc.used_memory_bytes} bytes")
+        if proc.sm_util is not None:
+            evidence.append(f"sm {proc.sm_util:.0%}")
+        return Finding(
+            ts=ts,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            client=None,
+            key=f"pid:{proc.pid}",
+            count=1,
+            window=0.0,
+            message=(
+                f"unknown GPU workload on GPU {sample.index}: pid {proc.pid}, which the "
+                "daemon cannot see in /proc (nothing to allow it by, nothing to act on)"
+            ),
+            evidence=tuple(evidence),
+        )
 
     def _finding(
         self, sample: GpuSample, proc: GpuProcessSample, signs: list[str], allowed: str | None
@@ -564,10 +617,13 @@ class GpuWorkloadDetector(Detector):
         old = [k for k, s in self._seen.items() if now - s.reported > self._cfg.refire]
         for key in old:
             del self._seen[key]
-        return len(old)
+        gone = [pid for pid, (last, _) in self._unseen.items() if now - last > self._cfg.refire]
+        for pid in gone:
+            del self._unseen[pid]
+        return len(old) + len(gone)
 
     def tracked_keys(self) -> int:
-        return len(self._seen)
+        return len(self._seen) + len(self._unseen)
 
     def window_counts(self) -> tuple[int, int]:
         return self.evicted, 0

@@ -61,7 +61,7 @@ from pydantic import Field
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
-from aisentinel.events import Event, EventBatch, GpuProcessSample, XidEvent
+from aisentinel.events import Event, EventBatch, GpuProcessSample, GpuSample, XidEvent
 from aisentinel.gpu.attribution import ProcessAttributor
 from aisentinel.gpu.dockernames import DockerNames
 from aisentinel.gpu.sampler import (
@@ -386,6 +386,15 @@ class NvmlSource(Source):
             others = {v: e for v, e in failing.items() if v not in BLINDED}
             if others:
                 out.append(f"GPU {index}: cannot read {unreadable_text(others)}")
+        for sample in reading.gpus:
+            pids = unattributed(sample)
+            if pids:
+                shown = ", ".join(map(str, pids[:5])) + (", ..." if len(pids) > 5 else "")
+                out.append(
+                    f"GPU {sample.index}: pid {shown} not in {self.config.proc_root}: "
+                    "reported by pid only (another pid namespace, hidepid, "
+                    "ProtectProc=invisible)"
+                )
         return out
 
     def collect(self) -> Iterator[Metric]:  # noqa: PLR0915 - one family after another
@@ -534,6 +543,12 @@ class NvmlSource(Source):
             "Processes on the GPU (none while a process list fails to read: not 0).",
             labels=["gpu"],
         )
+        blind_procs = GaugeMetricFamily(
+            "aisentinel_gpu_unattributed_processes",
+            "Processes on the GPU whose /proc entry the daemon cannot read (another pid "
+            "namespace, hidepid): no executable, unit or container to name them.",
+            labels=["gpu"],
+        )
         for sample in gpus:
             g = str(sample.index)
             info.add_metric([g, sample.uuid, escape(sample.name), driver], 1)
@@ -562,6 +577,7 @@ class NvmlSource(Source):
                     throttle.add_metric([g, reason], 1 if sample.throttle_reasons & bit else 0)
             if PROCESS_LISTS.isdisjoint(failed.get(sample.index, ())):
                 procs.add_metric([g], sum(p.count for p in sample.processes))
+                blind_procs.add_metric([g], len(unattributed(sample)))
             per: dict[str, list[float | None]] = {}
             for proc in bound_processes(sample.processes, self.config.top_processes):
                 entry = per.setdefault(workload_label(proc), [None, None])
@@ -587,6 +603,7 @@ class NvmlSource(Source):
         yield ecc
         yield throttle
         yield procs
+        yield blind_procs
         yield proc_mem
         yield proc_sm
         xid_count = CounterMetricFamily(
@@ -624,6 +641,11 @@ class NvmlSource(Source):
             src,
             (resolver.errors if resolver is not None else 0) + self.attributor.resolver_errors,
         )
+
+
+def unattributed(sample: GpuSample) -> list[int]:
+    """The pids on the GPU whose ``/proc/PID`` could not be read (no attribution)."""
+    return [p.pid for p in sample.processes if p.attribution is None and p.count == 1]
 
 
 def _iso(ts: float) -> str:
