@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -377,6 +378,47 @@ def _tcp_table(tmp_path: Path, pid: int, remote: str | None, local: str = "01000
     row = f"   1: {local} {remote} 01{tail} 777 1\n"
     (d / "net" / "tcp6").write_text(header)
     (d / "net" / "tcp").write_text(header + listen + (row if remote else ""))
+
+
+def test_pool_connection_found_by_user_where_the_fds_are_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that is not root cannot list another user's /proc/PID/fd: a connection to
+    a remote pool port from a socket of the process's uid (in its netns) is then the
+    sign; another uid's, a loopback one, or a root process's sockets are not."""
+    pid = 6161
+    d = tmp_path / str(pid)
+    (d / "net").mkdir(parents=True)
+    tail = " 00000000:00000000 00:00000000 00000000"
+    rows = [
+        f"   0: 0100007F:D431 0A00A8C0:115C 01{tail}  1000        0 777 1",  # uid 1000 -> 4444
+        f"   1: 0100007F:D432 0A00A8C0:0D05 01{tail}  1001        0 778 1",  # another uid
+        f"   2: 0100007F:D433 0100007F:15B3 01{tail}  1000        0 779 1",  # loopback 5555
+    ]
+    (d / "net" / "tcp").write_text("  sl  local_address rem_address   st\n" + "\n".join(rows))
+    (d / "net" / "tcp6").write_text("  sl  local_address rem_address   st\n")
+    real_scandir = os.scandir
+
+    def denied(path: Any) -> Any:
+        if str(path).endswith("/fd"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path)))
+    f = findings(det, [sample(T0, procs=(proc(attr(pid, exe=None, comm="worker")),))])
+    assert [x.severity for x in f] == [Severity.HIGH]
+    signs = [e for e in f[0].evidence if "mining-pool port" in e]
+    assert signs == [
+        "connection to mining-pool port 4444 (tcp) from a socket of the process's user "
+        "(uid 1000; its sockets unreadable)"
+    ]
+    assert det.fd_denied == 1
+    root_proc = attr(pid + 1, exe=None, comm="worker", uid=0)
+    (tmp_path / str(pid + 1)).symlink_to(d)
+    f = findings(det, [sample(T0, procs=(proc(root_proc),))])
+    assert [x.severity for x in f] == [Severity.MEDIUM]
+    assert det.fd_denied == 2
 
 
 def test_accepted_connection_from_a_pool_port_is_not_mining(tmp_path: Path) -> None:

@@ -290,13 +290,17 @@ def test_unsupported_values_are_exported_and_noted_in_status(
 
 
 def test_gpu_processes_the_daemon_cannot_see_are_counted_and_noted(
-    fake_nvml: Path, tmp_path: Path
+    fake_nvml: Path, tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
 ) -> None:
     """A GPU process with no readable /proc entry (another pid namespace, hidepid):
-    aisentinel_gpu_unattributed_processes counts it and status notes it by pid."""
+    aisentinel_gpu_unattributed_processes counts it and status notes it by pid; one whose
+    executable link cannot be read (another user's, daemon not root) is noted too."""
     clock = FakeClock()
     empty = tmp_path / "proc"
-    empty.mkdir()
+    other = empty / str(sleepers[0].pid)
+    other.mkdir(parents=True)
+    for name in ("stat", "cmdline", "status", "cgroup"):  # no exe: not readable
+        (other / name).symlink_to(f"/proc/{sleepers[0].pid}/{name}")
     config = NvmlSourceConfig(
         name="gpu",
         type="nvml",
@@ -306,16 +310,18 @@ def test_gpu_processes_the_daemon_cannot_see_are_counted_and_noted(
         proc_root=str(empty),
     )
     source = NvmlSource(config, clock=clock, state_dir=tmp_path)
-    Scenario(gpus=[FakeGpu(uuid=UUID, processes=[FakeProcess(4242, 10 << 30, 100, 60)])]).write(
-        fake_nvml
-    )
+    listed = [FakeProcess(4242, 10 << 30, 100, 60), FakeProcess(sleepers[0].pid, 1 << 30, 1, 1)]
+    Scenario(gpus=[FakeGpu(uuid=UUID, processes=listed)]).write(fake_nvml)
     source.start(lambda _batch: None)
     try:
         assert wait_for(source.ready)
         assert _value(source, "aisentinel_gpu_unattributed_processes", gpu="0") == 1
         assert source.notes() == [
+            "GPU 0: 1 process(es) whose executable and sockets the daemon may not read "
+            "(another user's, daemon not root): named by command name, pool connections "
+            "matched by their user",
             f"GPU 0: pid 4242 not in {empty}: reported by pid only "
-            "(another pid namespace, hidepid, ProtectProc=invisible)"
+            "(another pid namespace, hidepid, ProtectProc=invisible)",
         ]
     finally:
         source.request_stop()

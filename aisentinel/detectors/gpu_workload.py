@@ -389,6 +389,9 @@ class GpuWorkloadDetector(Detector):
         self._unseen: OrderedDict[int, list[float]] = OrderedDict()
         """pid -> [last seen, last reported (-inf: not yet)] of unattributed processes."""
         self.evicted = 0
+        self.fd_denied = 0
+        """Times a process's ``/proc/PID/fd`` could not be read (not root): its pool
+        connections were matched by its user instead."""
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -580,12 +583,21 @@ class GpuWorkloadDetector(Detector):
             elif any(host in low for host in self._cfg.pool_hosts):
                 signs.append(f"pool host argument {escape(arg)[:120]}")
         if not signs and self._ports:
-            signs.extend(self._pool_connections(proc.pid, loopback=not allowed))
+            signs.extend(self._pool_connections(proc.pid, loopback=not allowed, uid=a.uid))
         return signs
 
-    def _pool_connections(self, pid: int, *, loopback: bool = True) -> list[str]:
+    def _pool_connections(
+        self, pid: int, *, loopback: bool = True, uid: int | None = None
+    ) -> list[str]:
         """``connection to port 3333`` for each TCP connection of ``pid`` to a pool port
-        (to a loopback address only when ``loopback``)."""
+        (to a loopback address only when ``loopback``).
+
+        The process's sockets are its ``/proc/PID/fd`` links. A daemon that is not root
+        may not read them for another user's process (the shipped unit): then the
+        connections in the process's network namespace from sockets of the process's
+        ``uid`` count (the tables are world-readable and name each socket's owner), to
+        a loopback address never, and not for root's processes (every root daemon's
+        sockets are root's)."""
         base = f"{self._root}/{pid}"
         inodes: set[str] = set()
         try:
@@ -599,15 +611,31 @@ class GpuWorkloadDetector(Detector):
                         continue
                     if link.startswith("socket:["):
                         inodes.add(link[8:-1])
+        except PermissionError:
+            self.fd_denied += 1
+            return [] if uid is None or uid == 0 else self._pool_connections_of_user(base, uid)
         except OSError:
             return []
         if not inodes:
             return []
         out: list[str] = []
         for table in ("tcp", "tcp6"):
-            for remote_port, inode, local in _tcp_connections(f"{base}/net/{table}"):
+            for remote_port, inode, local, _owner in _tcp_connections(f"{base}/net/{table}"):
                 if inode in inodes and remote_port in self._ports and (loopback or not local):
                     out.append(f"connection to mining-pool port {remote_port} ({table})")
+        return sorted(set(out))
+
+    def _pool_connections_of_user(self, base: str, uid: int) -> list[str]:
+        """Connections to a pool port (not on loopback) from sockets of ``uid`` in the
+        network namespace of the process at ``base``."""
+        out: list[str] = []
+        for table in ("tcp", "tcp6"):
+            for remote_port, _inode, local, owner in _tcp_connections(f"{base}/net/{table}"):
+                if owner == uid and remote_port in self._ports and not local:
+                    out.append(
+                        f"connection to mining-pool port {remote_port} ({table}) from a "
+                        f"socket of the process's user (uid {uid}; its sockets unreadable)"
+                    )
         return sorted(set(out))
 
     # ------------------------------------------------------------------ upkeep
@@ -651,11 +679,12 @@ def _loopback(hex_address: str) -> bool:
     return addr.is_loopback
 
 
-def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
-    """``(remote port, socket inode, remote is loopback)`` of the established or opening
-    outgoing connections in a ``/proc/net/tcp``-format table; empty when it cannot be
-    read. A connection from a port something listens on is an accepted one: its remote
-    port is a client's source port, any number (a pool port among them)."""
+def _tcp_connections(path: str) -> list[tuple[int, str, bool, int | None]]:
+    """``(remote port, socket inode, remote is loopback, socket's uid)`` of the
+    established or opening outgoing connections in a ``/proc/net/tcp``-format table;
+    empty when it cannot be read. A connection from a port something listens on is an
+    accepted one: its remote port is a client's source port, any number (a pool port
+    among them)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -674,7 +703,7 @@ def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
     finally:
         os.close(fd)
     listening: set[str] = set()
-    connected: list[tuple[str, int, str, bool]] = []
+    connected: list[tuple[str, tuple[int, str, bool, int | None]]] = []
     for line in b"".join(chunks).decode("ascii", "replace").splitlines()[1:]:
         fields = line.split()
         if len(fields) < 10:
@@ -685,10 +714,12 @@ def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
         elif fields[3] in _ESTABLISHED_OR_OPENING:
             address, _, port = fields[2].rpartition(":")
             try:
-                connected.append((local_port, int(port, 16), fields[9], _loopback(address)))
+                remote = int(port, 16)
             except ValueError:
                 continue
-    return [(port, inode, lo) for local, port, inode, lo in connected if local not in listening]
+            owner = int(fields[7]) if fields[7].isdigit() else None
+            connected.append((local_port, (remote, fields[9], _loopback(address), owner)))
+    return [conn for local, conn in connected if local not in listening]
 
 
 REGISTRY.register("gpu_workload", GpuWorkloadConfig, GpuWorkloadDetector)

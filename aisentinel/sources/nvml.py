@@ -387,6 +387,13 @@ class NvmlSource(Source):
             if others:
                 out.append(f"GPU {index}: cannot read {unreadable_text(others)}")
         for sample in reading.gpus:
+            hidden = sum(1 for p in sample.processes if p.attribution and not p.attribution.exe)
+            if hidden:
+                out.append(
+                    f"GPU {sample.index}: {hidden} process(es) whose executable and sockets the "
+                    "daemon may not read (another user's, daemon not root): named by command "
+                    "name, pool connections matched by their user"
+                )
             pids = unattributed(sample)
             if pids:
                 shown = ", ".join(map(str, pids[:5])) + (", ..." if len(pids) > 5 else "")
