@@ -378,6 +378,33 @@ def test_values_failing_in_a_row_degrade_the_source_and_give_no_process_count(
     assert source.notes() == []
 
 
+def test_the_last_error_follows_the_state_and_clears_when_up_again(
+    fake_nvml: Path, in_process: tuple[NvmlSource, FakeClock]
+) -> None:
+    """No driver: the last error (status's DETAIL) is why; the driver loaded, up: cleared;
+    a GPU lost (degraded, still up): the lost GPU, not the old driver error."""
+    source, clock = in_process
+    Scenario(init_error="DRIVER_NOT_LOADED").write(fake_nvml)
+    source.start(lambda _batch: None)
+    assert wait_for(lambda: source.stats.state == "waiting")
+    assert "driver is not loaded" in source.stats.last_error
+    gpus = [FakeGpu(uuid=UUID), FakeGpu(uuid="GPU-other", pci="00000000:3C:00.0")]
+    Scenario(gpus=gpus).write(fake_nvml)
+    for _ in range(30):
+        if source.stats.state == "following":
+            break
+        clock.advance(1.0)
+        wait_for(lambda: source.stats.state == "following", timeout=0.2)
+    assert source.stats.state == "following"
+    assert source.stats.last_error == ""
+    gpus[1].errors = {"*": "GPU_IS_LOST"}
+    Scenario(gpus=gpus).write(fake_nvml)
+    _next_sample(source, clock)
+    assert wait_for(lambda: source.stats.state == "degraded")
+    assert source.stats.last_error == source.stats.reason
+    assert "lost" in source.stats.last_error
+
+
 @pytest.mark.slow
 def test_process_lists_denied_make_status_exit_1_naming_them(
     fake_nvml_lib: Path,

@@ -197,6 +197,8 @@ class NvmlSource(Source):
         self._stuck_lock = threading.Lock()
         self.stuck_since: float | None = None
         """When (Unix time) the sample that is stuck began; None while samples return."""
+        self._problem = ""
+        """The reason last made the last error by :meth:`_set_state`."""
         self._pending: collections.deque[XidEvent] = collections.deque()
         self._pending_lock = threading.Lock()
         self.last: GpuReading | None = None
@@ -296,9 +298,7 @@ class NvmlSource(Source):
             what, index = self.sampler.calling
             call = what if index is None else f"{what}, GPU {index}"
             since = _iso(wall)
-            reason = f"sampler stuck in NVML since {since} ({call})"
-            self.stats.set_state("error", reason)
-            self.stats.last_error = reason
+            self._set_state("error", f"sampler stuck in NVML since {since} ({call})")
         _log.warning(
             "gpu sampler stuck",
             source=self.name,
@@ -306,6 +306,18 @@ class NvmlSource(Source):
             call=call,
             waited_seconds=round(waited, 1),
         )
+
+    def _set_state(self, state: SourceState, reason: str) -> None:
+        """Set the source's state. While it is a problem (down, or degraded: some GPUs
+        lost or unreadable) its reason is the last error, which status shows beside an
+        up source too; once the source is up again that reason is over and cleared."""
+        if not self.stats.set_state(state, reason):
+            return
+        if state == "following":
+            if self.stats.last_error == self._problem:
+                self.stats.last_error = ""
+        elif state != "stopped":
+            self.stats.last_error = self._problem = reason
 
     def _answered(self) -> None:
         """The sample in progress returned (sampler thread); log it if it was stuck."""
@@ -330,9 +342,7 @@ class NvmlSource(Source):
         self.last_duration = self.clock.monotonic() - started
         self.samples += 1
         self.last = reading
-        state = _STATE.get(reading.state, "error")
-        if self.stats.set_state(state, reading.reason) and not reading.up:
-            self.stats.last_error = reading.reason
+        self._set_state(_STATE.get(reading.state, "error"), reading.reason)
         with self._pending_lock:
             xids = list(self._pending)
             self._pending.clear()
