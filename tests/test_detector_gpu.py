@@ -419,6 +419,8 @@ def test_pool_connection_found_by_user_where_the_fds_are_unreadable(
     f = findings(det, [sample(T0, procs=(proc(root_proc),))])
     assert [x.severity for x in f] == [Severity.MEDIUM]
     assert det.fd_denied == 2
+    exported = {x.name: x.value for family in det.collect() for x in family.samples if not x.labels}
+    assert exported["aisentinel_gpu_socket_reads_denied_total"] == 2
 
 
 def test_accepted_connection_from_a_pool_port_is_not_mining(tmp_path: Path) -> None:

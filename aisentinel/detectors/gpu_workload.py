@@ -51,9 +51,10 @@ import ipaddress
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Annotated, Final, NamedTuple
 
+from prometheus_client.core import Metric
 from pydantic import Field
 
 from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase
@@ -75,6 +76,7 @@ from aisentinel.events import (
     ProcessAttribution,
     Severity,
 )
+from aisentinel.metrics import counter
 from aisentinel.textsafe import escape
 
 DEFAULT_EXES: Final = (
@@ -639,6 +641,22 @@ class GpuWorkloadDetector(Detector):
         return sorted(set(out))
 
     # ------------------------------------------------------------------ upkeep
+
+    def carry_over(self, old: Detector) -> None:
+        super().carry_over(old)
+        if isinstance(old, GpuWorkloadDetector):
+            self.fd_denied += old.fd_denied
+
+    def collect(self) -> Iterator[Metric]:
+        yield from super().collect()
+        yield counter(
+            "aisentinel_gpu_socket_reads_denied",
+            "Times gpu_workload could not list a GPU process's sockets (/proc/PID/fd of "
+            "another user's process, the daemon not root): its pool connections were "
+            "matched by the process's user instead.",
+            {},
+            self.fd_denied,
+        )
 
     def expire(self, now: float) -> int:
         """Forget processes not reported for ``refire``."""
