@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from aisentinel.clock import FakeClock
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
+from aisentinel.detectors import build_detectors
 from aisentinel.detectors.gpu_memory import GpuMemoryConfig, GpuMemoryDetector
 from aisentinel.detectors.gpu_spike import GpuSpikeConfig, GpuSpikeDetector
 from aisentinel.detectors.gpu_theft import GpuTheftConfig, GpuTheftDetector
@@ -113,6 +115,19 @@ def test_allowed_workloads_are_quiet_and_an_unknown_one_is_reported_once() -> No
     assert "gpu 0 " + UUID in f.evidence
     assert "cmdline /home/bob/render -q" in f.evidence
     assert findings(d, [sample(T0 + 2 + i, procs=(odd,)) for i in range(30)]) == []
+
+
+def test_a_gpu_process_the_daemon_cannot_see_is_a_medium_finding_without_target() -> None:
+    """A process NVML lists whose /proc entry cannot be read: not at its first sample (it
+    may have exited), MEDIUM keyed pid:N with no target at the next, once per refire."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(refire=3600.0))
+    blind = GpuProcessSample(0, UUID, 4242, "compute", 10 * GiB, 1.0, 0.6, None)
+    assert findings(det, [sample(T0, procs=(blind,))]) == []
+    f = findings(det, [sample(T0 + 1, procs=(blind,))])
+    assert [(x.severity, x.key, x.target) for x in f] == [(Severity.MEDIUM, "pid:4242", None)]
+    assert "cannot see in /proc" in f[0].message
+    assert findings(det, [sample(T0 + 2, procs=(blind,))]) == []
+    assert [x.key for x in findings(det, [sample(T0 + 3602, procs=(blind,))])] == ["pid:4242"]
 
 
 def test_container_and_unit_targets() -> None:
@@ -249,6 +264,37 @@ def test_pool_connection_opened_later_is_found_on_recheck(tmp_path: Path) -> Non
 STRATUM_ARGS = ("-o", "stratum+tcp://pool.supportxmr.com:3333", "--donate-level=1")
 
 
+def test_an_allowed_process_that_execs_a_miner_is_reported_at_once(tmp_path: Path) -> None:
+    """Same pid and start time, another program (an exec, the command name unchanged):
+    judged again at the next sample, before any recheck; a miner is HIGH."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path), recheck=3600.0))
+    vllm = attr(4242, exe="/usr/bin/python3.11", comm="python3", start_time=9)
+    vllm = replace(vllm, cmdline=("python3", "-m", "vllm.entrypoints.openai.api_server"))
+    assert findings(det, [sample(T0, procs=(proc(vllm),))]) == []
+    miner = replace(
+        vllm,
+        exe="/tmp/.cache/python3",
+        cmdline=("python3", "-c", "pass", "stratum+tcp://pool.example.net:443", "--algo", "rx/0"),
+    )
+    f = findings(det, [sample(T0 + 1, procs=(proc(miner),))])
+    assert [x.severity for x in f] == [Severity.HIGH]
+    assert "pool URL argument stratum+tcp://pool.example.net:443" in f[0].evidence
+    assert findings(det, [sample(T0 + 2, procs=(proc(miner),))]) == []  # reported once
+
+
+def test_an_allowed_process_that_execs_an_unknown_program_is_reported_at_once() -> None:
+    """An allowed ``python3 -m vllm`` that execs ``python3 train.py`` (same executable,
+    other arguments) is an unknown workload from the next sample: MEDIUM, once."""
+    det = GpuWorkloadDetector(GpuWorkloadConfig(recheck=3600.0))
+    vllm = attr(4242, exe="/usr/bin/python3.11", comm="python3", start_time=9)
+    vllm = replace(vllm, cmdline=("python3", "-m", "vllm"))
+    assert findings(det, [sample(T0, procs=(proc(vllm),))]) == []
+    other = replace(vllm, cmdline=("python3", "train.py"))
+    f = findings(det, [sample(T0 + 1, procs=(proc(other),))])
+    assert [x.severity for x in f] == [Severity.MEDIUM]
+    assert findings(det, [sample(T0 + 2, procs=(proc(other),))]) == []
+
+
 def test_argv0_does_not_allowlist_the_real_executable_does() -> None:
     """argv[0] = "ollama" allows nothing: an xmrig binary so started is a HIGH miner, any
     other binary a MEDIUM unknown workload; the real executable (a replaced file's
@@ -332,6 +378,49 @@ def _tcp_table(tmp_path: Path, pid: int, remote: str | None, local: str = "01000
     row = f"   1: {local} {remote} 01{tail} 777 1\n"
     (d / "net" / "tcp6").write_text(header)
     (d / "net" / "tcp").write_text(header + listen + (row if remote else ""))
+
+
+def test_pool_connection_found_by_user_where_the_fds_are_unreadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon that is not root cannot list another user's /proc/PID/fd: a connection to
+    a remote pool port from a socket of the process's uid (in its netns) is then the
+    sign; another uid's, a loopback one, or a root process's sockets are not."""
+    pid = 6161
+    d = tmp_path / str(pid)
+    (d / "net").mkdir(parents=True)
+    tail = " 00000000:00000000 00:00000000 00000000"
+    rows = [
+        f"   0: 0100007F:D431 0A00A8C0:115C 01{tail}  1000        0 777 1",  # uid 1000 -> 4444
+        f"   1: 0100007F:D432 0A00A8C0:0D05 01{tail}  1001        0 778 1",  # another uid
+        f"   2: 0100007F:D433 0100007F:15B3 01{tail}  1000        0 779 1",  # loopback 5555
+    ]
+    (d / "net" / "tcp").write_text("  sl  local_address rem_address   st\n" + "\n".join(rows))
+    (d / "net" / "tcp6").write_text("  sl  local_address rem_address   st\n")
+    real_scandir = os.scandir
+
+    def denied(path: Any) -> Any:
+        if str(path).endswith("/fd"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path)))
+    f = findings(det, [sample(T0, procs=(proc(attr(pid, exe=None, comm="worker")),))])
+    assert [x.severity for x in f] == [Severity.HIGH]
+    signs = [e for e in f[0].evidence if "mining-pool port" in e]
+    assert signs == [
+        "connection to mining-pool port 4444 (tcp) from a socket of the process's user "
+        "(uid 1000; its sockets unreadable)"
+    ]
+    assert det.fd_denied == 1
+    root_proc = attr(pid + 1, exe=None, comm="worker", uid=0)
+    (tmp_path / str(pid + 1)).symlink_to(d)
+    f = findings(det, [sample(T0, procs=(proc(root_proc),))])
+    assert [x.severity for x in f] == [Severity.MEDIUM]
+    assert det.fd_denied == 2
+    exported = {x.name: x.value for family in det.collect() for x in family.samples if not x.labels}
+    assert exported["aisentinel_gpu_socket_reads_denied_total"] == 2
 
 
 def test_accepted_connection_from_a_pool_port_is_not_mining(tmp_path: Path) -> None:
@@ -438,16 +527,24 @@ def test_every_default_inference_server_command_line_is_allowed() -> None:
 # --------------------------------------------------------------------------- gpu_theft
 
 
+OLLAMA = proc(attr(77, exe="/usr/bin/ollama", unit="ollama.service"))
+
+
 def busy_run(
-    d: GpuTheftDetector, start: float, seconds: int, requests: list[HttpRequest], util: float = 0.9
+    d: GpuTheftDetector,
+    start: float,
+    seconds: int,
+    requests: list[HttpRequest],
+    util: float = 0.9,
+    *,
+    procs: tuple[GpuProcessSample, ...] = (OLLAMA,),
 ) -> list[Finding]:
     """An idle first sample (the GPU source samples from the start), the requests, then one
     busy sample a second for ``seconds``."""
     assert findings(d, [sample(start - 900, util=0.0)]) == []
     out = findings(d, list(requests))
-    p = proc(attr(77, exe="/usr/bin/ollama", unit="ollama.service"))
     for i in range(seconds + 1):
-        out += findings(d, [sample(start + i, util=util, procs=(p,))])
+        out += findings(d, [sample(start + i, util=util, procs=procs)])
     return out
 
 
@@ -463,6 +560,54 @@ def test_busy_gpu_without_api_traffic_is_theft_about_the_workload() -> None:
     assert f.target.text == "unit:ollama.service"
     assert "gpu 0 " + UUID in f.evidence
     assert any(e.startswith("window ") for e in f.evidence)
+
+
+def _theft_beside_gpu_workload(**workload: Any) -> GpuTheftDetector:
+    """gpu_theft and gpu_workload built as the daemon builds them (one shared state)."""
+    built = build_detectors(
+        {
+            "gpu_workload": GpuWorkloadConfig(**workload),
+            "gpu_theft": GpuTheftConfig(window=300.0),
+        }
+    )
+    SharedState().bind(built)  # the pipeline binds them to the state it owns
+    return next(d for d in built if isinstance(d, GpuTheftDetector))
+
+
+TRAIN = proc(attr(88, exe="/usr/bin/python3.11", unit="train.service", cmdline=("python3", "t.py")))
+
+
+def test_a_declared_batch_job_using_the_gpu_outside_the_api_is_low_not_high() -> None:
+    """A workload the operator declared in gpu_workload (extra_units) keeps the GPU busy
+    without API traffic: LOW (no page), saying what declared it; an idle Ollama beside it
+    (SM 0) does not count."""
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    idle = replace(OLLAMA, sm_util=0.0)
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, idle))
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.LOW, "unit:train.service")
+    ]
+    assert "declared in [detectors.gpu_workload] (unit train.service)" in out[0].message
+
+
+def test_an_undeclared_process_beside_a_declared_job_keeps_theft_high() -> None:
+    """Any process using the GPU that is not declared (here a small one beside the
+    declared job) makes it HIGH, about that process; so does a built-in AI service
+    (its API should explain its GPU time) and an unattributed process."""
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    thief = proc(attr(99, exe="/tmp/x"), sm=0.05)
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, thief))
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.HIGH, "pid:99")
+    ]
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, OLLAMA))
+    assert [(f.severity, f.target.text if f.target else None) for f in out] == [
+        (Severity.HIGH, "unit:ollama.service")
+    ]
+    d = _theft_beside_gpu_workload(extra_units=("train.service",))
+    out = busy_run(d, T0, 310, [], procs=(TRAIN, proc(None, sm=0.5)))
+    assert [f.severity for f in out] == [Severity.HIGH]
 
 
 def test_authenticated_traffic_explains_a_busy_gpu() -> None:

@@ -162,6 +162,28 @@ def test_fixture_tree_attribution_cache_and_pid_reuse(tmp_path: Path) -> None:
     assert len(attributor) == 0
 
 
+def test_an_exec_that_keeps_the_command_name_is_attributed_afresh(tmp_path: Path) -> None:
+    """Same pid, start time and command name: another executable, or the same one with
+    other arguments, is read again (an exec into a program named like the one before)."""
+    _fake_proc(tmp_path, 4242, start=100, exe="/usr/bin/python3.11", cgroup="0::/\n", comm="py")
+    (tmp_path / "4242" / "cmdline").write_bytes(b"python3\0-m\0vllm\0")
+    attributor = ProcessAttributor(tmp_path)
+    first = attributor.attribute(4242)
+    assert first is not None
+    assert first.cmdline == ("python3", "-m", "vllm")
+    assert attributor.attribute(4242) is first
+    _fake_proc(tmp_path, 4242, start=100, exe="/tmp/.x/python3", cgroup="0::/\n", comm="py")
+    (tmp_path / "4242" / "cmdline").write_bytes(b"python3\0-m\0vllm\0")
+    other_exe = attributor.attribute(4242)
+    assert other_exe is not None
+    assert other_exe.exe == "/tmp/.x/python3"
+    (tmp_path / "4242" / "cmdline").write_bytes(b"python3\0-c\0stratum+tcp://p:443\0")
+    other_args = attributor.attribute(4242)
+    assert other_args is not None
+    assert other_args.cmdline == ("python3", "-c", "stratum+tcp://p:443")
+    assert attributor.attribute(4242) is other_args
+
+
 def test_resolver_failure_keeps_the_attribution(tmp_path: Path) -> None:
     """A resolver that raises leaves container_name None and is counted."""
     _fake_proc(tmp_path, 7, start=1, exe="/bin/x", cgroup=f"0::/docker/{CID}\n")

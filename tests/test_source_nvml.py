@@ -289,6 +289,46 @@ def test_unsupported_values_are_exported_and_noted_in_status(
     assert source.stats.up
 
 
+def test_gpu_processes_the_daemon_cannot_see_are_counted_and_noted(
+    fake_nvml: Path, tmp_path: Path, sleepers: list[subprocess.Popen[bytes]]
+) -> None:
+    """A GPU process with no readable /proc entry (another pid namespace, hidepid):
+    aisentinel_gpu_unattributed_processes counts it and status notes it by pid; one whose
+    executable link cannot be read (another user's, daemon not root) is noted too."""
+    clock = FakeClock()
+    empty = tmp_path / "proc"
+    other = empty / str(sleepers[0].pid)
+    other.mkdir(parents=True)
+    for name in ("stat", "cmdline", "status", "cgroup"):  # no exe: not readable
+        (other / name).symlink_to(f"/proc/{sleepers[0].pid}/{name}")
+    config = NvmlSourceConfig(
+        name="gpu",
+        type="nvml",
+        interval=1.0,
+        xid_events=False,
+        docker_socket="",
+        proc_root=str(empty),
+    )
+    source = NvmlSource(config, clock=clock, state_dir=tmp_path)
+    listed = [FakeProcess(4242, 10 << 30, 100, 60), FakeProcess(sleepers[0].pid, 1 << 30, 1, 1)]
+    Scenario(gpus=[FakeGpu(uuid=UUID, processes=listed)]).write(fake_nvml)
+    source.start(lambda _batch: None)
+    try:
+        assert wait_for(source.ready)
+        assert _value(source, "aisentinel_gpu_unattributed_processes", gpu="0") == 1
+        assert source.notes() == [
+            "GPU 0: 1 process(es) whose executable and sockets the daemon may not read "
+            "(another user's, daemon not root): named by command name, pool connections "
+            "matched by their user",
+            f"GPU 0: pid 4242 not in {empty}: reported by pid only "
+            "(another pid namespace, hidepid, ProtectProc=invisible)",
+        ]
+    finally:
+        source.request_stop()
+        clock.advance(60.0)
+        source.stop()
+
+
 def _next_sample(source: NvmlSource, clock: FakeClock) -> None:
     """One interval on: the source's thread takes its next sample."""
     clock.advance(1.0)
@@ -336,6 +376,33 @@ def test_values_failing_in_a_row_degrade_the_source_and_give_no_process_count(
     assert _value(source, "aisentinel_gpu_unreadable", gpu="0", uuid=UUID) == 0
     assert _value(source, "aisentinel_gpu_processes", gpu="0") == 2
     assert source.notes() == []
+
+
+def test_the_last_error_follows_the_state_and_clears_when_up_again(
+    fake_nvml: Path, in_process: tuple[NvmlSource, FakeClock]
+) -> None:
+    """No driver: the last error (status's DETAIL) is why; the driver loaded, up: cleared;
+    a GPU lost (degraded, still up): the lost GPU, not the old driver error."""
+    source, clock = in_process
+    Scenario(init_error="DRIVER_NOT_LOADED").write(fake_nvml)
+    source.start(lambda _batch: None)
+    assert wait_for(lambda: source.stats.state == "waiting")
+    assert "driver is not loaded" in source.stats.last_error
+    gpus = [FakeGpu(uuid=UUID), FakeGpu(uuid="GPU-other", pci="00000000:3C:00.0")]
+    Scenario(gpus=gpus).write(fake_nvml)
+    for _ in range(30):
+        if source.stats.state == "following":
+            break
+        clock.advance(1.0)
+        wait_for(lambda: source.stats.state == "following", timeout=0.2)
+    assert source.stats.state == "following"
+    assert source.stats.last_error == ""
+    gpus[1].errors = {"*": "GPU_IS_LOST"}
+    Scenario(gpus=gpus).write(fake_nvml)
+    _next_sample(source, clock)
+    assert wait_for(lambda: source.stats.state == "degraded")
+    assert source.stats.last_error == source.stats.reason
+    assert "lost" in source.stats.last_error
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ capped before it goes into a target or a finding.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Final
 
 from pydantic import Field
@@ -161,7 +161,12 @@ def busiest(sample: GpuSample) -> GpuProcessSample | None:
     """The process with the highest SM use (then memory), or None without processes."""
     if not sample.processes:
         return None
-    return max(sample.processes, key=lambda p: (p.sm_util or 0.0, p.used_memory_bytes or 0))
+    return heaviest(sample.processes)
+
+
+def heaviest(procs: Sequence[GpuProcessSample]) -> GpuProcessSample:
+    """The process of ``procs`` (not empty) with the highest SM use, then memory."""
+    return max(procs, key=lambda p: (p.sm_util or 0.0, p.used_memory_bytes or 0))
 
 
 def consumer_text(proc: GpuProcessSample) -> str:

@@ -15,7 +15,12 @@ against the inference requests (2xx on ``ai_paths``) of that window:
 * else, when at most ``max_authenticated`` authenticated requests came (near zero):
   someone uses the GPU outside the API. A HIGH finding about the busiest workload on
   that GPU (``Finding.target``: its container, service or process), for the workload
-  policy (alert unless configured);
+  policy (alert unless configured). The workloads the operator declared in
+  ``[detectors.gpu_workload]`` (its ``extra_*`` entries: a batch training job; not the
+  built-in AI services, whose GPU time their API should explain) are expected to use
+  the GPU without API traffic: when every process using the GPU at the window's end
+  (SM use above 0, or not known) is one of them, the finding is LOW (recorded, not
+  paged); else it is HIGH about the busiest process that is not;
 * else the authenticated traffic explains the busy GPU: nothing.
 
 A busy stretch is reported once per ``window``; a client at most once per ``window``
@@ -45,11 +50,19 @@ from aisentinel.detectors.gpu_common import (
     consumer_text,
     describe,
     gpu_evidence,
+    heaviest,
     workload_target,
 )
 from aisentinel.detectors.paths import PathSignatures
 from aisentinel.detectors.shared import SharedState
-from aisentinel.events import Event, Finding, GpuSample, HttpRequest, Severity
+from aisentinel.events import (
+    Event,
+    Finding,
+    GpuProcessSample,
+    GpuSample,
+    HttpRequest,
+    Severity,
+)
 
 Requests = Annotated[int, Field(ge=0, le=1_000_000)]
 
@@ -102,6 +115,7 @@ class GpuTheftDetector(BatchDetector):
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
+        self._shared = shared
         self._requests = shared.requests
         self._bit = self._requests.register(
             self._match,
@@ -187,26 +201,50 @@ class GpuTheftDetector(BatchDetector):
         return evidence
 
     def _outside_api(self, sample: GpuSample, since: float, authed: int, unauthed: int) -> Finding:
-        proc = busiest(sample)
+        proc, declared = self._user_of(sample)
         span = format_duration(float(round(sample.ts - since)))
         who = describe(proc) if proc is not None else "no process listed"
         target = workload_target(proc) if proc is not None else None
+        evidence = self._base(sample, since, authed, unauthed)
+        message = (
+            f"GPU {sample.index} busy for {span} with {authed} authenticated inference "
+            f"requests: GPU time used outside the API by {who}"
+        )
+        if declared is not None:
+            message += f", a workload declared in [detectors.gpu_workload] ({declared})"
+            evidence.append(f"declared by {declared}: expected to use the GPU outside the API")
         return Finding(
             ts=sample.ts,
             detector=self.name,
-            severity=Severity.HIGH,
+            severity=Severity.HIGH if declared is None else Severity.LOW,
             client=None,
             key=target.text if target is not None else f"gpu:{sample.index}",
             count=authed + unauthed,
             window=sample.ts - since,
-            message=(
-                f"GPU {sample.index} busy for {span} with {authed} authenticated inference "
-                f"requests: GPU time used outside the API by {who}"
-            ),
-            evidence=tuple(self._base(sample, since, authed, unauthed)),
+            message=message,
+            evidence=tuple(evidence),
             target=target,
             topic="outside the API",
         )
+
+    def _user_of(self, sample: GpuSample) -> tuple[GpuProcessSample | None, str | None]:
+        """``(process, None)``: the busiest process using the GPU that no operator's
+        entry of ``gpu_workload`` declares (the busiest listed when none uses it); or
+        ``(busiest, what declares it)`` when every process using the GPU is declared."""
+        declared_by = self._shared.gpu_expected
+        procs = sample.processes
+        if declared_by is None or not procs:
+            return busiest(sample), None
+        using = [p for p in procs if p.sm_util is None or p.sm_util > 0] or procs
+        judged = [
+            (p, None if p.attribution is None or p.count > 1 else declared_by(p.attribution))
+            for p in using
+        ]
+        rest = [p for p, why in judged if why is None]
+        if rest:
+            return heaviest(rest), None
+        top = heaviest(using)
+        return top, next(why for p, why in judged if p is top)
 
     def _unauthenticated(
         self,

@@ -30,9 +30,18 @@ that may be a pool's). ``proc_root`` points elsewhere in tests.
 
 A process is reported once per ``refire`` (keyed by pid and start time); one not seen
 mining, allowed or not, is looked at again every ``recheck`` for a connection opened
-later, and reported (HIGH) once it shows one. At most ``max_keys`` processes are
-remembered. Processes without an attribution (gone, or in another pid namespace) are
-skipped.
+later, and reported (HIGH) once it shows one. A process whose attribution changes (an
+exec, even into a program of the same name, or a rewritten command line: the
+attributor reads them at every sample) is judged again at once: a mining sign is
+reported then, and so is an allowed process that is no longer allowed. At most
+``max_keys`` processes are remembered.
+
+A process without an attribution (its ``/proc/PID`` cannot be read: the daemon runs in
+another pid namespace, ``/proc`` is mounted with ``hidepid``, or the unit hides other
+users' processes) is an unknown workload the daemon cannot name: listed by NVML in a
+later sample too (not a process that exited in between), it is a MEDIUM finding keyed
+``pid:N`` with no target (an alert; nothing can be frozen by a pid the daemon cannot
+see), once per ``refire``.
 """
 
 from __future__ import annotations
@@ -42,9 +51,10 @@ import ipaddress
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Annotated, Final
+from collections.abc import Iterator, Sequence
+from typing import Annotated, Final, NamedTuple
 
+from prometheus_client.core import Metric
 from pydantic import Field
 
 from aisentinel.detectors.base import REGISTRY, Detector, DetectorConfigBase
@@ -57,6 +67,7 @@ from aisentinel.detectors.gpu_common import (
     real_exe,
     workload_target,
 )
+from aisentinel.detectors.shared import SharedState
 from aisentinel.events import (
     Event,
     Finding,
@@ -65,6 +76,7 @@ from aisentinel.events import (
     ProcessAttribution,
     Severity,
 )
+from aisentinel.metrics import counter
 from aisentinel.textsafe import escape
 
 DEFAULT_EXES: Final = (
@@ -295,13 +307,57 @@ def python_program(cmdline: Sequence[str]) -> tuple[str, ...]:
     return tuple(out)
 
 
-class _Seen:
-    __slots__ = ("checked", "mining", "reported")
+def _own(patterns: tuple[str, ...], builtin: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for p in patterns if p not in builtin)
 
-    def __init__(self, reported: float, checked: float, mining: bool) -> None:
+
+class _Patterns(NamedTuple):
+    """Allowlist patterns of each kind: see :class:`GpuWorkloadConfig`."""
+
+    units: tuple[str, ...]
+    containers: tuple[str, ...]
+    exes: tuple[str, ...]
+    programs: tuple[str, ...]
+
+    def match(self, a: ProcessAttribution) -> str | None:
+        """What allows the process (``unit ollama.service``, ``executable ollama``,
+        ``python3.11 program vllm``), escaped; None when nothing does."""
+        if _matches(self.units, a.unit):
+            return f"unit {escape(a.unit or '')[:120]}"
+        if a.container_id is not None:
+            name = a.container_name or a.container_id
+            if _matches(self.containers, name):
+                return f"container {escape(name)[:120]}"
+        name, cut = executable_name(a)
+        if not name:
+            return None
+        if _name_matches(self.exes, name, cut):
+            return f"executable {escape(name)[:64]}"
+        if self.programs and _name_matches(INTERPRETERS, name, cut):
+            for program in python_program(a.cmdline):
+                if _program_matches(self.programs, program):
+                    return f"{escape(name)[:64]} program {escape(program)[:120]}"
+        return None
+
+
+class _Seen:
+    __slots__ = ("allowed", "attribution", "checked", "mining", "reported")
+
+    def __init__(
+        self,
+        reported: float,
+        checked: float,
+        mining: bool,
+        attribution: ProcessAttribution,
+        allowed: bool,
+    ) -> None:
         self.reported = reported
         self.checked = checked
         self.mining = mining
+        self.attribution = attribution
+        """What the process was when last judged: an exec (same pid and start time)
+        gives another attribution, judged at once."""
+        self.allowed = allowed
 
 
 class GpuWorkloadDetector(Detector):
@@ -310,17 +366,38 @@ class GpuWorkloadDetector(Detector):
     name = "gpu_workload"
     consumes = (GpuSample,)
 
-    def __init__(self, config: GpuWorkloadConfig) -> None:
+    wants_shared = True
+
+    def __init__(self, config: GpuWorkloadConfig, *, shared: SharedState | None = None) -> None:
         super().__init__(config)
         self._cfg = config
-        self._exes = (*config.exes, *config.extra_exes)
-        self._programs = (*config.programs, *config.extra_programs)
-        self._units = (*config.units, *config.extra_units)
-        self._containers = (*config.containers, *config.extra_containers)
+        self._allow = _Patterns(
+            units=(*config.units, *config.extra_units),
+            containers=(*config.containers, *config.extra_containers),
+            exes=(*config.exes, *config.extra_exes),
+            programs=(*config.programs, *config.extra_programs),
+        )
+        # The operator's own entries: not the built-in AI services, whose GPU time the
+        # API they serve should explain.
+        self._declared = _Patterns(
+            units=_own(self._allow.units, DEFAULT_UNITS),
+            containers=_own(self._allow.containers, DEFAULT_CONTAINERS),
+            exes=_own(self._allow.exes, DEFAULT_EXES),
+            programs=_own(self._allow.programs, DEFAULT_PROGRAMS),
+        )
         self._ports = frozenset(config.pool_ports)
         self._root = config.proc_root
         self._seen: OrderedDict[tuple[int, int | None], _Seen] = OrderedDict()
+        self._unseen: OrderedDict[int, list[float]] = OrderedDict()
+        """pid -> [last seen, last reported (-inf: not yet)] of unattributed processes."""
         self.evicted = 0
+        self.fd_denied = 0
+        """Times a process's ``/proc/PID/fd`` could not be read (not root): its pool
+        connections were matched by its user instead."""
+        self.share(shared or SharedState())
+
+    def share(self, shared: SharedState) -> None:
+        shared.gpu_expected = self.declared_by
 
     # ------------------------------------------------------------------ rule
 
@@ -343,42 +420,41 @@ class GpuWorkloadDetector(Detector):
     def allowed(self, proc: GpuProcessSample) -> bool:
         """Whether the process belongs to an allowed AI workload."""
         a = proc.attribution
-        return a is None or self.allowed_by(a) is not None  # None: cannot tell, not reported
+        return a is not None and self.allowed_by(a) is not None
 
     def allowed_by(self, a: ProcessAttribution) -> str | None:
         """What allows the process (``unit ollama.service``, ``executable ollama``,
         ``python3.11 program vllm``), escaped; None when nothing does."""
-        if _matches(self._units, a.unit):
-            return f"unit {escape(a.unit or '')[:120]}"
-        if a.container_id is not None:
-            name = a.container_name or a.container_id
-            if _matches(self._containers, name):
-                return f"container {escape(name)[:120]}"
-        name, cut = executable_name(a)
-        if not name:
-            return None
-        if _name_matches(self._exes, name, cut):
-            return f"executable {escape(name)[:64]}"
-        if _name_matches(INTERPRETERS, name, cut):
-            for program in python_program(a.cmdline):
-                if _program_matches(self._programs, program):
-                    return f"{escape(name)[:64]} program {escape(program)[:120]}"
-        return None
+        return self._allow.match(a)
+
+    def declared_by(self, a: ProcessAttribution) -> str | None:
+        """What allows the process among the operator's own entries (``extra_*``, or
+        ``units``... where they are not the built-in ones); None for the built-in AI
+        services and for a process nothing allows."""
+        return self._declared.match(a)
 
     def _check(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
         a = proc.attribution
-        if a is None or proc.count > 1:
+        if proc.count > 1:
             return None
+        if a is None:
+            return self._unattributed(sample, proc)
         allowed = self.allowed_by(a)
         key = (proc.pid, a.start_time)
         ts = sample.ts
         seen = self._seen.get(key)
         if seen is not None:
             self._seen.move_to_end(key)
-            if ts - seen.reported < self._cfg.refire:
-                if seen.mining or ts - seen.checked < self._cfg.recheck:
+            changed = seen.attribution is not a and seen.attribution != a
+            if changed:  # an exec, or a rewritten command line: another program now
+                seen.attribution = a
+            if ts - seen.reported < self._cfg.refire and not (
+                changed and seen.allowed and allowed is None and not seen.mining
+            ):  # (an allowed process that became an unknown one is reported below)
+                if seen.mining or (not changed and ts - seen.checked < self._cfg.recheck):
                     return None
                 seen.checked = ts
+                seen.allowed = allowed is not None
                 signs = self.mining_signs(proc, allowed=allowed is not None)
                 if not signs:
                     return None
@@ -387,16 +463,60 @@ class GpuWorkloadDetector(Detector):
                 return self._finding(sample, proc, signs, allowed)
         signs = self.mining_signs(proc, allowed=allowed is not None)
         if seen is None:
-            self._seen[key] = _Seen(ts, ts, bool(signs))
+            self._seen[key] = _Seen(ts, ts, bool(signs), a, allowed is not None)
             while len(self._seen) > self._cfg.max_keys:
                 self._seen.popitem(last=False)
                 self.evicted += 1
         else:
             seen.reported = seen.checked = ts
             seen.mining = bool(signs)
+            seen.allowed = allowed is not None
         if allowed is not None and not signs:
             return None  # an allowed workload: its refire clock restarts, unreported
         return self._finding(sample, proc, signs, allowed)
+
+    def _unattributed(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
+        """MEDIUM for a process whose ``/proc/PID`` cannot be read, from the second
+        sample that lists it (one that exited in between is not reported), once per
+        ``refire``."""
+        ts = sample.ts
+        seen = self._unseen.get(proc.pid)
+        if seen is None:
+            self._unseen[proc.pid] = [ts, float("-inf")]
+            while len(self._unseen) > self._cfg.max_keys:
+                self._unseen.popitem(last=False)
+                self.evicted += 1
+            return None
+        self._unseen.move_to_end(proc.pid)
+        last, reported = seen
+        seen[0] = ts
+        if ts <= last or ts - reported < self._cfg.refire:
+            return None
+        seen[1] = ts
+        evidence = [
+            gpu_evidence(sample),
+            f"pid {proc.pid}: no readable /proc/{proc.pid} (another pid namespace, "
+            "hidepid, or ProtectProc=invisible): executable, user, unit and container "
+            "unknown",
+        ]
+        if proc.used_memory_bytes is not None:
+            evidence.append(f"gpu memory {proc.used_memory_bytes} bytes")
+        if proc.sm_util is not None:
+            evidence.append(f"sm {proc.sm_util:.0%}")
+        return Finding(
+            ts=ts,
+            detector=self.name,
+            severity=Severity.MEDIUM,
+            client=None,
+            key=f"pid:{proc.pid}",
+            count=1,
+            window=0.0,
+            message=(
+                f"unknown GPU workload on GPU {sample.index}: pid {proc.pid}, which the "
+                "daemon cannot see in /proc (nothing to allow it by, nothing to act on)"
+            ),
+            evidence=tuple(evidence),
+        )
 
     def _finding(
         self, sample: GpuSample, proc: GpuProcessSample, signs: list[str], allowed: str | None
@@ -465,12 +585,21 @@ class GpuWorkloadDetector(Detector):
             elif any(host in low for host in self._cfg.pool_hosts):
                 signs.append(f"pool host argument {escape(arg)[:120]}")
         if not signs and self._ports:
-            signs.extend(self._pool_connections(proc.pid, loopback=not allowed))
+            signs.extend(self._pool_connections(proc.pid, loopback=not allowed, uid=a.uid))
         return signs
 
-    def _pool_connections(self, pid: int, *, loopback: bool = True) -> list[str]:
+    def _pool_connections(
+        self, pid: int, *, loopback: bool = True, uid: int | None = None
+    ) -> list[str]:
         """``connection to port 3333`` for each TCP connection of ``pid`` to a pool port
-        (to a loopback address only when ``loopback``)."""
+        (to a loopback address only when ``loopback``).
+
+        The process's sockets are its ``/proc/PID/fd`` links. A daemon that is not root
+        may not read them for another user's process (the shipped unit): then the
+        connections in the process's network namespace from sockets of the process's
+        ``uid`` count (the tables are world-readable and name each socket's owner), to
+        a loopback address never, and not for root's processes (every root daemon's
+        sockets are root's)."""
         base = f"{self._root}/{pid}"
         inodes: set[str] = set()
         try:
@@ -484,28 +613,63 @@ class GpuWorkloadDetector(Detector):
                         continue
                     if link.startswith("socket:["):
                         inodes.add(link[8:-1])
+        except PermissionError:
+            self.fd_denied += 1
+            return [] if uid is None or uid == 0 else self._pool_connections_of_user(base, uid)
         except OSError:
             return []
         if not inodes:
             return []
         out: list[str] = []
         for table in ("tcp", "tcp6"):
-            for remote_port, inode, local in _tcp_connections(f"{base}/net/{table}"):
+            for remote_port, inode, local, _owner in _tcp_connections(f"{base}/net/{table}"):
                 if inode in inodes and remote_port in self._ports and (loopback or not local):
                     out.append(f"connection to mining-pool port {remote_port} ({table})")
         return sorted(set(out))
 
+    def _pool_connections_of_user(self, base: str, uid: int) -> list[str]:
+        """Connections to a pool port (not on loopback) from sockets of ``uid`` in the
+        network namespace of the process at ``base``."""
+        out: list[str] = []
+        for table in ("tcp", "tcp6"):
+            for remote_port, _inode, local, owner in _tcp_connections(f"{base}/net/{table}"):
+                if owner == uid and remote_port in self._ports and not local:
+                    out.append(
+                        f"connection to mining-pool port {remote_port} ({table}) from a "
+                        f"socket of the process's user (uid {uid}; its sockets unreadable)"
+                    )
+        return sorted(set(out))
+
     # ------------------------------------------------------------------ upkeep
+
+    def carry_over(self, old: Detector) -> None:
+        super().carry_over(old)
+        if isinstance(old, GpuWorkloadDetector):
+            self.fd_denied += old.fd_denied
+
+    def collect(self) -> Iterator[Metric]:
+        yield from super().collect()
+        yield counter(
+            "aisentinel_gpu_socket_reads_denied",
+            "Times gpu_workload could not list a GPU process's sockets (/proc/PID/fd of "
+            "another user's process, the daemon not root): its pool connections were "
+            "matched by the process's user instead.",
+            {},
+            self.fd_denied,
+        )
 
     def expire(self, now: float) -> int:
         """Forget processes not reported for ``refire``."""
         old = [k for k, s in self._seen.items() if now - s.reported > self._cfg.refire]
         for key in old:
             del self._seen[key]
-        return len(old)
+        gone = [pid for pid, (last, _) in self._unseen.items() if now - last > self._cfg.refire]
+        for pid in gone:
+            del self._unseen[pid]
+        return len(old) + len(gone)
 
     def tracked_keys(self) -> int:
-        return len(self._seen)
+        return len(self._seen) + len(self._unseen)
 
     def window_counts(self) -> tuple[int, int]:
         return self.evicted, 0
@@ -533,11 +697,12 @@ def _loopback(hex_address: str) -> bool:
     return addr.is_loopback
 
 
-def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
-    """``(remote port, socket inode, remote is loopback)`` of the established or opening
-    outgoing connections in a ``/proc/net/tcp``-format table; empty when it cannot be
-    read. A connection from a port something listens on is an accepted one: its remote
-    port is a client's source port, any number (a pool port among them)."""
+def _tcp_connections(path: str) -> list[tuple[int, str, bool, int | None]]:
+    """``(remote port, socket inode, remote is loopback, socket's uid)`` of the
+    established or opening outgoing connections in a ``/proc/net/tcp``-format table;
+    empty when it cannot be read. A connection from a port something listens on is an
+    accepted one: its remote port is a client's source port, any number (a pool port
+    among them)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
@@ -556,7 +721,7 @@ def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
     finally:
         os.close(fd)
     listening: set[str] = set()
-    connected: list[tuple[str, int, str, bool]] = []
+    connected: list[tuple[str, tuple[int, str, bool, int | None]]] = []
     for line in b"".join(chunks).decode("ascii", "replace").splitlines()[1:]:
         fields = line.split()
         if len(fields) < 10:
@@ -567,10 +732,12 @@ def _tcp_connections(path: str) -> list[tuple[int, str, bool]]:
         elif fields[3] in _ESTABLISHED_OR_OPENING:
             address, _, port = fields[2].rpartition(":")
             try:
-                connected.append((local_port, int(port, 16), fields[9], _loopback(address)))
+                remote = int(port, 16)
             except ValueError:
                 continue
-    return [(port, inode, lo) for local, port, inode, lo in connected if local not in listening]
+            owner = int(fields[7]) if fields[7].isdigit() else None
+            connected.append((local_port, (remote, fields[9], _loopback(address), owner)))
+    return [conn for local, conn in connected if local not in listening]
 
 
 REGISTRY.register("gpu_workload", GpuWorkloadConfig, GpuWorkloadDetector)

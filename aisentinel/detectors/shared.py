@@ -62,7 +62,7 @@ from aisentinel.detectors.paths import (
     path_views,
 )
 from aisentinel.detectors.window import _NEG_INF, _SlotStore
-from aisentinel.events import Event, HttpRequest
+from aisentinel.events import Event, HttpRequest, ProcessAttribution
 
 if TYPE_CHECKING:
     from aisentinel.detectors.base import Detector
@@ -1232,10 +1232,14 @@ class SharedState:
     the pipeline's state (:meth:`bind`) moves it over.
     """
 
-    __slots__ = ("alerted", "banned", "quiet", "quieted", "requests")
+    __slots__ = ("alerted", "banned", "gpu_expected", "quiet", "quieted", "requests")
 
     def __init__(self) -> None:
         self.requests = RequestIndex()
+        self.gpu_expected: Callable[[ProcessAttribution], str | None] | None = None
+        """``gpu_workload``'s test of the GPU workloads the operator declared (what
+        declares the process, or None): ``gpu_theft`` does not page about GPU time they
+        use outside the API. Set by ``gpu_workload``'s ``share``; None without it."""
         self.quiet: dict[str, dict[str, float]] = {}
         """Per detector name: key -> until when no finding about it is handed on (the
         enforcement in force then). Written by the pipeline (``Pipeline._hush``); a
@@ -1258,6 +1262,7 @@ class SharedState:
         """Make ``detectors`` the readers of this state, in order: every reader
         registered before is forgotten, the authenticated clients are kept."""
         self.requests.reset()
+        self.gpu_expected = None
         for detector in detectors:
             if detector.wants_shared:
                 detector.share(self)

@@ -3,10 +3,13 @@
 
 Everything comes from ``<proc_root>/PID`` (``exe`` link, ``cmdline``, ``status``,
 ``stat``: the command name, ``cgroup``), so tests point ``proc_root`` at a fixture tree. An entry is
-cached per pid together with the process's start time and command name (``stat``
-fields 22 and 2), so a reused pid, or a process that exec'd another program, is
-attributed afresh; :meth:`ProcessAttributor.retain` drops pids no longer seen on
-any GPU, which bounds the cache by the number of GPU processes.
+cached per pid together with what tells one program run from another: the process's
+start time and command name (``stat`` fields 22 and 2), its executable (the ``exe``
+link, where it may be read) and its command line, all read again at every call. A
+reused pid, a process that exec'd another program (even one of the same name, or the
+same executable with other arguments) or one that rewrote its command line is
+attributed afresh; :meth:`ProcessAttributor.retain` drops pids no longer seen on any
+GPU, which bounds the cache by the number of GPU processes.
 """
 
 from __future__ import annotations
@@ -133,8 +136,13 @@ def _container_in(comps: list[str]) -> tuple[str, str, int, int] | None:
     return None
 
 
+_Identity = tuple[bytes, int | None, str | None, bytes]
+"""``(comm, start time, exe link, raw command line)``: what a cached entry is valid for."""
+
+
 def _identity(stat: bytes) -> tuple[bytes, int | None]:
-    """``(comm, starttime)`` from ``/proc/PID/stat``: a new process or an exec changes it."""
+    """``(comm, starttime)`` from ``/proc/PID/stat``: a new process changes it, an exec
+    only the command name, and only when the new program's name differs."""
     # The command name (field 2) may hold spaces and parentheses: split at the last ')'.
     close = stat.rfind(b")")
     comm = stat[stat.find(b"(") + 1 : close]
@@ -171,8 +179,8 @@ class ProcessAttributor:
     ) -> None:
         self._root = str(proc_root)
         self._resolver = resolver
-        # pid -> ((comm, start time), attribution)
-        self._cache: dict[int, tuple[tuple[bytes, int | None], ProcessAttribution]] = {}
+        # pid -> ((comm, start time, exe, raw cmdline), attribution)
+        self._cache: dict[int, tuple[_Identity, ProcessAttribution]] = {}
         self._users: dict[int, str] = {}
         self.resolver_errors = 0
 
@@ -180,10 +188,18 @@ class ProcessAttributor:
         """The process's attribution, or None when it has gone (or is unreadable)."""
         base = f"{self._root}/{pid}"
         try:
-            key = _identity(_read(f"{base}/stat"))
+            comm, start = _identity(_read(f"{base}/stat"))
         except OSError:
             self._cache.pop(pid, None)
             return None
+        # An exec keeps the pid and start time and may keep the command name (a program
+        # named like the one before): the executable and command line tell it.
+        exe = _readlink(f"{base}/exe")
+        try:
+            raw = _read(f"{base}/cmdline")
+        except OSError:
+            raw = b""
+        key: _Identity = (comm, start, exe, raw)
         cached = self._cache.get(pid)
         if cached is not None and cached[0] == key:
             return cached[1]
@@ -199,15 +215,10 @@ class ProcessAttributor:
     def __len__(self) -> int:
         return len(self._cache)
 
-    def _read(self, pid: int, base: str, identity: tuple[bytes, int | None]) -> ProcessAttribution:
-        exe = _readlink(f"{base}/exe")
-        cmdline: tuple[str, ...] = ()
-        try:
-            raw = _read(f"{base}/cmdline")
-            args = raw.rstrip(b"\0").split(b"\0")[:MAX_CMDLINE_ARGS] if raw else []
-            cmdline = tuple(a.decode("utf-8", "replace") for a in args)
-        except OSError:
-            pass
+    def _read(self, pid: int, base: str, identity: _Identity) -> ProcessAttribution:
+        comm, start, exe, raw = identity
+        args = raw.rstrip(b"\0").split(b"\0")[:MAX_CMDLINE_ARGS] if raw else []
+        cmdline = tuple(a.decode("utf-8", "replace") for a in args)
         uid = self._uid(base)
         try:
             cgroup = _read(f"{base}/cgroup", 65536).decode("utf-8", "replace")
@@ -239,8 +250,8 @@ class ProcessAttributor:
             container_id=container,
             container_runtime=runtime,
             container_name=None if info is None else info.name,
-            start_time=identity[1],
-            comm=identity[0].decode("utf-8", "replace") or None,
+            start_time=start,
+            comm=comm.decode("utf-8", "replace") or None,
             container_image=None if info is None else info.image,
             cgroup=workload_cgroup,
         )

@@ -61,7 +61,7 @@ from pydantic import Field
 
 from aisentinel.clock import Clock
 from aisentinel.configtypes import Interval
-from aisentinel.events import Event, EventBatch, GpuProcessSample, XidEvent
+from aisentinel.events import Event, EventBatch, GpuProcessSample, GpuSample, XidEvent
 from aisentinel.gpu.attribution import ProcessAttributor
 from aisentinel.gpu.dockernames import DockerNames
 from aisentinel.gpu.sampler import (
@@ -197,6 +197,8 @@ class NvmlSource(Source):
         self._stuck_lock = threading.Lock()
         self.stuck_since: float | None = None
         """When (Unix time) the sample that is stuck began; None while samples return."""
+        self._problem = ""
+        """The reason last made the last error by :meth:`_set_state`."""
         self._pending: collections.deque[XidEvent] = collections.deque()
         self._pending_lock = threading.Lock()
         self.last: GpuReading | None = None
@@ -296,9 +298,7 @@ class NvmlSource(Source):
             what, index = self.sampler.calling
             call = what if index is None else f"{what}, GPU {index}"
             since = _iso(wall)
-            reason = f"sampler stuck in NVML since {since} ({call})"
-            self.stats.set_state("error", reason)
-            self.stats.last_error = reason
+            self._set_state("error", f"sampler stuck in NVML since {since} ({call})")
         _log.warning(
             "gpu sampler stuck",
             source=self.name,
@@ -306,6 +306,18 @@ class NvmlSource(Source):
             call=call,
             waited_seconds=round(waited, 1),
         )
+
+    def _set_state(self, state: SourceState, reason: str) -> None:
+        """Set the source's state. While it is a problem (down, or degraded: some GPUs
+        lost or unreadable) its reason is the last error, which status shows beside an
+        up source too; once the source is up again that reason is over and cleared."""
+        if not self.stats.set_state(state, reason):
+            return
+        if state == "following":
+            if self.stats.last_error == self._problem:
+                self.stats.last_error = ""
+        elif state != "stopped":
+            self.stats.last_error = self._problem = reason
 
     def _answered(self) -> None:
         """The sample in progress returned (sampler thread); log it if it was stuck."""
@@ -330,9 +342,7 @@ class NvmlSource(Source):
         self.last_duration = self.clock.monotonic() - started
         self.samples += 1
         self.last = reading
-        state = _STATE.get(reading.state, "error")
-        if self.stats.set_state(state, reading.reason) and not reading.up:
-            self.stats.last_error = reading.reason
+        self._set_state(_STATE.get(reading.state, "error"), reading.reason)
         with self._pending_lock:
             xids = list(self._pending)
             self._pending.clear()
@@ -386,6 +396,22 @@ class NvmlSource(Source):
             others = {v: e for v, e in failing.items() if v not in BLINDED}
             if others:
                 out.append(f"GPU {index}: cannot read {unreadable_text(others)}")
+        for sample in reading.gpus:
+            hidden = sum(1 for p in sample.processes if p.attribution and not p.attribution.exe)
+            if hidden:
+                out.append(
+                    f"GPU {sample.index}: {hidden} process(es) whose executable and sockets the "
+                    "daemon may not read (another user's, daemon not root): named by command "
+                    "name, pool connections matched by their user"
+                )
+            pids = unattributed(sample)
+            if pids:
+                shown = ", ".join(map(str, pids[:5])) + (", ..." if len(pids) > 5 else "")
+                out.append(
+                    f"GPU {sample.index}: pid {shown} not in {self.config.proc_root}: "
+                    "reported by pid only (another pid namespace, hidepid, "
+                    "ProtectProc=invisible)"
+                )
         return out
 
     def collect(self) -> Iterator[Metric]:  # noqa: PLR0915 - one family after another
@@ -534,6 +560,12 @@ class NvmlSource(Source):
             "Processes on the GPU (none while a process list fails to read: not 0).",
             labels=["gpu"],
         )
+        blind_procs = GaugeMetricFamily(
+            "aisentinel_gpu_unattributed_processes",
+            "Processes on the GPU whose /proc entry the daemon cannot read (another pid "
+            "namespace, hidepid): no executable, unit or container to name them.",
+            labels=["gpu"],
+        )
         for sample in gpus:
             g = str(sample.index)
             info.add_metric([g, sample.uuid, escape(sample.name), driver], 1)
@@ -562,6 +594,7 @@ class NvmlSource(Source):
                     throttle.add_metric([g, reason], 1 if sample.throttle_reasons & bit else 0)
             if PROCESS_LISTS.isdisjoint(failed.get(sample.index, ())):
                 procs.add_metric([g], sum(p.count for p in sample.processes))
+                blind_procs.add_metric([g], len(unattributed(sample)))
             per: dict[str, list[float | None]] = {}
             for proc in bound_processes(sample.processes, self.config.top_processes):
                 entry = per.setdefault(workload_label(proc), [None, None])
@@ -587,6 +620,7 @@ class NvmlSource(Source):
         yield ecc
         yield throttle
         yield procs
+        yield blind_procs
         yield proc_mem
         yield proc_sm
         xid_count = CounterMetricFamily(
@@ -624,6 +658,11 @@ class NvmlSource(Source):
             src,
             (resolver.errors if resolver is not None else 0) + self.attributor.resolver_errors,
         )
+
+
+def unattributed(sample: GpuSample) -> list[int]:
+    """The pids on the GPU whose ``/proc/PID`` could not be read (no attribution)."""
+    return [p.pid for p in sample.processes if p.attribution is None and p.count == 1]
 
 
 def _iso(ts: float) -> str:
