@@ -45,6 +45,13 @@ class LineBatch(NamedTuple):
     ``monotonic()`` when the batch was read; the pipeline's latency histogram
     measures from it. ``seq`` is the batch's number for acknowledged delivery
     (:meth:`aisentinel.sources.base.Source.ack`), 0 when the source is not told of it.
+    ``origin`` numbers the byte stream the lines were read from: the source's lines of
+    one number continue each other, in order, and the lines of a number not seen before
+    continue none read before (a file source takes a new one for each file it opens and
+    each time it reads a file again from its start, see :mod:`aisentinel.sources.file`);
+    0, the default, for a source of one stream. The pipeline tells the parser
+    (:meth:`aisentinel.parsers.base.Parser.begin`), so that one joining a line split over
+    several records (``container``) never joins pieces of two streams.
     """
 
     source: str
@@ -52,6 +59,7 @@ class LineBatch(NamedTuple):
     lines: list[str]
     read_at: float
     seq: int = 0
+    origin: int = 0
 
 
 class EventBatch(NamedTuple):

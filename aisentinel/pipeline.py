@@ -357,6 +357,7 @@ class Pipeline:
                 self._judge(counters, batch.source, AUTO, read, min(read, batch.unrecognised))
         else:
             parser = self.parser_for(batch.source, batch.parser)
+            parser.begin(batch.origin)
             lines = batch.lines
             try:
                 events = parser.parse_many(lines)

@@ -691,3 +691,113 @@ def test_a_client_cannot_frame_an_address_through_the_file_source(
     else:
         assert source.stats.lines_truncated == 6
         assert seen.seen == []
+
+
+def test_a_client_cannot_frame_an_address_through_a_truncating_rotation(
+    tmp_path: Path,
+) -> None:
+    """Docker's max-size with max-file=1 truncates the file: a request's head record
+    fills it, its rest (a forged error-log line naming VICTIM) lands at byte 0 of the
+    truncated file. The file source reads from 0 with a new origin: that rest is dropped
+    as its stream's first line, never read as a line start, and VICTIM is never found."""
+    log = tmp_path / "c-json.log"
+    log.write_text(f"{docker(ENTRYPOINT)}\n{docker(NOTICE, 'stderr')}\n", encoding="utf-8")
+    source = FileSource(
+        FileSourceConfig(
+            name="web",
+            type="file",
+            paths=[str(log)],
+            parser="container",
+            start_at="beginning",
+            inotify=False,
+        ),
+        clock=SystemClock(),
+        state_dir=tmp_path / "state",
+    )
+    batches: list[LineBatch] = []
+    source._emit = lambda batch: batches.append(batch) if isinstance(batch, LineBatch) else None
+    source._first_scan()  # driven by hand, one turn at a time: no reader thread
+    for i in range(6):
+        head, rest = _split(_framing(i).replace("<", "a"))
+        with log.open("a", encoding="utf-8") as out:
+            out.write(head + "\n")  # the write that fills the file
+        with log.open("r+b") as out:
+            out.truncate(0)  # max-size reached, max-file=1: truncated in place
+        with log.open("a", encoding="utf-8") as out:
+            out.write(rest + "\n")  # the rest of the line, at byte 0
+        with capture_logs():
+            source._cycle(full=True)
+    source._close_all()
+    assert source.stats.gaps == 6
+    assert len({b.origin for b in batches}) == 7  # the file as opened, then each truncation
+    found: list[Finding] = []
+    pipeline = _pipeline(tmp_path, detectors=build_detectors({}), on_finding=found.append)
+    with capture_logs():
+        for batch in batches:
+            pipeline.process(batch)
+    assert VICTIM not in {f.client for f in found}
+    assert pipeline.sources["web"].parsed == 0
+
+
+def test_records_of_two_origins_are_never_joined_and_each_keeps_its_state() -> None:
+    """Lines being joined are kept per origin (a glob's files, a rotated file and its
+    successor): another origin's records neither continue nor end them, a new origin's
+    first line is dropped (its streams are in doubt), and back on the first origin its
+    line is joined whole from its own records."""
+    parser = _parser()
+    parser.begin(1)
+    line = _access(1, path="/" + "p" * 60)
+    assert parser.parse_many(FIRST) == []
+    assert parser.parse_many([docker(line[:40], end="")]) == []
+    parser.begin(2)  # another file: in doubt, its first line dropped whatever it holds
+    assert parser.parse_many([docker(FORGED, "stdout")]) == []
+    assert parser.parse_many([docker(_access(2, path="/two"))])[0].path == "/two"  # type: ignore[attr-defined]
+    parser.begin(1)
+    [event] = parser.parse_many([docker(line[40:])])
+    assert (event.client, event.path) == ("203.0.113.9", "/" + "p" * 60)  # type: ignore[attr-defined]
+    parser.begin(3)
+    assert parser.parse_many([docker(FORGED, "stderr")]) == []
+
+
+def test_the_state_of_origins_not_read_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past ORIGINS_KEPT other origins (or KEPT_BYTES of their lines being joined), the
+    longest unread one's state is dropped: read again, its streams are in doubt."""
+    monkeypatch.setattr(container_module, "ORIGINS_KEPT", 2)
+    parser = _parser()
+    for origin in (1, 2, 3):
+        parser.begin(origin)
+        parser.parse_many([*FIRST, docker("x" * 100, end="")])
+    parser.begin(4)
+    assert set(parser._kept) == {2, 3}
+    assert parser._kept_bytes == 200
+    parser.begin(1)  # dropped: in doubt again, its piece's rest is no line start
+    assert parser.parse_many([docker(FORGED), docker("y" * 100, end="")]) == []
+    monkeypatch.setattr(container_module, "KEPT_BYTES", 150)
+    parser.begin(5)  # 3 (not read since) and 1 hold 100 bytes each: 3 is dropped
+    assert set(parser._kept) == {1}
+    assert parser._kept_bytes == 100
+
+
+def test_a_record_whose_parse_raises_drops_the_line_it_ends_and_puts_streams_in_doubt() -> None:
+    """When parse() raises on the record ending a split line (the pipeline skips it),
+    the line's head is dropped and every stream is in doubt: the stream's next record
+    (another client's line) is neither appended to that head nor read as a line start."""
+    parser = _parser()
+    head, rest = _split(_framing().replace("<", "a"))
+    error = parser._inner[2]
+    real = error.parse
+
+    def boom(text: str) -> Any:
+        if VICTIM in text:
+            raise RuntimeError("inner parser bug")
+        return real(text)
+
+    error.parse = boom  # type: ignore[method-assign]
+    fake = head.replace(ATTACKER, "2026/12/07 21:00:00 [error] 1#1: x client: " + VICTIM)
+    assert parser.parse(fake) is None
+    with pytest.raises(RuntimeError):
+        parser.parse(rest)
+    assert parser._pending == {}
+    assert parser.broken == 1
+    assert parser.parse(docker(FORGED)) is None
+    assert parser.parse(docker(_access(3, path="/next"))).path == "/next"  # type: ignore[union-attr]

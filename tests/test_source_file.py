@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -400,33 +401,74 @@ def test_rename_and_create_rotation(harness: Harness, tmp_path: Path) -> None:
     assert source.stats.rotations == 1
 
 
-def test_a_rotated_files_backlog_is_read_before_the_new_file(
+def _hand_driven(
+    harness: Harness, paths: list[Path | str], **kw: Any
+) -> tuple[FileSource, Collector]:
+    """A source on ``paths`` from their beginning, driven by hand one turn at a time (no
+    reader thread)."""
+    source = FileSource(
+        harness.config(paths, start_at="beginning", inotify=False, **kw),
+        clock=SystemClock(),
+        state_dir=harness.state,
+    )
+    out = Collector()
+    source._emit = out
+    source._first_scan()
+    return source, out
+
+
+def _by_origin(out: Collector) -> dict[int, list[str]]:
+    """The lines handed on, per batch origin, in order."""
+    lines: dict[int, list[str]] = {}
+    for batch in out.batches:
+        assert batch.origin > 0
+        lines.setdefault(batch.origin, []).extend(batch.lines)
+    return lines
+
+
+def test_rotations_while_behind_lose_no_generation_and_each_file_is_an_origin(
     harness: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A file rotated with more unread than one turn reads (a reader behind a flood) is
-    read to its end before the new file's first line: lines stay in order (a line split
-    over a container log's records may go on in the new file)."""
+    """A file rotated twice while its first generation's backlog is read: every
+    generation is read whole (the files may interleave), each file's lines in order and
+    under an origin of their own, so a parser joining records never joins across files."""
     monkeypatch.setattr(file_module, "READ_CHUNK", 16)
     monkeypatch.setattr(file_module, "CHUNKS_PER_TURN", 1)
     log = tmp_path / "c-json.log"
     old = [f"old{i:02d}" for i in range(20)]
     log.write_text("".join(f"{line}\n" for line in old))
-    source = FileSource(
-        harness.config([log], start_at="beginning", inotify=False),
-        clock=SystemClock(),
-        state_dir=harness.state,
-    )
-    out = Collector()
-    source._emit = out  # driven by hand, one turn at a time: no reader thread
-    source._first_scan()
+    source, out = _hand_driven(harness, [log])
     assert 0 < len(out.lines) < len(old)
     log.rename(tmp_path / "c-json.log.1")
     log.write_text("new1\n")
+    source._cycle(full=True)
+    (tmp_path / "c-json.log.1").rename(tmp_path / "c-json.log.2")
+    log.rename(tmp_path / "c-json.log.1")
+    log.write_text("new2\n")
     for _ in range(50):
         source._cycle(full=True)
     source._close_all()
-    assert out.lines == [*old, "new1"]
-    assert source.stats.rotations == 1
+    assert sorted(_by_origin(out).values()) == [["new1"], ["new2"], old]
+    assert source.stats.gaps == 0
+
+
+def test_a_globs_files_and_a_truncated_file_are_origins_of_their_own(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Each file of a glob hands its lines on under its own origin, and a file read
+    again from 0 after a truncation under a new one: its lines continue none before."""
+    a, b = tmp_path / "a-json.log", tmp_path / "b-json.log"
+    a.write_text("a1\n")
+    b.write_text("b1\n")
+    source, out = _hand_driven(harness, [tmp_path / "*-json.log"])
+    append(a, b"a2\n")
+    append(b, b"b2\n")
+    source._cycle(full=True)
+    with structlog.testing.capture_logs():
+        a.write_text("a3\n")  # truncated and rewritten in place
+        source._cycle(full=True)
+    source._close_all()
+    assert sorted(_by_origin(out).values()) == [["a1", "a2"], ["a3"], ["b1", "b2"]]
 
 
 def test_copytruncate_rotation(harness: Harness, tmp_path: Path) -> None:
@@ -746,6 +788,29 @@ def test_auto_holds_lines_until_the_format_is_known(harness: Harness, tmp_path: 
     expect(out, ["noise one", "noise two", SSHD])
     assert {b.parser for b in out.batches} == {"sshd"}
     assert out.unparsed == 0
+
+
+def test_auto_holds_at_most_sniff_hold_bytes_of_unrecognised_lines(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """Lines held while a file's format is not told take at most SNIFF_HOLD_BYTES: past
+    it (one astral character makes a line take 4 bytes a character), the held lines,
+    none recognised, are handed on as unparsed, and sniffing goes on with the next."""
+    log = tmp_path / "app.log"
+    big = "\U0001f600" + "x" * (1 << 20)  # about 4 MiB as a str
+    log.write_text(f"{big}\n{big}\n{big}\n")
+    source, out = _hand_driven(harness, [log], parser="auto")
+    for _ in range(3):
+        source._cycle(full=True)
+    handle = source._files[str(log)].handle
+    assert handle is not None
+    assert sum(map(sys.getsizeof, handle.held)) <= file_module.SNIFF_HOLD_BYTES
+    assert out.unparsed >= 2
+    append(log, f"{NGINX}\n".encode())
+    source._cycle(full=True)
+    source._close_all()
+    assert out.unparsed + len(out.lines) == 4
+    assert out.lines[-1] == NGINX
 
 
 def test_auto_held_lines_survive_a_restart(harness: Harness, tmp_path: Path) -> None:

@@ -158,6 +158,13 @@ class Parser(ABC):
         none by default. Unlike a notice, a problem goes once the lines show it no more."""
         return []
 
+    def begin(self, origin: int) -> None:
+        """Told before each batch's lines are parsed: they come from the byte stream
+        numbered ``origin`` (:attr:`~aisentinel.events.LineBatch.origin`). Lines of one
+        number continue each other; lines of a number never seen before continue none.
+        Nothing to do for a parser that reads each line alone (this default)."""
+        del origin
+
     @abstractmethod
     def parse(self, line: str) -> Event | None:
         """The event this line describes, or ``None`` (not this format, or irrelevant)."""

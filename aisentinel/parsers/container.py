@@ -22,10 +22,12 @@ piece to it: joined anyway, its fields could be read from the wrong places); bot
 told once per source (:meth:`~.base.Parser.notice`).
 
 A record's line is trusted to begin a line only when the stream's record before it was
-read and ended a line. After an unreadable record (whose stream cannot be told), and in
-a new parser (at a start, or a reload that changes ``[parsers]``: the reading may begin
-in the middle of a split line, whose head was read before or not at all), each stream is
-in doubt: the line of its next records, up to the one that ends a line, is dropped
+read and ended a line. After an unreadable record (whose stream cannot be told), in a
+new parser (at a start, or a reload that changes ``[parsers]``: the reading may begin
+in the middle of a split line, whose head was read before or not at all), and in a byte
+stream not read before (:meth:`ContainerParser.begin`: a file source's new file, or a
+file read again from its start after a truncation, whose lines written before it may be
+lost), each stream is in doubt: the line of its next records, up to the one that ends a line, is dropped
 (counted as unparsed; :attr:`ContainerParser.doubtful`). Read as a line of its own, the
 rest of a split line would be a line that the client who chose it wrote: at byte 16384
 of a request, an error-log line that names another address, to have it banned.
@@ -82,6 +84,12 @@ _KEYS = ("stdout", "stderr", "")
 """The streams a line is joined per: ``""`` holds the records naming another one."""
 SPLIT_BYTES = 16384
 """The size of the pieces Docker and containerd split a long line into."""
+ORIGINS_KEPT = 1024
+"""Most byte streams (:attr:`~aisentinel.events.LineBatch.origin`: a glob's files, a
+rotated file and its successor) whose joining state is kept while another is read."""
+KEPT_BYTES = 16 << 20
+"""Most bytes of lines being joined kept for the streams not being read; past either
+limit the longest unread stream's state is dropped (read again, it starts in doubt)."""
 RECORD_BYTES = 6 * SPLIT_BYTES + 4096
 """The longest Docker json-file record of one piece (each byte written as a ``\\u00XX``
 escape at worst: ``<``, ``>``, ``&``, control bytes, invalid UTF-8), with its keys and
@@ -242,6 +250,13 @@ class ContainerParser(Parser):
         self._iso = IsoTime()
         self._pending: dict[str, _Pending] = {}
         self._doubt: set[str] = set(_KEYS)
+        self._origin = 0
+        """The byte stream (:attr:`~aisentinel.events.LineBatch.origin`) being read:
+        :attr:`_pending` and :attr:`_doubt` are its."""
+        self._kept: dict[int, tuple[dict[str, _Pending], set[str]]] = {}
+        """The joining state of the other streams read, the longest unread first."""
+        self._kept_bytes = 0
+        """Bytes of the lines being joined in :attr:`_kept`."""
         """Streams whose next record may continue a line whose start was not read (after
         an unreadable record, and at first: the reading may begin in the middle of a
         split line); that record's line is dropped, and the stream read again from the
@@ -260,9 +275,39 @@ class ContainerParser(Parser):
         """Lines dropped because their first record may have continued a line whose start
         was not read (:attr:`_doubt`)."""
 
+    def begin(self, origin: int) -> None:
+        """Read the records of the byte stream ``origin`` next: its own lines being joined
+        and streams in doubt (every stream, for one not read before). A line is never
+        joined from the records of two files, nor from a file's records before and after
+        it was truncated (the file source numbers those apart)."""
+        if origin == self._origin:
+            return
+        kept = self._kept
+        if self._pending or len(self._doubt) < len(_KEYS):
+            kept[self._origin] = (self._pending, self._doubt)
+            self._kept_bytes += _size(self._pending)
+        state = kept.pop(origin, None)
+        if state is None:
+            self._pending, self._doubt = {}, set(_KEYS)
+        else:
+            self._pending, self._doubt = state
+            self._kept_bytes -= _size(self._pending)
+        self._origin = origin
+        while kept and (len(kept) > ORIGINS_KEPT or self._kept_bytes > KEPT_BYTES):
+            pending, _ = kept.pop(next(iter(kept)))
+            self._kept_bytes -= _size(pending)
+
     def parse(self, line: str) -> Event | None:
-        """The event of the line this record holds (or ends), or ``None``."""
-        found = self.parse_many((line,))
+        """The event of the line this record holds (or ends), or ``None``.
+
+        If it raises, the record is lost (the pipeline skips it): as after an unreadable
+        record, the lines being joined are dropped and every stream is in doubt, so that
+        no line is joined past the lost record, nor begun with the record after it."""
+        try:
+            found = self.parse_many((line,))
+        except BaseException:
+            self._lost()
+            raise
         return found[0] if found else None
 
     def parse_many(self, lines: Iterable[str]) -> list[Event]:
@@ -458,6 +503,10 @@ class ContainerParser(Parser):
             "one of them: is this file a container log, or is the source's max_line_bytes "
             "too small? (docs/nginx-log-format.md)",
         )
+        self._lost()
+
+    def _lost(self) -> None:
+        """A record was lost: drop the lines being joined, and put every stream in doubt."""
         self._doubt.update(_KEYS)
         if self._pending:
             self.broken += len(self._pending)
@@ -493,3 +542,8 @@ class ContainerParser(Parser):
 
 
 REGISTRY.register("container", ContainerConfig, ContainerParser)
+
+
+def _size(pending: dict[str, _Pending]) -> int:
+    """Bytes of the lines being joined in ``pending``."""
+    return sum(line.size for line in pending.values())

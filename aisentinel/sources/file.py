@@ -60,9 +60,17 @@ is logged and counted in ``stats.errors``; the lines of that batch are not retri
 With ``parser = "auto"`` each file's format is sniffed from its first lines
 (:func:`aisentinel.parsers.sniff`, up to ``SNIFF_LINES`` at a time), then fixed for that
 file; the choice is logged. Lines read before the decision are held (at most
-``SNIFF_LINES``, and the saved position stays before them) and handed on once it is made;
-a window of ``SNIFF_LINES`` lines none of which is recognised is counted as unparsed
-(and, after a restart in the middle of sniffing, may be counted again).
+``SNIFF_LINES`` lines and ``SNIFF_HOLD_BYTES`` of memory, and the saved position stays
+before them) and handed on once it is made; a window of ``SNIFF_LINES`` lines none of
+which is recognised, or of fewer lines that take more memory than that, is counted as
+unparsed (and, after a restart in the middle of sniffing, may be counted again).
+
+Each batch of lines carries the number of the byte stream it was read from
+(:attr:`~aisentinel.events.LineBatch.origin`): one per file opened, and a new one when a
+file is read again from its start (truncated, rewritten); lines of one number continue
+each other, in order. A parser that joins records (``container``) keeps what it joins
+per number, so the files of a glob, a rotated file read beside its successor, or a file
+truncated while lines of it were not read are never joined across.
 
 A positions file that cannot be loaded or saved never stops the reading: it is logged
 (once per distinct fault) and counted in ``stats.position_errors``, and the source
@@ -75,9 +83,11 @@ import contextlib
 import fnmatch
 import glob
 import gzip
+import itertools
 import os
 import re
 import stat
+import sys
 import threading
 import zlib
 from pathlib import Path
@@ -140,6 +150,14 @@ SAVE_INTERVAL = 1.0
 SNIFF_LINES = 64
 """With ``parser = "auto"``: most lines looked at (and held) at once to tell a file's format."""
 
+SNIFF_HOLD_BYTES = 4 << 20
+"""With ``parser = "auto"``: most memory held in a file's lines while its format is not
+told (``sys.getsizeof``: a decoded line takes up to 4 bytes a character); past it, the
+held lines, none recognised, are handed on as unparsed, as a full window would be."""
+
+_ORIGINS = itertools.count(1)
+"""Numbers for :attr:`_Lines.origin`, never reused in a process."""
+
 _EVENTS = [
     FileCreatedEvent,
     FileModifiedEvent,
@@ -200,11 +218,24 @@ class FileSourceConfig(SourceConfigBase):
 class _Lines:
     """Line-splitting state of one byte stream: the incomplete tail and the line-end state."""
 
-    __slots__ = ("discarding", "fmt", "held", "held_from", "offset", "partial", "skip_lf")
+    __slots__ = (
+        "discarding",
+        "fmt",
+        "held",
+        "held_from",
+        "offset",
+        "origin",
+        "partial",
+        "skip_lf",
+    )
 
     def __init__(self, offset: int) -> None:
         self.offset = offset
         """Bytes of the stream consumed (read and split)."""
+        self.origin = next(_ORIGINS)
+        """The :attr:`~aisentinel.events.LineBatch.origin` of its lines: a number of its
+        own, taken anew when the reading starts again elsewhere than where it stopped
+        (:meth:`_Handle.restart`), so that no line is taken to continue the lines before."""
         self.fmt: str | None = None
         """With ``parser = "auto"``: the parser chosen for this stream, once sniffed."""
         self.held: list[str] = []
@@ -249,8 +280,10 @@ class _Handle(_Lines):
         )
 
     def restart(self) -> None:
-        """Read again from offset 0 (the file was truncated or rewritten)."""
+        """Read again from offset 0 (the file was truncated or rewritten): its lines no
+        longer continue those read before (a new :attr:`origin`)."""
         self.offset = 0
+        self.origin = next(_ORIGINS)
         self.partial = b""
         self.discarding = False
         self.skip_lf = False
@@ -508,7 +541,6 @@ class FileSource(Source):
     def _service(self, tracked: _Tracked, *, structural: bool, first: bool) -> bool:
         """Read what is new on one path and handle rotation; True if its file changed."""
         handle = tracked.handle
-        at_end = True
         if handle is not None:
             if self._truncated(handle, os.fstat(handle.fd)):
                 self.stats.rotations += 1
@@ -516,7 +548,7 @@ class FileSource(Source):
                 if not self._read_copy(tracked, handle):
                     return True  # stopped while reading the copy: resumed there at the next start
                 handle.restart()
-            at_end = self._drain(handle)
+            self._drain(handle)
         elif not structural:
             return False
         st = self._stat(tracked.path)
@@ -529,11 +561,6 @@ class FileSource(Source):
                 return False  # deleted or renamed: keep reading it until a new file appears
             if (st.st_dev, st.st_ino) == (handle.dev, handle.ino):
                 tracked.size, tracked.mtime = st.st_size, st.st_mtime
-                return False
-            if not at_end:
-                # Rotated, with lines of the old file not read yet (more than one turn's
-                # worth): those first, in order, before any of the new file's (a line
-                # split over records of a container log may go on in the new file).
                 return False
             _log.info("log file rotated", source=self.name, path=tracked.path)
             self.stats.rotations += 1
@@ -769,9 +796,9 @@ class FileSource(Source):
             if self._auto and state.fmt is None:
                 rest = self._sniff(state, [line], state.committed, read_at)
                 if state.fmt is not None:
-                    self._deliver(rest, read_at, state.fmt)
+                    self._deliver(rest, read_at, state.fmt, state.origin)
             else:
-                self._deliver([line], read_at, state.fmt or self.parser)
+                self._deliver([line], read_at, state.fmt or self.parser, state.origin)
         if state.held:  # the file ended before its format could be told
             self._unparsed(state.held, read_at)
             state.held, state.held_from = [], None
@@ -891,13 +918,14 @@ class FileSource(Source):
         if not lines:
             return True
         if state.fmt is not None or not self._auto:
-            sent = self._deliver(lines, read_at, state.fmt or self.parser)
+            sent = self._deliver(lines, read_at, state.fmt or self.parser, state.origin)
         else:
             rest = self._sniff(state, lines, committed, read_at)
             if state.fmt is None:
                 return True  # held until the format is known
             # rest = the held lines not counted as unparsed, then the rest of this chunk
-            sent = self._deliver(rest, read_at, state.fmt) - (len(rest) - len(lines))
+            sent = self._deliver(rest, read_at, state.fmt, state.origin)
+            sent -= len(rest) - len(lines)
         if sent == len(lines):
             return True
         _rewind(state, start, chunk, before, sent)
@@ -919,13 +947,16 @@ class FileSource(Source):
             try:
                 fmt = sniff(window)
             except ValueError:
-                if len(window) < size:
+                if not window:  # the held lines were handed on as unparsed
+                    state.held, state.held_from = [], None
+                    return []
+                if len(window) < size and _held_bytes(window) <= SNIFF_HOLD_BYTES:
                     if not state.held:
                         state.held_from = committed
                     state.held = window
                     return []
                 self._unparsed(window, read_at)
-                start += size
+                start += len(window)
                 continue
             state.fmt = fmt
             state.held, state.held_from = [], None
@@ -1020,8 +1051,9 @@ class FileSource(Source):
             )
         return CutLine(raw[:cap].decode("utf-8", "replace"))
 
-    def _deliver(self, lines: list[str], read_at: float, parser: str) -> int:
-        """Hand ``lines`` on in batches for ``parser``; stops between two batches on ``stop()``.
+    def _deliver(self, lines: list[str], read_at: float, parser: str, origin: int) -> int:
+        """Hand ``lines`` (of the stream numbered ``origin``, see :attr:`_Lines.origin`) on
+        in batches for ``parser``; stops between two batches on ``stop()``.
 
         Returns how many lines were handed on (all of them unless stopping).
         """
@@ -1030,7 +1062,7 @@ class FileSource(Source):
         size = self.config.batch_lines
         name = self.name
         if len(lines) <= size:
-            emit(LineBatch(name, parser, lines, read_at, self._number()))
+            emit(LineBatch(name, parser, lines, read_at, self._number(), origin))
             self.stats.lines_read += len(lines)
             return len(lines)
         sent = 0
@@ -1039,7 +1071,7 @@ class FileSource(Source):
             if i and stopping.is_set():
                 break
             batch = lines[i : i + size]
-            emit(LineBatch(name, parser, batch, read_at, self._number()))
+            emit(LineBatch(name, parser, batch, read_at, self._number(), origin))
             sent += len(batch)
         self.stats.lines_read += sent
         return sent
@@ -1510,3 +1542,8 @@ def _find_by_inode(path: str, saved: FilePosition) -> int | None:
 REGISTRY.register("file", FileSourceConfig, FileSource)
 
 __all__ = ["HEAD_BYTES", "MAX_LINE_BYTES", "FileSource", "FileSourceConfig"]
+
+
+def _held_bytes(lines: list[str]) -> int:
+    """The memory ``lines`` take (their ``str`` objects)."""
+    return sum(map(sys.getsizeof, lines))
