@@ -119,13 +119,16 @@ def test_allowed_workloads_are_quiet_and_an_unknown_one_is_reported_once() -> No
 
 def test_a_gpu_process_the_daemon_cannot_see_is_a_medium_finding_without_target() -> None:
     """A process NVML lists whose /proc entry cannot be read: not at its first sample (it
-    may have exited), MEDIUM keyed pid:N with no target at the next, once per refire."""
+    may have exited), MEDIUM keyed pid:N with no target at the next, once per refire; its
+    evidence names a hidden process and a gone one whose context is held as causes."""
     det = GpuWorkloadDetector(GpuWorkloadConfig(refire=3600.0))
     blind = GpuProcessSample(0, UUID, 4242, "compute", 10 * GiB, 1.0, 0.6, None)
     assert findings(det, [sample(T0, procs=(blind,))]) == []
     f = findings(det, [sample(T0 + 1, procs=(blind,))])
     assert [(x.severity, x.key, x.target) for x in f] == [(Severity.MEDIUM, "pid:4242", None)]
     assert "cannot see in /proc" in f[0].message
+    assert "another pid namespace, hidepid" in f[0].evidence[1]
+    assert "the process is gone and its GPU context is held" in f[0].evidence[1]
     assert findings(det, [sample(T0 + 2, procs=(blind,))]) == []
     assert [x.key for x in findings(det, [sample(T0 + 3602, procs=(blind,))])] == ["pid:4242"]
 
@@ -295,6 +298,27 @@ def test_an_allowed_process_that_execs_an_unknown_program_is_reported_at_once() 
     assert findings(det, [sample(T0 + 2, procs=(proc(other),))]) == []
 
 
+def test_a_title_that_keeps_changing_is_reported_once_per_refire() -> None:
+    """A Ray worker alternating a declared title and ``ray::IDLE`` is one MEDIUM per
+    refire, not one per change; a mining argument in a new title is HIGH at once."""
+    det = GpuWorkloadDetector(
+        GpuWorkloadConfig(extra_programs=("ray::RayWorkerWrapper*",), refire=3600.0)
+    )
+    base = attr(4242, exe="/usr/bin/python3.11", comm="python3", start_time=9)
+    busy = replace(base, cmdline=("ray::RayWorkerWrapper.execute_method",))
+    idle = replace(base, cmdline=("ray::IDLE",))
+    out: list[Finding] = []
+    for i in range(10):
+        out += findings(det, [sample(T0 + 10 * i, procs=(proc(busy if i % 2 == 0 else idle),))])
+    assert [x.severity for x in out] == [Severity.MEDIUM]
+    miner = replace(base, cmdline=("ray::IDLE", "--algo", "kawpow"))
+    f = findings(det, [sample(T0 + 101, procs=(proc(miner),))])
+    assert [x.severity for x in f] == [Severity.HIGH]
+    assert findings(det, [sample(T0 + 3700, procs=(proc(busy),))]) == []
+    later = findings(det, [sample(T0 + 3710, procs=(proc(idle),))])
+    assert [x.severity for x in later] == [Severity.MEDIUM]  # a refire later: once more
+
+
 def test_argv0_does_not_allowlist_the_real_executable_does() -> None:
     """argv[0] = "ollama" allows nothing: an xmrig binary so started is a HIGH miner, any
     other binary a MEDIUM unknown workload; the real executable (a replaced file's
@@ -380,23 +404,21 @@ def _tcp_table(tmp_path: Path, pid: int, remote: str | None, local: str = "01000
     (d / "net" / "tcp").write_text(header + listen + (row if remote else ""))
 
 
-def test_pool_connection_found_by_user_where_the_fds_are_unreadable(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A daemon that is not root cannot list another user's /proc/PID/fd: a connection to
-    a remote pool port from a socket of the process's uid (in its netns) is then the
-    sign; another uid's, a loopback one, or a root process's sockets are not."""
-    pid = 6161
+_HEADER = "  sl  local_address rem_address   st\n"
+_TAIL = " 00000000:00000000 00:00000000 00000000"
+
+
+def _netns(tmp_path: Path, pid: int, rows: list[str]) -> None:
+    """A fixture /proc/PID/net/tcp with ``rows`` and an empty tcp6, and no fd folder."""
     d = tmp_path / str(pid)
-    (d / "net").mkdir(parents=True)
-    tail = " 00000000:00000000 00:00000000 00000000"
-    rows = [
-        f"   0: 0100007F:D431 0A00A8C0:115C 01{tail}  1000        0 777 1",  # uid 1000 -> 4444
-        f"   1: 0100007F:D432 0A00A8C0:0D05 01{tail}  1001        0 778 1",  # another uid
-        f"   2: 0100007F:D433 0100007F:15B3 01{tail}  1000        0 779 1",  # loopback 5555
-    ]
-    (d / "net" / "tcp").write_text("  sl  local_address rem_address   st\n" + "\n".join(rows))
-    (d / "net" / "tcp6").write_text("  sl  local_address rem_address   st\n")
+    (d / "net").mkdir(parents=True, exist_ok=True)
+    (d / "net" / "tcp").write_text(_HEADER + "".join(f"{r}\n" for r in rows))
+    (d / "net" / "tcp6").write_text(_HEADER)
+
+
+@pytest.fixture
+def fds_denied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/PID/fd unreadable, as for another user's process when the daemon is not root."""
     real_scandir = os.scandir
 
     def denied(path: Any) -> Any:
@@ -405,22 +427,95 @@ def test_pool_connection_found_by_user_where_the_fds_are_unreadable(
         return real_scandir(path)
 
     monkeypatch.setattr(os, "scandir", denied)
+
+
+@pytest.mark.usefixtures("fds_denied")
+def test_a_pool_connection_of_the_users_is_a_medium_hint_where_the_fds_are_unreadable(
+    tmp_path: Path,
+) -> None:
+    """Sockets unreadable: a remote pool-port connection of the unknown process's uid is
+    a hint in its MEDIUM finding, said to be by user, never HIGH; another uid's, a
+    loopback one, or a root process's sockets give no hint."""
+    pid = 6161
+    _netns(
+        tmp_path,
+        pid,
+        [
+            f"   0: 0100007F:D431 0A00A8C0:115C 01{_TAIL}  1000        0 777 1",  # -> 4444
+            f"   1: 0100007F:D432 0A00A8C0:0D05 01{_TAIL}  1001        0 778 1",  # another uid
+            f"   2: 0100007F:D433 0100007F:15B3 01{_TAIL}  1000        0 779 1",  # loopback
+        ],
+    )
     det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path)))
     f = findings(det, [sample(T0, procs=(proc(attr(pid, exe=None, comm="worker")),))])
-    assert [x.severity for x in f] == [Severity.HIGH]
-    signs = [e for e in f[0].evidence if "mining-pool port" in e]
-    assert signs == [
-        "connection to mining-pool port 4444 (tcp) from a socket of the process's user "
-        "(uid 1000; its sockets unreadable)"
-    ]
+    assert [x.severity for x in f] == [Severity.MEDIUM]
+    hint = (
+        "connection to mining-pool port 4444 (tcp) from a socket of its user (uid 1000), "
+        "maybe another process's: its own sockets are unreadable"
+    )
+    assert f[0].message.startswith("unknown GPU workload on GPU 0: ")
+    assert f[0].message.endswith(f"(maybe mining: {hint})")
+    assert [e for e in f[0].evidence if "mining-pool port" in e] == [hint]
     assert det.fd_denied == 1
     root_proc = attr(pid + 1, exe=None, comm="worker", uid=0)
-    (tmp_path / str(pid + 1)).symlink_to(d)
+    (tmp_path / str(pid + 1)).symlink_to(tmp_path / str(pid))
     f = findings(det, [sample(T0, procs=(proc(root_proc),))])
-    assert [x.severity for x in f] == [Severity.MEDIUM]
+    assert [(x.severity, "mining" in x.message) for x in f] == [(Severity.MEDIUM, False)]
     assert det.fd_denied == 2
     exported = {x.name: x.value for family in det.collect() for x in family.samples if not x.labels}
     assert exported["aisentinel_gpu_socket_reads_denied_total"] == 2
+
+
+@pytest.mark.usefixtures("fds_denied")
+def test_a_hint_found_on_recheck_is_a_medium_reported_once(tmp_path: Path) -> None:
+    """An unknown process whose user opens a pool connection later (sockets unreadable)
+    is reported again at the next recheck, MEDIUM and by user, and then not again."""
+    pid = 6262
+    _netns(tmp_path, pid, [])
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path), recheck=60.0))
+    worker = proc(attr(pid, exe=None, comm="worker"))
+    assert [x.severity for x in findings(det, [sample(T0, procs=(worker,))])] == [Severity.MEDIUM]
+    _netns(tmp_path, pid, [f"   0: 0A00A8C0:D431 076433C6:0D05 01{_TAIL}  1000        0 9 1"])
+    f = findings(det, [sample(T0 + 61, procs=(worker,))])
+    assert [(x.severity, "maybe mining" in x.message) for x in f] == [(Severity.MEDIUM, True)]
+    assert findings(det, [sample(T0 + 122, procs=(worker,))]) == []
+
+
+@pytest.mark.usefixtures("fds_denied")
+def test_a_client_cannot_frame_an_allowed_service_as_a_miner(tmp_path: Path) -> None:
+    """Ollama's runner (unit ollama.service, uid 998) holds the GPU while `ollama serve`,
+    same uid, pulls from attacker.example:3333 for an API client: sockets unreadable, no
+    finding at any recheck (nothing to page about, nothing to freeze)."""
+    runner = 7001
+    _netns(tmp_path, runner, [])
+    det = GpuWorkloadDetector(GpuWorkloadConfig(proc_root=str(tmp_path), recheck=60.0))
+    a = attr(runner, exe=None, comm="ollama", unit="ollama.service", uid=998)
+    assert findings(det, [sample(T0, procs=(proc(a),))]) == []
+    pull = f"   0: 0A00A8C0:A028 076433C6:0D05 01{_TAIL}   998        0 999 1"
+    _netns(tmp_path, runner, [pull])  # 192.168.0.10:41000 -> 198.51.100.7:3333
+    for step in range(1, 4):
+        assert findings(det, [sample(T0 + 61 * step, procs=(proc(a),))]) == []
+    assert det.fd_denied == 4
+
+
+@pytest.mark.usefixtures("fds_denied")
+def test_another_program_of_the_user_does_not_make_a_declared_notebook_a_miner(
+    tmp_path: Path,
+) -> None:
+    """A declared Jupyter kernel of uid 1000 is quiet while a browser of uid 1000 talks to
+    a remote Jupyter on :8888 (a pool port), its sockets unreadable."""
+    pid = 5151
+    tab = f"   0: 0A00A8C0:D431 050071CB:22B8 01{_TAIL}  1000        0 777 1"  # -> :8888
+    _netns(tmp_path, pid, [tab])
+    det = GpuWorkloadDetector(
+        GpuWorkloadConfig(proc_root=str(tmp_path), extra_programs=("ipykernel_launcher",))
+    )
+    kernel = replace(
+        attr(pid, exe=None, comm="python3", uid=1000),
+        cmdline=("/usr/bin/python3", "-m", "ipykernel_launcher", "-f", "/run/user/1000/k.json"),
+    )
+    assert findings(det, [sample(T0, procs=(proc(kernel),))]) == []
+    assert findings(det, [sample(T0 + 61, procs=(proc(kernel),))]) == []
 
 
 def test_accepted_connection_from_a_pool_port_is_not_mining(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,49 @@ def test_an_exec_that_keeps_the_command_name_is_attributed_afresh(tmp_path: Path
     assert other_args is not None
     assert other_args.cmdline == ("python3", "-c", "stratum+tcp://p:443")
     assert attributor.attribute(4242) is other_args
+
+
+def test_an_exiting_process_keeps_its_attribution(tmp_path: Path) -> None:
+    """Empty command line and no exe link (memory released at exit), same command name
+    and start time: the cached attribution stays; another name or start is read afresh."""
+    _fake_proc(tmp_path, 4242, start=100, exe="/usr/bin/python3.11", cgroup="0::/\n", comm="py")
+    (tmp_path / "4242" / "cmdline").write_bytes(b"VLLM::EngineCore\0")
+    attributor = ProcessAttributor(tmp_path)
+    first = attributor.attribute(4242)
+    assert first is not None
+    assert first.cmdline == ("VLLM::EngineCore",)
+    (tmp_path / "4242" / "exe").unlink()
+    (tmp_path / "4242" / "cmdline").write_bytes(b"")
+    assert attributor.attribute(4242) is first
+    _fake_proc(tmp_path, 4242, start=100, exe="/x", cgroup="0::/\n", comm="other")
+    (tmp_path / "4242" / "exe").unlink()
+    (tmp_path / "4242" / "cmdline").write_bytes(b"")
+    renamed = attributor.attribute(4242)
+    assert renamed is not None
+    assert (renamed.comm, renamed.cmdline, renamed.exe) == ("other", (), None)
+
+
+def test_a_real_zombie_keeps_its_attribution() -> None:
+    """A real child that exited unreaped (a zombie: no memory, stat still there) is
+    attributed as it was while it ran, not as an unnamed process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat")
+        assert wait_for(lambda: b"sys.stdin" in Path(f"/proc/{proc.pid}/cmdline").read_bytes())
+        attributor = ProcessAttributor()
+        alive = attributor.attribute(proc.pid)
+        assert alive is not None
+        assert alive.cmdline[1:] == ("-c", "import sys; sys.stdin.read()")
+        assert proc.stdin is not None
+        proc.stdin.close()
+        assert wait_for(lambda: stat.read_text().rpartition(")")[2].split()[0] == "Z")
+        assert Path(f"/proc/{proc.pid}/cmdline").read_bytes() == b""
+        assert attributor.attribute(proc.pid) is alive
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_resolver_failure_keeps_the_attribution(tmp_path: Path) -> None:

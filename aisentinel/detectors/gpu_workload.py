@@ -26,22 +26,27 @@ a mining-pool port (``pool_ports``), found by matching the process's socket inod
 (``/proc/PID/fd`` -> ``socket:[inode]``) with ``/proc/PID/net/tcp`` and ``tcp6``
 (the process's own network namespace); for an allowed process, connections to a
 loopback address do not count (its own helpers talk to each other there, on ports
-that may be a pool's). ``proc_root`` points elsewhere in tests.
+that may be a pool's). Where ``/proc/PID/fd`` cannot be read (another user's process,
+the daemon not root), a connection from a socket of the process's user may be any of
+that user's processes (``ollama serve`` pulling from a URL a client gave it): it is
+never a sign, nothing for an allowed process, and for an unknown one a hint told in its
+MEDIUM finding. ``proc_root`` points elsewhere in tests.
 
 A process is reported once per ``refire`` (keyed by pid and start time); one not seen
 mining, allowed or not, is looked at again every ``recheck`` for a connection opened
 later, and reported (HIGH) once it shows one. A process whose attribution changes (an
 exec, even into a program of the same name, or a rewritten command line: the
 attributor reads them at every sample) is judged again at once: a mining sign is
-reported then, and so is an allowed process that is no longer allowed. At most
+reported then, and so is an allowed process that is no longer allowed (once per
+``refire``: a title that keeps changing is not a finding per change). At most
 ``max_keys`` processes are remembered.
 
 A process without an attribution (its ``/proc/PID`` cannot be read: the daemon runs in
-another pid namespace, ``/proc`` is mounted with ``hidepid``, or the unit hides other
-users' processes) is an unknown workload the daemon cannot name: listed by NVML in a
-later sample too (not a process that exited in between), it is a MEDIUM finding keyed
-``pid:N`` with no target (an alert; nothing can be frozen by a pid the daemon cannot
-see), once per ``refire``.
+another pid namespace, ``/proc`` is mounted with ``hidepid``, the unit hides other
+users' processes, or the process is gone while its GPU context is held) is an unknown
+workload the daemon cannot name: listed by NVML in a later sample too (not a process
+that exited in between), it is a MEDIUM finding keyed ``pid:N`` with no target (an
+alert; nothing can be frozen by a pid the daemon cannot see), once per ``refire``.
 """
 
 from __future__ import annotations
@@ -341,7 +346,7 @@ class _Patterns(NamedTuple):
 
 
 class _Seen:
-    __slots__ = ("allowed", "attribution", "checked", "mining", "reported")
+    __slots__ = ("allowed", "attribution", "checked", "hinted", "mining", "reported", "unknown")
 
     def __init__(
         self,
@@ -350,6 +355,8 @@ class _Seen:
         mining: bool,
         attribution: ProcessAttribution,
         allowed: bool,
+        *,
+        hinted: bool,
     ) -> None:
         self.reported = reported
         self.checked = checked
@@ -358,6 +365,11 @@ class _Seen:
         """What the process was when last judged: an exec (same pid and start time)
         gives another attribution, judged at once."""
         self.allowed = allowed
+        self.hinted = hinted
+        """Whether a pool connection of its user (not its own) was reported."""
+        self.unknown = reported if not allowed else float("-inf")
+        """When it was last reported as an unknown workload (-inf: never): an allowed
+        process that becomes unknown is reported at once, but once per ``refire``."""
 
 
 class GpuWorkloadDetector(Detector):
@@ -392,8 +404,8 @@ class GpuWorkloadDetector(Detector):
         """pid -> [last seen, last reported (-inf: not yet)] of unattributed processes."""
         self.evicted = 0
         self.fd_denied = 0
-        """Times a process's ``/proc/PID/fd`` could not be read (not root): its pool
-        connections were matched by its user instead."""
+        """Times a process's ``/proc/PID/fd`` could not be read (not root): its own
+        pool connections unknown, its user's are a hint about an unknown workload."""
         self.share(shared or SharedState())
 
     def share(self, shared: SharedState) -> None:
@@ -448,22 +460,30 @@ class GpuWorkloadDetector(Detector):
             changed = seen.attribution is not a and seen.attribution != a
             if changed:  # an exec, or a rewritten command line: another program now
                 seen.attribution = a
-            if ts - seen.reported < self._cfg.refire and not (
-                changed and seen.allowed and allowed is None and not seen.mining
-            ):  # (an allowed process that became an unknown one is reported below)
+            became_unknown = (
+                changed
+                and seen.allowed
+                and allowed is None
+                and not seen.mining
+                and ts - seen.unknown >= self._cfg.refire
+            )  # reported below, at once; a title that keeps changing, once per refire
+            if ts - seen.reported < self._cfg.refire and not became_unknown:
                 if seen.mining or (not changed and ts - seen.checked < self._cfg.recheck):
                     return None
                 seen.checked = ts
                 seen.allowed = allowed is not None
-                signs = self.mining_signs(proc, allowed=allowed is not None)
-                if not signs:
-                    return None
-                seen.mining = True
-                seen.reported = ts
-                return self._finding(sample, proc, signs, allowed)
-        signs = self.mining_signs(proc, allowed=allowed is not None)
+                signs, hints = self._judge(proc, allowed=allowed is not None)
+                if signs:
+                    seen.mining = True
+                    seen.reported = ts
+                    return self._finding(sample, proc, signs, allowed)
+                if hints and not seen.hinted:
+                    seen.hinted = True
+                    return self._finding(sample, proc, [], allowed, hints)
+                return None
+        signs, hints = self._judge(proc, allowed=allowed is not None)
         if seen is None:
-            self._seen[key] = _Seen(ts, ts, bool(signs), a, allowed is not None)
+            self._seen[key] = _Seen(ts, ts, bool(signs), a, allowed is not None, hinted=bool(hints))
             while len(self._seen) > self._cfg.max_keys:
                 self._seen.popitem(last=False)
                 self.evicted += 1
@@ -471,9 +491,12 @@ class GpuWorkloadDetector(Detector):
             seen.reported = seen.checked = ts
             seen.mining = bool(signs)
             seen.allowed = allowed is not None
+            seen.hinted = bool(hints)
+            if allowed is None:
+                seen.unknown = ts
         if allowed is not None and not signs:
             return None  # an allowed workload: its refire clock restarts, unreported
-        return self._finding(sample, proc, signs, allowed)
+        return self._finding(sample, proc, signs, allowed, hints)
 
     def _unattributed(self, sample: GpuSample, proc: GpuProcessSample) -> Finding | None:
         """MEDIUM for a process whose ``/proc/PID`` cannot be read, from the second
@@ -496,8 +519,9 @@ class GpuWorkloadDetector(Detector):
         evidence = [
             gpu_evidence(sample),
             f"pid {proc.pid}: no readable /proc/{proc.pid} (another pid namespace, "
-            "hidepid, or ProtectProc=invisible): executable, user, unit and container "
-            "unknown",
+            "hidepid, or ProtectProc=invisible; or the process is gone and its GPU "
+            "context is held: a leaked context, a zombie): executable, user, unit and "
+            "container unknown",
         ]
         if proc.used_memory_bytes is not None:
             evidence.append(f"gpu memory {proc.used_memory_bytes} bytes")
@@ -519,14 +543,23 @@ class GpuWorkloadDetector(Detector):
         )
 
     def _finding(
-        self, sample: GpuSample, proc: GpuProcessSample, signs: list[str], allowed: str | None
+        self,
+        sample: GpuSample,
+        proc: GpuProcessSample,
+        signs: list[str],
+        allowed: str | None,
+        hints: Sequence[str] = (),
     ) -> Finding:
+        """HIGH with mining ``signs``, else MEDIUM (an unknown workload); ``hints``
+        (pool connections of its user, maybe not its own) are told, never more."""
         target = workload_target(proc)
         a = proc.attribution
         what = "cryptocurrency miner" if signs else "unknown GPU workload"
         message = f"{what} on GPU {sample.index}: {describe(proc)}"
         if signs:
             message += f" ({signs[0]})"
+        elif hints:
+            message += f" (maybe mining: {hints[0]})"
         if allowed is not None:
             message += f", inside a workload allowed by {allowed}"
         evidence = [
@@ -534,6 +567,7 @@ class GpuWorkloadDetector(Detector):
             f"process {describe(proc)}",
             f"cmdline {command_line(a)}",
             *signs[:4],
+            *([] if signs else hints[:4]),
         ]
         if a is not None:
             exe = escape(a.exe)[:200] if a.exe else "unreadable"
@@ -563,9 +597,18 @@ class GpuWorkloadDetector(Detector):
     def mining_signs(self, proc: GpuProcessSample, *, allowed: bool = False) -> list[str]:
         """What in the process looks like mining (empty: nothing); for an ``allowed``
         process, connections to loopback addresses do not count."""
+        return self._judge(proc, allowed=allowed)[0]
+
+    def _judge(self, proc: GpuProcessSample, *, allowed: bool) -> tuple[list[str], list[str]]:
+        """``(signs, hints)``: what in the process looks like mining, and, where its
+        sockets cannot be listed (another user's process, the daemon not root) and it is
+        not ``allowed`` nor root's, the connections to a pool port from sockets of its
+        user: any process of that user may hold them (a browser, a client that made a
+        service fetch from a URL), so they are a hint about an unknown workload, never a
+        sign, and nothing about an allowed one."""
         a = proc.attribution
         if a is None:
-            return []
+            return [], []
         signs: list[str] = []
         names = {
             base_name(a.exe).lower(),
@@ -584,22 +627,22 @@ class GpuWorkloadDetector(Detector):
                 signs.append(f"mining argument {escape(arg)[:64]}")
             elif any(host in low for host in self._cfg.pool_hosts):
                 signs.append(f"pool host argument {escape(arg)[:120]}")
-        if not signs and self._ports:
-            signs.extend(self._pool_connections(proc.pid, loopback=not allowed, uid=a.uid))
-        return signs
+        if signs or not self._ports:
+            return signs, []
+        found = self._pool_connections(proc.pid, loopback=not allowed)
+        if found is not None:
+            return found, []
+        if allowed or a.uid is None or a.uid == 0:
+            return [], []
+        return [], self._pool_connections_of_user(f"{self._root}/{proc.pid}", a.uid)
 
-    def _pool_connections(
-        self, pid: int, *, loopback: bool = True, uid: int | None = None
-    ) -> list[str]:
+    def _pool_connections(self, pid: int, *, loopback: bool = True) -> list[str] | None:
         """``connection to port 3333`` for each TCP connection of ``pid`` to a pool port
-        (to a loopback address only when ``loopback``).
+        (to a loopback address only when ``loopback``); None when its sockets cannot be
+        listed.
 
-        The process's sockets are its ``/proc/PID/fd`` links. A daemon that is not root
-        may not read them for another user's process (the shipped unit): then the
-        connections in the process's network namespace from sockets of the process's
-        ``uid`` count (the tables are world-readable and name each socket's owner), to
-        a loopback address never, and not for root's processes (every root daemon's
-        sockets are root's)."""
+        The process's sockets are its ``/proc/PID/fd`` links, which a daemon that is not
+        root may not read for another user's process (the shipped unit)."""
         base = f"{self._root}/{pid}"
         inodes: set[str] = set()
         try:
@@ -615,7 +658,7 @@ class GpuWorkloadDetector(Detector):
                         inodes.add(link[8:-1])
         except PermissionError:
             self.fd_denied += 1
-            return [] if uid is None or uid == 0 else self._pool_connections_of_user(base, uid)
+            return None
         except OSError:
             return []
         if not inodes:
@@ -629,14 +672,16 @@ class GpuWorkloadDetector(Detector):
 
     def _pool_connections_of_user(self, base: str, uid: int) -> list[str]:
         """Connections to a pool port (not on loopback) from sockets of ``uid`` in the
-        network namespace of the process at ``base``."""
+        network namespace of the process at ``base`` (the tables are world-readable and
+        name each socket's owner)."""
         out: list[str] = []
         for table in ("tcp", "tcp6"):
             for remote_port, _inode, local, owner in _tcp_connections(f"{base}/net/{table}"):
                 if owner == uid and remote_port in self._ports and not local:
                     out.append(
                         f"connection to mining-pool port {remote_port} ({table}) from a "
-                        f"socket of the process's user (uid {uid}; its sockets unreadable)"
+                        f"socket of its user (uid {uid}), maybe another process's: its "
+                        "own sockets are unreadable"
                     )
         return sorted(set(out))
 
@@ -652,8 +697,8 @@ class GpuWorkloadDetector(Detector):
         yield counter(
             "aisentinel_gpu_socket_reads_denied",
             "Times gpu_workload could not list a GPU process's sockets (/proc/PID/fd of "
-            "another user's process, the daemon not root): its pool connections were "
-            "matched by the process's user instead.",
+            "another user's process, the daemon not root): for an unknown workload, "
+            "its user's pool connections were told as a hint; none for an allowed one.",
             {},
             self.fd_denied,
         )

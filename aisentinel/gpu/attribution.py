@@ -8,8 +8,11 @@ start time and command name (``stat`` fields 22 and 2), its executable (the ``ex
 link, where it may be read) and its command line, all read again at every call. A
 reused pid, a process that exec'd another program (even one of the same name, or the
 same executable with other arguments) or one that rewrote its command line is
-attributed afresh; :meth:`ProcessAttributor.retain` drops pids no longer seen on any
-GPU, which bounds the cache by the number of GPU processes.
+attributed afresh. A process that is exiting (its memory released: a zombie, or a
+multithreaded exit under way) reads an empty command line and no executable link while
+NVML may still list it: with its command name and start time unchanged it keeps its
+cached attribution (not a change of program). :meth:`ProcessAttributor.retain` drops
+pids no longer seen on any GPU, which bounds the cache by the number of GPU processes.
 """
 
 from __future__ import annotations
@@ -201,7 +204,12 @@ class ProcessAttributor:
             raw = b""
         key: _Identity = (comm, start, exe, raw)
         cached = self._cache.get(pid)
-        if cached is not None and cached[0] == key:
+        if cached is not None and (
+            cached[0] == key or (not raw and exe is None and cached[0][:2] == (comm, start))
+        ):
+            # Unchanged; or exiting: a process whose memory is gone (a zombie, a
+            # multithreaded exit) has an empty command line and no executable link,
+            # and NVML may list it a while longer: it is still what it was.
             return cached[1]
         found = self._read(pid, base, key)
         self._cache[pid] = (key, found)
