@@ -867,11 +867,15 @@ class Pipeline:
         return out
 
     def judge_afresh(self, source: str) -> None:
-        """Forget how much of ``source``'s recent lines were recognised (a reload changed
-        the source: its parser or files): it is judged again from its next lines."""
+        """Forget how much of ``source``'s recent lines were recognised, and its parsers
+        with what they saw (a reload changed the source: its parser or files): it is
+        judged again from its next lines, and a problem its old parser saw
+        (:meth:`source_problems`) goes with that parser."""
         counters = self.sources.get(source)
         if counters is not None:
             counters.recognitions.clear()
+        for key in [key for key in self._parsers if key[0] == source]:
+            del self._parsers[key]
 
     def collect(self) -> Iterator[Metric]:
         """The pipeline's metric families (per source, detector and stage), at scrape time."""
