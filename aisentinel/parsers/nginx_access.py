@@ -165,6 +165,7 @@ class NginxAccessParser(Parser):
         out: list[HttpRequest] = []
         append = out.append
         via_loopback = 0
+        untrusted = self._loopback.untrusted
         for line in lines:
             m = match(line)
             spaced = False
@@ -185,7 +186,11 @@ class NginxAccessParser(Parser):
                     continue
             if peer[0] == ":":
                 peer = normalize_addr(peer)
-            if peer.startswith(LOOPBACK_STARTS) and self._via_loopback(line, m, peer, spaced):
+            if (
+                peer.startswith(LOOPBACK_STARTS)
+                and untrusted(peer)
+                and self._forwards(line, m, peer, spaced)
+            ):
                 via_loopback += 1
             if (
                 xff is None
@@ -239,8 +244,8 @@ class NginxAccessParser(Parser):
         problem = self._loopback.problem()
         return [problem] if problem else []
 
-    def _via_loopback(self, line: str, m: re.Match[str], peer: str, spaced: bool) -> bool:
-        """Whether the request ``m`` matched, from ``peer`` (a loopback-looking address),
+    def _forwards(self, line: str, m: re.Match[str], peer: str, spaced: bool) -> bool:
+        """Whether the request ``m`` matched, from ``peer`` (an untrusted loopback peer),
         is one :class:`~aisentinel.parsers.proxy.LoopbackWatch` counts: its
         forwarded-for field (the quoted one right after the user agent, read whether or
         not a proxy is trusted) names a client."""
@@ -249,7 +254,7 @@ class NginxAccessParser(Parser):
         else:  # _LINE_NO_XFF stopped after the user agent
             field = _XFF_FIELD.match(line, m.end())
             forwarded = None if field is None else field.group(1)
-        return self._loopback.counts(peer, forwarded)
+        return self._loopback.forwards(peer, forwarded)
 
     def cut_request(self, line: str) -> HttpRequest | None:
         """The request of a line cut inside its request line, or ``None``.

@@ -237,7 +237,13 @@ class NginxJsonParser(Parser):
         :class:`~aisentinel.parsers.proxy.LoopbackWatch` counts: one of its forwarded
         keys (:data:`_FORWARDED`) names a client."""
         watch = self._loopback
-        return any(watch.counts(peer, _opt_text(data.get(key))) for key in _FORWARDED)
+        if not watch.untrusted(peer):
+            return False
+        for key in _FORWARDED:
+            value = data.get(key)
+            if value and watch.forwards(peer, value if type(value) is str else _text(value)):
+                return True
+        return False
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` (not JSON, or lacking address/status)."""

@@ -225,14 +225,16 @@ class LoopbackWatch:
         """Whether most recent requests are such (see the class notes)."""
         return self.recent.holds
 
-    def is_loopback(self, peer: str) -> bool:
-        """Whether ``peer`` (text, IPv4-mapped already made IPv4) is a loopback address."""
+    def untrusted(self, peer: str) -> bool:
+        """Whether ``peer`` (text, IPv4-mapped already made IPv4) is a loopback address
+        outside the trusted proxies (cached)."""
         found = self._loopback.get(peer)
         if found is None:
             try:
                 found = ipaddress.ip_address(peer).is_loopback
             except ValueError:
                 found = False
+            found = found and not self._proxy.is_trusted(peer)
             if len(self._loopback) >= CACHE_LIMIT:
                 self._loopback.clear()
             self._loopback[peer] = found
@@ -242,7 +244,12 @@ class LoopbackWatch:
         """Whether a request from ``peer`` (normalised) carrying the forwarded value
         ``forwarded`` is one from an untrusted loopback peer on behalf of another client
         (and remember ``peer`` if so)."""
-        if not forwarded or not self.is_loopback(peer) or self._proxy.is_trusted(peer):
+        return self.untrusted(peer) and self.forwards(peer, forwarded)
+
+    def forwards(self, peer: str, forwarded: str | None) -> bool:
+        """:meth:`counts` for a ``peer`` known :meth:`untrusted`: whether ``forwarded``
+        names a client (:func:`names_client`, cached)."""
+        if not forwarded:
             return False
         if len(forwarded) > _CLIENT_CACHED:
             found = names_client(forwarded)
