@@ -30,6 +30,10 @@ from aisentinel.rules.matcher import Exclusions, Hit, Matcher, explain_rule, req
 from aisentinel.textsafe import escape
 
 _EVIDENCE = 300
+_NOTICE = 1200
+"""Most characters of a parser's notice shown."""
+_NOTICE_BATCH = 500
+"""Lines a batch when :func:`_notices` reads a file as the daemon does."""
 
 
 def ruleset_of(config: Config) -> RuleSet:
@@ -194,8 +198,11 @@ def explain_lines(
 ) -> int:
     """For each line: the parser, the event, the rules it matches (and which condition
     did it), and the findings the detectors make (fed in order, so a threshold met over
-    several lines of a file shows on the line that meets it). Returns the number of
-    lines no parser understood."""
+    several lines of a file shows on the line that meets it). A line of the format left out
+    on purpose says why (:meth:`~aisentinel.parsers.base.Parser.skipped`); what the
+    parser would tell the daemon's log about the lines as a whole (a notice: every client
+    an untrusted local proxy, no forwarded field) follows them. Returns the number of
+    lines no parser understood (a line left out on purpose was understood)."""
     name, parser = _parser_for(lines[:64], fmt, "explain", config.parsers)
     ruleset = ruleset_of(config)
     set_ipv6_key_prefix(config.decisions.ipv6_ban_prefix)  # as the pipeline does
@@ -206,8 +213,10 @@ def explain_lines(
         event = parser.parse(line)
         record: dict[str, Any] = {"line": lineno, "parser": name, "text": line}
         if event is None:
-            unparsed += 1
             record["event"] = None
+            record["skipped"] = parser.skipped(line)
+            if record["skipped"] is None:
+                unparsed += 1
             _emit(record, out, as_json)
             continue
         record["event"] = event_fields(event)
@@ -244,7 +253,26 @@ def explain_lines(
                     findings.append(found)
         record["detectors"] = [finding_fields(f) for f in findings]
         _emit(record, out, as_json)
+    for message, told in _notices(lines, name, config.parsers):
+        if as_json:
+            out.write(json.dumps({"notice": message, **told}) + "\n")
+        else:
+            out.write(f"note: {escape(message, _NOTICE)}\n")
     return unparsed
+
+
+def _notices(
+    lines: Sequence[str], name: str, parsers: ParsersConfig
+) -> list[tuple[str, dict[str, str]]]:
+    """The notices a parser of ``name`` gives for ``lines`` read as the daemon reads them
+    (in batches, :meth:`~aisentinel.parsers.base.Parser.parse_many`): some judge the
+    lines as a whole."""
+    parser = build_parser(name, parsers.context("explain", name))
+    notices: list[tuple[str, dict[str, str]]] = []
+    for start in range(0, len(lines), _NOTICE_BATCH):
+        parser.parse_many(lines[start : start + _NOTICE_BATCH])
+        notices += parser.take_notices()
+    return notices
 
 
 def _unsecret(text: str) -> str:
@@ -260,7 +288,11 @@ def _emit(record: dict[str, Any], out: TextIO, as_json: bool) -> None:
     out.write(f"line {record['line']}: {escape(_unsecret(record['text']), _EVIDENCE)}\n")
     event = record["event"]
     if event is None:
-        out.write(f"  parser {record['parser']}: no event (the line is not in this format)\n")
+        why = record.get("skipped")
+        if why is not None:
+            out.write(f"  parser {record['parser']}: no event, left out: {escape(why)}\n")
+        else:
+            out.write(f"  parser {record['parser']}: no event (the line is not in this format)\n")
         return
     out.write(f"  parser {record['parser']} -> {event['type']}\n")
     for key, value in event.items():

@@ -89,6 +89,10 @@ RECOGNITION_WINDOW = 200
 """A source's recent lines: the batches holding its last this many lines at least."""
 RECOGNITION_MIN = 50
 """Fewest recent lines a source is judged on (fewer: no share is told)."""
+PARSER_IDLE_LINES = 1000
+"""A parser of a source that has read none of the source's last this many lines (a file
+of a ``parser = "auto"`` source sniffed as another format since) no longer tells the
+source's problems (:meth:`Pipeline.source_problems`)."""
 BLIND_SHARE = 0.9
 """A source is blind once this share of its recent lines is not of its format ..."""
 SEEING_SHARE = 0.5
@@ -303,6 +307,9 @@ class Pipeline:
             registry=None,
         )
         self._parsers: dict[tuple[str, str], Parser] = {}
+        self._read_upto: dict[tuple[str, str], int] = {}
+        """Per parser of :attr:`_parsers`: its source's :attr:`SourceCounters.lines` after
+        the parser's latest batch."""
         self._dispatch: dict[frozenset[type], tuple[Detector, ...]] = {}
         """Detectors to run for a batch holding events of these types, in order."""
         self.reconfigure(
@@ -366,6 +373,7 @@ class Pipeline:
             counters.lines += len(lines)
             counters.parsed += len(events)
             counters.unparsed += len(lines) - len(events)
+            self._read_upto[batch.source, batch.parser] = counters.lines
             # getattr: a plug-in parser whose __init__ skips Parser.__init__ has none.
             if getattr(parser, "notices", None):
                 for message, fields in parser.take_notices():
@@ -857,25 +865,35 @@ class Pipeline:
         if parsers_config != self.parsers_config:
             self.parsers_config = parsers_config
             self._parsers.clear()
+            self._read_upto.clear()
         self._dispatch.clear()
 
     def source_problems(self, source: str) -> list[str]:
         """What the parsers of ``source`` see wrong now with its setup
-        (:meth:`~aisentinel.parsers.base.Parser.problems`), for ``aisentinel status``.
-        Called from the control thread: the parsers are read from a copy of the table."""
+        (:meth:`~aisentinel.parsers.base.Parser.problems`), for ``aisentinel status``;
+        not those of a parser that read none of the source's last
+        :data:`PARSER_IDLE_LINES` lines (another format read since). Called from the
+        control thread: the parsers are read from a copy of the table."""
         out: list[str] = []
-        for (name, _fmt), parser in list(self._parsers.items()):
-            if name != source:
+        counters = self.sources.get(source)
+        latest = counters.lines if counters is not None else 0
+        for key, parser in list(self._parsers.items()):
+            if key[0] != source or latest - self._read_upto.get(key, latest) > PARSER_IDLE_LINES:
                 continue
             out += (p for p in parser.problems() if p not in out)
         return out
 
     def judge_afresh(self, source: str) -> None:
-        """Forget how much of ``source``'s recent lines were recognised (a reload changed
-        the source: its parser or files): it is judged again from its next lines."""
+        """Forget how much of ``source``'s recent lines were recognised, and its parsers
+        with what they saw (a reload changed the source: its parser or files): it is
+        judged again from its next lines, and a problem its old parser saw
+        (:meth:`source_problems`) goes with that parser."""
         counters = self.sources.get(source)
         if counters is not None:
             counters.recognitions.clear()
+        for key in [key for key in self._parsers if key[0] == source]:
+            del self._parsers[key]
+            self._read_upto.pop(key, None)
 
     def collect(self) -> Iterator[Metric]:
         """The pipeline's metric families (per source, detector and stage), at scrape time."""

@@ -193,31 +193,133 @@ def _nested(section: str, table: dict[str, object]) -> dict[str, object]:
     return data
 
 
-def test_shipped_default_config_shows_defaults_or_says_example() -> None:
-    """Each commented `key = value` of the conffile (outside the [[sources]] examples)
-    holds the key's built-in default, unless its comment starts with "example" and gives
-    the default; the header says so."""
-    text = (Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml").read_text()
-    assert 'unless its comment starts with "example"' in text
+_EXAMPLE_KEYS = frozenset(
+    {
+        "exporter.web_config",
+        "parsers.trusted_proxies",
+        "decisions.allowlist",
+        "decisions.admin_cidrs",
+        "decisions.monitoring_hosts",
+        "decisions.workload_actions",
+        "decisions.workload_allowlist.units",
+        "decisions.workload_allowlist.containers",
+        "decisions.workload_allowlist.images",
+        "decisions.workload_allowlist.executables",
+        "audit.skip",
+    }
+)
+"""The conffile's keys shown with an example value (their comment gives the default)."""
+
+_KEY_LINE = re.compile(r"\s*#*\s*(\w+)\s*=.*")
+"""Any line that sets a key, commented or not, however spaced."""
+_STATED_DEFAULT = re.compile(r"default: (.+?)(?:\. | \(|\.?$)")
+_SECTION_DEFAULTS: dict[str, dict[str, object]] = {}
+_JUDGED: dict[tuple[str, str, str], bool] = {}
+""":func:`_is_default`'s answers, by section, key and the value's repr (each is slow)."""
+
+
+def _is_default(section: str, key: str, value: object) -> bool:
+    """Whether ``key = value`` in ``section`` gives the config the section gives without it
+    (a value the config refuses: no)."""
+    judged = _JUDGED.get((section, key, repr(value)))
+    if judged is not None:
+        return judged
+    if section not in _SECTION_DEFAULTS:
+        _SECTION_DEFAULTS[section] = parse_config(_nested(section, {})).to_dict()
+    try:
+        shown = parse_config(_nested(section, {key: value})).to_dict()
+    except ConfigError:
+        judged = False
+    else:
+        judged = shown == _SECTION_DEFAULTS[section]
+    _JUDGED[section, key, repr(value)] = judged
+    return judged
+
+
+def _default_config_problems(text: str) -> tuple[list[str], int]:
+    """What is wrong in a conffile text with the rule its header states (a commented key
+    shows its built-in default, unless its comment starts with "example" and gives the
+    default), and how many keys showing their default were checked. Every line that
+    sets a key (outside the [[sources]] examples) must be ``# key = value``; only the
+    keys of :data:`_EXAMPLE_KEYS` may show an example, and each must."""
+    problems: list[str] = []
     section: str | None = None
-    checked = examples = 0
+    checked = 0
+    examples: set[str] = set()
     for line in text.splitlines():
         if line.startswith("# [[sources]]"):
             section = None  # the source examples: see the next test
         elif heading := re.fullmatch(r"(?:# )?\[([\w.]+)\].*", line):
             section = heading.group(1)
-        elif section is not None and (key := re.fullmatch(r"# (\w+) = (.*)", line)):
+        elif section is not None and _KEY_LINE.fullmatch(line):
+            key = re.fullmatch(r"# (\w+) = (.*)", line)
+            if key is None:
+                problems.append(f"not `# key = value`: {line}")
+                continue
+            name = f"{section}.{key.group(1)}"
             value = tomllib.loads(f"value = {key.group(2)}")["value"]
             comment = key.group(2).partition("# ")[2]
             if comment.startswith("example"):
-                assert "default: " in comment, line
-                examples += 1
+                examples.add(name)
+                stated = _STATED_DEFAULT.search(comment)
+                if name not in _EXAMPLE_KEYS:
+                    problems.append(f"not a key shown with an example: {line}")
+                elif stated is None:
+                    problems.append(f"example without its default: {line}")
+                elif stated.group(1) == "none":
+                    if not _is_default(section, key.group(1), None):
+                        problems.append(f"the default is not none: {line}")
+                else:
+                    default = tomllib.loads(f"value = {stated.group(1)}")["value"]
+                    if not _is_default(section, key.group(1), default):
+                        problems.append(f"the stated default is not the default: {line}")
                 continue
-            shown = parse_config(_nested(section, {key.group(1): value})).to_dict()
-            assert shown == parse_config(_nested(section, {})).to_dict(), line
+            if name in _EXAMPLE_KEYS:
+                problems.append(f"shown without saying it is an example: {line}")
+            if not _is_default(section, key.group(1), value):
+                problems.append(f"not the default: {line}")
             checked += 1
+    problems += [f"example key not shown: {name}" for name in sorted(_EXAMPLE_KEYS - examples)]
+    return problems, checked
+
+
+def test_shipped_default_config_shows_defaults_or_says_example() -> None:
+    """Each key line of the conffile (outside the [[sources]] examples) holds the key's
+    built-in default, unless it is one of the example keys, whose comment says so and
+    gives the real default; the header says so."""
+    text = (Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml").read_text()
+    assert 'unless its comment starts with "example"' in text
+    problems, checked = _default_config_problems(text)
+    assert problems == []
     assert checked > 50
-    assert examples >= 10
+
+
+@pytest.mark.parametrize(
+    ("shipped", "changed"),
+    [
+        ("# port = 9847", "# port = 9848"),
+        ('# ban_severity = "high"', '# ban_severity = "medium"'),
+        ('# forwarded_header = "xff"', '# forwarded_header = "real_ip"'),
+        ('# alert_repeat = "1h"', '# alert_repeat = "2h"'),
+        ("# port = 9847", "# port = 9848  # example; default: 9847"),
+        ("# port = 9847", "# port = 9848  # example; default: 1"),
+        ("example; default: [] (trust no one)", 'example; default: ["10.0.0.0/8"]'),
+        ("example; default: none (plain HTTP)", 'example; default: "/etc/x.yml"'),
+        ("example; default: {}", "default: {}"),
+        ("# port = 9847", "#  port = 9848"),
+        ("# port = 9847", "  # port = 9848"),
+        ("# port = 9847", "# port=9848"),
+        ("# port = 9847", "port = 9848"),
+    ],
+)
+def test_default_config_check_finds_a_wrong_default(shipped: str, changed: str) -> None:
+    """The conffile check catches a wrong default however it is written: a changed
+    value, one relabelled an example, a wrong stated default, an example no longer
+    said to be one, a key line spaced or uncommented otherwise."""
+    text = (Path(__file__).parents[1] / "aisentinel" / "data" / "default-config.toml").read_text()
+    assert shipped in text
+    problems, _ = _default_config_problems(text.replace(shipped, changed, 1))
+    assert problems != []
 
 
 def test_shipped_source_examples_show_the_defaults_of_their_optional_keys() -> None:

@@ -519,7 +519,7 @@ def _from_peer(fmt: str, peer: str, xff: str | None) -> str:
 @pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
 def test_untrusted_local_proxy_gives_one_notice_and_a_problem(fmt: str) -> None:
     """When most requests come from an untrusted loopback peer and carry a forwarded
-    client (a local TLS terminator or tunnel, no trusted_proxies), the parser queues one
+    client (a local HTTP proxy, no trusted_proxies), the parser queues one
     notice with both fixes, and says so in problems() until the lines change."""
     parser = _parser(fmt)
     proxied = _from_peer(fmt, "127.0.0.1", "198.51.100.9")
@@ -564,8 +564,24 @@ def test_untrusted_local_ipv6_proxy_is_named_with_its_network(fmt: str) -> None:
         ((), [("127.0.0.1", "example.com")] * 300),
         # a minority of the requests through an untrusted local proxy
         ((), ([("127.0.0.1", "198.51.100.9")] + [("203.0.113.7", None)] * 3) * 100),
+        # a local health checker or app that names loopback itself as the client
+        ((), [("127.0.0.1", "127.0.0.1")] * 300),
+        ((), [("::1", "::1, 127.0.0.1")] * 300),
+        # "$upstream_addr" logged after the user agent: an address with a port, no client
+        ((), [("127.0.0.1", "127.0.0.1:11434")] * 300),
+        ((), [("127.0.0.1", "10.0.0.5:8000")] * 300),
     ],
-    ids=["trusted", "health-checks", "client-xff", "not-an-address", "minority"],
+    ids=[
+        "trusted",
+        "health-checks",
+        "client-xff",
+        "not-an-address",
+        "minority",
+        "loopback-client",
+        "loopback-chain",
+        "upstream-addr",
+        "upstream-addr-remote",
+    ],
 )
 def test_no_local_proxy_notice_without_clear_evidence(
     fmt: str, proxies: tuple[str, ...], lines: list[tuple[str, str | None]]
@@ -577,6 +593,80 @@ def test_no_local_proxy_notice_without_clear_evidence(
         parser.parse_many([_from_peer(fmt, peer, xff) for peer, xff in lines[start : start + 37]])
     assert parser.take_notices() == []
     assert parser.problems() == []
+
+
+def test_json_real_ip_equal_to_a_loopback_peer_names_no_client() -> None:
+    """A JSON record whose real_ip is its loopback remote_addr (nginx's realip module
+    logging a local request) is no request forwarded on behalf of another client."""
+    parser = _parser("nginx-json")
+    parser.parse_many([_json_line(remote_addr="127.0.0.1", real_ip="127.0.0.1")] * 300)
+    assert parser.take_notices() == []
+    assert parser.problems() == []
+    parser.parse_many([_json_line(remote_addr="127.0.0.1", real_ip="198.51.100.9")] * 300)
+    assert parser.problems() != []
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+def test_two_local_proxies_one_behind_the_other_count(fmt: str) -> None:
+    """A chain that ends in loopback entries (two local proxies) still names its client
+    left of them: the requests count as forwarded by an untrusted loopback peer."""
+    parser = _parser(fmt)
+    parser.parse_many([_from_peer(fmt, "127.0.0.1", "198.51.100.9, 127.0.0.1")] * 60)
+    [problem] = parser.problems()
+    assert problem.startswith("every client is 127.0.0.1")
+
+
+_PROXIED = ("127.0.0.1", "198.51.100.9")
+_DIRECT = ("203.0.113.7", None)
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+@pytest.mark.parametrize("batch", [1, 16, 37, 64, 128, 512])
+@pytest.mark.parametrize(
+    ("pattern", "shown"),
+    [
+        # a quarter of the requests through the local proxy, one in every four
+        ([_PROXIED] + [_DIRECT] * 3, False),
+        # nginx proxying to itself, one log for both server blocks: a backend line
+        # (from loopback, the client forwarded) then the front line (the client)
+        ([_PROXIED, _DIRECT], False),
+        ([_DIRECT, _PROXIED], False),
+        # three quarters through the local proxy, a direct request every fourth line
+        ([_DIRECT] + [_PROXIED] * 3, True),
+    ],
+    ids=["quarter", "self-proxy", "self-proxy-odd", "three-quarters"],
+)
+def test_local_proxy_share_is_exact_whatever_the_order(
+    fmt: str, batch: int, pattern: list[tuple[str, str | None]], shown: bool
+) -> None:
+    """Periodic traffic is judged on its true share at every batch size: a quarter or a
+    half through the untrusted local proxy is no problem, three quarters is."""
+    lines = [_from_peer(fmt, peer, xff) for peer, xff in pattern * (1200 // len(pattern))]
+    parser = _parser(fmt)
+    seen = []
+    for start in range(0, len(lines), batch):
+        parser.parse_many(lines[start : start + batch])
+        seen.append(bool(parser.problems()))
+    assert seen[-1] is shown
+    if not shown:
+        assert not any(seen)
+        assert parser.take_notices() == []
+
+
+@pytest.mark.parametrize("fmt", ["nginx", "nginx-json"])
+def test_local_proxy_advice_trusts_only_http_proxies(fmt: str) -> None:
+    """The notice and the problem tell to trust only a proxy that sets X-Forwarded-For,
+    and point a TCP/TLS tunnel (whose log holds the clients' own headers) to the PROXY
+    protocol."""
+    parser = _parser(fmt)
+    parser.parse_many([_from_peer(fmt, "127.0.0.1", "198.51.100.9")] * 60)
+    [(message, _)] = parser.take_notices()
+    [problem] = parser.problems()
+    assert "sets or appends X-Forwarded-For" in message
+    assert "real_ip_header proxy_protocol" in message
+    assert "Trust no TCP or TLS tunnel (stunnel" in message
+    assert "HTTP proxy setting X-Forwarded-For" in problem
+    assert "PROXY protocol" in problem
 
 
 @pytest.mark.parametrize(

@@ -548,6 +548,52 @@ def test_explain_rules_test_and_replay_name_the_client_behind_a_trusted_proxy(
     assert client in targets
 
 
+def test_explain_says_an_error_line_from_a_trusted_proxy_is_left_out(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An nginx-error auth failure whose client is a trusted proxy is said to be left out
+    on purpose (the error log cannot name the client), not "not in this format", and
+    explain exits 0: the line was understood."""
+    config = write(tmp_path, "c.toml", '[parsers]\ntrusted_proxies = ["10.0.0.2/32"]\n')
+    line = (
+        '2025/01/01 00:00:00 [error] 2833#0: *1 user "admin": password mismatch, client: '
+        '10.0.0.2, server: ai, request: "GET / HTTP/1.1", host: "ai"'
+    )
+    argv = ["explain", line, "--format", "nginx-error", "--config", str(config)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "not in this format" not in out
+    assert "no event, left out: its client 10.0.0.2 is a trusted proxy" in out
+    assert main([*argv, "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert record["event"] is None
+    assert record["skipped"].startswith("its client 10.0.0.2 is a trusted proxy")
+    other = line.replace("10.0.0.2", "203.0.113.9")
+    assert main(["explain", other, "--format", "nginx-error", "--config", str(config)]) == 0
+    assert "no event" not in capsys.readouterr().out
+
+
+def test_explain_file_shows_the_untrusted_local_proxy_notice(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """explain --file shows the notice the daemon would log for the file as a whole:
+    every client is an untrusted local proxy (escaped; in --json, a notice record)."""
+    config = write(tmp_path, "c.toml", "")
+    line = (
+        '127.0.0.1 - - [01/Jan/2025:00:00:00 +0000] "GET /api/tags HTTP/1.1" 200 5 "-" '
+        '"curl/8" "203.0.113.9"'
+    )
+    log = write(tmp_path, "access.log", (line + "\n") * 60)
+    argv = ["explain", "--file", str(log), "--format", "nginx", "--config", str(config)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("note: most requests come from 127.0.0.1") == 1
+    assert main([*argv, "--json"]) == 0
+    notices = [r for r in map(json.loads, capsys.readouterr().out.splitlines()) if "notice" in r]
+    assert [n["peer"] for n in notices] == ["127.0.0.1"]
+    assert "trusted_proxies" in notices[0]["notice"]
+
+
 def _unencodable(*_args: object, **_kw: object) -> int:
     raise UnicodeEncodeError("utf-8", "/a\udcff", 2, 3, "surrogates not allowed")
 

@@ -153,6 +153,37 @@ def test_another_parser_after_a_reload_starts_the_window_again(tmp_path: Path) -
     assert gauges["aisentinel_source_unrecognised_ratio"] == {}
 
 
+def test_a_problem_of_the_parser_a_reload_replaced_goes_with_it(tmp_path: Path) -> None:
+    """A setup problem the source's old parser saw (every client an untrusted local
+    proxy) is no longer listed once a reload names another parser for the source."""
+    pipeline = _pipeline(tmp_path)
+    proxied = nginx_line(T0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
+    _feed(pipeline, "web", "nginx", [proxied] * 300)
+    [problem] = pipeline.source_problems("web")
+    assert problem.startswith("every client is 127.0.0.1")
+    pipeline.judge_afresh("web")
+    record = '{"time": 1764000000, "remote_addr": "198.51.100.9", "status": "200", "uri": "/"}'
+    _feed(pipeline, "web", "nginx-json", [record] * 300)
+    assert pipeline.source_problems("web") == []
+
+
+def test_a_problem_of_a_parser_the_source_no_longer_uses_goes(tmp_path: Path) -> None:
+    """A parser = "auto" source whose file is read in another format since (no reload):
+    the old parser's problem is listed while it read some of the source's last 1000
+    lines, and no longer once it read none of them."""
+    pipeline = _pipeline(tmp_path)
+    proxied = nginx_line(T0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
+    _feed(pipeline, "web", "nginx", [proxied] * 300)
+    record = '{"time": 1764000000, "remote_addr": "198.51.100.9", "status": "200", "uri": "/"}'
+    _feed(pipeline, "web", "nginx-json", [record] * 1000)
+    [problem] = pipeline.source_problems("web")
+    assert problem.startswith("every client is 127.0.0.1")
+    _feed(pipeline, "web", "nginx-json", [record] * 10)
+    assert pipeline.source_problems("web") == []
+    _feed(pipeline, "web", "nginx", [proxied] * 10)  # the old format is read again
+    assert pipeline.source_problems("web") == [problem]
+
+
 def test_an_auto_source_whose_lines_no_format_is_told_for_is_blind_until_they_are(
     tmp_path: Path,
 ) -> None:

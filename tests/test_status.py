@@ -304,7 +304,7 @@ def test_an_untrusted_local_proxy_is_a_problem_of_its_source(
     short_dir: Path, now_epoch: float
 ) -> None:
     """An nginx source whose requests all come from 127.0.0.1 with X-Forwarded-For (a local
-    TLS terminator, no trusted_proxies) is up and parses every line, yet `status` exits 1
+    HTTP proxy, no trusted_proxies) is up and parses every line, yet `status` exits 1
     saying every client is 127.0.0.1 and how to trust the proxy."""
     web = short_dir / "logs" / "access.log"
     web.touch()
@@ -320,9 +320,9 @@ def test_an_untrusted_local_proxy_is_a_problem_of_its_source(
         done = _status("--config", str(r.path))
         assert done.returncode == 1, done.stdout + done.stderr
         problem = (
-            "source web: every client is 127.0.0.1: its requests carry forwarded addresses "
-            'but it is not a trusted proxy; set [parsers] trusted_proxies = ["127.0.0.1/32"] '
-            "or use nginx's realip module"
+            "source web: every client is 127.0.0.1, an untrusted proxy: if it is an HTTP "
+            'proxy setting X-Forwarded-For, set [parsers] trusted_proxies = ["127.0.0.1/32"] '
+            "or use nginx's realip module; a TCP/TLS tunnel: the PROXY protocol"
         )
         assert f"PROBLEMS (1)\n  - {problem}\n" in done.stdout
         snap = json.loads(_status("--json", "--config", str(r.path)).stdout)

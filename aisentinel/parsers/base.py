@@ -165,6 +165,12 @@ class Parser(ABC):
         Nothing to do for a parser that reads each line alone (this default)."""
         del origin
 
+    def skipped(self, line: str) -> str | None:
+        """Why ``line``, which is of this format and :meth:`parse` gave no event for, was
+        left out on purpose (one short sentence, for ``aisentinel explain``); ``None`` when
+        it was not, or there is nothing to tell. None by default."""
+        return None
+
     @abstractmethod
     def parse(self, line: str) -> Event | None:
         """The event this line describes, or ``None`` (not this format, or irrelevant)."""

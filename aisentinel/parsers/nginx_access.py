@@ -28,9 +28,9 @@ from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
 from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
 from aisentinel.parsers.proxy import (
+    LOOPBACK_STARTS,
     LoopbackWatch,
     ProxyResolver,
-    forwarded_address,
     normalize_addr,
 )
 from aisentinel.parsers.timestamps import NginxTimeLocal
@@ -67,8 +67,9 @@ time writes (``$remote_addr - $host - [$time_local]``), which must not be taken 
 user (detectors count one as a credential), and a client must not be able to make its
 lines unparsed by choosing its user name."""
 
-_LOOPBACK_HEADS = ("127.", "::1 ", "::ffff:127.")
-"""How a line from a loopback peer starts (nginx writes ``$remote_addr`` canonical)."""
+_XFF_FIELD = re.compile(r' "([^"]*+)"')
+"""The quoted field after the user agent (``$http_x_forwarded_for`` in ``combined_xff``),
+read from where :data:`_LINE_NO_XFF` stopped, for a request from a loopback peer."""
 
 _CUT_REQUEST = re.compile(r'([0-9A-Fa-f.:]++) [^ ]++ ([^ ]++) \[([^\]]{26})\] "([^"]*+)\Z')
 """A combined line cut inside its request line: address, user, time, the request so far."""
@@ -132,27 +133,29 @@ class NginxAccessParser(Parser):
         proxy = self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
         self._resolve = proxy.client if proxy.enabled else None
         self._match = (_LINE if proxy.enabled else _LINE_NO_XFF).match
-        self._loopback = LoopbackWatch()
+        self._loopback = LoopbackWatch(proxy)
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` if it is not a combined line."""
-        found = self._requests((line,))
+        found, _ = self._requests((line,))
         return found[0] if found else None
 
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
         """The requests of ``lines``, in order; lines that are not combined lines are
-        skipped. A sample of them tells whether every client is an untrusted local proxy
-        (:class:`~aisentinel.parsers.proxy.LoopbackWatch`), judged over the batches."""
+        skipped. Whether every client is an untrusted local proxy
+        (:class:`~aisentinel.parsers.proxy.LoopbackWatch`) is judged over the batches."""
         if not isinstance(lines, list | tuple):
             lines = list(lines)
-        out = self._requests(lines)
+        out, via_loopback = self._requests(lines)
         watch = self._loopback
-        if watch.add(lines, self._peer_of, self._proxy) and watch.proxied:
+        if watch.add(len(lines), via_loopback) and watch.proxied:
             self.notice("loopback-proxy", watch.notice(), peer=watch.peer)
         return out
 
-    def _requests(self, lines: Iterable[str]) -> list[HttpRequest]:
-        """The requests of ``lines``, in order (see :meth:`parse_many`)."""
+    def _requests(self, lines: Iterable[str]) -> tuple[list[HttpRequest], int]:
+        """The requests of ``lines``, in order (see :meth:`parse_many`), and how many of
+        them came from an untrusted loopback peer on behalf of another client
+        (:meth:`~aisentinel.parsers.proxy.LoopbackWatch.counts`)."""
         match = self._match
         times = self._time_cache
         to_time = self._time
@@ -161,6 +164,8 @@ class NginxAccessParser(Parser):
         statuses = _STATUS
         out: list[HttpRequest] = []
         append = out.append
+        via_loopback = 0
+        untrusted = self._loopback.untrusted
         for line in lines:
             m = match(line)
             spaced = False
@@ -181,6 +186,12 @@ class NginxAccessParser(Parser):
                     continue
             if peer[0] == ":":
                 peer = normalize_addr(peer)
+            if (
+                peer.startswith(LOOPBACK_STARTS)
+                and untrusted(peer)
+                and self._forwards(line, m, peer, spaced)
+            ):
+                via_loopback += 1
             if (
                 xff is None
                 and resolve is not None
@@ -226,27 +237,24 @@ class NginxAccessParser(Parser):
                 '`nginx` parser reads it as the quoted field right after "$http_user_agent" '
                 "(see docs/nginx-log-format.md)",
             )
-        return out
+        return out, via_loopback
 
     def problems(self) -> list[str]:
         """Every client taken for a local proxy that is not trusted (:class:`LoopbackWatch`)."""
         problem = self._loopback.problem()
         return [problem] if problem else []
 
-    def _peer_of(self, line: str) -> tuple[str, bool] | None:
-        """A line's peer and whether its forwarded-for field (the quoted one after the
-        user agent, read whether or not a proxy is trusted) names an address; ``None``
-        for a line whose peer is no loopback address outside the trusted proxies (one
-        look at its start: only such a line is matched again)."""
-        if not line.startswith(_LOOPBACK_HEADS):
-            return None
-        peer = normalize_addr(line.partition(" ")[0])
-        if self._proxy.is_trusted(peer):
-            return None
-        m = _LINE.match(line) or _SPACED.match(line)
-        if m is None:
-            return None
-        return peer, forwarded_address(m.group(11))
+    def _forwards(self, line: str, m: re.Match[str], peer: str, spaced: bool) -> bool:
+        """Whether the request ``m`` matched, from ``peer`` (an untrusted loopback peer),
+        is one :class:`~aisentinel.parsers.proxy.LoopbackWatch` counts: its
+        forwarded-for field (the quoted one right after the user agent, read whether or
+        not a proxy is trusted) names a client."""
+        if spaced or self._resolve is not None:
+            forwarded = m.group(11)
+        else:  # _LINE_NO_XFF stopped after the user agent
+            field = _XFF_FIELD.match(line, m.end())
+            forwarded = None if field is None else field.group(1)
+        return self._loopback.forwards(peer, forwarded)
 
     def cut_request(self, line: str) -> HttpRequest | None:
         """The request of a line cut inside its request line, or ``None``.

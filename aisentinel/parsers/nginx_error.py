@@ -129,7 +129,27 @@ class NginxErrorParser(Parser):
         self._proxy = ProxyResolver(ctx.trusted_proxies)
 
     def parse(self, line: str) -> Event | None:
-        """The auth failure or rate limiting this line reports, or ``None``."""
+        """The auth failure or rate limiting this line reports, or ``None`` (also when
+        its client is a trusted proxy: see :meth:`skipped`)."""
+        event = self._event(line)
+        if event is None or self._from_proxy(event.client):
+            return None
+        return event
+
+    def skipped(self, line: str) -> str | None:
+        """Why a line that reports an auth failure or a rate limiting gave no event: its
+        client is a trusted proxy (``None`` for any other line)."""
+        event = self._event(line)
+        if event is None or not self._proxy.enabled or not self._proxy.is_trusted(event.client):
+            return None
+        return (
+            f"its client {event.client} is a trusted proxy: the error log has no "
+            "X-Forwarded-For, so the real client is unknown and the line is left unparsed "
+            "rather than blamed on the proxy (nginx's realip module logs the real client)"
+        )
+
+    def _event(self, line: str) -> HttpAuthFailure | HttpRateLimited | None:
+        """The auth failure or rate limiting this line reports, whoever its client."""
         # Every message we read names a user, or is limit_req/limit_conn: skip the rest
         # (upstream timeouts, buffering warnings...) before any regex.
         if "client: " not in line or ("user" not in line and "limiting " not in line):
@@ -150,10 +170,7 @@ class NginxErrorParser(Parser):
             ts = self._time(head.group(1))
             if ts is None:
                 return None
-            addr = normalize_addr(m.group(2))
-            if self._from_proxy(addr):
-                return None
-            return HttpRateLimited(ts, self.source, addr, m.group(1) or None)
+            return HttpRateLimited(ts, self.source, normalize_addr(m.group(2)), m.group(1) or None)
         elif msg.startswith("no user/password"):
             m = _NO_CREDS.match(msg)
             if m is None:
@@ -169,10 +186,7 @@ class NginxErrorParser(Parser):
         ts = self._time(head.group(1))
         if ts is None:
             return None
-        addr = normalize_addr(addr)
-        if self._from_proxy(addr):
-            return None
-        return HttpAuthFailure(ts, self.source, addr, user, reason)
+        return HttpAuthFailure(ts, self.source, normalize_addr(addr), user, reason)
 
     def _from_proxy(self, addr: str) -> bool:
         """Whether ``addr`` is a trusted proxy: the error log has no X-Forwarded-For, so

@@ -33,9 +33,9 @@ from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserC
 from aisentinel.parsers.nginx_access import split_request
 from aisentinel.parsers.proxy import (
     ADDR_RE,
+    LOOPBACK_STARTS,
     LoopbackWatch,
     ProxyResolver,
-    forwarded_address,
     normalize_addr,
 )
 from aisentinel.parsers.timestamps import MAX_TS, MIN_TS, IsoTime
@@ -51,9 +51,6 @@ _XFF_KEYS = ("xff", "http_x_forwarded_for", "x_forwarded_for")
 """The keys read as the ``X-Forwarded-For`` chain, first present wins: the shipped
 format's, then those of widely copied JSON formats (ingress-nginx, Loki/ELK examples)."""
 _FORWARDED = ("real_ip", *_XFF_KEYS)
-_REMOTE_ADDR = re.compile(r'"remote_addr"\s*:\s*"([^"\\]*)"')
-"""A record's ``remote_addr`` as text, without decoding the line (a cheap look; inside a
-JSON string every quote is escaped, so no value can hold it)."""
 _PATH_KEYS = ("request_uri", "request", "path", "uri")
 """The keys a path is read from, first present wins: ``request_uri``; ``request``
 (``$request``, ``"GET /x HTTP/1.1"``, split); ``path`` or ``uri`` (``$uri``: no query)."""
@@ -191,14 +188,33 @@ class NginxJsonParser(Parser):
         super().__init__(ctx)
         self._iso = IsoTime()
         self._proxy = ProxyResolver(ctx.trusted_proxies, ctx.forwarded_header)
-        self._loopback = LoopbackWatch()
+        self._loopback = LoopbackWatch(self._proxy)
 
     def parse_many(self, lines: Iterable[str]) -> list[HttpRequest]:
-        """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop."""
+        """The requests of ``lines``, in order; what :meth:`parse` gives, in one loop.
+        Whether every client is an untrusted local proxy
+        (:class:`~aisentinel.parsers.proxy.LoopbackWatch`) is judged over the batches."""
         if not isinstance(lines, list | tuple):
             lines = list(lines)
-        parse = self.parse
-        out = [r for r in map(parse, lines) if r is not None]
+        out: list[HttpRequest] = []
+        append = out.append
+        record = self._record
+        event = self._event
+        via_loopback = 0
+        for line in lines:
+            data = record(line)
+            if data is None:
+                continue
+            try:
+                found = event(data, type(line) is CutLine)
+            except (ValueError, TypeError, OverflowError):
+                continue
+            if found is None:
+                continue
+            append(found)
+            peer = data["remote_addr"]  # an address (_event read it)
+            if type(peer) is str and (peer.startswith(LOOPBACK_STARTS) or peer[0] == ":"):
+                via_loopback += self._via_loopback(normalize_addr(peer), data)
         if self._proxy.enabled and self._proxy.layout_suspect():
             self.notice(
                 "unforwarded",
@@ -207,7 +223,7 @@ class NginxJsonParser(Parser):
                 "the proxy is never banned (see docs/nginx-log-format.md)",
             )
         watch = self._loopback
-        if watch.add(lines, self._peer_of, self._proxy) and watch.proxied:
+        if watch.add(len(lines), via_loopback) and watch.proxied:
             self.notice("loopback-proxy", watch.notice(), peer=watch.peer)
         return out
 
@@ -216,22 +232,18 @@ class NginxJsonParser(Parser):
         problem = self._loopback.problem()
         return [problem] if problem else []
 
-    def _peer_of(self, line: str) -> tuple[str, bool] | None:
-        """A line's peer and whether one of its forwarded keys (:data:`_FORWARDED`) names
-        an address; ``None`` for a line whose peer is no loopback address outside the
-        trusted proxies, as one look at its ``remote_addr`` tells (only such a line is
-        decoded again), or that is no record with a peer."""
-        head = _REMOTE_ADDR.search(line) if "127." in line or "::1" in line else None
-        if head is None:
-            return None
-        peer = normalize_addr(head.group(1))
-        if not self._loopback.is_loopback(peer) or self._proxy.is_trusted(peer):
-            return None
-        data = self._record(line)
-        if data is None or data.get("remote_addr") != head.group(1):
-            return None
-        forwarded = any(forwarded_address(_opt_text(data.get(key))) for key in _FORWARDED)
-        return peer, forwarded
+    def _via_loopback(self, peer: str, data: dict[str, Any]) -> bool:
+        """Whether a record from ``peer`` (a loopback-looking address) is one
+        :class:`~aisentinel.parsers.proxy.LoopbackWatch` counts: one of its forwarded
+        keys (:data:`_FORWARDED`) names a client."""
+        watch = self._loopback
+        if not watch.untrusted(peer):
+            return False
+        for key in _FORWARDED:
+            value = data.get(key)
+            if value and watch.forwards(peer, value if type(value) is str else _text(value)):
+                return True
+        return False
 
     def parse(self, line: str) -> HttpRequest | None:
         """The request this line records, or ``None`` (not JSON, or lacking address/status)."""

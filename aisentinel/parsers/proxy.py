@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Callable, Sequence
 
 from aisentinel.configtypes import ForwardedHeader
 from aisentinel.parsers.base import RecentShare
@@ -166,8 +165,6 @@ class ProxyResolver:
         return found
 
 
-LOOPBACK_SAMPLE = 16
-"""Most lines of a batch :meth:`LoopbackWatch.add` looks at (spread over the batch)."""
 LOOPBACK_WINDOW = 200
 """A source's recent lines for :class:`LoopbackWatch`: the batches holding its last this
 many lines (at least)."""
@@ -178,36 +175,48 @@ LOOPBACK_SHARE = 2 / 3
 at which every client is taken to be that peer ..."""
 LOOPBACK_CLEAR = 1 / 3
 """... and the share at or below which that no longer holds (no flapping in between)."""
-
-PeerOf = Callable[[str], tuple[str, bool] | None]
-"""A line's peer (``$remote_addr``, normalised) and whether it carries a forwarded
-client address, or ``None`` (not a request from a loopback peer, as far as a cheap look
-tells)."""
+LOOPBACK_STARTS = ("127.", "::1")
+"""How a loopback peer's text starts once IPv4-mapped addresses are made IPv4 (nginx
+writes ``$remote_addr`` canonical): the cheap look a parser takes at every request's
+peer before asking :meth:`LoopbackWatch.counts`."""
+_CHAIN_LOOK = 8
+"""Most forwarded-for entries :func:`names_client` looks at, from the right."""
+_CLIENT_CACHED = 256
+"""Longest forwarded value whose verdict :meth:`LoopbackWatch.counts` caches."""
 
 
 class LoopbackWatch:
     """Whether most of a source's recent requests come from a loopback peer that is not
     a trusted proxy and carry a forwarded client address (X-Forwarded-For, X-Real-IP).
 
-    That is a proxy on this host (a TLS terminator, a tunnel, a second nginx) in front of
-    nginx, not in ``[parsers] trusted_proxies``, with no realip module: every client is
-    then taken to be the loopback address, which the allowlist always holds, so no
-    attacker is ever banned or alerted on, silently. No client can pose as a loopback peer,
-    so the evidence is the operator's setup, never a client's header. A sample of each
-    batch (at most :data:`LOOPBACK_SAMPLE` lines, each looked at cheaply by the parser's
-    ``peer_of``) is scaled to the batch, and counted over the batches holding the source's
-    last :data:`LOOPBACK_WINDOW` lines (as the blind-source check counts); :attr:`proxied`
+    That is a proxy on this host (an HTTP reverse proxy such as Caddy, Traefik,
+    cloudflared or a second nginx) in front of nginx, not in ``[parsers]
+    trusted_proxies``, with no realip module: every client is then taken to be the
+    loopback address, which the allowlist always holds, so no attacker is ever banned or
+    alerted on, silently. The parser tells of every request it parses whether it is one
+    (:meth:`counts`: a cheap look at the peer first, :data:`LOOPBACK_STARTS`), so the
+    share is exact whatever the order of the lines; each batch's count
+    (:meth:`add`) is kept over the batches holding the source's last
+    :data:`LOOPBACK_WINDOW` lines (as the blind-source check counts). :attr:`proxied`
     holds from a share of :data:`LOOPBACK_SHARE` over at least :data:`LOOPBACK_MIN` lines
-    until the share is down to :data:`LOOPBACK_CLEAR`.
+    until the share is down to :data:`LOOPBACK_CLEAR`: nginx proxying to itself with one
+    log for both server blocks (half its lines from loopback) does not raise it.
+
+    A forwarded value counts only when it names a client that is not loopback itself
+    (:func:`names_client`): a local health check sending ``X-Forwarded-For: 127.0.0.1``,
+    a ``real_ip`` equal to the peer, or a ``"$upstream_addr"`` logged after the user agent
+    (``127.0.0.1:11434``: a port, no client) do not.
     """
 
-    __slots__ = ("_loopback", "peer", "recent")
+    __slots__ = ("_clients", "_loopback", "_proxy", "peer", "recent")
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: ProxyResolver) -> None:
         self.recent = RecentShare(LOOPBACK_WINDOW, LOOPBACK_MIN, LOOPBACK_SHARE, LOOPBACK_CLEAR)
         """Of the source's recent lines, those from an untrusted loopback peer with a
         forwarded address."""
+        self._proxy = proxy
         self._loopback: dict[str, bool] = {}
+        self._clients: dict[str, bool] = {}
         self.peer = ""
         """The loopback peer of the latest such request."""
 
@@ -216,59 +225,80 @@ class LoopbackWatch:
         """Whether most recent requests are such (see the class notes)."""
         return self.recent.holds
 
-    def is_loopback(self, peer: str) -> bool:
-        """Whether ``peer`` (text, IPv4-mapped already made IPv4) is a loopback address."""
+    def untrusted(self, peer: str) -> bool:
+        """Whether ``peer`` (text, IPv4-mapped already made IPv4) is a loopback address
+        outside the trusted proxies (cached)."""
         found = self._loopback.get(peer)
         if found is None:
             try:
                 found = ipaddress.ip_address(peer).is_loopback
             except ValueError:
                 found = False
+            found = found and not self._proxy.is_trusted(peer)
             if len(self._loopback) >= CACHE_LIMIT:
                 self._loopback.clear()
             self._loopback[peer] = found
         return found
 
-    def add(self, lines: Sequence[str], peer_of: PeerOf, proxy: ProxyResolver) -> bool:
-        """Look at a sample of a batch's ``lines``; whether :attr:`proxied` changed."""
-        count = len(lines)
-        if not count:
+    def counts(self, peer: str, forwarded: str | None) -> bool:
+        """Whether a request from ``peer`` (normalised) carrying the forwarded value
+        ``forwarded`` is one from an untrusted loopback peer on behalf of another client
+        (and remember ``peer`` if so)."""
+        return self.untrusted(peer) and self.forwards(peer, forwarded)
+
+    def forwards(self, peer: str, forwarded: str | None) -> bool:
+        """:meth:`counts` for a ``peer`` known :meth:`untrusted`: whether ``forwarded``
+        names a client (:func:`names_client`, cached)."""
+        if not forwarded:
             return False
-        hits = 0
-        sample = lines[:: -(-count // LOOPBACK_SAMPLE)]
-        for line in sample:
-            found = peer_of(line)
-            if found is None:
-                continue
-            peer, forwarded = found
-            if forwarded and self.is_loopback(peer) and not proxy.is_trusted(peer):
-                hits += 1
-                self.peer = peer
-        return self.recent.add(count, round(hits * count / len(sample)))
+        if len(forwarded) > _CLIENT_CACHED:
+            found = names_client(forwarded)
+        else:
+            cached = self._clients.get(forwarded)
+            if cached is None:
+                cached = names_client(forwarded)
+                if len(self._clients) >= CACHE_LIMIT:
+                    self._clients.clear()
+                self._clients[forwarded] = cached
+            found = cached
+        if found:
+            self.peer = peer
+        return found
+
+    def add(self, lines: int, hits: int) -> bool:
+        """Count a batch of ``lines`` lines, ``hits`` of them such requests
+        (:meth:`counts`); whether :attr:`proxied` changed."""
+        if not lines:
+            return False
+        return self.recent.add(lines, min(hits, lines))
 
     def problem(self) -> str | None:
-        """What :attr:`proxied` means, in one short line with the fix (for ``aisentinel
-        status``); ``None`` if it does not hold."""
+        """What :attr:`proxied` means, in one short line with the fixes (for ``aisentinel
+        status``, which shows 240 characters of a problem); ``None`` if it does not hold."""
         if not self.proxied:
             return None
         peer = self.peer
         return (
-            f"every client is {peer}: its requests carry forwarded addresses but it is not "
-            f'a trusted proxy; set [parsers] trusted_proxies = ["{self._network()}"] or use '
-            "nginx's realip module"
+            f"every client is {peer}, an untrusted proxy: if it is an HTTP proxy setting "
+            f'X-Forwarded-For, set [parsers] trusted_proxies = ["{self._network()}"] or use '
+            "nginx's realip module; a TCP/TLS tunnel: the PROXY protocol"
         )
 
     def notice(self) -> str:
-        """What :attr:`proxied` means for the operator's log, with both fixes."""
+        """What :attr:`proxied` means for the operator's log, with the fixes."""
         peer = self.peer
         return (
             f"most requests come from {peer} (loopback, not a trusted proxy) carrying a "
             f"forwarded client address: every client is taken to be {peer}, and loopback is "
-            "never banned nor alerted on. If a proxy on this host (a TLS terminator, a "
-            "tunnel) forwards them, trust it: [parsers] trusted_proxies = "
-            f'["{self._network()}"]; or log the real client with nginx\'s realip module '
-            f"(set_real_ip_from {peer}; real_ip_header X-Forwarded-For; real_ip_recursive "
-            "on). See docs/nginx-log-format.md"
+            "never banned nor alerted on. If an HTTP proxy on this host that sets or "
+            "appends X-Forwarded-For (Caddy, Traefik, cloudflared, nginx, HAProxy in http "
+            f'mode) forwards them, trust it: [parsers] trusted_proxies = ["{self._network()}"]; '
+            f"or log the real client with nginx's realip module (set_real_ip_from {peer}; "
+            "real_ip_header X-Forwarded-For; real_ip_recursive on). Trust no TCP or TLS "
+            "tunnel (stunnel, HAProxy in tcp mode, socat, an SSH tunnel): it adds no "
+            "X-Forwarded-For, so every one in the log was written by the client; have it "
+            f"send the PROXY protocol instead (listen ... proxy_protocol; set_real_ip_from "
+            f"{peer}; real_ip_header proxy_protocol). See docs/nginx-log-format.md"
         )
 
     def _network(self) -> str:
@@ -276,13 +306,30 @@ class LoopbackWatch:
         return f"{self.peer}/{128 if ':' in self.peer else 32}"
 
 
-def forwarded_address(value: str | None) -> bool:
-    """Whether a forwarded value (an X-Forwarded-For chain, an X-Real-IP) names an address
-    as its last entry (``-``, empty, or another field in its place: no)."""
-    if not value or value == "-":
-        return False
-    last = value.rpartition(",")[2].strip()
-    return len(last) <= _LONGEST_ENTRY and bool(_entry_address(last))
+def names_client(value: str) -> bool:
+    """Whether a forwarded value (an X-Forwarded-For chain, an X-Real-IP) names a client
+    other than this host: read from the right past loopback entries (local proxies one
+    behind the other), the first entry is a bare address (no port: a proxy appends the
+    address it saw; ``addr:port`` is what ``$upstream_addr`` writes) that is neither
+    loopback nor unspecified. Junk, ``-`` and an all-loopback chain: no. At most
+    :data:`_CHAIN_LOOK` entries are looked at."""
+    rest = value
+    for _ in range(_CHAIN_LOOK):
+        rest, _sep, last = rest.rpartition(",")
+        entry = last.strip()
+        if len(entry) > _LONGEST_ENTRY:
+            return False
+        try:
+            ip = ipaddress.ip_address(entry)
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if not ip.is_loopback:
+            return not ip.is_unspecified
+        if not _sep:
+            return False
+    return False
 
 
 def _entry_address(entry: str) -> str | None:
