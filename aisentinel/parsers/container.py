@@ -27,8 +27,8 @@ new parser (at a start, or a reload that changes ``[parsers]``: the reading may 
 in the middle of a split line, whose head was read before or not at all), and in a byte
 stream not read before (:meth:`ContainerParser.begin`: a file source's new file, or a
 file read again from its start after a truncation, whose lines written before it may be
-lost), each stream is in doubt: the line of its next records, up to the one that ends a line, is dropped
-(counted as unparsed; :attr:`ContainerParser.doubtful`). Read as a line of its own, the
+lost), each stream is in doubt: the line of its next records, up to the one that ends
+a line, is dropped (counted as unparsed; :attr:`ContainerParser.doubtful`). Read as a line of its own, the
 rest of a split line would be a line that the client who chose it wrote: at byte 16384
 of a request, an error-log line that names another address, to have it banned.
 
