@@ -29,8 +29,9 @@ stream not read before (:meth:`ContainerParser.begin`: a file source's new file,
 file read again from its start after a truncation, whose lines written before it may be
 lost), each stream is in doubt: the line of its next records, up to the one that ends
 a line, is dropped (counted as unparsed; :attr:`ContainerParser.doubtful`). Read as a
-line of its own, the rest of a split line would be a line that the client who chose it wrote: at byte 16384
-of a request, an error-log line that names another address, to have it banned.
+line of its own, the rest of a split line would be a line that the client who chose
+it wrote: at byte 16384 of a request, an error-log line that names another address, to
+have it banned.
 
 The line in a record goes to the parser of its shape, decided per line (the stream is
 no guide: nginx's image sends its error log to stderr, other setups do not): a JSON
