@@ -33,7 +33,9 @@ EXPECTED_IDS = [
     "firewall.default-deny",
     "exposure.ai-ports",
     "exposure.ollama-host",
+    "exposure.side-services",
     "unauth.ai-api",
+    "unauth.side-services",
     "nginx.auth",
     "nginx.rate-limit",
     "nginx.tls",
@@ -182,6 +184,8 @@ def test_full_audit_of_fakes_is_complete(tmp_path: Path) -> None:
     assert by_id["firewall.default-deny"] is Status.UNKNOWN  # no firewall tool in the fake
     assert by_id["docker.ai-ports"] is Status.UNKNOWN  # no engine
     assert by_id["exposure.ai-ports"] is Status.PASS
+    assert by_id["exposure.side-services"] is Status.PASS
+    assert by_id["unauth.side-services"] is Status.PASS
 
 
 def test_table_rendering_colour_and_fix() -> None:

@@ -205,26 +205,33 @@ def test_localai_and_llama_cpp_images_are_ai(image: str) -> None:
     assert run("docker.ai-ports", [server]).status is Status.FAIL
 
 
-def test_docker_published_port_is_not_closed_by_ufw(tmp_path: Path) -> None:
-    """docker-proxy's 0.0.0.0 listener fails although ufw denies it: Docker bypasses INPUT."""
+def published_behind_ufw(
+    tmp_path: Path, check: str, ports: tuple[int, ...], published: dict[str, Any]
+) -> CheckResult:
+    """Run ``check`` with 0.0.0.0 listeners on ``ports``, ufw denying by default, one container."""
     net = tmp_path / "net"
     net.mkdir()
     rows = "".join(
         f"   {i}: 00000000:{port:04X} 00000000:0000 0A 00000000:00000000 x\n"
-        for i, port in enumerate((3000, 5000))
+        for i, port in enumerate(ports)
     )
     (net / "tcp").write_text("  sl  local_address rem_address   st\n" + rows)
     ufw = ("ufw", "status", "verbose")
     runner = FakeRunner({ufw: CommandResult(ufw, 0, (FIXTURES / "ufw_active.txt").read_text(), "")})
+    ctx = make_context(
+        AuditConfig(proc_root=tmp_path), runner=runner, docker=fake_docker([published])
+    )
+    return run_check(CHECKS.get(check).factory, ctx)
+
+
+def test_docker_published_port_is_not_closed_by_ufw(tmp_path: Path) -> None:
+    """docker-proxy's 0.0.0.0 listener fails although ufw denies it: Docker bypasses INPUT."""
     localai = container(
         "localai",
         "quay.io/go-skynet/local-ai:latest",
         {"8080/tcp": [{"HostIp": "0.0.0.0", "HostPort": "3000"}]},
     )
-    ctx = make_context(
-        AuditConfig(proc_root=tmp_path), runner=runner, docker=fake_docker([localai])
-    )
-    result = run_check(CHECKS.get("exposure.ai-ports").factory, ctx)
+    result = published_behind_ufw(tmp_path, "exposure.ai-ports", (3000, 5000), localai)
     assert result.status is Status.FAIL
     assert result.evidence == (
         "0.0.0.0:3000 listens beyond loopback (every interface); published by Docker"
@@ -233,3 +240,20 @@ def test_docker_published_port_is_not_closed_by_ufw(tmp_path: Path) -> None:
         "0.0.0.0:5000 listens beyond loopback; ufw: no accept rule (default deny)",
     )
     assert "-p 127.0.0.1:11434:11434" in result.remediation
+
+
+def test_docker_published_jupyter_fails_despite_ufw(tmp_path: Path) -> None:
+    """A Jupyter container published on 0.0.0.0:8888 fails exposure.side-services under ufw deny."""
+    jupyter = container(
+        "lab",
+        "quay.io/jupyter/pytorch-notebook",
+        {"8888/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8888"}]},
+    )
+    result = published_behind_ufw(tmp_path, "exposure.side-services", (8888,), jupyter)
+    assert result.status is Status.FAIL
+    assert result.evidence == (
+        "Jupyter: 0.0.0.0:8888 listens beyond loopback (every interface); published by Docker"
+        " (lab (quay.io/jupyter/pytorch-notebook)): ufw's INPUT rules do not apply"
+        " (DOCKER-USER rules are not read)",
+    )
+    assert "Docker: -p 127.0.0.1:8888:8888" in result.remediation

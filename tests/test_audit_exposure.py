@@ -389,3 +389,104 @@ def test_unreadable_environment_file_is_unknown(tmp_path: Path) -> None:
     result = ollama_host_shown("systemctl_show_env_file.txt", env_dir)
     assert result.status is Status.UNKNOWN
     assert f"cannot read EnvironmentFile {env_dir}/ollama.env" in result.evidence[0]
+
+
+# --------------------------------------------------------------------------- side services
+
+# 0.0.0.0 listeners on 8265, 8888, 8188, 9400 and 9100, as /proc/net/tcp writes them
+RAY, JUPYTER, COMFYUI = "00000000:2049", "00000000:22B8", "00000000:1FFC"
+DCGM, NODE = "00000000:24B8", "00000000:238C"
+
+
+def side_services(tmp_path: Path, fixture: str, *rows: str, **config: object) -> CheckResult:
+    """Run exposure.side-services on a fake /proc listing ``rows``, ufw printing ``fixture``."""
+    proc_net(tmp_path, *rows)
+    ctx = make_context(
+        AuditConfig.model_validate({"proc_root": tmp_path, **config}), runner=ufw_runner(fixture)
+    )
+    return run_check(CHECKS.get("exposure.side-services").factory, ctx)
+
+
+def test_ray_and_exporter_without_firewall_fail(tmp_path: Path) -> None:
+    """Ray's dashboard on 0.0.0.0 with no default deny fails; the exporter beside it is named."""
+    result = side_services(tmp_path, "ufw_allow_default.txt", RAY, NODE)
+    assert result.status is Status.FAIL
+    assert result.evidence == (
+        "Ray dashboard: 0.0.0.0:8265 listens beyond loopback;"
+        " ufw: not filtered (no default-deny firewall)",
+        "metrics exporter: 0.0.0.0:9100 listens beyond loopback;"
+        " ufw: not filtered (no default-deny firewall)",
+    )
+    assert "ray start --head --dashboard-host=127.0.0.1" in result.remediation
+    assert "node_exporter --web.listen-address=127.0.0.1:9100" in result.remediation
+    assert "to any port 8265 proto tcp" in result.remediation
+
+
+@pytest.mark.parametrize(
+    ("row", "status", "fix"),
+    [
+        (JUPYTER, Status.FAIL, "--ServerApp.ip=127.0.0.1"),
+        (COMFYUI, Status.FAIL, "--listen 127.0.0.1"),
+        (DCGM, Status.WARN, "dcgm-exporter -a 127.0.0.1:9400"),
+        (NODE, Status.WARN, "--web.listen-address=127.0.0.1:9100"),
+    ],
+    ids=["jupyter", "comfyui", "dcgm-exporter", "node_exporter"],
+)
+def test_each_side_service_unfirewalled(tmp_path: Path, row: str, status: Status, fix: str) -> None:
+    """Code-running services reachable by anyone fail; exporters (disclosure only) warn."""
+    result = side_services(tmp_path, "ufw_allow_default.txt", row)
+    assert result.status is status
+    assert fix in result.remediation
+    assert "--dashboard-host" not in result.remediation
+
+
+def test_side_services_judged_by_firewall_rules(tmp_path: Path) -> None:
+    """Default deny: closed Ray passes, LAN-only Jupyter warns, a one-host exporter passes."""
+    result = side_services(tmp_path, "ufw_side_services.txt", RAY, JUPYTER, NODE, DCGM)
+    assert result.status is Status.WARN
+    assert result.evidence == (
+        "Ray dashboard: 0.0.0.0:8265 listens beyond loopback; ufw: no accept rule (default deny)",
+        "Jupyter: 0.0.0.0:8888 listens beyond loopback; ufw: from 192.168.1.0/24",
+        "metrics exporter: 0.0.0.0:9100 listens beyond loopback; ufw: from 10.0.0.5/32",
+        "metrics exporter: 0.0.0.0:9400 listens beyond loopback; ufw: open to anywhere"
+        " (9400/tcp                   ALLOW IN    Anywhere)",
+    )
+    assert "--ServerApp.ip=127.0.0.1" in result.remediation
+    assert "dcgm-exporter -a 127.0.0.1:9400" in result.remediation
+    assert "--dashboard-host" not in result.remediation
+
+
+def test_side_services_on_loopback_or_absent_pass(sockets: list[socket.socket]) -> None:
+    """Real sockets on 127.0.0.1 pass as loopback-only; no listener passes naming the ports."""
+    local = listener("127.0.0.1")
+    sockets.append(local)
+    port = local.getsockname()[1]
+    config = AuditConfig.model_validate({"side_services": {"jupyter": [port]}})
+    result = run_check(CHECKS.get("exposure.side-services").factory, make_context(config))
+    assert result.status is Status.PASS
+    assert result.evidence == (
+        f"side services listen on loopback only: 127.0.0.1:{port} (Jupyter)",
+    )
+    sockets.pop().close()
+    result = run_check(CHECKS.get("exposure.side-services").factory, make_context(config))
+    assert result.status is Status.PASS
+    assert f"Jupyter {port}; ComfyUI 8188" in result.evidence[0]
+
+
+def test_configured_side_service_port_is_used(tmp_path: Path) -> None:
+    """A Jupyter moved to 8889 in [audit.side_services] is judged; 8888 is then nothing special."""
+    result = side_services(
+        tmp_path,
+        "ufw_allow_default.txt",
+        JUPYTER,
+        "00000000:22B9",
+        side_services={"jupyter": [8889]},
+    )
+    assert result.status is Status.FAIL
+    assert [line.split(" listens")[0] for line in result.evidence] == ["Jupyter: 0.0.0.0:8889"]
+
+
+def test_side_service_port_under_two_services_is_refused() -> None:
+    """One port listed for two services is a config error naming both."""
+    with pytest.raises(ValueError, match="port 9100 is listed under both ray and exporters"):
+        AuditConfig.model_validate({"side_services": {"ray": [8265, 9100]}})

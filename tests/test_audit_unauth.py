@@ -14,7 +14,7 @@ from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
 from aisentinel.audit.context import ProbeResult, UrllibProber
 from aisentinel.audit.engine import run_check
-from aisentinel.audit.model import Status
+from aisentinel.audit.model import CheckResult, Status
 from aisentinel.audit.testing import FakeProber, make_context
 from aisentinel.commands import SubprocessRunner
 
@@ -104,19 +104,25 @@ def test_loopback_only_api_is_not_probed(servers: list[ThreadingHTTPServer]) -> 
     assert prober.calls == []
 
 
-def test_silent_port_is_unknown() -> None:
-    """An exposed port where no probe gets an answer is unknown, not pass."""
+@pytest.mark.parametrize(
+    ("check", "config"),
+    [("unauth.ai-api", "ai_ports"), ("unauth.side-services", "side_services.ray")],
+)
+def test_silent_port_is_unknown(check: str, config: str) -> None:
+    """An exposed port (AI or Ray) where no probe gets an answer is unknown, not pass."""
     sock = socket.socket()
     sock.bind(("0.0.0.0", 0))
     sock.listen(1)
     try:
         port = sock.getsockname()[1]
-        ctx = make_context(AuditConfig(ai_ports=(port,)))  # FakeProber: connection refused
-        result = run_check(CHECKS.get("unauth.ai-api").factory, ctx)
+        table, _, key = config.rpartition(".")
+        values: dict[str, object] = {key: [port]}
+        ctx = make_context(AuditConfig.model_validate({table: values} if table else values))
+        result = run_check(CHECKS.get(check).factory, ctx)  # FakeProber: connection refused
     finally:
         sock.close()
     assert result.status is Status.UNKNOWN
-    assert f"no answer from http://127.0.0.1:{port}" in result.evidence[0]
+    assert result.evidence[0] == f"no answer from http://127.0.0.1:{port}"
 
 
 def test_real_prober_reports_refused_and_does_not_follow_redirects(
@@ -145,3 +151,91 @@ def test_real_prober_reports_refused_and_does_not_follow_redirects(
     assert refused.error
     with pytest.raises(ValueError, match="plain http"):
         prober.get("file:///etc/passwd", timeout=1)
+
+
+class _FakeRay(_FakeAI):
+    """Answers like Ray's dashboard before 2.52: the jobs API lists jobs to anyone."""
+
+    def do_GET(self) -> None:
+        if self.path == "/api/jobs/":
+            self._reply(200, {"jobs": []})  # Ray answers a JSON list; any 2xx counts
+        else:
+            self._reply(404, {"error": "not found"})
+
+
+class _FakeJupyter(_FakeAI):
+    """Answers like Jupyter Server: /api/kernels is 403 without the token unless it is off."""
+
+    def do_GET(self) -> None:
+        if self.path != "/api/kernels":
+            self._reply(404, {"message": "Not Found"})
+        elif self.require_token and self.headers.get("Authorization") != "token t0k3n":
+            self._reply(403, {"message": "Forbidden"})
+        else:
+            self._reply(200, {"kernels": []})
+
+
+class _LockedJupyter(_FakeJupyter):
+    require_token = True
+
+
+def side_unauth(
+    servers: list[ThreadingHTTPServer], **kinds: type[BaseHTTPRequestHandler]
+) -> CheckResult:
+    """Run unauth.side-services with one 0.0.0.0 stand-in per service kind (``ray=_FakeRay``)."""
+    ports: dict[str, list[int]] = {"ray": [], "jupyter": [], "comfyui": [], "exporters": []}
+    for kind, handler in kinds.items():
+        server = serve(handler, "0.0.0.0")
+        servers.append(server)
+        ports[kind] = [server.server_address[1]]
+    ctx = make_context(AuditConfig.model_validate({"side_services": ports}))
+    ctx.prober = UrllibProber()
+    return run_check(CHECKS.get("unauth.side-services").factory, ctx)
+
+
+def test_open_ray_jobs_api_fails(servers: list[ThreadingHTTPServer]) -> None:
+    """A Ray dashboard on 0.0.0.0 whose jobs API answers 200 without a token fails (ShadowRay)."""
+    result = side_unauth(servers, ray=_FakeRay)
+    port = servers[0].server_address[1]
+    assert result.status is Status.FAIL
+    assert result.evidence == (
+        "answers without credentials:",
+        f"Ray dashboard: GET http://127.0.0.1:{port}/api/jobs/ -> 200 (open)",
+    )
+    assert "--dashboard-host=127.0.0.1" in result.remediation
+    assert "RAY_AUTH_MODE=token" in result.remediation
+
+
+def test_jupyter_without_token_fails_with_token_passes(servers: list[ThreadingHTTPServer]) -> None:
+    """Jupyter's /api/kernels at 200 without a token fails; a 403 asking for one passes."""
+    opened = side_unauth(servers, jupyter=_FakeJupyter)
+    assert opened.status is Status.FAIL
+    assert opened.evidence[1].endswith("/api/kernels -> 200 (open)")
+    assert "--ServerApp.ip=127.0.0.1" in opened.remediation
+    locked = side_unauth(servers, jupyter=_LockedJupyter)
+    port = servers[1].server_address[1]
+    assert locked.status is Status.PASS
+    assert locked.evidence == (f"Jupyter: GET http://127.0.0.1:{port}/api/kernels -> 403 (auth)",)
+
+
+def test_side_services_without_probe_or_on_loopback_are_not_probed(
+    servers: list[ThreadingHTTPServer],
+) -> None:
+    """ComfyUI and exporters on 0.0.0.0 and a Ray on 127.0.0.1 are not probed: pass."""
+    ray = serve(_FakeRay, "127.0.0.1")
+    servers.append(ray)
+    others = [serve(_FakeAI, "0.0.0.0") for _ in range(2)]
+    servers.extend(others)
+    prober = FakeProber()
+    side = {
+        "ray": [ray.server_address[1]],
+        "comfyui": [others[0].server_address[1]],
+        "exporters": [others[1].server_address[1]],
+    }
+    ctx = make_context(AuditConfig.model_validate({"side_services": side}), prober=prober)
+    result = run_check(CHECKS.get("unauth.side-services").factory, ctx)
+    assert result.status is Status.PASS
+    assert result.evidence == (
+        "no Ray dashboard or Jupyter port listens beyond loopback: nothing to probe",
+    )
+    assert prober.calls == []

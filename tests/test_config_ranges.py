@@ -226,8 +226,8 @@ def _top(model: type[BaseModel]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, field in model.model_fields.items():
         leaves = list(numeric_leaves(field.annotation, list(field.metadata), name))
-        if not leaves:
-            continue
+        if not leaves or leaves[0].where not in (name, f"{name}[]"):
+            continue  # none, or in a nested table ([audit.side_services]: ports must differ)
         high = leaves[0].high
         value: Any = int(high) if leaves[0].kind is int else high
         out[name] = [value] if leaves[0].where.endswith("[]") else value

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from aisentinel.configtypes import Duration, DurationBounds, StrictModel
 
@@ -53,6 +53,37 @@ class AuditTools(StrictModel):
     systemctl: str = "systemctl"
 
 
+class SideServicePorts(StrictModel):
+    """``[audit.side_services]``: TCP ports of the services that run beside the models.
+
+    Ray's dashboard and Jupyter run code for whoever reaches them (Ray's jobs API is
+    ShadowRay, CVE-2023-48022); ComfyUI has no login at all; the exporters disclose
+    the host and its GPUs. A port belongs to one service.
+    """
+
+    ray: tuple[Port, ...] = (8265,)
+    """Ray dashboard and jobs API (``ray start --head``)."""
+
+    jupyter: tuple[Port, ...] = (8888,)
+    """Jupyter Server / Notebook / Lab."""
+
+    comfyui: tuple[Port, ...] = (8188,)
+    """ComfyUI."""
+
+    exporters: tuple[Port, ...] = (9400, 9100)
+    """Host and GPU metrics exporters (dcgm-exporter 9400, node_exporter 9100)."""
+
+    @model_validator(mode="after")
+    def _one_service_per_port(self) -> SideServicePorts:
+        seen: dict[int, str] = {}
+        for name in type(self).model_fields:
+            for port in getattr(self, name):
+                other = seen.setdefault(port, name)
+                if other != name:
+                    raise ValueError(f"port {port} is listed under both {other} and {name}")
+        return self
+
+
 class AuditConfig(StrictModel):
     """Keys of the ``[audit]`` table; every key has a safe default."""
 
@@ -67,6 +98,10 @@ class AuditConfig(StrictModel):
 
     ai_ports: tuple[Port, ...] = DEFAULT_AI_PORTS
     """TCP ports of AI services (listening checks, nginx upstream detection, probes)."""
+
+    side_services: SideServicePorts = Field(default_factory=SideServicePorts)
+    """Ports of Ray, Jupyter, ComfyUI and the metrics exporters (``exposure.side-services``,
+    ``unauth.side-services``)."""
 
     ai_units: tuple[str, ...] = (
         "ollama.service",

@@ -1,4 +1,4 @@
-"""AI services not exposed: AI ports listening beyond loopback, and ``OLLAMA_HOST``.
+"""AI services not exposed: AI ports and side services beyond loopback, ``OLLAMA_HOST``.
 
 Listening sockets come from ``<proc_root>/net/tcp{,6}``; the firewall state from
 :func:`~aisentinel.audit.checks.firewall.firewall_state`. A service on a Unix
@@ -8,6 +8,7 @@ socket never appears in those tables and counts as safe.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register, worse
@@ -16,6 +17,7 @@ from aisentinel.audit.containers import docker_published
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.fwstate import Reach
 from aisentinel.audit.model import Status
+from aisentinel.audit.sideservices import DOCKER_FIX, FIREWALL_FIX, describe_ports, side_listeners
 from aisentinel.audit.sockets import ListeningSocket, bind_scope, listening_sockets
 from aisentinel.audit.units import (
     EnvironmentFileError,
@@ -50,6 +52,55 @@ BIND_FIX = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Exposure:
+    """How far one socket bound beyond loopback is reachable, with its evidence line.
+
+    ``status`` is fail when anyone can reach it (the firewall accepts it from anywhere,
+    cannot be read, or Docker publishes it on a public or wildcard address), warn when
+    only some networks can, pass when the firewall accepts it from nowhere.
+    """
+
+    sock: ListeningSocket
+    status: Status
+    line: str
+    container: str | None = None
+    """The container that Docker publishes the port for, if any."""
+
+
+def exposures(ctx: AuditContext, exposed: list[ListeningSocket]) -> list[Exposure]:
+    """Judge each socket of ``exposed`` against the firewall and Docker's published ports."""
+    if not exposed:
+        return []
+    try:
+        state = firewall_state(ctx).state
+    except CannotCheckError as exc:
+        return [
+            Exposure(s, Status.FAIL, f"{s} listens beyond loopback; firewall unknown ({exc})")
+            for s in exposed
+        ]
+    published = docker_published(ctx)
+    out = []
+    for sock in exposed:
+        container = published.get(sock.port)
+        if container is not None:
+            # Docker DNATs published ports in PREROUTING and accepts them in FORWARD:
+            # the INPUT rules (ufw's too) never see that traffic.
+            verdict, where = bind_scope(str(sock.address), "")
+            line = (
+                f"{sock} listens beyond loopback ({where}); published by Docker ({container}):"
+                f" {state.backend}'s INPUT rules do not apply (DOCKER-USER rules are not read)"
+            )
+        else:
+            access = state.access(sock.port, sock.families)
+            line = f"{sock} listens beyond loopback; {state.backend}: {access.describe()}"
+            verdict = {Reach.OPEN: Status.FAIL, Reach.RESTRICTED: Status.WARN}.get(
+                access.reach, Status.PASS
+            )
+        out.append(Exposure(sock, verdict, line, container))
+    return out
+
+
 def _ai_ports(ctx: AuditContext) -> Verdict:
     sockets = all_listeners(ctx)
     ports = set(ctx.config.ai_ports)
@@ -61,35 +112,48 @@ def _ai_ports(ctx: AuditContext) -> Verdict:
             return Verdict.of(Status.PASS, [f"AI ports listen on loopback only: {local}"])
         listed = ", ".join(str(p) for p in sorted(ports))
         return Verdict.of(Status.PASS, [f"nothing listens on the AI ports ({listed})"])
-    try:
-        state = firewall_state(ctx).state
-    except CannotCheckError as exc:
-        lines = [f"{s} listens beyond loopback; firewall unknown ({exc})" for s in exposed]
-        return Verdict.of(Status.FAIL, lines, BIND_FIX.format(port=exposed[0].port))
-    published = docker_published(ctx)
+    judged = exposures(ctx, exposed)
+    status = Status.PASS
+    for item in judged:
+        status = worse(status, item.status)
+    worst = next((e.sock for e in judged if e.status is not Status.PASS), exposed[0])
+    return Verdict.of(status, [e.line for e in judged], BIND_FIX.format(port=worst.port))
+
+
+_DOWNGRADE = {Status.FAIL: Status.WARN, Status.WARN: Status.PASS, Status.PASS: Status.PASS}
+"""An exporter only discloses: reachable by anyone warns, by some networks passes."""
+
+
+def _side_services(ctx: AuditContext) -> Verdict:
+    ports = ctx.config.side_services
+    found = side_listeners(ports, all_listeners(ctx))
+    exposed = [(kind, s) for kind, s in found if not s.loopback]
+    if not exposed:
+        if found:
+            local = ", ".join(f"{s} ({kind.label})" for kind, s in found)
+            return Verdict.of(Status.PASS, [f"side services listen on loopback only: {local}"])
+        listed = describe_ports(ports)
+        return Verdict.of(Status.PASS, [f"nothing listens on the side-service ports ({listed})"])
+    judged = exposures(ctx, [s for _, s in exposed])
     status = Status.PASS
     lines = []
-    worst = None
-    for sock in exposed:
-        container = published.get(sock.port)
-        if container is not None:
-            # Docker DNATs published ports in PREROUTING and accepts them in FORWARD:
-            # the INPUT rules (ufw's too) never see that traffic.
-            verdict, where = bind_scope(str(sock.address), "")
-            lines.append(
-                f"{sock} listens beyond loopback ({where}); published by Docker ({container}):"
-                f" {state.backend}'s INPUT rules do not apply (DOCKER-USER rules are not read)"
-            )
-        else:
-            access = state.access(sock.port, sock.families)
-            lines.append(f"{sock} listens beyond loopback; {state.backend}: {access.describe()}")
-            verdict = {Reach.OPEN: Status.FAIL, Reach.RESTRICTED: Status.WARN}.get(
-                access.reach, Status.PASS
-            )
+    fixes: list[str] = []
+    worst: ListeningSocket | None = None
+    docker = False
+    for (kind, _), item in zip(exposed, judged, strict=True):
+        verdict = item.status if kind.runs_code else _DOWNGRADE[item.status]
+        lines.append(f"{kind.label}: {item.line}")
         status = worse(status, verdict)
-        if worst is None and verdict is not Status.PASS:
-            worst = sock
-    return Verdict.of(status, lines, BIND_FIX.format(port=(worst or exposed[0]).port))
+        if verdict is Status.PASS:
+            continue
+        worst = worst or item.sock
+        docker = docker or item.container is not None
+        if kind.fix not in fixes:
+            fixes.append(kind.fix)
+    if docker:
+        fixes.append(DOCKER_FIX)
+    fixes.append(FIREWALL_FIX.format(port=(worst or exposed[0][1]).port))
+    return Verdict.of(status, lines, "Bind each service to loopback:\n" + "\n".join(fixes))
 
 
 def _ollama_bind(value: str) -> tuple[Status, str]:
@@ -187,3 +251,8 @@ def _environment(ctx: AuditContext, unit: str) -> tuple[dict[str, EnvSetting], s
 
 register("exposure.ai-ports", "AI ports listen on loopback only (or are firewalled)", _ai_ports)
 register("exposure.ollama-host", "Ollama's OLLAMA_HOST does not bind every interface", _ollama_host)
+register(
+    "exposure.side-services",
+    "Ray, Jupyter, ComfyUI and the metrics exporters listen on loopback only (or are firewalled)",
+    _side_services,
+)
