@@ -8,6 +8,7 @@ from __future__ import annotations
 import ctypes
 import random
 import shutil
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -24,6 +25,23 @@ from aisentinel.detectors.common import set_ipv6_key_prefix
 # (build/mypyc) when `make pytest-compiled` runs the suite. Subprocesses get it as their
 # PYTHONPATH so that they run the same build.
 PACKAGE_PATH = str(Path(aisentinel.__file__).resolve().parents[1])
+
+
+def listener(host: str, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
+    """A TCP socket listening on a free port of ``host``."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(1)
+    return sock
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets a test opens; all closed afterwards."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:

@@ -35,6 +35,7 @@ EXPECTED_IDS = [
     "exposure.ollama-host",
     "exposure.side-services",
     "unauth.ai-api",
+    "unauth.webui-signup",
     "unauth.side-services",
     "nginx.auth",
     "nginx.rate-limit",
@@ -186,6 +187,7 @@ def test_full_audit_of_fakes_is_complete(tmp_path: Path) -> None:
     assert by_id["exposure.ai-ports"] is Status.PASS
     assert by_id["exposure.side-services"] is Status.PASS
     assert by_id["unauth.side-services"] is Status.PASS
+    assert by_id["unauth.webui-signup"] is Status.PASS
 
 
 def test_table_rendering_colour_and_fix() -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import ipaddress
 import shutil
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import listener
 
 from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
@@ -30,23 +30,6 @@ SHOW_ENV = (
     "ollama.service",
 )  # fmt: skip
 PROC_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
-
-
-def listener(host: str, family: socket.AddressFamily = socket.AF_INET) -> socket.socket:
-    """A TCP socket listening on a free port of ``host``."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.bind((host, 0))
-    sock.listen(1)
-    return sock
-
-
-@pytest.fixture
-def sockets() -> Iterator[list[socket.socket]]:
-    """Sockets a test opens; all closed afterwards."""
-    opened: list[socket.socket] = []
-    yield opened
-    for sock in opened:
-        sock.close()
 
 
 def ufw_runner(name: str) -> FakeRunner:

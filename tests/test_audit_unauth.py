@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import listener
 
 from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
@@ -106,13 +107,15 @@ def test_loopback_only_api_is_not_probed(servers: list[ThreadingHTTPServer]) -> 
 
 @pytest.mark.parametrize(
     ("check", "config"),
-    [("unauth.ai-api", "ai_ports"), ("unauth.side-services", "side_services.ray")],
+    [
+        ("unauth.ai-api", "ai_ports"),
+        ("unauth.side-services", "side_services.ray"),
+        ("unauth.webui-signup", "ai_ports"),
+    ],
 )
 def test_silent_port_is_unknown(check: str, config: str) -> None:
-    """An exposed port (AI or Ray) where no probe gets an answer is unknown, not pass."""
-    sock = socket.socket()
-    sock.bind(("0.0.0.0", 0))
-    sock.listen(1)
+    """An exposed port (AI, Ray, Open WebUI's config) where no probe gets an answer is unknown."""
+    sock = listener("0.0.0.0")
     try:
         port = sock.getsockname()[1]
         table, _, key = config.rpartition(".")
@@ -122,7 +125,7 @@ def test_silent_port_is_unknown(check: str, config: str) -> None:
     finally:
         sock.close()
     assert result.status is Status.UNKNOWN
-    assert result.evidence[0] == f"no answer from http://127.0.0.1:{port}"
+    assert result.evidence[0].startswith(f"no answer from http://127.0.0.1:{port}")
 
 
 def test_real_prober_reports_refused_and_does_not_follow_redirects(
@@ -239,3 +242,117 @@ def test_side_services_without_probe_or_on_loopback_are_not_probed(
         "no Ray dashboard or Jupyter port listens beyond loopback: nothing to probe",
     )
     assert prober.calls == []
+
+
+# --------------------------------------------------------------------------- Open WebUI sign-up
+
+
+def webui_handler(config: object) -> type[BaseHTTPRequestHandler]:
+    """A stand-in for Open WebUI whose public GET /api/config answers ``config`` as JSON."""
+
+    class _WebUI(_FakeAI):
+        def do_GET(self) -> None:
+            if self.path == "/api/config":
+                self._reply(200, config)  # type: ignore[arg-type]
+            else:
+                self._reply(401, {"detail": "Not authenticated"})
+
+    return _WebUI
+
+
+def webui(servers: list[ThreadingHTTPServer], config: object, host: str = "0.0.0.0") -> CheckResult:
+    """Run unauth.webui-signup against one real stand-in on ``host`` (its port the AI port)."""
+    server = serve(webui_handler(config), host)
+    servers.append(server)
+    ctx = make_context(AuditConfig(ai_ports=(server.server_address[1],)))
+    ctx.prober = UrllibProber()
+    return run_check(CHECKS.get("unauth.webui-signup").factory, ctx)
+
+
+def features(**values: object) -> dict[str, object]:
+    """An Open WebUI /api/config answer as it sends it to a visitor without a login."""
+    return {"status": True, "name": "Open WebUI", "version": "0.6.5", "features": values}
+
+
+def test_webui_open_signup_warns(servers: list[ThreadingHTTPServer]) -> None:
+    """A reachable Open WebUI with sign-up on warns, naming the URL and the admin setting."""
+    result = webui(servers, features(auth=True, enable_signup=True, enable_login_form=True))
+    port = servers[0].server_address[1]
+    assert result.status is Status.WARN
+    assert result.evidence[0].startswith(
+        f"Open WebUI at http://127.0.0.1:{port}/api/config: sign-up open: anyone"
+    )
+    assert "Enable New Sign Ups" in result.remediation
+
+
+@pytest.mark.parametrize(("host", "status"), [("0.0.0.0", Status.FAIL), ("127.0.0.1", Status.WARN)])
+def test_webui_without_login(servers: list[ThreadingHTTPServer], host: str, status: Status) -> None:
+    """WEBUI_AUTH=False fails beyond loopback and warns on loopback (a proxy must guard it)."""
+    result = webui(servers, features(auth=False, enable_signup=False), host)
+    assert result.status is status
+    assert "no login at all (features.auth false: WEBUI_AUTH=False)" in result.evidence[0]
+
+
+def test_webui_onboarding_fails_and_closed_signup_passes(
+    servers: list[ThreadingHTTPServer],
+) -> None:
+    """No account yet (onboarding) fails: the first sign-up is admin; sign-up off passes."""
+    fresh = webui(servers, {**features(auth=True, enable_signup=False), "onboarding": True})
+    assert fresh.status is Status.FAIL
+    assert any("whoever signs up first becomes its admin" in line for line in fresh.evidence)
+    closed = webui(servers, features(auth=True, enable_signup=False))
+    assert closed.status is Status.PASS
+    port = servers[1].server_address[1]
+    assert closed.evidence == (f"Open WebUI at http://127.0.0.1:{port}/api/config: sign-up off",)
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b"<!doctype html><title>Gradio</title>", "not Open WebUI"),
+        (b'{"models": []}', "not Open WebUI"),
+        (b'{"features": ["auth"]}', "not Open WebUI"),
+        (b"[" * 100_000, "not Open WebUI"),
+        (b'{"features": {"auth": "\xff\xfe"}}', "not Open WebUI"),
+        (b'{"features": {}}', "features.enable_signup missing or not a boolean: not judged"),
+        (b'{"features": {"auth": 1, "enable_signup": "yes"}}', "login not judged"),
+    ],
+    ids=["html", "other-json", "features-list", "deep-nesting", "bad-utf8", "no-keys", "not-bool"],
+)
+def test_webui_answer_parsed_tolerantly(
+    sockets: list[socket.socket], body: bytes, expected: str
+) -> None:
+    """Odd /api/config answers never crash: no JSON features = not Open WebUI; odd keys unjudged."""
+    sock = listener("127.0.0.1")
+    sockets.append(sock)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/api/config"
+    prober = FakeProber({url: 200}, bodies={url: body})
+    ctx = make_context(AuditConfig(ai_ports=(sock.getsockname()[1],)), prober=prober)
+    result = run_check(CHECKS.get("unauth.webui-signup").factory, ctx)
+    assert result.status is Status.PASS
+    assert any(expected in line for line in result.evidence), result.evidence
+
+
+def test_real_prober_keeps_2xx_body_and_survives_non_http(
+    servers: list[ThreadingHTTPServer],
+) -> None:
+    """UrllibProber returns a 2xx body, and an error (not an exception) for a non-HTTP reply."""
+    server = serve(webui_handler(features(auth=True)), "127.0.0.1")
+    servers.append(server)
+    got = UrllibProber().get(f"http://127.0.0.1:{server.server_address[1]}/api/config", timeout=2)
+    assert json.loads(got.body)["features"] == {"auth": True}
+    speaker = listener("127.0.0.1")
+
+    def banner() -> None:
+        conn, _ = speaker.accept()
+        conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+        conn.close()
+
+    threading.Thread(target=banner, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{speaker.getsockname()[1]}/api/config"
+        odd = UrllibProber().get(url, timeout=2)
+    finally:
+        speaker.close()
+    assert odd.status is None
+    assert odd.error

@@ -13,6 +13,7 @@ computed once per run through :meth:`AuditContext.memo`, which also caches the e
 
 from __future__ import annotations
 
+import http.client
 import threading
 import urllib.error
 import urllib.request
@@ -32,6 +33,10 @@ ToolName = Literal[
 """A field of :class:`~aisentinel.audit.config.AuditTools`."""
 
 
+PROBE_BODY_LIMIT = 65536
+"""At most this many bytes of a probed answer's body are read (the rest is left unread)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """The answer to one unauthenticated GET: an HTTP status, or why there was none."""
@@ -39,10 +44,12 @@ class ProbeResult:
     url: str
     status: int | None
     error: str = ""
+    body: bytes = b""
+    """The first :data:`PROBE_BODY_LIMIT` bytes of a 2xx answer's body (empty otherwise)."""
 
 
 class HttpProber(Protocol):
-    """Makes one GET without credentials, following no redirect."""
+    """Makes one GET without credentials, following no redirect; keeps a 2xx answer's body."""
 
     def get(self, url: str, *, timeout: float) -> ProbeResult:
         """Probe ``url``; never raises for network errors (they go in ``error``)."""
@@ -69,10 +76,14 @@ class UrllibProber:
         request = urllib.request.Request(url, headers={"User-Agent": "aisentinel-audit"})  # noqa: S310 - scheme checked above
         try:
             with self._opener.open(request, timeout=timeout) as response:
-                return ProbeResult(url, int(response.status))
+                status = int(response.status)
+                body = response.read(PROBE_BODY_LIMIT) if 200 <= status < 300 else b""
+                return ProbeResult(url, status, body=body)
         except urllib.error.HTTPError as exc:
             return ProbeResult(url, exc.code)
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: a service that does not speak HTTP (BadStatusLine) or cuts
+            # the body short (IncompleteRead)
             reason = getattr(exc, "reason", exc)
             return ProbeResult(url, None, str(reason) or type(exc).__name__)
 

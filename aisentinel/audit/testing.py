@@ -26,17 +26,19 @@ from aisentinel.commands import CommandRunner, FakeRunner
 
 @dataclass
 class FakeProber:
-    """Answers GETs from ``{url: status}``; an unlisted URL gets "connection refused"."""
+    """Answers GETs from ``{url: status}`` (and ``{url: body}``); an unlisted URL gets
+    "connection refused"."""
 
     statuses: Mapping[str, int] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    bodies: Mapping[str, bytes] = field(default_factory=dict)
 
     def get(self, url: str, *, timeout: float) -> ProbeResult:
         self.calls.append(url)
         status = self.statuses.get(url)
         if status is None:
             return ProbeResult(url, None, "connection refused (fake)")
-        return ProbeResult(url, status)
+        return ProbeResult(url, status, body=self.bodies.get(url, b""))
 
 
 def fake_docker(containers: Sequence[Mapping[str, Any]]) -> DockerInspector:
