@@ -96,14 +96,16 @@ def test_mixed_case_evidence_names_the_open_location(tmp_path: Path, certs: Path
     assert "auth_basic_user_file" in result.remediation
 
 
-def nginx_auth(case: str, tmp_path: Path, certs: Path) -> tuple[CheckResult, Path]:
-    """nginx.auth run through the real nginx on fixture ``case``; also its conf.d/ai.conf."""
+def nginx_auth(
+    case: str, tmp_path: Path, certs: Path, check: str = "nginx.auth"
+) -> tuple[CheckResult, Path]:
+    """``check`` run through the real nginx on fixture ``case``; also its conf.d/ai.conf."""
     conf = install_case(CASES / case, tmp_path, certs)
     config = AuditConfig(
         nginx_conf=conf, tools=AuditTools(nginx=str(NGINX)), proc_root=empty_proc(tmp_path)
     )
     ctx = make_context(config, runner=SubprocessRunner())
-    return run_check(CHECKS.get("nginx.auth").factory, ctx), tmp_path / "conf.d" / "ai.conf"
+    return run_check(CHECKS.get(check).factory, ctx), tmp_path / "conf.d" / "ai.conf"
 
 
 @needs_nginx
@@ -257,6 +259,49 @@ def test_not_installed_but_port_443_listening_is_unknown(tmp_path: Path) -> None
     result = run_check(CHECKS.get("nginx.auth").factory, ctx)
     assert result.status is Status.UNKNOWN
     assert "0.0.0.0:443" in result.evidence[0]
+
+
+@pytest.mark.parametrize(
+    ("levels", "listen", "expected", "says"),
+    [
+        (("ssl_protocols TLSv1 TLSv1.1 TLSv1.2;", ""), "443 ssl", Status.WARN, "TLSv1 TLSv1.1"),
+        (("ssl_protocols TLSv1;", "ssl_protocols TLSv1.2 TLSv1.3;"), "443 ssl", Status.PASS, ""),
+        (("", "ssl_protocols SSLv3 TLSv1.2;"), "443 ssl", Status.WARN, "SSLv3"),
+        (("", ""), "443 ssl", Status.PASS, ""),
+        (("", "ssl_protocols TLSv1.1 TLSv1.2;"), "127.0.0.1:8443 ssl", Status.PASS, ""),
+        (("", "ssl_protocols TLSv1 TLSv1.2;"), "80", Status.FAIL, ""),
+    ],
+    ids=["http-level", "server-overrides", "sslv3", "unset", "loopback-only", "plain-and-old"],
+)
+def test_tls_protocols_of_ai_servers(
+    tmp_path: Path, levels: tuple[str, str], listen: str, expected: Status, says: str
+) -> None:
+    """ssl_protocols (server's, else http's) allowing TLSv1/1.1 on a public TLS listener warns."""
+    http, server = levels
+    dump = (
+        "# configuration file /etc/nginx/nginx.conf:\n"
+        f'http {{ {http} server {{ listen {listen}; {server} auth_basic "AI";\n'
+        "  auth_basic_user_file /etc/nginx/ai.htpasswd; limit_req zone=z;\n"
+        "  location / { proxy_pass http://127.0.0.1:11434; } } }\n"
+    )
+    runner = FakeRunner({("nginx", "-T"): CommandResult(("nginx", "-T"), 0, dump, "")})
+    ctx = make_context(AuditConfig(proc_root=empty_proc(tmp_path)), runner=runner)
+    result = run_check(CHECKS.get("nginx.tls").factory, ctx)
+    assert result.status is expected, result.evidence
+    old = [line.split(": ", 1)[1] for line in result.evidence if "ssl_protocols allows" in line]
+    assert old == ([f"ssl_protocols allows {says} (deprecated, RFC 8996)"] if says else [])
+    assert ("ssl_protocols TLSv1.2 TLSv1.3;" in result.remediation) is bool(says)
+
+
+@needs_nginx
+def test_old_tls_case_names_the_server(tmp_path: Path, certs: Path) -> None:
+    """Real nginx, case old-tls: the AI server's own TLSv1/1.1 warns over http's TLS 1.2+."""
+    result, _ = nginx_auth("old-tls", tmp_path, certs, "nginx.tls")
+    assert result.status is Status.WARN
+    assert "server ai.example.test: ssl_protocols allows TLSv1 TLSv1.1 (deprecated, RFC 8996)" in (
+        result.evidence
+    )
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in result.remediation
 
 
 def test_dump_with_include_and_quotes_parses() -> None:

@@ -224,6 +224,9 @@ class AiLocation:
     rate_limit: str | None
     """The effective ``limit_req`` arguments, or ``None``."""
     listens: tuple[Listen, ...]
+    tls_protocols: tuple[str, ...] | None = None
+    """The effective ``ssl_protocols`` of its server (set there or in ``http``), or
+    ``None`` when neither sets it (nginx's compiled-in default)."""
 
     def label(self) -> str:
         """``server X location /y -> target (file:line)``."""
@@ -579,6 +582,7 @@ def ai_locations(
                     ):
                         continue
                     limit = _effective(chain, "limit_req")
+                    protocols = _effective([http, server], "ssl_protocols")
                     auth = _auth(chain, maps)
                     found.append(
                         AiLocation(
@@ -594,6 +598,7 @@ def ai_locations(
                             address_filter=_address_filter(chain),
                             rate_limit=" ".join(limit[0].args) if limit else None,
                             listens=listens,
+                            tls_protocols=protocols[-1].args if protocols else None,
                         )
                     )
     return found, servers_seen

@@ -1,4 +1,5 @@
-"""nginx in front of AI backends: authentication, rate limiting, TLS (from ``nginx -T``).
+"""nginx in front of AI backends: authentication, rate limiting, TLS and its versions
+(from ``nginx -T``).
 
 Only locations whose ``proxy_pass`` reaches an AI upstream (a port in ``ai_ports``
 or a name in ``ai_upstream_names``, directly or through an ``upstream`` block) are
@@ -95,6 +96,13 @@ TLS_FIX = (
     "and redirect port 80:  server { listen 80; return 301 https://$host$request_uri; }\n"
     "(certbot --nginx -d <host> does both)"
 )
+PROTOCOLS_FIX = (
+    "Allow only current TLS versions, in the http block (or each server that sets its own):\n"
+    "    ssl_protocols TLSv1.2 TLSv1.3;"
+)
+_FIX_ORDER = (TLS_FIX, PROTOCOLS_FIX)
+_OLD_PROTOCOLS = frozenset(("SSLv2", "SSLv3", "TLSv1", "TLSv1.1"))
+"""``ssl_protocols`` values of protocols deprecated by RFC 8996 (or long broken)."""
 
 
 def _auth(ctx: AuditContext) -> Verdict:
@@ -138,7 +146,8 @@ def _tls(ctx: AuditContext) -> Verdict:
     gathered = _gather(ctx)
     if isinstance(gathered, Verdict):
         return gathered
-    failed = False
+    status = Status.PASS
+    fixes: set[str] = set()
     lines = []
     seen: set[tuple[str, tuple[Listen, ...]]] = set()
     for loc in gathered:
@@ -147,15 +156,25 @@ def _tls(ctx: AuditContext) -> Verdict:
         seen.add((loc.server, loc.listens))
         plain = [ls.text for ls in loc.listens if not ls.tls and not ls.loopback]
         if plain:
-            failed = True
+            status = worse(status, Status.FAIL)
+            fixes.add(TLS_FIX)
             lines.append(f"server {loc.server}: public listen without TLS: {', '.join(plain)}")
         else:
             lines.append(
                 f"server {loc.server}: listens " + ", ".join(ls.text for ls in loc.listens)
             )
-    return Verdict.of(Status.FAIL if failed else Status.PASS, lines, TLS_FIX)
+        if not any(ls.tls and not ls.loopback for ls in loc.listens):
+            continue
+        old = [p for p in loc.tls_protocols or () if p in _OLD_PROTOCOLS]
+        if old:
+            status = worse(status, Status.WARN)
+            fixes.add(PROTOCOLS_FIX)
+            lines.append(
+                f"server {loc.server}: ssl_protocols allows {' '.join(old)} (deprecated, RFC 8996)"
+            )
+    return Verdict.of(status, lines, "\n".join(sorted(fixes, key=_FIX_ORDER.index)))
 
 
 register("nginx.auth", "nginx requires authentication on AI locations", _auth)
 register("nginx.rate-limit", "nginx rate-limits AI locations (limit_req)", _rate_limit)
-register("nginx.tls", "nginx serves AI locations over TLS on public listeners", _tls)
+register("nginx.tls", "nginx serves AI locations over TLS 1.2+ on public listeners", _tls)
