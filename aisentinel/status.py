@@ -6,7 +6,9 @@ control socket serves it as the ``status`` command. :func:`problems` says what i
 wrong in a snapshot (a source down, or blind: reading lines nearly none of which are of
 its format, or one whose parser sees a setup that hides every client, such as a local
 proxy not trusted; a responder unhealthy, a degraded component, a stale heartbeat):
-``aisentinel status`` exits 1 when there is anything. A source's
+``aisentinel status`` exits 1 when there is anything. Each kind of problem is also a
+metric with an alert rule on it (:data:`WATCHED`), so on-call learns of it through
+Alertmanager without running the command. A source's
 ``notes`` (what it reads but cannot fully see, e.g. a GPU value NVML does not support)
 are shown apart and are not problems.
 :func:`render` formats a snapshot for people, escaping every string that may come
