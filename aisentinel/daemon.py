@@ -991,6 +991,7 @@ class Daemon:
             ledgers_lost=lambda: self.ledgers_lost,
             keeping_held=lambda: self.keeping_held is not None,
             decisions_summarised=lambda: self.decision_log.summarised,
+            sources_configured=lambda: len(self.config.sources),
         )
         return Exporter(self._stage_collectors, values, self.clock)
 

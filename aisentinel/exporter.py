@@ -58,6 +58,8 @@ class DaemonValues:
     """Whether reconciles only add (the ledger is not the whole truth)."""
     decisions_summarised: Callable[[], int] = lambda: 0
     """Decisions the decision log only counted in a summary line."""
+    sources_configured: Callable[[], int] = lambda: 0
+    """Log sources in the running config."""
 
 
 class DaemonMetrics:
@@ -123,6 +125,12 @@ class DaemonMetrics:
         )
         summarised.add_metric([], v.decisions_summarised())
         yield summarised
+        sources = GaugeMetricFamily(
+            "aisentinel_sources_configured",
+            "Sources in the config ([[sources]]); 0: nothing is read, so nothing is seen.",
+        )
+        sources.add_metric([], v.sources_configured())
+        yield sources
 
 
 class DecisionMetrics:

@@ -40,7 +40,13 @@ from aisentinel.events import (
     SshKind,
 )
 from aisentinel.parsers import AUTO, build_parser
-from aisentinel.parsers.base import Parser, ParsersConfig, RecentShare
+from aisentinel.parsers.base import (
+    SETUP_PROBLEMS,
+    Parser,
+    ParsersConfig,
+    RecentShare,
+    SetupProblem,
+)
 from aisentinel.responders.runner import ResponderRunner
 
 log = structlog.get_logger(__name__)
@@ -868,13 +874,14 @@ class Pipeline:
             self._read_upto.clear()
         self._dispatch.clear()
 
-    def source_problems(self, source: str) -> list[str]:
+    def source_problems(self, source: str) -> list[SetupProblem]:
         """What the parsers of ``source`` see wrong now with its setup
-        (:meth:`~aisentinel.parsers.base.Parser.problems`), for ``aisentinel status``;
-        not those of a parser that read none of the source's last
-        :data:`PARSER_IDLE_LINES` lines (another format read since). Called from the
-        control thread: the parsers are read from a copy of the table."""
-        out: list[str] = []
+        (:meth:`~aisentinel.parsers.base.Parser.problems`), for ``aisentinel status`` and
+        ``aisentinel_source_setup_problem``; not those of a parser that read none of the
+        source's last :data:`PARSER_IDLE_LINES` lines (another format read since). Called
+        from the control and exporter threads: the parsers are read from a copy of the
+        table."""
+        out: list[SetupProblem] = []
         counters = self.sources.get(source)
         latest = counters.lines if counters is not None else 0
         for key, parser in list(self._parsers.items()):
@@ -928,6 +935,19 @@ class Pipeline:
             if ratio is not None:
                 share.add_metric([name], ratio)
         yield from (parsed, unparsed, blind, share)
+        setup = GaugeMetricFamily(
+            "aisentinel_source_setup_problem",
+            "1 while the source's parser sees, in its recent lines, a setup that hides what "
+            "it must see, per problem (untrusted_local_proxy: every client is a proxy on "
+            "this host that is not trusted, so no client is banned or alerted on), else 0; "
+            "for each source read by a line parser.",
+            labels=["source", "problem"],
+        )
+        for name in sorted({source for source, _parser in list(self._read_upto)}):
+            found = {problem.kind for problem in self.source_problems(name)}
+            for kind in sorted(found | set(SETUP_PROBLEMS)):
+                setup.add_metric([name, kind], 1.0 if kind in found else 0.0)
+        yield setup
         findings = CounterMetricFamily(
             "aisentinel_findings",
             "Findings raised, per detector and severity.",

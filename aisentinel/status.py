@@ -6,7 +6,9 @@ control socket serves it as the ``status`` command. :func:`problems` says what i
 wrong in a snapshot (a source down, or blind: reading lines nearly none of which are of
 its format, or one whose parser sees a setup that hides every client, such as a local
 proxy not trusted; a responder unhealthy, a degraded component, a stale heartbeat):
-``aisentinel status`` exits 1 when there is anything. A source's
+``aisentinel status`` exits 1 when there is anything. Each kind of problem is also a
+metric with an alert rule on it (:data:`WATCHED`), so on-call learns of it through
+Alertmanager without running the command. A source's
 ``notes`` (what it reads but cannot fully see, e.g. a GPU value NVML does not support)
 are shown apart and are not problems.
 :func:`render` formats a snapshot for people, escaping every string that may come
@@ -21,7 +23,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from aisentinel import __version__
 from aisentinel.events import Decision
@@ -38,6 +40,49 @@ RECENT_DECISIONS = 5
 """Bans in force listed (most recent first)."""
 CELL = 60
 """Widest a table cell is printed (longer text is cut, with an ellipsis)."""
+
+ProblemKind = Literal[
+    "no_sources",
+    "source_down",
+    "source_degraded",
+    "source_blind",
+    "source_setup",
+    "no_responders",
+    "responder_unhealthy",
+    "component_degraded",
+    "brake_tripped",
+    "heartbeat_stale",
+]
+"""Every kind of problem :func:`problems` tells."""
+
+WATCHED: Final[dict[ProblemKind, tuple[str, str]]] = {
+    "no_sources": ("aisentinel_sources_configured", "AisentinelNoSources"),
+    "source_down": ("aisentinel_source_up", "AisentinelSourceDown"),
+    # An nvml source is degraded while a GPU is lost or unreadable: AisentinelGpuLost and
+    # AisentinelGpuUnreadable tell it (AisentinelSourceDegraded leaves it out).
+    "source_degraded": ("aisentinel_source_state", "AisentinelSourceDegraded"),
+    "source_blind": ("aisentinel_source_blind", "AisentinelSourceBlind"),
+    "source_setup": ("aisentinel_source_setup_problem", "AisentinelSourceSetupProblem"),
+    "no_responders": ("aisentinel_responders_enabled", "AisentinelNotEnforcing"),
+    "responder_unhealthy": ("aisentinel_responder_up", "AisentinelResponderDown"),
+    "component_degraded": ("aisentinel_degraded", "AisentinelDegraded"),
+    "brake_tripped": ("aisentinel_brake_tripped", "AisentinelBanBrakeTripped"),
+    "heartbeat_stale": (
+        "aisentinel_pipeline_heartbeat_timestamp_seconds",
+        "AisentinelHeartbeatStale",
+    ),
+}
+"""Per kind of problem, the metric family that tells it and the alert rule
+(dashboards/prometheus/aisentinel-rules.yml) that reads it: on-call learns of every
+problem ``aisentinel status`` shows through Alertmanager as well (a test holds every kind
+to a served metric and an alert on it)."""
+
+
+class Problem(NamedTuple):
+    """One problem of a snapshot."""
+
+    kind: ProblemKind
+    text: str
 
 
 def _finite(value: float) -> float | None:
@@ -127,7 +172,7 @@ def _source(daemon: Daemon, cfg: SourceConfigBase) -> dict[str, Any]:
         unrecognised_share=share,
         recent_lines=recognition.lines if recognition is not None else 0,
         format=recognition.parser if recognition is not None else None,
-        setup_problems=daemon.pipeline.source_problems(cfg.name),
+        setup_problems=[p.text for p in daemon.pipeline.source_problems(cfg.name)],
     )
     if source is None:
         entry.update(
@@ -284,46 +329,66 @@ def _errors(snap: Mapping[str, Any]) -> list[dict[str, str]]:
 
 def problems(snap: Mapping[str, Any]) -> list[str]:
     """What is down or degraded in ``snap``; empty when everything is up."""
-    out: list[str] = []
+    return [p.text for p in found_problems(snap)]
+
+
+def found_problems(snap: Mapping[str, Any]) -> list[Problem]:
+    """:func:`problems` with the kind of each (:data:`WATCHED`)."""
+    out: list[Problem] = []
+
+    def add(kind: ProblemKind, text: str) -> None:
+        out.append(Problem(kind, text))
+
     if "sources" in snap and not snap["sources"]:
-        out.append("no log source is configured: nothing is read (see `sources` in the config)")
+        add(
+            "no_sources",
+            "no log source is configured: nothing is read (see `sources` in the config)",
+        )
     for s in snap.get("sources", ()):
         if not s.get("up"):
-            out.append(f"source {s.get('name')} is down: {s.get('reason') or 'not reading'}")
+            add(
+                "source_down", f"source {s.get('name')} is down: {s.get('reason') or 'not reading'}"
+            )
         elif s.get("state") == "degraded":  # reading, but e.g. its positions cannot be saved
             why = s.get("reason") or s.get("last_error") or "see the log"
-            out.append(f"source {s.get('name')} is degraded: {why}")
+            add("source_degraded", f"source {s.get('name')} is degraded: {why}")
         if s.get("blind"):
             share = s.get("unrecognised_share")
             pct = f"{share:.0%}" if isinstance(share, int | float) else "nearly all"
-            out.append(
+            add(
+                "source_blind",
                 f"source {s.get('name')} is blind: {pct} of its last {s.get('recent_lines')} "
                 f"lines are not {s.get('format') or s.get('parser')} lines, so nothing in them "
-                "is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)"
+                "is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)",
             )
         for problem in s.get("setup_problems") or ():
-            out.append(f"source {s.get('name')}: {problem}")
+            add("source_setup", f"source {s.get('name')}: {problem}")
     if "responders" in snap and not snap["responders"]:
-        out.append(
+        add(
+            "no_responders",
             "no responder is enabled: nothing is enforced, decisions are only logged and kept "
-            "in the ledger (see `responders` in the config)"
+            "in the ledger (see `responders` in the config)",
         )
     for r in snap.get("responders", ()):
         if r.get("healthy") is False:
-            out.append(f"responder {r.get('name')} is unhealthy: {r.get('detail') or 'no detail'}")
+            detail = r.get("detail") or "no detail"
+            add("responder_unhealthy", f"responder {r.get('name')} is unhealthy: {detail}")
     for component, reason in dict(snap.get("degraded") or {}).items():
-        out.append(f"{component} is degraded: {reason}")
+        add("component_degraded", f"{component} is degraded: {reason}")
     if (snap.get("decisions") or {}).get("brake_tripped_since") is not None:
-        out.append(
-            "the storm brake is tripped: new bans are alerts (`aisentinel brake reset` releases it)"
+        add(
+            "brake_tripped",
+            "the storm brake is tripped: new bans are alerts (`aisentinel brake reset` releases "
+            "it)",
         )
     beat = snap.get("heartbeat") or {}
     if beat.get("stale"):
         age = beat.get("age_seconds")
         since = f"last {age:.0f}s ago" if isinstance(age, int | float) else "none yet"
-        out.append(
+        add(
+            "heartbeat_stale",
             f"pipeline heartbeat is stale ({since}; expected every "
-            f"{beat.get('interval_seconds')}s): the processing loop may be stuck"
+            f"{beat.get('interval_seconds')}s): the processing loop may be stuck",
         )
     return out
 

@@ -36,13 +36,16 @@ class Fine:
         yield gauge("aisentinel_fine", "A fine value.", {"which": self.name}, 7)
 
 
-def _scrape(stages: list[tuple[str, Collecting]], clock: FakeClock | None = None) -> str:
+def _scrape(
+    stages: list[tuple[str, Collecting]], clock: FakeClock | None = None, sources: int = 2
+) -> str:
     values = DaemonValues(
         heartbeat=lambda: 5.0,
         reloads=lambda: {"ok": 1, "failed": 0},
         queue_depth=lambda: 3,
         degraded=lambda: {},
         decisions_summarised=lambda: 11,
+        sources_configured=lambda: sources,
     )
     registry = CollectorRegistry(auto_describe=True)
     registry.register(Exporter(lambda: stages, values, clock or FakeClock(T0)))
@@ -74,6 +77,13 @@ def test_decisions_only_summarised_in_the_log_are_counted() -> None:
     text = _scrape([])
     assert "# TYPE aisentinel_decision_lines_summarised_total counter" in text
     assert _value(text, "aisentinel_decision_lines_summarised_total") == 11
+
+
+def test_a_daemon_reading_no_log_is_told_by_its_sources_configured() -> None:
+    """aisentinel_sources_configured serves the configured sources; 0 when there is none
+    (`aisentinel status`: no log source is configured; alert AisentinelNoSources)."""
+    assert _value(_scrape([]), "aisentinel_sources_configured") == 2
+    assert _value(_scrape([], sources=0), "aisentinel_sources_configured") == 0
 
 
 def test_families_of_one_name_from_several_stages_are_merged() -> None:

@@ -488,7 +488,8 @@ def test_untrusted_local_proxy_in_a_container_log_is_a_problem_of_the_source() -
     line = nginx_line(T0, "127.0.0.1", "/api/tags", 200) + ' "198.51.100.9"'
     events = parser.parse_many([docker(line)] * 300)
     assert {e.client for e in events if isinstance(e, HttpRequest)} == {"127.0.0.1"}
-    [problem] = parser.problems()
+    [(kind, problem)] = parser.problems()
+    assert kind == "untrusted_local_proxy"
     assert problem.startswith("every client is 127.0.0.1")
     assert any("trusted_proxies" in message for message, _ in parser.take_notices())
 

@@ -532,7 +532,8 @@ def test_untrusted_local_proxy_gives_one_notice_and_a_problem(fmt: str) -> None:
     assert 'trusted_proxies = ["127.0.0.1/32"]' in message
     assert "set_real_ip_from 127.0.0.1" in message
     assert fields == {"peer": "127.0.0.1"}
-    [problem] = parser.problems()
+    [(kind, problem)] = parser.problems()
+    assert kind == "untrusted_local_proxy"
     assert problem.startswith("every client is 127.0.0.1")
     assert 'trusted_proxies = ["127.0.0.1/32"]' in problem
     parser.parse_many([proxied] * 500)
@@ -612,7 +613,8 @@ def test_two_local_proxies_one_behind_the_other_count(fmt: str) -> None:
     left of them: the requests count as forwarded by an untrusted loopback peer."""
     parser = _parser(fmt)
     parser.parse_many([_from_peer(fmt, "127.0.0.1", "198.51.100.9, 127.0.0.1")] * 60)
-    [problem] = parser.problems()
+    [(kind, problem)] = parser.problems()
+    assert kind == "untrusted_local_proxy"
     assert problem.startswith("every client is 127.0.0.1")
 
 
@@ -661,7 +663,8 @@ def test_local_proxy_advice_trusts_only_http_proxies(fmt: str) -> None:
     parser = _parser(fmt)
     parser.parse_many([_from_peer(fmt, "127.0.0.1", "198.51.100.9")] * 60)
     [(message, _)] = parser.take_notices()
-    [problem] = parser.problems()
+    [(kind, problem)] = parser.problems()
+    assert kind == "untrusted_local_proxy"
     assert "sets or appends X-Forwarded-For" in message
     assert "real_ip_header proxy_protocol" in message
     assert "Trust no TCP or TLS tunnel (stunnel" in message

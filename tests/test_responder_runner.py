@@ -610,3 +610,20 @@ def test_counters_go_on_across_replaced_runners_for_kept_and_re_added_responders
     third = ResponderRunner([Flaky(clock, name="a"), Flaky(clock, name="b")], clock)
     third.carry_over(second)  # b added again
     assert _counted(third) == {"a": (2, 2, 2, 2), "b": (1, 1, 1, 3)}
+
+
+def _enabled(runner: ResponderRunner) -> list[float]:
+    """The samples of ``aisentinel_responders_enabled`` in one collect."""
+    return [
+        sample.value
+        for family in runner.collect()
+        if family.name == "aisentinel_responders_enabled"
+        for sample in family.samples
+    ]
+
+
+def test_responders_enabled_is_zero_when_nothing_is_enforced(clock: FakeClock) -> None:
+    """aisentinel_responders_enabled counts the responders (0 with none: `aisentinel
+    status` says nothing is enforced, alert AisentinelNotEnforcing)."""
+    assert _enabled(ResponderRunner([], clock)) == [0]
+    assert _enabled(ResponderRunner([Flaky(clock, name="a"), Flaky(clock, name="b")], clock)) == [2]

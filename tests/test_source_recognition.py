@@ -159,7 +159,8 @@ def test_a_problem_of_the_parser_a_reload_replaced_goes_with_it(tmp_path: Path) 
     pipeline = _pipeline(tmp_path)
     proxied = nginx_line(T0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
     _feed(pipeline, "web", "nginx", [proxied] * 300)
-    [problem] = pipeline.source_problems("web")
+    [(kind, problem)] = pipeline.source_problems("web")
+    assert kind == "untrusted_local_proxy"
     assert problem.startswith("every client is 127.0.0.1")
     pipeline.judge_afresh("web")
     record = '{"time": 1764000000, "remote_addr": "198.51.100.9", "status": "200", "uri": "/"}'
@@ -176,12 +177,13 @@ def test_a_problem_of_a_parser_the_source_no_longer_uses_goes(tmp_path: Path) ->
     _feed(pipeline, "web", "nginx", [proxied] * 300)
     record = '{"time": 1764000000, "remote_addr": "198.51.100.9", "status": "200", "uri": "/"}'
     _feed(pipeline, "web", "nginx-json", [record] * 1000)
-    [problem] = pipeline.source_problems("web")
+    [(kind, problem)] = pipeline.source_problems("web")
+    assert kind == "untrusted_local_proxy"
     assert problem.startswith("every client is 127.0.0.1")
     _feed(pipeline, "web", "nginx-json", [record] * 10)
     assert pipeline.source_problems("web") == []
     _feed(pipeline, "web", "nginx", [proxied] * 10)  # the old format is read again
-    assert pipeline.source_problems("web") == [problem]
+    assert pipeline.source_problems("web") == [(kind, problem)]
 
 
 def test_an_auto_source_whose_lines_no_format_is_told_for_is_blind_until_they_are(
@@ -300,3 +302,28 @@ def test_nginx_error_recognises_a_line_by_its_head_without_parsing_it() -> None:
     assert parser.recognises(upstream)
     assert not parser.recognises(_good(1))
     assert parser.unrecognised([upstream, _good(1), _good(2), upstream], 0) == 2
+
+
+def _setup_problems(pipeline: Pipeline) -> dict[tuple[str, str], float]:
+    """``aisentinel_source_setup_problem`` of one scrape, by (source, problem)."""
+    [family] = [m for m in pipeline.collect() if m.name == "aisentinel_source_setup_problem"]
+    return {(s.labels["source"], s.labels["problem"]): s.value for s in family.samples}
+
+
+def test_an_untrusted_local_proxy_is_exported_while_it_lasts(tmp_path: Path) -> None:
+    """aisentinel_source_setup_problem{problem="untrusted_local_proxy"} is 0 for a source
+    whose clients are seen, 1 once every client is an untrusted local proxy, 0 again once
+    the real clients are logged; a source that read no line has no series."""
+    pipeline = _pipeline(tmp_path)
+    assert _setup_problems(pipeline) == {}
+    _feed(pipeline, "web", "nginx", [_good(i) for i in range(100)])
+    assert _setup_problems(pipeline) == {("web", "untrusted_local_proxy"): 0.0}
+    proxied = nginx_line(T0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
+    _feed(pipeline, "web", "nginx", [proxied] * 300)
+    _feed(pipeline, "api", "nginx", [_good(i) for i in range(100)])
+    assert _setup_problems(pipeline) == {
+        ("api", "untrusted_local_proxy"): 0.0,
+        ("web", "untrusted_local_proxy"): 1.0,
+    }
+    _feed(pipeline, "web", "nginx", [_good(i) for i in range(300)])
+    assert _setup_problems(pipeline)["web", "untrusted_local_proxy"] == 0.0

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 import structlog
 from conftest import PACKAGE_PATH, nginx_line, ssh_fail, wait_for
+from prometheus_client.parser import text_string_to_metric_families
 
 from aisentinel import cli
 from aisentinel.config import DEFAULT_CONTROL_SOCKET, ConfigError, load_config, parse_config
@@ -305,7 +307,8 @@ def test_an_untrusted_local_proxy_is_a_problem_of_its_source(
 ) -> None:
     """An nginx source whose requests all come from 127.0.0.1 with X-Forwarded-For (a local
     HTTP proxy, no trusted_proxies) is up and parses every line, yet `status` exits 1
-    saying every client is 127.0.0.1 and how to trust the proxy."""
+    saying every client is 127.0.0.1 and how to trust the proxy, and the scrape has
+    aisentinel_source_setup_problem 1 for it."""
     web = short_dir / "logs" / "access.log"
     web.touch()
     r = Running(short_dir, SOURCE.format(name="web", parser="nginx", path=web))
@@ -330,6 +333,17 @@ def test_an_untrusted_local_proxy_is_a_problem_of_its_source(
         [entry] = snap["sources"]
         assert entry["setup_problems"] == [problem.removeprefix("source web: ")]
         assert entry["blind"] is False
+        url = f"http://127.0.0.1:{r.daemon.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            scrape = resp.read().decode()
+        # on-call is paged for it too (AisentinelSourceSetupProblem reads this)
+        setup = {
+            (s.labels["source"], s.labels["problem"]): s.value
+            for family in text_string_to_metric_families(scrape)
+            if family.name == "aisentinel_source_setup_problem"
+            for s in family.samples
+        }
+        assert setup == {("web", "untrusted_local_proxy"): 1.0}
     finally:
         r.stop()
 

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, cast
+from typing import ClassVar, Final, Literal, NamedTuple, cast, get_args
 
 from pydantic import BaseModel, PrivateAttr
 
@@ -28,6 +28,25 @@ from aisentinel.clock import Clock, SystemClock
 from aisentinel.configtypes import CredentialsMode, ForwardedHeader, Network, StrictModel
 from aisentinel.events import Event
 from aisentinel.registry import Registry
+
+SetupProblemKind = Literal["untrusted_local_proxy"]
+"""Every kind of :class:`SetupProblem` a parser tells: ``untrusted_local_proxy``, every
+client is a proxy on this host that is not trusted
+(:class:`aisentinel.parsers.proxy.LoopbackWatch`)."""
+
+SETUP_PROBLEMS: Final[tuple[SetupProblemKind, ...]] = get_args(SetupProblemKind)
+"""The ``problem`` label values of ``aisentinel_source_setup_problem``: each is exported,
+0 or 1, for every line source (an alert on it needs no ``absent()``)."""
+
+
+class SetupProblem(NamedTuple):
+    """What is wrong with the setup of a source, as its parser sees in its recent lines."""
+
+    kind: SetupProblemKind
+    """Which problem, for machines (a bounded metric label)."""
+    text: str
+    """What it means and how to fix it, in one short line (``aisentinel status``)."""
+
 
 MAX_LINE_BYTES = 65536
 """The line length cap (bytes) of a format whose writer keeps its lines short (sshd's
@@ -152,10 +171,11 @@ class Parser(ABC):
         out, self.notices = self.notices, []
         return out
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[SetupProblem]:
         """What is wrong now with the setup of the source this parser reads, as seen in
-        its recent lines (``aisentinel status`` lists each as a problem of the source);
-        none by default. Unlike a notice, a problem goes once the lines show it no more."""
+        its recent lines (``aisentinel status`` lists each as a problem of the source, and
+        ``aisentinel_source_setup_problem`` exports its kind); none by default. Unlike a
+        notice, a problem goes once the lines show it no more."""
         return []
 
     def begin(self, origin: int) -> None:

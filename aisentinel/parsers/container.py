@@ -59,7 +59,13 @@ from typing import Any, NamedTuple
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, Event, HttpAuthFailure, HttpRateLimited, SshEvent
-from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
+from aisentinel.parsers.base import (
+    ACCESS_LINE_BYTES,
+    REGISTRY,
+    Parser,
+    ParserContext,
+    SetupProblem,
+)
 from aisentinel.parsers.nginx_access import NginxAccessParser
 from aisentinel.parsers.nginx_error import NginxErrorParser
 from aisentinel.parsers.nginx_json import NginxJsonParser
@@ -426,7 +432,7 @@ class ContainerParser(Parser):
         self._last = (batch, unrecognised)
         return out
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[SetupProblem]:
         """The inner parsers' problems (a proxy on the same host that is not trusted)."""
         return [problem for parser in self._inner for problem in parser.problems()]
 

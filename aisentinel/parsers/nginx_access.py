@@ -26,7 +26,13 @@ from collections.abc import Iterable
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
-from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
+from aisentinel.parsers.base import (
+    ACCESS_LINE_BYTES,
+    REGISTRY,
+    Parser,
+    ParserContext,
+    SetupProblem,
+)
 from aisentinel.parsers.proxy import (
     LOOPBACK_STARTS,
     LoopbackWatch,
@@ -239,10 +245,9 @@ class NginxAccessParser(Parser):
             )
         return out, via_loopback
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[SetupProblem]:
         """Every client taken for a local proxy that is not trusted (:class:`LoopbackWatch`)."""
-        problem = self._loopback.problem()
-        return [problem] if problem else []
+        return self._loopback.problems()
 
     def _forwards(self, line: str, m: re.Match[str], peer: str, spaced: bool) -> bool:
         """Whether the request ``m`` matched, from ``peer`` (an untrusted loopback peer),

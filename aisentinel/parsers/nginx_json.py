@@ -29,7 +29,13 @@ from typing import Any, cast
 
 from aisentinel.configtypes import StrictModel
 from aisentinel.events import CutLine, HttpRequest
-from aisentinel.parsers.base import ACCESS_LINE_BYTES, REGISTRY, Parser, ParserContext
+from aisentinel.parsers.base import (
+    ACCESS_LINE_BYTES,
+    REGISTRY,
+    Parser,
+    ParserContext,
+    SetupProblem,
+)
 from aisentinel.parsers.nginx_access import split_request
 from aisentinel.parsers.proxy import (
     ADDR_RE,
@@ -227,10 +233,9 @@ class NginxJsonParser(Parser):
             self.notice("loopback-proxy", watch.notice(), peer=watch.peer)
         return out
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[SetupProblem]:
         """Every client taken for a local proxy that is not trusted (:class:`LoopbackWatch`)."""
-        problem = self._loopback.problem()
-        return [problem] if problem else []
+        return self._loopback.problems()
 
     def _via_loopback(self, peer: str, data: dict[str, Any]) -> bool:
         """Whether a record from ``peer`` (a loopback-looking address) is one

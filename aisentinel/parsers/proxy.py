@@ -13,7 +13,7 @@ import ipaddress
 import re
 
 from aisentinel.configtypes import ForwardedHeader
-from aisentinel.parsers.base import RecentShare
+from aisentinel.parsers.base import RecentShare, SetupProblem
 from aisentinel.parsers.timestamps import CACHE_LIMIT
 
 Net = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -272,17 +272,18 @@ class LoopbackWatch:
             return False
         return self.recent.add(lines, min(hits, lines))
 
-    def problem(self) -> str | None:
+    def problems(self) -> list[SetupProblem]:
         """What :attr:`proxied` means, in one short line with the fixes (for ``aisentinel
-        status``, which shows 240 characters of a problem); ``None`` if it does not hold."""
+        status``, which shows 240 characters of a problem); none if it does not hold."""
         if not self.proxied:
-            return None
+            return []
         peer = self.peer
-        return (
+        text = (
             f"every client is {peer}, an untrusted proxy: if it is an HTTP proxy setting "
             f'X-Forwarded-For, set [parsers] trusted_proxies = ["{self._network()}"] or use '
             "nginx's realip module; a TCP/TLS tunnel: the PROXY protocol"
         )
+        return [SetupProblem("untrusted_local_proxy", text)]
 
     def notice(self) -> str:
         """What :attr:`proxied` means for the operator's log, with the fixes."""

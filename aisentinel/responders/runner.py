@@ -1010,7 +1010,14 @@ class ResponderRunner:
             "its table flushed, deleted or its rules changed) and re-created it.",
             labels=["responder"],
         )
-        for st in self.stats():
+        stats = self.stats()
+        enabled = GaugeMetricFamily(
+            "aisentinel_responders_enabled",
+            "Responders enabled (dry-run included); 0: nothing is enforced, decisions are "
+            "only logged and kept in the ledger.",
+        )
+        enabled.add_metric([], len(stats))
+        for st in stats:
             for result, table in (
                 ("ok", st.ok),
                 ("failed", st.failed),
@@ -1024,7 +1031,7 @@ class ResponderRunner:
             pending.add_metric([st.name], st.pending)
             up.add_metric([st.name], 1 if st.health is None or st.health.ok else 0)
             repairs.add_metric([st.name], st.repairs)
-        yield from (ops, batches, pending, up, repairs)
+        yield from (enabled, ops, batches, pending, up, repairs)
         depth, age = self.queued()
         queue = GaugeMetricFamily(
             "aisentinel_responder_queue_depth",
