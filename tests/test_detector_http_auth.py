@@ -317,3 +317,100 @@ def test_a_2xx_without_credentials_before_a_login_opens_its_path() -> None:
     assert [f.window for f in by_line] == [3600.0]
     assert by_line == batched
     assert _both([*challenges, login, behind, *after]) == ([], [])
+
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"
+SPA_CALLS = (
+    "/api/v1/auths/",
+    "/api/models",
+    "/api/v1/chats/?page=1",
+    "/api/v1/users/user/settings",
+    "/api/v1/folders/",
+    "/api/v1/prompts/",
+    "/api/v1/tools/",
+    "/api/v1/functions/",
+    "/api/v1/chats/pinned",
+    "/api/v1/chats/tags",
+    "/api/v1/configs/banners",
+    "/api/v1/knowledge/",
+)
+"""What Open WebUI's page asks for at once (its app layout's parallel loads, the sidebar's)."""
+
+
+def _spa(ts: float, status: int, client: str = CLIENT, **kw: Any) -> list[Event]:
+    """The page's API calls at ``ts``, all answered ``status``."""
+    return [
+        HttpRequest(T0 + ts, "nginx", client, "GET", path, status, 40, None, BROWSER, **kw)
+        for path in SPA_CALLS
+    ]
+
+
+def _expiries(every: float, times: int, client: str = CLIENT) -> list[Event]:
+    """A signed-in Open WebUI user whose session expires ``times`` times, ``every`` seconds
+    apart: the open page's calls answered 401, then a sign-in and the page loaded again."""
+    events: list[Event] = _spa(0.0, 200, client)
+    for n in range(1, times + 1):
+        at = n * every
+        events += _spa(at, 401, client)
+        events.append(req(at + 8, "/api/v1/auths/signin", 200, client))
+        events += _spa(at + 9, 200, client)
+    return events
+
+
+def test_an_expired_web_session_is_no_brute_force() -> None:
+    """A signed-in user's page answered 401 all at once (12 calls: its session expired or
+    the server's secret changed), then a sign-in, is no finding, line by line or in a batch,
+    for one expiry and for one every two hours over a day."""
+    for events in (_expiries(1200.0, 1), _expiries(7200.0, 11)):
+        for found in _both(events):
+            assert found == []
+
+
+def test_rejections_without_a_session_or_past_the_burst_stay_high() -> None:
+    """A burst of 401s is HIGH as ever from a client with no earlier authentication (a
+    scanner of API paths, one that only fetched the open /api/config), after a session
+    when it goes on past the burst, for distinct API keys or on the login path."""
+    scanner: list[Event] = _spa(0.0, 401)
+    config: list[Event] = [_get(-60.0, "/api/config"), *_spa(0.0, 401)]
+    # A session, then 401s every second for a minute and a half: the burst is 20.
+    going_on: list[Event] = [
+        *_spa(0.0, 200),
+        *[_get(600.0 + i, "/api/models", 401) for i in range(90)],
+    ]
+    keys: list[Event] = [
+        *_spa(0.0, 200),
+        *[_keyed(600.0 + i * 0.1, f"sk-guess{i:03d}") for i in range(10)],
+    ]
+    signin: list[Event] = [
+        *_spa(0.0, 200),
+        *[req(600.0 + i, "/api/v1/auths/signin", 400) for i in range(10)],
+    ]
+    for events in (scanner, config, going_on, keys, signin):
+        for found in _both(events):
+            assert [f.severity for f in found][:1] == [Severity.HIGH]
+
+
+def test_expired_session_bursts_count_once_each() -> None:
+    """Each expired-session burst counts one rejection: a signed-in client whose session
+    ends 20 times in a day crosses the long window (20 in a day), one that ends 19 times
+    does not."""
+    for found in _both(_expiries(4000.0, 20)):
+        assert [(f.severity, f.window) for f in found] == [(Severity.HIGH, 86_400.0)]
+    for found in _both(_expiries(4000.0, 19)):
+        assert found == []
+
+
+def test_an_expired_session_token_in_the_json_log_is_an_alert_not_a_ban() -> None:
+    """In the aisentinel JSON format (the session token's key id logged), the page's calls
+    refused with the token it signed in with is MEDIUM naming it, not a ban; the same
+    refusals from a client that never authenticated are HIGH."""
+    session: list[Event] = [
+        *_spa(0.0, 200, key_id="sig0001a"),
+        *_spa(1200.0, 401, key_id="sig0001a"),
+    ]
+    for found in _both([*session, *_spa(1209.0, 200, key_id="sig0002b")]):
+        assert [f.severity for f in found] == [Severity.MEDIUM]
+        assert "'sig0001a'" in found[0].message
+        assert "expired session" in found[0].message
+    for found in _both(_spa(1200.0, 401, key_id="sig0001a")):
+        assert [f.severity for f in found] == [Severity.HIGH]

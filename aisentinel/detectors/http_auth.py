@@ -15,7 +15,19 @@ counted twice against one threshold:
   Open WebUI answers a wrong password on ``/api/v1/auths/signin`` with 400):
   ``status_threshold`` in ``status_window``, by default 10 in 5 minutes. This
   counter is more tolerant because a browser's first request for a basic-auth
-  page, and an expired web-UI session, also produce 401s.
+  page also produces a 401. An expired web-UI session does too, many at once: Open
+  WebUI's open page sends its ``/api/v1/auths/``, ``/api/models``, ``/api/v1/chats/``,
+  settings, folders, tools ... calls in parallel with the stored token, and each is
+  answered 401 when the token expired or the server's ``WEBUI_SECRET_KEY`` changed,
+  before the user signs in again. So a burst of 401s without a user or key id, outside
+  the login paths, from a client that authenticated within :data:`SESSION_TTL` (a day;
+  credentials in the log, or inferred: a 2xx on Open WebUI's session user or a
+  successful inference call, see :class:`~.shared.RequestIndex`) counts once: its first
+  rejection counts, the next :data:`EXPIRY_BURST` - 1 (19) within :data:`EXPIRY_SPAN`
+  (a minute) of it do not, any more count again. Nothing a scanner or guesser without
+  a session sends is excused, nor a user's or a key's rejections, nor the login paths'
+  400s; a signed-in client (or one behind its address) gets at most 19 uncounted
+  rejections per counted one, so 20 bursts a day still cross the long window.
 
 Either counter crossing gives a HIGH finding about the client. Each counter also
 has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
@@ -42,8 +54,10 @@ one thing is judged apart (per client, :class:`_Streaks`):
 
 * the same API key id (one token; not a value many keys share,
   :func:`~.common.key_identity`): beside a login of the same client since the
-  streak began (a web UI with one revoked key of two), MEDIUM naming the key, not
-  a ban; else HIGH naming the key the first time, and MEDIUM for the same key again
+  streak began (a web UI with one revoked key of two), or from a client that
+  authenticated within :data:`SESSION_TTL` before it began (an expired session's
+  token, as the aisentinel JSON format logs it), MEDIUM naming the key, not a ban;
+  else HIGH naming the key the first time, and MEDIUM for the same key again
   within :data:`REPORT_MEMORY` (a stale key in a cron job earns one ban, not an
   escalating series);
 * the same ``GET``/``HEAD`` without any credential, outside the login paths,
@@ -121,6 +135,19 @@ every 15 s, Uptime Kuma down to 20 s, UptimeRobot 5 minutes): a flood of 401s co
 faster, and is counted as ever. What makes it no guess is that nothing changes (the same
 method and path with its query, no user, no key), not its pace; the pace only has to be a
 scheduler's (at most a fifth of the interval of jitter, see :func:`~.window._jitter`)."""
+SESSION_TTL = 86_400.0
+"""How long after its client last authenticated (see :data:`EXPIRY_BURST`) a rejection may
+still be the end of that client's session."""
+EXPIRY_BURST = 20
+"""At most this many rejections of a signed-in client's burst count as one: an expired web
+session (Open WebUI's token expired, or its ``WEBUI_SECRET_KEY`` changed) while its page is
+open answers the page's next round of parallel API calls 401 all at once (``/api/v1/auths/``,
+``/api/models``, ``/api/v1/chats/``, its settings, folders, tools ... within a second), and
+then the user signs in again. The first rejection counts, the next ``EXPIRY_BURST - 1`` within
+:data:`EXPIRY_SPAN` of it do not, any more count again."""
+EXPIRY_SPAN = 60.0
+"""How long after its first rejection a signed-in client's burst lasts (see
+:data:`EXPIRY_BURST`)."""
 REPORT_MEMORY = 86_400.0
 """How long a client's repeated rejection (a stale key, a monitor) is remembered as
 reported: the next crossing made of the same one is told at most once in this time."""
@@ -260,8 +287,9 @@ class HttpAuthDetector(Detector):
 
     def share(self, shared: SharedState) -> None:
         self._requests = shared.requests
-        # No path of its own: it reads which requests' credentials count.
-        self._requests.register(no_path)
+        # No path of its own: it reads which requests' credentials count, and when each
+        # client last authenticated (held for SESSION_TTL, see _excused).
+        self._requests.register(no_path, ttl=SESSION_TTL, max_keys=self._cfg.max_keys)
 
     def _forgive(self, key: str) -> None:
         """The client counted under ``key`` (:func:`~.common.client_key`: an IPv6 client's
@@ -315,21 +343,34 @@ class HttpAuthDetector(Detector):
             return None
         return self._failed(event)
 
-    def _signature(self, event: HttpRequest) -> str | None:
+    def _excused(self, event: HttpRequest, base: int, login_path: bool) -> bool:
+        """Whether ``event`` (a rejection; its client's streak slot at ``base``) goes
+        uncounted as part of an expired session's burst (:data:`EXPIRY_BURST`): a 401 with
+        no user and no key id, outside the login paths (``login_path``), to a client that
+        authenticated (credentials in the log, or inferred: a 2xx on Open WebUI's session
+        user, see :class:`~.shared.RequestIndex`) within :data:`SESSION_TTL`."""
+        if (
+            event.status != 401
+            or login_path
+            or event.user is not None
+            or event.key_id is not None
+            or event.ts - self._requests.signed_in(event.client) > SESSION_TTL
+        ):
+            return False
+        return self._streaks.excuse(base, event.ts, EXPIRY_SPAN, EXPIRY_BURST)
+
+    def _signature(self, event: HttpRequest, login_path: bool) -> str | None:
         """What a repeat of ``event`` (a rejection) repeats: its API key id (one token;
         not a value many keys share), or, without any credential, a ``GET``/``HEAD``
-        outside the login paths answered 401 (a monitor's request); ``None`` for anything
-        a guess may hide in (a user's password, a form login's body)."""
+        outside the login paths (``login_path``: its path is one) answered 401 (a
+        monitor's request); ``None`` for anything a guess may hide in (a user's password,
+        a form login's body)."""
         if event.user is not None:
             return None
         if event.key_id is not None:
             key_id = key_identity(event.key_id)
             return None if key_id is None else f"key\x1f{key_id}"
-        if (
-            event.status == 401
-            and event.method in ("GET", "HEAD")
-            and not self._auth_paths.match(event.path)
-        ):
+        if event.status == 401 and event.method in ("GET", "HEAD") and not login_path:
             return f"request\x1f{event.method} {event.path}"
         return None
 
@@ -353,6 +394,12 @@ class HttpAuthDetector(Detector):
                 what = (
                     f"rejected http logins, {named}, while the client logs in with another"
                     " credential (a stale key in its configuration, not a guess)"
+                )
+            elif self._requests.signed_in(event.client) >= data[base + _START] - SESSION_TTL:
+                what = (
+                    f"rejected http logins, {named}, of a client signed in within"
+                    f" {format_duration(SESSION_TTL)} before (an expired session or a revoked"
+                    " key, not a guess)"
                 )
             elif ts - data[base + _HIGH] <= REPORT_MEMORY:
                 what = f"rejected http logins, {named} again (a stale key, reported before)"
@@ -381,15 +428,16 @@ class HttpAuthDetector(Detector):
         """Account for one event that is not a success: a rejection or failure counts."""
         if isinstance(event, HttpRequest):
             status = event.status
-            if status != 401 and (
-                status not in self._auth_statuses or not self._auth_paths.match(event.path)
-            ):
+            login_path = self._auth_paths.match(event.path)
+            if status != 401 and (status not in self._auth_statuses or not login_path):
                 return None
             if status == 401 and self._slow_on:
                 self._paths.challenged(event)
             sample = event.path[:200]
             key = client_key(event.client)
-            base = self._streaks.note(key, event.ts, self._signature(event))
+            base = self._streaks.note(key, event.ts, self._signature(event, login_path))
+            if self._excused(event, base, login_path):
+                return None
             crossing = self._rejections.hit(key, event.ts, sample)
             slow = self._rejections_slow
             fast = crossing is not None

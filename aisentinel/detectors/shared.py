@@ -202,6 +202,11 @@ class _AuthMarks(_SlotStore):
         mark = self._data[slot * _AUTH_STRIDE + _CRED]
         return mark if mark >= self._floor else _NEG_INF
 
+    def either(self, client: str) -> float:
+        """When ``client`` last authenticated in either way (``-inf``: not known)."""
+        slot = self._keys.get(client)
+        return _NEG_INF if slot is None else self._data[slot * _AUTH_STRIDE + _ANY]
+
     def learn(self, latest: dict[str, float], cred: dict[str, float]) -> None:
         """Mark each client of ``latest`` as authenticated at its time there, and with
         credentials at its time in ``cred`` (a subset of ``latest``, or ``latest``
@@ -1215,6 +1220,12 @@ class RequestIndex:
         batches whose facts were computed go (the latest one's included, whole), or
         ``-inf`` (not known, or older than the longest ``ttl``)."""
         return self._held.credentialed(client)
+
+    def signed_in(self, client: str) -> float:
+        """When ``client`` last authenticated in either way (credentials in the log, or
+        inferred), as :meth:`credentialed` knows it, or ``-inf``: held only while some
+        reader registered a ``ttl``, for the longest one."""
+        return self._held.either(client)
 
     def authenticated(self) -> int:
         """Clients held as having authenticated (inferred included)."""

@@ -1614,7 +1614,7 @@ class RecentSet(_SlotStore):
 
 
 # _Streaks slot layout: _STRIDE doubles per client.
-_STRIDE = 9
+_STRIDE = 11
 _SIG = 0  # hash of the streak's one credential or request (0: no streak)
 _START = 1  # its first rejection
 _LAST = 2  # its latest rejection
@@ -1624,6 +1624,8 @@ _SUCCESS = 5  # the client's latest counting login (while held)
 _HIGH = 6  # when the streak's key was last reported HIGH
 _TOLD = 7  # when a repeat of it was last reported at MEDIUM (or withheld)
 _STREAK_QUEUED = 8
+_BURST = 9  # the first rejection of the client's latest expired-session burst
+_EXCUSED = 10  # that burst's rejections not counted so far
 
 
 def _jitter(step: float) -> float:
@@ -1639,15 +1641,26 @@ class _Streaks(_SlotStore):
     interval, and its latest login while held (see
     :class:`~aisentinel.detectors.http_auth.HttpAuthDetector`, its one user; it lives in
     this module, which mypyc compiles, because an interpreted class cannot subclass a
-    compiled one). Nine
-    doubles a client, at most ``max_keys``, expired ``ttl`` (http_auth: a day, or the
-    longest window) after its last event (second-chance order, see :mod:`~.window`)."""
+    compiled one), and its latest burst of rejections after a sign-in (:meth:`excuse`).
+    Eleven doubles a client, at most ``max_keys``, expired ``ttl`` (http_auth: a day, or
+    the longest window) after its last event (second-chance order, see :mod:`~.window`)."""
 
     __slots__ = ("ttl",)
 
     def __init__(self, max_keys: int, ttl: float) -> None:
-        blank = (0.0, _NEG_INF, _NEG_INF, -1.0, 1.0, _NEG_INF, _NEG_INF, _NEG_INF, _NEG_INF)
-        super().__init__(max_keys, blank, _STREAK_QUEUED)
+        blank = (
+            0.0,
+            _NEG_INF,
+            _NEG_INF,
+            -1.0,
+            1.0,
+            _NEG_INF,
+            _NEG_INF,
+            _NEG_INF,
+            _NEG_INF,
+            _NEG_INF,
+        )
+        super().__init__(max_keys, (*blank, 0.0), _STREAK_QUEUED)
         self.ttl = ttl
 
     def _newest(self, base: int) -> float:
@@ -1679,6 +1692,21 @@ class _Streaks(_SlotStore):
                 data[base + _REGULAR] = 0.0
         data[base + _LAST] = ts
         return base
+
+    def excuse(self, base: int, ts: float, span: float, burst: int) -> bool:
+        """Whether the rejection at ``ts`` of the client whose slot is at ``base`` (one of
+        a signed-in client's rejections that may be its session's end) goes uncounted: the
+        first of a burst (none before it within ``span``) counts, the next ``burst - 1``
+        within ``span`` of it do not, any more count again."""
+        data = self._data
+        if ts - data[base + _BURST] > span:
+            data[base + _BURST] = ts
+            data[base + _EXCUSED] = 0.0
+            return False
+        if data[base + _EXCUSED] >= burst - 1:
+            return False
+        data[base + _EXCUSED] += 1.0
+        return True
 
     def succeeded(self, key: str, ts: float) -> None:
         """``key`` logged in at ``ts`` (remembered only for a client held)."""
