@@ -596,8 +596,9 @@ def cmd_admin(args: argparse.Namespace) -> int:
         value = getattr(args, key, None)
         if value is not None:
             fields[key] = value
-    if getattr(args, "force", False):
-        fields["force"] = True
+    for flag in ("force", "replace"):
+        if getattr(args, flag, False):
+            fields[flag] = True
     path = _socket(args, name)
     if path is None:
         return 2
@@ -918,6 +919,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force",
         action="store_true",
         help="ban a network wider than /16 (IPv4) or /48 (IPv6); /8 and /32 stay the limit",
+    )
+    ban.add_argument(
+        "--replace",
+        action="store_true",
+        help="end a ban of the target in force after --ttl even when it would end later "
+        "(without it the later end is kept)",
     )
     allow = _admin_parser(
         sub, "allow", "allow", "allowlist an address or CIDR for a while (lifts its bans)"

@@ -461,3 +461,50 @@ def test_cli_ban_wider_than_a_slash_16_needs_force(
     assert env.ask("ban", target="203.0.0.0/16")["target"] == "203.0.0.0/16"  # /16: no force
     with pytest.raises(CommandError, match="force must be true or false"):
         env.ask("ban", target="2.0.0.0/8", force="yes")
+
+
+def test_a_shorter_manual_ban_keeps_the_longer_ban_in_force(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`ban --ttl 10m` on an address banned for 24h keeps the 24h end (engine, ledger,
+    responder, `bans`) and says so; the address is not freed after 10 minutes."""
+    env.ask("ban", target="203.0.113.9", ttl="24h", reason="known attacker")
+    env.clock.advance(60)
+    answer = env.ask("ban", target="203.0.113.9", ttl="10m", reason="quick")
+    assert answer["expires_at"] == T0 + 86400
+    assert answer["kept_longer"] is True
+    line = render_result("ban", answer)
+    assert "ends later than asked and is kept; --replace shortens it" in line
+    assert env.ledger.history("203.0.113.9")[-1].expires_at == T0 + 86400
+    assert wait_for(lambda: env.dryrun.banned.get("203.0.113.9") == T0 + 86400)
+    env.clock.advance(11 * 60)
+    env.engine.expire()
+    assert [b["target"] for b in env.ask("bans")["bans"]] == ["203.0.113.9"]
+    assert main(["ban", "203.0.113.9", "--ttl", "5m", "--socket", str(env.server.path)]) == 0
+    assert "is kept; --replace shortens it" in capsys.readouterr().out
+
+
+def test_a_shorter_manual_ban_keeps_an_escalated_automatic_ban(env: Env) -> None:
+    """An automatic ban escalated past the operator's --ttl is kept, not cut short."""
+    env.engine.decide(finding("203.0.113.7"))  # offence 1: 1h
+    env.clock.advance(3601)
+    env.engine.expire()
+    escalated = env.engine.decide(finding("203.0.113.7"))  # offence 2: longer
+    assert escalated.expires_at is not None
+    assert escalated.expires_at - env.clock.now() > 3600
+    answer = env.ask("ban", target="203.0.113.7", ttl="10m")
+    assert (answer["expires_at"], answer["kept_longer"]) == (escalated.expires_at, True)
+
+
+def test_replace_shortens_a_ban_and_a_longer_ttl_extends_it(env: Env) -> None:
+    """`ban --replace` ends the ban after its --ttl, earlier or not; a longer --ttl
+    without it extends the ban as before."""
+    env.ask("ban", target="203.0.113.9", ttl="24h")
+    answer = env.ask("ban", target="203.0.113.9", ttl="10m", replace=True)
+    assert (answer["expires_at"], answer["kept_longer"]) == (T0 + 600, False)
+    assert wait_for(lambda: env.dryrun.banned.get("203.0.113.9") == T0 + 600)
+    answer = env.ask("ban", target="203.0.113.9", ttl="2h")
+    assert (answer["expires_at"], answer["kept_longer"]) == (T0 + 7200, False)
+    assert "kept" not in render_result("ban", answer)
+    with pytest.raises(CommandError, match="replace must be true or false"):
+        env.ask("ban", target="203.0.113.9", ttl="2h", replace="yes")

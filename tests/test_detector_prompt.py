@@ -466,3 +466,16 @@ def test_tracked_keys_counts_the_seen_and_counted_tables() -> None:
     assert det.tracked_keys() == 4  # one client window; two units seen; one counted
     det.expire(T0 + 10_000)
     assert det.tracked_keys() == 0
+
+
+def test_percent_encoded_secret_is_reported_and_not_quoted() -> None:
+    """A key pasted inside a percent-encoded URL makes a prompt_secrets alert whose message
+    and evidence hold neither the encoded nor the decoded key."""
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    encoded = secret.replace("/", "%2F").replace("+", "%2B")
+    body = chat(f"why does GET /up?aws_secret_access_key={encoded}&x=1 fail?")
+    (f,) = run(PromptSecretsDetector(PromptSecretsConfig()), [req(0, body)])
+    text = " ".join((f.message, *f.evidence))
+    assert "aws_secret_key [url-encoded: 40 chars]" in text
+    assert secret[4:-4] not in text
+    assert encoded[4:-4] not in text

@@ -164,3 +164,143 @@ def test_a_repeated_blob_is_decoded_and_searched_once(monkeypatch: pytest.Monkey
     assert all(f.kind == "aws_access_key" and f.redacted.startswith("[base64: ") for f in found)
     assert len(decodes) == 1
     assert len(searched) == 2  # the text itself, then the one decoding
+
+
+# Tokens in their real formats, their random parts made once with a seeded generator.
+_RANDOM_93 = (
+    "PtYgjmUhBel31iEl2hpChYgCfrL1spNxnyVmihA_2O76UMFxFkM_R5Kjp1vRt-1fjORS_6ilI8ihN5KXSc7Tvo_hBKqFY"
+)
+_RANDOM_156 = (
+    "Y_kv5ZJr3J1TWDtkwtDDb-xHKas1VOqg6YYZYn9ZhyiA4uoRgnatmUdjAWtGSU8po-799NksnRH9ucAUsdMlHU"
+    "vTCQCyEZDz_TddJ8HyS5SUkCnD8zRA9a9SkpXz9w3QlY7Zkuvqdt7s8Stqcbnr3yBdGBLE"
+)
+_FAMILIES = {
+    "glpat-xR4kYw2mZp9QbLnT7vC3": "gitlab_token",
+    "glpat-AbCdEfGhIjKlMnOpQrStUvWxYz0123456.010s1ab2c": "gitlab_token",
+    "gldt-Ab1Cd2Ef3Gh4Ij5Kl6Mn": "gitlab_token",
+    "glrt-t3_Ab1Cd2Ef3Gh4Ij5Kl6Mn": "gitlab_token",
+    "GR1348941Ab1Cd2Ef3Gh4Ij5Kl6Mn": "gitlab_token",
+    "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": "huggingface_token",
+    f"sk-ant-api03-{_RANDOM_93}AA": "anthropic_key",
+    f"sk-proj-{_RANDOM_156}": "openai_key",
+    "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx": "slack_token",
+    "xoxp-123456789012-123456789012-123456789012-0123456789abcdef0123456789abcdef": "slack_token",
+    "sk_live_51HAbCdEfGhIjKlMnOpQrStUv9x": "stripe_key",
+    "rk_live_51HAbCdEfGhIjKlMnOpQrStUv9x": "stripe_key",
+    "npm_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789": "npm_token",
+    "pypi-AgEIcHlwaS5vcmcCJGM0ZjY3ZTRkLWI0NjQtNGI1Ni1hZjA0LTYwYWE1ZmU2ZWY3NQACKlsz": "pypi_token",
+    "AIzaSyA-1234567890abcdefghijklmnopqrstu": "google_api_key",
+    "github_pat_11ABCDEFG0abcdefghijkl_" + "Ab1Cd2Ef3" * 6 + "Ab1Cd": "github_token",
+    "abc8Q~AbCdEfGhIjKlMnOpQrStUvWxYz01234": "azure_client_secret",
+}
+
+
+@pytest.mark.parametrize(("secret", "kind"), _FAMILIES.items())
+def test_token_families_found_in_their_real_format(secret: str, kind: str) -> None:
+    """GitLab, Hugging Face, Anthropic, OpenAI project, Slack, Stripe, npm, PyPI, Google,
+    GitHub fine-grained and Entra ID secrets are found whole, never shown."""
+    text = f"export TOKEN={secret} # please debug"
+    (f,) = find_secrets(text)
+    assert (f.kind, text[f.start : f.end]) == (kind, secret)
+    assert secret[8:-4] not in f.redacted
+    assert secret[8:-4] not in redact_secrets(text)
+
+
+def test_token_near_misses_are_not_secrets() -> None:
+    """Prose, slugs, placeholders, hashes, UUIDs, base64 images and identifiers that share
+    a token's prefix are not secrets."""
+    for text in (
+        "The sk-learn-compatible-estimators-wrapper and sk-learn-0-24-release-notes",
+        "pip install hf_transfer; from huggingface_hub import hf_hub_download",
+        "set xoxb-token-goes-here and sk_test_xxxxxxxxxxxxxxxxxxxxxxxx in .env",
+        "glpat-xxxxxxxxxxxxxxxxxxxx or glpat-<your-token-here>, gldt-deploy-token-for-prod",
+        "npm_config_registry=x npm_package_version=1 npm_lifecycle_event",
+        "sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709 sha256 "
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "request 123e4567-e89b-12d3-a456-426614174000 failed",
+        "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+        "YPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==",
+        "api_key=YOUR_API_KEY_HERE_PLEASE, api_key=os.environ['KEY'], token: <your-token>",
+        "max_tokens=4096 and Authorization: Bearer $OPENAI_API_KEY_VALUE_FROM_ENV",
+        "https://example.org/search?q=hello%20world%2C%20how%20are%20you 100% sure",
+    ):
+        assert find_secrets(text, decoded=True) == [], text
+
+
+def test_api_tokens_found_by_name_and_hidden() -> None:
+    """A random value named as an API key, token or Authorization header is found, its
+    length shown only; a known token there is reported once, by its own kind."""
+    value = "Zx81kLmQ2p9RtYvW4b7NcDs0aB3"
+    for text in (
+        f"curl -H 'Authorization: Bearer {value}' https://api.example.com",
+        f'{{"access_token": "{value}"}}',
+        f"MY_SERVICE_API_KEY={value}",
+        f"X-Api-Key: {value}",
+    ):
+        (f,) = find_secrets(text)
+        assert (f.kind, text[f.start : f.end], f.redacted) == ("api_token", value, "[27 chars]")
+    text = f"OPENAI_API_KEY=sk-proj-{_RANDOM_156}"
+    assert [f.kind for f in find_secrets(text)] == ["openai_key"]
+
+
+def test_percent_encoded_secrets_found_and_not_shown() -> None:
+    """Secrets in a URL, query string or form body, percent-encoded, are found on the
+    encoded text's span; neither the encoded nor the decoded secret is shown."""
+    aws = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    aws_enc = "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLEKEY"
+    opaque = "Zx81kLmQ2p9RtYvW4b7NcDs0aB3"
+    cases = {
+        f"GET /upload?aws_secret_access_key={aws_enc}&x=1": ("aws_secret_key", aws),
+        f"GET /s3?next=%2Fa%3Fid%3D{_FAMILIES_AKIA}%26b": ("aws_access_key", _FAMILIES_AKIA),
+        f"q=Authorization%3A%20Bearer%20sk-proj-{_RANDOM_156}": ("openai_key", _RANDOM_156),
+        f"h=Authorization%3A+Bearer+{opaque}": ("api_token", opaque),
+        "grant_type=client_credentials&client_secret=Zx81kLmQ2p9RtYv%2BW4b7NcDs0aB3": (
+            "api_token",
+            "Zx81kLmQ2p9RtYv+W4b7NcDs0aB3",
+        ),
+        "AccountName%3Dx%3BAccountKey%3DZm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eA%3D%3D": (
+            "azure_account_key",
+            "Zm9vYmFyYmF6cXV4cXV1eGZvb2JhcmJhenF1eA",
+        ),
+    }
+    for text, (kind, secret) in cases.items():
+        (f,) = find_secrets(text)
+        assert f.kind == kind, text
+        assert f.redacted.startswith("[url-encoded: "), f
+        shown = redact_secrets(text)
+        for form in (secret, secret.replace("/", "%2F").replace("+", "%2B")):
+            assert form[4:-4] not in shown, (text, shown)
+            assert form[4:-4] not in f.redacted, (text, f)
+
+
+_FAMILIES_AKIA = "AKIAQ7XZ3T9KLMW2RB4N"
+
+
+def test_a_secret_seen_plain_is_not_reported_again_decoded() -> None:
+    """A key in a query string with another parameter encoded is one finding, not two."""
+    text = f"GET /v1?key=sk-proj-{_RANDOM_156}&next=%2Fhome"
+    assert [(f.kind, f.redacted[:3]) for f in find_secrets(text)] == [("openai_key", "sk-")]
+
+
+def test_percent_decoding_is_one_search_however_many_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """15,000 encoded runs are decoded into one text and searched once, not once each,
+    and a secret in the last run is still found."""
+    from aisentinel.guard import secrets
+
+    searched: list[int] = []
+    find = secrets._find
+
+    def counting(text: str) -> list[secrets.SecretFinding]:
+        searched.append(len(text))
+        return find(text)
+
+    monkeypatch.setattr(secrets, "_find", counting)
+    last = f"id%3D{_FAMILIES_AKIA}"
+    text = "caf%C3%A9%2Fb " * 15_000 + last  # 210,000 characters: under the bound
+    found = secrets.find_secrets(text)
+    assert [f.kind for f in found] == ["aws_access_key"]
+    assert text[found[0].start : found[0].end] == last
+    assert len(searched) == 2  # the text, then all its decoded runs together
+    assert searched[1] < 2 * len(text)

@@ -876,3 +876,24 @@ def test_nft_failing_to_list_the_table_is_no_damage_and_no_repair() -> None:
     assert len(runner.calls) == 3  # the first reconcile, then the two listings only
     assert responder.repairs == 0
     assert not [e for e in logs if e["log_level"] == "warning"]
+
+
+def test_nft_a_shorter_manual_ban_keeps_the_longer_element_timeout(tmp_path: Any) -> None:
+    """An operator's 10-minute ban of an address banned for 24h writes the 24h's
+    remaining time as the nftables element timeout; with replace, the 10 minutes."""
+    clock = FakeClock(NOW)
+    responder, runner = nft_responder()
+    responder.clock = clock
+    worker = ResponderRunner([responder], clock)
+    engine = DecisionEngine(DecisionsConfig(), Ledger(tmp_path / "l.sqlite3", clock), clock)
+    worker.submit(engine.manual_ban("203.0.113.7", 86400.0, "attacker", "ops"))
+    worker.tick()
+    clock.advance(60)
+    worker.submit(engine.manual_ban("203.0.113.7", 600.0, "quick", "ops"))
+    worker.tick()
+    added = elements(docs(runner)[-1], "add")
+    assert ("v4_32", {"elem": {"val": "203.0.113.7", "timeout": 86400 - 60}}) in added
+    worker.submit(engine.manual_ban("203.0.113.7", 600.0, "shorten", "ops", replace=True))
+    worker.tick()
+    added = elements(docs(runner)[-1], "add")
+    assert ("v4_32", {"elem": {"val": "203.0.113.7", "timeout": 600}}) in added

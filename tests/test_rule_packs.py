@@ -262,6 +262,37 @@ def test_a_served_secret_file_is_high_and_says_leaked() -> None:
         assert MATCHER.match(event)[0] == []
 
 
+@pytest.mark.parametrize(
+    ("target", "rule_id"),
+    [
+        ("GET /.env.example", "env-template-served"),
+        ("GET /backend/.env.sample", "env-template-served"),
+        ("GET /.env.template", "env-template-served"),
+        ("GET /.env.dist", "env-template-served"),
+        ("GET /.ENV.Example", "env-template-served"),
+        ("GET /.env", "secret-file-served"),
+        ("GET /.env.production", "secret-file-served"),
+        ("GET /.env.local", "secret-file-served"),
+        ("GET /api/.env.staging", "secret-file-served"),
+        ("GET /.env.example.bak", "secret-file-served"),
+        ("GET /.env.samples", "secret-file-served"),
+        ("GET /.env.exampl", "secret-file-served"),
+        ("GET /.env.", "secret-file-served"),
+    ],
+)
+def test_a_served_env_template_is_low_and_a_real_env_stays_high(target: str, rule_id: str) -> None:
+    """A served .env.example/.sample/.template/.dist is the LOW template rule alone (no
+    "rotate" advice); .env, .env.production, .env.local and near-misses stay HIGH."""
+    rules = {loaded.rule.id: loaded.rule for loaded in RULESET.loaded}
+    event = PARSER.parse(_benign_line(f"{target} HTTP/1.1", 200, AGENT))
+    assert isinstance(event, HttpRequest)
+    assert [r.id for r in MATCHER.match(event)[0]] == [rule_id]
+    template = rules["env-template-served"]
+    assert template.severity is Severity.LOW
+    assert "rotate" not in template.description
+    assert "no real values" in template.description
+
+
 @pytest.mark.parametrize(("target", "status", "rule_id"), AI_EXPLOITS)
 def test_public_ai_server_exploits_match_their_rule(target: str, status: int, rule_id: str) -> None:
     """The requests of public exploits of AI servers (MLflow, Gradio, Langflow, TorchServe,

@@ -92,6 +92,13 @@ def _text(args: Mapping[str, Any], key: str, limit: int, *, required: bool = Tru
     return value
 
 
+def _flag(args: Mapping[str, Any], key: str) -> bool:
+    value = args.get(key, False)
+    if not isinstance(value, bool):
+        raise CommandError(f"bad request: {key} must be true or false")
+    return value
+
+
 def _ttl(args: Mapping[str, Any], default: float) -> float:
     raw = args.get("ttl")
     if raw is None:
@@ -215,18 +222,20 @@ class AdminCommands:
         reason = _text(args, "reason", REASON_MAX, required=False)
         engine = self._engine()
         ttl = _ttl(args, engine.config.ban_ttl)
-        force = args.get("force", False)
-        if not isinstance(force, bool):
-            raise CommandError("bad request: force must be true or false")
+        force, replace = _flag(args, "force"), _flag(args, "replace")
         try:
-            decision = engine.manual_ban(target.text, ttl, reason, peer.who, force=force)
+            decision = engine.manual_ban(
+                target.text, ttl, reason, peer.who, force=force, replace=replace
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         runner = self._runner()
         runner.submit(decision)
         # Which responders act on it: none (a bare [responders] table) enforces nothing.
+        # kept_longer: a ban in force ended later than asked, and was kept.
         return decision_json(decision, engine.clock.now()) | {
-            "responders": [r.name for r in runner.responders]
+            "responders": [r.name for r in runner.responders],
+            "kept_longer": (decision.ttl or 0.0) > ttl,
         }
 
     def allow(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:
@@ -352,7 +361,11 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
         elif set(result.get("responders") or ["?"]) <= {"dryrun"}:
             sim = f" ({DRY_RUN_ONLY})"
         expires = _iso(result.get("expires_at"))
-        return f"banned {escape(str(result.get('target')), limit=80)} until {expires}{sim}\n"
+        kept = ""
+        if result.get("kept_longer"):
+            kept = " (the ban in force ends later than asked and is kept; --replace shortens it)"
+        target = escape(str(result.get("target")), limit=80)
+        return f"banned {target} until {expires}{kept}{sim}\n"
     if command == "allow":
         lifted = result.get("lifted") or []
         also = f"; lifted {', '.join(escape(str(t), limit=60) for t in lifted)}" if lifted else ""

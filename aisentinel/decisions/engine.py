@@ -905,9 +905,20 @@ class DecisionEngine:
     # ------------------------------------------------------------------ operators
 
     def manual_ban(
-        self, text: str, ttl: float, reason: str, who: str, *, force: bool = False
+        self,
+        text: str,
+        ttl: float,
+        reason: str,
+        who: str,
+        *,
+        force: bool = False,
+        replace: bool = False,
     ) -> Decision:
         """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds.
+
+        A ban of the same target in force that ends later is kept: the decision ends when
+        it does (its ``ttl`` longer than ``ttl``), so a quick ban never frees a known
+        attacker early; with ``replace`` the new ban's end stands, earlier or not.
 
         Refused with ``ValueError`` (a one-line reason) when ``text`` is not an
         address or network, is wider than :data:`MIN_PREFIX`, is wider than
@@ -925,22 +936,35 @@ class DecisionEngine:
             if target.is_host:
                 target, _note = self._ban_target(target)
             now = self.clock.now()
+            expires_at = now + ttl
+            why = f"by {who}: {reason}" if reason else f"by {who}"
+            with self._lock:
+                current = self._active.get(target.text)
+            if (
+                not replace
+                and current is not None
+                and current.action is Action.BAN
+                and current.expires_at is not None
+                and current.expires_at > expires_at
+            ):
+                expires_at = current.expires_at
+                why += f" (kept the ban in force until {_iso(expires_at)}: it ends later)"
             decision = Decision(
                 ts=now,
                 action=Action.BAN,
                 target=target,
                 detector=MANUAL,
                 severity=Severity.HIGH,
-                reason=f"by {who}: {reason}" if reason else f"by {who}",
-                ttl=ttl,
-                expires_at=now + ttl,
+                reason=why,
+                ttl=expires_at - now,
+                expires_at=expires_at,
                 simulated=self.config.simulate,
             )
             self._ledger(lambda: self.ledger.record(decision), 0)
             with self._lock:
                 self._counts[Action.BAN] += 1
                 self._hold(decision)
-            log.info("manual ban", target=target.text, ttl=ttl, who=who)
+            log.info("manual ban", target=target.text, ttl=decision.ttl, who=who)
             return decision
 
     def _refusal(self, target: AddressTarget, *, force: bool) -> str | None:

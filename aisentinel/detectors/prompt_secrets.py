@@ -3,7 +3,8 @@
 Consumes :class:`~aisentinel.events.HttpRequest` with a body on the AI API paths (see
 :mod:`~.prompts`) and looks for what :func:`aisentinel.guard.find_secrets` finds:
 private keys, cloud and API keys, tokens, JWTs, passwords and URLs with credentials,
-Luhn-valid card numbers and e-mail addresses in bulk, also inside base64/hex blobs. A
+Luhn-valid card numbers and e-mail addresses in bulk, also percent-encoded and inside
+base64/hex blobs. A
 client's first such prompt is a finding of ``severity`` (default MEDIUM: an alert under
 the default policy: a user pasting a key is a leak to stop, not an attacker to ban);
 then the client is quiet for ``window``, and the next finding counts the prompts since.
@@ -38,15 +39,20 @@ SECRET_KINDS = (
     "aws_access_key",
     "aws_secret_key",
     "azure_account_key",
+    "azure_client_secret",
     "url_credentials",
     "password",
+    "api_token",
     "github_token",
+    "gitlab_token",
     "slack_token",
     "openai_key",
     "anthropic_key",
     "google_api_key",
     "huggingface_token",
     "stripe_key",
+    "npm_token",
+    "pypi_token",
     "jwt",
     "credit_card",
     "email_bulk",

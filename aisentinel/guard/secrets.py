@@ -3,14 +3,22 @@
 ``find_secrets(text)`` returns one :class:`SecretFinding` per secret. A finding never
 carries the secret: ``redacted`` keeps the kind's public prefix and at most the last four
 characters (``AKIA…[16 chars]…MPLE``), or only the length for secrets told by their
-context (passwords, AWS secret keys, Azure account keys: ``[40 chars]``; a URL's
-credentials: ``postgres://[23 chars]@``), so findings can go to logs, metrics and ledgers.
+context (passwords, AWS secret keys, Azure account keys and client secrets, API keys and
+bearer tokens: ``[40 chars]``; a URL's credentials: ``postgres://[23 chars]@``), so
+findings can go to logs, metrics and ledgers.
+
+Percent-encoded text (a URL, a query string or a form body pasted into a prompt:
+``aws_secret_access_key=wJalr%2FK7...``, ``Authorization%3A%20Bearer%20sk-...``) is
+decoded once and searched too; a secret found only there is reported on the span of the
+encoded text (``[url-encoded: [40 chars]]``).
 """
 
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from aisentinel.guard.normalize import blob_spans
 
@@ -34,22 +42,51 @@ class SecretFinding:
 
 _RUN_START = r"(?<![A-Za-z0-9_-])"
 
-_PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
-    # (kind, pattern, characters of public prefix to keep)
-    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), 4),
-    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{60,255})\b"), 4),
+# (kind, pattern, characters of public prefix to keep (-1: through the first "-"),
+#  whether the part after the prefix must look random: see _random_looking)
+_PATTERNS: tuple[tuple[str, re.Pattern[str], int, bool], ...] = (
+    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), 4, False),
+    (
+        "github_token",
+        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{60,255})\b"),
+        4,
+        False,
+    ),
+    # GitLab: personal, deploy, runner, trigger, feed, CI job, OAuth, service account,
+    # incoming mail, agent and feature-flag tokens: 20 characters, or the routable
+    # form (a longer payload, then ".", a 2-character version and a 7-character CRC);
+    # runner registration tokens (GR1348941...).
+    (
+        "gitlab_token",
+        re.compile(
+            rf"{_RUN_START}(?:gl(?:pat|dt|rt|ptt|ft|cbt|oas|soat|imt|agent|ffct)-"
+            r"[0-9A-Za-z_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?|GR1348941[0-9A-Za-z_-]{20})\b"
+        ),
+        -1,
+        True,
+    ),
     # A token starts after a character that cannot be in it: a start at every prefix of
     # "xoxb-xoxb-..." or "sk-sk-sk-..." would scan up to the bound from each.
-    ("slack_token", re.compile(rf"{_RUN_START}xox[abposr]-[A-Za-z0-9-]{{10,250}}\b"), 5),
+    ("slack_token", re.compile(rf"{_RUN_START}xox[abposre]-[A-Za-z0-9-]{{10,250}}\b"), 5, True),
     (
         "openai_key",
-        re.compile(rf"{_RUN_START}sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{20,200}}\b"),
+        re.compile(rf"{_RUN_START}sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{20,300}}\b"),
         3,
+        True,
     ),
-    ("anthropic_key", re.compile(rf"{_RUN_START}sk-ant-[A-Za-z0-9_-]{{20,200}}\b"), 7),
-    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), 4),
-    ("huggingface_token", re.compile(r"\bhf_[A-Za-z0-9]{30,60}\b"), 3),
-    ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,120}\b"), 8),
+    ("anthropic_key", re.compile(rf"{_RUN_START}sk-ant-[A-Za-z0-9_-]{{20,300}}\b"), 7, True),
+    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), 4, False),
+    # hf_ (user) and api_org_ (organisation) and 34 letters and digits.
+    ("huggingface_token", re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{34}\b"), 3, True),
+    ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,120}\b"), 8, True),
+    ("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), 4, True),
+    # A macaroon whose base64 starts with the location "pypi.org" (or "test.pypi.org").
+    (
+        "pypi_token",
+        re.compile(r"\bpypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000}"),
+        5,
+        False,
+    ),
     (
         "jwt",
         # No start inside a run of token characters: with a start at every "eyJ" of
@@ -58,8 +95,20 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int], ...] = (
             rf"{_RUN_START}eyJ[A-Za-z0-9_-]{{8,}}+\.eyJ[A-Za-z0-9_-]{{8,}}+\.[A-Za-z0-9_-]{{8,}}\b"
         ),
         3,
+        False,
     ),
 )
+_PREFIXES = {
+    "gitlab_token": re.compile(r"gl[a-z]{2,5}-|GR1348941"),
+    "slack_token": re.compile(r"xox[a-z]-"),
+    "openai_key": re.compile(r"sk-(?:proj-|svcacct-|admin-)?"),
+    "anthropic_key": re.compile(r"sk-ant-"),
+    "huggingface_token": re.compile(r"hf_|api_org_"),
+    "stripe_key": re.compile(r"[a-z]{2}_[a-z]{4}_"),
+    "npm_token": re.compile(r"npm_"),
+}
+"""The public prefix of the kinds whose rest must look random."""
+_SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,24}\b")
 
@@ -83,6 +132,23 @@ _AWS_SECRET = re.compile(
 # (credentials.csv: "AKIA...,wJalr...").
 _AWS_SECRET_NEXT = re.compile(r"[\s,;:|=\"']{1,12}([A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])")
 _AZURE_KEY = re.compile(r"(?<![A-Za-z])(?:Account|SharedAccess)Key=([A-Za-z0-9+/]{20,120}={0,2})")
+# Entra ID (Azure AD) client secrets: 3 characters, a digit, "Q~", 31-34 more.
+_AZURE_CLIENT_SECRET = re.compile(
+    r"(?<![A-Za-z0-9_~.-])[A-Za-z0-9_~.]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34}+(?![A-Za-z0-9_~.-])"
+)
+# An API key or token given by its name (X_API_KEY=..., "access_token": "...", an
+# Authorization or X-Api-Key header; "+" for a space, as in a form body); the value,
+# group 1, must look random. The value is taken possessively: no backtracking.
+_API_TOKEN = re.compile(
+    r"(?<![A-Za-z0-9])(?i:(?:authorization|proxy-authorization)[\"']?\s{0,4}[:=](?:\s|\+){0,4}"
+    r"[\"']?"
+    r"(?:bearer|token|basic)(?:\s|\+){1,4}"
+    r"|(?:x-api-key|api[_-]?key|api[_-]?token|access[_-]?token|auth[_-]?token|"
+    r"refresh[_-]?token|client[_-]?secret|secret[_-]?key)[\"']?\s{0,4}[:=]>?\s{0,4}[\"']?"
+    r"(?:bearer(?:\s|\+){1,4})?)"
+    r"([A-Za-z0-9._~+/=-]{16,512}+)(?![A-Za-z0-9._~+/=-])"
+)
+_API_TOKEN_WORDS = ("auth", "key", "token", "secret")
 # scheme://user:password@ (database URLs, proxies, git remotes).
 _URL_CREDENTIALS = re.compile(
     r"(?<![A-Za-z0-9+.-])([A-Za-z][A-Za-z0-9+.-]{1,15})://"
@@ -96,8 +162,19 @@ _PASSWORD = re.compile(
 _PLACEHOLDER_START = tuple("${<%*[(")
 _PLACEHOLDERS = frozenset({"password", "changeme", "xxxxxxxx", "redacted", "required", "secret"})
 
+# Percent-encoded text: a run of characters up to a space, a quote or an angle bracket,
+# only from the start of a run (one start per run, not one per character), with a
+# %XX in it; decoded once.
+_PERCENT_RUN = re.compile(
+    r"(?<![^\s\"'<>])(?=(?:[^\s\"'<>%]|%(?![0-9A-Fa-f]{2}))*+%[0-9A-Fa-f]{2})[^\s\"'<>]++"
+)
+_PERCENT_SEP = "\n\n"
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+
 
 def _redact(secret: str, keep_prefix: int) -> str:
+    if keep_prefix < 0:
+        keep_prefix = secret.find("-") + 1
     tail = secret[-4:] if len(secret) >= 16 else ""
     return f"{secret[:keep_prefix]}…[{len(secret)} chars]…{tail}"
 
@@ -149,6 +226,24 @@ def _plausible_password(value: str) -> bool:
     )
 
 
+def _random_looking(body: str, *, case_counts: bool = True) -> bool:
+    """``body`` is not cut into short words (a separator per 6 characters at most) and a
+    piece of it (4+ letters and digits) mixes digits and letters, or with
+    ``case_counts`` upper and lower case: a key, not a slug ("sk-learn-0-24-release",
+    "xoxb-token-goes-here") or a placeholder ("sk_test_xxxxxxxxxxxxxxxx")."""
+    pieces = _SEPARATORS.split(body)
+    if (len(pieces) - 1) * 6 > len(body):
+        return False
+    for piece in pieces:
+        if len(piece) < 4 or piece.isdigit():
+            continue
+        if not piece.isalpha():
+            return True  # letters and digits
+        if case_counts and not piece.islower() and not piece.isupper():
+            return True
+    return False
+
+
 def _mixed(key: str) -> bool:
     return any(c.isupper() for c in key) and any(c.islower() for c in key)
 
@@ -165,6 +260,10 @@ def _context_secrets(text: str, found: list[SecretFinding]) -> None:
             found.append(SecretFinding("aws_secret_key", near.start(1), near.end(1), _hidden(key)))
     for m in _AZURE_KEY.finditer(text) if "Key=" in text else ():
         found.append(SecretFinding("azure_account_key", m.start(1), m.end(1), _hidden(m.group(1))))
+    for m in _AZURE_CLIENT_SECRET.finditer(text) if "Q~" in text else ():
+        found.append(SecretFinding("azure_client_secret", m.start(), m.end(), _hidden(m.group())))
+    if any(word in lower for word in _API_TOKEN_WORDS):
+        _api_tokens(text, found)
     for m in _URL_CREDENTIALS.finditer(text) if "://" in text else ():
         password = m.group(2)
         if password.startswith(_PLACEHOLDER_START) or password.lower() in _PLACEHOLDERS:
@@ -178,23 +277,67 @@ def _context_secrets(text: str, found: list[SecretFinding]) -> None:
             found.append(SecretFinding("password", m.start(1), m.end(1), _hidden(value)))
 
 
-def find_secrets(text: str, *, decoded: bool = False) -> list[SecretFinding]:
-    """Secrets in ``text`` (first 256 KiB), in order of position, redacted.
+def _api_tokens(text: str, found: list[SecretFinding]) -> None:
+    """Values named as API keys or tokens that no other kind found already."""
+    taken = [(f.start, f.end) for f in found]
+    for m in _API_TOKEN.finditer(text):
+        start, end = m.span(1)
+        value = m.group(1)
+        if not _random_looking(value, case_counts=False) or value.startswith(_PLACEHOLDER_START):
+            continue
+        if any(s < end and start < e for s, e in taken):
+            continue
+        found.append(SecretFinding("api_token", start, end, _hidden(value)))
 
-    With ``decoded``, the base64 and hex blobs that :func:`~.normalize.decoded_blobs`
-    would decode are searched too: a secret inside one is reported with the blob's span
-    (``[base64: AKIA…]``), so that :func:`redact_secrets` hides the whole blob.
-    The work is linear in the length of ``text`` (``bench/guard_hostile.py``).
-    """
-    text = text[:MAX_SECRET_SCAN]
+
+def _percent_encoded(text: str, found: list[SecretFinding]) -> None:
+    """The secrets of ``text``'s percent-encoded runs, decoded once, that ``found`` does
+    not hold already: the runs are joined, decoded and searched in one go (one call each,
+    however many runs), and a finding is reported on the span of the runs it came from.
+
+    Decoded as Latin-1, each escape is one character: a position in the decoding is
+    mapped back by counting the escapes before it (secrets are ASCII; other text only
+    has to keep its length)."""
+    runs = [m.span() for m in _PERCENT_RUN.finditer(text)]
+    if not runs:
+        return
+    raw = _PERCENT_SEP.join([text[s:e] for s, e in runs])
+    plain = unquote(raw, encoding="latin-1")
+    # Escape i (3 characters in raw) is one character at raw position - 2 * i in plain.
+    shrunk = [m.start() - 2 * i for i, m in enumerate(_ESCAPE.finditer(raw))]
+    starts: list[int] = []  # where each run starts in raw
+    n = 0
+    for s, e in runs:
+        starts.append(n)
+        n += e - s + len(_PERCENT_SEP)
+
+    def run_of(at: int) -> tuple[int, int]:
+        return runs[bisect_right(starts, at + 2 * bisect_left(shrunk, at)) - 1]
+
+    known = {(f.kind, f.redacted) for f in found}
+    for inner in _find(plain):
+        if (inner.kind, inner.redacted) in known:
+            continue  # seen without decoding (a key next to an encoded "/")
+        shown = inner.redacted.strip("[]")
+        start, end = run_of(inner.start)[0], run_of(inner.end - 1)[1]
+        found.append(SecretFinding(inner.kind, start, end, f"[url-encoded: {shown}]"))
+
+
+def _find(text: str) -> list[SecretFinding]:
+    """The secrets of ``text`` itself (nothing decoded), unordered."""
     found: list[SecretFinding] = []
     if "-----BEGIN " in text:
         _private_keys(text, found)
-    for kind, pattern, keep in _PATTERNS:
+    for kind, pattern, keep, random in _PATTERNS:
         for m in pattern.finditer(text):
-            if kind == "openai_key" and m.group().startswith("sk-ant-"):
+            token = m.group()
+            if kind == "openai_key" and token.startswith("sk-ant-"):
                 continue
-            found.append(SecretFinding(kind, m.start(), m.end(), _redact(m.group(), keep)))
+            if random:
+                prefix = _PREFIXES[kind].match(token)
+                if not _random_looking(token[prefix.end() if prefix else 0 :]):
+                    continue
+            found.append(SecretFinding(kind, m.start(), m.end(), _redact(token, keep)))
     _context_secrets(text, found)
     for m in _CARD.finditer(text):
         digits = m.group().replace(" ", "").replace("-", "")
@@ -209,6 +352,23 @@ def find_secrets(text: str, *, decoded: bool = False) -> list[SecretFinding]:
                 "email_bulk", first.start(), last.end(), f"[{len(distinct)} e-mail addresses]"
             )
         )
+    return found
+
+
+def find_secrets(text: str, *, decoded: bool = False) -> list[SecretFinding]:
+    """Secrets in ``text`` (first 256 KiB), in order of position, redacted.
+
+    Percent-encoded runs (URLs, query strings, form bodies) are decoded once and searched
+    too, all in one search. With ``decoded``, the base64 and hex blobs that
+    :func:`~.normalize.decoded_blobs` would decode are searched too: a secret inside one
+    is reported with the blob's span (``[base64: AKIA…]``), so that
+    :func:`redact_secrets` hides the whole blob.
+    The work is linear in the length of ``text`` (``bench/guard_hostile.py``).
+    """
+    text = text[:MAX_SECRET_SCAN]
+    found = _find(text)
+    if "%" in text:
+        _percent_encoded(text, found)
     if decoded:
         # A blob repeated thousands of times is searched once: each decoding's secrets
         # are remembered (every copy is still reported, so that each is redacted).
