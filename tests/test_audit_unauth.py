@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -13,7 +15,7 @@ from conftest import listener
 
 from aisentinel.audit.checks import CHECKS
 from aisentinel.audit.config import AuditConfig
-from aisentinel.audit.context import ProbeResult, UrllibProber
+from aisentinel.audit.context import HttpClientProber, ProbeResult
 from aisentinel.audit.engine import run_check
 from aisentinel.audit.model import CheckResult, Status
 from aisentinel.audit.testing import FakeProber, make_context
@@ -74,7 +76,7 @@ def test_open_api_on_wildcard_fails(servers: list[ThreadingHTTPServer]) -> None:
     servers.append(server)
     port = server.server_address[1]
     ctx = make_context(AuditConfig(ai_ports=(port,)), runner=SubprocessRunner())
-    ctx.prober = UrllibProber()
+    ctx.prober = HttpClientProber()
     result = run_check(CHECKS.get("unauth.ai-api").factory, ctx)
     assert result.status is Status.FAIL
     assert f"GET http://127.0.0.1:{port}/api/tags -> 200 (open)" in result.evidence
@@ -88,7 +90,7 @@ def test_api_answering_401_passes(servers: list[ThreadingHTTPServer]) -> None:
     servers.append(server)
     port = server.server_address[1]
     ctx = make_context(AuditConfig(ai_ports=(port,)))
-    ctx.prober = UrllibProber()
+    ctx.prober = HttpClientProber()
     result = run_check(CHECKS.get("unauth.ai-api").factory, ctx)
     assert result.status is Status.PASS
     assert all("-> 401 (auth)" in line for line in result.evidence)
@@ -131,7 +133,7 @@ def test_silent_port_is_unknown(check: str, config: str) -> None:
 def test_real_prober_reports_refused_and_does_not_follow_redirects(
     servers: list[ThreadingHTTPServer],
 ) -> None:
-    """UrllibProber gives an error (not an exception) when refused and a 3xx as is."""
+    """HttpClientProber gives an error (not an exception) when refused and a 3xx as is."""
 
     class _Redirect(_FakeAI):
         def do_GET(self) -> None:
@@ -142,7 +144,7 @@ def test_real_prober_reports_refused_and_does_not_follow_redirects(
 
     server = serve(_Redirect, "127.0.0.1")
     servers.append(server)
-    prober = UrllibProber()
+    prober = HttpClientProber()
     got = prober.get(f"http://127.0.0.1:{server.server_address[1]}/api/tags", timeout=2)
     assert got.status == 302
     probe = socket.socket()
@@ -192,7 +194,7 @@ def side_unauth(
         servers.append(server)
         ports[kind] = [server.server_address[1]]
     ctx = make_context(AuditConfig.model_validate({"side_services": ports}))
-    ctx.prober = UrllibProber()
+    ctx.prober = HttpClientProber()
     return run_check(CHECKS.get("unauth.side-services").factory, ctx)
 
 
@@ -265,7 +267,7 @@ def webui(servers: list[ThreadingHTTPServer], config: object, host: str = "0.0.0
     server = serve(webui_handler(config), host)
     servers.append(server)
     ctx = make_context(AuditConfig(ai_ports=(server.server_address[1],)))
-    ctx.prober = UrllibProber()
+    ctx.prober = HttpClientProber()
     return run_check(CHECKS.get("unauth.webui-signup").factory, ctx)
 
 
@@ -336,10 +338,11 @@ def test_webui_answer_parsed_tolerantly(
 def test_real_prober_keeps_2xx_body_and_survives_non_http(
     servers: list[ThreadingHTTPServer],
 ) -> None:
-    """UrllibProber returns a 2xx body, and an error (not an exception) for a non-HTTP reply."""
+    """The real prober returns a 2xx body when asked, and an error (no exception) for non-HTTP."""
     server = serve(webui_handler(features(auth=True)), "127.0.0.1")
     servers.append(server)
-    got = UrllibProber().get(f"http://127.0.0.1:{server.server_address[1]}/api/config", timeout=2)
+    url = f"http://127.0.0.1:{server.server_address[1]}/api/config"
+    got = HttpClientProber().get(url, timeout=2, read_body=True)
     assert json.loads(got.body)["features"] == {"auth": True}
     speaker = listener("127.0.0.1")
 
@@ -351,8 +354,142 @@ def test_real_prober_keeps_2xx_body_and_survives_non_http(
     threading.Thread(target=banner, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{speaker.getsockname()[1]}/api/config"
-        odd = UrllibProber().get(url, timeout=2)
+        odd = HttpClientProber().get(url, timeout=2)
     finally:
         speaker.close()
     assert odd.status is None
     assert odd.error
+
+
+Handler = Callable[[socket.socket, threading.Event], None]
+
+
+@pytest.fixture
+def raw() -> Iterator[Callable[[str, Handler], int]]:
+    """Starts raw-socket services (one thread per connection); returns their port; all end after."""
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+
+    def start(host: str, handler: Handler) -> int:
+        sock = socket.socket()
+        sock.bind((host, 0))
+        sock.listen(8)
+        opened.append(sock)
+
+        def accept() -> None:
+            while True:
+                try:
+                    conn, _ = sock.accept()
+                except OSError:
+                    return
+                threading.Thread(target=_serve_one, args=(handler, conn, stop), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return int(sock.getsockname()[1])
+
+    yield start
+    stop.set()
+    for sock in opened:
+        sock.close()
+
+
+def _serve_one(handler: Handler, conn: socket.socket, stop: threading.Event) -> None:
+    with conn:
+        conn.recv(4096)  # the GET (small: it fits one read)
+        with contextlib.suppress(OSError):  # the prober hung up
+            handler(conn, stop)
+
+
+def _event_stream(conn: socket.socket, stop: threading.Event) -> None:
+    """A 200 event stream that never ends: a chunk every 0.1 s."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    while not stop.wait(0.1):
+        conn.sendall(b"5\r\nping\n\r\n")
+
+
+def _header_trickle(conn: socket.socket, stop: threading.Event) -> None:
+    """A status line, then one header every 0.1 s for ever (a slow-loris answer)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\n")
+    while not stop.wait(0.1):
+        conn.sendall(b"X-A: b\r\n")
+
+
+def _stalled_body(conn: socket.socket, stop: threading.Event) -> None:
+    """A 200 promising 100 bytes that sends one and then hangs (a stuck backend)."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{")
+    stop.wait(30)
+
+
+def _cut_body(conn: socket.socket, stop: threading.Event) -> None:
+    """A chunked 200 whose connection closes in the middle of a chunk."""
+    conn.sendall(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n100\r\n{"a')
+
+
+def _bounded(seconds: float, call: Callable[[], ProbeResult]) -> tuple[ProbeResult, float]:
+    """``call()``'s result and how long it took; fails the test if it takes over ``seconds``."""
+    box: list[ProbeResult] = []
+    start = time.monotonic()
+    worker = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert box, f"the probe was still running after {seconds}s"
+    return box[0], time.monotonic() - start
+
+
+def test_real_prober_ends_a_never_ending_body_at_its_timeout(
+    raw: Callable[[str, Handler], int],
+) -> None:
+    """A 200 that streams for ever gives its status and what arrived by the timeout; no hang."""
+    url = f"http://127.0.0.1:{raw('127.0.0.1', _event_stream)}/api/config"
+    got, took = _bounded(5, lambda: HttpClientProber().get(url, timeout=1, read_body=True))
+    assert got.status == 200
+    assert got.body.startswith(b"ping\nping\n")
+    assert 0.9 < took < 2
+    unread, took = _bounded(5, lambda: HttpClientProber().get(url, timeout=1))
+    assert (unread.status, unread.body) == (200, b"")
+    assert took < 0.5  # no body asked for: none read
+
+
+def test_real_prober_ends_a_header_trickle_at_its_timeout(
+    raw: Callable[[str, Handler], int],
+) -> None:
+    """Headers that never end are no answer once the whole request's timeout has passed."""
+    url = f"http://127.0.0.1:{raw('127.0.0.1', _header_trickle)}/api/tags"
+    got, took = _bounded(5, lambda: HttpClientProber().get(url, timeout=1))
+    assert got == ProbeResult(url, None, "no complete answer within 1s")
+    assert took < 2
+
+
+@pytest.mark.parametrize(
+    ("handler", "body"), [(_stalled_body, b"{"), (_cut_body, b'{"a')], ids=["stalled", "cut"]
+)
+def test_real_prober_keeps_status_of_a_stalled_or_cut_body(
+    raw: Callable[[str, Handler], int], handler: Handler, body: bytes
+) -> None:
+    """A 2xx whose body stalls or is cut short keeps its status and the part that arrived."""
+    url = f"http://127.0.0.1:{raw('127.0.0.1', handler)}/api/config"
+    got, _ = _bounded(5, lambda: HttpClientProber().get(url, timeout=1, read_body=True))
+    assert (got.status, got.error, got.body) == (200, "", body)
+
+
+def test_open_api_with_a_stalled_body_fails(raw: Callable[[str, Handler], int]) -> None:
+    """An exposed API answering 200 whose body then hangs fails unauth.ai-api (not unknown)."""
+    port = raw("0.0.0.0", _stalled_body)
+    ctx = make_context(AuditConfig(ai_ports=(port,), probe_timeout=1), runner=SubprocessRunner())
+    ctx.prober = HttpClientProber()
+    result = run_check(CHECKS.get("unauth.ai-api").factory, ctx)
+    assert result.status is Status.FAIL
+    assert f"GET http://127.0.0.1:{port}/api/tags -> 200 (open)" in result.evidence
+
+
+def test_real_prober_shortens_a_non_http_banner(raw: Callable[[str, Handler], int]) -> None:
+    """A non-HTTP service's long banner is cut to 200 characters in the probe's error."""
+
+    def banner(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(b"\x1b[2J" + b"B" * 5000 + b"\r\n")
+
+    url = f"http://127.0.0.1:{raw('127.0.0.1', banner)}/api/tags"
+    got, _ = _bounded(5, lambda: HttpClientProber().get(url, timeout=1))
+    assert got.status is None
+    assert got.error.startswith("\x1b[2JBBB")
+    assert len(got.error) == 200

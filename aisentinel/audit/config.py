@@ -171,7 +171,7 @@ class AuditConfig(StrictModel):
     """Per-command limit; a command that runs longer makes its check ``unknown``; 0s-10m."""
 
     probe_timeout: Timeout = 2.0
-    """Per-request limit of the unauthenticated-access HTTP probe; 0s-10m."""
+    """Limit on each unauthenticated HTTP probe as a whole (connect, headers, body); 0s-10m."""
 
     probe_paths: tuple[str, ...] = ("/api/tags", "/v1/models")
     """Paths probed without credentials on each exposed AI port."""

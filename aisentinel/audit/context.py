@@ -13,10 +13,12 @@ computed once per run through :meth:`AuditContext.memo`, which also caches the e
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import socket
 import threading
-import urllib.error
-import urllib.request
+import time
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeVar, cast
@@ -45,47 +47,118 @@ class ProbeResult:
     status: int | None
     error: str = ""
     body: bytes = b""
-    """The first :data:`PROBE_BODY_LIMIT` bytes of a 2xx answer's body (empty otherwise)."""
+    """When asked for (``read_body``): what arrived in time of a 2xx answer's body, at
+    most :data:`PROBE_BODY_LIMIT` bytes (empty otherwise)."""
 
 
 class HttpProber(Protocol):
-    """Makes one GET without credentials, following no redirect; keeps a 2xx answer's body."""
+    """Makes one GET without credentials, following no redirect."""
 
-    def get(self, url: str, *, timeout: float) -> ProbeResult:
-        """Probe ``url``; never raises for network errors (they go in ``error``)."""
+    def get(self, url: str, *, timeout: float, read_body: bool = False) -> ProbeResult:
+        """Probe ``url`` within ``timeout`` seconds in all; with ``read_body``, keep what
+        arrives of a 2xx answer's body. Never raises for network errors (they go in
+        ``error``)."""
         ...
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
+class _Watchdog:
+    """Shuts a connection's socket down when its time is up, waking a blocked read."""
+
+    def __init__(self, conn: http.client.HTTPConnection, seconds: float) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            if self._conn.sock is not None:
+                with contextlib.suppress(OSError):  # already closed by the peer
+                    self._conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        """Disarm (before the connection is closed, so a late firing finds nothing to do)."""
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
 
 
-class UrllibProber:
-    """The real prober: ``urllib`` with proxies disabled and redirects not followed.
+class HttpClientProber:
+    """The real prober: one ``http.client`` connection per GET; no proxy, no redirect followed.
 
-    Proxies are disabled so a probe of ``127.0.0.1`` never leaves the host.
+    No proxy is asked, so a probe of ``127.0.0.1`` never leaves the host. ``timeout``
+    bounds the whole request (connect, headers and body together): past it the socket
+    is shut down, so a service that trickles its headers or streams its body for ever
+    (an event stream, a heartbeat) cannot hold the audit. A body is read only when the
+    caller asks (``read_body``), in small pieces; one that stalls, is cut short or is
+    still streaming at the deadline keeps its status and what arrived.
     """
 
-    def __init__(self) -> None:
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirect)
-
-    def get(self, url: str, *, timeout: float) -> ProbeResult:
-        if not url.startswith("http://"):
+    def get(self, url: str, *, timeout: float, read_body: bool = False) -> ProbeResult:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "http" or not parts.netloc:
             raise ValueError(f"probe URLs are plain http: {url!r}")
-        request = urllib.request.Request(url, headers={"User-Agent": "aisentinel-audit"})  # noqa: S310 - scheme checked above
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        deadline = time.monotonic() + timeout
+        watchdog: _Watchdog | None = None
         try:
-            with self._opener.open(request, timeout=timeout) as response:
-                status = int(response.status)
-                body = response.read(PROBE_BODY_LIMIT) if 200 <= status < 300 else b""
-                return ProbeResult(url, status, body=body)
-        except urllib.error.HTTPError as exc:
-            return ProbeResult(url, exc.code)
-        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
-            # HTTPException: a service that does not speak HTTP (BadStatusLine) or cuts
-            # the body short (IncompleteRead)
-            reason = getattr(exc, "reason", exc)
-            return ProbeResult(url, None, str(reason) or type(exc).__name__)
+            conn = http.client.HTTPConnection(parts.netloc, timeout=timeout)
+        except (ValueError, http.client.HTTPException) as exc:  # InvalidURL: a bad port
+            return ProbeResult(url, None, _short(exc))
+        try:
+            conn.connect()  # bounded by ``timeout`` itself
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return ProbeResult(url, None, f"no answer within {timeout:g}s")
+            watchdog = _Watchdog(conn, left)
+            conn.request(
+                "GET", target, headers={"User-Agent": "aisentinel-audit", "Connection": "close"}
+            )
+            response = conn.getresponse()
+            if watchdog.fired:  # the shutdown ended a header trickle: no complete answer
+                return ProbeResult(url, None, f"no complete answer within {timeout:g}s")
+            status = int(response.status)
+            body = b""
+            if read_body and 200 <= status < 300:
+                body = _read_some(response, deadline)
+            return ProbeResult(url, status, body=body)
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            # HTTPException: a service that does not speak HTTP (BadStatusLine, whose text
+            # is its banner: shortened) or hangs up before its headers end
+            if watchdog is not None and watchdog.fired:
+                return ProbeResult(url, None, f"no complete answer within {timeout:g}s")
+            return ProbeResult(url, None, _short(exc))
+        finally:
+            if watchdog is not None:
+                watchdog.stop()
+            conn.close()
+
+
+_PIECE = 4096
+
+
+def _read_some(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """Up to :data:`PROBE_BODY_LIMIT` bytes of ``response``'s body: what arrives by ``deadline``.
+
+    A body that stalls, is cut short or goes on streaming gives what was read (the
+    deadline's watchdog ends a read that waits past it).
+    """
+    body = bytearray()
+    try:
+        while len(body) < PROBE_BODY_LIMIT and time.monotonic() < deadline:
+            piece = response.read1(min(_PIECE, PROBE_BODY_LIMIT - len(body)))
+            if not piece:
+                break
+            body += piece
+    except (OSError, ValueError, http.client.HTTPException):
+        pass  # cut short (IncompleteRead, a bad chunk), timed out or shut down: keep it
+    return bytes(body)
 
 
 class DockerUnavailableError(Exception):
@@ -129,7 +202,7 @@ class AuditContext:
 
     config: AuditConfig
     runner: CommandRunner
-    prober: HttpProber = field(default_factory=UrllibProber)
+    prober: HttpProber = field(default_factory=HttpClientProber)
     docker: DockerInspector = docker_sdk_inspector
     clock: Clock = field(default_factory=SystemClock)
     metrics_listen: str = ""

@@ -26,19 +26,19 @@ from aisentinel.commands import CommandRunner, FakeRunner
 
 @dataclass
 class FakeProber:
-    """Answers GETs from ``{url: status}`` (and ``{url: body}``); an unlisted URL gets
-    "connection refused"."""
+    """Answers GETs from ``{url: status}`` (and ``{url: body}``, given only to a caller
+    that asks for the body); an unlisted URL gets "connection refused"."""
 
     statuses: Mapping[str, int] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     bodies: Mapping[str, bytes] = field(default_factory=dict)
 
-    def get(self, url: str, *, timeout: float) -> ProbeResult:
+    def get(self, url: str, *, timeout: float, read_body: bool = False) -> ProbeResult:
         self.calls.append(url)
         status = self.statuses.get(url)
         if status is None:
             return ProbeResult(url, None, "connection refused (fake)")
-        return ProbeResult(url, status, body=self.bodies.get(url, b""))
+        return ProbeResult(url, status, body=self.bodies.get(url, b"") if read_body else b"")
 
 
 def fake_docker(containers: Sequence[Mapping[str, Any]]) -> DockerInspector:

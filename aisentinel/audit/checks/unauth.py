@@ -208,7 +208,9 @@ def _webui_signup(ctx: AuditContext) -> Verdict:
     urls = [base + WEBUI_CONFIG_PATH for base in sorted(exposed)]
     timeout = ctx.config.probe_timeout
     with ThreadPoolExecutor(max_workers=min(8, len(urls))) as pool:
-        results = list(pool.map(lambda url: ctx.prober.get(url, timeout=timeout), urls))
+        results = list(
+            pool.map(lambda url: ctx.prober.get(url, timeout=timeout, read_body=True), urls)
+        )
     status = Status.PASS
     lines: list[str] = []
     silent: list[str] = []
