@@ -270,13 +270,22 @@ def test_not_installed_but_port_443_listening_is_unknown(tmp_path: Path) -> None
         (("", ""), "443 ssl", Status.PASS, ""),
         (("", "ssl_protocols TLSv1.1 TLSv1.2;"), "127.0.0.1:8443 ssl", Status.PASS, ""),
         (("", "ssl_protocols TLSv1 TLSv1.2;"), "80", Status.FAIL, ""),
+        (("", "ssl_protocols tlsv1 TLSV1.1 TLSv1.2;"), "443 ssl", Status.WARN, "tlsv1 TLSV1.1"),
     ],
-    ids=["http-level", "server-overrides", "sslv3", "unset", "loopback-only", "plain-and-old"],
+    ids=[
+        "http-level",
+        "server-overrides",
+        "sslv3",
+        "unset",
+        "loopback-only",
+        "plain-and-old",
+        "any-case",
+    ],
 )
 def test_tls_protocols_of_ai_servers(
     tmp_path: Path, levels: tuple[str, str], listen: str, expected: Status, says: str
 ) -> None:
-    """ssl_protocols (server's, else http's) allowing TLSv1/1.1 on a public TLS listener warns."""
+    """ssl_protocols (server's, else http's, any case) allowing TLSv1/1.1 on public TLS warns."""
     http, server = levels
     dump = (
         "# configuration file /etc/nginx/nginx.conf:\n"

@@ -101,8 +101,9 @@ PROTOCOLS_FIX = (
     "    ssl_protocols TLSv1.2 TLSv1.3;"
 )
 _FIX_ORDER = (TLS_FIX, PROTOCOLS_FIX)
-_OLD_PROTOCOLS = frozenset(("SSLv2", "SSLv3", "TLSv1", "TLSv1.1"))
-"""``ssl_protocols`` values of protocols deprecated by RFC 8996 (or long broken)."""
+_OLD_PROTOCOLS = frozenset(("sslv2", "sslv3", "tlsv1", "tlsv1.1"))
+"""``ssl_protocols`` values of protocols deprecated by RFC 8996 (or long broken), lower-cased:
+nginx compares them case-insensitively."""
 
 
 def _auth(ctx: AuditContext) -> Verdict:
@@ -165,7 +166,7 @@ def _tls(ctx: AuditContext) -> Verdict:
             )
         if not any(ls.tls and not ls.loopback for ls in loc.listens):
             continue
-        old = [p for p in loc.tls_protocols or () if p in _OLD_PROTOCOLS]
+        old = [p for p in loc.tls_protocols or () if p.lower() in _OLD_PROTOCOLS]
         if old:
             status = worse(status, Status.WARN)
             fixes.add(PROTOCOLS_FIX)
