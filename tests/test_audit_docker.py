@@ -206,7 +206,11 @@ def test_localai_and_llama_cpp_images_are_ai(image: str) -> None:
 
 
 def published_behind_ufw(
-    tmp_path: Path, check: str, ports: tuple[int, ...], published: dict[str, Any]
+    tmp_path: Path,
+    check: str,
+    ports: tuple[int, ...],
+    published: dict[str, Any],
+    config: AuditConfig | None = None,
 ) -> CheckResult:
     """Run ``check`` with 0.0.0.0 listeners on ``ports``, ufw denying by default, one container."""
     net = tmp_path / "net"
@@ -218,9 +222,8 @@ def published_behind_ufw(
     (net / "tcp").write_text("  sl  local_address rem_address   st\n" + rows)
     ufw = ("ufw", "status", "verbose")
     runner = FakeRunner({ufw: CommandResult(ufw, 0, (FIXTURES / "ufw_active.txt").read_text(), "")})
-    ctx = make_context(
-        AuditConfig(proc_root=tmp_path), runner=runner, docker=fake_docker([published])
-    )
+    config = (config or AuditConfig()).model_copy(update={"proc_root": tmp_path})
+    ctx = make_context(config, runner=runner, docker=fake_docker([published]))
     return run_check(CHECKS.get(check).factory, ctx)
 
 
@@ -257,3 +260,19 @@ def test_docker_published_jupyter_fails_despite_ufw(tmp_path: Path) -> None:
         " (DOCKER-USER rules are not read)",
     )
     assert "Docker: -p 127.0.0.1:8888:8888" in result.remediation
+    assert "ufw allow" not in result.remediation  # ufw's INPUT rules do not see it
+
+
+def test_docker_fix_names_the_published_ports(tmp_path: Path) -> None:
+    """The Docker remedy binds the real host port to the container's port, not 8888:8888."""
+    jupyter = container(
+        "lab",
+        "quay.io/jupyter/pytorch-notebook",
+        {"8888/tcp": [{"HostIp": "0.0.0.0", "HostPort": "9999"}]},
+    )
+    config = AuditConfig.model_validate({"side_services": {"jupyter": [9999]}})
+    result = published_behind_ufw(tmp_path, "exposure.side-services", (9999,), jupyter, config)
+    assert result.status is Status.FAIL
+    assert "Docker: -p 127.0.0.1:9999:8888   (not -p 9999:8888)" in result.remediation
+    assert "8888:8888" not in result.remediation
+    assert "ufw allow" not in result.remediation

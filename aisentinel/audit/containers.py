@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aisentinel.audit.context import AuditContext, DockerUnavailableError, docker_sdk_inspector
 from aisentinel.audit.model import Status
@@ -49,8 +49,17 @@ def running_containers(ctx: AuditContext) -> list[Mapping[str, Any]]:
     return ctx.memo("docker", load)
 
 
-def docker_published(ctx: AuditContext) -> dict[int, str]:
-    """``{host port: container}`` for the TCP ports Docker publishes beyond loopback.
+class Published(NamedTuple):
+    """A TCP port Docker publishes: for which container, from which port inside it."""
+
+    container: str
+    """``name (image)`` (:func:`container_label`)."""
+    port: int | None
+    """The container's port (``8888`` of ``8888/tcp``); ``None`` when unreadable."""
+
+
+def docker_published(ctx: AuditContext) -> dict[int, Published]:
+    """``{host port: what publishes it}`` for the TCP ports Docker publishes beyond loopback.
 
     Empty when no Docker engine answers (the caller then cannot tell).
     """
@@ -58,17 +67,21 @@ def docker_published(ctx: AuditContext) -> dict[int, str]:
         containers = running_containers(ctx)
     except DockerUnavailableError:
         return {}
-    out: dict[int, str] = {}
+    out: dict[int, Published] = {}
     for container in containers:
         ports = (container.get("NetworkSettings") or {}).get("Ports") or {}
         for port, port_bindings in ports.items():
-            if not str(port).endswith("/tcp"):
+            inner, _, proto = str(port).partition("/")
+            if proto != "tcp":
                 continue
             for binding in port_bindings or ():
                 host_port = str(binding.get("HostPort") or "")
                 scope, _ = bind_scope(str(binding.get("HostIp") or ""), "")
                 if host_port.isdigit() and scope is not Status.PASS:
-                    out.setdefault(int(host_port), container_label(container))
+                    published = Published(
+                        container_label(container), int(inner) if inner.isdigit() else None
+                    )
+                    out.setdefault(int(host_port), published)
     return out
 
 

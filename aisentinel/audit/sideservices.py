@@ -84,7 +84,8 @@ SIDE_SERVICES: tuple[SideService, ...] = (
 )
 """Every kind, in report order."""
 
-DOCKER_FIX = "Docker: -p 127.0.0.1:8888:8888   (not -p 8888:8888)"
+DOCKER_FIX = "Docker: -p 127.0.0.1:{port}:{inner}   (not -p {port}:{inner})"
+"""For a port Docker publishes beyond loopback: ``port`` on the host, ``inner`` in the container."""
 FIREWALL_FIX = (
     "or at least limit the port to the LAN:\n"
     "  ufw allow from 192.168.1.0/24 to any port {port} proto tcp && ufw deny {port}/tcp"

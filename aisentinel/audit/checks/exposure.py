@@ -13,7 +13,7 @@ from pathlib import Path
 
 from aisentinel.audit.checks.base import CannotCheckError, Verdict, register, worse
 from aisentinel.audit.checks.firewall import firewall_state
-from aisentinel.audit.containers import docker_published
+from aisentinel.audit.containers import Published, docker_published
 from aisentinel.audit.context import AuditContext
 from aisentinel.audit.fwstate import Reach
 from aisentinel.audit.model import Status
@@ -64,8 +64,8 @@ class Exposure:
     sock: ListeningSocket
     status: Status
     line: str
-    container: str | None = None
-    """The container that Docker publishes the port for, if any."""
+    published: Published | None = None
+    """What Docker publishes the port for (container, its port), if it does."""
 
 
 def exposures(ctx: AuditContext, exposed: list[ListeningSocket]) -> list[Exposure]:
@@ -79,16 +79,17 @@ def exposures(ctx: AuditContext, exposed: list[ListeningSocket]) -> list[Exposur
             Exposure(s, Status.FAIL, f"{s} listens beyond loopback; firewall unknown ({exc})")
             for s in exposed
         ]
-    published = docker_published(ctx)
+    by_docker = docker_published(ctx)
     out = []
     for sock in exposed:
-        container = published.get(sock.port)
-        if container is not None:
+        published = by_docker.get(sock.port)
+        if published is not None:
             # Docker DNATs published ports in PREROUTING and accepts them in FORWARD:
             # the INPUT rules (ufw's too) never see that traffic.
             verdict, where = bind_scope(str(sock.address), "")
             line = (
-                f"{sock} listens beyond loopback ({where}); published by Docker ({container}):"
+                f"{sock} listens beyond loopback ({where}); published by Docker"
+                f" ({published.container}):"
                 f" {state.backend}'s INPUT rules do not apply (DOCKER-USER rules are not read)"
             )
         else:
@@ -97,7 +98,7 @@ def exposures(ctx: AuditContext, exposed: list[ListeningSocket]) -> list[Exposur
             verdict = {Reach.OPEN: Status.FAIL, Reach.RESTRICTED: Status.WARN}.get(
                 access.reach, Status.PASS
             )
-        out.append(Exposure(sock, verdict, line, container))
+        out.append(Exposure(sock, verdict, line, published))
     return out
 
 
@@ -138,21 +139,29 @@ def _side_services(ctx: AuditContext) -> Verdict:
     status = Status.PASS
     lines = []
     fixes: list[str] = []
-    worst: ListeningSocket | None = None
-    docker = False
+    docker_fixes: list[str] = []
+    firewalled: ListeningSocket | None = None
+    problems = False
     for (kind, _), item in zip(exposed, judged, strict=True):
         verdict = item.status if kind.runs_code else _DOWNGRADE[item.status]
         lines.append(f"{kind.label}: {item.line}")
         status = worse(status, verdict)
         if verdict is Status.PASS:
             continue
-        worst = worst or item.sock
-        docker = docker or item.container is not None
+        problems = True
         if kind.fix not in fixes:
             fixes.append(kind.fix)
-    if docker:
-        fixes.append(DOCKER_FIX)
-    fixes.append(FIREWALL_FIX.format(port=(worst or exposed[0][1]).port))
+        if item.published is None:
+            firewalled = firewalled or item.sock
+            continue
+        inner = item.published.port
+        fix = DOCKER_FIX.format(port=item.sock.port, inner=inner or "<container port>")
+        if fix not in docker_fixes:
+            docker_fixes.append(fix)
+    fixes.extend(docker_fixes)
+    if firewalled is not None or not problems:
+        # the INPUT rules ufw writes do not see a port Docker publishes
+        fixes.append(FIREWALL_FIX.format(port=(firewalled or exposed[0][1]).port))
     return Verdict.of(status, lines, "Bind each service to loopback:\n" + "\n".join(fixes))
 
 
