@@ -479,6 +479,51 @@ def test_reopens_at_the_cursor_in_batches(make: Callable[..., Any], tmp_path: Pa
     assert source.stats.up
 
 
+def _readers_of_files_at_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the source's readers read the journal files there when each opens, and no
+    file that comes later: as sd-journal's system journal reader, which watches only the
+    directories (``/run/log/journal``, ``/var/log/journal``) that existed when it opened."""
+    from systemd import journal  # needs_journal checked it is there
+
+    class FilesAtOpen:
+        @staticmethod
+        def Reader(path: str) -> Any:  # noqa: N802 - systemd.journal's name
+            files = journald._journal_files([Path(path)], system=False)
+            return journal.Reader(files=[str(f) for f in files])
+
+    monkeypatch.setattr(journald, "_journal", FilesAtOpen)
+
+
+@needs_journal
+def test_journal_files_moved_to_a_new_directory_are_followed(
+    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A persistent journal enabled while running (the files move to a directory the
+    reader did not watch, numbered anew) is seen while idle: the reader reopens at its
+    cursor and reads every later entry once, none twice, no cursor lost."""
+    _readers_of_files_at_open(monkeypatch)
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    first = [entry(i, attempt(i)) for i in (1, 2)]
+    write_journal(jdir / "system.journal", first)
+    source, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) >= 2, "the entries of the volatile journal")
+    persistent = jdir / "0123456789abcdef0123456789abcdef"
+    persistent.mkdir()
+    write_journal(
+        persistent / "system.journal", [*first, *(entry(i, attempt(i)) for i in (3, 4, 5))]
+    )
+    (jdir / "system.journal").unlink()
+    source.clock.advance(journald.BLIND_CHECK_INTERVAL)
+    wait_for(lambda: len(out.lines) >= 5, "the entries of the persistent journal")
+    time.sleep(0.3)  # nothing more arrives: no entry is read twice
+    assert out.lines == [expected(i) for i in range(1, 6)]
+    assert source.file_reopens == 1
+    assert source.cursors_lost == 0
+    assert source.stats.errors == 0
+    assert source.stats.state == "following"
+
+
 @needs_journal
 def test_entries_read_prove_the_journal_readable_across_reopens(
     make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -10,7 +10,11 @@ directory with no journal file, or none this user may read (not in group
 looks at the files (:func:`journal_files_problem`) when it opens the journal and, while
 it reads nothing, every ``BLIND_CHECK_INTERVAL`` seconds: with no readable file it is
 ``error`` (not up), with the reason, logged once; the first entry read, or a readable
-file, makes it up again.
+file, makes it up again. At those looks it also compares the journal files with those
+there when the reader opened, and reopens the reader at its cursor when they differ
+(:meth:`JournaldSource._files_changed`): sd-journal does not watch a journal directory
+created after it opened, such as ``/var/log/journal`` when the persistent journal is
+enabled while the daemon runs.
 
 It is an event source: it names no parser and hands on
 :class:`~aisentinel.events.EventBatch` values of :class:`~aisentinel.events.SshEvent`
@@ -294,6 +298,16 @@ def _later(a: dict[str, str], b: dict[str, str], ident: str, number: str) -> boo
         return False
 
 
+def _same_entry(found: object, saved: str) -> bool:
+    """Whether cursor ``found`` names the entry of cursor ``saved`` copied to another
+    journal file: same boot, monotonic and wall-clock time and hash of its fields, under
+    another seqnum id (journald's flush of the volatile journal to ``/var/log/journal``
+    may number the copies anew; sd-journal's test_cursor then says they differ)."""
+    a, b = _cursor_fields(found), _cursor_fields(saved)
+    keys = ("b", "m", "t", "x")
+    return all(a.get(k) for k in keys) and all(a.get(k) == b.get(k) for k in keys)
+
+
 def _follows(found: object, saved: str) -> bool:
     """Whether the entry at cursor ``found`` comes after the one at cursor ``saved`` by a
     measure that orders entries for sure: a later sequence number of the same seqnum id,
@@ -391,6 +405,10 @@ class JournaldSource(Source):
         self._read_any = False
         """Entries were read (not ``stats.lines_read``: a reload carries that over)."""
         self._next_blind_check = 0.0
+        self._files: frozenset[Path] = frozenset()
+        """The journal files there when the reader opened (see :meth:`_files_changed`)."""
+        self.file_reopens = 0
+        """Times the reader was reopened because the journal files changed."""
         self.cursors_lost = 0
         """Times the saved cursor was not found in the journal (read from its head)."""
         self._lost_cursor: str | None = None
@@ -481,6 +499,8 @@ class JournaldSource(Source):
         return reader
 
     def _open(self) -> Any:
+        dirs, system = self._journal_dirs()
+        self._files = frozenset(_journal_files(dirs, system=system))  # before the reader
         reader = self._reader()
         try:
             self._position(reader)
@@ -515,6 +535,34 @@ class JournaldSource(Source):
         dirs, system = self._journal_dirs()
         self._seen(journal_files_problem(dirs, system=system))
 
+    def _files_changed(self) -> bool:
+        """While the reader reads nothing, every ``BLIND_CHECK_INTERVAL``: whether the
+        journal files differ from those there when it opened. sd-journal watches only
+        the directories that existed then: a persistent journal enabled while the daemon
+        runs (journald moves the files from ``/run/log/journal`` to a new
+        ``/var/log/journal``) would leave the reader on deleted files, reading nothing
+        for good. The caller reopens the reader at its cursor (about 1 ms). While the
+        source shows nothing (:attr:`_blind`), or read nothing yet, this also looks at
+        the files as :meth:`_check_blind` does."""
+        now = self.clock.monotonic()
+        if now < self._next_blind_check:
+            return False
+        self._next_blind_check = now + BLIND_CHECK_INTERVAL
+        dirs, system = self._journal_dirs()
+        files = frozenset(_journal_files(dirs, system=system))
+        if not self._read_any or self._blind is not None:
+            self._seen(journal_files_problem(dirs, system=system))
+        if files == self._files:
+            return False
+        _log.info(
+            "journal files changed since the reader opened; reopening it at its cursor",
+            source=self.name,
+            added=len(files - self._files),
+            removed=len(self._files - files),
+        )
+        self.file_reopens += 1
+        return True
+
     def _seen(self, problem: str | None) -> None:
         """Record whether the journal shows nothing (``problem``) or can be read (None)."""
         if problem == self._blind:
@@ -540,8 +588,10 @@ class JournaldSource(Source):
                 cursor = None
         if cursor is not None:
             entry = self._next_entry(reader)
-            if entry is not None and reader.test_cursor(cursor):
-                self._cursor = cursor  # the saved entry: reading goes on after it
+            if entry is not None and (
+                reader.test_cursor(cursor) or _same_entry(entry.get("__CURSOR"), cursor)
+            ):
+                self._cursor = cursor  # the saved entry (or its copy): reading goes on after it
                 return
             if entry is not None and _follows(entry.get("__CURSOR"), cursor):
                 self._pending = entry  # the saved entry was vacuumed: this one is next
@@ -625,7 +675,12 @@ class JournaldSource(Source):
             reader.seek_cursor(cursor)
             if not reader._next():
                 return False
-            return bool(reader.test_cursor(cursor)) or _follows(reader._get_cursor(), cursor)
+            found = reader._get_cursor()
+            return (
+                bool(reader.test_cursor(cursor))
+                or _same_entry(found, cursor)
+                or _follows(found, cursor)
+            )
         finally:
             reader.close()
 
@@ -651,7 +706,12 @@ class JournaldSource(Source):
         sd-journal placed it by wall-clock time, past entries it skipped (lost)."""
         if not reader._previous():
             return False
-        return bool(reader.test_cursor(cursor)) or _follows(cursor, reader._get_cursor())
+        found = reader._get_cursor()
+        return (
+            bool(reader.test_cursor(cursor))
+            or _same_entry(found, cursor)
+            or _follows(cursor, found)
+        )
 
     def _nothing_skipped(self, cursor: str, reader: Any) -> None:
         """The saved cursor is lost (see :meth:`_cursor_lost`), but the journal holds no
@@ -797,8 +857,8 @@ class JournaldSource(Source):
                 self._save(force=False)
                 continue
             self._save(force=False)
-            if self._blind is not None:
-                self._check_blind()
+            if self._files_changed():
+                return
             reader.wait(wait)
 
     def _xid(self, entry: Mapping[str, Any]) -> XidEvent | None:
