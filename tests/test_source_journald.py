@@ -479,6 +479,61 @@ def test_reopens_at_the_cursor_in_batches(make: Callable[..., Any], tmp_path: Pa
     assert source.stats.up
 
 
+def _suppressed_notice(seq: int, unit: str, dropped: int, transport: str) -> dict[str, str]:
+    """journald's own entry saying it dropped ``dropped`` entries of ``unit``."""
+    notice = entry(seq, f"Suppressed {dropped} messages from {unit}", comm="systemd-journal")
+    notice.update(
+        SYSLOG_IDENTIFIER="systemd-journald",
+        MESSAGE_ID="fe6faa94e7774663a0da52717891d8ef",  # SD_MESSAGE_JOURNAL_DROPPED
+        N_DROPPED=str(dropped),
+        _TRANSPORT=transport,
+        _PID="321",
+    )
+    return notice
+
+
+@needs_journal
+def test_entries_journald_dropped_from_sshd_are_counted_as_a_gap(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """journald's "Suppressed N messages from ssh.service" notice counts N entries lost and
+    one gap, with a warning naming the unit; other units' notices, and one forged through
+    syslog, count nothing; sshd entries are read as before."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    forged = _suppressed_notice(5, "ssh.service", 99, "syslog")
+    forged.update(SYSLOG_IDENTIFIER="evil", _UID="1000")
+    write_journal(
+        jdir / "a.journal",
+        [
+            entry(1, attempt(1)),
+            _suppressed_notice(2, "ssh.service", 7345, "driver"),
+            _suppressed_notice(3, "nginx.service", 50, "driver"),
+            entry(4, attempt(4)),
+            forged,
+        ],
+    )
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at="beginning")
+        wait_for(lambda: len(out.lines) >= 2, "the sshd entries")
+        time.sleep(0.3)
+    assert out.lines == [expected(1), expected(4)]
+    assert out.unparsed == 2  # the two notices journald wrote; the forged one is not read
+    assert source.entries_suppressed == 7345
+    assert source.stats.gaps == 1
+    warnings = [e for e in logs if e.get("unit") is not None]
+    assert [(e["log_level"], e["unit"], e["dropped"]) for e in warnings] == [
+        ("warning", "ssh.service", 7345)
+    ]
+    samples = {
+        m.name: m.samples[0].value
+        for m in source.collect()
+        if m.name.startswith("aisentinel_source_")
+    }
+    assert samples["aisentinel_source_entries_suppressed"] == 7345
+    assert samples["aisentinel_source_gaps"] == 1
+
+
 def _readers_of_files_at_open(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the source's readers read the journal files there when each opens, and no
     file that comes later: as sd-journal's system journal reader, which watches only the

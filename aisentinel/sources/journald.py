@@ -32,6 +32,13 @@ pre-authentication child forwards its messages to it). Other entries, and sshd
 messages that are not about authentication, are counted as unparsed. ``matches`` are
 OR-ed.
 
+The source also reads journald's own notices that it dropped a unit's entries under its
+rate limit (``MESSAGE_ID`` :data:`SUPPRESSED_ID` and ``_TRANSPORT=driver``, which only
+journald sets): "Suppressed N messages from UNIT", ``N_DROPPED=N``. When UNIT is an sshd
+unit or one that ``matches`` names by ``_SYSTEMD_UNIT``, the N entries are counted
+(``aisentinel_source_entries_suppressed_total``), the notice counts as a gap
+(``stats.gaps``), and a warning names the unit and N; other notices are unparsed.
+
 With ``kernel_xid = true`` the source also reads the kernel's entries
 (``_TRANSPORT=kernel`` is added to the matches) and turns each ``NVRM: Xid`` line into
 an :class:`~aisentinel.events.XidEvent` (:func:`aisentinel.gpu.xid.parse_xid_line`),
@@ -197,8 +204,19 @@ _FIELDS = (
     "_UID",
     "_PID",
     "SYSLOG_PID",
+    "_TRANSPORT",
 )
-"""The fields :func:`entry_event` reads; ``_TRANSPORT`` too with ``kernel_xid``."""
+"""The fields :func:`entry_event` and :func:`kernel_xid_event` read; journald's own
+entries (``_TRANSPORT=driver``) also ``MESSAGE_ID`` and ``N_DROPPED``."""
+
+SUPPRESSED_ID = "fe6faa94e7774663a0da52717891d8ef"
+"""``MESSAGE_ID`` of journald's "Suppressed N messages from UNIT" (``N_DROPPED=N``):
+entries of UNIT it dropped under its rate limit (``LogRateLimitBurst=``)."""
+
+_SUPPRESSED = re.compile(r"Suppressed (\d+) messages from ([\w@.:\\-]+)")
+
+SSH_UNITS = ("ssh.", "sshd.", "ssh@", "sshd@")
+"""How the systemd units of sshd start (``ssh.service``, ``sshd@...``)."""
 
 ROOT = frozenset({"0"})
 """The default ``_UID`` values (as text) whose sshd entries count: root's."""
@@ -327,7 +345,7 @@ def _is_sshd(entry: Mapping[str, Any], uids: Container[str] = ROOT) -> bool:
     if ident.startswith("sshd"):
         return True
     unit = _text(entry.get("_SYSTEMD_UNIT")) or ""
-    return unit.startswith(("ssh.", "sshd.", "ssh@", "sshd@"))
+    return unit.startswith(SSH_UNITS)
 
 
 def kernel_xid_event(entry: Mapping[str, Any]) -> XidEvent | None:
@@ -394,8 +412,12 @@ class JournaldSource(Source):
         self._disabled = False
         self._cursor_fault = ""
         self._xids: dict[tuple[str, str], list[float]] = {}  # (bus, xid) -> [count, last ts]
-        self._fields = _FIELDS + (("_TRANSPORT",) if config.kernel_xid else ())
-        """The entry fields read (see :meth:`_next_entry`)."""
+        self._units = frozenset(
+            m.partition("=")[2] for m in config.matches if m.startswith("_SYSTEMD_UNIT=")
+        )
+        """Units the matches name: journald's rate-limit notices about them count."""
+        self.entries_suppressed = 0
+        """Entries journald dropped under its rate limit from a unit this source reads."""
         self._uids = frozenset(str(uid) for uid in config.sshd_uids)
         """``sshd_uids`` as text, as :func:`entry_event` compares them."""
         self.reopens = 0
@@ -496,6 +518,11 @@ class JournaldSource(Source):
         for match in matches:
             reader.add_match(match)
             reader.add_disjunction()
+        # journald's own notices of entries it dropped (both fields: an AND; _TRANSPORT is
+        # set by journald, so no other process can write one)
+        reader.add_match(f"MESSAGE_ID={SUPPRESSED_ID}")
+        reader.add_match("_TRANSPORT=driver")
+        reader.add_disjunction()
         return reader
 
     def _open(self) -> Any:
@@ -801,11 +828,17 @@ class JournaldSource(Source):
             return None
         get = reader._get
         entry: dict[str, Any] = {}
-        for field_name in self._fields:
+        for field_name in _FIELDS:
             try:
                 entry[field_name] = get(field_name)
             except KeyError:
                 continue
+        if entry.get("_TRANSPORT") == b"driver":  # journald's own: a rate-limit notice?
+            for field_name in ("MESSAGE_ID", "N_DROPPED"):
+                try:
+                    entry[field_name] = get(field_name)
+                except KeyError:
+                    continue
         entry["__REALTIME_TIMESTAMP"] = reader._get_realtime()
         entry["__CURSOR"] = reader._get_cursor()
         return entry
@@ -838,6 +871,8 @@ class JournaldSource(Source):
                 event: Event | None = entry_event(entry, name, uids)
                 if event is None and xid:
                     event = self._xid(entry)
+                if event is None and "MESSAGE_ID" in entry:
+                    self._suppressed(entry)
                 if event is not None:
                     events.append(event)
                 size += len(_text(entry.get("MESSAGE")) or "")
@@ -861,6 +896,34 @@ class JournaldSource(Source):
                 return
             reader.wait(wait)
 
+    def _suppressed(self, entry: Mapping[str, Any]) -> None:
+        """A journald entry (``_TRANSPORT=driver``): when it says journald dropped entries
+        of a unit this source reads under its rate limit (an sshd unit, or one that
+        ``matches`` names by ``_SYSTEMD_UNIT``), count them in
+        :attr:`entries_suppressed` and the notice as a gap (``stats.gaps``), and log a
+        warning naming the unit and how many. The entries are gone: attacks in them are
+        not seen."""
+        if _text(entry.get("MESSAGE_ID")) != SUPPRESSED_ID:
+            return
+        found = _SUPPRESSED.search(_text(entry.get("MESSAGE")) or "")
+        if found is None:
+            return
+        unit = found.group(2)
+        if not unit.startswith(SSH_UNITS) and unit not in self._units:
+            return
+        dropped_text = _text(entry.get("N_DROPPED")) or found.group(1)
+        dropped = int(dropped_text) if dropped_text.isdigit() else int(found.group(1))
+        self.entries_suppressed += dropped
+        self.stats.gaps += 1
+        _log.warning(
+            "journald dropped entries of a unit this source reads (its rate limit): "
+            "attacks in them were not seen",
+            source=self.name,
+            unit=unit,
+            dropped=dropped,
+            action=f"raise LogRateLimitBurst= for {unit} (see docs/install.md)",
+        )
+
     def _xid(self, entry: Mapping[str, Any]) -> XidEvent | None:
         event = kernel_xid_event(entry)
         if event is None:
@@ -883,6 +946,7 @@ class JournaldSource(Source):
         if isinstance(old, JournaldSource):
             merge_counts(self._xids, old._xids)
             self.cursors_lost += old.cursors_lost
+            self.entries_suppressed += old.entries_suppressed
 
     def collect(self) -> Iterator[Metric]:
         """The source's families, plus the kernel Xid counts with ``kernel_xid``."""
@@ -894,6 +958,13 @@ class JournaldSource(Source):
             "as start_at says).",
             {"source": self.name},
             self.cursors_lost,
+        )
+        yield counter(
+            "aisentinel_source_entries_suppressed",
+            "Entries journald dropped under its rate limit (its Suppressed N messages "
+            "notices) from a unit this journald source reads; each notice is also a gap.",
+            {"source": self.name},
+            self.entries_suppressed,
         )
         if not self.config.kernel_xid:
             return
