@@ -296,11 +296,20 @@ def problems(snap: Mapping[str, Any]) -> list[str]:
         if s.get("blind"):
             share = s.get("unrecognised_share")
             pct = f"{share:.0%}" if isinstance(share, int | float) else "nearly all"
-            out.append(
-                f"source {s.get('name')} is blind: {pct} of its last {s.get('recent_lines')} "
-                f"lines are not {s.get('format') or s.get('parser')} lines, so nothing in them "
-                "is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)"
-            )
+            if s.get("format") == "journald":
+                out.append(
+                    f"source {s.get('name')} is blind: {pct} of its last "
+                    f"{s.get('recent_lines')} journal entries are not sshd's (nor the kernel's "
+                    "with kernel_xid), the only ones a journald source reads (check its "
+                    "matches and sshd_uids)"
+                )
+            else:
+                out.append(
+                    f"source {s.get('name')} is blind: {pct} of its last "
+                    f"{s.get('recent_lines')} lines are not {s.get('format') or s.get('parser')} "
+                    "lines, so nothing in them is seen (`aisentinel explain --file LOG`; "
+                    "docs/nginx-log-format.md)"
+                )
         for problem in s.get("setup_problems") or ():
             out.append(f"source {s.get('name')}: {problem}")
     if "responders" in snap and not snap["responders"]:

@@ -17,7 +17,9 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
+from aisentinel.cli import config_warnings
 from aisentinel.clock import FakeClock
+from aisentinel.config import parse_config
 from aisentinel.events import Batch, EventBatch, SshEvent, SshKind, XidEvent
 from aisentinel.sources import REGISTRY, journald
 from aisentinel.sources.journald import (
@@ -48,6 +50,9 @@ class Collector:
         """Entries in each batch handed on (events and unparsed)."""
         self.seqs: list[int] = []
         """The number of each batch (0 unless the source has acks)."""
+        self.unrecognised = 0
+        """Entries the source told it cannot read (not sshd's, nor the kernel's)."""
+        self.judged: set[str] = set()
 
     def __call__(self, batch: Batch) -> None:
         assert isinstance(batch, EventBatch)
@@ -55,6 +60,8 @@ class Collector:
         with self._lock:
             self._events.extend(batch.events)
             self.unparsed += batch.unparsed
+            self.unrecognised += batch.unrecognised
+            self.judged.add(batch.judged)
             self.sizes.append(len(batch.events) + batch.unparsed)
             self.seqs.append(batch.seq)
 
@@ -264,6 +271,32 @@ def test_config_validation() -> None:
         with pytest.raises(ValidationError, match="reopen_entries"):
             JournaldSourceConfig.model_validate({**base, "reopen_entries": size})
     assert REGISTRY.get("journald").factory is JournaldSource
+
+
+def _matches_warnings(**source: Any) -> list[str]:
+    """check-config's warnings about a journald source named "j" with ``source``'s keys."""
+    config = parse_config({"sources": [{"name": "j", "type": "journald", **source}]})
+    return [w for w in config_warnings(config) if "key matches" in w]
+
+
+def test_check_config_warns_of_matches_that_select_no_entry_it_can_read() -> None:
+    """Matches of nginx's syslog identifier or a docker container's name: one warning
+    naming the source and key and what a journald source reads; none for the default
+    matches, an ssh unit, a field that may select sshd's entries, or kernel_xid."""
+    for matches in (["SYSLOG_IDENTIFIER=nginx"], ["CONTAINER_NAME=sshd", "_COMM=dockerd"]):
+        [warning] = _matches_warnings(matches=matches)
+        assert warning.startswith(f"journald source 'j', key matches ({', '.join(matches)})")
+        assert "reads sshd's entries only" in warning
+        assert "nginx must log to a file" in warning
+    assert _matches_warnings() == []
+    for matches in (
+        ["_SYSTEMD_UNIT=ssh.service"],
+        ["SYSLOG_IDENTIFIER=nginx", "_EXE=/usr/sbin/sshd"],
+        ["SYSLOG_FACILITY=10"],
+    ):
+        assert _matches_warnings(matches=matches) == []
+    assert _matches_warnings(matches=["_TRANSPORT=kernel"], kernel_xid=True) == []
+    assert len(_matches_warnings(matches=["_TRANSPORT=kernel"])) == 1
 
 
 @pytest.mark.parametrize("directory", ["", "journal", "./var/log/journal"])
@@ -477,6 +510,30 @@ def test_reopens_at_the_cursor_in_batches(make: Callable[..., Any], tmp_path: Pa
     assert source.reopens >= 2  # after 100 and 200 entries at least
     assert source.stats.errors == 0
     assert source.stats.up
+
+
+@needs_journal
+def test_entries_it_cannot_read_are_told_unrecognised(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Matches that select nginx's entries (access_log syslog:) hand them on as unparsed
+    and unrecognised, so the pipeline can judge the source blind; sshd's entries that are
+    not about authentication are unparsed but recognised, and a non-root "sshd" is not."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    nginx = [
+        entry(i, f'203.0.113.7 - - "GET /.env HTTP/1.1" 404 {i}', comm="nginx") for i in (1, 2, 3)
+    ]
+    forged = entry(5, attempt(5))
+    forged["_UID"] = "1000"
+    closed = entry(6, "Server listening on 0.0.0.0 port 22.")
+    write_journal(jdir / "a.journal", [*nginx, entry(4, attempt(4)), forged, closed])
+    _, out = make(start_at="beginning", matches=["SYSLOG_IDENTIFIER=nginx", "_COMM=sshd"])
+    wait_for(lambda: len(out.lines) + out.unparsed >= 6, "the six entries")
+    assert out.lines == [expected(4)]
+    assert out.unparsed == 5
+    assert out.unrecognised == 4  # nginx's three and the non-root one
+    assert out.judged == {"journald"}
 
 
 def _suppressed_notice(seq: int, unit: str, dropped: int, transport: str) -> dict[str, str]:

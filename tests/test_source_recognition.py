@@ -300,3 +300,33 @@ def test_nginx_error_recognises_a_line_by_its_head_without_parsing_it() -> None:
     assert parser.recognises(upstream)
     assert not parser.recognises(_good(1))
     assert parser.unrecognised([upstream, _good(1), _good(2), upstream], 0) == 2
+
+
+def _entries(pipeline: Pipeline, unrecognised: int, batches: int) -> None:
+    """Hand on ``batches`` batches of 50 journal entries that gave no event, ``unrecognised``
+    of each not sshd's (as a journald source tells them)."""
+    for _ in range(batches):
+        pipeline.process(EventBatch("ssh-journal", [], 0.0, 50, 0, unrecognised, "journald"))
+
+
+def test_a_journald_source_whose_entries_are_not_sshds_is_blind_and_sees_again(
+    tmp_path: Path,
+) -> None:
+    """Entries of another program (nginx through syslog) on a journald source: blind (gauge
+    1, one warning that says what a journald source reads); sshd's entries again (not
+    about authentication, so no event): sees again."""
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        _entries(pipeline, 50, 6)
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"ssh-journal": 1.0}
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source is blind: its lines are not of its format"
+    assert warning["parser"] == "journald"
+    assert "reads sshd's entries" in warning["hint"]
+    assert "nginx must log to a file" in warning["hint"]
+    with capture_logs() as logs:
+        _entries(pipeline, 0, 6)
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source sees again: its lines are of its format"
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"ssh-journal": 0.0}
+    assert _gauges(pipeline)["aisentinel_source_unrecognised_ratio"] == {"ssh-journal": 0.0}

@@ -30,7 +30,11 @@ ADDR ..."``) or run a binary named ``sshd``, and would get ADDR banned, whereas 
 logs every authentication message from its root monitor process (the unprivileged
 pre-authentication child forwards its messages to it). Other entries, and sshd
 messages that are not about authentication, are counted as unparsed. ``matches`` are
-OR-ed.
+OR-ed. Each batch tells how many of its entries are not sshd's (nor the kernel's with
+``kernel_xid``) as ``unrecognised``, judged as format ``journald``
+(:attr:`~aisentinel.events.EventBatch.judged`): a source whose entries are nearly all
+another program's is blind (``aisentinel_source_blind``); :func:`matches_problem` tells
+``check-config`` of matches that can select no entry the source reads.
 
 The source also reads journald's own notices that it dropped a unit's entries under its
 rate limit (``MESSAGE_ID`` :data:`SUPPRESSED_ID` and ``_TRANSPORT=driver``, which only
@@ -286,6 +290,46 @@ class JournaldSourceConfig(SourceConfigBase):
                     f"journal match {match!r} must be FIELD=value with an upper-case field name"
                 )
         return value
+
+
+_SSHD_NAMED_BY: dict[str, Callable[[str], bool]] = {
+    "SYSLOG_IDENTIFIER": lambda v: v.startswith("sshd"),
+    "_COMM": lambda v: v.startswith("sshd"),
+    "_EXE": lambda v: v.rpartition("/")[2].startswith("sshd"),
+    "_SYSTEMD_UNIT": lambda v: v.startswith(SSH_UNITS),
+    "UNIT": lambda v: v.startswith(SSH_UNITS),
+    "_SYSTEMD_USER_UNIT": lambda _: False,
+    "CONTAINER_NAME": lambda _: False,
+    "CONTAINER_ID": lambda _: False,
+    "CONTAINER_ID_FULL": lambda _: False,
+    "CONTAINER_TAG": lambda _: False,
+    "IMAGE_NAME": lambda _: False,
+    "_TRANSPORT": lambda v: v not in ("kernel", "driver", "audit"),
+}
+"""Fields that name the program an entry is from, and whether a match of one with a
+value may select entries this source reads as sshd's (:func:`_is_sshd`): a container's
+entries (docker's journald log driver) come from ``dockerd``, never as sshd's. A match
+on any other field (``_UID``, ``PRIORITY``, ``SYSLOG_FACILITY``) may select sshd's."""
+
+
+def matches_problem(config: JournaldSourceConfig) -> str | None:
+    """Why the source's ``matches`` select no entry it can read (none may be sshd's, and
+    no ``kernel_xid``), for ``check-config`` and the start; None when one may."""
+    if config.kernel_xid:
+        return None
+    for match in config.matches:
+        field_name, _, value = match.partition("=")
+        named = _SSHD_NAMED_BY.get(field_name)
+        if named is None or named(value):
+            return None
+    return (
+        f"journald source {config.name!r}, key matches ({', '.join(config.matches)}): "
+        "selects no entry the source can read, so it reads and counts them unparsed and "
+        "sees nothing: a journald source reads sshd's entries only (and the kernel's GPU "
+        "Xid lines with kernel_xid = true); nginx must log to a file read by a file source "
+        "(docs/nginx-log-format.md), and sshd in a container to a file (or to the host's "
+        "journal as sshd)"
+    )
 
 
 def _text(value: object) -> str | None:
@@ -858,6 +902,7 @@ class JournaldSource(Source):
                 return
             events: list[Event] = []
             read = 0
+            unrecognised = 0
             size = 0
             last_ts = 0
             read_at = self.clock.monotonic()
@@ -871,10 +916,14 @@ class JournaldSource(Source):
                 event: Event | None = entry_event(entry, name, uids)
                 if event is None and xid:
                     event = self._xid(entry)
-                if event is None and "MESSAGE_ID" in entry:
-                    self._suppressed(entry)
                 if event is not None:
                     events.append(event)
+                elif "MESSAGE_ID" in entry:  # journald's own entry
+                    self._suppressed(entry)
+                elif not _is_sshd(entry, uids) and not (
+                    xid and entry.get("_TRANSPORT") == b"kernel"
+                ):
+                    unrecognised += 1  # an entry this source cannot read
                 size += len(_text(entry.get("MESSAGE")) or "")
                 cursor = entry.get("__CURSOR")
                 last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
@@ -882,7 +931,17 @@ class JournaldSource(Source):
                 self._read_any = True
                 if self._blind is not None:
                     self._seen(None)  # entries came: the journal can be read
-                emit(EventBatch(name, events, read_at, read - len(events), self._number()))
+                emit(
+                    EventBatch(
+                        name,
+                        events,
+                        read_at,
+                        read - len(events),
+                        self._number(),
+                        unrecognised,
+                        "journald",
+                    )
+                )
                 self._cursor = cursor
                 self.stats.lines_read += read
                 self.stats.bytes_read += size
@@ -1060,6 +1119,7 @@ REGISTRY.register("journald", JournaldSourceConfig, JournaldSource)
 
 __all__ = [
     "JOURNAL_DIRS",
+    "SUPPRESSED_ID",
     "JournaldSource",
     "JournaldSourceConfig",
     "entry_event",
@@ -1067,4 +1127,5 @@ __all__ = [
     "journald_available",
     "journald_problem",
     "kernel_xid_event",
+    "matches_problem",
 ]
