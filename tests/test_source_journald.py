@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from aisentinel.cli import config_warnings
 from aisentinel.clock import FakeClock
-from aisentinel.config import parse_config
+from aisentinel.config import ConfigError, load_config, parse_config
 from aisentinel.events import Batch, EventBatch, SshEvent, SshKind, XidEvent
 from aisentinel.sources import REGISTRY, journald
 from aisentinel.sources.journald import (
@@ -271,6 +271,26 @@ def test_config_validation() -> None:
         with pytest.raises(ValidationError, match="reopen_entries"):
             JournaldSourceConfig.model_validate({**base, "reopen_entries": size})
     assert REGISTRY.get("journald").factory is JournaldSource
+
+
+def test_a_fail2ban_journalmatch_is_refused_with_file_key_and_reason(tmp_path: Path) -> None:
+    """fail2ban's journalmatch copied into matches (' + ' between alternatives, a space
+    between fields) is refused naming the file, the key and one match per item; a value
+    with spaces of its own (a command line) is accepted."""
+    for bad in ("_SYSTEMD_UNIT=sshd.service + _COMM=sshd", "_SYSTEMD_UNIT=sshd.service _COMM=sshd"):
+        path = tmp_path / "c.toml"
+        path.write_text(f'[[sources]]\nname = "j"\ntype = "journald"\nmatches = ["{bad}"]\n')
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        text = str(err.value)
+        assert str(path) in text
+        assert "matches" in text
+        assert "holds several matches" in text
+        assert "one FIELD=value per list item" in text
+    cfg = JournaldSourceConfig.model_validate(
+        {"name": "j", "type": "journald", "matches": ["_CMDLINE=sshd: root [priv]"]}
+    )
+    assert cfg.matches == ["_CMDLINE=sshd: root [priv]"]
 
 
 def _matches_warnings(**source: Any) -> list[str]:

@@ -30,8 +30,10 @@ ADDR ..."``) or run a binary named ``sshd``, and would get ADDR banned, whereas 
 logs every authentication message from its root monitor process (the unprivileged
 pre-authentication child forwards its messages to it). Other entries, and sshd
 messages that are not about authentication, are counted as unparsed. ``matches`` are
-OR-ed. Each batch tells how many of its entries are not sshd's (nor the kernel's with
-``kernel_xid``) as ``unrecognised``, judged as format ``journald``
+OR-ed, one ``FIELD=value`` per item: fail2ban's ``journalmatch`` syntax in one item
+(``_SYSTEMD_UNIT=sshd.service + _COMM=sshd``), which sd-journal would take as one value
+matching nothing, is refused. Each batch tells how many of its entries are not sshd's
+(nor the kernel's with ``kernel_xid``) as ``unrecognised``, judged as format ``journald``
 (:attr:`~aisentinel.events.EventBatch.judged`): a source whose entries are nearly all
 another program's is blind (``aisentinel_source_blind``); :func:`matches_problem` tells
 ``check-config`` of matches that can select no entry the source reads.
@@ -226,6 +228,10 @@ ROOT = frozenset({"0"})
 """The default ``_UID`` values (as text) whose sshd entries count: root's."""
 
 _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
+_SEVERAL = re.compile(r"\s(?:\+(?:\s|$)|[A-Z0-9_]+=)")
+"""Another match after whitespace: fail2ban's ``journalmatch`` syntax (``+`` between
+alternatives, a space between fields that must all match), which sd-journal would take as
+part of one value that matches nothing."""
 
 
 def journald_available() -> bool:
@@ -288,6 +294,13 @@ class JournaldSourceConfig(SourceConfigBase):
             if not _MATCH.match(match) or match.startswith("__"):
                 raise ValueError(
                     f"journal match {match!r} must be FIELD=value with an upper-case field name"
+                )
+            if _SEVERAL.search(match):
+                raise ValueError(
+                    f"journal match {match!r} holds several matches (fail2ban's journalmatch "
+                    "syntax: ' + ' between alternatives, a space between fields), which the "
+                    "journal would read as one value that matches nothing: give one "
+                    "FIELD=value per list item; the items are OR-ed"
                 )
         return value
 
