@@ -325,16 +325,21 @@ entries (docker's journald log driver) come from ``dockerd``, never as sshd's. A
 on any other field (``_UID``, ``PRIORITY``, ``SYSLOG_FACILITY``) may select sshd's."""
 
 
-def matches_problem(config: JournaldSourceConfig) -> str | None:
-    """Why the source's ``matches`` select no entry it can read (none may be sshd's, and
-    no ``kernel_xid``), for ``check-config`` and the start; None when one may."""
-    if config.kernel_xid:
-        return None
+def may_read_sshd(config: JournaldSourceConfig) -> bool:
+    """Whether one of the source's ``matches`` may select entries it reads as sshd's."""
     for match in config.matches:
         field_name, _, value = match.partition("=")
         named = _SSHD_NAMED_BY.get(field_name)
         if named is None or named(value):
-            return None
+            return True
+    return False
+
+
+def matches_problem(config: JournaldSourceConfig) -> str | None:
+    """Why the source's ``matches`` select no entry it can read (none may be sshd's, and
+    no ``kernel_xid``), for ``check-config`` and the start; None when one may."""
+    if config.kernel_xid or may_read_sshd(config):
+        return None
     return (
         f"journald source {config.name!r}, key matches ({', '.join(config.matches)}): "
         "selects no entry the source can read, so it reads and counts them unparsed and "
@@ -1141,4 +1146,5 @@ __all__ = [
     "journald_problem",
     "kernel_xid_event",
     "matches_problem",
+    "may_read_sshd",
 ]
