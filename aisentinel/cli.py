@@ -31,7 +31,7 @@ from aisentinel.config import (
 )
 from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
-from aisentinel.sources.journald import journald_available
+from aisentinel.sources.journald import JournaldSourceConfig, journald_available, matches_problem
 from aisentinel.sources.overlap import shared_inputs
 from aisentinel.textsafe import escape
 
@@ -212,6 +212,11 @@ def config_warnings(config: Config) -> list[str]:
         )
     out.extend(shared_inputs(config.sources))
     out.extend(_container_cap_warnings(config))
+    out.extend(
+        problem
+        for s in config.sources
+        if isinstance(s, JournaldSourceConfig) and (problem := matches_problem(s)) is not None
+    )
     journals = [repr(s.name) for s in config.sources if s.type == "journald"]
     if journals and not journald_available():
         out.append(

@@ -72,6 +72,10 @@ class EventBatch(NamedTuple):
     unparsed lines of no format the source can tell (a file source with ``parser =
     "auto"``: lines whose format could not be sniffed): they count against the source
     like lines its parser does not recognise (:class:`aisentinel.pipeline.Recognition`).
+    ``judged``: the name of the format a source judges all its records by (``journald``:
+    entries it can read, sshd's or the kernel's); every such batch then counts in that
+    recognition window, ``unrecognised`` of it not of the format, so a source whose
+    records are nearly all of another kind is reported blind and, later, seeing again.
     """
 
     source: str
@@ -80,6 +84,7 @@ class EventBatch(NamedTuple):
     unparsed: int = 0
     seq: int = 0
     unrecognised: int = 0
+    judged: str = ""
 
 
 Batch = LineBatch | EventBatch

@@ -91,6 +91,14 @@ def _worse(a: Recognition, b: Recognition) -> bool:
     return share_a > share_b
 
 
+JOURNALD = "journald"
+"""The recognition window of a journald source (:attr:`EventBatch.judged`): its entries
+that are sshd's (or the kernel's, with ``kernel_xid``), which it can read."""
+JOURNALD_HINT = (
+    "a journald source reads sshd's entries (and the kernel's Xid lines with kernel_xid) "
+    "only: check its matches and sshd_uids; nginx must log to a file read by a file source"
+)
+
 RECOGNITION_WINDOW = 200
 """A source's recent lines: the batches holding its last this many lines at least."""
 RECOGNITION_MIN = 50
@@ -365,8 +373,12 @@ class Pipeline:
             counters.lines += len(events) + batch.unparsed
             counters.parsed += len(events)
             counters.unparsed += batch.unparsed
-            if batch.unrecognised:  # lines of a file whose format could not be told
-                read = len(events) + batch.unparsed
+            read = len(events) + batch.unparsed
+            if batch.judged:  # records of a source that tells which it can read
+                self._judge(
+                    counters, batch.source, batch.judged, read, min(read, batch.unrecognised)
+                )
+            elif batch.unrecognised:  # lines of a file whose format could not be told
                 self._judge(counters, batch.source, AUTO, read, min(read, batch.unrecognised))
         else:
             parser = self.parser_for(batch.source, batch.parser)
@@ -458,7 +470,9 @@ class Pipeline:
             log.warning(
                 "source is blind: its lines are not of its format",
                 **fields,
-                hint="name the log's format (parser = ...) or log in one aisentinel reads: "
+                hint=JOURNALD_HINT
+                if parser == JOURNALD
+                else "name the log's format (parser = ...) or log in one aisentinel reads: "
                 "`aisentinel explain --file LOG` shows what it makes of a line; "
                 "docs/nginx-log-format.md",
             )

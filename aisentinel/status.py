@@ -355,12 +355,22 @@ def found_problems(snap: Mapping[str, Any]) -> list[Problem]:
         if s.get("blind"):
             share = s.get("unrecognised_share")
             pct = f"{share:.0%}" if isinstance(share, int | float) else "nearly all"
-            add(
-                "source_blind",
-                f"source {s.get('name')} is blind: {pct} of its last {s.get('recent_lines')} "
-                f"lines are not {s.get('format') or s.get('parser')} lines, so nothing in them "
-                "is seen (`aisentinel explain --file LOG`; docs/nginx-log-format.md)",
-            )
+            if s.get("format") == "journald":
+                add(
+                    "source_blind",
+                    f"source {s.get('name')} is blind: {pct} of its last "
+                    f"{s.get('recent_lines')} journal entries are not sshd's (nor the kernel's "
+                    "with kernel_xid), the only ones a journald source reads (check its "
+                    "matches and sshd_uids)",
+                )
+            else:
+                add(
+                    "source_blind",
+                    f"source {s.get('name')} is blind: {pct} of its last "
+                    f"{s.get('recent_lines')} lines are not {s.get('format') or s.get('parser')} "
+                    "lines, so nothing in them is seen (`aisentinel explain --file LOG`; "
+                    "docs/nginx-log-format.md)",
+                )
         for problem in s.get("setup_problems") or ():
             add("source_setup", f"source {s.get('name')}: {problem}")
     if "responders" in snap and not snap["responders"]:

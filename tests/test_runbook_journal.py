@@ -257,6 +257,17 @@ FINDS: dict[str, list[Logged]] = {
         _decision("http_auth", "6 failed basic-auth logins"),
         _decision("credential_stuffing", "6 usernames tried"),
     ],
+    "journald dropped": [
+        _line(
+            "warning",
+            "journald dropped entries of a unit this source reads (its rate limit): "
+            "attacks in them were not seen",
+            source="ssh",
+            unit="ssh.service",
+            dropped=7345,
+            action="raise LogRateLimitBurst= for ssh.service (see docs/install.md)",
+        )
+    ],
     "source is blind": [
         _line(
             "warning",

@@ -17,7 +17,9 @@ import pytest
 import structlog
 from pydantic import ValidationError
 
+from aisentinel.cli import config_warnings
 from aisentinel.clock import FakeClock
+from aisentinel.config import ConfigError, load_config, parse_config
 from aisentinel.events import Batch, EventBatch, SshEvent, SshKind, XidEvent
 from aisentinel.sources import REGISTRY, journald
 from aisentinel.sources.journald import (
@@ -48,6 +50,9 @@ class Collector:
         """Entries in each batch handed on (events and unparsed)."""
         self.seqs: list[int] = []
         """The number of each batch (0 unless the source has acks)."""
+        self.unrecognised = 0
+        """Entries the source told it cannot read (not sshd's, nor the kernel's)."""
+        self.judged: set[str] = set()
 
     def __call__(self, batch: Batch) -> None:
         assert isinstance(batch, EventBatch)
@@ -55,6 +60,8 @@ class Collector:
         with self._lock:
             self._events.extend(batch.events)
             self.unparsed += batch.unparsed
+            self.unrecognised += batch.unrecognised
+            self.judged.add(batch.judged)
             self.sizes.append(len(batch.events) + batch.unparsed)
             self.seqs.append(batch.seq)
 
@@ -264,6 +271,52 @@ def test_config_validation() -> None:
         with pytest.raises(ValidationError, match="reopen_entries"):
             JournaldSourceConfig.model_validate({**base, "reopen_entries": size})
     assert REGISTRY.get("journald").factory is JournaldSource
+
+
+def test_a_fail2ban_journalmatch_is_refused_with_file_key_and_reason(tmp_path: Path) -> None:
+    """fail2ban's journalmatch copied into matches (' + ' between alternatives, a space
+    between fields) is refused naming the file, the key and one match per item; a value
+    with spaces of its own (a command line) is accepted."""
+    for bad in ("_SYSTEMD_UNIT=sshd.service + _COMM=sshd", "_SYSTEMD_UNIT=sshd.service _COMM=sshd"):
+        path = tmp_path / "c.toml"
+        path.write_text(f'[[sources]]\nname = "j"\ntype = "journald"\nmatches = ["{bad}"]\n')
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        text = str(err.value)
+        assert str(path) in text
+        assert "matches" in text
+        assert "holds several matches" in text
+        assert "one FIELD=value per list item" in text
+    cfg = JournaldSourceConfig.model_validate(
+        {"name": "j", "type": "journald", "matches": ["_CMDLINE=sshd: root [priv]"]}
+    )
+    assert cfg.matches == ["_CMDLINE=sshd: root [priv]"]
+
+
+def _matches_warnings(**source: Any) -> list[str]:
+    """check-config's warnings about a journald source named "j" with ``source``'s keys."""
+    config = parse_config({"sources": [{"name": "j", "type": "journald", **source}]})
+    return [w for w in config_warnings(config) if "key matches" in w]
+
+
+def test_check_config_warns_of_matches_that_select_no_entry_it_can_read() -> None:
+    """Matches of nginx's syslog identifier or a docker container's name: one warning
+    naming the source and key and what a journald source reads; none for the default
+    matches, an ssh unit, a field that may select sshd's entries, or kernel_xid."""
+    for matches in (["SYSLOG_IDENTIFIER=nginx"], ["CONTAINER_NAME=sshd", "_COMM=dockerd"]):
+        [warning] = _matches_warnings(matches=matches)
+        assert warning.startswith(f"journald source 'j', key matches ({', '.join(matches)})")
+        assert "reads sshd's entries only" in warning
+        assert "nginx must log to a file" in warning
+    assert _matches_warnings() == []
+    for matches in (
+        ["_SYSTEMD_UNIT=ssh.service"],
+        ["SYSLOG_IDENTIFIER=nginx", "_EXE=/usr/sbin/sshd"],
+        ["SYSLOG_FACILITY=10"],
+    ):
+        assert _matches_warnings(matches=matches) == []
+    assert _matches_warnings(matches=["_TRANSPORT=kernel"], kernel_xid=True) == []
+    assert len(_matches_warnings(matches=["_TRANSPORT=kernel"])) == 1
 
 
 @pytest.mark.parametrize("directory", ["", "journal", "./var/log/journal"])
@@ -477,6 +530,130 @@ def test_reopens_at_the_cursor_in_batches(make: Callable[..., Any], tmp_path: Pa
     assert source.reopens >= 2  # after 100 and 200 entries at least
     assert source.stats.errors == 0
     assert source.stats.up
+
+
+@needs_journal
+def test_entries_it_cannot_read_are_told_unrecognised(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """Matches that select nginx's entries (access_log syslog:) hand them on as unparsed
+    and unrecognised, so the pipeline can judge the source blind; sshd's entries that are
+    not about authentication are unparsed but recognised, and a non-root "sshd" is not."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    nginx = [
+        entry(i, f'203.0.113.7 - - "GET /.env HTTP/1.1" 404 {i}', comm="nginx") for i in (1, 2, 3)
+    ]
+    forged = entry(5, attempt(5))
+    forged["_UID"] = "1000"
+    closed = entry(6, "Server listening on 0.0.0.0 port 22.")
+    write_journal(jdir / "a.journal", [*nginx, entry(4, attempt(4)), forged, closed])
+    _, out = make(start_at="beginning", matches=["SYSLOG_IDENTIFIER=nginx", "_COMM=sshd"])
+    wait_for(lambda: len(out.lines) + out.unparsed >= 6, "the six entries")
+    assert out.lines == [expected(4)]
+    assert out.unparsed == 5
+    assert out.unrecognised == 4  # nginx's three and the non-root one
+    assert out.judged == {"journald"}
+
+
+def _suppressed_notice(seq: int, unit: str, dropped: int, transport: str) -> dict[str, str]:
+    """journald's own entry saying it dropped ``dropped`` entries of ``unit``."""
+    notice = entry(seq, f"Suppressed {dropped} messages from {unit}", comm="systemd-journal")
+    notice.update(
+        SYSLOG_IDENTIFIER="systemd-journald",
+        MESSAGE_ID="fe6faa94e7774663a0da52717891d8ef",  # SD_MESSAGE_JOURNAL_DROPPED
+        N_DROPPED=str(dropped),
+        _TRANSPORT=transport,
+        _PID="321",
+    )
+    return notice
+
+
+@needs_journal
+def test_entries_journald_dropped_from_sshd_are_counted_as_a_gap(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """journald's "Suppressed N messages from ssh.service" notice counts N entries lost and
+    one gap, with a warning naming the unit; other units' notices, and one forged through
+    syslog, count nothing; sshd entries are read as before."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    forged = _suppressed_notice(5, "ssh.service", 99, "syslog")
+    forged.update(SYSLOG_IDENTIFIER="evil", _UID="1000")
+    write_journal(
+        jdir / "a.journal",
+        [
+            entry(1, attempt(1)),
+            _suppressed_notice(2, "ssh.service", 7345, "driver"),
+            _suppressed_notice(3, "nginx.service", 50, "driver"),
+            entry(4, attempt(4)),
+            forged,
+        ],
+    )
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at="beginning")
+        wait_for(lambda: len(out.lines) >= 2, "the sshd entries")
+        time.sleep(0.3)
+    assert out.lines == [expected(1), expected(4)]
+    assert out.unparsed == 2  # the two notices journald wrote; the forged one is not read
+    assert source.entries_suppressed == 7345
+    assert source.stats.gaps == 1
+    warnings = [e for e in logs if e.get("unit") is not None]
+    assert [(e["log_level"], e["unit"], e["dropped"]) for e in warnings] == [
+        ("warning", "ssh.service", 7345)
+    ]
+    samples = {
+        m.name: m.samples[0].value
+        for m in source.collect()
+        if m.name.startswith("aisentinel_source_")
+    }
+    assert samples["aisentinel_source_entries_suppressed"] == 7345
+    assert samples["aisentinel_source_gaps"] == 1
+
+
+def _readers_of_files_at_open(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the source's readers read the journal files there when each opens, and no
+    file that comes later: as sd-journal's system journal reader, which watches only the
+    directories (``/run/log/journal``, ``/var/log/journal``) that existed when it opened."""
+    from systemd import journal  # needs_journal checked it is there
+
+    class FilesAtOpen:
+        @staticmethod
+        def Reader(path: str) -> Any:  # noqa: N802 - systemd.journal's name
+            files = journald._journal_files([Path(path)], system=False)
+            return journal.Reader(files=[str(f) for f in files])
+
+    monkeypatch.setattr(journald, "_journal", FilesAtOpen)
+
+
+@needs_journal
+def test_journal_files_moved_to_a_new_directory_are_followed(
+    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A persistent journal enabled while running (the files move to a directory the
+    reader did not watch, numbered anew) is seen while idle: the reader reopens at its
+    cursor and reads every later entry once, none twice, no cursor lost."""
+    _readers_of_files_at_open(monkeypatch)
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    first = [entry(i, attempt(i)) for i in (1, 2)]
+    write_journal(jdir / "system.journal", first)
+    source, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) >= 2, "the entries of the volatile journal")
+    persistent = jdir / "0123456789abcdef0123456789abcdef"
+    persistent.mkdir()
+    write_journal(
+        persistent / "system.journal", [*first, *(entry(i, attempt(i)) for i in (3, 4, 5))]
+    )
+    (jdir / "system.journal").unlink()
+    source.clock.advance(journald.BLIND_CHECK_INTERVAL)
+    wait_for(lambda: len(out.lines) >= 5, "the entries of the persistent journal")
+    time.sleep(0.3)  # nothing more arrives: no entry is read twice
+    assert out.lines == [expected(i) for i in range(1, 6)]
+    assert source.file_reopens == 1
+    assert source.cursors_lost == 0
+    assert source.stats.errors == 0
+    assert source.stats.state == "following"
 
 
 @needs_journal

@@ -74,6 +74,23 @@ def test_two_journald_sources_are_warned_about() -> None:
     )
     assert len(found) == 1
     assert found[0].startswith("journald sources 'j1' and 'j2' both read the journal")
+    assert "(the system journal) for sshd's entries:" in found[0]
+
+
+def test_journald_sources_that_share_no_counted_entry_are_not_warned_about() -> None:
+    """An sshd source beside a kernel Xid one, or two sshd sources of different journal
+    directories, count no entry twice: no warning; two Xid sources of one journal do."""
+    sshd = {"name": "ssh", "type": "journald"}
+    xid = {"name": "xid", "type": "journald", "matches": ["_TRANSPORT=kernel"], "kernel_xid": True}
+    assert _warnings(sshd, xid) == []
+    assert _warnings(sshd, {**sshd, "name": "remote", "directory": "/var/log/journal/remote"}) == []
+    found = _warnings(xid, {**xid, "name": "xid2"})
+    assert len(found) == 1
+    assert "for the kernel's Xid lines:" in found[0]
+    same_dir = {"directory": "/var/log/journal/remote"}
+    found = _warnings({**sshd, **same_dir}, {**sshd, "name": "again", **same_dir})
+    assert len(found) == 1
+    assert "(/var/log/journal/remote) for sshd's entries" in found[0]
 
 
 def test_journald_sshd_and_the_syslog_auth_log_are_warned_about() -> None:

@@ -327,3 +327,33 @@ def test_an_untrusted_local_proxy_is_exported_while_it_lasts(tmp_path: Path) -> 
     }
     _feed(pipeline, "web", "nginx", [_good(i) for i in range(300)])
     assert _setup_problems(pipeline)["web", "untrusted_local_proxy"] == 0.0
+
+
+def _entries(pipeline: Pipeline, unrecognised: int, batches: int) -> None:
+    """Hand on ``batches`` batches of 50 journal entries that gave no event, ``unrecognised``
+    of each not sshd's (as a journald source tells them)."""
+    for _ in range(batches):
+        pipeline.process(EventBatch("ssh-journal", [], 0.0, 50, 0, unrecognised, "journald"))
+
+
+def test_a_journald_source_whose_entries_are_not_sshds_is_blind_and_sees_again(
+    tmp_path: Path,
+) -> None:
+    """Entries of another program (nginx through syslog) on a journald source: blind (gauge
+    1, one warning that says what a journald source reads); sshd's entries again (not
+    about authentication, so no event): sees again."""
+    pipeline = _pipeline(tmp_path)
+    with capture_logs() as logs:
+        _entries(pipeline, 50, 6)
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"ssh-journal": 1.0}
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source is blind: its lines are not of its format"
+    assert warning["parser"] == "journald"
+    assert "reads sshd's entries" in warning["hint"]
+    assert "nginx must log to a file" in warning["hint"]
+    with capture_logs() as logs:
+        _entries(pipeline, 0, 6)
+    [warning] = _warnings(logs)
+    assert warning["event"] == "source sees again: its lines are of its format"
+    assert _gauges(pipeline)["aisentinel_source_blind"] == {"ssh-journal": 0.0}
+    assert _gauges(pipeline)["aisentinel_source_unrecognised_ratio"] == {"ssh-journal": 0.0}

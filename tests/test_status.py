@@ -584,3 +584,28 @@ def test_no_responder_is_a_problem_saying_nothing_is_enforced() -> None:
     """A daemon with no responder (a bare [responders] table) reports that nothing is enforced."""
     (found,) = problems(_snap(responders=[]))
     assert found.startswith("no responder is enabled: nothing is enforced")
+
+
+def test_problems_name_a_blind_journald_source_and_what_it_reads() -> None:
+    """A blind journald source is told as journal entries that are not sshd's (what such a
+    source reads), not as lines of a format; its setup problems are told too."""
+    snap = {
+        "sources": [
+            {
+                "name": "nginx-journal",
+                "up": True,
+                "state": "following",
+                "blind": True,
+                "unrecognised_share": 1.0,
+                "recent_lines": 200,
+                "format": "journald",
+                "setup_problems": ["something else"],
+            }
+        ]
+    }
+    assert problems(snap) == [
+        "source nginx-journal is blind: 100% of its last 200 journal entries are not sshd's "
+        "(nor the kernel's with kernel_xid), the only ones a journald source reads (check "
+        "its matches and sshd_uids)",
+        "source nginx-journal: something else",
+    ]

@@ -10,7 +10,11 @@ directory with no journal file, or none this user may read (not in group
 looks at the files (:func:`journal_files_problem`) when it opens the journal and, while
 it reads nothing, every ``BLIND_CHECK_INTERVAL`` seconds: with no readable file it is
 ``error`` (not up), with the reason, logged once; the first entry read, or a readable
-file, makes it up again.
+file, makes it up again. At those looks it also compares the journal files with those
+there when the reader opened, and reopens the reader at its cursor when they differ
+(:meth:`JournaldSource._files_changed`): sd-journal does not watch a journal directory
+created after it opened, such as ``/var/log/journal`` when the persistent journal is
+enabled while the daemon runs.
 
 It is an event source: it names no parser and hands on
 :class:`~aisentinel.events.EventBatch` values of :class:`~aisentinel.events.SshEvent`
@@ -26,7 +30,20 @@ ADDR ..."``) or run a binary named ``sshd``, and would get ADDR banned, whereas 
 logs every authentication message from its root monitor process (the unprivileged
 pre-authentication child forwards its messages to it). Other entries, and sshd
 messages that are not about authentication, are counted as unparsed. ``matches`` are
-OR-ed.
+OR-ed, one ``FIELD=value`` per item: fail2ban's ``journalmatch`` syntax in one item
+(``_SYSTEMD_UNIT=sshd.service + _COMM=sshd``), which sd-journal would take as one value
+matching nothing, is refused. Each batch tells how many of its entries are not sshd's
+(nor the kernel's with ``kernel_xid``) as ``unrecognised``, judged as format ``journald``
+(:attr:`~aisentinel.events.EventBatch.judged`): a source whose entries are nearly all
+another program's is blind (``aisentinel_source_blind``); :func:`matches_problem` tells
+``check-config`` of matches that can select no entry the source reads.
+
+The source also reads journald's own notices that it dropped a unit's entries under its
+rate limit (``MESSAGE_ID`` :data:`SUPPRESSED_ID` and ``_TRANSPORT=driver``, which only
+journald sets): "Suppressed N messages from UNIT", ``N_DROPPED=N``. When UNIT is an sshd
+unit or one that ``matches`` names by ``_SYSTEMD_UNIT``, the N entries are counted
+(``aisentinel_source_entries_suppressed_total``), the notice counts as a gap
+(``stats.gaps``), and a warning names the unit and N; other notices are unparsed.
 
 With ``kernel_xid = true`` the source also reads the kernel's entries
 (``_TRANSPORT=kernel`` is added to the matches) and turns each ``NVRM: Xid`` line into
@@ -193,13 +210,28 @@ _FIELDS = (
     "_UID",
     "_PID",
     "SYSLOG_PID",
+    "_TRANSPORT",
 )
-"""The fields :func:`entry_event` reads; ``_TRANSPORT`` too with ``kernel_xid``."""
+"""The fields :func:`entry_event` and :func:`kernel_xid_event` read; journald's own
+entries (``_TRANSPORT=driver``) also ``MESSAGE_ID`` and ``N_DROPPED``."""
+
+SUPPRESSED_ID = "fe6faa94e7774663a0da52717891d8ef"
+"""``MESSAGE_ID`` of journald's "Suppressed N messages from UNIT" (``N_DROPPED=N``):
+entries of UNIT it dropped under its rate limit (``LogRateLimitBurst=``)."""
+
+_SUPPRESSED = re.compile(r"Suppressed (\d+) messages from ([\w@.:\\-]+)")
+
+SSH_UNITS = ("ssh.", "sshd.", "ssh@", "sshd@")
+"""How the systemd units of sshd start (``ssh.service``, ``sshd@...``)."""
 
 ROOT = frozenset({"0"})
 """The default ``_UID`` values (as text) whose sshd entries count: root's."""
 
 _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
+_SEVERAL = re.compile(r"\s(?:\+(?:\s|$)|[A-Z0-9_]+=)")
+"""Another match after whitespace: fail2ban's ``journalmatch`` syntax (``+`` between
+alternatives, a space between fields that must all match), which sd-journal would take as
+part of one value that matches nothing."""
 
 
 def journald_available() -> bool:
@@ -263,7 +295,59 @@ class JournaldSourceConfig(SourceConfigBase):
                 raise ValueError(
                     f"journal match {match!r} must be FIELD=value with an upper-case field name"
                 )
+            if _SEVERAL.search(match):
+                raise ValueError(
+                    f"journal match {match!r} holds several matches (fail2ban's journalmatch "
+                    "syntax: ' + ' between alternatives, a space between fields), which the "
+                    "journal would read as one value that matches nothing: give one "
+                    "FIELD=value per list item; the items are OR-ed"
+                )
         return value
+
+
+_SSHD_NAMED_BY: dict[str, Callable[[str], bool]] = {
+    "SYSLOG_IDENTIFIER": lambda v: v.startswith("sshd"),
+    "_COMM": lambda v: v.startswith("sshd"),
+    "_EXE": lambda v: v.rpartition("/")[2].startswith("sshd"),
+    "_SYSTEMD_UNIT": lambda v: v.startswith(SSH_UNITS),
+    "UNIT": lambda v: v.startswith(SSH_UNITS),
+    "_SYSTEMD_USER_UNIT": lambda _: False,
+    "CONTAINER_NAME": lambda _: False,
+    "CONTAINER_ID": lambda _: False,
+    "CONTAINER_ID_FULL": lambda _: False,
+    "CONTAINER_TAG": lambda _: False,
+    "IMAGE_NAME": lambda _: False,
+    "_TRANSPORT": lambda v: v not in ("kernel", "driver", "audit"),
+}
+"""Fields that name the program an entry is from, and whether a match of one with a
+value may select entries this source reads as sshd's (:func:`_is_sshd`): a container's
+entries (docker's journald log driver) come from ``dockerd``, never as sshd's. A match
+on any other field (``_UID``, ``PRIORITY``, ``SYSLOG_FACILITY``) may select sshd's."""
+
+
+def may_read_sshd(config: JournaldSourceConfig) -> bool:
+    """Whether one of the source's ``matches`` may select entries it reads as sshd's."""
+    for match in config.matches:
+        field_name, _, value = match.partition("=")
+        named = _SSHD_NAMED_BY.get(field_name)
+        if named is None or named(value):
+            return True
+    return False
+
+
+def matches_problem(config: JournaldSourceConfig) -> str | None:
+    """Why the source's ``matches`` select no entry it can read (none may be sshd's, and
+    no ``kernel_xid``), for ``check-config`` and the start; None when one may."""
+    if config.kernel_xid or may_read_sshd(config):
+        return None
+    return (
+        f"journald source {config.name!r}, key matches ({', '.join(config.matches)}): "
+        "selects no entry the source can read, so it reads and counts them unparsed and "
+        "sees nothing: a journald source reads sshd's entries only (and the kernel's GPU "
+        "Xid lines with kernel_xid = true); nginx must log to a file read by a file source "
+        "(docs/nginx-log-format.md), and sshd in a container to a file (or to the host's "
+        "journal as sshd)"
+    )
 
 
 def _text(value: object) -> str | None:
@@ -294,6 +378,16 @@ def _later(a: dict[str, str], b: dict[str, str], ident: str, number: str) -> boo
         return False
 
 
+def _same_entry(found: object, saved: str) -> bool:
+    """Whether cursor ``found`` names the entry of cursor ``saved`` copied to another
+    journal file: same boot, monotonic and wall-clock time and hash of its fields, under
+    another seqnum id (journald's flush of the volatile journal to ``/var/log/journal``
+    may number the copies anew; sd-journal's test_cursor then says they differ)."""
+    a, b = _cursor_fields(found), _cursor_fields(saved)
+    keys = ("b", "m", "t", "x")
+    return all(a.get(k) for k in keys) and all(a.get(k) == b.get(k) for k in keys)
+
+
 def _follows(found: object, saved: str) -> bool:
     """Whether the entry at cursor ``found`` comes after the one at cursor ``saved`` by a
     measure that orders entries for sure: a later sequence number of the same seqnum id,
@@ -313,7 +407,7 @@ def _is_sshd(entry: Mapping[str, Any], uids: Container[str] = ROOT) -> bool:
     if ident.startswith("sshd"):
         return True
     unit = _text(entry.get("_SYSTEMD_UNIT")) or ""
-    return unit.startswith(("ssh.", "sshd.", "ssh@", "sshd@"))
+    return unit.startswith(SSH_UNITS)
 
 
 def kernel_xid_event(entry: Mapping[str, Any]) -> XidEvent | None:
@@ -380,8 +474,12 @@ class JournaldSource(Source):
         self._disabled = False
         self._cursor_fault = ""
         self._xids: dict[tuple[str, str], list[float]] = {}  # (bus, xid) -> [count, last ts]
-        self._fields = _FIELDS + (("_TRANSPORT",) if config.kernel_xid else ())
-        """The entry fields read (see :meth:`_next_entry`)."""
+        self._units = frozenset(
+            m.partition("=")[2] for m in config.matches if m.startswith("_SYSTEMD_UNIT=")
+        )
+        """Units the matches name: journald's rate-limit notices about them count."""
+        self.entries_suppressed = 0
+        """Entries journald dropped under its rate limit from a unit this source reads."""
         self._uids = frozenset(str(uid) for uid in config.sshd_uids)
         """``sshd_uids`` as text, as :func:`entry_event` compares them."""
         self.reopens = 0
@@ -391,6 +489,10 @@ class JournaldSource(Source):
         self._read_any = False
         """Entries were read (not ``stats.lines_read``: a reload carries that over)."""
         self._next_blind_check = 0.0
+        self._files: frozenset[Path] = frozenset()
+        """The journal files there when the reader opened (see :meth:`_files_changed`)."""
+        self.file_reopens = 0
+        """Times the reader was reopened because the journal files changed."""
         self.cursors_lost = 0
         """Times the saved cursor was not found in the journal (read from its head)."""
         self._lost_cursor: str | None = None
@@ -478,9 +580,16 @@ class JournaldSource(Source):
         for match in matches:
             reader.add_match(match)
             reader.add_disjunction()
+        # journald's own notices of entries it dropped (both fields: an AND; _TRANSPORT is
+        # set by journald, so no other process can write one)
+        reader.add_match(f"MESSAGE_ID={SUPPRESSED_ID}")
+        reader.add_match("_TRANSPORT=driver")
+        reader.add_disjunction()
         return reader
 
     def _open(self) -> Any:
+        dirs, system = self._journal_dirs()
+        self._files = frozenset(_journal_files(dirs, system=system))  # before the reader
         reader = self._reader()
         try:
             self._position(reader)
@@ -515,6 +624,34 @@ class JournaldSource(Source):
         dirs, system = self._journal_dirs()
         self._seen(journal_files_problem(dirs, system=system))
 
+    def _files_changed(self) -> bool:
+        """While the reader reads nothing, every ``BLIND_CHECK_INTERVAL``: whether the
+        journal files differ from those there when it opened. sd-journal watches only
+        the directories that existed then: a persistent journal enabled while the daemon
+        runs (journald moves the files from ``/run/log/journal`` to a new
+        ``/var/log/journal``) would leave the reader on deleted files, reading nothing
+        for good. The caller reopens the reader at its cursor (about 1 ms). While the
+        source shows nothing (:attr:`_blind`), or read nothing yet, this also looks at
+        the files as :meth:`_check_blind` does."""
+        now = self.clock.monotonic()
+        if now < self._next_blind_check:
+            return False
+        self._next_blind_check = now + BLIND_CHECK_INTERVAL
+        dirs, system = self._journal_dirs()
+        files = frozenset(_journal_files(dirs, system=system))
+        if not self._read_any or self._blind is not None:
+            self._seen(journal_files_problem(dirs, system=system))
+        if files == self._files:
+            return False
+        _log.info(
+            "journal files changed since the reader opened; reopening it at its cursor",
+            source=self.name,
+            added=len(files - self._files),
+            removed=len(self._files - files),
+        )
+        self.file_reopens += 1
+        return True
+
     def _seen(self, problem: str | None) -> None:
         """Record whether the journal shows nothing (``problem``) or can be read (None)."""
         if problem == self._blind:
@@ -540,8 +677,10 @@ class JournaldSource(Source):
                 cursor = None
         if cursor is not None:
             entry = self._next_entry(reader)
-            if entry is not None and reader.test_cursor(cursor):
-                self._cursor = cursor  # the saved entry: reading goes on after it
+            if entry is not None and (
+                reader.test_cursor(cursor) or _same_entry(entry.get("__CURSOR"), cursor)
+            ):
+                self._cursor = cursor  # the saved entry (or its copy): reading goes on after it
                 return
             if entry is not None and _follows(entry.get("__CURSOR"), cursor):
                 self._pending = entry  # the saved entry was vacuumed: this one is next
@@ -625,7 +764,12 @@ class JournaldSource(Source):
             reader.seek_cursor(cursor)
             if not reader._next():
                 return False
-            return bool(reader.test_cursor(cursor)) or _follows(reader._get_cursor(), cursor)
+            found = reader._get_cursor()
+            return (
+                bool(reader.test_cursor(cursor))
+                or _same_entry(found, cursor)
+                or _follows(found, cursor)
+            )
         finally:
             reader.close()
 
@@ -651,7 +795,12 @@ class JournaldSource(Source):
         sd-journal placed it by wall-clock time, past entries it skipped (lost)."""
         if not reader._previous():
             return False
-        return bool(reader.test_cursor(cursor)) or _follows(cursor, reader._get_cursor())
+        found = reader._get_cursor()
+        return (
+            bool(reader.test_cursor(cursor))
+            or _same_entry(found, cursor)
+            or _follows(cursor, found)
+        )
 
     def _nothing_skipped(self, cursor: str, reader: Any) -> None:
         """The saved cursor is lost (see :meth:`_cursor_lost`), but the journal holds no
@@ -741,11 +890,17 @@ class JournaldSource(Source):
             return None
         get = reader._get
         entry: dict[str, Any] = {}
-        for field_name in self._fields:
+        for field_name in _FIELDS:
             try:
                 entry[field_name] = get(field_name)
             except KeyError:
                 continue
+        if entry.get("_TRANSPORT") == b"driver":  # journald's own: a rate-limit notice?
+            for field_name in ("MESSAGE_ID", "N_DROPPED"):
+                try:
+                    entry[field_name] = get(field_name)
+                except KeyError:
+                    continue
         entry["__REALTIME_TIMESTAMP"] = reader._get_realtime()
         entry["__CURSOR"] = reader._get_cursor()
         return entry
@@ -765,6 +920,7 @@ class JournaldSource(Source):
                 return
             events: list[Event] = []
             read = 0
+            unrecognised = 0
             size = 0
             last_ts = 0
             read_at = self.clock.monotonic()
@@ -780,6 +936,12 @@ class JournaldSource(Source):
                     event = self._xid(entry)
                 if event is not None:
                     events.append(event)
+                elif "MESSAGE_ID" in entry:  # journald's own entry
+                    self._suppressed(entry)
+                elif not _is_sshd(entry, uids) and not (
+                    xid and entry.get("_TRANSPORT") == b"kernel"
+                ):
+                    unrecognised += 1  # an entry this source cannot read
                 size += len(_text(entry.get("MESSAGE")) or "")
                 cursor = entry.get("__CURSOR")
                 last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
@@ -787,7 +949,17 @@ class JournaldSource(Source):
                 self._read_any = True
                 if self._blind is not None:
                     self._seen(None)  # entries came: the journal can be read
-                emit(EventBatch(name, events, read_at, read - len(events), self._number()))
+                emit(
+                    EventBatch(
+                        name,
+                        events,
+                        read_at,
+                        read - len(events),
+                        self._number(),
+                        unrecognised,
+                        "journald",
+                    )
+                )
                 self._cursor = cursor
                 self.stats.lines_read += read
                 self.stats.bytes_read += size
@@ -797,9 +969,37 @@ class JournaldSource(Source):
                 self._save(force=False)
                 continue
             self._save(force=False)
-            if self._blind is not None:
-                self._check_blind()
+            if self._files_changed():
+                return
             reader.wait(wait)
+
+    def _suppressed(self, entry: Mapping[str, Any]) -> None:
+        """A journald entry (``_TRANSPORT=driver``): when it says journald dropped entries
+        of a unit this source reads under its rate limit (an sshd unit, or one that
+        ``matches`` names by ``_SYSTEMD_UNIT``), count them in
+        :attr:`entries_suppressed` and the notice as a gap (``stats.gaps``), and log a
+        warning naming the unit and how many. The entries are gone: attacks in them are
+        not seen."""
+        if _text(entry.get("MESSAGE_ID")) != SUPPRESSED_ID:
+            return
+        found = _SUPPRESSED.search(_text(entry.get("MESSAGE")) or "")
+        if found is None:
+            return
+        unit = found.group(2)
+        if not unit.startswith(SSH_UNITS) and unit not in self._units:
+            return
+        dropped_text = _text(entry.get("N_DROPPED")) or found.group(1)
+        dropped = int(dropped_text) if dropped_text.isdigit() else int(found.group(1))
+        self.entries_suppressed += dropped
+        self.stats.gaps += 1
+        _log.warning(
+            "journald dropped entries of a unit this source reads (its rate limit): "
+            "attacks in them were not seen",
+            source=self.name,
+            unit=unit,
+            dropped=dropped,
+            action=f"raise LogRateLimitBurst= for {unit} (see docs/install.md)",
+        )
 
     def _xid(self, entry: Mapping[str, Any]) -> XidEvent | None:
         event = kernel_xid_event(entry)
@@ -823,6 +1023,7 @@ class JournaldSource(Source):
         if isinstance(old, JournaldSource):
             merge_counts(self._xids, old._xids)
             self.cursors_lost += old.cursors_lost
+            self.entries_suppressed += old.entries_suppressed
 
     def collect(self) -> Iterator[Metric]:
         """The source's families, plus the kernel Xid counts with ``kernel_xid``."""
@@ -834,6 +1035,13 @@ class JournaldSource(Source):
             "as start_at says).",
             {"source": self.name},
             self.cursors_lost,
+        )
+        yield counter(
+            "aisentinel_source_entries_suppressed",
+            "Entries journald dropped under its rate limit (its Suppressed N messages "
+            "notices) from a unit this journald source reads; each notice is also a gap.",
+            {"source": self.name},
+            self.entries_suppressed,
         )
         if not self.config.kernel_xid:
             return
@@ -929,6 +1137,7 @@ REGISTRY.register("journald", JournaldSourceConfig, JournaldSource)
 
 __all__ = [
     "JOURNAL_DIRS",
+    "SUPPRESSED_ID",
     "JournaldSource",
     "JournaldSourceConfig",
     "entry_event",
@@ -936,4 +1145,6 @@ __all__ = [
     "journald_available",
     "journald_problem",
     "kernel_xid_event",
+    "matches_problem",
+    "may_read_sshd",
 ]

@@ -1,7 +1,8 @@
 """Sources that read the same input: every line (or journal entry) counted twice.
 
-Two ``[[sources]]`` that follow the same log file, or two journald sources, hand each
-line to the detectors twice: a brute force of 3 attempts is counted as 6 and the
+Two ``[[sources]]`` that follow the same log file, or two journald sources that read
+sshd's entries (or both the kernel's Xid lines) from the same journal, hand each line to
+the detectors twice: a brute force of 3 attempts is counted as 6 and the
 address is banned at about half its threshold. Within one source a file named twice is
 read once (see :mod:`.file`); across sources nothing can tell, so ``check-config`` (and
 ``aisentinel run`` at start) warns with :func:`shared_inputs`.
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 from aisentinel.sources.base import SourceConfigBase
 from aisentinel.sources.file import FileSourceConfig, _has_magic
-from aisentinel.sources.journald import JournaldSourceConfig
+from aisentinel.sources.journald import JournaldSourceConfig, may_read_sshd
 
 SYSLOG_SSHD_FILES = ("/var/log/auth.log", "/var/log/secure")
 """Where rsyslog writes sshd's lines on Debian/Ubuntu and on RHEL-likes."""
@@ -86,9 +87,31 @@ def _file_overlaps(files: Sequence[FileSourceConfig]) -> Iterable[str]:
                 break
 
 
-def _reads_sshd(source: JournaldSourceConfig) -> bool:
-    values = (m.partition("=")[2] for m in source.matches)
-    return any(v.startswith(("sshd", "ssh.", "ssh@")) for v in values)
+def _journal(source: JournaldSourceConfig) -> str:
+    """The journal a journald source reads, as a warning names it."""
+    directory = source.directory
+    return "the system journal" if directory is None else os.path.normpath(directory)
+
+
+def _journal_overlap(first: JournaldSourceConfig, second: JournaldSourceConfig) -> str | None:
+    """Why two journald sources count the same entries twice, or None: both read the same
+    journal, and both sshd's entries (matches that may select them), or both the
+    kernel's Xid lines (``kernel_xid``). An sshd source beside a kernel-only one, or
+    sources of different journal directories, read no entry in common that counts."""
+    where = _journal(first)
+    if where != _journal(second):
+        return None
+    what = [
+        *(["sshd's entries"] if may_read_sshd(first) and may_read_sshd(second) else []),
+        *(["the kernel's Xid lines"] if first.kernel_xid and second.kernel_xid else []),
+    ]
+    if not what:
+        return None
+    return (
+        f"journald sources {first.name!r} and {second.name!r} both read the journal "
+        f"({where}) for {' and '.join(what)}: the entries their matches share are counted "
+        f"twice ({_COUNTED_TWICE}); use one journald source"
+    )
 
 
 def _sshd_file(source: FileSourceConfig) -> str | None:
@@ -109,12 +132,10 @@ def shared_inputs(sources: Sequence[SourceConfigBase]) -> list[str]:
     out = list(_file_overlaps(files))
     for i, first in enumerate(journals):
         for second in journals[i + 1 :]:
-            out.append(
-                f"journald sources {first.name!r} and {second.name!r} both read the journal: "
-                f"the entries their matches share are counted twice ({_COUNTED_TWICE}); "
-                "use one journald source"
-            )
-    for journal in (j for j in journals if _reads_sshd(j)):
+            overlap = _journal_overlap(first, second)
+            if overlap is not None:
+                out.append(overlap)
+    for journal in (j for j in journals if may_read_sshd(j)):
         for source in files:
             path = _sshd_file(source)
             if path is not None:
