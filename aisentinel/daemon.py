@@ -1314,6 +1314,7 @@ class Daemon:
             if name not in new_src:  # its series go with it, and come back where they were
                 gone = rebuilt.pop(name, None), self.pipeline.sources.pop(name, None)
                 self._removed.sources[name] = gone
+                self.pipeline.judge_afresh(name)  # its parsers, and the problems they saw
         self.config = new
         for name, cfg in new_src.items():
             if name in changed:

@@ -314,6 +314,8 @@ class Pipeline:
         """The newest alert's quiet-until, rounded up to the second (see :meth:`_hold_back`)."""
         self._faults_logged: set[tuple[str, str, str]] = set()
         """(stage, plug-in, exception type) already logged at error level."""
+        self._problems_logged: set[tuple[str, str]] = set()
+        """(parser, what) of a :meth:`Parser.problems` fault or unknown kind already logged."""
         self.latency = Histogram(
             "aisentinel_pipeline_latency_seconds",
             "Time from a log line being read to the decision taken on it.",
@@ -894,15 +896,46 @@ class Pipeline:
         ``aisentinel_source_setup_problem``; not those of a parser that read none of the
         source's last :data:`PARSER_IDLE_LINES` lines (another format read since). Called
         from the control and exporter threads: the parsers are read from a copy of the
-        table."""
+        table. A parser whose ``problems()`` raises, or gives something other than a
+        :class:`SetupProblem` of a kind of :data:`SETUP_PROBLEMS` (a plug-in), is logged
+        once and that is left out: the ``problem`` label stays bounded, and the other
+        sources and metrics are unharmed."""
         out: list[SetupProblem] = []
         counters = self.sources.get(source)
-        latest = counters.lines if counters is not None else 0
+        if counters is None:  # not (or no longer) a source: its parsers saw nothing now
+            return out
+        latest = counters.lines
         for key, parser in list(self._parsers.items()):
             if key[0] != source or latest - self._read_upto.get(key, latest) > PARSER_IDLE_LINES:
                 continue
-            out += (p for p in parser.problems() if p not in out)
+            try:
+                found = list(parser.problems())
+            except Exception as exc:  # noqa: BLE001 - a plug-in must not stop the scrape
+                self._problem_ignored(source, key[1], f"raised {type(exc).__name__}", exc)
+                continue
+            for problem in found:
+                if not isinstance(problem, SetupProblem) or problem.kind not in SETUP_PROBLEMS:
+                    kind = getattr(problem, "kind", None)
+                    what = f"kind {kind!r}" if isinstance(kind, str) else type(problem).__name__
+                    self._problem_ignored(source, key[1], what, problem)
+                elif problem not in out:
+                    out.append(problem)
         return out
+
+    def _problem_ignored(self, source: str, parser: str, what: str, item: object) -> None:
+        """Log, once per parser and ``what``, a setup problem left out (see
+        :meth:`source_problems`)."""
+        if (parser, what) in self._problems_logged:
+            return
+        self._problems_logged.add((parser, what))
+        log.error(
+            "parser setup problem ignored: not a SetupProblem of a known kind",
+            source=source,
+            parser=parser,
+            what=what,
+            known=list(SETUP_PROBLEMS),
+            excerpt=_excerpt(item),
+        )
 
     def judge_afresh(self, source: str) -> None:
         """Forget how much of ``source``'s recent lines were recognised, and its parsers
@@ -957,7 +990,8 @@ class Pipeline:
             "for each source read by a line parser.",
             labels=["source", "problem"],
         )
-        for name in sorted({source for source, _parser in list(self._read_upto)}):
+        read = {source for source, _parser in list(self._read_upto)}
+        for name in sorted(read.intersection(list(self.sources))):
             found = {problem.kind for problem in self.source_problems(name)}
             for kind in sorted(found | set(SETUP_PROBLEMS)):
                 setup.add_metric([name, kind], 1.0 if kind in found else 0.0)

@@ -1108,3 +1108,31 @@ def test_reloads_judge_a_changed_source_afresh_and_a_re_added_one_counts_on(
         assert daemon.pipeline.sources["web"].lines == 300
     finally:
         _stop(daemon, thread)
+
+
+def test_a_source_removed_by_a_reload_takes_its_setup_problem_with_it(
+    tmp_path: Path, logs: Path
+) -> None:
+    """A source whose parser saw a setup problem, removed by a reload, has no
+    aisentinel_source_setup_problem series any more (its alert resolves) and no problem
+    for ``aisentinel status``."""
+    proxied = nginx_line(1_764_000_000.0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
+    (logs / "access.log").write_text(f"{proxied}\n" * 300)
+    daemon, thread = _run_daemon(_web_config(tmp_path, logs, ["access.log"]), FakeRunner({}))
+
+    def setup() -> dict[tuple[str, str], float]:
+        [family] = [
+            m for m in daemon.pipeline.collect() if m.name == "aisentinel_source_setup_problem"
+        ]
+        return {(s.labels["source"], s.labels["problem"]): s.value for s in family.samples}
+
+    try:
+        assert wait_for(lambda: daemon.pipeline.sources["web"].lines == 300)
+        assert setup()["web", "untrusted_local_proxy"] == 1.0
+        _web_config(tmp_path, logs, None)
+        daemon.request_reload()
+        assert wait_for(lambda: daemon.reloads["ok"] == 1)
+        assert [k for k in setup() if k[0] == "web"] == []
+        assert daemon.pipeline.source_problems("web") == []
+    finally:
+        _stop(daemon, thread)

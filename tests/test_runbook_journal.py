@@ -6,8 +6,9 @@ case), over the lines the daemon writes for the events it is meant to find: the
 ``MESSAGE`` of :class:`aisentinel.journal.JournalRenderer` (log_format journal) and the
 JSON line (log_format json, which the journal stores whole as ``MESSAGE``). Each of those
 events is checked against the code: its text is there, logged at info or above.
-Decisions are logged by the real :class:`aisentinel.decisionlog.DecisionLog`. A field
-filter (``TARGET=...``) must name a field the renderer writes.
+Decisions are logged by the real :class:`aisentinel.decisionlog.DecisionLog`, a parser's
+notice by the real pipeline. A field filter (``TARGET=...``) must name a field the
+renderer writes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import ast
 import re
 import shlex
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -24,18 +26,24 @@ from typing import Any
 import pytest
 import structlog
 
+from aisentinel.clock import FakeClock
 from aisentinel.decisionlog import DecisionLog
+from aisentinel.decisions.config import DecisionsConfig
+from aisentinel.decisions.engine import DecisionEngine
+from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import REGISTRY as DETECTORS
 from aisentinel.events import (
     Action,
     AddressTarget,
     Decision,
     Finding,
+    LineBatch,
     Severity,
     WorkloadKey,
     WorkloadTarget,
 )
 from aisentinel.journal import JournalRenderer
+from aisentinel.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = ("docs/runbooks.md", "docs/install.md")
@@ -51,7 +59,7 @@ class Logged:
     level: str
     fields: dict[str, Any]
     from_code: bool = True
-    """Check that the code logs it (False: made by the real DecisionLog here)."""
+    """Check that the code logs it (False: made by the real DecisionLog or pipeline here)."""
 
 
 def _line(level: str, event: str, **fields: Any) -> Logged:
@@ -127,6 +135,31 @@ BRAKED = (
     "ban brake engaged: more than 30 bans a minute since 2026-12-07T10:00:00Z "
     "(`aisentinel brake reset` releases it)"
 )
+
+
+def _proxied(i: int) -> str:
+    """An access-log line from a proxy on this host (loopback) with the client forwarded."""
+    return (
+        f'127.0.0.1 - - [07/Dec/2026:10:00:{i % 60:02d} +0000] "GET /api/tags HTTP/1.1" '
+        f'200 12 "-" "curl/8" "198.51.100.9"'
+    )
+
+
+def _notice(fmt: str, lines: list[str]) -> Logged:
+    """The line the real pipeline logs for the one notice its ``fmt`` parser queues
+    reading ``lines`` (source "web")."""
+    clock = FakeClock(T0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = Ledger(Path(tmp) / "ledger.sqlite3", clock)
+        engine = DecisionEngine(DecisionsConfig(), ledger, clock)
+        pipeline = Pipeline(detectors=[], engine=engine, runner=None, clock=clock)
+        with structlog.testing.capture_logs() as logs:
+            pipeline.process(LineBatch("web", fmt, lines, 0.0))
+        ledger.close()
+    [entry] = [e for e in logs if e.get("source") == "web"]
+    level = entry.pop("log_level")
+    return Logged(level, entry, from_code=False)
+
 
 # Every pattern the docs give `journalctl -u aisentinel -g`, with the lines it must find.
 FINDS: dict[str, list[Logged]] = {
@@ -315,6 +348,17 @@ FINDS: dict[str, list[Logged]] = {
     "gpu collector": [
         _line("warning", "gpu collector", state="down", reason="NVML library not found"),
     ],
+    "log source state changed": [
+        _line(
+            "warning",
+            "log source state changed",
+            source="auth",
+            state="degraded",
+            reason="positions cannot be saved: [Errno 28] No space left on device",
+        ),
+        _line("info", "log source state changed", source="auth", state="following", reason="x"),
+    ],
+    "most requests come from": [_notice("nginx", [_proxied(i) for i in range(60)])],
 }
 
 
@@ -446,7 +490,7 @@ def test_documented_lines_are_logged_at_the_default_level(pattern: str) -> None:
         assert logged.level in LEVELS, (pattern, logged.fields["event"])
         if logged.from_code:
             assert _logged_by_code(logged), (pattern, logged.fields["event"])
-        else:  # a decision: its reason is the engine's
+        elif logged.fields["event"] == "decision":  # its reason is the engine's
             _calls, texts, _constants = _code()
             reason = logged.fields["reason"]
             assert any(text.fullmatch(reason) for text in texts), (pattern, reason)

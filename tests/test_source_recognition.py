@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import nginx_line, nginx_ts, ssh_fail, syslog_ts
 from prometheus_client.core import Metric
 from structlog.testing import capture_logs
@@ -15,7 +16,7 @@ from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.events import Event, EventBatch, LineBatch
 from aisentinel.parsers import ParserContext, build_parser
-from aisentinel.parsers.base import Parser
+from aisentinel.parsers.base import Parser, SetupProblem
 from aisentinel.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
@@ -357,3 +358,45 @@ def test_a_journald_source_whose_entries_are_not_sshds_is_blind_and_sees_again(
     assert warning["event"] == "source sees again: its lines are of its format"
     assert _gauges(pipeline)["aisentinel_source_blind"] == {"ssh-journal": 0.0}
     assert _gauges(pipeline)["aisentinel_source_unrecognised_ratio"] == {"ssh-journal": 0.0}
+
+
+def test_a_source_the_pipeline_no_longer_counts_has_no_setup_problem(tmp_path: Path) -> None:
+    """A source whose counters are gone (removed by a reload) has no
+    aisentinel_source_setup_problem series and no problem, whatever its parser saw."""
+    pipeline = _pipeline(tmp_path)
+    proxied = nginx_line(T0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
+    _feed(pipeline, "web", "nginx", [proxied] * 300)
+    _feed(pipeline, "api", "nginx", [_good(i) for i in range(100)])
+    assert _setup_problems(pipeline)["web", "untrusted_local_proxy"] == 1.0
+    del pipeline.sources["web"]
+    assert _setup_problems(pipeline) == {("api", "untrusted_local_proxy"): 0.0}
+    assert pipeline.source_problems("web") == []
+
+
+def test_a_plug_in_parser_whose_problems_are_not_setup_problems_harms_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """problems() raising, or giving a str or an unknown kind, leaves every other metric
+    and the known kinds' series (0) in the scrape; each fault is logged once."""
+    pipeline = _pipeline(tmp_path)
+    _feed(pipeline, "web", "nginx", [_good(i) for i in range(100)])
+    parser = pipeline.parser_for("web", "nginx")
+    found: list[object] = []
+
+    def problems() -> list[object]:
+        if not found:
+            raise RuntimeError("plug-in bug")
+        return found
+
+    monkeypatch.setattr(parser, "problems", problems)
+    with capture_logs() as logs:
+        unknown = SetupProblem("no_xff", "x")  # type: ignore[arg-type]  # a plug-in's own kind
+        for given in ([], ["every client is 10.0.0.1"], [unknown]):
+            found[:] = given
+            for _scrape in range(2):
+                names = {m.name for m in pipeline.collect()}
+                assert "aisentinel_source_lines_parsed" in names
+                assert _setup_problems(pipeline) == {("web", "untrusted_local_proxy"): 0.0}
+                assert pipeline.source_problems("web") == []
+    ignored = [e["what"] for e in logs if e["event"].startswith("parser setup problem ignored")]
+    assert ignored == ["raised RuntimeError", "str", "kind 'no_xff'"]

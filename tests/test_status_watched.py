@@ -58,9 +58,13 @@ def _rules() -> list[dict[str, Any]]:
     return [r for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
 
 
+_NOT_READ = re.compile(r""""(?:\\.|[^"\\])*"|'(?:\\.|[^'\\])*'|`[^`]*`|#[^\n]*""")
+"""PromQL text that names no series read: a string (a label value) or a ``#`` comment."""
+
+
 def _reads(expr: str, recorded: dict[str, str]) -> set[str]:
     """Metric names ``expr`` reads, through the recording rules it names."""
-    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", expr))
+    names = set(re.findall(r"[a-zA-Z_:][a-zA-Z0-9_:]*", _NOT_READ.sub(" ", expr)))
     for name in names & set(recorded):
         names |= _reads(recorded[name], recorded)
     return names
@@ -87,6 +91,16 @@ def test_every_kind_of_problem_has_a_served_metric_and_an_alert_reading_it() -> 
         assert metric in docs, f"{kind}: {metric} is not in docs/metrics.md"
         assert alert in alerts, f"{kind}: no alert {alert}"
         assert metric in _reads(alerts[alert]["expr"], recorded), f"{alert} does not read {metric}"
+
+
+def test_a_name_in_a_comment_or_a_string_is_not_read() -> None:
+    """An alert that names a metric only in a ``#`` comment or a label value does not
+    read it; one that names it in its expression, or through a recording rule, does."""
+    recorded = {"job:x:sum": 'sum by (job) (aisentinel_x{note="#"})  # aisentinel_y'}
+    assert "aisentinel_x" not in _reads('# aisentinel_x\nvector(0) > 1{a="aisentinel_x"}', {})
+    reads = _reads("job:x:sum > 0  # aisentinel_z", recorded)
+    assert {"aisentinel_x", "job:x:sum"} <= reads
+    assert not {"aisentinel_y", "aisentinel_z"} & reads
 
 
 def test_every_setup_problem_a_parser_tells_is_explained() -> None:

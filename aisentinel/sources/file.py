@@ -1344,9 +1344,12 @@ class FileSource(Source):
         self.stats.detail = detail
         before = self.stats.state
         self.stats.set_state(state, reason)
-        if before not in (state, "stopped"):
-            log = _log.info if state == "following" else _log.warning
-            log("log source state changed", source=self.name, state=state, reason=reason)
+        if before in (state, "stopped"):
+            return
+        if state == "following":
+            _log.info("log source state changed", source=self.name, state=state, reason=reason)
+        else:
+            _log.warning("log source state changed", source=self.name, state=state, reason=reason)
 
     def _close_all(self) -> None:
         for tracked in self._files.values():
