@@ -508,3 +508,14 @@ def test_replace_shortens_a_ban_and_a_longer_ttl_extends_it(env: Env) -> None:
     assert "kept" not in render_result("ban", answer)
     with pytest.raises(CommandError, match="replace must be true or false"):
         env.ask("ban", target="203.0.113.9", ttl="2h", replace="yes")
+
+
+def test_a_fresh_ban_with_a_fractional_ttl_is_not_kept_longer(env: Env) -> None:
+    """A first ban whose --ttl does not survive ``(now + ttl) - now`` exactly (1234.7 s)
+    is not reported as a longer ban kept."""
+    env.clock.advance(0.123)
+    ttl = 1234.7
+    assert (env.clock.now() + ttl) - env.clock.now() > ttl  # the rounding the old check met
+    answer = env.ask("ban", target="203.0.113.9", ttl=str(ttl))
+    assert answer["kept_longer"] is False
+    assert "kept" not in render_result("ban", answer)

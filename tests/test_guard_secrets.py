@@ -301,6 +301,160 @@ def test_percent_decoding_is_one_search_however_many_runs(
     text = "caf%C3%A9%2Fb " * 15_000 + last  # 210,000 characters: under the bound
     found = secrets.find_secrets(text)
     assert [f.kind for f in found] == ["aws_access_key"]
-    assert text[found[0].start : found[0].end] == last
+    assert text[found[0].start : found[0].end] == _FAMILIES_AKIA
     assert len(searched) == 2  # the text, then all its decoded runs together
     assert searched[1] < 2 * len(text)
+
+
+def test_a_secret_plain_and_encoded_is_hidden_in_both_places() -> None:
+    """A decoded secret is dropped only where a plain finding covers its characters, never
+    because a finding elsewhere has the same kind and redacted form."""
+    key = "sk-proj-Ab3dEf9hIjKlMnOpQrStUvWx"
+    aws_a, aws_b = (
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/+ab",
+    )
+    cases = {
+        # the same key plain, then encoded
+        f"key {key} and curl 'https://x/?h=Authorization%3A%20Bearer%20"
+        f"{key.replace('-', '%2D')}'": key,
+        # two keys whose redacted forms are the same ("[40 chars]")
+        f"aws_secret_access_key={aws_a} and https://x/?aws_secret_access_key="
+        f"{aws_b.replace('/', '%2F').replace('+', '%2B')}": aws_b,
+    }
+    for text, encoded in cases.items():
+        found = find_secrets(text)
+        assert len(found) == 2, found
+        shown = redact_secrets(text, found)
+        for form in (encoded, encoded.replace("-", "%2D").replace("/", "%2F")):
+            assert form[8:-4] not in shown, shown
+        # the decoded finding spans the encoded secret, not the whole URL
+        decoded = found[1]
+        assert decoded.redacted.startswith("[url-encoded: ")
+        assert text[decoded.start : decoded.end].startswith(encoded[:2])
+        assert text[decoded.end :] in ("'", "")
+
+
+def test_a_token_cut_at_an_escape_is_reported_once() -> None:
+    """A token found in part before an escape and whole once decoded is one finding, the
+    decoded one, over the whole encoded token."""
+    text = "api_key=Zk3jd8Hs7dk2Lq9w and https://x/?access_token=Q9w8e7R6t5Y4u3I2%2Eo"
+    found = find_secrets(text)
+    assert [(f.kind, f.redacted) for f in found] == [
+        ("api_token", "[16 chars]"),
+        ("api_token", "[url-encoded: 18 chars]"),
+    ]
+    assert text[found[1].start : found[1].end] == "Q9w8e7R6t5Y4u3I2%2Eo"
+    assert "%2Eo" not in redact_secrets(text, found)
+
+
+# The public prefix each kind's redacted form may show, at most.
+_PUBLIC = {
+    "aws_access_key": ("AKIA",),
+    "github_token": ("ghp_", "gith"),
+    "gitlab_token": ("glpat-", "gldt-", "glrt-", "GR1348941"),
+    "slack_token": ("xoxb-", "xoxp-"),
+    "openai_key": ("sk-",),
+    "anthropic_key": ("sk-ant-",),
+    "google_api_key": ("AIza",),
+    "huggingface_token": ("hf_",),
+    "stripe_key": ("sk_live_", "rk_live_"),
+    "npm_token": ("npm_",),
+    "pypi_token": ("pypi-",),
+    "jwt": ("eyJ",),
+}
+
+
+def test_redacted_forms_show_the_public_prefix_and_four_characters_at_most() -> None:
+    """Every kind's redacted form shows its fixed public prefix and the last four
+    characters at most, also with a "-" inside the random part (GR1348941...)."""
+    tokens = {
+        **{s: k for k, s in _fake_secrets().items()},
+        **_FAMILIES,
+        "GR1348941abcdefghijk-mnoXyZ12": "gitlab_token",
+        "glpat-Ab3dEf9hIj-lMnOpQrSt": "gitlab_token",
+        "xoxb-123456789012-AbCdEfGhIjKlMnOpQrStUvWx": "slack_token",
+    }
+    for secret, kind in tokens.items():
+        (f,) = find_secrets(f"export TOKEN={secret} # debug")
+        assert f.kind == kind, (secret, f)
+        if kind == "credit_card":
+            assert f.redacted == f"card …{secret[-4:]}"
+            continue
+        if "…" not in f.redacted:  # only a length or a label
+            assert not any(secret[i : i + 5] in f.redacted for i in range(len(secret) - 4))
+            continue
+        prefix, middle, tail = f.redacted.split("…")
+        assert prefix in _PUBLIC[kind], (secret, f.redacted)
+        assert middle == f"[{len(secret)} chars]"
+        assert tail == secret[-4:]
+
+
+def test_api_token_values_that_are_code_are_not_secrets() -> None:
+    """A call or a dotted name of short pieces after ``api_key=`` is code, not a key."""
+    for text in (
+        "api_key=base64.b64encode(key_bytes).decode()",
+        "api_key=models.gpt4o.key_v2",
+        "secret_key=settings.openAiKey2.value",
+        "access_token=crypto.randomBytes(32)",
+    ):
+        assert find_secrets(text) == [], text
+
+
+def test_api_tokens_of_letters_flags_and_gitlab_headers_are_found() -> None:
+    """Letters-only random keys, ``--api-key VALUE``, a ``PRIVATE-TOKEN`` header and a
+    dotted random token are found; camel-case words are not."""
+    value = "Zx81kLmQ2p9RtYvW4b7NcDs0aB3"
+    for text, secret in (
+        ("api_key=AbCdEfGhIjKlMnOpQrStUvWx", "AbCdEfGhIjKlMnOpQrStUvWx"),
+        (f"openai --api-key {value} chat", value),
+        (f"run --access-token={value}", value),
+        (f'curl -H "PRIVATE-TOKEN: {value}" https://gitlab.example/api/v4', value),
+        ("access_token=Q9w8e7R6t5Y4u3I2.o", "Q9w8e7R6t5Y4u3I2.o"),
+        (
+            "access_token=ya29.a0AfB_byC3kLmN8pQrStUvWx1yZ2aBc",
+            "ya29.a0AfB_byC3kLmN8pQrStUvWx1yZ2aBc",
+        ),
+    ):
+        (f,) = find_secrets(text)
+        assert (f.kind, text[f.start : f.end]) == ("api_token", secret), text
+    assert find_secrets("api_key=ThisIsMyApiKeyPlaceholderText") == []
+
+
+def test_api_token_overlap_checks_stay_linear() -> None:
+    """256 KiB of ``api_key=AKIA...`` (every value another kind's) costs about what the
+    same keys without the name cost, not thousands of overlap checks per value."""
+    import time
+
+    def best(text: str) -> float:
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            find_secrets(text)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    named = ("api_key=AKIAIOSFODNN7EXAMPLE " * 9000)[:262_144]
+    bare = ("key AKIAIOSFODNN7EXAMPLE " * 11_000)[:262_144]
+    assert len(find_secrets(named)) == 9000
+    assert best(named) < 5 * best(bare) + 0.05
+
+
+def test_span_index_answers_as_a_scan_of_every_span_would() -> None:
+    """The sorted span index's overlap, straddle and cover answers match a brute-force scan."""
+    import random
+
+    from aisentinel.guard.secrets import _Spans
+
+    rng = random.Random(7)
+    for _ in range(200):
+        spans = []
+        for _ in range(rng.randrange(0, 8)):
+            s = rng.randrange(0, 40)
+            spans.append((s, s + rng.randrange(1, 15)))
+        index = _Spans(spans)
+        s = rng.randrange(0, 50)
+        e = s + rng.randrange(1, 10)
+        assert index.overlaps(s, e) == any(a < e and s < b for a, b in spans)
+        assert index.straddle(s) == any(a < s < b for a, b in spans)
+        assert index.covers(s, e) == any(a <= s and e <= b for a, b in spans)

@@ -215,6 +215,68 @@ def test_regex_runs_in_linear_time() -> None:
     assert time.perf_counter() - start < 2.0  # backtracking would take longer than the universe
 
 
+def test_not_regex_narrows_a_text_condition_in_matcher_and_explain() -> None:
+    """A path condition with ``not_regex`` holds when a pattern matches and no
+    ``not_regex`` does, in the matcher and in explain alike."""
+    from aisentinel.rules.matcher import explain_rule
+
+    rule = _rule(match={"path": {"regex": ["/\\.env(\\.[^/]*)?$"], "not_regex": ["\\.example$"]}})
+    matcher = Matcher([rule])
+    for path, hit in (
+        ("/.env", True),
+        ("/app/.env.production", True),
+        ("/.env.example", False),
+        ("/.ENV.EXAMPLE", False),
+        ("/.env.example.bak", True),
+        ("/readme", False),
+    ):
+        request = req(path)
+        assert bool(matcher.match(request)[0]) is hit, path
+        assert bool(explain_rule(rule, request)) is hit, path
+
+
+def test_not_regex_of_an_any_condition_applies_to_each_text_alone() -> None:
+    """``any`` holds when one of its texts matches a pattern and not a ``not_regex``: a
+    user agent that matches both does not cancel a target that matches the pattern."""
+    rule = _rule(match={"any": {"contains": ["evil"], "not_regex": ["good"]}})
+    matcher = Matcher([rule])
+    assert [r.id for r in matcher.match(req("/evil", agent="evil but good"))[0]] == ["r"]
+    assert matcher.match(req("/x", agent="evil but good"))[0] == []
+    assert [r.id for r in matcher.match(req("/x", agent="evil"))[0]] == ["r"]
+
+
+def test_not_regex_runs_only_when_a_pattern_matched() -> None:
+    """A ``not_regex`` is searched only for a text that one of the condition's patterns
+    matched, not for every request."""
+    rule = _rule(match={"path": {"prefix": ["/admin"], "not_regex": ["/admin/public"]}})
+    matcher = Matcher([rule])
+    searched: list[str] = []
+    negated = matcher._fields["path"]._negated
+    (cond,) = negated
+
+    class Counting:
+        def __init__(self, regex: object) -> None:
+            self.regex = regex
+
+        def search(self, text: str) -> object:
+            searched.append(text)
+            return self.regex.search(text)  # type: ignore[attr-defined]
+
+    negated[cond] = [Counting(r) for r in negated[cond]]
+    assert matcher.match(req("/index.html"))[0] == []
+    assert matcher.match(req("/admin/public/x"))[0] == []
+    assert [r.id for r in matcher.match(req("/admin/users"))[0]] == ["r"]
+    assert searched == ["/admin/public/x", "/admin/users"]
+
+
+def test_not_regex_is_validated_and_needs_a_pattern_beside_it() -> None:
+    """A ``not_regex`` RE2 refuses is refused; a condition with only ``not_regex`` is too."""
+    with pytest.raises(ValueError, match="RE2"):
+        _rule(match={"path": {"prefix": ["/x"], "not_regex": ["(?=y)"]}})
+    with pytest.raises(ValueError, match="give at least one of"):
+        _rule(match={"path": {"not_regex": ["y"]}})
+
+
 def test_regex_rules_match_text_with_a_lone_surrogate() -> None:
     """Text RE2 cannot encode (a lone surrogate) is matched with it replaced, not an error."""
     matcher = Matcher([_rule(match={"user_agent": {"regex": ["zgrab"]}})])

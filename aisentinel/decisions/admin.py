@@ -224,7 +224,7 @@ class AdminCommands:
         ttl = _ttl(args, engine.config.ban_ttl)
         force, replace = _flag(args, "force"), _flag(args, "replace")
         try:
-            decision = engine.manual_ban(
+            decision, kept = engine.manual_ban_kept(
                 target.text, ttl, reason, peer.who, force=force, replace=replace
             )
         except ValueError as exc:
@@ -235,7 +235,7 @@ class AdminCommands:
         # kept_longer: a ban in force ended later than asked, and was kept.
         return decision_json(decision, engine.clock.now()) | {
             "responders": [r.name for r in runner.responders],
-            "kept_longer": (decision.ttl or 0.0) > ttl,
+            "kept_longer": kept,
         }
 
     def allow(self, args: Mapping[str, Any], peer: Peer) -> dict[str, Any]:

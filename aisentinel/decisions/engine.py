@@ -914,7 +914,24 @@ class DecisionEngine:
         force: bool = False,
         replace: bool = False,
     ) -> Decision:
-        """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds.
+        """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds:
+        :meth:`manual_ban_kept`'s decision."""
+        return self.manual_ban_kept(text, ttl, reason, who, force=force, replace=replace)[0]
+
+    def manual_ban_kept(
+        self,
+        text: str,
+        ttl: float,
+        reason: str,
+        who: str,
+        *,
+        force: bool = False,
+        replace: bool = False,
+    ) -> tuple[Decision, bool]:
+        """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds, and
+        whether a ban in force that ends later was kept (told by the comparison of the
+        two ends, not by the decision's ``ttl``: ``(now + ttl) - now`` is not always
+        ``ttl`` in floating point).
 
         A ban of the same target in force that ends later is kept: the decision ends when
         it does (its ``ttl`` longer than ``ttl``), so a quick ban never frees a known
@@ -940,6 +957,7 @@ class DecisionEngine:
             why = f"by {who}: {reason}" if reason else f"by {who}"
             with self._lock:
                 current = self._active.get(target.text)
+            kept = False
             if (
                 not replace
                 and current is not None
@@ -947,7 +965,7 @@ class DecisionEngine:
                 and current.expires_at is not None
                 and current.expires_at > expires_at
             ):
-                expires_at = current.expires_at
+                kept, expires_at = True, current.expires_at
                 why += f" (kept the ban in force until {_iso(expires_at)}: it ends later)"
             decision = Decision(
                 ts=now,
@@ -965,7 +983,7 @@ class DecisionEngine:
                 self._counts[Action.BAN] += 1
                 self._hold(decision)
             log.info("manual ban", target=target.text, ttl=decision.ttl, who=who)
-            return decision
+            return decision, kept
 
     def _refusal(self, target: AddressTarget, *, force: bool) -> str | None:
         """Why ``target`` may not be banned by hand, or ``None``."""

@@ -9,15 +9,18 @@ findings can go to logs, metrics and ledgers.
 
 Percent-encoded text (a URL, a query string or a form body pasted into a prompt:
 ``aws_secret_access_key=wJalr%2FK7...``, ``Authorization%3A%20Bearer%20sk-...``) is
-decoded once and searched too; a secret found only there is reported on the span of the
-encoded text (``[url-encoded: [40 chars]]``).
+decoded once and searched too; a secret found there is reported on the characters it
+was decoded from (``[url-encoded: 40 chars]``) unless a finding of the text itself
+covers them.
 """
 
 from __future__ import annotations
 
 import re
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import accumulate
 from urllib.parse import unquote
 
 from aisentinel.guard.normalize import blob_spans
@@ -42,8 +45,9 @@ class SecretFinding:
 
 _RUN_START = r"(?<![A-Za-z0-9_-])"
 
-# (kind, pattern, characters of public prefix to keep (-1: through the first "-"),
-#  whether the part after the prefix must look random: see _random_looking)
+# (kind, pattern, characters of public prefix to keep (-1: what the kind's _PREFIXES
+#  pattern matches, never more), whether the part after the prefix must look random: see
+#  _random_looking)
 _PATTERNS: tuple[tuple[str, re.Pattern[str], int, bool], ...] = (
     ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), 4, False),
     (
@@ -144,10 +148,19 @@ _API_TOKEN = re.compile(
     r"[\"']?"
     r"(?:bearer|token|basic)(?:\s|\+){1,4}"
     r"|(?:x-api-key|api[_-]?key|api[_-]?token|access[_-]?token|auth[_-]?token|"
-    r"refresh[_-]?token|client[_-]?secret|secret[_-]?key)[\"']?\s{0,4}[:=]>?\s{0,4}[\"']?"
-    r"(?:bearer(?:\s|\+){1,4})?)"
-    r"([A-Za-z0-9._~+/=-]{16,512}+)(?![A-Za-z0-9._~+/=-])"
+    r"refresh[_-]?token|private[_-]?token|client[_-]?secret|secret[_-]?key)[\"']?\s{0,4}"
+    r"[:=]>?\s{0,4}[\"']?(?:bearer(?:\s|\+){1,4})?"
+    r"|--(?:api-key|api-token|access-token|auth-token|private-token)(?:\s{1,4}|=)[\"']?)"
+    r"([A-Za-z0-9._~+/=-]{16,512}+)(?![A-Za-z0-9._~+/=(-])"
 )
+# A value that is code, not a key: a dotted name of short pieces ("models.gpt4o.key",
+# "cfg.v2.api_key"), each a name (_code_name); a value followed by "(" (a call) is never
+# taken (_API_TOKEN).
+_DOTTED_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,15}(?:\.[A-Za-z_][A-Za-z0-9_]{0,15})+")
+# A key of letters only (about 3% of random 20-character base62 keys have no digit): a
+# run of 20+ letters, a quarter of them or more upper case and as many lower case
+# ("ThisIsMyApiKey" is words, not a key).
+_LETTERS = re.compile(r"[A-Za-z]{20,}")
 _API_TOKEN_WORDS = ("auth", "key", "token", "secret")
 # scheme://user:password@ (database URLs, proxies, git remotes).
 _URL_CREDENTIALS = re.compile(
@@ -173,8 +186,8 @@ _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
 
 
 def _redact(secret: str, keep_prefix: int) -> str:
-    if keep_prefix < 0:
-        keep_prefix = secret.find("-") + 1
+    """``secret``'s first ``keep_prefix`` characters (its public prefix), its length and,
+    from 16 characters, its last four."""
     tail = secret[-4:] if len(secret) >= 16 else ""
     return f"{secret[:keep_prefix]}…[{len(secret)} chars]…{tail}"
 
@@ -244,6 +257,30 @@ def _random_looking(body: str, *, case_counts: bool = True) -> bool:
     return False
 
 
+def _code_name(value: str) -> bool:
+    """``value`` is a dotted name whose every piece reads as a name, not random text: at
+    most two digits and, if mixed case, a third of its letters upper case at most
+    ("settings.openAiKey2", not "Q9w8e7R6t5Y4u3I2.o")."""
+    if _DOTTED_NAME.fullmatch(value) is None:
+        return False
+    for piece in value.split("."):
+        upper = sum(1 for c in piece if c.isupper())
+        lower = sum(1 for c in piece if c.islower())
+        if sum(1 for c in piece if c.isdigit()) > 2 or (lower and 3 * upper > upper + lower):
+            return False
+    return True
+
+
+def _letter_key(value: str) -> bool:
+    """``value`` holds a run of letters that looks random by its case (see _LETTERS)."""
+    for m in _LETTERS.finditer(value):
+        run = m.group()
+        upper = sum(1 for c in run if c.isupper())
+        if 4 * upper >= len(run) and 4 * (len(run) - upper) >= len(run):
+            return True
+    return False
+
+
 def _mixed(key: str) -> bool:
     return any(c.isupper() for c in key) and any(c.islower() for c in key)
 
@@ -277,15 +314,44 @@ def _context_secrets(text: str, found: list[SecretFinding]) -> None:
             found.append(SecretFinding("password", m.start(1), m.end(1), _hidden(value)))
 
 
+class _Spans:
+    """Spans sorted by start, with the furthest end reached so far: whether a span
+    overlaps or covers a given one, each in O(log n), however many spans there are."""
+
+    __slots__ = ("reach", "starts")
+
+    def __init__(self, spans: Iterable[tuple[int, int]]) -> None:
+        ordered = sorted(spans)
+        self.starts = [s for s, _ in ordered]
+        self.reach = list(accumulate((e for _, e in ordered), max))
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Some span has a character in ``[start, end)``."""
+        i = bisect_left(self.starts, end)  # the spans that start before ``end``
+        return i > 0 and self.reach[i - 1] > start
+
+    def straddle(self, at: int) -> bool:
+        """Some span starts before ``at`` and ends after it."""
+        i = bisect_left(self.starts, at)
+        return i > 0 and self.reach[i - 1] > at
+
+    def covers(self, start: int, end: int) -> bool:
+        """Some span holds all of ``[start, end)``."""
+        i = bisect_right(self.starts, start)  # the spans that start at ``start`` or before
+        return i > 0 and self.reach[i - 1] >= end
+
+
 def _api_tokens(text: str, found: list[SecretFinding]) -> None:
     """Values named as API keys or tokens that no other kind found already."""
-    taken = [(f.start, f.end) for f in found]
+    taken = _Spans((f.start, f.end) for f in found)
     for m in _API_TOKEN.finditer(text):
         start, end = m.span(1)
         value = m.group(1)
-        if not _random_looking(value, case_counts=False) or value.startswith(_PLACEHOLDER_START):
+        if value.startswith(_PLACEHOLDER_START) or not (
+            _random_looking(value, case_counts=False) or _letter_key(value)
+        ):
             continue
-        if any(s < end and start < e for s, e in taken):
+        if _code_name(value) or taken.overlaps(start, end):
             continue
         found.append(SecretFinding("api_token", start, end, _hidden(value)))
 
@@ -293,7 +359,14 @@ def _api_tokens(text: str, found: list[SecretFinding]) -> None:
 def _percent_encoded(text: str, found: list[SecretFinding]) -> None:
     """The secrets of ``text``'s percent-encoded runs, decoded once, that ``found`` does
     not hold already: the runs are joined, decoded and searched in one go (one call each,
-    however many runs), and a finding is reported on the span of the runs it came from.
+    however many runs), and a finding is reported on the characters of ``text`` it was
+    decoded from.
+
+    A decoded secret is left out only where a finding of ``text`` itself covers those
+    characters (a key next to an encoded "/"); one that covers findings of its kind
+    replaces them (a token cut at an escape was found in part); one that overlaps others
+    is added beside them (:func:`redact_secrets` hides both). Never by value: the same
+    key plain in one place and encoded in another is two findings.
 
     Decoded as Latin-1, each escape is one character: a position in the decoding is
     mapped back by counting the escapes before it (secrets are ASCII; other text only
@@ -311,16 +384,35 @@ def _percent_encoded(text: str, found: list[SecretFinding]) -> None:
         starts.append(n)
         n += e - s + len(_PERCENT_SEP)
 
-    def run_of(at: int) -> tuple[int, int]:
-        return runs[bisect_right(starts, at + 2 * bisect_left(shrunk, at)) - 1]
+    def place(at: int) -> tuple[int, int]:
+        """Where the character at ``at`` in plain was in ``text``: its start and end
+        (3 characters for an escape; a separator's, the end of the run before it)."""
+        i = bisect_left(shrunk, at)
+        here = at + 2 * i  # in raw
+        width = 3 if i < len(shrunk) and shrunk[i] == at else 1
+        r = bisect_right(starts, here) - 1
+        run_start, run_end = runs[r]
+        start = min(run_start + here - starts[r], run_end)
+        return start, min(start + width, run_end)
 
-    known = {(f.kind, f.redacted) for f in found}
+    ordered = sorted(found, key=lambda f: f.start)
+    firsts = [f.start for f in ordered]
+    plain_spans = _Spans((f.start, f.end) for f in ordered)
+    dropped: set[int] = set()  # positions in ordered of findings a decoded one replaces
     for inner in _find(plain):
-        if (inner.kind, inner.redacted) in known:
-            continue  # seen without decoding (a key next to an encoded "/")
+        start, end = place(inner.start)[0], place(inner.end - 1)[1]
+        if plain_spans.covers(start, end):
+            continue  # seen without decoding
+        if plain_spans.overlaps(start, end) and not plain_spans.straddle(start):
+            # Findings start inside: replaced if all of them are this kind's, inside.
+            inside = range(bisect_left(firsts, start), bisect_left(firsts, end))
+            if all(ordered[i].kind == inner.kind and ordered[i].end <= end for i in inside):
+                dropped.update(inside)
         shown = inner.redacted.strip("[]")
-        start, end = run_of(inner.start)[0], run_of(inner.end - 1)[1]
         found.append(SecretFinding(inner.kind, start, end, f"[url-encoded: {shown}]"))
+    if dropped:
+        gone = {id(ordered[i]) for i in dropped}
+        found[:] = [f for f in found if id(f) not in gone]
 
 
 def _find(text: str) -> list[SecretFinding]:
@@ -333,11 +425,15 @@ def _find(text: str) -> list[SecretFinding]:
             token = m.group()
             if kind == "openai_key" and token.startswith("sk-ant-"):
                 continue
-            if random:
+            shown = keep
+            if random or keep < 0:
                 prefix = _PREFIXES[kind].match(token)
-                if not _random_looking(token[prefix.end() if prefix else 0 :]):
+                public = prefix.end() if prefix else 0
+                if random and not _random_looking(token[public:]):
                     continue
-            found.append(SecretFinding(kind, m.start(), m.end(), _redact(token, keep)))
+                if keep < 0:
+                    shown = public  # the prefix only: a "-" in the random part is not one
+            found.append(SecretFinding(kind, m.start(), m.end(), _redact(token, shown)))
     _context_secrets(text, found)
     for m in _CARD.finditer(text):
         digits = m.group().replace(" ", "").replace("-", "")

@@ -136,12 +136,13 @@ class _Field:
     """The compiled patterns of one text field: an automaton of literals and RE2 regexes,
     each mapped to the condition numbers it satisfies."""
 
-    __slots__ = ("_automaton", "_exact", "_regexes")
+    __slots__ = ("_automaton", "_exact", "_negated", "_regexes")
 
     def __init__(self) -> None:
         self._automaton: Any = None
         self._exact: dict[str, list[int]] = {}
         self._regexes: list[tuple[Any, int]] = []
+        self._negated: dict[int, list[Any]] = {}  # condition -> its not_regex patterns
 
     def compile(self, entries: Sequence[tuple[str, str, int]]) -> None:
         """``entries``: ``(op, pattern, condition)``."""
@@ -151,6 +152,8 @@ class _Field:
                 self._exact.setdefault(pattern, []).append(cond)
             elif op == "regex":
                 self._regexes.append((compile_regex(pattern), cond))
+            elif op == "not_regex":
+                self._negated.setdefault(cond, []).append(compile_regex(pattern))
             else:
                 words.setdefault(pattern, []).append((op, cond))
         if words:
@@ -161,9 +164,11 @@ class _Field:
             self._automaton = automaton
 
     def scan(self, text: str, found: set[int]) -> None:
-        """Add to ``found`` every condition ``text`` satisfies."""
+        """Add to ``found`` every condition ``text`` satisfies: one of its patterns
+        matches, and none of its ``not_regex`` (tested only for such a condition)."""
+        hits = found if not self._negated else set()
         if text in self._exact:
-            found.update(self._exact[text])
+            hits.update(self._exact[text])
         if self._automaton is not None and text:
             last = len(text) - 1
             for end, (size, targets) in self._automaton.iter(text):
@@ -173,16 +178,24 @@ class _Field:
                         or (op == "prefix" and end == size - 1)
                         or (op == "suffix" and end == last)
                     ):
-                        found.add(cond)
+                        hits.add(cond)
         for regex, cond in self._regexes:
-            if cond not in found:
-                try:
-                    hit = regex.search(text)
-                except UnicodeEncodeError:  # a lone surrogate: RE2 matches UTF-8
-                    text = text.encode("utf-8", "replace").decode("utf-8")
-                    hit = regex.search(text)
-                if hit is not None:
+            if cond not in hits and cond not in found and _search(regex, text):
+                hits.add(cond)
+        if hits is not found:
+            for cond in hits:
+                negated = self._negated.get(cond)
+                if negated is None or not any(_search(r, text) for r in negated):
                     found.add(cond)
+
+
+def _search(regex: Any, text: str) -> bool:
+    """Whether RE2 ``regex`` matches in ``text`` (a lone surrogate replaced: RE2 matches
+    UTF-8)."""
+    try:
+        return regex.search(text) is not None
+    except UnicodeEncodeError:
+        return regex.search(text.encode("utf-8", "replace").decode("utf-8")) is not None
 
 
 class _Compiled(NamedTuple):
@@ -239,7 +252,7 @@ class Matcher:
                 conds.append(cond)
                 # ``any``: the referer is scanned with the extras (user, host, body).
                 homes = ("uri", "user_agent", "extra") if field == "any" else (field,)
-                for op in ("exact", "prefix", "suffix", "contains", "regex"):
+                for op in ("exact", "prefix", "suffix", "contains", "regex", "not_regex"):
                     for pattern in getattr(text, op):
                         for home in homes:
                             entries[home].append((op, pattern, cond))
@@ -445,7 +458,8 @@ _regex = lru_cache(maxsize=4096)(compile_regex)
 
 
 def _first_op(text: str, ops: dict[str, tuple[str, ...]]) -> tuple[str, str] | None:
-    """The first ``(op, pattern)`` of ``ops`` that ``text`` satisfies."""
+    """The first ``(op, pattern)`` of ``ops`` that ``text`` satisfies, unless one of its
+    ``not_regex`` matches ``text`` too."""
     for op, patterns in ops.items():
         for pattern in patterns:
             if (
@@ -453,9 +467,10 @@ def _first_op(text: str, ops: dict[str, tuple[str, ...]]) -> tuple[str, str] | N
                 or (op == "prefix" and text.startswith(pattern))
                 or (op == "suffix" and text.endswith(pattern))
                 or (op == "contains" and pattern in text)
-                or (op == "regex" and _regex(pattern).search(text) is not None)
+                or (op == "regex" and _search(_regex(pattern), text))
             ):
-                return op, pattern
+                negated = ops.get("not_regex", ())
+                return None if any(_search(_regex(n), text) for n in negated) else (op, pattern)
     return None
 
 

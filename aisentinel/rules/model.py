@@ -18,7 +18,11 @@ A rules file holds ``[[rules]]`` tables::
 
 * ``path``, ``uri``, ``query``, ``user_agent``, ``referer``, ``any`` - text, as
   :mod:`~aisentinel.rules.normalise` gives it (lower case): ``exact``, ``prefix``,
-  ``suffix``, ``contains`` (literals) and ``regex`` (RE2 syntax, linear time).
+  ``suffix``, ``contains`` (literals) and ``regex`` (RE2 syntax, linear time);
+  ``not_regex`` (RE2) narrows them: the field holds when one of the others matches and
+  no ``not_regex`` does (tested only then; for ``any``, text by text):
+  ``match.path.regex = ["/\\.env(\\.[^/]*)?$"]`` with
+  ``match.path.not_regex = ["\\.example$"]`` is a ``.env`` file, not a template.
   ``referer`` is the ``Referer`` header as logged (a request without one matches no
   ``referer`` pattern); ``any`` is the uri, user agent, referer, user, host and body
   together;
@@ -110,6 +114,9 @@ class TextMatch(StrictModel):
     suffix: tuple[Pattern, ...] = Field(default=(), max_length=MAX_PATTERNS)
     contains: tuple[Pattern, ...] = Field(default=(), max_length=MAX_PATTERNS)
     regex: tuple[Pattern, ...] = Field(default=(), max_length=MAX_PATTERNS)
+    not_regex: tuple[Pattern, ...] = Field(default=(), max_length=MAX_PATTERNS)
+    """Regexes the text must not match when one of the others does (RE2 has no
+    lookaround: "any .env file but a template" is a regex and a ``not_regex``)."""
 
     @field_validator("exact", "prefix", "suffix", "contains")
     @classmethod
@@ -117,7 +124,7 @@ class TextMatch(StrictModel):
         """Literals are compared with folded text, so they are folded too."""
         return tuple(p.lower() for p in _no_controls(patterns))
 
-    @field_validator("regex")
+    @field_validator("regex", "not_regex")
     @classmethod
     def _re2(cls, patterns: tuple[str, ...]) -> tuple[str, ...]:
         from aisentinel.rules.matcher import compile_regex  # noqa: PLC0415 - optional module
