@@ -96,7 +96,7 @@ JOURNALD = "journald"
 that are sshd's (or the kernel's, with ``kernel_xid``), which it can read."""
 JOURNALD_HINT = (
     "a journald source reads sshd's entries (and the kernel's Xid lines with kernel_xid) "
-    "only: check its matches and sshd_uids; nginx must log to a file read by a file source"
+    "only: check its matches; nginx must log to a file read by a file source"
 )
 
 RECOGNITION_WINDOW = 200
