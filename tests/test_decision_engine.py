@@ -970,3 +970,26 @@ def test_a_wall_clock_step_back_does_not_extend_bans(env: Env) -> None:
     assert engine.expire() == []
     env.clock.advance(1)
     assert [text(d) for d in engine.expire()] == [ATTACKER]
+
+
+def test_a_wall_clock_step_back_does_not_extend_a_runtime_allow(env: Env) -> None:
+    """After the wall clock steps back a day, an operator's 1h allow still ends 1h after
+    it was given (by the monotonic clock), in memory and in the ledger a restart reads;
+    then the address is banned again."""
+    engine = env.engine()
+    engine.allow(ATTACKER, HOUR, "alice", "pentest")
+    env.clock.advance(600)
+    env.clock.set(T0 + 600 - DAY)
+    with capture_logs() as logs:
+        engine.expire()
+    steps = [e for e in logs if e["event"].startswith("wall clock stepped back")]
+    assert [(e["seconds"], e["allows"]) for e in steps] == [(DAY, 1)]
+    assert [e.expires_at for e in engine.allow_entries()] == [T0 + HOUR - DAY]
+    assert [e.expires_at for e in env.engine().allow_entries()] == [T0 + HOUR - DAY]
+    env.clock.advance(HOUR - 600 - 1)
+    engine.expire()
+    assert engine.decide(finding()).action is Action.NONE
+    env.clock.advance(1)
+    engine.expire()
+    assert engine.allow_entries() == []
+    assert engine.decide(finding()).action is Action.BAN

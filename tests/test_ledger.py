@@ -167,6 +167,18 @@ def test_runtime_allows_are_kept_until_they_end_and_purged_after(ledger: Ledger)
     assert ledger.allows(T0) == [("198.51.100.0/24", T0 + 7200, "alice", "")]
 
 
+def test_shift_allows_moves_only_the_entries_still_in_force(ledger: Ledger) -> None:
+    """shift_allows(seconds, after) moves the expiry of the entries ending after
+    ``after`` and leaves the ended ones (history) as they were."""
+    ledger.record_allow("198.51.100.0/24", T0, T0 + 3600, "root")
+    ledger.record_allow("2001:db8::/64", T0 - 600, T0 - 60, "root")
+    assert ledger.shift_allows(-86400, T0) == 1
+    assert ledger.allows(T0 - 86400) == [
+        ("198.51.100.0/24", T0 + 3600 - 86400, "root", ""),
+        ("2001:db8::/64", T0 - 60, "root", ""),
+    ]
+
+
 def test_ledger_without_allows_and_brake_gets_them_and_stays_version_2(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -1269,7 +1269,8 @@ class DecisionEngine:
         back (NTP correcting a clock that ran an hour fast): their expiry is wall time (the
         ledger's, for restarts), so without this a 1h ban stepped back a day would last 25h.
         The kernel measures nftables timeouts on its monotonic clock; this does the same
-        for the engine's expiries, in memory and in the ledger, logged once per step. A
+        for the engine's expiries (bans and runtime allows), in memory and in the ledger,
+        logged once per step. A
         step forward (a slow clock corrected, a resume from suspend) is not undone: bans
         end by the wall clock, at worst early by the step."""
         offset = now - self.clock.monotonic()
@@ -1291,10 +1292,15 @@ class DecisionEngine:
         self._by_client.clear()  # they point at the replaced decisions
         self.epoch += 1  # the pipeline forgets its "banned until" of the old clock
         self._ledger(lambda: self.ledger.shift_expiries(step), 0)
+        # An operator's allow for 1h must not become one for 25h either: the runtime
+        # entries (and the ledger's, for a restart) keep the time they had left too.
+        allows = self._runtime.shift(step)
+        self._ledger(lambda: self.ledger.shift_allows(step, now - step), 0)
         log.warning(
-            "wall clock stepped back; the bans in force keep the time they had left",
+            "wall clock stepped back; the bans and allows in force keep the time they had left",
             seconds=round(-step, 1),
             bans=len(shifted),
+            allows=allows,
         )
 
     def _sweep_addresses(self, added: Iterable[IPAddress]) -> None:

@@ -701,6 +701,14 @@ class Ledger:
         cursors = self._write([(sql, (seconds,))])
         return cursors[0].rowcount if cursors else 0
 
+    def shift_allows(self, seconds: float, after: float) -> int:
+        """Move the expiry of the runtime allowlist entries that end after ``after`` by
+        ``seconds`` (the wall clock stepped; see :meth:`DecisionEngine._follow_clock_step`);
+        returns rows moved."""
+        sql = "UPDATE allows SET expires_at = expires_at + ? WHERE expires_at > ?"
+        cursors = self._write([(sql, (seconds, after))])
+        return cursors[0].rowcount if cursors else 0
+
     def remove(self, target: str) -> int:
         """Manual unban: close the open ban of ``target`` and forgive its history.
 
