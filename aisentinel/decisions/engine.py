@@ -309,6 +309,12 @@ class DecisionEngine:
     """Bumped whenever an operator forgave addresses or networks (:meth:`forgiven` has
     some): one comparison a batch tells the pipeline to take them."""
 
+    clock_shift = 0.0
+    """Seconds the engine has moved the expiries in force by, all steps together
+    (negative: the wall clock stepped back, see :meth:`_follow_clock_step`): whoever holds
+    a wall-clock "until" of its own (the pipeline's alert hold-backs) moves it by as much
+    when this changes."""
+
     def __init__(
         self,
         config: DecisionsConfig,
@@ -1291,6 +1297,7 @@ class DecisionEngine:
             self._active.update(shifted)
         self._by_client.clear()  # they point at the replaced decisions
         self.epoch += 1  # the pipeline forgets its "banned until" of the old clock
+        self.clock_shift += step  # and moves its alert hold-backs
         self._ledger(lambda: self.ledger.shift_expiries(step), 0)
         # An operator's allow for 1h must not become one for 25h either: the runtime
         # entries (and the ledger's, for a restart) keep the time they had left too.
