@@ -388,10 +388,9 @@ class DecisionEngine:
         """Wall minus monotonic time at the last look: a step of the wall clock moves it."""
         self._brake_saved = self._restore_brake()
         self._hosts = self._read_hosts()
-        allows = self._restore_allows()
+        allows, restored = self._restore()
         self.allowlist = self._build_allowlist()
         self.workload_allowlist = self._build_workload_allowlist()
-        restored: list[Decision] = self._ledger(self.ledger.open_bans, [])
         with self._lock:
             for ban in restored:
                 self._hold(ban)
@@ -1033,6 +1032,22 @@ class DecisionEngine:
             self._note(target, f"{note}: {reason}" if reason else note)
             log.info("runtime allow", network=str(net), ttl=ttl, who=who, lifted=len(lifted))
             return lifted
+
+    def _restore(self) -> tuple[int, list[Decision]]:
+        """What the ledger holds in force: the runtime allows put back (how many) and the
+        open enforcements. First each is capped at its TTL from now: a wall clock stepped
+        back while the daemon was down (``chronyc makestep`` on a clock that ran a day fast,
+        then a start) would otherwise lengthen a 1h ban, and an operator's 1h allow, by
+        the step (a running engine follows a step, see :meth:`_follow_clock_step`)."""
+        now = self.clock.now()
+        capped = self._ledger(lambda: self.ledger.cap_expiries(now, CLOCK_STEP_SECONDS), 0)
+        if capped:
+            log.warning(
+                "wall clock behind the ledger (stepped back while stopped); the bans and "
+                "allows it held keep at most their TTL from now",
+                capped=capped,
+            )
+        return self._restore_allows(), self._ledger(self.ledger.open_bans, [])
 
     def _restore_allows(self) -> int:
         """Put the runtime allowlist entries the ledger holds that have not ended yet
