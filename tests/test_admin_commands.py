@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,12 +17,14 @@ from conftest import wait_for
 from aisentinel import events
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
+from aisentinel.commands import FakeRunner
 from aisentinel.control import CommandError, ControlServer, Peer, request
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans, render_result
 from aisentinel.decisions.brakes import SshConnection
 from aisentinel.events import Action, Finding, Severity, canonical_address
-from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
+from aisentinel.responders import DryRunConfig, DryRunResponder, Responder, ResponderRunner
+from aisentinel.responders.nftables import NftablesConfig, NftablesResponder
 
 T0 = 1_764_000_000.0
 HOST = "192.0.2.10"
@@ -46,7 +48,9 @@ class Env:
         return request(self.server.path, command, **fields)
 
 
-def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
+def _env(
+    tmp: Path, *, responders: bool = True, more: Sequence[Responder] = (), **config: Any
+) -> Env:
     clock = FakeClock(T0)
     ledger = Ledger(tmp / "l.sqlite", clock)
     ssh = [SshConnection(canonical_address(SSH_CLIENT), 50000, "0A00000A:0016 1664A8C0:C350 7")]
@@ -59,7 +63,7 @@ def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
     )
     engine.ssh_login(SSH_CLIENT, 50000, T0)  # sshd's "Accepted ... port 50000"
     dryrun = DryRunResponder(DryRunConfig(), clock=clock)
-    runner = ResponderRunner([dryrun] if responders else [], clock)
+    runner = ResponderRunner([dryrun, *more] if responders else [], clock)
     runner.start()
     server = ControlServer(tmp / "c.sock")
     for name, handler in AdminCommands(lambda: engine, lambda: runner).handlers().items():
@@ -461,6 +465,35 @@ def test_cli_ban_wider_than_a_slash_16_needs_force(
     assert env.ask("ban", target="203.0.0.0/16")["target"] == "203.0.0.0/16"  # /16: no force
     with pytest.raises(CommandError, match="force must be true or false"):
         env.ask("ban", target="2.0.0.0/8", force="yes")
+
+
+def test_cli_ban_wider_than_an_enabled_responder_takes_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With nftables' min_prefix4 = 16, `aisentinel ban --force 10.16.0.0/12` is refused
+    (exit 1) naming nftables and the key, and nothing is banned; a /16 is banned."""
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    nft = FakeRunner({("nft", "-j", "-f", "-"): FakeRunner.ok(("nft", "-j", "-f", "-"))})
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft", min_prefix4=16), clock=FakeClock(T0), commands=nft
+    )
+    env = _env(tmp, more=[responder])
+    try:
+        sock = str(env.server.path)
+        assert main(["ban", "10.16.0.0/12", "--force", "--socket", sock]) == 1
+        err = capsys.readouterr().err
+        assert (
+            "refused: 10.16.0.0/12: nftables: network wider than /16 "
+            "(responders.nftables.min_prefix4): it would not be enforced"
+        ) in err
+        assert not env.engine.active()
+        assert main(["ban", "10.16.0.0/16", "--socket", sock]) == 0
+        assert "banned 10.16.0.0/16 until" in capsys.readouterr().out
+    finally:
+        env.server.stop()
+        env.runner.close(1.0)
+        env.ledger.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_a_shorter_manual_ban_keeps_the_longer_ban_in_force(

@@ -292,12 +292,47 @@ def test_nft_a_reconcile_counts_damage_to_the_table_it_made() -> None:
 
 @pytest.mark.parametrize("target", ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001::/16"])
 def test_nft_refuses_networks_too_wide_at_the_last_moment(target: str) -> None:
-    """A network wider than min_prefix4/min_prefix6 never reaches nft, even as a valid target."""
+    """A network wider than min_prefix4/min_prefix6 never reaches nft, even as a valid
+    target, and the commit says it refused it for good (PartialError)."""
     responder, runner = nft_responder()
     responder.add_many([ban(target)])
-    responder.commit()
+    with pytest.raises(PartialError) as err:
+        responder.commit()
+    assert err.value.refused == {target}
+    assert not err.value.failed
     assert runner.calls == []
     assert responder.refused == 1
+
+
+def test_nft_refused_ban_is_reported_not_enforced_and_given_up_once() -> None:
+    """With min_prefix6 = 56 a /48 ban is refused: the batch's other ban is written, the
+    /48 is reported not enforced ("given up: refused by the backend") and counted given
+    up once, whether its add or the reconciles after it met the refusal."""
+    clock = FakeClock(NOW)
+    responder, runner = nft_responder(min_prefix6=56)
+    responder.clock = clock
+    worker = ResponderRunner([responder], clock)
+    host, wide = ban("203.0.113.7"), ban("2001:db8:1::/48")
+    worker.submit(host)
+    worker.submit(wide)
+    worker.tick()
+    assert [e for _, e in elements(docs(runner)[-1], "add")][-1] == {
+        "elem": {"val": "203.0.113.7", "timeout": 3600}
+    }
+    assert "2001:db8:1::" not in runner.inputs[-1]
+    assert worker.unenforced(host) == []
+    assert worker.unenforced(wide) == ["nftables: given up: refused by the backend"]
+    for _ in range(2):
+        worker.reconcile([host, wide])
+        worker.tick()
+        assert worker.unenforced(host) == []
+        assert worker.unenforced(wide) == ["nftables: given up: refused by the backend"]
+    (stats,) = worker.stats()
+    assert (stats.given_up[Operation.ADD], stats.given_up[Operation.RECONCILE]) == (1, 0)
+    assert stats.ok[Operation.RECONCILE] == 2
+    assert responder.refusal(wide.target.network) == (  # type: ignore[union-attr]
+        "network wider than /56 (responders.nftables.min_prefix6)"
+    )
 
 
 def test_fail2ban_batches_into_one_client_run_per_direction() -> None:

@@ -223,13 +223,19 @@ class AdminCommands:
         engine = self._engine()
         ttl = _ttl(args, engine.config.ban_ttl)
         force, replace = _flag(args, "force"), _flag(args, "replace")
+        runner = self._runner()
+        refusals = [] if engine.config.simulate else runner.refusals(target.network)
+        if refusals:  # it would be recorded and reported banned, and never enforced
+            raise CommandError(
+                f"refused: {target.text}: {escape('; '.join(refusals), limit=300)}: it "
+                "would not be enforced; ban narrower networks, or widen that key"
+            )
         try:
             decision = engine.manual_ban(
                 target.text, ttl, reason, peer.who, force=force, replace=replace
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        runner = self._runner()
         runner.submit(decision)
         # Which responders act on it: none (a bare [responders] table) enforces nothing.
         # kept_longer: a ban in force ended later than asked, and was kept.

@@ -49,7 +49,9 @@ whose ledger is not the whole truth) adds them to the table as it is, keeping it
 elements and the drop rule of each of its sets. Every address is parsed again with
 ``ipaddress`` right before it is written; unspecified, loopback, multicast, link-local,
 reserved (NAT64 addresses excepted, as the engine's ``unbannable``) or too wide networks
-are refused and counted.
+are refused and counted, and a commit or reconcile that refused a ban raises
+:class:`~aisentinel.responders.base.PartialError` naming it (after writing the others),
+so the worker reports it not enforced and counts it given up.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ from aisentinel.events import AddressTarget, Decision, IPNetwork, is_nat64
 from aisentinel.responders.base import (
     REGISTRY,
     BufferedResponder,
+    PartialError,
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
@@ -132,10 +135,20 @@ def _set_name(net: IPNetwork) -> str:
     return f"v{net.version}_{net.prefixlen}"
 
 
+def _too_wide(net: IPNetwork, config: NftablesConfig) -> str | None:
+    """Why ``net`` is wider than the config lets a ban be (``None``: it is not)."""
+    key = "min_prefix4" if net.version == 4 else "min_prefix6"
+    widest: int = getattr(config, key)
+    if net.prefixlen < widest:
+        return f"network wider than /{widest} (responders.nftables.{key})"
+    return None
+
+
 def _refusal(net: IPNetwork, config: NftablesConfig) -> str | None:
     """Why ``net`` must not be written (``None``: it may)."""
-    if net.prefixlen < (config.min_prefix4 if net.version == 4 else config.min_prefix6):
-        return "network wider than min_prefix allows"
+    wide = _too_wide(net, config)
+    if wide is not None:
+        return wide
     ends = (net.network_address, net.broadcast_address)
     for flag in ("is_unspecified", "is_loopback", "is_multicast", "is_link_local", "is_reserved"):
         for addr in ends:
@@ -171,6 +184,8 @@ class NftablesResponder(BufferedResponder):
         succeeded, not withdrawn since): only then is a table found damaged a repair."""
         self.refused = 0
         """Targets refused by the last-moment validation (never written)."""
+        self._refused_now: dict[str, str] = {}
+        """The bans refused by the commit or reconcile under way: target text -> why."""
 
     def _pick(self) -> NftBackend | None:
         cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
@@ -188,12 +203,22 @@ class NftablesResponder(BufferedResponder):
 
     # ------------------------------------------------------------------ the contract
 
+    def refusal(self, net: IPNetwork) -> str | None:
+        return _too_wide(net, self.cfg)
+
     def commit(self) -> None:
+        """Apply the staged bans and lifts; raises :class:`PartialError` naming the bans
+        refused for good (never written: a network wider than ``min_prefix4`` /
+        ``min_prefix6``, an address that is no ban target) after the others are applied."""
         adds, deletes = self.take()
         now = self.clock.now()
+        self._refused_now = {}
         added = [b for b in self._valid(adds) if b[2] is None or b[2] > now]
+        refused = dict(self._refused_now)
         lifted = list(self._valid(deletes))
+        self._refused_now = refused  # a lift refused was never written: nothing to report
         if not added and not lifted:
+            self._raise_refused("commit")
             return
         lengths = self.lengths | {(net.version, net.prefixlen) for _, net, _ in [*lifted, *added]}
         # The table and the sets already made are not declared again: when someone
@@ -218,13 +243,28 @@ class NftablesResponder(BufferedResponder):
             if MISSING not in str(exc):
                 raise ResponderError(f"nftables: {exc}") from None
             self._recreate(held, now, f"commit found the table incomplete ({exc})")
+            self._raise_refused("commit")
             return
         self.lengths = lengths
         self.held = held
         self.made = True
+        self._raise_refused("commit")
+
+    def _raise_refused(self, what: str) -> None:
+        """Raise :class:`PartialError` with the bans refused by this ``what`` (commit,
+        reconcile), so the worker reports them not enforced and counts them given up."""
+        refused, self._refused_now = self._refused_now, {}
+        if refused:
+            text, why = next(iter(refused.items()))
+            raise PartialError(
+                f"nftables {what}: {len(refused)} bans refused for good, never written "
+                f"(first: {text}: {why})",
+                refused=refused,
+            )
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         now = self.clock.now()
+        self._refused_now = {}
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
@@ -234,11 +274,13 @@ class NftablesResponder(BufferedResponder):
         else:
             self._replace(wanted)
         log.info("nftables reconciled", table=self.cfg.table, bans=len(wanted))
+        self._raise_refused("reconcile")
 
     def reconcile_adding(self, active: Sequence[Decision]) -> None:
         """Add the active bans to the table as it is, keeping every element in it (each
         ends by its own kernel timeout) and the drop rule of every set it has."""
         now = self.clock.now()
+        self._refused_now = {}
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
@@ -259,6 +301,7 @@ class NftablesResponder(BufferedResponder):
         if damage is not None:
             self.repairs += 1
         log.info("nftables reconciled, adding only", table=self.cfg.table, bans=len(wanted))
+        self._raise_refused("reconcile")
 
     def _listed_lengths(self) -> set[tuple[int, int]]:
         """The prefix lengths of the sets the table has now (none: no table)."""
@@ -524,6 +567,7 @@ class NftablesResponder(BufferedResponder):
 
     def _refuse(self, text: str, why: str) -> None:
         self.refused += 1
+        self._refused_now[text] = why
         log.error(
             "nftables responder refused a target",
             target=text[:64].encode("ascii", "backslashreplace").decode(),
