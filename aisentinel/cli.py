@@ -930,6 +930,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unban = _admin_parser(sub, "unban", "unban", "lift a ban now (and forgive its history)")
     unban.add_argument("target", help="an address, a CIDR, or a workload (unit:NAME)")
+    unban.add_argument("--json", action="store_true", help="exact values as JSON")
     ban = _admin_parser(sub, "ban", "ban", "ban an address or CIDR by hand")
     ban.add_argument("target", help="an address or CIDR")
     ban.add_argument("--ttl", default=None, help="how long, e.g. 1h (default: ban_ttl)")
@@ -951,6 +952,9 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("target", metavar="CIDR", help="an address or CIDR")
     allow.add_argument("--ttl", default="1h", help="how long, e.g. 8h (default: 1h)")
     allow.add_argument("--reason", default="", help="recorded in the ledger")
+    allow.add_argument(
+        "--json", action="store_true", help="exact values as JSON (every ban lifted)"
+    )
     withdraw = sub.add_parser(
         "withdraw",
         help=(

@@ -3,6 +3,7 @@ reach the engine and the responder worker, are recorded with who asked, and refu
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -383,6 +384,49 @@ def test_bans_filters_by_target_and_limits(env: Env) -> None:
     for bad in ({"limit": 0}, {"limit": True}, {"limit": "3"}, {"target": "$(id)"}):
         with pytest.raises(CommandError, match="refused"):
             env.ask("bans", **bad)
+
+
+def test_bans_target_lists_only_the_allow_entries_overlapping_it(env: Env) -> None:
+    """`bans --target NET` lists the runtime allow entries that share an address with
+    NET (inside it or holding it), not every one; without a target, all of them."""
+    for net in ("203.0.113.0/25", "198.51.100.0/24", "2001:db8::/48", "10.0.0.0/8"):
+        env.ask("allow", target=net, ttl="1h")
+
+    def allowed(**fields: Any) -> list[str]:
+        return sorted(a["network"] for a in env.ask("bans", **fields)["allowed"])
+
+    assert allowed(target="203.0.113.0/24") == ["203.0.113.0/25"]
+    assert allowed(target="10.1.2.3") == ["10.0.0.0/8"]
+    assert allowed(target="2001:db8::1") == ["2001:db8::/48"]
+    assert allowed(target="192.0.2.0/24") == []
+    assert len(allowed()) == 4
+
+
+def test_allow_lifting_many_bans_prints_a_count_and_the_first_20(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aisentinel allow` that lifts 300 bans prints one short line: the count, the first
+    20 targets and how many more; --json keeps every target."""
+    sock = str(env.server.path)
+    targets = [f"203.0.{i >> 8}.{i & 255}" for i in range(1, 301)]
+    for target in targets:
+        env.ask("ban", target=target, ttl="1h")
+    capsys.readouterr()
+    assert main(["allow", "203.0.0.0/22", "--ttl", "1m", "--socket", sock]) == 0
+    out = capsys.readouterr().out.splitlines(keepends=True)[-1]  # after the log lines
+    assert out.startswith("allowed 203.0.0.0/22 until ")
+    assert len(out) < 600
+    assert "; lifted 300 bans: 203.0." in out
+    assert out.endswith(" and 280 more (--json lists every one)\n")
+    assert len(re.findall(r"203\.0\.\d+\.\d+", out)) == 21  # the /22 and 20 targets
+    env.clock.advance(61)
+    env.engine.expire()
+    for target in targets:
+        env.ask("ban", target=target, ttl="1h")
+    capsys.readouterr()
+    assert main(["allow", "203.0.0.0/22", "--json", "--socket", sock]) == 0
+    out = capsys.readouterr().out
+    assert sorted(json.loads(out[out.index("{\n") :])["lifted"]) == sorted(targets)
 
 
 def test_cli_bans_target_and_limit(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
