@@ -238,7 +238,7 @@ class AdminCommands:
         if refusals:  # it would be recorded and reported banned, and never enforced
             raise CommandError(
                 f"refused: {target.text}: {escape('; '.join(refusals), limit=300)}: it "
-                "would not be enforced; ban narrower networks, or widen that key"
+                "would not be enforced; ban a narrower network, or lower that key"
             )
         try:
             decision = engine.manual_ban(
