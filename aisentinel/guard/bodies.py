@@ -115,7 +115,8 @@ _WRAPPER = re.compile(
     r"(?:\s[^<>\n]{0,300})?>"
 )
 # Role markers of chat templates a client renders into a ``prompt`` itself. A group holds
-# the role's name, or (the last group) a fixed token whose role _FIXED_ROLES gives.
+# the role's name; a fixed token (no group) has its role in _FIXED_ROLES. Every branch
+# starts with a literal character, so the search skips the text between candidates.
 _ROLE_MARK = re.compile(
     r"<\|im_start\|>[ \t]*(\w{0,32})"  # ChatML (Qwen, Yi, many fine-tunes)
     r"|<\|start_header_id\|>[ \t]*(\w{0,32})[ \t]*<\|end_header_id\|>"  # Llama 3
@@ -125,11 +126,10 @@ _ROLE_MARK = re.compile(
     r"|<\|START_OF_TURN_TOKEN\|><\|(\w{1,32})_TOKEN\|>"  # Command R
     r"|<\|(system|user|assistant|tool)\|>"  # Phi-3, Zephyr
     r"|<\uff5c(User|Assistant)\uff5c>"  # DeepSeek
-    r"|^[ \t]*#{2,3}[ \t]*(Instruction|Input|Response|System|User|Assistant|Human)[ \t]*:"
-    r"|(\[/?INST\]|<</?SYS>>|\[/?SYSTEM_PROMPT\]|\[/?TOOL_RESULTS\]|\[/?AVAILABLE_TOOLS\]"
+    r"|###?[ \t]*(Instruction|Input|Response|System|User|Assistant|Human)[ \t]*:"  # Alpaca
+    r"|\[/?INST\]|<</?SYS>>|\[/?SYSTEM_PROMPT\]|\[/?TOOL_RESULTS\]|\[/?AVAILABLE_TOOLS\]"
     r"|<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|END_OF_TURN_TOKEN\|>"
-    r"|<\|endoftext\|>|</s>|<s>|<bos>|<\|begin_of_text\|>)",
-    re.M,
+    r"|<\|endoftext\|>|</s>|<s>|<bos>|<\|begin_of_text\|>"
 )
 _FIXED_ROLES = {
     "[INST]": "user",
@@ -153,10 +153,10 @@ _EMBEDDING_KEYS = ("encoding_format", "dimensions")
 def _template_role(match: re.Match[str], current: str) -> str:
     """``system``, ``assistant``, ``tool`` or ``user``: the role a role marker starts (a
     begin-of-text token keeps ``current``)."""
-    name = next((g for g in match.groups() if g is not None), "")
-    fixed = match.lastindex == _ROLE_MARK.groups
-    if fixed:
+    if match.lastindex is None:  # a fixed token
+        name = match.group()
         return current if name in _BOS else _FIXED_ROLES.get(name, "user")
+    name = match.group(match.lastindex)
     name = name.lower()
     if name in _TEMPLATE_SYSTEM:
         return "system"
@@ -374,8 +374,8 @@ class _Collector:
             return
         # The text before the first role marker is the template's preamble (Alpaca's "Below
         # is an instruction...", DeepSeek's system prompt), unless that marker ends a role.
-        fixed = match.lastindex == _ROLE_MARK.groups
-        role = "system" if not fixed or match.group(_ROLE_MARK.groups) in _FIXED_ROLES else "user"
+        opens = match.lastindex is not None or match.group() in _FIXED_ROLES
+        role = "system" if opens else "user"
         start = 0
         while match is not None:
             self._segment(prompt[start : match.start()], role, quoted)
