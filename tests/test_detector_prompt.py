@@ -520,7 +520,7 @@ def _benign_backend_bodies(i: int) -> dict[str, tuple[str, str]]:
         "raw_template": (json.dumps({"raw": True, "prompt": raw}), "/api/generate"),
         "owui_title": (chat(title), "/api/chat"),
         "owui_rag": (chat(rag), "/api/chat"),
-        "embeddings": (json.dumps({"input": [f"Wiki: {ATTACK} #{i}"]}), "/v1/embeddings"),
+        "embeddings": (json.dumps({"input": f"Wiki: {ATTACK} #{i}"}), "/v1/embeddings"),
         "cline": (cline, "/v1/chat/completions"),
     }
 
