@@ -335,6 +335,58 @@ def test_a_secret_plain_and_encoded_is_hidden_in_both_places() -> None:
         assert text[decoded.end :] in ("'", "")
 
 
+def test_an_encoded_value_is_found_after_its_name_and_a_space() -> None:
+    """A value with an escape is searched with the text before it on its line, so a name
+    written plainly and a space before it ("api_key: ...", "Bearer ...") still tell it;
+    the finding spans the encoded value alone and shows none of it."""
+    aws = "Q7xZ3t9KLmW2rB4n/Hj8Kd0Lp3Xc5Vb7Nm1Qa2Ws"
+    aws_enc = aws.replace("/", "%2F")
+    bearer = "Zk3jd8Hs7dk%2F2Lq9wAbCdEf"
+    cases = {
+        f"api_key: {aws_enc}": ("api_token", aws_enc),
+        # not only its first 16 characters, as before the escape, found plain
+        f"api_key:\n  {aws_enc}": ("api_token", aws_enc),
+        f"config:\n  aws_secret_access_key = {aws_enc}\n": ("aws_secret_key", aws_enc),
+        f"Authorization: Bearer {bearer}": ("api_token", bearer),
+        f"curl -H 'Authorization: Bearer {bearer}' https://x/": ("api_token", bearer),
+    }
+    for text, (kind, encoded) in cases.items():
+        found = find_secrets(text)
+        assert [(f.kind, text[f.start : f.end]) for f in found] == [(kind, encoded)], text
+        assert found[0].redacted.startswith("[url-encoded: ")
+        shown = redact_secrets(text, found)
+        for piece in (encoded[4:-4], "2Lq9w", "Hj8Kd"):
+            assert piece not in shown, (text, shown)
+    # further back than the context, the name tells nothing
+    assert find_secrets(f"api_key: {'x ' * 40}{aws_enc}") == []
+
+
+def test_the_text_before_an_encoded_run_is_not_cut_into_a_new_secret() -> None:
+    """The text searched before a run starts after a space or a quote, never inside a
+    word: a key glued to other letters is not found there once cut loose."""
+    glued = "x" * 80 + "AKIAQ7XZ3T9KLMW2RB4N"
+    for gap in range(70):  # the context's first character anywhere in or after the key
+        assert find_secrets(f"{glued} {'y' * gap} a%2Fb") == [], gap
+
+
+def test_keys_next_to_letters_of_other_scripts_are_found() -> None:
+    """A key right before or after a CJK or accented letter is found on its own span
+    (its edges are ASCII); an ASCII letter or digit glued to it still hides it."""
+    secrets = _fake_secrets()
+    for kind in ("aws_access_key", "github_token", "openai_key", "slack_token", "jwt"):
+        key = secrets[kind]
+        for text in (f"密钥是{key}\uff0c谢谢", f"{key}的", f"clé {key}é", f"é{key}"):
+            found = find_secrets(text)
+            assert [(f.kind, text[f.start : f.end]) for f in found] == [(kind, key)], text
+            assert key[5:-4] not in redact_secrets(text, found)
+    aws = secrets["aws_access_key"]
+    assert find_secrets(f"密钥{aws}X") == []
+    assert find_secrets(f"X{aws}的") == []
+    assert find_secrets(f"é{aws}7") == []
+    many = " ".join(f"用户{i}是user{i}@example.com的" for i in range(6))
+    assert [f.kind for f in find_secrets(many)] == ["email_bulk"]
+
+
 def test_a_token_cut_at_an_escape_is_reported_once() -> None:
     """A token found in part before an escape and whole once decoded is one finding, the
     decoded one, over the whole encoded token."""

@@ -224,7 +224,7 @@ AI_EXPLOITS = [
 
 PUBLIC_PROBES = [
     # one- or two-request probes of public attack lists (CrowdSec sec-lists, botnets)
-    ("GET /.env", 200, "secret-file-served"),
+    ("GET /.env", 200, "env-file-served"),
     ("GET /.git/config", 200, "secret-file-served"),
     ("GET /.aws/credentials", 200, "secret-file-served"),
     ("GET /wp-config.php.bak", 200, "secret-file-served"),
@@ -254,8 +254,9 @@ def test_public_probes_match_their_rule(target: str, status: int, rule_id: str) 
 def test_a_served_secret_file_is_high_and_says_leaked() -> None:
     """A secret file served is HIGH and says the secrets leaked; one answered 404 is no rule's."""
     rules = {loaded.rule.id: loaded.rule for loaded in RULESET.loaded}
-    assert rules["secret-file-served"].severity is Severity.HIGH
-    assert "leaked" in rules["secret-file-served"].description
+    for rule_id in ("secret-file-served", "env-file-served"):
+        assert rules[rule_id].severity is Severity.HIGH
+        assert "leaked" in rules[rule_id].description
     for target in ("GET /.env", "GET /.git/HEAD", "GET /includes/config.php~"):
         event = PARSER.parse(_benign_line(f"{target} HTTP/1.1", 404, AGENT))
         assert isinstance(event, HttpRequest)
@@ -270,23 +271,26 @@ def test_a_served_secret_file_is_high_and_says_leaked() -> None:
         ("GET /.env.template", "env-template-served"),
         ("GET /.env.dist", "env-template-served"),
         ("GET /.ENV.Example", "env-template-served"),
-        ("GET /.env", "secret-file-served"),
-        ("GET /.env.production", "secret-file-served"),
-        ("GET /.env.local", "secret-file-served"),
-        ("GET /api/.env.staging", "secret-file-served"),
-        ("GET /.env.example.bak", "secret-file-served"),
-        ("GET /.env.samples", "secret-file-served"),
-        ("GET /.env.exampl", "secret-file-served"),
-        ("GET /.env.", "secret-file-served"),
+        ("GET /.env", "env-file-served"),
+        ("GET /.env.production", "env-file-served"),
+        ("GET /.env.local", "env-file-served"),
+        ("GET /api/.env.staging", "env-file-served"),
+        ("GET /.env.example.bak", "env-file-served"),
+        ("GET /.env.samples", "env-file-served"),
+        ("GET /.env.exampl", "env-file-served"),
+        ("GET /.env.", "env-file-served"),
+        ("GET /.git/.env.example", "secret-file-served env-template-served"),
+        ("GET /.git/.env", "env-file-served secret-file-served"),
     ],
 )
 def test_a_served_env_template_is_low_and_a_real_env_stays_high(target: str, rule_id: str) -> None:
     """A served .env.example/.sample/.template/.dist is the LOW template rule alone (no
-    "rotate" advice); .env, .env.production, .env.local and near-misses stay HIGH."""
+    "rotate" advice); .env, .env.production, .env.local and near-misses stay HIGH, and
+    so does any file inside a Git folder, a template too."""
     rules = {loaded.rule.id: loaded.rule for loaded in RULESET.loaded}
     event = PARSER.parse(_benign_line(f"{target} HTTP/1.1", 200, AGENT))
     assert isinstance(event, HttpRequest)
-    assert [r.id for r in MATCHER.match(event)[0]] == [rule_id]
+    assert [r.id for r in MATCHER.match(event)[0]] == rule_id.split()
     template = rules["env-template-served"]
     assert template.severity is Severity.LOW
     assert "rotate" not in template.description

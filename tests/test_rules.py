@@ -245,6 +245,41 @@ def test_not_regex_of_an_any_condition_applies_to_each_text_alone() -> None:
     assert [r.id for r in matcher.match(req("/x", agent="evil"))[0]] == ["r"]
 
 
+def test_explain_tests_each_logged_text_whole_as_the_matcher_does() -> None:
+    """For ``any``, explain and the matcher test the user, host, referer and a
+    multi-line body each as one whole text, so they agree, and an exclusion does not
+    take off a rule the matcher found in a body."""
+    from aisentinel.rules.matcher import Exclusions, explain_rule
+    from aisentinel.rules.model import Exclusion
+
+    def body(path: str, text: str, user: str | None = None, **kw: str | None) -> HttpRequest:
+        return HttpRequest(T0, "t", "203.0.113.5", "POST", path, 200, 0, user, "x", body=text, **kw)
+
+    cases = [
+        (_rule(match={"any": {"contains": ["foo"], "not_regex": ["bar"]}}), "foo\nbar", False),
+        (_rule(match={"any": {"contains": ["foo"], "not_regex": ["^foo"]}}), "x\nfoo", True),
+        (_rule(match={"any": {"contains": ["foo"], "not_regex": ["^foo"]}}), "foo\nx", False),
+        (_rule(match={"any": {"exact": ["foo"]}}), "x\nfoo", False),
+        (_rule(match={"any": {"regex": ["^foo$"]}}), "foo\nx", False),
+    ]
+    for rule, text, hit in cases:
+        for request in (
+            body("/p", text),
+            body("/p", "", user=text),
+            body("/p", "", host=text),
+            body("/p", "", referer=text),
+        ):
+            assert bool(Matcher([rule]).match(request)[0]) is hit, (rule.match, request)
+            assert bool(explain_rule(rule, request)) is hit, (rule.match, request)
+    rule = cases[1][0]
+    exclusion = Exclusion.model_validate(
+        {"id": "x", "description": "d", "path": {"prefix": ["/p"]}, "params": ["q"], "rules": ["r"]}
+    )
+    request = body("/p?q=1", "x\nfoo")
+    assert Exclusions([exclusion], [rule]).excused_by(rule, request) is None
+    assert [r.id for r in Matcher([rule], exclusions=[exclusion]).match(request)[0]] == ["r"]
+
+
 def test_not_regex_runs_only_when_a_pattern_matched() -> None:
     """A ``not_regex`` is searched only for a text that one of the condition's patterns
     matched, not for every request."""

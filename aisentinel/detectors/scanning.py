@@ -22,7 +22,8 @@
   depth) is a sensitive hit whatever the status, even where the list has no entry
   for it (``/.env.stage``, ``/app/.git/config``), and is never learned as the app's own: on a
   server that wrongly serves it, every client that downloads it is counted, however
-  many did before (the ``secret-file-served`` rule also reports each one).
+  many did before (the ``env-file-served`` and ``secret-file-served`` rules also
+  report each one).
 * 404 bursts: ``not_found_threshold`` responses with a status in
   ``not_found_statuses`` within ``not_found_window`` (default 20 in a minute): a
   MEDIUM finding, counted with the compact rate estimate of
@@ -95,8 +96,8 @@ SECRET_PATH = re.compile(
 ``/app/.git/config``, ``/backend/.aws/credentials``, ``/home/ubuntu/.bash_history``, the
 Hugging Face, Ollama, Streamlit, LiteLLM and Kaggle secrets): a request for one is a
 sensitive hit whatever the status, and it is never an application's own resource however
-many clients are served them. The same patterns as the ``secret-file-served`` rule
-(``rules/exposure.toml``)."""
+many clients are served them. The same patterns as the ``env-file-served`` and
+``secret-file-served`` rules (``rules/exposure.toml``)."""
 
 DEFAULT_NOT_FOUND_IGNORE = (
     "/favicon.ico",

@@ -45,14 +45,18 @@ class SecretFinding:
 
 _RUN_START = r"(?<![A-Za-z0-9_-])"
 
+# re.ASCII: a key's edges (\b) are ASCII, so that a key right next to a letter of
+# another script ("密钥是ghp_...", "AKIA...é") is found.
 # (kind, pattern, characters of public prefix to keep (-1: what the kind's _PREFIXES
 #  pattern matches, never more), whether the part after the prefix must look random: see
 #  _random_looking)
 _PATTERNS: tuple[tuple[str, re.Pattern[str], int, bool], ...] = (
-    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b"), 4, False),
+    ("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", re.ASCII), 4, False),
     (
         "github_token",
-        re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{60,255})\b"),
+        re.compile(
+            r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{60,255})\b", re.ASCII
+        ),
         4,
         False,
     ),
@@ -64,30 +68,50 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int, bool], ...] = (
         "gitlab_token",
         re.compile(
             rf"{_RUN_START}(?:gl(?:pat|dt|rt|ptt|ft|cbt|oas|soat|imt|agent|ffct)-"
-            r"[0-9A-Za-z_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?|GR1348941[0-9A-Za-z_-]{20})\b"
+            r"[0-9A-Za-z_-]{20,300}(?:\.[0-9a-z]{2}[0-9a-z]{7})?|GR1348941[0-9A-Za-z_-]{20})\b",
+            re.ASCII,
         ),
         -1,
         True,
     ),
     # A token starts after a character that cannot be in it: a start at every prefix of
     # "xoxb-xoxb-..." or "sk-sk-sk-..." would scan up to the bound from each.
-    ("slack_token", re.compile(rf"{_RUN_START}xox[abposre]-[A-Za-z0-9-]{{10,250}}\b"), 5, True),
+    (
+        "slack_token",
+        re.compile(rf"{_RUN_START}xox[abposre]-[A-Za-z0-9-]{{10,250}}\b", re.ASCII),
+        5,
+        True,
+    ),
     (
         "openai_key",
-        re.compile(rf"{_RUN_START}sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{20,300}}\b"),
+        re.compile(
+            rf"{_RUN_START}sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{{20,300}}\b", re.ASCII
+        ),
         3,
         True,
     ),
-    ("anthropic_key", re.compile(rf"{_RUN_START}sk-ant-[A-Za-z0-9_-]{{20,300}}\b"), 7, True),
-    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])"), 4, False),
+    (
+        "anthropic_key",
+        re.compile(rf"{_RUN_START}sk-ant-[A-Za-z0-9_-]{{20,300}}\b", re.ASCII),
+        7,
+        True,
+    ),
+    ("google_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])", re.ASCII), 4, False),
     # hf_ (user) and api_org_ (organisation) and 34 letters and digits.
-    ("huggingface_token", re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{34}\b"), 3, True),
-    ("stripe_key", re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,120}\b"), 8, True),
-    ("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b"), 4, True),
+    ("huggingface_token", re.compile(r"\b(?:hf_|api_org_)[A-Za-z0-9]{34}\b", re.ASCII), 3, True),
+    (
+        "stripe_key",
+        re.compile(r"\b(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,120}\b", re.ASCII),
+        8,
+        True,
+    ),
+    ("npm_token", re.compile(r"\bnpm_[A-Za-z0-9]{36}\b", re.ASCII), 4, True),
     # A macaroon whose base64 starts with the location "pypi.org" (or "test.pypi.org").
     (
         "pypi_token",
-        re.compile(r"\bpypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000}"),
+        re.compile(
+            r"\bpypi-(?:AgEIcHlwaS5vcmc|AgENdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,1000}", re.ASCII
+        ),
         5,
         False,
     ),
@@ -96,7 +120,8 @@ _PATTERNS: tuple[tuple[str, re.Pattern[str], int, bool], ...] = (
         # No start inside a run of token characters: with a start at every "eyJ" of
         # "eyJ-eyJ-eyJ-..." each start scanned to the end of the run (quadratic).
         re.compile(
-            rf"{_RUN_START}eyJ[A-Za-z0-9_-]{{8,}}+\.eyJ[A-Za-z0-9_-]{{8,}}+\.[A-Za-z0-9_-]{{8,}}\b"
+            rf"{_RUN_START}eyJ[A-Za-z0-9_-]{{8,}}+\.eyJ[A-Za-z0-9_-]{{8,}}+\.[A-Za-z0-9_-]{{8,}}\b",
+            re.ASCII,
         ),
         3,
         False,
@@ -114,7 +139,7 @@ _PREFIXES = {
 """The public prefix of the kinds whose rest must look random."""
 _SEPARATORS = re.compile(r"[^A-Za-z0-9]+")
 _CARD = re.compile(r"(?<![\d-])(?:\d[ -]?){12,18}\d(?![\d-])")
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,24}\b")
+_EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,24}\b", re.ASCII)
 
 # Private keys: each BEGIN line, then its END looked for with str.find within
 # _PEM_SPAN characters (a lazy regex scan to the bound from every BEGIN took half a
@@ -183,6 +208,12 @@ _PERCENT_RUN = re.compile(
 )
 _PERCENT_SEP = "\n\n"
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+# A run is searched with the text before it, up to this many characters (from just
+# after a space, a quote or an angle bracket, where nothing is cut in two; not into the
+# run before): the name of a value that has an escape ("api_key: wJalr%2F...", "Bearer
+# Zk3j%2F..."), which the patterns allow on the line before too ("api_key:\n  ...").
+_PERCENT_CONTEXT = 64
+_CONTEXT_START = re.compile(r"(?<=[\s\"'<>])")
 
 
 def _redact(secret: str, keep_prefix: int) -> str:
@@ -358,9 +389,10 @@ def _api_tokens(text: str, found: list[SecretFinding]) -> None:
 
 def _percent_encoded(text: str, found: list[SecretFinding]) -> None:
     """The secrets of ``text``'s percent-encoded runs, decoded once, that ``found`` does
-    not hold already: the runs are joined, decoded and searched in one go (one call each,
-    however many runs), and a finding is reported on the characters of ``text`` it was
-    decoded from.
+    not hold already: the runs, each with the text before it (up to
+    :data:`_PERCENT_CONTEXT` characters, none with an escape: the name of a value), are
+    joined, decoded and searched in one go (one call each, however many runs), and a
+    finding is reported on the characters of ``text`` it was decoded from.
 
     A decoded secret is left out only where a finding of ``text`` itself covers those
     characters (a key next to an encoded "/"); one that covers findings of its kind
@@ -371,7 +403,16 @@ def _percent_encoded(text: str, found: list[SecretFinding]) -> None:
     Decoded as Latin-1, each escape is one character: a position in the decoding is
     mapped back by counting the escapes before it (secrets are ASCII; other text only
     has to keep its length)."""
-    runs = [m.span() for m in _PERCENT_RUN.finditer(text)]
+    runs: list[tuple[int, int]] = []
+    end = 0  # the end of the run before
+    for m in _PERCENT_RUN.finditer(text):
+        start = m.start()
+        lower = max(end, start - _PERCENT_CONTEXT)
+        if lower > 0:
+            at = _CONTEXT_START.search(text, lower, start)
+            lower = start if at is None else at.start()
+        end = m.end()
+        runs.append((lower, end))
     if not runs:
         return
     raw = _PERCENT_SEP.join([text[s:e] for s, e in runs])

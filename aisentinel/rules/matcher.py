@@ -77,9 +77,20 @@ class Fields:
 
     target: Target
     user_agent: str
-    extra: str
+    extra: tuple[str, ...]
+    """The user, host, referer and body that were logged, each a text of its own (as
+    :class:`Matcher` scans them for ``any``)."""
     malformed: bool
     referer: str = ""
+
+    def texts(self, field: str) -> tuple[str, ...]:
+        """The texts :class:`Matcher` tests ``field`` on, each a whole: for ``any``, the
+        uri, user agent and each of :attr:`extra`; none for a referer not logged."""
+        if field == "any":
+            return (self.target.uri, self.user_agent, *self.extra)
+        if field == "referer" and not self.referer:
+            return ()
+        return (self.text(field),)
 
     def text(self, field: str) -> str:
         """The text of ``field`` (``any`` joins the uri, user agent, referer and extras)."""
@@ -93,7 +104,7 @@ class Fields:
             return self.user_agent
         if field == "referer":
             return self.referer
-        return "\n".join((self.target.uri, self.user_agent, self.referer, self.extra))
+        return "\n".join((self.target.uri, self.user_agent, *self.extra))
 
 
 def is_malformed(request: HttpRequest) -> bool:
@@ -105,8 +116,10 @@ def is_malformed(request: HttpRequest) -> bool:
 
 def request_fields(request: HttpRequest, raw_target: str | None = None) -> Fields:
     """The :class:`Fields` of ``request`` (with ``raw_target`` in place of its own)."""
-    extra = "\n".join(
-        fold_text(v) for v in (request.user, request.host, request.body) if v is not None
+    extra = tuple(
+        fold_text(v)
+        for v in (request.user, request.host, request.referer, request.body)
+        if v is not None
     )
     return Fields(
         normalise_target(request.path if raw_target is None else raw_target),
@@ -475,14 +488,7 @@ def _first_op(text: str, ops: dict[str, tuple[str, ...]]) -> tuple[str, str] | N
 
 
 def _first_hit(field: str, ops: dict[str, tuple[str, ...]], fields: Fields) -> Hit | None:
-    texts = [fields.text(field)]
-    if field == "any":
-        texts = [fields.target.uri, fields.user_agent, *fields.extra.split("\n")]
-        if fields.referer:
-            texts.insert(2, fields.referer)
-    elif field == "referer" and not fields.referer:
-        return None  # no referer logged: as the matcher, which has nothing to scan
-    for text in texts:
+    for text in fields.texts(field):
         found = _first_op(text, ops)
         if found is not None:
             return Hit(field, *found)
