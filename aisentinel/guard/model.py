@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from itertools import repeat
@@ -91,6 +91,11 @@ class GuardModel:
         families that matched, no n-grams (how sure the regex evidence is by itself)."""
         rule_w = self.rule_w
         return _sigmoid(self.bias + sum(rule_w.get(hit.name, 0.0) for hit in feats.rules))
+
+    def families_score(self, names: Iterable[str]) -> float:
+        """:meth:`rule_score` of a text in which just the families ``names`` matched."""
+        rule_w = self.rule_w
+        return _sigmoid(self.bias + sum(rule_w.get(name, 0.0) for name in set(names)))
 
     def category(self, feats: Features) -> str:
         """The most likely attack category (only meaningful for texts that are attacks)."""

@@ -34,6 +34,10 @@ _KEEP_HEAD = 49_152
 _KEEP_TAIL = 16_384
 _EVIDENCE_CHARS = 160
 _CONTEXT = 40
+#: Most clauses a :class:`Verdict` names (one per rule family, strongest first).
+MAX_CLAUSES = 8
+_CLAUSE_REACH = 100
+_CLAUSE_MARKS = ".!?;:\n"
 
 #: The hardening guide's filter, kept to report what it would have replaced.
 GUIDE_PATTERN = re.compile(r"ignore previous|disregard your|system prompt:", re.IGNORECASE)
@@ -57,7 +61,14 @@ class Verdict:
     model's bias plus the weights of the families that matched in the text that scored,
     no n-grams): high only when regex evidence, not word statistics, says attack; the
     daemon counts a prompt towards abuse only when it is at least ``abuse_rule_score``
-    too.
+    too. ``clauses`` holds, for each rule family that points to an attack (positive
+    weight) and matched in that text, strongest first, at most :data:`MAX_CLAUSES`, the
+    family and the clause it matched in: the normalised text between the sentence
+    marks (``. ! ? ; :`` or a line break) around the match, at most 100 characters
+    either side of it, escaped, secrets redacted. It names an attack by its own words
+    whatever wraps it: the daemon counts abuse by clause, so one attack quoted again in
+    other prompts (a chat UI's title, tag and search-query tasks re-send the history) is
+    one attempt.
     """
 
     is_attack: bool
@@ -69,6 +80,7 @@ class Verdict:
     decoded: str | None = None
     truncated: bool = False
     rule_score: float = 0.0
+    clauses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,24 +138,42 @@ def _snippet(norm: str, start: int, end: int) -> str:
     return escape_snippet(norm[lo:hi], _EVIDENCE_CHARS)
 
 
-def _explain(model: GuardModel, norm: str, feats: Features) -> tuple[str, tuple[str, ...]]:
+def _clause(norm: str, start: int, end: int) -> str:
+    """The clause of ``norm`` around ``norm[start:end]``: from the sentence mark before
+    it to the one after it, at most :data:`_CLAUSE_REACH` characters either side."""
+    lo = max(0, start - _CLAUSE_REACH)
+    hi = min(len(norm), end + _CLAUSE_REACH)
+    left = max(norm.rfind(mark, lo, start) for mark in _CLAUSE_MARKS)
+    lo = left + 1 if left >= 0 else lo
+    for mark in _CLAUSE_MARKS:
+        at = norm.find(mark, end, hi)
+        if at >= 0:
+            hi = at
+    return escape_snippet(norm[lo:hi].strip(), _EVIDENCE_CHARS + 2 * _CLAUSE_REACH)
+
+
+def _explain(
+    model: GuardModel, norm: str, feats: Features
+) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The evidence snippet, the reasons and the clauses (see :class:`Verdict`)."""
     rule_w = model.rule_w
     positive = sorted(
         (h for h in feats.rules if rule_w.get(h.name, 0.0) > 0),
         key=lambda h: -rule_w.get(h.name, 0.0),
     )
     reasons = [f"rule:{h.name}" for h in positive]
+    clauses = tuple((h.name, _clause(norm, h.start, h.end)) for h in positive[:MAX_CLAUSES])
     top = model.top_word(feats)
     if top is not None:
         reasons.append(f"ngram:{escape_snippet(top[0], 60)}")
     if positive:
         best = positive[0]
-        return _snippet(norm, best.start, best.end), tuple(reasons)
+        return _snippet(norm, best.start, best.end), tuple(reasons), clauses
     if top is not None:
         at = norm.find(top[0])
         if at >= 0:
-            return _snippet(norm, at, at + len(top[0])), tuple(reasons)
-    return "", tuple(reasons)
+            return _snippet(norm, at, at + len(top[0])), tuple(reasons), clauses
+    return "", tuple(reasons), clauses
 
 
 def scan(
@@ -180,14 +210,23 @@ def scan(
         if found:
             norm = normalize(redact_secrets(view_text, found))
             feats = extract(norm)
-        evidence, reasons = _explain(mdl, norm, feats)
+        evidence, reasons, clauses = _explain(mdl, norm, feats)
     else:
-        evidence, reasons = "", ()
+        evidence, reasons, clauses = "", (), ()
     if decoded is not None:
         reasons = (*reasons, f"decoded:{decoded}")
     category = mdl.category(feats) if is_attack else "none"
     return Verdict(
-        is_attack, score, category, evidence, reasons, limit, decoded, truncated, rule_score
+        is_attack,
+        score,
+        category,
+        evidence,
+        reasons,
+        limit,
+        decoded,
+        truncated,
+        rule_score,
+        clauses,
     )
 
 
