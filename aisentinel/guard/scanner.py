@@ -1,7 +1,8 @@
 """``scan`` and ``sanitize_prompt``: the library entry points.
 
-A verdict is computed on the normalised prompt (see :mod:`aisentinel.guard.normalize`)
-and on every plausible base64/hex blob inside it, decoded; the highest score wins. A list
+A verdict is computed on the normalised prompt (see :mod:`aisentinel.guard.normalize`),
+on the prompt with its hidden Unicode tag text decoded in place, and on every plausible
+base64/hex blob inside it, decoded; the highest score wins. A list
 of messages is scanned as one text (joined by newlines), so an instruction split across
 messages is seen whole.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from aisentinel.guard.features import Features, extract
 from aisentinel.guard.model import GuardModel, default_model
-from aisentinel.guard.normalize import decoded_blobs, escape_snippet, normalize
+from aisentinel.guard.normalize import decoded_blobs, escape_snippet, normalize, tag_view
 from aisentinel.guard.rules import match_rules
 from aisentinel.guard.secrets import find_secrets, redact_secrets
 
@@ -56,18 +57,19 @@ class Verdict:
     decoded blob that scored) with what :func:`~.secrets.find_secrets` finds redacted,
     and ``category`` from the same text. ``reasons`` names the rule families and the
     n-gram behind the score; ``decoded`` is ``base64`` or ``hex`` when the score came
-    from a decoded blob; ``truncated`` is true when the prompt was longer than
-    :data:`MAX_SCAN_CHARS`. ``rule_score`` is the score of the rule families alone (the
-    model's bias plus the weights of the families that matched in the text that scored,
-    no n-grams): high only when regex evidence, not word statistics, says attack; the
-    daemon counts a prompt towards abuse only when it is at least ``abuse_rule_score``
-    too. ``clauses`` holds, for each rule family that points to an attack (positive
-    weight) and matched in that text, strongest first, at most :data:`MAX_CLAUSES`, the
-    family and the clause it matched in: the normalised text between the sentence
-    marks (``. ! ? ; :`` or a line break) around the match, at most 100 characters
-    either side of it, escaped, secrets redacted. It names an attack by its own words
-    whatever wraps it: the daemon counts abuse by clause, so one attack quoted again in
-    other prompts (a chat UI's title, tag and search-query tasks re-send the history) is
+    from a decoded blob, ``tags`` when it came from the text with its Unicode tag
+    characters decoded (:func:`~.normalize.tag_view`); ``truncated`` is true when the
+    prompt was longer than :data:`MAX_SCAN_CHARS`. ``rule_score`` is the score of the rule
+    families alone (the model's bias plus the weights of the families that matched in the
+    text that scored, no n-grams): high only when regex evidence, not word statistics, says
+    attack; the daemon counts a prompt towards abuse only when it is at least
+    ``abuse_rule_score`` too. ``clauses`` holds, for each rule family that points to an
+    attack (positive weight) and matched in that text, strongest first, at most
+    :data:`MAX_CLAUSES`, the family and the clause it matched in: the normalised text
+    between the sentence marks (``. ! ? ; :`` or a line break) around the match, at most 100
+    characters either side of it, escaped, secrets redacted. It names an attack by its own
+    words whatever wraps it: the daemon counts abuse by clause, so one attack quoted again
+    in other prompts (a chat UI's title, tag and search-query tasks re-send the history) is
     one attempt.
     """
 
@@ -194,7 +196,11 @@ def scan(
     score = mdl.score(feats)
     decoded: str | None = None
     view_text = raw
-    for kind, plain in decoded_blobs(raw):
+    views = decoded_blobs(raw)
+    hidden = tag_view(raw)
+    if hidden is not None:
+        views.insert(0, ("tags", hidden))
+    for kind, plain in views:
         d_norm = normalize(plain)
         d_feats = extract(d_norm)
         d_score = mdl.score(d_feats)
@@ -206,7 +212,7 @@ def scan(
         # The evidence never quotes a secret: it comes from the view that scored (the
         # prompt or a decoded blob) with its secrets redacted; the score stays the
         # one of the text as sent.
-        found = find_secrets(view_text, decoded=decoded is None)
+        found = find_secrets(view_text, decoded=decoded in (None, "tags"))
         if found:
             norm = normalize(redact_secrets(view_text, found))
             feats = extract(norm)
