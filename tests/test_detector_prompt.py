@@ -216,7 +216,7 @@ def test_secrets_never_appear_in_replay_output() -> None:
     """No secret of the prompt-secrets case, nor its middle, appears in replay --json or text."""
     case = ROOT / "tests" / "cases" / "prompt-secrets"
     log = (case / "access.json.log").read_text(encoding="utf-8")
-    secrets = [AWS, "ghp_R8wq2LmZ4kTn7Vb1Xc9Yd3Hf6Jg0Ps5QaUeW", "4111 1111 1111 1111"]
+    secrets = [AWS, "ghp_R8wq2LmZ4kTn7Vb1Xc9Yd3Hf6Jg0Ps5QaUeW", "4539 1488 0343 6467"]
     secrets += [f"user{i}@example.org" for i in range(5)]
     assert all(s in log for s in secrets)  # the log does hold them
     for output in (_replay(case, "--json"), _replay(case)):
@@ -493,7 +493,7 @@ def test_tracked_keys_counts_the_seen_and_counted_tables() -> None:
 def test_percent_encoded_secret_is_reported_and_not_quoted() -> None:
     """A key pasted inside a percent-encoded URL makes a prompt_secrets alert whose message
     and evidence hold neither the encoded nor the decoded key."""
-    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYQ7ZK2M9XPL"
     encoded = secret.replace("/", "%2F").replace("+", "%2B")
     body = chat(f"why does GET /up?aws_secret_access_key={encoded}&x=1 fail?")
     (f,) = run(PromptSecretsDetector(PromptSecretsConfig()), [req(0, body)])
