@@ -273,15 +273,17 @@ _WRAPPERS = (
 
 def test_one_attack_in_many_wrappers_or_numbered_copies_counts_once() -> None:
     """One attack sentence re-sent inside a chat UI's task prompts, or with a number
-    appended, is one attempt: no abuse finding; distinct attacks in them still count."""
+    appended, is one attempt; four distinct attacks after it make the fifth: abuse."""
+    det = injection()
     same = [chat(ATTACK)] + [chat(w.format(ATTACK)) for w in _WRAPPERS]
     same += [chat(f"{ATTACK} #{i}") for i in range(4)]
-    found = run(injection(), [req(i * 3, body) for i, body in enumerate(same)])
+    found = run(det, [req(i * 3, body) for i, body in enumerate(same)])
     assert len(found) == len(same)  # each one is still an alert
     assert Severity.HIGH not in [f.severity for f in found]
-    distinct = [chat(w.format(ATTACKS[i])) for i, w in enumerate(_WRAPPERS)]
-    found = run(injection(), [req(i * 3, body) for i, body in enumerate(distinct)])
-    assert [f.severity for f in found] == [Severity.MEDIUM] * 4 + [Severity.HIGH]
+    distinct = [req(40 + i, chat(ATTACKS[i])) for i in range(1, 5)]
+    found = run(det, distinct)
+    assert [f.severity for f in found] == [Severity.MEDIUM] * 3 + [Severity.HIGH]
+    assert found[-1].count == 5
 
 
 def test_secrets_in_base64_are_found_and_not_quoted() -> None:

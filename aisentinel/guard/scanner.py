@@ -38,7 +38,9 @@ _CONTEXT = 40
 #: Most clauses a :class:`Verdict` names (one per rule family, strongest first).
 MAX_CLAUSES = 8
 _CLAUSE_REACH = 100
-_CLAUSE_MARKS = ".!?;:\n"
+# Sentence marks, and the markup and quotes a wrapper puts around quoted text (the
+# normalised text has no line breaks: "<context>\n...\n</context>" is one line).
+_CLAUSE_MARKS = '.!?;:<>"`{}[]|'
 
 #: The hardening guide's filter, kept to report what it would have replaced.
 GUIDE_PATTERN = re.compile(r"ignore previous|disregard your|system prompt:", re.IGNORECASE)
@@ -66,11 +68,11 @@ class Verdict:
     ``abuse_rule_score`` too. ``clauses`` holds, for each rule family that points to an
     attack (positive weight) and matched in that text, strongest first, at most
     :data:`MAX_CLAUSES`, the family and the clause it matched in: the normalised text
-    between the sentence marks (``. ! ? ; :`` or a line break) around the match, at most 100
-    characters either side of it, escaped, secrets redacted. It names an attack by its own
-    words whatever wraps it: the daemon counts abuse by clause, so one attack quoted again
-    in other prompts (a chat UI's title, tag and search-query tasks re-send the history) is
-    one attempt.
+    between the sentence marks, markup and quotes (``. ! ? ; : < > " ` { } [ ] |``) around
+    the match, at most 100 characters either side of it, escaped, secrets redacted. It names
+    an attack by its own words whatever wraps it: the daemon counts abuse by clause, so one
+    attack quoted again in other prompts (a chat UI's title, tag and search-query tasks
+    re-send the history) is one attempt.
     """
 
     is_attack: bool
