@@ -227,6 +227,7 @@ def config_warnings(config: Config) -> list[str]:
     if not any(c.enabled for c in config.detectors.values()):
         out.append("every detector is disabled: nothing read can be detected")
     out.extend(_wide_network_warnings(config))
+    out.extend(_ban_prefix_warnings(config))
     if config.parsers.forwarded_header == "real_ip" and not config.parsers.trusted_proxies:
         out.append(
             'parsers.forwarded_header = "real_ip" without parsers.trusted_proxies: '
@@ -256,6 +257,24 @@ def config_warnings(config: Config) -> list[str]:
             "lock you out (logged-in SSH sessions, loopback and this host's addresses are "
             "always allowed)"
         )
+    return out
+
+
+def _ban_prefix_warnings(config: Config) -> list[str]:
+    """An enabled responder that refuses every automatic IPv6 ban: the network the engine
+    bans (``decisions.ipv6_ban_prefix``) is wider than its ``min_prefix6``."""
+    out = []
+    prefix = config.decisions.ipv6_ban_prefix
+    for name, responder in sorted(config.responders.items()):
+        widest = getattr(responder, "min_prefix6", None)
+        if responder.enabled and isinstance(widest, int) and prefix < widest:
+            out.append(
+                f"decisions.ipv6_ban_prefix = {prefix} is wider than responders.{name}."
+                f"min_prefix6 = {widest}: {name} refuses every automatic IPv6 ban (a "
+                f"/{prefix}), so none is enforced there (each is reported NOT ENFORCED and "
+                f"counted given up); set ipv6_ban_prefix to at least {widest}, or "
+                f"min_prefix6 to at most {prefix}"
+            )
     return out
 
 
@@ -916,6 +935,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     unban = _admin_parser(sub, "unban", "unban", "lift a ban now (and forgive its history)")
     unban.add_argument("target", help="an address, a CIDR, or a workload (unit:NAME)")
+    unban.add_argument("--json", action="store_true", help="exact values as JSON")
     ban = _admin_parser(sub, "ban", "ban", "ban an address or CIDR by hand")
     ban.add_argument("target", help="an address or CIDR")
     ban.add_argument("--ttl", default=None, help="how long, e.g. 1h (default: ban_ttl)")
@@ -937,6 +957,9 @@ def build_parser() -> argparse.ArgumentParser:
     allow.add_argument("target", metavar="CIDR", help="an address or CIDR")
     allow.add_argument("--ttl", default="1h", help="how long, e.g. 8h (default: 1h)")
     allow.add_argument("--reason", default="", help="recorded in the ledger")
+    allow.add_argument(
+        "--json", action="store_true", help="exact values as JSON (every ban lifted)"
+    )
     withdraw = sub.add_parser(
         "withdraw",
         help=(

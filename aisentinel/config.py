@@ -53,14 +53,14 @@ DEFAULT_CONTROL_SOCKET = Path("/run/aisentinel/control.sock")
 MAX_SOCKET_PATH_BYTES = 107
 """``sun_path`` holds 108 bytes on Linux, the last one the terminating NUL."""
 MAX_HEARTBEAT_INTERVAL = 30.0
-"""The longest ``heartbeat_interval``: the heartbeat gauge of a healthy daemon must stay
-well under the minute after which AisentinelHeartbeatStale fires (its age reaches the
-interval plus Prometheus' scrape interval), and the shipped unit's ``WatchdogSec`` is 30s
-(under systemd the daemon beats at least every half of it anyway)."""
+"""The longest ``heartbeat_interval``: AisentinelHeartbeatStale fires when the heartbeat
+gauge has not moved in any scrape of 2 minutes, so with scrapes up to a minute apart a
+healthy daemon's gauge must move between every two of them, and the shipped unit's
+``WatchdogSec`` is 30s (under systemd the daemon beats at least every half of it anyway)."""
 
 HEARTBEAT_WHY = (
-    "AisentinelHeartbeatStale fires once the heartbeat is a minute old, and the unit's "
-    "WatchdogSec is 30s"
+    "AisentinelHeartbeatStale fires once the heartbeat has not moved in 2 minutes of "
+    "scrapes, and the unit's WatchdogSec is 30s"
 )
 
 HeartbeatInterval = Annotated[

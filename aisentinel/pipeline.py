@@ -96,7 +96,7 @@ JOURNALD = "journald"
 that are sshd's (or the kernel's, with ``kernel_xid``), which it can read."""
 JOURNALD_HINT = (
     "a journald source reads sshd's entries (and the kernel's Xid lines with kernel_xid) "
-    "only: check its matches and sshd_uids; nginx must log to a file read by a file source"
+    "only: check its matches; nginx must log to a file read by a file source"
 )
 
 RECOGNITION_WINDOW = 200
@@ -251,6 +251,9 @@ DecisionHook = Callable[[Decision], None]
 class Pipeline:
     """Parsers -> detectors -> decisions -> responders for batches of lines."""
 
+    _clock_shift = 0.0
+    """The engine's :attr:`~DecisionEngine.clock_shift` the alert hold-backs follow."""
+
     def __init__(
         self,
         *,
@@ -364,6 +367,7 @@ class Pipeline:
             or engine.policy != self._policy
             or engine.brake_releases() != self._releases
             or engine.forgiveness != self._forgiveness
+            or engine.clock_shift != self._clock_shift
         ):
             self._check_engine()
         counters = self.sources.get(batch.source)
@@ -763,6 +767,10 @@ class Pipeline:
         finding about a key alerted on is decided under the new table at once, not up to
         ``alert_repeat`` later (at worst one alert more per key held back).
 
+        The engine followed a step back of the wall clock (:attr:`DecisionEngine.clock_shift`
+        moved): the alert hold-backs move by as much (:meth:`_shift_hold_backs`); the quiet
+        keys went with the epoch the step moved too.
+
         In each case the detectors' own quiet periods end too (:meth:`Detector.unquiet`):
         a detector reports a key once per window, and a key whose decision ended early
         would otherwise be reported again only when that window ends.
@@ -793,6 +801,9 @@ class Pipeline:
             self._alerted.clear()
             self._braked.clear()
             unquiet = True
+        if engine.clock_shift != self._clock_shift:
+            self._shift_hold_backs(engine.clock_shift - self._clock_shift)
+            self._clock_shift = engine.clock_shift
         if unquiet and self._checked:  # (nothing is quiet before the first batch)
             for detector in self.detectors:
                 try:
@@ -800,6 +811,16 @@ class Pipeline:
                 except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
                     self._fault("detect", detector.name, "", exc, None)
         self._checked = True
+
+    def _shift_hold_backs(self, seconds: float) -> None:
+        """Move every alert hold-back's "until" by ``seconds``: the engine moved its
+        expiries so (the wall clock stepped back), and the findings' times, read from logs
+        the new clock stamps, moved with them. Without it a step back of a day would hold
+        an attacker's alerts back for ``alert_repeat`` plus a day."""
+        for held in (self._alerted, self._braked):
+            for levels in held.values():
+                for level, keys in list(levels.items()):
+                    levels[level] = {k: t + seconds for k, t in keys.items()}
 
     def _forget(self, forgiven: Forgiven) -> None:
         """Have every detector forget what it counted of the clients ``forgiven`` accepts."""
@@ -880,6 +901,7 @@ class Pipeline:
         if engine is not self.engine:
             # another engine: hold-backs go, and its forgiven clients are taken, at the next batch
             self._releases = self._policy = self._forgiveness = -1
+            self._clock_shift = engine.clock_shift  # (its hold-backs go all the same)
         self.engine = engine
         set_ipv6_key_prefix(engine.config.ipv6_ban_prefix)
         self._epoch = -1  # the quiet keys are forgotten at the next batch

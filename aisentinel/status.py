@@ -361,7 +361,7 @@ def found_problems(snap: Mapping[str, Any]) -> list[Problem]:
                     f"source {s.get('name')} is blind: {pct} of its last "
                     f"{s.get('recent_lines')} journal entries are not sshd's (nor the kernel's "
                     "with kernel_xid), the only ones a journald source reads (check its "
-                    "matches and sshd_uids)",
+                    "matches)",
                 )
             else:
                 add(

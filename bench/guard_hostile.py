@@ -34,6 +34,14 @@ def _fill(unit: str, size: int, tail: str = "") -> str:
     return (unit * (size // len(unit) + 1))[: size - len(tail)] + tail
 
 
+def _prompt(text: str) -> str:
+    return json.dumps({"model": "m", "prompt": text})
+
+
+def _user(text: str) -> str:
+    return json.dumps({"model": "m", "messages": [{"role": "user", "content": text}]})
+
+
 def cases(n: int) -> dict[str, tuple[str, str]]:
     """``name -> (family, text)``."""
     return {
@@ -104,6 +112,13 @@ def cases(n: int) -> dict[str, tuple[str, str]]:
         "lenient_keys": ("lenient", _fill('"content":"\\x', n)),
         "lenient_cut_escape": ("lenient", '{"content":"' + _fill("\\u12", n - 12)),
         "nginx_escapes": ("lenient", _fill("\\x22", n)),
+        # bodies.py: chat templates, quoting wrappers and tool-result markers in JSON strings
+        "template_markers": ("template", _prompt(_fill("<|im_start|>user\n", n - 20))),
+        "template_headers": ("template", _prompt(_fill("### Instruction:\n", n - 20))),
+        "template_end_tokens": ("template", _prompt(_fill("</s><s>[INST]", n - 20))),
+        "wrapper_unclosed": ("wrapper", _user(_fill("<context>", n - 60, "</source>"))),
+        "wrapper_closed": ("wrapper", _user(_fill('<source id="1">a</source>', n - 60))),
+        "tool_result_prefix": ("wrapper", _user("[read_file for '" + "'" * (n - 80))),
     }
 
 

@@ -3,10 +3,11 @@ reach the engine and the responder worker, are recorded with who asked, and refu
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,12 +18,14 @@ from conftest import wait_for
 from aisentinel import events
 from aisentinel.cli import main
 from aisentinel.clock import FakeClock
+from aisentinel.commands import FakeRunner
 from aisentinel.control import CommandError, ControlServer, Peer, request
 from aisentinel.decisions import DecisionEngine, DecisionsConfig, Ledger
 from aisentinel.decisions.admin import DRY_RUN_ONLY, AdminCommands, render_bans, render_result
 from aisentinel.decisions.brakes import SshConnection
 from aisentinel.events import Action, Finding, Severity, canonical_address
-from aisentinel.responders import DryRunConfig, DryRunResponder, ResponderRunner
+from aisentinel.responders import DryRunConfig, DryRunResponder, Responder, ResponderRunner
+from aisentinel.responders.nftables import NftablesConfig, NftablesResponder
 
 T0 = 1_764_000_000.0
 HOST = "192.0.2.10"
@@ -46,7 +49,9 @@ class Env:
         return request(self.server.path, command, **fields)
 
 
-def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
+def _env(
+    tmp: Path, *, responders: bool = True, more: Sequence[Responder] = (), **config: Any
+) -> Env:
     clock = FakeClock(T0)
     ledger = Ledger(tmp / "l.sqlite", clock)
     ssh = [SshConnection(canonical_address(SSH_CLIENT), 50000, "0A00000A:0016 1664A8C0:C350 7")]
@@ -59,7 +64,7 @@ def _env(tmp: Path, *, responders: bool = True, **config: Any) -> Env:
     )
     engine.ssh_login(SSH_CLIENT, 50000, T0)  # sshd's "Accepted ... port 50000"
     dryrun = DryRunResponder(DryRunConfig(), clock=clock)
-    runner = ResponderRunner([dryrun] if responders else [], clock)
+    runner = ResponderRunner([dryrun, *more] if responders else [], clock)
     runner.start()
     server = ControlServer(tmp / "c.sock")
     for name, handler in AdminCommands(lambda: engine, lambda: runner).handlers().items():
@@ -381,6 +386,49 @@ def test_bans_filters_by_target_and_limits(env: Env) -> None:
             env.ask("bans", **bad)
 
 
+def test_bans_target_lists_only_the_allow_entries_overlapping_it(env: Env) -> None:
+    """`bans --target NET` lists the runtime allow entries that share an address with
+    NET (inside it or holding it), not every one; without a target, all of them."""
+    for net in ("203.0.113.0/25", "198.51.100.0/24", "2001:db8::/48", "10.0.0.0/8"):
+        env.ask("allow", target=net, ttl="1h")
+
+    def allowed(**fields: Any) -> list[str]:
+        return sorted(a["network"] for a in env.ask("bans", **fields)["allowed"])
+
+    assert allowed(target="203.0.113.0/24") == ["203.0.113.0/25"]
+    assert allowed(target="10.1.2.3") == ["10.0.0.0/8"]
+    assert allowed(target="2001:db8::1") == ["2001:db8::/48"]
+    assert allowed(target="192.0.2.0/24") == []
+    assert len(allowed()) == 4
+
+
+def test_allow_lifting_many_bans_prints_a_count_and_the_first_20(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`aisentinel allow` that lifts 300 bans prints one short line: the count, the first
+    20 targets and how many more; --json keeps every target."""
+    sock = str(env.server.path)
+    targets = [f"203.0.{i >> 8}.{i & 255}" for i in range(1, 301)]
+    for target in targets:
+        env.ask("ban", target=target, ttl="1h")
+    capsys.readouterr()
+    assert main(["allow", "203.0.0.0/22", "--ttl", "1m", "--socket", sock]) == 0
+    out = capsys.readouterr().out.splitlines(keepends=True)[-1]  # after the log lines
+    assert out.startswith("allowed 203.0.0.0/22 until ")
+    assert len(out) < 600
+    assert "; lifted 300 bans: 203.0." in out
+    assert out.endswith(" and 280 more (--json lists every one)\n")
+    assert len(re.findall(r"203\.0\.\d+\.\d+", out)) == 21  # the /22 and 20 targets
+    env.clock.advance(61)
+    env.engine.expire()
+    for target in targets:
+        env.ask("ban", target=target, ttl="1h")
+    capsys.readouterr()
+    assert main(["allow", "203.0.0.0/22", "--json", "--socket", sock]) == 0
+    out = capsys.readouterr().out
+    assert sorted(json.loads(out[out.index("{\n") :])["lifted"]) == sorted(targets)
+
+
 def test_cli_bans_target_and_limit(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     """`aisentinel bans --target --limit` prints the matching bans and how many are in
     force; a bad target or limit exits 2 before asking."""
@@ -461,6 +509,35 @@ def test_cli_ban_wider_than_a_slash_16_needs_force(
     assert env.ask("ban", target="203.0.0.0/16")["target"] == "203.0.0.0/16"  # /16: no force
     with pytest.raises(CommandError, match="force must be true or false"):
         env.ask("ban", target="2.0.0.0/8", force="yes")
+
+
+def test_cli_ban_wider_than_an_enabled_responder_takes_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With nftables' min_prefix4 = 16, `aisentinel ban --force 10.16.0.0/12` is refused
+    (exit 1) naming nftables and the key, and nothing is banned; a /16 is banned."""
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    nft = FakeRunner({("nft", "-j", "-f", "-"): FakeRunner.ok(("nft", "-j", "-f", "-"))})
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft", min_prefix4=16), clock=FakeClock(T0), commands=nft
+    )
+    env = _env(tmp, more=[responder])
+    try:
+        sock = str(env.server.path)
+        assert main(["ban", "10.16.0.0/12", "--force", "--socket", sock]) == 1
+        err = capsys.readouterr().err
+        assert (
+            "refused: 10.16.0.0/12: nftables: network wider than /16 "
+            "(responders.nftables.min_prefix4): it would not be enforced"
+        ) in err
+        assert not env.engine.active()
+        assert main(["ban", "10.16.0.0/16", "--socket", sock]) == 0
+        assert "banned 10.16.0.0/16 until" in capsys.readouterr().out
+    finally:
+        env.server.stop()
+        env.runner.close(1.0)
+        env.ledger.close()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def test_a_shorter_manual_ban_keeps_the_longer_ban_in_force(

@@ -18,6 +18,7 @@ from aisentinel.events import Action, Decision, Event, Finding, HttpRequest, Lin
 from aisentinel.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
+DAY = 86400.0
 SEVERITIES = {"/low": Severity.LOW, "/medium": Severity.MEDIUM, "/high": Severity.HIGH}
 
 
@@ -183,6 +184,22 @@ def test_expire_forgets_past_alerts(tmp_path: Path) -> None:
     assert run.pipeline.shared.alerted["echo"]
     run.pipeline.expire(T0 + 3601)
     assert "echo" not in run.pipeline.shared.alerted
+
+
+def test_alert_hold_back_follows_a_wall_clock_step_back(tmp_path: Path) -> None:
+    """After the wall clock steps back a day (and the engine's timer follows it), an alert
+    holds its key back for alert_repeat from when it was made, not alert_repeat and a
+    day: the log's next finding an hour after the alert alerts again."""
+    run = Run(tmp_path)
+    run.request(0, "/medium")
+    run.request(600, "/medium")
+    run.clock.set(T0 + 600 - DAY)  # NTP: the clock ran a day fast
+    run.pipeline.expire(run.clock.now())
+    run.request(3000 - DAY, "/medium")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)]
+    assert run.pipeline.quieted["echo"] == 2
+    run.request(3601 - DAY, "/medium")
+    assert run.actions() == [(Action.ALERT, Severity.MEDIUM)] * 2
 
 
 @pytest.mark.parametrize("value", ["-1s", "2d"])

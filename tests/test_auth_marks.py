@@ -155,7 +155,9 @@ class Reference:
             self.cred.add(client, ts)
         for client, ts in either.items():
             self.either.add(client, ts)
-        return BatchFacts(masks, marks, inferred, counted, frozenset(doubted), anonymous)
+        return BatchFacts(
+            masks, marks, inferred, counted, frozenset(doubted), anonymous, {}, frozenset()
+        )
 
     def _mark(self, event: HttpRequest, before: float, batch: dict[str, float]) -> float:
         """The mark from before the batch when every reader trusts it, else the exact one."""
@@ -291,3 +293,31 @@ def test_settle_trims_to_the_lowered_cap_counting_clients_once() -> None:
     assert index.evicted() == 3
     facts = index.facts([_request(10.0, f"c{i}") for i in range(5)], None)
     assert facts.marks == {0: NEG_INF, 1: NEG_INF, 2: NEG_INF, 3: 3.0, 4: 4.0}
+
+
+def test_refusal_marks_follow_event_order_and_the_ipv6_network() -> None:
+    """A reader that asks for ``refusals`` gets, per 401, the sign-in before it in event
+    order (an IPv6 client's /64 included, an Open WebUI session user's 2xx only where that
+    path answered 401) and whether its key id is the one its client signed in with."""
+    index = RequestIndex()
+    index.register(lambda _: False, ttl=LONG_TTL, max_keys=100, refusals=True)
+    facts = index.facts(
+        [
+            _request(1.0, "a", status=401, key_id="k1"),
+            _request(2.0, "a", key_id="k1"),
+            _request(3.0, "a", status=401, key_id="k1"),
+            _request(4.0, "2001:db8::5", "/api/chat", method="POST"),
+            _request(5.0, "2001:db8::6", status=401),
+            _request(6.0, "b", "/api/v1/auths/"),
+            _request(7.0, "b", status=401),
+            _request(8.0, "c", "/api/v1/auths/", status=401),
+            _request(9.0, "b", "/api/v1/auths/"),
+            _request(10.0, "b", status=401),
+        ],
+        None,
+    )
+    assert facts.refused == {0: NEG_INF, 2: 2.0, 4: 4.0, 6: NEG_INF, 7: NEG_INF, 9: 9.0}
+    assert facts.accepted == {2}
+    assert facts.inferred == {}
+    later = index.facts([_request(20.0, "2001:db8::7", status=401)], None)
+    assert later.refused == {0: 4.0}

@@ -433,6 +433,22 @@ def test_check_config_warns_about_networks_that_turn_banning_off(
     assert err == ""
 
 
+def test_check_config_warns_of_ipv6_bans_wider_than_nftables_takes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ipv6_ban_prefix = 48 with nftables' min_prefix6 = 56 (every automatic IPv6 ban
+    refused) is a WARNING naming both keys; none at 56, or with nftables disabled."""
+    base = '[decisions]\nadmin_cidrs = ["192.0.2.0/24"]\nipv6_ban_prefix = {p}\n'
+    nft = "[responders.dryrun]\n[responders.nftables]\nmin_prefix6 = 56\nenabled = {on}\n"
+    err = _warned(tmp_path, base.format(p=48) + nft.format(on="true"), capsys)
+    assert (
+        "WARNING: decisions.ipv6_ban_prefix = 48 is wider than responders.nftables."
+        "min_prefix6 = 56: nftables refuses every automatic IPv6 ban (a /48)"
+    ) in err
+    assert _warned(tmp_path, base.format(p=56) + nft.format(on="true"), capsys) == ""
+    assert _warned(tmp_path, base.format(p=48) + nft.format(on="false"), capsys) == ""
+
+
 def test_check_config_warns_about_trusted_proxies_that_let_anyone_spoof(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

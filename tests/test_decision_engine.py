@@ -970,3 +970,51 @@ def test_a_wall_clock_step_back_does_not_extend_bans(env: Env) -> None:
     assert engine.expire() == []
     env.clock.advance(1)
     assert [text(d) for d in engine.expire()] == [ATTACKER]
+
+
+def test_a_step_back_while_stopped_leaves_bans_and_allows_at_most_their_ttl(env: Env) -> None:
+    """A wall clock stepped back a day while the daemon was stopped: at the start the 1h
+    ban and the 1h allow end at most 1h from now (logged once), in the ledger too, so a
+    later restart does not lengthen them again; a restart without a step changes nothing."""
+    engine = env.engine()
+    engine.decide(finding())
+    engine.allow("198.51.100.7", HOUR, "alice")
+    env.clock.advance(600)
+    assert [d.expires_at for d in env.engine().active()] == [T0 + HOUR]  # no step: as it was
+    env.clock.set(T0 + 600 - DAY)
+    with capture_logs() as logs:
+        started = env.engine()
+    steps = [e for e in logs if e["event"].startswith("wall clock behind the ledger")]
+    assert [e["capped"] for e in steps] == [2]
+    now = env.clock.now()
+    assert [d.expires_at for d in started.active()] == [now + HOUR]
+    assert [e.expires_at for e in started.allow_entries()] == [now + HOUR]
+    env.clock.advance(1800)
+    with capture_logs() as logs:
+        again = env.engine()
+    assert not [e for e in logs if e["event"].startswith("wall clock behind the ledger")]
+    assert [d.expires_at for d in again.active()] == [now + HOUR]
+    assert [e.expires_at for e in again.allow_entries()] == [now + HOUR]
+
+
+def test_a_wall_clock_step_back_does_not_extend_a_runtime_allow(env: Env) -> None:
+    """After the wall clock steps back a day, an operator's 1h allow still ends 1h after
+    it was given (by the monotonic clock), in memory and in the ledger a restart reads;
+    then the address is banned again."""
+    engine = env.engine()
+    engine.allow(ATTACKER, HOUR, "alice", "pentest")
+    env.clock.advance(600)
+    env.clock.set(T0 + 600 - DAY)
+    with capture_logs() as logs:
+        engine.expire()
+    steps = [e for e in logs if e["event"].startswith("wall clock stepped back")]
+    assert [(e["seconds"], e["allows"]) for e in steps] == [(DAY, 1)]
+    assert [e.expires_at for e in engine.allow_entries()] == [T0 + HOUR - DAY]
+    assert [e.expires_at for e in env.engine().allow_entries()] == [T0 + HOUR - DAY]
+    env.clock.advance(HOUR - 600 - 1)
+    engine.expire()
+    assert engine.decide(finding()).action is Action.NONE
+    env.clock.advance(1)
+    engine.expire()
+    assert engine.allow_entries() == []
+    assert engine.decide(finding()).action is Action.BAN

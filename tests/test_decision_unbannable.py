@@ -15,6 +15,7 @@ from aisentinel.decisions.allowlist import canonical_address
 from aisentinel.decisions.engine import REJECT_REASONS, unbannable
 from aisentinel.events import Action, AddressTarget, Decision, Finding, Severity
 from aisentinel.exporter import DecisionMetrics
+from aisentinel.responders.base import PartialError
 from aisentinel.responders.nftables import NftablesConfig, NftablesResponder
 
 T0 = 1_764_000_000.0
@@ -263,7 +264,9 @@ def test_nftables_writes_a_nat64_address_and_refuses_its_64() -> None:
         return Decision(T0, Action.BAN, target, "x", Severity.HIGH, "r", 3600.0, T0 + 3600.0)
 
     responder.add_many([ban(NAT64_A), ban("64:ff9b::/64")])
-    responder.commit()
+    with pytest.raises(PartialError) as err:  # the /128 written, the /64 refused for good
+        responder.commit()
+    assert err.value.refused == {"64:ff9b::/64"}
     assert responder.refused == 1
     written = {
         elem["elem"]["val"] if isinstance(elem, dict) else elem

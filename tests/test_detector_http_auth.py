@@ -347,8 +347,13 @@ def _spa(ts: float, status: int, client: str = CLIENT, **kw: Any) -> list[Event]
 
 def _expiries(every: float, times: int, client: str = CLIENT) -> list[Event]:
     """A signed-in Open WebUI user whose session expires ``times`` times, ``every`` seconds
-    apart: the open page's calls answered 401, then a sign-in and the page loaded again."""
-    events: list[Event] = _spa(0.0, 200, client)
+    apart: the open page's calls answered 401, then a sign-in and the page loaded again.
+    Before, ``/api/v1/auths/`` refused someone without a session (what makes a 2xx there
+    a sign-in)."""
+    events: list[Event] = [
+        _get(-60.0, "/api/v1/auths/", 401, client=OTHER),
+        *_spa(0.0, 200, client),
+    ]
     for n in range(1, times + 1):
         at = n * every
         events += _spa(at, 401, client)
@@ -372,7 +377,7 @@ def test_rejections_without_a_session_or_past_the_burst_stay_high() -> None:
     when it goes on past the burst, for distinct API keys or on the login path."""
     scanner: list[Event] = _spa(0.0, 401)
     config: list[Event] = [_get(-60.0, "/api/config"), *_spa(0.0, 401)]
-    # A session, then 401s every second for a minute and a half: the burst is 20.
+    # A session, then 401s every second for a minute and a half on one path.
     going_on: list[Event] = [
         *_spa(0.0, 200),
         *[_get(600.0 + i, "/api/models", 401) for i in range(90)],
@@ -413,4 +418,81 @@ def test_an_expired_session_token_in_the_json_log_is_an_alert_not_a_ban() -> Non
         assert "'sig0001a'" in found[0].message
         assert "expired session" in found[0].message
     for found in _both(_spa(1200.0, 401, key_id="sig0001a")):
+        assert [f.severity for f in found] == [Severity.HIGH]
+
+
+OLLAMA_CALL = req(-600.0, "/api/generate", 200)
+"""A successful inference call (an open Ollama behind the same nginx answers anyone)."""
+CHALLENGE = _get(-60.0, "/api/v1/auths/", 401, client=OTHER)
+"""Open WebUI's session user refused to someone without a session."""
+
+
+def test_a_sign_in_later_in_the_batch_excuses_no_earlier_rejection() -> None:
+    """A client that never signed in, whose burst of 401s (a guesser's, on the page's
+    distinct paths) is followed by a sign-in in the same batch (its guess hit), is HIGH in a
+    batch as line by line: a rejection is judged on the sign-ins before it."""
+    events: list[Event] = [CHALLENGE, *_spa(0.0, 401), _get(5.0, "/api/v1/auths/")]
+    by_line, batched = _both(events)
+    assert [f.severity for f in by_line] == [Severity.HIGH]
+    assert batched == by_line
+
+
+def test_only_the_page_s_distinct_get_calls_are_excused() -> None:
+    """After a sign-in, a burst of 401s counts as usual where it repeats a path (a guesser's
+    target endpoint), for POSTs (a form login answered 401) and past 15 calls."""
+    signed: list[Event] = [CHALLENGE, _get(0.0, "/api/v1/auths/")]
+    repeats = [_get(600.0 + i * 0.5, "/api/models", 401) for i in range(10)]
+    posts = [req(600.0 + i * 0.5, "/rest/login", 401) for i in range(10)]
+    many = [_get(600.0 + i * 0.1, f"/api/v1/x{i}/", 401) for i in range(24)]
+    for burst in (repeats, posts, many):
+        for found in _both([*signed, *burst]):
+            assert [f.severity for f in found] == [Severity.HIGH]
+    # The page's own 12 calls, twice within the minute: the repeats count (1 + 12).
+    for found in _both([*signed, *_spa(600.0, 401), *_spa(630.0, 401)]):
+        assert [f.severity for f in found] == [Severity.HIGH]
+
+
+def test_a_2xx_on_the_session_user_signs_in_only_where_it_answered_401() -> None:
+    """A 2xx on Open WebUI's session user is a sign-in only on a virtual host where that
+    path refused someone: a catch-all vhost that answers any path 200 earns no excused burst."""
+    host = {"host": "static.example.com"}
+    webui = {"host": "ai.example.com"}
+    catch_all: list[Event] = [
+        _get(-60.0, "/api/v1/auths/", 401, client=OTHER, **webui),
+        _get(0.0, "/api/v1/auths/", **host),
+        *_spa(600.0, 401, **webui),
+    ]
+    for found in _both(catch_all):
+        assert [f.severity for f in found] == [Severity.HIGH]
+    webui_user: list[Event] = [
+        _get(-60.0, "/api/v1/auths/", 401, client=OTHER, **webui),
+        _get(0.0, "/api/v1/auths/", **webui),
+        *_spa(600.0, 401, **webui),
+    ]
+    assert _both(webui_user) == ([], [])
+
+
+def test_a_key_id_streak_is_medium_only_for_the_key_the_client_signed_in_with() -> None:
+    """In the JSON format one key id refused over and over (a guesser keeping the logged 8
+    characters fixed) is HIGH from a client that signed in otherwise (an open Ollama's
+    inference call) or whose key id was accepted only after, in the same batch or not."""
+    streak = [_keyed(60.0 + i * 0.3, "AbCdEf12") for i in range(20)]
+    for events in ([OLLAMA_CALL, *streak], [*streak, _keyed(70.0, "AbCdEf12", 200)]):
+        for found in _both(events):
+            assert [f.severity for f in found][:1] == [Severity.HIGH]
+
+
+def test_an_ipv6_session_ends_on_another_address_of_its_network() -> None:
+    """An IPv6 user signed in from one address and refused from another of its /64 (a
+    privacy address) is an expired session, not a brute force, line by line or in a batch."""
+    signed_in = "2001:db8:1::5"
+    events: list[Event] = [
+        CHALLENGE,
+        _get(0.0, "/api/v1/auths/", client=signed_in),
+        *_spa(1200.0, 401, client="2001:db8:1::6"),
+    ]
+    assert _both(events) == ([], [])
+    # Another network is not covered.
+    other: list[Event] = [*events[:2], *_spa(1200.0, 401, client="2001:db8:2::6")]
+    for found in _both(other):
         assert [f.severity for f in found] == [Severity.HIGH]

@@ -167,6 +167,38 @@ def test_runtime_allows_are_kept_until_they_end_and_purged_after(ledger: Ledger)
     assert ledger.allows(T0) == [("198.51.100.0/24", T0 + 7200, "alice", "")]
 
 
+def test_shift_allows_moves_only_the_entries_still_in_force(ledger: Ledger) -> None:
+    """shift_allows(seconds, after) moves the expiry of the entries ending after
+    ``after`` and leaves the ended ones (history) as they were."""
+    ledger.record_allow("198.51.100.0/24", T0, T0 + 3600, "root")
+    ledger.record_allow("2001:db8::/64", T0 - 600, T0 - 60, "root")
+    assert ledger.shift_allows(-86400, T0) == 1
+    assert ledger.allows(T0 - 86400) == [
+        ("198.51.100.0/24", T0 + 3600 - 86400, "root", ""),
+        ("2001:db8::/64", T0 - 60, "root", ""),
+    ]
+
+
+def test_cap_expiries_leaves_at_most_the_ttl_from_now(ledger: Ledger) -> None:
+    """cap_expiries(now, slack) ends a ban or allow made "in the future" (more than its
+    whole TTL left, by over slack) its TTL after now, and leaves the others alone."""
+    ledger.record(ban("203.0.113.7", ts=T0, ttl=3600))
+    ledger.record(ban("203.0.113.8", ts=T0 - 86400, ttl=3600))
+    ledger.record_allow("198.51.100.0/24", T0, T0 + 3600, "root")
+    ledger.record_allow("2001:db8::/64", T0 - 86400, T0 - 86400 + 7200, "root")
+    now = T0 - 86400 + 60
+    assert ledger.cap_expiries(now, 5.0) == 2
+    assert [(text(d), d.expires_at) for d in ledger.open_bans()] == [
+        ("203.0.113.8", T0 - 86400 + 3600),
+        ("203.0.113.7", now + 3600),
+    ]
+    assert ledger.allows(now) == [
+        ("198.51.100.0/24", now + 3600, "root", ""),
+        ("2001:db8::/64", T0 - 86400 + 7200, "root", ""),
+    ]
+    assert ledger.cap_expiries(now, 5.0) == 0
+
+
 def test_ledger_without_allows_and_brake_gets_them_and_stays_version_2(
     tmp_path: Path, clock: FakeClock
 ) -> None:

@@ -292,12 +292,47 @@ def test_nft_a_reconcile_counts_damage_to_the_table_it_made() -> None:
 
 @pytest.mark.parametrize("target", ["0.0.0.0/0", "10.0.0.0/7", "::/0", "2001::/16"])
 def test_nft_refuses_networks_too_wide_at_the_last_moment(target: str) -> None:
-    """A network wider than min_prefix4/min_prefix6 never reaches nft, even as a valid target."""
+    """A network wider than min_prefix4/min_prefix6 never reaches nft, even as a valid
+    target, and the commit says it refused it for good (PartialError)."""
     responder, runner = nft_responder()
     responder.add_many([ban(target)])
-    responder.commit()
+    with pytest.raises(PartialError) as err:
+        responder.commit()
+    assert err.value.refused == {target}
+    assert not err.value.failed
     assert runner.calls == []
     assert responder.refused == 1
+
+
+def test_nft_refused_ban_is_reported_not_enforced_and_given_up_once() -> None:
+    """With min_prefix6 = 56 a /48 ban is refused: the batch's other ban is written, the
+    /48 is reported not enforced ("given up: refused by the backend") and counted given
+    up once, whether its add or the reconciles after it met the refusal."""
+    clock = FakeClock(NOW)
+    responder, runner = nft_responder(min_prefix6=56)
+    responder.clock = clock
+    worker = ResponderRunner([responder], clock)
+    host, wide = ban("203.0.113.7"), ban("2001:db8:1::/48")
+    worker.submit(host)
+    worker.submit(wide)
+    worker.tick()
+    assert [e for _, e in elements(docs(runner)[-1], "add")][-1] == {
+        "elem": {"val": "203.0.113.7", "timeout": 3600}
+    }
+    assert "2001:db8:1::" not in runner.inputs[-1]
+    assert worker.unenforced(host) == []
+    assert worker.unenforced(wide) == ["nftables: given up: refused by the backend"]
+    for _ in range(2):
+        worker.reconcile([host, wide])
+        worker.tick()
+        assert worker.unenforced(host) == []
+        assert worker.unenforced(wide) == ["nftables: given up: refused by the backend"]
+    (stats,) = worker.stats()
+    assert (stats.given_up[Operation.ADD], stats.given_up[Operation.RECONCILE]) == (1, 0)
+    assert stats.ok[Operation.RECONCILE] == 2
+    assert responder.refusal(wide.target.network) == (  # type: ignore[union-attr]
+        "network wider than /56 (responders.nftables.min_prefix6)"
+    )
 
 
 def test_fail2ban_batches_into_one_client_run_per_direction() -> None:
@@ -897,3 +932,94 @@ def test_nft_a_shorter_manual_ban_keeps_the_longer_element_timeout(tmp_path: Any
     worker.tick()
     added = elements(docs(runner)[-1], "add")
     assert ("v4_32", {"elem": {"val": "203.0.113.7", "timeout": 600}}) in added
+
+
+def listing(responder: NftablesResponder, sets: dict[str, list[str]]) -> CommandResult:
+    """nft's JSON listing of the responder's table, intact, with ``sets``' elements."""
+    from aisentinel.responders.nftables import _drop
+
+    items: list[dict[str, Any]] = []
+    for hook in ("input", "forward"):
+        items.append(
+            {"chain": {"name": hook, "type": "filter", "hook": hook, "prio": -200,
+                       "policy": "accept"}}
+        )  # fmt: skip
+        for version, length in sorted(responder.lengths):
+            items.append({"rule": {"chain": hook, "expr": _drop(version, length)}})
+    for name, elems in sets.items():
+        items.append({"set": {"name": name, "elem": [{"elem": {"val": v}} for v in elems]}})
+    return FakeRunner.ok(NFT, json.dumps({"nftables": items}))
+
+
+def test_nft_a_listing_leaving_out_live_bans_is_no_damage() -> None:
+    """A table listing that leaves out a ban the next listing of its set shows (the
+    kernel expiring other elements meanwhile) is no damage: healthy, nothing re-created
+    or counted, no warning; only the set is listed again."""
+    runner = ScriptedRunner()
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft"), clock=FakeClock(NOW), commands=runner
+    )
+    responder.reconcile([ban("203.0.113.7"), ban("203.0.113.8"), ban("2001:db8::/64")])
+    runner.script = [
+        listing(responder, {"v4_32": ["203.0.113.7"], "v6_64": ["2001:db8::"]}),
+        listing(responder, {"v4_32": ["203.0.113.7", "203.0.113.8"]}),
+    ]
+    with capture_logs() as logs:
+        health = responder.health()
+    assert health.ok, health.detail
+    assert health.detail.endswith("3 bans in table inet aisentinel")
+    assert responder.repairs == 0
+    assert not [e for e in logs if e["log_level"] == "warning"]
+    relist = docs(runner)[-1]
+    assert relist == [{"list": {"set": {"family": "inet", "table": "aisentinel", "name": "v4_32"}}}]
+
+
+def test_nft_bans_missing_from_every_listing_are_added_back_keeping_the_table() -> None:
+    """A ban missing from the table listing and from both listings of its set again
+    (`nft flush set`) is added back alone with its remaining time, the table kept (no
+    delete), counted as one repair with a warning; a ban 2 s from expiry missing is no
+    evidence and is not added."""
+    clock = FakeClock(NOW)
+    runner = ScriptedRunner()
+    responder = NftablesResponder(NftablesConfig(backend="nft"), clock=clock, commands=runner)
+    responder.reconcile([ban("203.0.113.7"), ban("203.0.113.8"), ban("203.0.113.9", 62)])
+    clock.advance(60)
+    gone = listing(responder, {"v4_32": ["203.0.113.7"]})
+    runner.script = [gone, gone, gone]
+    with capture_logs() as logs:
+        health = responder.health()
+    assert health.ok, health.detail
+    assert health.detail == "1 of the 3 bans held are not in the sets; 1 added back"
+    assert responder.repairs == 1
+    assert len(runner.calls) == 5  # reconcile, the table listing, 2 set listings, the add
+    assert docs(runner)[-1] == [
+        {"add": {"element": {"family": "inet", "table": "aisentinel", "name": "v4_32",
+                             "elem": [{"elem": {"val": "203.0.113.8", "timeout": 3540}}]}}}
+    ]  # fmt: skip
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    assert [w["event"] for w in warnings] == [
+        "nftables table damaged (bans missing from its sets: flushed by hand?); adding them back"
+    ]
+
+
+def test_nft_reconcile_timeouts_count_from_after_the_listing_rounded_down() -> None:
+    """A reconcile whose table listing takes 5 s writes each element's timeout as the
+    whole seconds left after it (3594 of 3600 - 5.5), not as before the listing (3600):
+    a reconcile never lengthens a ban."""
+    clock = FakeClock(NOW)
+
+    class SlowListing(ScriptedRunner):
+        def run(self, argv: Any, *, timeout: float, input: str | None = None) -> CommandResult:
+            if input is not None and '"list"' in input:
+                clock.advance(5.0)
+            return super().run(argv, timeout=timeout, input=input)
+
+    runner = SlowListing()
+    responder = NftablesResponder(NftablesConfig(backend="nft"), clock=clock, commands=runner)
+    responder.reconcile([ban("203.0.113.7")])
+    clock.advance(0.5)
+    runner.script = [listing(responder, {"v4_32": ["203.0.113.7"]})]
+    responder.reconcile([ban("203.0.113.7")])
+    assert [v for _, v in elements(docs(runner)[-1], "add")] == [
+        {"elem": {"val": "203.0.113.7", "timeout": 3594}}
+    ]

@@ -275,8 +275,8 @@ def test_config_validation() -> None:
 
 def test_a_fail2ban_journalmatch_is_refused_with_file_key_and_reason(tmp_path: Path) -> None:
     """fail2ban's journalmatch copied into matches (' + ' between alternatives, a space
-    between fields) is refused naming the file, the key and one match per item; a value
-    with spaces of its own (a command line) is accepted."""
+    between fields after a unit) is refused naming the file, the key and one match per
+    item; a value with spaces, ' + ' or NAME= of its own (a command line) is accepted."""
     for bad in ("_SYSTEMD_UNIT=sshd.service + _COMM=sshd", "_SYSTEMD_UNIT=sshd.service _COMM=sshd"):
         path = tmp_path / "c.toml"
         path.write_text(f'[[sources]]\nname = "j"\ntype = "journald"\nmatches = ["{bad}"]\n')
@@ -287,10 +287,21 @@ def test_a_fail2ban_journalmatch_is_refused_with_file_key_and_reason(tmp_path: P
         assert "matches" in text
         assert "holds several matches" in text
         assert "one FIELD=value per list item" in text
-    cfg = JournaldSourceConfig.model_validate(
-        {"name": "j", "type": "journald", "matches": ["_CMDLINE=sshd: root [priv]"]}
-    )
-    assert cfg.matches == ["_CMDLINE=sshd: root [priv]"]
+    spaced = [
+        "_CMDLINE=sshd: root [priv]",
+        "_CMDLINE=/usr/bin/env LANG=C.UTF-8 /usr/sbin/sshd -D",
+        "_CMDLINE=sshd -D -oPort=22 -o X11=no",
+        "MESSAGE=a + b",
+    ]
+    for match in spaced:
+        cfg = JournaldSourceConfig.model_validate(
+            {"name": "j", "type": "journald", "matches": [match]}
+        )
+        assert cfg.matches == [match]
+    with pytest.raises(ValidationError, match="holds several matches"):
+        JournaldSourceConfig.model_validate(
+            {"name": "j", "type": "journald", "matches": ["SYSLOG_IDENTIFIER=sshd + _COMM=sshd"]}
+        )
 
 
 def _matches_warnings(**source: Any) -> list[str]:
@@ -439,21 +450,22 @@ def test_reads_and_filters_entries(make: Callable[..., Any], tmp_path: Path) -> 
 def test_a_failure_within_a_batch_reopens_before_the_batch(
     make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An entry the source fails on mid-batch makes it reopen at the cursor of the last
+    """A reader that fails mid-batch makes the source reopen at the cursor of the last
     batch handed on: the entries read before the failure in that batch are not lost."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
     write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 6)])
-    real = journald.entry_event
+    real = JournaldSource._next_entry
     failed = threading.Event()
 
-    def flaky(item: Any, source: str, uids: Any = journald.ROOT) -> SshEvent | None:
-        if b"u3 " in item["MESSAGE"] and not failed.is_set():
+    def flaky(self: JournaldSource, reader: Any) -> dict[str, Any] | None:
+        item = real(self, reader)
+        if item is not None and b"u3 " in item["MESSAGE"] and not failed.is_set():
             failed.set()
-            raise RuntimeError("one bad entry")
-        return real(item, source, uids)
+            raise OSError(5, "the journal could not be read")
+        return item
 
-    monkeypatch.setattr(journald, "entry_event", flaky)
+    monkeypatch.setattr(JournaldSource, "_next_entry", flaky)
     source, out = make(start_at="beginning")
     wait_for(failed.is_set, "the failure")
     assert isinstance(source.clock, FakeClock)
@@ -461,6 +473,52 @@ def test_a_failure_within_a_batch_reopens_before_the_batch(
     source.clock.advance(1.0)
     wait_for(lambda: len(out.lines) >= 5, "every entry")
     assert out.lines == [expected(i) for i in range(1, 6)]
+
+
+@needs_journal
+@pytest.mark.parametrize("how", ["handling", "field"])
+def test_an_entry_that_cannot_be_handled_is_counted_and_skipped(
+    make: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """An entry whose handling raises every time (or a field of which the reader cannot
+    read) is skipped, counted in the source's errors and logged once: every other entry
+    is read, the source stays up, and it is not read again for ever."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    write_journal(jdir / "a.journal", [entry(i, attempt(i)) for i in range(1, 6)])
+    if how == "handling":
+        real = journald.entry_event
+
+        def bad(item: Any, source: str, uids: Any = journald.ROOT) -> SshEvent | None:
+            if b"u3 " in item["MESSAGE"]:
+                raise ValueError("one bad entry")
+            return real(item, source, uids)
+
+        monkeypatch.setattr(journald, "entry_event", bad)
+    else:
+        from systemd import journal
+
+        real_get = journal.Reader._get
+
+        def bad_get(self: Any, field: str) -> Any:
+            value = real_get(self, field)
+            if field == "MESSAGE" and b"u3 " in value:
+                raise OSError(74, "Bad message")
+            return value
+
+        monkeypatch.setattr(journal.Reader, "_get", bad_get)
+    with structlog.testing.capture_logs() as logs:
+        source, out = make(start_at="beginning")
+        wait_for(lambda: len(out.lines) >= 4, "the other entries")
+        time.sleep(0.3)
+    assert out.lines == [expected(i) for i in (1, 2, 4, 5)]
+    assert out.unparsed == 1
+    assert source.stats.errors == 1
+    assert source.stats.up
+    assert "journal entry skipped" in source.stats.last_error
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "journal entry could not be handled; skipped"
+    ]
 
 
 @needs_journal
@@ -538,7 +596,7 @@ def test_entries_it_cannot_read_are_told_unrecognised(
 ) -> None:
     """Matches that select nginx's entries (access_log syslog:) hand them on as unparsed
     and unrecognised, so the pipeline can judge the source blind; sshd's entries that are
-    not about authentication are unparsed but recognised, and a non-root "sshd" is not."""
+    not about authentication, and a non-root "sshd", are unparsed but recognised."""
     jdir = tmp_path / "journal"
     jdir.mkdir()
     nginx = [
@@ -552,13 +610,45 @@ def test_entries_it_cannot_read_are_told_unrecognised(
     wait_for(lambda: len(out.lines) + out.unparsed >= 6, "the six entries")
     assert out.lines == [expected(4)]
     assert out.unparsed == 5
-    assert out.unrecognised == 4  # nginx's three and the non-root one
+    assert out.unrecognised == 3  # nginx's three
     assert out.judged == {"journald"}
 
 
-def _suppressed_notice(seq: int, unit: str, dropped: int, transport: str) -> dict[str, str]:
-    """journald's own entry saying it dropped ``dropped`` entries of ``unit``."""
-    notice = entry(seq, f"Suppressed {dropped} messages from {unit}", comm="systemd-journal")
+@needs_journal
+def test_sshds_entries_logged_as_a_login_user_are_recognised_never_events(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """With the default matches, sshd's post-login child (running as the user: its
+    disconnects and each failed ssh -L forward) and a user's logger -t sshd are sshd's
+    entries: none unrecognised (the source is not blind), none an event."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    as_user = {"_UID": "1000", "_SYSTEMD_UNIT": "session-5.scope"}
+    child = [
+        {**entry(i, "error: connect_to localhost port 8888: failed.", pid=950), **as_user}
+        for i in range(2, 62)
+    ]
+    forged = {
+        **entry(62, "Failed password for root from 203.0.113.9 port 22 ssh2", comm="logger"),
+        **as_user,
+        "SYSLOG_IDENTIFIER": "sshd",
+    }
+    bye = {**entry(63, "Received disconnect from 192.0.2.5 port 40000:11: bye"), **as_user}
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), *child, forged, bye])
+    _, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) + out.unparsed >= 63, "the 63 entries")
+    assert out.lines == [expected(1)]
+    assert out.unparsed == 62
+    assert out.unrecognised == 0
+
+
+def _suppressed_notice(
+    seq: int, unit: str, dropped: int | str, transport: str, said: int | str | None = None
+) -> dict[str, str]:
+    """journald's own entry saying it dropped ``dropped`` entries of ``unit`` (its message
+    says ``said``, unless the same)."""
+    said = dropped if said is None else said
+    notice = entry(seq, f"Suppressed {said} messages from {unit}", comm="systemd-journal")
     notice.update(
         SYSLOG_IDENTIFIER="systemd-journald",
         MESSAGE_ID="fe6faa94e7774663a0da52717891d8ef",  # SD_MESSAGE_JOURNAL_DROPPED
@@ -609,6 +699,51 @@ def test_entries_journald_dropped_from_sshd_are_counted_as_a_gap(
     }
     assert samples["aisentinel_source_entries_suppressed"] == 7345
     assert samples["aisentinel_source_gaps"] == 1
+
+
+@needs_journal
+@pytest.mark.parametrize(
+    ("n_dropped", "said", "counted"),
+    [("\u00b2", 2, 2), ("9" * 5000, "9" * 5000, 0), ("-5", 5, 5), ("1" + "0" * 30, "x", 0)],
+    ids=["superscript", "5000-digits", "negative", "1e30"],
+)
+def test_an_odd_dropped_count_is_a_gap_and_stops_nothing(
+    make: Callable[..., Any], tmp_path: Path, n_dropped: str, said: int | str, counted: int
+) -> None:
+    """A notice whose N_DROPPED is not plain digits (at most ten) counts the message's N
+    when that is, else no entry, and one gap either way; the entries around it are read
+    and the source stays up."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    notice = _suppressed_notice(2, "ssh.service", n_dropped, "driver", said)
+    write_journal(jdir / "a.journal", [entry(1, attempt(1)), notice, entry(3, attempt(3))])
+    source, out = make(start_at="beginning")
+    wait_for(lambda: len(out.lines) >= 2, "the sshd entries")
+    time.sleep(0.2)
+    assert out.lines == [expected(1), expected(3)]
+    assert source.entries_suppressed == counted
+    assert source.stats.gaps == 1
+    assert source.stats.errors == 0
+    assert source.stats.up
+
+
+@needs_journal
+def test_a_source_that_reads_no_sshd_entry_counts_no_sshd_suppression(
+    make: Callable[..., Any], tmp_path: Path
+) -> None:
+    """A kernel-only Xid source counts journald's notices about ssh.service neither as
+    entries it lost nor as a gap: it never reads sshd's entries."""
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    xid = {**entry(1, "NVRM: Xid (PCI:0000:01:00): 79, GPU has fallen off the bus.")}
+    xid.update(_TRANSPORT="kernel", SYSLOG_IDENTIFIER="kernel", _COMM="kernel")
+    notice = _suppressed_notice(2, "ssh.service", 7345, "driver")
+    write_journal(jdir / "a.journal", [xid, notice])
+    source, out = make(start_at="beginning", matches=["_TRANSPORT=kernel"], kernel_xid=True)
+    wait_for(lambda: len(out.lines) + out.unparsed >= 2, "both entries")
+    assert [type(e) for e in out.lines] == [XidEvent]
+    assert source.entries_suppressed == 0
+    assert source.stats.gaps == 0
 
 
 def _readers_of_files_at_open(monkeypatch: pytest.MonkeyPatch) -> None:

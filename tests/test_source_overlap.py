@@ -3,6 +3,7 @@ double count."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 
 from aisentinel.cli import main
 from aisentinel.config import parse_config
-from aisentinel.sources.overlap import shared_inputs
+from aisentinel.sources.journald import JournaldSourceConfig
+from aisentinel.sources.overlap import _journal_overlap, shared_inputs
 
 
 def _file(name: str, *paths: str | Path, parser: str = "sshd") -> dict[str, Any]:
@@ -91,6 +93,50 @@ def test_journald_sources_that_share_no_counted_entry_are_not_warned_about() -> 
     found = _warnings({**sshd, **same_dir}, {**sshd, "name": "again", **same_dir})
     assert len(found) == 1
     assert "(/var/log/journal/remote) for sshd's entries" in found[0]
+
+
+MACHINE = "0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (None, "/var/log/journal"),
+        (None, "/run/log/journal/"),
+        (None, f"/var/log/journal/{MACHINE}"),
+        ("/var/log/journal", f"/var/log/journal/{MACHINE}"),
+        ("/srv/j", "/srv/j/../j/fedcba9876543210fedcba9876543210"),
+    ],
+)
+def test_one_journal_named_two_ways_is_warned_about(first: str | None, second: str) -> None:
+    """The system journal and a directory it lives in (or this machine's subdirectory),
+    or a directory and its machine-id subdirectory, are one journal: a warning naming
+    both ways."""
+    a = parse_config(
+        {"sources": [{"name": "a", "type": "journald", **({"directory": first} if first else {})}]}
+    ).sources[0]
+    b = parse_config({"sources": [{"name": "b", "type": "journald", "directory": second}]})
+    assert isinstance(a, JournaldSourceConfig)
+    [b_source] = b.sources
+    assert isinstance(b_source, JournaldSourceConfig)
+    found = _journal_overlap(a, b_source, MACHINE)
+    assert found is not None
+    assert found.startswith("journald sources 'a' and 'b' both read the journal (")
+    assert f" and {os.path.normpath(second)}) for sshd's entries" in found
+
+
+def test_other_machines_journals_are_not_the_system_journal() -> None:
+    """Another machine id's subdirectory, or journal-remote's directory, beside the system
+    journal: not one journal, no warning."""
+    system = {"name": "a", "type": "journald"}
+    for other in ("/var/log/journal/remote", "/var/log/journal/fedcba9876543210fedcba9876543210"):
+        sources = parse_config(
+            {"sources": [system, {"name": "b", "type": "journald", "directory": other}]}
+        ).sources
+        a, b = sources
+        assert isinstance(a, JournaldSourceConfig)
+        assert isinstance(b, JournaldSourceConfig)
+        assert _journal_overlap(a, b, MACHINE) is None, other
 
 
 def test_journald_sshd_and_the_syslog_auth_log_are_warned_about() -> None:

@@ -27,7 +27,7 @@ is refused with a one-line error. The human-readable renderings escape every tex
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +35,7 @@ from aisentinel.configtypes import MAX_DURATION, format_duration, parse_duration
 from aisentinel.control import CommandError, Peer, PeerHandler
 from aisentinel.decisions.engine import MANUAL, DecisionEngine, parse_target_text
 from aisentinel.decisions.netindex import span
-from aisentinel.events import AddressTarget, Decision
+from aisentinel.events import AddressTarget, Decision, IPNetwork
 from aisentinel.responders.runner import ResponderRunner
 from aisentinel.status import table
 from aisentinel.textsafe import escape
@@ -48,6 +48,8 @@ DEFAULT_ALLOW_TTL = 3600.0
 MIN_TTL = 1.0
 LIMIT_MAX = 10_000_000
 """Largest ``limit`` of ``bans`` accepted."""
+NAMES_SHOWN = 20
+"""Targets named in one line of ``allow`` / ``unban`` (lifted, stray); ``--json`` has all."""
 
 
 NO_RESPONDER = "no responder is enabled: nothing is enforced"
@@ -127,9 +129,16 @@ def _overlaps(decision: Decision, within: AddressTarget) -> bool:
     """Whether ``decision``'s target is an address or network sharing an address with
     ``within`` (inside it, or a wider ban holding part of it)."""
     target = decision.target
-    if not isinstance(target, AddressTarget) or target.address.version != within.address.version:
+    if not isinstance(target, AddressTarget):
         return False
-    first, last = span(target.address, target.prefixlen)
+    return _overlaps_network(target.network, within)
+
+
+def _overlaps_network(net: IPNetwork, within: AddressTarget) -> bool:
+    """Whether ``net`` shares an address with ``within``."""
+    if net.version != within.address.version:
+        return False
+    first, last = span(net.network_address, net.prefixlen)
     low, high = span(within.address, within.prefixlen)
     return first <= high and low <= last
 
@@ -185,6 +194,7 @@ class AdminCommands:
                     "reason": e.reason,
                 }
                 for e in engine.allow_entries()
+                if within is None or _overlaps_network(e.network, within)
             ],
             "brake_tripped_since": engine.brake_tripped_since(),
         }
@@ -223,13 +233,19 @@ class AdminCommands:
         engine = self._engine()
         ttl = _ttl(args, engine.config.ban_ttl)
         force, replace = _flag(args, "force"), _flag(args, "replace")
+        runner = self._runner()
+        refusals = [] if engine.config.simulate else runner.refusals(target.network)
+        if refusals:  # it would be recorded and reported banned, and never enforced
+            raise CommandError(
+                f"refused: {target.text}: {escape('; '.join(refusals), limit=300)}: it "
+                "would not be enforced; ban a narrower network, or lower that key"
+            )
         try:
             decision, kept = engine.manual_ban_kept(
                 target.text, ttl, reason, peer.who, force=force, replace=replace
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        runner = self._runner()
         runner.submit(decision)
         # Which responders act on it: none (a bare [responders] table) enforces nothing.
         # kept_longer: a ban in force ended later than asked, and was kept.
@@ -336,8 +352,14 @@ def _stray(result: Mapping[str, Any]) -> str:
     stray = result.get("stray") or []
     if not stray:
         return ""
-    names = ", ".join(escape(str(t), limit=60) for t in stray)
-    return f"; {names} not in the ledger; lifted from the firewalls anyway"
+    return f"; {_names(stray)} not in the ledger; lifted from the firewalls anyway"
+
+
+def _names(targets: Sequence[object]) -> str:
+    """The first :data:`NAMES_SHOWN` of ``targets``, escaped, and how many more."""
+    shown = ", ".join(escape(str(t), limit=60) for t in targets[:NAMES_SHOWN])
+    more = len(targets) - NAMES_SHOWN
+    return f"{shown} and {more:,} more (--json lists every one)" if more > 0 else shown
 
 
 def render_result(command: str, result: Mapping[str, Any]) -> str:
@@ -368,7 +390,8 @@ def render_result(command: str, result: Mapping[str, Any]) -> str:
         return f"banned {target} until {expires}{kept}{sim}\n"
     if command == "allow":
         lifted = result.get("lifted") or []
-        also = f"; lifted {', '.join(escape(str(t), limit=60) for t in lifted)}" if lifted else ""
+        many = f"{len(lifted):,} bans: " if len(lifted) > NAMES_SHOWN else ""
+        also = f"; lifted {many}{_names(lifted)}" if lifted else ""
         net = escape(str(result.get("network")), limit=80)
         return f"allowed {net} until {_iso(result.get('expires_at'))}{also}{_stray(result)}\n"
     if command == "brake_reset":

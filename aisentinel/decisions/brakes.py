@@ -255,6 +255,15 @@ class RuntimeAllowlist:
             del self._entries[entry.network]
         return gone
 
+    def shift(self, seconds: float) -> int:
+        """Move every entry's expiry by ``seconds`` (the wall clock stepped: an entry
+        keeps the time it had left); returns how many moved."""
+        for network, entry in list(self._entries.items()):
+            self._entries[network] = AllowEntry(
+                entry.network, entry.expires_at + seconds, entry.who, entry.reason
+            )
+        return len(self._entries)
+
     def entries(self) -> list[AllowEntry]:
         """Entries in force, soonest expiry first."""
         return sorted(self._entries.values(), key=lambda e: (e.expires_at, str(e.network)))

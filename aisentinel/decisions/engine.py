@@ -309,6 +309,12 @@ class DecisionEngine:
     """Bumped whenever an operator forgave addresses or networks (:meth:`forgiven` has
     some): one comparison a batch tells the pipeline to take them."""
 
+    clock_shift = 0.0
+    """Seconds the engine has moved the expiries in force by, all steps together
+    (negative: the wall clock stepped back, see :meth:`_follow_clock_step`): whoever holds
+    a wall-clock "until" of its own (the pipeline's alert hold-backs) moves it by as much
+    when this changes."""
+
     def __init__(
         self,
         config: DecisionsConfig,
@@ -382,10 +388,9 @@ class DecisionEngine:
         """Wall minus monotonic time at the last look: a step of the wall clock moves it."""
         self._brake_saved = self._restore_brake()
         self._hosts = self._read_hosts()
-        allows = self._restore_allows()
+        allows, restored = self._restore()
         self.allowlist = self._build_allowlist()
         self.workload_allowlist = self._build_workload_allowlist()
-        restored: list[Decision] = self._ledger(self.ledger.open_bans, [])
         with self._lock:
             for ban in restored:
                 self._hold(ban)
@@ -1028,6 +1033,22 @@ class DecisionEngine:
             log.info("runtime allow", network=str(net), ttl=ttl, who=who, lifted=len(lifted))
             return lifted
 
+    def _restore(self) -> tuple[int, list[Decision]]:
+        """What the ledger holds in force: the runtime allows put back (how many) and the
+        open enforcements. First each is capped at its TTL from now: a wall clock stepped
+        back while the daemon was down (``chronyc makestep`` on a clock that ran a day fast,
+        then a start) would otherwise lengthen a 1h ban, and an operator's 1h allow, by
+        the step (a running engine follows a step, see :meth:`_follow_clock_step`)."""
+        now = self.clock.now()
+        capped = self._ledger(lambda: self.ledger.cap_expiries(now, CLOCK_STEP_SECONDS), 0)
+        if capped:
+            log.warning(
+                "wall clock behind the ledger (stepped back while stopped); the bans and "
+                "allows it held keep at most their TTL from now",
+                capped=capped,
+            )
+        return self._restore_allows(), self._ledger(self.ledger.open_bans, [])
+
     def _restore_allows(self) -> int:
         """Put the runtime allowlist entries the ledger holds that have not ended yet
         back in force (``aisentinel allow`` survives a restart); returns how many."""
@@ -1269,7 +1290,8 @@ class DecisionEngine:
         back (NTP correcting a clock that ran an hour fast): their expiry is wall time (the
         ledger's, for restarts), so without this a 1h ban stepped back a day would last 25h.
         The kernel measures nftables timeouts on its monotonic clock; this does the same
-        for the engine's expiries, in memory and in the ledger, logged once per step. A
+        for the engine's expiries (bans and runtime allows), in memory and in the ledger,
+        logged once per step. A
         step forward (a slow clock corrected, a resume from suspend) is not undone: bans
         end by the wall clock, at worst early by the step."""
         offset = now - self.clock.monotonic()
@@ -1290,11 +1312,17 @@ class DecisionEngine:
             self._active.update(shifted)
         self._by_client.clear()  # they point at the replaced decisions
         self.epoch += 1  # the pipeline forgets its "banned until" of the old clock
+        self.clock_shift += step  # and moves its alert hold-backs
         self._ledger(lambda: self.ledger.shift_expiries(step), 0)
+        # An operator's allow for 1h must not become one for 25h either: the runtime
+        # entries (and the ledger's, for a restart) keep the time they had left too.
+        allows = self._runtime.shift(step)
+        self._ledger(lambda: self.ledger.shift_allows(step, now - step), 0)
         log.warning(
-            "wall clock stepped back; the bans in force keep the time they had left",
+            "wall clock stepped back; the bans and allows in force keep the time they had left",
             seconds=round(-step, 1),
             bans=len(shifted),
+            allows=allows,
         )
 
     def _sweep_addresses(self, added: Iterable[IPAddress]) -> None:

@@ -701,6 +701,36 @@ class Ledger:
         cursors = self._write([(sql, (seconds,))])
         return cursors[0].rowcount if cursors else 0
 
+    def shift_allows(self, seconds: float, after: float) -> int:
+        """Move the runtime allowlist entries that end after ``after`` (when each was made,
+        and its expiry) by ``seconds`` (the wall clock stepped; see
+        :meth:`DecisionEngine._follow_clock_step`); returns rows moved."""
+        sql = "UPDATE allows SET ts = ts + ?, expires_at = expires_at + ? WHERE expires_at > ?"
+        cursors = self._write([(sql, (seconds, seconds, after))])
+        return cursors[0].rowcount if cursors else 0
+
+    def cap_expiries(self, now: float, slack: float) -> int:
+        """End every open enforcement and runtime allow at most its TTL after ``now``: one
+        that has more left than its whole TTL (by over ``slack`` seconds) was made "in the
+        future", so the wall clock stepped back while the daemon was down, and keeps what
+        it was given from now on (see :meth:`DecisionEngine._restore`). Returns rows
+        capped."""
+        cursors = self._write(
+            [
+                (
+                    "UPDATE decisions SET expires_at = ? + ttl "
+                    "WHERE action IN ('ban', 'throttle', 'freeze') AND ended_at IS NULL "
+                    "AND ttl IS NOT NULL AND expires_at > ? + ttl + ?",
+                    (now, now, slack),
+                ),
+                (
+                    "UPDATE allows SET expires_at = ? + (expires_at - ts), ts = ? WHERE ts > ? + ?",
+                    (now, now, now, slack),
+                ),
+            ]
+        )
+        return sum(c.rowcount for c in cursors) if cursors else 0
+
     def remove(self, target: str) -> int:
         """Manual unban: close the open ban of ``target`` and forgive its history.
 

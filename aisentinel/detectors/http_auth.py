@@ -19,15 +19,22 @@ counted twice against one threshold:
   WebUI's open page sends its ``/api/v1/auths/``, ``/api/models``, ``/api/v1/chats/``,
   settings, folders, tools ... calls in parallel with the stored token, and each is
   answered 401 when the token expired or the server's ``WEBUI_SECRET_KEY`` changed,
-  before the user signs in again. So a burst of 401s without a user or key id, outside
-  the login paths, from a client that authenticated within :data:`SESSION_TTL` (a day;
-  credentials in the log, or inferred: a 2xx on Open WebUI's session user or a
-  successful inference call, see :class:`~.shared.RequestIndex`) counts once: its first
-  rejection counts, the next :data:`EXPIRY_BURST` - 1 (19) within :data:`EXPIRY_SPAN`
-  (a minute) of it do not, any more count again. Nothing a scanner or guesser without
-  a session sends is excused, nor a user's or a key's rejections, nor the login paths'
-  400s; a signed-in client (or one behind its address) gets at most 19 uncounted
-  rejections per counted one, so 20 bursts a day still cross the long window.
+  before the user signs in again. So a burst of 401s to ``GET``/``HEAD`` requests
+  without a user or key id, outside the login paths, from a client that authenticated
+  within :data:`SESSION_TTL` (a day) before it, in event order (a sign-in later in a
+  batch does not count; credentials in the log, or inferred: a successful inference
+  call, a 2xx on Open WebUI's session user where that path answered 401 before, see
+  :class:`~.shared.RequestIndex`; an IPv6 client: any address of its /64) counts once:
+  its first rejection counts, the next :data:`EXPIRY_BURST` - 1 (14) within
+  :data:`EXPIRY_SPAN` (a minute) of it and before the client signs in again do not
+  while each is on a path new to the burst (the page loads distinct resources), any
+  more, and a repeated path, count again.
+  Nothing a scanner or guesser without a session sends is excused, nor ``POST``
+  (form logins), a user's or a key's rejections, nor the login paths' 400s. One expiry
+  every couple of hours is no finding; 20 in a day (10 in an hour) still cross the long
+  windows. A guesser with a session (or behind its address) that spreads each burst over
+  15 endpoints gets 14 uncounted guesses per counted one: 135 an hour, 285 a day before a
+  ban instead of 9 and 19 (one that repeats its endpoint or posts still gets 9 and 19).
 
 Either counter crossing gives a HIGH finding about the client. Each counter also
 has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
@@ -54,9 +61,10 @@ one thing is judged apart (per client, :class:`_Streaks`):
 
 * the same API key id (one token; not a value many keys share,
   :func:`~.common.key_identity`): beside a login of the same client since the
-  streak began (a web UI with one revoked key of two), or from a client that
-  authenticated within :data:`SESSION_TTL` before it began (an expired session's
-  token, as the aisentinel JSON format logs it), MEDIUM naming the key, not a ban;
+  streak began (a web UI with one revoked key of two), or the key id that the client
+  (an IPv6 one: its /64) last authenticated with before the crossing (an expired
+  session's token, as the aisentinel JSON format logs it; a guesser that keeps the 8
+  logged characters fixed never had them accepted), MEDIUM naming the key, not a ban;
   else HIGH naming the key the first time, and MEDIUM for the same key again
   within :data:`REPORT_MEMORY` (a stale key in a cron job earns one ban, not an
   escalating series);
@@ -76,6 +84,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import cast
+from zlib import crc32
 
 from aisentinel.configtypes import DEFAULT_MAX_KEYS, format_duration
 from aisentinel.detectors.base import REGISTRY, Detector, WindowedConfig
@@ -95,6 +104,7 @@ from aisentinel.detectors.slow import SlowConfig, SlowCounters, SlowCrossing
 from aisentinel.detectors.window import (
     _HIGH,
     _LAST,
+    _NEG_INF,
     _REGULAR,
     _SIG,
     _START,
@@ -138,13 +148,15 @@ scheduler's (at most a fifth of the interval of jitter, see :func:`~.window._jit
 SESSION_TTL = 86_400.0
 """How long after its client last authenticated (see :data:`EXPIRY_BURST`) a rejection may
 still be the end of that client's session."""
-EXPIRY_BURST = 20
+EXPIRY_BURST = 15
 """At most this many rejections of a signed-in client's burst count as one: an expired web
 session (Open WebUI's token expired, or its ``WEBUI_SECRET_KEY`` changed) while its page is
 open answers the page's next round of parallel API calls 401 all at once (``/api/v1/auths/``,
-``/api/models``, ``/api/v1/chats/``, its settings, folders, tools ... within a second), and
-then the user signs in again. The first rejection counts, the next ``EXPIRY_BURST - 1`` within
-:data:`EXPIRY_SPAN` of it do not, any more count again."""
+``/api/models``, ``/api/v1/chats/``, its settings, folders, tools ... within a second: about
+10 to 15 distinct calls), and then the user signs in again. The first rejection counts, the
+next ``EXPIRY_BURST - 1`` on paths new to the burst within :data:`EXPIRY_SPAN` of it do not,
+any more count again. 15 covers the page's calls; each one more would be one more uncounted
+guess per burst."""
 EXPIRY_SPAN = 60.0
 """How long after its first rejection a signed-in client's burst lasts (see
 :data:`EXPIRY_BURST`)."""
@@ -289,7 +301,9 @@ class HttpAuthDetector(Detector):
         self._requests = shared.requests
         # No path of its own: it reads which requests' credentials count, and when each
         # client last authenticated (held for SESSION_TTL, see _excused).
-        self._requests.register(no_path, ttl=SESSION_TTL, max_keys=self._cfg.max_keys)
+        self._requests.register(
+            no_path, ttl=SESSION_TTL, max_keys=self._cfg.max_keys, refusals=True
+        )
 
     def _forgive(self, key: str) -> None:
         """The client counted under ``key`` (:func:`~.common.client_key`: an IPv6 client's
@@ -329,9 +343,9 @@ class HttpAuthDetector(Detector):
         if not isinstance(event, HttpRequest):
             return self._failed(event)
         # Every request, as observe_many's batch: CredentialTrust learns its 401s too.
-        credentialed = self._requests.facts((event,), self).credentialed
+        facts = self._requests.facts((event,), self)
         if event.status < 400:
-            if credentialed:
+            if facts.credentialed:
                 self._login(event)
             elif (
                 self._slow_on
@@ -341,23 +355,33 @@ class HttpAuthDetector(Detector):
             ):
                 self._paths.opened(event)
             return None
-        return self._failed(event)
+        return self._failed(event, facts.refused.get(0, _NEG_INF), 0 in facts.accepted)
 
-    def _excused(self, event: HttpRequest, base: int, login_path: bool) -> bool:
+    def _excused(self, event: HttpRequest, base: int, login_path: bool, signed_in: float) -> bool:
         """Whether ``event`` (a rejection; its client's streak slot at ``base``) goes
-        uncounted as part of an expired session's burst (:data:`EXPIRY_BURST`): a 401 with
-        no user and no key id, outside the login paths (``login_path``), to a client that
-        authenticated (credentials in the log, or inferred: a 2xx on Open WebUI's session
-        user, see :class:`~.shared.RequestIndex`) within :data:`SESSION_TTL`."""
+        uncounted as part of an expired session's burst (:data:`EXPIRY_BURST`): a 401 to a
+        ``GET``/``HEAD`` with no user and no key id, outside the login paths
+        (``login_path``), to a client that authenticated (credentials in the log, or
+        inferred: a 2xx on Open WebUI's session user, a successful inference call, see
+        :class:`~.shared.RequestIndex`) within :data:`SESSION_TTL` before it
+        (``signed_in``: when, as of this event in event order)."""
+        ts = event.ts
         if (
             event.status != 401
             or login_path
             or event.user is not None
             or event.key_id is not None
-            or event.ts - self._requests.signed_in(event.client) > SESSION_TTL
+            or event.method not in ("GET", "HEAD")
+            or not 0.0 <= ts - signed_in <= SESSION_TTL
         ):
             return False
-        return self._streaks.excuse(base, event.ts, EXPIRY_SPAN, EXPIRY_BURST)
+        path = event.path
+        cut = path.find("?")
+        # A hash that is the same in every process (not hash(): salted per process).
+        where = crc32((path if cut < 0 else path[:cut]).encode())
+        return self._streaks.excuse(
+            base, ts, where, signed_in, span=EXPIRY_SPAN, burst=EXPIRY_BURST
+        )
 
     def _signature(self, event: HttpRequest, login_path: bool) -> str | None:
         """What a repeat of ``event`` (a rejection) repeats: its API key id (one token;
@@ -375,14 +399,15 @@ class HttpAuthDetector(Detector):
         return None
 
     def _judge(
-        self, event: HttpRequest, base: int, crossing: Crossing
+        self, event: HttpRequest, base: int, crossing: Crossing, accepted: bool
     ) -> tuple[Severity, str] | None:
         """The severity and description of a crossing of rejections whose streak slot
         is at ``base``: HIGH unless every rejection it counts repeats one thing
         (``crossing.first_ts`` within the streak); then a stale key beside the
-        client's logins, the same key again after its HIGH, or a monitor's request at a
-        fixed interval is MEDIUM, told once in :data:`REPORT_MEMORY` (``None``: withheld
-        meanwhile)."""
+        client's logins, a key the client last authenticated with (``accepted``: an
+        expired session's token), the same key again after its HIGH, or a monitor's
+        request at a fixed interval is MEDIUM, told once in :data:`REPORT_MEMORY`
+        (``None``: withheld meanwhile)."""
         data = self._streaks._data
         plain = (Severity.HIGH, "rejected http logins")
         if data[base + _SIG] == 0.0 or data[base + _START] > crossing.first_ts:
@@ -395,11 +420,10 @@ class HttpAuthDetector(Detector):
                     f"rejected http logins, {named}, while the client logs in with another"
                     " credential (a stale key in its configuration, not a guess)"
                 )
-            elif self._requests.signed_in(event.client) >= data[base + _START] - SESSION_TTL:
+            elif accepted:
                 what = (
-                    f"rejected http logins, {named}, of a client signed in within"
-                    f" {format_duration(SESSION_TTL)} before (an expired session or a revoked"
-                    " key, not a guess)"
+                    f"rejected http logins, {named}, a key id the client last authenticated"
+                    " with (an expired session or a revoked key, not a guess)"
                 )
             elif ts - data[base + _HIGH] <= REPORT_MEMORY:
                 what = f"rejected http logins, {named} again (a stale key, reported before)"
@@ -424,8 +448,13 @@ class HttpAuthDetector(Detector):
         data[base + _TOLD] = ts
         return Severity.MEDIUM, what
 
-    def _failed(self, event: Event) -> Finding | None:
-        """Account for one event that is not a success: a rejection or failure counts."""
+    def _failed(
+        self, event: Event, signed_in: float = _NEG_INF, accepted: bool = False
+    ) -> Finding | None:
+        """Account for one event that is not a success: a rejection or failure counts.
+        For a rejection, ``signed_in`` is when its client last authenticated before it
+        and ``accepted`` whether its key id is the one it last authenticated with
+        (:class:`~.shared.BatchFacts`: its marks and ``accepted``)."""
         if isinstance(event, HttpRequest):
             status = event.status
             login_path = self._auth_paths.match(event.path)
@@ -436,7 +465,7 @@ class HttpAuthDetector(Detector):
             sample = event.path[:200]
             key = client_key(event.client)
             base = self._streaks.note(key, event.ts, self._signature(event, login_path))
-            if self._excused(event, base, login_path):
+            if self._excused(event, base, login_path, signed_in):
                 return None
             crossing = self._rejections.hit(key, event.ts, sample)
             slow = self._rejections_slow
@@ -449,6 +478,7 @@ class HttpAuthDetector(Detector):
                 threshold=self._cfg.status_threshold,
                 window=self._cfg.status_window,
                 streak=base,
+                accepted=accepted,
             )
         if not isinstance(event, HttpAuthFailure) or event.reason == "no_credentials":
             return None
@@ -474,6 +504,7 @@ class HttpAuthDetector(Detector):
         threshold: int,
         window: float,
         streak: int | None = None,
+        accepted: bool = False,
     ) -> Finding | None:
         """The fast window's finding, else the long window's, else ``None``; for access-log
         rejections (``streak``: the client's slot) as :meth:`_judge` says."""
@@ -485,7 +516,7 @@ class HttpAuthDetector(Detector):
             suffix = " (slow)"
         severity = Severity.HIGH
         if streak is not None and isinstance(event, HttpRequest):
-            judged = self._judge(event, streak, crossing)
+            judged = self._judge(event, streak, crossing, accepted)
             if judged is None:
                 return None
             severity, what = judged
@@ -508,9 +539,16 @@ class HttpAuthDetector(Detector):
         # CredentialTrust); never a rejection, and they forgive the long windows.
         if requests or any(type(e) is HttpRequest for e in events):
             facts = self._requests.facts(events, self)
-            logins, anonymous = facts.credentialed, facts.anonymous
+            # And when each rejection's client last authenticated before it, and whether
+            # its key id is the one it last authenticated with: in event order.
+            logins, anonymous, signed_in, accepted = (
+                facts.credentialed,
+                facts.anonymous,
+                facts.refused,
+                facts.accepted,
+            )
         else:
-            logins, anonymous = [], []
+            logins, anonymous, signed_in, accepted = [], [], {}, frozenset()
         if requests:
             # Only rejections count: picked out without a call or a type check per request.
             reqs = cast("Sequence[HttpRequest]", events)
@@ -563,7 +601,7 @@ class HttpAuthDetector(Detector):
                 continue
             if isinstance(event, HttpRequest | HttpAuthFailure):
                 clean.discard(event.client)
-            found = failed(event)
+            found = failed(event, signed_in.get(i, _NEG_INF), i in accepted)
             if found is not None:
                 out.append((i, found))
         if keys:

@@ -53,7 +53,9 @@ class PromptDetectorConfig(DetectorConfigBase):
     paths: tuple[str, ...] = DEFAULT_PROMPT_PATHS
     """Request paths whose bodies are read (``/exact``, ``/prefix*``, ``*suffix``)."""
     max_body_chars: BodyChars = MAX_BODY_CHARS
-    """A longer body is cut to this many characters and read leniently."""
+    """Most characters of prompt text kept from a body, the last turn first. The body
+    itself is parsed whole up to :data:`~aisentinel.guard.bodies.MAX_PARSE_CHARS` (1 Mi)
+    characters, or this many if larger; a longer one is cut and read leniently."""
     max_parts: BodyParts = MAX_PARTS
     """Most message contents / prompt texts kept from one body."""
 
@@ -125,15 +127,17 @@ class PromptMemo:
             and held[2] == cfg.max_parts
         ):
             return held[3]
-        facts = prompt_facts(body, cfg.max_body_chars, cfg.max_parts)
+        event = events[index]
+        path = event.path if isinstance(event, HttpRequest) else ""
+        facts = prompt_facts(body, cfg.max_body_chars, cfg.max_parts, path)
         self._facts[index] = (body, cfg.max_body_chars, cfg.max_parts, facts)
         return facts
 
 
-def prompt_facts(body: str, max_chars: int, max_parts: int) -> PromptFacts:
-    """Extract the prompt of ``body``, split it into units, find the secrets of its system
-    text and last turn and redact them."""
-    prompt = extract_prompt(body, max_chars=max_chars, max_parts=max_parts)
+def prompt_facts(body: str, max_chars: int, max_parts: int, path: str = "") -> PromptFacts:
+    """Extract the prompt of ``body`` (a request to ``path``), split it into units, find
+    the secrets of its system text and last turn and redact them."""
+    prompt = extract_prompt(body, max_chars=max_chars, max_parts=max_parts, path=path)
     if not prompt.parts:
         return _NO_PROMPT
     system, turns = prompt.split()

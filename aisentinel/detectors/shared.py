@@ -31,7 +31,11 @@ the index then works out, once:
   with a list comprehension instead of a loop of its own over every request;
 * ``marks``: for the events whose path passes the test of a reader that asked for
   marks, when their client last authenticated, counting the batch's events up to
-  and including that one, in event order.
+  and including that one, in event order;
+* ``refused`` and ``accepted`` (``http_auth``, registered with ``refusals``): per
+  401/403, when its client (an IPv6 one: any address of its /64) last authenticated
+  before it (a :data:`KNOWN_PROTECTED` 2xx only where that path answered 401), and
+  whether its key id is the one that client last authenticated with.
 
 Marks keep the answers a line-by-line run would give: the pipeline hands every
 detector the same batch in turn, so marking the whole batch first would let a
@@ -89,9 +93,18 @@ class BatchFacts(NamedTuple):
     anonymous: list[int]
     """The 2xx requests with no user and no key id, in order (what
     :class:`CredentialTrust` learns open locations from; ``http_auth`` its open paths)."""
+    refused: dict[int, float]
+    """With a reader that asked for them (``refusals``, see :meth:`RequestIndex.register`),
+    per 401/403: when its client last authenticated in either way before it, in event
+    order (an IPv6 client: any address of its /64, :func:`~.common.client_key`), or
+    ``-inf``; else empty."""
+    accepted: frozenset[int]
+    """The same way: the 401/403 with a key id that their client (its /64) last
+    authenticated with before them (its latest credentialed request with a key id sent
+    that key id)."""
 
 
-_NO_FACTS = BatchFacts([], {}, {}, [], frozenset(), [])
+_NO_FACTS = BatchFacts([], {}, {}, [], frozenset(), [], {}, frozenset())
 
 _DENIED = frozenset((401, 403))
 PROTECTED_PATHS_LIMIT = 4096
@@ -101,7 +114,10 @@ KNOWN_PROTECTED = ("/api/v1/auths/", "/api/v1/users/user/settings")
 seen: Open WebUI's session user and user settings, which its page asks for on every
 load. A 2xx there is an authentication, as a successful inference call is (the same
 cached verdict per path): a browser opening the UI is known at once, not taken for a
-sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls."""
+sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls. Except for
+:attr:`BatchFacts.refused` (what excuses ``http_auth``'s rejections): there only once
+that ``METHOD path`` (on its virtual host, when logged) answered a 401, to anyone; a
+catch-all virtual host that answers any path 200 never does."""
 _PROTECTED_KEY_CHARS = 200
 
 CREDENTIAL_MODES: tuple[str, ...] = get_args(CredentialsMode)
@@ -138,16 +154,21 @@ def no_path(path: str) -> bool:
 
 
 # _AuthMarks slot layout: _AUTH_STRIDE doubles per client.
-_AUTH_STRIDE = 3
+_AUTH_STRIDE = 5
 _CRED = 0  # last authentication with credentials in the log (user or key_id)
 _ANY = 1  # last authentication of either kind (credentials or inferred)
 _AUTH_QUEUED = 2  # the _ANY time when the client was (re)queued
+_KEY = 3  # hash of the key id of its last credentialed request with one (0: none)
+_PROVEN = 4  # _ANY but a KNOWN_PROTECTED 2xx where that path never answered 401
 
 
 class _AuthMarks(_SlotStore):
     """The clients that authenticated lately: one dict entry, one queue entry and one
-    slot of three doubles per client (its last authentication with credentials, its
-    last of either kind, and the time it was queued at).
+    slot of five doubles per client (its last authentication with credentials, its
+    last of either kind, the time it was queued at, a hash of the key id its last
+    credentialed request with a key id sent: :func:`key_hash`, and its last
+    authentication but a :data:`KNOWN_PROTECTED` 2xx where that path never answered 401:
+    :meth:`proven`).
 
     Capped at ``max_keys`` clients and expired after ``ttl``, both in second-chance
     order on the time of either kind (see :mod:`~.window`): a client goes, with both
@@ -160,7 +181,7 @@ class _AuthMarks(_SlotStore):
     __slots__ = ("_floor", "ttl")
 
     def __init__(self, ttl: float, max_keys: int) -> None:
-        super().__init__(max_keys, (_NEG_INF,) * _AUTH_STRIDE, _AUTH_QUEUED)
+        super().__init__(max_keys, (_NEG_INF, _NEG_INF, _NEG_INF, 0.0, _NEG_INF), _AUTH_QUEUED)
         self.ttl = ttl
         self._floor = _NEG_INF
         """The latest expiry horizon: older credentialed marks read as unknown."""
@@ -202,24 +223,75 @@ class _AuthMarks(_SlotStore):
         mark = self._data[slot * _AUTH_STRIDE + _CRED]
         return mark if mark >= self._floor else _NEG_INF
 
+    def proven(self, clients: Iterable[str]) -> dict[str, float]:
+        """Per client of ``clients``: when it last authenticated in either way, but a
+        :data:`KNOWN_PROTECTED` 2xx where that path never answered 401 (``-inf``: not
+        known)."""
+        keys = self._keys
+        data = self._data
+        out: dict[str, float] = {}
+        for client in clients:
+            slot = keys.get(client)
+            out[client] = _NEG_INF if slot is None else data[slot * _AUTH_STRIDE + _PROVEN]
+        return out
+
+    def keys(self, clients: Iterable[str]) -> dict[str, float]:
+        """Per client of ``clients``: :func:`key_hash` of the key id it last authenticated
+        with, while its credentialed mark is known (0.0: none)."""
+        keys = self._keys
+        data = self._data
+        floor = self._floor
+        out: dict[str, float] = {}
+        for client in clients:
+            slot = keys.get(client)
+            if slot is None:
+                out[client] = 0.0
+            else:
+                base = slot * _AUTH_STRIDE
+                out[client] = data[base + _KEY] if data[base + _CRED] >= floor else 0.0
+        return out
+
+    def learn_keys(self, keys: dict[str, float]) -> None:
+        """Remember ``keys`` (client -> :func:`key_hash` of the key id it last
+        authenticated with; every client already held: learned with :meth:`learn`)."""
+        held = self._keys
+        data = self._data
+        for client, key in keys.items():
+            slot = held.get(client)
+            if slot is not None:
+                data[slot * _AUTH_STRIDE + _KEY] = key
+
     def either(self, client: str) -> float:
         """When ``client`` last authenticated in either way (``-inf``: not known)."""
         slot = self._keys.get(client)
         return _NEG_INF if slot is None else self._data[slot * _AUTH_STRIDE + _ANY]
 
-    def learn(self, latest: dict[str, float], cred: dict[str, float]) -> None:
+    def learn(
+        self,
+        latest: dict[str, float],
+        cred: dict[str, float],
+        proven: dict[str, float] | None = None,
+    ) -> None:
         """Mark each client of ``latest`` as authenticated at its time there, and with
         credentials at its time in ``cred`` (a subset of ``latest``, or ``latest``
-        itself); even if older than the marks held (a client is added when new)."""
+        itself), and for :meth:`proven` at its time in ``proven`` (the same; ``None``:
+        ``latest``); even if older than the marks held (a client is added when new)."""
         keys = self._keys
         data = self._data  # _allocate extends this array in place
         same = cred is latest
+        others = proven is not None and proven is not latest
         for client, ts in latest.items():
             slot = keys.get(client)
             if slot is None:
                 slot = self._allocate(client, ts)
             base = slot * _AUTH_STRIDE
             data[base + _ANY] = ts
+            if not others:
+                data[base + _PROVEN] = ts
+            elif proven is not None:
+                mark = proven.get(client)
+                if mark is not None:
+                    data[base + _PROVEN] = mark
             if same:
                 data[base + _CRED] = ts
             else:
@@ -253,6 +325,13 @@ credentials in the log is a signed-in session, not a model server that answers a
 (Ollama's own is ``/api/chat``)."""
 
 _NO_DOUBTS: frozenset[int] = frozenset()
+
+
+def key_hash(key_id: str) -> float:
+    """A compact stand-in for ``key_id`` (never 0.0: that is "none")."""
+    return float(hash(key_id) & 0xFFFFFFFFFFFFF or 1)
+
+
 _TS = operator.attrgetter("ts")
 _PATH = operator.attrgetter("path")
 _HOST = operator.attrgetter("host")
@@ -884,6 +963,7 @@ class RequestIndex:
         "_marked",
         "_min_ttl",
         "_protected",
+        "_refusals",
         "_served",
         "_strict",
         "_tests",
@@ -906,6 +986,8 @@ class RequestIndex:
         events get no marks, but the authenticated clients are learned all the same."""
         self._min_ttl = 0.0
         """The shortest ``ttl`` of those readers."""
+        self._refusals = False
+        """Whether a reader asked for the marks of every 401/403 (``refusals``)."""
         self._tests: list[Callable[[str], bool]] = []
         self._verdicts = VerdictCache(self._mask)
         self._users = 0
@@ -931,6 +1013,7 @@ class RequestIndex:
         max_keys: int = 1,
         dormant: bool = False,
         guarded: bool = False,
+        refusals: bool = False,
     ) -> int:
         """Add a reader whose events pass ``test`` (a raw path in, a verdict out); its bit.
 
@@ -940,7 +1023,10 @@ class RequestIndex:
         :meth:`wake` (``gpu_theft`` before the first GPU sample): its events are not
         marked meanwhile, which saves a pass over most of an AI server's requests.
         ``guarded``: its paths are model-management calls, whose credentials need more
-        proof that something checks them (see :class:`CredentialTrust`).
+        proof that something checks them (see :class:`CredentialTrust`). ``refusals``
+        (with ``ttl``): :attr:`BatchFacts.refused` and :attr:`BatchFacts.accepted` are
+        filled (``http_auth``: whether a rejection may be the end of its client's
+        session); the table then also holds an IPv6 client's /64.
         """
         bit = 1 << len(self._tests)
         if dormant and ttl is not None:
@@ -958,6 +1044,7 @@ class RequestIndex:
             if not self._marked or ttl < self._min_ttl:
                 self._min_ttl = ttl
             self._marked |= bit
+            self._refusals = self._refusals or refusals
         self._users += 1
         return bit
 
@@ -972,6 +1059,7 @@ class RequestIndex:
         self._verdicts.clear()
         self._marked = 0
         self._dormant = 0
+        self._refusals = False
         self._strict = 0
         self.trust.guard(no_path)
         self._min_ttl = 0.0
@@ -1056,7 +1144,7 @@ class RequestIndex:
         doubted = self.trust.doubted_in(events, kinds, guarded)
         cred = [i for i in claims if i not in doubted] if doubted else claims
         if not self._marked:
-            return BatchFacts(done, {}, {}, cred, doubted, kinds.anonymous)
+            return BatchFacts(done, {}, {}, cred, doubted, kinds.anonymous, {}, _NO_DOUBTS)
         return self._marks(cast("Sequence[HttpRequest]", events), done, kinds, cred, doubted)
 
     def _marks(
@@ -1075,10 +1163,111 @@ class RequestIndex:
         candidates = kinds.anonymous
         if doubted:
             candidates = sorted(candidates + [i for i in doubted if 200 <= reqs[i].status < 300])
-        inferred = self._inferred(reqs, candidates, denied) if candidates or denied else set()
+        if candidates or denied:
+            inferred, unproven = self._inferred(reqs, candidates, denied)
+        else:
+            inferred, unproven = set(), set()
         authed = sorted(inferred.union(cred)) if inferred else cred
-        marks, inferred_marks = self._marks_in(reqs, need, cred, authed)
-        return BatchFacts(masks, marks, inferred_marks, cred, doubted, kinds.anonymous)
+        # The last authentication per client in the batch, of either kind and with
+        # credentials.
+        latest = {reqs[i].client: reqs[i].ts for i in authed}
+        latest_cred = latest if authed is cred else {reqs[i].client: reqs[i].ts for i in cred}
+        marks, inferred_marks = self._marks_in(
+            reqs, need, cred, authed, latest=latest, latest_cred=latest_cred
+        )
+        # For the refusals: the same without the unproven authentications.
+        proven, latest_proven = authed, latest
+        if unproven:
+            proven = [i for i in authed if i not in unproven]
+            latest_proven = {reqs[i].client: reqs[i].ts for i in proven}
+        refused: dict[int, float] = {}
+        accepted = _NO_DOUBTS
+        if self._refusals and denied:
+            refused, accepted = self._refused_marks(reqs, denied, cred, proven, latest_proven)
+        # Then the clients held learn the batch.
+        held = self._held
+        held.learn(latest, latest_cred, latest_proven)
+        if self._refusals and latest_proven:
+            self._learn_networks(reqs, cred, latest_proven, latest_cred)
+        return BatchFacts(
+            masks, marks, inferred_marks, cred, doubted, kinds.anonymous, refused, accepted
+        )
+
+    def _refused_marks(
+        self,
+        reqs: Sequence[HttpRequest],
+        denied: list[int],
+        cred: list[int],
+        authed: list[int],
+        latest: dict[str, float],
+    ) -> tuple[dict[int, float], frozenset[int]]:
+        """:attr:`BatchFacts.refused` and :attr:`BatchFacts.accepted` of the ``denied``
+        requests, given the batch's authentications with credentials ``cred`` and of
+        either kind ``authed`` (in order; ``latest``: the last one per client) and the
+        clients held from before (an IPv6 client's under its /64: :meth:`_learn_networks`)."""
+        held = self._held
+        who = {i: client_key(reqs[i].client) for i in denied}
+        wanted = set(who.values())
+        current = held.proven(wanted)
+        keys = held.keys(wanted)
+        marks: dict[int, float] = {}
+        accepted: set[int] = set()
+        apart = wanted.isdisjoint(latest)
+        if apart and any("/" in at for at in wanted):  # an IPv6 /64
+            apart = wanted.isdisjoint([client_key(c) for c in latest if ":" in c])
+        if apart:
+            steps: Iterable[int] = denied
+            credentialed: set[int] = set()
+        else:
+            hits = {c for c in latest if c in wanted or (":" in c and client_key(c) in wanted)}
+            steps = sorted(who.keys() | {i for i in authed if reqs[i].client in hits})
+            credentialed = set(cred)
+        for i in steps:
+            request = reqs[i]
+            key_id = request.key_id
+            at = who.get(i)
+            if at is not None:
+                marks[i] = current[at]
+                if key_id is not None and keys[at] == key_hash(key_id):
+                    accepted.add(i)
+                continue
+            at = client_key(request.client)
+            current[at] = request.ts
+            if key_id is not None and i in credentialed:
+                keys[at] = key_hash(key_id)
+        return marks, frozenset(accepted) if accepted else _NO_DOUBTS
+
+    def _learn_networks(
+        self,
+        reqs: Sequence[HttpRequest],
+        cred: list[int],
+        latest: dict[str, float],
+        latest_cred: dict[str, float],
+    ) -> None:
+        """Learn the batch for :meth:`_refused_marks`: per client the :func:`key_hash` of
+        the last key id it authenticated with, and an IPv6 client's authentications under
+        its /64 as well (one more entry per network: an address of it changes)."""
+        held = self._held
+        last = {reqs[i].client: key for i in cred if (key := reqs[i].key_id) is not None}
+        keys = {client: key_hash(key) for client, key in last.items()}
+        networks: dict[str, float] = {}
+        networks_cred: dict[str, float] = {}
+        for client in [c for c in latest if ":" in c]:
+            ts = latest[client]
+            network = client_key(client)
+            if network == client or ts < networks.get(network, _NEG_INF):
+                continue
+            networks[network] = ts
+            mark = latest_cred.get(client)
+            if mark is not None:
+                networks_cred[network] = mark
+                hashed = keys.get(client)
+                if hashed is not None:
+                    keys[network] = hashed
+        if networks:
+            held.learn(networks, networks_cred, networks)
+        if keys:
+            held.learn_keys(keys)
 
     def _marks_in(
         self,
@@ -1086,16 +1275,15 @@ class RequestIndex:
         need: list[int],
         cred: list[int],
         authed: list[int],
+        *,
+        latest: dict[str, float],
+        latest_cred: dict[str, float],
     ) -> tuple[dict[int, float], dict[int, float]]:
         """Marks of the ``need`` events given the batch's authentications with
         credentials ``cred`` and of either kind ``authed`` (in order; ``authed`` is
-        ``cred`` when none was inferred) and the clients held from before, which
-        then learn the batch."""
+        ``cred`` when none was inferred; ``latest`` and ``latest_cred``: the last one per
+        client) and the clients held from before (which learn the batch after)."""
         held = self._held
-        # The last authentication per client in the batch, of either kind and with
-        # credentials.
-        latest = {reqs[i].client: reqs[i].ts for i in authed}
-        latest_cred = latest if authed is cred else {reqs[i].client: reqs[i].ts for i in cred}
         marks: dict[int, float] = {}
         inferred: dict[int, float] = {}
         if need:
@@ -1106,7 +1294,6 @@ class RequestIndex:
                 inferred[i] = before[client]
             self._exact(reqs, need, cred, latest_cred, marks)
             self._exact(reqs, need, authed, latest, inferred)
-        held.learn(latest, latest_cred)
         return marks, inferred
 
     def _exact(
@@ -1130,15 +1317,19 @@ class RequestIndex:
 
     def _inferred(
         self, reqs: Sequence[HttpRequest], candidates: list[int], denied: list[int]
-    ) -> set[int]:
+    ) -> tuple[set[int], set[int]]:
         """Of ``candidates`` (2xx without credentials), those that show their client
         authenticated: a successful inference call (a POST) or :data:`KNOWN_PROTECTED` path, or a
         2xx on a protected ``METHOD path`` (see :meth:`_refused`), in event order: a
-        401 later in the batch protects only the 2xx after it."""
+        401 later in the batch protects only the 2xx after it. And of those, with a
+        reader that asked for ``refusals``, the ones on a :data:`KNOWN_PROTECTED` path
+        that it had never answered 401 (:attr:`BatchFacts.refused` does not count them)."""
         get = self._inference.get
         fill = self._inference.fill
         out: set[int] = set()
         rest: list[int] = []
+        known: list[int] = []
+        refusals = self._refusals
         for i in candidates:
             request = reqs[i]
             verdict = get(request.path)
@@ -1148,6 +1339,8 @@ class RequestIndex:
             # page (Open WebUI answers any GET with 200), which anyone gets.
             if verdict and (request.method == "POST" or request.path in KNOWN_PROTECTED):
                 out.add(i)
+                if refusals and request.path in KNOWN_PROTECTED:
+                    known.append(i)
             else:
                 rest.append(i)
         challenges = [i for i in denied if reqs[i].status == 401]
@@ -1155,16 +1348,21 @@ class RequestIndex:
         if not challenges:
             if protected:
                 out.update(i for i in rest if protected.get(_protected_key(reqs[i]), "") is None)
-            return out
+            return out, {i for i in known if _protected_key(reqs[i]) not in protected}
         judged = set(rest)
-        for i in sorted(rest + challenges) if rest else challenges:
+        unproven = set(known)
+        proven: set[int] = set()
+        for i in sorted(rest + known + challenges) if rest or known else challenges:
             key = _protected_key(reqs[i])
             if i in judged:
                 if protected.get(key, "") is None:
                     out.add(i)
+            elif i in unproven:
+                if key in protected:
+                    proven.add(i)
             else:
                 self._refused(key, reqs[i].client)
-        return out
+        return out, unproven - proven
 
     def _refused(self, key: str, client: str) -> None:
         """Learn a 401 at ``key`` (``METHOD path``) served to ``client``. The path is

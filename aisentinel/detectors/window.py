@@ -1614,7 +1614,7 @@ class RecentSet(_SlotStore):
 
 
 # _Streaks slot layout: _STRIDE doubles per client.
-_STRIDE = 11
+_STRIDE = 13
 _SIG = 0  # hash of the streak's one credential or request (0: no streak)
 _START = 1  # its first rejection
 _LAST = 2  # its latest rejection
@@ -1626,6 +1626,8 @@ _TOLD = 7  # when a repeat of it was last reported at MEDIUM (or withheld)
 _STREAK_QUEUED = 8
 _BURST = 9  # the first rejection of the client's latest expired-session burst
 _EXCUSED = 10  # that burst's rejections not counted so far
+_PATHS_ONE = 11  # its paths, a Bloom filter: one bit of 52 per path (see _Streaks.excuse)
+_PATHS_TWO = 12  # its paths, a second bit of 52 per path
 
 
 def _jitter(step: float) -> float:
@@ -1642,7 +1644,7 @@ class _Streaks(_SlotStore):
     :class:`~aisentinel.detectors.http_auth.HttpAuthDetector`, its one user; it lives in
     this module, which mypyc compiles, because an interpreted class cannot subclass a
     compiled one), and its latest burst of rejections after a sign-in (:meth:`excuse`).
-    Eleven doubles a client, at most ``max_keys``, expired ``ttl`` (http_auth: a day, or
+    Thirteen doubles a client, at most ``max_keys``, expired ``ttl`` (http_auth: a day, or
     the longest window) after its last event (second-chance order, see :mod:`~.window`)."""
 
     __slots__ = ("ttl",)
@@ -1660,7 +1662,7 @@ class _Streaks(_SlotStore):
             _NEG_INF,
             _NEG_INF,
         )
-        super().__init__(max_keys, (*blank, 0.0), _STREAK_QUEUED)
+        super().__init__(max_keys, (*blank, 0.0, 0.0, 0.0), _STREAK_QUEUED)
         self.ttl = ttl
 
     def _newest(self, base: int) -> float:
@@ -1693,18 +1695,35 @@ class _Streaks(_SlotStore):
         data[base + _LAST] = ts
         return base
 
-    def excuse(self, base: int, ts: float, span: float, burst: int) -> bool:
+    def excuse(
+        self, base: int, ts: float, path: int, signed_in: float, *, span: float, burst: int
+    ) -> bool:
         """Whether the rejection at ``ts`` of the client whose slot is at ``base`` (one of
-        a signed-in client's rejections that may be its session's end) goes uncounted: the
-        first of a burst (none before it within ``span``) counts, the next ``burst - 1``
-        within ``span`` of it do not, any more count again."""
+        a signed-in client's rejections that may be its session's end; it last signed in
+        at ``signed_in``), on the path whose hash is ``path``, goes uncounted: the first of
+        a burst (none before it within ``span`` and since its client signed in) counts,
+        the next ``burst - 1`` within ``span`` of it do not while each is on a path new to
+        the burst (a page loads distinct resources; a guesser repeats its endpoint), any
+        more count again. The burst's paths are held as a Bloom filter of two 52-bit
+        masks (two doubles, a bit in each per path): a path taken for seen though it is
+        new counts, as a repeat does (about one in 40 of a 15-path burst's; none of the
+        paths Open WebUI's page loads, with http_auth's CRC-32)."""
         data = self._data
-        if ts - data[base + _BURST] > span:
+        one = 1 << (path % 52)
+        two = 1 << ((path // 52) % 52)
+        start = data[base + _BURST]
+        if ts - start > span or ts < start or signed_in > start:
             data[base + _BURST] = ts
             data[base + _EXCUSED] = 0.0
+            data[base + _PATHS_ONE] = float(one)
+            data[base + _PATHS_TWO] = float(two)
             return False
-        if data[base + _EXCUSED] >= burst - 1:
+        first = int(data[base + _PATHS_ONE])
+        second = int(data[base + _PATHS_TWO])
+        if (first & one and second & two) or data[base + _EXCUSED] >= burst - 1:
             return False
+        data[base + _PATHS_ONE] = float(first | one)
+        data[base + _PATHS_TWO] = float(second | two)
         data[base + _EXCUSED] += 1.0
         return True
 

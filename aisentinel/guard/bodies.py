@@ -3,8 +3,8 @@
 :func:`extract_prompt` reads the request bodies of the OpenAI-style API
 (``/v1/chat/completions``, ``/v1/completions``, ``/v1/responses``, ``/v1/embeddings``)
 and of Ollama (``/api/generate``, ``/api/chat``). The shape is told by the body's keys,
-not the path, so the same code serves proxies that mount the APIs elsewhere. It keeps
-the text a client controls:
+not the path, so the same code serves proxies that mount the APIs elsewhere (the path,
+when given, only tells an embeddings request). It keeps the text a client controls:
 
 * ``messages`` (chat, both APIs): the content of every message but the ``assistant``
   ones: ``system`` / ``developer`` messages, user text and tool results, earlier turns
@@ -19,15 +19,50 @@ the text a client controls:
   a string or a list of items, ``function_call_output`` included; embeddings: a string
   or a list of strings).
 
-Bodies that are not valid JSON are tolerated: bodies cut short (a full log buffer, a
-client that hung up) give the string values of the keys above that were written, up to
-the cut; bodies escaped by nginx's default log escaping (``\\x22`` for ``"``) or
-JSON-encoded twice are unescaped first; anything else is scanned as raw text. The work
-is bounded: at most ``max_chars`` characters of the body are read, at most
-``max_parts`` texts kept, and the texts kept add up to at most ``max_chars``
-characters (``PromptBody.truncated`` says when something was cut). When a body has
-more, the last turn is kept first, then the system texts, then the earlier turns,
-newest first.
+What a text is matters as much as what it says. Besides the ``system`` / ``developer``
+texts and the assistant's, the reader tells apart *quoted data* (:attr:`PromptBody.quoted`):
+text the client passes on to the model rather than writes itself, which the detectors
+report but never count as the client's own attack:
+
+* tool and function results (``role: "tool"``, ``tool_result``, ``function_call_output``)
+  and, in the user text of agents that use XML tools (Cline, Roo Code), everything in a
+  message from a ``[read_file for 'path'] Result:`` marker on (the file, command output
+  or page the tool gave back);
+* the content of wrappers that put chat history and retrieved documents into a user
+  message: ``<chat_history>`` (Open WebUI's title, tags, follow-up and search-query
+  tasks: the earlier turns, the assistant's included, as ``USER:`` / ``ASSISTANT:``
+  lines), ``<context>`` and ``<source ...>`` (Open WebUI's RAG template; the question
+  in ``<user_query>`` stays the user's), ``<file_content ...>``,
+  ``<final_file_content ...>`` and ``<environment_details>`` (Cline);
+* embeddings inputs (a path ending in ``/embeddings`` or ``/embed``, or a body with
+  ``encoding_format`` / ``dimensions``, or an ``input`` list of strings): documents
+  being indexed, never instructions;
+* texts read leniently from a body that is not valid JSON (roles unknown).
+
+A ``prompt`` that holds a chat template rendered by the client (Ollama's
+``/api/generate`` with ``"raw": true``, ``/v1/completions`` from LangChain, llama-index
+or SillyTavern) is split at its role markers: ChatML (``<|im_start|>role``), Llama 3
+(``<|start_header_id|>role<|end_header_id|>``), Llama 2 / Mistral (``[INST]``,
+``<<SYS>>``, ``[SYSTEM_PROMPT]``, ``[TOOL_RESULTS]``), Gemma (``<start_of_turn>role``),
+Phi-3 / Zephyr (``<|user|>``), Granite, Command R, DeepSeek, gpt-oss and Alpaca-style
+``### Instruction:`` headers. System segments (and the text before the first marker)
+are system text, assistant segments are left out like assistant messages, tool
+segments are quoted data.
+
+The body is parsed whole (``json.loads``) up to :data:`MAX_PARSE_CHARS` characters (the
+access-log line cap: no body read from a log line is longer), whatever ``max_chars``
+is, so a large image, document or ignored field does not push the prompt out of reach;
+``max_chars`` caps the texts kept, the last turn first. Bodies that are not valid JSON
+are tolerated: bodies cut short (a full log buffer, a client that hung up) give the
+string values of the keys above that were written, up to the cut, the newest first;
+a body over :data:`MAX_PARSE_CHARS` is cut, and its first and last
+:data:`MAX_PARSE_CHARS` / 2 characters are read so; bodies escaped by nginx's default
+log escaping (``\\x22`` for ``"``) or JSON-encoded twice are unescaped first; anything
+else is scanned as raw text. The work is bounded: at most :data:`MAX_PARSE_CHARS`
+(or ``max_chars``, if larger) characters of the body are read, at most ``max_parts``
+texts kept, and the texts kept add up to at most ``max_chars`` characters
+(``PromptBody.truncated`` says when something was cut). When a body has more, the last
+turn is kept first, then the system texts, then the earlier turns, newest first.
 
 Pure standard library, like the rest of :mod:`aisentinel.guard`.
 """
@@ -39,16 +74,21 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_BODY_CHARS", "MAX_PARTS", "PromptBody", "extract_prompt"]
+__all__ = ["MAX_BODY_CHARS", "MAX_PARSE_CHARS", "MAX_PARTS", "PromptBody", "extract_prompt"]
 
-#: Most characters of a body that are read (a longer body is cut, then read leniently).
+#: Most characters of prompt text kept from one body (the last turn first).
 MAX_BODY_CHARS = 262_144
+#: Most characters of a body parsed (or ``max_chars``, if larger): the access-log line
+#: cap (:data:`aisentinel.parsers.base.ACCESS_LINE_BYTES`, 1 MiB), so a body read from a
+#: log line is parsed whole. A longer body is cut and read leniently.
+MAX_PARSE_CHARS = 1_048_576
 #: Most texts (message contents, prompts, parts) kept from one body.
 MAX_PARTS = 256
 
 _TEXT_KEYS = ("system", "instructions", "prompt", "suffix", "input")
 _SYSTEM_ROLES = frozenset({"system", "developer"})
 _SYSTEM_KEYS = frozenset({"system", "instructions"})
+_PROMPT_KEYS = frozenset({"prompt", "suffix"})
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 # A JSON string value of a key that carries prompt text, possibly cut off at the end.
 _LENIENT = re.compile(
@@ -62,6 +102,94 @@ _NGINX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 _FENCED = re.compile(r"^[ \t]*(```|~~~)[^\n]*\n(?:[\s\S]*?^[ \t]*\1[ \t]*$|[\s\S]*)", re.M)
 _QUOTED_ROLES = frozenset({"tool", "function", "ipython"})
 _QUOTED_PART_TYPES = frozenset({"function_call_output", "tool_result", "custom_tool_call_output"})
+# The first text of a tool result an agent with XML tools (Cline, Roo Code) puts in a user
+# message: "[read_file for 'src/a.py'] Result:", "[attempt_completion] Result:"; what
+# follows in the message is what the tool gave back.
+# (Matched at the start of a text only; the greedy span backtracks at most 1000 steps.)
+_TOOL_RESULT = re.compile(r"\s{0,8}\[[A-Za-z_][\w.:-]{0,63}(?: for [\s\S]{0,1000})?\] Result:")
+# Wrappers that put quoted data into a user message: chat history (Open WebUI's task
+# prompts), retrieved documents (Open WebUI's RAG template), files and the editor state
+# (Cline). Only a wrapper that is closed quotes; its content is data, not the user's words.
+_WRAPPER = re.compile(
+    r"<(chat_history|context|source|file_content|final_file_content|environment_details)"
+    r"(?:\s[^<>\n]{0,300})?>"
+)
+# Role markers of chat templates a client renders into a ``prompt`` itself. A group holds
+# the role's name; a fixed token (no group) has its role in _FIXED_ROLES. Every branch
+# starts with a literal character, so the search skips the text between candidates.
+_ROLE_MARK = re.compile(
+    r"<\|im_start\|>[ \t]*(\w{0,32})"  # ChatML (Qwen, Yi, many fine-tunes)
+    r"|<\|start_header_id\|>[ \t]*(\w{0,32})[ \t]*<\|end_header_id\|>"  # Llama 3
+    r"|<start_of_turn>(\w{0,32})"  # Gemma
+    r"|<\|start_of_role\|>(\w{0,32})<\|end_of_role\|>"  # Granite
+    r"|<\|start\|>(\w{0,32})"  # gpt-oss (harmony)
+    r"|<\|START_OF_TURN_TOKEN\|><\|(\w{1,32})_TOKEN\|>"  # Command R
+    r"|<\|(system|user|assistant|tool)\|>"  # Phi-3, Zephyr
+    r"|<\uff5c(User|Assistant)\uff5c>"  # DeepSeek
+    r"|###?[ \t]*(Instruction|Input|Response|System|User|Assistant|Human)[ \t]*:"  # Alpaca
+    r"|\[/?INST\]|<</?SYS>>|\[/?SYSTEM_PROMPT\]|\[/?TOOL_RESULTS\]|\[/?AVAILABLE_TOOLS\]"
+    r"|<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|END_OF_TURN_TOKEN\|>"
+    r"|<\|endoftext\|>|</s>|<s>|<bos>|<\|begin_of_text\|>"
+)
+_FIXED_ROLES = {
+    "[INST]": "user",
+    "[/INST]": "assistant",
+    "<<SYS>>": "system",
+    "[SYSTEM_PROMPT]": "system",
+    "[AVAILABLE_TOOLS]": "system",
+    "[TOOL_RESULTS]": "tool",
+}
+"""The role a fixed template token starts; any other (a closing or end token) goes back
+to the user's text, so no text between markers is left unread."""
+_BOS = frozenset({"<s>", "<bos>", "<|begin_of_text|>"})
+"""Begin-of-text tokens: cut out, the role goes on."""
+_TEMPLATE_SYSTEM = frozenset({"system", "developer", "sys"})
+_TEMPLATE_ASSISTANT = frozenset({"assistant", "model", "chatbot", "bot", "gpt", "response"})
+_TEMPLATE_TOOL = frozenset({"tool", "ipython", "function", "tool_response", "tool_results"})
+_EMBEDDING_PATHS = ("/embeddings", "/embed")
+_EMBEDDING_KEYS = ("encoding_format", "dimensions")
+
+
+def _template_role(match: re.Match[str], current: str) -> str:
+    """``system``, ``assistant``, ``tool`` or ``user``: the role a role marker starts (a
+    begin-of-text token keeps ``current``)."""
+    if match.lastindex is None:  # a fixed token
+        name = match.group()
+        return current if name in _BOS else _FIXED_ROLES.get(name, "user")
+    name = match.group(match.lastindex)
+    name = name.lower()
+    if name in _TEMPLATE_SYSTEM:
+        return "system"
+    if name in _TEMPLATE_ASSISTANT:
+        return "assistant"
+    return "tool" if name in _TEMPLATE_TOOL else "user"
+
+
+def _wrapped(text: str) -> list[tuple[int, int]] | None:
+    """The spans of ``text`` inside a closed quoting wrapper (tags included), or ``None``.
+
+    Linear: each search either moves past a closing tag or rules its name out for the
+    rest of the text."""
+    spans: list[tuple[int, int]] = []
+    dead: set[str] = set()
+    pos = 0
+    while True:
+        match = _WRAPPER.search(text, pos)
+        if match is None:
+            break
+        name = match.group(1)
+        if name in dead:
+            pos = match.end()
+            continue
+        close = f"</{name}>"
+        end = text.find(close, match.end())
+        if end < 0:
+            dead.add(name)
+            pos = match.end()
+            continue
+        pos = end + len(close)
+        spans.append((match.start(), pos))
+    return spans or None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +208,8 @@ class PromptBody:
     truncated: bool = False
     quoted: tuple[bool, ...] = ()
     """Per part: whether it is quoted data rather than the client's own words (a tool or
-    function result: OpenAI and Ollama ``role: "tool"`` messages, ``tool_result`` and
-    ``function_call_output`` parts); empty when none is."""
+    function result, a wrapped chat history or document, an embeddings input, a text
+    whose role is unknown: see the module doc); empty when none is."""
     system: tuple[bool, ...] = ()
     """Per part: whether it is system text (``system`` / ``developer`` messages and
     items, Ollama's ``system``, the responses API's ``instructions``): what the
@@ -142,7 +270,7 @@ class PromptBody:
 class _Collector:
     """Texts gathered from a body, then kept under the part and character limits."""
 
-    __slots__ = ("counts", "dropped", "max_chars", "max_parts", "pending", "turn")
+    __slots__ = ("counts", "dropped", "max_chars", "max_parts", "pending", "result", "turn")
 
     def __init__(self, max_chars: int, max_parts: int) -> None:
         self.pending: list[tuple[str, bool, bool, int]] = []
@@ -151,6 +279,9 @@ class _Collector:
         """Texts found per (system, turn): past ``max_parts`` one cannot be kept."""
         self.dropped = False
         self.turn = 0
+        self.result = False
+        """Whether the message being read has had an agent's tool-result marker: the rest
+        of it is what the tool gave back."""
         self.max_chars = max_chars
         self.max_parts = max_parts
 
@@ -164,6 +295,27 @@ class _Collector:
             return
         self.counts[bucket] = count + 1
         self.pending.append((text, quoted, system, self.turn))
+
+    def text(self, text: str, quoted: bool = False, system: bool = False) -> None:
+        """A text of a message: user text is split into the user's words and the quoted
+        data in it (an agent's tool result, a closed wrapper: see the module doc)."""
+        if quoted or system:
+            self.add(text, quoted, system)
+            return
+        if self.result or _TOOL_RESULT.match(text):
+            self.result = True
+            self.add(text, True)
+            return
+        spans = _wrapped(text) if "</" in text else None
+        if spans is None:
+            self.add(text)
+            return
+        pos = 0
+        for start, end in spans:
+            self.add(text[pos:start])
+            self.add(text[start:end], True)
+            pos = end
+        self.add(text[pos:])
 
     def content(
         self,
@@ -180,11 +332,11 @@ class _Collector:
         make it system text, quoted data or the model's output. An object with a role
         nested in a message's content is a part of that message, as the message is."""
         if isinstance(value, str):
-            self.add(value, quoted, system)
+            self.text(value, quoted, system)
         elif isinstance(value, list) and depth < 4:
             for item in value:
                 if isinstance(item, str):  # the common case, without a call per level
-                    self.add(item, quoted, system)
+                    self.text(item, quoted, system)
                 elif isinstance(item, dict) and depth < 3:
                     self._part(item, depth + 1, quoted, system, items)
                 else:
@@ -197,6 +349,8 @@ class _Collector:
     ) -> None:
         kind = part.get("type")
         role = part.get("role") if item else None
+        if item:
+            self.result = False  # a message of its own
         if role == "assistant":  # the model's own output (a responses-API item)
             self.turn += 1
         elif kind in _TEXT_PART_TYPES or (kind is None and isinstance(part.get("text"), str)):
@@ -211,17 +365,48 @@ class _Collector:
                 system or role in _SYSTEM_ROLES,
             )
 
-    def body(self, shape: str, cut: bool) -> PromptBody:
+    def template(self, prompt: str, quoted: bool) -> None:
+        """A ``prompt`` string: split at chat-template role markers when it has any."""
+        marks = _ROLE_MARK.finditer(prompt)
+        match = next(marks, None)
+        if match is None:
+            self.text(prompt, quoted)
+            return
+        # The text before the first role marker is the template's preamble (Alpaca's "Below
+        # is an instruction...", DeepSeek's system prompt), unless that marker ends a role.
+        opens = match.lastindex is not None or match.group() in _FIXED_ROLES
+        role = "system" if opens else "user"
+        start = 0
+        while match is not None:
+            self._segment(prompt[start : match.start()], role, quoted)
+            new = _template_role(match, role)
+            if new == "assistant" and role != "assistant":
+                self.turn += 1  # the model's own output, as an assistant message
+            role, start = new, match.end()
+            match = next(marks, None)
+        self._segment(prompt[start:], role, quoted)
+
+    def _segment(self, text: str, role: str, quoted: bool) -> None:
+        self.result = False
+        if role == "system":
+            self.add(text, quoted, True)
+        elif role != "assistant":
+            self.text(text, quoted or role == "tool")
+
+    def body(self, shape: str, cut: bool, newest_first: bool = False) -> PromptBody:
         """The texts kept: the last turn first, then the system texts, then earlier
         turns, newest first, while the limits allow; in body order. The last turn goes
         first so that many system messages (a client can write as many as it likes)
-        cannot push it out."""
+        cannot push it out. ``newest_first``: the texts are kept from the last one back
+        (a body read leniently: its turns are unknown)."""
         pending = self.pending
         last = max((t for _, _, s, t in pending if not s), default=0)
         first = [i for i, (_, _, s, t) in enumerate(pending) if not s and t == last]
         first += [i for i, (_, _, s, _t) in enumerate(pending) if s]
         order: list[int] = first
-        if len(first) < len(pending):  # earlier turns: the newest first (turns only grow)
+        if newest_first:
+            order = list(range(len(pending) - 1, -1, -1))
+        elif len(first) < len(pending):  # earlier turns: the newest first (turns only grow)
             runs: list[list[int]] = []
             for i, (_, _, s, t) in enumerate(pending):
                 if not s and t != last:
@@ -239,7 +424,7 @@ class _Collector:
             text = pending[i][0]
             room = self.max_chars - chars
             if len(text) > room:
-                text, truncated = text[:room], True
+                text, truncated = (text[-room:] if newest_first else text[:room]), True
             kept[i] = text
             chars += len(text)
         idx = sorted(kept)
@@ -261,6 +446,7 @@ def _messages(messages: list[Any], out: _Collector) -> None:
         if not isinstance(msg, dict):
             continue
         role = msg.get("role")
+        out.result = False
         if role == "assistant":
             out.turn += 1
         else:
@@ -269,14 +455,48 @@ def _messages(messages: list[Any], out: _Collector) -> None:
             )
 
 
-def _from_json(data: dict[str, Any], out: _Collector) -> str:
+def _prompts(value: Any, out: _Collector, quoted: bool) -> None:
+    """``prompt`` / ``suffix``: a string or a list of them (a list of token ids is no text)."""
+    if isinstance(value, str):
+        out.template(value, quoted)
+    elif isinstance(value, list):
+        for item in value[: out.max_parts]:
+            if isinstance(item, str):
+                out.template(item, quoted)
+
+
+def _documents(data: dict[str, Any], path: str) -> bool:
+    """Whether the body is an embeddings request: its inputs are documents."""
+    if path.partition("?")[0].rstrip("/").endswith(_EMBEDDING_PATHS):
+        return True
+    if "messages" in data or "input" not in data:
+        return False
+    value = data["input"]
+    if any(key in data for key in _EMBEDDING_KEYS):
+        return True
+    # the responses API's input list holds message objects; embeddings' strings or tokens
+    return isinstance(value, list) and bool(value) and not any(isinstance(v, dict) for v in value)
+
+
+def _from_json(data: dict[str, Any], out: _Collector, path: str) -> str:
     messages = data.get("messages")
     if isinstance(messages, list):
         _messages(messages, out)
+    documents = _documents(data, path)
     for key in _TEXT_KEYS:
         value = data.get(key)
-        if value is not None:
-            out.content(value, system=key in _SYSTEM_KEYS, items=key == "input")
+        if value is None:
+            continue
+        out.result = False
+        if key in _PROMPT_KEYS:
+            _prompts(value, out, documents)
+        else:
+            out.content(
+                value,
+                quoted=documents and key == "input",
+                system=key in _SYSTEM_KEYS,
+                items=key == "input",
+            )
     if isinstance(messages, list):
         return "chat"
     if "prompt" in data:
@@ -285,22 +505,23 @@ def _from_json(data: dict[str, Any], out: _Collector) -> str:
 
 
 def _lenient(body: str, out: _Collector) -> bool:
-    """String values of prompt keys in a body that is not valid JSON; whether any."""
-    found = False
+    """String values of prompt keys in a body that is not valid JSON, the last
+    ``max_parts`` of them; whether any. Their roles are unknown: all are quoted data."""
+    found: list[tuple[str, bool]] = []
     for match in _LENIENT.finditer(body):
-        raw = match.group(2)
-        if not match.group(3):  # cut inside the string: drop a half escape at the end
-            raw = re.sub(r"\\(?:u[0-9a-fA-F]{0,3})?$", "", raw)
+        found.append((match.group(2), bool(match.group(3))))
+        if len(found) > 2 * out.max_parts:
+            del found[: out.max_parts]
+    for value, closed in found[-out.max_parts :]:
+        # cut inside the string: drop a half escape at the end
+        raw = value if closed else re.sub(r"\\(?:u[0-9a-fA-F]{0,3})?$", "", value)
         try:
             text = json.loads(f'"{raw}"')
         except ValueError:
             text = raw
         if isinstance(text, str):
-            out.add(text)
-            found = True
-        if out.dropped:
-            break
-    return found
+            out.add(text, True)
+    return bool(found)
 
 
 def _unescape(body: str) -> str | None:
@@ -330,16 +551,24 @@ def _parse(body: str) -> Any:
 
 
 def extract_prompt(
-    body: str, *, max_chars: int = MAX_BODY_CHARS, max_parts: int = MAX_PARTS
+    body: str,
+    *,
+    max_chars: int = MAX_BODY_CHARS,
+    max_parts: int = MAX_PARTS,
+    path: str = "",
 ) -> PromptBody:
     """The client-controlled texts of an AI API request body (see the module doc).
 
-    Never raises on any string; reads at most ``max_chars`` characters of ``body``.
+    ``path``: the request's path, when known (tells an embeddings request). Never raises
+    on any string; reads at most :data:`MAX_PARSE_CHARS` (or ``max_chars``, if larger)
+    characters of ``body``.
     """
     out = _Collector(max_chars, max_parts)
-    cut = len(body) > max_chars
+    limit = max(max_chars, MAX_PARSE_CHARS)
+    cut = len(body) > limit
+    tail = ""
     if cut:
-        body = body[:max_chars]
+        body, tail = body[: limit // 2], body[-(limit // 2) :]
     text = body.strip()
     data = None if cut or not text.startswith(("{", "[")) else _parse(text)
     if data is None:
@@ -347,20 +576,26 @@ def extract_prompt(
         if inner is not None:
             text = inner.strip()
             data = None if cut or not text.startswith(("{", "[")) else _parse(text)
+            if cut:
+                tail = _unescape(tail) or tail
     if isinstance(data, list):  # a batch of requests (some proxies accept them)
         shape = "other"
         for item in data[:max_parts]:
             if isinstance(item, dict):
-                shape = _from_json(item, out)
+                shape = _from_json(item, out, path)
                 out.turn += 1  # each request of the batch is a conversation of its own
         return out.body(shape, cut)
     if isinstance(data, dict):
-        shape = _from_json(data, out)
+        shape = _from_json(data, out, path)
         return out.body(shape, cut)
     if isinstance(data, str):
         out.add(data)
         return out.body("raw", cut)
-    if data is None and _lenient(text, out):
-        return out.body("lenient", cut)
+    found = _lenient(text, out)
+    if tail:
+        out.turn += 1  # the end of the body: the newest texts, kept first
+        found = _lenient(tail, out) or found
+    if found:
+        return out.body("lenient", cut, newest_first=True)
     out.add(text)
     return out.body("raw", cut)

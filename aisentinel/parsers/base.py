@@ -58,8 +58,8 @@ ACCESS_LINE_BYTES = 1 << 20
 """The line length cap of nginx's access-log formats. A line carries fields the client
 sends: the request line and each header up to ``large_client_header_buffers`` (8 KiB by
 default, up to 64 KiB), escaped by nginx into up to 4 (``\\xHH``) or 6 (``\\u00HH``,
-``escape=json``) bytes a byte, and with ``aisentinel_prompts`` the request body, of which
-the prompt detectors read ``max_body_chars`` (256 Ki) characters. 1 MiB holds all of that
+``escape=json``) bytes a byte, and with ``aisentinel_prompts`` the request body, which
+the prompt detectors parse whole (up to 1 Mi characters). 1 MiB holds all of that
 for nearly every request; the fields of a longer line before its cut are still read
 (:class:`~aisentinel.events.CutLine`)."""
 

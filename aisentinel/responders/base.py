@@ -46,7 +46,7 @@ import structlog
 from aisentinel.clock import Clock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.configtypes import StrictModel
-from aisentinel.events import Action, AddressTarget, Decision
+from aisentinel.events import Action, AddressTarget, Decision, IPNetwork
 from aisentinel.registry import Registry
 
 log = structlog.get_logger(__name__)
@@ -172,6 +172,13 @@ class Responder(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources at shutdown (bans stay: they carry their own timeouts)."""
+
+    def refusal(self, net: IPNetwork) -> str | None:
+        """Why this responder's config makes it refuse a ban of ``net`` for good (nftables:
+        wider than its ``min_prefix4`` / ``min_prefix6``), naming the key; ``None`` when
+        it does not. ``aisentinel ban`` asks before banning by hand."""
+        del net
+        return None
 
 
 class BufferedResponder(Responder):

@@ -34,8 +34,11 @@ and the commit re-creates it with every ban this responder holds plus the batch
 :meth:`NftablesResponder.health` (every 30 s) lists the table and re-creates it the
 same way when chain ``input`` or ``forward`` is missing, off its hook or priority, or
 holds other rules than one drop rule per set (``nft flush chain``, a rule replaced by
-an ``accept``), or a ban held is missing from its set (``nft flush set``); the next
-reconcile applies the ledger. ``reconcile`` deletes and
+an ``accept``); when only bans held are missing from their sets (``nft flush set``) it
+adds those back, keeping the table (a listing can leave out live elements while the
+kernel expires others, so the sets are listed again first: :meth:`_lost`); the next
+reconcile applies the ledger. Element timeouts are the whole seconds left when the
+transaction is built (:meth:`_elements`). ``reconcile`` deletes and
 re-creates the whole table with exactly the active bans in one transaction (20,000
 bans in well under a second), after the same check as the health check's, so damage it
 happens to fix first is logged and counted all the same. Damage is only counted on a
@@ -46,7 +49,9 @@ whose ledger is not the whole truth) adds them to the table as it is, keeping it
 elements and the drop rule of each of its sets. Every address is parsed again with
 ``ipaddress`` right before it is written; unspecified, loopback, multicast, link-local,
 reserved (NAT64 addresses excepted, as the engine's ``unbannable``) or too wide networks
-are refused and counted.
+are refused and counted, and a commit or reconcile that refused a ban raises
+:class:`~aisentinel.responders.base.PartialError` naming it (after writing the others),
+so the worker reports it not enforced and counts it given up.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ import json
 import math
 import re
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,6 +74,7 @@ from aisentinel.events import AddressTarget, Decision, IPNetwork, is_nat64
 from aisentinel.responders.base import (
     REGISTRY,
     BufferedResponder,
+    PartialError,
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
@@ -82,6 +89,21 @@ DEFAULT_LENGTHS = frozenset({(4, 32), (6, 64), (6, 128)})
 COUNTER = "dropped"
 MISSING = "No such file or directory"
 """nft's words (ENOENT) for a table, set or chain that is not there."""
+RELISTS = 2
+"""How many more times the sets are listed before bans missing from them count as lost."""
+SOON = 2.0
+"""Seconds: a ban this close to its expiry missing from its set is no evidence of damage
+(the kernel expires elements by its own clock, a moment before or after the ledger's)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Damage:
+    """How the table differs from what the responder made: why (for the log and health),
+    and, when the only difference is bans missing from intact sets, which (``lost``:
+    they are added back, the table kept)."""
+
+    why: str
+    lost: frozenset[str] = frozenset()
 
 
 class NftablesConfig(ResponderConfigBase):
@@ -113,10 +135,20 @@ def _set_name(net: IPNetwork) -> str:
     return f"v{net.version}_{net.prefixlen}"
 
 
+def _too_wide(net: IPNetwork, config: NftablesConfig) -> str | None:
+    """Why ``net`` is wider than the config lets a ban be (``None``: it is not)."""
+    key = "min_prefix4" if net.version == 4 else "min_prefix6"
+    widest: int = getattr(config, key)
+    if net.prefixlen < widest:
+        return f"network wider than /{widest} (responders.nftables.{key})"
+    return None
+
+
 def _refusal(net: IPNetwork, config: NftablesConfig) -> str | None:
     """Why ``net`` must not be written (``None``: it may)."""
-    if net.prefixlen < (config.min_prefix4 if net.version == 4 else config.min_prefix6):
-        return "network wider than min_prefix allows"
+    wide = _too_wide(net, config)
+    if wide is not None:
+        return wide
     ends = (net.network_address, net.broadcast_address)
     for flag in ("is_unspecified", "is_loopback", "is_multicast", "is_link_local", "is_reserved"):
         for addr in ends:
@@ -152,6 +184,8 @@ class NftablesResponder(BufferedResponder):
         succeeded, not withdrawn since): only then is a table found damaged a repair."""
         self.refused = 0
         """Targets refused by the last-moment validation (never written)."""
+        self._refused_now: dict[str, str] = {}
+        """The bans refused by the commit or reconcile under way: target text -> why."""
 
     def _pick(self) -> NftBackend | None:
         cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
@@ -169,12 +203,22 @@ class NftablesResponder(BufferedResponder):
 
     # ------------------------------------------------------------------ the contract
 
+    def refusal(self, net: IPNetwork) -> str | None:
+        return _too_wide(net, self.cfg)
+
     def commit(self) -> None:
+        """Apply the staged bans and lifts; raises :class:`PartialError` naming the bans
+        refused for good (never written: a network wider than ``min_prefix4`` /
+        ``min_prefix6``, an address that is no ban target) after the others are applied."""
         adds, deletes = self.take()
         now = self.clock.now()
+        self._refused_now = {}
         added = [b for b in self._valid(adds) if b[2] is None or b[2] > now]
+        refused = dict(self._refused_now)
         lifted = list(self._valid(deletes))
+        self._refused_now = refused  # a lift refused was never written: nothing to report
         if not added and not lifted:
+            self._raise_refused("commit")
             return
         lengths = self.lengths | {(net.version, net.prefixlen) for _, net, _ in [*lifted, *added]}
         # The table and the sets already made are not declared again: when someone
@@ -183,9 +227,9 @@ class NftablesResponder(BufferedResponder):
         # batch's bans, and the table is re-created with every ban held.
         cmds = self._skeleton(lengths, declared=self.lengths)
         first = [(net, None) for _, net, _ in [*lifted, *added]]
-        cmds += self._elements("add", first, now)
-        cmds += self._elements("delete", first, now)
-        cmds += self._elements("add", [(net, exp) for _, net, exp in added], now)
+        cmds += self._elements("add", first)
+        cmds += self._elements("delete", first)
+        cmds += self._elements("add", [(net, exp) for _, net, exp in added])
         held = dict(self.held)
         for text, _, _ in lifted:
             held.pop(text, None)
@@ -199,40 +243,57 @@ class NftablesResponder(BufferedResponder):
             if MISSING not in str(exc):
                 raise ResponderError(f"nftables: {exc}") from None
             self._recreate(held, now, f"commit found the table incomplete ({exc})")
+            self._raise_refused("commit")
             return
         self.lengths = lengths
         self.held = held
         self.made = True
+        self._raise_refused("commit")
+
+    def _raise_refused(self, what: str) -> None:
+        """Raise :class:`PartialError` with the bans refused by this ``what`` (commit,
+        reconcile), so the worker reports them not enforced and counts them given up."""
+        refused, self._refused_now = self._refused_now, {}
+        if refused:
+            text, why = next(iter(refused.items()))
+            raise PartialError(
+                f"nftables {what}: {len(refused)} bans refused for good, never written "
+                f"(first: {text}: {why})",
+                refused=refused,
+            )
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         now = self.clock.now()
+        self._refused_now = {}
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
         damage = self._damage() if self.made else None
         if damage is not None:  # replaced all the same, but counted as health() would
-            self._recreate(wanted, now, f"{damage} (found by a reconcile)")
+            self._recreate(wanted, now, f"{damage.why} (found by a reconcile)")
         else:
-            self._replace(wanted, now)
+            self._replace(wanted)
         log.info("nftables reconciled", table=self.cfg.table, bans=len(wanted))
+        self._raise_refused("reconcile")
 
     def reconcile_adding(self, active: Sequence[Decision]) -> None:
         """Add the active bans to the table as it is, keeping every element in it (each
         ends by its own kernel timeout) and the drop rule of every set it has."""
         now = self.clock.now()
+        self._refused_now = {}
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
         damage = self._damage() if self.made else None
         if damage is not None:
-            self._log_damage(f"{damage} (found by a reconcile)", len({**self.held, **wanted}))
+            self._log_damage(f"{damage.why} (found by a reconcile)", len({**self.held, **wanted}))
         lengths = set(DEFAULT_LENGTHS) | self._listed_lengths()
         lengths |= {(net.version, net.prefixlen) for net, _ in wanted.values()}
         first = [(net, None) for net, _ in wanted.values()]
         cmds = self._skeleton(lengths)
-        cmds += self._elements("add", first, now)
-        cmds += self._elements("delete", first, now)
-        cmds += self._elements("add", list(wanted.values()), now)
+        cmds += self._elements("add", first)
+        cmds += self._elements("delete", first)
+        cmds += self._elements("add", list(wanted.values()))
         self._run(cmds)
         self.lengths = lengths
         self.held = {**self.held, **wanted}
@@ -240,6 +301,7 @@ class NftablesResponder(BufferedResponder):
         if damage is not None:
             self.repairs += 1
         log.info("nftables reconciled, adding only", table=self.cfg.table, bans=len(wanted))
+        self._raise_refused("reconcile")
 
     def _listed_lengths(self) -> set[tuple[int, int]]:
         """The prefix lengths of the sets the table has now (none: no table)."""
@@ -276,17 +338,20 @@ class NftablesResponder(BufferedResponder):
             return ResponderHealth(
                 ok=False, detail=f"{self._where()} not made yet (the first reconcile makes it)"
             )
+        if damage is not None and damage.lost:
+            return self._add_back(damage)
         if damage is not None:
-            return self._repair(damage)
+            return self._repair(damage.why)
         return ResponderHealth(
             ok=True, detail=f"{self.backend.name}: {len(self.held)} bans in {self._where()}"
         )
 
-    def _damage(self) -> str | None:
+    def _damage(self) -> _Damage | None:
         """How the table differs from what this responder made (``None``: it does not):
         missing, a chain changed (:meth:`_damaged_chain`) or bans held missing from the
-        sets. Raises :class:`ResponderError` when the table cannot be listed for another
-        reason than its absence (nft failing is no damage: nothing is repaired or counted)."""
+        sets (:meth:`_lost`). Raises :class:`ResponderError` when the table cannot be
+        listed for another reason than its absence (nft failing is no damage: nothing is
+        repaired or counted)."""
         if self.backend is None:
             raise ResponderError(self._backend_error)
         table = {"family": FAMILY, "name": self.cfg.table}
@@ -294,15 +359,17 @@ class NftablesResponder(BufferedResponder):
             listed = self.backend.run({"nftables": [{"list": {"table": table}}]})
         except NftError as exc:
             if MISSING in str(exc):
-                return f"table missing ({exc})"
+                return _Damage(f"table missing ({exc})")
             raise ResponderError(f"nftables: cannot list {self._where()}: {exc}") from None
         items = [item for item in listed.get("nftables", []) if isinstance(item, dict)]
         damage = self._damaged_chain(items)
         if damage is not None:
-            return damage
-        missing = self._missing_elements(items)
-        if missing:
-            return f"{missing} of the {len(self.held)} bans held are not in the sets"
+            return _Damage(damage)
+        lost = self._lost(items)
+        if lost:
+            return _Damage(
+                f"{len(lost)} of the {len(self.held)} bans held are not in the sets", lost
+            )
         return None
 
     def withdraw(self) -> str:
@@ -355,21 +422,54 @@ class NftablesResponder(BufferedResponder):
                 )
         return None
 
-    def _missing_elements(self, items: list[dict[str, Any]]) -> int:
-        """How many unexpired bans held are not in the listed sets (``nft flush set``,
-        or a table re-created by someone else)."""
-        present: dict[str, set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
-        for item in items:
-            found = item.get("set")
-            if isinstance(found, dict):
-                present[str(found.get("name"))] = set(_addresses(found.get("elem", [])))
-        soon = self.clock.now() + 1.0  # the kernel may be a moment from expiring it
-        return sum(
-            1
-            for net, expires in self.held.values()
-            if (expires is None or expires > soon)
-            and net.network_address not in present.get(_set_name(net), ())
-        )
+    def _lost(self, items: list[dict[str, Any]]) -> frozenset[str]:
+        """The unexpired bans held that are not in their sets (``nft flush set``, or a
+        table re-created by someone else), confirmed: a listing of a large set while the
+        kernel expires elements can leave out elements that are there (measured: 1,370 of
+        40,000 one-hour elements, all listed again by the next listing), so the sets with
+        elements missing are listed again, up to :data:`RELISTS` times, and only what
+        every listing left out counts."""
+        lost = self._absent(_present(items), self.held)
+        for _ in range(RELISTS):
+            if not lost:
+                break
+            names = sorted({_set_name(self.held[text][0]) for text in lost})
+            cmds = [
+                {"list": {"set": {"family": FAMILY, "table": self.cfg.table, "name": name}}}
+                for name in names
+            ]
+            try:
+                listed = self._listing(cmds)
+            except NftError as exc:
+                if MISSING in str(exc):  # a set or the table went meanwhile: lost indeed
+                    return lost
+                raise ResponderError(f"nftables: cannot list {self._where()}: {exc}") from None
+            lost &= self._absent(_present(listed), lost)
+        return lost
+
+    def _absent(
+        self,
+        present: dict[str, set[ipaddress.IPv4Address | ipaddress.IPv6Address]],
+        among: Iterable[str],
+    ) -> frozenset[str]:
+        """The bans of ``among`` held, not about to expire, whose element ``present``
+        (addresses per set name) lacks."""
+        soon = self.clock.now() + SOON  # the kernel may be a moment from expiring it
+        out: set[str] = set()
+        for text in among:
+            net, expires = self.held[text]
+            if (expires is None or expires > soon) and net.network_address not in present.get(
+                _set_name(net), ()
+            ):
+                out.add(text)
+        return frozenset(out)
+
+    def _listing(self, cmds: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The items nft lists for ``cmds`` (``list`` commands); raises :class:`NftError`."""
+        if self.backend is None:
+            raise ResponderError(self._backend_error)
+        listed = self.backend.run({"nftables": cmds})
+        return [item for item in listed.get("nftables", []) if isinstance(item, dict)]
 
     def _where(self) -> str:
         return f"table {FAMILY} {self.cfg.table}"
@@ -383,6 +483,33 @@ class NftablesResponder(BufferedResponder):
             return ResponderHealth(ok=False, detail=f"{why}; re-creating failed: {exc}")
         return ResponderHealth(ok=True, detail=f"{why}; re-created with {bans} bans")
 
+    def _add_back(self, damage: _Damage) -> ResponderHealth:
+        """Add the bans ``damage`` found missing from their sets back, with their
+        remaining time, keeping the table and every other element (logged, counted in
+        :attr:`repairs`); re-create the table when a set is gone meanwhile."""
+        now = self.clock.now()
+        held = [self.held[text] for text in sorted(damage.lost)]
+        bans = [(net, expires) for net, expires in held if expires is None or expires > now]
+        log.warning(
+            "nftables table damaged (bans missing from its sets: flushed by hand?); "
+            "adding them back",
+            table=self.cfg.table,
+            reason=damage.why,
+            bans=len(bans),
+        )
+        if self.backend is None:
+            return ResponderHealth(ok=False, detail=self._backend_error)
+        try:
+            self.backend.run({"nftables": self._elements("add", bans)})
+        except NftError as exc:
+            if MISSING in str(exc):
+                return self._repair(f"{damage.why}, then {exc}")
+            return ResponderHealth(
+                ok=False, detail=f"{damage.why}; adding them back failed: nftables: {exc}"
+            )
+        self.repairs += 1
+        return ResponderHealth(ok=True, detail=f"{damage.why}; {len(bans)} added back")
+
     def _recreate(
         self, held: dict[str, tuple[IPNetwork, float | None]], now: float, why: str
     ) -> int:
@@ -392,7 +519,7 @@ class NftablesResponder(BufferedResponder):
         made = self.made  # a table this responder never made is not damaged: just made
         if made:
             self._log_damage(why, len(wanted))
-        self._replace(wanted, now)
+        self._replace(wanted)
         if made:
             self.repairs += 1
         return len(wanted)
@@ -407,12 +534,12 @@ class NftablesResponder(BufferedResponder):
             bans=bans,
         )
 
-    def _replace(self, wanted: dict[str, tuple[IPNetwork, float | None]], now: float) -> None:
+    def _replace(self, wanted: dict[str, tuple[IPNetwork, float | None]]) -> None:
         table = {"family": FAMILY, "name": self.cfg.table}
         lengths = set(DEFAULT_LENGTHS) | {(n.version, n.prefixlen) for n, _ in wanted.values()}
         cmds: list[dict[str, Any]] = [{"add": {"table": table}}, {"delete": {"table": table}}]
         cmds += self._skeleton(lengths)
-        cmds += self._elements("add", list(wanted.values()), now)
+        cmds += self._elements("add", list(wanted.values()))
         self._run(cmds)
         self.lengths = lengths
         self.held = wanted
@@ -440,6 +567,7 @@ class NftablesResponder(BufferedResponder):
 
     def _refuse(self, text: str, why: str) -> None:
         self.refused += 1
+        self._refused_now[text] = why
         log.error(
             "nftables responder refused a target",
             target=text[:64].encode("ascii", "backslashreplace").decode(),
@@ -498,16 +626,22 @@ class NftablesResponder(BufferedResponder):
         return cmds
 
     def _elements(
-        self, op: str, bans: Sequence[tuple[IPNetwork, float | None]], now: float
+        self, op: str, bans: Sequence[tuple[IPNetwork, float | None]]
     ) -> list[dict[str, Any]]:
-        """One ``op`` element command per set for ``bans`` (timeouts when given)."""
+        """One ``op`` element command per set for ``bans`` (timeouts when given).
+
+        A timeout is the whole seconds left (rounded down, at least 1) by the clock read
+        here, as the transaction is built, not before the listing or validation that came
+        first (seconds at tens of thousands of bans): the kernel counts it from when it
+        adds the element, so a ban never outlasts its expiry by that time."""
+        now = self.clock.now()
         per_set: dict[str, list[Any]] = {}
         for net, expires in bans:
             value = str(net.network_address)
             if expires is None:
                 elem: Any = value
             else:
-                timeout = max(1, math.ceil(expires - now))
+                timeout = max(1, math.floor(expires - now))
                 elem = {"elem": {"val": value, "timeout": timeout}}
             per_set.setdefault(_set_name(net), []).append(elem)
         return [
@@ -550,6 +684,18 @@ def _shape(expr: object) -> str:
         return value
 
     return json.dumps(canonical(expr), sort_keys=True)
+
+
+def _present(
+    items: list[dict[str, Any]],
+) -> dict[str, set[ipaddress.IPv4Address | ipaddress.IPv6Address]]:
+    """The addresses of each listed set's elements, by set name."""
+    present: dict[str, set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+    for item in items:
+        found = item.get("set")
+        if isinstance(found, dict):
+            present[str(found.get("name"))] = set(_addresses(found.get("elem", [])))
+    return present
 
 
 def _addresses(elems: object) -> Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address]:

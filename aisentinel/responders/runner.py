@@ -57,7 +57,7 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from aisentinel.clock import Clock
-from aisentinel.events import Decision
+from aisentinel.events import Action, Decision, IPNetwork
 from aisentinel.responders.base import (
     PartialError,
     ReconcileUnfinishedError,
@@ -370,6 +370,18 @@ class ResponderRunner:
         with self._lock:
             retired = set(self._retired)
         return tuple(r for r in self.responders if r.name not in retired)
+
+    def refusals(self, net: IPNetwork) -> list[str]:
+        """``RESPONDER: why`` for each responder (not withdrawn) that enforces bans and
+        whose config makes it refuse a ban of ``net`` for good (:meth:`Responder.refusal`)."""
+        out = []
+        for responder in self._active():
+            if Action.BAN not in responder.handles:
+                continue
+            why = responder.refusal(net)
+            if why is not None:
+                out.append(f"{responder.name}: {why}")
+        return out
 
     def _untried(self) -> bool:
         """Whether a withdrawal waits for its first try (lock held)."""

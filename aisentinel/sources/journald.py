@@ -33,15 +33,23 @@ messages that are not about authentication, are counted as unparsed. ``matches``
 OR-ed, one ``FIELD=value`` per item: fail2ban's ``journalmatch`` syntax in one item
 (``_SYSTEMD_UNIT=sshd.service + _COMM=sshd``), which sd-journal would take as one value
 matching nothing, is refused. Each batch tells how many of its entries are not sshd's
-(nor the kernel's with ``kernel_xid``) as ``unrecognised``, judged as format ``journald``
-(:attr:`~aisentinel.events.EventBatch.judged`): a source whose entries are nearly all
-another program's is blind (``aisentinel_source_blind``); :func:`matches_problem` tells
-``check-config`` of matches that can select no entry the source reads.
+program's (nor the kernel's with ``kernel_xid``) as ``unrecognised``, judged as format
+``journald`` (:attr:`~aisentinel.events.EventBatch.judged`): a source whose entries are
+nearly all another program's is blind (``aisentinel_source_blind``). That is judged by
+the program alone (:func:`_is_sshd_program`), not by ``_UID``: sshd's
+post-authentication child logs as the user who logged in (a disconnect, each failed
+``ssh -L`` forward), and ``logger -t sshd`` as any user; both are sshd's entries that
+give no event, and neither makes the source blind. :func:`matches_problem` tells
+``check-config`` of matches that can select no entry the source reads. Handling one
+entry that raises (a field that cannot be read) skips it, counted in ``stats.errors``
+and logged once per reason: never the reopen before its batch, which would meet it again
+for ever.
 
 The source also reads journald's own notices that it dropped a unit's entries under its
 rate limit (``MESSAGE_ID`` :data:`SUPPRESSED_ID` and ``_TRANSPORT=driver``, which only
 journald sets): "Suppressed N messages from UNIT", ``N_DROPPED=N``. When UNIT is an sshd
-unit or one that ``matches`` names by ``_SYSTEMD_UNIT``, the N entries are counted
+unit (and the matches may select sshd's entries, :func:`may_read_sshd`) or one that
+``matches`` names by ``_SYSTEMD_UNIT``, the N entries are counted
 (``aisentinel_source_entries_suppressed_total``), the notice counts as a gap
 (``stats.gaps``), and a warning names the unit and N; other notices are unparsed.
 
@@ -83,7 +91,11 @@ set), the reader is closed and opened again at its cursor. sd-journal reads the 
 files through memory maps whose pages stay in the process's resident set for as long as the reader
 is open, so VmRSS grew with every entry read: 213 MB after the 200,000 entries of
 ``bench/journal_rss.py``'s storm profile (168 MB of it journal file pages), 71 MB with
-the reopens (fail2ban-server's systemd backend: 189 MB). A reopen costs about 1 ms.
+the reopens (fail2ban-server's systemd backend: 189 MB). A reopen opens every journal
+file again: about 1 ms with 20 files, but 0.1-0.7 s with 2,000 (a long-kept persistent
+journal; seconds when they are not in the page cache), against about 40 ms to read the
+5,000 entries between two reopens: on such a host a storm is read several times slower,
+and a higher ``reopen_entries`` (or a smaller journal, ``SystemMaxFiles=``) helps.
 """
 
 from __future__ import annotations
@@ -219,7 +231,20 @@ SUPPRESSED_ID = "fe6faa94e7774663a0da52717891d8ef"
 """``MESSAGE_ID`` of journald's "Suppressed N messages from UNIT" (``N_DROPPED=N``):
 entries of UNIT it dropped under its rate limit (``LogRateLimitBurst=``)."""
 
-_SUPPRESSED = re.compile(r"Suppressed (\d+) messages from ([\w@.:\\-]+)")
+_SUPPRESSED = re.compile(r"Suppressed (\S+) messages from ([\w@.:\\-]+)")
+_COUNT = re.compile(r"[0-9]{1,10}")
+"""A count journald writes (``N_DROPPED``, the N of its message): ASCII digits, at most
+ten (a 32-bit count has ten)."""
+
+
+def _count(text: str | None) -> int | None:
+    """The number ``text`` holds when it is one :data:`_COUNT` (not ``²``, ``-5`` nor a
+    5,000-digit number, which ``int()`` refuses or turns into a count no rate limit
+    drops); else None."""
+    if text is None or not _COUNT.fullmatch(text):
+        return None
+    return int(text)
+
 
 SSH_UNITS = ("ssh.", "sshd.", "ssh@", "sshd@")
 """How the systemd units of sshd start (``ssh.service``, ``sshd@...``)."""
@@ -228,10 +253,16 @@ ROOT = frozenset({"0"})
 """The default ``_UID`` values (as text) whose sshd entries count: root's."""
 
 _MATCH = re.compile(r"^[A-Z0-9_]+=.*$", re.DOTALL)
-_SEVERAL = re.compile(r"\s(?:\+(?:\s|$)|[A-Z0-9_]+=)")
-"""Another match after whitespace: fail2ban's ``journalmatch`` syntax (``+`` between
-alternatives, a space between fields that must all match), which sd-journal would take as
-part of one value that matches nothing."""
+_SEVERAL = re.compile(
+    r"\s\+\s+[A-Z0-9_]+="
+    r"|^(?:_SYSTEMD_(?:USER_)?UNIT|UNIT|USER_UNIT|_SYSTEMD_SLICE|_TRANSPORT|_UID|_GID|_PID"
+    r"|SYSLOG_PID|PRIORITY|SYSLOG_FACILITY|MESSAGE_ID|_BOOT_ID|_MACHINE_ID)=\S*\s+[A-Z0-9_]+="
+)
+"""fail2ban's ``journalmatch`` syntax in one match, which sd-journal would take as one
+value that matches nothing: `` + `` before another ``FIELD=`` (alternatives), or, after a
+field whose values hold no whitespace (a unit, a number, an id), a space before another
+``FIELD=`` (fields that must all match). Other values may hold spaces, ``+`` and
+``NAME=`` (``_CMDLINE=/usr/bin/env LANG=C.UTF-8 /usr/sbin/sshd -D``, ``MESSAGE=a + b``)."""
 
 
 def journald_available() -> bool:
@@ -279,7 +310,10 @@ class JournaldSourceConfig(SourceConfigBase):
         default_factory=lambda: [0], min_length=1
     )
     """The users (journald's trusted ``_UID``) whose sshd entries count; root unless set.
-    Add a uid only for an sshd that really runs as it (e.g. in a rootless container)."""
+    A security boundary: any process of a uid listed can log ``Failed password ... from
+    ADDR`` as sshd and get ADDR banned. Add a uid only for an sshd whose monitor really
+    runs as it (a rootless container's), never a login user's: sshd's post-auth child
+    logs as the user, and its entries are read (not blind) without being trusted."""
 
     @field_validator("directory")
     @classmethod
@@ -398,16 +432,24 @@ def _follows(found: object, saved: str) -> bool:
     return _later(a, b, "s", "i") or _later(a, b, "b", "m")
 
 
-def _is_sshd(entry: Mapping[str, Any], uids: Container[str] = ROOT) -> bool:
-    """Whether the entry was logged by sshd (identifier or systemd unit) running as one
-    of ``uids`` (journald's ``_UID``, as text)."""
-    if _text(entry.get("_UID")) not in uids:
-        return False
+def _is_sshd_program(entry: Mapping[str, Any]) -> bool:
+    """Whether the entry is from sshd's program (``SYSLOG_IDENTIFIER``, else ``_COMM``,
+    or its systemd unit), whoever runs it: what a journald source can read. sshd's
+    post-authentication child runs as the user who logged in (``_UID=1000``:
+    "Received disconnect", "error: connect_to localhost port 8888: failed." for each
+    forward to a stopped service), and a user can write an entry named sshd (``logger
+    -t sshd``): recognised, never an event (:func:`_is_sshd`)."""
     ident = _text(entry.get("SYSLOG_IDENTIFIER")) or _text(entry.get("_COMM")) or ""
     if ident.startswith("sshd"):
         return True
     unit = _text(entry.get("_SYSTEMD_UNIT")) or ""
     return unit.startswith(SSH_UNITS)
+
+
+def _is_sshd(entry: Mapping[str, Any], uids: Container[str] = ROOT) -> bool:
+    """Whether the entry was logged by sshd (:func:`_is_sshd_program`) running as one
+    of ``uids`` (journald's ``_UID``, as text): one whose messages may be events."""
+    return _text(entry.get("_UID")) in uids and _is_sshd_program(entry)
 
 
 def kernel_xid_event(entry: Mapping[str, Any]) -> XidEvent | None:
@@ -469,11 +511,16 @@ class JournaldSource(Source):
         self._stopping = threading.Event()
         self._tried = threading.Event()
         self._last_failure = ""
+        self._entry_error = ""
+        """The reason the last entry that could not be handled failed (logged once)."""
         self._pending: dict[str, Any] | None = None
         self._thread: threading.Thread | None = None
         self._disabled = False
         self._cursor_fault = ""
         self._xids: dict[tuple[str, str], list[float]] = {}  # (bus, xid) -> [count, last ts]
+        self._reads_sshd = may_read_sshd(config)
+        """Whether the matches may select sshd's entries: only then do journald's notices
+        of sshd's units (``ssh.service``) tell of entries this source lost."""
         self._units = frozenset(
             m.partition("=")[2] for m in config.matches if m.startswith("_SYSTEMD_UNIT=")
         )
@@ -626,13 +673,15 @@ class JournaldSource(Source):
 
     def _files_changed(self) -> bool:
         """While the reader reads nothing, every ``BLIND_CHECK_INTERVAL``: whether the
-        journal files differ from those there when it opened. sd-journal watches only
-        the directories that existed then: a persistent journal enabled while the daemon
-        runs (journald moves the files from ``/run/log/journal`` to a new
-        ``/var/log/journal``) would leave the reader on deleted files, reading nothing
-        for good. The caller reopens the reader at its cursor (about 1 ms). While the
-        source shows nothing (:attr:`_blind`), or read nothing yet, this also looks at
-        the files as :meth:`_check_blind` does."""
+                journal files differ from those there when it opened. sd-journal watches only
+                the directories that existed then: a persistent journal enabled while the daemon
+                runs (journald moves the files from ``/run/log/journal`` to a new
+                ``/var/log/journal``) would leave the reader on deleted files, reading nothing
+                for good. The caller reopens the reader at its cursor (every journal file opened
+        again: 0.1-0.7 s with 2,000 files, see the module doc). Listing the files costs about
+        10-20 ms with 2,000, once per ``BLIND_CHECK_INTERVAL`` while idle. While the
+                source shows nothing (:attr:`_blind`), or read nothing yet, this also looks at
+                the files as :meth:`_check_blind` does."""
         now = self.clock.monotonic()
         if now < self._next_blind_check:
             return False
@@ -895,12 +944,16 @@ class JournaldSource(Source):
                 entry[field_name] = get(field_name)
             except KeyError:
                 continue
+            except (OSError, ValueError) as exc:  # a corrupt field: _follow skips the entry
+                entry["__ERROR"] = exc
         if entry.get("_TRANSPORT") == b"driver":  # journald's own: a rate-limit notice?
             for field_name in ("MESSAGE_ID", "N_DROPPED"):
                 try:
                     entry[field_name] = get(field_name)
                 except KeyError:
                     continue
+                except (OSError, ValueError) as exc:
+                    entry["__ERROR"] = exc
         entry["__REALTIME_TIMESTAMP"] = reader._get_realtime()
         entry["__CURSOR"] = reader._get_cursor()
         return entry
@@ -931,20 +984,16 @@ class JournaldSource(Source):
                 if not entry:
                     break
                 read += 1
-                event: Event | None = entry_event(entry, name, uids)
-                if event is None and xid:
-                    event = self._xid(entry)
+                cursor = entry.get("__CURSOR") or cursor
+                try:
+                    event, known, length, last_ts = self._handle(entry, name, uids, xid)
+                except Exception as exc:  # noqa: BLE001 - one entry must not stop the source
+                    self._entry_failed(entry, exc)
+                    continue
                 if event is not None:
                     events.append(event)
-                elif "MESSAGE_ID" in entry:  # journald's own entry
-                    self._suppressed(entry)
-                elif not _is_sshd(entry, uids) and not (
-                    xid and entry.get("_TRANSPORT") == b"kernel"
-                ):
-                    unrecognised += 1  # an entry this source cannot read
-                size += len(_text(entry.get("MESSAGE")) or "")
-                cursor = entry.get("__CURSOR")
-                last_ts = int(entry.get("__REALTIME_TIMESTAMP", 0))
+                unrecognised += not known
+                size += length
             if read:
                 self._read_any = True
                 if self._blind is not None:
@@ -973,31 +1022,72 @@ class JournaldSource(Source):
                 return
             reader.wait(wait)
 
+    def _handle(
+        self, entry: Mapping[str, Any], name: str, uids: Container[str], xid: bool
+    ) -> tuple[Event | None, bool, int, int]:
+        """One entry: its event (or None), whether the source can read it (sshd's, the
+        kernel's with ``kernel_xid``, or journald's own), its message's length and its
+        time (microseconds). Raises for an entry a field of which could not be read."""
+        if "__ERROR" in entry:
+            raise entry["__ERROR"]
+        event: Event | None = entry_event(entry, name, uids)
+        if event is None and xid:
+            event = self._xid(entry)
+        known = True
+        if event is None:
+            if "MESSAGE_ID" in entry:  # journald's own entry
+                self._suppressed(entry)
+            else:
+                known = _is_sshd_program(entry) or (xid and entry.get("_TRANSPORT") == b"kernel")
+        size = len(_text(entry.get("MESSAGE")) or "")
+        return event, known, size, int(entry.get("__REALTIME_TIMESTAMP", 0))
+
+    def _entry_failed(self, entry: Mapping[str, Any], exc: Exception) -> None:
+        """Handling one entry raised: it is skipped (handed on as unparsed, the cursor
+        moves past it), counted in ``stats.errors`` and logged once per reason. Left to
+        :meth:`_run`, the error would reopen the reader before the entry's batch, which
+        would fail on it again for ever."""
+        self.stats.errors += 1
+        reason = f"{type(exc).__name__}: {exc}"[:200]
+        self.stats.last_error = f"journal entry skipped: {reason}"
+        if reason != self._entry_error:
+            self._entry_error = reason
+            _log.warning(
+                "journal entry could not be handled; skipped",
+                source=self.name,
+                cursor=_text(entry.get("__CURSOR")),
+                reason=reason,
+            )
+
     def _suppressed(self, entry: Mapping[str, Any]) -> None:
         """A journald entry (``_TRANSPORT=driver``): when it says journald dropped entries
-        of a unit this source reads under its rate limit (an sshd unit, or one that
-        ``matches`` names by ``_SYSTEMD_UNIT``), count them in
-        :attr:`entries_suppressed` and the notice as a gap (``stats.gaps``), and log a
-        warning naming the unit and how many. The entries are gone: attacks in them are
-        not seen."""
+        of a unit this source reads under its rate limit (an sshd unit when the matches
+        may select sshd's entries, or one that ``matches`` names by ``_SYSTEMD_UNIT``),
+        count them in :attr:`entries_suppressed` and the notice as a gap
+        (``stats.gaps``), and log a warning naming the unit and how many. N is
+        ``N_DROPPED``, else the message's; one that is not plain digits (at most ten) is
+        not counted, the gap still is. The entries are gone: attacks in them are not
+        seen."""
         if _text(entry.get("MESSAGE_ID")) != SUPPRESSED_ID:
             return
         found = _SUPPRESSED.search(_text(entry.get("MESSAGE")) or "")
         if found is None:
             return
         unit = found.group(2)
-        if not unit.startswith(SSH_UNITS) and unit not in self._units:
+        if unit not in self._units and not (self._reads_sshd and unit.startswith(SSH_UNITS)):
             return
-        dropped_text = _text(entry.get("N_DROPPED")) or found.group(1)
-        dropped = int(dropped_text) if dropped_text.isdigit() else int(found.group(1))
-        self.entries_suppressed += dropped
+        dropped = _count(_text(entry.get("N_DROPPED")))
+        if dropped is None:  # odd, or missing: the message's N, else the gap alone
+            dropped = _count(found.group(1))
+        if dropped is not None:
+            self.entries_suppressed += dropped
         self.stats.gaps += 1
         _log.warning(
             "journald dropped entries of a unit this source reads (its rate limit): "
             "attacks in them were not seen",
             source=self.name,
             unit=unit,
-            dropped=dropped,
+            dropped=dropped if dropped is not None else "unknown",
             action=f"raise LogRateLimitBurst= for {unit} (see docs/install.md)",
         )
 

@@ -10,7 +10,11 @@ read once (see :mod:`.file`); across sources nothing can tell, so ``check-config
 Paths are compared as written (``os.path.normpath``, so ``a//x`` and ``a/b/../x`` are
 ``a/x``), through ``fnmatch`` for a literal path against another source's glob, and,
 for files that exist now, by device and inode (a symlink, a bind mount, or a glob's
-current matches).
+current matches). Journals are compared by the directories whose files each reader
+reads (resolved): a ``directory`` and its machine-id subdirectories (32 hex digits, as
+sd-journal reads them), and for the system journal (no ``directory``) this machine's
+under ``/var/log/journal`` and ``/run/log/journal``, so ``directory =
+"/var/log/journal"`` reads the system journal too.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ from __future__ import annotations
 import fnmatch
 import glob
 import os
+import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from aisentinel.sources.base import SourceConfigBase
 from aisentinel.sources.file import FileSourceConfig, _has_magic
-from aisentinel.sources.journald import JournaldSourceConfig, may_read_sshd
+from aisentinel.sources.journald import JOURNAL_DIRS, JournaldSourceConfig, may_read_sshd
 
 SYSLOG_SSHD_FILES = ("/var/log/auth.log", "/var/log/secure")
 """Where rsyslog writes sshd's lines on Debian/Ubuntu and on RHEL-likes."""
@@ -87,20 +93,69 @@ def _file_overlaps(files: Sequence[FileSourceConfig]) -> Iterable[str]:
                 break
 
 
+_ID128 = re.compile(r"[0-9a-f]{32}")
+"""A machine id: the name of the subdirectory journald keeps a machine's files in."""
+
+MACHINE_ID = Path("/etc/machine-id")
+
+
+def _machine_id(path: Path = MACHINE_ID) -> str | None:
+    """This machine's id (the system journal's subdirectory), or None when unknown."""
+    try:
+        text = path.read_text(encoding="ascii").strip()
+    except (OSError, ValueError):
+        return None
+    return text if _ID128.fullmatch(text) else None
+
+
 def _journal(source: JournaldSourceConfig) -> str:
     """The journal a journald source reads, as a warning names it."""
     directory = source.directory
     return "the system journal" if directory is None else os.path.normpath(directory)
 
 
-def _journal_overlap(first: JournaldSourceConfig, second: JournaldSourceConfig) -> str | None:
+def _resolved(path: str | Path) -> str:
+    return os.path.realpath(os.path.normpath(path))
+
+
+def _reads(source: JournaldSourceConfig, directory: str, machine: str | None) -> bool:
+    """Whether ``source`` reads the journal files in ``directory`` (resolved): its
+    ``directory`` or a machine-id subdirectory of it; for the system journal, this
+    ``machine``'s subdirectory of a :data:`JOURNAL_DIRS` (any machine id's when None)."""
+    parent, name = os.path.split(directory)
+    if source.directory is not None:
+        own = _resolved(source.directory)
+        return directory == own or (parent == own and bool(_ID128.fullmatch(name)))
+    if parent not in {_resolved(d) for d in JOURNAL_DIRS}:
+        return False
+    return name == machine if machine is not None else bool(_ID128.fullmatch(name))
+
+
+def _same_journal(
+    first: JournaldSourceConfig, second: JournaldSourceConfig, machine: str | None
+) -> bool:
+    """Whether the two sources read journal files of one directory."""
+    if first.directory is None and second.directory is None:
+        return True
+    candidates = {_resolved(s.directory) for s in (first, second) if s.directory is not None}
+    if machine is not None:
+        candidates.update(_resolved(Path(d, machine)) for d in JOURNAL_DIRS)
+    return any(_reads(first, d, machine) and _reads(second, d, machine) for d in candidates)
+
+
+def _journal_overlap(
+    first: JournaldSourceConfig, second: JournaldSourceConfig, machine: str | None = None
+) -> str | None:
     """Why two journald sources count the same entries twice, or None: both read the same
-    journal, and both sshd's entries (matches that may select them), or both the
-    kernel's Xid lines (``kernel_xid``). An sshd source beside a kernel-only one, or
-    sources of different journal directories, read no entry in common that counts."""
+    journal (:func:`_same_journal`; ``machine`` is this machine's id), and both sshd's
+    entries (matches that may select them), or both the kernel's Xid lines
+    (``kernel_xid``). An sshd source beside a kernel-only one, or sources of different
+    journal directories, read no entry in common that counts."""
+    if not _same_journal(first, second, machine):
+        return None
     where = _journal(first)
     if where != _journal(second):
-        return None
+        where = f"{where} and {_journal(second)}"
     what = [
         *(["sshd's entries"] if may_read_sshd(first) and may_read_sshd(second) else []),
         *(["the kernel's Xid lines"] if first.kernel_xid and second.kernel_xid else []),
@@ -130,9 +185,10 @@ def shared_inputs(sources: Sequence[SourceConfigBase]) -> list[str]:
     files = [s for s in sources if isinstance(s, FileSourceConfig)]
     journals = [s for s in sources if isinstance(s, JournaldSourceConfig)]
     out = list(_file_overlaps(files))
+    machine = _machine_id() if len(journals) > 1 else None
     for i, first in enumerate(journals):
         for second in journals[i + 1 :]:
-            overlap = _journal_overlap(first, second)
+            overlap = _journal_overlap(first, second, machine)
             if overlap is not None:
                 out.append(overlap)
     for journal in (j for j in journals if may_read_sshd(j)):
