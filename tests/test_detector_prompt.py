@@ -567,7 +567,7 @@ def test_padding_before_the_messages_does_not_hide_attacks() -> None:
     bias = {str(i): 0 for i in range(30_000)}
     events: list[Event] = []
     for i in range(5):
-        body = {"logit_bias": bias, "messages": [{"role": "user", "content": f"{ATTACK} #{i}"}]}
+        body = {"logit_bias": bias, "messages": [{"role": "user", "content": ATTACKS[i]}]}
         events.append(req(i * 10, json.dumps(body)))
     assert len(events[0].body or "") > 262_144
     found = run(injection(), events)
