@@ -70,8 +70,8 @@ def cases(n: int) -> dict[str, tuple[str, str]]:
         "bearer_run": ("api_token", _fill("Authorization: Bearer ", n)),
         "api_key_long": ("api_token", "api_key=" + _fill("a1", n - 8)),
         # every value already another kind's: each overlap test against all findings
-        "api_key_taken": ("api_token", _fill("api_key=AKIAIOSFODNN7EXAMPLE ", n)),
-        "percent_keys_taken": ("percent", _fill("x%41 api_key=AKIAIOSFODNN7EXAMPLE ", n)),
+        "api_key_taken": ("api_token", _fill("api_key=AKIAIOSFODNN7QZ3XK4M ", n)),
+        "percent_keys_taken": ("percent", _fill("x%41 api_key=AKIAIOSFODNN7QZ3XK4M ", n)),
         "percent_runs": ("percent", _fill("%41 ", n)),
         "percent_one_run": ("percent", _fill("%2F", n)),
         "percent_no_hex": ("percent", _fill("a%", n, "%41")),

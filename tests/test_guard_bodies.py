@@ -189,11 +189,11 @@ def test_parts_capped() -> None:
 def test_redact_secrets_replaces_every_secret() -> None:
     """redact_secrets keeps the text and puts each secret's redacted form in its place."""
     key = "AKIAZ3MXQ7RT4NB2KD5W"
-    text = f"key {key} and card 4111 1111 1111 1111."
+    text = f"key {key} and card 4539 1488 0343 6467."
     out = redact_secrets(text)
     assert key not in out
-    assert "4111 1111 1111 1111" not in out
-    assert out.startswith("key [AKIA…[20 chars]…KD5W] and card [card …1111].")
+    assert "4539 1488 0343 6467" not in out
+    assert out.startswith("key [AKIA…[20 chars]…KD5W] and card [card …6467].")
     assert redact_secrets("nothing here") == "nothing here"
 
 

@@ -25,7 +25,7 @@ def _fake_secrets() -> dict[str, str]:
         "slack_token": "xoxb-" + "1234567890-abcdefghijKLMN",
         "openai_key": "sk-proj-" + "Zx9" * 12,
         "jwt": f"{_b64({'alg': 'HS256'})}.{_b64({'sub': 'u1', 'n': 'Ann'})}.sigSIGsig1234",
-        "credit_card": "4111 1111 1111 1111",
+        "credit_card": "4539 1488 0343 6467",
     }
 
 
@@ -43,8 +43,8 @@ def test_each_kind_found_and_redacted() -> None:
 
 def test_card_numbers_need_luhn_and_length() -> None:
     """A digit run is a card only if its length and Luhn checksum fit."""
-    assert [f.kind for f in find_secrets("card 4111-1111-1111-1111 exp 12/29")] == ["credit_card"]
-    assert find_secrets("card 4111 1111 1111 1112") == []
+    assert [f.kind for f in find_secrets("card 4539-1488-0343-6467 exp 12/29")] == ["credit_card"]
+    assert find_secrets("card 4539 1488 0343 6468") == []
     assert find_secrets("order 1234567890123 shipped") == []
     assert find_secrets("call +1 555 0100 today") == []
 
@@ -98,7 +98,7 @@ def test_begin_inside_a_key_block_is_part_of_it() -> None:
 def test_context_secrets_found_and_hidden() -> None:
     """AWS secret keys (with context), URL credentials, Azure keys and passwords are found
     and shown by length only."""
-    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    aws = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYQ7ZK2M9XPL"
     cases = {
         f"aws_secret_access_key = {aws}": "aws_secret_key",
         f'{{"SecretAccessKey": "{aws}"}}': "aws_secret_key",
@@ -120,7 +120,7 @@ def test_context_secrets_found_and_hidden() -> None:
 def test_context_secrets_need_context() -> None:
     """A 40-character base64 string alone, placeholders and plain words are not secrets."""
     for text in (
-        "hash wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY in the log",
+        "hash wJalrXUtnFEMI/K7MDENG/bPxRfiCYQ7ZK2M9XPL in the log",
         "postgres://app:${DB_PASSWORD}@db/prod and https://user@example.org/",
         "the password is required and case-sensitive",
         "password: ********",
@@ -246,8 +246,8 @@ def test_api_tokens_found_by_name_and_hidden() -> None:
 def test_percent_encoded_secrets_found_and_not_shown() -> None:
     """Secrets in a URL, query string or form body, percent-encoded, are found on the
     encoded text's span; neither the encoded nor the decoded secret is shown."""
-    aws = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
-    aws_enc = "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYEXAMPLEKEY"
+    aws = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYQ7ZK2M9XPL"
+    aws_enc = "wJalrXUtnFEMI%2FK7MDENG%2BbPxRfiCYQ7ZK2M9XPL"
     opaque = "Zx81kLmQ2p9RtYvW4b7NcDs0aB3"
     cases = {
         f"GET /upload?aws_secret_access_key={aws_enc}&x=1": ("aws_secret_key", aws),
@@ -311,7 +311,7 @@ def test_a_secret_plain_and_encoded_is_hidden_in_both_places() -> None:
     because a finding elsewhere has the same kind and redacted form."""
     key = "sk-proj-Ab3dEf9hIjKlMnOpQrStUvWx"
     aws_a, aws_b = (
-        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYQ7ZK2M9XPL",
         "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789/+ab",
     )
     cases = {
@@ -486,8 +486,8 @@ def test_api_token_overlap_checks_stay_linear() -> None:
             times.append(time.perf_counter() - start)
         return min(times)
 
-    named = ("api_key=AKIAIOSFODNN7EXAMPLE " * 9000)[:262_144]
-    bare = ("key AKIAIOSFODNN7EXAMPLE " * 11_000)[:262_144]
+    named = ("api_key=AKIAIOSFODNN7QZ3XK4M " * 9000)[:262_144]
+    bare = ("key AKIAIOSFODNN7QZ3XK4M " * 11_000)[:262_144]
     assert len(find_secrets(named)) == 9000
     assert best(named) < 5 * best(bare) + 0.05
 
@@ -510,3 +510,28 @@ def test_span_index_answers_as_a_scan_of_every_span_would() -> None:
         assert index.overlaps(s, e) == any(a < e and s < b for a, b in spans)
         assert index.straddle(s) == any(a < s < b for a, b in spans)
         assert index.covers(s, e) == any(a <= s and e <= b for a, b in spans)
+
+
+def test_well_known_documentation_examples_are_not_secrets() -> None:
+    """AWS's example keys, jwt.io's sample token and payment test cards are not reported;
+    a real-looking key, token or card beside them still is."""
+    jwt_io = (
+        "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9l"
+        "IiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
+    )
+    examples = (
+        "Why does aws configure reject AKIAIOSFODNN7EXAMPLE from the docs?",
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        "AKIAI44QH8DHBEXAMPLE,je7MtGbClwBF/2Zp9Utk/h3yCo8nvbEXAMPLEKEY",
+        f"Decode this JWT: {jwt_io}",
+        "Our checkout test uses card 4242 4242 4242 4242, exp 12/34.",
+        "Test with 4111-1111-1111-1111 or 5555 5555 5555 4444 or 378282246310005.",
+    )
+    for text in examples:
+        assert find_secrets(text, decoded=True) == [], text
+    real = (
+        "aws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYQ7ZK2M9XPL and "
+        "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZUBhY21lLmlvIn0.c2lnbmF0dXJlX2J5dGVzX2hlcmU "
+        "and card 4539 1488 0343 6467"
+    )
+    assert [f.kind for f in find_secrets(real)] == ["aws_secret_key", "jwt", "credit_card"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import cache
 from importlib import resources
 from itertools import repeat
@@ -18,12 +18,18 @@ from typing import Any
 
 from aisentinel.guard.features import CHAR_NS, HEAD, TAIL, Features
 
-__all__ = ["MODEL_FILE", "PROVENANCE_FILE", "GuardModel", "default_model"]
+__all__ = ["HAND_SET_RULES", "MODEL_FILE", "PROVENANCE_FILE", "GuardModel", "default_model"]
 
 MODEL_FILE = "guard-model.json"
 PROVENANCE_FILE = "guard-model.provenance.json"
 FORMAT = 1
 CATEGORIES = ("injection", "jailbreak", "extraction")
+#: Rule families no training row holds, with the weight they get whatever the model file
+#: says: ``hidden_tags`` (text written in Unicode tag characters, invisible on screen and
+#: read by models; nothing but an attack uses it). 2.0 makes it an alert on its own
+#: (rules alone 0.73: under the default ``abuse_rule_score`` of 0.75, so hidden text alone
+#: is not abuse; what it decodes to is scored too, and counts by its own rules).
+HAND_SET_RULES: Mapping[str, float] = {"hidden_tags": 2.0}
 
 
 class GuardModel:
@@ -52,6 +58,7 @@ class GuardModel:
         self.char_w: dict[str, float] = {k: float(v) for k, v in data["char"].items()}
         self.word_w: dict[str, float] = {k: float(v) for k, v in data["word"].items()}
         self.rule_w: dict[str, float] = {k: float(v) for k, v in data["rule"].items()}
+        self.rule_w.update(HAND_SET_RULES)
         self.cat_bias: tuple[float, ...] = tuple(float(v) for v in data["cat_bias"])
         self.cat_word: dict[str, tuple[float, ...]] = {
             k: tuple(float(x) for x in v) for k, v in data["cat_word"].items()
@@ -91,6 +98,11 @@ class GuardModel:
         families that matched, no n-grams (how sure the regex evidence is by itself)."""
         rule_w = self.rule_w
         return _sigmoid(self.bias + sum(rule_w.get(hit.name, 0.0) for hit in feats.rules))
+
+    def families_score(self, names: Iterable[str]) -> float:
+        """:meth:`rule_score` of a text in which just the families ``names`` matched."""
+        rule_w = self.rule_w
+        return _sigmoid(self.bias + sum(rule_w.get(name, 0.0) for name in set(names)))
 
     def category(self, feats: Features) -> str:
         """The most likely attack category (only meaningful for texts that are attacks)."""

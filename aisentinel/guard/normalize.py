@@ -13,6 +13,15 @@ same text.
 
 Encoded blobs (base64, hex) are not decoded in place: :func:`decoded_blobs` returns the
 plausible decodings, and the scorer scores each as a text of its own.
+
+Unicode tag characters (U+E0020-E007E, "ASCII smuggling": each one a printable ASCII
+character that renders as nothing and that models read) are invisible like the rest,
+but an instruction written in them is not lost: when a text holds at least
+:data:`TAG_TEXT_MIN` of them outside emoji flag tag sequences (U+1F3F4, at most seven
+tags, U+E007F: the flags of England, Scotland, Wales), :func:`normalize` puts the marker
+:data:`HIDDEN_TAGS` where the first run was (a rule family of its own: such text has no
+ordinary use) and :func:`tag_view` gives the text with them decoded in place, scored as
+a view of its own. A lone tag inserted in a word is dropped as before.
 """
 # ruff: noqa: RUF001, RUF002
 
@@ -24,12 +33,15 @@ import re
 import unicodedata
 
 __all__ = [
+    "HIDDEN_TAGS",
     "MAX_BLOBS",
     "MAX_BLOB_TEXT",
+    "TAG_TEXT_MIN",
     "blob_spans",
     "decoded_blobs",
     "escape_snippet",
     "normalize",
+    "tag_view",
 ]
 
 
@@ -156,6 +168,50 @@ _B64 = re.compile(r"[A-Za-z0-9+/\-_]{20,}={0,2}")
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2}[ :]?){12,}")
 
 
+#: Tag characters outside emoji flags from which a text hides text (more than eight:
+#: a flag has at most seven, and nothing else uses them).
+TAG_TEXT_MIN = 9
+#: What :func:`normalize` puts where hidden tag text was (rule family ``hidden_tags``).
+HIDDEN_TAGS = "⟦hidden tag text⟧"
+_TAG_RUN = re.compile("[\U000e0020-\U000e007e]+")
+_TAG_ASCII: dict[int, int | str | None] = {c: c - 0xE0000 for c in range(0xE0020, 0xE007F)}
+
+
+def _hidden_tag_runs(text: str) -> list[re.Match[str]]:
+    """The runs of tag characters in ``text`` that are not an emoji flag's tags (U+1F3F4,
+    one to seven tags, U+E007F); none unless they hold :data:`TAG_TEXT_MIN` in all."""
+    runs: list[re.Match[str]] = []
+    total = 0
+    for run in _TAG_RUN.finditer(text):
+        start, end = run.span()
+        if (
+            end - start <= 7
+            and text[start - 1 : start] == "\U0001f3f4"
+            and text[end : end + 1] == "\U000e007f"
+        ):
+            continue  # a subdivision flag
+        runs.append(run)
+        total += end - start
+    return runs if total >= TAG_TEXT_MIN else []
+
+
+def tag_view(text: str) -> str | None:
+    """``text`` with its hidden tag text (see the module doc) decoded in place, after
+    :data:`HIDDEN_TAGS`; ``None`` when it holds none. Emoji flags are left as they are."""
+    if text.isascii():
+        return None
+    runs = _hidden_tag_runs(text)
+    if not runs:
+        return None
+    parts = [text[: runs[0].start()], f" {HIDDEN_TAGS} "]
+    done = runs[0].start()
+    for run in runs:
+        parts += (text[done : run.start()], run.group().translate(_TAG_ASCII))
+        done = run.end()
+    parts.append(text[done:])
+    return "".join(parts)
+
+
 def _unleet(match: re.Match[str]) -> str:
     token = match.group()
     if _HAS_LEET.search(token) is None:
@@ -206,6 +262,10 @@ def normalize(text: str) -> str:
     if text.isascii():  # NFKC and the lookalike table change no ASCII character
         text = text.lower()
     else:
+        runs = _hidden_tag_runs(text)
+        if runs:  # hidden tag text: dropped (like every invisible), its place marked
+            at = runs[0].start()
+            text = f"{text[:at]} {HIDDEN_TAGS} {text[at:]}"
         # NFKC, lookalikes to Latin and invisibles dropped; then, decomposed, the marks
         # of obfuscated words dropped (and the letters they hid mapped in turn).
         text = unicodedata.normalize("NFKC", text).translate(_TABLE)

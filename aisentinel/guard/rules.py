@@ -6,7 +6,9 @@ strongest family that fired is the verdict's evidence. The families follow the a
 the literature and in public sets: instruction override ("ignore previous
 instructions"), persona jailbreaks (DAN, developer mode, "stay in character"),
 system-prompt extraction ("repeat the words above", Tensor Trust access-code tricks) and
-payload framing (fake delimiters and chat-role tokens).
+payload framing (fake delimiters and chat-role tokens). ``hidden_tags`` is the marker
+:func:`~.normalize.normalize` puts where text was written in Unicode tag characters; no
+training row holds it, and its weight is set by hand (:data:`~.model.HAND_SET_RULES`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from typing import NamedTuple
+
+from aisentinel.guard.normalize import HIDDEN_TAGS
 
 __all__ = ["RULES", "TOKEN", "Rule", "RuleHit", "match_rules"]
 
@@ -326,6 +330,7 @@ RULES: tuple[Rule, ...] = (
             r"(?=(?: \w+){0,3} (?:you|ignore|the|new|override|from|now)\b)"
         ),
     ),
+    Rule("hidden_tags", "injection", re.compile(re.escape(HIDDEN_TAGS))),
     Rule(
         "repeated_junk",
         "injection",
@@ -465,6 +470,7 @@ _NEEDS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("[", "]"),
         (":", "system assistant admin developer root"),
     ),
+    "hidden_tags": (("hidden", "tag", "text"),),
     "repeated_junk": ((),),
 }  # fmt: skip
 

@@ -1,7 +1,8 @@
 """``scan`` and ``sanitize_prompt``: the library entry points.
 
-A verdict is computed on the normalised prompt (see :mod:`aisentinel.guard.normalize`)
-and on every plausible base64/hex blob inside it, decoded; the highest score wins. A list
+A verdict is computed on the normalised prompt (see :mod:`aisentinel.guard.normalize`),
+on the prompt with its hidden Unicode tag text decoded in place, and on every plausible
+base64/hex blob inside it, decoded; the highest score wins. A list
 of messages is scanned as one text (joined by newlines), so an instruction split across
 messages is seen whole.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 
 from aisentinel.guard.features import Features, extract
 from aisentinel.guard.model import GuardModel, default_model
-from aisentinel.guard.normalize import decoded_blobs, escape_snippet, normalize
+from aisentinel.guard.normalize import decoded_blobs, escape_snippet, normalize, tag_view
 from aisentinel.guard.rules import match_rules
 from aisentinel.guard.secrets import find_secrets, redact_secrets
 
@@ -34,6 +35,12 @@ _KEEP_HEAD = 49_152
 _KEEP_TAIL = 16_384
 _EVIDENCE_CHARS = 160
 _CONTEXT = 40
+#: Most clauses a :class:`Verdict` names (one per rule family, strongest first).
+MAX_CLAUSES = 8
+_CLAUSE_REACH = 100
+# Sentence marks, and the markup and quotes a wrapper puts around quoted text (the
+# normalised text has no line breaks: "<context>\n...\n</context>" is one line).
+_CLAUSE_MARKS = '.!?;:<>"`{}[]|'
 
 #: The hardening guide's filter, kept to report what it would have replaced.
 GUIDE_PATTERN = re.compile(r"ignore previous|disregard your|system prompt:", re.IGNORECASE)
@@ -52,12 +59,20 @@ class Verdict:
     decoded blob that scored) with what :func:`~.secrets.find_secrets` finds redacted,
     and ``category`` from the same text. ``reasons`` names the rule families and the
     n-gram behind the score; ``decoded`` is ``base64`` or ``hex`` when the score came
-    from a decoded blob; ``truncated`` is true when the prompt was longer than
-    :data:`MAX_SCAN_CHARS`. ``rule_score`` is the score of the rule families alone (the
-    model's bias plus the weights of the families that matched in the text that scored,
-    no n-grams): high only when regex evidence, not word statistics, says attack; the
-    daemon counts a prompt towards abuse only when it is at least ``abuse_rule_score``
-    too.
+    from a decoded blob, ``tags`` when it came from the text with its Unicode tag
+    characters decoded (:func:`~.normalize.tag_view`); ``truncated`` is true when the
+    prompt was longer than :data:`MAX_SCAN_CHARS`. ``rule_score`` is the score of the rule
+    families alone (the model's bias plus the weights of the families that matched in the
+    text that scored, no n-grams): high only when regex evidence, not word statistics, says
+    attack; the daemon counts a prompt towards abuse only when it is at least
+    ``abuse_rule_score`` too. ``clauses`` holds, for each rule family that points to an
+    attack (positive weight) and matched in that text, strongest first, at most
+    :data:`MAX_CLAUSES`, the family and the clause it matched in: the normalised text
+    between the sentence marks, markup and quotes (``. ! ? ; : < > " ` { } [ ] |``) around
+    the match, at most 100 characters either side of it, escaped, secrets redacted. It names
+    an attack by its own words whatever wraps it: the daemon counts abuse by clause, so one
+    attack quoted again in other prompts (a chat UI's title, tag and search-query tasks
+    re-send the history) is one attempt.
     """
 
     is_attack: bool
@@ -69,6 +84,7 @@ class Verdict:
     decoded: str | None = None
     truncated: bool = False
     rule_score: float = 0.0
+    clauses: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,24 +142,42 @@ def _snippet(norm: str, start: int, end: int) -> str:
     return escape_snippet(norm[lo:hi], _EVIDENCE_CHARS)
 
 
-def _explain(model: GuardModel, norm: str, feats: Features) -> tuple[str, tuple[str, ...]]:
+def _clause(norm: str, start: int, end: int) -> str:
+    """The clause of ``norm`` around ``norm[start:end]``: from the sentence mark before
+    it to the one after it, at most :data:`_CLAUSE_REACH` characters either side."""
+    lo = max(0, start - _CLAUSE_REACH)
+    hi = min(len(norm), end + _CLAUSE_REACH)
+    left = max(norm.rfind(mark, lo, start) for mark in _CLAUSE_MARKS)
+    lo = left + 1 if left >= 0 else lo
+    for mark in _CLAUSE_MARKS:
+        at = norm.find(mark, end, hi)
+        if at >= 0:
+            hi = at
+    return escape_snippet(norm[lo:hi].strip(), _EVIDENCE_CHARS + 2 * _CLAUSE_REACH)
+
+
+def _explain(
+    model: GuardModel, norm: str, feats: Features
+) -> tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """The evidence snippet, the reasons and the clauses (see :class:`Verdict`)."""
     rule_w = model.rule_w
     positive = sorted(
         (h for h in feats.rules if rule_w.get(h.name, 0.0) > 0),
         key=lambda h: -rule_w.get(h.name, 0.0),
     )
     reasons = [f"rule:{h.name}" for h in positive]
+    clauses = tuple((h.name, _clause(norm, h.start, h.end)) for h in positive[:MAX_CLAUSES])
     top = model.top_word(feats)
     if top is not None:
         reasons.append(f"ngram:{escape_snippet(top[0], 60)}")
     if positive:
         best = positive[0]
-        return _snippet(norm, best.start, best.end), tuple(reasons)
+        return _snippet(norm, best.start, best.end), tuple(reasons), clauses
     if top is not None:
         at = norm.find(top[0])
         if at >= 0:
-            return _snippet(norm, at, at + len(top[0])), tuple(reasons)
-    return "", tuple(reasons)
+            return _snippet(norm, at, at + len(top[0])), tuple(reasons), clauses
+    return "", tuple(reasons), clauses
 
 
 def scan(
@@ -164,7 +198,11 @@ def scan(
     score = mdl.score(feats)
     decoded: str | None = None
     view_text = raw
-    for kind, plain in decoded_blobs(raw):
+    views = decoded_blobs(raw)
+    hidden = tag_view(raw)
+    if hidden is not None:
+        views.insert(0, ("tags", hidden))
+    for kind, plain in views:
         d_norm = normalize(plain)
         d_feats = extract(d_norm)
         d_score = mdl.score(d_feats)
@@ -176,18 +214,27 @@ def scan(
         # The evidence never quotes a secret: it comes from the view that scored (the
         # prompt or a decoded blob) with its secrets redacted; the score stays the
         # one of the text as sent.
-        found = find_secrets(view_text, decoded=decoded is None)
+        found = find_secrets(view_text, decoded=decoded in (None, "tags"))
         if found:
             norm = normalize(redact_secrets(view_text, found))
             feats = extract(norm)
-        evidence, reasons = _explain(mdl, norm, feats)
+        evidence, reasons, clauses = _explain(mdl, norm, feats)
     else:
-        evidence, reasons = "", ()
+        evidence, reasons, clauses = "", (), ()
     if decoded is not None:
         reasons = (*reasons, f"decoded:{decoded}")
     category = mdl.category(feats) if is_attack else "none"
     return Verdict(
-        is_attack, score, category, evidence, reasons, limit, decoded, truncated, rule_score
+        is_attack,
+        score,
+        category,
+        evidence,
+        reasons,
+        limit,
+        decoded,
+        truncated,
+        rule_score,
+        clauses,
     )
 
 

@@ -12,6 +12,14 @@ Percent-encoded text (a URL, a query string or a form body pasted into a prompt:
 decoded once and searched too; a secret found there is reported on the characters it
 was decoded from (``[url-encoded: 40 chars]``) unless a finding of the text itself
 covers them.
+
+Well-known documentation examples are not secrets, whatever their context: AWS's
+example keys and any key or token ending in ``EXAMPLE`` or ``EXAMPLEKEY`` the way AWS
+writes them (``AKIAIOSFODNN7EXAMPLE``, ``wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY``),
+JWTs carrying jwt.io's sample claims (``{"sub":"1234567890","name":"John Doe"...``),
+and payment processors' test card numbers (Stripe's and PayPal's listed ones, and any
+card number of at most three distinct digits: ``4242 4242 4242 4242``,
+``4111 1111 1111 1111``).
 """
 
 from __future__ import annotations
@@ -456,6 +464,46 @@ def _percent_encoded(text: str, found: list[SecretFinding]) -> None:
         found[:] = [f for f in found if id(f) not in gone]
 
 
+# The payload of jwt.io's sample token, {"sub":"1234567890","name":"John Doe" (base64url).
+_EXAMPLE_JWT_CLAIMS = ".eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9l"
+# Test card numbers documented by Stripe and PayPal/Braintree with more than three
+# distinct digits (those with three or fewer are all examples: see _example).
+_EXAMPLE_CARDS = frozenset(
+    [
+        "4000056655665556",
+        "2223003122003222",
+        "5200828282828210",
+        "378282246310005",
+        "371449635398431",
+        "6011111111111117",
+        "6011000990139424",
+        "3056930009020004",
+        "36227206271667",
+        "3566002020360505",
+        "6200000000000005",
+        "4012888888881881",
+        "4000000000009995",
+        "6011000400000000",
+        "3530111333300000",
+        "5105105105105100",
+        "4000000000003220",
+    ]
+)
+
+
+def _example(kind: str, value: str) -> bool:
+    """Whether ``value`` (a finding's text) is a well-known documentation example: see the
+    module doc."""
+    if value.endswith(("EXAMPLE", "EXAMPLEKEY")):
+        return True
+    if kind == "jwt":
+        return value[value.find(".") :].startswith(_EXAMPLE_JWT_CLAIMS)
+    if kind == "credit_card":
+        digits = value.replace(" ", "").replace("-", "")
+        return len(set(digits)) <= 3 or digits in _EXAMPLE_CARDS
+    return False
+
+
 def _find(text: str) -> list[SecretFinding]:
     """The secrets of ``text`` itself (nothing decoded), unordered."""
     found: list[SecretFinding] = []
@@ -489,6 +537,12 @@ def _find(text: str) -> list[SecretFinding]:
                 "email_bulk", first.start(), last.end(), f"[{len(distinct)} e-mail addresses]"
             )
         )
+    if (
+        "EXAMPLE" in text
+        or _EXAMPLE_JWT_CLAIMS[1:] in text
+        or any(f.kind == "credit_card" for f in found)
+    ):
+        found = [f for f in found if not _example(f.kind, text[f.start : f.end])]
     return found
 
 
