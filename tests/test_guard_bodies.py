@@ -165,13 +165,17 @@ def test_not_json_is_raw_text() -> None:
 
 
 def test_oversize_body_capped() -> None:
-    """A body over max_chars is parsed whole; the texts kept are capped to max_chars."""
+    """A body over max_chars is parsed whole; the texts kept are capped to max_chars, a
+    text cut to its start and its end (padding before an instruction does not hide it)."""
     big = "A" * 50_000
     body = _chat(("user", big), ("user", "tail"))
     got = extract_prompt(body, max_chars=10_000)
     assert got.truncated
     assert sum(map(len, got.parts)) <= 10_000
     assert got.parts[0].startswith("AAAA")
+    padded = extract_prompt(_chat(("user", "B" * 50_000 + " " + ATTACK)), max_chars=10_000)
+    assert padded.parts[0].startswith("BBBB")
+    assert padded.parts[0].endswith(ATTACK)
     small = extract_prompt(_chat(("user", "x" * 300)), max_chars=1_024)
     assert small.parts == ("x" * 300,)
     assert not small.truncated
@@ -328,21 +332,28 @@ def test_text_budget_keeps_the_last_turn_of_a_parsed_body() -> None:
     assert sum(map(len, got.parts)) <= 10_000
 
 
-def test_lenient_texts_are_quoted_and_the_tail_of_a_huge_body_is_read() -> None:
-    """Texts read leniently have no known role: all are quoted data, never the client's own
-    words; a body over MAX_PARSE_CHARS is cut and its end is read too (the newest turn)."""
+def test_lenient_texts_keep_the_role_written_before_them() -> None:
+    """A cut body read leniently: a message's content keeps the role written just before
+    it (system text; the user's own words, so a padded attack still counts); a text with
+    no role beside it is quoted data; a body over MAX_PARSE_CHARS is cut and its end is
+    read too (the newest turn)."""
     body = _chat(("system", SYSTEM), ("user", "Be nice and"))
     cut = body[: body.index(" and")]
     got = extract_prompt(cut)
     assert got.shape == "lenient"
     assert got.parts == (SYSTEM, "Be nice")
-    assert got.quoted == (True, True)
-    assert got.own_text == ""
+    assert not any(got.quoted)
+    assert got.system == (True, False)
     huge = _chat(("system", SYSTEM), ("user", "x" * (MAX_PARSE_CHARS + 10)), ("user", ATTACK))
     big = extract_prompt(huge, max_chars=10_000)
     assert (big.shape, big.truncated) == ("lenient", True)
     assert big.parts[-1] == ATTACK
-    assert all(big.quoted)
+    assert not any(big.quoted)
+    assert ATTACK in big.own_text
+    bare = '{"model": "m", "prompt": "' + ATTACK + " " + "x" * 50
+    loose = extract_prompt(bare)
+    assert (loose.shape, loose.parts[-1].startswith(ATTACK)) == ("lenient", True)
+    assert all(loose.quoted)
 
 
 @pytest.mark.parametrize(

@@ -92,10 +92,13 @@ _PROMPT_KEYS = frozenset({"prompt", "suffix"})
 _TEXT_PART_TYPES = frozenset({"text", "input_text", "output_text"})
 # A JSON string value of a key that carries prompt text, possibly cut off at the end.
 _LENIENT = re.compile(
+    r'(?:"role"\s*:\s*"(user|system|developer|assistant|tool)"\s*,\s*)?'
     r'"(content|text|prompt|suffix|system|instructions|input|output)"\s*:\s*'
     r'"([^"\\]*(?:\\.[^"\\]*)*)("?)',
     re.DOTALL,
 )
+"""A prompt key's string value, closed or cut, with the message's role when it is
+written just before it (``{"role": "user", "content": "..."}``, as clients write it)."""
 _NGINX_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})")
 # A fenced code block, closed by the same fence or left open to the end of the text
 # (the lazy scan stops at the first closing fence; one pass, each block once).
@@ -424,7 +427,11 @@ class _Collector:
             text = pending[i][0]
             room = self.max_chars - chars
             if len(text) > room:
-                text, truncated = (text[-room:] if newest_first else text[:room]), True
+                # Its start and its end: padding on either side of an instruction does
+                # not push it out of what is scanned.
+                head = room // 2
+                rest = max(room - head - 1, 0)
+                text, truncated = text[:head] + "\n" + text[len(text) - rest :], True
             kept[i] = text
             chars += len(text)
         idx = sorted(kept)
@@ -506,20 +513,30 @@ def _from_json(data: dict[str, Any], out: _Collector, path: str) -> str:
 
 def _lenient(body: str, out: _Collector) -> bool:
     """String values of prompt keys in a body that is not valid JSON, the last
-    ``max_parts`` of them; whether any. Their roles are unknown: all are quoted data."""
-    found: list[tuple[str, bool]] = []
+    ``max_parts`` of them; whether any. A message's ``content`` whose ``"role": "user"``
+    is written just before it is the user's words (a chat request cut at the log line's
+    cap: its last user turn still counts); every other text's role is unknown: quoted
+    data, or system text after ``"role": "system"``/``"developer"``."""
+    found: list[tuple[str, bool, str]] = []
     for match in _LENIENT.finditer(body):
-        found.append((match.group(2), bool(match.group(3))))
+        role = match.group(1) if match.group(2) == "content" else None
+        found.append((match.group(3), bool(match.group(4)), role or ""))
         if len(found) > 2 * out.max_parts:
             del found[: out.max_parts]
-    for value, closed in found[-out.max_parts :]:
+    for value, closed, role in found[-out.max_parts :]:
         # cut inside the string: drop a half escape at the end
         raw = value if closed else re.sub(r"\\(?:u[0-9a-fA-F]{0,3})?$", "", value)
         try:
             text = json.loads(f'"{raw}"')
         except ValueError:
             text = raw
-        if isinstance(text, str):
+        if not isinstance(text, str):
+            continue
+        if role == "user":
+            out.text(text)
+        elif role in ("system", "developer"):
+            out.add(text, system=True)
+        else:
             out.add(text, True)
     return bool(found)
 
