@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 import structlog
 from prometheus_client import Histogram
@@ -262,6 +263,7 @@ class Pipeline:
         parsers_config: ParsersConfig | None = None,
         on_finding: FindingHook | None = None,
         on_decision: DecisionHook | None = None,
+        zones: Mapping[str, tzinfo] | None = None,
     ) -> None:
         self.detectors = list(detectors)
         self.shared = SharedState()
@@ -273,8 +275,10 @@ class Pipeline:
         self.parser_clock = parser_clock or clock
         """What parsers read the current year from (syslog lines carry none)."""
         self.parsers_config = parsers_config or ParsersConfig()
-        self.on_finding = on_finding
-        self.on_decision = on_decision
+        # Per source: the zone its local-time stamps are written in (its ``timezone``;
+        # else the local zone), read when a parser is made (see set_zones).
+        self.zones: dict[str, tzinfo] = dict(zones or {})
+        self.on_finding, self.on_decision = on_finding, on_decision
         self.sources: dict[str, SourceCounters] = {}
         self.findings: Counter[tuple[str, str]] = Counter()
         self.decisions: Counter[tuple[str, str]] = Counter()
@@ -340,7 +344,8 @@ class Pipeline:
         key = (source, fmt)
         parser = self._parsers.get(key)
         if parser is None:
-            ctx = self.parsers_config.context(source, fmt, self.parser_clock)
+            zone = self.zones.get(source)
+            ctx = self.parsers_config.context(source, fmt, self.parser_clock, zone)
             parser = self._parsers[key] = build_parser(fmt, ctx)
         return parser
 
@@ -936,6 +941,17 @@ class Pipeline:
             known=list(SETUP_PROBLEMS),
             excerpt=_excerpt(item),
         )
+
+    def set_zones(self, zones: Mapping[str, tzinfo]) -> None:
+        """Take the zones the sources' local-time stamps are written in (their
+        ``timezone``, after a reload): the parsers of a source whose zone changed go, and
+        its next lines are read in the new zone."""
+        for source in set(self.zones) | set(zones):
+            if self.zones.get(source) != zones.get(source):
+                for key in [key for key in self._parsers if key[0] == source]:
+                    del self._parsers[key]
+                    self._read_upto.pop(key, None)
+        self.zones = dict(zones)
 
     def judge_afresh(self, source: str) -> None:
         """Forget how much of ``source``'s recent lines were recognised, and its parsers

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -336,13 +336,16 @@ def replay(
     as_json: bool = False,
     err: TextIO | None = None,
     summary_only: bool = False,
+    zone: tzinfo | None = None,
 ) -> ReplaySummary:
     """Replay ``(path, parser name)`` pairs through the pipeline, in order, writing
     findings and decisions to ``out`` (none with ``summary_only``: they are counted in
     the summary only). A parser name of ``auto`` is detected here (see
     :func:`detect_format`). A file that cannot be read to its end (see
     :data:`READ_ERRORS`) gets one line on ``err`` (default stderr) and its
-    ``FileSummary.error``; its lines before the fault count, and the next file follows."""
+    ``FileSummary.error``; its lines before the fault count, and the next file follows.
+    ``zone``: the zone the files' local-time stamps are written in (a source's
+    ``timezone``; ``None``: the local zone)."""
     errors = sys.stderr if err is None else err
     clock = EventClock()
     printer = _Printer(out, as_json, clock, show=not summary_only)
@@ -376,6 +379,8 @@ def replay(
             on_decision=printer.decision,
         )
         for path, file_fmt in files:
+            if zone is not None:
+                pipeline.zones[str(path)] = zone
             fs = _replay_file(pipeline, path, file_fmt, clock)
             if fs.error is not None:
                 errors.write(

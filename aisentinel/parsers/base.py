@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import ClassVar, Final, Literal, NamedTuple, cast, get_args
 
 from pydantic import BaseModel, PrivateAttr
@@ -107,9 +108,12 @@ class ParsersConfig(StrictModel):
         """Every parser's validated table, by parser name."""
         return dict(self._tables)
 
-    def context(self, source: str, fmt: str, clock: Clock | None = None) -> ParserContext:
+    def context(
+        self, source: str, fmt: str, clock: Clock | None = None, timezone: tzinfo | None = None
+    ) -> ParserContext:
         """The context of a parser of format ``fmt`` for ``source`` under these settings:
-        the trusted proxies, the forwarded header and ``fmt``'s own table. The daemon,
+        the trusted proxies, the forwarded header, ``fmt``'s own table and the source's
+        ``timezone`` (``None``: the local zone). The daemon,
         ``replay``, ``explain`` and ``rules test`` all build their parsers' contexts here,
         so one config gives one reading of a line everywhere."""
         return ParserContext(
@@ -119,6 +123,7 @@ class ParsersConfig(StrictModel):
             forwarded_header=self.forwarded_header,
             options=self.table(fmt),
             tables=self.tables(),
+            timezone=timezone,
         )
 
 
@@ -136,6 +141,9 @@ class ParserContext:
     tables: Mapping[str, BaseModel] = field(default_factory=dict)
     """Every parser's ``[parsers.<name>]`` table, by name: for a parser that hands lines
     on to others (``container``), each of which reads its own."""
+    timezone: tzinfo | None = None
+    """The zone the source's local-time stamps are written in (its ``timezone`` key);
+    ``None``: the daemon's local zone."""
 
 
 class Parser(ABC):
