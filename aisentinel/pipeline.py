@@ -14,6 +14,7 @@ it is given to that one state, so a reload keeps it for all.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from aisentinel.parsers.base import (
     SetupProblem,
 )
 from aisentinel.responders.runner import ResponderRunner
+from aisentinel.sourceclock import SourceClock
 
 log = structlog.get_logger(__name__)
 
@@ -70,6 +72,9 @@ class SourceCounters:
     is sniffed per file (``parser = "auto"``) may use several, and its lines that no
     parser recognised are under :data:`~aisentinel.parsers.AUTO`. Not compared: the
     windows follow the batches, which the counts do not."""
+    clock: SourceClock = field(default_factory=SourceClock, compare=False)
+    """How far a line source's newest event times stand off the clock (a log read in the
+    wrong zone); not compared, as the recognitions."""
 
     @property
     def recognition(self) -> Recognition | None:
@@ -404,6 +409,13 @@ class Pipeline:
                 for message, fields in parser.take_notices():
                     log.warning(message, source=batch.source, parser=parser.name, **fields)
             self._recognise(counters, batch.source, parser, lines, len(events))
+            if events and counters.clock.observe(events[-1].ts, self.clock.now()):
+                log.warning(
+                    "log times stand off the clock",
+                    source=batch.source,
+                    offset_seconds=round(counters.clock.offset or 0.0),
+                    hint=counters.clock.advice(time.localtime().tm_gmtoff),
+                )
         if not events:
             return
         kinds = frozenset(map(type, events))
@@ -925,6 +937,9 @@ class Pipeline:
                     self._problem_ignored(source, key[1], what, problem)
                 elif problem not in out:
                     out.append(problem)
+        if counters.clock.flagged:
+            text = counters.clock.advice(time.localtime().tm_gmtoff)
+            out.append(SetupProblem("clock_offset", text))
         return out
 
     def _problem_ignored(self, source: str, parser: str, what: str, item: object) -> None:
@@ -1002,16 +1017,29 @@ class Pipeline:
             "aisentinel_source_setup_problem",
             "1 while the source's parser sees, in its recent lines, a setup that hides what "
             "it must see, per problem (untrusted_local_proxy: every client is a proxy on "
-            "this host that is not trusted, so no client is banned or alerted on), else 0; "
+            "this host that is not trusted, so no client is banned or alerted on; "
+            "clock_offset: its log times stand 15 minutes or more off the clock, steadily, "
+            "so detector windows expire its events), else 0; "
             "for each source read by a line parser.",
             labels=["source", "problem"],
+        )
+        offset = GaugeMetricFamily(
+            "aisentinel_source_clock_offset_seconds",
+            "The newest event time of the source's latest batch minus the clock when it "
+            "was handled (negative: behind); hours off for a log written in another zone "
+            "than it is read in; for each line source once a batch gave events.",
+            labels=["source"],
         )
         read = {source for source, _parser in list(self._read_upto)}
         for name in sorted(read.intersection(list(self.sources))):
             found = {problem.kind for problem in self.source_problems(name)}
             for kind in sorted(found | set(SETUP_PROBLEMS)):
                 setup.add_metric([name, kind], 1.0 if kind in found else 0.0)
+            seconds = self.sources[name].clock.offset
+            if seconds is not None:
+                offset.add_metric([name], seconds)
         yield setup
+        yield offset
         findings = CounterMetricFamily(
             "aisentinel_findings",
             "Findings raised, per detector and severity.",

@@ -30,10 +30,12 @@ from aisentinel.configtypes import CredentialsMode, ForwardedHeader, Network, St
 from aisentinel.events import Event
 from aisentinel.registry import Registry
 
-SetupProblemKind = Literal["untrusted_local_proxy"]
-"""Every kind of :class:`SetupProblem` a parser tells: ``untrusted_local_proxy``, every
-client is a proxy on this host that is not trusted
-(:class:`aisentinel.parsers.proxy.LoopbackWatch`)."""
+SetupProblemKind = Literal["untrusted_local_proxy", "clock_offset"]
+"""Every kind of :class:`SetupProblem` a source's setup has: ``untrusted_local_proxy``,
+every client is a proxy on this host that is not trusted, told by a parser
+(:class:`aisentinel.parsers.proxy.LoopbackWatch`); ``clock_offset``, the source's log
+times stand steadily off the clock (a log in another zone), told by the pipeline
+(:mod:`aisentinel.sourceclock`)."""
 
 SETUP_PROBLEMS: Final[tuple[SetupProblemKind, ...]] = get_args(SetupProblemKind)
 """The ``problem`` label values of ``aisentinel_source_setup_problem``: each is exported,
