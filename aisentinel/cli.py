@@ -29,6 +29,7 @@ from aisentinel.config import (
     DaemonConfig,
     load_config,
 )
+from aisentinel.configtypes import zone_info
 from aisentinel.parsers import AUTO, UnknownFormatError
 from aisentinel.parsers import names as parser_names
 from aisentinel.sources.journald import JournaldSourceConfig, journald_available, matches_problem
@@ -368,7 +369,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(f"aisentinel: replay: {p}: {exc}; name it with --format", file=sys.stderr)
             return 2
     out = sys.stdout
-    summary = replay(jobs, config, out, as_json=args.json, summary_only=args.summary)
+    zone = None
+    if args.timezone is not None:
+        try:
+            zone = zone_info(args.timezone)
+        except ValueError as exc:
+            print(f"aisentinel: replay: --timezone: {exc}", file=sys.stderr)
+            return 2
+    summary = replay(jobs, config, out, as_json=args.json, summary_only=args.summary, zone=zone)
     print_summary(summary, out, as_json=args.json)
     return 1 if summary.failed_files else 0
 
@@ -834,6 +842,13 @@ def _add_replay_command(sub: Any) -> None:
         choices=parser_names(auto=True),
         default=AUTO,
         help="the parser to use (default: sniffed per file from its first lines)",
+    )
+    rep.add_argument(
+        "--timezone",
+        default=None,
+        metavar="ZONE",
+        help="the zone the files' syslog and nginx error-log times are written in, as a "
+        "source's timezone key (IANA name or UTC; default: the local zone)",
     )
     rep.add_argument("--json", action="store_true", help="JSON Lines output")
     rep.add_argument(

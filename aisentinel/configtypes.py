@@ -22,8 +22,10 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, PlainSerializer
 from pydantic_core import CoreSchema, ErrorDetails, core_schema
@@ -270,3 +272,29 @@ class StrictModel(BaseModel):
     """Base of every config model: unknown keys are errors, loaded config is frozen."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def zone_info(name: str) -> tzinfo:
+    """The zone an IANA name (``Europe/Berlin``) or ``UTC`` names; ``ValueError`` saying
+    why for a name the system's zone database (or the ``tzdata`` package) lacks."""
+    if name in ("UTC", "Etc/UTC"):
+        return UTC  # needs no zone database
+    if not name or name != name.strip():
+        raise ValueError(f"time zone {name!r}: not an IANA zone name (e.g. 'UTC', 'Europe/Berlin')")
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ValueError(
+            f"unknown time zone {name!r}: not in the zone database (IANA names such as "
+            "'UTC' or 'Europe/Berlin'; `timedatectl list-timezones` lists them)"
+        ) from exc
+
+
+def _zone_name(value: Any) -> Any:
+    if isinstance(value, str):
+        zone_info(value)
+    return value
+
+
+TimeZoneName = Annotated[str, BeforeValidator(_zone_name)]
+"""An IANA time zone name or ``UTC``, refused unless the zone database knows it."""

@@ -20,9 +20,9 @@ import sqlite3
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from functools import partial
 from pathlib import Path
 from types import FrameType
@@ -38,6 +38,7 @@ from aisentinel.audit.config import AuditConfig
 from aisentinel.clock import Clock, SystemClock
 from aisentinel.commands import CommandRunner, SubprocessRunner
 from aisentinel.config import Config, ConfigError, DaemonConfig, ExporterConfig, load_config
+from aisentinel.configtypes import zone_info
 from aisentinel.control import CommandError, ControlError, ControlServer, Peer
 from aisentinel.decisionlog import DecisionLog
 from aisentinel.decisions.admin import AdminCommands
@@ -176,6 +177,17 @@ class Withdrawal:
     def key(self) -> tuple[str, str]:
         """The backend object it stands for: two with the same key are one."""
         return (self.name, self.config.owns())
+
+
+def source_zones(sources: Iterable[SourceConfigBase]) -> dict[str, tzinfo]:
+    """Per source that names one (``timezone``, a file source's key): the zone its
+    local-time stamps are read in."""
+    out: dict[str, tzinfo] = {}
+    for cfg in sources:
+        name = getattr(cfg, "timezone", None)
+        if isinstance(name, str):
+            out[cfg.name] = zone_info(name)  # validated when the config was loaded
+    return out
 
 
 def enabled_responders(config: Config) -> dict[str, ResponderConfigBase]:
@@ -478,6 +490,7 @@ class Daemon:
             # below that level the hook is not even called.
             on_finding=self._log_finding if config.daemon.log_level == "debug" else None,
             on_decision=self.decision_log,
+            zones=source_zones(config.sources),
         )
 
     # ------------------------------------------------------------------ degraded
@@ -1316,6 +1329,7 @@ class Daemon:
                 self._removed.sources[name] = gone
                 self.pipeline.judge_afresh(name)  # its parsers, and the problems they saw
         self.config = new
+        self.pipeline.set_zones(source_zones(new.sources))
         for name, cfg in new_src.items():
             if name in changed:
                 self.pipeline.judge_afresh(name)  # another parser or files: judged anew

@@ -14,9 +14,11 @@ it is given to that one state, so a reload keeps it for all.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 
 import structlog
 from prometheus_client import Histogram
@@ -48,6 +50,7 @@ from aisentinel.parsers.base import (
     SetupProblem,
 )
 from aisentinel.responders.runner import ResponderRunner
+from aisentinel.sourceclock import SourceClock
 
 log = structlog.get_logger(__name__)
 
@@ -69,6 +72,9 @@ class SourceCounters:
     is sniffed per file (``parser = "auto"``) may use several, and its lines that no
     parser recognised are under :data:`~aisentinel.parsers.AUTO`. Not compared: the
     windows follow the batches, which the counts do not."""
+    clock: SourceClock = field(default_factory=SourceClock, compare=False)
+    """How far a line source's newest event times stand off the clock (a log read in the
+    wrong zone); not compared, as the recognitions."""
 
     @property
     def recognition(self) -> Recognition | None:
@@ -265,6 +271,7 @@ class Pipeline:
         parsers_config: ParsersConfig | None = None,
         on_finding: FindingHook | None = None,
         on_decision: DecisionHook | None = None,
+        zones: Mapping[str, tzinfo] | None = None,
     ) -> None:
         self.detectors = list(detectors)
         self.shared = SharedState()
@@ -276,8 +283,10 @@ class Pipeline:
         self.parser_clock = parser_clock or clock
         """What parsers read the current year from (syslog lines carry none)."""
         self.parsers_config = parsers_config or ParsersConfig()
-        self.on_finding = on_finding
-        self.on_decision = on_decision
+        # Per source: the zone its local-time stamps are written in (its ``timezone``;
+        # else the local zone), read when a parser is made (see set_zones).
+        self.zones: dict[str, tzinfo] = dict(zones or {})
+        self.on_finding, self.on_decision = on_finding, on_decision
         self.sources: dict[str, SourceCounters] = {}
         self.findings: Counter[tuple[str, str]] = Counter()
         self.decisions: Counter[tuple[str, str]] = Counter()
@@ -343,7 +352,8 @@ class Pipeline:
         key = (source, fmt)
         parser = self._parsers.get(key)
         if parser is None:
-            ctx = self.parsers_config.context(source, fmt, self.parser_clock)
+            zone = self.zones.get(source)
+            ctx = self.parsers_config.context(source, fmt, self.parser_clock, zone)
             parser = self._parsers[key] = build_parser(fmt, ctx)
         return parser
 
@@ -403,6 +413,13 @@ class Pipeline:
                 for message, fields in parser.take_notices():
                     log.warning(message, source=batch.source, parser=parser.name, **fields)
             self._recognise(counters, batch.source, parser, lines, len(events))
+            if events and counters.clock.observe(events[-1].ts, self.clock.now()):
+                log.warning(
+                    "log times stand off the clock",
+                    source=batch.source,
+                    offset_seconds=round(counters.clock.offset or 0.0),
+                    hint=counters.clock.advice(time.localtime().tm_gmtoff),
+                )
         if not events:
             return
         kinds = frozenset(map(type, events))
@@ -942,6 +959,9 @@ class Pipeline:
                     self._problem_ignored(source, key[1], what, problem)
                 elif problem not in out:
                     out.append(problem)
+        if counters.clock.flagged:
+            text = counters.clock.advice(time.localtime().tm_gmtoff)
+            out.append(SetupProblem("clock_offset", text))
         return out
 
     def _problem_ignored(self, source: str, parser: str, what: str, item: object) -> None:
@@ -958,6 +978,17 @@ class Pipeline:
             known=list(SETUP_PROBLEMS),
             excerpt=_excerpt(item),
         )
+
+    def set_zones(self, zones: Mapping[str, tzinfo]) -> None:
+        """Take the zones the sources' local-time stamps are written in (their
+        ``timezone``, after a reload): the parsers of a source whose zone changed go, and
+        its next lines are read in the new zone."""
+        for source in set(self.zones) | set(zones):
+            if self.zones.get(source) != zones.get(source):
+                for key in [key for key in self._parsers if key[0] == source]:
+                    del self._parsers[key]
+                    self._read_upto.pop(key, None)
+        self.zones = dict(zones)
 
     def judge_afresh(self, source: str) -> None:
         """Forget how much of ``source``'s recent lines were recognised, and its parsers
@@ -1008,16 +1039,29 @@ class Pipeline:
             "aisentinel_source_setup_problem",
             "1 while the source's parser sees, in its recent lines, a setup that hides what "
             "it must see, per problem (untrusted_local_proxy: every client is a proxy on "
-            "this host that is not trusted, so no client is banned or alerted on), else 0; "
+            "this host that is not trusted, so no client is banned or alerted on; "
+            "clock_offset: its log times stand 15 minutes or more off the clock, steadily, "
+            "so detector windows expire its events), else 0; "
             "for each source read by a line parser.",
             labels=["source", "problem"],
+        )
+        offset = GaugeMetricFamily(
+            "aisentinel_source_clock_offset_seconds",
+            "The newest event time of the source's latest batch minus the clock when it "
+            "was handled (negative: behind); hours off for a log written in another zone "
+            "than it is read in; for each line source once a batch gave events.",
+            labels=["source"],
         )
         read = {source for source, _parser in list(self._read_upto)}
         for name in sorted(read.intersection(list(self.sources))):
             found = {problem.kind for problem in self.source_problems(name)}
             for kind in sorted(found | set(SETUP_PROBLEMS)):
                 setup.add_metric([name, kind], 1.0 if kind in found else 0.0)
+            seconds = self.sources[name].clock.offset
+            if seconds is not None:
+                offset.add_metric([name], seconds)
         yield setup
+        yield offset
         findings = CounterMetricFamily(
             "aisentinel_findings",
             "Findings raised, per detector and severity.",

@@ -16,7 +16,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -336,13 +336,16 @@ def replay(
     as_json: bool = False,
     err: TextIO | None = None,
     summary_only: bool = False,
+    zone: tzinfo | None = None,
 ) -> ReplaySummary:
     """Replay ``(path, parser name)`` pairs through the pipeline, in order, writing
     findings and decisions to ``out`` (none with ``summary_only``: they are counted in
     the summary only). A parser name of ``auto`` is detected here (see
     :func:`detect_format`). A file that cannot be read to its end (see
     :data:`READ_ERRORS`) gets one line on ``err`` (default stderr) and its
-    ``FileSummary.error``; its lines before the fault count, and the next file follows."""
+    ``FileSummary.error``; its lines before the fault count, and the next file follows.
+    ``zone``: the zone the files' local-time stamps are written in (a source's
+    ``timezone``; ``None``: the local zone)."""
     errors = sys.stderr if err is None else err
     clock = EventClock()
     printer = _Printer(out, as_json, clock, show=not summary_only)
@@ -368,14 +371,16 @@ def replay(
             engine=engine,
             runner=None,
             clock=clock,
-            # Syslog timestamps have no year: infer it from the wall clock, not
-            # from the replayed events (which start at the epoch).
+            # Syslog timestamps have no year: inferred from each file's modification
+            # time (_replay_file), not from the replayed events (which start at the epoch).
             parser_clock=SystemClock(),
             parsers_config=config.parsers,
             on_finding=printer.finding,
             on_decision=printer.decision,
         )
         for path, file_fmt in files:
+            if zone is not None:
+                pipeline.zones[str(path)] = zone
             fs = _replay_file(pipeline, path, file_fmt, clock)
             if fs.error is not None:
                 errors.write(
@@ -403,10 +408,27 @@ def _host_snapshot() -> Callable[[], tuple[str, ...]]:
     return lambda: hosts
 
 
+class _WrittenAt(SystemClock):
+    """The clock a replayed file's year-less (syslog) times are dated by: stopped at the
+    file's last modification, when its last line was written; last year's log replayed
+    today is dated last year, one night never split across two years."""
+
+    def __init__(self, path: Path) -> None:
+        now = time.time()
+        try:
+            self._at = min(path.stat().st_mtime, now)  # a future mtime: a clock set wrong
+        except OSError:
+            self._at = now
+
+    def now(self) -> float:
+        return self._at
+
+
 def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventClock) -> FileSummary:
     """One file through ``pipeline``; a read fault ends the file, recorded in ``error``."""
     source = str(path)
     fs = FileSummary(source, file_fmt)
+    pipeline.parser_clock = _WrittenAt(path)  # read when the file's parser is made
     try:
         if file_fmt == AUTO:
             file_fmt = fs.format = detect_format(path)

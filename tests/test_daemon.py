@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -843,6 +844,46 @@ def test_reload_keeps_the_counters_of_a_rebuilt_source(tmp_path: Path, logs: Pat
         assert daemon.pipeline.sources["auth"].lines == 5
     finally:
         _close(daemon)
+
+
+def test_a_source_timezone_is_read_at_start_and_at_reload(
+    tmp_path: Path, logs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file source's timezone sets the zone its syslog times are read in, on a host in
+    another zone; a reload that sets or drops it re-reads the source's lines in the new zone."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        path = _write_config(tmp_path)
+        utc = path.read_text().replace(
+            'paths = ["' + str(logs) + '/auth.log"]',
+            'paths = ["' + str(logs) + '/auth.log"]\ntimezone = "UTC"',
+        )
+        assert "timezone" in utc
+        line = "Dec  8 10:00:05 gpu-box sshd[9]: Failed password for root from 198.51.100.30 port 5"
+        in_utc = 1_796_724_005.0  # 2026-12-08T10:00:05Z
+        now = FakeClock(in_utc + 60)
+        daemon = Daemon(load_config(path), config_path=path, clock=now)
+        try:
+            daemon.pipeline.parser_clock = now
+
+            def read() -> float:
+                event = daemon.pipeline.parser_for("auth", "sshd").parse(line)
+                assert event is not None
+                return event.ts
+
+            assert read() == in_utc - 9 * 3600  # Tokyo's local time
+            path.write_text(utc)
+            assert daemon.reload()
+            assert read() == in_utc
+            path.write_text(utc.replace('timezone = "UTC"', 'timezone = "Asia/Tokyo"'))
+            assert daemon.reload()
+            assert read() == in_utc - 9 * 3600
+        finally:
+            _close(daemon)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
 
 
 def test_reload_keeps_the_counters_of_a_rebuilt_detector(tmp_path: Path, now_epoch: float) -> None:

@@ -318,12 +318,17 @@ def test_an_untrusted_local_proxy_is_exported_while_it_lasts(tmp_path: Path) -> 
     pipeline = _pipeline(tmp_path)
     assert _setup_problems(pipeline) == {}
     _feed(pipeline, "web", "nginx", [_good(i) for i in range(100)])
-    assert _setup_problems(pipeline) == {("web", "untrusted_local_proxy"): 0.0}
+    assert _setup_problems(pipeline) == {
+        ("web", "clock_offset"): 0.0,
+        ("web", "untrusted_local_proxy"): 0.0,
+    }
     proxied = nginx_line(T0, "127.0.0.1", "/api/tags") + ' "198.51.100.9"'
     _feed(pipeline, "web", "nginx", [proxied] * 300)
     _feed(pipeline, "api", "nginx", [_good(i) for i in range(100)])
     assert _setup_problems(pipeline) == {
+        ("api", "clock_offset"): 0.0,
         ("api", "untrusted_local_proxy"): 0.0,
+        ("web", "clock_offset"): 0.0,
         ("web", "untrusted_local_proxy"): 1.0,
     }
     _feed(pipeline, "web", "nginx", [_good(i) for i in range(300)])
@@ -370,7 +375,10 @@ def test_a_source_the_pipeline_no_longer_counts_has_no_setup_problem(tmp_path: P
     _feed(pipeline, "api", "nginx", [_good(i) for i in range(100)])
     assert _setup_problems(pipeline)["web", "untrusted_local_proxy"] == 1.0
     del pipeline.sources["web"]
-    assert _setup_problems(pipeline) == {("api", "untrusted_local_proxy"): 0.0}
+    assert _setup_problems(pipeline) == {
+        ("api", "clock_offset"): 0.0,
+        ("api", "untrusted_local_proxy"): 0.0,
+    }
     assert pipeline.source_problems("web") == []
 
 
@@ -397,7 +405,10 @@ def test_a_plug_in_parser_whose_problems_are_not_setup_problems_harms_nothing(
             for _scrape in range(2):
                 names = {m.name for m in pipeline.collect()}
                 assert "aisentinel_source_lines_parsed" in names
-                assert _setup_problems(pipeline) == {("web", "untrusted_local_proxy"): 0.0}
+                assert _setup_problems(pipeline) == {
+                    ("web", "clock_offset"): 0.0,
+                    ("web", "untrusted_local_proxy"): 0.0,
+                }
                 assert pipeline.source_problems("web") == []
     ignored = [e["what"] for e in logs if e["event"].startswith("parser setup problem ignored")]
     assert ignored == ["raised RuntimeError", "str", "kind 'no_xff'"]

@@ -343,7 +343,7 @@ def test_an_untrusted_local_proxy_is_a_problem_of_its_source(
             if family.name == "aisentinel_source_setup_problem"
             for s in family.samples
         }
-        assert setup == {("web", "untrusted_local_proxy"): 1.0}
+        assert setup == {("web", "clock_offset"): 0.0, ("web", "untrusted_local_proxy"): 1.0}
     finally:
         r.stop()
 

@@ -104,8 +104,8 @@ def test_repeated_and_skipped_hour_rule(zone: str) -> None:
     spring = error("2025/03/30 02:30:00")
     assert spring == calendar.timegm((2025, 3, 30, 1, 30, 0, 0, 0, 0))  # 02:30 +01:00
     assert error("2025/03/30 03:30:00") == spring  # the same instant, in summer time
-    assert local_day(2025, 3, 30)[2] == ((3 * 3600, 7200),)
-    assert local_day(2025, 10, 26)[2] == ((3 * 3600, 3600),)
+    assert local_day(2025, 3, 30)[2] == ((3 * 3600, 3600, 7200),)
+    assert local_day(2025, 10, 26)[2] == ((3 * 3600, 7200, 3600),)
     assert local_day(2025, 10, 27)[1:] == (3600, ())
 
 
@@ -149,3 +149,74 @@ def test_a_new_second_calls_no_libc_time_conversion(
         assert error(_error_log(date, wall)) is not None
         assert access(f"26/Oct/2025:{clock} +0100") is not None
     assert calls == []
+
+
+def _berlin_walk() -> Iterator[tuple[float, str, str]]:
+    """Every 20 s from 2026-10-25 00:00 to 02:30 UTC (through both passes of Berlin's
+    repeated hour): (the instant, its syslog stamp, its nginx error-log stamp)."""
+    berlin = ZoneInfo("Europe/Berlin")
+    start = calendar.timegm((2026, 10, 25, 0, 0, 0, 0, 0, 0))
+    for t in range(start, start + 9000, 20):
+        local = datetime.fromtimestamp(t, berlin)
+        yield (
+            float(t),
+            local.strftime("%b %d %H:%M:%S"),
+            local.strftime("%Y/%m/%d %H:%M:%S"),
+        )
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin"], indirect=True)
+def test_a_log_going_on_into_the_second_pass_of_the_repeated_hour_reads_it_as_such(
+    zone: str,
+) -> None:
+    """A log written through autumn's repeated hour reads every stamp as its true instant:
+    the second pass (winter time) after the first, not an hour early."""
+    assert zone == "Europe/Berlin"
+    now = calendar.timegm((2026, 10, 25, 12, 0, 0, 0, 0, 0))
+    syslog = SyslogTime(FakeClock(float(now)).now)
+    error = NginxErrorTime()
+    for t, stamp, error_stamp in _berlin_walk():
+        assert syslog(stamp) == t, stamp
+        assert error(error_stamp) == t, error_stamp
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin"], indirect=True)
+def test_a_stamp_a_little_out_of_order_in_the_first_pass_stays_in_the_first_pass(
+    zone: str,
+) -> None:
+    """A line of the repeated hour a few seconds behind the newest stays in the first pass."""
+    assert zone == "Europe/Berlin"
+    now = calendar.timegm((2026, 10, 25, 12, 0, 0, 0, 0, 0))
+    first_pass = float(calendar.timegm((2026, 10, 25, 0, 30, 0, 0, 0, 0)))  # 02:30 +02:00
+    syslog = SyslogTime(FakeClock(float(now)).now)
+    error = NginxErrorTime()
+    assert syslog("Oct 25 02:30:09") == first_pass + 9
+    assert syslog("Oct 25 02:30:00") == first_pass
+    assert error("2026/10/25 02:30:09") == first_pass + 9
+    assert error("2026/10/25 02:30:00") == first_pass
+
+
+@pytest.mark.parametrize("zone", ["Asia/Tokyo"], indirect=True)
+def test_a_converter_given_a_zone_reads_stamps_in_it_not_in_the_local_zone(zone: str) -> None:
+    """With zone UTC (a container's logs) on a Tokyo host, stamps are read as UTC."""
+    assert zone == "Asia/Tokyo"
+    now = calendar.timegm((2026, 12, 8, 12, 0, 0, 0, 0, 0))
+    expected = float(calendar.timegm((2026, 12, 8, 10, 0, 5, 0, 0, 0)))
+    assert SyslogTime(FakeClock(float(now)).now, ZoneInfo("UTC"))("Dec  8 10:00:05") == expected
+    assert NginxErrorTime(ZoneInfo("UTC"))("2026/12/08 10:00:05") == expected
+    assert NginxErrorTime()("2026/12/08 10:00:05") == expected - 9 * 3600
+    berlin = NginxErrorTime(ZoneInfo("Europe/Berlin"))  # a zone with changes, not the local one
+    assert berlin("2026/10/25 03:00:00") == calendar.timegm((2026, 10, 25, 2, 0, 0, 0, 0, 0))
+
+
+@pytest.mark.parametrize("zone", ["Europe/Berlin"], indirect=True)
+def test_a_lone_stamp_of_the_repeated_hour_is_read_by_the_clock(zone: str) -> None:
+    """With no earlier stamp, a repeated 02:20 read at 02:20:05 CET (a quiet log read live)
+    is the second pass; read in the first pass, or a day later (replay), the first."""
+    assert zone == "Europe/Berlin"
+    first = calendar.timegm((2026, 10, 25, 0, 20, 0, 0, 0, 0))  # 02:20 +02:00
+    second = first + 3600  # 02:20 +01:00
+    for now, expected in ((second + 5, second), (first + 5, first), (second + 86400, first)):
+        clock = FakeClock(float(now))
+        assert SyslogTime(clock.now)("Oct 25 02:20:00") == expected, now
+        assert NginxErrorTime(None, clock.now)("2026/10/25 02:20:00") == expected, now

@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import ClassVar, Final, Literal, NamedTuple, cast, get_args
 
 from pydantic import BaseModel, PrivateAttr
@@ -29,10 +30,12 @@ from aisentinel.configtypes import CredentialsMode, ForwardedHeader, Network, St
 from aisentinel.events import Event
 from aisentinel.registry import Registry
 
-SetupProblemKind = Literal["untrusted_local_proxy"]
-"""Every kind of :class:`SetupProblem` a parser tells: ``untrusted_local_proxy``, every
-client is a proxy on this host that is not trusted
-(:class:`aisentinel.parsers.proxy.LoopbackWatch`)."""
+SetupProblemKind = Literal["untrusted_local_proxy", "clock_offset"]
+"""Every kind of :class:`SetupProblem` a source's setup has: ``untrusted_local_proxy``,
+every client is a proxy on this host that is not trusted, told by a parser
+(:class:`aisentinel.parsers.proxy.LoopbackWatch`); ``clock_offset``, the source's log
+times stand steadily off the clock (a log in another zone), told by the pipeline
+(:mod:`aisentinel.sourceclock`)."""
 
 SETUP_PROBLEMS: Final[tuple[SetupProblemKind, ...]] = get_args(SetupProblemKind)
 """The ``problem`` label values of ``aisentinel_source_setup_problem``: each is exported,
@@ -107,9 +110,12 @@ class ParsersConfig(StrictModel):
         """Every parser's validated table, by parser name."""
         return dict(self._tables)
 
-    def context(self, source: str, fmt: str, clock: Clock | None = None) -> ParserContext:
+    def context(
+        self, source: str, fmt: str, clock: Clock | None = None, timezone: tzinfo | None = None
+    ) -> ParserContext:
         """The context of a parser of format ``fmt`` for ``source`` under these settings:
-        the trusted proxies, the forwarded header and ``fmt``'s own table. The daemon,
+        the trusted proxies, the forwarded header, ``fmt``'s own table and the source's
+        ``timezone`` (``None``: the local zone). The daemon,
         ``replay``, ``explain`` and ``rules test`` all build their parsers' contexts here,
         so one config gives one reading of a line everywhere."""
         return ParserContext(
@@ -119,6 +125,7 @@ class ParsersConfig(StrictModel):
             forwarded_header=self.forwarded_header,
             options=self.table(fmt),
             tables=self.tables(),
+            timezone=timezone,
         )
 
 
@@ -136,6 +143,9 @@ class ParserContext:
     tables: Mapping[str, BaseModel] = field(default_factory=dict)
     """Every parser's ``[parsers.<name>]`` table, by name: for a parser that hands lines
     on to others (``container``), each of which reads its own."""
+    timezone: tzinfo | None = None
+    """The zone the source's local-time stamps are written in (its ``timezone`` key);
+    ``None``: the daemon's local zone."""
 
 
 class Parser(ABC):

@@ -125,7 +125,7 @@ class NginxErrorParser(Parser):
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
-        self._time = NginxErrorTime()
+        self._time = NginxErrorTime(ctx.timezone, ctx.clock.now)
         self._proxy = ProxyResolver(ctx.trusted_proxies)
 
     def parse(self, line: str) -> Event | None:

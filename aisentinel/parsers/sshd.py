@@ -207,7 +207,7 @@ class SshdParser(Parser):
 
     def __init__(self, ctx: ParserContext) -> None:
         super().__init__(ctx)
-        self._syslog_time = SyslogTime(ctx.clock.now)
+        self._syslog_time = SyslogTime(ctx.clock.now, ctx.timezone)
         self._syslog_cache = self._syslog_time.cache
         self._iso_time = IsoTime()
 

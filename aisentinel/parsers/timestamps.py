@@ -8,16 +8,22 @@ and its UTC offset are cached and the seconds added; no ``strptime``, ``timegm``
 or ``mktime`` per second. Every function returns ``None`` for text it cannot read,
 and for a time outside ``MIN_TS <= ts < MAX_TS`` (which NaN never is); none raises.
 
-Formats in the server's local time (classic syslog, the nginx error log) carry no
-zone. :func:`local_day` reads the local zone's offsets for a whole day once,
-including a daylight-saving change inside it, and the rule for wall-clock times a
-change makes ambiguous is the one of Python's ``fold=0`` (PEP 495): **the offset in
-force before the change applies** up to the end of the repeated or skipped hour.
-In autumn the repeated hour (e.g. 02:00-02:59 in Europe/Berlin) is read as its
-first pass (summer time), so lines of the second pass come out an hour early; in
-spring a skipped wall time (02:30, which never shows on the clock) is read with
-winter time, i.e. as 03:30 summer time. Formats that carry their offset (nginx
-``$time_local``, RFC 3339) are exact.
+Formats in the writer's local time (classic syslog, the nginx error log) carry no
+zone: they are read in the daemon's local zone, or in the zone a source names
+(``timezone``, e.g. a container's logs written in UTC). :func:`local_day` reads the
+zone's offsets for a whole day once, including a daylight-saving change inside it,
+and the rule for wall-clock times a change makes ambiguous is the one of Python's
+``fold=0`` (PEP 495): **the offset in force before the change applies** up to the
+end of the repeated or skipped hour. In spring a skipped wall time (02:30 in
+Europe/Berlin, which never shows on the clock) is read with winter time, i.e. as
+03:30 summer time. In autumn the repeated hour (02:00-02:59) is read as its first
+pass (summer time), unless its second pass (winter time, ``fold=1``) is meant: after
+a stamp of the same log less than the change away, the reading nearer that stamp (a
+log goes on forward, so a line of the second pass that follows the first pass's lines
+is its second pass); without one, the second pass once the clock has passed it and is
+nearer to it than the first (a line read as it is written, on a quiet log). Stamps of
+the repeated hour are not cached: only they take this step. Formats that carry their
+offset (nginx ``$time_local``, RFC 3339) are exact.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import calendar
 import time
 from collections.abc import Callable
+from datetime import datetime, tzinfo
 
 CACHE_LIMIT = 4096
 """Entries a cache may hold before it is cleared."""
@@ -64,42 +71,47 @@ _REACH = 15 * 3600
 """Beyond the largest UTC offset (+14:00, -12:00): a local day lies within its wall-clock
 midnight read as UTC, minus this, and the next midnight plus this."""
 
-LocalDay = tuple[int, int, tuple[tuple[int, int], ...]]
-"""A day in the local zone: (its wall-clock midnight read as UTC, the UTC offset in
-force at midnight, ((wall-clock second of the day, the offset from then on), ...)).
-The tuple of changes is empty on every day without a daylight-saving change."""
+LocalDay = tuple[int, int, tuple[tuple[int, int, int], ...]]
+"""A day in a zone: (its wall-clock midnight read as UTC, the UTC offset in force at
+midnight, ((wall-clock second of the day, the offset before, the offset from then on),
+...)). The tuple of changes is empty on every day without a daylight-saving change."""
 
 
-def _gmtoff(t: int) -> int:
-    return time.localtime(t).tm_gmtoff
+def _gmtoff(t: int, zone: tzinfo | None) -> int:
+    """The UTC offset at instant ``t`` in ``zone`` (``None``: the process's local zone)."""
+    if zone is None:
+        return time.localtime(t).tm_gmtoff
+    offset = datetime.fromtimestamp(t, zone).utcoffset()
+    return 0 if offset is None else int(offset.total_seconds())
 
 
-def _changes(lo: int, hi: int) -> list[tuple[int, int, int]]:
+def _changes(lo: int, hi: int, zone: tzinfo | None) -> list[tuple[int, int, int]]:
     """Offset changes between UTC instants ``lo`` and ``hi``: (first instant of the new
     offset, offset before, offset after), in order; sampled every :data:`_STEP` and
     bisected to the second."""
     out: list[tuple[int, int, int]] = []
-    a, oa = lo, _gmtoff(lo)
+    a, oa = lo, _gmtoff(lo, zone)
     while a < hi:
         b = min(a + _STEP, hi)
-        ob = _gmtoff(b)
+        ob = _gmtoff(b, zone)
         while ob != oa:  # the first instant in (a, b] whose offset is not oa
             x, y = a, b
             while y - x > 1:
                 mid = (x + y) // 2
-                if _gmtoff(mid) == oa:
+                if _gmtoff(mid, zone) == oa:
                     x = mid
                 else:
                     y = mid
-            new = _gmtoff(y)
+            new = _gmtoff(y, zone)
             out.append((y, oa, new))
             a, oa = y, new
         a, oa = b, ob
     return out
 
 
-def local_day(year: int, month: int, day: int) -> LocalDay:
-    """The local zone's midnight and offsets for one day (see :data:`LocalDay`).
+def local_day(year: int, month: int, day: int, zone: tzinfo | None = None) -> LocalDay:
+    """A zone's midnight and offsets for one day (see :data:`LocalDay`); ``zone``
+    ``None`` is the process's local zone (``TZ``).
 
     An offset change at UTC instant ``T`` from ``before`` to ``after`` takes effect
     at the wall-clock time ``T + max(before, after)``: the end of the skipped hour in
@@ -108,39 +120,68 @@ def local_day(year: int, month: int, day: int) -> LocalDay:
     cannot represent.
     """
     wall0 = calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0))
-    offset = _gmtoff(wall0 - _REACH)
-    switches: list[tuple[int, int]] = []
-    for at, before, after in _changes(wall0 - _REACH, wall0 + 86400 + _REACH):
+    offset = _gmtoff(wall0 - _REACH, zone)
+    switches: list[tuple[int, int, int]] = []
+    for at, before, after in _changes(wall0 - _REACH, wall0 + 86400 + _REACH, zone):
         second = at + max(before, after) - wall0
         if second <= 0:
             offset = after
         elif second < 86400:
-            switches.append((second, after))
+            switches.append((second, before, after))
     return wall0, offset, tuple(switches)
 
 
 def local_epoch(day: LocalDay, wall: int) -> int:
-    """Epoch of the wall-clock second ``wall`` (seconds since midnight) of ``day``."""
+    """Epoch of the wall-clock second ``wall`` (seconds since midnight) of ``day``
+    (``fold=0``: a repeated wall time is read as its first pass)."""
     base, offset, switches = day
-    for second, after in switches:
+    for second, _before, after in switches:
         if wall >= second:
             offset = after
     return base + wall - offset
 
 
+def second_pass(day: LocalDay, wall: int) -> int | None:
+    """Epoch of the second pass (``fold=1``) of the wall-clock second ``wall`` of
+    ``day`` when a change back (autumn) repeats it, else ``None``."""
+    for second, before, after in day[2]:
+        if before > after and second - (before - after) <= wall < second:
+            return day[0] + wall - after
+    return None
+
+
+_SKEW = 60
+"""Seconds a stamp may lie ahead of the clock and still count as come (see
+:func:`_second_pass_meant`)."""
+
+
+def _second_pass_meant(first: int, later: int, newest: float, now: float) -> bool:
+    """Whether a wall-clock stamp that a change back repeats means its second pass
+    ``later`` rather than its first ``first``. After a stamp of the same log less than
+    the change away (``newest``, its newest on a change day): the reading nearer to it
+    (a log goes on forward). Without one: the second pass when it has come by ``now``
+    (the clock; 0 for a converter without one) and lies nearer to it than the first (a
+    line read as it is written)."""
+    gap = later - first
+    if first - gap < newest < later + gap:
+        return later - newest < newest - first
+    return later <= now + _SKEW and now - later < later - first
+
+
 class _LocalDays:
-    """A bounded ``(year, month, day) -> LocalDay`` cache."""
+    """A bounded ``(year, month, day) -> LocalDay`` cache for one zone."""
 
-    __slots__ = ("_days",)
+    __slots__ = ("_days", "_zone")
 
-    def __init__(self) -> None:
+    def __init__(self, zone: tzinfo | None = None) -> None:
         self._days: dict[tuple[int, int, int], LocalDay] = {}
+        self._zone = zone
 
     def get(self, year: int, month: int, day: int) -> LocalDay:
         key = (year, month, day)
         found = self._days.get(key)
         if found is None:
-            found = local_day(year, month, day)
+            found = local_day(year, month, day, self._zone)
             if len(self._days) >= CACHE_LIMIT:
                 self._days.clear()
             self._days[key] = found
@@ -326,14 +367,20 @@ class NginxErrorTime:
     cached :func:`local_day`, and adds the seconds, so a log with a new second on
     every line still costs one dict lookup per line. Local offsets change on whole
     minutes (every zone in tzdata since 1970), so this is exact; wall-clock times a
-    daylight-saving change makes ambiguous follow the module's ``fold=0`` rule.
+    daylight-saving change makes ambiguous follow the module's rule (``fold=0``, or
+    the second pass after a later stamp). ``zone``: the zone the log is written in
+    (``None``: the process's local zone); ``now``: the clock, read for a stamp of a
+    repeated hour only.
     """
 
-    __slots__ = ("_days", "_minutes")
+    __slots__ = ("_days", "_minutes", "_newest", "_now")
 
-    def __init__(self) -> None:
+    def __init__(self, zone: tzinfo | None = None, now: Callable[[], float] | None = None) -> None:
         self._minutes: dict[str, float] = {}
-        self._days = _LocalDays()
+        self._days = _LocalDays(zone)
+        self._now = now
+        self._newest = 0.0
+        """The newest stamp read on a day with an offset change (for its repeated hour)."""
 
     def __call__(self, text: str) -> float | None:
         if len(text) != 19 or text[16] != ":":
@@ -343,27 +390,39 @@ class NginxErrorTime:
             return None
         base = self._minutes.get(text[:16])
         if base is None:
-            base = self._minute(text[:16])
-            if base is None:
-                return None
+            return self._minute(text[:16], int(sec))
         value = base + int(sec)
         return value if MIN_TS <= value < MAX_TS else None
 
-    def _minute(self, text: str) -> float | None:
+    def _minute(self, text: str, sec: int) -> float | None:
+        """The stamp of second ``sec`` of minute ``text``, the minute cached unless a
+        change back repeats it (its reading then depends on the stamps before it)."""
         if text[4] != "/" or text[7] != "/" or text[10] != " " or text[13] != ":":
             return None
         parts = (text[0:4], text[5:7], text[8:10], text[11:13], text[14:16])
         if not all(_digits(p) for p in parts):
             return None
-        year, month, day, hh, mm = (int(p) for p in parts)
+        year, month, mday, hh, mm = (int(p) for p in parts)
+        wall = hh * 3600 + mm * 60
         try:
-            value = float(local_epoch(self._days.get(year, month, day), hh * 3600 + mm * 60))
+            day = self._days.get(year, month, mday)
         except (ValueError, OverflowError, OSError):
             return None
+        minute = float(local_epoch(day, wall))
+        value = minute + sec
+        if day[2]:  # a change on this day: the rare path
+            later = second_pass(day, wall)
+            if later is not None and _second_pass_meant(
+                int(value), later + sec, self._newest, self._now() if self._now else 0.0
+            ):
+                value = float(later + sec)
+            self._newest = max(self._newest, value)
+            if later is not None:  # a repeated minute: not cached
+                return value if MIN_TS <= value < MAX_TS else None
         if len(self._minutes) >= CACHE_LIMIT:
             self._minutes.clear()
-        self._minutes[text] = value
-        return value
+        self._minutes[text] = minute
+        return value if MIN_TS <= value < MAX_TS else None
 
 
 _Date = tuple[tuple[int, int, int] | None, LocalDay, LocalDay, LocalDay]
@@ -391,18 +450,22 @@ class SyslogTime:
     A miss (a new second) looks the date text (``Nov 25``) up in a second cache that
     holds the :data:`LocalDay` of that date in last, this and next year, then costs
     one ``int``, a few divisions, additions and comparisons: no ``mktime``. Wall-clock times
-    a daylight-saving change makes ambiguous follow the module's ``fold=0`` rule.
+    a daylight-saving change makes ambiguous follow the module's rule (``fold=0``, or the
+    second pass after a later stamp). ``zone``: the zone the log is written in
+    (``None``: the process's local zone).
     """
 
-    __slots__ = ("_cache", "_dates", "_days", "_filled_at", "_now", "_year")
+    __slots__ = ("_cache", "_dates", "_days", "_filled_at", "_newest", "_now", "_year")
 
-    def __init__(self, now: Callable[[], float]) -> None:
+    def __init__(self, now: Callable[[], float], zone: tzinfo | None = None) -> None:
         self._now = now
         self._cache: dict[str, float] = {}
         self._dates: dict[str, _Date] = {}
-        self._days = _LocalDays()
+        self._days = _LocalDays(zone)
         self._filled_at = -_DAY
         self._year = 0
+        self._newest = 0.0
+        """The newest stamp read on a date with an offset change (for its repeated hour)."""
 
     @property
     def cache(self) -> dict[str, float]:
@@ -446,12 +509,22 @@ class SyslogTime:
                 value = flat[0] + wall
             elif flat[2] + wall <= limit:
                 value = flat[2] + wall
-        else:
-            value = local_epoch(days[2], wall)
+        else:  # the rare path: a change on the date in one of the years
+            day = days[2]
+            value = local_epoch(day, wall)
             if value > limit:
-                value = local_epoch(days[1], wall)
+                day = days[1]
+                value = local_epoch(day, wall)
             elif (following := local_epoch(days[3], wall)) <= limit:
+                day = days[3]
                 value = following
+            if day[2]:
+                later = second_pass(day, wall)
+                if later is not None and _second_pass_meant(value, later, self._newest, now):
+                    value = later
+                self._newest = max(self._newest, float(value))
+                if later is not None:  # a repeated second: not cached
+                    return float(value) if MIN_TS <= value < MAX_TS else None
         if not MIN_TS <= value < MAX_TS:
             return None
         self._cache[text] = stamp = float(value)

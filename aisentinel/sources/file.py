@@ -110,7 +110,7 @@ from watchdog.events import (
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
 from aisentinel.clock import Clock
-from aisentinel.configtypes import Interval
+from aisentinel.configtypes import Interval, TimeZoneName
 from aisentinel.events import CutLine, EventBatch, LineBatch
 from aisentinel.faults import fix_hint
 from aisentinel.parsers import AUTO, line_cap, sniff
@@ -198,6 +198,13 @@ class FileSourceConfig(SourceConfigBase):
     a line cut then would be cut shorter than its format reads it). Below
     102400 with ``container`` (or ``auto``), a Docker record of a split line can be cut
     (``check-config`` warns)."""
+    timezone: TimeZoneName | None = None
+    """The zone the log's writer stamps its local times in, for formats whose stamps
+    carry no offset (classic syslog, the nginx error log): an IANA name
+    (``Europe/Berlin``) or ``UTC``, e.g. ``UTC`` for the logs of a container whose
+    image runs in UTC, bind-mounted on a host in another zone. Unset: the daemon's own
+    local zone. Formats whose stamps carry an offset or are UTC (nginx ``$time_local``,
+    RFC 3339, JSON, container records) do not need it."""
     batch_lines: int = Field(default=512, ge=1, le=65536)
     """Most lines handed on at once; 1-65536. Small batches keep few short-lived objects
     (lines, events) among the long-lived window keys, so the heap stays less fragmented:
