@@ -1480,6 +1480,7 @@ class Daemon:
                 "decision ledger still locked at stop; the decisions of this run are lost",
                 path=str(self.ledger.standing_in_for),
             )
+        self.engine.mark_seen()  # a start on a clock stepped back measures the step from it
         self.ledger.set_busy_timeout(LEDGER_CLOSE_BUSY_TIMEOUT)  # the backlog's last chance
         self.ledger.close()
         if self._httpd is not None:

@@ -681,6 +681,10 @@ class Pipeline:
             self._fault("decide", "engine", source, exc, finding)
             return
         self.decisions[(decision.action.value, decision.detector)] += 1
+        shift = self.engine.clock_shift
+        if shift != self._clock_shift:  # a step in the batch: move the hold-backs before it
+            self._shift_hold_backs(shift - self._clock_shift)  # (not the one made now)
+            self._clock_shift = shift
         if decision.quiet_until is not None:
             if decision.action is Action.ALERT:
                 into = self._braked if decision.braked else self._alerted

@@ -263,3 +263,46 @@ def test_alerts_of_one_second_share_a_rounded_quiet_until(tmp_path: Path) -> Non
     assert len(run.decisions) == 3
     run.request(3611.0, "/medium", "203.0.113.7")  # at its rounded until: alerts again
     assert [d.action for d in run.decisions] == [Action.ALERT] * 4
+
+
+def test_a_step_in_the_middle_of_a_batch_moves_each_hold_back_once(tmp_path: Path) -> None:
+    """A wall clock stepped back a day between two alerts of one batch (the engine follows
+    it at the second): neither attacker alerts again within alert_repeat, the hold-back
+    made after the step not moved by the step a second time."""
+    import time
+
+    from aisentinel.detectors import build_detectors
+
+    def fail(ts: float, ip: str, pid: int) -> str:
+        at = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(ts))
+        return f"{at} host sshd[{pid}]: Failed password for root from {ip} port 4242 ssh2"
+
+    clock = FakeClock(T0)
+    config = DecisionsConfig(alert_only_detectors=("ssh_bruteforce",))
+    engine = DecisionEngine(config, Ledger(tmp_path / "l.sqlite", clock), clock)
+    alerts: list[str] = []
+
+    def on_decision(d: Decision) -> None:
+        if d.action is Action.ALERT and d.target is not None:
+            alerts.append(d.target.text)
+            if len(alerts) == 1:  # NTP steps the clock back right after the first
+                clock.set(clock.now() - DAY)
+
+    pipeline = Pipeline(
+        detectors=build_detectors({}), engine=engine, runner=None, clock=clock,
+        on_decision=on_decision,
+    )  # fmt: skip
+    a, b = "203.0.113.9", "203.0.113.77"
+    lines = []
+    for i in range(6):
+        clock.advance(1)
+        lines += [fail(clock.now(), a, 100 + i), fail(clock.now(), b, 200 + i)]
+    pipeline.process(LineBatch("auth", "sshd", lines, clock.monotonic()))
+    assert alerts == [a, b]
+    assert engine.clock_shift == -DAY
+    for k in range(1, 4):
+        clock.advance(300)
+        lines = [fail(clock.now() + j, ip, 1000 * k + j) for j in range(6) for ip in (a, b)]
+        pipeline.process(LineBatch("auth", "sshd", lines, clock.monotonic()))
+        pipeline.expire(clock.now())
+    assert alerts == [a, b]

@@ -972,10 +972,13 @@ def test_a_wall_clock_step_back_does_not_extend_bans(env: Env) -> None:
     assert [text(d) for d in engine.expire()] == [ATTACKER]
 
 
-def test_a_step_back_while_stopped_leaves_bans_and_allows_at_most_their_ttl(env: Env) -> None:
+def test_a_step_back_while_stopped_leaves_bans_and_allows_the_time_they_had_left(
+    env: Env,
+) -> None:
     """A wall clock stepped back a day while the daemon was stopped: at the start the 1h
-    ban and the 1h allow end at most 1h from now (logged once), in the ledger too, so a
-    later restart does not lengthen them again; a restart without a step changes nothing."""
+    ban and the 1h allow keep the time they had left when it last looked (logged once),
+    in the ledger too, so a later restart does not lengthen them again; a restart without
+    a step changes nothing."""
     engine = env.engine()
     engine.decide(finding())
     engine.allow("198.51.100.7", HOUR, "alice")
@@ -987,14 +990,75 @@ def test_a_step_back_while_stopped_leaves_bans_and_allows_at_most_their_ttl(env:
     steps = [e for e in logs if e["event"].startswith("wall clock behind the ledger")]
     assert [e["capped"] for e in steps] == [2]
     now = env.clock.now()
-    assert [d.expires_at for d in started.active()] == [now + HOUR]
-    assert [e.expires_at for e in started.allow_entries()] == [now + HOUR]
+    assert [d.expires_at for d in started.active()] == [now + HOUR - 600]
+    assert [e.expires_at for e in started.allow_entries()] == [now + HOUR - 600]
     env.clock.advance(1800)
     with capture_logs() as logs:
         again = env.engine()
     assert not [e for e in logs if e["event"].startswith("wall clock behind the ledger")]
-    assert [d.expires_at for d in again.active()] == [now + HOUR]
-    assert [e.expires_at for e in again.allow_entries()] == [now + HOUR]
+    assert [d.expires_at for d in again.active()] == [now + HOUR - 600]
+    assert [e.expires_at for e in again.allow_entries()] == [now + HOUR - 600]
+
+
+def test_a_step_back_while_stopped_never_brings_back_an_ended_allow_or_ban(env: Env) -> None:
+    """A 1h allow and a 1h ban that ended before the stop stay ended after a start on a
+    clock stepped back a day: the allow is not in force, the ban is lifted at the first
+    expire; an allow with 1h of its 24h left keeps 1h, not 24h."""
+    engine = env.engine()
+    engine.allow("198.51.100.7", HOUR, "alice")
+    engine.allow("198.51.100.0/24", DAY, "alice")
+    engine.decide(finding())
+    env.clock.advance(HOUR + 60)
+    engine.expire()
+    env.clock.advance(DAY - 2 * HOUR - 60)  # the daemon ticks every second
+    engine.expire()
+    assert [e.expires_at for e in engine.allow_entries()] == [T0 + DAY]
+    env.clock.set(env.clock.now() - DAY)
+    started = env.engine()
+    now = env.clock.now()
+    assert [(str(e.network), e.expires_at) for e in started.allow_entries()] == [
+        ("198.51.100.0/24", now + HOUR)
+    ]
+    assert started.decide(finding()).action is Action.BAN  # its old ban had ended
+
+
+def test_an_unticked_ban_that_ended_before_the_stop_is_lifted_after_a_step_back(
+    env: Env,
+) -> None:
+    """A ban 1s from its end at the daemon's last tick (then a crash) is lifted by the
+    first expire a second after a start on a clock stepped back a day, not held for
+    another hour."""
+    engine = env.engine()
+    engine.decide(finding())
+    env.clock.advance(HOUR - 90)
+    engine.expire()
+    env.clock.advance(89)
+    engine.expire()  # its last tick, a second before the ban's end, then a crash
+    env.clock.set(env.clock.now() - DAY)
+    started = env.engine()
+    [held] = started.active()
+    assert held.expires_at == env.clock.now() + 1
+    env.clock.advance(1)
+    assert [text(d) for d in started.expire()] == [ATTACKER]
+
+
+def test_an_operator_ban_and_allow_made_before_a_step_is_noticed_keep_their_time(
+    env: Env,
+) -> None:
+    """An operator's 1h ban and 2h allow, made on a clock just stepped back a day that the
+    engine has not followed yet, still last 1h and 2h: the next expire ends neither."""
+    engine = env.engine()
+    env.clock.advance(5)
+    engine.expire()
+    env.clock.set(env.clock.now() - DAY)
+    now = env.clock.now()
+    engine.manual_ban("203.0.113.50", HOUR, "x", "op")
+    engine.allow("198.51.100.0/24", 2 * HOUR, "op")
+    env.clock.advance(10)
+    assert engine.expire() == []
+    assert [d.expires_at for d in engine.active()] == [now + HOUR]
+    assert [e.expires_at for e in engine.allow_entries()] == [now + 2 * HOUR]
+    assert [d.expires_at for d in env.engine().active()] == [now + HOUR]  # a restart
 
 
 def test_a_wall_clock_step_back_does_not_extend_a_runtime_allow(env: Env) -> None:

@@ -404,6 +404,21 @@ def test_backlog_is_bounded(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> 
     assert sorted(text(d) for d in ledger.open_bans()) == ["203.0.113.12", "203.0.113.13"]
 
 
+def test_the_seen_mark_never_waits_in_the_backlog(ledger: Ledger) -> None:
+    """While writes fail, the engine's minutely wall-time mark is not kept for a retry
+    (the backlog's decisions are not pushed out by it); once they pass, it is stored."""
+    _cap(ledger, 1)
+    ledger.record(ban("203.0.113.21", reason=BIG))
+    for i in range(3):
+        ledger.mark_seen(T0 + 60 * i)
+    assert ledger.backlog == 1
+    _cap(ledger, None)
+    ledger.flush()
+    assert ledger.seen() is None
+    ledger.mark_seen(T0 + 600)
+    assert ledger.seen() == T0 + 600
+
+
 def test_close_writes_the_backlog(tmp_path: Path, clock: FakeClock) -> None:
     """Closing writes what waited when the disk takes it again."""
     path = tmp_path / "ledger.sqlite"

@@ -159,6 +159,12 @@ MIN_PREFIX = {4: 8, 6: 32}
 FORCE_PREFIX = {4: 16, 6: 48}
 """A manual ban wider than this (65,536 IPv4 addresses, a whole IPv6 site) needs
 ``force``: ``aisentinel ban 1.0.0.0/8`` by a slip of the finger drops 16.7M addresses."""
+SEEN_SECONDS = 60.0
+"""How often (monotonic seconds) :meth:`DecisionEngine.expire` stores the wall time it
+looked at in the ledger (:meth:`~aisentinel.decisions.ledger.Ledger.mark_seen`): a start
+on a wall clock stepped back while the daemon was down moves what the ledger holds in
+force back by the step measured from it, at most this much too little."""
+
 CLOCK_STEP_SECONDS = 5.0
 """A change of the wall clock against the monotonic one larger than this between two
 looks (each :meth:`DecisionEngine.expire`, every second in the daemon) is a step of the
@@ -314,6 +320,9 @@ class DecisionEngine:
     (negative: the wall clock stepped back, see :meth:`_follow_clock_step`): whoever holds
     a wall-clock "until" of its own (the pipeline's alert hold-backs) moves it by as much
     when this changes."""
+
+    _seen_at: float | None = None
+    """When (monotonic) the wall time was last stored in the ledger (:meth:`mark_seen`)."""
 
     def __init__(
         self,
@@ -795,7 +804,19 @@ class DecisionEngine:
                 self._purge_before = at - self.config.ledger_retention
                 self._purged = 0
         self._purge_some()
+        if self._seen_at is None or mono - self._seen_at >= SEEN_SECONDS:
+            self.mark_seen()
         return done
+
+    def mark_seen(self) -> None:
+        """Store the wall time now in the ledger, the clock's step followed first: a start
+        measures a step back while the daemon was down from it (see :meth:`_restore`).
+        :meth:`expire` does so every :data:`SEEN_SECONDS`; the daemon at its stop."""
+        with self._op:
+            now = self.clock.now()
+            self._follow_clock_step(now)
+            self._seen_at = self.clock.monotonic()
+            self._ledger(lambda: self.ledger.mark_seen(now), None)
 
     def _purge_some(self) -> None:
         """Run batches of the purge under way for :attr:`purge_tick` seconds at most."""
@@ -828,6 +849,7 @@ class DecisionEngine:
         recorded in the ledger with the unban.
         """
         with self._op:
+            self._follow_clock_step(self.clock.now())  # before anything new is timed
             keys = self._keys(address)
             with self._lock:
                 own = any(k in self._active for k in keys)
@@ -951,6 +973,7 @@ class DecisionEngine:
         """
         target = AddressTarget.parse(text)
         with self._op:
+            self._follow_clock_step(self.clock.now())  # else its end moves by the step
             self._refresh_allow_sources(self.clock.now())
             why = self._refusal(target, force=force)
             if why is not None:
@@ -1018,6 +1041,7 @@ class DecisionEngine:
         if net.prefixlen < MIN_PREFIX[net.version]:
             raise ValueError(f"refused: {target.text} is wider than /{MIN_PREFIX[net.version]}")
         with self._op:
+            self._follow_clock_step(self.clock.now())  # else its end moves by the step
             now = self.clock.now()
             entry = AllowEntry(net, now + ttl, who, reason)
             self._runtime.add(entry)
@@ -1035,16 +1059,19 @@ class DecisionEngine:
 
     def _restore(self) -> tuple[int, list[Decision]]:
         """What the ledger holds in force: the runtime allows put back (how many) and the
-        open enforcements. First each is capped at its TTL from now: a wall clock stepped
-        back while the daemon was down (``chronyc makestep`` on a clock that ran a day fast,
-        then a start) would otherwise lengthen a 1h ban, and an operator's 1h allow, by
-        the step (a running engine follows a step, see :meth:`_follow_clock_step`)."""
+        open enforcements. First, where the wall clock is behind the last time the engine
+        looked (stepped back while the daemon was down: ``chronyc makestep`` on a clock that
+        ran a day fast, then a start), each is moved back by the step, keeping the time it
+        had left (one that had ended stays ended), and capped at its TTL from now: else a
+        1h ban, and an operator's 1h allow, would last the step longer, and one that had
+        ended would come back (a running engine follows a step, see
+        :meth:`_follow_clock_step`; :meth:`~aisentinel.decisions.ledger.Ledger.cap_expiries`)."""
         now = self.clock.now()
         capped = self._ledger(lambda: self.ledger.cap_expiries(now, CLOCK_STEP_SECONDS), 0)
         if capped:
             log.warning(
                 "wall clock behind the ledger (stepped back while stopped); the bans and "
-                "allows it held keep at most their TTL from now",
+                "allows it held keep the time they had left, at most their TTL from now",
                 capped=capped,
             )
         return self._restore_allows(), self._ledger(self.ledger.open_bans, [])
@@ -1075,6 +1102,7 @@ class DecisionEngine:
     def reset_brake(self, who: str) -> bool:
         """An operator releases the storm brake; ``False`` when it was not tripped."""
         with self._op:
+            self._follow_clock_step(self.clock.now())
             released = self._brake.release(f"reset by {who}")
             if released:
                 self._save_brake(self.clock.now())
@@ -1224,6 +1252,8 @@ class DecisionEngine:
         only the bans that hold one of them are checked (:meth:`_sweep_addresses`): a
         runtime entry that ended allows less and lifts nothing."""
         changed = bool(self._runtime.prune(now))
+        if changed:  # ended: a start must not put them back
+            self._ledger(lambda: self.ledger.forget_allows(now), 0)
         new_hosts = self._hosts_changed()
         if changed or new_hosts is not None:  # one rebuild, whichever of them changed
             self.allowlist = self._build_allowlist()
@@ -1318,6 +1348,8 @@ class DecisionEngine:
         # entries (and the ledger's, for a restart) keep the time they had left too.
         allows = self._runtime.shift(step)
         self._ledger(lambda: self.ledger.shift_allows(step, now - step), 0)
+        self._seen_at = self.clock.monotonic()  # the old clock's mark would move them again
+        self._ledger(lambda: self.ledger.mark_seen(now), None)
         log.warning(
             "wall clock stepped back; the bans and allows in force keep the time they had left",
             seconds=round(-step, 1),

@@ -52,12 +52,13 @@ allow``) with their expiry, restored by a starting engine, and table ``brake``, 
 storm brake's state (one row: when it tripped, when its calm began, when that was
 written), restored too, and table ``ssh_logins``, the SSH connections sshd logged a
 login on (one row per socket while it is open, so a restart does not stop protecting a
-logged-in admin). They are created when missing each time a ledger is opened,
-without a new version: the release before them ignores tables it does not know, but
-moves a file whose ``user_version`` is newer than its own aside (every ban with it),
-so a package rollback would lose them. A schema change that older code cannot read
-bumps the version. A version 1 file is migrated in place when opened, in one
-transaction: its rows become address targets and its open bans stay open.
+logged-in admin), and table ``seen``, the last wall time the engine looked (one row, on
+the clock it follows: see :meth:`Ledger.cap_expiries`). They are created when missing
+each time a ledger is opened, without a new version: the release before them ignores
+tables it does not know, but moves a file whose ``user_version`` is newer than its own
+aside (every ban with it), so a package rollback would lose them. A schema change that
+older code cannot read bumps the version. A version 1 file is migrated in place when
+opened, in one transaction: its rows become address targets and its open bans stay open.
 """
 
 from __future__ import annotations
@@ -138,6 +139,10 @@ CREATE TABLE IF NOT EXISTS brake (
 CREATE TABLE IF NOT EXISTS ssh_logins (
     socket TEXT PRIMARY KEY,
     client TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS seen (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
     ts REAL NOT NULL
 );
 """
@@ -449,8 +454,8 @@ class Ledger:
             self._migrate_v1(db)
         elif columns and columns != _COLUMNS:
             raise LedgerCorruptError(f"unexpected columns in table decisions: {columns}")
-        # Tables added within version 2 (allows, brake, ssh_logins) are created when missing, the
-        # version left as it is: see the module docstring (downgrade safety).
+        # Tables added within version 2 (allows, brake, ssh_logins, seen) are created when
+        # missing, the version left as it is: see the module docstring (downgrade safety).
         db.executescript(_SCHEMA)
         db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
@@ -709,27 +714,68 @@ class Ledger:
         cursors = self._write([(sql, (seconds, seconds, after))])
         return cursors[0].rowcount if cursors else 0
 
+    def mark_seen(self, at: float) -> None:
+        """Store ``at`` as the last wall time the engine looked, on the clock its expiries
+        follow (see :meth:`cap_expiries`). Not kept for a retry while writes fail: a mark
+        a minute must not push the backlog's decisions out."""
+        if self._backlog or self._held:
+            return
+        self._write([("INSERT OR REPLACE INTO seen (id, ts) VALUES (1, ?)", (at,))])
+
+    def seen(self) -> float | None:
+        """The last wall time :meth:`mark_seen` stored (``None``: never)."""
+        with self._lock:
+            row = self._db.execute("SELECT ts FROM seen WHERE id = 1").fetchone()
+        return None if row is None else float(row[0])
+
+    def forget_allows(self, at: float) -> int:
+        """Delete the runtime allowlist entries that ended at or before ``at`` (the
+        engine's allowlist dropped them): an ended allow never comes back at a start.
+        Returns rows deleted."""
+        cursors = self._write([("DELETE FROM allows WHERE expires_at <= ?", (at,))])
+        return cursors[0].rowcount if cursors else 0
+
     def cap_expiries(self, now: float, slack: float) -> int:
-        """End every open enforcement and runtime allow at most its TTL after ``now``: one
-        that has more left than its whole TTL (by over ``slack`` seconds) was made "in the
-        future", so the wall clock stepped back while the daemon was down, and keeps what
-        it was given from now on (see :meth:`DecisionEngine._restore`). Returns rows
-        capped."""
-        cursors = self._write(
-            [
+        """Put the open enforcements and runtime allows on the wall clock of ``now`` when
+        it is behind the ledger (stepped back while the daemon was down; see
+        :meth:`DecisionEngine._restore`). Returns rows moved or capped.
+
+        The last time the engine looked (:meth:`mark_seen`) later than ``now`` by over
+        ``slack`` seconds: every open enforcement and allow is moved back by the
+        difference, so it keeps the time it had left then (one that had ended by then,
+        its row not closed yet, ends at once). Then each keeps at most its TTL from
+        ``now`` (a ledger without that mark: made "in the future" tells the step).
+        Allows that have ended by ``now`` are deleted. ``now`` is stored as the mark."""
+        seen = self.seen()
+        statements: list[_Statement] = []
+        if seen is not None and seen > now + slack:
+            shift = now - seen
+            statements += [
                 (
-                    "UPDATE decisions SET expires_at = ? + ttl "
+                    "UPDATE decisions SET expires_at = expires_at + ? "
                     "WHERE action IN ('ban', 'throttle', 'freeze') AND ended_at IS NULL "
-                    "AND ttl IS NOT NULL AND expires_at > ? + ttl + ?",
-                    (now, now, slack),
+                    "AND expires_at IS NOT NULL",
+                    (shift,),
                 ),
-                (
-                    "UPDATE allows SET expires_at = ? + (expires_at - ts), ts = ? WHERE ts > ? + ?",
-                    (now, now, now, slack),
-                ),
+                ("UPDATE allows SET ts = ts + ?, expires_at = expires_at + ?", (shift, shift)),
             ]
-        )
-        return sum(c.rowcount for c in cursors) if cursors else 0
+        counted = len(statements) + 2
+        statements += [
+            (
+                "UPDATE decisions SET expires_at = ? + ttl "
+                "WHERE action IN ('ban', 'throttle', 'freeze') AND ended_at IS NULL "
+                "AND ttl IS NOT NULL AND expires_at > ? + ttl + ?",
+                (now, now, slack),
+            ),
+            (
+                "UPDATE allows SET expires_at = ? + (expires_at - ts), ts = ? WHERE ts > ? + ?",
+                (now, now, now, slack),
+            ),
+            ("DELETE FROM allows WHERE expires_at <= ?", (now,)),
+            ("INSERT OR REPLACE INTO seen (id, ts) VALUES (1, ?)", (now,)),
+        ]
+        cursors = self._write(statements)
+        return sum(c.rowcount for c in cursors[:counted]) if cursors else 0
 
     def remove(self, target: str) -> int:
         """Manual unban: close the open ban of ``target`` and forgive its history.
