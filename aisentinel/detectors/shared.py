@@ -33,9 +33,11 @@ the index then works out, once:
   marks, when their client last authenticated, counting the batch's events up to
   and including that one, in event order;
 * ``refused`` and ``accepted`` (``http_auth``, registered with ``refusals``): per
-  401/403, when its client (an IPv6 one: any address of its /64) last authenticated
-  before it (a :data:`KNOWN_PROTECTED` 2xx only where that path answered 401), and
-  whether its key id is the one that client last authenticated with.
+  401/403, when its client (an IPv6 one: any address of its /64) last made a sign-in
+  that a client without credentials cannot make itself (:meth:`RequestIndex._inferred`:
+  a 2xx to Open WebUI's sign-in or chat ``POST``, a 2xx on a :data:`KNOWN_PROTECTED`
+  path, or with credentials on any path, where that ``METHOD path`` answered 401 to
+  another client), and whether its key id is the one that client last had accepted so.
 
 Marks keep the answers a line-by-line run would give: the pipeline hands every
 detector the same batch in turn, so marking the whole batch first would let a
@@ -95,13 +97,13 @@ class BatchFacts(NamedTuple):
     :class:`CredentialTrust` learns open locations from; ``http_auth`` its open paths)."""
     refused: dict[int, float]
     """With a reader that asked for them (``refusals``, see :meth:`RequestIndex.register`),
-    per 401/403: when its client last authenticated in either way before it, in event
-    order (an IPv6 client: any address of its /64, :func:`~.common.client_key`), or
-    ``-inf``; else empty."""
+    per 401/403: when its client last made a proven sign-in before it (see
+    :meth:`RequestIndex._inferred`), in event order (an IPv6 client: any address of its
+    /64, :func:`~.common.client_key`), or ``-inf``; else empty."""
     accepted: frozenset[int]
-    """The same way: the 401/403 with a key id that their client (its /64) last
-    authenticated with before them (its latest credentialed request with a key id sent
-    that key id)."""
+    """The same way: the 401/403 with a key id that their client (its /64) last had
+    accepted before them (its latest proven sign-in with a key id sent that key id: a 2xx
+    where that ``METHOD path`` answered 401 to another client)."""
 
 
 _NO_FACTS = BatchFacts([], {}, {}, [], frozenset(), [], {}, frozenset())
@@ -117,11 +119,16 @@ cached verdict per path): a browser opening the UI is known at once, not taken f
 sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls. Except for
 :attr:`BatchFacts.refused` (what excuses ``http_auth``'s rejections): there only once
 that ``METHOD path`` (on its virtual host, when logged) answered a 401, to anyone; a
-catch-all virtual host that answers any path 200 never does."""
+catch-all virtual host that answers any path 200 never does), and to a client other
+than the one now answered 2xx (a client's own 401 proves nothing: with no host in the log
+another virtual host's 200 follows it). The least recently refused of these keys are
+forgotten apart from the other learned paths' (:data:`PROTECTED_PATHS_LIMIT` each)."""
 SIGNIN_PATHS = ("/api/v1/auths/signin", "/api/v1/auths/ldap")
 """Open WebUI's sign-in calls: a ``POST`` answered 2xx there is a password checked and
 accepted (a wrong one is answered 400), an authentication for every reader."""
 _PROTECTED_KEY_CHARS = 200
+
+_UNSEEN = "\x00"  # not looked up yet (RequestIndex._latest_proven)
 
 # _RequestIndex._inference verdicts.
 _V_MODEL = 1  # an inference call of a model server: a 2xx to a POST there
@@ -174,9 +181,8 @@ class _AuthMarks(_SlotStore):
     """The clients that authenticated lately: one dict entry, one queue entry and one
     slot of five doubles per client (its last authentication with credentials, its
     last of either kind, the time it was queued at, a hash of the key id its last
-    credentialed request with a key id sent: :func:`key_hash`, and its last
-    authentication but a :data:`KNOWN_PROTECTED` 2xx where that path never answered 401:
-    :meth:`proven`).
+    proven sign-in with a key id sent: :func:`key_hash`, and its last proven sign-in:
+    :meth:`proven`, see :meth:`RequestIndex._inferred`).
 
     Capped at ``max_keys`` clients and expired after ``ttl``, both in second-chance
     order on the time of either kind (see :mod:`~.window`): a client goes, with both
@@ -232,9 +238,8 @@ class _AuthMarks(_SlotStore):
         return mark if mark >= self._floor else _NEG_INF
 
     def proven(self, clients: Iterable[str]) -> dict[str, float]:
-        """Per client of ``clients``: when it last authenticated in either way, but a
-        :data:`KNOWN_PROTECTED` 2xx where that path never answered 401 (``-inf``: not
-        known)."""
+        """Per client of ``clients``: when it last made a proven sign-in (see
+        :meth:`RequestIndex._inferred`; ``-inf``: not known)."""
         keys = self._keys
         data = self._data
         out: dict[str, float] = {}
@@ -1188,9 +1193,9 @@ class RequestIndex:
             candidates = sorted(candidates + [i for i in doubted if 200 <= reqs[i].status < 300])
         refusals = self._refusals
         if candidates or denied or (refusals and cred and (self._protected or self._known)):
-            inferred, proven_in, keyed = self._inferred(reqs, candidates, denied, cred)
+            inferred, proven_in = self._inferred(reqs, candidates, denied, cred)
         else:
-            inferred, proven_in, keyed = set(), set(), set()
+            inferred, proven_in = set(), set()
         authed = sorted(inferred.union(cred)) if inferred else cred
         # The last authentication per client in the batch, of either kind and with
         # credentials.
@@ -1201,9 +1206,12 @@ class RequestIndex:
         )
         # For the refusals: the proven sign-ins only (see _inferred).
         proven, latest_proven = authed, latest
+        keyed: set[int] = set()
         if refusals:
             proven = sorted(proven_in)
             latest_proven = {reqs[i].client: reqs[i].ts for i in proven}
+            # The key ids accepted where they are checked (the doubted count as without).
+            keyed = {i for i in proven if reqs[i].key_id is not None and i not in doubted}
         refused: dict[int, float] = {}
         accepted = _NO_DOUBTS
         if refusals and denied:
@@ -1346,7 +1354,7 @@ class RequestIndex:
         candidates: list[int],
         denied: list[int],
         cred: list[int],
-    ) -> tuple[set[int], set[int], set[int]]:
+    ) -> tuple[set[int], set[int]]:
         """Of ``candidates`` (2xx without credentials), those that show their client
         authenticated: a successful inference call or sign-in (a POST), a
         :data:`KNOWN_PROTECTED` path, or a 2xx on a protected ``METHOD path`` (see
@@ -1356,8 +1364,7 @@ class RequestIndex:
         cannot make itself: a 2xx to a ``POST`` on Open WebUI's sign-in
         (:data:`SIGNIN_PATHS`) or chat (:data:`SESSION_PATHS`), and a 2xx on a
         :data:`KNOWN_PROTECTED` path, or of the credentialed ``cred``, on any path, that
-        answered 401 to another client (its /64) before; and of those the credentialed
-        ones with a key id (the key ids accepted where they are checked)."""
+        answered 401 to another client (its /64) before."""
         get = self._inference.get
         fill = self._inference.fill
         out: set[int] = set()
@@ -1392,7 +1399,12 @@ class RequestIndex:
             if protected:
                 out.update(i for i in rest if protected.get(_protected_key(reqs[i]), "") is None)
             if checks and (protected or known):
-                proven.update(i for i in checks if other(_protected_key(reqs[i]), reqs[i].client))
+                if denied:
+                    proven.update(
+                        i for i in checks if other(_protected_key(reqs[i]), reqs[i].client)
+                    )
+                else:
+                    self._latest_proven(reqs, checks, proven)
         else:
             judged = set(rest)
             checked = set(checks)
@@ -1406,19 +1418,47 @@ class RequestIndex:
                         proven.add(i)
                 else:
                     self._refused(key, reqs[i])
-        if not proven:
-            return out, proven, set()
-        return out, proven, {i for i in cred if i in proven and reqs[i].key_id is not None}
+        return out, proven
+
+    def _latest_proven(
+        self, reqs: Sequence[HttpRequest], checks: list[int], proven: set[int]
+    ) -> None:
+        """Add to ``proven`` those of ``checks`` (a batch with no 401 and no 403) that
+        :meth:`_inferred` needs: per client its last one on a path that answered 401 to
+        another client, and its last one with a key id (what the clients held learn), found
+        from the end of the batch."""
+        refused = self._first
+        signed: set[str] = set()
+        keyed: set[str] = set()
+        # Per METHOD, raw path and host of the batch: the client refused there (see _first).
+        firsts: dict[tuple[str, str, str | None], str | None] = {}
+        for i in reversed(checks):
+            request = reqs[i]
+            client = request.client
+            has_key = request.key_id is not None
+            if client in keyed or (client in signed and not has_key):
+                continue
+            at = (request.method, request.path, request.host)
+            first = firsts.get(at, _UNSEEN)
+            if first == _UNSEEN:
+                first = firsts[at] = refused(_protected_key(request))
+            if first is None or (first != "" and first != client_key(client)):
+                proven.add(i)
+                signed.add(client)
+                if has_key:
+                    keyed.add(client)
+
+    def _first(self, key: str) -> str | None:
+        """The one client (its :func:`~.common.client_key`) ``key`` (``METHOD path``)
+        answered 401, ``None`` once two, ``""`` for none."""
+        first = self._protected.get(key, "")
+        return self._known.get(key, "") if first == "" else first
 
     def _other(self, key: str, client: str) -> bool:
         """Whether ``key`` (``METHOD path``) answered 401 to a client other than ``client``
         (its :func:`~.common.client_key`)."""
-        first = self._protected.get(key, "")
-        if first == "":
-            first = self._known.get(key, "")
-            if first == "":
-                return False
-        return first is None or first != client_key(client)
+        first = self._first(key)
+        return first is None or (first != "" and first != client_key(client))
 
     def _refused(self, key: str, request: HttpRequest) -> None:
         """Learn the 401 ``request`` at ``key`` (``METHOD path``). The path is
