@@ -296,28 +296,47 @@ def test_settle_trims_to_the_lowered_cap_counting_clients_once() -> None:
 
 
 def test_refusal_marks_follow_event_order_and_the_ipv6_network() -> None:
-    """A reader that asks for ``refusals`` gets, per 401, the sign-in before it in event
-    order (an IPv6 client's /64 included, an Open WebUI session user's 2xx only where that
-    path answered 401) and whether its key id is the one its client signed in with."""
+    """A reader that asks for ``refusals`` gets, per 401, the proven sign-in before it in
+    event order (an IPv6 client's /64 included; a 2xx where that path answered 401 to another
+    client, Open WebUI's sign-in or chat, not an open Ollama's inference call) and whether
+    its key id is the one its client signed in with."""
     index = RequestIndex()
     index.register(lambda _: False, ttl=LONG_TTL, max_keys=100, refusals=True)
     facts = index.facts(
         [
+            _request(0.5, "z", status=401),
             _request(1.0, "a", status=401, key_id="k1"),
             _request(2.0, "a", key_id="k1"),
             _request(3.0, "a", status=401, key_id="k1"),
-            _request(4.0, "2001:db8::5", "/api/chat", method="POST"),
+            _request(4.0, "2001:db8::5", "/api/chat/completions", method="POST"),
             _request(5.0, "2001:db8::6", status=401),
             _request(6.0, "b", "/api/v1/auths/"),
             _request(7.0, "b", status=401),
             _request(8.0, "c", "/api/v1/auths/", status=401),
             _request(9.0, "b", "/api/v1/auths/"),
             _request(10.0, "b", status=401),
+            _request(11.0, "d", "/api/generate", method="POST"),
+            _request(12.0, "d", status=401),
+            _request(13.0, "e", "/api/v1/auths/signin", method="POST"),
+            _request(14.0, "e", status=401),
+            _request(15.0, "c", "/api/v1/auths/"),
+            _request(16.0, "c", status=401),
         ],
         None,
     )
-    assert facts.refused == {0: NEG_INF, 2: 2.0, 4: 4.0, 6: NEG_INF, 7: NEG_INF, 9: 9.0}
-    assert facts.accepted == {2}
+    assert facts.refused == {
+        0: NEG_INF,
+        1: NEG_INF,
+        3: 2.0,
+        5: 4.0,
+        7: NEG_INF,
+        8: NEG_INF,
+        10: 9.0,
+        12: NEG_INF,
+        14: 13.0,
+        16: NEG_INF,
+    }
+    assert facts.accepted == {3}
     assert facts.inferred == {}
     later = index.facts([_request(20.0, "2001:db8::7", status=401)], None)
     assert later.refused == {0: 4.0}

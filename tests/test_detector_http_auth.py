@@ -410,6 +410,7 @@ def test_an_expired_session_token_in_the_json_log_is_an_alert_not_a_ban() -> Non
     refused with the token it signed in with is MEDIUM naming it, not a ban; the same
     refusals from a client that never authenticated are HIGH."""
     session: list[Event] = [
+        _get(-60.0, "/api/v1/auths/", 401, client=OTHER),
         *_spa(0.0, 200, key_id="sig0001a"),
         *_spa(1200.0, 401, key_id="sig0001a"),
     ]
@@ -470,6 +471,67 @@ def test_a_2xx_on_the_session_user_signs_in_only_where_it_answered_401() -> None
         *_spa(600.0, 401, **webui),
     ]
     assert _both(webui_user) == ([], [])
+
+
+def test_no_sign_in_the_client_makes_itself_earns_an_excused_burst() -> None:
+    """With no host in the log, a 2xx on the session user where only the same client was
+    refused, on a path two of its addresses got 401 on, or an open Ollama's inference call
+    earns no excused burst: the page-shaped 401s are HIGH."""
+    self_401: list[Event] = [
+        _get(-60.0, "/api/v1/users/user/settings", 401),
+        _get(-59.0, "/api/v1/users/user/settings"),
+    ]
+    learned: list[Event] = [
+        _get(-60.0, "/api/models", 401),
+        _get(-59.5, "/api/models", 401, client="203.0.113.67"),
+        _get(-59.0, "/api/models"),
+    ]
+    for credit in (self_401, learned, [OLLAMA_CALL]):
+        for found in _both([*credit, *_spa(600.0, 401)]):
+            assert [f.severity for f in found][:1] == [Severity.HIGH]
+
+
+def test_open_webui_s_sign_in_post_signs_in_before_the_session_user_refused_anyone() -> None:
+    """A 2xx to the sign-in POST is a sign-in even before the session user answered anyone
+    401 (a fresh daemon): the user who only reads and whose session expires is not banned."""
+    events: list[Event] = [
+        _get(0.0, "/api/v1/auths/signin", 200)._replace(method="POST"),
+        *_spa(1.0, 200),
+        *_spa(7200.0, 401),
+    ]
+    assert _both(events) == ([], [])
+
+
+def test_a_key_id_is_accepted_only_where_another_client_was_refused() -> None:
+    """In the JSON format a key id sent once to a path that refused no other client (an
+    SPA's catch-all 200) is not the client's accepted key: its guesses keeping those 8
+    logged characters stay HIGH."""
+    warm: list[Event] = [_get(-60.0, "/api/v1/auths/", 401, client=OTHER)]
+    streak = [_keyed(60.0 + i * 0.3, "AbCdEf12", path="/api/models") for i in range(20)]
+    for found in _both([*warm, _get(0.0, "/zq7", key_id="AbCdEf12"), *streak]):
+        assert [f.severity for f in found][:1] == [Severity.HIGH]
+
+
+def test_other_401_paths_do_not_push_out_the_session_user_s_refusal() -> None:
+    """4096 other paths answered 401 (scanners, expired tabs' chats) after the session user
+    refused a logged-out visitor leave a page load there a sign-in: no ban at expiry."""
+    events: list[Event] = [CHALLENGE]
+    events += [
+        _get(-50.0 + i * 0.01, f"/api/v1/chats/{i:08x}", 401, client=f"10.0.{i // 250}.{i % 250}")
+        for i in range(4096)
+    ]
+    events += [*_spa(0.0, 200), *_spa(3600.0, 401)]
+    by_line, batched = _both(events)
+    assert [f for f in by_line if f.key == CLIENT] == []
+    assert [f for f in batched if f.key == CLIENT] == []
+
+
+def test_an_ipv4_mapped_client_s_expiry_is_excused_in_a_batch_as_line_by_line() -> None:
+    """An IPv4-mapped IPv6 client that signed in and whose page is refused within one batch
+    is excused in the batch as line by line (its key is its IPv4 address)."""
+    mapped = "::ffff:203.0.113.9"
+    events: list[Event] = [CHALLENGE, _get(0.0, "/api/v1/auths/", client=mapped)]
+    assert _both([*events, *_spa(600.0, 401, client=mapped)]) == ([], [])
 
 
 def test_a_key_id_streak_is_medium_only_for_the_key_the_client_signed_in_with() -> None:

@@ -20,11 +20,17 @@ counted twice against one threshold:
   settings, folders, tools ... calls in parallel with the stored token, and each is
   answered 401 when the token expired or the server's ``WEBUI_SECRET_KEY`` changed,
   before the user signs in again. So a burst of 401s to ``GET``/``HEAD`` requests
-  without a user or key id, outside the login paths, from a client that authenticated
+  without a user or key id, outside the login paths, from a client that signed in
   within :data:`SESSION_TTL` (a day) before it, in event order (a sign-in later in a
-  batch does not count; credentials in the log, or inferred: a successful inference
-  call, a 2xx on Open WebUI's session user where that path answered 401 before, see
-  :class:`~.shared.RequestIndex`; an IPv6 client: any address of its /64) counts once:
+  batch does not count; an IPv6 client: any address of its /64) counts once. Only a
+  sign-in that a client without credentials cannot make itself counts (see
+  :meth:`~.shared.RequestIndex._inferred`): a 2xx to Open WebUI's sign-in
+  (``POST /api/v1/auths/signin``, ``/ldap``: a wrong password is answered 400) or chat
+  (``POST /api/chat/completions``), or a 2xx on its session user or user settings, or
+  with credentials in the log on any path, where that ``METHOD path`` (on that virtual
+  host, when logged) answered 401 to another client (its /64) before: not a client's own
+  401 followed by another virtual host's 200, nor an open Ollama's inference call, which
+  anyone gets. Such a burst counts once:
   its first rejection counts, the next :data:`EXPIRY_BURST` - 1 (14) within
   :data:`EXPIRY_SPAN` (a minute) of it and before the client signs in again do not
   while each is on a path new to the burst (the page loads distinct resources), any
@@ -34,7 +40,13 @@ counted twice against one threshold:
   every couple of hours is no finding; 20 in a day (10 in an hour) still cross the long
   windows. A guesser with a session (or behind its address) that spreads each burst over
   15 endpoints gets 14 uncounted guesses per counted one: 135 an hour, 285 a day before a
-  ban instead of 9 and 19 (one that repeats its endpoint or posts still gets 9 and 19).
+  ban instead of 9 and 19 (one that repeats its endpoint or posts still gets 9 and 19);
+  so does one without a session only where the log has no host and another virtual host
+  of the same nginx answers it 2xx on those paths (a catch-all answering
+  ``GET /api/v1/auths/`` 200 while Open WebUI refused someone there, or any ``POST`` to
+  the sign-in or chat path 200). A user who signed in before the daemon started and only
+  reads is known once Open WebUI refused someone else its session user before the
+  page's next load.
 
 Either counter crossing gives a HIGH finding about the client. Each counter also
 has long windows beside its fast one (``slow_thresholds`` / ``slow_windows``, default
@@ -62,9 +74,11 @@ one thing is judged apart (per client, :class:`_Streaks`):
 * the same API key id (one token; not a value many keys share,
   :func:`~.common.key_identity`): beside a login of the same client since the
   streak began (a web UI with one revoked key of two), or the key id that the client
-  (an IPv6 one: its /64) last authenticated with before the crossing (an expired
-  session's token, as the aisentinel JSON format logs it; a guesser that keeps the 8
-  logged characters fixed never had them accepted), MEDIUM naming the key, not a ban;
+  (an IPv6 one: its /64) last had accepted before the crossing, on a ``METHOD path`` that
+  answered 401 to another client before (an expired session's token, as the aisentinel
+  JSON format logs it; a guesser that keeps the 8 logged characters fixed never had them
+  accepted, and sending them once to a path that checks nothing does not count), MEDIUM
+  naming the key, not a ban;
   else HIGH naming the key the first time, and MEDIUM for the same key again
   within :data:`REPORT_MEMORY` (a stale key in a cron job earns one ban, not an
   escalating series);
@@ -361,9 +375,8 @@ class HttpAuthDetector(Detector):
         """Whether ``event`` (a rejection; its client's streak slot at ``base``) goes
         uncounted as part of an expired session's burst (:data:`EXPIRY_BURST`): a 401 to a
         ``GET``/``HEAD`` with no user and no key id, outside the login paths
-        (``login_path``), to a client that authenticated (credentials in the log, or
-        inferred: a 2xx on Open WebUI's session user, a successful inference call, see
-        :class:`~.shared.RequestIndex`) within :data:`SESSION_TTL` before it
+        (``login_path``), to a client that made a proven sign-in (see the module doc and
+        :meth:`~.shared.RequestIndex._inferred`) within :data:`SESSION_TTL` before it
         (``signed_in``: when, as of this event in event order)."""
         ts = event.ts
         if (

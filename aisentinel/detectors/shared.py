@@ -33,9 +33,11 @@ the index then works out, once:
   marks, when their client last authenticated, counting the batch's events up to
   and including that one, in event order;
 * ``refused`` and ``accepted`` (``http_auth``, registered with ``refusals``): per
-  401/403, when its client (an IPv6 one: any address of its /64) last authenticated
-  before it (a :data:`KNOWN_PROTECTED` 2xx only where that path answered 401), and
-  whether its key id is the one that client last authenticated with.
+  401/403, when its client (an IPv6 one: any address of its /64) last made a sign-in
+  that a client without credentials cannot make itself (:meth:`RequestIndex._inferred`:
+  a 2xx to Open WebUI's sign-in or chat ``POST``, a 2xx on a :data:`KNOWN_PROTECTED`
+  path, or with credentials on any path, where that ``METHOD path`` answered 401 to
+  another client), and whether its key id is the one that client last had accepted so.
 
 Marks keep the answers a line-by-line run would give: the pipeline hands every
 detector the same batch in turn, so marking the whole batch first would let a
@@ -95,13 +97,13 @@ class BatchFacts(NamedTuple):
     :class:`CredentialTrust` learns open locations from; ``http_auth`` its open paths)."""
     refused: dict[int, float]
     """With a reader that asked for them (``refusals``, see :meth:`RequestIndex.register`),
-    per 401/403: when its client last authenticated in either way before it, in event
-    order (an IPv6 client: any address of its /64, :func:`~.common.client_key`), or
-    ``-inf``; else empty."""
+    per 401/403: when its client last made a proven sign-in before it (see
+    :meth:`RequestIndex._inferred`), in event order (an IPv6 client: any address of its
+    /64, :func:`~.common.client_key`), or ``-inf``; else empty."""
     accepted: frozenset[int]
-    """The same way: the 401/403 with a key id that their client (its /64) last
-    authenticated with before them (its latest credentialed request with a key id sent
-    that key id)."""
+    """The same way: the 401/403 with a key id that their client (its /64) last had
+    accepted before them (its latest proven sign-in with a key id sent that key id: a 2xx
+    where that ``METHOD path`` answered 401 to another client)."""
 
 
 _NO_FACTS = BatchFacts([], {}, {}, [], frozenset(), [], {}, frozenset())
@@ -117,8 +119,21 @@ cached verdict per path): a browser opening the UI is known at once, not taken f
 sweep of its ``/api/config``, ``/api/models``, ``/api/v1/...`` calls. Except for
 :attr:`BatchFacts.refused` (what excuses ``http_auth``'s rejections): there only once
 that ``METHOD path`` (on its virtual host, when logged) answered a 401, to anyone; a
-catch-all virtual host that answers any path 200 never does."""
+catch-all virtual host that answers any path 200 never does), and to a client other
+than the one now answered 2xx (a client's own 401 proves nothing: with no host in the log
+another virtual host's 200 follows it). The least recently refused of these keys are
+forgotten apart from the other learned paths' (:data:`PROTECTED_PATHS_LIMIT` each)."""
+SIGNIN_PATHS = ("/api/v1/auths/signin", "/api/v1/auths/ldap")
+"""Open WebUI's sign-in calls: a ``POST`` answered 2xx there is a password checked and
+accepted (a wrong one is answered 400), an authentication for every reader."""
 _PROTECTED_KEY_CHARS = 200
+
+_UNSEEN = "\x00"  # not looked up yet (RequestIndex._latest_proven)
+
+# _RequestIndex._inference verdicts.
+_V_MODEL = 1  # an inference call of a model server: a 2xx to a POST there
+_V_PROVEN = 2  # a web app's session inference call or sign-in: a 2xx to a POST there
+_V_KNOWN = 3  # a KNOWN_PROTECTED path: a 2xx there
 
 CREDENTIAL_MODES: tuple[str, ...] = get_args(CredentialsMode)
 """``[parsers] credentials``: whether a user or API key id in the access log proves an
@@ -159,16 +174,15 @@ _CRED = 0  # last authentication with credentials in the log (user or key_id)
 _ANY = 1  # last authentication of either kind (credentials or inferred)
 _AUTH_QUEUED = 2  # the _ANY time when the client was (re)queued
 _KEY = 3  # hash of the key id of its last credentialed request with one (0: none)
-_PROVEN = 4  # _ANY but a KNOWN_PROTECTED 2xx where that path never answered 401
+_PROVEN = 4  # the last proven sign-in (RequestIndex._inferred): what excuses http_auth
 
 
 class _AuthMarks(_SlotStore):
     """The clients that authenticated lately: one dict entry, one queue entry and one
     slot of five doubles per client (its last authentication with credentials, its
     last of either kind, the time it was queued at, a hash of the key id its last
-    credentialed request with a key id sent: :func:`key_hash`, and its last
-    authentication but a :data:`KNOWN_PROTECTED` 2xx where that path never answered 401:
-    :meth:`proven`).
+    proven sign-in with a key id sent: :func:`key_hash`, and its last proven sign-in:
+    :meth:`proven`, see :meth:`RequestIndex._inferred`).
 
     Capped at ``max_keys`` clients and expired after ``ttl``, both in second-chance
     order on the time of either kind (see :mod:`~.window`): a client goes, with both
@@ -224,9 +238,8 @@ class _AuthMarks(_SlotStore):
         return mark if mark >= self._floor else _NEG_INF
 
     def proven(self, clients: Iterable[str]) -> dict[str, float]:
-        """Per client of ``clients``: when it last authenticated in either way, but a
-        :data:`KNOWN_PROTECTED` 2xx where that path never answered 401 (``-inf``: not
-        known)."""
+        """Per client of ``clients``: when it last made a proven sign-in (see
+        :meth:`RequestIndex._inferred`; ``-inf``: not known)."""
         keys = self._keys
         data = self._data
         out: dict[str, float] = {}
@@ -960,6 +973,7 @@ class RequestIndex:
         "_facts",
         "_held",
         "_inference",
+        "_known",
         "_marked",
         "_min_ttl",
         "_protected",
@@ -992,13 +1006,27 @@ class RequestIndex:
         self._verdicts = VerdictCache(self._mask)
         self._users = 0
         inference = PrefixMatcher(DEFAULT_AI_PATHS).match
-        self._inference = VerdictCache(lambda path: path in KNOWN_PROTECTED or inference(path))
-        """Per raw path: a 2xx there shows its client authenticated (an inference call, a
-        :data:`KNOWN_PROTECTED` path)."""
+        session = PrefixMatcher(SESSION_PATHS).match
+        self._inference = VerdictCache(
+            lambda path: (
+                _V_KNOWN
+                if path.partition("?")[0] in KNOWN_PROTECTED
+                else _V_PROVEN
+                if path.partition("?")[0] in SIGNIN_PATHS or (inference(path) and session(path))
+                else _V_MODEL
+                if inference(path)
+                else 0
+            )
+        )
+        """Per raw path: whether a 2xx there shows its client authenticated (``_V_*``: an
+        inference call or sign-in, to a ``POST``; a :data:`KNOWN_PROTECTED` path)."""
         self._protected: dict[str, str | None] = {}
         """``METHOD path`` (after the host, when logged) answered 401: the one client
-        refused there, or ``None`` once two were, when a 2xx there is an
-        authentication (:meth:`_refused`)."""
+        (:func:`~.common.client_key`) refused there, or ``None`` once two were, when a
+        2xx there is an authentication (:meth:`_refused`); least recently refused first."""
+        self._known: dict[str, str | None] = {}
+        """The same for the :data:`KNOWN_PROTECTED` paths, bounded apart: a flood of other
+        401 paths does not push them out."""
         self._batch: Sequence[Event] | None = None
         self._batch_len = 0
         self._facts = _NO_FACTS
@@ -1163,10 +1191,11 @@ class RequestIndex:
         candidates = kinds.anonymous
         if doubted:
             candidates = sorted(candidates + [i for i in doubted if 200 <= reqs[i].status < 300])
-        if candidates or denied:
-            inferred, unproven = self._inferred(reqs, candidates, denied)
+        refusals = self._refusals
+        if candidates or denied or (refusals and cred and (self._protected or self._known)):
+            inferred, proven_in = self._inferred(reqs, candidates, denied, cred)
         else:
-            inferred, unproven = set(), set()
+            inferred, proven_in = set(), set()
         authed = sorted(inferred.union(cred)) if inferred else cred
         # The last authentication per client in the batch, of either kind and with
         # credentials.
@@ -1175,20 +1204,23 @@ class RequestIndex:
         marks, inferred_marks = self._marks_in(
             reqs, need, cred, authed, latest=latest, latest_cred=latest_cred
         )
-        # For the refusals: the same without the unproven authentications.
+        # For the refusals: the proven sign-ins only (see _inferred).
         proven, latest_proven = authed, latest
-        if unproven:
-            proven = [i for i in authed if i not in unproven]
+        keyed: set[int] = set()
+        if refusals:
+            proven = sorted(proven_in)
             latest_proven = {reqs[i].client: reqs[i].ts for i in proven}
+            # The key ids accepted where they are checked (the doubted count as without).
+            keyed = {i for i in proven if reqs[i].key_id is not None and i not in doubted}
         refused: dict[int, float] = {}
         accepted = _NO_DOUBTS
-        if self._refusals and denied:
-            refused, accepted = self._refused_marks(reqs, denied, cred, proven, latest_proven)
+        if refusals and denied:
+            refused, accepted = self._refused_marks(reqs, denied, keyed, proven, latest_proven)
         # Then the clients held learn the batch.
         held = self._held
         held.learn(latest, latest_cred, latest_proven)
-        if self._refusals and latest_proven:
-            self._learn_networks(reqs, cred, latest_proven, latest_cred)
+        if refusals and latest_proven:
+            self._learn_networks(reqs, keyed, latest_proven, latest_cred)
         return BatchFacts(
             masks, marks, inferred_marks, cred, doubted, kinds.anonymous, refused, accepted
         )
@@ -1197,13 +1229,13 @@ class RequestIndex:
         self,
         reqs: Sequence[HttpRequest],
         denied: list[int],
-        cred: list[int],
+        cred: Collection[int],
         authed: list[int],
         latest: dict[str, float],
     ) -> tuple[dict[int, float], frozenset[int]]:
         """:attr:`BatchFacts.refused` and :attr:`BatchFacts.accepted` of the ``denied``
-        requests, given the batch's authentications with credentials ``cred`` and of
-        either kind ``authed`` (in order; ``latest``: the last one per client) and the
+        requests, given the batch's proven sign-ins ``authed`` (in order; ``latest``: the
+        last one per client), those of them that accept their key id ``cred`` and the
         clients held from before (an IPv6 client's under its /64: :meth:`_learn_networks`)."""
         held = self._held
         who = {i: client_key(reqs[i].client) for i in denied}
@@ -1213,7 +1245,7 @@ class RequestIndex:
         marks: dict[int, float] = {}
         accepted: set[int] = set()
         apart = wanted.isdisjoint(latest)
-        if apart and any("/" in at for at in wanted):  # an IPv6 /64
+        if apart:  # an IPv6 client counts under its /64, an IPv4-mapped one as IPv4
             apart = wanted.isdisjoint([client_key(c) for c in latest if ":" in c])
         if apart:
             steps: Iterable[int] = denied
@@ -1240,13 +1272,14 @@ class RequestIndex:
     def _learn_networks(
         self,
         reqs: Sequence[HttpRequest],
-        cred: list[int],
+        cred: Collection[int],
         latest: dict[str, float],
         latest_cred: dict[str, float],
     ) -> None:
         """Learn the batch for :meth:`_refused_marks`: per client the :func:`key_hash` of
-        the last key id it authenticated with, and an IPv6 client's authentications under
-        its /64 as well (one more entry per network: an address of it changes)."""
+        the last key id accepted where it is checked (``cred``), and an IPv6 client's
+        authentications under its /64 as well (one more entry per network: an address of
+        it changes)."""
         held = self._held
         last = {reqs[i].client: key for i in cred if (key := reqs[i].key_id) is not None}
         keys = {client: key_hash(key) for client, key in last.items()}
@@ -1316,19 +1349,28 @@ class RequestIndex:
             self._walk(reqs, unsettled, authed, current, out)
 
     def _inferred(
-        self, reqs: Sequence[HttpRequest], candidates: list[int], denied: list[int]
+        self,
+        reqs: Sequence[HttpRequest],
+        candidates: list[int],
+        denied: list[int],
+        cred: list[int],
     ) -> tuple[set[int], set[int]]:
         """Of ``candidates`` (2xx without credentials), those that show their client
-        authenticated: a successful inference call (a POST) or :data:`KNOWN_PROTECTED` path, or a
-        2xx on a protected ``METHOD path`` (see :meth:`_refused`), in event order: a
-        401 later in the batch protects only the 2xx after it. And of those, with a
-        reader that asked for ``refusals``, the ones on a :data:`KNOWN_PROTECTED` path
-        that it had never answered 401 (:attr:`BatchFacts.refused` does not count them)."""
+        authenticated: a successful inference call or sign-in (a POST), a
+        :data:`KNOWN_PROTECTED` path, or a 2xx on a protected ``METHOD path`` (see
+        :meth:`_refused`), in event order: a 401 later in the batch protects only the 2xx
+        after it. With a reader that asked for ``refusals``, also the proven sign-ins
+        (:attr:`BatchFacts.refused` counts only them), which a client without credentials
+        cannot make itself: a 2xx to a ``POST`` on Open WebUI's sign-in
+        (:data:`SIGNIN_PATHS`) or chat (:data:`SESSION_PATHS`), and a 2xx on a
+        :data:`KNOWN_PROTECTED` path, or of the credentialed ``cred``, on any path, that
+        answered 401 to another client (its /64) before."""
         get = self._inference.get
         fill = self._inference.fill
         out: set[int] = set()
+        proven: set[int] = set()
         rest: list[int] = []
-        known: list[int] = []
+        checks: list[int] = []
         refusals = self._refusals
         for i in candidates:
             request = reqs[i]
@@ -1337,55 +1379,115 @@ class RequestIndex:
                 verdict = fill(request.path)
             # An inference call is a POST: a 2xx to a GET there is a web app's catch-all
             # page (Open WebUI answers any GET with 200), which anyone gets.
-            if verdict and (request.method == "POST" or request.path in KNOWN_PROTECTED):
+            if verdict == _V_KNOWN:
                 out.add(i)
-                if refusals and request.path in KNOWN_PROTECTED:
-                    known.append(i)
+                if refusals:
+                    checks.append(i)
+            elif verdict and request.method == "POST":
+                out.add(i)
+                if refusals and verdict == _V_PROVEN:
+                    proven.add(i)
             else:
                 rest.append(i)
+        if refusals:
+            checks.extend(i for i in cred if 200 <= reqs[i].status < 300)
         challenges = [i for i in denied if reqs[i].status == 401]
         protected = self._protected
+        known = self._known
+        other = self._other
         if not challenges:
             if protected:
                 out.update(i for i in rest if protected.get(_protected_key(reqs[i]), "") is None)
-            return out, {i for i in known if _protected_key(reqs[i]) not in protected}
-        judged = set(rest)
-        unproven = set(known)
-        proven: set[int] = set()
-        for i in sorted(rest + known + challenges) if rest or known else challenges:
-            key = _protected_key(reqs[i])
-            if i in judged:
-                if protected.get(key, "") is None:
-                    out.add(i)
-            elif i in unproven:
-                if key in protected:
-                    proven.add(i)
-            else:
-                self._refused(key, reqs[i].client)
-        return out, unproven - proven
+            if checks and (protected or known):
+                if denied:
+                    proven.update(
+                        i for i in checks if other(_protected_key(reqs[i]), reqs[i].client)
+                    )
+                else:
+                    self._latest_proven(reqs, checks, proven)
+        else:
+            judged = set(rest)
+            checked = set(checks)
+            for i in sorted(rest + checks + challenges) if rest or checks else challenges:
+                key = _protected_key(reqs[i])
+                if i in judged:
+                    if protected.get(key, "") is None:
+                        out.add(i)
+                elif i in checked:
+                    if other(key, reqs[i].client):
+                        proven.add(i)
+                else:
+                    self._refused(key, reqs[i])
+        return out, proven
 
-    def _refused(self, key: str, client: str) -> None:
-        """Learn a 401 at ``key`` (``METHOD path``) served to ``client``. The path is
-        protected, and a 2xx there an authentication, once a second client has been
-        refused there: one client's 401s are its own story (an uptime monitor that
-        sends no key, every 5 minutes) and must not make every later 2xx there, a
+    def _latest_proven(
+        self, reqs: Sequence[HttpRequest], checks: list[int], proven: set[int]
+    ) -> None:
+        """Add to ``proven`` those of ``checks`` (a batch with no 401 and no 403) that
+        :meth:`_inferred` needs: per client its last one on a path that answered 401 to
+        another client, and its last one with a key id (what the clients held learn), found
+        from the end of the batch."""
+        refused = self._first
+        signed: set[str] = set()
+        keyed: set[str] = set()
+        # Per METHOD, raw path and host of the batch: the client refused there (see _first).
+        firsts: dict[tuple[str, str, str | None], str | None] = {}
+        for i in reversed(checks):
+            request = reqs[i]
+            client = request.client
+            has_key = request.key_id is not None
+            if client in keyed or (client in signed and not has_key):
+                continue
+            at = (request.method, request.path, request.host)
+            first = firsts.get(at, _UNSEEN)
+            if first == _UNSEEN:
+                first = firsts[at] = refused(_protected_key(request))
+            if first is None or (first != "" and first != client_key(client)):
+                proven.add(i)
+                signed.add(client)
+                if has_key:
+                    keyed.add(client)
+
+    def _first(self, key: str) -> str | None:
+        """The one client (its :func:`~.common.client_key`) ``key`` (``METHOD path``)
+        answered 401, ``None`` once two, ``""`` for none."""
+        first = self._protected.get(key, "")
+        return self._known.get(key, "") if first == "" else first
+
+    def _other(self, key: str, client: str) -> bool:
+        """Whether ``key`` (``METHOD path``) answered 401 to a client other than ``client``
+        (its :func:`~.common.client_key`)."""
+        first = self._first(key)
+        return first is None or (first != "" and first != client_key(client))
+
+    def _refused(self, key: str, request: HttpRequest) -> None:
+        """Learn the 401 ``request`` at ``key`` (``METHOD path``). The path is
+        protected, and a 2xx there an authentication, once a second client (its /64)
+        has been refused there: one client's 401s are its own story (an uptime monitor
+        that sends no key, every 5 minutes) and must not make every later 2xx there, a
         sweep's included, an authentication. A 403 is not learned at all: Ollama
         answers a browser extension's foreign ``Origin`` with 403 (anyone can send
         one), and ``deny`` rules answer with it; neither is an authentication
-        challenge. Bounded: the oldest key is forgotten first."""
-        protected = self._protected
-        if key in protected:
-            first = protected[key]
-            if first is not None and first != client:
-                protected[key] = None
-            return
-        if len(protected) >= PROTECTED_PATHS_LIMIT:
-            del protected[next(iter(protected))]
-        protected[key] = client
+        challenge. Bounded: the least recently refused key is forgotten first, the
+        :data:`KNOWN_PROTECTED` paths' keys in a table of their own."""
+        path = request.path
+        cut = path.find("?")
+        table = (
+            self._known if (path if cut < 0 else path[:cut]) in KNOWN_PROTECTED else self._protected
+        )
+        client = client_key(request.client)
+        first = table.pop(key, "")
+        if first == "":
+            if len(table) >= PROTECTED_PATHS_LIMIT:
+                del table[next(iter(table))]
+            first = client
+        elif first is not None and first != client:
+            first = None
+        table[key] = first  # at the end: the most recently refused
 
     def protected_paths(self) -> int:
         """Learned ``METHOD path`` keys answered 401 (protected or not yet)."""
-        return len(self._protected)
+        return len(self._protected) + len(self._known)
 
     @staticmethod
     def _walk(
