@@ -304,9 +304,13 @@ class ResponderRunner:
         which a reload makes just before it is replaced), dropped and skipped operations,
         and each responder's operations,
         batches and repairs, under the responder's name: those of a responder this runner
-        has too go on in it, the others are kept for a later reload that adds it again."""
+        has too go on in it, the others are kept for a later reload that adds it again.
+        Its marks of what is not enforced carry over for the responders this runner has
+        (the reconcile queued at the reload clears those it gets through), so a ban
+        refused for good is not counted given up again at each reload."""
         with previous._lock:
             carried = dict(previous._withdrawals)
+            marks = dict(previous._unenforced)
             dropped, skipped = dict(previous._dropped), previous._skipped_simulated
             counts = {name: c.counters(0) for name, c in previous._dormant.items()}
             for responder in previous.responders:
@@ -324,6 +328,14 @@ class ResponderRunner:
                     self._counts[name] = c
                 else:
                     self._dormant[name] = c
+            for (name, target), why in marks.items():
+                if name in self._counts:
+                    self._unenforced.setdefault((name, target), why)
+        old = {r.name: r for r in previous.responders}
+        for responder in self.responders:
+            was = old.get(responder.name)
+            if was is not None and was is not responder:
+                responder.carry_over(was)
 
     # ------------------------------------------------------------------ submitting
 
