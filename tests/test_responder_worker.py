@@ -204,8 +204,8 @@ def test_full_queue_drops_lifts_before_a_queued_ban(clock: FakeClock) -> None:
     ]
 
 
-def test_full_queue_keeping_held_drops_adds_before_manual_lifts(clock: FakeClock) -> None:
-    """With keep_held (no reconcile lifts) a full queue drops adds, which a reconcile restores."""
+def test_full_queue_keeping_held_drops_adds_never_manual_lifts(clock: FakeClock) -> None:
+    """With keep_held (no reconcile lifts) a full queue drops adds, never a manual lift."""
     r = Recording(clock)
     runner = ResponderRunner([r], clock, queue_size=3)
     runner.keep_held = True
@@ -219,6 +219,9 @@ def test_full_queue_keeping_held_drops_adds_before_manual_lifts(clock: FakeClock
         ("delete_many", ["192.0.2.1", "192.0.2.2"]),
         ("commit", []),
     ]
+    runner.submit_expired([ban(f"192.0.2.{i}") for i in range(10, 15)])
+    assert runner.dropped_by_kind()["delete"] == 0
+    assert runner.queued()[0] == 5
 
 
 def test_queued_reconcile_takes_out_what_it_covers(clock: FakeClock) -> None:

@@ -35,8 +35,9 @@ target) and reported by :meth:`~ResponderRunner.unenforced`.
 The queue is bounded (``[daemon] responder_queue``). When it is full, queued
 operations are dropped, each in O(1), in the order of :data:`_DROP_ORDER`: lifts of
 expired bans first (nftables lifts those itself at their timeout), then manual lifts,
-then adds (with :attr:`~ResponderRunner.keep_held`, adds before manual lifts: its
-reconciles lift nothing); a reconcile is never dropped. Each drop is counted in
+then adds (with :attr:`~ResponderRunner.keep_held` manual lifts are never dropped:
+its reconciles lift nothing, so the queue may pass its bound by them, at most the bans
+that were in force); a reconcile is never dropped. Each drop is counted in
 ``aisentinel_responder_queue_dropped_total{operation}``, logged once per streak, and
 makes :meth:`~ResponderRunner.resync_wanted` true: the daemon's loop then queues a
 reconcile at once, which restores what was lost. A reconcile queued takes out of the
@@ -207,7 +208,7 @@ _LIFT = "delete"
 _ADD = "add"
 _DROP_ORDER = (_LIFT_EXPIRED, _LIFT, _ADD)
 """What a full queue drops first: lifts of expired bans, manual lifts, adds (with
-:attr:`ResponderRunner.keep_held`: lifts of expired bans, adds, manual lifts)."""
+:attr:`ResponderRunner.keep_held`: lifts of expired bans, adds, never manual lifts)."""
 
 
 def _target_text(decision: Decision) -> str:
@@ -452,11 +453,12 @@ class ResponderRunner:
 
     def _drop_one(self) -> bool:
         """Drop the queued operation whose loss costs least (lock held): a lift of an
-        expired ban (a timeout in the kernel lifts it too), a manual lift (unless
-        :attr:`keep_held`: no reconcile would lift it then), an add (the reconcile it
-        asks for puts it back); counted, and the next reconcile is wanted at once.
-        ``False`` when nothing can be dropped."""
-        order = (_LIFT_EXPIRED, _ADD, _LIFT) if self.keep_held else _DROP_ORDER
+        expired ban (a timeout in the kernel lifts it too), a manual lift (never with
+        :attr:`keep_held`: no reconcile would lift it then; the lifts queued are at most
+        the bans that were in force), an add (the reconcile it asks for puts it back);
+        counted, and the next reconcile is wanted at once. ``False`` when nothing can
+        be dropped."""
+        order = (_LIFT_EXPIRED, _ADD) if self.keep_held else _DROP_ORDER
         for kind in order:
             victims = self._victims[kind]
             while victims:
