@@ -1217,6 +1217,8 @@ class Daemon:
                 self._reconcile_now.clear()
                 self.runner.keep_held = self.keeping_held is not None
                 next_reconcile = now_m
+            if self.runner.resync_wanted():  # a full queue dropped something: restore it
+                next_reconcile = now_m
             if now_m >= next_reconcile:
                 # The ledger is the truth: repair flushed rulesets, drop unknown bans.
                 self.runner.reconcile(self.engine.active())

@@ -886,20 +886,23 @@ class Pipeline:
         return expired
 
     def _bans_ended(self, ended: Sequence[Decision]) -> None:
-        """Tell the detectors which clients' bans ended (:meth:`Detector.ban_ended`): the
-        key each counts a banned address, or network, under."""
-        keys = {
-            client_key(d.target.text) if d.target.is_host else d.target.text
-            for d in ended
-            if isinstance(d.target, AddressTarget)
-        }
+        """Tell the detectors which clients' bans ended (:meth:`Detector.bans_ended`, one
+        call per detector for the whole wave): the key each counts a banned address, or
+        network, under."""
+        keys = sorted(
+            {
+                client_key(d.target.text) if d.target.is_host else d.target.text
+                for d in ended
+                if isinstance(d.target, AddressTarget)
+            }
+        )
+        if not keys:
+            return
         for detector in self.detectors:
-            for key in keys:
-                try:
-                    detector.ban_ended(key)
-                except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
-                    self._fault("detect", detector.name, "", exc, None)
-                    break
+            try:
+                detector.bans_ended(keys)
+            except Exception as exc:  # noqa: BLE001 - a plug-in fault must not stop the daemon
+                self._fault("detect", detector.name, "", exc, None)
 
     def tracked_keys(self) -> Mapping[str, int]:
         """Keys held per detector (bounded by each detector's ``max_keys``)."""

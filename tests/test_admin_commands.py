@@ -540,6 +540,45 @@ def test_cli_ban_wider_than_an_enabled_responder_takes_is_refused(
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_cli_ban_of_an_ipv6_host_widened_past_what_a_responder_takes_is_refused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`aisentinel ban <IPv6 host>` whose ipv6_ban_prefix network (/48) nftables' min_prefix6
+    (64) refuses is refused naming the /48, and nothing is recorded; a /64 prefix bans."""
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    nft = FakeRunner({("nft", "-j", "-f", "-"): FakeRunner.ok(("nft", "-j", "-f", "-"))})
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft", min_prefix6=64), clock=FakeClock(T0), commands=nft
+    )
+    env = _env(tmp, more=[responder], ipv6_ban_prefix=48)
+    try:
+        sock = str(env.server.path)
+        assert main(["ban", "2001:db8:1:2::5", "--socket", sock]) == 1
+        err = capsys.readouterr().err
+        assert "refused: 2001:db8:1::/48 (what a ban of 2001:db8:1:2::5 covers" in err
+        assert "(responders.nftables.min_prefix6): it would not be enforced" in err
+        assert not env.engine.active()
+        assert env.ledger.history("2001:db8:1::/48") == []
+    finally:
+        env.server.stop()
+        env.runner.close(1.0)
+        env.ledger.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix="as-", dir="/tmp"))
+    responder = NftablesResponder(
+        NftablesConfig(backend="nft", min_prefix6=64), clock=FakeClock(T0), commands=nft
+    )
+    env = _env(tmp, more=[responder], ipv6_ban_prefix=64)
+    try:
+        assert main(["ban", "2001:db8:1:2::5", "--socket", str(env.server.path)]) == 0
+        assert [d.target.text for d in env.engine.active() if d.target] == ["2001:db8:1:2::/64"]
+    finally:
+        env.server.stop()
+        env.runner.close(1.0)
+        env.ledger.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_a_shorter_manual_ban_keeps_the_longer_ban_in_force(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import ClassVar
+
+import pytest
 
 from aisentinel.clock import FakeClock
 from aisentinel.decisions.config import DecisionsConfig
 from aisentinel.decisions.engine import DecisionEngine
 from aisentinel.decisions.ledger import Ledger
 from aisentinel.detectors import build_detectors
-from aisentinel.events import Action, Decision, Finding, LineBatch
+from aisentinel.detectors.base import Detector, DetectorConfigBase
+from aisentinel.events import Action, Decision, Event, Finding, LineBatch
 from aisentinel.pipeline import Pipeline
 
 T0 = 1_764_000_000.0
@@ -302,3 +306,54 @@ def test_a_fast_attacker_back_slowly_from_its_ban_is_banned_again(tmp_path: Path
         assert expires is not None
         _slowly(run, expires + 60, 20, client.replace("::7", "::8"))
         assert [(d.action, d.offence) for d in run.decisions[1:]] == [(Action.BAN, 2)], client
+
+
+def test_a_wave_of_ended_bans_reaches_each_detector_in_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bans ending together reach each detector as one bans_ended call with every key."""
+    run = Run(tmp_path)
+    clients = ["203.0.113.7", "203.0.113.8", "2001:db8:5:6::7"]
+    for client in clients:
+        run.failures(T0, 5, client)
+    assert len(run.decisions) == 3
+    calls: list[tuple[str, list[str]]] = []
+    for detector in run.pipeline.detectors:
+        monkeypatch.setattr(
+            detector,
+            "bans_ended",
+            lambda keys, name=detector.name: calls.append((name, list(keys))),
+        )
+    expires = max(d.expires_at or 0.0 for d in run.decisions)
+    run.pipeline.expire(expires + 1)
+    keys = ["2001:db8:5:6::/64", "203.0.113.7", "203.0.113.8"]
+    assert calls == [(d.name, keys) for d in run.pipeline.detectors]
+
+
+class _PerKey(Detector):
+    """A plug-in that overrides ban_ended only."""
+
+    name: ClassVar[str] = "per_key"
+
+    def __init__(self) -> None:
+        super().__init__(DetectorConfigBase())
+        self.ended: list[str] = []
+
+    def observe(self, event: Event) -> Finding | None:
+        return None
+
+    def expire(self, now: float) -> int:
+        return 0
+
+    def tracked_keys(self) -> int:
+        return 0
+
+    def ban_ended(self, key: str) -> None:
+        self.ended.append(key)
+
+
+def test_a_detector_overriding_ban_ended_still_gets_each_key() -> None:
+    """The default bans_ended calls an overridden ban_ended once per key."""
+    detector = _PerKey()
+    detector.bans_ended(["192.0.2.1", "192.0.2.2"])
+    assert detector.ended == ["192.0.2.1", "192.0.2.2"]

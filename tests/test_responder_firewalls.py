@@ -335,6 +335,59 @@ def test_nft_refused_ban_is_reported_not_enforced_and_given_up_once() -> None:
     )
 
 
+def _refusal_lines(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [
+        (e["log_level"], e["event"])
+        for e in logs
+        if e["log_level"] != "debug"
+        and ("refused a target" in e["event"] or "refused before" in e["event"])
+    ]
+
+
+def test_nft_refused_ban_is_an_error_once_then_one_warning_per_reconcile() -> None:
+    """A ban refused for good is logged as an error once; each later reconcile that meets
+    it again logs one warning line for all of them, and a reload keeps that."""
+    clock = FakeClock(NOW)
+    responder, _ = nft_responder(min_prefix6=64)
+    responder.clock = clock
+    worker = ResponderRunner([responder], clock)
+    active = [ban(f"2001:db8:{i:x}::/48") for i in range(3)] + [ban("192.0.2.1")]
+    with capture_logs() as logs:
+        worker.reconcile(active)
+        worker.tick()
+    assert _refusal_lines(logs) == [("error", "nftables responder refused a target")] * 3
+    for _ in range(2):
+        with capture_logs() as logs:
+            worker.reconcile(active)
+            worker.tick()
+        assert _refusal_lines(logs) == [
+            ("warning", "nftables reconcile met bans it refused before, still not enforced")
+        ]
+        assert [e["refused"] for e in logs if "refused before" in e["event"]] == [3]
+    replacement, _ = nft_responder(min_prefix6=64)
+    replacement.clock = clock
+    reloaded = ResponderRunner([replacement], clock)
+    reloaded.carry_over(worker)
+    with capture_logs() as logs:
+        reloaded.reconcile(active)
+        reloaded.tick()
+    assert [level for level, _ in _refusal_lines(logs)] == ["warning"]
+    assert reloaded.unenforced(active[0]) == ["nftables: given up: refused by the backend"]
+    (stats,) = reloaded.stats()
+    assert stats.given_up[Operation.RECONCILE] == 3
+
+
+def test_nft_lift_of_a_refused_ban_is_skipped_silently() -> None:
+    """Lifting a ban nftables refused (never written) logs no refusal and runs nothing."""
+    responder, runner = nft_responder(min_prefix6=64)
+    with capture_logs() as logs:
+        responder.delete_many([ban("2001:db8:1::/48")])
+        responder.commit()
+    assert _refusal_lines(logs) == []
+    assert runner.calls == []
+    assert responder.refused == 0
+
+
 def test_fail2ban_batches_into_one_client_run_per_direction() -> None:
     """Adds are one `set JAIL banip A B`, deletes one `unbanip`, over the configured socket."""
     banip = (

@@ -174,7 +174,76 @@ def test_full_queue_drops_the_oldest_adds_counts_and_logs_once_per_streak(
     assert [e.get("dropped") for e in logs if e["event"].endswith("room again")] == [3]
     assert len([e for e in logs if e["event"].startswith("responder queue full")]) == 1
     metrics = _families(runner.collect())
-    assert metrics["aisentinel_responder_queue_dropped_total"] == {(): 5.0}
+    assert metrics["aisentinel_responder_queue_dropped_total"] == {
+        ("delete_expired",): 0.0,
+        ("delete",): 0.0,
+        ("add",): 5.0,
+    }
+    assert runner.resync_wanted()
+    assert not runner.resync_wanted()
+
+
+def test_full_queue_drops_lifts_before_a_queued_ban(clock: FakeClock) -> None:
+    """A wave of lifts past ``queue_size`` drops lifts (expired ones first), never the ban."""
+    r = Recording(clock)
+    runner = ResponderRunner([r], clock, queue_size=4)
+    runner.submit(ban("203.0.113.99"))
+    manual = [ban(f"192.0.2.{i}") for i in range(1, 4)]
+    expired = [decision(AddressTarget.parse(f"198.51.100.{i}"), ttl=-1.0) for i in range(1, 4)]
+    runner.submit_expired(manual)
+    runner.submit_expired(expired)
+    assert runner.dropped_by_kind() == {"delete_expired": 3, "delete": 0, "add": 0}
+    runner.submit_expired([ban("192.0.2.9")])
+    assert runner.dropped_by_kind() == {"delete_expired": 3, "delete": 1, "add": 0}
+    assert runner.resync_wanted()
+    runner.tick()
+    assert r.calls == [
+        ("add_many", ["203.0.113.99"]),
+        ("delete_many", ["192.0.2.2", "192.0.2.3", "192.0.2.9"]),
+        ("commit", []),
+    ]
+
+
+def test_full_queue_keeping_held_drops_adds_never_manual_lifts(clock: FakeClock) -> None:
+    """With keep_held (no reconcile lifts) a full queue drops adds, never a manual lift."""
+    r = Recording(clock)
+    runner = ResponderRunner([r], clock, queue_size=3)
+    runner.keep_held = True
+    runner.submit_expired([ban("192.0.2.1"), ban("192.0.2.2")])
+    runner.submit(ban("203.0.113.1"))
+    runner.submit(ban("203.0.113.2"))
+    assert runner.dropped_by_kind() == {"delete_expired": 0, "delete": 0, "add": 1}
+    runner.tick()
+    assert r.calls == [
+        ("add_many", ["203.0.113.2"]),
+        ("delete_many", ["192.0.2.1", "192.0.2.2"]),
+        ("commit", []),
+    ]
+    runner.submit_expired([ban(f"192.0.2.{i}") for i in range(10, 15)])
+    assert runner.dropped_by_kind()["delete"] == 0
+    assert runner.queued()[0] == 5
+
+
+def test_queued_reconcile_takes_out_what_it_covers(clock: FakeClock) -> None:
+    """A reconcile empties the queue of what it covers, and keeps uncancelled keep_held lifts."""
+    r = Recording(clock)
+    runner = ResponderRunner([r], clock, queue_size=16)
+    runner.submit(ban("203.0.113.1"))
+    runner.submit_expired([ban("192.0.2.1")])
+    runner.reconcile([ban("203.0.113.1")])
+    assert runner.queued()[0] == 1
+    runner.keep_held = True
+    runner.submit_expired([ban("192.0.2.2"), ban("192.0.2.3")])
+    runner.submit(ban("192.0.2.3"))
+    runner.reconcile([ban("203.0.113.1"), ban("192.0.2.3")])
+    assert runner.queued()[0] == 2
+    runner.tick()
+    assert r.calls == [
+        ("add_many", ["192.0.2.3", "203.0.113.1"]),  # reconcile_adding
+        ("commit", []),
+        ("delete_many", ["192.0.2.2"]),
+        ("commit", []),
+    ]
 
 
 def test_queue_depth_and_oldest_age_are_metrics(clock: FakeClock) -> None:
@@ -322,6 +391,30 @@ def test_slow_responder_does_not_stall_the_daemon_heartbeat(
     added = [t for op, targets in slow.calls if op == "add_many" for t in targets]
     assert added == ["198.51.100.10", "198.51.100.11"]
     assert slow.closed
+
+
+def test_daemon_reconciles_at_once_when_the_queue_dropped_operations(
+    tmp_path: Path, now_epoch: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Operations a full queue dropped make the loop queue a reconcile at once, not in 5 min."""
+    clock = FakeClock(now_epoch + 60)
+    rec = Recording(clock)
+    monkeypatch.setattr(Daemon, "_build_responders", lambda _self, _config: [rec])
+    path = _config(tmp_path)
+    daemon = Daemon(load_config(path), config_path=path)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        assert daemon.started.wait(10)
+        assert wait_for(lambda: ("reconcile", []) in rec.calls, timeout=15)
+        daemon.runner.queue_size = 1
+        daemon.runner.submit_expired([ban("192.0.2.1"), ban("192.0.2.2")])
+        assert wait_for(lambda: rec.calls.count(("reconcile", [])) == 2, timeout=15)
+    finally:
+        daemon.request_stop()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert daemon.runner.dropped == 1
 
 
 def test_every_responder_factory_gets_the_daemons_command_runner(tmp_path: Path) -> None:

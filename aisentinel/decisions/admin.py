@@ -234,15 +234,27 @@ class AdminCommands:
         ttl = _ttl(args, engine.config.ban_ttl)
         force, replace = _flag(args, "force"), _flag(args, "replace")
         runner = self._runner()
-        refusals = [] if engine.config.simulate else runner.refusals(target.network)
-        if refusals:  # it would be recorded and reported banned, and never enforced
-            raise CommandError(
-                f"refused: {target.text}: {escape('; '.join(refusals), limit=300)}: it "
-                "would not be enforced; ban a narrower network, or lower that key"
+
+        def check(covered: AddressTarget) -> None:
+            """Refuse a ban a responder would refuse for good (recorded and reported
+            banned, never enforced): of the network the ban covers, which for an IPv6
+            host is its ``ipv6_ban_prefix`` network."""
+            refusals = [] if engine.config.simulate else runner.refusals(covered.network)
+            if not refusals:
+                return
+            widened = (
+                f" (what a ban of {target.text} covers: [decisions] ipv6_ban_prefix)"
+                if covered.text != target.text
+                else ""
             )
+            raise CommandError(
+                f"refused: {covered.text}{widened}: {escape('; '.join(refusals), limit=300)}:"
+                " it would not be enforced; ban a narrower network, or lower that key"
+            )
+
         try:
             decision, kept = engine.manual_ban_kept(
-                target.text, ttl, reason, peer.who, force=force, replace=replace
+                target.text, ttl, reason, peer.who, force=force, replace=replace, check=check
             )
         except ValueError as exc:
             raise CommandError(str(exc)) from None

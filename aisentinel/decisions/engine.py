@@ -954,6 +954,7 @@ class DecisionEngine:
         *,
         force: bool = False,
         replace: bool = False,
+        check: Callable[[AddressTarget], None] | None = None,
     ) -> tuple[Decision, bool]:
         """An operator's ban of ``text`` (an address or a CIDR) for ``ttl`` seconds, and
         whether a ban in force that ends later was kept (told by the comparison of the
@@ -970,6 +971,10 @@ class DecisionEngine:
         allowlist always wins, operators included), holds a live SSH client, or can
         never be a ban target. It is not counted by the storm brake. In simulate mode
         the decision is recorded and nothing is enforced.
+
+        ``check`` is called with the target the ban covers (an IPv6 host grouped by
+        ``ipv6_ban_prefix``) before anything is recorded, and raises to refuse it (the
+        admin command: a responder that would refuse that network for good).
         """
         target = AddressTarget.parse(text)
         with self._op:
@@ -980,6 +985,8 @@ class DecisionEngine:
                 raise ValueError(f"refused: {target.text} {why}")
             if target.is_host:
                 target, _note = self._ban_target(target)
+            if check is not None:
+                check(target)
             now = self.clock.now()
             expires_at = now + ttl
             why = f"by {who}: {reason}" if reason else f"by {who}"

@@ -173,6 +173,10 @@ class Responder(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, empty by default
         """Release resources at shutdown (bans stay: they carry their own timeouts)."""
 
+    def carry_over(self, previous: Responder) -> None:  # noqa: B027 - optional hook
+        """Go on from ``previous``, the responder of the same name this one replaces at a
+        reload (the worker calls it before this one gets any operation). Default: nothing."""
+
     def refusal(self, net: IPNetwork) -> str | None:
         """Why this responder's config makes it refuse a ban of ``net`` for good (nftables:
         wider than its ``min_prefix4`` / ``min_prefix6``), naming the key; ``None`` when

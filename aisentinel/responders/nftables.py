@@ -75,6 +75,7 @@ from aisentinel.responders.base import (
     REGISTRY,
     BufferedResponder,
     PartialError,
+    Responder,
     ResponderConfigBase,
     ResponderError,
     ResponderHealth,
@@ -186,6 +187,12 @@ class NftablesResponder(BufferedResponder):
         """Targets refused by the last-moment validation (never written)."""
         self._refused_now: dict[str, str] = {}
         """The bans refused by the commit or reconcile under way: target text -> why."""
+        self._refusals_logged: set[str] = set()
+        """Targets whose refusal was logged as an error: a later refusal of one (each
+        reconcile meets a refused ban in force again) is logged at debug; a reconcile
+        keeps only those it met refused again."""
+        self._logged_now: set[str] = set()
+        """Targets logged as an error by the commit or reconcile under way."""
 
     def _pick(self) -> NftBackend | None:
         cli = NftCommand(self.commands, timeout=self.cfg.command_timeout)
@@ -206,17 +213,21 @@ class NftablesResponder(BufferedResponder):
     def refusal(self, net: IPNetwork) -> str | None:
         return _too_wide(net, self.cfg)
 
+    def carry_over(self, previous: Responder) -> None:
+        """Keep which refusals were logged as errors: the reconcile at the reload meets
+        the refused bans in force again (one warning line for them, not an error each)."""
+        if isinstance(previous, NftablesResponder):
+            self._refusals_logged = set(previous._refusals_logged)
+
     def commit(self) -> None:
         """Apply the staged bans and lifts; raises :class:`PartialError` naming the bans
         refused for good (never written: a network wider than ``min_prefix4`` /
         ``min_prefix6``, an address that is no ban target) after the others are applied."""
         adds, deletes = self.take()
         now = self.clock.now()
-        self._refused_now = {}
+        self._refused_now, self._logged_now = {}, set()
         added = [b for b in self._valid(adds) if b[2] is None or b[2] > now]
-        refused = dict(self._refused_now)
-        lifted = list(self._valid(deletes))
-        self._refused_now = refused  # a lift refused was never written: nothing to report
+        lifted = list(self._valid(deletes, lifts=True))
         if not added and not lifted:
             self._raise_refused("commit")
             return
@@ -254,6 +265,16 @@ class NftablesResponder(BufferedResponder):
         """Raise :class:`PartialError` with the bans refused by this ``what`` (commit,
         reconcile), so the worker reports them not enforced and counts them given up."""
         refused, self._refused_now = self._refused_now, {}
+        if what == "reconcile":
+            self._refusals_logged &= refused.keys()
+            again = len(refused.keys() - self._logged_now)
+            if again:
+                log.warning(
+                    "nftables reconcile met bans it refused before, still not enforced",
+                    refused=again,
+                    first=next(iter(sorted(refused.keys() - self._logged_now))),
+                )
+        self._logged_now = set()
         if refused:
             text, why = next(iter(refused.items()))
             raise PartialError(
@@ -264,7 +285,7 @@ class NftablesResponder(BufferedResponder):
 
     def reconcile(self, active: Sequence[Decision]) -> None:
         now = self.clock.now()
-        self._refused_now = {}
+        self._refused_now, self._logged_now = {}, set()
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
@@ -280,7 +301,7 @@ class NftablesResponder(BufferedResponder):
         """Add the active bans to the table as it is, keeping every element in it (each
         ends by its own kernel timeout) and the drop rule of every set it has."""
         now = self.clock.now()
-        self._refused_now = {}
+        self._refused_now, self._logged_now = {}, set()
         wanted = {
             text: (net, exp) for text, net, exp in self._valid(active) if exp is None or exp > now
         }
@@ -546,33 +567,43 @@ class NftablesResponder(BufferedResponder):
         self.made = True
 
     def _valid(
-        self, decisions: Iterable[Decision]
+        self, decisions: Iterable[Decision], *, lifts: bool = False
     ) -> Iterable[tuple[str, IPNetwork, float | None]]:
-        """(text, network, expires_at) of each decision whose target passes the last check."""
+        """(text, network, expires_at) of each decision whose target passes the last check.
+
+        ``lifts``: the targets that fail it were never written (their adds were refused
+        the same way), so there is nothing to lift: skipped, neither logged nor reported."""
         for decision in decisions:
             target = decision.target
             if not isinstance(target, AddressTarget):
-                self._refuse(getattr(target, "text", "?"), "not an address target")
+                if not lifts:
+                    self._refuse(getattr(target, "text", "?"), "not an address target")
                 continue
             try:
                 net = ipaddress.ip_network(target.text, strict=True)
             except ValueError:
-                self._refuse(target.text, "not an address or network")
+                if not lifts:
+                    self._refuse(target.text, "not an address or network")
                 continue
             why = _refusal(net, self.cfg)
             if why is not None:
-                self._refuse(target.text, why)
+                if not lifts:
+                    self._refuse(target.text, why)
                 continue
             yield target.text, net, decision.expires_at
 
     def _refuse(self, text: str, why: str) -> None:
+        """Count and report a refused target: an error the first time, at debug after
+        (a reconcile logs one line for those it met again)."""
         self.refused += 1
         self._refused_now[text] = why
-        log.error(
-            "nftables responder refused a target",
-            target=text[:64].encode("ascii", "backslashreplace").decode(),
-            reason=why,
-        )
+        shown = text[:64].encode("ascii", "backslashreplace").decode()
+        if text in self._refusals_logged:
+            log.debug("nftables responder refused a target again", target=shown, reason=why)
+            return
+        self._refusals_logged.add(text)
+        self._logged_now.add(text)
+        log.error("nftables responder refused a target", target=shown, reason=why)
 
     def _chain_id(self, name: str) -> dict[str, str]:
         return {"family": FAMILY, "table": self.cfg.table, "name": name}

@@ -32,10 +32,16 @@ active set kept current), so a new ban never waits for the whole reconcile. Targ
 refused for good, whether by a commit or a reconcile, are given up (counted once per
 target) and reported by :meth:`~ResponderRunner.unenforced`.
 
-The queue is bounded (``[daemon] responder_queue``). When it is full the oldest
-queued add is dropped (else the oldest operation): counted in
-``aisentinel_responder_queue_dropped_total`` and logged once per streak; the next
-reconcile (every reload, every start) restores whatever was lost. Simulated
+The queue is bounded (``[daemon] responder_queue``). When it is full, queued
+operations are dropped, each in O(1), in the order of :data:`_DROP_ORDER`: lifts of
+expired bans first (nftables lifts those itself at their timeout), then manual lifts,
+then adds (with :attr:`~ResponderRunner.keep_held` manual lifts are never dropped:
+its reconciles lift nothing, so the queue may pass its bound by them, at most the bans
+that were in force); a reconcile is never dropped. Each drop is counted in
+``aisentinel_responder_queue_dropped_total{operation}``, logged once per streak, and
+makes :meth:`~ResponderRunner.resync_wanted` true: the daemon's loop then queues a
+reconcile at once, which restores what was lost. A reconcile queued takes out of the
+queue what it covers (as :meth:`~ResponderRunner._fold` would), so it makes room. Simulated
 decisions never reach a responder, and a responder only gets the actions it
 :attr:`~aisentinel.responders.base.Responder.handles`.
 
@@ -197,6 +203,14 @@ _REFUSED = f"given up: {_REFUSED_WHY}"
 whether its add or a reconcile met the refusal."""
 
 
+_LIFT_EXPIRED = "delete_expired"
+_LIFT = "delete"
+_ADD = "add"
+_DROP_ORDER = (_LIFT_EXPIRED, _LIFT, _ADD)
+"""What a full queue drops first: lifts of expired bans, manual lifts, adds (with
+:attr:`ResponderRunner.keep_held`: lifts of expired bans, adds, never manual lifts)."""
+
+
 def _target_text(decision: Decision) -> str:
     return decision.target.text if decision.target is not None else ""
 
@@ -250,7 +264,12 @@ class ResponderRunner:
         self._wake = threading.Condition(self._lock)
         self._cycle_lock = threading.Lock()
         """Held while a cycle runs, so :meth:`tick` and the thread never overlap."""
-        self._queue: deque[_Item] = deque()
+        self._queue: dict[int, _Item] = {}  # by sequence number, in order (O(1) drops)
+        self._seq = 0
+        self._victims: dict[str, deque[int]] = {kind: deque() for kind in _DROP_ORDER}
+        """Sequence numbers of the queued adds and lifts, oldest first, by what dropping
+        one costs (:data:`_DROP_ORDER`); stale numbers are skipped."""
+        self._resync = False  # something was dropped: a reconcile is wanted now
         self._busy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -258,7 +277,7 @@ class ResponderRunner:
         self._counts = {r.name: _Counts() for r in self.responders}
         self._next_health: float | None = None
         self._skipped_simulated = 0
-        self._dropped = 0
+        self._dropped: dict[str, int] = dict.fromkeys(_DROP_ORDER, 0)  # by kind
         self._retiring: list[_Retiree] = []
         self._unenforced: dict[tuple[str, str], str] = {}
         """(responder, target) -> why an add was given up; gone once it is applied or lifted."""
@@ -286,17 +305,22 @@ class ResponderRunner:
         which a reload makes just before it is replaced), dropped and skipped operations,
         and each responder's operations,
         batches and repairs, under the responder's name: those of a responder this runner
-        has too go on in it, the others are kept for a later reload that adds it again."""
+        has too go on in it, the others are kept for a later reload that adds it again.
+        Its marks of what is not enforced carry over for the responders this runner has
+        (the reconcile queued at the reload clears those it gets through), so a ban
+        refused for good is not counted given up again at each reload."""
         with previous._lock:
             carried = dict(previous._withdrawals)
-            dropped, skipped = previous._dropped, previous._skipped_simulated
+            marks = dict(previous._unenforced)
+            dropped, skipped = dict(previous._dropped), previous._skipped_simulated
             counts = {name: c.counters(0) for name, c in previous._dormant.items()}
             for responder in previous.responders:
                 counts[responder.name] = previous._counts[responder.name].counters(
                     responder.repairs
                 )
         with self._lock:
-            self._dropped += dropped
+            for kind, n in dropped.items():
+                self._dropped[kind] += n
             self._skipped_simulated += skipped
             for key, n in carried.items():
                 self._withdrawals[key] = self._withdrawals.get(key, 0) + n
@@ -305,6 +329,14 @@ class ResponderRunner:
                     self._counts[name] = c
                 else:
                     self._dormant[name] = c
+            for (name, target), why in marks.items():
+                if name in self._counts:
+                    self._unenforced.setdefault((name, target), why)
+        old = {r.name: r for r in previous.responders}
+        for responder in self.responders:
+            was = old.get(responder.name)
+            if was is not None and was is not responder:
+                responder.carry_over(was)
 
     # ------------------------------------------------------------------ submitting
 
@@ -322,10 +354,14 @@ class ResponderRunner:
 
     def submit_expired(self, decisions: Iterable[Decision]) -> None:
         """Queue lifting expired (or manually lifted) enforcements; skips simulated ones."""
-        mono = self.clock.monotonic()
-        for decision in decisions:
-            if _enforceable(decision):
-                self._enqueue(_Item(Operation.DELETE, decision, (), mono))
+        mono, now = self.clock.monotonic(), self.clock.now()
+        with self._wake:
+            for decision in decisions:
+                if _enforceable(decision):
+                    expired = (decision.expires_at or 0.0) <= now
+                    kind = _LIFT_EXPIRED if expired else _LIFT
+                    self._put(_Item(Operation.DELETE, decision, (), mono), kind)
+            self._wake.notify_all()
 
     def reconcile(self, active: Iterable[Decision]) -> None:
         """Queue making every responder hold exactly the enforceable decisions in ``active``.
@@ -394,29 +430,83 @@ class ResponderRunner:
 
     def _enqueue(self, item: _Item) -> None:
         with self._wake:
-            if len(self._queue) >= self.queue_size:
-                self._drop_oldest()
-            elif self._streak:
-                log.info("responder queue has room again", dropped=self._streak)
-                self._streak = 0
-            self._queue.append(item)
+            if item.op is Operation.RECONCILE:
+                self._covered()
+            self._put(item, _ADD if item.op is Operation.ADD else None)
             self._wake.notify_all()
 
-    def _drop_oldest(self) -> None:
-        """Make room (lock held): the oldest queued add goes, else the oldest operation."""
-        queue = self._queue
-        at = next((i for i, it in enumerate(queue) if it.op is Operation.ADD), 0)
-        dropped = queue[at]
-        del queue[at]
-        self._dropped += 1
-        self._streak += 1
-        if self._streak == 1:
-            log.error(
-                "responder queue full; the oldest queued operations are dropped (counted in "
-                "aisentinel_responder_queue_dropped_total) until the responders catch up",
-                queue_size=self.queue_size,
-                operation=dropped.op.value,
-            )
+    def _put(self, item: _Item, kind: str | None) -> None:
+        """Queue ``item`` (lock held); past the bound, drop queued adds and lifts in the
+        order of :data:`_DROP_ORDER` (a reconcile is never dropped, and is allowed past
+        the bound: it replaces what it covers)."""
+        seq = self._seq = self._seq + 1
+        self._queue[seq] = item
+        if kind is not None:
+            self._victims[kind].append(seq)
+        if len(self._queue) <= self.queue_size:
+            if self._streak:
+                log.info("responder queue has room again", dropped=self._streak)
+                self._streak = 0
+            return
+        while len(self._queue) > self.queue_size and self._drop_one():
+            pass
+
+    def _drop_one(self) -> bool:
+        """Drop the queued operation whose loss costs least (lock held): a lift of an
+        expired ban (a timeout in the kernel lifts it too), a manual lift (never with
+        :attr:`keep_held`: no reconcile would lift it then; the lifts queued are at most
+        the bans that were in force), an add (the reconcile it asks for puts it back);
+        counted, and the next reconcile is wanted at once. ``False`` when nothing can
+        be dropped."""
+        order = (_LIFT_EXPIRED, _ADD) if self.keep_held else _DROP_ORDER
+        for kind in order:
+            victims = self._victims[kind]
+            while victims:
+                dropped = self._queue.pop(victims.popleft(), None)
+                if dropped is None:
+                    continue  # gone already: covered by a reconcile
+                self._dropped[kind] += 1
+                self._streak += 1
+                self._resync = True
+                if self._streak == 1:
+                    log.error(
+                        "responder queue full; queued operations are dropped (counted in "
+                        "aisentinel_responder_queue_dropped_total) and a reconcile is "
+                        "queued at once to restore them",
+                        queue_size=self.queue_size,
+                        operation=kind,
+                    )
+                return True
+        return False
+
+    def _covered(self) -> None:
+        """Take out of the queue what a reconcile queued now covers (lock held), as
+        :meth:`_fold` would: everything, but with :attr:`keep_held` the lifts no later
+        add cancels."""
+        last: dict[str, Operation] = {}
+        if self.keep_held:
+            for item in self._queue.values():
+                if item.decision is not None and item.op is not Operation.RECONCILE:
+                    last[_target_text(item.decision)] = item.op
+        kept = {
+            seq: item
+            for seq, item in self._queue.items()
+            if item.op is Operation.DELETE
+            and item.decision is not None
+            and last.get(_target_text(item.decision)) is Operation.DELETE
+        }
+        self._queue = kept
+        for victims in self._victims.values():
+            live = [seq for seq in victims if seq in kept]
+            victims.clear()
+            victims.extend(live)
+
+    def resync_wanted(self) -> bool:
+        """Whether operations were dropped since the last call: the caller (the daemon's
+        loop) then queues a reconcile at once, which restores them."""
+        with self._lock:
+            wanted, self._resync = self._resync, False
+            return wanted
 
     # ------------------------------------------------------------------ the thread
 
@@ -505,7 +595,7 @@ class ResponderRunner:
         with self._wake:
             self._stopping = True
             dropped = len(self._queue)
-            self._queue.clear()
+            self._queue = {}
             self._wake.notify_all()
         if thread is not None:
             thread.join(timeout)
@@ -558,8 +648,10 @@ class ResponderRunner:
         """
         with self._cycle_lock:
             with self._lock:
-                items = list(self._queue)
-                self._queue.clear()
+                items = list(self._queue.values())
+                self._queue = {}
+                for victims in self._victims.values():
+                    victims.clear()
                 mono = self.clock.monotonic()
                 retiring = [r for r in self._retiring if r.due <= mono]
                 self._retiring = [r for r in self._retiring if r.due > mono]
@@ -956,14 +1048,20 @@ class ResponderRunner:
         """Operations queued for the thread, and the age in seconds of the oldest (0 if none)."""
         with self._lock:
             depth = len(self._queue)
-            oldest = self._queue[0].queued_at if self._queue else None
+            oldest = next(iter(self._queue.values())).queued_at if self._queue else None
         return depth, 0.0 if oldest is None else max(0.0, self.clock.monotonic() - oldest)
 
     @property
     def dropped(self) -> int:
         """Queued operations dropped because the queue was full."""
         with self._lock:
-            return self._dropped
+            return sum(self._dropped.values())
+
+    def dropped_by_kind(self) -> dict[str, int]:
+        """Queued operations dropped because the queue was full, by kind
+        (:data:`_DROP_ORDER`)."""
+        with self._lock:
+            return dict(self._dropped)
 
     def stats(self) -> list[ResponderStats]:
         """One snapshot per responder, in the order they were given."""
@@ -1057,10 +1155,13 @@ class ResponderRunner:
         oldest.add_metric([], age)
         dropped = CounterMetricFamily(
             "aisentinel_responder_queue_dropped",
-            "Queued operations dropped because the queue was full (the next reconcile "
-            "restores them).",
+            "Queued operations dropped because the queue was full, per operation (add; "
+            "delete_expired: the lift of an expired ban; delete: a manual lift); a "
+            "reconcile is queued at once to restore them.",
+            labels=["operation"],
         )
-        dropped.add_metric([], self.dropped)
+        for kind, n in self.dropped_by_kind().items():
+            dropped.add_metric([kind], n)
         withdrawals = CounterMetricFamily(
             "aisentinel_responder_withdrawals",
             "Responders removed from the config whose enforcements were lifted, per "
