@@ -371,8 +371,8 @@ def replay(
             engine=engine,
             runner=None,
             clock=clock,
-            # Syslog timestamps have no year: inferred from each file's modification
-            # time (_replay_file), not from the replayed events (which start at the epoch).
+            # Syslog timestamps have no year: infer it from the wall clock, not
+            # from the replayed events (which start at the epoch).
             parser_clock=SystemClock(),
             parsers_config=config.parsers,
             on_finding=printer.finding,
@@ -408,27 +408,10 @@ def _host_snapshot() -> Callable[[], tuple[str, ...]]:
     return lambda: hosts
 
 
-class _WrittenAt(SystemClock):
-    """The clock a replayed file's year-less (syslog) times are dated by: stopped at the
-    file's last modification, when its last line was written; last year's log replayed
-    today is dated last year, one night never split across two years."""
-
-    def __init__(self, path: Path) -> None:
-        now = time.time()
-        try:
-            self._at = min(path.stat().st_mtime, now)  # a future mtime: a clock set wrong
-        except OSError:
-            self._at = now
-
-    def now(self) -> float:
-        return self._at
-
-
 def _replay_file(pipeline: Pipeline, path: Path, file_fmt: str, clock: EventClock) -> FileSummary:
     """One file through ``pipeline``; a read fault ends the file, recorded in ``error``."""
     source = str(path)
     fs = FileSummary(source, file_fmt)
-    pipeline.parser_clock = _WrittenAt(path)  # read when the file's parser is made
     try:
         if file_fmt == AUTO:
             file_fmt = fs.format = detect_format(path)

@@ -11,7 +11,6 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -544,27 +543,3 @@ def test_timezone_option_reads_syslog_times_in_that_zone(tmp_path: Path, now_epo
     res = _replay(str(log), "--timezone", "Mars/Olympus")
     assert res.returncode == 2
     assert "unknown time zone 'Mars/Olympus'" in res.stderr
-
-
-def test_last_years_syslog_file_is_dated_by_its_modification_time(
-    tmp_path: Path, now_epoch: float
-) -> None:
-    """A syslog file written a year ago, around today's date, is dated in its own year from
-    its modification time: every line at its true time, the night not split across years."""
-    end = int(now_epoch) - 365 * 86400 + 2 * 86400  # last year, two days after today's date
-    bursts = [end - 3 * 86400 + k * 6 * 3600 for k in range(13)]
-    log = tmp_path / "auth.log"
-    log.write_text(
-        "".join(
-            f"{time.strftime('%b %e %H:%M:%S', time.localtime(t + i))} gpu-box sshd[9]: "
-            f"Failed password for root from 198.51.100.{k + 1} port 5 ssh2\n"
-            for k, t in enumerate(bursts)
-            for i in range(5)
-        )
-    )
-    os.utime(log, (end + 60, end + 60))
-    out = io.StringIO()
-    replay([(log, "sshd")], Config(), out, as_json=True)
-    findings = [o for o in _objects(out.getvalue()) if o["type"] == "finding"]
-    expected = [datetime.fromtimestamp(t + 4, UTC).strftime("%Y-%m-%dT%H:%M:%S") for t in bursts]
-    assert [f["time"][:19] for f in findings] == expected
