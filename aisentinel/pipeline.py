@@ -272,6 +272,7 @@ class Pipeline:
         on_finding: FindingHook | None = None,
         on_decision: DecisionHook | None = None,
         zones: Mapping[str, tzinfo] | None = None,
+        watch_source_clocks: bool = True,
     ) -> None:
         self.detectors = list(detectors)
         self.shared = SharedState()
@@ -280,7 +281,9 @@ class Pipeline:
         set_ipv6_key_prefix(engine.config.ipv6_ban_prefix)  # detectors count what is banned
         self.runner = runner
         self.clock = clock
-        self.parser_clock = parser_clock or clock
+        # Whether a source whose log times stand off ``clock`` is flagged (clock_offset):
+        # off in replay, whose clock is the log's own time.
+        self.watch_source_clocks, self.parser_clock = watch_source_clocks, parser_clock or clock
         """What parsers read the current year from (syslog lines carry none)."""
         self.parsers_config = parsers_config or ParsersConfig()
         # Per source: the zone its local-time stamps are written in (its ``timezone``;
@@ -413,7 +416,11 @@ class Pipeline:
                 for message, fields in parser.take_notices():
                     log.warning(message, source=batch.source, parser=parser.name, **fields)
             self._recognise(counters, batch.source, parser, lines, len(events))
-            if events and counters.clock.observe(events[-1].ts, self.clock.now()):
+            if (
+                events
+                and self.watch_source_clocks
+                and counters.clock.observe(events[-1].ts, self.clock.now())
+            ):
                 log.warning(
                     "log times stand off the clock",
                     source=batch.source,

@@ -375,6 +375,8 @@ def replay(
             # from the replayed events (which start at the epoch).
             parser_clock=SystemClock(),
             parsers_config=config.parsers,
+            # The replay clock is the log's time: a source never stands off it.
+            watch_source_clocks=False,
             on_finding=printer.finding,
             on_decision=printer.decision,
         )

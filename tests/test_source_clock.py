@@ -109,3 +109,28 @@ def test_a_utc_error_log_read_on_a_tokyo_host_is_told_once(tmp_path: Path) -> No
         else:
             assert (warned, problems, gauges) == ([], [], {"web": 0.0})
             assert setup["clock_offset"] == 0.0
+
+
+@pytest.mark.usefixtures("tokyo")
+def test_replay_never_flags_a_source_clock(tmp_path: Path) -> None:
+    """A pipeline built as replay builds it (its clock is the log's own time) never flags a
+    source standing off its clock: no warning, no clock_offset problem."""
+    clock = FakeClock(T0)
+    pipeline = Pipeline(
+        detectors=[],
+        engine=DecisionEngine(DecisionsConfig(), Ledger(tmp_path / "l.db", clock), clock),
+        runner=None,
+        clock=clock,
+        watch_source_clocks=False,
+    )
+    with capture_logs() as logs:
+        for i in range(25):
+            clock.set(T0 + 30 * i)
+            stamp = time.strftime("%Y/%m/%d %H:%M:%S", time.gmtime(clock.now()))
+            line = (
+                f'{stamp} [error] 29#29: *{i} user "admin": password mismatch, '
+                f'client: 203.0.113.77, server: s, request: "GET / HTTP/1.1", host: "s"'
+            )
+            pipeline.process(LineBatch("web", "nginx-error", [line], clock.monotonic()))
+    assert [e for e in logs if e["event"] == "log times stand off the clock"] == []
+    assert pipeline.source_problems("web") == []
