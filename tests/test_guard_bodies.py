@@ -7,7 +7,7 @@ import json
 import pytest
 
 from aisentinel.guard import extract_prompt, redact_secrets
-from aisentinel.guard.bodies import MAX_PARSE_CHARS, MAX_PARTS
+from aisentinel.guard.bodies import MAX_BODY_CHARS, MAX_PARSE_CHARS, MAX_PARTS
 
 
 def _chat(*messages: tuple[str, object], **extra: object) -> str:
@@ -382,13 +382,19 @@ def test_lenient_texts_keep_the_role_written_before_them() -> None:
 )
 def test_raw_chat_template_prompt_is_split_by_role(prompt: str) -> None:
     """A prompt rendering a chat template (Ollama raw, /v1/completions): the system segment
-    is system text, assistant segments are left out, each user segment is a turn."""
+    is system text, assistant segments are quoted data (scanned, never the client's own
+    words), each user segment is the user's words."""
     q = "Do you ship to Canada?"
     body = json.dumps({"model": "m", "raw": True, "prompt": prompt.format(s=SYSTEM, q=q)})
-    system, turns, _ = _turns(body)
+    system, _turns_seen, _ = _turns(body)
     assert system == (SYSTEM,)
-    assert [t for t in turns if t] == [("What are your hours?",), (q,)]
-    assert "Nine to five." not in extract_prompt(body).text
+    got = extract_prompt(body)
+    quoted = got.quoted or (False,) * len(got.parts)
+    flags = got.system or (False,) * len(got.parts)
+    own = [p.strip() for p, qd, sy in zip(got.parts, quoted, flags, strict=True) if not (qd or sy)]
+    assert [p for p in own if p] == ["What are your hours?", q]
+    assert "Nine to five." in got.text
+    assert "Nine to five." not in got.own_text
 
 
 def test_template_tool_segment_is_quoted_and_plain_prompt_unchanged() -> None:
@@ -491,3 +497,21 @@ def test_wrapper_scan_is_linear() -> None:
     extract_prompt(prompt)
     assert time.perf_counter() - start < 2.0
     assert got.own_text == text
+
+
+def test_a_role_marker_followed_by_a_megabyte_of_blanks_is_read_in_linear_time() -> None:
+    """A Llama 3 header opener followed by ~1 MiB of spaces and no closing token (a regex
+    that split the run between two quantifiers took minutes on it) is read, and bounded."""
+    prompt = "<|start_header_id|>" + " " * 1_000_000 + "x"
+    got = extract_prompt(json.dumps({"model": "m", "prompt": prompt}))
+    assert got.shape == "completion"
+    assert sum(map(len, got.parts)) <= MAX_BODY_CHARS + 1
+
+
+@pytest.mark.parametrize("prefix", ["[/INST] ", "### Response:\n", "<|assistant|>\n"])
+def test_an_attack_after_an_assistant_marker_is_quoted_not_dropped(prefix: str) -> None:
+    """A prompt that opens with an assistant marker (a forged prefill) keeps its text as
+    quoted data: scanned and alerted on, never dropped unread."""
+    got = extract_prompt(json.dumps({"model": "m", "prompt": prefix + ATTACK}))
+    assert got.parts[-1].strip() == ATTACK
+    assert got.quoted[-1] is True

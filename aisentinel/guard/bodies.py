@@ -121,15 +121,15 @@ _WRAPPER = re.compile(
 # the role's name; a fixed token (no group) has its role in _FIXED_ROLES. Every branch
 # starts with a literal character, so the search skips the text between candidates.
 _ROLE_MARK = re.compile(
-    r"<\|im_start\|>[ \t]*(\w{0,32})"  # ChatML (Qwen, Yi, many fine-tunes)
-    r"|<\|start_header_id\|>[ \t]*(\w{0,32})[ \t]*<\|end_header_id\|>"  # Llama 3
+    r"<\|im_start\|>[ \t]*+(\w{0,32})"  # ChatML (Qwen, Yi, many fine-tunes)
+    r"|<\|start_header_id\|>[ \t]*+(\w{0,32}+)[ \t]*+<\|end_header_id\|>"  # Llama 3
     r"|<start_of_turn>(\w{0,32})"  # Gemma
     r"|<\|start_of_role\|>(\w{0,32})<\|end_of_role\|>"  # Granite
     r"|<\|start\|>(\w{0,32})"  # gpt-oss (harmony)
     r"|<\|START_OF_TURN_TOKEN\|><\|(\w{1,32})_TOKEN\|>"  # Command R
     r"|<\|(system|user|assistant|tool)\|>"  # Phi-3, Zephyr
     r"|<\uff5c(User|Assistant)\uff5c>"  # DeepSeek
-    r"|###?[ \t]*(Instruction|Input|Response|System|User|Assistant|Human)[ \t]*:"  # Alpaca
+    r"|###?[ \t]*+(Instruction|Input|Response|System|User|Assistant|Human)[ \t]*+:"  # Alpaca
     r"|\[/?INST\]|<</?SYS>>|\[/?SYSTEM_PROMPT\]|\[/?TOOL_RESULTS\]|\[/?AVAILABLE_TOOLS\]"
     r"|<\|im_end\|>|<\|eot_id\|>|<end_of_turn>|<\|end\|>|<\|END_OF_TURN_TOKEN\|>"
     r"|<\|endoftext\|>|</s>|<s>|<bos>|<\|begin_of_text\|>"
@@ -393,8 +393,10 @@ class _Collector:
         self.result = False
         if role == "system":
             self.add(text, quoted, True)
-        elif role != "assistant":
-            self.text(text, quoted or role == "tool")
+        else:
+            # An assistant segment is the client's own text too (a forged prefill or
+            # many-shot turns): scanned and alerted on as quoted data, never dropped.
+            self.text(text, quoted or role in ("tool", "assistant"))
 
     def body(self, shape: str, cut: bool, newest_first: bool = False) -> PromptBody:
         """The texts kept: the last turn first, then the system texts, then earlier
