@@ -435,7 +435,8 @@ def _old_ledger(path: Path) -> None:
     db.execute("PRAGMA user_version=1")
     rows = [
         (T0 - 10, "ban", "203.0.113.7", "ssh_bruteforce", 40, "r", HOUR, T0 + HOUR, 1, 0, 6),
-        (T0 - 9, "ban", "2001:db8::5", "http_auth", 40, "r", HOUR, T0 + 2 * HOUR, 2, 0, 9),
+        # An escalated ban: its ttl is its whole duration (what the engine has always written).
+        (T0 - 9, "ban", "2001:db8::5", "http_auth", 40, "r", 2 * HOUR + 9, T0 + 2 * HOUR, 2, 0, 9),
         (T0 - 8, "alert", "198.51.100.1", "scanning", 30, "a", None, None, 1, 0, 3),
         (T0 - 7, "ban", "198.51.100.2", "scanning", 40, "r", HOUR, T0 - 1, 1, 0, 3),
     ]
